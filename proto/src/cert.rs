@@ -1,0 +1,608 @@
+//! Licences, licence requests and client certificates: versioned binary
+//! structures with integer times, each signed over a context string.
+//!
+//! ```text
+//! Licence      = "ZTLC" ver=1 serial[16] server_id:str8 n:u8 hostname:str8*n
+//!                subca_key[32] noise_key[32] not_before:u64 not_after:u64
+//!                issuer[32] signature[64]
+//! Request      = "ZTRQ" ver=1 subca_key[32] noise_key[32] created:u64 signature[64]
+//! ClientCert   = "ZTCC" ver=1 serial[16] principal:str8 session_key[32]
+//!                issuer[32] not_before:u64 not_after:u64 signature[64]
+//! ```
+
+use crate::codec::{Reader, Writer};
+use crate::error::{AuthError, Malformed};
+use crate::keys::{PublicKey, SigningKey, hex, random_bytes};
+use crate::labels::{self, magic};
+use crate::time::{CLOCK_SKEW, UnixTime};
+
+const VERSION: u8 = 1;
+/// Longest server id.
+pub const MAX_SERVER_ID: usize = 64;
+/// Most host names in one licence.
+pub const MAX_HOSTNAMES: usize = 32;
+/// Longest host name (DNS limit).
+pub const MAX_HOSTNAME: usize = 253;
+/// Longest principal name.
+pub const MAX_PRINCIPAL: usize = 64;
+/// Longest encoded licence.
+pub const MAX_LICENCE_LEN: usize =
+    4 + 1 + 16 + 1 + MAX_SERVER_ID + 1 + MAX_HOSTNAMES * (1 + MAX_HOSTNAME) + 32 * 3 + 16 + 64;
+
+/// A unique 128-bit serial number.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Serial(pub [u8; 16]);
+
+impl Serial {
+    /// A fresh random serial (unique across restarts and proxies).
+    pub fn random() -> Self {
+        Self(random_bytes())
+    }
+}
+
+impl std::fmt::Display for Serial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+/// A name: 1..=max bytes of `[A-Za-z0-9._@-]`, no leading dot or dash.
+pub fn check_name(name: &str, max: usize, what: &'static str) -> Result<(), Malformed> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
+    if name.is_empty() || name.len() > max {
+        return Err(Malformed::Invalid {
+            what,
+            why: "empty or too long",
+        });
+    }
+    if !name.chars().all(ok_char) || name.starts_with(['.', '-']) {
+        return Err(Malformed::Invalid {
+            what,
+            why: "only letters, digits and . _ @ - are allowed",
+        });
+    }
+    Ok(())
+}
+
+fn check_window(
+    not_before: UnixTime,
+    not_after: UnixTime,
+    now: UnixTime,
+    what: &'static str,
+) -> Result<(), AuthError> {
+    if now.saturating_add(CLOCK_SKEW) < not_before {
+        return Err(AuthError::NotYetValid {
+            what,
+            secs: not_before - now,
+        });
+    }
+    if now >= not_after {
+        return Err(AuthError::Expired {
+            what,
+            secs: now - not_after,
+        });
+    }
+    Ok(())
+}
+
+fn split_signature<'a>(
+    r: &mut Reader<'a>,
+    total: &'a [u8],
+) -> Result<(&'a [u8], [u8; 64]), Malformed> {
+    let tbs_len = total
+        .len()
+        .checked_sub(r.remaining())
+        .ok_or(Malformed::Truncated("signed body"))?;
+    let sig = r.array::<64>()?;
+    let tbs = total
+        .get(..tbs_len)
+        .ok_or(Malformed::Truncated("signed body"))?;
+    Ok((tbs, sig))
+}
+
+/// The fields a root CA signs into a server licence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LicenceBody {
+    /// Unique serial.
+    pub serial: Serial,
+    /// Operator's name for this proxy.
+    pub server_id: String,
+    /// Host names clients may use to reach it.
+    pub hostnames: Vec<String>,
+    /// The proxy's Sub-CA key (issues client certificates).
+    pub subca_key: PublicKey,
+    /// The proxy's Noise static key.
+    pub noise_key: [u8; 32],
+    /// Start of validity.
+    pub not_before: UnixTime,
+    /// End of validity (exclusive).
+    pub not_after: UnixTime,
+    /// The root key that signed it.
+    pub issuer: PublicKey,
+}
+
+/// A root-signed server licence, as decoded; not yet verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Licence {
+    /// Signed fields.
+    pub body: LicenceBody,
+    signature: [u8; 64],
+    encoded: Vec<u8>,
+}
+
+/// Proof that a licence verified under the pinned root at a given time.
+/// Only [`Licence::verify`] makes one.
+#[derive(Debug)]
+pub struct LicenceVerified<'a>(&'a Licence);
+
+impl LicenceVerified<'_> {
+    /// The verified licence.
+    pub fn licence(&self) -> &Licence {
+        self.0
+    }
+}
+
+impl LicenceBody {
+    fn encode_tbs(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(magic::LICENCE)
+            .u8(VERSION)
+            .bytes(&self.serial.0)
+            .str8(&self.server_id);
+        w.u8(u8::try_from(self.hostnames.len()).unwrap_or(u8::MAX));
+        for h in &self.hostnames {
+            w.str8(h);
+        }
+        w.bytes(&self.subca_key.0).bytes(&self.noise_key);
+        w.u64(self.not_before)
+            .u64(self.not_after)
+            .bytes(&self.issuer.0);
+        w.into_vec()
+    }
+
+    fn validate(&self) -> Result<(), Malformed> {
+        check_name(&self.server_id, MAX_SERVER_ID, "licence server id")?;
+        if self.hostnames.is_empty() || self.hostnames.len() > MAX_HOSTNAMES {
+            return Err(Malformed::Invalid {
+                what: "licence",
+                why: "needs 1 to 32 host names",
+            });
+        }
+        for h in &self.hostnames {
+            check_name(h, MAX_HOSTNAME, "licence host name")?;
+        }
+        if self.not_after <= self.not_before {
+            return Err(Malformed::Invalid {
+                what: "licence",
+                why: "not_after is not after not_before",
+            });
+        }
+        Ok(())
+    }
+
+    /// Signs the body with the root key.
+    pub fn sign(self, root: &SigningKey) -> Result<Licence, Malformed> {
+        self.validate()?;
+        if root.public() != self.issuer {
+            return Err(Malformed::Invalid {
+                what: "licence",
+                why: "issuer is not the signing key",
+            });
+        }
+        let tbs = self.encode_tbs();
+        let signature = root.sign(labels::CTX_LICENCE, &tbs);
+        let mut encoded = tbs;
+        encoded.extend_from_slice(&signature);
+        Ok(Licence {
+            body: self,
+            signature,
+            encoded,
+        })
+    }
+}
+
+impl Licence {
+    /// Parses an encoded licence (does not verify it).
+    pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        if bytes.len() > MAX_LICENCE_LEN {
+            return Err(Malformed::TooLong {
+                what: "licence",
+                len: bytes.len(),
+                max: MAX_LICENCE_LEN,
+            });
+        }
+        let mut r = Reader::new(bytes, "licence");
+        r.expect(magic::LICENCE)?;
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(Malformed::BadVersion {
+                what: "licence",
+                version,
+            });
+        }
+        let serial = Serial(r.array()?);
+        let server_id = r.str8(MAX_SERVER_ID)?.to_owned();
+        let count = usize::from(r.u8()?);
+        if count > MAX_HOSTNAMES {
+            return Err(Malformed::TooLong {
+                what: "licence host list",
+                len: count,
+                max: MAX_HOSTNAMES,
+            });
+        }
+        let mut hostnames = Vec::with_capacity(count);
+        for _ in 0..count {
+            hostnames.push(r.str8(MAX_HOSTNAME)?.to_owned());
+        }
+        let subca_key = PublicKey(r.array()?);
+        let noise_key = r.array()?;
+        let not_before = r.u64()?;
+        let not_after = r.u64()?;
+        let issuer = PublicKey(r.array()?);
+        let (_, signature) = split_signature(&mut r, bytes)?;
+        r.finish()?;
+        let body = LicenceBody {
+            serial,
+            server_id,
+            hostnames,
+            subca_key,
+            noise_key,
+            not_before,
+            not_after,
+            issuer,
+        };
+        body.validate()?;
+        Ok(Self {
+            body,
+            signature,
+            encoded: bytes.to_vec(),
+        })
+    }
+
+    /// The exact encoded bytes.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// Checks issuer, signature and validity window against the pinned root.
+    pub fn verify(
+        &self,
+        root: &PublicKey,
+        now: UnixTime,
+    ) -> Result<LicenceVerified<'_>, AuthError> {
+        if self.body.issuer != *root {
+            return Err(AuthError::WrongIssuer("server licence"));
+        }
+        let tbs_len = self.encoded.len().saturating_sub(64);
+        let tbs = self.encoded.get(..tbs_len).unwrap_or_default();
+        root.verify(labels::CTX_LICENCE, tbs, &self.signature, "server licence")?;
+        check_window(
+            self.body.not_before,
+            self.body.not_after,
+            now,
+            "server licence",
+        )?;
+        Ok(LicenceVerified(self))
+    }
+
+    /// Whether `host` is one of the licence's names (ASCII case-insensitive).
+    pub fn covers(&self, host: &str) -> bool {
+        self.body
+            .hostnames
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
+    }
+}
+
+/// A proxy's request for a licence: its Sub-CA and Noise keys, signed by the Sub-CA key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LicenceRequest {
+    /// Sub-CA public key.
+    pub subca_key: PublicKey,
+    /// Noise static public key.
+    pub noise_key: [u8; 32],
+    /// When it was made.
+    pub created: UnixTime,
+    signature: [u8; 64],
+}
+
+impl LicenceRequest {
+    fn tbs(subca_key: &PublicKey, noise_key: &[u8; 32], created: UnixTime) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(magic::REQUEST)
+            .u8(VERSION)
+            .bytes(&subca_key.0)
+            .bytes(noise_key)
+            .u64(created);
+        w.into_vec()
+    }
+
+    /// Makes a request signed by the Sub-CA key (proof of possession).
+    pub fn new(subca: &SigningKey, noise_key: [u8; 32], created: UnixTime) -> Self {
+        let subca_key = subca.public();
+        let signature = subca.sign(
+            labels::CTX_LICENCE_REQUEST,
+            &Self::tbs(&subca_key, &noise_key, created),
+        );
+        Self {
+            subca_key,
+            noise_key,
+            created,
+            signature,
+        }
+    }
+
+    /// Encodes the request.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Self::tbs(&self.subca_key, &self.noise_key, self.created);
+        out.extend_from_slice(&self.signature);
+        out
+    }
+
+    /// Parses and checks the proof of possession.
+    pub fn decode_verified(bytes: &[u8]) -> Result<Self, crate::ProtoError> {
+        let mut r = Reader::new(bytes, "licence request");
+        r.expect(magic::REQUEST)?;
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(Malformed::BadVersion {
+                what: "licence request",
+                version,
+            }
+            .into());
+        }
+        let subca_key = PublicKey(r.array()?);
+        let noise_key = r.array()?;
+        let created = r.u64()?;
+        let signature = r.array()?;
+        r.finish()?;
+        let tbs = Self::tbs(&subca_key, &noise_key, created);
+        subca_key.verify(
+            labels::CTX_LICENCE_REQUEST,
+            &tbs,
+            &signature,
+            "licence request",
+        )?;
+        Ok(Self {
+            subca_key,
+            noise_key,
+            created,
+            signature,
+        })
+    }
+}
+
+/// A short-lived client certificate issued by a proxy's Sub-CA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCert {
+    /// Unique serial.
+    pub serial: Serial,
+    /// Who the session is.
+    pub principal: String,
+    /// The session's Ed25519 key.
+    pub session_key: PublicKey,
+    /// The Sub-CA that issued it.
+    pub issuer: PublicKey,
+    /// Start of validity.
+    pub not_before: UnixTime,
+    /// End of validity (exclusive).
+    pub not_after: UnixTime,
+    signature: [u8; 64],
+}
+
+impl ClientCert {
+    fn tbs(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(magic::CLIENT_CERT)
+            .u8(VERSION)
+            .bytes(&self.serial.0)
+            .str8(&self.principal);
+        w.bytes(&self.session_key.0)
+            .bytes(&self.issuer.0)
+            .u64(self.not_before)
+            .u64(self.not_after);
+        w.into_vec()
+    }
+
+    /// Issues a certificate signed by `subca`.
+    pub fn issue(
+        subca: &SigningKey,
+        principal: &str,
+        session_key: PublicKey,
+        not_before: UnixTime,
+        ttl: u64,
+    ) -> Result<Self, Malformed> {
+        check_name(principal, MAX_PRINCIPAL, "principal")?;
+        let not_after = not_before.checked_add(ttl).ok_or(Malformed::Invalid {
+            what: "certificate",
+            why: "ttl overflows",
+        })?;
+        let mut cert = Self {
+            serial: Serial::random(),
+            principal: principal.to_owned(),
+            session_key,
+            issuer: subca.public(),
+            not_before,
+            not_after,
+            signature: [0; 64],
+        };
+        cert.signature = subca.sign(labels::CTX_CLIENT_CERT, &cert.tbs());
+        Ok(cert)
+    }
+
+    /// Encodes the certificate.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.tbs();
+        out.extend_from_slice(&self.signature);
+        out
+    }
+
+    /// Parses a certificate (does not verify it).
+    pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        let mut r = Reader::new(bytes, "client certificate");
+        r.expect(magic::CLIENT_CERT)?;
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(Malformed::BadVersion {
+                what: "client certificate",
+                version,
+            });
+        }
+        let serial = Serial(r.array()?);
+        let principal = r.str8(MAX_PRINCIPAL)?.to_owned();
+        check_name(&principal, MAX_PRINCIPAL, "principal")?;
+        let session_key = PublicKey(r.array()?);
+        let issuer = PublicKey(r.array()?);
+        let not_before = r.u64()?;
+        let not_after = r.u64()?;
+        let signature = r.array()?;
+        r.finish()?;
+        Ok(Self {
+            serial,
+            principal,
+            session_key,
+            issuer,
+            not_before,
+            not_after,
+            signature,
+        })
+    }
+
+    /// Checks issuer, signature and validity window.
+    pub fn verify(&self, subca: &PublicKey, now: UnixTime) -> Result<(), AuthError> {
+        if self.issuer != *subca {
+            return Err(AuthError::WrongIssuer("client certificate"));
+        }
+        subca.verify(
+            labels::CTX_CLIENT_CERT,
+            &self.tbs(),
+            &self.signature,
+            "client certificate",
+        )?;
+        check_window(self.not_before, self.not_after, now, "client certificate")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::NoiseKeypair;
+
+    pub(crate) fn licence(
+        root: &SigningKey,
+        hosts: &[&str],
+        nb: u64,
+        na: u64,
+    ) -> (Licence, SigningKey, NoiseKeypair) {
+        let subca = SigningKey::generate();
+        let noise = NoiseKeypair::generate();
+        let body = LicenceBody {
+            serial: Serial::random(),
+            server_id: "web1".into(),
+            hostnames: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            subca_key: subca.public(),
+            noise_key: noise.public(),
+            not_before: nb,
+            not_after: na,
+            issuer: root.public(),
+        };
+        (body.sign(root).expect("sign"), subca, noise)
+    }
+
+    #[test]
+    fn licence_round_trip_and_checks() {
+        let root = SigningKey::generate();
+        let (lic, _, _) = licence(&root, &["web1", "web1.example.com"], 1000, 1000 + 86_400);
+        let back = Licence::decode(lic.encoded()).expect("decode");
+        assert_eq!(back, lic);
+        assert!(back.verify(&root.public(), 2000).is_ok());
+        assert!(back.covers("WEB1.example.com"));
+        assert!(!back.covers("web2"));
+        assert_eq!(
+            back.verify(&root.public(), 1000 + 86_400 + 3 * 3600).err(),
+            Some(AuthError::Expired {
+                what: "server licence",
+                secs: 3 * 3600
+            })
+        );
+        assert!(matches!(
+            back.verify(&root.public(), 100),
+            Err(AuthError::NotYetValid { .. })
+        ));
+        let other = SigningKey::generate();
+        assert_eq!(
+            back.verify(&other.public(), 2000).err(),
+            Some(AuthError::WrongIssuer("server licence"))
+        );
+    }
+
+    #[test]
+    fn forged_licence_fails() {
+        let root = SigningKey::generate();
+        let (lic, _, _) = licence(&root, &["web1"], 0, 10_000);
+        let mut bytes = lic.encoded().to_vec();
+        // Flip a bit in not_after (just before issuer and signature).
+        let pos = bytes.len() - 64 - 32 - 1;
+        bytes[pos] ^= 1;
+        let forged = Licence::decode(&bytes).expect("still parses");
+        assert_eq!(
+            forged.verify(&root.public(), 5).err(),
+            Some(AuthError::BadSignature("server licence"))
+        );
+        // A forger who changes the issuer to their own key is refused by the pin.
+        let evil = SigningKey::generate();
+        let (evil_lic, _, _) = licence(&evil, &["web1"], 0, 10_000);
+        assert_eq!(
+            evil_lic.verify(&root.public(), 5).err(),
+            Some(AuthError::WrongIssuer("server licence"))
+        );
+    }
+
+    #[test]
+    fn licence_decode_rejects_garbage() {
+        assert!(Licence::decode(b"").is_err());
+        assert!(Licence::decode(b"ZTLC\x02").is_err());
+        assert!(Licence::decode(&[0u8; 300]).is_err());
+        let root = SigningKey::generate();
+        let (lic, _, _) = licence(&root, &["web1"], 0, 10);
+        let mut long = lic.encoded().to_vec();
+        long.push(0);
+        assert!(matches!(
+            Licence::decode(&long),
+            Err(Malformed::TrailingBytes { .. })
+        ));
+        for cut in 0..lic.encoded().len() {
+            assert!(
+                Licence::decode(&lic.encoded()[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_proves_possession() {
+        let subca = SigningKey::generate();
+        let req = LicenceRequest::new(&subca, [7; 32], 99);
+        let back = LicenceRequest::decode_verified(&req.encode()).expect("verify");
+        assert_eq!(back, req);
+        let mut bad = req.encode();
+        bad[10] ^= 0x80;
+        assert!(LicenceRequest::decode_verified(&bad).is_err());
+    }
+
+    #[test]
+    fn client_cert_round_trip() {
+        let subca = SigningKey::generate();
+        let session = SigningKey::generate();
+        let cert = ClientCert::issue(&subca, "alice", session.public(), 100, 300).expect("issue");
+        let back = ClientCert::decode(&cert.encode()).expect("decode");
+        assert_eq!(back, cert);
+        assert!(back.verify(&subca.public(), 200).is_ok());
+        assert!(matches!(
+            back.verify(&subca.public(), 400),
+            Err(AuthError::Expired { .. })
+        ));
+        assert!(back.verify(&session.public(), 200).is_err());
+        assert!(ClientCert::issue(&subca, "bad name", session.public(), 0, 1).is_err());
+    }
+}

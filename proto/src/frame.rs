@@ -1,0 +1,457 @@
+//! Uniform records. After the handshake every byte on the wire belongs to a
+//! record of exactly `F` bytes, all of it AEAD output:
+//!
+//! ```text
+//! plaintext (F - 16 bytes) = type:u8 | flags:u8 | len:u16 | data[len] | zero padding
+//! record    (F bytes)      = AES-256-GCM(plaintext) with the implicit Noise nonce
+//! ```
+//!
+//! Each direction keeps its own counter; the receiver expects exactly the
+//! next nonce, so a dropped, replayed, reordered or altered record fails the
+//! tag and the connection closes.
+
+use std::sync::Arc;
+
+use crate::codec::{Reader, Writer};
+use crate::error::{Malformed, ProtoError};
+
+/// Tag length of the AEAD.
+pub const TAG_LEN: usize = 16;
+/// Record header length (type, flags, len).
+pub const HEADER_LEN: usize = 4;
+/// Smallest allowed frame size.
+pub const MIN_FRAME: usize = 512;
+/// Largest allowed frame size.
+pub const MAX_FRAME: usize = 16_384;
+/// Default frame size.
+pub const DEFAULT_FRAME: usize = 1024;
+
+/// A validated frame size `F`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameSize(u16);
+
+impl FrameSize {
+    /// Validates `F`: 512 to 16384 bytes, a multiple of 16.
+    pub fn new(f: usize) -> Result<Self, Malformed> {
+        if !(MIN_FRAME..=MAX_FRAME).contains(&f) || f % 16 != 0 {
+            return Err(Malformed::Invalid {
+                what: "frame size",
+                why: "must be a multiple of 16 between 512 and 16384",
+            });
+        }
+        u16::try_from(f).map(Self).map_err(|_| Malformed::Invalid {
+            what: "frame size",
+            why: "too large",
+        })
+    }
+
+    /// `F` in bytes.
+    pub fn get(self) -> usize {
+        usize::from(self.0)
+    }
+
+    /// `F` as sent in the hello and prologue.
+    pub fn wire(self) -> u16 {
+        self.0
+    }
+
+    /// Most data bytes one record carries.
+    pub fn max_data(self) -> usize {
+        self.get() - TAG_LEN - HEADER_LEN
+    }
+}
+
+impl Default for FrameSize {
+    fn default() -> Self {
+        Self(1024)
+    }
+}
+
+/// Record types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordType {
+    /// SSH bytes.
+    Data = 1,
+    /// A control message.
+    Control = 2,
+    /// Cover traffic; ignored.
+    Pad = 3,
+    /// Reserved for in-band rekey; rejected by this version.
+    Rekey = 4,
+    /// No more DATA in this direction (a half-close).
+    Close = 5,
+}
+
+impl RecordType {
+    fn from_u8(v: u8) -> Result<Self, Malformed> {
+        Ok(match v {
+            1 => Self::Data,
+            2 => Self::Control,
+            3 => Self::Pad,
+            4 => Self::Rekey,
+            5 => Self::Close,
+            _ => {
+                return Err(Malformed::Invalid {
+                    what: "record",
+                    why: "unknown record type",
+                });
+            }
+        })
+    }
+}
+
+/// Why a session ended, as sent in TERMINATE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum TerminateCode {
+    /// The user is not authorized on this proxy.
+    NotAuthorized = 1,
+    /// The peer broke the protocol.
+    ProtocolError = 2,
+    /// The proxy could not reach sshd.
+    UpstreamUnavailable = 3,
+    /// The proxy is shutting down.
+    Shutdown = 4,
+    /// Identity no longer valid (proof failed, late, revoked).
+    IdentityRevoked = 5,
+    /// Anything else.
+    Other = 255,
+}
+
+impl TerminateCode {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::NotAuthorized,
+            2 => Self::ProtocolError,
+            3 => Self::UpstreamUnavailable,
+            4 => Self::Shutdown,
+            5 => Self::IdentityRevoked,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Longest TERMINATE reason text.
+pub const MAX_REASON: usize = 200;
+
+/// Control messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Control {
+    /// The proxy authorized the user and is connecting to sshd.
+    Accept {
+        /// The proxy's server id (from its licence).
+        server_id: String,
+    },
+    /// The session is over; `reason` is for the user.
+    Terminate {
+        /// Coarse reason.
+        code: TerminateCode,
+        /// Human text (printable ASCII, at most [`MAX_REASON`] bytes).
+        reason: String,
+    },
+}
+
+const CTRL_ACCEPT: u8 = 1;
+const CTRL_TERMINATE: u8 = 2;
+
+/// Keeps printable ASCII only, capped, so a peer cannot drive the user's terminal.
+pub fn sanitize(text: &str, max: usize) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(max)
+        .collect()
+}
+
+impl Control {
+    /// Encodes the message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            Self::Accept { server_id } => {
+                w.u8(CTRL_ACCEPT).str8(server_id);
+            }
+            Self::Terminate { code, reason } => {
+                w.u8(CTRL_TERMINATE)
+                    .u8(*code as u8)
+                    .str8(&sanitize(reason, MAX_REASON));
+            }
+        }
+        w.into_vec()
+    }
+
+    /// Decodes a message.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        let mut r = Reader::new(bytes, "control message");
+        let msg = match r.u8()? {
+            CTRL_ACCEPT => Self::Accept {
+                server_id: r.str8(crate::cert::MAX_SERVER_ID)?.to_owned(),
+            },
+            CTRL_TERMINATE => {
+                let code = TerminateCode::from_u8(r.u8()?);
+                let reason = sanitize(r.str8(MAX_REASON)?, MAX_REASON);
+                Self::Terminate { code, reason }
+            }
+            _ => {
+                return Err(Malformed::Invalid {
+                    what: "control message",
+                    why: "unknown type",
+                });
+            }
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+/// An event out of [`Opener::open_all`] other than data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A control message.
+    Control(Control),
+    /// The peer half-closed its direction.
+    Close,
+}
+
+/// An established tunnel's record layer, split into halves that can live in
+/// separate tasks.
+#[derive(Debug)]
+pub struct Transport {
+    /// Outgoing half.
+    pub sealer: Sealer,
+    /// Incoming half.
+    pub opener: Opener,
+}
+
+struct Keys(snow::StatelessTransportState);
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<transport keys>")
+    }
+}
+
+impl Transport {
+    pub(crate) fn new(
+        state: snow::StatelessTransportState,
+        f: FrameSize,
+        _initiator: bool,
+    ) -> Self {
+        let keys = Arc::new(Keys(state));
+        Self {
+            sealer: Sealer {
+                keys: Arc::clone(&keys),
+                nonce: 0,
+                f,
+                plain: vec![0; f.get() - TAG_LEN],
+            },
+            opener: Opener {
+                keys,
+                nonce: 0,
+                f,
+                plain: vec![0; f.get() - TAG_LEN],
+            },
+        }
+    }
+}
+
+/// Seals outgoing records.
+#[derive(Debug)]
+pub struct Sealer {
+    keys: Arc<Keys>,
+    nonce: u64,
+    f: FrameSize,
+    plain: Vec<u8>,
+}
+
+impl Sealer {
+    /// The frame size.
+    pub fn frame_size(&self) -> FrameSize {
+        self.f
+    }
+
+    fn seal(&mut self, kind: RecordType, data: &[u8], out: &mut Vec<u8>) -> Result<(), ProtoError> {
+        let len = u16::try_from(data.len()).map_err(|_| ProtoError::Internal("record too long"))?;
+        if data.len() > self.f.max_data() {
+            return Err(ProtoError::Internal("record data exceeds frame"));
+        }
+        self.plain.fill(0);
+        self.plain[0] = kind as u8;
+        self.plain[2..4].copy_from_slice(&len.to_be_bytes());
+        self.plain[HEADER_LEN..HEADER_LEN + data.len()].copy_from_slice(data);
+        let start = out.len();
+        out.resize(start + self.f.get(), 0);
+        let n = self
+            .keys
+            .0
+            .write_message(self.nonce, &self.plain, &mut out[start..])?;
+        debug_assert_eq!(n, self.f.get());
+        self.nonce = self
+            .nonce
+            .checked_add(1)
+            .ok_or(ProtoError::PeerMisbehaved("nonce space exhausted"))?;
+        Ok(())
+    }
+
+    /// Seals `data` into as few full records as possible; only the last is padded.
+    pub fn seal_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), ProtoError> {
+        out.reserve(data.len().div_ceil(self.f.max_data()) * self.f.get());
+        for chunk in data.chunks(self.f.max_data()) {
+            self.seal(RecordType::Data, chunk, out)?;
+        }
+        Ok(())
+    }
+
+    /// Seals a control message.
+    pub fn seal_control(&mut self, msg: &Control, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+        self.seal(RecordType::Control, &msg.encode(), out)
+    }
+
+    /// Seals a PAD record (cover traffic).
+    pub fn seal_pad(&mut self, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+        self.seal(RecordType::Pad, &[], out)
+    }
+
+    /// Seals a CLOSE record: no more data in this direction.
+    pub fn seal_close(&mut self, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+        self.seal(RecordType::Close, &[], out)
+    }
+}
+
+/// Opens incoming records.
+#[derive(Debug)]
+pub struct Opener {
+    keys: Arc<Keys>,
+    nonce: u64,
+    f: FrameSize,
+    plain: Vec<u8>,
+}
+
+impl Opener {
+    /// The frame size.
+    pub fn frame_size(&self) -> FrameSize {
+        self.f
+    }
+
+    /// Records opened so far.
+    pub fn records_opened(&self) -> u64 {
+        self.nonce
+    }
+
+    /// Opens every complete record at the front of `input`: DATA is appended
+    /// to `data`, everything else to `events`. Returns how many bytes were
+    /// consumed (a multiple of `F`). Any failure is fatal for the connection.
+    pub fn open_all(
+        &mut self,
+        input: &[u8],
+        data: &mut Vec<u8>,
+        events: &mut Vec<Event>,
+    ) -> Result<usize, ProtoError> {
+        let f = self.f.get();
+        let mut consumed = 0;
+        for record in input.chunks_exact(f) {
+            self.open_one(record, data, events)?;
+            consumed += f;
+        }
+        Ok(consumed)
+    }
+
+    fn open_one(
+        &mut self,
+        record: &[u8],
+        data: &mut Vec<u8>,
+        events: &mut Vec<Event>,
+    ) -> Result<(), ProtoError> {
+        let n = self
+            .keys
+            .0
+            .read_message(self.nonce, record, &mut self.plain)?;
+        self.nonce = self
+            .nonce
+            .checked_add(1)
+            .ok_or(ProtoError::PeerMisbehaved("nonce space exhausted"))?;
+        let mut r = Reader::new(self.plain.get(..n).unwrap_or_default(), "record");
+        let kind = RecordType::from_u8(r.u8()?)?;
+        if r.u8()? != 0 {
+            return Err(Malformed::Invalid {
+                what: "record",
+                why: "unknown flags",
+            }
+            .into());
+        }
+        let len = usize::from(r.u16()?);
+        if len > self.f.max_data() {
+            return Err(Malformed::TooLong {
+                what: "record",
+                len,
+                max: self.f.max_data(),
+            }
+            .into());
+        }
+        let body = r.take(len)?;
+        if r.rest().iter().any(|&b| b != 0) {
+            return Err(Malformed::Invalid {
+                what: "record",
+                why: "non-zero padding",
+            }
+            .into());
+        }
+        match kind {
+            RecordType::Data => data.extend_from_slice(body),
+            RecordType::Control => events.push(Event::Control(Control::decode(body)?)),
+            RecordType::Pad if len == 0 => {}
+            RecordType::Close if len == 0 => events.push(Event::Close),
+            RecordType::Pad | RecordType::Close => {
+                return Err(Malformed::Invalid {
+                    what: "record",
+                    why: "PAD or CLOSE with data",
+                }
+                .into());
+            }
+            RecordType::Rekey => {
+                return Err(ProtoError::PeerMisbehaved(
+                    "REKEY is not supported by this version",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_size_bounds() {
+        assert!(FrameSize::new(1024).is_ok());
+        assert!(FrameSize::new(511).is_err());
+        assert!(FrameSize::new(1000).is_err());
+        assert!(FrameSize::new(32_768).is_err());
+        assert_eq!(FrameSize::default().max_data(), 1004);
+    }
+
+    #[test]
+    fn control_round_trip_and_sanitizing() {
+        let t = Control::Terminate {
+            code: TerminateCode::NotAuthorized,
+            reason: "no\x1b[31m way".into(),
+        };
+        let back = Control::decode(&t.encode()).expect("decode");
+        assert_eq!(
+            back,
+            Control::Terminate {
+                code: TerminateCode::NotAuthorized,
+                reason: "no[31m way".into()
+            }
+        );
+        let a = Control::Accept {
+            server_id: "web1".into(),
+        };
+        assert_eq!(Control::decode(&a.encode()), Ok(a));
+        assert!(Control::decode(&[9]).is_err());
+        assert!(Control::decode(&[CTRL_ACCEPT, 1, b'a', 0]).is_err());
+    }
+}

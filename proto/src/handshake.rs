@@ -1,0 +1,533 @@
+//! The hybrid handshake: `Noise_XXpsk3_25519_AESGCM_SHA256` with an
+//! ML-KEM-768 shared secret as psk3, as typestates.
+//!
+//! Call order, client side:
+//! 1. [`client_start`] returns [`AwaitingServerHello`] and message 1 (send it).
+//! 2. [`AwaitingServerHello::handle_server_hello`] with message 2 verifies the
+//!    server's licence and returns [`ServerVerified`]; nothing about the user
+//!    has been revealed yet.
+//! 3. The user key signs [`ServerVerified::user_signed_data`] as an SSHSIG
+//!    (from a file or ssh-agent).
+//! 4. [`ServerVerified::into_client_auth`] returns message 3 (send it) and a
+//!    [`ClientSession`] holding the transport.
+//!
+//! Server side:
+//! 1. [`server_start`] returns [`AwaitingClientHello`].
+//! 2. [`AwaitingClientHello::handle_client_hello`] with message 1 returns
+//!    [`AwaitingClientAuth`] and message 2 (send it).
+//! 3. [`AwaitingClientAuth::handle_client_auth`] with message 3 returns
+//!    [`ClientAuthenticated`], which can only exist once the user's SSHSIG over
+//!    the transcript verified. Authorization is then the caller's decision.
+//!
+//! Every message is padded to a fixed length (see [`message_len`]), so its size
+//! reveals nothing; the padding sits inside the Noise payload and is hashed.
+
+use ml_kem::kem::{Decapsulate, Encapsulate, Kem, KeyExport};
+use ml_kem::{MlKem768, TryKeyInit};
+use sha2::Digest;
+use ssh_key::encoding::{Decode, Encode};
+use zeroize::Zeroizing;
+
+use crate::cert::{Licence, LicenceVerified, MAX_LICENCE_LEN, MAX_PRINCIPAL, check_name};
+use crate::codec::{Reader, Writer};
+use crate::error::{AuthError, Malformed, ProtoError};
+use crate::frame::{FrameSize, Transport};
+use crate::keys::{NoiseKeypair, PublicKey, SigningKey};
+use crate::labels;
+use crate::time::UnixTime;
+
+/// ML-KEM-768 encapsulation key length.
+pub const KEM_EK_LEN: usize = 1184;
+/// ML-KEM-768 ciphertext length.
+pub const KEM_CT_LEN: usize = 1088;
+/// Message 1 is always this long: the frame size is not agreed yet.
+pub const HELLO_LEN: usize = 2048;
+const SERVER_HELLO_MIN: usize = 4096;
+const CLIENT_AUTH_MIN: usize = 2048;
+/// Largest OpenSSH public key or SSHSIG blob accepted in message 3.
+pub const MAX_SSH_BLOB: usize = 1024;
+
+// Noise overhead of each message for this pattern (psk mode encrypts from msg 1 on).
+const OVERHEAD_1: usize = 32 + 16; // e, payload tag
+const OVERHEAD_2: usize = 32 + 48 + 16; // e, encrypted s, payload tag
+const OVERHEAD_3: usize = 48 + 16; // encrypted s, payload tag
+
+/// Wire length of handshake message `n` (1, 2 or 3) for frame size `f`.
+pub fn message_len(n: u8, f: FrameSize) -> usize {
+    let round = |min: usize| min.div_ceil(f.get()) * f.get();
+    match n {
+        1 => HELLO_LEN,
+        2 => round(SERVER_HELLO_MIN),
+        _ => round(CLIENT_AUTH_MIN),
+    }
+}
+
+/// The prologue names the protocol and version. The frame size is not in it
+/// but in message 1's payload, which is hashed into the transcript all the
+/// same; that way a mismatch gets a clear error instead of a decrypt failure.
+fn prologue() -> Vec<u8> {
+    let mut w = Writer::new();
+    w.bytes(labels::PROLOGUE).u16(labels::PROTOCOL_VERSION);
+    w.into_vec()
+}
+
+fn builder<'a>() -> Result<snow::Builder<'a>, ProtoError> {
+    let params = labels::NOISE_PARAMS
+        .parse()
+        .map_err(|_| ProtoError::Internal("noise params"))?;
+    let resolver = snow::resolvers::FallbackResolver::new(
+        Box::new(snow::resolvers::RingResolver::default()),
+        Box::new(snow::resolvers::DefaultResolver),
+    );
+    Ok(snow::Builder::with_resolver(params, Box::new(resolver)))
+}
+
+/// Wraps `body` as `len:u16 | body | zeros` of exactly `payload_len` bytes.
+fn pad_payload(body: &[u8], payload_len: usize) -> Result<Zeroizing<Vec<u8>>, ProtoError> {
+    let len =
+        u16::try_from(body.len()).map_err(|_| ProtoError::Internal("handshake body too long"))?;
+    if body.len() + 2 > payload_len {
+        return Err(ProtoError::Internal(
+            "handshake body does not fit its message",
+        ));
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(payload_len));
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    out.resize(payload_len, 0);
+    Ok(out)
+}
+
+/// Inverse of [`pad_payload`]; padding must be all zero.
+fn unpad_payload<'a>(payload: &'a [u8], what: &'static str) -> Result<&'a [u8], Malformed> {
+    let mut r = Reader::new(payload, what);
+    let len = usize::from(r.u16()?);
+    let body = r.take(len)?;
+    if r.rest().iter().any(|&b| b != 0) {
+        return Err(Malformed::Invalid {
+            what,
+            why: "non-zero padding",
+        });
+    }
+    Ok(body)
+}
+
+fn write_msg(
+    hs: &mut snow::HandshakeState,
+    body: &[u8],
+    total: usize,
+    overhead: usize,
+) -> Result<Vec<u8>, ProtoError> {
+    let payload = pad_payload(body, total - overhead)?;
+    let mut out = vec![0u8; total];
+    let n = hs.write_message(&payload, &mut out)?;
+    if n != total {
+        return Err(ProtoError::Internal("handshake message length mismatch"));
+    }
+    Ok(out)
+}
+
+fn read_msg(
+    hs: &mut snow::HandshakeState,
+    msg: &[u8],
+    total: usize,
+) -> Result<Zeroizing<Vec<u8>>, ProtoError> {
+    if msg.len() != total {
+        return Err(Malformed::Invalid {
+            what: "handshake message",
+            why: "wrong length",
+        }
+        .into());
+    }
+    let mut payload = Zeroizing::new(vec![0u8; total]);
+    let n = hs.read_message(msg, &mut payload)?;
+    payload.truncate(n);
+    Ok(payload)
+}
+
+fn kem_psk(shared: &[u8]) -> Zeroizing<[u8; 32]> {
+    let mut h = sha2::Sha256::new();
+    h.update(labels::KDF_KEM_PSK);
+    h.update(shared);
+    Zeroizing::new(h.finalize().into())
+}
+
+fn handshake_hash(hs: &snow::HandshakeState) -> Result<[u8; 32], ProtoError> {
+    hs.get_handshake_hash()
+        .try_into()
+        .map_err(|_| ProtoError::Internal("hash length"))
+}
+
+/// Data the user key signs: the transcript hash after message 2 and the
+/// session key it vouches for.
+fn user_signed(h2: &[u8; 32], session_key: &PublicKey) -> Vec<u8> {
+    let mut m = Vec::with_capacity(64);
+    m.extend_from_slice(h2);
+    m.extend_from_slice(&session_key.0);
+    m
+}
+
+// ---------------------------------------------------------------- client
+
+/// What the client needs to begin.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The pinned root CA key.
+    pub root: PublicKey,
+    /// The host name the user typed (`%h`); must be in the licence.
+    pub host: String,
+    /// Frame size; must match the proxy's.
+    pub frame_size: FrameSize,
+}
+
+/// Client has sent message 1.
+pub struct AwaitingServerHello {
+    hs: snow::HandshakeState,
+    kem_dk: ml_kem::DecapsulationKey<MlKem768>,
+    cfg: ClientConfig,
+}
+
+/// Starts a client handshake; returns the state and message 1.
+pub fn client_start(cfg: ClientConfig) -> Result<(AwaitingServerHello, Vec<u8>), ProtoError> {
+    // The client's Noise static key is throwaway: the user is proven by the
+    // SSHSIG in message 3, which works with keys held in ssh-agent.
+    let throwaway = NoiseKeypair::generate();
+    let prologue = prologue();
+    let mut hs = builder()?
+        .local_private_key(throwaway.private().expose())?
+        .prologue(&prologue)?
+        .build_initiator()?;
+    let (kem_dk, kem_ek) = MlKem768::generate_keypair();
+    let mut w = Writer::new();
+    w.u16(labels::PROTOCOL_VERSION)
+        .u16(cfg.frame_size.wire())
+        .u32(0);
+    w.bytes(&kem_ek.to_bytes());
+    let msg1 = write_msg(&mut hs, &w.into_vec(), HELLO_LEN, OVERHEAD_1)?;
+    Ok((AwaitingServerHello { hs, kem_dk, cfg }, msg1))
+}
+
+impl AwaitingServerHello {
+    /// Handles message 2: decapsulates, sets the psk, and verifies the
+    /// licence against the pinned root, the host name and the Noise key.
+    pub fn handle_server_hello(
+        mut self,
+        msg2: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerVerified, ProtoError> {
+        let total = message_len(2, self.cfg.frame_size);
+        let payload = read_msg(&mut self.hs, msg2, total)?;
+        let body = unpad_payload(&payload, "server hello")?;
+        let mut r = Reader::new(body, "server hello");
+        let version = r.u16()?;
+        if version != labels::PROTOCOL_VERSION {
+            return Err(ProtoError::Incompatible(format!(
+                "server speaks protocol version {version}"
+            )));
+        }
+        let ct = r.take(KEM_CT_LEN)?;
+        let licence = Licence::decode(r.var16(MAX_LICENCE_LEN)?)?;
+        r.finish()?;
+
+        let shared = self
+            .kem_dk
+            .decapsulate_slice(ct)
+            .map_err(|_| Malformed::Invalid {
+                what: "server hello",
+                why: "bad KEM ciphertext",
+            })?;
+        let psk = kem_psk(shared.as_slice());
+        self.hs.set_psk(3, psk.as_slice())?;
+
+        let verified: LicenceVerified<'_> = licence.verify(&self.cfg.root, now)?;
+        let lic = verified.licence();
+        if !lic.covers(&self.cfg.host) {
+            return Err(AuthError::HostNotCovered {
+                host: self.cfg.host.clone(),
+                covered: lic.body.hostnames.join(", "),
+            }
+            .into());
+        }
+        let proved = self
+            .hs
+            .get_remote_static()
+            .ok_or(ProtoError::Internal("no remote static"))?;
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            proved,
+            &lic.body.noise_key[..],
+        )) {
+            return Err(AuthError::KeyMismatch.into());
+        }
+        let h2 = handshake_hash(&self.hs)?;
+        let session_key = SigningKey::generate();
+        Ok(ServerVerified {
+            hs: self.hs,
+            frame_size: self.cfg.frame_size,
+            licence,
+            h2,
+            session_key,
+        })
+    }
+}
+
+/// The server proved its licensed identity; the user has not been revealed yet.
+pub struct ServerVerified {
+    hs: snow::HandshakeState,
+    frame_size: FrameSize,
+    licence: Licence,
+    h2: [u8; 32],
+    session_key: SigningKey,
+}
+
+impl ServerVerified {
+    /// The verified licence.
+    pub fn licence(&self) -> &Licence {
+        &self.licence
+    }
+
+    /// What the user key must sign (as SSHSIG, namespace
+    /// [`labels::SSHSIG_NAMESPACE_HANDSHAKE`]).
+    pub fn user_signed_data(&self) -> Vec<u8> {
+        user_signed(&self.h2, &self.session_key.public())
+    }
+
+    /// Builds message 3 with the user's identity and signature.
+    pub fn into_client_auth(
+        mut self,
+        principal: &str,
+        user_key: &ssh_key::PublicKey,
+        user_sig: &ssh_key::SshSig,
+    ) -> Result<(ClientSession, Vec<u8>), ProtoError> {
+        check_name(principal, MAX_PRINCIPAL, "principal")?;
+        let key_blob = user_key
+            .to_bytes()
+            .map_err(|_| ProtoError::Internal("encode user key"))?;
+        let sig_blob = user_sig
+            .encode_vec()
+            .map_err(|_| ProtoError::Internal("encode sshsig"))?;
+        if key_blob.len() > MAX_SSH_BLOB || sig_blob.len() > MAX_SSH_BLOB {
+            return Err(ProtoError::Internal("user key or signature too large"));
+        }
+        let pop = self.session_key.sign(labels::CTX_SESSION_KEY_POP, &self.h2);
+        let mut w = Writer::new();
+        w.str8(principal)
+            .var16(&key_blob)
+            .bytes(&self.session_key.public().0)
+            .bytes(&pop)
+            .var16(&sig_blob);
+        let total = message_len(3, self.frame_size);
+        let msg3 = write_msg(&mut self.hs, &w.into_vec(), total, OVERHEAD_3)?;
+        let hash = handshake_hash(&self.hs)?;
+        let transport = Transport::new(
+            self.hs.into_stateless_transport_mode()?,
+            self.frame_size,
+            true,
+        );
+        Ok((
+            ClientSession {
+                transport,
+                session_key: self.session_key,
+                licence: self.licence,
+                handshake_hash: hash,
+            },
+            msg3,
+        ))
+    }
+}
+
+/// The client's side of an established tunnel.
+#[derive(Debug)]
+pub struct ClientSession {
+    /// Record layer.
+    pub transport: Transport,
+    /// The per-session Ed25519 key (answers challenges later).
+    pub session_key: SigningKey,
+    /// The server's verified licence.
+    pub licence: Licence,
+    /// Final transcript hash; binds later proofs to this tunnel.
+    pub handshake_hash: [u8; 32],
+}
+
+// ---------------------------------------------------------------- server
+
+/// Server has been set up and waits for message 1.
+pub struct AwaitingClientHello {
+    hs: snow::HandshakeState,
+    frame_size: FrameSize,
+    licence: Vec<u8>,
+}
+
+/// Starts a server handshake with the proxy's Noise key and encoded licence.
+pub fn server_start(
+    noise: &NoiseKeypair,
+    licence: &Licence,
+    frame_size: FrameSize,
+) -> Result<AwaitingClientHello, ProtoError> {
+    let prologue = prologue();
+    let hs = builder()?
+        .local_private_key(noise.private().expose())?
+        .prologue(&prologue)?
+        .build_responder()?;
+    Ok(AwaitingClientHello {
+        hs,
+        frame_size,
+        licence: licence.encoded().to_vec(),
+    })
+}
+
+impl AwaitingClientHello {
+    /// Handles message 1; returns message 2.
+    pub fn handle_client_hello(
+        mut self,
+        msg1: &[u8],
+    ) -> Result<(AwaitingClientAuth, Vec<u8>), ProtoError> {
+        let payload = read_msg(&mut self.hs, msg1, HELLO_LEN)?;
+        let body = unpad_payload(&payload, "client hello")?;
+        let mut r = Reader::new(body, "client hello");
+        let version = r.u16()?;
+        let frame = r.u16()?;
+        let _caps = r.u32()?;
+        let ek_bytes = r.take(KEM_EK_LEN)?;
+        r.finish()?;
+        if version != labels::PROTOCOL_VERSION {
+            return Err(ProtoError::Incompatible(format!(
+                "client speaks protocol version {version}"
+            )));
+        }
+        if frame != self.frame_size.wire() {
+            return Err(ProtoError::Incompatible(format!(
+                "client uses frame size {frame}, this proxy uses {}",
+                self.frame_size.get()
+            )));
+        }
+        let ek = ml_kem::EncapsulationKey::<MlKem768>::new_from_slice(ek_bytes).map_err(|_| {
+            Malformed::Invalid {
+                what: "client hello",
+                why: "bad ML-KEM key",
+            }
+        })?;
+        let (ct, shared) = ek.encapsulate();
+        let psk = kem_psk(shared.as_slice());
+
+        let mut w = Writer::new();
+        w.u16(labels::PROTOCOL_VERSION)
+            .bytes(ct.as_slice())
+            .var16(&self.licence);
+        let total = message_len(2, self.frame_size);
+        let msg2 = write_msg(&mut self.hs, &w.into_vec(), total, OVERHEAD_2)?;
+        self.hs.set_psk(3, psk.as_slice())?;
+        let h2 = handshake_hash(&self.hs)?;
+        Ok((
+            AwaitingClientAuth {
+                hs: self.hs,
+                frame_size: self.frame_size,
+                h2,
+            },
+            msg2,
+        ))
+    }
+}
+
+/// Server sent message 2 and waits for the client's authentication.
+pub struct AwaitingClientAuth {
+    hs: snow::HandshakeState,
+    frame_size: FrameSize,
+    h2: [u8; 32],
+}
+
+impl AwaitingClientAuth {
+    /// Handles message 3: checks the session key's possession proof and the
+    /// user's SSHSIG over the transcript.
+    pub fn handle_client_auth(mut self, msg3: &[u8]) -> Result<ClientAuthenticated, ProtoError> {
+        let total = message_len(3, self.frame_size);
+        let payload = read_msg(&mut self.hs, msg3, total)?;
+        let body = unpad_payload(&payload, "client auth")?;
+        let mut r = Reader::new(body, "client auth");
+        let principal = r.str8(MAX_PRINCIPAL)?.to_owned();
+        check_name(&principal, MAX_PRINCIPAL, "principal")?;
+        let key_blob = r.var16(MAX_SSH_BLOB)?;
+        let session_key = PublicKey(r.array()?);
+        let pop = r.array::<64>()?;
+        let sig_blob = r.var16(MAX_SSH_BLOB)?;
+        r.finish()?;
+
+        let user_key =
+            ssh_key::PublicKey::from_bytes(key_blob).map_err(|_| Malformed::Invalid {
+                what: "client auth",
+                why: "bad user public key",
+            })?;
+        let mut sig_reader = sig_blob;
+        let sig = ssh_key::SshSig::decode(&mut sig_reader).map_err(|_| Malformed::Invalid {
+            what: "client auth",
+            why: "bad SSHSIG",
+        })?;
+        if !sig_reader.is_empty() {
+            return Err(Malformed::TrailingBytes {
+                what: "client auth SSHSIG",
+                count: sig_reader.len(),
+            }
+            .into());
+        }
+        session_key.verify(
+            labels::CTX_SESSION_KEY_POP,
+            &self.h2,
+            &pop,
+            "session key proof",
+        )?;
+        if sig.public_key() != user_key.key_data() {
+            return Err(ProtoError::UserSignature);
+        }
+        user_key
+            .verify(
+                labels::SSHSIG_NAMESPACE_HANDSHAKE,
+                &user_signed(&self.h2, &session_key),
+                &sig,
+            )
+            .map_err(|_| ProtoError::UserSignature)?;
+
+        let hash = handshake_hash(&self.hs)?;
+        let transport = Transport::new(
+            self.hs.into_stateless_transport_mode()?,
+            self.frame_size,
+            false,
+        );
+        Ok(ClientAuthenticated {
+            principal,
+            user_key,
+            session_key,
+            transport,
+            handshake_hash: hash,
+        })
+    }
+}
+
+/// A client whose user key signed this handshake. Only
+/// [`AwaitingClientAuth::handle_client_auth`] makes one.
+#[derive(Debug)]
+pub struct ClientAuthenticated {
+    principal: String,
+    user_key: ssh_key::PublicKey,
+    session_key: PublicKey,
+    /// Record layer.
+    pub transport: Transport,
+    /// Final transcript hash.
+    pub handshake_hash: [u8; 32],
+}
+
+impl ClientAuthenticated {
+    /// The principal the client claims (proven by the user key; whether that
+    /// key may act as this principal is the caller's policy).
+    pub fn principal(&self) -> &str {
+        &self.principal
+    }
+
+    /// The user's OpenSSH public key that signed the transcript.
+    pub fn user_key(&self) -> &ssh_key::PublicKey {
+        &self.user_key
+    }
+
+    /// The session's Ed25519 key.
+    pub fn session_key(&self) -> PublicKey {
+        self.session_key
+    }
+}

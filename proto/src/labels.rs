@@ -1,0 +1,52 @@
+//! Every protocol name, version, signature context and KDF label, defined once.
+
+/// Wire protocol version spoken by this build.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The Noise pattern and primitives.
+pub const NOISE_PARAMS: &str = "Noise_XXpsk3_25519_AESGCM_SHA256";
+
+/// Prologue prefix; the protocol version follows it (see [`crate::handshake`]).
+pub const PROLOGUE: &[u8] = b"ztssh/1 hybrid XXpsk3+ML-KEM-768";
+
+/// Label for deriving the Noise psk from the ML-KEM shared secret.
+pub const KDF_KEM_PSK: &[u8] = b"ztssh v1 psk3 from ML-KEM-768";
+
+/// Context for a licence signature by the root CA.
+pub const CTX_LICENCE: &[u8] = b"ztssh v1 server licence\0";
+/// Context for a licence request signed by the proxy's Sub-CA key.
+pub const CTX_LICENCE_REQUEST: &[u8] = b"ztssh v1 licence request\0";
+/// Context for a client certificate signed by a proxy's Sub-CA.
+pub const CTX_CLIENT_CERT: &[u8] = b"ztssh v1 client certificate\0";
+/// Context for the session key's proof of possession over the handshake.
+pub const CTX_SESSION_KEY_POP: &[u8] = b"ztssh v1 session key possession\0";
+/// SSHSIG namespace for the user key's signature over the handshake.
+pub const SSHSIG_NAMESPACE_HANDSHAKE: &str = "handshake-v1@ztssh";
+
+/// Magic bytes of each binary structure.
+pub mod magic {
+    /// Server licence.
+    pub const LICENCE: &[u8; 4] = b"ZTLC";
+    /// Licence request.
+    pub const REQUEST: &[u8; 4] = b"ZTRQ";
+    /// Client certificate.
+    pub const CLIENT_CERT: &[u8; 4] = b"ZTCC";
+}
+
+/// PEM labels of the files the tools write.
+pub mod pem {
+    /// Root CA private key.
+    pub const ROOT_KEY: &str = "ZTSSH ROOT KEY";
+    /// Root CA public key.
+    pub const ROOT_PUBLIC: &str = "ZTSSH ROOT PUBLIC KEY";
+    /// Proxy Sub-CA private key.
+    pub const SUBCA_KEY: &str = "ZTSSH SUBCA KEY";
+    /// Proxy Noise static private key.
+    pub const NOISE_KEY: &str = "ZTSSH NOISE KEY";
+    /// Licence request.
+    pub const REQUEST: &str = "ZTSSH LICENCE REQUEST";
+    /// Server licence.
+    pub const LICENCE: &str = "ZTSSH LICENCE";
+    /// Client certificate.
+    pub const CLIENT_CERT: &str = "ZTSSH CLIENT CERTIFICATE";
+}

@@ -1,0 +1,352 @@
+//! In-memory client/server pair with virtual time: the whole handshake and
+//! record layer without sockets or clocks.
+
+use ssh_key::{HashAlg, PrivateKey};
+
+use crate::cert::{Licence, LicenceBody, Serial};
+use crate::error::{AuthError, ProtoError};
+use crate::frame::{Control, Event, FrameSize, TerminateCode};
+use crate::handshake::{
+    self, ClientAuthenticated, ClientConfig, ClientSession, HELLO_LEN, message_len,
+};
+use crate::keys::{NoiseKeypair, SigningKey};
+use crate::labels::SSHSIG_NAMESPACE_HANDSHAKE;
+
+/// Virtual "now" for the pair.
+const NOW: u64 = 1_800_000_000;
+
+struct Pki {
+    root: SigningKey,
+    noise: NoiseKeypair,
+    licence: Licence,
+}
+
+fn pki_with(root: &SigningKey, signer: &SigningKey, noise: NoiseKeypair, nb: u64, na: u64) -> Pki {
+    let body = LicenceBody {
+        serial: Serial::random(),
+        server_id: "web1".into(),
+        hostnames: vec!["web1".into(), "localhost".into()],
+        subca_key: SigningKey::generate().public(),
+        noise_key: noise.public(),
+        not_before: nb,
+        not_after: na,
+        issuer: signer.public(),
+    };
+    Pki {
+        root: SigningKey::from_seed(&root.to_seed()),
+        noise,
+        licence: body.sign(signer).expect("sign"),
+    }
+}
+
+fn pki() -> Pki {
+    let root = SigningKey::generate();
+    pki_with(
+        &root,
+        &root,
+        NoiseKeypair::generate(),
+        NOW - 10,
+        NOW + 86_400,
+    )
+}
+
+fn user(seed: u8) -> PrivateKey {
+    let kp = ssh_key::private::Ed25519Keypair::from_seed(&[seed; 32]);
+    PrivateKey::from(kp)
+}
+
+fn client_cfg(pki: &Pki, host: &str) -> ClientConfig {
+    ClientConfig {
+        root: pki.root.public(),
+        host: host.into(),
+        frame_size: FrameSize::default(),
+    }
+}
+
+/// Runs the handshake; `signer` signs while `claimed` is the key sent.
+fn run(
+    pki: &Pki,
+    cfg: ClientConfig,
+    claimed: &PrivateKey,
+    signer: &PrivateKey,
+) -> Result<(ClientSession, ClientAuthenticated), ProtoError> {
+    let server = handshake::server_start(&pki.noise, &pki.licence, FrameSize::default())?;
+    let (client, msg1) = handshake::client_start(cfg)?;
+    let (server, msg2) = server.handle_client_hello(&msg1)?;
+    let verified = client.handle_server_hello(&msg2, NOW)?;
+    let sig = signer
+        .sign(
+            SSHSIG_NAMESPACE_HANDSHAKE,
+            HashAlg::Sha512,
+            &verified.user_signed_data(),
+        )
+        .expect("sign");
+    let (session, msg3) = verified.into_client_auth("alice", claimed.public_key(), &sig)?;
+    let authed = server.handle_client_auth(&msg3)?;
+    Ok((session, authed))
+}
+
+#[test]
+fn handshake_then_records_both_ways() {
+    let pki = pki();
+    let alice = user(1);
+    let (mut c, mut s) = run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
+    assert_eq!(s.principal(), "alice");
+    assert_eq!(s.user_key().key_data(), alice.public_key().key_data());
+    assert_eq!(s.session_key(), c.session_key.public());
+    assert_eq!(c.handshake_hash, s.handshake_hash);
+
+    let payload: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let mut wire = Vec::new();
+    c.transport
+        .sealer
+        .seal_data(&payload, &mut wire)
+        .expect("seal");
+    c.transport.sealer.seal_close(&mut wire).expect("close");
+    assert_eq!(wire.len() % 1024, 0, "only whole frames on the wire");
+    assert_eq!(wire.len(), (5000usize.div_ceil(1004) + 1) * 1024);
+    let (mut data, mut events) = (Vec::new(), Vec::new());
+    let used = s
+        .transport
+        .opener
+        .open_all(&wire[..wire.len() - 1], &mut data, &mut events)
+        .expect("open");
+    assert_eq!(
+        used,
+        wire.len() - 1024,
+        "a partial record waits for more bytes"
+    );
+    s.transport
+        .opener
+        .open_all(&wire[used..], &mut data, &mut events)
+        .expect("open tail");
+    assert_eq!(data, payload);
+    assert_eq!(events, vec![Event::Close]);
+
+    let mut back = Vec::new();
+    let accept = Control::Accept {
+        server_id: "web1".into(),
+    };
+    s.transport
+        .sealer
+        .seal_control(&accept, &mut back)
+        .expect("seal");
+    s.transport.sealer.seal_pad(&mut back).expect("pad");
+    let (mut data, mut events) = (Vec::new(), Vec::new());
+    c.transport
+        .opener
+        .open_all(&back, &mut data, &mut events)
+        .expect("open");
+    assert!(data.is_empty());
+    assert_eq!(events, vec![Event::Control(accept)]);
+}
+
+#[test]
+fn handshake_messages_have_fixed_sizes() {
+    let pki = pki();
+    for f in [512usize, 1024, 4096, 16_384] {
+        let fs = FrameSize::new(f).expect("f");
+        let cfg = ClientConfig {
+            frame_size: fs,
+            ..client_cfg(&pki, "web1")
+        };
+        let server = handshake::server_start(&pki.noise, &pki.licence, fs).expect("start");
+        let (client, msg1) = handshake::client_start(cfg).expect("start");
+        assert_eq!(msg1.len(), HELLO_LEN);
+        let (_, msg2) = server.handle_client_hello(&msg1).expect("hello");
+        assert_eq!(msg2.len(), message_len(2, fs));
+        assert_eq!(msg2.len() % f, 0);
+        let v = client
+            .handle_server_hello(&msg2, NOW)
+            .expect("server hello");
+        let alice = user(1);
+        let sig = alice
+            .sign(
+                SSHSIG_NAMESPACE_HANDSHAKE,
+                HashAlg::Sha512,
+                &v.user_signed_data(),
+            )
+            .expect("sig");
+        let (_, msg3) = v
+            .into_client_auth("alice", alice.public_key(), &sig)
+            .expect("auth");
+        assert_eq!(msg3.len(), message_len(3, fs));
+        assert_eq!(msg3.len() % f, 0);
+    }
+}
+
+#[test]
+fn client_refuses_bad_licences() {
+    let p = pki();
+    let alice = user(1);
+    let err = |pki: &Pki, cfg| {
+        run(pki, cfg, &alice, &alice)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+
+    // Host not in the licence.
+    assert!(err(&p, client_cfg(&p, "db1")).contains("does not cover host \"db1\""));
+    // Pinned root differs: licence from a foreign CA.
+    let mut foreign = client_cfg(&p, "web1");
+    foreign.root = SigningKey::generate().public();
+    assert!(err(&p, foreign).contains("not issued by the trusted key"));
+    // Expired 3 hours ago.
+    let root = SigningKey::generate();
+    let old = pki_with(
+        &root,
+        &root,
+        NoiseKeypair::generate(),
+        NOW - 90_000,
+        NOW - 3 * 3600,
+    );
+    assert_eq!(
+        err(&old, client_cfg(&old, "web1")),
+        "server licence expired 3h ago"
+    );
+    // Licence certifies a different Noise key than the server proves.
+    let mut stolen = pki();
+    stolen.noise = NoiseKeypair::generate();
+    assert_eq!(
+        err(&stolen, client_cfg(&stolen, "web1")),
+        AuthError::KeyMismatch.to_string()
+    );
+}
+
+#[test]
+fn server_refuses_wrong_user_signature() {
+    let pki = pki();
+    let (alice, mallory) = (user(1), user(2));
+    let e = run(&pki, client_cfg(&pki, "web1"), &alice, &mallory)
+        .err()
+        .expect("must fail");
+    assert!(matches!(e, ProtoError::UserSignature), "{e}");
+}
+
+#[test]
+fn tampering_any_handshake_message_fails() {
+    let pki = pki();
+    let alice = user(1);
+    for (target, pos) in [
+        (1, 0),
+        (1, 40),
+        (1, 2000),
+        (2, 5),
+        (2, 100),
+        (2, 4000),
+        (3, 3),
+        (3, 500),
+    ] {
+        let server =
+            handshake::server_start(&pki.noise, &pki.licence, FrameSize::default()).expect("s");
+        let (client, mut msg1) = handshake::client_start(client_cfg(&pki, "web1")).expect("c");
+        if target == 1 {
+            msg1[pos] ^= 1;
+        }
+        let Ok((server, mut msg2)) = server.handle_client_hello(&msg1) else {
+            continue;
+        };
+        if target == 2 {
+            msg2[pos] ^= 1;
+        }
+        let Ok(v) = client.handle_server_hello(&msg2, NOW) else {
+            continue;
+        };
+        let sig = alice
+            .sign(
+                SSHSIG_NAMESPACE_HANDSHAKE,
+                HashAlg::Sha512,
+                &v.user_signed_data(),
+            )
+            .expect("sig");
+        let (_, mut msg3) = v
+            .into_client_auth("alice", alice.public_key(), &sig)
+            .expect("auth");
+        if target == 3 {
+            msg3[pos] ^= 1;
+        }
+        assert!(
+            server.handle_client_auth(&msg3).is_err(),
+            "tampered msg{target} byte {pos} accepted"
+        );
+    }
+}
+
+#[test]
+fn wrong_lengths_and_frame_mismatch_fail() {
+    let pki = pki();
+    let server =
+        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default()).expect("s");
+    let (_, msg1) = handshake::client_start(client_cfg(&pki, "web1")).expect("c");
+    assert!(server.handle_client_hello(&msg1[..100]).is_err());
+
+    let server =
+        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default()).expect("s");
+    let cfg = ClientConfig {
+        frame_size: FrameSize::new(2048).expect("f"),
+        ..client_cfg(&pki, "web1")
+    };
+    let (_, msg1) = handshake::client_start(cfg).expect("c");
+    let e = server.handle_client_hello(&msg1).err().expect("mismatch");
+    assert!(e.to_string().contains("frame size 2048"), "{e}");
+}
+
+#[test]
+fn records_reject_tamper_replay_and_reorder() {
+    let pki = pki();
+    let alice = user(1);
+    let (mut c, mut s) = run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
+    let mut wire = Vec::new();
+    c.transport
+        .sealer
+        .seal_data(b"first", &mut wire)
+        .expect("seal");
+    c.transport
+        .sealer
+        .seal_data(b"second", &mut wire)
+        .expect("seal");
+    let (first, second) = wire.split_at(1024);
+    let (mut d, mut e) = (Vec::new(), Vec::new());
+
+    let mut flipped = first.to_vec();
+    flipped[700] ^= 0x10;
+    // Reordered: the second record first.
+    assert!(s.transport.opener.open_all(second, &mut d, &mut e).is_err());
+    // A failed open leaves the counter alone, so the honest record still opens.
+    assert!(
+        s.transport
+            .opener
+            .open_all(&flipped, &mut d, &mut e)
+            .is_err()
+    );
+    s.transport
+        .opener
+        .open_all(first, &mut d, &mut e)
+        .expect("in order");
+    // Replay of the first record.
+    assert!(s.transport.opener.open_all(first, &mut d, &mut e).is_err());
+    assert_eq!(d, b"first");
+}
+
+#[test]
+fn terminate_reaches_the_client() {
+    let pki = pki();
+    let alice = user(1);
+    let (mut c, mut s) = run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
+    let mut wire = Vec::new();
+    let t = Control::Terminate {
+        code: TerminateCode::NotAuthorized,
+        reason: "principal alice not authorized".into(),
+    };
+    s.transport
+        .sealer
+        .seal_control(&t, &mut wire)
+        .expect("seal");
+    let (mut d, mut e) = (Vec::new(), Vec::new());
+    c.transport
+        .opener
+        .open_all(&wire, &mut d, &mut e)
+        .expect("open");
+    assert_eq!(e, vec![Event::Control(t)]);
+}
