@@ -1,1 +1,133 @@
-fn main() {}
+//! ztssh-ca: the offline root CA. It creates the root key and signs 24 h
+//! server licences for proxies' Sub-CA and Noise keys.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use ztssh_proto::cert::{LicenceBody, LicenceRequest, Serial};
+use ztssh_proto::keys::SigningKey;
+use ztssh_proto::labels::pem;
+use ztssh_proto::time::{human, parse_duration};
+use ztssh_proto::{armor, keyfile};
+
+mod show;
+
+/// Longest licence the CA will sign.
+const MAX_LICENCE_TTL: u64 = 7 * 86_400;
+
+#[derive(Parser)]
+#[command(name = "ztssh-ca", version, about = "ztssh offline root CA")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new root CA in DIR (root.key, mode 0600, and root.pub).
+    Init {
+        /// CA directory (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Sign a server licence for a proxy's licence request.
+    AuthorizeServer {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Request written by `ztssh-proxy keygen`.
+        #[arg(long)]
+        request: PathBuf,
+        /// Name of this proxy (letters, digits, . _ @ -).
+        #[arg(long)]
+        server_id: String,
+        /// Host names clients use to reach the proxy (repeatable).
+        #[arg(long = "hostname", required = true, num_args = 1..)]
+        hostnames: Vec<String>,
+        /// Validity, e.g. 24h, 90m, 2d (at most 7d).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// Where to write the licence.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print any ztssh key, request, licence or certificate readably.
+    Show {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Init { dir } => init(&dir),
+        Cmd::AuthorizeServer { dir, request, server_id, hostnames, ttl, out } => {
+            authorize(&dir, &request, server_id, hostnames, &ttl, &out)
+        }
+        Cmd::Show { file } => show::show(&file, now()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ztssh-ca: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let key_path = dir.join("root.key");
+    let root = SigningKey::generate();
+    keyfile::write_secret(&key_path, pem::ROOT_KEY, &root.to_seed()).map_err(anyhow::Error::msg)?;
+    let pub_text = armor::encode(pem::ROOT_PUBLIC, &root.public().0);
+    keyfile::write_atomic(&dir.join("root.pub"), pub_text.as_bytes(), 0o644, false)?;
+    println!("root CA created in {}", dir.display());
+    println!("  root.key  private, mode 0600: keep this directory offline");
+    println!("  root.pub  fingerprint {}: pin it on every proxy and sidecar", root.public().fingerprint());
+    Ok(())
+}
+
+fn authorize(dir: &Path, request: &Path, server_id: String, hostnames: Vec<String>, ttl: &str, out: &Path) -> Result<()> {
+    let Some(ttl) = parse_duration(ttl).filter(|t| *t > 0) else {
+        bail!("--ttl {ttl:?} is not a duration like 24h, 90m or 2d");
+    };
+    if ttl > MAX_LICENCE_TTL {
+        bail!("--ttl {} is longer than the {} maximum; licences are meant to be short-lived", human(ttl), human(MAX_LICENCE_TTL));
+    }
+    let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY).map_err(anyhow::Error::msg)?;
+    let req_bytes = keyfile::read_pem(request, pem::REQUEST).map_err(anyhow::Error::msg)?;
+    let req = LicenceRequest::decode_verified(&req_bytes)
+        .with_context(|| format!("{} is not a valid licence request", request.display()))?;
+    let now = now();
+    let body = LicenceBody {
+        serial: Serial::random(),
+        server_id,
+        hostnames,
+        subca_key: req.subca_key,
+        noise_key: req.noise_key,
+        not_before: now,
+        not_after: now + ttl,
+        issuer: root.public(),
+    };
+    let licence = body.sign(&root)?;
+    let text = armor::encode(pem::LICENCE, licence.encoded());
+    keyfile::write_atomic(out, text.as_bytes(), 0o644, true)?;
+    println!(
+        "licence {} for {} ({}) valid {} written to {}",
+        licence.body.serial,
+        licence.body.server_id,
+        licence.body.hostnames.join(", "),
+        human(ttl),
+        out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `ztssh-ca show`: print any ztssh file readably.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use ztssh_proto::cert::{ClientCert, Licence, LicenceRequest};
+use ztssh_proto::keys::{NoiseKeypair, PublicKey, Secret, hex, to_array};
+use ztssh_proto::labels::pem;
+use ztssh_proto::time::human;
+use ztssh_proto::{armor, keyfile};
+
+fn when(t: u64, now: u64) -> String {
+    if t >= now { format!("{t} (in {})", human(t - now)) } else { format!("{t} ({} ago)", human(now - t)) }
+}
+
+/// Prints `file`.
+pub fn show(file: &Path, now: u64) -> Result<()> {
+    let text = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let (label, bytes) = armor::decode(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    match label.as_str() {
+        pem::ROOT_PUBLIC => {
+            let key = PublicKey(to_array(&bytes, "root public key")?);
+            println!("ztssh root public key\n  fingerprint: {}\n  key: {}", key.fingerprint(), hex(&key.0));
+        }
+        pem::ROOT_KEY | pem::SUBCA_KEY => {
+            let key = keyfile::read_signing_key(file, if label == pem::ROOT_KEY { pem::ROOT_KEY } else { pem::SUBCA_KEY })
+                .map_err(anyhow::Error::msg)?;
+            println!("{} (private; not printed)\n  public fingerprint: {}", label.to_lowercase(), key.public().fingerprint());
+        }
+        pem::NOISE_KEY => {
+            let secret = keyfile::read_secret(file, pem::NOISE_KEY).map_err(anyhow::Error::msg)?;
+            let pair = NoiseKeypair::from_private(Secret::new(*secret.expose()));
+            println!("ztssh noise key (private; not printed)\n  public: {}", hex(&pair.public()));
+        }
+        pem::REQUEST => {
+            let req = LicenceRequest::decode_verified(&bytes)?;
+            println!("ztssh licence request (proof of possession: valid)");
+            println!("  sub-CA key: {}", req.subca_key.fingerprint());
+            println!("  noise key:  {}", hex(&req.noise_key));
+            println!("  created:    {}", when(req.created, now));
+        }
+        pem::LICENCE => {
+            let lic = Licence::decode(&bytes)?;
+            let b = &lic.body;
+            println!("ztssh server licence");
+            println!("  serial:     {}", b.serial);
+            println!("  server id:  {}", b.server_id);
+            println!("  hostnames:  {}", b.hostnames.join(", "));
+            println!("  sub-CA key: {}", b.subca_key.fingerprint());
+            println!("  noise key:  {}", hex(&b.noise_key));
+            println!("  issuer:     {}", b.issuer.fingerprint());
+            println!("  not before: {}", when(b.not_before, now));
+            println!("  not after:  {}", when(b.not_after, now));
+            let status = if now >= b.not_after { "EXPIRED" } else if now < b.not_before { "not yet valid" } else { "valid" };
+            println!("  status:     {status} (signature checked by proxies and sidecars against the pinned root)");
+        }
+        pem::CLIENT_CERT => {
+            let c = ClientCert::decode(&bytes)?;
+            println!("ztssh client certificate");
+            println!("  serial:      {}", c.serial);
+            println!("  principal:   {}", c.principal);
+            println!("  session key: {}", c.session_key.fingerprint());
+            println!("  issuer:      {}", c.issuer.fingerprint());
+            println!("  not before:  {}", when(c.not_before, now));
+            println!("  not after:   {}", when(c.not_after, now));
+        }
+        other => bail!("{}: unknown ztssh file type {other:?}", file.display()),
+    }
+    Ok(())
+}
