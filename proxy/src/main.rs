@@ -1,1 +1,211 @@
-fn main() {}
+//! ztssh-proxy: terminates the hybrid tunnel beside a stock sshd and splices
+//! authorized sessions to it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use ztssh_proto::cert::LicenceRequest;
+use ztssh_proto::keys::{NoiseKeypair, SigningKey};
+use ztssh_proto::labels::pem;
+use ztssh_proto::{armor, keyfile};
+
+mod authz;
+mod config;
+mod session;
+
+use config::{Config, ConfigError, Overrides};
+
+/// Exit code for configuration errors (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+/// How long SIGTERM waits for sessions before closing them.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Parser)]
+#[command(name = "ztssh-proxy", version, about = "ztssh proxy: zero-trust tunnel in front of a stock sshd")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create the Sub-CA and Noise keys in DIR and write the licence request.
+    Keygen {
+        /// State directory (created with mode 0700).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Validate the configuration, like `sshd -t`.
+    Check {
+        /// Config file (TOML).
+        #[arg(long, env = "ZTSSH_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the proxy.
+    Run {
+        /// Config file (TOML).
+        #[arg(long, env = "ZTSSH_CONFIG")]
+        config: PathBuf,
+        /// Override `listen`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Override `upstream`.
+        #[arg(long)]
+        upstream: Option<String>,
+        /// Override `log_format` (text or json).
+        #[arg(long)]
+        log_format: Option<String>,
+    },
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Keygen { dir } => report(keygen(&dir)),
+        Cmd::Check { config } => match load(&config, &Overrides::default()) {
+            Ok(cfg) => {
+                println!("{}: OK\n{}", config.display(), cfg.summary(now()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(&e),
+        },
+        Cmd::Run { config, listen, upstream, log_format } => {
+            let cfg = match load(&config, &Overrides { listen, upstream, log_format }) {
+                Ok(cfg) => cfg,
+                Err(e) => return config_error(&e),
+            };
+            init_logging(&cfg.settings.log_format);
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return report(Err(e.into())),
+            };
+            report(rt.block_on(run(cfg)))
+        }
+    }
+}
+
+fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+    config::load(config::settings(path, overrides)?, now())
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("ztssh-proxy: config error: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ztssh-proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if format == "json" {
+        builder.json().flatten_event(true).with_current_span(true).init();
+    } else {
+        builder.with_target(false).init();
+    }
+}
+
+fn keygen(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let subca = SigningKey::generate();
+    let noise = NoiseKeypair::generate();
+    keyfile::write_secret(&dir.join(config::SUBCA_KEY_FILE), pem::SUBCA_KEY, &subca.to_seed())?;
+    keyfile::write_secret(&dir.join(config::NOISE_KEY_FILE), pem::NOISE_KEY, noise.private())?;
+    let request = LicenceRequest::new(&subca, noise.public(), now());
+    let req_path = dir.join(config::REQUEST_FILE);
+    keyfile::write_atomic(&req_path, armor::encode(pem::REQUEST, &request.encode()).as_bytes(), 0o644, true)?;
+    println!("keys written to {} (mode 0600)", dir.display());
+    println!("licence request: {}", req_path.display());
+    println!("next, on the offline CA machine:");
+    println!(
+        "  ztssh-ca authorize-server --dir CA --request {} --server-id NAME --hostname HOST --out licence.pem",
+        req_path.display()
+    );
+    Ok(())
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    info!(event = "listening", addr = %listener.local_addr()?, "{}", cfg.summary(now()));
+    let cfg = Arc::new(cfg);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    accept_loop(&cfg, &listener, &shutdown, &tracker).await;
+    drop(listener);
+    tracker.close();
+    info!(event = "draining", sessions = tracker.len(), "stopped accepting; waiting up to {:?} for sessions", DRAIN_GRACE);
+    if tokio::time::timeout(DRAIN_GRACE, tracker.wait()).await.is_err() {
+        warn!(event = "drain_timeout", sessions = tracker.len(), "closing remaining sessions");
+    }
+    Ok(())
+}
+
+async fn accept_loop(cfg: &Arc<Config>, listener: &TcpListener, shutdown: &CancellationToken, tracker: &TaskTracker) {
+    let conns = Arc::new(Semaphore::new(cfg.settings.max_connections));
+    let handshakes = Arc::new(Semaphore::new(cfg.settings.max_handshakes));
+    loop {
+        let (sock, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    warn!(event = "accept_failed", error = %e, "accept failed; backing off");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Cheap checks before any cryptography: global and half-open caps.
+        let Ok(conn) = Arc::clone(&conns).try_acquire_owned() else {
+            warn!(event = "connection_refused", peer = %peer, reason = "max_connections", "too many connections");
+            continue;
+        };
+        let Ok(hs) = Arc::clone(&handshakes).try_acquire_owned() else {
+            warn!(event = "connection_refused", peer = %peer, reason = "max_handshakes", "too many handshakes in progress");
+            continue;
+        };
+        tracker.spawn(session::handle(Arc::clone(cfg), sock, peer, conn, hs));
+    }
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!(event = "signal", signal = "SIGTERM", "shutting down"),
+        _ = int.recv() => info!(event = "signal", signal = "SIGINT", "shutting down"),
+    }
+    shutdown.cancel();
+}

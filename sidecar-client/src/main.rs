@@ -1,1 +1,70 @@
-fn main() {}
+//! ztssh-sidecar: `ProxyCommand ztssh-sidecar %h %p`. It speaks the hybrid
+//! tunnel for ssh, verifies the server's licence before revealing the user,
+//! and says plainly why a session ended. stdout carries only ssh's bytes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod agent;
+mod identity;
+mod settings;
+mod tunnel;
+
+#[derive(Parser)]
+#[command(name = "ztssh-sidecar", version, about = "ssh ProxyCommand for ztssh: ProxyCommand ztssh-sidecar %h %p")]
+struct Cli {
+    /// Config file (default ~/.config/ztssh/sidecar.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Pinned root CA public key (root.pub).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// OpenSSH private key; without it, the key in ssh-agent (SSH_AUTH_SOCK).
+    #[arg(long, short = 'i')]
+    identity: Option<PathBuf>,
+    /// ztssh principal (default: local user name).
+    #[arg(long, short = 'l')]
+    principal: Option<String>,
+    /// Connect to this address instead of resolving HOST.
+    #[arg(long)]
+    connect: Option<String>,
+    /// Record size; must match the proxy.
+    #[arg(long)]
+    frame_size: Option<usize>,
+    /// Print each step on stderr.
+    #[arg(long, short = 'v')]
+    verbose: bool,
+    /// Host as typed to ssh (%h); checked against the server licence.
+    host: String,
+    /// Port (%p).
+    port: u16,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let flags = settings::Flags {
+        root: cli.root,
+        identity: cli.identity,
+        principal: cli.principal,
+        connect: cli.connect,
+        frame_size: cli.frame_size,
+        verbose: cli.verbose,
+    };
+    let result = settings::load(cli.config.as_deref(), &flags).and_then(|s| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start runtime: {e}"))?;
+        rt.block_on(tunnel::run(s, cli.host, cli.port))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("ztssh: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

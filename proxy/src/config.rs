@@ -1,0 +1,216 @@
+//! Configuration: TOML through figment, `ZTSSH_*` environment overrides, then
+//! command-line flags. Everything is loaded and checked here, before any
+//! port is bound; a failure is a [`ConfigError`] and exit code 64.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use ztssh_proto::cert::Licence;
+use ztssh_proto::frame::FrameSize;
+use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey, to_array};
+use ztssh_proto::labels::pem;
+use ztssh_proto::time::human;
+use ztssh_proto::keyfile;
+
+use crate::authz::Authorized;
+
+/// A configuration problem, reported before any port is bound.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// File names inside the state directory.
+pub const SUBCA_KEY_FILE: &str = "subca.key";
+/// Noise static key file name.
+pub const NOISE_KEY_FILE: &str = "noise.key";
+/// Licence request file name.
+pub const REQUEST_FILE: &str = "licence-request.pem";
+
+/// Raw settings as written by the operator.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address the tunnel listens on.
+    pub listen: String,
+    /// The local sshd.
+    pub upstream: String,
+    /// Directory with subca.key and noise.key (from `keygen`).
+    pub state_dir: PathBuf,
+    /// The server licence from `ztssh-ca authorize-server`.
+    pub licence: PathBuf,
+    /// The pinned root CA public key.
+    pub root_public_key: PathBuf,
+    /// Principals and their OpenSSH public keys.
+    pub authorized_principals: PathBuf,
+    /// Record size in bytes.
+    #[serde(default = "default_frame")]
+    pub frame_size: usize,
+    /// Seconds a client has to finish the handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// Seconds to wait for sshd to accept.
+    #[serde(default = "default_upstream_timeout")]
+    pub upstream_connect_timeout_secs: u64,
+    /// Most open connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most connections still in the handshake.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// `text` or `json`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+}
+
+fn default_frame() -> usize {
+    ztssh_proto::frame::DEFAULT_FRAME
+}
+fn default_handshake_timeout() -> u64 {
+    10
+}
+fn default_upstream_timeout() -> u64 {
+    5
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_handshakes() -> usize {
+    64
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+
+/// Command-line overrides (only the ones given are applied).
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--upstream`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// `--log-format`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+}
+
+/// Everything the proxy needs, loaded and checked.
+pub struct Config {
+    /// Raw settings.
+    pub settings: Settings,
+    /// Parsed listen address.
+    pub listen: SocketAddr,
+    /// Parsed upstream address.
+    pub upstream: SocketAddr,
+    /// Frame size.
+    pub frame_size: FrameSize,
+    /// Handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Upstream connect deadline.
+    pub upstream_timeout: Duration,
+    /// Noise static key.
+    pub noise: NoiseKeypair,
+    /// The verified licence.
+    pub licence: Licence,
+    /// Who may log in.
+    pub authorized: Authorized,
+}
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Reads the settings from `path`, the environment and `overrides`.
+pub fn settings(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigError> {
+    if !path.exists() {
+        return Err(err(format!("config file {} does not exist", path.display())));
+    }
+    Figment::new()
+        .merge(Toml::file_exact(path))
+        .merge(Env::prefixed("ZTSSH_").ignore(&["config"]))
+        .merge(Serialized::defaults(overrides))
+        .extract()
+        .map_err(|e| err(format!("{}: {e}", path.display())))
+}
+
+/// Reads the root public key file.
+pub fn read_root(path: &Path) -> Result<PublicKey, ConfigError> {
+    let bytes = keyfile::read_pem(path, pem::ROOT_PUBLIC).map_err(err)?;
+    Ok(PublicKey(to_array(&bytes, "root public key").map_err(|e| err(e.to_string()))?))
+}
+
+/// Loads and checks everything; `now` is Unix seconds.
+pub fn load(settings: Settings, now: u64) -> Result<Config, ConfigError> {
+    let addr = |what: &str, v: &str| {
+        v.parse::<SocketAddr>().map_err(|_| err(format!("{what} = {v:?} is not an address like 127.0.0.1:22")))
+    };
+    let listen = addr("listen", &settings.listen)?;
+    let upstream = addr("upstream", &settings.upstream)?;
+    let frame_size = FrameSize::new(settings.frame_size).map_err(|e| err(format!("frame_size = {}: {e}", settings.frame_size)))?;
+    if !(1..=300).contains(&settings.handshake_timeout_secs) {
+        return Err(err("handshake_timeout_secs must be between 1 and 300"));
+    }
+    if !(1..=60).contains(&settings.upstream_connect_timeout_secs) {
+        return Err(err("upstream_connect_timeout_secs must be between 1 and 60"));
+    }
+    if settings.max_connections == 0 || settings.max_handshakes == 0 {
+        return Err(err("max_connections and max_handshakes must be at least 1"));
+    }
+    if !matches!(settings.log_format.as_str(), "text" | "json") {
+        return Err(err(format!("log_format = {:?}: use \"text\" or \"json\"", settings.log_format)));
+    }
+    let noise_secret = keyfile::read_secret(&settings.state_dir.join(NOISE_KEY_FILE), pem::NOISE_KEY).map_err(err)?;
+    let noise = NoiseKeypair::from_private(noise_secret);
+    let subca = keyfile::read_signing_key(&settings.state_dir.join(SUBCA_KEY_FILE), pem::SUBCA_KEY).map_err(err)?;
+    let root = read_root(&settings.root_public_key)?;
+    let licence = load_licence(&settings.licence, &root, &noise, &subca, now)?;
+    let authorized = Authorized::load(&settings.authorized_principals).map_err(err)?;
+    Ok(Config {
+        listen,
+        upstream,
+        frame_size,
+        handshake_timeout: Duration::from_secs(settings.handshake_timeout_secs),
+        upstream_timeout: Duration::from_secs(settings.upstream_connect_timeout_secs),
+        noise,
+        licence,
+        authorized,
+        settings,
+    })
+}
+
+fn load_licence(path: &Path, root: &PublicKey, noise: &NoiseKeypair, subca: &SigningKey, now: u64) -> Result<Licence, ConfigError> {
+    let bytes = keyfile::read_pem(path, pem::LICENCE).map_err(err)?;
+    let licence = Licence::decode(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    licence.verify(root, now).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    if licence.body.noise_key != noise.public() || licence.body.subca_key != subca.public() {
+        return Err(err(format!(
+            "{}: licence was issued for other keys than the ones in the state directory; \
+             request a new licence for this proxy's licence-request.pem",
+            path.display()
+        )));
+    }
+    Ok(licence)
+}
+
+impl Config {
+    /// One-paragraph summary for `check` and start-up logs.
+    pub fn summary(&self, now: u64) -> String {
+        let b = &self.licence.body;
+        format!(
+            "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}",
+            self.listen,
+            self.upstream,
+            b.server_id,
+            b.hostnames.join(", "),
+            b.serial,
+            human(b.not_after.saturating_sub(now)),
+            self.authorized.principals(),
+            self.frame_size.get()
+        )
+    }
+}

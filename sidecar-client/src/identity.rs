@@ -1,0 +1,77 @@
+//! The user's identity: an OpenSSH key file or a key held by ssh-agent.
+//! Either produces an SSHSIG over what the handshake asks to be signed.
+
+use std::path::{Path, PathBuf};
+
+use ssh_key::{HashAlg, SshSig};
+use ztssh_proto::labels::SSHSIG_NAMESPACE_HANDSHAKE;
+
+use crate::agent::Agent;
+
+/// Where the user's key lives.
+pub enum Identity {
+    /// An unencrypted private key file.
+    File(Box<ssh_key::PrivateKey>),
+    /// A key in ssh-agent.
+    Agent { sock: PathBuf, key: ssh_key::PublicKey },
+}
+
+impl Identity {
+    /// Chooses the identity: `--identity FILE` if given (through the agent
+    /// when the file is passphrase-protected), else the agent's first
+    /// Ed25519 or ECDSA key.
+    pub fn resolve(file: Option<&Path>, agent_sock: Option<&Path>) -> Result<Self, String> {
+        match file {
+            Some(path) => Self::from_file(path, agent_sock),
+            None => {
+                let sock = agent_sock.ok_or(
+                    "no identity: pass --identity ~/.ssh/id_ed25519 or start ssh-agent and ssh-add your key",
+                )?;
+                let keys = Agent::connect(sock)?.identities()?;
+                let key = keys
+                    .into_iter()
+                    .find(|k| matches!(k.algorithm(), ssh_key::Algorithm::Ed25519 | ssh_key::Algorithm::Ecdsa { .. }))
+                    .ok_or("ssh-agent holds no Ed25519 or ECDSA key; run ssh-add")?;
+                Ok(Self::Agent { sock: sock.to_owned(), key })
+            }
+        }
+    }
+
+    fn from_file(path: &Path, agent_sock: Option<&Path>) -> Result<Self, String> {
+        let key = ssh_key::PrivateKey::read_openssh_file(path)
+            .map_err(|e| format!("cannot read identity {}: {e}", path.display()))?;
+        if !key.is_encrypted() {
+            return Ok(Self::File(Box::new(key)));
+        }
+        let public = key.public_key().clone();
+        let sock = agent_sock.ok_or_else(|| {
+            format!("{} is passphrase-protected; load it with ssh-add so ztssh can use it through ssh-agent", path.display())
+        })?;
+        let held = Agent::connect(sock)?.identities()?;
+        if !held.iter().any(|k| k.key_data() == public.key_data()) {
+            return Err(format!("{} is passphrase-protected and not in ssh-agent; run: ssh-add {}", path.display(), path.display()));
+        }
+        Ok(Self::Agent { sock: sock.to_owned(), key: public })
+    }
+
+    /// The public key sent to the proxy.
+    pub fn public_key(&self) -> &ssh_key::PublicKey {
+        match self {
+            Self::File(k) => k.public_key(),
+            Self::Agent { key, .. } => key,
+        }
+    }
+
+    /// Signs `msg` as an SSHSIG in the handshake namespace.
+    pub fn sign(&self, msg: &[u8]) -> Result<SshSig, String> {
+        let ns = SSHSIG_NAMESPACE_HANDSHAKE;
+        match self {
+            Self::File(k) => k.sign(ns, HashAlg::Sha512, msg).map_err(|e| format!("cannot sign with identity: {e}")),
+            Self::Agent { sock, key } => {
+                let data = SshSig::signed_data(ns, HashAlg::Sha512, msg).map_err(|e| e.to_string())?;
+                let sig = Agent::connect(sock)?.sign(key, &data)?;
+                SshSig::new(key.key_data().clone(), ns, HashAlg::Sha512, sig).map_err(|e| e.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Sidecar options: `~/.config/ztssh/sidecar.toml`, then `ZTSSH_*`
+//! environment variables, then command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Effective settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The pinned root CA public key file.
+    pub root: Option<PathBuf>,
+    /// OpenSSH private key file; without it the agent's key is used.
+    pub identity: Option<PathBuf>,
+    /// The ztssh principal; defaults to the local user name.
+    pub principal: Option<String>,
+    /// Connect here instead of resolving HOST (the licence is still checked against HOST).
+    pub connect: Option<String>,
+    /// Record size; must match the proxy.
+    #[serde(default = "default_frame")]
+    pub frame_size: usize,
+    /// Seconds to connect.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Seconds for the whole handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// Print each step on stderr.
+    #[serde(default)]
+    pub verbose: bool,
+}
+
+fn default_frame() -> usize {
+    ztssh_proto::frame::DEFAULT_FRAME
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_handshake_timeout() -> u64 {
+    15
+}
+
+/// Flags given on the command line (only those set override).
+#[derive(Debug, Default, Serialize)]
+pub struct Flags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_size: Option<usize>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub verbose: bool,
+}
+
+/// The default config file, `~/.config/ztssh/sidecar.toml` (honours XDG_CONFIG_HOME).
+pub fn default_path() -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(x).join("ztssh/sidecar.toml"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/ztssh/sidecar.toml"))
+}
+
+/// Loads settings; a missing default file is fine, a missing explicit one is not.
+pub fn load(explicit: Option<&Path>, flags: &Flags) -> Result<Settings, String> {
+    let mut fig = Figment::new();
+    match explicit {
+        Some(p) if !p.exists() => return Err(format!("config file {} does not exist", p.display())),
+        Some(p) => fig = fig.merge(Toml::file_exact(p)),
+        None => {
+            if let Some(p) = default_path().filter(|p| p.exists()) {
+                fig = fig.merge(Toml::file_exact(p));
+            }
+        }
+    }
+    let mut s: Settings = fig
+        .merge(Env::prefixed("ZTSSH_").only(&["root", "identity", "principal", "connect", "frame_size", "verbose"]))
+        .merge(Serialized::defaults(flags))
+        .extract()
+        .map_err(|e| format!("config: {e}"))?;
+    s.root = s.root.map(|p| expand_tilde(&p));
+    s.identity = s.identity.map(|p| expand_tilde(&p));
+    Ok(s)
+}
+
+/// Expands a leading `~/`.
+pub fn expand_tilde(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => p.to_owned(),
+    }
+}
