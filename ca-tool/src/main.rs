@@ -62,16 +62,24 @@ enum Cmd {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Init { dir } => init(&dir),
-        Cmd::AuthorizeServer { dir, request, server_id, hostnames, ttl, out } => {
-            authorize(&dir, &request, server_id, hostnames, &ttl, &out)
-        }
+        Cmd::AuthorizeServer {
+            dir,
+            request,
+            server_id,
+            hostnames,
+            ttl,
+            out,
+        } => authorize(&dir, &request, server_id, hostnames, &ttl, &out),
         Cmd::Show { file } => show::show(&file, now()),
     };
     match result {
@@ -92,18 +100,33 @@ fn init(dir: &Path) -> Result<()> {
     keyfile::write_atomic(&dir.join("root.pub"), pub_text.as_bytes(), 0o644, false)?;
     println!("root CA created in {}", dir.display());
     println!("  root.key  private, mode 0600: keep this directory offline");
-    println!("  root.pub  fingerprint {}: pin it on every proxy and sidecar", root.public().fingerprint());
+    println!(
+        "  root.pub  fingerprint {}: pin it on every proxy and sidecar",
+        root.public().fingerprint()
+    );
     Ok(())
 }
 
-fn authorize(dir: &Path, request: &Path, server_id: String, hostnames: Vec<String>, ttl: &str, out: &Path) -> Result<()> {
+fn authorize(
+    dir: &Path,
+    request: &Path,
+    server_id: String,
+    hostnames: Vec<String>,
+    ttl: &str,
+    out: &Path,
+) -> Result<()> {
     let Some(ttl) = parse_duration(ttl).filter(|t| *t > 0) else {
         bail!("--ttl {ttl:?} is not a duration like 24h, 90m or 2d");
     };
     if ttl > MAX_LICENCE_TTL {
-        bail!("--ttl {} is longer than the {} maximum; licences are meant to be short-lived", human(ttl), human(MAX_LICENCE_TTL));
+        bail!(
+            "--ttl {} is longer than the {} maximum; licences are meant to be short-lived",
+            human(ttl),
+            human(MAX_LICENCE_TTL)
+        );
     }
-    let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY).map_err(anyhow::Error::msg)?;
+    let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
+        .map_err(anyhow::Error::msg)?;
     let req_bytes = keyfile::read_pem(request, pem::REQUEST).map_err(anyhow::Error::msg)?;
     let req = LicenceRequest::decode_verified(&req_bytes)
         .with_context(|| format!("{} is not a valid licence request", request.display()))?;

@@ -10,27 +10,51 @@ use ztssh_proto::time::human;
 use ztssh_proto::{armor, keyfile};
 
 fn when(t: u64, now: u64) -> String {
-    if t >= now { format!("{t} (in {})", human(t - now)) } else { format!("{t} ({} ago)", human(now - t)) }
+    if t >= now {
+        format!("{t} (in {})", human(t - now))
+    } else {
+        format!("{t} ({} ago)", human(now - t))
+    }
 }
 
 /// Prints `file`.
 pub fn show(file: &Path, now: u64) -> Result<()> {
-    let text = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    let (label, bytes) = armor::decode(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let text =
+        std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let (label, bytes) =
+        armor::decode(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     match label.as_str() {
         pem::ROOT_PUBLIC => {
             let key = PublicKey(to_array(&bytes, "root public key")?);
-            println!("ztssh root public key\n  fingerprint: {}\n  key: {}", key.fingerprint(), hex(&key.0));
+            println!(
+                "ztssh root public key\n  fingerprint: {}\n  key: {}",
+                key.fingerprint(),
+                hex(&key.0)
+            );
         }
         pem::ROOT_KEY | pem::SUBCA_KEY => {
-            let key = keyfile::read_signing_key(file, if label == pem::ROOT_KEY { pem::ROOT_KEY } else { pem::SUBCA_KEY })
-                .map_err(anyhow::Error::msg)?;
-            println!("{} (private; not printed)\n  public fingerprint: {}", label.to_lowercase(), key.public().fingerprint());
+            let key = keyfile::read_signing_key(
+                file,
+                if label == pem::ROOT_KEY {
+                    pem::ROOT_KEY
+                } else {
+                    pem::SUBCA_KEY
+                },
+            )
+            .map_err(anyhow::Error::msg)?;
+            println!(
+                "{} (private; not printed)\n  public fingerprint: {}",
+                label.to_lowercase(),
+                key.public().fingerprint()
+            );
         }
         pem::NOISE_KEY => {
             let secret = keyfile::read_secret(file, pem::NOISE_KEY).map_err(anyhow::Error::msg)?;
             let pair = NoiseKeypair::from_private(Secret::new(*secret.expose()));
-            println!("ztssh noise key (private; not printed)\n  public: {}", hex(&pair.public()));
+            println!(
+                "ztssh noise key (private; not printed)\n  public: {}",
+                hex(&pair.public())
+            );
         }
         pem::REQUEST => {
             let req = LicenceRequest::decode_verified(&bytes)?;
@@ -51,8 +75,16 @@ pub fn show(file: &Path, now: u64) -> Result<()> {
             println!("  issuer:     {}", b.issuer.fingerprint());
             println!("  not before: {}", when(b.not_before, now));
             println!("  not after:  {}", when(b.not_after, now));
-            let status = if now >= b.not_after { "EXPIRED" } else if now < b.not_before { "not yet valid" } else { "valid" };
-            println!("  status:     {status} (signature checked by proxies and sidecars against the pinned root)");
+            let status = if now >= b.not_after {
+                "EXPIRED"
+            } else if now < b.not_before {
+                "not yet valid"
+            } else {
+                "valid"
+            };
+            println!(
+                "  status:     {status} (signature checked by proxies and sidecars against the pinned root)"
+            );
         }
         pem::CLIENT_CERT => {
             let c = ClientCert::decode(&bytes)?;

@@ -15,7 +15,8 @@ pub struct Authorized {
 impl Authorized {
     /// Parses the file; errors name the file and line.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|(line, why)| format!("{}:{line}: {why}", path.display()))
     }
 
@@ -26,20 +27,26 @@ impl Authorized {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (principal, key) = line
-                .split_once(char::is_whitespace)
-                .ok_or((i + 1, "expected: PRINCIPAL ssh-ed25519 AAAA... [comment]".to_owned()))?;
-            check_name(principal, MAX_PRINCIPAL, "principal").map_err(|e| (i + 1, e.to_string()))?;
+            let (principal, key) = line.split_once(char::is_whitespace).ok_or((
+                i + 1,
+                "expected: PRINCIPAL ssh-ed25519 AAAA... [comment]".to_owned(),
+            ))?;
+            check_name(principal, MAX_PRINCIPAL, "principal")
+                .map_err(|e| (i + 1, e.to_string()))?;
             let key = ssh_key::PublicKey::from_openssh(key.trim())
                 .map_err(|e| (i + 1, format!("not an OpenSSH public key ({e})")))?;
-            keys.entry(principal.to_owned()).or_default().push(key.key_data().clone());
+            keys.entry(principal.to_owned())
+                .or_default()
+                .push(key.key_data().clone());
         }
         Ok(Self { keys })
     }
 
     /// Whether `key` may act as `principal`.
     pub fn allows(&self, principal: &str, key: &ssh_key::PublicKey) -> bool {
-        self.keys.get(principal).is_some_and(|ks| ks.iter().any(|k| k == key.key_data()))
+        self.keys
+            .get(principal)
+            .is_some_and(|ks| ks.iter().any(|k| k == key.key_data()))
     }
 
     /// Number of principals.
@@ -66,7 +73,9 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         assert_eq!(Authorized::parse("alice\n").err().map(|e| e.0), Some(1));
-        let e = Authorized::parse(&format!("alice {ALICE}\nbob ssh-ed25519 garbage\n")).err().expect("bad");
+        let e = Authorized::parse(&format!("alice {ALICE}\nbob ssh-ed25519 garbage\n"))
+            .err()
+            .expect("bad");
         assert_eq!(e.0, 2);
         assert!(e.1.contains("not an OpenSSH public key"));
         assert!(Authorized::parse(&format!("al ice {ALICE}")).is_err());

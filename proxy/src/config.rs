@@ -11,10 +11,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use ztssh_proto::cert::Licence;
 use ztssh_proto::frame::FrameSize;
+use ztssh_proto::keyfile;
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey, to_array};
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::human;
-use ztssh_proto::keyfile;
 
 use crate::authz::Authorized;
 
@@ -128,7 +128,10 @@ fn err(msg: impl Into<String>) -> ConfigError {
 /// Reads the settings from `path`, the environment and `overrides`.
 pub fn settings(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigError> {
     if !path.exists() {
-        return Err(err(format!("config file {} does not exist", path.display())));
+        return Err(err(format!(
+            "config file {} does not exist",
+            path.display()
+        )));
     }
     Figment::new()
         .merge(Toml::file_exact(path))
@@ -141,32 +144,47 @@ pub fn settings(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigEr
 /// Reads the root public key file.
 pub fn read_root(path: &Path) -> Result<PublicKey, ConfigError> {
     let bytes = keyfile::read_pem(path, pem::ROOT_PUBLIC).map_err(err)?;
-    Ok(PublicKey(to_array(&bytes, "root public key").map_err(|e| err(e.to_string()))?))
+    Ok(PublicKey(
+        to_array(&bytes, "root public key").map_err(|e| err(e.to_string()))?,
+    ))
 }
 
 /// Loads and checks everything; `now` is Unix seconds.
 pub fn load(settings: Settings, now: u64) -> Result<Config, ConfigError> {
     let addr = |what: &str, v: &str| {
-        v.parse::<SocketAddr>().map_err(|_| err(format!("{what} = {v:?} is not an address like 127.0.0.1:22")))
+        v.parse::<SocketAddr>().map_err(|_| {
+            err(format!(
+                "{what} = {v:?} is not an address like 127.0.0.1:22"
+            ))
+        })
     };
     let listen = addr("listen", &settings.listen)?;
     let upstream = addr("upstream", &settings.upstream)?;
-    let frame_size = FrameSize::new(settings.frame_size).map_err(|e| err(format!("frame_size = {}: {e}", settings.frame_size)))?;
+    let frame_size = FrameSize::new(settings.frame_size)
+        .map_err(|e| err(format!("frame_size = {}: {e}", settings.frame_size)))?;
     if !(1..=300).contains(&settings.handshake_timeout_secs) {
         return Err(err("handshake_timeout_secs must be between 1 and 300"));
     }
     if !(1..=60).contains(&settings.upstream_connect_timeout_secs) {
-        return Err(err("upstream_connect_timeout_secs must be between 1 and 60"));
+        return Err(err(
+            "upstream_connect_timeout_secs must be between 1 and 60",
+        ));
     }
     if settings.max_connections == 0 || settings.max_handshakes == 0 {
         return Err(err("max_connections and max_handshakes must be at least 1"));
     }
     if !matches!(settings.log_format.as_str(), "text" | "json") {
-        return Err(err(format!("log_format = {:?}: use \"text\" or \"json\"", settings.log_format)));
+        return Err(err(format!(
+            "log_format = {:?}: use \"text\" or \"json\"",
+            settings.log_format
+        )));
     }
-    let noise_secret = keyfile::read_secret(&settings.state_dir.join(NOISE_KEY_FILE), pem::NOISE_KEY).map_err(err)?;
+    let noise_secret =
+        keyfile::read_secret(&settings.state_dir.join(NOISE_KEY_FILE), pem::NOISE_KEY)
+            .map_err(err)?;
     let noise = NoiseKeypair::from_private(noise_secret);
-    let subca = keyfile::read_signing_key(&settings.state_dir.join(SUBCA_KEY_FILE), pem::SUBCA_KEY).map_err(err)?;
+    let subca = keyfile::read_signing_key(&settings.state_dir.join(SUBCA_KEY_FILE), pem::SUBCA_KEY)
+        .map_err(err)?;
     let root = read_root(&settings.root_public_key)?;
     let licence = load_licence(&settings.licence, &root, &noise, &subca, now)?;
     let authorized = Authorized::load(&settings.authorized_principals).map_err(err)?;
@@ -183,10 +201,18 @@ pub fn load(settings: Settings, now: u64) -> Result<Config, ConfigError> {
     })
 }
 
-fn load_licence(path: &Path, root: &PublicKey, noise: &NoiseKeypair, subca: &SigningKey, now: u64) -> Result<Licence, ConfigError> {
+fn load_licence(
+    path: &Path,
+    root: &PublicKey,
+    noise: &NoiseKeypair,
+    subca: &SigningKey,
+    now: u64,
+) -> Result<Licence, ConfigError> {
     let bytes = keyfile::read_pem(path, pem::LICENCE).map_err(err)?;
     let licence = Licence::decode(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    licence.verify(root, now).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    licence
+        .verify(root, now)
+        .map_err(|e| err(format!("{}: {e}", path.display())))?;
     if licence.body.noise_key != noise.public() || licence.body.subca_key != subca.public() {
         return Err(err(format!(
             "{}: licence was issued for other keys than the ones in the state directory; \

@@ -30,7 +30,11 @@ const EXIT_CONFIG: u8 = 64;
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
-#[command(name = "ztssh-proxy", version, about = "ztssh proxy: zero-trust tunnel in front of a stock sshd")]
+#[command(
+    name = "ztssh-proxy",
+    version,
+    about = "ztssh proxy: zero-trust tunnel in front of a stock sshd"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -68,7 +72,10 @@ enum Cmd {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn main() -> ExitCode {
@@ -82,8 +89,20 @@ fn main() -> ExitCode {
             }
             Err(e) => config_error(&e),
         },
-        Cmd::Run { config, listen, upstream, log_format } => {
-            let cfg = match load(&config, &Overrides { listen, upstream, log_format }) {
+        Cmd::Run {
+            config,
+            listen,
+            upstream,
+            log_format,
+        } => {
+            let cfg = match load(
+                &config,
+                &Overrides {
+                    listen,
+                    upstream,
+                    log_format,
+                },
+            ) {
                 Ok(cfg) => cfg,
                 Err(e) => return config_error(&e),
             };
@@ -125,7 +144,11 @@ fn init_logging(format: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     if format == "json" {
-        builder.json().flatten_event(true).with_current_span(true).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
     } else {
         builder.with_target(false).init();
     }
@@ -133,15 +156,31 @@ fn init_logging(format: &str) {
 
 fn keygen(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let subca = SigningKey::generate();
     let noise = NoiseKeypair::generate();
-    keyfile::write_secret(&dir.join(config::SUBCA_KEY_FILE), pem::SUBCA_KEY, &subca.to_seed())?;
-    keyfile::write_secret(&dir.join(config::NOISE_KEY_FILE), pem::NOISE_KEY, noise.private())?;
+    keyfile::write_secret(
+        &dir.join(config::SUBCA_KEY_FILE),
+        pem::SUBCA_KEY,
+        &subca.to_seed(),
+    )?;
+    keyfile::write_secret(
+        &dir.join(config::NOISE_KEY_FILE),
+        pem::NOISE_KEY,
+        noise.private(),
+    )?;
     let request = LicenceRequest::new(&subca, noise.public(), now());
     let req_path = dir.join(config::REQUEST_FILE);
-    keyfile::write_atomic(&req_path, armor::encode(pem::REQUEST, &request.encode()).as_bytes(), 0o644, true)?;
+    keyfile::write_atomic(
+        &req_path,
+        armor::encode(pem::REQUEST, &request.encode()).as_bytes(),
+        0o644,
+        true,
+    )?;
     println!("keys written to {} (mode 0600)", dir.display());
     println!("licence request: {}", req_path.display());
     println!("next, on the offline CA machine:");
@@ -153,7 +192,9 @@ fn keygen(dir: &Path) -> anyhow::Result<()> {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     info!(event = "listening", addr = %listener.local_addr()?, "{}", cfg.summary(now()));
     let cfg = Arc::new(cfg);
     let shutdown = CancellationToken::new();
@@ -162,14 +203,31 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     accept_loop(&cfg, &listener, &shutdown, &tracker).await;
     drop(listener);
     tracker.close();
-    info!(event = "draining", sessions = tracker.len(), "stopped accepting; waiting up to {:?} for sessions", DRAIN_GRACE);
-    if tokio::time::timeout(DRAIN_GRACE, tracker.wait()).await.is_err() {
-        warn!(event = "drain_timeout", sessions = tracker.len(), "closing remaining sessions");
+    info!(
+        event = "draining",
+        sessions = tracker.len(),
+        "stopped accepting; waiting up to {:?} for sessions",
+        DRAIN_GRACE
+    );
+    if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            event = "drain_timeout",
+            sessions = tracker.len(),
+            "closing remaining sessions"
+        );
     }
     Ok(())
 }
 
-async fn accept_loop(cfg: &Arc<Config>, listener: &TcpListener, shutdown: &CancellationToken, tracker: &TaskTracker) {
+async fn accept_loop(
+    cfg: &Arc<Config>,
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
     let conns = Arc::new(Semaphore::new(cfg.settings.max_connections));
     let handshakes = Arc::new(Semaphore::new(cfg.settings.max_handshakes));
     loop {
@@ -199,7 +257,10 @@ async fn accept_loop(cfg: &Arc<Config>, listener: &TcpListener, shutdown: &Cance
 
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         warn!("cannot install signal handlers");
         return;
     };

@@ -90,22 +90,35 @@ impl From<ProtoError> for HandshakeFail {
 
 async fn read_msg(sock: &mut TcpStream, len: usize) -> Result<Vec<u8>, HandshakeFail> {
     let mut buf = vec![0u8; len];
-    sock.read_exact(&mut buf).await.map_err(|_| HandshakeFail::Closed)?;
+    sock.read_exact(&mut buf)
+        .await
+        .map_err(|_| HandshakeFail::Closed)?;
     Ok(buf)
 }
 
-async fn run_handshake(cfg: &Config, sock: &mut TcpStream) -> Result<ClientAuthenticated, HandshakeFail> {
+async fn run_handshake(
+    cfg: &Config,
+    sock: &mut TcpStream,
+) -> Result<ClientAuthenticated, HandshakeFail> {
     let state = handshake::server_start(&cfg.noise, &cfg.licence, cfg.frame_size)?;
     let msg1 = read_msg(sock, HELLO_LEN).await?;
     let (state, msg2) = state.handle_client_hello(&msg1)?;
-    sock.write_all(&msg2).await.map_err(|_| HandshakeFail::Closed)?;
+    sock.write_all(&msg2)
+        .await
+        .map_err(|_| HandshakeFail::Closed)?;
     let msg3 = read_msg(sock, message_len(3, cfg.frame_size)).await?;
     Ok(state.handle_client_auth(&msg3)?)
 }
 
-async fn send_control(sock: &mut TcpStream, sealer: &mut Sealer, msg: &Control) -> std::io::Result<()> {
+async fn send_control(
+    sock: &mut TcpStream,
+    sealer: &mut Sealer,
+    msg: &Control,
+) -> std::io::Result<()> {
     let mut out = Vec::new();
-    sealer.seal_control(msg, &mut out).map_err(std::io::Error::other)?;
+    sealer
+        .seal_control(msg, &mut out)
+        .map_err(std::io::Error::other)?;
     sock.write_all(&out).await
 }
 
@@ -116,14 +129,24 @@ async fn terminate(sock: &mut TcpStream, sealer: &mut Sealer, code: TerminateCod
 
 async fn serve_authenticated(cfg: &Config, mut sock: TcpStream, authed: ClientAuthenticated) {
     let principal = authed.principal().to_owned();
-    let key_fp = authed.user_key().fingerprint(ssh_key::HashAlg::Sha256).to_string();
+    let key_fp = authed
+        .user_key()
+        .fingerprint(ssh_key::HashAlg::Sha256)
+        .to_string();
     let server_id = cfg.licence.body.server_id.clone();
     let allowed = cfg.authorized.allows(&principal, authed.user_key());
     let mut transport: Transport = authed.transport;
     if !allowed {
         warn!(event = "authorization_denied", principal = %principal, user_key = %key_fp, "key is not authorized for this principal");
-        let reason = format!("principal {principal} is not authorized with key {key_fp} on {server_id}");
-        terminate(&mut sock, &mut transport.sealer, TerminateCode::NotAuthorized, reason).await;
+        let reason =
+            format!("principal {principal} is not authorized with key {key_fp} on {server_id}");
+        terminate(
+            &mut sock,
+            &mut transport.sealer,
+            TerminateCode::NotAuthorized,
+            reason,
+        )
+        .await;
         return;
     }
     info!(event = "authorized", principal = %principal, user_key = %key_fp, "user authenticated and authorized");
@@ -135,13 +158,23 @@ async fn serve_authenticated(cfg: &Config, mut sock: TcpStream, authed: ClientAu
     let _ = upstream.set_nodelay(true);
     let local_port = upstream.local_addr().map(|a| a.port()).unwrap_or(0);
     info!(event = "upstream_connected", principal = %principal, local_port, "connected to sshd");
-    if let Err(e) = send_control(&mut sock, &mut transport.sealer, &Control::Accept { server_id }).await {
+    if let Err(e) = send_control(
+        &mut sock,
+        &mut transport.sealer,
+        &Control::Accept { server_id },
+    )
+    .await
+    {
         warn!(event = "session_closed", principal = %principal, reason = "client_io", error = %e, "client left before accept");
         return;
     }
     match splice(sock, upstream, transport).await {
-        Ok(()) => info!(event = "session_closed", principal = %principal, reason = "normal", "session ended"),
-        Err(e) => warn!(event = "session_closed", principal = %principal, reason = end_reason(&e), error = %e, "session killed; upstream socket closed"),
+        Ok(()) => {
+            info!(event = "session_closed", principal = %principal, reason = "normal", "session ended")
+        }
+        Err(e) => {
+            warn!(event = "session_closed", principal = %principal, reason = end_reason(&e), error = %e, "session killed; upstream socket closed")
+        }
     }
 }
 
@@ -157,7 +190,13 @@ fn end_reason(e: &SessionEnd) -> &'static str {
 async fn upstream_failed(sock: &mut TcpStream, t: &mut Transport, cfg: &Config, why: String) {
     warn!(event = "upstream_failed", upstream = %cfg.upstream, error = %why, "cannot reach sshd");
     let reason = format!("{} cannot reach its sshd", cfg.licence.body.server_id);
-    terminate(sock, &mut t.sealer, TerminateCode::UpstreamUnavailable, reason).await;
+    terminate(
+        sock,
+        &mut t.sealer,
+        TerminateCode::UpstreamUnavailable,
+        reason,
+    )
+    .await;
 }
 
 /// Moves bytes both ways until both directions have closed, or kills the
@@ -185,14 +224,21 @@ async fn splice(client: TcpStream, upstream: TcpStream, t: Transport) -> Result<
 }
 
 /// Client → sshd: open records, forward DATA, honour CLOSE.
-async fn uplink(mut cr: OwnedReadHalf, mut uw: OwnedWriteHalf, mut opener: Opener) -> Result<(), SessionEnd> {
+async fn uplink(
+    mut cr: OwnedReadHalf,
+    mut uw: OwnedWriteHalf,
+    mut opener: Opener,
+) -> Result<(), SessionEnd> {
     let f = opener.frame_size().get();
     let mut buf = vec![0u8; (BATCH / f).max(2) * f];
     let mut filled = 0;
     let mut data = Vec::with_capacity(BATCH);
     let mut events = Vec::new();
     loop {
-        let n = cr.read(&mut buf[filled..]).await.map_err(SessionEnd::ClientIo)?;
+        let n = cr
+            .read(&mut buf[filled..])
+            .await
+            .map_err(SessionEnd::ClientIo)?;
         if n == 0 {
             return Err(SessionEnd::ClientVanished);
         }
@@ -211,7 +257,10 @@ async fn uplink(mut cr: OwnedReadHalf, mut uw: OwnedWriteHalf, mut opener: Opene
                     return Ok(());
                 }
                 Event::Control(_) => {
-                    return Err(ProtoError::PeerMisbehaved("unexpected control message from client").into());
+                    return Err(ProtoError::PeerMisbehaved(
+                        "unexpected control message from client",
+                    )
+                    .into());
                 }
             }
         }
@@ -219,7 +268,11 @@ async fn uplink(mut cr: OwnedReadHalf, mut uw: OwnedWriteHalf, mut opener: Opene
 }
 
 /// sshd → client: seal full records, one write per batch.
-async fn downlink(mut ur: OwnedReadHalf, mut cw: OwnedWriteHalf, mut sealer: Sealer) -> Result<(), SessionEnd> {
+async fn downlink(
+    mut ur: OwnedReadHalf,
+    mut cw: OwnedWriteHalf,
+    mut sealer: Sealer,
+) -> Result<(), SessionEnd> {
     let max = sealer.frame_size().max_data();
     let mut buf = vec![0u8; (BATCH / max).max(1) * max];
     let mut out = Vec::with_capacity(BATCH + BATCH / 8);

@@ -24,7 +24,8 @@ pub struct Agent {
 impl Agent {
     /// Connects to the agent at `path` (usually `$SSH_AUTH_SOCK`).
     pub fn connect(path: &Path) -> Result<Self, String> {
-        let sock = UnixStream::connect(path).map_err(|e| format!("cannot reach ssh-agent at {}: {e}", path.display()))?;
+        let sock = UnixStream::connect(path)
+            .map_err(|e| format!("cannot reach ssh-agent at {}: {e}", path.display()))?;
         let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
         Ok(Self { sock })
     }
@@ -68,7 +69,11 @@ impl Agent {
     }
 
     /// Asks the agent to sign `data` with `key`.
-    pub fn sign(&mut self, key: &ssh_key::PublicKey, data: &[u8]) -> Result<ssh_key::Signature, String> {
+    pub fn sign(
+        &mut self,
+        key: &ssh_key::PublicKey,
+        data: &[u8],
+    ) -> Result<ssh_key::Signature, String> {
         let blob = key.to_bytes().map_err(|e| e.to_string())?;
         let mut msg = vec![SIGN_REQUEST];
         blob.encode(&mut msg).map_err(|e| e.to_string())?;
@@ -78,10 +83,15 @@ impl Agent {
         let (&kind, mut rest) = reply.split_first().ok_or("empty agent reply")?;
         match kind {
             SIGN_RESPONSE => {
-                let sig_blob = Vec::<u8>::decode(&mut rest).map_err(|_| "malformed agent signature".to_owned())?;
-                ssh_key::Signature::decode(&mut sig_blob.as_slice()).map_err(|e| format!("agent signature: {e}"))
+                let sig_blob = Vec::<u8>::decode(&mut rest)
+                    .map_err(|_| "malformed agent signature".to_owned())?;
+                ssh_key::Signature::decode(&mut sig_blob.as_slice())
+                    .map_err(|e| format!("agent signature: {e}"))
             }
-            FAILURE => Err("ssh-agent refused to sign (key removed, agent locked, or confirmation denied)".into()),
+            FAILURE => Err(
+                "ssh-agent refused to sign (key removed, agent locked, or confirmation denied)"
+                    .into(),
+            ),
             other => Err(format!("ssh-agent sent unexpected reply {other}")),
         }
     }

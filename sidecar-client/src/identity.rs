@@ -13,7 +13,10 @@ pub enum Identity {
     /// An unencrypted private key file.
     File(Box<ssh_key::PrivateKey>),
     /// A key in ssh-agent.
-    Agent { sock: PathBuf, key: ssh_key::PublicKey },
+    Agent {
+        sock: PathBuf,
+        key: ssh_key::PublicKey,
+    },
 }
 
 impl Identity {
@@ -30,9 +33,17 @@ impl Identity {
                 let keys = Agent::connect(sock)?.identities()?;
                 let key = keys
                     .into_iter()
-                    .find(|k| matches!(k.algorithm(), ssh_key::Algorithm::Ed25519 | ssh_key::Algorithm::Ecdsa { .. }))
+                    .find(|k| {
+                        matches!(
+                            k.algorithm(),
+                            ssh_key::Algorithm::Ed25519 | ssh_key::Algorithm::Ecdsa { .. }
+                        )
+                    })
                     .ok_or("ssh-agent holds no Ed25519 or ECDSA key; run ssh-add")?;
-                Ok(Self::Agent { sock: sock.to_owned(), key })
+                Ok(Self::Agent {
+                    sock: sock.to_owned(),
+                    key,
+                })
             }
         }
     }
@@ -49,9 +60,16 @@ impl Identity {
         })?;
         let held = Agent::connect(sock)?.identities()?;
         if !held.iter().any(|k| k.key_data() == public.key_data()) {
-            return Err(format!("{} is passphrase-protected and not in ssh-agent; run: ssh-add {}", path.display(), path.display()));
+            return Err(format!(
+                "{} is passphrase-protected and not in ssh-agent; run: ssh-add {}",
+                path.display(),
+                path.display()
+            ));
         }
-        Ok(Self::Agent { sock: sock.to_owned(), key: public })
+        Ok(Self::Agent {
+            sock: sock.to_owned(),
+            key: public,
+        })
     }
 
     /// The public key sent to the proxy.
@@ -66,11 +84,15 @@ impl Identity {
     pub fn sign(&self, msg: &[u8]) -> Result<SshSig, String> {
         let ns = SSHSIG_NAMESPACE_HANDSHAKE;
         match self {
-            Self::File(k) => k.sign(ns, HashAlg::Sha512, msg).map_err(|e| format!("cannot sign with identity: {e}")),
+            Self::File(k) => k
+                .sign(ns, HashAlg::Sha512, msg)
+                .map_err(|e| format!("cannot sign with identity: {e}")),
             Self::Agent { sock, key } => {
-                let data = SshSig::signed_data(ns, HashAlg::Sha512, msg).map_err(|e| e.to_string())?;
+                let data =
+                    SshSig::signed_data(ns, HashAlg::Sha512, msg).map_err(|e| e.to_string())?;
                 let sig = Agent::connect(sock)?.sign(key, &data)?;
-                SshSig::new(key.key_data().clone(), ns, HashAlg::Sha512, sig).map_err(|e| e.to_string())
+                SshSig::new(key.key_data().clone(), ns, HashAlg::Sha512, sig)
+                    .map_err(|e| e.to_string())
             }
         }
     }

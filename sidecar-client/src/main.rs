@@ -13,7 +13,11 @@ mod settings;
 mod tunnel;
 
 #[derive(Parser)]
-#[command(name = "ztssh-sidecar", version, about = "ssh ProxyCommand for ztssh: ProxyCommand ztssh-sidecar %h %p")]
+#[command(
+    name = "ztssh-sidecar",
+    version,
+    about = "ssh ProxyCommand for ztssh: ProxyCommand ztssh-sidecar %h %p"
+)]
 struct Cli {
     /// Config file (default ~/.config/ztssh/sidecar.toml).
     #[arg(long)]

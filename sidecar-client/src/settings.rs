@@ -72,7 +72,9 @@ pub fn default_path() -> Option<PathBuf> {
 pub fn load(explicit: Option<&Path>, flags: &Flags) -> Result<Settings, String> {
     let mut fig = Figment::new();
     match explicit {
-        Some(p) if !p.exists() => return Err(format!("config file {} does not exist", p.display())),
+        Some(p) if !p.exists() => {
+            return Err(format!("config file {} does not exist", p.display()));
+        }
         Some(p) => fig = fig.merge(Toml::file_exact(p)),
         None => {
             if let Some(p) = default_path().filter(|p| p.exists()) {
@@ -81,7 +83,14 @@ pub fn load(explicit: Option<&Path>, flags: &Flags) -> Result<Settings, String> 
         }
     }
     let mut s: Settings = fig
-        .merge(Env::prefixed("ZTSSH_").only(&["root", "identity", "principal", "connect", "frame_size", "verbose"]))
+        .merge(Env::prefixed("ZTSSH_").only(&[
+            "root",
+            "identity",
+            "principal",
+            "connect",
+            "frame_size",
+            "verbose",
+        ]))
         .merge(Serialized::defaults(flags))
         .extract()
         .map_err(|e| format!("config: {e}"))?;

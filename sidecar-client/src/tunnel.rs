@@ -22,7 +22,10 @@ type Reader = Box<dyn AsyncRead + Unpin + Send>;
 type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Runs one session for ssh.
@@ -33,26 +36,45 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), String> {
             eprintln!("ztssh: {m}");
         }
     };
-    let root_path = s.root.clone().ok_or("no root CA key: pass --root root.pub or set root in sidecar.toml")?;
+    let root_path = s
+        .root
+        .clone()
+        .ok_or("no root CA key: pass --root root.pub or set root in sidecar.toml")?;
     let root = read_root(&root_path)?;
-    let frame_size = FrameSize::new(s.frame_size).map_err(|e| format!("frame_size {}: {e}", s.frame_size))?;
+    let frame_size =
+        FrameSize::new(s.frame_size).map_err(|e| format!("frame_size {}: {e}", s.frame_size))?;
     let principal = match &s.principal {
         Some(p) => p.clone(),
-        None => std::env::var("USER").map_err(|_| "no principal: pass --principal NAME".to_owned())?,
+        None => {
+            std::env::var("USER").map_err(|_| "no principal: pass --principal NAME".to_owned())?
+        }
     };
     let agent_sock = std::env::var_os("SSH_AUTH_SOCK").map(std::path::PathBuf::from);
     let identity = Identity::resolve(s.identity.as_deref(), agent_sock.as_deref())?;
 
     let addrs = resolve(&s, &host, port).await?;
-    let mut sock = connect(&addrs, Duration::from_secs(s.connect_timeout_secs)).await
+    let mut sock = connect(&addrs, Duration::from_secs(s.connect_timeout_secs))
+        .await
         .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
-    say(format!("connected to {}", sock.peer_addr().map(|a| a.to_string()).unwrap_or_default()));
+    say(format!(
+        "connected to {}",
+        sock.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+    ));
 
-    let cfg = ClientConfig { root, host: host.clone(), frame_size };
+    let cfg = ClientConfig {
+        root,
+        host: host.clone(),
+        frame_size,
+    };
     let hs = handshake_with(&mut sock, cfg, &identity, &principal, &host, &root_path);
     let session = tokio::time::timeout(Duration::from_secs(s.handshake_timeout_secs), hs)
         .await
-        .map_err(|_| format!("{host} did not complete the handshake within {}s", s.handshake_timeout_secs))??;
+        .map_err(|_| {
+            format!(
+                "{host} did not complete the handshake within {}s",
+                s.handshake_timeout_secs
+            )
+        })??;
     let lic = &session.licence.body;
     say(format!(
         "verified server licence: {} ({}) serial {}, expires in {}, signed by root {}",
@@ -62,28 +84,45 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), String> {
         human(lic.not_after.saturating_sub(now())),
         lic.issuer.fingerprint()
     ));
-    say(format!("authenticated as {principal} with {} (hybrid X25519+ML-KEM-768 tunnel)", identity.public_key().fingerprint(ssh_key::HashAlg::Sha256)));
-    pump(sock, session, &host, verbose).await
+    say(format!(
+        "authenticated as {principal} with {} (hybrid X25519+ML-KEM-768 tunnel)",
+        identity.public_key().fingerprint(ssh_key::HashAlg::Sha256)
+    ));
+    pump(sock, session, verbose).await
 }
 
 fn read_root(path: &std::path::Path) -> Result<PublicKey, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read root key {}: {e}", path.display()))?;
-    let bytes = armor::decode_expect(pem::ROOT_PUBLIC, &text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(PublicKey(to_array(&bytes, "root public key").map_err(|e| format!("{}: {e}", path.display()))?))
+    let text =
+        std::fs::read(path).map_err(|e| format!("cannot read root key {}: {e}", path.display()))?;
+    let bytes = armor::decode_expect(pem::ROOT_PUBLIC, &text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(PublicKey(
+        to_array(&bytes, "root public key").map_err(|e| format!("{}: {e}", path.display()))?,
+    ))
 }
 
 async fn resolve(s: &Settings, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     if let Some(c) = &s.connect {
-        return c.parse::<SocketAddr>().map(|a| vec![a]).map_err(|_| format!("connect = {c:?} is not an address like 192.0.2.7:2222"));
+        return c
+            .parse::<SocketAddr>()
+            .map(|a| vec![a])
+            .map_err(|_| format!("connect = {c:?} is not an address like 192.0.2.7:2222"));
     }
-    if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    if let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let resolver = hickory_resolver::TokioResolver::builder_tokio()
         .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
         .build()
         .map_err(|e| format!("cannot build resolver: {e}"))?;
-    let ips = resolver.lookup_ip(host).await.map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let ips = resolver
+        .lookup_ip(host)
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
     let addrs: Vec<_> = ips.iter().map(|ip| SocketAddr::new(ip, port)).collect();
     if addrs.is_empty() {
         return Err(format!("{host} has no addresses"));
@@ -100,7 +139,9 @@ async fn connect(addrs: &[SocketAddr], limit: Duration) -> std::io::Result<TcpSt
                 return Ok(s);
             }
             Ok(Err(e)) => last = e,
-            Err(_) => last = std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{a} timed out")),
+            Err(_) => {
+                last = std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{a} timed out"))
+            }
         }
     }
     Err(last)
@@ -125,9 +166,13 @@ async fn handshake_with(
     sock.write_all(&msg1).await.map_err(closed)?;
     let mut msg2 = vec![0u8; message_len(2, frame_size)];
     sock.read_exact(&mut msg2).await.map_err(closed)?;
-    let verified = state.handle_server_hello(&msg2, now()).map_err(|e| explain(e, host, root_path))?;
+    let verified = state
+        .handle_server_hello(&msg2, now())
+        .map_err(|e| explain(e, host, root_path))?;
     let sig = identity.sign(&verified.user_signed_data())?;
-    let (session, msg3) = verified.into_client_auth(principal, identity.public_key(), &sig).map_err(|e| e.to_string())?;
+    let (session, msg3) = verified
+        .into_client_auth(principal, identity.public_key(), &sig)
+        .map_err(|e| e.to_string())?;
     sock.write_all(&msg3).await.map_err(closed)?;
     Ok(session)
 }
@@ -135,20 +180,34 @@ async fn handshake_with(
 /// Turns a handshake failure into a sentence the user can act on.
 fn explain(e: ProtoError, host: &str, root_path: &std::path::Path) -> String {
     match e {
-        ProtoError::Auth(AuthError::Expired { secs, .. }) => format!("server licence for {host} expired {} ago", human(secs)),
+        ProtoError::Auth(AuthError::Expired { secs, .. }) => {
+            format!("server licence for {host} expired {} ago", human(secs))
+        }
         ProtoError::Auth(AuthError::NotYetValid { secs, .. }) => {
-            format!("server licence for {host} is not valid for another {} (check both clocks)", human(secs))
+            format!(
+                "server licence for {host} is not valid for another {} (check both clocks)",
+                human(secs)
+            )
         }
         ProtoError::Auth(AuthError::WrongIssuer(_) | AuthError::BadSignature(_)) => {
-            format!("host key not certified by your root CA ({}); refusing to talk to {host}", root_path.display())
+            format!(
+                "host key not certified by your root CA ({}); refusing to talk to {host}",
+                root_path.display()
+            )
         }
         ProtoError::Auth(AuthError::HostNotCovered { covered, .. }) => {
-            format!("the server's licence does not cover {host:?} (it covers: {covered}); check the host name")
+            format!(
+                "the server's licence does not cover {host:?} (it covers: {covered}); check the host name"
+            )
         }
         ProtoError::Auth(AuthError::KeyMismatch) => {
-            format!("{host} presented a licence for a different tunnel key: possible impersonation, refusing")
+            format!(
+                "{host} presented a licence for a different tunnel key: possible impersonation, refusing"
+            )
         }
-        ProtoError::Noise(_) => format!("tunnel handshake with {host} failed: not a ztssh proxy, or the connection was tampered with"),
+        ProtoError::Noise(_) => format!(
+            "tunnel handshake with {host} failed: not a ztssh proxy, or the connection was tampered with"
+        ),
         other => format!("handshake with {host} failed: {other}"),
     }
 }
@@ -163,78 +222,117 @@ fn stdio() -> (Reader, Writer) {
         .try_clone_to_owned()
         .ok()
         .and_then(|fd| pipe::Receiver::from_file(std::fs::File::from(fd)).ok())
-        .map_or_else(|| Box::new(tokio::io::stdin()) as Reader, |r| Box::new(r) as Reader);
+        .map_or_else(
+            || Box::new(tokio::io::stdin()) as Reader,
+            |r| Box::new(r) as Reader,
+        );
     let output: Writer = std::io::stdout()
         .as_fd()
         .try_clone_to_owned()
         .ok()
         .and_then(|fd| pipe::Sender::from_file(std::fs::File::from(fd)).ok())
-        .map_or_else(|| Box::new(tokio::io::stdout()) as Writer, |w| Box::new(w) as Writer);
+        .map_or_else(
+            || Box::new(tokio::io::stdout()) as Writer,
+            |w| Box::new(w) as Writer,
+        );
     (input, output)
 }
 
-async fn pump(sock: TcpStream, session: ClientSession, host: &str, verbose: bool) -> Result<(), String> {
+async fn pump(sock: TcpStream, session: ClientSession, verbose: bool) -> Result<(), String> {
     let (input, output) = stdio();
     let (tr, tw) = sock.into_split();
+    let server = session.licence.body.server_id.clone();
     let t = session.transport;
     let up = tokio::spawn(uplink(input, tw, t.sealer));
-    let down = downlink(tr, output, t.opener, host, verbose).await;
+    let down = downlink(tr, output, t.opener, &server, verbose).await;
     // The tunnel is over from the server's side; stdin may never reach EOF.
     up.abort();
     down
 }
 
 /// stdin → tunnel.
-async fn uplink(mut input: Reader, mut tw: OwnedWriteHalf, mut sealer: Sealer) -> Result<(), String> {
+async fn uplink(
+    mut input: Reader,
+    mut tw: OwnedWriteHalf,
+    mut sealer: Sealer,
+) -> Result<(), String> {
     let max = sealer.frame_size().max_data();
     let mut buf = vec![0u8; (BATCH / max).max(1) * max];
     let mut out = Vec::with_capacity(BATCH + BATCH / 8);
     loop {
-        let n = input.read(&mut buf).await.map_err(|e| format!("reading from ssh: {e}"))?;
+        let n = input
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("reading from ssh: {e}"))?;
         out.clear();
         if n == 0 {
             sealer.seal_close(&mut out).map_err(|e| e.to_string())?;
             tw.write_all(&out).await.map_err(|e| e.to_string())?;
             return Ok(());
         }
-        sealer.seal_data(&buf[..n], &mut out).map_err(|e| e.to_string())?;
-        tw.write_all(&out).await.map_err(|e| format!("connection lost: {e}"))?;
+        sealer
+            .seal_data(&buf[..n], &mut out)
+            .map_err(|e| e.to_string())?;
+        tw.write_all(&out)
+            .await
+            .map_err(|e| format!("connection lost: {e}"))?;
     }
 }
 
 /// tunnel → stdout, handling control messages.
-async fn downlink(mut tr: OwnedReadHalf, output: Writer, mut opener: Opener, host: &str, verbose: bool) -> Result<(), String> {
+/// `server` is the licensed server id, verified in the handshake.
+async fn downlink(
+    mut tr: OwnedReadHalf,
+    output: Writer,
+    mut opener: Opener,
+    server: &str,
+    verbose: bool,
+) -> Result<(), String> {
     let f = opener.frame_size().get();
     let mut buf = vec![0u8; (BATCH / f).max(2) * f];
     let mut filled = 0;
     let mut data = Vec::with_capacity(BATCH);
     let mut events = Vec::new();
     let mut output = Some(output);
-    let mut server = host.to_owned();
     let mut accepted = false;
     loop {
-        let n = tr.read(&mut buf[filled..]).await.map_err(|e| format!("connection to {host} lost: {e}"))?;
+        let n = tr
+            .read(&mut buf[filled..])
+            .await
+            .map_err(|e| format!("connection to {server} lost: {e}"))?;
         if n == 0 {
-            return if output.is_none() { Ok(()) } else { Err(format!("connection to {server} lost (closed without an end-of-session record)")) };
+            return if output.is_none() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "connection to {server} lost (closed without an end-of-session record)"
+                ))
+            };
         }
         filled += n;
         let opened = opener.open_all(&buf[..filled], &mut data, &mut events);
-        let used = opened.map_err(|e| format!("tunnel integrity failure from {server}: {e}; session closed"))?;
+        let used = opened
+            .map_err(|e| format!("tunnel integrity failure from {server}: {e}; session closed"))?;
         buf.copy_within(used..filled, 0);
         filled -= used;
         if !data.is_empty() {
-            let out = output.as_mut().ok_or_else(|| format!("{server} sent data after closing"))?;
-            out.write_all(&data).await.map_err(|e| format!("writing to ssh: {e}"))?;
-            out.flush().await.map_err(|e| format!("writing to ssh: {e}"))?;
+            let out = output
+                .as_mut()
+                .ok_or_else(|| format!("{server} sent data after closing"))?;
+            out.write_all(&data)
+                .await
+                .map_err(|e| format!("writing to ssh: {e}"))?;
+            out.flush()
+                .await
+                .map_err(|e| format!("writing to ssh: {e}"))?;
             data.clear();
         }
         for ev in events.drain(..) {
             match ev {
-                Event::Control(Control::Accept { server_id }) => {
+                Event::Control(Control::Accept { .. }) => {
                     if verbose {
-                        eprintln!("ztssh: {server_id} accepted the session; connected to its sshd");
+                        eprintln!("ztssh: {server} accepted the session; connected to its sshd");
                     }
-                    server = server_id;
                     accepted = true;
                 }
                 Event::Control(Control::Terminate { reason, .. }) if !accepted => {
@@ -243,7 +341,9 @@ async fn downlink(mut tr: OwnedReadHalf, output: Writer, mut opener: Opener, hos
                 Event::Control(Control::Terminate { reason, .. }) => {
                     return Err(format!("session terminated by {server}: {reason}"));
                 }
-                Event::Control(_) => return Err(format!("{server} sent an unexpected control message")),
+                Event::Control(_) => {
+                    return Err(format!("{server} sent an unexpected control message"));
+                }
                 Event::Close => {
                     if let Some(mut out) = output.take() {
                         let _ = out.shutdown().await;

@@ -1,1 +1,464 @@
-//! harness
+//! Harness for end-to-end tests: a private real OpenSSH `sshd` on a free
+//! loopback port with its own config and host key, a temporary CA, the real
+//! `ztssh-proxy` binary, and the real `ssh`, `scp`, `sftp` and `rsync`
+//! clients with `ProxyCommand ztssh-sidecar %h %p`.
+//!
+//! Every wait is bounded; every process started here is stopped by PID on drop.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use tempfile::TempDir;
+
+/// Paths of the built binaries (next to the test executable's directory).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Runs `cmd` to completion, killing it after `limit`.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    wait_bounded(child, limit)
+}
+
+/// Waits for `child`, killing it after `limit`; collects its output.
+pub fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_end(&mut v);
+        }
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_end(&mut v);
+        }
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let s = child.wait().expect("wait after kill");
+            panic!("command timed out after {limit:?} (status {s})");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    }
+}
+
+/// Polls `cond` every 20 ms for at most `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads a file as text, empty if missing.
+pub fn read_text(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A child process killed (by its PID) when dropped.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A private sshd.
+pub struct Sshd {
+    pub port: u16,
+    pub log: PathBuf,
+    _child: Guard,
+}
+
+impl Sshd {
+    /// Starts sshd in `dir` accepting `authorized_keys` for root.
+    pub fn start(dir: &Path, authorized_keys: &str) -> Self {
+        let _ = fs::create_dir_all("/run/sshd");
+        let host_key = dir.join("ssh_host_ed25519_key");
+        ok(
+            &run_bounded(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(&host_key),
+                Duration::from_secs(10),
+            ),
+            "ssh-keygen host key",
+        );
+        let ak = dir.join("authorized_keys");
+        fs::write(&ak, authorized_keys).expect("write authorized_keys");
+        let port = free_port();
+        let log = dir.join("sshd.log");
+        let cfg = dir.join("sshd_config");
+        fs::write(
+            &cfg,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+                 StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\nLogLevel DEBUG1\nAllowTcpForwarding yes\n\
+                 Subsystem sftp internal-sftp\nMaxStartups 100\n",
+                host_key.display(),
+                dir.join("sshd.pid").display(),
+                ak.display()
+            ),
+        )
+        .expect("write sshd_config");
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-f")
+            .arg(&cfg)
+            .arg("-E")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd (is openssh-server installed?)");
+        let child = Guard(child);
+        wait_until(Duration::from_secs(10), "sshd to listen", || {
+            read_text(&log).contains("Server listening on")
+        });
+        Self {
+            port,
+            log,
+            _child: child,
+        }
+    }
+
+    /// sshd's log so far.
+    pub fn log_text(&self) -> String {
+        read_text(&self.log)
+    }
+}
+
+/// A temporary CA plus a proxy state directory and licence.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub state: PathBuf,
+    pub licence: PathBuf,
+}
+
+impl Pki {
+    /// `ztssh-ca init`, `ztssh-proxy keygen`, `ztssh-ca authorize-server`.
+    pub fn create(dir: &Path, hostnames: &[&str]) -> Self {
+        let ca = dir.join("ca");
+        let state = dir.join("state");
+        let licence = dir.join("licence.pem");
+        let t = Duration::from_secs(10);
+        ok(
+            &run_bounded(
+                Command::new(bin("ztssh-ca"))
+                    .arg("init")
+                    .arg("--dir")
+                    .arg(&ca),
+                t,
+            ),
+            "ca init",
+        );
+        ok(
+            &run_bounded(
+                Command::new(bin("ztssh-proxy"))
+                    .arg("keygen")
+                    .arg("--dir")
+                    .arg(&state),
+                t,
+            ),
+            "proxy keygen",
+        );
+        let mut auth = Command::new(bin("ztssh-ca"));
+        auth.arg("authorize-server")
+            .arg("--dir")
+            .arg(&ca)
+            .arg("--request")
+            .arg(state.join("licence-request.pem"));
+        auth.args(["--server-id", "web1"]);
+        for h in hostnames {
+            auth.args(["--hostname", h]);
+        }
+        auth.arg("--out").arg(&licence);
+        ok(&run_bounded(&mut auth, t), "authorize-server");
+        Self { ca, state, licence }
+    }
+
+    /// The root public key file.
+    pub fn root_pub(&self) -> PathBuf {
+        self.ca.join("root.pub")
+    }
+}
+
+/// A user key pair made with ssh-keygen.
+pub fn user_key(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    ok(
+        &run_bounded(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .arg(&path),
+            Duration::from_secs(10),
+        ),
+        "ssh-keygen user",
+    );
+    path
+}
+
+/// A running proxy.
+pub struct Proxy {
+    pub port: u16,
+    pub log: PathBuf,
+    pub config: PathBuf,
+    _child: Guard,
+}
+
+impl Proxy {
+    /// Writes a config and starts `ztssh-proxy run`.
+    pub fn start(dir: &Path, pki: &Pki, upstream: u16, principals: &str, extra: &str) -> Self {
+        let port = free_port();
+        let principals_path = dir.join("principals");
+        fs::write(&principals_path, principals).expect("principals");
+        let config = dir.join("proxy.toml");
+        fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{upstream}\"\nstate_dir = \"{}\"\n\
+                 licence = \"{}\"\nroot_public_key = \"{}\"\nauthorized_principals = \"{}\"\n{extra}",
+                pki.state.display(),
+                pki.licence.display(),
+                pki.root_pub().display(),
+                principals_path.display()
+            ),
+        )
+        .expect("proxy.toml");
+        let log = dir.join("proxy.log");
+        let child = Command::new(bin("ztssh-proxy"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start proxy");
+        let child = Guard(child);
+        wait_until(Duration::from_secs(10), "proxy to listen", || {
+            read_text(&log).contains("event=\"listening\"")
+        });
+        Self {
+            port,
+            log,
+            config,
+            _child: child,
+        }
+    }
+
+    /// The proxy's log so far.
+    pub fn log_text(&self) -> String {
+        read_text(&self.log)
+    }
+}
+
+/// A whole private world: CA, sshd, proxy, and user alice.
+pub struct World {
+    pub dir: TempDir,
+    pub pki: Pki,
+    pub sshd: Sshd,
+    pub proxy: Proxy,
+    pub alice: PathBuf,
+}
+
+impl World {
+    /// Sets everything up with alice authorized (on both the proxy and sshd).
+    pub fn new() -> Self {
+        Self::with_extra("")
+    }
+
+    /// Same, with extra proxy config lines.
+    pub fn with_extra(extra: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("ztssh-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let alice = user_key(dir.path(), "alice");
+        let alice_pub = read_text(&alice.with_extension("pub"));
+        let pki = Pki::create(dir.path(), &["localhost", "web1"]);
+        let sshd = Sshd::start(dir.path(), &alice_pub);
+        let proxy = Proxy::start(
+            dir.path(),
+            &pki,
+            sshd.port,
+            &format!("alice {alice_pub}"),
+            extra,
+        );
+        Self {
+            dir,
+            pki,
+            sshd,
+            proxy,
+            alice,
+        }
+    }
+
+    /// The ProxyCommand for ssh, with extra sidecar flags.
+    pub fn proxy_command(&self, extra: &str) -> String {
+        format!(
+            "{} --root {} --identity {} --principal alice {extra} %h %p",
+            bin("ztssh-sidecar").display(),
+            self.pki.root_pub().display(),
+            self.alice.display()
+        )
+    }
+
+    /// Common client options (`-F /dev/null`, the ProxyCommand, no prompts).
+    pub fn client_opts(&self, identity: &Path, sidecar_extra: &str) -> Vec<String> {
+        let kh = self.dir.path().join("known_hosts");
+        vec![
+            "-F".into(),
+            "/dev/null".into(),
+            "-i".into(),
+            identity.display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=no".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", kh.display()),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+            "-o".into(),
+            format!("ProxyCommand={}", self.proxy_command(sidecar_extra)),
+        ]
+    }
+
+    /// `ssh -p PORT root@localhost` through the sidecar.
+    pub fn ssh(&self) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(self.client_opts(&self.alice, ""))
+            .arg("-p")
+            .arg(self.proxy.port.to_string());
+        c.arg("root@localhost");
+        c
+    }
+
+    /// `scp -P PORT` through the sidecar (add the paths).
+    pub fn scp(&self) -> Command {
+        let mut c = Command::new("scp");
+        c.args(self.client_opts(&self.alice, ""))
+            .arg("-P")
+            .arg(self.proxy.port.to_string());
+        c
+    }
+
+    /// `sftp -P PORT` through the sidecar (add `-b` and the host).
+    pub fn sftp(&self) -> Command {
+        let mut c = Command::new("sftp");
+        c.args(self.client_opts(&self.alice, ""))
+            .arg("-P")
+            .arg(self.proxy.port.to_string());
+        c
+    }
+
+    /// The `-e` argument for rsync.
+    pub fn rsync_rsh(&self) -> String {
+        let opts = self.client_opts(&self.alice, "");
+        let quoted: Vec<String> = opts.iter().map(|o| format!("'{o}'")).collect();
+        format!("ssh {} -p {}", quoted.join(" "), self.proxy.port)
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), for large test files.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    let data = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    sha2::Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Asserts a command succeeded, printing its output otherwise.
+pub fn assert_ok(out: &Output, what: &str) {
+    ok(out, what);
+}
+
+/// Text of a command's stderr.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
