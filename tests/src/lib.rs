@@ -462,3 +462,76 @@ pub fn assert_ok(out: &Output, what: &str) {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Which way a [`Relay`] tampers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// Sidecar → proxy.
+    Up,
+    /// Proxy → sidecar.
+    Down,
+}
+
+/// A TCP relay in front of the proxy that can flip one bit at a given byte
+/// offset of one direction: a man in the middle with no keys.
+pub struct Relay {
+    pub port: u16,
+}
+
+impl Relay {
+    /// Relays connections to `target`; flips bit 0 of byte `offset` in `dir`.
+    pub fn start(target: u16, flip: Option<(Dir, usize)>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for _ in 0..8 {
+                let Ok((client, _)) = listener.accept() else {
+                    return;
+                };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    return;
+                };
+                let pairs = [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                        Dir::Up,
+                    ),
+                    (server, client, Dir::Down),
+                ];
+                for (mut from, mut to, dir) in pairs {
+                    let flip_at = flip.filter(|(d, _)| *d == dir).map(|(_, o)| o);
+                    std::thread::spawn(move || copy_flipping(&mut from, &mut to, flip_at));
+                }
+            }
+        });
+        Self { port }
+    }
+}
+
+fn copy_flipping(
+    from: &mut std::net::TcpStream,
+    to: &mut std::net::TcpStream,
+    flip_at: Option<usize>,
+) {
+    use std::io::Write;
+    let _ = from.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut seen = 0usize;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(at) = flip_at {
+            if (seen..seen + n).contains(&at) {
+                buf[at - seen] ^= 1;
+            }
+        }
+        seen += n;
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}

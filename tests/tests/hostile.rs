@@ -1,0 +1,340 @@
+//! Hostile input end to end: tampered frames, garbage, slow sockets,
+//! expired licences and configuration mistakes. Nothing unauthenticated may
+//! reach sshd, and every refusal says why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ztssh_proto::cert::{LicenceBody, Serial};
+use ztssh_proto::frame::FrameSize;
+use ztssh_proto::handshake::{self, HELLO_LEN, message_len};
+use ztssh_proto::keyfile;
+use ztssh_proto::keys::{NoiseKeypair, SigningKey};
+use ztssh_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+fn ssh_via(w: &World, port: u16) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.args(w.client_opts(&w.alice, &format!("--connect 127.0.0.1:{port}")));
+    cmd.arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg("root@localhost")
+        .arg("echo ok");
+    cmd
+}
+
+#[test]
+fn tampered_frame_from_client_closes_session_before_sshd_sees_a_byte() {
+    let w = World::new();
+    // Control: through an honest relay sshd receives the client's banner.
+    let honest = Relay::start(w.proxy.port, None);
+    let out = run_bounded(&mut ssh_via(&w, honest.port), T);
+    assert_ok(&out, "ssh through honest relay");
+    let banner = "Remote protocol version";
+    assert_eq!(
+        count(&w.sshd.log_text(), banner),
+        1,
+        "{}",
+        w.sshd.log_text()
+    );
+
+    // Flip one bit in the first record after the handshake (ssh's banner).
+    let f = FrameSize::default();
+    let offset = HELLO_LEN + message_len(3, f) + 100;
+    let evil = Relay::start(w.proxy.port, Some((Dir::Up, offset)));
+    let out = run_bounded(&mut ssh_via(&w, evil.port), T);
+    assert!(!out.status.success(), "tampered session must fail");
+    wait_until(Duration::from_secs(10), "proxy to log the kill", || {
+        w.proxy.log_text().contains("reason=\"bad_record\"")
+    });
+    let plog = w.proxy.log_text();
+    assert!(plog.contains("tunnel cryptography failed"), "{plog}");
+    assert_eq!(
+        count(&w.sshd.log_text(), banner),
+        1,
+        "no byte of the tampered session reached sshd"
+    );
+}
+
+#[test]
+fn tampered_frame_from_proxy_is_reported_by_the_sidecar() {
+    let w = World::new();
+    let f = FrameSize::default();
+    // Second record after message 2: the first carries ACCEPT, the second sshd's banner.
+    let offset = message_len(2, f) + f.get() + 100;
+    let evil = Relay::start(w.proxy.port, Some((Dir::Down, offset)));
+    let out = run_bounded(&mut ssh_via(&w, evil.port), T);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("ztssh: tunnel integrity failure from web1"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn tampered_handshake_fails_on_both_sides() {
+    let w = World::new();
+    for (dir, offset) in [
+        (Dir::Up, 700),
+        (Dir::Down, 1500),
+        (Dir::Up, HELLO_LEN + 300),
+    ] {
+        let evil = Relay::start(w.proxy.port, Some((dir, offset)));
+        let out = run_bounded(&mut ssh_via(&w, evil.port), T);
+        assert!(!out.status.success(), "tamper {dir:?}@{offset} must fail");
+        assert!(stderr(&out).contains("ztssh:"), "{}", stderr(&out));
+    }
+    assert!(
+        !w.sshd.log_text().contains("Connection from"),
+        "sshd saw a connection"
+    );
+}
+
+fn expect_closed(mut s: TcpStream, within: Duration) {
+    s.set_read_timeout(Some(within)).expect("timeout");
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("proxy kept the connection open: {e}"),
+        }
+    }
+}
+
+#[test]
+fn garbage_http_and_slow_sockets_are_dropped_without_reaching_sshd() {
+    let w = World::with_extra("handshake_timeout_secs = 1\n");
+    let mut s = TcpStream::connect(("127.0.0.1", w.proxy.port)).expect("connect");
+    s.write_all(&pseudo_random(HELLO_LEN, 99)).expect("write");
+    expect_closed(s, Duration::from_secs(10));
+
+    let mut s = TcpStream::connect(("127.0.0.1", w.proxy.port)).expect("connect");
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    req.resize(HELLO_LEN, b' ');
+    s.write_all(&req).expect("write");
+    expect_closed(s, Duration::from_secs(10));
+
+    // Slowloris: a few bytes, then nothing. The deadline drops it.
+    let mut s = TcpStream::connect(("127.0.0.1", w.proxy.port)).expect("connect");
+    s.write_all(b"SSH-2.0-").expect("write");
+    expect_closed(s, Duration::from_secs(10));
+
+    wait_until(Duration::from_secs(10), "proxy log", || {
+        count(&w.proxy.log_text(), "event=\"handshake_failed\"") >= 3
+    });
+    let plog = w.proxy.log_text();
+    assert!(plog.contains("reason=\"timeout\""), "{plog}");
+    assert!(plog.contains("reason=\"protocol\""), "{plog}");
+    assert!(
+        !w.sshd.log_text().contains("Connection from"),
+        "sshd saw a connection"
+    );
+    // And the proxy still serves real users.
+    assert_ok(&run_bounded(w.ssh().arg("true"), T), "ssh after abuse");
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+#[test]
+fn expired_licence_is_refused_by_the_sidecar() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = Pki::create(dir.path(), &["web1"]);
+    let alice = user_key(dir.path(), "alice");
+    let root =
+        keyfile::read_signing_key(&pki.ca.join("root.key"), "ZTSSH ROOT KEY").expect("root key");
+    let noise = NoiseKeypair::generate();
+    let t = now();
+    let licence = LicenceBody {
+        serial: Serial::random(),
+        server_id: "web1".into(),
+        hostnames: vec!["web1".into()],
+        subca_key: SigningKey::generate().public(),
+        noise_key: noise.public(),
+        not_before: t - 90_000,
+        not_after: t - 3 * 3600 - 30,
+        issuer: root.public(),
+    }
+    .sign(&root)
+    .expect("sign");
+    // A server that presents the expired licence (the real proxy refuses to
+    // start with one, so this one speaks the protocol through the library).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let state = handshake::server_start(&noise, &licence, FrameSize::default()).expect("start");
+        let mut msg1 = vec![0u8; HELLO_LEN];
+        s.read_exact(&mut msg1).expect("msg1");
+        let (_, msg2) = state.handle_client_hello(&msg1).expect("hello");
+        s.write_all(&msg2).expect("msg2");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty(),
+            "the sidecar must not reveal the user to an expired server"
+        );
+    });
+    let out = run_bounded(
+        Command::new(bin("ztssh-sidecar"))
+            .arg("--root")
+            .arg(pki.root_pub())
+            .arg("--identity")
+            .arg(&alice)
+            .arg("--principal")
+            .arg("alice")
+            .arg("--connect")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("web1")
+            .arg(port.to_string()),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "ztssh: server licence for web1 expired 3h ago\n"
+    );
+    assert!(out.stdout.is_empty(), "stdout carries only ssh bytes");
+}
+
+fn check(config: &std::path::Path) -> (Option<i32>, String) {
+    let out = run_bounded(
+        Command::new(bin("ztssh-proxy"))
+            .arg("check")
+            .arg("--config")
+            .arg(config),
+        T,
+    );
+    (out.status.code(), stderr(&out))
+}
+
+#[test]
+fn config_mistakes_exit_64_with_a_clear_message() {
+    let w = World::new();
+    let good = std::fs::read_to_string(&w.proxy.config).expect("config");
+    let out = run_bounded(
+        Command::new(bin("ztssh-proxy"))
+            .arg("check")
+            .arg("--config")
+            .arg(&w.proxy.config),
+        T,
+    );
+    assert_ok(&out, "check of a good config");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+
+    let bad = w.dir.path().join("bad.toml");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            good.replace("listen = \"127.0.0.1", "listen = \"nowhere"),
+            "is not an address like",
+        ),
+        (format!("{good}\nlisten_typo = 1\n"), "unknown field"),
+        (format!("{good}\nframe_size = 1000\n"), "frame_size = 1000"),
+        (good.replace("licence.pem", "missing.pem"), "missing.pem"),
+        ("this is [not toml".into(), "bad.toml"),
+    ];
+    for (text, needle) in cases {
+        std::fs::write(&bad, &text).expect("write");
+        let (code, err) = check(&bad);
+        assert_eq!(code, Some(64), "{needle}: {err}");
+        assert!(
+            err.starts_with("ztssh-proxy: config error:") && err.contains(needle),
+            "{needle}: {err}"
+        );
+    }
+    let (code, err) = check(&w.dir.path().join("nope.toml"));
+    assert_eq!(
+        (code, err.contains("does not exist")),
+        (Some(64), true),
+        "{err}"
+    );
+
+    // A world-readable key file is refused with the fix spelled out.
+    use std::os::unix::fs::PermissionsExt;
+    let key = w.pki.state.join("noise.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, err) = check(&w.proxy.config);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("chmod 600"), "{err}");
+
+    // `run` refuses too, before binding anything.
+    let out = run_bounded(
+        Command::new(bin("ztssh-proxy"))
+            .arg("run")
+            .arg("--config")
+            .arg(&w.proxy.config),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+}
+
+#[test]
+fn licence_for_other_keys_is_a_config_error() {
+    let w = World::new();
+    let other = Pki::create(&w.dir.path().join("other"), &["web1"]);
+    let cfg = std::fs::read_to_string(&w.proxy.config).expect("config");
+    // The other proxy's licence, signed by its own root: the root check fires.
+    let bad = w.dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        cfg.replace(
+            &w.pki.licence.display().to_string(),
+            &other.licence.display().to_string(),
+        ),
+    )
+    .expect("w");
+    let (code, err) = check(&bad);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("not issued by the trusted key"), "{err}");
+    // Same root, other keys: a licence copied from another proxy.
+    std::fs::write(
+        &bad,
+        cfg.replace(
+            &w.pki.state.display().to_string(),
+            &other.state.display().to_string(),
+        ),
+    )
+    .expect("w");
+    let (code, err) = check(&bad);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("issued for other keys"), "{err}");
+}
+
+#[test]
+fn key_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = Pki::create(dir.path(), &["web1"]);
+    for f in [
+        pki.ca.join("root.key"),
+        pki.state.join("subca.key"),
+        pki.state.join("noise.key"),
+    ] {
+        let mode = std::fs::metadata(&f).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+        assert!(!std::fs::read_to_string(&f).expect("read").is_empty());
+    }
+    let state_mode = std::fs::metadata(&pki.state)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(state_mode, 0o700);
+}
