@@ -239,15 +239,40 @@ fn stdio() -> (Reader, Writer) {
 }
 
 async fn pump(sock: TcpStream, session: ClientSession, verbose: bool) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
     let (input, output) = stdio();
     let (tr, tw) = sock.into_split();
     let server = session.licence.body.server_id.clone();
     let t = session.transport;
-    let up = tokio::spawn(uplink(input, tw, t.sealer));
-    let down = downlink(tr, output, t.opener, &server, verbose).await;
-    // The tunnel is over from the server's side; stdin may never reach EOF.
-    up.abort();
-    down
+    // ssh sends its ProxyCommand SIGHUP as it exits; end the tunnel cleanly
+    // (a CLOSE record) rather than vanishing mid-stream.
+    let hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
+    let term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut up = tokio::spawn(uplink(input, tw, t.sealer, hangup, term));
+    let down = downlink(tr, output, t.opener, &server, verbose);
+    tokio::pin!(down);
+    tokio::select! {
+        d = &mut down => {
+            // The tunnel is over from the server's side; stdin may never reach EOF.
+            up.abort();
+            d
+        }
+        u = &mut up => match u {
+            Ok(Ok(Uplink::Signalled)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            // stdin ended and CLOSE was sent: wait for the server to finish.
+            Ok(Ok(Uplink::Eof)) => down.await,
+            Err(e) => Err(format!("internal error: {e}")),
+        },
+    }
+}
+
+/// How the uplink ended.
+enum Uplink {
+    /// ssh closed our stdin; CLOSE sent.
+    Eof,
+    /// We were told to stop; CLOSE sent.
+    Signalled,
 }
 
 /// stdin → tunnel.
@@ -255,28 +280,42 @@ async fn uplink(
     mut input: Reader,
     mut tw: OwnedWriteHalf,
     mut sealer: Sealer,
-) -> Result<(), String> {
+    mut hangup: tokio::signal::unix::Signal,
+    mut term: tokio::signal::unix::Signal,
+) -> Result<Uplink, String> {
     let max = sealer.frame_size().max_data();
     let mut buf = vec![0u8; (BATCH / max).max(1) * max];
     let mut out = Vec::with_capacity(BATCH + BATCH / 8);
     loop {
-        let n = input
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("reading from ssh: {e}"))?;
-        out.clear();
-        if n == 0 {
-            sealer.seal_close(&mut out).map_err(|e| e.to_string())?;
-            tw.write_all(&out).await.map_err(|e| e.to_string())?;
-            return Ok(());
+        let read = tokio::select! {
+            r = input.read(&mut buf) => r.map_err(|e| format!("reading from ssh: {e}"))?,
+            _ = hangup.recv() => return close(&mut tw, &mut sealer, Uplink::Signalled).await,
+            _ = term.recv() => return close(&mut tw, &mut sealer, Uplink::Signalled).await,
+        };
+        if read == 0 {
+            return close(&mut tw, &mut sealer, Uplink::Eof).await;
         }
+        out.clear();
         sealer
-            .seal_data(&buf[..n], &mut out)
+            .seal_data(&buf[..read], &mut out)
             .map_err(|e| e.to_string())?;
         tw.write_all(&out)
             .await
             .map_err(|e| format!("connection lost: {e}"))?;
     }
+}
+
+async fn close(
+    tw: &mut OwnedWriteHalf,
+    sealer: &mut Sealer,
+    how: Uplink,
+) -> Result<Uplink, String> {
+    let mut out = Vec::new();
+    sealer.seal_close(&mut out).map_err(|e| e.to_string())?;
+    tw.write_all(&out)
+        .await
+        .map_err(|e| format!("connection lost: {e}"))?;
+    Ok(how)
 }
 
 /// tunnel → stdout, handling control messages.

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, in-memory protocol, and end-to-end tests
+# against a private real sshd with the real ssh, scp, sftp and rsync.
+# Builds once (release profile, shared with the benchmark), then runs
+# tests in parallel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/setup-deps.sh
+cargo build --release --workspace --locked
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --release --workspace --locked --no-fail-fast
+else
+  cargo test --release --workspace --locked --no-fail-fast
+fi
