@@ -30,6 +30,23 @@ pub const NOISE_KEY_FILE: &str = "noise.key";
 /// Licence request file name.
 pub const REQUEST_FILE: &str = "licence-request.pem";
 
+/// Settings that `ZTSSH_<NAME>` environment variables may override; other
+/// `ZTSSH_*` variables (the sidecar's, say) are not ours and are ignored.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "upstream",
+    "state_dir",
+    "licence",
+    "root_public_key",
+    "authorized_principals",
+    "frame_size",
+    "handshake_timeout_secs",
+    "upstream_connect_timeout_secs",
+    "max_connections",
+    "max_handshakes",
+    "log_format",
+];
+
 /// Raw settings as written by the operator.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -135,7 +152,7 @@ pub fn settings(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigEr
     }
     Figment::new()
         .merge(Toml::file_exact(path))
-        .merge(Env::prefixed("ZTSSH_").ignore(&["config"]))
+        .merge(Env::prefixed("ZTSSH_").only(ENV_KEYS))
         .merge(Serialized::defaults(overrides))
         .extract()
         .map_err(|e| err(format!("{}: {e}", path.display())))

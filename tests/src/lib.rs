@@ -295,8 +295,11 @@ impl Proxy {
             .stderr(fs::File::create(&log).expect("log"))
             .spawn()
             .expect("start proxy");
-        let child = Guard(child);
+        let mut child = Guard(child);
         wait_until(Duration::from_secs(10), "proxy to listen", || {
+            if let Ok(Some(status)) = child.0.try_wait() {
+                panic!("proxy exited ({status}): {}", read_text(&log));
+            }
             read_text(&log).contains("event=\"listening\"")
         });
         Self {
@@ -366,6 +369,17 @@ impl World {
 
     /// Common client options (`-F /dev/null`, the ProxyCommand, no prompts).
     pub fn client_opts(&self, identity: &Path, sidecar_extra: &str) -> Vec<String> {
+        let mut opts = self.direct_opts(identity);
+        opts.push("-o".into());
+        opts.push(format!(
+            "ProxyCommand={}",
+            self.proxy_command(sidecar_extra)
+        ));
+        opts
+    }
+
+    /// The same options without a ProxyCommand (straight to sshd).
+    pub fn direct_opts(&self, identity: &Path) -> Vec<String> {
         let kh = self.dir.path().join("known_hosts");
         vec![
             "-F".into(),
@@ -382,8 +396,6 @@ impl World {
             format!("UserKnownHostsFile={}", kh.display()),
             "-o".into(),
             "LogLevel=ERROR".into(),
-            "-o".into(),
-            format!("ProxyCommand={}", self.proxy_command(sidecar_extra)),
         ]
     }
 
