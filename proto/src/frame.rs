@@ -277,10 +277,13 @@ impl Sealer {
         if data.len() > self.f.max_data() {
             return Err(ProtoError::Internal("record data exceeds frame"));
         }
-        self.plain.fill(0);
+        let end = HEADER_LEN + data.len();
         self.plain[0] = kind as u8;
+        self.plain[1] = 0;
         self.plain[2..4].copy_from_slice(&len.to_be_bytes());
-        self.plain[HEADER_LEN..HEADER_LEN + data.len()].copy_from_slice(data);
+        self.plain[HEADER_LEN..end].copy_from_slice(data);
+        // Only the padding needs zeroing; the rest was just written.
+        self.plain[end..].fill(0);
         let start = out.len();
         out.resize(start + self.f.get(), 0);
         let n = self

@@ -23,7 +23,7 @@ use crate::config::Config;
 /// How long the client may take to send its CLOSE after sshd has closed.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Bytes read from a socket per batch.
-const BATCH: usize = 64 * 1024;
+const BATCH: usize = 256 * 1024;
 
 /// How a session ended.
 #[derive(Debug, thiserror::Error)]

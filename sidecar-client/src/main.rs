@@ -57,8 +57,9 @@ fn main() -> ExitCode {
         verbose: cli.verbose,
     };
     let result = settings::load(cli.config.as_deref(), &flags).and_then(|s| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+        // One session per process: a single-threaded runtime avoids
+        // cross-thread wake-ups on the data path.
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start runtime: {e}"))?;

@@ -16,7 +16,7 @@ use ztssh_proto::{AuthError, ProtoError, armor};
 use crate::identity::Identity;
 use crate::settings::Settings;
 
-const BATCH: usize = 64 * 1024;
+const BATCH: usize = 256 * 1024;
 
 type Reader = Box<dyn AsyncRead + Unpin + Send>;
 type Writer = Box<dyn AsyncWrite + Unpin + Send>;
