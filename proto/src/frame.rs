@@ -33,7 +33,7 @@ pub struct FrameSize(u16);
 impl FrameSize {
     /// Validates `F`: 512 to 16384 bytes, a multiple of 16.
     pub fn new(f: usize) -> Result<Self, Malformed> {
-        if !(MIN_FRAME..=MAX_FRAME).contains(&f) || f % 16 != 0 {
+        if !(MIN_FRAME..=MAX_FRAME).contains(&f) || !f.is_multiple_of(16) {
             return Err(Malformed::Invalid {
                 what: "frame size",
                 why: "must be a multiple of 16 between 512 and 16384",

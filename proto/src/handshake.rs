@@ -76,7 +76,7 @@ fn builder<'a>() -> Result<snow::Builder<'a>, ProtoError> {
         .parse()
         .map_err(|_| ProtoError::Internal("noise params"))?;
     let resolver = snow::resolvers::FallbackResolver::new(
-        Box::new(snow::resolvers::RingResolver::default()),
+        Box::new(snow::resolvers::RingResolver),
         Box::new(snow::resolvers::DefaultResolver),
     );
     Ok(snow::Builder::with_resolver(params, Box::new(resolver)))
@@ -531,3 +531,19 @@ impl ClientAuthenticated {
         self.session_key
     }
 }
+
+macro_rules! opaque_debug {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(concat!(stringify!($t), "(<handshake state>)"))
+            }
+        }
+    )*};
+}
+opaque_debug!(
+    AwaitingServerHello,
+    ServerVerified,
+    AwaitingClientHello,
+    AwaitingClientAuth
+);

@@ -218,9 +218,7 @@ fn client_refuses_bad_licences() {
 fn server_refuses_wrong_user_signature() {
     let pki = pki();
     let (alice, mallory) = (user(1), user(2));
-    let e = run(&pki, client_cfg(&pki, "web1"), &alice, &mallory)
-        .err()
-        .expect("must fail");
+    let e = run(&pki, client_cfg(&pki, "web1"), &alice, &mallory).expect_err("must fail");
     assert!(matches!(e, ProtoError::UserSignature), "{e}");
 }
 
@@ -288,7 +286,7 @@ fn wrong_lengths_and_frame_mismatch_fail() {
         ..client_cfg(&pki, "web1")
     };
     let (_, msg1) = handshake::client_start(cfg).expect("c");
-    let e = server.handle_client_hello(&msg1).err().expect("mismatch");
+    let e = server.handle_client_hello(&msg1).expect_err("mismatch");
     assert!(e.to_string().contains("frame size 2048"), "{e}");
 }
 

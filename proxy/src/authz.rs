@@ -74,8 +74,7 @@ mod tests {
     fn errors_name_the_line() {
         assert_eq!(Authorized::parse("alice\n").err().map(|e| e.0), Some(1));
         let e = Authorized::parse(&format!("alice {ALICE}\nbob ssh-ed25519 garbage\n"))
-            .err()
-            .expect("bad");
+            .expect_err("bad");
         assert_eq!(e.0, 2);
         assert!(e.1.contains("not an OpenSSH public key"));
         assert!(Authorized::parse(&format!("al ice {ALICE}")).is_err());

@@ -250,19 +250,18 @@ async fn uplink(
             uw.write_all(&data).await.map_err(SessionEnd::UpstreamIo)?;
             data.clear();
         }
-        for ev in events.drain(..) {
-            match ev {
-                Event::Close => {
-                    let _ = uw.shutdown().await;
-                    return Ok(());
-                }
-                Event::Control(_) => {
-                    return Err(ProtoError::PeerMisbehaved(
-                        "unexpected control message from client",
-                    )
-                    .into());
-                }
+        // Every event ends this direction: CLOSE normally, CONTROL as a violation.
+        match events.first() {
+            Some(Event::Close) => {
+                let _ = uw.shutdown().await;
+                return Ok(());
             }
+            Some(Event::Control(_)) => {
+                return Err(
+                    ProtoError::PeerMisbehaved("unexpected control message from client").into(),
+                );
+            }
+            None => {}
         }
     }
 }

@@ -535,10 +535,8 @@ fn copy_flipping(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some(at) = flip_at {
-            if (seen..seen + n).contains(&at) {
-                buf[at - seen] ^= 1;
-            }
+        if let Some(at) = flip_at.filter(|at| (seen..seen + n).contains(at)) {
+            buf[at - seen] ^= 1;
         }
         seen += n;
         if to.write_all(&buf[..n]).is_err() {
