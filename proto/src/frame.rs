@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use crate::codec::{Reader, Writer};
+use crate::codec::Reader;
 use crate::error::{Malformed, ProtoError};
 
 /// Tag length of the AEAD.
@@ -20,7 +20,7 @@ pub const TAG_LEN: usize = 16;
 /// Record header length (type, flags, len).
 pub const HEADER_LEN: usize = 4;
 /// Smallest allowed frame size.
-pub const MIN_FRAME: usize = 512;
+pub const MIN_FRAME: usize = 1024;
 /// Largest allowed frame size.
 pub const MAX_FRAME: usize = 16_384;
 /// Default frame size.
@@ -31,12 +31,12 @@ pub const DEFAULT_FRAME: usize = 1024;
 pub struct FrameSize(u16);
 
 impl FrameSize {
-    /// Validates `F`: 512 to 16384 bytes, a multiple of 16.
+    /// Validates `F`: 1024 to 16384 bytes, a multiple of 16 (every control message fits one record).
     pub fn new(f: usize) -> Result<Self, Malformed> {
         if !(MIN_FRAME..=MAX_FRAME).contains(&f) || !f.is_multiple_of(16) {
             return Err(Malformed::Invalid {
                 what: "frame size",
-                why: "must be a multiple of 16 between 512 and 16384",
+                why: "must be a multiple of 16 between 1024 and 16384",
             });
         }
         u16::try_from(f).map(Self).map_err(|_| Malformed::Invalid {
@@ -101,110 +101,7 @@ impl RecordType {
     }
 }
 
-/// Why a session ended, as sent in TERMINATE.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-#[non_exhaustive]
-pub enum TerminateCode {
-    /// The user is not authorized on this proxy.
-    NotAuthorized = 1,
-    /// The peer broke the protocol.
-    ProtocolError = 2,
-    /// The proxy could not reach sshd.
-    UpstreamUnavailable = 3,
-    /// The proxy is shutting down.
-    Shutdown = 4,
-    /// Identity no longer valid (proof failed, late, revoked).
-    IdentityRevoked = 5,
-    /// Anything else.
-    Other = 255,
-}
-
-impl TerminateCode {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Self::NotAuthorized,
-            2 => Self::ProtocolError,
-            3 => Self::UpstreamUnavailable,
-            4 => Self::Shutdown,
-            5 => Self::IdentityRevoked,
-            _ => Self::Other,
-        }
-    }
-}
-
-/// Longest TERMINATE reason text.
-pub const MAX_REASON: usize = 200;
-
-/// Control messages.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Control {
-    /// The proxy authorized the user and is connecting to sshd.
-    Accept {
-        /// The proxy's server id (from its licence).
-        server_id: String,
-    },
-    /// The session is over; `reason` is for the user.
-    Terminate {
-        /// Coarse reason.
-        code: TerminateCode,
-        /// Human text (printable ASCII, at most [`MAX_REASON`] bytes).
-        reason: String,
-    },
-}
-
-const CTRL_ACCEPT: u8 = 1;
-const CTRL_TERMINATE: u8 = 2;
-
-/// Keeps printable ASCII only, capped, so a peer cannot drive the user's terminal.
-pub fn sanitize(text: &str, max: usize) -> String {
-    text.chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(max)
-        .collect()
-}
-
-impl Control {
-    /// Encodes the message.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        match self {
-            Self::Accept { server_id } => {
-                w.u8(CTRL_ACCEPT).str8(server_id);
-            }
-            Self::Terminate { code, reason } => {
-                w.u8(CTRL_TERMINATE)
-                    .u8(*code as u8)
-                    .str8(&sanitize(reason, MAX_REASON));
-            }
-        }
-        w.into_vec()
-    }
-
-    /// Decodes a message.
-    pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
-        let mut r = Reader::new(bytes, "control message");
-        let msg = match r.u8()? {
-            CTRL_ACCEPT => Self::Accept {
-                server_id: r.str8(crate::cert::MAX_SERVER_ID)?.to_owned(),
-            },
-            CTRL_TERMINATE => {
-                let code = TerminateCode::from_u8(r.u8()?);
-                let reason = sanitize(r.str8(MAX_REASON)?, MAX_REASON);
-                Self::Terminate { code, reason }
-            }
-            _ => {
-                return Err(Malformed::Invalid {
-                    what: "control message",
-                    why: "unknown type",
-                });
-            }
-        };
-        r.finish()?;
-        Ok(msg)
-    }
-}
+pub use crate::control::{Control, MAX_REASON, TerminateCode, sanitize};
 
 /// An event out of [`Opener::open_all`] other than data.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -430,31 +327,9 @@ mod tests {
     #[test]
     fn frame_size_bounds() {
         assert!(FrameSize::new(1024).is_ok());
-        assert!(FrameSize::new(511).is_err());
+        assert!(FrameSize::new(1008).is_err());
         assert!(FrameSize::new(1000).is_err());
         assert!(FrameSize::new(32_768).is_err());
         assert_eq!(FrameSize::default().max_data(), 1004);
-    }
-
-    #[test]
-    fn control_round_trip_and_sanitizing() {
-        let t = Control::Terminate {
-            code: TerminateCode::NotAuthorized,
-            reason: "no\x1b[31m way".into(),
-        };
-        let back = Control::decode(&t.encode()).expect("decode");
-        assert_eq!(
-            back,
-            Control::Terminate {
-                code: TerminateCode::NotAuthorized,
-                reason: "no[31m way".into()
-            }
-        );
-        let a = Control::Accept {
-            server_id: "web1".into(),
-        };
-        assert_eq!(Control::decode(&a.encode()), Ok(a));
-        assert!(Control::decode(&[9]).is_err());
-        assert!(Control::decode(&[CTRL_ACCEPT, 1, b'a', 0]).is_err());
     }
 }

@@ -20,6 +20,14 @@ pub const CTX_LICENCE_REQUEST: &[u8] = b"ztssh v1 licence request\0";
 pub const CTX_CLIENT_CERT: &[u8] = b"ztssh v1 client certificate\0";
 /// Context for the session key's proof of possession over the handshake.
 pub const CTX_SESSION_KEY_POP: &[u8] = b"ztssh v1 session key possession\0";
+/// Context for a revocation list signed by the root.
+pub const CTX_CRL: &[u8] = b"ztssh v1 revocation list\0";
+/// Context for a challenge proof by the session key.
+pub const CTX_PROOF: &[u8] = b"ztssh v1 challenge proof\0";
+/// Context for the session keys' signatures over a renewal.
+pub const CTX_RENEW: &[u8] = b"ztssh v1 renewal\0";
+/// SSHSIG namespace for the user key's signature over a renewal.
+pub const SSHSIG_NAMESPACE_RENEW: &str = "renew-v1@ztssh";
 /// SSHSIG namespace for the user key's signature over the handshake.
 pub const SSHSIG_NAMESPACE_HANDSHAKE: &str = "handshake-v1@ztssh";
 
@@ -31,6 +39,8 @@ pub mod magic {
     pub const REQUEST: &[u8; 4] = b"ZTRQ";
     /// Client certificate.
     pub const CLIENT_CERT: &[u8; 4] = b"ZTCC";
+    /// Revocation list.
+    pub const CRL: &[u8; 4] = b"ZTRL";
 }
 
 /// PEM labels of the files the tools write.
@@ -49,4 +59,6 @@ pub mod pem {
     pub const LICENCE: &str = "ZTSSH LICENCE";
     /// Client certificate.
     pub const CLIENT_CERT: &str = "ZTSSH CLIENT CERTIFICATE";
+    /// Revocation list.
+    pub const CRL: &str = "ZTSSH REVOCATION LIST";
 }

@@ -11,15 +11,20 @@
 pub mod armor;
 pub mod cert;
 pub mod codec;
+pub mod control;
+pub mod crl;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod identity;
 #[cfg(feature = "fs")]
 pub mod keyfile;
 pub mod keys;
 pub mod labels;
 pub mod time;
 
+#[cfg(test)]
+mod identity_tests;
 #[cfg(test)]
 mod tests;
 

@@ -144,7 +144,7 @@ fn handshake_then_records_both_ways() {
 #[test]
 fn handshake_messages_have_fixed_sizes() {
     let pki = pki();
-    for f in [512usize, 1024, 4096, 16_384] {
+    for f in [1024usize, 1040, 4096, 16_384] {
         let fs = FrameSize::new(f).expect("f");
         let cfg = ClientConfig {
             frame_size: fs,

@@ -1,0 +1,308 @@
+//! Control messages, carried in CONTROL records (see `docs/PROTOCOL.md` §4).
+//! Each fits in one record at the smallest frame size.
+
+use crate::cert::{MAX_PRINCIPAL, MAX_SERVER_ID};
+use crate::codec::{Reader, Writer};
+use crate::error::Malformed;
+
+/// Why a session ended, as sent in TERMINATE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum TerminateCode {
+    /// The user is not authorized on this proxy.
+    NotAuthorized = 1,
+    /// The peer broke the protocol.
+    ProtocolError = 2,
+    /// The proxy could not reach sshd.
+    UpstreamUnavailable = 3,
+    /// The proxy is shutting down.
+    Shutdown = 4,
+    /// Identity no longer valid (proof failed, late, revoked).
+    IdentityRevoked = 5,
+    /// Anything else.
+    Other = 255,
+}
+
+impl TerminateCode {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::NotAuthorized,
+            2 => Self::ProtocolError,
+            3 => Self::UpstreamUnavailable,
+            4 => Self::Shutdown,
+            5 => Self::IdentityRevoked,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Longest TERMINATE reason text.
+pub const MAX_REASON: usize = 200;
+/// Longest certificate inside a control message.
+pub const MAX_CERT: usize = 320;
+/// Longest SSHSIG inside a RENEW.
+pub const MAX_SSHSIG: usize = 400;
+
+/// Control messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Control {
+    /// Proxy → client: authorized, connected to sshd.
+    Accept {
+        /// The proxy's server id (from its licence).
+        server_id: String,
+    },
+    /// Either way: the session is over; `reason` is for the user.
+    Terminate {
+        /// Coarse reason.
+        code: TerminateCode,
+        /// Human text (printable ASCII, at most [`MAX_REASON`] bytes).
+        reason: String,
+    },
+    /// Proxy → client: a client certificate (first issue or renewal).
+    Cert {
+        /// Encoded [`crate::cert::ClientCert`].
+        cert: Vec<u8>,
+    },
+    /// Proxy → client: prove you still hold the session key.
+    Challenge {
+        /// Strictly increasing per session.
+        seq: u64,
+        /// Fresh random bytes.
+        nonce: [u8; 32],
+        /// Seconds the client has to answer.
+        deadline_secs: u16,
+    },
+    /// Client → proxy: the answer to a challenge.
+    Proof {
+        /// The challenge's sequence number.
+        seq: u64,
+        /// The current client certificate.
+        cert: Vec<u8>,
+        /// Session-key signature, see [`crate::identity`].
+        sig: [u8; 64],
+    },
+    /// Proxy → client: the proof was good.
+    Ack {
+        /// The challenge's sequence number.
+        seq: u64,
+    },
+    /// Client → proxy: a fresh session key, vouched for by the current
+    /// session key and by the user's key.
+    Renew {
+        /// Must equal the session's principal.
+        principal: String,
+        /// The new session key.
+        new_key: [u8; 32],
+        /// The new key's signature over the renewal data.
+        new_sig: [u8; 64],
+        /// The current session key's signature over the renewal data.
+        old_sig: [u8; 64],
+        /// The user key's SSHSIG over the renewal data.
+        user_sig: Vec<u8>,
+    },
+}
+
+const ACCEPT: u8 = 1;
+const TERMINATE: u8 = 2;
+const CERT: u8 = 3;
+const CHALLENGE: u8 = 4;
+const PROOF: u8 = 5;
+const ACK: u8 = 6;
+const RENEW: u8 = 7;
+
+/// Keeps printable ASCII only, capped, so a peer cannot drive the user's terminal.
+pub fn sanitize(text: &str, max: usize) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(max)
+        .collect()
+}
+
+impl Control {
+    /// Encodes the message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            Self::Accept { server_id } => {
+                w.u8(ACCEPT).str8(server_id);
+            }
+            Self::Terminate { code, reason } => {
+                w.u8(TERMINATE)
+                    .u8(*code as u8)
+                    .str8(&sanitize(reason, MAX_REASON));
+            }
+            Self::Cert { cert } => {
+                w.u8(CERT).var16(cert);
+            }
+            Self::Challenge {
+                seq,
+                nonce,
+                deadline_secs,
+            } => {
+                w.u8(CHALLENGE).u64(*seq).bytes(nonce).u16(*deadline_secs);
+            }
+            Self::Proof { seq, cert, sig } => {
+                w.u8(PROOF).u64(*seq).var16(cert).bytes(sig);
+            }
+            Self::Ack { seq } => {
+                w.u8(ACK).u64(*seq);
+            }
+            Self::Renew {
+                principal,
+                new_key,
+                new_sig,
+                old_sig,
+                user_sig,
+            } => {
+                w.u8(RENEW)
+                    .str8(principal)
+                    .bytes(new_key)
+                    .bytes(new_sig)
+                    .bytes(old_sig)
+                    .var16(user_sig);
+            }
+        }
+        w.into_vec()
+    }
+
+    /// Decodes a message; rejects unknown tags, over-long fields and trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        let mut r = Reader::new(bytes, "control message");
+        let msg = match r.u8()? {
+            ACCEPT => Self::Accept {
+                server_id: r.str8(MAX_SERVER_ID)?.to_owned(),
+            },
+            TERMINATE => {
+                let code = TerminateCode::from_u8(r.u8()?);
+                let reason = sanitize(r.str8(MAX_REASON)?, MAX_REASON);
+                Self::Terminate { code, reason }
+            }
+            CERT => Self::Cert {
+                cert: r.var16(MAX_CERT)?.to_vec(),
+            },
+            CHALLENGE => Self::Challenge {
+                seq: r.u64()?,
+                nonce: r.array()?,
+                deadline_secs: r.u16()?,
+            },
+            PROOF => Self::Proof {
+                seq: r.u64()?,
+                cert: r.var16(MAX_CERT)?.to_vec(),
+                sig: r.array()?,
+            },
+            ACK => Self::Ack { seq: r.u64()? },
+            RENEW => Self::Renew {
+                principal: r.str8(MAX_PRINCIPAL)?.to_owned(),
+                new_key: r.array()?,
+                new_sig: r.array()?,
+                old_sig: r.array()?,
+                user_sig: r.var16(MAX_SSHSIG)?.to_vec(),
+            },
+            _ => {
+                return Err(Malformed::Invalid {
+                    what: "control message",
+                    why: "unknown type",
+                });
+            }
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+
+    /// Short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Accept { .. } => "ACCEPT",
+            Self::Terminate { .. } => "TERMINATE",
+            Self::Cert { .. } => "CERT",
+            Self::Challenge { .. } => "CHALLENGE",
+            Self::Proof { .. } => "PROOF",
+            Self::Ack { .. } => "ACK",
+            Self::Renew { .. } => "RENEW",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Control> {
+        vec![
+            Control::Accept {
+                server_id: "web1".into(),
+            },
+            Control::Terminate {
+                code: TerminateCode::IdentityRevoked,
+                reason: "principal alice banned".into(),
+            },
+            Control::Cert {
+                cert: vec![7; MAX_CERT],
+            },
+            Control::Challenge {
+                seq: 9,
+                nonce: [3; 32],
+                deadline_secs: 10,
+            },
+            Control::Proof {
+                seq: 9,
+                cert: vec![1; 200],
+                sig: [2; 64],
+            },
+            Control::Ack { seq: 9 },
+            Control::Renew {
+                principal: "alice".into(),
+                new_key: [4; 32],
+                new_sig: [5; 64],
+                old_sig: [6; 64],
+                user_sig: vec![8; MAX_SSHSIG],
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_and_fits_the_smallest_record() {
+        let max = crate::frame::FrameSize::new(crate::frame::MIN_FRAME)
+            .expect("f")
+            .max_data();
+        for m in all() {
+            let bytes = m.encode();
+            assert!(bytes.len() <= max, "{} is {} bytes", m.name(), bytes.len());
+            assert_eq!(Control::decode(&bytes), Ok(m.clone()));
+            let mut long = bytes.clone();
+            long.push(0);
+            assert!(
+                Control::decode(&long).is_err(),
+                "{} trailing byte",
+                m.name()
+            );
+            for cut in 0..bytes.len() {
+                assert!(
+                    Control::decode(&bytes[..cut]).is_err(),
+                    "{} cut at {cut}",
+                    m.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn terminate_reasons_are_sanitized() {
+        let t = Control::Terminate {
+            code: TerminateCode::NotAuthorized,
+            reason: "no\x1b[31m way".into(),
+        };
+        let back = Control::decode(&t.encode()).expect("decode");
+        assert_eq!(
+            back,
+            Control::Terminate {
+                code: TerminateCode::NotAuthorized,
+                reason: "no[31m way".into()
+            }
+        );
+        assert!(Control::decode(&[99]).is_err());
+        assert!(Control::decode(&[ACCEPT, 1, b'a', 0]).is_err());
+    }
+}

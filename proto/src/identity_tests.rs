@@ -1,0 +1,402 @@
+//! Continuous identity on virtual time: a server and a client identity
+//! machine talking through plain values.
+
+use std::cell::RefCell;
+
+use ssh_key::{HashAlg, PrivateKey};
+
+use crate::cert::Serial;
+use crate::control::Control;
+use crate::identity::{Authority, ClientEvent, ClientIdentity, Ended, ServerIdentity, Timing};
+use crate::keys::SigningKey;
+use crate::labels::SSHSIG_NAMESPACE_RENEW;
+use crate::time::UnixTime;
+
+#[derive(Default)]
+struct Policy {
+    banned: RefCell<Vec<String>>,
+    revoked: RefCell<Vec<Serial>>,
+    licence_revoked: RefCell<bool>,
+}
+
+impl Authority for Policy {
+    fn check(
+        &self,
+        principal: &str,
+        _key: &ssh_key::PublicKey,
+        serial: &Serial,
+        now: UnixTime,
+    ) -> Result<(), Ended> {
+        if self.banned.borrow().iter().any(|p| p == principal) {
+            return Err(Ended {
+                code: crate::control::TerminateCode::IdentityRevoked,
+                reason: format!("principal {principal} banned"),
+                kind: "banned",
+            });
+        }
+        if self.revoked.borrow().contains(serial) {
+            return Err(Ended {
+                code: crate::control::TerminateCode::IdentityRevoked,
+                reason: "certificate revoked".into(),
+                kind: "serial_revoked",
+            });
+        }
+        self.may_issue(now)
+    }
+    fn may_issue(&self, _now: UnixTime) -> Result<(), Ended> {
+        if *self.licence_revoked.borrow() {
+            return Err(Ended {
+                code: crate::control::TerminateCode::IdentityRevoked,
+                reason: "server licence revoked".into(),
+                kind: "licence_revoked",
+            });
+        }
+        Ok(())
+    }
+}
+
+const T0: u64 = 1_800_000_000;
+const TIMING: Timing = Timing {
+    interval_secs: 30,
+    deadline_secs: 10,
+    cert_ttl_secs: 300,
+};
+
+struct Pair {
+    server: ServerIdentity,
+    client: ClientIdentity,
+    subca: SigningKey,
+    user: PrivateKey,
+    policy: Policy,
+    now: u64,
+    mono: u64,
+}
+
+fn user() -> PrivateKey {
+    PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[5; 32]))
+}
+
+fn pair_with(h: [u8; 32]) -> Pair {
+    let subca = SigningKey::generate();
+    let session = SigningKey::generate();
+    let user = user();
+    let policy = Policy::default();
+    let started = ServerIdentity::start(
+        h,
+        "alice",
+        user.public_key().clone(),
+        session.public(),
+        &subca,
+        &policy,
+        TIMING,
+        T0,
+        0,
+    )
+    .expect("start");
+    let mut client = ClientIdentity::new(h, "alice", session, subca.public());
+    let ev = client.handle(&started.cert, T0).expect("install");
+    assert!(matches!(
+        ev,
+        ClientEvent::CertInstalled { renewed: false, .. }
+    ));
+    Pair {
+        server: started.identity,
+        client,
+        subca,
+        user,
+        policy,
+        now: T0,
+        mono: 0,
+    }
+}
+
+impl Pair {
+    fn advance(&mut self, secs: u64) {
+        self.now += secs;
+        self.mono += secs * 1000;
+    }
+
+    /// Advances to the next wakeup and returns the challenge.
+    fn next_challenge(&mut self) -> Control {
+        let wait = self.server.next_wakeup().saturating_sub(self.mono);
+        self.mono += wait;
+        self.now += wait / 1000;
+        self.server
+            .poll(self.now, self.mono, crate::keys::random_bytes())
+            .expect("poll")
+            .expect("challenge due")
+    }
+
+    fn answer(&mut self, ch: &Control) -> Control {
+        match self.client.handle(ch, self.now).expect("client") {
+            ClientEvent::Reply(p) => p,
+            other => panic!("expected a proof, got {other:?}"),
+        }
+    }
+
+    fn to_server(&mut self, msg: Control) -> Result<Control, Ended> {
+        self.server
+            .handle(msg, &self.subca, &self.policy, self.now, self.mono)
+    }
+
+    fn renew(&mut self) -> Control {
+        let data = self.client.renewal_data().expect("data");
+        let sig = self
+            .user
+            .sign(SSHSIG_NAMESPACE_RENEW, HashAlg::Sha512, &data)
+            .expect("sign");
+        use ssh_key::encoding::Encode;
+        self.client
+            .renew(sig.encode_vec().expect("enc"))
+            .expect("renew")
+    }
+}
+
+#[test]
+fn many_challenges_and_renewals_keep_the_session() {
+    let mut p = pair_with([1; 32]);
+    let mut renewals = 0;
+    for i in 0..40 {
+        let ch = p.next_challenge();
+        let proof = p.answer(&ch);
+        let ack = p.to_server(proof).expect("proof accepted");
+        assert!(
+            matches!(p.client.handle(&ack, p.now), Ok(ClientEvent::Acked(_))),
+            "round {i}"
+        );
+        if p.client.renewal_due(p.now) {
+            let renew = p.renew();
+            let cert = p.to_server(renew).expect("renewal accepted");
+            assert!(matches!(
+                p.client.handle(&cert, p.now),
+                Ok(ClientEvent::CertInstalled { renewed: true, .. })
+            ));
+            renewals += 1;
+        }
+    }
+    assert_eq!(p.server.proofs(), 40);
+    assert!(
+        renewals >= 3,
+        "{renewals} renewals in 40 challenges of ~30 s with 300 s certificates"
+    );
+    assert_eq!(p.server.renewals(), renewals);
+}
+
+#[test]
+fn replayed_wrong_seq_and_unsolicited_proofs_end_the_session() {
+    let mut p = pair_with([1; 32]);
+    let ch = p.next_challenge();
+    let proof = p.answer(&ch);
+    p.to_server(proof.clone()).expect("first proof");
+    // Replay with no challenge outstanding.
+    assert_eq!(
+        p.to_server(proof.clone()).expect_err("replay").kind,
+        "proof_unsolicited"
+    );
+
+    let mut p = pair_with([1; 32]);
+    let ch1 = p.next_challenge();
+    let old = p.answer(&ch1);
+    p.to_server(old.clone()).expect("ok");
+    let _ch2 = p.next_challenge();
+    // The proof for challenge 1 replayed against challenge 2.
+    assert_eq!(
+        p.to_server(old).expect_err("old proof").kind,
+        "proof_wrong_seq"
+    );
+}
+
+#[test]
+fn a_proof_relayed_from_another_connection_fails() {
+    // Two sessions of the same user with the same certificate material would
+    // still differ in their transcript hashes.
+    let mut a = pair_with([1; 32]);
+    let mut b = pair_with([2; 32]);
+    let ch_a = a.next_challenge();
+    let ch_b = b.next_challenge();
+    // Make b's challenge identical to a's, then answer it from a's client.
+    let (Control::Challenge { seq, nonce, .. }, Control::Challenge { seq: seq_b, .. }) =
+        (&ch_a, &ch_b)
+    else {
+        panic!()
+    };
+    assert_eq!(seq, seq_b);
+    let relayed = a.answer(&Control::Challenge {
+        seq: *seq,
+        nonce: *nonce,
+        deadline_secs: 10,
+    });
+    let e = b.to_server(relayed).expect_err("relayed");
+    assert!(
+        matches!(
+            e.kind,
+            "proof_wrong_cert" | "proof_bad_signature" | "proof_bad_cert"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn late_proofs_and_silence_end_the_session() {
+    let mut p = pair_with([1; 32]);
+    let ch = p.next_challenge();
+    let proof = p.answer(&ch);
+    p.advance(11);
+    assert_eq!(p.to_server(proof).expect_err("late").kind, "proof_late");
+
+    let mut p = pair_with([1; 32]);
+    let _ = p.next_challenge();
+    p.advance(9);
+    assert_eq!(p.server.poll(p.now, p.mono, [0; 32]), Ok(None));
+    p.advance(1);
+    assert_eq!(
+        p.server
+            .poll(p.now, p.mono, [0; 32])
+            .expect_err("silent")
+            .kind,
+        "proof_late"
+    );
+}
+
+#[test]
+fn certificate_expiry_without_renewal_ends_the_session() {
+    let mut p = pair_with([1; 32]);
+    for _ in 0..9 {
+        let ch = p.next_challenge();
+        let proof = p.answer(&ch);
+        p.to_server(proof).expect("ok");
+    }
+    p.advance(300);
+    let e = p.server.poll(p.now, p.mono, [0; 32]).expect_err("expired");
+    assert_eq!(e.kind, "cert_expired");
+    assert!(e.reason.contains("expired"), "{}", e.reason);
+}
+
+#[test]
+fn renewal_cannot_switch_principal_or_skip_the_user_key() {
+    let mut p = pair_with([1; 32]);
+    let Control::Renew {
+        new_key,
+        new_sig,
+        old_sig,
+        user_sig,
+        ..
+    } = p.renew()
+    else {
+        panic!()
+    };
+    let switched = Control::Renew {
+        principal: "root".into(),
+        new_key,
+        new_sig,
+        old_sig,
+        user_sig: user_sig.clone(),
+    };
+    let e = p.to_server(switched).expect_err("switch");
+    assert_eq!(e.kind, "renew_principal_switch");
+    assert_eq!(
+        e.reason,
+        "renewal tried to switch principal from alice to root"
+    );
+
+    // Signed by some other user key.
+    let mut p = pair_with([1; 32]);
+    let data = p.client.renewal_data().expect("data");
+    let mallory = PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[6; 32]));
+    let sig = mallory
+        .sign(SSHSIG_NAMESPACE_RENEW, HashAlg::Sha512, &data)
+        .expect("sign");
+    use ssh_key::encoding::Encode;
+    let renew = p
+        .client
+        .renew(sig.encode_vec().expect("enc"))
+        .expect("renew");
+    assert_eq!(
+        p.to_server(renew).expect_err("foreign user").kind,
+        "renew_bad_signature"
+    );
+}
+
+#[test]
+fn revocation_is_seen_at_recheck_and_at_the_next_proof() {
+    let p = pair_with([1; 32]);
+    assert!(p.server.recheck(&p.policy, p.now).is_ok());
+    p.policy.banned.borrow_mut().push("alice".into());
+    let e = p.server.recheck(&p.policy, p.now).expect_err("banned");
+    assert_eq!(e.reason, "principal alice banned");
+
+    let mut p = pair_with([1; 32]);
+    p.policy.revoked.borrow_mut().push(p.server.serial());
+    let ch = p.next_challenge();
+    let proof = p.answer(&ch);
+    assert_eq!(
+        p.to_server(proof).expect_err("revoked").kind,
+        "serial_revoked"
+    );
+
+    let mut p = pair_with([1; 32]);
+    *p.policy.licence_revoked.borrow_mut() = true;
+    let renew = p.renew();
+    assert_eq!(
+        p.to_server(renew).expect_err("licence").kind,
+        "licence_revoked"
+    );
+}
+
+#[test]
+fn no_message_sequence_gets_an_ack_without_a_valid_proof() {
+    // Deterministic pseudo-random message soup: only genuine proofs for the
+    // outstanding challenge may ever be acknowledged.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..200 {
+        let mut p = pair_with([3; 32]);
+        let ch = p.next_challenge();
+        let Control::Challenge { seq, nonce, .. } = ch.clone() else {
+            panic!()
+        };
+        let genuine = p.answer(&ch);
+        let Control::Proof { cert, sig, .. } = genuine.clone() else {
+            panic!()
+        };
+        let r = next();
+        let mut bad_sig = sig;
+        bad_sig[(r % 64) as usize] ^= 1 << (r % 8);
+        let mut bad_cert = cert.clone();
+        let pos = (r as usize) % bad_cert.len();
+        bad_cert[pos] ^= 1;
+        let forged = match r % 5 {
+            0 => Control::Proof {
+                seq,
+                cert: cert.clone(),
+                sig: bad_sig,
+            },
+            1 => Control::Proof {
+                seq: seq + 1 + r % 3,
+                cert: cert.clone(),
+                sig,
+            },
+            2 => Control::Proof {
+                seq,
+                cert: bad_cert,
+                sig,
+            },
+            3 => Control::Ack { seq },
+            _ => Control::Challenge {
+                seq,
+                nonce,
+                deadline_secs: 1,
+            },
+        };
+        assert!(
+            p.to_server(forged).is_err(),
+            "forgery accepted (case {})",
+            r % 5
+        );
+    }
+}
