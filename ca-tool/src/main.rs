@@ -13,6 +13,7 @@ use ztssh_proto::labels::pem;
 use ztssh_proto::time::{human, parse_duration};
 use ztssh_proto::{armor, keyfile};
 
+mod revoke;
 mod show;
 
 /// Longest licence the CA will sign.
@@ -54,6 +55,33 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Record a revocation: a principal ban, a server licence, or a serial.
+    Revoke {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Ban this principal on every proxy.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Revoke this server's licence.
+        #[arg(long)]
+        server: Option<String>,
+        /// Revoke this certificate or licence serial (32 hex digits).
+        #[arg(long)]
+        serial: Option<String>,
+    },
+    /// Write a new root-signed revocation list (version goes up by one).
+    Crl {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to write the list.
+        #[arg(long)]
+        out: PathBuf,
+        /// How long until a newer list is due (proxies warn after that).
+        #[arg(long, default_value = "7d")]
+        ttl: String,
+    },
     /// Print any ztssh key, request, licence or certificate readably.
     Show {
         /// The file.
@@ -80,6 +108,10 @@ fn main() -> ExitCode {
             ttl,
             out,
         } => authorize(&dir, &request, server_id, hostnames, &ttl, &out),
+        Cmd::Revoke { dir, principal, server, serial } => {
+            revoke::Target::from_flags(principal, server, serial).and_then(|t| revoke::revoke(&dir, &t))
+        }
+        Cmd::Crl { dir, out, ttl } => revoke::crl(&dir, &out, &ttl, now()),
         Cmd::Show { file } => show::show(&file, now()),
     };
     match result {

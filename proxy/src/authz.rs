@@ -7,7 +7,7 @@ use std::path::Path;
 use ztssh_proto::cert::{MAX_PRINCIPAL, check_name};
 
 /// Who may act as which principal.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Authorized {
     keys: HashMap<String, Vec<ssh_key::public::KeyData>>,
 }

@@ -16,7 +16,9 @@ use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey, to_array};
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::human;
 
+use crate::authority::{Authority, read_crl};
 use crate::authz::Authorized;
+use ztssh_proto::identity::{MAX_CERT_TTL, Timing};
 
 /// A configuration problem, reported before any port is bound.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,10 @@ const ENV_KEYS: &[&str] = &[
     "max_connections",
     "max_handshakes",
     "log_format",
+    "revocation_list",
+    "challenge_interval_secs",
+    "challenge_deadline_secs",
+    "cert_ttl_secs",
 ];
 
 /// Raw settings as written by the operator.
@@ -81,6 +87,29 @@ pub struct Settings {
     /// `text` or `json`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// The root-signed revocation list (`ztssh-ca crl`); reloaded on SIGHUP
+    /// and whenever the file changes.
+    #[serde(default)]
+    pub revocation_list: Option<PathBuf>,
+    /// Seconds between identity challenges (±10 % jitter).
+    #[serde(default = "default_challenge_interval")]
+    pub challenge_interval_secs: u64,
+    /// Seconds a client has to answer a challenge.
+    #[serde(default = "default_challenge_deadline")]
+    pub challenge_deadline_secs: u16,
+    /// Lifetime of client certificates (at most 3600).
+    #[serde(default = "default_cert_ttl")]
+    pub cert_ttl_secs: u64,
+}
+
+fn default_challenge_interval() -> u64 {
+    30
+}
+fn default_challenge_deadline() -> u16 {
+    10
+}
+fn default_cert_ttl() -> u64 {
+    300
 }
 
 fn default_frame() -> usize {
@@ -132,10 +161,14 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// Noise static key.
     pub noise: NoiseKeypair,
-    /// The verified licence.
+    /// Sub-CA key: issues client certificates.
+    pub subca: SigningKey,
+    /// The pinned root.
+    pub root: PublicKey,
+    /// Challenge and certificate timing.
+    pub timing: Timing,
+    /// The verified licence (as loaded at start; the live one is in [`Authority`]).
     pub licence: Licence,
-    /// Who may log in.
-    pub authorized: Authorized,
 }
 
 fn err(msg: impl Into<String>) -> ConfigError {
@@ -166,8 +199,9 @@ pub fn read_root(path: &Path) -> Result<PublicKey, ConfigError> {
     ))
 }
 
-/// Loads and checks everything; `now` is Unix seconds.
-pub fn load(settings: Settings, now: u64) -> Result<Config, ConfigError> {
+/// Loads and checks everything; `now` is Unix seconds. Returns the static
+/// configuration and the initial [`Authority`] (which reloads replace).
+pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigError> {
     let addr = |what: &str, v: &str| {
         v.parse::<SocketAddr>().map_err(|_| {
             err(format!(
@@ -205,17 +239,56 @@ pub fn load(settings: Settings, now: u64) -> Result<Config, ConfigError> {
     let root = read_root(&settings.root_public_key)?;
     let licence = load_licence(&settings.licence, &root, &noise, &subca, now)?;
     let authorized = Authorized::load(&settings.authorized_principals).map_err(err)?;
-    Ok(Config {
+    let timing = timing(&settings)?;
+    let crl = match &settings.revocation_list {
+        Some(path) => Some(read_crl(path, &root).map_err(err)?),
+        None => None,
+    };
+    let authority = Authority { licence: licence.clone(), crl, authorized };
+    let cfg = Config {
         listen,
         upstream,
         frame_size,
         handshake_timeout: Duration::from_secs(settings.handshake_timeout_secs),
         upstream_timeout: Duration::from_secs(settings.upstream_connect_timeout_secs),
         noise,
+        subca,
+        root,
+        timing,
         licence,
-        authorized,
         settings,
+    };
+    Ok((cfg, authority))
+}
+
+fn timing(s: &Settings) -> Result<Timing, ConfigError> {
+    if !(1..=3600).contains(&s.challenge_interval_secs) {
+        return Err(err("challenge_interval_secs must be between 1 and 3600"));
+    }
+    if !(1..=300).contains(&s.challenge_deadline_secs) {
+        return Err(err("challenge_deadline_secs must be between 1 and 300"));
+    }
+    if !(2..=MAX_CERT_TTL).contains(&s.cert_ttl_secs) {
+        return Err(err(format!("cert_ttl_secs must be between 2 and {MAX_CERT_TTL}")));
+    }
+    Ok(Timing {
+        interval_secs: s.challenge_interval_secs,
+        deadline_secs: s.challenge_deadline_secs,
+        cert_ttl_secs: s.cert_ttl_secs,
     })
+}
+
+/// Reloads what SIGHUP reloads: licence, principals and revocation list.
+/// On any error the caller keeps the previous authority.
+pub fn reload_authority(cfg: &Config, now: u64) -> Result<Authority, ConfigError> {
+    let s = &cfg.settings;
+    let licence = load_licence(&s.licence, &cfg.root, &cfg.noise, &cfg.subca, now)?;
+    let authorized = Authorized::load(&s.authorized_principals).map_err(err)?;
+    let crl = match &s.revocation_list {
+        Some(path) => Some(read_crl(path, &cfg.root).map_err(err)?),
+        None => None,
+    };
+    Ok(Authority { licence, crl, authorized })
 }
 
 fn load_licence(
@@ -242,18 +315,23 @@ fn load_licence(
 
 impl Config {
     /// One-paragraph summary for `check` and start-up logs.
-    pub fn summary(&self, now: u64) -> String {
-        let b = &self.licence.body;
+    pub fn summary(&self, authority: &Authority, now: u64) -> String {
+        let b = &authority.licence.body;
         format!(
-            "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}",
+            "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}; \
+             challenge every {}s, answer within {}s; client certificates {}s; revocation list {}",
             self.listen,
             self.upstream,
             b.server_id,
             b.hostnames.join(", "),
             b.serial,
             human(b.not_after.saturating_sub(now)),
-            self.authorized.principals(),
-            self.frame_size.get()
+            authority.authorized.principals(),
+            self.frame_size.get(),
+            self.timing.interval_secs,
+            self.timing.deadline_secs,
+            self.timing.cert_ttl_secs,
+            authority.crl.as_ref().map_or("none".to_owned(), |c| format!("version {}", c.list_version)),
         )
     }
 }

@@ -18,14 +18,20 @@ use ztssh_proto::keys::{NoiseKeypair, SigningKey};
 use ztssh_proto::labels::pem;
 use ztssh_proto::{armor, keyfile};
 
+mod authority;
 mod authz;
 mod config;
 mod session;
 
+use authority::Authority;
 use config::{Config, ConfigError, Overrides};
+use session::Shared;
+use tokio::sync::watch;
 
 /// Exit code for configuration errors (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// How often the revocation list file is checked for changes.
+const CRL_POLL: Duration = Duration::from_millis(100);
 /// How long SIGTERM waits for sessions before closing them.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
@@ -83,8 +89,8 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Keygen { dir } => report(keygen(&dir)),
         Cmd::Check { config } => match load(&config, &Overrides::default()) {
-            Ok(cfg) => {
-                println!("{}: OK\n{}", config.display(), cfg.summary(now()));
+            Ok((cfg, authority)) => {
+                println!("{}: OK\n{}", config.display(), cfg.summary(&authority, now()));
                 ExitCode::SUCCESS
             }
             Err(e) => config_error(&e),
@@ -95,7 +101,7 @@ fn main() -> ExitCode {
             upstream,
             log_format,
         } => {
-            let cfg = match load(
+            let (cfg, authority) = match load(
                 &config,
                 &Overrides {
                     listen,
@@ -103,7 +109,7 @@ fn main() -> ExitCode {
                     log_format,
                 },
             ) {
-                Ok(cfg) => cfg,
+                Ok(loaded) => loaded,
                 Err(e) => return config_error(&e),
             };
             init_logging(&cfg.settings.log_format);
@@ -111,12 +117,12 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return report(Err(e.into())),
             };
-            report(rt.block_on(run(cfg)))
+            report(rt.block_on(run(cfg, authority)))
         }
     }
 }
 
-fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+fn load(path: &Path, overrides: &Overrides) -> Result<(Config, Authority), ConfigError> {
     config::load(config::settings(path, overrides)?, now())
 }
 
@@ -191,16 +197,23 @@ fn keygen(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    info!(event = "listening", addr = %listener.local_addr()?, "{}", cfg.summary(now()));
-    let cfg = Arc::new(cfg);
+    info!(event = "listening", addr = %listener.local_addr()?, "{}", cfg.summary(&initial, now()));
+    if let Some(crl) = &initial.crl {
+        authority::warn_if_stale(crl, now());
+    }
+    let (authority_tx, authority_rx) = watch::channel(Arc::new(initial));
+    let shared = Arc::new(Shared { cfg, authority: authority_rx });
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
-    accept_loop(&cfg, &listener, &shutdown, &tracker).await;
+    tokio::spawn(watch_signals(shutdown.clone(), Arc::clone(&shared), authority_tx.clone()));
+    if let Some(path) = shared.cfg.settings.revocation_list.clone() {
+        tokio::spawn(watch_crl_file(path, Arc::clone(&shared), authority_tx));
+    }
+    accept_loop(&shared, &listener, &shutdown, &tracker).await;
     drop(listener);
     tracker.close();
     info!(
@@ -223,11 +236,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 async fn accept_loop(
-    cfg: &Arc<Config>,
+    shared: &Arc<Shared>,
     listener: &TcpListener,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) {
+    let cfg = &shared.cfg;
     let conns = Arc::new(Semaphore::new(cfg.settings.max_connections));
     let handshakes = Arc::new(Semaphore::new(cfg.settings.max_handshakes));
     loop {
@@ -251,22 +265,69 @@ async fn accept_loop(
             warn!(event = "connection_refused", peer = %peer, reason = "max_handshakes", "too many handshakes in progress");
             continue;
         };
-        tracker.spawn(session::handle(Arc::clone(cfg), sock, peer, conn, hs));
+        tracker.spawn(session::handle(Arc::clone(shared), sock, peer, conn, hs));
     }
 }
 
-async fn watch_signals(shutdown: CancellationToken) {
+async fn watch_signals(shutdown: CancellationToken, shared: Arc<Shared>, tx: watch::Sender<Arc<Authority>>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
         warn!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => info!(event = "signal", signal = "SIGTERM", "shutting down"),
-        _ = int.recv() => info!(event = "signal", signal = "SIGINT", "shutting down"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!(event = "signal", signal = "SIGTERM", "shutting down"); break; }
+            _ = int.recv() => { info!(event = "signal", signal = "SIGINT", "shutting down"); break; }
+            _ = hup.recv() => reload(&shared, &tx),
+        }
     }
     shutdown.cancel();
+}
+
+/// SIGHUP: reload licence, authorized principals and revocation list. On
+/// any error the previous state stays in force.
+fn reload(shared: &Shared, tx: &watch::Sender<Arc<Authority>>) {
+    let t = now();
+    match config::reload_authority(&shared.cfg, t) {
+        Ok(mut fresh) => {
+            let current = tx.borrow().clone();
+            // Never go back to an older revocation list.
+            if let (Some(old), Some(new)) = (&current.crl, &fresh.crl) {
+                if new.list_version < old.list_version {
+                    warn!(event = "crl_reload_failed", loaded = old.list_version, offered = new.list_version, "older revocation list refused; keeping the loaded one");
+                    fresh.crl = current.crl.clone();
+                }
+            }
+            if let Some(crl) = &fresh.crl {
+                authority::warn_if_stale(crl, t);
+            }
+            info!(event = "reload", result = "ok", "licence, principals and revocation list reloaded; re-checking every live session");
+            tx.send_replace(Arc::new(fresh));
+        }
+        Err(e) => warn!(event = "reload", result = "failed", error = %e, "reload failed; previous configuration stays in force"),
+    }
+}
+
+/// Polls the revocation list file and loads it the moment it changes.
+async fn watch_crl_file(path: PathBuf, shared: Arc<Shared>, tx: watch::Sender<Arc<Authority>>) {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()));
+    let mut last = stamp(&path);
+    let mut tick = tokio::time::interval(CRL_POLL);
+    loop {
+        tick.tick().await;
+        let now_stamp = stamp(&path);
+        if now_stamp == last || now_stamp.is_none() {
+            continue;
+        }
+        last = now_stamp;
+        let current = tx.borrow().clone();
+        let offered = authority::read_crl(&path, &shared.cfg.root);
+        if let Some(next) = authority::merge_crl(&current, offered, now()) {
+            tx.send_replace(next);
+        }
+    }
 }

@@ -1,29 +1,44 @@
-//! One connection: handshake under a deadline, authorization, then the
-//! upstream connection and the splice. Protocol decisions are the core's;
-//! this task moves bytes and carries out what the core returns.
+//! One connection: handshake under a deadline, authorization, the first
+//! client certificate, then one loop that splices bytes both ways and runs
+//! the identity challenges. Protocol decisions are the core's; this task
+//! moves bytes, keeps time, and carries out what the core returns.
 
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::timeout;
 use tracing::{Instrument, info, info_span, warn};
 use ztssh_proto::ProtoError;
-use ztssh_proto::frame::{Control, Event, Opener, Sealer, TerminateCode, Transport};
+use ztssh_proto::frame::{Control, Event, Sealer, TerminateCode, Transport};
 use ztssh_proto::handshake::{self, ClientAuthenticated, HELLO_LEN, message_len};
+use ztssh_proto::identity::{Ended, ServerIdentity};
 use ztssh_proto::keys::{hex, random_bytes};
 
+use crate::authority::Authority;
 use crate::config::Config;
 
 /// How long the client may take to send its CLOSE after sshd has closed.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long a TERMINATE may take to reach a client.
+const TERMINATE_GRACE: Duration = Duration::from_secs(1);
 /// Bytes read from a socket per batch.
 const BATCH: usize = 256 * 1024;
+
+/// Unix seconds.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Milliseconds on a monotonic clock.
+fn mono_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
 
 /// How a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +46,9 @@ pub enum SessionEnd {
     /// A record failed to open or broke the protocol.
     #[error("client sent a bad record: {0}")]
     BadRecord(#[from] ProtoError),
+    /// Identity checks ended it.
+    #[error("{}", .0.reason)]
+    Identity(Ended),
     /// The client socket failed.
     #[error("client connection lost: {0}")]
     ClientIo(std::io::Error),
@@ -42,9 +60,29 @@ pub enum SessionEnd {
     UpstreamIo(std::io::Error),
 }
 
+impl SessionEnd {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::BadRecord(_) => "bad_record",
+            Self::Identity(e) => e.kind,
+            Self::ClientIo(_) => "client_io",
+            Self::ClientVanished => "client_vanished",
+            Self::UpstreamIo(_) => "upstream_io",
+        }
+    }
+}
+
+/// What every session shares.
+pub struct Shared {
+    /// Static configuration and keys.
+    pub cfg: Config,
+    /// The live authority; replaced on reload.
+    pub authority: watch::Receiver<Arc<Authority>>,
+}
+
 /// Handles one accepted connection to the end.
 pub async fn handle(
-    cfg: Arc<Config>,
+    shared: Arc<Shared>,
     mut sock: TcpStream,
     peer: SocketAddr,
     conn_permit: OwnedSemaphorePermit,
@@ -53,8 +91,9 @@ pub async fn handle(
     let id = hex(&random_bytes::<8>());
     let span = info_span!("session", session = %id, peer = %peer);
     async move {
+        let cfg = &shared.cfg;
         let _ = sock.set_nodelay(true);
-        let authed = match timeout(cfg.handshake_timeout, run_handshake(&cfg, &mut sock)).await {
+        let authed = match timeout(cfg.handshake_timeout, run_handshake(cfg, &mut sock)).await {
             Err(_) => {
                 warn!(event = "handshake_failed", reason = "timeout", "handshake not finished within {:?}; dropped", cfg.handshake_timeout);
                 return;
@@ -70,7 +109,7 @@ pub async fn handle(
             Ok(Ok(a)) => a,
         };
         drop(hs_permit);
-        serve_authenticated(&cfg, sock, authed).await;
+        serve_authenticated(&shared, sock, authed).await;
         drop(conn_permit);
     }
     .instrument(span)
@@ -90,200 +129,225 @@ impl From<ProtoError> for HandshakeFail {
 
 async fn read_msg(sock: &mut TcpStream, len: usize) -> Result<Vec<u8>, HandshakeFail> {
     let mut buf = vec![0u8; len];
-    sock.read_exact(&mut buf)
-        .await
-        .map_err(|_| HandshakeFail::Closed)?;
+    sock.read_exact(&mut buf).await.map_err(|_| HandshakeFail::Closed)?;
     Ok(buf)
 }
 
-async fn run_handshake(
-    cfg: &Config,
-    sock: &mut TcpStream,
-) -> Result<ClientAuthenticated, HandshakeFail> {
+async fn run_handshake(cfg: &Config, sock: &mut TcpStream) -> Result<ClientAuthenticated, HandshakeFail> {
     let state = handshake::server_start(&cfg.noise, &cfg.licence, cfg.frame_size)?;
     let msg1 = read_msg(sock, HELLO_LEN).await?;
     let (state, msg2) = state.handle_client_hello(&msg1)?;
-    sock.write_all(&msg2)
-        .await
-        .map_err(|_| HandshakeFail::Closed)?;
+    sock.write_all(&msg2).await.map_err(|_| HandshakeFail::Closed)?;
     let msg3 = read_msg(sock, message_len(3, cfg.frame_size)).await?;
     Ok(state.handle_client_auth(&msg3)?)
 }
 
-async fn send_control(
-    sock: &mut TcpStream,
-    sealer: &mut Sealer,
-    msg: &Control,
-) -> std::io::Result<()> {
+async fn send_controls<W: AsyncWriteExt + Unpin>(w: &mut W, sealer: &mut Sealer, msgs: &[Control]) -> std::io::Result<()> {
     let mut out = Vec::new();
-    sealer
-        .seal_control(msg, &mut out)
-        .map_err(std::io::Error::other)?;
-    sock.write_all(&out).await
+    for m in msgs {
+        sealer.seal_control(m, &mut out).map_err(std::io::Error::other)?;
+    }
+    w.write_all(&out).await
 }
 
-async fn terminate(sock: &mut TcpStream, sealer: &mut Sealer, code: TerminateCode, reason: String) {
-    let _ = send_control(sock, sealer, &Control::Terminate { code, reason }).await;
+async fn refuse(sock: &mut TcpStream, sealer: &mut Sealer, code: TerminateCode, reason: String) {
+    let _ = timeout(TERMINATE_GRACE, send_controls(sock, sealer, &[Control::Terminate { code, reason }])).await;
     let _ = sock.shutdown().await;
 }
 
-async fn serve_authenticated(cfg: &Config, mut sock: TcpStream, authed: ClientAuthenticated) {
+async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: ClientAuthenticated) {
+    let cfg = &shared.cfg;
     let principal = authed.principal().to_owned();
-    let key_fp = authed
-        .user_key()
-        .fingerprint(ssh_key::HashAlg::Sha256)
-        .to_string();
-    let server_id = cfg.licence.body.server_id.clone();
-    let allowed = cfg.authorized.allows(&principal, authed.user_key());
+    let key_fp = authed.user_key().fingerprint(ssh_key::HashAlg::Sha256).to_string();
+    let authority = shared.authority.borrow().clone();
+    let server_id = authority.licence.body.server_id.clone();
+    let allowed = authority.authorized.allows(&principal, authed.user_key());
+    let (user_key, session_key, h) = (authed.user_key().clone(), authed.session_key(), authed.handshake_hash);
     let mut transport: Transport = authed.transport;
     if !allowed {
         warn!(event = "authorization_denied", principal = %principal, user_key = %key_fp, "key is not authorized for this principal");
-        let reason =
-            format!("principal {principal} is not authorized with key {key_fp} on {server_id}");
-        terminate(
-            &mut sock,
-            &mut transport.sealer,
-            TerminateCode::NotAuthorized,
-            reason,
-        )
-        .await;
-        return;
+        let reason = format!("principal {principal} is not authorized with key {key_fp} on {server_id}");
+        return refuse(&mut sock, &mut transport.sealer, TerminateCode::NotAuthorized, reason).await;
     }
-    info!(event = "authorized", principal = %principal, user_key = %key_fp, "user authenticated and authorized");
+    let started = ServerIdentity::start(h, &principal, user_key, session_key, &cfg.subca, authority.as_ref(), cfg.timing, now(), mono_ms());
+    let started = match started {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(event = "authorization_denied", principal = %principal, reason = e.kind, "{}", e.reason);
+            return refuse(&mut sock, &mut transport.sealer, e.code, e.reason).await;
+        }
+    };
+    let serial = started.identity.serial();
+    info!(event = "authorized", principal = %principal, user_key = %key_fp, serial = %serial, "user authenticated and authorized");
     let upstream = match timeout(cfg.upstream_timeout, TcpStream::connect(cfg.upstream)).await {
         Ok(Ok(u)) => u,
-        Ok(Err(e)) => return upstream_failed(&mut sock, &mut transport, cfg, e.to_string()).await,
-        Err(_) => return upstream_failed(&mut sock, &mut transport, cfg, "timed out".into()).await,
+        Ok(Err(e)) => return upstream_failed(&mut sock, &mut transport, cfg, &server_id, e.to_string()).await,
+        Err(_) => return upstream_failed(&mut sock, &mut transport, cfg, &server_id, "timed out".into()).await,
     };
     let _ = upstream.set_nodelay(true);
     let local_port = upstream.local_addr().map(|a| a.port()).unwrap_or(0);
-    info!(event = "upstream_connected", principal = %principal, local_port, "connected to sshd");
-    if let Err(e) = send_control(
-        &mut sock,
-        &mut transport.sealer,
-        &Control::Accept { server_id },
-    )
-    .await
-    {
+    info!(event = "upstream_connected", principal = %principal, serial = %serial, local_port, "connected to sshd");
+    info!(event = "cert_issued", principal = %principal, serial = %serial, ttl_secs = cfg.timing.cert_ttl_secs, "client certificate issued");
+    let first = [Control::Accept { server_id }, started.cert];
+    if let Err(e) = send_controls(&mut sock, &mut transport.sealer, &first).await {
         warn!(event = "session_closed", principal = %principal, reason = "client_io", error = %e, "client left before accept");
         return;
     }
-    match splice(sock, upstream, transport).await {
-        Ok(()) => {
-            info!(event = "session_closed", principal = %principal, reason = "normal", "session ended")
-        }
-        Err(e) => {
-            warn!(event = "session_closed", principal = %principal, reason = end_reason(&e), error = %e, "session killed; upstream socket closed")
-        }
+    let mut session = Session { shared, identity: started.identity, authority: shared.authority.clone(), transport };
+    match session.run(sock, upstream).await {
+        Ok(()) => info!(event = "session_closed", principal = %principal, reason = "normal", proofs = session.identity.proofs(), "session ended"),
+        Err(e) => warn!(
+            event = "session_terminated",
+            principal = %principal,
+            serial = %session.identity.serial(),
+            reason = e.kind(),
+            proofs = session.identity.proofs(),
+            "session killed, upstream sshd socket closed: {e}"
+        ),
     }
 }
 
-fn end_reason(e: &SessionEnd) -> &'static str {
-    match e {
-        SessionEnd::BadRecord(_) => "bad_record",
-        SessionEnd::ClientIo(_) => "client_io",
-        SessionEnd::ClientVanished => "client_vanished",
-        SessionEnd::UpstreamIo(_) => "upstream_io",
-    }
-}
-
-async fn upstream_failed(sock: &mut TcpStream, t: &mut Transport, cfg: &Config, why: String) {
+async fn upstream_failed(sock: &mut TcpStream, t: &mut Transport, cfg: &Config, server_id: &str, why: String) {
     warn!(event = "upstream_failed", upstream = %cfg.upstream, error = %why, "cannot reach sshd");
-    let reason = format!("{} cannot reach its sshd", cfg.licence.body.server_id);
-    terminate(
-        sock,
-        &mut t.sealer,
-        TerminateCode::UpstreamUnavailable,
-        reason,
-    )
-    .await;
+    let reason = format!("{server_id} cannot reach its sshd");
+    refuse(sock, &mut t.sealer, TerminateCode::UpstreamUnavailable, reason).await;
 }
 
-/// Moves bytes both ways until both directions have closed, or kills the
-/// session (dropping both sockets at once) on the first error.
-async fn splice(client: TcpStream, upstream: TcpStream, t: Transport) -> Result<(), SessionEnd> {
-    let (cr, cw) = client.into_split();
-    let (ur, uw) = upstream.into_split();
-    let mut up = pin!(uplink(cr, uw, t.opener));
-    let mut down = pin!(downlink(ur, cw, t.sealer));
-    tokio::select! {
-        r = &mut up => {
-            r?;
-            down.await
+struct Session<'a> {
+    shared: &'a Shared,
+    identity: ServerIdentity,
+    authority: watch::Receiver<Arc<Authority>>,
+    transport: Transport,
+}
+
+impl Session<'_> {
+    /// Runs until both directions closed (Ok) or the session is killed. On a
+    /// kill the sshd socket is closed first, then TERMINATE goes to the client.
+    async fn run(&mut self, client: TcpStream, upstream: TcpStream) -> Result<(), SessionEnd> {
+        let (mut cr, mut cw) = client.into_split();
+        let (mut ur, mut uw) = upstream.into_split();
+        let result = self.pump(&mut cr, &mut cw, &mut ur, &mut uw).await;
+        // Close sshd's socket at once, whatever happened.
+        drop(ur);
+        drop(uw);
+        if let Err(SessionEnd::Identity(e)) = &result {
+            let msg = Control::Terminate { code: e.code, reason: e.reason.clone() };
+            let _ = timeout(TERMINATE_GRACE, send_controls(&mut cw, &mut self.transport.sealer, &[msg])).await;
         }
-        r = &mut down => {
-            r?;
-            // sshd has finished; ssh usually kills its ProxyCommand right
-            // after, so a client that vanishes now has done nothing wrong.
-            match timeout(CLOSE_GRACE, up).await {
-                Ok(Err(SessionEnd::ClientVanished)) | Err(_) => Ok(()),
-                Ok(r) => r,
-            }
-        }
+        let _ = cw.shutdown().await;
+        result
     }
-}
 
-/// Client → sshd: open records, forward DATA, honour CLOSE.
-async fn uplink(
-    mut cr: OwnedReadHalf,
-    mut uw: OwnedWriteHalf,
-    mut opener: Opener,
-) -> Result<(), SessionEnd> {
-    let f = opener.frame_size().get();
-    let mut buf = vec![0u8; (BATCH / f).max(2) * f];
-    let mut filled = 0;
-    let mut data = Vec::with_capacity(BATCH);
-    let mut events = Vec::new();
-    loop {
-        let n = cr
-            .read(&mut buf[filled..])
-            .await
-            .map_err(SessionEnd::ClientIo)?;
-        if n == 0 {
-            return Err(SessionEnd::ClientVanished);
-        }
-        filled += n;
-        let used = opener.open_all(&buf[..filled], &mut data, &mut events)?;
-        buf.copy_within(used..filled, 0);
-        filled -= used;
-        if !data.is_empty() {
-            uw.write_all(&data).await.map_err(SessionEnd::UpstreamIo)?;
-            data.clear();
-        }
-        // Every event ends this direction: CLOSE normally, CONTROL as a violation.
-        match events.first() {
-            Some(Event::Close) => {
-                let _ = uw.shutdown().await;
+    async fn pump(
+        &mut self,
+        cr: &mut tokio::net::tcp::OwnedReadHalf,
+        cw: &mut OwnedWriteHalf,
+        ur: &mut tokio::net::tcp::OwnedReadHalf,
+        uw: &mut OwnedWriteHalf,
+    ) -> Result<(), SessionEnd> {
+        let f = self.transport.opener.frame_size().get();
+        let max = self.transport.sealer.frame_size().max_data();
+        let mut cbuf = vec![0u8; (BATCH / f).max(2) * f];
+        let mut filled = 0;
+        let mut ubuf = vec![0u8; (BATCH / max).max(1) * max];
+        let mut out = Vec::with_capacity(BATCH + BATCH / 8);
+        let mut data = Vec::with_capacity(BATCH);
+        let mut events = Vec::new();
+        let (mut up_closed, mut down_closed) = (false, false);
+        let mut grace_until: Option<tokio::time::Instant> = None;
+        loop {
+            let wake = self.identity.next_wakeup().saturating_sub(mono_ms());
+            tokio::select! {
+                r = cr.read(&mut cbuf[filled..]) => {
+                    let n = r.map_err(SessionEnd::ClientIo)?;
+                    if n == 0 {
+                        // ssh usually kills its ProxyCommand once sshd is done.
+                        return if down_closed { Ok(()) } else { Err(SessionEnd::ClientVanished) };
+                    }
+                    filled += n;
+                    let used = self.transport.opener.open_all(&cbuf[..filled], &mut data, &mut events)?;
+                    cbuf.copy_within(used..filled, 0);
+                    filled -= used;
+                    if !data.is_empty() {
+                        if up_closed {
+                            return Err(ProtoError::PeerMisbehaved("DATA after CLOSE").into());
+                        }
+                        uw.write_all(&data).await.map_err(SessionEnd::UpstreamIo)?;
+                        data.clear();
+                    }
+                    for ev in std::mem::take(&mut events) {
+                        match ev {
+                            Event::Close => {
+                                up_closed = true;
+                                let _ = uw.shutdown().await;
+                            }
+                            Event::Control(msg) => self.on_control(msg, cw, &mut out).await?,
+                        }
+                    }
+                }
+                r = ur.read(&mut ubuf), if !down_closed => {
+                    let n = r.map_err(SessionEnd::UpstreamIo)?;
+                    out.clear();
+                    if n == 0 {
+                        down_closed = true;
+                        grace_until = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                        self.transport.sealer.seal_close(&mut out)?;
+                    } else {
+                        self.transport.sealer.seal_data(&ubuf[..n], &mut out)?;
+                    }
+                    cw.write_all(&out).await.map_err(SessionEnd::ClientIo)?;
+                }
+                () = tokio::time::sleep(Duration::from_millis(wake)) => {
+                    let polled = self.identity.poll(now(), mono_ms(), random_bytes()).map_err(SessionEnd::Identity)?;
+                    if let Some(challenge) = polled {
+                        send_controls(cw, &mut self.transport.sealer, &[challenge]).await.map_err(SessionEnd::ClientIo)?;
+                    }
+                }
+                changed = self.authority.changed() => {
+                    if changed.is_ok() {
+                        let authority = self.authority.borrow_and_update().clone();
+                        self.identity.recheck(authority.as_ref(), now()).map_err(SessionEnd::Identity)?;
+                    }
+                }
+                () = sleep_until_opt(grace_until) => return Ok(()),
+            }
+            if up_closed && down_closed {
                 return Ok(());
             }
-            Some(Event::Control(_)) => {
-                return Err(
-                    ProtoError::PeerMisbehaved("unexpected control message from client").into(),
-                );
-            }
-            None => {}
         }
+    }
+
+    async fn on_control(&mut self, msg: Control, cw: &mut OwnedWriteHalf, out: &mut Vec<u8>) -> Result<(), SessionEnd> {
+        let authority = self.authority.borrow().clone();
+        let started = Instant::now();
+        let what = msg.name();
+        let reply = self
+            .identity
+            .handle(msg, &self.shared.cfg.subca, authority.as_ref(), now(), mono_ms())
+            .map_err(SessionEnd::Identity)?;
+        let principal = self.identity.principal();
+        let serial = self.identity.serial();
+        match &reply {
+            Control::Ack { seq } => info!(
+                event = "challenge_ok",
+                principal,
+                serial = %serial,
+                seq,
+                verify_us = started.elapsed().as_micros() as u64,
+                "identity proof {seq} verified"
+            ),
+            Control::Cert { .. } => info!(event = "cert_renewed", principal, serial = %serial, "client certificate renewed"),
+            _ => warn!(event = "unexpected_reply", what, "unexpected reply"),
+        }
+        out.clear();
+        self.transport.sealer.seal_control(&reply, out)?;
+        cw.write_all(out).await.map_err(SessionEnd::ClientIo)
     }
 }
 
-/// sshd → client: seal full records, one write per batch.
-async fn downlink(
-    mut ur: OwnedReadHalf,
-    mut cw: OwnedWriteHalf,
-    mut sealer: Sealer,
-) -> Result<(), SessionEnd> {
-    let max = sealer.frame_size().max_data();
-    let mut buf = vec![0u8; (BATCH / max).max(1) * max];
-    let mut out = Vec::with_capacity(BATCH + BATCH / 8);
-    loop {
-        let n = ur.read(&mut buf).await.map_err(SessionEnd::UpstreamIo)?;
-        out.clear();
-        if n == 0 {
-            sealer.seal_close(&mut out)?;
-            cw.write_all(&out).await.map_err(SessionEnd::ClientIo)?;
-            return Ok(());
-        }
-        sealer.seal_data(&buf[..n], &mut out)?;
-        cw.write_all(&out).await.map_err(SessionEnd::ClientIo)?;
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

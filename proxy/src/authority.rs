@@ -1,0 +1,128 @@
+//! What decides, at any moment, whether a session may go on: the proxy's
+//! licence, the root's revocation list and the authorized principals. A new
+//! [`Authority`] is published through a watch channel on every reload, and
+//! every live session re-checks itself against it at once.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+use ztssh_proto::cert::{Licence, Serial};
+use ztssh_proto::control::TerminateCode;
+use ztssh_proto::crl::Crl;
+use ztssh_proto::identity::{self, Ended};
+use ztssh_proto::keys::PublicKey;
+use ztssh_proto::labels::pem;
+use ztssh_proto::time::{UnixTime, human};
+use ztssh_proto::keyfile;
+
+use crate::authz::Authorized;
+
+/// A snapshot of everything that grants or withdraws trust.
+#[derive(Debug)]
+pub struct Authority {
+    /// The proxy's licence.
+    pub licence: Licence,
+    /// The last good revocation list, if one is configured.
+    pub crl: Option<Crl>,
+    /// Who may log in with which key.
+    pub authorized: Authorized,
+}
+
+fn revoked(kind: &'static str, reason: String) -> Ended {
+    Ended { code: TerminateCode::IdentityRevoked, reason, kind }
+}
+
+impl identity::Authority for Authority {
+    fn check(&self, principal: &str, user_key: &ssh_key::PublicKey, serial: &Serial, now: UnixTime) -> Result<(), Ended> {
+        if let Some(crl) = &self.crl {
+            if crl.revoked.principals.contains(principal) {
+                return Err(revoked("principal_banned", format!("principal {principal} banned")));
+            }
+            if crl.revoked.serials.contains(serial) {
+                return Err(revoked("serial_revoked", format!("certificate {serial} revoked")));
+            }
+        }
+        if !self.authorized.allows(principal, user_key) {
+            return Err(revoked("not_authorized", format!("principal {principal} is no longer authorized with this key")));
+        }
+        self.may_issue(now)
+    }
+
+    fn may_issue(&self, now: UnixTime) -> Result<(), Ended> {
+        let b = &self.licence.body;
+        if let Some(crl) = &self.crl {
+            if crl.revoked.servers.contains(&b.server_id) || crl.revoked.serials.contains(&b.serial) {
+                return Err(revoked("licence_revoked", format!("server licence for {} revoked", b.server_id)));
+            }
+        }
+        if now >= b.not_after {
+            return Err(revoked("licence_expired", format!("server licence for {} expired {} ago", b.server_id, human(now - b.not_after))));
+        }
+        if now.saturating_add(ztssh_proto::time::CLOCK_SKEW) < b.not_before {
+            return Err(revoked("licence_not_yet_valid", format!("server licence for {} is not valid yet", b.server_id)));
+        }
+        Ok(())
+    }
+}
+
+/// Reads and verifies a revocation list file.
+pub fn read_crl(path: &Path, root: &PublicKey) -> Result<Crl, String> {
+    let bytes = keyfile::read_pem(path, pem::CRL)?;
+    Crl::decode_verified(&bytes, root).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Warns loudly about a stale list; the proxy keeps enforcing it.
+pub fn warn_if_stale(crl: &Crl, now: UnixTime) {
+    if crl.is_stale(now) {
+        warn!(
+            event = "crl_stale",
+            list_version = crl.list_version,
+            overdue_secs = now - crl.next_update,
+            "revocation list is past its next-update time by {}; still enforcing it. Publish a new one: ztssh-ca crl",
+            human(now - crl.next_update)
+        );
+    }
+}
+
+/// Decides whether a freshly read list replaces the current one.
+/// Returns the authority to publish, or `None` to keep the current one.
+pub fn merge_crl(current: &Authority, new: Result<Crl, String>, now: UnixTime) -> Option<Arc<Authority>> {
+    let new = match new {
+        Ok(c) => c,
+        Err(e) => {
+            error!(event = "crl_reload_failed", error = %e, "revocation list rejected; keeping the previous one");
+            return None;
+        }
+    };
+    if let Some(cur) = &current.crl {
+        if new.list_version < cur.list_version {
+            error!(
+                event = "crl_reload_failed",
+                loaded = cur.list_version,
+                offered = new.list_version,
+                "revocation list version {} is older than the loaded {}; refused",
+                new.list_version,
+                cur.list_version
+            );
+            return None;
+        }
+        if new.list_version == cur.list_version {
+            return None;
+        }
+    }
+    warn_if_stale(&new, now);
+    info!(
+        event = "crl_loaded",
+        list_version = new.list_version,
+        principals = new.revoked.principals.len(),
+        servers = new.revoked.servers.len(),
+        serials = new.revoked.serials.len(),
+        "revocation list loaded; re-checking every live session"
+    );
+    Some(Arc::new(Authority {
+        licence: current.licence.clone(),
+        crl: Some(new),
+        authorized: current.authorized.clone(),
+    }))
+}
