@@ -108,9 +108,13 @@ fn main() -> ExitCode {
             ttl,
             out,
         } => authorize(&dir, &request, server_id, hostnames, &ttl, &out),
-        Cmd::Revoke { dir, principal, server, serial } => {
-            revoke::Target::from_flags(principal, server, serial).and_then(|t| revoke::revoke(&dir, &t))
-        }
+        Cmd::Revoke {
+            dir,
+            principal,
+            server,
+            serial,
+        } => revoke::Target::from_flags(principal, server, serial)
+            .and_then(|t| revoke::revoke(&dir, &t)),
         Cmd::Crl { dir, out, ttl } => revoke::crl(&dir, &out, &ttl, now()),
         Cmd::Show { file } => show::show(&file, now()),
     };

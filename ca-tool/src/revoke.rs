@@ -42,7 +42,11 @@ fn parse_serial(hex: &str) -> Result<Serial> {
 
 impl Target {
     /// Builds the target from exactly one of the three flags.
-    pub fn from_flags(principal: Option<String>, server: Option<String>, serial: Option<String>) -> Result<Self> {
+    pub fn from_flags(
+        principal: Option<String>,
+        server: Option<String>,
+        serial: Option<String>,
+    ) -> Result<Self> {
         Ok(match (principal, server, serial) {
             (Some(p), None, None) => {
                 check_name(&p, MAX_PRINCIPAL, "principal")?;
@@ -79,7 +83,13 @@ fn load(dir: &Path) -> Result<Revocations> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = || anyhow::anyhow!("{}:{}: expected `principal|server|serial VALUE`", path.display(), i + 1);
+        let bad = || {
+            anyhow::anyhow!(
+                "{}:{}: expected `principal|server|serial VALUE`",
+                path.display(),
+                i + 1
+            )
+        };
         let (kind, value) = line.split_once(' ').ok_or_else(bad)?;
         match kind {
             "principal" => r.principals.insert(value.to_owned()),
@@ -108,25 +118,46 @@ pub fn revoke(dir: &Path, target: &Target) -> Result<()> {
     text.push('\n');
     keyfile::write_atomic(&path, text.as_bytes(), 0o600, true)?;
     println!("recorded: {line}");
-    println!("publish it: ztssh-ca crl --dir {} --out crl.pem, then copy crl.pem to every proxy", dir.display());
+    println!(
+        "publish it: ztssh-ca crl --dir {} --out crl.pem, then copy crl.pem to every proxy",
+        dir.display()
+    );
     Ok(())
 }
 
 /// Signs a new revocation list with the next version.
 pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
     let Some(ttl) = parse_duration(ttl).filter(|t| *t > 0 && *t <= MAX_CRL_TTL) else {
-        bail!("--ttl {ttl:?} must be a duration like 7d, at most {}", human(MAX_CRL_TTL));
+        bail!(
+            "--ttl {ttl:?} must be a duration like 7d, at most {}",
+            human(MAX_CRL_TTL)
+        );
     };
-    let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY).map_err(anyhow::Error::msg)?;
+    let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
+        .map_err(anyhow::Error::msg)?;
     let revoked = load(dir)?;
     let version_path = dir.join(VERSION_FILE);
     let last: u64 = match std::fs::read_to_string(&version_path) {
-        Ok(t) => t.trim().parse().with_context(|| format!("{} is corrupt", version_path.display()))?,
+        Ok(t) => t
+            .trim()
+            .parse()
+            .with_context(|| format!("{} is corrupt", version_path.display()))?,
         Err(_) => 0,
     };
-    let list = Crl { list_version: last + 1, issued: now, next_update: now + ttl, issuer: root.public(), revoked };
+    let list = Crl {
+        list_version: last + 1,
+        issued: now,
+        next_update: now + ttl,
+        issuer: root.public(),
+        revoked,
+    };
     let bytes = list.sign(&root)?;
-    keyfile::write_atomic(&version_path, format!("{}\n", list.list_version).as_bytes(), 0o600, true)?;
+    keyfile::write_atomic(
+        &version_path,
+        format!("{}\n", list.list_version).as_bytes(),
+        0o600,
+        true,
+    )?;
     keyfile::write_atomic(out, armor::encode(pem::CRL, &bytes).as_bytes(), 0o644, true)?;
     let r = &list.revoked;
     println!(

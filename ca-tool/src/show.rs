@@ -101,13 +101,31 @@ pub fn show(file: &Path, now: u64) -> Result<()> {
             println!("ztssh revocation list (signature: {root})");
             println!("  version:     {}", list.list_version);
             println!("  issued:      {}", when(list.issued, now));
-            println!("  next update: {}{}", when(list.next_update, now), if list.is_stale(now) { " STALE" } else { "" });
+            println!(
+                "  next update: {}{}",
+                when(list.next_update, now),
+                if list.is_stale(now) { " STALE" } else { "" }
+            );
             let mut p: Vec<_> = list.revoked.principals.iter().collect();
             p.sort();
             let mut s: Vec<_> = list.revoked.servers.iter().collect();
             s.sort();
-            println!("  principals:  {}", if p.is_empty() { "-".into() } else { p.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ") });
-            println!("  servers:     {}", if s.is_empty() { "-".into() } else { s.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ") });
+            println!(
+                "  principals:  {}",
+                if p.is_empty() {
+                    "-".into()
+                } else {
+                    p.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ")
+                }
+            );
+            println!(
+                "  servers:     {}",
+                if s.is_empty() {
+                    "-".into()
+                } else {
+                    s.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ")
+                }
+            );
             for serial in &list.revoked.serials {
                 println!("  serial:      {serial}");
             }
@@ -120,7 +138,9 @@ pub fn show(file: &Path, now: u64) -> Result<()> {
 /// Decodes a list, checking its signature under the issuer it names (the
 /// pinned root is checked by the proxies).
 fn crl_unverified(bytes: &[u8]) -> Result<(ztssh_proto::crl::Crl, String)> {
-    let issuer = bytes.get(4 + 1 + 24..4 + 1 + 24 + 32).ok_or_else(|| anyhow::anyhow!("revocation list is truncated"))?;
+    let issuer = bytes
+        .get(4 + 1 + 24..4 + 1 + 24 + 32)
+        .ok_or_else(|| anyhow::anyhow!("revocation list is truncated"))?;
     let issuer = PublicKey(to_array(issuer, "issuer")?);
     let list = ztssh_proto::crl::Crl::decode_verified(bytes, &issuer)?;
     Ok((list, format!("valid, by root {}", issuer.fingerprint())))

@@ -105,6 +105,9 @@ pub use crate::control::{Control, MAX_REASON, TerminateCode, sanitize};
 
 /// An event out of [`Opener::open_all`] other than data.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// Events are short-lived and few per read; boxing would cost an allocation
+// per control message for no gain.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A control message.
     Control(Control),

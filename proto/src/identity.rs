@@ -113,6 +113,9 @@ struct Pending {
     seq: u64,
     nonce: [u8; 32],
     due_ms: u64,
+    /// The certificate current when the challenge went out: a renewal may
+    /// cross the challenge on the wire, so a proof may carry either.
+    cert_then: Serial,
 }
 
 /// The proxy's view of one session's identity.
@@ -123,6 +126,8 @@ pub struct ServerIdentity {
     user_key: ssh_key::PublicKey,
     subca_key: PublicKey,
     cert: ClientCert,
+    /// The certificate before the last renewal, for a proof crossing it.
+    previous: Option<ClientCert>,
     timing: Timing,
     next_seq: u64,
     pending: Option<Pending>,
@@ -158,6 +163,8 @@ impl ServerIdentity {
         let ttl = timing.cert_ttl_secs.clamp(1, MAX_CERT_TTL);
         let cert = ClientCert::issue(subca, principal, session_key, now, ttl)
             .map_err(|e| Ended::protocol("issue_failed", e.to_string()))?;
+        // The session must be allowed before anything is issued to it.
+        authority.check(principal, &user_key, &cert.serial, now)?;
         let msg = Control::Cert {
             cert: cert.encode(),
         };
@@ -167,6 +174,7 @@ impl ServerIdentity {
             user_key,
             subca_key: subca.public(),
             cert,
+            previous: None,
             timing: Timing {
                 cert_ttl_secs: ttl,
                 ..timing
@@ -247,7 +255,12 @@ impl ServerIdentity {
         let seq = self.next_seq;
         self.next_seq += 1;
         let due_ms = mono_ms.saturating_add(u64::from(self.timing.deadline_secs) * 1000);
-        self.pending = Some(Pending { seq, nonce, due_ms });
+        self.pending = Some(Pending {
+            seq,
+            nonce,
+            due_ms,
+            cert_then: self.cert.serial,
+        });
         Ok(Some(Control::Challenge {
             seq,
             nonce,
@@ -331,7 +344,11 @@ impl ServerIdentity {
             .map_err(|e| Ended::identity("proof_bad_cert", e.to_string()))?;
         cert.verify(&self.subca_key, now)
             .map_err(|e| Ended::identity("proof_bad_cert", e.to_string()))?;
-        if cert != self.cert {
+        let crossed_renewal = self
+            .previous
+            .as_ref()
+            .is_some_and(|prev| *prev == cert && prev.serial == p.cert_then);
+        if cert != self.cert && !crossed_renewal {
             return Err(Ended::identity(
                 "proof_wrong_cert",
                 "proof carries a certificate that is not this session's current one",
@@ -346,7 +363,7 @@ impl ServerIdentity {
                     "proof signature invalid (relayed from another connection?)",
                 )
             })?;
-        authority.check(&self.principal, &self.user_key, &self.cert.serial, now)?;
+        authority.check(&self.principal, &self.user_key, &cert.serial, now)?;
         self.proofs += 1;
         self.schedule_next(mono_ms, &p.nonce);
         Ok(Control::Ack { seq })
@@ -392,7 +409,7 @@ impl ServerIdentity {
         authority.may_issue(now)?;
         let cert = ClientCert::issue(subca, principal, new_key, now, self.timing.cert_ttl_secs)
             .map_err(|e| Ended::protocol("issue_failed", e.to_string()))?;
-        self.cert = cert;
+        self.previous = Some(std::mem::replace(&mut self.cert, cert));
         self.renewals += 1;
         Ok(Control::Cert {
             cert: self.cert.encode(),

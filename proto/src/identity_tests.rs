@@ -134,7 +134,7 @@ impl Pair {
         }
     }
 
-    fn to_server(&mut self, msg: Control) -> Result<Control, Ended> {
+    fn deliver(&mut self, msg: Control) -> Result<Control, Ended> {
         self.server
             .handle(msg, &self.subca, &self.policy, self.now, self.mono)
     }
@@ -159,14 +159,14 @@ fn many_challenges_and_renewals_keep_the_session() {
     for i in 0..40 {
         let ch = p.next_challenge();
         let proof = p.answer(&ch);
-        let ack = p.to_server(proof).expect("proof accepted");
+        let ack = p.deliver(proof).expect("proof accepted");
         assert!(
             matches!(p.client.handle(&ack, p.now), Ok(ClientEvent::Acked(_))),
             "round {i}"
         );
         if p.client.renewal_due(p.now) {
             let renew = p.renew();
-            let cert = p.to_server(renew).expect("renewal accepted");
+            let cert = p.deliver(renew).expect("renewal accepted");
             assert!(matches!(
                 p.client.handle(&cert, p.now),
                 Ok(ClientEvent::CertInstalled { renewed: true, .. })
@@ -187,21 +187,21 @@ fn replayed_wrong_seq_and_unsolicited_proofs_end_the_session() {
     let mut p = pair_with([1; 32]);
     let ch = p.next_challenge();
     let proof = p.answer(&ch);
-    p.to_server(proof.clone()).expect("first proof");
+    p.deliver(proof.clone()).expect("first proof");
     // Replay with no challenge outstanding.
     assert_eq!(
-        p.to_server(proof.clone()).expect_err("replay").kind,
+        p.deliver(proof.clone()).expect_err("replay").kind,
         "proof_unsolicited"
     );
 
     let mut p = pair_with([1; 32]);
     let ch1 = p.next_challenge();
     let old = p.answer(&ch1);
-    p.to_server(old.clone()).expect("ok");
+    p.deliver(old.clone()).expect("ok");
     let _ch2 = p.next_challenge();
     // The proof for challenge 1 replayed against challenge 2.
     assert_eq!(
-        p.to_server(old).expect_err("old proof").kind,
+        p.deliver(old).expect_err("old proof").kind,
         "proof_wrong_seq"
     );
 }
@@ -226,7 +226,7 @@ fn a_proof_relayed_from_another_connection_fails() {
         nonce: *nonce,
         deadline_secs: 10,
     });
-    let e = b.to_server(relayed).expect_err("relayed");
+    let e = b.deliver(relayed).expect_err("relayed");
     assert!(
         matches!(
             e.kind,
@@ -242,7 +242,7 @@ fn late_proofs_and_silence_end_the_session() {
     let ch = p.next_challenge();
     let proof = p.answer(&ch);
     p.advance(11);
-    assert_eq!(p.to_server(proof).expect_err("late").kind, "proof_late");
+    assert_eq!(p.deliver(proof).expect_err("late").kind, "proof_late");
 
     let mut p = pair_with([1; 32]);
     let _ = p.next_challenge();
@@ -264,7 +264,7 @@ fn certificate_expiry_without_renewal_ends_the_session() {
     for _ in 0..9 {
         let ch = p.next_challenge();
         let proof = p.answer(&ch);
-        p.to_server(proof).expect("ok");
+        p.deliver(proof).expect("ok");
     }
     p.advance(300);
     let e = p.server.poll(p.now, p.mono, [0; 32]).expect_err("expired");
@@ -292,7 +292,7 @@ fn renewal_cannot_switch_principal_or_skip_the_user_key() {
         old_sig,
         user_sig: user_sig.clone(),
     };
-    let e = p.to_server(switched).expect_err("switch");
+    let e = p.deliver(switched).expect_err("switch");
     assert_eq!(e.kind, "renew_principal_switch");
     assert_eq!(
         e.reason,
@@ -312,7 +312,7 @@ fn renewal_cannot_switch_principal_or_skip_the_user_key() {
         .renew(sig.encode_vec().expect("enc"))
         .expect("renew");
     assert_eq!(
-        p.to_server(renew).expect_err("foreign user").kind,
+        p.deliver(renew).expect_err("foreign user").kind,
         "renew_bad_signature"
     );
 }
@@ -330,7 +330,7 @@ fn revocation_is_seen_at_recheck_and_at_the_next_proof() {
     let ch = p.next_challenge();
     let proof = p.answer(&ch);
     assert_eq!(
-        p.to_server(proof).expect_err("revoked").kind,
+        p.deliver(proof).expect_err("revoked").kind,
         "serial_revoked"
     );
 
@@ -338,7 +338,7 @@ fn revocation_is_seen_at_recheck_and_at_the_next_proof() {
     *p.policy.licence_revoked.borrow_mut() = true;
     let renew = p.renew();
     assert_eq!(
-        p.to_server(renew).expect_err("licence").kind,
+        p.deliver(renew).expect_err("licence").kind,
         "licence_revoked"
     );
 }
@@ -394,9 +394,39 @@ fn no_message_sequence_gets_an_ack_without_a_valid_proof() {
             },
         };
         assert!(
-            p.to_server(forged).is_err(),
+            p.deliver(forged).is_err(),
             "forgery accepted (case {})",
             r % 5
         );
     }
+}
+
+#[test]
+fn a_proof_that_crosses_a_renewal_on_the_wire_is_accepted_once() {
+    let mut p = pair_with([1; 32]);
+    let ch = p.next_challenge();
+    // The client renews; the proxy issues the new certificate before the
+    // client's answer to the older challenge arrives.
+    let renew = p.renew();
+    let proof_with_old_cert = p.answer(&ch);
+    let new_cert = p.deliver(renew).expect("renewal");
+    assert!(matches!(
+        p.deliver(proof_with_old_cert.clone()),
+        Ok(Control::Ack { .. })
+    ));
+    p.client.handle(&new_cert, p.now).expect("install");
+    // The next challenge must be answered with the new certificate.
+    let ch2 = p.next_challenge();
+    let Control::Challenge { seq, .. } = ch2 else {
+        panic!()
+    };
+    let Control::Proof { cert, sig, .. } = proof_with_old_cert else {
+        panic!()
+    };
+    assert_eq!(
+        p.deliver(Control::Proof { seq, cert, sig })
+            .expect_err("old cert")
+            .kind,
+        "proof_wrong_cert"
+    );
 }

@@ -11,10 +11,10 @@ use ztssh_proto::cert::{Licence, Serial};
 use ztssh_proto::control::TerminateCode;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::identity::{self, Ended};
+use ztssh_proto::keyfile;
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{UnixTime, human};
-use ztssh_proto::keyfile;
 
 use crate::authz::Authorized;
 
@@ -30,37 +30,70 @@ pub struct Authority {
 }
 
 fn revoked(kind: &'static str, reason: String) -> Ended {
-    Ended { code: TerminateCode::IdentityRevoked, reason, kind }
+    Ended {
+        code: TerminateCode::IdentityRevoked,
+        reason,
+        kind,
+    }
 }
 
 impl identity::Authority for Authority {
-    fn check(&self, principal: &str, user_key: &ssh_key::PublicKey, serial: &Serial, now: UnixTime) -> Result<(), Ended> {
+    fn check(
+        &self,
+        principal: &str,
+        user_key: &ssh_key::PublicKey,
+        serial: &Serial,
+        now: UnixTime,
+    ) -> Result<(), Ended> {
         if let Some(crl) = &self.crl {
             if crl.revoked.principals.contains(principal) {
-                return Err(revoked("principal_banned", format!("principal {principal} banned")));
+                return Err(revoked(
+                    "principal_banned",
+                    format!("principal {principal} banned"),
+                ));
             }
             if crl.revoked.serials.contains(serial) {
-                return Err(revoked("serial_revoked", format!("certificate {serial} revoked")));
+                return Err(revoked(
+                    "serial_revoked",
+                    format!("certificate {serial} revoked"),
+                ));
             }
         }
         if !self.authorized.allows(principal, user_key) {
-            return Err(revoked("not_authorized", format!("principal {principal} is no longer authorized with this key")));
+            return Err(revoked(
+                "not_authorized",
+                format!("principal {principal} is no longer authorized with this key"),
+            ));
         }
         self.may_issue(now)
     }
 
     fn may_issue(&self, now: UnixTime) -> Result<(), Ended> {
         let b = &self.licence.body;
-        if let Some(crl) = &self.crl {
-            if crl.revoked.servers.contains(&b.server_id) || crl.revoked.serials.contains(&b.serial) {
-                return Err(revoked("licence_revoked", format!("server licence for {} revoked", b.server_id)));
-            }
+        if let Some(crl) = &self.crl
+            && (crl.revoked.servers.contains(&b.server_id)
+                || crl.revoked.serials.contains(&b.serial))
+        {
+            return Err(revoked(
+                "licence_revoked",
+                format!("server licence for {} revoked", b.server_id),
+            ));
         }
         if now >= b.not_after {
-            return Err(revoked("licence_expired", format!("server licence for {} expired {} ago", b.server_id, human(now - b.not_after))));
+            return Err(revoked(
+                "licence_expired",
+                format!(
+                    "server licence for {} expired {} ago",
+                    b.server_id,
+                    human(now - b.not_after)
+                ),
+            ));
         }
         if now.saturating_add(ztssh_proto::time::CLOCK_SKEW) < b.not_before {
-            return Err(revoked("licence_not_yet_valid", format!("server licence for {} is not valid yet", b.server_id)));
+            return Err(revoked(
+                "licence_not_yet_valid",
+                format!("server licence for {} is not valid yet", b.server_id),
+            ));
         }
         Ok(())
     }
@@ -85,9 +118,44 @@ pub fn warn_if_stale(crl: &Crl, now: UnixTime) {
     }
 }
 
+/// Whether an offered list may replace the loaded one: only a newer version
+/// may; an older one is refused loudly (a rollback would resurrect revoked
+/// identities).
+pub fn is_newer(current: Option<&Crl>, offered: &Crl) -> bool {
+    let Some(cur) = current else { return true };
+    if offered.list_version < cur.list_version {
+        error!(
+            event = "crl_reload_failed",
+            loaded = cur.list_version,
+            offered = offered.list_version,
+            "revocation list version {} is older than the loaded {}; refused",
+            offered.list_version,
+            cur.list_version
+        );
+    }
+    offered.list_version > cur.list_version
+}
+
+/// Announces a list that is about to be enforced.
+pub fn announce(crl: &Crl, now: UnixTime) {
+    warn_if_stale(crl, now);
+    info!(
+        event = "crl_loaded",
+        list_version = crl.list_version,
+        principals = crl.revoked.principals.len(),
+        servers = crl.revoked.servers.len(),
+        serials = crl.revoked.serials.len(),
+        "revocation list loaded; re-checking every live session"
+    );
+}
+
 /// Decides whether a freshly read list replaces the current one.
 /// Returns the authority to publish, or `None` to keep the current one.
-pub fn merge_crl(current: &Authority, new: Result<Crl, String>, now: UnixTime) -> Option<Arc<Authority>> {
+pub fn merge_crl(
+    current: &Authority,
+    new: Result<Crl, String>,
+    now: UnixTime,
+) -> Option<Arc<Authority>> {
     let new = match new {
         Ok(c) => c,
         Err(e) => {
@@ -95,31 +163,10 @@ pub fn merge_crl(current: &Authority, new: Result<Crl, String>, now: UnixTime) -
             return None;
         }
     };
-    if let Some(cur) = &current.crl {
-        if new.list_version < cur.list_version {
-            error!(
-                event = "crl_reload_failed",
-                loaded = cur.list_version,
-                offered = new.list_version,
-                "revocation list version {} is older than the loaded {}; refused",
-                new.list_version,
-                cur.list_version
-            );
-            return None;
-        }
-        if new.list_version == cur.list_version {
-            return None;
-        }
+    if !is_newer(current.crl.as_ref(), &new) {
+        return None;
     }
-    warn_if_stale(&new, now);
-    info!(
-        event = "crl_loaded",
-        list_version = new.list_version,
-        principals = new.revoked.principals.len(),
-        servers = new.revoked.servers.len(),
-        serials = new.revoked.serials.len(),
-        "revocation list loaded; re-checking every live session"
-    );
+    announce(&new, now);
     Some(Arc::new(Authority {
         licence: current.licence.clone(),
         crl: Some(new),

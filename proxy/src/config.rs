@@ -244,7 +244,11 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         Some(path) => Some(read_crl(path, &root).map_err(err)?),
         None => None,
     };
-    let authority = Authority { licence: licence.clone(), crl, authorized };
+    let authority = Authority {
+        licence: licence.clone(),
+        crl,
+        authorized,
+    };
     let cfg = Config {
         listen,
         upstream,
@@ -269,7 +273,9 @@ fn timing(s: &Settings) -> Result<Timing, ConfigError> {
         return Err(err("challenge_deadline_secs must be between 1 and 300"));
     }
     if !(2..=MAX_CERT_TTL).contains(&s.cert_ttl_secs) {
-        return Err(err(format!("cert_ttl_secs must be between 2 and {MAX_CERT_TTL}")));
+        return Err(err(format!(
+            "cert_ttl_secs must be between 2 and {MAX_CERT_TTL}"
+        )));
     }
     Ok(Timing {
         interval_secs: s.challenge_interval_secs,
@@ -288,7 +294,11 @@ pub fn reload_authority(cfg: &Config, now: u64) -> Result<Authority, ConfigError
         Some(path) => Some(read_crl(path, &cfg.root).map_err(err)?),
         None => None,
     };
-    Ok(Authority { licence, crl, authorized })
+    Ok(Authority {
+        licence,
+        crl,
+        authorized,
+    })
 }
 
 fn load_licence(
@@ -331,7 +341,10 @@ impl Config {
             self.timing.interval_secs,
             self.timing.deadline_secs,
             self.timing.cert_ttl_secs,
-            authority.crl.as_ref().map_or("none".to_owned(), |c| format!("version {}", c.list_version)),
+            authority
+                .crl
+                .as_ref()
+                .map_or("none".to_owned(), |c| format!("version {}", c.list_version)),
         )
     }
 }

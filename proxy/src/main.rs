@@ -90,7 +90,11 @@ fn main() -> ExitCode {
         Cmd::Keygen { dir } => report(keygen(&dir)),
         Cmd::Check { config } => match load(&config, &Overrides::default()) {
             Ok((cfg, authority)) => {
-                println!("{}: OK\n{}", config.display(), cfg.summary(&authority, now()));
+                println!(
+                    "{}: OK\n{}",
+                    config.display(),
+                    cfg.summary(&authority, now())
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => config_error(&e),
@@ -206,10 +210,17 @@ async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         authority::warn_if_stale(crl, now());
     }
     let (authority_tx, authority_rx) = watch::channel(Arc::new(initial));
-    let shared = Arc::new(Shared { cfg, authority: authority_rx });
+    let shared = Arc::new(Shared {
+        cfg,
+        authority: authority_rx,
+    });
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    tokio::spawn(watch_signals(shutdown.clone(), Arc::clone(&shared), authority_tx.clone()));
+    tokio::spawn(watch_signals(
+        shutdown.clone(),
+        Arc::clone(&shared),
+        authority_tx.clone(),
+    ));
     if let Some(path) = shared.cfg.settings.revocation_list.clone() {
         tokio::spawn(watch_crl_file(path, Arc::clone(&shared), authority_tx));
     }
@@ -269,11 +280,17 @@ async fn accept_loop(
     }
 }
 
-async fn watch_signals(shutdown: CancellationToken, shared: Arc<Shared>, tx: watch::Sender<Arc<Authority>>) {
+async fn watch_signals(
+    shutdown: CancellationToken,
+    shared: Arc<Shared>,
+    tx: watch::Sender<Arc<Authority>>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         warn!("cannot install signal handlers");
         return;
     };
@@ -295,26 +312,34 @@ fn reload(shared: &Shared, tx: &watch::Sender<Arc<Authority>>) {
         Ok(mut fresh) => {
             let current = tx.borrow().clone();
             // Never go back to an older revocation list.
-            if let (Some(old), Some(new)) = (&current.crl, &fresh.crl) {
-                if new.list_version < old.list_version {
-                    warn!(event = "crl_reload_failed", loaded = old.list_version, offered = new.list_version, "older revocation list refused; keeping the loaded one");
-                    fresh.crl = current.crl.clone();
+            match (&current.crl, fresh.crl.take()) {
+                (_, Some(new)) if authority::is_newer(current.crl.as_ref(), &new) => {
+                    authority::announce(&new, t);
+                    fresh.crl = Some(new);
                 }
+                (old, _) => fresh.crl = old.clone(),
             }
-            if let Some(crl) = &fresh.crl {
-                authority::warn_if_stale(crl, t);
-            }
-            info!(event = "reload", result = "ok", "licence, principals and revocation list reloaded; re-checking every live session");
+            info!(
+                event = "reload",
+                result = "ok",
+                "licence, principals and revocation list reloaded; re-checking every live session"
+            );
             tx.send_replace(Arc::new(fresh));
         }
-        Err(e) => warn!(event = "reload", result = "failed", error = %e, "reload failed; previous configuration stays in force"),
+        Err(e) => {
+            warn!(event = "reload", result = "failed", error = %e, "reload failed; previous configuration stays in force")
+        }
     }
 }
 
 /// Polls the revocation list file and loads it the moment it changes.
 async fn watch_crl_file(path: PathBuf, shared: Arc<Shared>, tx: watch::Sender<Arc<Authority>>) {
     use std::os::unix::fs::MetadataExt;
-    let stamp = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()));
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+    };
     let mut last = stamp(&path);
     let mut tick = tokio::time::interval(CRL_POLL);
     loop {

@@ -31,7 +31,10 @@ const BATCH: usize = 256 * 1024;
 
 /// Unix seconds.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Milliseconds on a monotonic clock.
@@ -129,47 +132,88 @@ impl From<ProtoError> for HandshakeFail {
 
 async fn read_msg(sock: &mut TcpStream, len: usize) -> Result<Vec<u8>, HandshakeFail> {
     let mut buf = vec![0u8; len];
-    sock.read_exact(&mut buf).await.map_err(|_| HandshakeFail::Closed)?;
+    sock.read_exact(&mut buf)
+        .await
+        .map_err(|_| HandshakeFail::Closed)?;
     Ok(buf)
 }
 
-async fn run_handshake(cfg: &Config, sock: &mut TcpStream) -> Result<ClientAuthenticated, HandshakeFail> {
+async fn run_handshake(
+    cfg: &Config,
+    sock: &mut TcpStream,
+) -> Result<ClientAuthenticated, HandshakeFail> {
     let state = handshake::server_start(&cfg.noise, &cfg.licence, cfg.frame_size)?;
     let msg1 = read_msg(sock, HELLO_LEN).await?;
     let (state, msg2) = state.handle_client_hello(&msg1)?;
-    sock.write_all(&msg2).await.map_err(|_| HandshakeFail::Closed)?;
+    sock.write_all(&msg2)
+        .await
+        .map_err(|_| HandshakeFail::Closed)?;
     let msg3 = read_msg(sock, message_len(3, cfg.frame_size)).await?;
     Ok(state.handle_client_auth(&msg3)?)
 }
 
-async fn send_controls<W: AsyncWriteExt + Unpin>(w: &mut W, sealer: &mut Sealer, msgs: &[Control]) -> std::io::Result<()> {
+async fn send_controls<W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    sealer: &mut Sealer,
+    msgs: &[Control],
+) -> std::io::Result<()> {
     let mut out = Vec::new();
     for m in msgs {
-        sealer.seal_control(m, &mut out).map_err(std::io::Error::other)?;
+        sealer
+            .seal_control(m, &mut out)
+            .map_err(std::io::Error::other)?;
     }
     w.write_all(&out).await
 }
 
 async fn refuse(sock: &mut TcpStream, sealer: &mut Sealer, code: TerminateCode, reason: String) {
-    let _ = timeout(TERMINATE_GRACE, send_controls(sock, sealer, &[Control::Terminate { code, reason }])).await;
+    let _ = timeout(
+        TERMINATE_GRACE,
+        send_controls(sock, sealer, &[Control::Terminate { code, reason }]),
+    )
+    .await;
     let _ = sock.shutdown().await;
 }
 
 async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: ClientAuthenticated) {
     let cfg = &shared.cfg;
     let principal = authed.principal().to_owned();
-    let key_fp = authed.user_key().fingerprint(ssh_key::HashAlg::Sha256).to_string();
+    let key_fp = authed
+        .user_key()
+        .fingerprint(ssh_key::HashAlg::Sha256)
+        .to_string();
     let authority = shared.authority.borrow().clone();
     let server_id = authority.licence.body.server_id.clone();
     let allowed = authority.authorized.allows(&principal, authed.user_key());
-    let (user_key, session_key, h) = (authed.user_key().clone(), authed.session_key(), authed.handshake_hash);
+    let (user_key, session_key, h) = (
+        authed.user_key().clone(),
+        authed.session_key(),
+        authed.handshake_hash,
+    );
     let mut transport: Transport = authed.transport;
     if !allowed {
         warn!(event = "authorization_denied", principal = %principal, user_key = %key_fp, "key is not authorized for this principal");
-        let reason = format!("principal {principal} is not authorized with key {key_fp} on {server_id}");
-        return refuse(&mut sock, &mut transport.sealer, TerminateCode::NotAuthorized, reason).await;
+        let reason =
+            format!("principal {principal} is not authorized with key {key_fp} on {server_id}");
+        return refuse(
+            &mut sock,
+            &mut transport.sealer,
+            TerminateCode::NotAuthorized,
+            reason,
+        )
+        .await;
     }
-    let started = ServerIdentity::start(h, &principal, user_key, session_key, &cfg.subca, authority.as_ref(), cfg.timing, now(), mono_ms());
+    let started = ServerIdentity::start(
+        h,
+        &principal,
+        user_key,
+        session_key,
+        &cfg.subca,
+        authority.as_ref(),
+        cfg.timing,
+        now(),
+        mono_ms(),
+    );
     let started = match started {
         Ok(s) => s,
         Err(e) => {
@@ -181,8 +225,20 @@ async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: Clien
     info!(event = "authorized", principal = %principal, user_key = %key_fp, serial = %serial, "user authenticated and authorized");
     let upstream = match timeout(cfg.upstream_timeout, TcpStream::connect(cfg.upstream)).await {
         Ok(Ok(u)) => u,
-        Ok(Err(e)) => return upstream_failed(&mut sock, &mut transport, cfg, &server_id, e.to_string()).await,
-        Err(_) => return upstream_failed(&mut sock, &mut transport, cfg, &server_id, "timed out".into()).await,
+        Ok(Err(e)) => {
+            return upstream_failed(&mut sock, &mut transport, cfg, &server_id, e.to_string())
+                .await;
+        }
+        Err(_) => {
+            return upstream_failed(
+                &mut sock,
+                &mut transport,
+                cfg,
+                &server_id,
+                "timed out".into(),
+            )
+            .await;
+        }
     };
     let _ = upstream.set_nodelay(true);
     let local_port = upstream.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -193,9 +249,16 @@ async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: Clien
         warn!(event = "session_closed", principal = %principal, reason = "client_io", error = %e, "client left before accept");
         return;
     }
-    let mut session = Session { shared, identity: started.identity, authority: shared.authority.clone(), transport };
+    let mut session = Session {
+        shared,
+        identity: started.identity,
+        authority: shared.authority.clone(),
+        transport,
+    };
     match session.run(sock, upstream).await {
-        Ok(()) => info!(event = "session_closed", principal = %principal, reason = "normal", proofs = session.identity.proofs(), "session ended"),
+        Ok(()) => {
+            info!(event = "session_closed", principal = %principal, reason = "normal", proofs = session.identity.proofs(), "session ended")
+        }
         Err(e) => warn!(
             event = "session_terminated",
             principal = %principal,
@@ -207,10 +270,22 @@ async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: Clien
     }
 }
 
-async fn upstream_failed(sock: &mut TcpStream, t: &mut Transport, cfg: &Config, server_id: &str, why: String) {
+async fn upstream_failed(
+    sock: &mut TcpStream,
+    t: &mut Transport,
+    cfg: &Config,
+    server_id: &str,
+    why: String,
+) {
     warn!(event = "upstream_failed", upstream = %cfg.upstream, error = %why, "cannot reach sshd");
     let reason = format!("{server_id} cannot reach its sshd");
-    refuse(sock, &mut t.sealer, TerminateCode::UpstreamUnavailable, reason).await;
+    refuse(
+        sock,
+        &mut t.sealer,
+        TerminateCode::UpstreamUnavailable,
+        reason,
+    )
+    .await;
 }
 
 struct Session<'a> {
@@ -231,8 +306,15 @@ impl Session<'_> {
         drop(ur);
         drop(uw);
         if let Err(SessionEnd::Identity(e)) = &result {
-            let msg = Control::Terminate { code: e.code, reason: e.reason.clone() };
-            let _ = timeout(TERMINATE_GRACE, send_controls(&mut cw, &mut self.transport.sealer, &[msg])).await;
+            let msg = Control::Terminate {
+                code: e.code,
+                reason: e.reason.clone(),
+            };
+            let _ = timeout(
+                TERMINATE_GRACE,
+                send_controls(&mut cw, &mut self.transport.sealer, &[msg]),
+            )
+            .await;
         }
         let _ = cw.shutdown().await;
         result
@@ -262,7 +344,9 @@ impl Session<'_> {
                     let n = r.map_err(SessionEnd::ClientIo)?;
                     if n == 0 {
                         // ssh usually kills its ProxyCommand once sshd is done.
-                        return if down_closed { Ok(()) } else { Err(SessionEnd::ClientVanished) };
+                        // After its CLOSE, or once sshd is done, a client that
+                        // goes away (ssh kills its ProxyCommand) ends normally.
+                        return if down_closed || up_closed { Ok(()) } else { Err(SessionEnd::ClientVanished) };
                     }
                     filled += n;
                     let used = self.transport.opener.open_all(&cbuf[..filled], &mut data, &mut events)?;
@@ -317,13 +401,24 @@ impl Session<'_> {
         }
     }
 
-    async fn on_control(&mut self, msg: Control, cw: &mut OwnedWriteHalf, out: &mut Vec<u8>) -> Result<(), SessionEnd> {
+    async fn on_control(
+        &mut self,
+        msg: Control,
+        cw: &mut OwnedWriteHalf,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SessionEnd> {
         let authority = self.authority.borrow().clone();
         let started = Instant::now();
         let what = msg.name();
         let reply = self
             .identity
-            .handle(msg, &self.shared.cfg.subca, authority.as_ref(), now(), mono_ms())
+            .handle(
+                msg,
+                &self.shared.cfg.subca,
+                authority.as_ref(),
+                now(),
+                mono_ms(),
+            )
             .map_err(SessionEnd::Identity)?;
         let principal = self.identity.principal();
         let serial = self.identity.serial();
@@ -336,7 +431,9 @@ impl Session<'_> {
                 verify_us = started.elapsed().as_micros() as u64,
                 "identity proof {seq} verified"
             ),
-            Control::Cert { .. } => info!(event = "cert_renewed", principal, serial = %serial, "client certificate renewed"),
+            Control::Cert { .. } => {
+                info!(event = "cert_renewed", principal, serial = %serial, "client certificate renewed")
+            }
             _ => warn!(event = "unexpected_reply", what, "unexpected reply"),
         }
         out.clear();

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ssh_key::{HashAlg, SshSig};
-use ztssh_proto::labels::SSHSIG_NAMESPACE_HANDSHAKE;
+use ztssh_proto::labels::{SSHSIG_NAMESPACE_HANDSHAKE, SSHSIG_NAMESPACE_RENEW};
 
 use crate::agent::Agent;
 
@@ -82,7 +82,17 @@ impl Identity {
 
     /// Signs `msg` as an SSHSIG in the handshake namespace.
     pub fn sign(&self, msg: &[u8]) -> Result<SshSig, String> {
-        let ns = SSHSIG_NAMESPACE_HANDSHAKE;
+        self.sign_in(SSHSIG_NAMESPACE_HANDSHAKE, msg)
+    }
+
+    /// Signs renewal data as an encoded SSHSIG in the renewal namespace.
+    pub fn sign_renewal(&self, msg: &[u8]) -> Result<Vec<u8>, String> {
+        use ssh_key::encoding::Encode;
+        let sig = self.sign_in(SSHSIG_NAMESPACE_RENEW, msg)?;
+        sig.encode_vec().map_err(|e| e.to_string())
+    }
+
+    fn sign_in(&self, ns: &str, msg: &[u8]) -> Result<SshSig, String> {
         match self {
             Self::File(k) => k
                 .sign(ns, HashAlg::Sha512, msg)

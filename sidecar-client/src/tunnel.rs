@@ -3,11 +3,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
 use ztssh_proto::frame::{Control, Event, FrameSize, Opener, Sealer};
 use ztssh_proto::handshake::{self, ClientConfig, ClientSession, message_len};
+use ztssh_proto::identity::{ClientEvent, ClientIdentity};
 use ztssh_proto::keys::{PublicKey, to_array};
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::human;
@@ -17,6 +20,8 @@ use crate::identity::Identity;
 use crate::settings::Settings;
 
 const BATCH: usize = 256 * 1024;
+/// Wait before retrying a failed renewal.
+const RENEW_RETRY: Duration = Duration::from_secs(5);
 
 type Reader = Box<dyn AsyncRead + Unpin + Send>;
 type Writer = Box<dyn AsyncWrite + Unpin + Send>;
@@ -88,7 +93,7 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), String> {
         "authenticated as {principal} with {} (hybrid X25519+ML-KEM-768 tunnel)",
         identity.public_key().fingerprint(ssh_key::HashAlg::Sha256)
     ));
-    pump(sock, session, verbose).await
+    pump(sock, session, identity, &principal, verbose).await
 }
 
 fn read_root(path: &std::path::Path) -> Result<PublicKey, String> {
@@ -238,157 +243,225 @@ fn stdio() -> (Reader, Writer) {
     (input, output)
 }
 
-async fn pump(sock: TcpStream, session: ClientSession, verbose: bool) -> Result<(), String> {
+async fn pump(
+    sock: TcpStream,
+    session: ClientSession,
+    identity: Identity,
+    principal: &str,
+    verbose: bool,
+) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let (input, output) = stdio();
     let (tr, tw) = sock.into_split();
-    let server = session.licence.body.server_id.clone();
-    let t = session.transport;
+    let lic = &session.licence.body;
+    let ids = ClientIdentity::new(
+        session.handshake_hash,
+        principal,
+        session.session_key,
+        lic.subca_key,
+    );
     // ssh sends its ProxyCommand SIGHUP as it exits; end the tunnel cleanly
     // (a CLOSE record) rather than vanishing mid-stream.
     let hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
     let term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-    let mut up = tokio::spawn(uplink(input, tw, t.sealer, hangup, term));
-    let down = downlink(tr, output, t.opener, &server, verbose);
-    tokio::pin!(down);
-    tokio::select! {
-        d = &mut down => {
-            // The tunnel is over from the server's side; stdin may never reach EOF.
-            up.abort();
-            d
-        }
-        u = &mut up => match u {
-            Ok(Ok(Uplink::Signalled)) => Ok(()),
-            Ok(Err(e)) => Err(e),
-            // stdin ended and CLOSE was sent: wait for the server to finish.
-            Ok(Ok(Uplink::Eof)) => down.await,
-            Err(e) => Err(format!("internal error: {e}")),
-        },
-    }
+    let mut pump = Pump {
+        server: lic.server_id.clone(),
+        verbose,
+        sealer: session.transport.sealer,
+        opener: session.transport.opener,
+        ids,
+        identity: Arc::new(identity),
+        output: Some(output),
+        tw,
+        accepted: false,
+    };
+    pump.run(input, tr, hangup, term).await
 }
 
-/// How the uplink ended.
-enum Uplink {
-    /// ssh closed our stdin; CLOSE sent.
-    Eof,
-    /// We were told to stop; CLOSE sent.
-    Signalled,
-}
-
-/// stdin → tunnel.
-async fn uplink(
-    mut input: Reader,
-    mut tw: OwnedWriteHalf,
-    mut sealer: Sealer,
-    mut hangup: tokio::signal::unix::Signal,
-    mut term: tokio::signal::unix::Signal,
-) -> Result<Uplink, String> {
-    let max = sealer.frame_size().max_data();
-    let mut buf = vec![0u8; (BATCH / max).max(1) * max];
-    let mut out = Vec::with_capacity(BATCH + BATCH / 8);
-    loop {
-        let read = tokio::select! {
-            r = input.read(&mut buf) => r.map_err(|e| format!("reading from ssh: {e}"))?,
-            _ = hangup.recv() => return close(&mut tw, &mut sealer, Uplink::Signalled).await,
-            _ = term.recv() => return close(&mut tw, &mut sealer, Uplink::Signalled).await,
-        };
-        if read == 0 {
-            return close(&mut tw, &mut sealer, Uplink::Eof).await;
-        }
-        out.clear();
-        sealer
-            .seal_data(&buf[..read], &mut out)
-            .map_err(|e| e.to_string())?;
-        tw.write_all(&out)
-            .await
-            .map_err(|e| format!("connection lost: {e}"))?;
-    }
-}
-
-async fn close(
-    tw: &mut OwnedWriteHalf,
-    sealer: &mut Sealer,
-    how: Uplink,
-) -> Result<Uplink, String> {
-    let mut out = Vec::new();
-    sealer.seal_close(&mut out).map_err(|e| e.to_string())?;
-    tw.write_all(&out)
-        .await
-        .map_err(|e| format!("connection lost: {e}"))?;
-    Ok(how)
-}
-
-/// tunnel → stdout, handling control messages.
-/// `server` is the licensed server id, verified in the handshake.
-async fn downlink(
-    mut tr: OwnedReadHalf,
-    output: Writer,
-    mut opener: Opener,
-    server: &str,
+struct Pump {
+    server: String,
     verbose: bool,
-) -> Result<(), String> {
-    let f = opener.frame_size().get();
-    let mut buf = vec![0u8; (BATCH / f).max(2) * f];
-    let mut filled = 0;
-    let mut data = Vec::with_capacity(BATCH);
-    let mut events = Vec::new();
-    let mut output = Some(output);
-    let mut accepted = false;
-    loop {
-        let n = tr
-            .read(&mut buf[filled..])
+    sealer: Sealer,
+    opener: Opener,
+    ids: ClientIdentity,
+    identity: Arc<Identity>,
+    output: Option<Writer>,
+    tw: OwnedWriteHalf,
+    accepted: bool,
+}
+
+/// A renewal signature being made off the data path (ssh-agent may ask the
+/// user to confirm).
+type Signing = tokio::task::JoinHandle<Result<Vec<u8>, String>>;
+
+impl Pump {
+    fn say(&self, msg: String) {
+        if self.verbose {
+            eprintln!("ztssh: {msg}");
+        }
+    }
+
+    async fn send(&mut self, out: &[u8]) -> Result<(), String> {
+        self.tw
+            .write_all(out)
             .await
-            .map_err(|e| format!("connection to {server} lost: {e}"))?;
-        if n == 0 {
-            return if output.is_none() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "connection to {server} lost (closed without an end-of-session record)"
-                ))
-            };
-        }
-        filled += n;
-        let opened = opener.open_all(&buf[..filled], &mut data, &mut events);
-        let used = opened
-            .map_err(|e| format!("tunnel integrity failure from {server}: {e}; session closed"))?;
-        buf.copy_within(used..filled, 0);
-        filled -= used;
-        if !data.is_empty() {
-            let out = output
-                .as_mut()
-                .ok_or_else(|| format!("{server} sent data after closing"))?;
-            out.write_all(&data)
-                .await
-                .map_err(|e| format!("writing to ssh: {e}"))?;
-            out.flush()
-                .await
-                .map_err(|e| format!("writing to ssh: {e}"))?;
-            data.clear();
-        }
-        for ev in events.drain(..) {
-            match ev {
-                Event::Control(Control::Accept { .. }) => {
-                    if verbose {
-                        eprintln!("ztssh: {server} accepted the session; connected to its sshd");
+            .map_err(|e| format!("connection to {} lost: {e}", self.server))
+    }
+
+    async fn run(
+        &mut self,
+        mut input: Reader,
+        mut tr: OwnedReadHalf,
+        mut hangup: tokio::signal::unix::Signal,
+        mut term: tokio::signal::unix::Signal,
+    ) -> Result<(), String> {
+        let max = self.sealer.frame_size().max_data();
+        let f = self.opener.frame_size().get();
+        let mut ibuf = vec![0u8; (BATCH / max).max(1) * max];
+        let mut tbuf = vec![0u8; (BATCH / f).max(2) * f];
+        let mut filled = 0;
+        let mut out = Vec::with_capacity(BATCH + BATCH / 8);
+        let mut data = Vec::with_capacity(BATCH);
+        let mut events = Vec::new();
+        let mut stdin_open = true;
+        let mut signing: Option<Signing> = None;
+        let mut retry_at = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                r = input.read(&mut ibuf), if stdin_open => {
+                    let n = r.map_err(|e| format!("reading from ssh: {e}"))?;
+                    out.clear();
+                    if n == 0 {
+                        stdin_open = false;
+                        self.sealer.seal_close(&mut out).map_err(|e| e.to_string())?;
+                    } else {
+                        self.sealer.seal_data(&ibuf[..n], &mut out).map_err(|e| e.to_string())?;
                     }
-                    accepted = true;
+                    self.send(&out).await?;
                 }
-                Event::Control(Control::Terminate { reason, .. }) if !accepted => {
-                    return Err(format!("{server} refused the session: {reason}"));
-                }
-                Event::Control(Control::Terminate { reason, .. }) => {
-                    return Err(format!("session terminated by {server}: {reason}"));
-                }
-                Event::Control(_) => {
-                    return Err(format!("{server} sent an unexpected control message"));
-                }
-                Event::Close => {
-                    if let Some(mut out) = output.take() {
-                        let _ = out.shutdown().await;
+                r = tr.read(&mut tbuf[filled..]) => {
+                    let n = r.map_err(|e| format!("connection to {} lost: {e}", self.server))?;
+                    if n == 0 {
+                        return if self.output.is_none() {
+                            Ok(())
+                        } else {
+                            Err(format!("connection to {} lost (closed without an end-of-session record)", self.server))
+                        };
                     }
+                    filled += n;
+                    let opened = self.opener.open_all(&tbuf[..filled], &mut data, &mut events);
+                    let used = opened.map_err(|e| format!("tunnel integrity failure from {}: {e}; session closed", self.server))?;
+                    tbuf.copy_within(used..filled, 0);
+                    filled -= used;
+                    if !data.is_empty() {
+                        let server = self.server.clone();
+                        let sink = self.output.as_mut().ok_or_else(|| format!("{server} sent data after closing"))?;
+                        let written = async { sink.write_all(&data).await?; sink.flush().await }.await;
+                        if written.is_err() {
+                            // ssh has gone (it exits as soon as it has the exit
+                            // status); end the tunnel cleanly.
+                            return self.close(&mut out).await;
+                        }
+                        data.clear();
+                    }
+                    for ev in std::mem::take(&mut events) {
+                        self.on_event(ev, &mut out).await?;
+                    }
+                }
+                _ = tick.tick(), if signing.is_none() => {
+                    let now = now();
+                    if self.ids.renewal_due(now) && tokio::time::Instant::now() >= retry_at {
+                        let data = self.ids.renewal_data()?;
+                        let identity = Arc::clone(&self.identity);
+                        signing = Some(tokio::task::spawn_blocking(move || identity.sign_renewal(&data)));
+                    }
+                }
+                done = wait_signing(&mut signing), if signing.is_some() => {
+                    signing = None;
+                    match done.unwrap_or_else(|e| Err(e.to_string())) {
+                        Ok(sig) => {
+                            let msg = self.ids.renew(sig)?;
+                            out.clear();
+                            self.sealer.seal_control(&msg, &mut out).map_err(|e| e.to_string())?;
+                            self.send(&out).await?;
+                        }
+                        Err(e) => {
+                            self.ids.abandon_renewal();
+                            retry_at = tokio::time::Instant::now() + RENEW_RETRY;
+                            let left = self.ids.cert().map_or(0, |c| c.not_after.saturating_sub(now()));
+                            eprintln!("ztssh: warning: certificate renewal failed: {e}; the session ends in {} unless a retry succeeds", human(left));
+                        }
+                    }
+                }
+                _ = hangup.recv() => return self.close(&mut out).await,
+                _ = term.recv() => return self.close(&mut out).await,
+            }
+        }
+    }
+
+    async fn close(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        out.clear();
+        self.sealer.seal_close(out).map_err(|e| e.to_string())?;
+        let _ = self.tw.write_all(out).await;
+        Ok(())
+    }
+
+    async fn on_event(&mut self, ev: Event, out: &mut Vec<u8>) -> Result<(), String> {
+        let server = self.server.clone();
+        match ev {
+            Event::Control(Control::Accept { .. }) => {
+                self.say(format!(
+                    "{server} accepted the session; connected to its sshd"
+                ));
+                self.accepted = true;
+            }
+            Event::Control(Control::Terminate { reason, .. }) if !self.accepted => {
+                return Err(format!("{server} refused the session: {reason}"));
+            }
+            Event::Control(Control::Terminate { reason, .. }) => {
+                return Err(format!("session terminated by {server}: {reason}"));
+            }
+            Event::Control(msg) => match self.ids.handle(&msg, now())? {
+                ClientEvent::Reply(reply) => {
+                    if let Control::Proof { seq, .. } = &reply {
+                        self.say(format!("identity challenge {seq} from {server}: answered"));
+                    }
+                    out.clear();
+                    self.sealer
+                        .seal_control(&reply, out)
+                        .map_err(|e| e.to_string())?;
+                    self.send(out).await?;
+                }
+                ClientEvent::CertInstalled {
+                    serial,
+                    not_after,
+                    renewed,
+                } => {
+                    let verb = if renewed { "renewed" } else { "issued" };
+                    self.say(format!(
+                        "client certificate {serial} {verb}, valid for {}",
+                        human(not_after.saturating_sub(now()))
+                    ));
+                }
+                ClientEvent::Acked(seq) => self.say(format!("identity proof {seq} accepted")),
+                ClientEvent::None => {}
+            },
+            Event::Close => {
+                if let Some(mut sink) = self.output.take() {
+                    let _ = sink.shutdown().await;
                 }
             }
         }
+        Ok(())
+    }
+}
+
+async fn wait_signing(
+    s: &mut Option<Signing>,
+) -> Result<Result<Vec<u8>, String>, tokio::task::JoinError> {
+    match s {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
     }
 }

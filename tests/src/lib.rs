@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+pub mod client;
+
 /// Paths of the built binaries (next to the test executable's directory).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -240,6 +242,46 @@ impl Pki {
     pub fn root_pub(&self) -> PathBuf {
         self.ca.join("root.pub")
     }
+
+    /// The root public key.
+    pub fn root_key(&self) -> ztssh_proto::keys::PublicKey {
+        let bytes = ztssh_proto::keyfile::read_pem(&self.root_pub(), "ZTSSH ROOT PUBLIC KEY")
+            .expect("root.pub");
+        ztssh_proto::keys::PublicKey(bytes.try_into().expect("32 bytes"))
+    }
+
+    /// Where the proxy reads its revocation list.
+    pub fn crl(&self) -> PathBuf {
+        self.ca.parent().expect("dir").join("crl.pem")
+    }
+
+    /// `ztssh-ca crl`: signs and atomically replaces the revocation list.
+    pub fn publish_crl(&self) {
+        let mut c = Command::new(bin("ztssh-ca"));
+        c.arg("crl")
+            .arg("--dir")
+            .arg(&self.ca)
+            .arg("--out")
+            .arg(self.crl());
+        ok(
+            &run_bounded(&mut c, Duration::from_secs(10)),
+            "ztssh-ca crl",
+        );
+    }
+
+    /// `ztssh-ca revoke --KIND VALUE`.
+    pub fn revoke(&self, kind: &str, value: &str) {
+        let mut c = Command::new(bin("ztssh-ca"));
+        c.arg("revoke")
+            .arg("--dir")
+            .arg(&self.ca)
+            .arg(format!("--{kind}"))
+            .arg(value);
+        ok(
+            &run_bounded(&mut c, Duration::from_secs(10)),
+            "ztssh-ca revoke",
+        );
+    }
 }
 
 /// A user key pair made with ssh-keygen.
@@ -340,14 +382,11 @@ impl World {
         let alice = user_key(dir.path(), "alice");
         let alice_pub = read_text(&alice.with_extension("pub"));
         let pki = Pki::create(dir.path(), &["localhost", "web1"]);
+        pki.publish_crl();
         let sshd = Sshd::start(dir.path(), &alice_pub);
-        let proxy = Proxy::start(
-            dir.path(),
-            &pki,
-            sshd.port,
-            &format!("alice {alice_pub}"),
-            extra,
-        );
+        let extra = format!("revocation_list = \"{}\"\n{extra}", pki.crl().display());
+        let principals = format!("alice {alice_pub}");
+        let proxy = Proxy::start(dir.path(), &pki, sshd.port, &principals, &extra);
         Self {
             dir,
             pki,

@@ -68,7 +68,7 @@ fn tampered_frame_from_client_closes_session_before_sshd_sees_a_byte() {
 fn tampered_frame_from_proxy_is_reported_by_the_sidecar() {
     let w = World::new();
     let f = FrameSize::default();
-    // Second record after message 2: the first carries ACCEPT, the second sshd's banner.
+    // Second record after message 2 (ACCEPT, then the first CERT).
     let offset = message_len(2, f) + f.get() + 100;
     let evil = Relay::start(w.proxy.port, Some((Dir::Down, offset)));
     let out = run_bounded(&mut ssh_via(&w, evil.port), T);

@@ -1,0 +1,386 @@
+//! Continuous identity end to end: challenges and renewals keep a real ssh
+//! session alive; revocation and silence end it, and say why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ztssh_proto::frame::Control;
+use ztssh_tests::client::LibClient;
+use ztssh_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+const FAST: &str = "challenge_interval_secs = 1\nchallenge_deadline_secs = 1\ncert_ttl_secs = 4\n";
+const SLOW_CERTS: &str =
+    "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 300\n";
+
+fn count(h: &str, n: &str) -> usize {
+    h.matches(n).count()
+}
+
+/// Starts `ssh host 'sleep 60'` and waits until the proxy has connected it to sshd.
+fn live_session(w: &World) -> Child {
+    let before = count(&w.proxy.log_text(), "event=\"upstream_connected\"");
+    let mut cmd = w.ssh();
+    cmd.arg("echo started; sleep 60")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn ssh");
+    wait_until(Duration::from_secs(20), "session to connect", || {
+        count(&w.proxy.log_text(), "event=\"upstream_connected\"") > before
+            && count(&w.sshd.log_text(), "Accepted publickey") > before
+    });
+    child
+}
+
+/// Publishes a revocation and returns how long the session took to die.
+fn revoke_and_time(
+    w: &World,
+    kind: &str,
+    value: &str,
+    sessions: Vec<Child>,
+) -> Vec<(Duration, String)> {
+    w.pki.revoke(kind, value);
+    let landed = Instant::now();
+    w.pki.publish_crl();
+    sessions
+        .into_iter()
+        .map(|child| {
+            let out = wait_bounded(child, Duration::from_secs(15));
+            assert!(!out.status.success(), "ssh must fail: {}", stderr(&out));
+            (landed.elapsed(), stderr(&out))
+        })
+        .collect()
+}
+
+#[test]
+fn a_live_session_survives_ten_challenges_and_two_renewals() {
+    let w = World::with_extra(FAST);
+    let out = run_bounded(
+        w.ssh()
+            .arg("for i in $(seq 1 12); do echo tick $i; sleep 1; done"),
+        T,
+    );
+    assert_ok(&out, "12 s session");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 12, "{text}");
+    let log = w.proxy.log_text();
+    assert!(count(&log, "event=\"challenge_ok\"") >= 10, "{log}");
+    assert!(count(&log, "event=\"cert_renewed\"") >= 2, "{log}");
+    assert!(
+        !log.contains("session_terminated"),
+        "{log}\nssh stderr: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn banning_the_principal_ends_the_live_shell() {
+    let w = World::with_extra(SLOW_CERTS);
+    let ssh = live_session(&w);
+    let local_port = w
+        .proxy
+        .log_text()
+        .split("local_port=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .expect("local_port");
+    let results = revoke_and_time(&w, "principal", "alice", vec![ssh]);
+    let (elapsed, err) = &results[0];
+    println!("ban → ssh exit: {elapsed:?} (list written → session gone, including ssh's own exit)");
+    assert!(
+        err.contains("ztssh: session terminated by web1: principal alice banned"),
+        "{err}"
+    );
+    assert!(
+        *elapsed < Duration::from_secs(10),
+        "liveness bound; the 1 s target is measured by the kill bench"
+    );
+    wait_until(Duration::from_secs(10), "proxy log", || {
+        w.proxy.log_text().contains("reason=\"principal_banned\"")
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "sshd to log the disconnect",
+        || {
+            w.sshd.log_text().lines().any(|l| {
+                l.contains(&format!("port {local_port}"))
+                    && (l.contains("closed") || l.contains("Disconnected") || l.contains("reset"))
+            })
+        },
+    );
+    // A new session is refused at once, before sshd hears of it.
+    let out = run_bounded(w.ssh().arg("true"), T);
+    assert!(
+        stderr(&out).contains("refused the session: principal alice banned"),
+        "{}\n{}",
+        stderr(&out),
+        w.proxy.log_text()
+    );
+}
+
+#[test]
+fn revoking_the_certificate_serial_ends_the_session() {
+    let w = World::with_extra(SLOW_CERTS);
+    let ssh = live_session(&w);
+    let serial = w
+        .proxy
+        .log_text()
+        .split("event=\"authorized\"")
+        .nth(1)
+        .and_then(|s| s.split("serial=").nth(1))
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .expect("serial in log");
+    let results = revoke_and_time(&w, "serial", &serial, vec![ssh]);
+    let (elapsed, err) = &results[0];
+    println!("serial revoked → ssh exit: {elapsed:?}");
+    assert!(
+        err.contains(&format!(
+            "session terminated by web1: certificate {serial} revoked"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn revoking_the_server_licence_ends_every_session() {
+    let w = World::with_extra(SLOW_CERTS);
+    let sessions = vec![live_session(&w), live_session(&w)];
+    let results = revoke_and_time(&w, "server", "web1", sessions);
+    for (elapsed, err) in &results {
+        println!("licence revoked → ssh exit: {elapsed:?}");
+        assert!(
+            err.contains("session terminated by web1: server licence for web1 revoked"),
+            "{err}"
+        );
+    }
+    // And the Sub-CA issues nothing more.
+    let out = run_bounded(w.ssh().arg("true"), T);
+    assert!(
+        stderr(&out).contains("refused the session: server licence for web1 revoked"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_frozen_sidecar_loses_its_session_after_the_deadline() {
+    let w = World::with_extra(FAST);
+    let ssh = live_session(&w);
+    let sidecar = wait_for_child_of(ssh.id());
+    let stop = Command::new("kill")
+        .arg("-STOP")
+        .arg(sidecar.to_string())
+        .status()
+        .expect("kill -STOP");
+    assert!(stop.success());
+    wait_until(
+        Duration::from_secs(15),
+        "proxy to kill the silent session",
+        || w.proxy.log_text().contains("reason=\"proof_late\""),
+    );
+    let _ = Command::new("kill")
+        .arg("-CONT")
+        .arg(sidecar.to_string())
+        .status();
+    let out = wait_bounded(ssh, Duration::from_secs(15));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("session terminated by web1: no proof for challenge"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn wait_for_child_of(pid: u32) -> u32 {
+    let mut found = None;
+    wait_until(Duration::from_secs(10), "sidecar process", || {
+        let out = Command::new("pgrep")
+            .arg("-P")
+            .arg(pid.to_string())
+            .arg("ztssh-sidecar")
+            .output()
+            .expect("pgrep");
+        found = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok());
+        found.is_some()
+    });
+    found.expect("sidecar pid")
+}
+
+fn lib_client(w: &World) -> LibClient {
+    let mut c =
+        LibClient::connect(w.proxy.port, w.pki.root_key(), &w.alice, "alice").expect("connect");
+    c.establish().expect("establish");
+    c
+}
+
+fn terminate_reason(c: &mut LibClient) -> String {
+    loop {
+        match c.next_control() {
+            Ok(Some(Control::Terminate { reason, .. })) => return reason,
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => panic!("connection closed without TERMINATE"),
+        }
+    }
+}
+
+#[test]
+fn a_replayed_proof_is_rejected() {
+    let w = World::with_extra(SLOW_CERTS);
+    let mut c = lib_client(&w);
+    let ch1 = c.next_control().expect("read").expect("challenge 1");
+    let proof1 = c.answer(&ch1).expect("answer");
+    assert!(matches!(
+        c.next_control().expect("read"),
+        Some(Control::Ack { .. })
+    ));
+    let _ch2 = c.next_control().expect("read").expect("challenge 2");
+    c.send(&proof1).expect("replay");
+    let reason = terminate_reason(&mut c);
+    assert!(
+        reason.contains("proof for challenge 1, expected 2"),
+        "{reason}"
+    );
+    wait_until(Duration::from_secs(10), "proxy log", || {
+        w.proxy.log_text().contains("reason=\"proof_wrong_seq\"")
+    });
+}
+
+#[test]
+fn a_proof_relayed_from_another_connection_is_rejected() {
+    let w = World::with_extra(SLOW_CERTS);
+    let mut a = lib_client(&w);
+    let mut b = lib_client(&w);
+    let ch_a = a.next_control().expect("read").expect("challenge a");
+    let ch_b = b.next_control().expect("read").expect("challenge b");
+    let (
+        Control::Challenge { nonce, seq, .. },
+        Control::Challenge {
+            nonce: nonce_b,
+            seq: seq_b,
+            ..
+        },
+    ) = (&ch_a, &ch_b)
+    else {
+        panic!("expected challenges")
+    };
+    assert_eq!(seq, seq_b);
+    // Connection A answers B's challenge; the proof is relayed into B.
+    let relayed = a
+        .answer(&Control::Challenge {
+            seq: *seq,
+            nonce: *nonce_b,
+            deadline_secs: 2,
+        })
+        .expect("answer");
+    let _ = nonce;
+    b.send(&relayed).expect("relay");
+    let reason = terminate_reason(&mut b);
+    assert!(
+        reason.contains("not this session's current one") || reason.contains("relayed"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_renewal_that_switches_principal_is_refused() {
+    let w = World::with_extra(SLOW_CERTS);
+    let mut c = lib_client(&w);
+    let data = c.ids.renewal_data().expect("data");
+    let user = ssh_key::PrivateKey::read_openssh_file(&w.alice).expect("key");
+    let sig = user
+        .sign(
+            ztssh_proto::labels::SSHSIG_NAMESPACE_RENEW,
+            ssh_key::HashAlg::Sha512,
+            &data,
+        )
+        .expect("sign");
+    use ssh_key::encoding::Encode;
+    let Control::Renew {
+        new_key,
+        new_sig,
+        old_sig,
+        user_sig,
+        ..
+    } = c.ids.renew(sig.encode_vec().expect("enc")).expect("renew")
+    else {
+        panic!()
+    };
+    c.send(&Control::Renew {
+        principal: "root".into(),
+        new_key,
+        new_sig,
+        old_sig,
+        user_sig,
+    })
+    .expect("send");
+    let reason = terminate_reason(&mut c);
+    assert_eq!(
+        reason,
+        "renewal tried to switch principal from alice to root"
+    );
+}
+
+#[test]
+fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
+    let w = World::with_extra(
+        "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\n",
+    );
+    let sock = w.dir.path().join("agent.sock");
+    let agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    let _agent = Guard(agent);
+    wait_until(Duration::from_secs(10), "agent socket", || sock.exists());
+    let add = run_bounded(
+        Command::new("ssh-add")
+            .arg(&w.alice)
+            .env("SSH_AUTH_SOCK", &sock),
+        T,
+    );
+    assert_ok(&add, "ssh-add");
+    // The sidecar signs with the agent: no --identity.
+    let opts: Vec<String> = w
+        .client_opts(&w.alice, "")
+        .into_iter()
+        .map(|o| o.replace(&format!("--identity {} ", w.alice.display()), ""))
+        .collect();
+    let mut cmd = Command::new("ssh");
+    cmd.args(opts)
+        .arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg("root@localhost")
+        .arg("sleep 60");
+    cmd.env("SSH_AUTH_SOCK", &sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let ssh = cmd.spawn().expect("ssh");
+    wait_until(Duration::from_secs(20), "session", || {
+        w.proxy.log_text().contains("upstream_connected")
+    });
+    let del = run_bounded(
+        Command::new("ssh-add")
+            .arg("-D")
+            .env("SSH_AUTH_SOCK", &sock),
+        T,
+    );
+    assert_ok(&del, "ssh-add -D");
+    let out = wait_bounded(ssh, Duration::from_secs(30));
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("certificate renewal failed"), "{err}");
+    assert!(
+        err.contains("session terminated by web1: client certificate for alice expired"),
+        "{err}"
+    );
+}
