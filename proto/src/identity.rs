@@ -354,7 +354,8 @@ impl ServerIdentity {
                 "proof carries a certificate that is not this session's current one",
             ));
         }
-        cert.check_window(now).map_err(|e| Ended::identity("proof_bad_cert", e.to_string()))?;
+        cert.check_window(now)
+            .map_err(|e| Ended::identity("proof_bad_cert", e.to_string()))?;
         let data = proof_data(&self.h, seq, &p.nonce, &cert.serial);
         cert.session_key
             .verify(labels::CTX_PROOF, &data, sig, "challenge proof")
