@@ -59,10 +59,9 @@ fn main() {
     let mut server = started.identity;
     let mut client = ClientIdentity::new(h, "alice", session, subca.public());
     client.handle(&started.cert, now).expect("cert");
-    let mut mono = 0u64;
     let mut spent = Duration::ZERO;
     for _ in 0..rounds {
-        mono = server.next_wakeup();
+        let mono = server.next_wakeup();
         let ch = server
             .poll(now, mono, random_bytes())
             .expect("poll")
