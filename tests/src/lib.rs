@@ -352,6 +352,12 @@ impl Proxy {
         }
     }
 
+    /// Sends the proxy SIGHUP (reload licence, principals, revocation list).
+    pub fn sighup(&self) {
+        let status = Command::new("kill").arg("-HUP").arg(self._child.0.id().to_string()).status().expect("kill");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
     /// The proxy's log so far.
     pub fn log_text(&self) -> String {
         read_text(&self.log)
