@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -25,7 +25,7 @@ mod session;
 
 use authority::Authority;
 use config::{Config, ConfigError, Overrides};
-use session::Shared;
+use session::{Shared, now};
 use tokio::sync::watch;
 
 /// Exit code for configuration errors (EX_USAGE).
@@ -75,13 +75,6 @@ enum Cmd {
         #[arg(long)]
         log_format: Option<String>,
     },
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn main() -> ExitCode {
