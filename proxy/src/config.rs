@@ -51,6 +51,7 @@ const ENV_KEYS: &[&str] = &[
     "challenge_interval_secs",
     "challenge_deadline_secs",
     "cert_ttl_secs",
+    "metrics_listen",
 ];
 
 /// Raw settings as written by the operator.
@@ -100,6 +101,9 @@ pub struct Settings {
     /// Lifetime of client certificates (at most 3600).
     #[serde(default = "default_cert_ttl")]
     pub cert_ttl_secs: u64,
+    /// Where to serve `/metrics` and `/healthz` (off when unset).
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 fn default_challenge_interval() -> u64 {
@@ -153,6 +157,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Parsed upstream address.
     pub upstream: SocketAddr,
+    /// Parsed metrics address.
+    pub metrics_listen: Option<SocketAddr>,
     /// Frame size.
     pub frame_size: FrameSize,
     /// Handshake deadline.
@@ -211,6 +217,10 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     };
     let listen = addr("listen", &settings.listen)?;
     let upstream = addr("upstream", &settings.upstream)?;
+    let metrics_listen = match &settings.metrics_listen {
+        Some(m) => Some(addr("metrics_listen", m)?),
+        None => None,
+    };
     let frame_size = FrameSize::new(settings.frame_size)
         .map_err(|e| err(format!("frame_size = {}: {e}", settings.frame_size)))?;
     if !(1..=300).contains(&settings.handshake_timeout_secs) {
@@ -252,6 +262,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let cfg = Config {
         listen,
         upstream,
+        metrics_listen,
         frame_size,
         handshake_timeout: Duration::from_secs(settings.handshake_timeout_secs),
         upstream_timeout: Duration::from_secs(settings.upstream_connect_timeout_secs),

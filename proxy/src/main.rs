@@ -21,6 +21,7 @@ use ztssh_proto::{armor, keyfile};
 mod authority;
 mod authz;
 mod config;
+mod metrics;
 mod session;
 
 use authority::Authority;
@@ -203,9 +204,22 @@ async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         authority::warn_if_stale(crl, now());
     }
     let (authority_tx, authority_rx) = watch::channel(Arc::new(initial));
+    let metrics = Arc::new(metrics::Metrics::new());
+    if let Some(addr) = cfg.metrics_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        info!(event = "metrics_listening", addr = %addr, "serving /metrics and /healthz");
+        tokio::spawn(metrics::serve(
+            l,
+            Arc::clone(&metrics),
+            authority_rx.clone(),
+        ));
+    }
     let shared = Arc::new(Shared {
         cfg,
         authority: authority_rx,
+        metrics,
     });
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -262,10 +276,20 @@ async fn accept_loop(
         };
         // Cheap checks before any cryptography: global and half-open caps.
         let Ok(conn) = Arc::clone(&conns).try_acquire_owned() else {
+            shared
+                .metrics
+                .refused
+                .with_label_values(&["max_connections"])
+                .inc();
             warn!(event = "connection_refused", peer = %peer, reason = "max_connections", "too many connections");
             continue;
         };
         let Ok(hs) = Arc::clone(&handshakes).try_acquire_owned() else {
+            shared
+                .metrics
+                .refused
+                .with_label_values(&["max_handshakes"])
+                .inc();
             warn!(event = "connection_refused", peer = %peer, reason = "max_handshakes", "too many handshakes in progress");
             continue;
         };
@@ -312,6 +336,7 @@ fn reload(shared: &Shared, tx: &watch::Sender<Arc<Authority>>) {
                 }
                 (old, _) => fresh.crl = old.clone(),
             }
+            shared.metrics.reloads.with_label_values(&["ok"]).inc();
             info!(
                 event = "reload",
                 result = "ok",
@@ -320,6 +345,7 @@ fn reload(shared: &Shared, tx: &watch::Sender<Arc<Authority>>) {
             tx.send_replace(Arc::new(fresh));
         }
         Err(e) => {
+            shared.metrics.reloads.with_label_values(&["failed"]).inc();
             warn!(event = "reload", result = "failed", error = %e, "reload failed; previous configuration stays in force")
         }
     }
@@ -344,8 +370,20 @@ async fn watch_crl_file(path: PathBuf, shared: Arc<Shared>, tx: watch::Sender<Ar
         last = now_stamp;
         let current = tx.borrow().clone();
         let offered = authority::read_crl(&path, &shared.cfg.root);
-        if let Some(next) = authority::merge_crl(&current, offered, now()) {
-            tx.send_replace(next);
+        let refused = match &offered {
+            Err(_) => true,
+            Ok(c) => current
+                .crl
+                .as_ref()
+                .is_some_and(|cur| c.list_version < cur.list_version),
+        };
+        match authority::merge_crl(&current, offered, now()) {
+            Some(next) => {
+                shared.metrics.reloads.with_label_values(&["ok"]).inc();
+                tx.send_replace(next);
+            }
+            None if refused => shared.metrics.reloads.with_label_values(&["failed"]).inc(),
+            None => {}
         }
     }
 }

@@ -77,6 +77,8 @@ impl SessionEnd {
 
 /// What every session shares.
 pub struct Shared {
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Static configuration and keys.
     pub cfg: Config,
     /// The live authority; replaced on reload.
@@ -98,14 +100,17 @@ pub async fn handle(
         let _ = sock.set_nodelay(true);
         let authed = match timeout(cfg.handshake_timeout, run_handshake(cfg, &mut sock)).await {
             Err(_) => {
+                shared.metrics.handshakes.with_label_values(&["timeout"]).inc();
                 warn!(event = "handshake_failed", reason = "timeout", "handshake not finished within {:?}; dropped", cfg.handshake_timeout);
                 return;
             }
             Ok(Err(HandshakeFail::Closed)) => {
+                shared.metrics.handshakes.with_label_values(&["closed"]).inc();
                 info!(event = "handshake_failed", reason = "closed", "client closed the connection during the handshake");
                 return;
             }
             Ok(Err(HandshakeFail::Proto(e))) => {
+                shared.metrics.handshakes.with_label_values(&["protocol_error"]).inc();
                 warn!(event = "handshake_failed", reason = "protocol", error = %e, "handshake rejected");
                 return;
             }
@@ -192,6 +197,11 @@ async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: Clien
     );
     let mut transport: Transport = authed.transport;
     if !allowed {
+        shared
+            .metrics
+            .handshakes
+            .with_label_values(&["denied"])
+            .inc();
         warn!(event = "authorization_denied", principal = %principal, user_key = %key_fp, "key is not authorized for this principal");
         let reason =
             format!("principal {principal} is not authorized with key {key_fp} on {server_id}");
@@ -217,6 +227,11 @@ async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: Clien
     let started = match started {
         Ok(s) => s,
         Err(e) => {
+            shared
+                .metrics
+                .handshakes
+                .with_label_values(&["denied"])
+                .inc();
             warn!(event = "authorization_denied", principal = %principal, reason = e.kind, "{}", e.reason);
             return refuse(&mut sock, &mut transport.sealer, e.code, e.reason).await;
         }
@@ -243,6 +258,12 @@ async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: Clien
     let _ = upstream.set_nodelay(true);
     let local_port = upstream.local_addr().map(|a| a.port()).unwrap_or(0);
     info!(event = "upstream_connected", principal = %principal, serial = %serial, local_port, "connected to sshd");
+    shared.metrics.handshakes.with_label_values(&["ok"]).inc();
+    shared
+        .metrics
+        .certificates
+        .with_label_values(&["issued"])
+        .inc();
     info!(event = "cert_issued", principal = %principal, serial = %serial, ttl_secs = cfg.timing.cert_ttl_secs, "client certificate issued");
     let first = [Control::Accept { server_id }, started.cert];
     if let Err(e) = send_controls(&mut sock, &mut transport.sealer, &first).await {
@@ -255,7 +276,20 @@ async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: Clien
         authority: shared.authority.clone(),
         transport,
     };
-    match session.run(sock, upstream).await {
+    let m = &shared.metrics;
+    m.sessions_total.inc();
+    m.sessions_open.inc();
+    let ended = session.run(sock, upstream).await;
+    m.sessions_open.dec();
+    if let Err(e) = &ended {
+        m.terminations.with_label_values(&[e.kind()]).inc();
+        if let SessionEnd::Identity(i) = e
+            && i.kind.starts_with("proof_")
+        {
+            m.challenges.with_label_values(&["failed"]).inc();
+        }
+    }
+    match ended {
         Ok(()) => {
             info!(event = "session_closed", principal = %principal, reason = "normal", proofs = session.identity.proofs(), "session ended")
         }
@@ -357,6 +391,7 @@ impl Session<'_> {
                             return Err(ProtoError::PeerMisbehaved("DATA after CLOSE").into());
                         }
                         uw.write_all(&data).await.map_err(SessionEnd::UpstreamIo)?;
+                        self.shared.metrics.bytes.with_label_values(&["in"]).inc_by(data.len() as u64);
                         data.clear();
                     }
                     for ev in std::mem::take(&mut events) {
@@ -378,6 +413,7 @@ impl Session<'_> {
                         self.transport.sealer.seal_close(&mut out)?;
                     } else {
                         self.transport.sealer.seal_data(&ubuf[..n], &mut out)?;
+                        self.shared.metrics.bytes.with_label_values(&["out"]).inc_by(n as u64);
                     }
                     cw.write_all(&out).await.map_err(SessionEnd::ClientIo)?;
                 }
@@ -423,15 +459,25 @@ impl Session<'_> {
         let principal = self.identity.principal();
         let serial = self.identity.serial();
         match &reply {
-            Control::Ack { seq } => info!(
+            Control::Ack { seq } => {
+                let m = &self.shared.metrics;
+                m.challenges.with_label_values(&["ok"]).inc();
+                m.proof_seconds.observe(started.elapsed().as_secs_f64());
+                info!(
                 event = "challenge_ok",
                 principal,
                 serial = %serial,
                 seq,
                 verify_us = started.elapsed().as_micros() as u64,
                 "identity proof {seq} verified"
-            ),
+                );
+            }
             Control::Cert { .. } => {
+                self.shared
+                    .metrics
+                    .certificates
+                    .with_label_values(&["renewed"])
+                    .inc();
                 info!(event = "cert_renewed", principal, serial = %serial, "client certificate renewed")
             }
             _ => warn!(event = "unexpected_reply", what, "unexpected reply"),

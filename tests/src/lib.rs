@@ -354,7 +354,11 @@ impl Proxy {
 
     /// Sends the proxy SIGHUP (reload licence, principals, revocation list).
     pub fn sighup(&self) {
-        let status = Command::new("kill").arg("-HUP").arg(self._child.0.id().to_string()).status().expect("kill");
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self._child.0.id().to_string())
+            .status()
+            .expect("kill");
         assert!(status.success(), "kill -HUP failed");
     }
 

@@ -392,7 +392,9 @@ fn bad_revocation_lists_are_refused_and_the_last_good_one_stays() {
     let v1 = std::fs::read(&crl).expect("v1");
     w.pki.revoke("principal", "mallory");
     w.pki.publish_crl();
-    wait_until(Duration::from_secs(10), "v2 loaded", || w.proxy.log_text().contains("list_version=2"));
+    wait_until(Duration::from_secs(10), "v2 loaded", || {
+        w.proxy.log_text().contains("list_version=2")
+    });
     let ssh = live_session(&w);
 
     // A list signed by another root.
@@ -405,17 +407,32 @@ fn bad_revocation_lists_are_refused_and_the_last_good_one_stays() {
     });
     // A rollback to version 1 (which did not ban mallory).
     std::fs::write(&crl, &v1).expect("rollback");
-    wait_until(Duration::from_secs(10), "rollback refused", || w.proxy.log_text().contains("older than the loaded 2"));
+    wait_until(Duration::from_secs(10), "rollback refused", || {
+        w.proxy.log_text().contains("older than the loaded 2")
+    });
     // Garbage.
-    std::fs::write(&crl, b"-----BEGIN ZTSSH REVOCATION LIST-----\nAAAA\n-----END ZTSSH REVOCATION LIST-----\n").expect("garbage");
-    wait_until(Duration::from_secs(10), "garbage rejected", || count(&w.proxy.log_text(), "crl_reload_failed") >= 3);
+    std::fs::write(
+        &crl,
+        b"-----BEGIN ZTSSH REVOCATION LIST-----\nAAAA\n-----END ZTSSH REVOCATION LIST-----\n",
+    )
+    .expect("garbage");
+    wait_until(Duration::from_secs(10), "garbage rejected", || {
+        count(&w.proxy.log_text(), "crl_reload_failed") >= 3
+    });
     // Alice's session survived all of it.
-    assert_ok(&run_bounded(w.ssh().arg("echo still-allowed"), T), "new session after bad lists");
+    assert_ok(
+        &run_bounded(w.ssh().arg("echo still-allowed"), T),
+        "new session after bad lists",
+    );
 
     // SIGHUP with a valid newer list that bans alice ends her live session.
     w.pki.revoke("principal", "alice");
     w.pki.publish_crl();
     w.proxy.sighup();
     let out = wait_bounded(ssh, Duration::from_secs(15));
-    assert!(stderr(&out).contains("principal alice banned"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("principal alice banned"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -1,0 +1,235 @@
+//! Prometheus metrics and the `/metrics` + `/healthz` endpoint (hyper),
+//! served on a separate address, off unless `metrics_listen` is set.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::authority::Authority;
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Sessions currently spliced to sshd.
+    pub sessions_open: IntGauge,
+    /// Sessions spliced to sshd since start.
+    pub sessions_total: IntCounter,
+    /// Handshakes by result.
+    pub handshakes: IntCounterVec,
+    /// Challenges by result.
+    pub challenges: IntCounterVec,
+    /// Proof verification time.
+    pub proof_seconds: Histogram,
+    /// Session ends by reason.
+    pub terminations: IntCounterVec,
+    /// Tunnel payload bytes by direction (`in` = client to sshd).
+    pub bytes: IntCounterVec,
+    /// Connections refused before the handshake, by reason.
+    pub refused: IntCounterVec,
+    /// Client certificates by kind (issued, renewed).
+    pub certificates: IntCounterVec,
+    /// Reloads by result.
+    pub reloads: IntCounterVec,
+    licence_expiry: IntGauge,
+    crl_expiry: IntGauge,
+    crl_version: IntGauge,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), &[label])
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(v.clone()))
+        .unwrap_or_else(|e| panic!("register {name}: {e}"));
+    v
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(g.clone()))
+        .unwrap_or_else(|e| panic!("register {name}: {e}"));
+    g
+}
+
+impl Metrics {
+    /// Creates and registers every metric. Panics only on a programming
+    /// error in a metric name, at start-up.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let sessions_total = IntCounter::new(
+            "ztssh_sessions_total",
+            "Sessions spliced to sshd since start.",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        r.register(Box::new(sessions_total.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let proof_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ztssh_proof_verify_seconds",
+                "Time to verify one identity proof.",
+            )
+            .buckets(vec![
+                20e-6, 40e-6, 60e-6, 100e-6, 200e-6, 500e-6, 1e-3, 5e-3, 0.05,
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        r.register(Box::new(proof_seconds.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            sessions_open: gauge(
+                &r,
+                "ztssh_sessions_open",
+                "Sessions currently spliced to sshd.",
+            ),
+            sessions_total,
+            handshakes: counter_vec(
+                &r,
+                "ztssh_handshakes_total",
+                "Handshakes by result.",
+                "result",
+            ),
+            challenges: counter_vec(
+                &r,
+                "ztssh_challenges_total",
+                "Identity challenges by result.",
+                "result",
+            ),
+            proof_seconds,
+            terminations: counter_vec(
+                &r,
+                "ztssh_sessions_terminated_total",
+                "Sessions ended by the proxy, by reason.",
+                "reason",
+            ),
+            bytes: counter_vec(
+                &r,
+                "ztssh_tunnel_bytes_total",
+                "Tunnel payload bytes (in = client to sshd).",
+                "direction",
+            ),
+            refused: counter_vec(
+                &r,
+                "ztssh_connections_refused_total",
+                "Connections refused before the handshake.",
+                "reason",
+            ),
+            certificates: counter_vec(
+                &r,
+                "ztssh_certificates_total",
+                "Client certificates by kind.",
+                "kind",
+            ),
+            reloads: counter_vec(
+                &r,
+                "ztssh_config_reloads_total",
+                "Reloads by result.",
+                "result",
+            ),
+            licence_expiry: gauge(
+                &r,
+                "ztssh_licence_expiry_seconds",
+                "Seconds until the server licence expires (negative: expired).",
+            ),
+            crl_expiry: gauge(
+                &r,
+                "ztssh_crl_next_update_seconds",
+                "Seconds until the revocation list is due for renewal (negative: stale).",
+            ),
+            crl_version: gauge(
+                &r,
+                "ztssh_crl_version",
+                "Version of the loaded revocation list (0: none).",
+            ),
+            registry: r,
+        }
+    }
+
+    fn refresh(&self, authority: &Authority, now: u64) {
+        let secs =
+            |t: u64| i64::try_from(t).unwrap_or(i64::MAX) - i64::try_from(now).unwrap_or(i64::MAX);
+        self.licence_expiry
+            .set(secs(authority.licence.body.not_after));
+        match &authority.crl {
+            Some(c) => {
+                self.crl_expiry.set(secs(c.next_update));
+                self.crl_version
+                    .set(i64::try_from(c.list_version).unwrap_or(i64::MAX));
+            }
+            None => self.crl_version.set(0),
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self, authority: &Authority, now: u64) -> String {
+        self.refresh(authority, now);
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Serves `/metrics` and `/healthz` until the process ends.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    authority: watch::Receiver<Arc<Authority>>,
+) {
+    loop {
+        let Ok((sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let (metrics, authority) = (Arc::clone(&metrics), authority.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let reply = respond(&req, &metrics, &authority);
+                async move { Ok::<_, Infallible>(reply) }
+            });
+            let io = hyper_util::rt::TokioIo::new(sock);
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+        });
+    }
+}
+
+fn respond(
+    req: &Request<Incoming>,
+    metrics: &Metrics,
+    authority: &watch::Receiver<Arc<Authority>>,
+) -> Response<Full<Bytes>> {
+    let (status, body, ctype) = match req.uri().path() {
+        "/metrics" => {
+            let a = authority.borrow().clone();
+            (
+                StatusCode::OK,
+                metrics.render(&a, crate::session::now()),
+                "text/plain; version=0.0.4",
+            )
+        }
+        "/healthz" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found\n".to_owned(),
+            "text/plain",
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}
