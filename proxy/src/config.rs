@@ -52,6 +52,8 @@ const ENV_KEYS: &[&str] = &[
     "challenge_deadline_secs",
     "cert_ttl_secs",
     "metrics_listen",
+    "user",
+    "drain_grace_secs",
 ];
 
 /// Raw settings as written by the operator.
@@ -104,6 +106,16 @@ pub struct Settings {
     /// Where to serve `/metrics` and `/healthz` (off when unset).
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// Switch to this user after binding the ports (off when unset).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Seconds SIGTERM waits for sessions to finish before closing them.
+    #[serde(default = "default_drain_grace")]
+    pub drain_grace_secs: u64,
+}
+
+fn default_drain_grace() -> u64 {
+    10
 }
 
 fn default_challenge_interval() -> u64 {
@@ -159,6 +171,10 @@ pub struct Config {
     pub upstream: SocketAddr,
     /// Parsed metrics address.
     pub metrics_listen: Option<SocketAddr>,
+    /// The account to switch to after binding.
+    pub user: Option<nix::unistd::User>,
+    /// SIGTERM grace period.
+    pub drain_grace: Duration,
     /// Frame size.
     pub frame_size: FrameSize,
     /// Handshake deadline.
@@ -217,6 +233,13 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     };
     let listen = addr("listen", &settings.listen)?;
     let upstream = addr("upstream", &settings.upstream)?;
+    let user = match &settings.user {
+        Some(name) => Some(crate::process::lookup_user(name).map_err(err)?),
+        None => None,
+    };
+    if settings.drain_grace_secs > 3600 {
+        return Err(err("drain_grace_secs must be at most 3600"));
+    }
     let metrics_listen = match &settings.metrics_listen {
         Some(m) => Some(addr("metrics_listen", m)?),
         None => None,
@@ -263,6 +286,8 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         listen,
         upstream,
         metrics_listen,
+        user,
+        drain_grace: Duration::from_secs(settings.drain_grace_secs),
         frame_size,
         handshake_timeout: Duration::from_secs(settings.handshake_timeout_secs),
         upstream_timeout: Duration::from_secs(settings.upstream_connect_timeout_secs),

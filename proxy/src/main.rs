@@ -22,6 +22,7 @@ mod authority;
 mod authz;
 mod config;
 mod metrics;
+mod process;
 mod session;
 
 use authority::Authority;
@@ -33,8 +34,6 @@ use tokio::sync::watch;
 const EXIT_CONFIG: u8 = 64;
 /// How often the revocation list file is checked for changes.
 const CRL_POLL: Duration = Duration::from_millis(100);
-/// How long SIGTERM waits for sessions before closing them.
-const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
 #[command(
@@ -216,6 +215,10 @@ async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
             authority_rx.clone(),
         ));
     }
+    if let Some(user) = &cfg.user {
+        process::drop_privileges(user).map_err(anyhow::Error::msg)?;
+    }
+    let drain_grace = cfg.drain_grace;
     let shared = Arc::new(Shared {
         cfg,
         authority: authority_rx,
@@ -231,16 +234,18 @@ async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
     if let Some(path) = shared.cfg.settings.revocation_list.clone() {
         tokio::spawn(watch_crl_file(path, Arc::clone(&shared), authority_tx));
     }
+    process::notify("READY=1");
     accept_loop(&shared, &listener, &shutdown, &tracker).await;
+    process::notify("STOPPING=1");
     drop(listener);
     tracker.close();
     info!(
         event = "draining",
         sessions = tracker.len(),
         "stopped accepting; waiting up to {:?} for sessions",
-        DRAIN_GRACE
+        drain_grace
     );
-    if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
+    if tokio::time::timeout(drain_grace, tracker.wait())
         .await
         .is_err()
     {
@@ -324,6 +329,12 @@ async fn watch_signals(
 /// SIGHUP: reload licence, authorized principals and revocation list. On
 /// any error the previous state stays in force.
 fn reload(shared: &Shared, tx: &watch::Sender<Arc<Authority>>) {
+    process::notify("RELOADING=1");
+    reload_inner(shared, tx);
+    process::notify("READY=1");
+}
+
+fn reload_inner(shared: &Shared, tx: &watch::Sender<Arc<Authority>>) {
     let t = now();
     match config::reload_authority(&shared.cfg, t) {
         Ok(mut fresh) => {

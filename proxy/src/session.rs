@@ -97,6 +97,7 @@ pub async fn handle(
     let span = info_span!("session", session = %id, peer = %peer);
     async move {
         let cfg = &shared.cfg;
+        info!(event = "connection_accepted", "connection accepted");
         let _ = sock.set_nodelay(true);
         let authed = match timeout(cfg.handshake_timeout, run_handshake(cfg, &mut sock)).await {
             Err(_) => {
@@ -289,18 +290,28 @@ async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: Clien
             m.challenges.with_label_values(&["failed"]).inc();
         }
     }
+    let serial = session.identity.serial();
+    let proofs = session.identity.proofs();
+    info!(event = "upstream_closed", principal = %principal, serial = %serial, local_port, "sshd connection closed");
     match ended {
         Ok(()) => {
-            info!(event = "session_closed", principal = %principal, reason = "normal", proofs = session.identity.proofs(), "session ended")
+            info!(event = "session_closed", principal = %principal, serial = %serial, reason = "normal", proofs, "session ended")
         }
-        Err(e) => warn!(
-            event = "session_terminated",
-            principal = %principal,
-            serial = %session.identity.serial(),
-            reason = e.kind(),
-            proofs = session.identity.proofs(),
-            "session killed, upstream sshd socket closed: {e}"
-        ),
+        Err(e) => {
+            if let SessionEnd::Identity(i) = &e
+                && i.kind.starts_with("proof_")
+            {
+                warn!(event = "challenge_failed", principal = %principal, serial = %serial, reason = i.kind, "{}", i.reason);
+            }
+            warn!(
+                event = "session_terminated",
+                principal = %principal,
+                serial = %serial,
+                reason = e.kind(),
+                proofs,
+                "session killed, upstream sshd socket closed: {e}"
+            )
+        }
     }
 }
 
@@ -465,7 +476,7 @@ impl Session<'_> {
                 m.proof_seconds.observe(started.elapsed().as_secs_f64());
                 info!(
                 event = "challenge_ok",
-                principal,
+                principal = %principal,
                 serial = %serial,
                 seq,
                 verify_us = started.elapsed().as_micros() as u64,

@@ -342,7 +342,8 @@ impl Proxy {
             if let Ok(Some(status)) = child.0.try_wait() {
                 panic!("proxy exited ({status}): {}", read_text(&log));
             }
-            read_text(&log).contains("event=\"listening\"")
+            let text = read_text(&log);
+            text.contains("event=\"listening\"") || text.contains("\"event\":\"listening\"")
         });
         Self {
             port,

@@ -103,3 +103,233 @@ fn metrics_count_sessions_challenges_and_terminations() {
     assert_eq!(metric(&m, "ztssh_sessions_open"), 0.0);
     drop(live);
 }
+
+fn json_events(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn audit_trail_is_json_and_joins_sshd_log_lines_to_real_clients() {
+    let w = World::with_extra("log_format = \"json\"\n");
+    assert_ok(&run_bounded(w.ssh().arg("true"), T), "ssh");
+    wait_until(Duration::from_secs(10), "session_closed event", || {
+        w.proxy.log_text().contains("\"session_closed\"")
+    });
+    let events = json_events(&w.proxy.log_text());
+    assert!(
+        !events.is_empty(),
+        "log is not JSON lines: {}",
+        w.proxy.log_text()
+    );
+    let named = |name: &str| {
+        events
+            .iter()
+            .filter(|e| e["event"] == name)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for name in [
+        "connection_accepted",
+        "authorized",
+        "cert_issued",
+        "upstream_connected",
+        "upstream_closed",
+        "session_closed",
+    ] {
+        let found = named(name);
+        assert_eq!(found.len(), 1, "{name} in {events:?}");
+        let e = &found[0];
+        // Every session event carries the session id and the real source.
+        assert!(
+            e["span"]["session"].as_str().is_some_and(|s| s.len() == 16),
+            "{name}: {e}"
+        );
+        assert!(
+            e["span"]["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "{name}: {e}"
+        );
+        if name != "connection_accepted" {
+            assert_eq!(e["principal"], "alice", "{name}: {e}");
+            assert!(
+                e["serial"].as_str().is_some_and(|s| s.len() == 32),
+                "{name}: {e}"
+            );
+        }
+    }
+    let up = &named("upstream_connected")[0];
+    let port = up["local_port"].as_u64().expect("local_port");
+    let slog = w.sshd.log_text();
+    assert!(
+        slog.contains(&format!(
+            "Accepted publickey for root from 127.0.0.1 port {port} "
+        )),
+        "{slog}"
+    );
+    // Keys are never logged.
+    let root_key = std::fs::read_to_string(w.pki.ca.join("root.key")).expect("key");
+    let noise_key = std::fs::read_to_string(w.pki.state.join("noise.key")).expect("key");
+    for secret in [root_key, noise_key] {
+        let b64 = secret.lines().nth(1).expect("pem body");
+        assert!(
+            !w.proxy.log_text().contains(b64),
+            "a private key appears in the log"
+        );
+    }
+}
+
+/// A second proxy process on the world's config, on its own port.
+fn spawn_proxy(
+    w: &World,
+    extra_env: &[(&str, &std::path::Path)],
+    log: &std::path::Path,
+) -> (Guard, u16) {
+    let port = free_port();
+    let mut cmd = std::process::Command::new(bin("ztssh-proxy"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&w.proxy.config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"));
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    cmd.stderr(std::fs::File::create(log).expect("log"));
+    let child = Guard(cmd.spawn().expect("proxy"));
+    wait_until(Duration::from_secs(10), "second proxy", || {
+        read_text(log).contains("\"listening\"")
+    });
+    (child, port)
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(
+        std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill")
+            .success()
+    );
+}
+
+#[test]
+fn systemd_readiness_reload_and_stop_are_notified() {
+    use std::os::unix::net::UnixDatagram;
+    let w = World::new();
+    let sock_path = w.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let log = w.dir.path().join("proxy2.log");
+    let (mut proxy, _port) = spawn_proxy(&w, &[("NOTIFY_SOCKET", &sock_path)], &log);
+    let mut recv = || {
+        let mut buf = [0u8; 256];
+        let n = sock.recv(&mut buf).expect("notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(recv(), "READY=1");
+    signal(proxy.0.id(), "HUP");
+    assert_eq!(recv(), "RELOADING=1");
+    assert_eq!(recv(), "READY=1");
+    signal(proxy.0.id(), "TERM");
+    assert_eq!(recv(), "STOPPING=1");
+    let status = wait_until_exit(&mut proxy);
+    assert!(status.success(), "{status}");
+}
+
+fn wait_until_exit(g: &mut Guard) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(Duration::from_secs(20), "proxy to exit", || {
+        status = g.0.try_wait().expect("wait");
+        status.is_some()
+    });
+    status.expect("status")
+}
+
+#[test]
+fn sigterm_drains_live_sessions_and_refuses_new_ones() {
+    let w = World::new();
+    let log = w.dir.path().join("proxy2.log");
+    let (mut proxy, port) = spawn_proxy(&w, &[], &log);
+    let mut ssh = std::process::Command::new("ssh");
+    ssh.args(w.client_opts(&w.alice, ""))
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("root@localhost");
+    ssh.arg("sleep 2; echo finished")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let live = ssh.spawn().expect("ssh");
+    wait_until(Duration::from_secs(20), "live session", || {
+        read_text(&log).contains("upstream_connected")
+    });
+    signal(proxy.0.id(), "TERM");
+    wait_until(Duration::from_secs(10), "drain to start", || {
+        read_text(&log).contains("\"draining\"") || read_text(&log).contains("event=\"draining\"")
+    });
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "new connections must be refused while draining"
+    );
+    let out = wait_bounded(live, T);
+    assert_ok(&out, "the live session finishes");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "finished\n");
+    assert!(wait_until_exit(&mut proxy).success());
+}
+
+#[test]
+fn privileges_are_dropped_after_binding() {
+    let w = World::new();
+    let cfg = std::fs::read_to_string(&w.proxy.config).expect("config");
+    let nobody = w.dir.path().join("nobody.toml");
+    std::fs::write(&nobody, format!("{cfg}user = \"nobody\"\n")).expect("write");
+    let port = free_port();
+    let log = w.dir.path().join("proxy-nobody.log");
+    let mut cmd = std::process::Command::new(bin("ztssh-proxy"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&nobody)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"));
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let proxy = Guard(cmd.spawn().expect("proxy"));
+    wait_until(Duration::from_secs(10), "proxy", || {
+        read_text(&log).contains("privileges_dropped")
+    });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.0.id())).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid_line}"
+    );
+    // Keys were loaded before the switch, so sessions still work.
+    let mut ssh = std::process::Command::new("ssh");
+    ssh.args(w.client_opts(&w.alice, ""))
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("root@localhost")
+        .arg("echo ok");
+    let out = run_bounded(&mut ssh, T);
+    assert_ok(&out, "ssh through the unprivileged proxy");
+
+    // A user that does not exist is a config error, before anything is bound.
+    std::fs::write(&nobody, format!("{cfg}user = \"no-such-user-ztssh\"\n")).expect("write");
+    let out = run_bounded(
+        std::process::Command::new(bin("ztssh-proxy"))
+            .arg("check")
+            .arg("--config")
+            .arg(&nobody),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("no such user"), "{}", stderr(&out));
+}
