@@ -228,7 +228,7 @@ fn systemd_readiness_reload_and_stop_are_notified() {
         .expect("timeout");
     let log = w.dir.path().join("proxy2.log");
     let (mut proxy, _port) = spawn_proxy(&w, &[("NOTIFY_SOCKET", &sock_path)], &log);
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 256];
         let n = sock.recv(&mut buf).expect("notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
