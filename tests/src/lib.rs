@@ -409,12 +409,30 @@ impl World {
 
     /// The ProxyCommand for ssh, with extra sidecar flags.
     pub fn proxy_command(&self, extra: &str) -> String {
+        self.proxy_command_for(&self.alice, extra)
+    }
+
+    /// The ProxyCommand with `identity` signing for the sidecar as alice.
+    pub fn proxy_command_for(&self, identity: &Path, extra: &str) -> String {
         format!(
             "{} --root {} --identity {} --principal alice {extra} %h %p",
             bin("ztssh-sidecar").display(),
             self.pki.root_pub().display(),
-            self.alice.display()
+            identity.display()
         )
+    }
+
+    /// `ssh root@localhost` where `key` logs in to sshd and also signs for
+    /// the sidecar, claiming to be alice.
+    pub fn ssh_with_key(&self, key: &Path) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(self.direct_opts(key));
+        c.arg("-o")
+            .arg(format!("ProxyCommand={}", self.proxy_command_for(key, "")));
+        c.arg("-p")
+            .arg(self.proxy.port.to_string())
+            .arg("root@localhost");
+        c
     }
 
     /// Common client options (`-F /dev/null`, the ProxyCommand, no prompts).

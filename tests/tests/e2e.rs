@@ -211,23 +211,9 @@ fn rsync_over_the_tunnel() {
 fn wrong_user_key_stops_at_the_proxy() {
     let w = World::new();
     let mallory = user_key(w.dir.path(), "mallory");
-    let mut cmd = Command::new("ssh");
     // Mallory's key signs, claiming to be alice.
-    let opts: Vec<String> = w
-        .client_opts(&mallory, "")
-        .into_iter()
-        .map(|o| {
-            o.replace(
-                &format!("--identity {}", w.alice.display()),
-                &format!("--identity {}", mallory.display()),
-            )
-        })
-        .collect();
-    cmd.args(opts)
-        .arg("-p")
-        .arg(w.proxy.port.to_string())
-        .arg("root@localhost")
-        .arg("true");
+    let mut cmd = w.ssh_with_key(&mallory);
+    cmd.arg("true");
     let out = run_bounded(&mut cmd, T);
     assert!(!out.status.success());
     let err = stderr(&out);

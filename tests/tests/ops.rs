@@ -64,22 +64,8 @@ fn metrics_count_sessions_challenges_and_terminations() {
 
     // A refused user and a ban show up too.
     let mallory = user_key(w.dir.path(), "mallory");
-    let mut cmd = std::process::Command::new("ssh");
-    let opts: Vec<String> = w
-        .client_opts(&mallory, "")
-        .into_iter()
-        .map(|o| {
-            o.replace(
-                &format!("--identity {}", w.alice.display()),
-                &format!("--identity {}", mallory.display()),
-            )
-        })
-        .collect();
-    cmd.args(opts)
-        .arg("-p")
-        .arg(w.proxy.port.to_string())
-        .arg("root@localhost")
-        .arg("true");
+    let mut cmd = w.ssh_with_key(&mallory);
+    cmd.arg("true");
     assert!(!run_bounded(&mut cmd, T).status.success());
     let mut live = w.ssh();
     live.arg("sleep 60")
