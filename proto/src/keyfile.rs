@@ -87,6 +87,14 @@ pub fn read_signing_key(path: &Path, label: &'static str) -> FileResult<SigningK
     read_secret(path, label).map(|s| SigningKey::from_seed(&s))
 }
 
+/// Reads the root CA's public key file (`root.pub`).
+pub fn read_root_public(path: &Path) -> FileResult<crate::keys::PublicKey> {
+    let bytes = read_pem(path, crate::labels::pem::ROOT_PUBLIC)?;
+    crate::keys::to_array(&bytes, "root public key")
+        .map(crate::keys::PublicKey)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Reads a PEM file that must carry `label`.
 pub fn read_pem(path: &Path, label: &'static str) -> FileResult<Vec<u8>> {
     let text = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;

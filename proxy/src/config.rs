@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use ztssh_proto::cert::Licence;
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::keyfile;
-use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey, to_array};
+use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey};
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::human;
 
@@ -189,8 +189,6 @@ pub struct Config {
     pub root: PublicKey,
     /// Challenge and certificate timing.
     pub timing: Timing,
-    /// The verified licence (as loaded at start; the live one is in [`Authority`]).
-    pub licence: Licence,
 }
 
 fn err(msg: impl Into<String>) -> ConfigError {
@@ -215,10 +213,7 @@ pub fn settings(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigEr
 
 /// Reads the root public key file.
 pub fn read_root(path: &Path) -> Result<PublicKey, ConfigError> {
-    let bytes = keyfile::read_pem(path, pem::ROOT_PUBLIC).map_err(err)?;
-    Ok(PublicKey(
-        to_array(&bytes, "root public key").map_err(|e| err(e.to_string()))?,
-    ))
+    keyfile::read_root_public(path).map_err(err)
 }
 
 /// Loads and checks everything; `now` is Unix seconds. Returns the static
@@ -270,18 +265,8 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let subca = keyfile::read_signing_key(&settings.state_dir.join(SUBCA_KEY_FILE), pem::SUBCA_KEY)
         .map_err(err)?;
     let root = read_root(&settings.root_public_key)?;
-    let licence = load_licence(&settings.licence, &root, &noise, &subca, now)?;
-    let authorized = Authorized::load(&settings.authorized_principals).map_err(err)?;
+    let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     let timing = timing(&settings)?;
-    let crl = match &settings.revocation_list {
-        Some(path) => Some(read_crl(path, &root).map_err(err)?),
-        None => None,
-    };
-    let authority = Authority {
-        licence: licence.clone(),
-        crl,
-        authorized,
-    };
     let cfg = Config {
         listen,
         upstream,
@@ -295,7 +280,6 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         subca,
         root,
         timing,
-        licence,
         settings,
     };
     Ok((cfg, authority))
@@ -323,11 +307,21 @@ fn timing(s: &Settings) -> Result<Timing, ConfigError> {
 /// Reloads what SIGHUP reloads: licence, principals and revocation list.
 /// On any error the caller keeps the previous authority.
 pub fn reload_authority(cfg: &Config, now: u64) -> Result<Authority, ConfigError> {
-    let s = &cfg.settings;
-    let licence = load_licence(&s.licence, &cfg.root, &cfg.noise, &cfg.subca, now)?;
+    read_authority(&cfg.settings, &cfg.root, &cfg.noise, &cfg.subca, now)
+}
+
+/// Reads the licence, the authorized principals and the revocation list.
+fn read_authority(
+    s: &Settings,
+    root: &PublicKey,
+    noise: &NoiseKeypair,
+    subca: &SigningKey,
+    now: u64,
+) -> Result<Authority, ConfigError> {
+    let licence = load_licence(&s.licence, root, noise, subca, now)?;
     let authorized = Authorized::load(&s.authorized_principals).map_err(err)?;
     let crl = match &s.revocation_list {
-        Some(path) => Some(read_crl(path, &cfg.root).map_err(err)?),
+        Some(path) => Some(read_crl(path, root).map_err(err)?),
         None => None,
     };
     Ok(Authority {

@@ -99,7 +99,10 @@ pub async fn handle(
         let cfg = &shared.cfg;
         info!(event = "connection_accepted", "connection accepted");
         let _ = sock.set_nodelay(true);
-        let authed = match timeout(cfg.handshake_timeout, run_handshake(cfg, &mut sock)).await {
+        // The live licence: a SIGHUP may have installed a renewed one.
+        let licence = shared.authority.borrow().clone();
+        let handshake = run_handshake(cfg, &licence.licence, &mut sock);
+        let authed = match timeout(cfg.handshake_timeout, handshake).await {
             Err(_) => {
                 shared.metrics.handshakes.with_label_values(&["timeout"]).inc();
                 warn!(event = "handshake_failed", reason = "timeout", "handshake not finished within {:?}; dropped", cfg.handshake_timeout);
@@ -146,9 +149,10 @@ async fn read_msg(sock: &mut TcpStream, len: usize) -> Result<Vec<u8>, Handshake
 
 async fn run_handshake(
     cfg: &Config,
+    licence: &ztssh_proto::cert::Licence,
     sock: &mut TcpStream,
 ) -> Result<ClientAuthenticated, HandshakeFail> {
-    let state = handshake::server_start(&cfg.noise, &cfg.licence, cfg.frame_size)?;
+    let state = handshake::server_start(&cfg.noise, licence, cfg.frame_size)?;
     let msg1 = read_msg(sock, HELLO_LEN).await?;
     let (state, msg2) = state.handle_client_hello(&msg1)?;
     sock.write_all(&msg2)

@@ -11,10 +11,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use ztssh_proto::frame::{Control, Event, FrameSize, Opener, Sealer};
 use ztssh_proto::handshake::{self, ClientConfig, ClientSession, message_len};
 use ztssh_proto::identity::{ClientEvent, ClientIdentity};
-use ztssh_proto::keys::{PublicKey, to_array};
-use ztssh_proto::labels::pem;
 use ztssh_proto::time::human;
-use ztssh_proto::{AuthError, ProtoError, armor};
+use ztssh_proto::{AuthError, ProtoError};
 
 use crate::identity::Identity;
 use crate::settings::Settings;
@@ -45,7 +43,7 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), String> {
         .root
         .clone()
         .ok_or("no root CA key: pass --root root.pub or set root in sidecar.toml")?;
-    let root = read_root(&root_path)?;
+    let root = ztssh_proto::keyfile::read_root_public(&root_path)?;
     let frame_size =
         FrameSize::new(s.frame_size).map_err(|e| format!("frame_size {}: {e}", s.frame_size))?;
     let principal = match &s.principal {
@@ -94,16 +92,6 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), String> {
         identity.public_key().fingerprint(ssh_key::HashAlg::Sha256)
     ));
     pump(sock, session, identity, &principal, verbose).await
-}
-
-fn read_root(path: &std::path::Path) -> Result<PublicKey, String> {
-    let text =
-        std::fs::read(path).map_err(|e| format!("cannot read root key {}: {e}", path.display()))?;
-    let bytes = armor::decode_expect(pem::ROOT_PUBLIC, &text)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(PublicKey(
-        to_array(&bytes, "root public key").map_err(|e| format!("{}: {e}", path.display()))?,
-    ))
 }
 
 async fn resolve(s: &Settings, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {

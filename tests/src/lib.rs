@@ -245,9 +245,7 @@ impl Pki {
 
     /// The root public key.
     pub fn root_key(&self) -> ztssh_proto::keys::PublicKey {
-        let bytes = ztssh_proto::keyfile::read_pem(&self.root_pub(), "ZTSSH ROOT PUBLIC KEY")
-            .expect("root.pub");
-        ztssh_proto::keys::PublicKey(bytes.try_into().expect("32 bytes"))
+        ztssh_proto::keyfile::read_root_public(&self.root_pub()).expect("root.pub")
     }
 
     /// Where the proxy reads its revocation list.

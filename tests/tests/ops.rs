@@ -319,3 +319,52 @@ fn privileges_are_dropped_after_binding() {
     assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("no such user"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_licence_renewed_and_reloaded_is_the_one_new_clients_see() {
+    let w = World::new();
+    let serial_in = |out: &std::process::Output| {
+        stderr(out)
+            .split("serial ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .map(str::to_owned)
+            .expect("serial in -v output")
+    };
+    let verbose = || {
+        let mut c = std::process::Command::new("ssh");
+        c.args(w.direct_opts(&w.alice));
+        c.arg("-o")
+            .arg(format!("ProxyCommand={}", w.proxy_command("-v")));
+        c.arg("-p")
+            .arg(w.proxy.port.to_string())
+            .arg("root@localhost")
+            .arg("true");
+        c
+    };
+    let before = serial_in(&run_bounded(&mut verbose(), T));
+    let mut auth = std::process::Command::new(bin("ztssh-ca"));
+    auth.arg("authorize-server").arg("--dir").arg(&w.pki.ca);
+    auth.arg("--request")
+        .arg(w.pki.state.join("licence-request.pem"));
+    auth.args([
+        "--server-id",
+        "web1",
+        "--hostname",
+        "localhost",
+        "--hostname",
+        "web1",
+        "--out",
+    ])
+    .arg(&w.pki.licence);
+    assert_ok(&run_bounded(&mut auth, T), "re-sign the licence");
+    w.proxy.sighup();
+    wait_until(Duration::from_secs(10), "reload", || {
+        w.proxy.log_text().contains("result=\"ok\"")
+    });
+    let after = serial_in(&run_bounded(&mut verbose(), T));
+    assert_ne!(
+        before, after,
+        "new clients must be shown the reloaded licence"
+    );
+}
