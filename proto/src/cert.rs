@@ -413,10 +413,14 @@ impl ClientCert {
         ttl: u64,
     ) -> Result<Self, Malformed> {
         check_name(principal, MAX_PRINCIPAL, "principal")?;
-        let not_after = not_before.checked_add(ttl).ok_or(Malformed::Invalid {
-            what: "certificate",
-            why: "ttl overflows",
-        })?;
+        let not_after =
+            not_before
+                .checked_add(ttl)
+                .filter(|_| ttl > 0)
+                .ok_or(Malformed::Invalid {
+                    what: "certificate",
+                    why: "ttl is zero or overflows",
+                })?;
         let mut cert = Self {
             serial: Serial::random(),
             principal: principal.to_owned(),
@@ -457,6 +461,12 @@ impl ClientCert {
         let not_after = r.u64()?;
         let signature = r.array()?;
         r.finish()?;
+        if not_after <= not_before {
+            return Err(Malformed::Invalid {
+                what: "client certificate",
+                why: "not_after is not after not_before",
+            });
+        }
         Ok(Self {
             serial,
             principal,
@@ -610,5 +620,13 @@ mod tests {
         ));
         assert!(back.verify(&session.public(), 200).is_err());
         assert!(ClientCert::issue(&subca, "bad name", session.public(), 0, 1).is_err());
+        // An inverted window (which would underflow lifetime arithmetic) is refused at decode.
+        let mut inverted = cert.encode();
+        let nb = inverted.len() - 64 - 16;
+        inverted[nb..nb + 8].copy_from_slice(&1_000u64.to_be_bytes());
+        assert!(matches!(
+            ClientCert::decode(&inverted),
+            Err(Malformed::Invalid { .. })
+        ));
     }
 }

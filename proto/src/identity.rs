@@ -545,7 +545,7 @@ impl ClientIdentity {
     /// and no renewal is in flight.
     pub fn renewal_due(&self, now: UnixTime) -> bool {
         let Some(c) = &self.cert else { return false };
-        let margin = ((c.not_after - c.not_before) / 3).max(1);
+        let margin = (c.not_after.saturating_sub(c.not_before) / 3).max(1);
         self.next_key.is_none() && now.saturating_add(margin) >= c.not_after
     }
 
