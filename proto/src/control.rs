@@ -20,6 +20,8 @@ pub enum TerminateCode {
     Shutdown = 4,
     /// Identity no longer valid (proof failed, late, revoked).
     IdentityRevoked = 5,
+    /// The proxy's access policy does not (or no longer) allow the session.
+    PolicyDenied = 6,
     /// Anything else.
     Other = 255,
 }
@@ -32,6 +34,7 @@ impl TerminateCode {
             3 => Self::UpstreamUnavailable,
             4 => Self::Shutdown,
             5 => Self::IdentityRevoked,
+            6 => Self::PolicyDenied,
             _ => Self::Other,
         }
     }

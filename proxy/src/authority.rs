@@ -3,6 +3,7 @@
 //! [`Authority`] is published through a watch channel on every reload, and
 //! every live session re-checks itself against it at once.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use ztssh_proto::labels::pem;
 use ztssh_proto::time::{UnixTime, human};
 
 use crate::authz::Authorized;
+use crate::policy::Policy;
 
 /// A snapshot of everything that grants or withdraws trust.
 #[derive(Debug)]
@@ -27,6 +29,8 @@ pub struct Authority {
     pub crl: Option<Crl>,
     /// Who may log in with which key.
     pub authorized: Authorized,
+    /// Who may connect from where and when.
+    pub policy: Arc<Policy>,
 }
 
 fn revoked(kind: &'static str, reason: String) -> Ended {
@@ -96,6 +100,47 @@ impl identity::Authority for Authority {
             ));
         }
         Ok(())
+    }
+}
+
+/// The authority as it applies to one connection: everything in
+/// [`Authority`] plus the policy rules for the peer's address.
+pub struct AtPeer<'a> {
+    authority: &'a Authority,
+    peer: IpAddr,
+}
+
+impl Authority {
+    /// This authority, applied to a session from `peer`.
+    pub fn at(&self, peer: IpAddr) -> AtPeer<'_> {
+        AtPeer {
+            authority: self,
+            peer,
+        }
+    }
+}
+
+impl identity::Authority for AtPeer<'_> {
+    fn check(
+        &self,
+        principal: &str,
+        user_key: &ssh_key::PublicKey,
+        serial: &Serial,
+        now: UnixTime,
+    ) -> Result<(), Ended> {
+        self.authority.check(principal, user_key, serial, now)?;
+        self.authority
+            .policy
+            .check(principal, self.peer, now)
+            .map_err(|reason| Ended {
+                code: TerminateCode::PolicyDenied,
+                reason,
+                kind: "policy_denied",
+            })
+    }
+
+    fn may_issue(&self, now: UnixTime) -> Result<(), Ended> {
+        self.authority.may_issue(now)
     }
 }
 
@@ -171,5 +216,6 @@ pub fn merge_crl(
         licence: current.licence.clone(),
         crl: Some(new),
         authorized: current.authorized.clone(),
+        policy: Arc::clone(&current.policy),
     }))
 }

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
@@ -18,6 +19,8 @@ use ztssh_proto::time::human;
 
 use crate::authority::{Authority, read_crl};
 use crate::authz::Authorized;
+use crate::limits::{LimitSettings, PenaltySettings};
+use crate::policy::{Policy, parse_net};
 use ztssh_proto::identity::{MAX_CERT_TTL, Timing};
 
 /// A configuration problem, reported before any port is bound.
@@ -54,6 +57,7 @@ const ENV_KEYS: &[&str] = &[
     "metrics_listen",
     "user",
     "drain_grace_secs",
+    "policy",
 ];
 
 /// Raw settings as written by the operator.
@@ -112,6 +116,16 @@ pub struct Settings {
     /// Seconds SIGTERM waits for sessions to finish before closing them.
     #[serde(default = "default_drain_grace")]
     pub drain_grace_secs: u64,
+    /// The access policy file (principals, sources, hours); reloaded on
+    /// SIGHUP. Without one, the authorized principals file alone decides.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// Per-source rate and handshake limits.
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// Growing penalties for sources that keep failing.
+    #[serde(default)]
+    pub penalties: PenaltySettings,
 }
 
 fn default_drain_grace() -> u64 {
@@ -189,6 +203,8 @@ pub struct Config {
     pub root: PublicKey,
     /// Challenge and certificate timing.
     pub timing: Timing,
+    /// Networks never penalised.
+    pub penalty_exempt: Vec<ipnet::IpNet>,
 }
 
 fn err(msg: impl Into<String>) -> ConfigError {
@@ -267,6 +283,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let root = read_root(&settings.root_public_key)?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     let timing = timing(&settings)?;
+    let penalty_exempt = check_limits(&settings)?;
     let cfg = Config {
         listen,
         upstream,
@@ -280,6 +297,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         subca,
         root,
         timing,
+        penalty_exempt,
         settings,
     };
     Ok((cfg, authority))
@@ -304,7 +322,38 @@ fn timing(s: &Settings) -> Result<Timing, ConfigError> {
     })
 }
 
-/// Reloads what SIGHUP reloads: licence, principals and revocation list.
+fn check_limits(s: &Settings) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let l = &s.limits;
+    if l.rate_per_minute == 0 || l.rate_burst == 0 {
+        return Err(err(
+            "limits.rate_per_minute and limits.rate_burst must be at least 1",
+        ));
+    }
+    if l.handshakes_per_source == 0 || l.handshakes_per_source > s.max_handshakes {
+        return Err(err(format!(
+            "limits.handshakes_per_source must be between 1 and max_handshakes ({})",
+            s.max_handshakes
+        )));
+    }
+    if !(16..=10_000_000).contains(&l.tracked_sources) {
+        return Err(err(
+            "limits.tracked_sources must be between 16 and 10000000",
+        ));
+    }
+    let p = &s.penalties;
+    if p.threshold_secs == 0 || p.max_secs < p.threshold_secs || p.max_secs > 86_400 {
+        return Err(err(
+            "penalties: need 1 <= threshold_secs <= max_secs <= 86400",
+        ));
+    }
+    p.exempt
+        .iter()
+        .map(|n| parse_net(n).map_err(|why| err(format!("penalties.exempt: {n:?}: {why}"))))
+        .collect()
+}
+
+/// Reloads what SIGHUP reloads: licence, principals, revocation list and
+/// policy.
 /// On any error the caller keeps the previous authority.
 pub fn reload_authority(cfg: &Config, now: u64) -> Result<Authority, ConfigError> {
     read_authority(&cfg.settings, &cfg.root, &cfg.noise, &cfg.subca, now)
@@ -324,10 +373,15 @@ fn read_authority(
         Some(path) => Some(read_crl(path, root).map_err(err)?),
         None => None,
     };
+    let policy = match &s.policy {
+        Some(path) => Policy::load(path).map_err(err)?,
+        None => Policy::default(),
+    };
     Ok(Authority {
         licence,
         crl,
         authorized,
+        policy: Arc::new(policy),
     })
 }
 
@@ -359,7 +413,7 @@ impl Config {
         let b = &authority.licence.body;
         format!(
             "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}; \
-             challenge every {}s, answer within {}s; client certificates {}s; revocation list {}",
+             challenge every {}s, answer within {}s; client certificates {}s; revocation list {}; {}",
             self.listen,
             self.upstream,
             b.server_id,
@@ -375,6 +429,7 @@ impl Config {
                 .crl
                 .as_ref()
                 .map_or("none".to_owned(), |c| format!("version {}", c.list_version)),
+            authority.policy.summary(),
         )
     }
 }

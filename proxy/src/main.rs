@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use ztssh_proto::cert::LicenceRequest;
 use ztssh_proto::keys::{NoiseKeypair, SigningKey};
 use ztssh_proto::labels::pem;
@@ -21,7 +21,9 @@ use ztssh_proto::{armor, keyfile};
 mod authority;
 mod authz;
 mod config;
+mod limits;
 mod metrics;
+mod policy;
 mod process;
 mod session;
 
@@ -219,11 +221,20 @@ async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         process::drop_privileges(user).map_err(anyhow::Error::msg)?;
     }
     let drain_grace = cfg.drain_grace;
+    let limits = limits::Limits::new(
+        &cfg.settings.limits,
+        &cfg.settings.penalties,
+        cfg.penalty_exempt.clone(),
+        cfg.settings.max_handshakes,
+    );
     let shared = Arc::new(Shared {
         cfg,
         authority: authority_rx,
         metrics,
+        limits,
+        sessions: limits::PrincipalSessions::default(),
     });
+    tokio::spawn(housekeeping(Arc::clone(&shared)));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     tokio::spawn(watch_signals(
@@ -264,9 +275,7 @@ async fn accept_loop(
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) {
-    let cfg = &shared.cfg;
-    let conns = Arc::new(Semaphore::new(cfg.settings.max_connections));
-    let handshakes = Arc::new(Semaphore::new(cfg.settings.max_handshakes));
+    let conns = Arc::new(Semaphore::new(shared.cfg.settings.max_connections));
     loop {
         let (sock, peer) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -279,26 +288,66 @@ async fn accept_loop(
                 }
             },
         };
-        // Cheap checks before any cryptography: global and half-open caps.
+        // Cheap checks before any cryptography, cheapest first. Refused
+        // sockets are closed at once; nothing is read from them.
+        let refuse = |reason: &str| shared.metrics.refused.with_label_values(&[reason]).inc();
         let Ok(conn) = Arc::clone(&conns).try_acquire_owned() else {
-            shared
-                .metrics
-                .refused
-                .with_label_values(&["max_connections"])
-                .inc();
+            refuse("max_connections");
             warn!(event = "connection_refused", peer = %peer, reason = "max_connections", "too many connections");
             continue;
         };
-        let Ok(hs) = Arc::clone(&handshakes).try_acquire_owned() else {
-            shared
-                .metrics
-                .refused
-                .with_label_values(&["max_handshakes"])
-                .inc();
-            warn!(event = "connection_refused", peer = %peer, reason = "max_handshakes", "too many handshakes in progress");
+        if let Some(secs) = shared.limits.penalised(peer.ip()) {
+            refuse(limits::Refusal::Penalised.label());
+            // Debug only: a flood must not become a log flood; the metric
+            // and the source_penalised event tell the story.
+            debug!(event = "connection_refused", peer = %peer, reason = "penalised", penalty_secs = secs, "source is serving a penalty");
             continue;
+        }
+        if let Err(why) = shared.authority.borrow().policy.admit_source(peer.ip()) {
+            refuse("policy_source");
+            info!(event = "connection_refused", peer = %peer, reason = "policy_source", "{why}");
+            session::penalise(shared, peer, limits::Failure::FailedAuth);
+            continue;
+        }
+        let admitted = match shared.limits.admit(peer.ip()) {
+            Ok(a) => a,
+            Err(why) => {
+                refuse(why.label());
+                debug!(event = "connection_refused", peer = %peer, reason = why.label(), "refused before the handshake");
+                continue;
+            }
         };
-        tracker.spawn(session::handle(Arc::clone(shared), sock, peer, conn, hs));
+        if admitted.evicted_other {
+            debug!(
+                event = "handshake_evicted",
+                "handshake table full; evicted the oldest pending handshake"
+            );
+        }
+        tracker.spawn(session::handle(
+            Arc::clone(shared),
+            sock,
+            peer,
+            conn,
+            admitted.slot,
+        ));
+    }
+}
+
+/// Forgets expired penalties and idle rate-limit state, and refreshes the
+/// gauges that describe them.
+async fn housekeeping(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        shared.limits.housekeep();
+        let (penalised, rate) = shared.limits.tracked();
+        let m = &shared.metrics;
+        m.penalised_sources
+            .set(i64::try_from(penalised).unwrap_or(i64::MAX));
+        m.rate_limited_sources
+            .set(i64::try_from(rate).unwrap_or(i64::MAX));
+        m.handshakes_in_progress
+            .set(i64::try_from(shared.limits.half_open()).unwrap_or(i64::MAX));
     }
 }
 

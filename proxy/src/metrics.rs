@@ -40,6 +40,14 @@ pub struct Metrics {
     pub certificates: IntCounterVec,
     /// Reloads by result.
     pub reloads: IntCounterVec,
+    /// Penalties that started or grew.
+    pub penalties: IntCounter,
+    /// Handshakes in progress.
+    pub handshakes_in_progress: IntGauge,
+    /// Sources with a live penalty record.
+    pub penalised_sources: IntGauge,
+    /// Sources in the rate limiter's table.
+    pub rate_limited_sources: IntGauge,
     licence_expiry: IntGauge,
     crl_expiry: IntGauge,
     crl_version: IntGauge,
@@ -74,6 +82,13 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         r.register(Box::new(sessions_total.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let penalties = IntCounter::new(
+            "ztssh_source_penalties_total",
+            "Times a source's penalty started or grew past the threshold.",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        r.register(Box::new(penalties.clone()))
             .unwrap_or_else(|e| panic!("{e}"));
         let proof_seconds = Histogram::with_opts(
             HistogramOpts::new(
@@ -136,6 +151,22 @@ impl Metrics {
                 "ztssh_config_reloads_total",
                 "Reloads by result.",
                 "result",
+            ),
+            penalties,
+            handshakes_in_progress: gauge(
+                &r,
+                "ztssh_handshakes_in_progress",
+                "Connections still in the handshake.",
+            ),
+            penalised_sources: gauge(
+                &r,
+                "ztssh_penalised_sources",
+                "Sources with a live penalty record.",
+            ),
+            rate_limited_sources: gauge(
+                &r,
+                "ztssh_rate_limiter_sources",
+                "Sources tracked by the per-source rate limiter.",
             ),
             licence_expiry: gauge(
                 &r,

@@ -21,6 +21,7 @@ use ztssh_proto::keys::{hex, random_bytes};
 
 use crate::authority::Authority;
 use crate::config::Config;
+use crate::limits::{self, Failure, HandshakeSlot, Limits, PrincipalSessions};
 
 /// How long the client may take to send its CLOSE after sshd has closed.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -83,6 +84,10 @@ pub struct Shared {
     pub cfg: Config,
     /// The live authority; replaced on reload.
     pub authority: watch::Receiver<Arc<Authority>>,
+    /// Accept-time abuse limits and penalties.
+    pub limits: Limits,
+    /// Live sessions per principal.
+    pub sessions: PrincipalSessions,
 }
 
 /// Handles one accepted connection to the end.
@@ -91,7 +96,7 @@ pub async fn handle(
     mut sock: TcpStream,
     peer: SocketAddr,
     conn_permit: OwnedSemaphorePermit,
-    hs_permit: OwnedSemaphorePermit,
+    slot: HandshakeSlot,
 ) {
     let id = hex(&random_bytes::<8>());
     let span = info_span!("session", session = %id, peer = %peer);
@@ -101,31 +106,57 @@ pub async fn handle(
         let _ = sock.set_nodelay(true);
         // The live licence: a SIGHUP may have installed a renewed one.
         let licence = shared.authority.borrow().clone();
-        let handshake = run_handshake(cfg, &licence.licence, &mut sock);
-        let authed = match timeout(cfg.handshake_timeout, handshake).await {
+        let handshake = timeout(cfg.handshake_timeout, run_handshake(cfg, &licence.licence, &mut sock));
+        let outcome = tokio::select! {
+            r = handshake => r,
+            () = slot.evicted() => {
+                shared.metrics.handshakes.with_label_values(&["evicted"]).inc();
+                info!(event = "handshake_failed", reason = "evicted", "handshake table full; this oldest pending handshake made room for a new one");
+                return;
+            }
+        };
+        let authed = match outcome {
             Err(_) => {
                 shared.metrics.handshakes.with_label_values(&["timeout"]).inc();
                 warn!(event = "handshake_failed", reason = "timeout", "handshake not finished within {:?}; dropped", cfg.handshake_timeout);
+                penalise(&shared, peer, Failure::Timeout);
                 return;
             }
             Ok(Err(HandshakeFail::Closed)) => {
                 shared.metrics.handshakes.with_label_values(&["closed"]).inc();
                 info!(event = "handshake_failed", reason = "closed", "client closed the connection during the handshake");
+                penalise(&shared, peer, Failure::BadHandshake);
                 return;
             }
             Ok(Err(HandshakeFail::Proto(e))) => {
                 shared.metrics.handshakes.with_label_values(&["protocol_error"]).inc();
                 warn!(event = "handshake_failed", reason = "protocol", error = %e, "handshake rejected");
+                penalise(&shared, peer, Failure::BadHandshake);
                 return;
             }
             Ok(Ok(a)) => a,
         };
-        drop(hs_permit);
-        serve_authenticated(&shared, sock, authed).await;
+        drop(slot);
+        serve_authenticated(&shared, sock, authed, peer).await;
         drop(conn_permit);
     }
     .instrument(span)
     .await;
+}
+
+/// Records a failure against the source and says so when it now serves a
+/// penalty.
+pub fn penalise(shared: &Shared, peer: SocketAddr, f: Failure) {
+    if let Some(p) = shared.limits.fail(peer.ip(), f) {
+        shared.metrics.penalties.inc();
+        warn!(
+            event = "source_penalised",
+            source = %limits::source_key(peer.ip()),
+            secs = p.secs,
+            "source refused for the next {}s after repeated failures",
+            p.secs
+        );
+    }
 }
 
 enum HandshakeFail {
@@ -185,7 +216,12 @@ async fn refuse(sock: &mut TcpStream, sealer: &mut Sealer, code: TerminateCode, 
     let _ = sock.shutdown().await;
 }
 
-async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: ClientAuthenticated) {
+async fn serve_authenticated(
+    shared: &Shared,
+    mut sock: TcpStream,
+    authed: ClientAuthenticated,
+    peer: SocketAddr,
+) {
     let cfg = &shared.cfg;
     let principal = authed.principal().to_owned();
     let key_fp = authed
@@ -208,6 +244,7 @@ async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: Clien
             .with_label_values(&["denied"])
             .inc();
         warn!(event = "authorization_denied", principal = %principal, user_key = %key_fp, "key is not authorized for this principal");
+        penalise(shared, peer, Failure::FailedAuth);
         let reason =
             format!("principal {principal} is not authorized with key {key_fp} on {server_id}");
         return refuse(
@@ -224,7 +261,7 @@ async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: Clien
         user_key,
         session_key,
         &cfg.subca,
-        authority.as_ref(),
+        &authority.at(peer.ip()),
         cfg.timing,
         now(),
         mono_ms(),
@@ -238,7 +275,30 @@ async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: Clien
                 .with_label_values(&["denied"])
                 .inc();
             warn!(event = "authorization_denied", principal = %principal, reason = e.kind, "{}", e.reason);
+            penalise(shared, peer, Failure::FailedAuth);
             return refuse(&mut sock, &mut transport.sealer, e.code, e.reason).await;
+        }
+    };
+    let max = authority.policy.max_sessions(&principal);
+    let _hold = match shared.sessions.try_hold(&principal, max) {
+        Ok(h) => h,
+        Err(n) => {
+            shared
+                .metrics
+                .handshakes
+                .with_label_values(&["denied"])
+                .inc();
+            let reason = format!(
+                "principal {principal} already has {n} session(s) on {server_id}, the most the policy allows"
+            );
+            warn!(event = "authorization_denied", principal = %principal, reason = "max_sessions", "{reason}");
+            return refuse(
+                &mut sock,
+                &mut transport.sealer,
+                TerminateCode::PolicyDenied,
+                reason,
+            )
+            .await;
         }
     };
     let serial = started.identity.serial();
@@ -280,6 +340,7 @@ async fn serve_authenticated(shared: &Shared, mut sock: TcpStream, authed: Clien
         identity: started.identity,
         authority: shared.authority.clone(),
         transport,
+        peer: peer.ip(),
     };
     let m = &shared.metrics;
     m.sessions_total.inc();
@@ -342,6 +403,7 @@ struct Session<'a> {
     identity: ServerIdentity,
     authority: watch::Receiver<Arc<Authority>>,
     transport: Transport,
+    peer: std::net::IpAddr,
 }
 
 impl Session<'_> {
@@ -441,7 +503,7 @@ impl Session<'_> {
                 changed = self.authority.changed() => {
                     if changed.is_ok() {
                         let authority = self.authority.borrow_and_update().clone();
-                        self.identity.recheck(authority.as_ref(), now()).map_err(SessionEnd::Identity)?;
+                        self.identity.recheck(&authority.at(self.peer), now()).map_err(SessionEnd::Identity)?;
                     }
                 }
                 () = sleep_until_opt(grace_until) => return Ok(()),
@@ -466,7 +528,7 @@ impl Session<'_> {
             .handle(
                 msg,
                 &self.shared.cfg.subca,
-                authority.as_ref(),
+                &authority.at(self.peer),
                 now(),
                 mono_ms(),
             )

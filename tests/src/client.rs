@@ -39,8 +39,22 @@ impl LibClient {
         key: &Path,
         principal: &str,
     ) -> std::io::Result<Self> {
+        Self::handshake(
+            TcpStream::connect(("127.0.0.1", port))?,
+            root,
+            key,
+            principal,
+        )
+    }
+
+    /// Handshakes over an already connected socket.
+    pub fn handshake(
+        mut sock: TcpStream,
+        root: PublicKey,
+        key: &Path,
+        principal: &str,
+    ) -> std::io::Result<Self> {
         let user = PrivateKey::read_openssh_file(key).map_err(std::io::Error::other)?;
-        let mut sock = TcpStream::connect(("127.0.0.1", port))?;
         sock.set_read_timeout(Some(Duration::from_secs(30)))?;
         sock.set_nodelay(true)?;
         let f = FrameSize::default();

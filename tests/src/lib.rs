@@ -308,6 +308,19 @@ pub struct Proxy {
 impl Proxy {
     /// Writes a config and starts `ztssh-proxy run`.
     pub fn start(dir: &Path, pki: &Pki, upstream: u16, principals: &str, extra: &str) -> Self {
+        Self::start_with(dir, pki, upstream, principals, extra, &[])
+    }
+
+    /// Same, with extra `run` flags (`--listen [::]:PORT`, say); `{port}` in
+    /// a flag is replaced by the proxy's port.
+    pub fn start_with(
+        dir: &Path,
+        pki: &Pki,
+        upstream: u16,
+        principals: &str,
+        extra: &str,
+        run_args: &[&str],
+    ) -> Self {
         let port = free_port();
         let principals_path = dir.join("principals");
         fs::write(&principals_path, principals).expect("principals");
@@ -329,6 +342,11 @@ impl Proxy {
             .arg("run")
             .arg("--config")
             .arg(&config)
+            .args(
+                run_args
+                    .iter()
+                    .map(|a| a.replace("{port}", &port.to_string())),
+            )
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -367,6 +385,21 @@ impl Proxy {
     }
 }
 
+/// A TCP connection to the proxy from the loopback source address `src`
+/// (any 127.0.0.0/8 address works on Linux), so tests can play several
+/// clients.
+pub fn connect_from(src: &str, port: u16) -> std::io::Result<std::net::TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    let src: std::net::SocketAddr = format!("{src}:0").parse().map_err(std::io::Error::other)?;
+    s.bind(&src.into())?;
+    let dst: std::net::SocketAddr = format!("127.0.0.1:{port}")
+        .parse()
+        .map_err(std::io::Error::other)?;
+    s.connect_timeout(&dst.into(), Duration::from_secs(5))?;
+    Ok(s.into())
+}
+
 /// A whole private world: CA, sshd, proxy, and user alice.
 pub struct World {
     pub dir: TempDir,
@@ -384,18 +417,29 @@ impl World {
 
     /// Same, with extra proxy config lines.
     pub fn with_extra(extra: &str) -> Self {
+        Self::build(extra, &[], &[])
+    }
+
+    /// Same, with extra `ztssh-proxy run` flags, and `files` (name, text)
+    /// written into the world's directory first; `{dir}` in `extra` is that
+    /// directory.
+    pub fn build(extra: &str, run_args: &[&str], files: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ztssh-e2e-")
             .tempdir()
             .expect("tempdir");
         let alice = user_key(dir.path(), "alice");
         let alice_pub = read_text(&alice.with_extension("pub"));
+        for (name, text) in files {
+            fs::write(dir.path().join(name), text).expect("world file");
+        }
+        let extra = extra.replace("{dir}", &dir.path().display().to_string());
         let pki = Pki::create(dir.path(), &["localhost", "web1"]);
         pki.publish_crl();
         let sshd = Sshd::start(dir.path(), &alice_pub);
         let extra = format!("revocation_list = \"{}\"\n{extra}", pki.crl().display());
         let principals = format!("alice {alice_pub}");
-        let proxy = Proxy::start(dir.path(), &pki, sshd.port, &principals, &extra);
+        let proxy = Proxy::start_with(dir.path(), &pki, sshd.port, &principals, &extra, run_args);
         Self {
             dir,
             pki,

@@ -31,6 +31,7 @@ fn proxy_example_and_principals_example_pass_check() {
             .env("ZTSSH_LICENCE", &w.pki.licence)
             .env("ZTSSH_ROOT_PUBLIC_KEY", w.pki.root_pub())
             .env("ZTSSH_REVOCATION_LIST", w.pki.crl())
+            .env("ZTSSH_POLICY", repo("config-examples/policy.toml"))
             .env(
                 "ZTSSH_AUTHORIZED_PRINCIPALS",
                 repo("config-examples/authorized_principals"),
@@ -45,6 +46,10 @@ fn proxy_example_and_principals_example_pass_check() {
     );
     assert!(
         text.contains("challenge every 30s, answer within 10s; client certificates 300s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("policy: principals any allowed / 1 denied, sources any allowed / 1 denied, 2 per-principal rule(s)"),
         "{text}"
     );
 }

@@ -114,19 +114,21 @@ fn expect_closed(mut s: TcpStream, within: Duration) {
 
 #[test]
 fn garbage_http_and_slow_sockets_are_dropped_without_reaching_sshd() {
+    // The abuse comes from 127.0.0.2; its penalty must not touch 127.0.0.1.
     let w = World::with_extra("handshake_timeout_secs = 1\n");
-    let mut s = TcpStream::connect(("127.0.0.1", w.proxy.port)).expect("connect");
+    let abuser = "127.0.0.2";
+    let mut s = connect_from(abuser, w.proxy.port).expect("connect");
     s.write_all(&pseudo_random(HELLO_LEN, 99)).expect("write");
     expect_closed(s, Duration::from_secs(10));
 
-    let mut s = TcpStream::connect(("127.0.0.1", w.proxy.port)).expect("connect");
+    let mut s = connect_from(abuser, w.proxy.port).expect("connect");
     let mut req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
     req.resize(HELLO_LEN, b' ');
     s.write_all(&req).expect("write");
     expect_closed(s, Duration::from_secs(10));
 
     // Slowloris: a few bytes, then nothing. The deadline drops it.
-    let mut s = TcpStream::connect(("127.0.0.1", w.proxy.port)).expect("connect");
+    let mut s = connect_from(abuser, w.proxy.port).expect("connect");
     s.write_all(b"SSH-2.0-").expect("write");
     expect_closed(s, Duration::from_secs(10));
 
@@ -136,6 +138,19 @@ fn garbage_http_and_slow_sockets_are_dropped_without_reaching_sshd() {
     let plog = w.proxy.log_text();
     assert!(plog.contains("reason=\"timeout\""), "{plog}");
     assert!(plog.contains("reason=\"protocol\""), "{plog}");
+    // 2 + 2 + 20 penalty seconds (less the second that passed): the
+    // abuser is now refused at accept, before any cryptography.
+    assert!(
+        plog.contains("after repeated failures event=\"source_penalised\" source=127.0.0.2 secs=2"),
+        "{plog}"
+    );
+    let mut s = connect_from(abuser, w.proxy.port).expect("connect");
+    let _ = s.write_all(&pseudo_random(HELLO_LEN, 7));
+    expect_closed(s, Duration::from_secs(5));
+    assert_eq!(
+        count(&w.proxy.log_text(), "event=\"connection_accepted\""),
+        3
+    );
     assert!(
         !w.sshd.log_text().contains("Connection from"),
         "sshd saw a connection"
