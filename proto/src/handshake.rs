@@ -547,3 +547,79 @@ opaque_debug!(
     AwaitingClientHello,
     AwaitingClientAuth
 );
+
+// ------------------------------------------------------------- testkit
+
+/// Hostile-peer hooks for fuzzing and tests (feature `testkit`): they build
+/// handshake messages whose Noise layer is valid but whose payload is
+/// whatever the caller says, so parsers behind the cryptography can be
+/// reached. Never enabled in the shipped binaries.
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+pub mod testkit {
+    use super::*;
+
+    /// Fits `payload` to exactly `len` bytes (zero-filled or cut).
+    fn fit(payload: &[u8], len: usize) -> Vec<u8> {
+        let mut p = payload.to_vec();
+        p.resize(len, 0);
+        p
+    }
+
+    fn raw(
+        hs: &mut snow::HandshakeState,
+        payload: &[u8],
+        total: usize,
+        overhead: usize,
+    ) -> Result<Vec<u8>, ProtoError> {
+        let mut out = vec![0u8; total];
+        let n = hs.write_message(&fit(payload, total - overhead), &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Message 1 carrying `payload` (the `body_len || body || zeros` part).
+    pub fn client_hello_raw(payload: &[u8]) -> Result<Vec<u8>, ProtoError> {
+        let throwaway = NoiseKeypair::generate();
+        let prologue = prologue();
+        let mut hs = builder()?
+            .local_private_key(throwaway.private().expose())?
+            .prologue(&prologue)?
+            .build_initiator()?;
+        raw(&mut hs, payload, HELLO_LEN, OVERHEAD_1)
+    }
+
+    /// The payload an honest client puts in message 1 (for mutation).
+    pub fn honest_hello_payload(frame_size: FrameSize) -> Vec<u8> {
+        let (_, ek) = MlKem768::generate_keypair();
+        let mut w = Writer::new();
+        w.u16(labels::PROTOCOL_VERSION)
+            .u16(frame_size.wire())
+            .u32(0);
+        w.bytes(&ek.to_bytes());
+        pad_payload(&w.into_vec(), HELLO_LEN - OVERHEAD_1)
+            .map(|p| p.to_vec())
+            .unwrap_or_default()
+    }
+
+    impl AwaitingClientHello {
+        /// Reads message 1, then answers with a message 2 carrying `payload`.
+        pub fn server_hello_raw(
+            mut self,
+            msg1: &[u8],
+            payload: &[u8],
+        ) -> Result<Vec<u8>, ProtoError> {
+            read_msg(&mut self.hs, msg1, HELLO_LEN)?;
+            let total = message_len(2, self.frame_size);
+            raw(&mut self.hs, payload, total, OVERHEAD_2)
+        }
+    }
+
+    impl ServerVerified {
+        /// Message 3 carrying `payload` instead of the user's identity.
+        pub fn client_auth_raw(mut self, payload: &[u8]) -> Result<Vec<u8>, ProtoError> {
+            let total = message_len(3, self.frame_size);
+            raw(&mut self.hs, payload, total, OVERHEAD_3)
+        }
+    }
+}

@@ -26,6 +26,8 @@ pub mod time;
 #[cfg(test)]
 mod identity_tests;
 #[cfg(test)]
+mod roundtrip_tests;
+#[cfg(test)]
 mod tests;
 
 pub use error::{AuthError, Malformed, ProtoError};

@@ -15,7 +15,7 @@ use crate::labels::SSHSIG_NAMESPACE_HANDSHAKE;
 /// Virtual "now" for the pair.
 const NOW: u64 = 1_800_000_000;
 
-struct Pki {
+pub(crate) struct Pki {
     root: SigningKey,
     noise: NoiseKeypair,
     licence: Licence,
@@ -39,7 +39,7 @@ fn pki_with(root: &SigningKey, signer: &SigningKey, noise: NoiseKeypair, nb: u64
     }
 }
 
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     let root = SigningKey::generate();
     pki_with(
         &root,
@@ -50,12 +50,12 @@ fn pki() -> Pki {
     )
 }
 
-fn user(seed: u8) -> PrivateKey {
+pub(crate) fn user(seed: u8) -> PrivateKey {
     let kp = ssh_key::private::Ed25519Keypair::from_seed(&[seed; 32]);
     PrivateKey::from(kp)
 }
 
-fn client_cfg(pki: &Pki, host: &str) -> ClientConfig {
+pub(crate) fn client_cfg(pki: &Pki, host: &str) -> ClientConfig {
     ClientConfig {
         root: pki.root.public(),
         host: host.into(),
@@ -64,7 +64,7 @@ fn client_cfg(pki: &Pki, host: &str) -> ClientConfig {
 }
 
 /// Runs the handshake; `signer` signs while `claimed` is the key sent.
-fn run(
+pub(crate) fn run(
     pki: &Pki,
     cfg: ClientConfig,
     claimed: &PrivateKey,
@@ -347,4 +347,103 @@ fn terminate_reaches_the_client() {
         .open_all(&wire, &mut d, &mut e)
         .expect("open");
     assert_eq!(e, vec![Event::Control(t)]);
+}
+
+/// Hostile payloads behind valid Noise cryptography (feature `testkit`).
+#[cfg(feature = "testkit")]
+mod hostile {
+    use super::*;
+    use crate::handshake::testkit;
+
+    fn server(pki: &Pki) -> handshake::AwaitingClientHello {
+        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default()).expect("server")
+    }
+
+    #[test]
+    fn oversized_length_fields_in_handshake_payloads_are_refused_cleanly() {
+        let pki = pki();
+        // body_len = 0xffff in message 1: longer than the whole message.
+        let msg1 = testkit::client_hello_raw(&[0xff, 0xff, 0, 1]).expect("msg1");
+        assert_eq!(msg1.len(), HELLO_LEN);
+        let e = server(&pki)
+            .handle_client_hello(&msg1)
+            .map(|_| ())
+            .expect_err("oversized");
+        assert_eq!(e.to_string(), "client hello is truncated");
+        // A body_len shorter than the body: the rest is not zero padding.
+        let mut p = testkit::honest_hello_payload(FrameSize::default());
+        p[0..2].copy_from_slice(&100u16.to_be_bytes());
+        let msg1 = testkit::client_hello_raw(&p).expect("msg1");
+        let e = server(&pki)
+            .handle_client_hello(&msg1)
+            .map(|_| ())
+            .expect_err("short body");
+        assert_eq!(e.to_string(), "client hello: non-zero padding");
+        // The honest payload through the hook works, so the hook is faithful.
+        let msg1 = testkit::client_hello_raw(&testkit::honest_hello_payload(FrameSize::default()))
+            .expect("msg1");
+        assert!(server(&pki).handle_client_hello(&msg1).is_ok());
+
+        // Message 2 with a licence var16 claiming 0xffff bytes.
+        let (client, msg1) = handshake::client_start(client_cfg(&pki, "web1")).expect("client");
+        let mut body = vec![0, 0]; // body_len, filled below
+        body.extend_from_slice(&1u16.to_be_bytes());
+        body.extend_from_slice(&[0u8; 1088]);
+        body.extend_from_slice(&0xffffu16.to_be_bytes());
+        let len = u16::try_from(body.len() - 2).expect("len");
+        body[0..2].copy_from_slice(&len.to_be_bytes());
+        let msg2 = server(&pki).server_hello_raw(&msg1, &body).expect("msg2");
+        let e = client
+            .handle_server_hello(&msg2, NOW)
+            .map(|_| ())
+            .expect_err("oversized");
+        assert!(
+            e.to_string()
+                .contains("server hello has a field of 65535 bytes"),
+            "{e}"
+        );
+
+        // Message 3 whose principal claims 200 bytes.
+        let server = server(&pki);
+        let (client, msg1) = handshake::client_start(client_cfg(&pki, "web1")).expect("client");
+        let (server, msg2) = server.handle_client_hello(&msg1).expect("msg2");
+        let verified = client.handle_server_hello(&msg2, NOW).expect("verified");
+        let msg3 = verified.client_auth_raw(&[0, 1, 200]).expect("msg3");
+        let e = server
+            .handle_client_auth(&msg3)
+            .map(|_| ())
+            .expect_err("oversized");
+        assert_eq!(
+            e.to_string(),
+            "client auth has a field of 200 bytes (at most 64 allowed)"
+        );
+    }
+
+    #[test]
+    fn records_with_an_oversized_length_field_are_refused() {
+        let pki = pki();
+        let alice = user(1);
+        let (mut c, mut s) =
+            run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
+        let f = FrameSize::default();
+        // DATA with len = F (more than the record can carry).
+        let mut plain = vec![1u8, 0];
+        plain.extend_from_slice(&u16::try_from(f.get()).expect("f").to_be_bytes());
+        let mut wire = Vec::new();
+        c.transport
+            .sealer
+            .seal_plaintext_raw(&plain, &mut wire)
+            .expect("seal");
+        let (mut d, mut ev) = (Vec::new(), Vec::new());
+        let e = s
+            .transport
+            .opener
+            .open_all(&wire, &mut d, &mut ev)
+            .expect_err("oversized");
+        assert_eq!(
+            e.to_string(),
+            "record has a field of 1024 bytes (at most 1004 allowed)"
+        );
+        assert!(d.is_empty() && ev.is_empty());
+    }
 }
