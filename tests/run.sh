@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: unit, in-memory protocol, and end-to-end tests
-# against a private real sshd with the real ssh, scp, sftp and rsync.
+# The whole test suite: unit and property tests, in-memory protocol, and
+# end-to-end tests against a private real sshd with the real ssh, scp, sftp
+# and rsync, then a short bounded run of every fuzz target.
 # Builds once (release profile, shared with the benchmark), then runs
 # tests in parallel.
 set -euo pipefail
@@ -12,3 +13,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --release --workspace --locked --no-fail-fast
 fi
+# Every fuzz target for FUZZ_SECS (default 10) seconds.
+bash proto/fuzz/smoke.sh

@@ -133,6 +133,8 @@ pub struct ServerIdentity {
     next_challenge_ms: u64,
     proofs: u64,
     renewals: u64,
+    /// Set by the first failure; from then on every call returns it.
+    ended: Option<Ended>,
 }
 
 /// The first certificate of a session and the state that checks it from now on.
@@ -182,6 +184,7 @@ impl ServerIdentity {
             next_challenge_ms: mono_ms.saturating_add(timing.interval_secs.saturating_mul(1000)),
             proofs: 0,
             renewals: 0,
+            ended: None,
         };
         Ok(Started {
             identity,
@@ -221,6 +224,28 @@ impl ServerIdentity {
     /// the session; otherwise a CHALLENGE may be due. `nonce` must be fresh
     /// random bytes; it also jitters the next interval.
     pub fn poll(
+        &mut self,
+        now: UnixTime,
+        mono_ms: u64,
+        nonce: [u8; 32],
+    ) -> Result<Option<Control>, Ended> {
+        self.sticky(|me| me.poll_inner(now, mono_ms, nonce))
+    }
+
+    /// Runs `f` unless the session already ended; remembers a failure, so
+    /// an ended session never acknowledges or issues anything again.
+    fn sticky<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, Ended>) -> Result<T, Ended> {
+        if let Some(e) = &self.ended {
+            return Err(e.clone());
+        }
+        let r = f(self);
+        if let Err(e) = &r {
+            self.ended = Some(e.clone());
+        }
+        r
+    }
+
+    fn poll_inner(
         &mut self,
         now: UnixTime,
         mono_ms: u64,
@@ -276,7 +301,20 @@ impl ServerIdentity {
     }
 
     /// Handles a CONTROL from the client: PROOF gets ACK, RENEW gets CERT.
+    /// After any failure the session is over: every later call fails the
+    /// same way.
     pub fn handle(
+        &mut self,
+        msg: Control,
+        subca: &SigningKey,
+        authority: &dyn Authority,
+        now: UnixTime,
+        mono_ms: u64,
+    ) -> Result<Control, Ended> {
+        self.sticky(|me| me.handle_inner(msg, subca, authority, now, mono_ms))
+    }
+
+    fn handle_inner(
         &mut self,
         msg: Control,
         subca: &SigningKey,
@@ -419,8 +457,8 @@ impl ServerIdentity {
     }
 
     /// Re-checks the session against new revocations or policy, at once.
-    pub fn recheck(&self, authority: &dyn Authority, now: UnixTime) -> Result<(), Ended> {
-        authority.check(&self.principal, &self.user_key, &self.cert.serial, now)
+    pub fn recheck(&mut self, authority: &dyn Authority, now: UnixTime) -> Result<(), Ended> {
+        self.sticky(|me| authority.check(&me.principal, &me.user_key, &me.cert.serial, now))
     }
 }
 

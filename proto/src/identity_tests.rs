@@ -319,7 +319,7 @@ fn renewal_cannot_switch_principal_or_skip_the_user_key() {
 
 #[test]
 fn revocation_is_seen_at_recheck_and_at_the_next_proof() {
-    let p = pair_with([1; 32]);
+    let mut p = pair_with([1; 32]);
     assert!(p.server.recheck(&p.policy, p.now).is_ok());
     p.policy.banned.borrow_mut().push("alice".into());
     let e = p.server.recheck(&p.policy, p.now).expect_err("banned");
@@ -429,4 +429,26 @@ fn a_proof_that_crosses_a_renewal_on_the_wire_is_accepted_once() {
             .kind,
         "proof_wrong_cert"
     );
+}
+
+#[test]
+fn an_ended_session_stays_ended() {
+    let mut p = pair_with([6; 32]);
+    let ch = p.next_challenge();
+    let Control::Proof { seq, cert, mut sig } = p.answer(&ch) else {
+        panic!("proof")
+    };
+    let genuine = Control::Proof {
+        seq,
+        cert: cert.clone(),
+        sig,
+    };
+    sig[0] ^= 1;
+    let first = p
+        .deliver(Control::Proof { seq, cert, sig })
+        .expect_err("tampered");
+    // The genuine proof, arriving after the failure, gets the same failure.
+    assert_eq!(p.deliver(genuine).expect_err("ended"), first);
+    let (now, mono) = (p.now, p.mono);
+    assert_eq!(p.server.poll(now, mono, [0; 32]).expect_err("ended"), first);
 }

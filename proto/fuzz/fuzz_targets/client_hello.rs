@@ -1,0 +1,29 @@
+//! Message 1 at the proxy: arbitrary payloads behind valid Noise, and raw
+//! arbitrary bytes. Invariant: only a payload with this version, this frame
+//! size and a well-formed ML-KEM key is answered, and the answer has the
+//! fixed message-2 length.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ztssh_proto::frame::FrameSize;
+use ztssh_proto::handshake::{HELLO_LEN, message_len, testkit};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok((_, msg2)) = ztssh_proto_fuzz::server().handle_client_hello(data) {
+        panic!(
+            "raw bytes accepted as message 1 ({} bytes -> {})",
+            data.len(),
+            msg2.len()
+        );
+    }
+    let msg1 = testkit::client_hello_raw(data).expect("msg1");
+    assert_eq!(msg1.len(), HELLO_LEN);
+    if let Ok((_, msg2)) = ztssh_proto_fuzz::server().handle_client_hello(&msg1) {
+        assert_eq!(msg2.len(), message_len(2, FrameSize::default()));
+        // Accepted: body_len covers version, frame, caps and a 1184-byte key.
+        assert!(data.len() >= 2 + 8 + 1184);
+        assert_eq!(u16::from_be_bytes([data[0], data[1]]), 8 + 1184);
+        assert_eq!(&data[2..4], &1u16.to_be_bytes());
+        assert_eq!(&data[4..6], &1024u16.to_be_bytes());
+    }
+});

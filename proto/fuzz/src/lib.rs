@@ -1,0 +1,102 @@
+//! Shared set-up for the fuzz targets: a root, a licence, a user, and an
+//! honest in-memory handshake, built once per process where possible.
+
+use std::sync::OnceLock;
+
+use ssh_key::{HashAlg, PrivateKey};
+use ztssh_proto::cert::{Licence, LicenceBody, Serial};
+use ztssh_proto::frame::FrameSize;
+use ztssh_proto::handshake::{
+    self, ClientAuthenticated, ClientConfig, ClientSession, ServerVerified,
+};
+use ztssh_proto::keys::{NoiseKeypair, SigningKey};
+use ztssh_proto::labels::SSHSIG_NAMESPACE_HANDSHAKE;
+
+/// Virtual now.
+pub const NOW: u64 = 1_800_000_000;
+
+/// Long-lived keys and the licence.
+pub struct World {
+    /// The root.
+    pub root: SigningKey,
+    /// The proxy's Noise key.
+    pub noise: NoiseKeypair,
+    /// The proxy's Sub-CA.
+    pub subca: SigningKey,
+    /// Its licence.
+    pub licence: Licence,
+    /// The user.
+    pub user: PrivateKey,
+}
+
+/// The process-wide world.
+pub fn world() -> &'static World {
+    static W: OnceLock<World> = OnceLock::new();
+    W.get_or_init(|| {
+        let root = SigningKey::generate();
+        let noise = NoiseKeypair::generate();
+        let subca = SigningKey::generate();
+        let licence = LicenceBody {
+            serial: Serial::random(),
+            server_id: "web1".into(),
+            hostnames: vec!["web1".into()],
+            subca_key: subca.public(),
+            noise_key: noise.public(),
+            not_before: NOW - 10,
+            not_after: NOW + 86_400,
+            issuer: root.public(),
+        }
+        .sign(&root)
+        .expect("sign licence");
+        let user = PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[7; 32]));
+        World {
+            root,
+            noise,
+            subca,
+            licence,
+            user,
+        }
+    })
+}
+
+/// The client's configuration.
+pub fn client_cfg() -> ClientConfig {
+    ClientConfig {
+        root: world().root.public(),
+        host: "web1".into(),
+        frame_size: FrameSize::default(),
+    }
+}
+
+/// A fresh server state.
+pub fn server() -> handshake::AwaitingClientHello {
+    let w = world();
+    handshake::server_start(&w.noise, &w.licence, FrameSize::default()).expect("server")
+}
+
+/// Runs messages 1 and 2 honestly; returns the server waiting for message 3
+/// and the client that verified the server.
+pub fn up_to_msg3() -> (handshake::AwaitingClientAuth, ServerVerified) {
+    let (client, msg1) = handshake::client_start(client_cfg()).expect("client");
+    let (server, msg2) = server().handle_client_hello(&msg1).expect("msg2");
+    let verified = client.handle_server_hello(&msg2, NOW).expect("verified");
+    (server, verified)
+}
+
+/// A whole honest handshake.
+pub fn pair() -> (ClientSession, ClientAuthenticated) {
+    let (server, verified) = up_to_msg3();
+    let sig = world()
+        .user
+        .sign(
+            SSHSIG_NAMESPACE_HANDSHAKE,
+            HashAlg::Sha512,
+            &verified.user_signed_data(),
+        )
+        .expect("sign");
+    let (session, msg3) = verified
+        .into_client_auth("alice", world().user.public_key(), &sig)
+        .expect("msg3");
+    let authed = server.handle_client_auth(&msg3).expect("authed");
+    (session, authed)
+}
