@@ -152,6 +152,8 @@ impl Transport {
                 nonce: 0,
                 f,
                 plain: vec![0; f.get() - TAG_LEN],
+                closed: false,
+                terminated: false,
             },
         }
     }
@@ -252,6 +254,10 @@ pub struct Opener {
     nonce: u64,
     f: FrameSize,
     plain: Vec<u8>,
+    /// A CLOSE was opened: no more DATA may follow.
+    closed: bool,
+    /// A TERMINATE was opened: nothing after it is opened at all.
+    terminated: bool,
 }
 
 impl Opener {
@@ -268,6 +274,10 @@ impl Opener {
     /// Opens every complete record at the front of `input`: DATA is appended
     /// to `data`, everything else to `events`. Returns how many bytes were
     /// consumed (a multiple of `F`). Any failure is fatal for the connection.
+    ///
+    /// Order is kept where it matters: DATA after a CLOSE is an error, and
+    /// nothing after a TERMINATE is opened (it is the last event; the
+    /// caller acts on it, whatever bytes follow).
     pub fn open_all(
         &mut self,
         input: &[u8],
@@ -277,6 +287,9 @@ impl Opener {
         let f = self.f.get();
         let mut consumed = 0;
         for record in input.chunks_exact(f) {
+            if self.terminated {
+                break;
+            }
             self.open_one(record, data, events)?;
             consumed += f;
         }
@@ -324,10 +337,20 @@ impl Opener {
             .into());
         }
         match kind {
+            RecordType::Data if self.closed && len > 0 => {
+                return Err(ProtoError::PeerMisbehaved("DATA after CLOSE"));
+            }
             RecordType::Data => data.extend_from_slice(body),
-            RecordType::Control => events.push(Event::Control(Control::decode(body)?)),
+            RecordType::Control => {
+                let msg = Control::decode(body)?;
+                self.terminated = matches!(msg, Control::Terminate { .. });
+                events.push(Event::Control(msg));
+            }
             RecordType::Pad if len == 0 => {}
-            RecordType::Close if len == 0 => events.push(Event::Close),
+            RecordType::Close if len == 0 => {
+                self.closed = true;
+                events.push(Event::Close);
+            }
             RecordType::Pad | RecordType::Close => {
                 return Err(Malformed::Invalid {
                     what: "record",

@@ -430,6 +430,17 @@ impl ServerIdentity {
                 ),
             ));
         }
+        // Cheap before costly: an honest client renews when a third of the
+        // certificate's life is left, so a renewal within the first quarter
+        // is a client burning the proxy's CPU on signature checks.
+        let age = now.saturating_sub(self.cert.not_before);
+        let min_age = self.timing.cert_ttl_secs / 4;
+        if age < min_age {
+            return Err(Ended::protocol(
+                "renew_too_soon",
+                format!("renewal {age}s into a certificate's life; at most one per {min_age}s"),
+            ));
+        }
         let data = renewal_data(&self.h, principal, &new_key, &self.cert.serial);
         let bad = |what: &str| {
             Ended::identity(

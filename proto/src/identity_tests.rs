@@ -275,6 +275,7 @@ fn certificate_expiry_without_renewal_ends_the_session() {
 #[test]
 fn renewal_cannot_switch_principal_or_skip_the_user_key() {
     let mut p = pair_with([1; 32]);
+    p.advance(TIMING.cert_ttl_secs * 2 / 3);
     let Control::Renew {
         new_key,
         new_sig,
@@ -301,6 +302,7 @@ fn renewal_cannot_switch_principal_or_skip_the_user_key() {
 
     // Signed by some other user key.
     let mut p = pair_with([1; 32]);
+    p.advance(TIMING.cert_ttl_secs * 2 / 3);
     let data = p.client.renewal_data().expect("data");
     let mallory = PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[6; 32]));
     let sig = mallory
@@ -336,6 +338,7 @@ fn revocation_is_seen_at_recheck_and_at_the_next_proof() {
 
     let mut p = pair_with([1; 32]);
     *p.policy.licence_revoked.borrow_mut() = true;
+    p.advance(TIMING.cert_ttl_secs * 2 / 3);
     let renew = p.renew();
     assert_eq!(
         p.deliver(renew).expect_err("licence").kind,
@@ -404,6 +407,7 @@ fn no_message_sequence_gets_an_ack_without_a_valid_proof() {
 #[test]
 fn a_proof_that_crosses_a_renewal_on_the_wire_is_accepted_once() {
     let mut p = pair_with([1; 32]);
+    p.advance(TIMING.cert_ttl_secs * 2 / 3);
     let ch = p.next_challenge();
     // The client renews; the proxy issues the new certificate before the
     // client's answer to the older challenge arrives.
@@ -451,4 +455,17 @@ fn an_ended_session_stays_ended() {
     assert_eq!(p.deliver(genuine).expect_err("ended"), first);
     let (now, mono) = (p.now, p.mono);
     assert_eq!(p.server.poll(now, mono, [0; 32]).expect_err("ended"), first);
+}
+
+#[test]
+fn renewals_too_early_in_a_certificates_life_end_the_session_before_any_signature_check() {
+    let mut p = pair_with([2; 32]);
+    p.advance(TIMING.cert_ttl_secs / 4 - 1);
+    let renew = p.renew();
+    let e = p.deliver(renew).expect_err("too soon");
+    assert_eq!(e.kind, "renew_too_soon");
+    assert_eq!(
+        e.reason,
+        "renewal 74s into a certificate's life; at most one per 75s"
+    );
 }

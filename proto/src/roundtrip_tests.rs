@@ -244,9 +244,12 @@ proptest! {
         let mut wire = Vec::new();
         let mut want_data = Vec::new();
         let mut want_events = Vec::new();
+        let mut closed = false;
         for op in &ops {
             let sealer = &mut c.transport.sealer;
             match op {
+                // An honest sender sends no DATA after its CLOSE.
+                Op::Data(_) if closed => {}
                 Op::Data(d) => {
                     sealer.seal_data(d, &mut wire).expect("seal");
                     want_data.extend_from_slice(d);
@@ -254,11 +257,16 @@ proptest! {
                 Op::Control(m) => {
                     sealer.seal_control(m, &mut wire).expect("seal");
                     want_events.push(Event::Control(m.clone()));
+                    // TERMINATE is the last thing a sender sends.
+                    if matches!(m, Control::Terminate { .. }) {
+                        break;
+                    }
                 }
                 Op::Pad => sealer.seal_pad(&mut wire).expect("pad"),
                 Op::Close => {
                     sealer.seal_close(&mut wire).expect("close");
                     want_events.push(Event::Close);
+                    closed = true;
                 }
             }
         }

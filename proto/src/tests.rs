@@ -349,6 +349,65 @@ fn terminate_reaches_the_client() {
     assert_eq!(e, vec![Event::Control(t)]);
 }
 
+#[test]
+fn nothing_after_terminate_is_opened_and_no_data_after_close() {
+    let pki = pki();
+    let alice = user(1);
+    let (mut c, mut s) = run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
+    // Proxy to client: DATA, TERMINATE, then DATA and ACCEPT in one batch.
+    let mut wire = Vec::new();
+    let sealer = &mut s.transport.sealer;
+    sealer.seal_data(b"before", &mut wire).expect("seal");
+    let bye = Control::Terminate {
+        code: TerminateCode::NotAuthorized,
+        reason: "bye".into(),
+    };
+    sealer.seal_control(&bye, &mut wire).expect("seal");
+    sealer.seal_data(b"after", &mut wire).expect("seal");
+    sealer
+        .seal_control(
+            &Control::Accept {
+                server_id: "web1".into(),
+            },
+            &mut wire,
+        )
+        .expect("seal");
+    let (mut data, mut events) = (Vec::new(), Vec::new());
+    let used = c
+        .transport
+        .opener
+        .open_all(&wire, &mut data, &mut events)
+        .expect("open");
+    assert_eq!(used, 2 * 1024);
+    assert_eq!(data, b"before");
+    assert_eq!(events, vec![Event::Control(bye)]);
+    assert_eq!(
+        c.transport
+            .opener
+            .open_all(&wire[used..], &mut data, &mut events)
+            .expect("still terminated"),
+        0
+    );
+
+    // Client to proxy: CLOSE then DATA, even within one batch, is refused.
+    let mut wire = Vec::new();
+    let sealer = &mut c.transport.sealer;
+    sealer.seal_data(b"last words", &mut wire).expect("seal");
+    sealer.seal_close(&mut wire).expect("seal");
+    sealer.seal_pad(&mut wire).expect("pad");
+    sealer.seal_data(b"more", &mut wire).expect("seal");
+    let (mut data, mut events) = (Vec::new(), Vec::new());
+    let e = s
+        .transport
+        .opener
+        .open_all(&wire, &mut data, &mut events)
+        .expect_err("DATA after CLOSE");
+    assert_eq!(
+        e.to_string(),
+        "peer violated the protocol: DATA after CLOSE"
+    );
+}
+
 /// Hostile payloads behind valid Noise cryptography (feature `testkit`).
 #[cfg(feature = "testkit")]
 mod hostile {

@@ -463,10 +463,8 @@ impl Session<'_> {
                     let used = self.transport.opener.open_all(&cbuf[..filled], &mut data, &mut events)?;
                     cbuf.copy_within(used..filled, 0);
                     filled -= used;
+                    // The opener refuses DATA after CLOSE and stops at TERMINATE.
                     if !data.is_empty() {
-                        if up_closed {
-                            return Err(ProtoError::PeerMisbehaved("DATA after CLOSE").into());
-                        }
                         uw.write_all(&data).await.map_err(SessionEnd::UpstreamIo)?;
                         self.shared.metrics.bytes.with_label_values(&["in"]).inc_by(data.len() as u64);
                         data.clear();

@@ -379,6 +379,21 @@ impl Proxy {
         assert!(status.success(), "kill -HUP failed");
     }
 
+    /// The proxy's PID.
+    pub fn pid(&self) -> u32 {
+        self._child.0.id()
+    }
+
+    /// The proxy's resident memory in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let status = read_text(Path::new(&format!("/proc/{}/status", self.pid())));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The proxy's log so far.
     pub fn log_text(&self) -> String {
         read_text(&self.log)
