@@ -264,6 +264,26 @@ fn config_mistakes_exit_64_with_a_clear_message() {
         (format!("{good}\nframe_size = 1000\n"), "frame_size = 1000"),
         (good.replace("licence.pem", "missing.pem"), "missing.pem"),
         ("this is [not toml".into(), "bad.toml"),
+        (
+            format!("{good}\n[limits]\nhandshakes_per_source = 100\n"),
+            "limits.handshakes_per_source must be between 1 and max_handshakes (64)",
+        ),
+        (
+            format!("{good}\n[penalties]\nexempt = [\"10.0.0.1/8\"]\n"),
+            "penalties.exempt: \"10.0.0.1/8\": host bits are set below the /8 prefix; did you mean 10.0.0.0/8?",
+        ),
+        (
+            format!("{good}\n[penalties]\nthreshold_secs = 900\n"),
+            "penalties: need 1 <= threshold_secs <= max_secs <= 86400",
+        ),
+        (
+            format!("{good}\n[limits]\nrate_burts = 5\n"),
+            "unknown field: found `rate_burts`",
+        ),
+        (
+            format!("{good}\npolicy = \"/nonexistent/policy.toml\"\n"),
+            "cannot read policy /nonexistent/policy.toml",
+        ),
     ];
     for (text, needle) in cases {
         std::fs::write(&bad, &text).expect("write");
