@@ -400,6 +400,21 @@ impl Proxy {
     }
 }
 
+/// Waits (at most `within`) until the peer closes `s`; panics if it keeps
+/// the connection open.
+pub fn expect_closed(s: &mut std::net::TcpStream, within: Duration) {
+    s.set_read_timeout(Some(within)).expect("timeout");
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("proxy kept the connection open: {e}"),
+        }
+    }
+}
+
 /// A TCP connection to the proxy from the loopback source address `src`
 /// (any 127.0.0.0/8 address works on Linux), so tests can play several
 /// clients.
@@ -462,6 +477,23 @@ impl World {
             proxy,
             alice,
         }
+    }
+
+    /// `ztssh-sidecar` as alice for host web1, connecting to `port` on
+    /// loopback (a stand-in server, say) instead of the proxy.
+    pub fn sidecar_to(&self, port: u16) -> Command {
+        let mut c = Command::new(bin("ztssh-sidecar"));
+        c.arg("--root")
+            .arg(self.pki.root_pub())
+            .arg("--identity")
+            .arg(&self.alice)
+            .arg("--principal")
+            .arg("alice")
+            .arg("--connect")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("web1")
+            .arg("22");
+        c
     }
 
     /// The ProxyCommand for ssh, with extra sidecar flags.

@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ssh_key::{HashAlg, PrivateKey};
@@ -34,21 +34,6 @@ fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
 
-/// Waits until the proxy closes `s`.
-fn expect_closed(s: &mut TcpStream) {
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("proxy kept the connection open: {e}"),
-        }
-    }
-}
-
 fn wait_log(w: &World, needle: &str) -> String {
     wait_until(Duration::from_secs(10), needle, || {
         w.proxy.log_text().contains(needle)
@@ -64,10 +49,10 @@ fn no_sshd_connection(w: &World) {
     );
 }
 
-/// Messages 1 and 3 of an honest handshake as alice, and the socket.
-fn honest_handshake(w: &World, src: &str) -> (Vec<u8>, Vec<u8>, TcpStream) {
+/// Messages 1 and 2 of an honest handshake from `src`: the client state
+/// that verified the proxy, message 1 as sent, and the socket.
+fn up_to_message_3(w: &World, src: &str) -> (handshake::ServerVerified, Vec<u8>, TcpStream) {
     let f = FrameSize::default();
-    let user = PrivateKey::read_openssh_file(&w.alice).expect("alice");
     let mut s = connect_from(src, w.proxy.port).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -81,6 +66,13 @@ fn honest_handshake(w: &World, src: &str) -> (Vec<u8>, Vec<u8>, TcpStream) {
     let mut msg2 = vec![0u8; message_len(2, f)];
     s.read_exact(&mut msg2).expect("msg2");
     let v = client.handle_server_hello(&msg2, now()).expect("verified");
+    (v, msg1, s)
+}
+
+/// Messages 1 and 3 of an honest handshake as alice, and the socket.
+fn honest_handshake(w: &World, src: &str) -> (Vec<u8>, Vec<u8>, TcpStream) {
+    let user = PrivateKey::read_openssh_file(&w.alice).expect("alice");
+    let (v, msg1, mut s) = up_to_message_3(w, src);
     let sig = user
         .sign(
             SSHSIG_NAMESPACE_HANDSHAKE,
@@ -103,30 +95,20 @@ fn truncated_message_1_and_3_are_dropped_with_a_clear_log_line() {
     s.write_all(&pseudo_random(HELLO_LEN / 2, 1))
         .expect("write");
     s.shutdown(Shutdown::Write).expect("shutdown");
-    expect_closed(&mut s);
+    expect_closed(&mut s, Duration::from_secs(10));
     let log = wait_log(&w, "reason=\"closed\"");
     assert!(
         log.contains("client closed the connection during the handshake"),
         "{log}"
     );
 
-    // Message 3: a real message 1, then half of message 3.
+    // Message 3: real messages 1 and 2, then half of message 3.
     let f = FrameSize::default();
-    let mut s = connect_from("127.0.0.22", w.proxy.port).expect("connect");
-    let cfg = ClientConfig {
-        root: w.pki.root_key(),
-        host: "web1".into(),
-        frame_size: f,
-    };
-    let (client, msg1) = handshake::client_start(cfg).expect("client");
-    s.write_all(&msg1).expect("msg1");
-    let mut msg2 = vec![0u8; message_len(2, f)];
-    s.read_exact(&mut msg2).expect("msg2");
-    assert!(client.handle_server_hello(&msg2, now()).is_ok());
+    let (_, _, mut s) = up_to_message_3(&w, "127.0.0.22");
     s.write_all(&pseudo_random(message_len(3, f) / 2, 2))
         .expect("half msg3");
     s.shutdown(Shutdown::Write).expect("shutdown");
-    expect_closed(&mut s);
+    expect_closed(&mut s, Duration::from_secs(10));
     wait_until(Duration::from_secs(10), "second log line", || {
         count(&w.proxy.log_text(), "reason=\"closed\"") == 2
     });
@@ -147,21 +129,7 @@ fn truncated_message_2_gets_a_clear_message_from_the_sidecar() {
         s.write_all(&pseudo_random(message_len(2, FrameSize::default()) / 2, 3))
             .expect("half msg2");
     });
-    let out = run_bounded(
-        Command::new(bin("ztssh-sidecar"))
-            .arg("--root")
-            .arg(w.pki.root_pub())
-            .arg("--identity")
-            .arg(&w.alice)
-            .arg("--principal")
-            .arg("alice")
-            .arg("--connect")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("web1")
-            .arg("22")
-            .stdin(Stdio::null()),
-        T,
-    );
+    let out = run_bounded(w.sidecar_to(port).stdin(Stdio::null()), T);
     server.join().expect("server");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
@@ -179,7 +147,7 @@ fn oversized_length_field_in_message_1_is_refused_before_any_state() {
     let msg1 = testkit::client_hello_raw(&[0xff, 0xff, 0, 1]).expect("msg1");
     let mut s = connect_from("127.0.0.23", w.proxy.port).expect("connect");
     s.write_all(&msg1).expect("write");
-    expect_closed(&mut s);
+    expect_closed(&mut s, Duration::from_secs(10));
     let log = wait_log(&w, "event=\"handshake_failed\"");
     assert!(
         log.contains("handshake rejected event=\"handshake_failed\" reason=\"protocol\" error=client hello is truncated"),
@@ -207,7 +175,7 @@ fn a_replayed_handshake_is_refused_and_never_reaches_sshd() {
     let mut msg2 = vec![0u8; message_len(2, FrameSize::default())];
     s.read_exact(&mut msg2).expect("fresh msg2");
     s.write_all(&msg3).expect("replay msg3");
-    expect_closed(&mut s);
+    expect_closed(&mut s, Duration::from_secs(10));
     let log = wait_log(&w, "peer=127.0.0.25");
     wait_until(Duration::from_secs(10), "replay rejected", || {
         w.proxy.log_text().lines().any(|l| {
@@ -243,7 +211,7 @@ fn a_flipped_bit_in_a_control_record_kills_the_session() {
     c.sealer.seal_control(&proof, &mut rec).expect("seal");
     rec[517] ^= 0x10;
     c.sock.write_all(&rec).expect("send");
-    expect_closed(&mut c.sock);
+    expect_closed(&mut c.sock, Duration::from_secs(10));
     let log = wait_log(&w, "event=\"session_terminated\"");
     assert!(log.contains("reason=\"bad_record\""), "{log}");
     assert!(
@@ -346,21 +314,7 @@ fn frames_after_terminate_are_ignored_by_the_sidecar() {
         let _ = s.write_all(&out);
         std::thread::sleep(Duration::from_millis(500));
     });
-    let out = run_bounded(
-        Command::new(bin("ztssh-sidecar"))
-            .arg("--root")
-            .arg(w.pki.root_pub())
-            .arg("--identity")
-            .arg(&w.alice)
-            .arg("--principal")
-            .arg("alice")
-            .arg("--connect")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("web1")
-            .arg("22")
-            .stdin(Stdio::piped()),
-        T,
-    );
+    let out = run_bounded(w.sidecar_to(port).stdin(Stdio::piped()), T);
     server.join().expect("server");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
@@ -400,7 +354,7 @@ fn frames_after_terminate_never_reach_sshd() {
         .seal_data(b"SSH-2.0-after-terminate\r\n", &mut rec)
         .expect("seal");
     let _ = c.sock.write_all(&rec);
-    expect_closed(&mut c.sock);
+    expect_closed(&mut c.sock, Duration::from_secs(10));
     let log = wait_log(&w, "event=\"session_terminated\"");
     assert_eq!(count(&log, "event=\"session_terminated\""), 1, "{log}");
     // sshd's socket was closed before TERMINATE went out; sshd never saw

@@ -7,27 +7,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use ztssh_proto::frame::Control;
-use ztssh_proto::identity::{
-    Authority, ClientEvent, ClientIdentity, Ended, ServerIdentity, Timing,
-};
+use ztssh_proto::identity::{ClientEvent, ClientIdentity, ServerIdentity, Timing};
 use ztssh_proto::keys::SigningKey;
-
-struct Allow;
-
-impl Authority for Allow {
-    fn check(
-        &self,
-        _: &str,
-        _: &ssh_key::PublicKey,
-        _: &ztssh_proto::cert::Serial,
-        _: u64,
-    ) -> Result<(), Ended> {
-        Ok(())
-    }
-    fn may_issue(&self, _: u64) -> Result<(), Ended> {
-        Ok(())
-    }
-}
+use ztssh_proto_fuzz::Allow;
 
 const TIMING: Timing = Timing {
     interval_secs: 2,

@@ -8,24 +8,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use ztssh_proto::frame::{Control, Event};
-use ztssh_proto::identity::{Authority, Ended, ServerIdentity, Timing};
-
-struct Allow;
-
-impl Authority for Allow {
-    fn check(
-        &self,
-        _: &str,
-        _: &ssh_key::PublicKey,
-        _: &ztssh_proto::cert::Serial,
-        _: u64,
-    ) -> Result<(), Ended> {
-        Ok(())
-    }
-    fn may_issue(&self, _: u64) -> Result<(), Ended> {
-        Ok(())
-    }
-}
+use ztssh_proto::identity::{ServerIdentity, Timing};
+use ztssh_proto_fuzz::Allow;
 
 const TIMING: Timing = Timing {
     interval_secs: 1,
