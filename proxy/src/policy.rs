@@ -126,9 +126,14 @@ impl Policy {
             .merge(Toml::string(&text))
             .extract()
             .map_err(|e| figment_error(path, &text, &e))?;
-        Self::from_raw(raw).map_err(|(needle, why)| match line_of(&text, &needle) {
-            Some(line) => format!("{}:{line}: {why}", path.display()),
-            None => format!("{}: {why}", path.display()),
+        Self::from_raw(raw).map_err(|(needle, why)| {
+            // Every reason starts with its key path: search its table.
+            let key = why.split([':', ' ']).next().unwrap_or_default();
+            let section = key.rsplit_once('.').map_or("", |(t, _)| t);
+            match line_of(&text, section, &needle) {
+                Some(line) => format!("{}:{line}: {why}", path.display()),
+                None => format!("{}: {why}", path.display()),
+            }
         })
     }
 
@@ -362,9 +367,20 @@ fn quoted(s: &str) -> String {
     format!("\"{s}\"")
 }
 
-/// The first line of `text` that holds `needle`.
-fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+/// The first line holding `needle` inside the `[section]` table (or, when
+/// the table has no header of its own, anywhere), 1-based.
+fn line_of(text: &str, section: &str, needle: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let header = format!("[{section}]");
+    let start = lines
+        .iter()
+        .position(|l| !section.is_empty() && l.trim() == header)
+        .unwrap_or(0);
+    lines
+        .iter()
+        .skip(start)
+        .position(|l| l.contains(needle))
+        .map(|i| start + i + 1)
 }
 
 /// Turns a figment error into `FILE:LINE: reason` on one line.
@@ -380,17 +396,18 @@ fn figment_error(path: &Path, text: &str, e: &figment::Error) -> String {
             .join(" ");
         return format!("{}:{line}: {}", path.display(), reason.trim());
     }
-    // Shape errors (unknown key, wrong type) name the key path.
+    // Shape errors (unknown key, wrong type) name the key path: find the
+    // key inside its table.
     let key = e.path.last().cloned().unwrap_or_default();
+    let section = e
+        .path
+        .get(..e.path.len().saturating_sub(1))
+        .unwrap_or_default()
+        .join(".");
     let line = if key.is_empty() {
         None
     } else {
-        text.lines()
-            .position(|l| {
-                let l = l.trim_start();
-                l.starts_with(&key) || l.contains(&format!(".{key}]"))
-            })
-            .map(|i| i + 1)
+        line_of(text, &section, &format!("{key} ")).or_else(|| line_of(text, &section, &key))
     };
     let what = if e.path.is_empty() {
         e.kind.to_string()
@@ -553,6 +570,14 @@ hours_utc = ["22-06"]
                 "policy.toml:2: principal.bob.max_sessions: invalid type: found string \"two\"",
             ),
             ("[sources\nallow = 1\n", "policy.toml:1: "),
+            (
+                "# \"10.0.0.1/8\" is wrong\n[principal.b]\nsources = [\"10.0.0.1/8\"]\n",
+                "policy.toml:3: principal.b.sources: \"10.0.0.1/8\"",
+            ),
+            (
+                "[principals]\nallow = [\"a\"]\n[sources]\nallow = 5\n",
+                "policy.toml:4: sources.allow: invalid type",
+            ),
         ];
         for (text, want) in cases {
             let got = load(text).expect_err(text);
