@@ -118,9 +118,18 @@ fn write_msg(
     total: usize,
     overhead: usize,
 ) -> Result<Vec<u8>, ProtoError> {
-    let payload = pad_payload(body, total - overhead)?;
+    write_payload(hs, &pad_payload(body, total - overhead)?, total)
+}
+
+/// Writes a Noise message around an already padded payload; the message
+/// must come out exactly `total` bytes long.
+fn write_payload(
+    hs: &mut snow::HandshakeState,
+    payload: &[u8],
+    total: usize,
+) -> Result<Vec<u8>, ProtoError> {
     let mut out = vec![0u8; total];
-    let n = hs.write_message(&payload, &mut out)?;
+    let n = hs.write_message(payload, &mut out)?;
     if n != total {
         return Err(ProtoError::Internal("handshake message length mismatch"));
     }
@@ -559,23 +568,17 @@ opaque_debug!(
 pub mod testkit {
     use super::*;
 
-    /// Fits `payload` to exactly `len` bytes (zero-filled or cut).
-    fn fit(payload: &[u8], len: usize) -> Vec<u8> {
-        let mut p = payload.to_vec();
-        p.resize(len, 0);
-        p
-    }
-
+    /// Writes a message whose payload is `payload` fitted to exactly the
+    /// payload length (zero-filled or cut), with no padding of its own.
     fn raw(
         hs: &mut snow::HandshakeState,
         payload: &[u8],
         total: usize,
         overhead: usize,
     ) -> Result<Vec<u8>, ProtoError> {
-        let mut out = vec![0u8; total];
-        let n = hs.write_message(&fit(payload, total - overhead), &mut out)?;
-        out.truncate(n);
-        Ok(out)
+        let mut p = payload.to_vec();
+        p.resize(total - overhead, 0);
+        write_payload(hs, &p, total)
     }
 
     /// Message 1 carrying `payload` (the `body_len || body || zeros` part).

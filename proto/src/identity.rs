@@ -311,20 +311,9 @@ impl ServerIdentity {
         now: UnixTime,
         mono_ms: u64,
     ) -> Result<Control, Ended> {
-        self.sticky(|me| me.handle_inner(msg, subca, authority, now, mono_ms))
-    }
-
-    fn handle_inner(
-        &mut self,
-        msg: Control,
-        subca: &SigningKey,
-        authority: &dyn Authority,
-        now: UnixTime,
-        mono_ms: u64,
-    ) -> Result<Control, Ended> {
-        match msg {
+        self.sticky(|me| match msg {
             Control::Proof { seq, cert, sig } => {
-                self.handle_proof(seq, &cert, &sig, authority, now, mono_ms)
+                me.handle_proof(seq, &cert, &sig, authority, now, mono_ms)
             }
             Control::Renew {
                 principal,
@@ -332,7 +321,7 @@ impl ServerIdentity {
                 new_sig,
                 old_sig,
                 user_sig,
-            } => self.handle_renew(
+            } => me.handle_renew(
                 &principal,
                 PublicKey(new_key),
                 &new_sig,
@@ -346,7 +335,7 @@ impl ServerIdentity {
                 "unexpected_control",
                 format!("unexpected {} from client", other.name()),
             )),
-        }
+        })
     }
 
     fn handle_proof(
