@@ -14,6 +14,47 @@ use ztssh_proto::identity::{ClientEvent, ClientIdentity};
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::SSHSIG_NAMESPACE_HANDSHAKE;
 
+/// Messages 1 and 2 of a handshake over `sock`: returns the state that
+/// verified the proxy, and message 1 as sent.
+pub fn hello(
+    sock: &mut TcpStream,
+    root: PublicKey,
+) -> std::io::Result<(handshake::ServerVerified, Vec<u8>)> {
+    let f = FrameSize::default();
+    let cfg = ClientConfig {
+        root,
+        host: "localhost".into(),
+        frame_size: f,
+    };
+    let (state, msg1) = handshake::client_start(cfg).map_err(std::io::Error::other)?;
+    sock.write_all(&msg1)?;
+    let mut msg2 = vec![0u8; message_len(2, f)];
+    sock.read_exact(&mut msg2)?;
+    let v = state
+        .handle_server_hello(&msg2, now())
+        .map_err(std::io::Error::other)?;
+    Ok((v, msg1))
+}
+
+/// Message 3: the user key at `key` signs the transcript for `principal`.
+/// Returns the client's session and message 3 (not yet sent).
+pub fn client_auth(
+    v: handshake::ServerVerified,
+    key: &Path,
+    principal: &str,
+) -> std::io::Result<(handshake::ClientSession, Vec<u8>)> {
+    let user = PrivateKey::read_openssh_file(key).map_err(std::io::Error::other)?;
+    let sig = user
+        .sign(
+            SSHSIG_NAMESPACE_HANDSHAKE,
+            HashAlg::Sha512,
+            &v.user_signed_data(),
+        )
+        .map_err(std::io::Error::other)?;
+    v.into_client_auth(principal, user.public_key(), &sig)
+        .map_err(std::io::Error::other)
+}
+
 /// One tunnel, driven by hand.
 pub struct LibClient {
     pub sock: TcpStream,
@@ -54,32 +95,10 @@ impl LibClient {
         key: &Path,
         principal: &str,
     ) -> std::io::Result<Self> {
-        let user = PrivateKey::read_openssh_file(key).map_err(std::io::Error::other)?;
         sock.set_read_timeout(Some(Duration::from_secs(30)))?;
         sock.set_nodelay(true)?;
-        let f = FrameSize::default();
-        let cfg = ClientConfig {
-            root,
-            host: "localhost".into(),
-            frame_size: f,
-        };
-        let (state, msg1) = handshake::client_start(cfg).map_err(std::io::Error::other)?;
-        sock.write_all(&msg1)?;
-        let mut msg2 = vec![0u8; message_len(2, f)];
-        sock.read_exact(&mut msg2)?;
-        let v = state
-            .handle_server_hello(&msg2, now())
-            .map_err(std::io::Error::other)?;
-        let sig = user
-            .sign(
-                SSHSIG_NAMESPACE_HANDSHAKE,
-                HashAlg::Sha512,
-                &v.user_signed_data(),
-            )
-            .map_err(std::io::Error::other)?;
-        let (session, msg3) = v
-            .into_client_auth(principal, user.public_key(), &sig)
-            .map_err(std::io::Error::other)?;
+        let (v, _) = hello(&mut sock, root)?;
+        let (session, msg3) = client_auth(v, key, principal)?;
         sock.write_all(&msg3)?;
         let subca = session.licence.body.subca_key;
         let ids = ClientIdentity::new(

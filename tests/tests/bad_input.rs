@@ -11,14 +11,13 @@ use std::net::{Shutdown, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ssh_key::{HashAlg, PrivateKey};
 use ztssh_proto::cert::{ClientCert, Licence};
 use ztssh_proto::frame::{Control, FrameSize, TerminateCode};
-use ztssh_proto::handshake::{self, ClientConfig, HELLO_LEN, message_len, testkit};
+use ztssh_proto::handshake::{self, HELLO_LEN, message_len, testkit};
 use ztssh_proto::keyfile;
 use ztssh_proto::keys::{NoiseKeypair, SigningKey};
-use ztssh_proto::labels::{SSHSIG_NAMESPACE_HANDSHAKE, pem};
-use ztssh_tests::client::LibClient;
+use ztssh_proto::labels::pem;
+use ztssh_tests::client::{self, LibClient};
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -52,37 +51,17 @@ fn no_sshd_connection(w: &World) {
 /// Messages 1 and 2 of an honest handshake from `src`: the client state
 /// that verified the proxy, message 1 as sent, and the socket.
 fn up_to_message_3(w: &World, src: &str) -> (handshake::ServerVerified, Vec<u8>, TcpStream) {
-    let f = FrameSize::default();
     let mut s = connect_from(src, w.proxy.port).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let cfg = ClientConfig {
-        root: w.pki.root_key(),
-        host: "web1".into(),
-        frame_size: f,
-    };
-    let (client, msg1) = handshake::client_start(cfg).expect("client");
-    s.write_all(&msg1).expect("msg1");
-    let mut msg2 = vec![0u8; message_len(2, f)];
-    s.read_exact(&mut msg2).expect("msg2");
-    let v = client.handle_server_hello(&msg2, now()).expect("verified");
+    let (v, msg1) = client::hello(&mut s, w.pki.root_key()).expect("messages 1 and 2");
     (v, msg1, s)
 }
 
 /// Messages 1 and 3 of an honest handshake as alice, and the socket.
 fn honest_handshake(w: &World, src: &str) -> (Vec<u8>, Vec<u8>, TcpStream) {
-    let user = PrivateKey::read_openssh_file(&w.alice).expect("alice");
     let (v, msg1, mut s) = up_to_message_3(w, src);
-    let sig = user
-        .sign(
-            SSHSIG_NAMESPACE_HANDSHAKE,
-            HashAlg::Sha512,
-            &v.user_signed_data(),
-        )
-        .expect("sign");
-    let (_, msg3) = v
-        .into_client_auth("alice", user.public_key(), &sig)
-        .expect("msg3");
+    let (_, msg3) = client::client_auth(v, &w.alice, "alice").expect("msg3");
     s.write_all(&msg3).expect("write msg3");
     (msg1, msg3, s)
 }
