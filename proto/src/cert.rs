@@ -130,15 +130,33 @@ pub struct Licence {
     encoded: Vec<u8>,
 }
 
-/// Proof that a licence verified under the pinned root at a given time.
-/// Only [`Licence::verify`] makes one.
-#[derive(Debug)]
-pub struct LicenceVerified<'a>(&'a Licence);
+/// A licence that verified under the pinned root at a given time. Only
+/// [`Licence::verify`] makes one, and a proxy can only start a handshake
+/// with one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LicenceVerified(Licence);
 
-impl LicenceVerified<'_> {
+impl LicenceVerified {
     /// The verified licence.
     pub fn licence(&self) -> &Licence {
-        self.0
+        &self.0
+    }
+}
+
+#[cfg(any(test, feature = "testkit"))]
+impl LicenceVerified {
+    /// Takes any licence as verified, so tests can play a server with an
+    /// expired, foreign or forged licence. Never in binaries.
+    #[doc(hidden)]
+    pub fn assume(licence: Licence) -> Self {
+        Self(licence)
+    }
+}
+
+impl std::ops::Deref for LicenceVerified {
+    type Target = Licence;
+    fn deref(&self) -> &Licence {
+        &self.0
     }
 }
 
@@ -265,11 +283,7 @@ impl Licence {
     }
 
     /// Checks issuer, signature and validity window against the pinned root.
-    pub fn verify(
-        &self,
-        root: &PublicKey,
-        now: UnixTime,
-    ) -> Result<LicenceVerified<'_>, AuthError> {
+    pub fn verify(&self, root: &PublicKey, now: UnixTime) -> Result<LicenceVerified, AuthError> {
         if self.body.issuer != *root {
             return Err(AuthError::WrongIssuer("server licence"));
         }
@@ -282,7 +296,7 @@ impl Licence {
             now,
             "server licence",
         )?;
-        Ok(LicenceVerified(self))
+        Ok(LicenceVerified(self.clone()))
     }
 
     /// Whether `host` is one of the licence's names (ASCII case-insensitive).
@@ -486,6 +500,13 @@ impl ClientCert {
 
     /// Checks issuer, signature and validity window.
     pub fn verify(&self, subca: &PublicKey, now: UnixTime) -> Result<(), AuthError> {
+        self.verify_signature(subca)?;
+        check_window(self.not_before, self.not_after, now, "client certificate")
+    }
+
+    /// Checks issuer and signature only: for the client, whose clock may
+    /// differ from the issuing proxy's (the window is the proxy's).
+    pub fn verify_signature(&self, subca: &PublicKey) -> Result<(), AuthError> {
         if self.issuer != *subca {
             return Err(AuthError::WrongIssuer("client certificate"));
         }
@@ -494,8 +515,7 @@ impl ClientCert {
             &self.tbs(),
             &self.signature,
             "client certificate",
-        )?;
-        check_window(self.not_before, self.not_after, now, "client certificate")
+        )
     }
 }
 

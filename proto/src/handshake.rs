@@ -248,7 +248,7 @@ impl AwaitingServerHello {
         let psk = kem_psk(shared.as_slice());
         self.hs.set_psk(3, psk.as_slice())?;
 
-        let verified: LicenceVerified<'_> = licence.verify(&self.cfg.root, now)?;
+        let verified: LicenceVerified = licence.verify(&self.cfg.root, now)?;
         let lic = verified.licence();
         if !lic.covers(&self.cfg.host) {
             return Err(AuthError::HostNotCovered {
@@ -366,10 +366,11 @@ pub struct AwaitingClientHello {
     licence: Vec<u8>,
 }
 
-/// Starts a server handshake with the proxy's Noise key and encoded licence.
+/// Starts a server handshake with the proxy's Noise key and its verified
+/// licence.
 pub fn server_start(
     noise: &NoiseKeypair,
-    licence: &Licence,
+    licence: &LicenceVerified,
     frame_size: FrameSize,
 ) -> Result<AwaitingClientHello, ProtoError> {
     let prologue = prologue();

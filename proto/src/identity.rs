@@ -2,70 +2,56 @@
 //! and renewal, as IO-free state machines.
 //!
 //! Server side ([`ServerIdentity`]), call order for one session:
-//! 1. [`ServerIdentity::start`] after authorization: issues the first
-//!    certificate (send the returned CERT).
-//! 2. Whenever [`ServerIdentity::next_wakeup`] passes, call
+//! 1. [`ClientAuthenticated::authorize`] decides, once, whether the
+//!    authenticated client may have a session; only it makes an
+//!    [`Authorized`].
+//! 2. [`ServerIdentity::start`] consumes the [`Authorized`] value (after the
+//!    caller's session cap admitted it) and issues the first certificate
+//!    (send the returned CERT).
+//! 3. Whenever [`ServerIdentity::next_wakeup`] passes, call
 //!    [`ServerIdentity::poll`] with a fresh nonce; send what it returns (a
 //!    CHALLENGE), or end the session on `Err` (missed deadline, expired
 //!    certificate).
-//! 3. Feed every CONTROL from the client to [`ServerIdentity::handle`]; send
-//!    the reply (ACK or CERT), or end the session on `Err`.
-//! 4. When revocations or policy change, call [`ServerIdentity::recheck`].
+//! 4. Feed every CONTROL from the client to [`ServerIdentity::handle`]; send
+//!    the reply (ACK or CERT; none for a renewal that came too early), or
+//!    end the session on `Err`.
+//! 5. When revocations or policy change, call [`ServerIdentity::recheck`].
 //!
 //! Client side ([`ClientIdentity`]): feed CONTROL messages to
 //! [`ClientIdentity::handle`] and send its replies; when
 //! [`ClientIdentity::renewal_due`], build a RENEW with
 //! [`ClientIdentity::renewal_data`] and [`ClientIdentity::renew`].
 //!
-//! Times: certificate validity is in Unix seconds (`now`), timers in
-//! milliseconds of a monotonic clock (`mono_ms`); both are passed in.
+//! Times: certificate validity is in Unix seconds of the *proxy's* clock
+//! (`now`), timers in milliseconds of a monotonic clock (`mono_ms`); both
+//! are passed in. The client never compares a certificate with its own
+//! wall clock: it times renewal from the moment it received the
+//! certificate, on its monotonic clock, so a client clock that is minutes
+//! off changes nothing.
 
 use crate::cert::{ClientCert, Serial};
 use crate::codec::Writer;
-use crate::control::{Control, TerminateCode};
+use crate::control::Control;
 use crate::keys::{PublicKey, SigningKey};
 use crate::labels;
 use crate::time::UnixTime;
 
-/// Why a session must end.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ended {
-    /// Coarse code for TERMINATE.
-    pub code: TerminateCode,
-    /// Reason for logs and for the user.
-    pub reason: String,
-    /// Stable machine-readable reason for logs and metrics.
-    pub kind: &'static str,
-}
+pub use crate::end::{EndKind, Ended};
 
-impl Ended {
-    fn identity(kind: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            code: TerminateCode::IdentityRevoked,
-            reason: reason.into(),
-            kind,
-        }
-    }
-
-    fn protocol(kind: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            code: TerminateCode::ProtocolError,
-            reason: reason.into(),
-            kind,
-        }
-    }
-}
+use crate::frame::Transport;
+use crate::handshake::ClientAuthenticated;
 
 /// Decides, at every proof, renewal and reload, whether a session may go on:
 /// revocations, bans, the proxy's own licence, policy.
 pub trait Authority {
     /// `Err(reason)` ends the session. `user_key` is the key that proved the
-    /// user in the handshake; `serial` is the current certificate's.
+    /// user in the handshake; `serial` is the current certificate's (none
+    /// yet when the session is authorized).
     fn check(
         &self,
         principal: &str,
         user_key: &ssh_key::PublicKey,
-        serial: &Serial,
+        serial: Option<&Serial>,
         now: UnixTime,
     ) -> Result<(), Ended>;
     /// Whether the Sub-CA may issue now (its licence valid and not revoked).
@@ -118,6 +104,18 @@ struct Pending {
     cert_then: Serial,
 }
 
+/// What a CONTROL from the client came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// The proof verified: send this ACK.
+    Proved(Control),
+    /// The renewal verified: send this CERT.
+    Renewed(Control),
+    /// A renewal came too early: nothing is sent and nothing changes; the
+    /// session goes on under its current certificate.
+    RenewRefused(String),
+}
+
 /// The proxy's view of one session's identity.
 #[derive(Debug)]
 pub struct ServerIdentity {
@@ -125,6 +123,8 @@ pub struct ServerIdentity {
     principal: String,
     user_key: ssh_key::PublicKey,
     cert: ClientCert,
+    /// When the current certificate expires, on the monotonic clock.
+    cert_expiry_ms: u64,
     /// The certificate before the last renewal, for a proof crossing it.
     previous: Option<ClientCert>,
     timing: Timing,
@@ -137,6 +137,95 @@ pub struct ServerIdentity {
     ended: Option<Ended>,
 }
 
+/// A client that authenticated in the handshake and that the authority
+/// allowed: its principal, key, policy and the proxy's licence all passed.
+/// Only [`ClientAuthenticated::authorize`] makes one, and
+/// [`ServerIdentity::start`] consumes it.
+#[derive(Debug)]
+pub struct Authorized {
+    h: [u8; 32],
+    principal: String,
+    user_key: ssh_key::PublicKey,
+    session_key: PublicKey,
+    transport: Transport,
+}
+
+impl Authorized {
+    /// The authorized principal.
+    pub fn principal(&self) -> &str {
+        &self.principal
+    }
+
+    /// The user key that signed the handshake.
+    pub fn user_key(&self) -> &ssh_key::PublicKey {
+        &self.user_key
+    }
+
+    /// Gives up on the session before it starts (e.g. the session cap is
+    /// full): the record layer, to send TERMINATE with.
+    pub fn into_refused(self, ended: Ended) -> Refused {
+        Refused {
+            ended,
+            transport: self.transport,
+        }
+    }
+}
+
+/// A session refused after the handshake: why, and the record layer to say
+/// so with.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why.
+    pub ended: Ended,
+    /// The tunnel's record layer.
+    pub transport: Transport,
+}
+
+impl Refused {
+    /// The sealed TERMINATE to send the client before closing.
+    pub fn terminate_record(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let msg = Control::Terminate {
+            code: self.ended.code(),
+            reason: self.ended.reason.clone(),
+        };
+        // Sealing fails only on nonce exhaustion, impossible this early.
+        let _ = self.transport.sealer.seal_control(&msg, &mut out);
+        out
+    }
+}
+
+impl ClientAuthenticated {
+    /// Decides, once, whether this client may have a session: bans,
+    /// authorization of principal and key, policy and the proxy's licence,
+    /// all through `authority`.
+    pub fn authorize(
+        self,
+        authority: &dyn Authority,
+        now: UnixTime,
+    ) -> Result<Authorized, Refused> {
+        let principal = self.principal().to_owned();
+        let user_key = self.user_key().clone();
+        let session_key = self.session_key();
+        let verdict = authority
+            .check(&principal, &user_key, None, now)
+            .and_then(|()| authority.may_issue(now));
+        match verdict {
+            Ok(()) => Ok(Authorized {
+                h: self.handshake_hash,
+                principal,
+                user_key,
+                session_key,
+                transport: self.transport,
+            }),
+            Err(ended) => Err(Refused {
+                ended,
+                transport: self.transport,
+            }),
+        }
+    }
+}
+
 /// The first certificate of a session and the state that checks it from now on.
 #[derive(Debug)]
 pub struct Started {
@@ -144,35 +233,49 @@ pub struct Started {
     pub identity: ServerIdentity,
     /// CERT to send right after ACCEPT.
     pub cert: Control,
+    /// The tunnel's record layer.
+    pub transport: Transport,
 }
 
 impl ServerIdentity {
-    /// Issues the first certificate for an authenticated, authorized session.
-    #[allow(clippy::too_many_arguments)]
+    /// Issues the first certificate to an authorized session. The
+    /// authority is asked again (a reload may have landed since the
+    /// authorization), and nothing is issued if it now refuses.
     pub fn start(
-        h: [u8; 32],
-        principal: &str,
-        user_key: ssh_key::PublicKey,
-        session_key: PublicKey,
+        authorized: Authorized,
         subca: &SigningKey,
         authority: &dyn Authority,
         timing: Timing,
         now: UnixTime,
         mono_ms: u64,
-    ) -> Result<Started, Ended> {
-        authority.may_issue(now)?;
-        let ttl = timing.cert_ttl_secs.clamp(1, MAX_CERT_TTL);
-        let cert = ClientCert::issue(subca, principal, session_key, now, ttl)
-            .map_err(|e| Ended::protocol("issue_failed", e.to_string()))?;
-        // The session must be allowed before anything is issued to it.
-        authority.check(principal, &user_key, &cert.serial, now)?;
+    ) -> Result<Started, Refused> {
+        let issued = authority
+            .check(&authorized.principal, &authorized.user_key, None, now)
+            .and_then(|()| authority.may_issue(now))
+            .and_then(|()| {
+                let ttl = timing.cert_ttl_secs.clamp(1, MAX_CERT_TTL);
+                ClientCert::issue(
+                    subca,
+                    &authorized.principal,
+                    authorized.session_key,
+                    now,
+                    ttl,
+                )
+                .map_err(|e| Ended::new(EndKind::IssueFailed, e.to_string()))
+            });
+        let cert = match issued {
+            Ok(c) => c,
+            Err(ended) => return Err(authorized.into_refused(ended)),
+        };
         let msg = Control::Cert {
             cert: cert.encode(),
         };
+        let ttl = cert.not_after - cert.not_before;
         let identity = Self {
-            h,
-            principal: principal.to_owned(),
-            user_key,
+            h: authorized.h,
+            principal: authorized.principal,
+            user_key: authorized.user_key,
+            cert_expiry_ms: mono_ms.saturating_add(ttl.saturating_mul(1000)),
             cert,
             previous: None,
             timing: Timing {
@@ -189,6 +292,7 @@ impl ServerIdentity {
         Ok(Started {
             identity,
             cert: msg,
+            transport: authorized.transport,
         })
     }
 
@@ -212,12 +316,15 @@ impl ServerIdentity {
         self.renewals
     }
 
-    /// When [`Self::poll`] next has something to do (monotonic ms).
+    /// When [`Self::poll`] next has something to do (monotonic ms): the
+    /// next challenge or the outstanding one's deadline, and never later
+    /// than the certificate's expiry.
     pub fn next_wakeup(&self) -> u64 {
-        match &self.pending {
+        let timer = match &self.pending {
             Some(p) => p.due_ms,
             None => self.next_challenge_ms,
-        }
+        };
+        timer.min(self.cert_expiry_ms)
     }
 
     /// Drives the timers: a missed deadline or an expired certificate ends
@@ -251,9 +358,9 @@ impl ServerIdentity {
         mono_ms: u64,
         nonce: [u8; 32],
     ) -> Result<Option<Control>, Ended> {
-        if now >= self.cert.not_after {
-            return Err(Ended::identity(
-                "cert_expired",
+        if now >= self.cert.not_after || mono_ms >= self.cert_expiry_ms {
+            return Err(Ended::new(
+                EndKind::CertExpired,
                 format!(
                     "client certificate for {} expired (renewal failed?)",
                     self.principal
@@ -262,8 +369,8 @@ impl ServerIdentity {
         }
         if let Some(p) = &self.pending {
             if mono_ms >= p.due_ms {
-                return Err(Ended::identity(
-                    "proof_late",
+                return Err(Ended::new(
+                    EndKind::ProofLate,
                     format!(
                         "no proof for challenge {} within {}s",
                         p.seq, self.timing.deadline_secs
@@ -300,7 +407,8 @@ impl ServerIdentity {
         self.next_challenge_ms = mono_ms.saturating_add(interval - interval / 10 + jitter);
     }
 
-    /// Handles a CONTROL from the client: PROOF gets ACK, RENEW gets CERT.
+    /// Handles a CONTROL from the client: PROOF gets ACK, RENEW gets CERT,
+    /// a renewal that comes too early gets nothing and changes nothing.
     /// After any failure the session is over: every later call fails the
     /// same way.
     pub fn handle(
@@ -310,11 +418,11 @@ impl ServerIdentity {
         authority: &dyn Authority,
         now: UnixTime,
         mono_ms: u64,
-    ) -> Result<Control, Ended> {
+    ) -> Result<Handled, Ended> {
         self.sticky(|me| match msg {
-            Control::Proof { seq, cert, sig } => {
-                me.handle_proof(seq, &cert, &sig, authority, now, mono_ms)
-            }
+            Control::Proof { seq, cert, sig } => me
+                .handle_proof(seq, &cert, &sig, authority, now, mono_ms)
+                .map(Handled::Proved),
             Control::Renew {
                 principal,
                 new_key,
@@ -330,9 +438,10 @@ impl ServerIdentity {
                 subca,
                 authority,
                 now,
+                mono_ms,
             ),
-            other => Err(Ended::protocol(
-                "unexpected_control",
+            other => Err(Ended::new(
+                EndKind::UnexpectedControl,
                 format!("unexpected {} from client", other.name()),
             )),
         })
@@ -348,25 +457,25 @@ impl ServerIdentity {
         mono_ms: u64,
     ) -> Result<Control, Ended> {
         let Some(p) = self.pending.take() else {
-            return Err(Ended::identity(
-                "proof_unsolicited",
+            return Err(Ended::new(
+                EndKind::ProofUnsolicited,
                 format!("proof for challenge {seq}, none outstanding (replayed?)"),
             ));
         };
         if seq != p.seq {
-            return Err(Ended::identity(
-                "proof_wrong_seq",
+            return Err(Ended::new(
+                EndKind::ProofWrongSeq,
                 format!("proof for challenge {seq}, expected {} (replayed?)", p.seq),
             ));
         }
         if mono_ms >= p.due_ms {
-            return Err(Ended::identity(
-                "proof_late",
+            return Err(Ended::new(
+                EndKind::ProofLate,
                 format!("proof for challenge {seq} arrived after the deadline"),
             ));
         }
         let cert = ClientCert::decode(cert)
-            .map_err(|e| Ended::identity("proof_bad_cert", e.to_string()))?;
+            .map_err(|e| Ended::new(EndKind::ProofBadCert, e.to_string()))?;
         // Only a certificate this session was issued is acceptable. It is
         // compared field by field (signature included) with the proxy's own
         // copy, so its Sub-CA signature needs no second check: one Ed25519
@@ -376,23 +485,23 @@ impl ServerIdentity {
             .as_ref()
             .is_some_and(|prev| *prev == cert && prev.serial == p.cert_then);
         if cert != self.cert && !crossed_renewal {
-            return Err(Ended::identity(
-                "proof_wrong_cert",
+            return Err(Ended::new(
+                EndKind::ProofWrongCert,
                 "proof carries a certificate that is not this session's current one",
             ));
         }
         cert.check_window(now)
-            .map_err(|e| Ended::identity("proof_bad_cert", e.to_string()))?;
+            .map_err(|e| Ended::new(EndKind::ProofBadCert, e.to_string()))?;
         let data = proof_data(&self.h, seq, &p.nonce, &cert.serial);
         cert.session_key
             .verify(labels::CTX_PROOF, &data, sig, "challenge proof")
             .map_err(|_| {
-                Ended::identity(
-                    "proof_bad_signature",
+                Ended::new(
+                    EndKind::ProofBadSignature,
                     "proof signature invalid (relayed from another connection?)",
                 )
             })?;
-        authority.check(&self.principal, &self.user_key, &cert.serial, now)?;
+        authority.check(&self.principal, &self.user_key, Some(&cert.serial), now)?;
         self.proofs += 1;
         self.schedule_next(mono_ms, &p.nonce);
         Ok(Control::Ack { seq })
@@ -409,10 +518,11 @@ impl ServerIdentity {
         subca: &SigningKey,
         authority: &dyn Authority,
         now: UnixTime,
-    ) -> Result<Control, Ended> {
+        mono_ms: u64,
+    ) -> Result<Handled, Ended> {
         if principal != self.principal {
-            return Err(Ended::identity(
-                "renew_principal_switch",
+            return Err(Ended::new(
+                EndKind::RenewPrincipalSwitch,
                 format!(
                     "renewal tried to switch principal from {} to {principal}",
                     self.principal
@@ -421,19 +531,19 @@ impl ServerIdentity {
         }
         // Cheap before costly: an honest client renews when a third of the
         // certificate's life is left, so a renewal within the first quarter
-        // is a client burning the proxy's CPU on signature checks.
+        // would only burn the proxy's CPU on signature checks. It is
+        // refused before any of them, and the session goes on.
         let age = now.saturating_sub(self.cert.not_before);
         let min_age = self.timing.cert_ttl_secs / 4;
         if age < min_age {
-            return Err(Ended::protocol(
-                "renew_too_soon",
-                format!("renewal {age}s into a certificate's life; at most one per {min_age}s"),
-            ));
+            return Ok(Handled::RenewRefused(format!(
+                "renewal {age}s into a certificate's life; at most one per {min_age}s"
+            )));
         }
         let data = renewal_data(&self.h, principal, &new_key, &self.cert.serial);
         let bad = |what: &str| {
-            Ended::identity(
-                "renew_bad_signature",
+            Ended::new(
+                EndKind::RenewBadSignature,
                 format!("renewal refused: {what} signature invalid"),
             )
         };
@@ -445,20 +555,27 @@ impl ServerIdentity {
             .verify(labels::CTX_RENEW, &data, new_sig, "renewal")
             .map_err(|_| bad("new session key"))?;
         verify_user_sig(&self.user_key, &data, user_sig).map_err(|()| bad("user key"))?;
-        authority.check(&self.principal, &self.user_key, &self.cert.serial, now)?;
+        authority.check(
+            &self.principal,
+            &self.user_key,
+            Some(&self.cert.serial),
+            now,
+        )?;
         authority.may_issue(now)?;
-        let cert = ClientCert::issue(subca, principal, new_key, now, self.timing.cert_ttl_secs)
-            .map_err(|e| Ended::protocol("issue_failed", e.to_string()))?;
+        let ttl = self.timing.cert_ttl_secs;
+        let cert = ClientCert::issue(subca, principal, new_key, now, ttl)
+            .map_err(|e| Ended::new(EndKind::IssueFailed, e.to_string()))?;
         self.previous = Some(std::mem::replace(&mut self.cert, cert));
+        self.cert_expiry_ms = mono_ms.saturating_add(ttl.saturating_mul(1000));
         self.renewals += 1;
-        Ok(Control::Cert {
+        Ok(Handled::Renewed(Control::Cert {
             cert: self.cert.encode(),
-        })
+        }))
     }
 
     /// Re-checks the session against new revocations or policy, at once.
     pub fn recheck(&mut self, authority: &dyn Authority, now: UnixTime) -> Result<(), Ended> {
-        self.sticky(|me| authority.check(&me.principal, &me.user_key, &me.cert.serial, now))
+        self.sticky(|me| authority.check(&me.principal, &me.user_key, Some(&me.cert.serial), now))
     }
 }
 
@@ -483,15 +600,13 @@ pub enum ClientEvent {
     CertInstalled {
         /// Its serial.
         serial: Serial,
-        /// Its expiry.
-        not_after: UnixTime,
+        /// Its lifetime in seconds (on the proxy's clock).
+        ttl_secs: u64,
         /// Whether it replaced an earlier one.
         renewed: bool,
     },
     /// A proof was acknowledged.
     Acked(u64),
-    /// Nothing to do.
-    None,
 }
 
 /// The sidecar's side of continuous identity.
@@ -503,6 +618,8 @@ pub struct ClientIdentity {
     key: SigningKey,
     next_key: Option<SigningKey>,
     cert: Option<ClientCert>,
+    /// When the current certificate arrived, on the monotonic clock.
+    received_ms: u64,
 }
 
 impl ClientIdentity {
@@ -520,6 +637,7 @@ impl ClientIdentity {
             key: session_key,
             next_key: None,
             cert: None,
+            received_ms: 0,
         }
     }
 
@@ -528,10 +646,11 @@ impl ClientIdentity {
         self.cert.as_ref()
     }
 
-    /// Handles a CONTROL message from the proxy (other than ACCEPT/TERMINATE).
-    pub fn handle(&mut self, msg: &Control, now: UnixTime) -> Result<ClientEvent, String> {
+    /// Handles a CONTROL message from the proxy (other than ACCEPT/TERMINATE)
+    /// that arrived at `mono_ms`.
+    pub fn handle(&mut self, msg: &Control, mono_ms: u64) -> Result<ClientEvent, String> {
         match msg {
-            Control::Cert { cert } => self.install(cert, now),
+            Control::Cert { cert } => self.install(cert, mono_ms),
             Control::Challenge { seq, nonce, .. } => {
                 let cert = self
                     .cert
@@ -552,11 +671,22 @@ impl ClientIdentity {
         }
     }
 
-    fn install(&mut self, bytes: &[u8], now: UnixTime) -> Result<ClientEvent, String> {
+    /// Installs a certificate. Its window is the proxy's (it was issued
+    /// just now, on the proxy's clock), so it is never compared with this
+    /// machine's wall clock: only the signature, the issuer, the principal
+    /// and the session key are checked, and its lifetime is timed from now
+    /// on the monotonic clock.
+    fn install(&mut self, bytes: &[u8], mono_ms: u64) -> Result<ClientEvent, String> {
         let cert = ClientCert::decode(bytes)
             .map_err(|e| format!("bad certificate from the proxy: {e}"))?;
-        cert.verify(&self.subca_key, now)
+        cert.verify_signature(&self.subca_key)
             .map_err(|e| format!("certificate from the proxy does not verify: {e}"))?;
+        let ttl_secs = cert.not_after - cert.not_before;
+        if ttl_secs > MAX_CERT_TTL {
+            return Err(format!(
+                "certificate from the proxy is valid for {ttl_secs}s, more than {MAX_CERT_TTL}s"
+            ));
+        }
         if cert.principal != self.principal {
             return Err(format!(
                 "proxy issued a certificate for {} instead of {}",
@@ -572,19 +702,42 @@ impl ClientIdentity {
         }
         let event = ClientEvent::CertInstalled {
             serial: cert.serial,
-            not_after: cert.not_after,
+            ttl_secs,
             renewed,
         };
         self.cert = Some(cert);
+        self.received_ms = mono_ms;
         Ok(event)
     }
 
-    /// Whether to renew now: a third of the lifetime (at least 1 s) is left
-    /// and no renewal is in flight.
-    pub fn renewal_due(&self, now: UnixTime) -> bool {
-        let Some(c) = &self.cert else { return false };
-        let margin = (c.not_after.saturating_sub(c.not_before) / 3).max(1);
-        self.next_key.is_none() && now.saturating_add(margin) >= c.not_after
+    /// When the current certificate should be renewed (monotonic ms): when
+    /// a third of its lifetime (at least 1 s) is left, counted from its
+    /// arrival.
+    pub fn renew_at(&self) -> Option<u64> {
+        let c = self.cert.as_ref()?;
+        let ttl = c.not_after - c.not_before;
+        let margin = (ttl / 3).max(1);
+        Some(
+            self.received_ms
+                .saturating_add(ttl.saturating_sub(margin).saturating_mul(1000)),
+        )
+    }
+
+    /// When the current certificate expires (monotonic ms, counted from its
+    /// arrival; the proxy's own count ends a little earlier, by the transit
+    /// time).
+    pub fn expires_at(&self) -> Option<u64> {
+        let c = self.cert.as_ref()?;
+        Some(
+            self.received_ms
+                .saturating_add((c.not_after - c.not_before).saturating_mul(1000)),
+        )
+    }
+
+    /// Whether to renew now: the renewal time has come and no renewal is
+    /// in flight.
+    pub fn renewal_due(&self, mono_ms: u64) -> bool {
+        self.next_key.is_none() && self.renew_at().is_some_and(|at| mono_ms >= at)
     }
 
     /// Starts a renewal: makes the new session key and returns the data the
@@ -614,8 +767,8 @@ impl ClientIdentity {
         })
     }
 
-    /// Gives up on a renewal in flight (e.g. the agent refused to sign);
-    /// the next [`Self::renewal_due`] may try again.
+    /// Gives up on a renewal in flight (the agent refused to sign, or the
+    /// proxy did not answer); a later [`Self::renewal_due`] may try again.
     pub fn abandon_renewal(&mut self) {
         self.next_key = None;
     }

@@ -7,7 +7,9 @@ use ssh_key::{HashAlg, PrivateKey};
 
 use crate::cert::Serial;
 use crate::control::Control;
-use crate::identity::{Authority, ClientEvent, ClientIdentity, Ended, ServerIdentity, Timing};
+use crate::identity::{
+    Authority, ClientEvent, ClientIdentity, EndKind, Ended, Handled, ServerIdentity, Timing,
+};
 use crate::keys::SigningKey;
 use crate::labels::SSHSIG_NAMESPACE_RENEW;
 use crate::time::UnixTime;
@@ -24,32 +26,26 @@ impl Authority for Policy {
         &self,
         principal: &str,
         _key: &ssh_key::PublicKey,
-        serial: &Serial,
+        serial: Option<&Serial>,
         now: UnixTime,
     ) -> Result<(), Ended> {
         if self.banned.borrow().iter().any(|p| p == principal) {
-            return Err(Ended {
-                code: crate::control::TerminateCode::IdentityRevoked,
-                reason: format!("principal {principal} banned"),
-                kind: "banned",
-            });
+            return Err(Ended::new(
+                EndKind::PrincipalBanned,
+                format!("principal {principal} banned"),
+            ));
         }
-        if self.revoked.borrow().contains(serial) {
-            return Err(Ended {
-                code: crate::control::TerminateCode::IdentityRevoked,
-                reason: "certificate revoked".into(),
-                kind: "serial_revoked",
-            });
+        if serial.is_some_and(|s| self.revoked.borrow().contains(s)) {
+            return Err(Ended::new(EndKind::SerialRevoked, "certificate revoked"));
         }
         self.may_issue(now)
     }
     fn may_issue(&self, _now: UnixTime) -> Result<(), Ended> {
         if *self.licence_revoked.borrow() {
-            return Err(Ended {
-                code: crate::control::TerminateCode::IdentityRevoked,
-                reason: "server licence revoked".into(),
-                kind: "licence_revoked",
-            });
+            return Err(Ended::new(
+                EndKind::LicenceRevoked,
+                "server licence revoked",
+            ));
         }
         Ok(())
     }
@@ -65,6 +61,9 @@ const TIMING: Timing = Timing {
 struct Pair {
     server: ServerIdentity,
     client: ClientIdentity,
+    /// The first CERT as sent, and the session key's seed: for a twin client.
+    first_cert: Control,
+    session_seed: crate::keys::Secret<32>,
     subca: SigningKey,
     user: PrivateKey,
     policy: Policy,
@@ -76,25 +75,24 @@ fn user() -> PrivateKey {
     PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[5; 32]))
 }
 
-fn pair_with(h: [u8; 32]) -> Pair {
+fn pair_with(timing: Timing) -> Pair {
     let subca = SigningKey::generate();
-    let session = SigningKey::generate();
     let user = user();
     let policy = Policy::default();
-    let started = ServerIdentity::start(
-        h,
+    let pki = crate::tests::pki();
+    let (session, authed) =
+        crate::tests::run(&pki, crate::tests::client_cfg(&pki, "web1"), &user, &user)
+            .expect("handshake");
+    let authorized = authed.authorize(&policy, T0).expect("authorized");
+    let seed = session.session_key.to_seed();
+    let started = ServerIdentity::start(authorized, &subca, &policy, timing, T0, 0).expect("start");
+    let mut client = ClientIdentity::new(
+        session.handshake_hash,
         "alice",
-        user.public_key().clone(),
-        session.public(),
-        &subca,
-        &policy,
-        TIMING,
-        T0,
-        0,
-    )
-    .expect("start");
-    let mut client = ClientIdentity::new(h, "alice", session, subca.public());
-    let ev = client.handle(&started.cert, T0).expect("install");
+        session.session_key,
+        subca.public(),
+    );
+    let ev = client.handle(&started.cert, 0).expect("install");
     assert!(matches!(
         ev,
         ClientEvent::CertInstalled { renewed: false, .. }
@@ -102,12 +100,18 @@ fn pair_with(h: [u8; 32]) -> Pair {
     Pair {
         server: started.identity,
         client,
+        first_cert: started.cert,
+        session_seed: seed,
         subca,
         user,
         policy,
         now: T0,
         mono: 0,
     }
+}
+
+fn pair() -> Pair {
+    pair_with(TIMING)
 }
 
 impl Pair {
@@ -128,15 +132,20 @@ impl Pair {
     }
 
     fn answer(&mut self, ch: &Control) -> Control {
-        match self.client.handle(ch, self.now).expect("client") {
+        match self.client.handle(ch, self.mono).expect("client") {
             ClientEvent::Reply(p) => p,
             other => panic!("expected a proof, got {other:?}"),
         }
     }
 
     fn deliver(&mut self, msg: Control) -> Result<Control, Ended> {
-        self.server
-            .handle(msg, &self.subca, &self.policy, self.now, self.mono)
+        match self
+            .server
+            .handle(msg, &self.subca, &self.policy, self.now, self.mono)?
+        {
+            Handled::Proved(c) | Handled::Renewed(c) => Ok(c),
+            Handled::RenewRefused(r) => panic!("renewal refused: {r}"),
+        }
     }
 
     fn renew(&mut self) -> Control {
@@ -154,21 +163,21 @@ impl Pair {
 
 #[test]
 fn many_challenges_and_renewals_keep_the_session() {
-    let mut p = pair_with([1; 32]);
+    let mut p = pair();
     let mut renewals = 0;
     for i in 0..40 {
         let ch = p.next_challenge();
         let proof = p.answer(&ch);
         let ack = p.deliver(proof).expect("proof accepted");
         assert!(
-            matches!(p.client.handle(&ack, p.now), Ok(ClientEvent::Acked(_))),
+            matches!(p.client.handle(&ack, p.mono), Ok(ClientEvent::Acked(_))),
             "round {i}"
         );
-        if p.client.renewal_due(p.now) {
+        if p.client.renewal_due(p.mono) {
             let renew = p.renew();
             let cert = p.deliver(renew).expect("renewal accepted");
             assert!(matches!(
-                p.client.handle(&cert, p.now),
+                p.client.handle(&cert, p.mono),
                 Ok(ClientEvent::CertInstalled { renewed: true, .. })
             ));
             renewals += 1;
@@ -184,17 +193,17 @@ fn many_challenges_and_renewals_keep_the_session() {
 
 #[test]
 fn replayed_wrong_seq_and_unsolicited_proofs_end_the_session() {
-    let mut p = pair_with([1; 32]);
+    let mut p = pair();
     let ch = p.next_challenge();
     let proof = p.answer(&ch);
     p.deliver(proof.clone()).expect("first proof");
     // Replay with no challenge outstanding.
     assert_eq!(
         p.deliver(proof.clone()).expect_err("replay").kind,
-        "proof_unsolicited"
+        EndKind::ProofUnsolicited
     );
 
-    let mut p = pair_with([1; 32]);
+    let mut p = pair();
     let ch1 = p.next_challenge();
     let old = p.answer(&ch1);
     p.deliver(old.clone()).expect("ok");
@@ -202,16 +211,16 @@ fn replayed_wrong_seq_and_unsolicited_proofs_end_the_session() {
     // The proof for challenge 1 replayed against challenge 2.
     assert_eq!(
         p.deliver(old).expect_err("old proof").kind,
-        "proof_wrong_seq"
+        EndKind::ProofWrongSeq
     );
 }
 
 #[test]
 fn a_proof_relayed_from_another_connection_fails() {
-    // Two sessions of the same user with the same certificate material would
-    // still differ in their transcript hashes.
-    let mut a = pair_with([1; 32]);
-    let mut b = pair_with([2; 32]);
+    // Another session of the same user: its certificate differs from the
+    // one this session was issued, which is refused first.
+    let mut a = pair();
+    let mut b = pair();
     let ch_a = a.next_challenge();
     let ch_b = b.next_challenge();
     // Make b's challenge identical to a's, then answer it from a's client.
@@ -227,24 +236,47 @@ fn a_proof_relayed_from_another_connection_fails() {
         deadline_secs: 10,
     });
     let e = b.deliver(relayed).expect_err("relayed");
-    assert!(
-        matches!(
-            e.kind,
-            "proof_wrong_cert" | "proof_bad_signature" | "proof_bad_cert"
-        ),
-        "{e:?}"
+    assert_eq!(e.kind, EndKind::ProofWrongCert, "{e:?}");
+}
+
+#[test]
+fn a_proof_is_bound_to_its_handshake_hash_alone() {
+    // A twin client holds exactly this session's certificate bytes and
+    // session key, but answers for another handshake: only the transcript
+    // hash differs, and that alone must refuse the proof.
+    let mut p = pair();
+    let mut twin = ClientIdentity::new(
+        [0xee; 32],
+        "alice",
+        SigningKey::from_seed(&p.session_seed),
+        p.subca.public(),
     );
+    twin.handle(&p.first_cert, p.mono)
+        .expect("same certificate");
+    let ch = p.next_challenge();
+    let ClientEvent::Reply(proof) = twin.handle(&ch, p.mono).expect("twin") else {
+        panic!("no proof")
+    };
+    let Control::Proof { cert, .. } = &proof else {
+        panic!()
+    };
+    let Control::Cert { cert: ours } = &p.first_cert else {
+        panic!()
+    };
+    assert_eq!(cert, ours, "the twin presents the very same certificate");
+    let e = p.deliver(proof).expect_err("bound to another handshake");
+    assert_eq!(e.kind, EndKind::ProofBadSignature, "{e:?}");
 }
 
 #[test]
 fn late_proofs_and_silence_end_the_session() {
-    let mut p = pair_with([1; 32]);
+    let mut p = pair();
     let ch = p.next_challenge();
     let proof = p.answer(&ch);
     p.advance(11);
-    assert_eq!(p.deliver(proof).expect_err("late").kind, "proof_late");
+    assert_eq!(p.deliver(proof).expect_err("late").kind, EndKind::ProofLate);
 
-    let mut p = pair_with([1; 32]);
+    let mut p = pair();
     let _ = p.next_challenge();
     p.advance(9);
     assert_eq!(p.server.poll(p.now, p.mono, [0; 32]), Ok(None));
@@ -254,13 +286,13 @@ fn late_proofs_and_silence_end_the_session() {
             .poll(p.now, p.mono, [0; 32])
             .expect_err("silent")
             .kind,
-        "proof_late"
+        EndKind::ProofLate
     );
 }
 
 #[test]
 fn certificate_expiry_without_renewal_ends_the_session() {
-    let mut p = pair_with([1; 32]);
+    let mut p = pair();
     for _ in 0..9 {
         let ch = p.next_challenge();
         let proof = p.answer(&ch);
@@ -268,13 +300,13 @@ fn certificate_expiry_without_renewal_ends_the_session() {
     }
     p.advance(300);
     let e = p.server.poll(p.now, p.mono, [0; 32]).expect_err("expired");
-    assert_eq!(e.kind, "cert_expired");
+    assert_eq!(e.kind, EndKind::CertExpired);
     assert!(e.reason.contains("expired"), "{}", e.reason);
 }
 
 #[test]
 fn renewal_cannot_switch_principal_or_skip_the_user_key() {
-    let mut p = pair_with([1; 32]);
+    let mut p = pair();
     p.advance(TIMING.cert_ttl_secs * 2 / 3);
     let Control::Renew {
         new_key,
@@ -294,14 +326,14 @@ fn renewal_cannot_switch_principal_or_skip_the_user_key() {
         user_sig: user_sig.clone(),
     };
     let e = p.deliver(switched).expect_err("switch");
-    assert_eq!(e.kind, "renew_principal_switch");
+    assert_eq!(e.kind, EndKind::RenewPrincipalSwitch);
     assert_eq!(
         e.reason,
         "renewal tried to switch principal from alice to root"
     );
 
     // Signed by some other user key.
-    let mut p = pair_with([1; 32]);
+    let mut p = pair();
     p.advance(TIMING.cert_ttl_secs * 2 / 3);
     let data = p.client.renewal_data().expect("data");
     let mallory = PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[6; 32]));
@@ -315,34 +347,34 @@ fn renewal_cannot_switch_principal_or_skip_the_user_key() {
         .expect("renew");
     assert_eq!(
         p.deliver(renew).expect_err("foreign user").kind,
-        "renew_bad_signature"
+        EndKind::RenewBadSignature
     );
 }
 
 #[test]
 fn revocation_is_seen_at_recheck_and_at_the_next_proof() {
-    let mut p = pair_with([1; 32]);
+    let mut p = pair();
     assert!(p.server.recheck(&p.policy, p.now).is_ok());
     p.policy.banned.borrow_mut().push("alice".into());
     let e = p.server.recheck(&p.policy, p.now).expect_err("banned");
     assert_eq!(e.reason, "principal alice banned");
 
-    let mut p = pair_with([1; 32]);
+    let mut p = pair();
     p.policy.revoked.borrow_mut().push(p.server.serial());
     let ch = p.next_challenge();
     let proof = p.answer(&ch);
     assert_eq!(
         p.deliver(proof).expect_err("revoked").kind,
-        "serial_revoked"
+        EndKind::SerialRevoked
     );
 
-    let mut p = pair_with([1; 32]);
+    let mut p = pair();
     *p.policy.licence_revoked.borrow_mut() = true;
     p.advance(TIMING.cert_ttl_secs * 2 / 3);
     let renew = p.renew();
     assert_eq!(
         p.deliver(renew).expect_err("licence").kind,
-        "licence_revoked"
+        EndKind::LicenceRevoked
     );
 }
 
@@ -358,7 +390,7 @@ fn no_message_sequence_gets_an_ack_without_a_valid_proof() {
         x
     };
     for _ in 0..200 {
-        let mut p = pair_with([3; 32]);
+        let mut p = pair();
         let ch = p.next_challenge();
         let Control::Challenge { seq, nonce, .. } = ch.clone() else {
             panic!()
@@ -406,7 +438,7 @@ fn no_message_sequence_gets_an_ack_without_a_valid_proof() {
 
 #[test]
 fn a_proof_that_crosses_a_renewal_on_the_wire_is_accepted_once() {
-    let mut p = pair_with([1; 32]);
+    let mut p = pair();
     p.advance(TIMING.cert_ttl_secs * 2 / 3);
     let ch = p.next_challenge();
     // The client renews; the proxy issues the new certificate before the
@@ -418,7 +450,7 @@ fn a_proof_that_crosses_a_renewal_on_the_wire_is_accepted_once() {
         p.deliver(proof_with_old_cert.clone()),
         Ok(Control::Ack { .. })
     ));
-    p.client.handle(&new_cert, p.now).expect("install");
+    p.client.handle(&new_cert, p.mono).expect("install");
     // The next challenge must be answered with the new certificate.
     let ch2 = p.next_challenge();
     let Control::Challenge { seq, .. } = ch2 else {
@@ -431,13 +463,13 @@ fn a_proof_that_crosses_a_renewal_on_the_wire_is_accepted_once() {
         p.deliver(Control::Proof { seq, cert, sig })
             .expect_err("old cert")
             .kind,
-        "proof_wrong_cert"
+        EndKind::ProofWrongCert
     );
 }
 
 #[test]
 fn an_ended_session_stays_ended() {
-    let mut p = pair_with([6; 32]);
+    let mut p = pair();
     let ch = p.next_challenge();
     let Control::Proof { seq, cert, mut sig } = p.answer(&ch) else {
         panic!("proof")
@@ -458,14 +490,50 @@ fn an_ended_session_stays_ended() {
 }
 
 #[test]
-fn renewals_too_early_in_a_certificates_life_end_the_session_before_any_signature_check() {
-    let mut p = pair_with([2; 32]);
+fn renewals_too_early_are_refused_before_any_signature_check_and_the_session_goes_on() {
+    let mut p = pair();
     p.advance(TIMING.cert_ttl_secs / 4 - 1);
     let renew = p.renew();
-    let e = p.deliver(renew).expect_err("too soon");
-    assert_eq!(e.kind, "renew_too_soon");
+    let handled = p
+        .server
+        .handle(renew, &p.subca, &p.policy, p.now, p.mono)
+        .expect("not fatal");
     assert_eq!(
-        e.reason,
-        "renewal 74s into a certificate's life; at most one per 75s"
+        handled,
+        Handled::RenewRefused("renewal 74s into a certificate's life; at most one per 75s".into())
     );
+    assert_eq!(p.server.renewals(), 0);
+    // The client gives up on that renewal; the session carries on.
+    p.client.abandon_renewal();
+    let ch = p.next_challenge();
+    let proof = p.answer(&ch);
+    assert!(matches!(p.deliver(proof), Ok(Control::Ack { .. })));
+}
+
+#[test]
+fn certificate_expiry_is_a_wakeup_of_its_own() {
+    // Challenges less often than certificates expire: the session must
+    // still end at expiry, not at the next challenge.
+    let mut p = pair_with(Timing {
+        interval_secs: 3600,
+        ..TIMING
+    });
+    assert_eq!(p.server.next_wakeup(), TIMING.cert_ttl_secs * 1000);
+    p.advance(TIMING.cert_ttl_secs - 1);
+    assert_eq!(p.server.poll(p.now, p.mono, [0; 32]), Ok(None));
+    p.advance(1);
+    let e = p.server.poll(p.now, p.mono, [0; 32]).expect_err("expired");
+    assert_eq!(e.kind, EndKind::CertExpired);
+}
+
+#[test]
+fn client_renewal_is_timed_from_arrival_whatever_its_wall_clock() {
+    // The client never reads a wall clock: a certificate's renewal time is
+    // two thirds of its lifetime after it arrived, on the monotonic clock.
+    let p = pair();
+    let ttl_ms = TIMING.cert_ttl_secs * 1000;
+    assert_eq!(p.client.renew_at(), Some(ttl_ms - ttl_ms / 3));
+    assert_eq!(p.client.expires_at(), Some(ttl_ms));
+    assert!(!p.client.renewal_due(ttl_ms - ttl_ms / 3 - 1));
+    assert!(p.client.renewal_due(ttl_ms - ttl_ms / 3));
 }

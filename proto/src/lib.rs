@@ -11,8 +11,10 @@
 pub mod armor;
 pub mod cert;
 pub mod codec;
+pub mod conn;
 pub mod control;
 pub mod crl;
+pub mod end;
 pub mod error;
 pub mod frame;
 pub mod handshake;
@@ -22,7 +24,10 @@ pub mod keyfile;
 pub mod keys;
 pub mod labels;
 pub mod time;
+pub mod trust;
 
+#[cfg(test)]
+mod conn_tests;
 #[cfg(test)]
 mod identity_tests;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use ssh_key::{HashAlg, PrivateKey};
 
-use crate::cert::{Licence, LicenceBody, Serial};
+use crate::cert::{LicenceBody, LicenceVerified, Serial};
 use crate::error::{AuthError, ProtoError};
 use crate::frame::{Control, Event, FrameSize, TerminateCode};
 use crate::handshake::{
@@ -18,7 +18,7 @@ const NOW: u64 = 1_800_000_000;
 pub(crate) struct Pki {
     root: SigningKey,
     noise: NoiseKeypair,
-    licence: Licence,
+    licence: LicenceVerified,
 }
 
 fn pki_with(root: &SigningKey, signer: &SigningKey, noise: NoiseKeypair, nb: u64, na: u64) -> Pki {
@@ -35,7 +35,7 @@ fn pki_with(root: &SigningKey, signer: &SigningKey, noise: NoiseKeypair, nb: u64
     Pki {
         root: SigningKey::from_seed(&root.to_seed()),
         noise,
-        licence: body.sign(signer).expect("sign"),
+        licence: LicenceVerified::assume(body.sign(signer).expect("sign")),
     }
 }
 

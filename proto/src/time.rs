@@ -3,8 +3,10 @@
 /// Seconds since the Unix epoch.
 pub type UnixTime = u64;
 
-/// Tolerated clock skew between peers, in seconds.
-pub const CLOCK_SKEW: u64 = 60;
+/// Tolerated clock skew between peers, in seconds: a licence may be used
+/// this long before its `not_before` (a client clock up to 5 minutes behind
+/// still accepts a freshly issued licence).
+pub const CLOCK_SKEW: u64 = 300;
 
 /// Formats a duration the way people read it: `3h`, `2d 4h`, `45s`.
 pub fn human(secs: u64) -> String {

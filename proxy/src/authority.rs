@@ -8,14 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tracing::{error, info, warn};
-use ztssh_proto::cert::{Licence, Serial};
-use ztssh_proto::control::TerminateCode;
+use ztssh_proto::cert::{LicenceVerified, Serial};
 use ztssh_proto::crl::Crl;
-use ztssh_proto::identity::{self, Ended};
+use ztssh_proto::identity::{self, EndKind, Ended};
 use ztssh_proto::keyfile;
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{UnixTime, human};
+use ztssh_proto::trust::{self, ListUpdate};
 
 use crate::authz::Authorized;
 use crate::policy::Policy;
@@ -23,8 +23,8 @@ use crate::policy::Policy;
 /// A snapshot of everything that grants or withdraws trust.
 #[derive(Debug)]
 pub struct Authority {
-    /// The proxy's licence.
-    pub licence: Licence,
+    /// The proxy's licence, verified under the root when it was loaded.
+    pub licence: LicenceVerified,
     /// The last good revocation list, if one is configured.
     pub crl: Option<Crl>,
     /// Who may log in with which key.
@@ -33,73 +33,30 @@ pub struct Authority {
     pub policy: Arc<Policy>,
 }
 
-fn revoked(kind: &'static str, reason: String) -> Ended {
-    Ended {
-        code: TerminateCode::IdentityRevoked,
-        reason,
-        kind,
-    }
-}
-
 impl identity::Authority for Authority {
     fn check(
         &self,
         principal: &str,
         user_key: &ssh_key::PublicKey,
-        serial: &Serial,
+        serial: Option<&Serial>,
         now: UnixTime,
     ) -> Result<(), Ended> {
-        if let Some(crl) = &self.crl {
-            if crl.revoked.principals.contains(principal) {
-                return Err(revoked(
-                    "principal_banned",
-                    format!("principal {principal} banned"),
-                ));
-            }
-            if crl.revoked.serials.contains(serial) {
-                return Err(revoked(
-                    "serial_revoked",
-                    format!("certificate {serial} revoked"),
-                ));
-            }
-        }
+        trust::check_session(self.crl.as_ref(), principal, serial)?;
         if !self.authorized.allows(principal, user_key) {
-            return Err(revoked(
-                "not_authorized",
-                format!("principal {principal} is no longer authorized with this key"),
-            ));
+            let reason = if serial.is_some() {
+                format!("principal {principal} is no longer authorized with this key")
+            } else {
+                let fp = user_key.fingerprint(ssh_key::HashAlg::Sha256);
+                let server = &self.licence.body.server_id;
+                format!("principal {principal} is not authorized with key {fp} on {server}")
+            };
+            return Err(Ended::new(EndKind::NotAuthorized, reason));
         }
         self.may_issue(now)
     }
 
     fn may_issue(&self, now: UnixTime) -> Result<(), Ended> {
-        let b = &self.licence.body;
-        if let Some(crl) = &self.crl
-            && (crl.revoked.servers.contains(&b.server_id)
-                || crl.revoked.serials.contains(&b.serial))
-        {
-            return Err(revoked(
-                "licence_revoked",
-                format!("server licence for {} revoked", b.server_id),
-            ));
-        }
-        if now >= b.not_after {
-            return Err(revoked(
-                "licence_expired",
-                format!(
-                    "server licence for {} expired {} ago",
-                    b.server_id,
-                    human(now - b.not_after)
-                ),
-            ));
-        }
-        if now.saturating_add(ztssh_proto::time::CLOCK_SKEW) < b.not_before {
-            return Err(revoked(
-                "licence_not_yet_valid",
-                format!("server licence for {} is not valid yet", b.server_id),
-            ));
-        }
-        Ok(())
+        trust::check_licence(&self.licence, self.crl.as_ref(), now)
     }
 }
 
@@ -125,18 +82,14 @@ impl identity::Authority for AtPeer<'_> {
         &self,
         principal: &str,
         user_key: &ssh_key::PublicKey,
-        serial: &Serial,
+        serial: Option<&Serial>,
         now: UnixTime,
     ) -> Result<(), Ended> {
         self.authority.check(principal, user_key, serial, now)?;
         self.authority
             .policy
             .check(principal, self.peer, now)
-            .map_err(|reason| Ended {
-                code: TerminateCode::PolicyDenied,
-                reason,
-                kind: "policy_denied",
-            })
+            .map_err(|reason| Ended::new(EndKind::PolicyDenied, reason))
     }
 
     fn may_issue(&self, now: UnixTime) -> Result<(), Ended> {
@@ -163,22 +116,22 @@ pub fn warn_if_stale(crl: &Crl, now: UnixTime) {
     }
 }
 
-/// Whether an offered list may replace the loaded one: only a newer version
-/// may; an older one is refused loudly (a rollback would resurrect revoked
-/// identities).
+/// Whether an offered list may replace the loaded one (the core's rule);
+/// a rollback is refused loudly.
 pub fn is_newer(current: Option<&Crl>, offered: &Crl) -> bool {
-    let Some(cur) = current else { return true };
-    if offered.list_version < cur.list_version {
-        error!(
-            event = "crl_reload_failed",
-            loaded = cur.list_version,
-            offered = offered.list_version,
-            "revocation list version {} is older than the loaded {}; refused",
-            offered.list_version,
-            cur.list_version
-        );
+    match trust::list_update(current, offered) {
+        ListUpdate::Replace => true,
+        ListUpdate::Same => false,
+        ListUpdate::Rollback { loaded, offered } => {
+            error!(
+                event = "crl_reload_failed",
+                loaded,
+                offered,
+                "revocation list version {offered} is older than the loaded {loaded}; refused"
+            );
+            false
+        }
     }
-    offered.list_version > cur.list_version
 }
 
 /// Announces a list that is about to be enforced.
@@ -200,7 +153,7 @@ pub fn merge_crl(
     current: &Authority,
     new: Result<Crl, String>,
     now: UnixTime,
-) -> Option<Arc<Authority>> {
+) -> Option<Authority> {
     let new = match new {
         Ok(c) => c,
         Err(e) => {
@@ -212,10 +165,10 @@ pub fn merge_crl(
         return None;
     }
     announce(&new, now);
-    Some(Arc::new(Authority {
+    Some(Authority {
         licence: current.licence.clone(),
         crl: Some(new),
         authorized: current.authorized.clone(),
         policy: Arc::clone(&current.policy),
-    }))
+    })
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use ztssh_proto::cert::Licence;
+use ztssh_proto::cert::{Licence, LicenceVerified};
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::keyfile;
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey};
@@ -391,10 +391,10 @@ fn load_licence(
     noise: &NoiseKeypair,
     subca: &SigningKey,
     now: u64,
-) -> Result<Licence, ConfigError> {
+) -> Result<LicenceVerified, ConfigError> {
     let bytes = keyfile::read_pem(path, pem::LICENCE).map_err(err)?;
     let licence = Licence::decode(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    licence
+    let licence = licence
         .verify(root, now)
         .map_err(|e| err(format!("{}: {e}", path.display())))?;
     if licence.body.noise_key != noise.public() || licence.body.subca_key != subca.public() {

@@ -87,11 +87,16 @@ pub enum Failure {
     Timeout,
 }
 
-/// Why a connection was refused at accept time (the metric label).
+/// Why a connection was refused at accept time (the metric label): every
+/// accept-time refusal there is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// The proxy already holds `max_connections` connections.
+    MaxConnections,
     /// The source is serving a penalty.
     Penalised,
+    /// The policy admits no connection from this source.
+    PolicySource,
     /// The source exceeded its connection rate.
     RateLimited,
     /// The source already has its share of handshakes in progress.
@@ -102,7 +107,9 @@ impl Refusal {
     /// Metric label.
     pub fn label(self) -> &'static str {
         match self {
+            Self::MaxConnections => "max_connections",
             Self::Penalised => "penalised",
+            Self::PolicySource => "policy_source",
             Self::RateLimited => "rate_limited",
             Self::SourceHandshakes => "source_handshakes",
         }

@@ -213,6 +213,41 @@ impl Metrics {
     }
 }
 
+/// The counters one session updates, looked up once when it starts.
+pub struct SessionMetrics {
+    /// Bytes delivered to sshd.
+    pub bytes_in: IntCounter,
+    /// Bytes read from sshd.
+    pub bytes_out: IntCounter,
+    /// Proofs verified.
+    pub challenges_ok: IntCounter,
+    /// Time to verify a proof.
+    pub proof_seconds: Histogram,
+    /// Certificates renewed.
+    pub renewed: IntCounter,
+}
+
+impl Metrics {
+    /// The counters for one session.
+    pub fn session(&self) -> SessionMetrics {
+        SessionMetrics {
+            bytes_in: self.bytes.with_label_values(&["in"]),
+            bytes_out: self.bytes.with_label_values(&["out"]),
+            challenges_ok: self.challenges.with_label_values(&["ok"]),
+            proof_seconds: self.proof_seconds.clone(),
+            renewed: self.certificates.with_label_values(&["renewed"]),
+        }
+    }
+
+    /// Counts a session's end.
+    pub fn ended(&self, kind: ztssh_proto::end::EndKind) {
+        self.terminations.with_label_values(&[kind.label()]).inc();
+        if kind.is_challenge_failure() {
+            self.challenges.with_label_values(&["failed"]).inc();
+        }
+    }
+}
+
 /// Serves `/metrics` and `/healthz` until the process ends.
 pub async fn serve(
     listener: TcpListener,
@@ -246,7 +281,7 @@ fn respond(
             let a = authority.borrow().clone();
             (
                 StatusCode::OK,
-                metrics.render(&a, crate::session::now()),
+                metrics.render(&a, crate::clock::unix()),
                 "text/plain; version=0.0.4",
             )
         }

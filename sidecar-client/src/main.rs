@@ -8,9 +8,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod agent;
+mod connect;
+mod explain;
 mod identity;
+mod pump;
 mod settings;
-mod tunnel;
+mod stdio;
 
 #[derive(Parser)]
 #[command(
@@ -63,7 +66,8 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start runtime: {e}"))?;
-        rt.block_on(tunnel::run(s, cli.host, cli.port))
+        rt.block_on(connect::run(s, cli.host, cli.port))
+            .map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use ssh_key::{HashAlg, PrivateKey};
-use ztssh_proto::frame::{Control, Event, FrameSize, Opener, Sealer};
+use ztssh_proto::conn::{ClientConn, ClientConnEvent};
+use ztssh_proto::frame::{Control, Event, FrameSize};
 use ztssh_proto::handshake::{self, ClientConfig, message_len};
 use ztssh_proto::identity::{ClientEvent, ClientIdentity};
 use ztssh_proto::keys::PublicKey;
@@ -55,13 +56,12 @@ pub fn client_auth(
         .map_err(std::io::Error::other)
 }
 
-/// One tunnel, driven by hand.
+/// One tunnel, driven by hand through the core's [`ClientConn`] in manual
+/// mode: records are opened by the same code the sidecar runs, but every
+/// control message comes back to the test to answer, replay or forge.
 pub struct LibClient {
     pub sock: TcpStream,
-    pub sealer: Sealer,
-    pub opener: Opener,
-    pub ids: ClientIdentity,
-    buf: Vec<u8>,
+    pub conn: ClientConn,
     queue: std::collections::VecDeque<Event>,
 }
 
@@ -70,6 +70,18 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Milliseconds on this process's monotonic clock.
+pub fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    u64::try_from(
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 impl LibClient {
@@ -107,50 +119,71 @@ impl LibClient {
             session.session_key,
             subca,
         );
+        let mut conn = ClientConn::new(session.transport, ids);
+        conn.set_manual(true);
         Ok(Self {
             sock,
-            sealer: session.transport.sealer,
-            opener: session.transport.opener,
-            ids,
-            buf: Vec::new(),
+            conn,
             queue: Default::default(),
         })
+    }
+
+    /// The identity machine (to answer, renew or forge by hand).
+    pub fn ids(&mut self) -> &mut ClientIdentity {
+        self.conn.identity_mut()
     }
 
     /// Reads until at least one control message or CLOSE arrives (DATA is
     /// discarded). `Ok(None)` means the proxy closed the connection.
     pub fn next_event(&mut self) -> std::io::Result<Option<Event>> {
-        let f = self.opener.frame_size().get();
         loop {
             if let Some(ev) = self.queue.pop_front() {
                 return Ok(Some(ev));
             }
-            let mut data = Vec::new();
-            let mut events = Vec::new();
-            let used = self
-                .opener
-                .open_all(&self.buf, &mut data, &mut events)
-                .map_err(std::io::Error::other)?;
-            self.buf.drain(..used);
-            self.queue.extend(events);
+            while let Some(ev) = self.conn.poll_event() {
+                match ev {
+                    ClientConnEvent::Control(c) => self.queue.push_back(Event::Control(c)),
+                    ClientConnEvent::PeerClosed => self.queue.push_back(Event::Close),
+                    ClientConnEvent::Ended(None) => return Ok(None),
+                    ClientConnEvent::Ended(Some(e)) => {
+                        return Err(std::io::Error::other(format!("{e:?}")));
+                    }
+                    _ => {}
+                }
+            }
             if !self.queue.is_empty() {
                 continue;
             }
-            let mut chunk = vec![0u8; f];
-            let n = self.sock.read(&mut chunk)?;
-            if n == 0 {
+            if self.conn.is_done() {
                 return Ok(None);
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            let n = self.sock.read(self.conn.recv_buf())?;
+            if n == 0 {
+                self.conn.handle_peer_eof();
+                if self.conn.poll_event().is_some() || self.conn.is_done() {
+                    return Ok(None);
+                }
+                continue;
+            }
+            self.conn.handle_peer_read(n, mono_ms());
+            let pending = self.conn.poll_local().len();
+            self.conn.delivered(pending, mono_ms());
         }
     }
 
     /// Sends a control message.
     pub fn send(&mut self, msg: &Control) -> std::io::Result<()> {
-        let mut out = Vec::new();
-        self.sealer
-            .seal_control(msg, &mut out)
-            .map_err(std::io::Error::other)?;
+        let out = self.conn.seal_detached(|s, out| {
+            let _ = s.seal_control(msg, out);
+        });
+        self.sock.write_all(&out)
+    }
+
+    /// Sends DATA.
+    pub fn send_data(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let out = self.conn.seal_detached(|s, out| {
+            let _ = s.seal_data(data, out);
+        });
         self.sock.write_all(&out)
     }
 
@@ -179,8 +212,8 @@ impl LibClient {
             .next_control()?
             .ok_or_else(|| std::io::Error::other("closed before CERT"))?;
         match self
-            .ids
-            .handle(&cert, now())
+            .ids()
+            .handle(&cert, mono_ms())
             .map_err(std::io::Error::other)?
         {
             ClientEvent::CertInstalled { .. } => Ok(()),
@@ -190,18 +223,27 @@ impl LibClient {
         }
     }
 
-    /// Answers a challenge honestly, returning the proof that was sent.
-    pub fn answer(&mut self, challenge: &Control) -> std::io::Result<Control> {
+    /// The proof for `challenge`, not sent.
+    pub fn proof(&mut self, challenge: &Control) -> std::io::Result<Control> {
         match self
-            .ids
-            .handle(challenge, now())
+            .ids()
+            .handle(challenge, mono_ms())
             .map_err(std::io::Error::other)?
         {
-            ClientEvent::Reply(proof) => {
-                self.send(&proof)?;
-                Ok(proof)
-            }
+            ClientEvent::Reply(proof) => Ok(proof),
             other => Err(std::io::Error::other(format!("no proof for {other:?}"))),
         }
     }
+
+    /// Answers a challenge honestly, returning the proof that was sent.
+    pub fn answer(&mut self, challenge: &Control) -> std::io::Result<Control> {
+        let proof = self.proof(challenge)?;
+        self.send(&proof)?;
+        Ok(proof)
+    }
+}
+
+/// Unix seconds, as the test client's wall clock reads them.
+pub fn unix_now() -> u64 {
+    now()
 }

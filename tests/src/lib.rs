@@ -187,6 +187,24 @@ impl Sshd {
     pub fn log_text(&self) -> String {
         read_text(&self.log)
     }
+
+    /// sshd's log up to a sentinel: a fresh direct connection made now,
+    /// waited for until sshd logs it. sshd accepts connections in order and
+    /// logs each one as it accepts it, so every connection that reached sshd
+    /// before this call is in the returned text (the sentinel's line is not).
+    pub fn log_before_sentinel(&self) -> String {
+        let sentinel =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("sentinel connection");
+        let port = sentinel.local_addr().expect("sentinel addr").port();
+        let line = format!("Connection from 127.0.0.1 port {port} ");
+        wait_until(Duration::from_secs(10), "sshd to log the sentinel", || {
+            self.log_text().contains(&line)
+        });
+        let log = self.log_text();
+        let at = log.find(&line).unwrap_or(log.len());
+        let line_start = log[..at].rfind('\n').map_or(0, |i| i + 1);
+        log[..line_start].to_owned()
+    }
 }
 
 /// A temporary CA plus a proxy state directory and licence.
@@ -410,9 +428,47 @@ pub fn expect_closed(s: &mut std::net::TcpStream, within: Duration) {
             Ok(0) => return,
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("proxy kept the connection open: {e}"),
+            Err(e) => panic!("the peer kept the connection open: {e}"),
         }
     }
+}
+
+/// `GET path` from the metrics endpoint on `port`; the whole response.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
+}
+
+/// The value of `series` (name and labels) in a metrics text, if present.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+/// The value of `series` in a metrics text; panics if it is missing.
+pub fn metric(text: &str, series: &str) -> f64 {
+    metric_value(text, series).unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+/// Waits (at most 10 s) until `series` on the metrics endpoint `port`
+/// reads `want`. A series not exported yet (a label value never counted)
+/// reads as 0.
+pub fn wait_metric(port: u16, series: &str, want: f64) {
+    wait_until(Duration::from_secs(10), series, || {
+        metric_value(&http_get(port, "/metrics"), series).unwrap_or(0.0) == want
+    });
 }
 
 /// A TCP connection to the proxy from the loopback source address `src`

@@ -41,11 +41,34 @@ fn wait_log(w: &World, needle: &str) -> String {
 }
 
 fn no_sshd_connection(w: &World) {
+    let sshd = w.sshd.log_before_sentinel();
     assert!(
-        !w.sshd.log_text().contains("Connection from"),
-        "sshd saw a connection:\n{}",
-        w.sshd.log_text()
+        !sshd.contains("Connection from"),
+        "sshd saw a connection:\n{sshd}"
     );
+}
+
+/// Whether sshd logged that the peer on local `port` closed its connection.
+fn sshd_saw_close(sshd_log: &str, port: u16) -> bool {
+    let closed = format!("Connection closed by 127.0.0.1 port {port}");
+    sshd_log
+        .lines()
+        .any(|l| l == closed || l.starts_with(&format!("{closed} ")))
+}
+
+/// The local port of the proxy's connection to sshd, from its log.
+fn upstream_port(log: &str) -> u16 {
+    log.lines()
+        .filter(|l| l.contains("event=\"upstream_connected\""))
+        .find_map(|l| {
+            l.split_once("local_port=")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no upstream_connected line with local_port:\n{log}"))
 }
 
 /// Messages 1 and 2 of an honest handshake from `src`: the client state
@@ -164,9 +187,8 @@ fn a_replayed_handshake_is_refused_and_never_reaches_sshd() {
         })
     });
     assert!(!log.contains("panicked"));
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        count(&w.sshd.log_text(), "Connection from"),
+        count(&w.sshd.log_before_sentinel(), "Connection from"),
         1,
         "the replay reached sshd"
     );
@@ -182,12 +204,10 @@ fn a_flipped_bit_in_a_control_record_kills_the_session() {
     let ch = c.next_control().expect("read").expect("challenge");
     assert!(matches!(ch, Control::Challenge { .. }), "{ch:?}");
     // Seal the honest proof, flip one bit of the record, send it.
-    let proof = match c.ids.handle(&ch, now()).expect("proof") {
-        ztssh_proto::identity::ClientEvent::Reply(p) => p,
-        other => panic!("{other:?}"),
-    };
-    let mut rec = Vec::new();
-    c.sealer.seal_control(&proof, &mut rec).expect("seal");
+    let proof = c.proof(&ch).expect("proof");
+    let mut rec = c
+        .conn
+        .seal_detached(|s, out| s.seal_control(&proof, out).expect("seal"));
     rec[517] ^= 0x10;
     c.sock.write_all(&rec).expect("send");
     expect_closed(&mut c.sock, Duration::from_secs(10));
@@ -211,10 +231,7 @@ fn a_foreign_issuer_certificate_in_a_proof_ends_the_session() {
         LibClient::connect(w.proxy.port, w.pki.root_key(), &w.alice, "alice").expect("handshake");
     c.establish().expect("established");
     let ch = c.next_control().expect("read").expect("challenge");
-    let Some(Control::Proof { seq, sig, cert }) = (match c.ids.handle(&ch, now()).expect("proof") {
-        ztssh_proto::identity::ClientEvent::Reply(p) => Some(p),
-        _ => None,
-    }) else {
+    let Control::Proof { seq, sig, cert } = c.proof(&ch).expect("proof") else {
         panic!("no proof")
     };
     // Same principal and session key, issued by a Sub-CA nobody licensed.
@@ -254,7 +271,10 @@ fn frames_after_terminate_are_ignored_by_the_sidecar() {
         keyfile::read_secret(&w.pki.state.join("noise.key"), pem::NOISE_KEY).expect("noise"),
     );
     let lic_bytes = keyfile::read_pem(&w.pki.licence, pem::LICENCE).expect("licence");
-    let licence = Licence::decode(&lic_bytes).expect("decode");
+    let licence = Licence::decode(&lic_bytes)
+        .expect("decode")
+        .verify(&w.pki.root_key(), now())
+        .expect("the proxy's real licence verifies");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let server = std::thread::spawn(move || {
@@ -291,7 +311,10 @@ fn frames_after_terminate_are_ignored_by_the_sidecar() {
             )
             .expect("seal");
         let _ = s.write_all(&out);
-        std::thread::sleep(Duration::from_millis(500));
+        // Keep the socket open until the sidecar hangs up: closing it with
+        // the sidecar's bytes unread would reset the connection, and the
+        // sidecar might see the reset before TERMINATE.
+        expect_closed(&mut s, Duration::from_secs(10));
     });
     let out = run_bounded(w.sidecar_to(port).stdin(Stdio::piped()), T);
     server.join().expect("server");
@@ -328,17 +351,17 @@ fn frames_after_terminate_never_reach_sshd() {
         }
     );
     // The client keeps sending: an SSH banner and more.
-    let mut rec = Vec::new();
-    c.sealer
-        .seal_data(b"SSH-2.0-after-terminate\r\n", &mut rec)
-        .expect("seal");
-    let _ = c.sock.write_all(&rec);
+    let _ = c.send_data(b"SSH-2.0-after-terminate\r\n");
     expect_closed(&mut c.sock, Duration::from_secs(10));
     let log = wait_log(&w, "event=\"session_terminated\"");
     assert_eq!(count(&log, "event=\"session_terminated\""), 1, "{log}");
     // sshd's socket was closed before TERMINATE went out; sshd never saw
-    // a client banner on it.
-    std::thread::sleep(Duration::from_millis(300));
+    // a client banner on it. sshd reads that socket in order, so once it
+    // logs the close, anything sent before the close is in its log.
+    let port = upstream_port(&log);
+    wait_until(Duration::from_secs(10), "sshd to log the close", || {
+        sshd_saw_close(&w.sshd.log_text(), port)
+    });
     let sshd = w.sshd.log_text();
     assert!(!sshd.contains("after-terminate"), "{sshd}");
     assert!(!sshd.contains("Remote protocol version"), "{sshd}");

@@ -181,6 +181,7 @@ fn expired_licence_is_refused_by_the_sidecar() {
         let Ok((mut s, _)) = listener.accept() else {
             return;
         };
+        let licence = ztssh_proto::cert::LicenceVerified::assume(licence);
         let state = handshake::server_start(&noise, &licence, FrameSize::default()).expect("start");
         let mut msg1 = vec![0u8; HELLO_LEN];
         s.read_exact(&mut msg1).expect("msg1");

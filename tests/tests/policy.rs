@@ -297,9 +297,13 @@ fn check_reports_a_bad_policy_with_file_line_and_reason() {
 
 #[test]
 fn repeated_failures_earn_a_penalty_for_that_source_only() {
+    let metrics = free_port();
     let w = world(
         "",
-        "[penalties]\nbad_handshake_secs = 3\nthreshold_secs = 5\nmax_secs = 30\n",
+        &format!(
+            "metrics_listen = \"127.0.0.1:{metrics}\"\n\
+             [penalties]\nbad_handshake_secs = 3\nthreshold_secs = 5\nmax_secs = 30\n"
+        ),
     );
     // Two garbage handshakes from 127.0.0.5 (3 s each) pass the threshold.
     for i in 0..2 {
@@ -322,7 +326,13 @@ fn repeated_failures_earn_a_penalty_for_that_source_only() {
     // not even log it as accepted.
     let accepted = count(&log, "event=\"connection_accepted\"");
     assert!(refused_before_handshake("127.0.0.5", w.proxy.port));
-    std::thread::sleep(Duration::from_millis(200));
+    // Counted at accept time, before the socket is closed: once counted,
+    // that connection can never be logged as accepted.
+    wait_metric(
+        metrics,
+        "ztssh_connections_refused_total{reason=\"penalised\"}",
+        1.0,
+    );
     assert_eq!(
         count(&w.proxy.log_text(), "event=\"connection_accepted\""),
         accepted
@@ -333,7 +343,13 @@ fn repeated_failures_earn_a_penalty_for_that_source_only() {
 
 #[test]
 fn per_source_rate_limit_refuses_the_excess_and_spares_other_sources() {
-    let w = world("", "[limits]\nrate_per_minute = 1\nrate_burst = 3\n");
+    let metrics = free_port();
+    let w = world(
+        "",
+        &format!(
+            "metrics_listen = \"127.0.0.1:{metrics}\"\n[limits]\nrate_per_minute = 1\nrate_burst = 3\n"
+        ),
+    );
     let mut open = Vec::new();
     for _ in 0..3 {
         let s = connect_from("127.0.0.6", w.proxy.port).expect("connect");
@@ -344,7 +360,11 @@ fn per_source_rate_limit_refuses_the_excess_and_spares_other_sources() {
     });
     // The fourth within the minute is closed at once, with nothing read.
     assert!(refused_before_handshake("127.0.0.6", w.proxy.port));
-    std::thread::sleep(Duration::from_millis(200));
+    wait_metric(
+        metrics,
+        "ztssh_connections_refused_total{reason=\"rate_limited\"}",
+        1.0,
+    );
     assert_eq!(
         count(&w.proxy.log_text(), "event=\"connection_accepted\""),
         3

@@ -1,0 +1,1193 @@
+//! One established tunnel, with no IO and no clock: [`ServerConn`] for the
+//! proxy and [`ClientConn`] for the sidecar, in the spirit of quinn-proto's
+//! `Connection`. Each owns the record opener with its receive buffer, the
+//! sealer with its transmit queue, the queue of plaintext for the local
+//! side (sshd, or ssh's stdout) and the identity machine. Drivers only move
+//! bytes and pass time in; every decision is taken here.
+//!
+//! Call order, for a driver of either side:
+//! 1. While [`ServerConn::wants_peer`], read from the peer into
+//!    [`ServerConn::recv_buf`] and pass the count to
+//!    [`ServerConn::handle_peer_read`] (or pass a slice to
+//!    [`ServerConn::handle_peer`]); at end of stream call
+//!    [`ServerConn::handle_peer_eof`].
+//! 2. While [`ServerConn::wants_local`], read from the local side into
+//!    [`ServerConn::local_buf`] and pass the count to
+//!    [`ServerConn::handle_local_read`]; at end of stream call
+//!    [`ServerConn::handle_local_eof`].
+//! 3. Write [`ServerConn::poll_transmit`] to the peer and report progress
+//!    with [`ServerConn::transmitted`]; write [`ServerConn::poll_local`] to
+//!    the local side and report progress with [`ServerConn::delivered`].
+//!    Once [`ServerConn::local_finished`], shut down the local side's write
+//!    direction.
+//! 4. When the monotonic clock reaches [`ServerConn::poll_timeout`], call
+//!    [`ServerConn::handle_timeout`].
+//! 5. After every call, drain [`ServerConn::poll_event`]. On
+//!    [`ServerEvent::Terminated`] close the local side *at once*, whatever
+//!    write is pending: from that moment [`ServerConn::poll_local`] is
+//!    empty forever, so no byte reaches the local side after the decision.
+//!    Then flush [`ServerConn::poll_transmit`] (it ends with the TERMINATE)
+//!    for a short grace and close.
+//!
+//! No call waits for anything, so a peer that stops reading cannot delay a
+//! decision: timers, revocations and proof checks act on the state, and the
+//! driver carries out the result while its writes are still blocked.
+//!
+//! Backpressure: the peer is read only while the local queue is below
+//! [`HIGH_WATER`] and the local side only while the transmit queue is; a
+//! queue that makes no progress for the write bound ends the session.
+
+use crate::ProtoError;
+use crate::control::Control;
+use crate::end::{EndKind, Ended};
+use crate::frame::{Event, FrameSize, Opener, Sealer, Transport};
+use crate::identity::{
+    Authority, Authorized, ClientEvent, ClientIdentity, Handled, Refused, ServerIdentity, Timing,
+};
+use crate::keys::SigningKey;
+use crate::time::UnixTime;
+
+/// Largest read batch from either side.
+pub const MAX_BATCH: usize = 256 * 1024;
+/// Smallest read buffer; it grows to [`MAX_BATCH`] while reads fill it, so
+/// an idle session holds little memory.
+const MIN_BATCH: usize = 4096;
+/// A queue this full stops reading from the side that fills it.
+pub const HIGH_WATER: usize = 512 * 1024;
+/// How long the proxy waits for the client's CLOSE after sshd closed.
+pub const CLOSE_GRACE_MS: u64 = 2000;
+/// How long a sidecar waits for a CERT after sending RENEW.
+pub const RENEW_REPLY_MS: u64 = 15_000;
+/// How long a sidecar waits before retrying a failed renewal.
+pub const RENEW_RETRY_MS: u64 = 5_000;
+/// The sidecar's write bound until a challenge names the deadline.
+pub const CLIENT_WRITE_BOUND_MS: u64 = 20_000;
+
+/// The time, as the driver passes it in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Wall clock, Unix seconds (certificate windows).
+    pub unix: UnixTime,
+    /// Monotonic clock, milliseconds (every timer).
+    pub mono_ms: u64,
+}
+
+/// Bytes waiting to be written, consumed from the front.
+#[derive(Debug, Default)]
+struct Queue {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Queue {
+    fn pending(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start >= MAX_BATCH && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Keeps the first `n` pending bytes, drops the rest.
+    fn truncate_pending(&mut self, n: usize) {
+        self.buf.truncate(self.start + n.min(self.len()));
+    }
+
+    fn clear(&mut self) {
+        self.buf = Vec::new();
+        self.start = 0;
+    }
+}
+
+/// A read buffer that grows while reads fill it.
+#[derive(Debug)]
+struct ReadBuf {
+    buf: Vec<u8>,
+    filled: usize,
+    /// Reads land in whole multiples of this.
+    unit: usize,
+}
+
+impl ReadBuf {
+    fn new(unit: usize) -> Self {
+        Self {
+            buf: vec![0; MIN_BATCH.div_ceil(unit).max(2) * unit],
+            filled: 0,
+            unit,
+        }
+    }
+
+    fn spare(&mut self) -> &mut [u8] {
+        let filled = self.filled;
+        self.buf.get_mut(filled..).unwrap_or_default()
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.filled = (self.filled + n).min(self.buf.len());
+        let max = (MAX_BATCH / self.unit).max(2) * self.unit;
+        if self.filled == self.buf.len() && self.buf.len() < max {
+            let grown = (self.buf.len() * 4).min(max);
+            self.buf.resize(grown, 0);
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        self.buf.get(..self.filled).unwrap_or_default()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.buf.copy_within(n..self.filled, 0);
+        self.filled -= n;
+    }
+}
+
+/// The record layer of one tunnel with its queues: what both sides share.
+#[derive(Debug)]
+struct Link {
+    opener: Opener,
+    sealer: Sealer,
+    rx: ReadBuf,
+    local_rx: ReadBuf,
+    /// Sealed records for the peer.
+    tx: Queue,
+    /// Bytes of `tx` written so far, all time (to find record boundaries).
+    tx_written: u64,
+    /// Plaintext for the local side.
+    local: Queue,
+    /// When `tx` last made progress or became non-empty.
+    tx_since_ms: u64,
+    /// When `local` last made progress or became non-empty.
+    local_since_ms: u64,
+    /// The peer sent CLOSE.
+    peer_closed: bool,
+    /// The local side reached end of stream and CLOSE was queued.
+    local_closed: bool,
+    scratch: Vec<Event>,
+}
+
+impl Link {
+    fn new(t: Transport) -> Self {
+        let f = t.opener.frame_size();
+        Self {
+            rx: ReadBuf::new(f.get()),
+            local_rx: ReadBuf::new(t.sealer.frame_size().max_data()),
+            opener: t.opener,
+            sealer: t.sealer,
+            tx: Queue::default(),
+            tx_written: 0,
+            local: Queue::default(),
+            tx_since_ms: 0,
+            local_since_ms: 0,
+            peer_closed: false,
+            local_closed: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn frame_size(&self) -> FrameSize {
+        self.opener.frame_size()
+    }
+
+    /// Opens every whole record received; DATA goes to the local queue.
+    fn open(&mut self, mono_ms: u64) -> Result<Vec<Event>, ProtoError> {
+        let was_empty = self.local.is_empty();
+        let mut events = std::mem::take(&mut self.scratch);
+        events.clear();
+        let used = self
+            .opener
+            .open_all(self.rx.data(), &mut self.local.buf, &mut events)?;
+        self.rx.consume(used);
+        if was_empty && !self.local.is_empty() {
+            self.local_since_ms = mono_ms;
+        }
+        Ok(events)
+    }
+
+    /// Seals everything read from the local side.
+    fn seal_data(&mut self, mono_ms: u64) -> Result<(), ProtoError> {
+        self.note_tx(mono_ms);
+        self.sealer
+            .seal_data(self.local_rx.data(), &mut self.tx.buf)?;
+        let all = self.local_rx.filled;
+        self.local_rx.consume(all);
+        Ok(())
+    }
+
+    fn seal_control(&mut self, msg: &Control, mono_ms: u64) -> Result<(), ProtoError> {
+        self.note_tx(mono_ms);
+        self.sealer.seal_control(msg, &mut self.tx.buf)
+    }
+
+    fn seal_close(&mut self, mono_ms: u64) -> Result<(), ProtoError> {
+        self.note_tx(mono_ms);
+        self.local_closed = true;
+        self.sealer.seal_close(&mut self.tx.buf)
+    }
+
+    fn note_tx(&mut self, mono_ms: u64) {
+        if self.tx.is_empty() {
+            self.tx_since_ms = mono_ms;
+        }
+    }
+
+    fn transmitted(&mut self, n: usize, mono_ms: u64) {
+        if n > 0 {
+            self.tx.consume(n);
+            self.tx_written += n as u64;
+            self.tx_since_ms = mono_ms;
+        }
+    }
+
+    fn delivered(&mut self, n: usize, mono_ms: u64) {
+        if n > 0 {
+            self.local.consume(n);
+            self.local_since_ms = mono_ms;
+        }
+    }
+
+    /// Drops every queued record not yet started (the partly written one
+    /// must be finished, or the peer could not open what follows) and
+    /// queues `last` behind it. Drops everything for the local side.
+    fn cut(&mut self, last: Option<&Control>, mono_ms: u64) {
+        self.local.clear();
+        let f = self.frame_size().get() as u64;
+        let partial = (self.tx_written % f) as usize;
+        let keep = if partial == 0 {
+            0
+        } else {
+            f as usize - partial
+        };
+        self.tx.truncate_pending(keep);
+        if let Some(msg) = last {
+            // Sealing fails only on nonce exhaustion: then nothing is sent.
+            let _ = self.seal_control(msg, mono_ms);
+        }
+    }
+
+    /// The earliest time a stalled queue hits its bound.
+    fn stall_deadline(&self, bound_ms: u64) -> Option<u64> {
+        let tx = (!self.tx.is_empty()).then(|| self.tx_since_ms.saturating_add(bound_ms));
+        let local = (!self.local.is_empty()).then(|| self.local_since_ms.saturating_add(bound_ms));
+        tx.into_iter().chain(local).min()
+    }
+
+    /// Which queue, if any, made no progress for `bound_ms`.
+    fn stalled(&self, bound_ms: u64, mono_ms: u64) -> Option<Stall> {
+        if !self.tx.is_empty() && mono_ms >= self.tx_since_ms.saturating_add(bound_ms) {
+            return Some(Stall::Peer);
+        }
+        if !self.local.is_empty() && mono_ms >= self.local_since_ms.saturating_add(bound_ms) {
+            return Some(Stall::Local);
+        }
+        None
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stall {
+    Peer,
+    Local,
+}
+
+// ---------------------------------------------------------------- server
+
+/// What happened on the proxy's side of a tunnel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A proof verified.
+    ProofOk {
+        /// The challenge's sequence number.
+        seq: u64,
+    },
+    /// A challenge went out.
+    Challenged {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A renewal verified and a new certificate went out.
+    Renewed,
+    /// A renewal came too early and was ignored; the session goes on.
+    RenewRefused {
+        /// Why.
+        reason: String,
+    },
+    /// The client half-closed its direction.
+    PeerClosed,
+    /// The session was killed: close the local side now. It is the last
+    /// event but [`ServerEvent::Closed`].
+    Terminated(Ended),
+    /// Both directions closed normally, or the session was killed and its
+    /// TERMINATE flushed as far as it will go: close everything.
+    Closed,
+}
+
+/// The proxy's side of one tunnel after authorization.
+#[derive(Debug)]
+pub struct ServerConn {
+    link: Link,
+    identity: ServerIdentity,
+    write_bound_ms: u64,
+    events: std::collections::VecDeque<ServerEvent>,
+    ended: Option<Ended>,
+    /// Once our CLOSE (after sshd closed) was written: until when the
+    /// client may still send its CLOSE.
+    close_grace_until: Option<u64>,
+    /// The client closed TCP (after a CLOSE, or after sshd closed).
+    peer_eof: bool,
+    closed: bool,
+}
+
+impl ServerConn {
+    /// Issues the first certificate to an authorized session and queues
+    /// ACCEPT and CERT. The caller admitted the session against its cap
+    /// and connected to sshd before this.
+    pub fn accept(
+        authorized: Authorized,
+        server_id: &str,
+        subca: &SigningKey,
+        authority: &dyn Authority,
+        timing: Timing,
+        now: Now,
+    ) -> Result<Self, Refused> {
+        let started =
+            ServerIdentity::start(authorized, subca, authority, timing, now.unix, now.mono_ms)?;
+        let mut conn = Self {
+            link: Link::new(started.transport),
+            identity: started.identity,
+            write_bound_ms: u64::from(timing.deadline_secs) * 1000,
+            events: Default::default(),
+            ended: None,
+            close_grace_until: None,
+            peer_eof: false,
+            closed: false,
+        };
+        let accept = Control::Accept {
+            server_id: server_id.to_owned(),
+        };
+        for msg in [&accept, &started.cert] {
+            if let Err(e) = conn.link.seal_control(msg, now.mono_ms) {
+                conn.end(Ended::new(EndKind::IssueFailed, e.to_string()), now);
+            }
+        }
+        Ok(conn)
+    }
+
+    /// The identity state (principal, serial, proof counts).
+    pub fn identity(&self) -> &ServerIdentity {
+        &self.identity
+    }
+
+    /// Why the session ended, once it has.
+    pub fn ended(&self) -> Option<&Ended> {
+        self.ended.as_ref()
+    }
+
+    /// Whether the driver should read from the client now.
+    pub fn wants_peer(&self) -> bool {
+        !self.closed
+            && !self.peer_eof
+            && self.ended.is_none()
+            && self.link.local.len() < HIGH_WATER
+            && self.link.tx.len() < HIGH_WATER * 2
+    }
+
+    /// Whether the driver should read from sshd now.
+    pub fn wants_local(&self) -> bool {
+        self.ended.is_none() && !self.link.local_closed && self.link.tx.len() < HIGH_WATER
+    }
+
+    /// Where to read the client's bytes to.
+    pub fn recv_buf(&mut self) -> &mut [u8] {
+        self.link.rx.spare()
+    }
+
+    /// Where to read sshd's bytes to.
+    pub fn local_buf(&mut self) -> &mut [u8] {
+        self.link.local_rx.spare()
+    }
+
+    /// Sealed bytes for the client.
+    pub fn poll_transmit(&self) -> &[u8] {
+        self.link.tx.pending()
+    }
+
+    /// `n` bytes of [`Self::poll_transmit`] were written.
+    pub fn transmitted(&mut self, n: usize, now: Now) {
+        self.link.transmitted(n, now.mono_ms);
+        // The client's grace to CLOSE starts once our CLOSE, and all the
+        // data before it, has been written.
+        if self.link.local_closed && self.link.tx.is_empty() && self.close_grace_until.is_none() {
+            self.close_grace_until = Some(now.mono_ms.saturating_add(CLOSE_GRACE_MS));
+        }
+        self.check_closed();
+    }
+
+    /// Plaintext for sshd; always empty once the session was killed.
+    pub fn poll_local(&self) -> &[u8] {
+        if self.ended.is_some() {
+            return &[];
+        }
+        self.link.local.pending()
+    }
+
+    /// `n` bytes of [`Self::poll_local`] were written.
+    pub fn delivered(&mut self, n: usize, now: Now) {
+        self.link.delivered(n, now.mono_ms);
+        self.check_closed();
+    }
+
+    /// Whether sshd's write direction should be shut down: the client sent
+    /// CLOSE and everything before it was delivered.
+    pub fn local_finished(&self) -> bool {
+        self.ended.is_none() && self.link.peer_closed && self.link.local.is_empty()
+    }
+
+    /// The client's bytes, copied into the receive buffer and handled.
+    pub fn handle_peer(
+        &mut self,
+        mut bytes: &[u8],
+        subca: &SigningKey,
+        authority: &dyn Authority,
+        now: Now,
+    ) {
+        while !bytes.is_empty() && self.ended.is_none() {
+            let spare = self.link.rx.spare();
+            let n = spare.len().min(bytes.len());
+            spare[..n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.handle_peer_read(n, subca, authority, now);
+        }
+    }
+
+    /// `n` bytes were read into [`Self::recv_buf`].
+    pub fn handle_peer_read(
+        &mut self,
+        n: usize,
+        subca: &SigningKey,
+        authority: &dyn Authority,
+        now: Now,
+    ) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.link.rx.filled(n);
+        let events = match self.link.open(now.mono_ms) {
+            Ok(e) => e,
+            Err(e) => {
+                return self.end(
+                    Ended::new(EndKind::BadRecord, format!("client sent a bad record: {e}")),
+                    now,
+                );
+            }
+        };
+        for ev in &events {
+            if self.ended.is_some() {
+                break;
+            }
+            match ev {
+                Event::Close => {
+                    self.link.peer_closed = true;
+                    self.events.push_back(ServerEvent::PeerClosed);
+                }
+                Event::Control(Control::Terminate { reason, .. }) => {
+                    let reason = format!("client ended the session: {reason}");
+                    self.end(Ended::new(EndKind::ClientTerminated, reason), now);
+                }
+                Event::Control(msg) => self.on_control(msg.clone(), subca, authority, now),
+            }
+        }
+        self.link.scratch = events;
+        self.check_closed();
+    }
+
+    fn on_control(
+        &mut self,
+        msg: Control,
+        subca: &SigningKey,
+        authority: &dyn Authority,
+        now: Now,
+    ) {
+        let handled = self
+            .identity
+            .handle(msg, subca, authority, now.unix, now.mono_ms);
+        let (reply, event) = match handled {
+            Err(e) => return self.end(e, now),
+            Ok(Handled::Proved(ack)) => {
+                let seq = match &ack {
+                    Control::Ack { seq } => *seq,
+                    _ => 0,
+                };
+                (ack, ServerEvent::ProofOk { seq })
+            }
+            Ok(Handled::Renewed(cert)) => (cert, ServerEvent::Renewed),
+            Ok(Handled::RenewRefused(reason)) => {
+                self.events.push_back(ServerEvent::RenewRefused { reason });
+                return;
+            }
+        };
+        self.events.push_back(event);
+        self.seal(&reply, now);
+    }
+
+    fn seal(&mut self, msg: &Control, now: Now) {
+        if let Err(e) = self.link.seal_control(msg, now.mono_ms) {
+            self.end(Ended::new(EndKind::BadRecord, e.to_string()), now);
+        }
+    }
+
+    /// The client closed TCP.
+    pub fn handle_peer_eof(&mut self, now: Now) {
+        if self.ended.is_some() || self.closed {
+            return;
+        }
+        // ssh kills its ProxyCommand once sshd is done: after the client's
+        // CLOSE, or once sshd closed, that is a normal end (once what the
+        // client sent before has reached sshd).
+        if self.link.peer_closed || self.link.local_closed {
+            self.peer_eof = true;
+            return self.check_closed();
+        }
+        self.end(
+            Ended::new(
+                EndKind::ClientVanished,
+                "client vanished without closing the tunnel",
+            ),
+            now,
+        );
+    }
+
+    /// `n` bytes from sshd were read into [`Self::local_buf`].
+    pub fn handle_local_read(&mut self, n: usize, now: Now) {
+        if self.ended.is_some() || n == 0 {
+            return;
+        }
+        self.link.local_rx.filled(n);
+        if let Err(e) = self.link.seal_data(now.mono_ms) {
+            self.end(Ended::new(EndKind::BadRecord, e.to_string()), now);
+        }
+    }
+
+    /// sshd's bytes, copied and handled (for tests and fuzzers).
+    pub fn handle_local(&mut self, mut bytes: &[u8], now: Now) {
+        while !bytes.is_empty() && self.ended.is_none() {
+            let spare = self.link.local_rx.spare();
+            let n = spare.len().min(bytes.len());
+            spare[..n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.handle_local_read(n, now);
+        }
+    }
+
+    /// sshd closed its side: CLOSE goes to the client, which has a short
+    /// grace to close its side too.
+    pub fn handle_local_eof(&mut self, now: Now) {
+        if self.ended.is_some() || self.link.local_closed {
+            return;
+        }
+        if let Err(e) = self.link.seal_close(now.mono_ms) {
+            return self.end(Ended::new(EndKind::BadRecord, e.to_string()), now);
+        }
+        self.check_closed();
+    }
+
+    /// The local side failed.
+    pub fn handle_local_error(&mut self, error: &str, now: Now) {
+        let reason = format!("upstream sshd connection lost: {error}");
+        self.end(Ended::new(EndKind::UpstreamIo, reason), now);
+    }
+
+    /// The client socket failed.
+    pub fn handle_peer_error(&mut self, error: &str, now: Now) {
+        let reason = format!("client connection lost: {error}");
+        self.end(Ended::new(EndKind::ClientIo, reason), now);
+    }
+
+    /// Ends the session from outside (e.g. shutdown).
+    pub fn close(&mut self, ended: Ended, now: Now) {
+        self.end(ended, now);
+    }
+
+    /// When [`Self::handle_timeout`] must next be called (monotonic ms).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.closed {
+            return None;
+        }
+        if self.ended.is_some() {
+            return self.link.stall_deadline(self.write_bound_ms.min(1000));
+        }
+        let id = Some(self.identity.next_wakeup());
+        let stall = self.link.stall_deadline(self.write_bound_ms);
+        [id, stall, self.close_grace_until]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Drives the timers: challenges, proof deadlines, certificate expiry,
+    /// the write bound and the close grace. `nonce` must be fresh random
+    /// bytes.
+    pub fn handle_timeout(&mut self, now: Now, nonce: [u8; 32]) {
+        if self.closed {
+            return;
+        }
+        if self.ended.is_some() {
+            // The TERMINATE gets a short grace, then the tunnel closes.
+            if self
+                .link
+                .stalled(self.write_bound_ms.min(1000), now.mono_ms)
+                .is_some()
+            {
+                self.link.tx.clear();
+                self.finish();
+            }
+            return;
+        }
+        match self.link.stalled(self.write_bound_ms, now.mono_ms) {
+            Some(Stall::Peer) => {
+                let reason = format!(
+                    "client read nothing for {}s; connection closed",
+                    self.write_bound_ms / 1000
+                );
+                return self.end(Ended::new(EndKind::ClientStalled, reason), now);
+            }
+            Some(Stall::Local) => {
+                let reason = format!(
+                    "sshd read nothing for {}s; connection closed",
+                    self.write_bound_ms / 1000
+                );
+                return self.end(Ended::new(EndKind::UpstreamStalled, reason), now);
+            }
+            None => {}
+        }
+        match self.identity.poll(now.unix, now.mono_ms, nonce) {
+            Err(e) => return self.end(e, now),
+            Ok(Some(challenge)) => {
+                if let Control::Challenge { seq, .. } = &challenge {
+                    self.events.push_back(ServerEvent::Challenged { seq: *seq });
+                }
+                self.seal(&challenge, now);
+            }
+            Ok(None) => {}
+        }
+        if self.close_grace_until.is_some_and(|t| now.mono_ms >= t) {
+            // The client did not CLOSE in time after sshd did: end normally.
+            self.link.tx.clear();
+            self.finish();
+        }
+    }
+
+    /// Re-checks the session against a new authority (revocation list,
+    /// principals, policy), at once.
+    pub fn recheck(&mut self, authority: &dyn Authority, now: Now) {
+        if self.ended.is_some() || self.closed {
+            return;
+        }
+        if let Err(e) = self.identity.recheck(authority, now.unix) {
+            self.end(e, now);
+        }
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    fn end(&mut self, ended: Ended, now: Now) {
+        if self.ended.is_some() || self.closed {
+            return;
+        }
+        let terminate = ended.kind.tells_client().then(|| Control::Terminate {
+            code: ended.code(),
+            reason: ended.reason.clone(),
+        });
+        self.link.cut(terminate.as_ref(), now.mono_ms);
+        if terminate.is_none() {
+            self.link.tx.clear();
+        }
+        self.events
+            .push_back(ServerEvent::Terminated(ended.clone()));
+        self.ended = Some(ended);
+        self.check_closed();
+    }
+
+    fn check_closed(&mut self) {
+        if self.closed {
+            return;
+        }
+        let l = &self.link;
+        let delivered = l.local.is_empty();
+        let done = if self.ended.is_some() {
+            l.tx.is_empty()
+        } else if self.peer_eof {
+            delivered
+        } else {
+            l.peer_closed && l.local_closed && delivered && l.tx.is_empty()
+        };
+        if done {
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.events.push_back(ServerEvent::Closed);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- client
+
+/// Why a sidecar's session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEnd {
+    /// The proxy refused the session before accepting it.
+    Refused(String),
+    /// The proxy ended an accepted session.
+    Terminated(String),
+    /// A record failed to open or broke the protocol.
+    Integrity(String),
+    /// The proxy broke the continuous-identity protocol.
+    Protocol(String),
+    /// The connection closed without an end-of-session record.
+    Lost,
+    /// The proxy read nothing for longer than the write bound.
+    Stalled(u64),
+}
+
+/// What happened on the sidecar's side of a tunnel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientConnEvent {
+    /// The proxy accepted the session and connected to its sshd.
+    Accepted,
+    /// A certificate was installed.
+    CertInstalled {
+        /// Its serial.
+        serial: crate::cert::Serial,
+        /// Its lifetime in seconds.
+        ttl_secs: u64,
+        /// Whether it replaced an earlier one.
+        renewed: bool,
+    },
+    /// A challenge was answered.
+    Answered {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A proof was acknowledged.
+    Acked {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A renewal failed; it will be retried.
+    RenewalFailed {
+        /// Why.
+        error: String,
+        /// Seconds the current certificate has left.
+        left_secs: u64,
+    },
+    /// The proxy closed its direction: close ssh's input side.
+    PeerClosed,
+    /// The session is over. It is the last event.
+    Ended(Option<ClientEnd>),
+    /// A control message left unhandled (test clients in manual mode only).
+    #[doc(hidden)]
+    Control(Control),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Renewal {
+    Idle,
+    /// The user key is signing [`ClientConn::poll_sign`]'s data.
+    Signing,
+    /// RENEW sent at this time; waiting for CERT.
+    Sent(u64),
+    /// Retry at this time.
+    RetryAt(u64),
+}
+
+/// The sidecar's side of one tunnel after the handshake.
+#[derive(Debug)]
+pub struct ClientConn {
+    link: Link,
+    identity: ClientIdentity,
+    accepted: bool,
+    renewal: Renewal,
+    to_sign: Option<Vec<u8>>,
+    write_bound_ms: u64,
+    events: std::collections::VecDeque<ClientConnEvent>,
+    done: bool,
+    /// Ended by an error: nothing more reaches ssh.
+    failed: bool,
+    /// Test clients: surface control messages instead of handling them.
+    manual: bool,
+}
+
+impl ClientConn {
+    /// Starts on an established tunnel; `identity` holds the session key.
+    pub fn new(transport: Transport, identity: ClientIdentity) -> Self {
+        Self {
+            link: Link::new(transport),
+            identity,
+            accepted: false,
+            renewal: Renewal::Idle,
+            to_sign: None,
+            write_bound_ms: CLIENT_WRITE_BOUND_MS,
+            events: Default::default(),
+            done: false,
+            failed: false,
+            manual: false,
+        }
+    }
+
+    /// The identity state.
+    pub fn identity(&self) -> &ClientIdentity {
+        &self.identity
+    }
+
+    /// Whether the proxy accepted the session.
+    pub fn accepted(&self) -> bool {
+        self.accepted
+    }
+
+    /// Whether the session is over.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether the driver should read from the proxy now.
+    pub fn wants_peer(&self) -> bool {
+        !self.done && self.link.local.len() < HIGH_WATER && self.link.tx.len() < HIGH_WATER * 2
+    }
+
+    /// Whether the driver should read ssh's input now.
+    pub fn wants_local(&self) -> bool {
+        !self.done && !self.link.local_closed && self.link.tx.len() < HIGH_WATER
+    }
+
+    /// Where to read the proxy's bytes to.
+    pub fn recv_buf(&mut self) -> &mut [u8] {
+        self.link.rx.spare()
+    }
+
+    /// Where to read ssh's bytes to.
+    pub fn local_buf(&mut self) -> &mut [u8] {
+        self.link.local_rx.spare()
+    }
+
+    /// Sealed bytes for the proxy.
+    pub fn poll_transmit(&self) -> &[u8] {
+        self.link.tx.pending()
+    }
+
+    /// `n` bytes of [`Self::poll_transmit`] were written.
+    pub fn transmitted(&mut self, n: usize, mono_ms: u64) {
+        self.link.transmitted(n, mono_ms);
+    }
+
+    /// Plaintext for ssh. After a normal end the rest is still to be
+    /// written; after an error, nothing.
+    pub fn poll_local(&self) -> &[u8] {
+        if self.failed {
+            return &[];
+        }
+        self.link.local.pending()
+    }
+
+    /// `n` bytes of [`Self::poll_local`] were written.
+    pub fn delivered(&mut self, n: usize, mono_ms: u64) {
+        self.link.delivered(n, mono_ms);
+    }
+
+    /// Whether ssh's side should be closed: the proxy sent CLOSE and
+    /// everything before it was delivered.
+    pub fn local_finished(&self) -> bool {
+        self.link.peer_closed && self.link.local.is_empty()
+    }
+
+    /// The proxy's bytes, copied into the receive buffer and handled.
+    pub fn handle_peer(&mut self, mut bytes: &[u8], mono_ms: u64) {
+        while !bytes.is_empty() && !self.done {
+            let spare = self.link.rx.spare();
+            let n = spare.len().min(bytes.len());
+            spare[..n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.handle_peer_read(n, mono_ms);
+        }
+    }
+
+    /// `n` bytes were read into [`Self::recv_buf`].
+    pub fn handle_peer_read(&mut self, n: usize, mono_ms: u64) {
+        if self.done {
+            return;
+        }
+        self.link.rx.filled(n);
+        let events = match self.link.open(mono_ms) {
+            Ok(e) => e,
+            Err(e) => return self.end(Some(ClientEnd::Integrity(e.to_string()))),
+        };
+        for ev in &events {
+            if self.done {
+                break;
+            }
+            self.on_event(ev, mono_ms);
+        }
+        self.link.scratch = events;
+    }
+
+    fn on_event(&mut self, ev: &Event, mono_ms: u64) {
+        if let (true, Event::Control(msg)) = (self.manual, ev) {
+            self.events.push_back(ClientConnEvent::Control(msg.clone()));
+            return;
+        }
+        match ev {
+            Event::Close => {
+                self.link.peer_closed = true;
+                self.events.push_back(ClientConnEvent::PeerClosed);
+            }
+            Event::Control(Control::Accept { .. }) => {
+                self.accepted = true;
+                self.events.push_back(ClientConnEvent::Accepted);
+            }
+            Event::Control(Control::Terminate { reason, .. }) => {
+                // Nothing after TERMINATE reaches ssh.
+                self.link.local.clear();
+                let end = if self.accepted {
+                    ClientEnd::Terminated(reason.clone())
+                } else {
+                    ClientEnd::Refused(reason.clone())
+                };
+                self.end(Some(end));
+            }
+            Event::Control(msg) => self.on_control(msg, mono_ms),
+        }
+    }
+
+    fn on_control(&mut self, msg: &Control, mono_ms: u64) {
+        if let Control::Challenge { deadline_secs, .. } = msg {
+            self.write_bound_ms =
+                (u64::from(*deadline_secs) * 1000).clamp(1000, CLIENT_WRITE_BOUND_MS);
+        }
+        match self.identity.handle(msg, mono_ms) {
+            Err(e) => self.end(Some(ClientEnd::Protocol(e))),
+            Ok(ClientEvent::Reply(reply)) => {
+                if let Control::Proof { seq, .. } = &reply {
+                    self.events
+                        .push_back(ClientConnEvent::Answered { seq: *seq });
+                }
+                self.seal(&reply, mono_ms);
+            }
+            Ok(ClientEvent::CertInstalled {
+                serial,
+                ttl_secs,
+                renewed,
+            }) => {
+                self.renewal = Renewal::Idle;
+                self.events.push_back(ClientConnEvent::CertInstalled {
+                    serial,
+                    ttl_secs,
+                    renewed,
+                });
+            }
+            Ok(ClientEvent::Acked(seq)) => self.events.push_back(ClientConnEvent::Acked { seq }),
+        }
+    }
+
+    fn seal(&mut self, msg: &Control, mono_ms: u64) {
+        if let Err(e) = self.link.seal_control(msg, mono_ms) {
+            self.end(Some(ClientEnd::Integrity(e.to_string())));
+        }
+    }
+
+    /// The proxy closed TCP. After its CLOSE, that is a normal end.
+    pub fn handle_peer_eof(&mut self) {
+        let end = (!self.link.peer_closed).then_some(ClientEnd::Lost);
+        self.end(end);
+    }
+
+    /// `n` bytes of ssh's input were read into [`Self::local_buf`].
+    pub fn handle_local_read(&mut self, n: usize, mono_ms: u64) {
+        if self.done || n == 0 {
+            return;
+        }
+        self.link.local_rx.filled(n);
+        if let Err(e) = self.link.seal_data(mono_ms) {
+            self.end(Some(ClientEnd::Integrity(e.to_string())));
+        }
+    }
+
+    /// ssh's input, copied and handled.
+    pub fn handle_local(&mut self, mut bytes: &[u8], mono_ms: u64) {
+        while !bytes.is_empty() && !self.done {
+            let spare = self.link.local_rx.spare();
+            let n = spare.len().min(bytes.len());
+            spare[..n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.handle_local_read(n, mono_ms);
+        }
+    }
+
+    /// ssh's input ended (or ssh is going away): CLOSE goes to the proxy.
+    pub fn handle_local_eof(&mut self, mono_ms: u64) {
+        if self.done || self.link.local_closed {
+            return;
+        }
+        if let Err(e) = self.link.seal_close(mono_ms) {
+            self.end(Some(ClientEnd::Integrity(e.to_string())));
+        }
+    }
+
+    /// Queues any control message (tests and tools that misbehave on
+    /// purpose use this; the sidecar never does).
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn queue_control_raw(&mut self, msg: &Control, mono_ms: u64) {
+        self.seal(msg, mono_ms);
+    }
+
+    /// Test clients: surface every control message as
+    /// [`ClientConnEvent::Control`] instead of handling it, so a test can
+    /// answer, replay or forge by hand through [`Self::identity_mut`].
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn set_manual(&mut self, on: bool) {
+        self.manual = on;
+    }
+
+    /// The identity machine, for test clients in manual mode.
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn identity_mut(&mut self) -> &mut ClientIdentity {
+        &mut self.identity
+    }
+
+    /// Seals with the next nonce but hands the bytes back instead of
+    /// queueing them, so a test can alter them before sending.
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn seal_detached(&mut self, f: impl FnOnce(&mut Sealer, &mut Vec<u8>)) -> Vec<u8> {
+        let mut out = Vec::new();
+        f(&mut self.link.sealer, &mut out);
+        out
+    }
+
+    /// Queues an arbitrary record plaintext (see
+    /// [`Sealer::seal_plaintext_raw`]).
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn queue_plaintext_raw(&mut self, plain: &[u8], mono_ms: u64) {
+        self.link.note_tx(mono_ms);
+        let _ = self
+            .link
+            .sealer
+            .seal_plaintext_raw(plain, &mut self.link.tx.buf);
+    }
+
+    /// The data the user key must sign for a renewal that is due now.
+    /// Call [`Self::handle_signature`] with the result.
+    pub fn poll_sign(&mut self) -> Option<Vec<u8>> {
+        self.to_sign.take()
+    }
+
+    /// The user key's SSHSIG over [`Self::poll_sign`]'s data, or why there
+    /// is none.
+    pub fn handle_signature(&mut self, sig: Result<Vec<u8>, String>, mono_ms: u64) {
+        if self.done || self.renewal != Renewal::Signing {
+            return;
+        }
+        match sig.and_then(|s| self.identity.renew(s)) {
+            Ok(renew) => {
+                self.renewal = Renewal::Sent(mono_ms);
+                self.seal(&renew, mono_ms);
+            }
+            Err(error) => self.renewal_failed(error, mono_ms),
+        }
+    }
+
+    fn renewal_failed(&mut self, error: String, mono_ms: u64) {
+        self.identity.abandon_renewal();
+        self.renewal = Renewal::RetryAt(mono_ms.saturating_add(RENEW_RETRY_MS));
+        let left_secs = self
+            .identity
+            .expires_at()
+            .map_or(0, |at| at.saturating_sub(mono_ms) / 1000);
+        self.events
+            .push_back(ClientConnEvent::RenewalFailed { error, left_secs });
+    }
+
+    /// When [`Self::handle_timeout`] must next be called (monotonic ms).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.done {
+            return None;
+        }
+        let renewal = match self.renewal {
+            Renewal::Idle if self.accepted => self.identity.renew_at(),
+            Renewal::Idle | Renewal::Signing => None,
+            Renewal::Sent(at) => Some(at.saturating_add(RENEW_REPLY_MS)),
+            Renewal::RetryAt(at) => Some(at.max(self.identity.renew_at().unwrap_or(at))),
+        };
+        // Only the proxy not reading ends the session (ssh may be
+        // suspended), so only that queue is a timer.
+        let stall = (!self.link.tx.is_empty())
+            .then(|| self.link.tx_since_ms.saturating_add(self.write_bound_ms));
+        renewal.into_iter().chain(stall).min()
+    }
+
+    /// Drives the timers: renewal, its retry, and the write bound.
+    pub fn handle_timeout(&mut self, mono_ms: u64) {
+        if self.done {
+            return;
+        }
+        if self.link.stalled(self.write_bound_ms, mono_ms) == Some(Stall::Peer) {
+            return self.end(Some(ClientEnd::Stalled(self.write_bound_ms / 1000)));
+        }
+        match self.renewal {
+            Renewal::Sent(at) if mono_ms >= at.saturating_add(RENEW_REPLY_MS) => {
+                let secs = RENEW_REPLY_MS / 1000;
+                return self
+                    .renewal_failed(format!("the proxy did not answer within {secs}s"), mono_ms);
+            }
+            Renewal::RetryAt(at) if mono_ms < at => return,
+            Renewal::Idle | Renewal::RetryAt(_) => {}
+            Renewal::Signing | Renewal::Sent(_) => return,
+        }
+        if self.accepted && self.identity.renewal_due(mono_ms) {
+            match self.identity.renewal_data() {
+                Ok(data) => {
+                    self.to_sign = Some(data);
+                    self.renewal = Renewal::Signing;
+                }
+                Err(e) => self.renewal_failed(e, mono_ms),
+            }
+        }
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<ClientConnEvent> {
+        self.events.pop_front()
+    }
+
+    fn end(&mut self, end: Option<ClientEnd>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.failed = end.is_some();
+        self.events.push_back(ClientConnEvent::Ended(end));
+    }
+}

@@ -1,0 +1,68 @@
+//! Accept-time admission: the cheap checks that run before any
+//! cryptography, cheapest first. A refused socket is closed at once and
+//! nothing is read from it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::limits::{self, HandshakeSlot, Refusal};
+use crate::session::{self, Shared};
+
+/// A connection that passed every accept-time check.
+pub struct Admission {
+    /// Its place under `max_connections`.
+    pub permit: OwnedSemaphorePermit,
+    /// Its place in the half-open handshake table.
+    pub slot: HandshakeSlot,
+}
+
+/// Runs the accept-time checks for `peer`; counts and logs a refusal.
+pub fn admit(
+    shared: &Shared,
+    conns: &Arc<Semaphore>,
+    peer: SocketAddr,
+) -> Result<Admission, Refusal> {
+    let checked = check(shared, conns, peer);
+    if let Err(why) = checked {
+        shared
+            .metrics
+            .refused
+            .with_label_values(&[why.label()])
+            .inc();
+    }
+    checked
+}
+
+fn check(shared: &Shared, conns: &Arc<Semaphore>, peer: SocketAddr) -> Result<Admission, Refusal> {
+    let Ok(permit) = Arc::clone(conns).try_acquire_owned() else {
+        warn!(event = "connection_refused", peer = %peer, reason = "max_connections", "too many connections");
+        return Err(Refusal::MaxConnections);
+    };
+    if let Some(secs) = shared.limits.penalised(peer.ip()) {
+        // Debug only: a flood must not become a log flood; the metric
+        // and the source_penalised event tell the story.
+        debug!(event = "connection_refused", peer = %peer, reason = "penalised", penalty_secs = secs, "source is serving a penalty");
+        return Err(Refusal::Penalised);
+    }
+    if let Err(why) = shared.authority.borrow().policy.admit_source(peer.ip()) {
+        info!(event = "connection_refused", peer = %peer, reason = "policy_source", "{why}");
+        session::penalise(shared, peer, limits::Failure::FailedAuth);
+        return Err(Refusal::PolicySource);
+    }
+    let admitted = shared.limits.admit(peer.ip()).inspect_err(|why| {
+        debug!(event = "connection_refused", peer = %peer, reason = why.label(), "refused before the handshake");
+    })?;
+    if admitted.evicted_other {
+        debug!(
+            event = "handshake_evicted",
+            "handshake table full; evicted the oldest pending handshake"
+        );
+    }
+    Ok(Admission {
+        permit,
+        slot: admitted.slot,
+    })
+}

@@ -1,0 +1,261 @@
+//! The IO loop of one established session: it moves bytes between the
+//! client, sshd and the core's [`ServerConn`], and passes time and
+//! authority changes in. It never awaits a write: every socket is used
+//! through readiness and non-blocking `try_read`/`try_write`, so a peer
+//! that stops reading blocks nothing but its own queue (bounded by the
+//! core's high-water mark and write bound). When the core ends the session
+//! the sshd socket is dropped on the spot, and no byte is written to sshd
+//! after that: [`ServerConn::poll_local`] is empty from the decision on, and
+//! the socket is gone.
+
+use std::io::ErrorKind;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{info, warn};
+use ztssh_proto::conn::{ServerConn, ServerEvent};
+use ztssh_proto::end::Ended;
+use ztssh_proto::keys::{SigningKey, random_bytes};
+
+use crate::authority::Authority;
+use crate::clock;
+use crate::metrics::SessionMetrics;
+
+/// One session's loop: the core and what it needs besides the sockets.
+pub struct Driver<'a> {
+    /// The core.
+    pub conn: ServerConn,
+    /// The Sub-CA key that renews certificates.
+    pub subca: &'a SigningKey,
+    /// The live authority.
+    pub authority: watch::Receiver<Arc<Authority>>,
+    /// The client's address, for policy.
+    pub peer: IpAddr,
+    /// Counters this session updates.
+    pub metrics: SessionMetrics,
+    /// Called once, the moment the core ends the session (sshd's socket is
+    /// already closed by then).
+    pub on_end: &'a (dyn Fn(&Ended, &ServerConn) + Sync),
+    /// When the last client read started (to time proof checks).
+    read_started: Option<Instant>,
+    ended: Option<Ended>,
+}
+
+/// Which socket a write goes to.
+#[derive(Clone, Copy)]
+enum To {
+    Client,
+    Sshd,
+}
+
+impl<'a> Driver<'a> {
+    /// A driver for `conn`.
+    pub fn new(
+        conn: ServerConn,
+        subca: &'a SigningKey,
+        authority: watch::Receiver<Arc<Authority>>,
+        peer: IpAddr,
+        metrics: SessionMetrics,
+        on_end: &'a (dyn Fn(&Ended, &ServerConn) + Sync),
+    ) -> Self {
+        Self {
+            conn,
+            subca,
+            authority,
+            peer,
+            metrics,
+            on_end,
+            read_started: None,
+            ended: None,
+        }
+    }
+
+    /// Runs the session to its end: `Ok` for a normal close, the reason
+    /// for a kill.
+    pub async fn run(&mut self, mut client: TcpStream, upstream: TcpStream) -> Result<(), Ended> {
+        let mut up = Some(upstream);
+        let mut up_write_shut = false;
+        let sleep = tokio::time::sleep_until(clock::instant_at(clock::mono_ms()));
+        tokio::pin!(sleep);
+        let mut armed: Option<u64> = None;
+        loop {
+            self.flush(&client, To::Client);
+            if let Some(u) = up.as_ref() {
+                self.flush(u, To::Sshd);
+            }
+            if self.drain_events(&mut up) {
+                let _ = client.shutdown().await;
+                return self.ended.take().map_or(Ok(()), Err);
+            }
+            if !up_write_shut
+                && self.conn.local_finished()
+                && let Some(u) = up.as_mut()
+            {
+                up_write_shut = true;
+                let _ = u.shutdown().await;
+            }
+            let deadline = self.conn.poll_timeout();
+            if deadline != armed {
+                armed = deadline;
+                if let Some(t) = deadline {
+                    sleep.as_mut().reset(clock::instant_at(t));
+                }
+            }
+            let want_peer = self.conn.wants_peer();
+            let want_tx = !self.conn.poll_transmit().is_empty();
+            let want_local = up.is_some() && self.conn.wants_local();
+            let want_deliver = up.is_some() && !self.conn.poll_local().is_empty();
+            let upr = up.as_ref();
+            tokio::select! {
+                r = client.readable(), if want_peer => match r {
+                    Ok(()) => self.read_client(&client),
+                    Err(e) => self.conn.handle_peer_error(&e.to_string(), clock::now()),
+                },
+                r = client.writable(), if want_tx => if let Err(e) = r {
+                    self.conn.handle_peer_error(&e.to_string(), clock::now());
+                },
+                r = readable(upr), if want_local => match r {
+                    Ok(()) => self.read_upstream(upr),
+                    Err(e) => self.conn.handle_local_error(&e.to_string(), clock::now()),
+                },
+                r = writable(upr), if want_deliver => if let Err(e) = r {
+                    self.conn.handle_local_error(&e.to_string(), clock::now());
+                },
+                () = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    self.conn.handle_timeout(clock::now(), random_bytes());
+                }
+                changed = self.authority.changed() => {
+                    if changed.is_ok() {
+                        let authority = self.authority.borrow_and_update().clone();
+                        self.conn.recheck(&authority.at(self.peer), clock::now());
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_client(&mut self, client: &TcpStream) {
+        self.read_started = Some(Instant::now());
+        match client.try_read(self.conn.recv_buf()) {
+            Ok(0) => self.conn.handle_peer_eof(clock::now()),
+            Ok(n) => {
+                let authority = self.authority.borrow().clone();
+                let at = authority.at(self.peer);
+                self.conn.handle_peer_read(n, self.subca, &at, clock::now());
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => self.conn.handle_peer_error(&e.to_string(), clock::now()),
+        }
+    }
+
+    fn read_upstream(&mut self, up: Option<&TcpStream>) {
+        let Some(u) = up else { return };
+        match u.try_read(self.conn.local_buf()) {
+            Ok(0) => self.conn.handle_local_eof(clock::now()),
+            Ok(n) => {
+                self.metrics.bytes_out.inc_by(n as u64);
+                self.conn.handle_local_read(n, clock::now());
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => self.conn.handle_local_error(&e.to_string(), clock::now()),
+        }
+    }
+
+    /// Writes what the socket takes now, without waiting. Checked right
+    /// before each write: once the session is ended nothing goes to sshd
+    /// (the core's local queue is then empty, and the socket already gone).
+    fn flush(&mut self, sock: &TcpStream, to: To) {
+        loop {
+            let bytes = match to {
+                To::Client => self.conn.poll_transmit(),
+                To::Sshd if self.conn.ended().is_some() => return,
+                To::Sshd => self.conn.poll_local(),
+            };
+            if bytes.is_empty() {
+                return;
+            }
+            let now = clock::now;
+            match sock.try_write(bytes) {
+                Ok(n) => match to {
+                    To::Client => self.conn.transmitted(n, now()),
+                    To::Sshd => {
+                        self.metrics.bytes_in.inc_by(n as u64);
+                        self.conn.delivered(n, now());
+                    }
+                },
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    let e = e.to_string();
+                    return match to {
+                        To::Client => self.conn.handle_peer_error(&e, now()),
+                        To::Sshd => self.conn.handle_local_error(&e, now()),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Acts on the core's events; `true` once the session is over.
+    fn drain_events(&mut self, up: &mut Option<TcpStream>) -> bool {
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                ServerEvent::Terminated(ended) => {
+                    // sshd's socket goes first, at once, before anything
+                    // else is written or logged.
+                    drop(up.take());
+                    (self.on_end)(&ended, &self.conn);
+                    self.ended = Some(ended);
+                }
+                ServerEvent::Closed => {
+                    drop(up.take());
+                    return true;
+                }
+                other => self.observe(&other),
+            }
+        }
+        false
+    }
+
+    fn observe(&self, ev: &ServerEvent) {
+        let id = self.conn.identity();
+        let (principal, serial) = (id.principal(), id.serial());
+        match ev {
+            ServerEvent::ProofOk { seq } => {
+                let took = self.read_started.map(|t| t.elapsed()).unwrap_or_default();
+                self.metrics.challenges_ok.inc();
+                self.metrics.proof_seconds.observe(took.as_secs_f64());
+                info!(event = "challenge_ok", principal, serial = %serial, seq, verify_us = took.as_micros() as u64, "identity proof {seq} verified");
+            }
+            ServerEvent::Renewed => {
+                self.metrics.renewed.inc();
+                info!(event = "cert_renewed", principal, serial = %serial, "client certificate renewed");
+            }
+            ServerEvent::RenewRefused { reason } => {
+                warn!(event = "renew_refused", principal, serial = %serial, "renewal refused, session goes on: {reason}");
+            }
+            ServerEvent::Challenged { .. }
+            | ServerEvent::PeerClosed
+            | ServerEvent::Terminated(_)
+            | ServerEvent::Closed => {}
+        }
+    }
+}
+
+async fn readable(s: Option<&TcpStream>) -> std::io::Result<()> {
+    match s {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn writable(s: Option<&TcpStream>) -> std::io::Result<()> {
+    match s {
+        Some(s) => s.writable().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,26 @@
+//! ztssh-proxy: terminates the hybrid tunnel beside a stock sshd and splices
+//! authorized sessions to it. The binary (`main.rs`) parses the command
+//! line; everything else lives here:
+//!
+//! - [`config`]: settings, validated before any port is bound;
+//! - [`admission`]: accept-time checks and penalties, before any
+//!   cryptography;
+//! - [`session`]: one connection from handshake to end;
+//! - [`driver`]: the IO loop of an established session over the core's
+//!   `ServerConn`, in which no write is ever awaited;
+//! - [`reload`]: the one task that publishes a new [`authority::Authority`];
+//! - [`server`]: binding, signals, drain.
+
+pub mod admission;
+pub mod authority;
+pub mod authz;
+pub mod clock;
+pub mod config;
+pub mod driver;
+pub mod limits;
+pub mod metrics;
+pub mod policy;
+pub mod process;
+pub mod reload;
+pub mod server;
+pub mod session;

@@ -1,0 +1,173 @@
+//! One reload task. SIGHUP and the revocation-list watcher only ask for a
+//! reload; this task alone publishes a new [`Authority`], and it computes
+//! each one from the authority in force at that moment, so one update can
+//! never undo another. Files are read and decoded on the blocking pool,
+//! off the runtime's workers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::authority::{self, Authority};
+use crate::clock;
+use crate::process;
+use crate::session::Shared;
+
+/// How often the revocation list file is checked for changes.
+pub const CRL_POLL: Duration = Duration::from_millis(100);
+
+/// What to reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// SIGHUP: the licence, the authorized principals, the policy and the
+    /// revocation list.
+    Everything,
+    /// The revocation list file changed.
+    RevocationList,
+}
+
+/// What one reload came to.
+struct Outcome {
+    /// The authority to publish, if anything changed.
+    next: Option<Authority>,
+    /// The reload metric's result label, if the reload counts.
+    result: Option<&'static str>,
+}
+
+/// Starts the reload task; send it requests through the returned channel.
+pub fn spawn(shared: Arc<Shared>, tx: watch::Sender<Arc<Authority>>) -> mpsc::Sender<Request> {
+    let (req_tx, req_rx) = mpsc::channel(16);
+    tokio::spawn(run(shared, tx, req_rx));
+    req_tx
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    tx: watch::Sender<Arc<Authority>>,
+    mut requests: mpsc::Receiver<Request>,
+) {
+    while let Some(first) = requests.recv().await {
+        // Requests that queued up meanwhile are served by this one reload.
+        let mut req = first;
+        while let Ok(more) = requests.try_recv() {
+            if more == Request::Everything {
+                req = Request::Everything;
+            }
+        }
+        if req == Request::Everything {
+            process::notify("RELOADING=1");
+        }
+        let current = tx.borrow().clone();
+        let worker = Arc::clone(&shared);
+        let outcome = tokio::task::spawn_blocking(move || compute(&worker, &current, req)).await;
+        match outcome {
+            Ok(o) => {
+                if let Some(result) = o.result {
+                    shared.metrics.reloads.with_label_values(&[result]).inc();
+                }
+                if let Some(next) = o.next {
+                    tx.send_replace(Arc::new(next));
+                }
+            }
+            Err(e) => error!(event = "reload", result = "failed", error = %e, "reload task failed"),
+        }
+        if req == Request::Everything {
+            process::notify("READY=1");
+        }
+    }
+}
+
+/// Computes the next authority from `current`; runs on the blocking pool.
+fn compute(shared: &Shared, current: &Authority, req: Request) -> Outcome {
+    let now = clock::unix();
+    match req {
+        Request::Everything => match crate::config::reload_authority(&shared.cfg, now) {
+            Ok(mut fresh) => {
+                // Never go back to an older revocation list.
+                fresh.crl = match fresh.crl.take() {
+                    Some(new) if authority::is_newer(current.crl.as_ref(), &new) => {
+                        authority::announce(&new, now);
+                        Some(new)
+                    }
+                    _ => current.crl.clone(),
+                };
+                info!(
+                    event = "reload",
+                    result = "ok",
+                    "licence, principals and revocation list reloaded; re-checking every live session"
+                );
+                Outcome {
+                    next: Some(fresh),
+                    result: Some("ok"),
+                }
+            }
+            Err(e) => {
+                warn!(event = "reload", result = "failed", error = %e, "reload failed; previous configuration stays in force");
+                Outcome {
+                    next: None,
+                    result: Some("failed"),
+                }
+            }
+        },
+        Request::RevocationList => {
+            let Some(path) = &shared.cfg.settings.revocation_list else {
+                return Outcome {
+                    next: None,
+                    result: None,
+                };
+            };
+            let offered = authority::read_crl(path, &shared.cfg.root);
+            let refused = match &offered {
+                Err(_) => true,
+                Ok(c) => current
+                    .crl
+                    .as_ref()
+                    .is_some_and(|cur| c.list_version < cur.list_version),
+            };
+            match authority::merge_crl(current, offered, now) {
+                Some(next) => Outcome {
+                    next: Some(next),
+                    result: Some("ok"),
+                },
+                None => Outcome {
+                    next: None,
+                    result: refused.then_some("failed"),
+                },
+            }
+        }
+    }
+}
+
+/// Polls the revocation list file and asks for a reload the moment it
+/// changes. The `stat` runs on the blocking pool.
+pub async fn watch_crl_file(path: PathBuf, requests: mpsc::Sender<Request>) {
+    use std::os::unix::fs::MetadataExt;
+    fn stamp(p: &Path) -> Option<(u64, i64, i64, u64)> {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+    }
+    let path = Arc::new(path);
+    let probe = |p: Arc<PathBuf>| async move {
+        tokio::task::spawn_blocking(move || stamp(&p))
+            .await
+            .ok()
+            .flatten()
+    };
+    let mut last = probe(Arc::clone(&path)).await;
+    let mut tick = tokio::time::interval(CRL_POLL);
+    loop {
+        tick.tick().await;
+        let now = probe(Arc::clone(&path)).await;
+        if now == last || now.is_none() {
+            continue;
+        }
+        last = now;
+        if requests.send(Request::RevocationList).await.is_err() {
+            return;
+        }
+    }
+}

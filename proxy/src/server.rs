@@ -1,0 +1,159 @@
+//! The running proxy: bind, serve metrics, drop privileges, accept, and
+//! drain on SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::authority::{self, Authority};
+use crate::config::Config;
+use crate::reload::{self, Request};
+use crate::session::{self, Shared};
+use crate::{admission, clock, limits, metrics, process};
+
+/// Runs the proxy until SIGTERM or SIGINT, then drains.
+pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    info!(event = "listening", addr = %listener.local_addr()?, "{}", cfg.summary(&initial, clock::unix()));
+    if let Some(crl) = &initial.crl {
+        authority::warn_if_stale(crl, clock::unix());
+    }
+    let (authority_tx, authority_rx) = watch::channel(Arc::new(initial));
+    let metrics = Arc::new(metrics::Metrics::new());
+    if let Some(addr) = cfg.metrics_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        info!(event = "metrics_listening", addr = %addr, "serving /metrics and /healthz");
+        tokio::spawn(metrics::serve(
+            l,
+            Arc::clone(&metrics),
+            authority_rx.clone(),
+        ));
+    }
+    if let Some(user) = &cfg.user {
+        process::drop_privileges(user).map_err(anyhow::Error::msg)?;
+    }
+    let drain_grace = cfg.drain_grace;
+    let limits = limits::Limits::new(
+        &cfg.settings.limits,
+        &cfg.settings.penalties,
+        cfg.penalty_exempt.clone(),
+        cfg.settings.max_handshakes,
+    );
+    let shared = Arc::new(Shared {
+        cfg,
+        authority: authority_rx,
+        metrics,
+        limits,
+        sessions: limits::PrincipalSessions::default(),
+    });
+    tokio::spawn(housekeeping(Arc::clone(&shared)));
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let reloads = reload::spawn(Arc::clone(&shared), authority_tx);
+    tokio::spawn(watch_signals(shutdown.clone(), reloads.clone()));
+    if let Some(path) = shared.cfg.settings.revocation_list.clone() {
+        tokio::spawn(reload::watch_crl_file(path, reloads));
+    }
+    process::notify("READY=1");
+    accept_loop(&shared, &listener, &shutdown, &tracker).await;
+    process::notify("STOPPING=1");
+    drop(listener);
+    tracker.close();
+    info!(
+        event = "draining",
+        sessions = tracker.len(),
+        "stopped accepting; waiting up to {:?} for sessions",
+        drain_grace
+    );
+    if tokio::time::timeout(drain_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            event = "drain_timeout",
+            sessions = tracker.len(),
+            "closing remaining sessions"
+        );
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    shared: &Arc<Shared>,
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let conns = Arc::new(Semaphore::new(shared.cfg.settings.max_connections));
+    loop {
+        let (sock, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    warn!(event = "accept_failed", error = %e, "accept failed; backing off");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(admission) = admission::admit(shared, &conns, peer) else {
+            continue;
+        };
+        tracker.spawn(session::handle(
+            Arc::clone(shared),
+            sock,
+            peer,
+            admission.permit,
+            admission.slot,
+        ));
+    }
+}
+
+/// Forgets expired penalties and idle rate-limit state, and refreshes the
+/// gauges that describe them.
+async fn housekeeping(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        shared.limits.housekeep();
+        let (penalised, rate) = shared.limits.tracked();
+        let m = &shared.metrics;
+        m.penalised_sources
+            .set(i64::try_from(penalised).unwrap_or(i64::MAX));
+        m.rate_limited_sources
+            .set(i64::try_from(rate).unwrap_or(i64::MAX));
+        m.handshakes_in_progress
+            .set(i64::try_from(shared.limits.half_open()).unwrap_or(i64::MAX));
+    }
+}
+
+async fn watch_signals(shutdown: CancellationToken, reloads: mpsc::Sender<Request>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        warn!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!(event = "signal", signal = "SIGTERM", "shutting down"); break; }
+            _ = int.recv() => { info!(event = "signal", signal = "SIGINT", "shutting down"); break; }
+            _ = hup.recv() => { let _ = reloads.send(Request::Everything).await; }
+        }
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,166 @@
+//! Connect, verify the server, authenticate; then hand the tunnel to the
+//! pump.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use ztssh_proto::frame::FrameSize;
+use ztssh_proto::handshake::{self, ClientConfig, ClientSession, message_len};
+use ztssh_proto::time::human;
+
+use crate::explain::{Error, explain};
+use crate::identity::Identity;
+use crate::settings::Settings;
+
+/// Unix seconds: only the licence check at the handshake reads the wall
+/// clock (with the core's skew allowance); the session itself runs on the
+/// monotonic clock.
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs one session for ssh.
+pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
+    let verbose = s.verbose;
+    let say = |m: String| {
+        if verbose {
+            eprintln!("ztssh: {m}");
+        }
+    };
+    let root_path = s
+        .root
+        .clone()
+        .ok_or("no root CA key: pass --root root.pub or set root in sidecar.toml")?;
+    let root = ztssh_proto::keyfile::read_root_public(&root_path)?;
+    let frame_size =
+        FrameSize::new(s.frame_size).map_err(|e| format!("frame_size {}: {e}", s.frame_size))?;
+    let principal = match &s.principal {
+        Some(p) => p.clone(),
+        None => {
+            std::env::var("USER").map_err(|_| "no principal: pass --principal NAME".to_owned())?
+        }
+    };
+    let agent_sock = std::env::var_os("SSH_AUTH_SOCK").map(std::path::PathBuf::from);
+    let identity = Identity::resolve(s.identity.as_deref(), agent_sock.as_deref())?;
+
+    let addrs = resolve(&s, &host, port).await.map_err(Error::Connect)?;
+    let mut sock = connect(&addrs, Duration::from_secs(s.connect_timeout_secs))
+        .await
+        .map_err(|e| Error::Connect(format!("cannot connect to {host} port {port}: {e}")))?;
+    say(format!(
+        "connected to {}",
+        sock.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+    ));
+
+    let cfg = ClientConfig {
+        root,
+        host: host.clone(),
+        frame_size,
+    };
+    let hs = handshake_with(&mut sock, cfg, &identity, &principal, &host, &root_path);
+    let session = tokio::time::timeout(Duration::from_secs(s.handshake_timeout_secs), hs)
+        .await
+        .map_err(|_| {
+            Error::Connect(format!(
+                "{host} did not complete the handshake within {}s",
+                s.handshake_timeout_secs
+            ))
+        })?
+        .map_err(Error::Connect)?;
+    let lic = &session.licence.body;
+    say(format!(
+        "verified server licence: {} ({}) serial {}, expires in {}, signed by root {}",
+        lic.server_id,
+        lic.hostnames.join(", "),
+        lic.serial,
+        human(lic.not_after.saturating_sub(now())),
+        lic.issuer.fingerprint()
+    ));
+    say(format!(
+        "authenticated as {principal} with {} (hybrid X25519+ML-KEM-768 tunnel)",
+        identity.public_key().fingerprint(ssh_key::HashAlg::Sha256)
+    ));
+    crate::pump::run(sock, session, identity, &principal, verbose).await
+}
+
+async fn resolve(s: &Settings, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    if let Some(c) = &s.connect {
+        return c
+            .parse::<SocketAddr>()
+            .map(|a| vec![a])
+            .map_err(|_| format!("connect = {c:?} is not an address like 192.0.2.7:2222"));
+    }
+    if let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let resolver = hickory_resolver::TokioResolver::builder_tokio()
+        .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
+        .build()
+        .map_err(|e| format!("cannot build resolver: {e}"))?;
+    let ips = resolver
+        .lookup_ip(host)
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let addrs: Vec<_> = ips.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+    if addrs.is_empty() {
+        return Err(format!("{host} has no addresses"));
+    }
+    Ok(addrs)
+}
+
+async fn connect(addrs: &[SocketAddr], limit: Duration) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::other("no address");
+    for a in addrs {
+        match tokio::time::timeout(limit, TcpStream::connect(a)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => {
+                last = std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{a} timed out"))
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn handshake_with(
+    sock: &mut TcpStream,
+    cfg: ClientConfig,
+    identity: &Identity,
+    principal: &str,
+    host: &str,
+    root_path: &std::path::Path,
+) -> Result<ClientSession, String> {
+    let closed = |_| {
+        format!(
+            "{host} closed the connection during the handshake (not a ztssh proxy, a different frame size, \
+             or refused: the proxy log says which)"
+        )
+    };
+    let frame_size = cfg.frame_size;
+    let (state, msg1) = handshake::client_start(cfg).map_err(|e| e.to_string())?;
+    sock.write_all(&msg1).await.map_err(closed)?;
+    let mut msg2 = vec![0u8; message_len(2, frame_size)];
+    sock.read_exact(&mut msg2).await.map_err(closed)?;
+    let verified = state
+        .handle_server_hello(&msg2, now())
+        .map_err(|e| explain(e, host, root_path))?;
+    let sig = identity.sign(&verified.user_signed_data())?;
+    let (session, msg3) = verified
+        .into_client_auth(principal, identity.public_key(), &sig)
+        .map_err(|e| e.to_string())?;
+    sock.write_all(&msg3).await.map_err(closed)?;
+    Ok(session)
+}

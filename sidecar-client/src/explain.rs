@@ -1,0 +1,131 @@
+//! What the user reads when a session cannot start or ends: one error
+//! enum, each variant a sentence the user can act on.
+
+use ztssh_proto::conn::ClientEnd;
+use ztssh_proto::time::human;
+use ztssh_proto::{AuthError, ProtoError};
+
+/// Why the sidecar stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Settings, keys or files are missing or wrong.
+    #[error("{0}")]
+    Setup(String),
+    /// The proxy could not be reached or the handshake failed.
+    #[error("{0}")]
+    Connect(String),
+    /// The proxy refused the session before accepting it.
+    #[error("{server} refused the session: {reason}")]
+    Refused {
+        /// The server id.
+        server: String,
+        /// The proxy's reason.
+        reason: String,
+    },
+    /// The proxy ended an accepted session.
+    #[error("session terminated by {server}: {reason}")]
+    Terminated {
+        /// The server id.
+        server: String,
+        /// The proxy's reason.
+        reason: String,
+    },
+    /// A record from the proxy failed to open.
+    #[error("tunnel integrity failure from {server}: {detail}; session closed")]
+    Integrity {
+        /// The server id.
+        server: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The proxy broke the continuous-identity protocol.
+    #[error("{server} broke the protocol: {detail}; session closed")]
+    Protocol {
+        /// The server id.
+        server: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The connection closed without an end-of-session record.
+    #[error("connection to {server} lost (closed without an end-of-session record)")]
+    Lost {
+        /// The server id.
+        server: String,
+    },
+    /// The connection failed.
+    #[error("connection to {server} lost: {detail}")]
+    Io {
+        /// The server id.
+        server: String,
+        /// The socket error.
+        detail: String,
+    },
+    /// The proxy read nothing for too long.
+    #[error("{server} read nothing for {secs}s; session closed")]
+    Stalled {
+        /// The server id.
+        server: String,
+        /// The write bound.
+        secs: u64,
+    },
+}
+
+impl From<String> for Error {
+    fn from(s: String) -> Self {
+        Self::Setup(s)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(s: &str) -> Self {
+        Self::Setup(s.to_owned())
+    }
+}
+
+/// The error for a session that the core ended with `end`.
+pub fn ended(server: &str, end: ClientEnd) -> Error {
+    let server = server.to_owned();
+    match end {
+        ClientEnd::Refused(reason) => Error::Refused { server, reason },
+        ClientEnd::Terminated(reason) => Error::Terminated { server, reason },
+        ClientEnd::Integrity(detail) => Error::Integrity { server, detail },
+        ClientEnd::Protocol(detail) => Error::Protocol { server, detail },
+        ClientEnd::Lost => Error::Lost { server },
+        ClientEnd::Stalled(secs) => Error::Stalled { server, secs },
+    }
+}
+
+/// Turns a handshake failure into a sentence the user can act on.
+pub fn explain(e: ProtoError, host: &str, root_path: &std::path::Path) -> String {
+    match e {
+        ProtoError::Auth(AuthError::Expired { secs, .. }) => {
+            format!("server licence for {host} expired {} ago", human(secs))
+        }
+        ProtoError::Auth(AuthError::NotYetValid { secs, .. }) => {
+            format!(
+                "server licence for {host} is not valid for another {} (check both clocks)",
+                human(secs)
+            )
+        }
+        ProtoError::Auth(AuthError::WrongIssuer(_) | AuthError::BadSignature(_)) => {
+            format!(
+                "host key not certified by your root CA ({}); refusing to talk to {host}",
+                root_path.display()
+            )
+        }
+        ProtoError::Auth(AuthError::HostNotCovered { covered, .. }) => {
+            format!(
+                "the server's licence does not cover {host:?} (it covers: {covered}); check the host name"
+            )
+        }
+        ProtoError::Auth(AuthError::KeyMismatch) => {
+            format!(
+                "{host} presented a licence for a different tunnel key: possible impersonation, refusing"
+            )
+        }
+        ProtoError::Noise(_) => format!(
+            "tunnel handshake with {host} failed: not a ztssh proxy, or the connection was tampered with"
+        ),
+        other => format!("handshake with {host} failed: {other}"),
+    }
+}

@@ -1,0 +1,335 @@
+//! Carries ssh's bytes through the tunnel: the IO loop over the core's
+//! [`ClientConn`]. No write is ever awaited: the proxy socket and ssh's
+//! pipes are used through readiness and non-blocking reads and writes, so a
+//! proxy that stops reading cannot keep the sidecar from acting on a
+//! TERMINATE or a closed session, and cannot hold it beyond the write bound.
+
+use std::io::ErrorKind;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::net::unix::pipe;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd};
+use ztssh_proto::handshake::ClientSession;
+use ztssh_proto::identity::ClientIdentity;
+use ztssh_proto::time::human;
+
+use crate::explain::{self, Error};
+use crate::identity::Identity;
+
+/// How long the last bytes get to reach ssh or the proxy once the session
+/// is over.
+const FLUSH_GRACE: Duration = Duration::from_secs(2);
+
+/// A renewal signature being made off the data path (ssh-agent may ask the
+/// user to confirm).
+type Signing = tokio::task::JoinHandle<Result<Vec<u8>, String>>;
+
+fn mono_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn instant_at(ms: u64) -> tokio::time::Instant {
+    let now_ms = mono_ms();
+    tokio::time::Instant::now() + Duration::from_millis(ms.saturating_sub(now_ms))
+}
+
+/// Runs the session until it ends.
+pub async fn run(
+    sock: TcpStream,
+    session: ClientSession,
+    identity: Identity,
+    principal: &str,
+    verbose: bool,
+) -> Result<(), Error> {
+    let stdio = crate::stdio::open().map_err(|e| format!("cannot use stdin/stdout: {e}"))?;
+    let lic = &session.licence.body;
+    let ids = ClientIdentity::new(
+        session.handshake_hash,
+        principal,
+        session.session_key,
+        lic.subca_key,
+    );
+    // ssh sends its ProxyCommand SIGHUP as it exits; end the tunnel cleanly
+    // (a CLOSE record) rather than vanishing mid-stream.
+    let hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
+    let term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut pump = Pump {
+        server: lic.server_id.clone(),
+        verbose,
+        conn: ClientConn::new(session.transport, ids),
+        identity: Arc::new(identity),
+        sock,
+        input: Some(stdio.input),
+        output: Some(stdio.output),
+        signing: None,
+        sock_error: None,
+    };
+    pump.run(hangup, term).await
+}
+
+struct Pump {
+    server: String,
+    verbose: bool,
+    conn: ClientConn,
+    identity: Arc<Identity>,
+    sock: TcpStream,
+    input: Option<pipe::Receiver>,
+    output: Option<pipe::Sender>,
+    signing: Option<Signing>,
+    /// The proxy socket failed with this error.
+    sock_error: Option<String>,
+}
+
+/// What ended the loop.
+enum Exit {
+    /// The core ended the session (None: normally).
+    Ended(Option<ClientEnd>),
+    /// ssh is gone (SIGHUP, SIGTERM, or its end of the pipe closed).
+    SshGone,
+}
+
+impl Pump {
+    fn say(&self, msg: String) {
+        if self.verbose {
+            eprintln!("ztssh: {msg}");
+        }
+    }
+
+    async fn run(&mut self, mut hangup: Signal, mut term: Signal) -> Result<(), Error> {
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        let mut armed: Option<u64> = None;
+        let exit = loop {
+            if let Some(exit) = self.step() {
+                break exit;
+            }
+            let deadline = self.conn.poll_timeout();
+            if deadline != armed {
+                armed = deadline;
+                if let Some(t) = deadline {
+                    sleep.as_mut().reset(instant_at(t));
+                }
+            }
+            let want_peer = self.conn.wants_peer();
+            let want_tx = !self.conn.poll_transmit().is_empty();
+            let want_input = self.input.is_some() && self.conn.wants_local();
+            let want_output = self.output.is_some() && !self.conn.poll_local().is_empty();
+            let (input, output) = (self.input.as_ref(), self.output.as_ref());
+            tokio::select! {
+                r = self.sock.readable(), if want_peer => match r {
+                    Ok(()) => self.read_proxy(),
+                    Err(e) => self.sock_failed(e),
+                },
+                r = self.sock.writable(), if want_tx => if let Err(e) = r {
+                    self.sock_failed(e);
+                },
+                r = readable(input), if want_input => if r.is_ok() { self.read_ssh() },
+                r = writable(output), if want_output => if r.is_err() { break Exit::SshGone },
+                () = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    self.conn.handle_timeout(mono_ms());
+                }
+                done = wait_signing(&mut self.signing), if self.signing.is_some() => {
+                    self.signing = None;
+                    let sig = done.unwrap_or_else(|e| Err(e.to_string()));
+                    self.conn.handle_signature(sig, mono_ms());
+                }
+                _ = hangup.recv() => break Exit::SshGone,
+                _ = term.recv() => break Exit::SshGone,
+            }
+        };
+        self.finish(exit).await
+    }
+
+    /// Flushes what can be written now, acts on the core's events and
+    /// starts a renewal signature when one is due. `Some` ends the loop.
+    fn step(&mut self) -> Option<Exit> {
+        if let Err(e) = self.flush_proxy() {
+            self.sock_failed(e);
+        }
+        if self.flush_ssh().is_err() {
+            return Some(Exit::SshGone);
+        }
+        if self.conn.local_finished() {
+            // The proxy closed its direction: ssh sees end of file.
+            self.output = None;
+        }
+        while let Some(ev) = self.conn.poll_event() {
+            if let ClientConnEvent::Ended(end) = ev {
+                return Some(Exit::Ended(end));
+            }
+            self.on_event(ev);
+        }
+        if let Some(data) = self.conn.poll_sign() {
+            let identity = Arc::clone(&self.identity);
+            self.signing = Some(tokio::task::spawn_blocking(move || {
+                identity.sign_renewal(&data)
+            }));
+        }
+        None
+    }
+
+    fn read_proxy(&mut self) {
+        match self.sock.try_read(self.conn.recv_buf()) {
+            Ok(0) => self.conn.handle_peer_eof(),
+            Ok(n) => self.conn.handle_peer_read(n, mono_ms()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => self.sock_failed(e),
+        }
+    }
+
+    fn sock_failed(&mut self, e: std::io::Error) {
+        self.sock_error.get_or_insert(e.to_string());
+        self.conn.handle_peer_eof();
+    }
+
+    fn read_ssh(&mut self) {
+        let Some(input) = self.input.as_ref() else {
+            return;
+        };
+        match input.try_read(self.conn.local_buf()) {
+            Ok(0) => {
+                self.input = None;
+                self.conn.handle_local_eof(mono_ms());
+            }
+            Ok(n) => self.conn.handle_local_read(n, mono_ms()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => {
+                self.input = None;
+                self.conn.handle_local_eof(mono_ms());
+            }
+        }
+    }
+
+    fn flush_proxy(&mut self) -> std::io::Result<()> {
+        loop {
+            let bytes = self.conn.poll_transmit();
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            match self.sock.try_write(bytes) {
+                Ok(n) => self.conn.transmitted(n, mono_ms()),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn flush_ssh(&mut self) -> std::io::Result<()> {
+        let Some(output) = self.output.as_ref() else {
+            return Ok(());
+        };
+        loop {
+            let bytes = self.conn.poll_local();
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            match output.try_write(bytes) {
+                Ok(n) => self.conn.delivered(n, mono_ms()),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn on_event(&self, ev: ClientConnEvent) {
+        let server = &self.server;
+        match ev {
+            ClientConnEvent::Accepted => {
+                self.say(format!(
+                    "{server} accepted the session; connected to its sshd"
+                ));
+            }
+            ClientConnEvent::CertInstalled {
+                serial,
+                ttl_secs,
+                renewed,
+            } => {
+                let verb = if renewed { "renewed" } else { "issued" };
+                self.say(format!(
+                    "client certificate {serial} {verb}, valid for {}",
+                    human(ttl_secs)
+                ));
+            }
+            ClientConnEvent::Answered { seq } => {
+                self.say(format!("identity challenge {seq} from {server}: answered"));
+            }
+            ClientConnEvent::Acked { seq } => self.say(format!("identity proof {seq} accepted")),
+            ClientConnEvent::RenewalFailed { error, left_secs } => eprintln!(
+                "ztssh: warning: certificate renewal failed: {error}; the session ends in {} unless a retry succeeds",
+                human(left_secs)
+            ),
+            ClientConnEvent::PeerClosed
+            | ClientConnEvent::Ended(_)
+            | ClientConnEvent::Control(_) => {}
+        }
+    }
+
+    /// Ends the session: after a normal end the last bytes still reach
+    /// ssh; when ssh is gone the proxy gets a CLOSE. Each within a grace.
+    async fn finish(&mut self, exit: Exit) -> Result<(), Error> {
+        match exit {
+            Exit::Ended(None) => {
+                let _ = tokio::time::timeout(FLUSH_GRACE, self.drain_to_ssh()).await;
+                Ok(())
+            }
+            Exit::Ended(Some(ClientEnd::Lost)) if self.sock_error.is_some() => Err(Error::Io {
+                server: self.server.clone(),
+                detail: self.sock_error.take().unwrap_or_default(),
+            }),
+            Exit::Ended(Some(end)) => Err(explain::ended(&self.server, end)),
+            Exit::SshGone => {
+                self.conn.handle_local_eof(mono_ms());
+                let _ = tokio::time::timeout(FLUSH_GRACE, self.drain_to_proxy()).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn drain_to_ssh(&mut self) {
+        while let Some(output) = self.output.as_ref() {
+            if self.conn.poll_local().is_empty() || output.writable().await.is_err() {
+                return;
+            }
+            if self.flush_ssh().is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn drain_to_proxy(&mut self) {
+        while !self.conn.poll_transmit().is_empty() {
+            if self.sock.writable().await.is_err() || self.flush_proxy().is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn readable(p: Option<&pipe::Receiver>) -> std::io::Result<()> {
+    match p {
+        Some(p) => p.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn writable(p: Option<&pipe::Sender>) -> std::io::Result<()> {
+    match p {
+        Some(p) => p.writable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_signing(
+    s: &mut Option<Signing>,
+) -> Result<Result<Vec<u8>, String>, tokio::task::JoinError> {
+    match s {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
