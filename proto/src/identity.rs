@@ -166,7 +166,7 @@ impl Authorized {
     pub fn into_refused(self, ended: Ended) -> Refused {
         Refused {
             ended,
-            transport: self.transport,
+            transport: Box::new(self.transport),
         }
     }
 }
@@ -177,8 +177,8 @@ impl Authorized {
 pub struct Refused {
     /// Why.
     pub ended: Ended,
-    /// The tunnel's record layer.
-    pub transport: Transport,
+    /// The tunnel's record layer (boxed: refusals are rare, results small).
+    pub transport: Box<Transport>,
 }
 
 impl Refused {
@@ -220,7 +220,7 @@ impl ClientAuthenticated {
             }),
             Err(ended) => Err(Refused {
                 ended,
-                transport: self.transport,
+                transport: Box::new(self.transport),
             }),
         }
     }

@@ -510,6 +510,16 @@ impl World {
     /// written into the world's directory first; `{dir}` in `extra` is that
     /// directory.
     pub fn build(extra: &str, run_args: &[&str], files: &[(&str, &str)]) -> Self {
+        Self::build_for(&["alice"], extra, run_args, files)
+    }
+
+    /// Same, with every principal in `principals` authorized with alice's
+    /// key on the proxy (sshd trusts alice's key for root either way).
+    pub fn with_principals(principals: &[&str], extra: &str) -> Self {
+        Self::build_for(principals, extra, &[], &[])
+    }
+
+    fn build_for(names: &[&str], extra: &str, run_args: &[&str], files: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ztssh-e2e-")
             .tempdir()
@@ -524,7 +534,10 @@ impl World {
         pki.publish_crl();
         let sshd = Sshd::start(dir.path(), &alice_pub);
         let extra = format!("revocation_list = \"{}\"\n{extra}", pki.crl().display());
-        let principals = format!("alice {alice_pub}");
+        let principals: String = names
+            .iter()
+            .map(|n| format!("{n} {}\n", alice_pub.trim()))
+            .collect();
         let proxy = Proxy::start_with(dir.path(), &pki, sshd.port, &principals, &extra, run_args);
         Self {
             dir,
@@ -559,8 +572,13 @@ impl World {
 
     /// The ProxyCommand with `identity` signing for the sidecar as alice.
     pub fn proxy_command_for(&self, identity: &Path, extra: &str) -> String {
+        self.proxy_command_as(identity, "alice", extra)
+    }
+
+    /// The ProxyCommand with `identity` signing as `principal`.
+    pub fn proxy_command_as(&self, identity: &Path, principal: &str, extra: &str) -> String {
         format!(
-            "{} --root {} --identity {} --principal alice {extra} %h %p",
+            "{} --root {} --identity {} --principal {principal} {extra} %h %p",
             bin("ztssh-sidecar").display(),
             self.pki.root_pub().display(),
             identity.display()
@@ -757,4 +775,101 @@ fn copy_flipping(
         }
     }
     let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// The pid of the `ztssh-sidecar` that `pid` (an ssh) started.
+pub fn wait_for_child_of(pid: u32) -> u32 {
+    let mut found = None;
+    wait_until(Duration::from_secs(10), "sidecar process", || {
+        let out = Command::new("pgrep")
+            .arg("-P")
+            .arg(pid.to_string())
+            .arg("ztssh-sidecar")
+            .output()
+            .expect("pgrep");
+        found = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok());
+        found.is_some()
+    });
+    found.expect("sidecar pid")
+}
+
+/// Sends `sig` (e.g. "STOP", "CONT") to `pid`, one this test started.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Whether sshd's log shows it closed the connection from `port`.
+pub fn sshd_saw_close(sshd_log: &str, port: u16) -> bool {
+    let closed = format!("Connection closed by 127.0.0.1 port {port}");
+    sshd_log
+        .lines()
+        .any(|l| l == closed || l.starts_with(&format!("{closed} ")))
+}
+
+/// The local ports of the proxy's connections to sshd, from its log, in
+/// order.
+pub fn upstream_ports(log: &str) -> Vec<u16> {
+    log.lines()
+        .filter(|l| l.contains("event=\"upstream_connected\""))
+        .filter_map(|l| {
+            l.split_once("local_port=")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// One IPv4 TCP socket of this machine, from `/proc/net/tcp`.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpSock {
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// Kernel state (1 = ESTABLISHED).
+    pub state: u8,
+    /// Bytes queued to send (not yet acknowledged).
+    pub tx_queue: u64,
+    /// Bytes received and not yet read by the application.
+    pub rx_queue: u64,
+}
+
+/// Every IPv4 TCP socket, as the kernel lists them.
+pub fn tcp_sockets() -> Vec<TcpSock> {
+    let text = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port = |addr: &str| {
+        addr.split_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (tx, rx) = f.get(4)?.split_once(':')?;
+            Some(TcpSock {
+                local_port: port(f.get(1)?)?,
+                remote_port: port(f.get(2)?)?,
+                state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+                tx_queue: u64::from_str_radix(tx, 16).ok()?,
+                rx_queue: u64::from_str_radix(rx, 16).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Whether the socket from local `port` to sshd's `sshd_port` is still
+/// ESTABLISHED.
+pub fn established(port: u16, sshd_port: u16) -> bool {
+    tcp_sockets()
+        .iter()
+        .any(|s| s.local_port == port && s.remote_port == sshd_port && s.state == 1)
 }

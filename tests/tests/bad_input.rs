@@ -48,26 +48,11 @@ fn no_sshd_connection(w: &World) {
     );
 }
 
-/// Whether sshd logged that the peer on local `port` closed its connection.
-fn sshd_saw_close(sshd_log: &str, port: u16) -> bool {
-    let closed = format!("Connection closed by 127.0.0.1 port {port}");
-    sshd_log
-        .lines()
-        .any(|l| l == closed || l.starts_with(&format!("{closed} ")))
-}
-
 /// The local port of the proxy's connection to sshd, from its log.
 fn upstream_port(log: &str) -> u16 {
-    log.lines()
-        .filter(|l| l.contains("event=\"upstream_connected\""))
-        .find_map(|l| {
-            l.split_once("local_port=")?
-                .1
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
+    upstream_ports(log)
+        .first()
+        .copied()
         .unwrap_or_else(|| panic!("no upstream_connected line with local_port:\n{log}"))
 }
 

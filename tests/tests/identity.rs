@@ -193,24 +193,6 @@ fn a_frozen_sidecar_loses_its_session_after_the_deadline() {
     );
 }
 
-fn wait_for_child_of(pid: u32) -> u32 {
-    let mut found = None;
-    wait_until(Duration::from_secs(10), "sidecar process", || {
-        let out = Command::new("pgrep")
-            .arg("-P")
-            .arg(pid.to_string())
-            .arg("ztssh-sidecar")
-            .output()
-            .expect("pgrep");
-        found = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok());
-        found.is_some()
-    });
-    found.expect("sidecar pid")
-}
-
 fn lib_client(w: &World) -> LibClient {
     let mut c =
         LibClient::connect(w.proxy.port, w.pki.root_key(), &w.alice, "alice").expect("connect");

@@ -1,0 +1,303 @@
+//! Enforcement that no IO can stall, end to end with real sshd and ssh: a
+//! client that stops reading (its sidecar SIGSTOPped while 40 forwarded
+//! channels stream into it) can switch off neither a ban nor its own
+//! deadline, and nothing it sends after a ban reaches sshd.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ztssh_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+/// Forwarded channels streaming at once.
+const CHANNELS: usize = 40;
+/// The challenge deadline (and so the write bound) in these worlds.
+const DEADLINE: u64 = 8;
+
+/// A source that streams zeros to everyone who connects, until `stop`.
+struct Source {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Source {
+    fn start() -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind source");
+        let port = l.local_addr().expect("addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        l.set_nonblocking(true).expect("nonblocking");
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !flag.load(Ordering::Relaxed) && started.elapsed() < T * 2 {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        let flag = Arc::clone(&flag);
+                        std::thread::spawn(move || stream_zeros(s, &flag));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self { port, stop }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn stream_zeros(mut s: TcpStream, stop: &AtomicBool) {
+    let chunk = vec![0u8; 64 * 1024];
+    let started = Instant::now();
+    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < T * 2 {
+        match s.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// ssh with `CHANNELS` local forwards to the source, and readers on each.
+struct Forwarded {
+    ssh: Child,
+    sidecar: u32,
+    received: Arc<AtomicU64>,
+}
+
+fn forward(w: &World, source: &Source) -> Forwarded {
+    let ports: Vec<u16> = (0..CHANNELS).map(|_| free_port()).collect();
+    let mut cmd = w.ssh();
+    cmd.arg("-N").args(["-o", "ExitOnForwardFailure=yes"]);
+    for p in &ports {
+        cmd.arg("-L")
+            .arg(format!("127.0.0.1:{p}:127.0.0.1:{}", source.port));
+    }
+    let ssh = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh -L");
+    let received = Arc::new(AtomicU64::new(0));
+    for p in ports {
+        let mut s = None;
+        wait_until(Duration::from_secs(20), "forward to listen", || {
+            s = TcpStream::connect(("127.0.0.1", p)).ok();
+            s.is_some()
+        });
+        let mut s = s.expect("forward");
+        let counter = Arc::clone(&received);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let started = Instant::now();
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            while started.elapsed() < T * 2 {
+                match s.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        counter.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+    let sidecar = wait_for_child_of(ssh.id());
+    Forwarded {
+        ssh,
+        sidecar,
+        received,
+    }
+}
+
+/// Stops the sidecar once data flows, and waits until the proxy's writes
+/// to it are blocked: the sidecar's socket holds a full receive queue.
+fn stall(w: &World, f: &Forwarded) {
+    wait_until(Duration::from_secs(20), "data to flow", || {
+        f.received.load(Ordering::Relaxed) > 8 << 20
+    });
+    signal(f.sidecar, "STOP");
+    wait_until(Duration::from_secs(20), "the client socket to fill", || {
+        tcp_sockets()
+            .iter()
+            .any(|s| s.remote_port == w.proxy.port && s.rx_queue > 256 << 10)
+    });
+}
+
+fn stall_world() -> World {
+    World::with_extra(&format!(
+        "challenge_interval_secs = 300\nchallenge_deadline_secs = {DEADLINE}\n"
+    ))
+}
+
+#[test]
+fn a_ban_closes_the_sshd_socket_while_the_client_reads_nothing() {
+    let w = stall_world();
+    let source = Source::start();
+    let mut f = forward(&w, &source);
+    let upstream = upstream_ports(&w.proxy.log_text())[0];
+    assert!(established(upstream, w.sshd.port));
+    stall(&w, &f);
+    w.pki.revoke("principal", "alice");
+    w.pki.publish_crl();
+    wait_until(
+        Duration::from_secs(DEADLINE + 1),
+        "the ban to close the proxy's socket to sshd",
+        || !established(upstream, w.sshd.port),
+    );
+    let log = w.proxy.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("event=\"session_terminated\"")
+                && l.contains("reason=\"principal_banned\"")),
+        "{log}"
+    );
+    signal(f.sidecar, "CONT");
+    let out = wait_bounded_ref(&mut f.ssh);
+    assert!(!out.success());
+}
+
+#[test]
+fn a_client_that_reads_nothing_is_ended_at_its_deadline() {
+    let w = stall_world();
+    let source = Source::start();
+    let mut f = forward(&w, &source);
+    let upstream = upstream_ports(&w.proxy.log_text())[0];
+    stall(&w, &f);
+    wait_until(
+        Duration::from_secs(DEADLINE + 1),
+        "the stalled client to be ended",
+        || !established(upstream, w.sshd.port),
+    );
+    let log = w.proxy.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("event=\"session_terminated\"")
+                && l.contains("reason=\"client_stalled\"")),
+        "{log}"
+    );
+    signal(f.sidecar, "CONT");
+    let _ = wait_bounded_ref(&mut f.ssh);
+}
+
+fn wait_bounded_ref(child: &mut Child) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if started.elapsed() > T {
+            let _ = child.kill();
+            panic!("process did not exit within {T:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One trial: a `bash -s` session streams output into a stopped sidecar;
+/// its principal is banned; only then is a command written into it, and
+/// the sidecar resumed. Returns whether the command ran.
+fn command_after_ban_ran(w: &World, principal: &str, trial: usize) -> bool {
+    let marker = w.dir.path().join(format!("ran-{trial}"));
+    let mut ssh = Command::new("ssh");
+    ssh.args(w.direct_opts(&w.alice))
+        .arg("-o")
+        .arg(format!(
+            "ProxyCommand={}",
+            w.proxy_command_as(&w.alice, principal, "")
+        ))
+        .arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg("root@localhost")
+        .arg("bash -s");
+    let mut ssh = ssh
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ssh bash -s");
+    let mut stdin = ssh.stdin.take().expect("stdin");
+    let mut stdout = ssh.stdout.take().expect("stdout");
+    writeln!(stdin, "echo ready; cat /dev/zero &").expect("first command");
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&received);
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let started = Instant::now();
+        while started.elapsed() < T {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    let sidecar = wait_for_child_of(ssh.id());
+    let f = Forwarded {
+        ssh,
+        sidecar,
+        received,
+    };
+    let sessions_before = count_terminated(w, principal);
+    stall(w, &f);
+    w.pki.revoke("principal", principal);
+    w.pki.publish_crl();
+    // The proxy decided: the session is over, its sshd socket closed.
+    wait_until(Duration::from_secs(DEADLINE + 1), "the ban", || {
+        count_terminated(w, principal) > sessions_before
+    });
+    writeln!(stdin, "touch {}", marker.display()).expect("command after the ban");
+    drop(stdin);
+    signal(f.sidecar, "CONT");
+    let mut ssh = f.ssh;
+    let _ = wait_bounded_ref(&mut ssh);
+    let _ = reader.join();
+    // sshd has closed that connection: whatever reached it is processed.
+    let port = *upstream_ports(&w.proxy.log_text())
+        .last()
+        .expect("upstream port");
+    wait_until(T, "sshd to close the session", || {
+        sshd_saw_close(&w.sshd.log_text(), port)
+    });
+    marker.exists()
+}
+
+fn count_terminated(w: &World, principal: &str) -> usize {
+    w.proxy
+        .log_text()
+        .lines()
+        .filter(|l| {
+            l.contains("event=\"session_terminated\"")
+                && l.contains(&format!("principal={principal} "))
+                && l.contains("reason=\"principal_banned\"")
+        })
+        .count()
+}
+
+#[test]
+fn a_command_written_after_the_ban_never_runs() {
+    const TRIALS: usize = 20;
+    let names: Vec<String> = (0..TRIALS).map(|i| format!("user{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let w = World::with_principals(
+        &refs,
+        &format!("challenge_interval_secs = 300\nchallenge_deadline_secs = {DEADLINE}\n"),
+    );
+    let ran: Vec<usize> = (0..TRIALS)
+        .filter(|&i| command_after_ban_ran(&w, &names[i], i))
+        .collect();
+    assert!(ran.is_empty(), "the command ran in trials {ran:?}");
+}
