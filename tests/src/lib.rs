@@ -806,12 +806,23 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill -{sig} {pid}");
 }
 
-/// Whether sshd's log shows it closed the connection from `port`.
+/// Whether sshd's log shows the connection from `port` ended: closed or
+/// reset, before or after authentication (a killed session's socket is
+/// dropped with sshd's unread bytes in it, so the kernel sends RST).
 pub fn sshd_saw_close(sshd_log: &str, port: u16) -> bool {
-    let closed = format!("Connection closed by 127.0.0.1 port {port}");
-    sshd_log
-        .lines()
-        .any(|l| l == closed || l.starts_with(&format!("{closed} ")))
+    let peer = format!("127.0.0.1 port {port}");
+    let ends = [
+        "Connection closed by ",
+        "Connection reset by ",
+        "Read error from remote host ",
+    ];
+    sshd_log.lines().any(|l| {
+        let Some((_, rest)) = l.split_once(peer.as_str()) else {
+            return false;
+        };
+        let whole_port = rest.is_empty() || rest.starts_with(' ') || rest.starts_with(':');
+        whole_port && ends.iter().any(|e| l.starts_with(e))
+    })
 }
 
 /// The local ports of the proxy's connections to sshd, from its log, in

@@ -75,18 +75,31 @@ struct Forwarded {
     received: Arc<AtomicU64>,
 }
 
-fn forward(w: &World, source: &Source) -> Forwarded {
+/// ssh as `principal` with the forwards, running `command` (its stdin
+/// piped) or nothing (`-N`).
+fn forward(w: &World, source: &Source, principal: &str, command: Option<&str>) -> Forwarded {
     let ports: Vec<u16> = (0..CHANNELS).map(|_| free_port()).collect();
-    let mut cmd = w.ssh();
-    cmd.arg("-N").args(["-o", "ExitOnForwardFailure=yes"]);
+    let mut cmd = Command::new("ssh");
+    cmd.args(w.direct_opts(&w.alice))
+        .arg("-o")
+        .arg(format!(
+            "ProxyCommand={}",
+            w.proxy_command_as(&w.alice, principal, "")
+        ))
+        .args(["-o", "ExitOnForwardFailure=yes"])
+        .arg("-p")
+        .arg(w.proxy.port.to_string());
     for p in &ports {
         cmd.arg("-L")
             .arg(format!("127.0.0.1:{p}:127.0.0.1:{}", source.port));
     }
+    match command {
+        Some(c) => cmd.arg("root@localhost").arg(c).stdin(Stdio::piped()),
+        None => cmd.arg("-N").arg("root@localhost").stdin(Stdio::null()),
+    };
     let ssh = cmd
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("ssh -L");
     let received = Arc::new(AtomicU64::new(0));
@@ -146,7 +159,7 @@ fn stall_world() -> World {
 fn a_ban_closes_the_sshd_socket_while_the_client_reads_nothing() {
     let w = stall_world();
     let source = Source::start();
-    let mut f = forward(&w, &source);
+    let mut f = forward(&w, &source, "alice", None);
     let upstream = upstream_ports(&w.proxy.log_text())[0];
     assert!(established(upstream, w.sshd.port));
     stall(&w, &f);
@@ -173,7 +186,7 @@ fn a_ban_closes_the_sshd_socket_while_the_client_reads_nothing() {
 fn a_client_that_reads_nothing_is_ended_at_its_deadline() {
     let w = stall_world();
     let source = Source::start();
-    let mut f = forward(&w, &source);
+    let mut f = forward(&w, &source, "alice", None);
     let upstream = upstream_ports(&w.proxy.log_text())[0];
     stall(&w, &f);
     wait_until(
@@ -206,65 +219,25 @@ fn wait_bounded_ref(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
-/// One trial: a `bash -s` session streams output into a stopped sidecar;
-/// its principal is banned; only then is a command written into it, and
-/// the sidecar resumed. Returns whether the command ran.
-fn command_after_ban_ran(w: &World, principal: &str, trial: usize) -> bool {
+/// One trial: a `bash -s` session beside the streaming forwards, its
+/// sidecar stopped; its principal is banned; only then is a command written
+/// into it, and the sidecar resumed. Returns whether the command ran.
+fn command_after_ban_ran(w: &World, source: &Source, principal: &str, trial: usize) -> bool {
     let marker = w.dir.path().join(format!("ran-{trial}"));
-    let mut ssh = Command::new("ssh");
-    ssh.args(w.direct_opts(&w.alice))
-        .arg("-o")
-        .arg(format!(
-            "ProxyCommand={}",
-            w.proxy_command_as(&w.alice, principal, "")
-        ))
-        .arg("-p")
-        .arg(w.proxy.port.to_string())
-        .arg("root@localhost")
-        .arg("bash -s");
-    let mut ssh = ssh
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ssh bash -s");
-    let mut stdin = ssh.stdin.take().expect("stdin");
-    let mut stdout = ssh.stdout.take().expect("stdout");
-    writeln!(stdin, "echo ready; cat /dev/zero &").expect("first command");
-    let received = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&received);
-    let reader = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        let started = Instant::now();
-        while started.elapsed() < T {
-            match stdout.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                }
-            }
-        }
-    });
-    let sidecar = wait_for_child_of(ssh.id());
-    let f = Forwarded {
-        ssh,
-        sidecar,
-        received,
-    };
-    let sessions_before = count_terminated(w, principal);
+    let mut f = forward(w, source, principal, Some("bash -s"));
+    let mut stdin = f.ssh.stdin.take().expect("stdin");
+    let lists_before = count(&w.proxy.log_text(), "event=\"crl_loaded\"");
     stall(w, &f);
     w.pki.revoke("principal", principal);
     w.pki.publish_crl();
-    // The proxy decided: the session is over, its sshd socket closed.
-    wait_until(Duration::from_secs(DEADLINE + 1), "the ban", || {
-        count_terminated(w, principal) > sessions_before
+    // The list banning the principal has landed on the proxy.
+    wait_until(T, "the new list to load", || {
+        count(&w.proxy.log_text(), "event=\"crl_loaded\"") > lists_before
     });
     writeln!(stdin, "touch {}", marker.display()).expect("command after the ban");
     drop(stdin);
     signal(f.sidecar, "CONT");
-    let mut ssh = f.ssh;
-    let _ = wait_bounded_ref(&mut ssh);
-    let _ = reader.join();
+    let _ = wait_bounded_ref(&mut f.ssh);
     // sshd has closed that connection: whatever reached it is processed.
     let port = *upstream_ports(&w.proxy.log_text())
         .last()
@@ -272,7 +245,16 @@ fn command_after_ban_ran(w: &World, principal: &str, trial: usize) -> bool {
     wait_until(T, "sshd to close the session", || {
         sshd_saw_close(&w.sshd.log_text(), port)
     });
+    assert_eq!(
+        count_terminated(w, principal),
+        1,
+        "{principal} was not ended by the ban"
+    );
     marker.exists()
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
 }
 
 fn count_terminated(w: &World, principal: &str) -> usize {
@@ -296,8 +278,9 @@ fn a_command_written_after_the_ban_never_runs() {
         &refs,
         &format!("challenge_interval_secs = 300\nchallenge_deadline_secs = {DEADLINE}\n"),
     );
+    let source = Source::start();
     let ran: Vec<usize> = (0..TRIALS)
-        .filter(|&i| command_after_ban_ran(&w, &names[i], i))
+        .filter(|&i| command_after_ban_ran(&w, &source, &names[i], i))
         .collect();
     assert!(ran.is_empty(), "the command ran in trials {ran:?}");
 }
