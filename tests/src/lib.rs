@@ -884,3 +884,51 @@ pub fn established(port: u16, sshd_port: u16) -> bool {
         .iter()
         .any(|s| s.local_port == port && s.remote_port == sshd_port && s.state == 1)
 }
+
+/// An ssh session that lasts until the test ends it: `cat` on the server,
+/// fed from a pipe. Tests wait on events while it lives instead of
+/// sleeping for a fixed time.
+pub struct LiveSsh {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl LiveSsh {
+    /// Starts `ssh ... cat` from `cmd` (an ssh command without the remote
+    /// command).
+    pub fn start(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .arg("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ssh cat");
+        let stdin = child.stdin.take();
+        Self { child, stdin }
+    }
+
+    /// Sends `text` through the session.
+    pub fn send(&mut self, text: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("session open");
+        stdin.write_all(text.as_bytes()).expect("write to ssh");
+    }
+
+    /// Ends the session (end of input) and returns ssh's output.
+    pub fn finish(mut self) -> Output {
+        drop(self.stdin.take());
+        let child = std::mem::replace(
+            &mut self.child,
+            Command::new("true").spawn().expect("placeholder"),
+        );
+        wait_bounded(child, Duration::from_secs(60))
+    }
+}
+
+impl Drop for LiveSsh {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -17,7 +17,21 @@ fn metrics_count_sessions_challenges_and_terminations() {
     ));
     assert!(http_get(port, "/healthz").ends_with("ok\n"));
     assert!(http_get(port, "/nope").starts_with("HTTP/1.1 404"));
-    assert_ok(&run_bounded(w.ssh().arg("sleep 3; echo done"), T), "ssh");
+    // The session lives until two proofs were counted, however slow the
+    // machine's timers are.
+    let mut live = LiveSsh::start(w.ssh());
+    live.send("hello\n");
+    wait_until(T, "two proofs", || {
+        metric_value(
+            &http_get(port, "/metrics"),
+            "ztssh_challenges_total{result=\"ok\"}",
+        )
+        .is_some_and(|n| n >= 2.0)
+    });
+    let out = live.finish();
+    assert_ok(&out, "ssh");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    wait_metric(port, "ztssh_sessions_open", 0.0);
     let m = http_get(port, "/metrics");
     assert_eq!(metric(&m, "ztssh_sessions_total"), 1.0);
     assert_eq!(metric(&m, "ztssh_sessions_open"), 0.0);
