@@ -1,24 +1,34 @@
 //! CPU cost of verifying one identity proof at the proxy (the whole
-//! `ServerIdentity::handle` for a PROOF: certificate decode and signature,
-//! session-key signature, authority check).
+//! `ServerIdentity::handle` for a PROOF: certificate decode and comparison
+//! with the one issued, session-key signature, authority check).
 //!
 //! `cargo bench -p ztssh-proto --bench proof`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::{Duration, Instant};
 
-use ztssh_proto::cert::Serial;
+use ssh_key::HashAlg;
+use ztssh_proto::cert::{LicenceBody, Serial};
 use ztssh_proto::control::Control;
+use ztssh_proto::frame::FrameSize;
+use ztssh_proto::handshake::{self, ClientConfig};
 use ztssh_proto::identity::{
-    Authority, ClientEvent, ClientIdentity, Ended, ServerIdentity, Timing,
+    Authority, ClientEvent, ClientIdentity, Ended, Handled, ServerIdentity, Timing,
 };
-use ztssh_proto::keys::{SigningKey, random_bytes};
+use ztssh_proto::keys::{NoiseKeypair, SigningKey, random_bytes};
+use ztssh_proto::labels::SSHSIG_NAMESPACE_HANDSHAKE;
 use ztssh_proto::time::UnixTime;
 
 struct AllowAll;
 
 impl Authority for AllowAll {
-    fn check(&self, _: &str, _: &ssh_key::PublicKey, _: &Serial, _: UnixTime) -> Result<(), Ended> {
+    fn check(
+        &self,
+        _: &str,
+        _: &ssh_key::PublicKey,
+        _: Option<&Serial>,
+        _: UnixTime,
+    ) -> Result<(), Ended> {
         Ok(())
     }
     fn may_issue(&self, _: UnixTime) -> Result<(), Ended> {
@@ -34,31 +44,68 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let subca = SigningKey::generate();
-    let session = SigningKey::generate();
+    let now = 1_800_000_000;
     let user = ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[9; 32]));
+    // A real handshake: only an authorized client gets a session.
+    let root = SigningKey::generate();
+    let noise = NoiseKeypair::generate();
+    let subca = SigningKey::generate();
+    let licence = LicenceBody {
+        serial: Serial::random(),
+        server_id: "web1".into(),
+        hostnames: vec!["web1".into()],
+        subca_key: subca.public(),
+        noise_key: noise.public(),
+        not_before: now - 10,
+        not_after: now + 86_400,
+        issuer: root.public(),
+    }
+    .sign(&root)
+    .expect("licence")
+    .verify(&root.public(), now)
+    .expect("verified");
+    let server = handshake::server_start(&noise, &licence, FrameSize::default()).expect("server");
+    let (client, msg1) = handshake::client_start(ClientConfig {
+        root: root.public(),
+        host: "web1".into(),
+        frame_size: FrameSize::default(),
+    })
+    .expect("client");
+    let (server, msg2) = server.handle_client_hello(&msg1).expect("msg2");
+    let verified = client.handle_server_hello(&msg2, now).expect("verified");
+    let sig = user
+        .sign(
+            SSHSIG_NAMESPACE_HANDSHAKE,
+            HashAlg::Sha512,
+            &verified.user_signed_data(),
+        )
+        .expect("sign");
+    let (session, msg3) = verified
+        .into_client_auth("alice", user.public_key(), &sig)
+        .expect("msg3");
+    let authorized = server
+        .handle_client_auth(&msg3)
+        .expect("authenticated")
+        .authorize(&AllowAll, now)
+        .expect("authorized");
+
+    // Challenges back to back, so the virtual clock stands still and the
+    // certificate never expires however many rounds run.
     let timing = Timing {
-        interval_secs: 1,
+        interval_secs: 0,
         deadline_secs: 10,
         cert_ttl_secs: 3600,
     };
-    let now = 1_800_000_000;
-    let h = [7; 32];
-    let started = ServerIdentity::start(
-        h,
-        "alice",
-        user.public_key().clone(),
-        session.public(),
-        &subca,
-        &AllowAll,
-        timing,
-        now,
-        0,
-    )
-    .expect("start");
+    let started =
+        ServerIdentity::start(authorized, &subca, &AllowAll, timing, now, 0).expect("start");
     let mut server = started.identity;
-    let mut client = ClientIdentity::new(h, "alice", session, subca.public());
-    client.handle(&started.cert, now).expect("cert");
+    let mut client = ClientIdentity::new(
+        session.handshake_hash,
+        "alice",
+        session.session_key,
+        subca.public(),
+    );
+    client.handle(&started.cert, 0).expect("cert");
     let mut spent = Duration::ZERO;
     for _ in 0..rounds {
         let mono = server.next_wakeup();
@@ -66,13 +113,13 @@ fn main() {
             .poll(now, mono, random_bytes())
             .expect("poll")
             .expect("challenge");
-        let ClientEvent::Reply(proof) = client.handle(&ch, now).expect("answer") else {
+        let ClientEvent::Reply(proof) = client.handle(&ch, mono).expect("answer") else {
             panic!("no proof")
         };
         let t = Instant::now();
         let ack = server.handle(proof, &subca, &AllowAll, now, mono);
         spent += t.elapsed();
-        assert!(matches!(ack, Ok(Control::Ack { .. })));
+        assert!(matches!(ack, Ok(Handled::Proved(Control::Ack { .. }))));
     }
     let per = spent / rounds;
     println!(

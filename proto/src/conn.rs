@@ -40,7 +40,7 @@
 use crate::ProtoError;
 use crate::control::Control;
 use crate::end::{EndKind, Ended};
-use crate::frame::{Event, FrameSize, Opener, Sealer, Transport};
+use crate::frame::{Event, Opener, Sealer, Transport};
 use crate::identity::{
     Authority, Authorized, ClientEvent, ClientIdentity, Handled, Refused, ServerIdentity, Timing,
 };
@@ -103,11 +103,6 @@ impl Queue {
         }
     }
 
-    /// Keeps the first `n` pending bytes, drops the rest.
-    fn truncate_pending(&mut self, n: usize) {
-        self.buf.truncate(self.start + n.min(self.len()));
-    }
-
     fn clear(&mut self) {
         self.buf = Vec::new();
         self.start = 0;
@@ -165,8 +160,6 @@ struct Link {
     local_rx: ReadBuf,
     /// Sealed records for the peer.
     tx: Queue,
-    /// Bytes of `tx` written so far, all time (to find record boundaries).
-    tx_written: u64,
     /// Plaintext for the local side.
     local: Queue,
     /// When `tx` last made progress or became non-empty.
@@ -189,7 +182,6 @@ impl Link {
             opener: t.opener,
             sealer: t.sealer,
             tx: Queue::default(),
-            tx_written: 0,
             local: Queue::default(),
             tx_since_ms: 0,
             local_since_ms: 0,
@@ -197,10 +189,6 @@ impl Link {
             local_closed: false,
             scratch: Vec::new(),
         }
-    }
-
-    fn frame_size(&self) -> FrameSize {
-        self.opener.frame_size()
     }
 
     /// Opens every whole record received; DATA goes to the local queue.
@@ -248,7 +236,6 @@ impl Link {
     fn transmitted(&mut self, n: usize, mono_ms: u64) {
         if n > 0 {
             self.tx.consume(n);
-            self.tx_written += n as u64;
             self.tx_since_ms = mono_ms;
         }
     }
@@ -260,19 +247,14 @@ impl Link {
         }
     }
 
-    /// Drops every queued record not yet started (the partly written one
-    /// must be finished, or the peer could not open what follows) and
-    /// queues `last` behind it. Drops everything for the local side.
+    /// Drops everything for the local side, for good, and queues `last`
+    /// behind the records already sealed for the peer. Those stay: each
+    /// took the next nonce, so the peer could not open `last` without them,
+    /// and dropping them to reuse their nonces would risk two ciphertexts
+    /// under one nonce. They carry what sshd sent before the decision
+    /// (bounded by the transmit high-water mark), never anything for sshd.
     fn cut(&mut self, last: Option<&Control>, mono_ms: u64) {
         self.local.clear();
-        let f = self.frame_size().get() as u64;
-        let partial = (self.tx_written % f) as usize;
-        let keep = if partial == 0 {
-            0
-        } else {
-            f as usize - partial
-        };
-        self.tx.truncate_pending(keep);
         if let Some(msg) = last {
             // Sealing fails only on nonce exhaustion: then nothing is sent.
             let _ = self.seal_control(msg, mono_ms);
@@ -382,6 +364,7 @@ impl ServerConn {
         for msg in [&accept, &started.cert] {
             if let Err(e) = conn.link.seal_control(msg, now.mono_ms) {
                 conn.end(Ended::new(EndKind::IssueFailed, e.to_string()), now);
+                break;
             }
         }
         Ok(conn)

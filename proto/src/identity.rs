@@ -617,6 +617,9 @@ pub struct ClientIdentity {
     subca_key: PublicKey,
     key: SigningKey,
     next_key: Option<SigningKey>,
+    /// The key of the last renewal given up on: its CERT may still arrive
+    /// late, and is then as good as any.
+    abandoned: Option<SigningKey>,
     cert: Option<ClientCert>,
     /// When the current certificate arrived, on the monotonic clock.
     received_ms: u64,
@@ -636,6 +639,7 @@ impl ClientIdentity {
             subca_key,
             key: session_key,
             next_key: None,
+            abandoned: None,
             cert: None,
             received_ms: 0,
         }
@@ -694,11 +698,13 @@ impl ClientIdentity {
             ));
         }
         let renewed = self.cert.is_some();
-        match self.next_key.take() {
-            Some(next) if next.public() == cert.session_key => self.key = next,
-            Some(_) => return Err("renewed certificate is for another session key".into()),
-            None if cert.session_key == self.key.public() => {}
-            None => return Err("certificate is for another session key".into()),
+        let late = self.abandoned.take_if(|k| k.public() == cert.session_key);
+        match (self.next_key.take(), late) {
+            (_, Some(late)) => self.key = late,
+            (Some(next), None) if next.public() == cert.session_key => self.key = next,
+            (Some(_), None) => return Err("renewed certificate is for another session key".into()),
+            (None, None) if cert.session_key == self.key.public() => {}
+            (None, None) => return Err("certificate is for another session key".into()),
         }
         let event = ClientEvent::CertInstalled {
             serial: cert.serial,
@@ -770,6 +776,8 @@ impl ClientIdentity {
     /// Gives up on a renewal in flight (the agent refused to sign, or the
     /// proxy did not answer); a later [`Self::renewal_due`] may try again.
     pub fn abandon_renewal(&mut self) {
-        self.next_key = None;
+        if let Some(k) = self.next_key.take() {
+            self.abandoned = Some(k);
+        }
     }
 }

@@ -537,3 +537,21 @@ fn client_renewal_is_timed_from_arrival_whatever_its_wall_clock() {
     assert!(!p.client.renewal_due(ttl_ms - ttl_ms / 3 - 1));
     assert!(p.client.renewal_due(ttl_ms - ttl_ms / 3));
 }
+
+#[test]
+fn a_renewal_answered_after_the_client_gave_up_on_it_still_installs() {
+    let mut p = pair();
+    p.advance(TIMING.cert_ttl_secs * 2 / 3);
+    let renew = p.renew();
+    // The client stops waiting (slow link); the CERT arrives afterwards.
+    p.client.abandon_renewal();
+    let cert = p.deliver(renew).expect("renewal");
+    assert!(matches!(
+        p.client.handle(&cert, p.mono),
+        Ok(ClientEvent::CertInstalled { renewed: true, .. })
+    ));
+    // And the session goes on under the new key.
+    let ch = p.next_challenge();
+    let proof = p.answer(&ch);
+    assert!(matches!(p.deliver(proof), Ok(Control::Ack { .. })));
+}

@@ -1,15 +1,18 @@
-//! The proxy's challenge state machine against a client that mixes genuine
-//! proofs with replays, tampering, stale and foreign messages, on virtual
-//! time chosen by the fuzzer. Invariant: an ACK is only ever given to a
-//! genuine proof for the challenge outstanding at that moment, and once the
-//! machine ends a session it never acknowledges anything again.
+//! The proxy's challenge loop, a `ServerConn` as the proxy drives it,
+//! against a client that mixes genuine proofs with replays, tampering, stale
+//! and foreign messages, on virtual time chosen by the fuzzer. The client
+//! reads everything the proxy sends at once, so it always knows the latest
+//! challenge. Invariants: a proof is accepted (ProofOk, and an ACK on the
+//! wire) only for a genuine proof for the challenge outstanding at that
+//! moment; nothing renews; once the proxy ends a session it never accepts
+//! anything again and sends nothing after its TERMINATE.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ztssh_proto::frame::Control;
-use ztssh_proto::identity::{ClientEvent, ClientIdentity, ServerIdentity, Timing};
-use ztssh_proto::keys::SigningKey;
-use ztssh_proto_fuzz::Allow;
+use ztssh_proto::conn::{ServerConn, ServerEvent};
+use ztssh_proto::frame::{Control, Event, Opener};
+use ztssh_proto::identity::{ClientEvent, ClientIdentity, Timing};
+use ztssh_proto_fuzz::{Allow, now};
 
 const TIMING: Timing = Timing {
     interval_secs: 2,
@@ -17,75 +20,96 @@ const TIMING: Timing = Timing {
     cert_ttl_secs: 60,
 };
 
+/// The client reads everything the proxy sent: its control messages.
+fn read(server: &mut ServerConn, opener: &mut Opener, mono: u64) -> Vec<Control> {
+    let wire = server.poll_transmit().to_vec();
+    server.transmitted(wire.len(), now(mono));
+    let (mut data, mut events) = (Vec::new(), Vec::new());
+    let used = opener
+        .open_all(&wire, &mut data, &mut events)
+        .expect("the proxy's records open");
+    assert!(data.is_empty(), "the proxy sent DATA with no sshd data");
+    let mut out = Vec::new();
+    for ev in events {
+        match ev {
+            Event::Control(c) => out.push(c),
+            Event::Close => panic!("CLOSE while sshd is open"),
+        }
+    }
+    // Nothing is queued after a TERMINATE.
+    assert_eq!(used, wire.len(), "bytes after the TERMINATE");
+    if let Some(i) = out
+        .iter()
+        .position(|c| matches!(c, Control::Terminate { .. }))
+    {
+        assert_eq!(i + 1, out.len(), "something after the TERMINATE: {out:?}");
+    }
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
     let w = ztssh_proto_fuzz::world();
-    let h = [4u8; 32];
-    let session = SigningKey::generate();
-    let user = w.user.public_key().clone();
-    let t0 = ztssh_proto_fuzz::NOW;
-    let started = ServerIdentity::start(
-        h,
+    let (session, mut server) = ztssh_proto_fuzz::accepted(TIMING);
+    let mut sealer = session.transport.sealer;
+    let mut opener = session.transport.opener;
+    let mut client = ClientIdentity::new(
+        session.handshake_hash,
         "alice",
-        user,
-        session.public(),
-        &w.subca,
-        &Allow,
-        TIMING,
-        t0,
-        0,
-    )
-    .expect("start");
-    let mut server = started.identity;
-    let mut client = ClientIdentity::new(h, "alice", session, w.subca.public());
-    client.handle(&started.cert, t0).expect("install");
+        session.session_key,
+        w.subca.public(),
+    );
+    let first = read(&mut server, &mut opener, 0);
+    assert!(matches!(first[0], Control::Accept { .. }));
+    assert!(matches!(
+        client.handle(&first[1], 0),
+        Ok(ClientEvent::CertInstalled { .. })
+    ));
     let mut mono = 0u64;
     let mut outstanding: Option<Control> = None;
     let mut last_proof: Option<Control> = None;
+    let mut accepted: Vec<u64> = Vec::new();
+    let mut acked: Vec<u64> = Vec::new();
     let mut ended = false;
+    let mut terminate_seen = false;
     let mut bytes = data.iter().copied();
     while let Some(op) = bytes.next() {
         let arg = bytes.next().unwrap_or(0);
         // Time moves forward by 0..=2.55 s per step.
         mono += u64::from(arg) * 10;
-        let now = t0 + mono / 1000;
         let (msg, genuine) = match op % 6 {
             0 => {
-                match server.poll(now, mono, [arg; 32]) {
-                    Ok(Some(ch)) => outstanding = Some(ch),
-                    Ok(None) => {}
-                    Err(_) => ended = true,
-                }
-                continue;
+                server.handle_timeout(now(mono), [arg; 32]);
+                (None, false)
             }
             1 => {
                 // A genuine proof for the latest challenge the client saw.
                 let Some(ch) = outstanding.clone() else {
                     continue;
                 };
-                let Ok(ClientEvent::Reply(p)) = client.handle(&ch, now) else {
+                let Ok(ClientEvent::Reply(p)) = client.handle(&ch, mono) else {
                     continue;
                 };
                 last_proof = Some(p.clone());
-                (p, true)
+                (Some(p), true)
             }
             2 => match last_proof.clone() {
-                Some(p) => (p, false), // replay
+                Some(p) => (Some(p), false), // replay
                 None => continue,
             },
             3 => match last_proof.clone() {
                 Some(Control::Proof { seq, cert, mut sig }) => {
                     sig[usize::from(arg) % 64] ^= 1 << (arg % 8);
-                    (Control::Proof { seq, cert, sig }, false)
+                    (Some(Control::Proof { seq, cert, sig }), false)
                 }
                 _ => continue,
             },
             4 => match last_proof.clone() {
                 Some(Control::Proof { seq, cert, sig }) => (
-                    Control::Proof {
+                    Some(Control::Proof {
                         seq: seq.wrapping_add(u64::from(arg) + 1),
                         cert,
                         sig,
-                    },
+                    }),
                     false,
                 ),
                 _ => continue,
@@ -93,7 +117,7 @@ fuzz_target!(|data: &[u8]| {
             _ => {
                 let rest: Vec<u8> = bytes.by_ref().take(usize::from(arg)).collect();
                 match Control::decode(&rest) {
-                    Ok(m) => (m, false),
+                    Ok(m) => (Some(m), false),
                     Err(_) => continue,
                 }
             }
@@ -103,25 +127,55 @@ fuzz_target!(|data: &[u8]| {
             _ => None,
         };
         let sent_seq = match &msg {
-            Control::Proof { seq, .. } => Some(*seq),
+            Some(Control::Proof { seq, .. }) => Some(*seq),
             _ => None,
         };
-        match server.handle(msg, &w.subca, &Allow, now, mono) {
-            Ok(Control::Ack { seq }) => {
-                assert!(!ended, "ACK after the session ended");
-                assert!(genuine, "ACK for a message that was not a genuine proof");
-                assert_eq!(
-                    Some(seq),
-                    current,
-                    "ACK for a challenge that was not outstanding"
-                );
-                assert_eq!(sent_seq, Some(seq));
-                outstanding = None;
-            }
-            Ok(other) => panic!("unexpected reply {other:?}"),
-            // The proxy closes the session here; keep feeding the machine
-            // anyway to check that it never acknowledges anything again.
-            Err(_) => ended = true,
+        if let Some(msg) = msg {
+            let mut wire = Vec::new();
+            sealer.seal_control(&msg, &mut wire).expect("seal");
+            // The proxy closes the session on a failure; keep feeding it
+            // anyway to check that it never accepts anything again.
+            server.handle_peer(&wire, &w.subca, &Allow, now(mono));
         }
+        while let Some(ev) = server.poll_event() {
+            match ev {
+                ServerEvent::ProofOk { seq } => {
+                    assert!(!ended, "a proof accepted after the session ended");
+                    assert!(genuine, "a proof accepted that was not genuine");
+                    assert_eq!(
+                        Some(seq),
+                        current,
+                        "a proof accepted for a challenge that was not outstanding"
+                    );
+                    assert_eq!(sent_seq, Some(seq));
+                    accepted.push(seq);
+                    outstanding = None;
+                }
+                ServerEvent::Renewed => panic!("renewed by the soup"),
+                ServerEvent::Terminated(_) | ServerEvent::Closed => ended = true,
+                _ => {}
+            }
+        }
+        if !terminate_seen {
+            for c in read(&mut server, &mut opener, mono) {
+                match c {
+                    Control::Challenge { .. } => {
+                        assert!(!ended, "a challenge after the session ended");
+                        outstanding = Some(c);
+                    }
+                    Control::Ack { seq } => acked.push(seq),
+                    Control::Terminate { .. } => {
+                        assert!(ended);
+                        terminate_seen = true;
+                    }
+                    other => panic!("unexpected {other:?} from the proxy"),
+                }
+            }
+        } else {
+            assert!(server.poll_transmit().is_empty(), "bytes after TERMINATE");
+        }
+        // Every ACK on the wire is for a proof the proxy accepted, in order.
+        assert_eq!(acked, accepted);
+        assert_eq!(server.identity().proofs(), accepted.len() as u64);
     }
 });

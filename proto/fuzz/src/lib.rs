@@ -4,12 +4,13 @@
 use std::sync::OnceLock;
 
 use ssh_key::{HashAlg, PrivateKey};
-use ztssh_proto::cert::{Licence, LicenceBody, Serial};
+use ztssh_proto::cert::{LicenceBody, LicenceVerified, Serial};
+use ztssh_proto::conn::{Now, ServerConn};
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::handshake::{
     self, ClientAuthenticated, ClientConfig, ClientSession, ServerVerified,
 };
-use ztssh_proto::identity::{Authority, Ended};
+use ztssh_proto::identity::{Authority, Authorized, Ended, Timing};
 use ztssh_proto::keys::{NoiseKeypair, SigningKey};
 use ztssh_proto::labels::SSHSIG_NAMESPACE_HANDSHAKE;
 
@@ -24,8 +25,8 @@ pub struct World {
     pub noise: NoiseKeypair,
     /// The proxy's Sub-CA.
     pub subca: SigningKey,
-    /// Its licence.
-    pub licence: Licence,
+    /// Its licence, verified under the root.
+    pub licence: LicenceVerified,
     /// The user.
     pub user: PrivateKey,
 }
@@ -48,7 +49,9 @@ pub fn world() -> &'static World {
             issuer: root.public(),
         }
         .sign(&root)
-        .expect("sign licence");
+        .expect("sign licence")
+        .verify(&root.public(), NOW)
+        .expect("verify licence");
         let user = PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[7; 32]));
         World {
             root,
@@ -102,11 +105,42 @@ pub fn pair() -> (ClientSession, ClientAuthenticated) {
     (session, authed)
 }
 
+/// A whole honest handshake whose client the proxy authorized.
+pub fn authorized() -> (ClientSession, Authorized) {
+    let (session, authed) = pair();
+    let authorized = authed.authorize(&Allow, NOW).expect("authorized");
+    (session, authorized)
+}
+
+/// The proxy's virtual time at `mono_ms` after the session started.
+pub fn now(mono_ms: u64) -> Now {
+    Now {
+        unix: NOW + mono_ms / 1000,
+        mono_ms,
+    }
+}
+
+/// The proxy's side of an accepted tunnel at time 0, with ACCEPT and the
+/// first CERT queued, as the proxy starts every session; and the client's
+/// side of the handshake.
+pub fn accepted(timing: Timing) -> (ClientSession, ServerConn) {
+    let (session, authorized) = authorized();
+    let conn = ServerConn::accept(authorized, "web1", &world().subca, &Allow, timing, now(0))
+        .expect("accept");
+    (session, conn)
+}
+
 /// An authority that allows everything, so only the state machine decides.
 pub struct Allow;
 
 impl Authority for Allow {
-    fn check(&self, _: &str, _: &ssh_key::PublicKey, _: &Serial, _: u64) -> Result<(), Ended> {
+    fn check(
+        &self,
+        _: &str,
+        _: &ssh_key::PublicKey,
+        _: Option<&Serial>,
+        _: u64,
+    ) -> Result<(), Ended> {
         Ok(())
     }
 
