@@ -420,9 +420,10 @@ impl ServerConn {
         self.check_closed();
     }
 
-    /// Plaintext for sshd; always empty once the session was killed.
+    /// Plaintext for sshd; always empty once the session was killed or
+    /// closed.
     pub fn poll_local(&self) -> &[u8] {
-        if self.ended.is_some() {
+        if self.ended.is_some() || self.closed {
             return &[];
         }
         self.link.local.pending()
@@ -594,8 +595,13 @@ impl ServerConn {
         self.end(Ended::new(EndKind::UpstreamIo, reason), now);
     }
 
-    /// The client socket failed.
+    /// The client socket failed. After a kill, the TERMINATE can no longer
+    /// leave: the tunnel closes.
     pub fn handle_peer_error(&mut self, error: &str, now: Now) {
+        if self.ended.is_some() {
+            self.link.tx.clear();
+            return self.finish();
+        }
         let reason = format!("client connection lost: {error}");
         self.end(Ended::new(EndKind::ClientIo, reason), now);
     }

@@ -82,7 +82,9 @@ impl<'a> Driver<'a> {
         let sleep = tokio::time::sleep_until(clock::instant_at(clock::mono_ms()));
         tokio::pin!(sleep);
         let mut armed: Option<u64> = None;
+        let mut authority_open = true;
         loop {
+            self.catch_up();
             self.flush(&client, To::Client);
             if let Some(u) = up.as_ref() {
                 self.flush(u, To::Sshd);
@@ -110,7 +112,25 @@ impl<'a> Driver<'a> {
             let want_local = up.is_some() && self.conn.wants_local();
             let want_deliver = up.is_some() && !self.conn.poll_local().is_empty();
             let upr = up.as_ref();
+            // Decisions first: a ban or a passed deadline is acted on before
+            // any byte read in the same wake-up can be delivered.
             tokio::select! {
+                biased;
+                changed = self.authority.changed(), if authority_open => {
+                    match changed {
+                        Ok(()) => {
+                            let authority = self.authority.borrow_and_update().clone();
+                            self.conn.recheck(&authority.at(self.peer), clock::now());
+                        }
+                        // The reload task is gone (shutdown): the last
+                        // authority stays in force; stop polling a closed channel.
+                        Err(_) => authority_open = false,
+                    }
+                }
+                () = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    self.conn.handle_timeout(clock::now(), random_bytes());
+                }
                 r = client.readable(), if want_peer => match r {
                     Ok(()) => self.read_client(&client),
                     Err(e) => self.conn.handle_peer_error(&e.to_string(), clock::now()),
@@ -125,21 +145,29 @@ impl<'a> Driver<'a> {
                 r = writable(upr), if want_deliver => if let Err(e) = r {
                     self.conn.handle_local_error(&e.to_string(), clock::now());
                 },
-                () = &mut sleep, if armed.is_some() => {
-                    armed = None;
-                    self.conn.handle_timeout(clock::now(), random_bytes());
-                }
-                changed = self.authority.changed() => {
-                    if changed.is_ok() {
-                        let authority = self.authority.borrow_and_update().clone();
-                        self.conn.recheck(&authority.at(self.peer), clock::now());
-                    }
-                }
             }
         }
     }
 
+    /// Acts on a new authority or a passed deadline before anything else:
+    /// no client byte is handled, and none delivered to sshd, under a
+    /// decision that is already due.
+    fn catch_up(&mut self) {
+        if self.authority.has_changed().unwrap_or(false) {
+            let authority = self.authority.borrow_and_update().clone();
+            self.conn.recheck(&authority.at(self.peer), clock::now());
+        }
+        let now = clock::now();
+        if self.conn.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
+            self.conn.handle_timeout(now, random_bytes());
+        }
+    }
+
     fn read_client(&mut self, client: &TcpStream) {
+        self.catch_up();
+        if !self.conn.wants_peer() {
+            return;
+        }
         self.read_started = Some(Instant::now());
         match client.try_read(self.conn.recv_buf()) {
             Ok(0) => self.conn.handle_peer_eof(clock::now()),
