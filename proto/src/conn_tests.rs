@@ -8,13 +8,10 @@
 //! sidecar never gets a Unix time: [`ClientConn::new`] takes none and every
 //! one of its calls takes a monotonic millisecond count.
 
-use std::cell::RefCell;
-
 use proptest::collection::vec;
 use proptest::prelude::*;
 use ssh_key::{HashAlg, PrivateKey};
 
-use crate::cert::Serial;
 use crate::conn::{
     CLOSE_GRACE_MS, ClientConn, ClientConnEvent, ClientEnd, HIGH_WATER, Now, RENEW_REPLY_MS,
     RENEW_RETRY_MS, ServerConn, ServerEvent,
@@ -22,11 +19,11 @@ use crate::conn::{
 use crate::control::Control;
 use crate::end::{EndKind, Ended};
 use crate::frame::{Event, Transport};
-use crate::identity::{Authority, ClientEvent, ClientIdentity, Timing};
+use crate::identity::{ClientEvent, ClientIdentity, Timing};
+use crate::identity_tests::Policy;
 use crate::keys::SigningKey;
 use crate::labels::SSHSIG_NAMESPACE_RENEW;
 use crate::tests::{client_cfg, pki, run, user};
-use crate::time::UnixTime;
 
 /// The proxy's Unix time at `t = 0` (before its offset).
 const T0: u64 = 1_800_000_000;
@@ -42,38 +39,6 @@ const TIMING: Timing = Timing {
     deadline_secs: 10,
     cert_ttl_secs: 300,
 };
-
-/// An authority with bans and revoked serials that can change mid-session.
-#[derive(Default)]
-struct Policy {
-    banned: RefCell<Vec<String>>,
-    revoked: RefCell<Vec<Serial>>,
-}
-
-impl Authority for Policy {
-    fn check(
-        &self,
-        principal: &str,
-        _key: &ssh_key::PublicKey,
-        serial: Option<&Serial>,
-        _now: UnixTime,
-    ) -> Result<(), Ended> {
-        if self.banned.borrow().iter().any(|p| p == principal) {
-            return Err(Ended::new(
-                EndKind::PrincipalBanned,
-                format!("principal {principal} banned"),
-            ));
-        }
-        if serial.is_some_and(|s| self.revoked.borrow().contains(s)) {
-            return Err(Ended::new(EndKind::SerialRevoked, "certificate revoked"));
-        }
-        Ok(())
-    }
-
-    fn may_issue(&self, _now: UnixTime) -> Result<(), Ended> {
-        Ok(())
-    }
-}
 
 /// Deterministic filler bytes.
 fn bytes(seed: u64, len: usize) -> Vec<u8> {

@@ -14,11 +14,13 @@ use crate::keys::SigningKey;
 use crate::labels::SSHSIG_NAMESPACE_RENEW;
 use crate::time::UnixTime;
 
+/// An authority with bans, revoked serials and a licence revocation that
+/// can change mid-session (shared with the connection tests).
 #[derive(Default)]
-struct Policy {
-    banned: RefCell<Vec<String>>,
-    revoked: RefCell<Vec<Serial>>,
-    licence_revoked: RefCell<bool>,
+pub(crate) struct Policy {
+    pub(crate) banned: RefCell<Vec<String>>,
+    pub(crate) revoked: RefCell<Vec<Serial>>,
+    pub(crate) licence_revoked: RefCell<bool>,
 }
 
 impl Authority for Policy {

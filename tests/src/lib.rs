@@ -889,7 +889,7 @@ pub fn established(port: u16, sshd_port: u16) -> bool {
 /// fed from a pipe. Tests wait on events while it lives instead of
 /// sleeping for a fixed time.
 pub struct LiveSsh {
-    child: Child,
+    child: Option<Child>,
     stdin: Option<std::process::ChildStdin>,
 }
 
@@ -905,7 +905,10 @@ impl LiveSsh {
             .spawn()
             .expect("ssh cat");
         let stdin = child.stdin.take();
-        Self { child, stdin }
+        Self {
+            child: Some(child),
+            stdin,
+        }
     }
 
     /// Sends `text` through the session.
@@ -918,17 +921,16 @@ impl LiveSsh {
     /// Ends the session (end of input) and returns ssh's output.
     pub fn finish(mut self) -> Output {
         drop(self.stdin.take());
-        let child = std::mem::replace(
-            &mut self.child,
-            Command::new("true").spawn().expect("placeholder"),
-        );
+        let child = self.child.take().expect("session running");
         wait_bounded(child, Duration::from_secs(60))
     }
 }
 
 impl Drop for LiveSsh {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

@@ -211,21 +211,13 @@ fn a_frozen_sidecar_loses_its_session_after_the_deadline() {
     let w = World::with_extra(FAST);
     let ssh = live_session(&w);
     let sidecar = wait_for_child_of(ssh.id());
-    let stop = Command::new("kill")
-        .arg("-STOP")
-        .arg(sidecar.to_string())
-        .status()
-        .expect("kill -STOP");
-    assert!(stop.success());
+    signal(sidecar, "STOP");
     wait_until(
         Duration::from_secs(15),
         "proxy to kill the silent session",
         || w.proxy.log_text().contains("reason=\"proof_late\""),
     );
-    let _ = Command::new("kill")
-        .arg("-CONT")
-        .arg(sidecar.to_string())
-        .status();
+    signal(sidecar, "CONT");
     let out = wait_bounded(ssh, Duration::from_secs(15));
     assert!(!out.status.success());
     assert!(

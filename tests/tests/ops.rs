@@ -189,17 +189,6 @@ fn spawn_proxy(
     (child, port)
 }
 
-fn signal(pid: u32, sig: &str) {
-    assert!(
-        std::process::Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("kill")
-            .success()
-    );
-}
-
 #[test]
 fn systemd_readiness_reload_and_stop_are_notified() {
     use std::os::unix::net::UnixDatagram;

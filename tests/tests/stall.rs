@@ -159,7 +159,7 @@ fn stall_world() -> World {
 fn a_ban_closes_the_sshd_socket_while_the_client_reads_nothing() {
     let w = stall_world();
     let source = Source::start();
-    let mut f = forward(&w, &source, "alice", None);
+    let f = forward(&w, &source, "alice", None);
     let upstream = upstream_ports(&w.proxy.log_text())[0];
     assert!(established(upstream, w.sshd.port));
     stall(&w, &f);
@@ -178,15 +178,15 @@ fn a_ban_closes_the_sshd_socket_while_the_client_reads_nothing() {
         "{log}"
     );
     signal(f.sidecar, "CONT");
-    let out = wait_bounded_ref(&mut f.ssh);
-    assert!(!out.success());
+    let out = wait_bounded(f.ssh, T);
+    assert!(!out.status.success());
 }
 
 #[test]
 fn a_client_that_reads_nothing_is_ended_at_its_deadline() {
     let w = stall_world();
     let source = Source::start();
-    let mut f = forward(&w, &source, "alice", None);
+    let f = forward(&w, &source, "alice", None);
     let upstream = upstream_ports(&w.proxy.log_text())[0];
     stall(&w, &f);
     wait_until(
@@ -202,21 +202,7 @@ fn a_client_that_reads_nothing_is_ended_at_its_deadline() {
         "{log}"
     );
     signal(f.sidecar, "CONT");
-    let _ = wait_bounded_ref(&mut f.ssh);
-}
-
-fn wait_bounded_ref(child: &mut Child) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if started.elapsed() > T {
-            let _ = child.kill();
-            panic!("process did not exit within {T:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _ = wait_bounded(f.ssh, T);
 }
 
 /// One trial: a `bash -s` session beside the streaming forwards, its
@@ -237,7 +223,7 @@ fn command_after_ban_ran(w: &World, source: &Source, principal: &str, trial: usi
     writeln!(stdin, "touch {}", marker.display()).expect("command after the ban");
     drop(stdin);
     signal(f.sidecar, "CONT");
-    let _ = wait_bounded_ref(&mut f.ssh);
+    let _ = wait_bounded(f.ssh, T);
     // sshd has closed that connection: whatever reached it is processed.
     let port = *upstream_ports(&w.proxy.log_text())
         .last()
