@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and property tests, in-memory protocol, and
 # end-to-end tests against a private real sshd with the real ssh, scp, sftp
-# and rsync, then a short bounded run of every fuzz target.
+# and rsync, then every benchmark in its short mode and a short bounded run
+# of every fuzz target.
 # Builds once (release profile, shared with the benchmark), then runs
 # tests in parallel.
 set -euo pipefail
@@ -13,5 +14,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --release --workspace --locked --no-fail-fast
 fi
+# Every benchmark in its short mode: each must still run and print its
+# figures (none asserts a speed; docs/BENCHMARKS.md has the full runs).
+ZTSSH_BENCH_SHORT=1 cargo bench --workspace --locked --bench '*'
 # Every fuzz target for FUZZ_SECS (default 10) seconds.
 bash proto/fuzz/smoke.sh

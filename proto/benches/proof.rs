@@ -2,7 +2,9 @@
 //! `ServerIdentity::handle` for a PROOF: certificate decode and comparison
 //! with the one issued, session-key signature, authority check).
 //!
-//! `cargo bench -p ztssh-proto --bench proof`
+//! `cargo bench -p ztssh-proto --bench proof` (20,000 proofs;
+//! `ZTSSH_BENCH_PROOFS` to change, `ZTSSH_BENCH_SHORT=1` for the 2,000 the
+//! test suite runs)
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::{Duration, Instant};
@@ -43,7 +45,11 @@ fn main() {
     let rounds: u32 = std::env::var("ZTSSH_BENCH_PROOFS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+        .unwrap_or(if std::env::var_os("ZTSSH_BENCH_SHORT").is_some() {
+            2_000
+        } else {
+            20_000
+        });
     let now = 1_800_000_000;
     let user = ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[9; 32]));
     // A real handshake: only an authorized client gets a session.

@@ -247,3 +247,11 @@ impl LibClient {
 pub fn unix_now() -> u64 {
     now()
 }
+
+impl LibClient {
+    /// The socket and the core, for a driver of the caller's own (a bench
+    /// that waits on thousands of tunnels at once).
+    pub fn into_parts(self) -> (TcpStream, ClientConn) {
+        (self.sock, self.conn)
+    }
+}

@@ -188,6 +188,12 @@ impl Sshd {
         read_text(&self.log)
     }
 
+    /// The listening sshd's PID (its per-connection processes are its
+    /// children).
+    pub fn pid(&self) -> u32 {
+        self._child.0.id()
+    }
+
     /// sshd's log up to a sentinel: a fresh direct connection made now,
     /// waited for until sshd logs it. sshd accepts connections in order and
     /// logs each one as it accepts it, so every connection that reached sshd
