@@ -193,6 +193,14 @@ fn main() {
         .collect();
     // Let every reader reach its first wait before the clock starts.
     std::thread::sleep(Duration::from_millis(500));
+    if let Some(hook) = std::env::var_os("ZTSSH_BENCH_BEFORE_KILL") {
+        // A profiler to attach to the proxy, say: `perf record -p $PROXY_PID`.
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(hook)
+            .env("PROXY_PID", proxy.pid().to_string())
+            .status();
+    }
 
     pki.revoke("principal", "alice");
     let landed = Instant::now();
@@ -247,17 +255,19 @@ fn main() {
         "  `ztssh-ca crl` itself took {:.1} ms (included below)",
         published.as_secs_f64() * 1e3
     );
-    println!("| from the new list landing to … | p50 | p99 | max |");
-    println!("|---|---|---|---|");
+    println!("| from the new list landing to … | first | p50 | p99 | max |");
+    println!("|---|---|---|---|---|");
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     println!(
-        "| upstream (sshd-side) socket closed | {} | {} | {} |",
+        "| upstream (sshd-side) socket closed | {} | {} | {} | {} |",
+        ms(up[0]),
         ms(pct(&up, 0.5)),
         ms(pct(&up, 0.99)),
         ms(up[up.len() - 1])
     );
     println!(
-        "| client received TERMINATE | {} | {} | {} |",
+        "| client received TERMINATE | {} | {} | {} | {} |",
+        ms(tt[0]),
         ms(pct(&tt, 0.5)),
         ms(pct(&tt, 0.99)),
         ms(tt[tt.len() - 1])
