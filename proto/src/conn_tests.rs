@@ -14,7 +14,7 @@ use ssh_key::{HashAlg, PrivateKey};
 
 use crate::conn::{
     CLOSE_GRACE_MS, ClientConn, ClientConnEvent, ClientEnd, HIGH_WATER, Now, RENEW_REPLY_MS,
-    RENEW_RETRY_MS, ServerConn, ServerEvent,
+    RENEW_RETRY_MS, ServerConn, ServerEvent, TERMINATE_GRACE_MS,
 };
 use crate::control::Control;
 use crate::end::{EndKind, Ended};
@@ -560,8 +560,8 @@ fn sshd_closing_first_then_the_client_closes() {
 
 #[test]
 fn close_grace_starts_once_everything_before_the_close_was_written() {
-    // sshd writes a lot and closes; the client reads slowly (but within
-    // the write bound) and never sends its own CLOSE.
+    // sshd writes a lot and closes; the client reads slowly (but all of
+    // it within the write bound) and never sends its own CLOSE.
     let mut n = net();
     n.s2c_blocked = true;
     let down = bytes(3, 200_000);
@@ -572,7 +572,7 @@ fn close_grace_starts_once_everything_before_the_close_was_written() {
     while !n.server.poll_transmit().is_empty() {
         t += 500;
         n.run_until(t);
-        let len = n.server.poll_transmit().len().min(10_000);
+        let len = n.server.poll_transmit().len().min(20_000);
         let chunk = n.server.poll_transmit()[..len].to_vec();
         n.client.handle_peer(&chunk, n.cm());
         n.server.transmitted(len, n.now());
@@ -591,6 +591,47 @@ fn close_grace_starts_once_everything_before_the_close_was_written() {
     assert_eq!(
         n.cev.last(),
         Some(&(t + CLOSE_GRACE_MS, ClientConnEvent::Ended(None)))
+    );
+}
+
+/// Reads `chunk` bytes of what the proxy has for the client every
+/// `every_ms` until the proxy closes (at most `max` reads).
+fn trickle(n: &mut Net, chunk: usize, every_ms: u64, max: usize) {
+    for _ in 0..max {
+        n.run_until(n.t + every_ms);
+        if n.server_closed {
+            return;
+        }
+        let len = n.server.poll_transmit().len().min(chunk);
+        let part = n.server.poll_transmit()[..len].to_vec();
+        n.client.handle_peer(&part, n.cm());
+        n.server.transmitted(len, n.now());
+    }
+}
+
+#[test]
+fn after_sshd_closes_a_client_reading_a_trickle_ends_at_the_write_bound() {
+    // 200 KB left for the client when sshd closes; it reads 1 KB every
+    // 500 ms (progress, so never a stalled queue), which would take 100 s.
+    let mut n = net();
+    n.s2c_blocked = true;
+    n.t = 1000;
+    n.sshd_write(&bytes(12, 200_000));
+    n.server.handle_local_eof(n.now());
+    assert_eq!(n.server.poll_timeout(), Some(11_000));
+    trickle(&mut n, 1000, 500, 200);
+    let reason =
+        "client did not read sshd's last output within 10s of sshd closing; connection closed";
+    assert_eq!(
+        n.sev,
+        vec![
+            (11_000, ended(EndKind::ClientStalled, reason)),
+            (11_000, ServerEvent::Closed),
+        ]
+    );
+    assert_eq!(
+        n.cev.last(),
+        Some(&(11_000, ClientConnEvent::Ended(Some(ClientEnd::Lost))))
     );
 }
 
@@ -722,6 +763,38 @@ fn a_kill_after_the_grace_drops_the_terminate_and_closes() {
     );
     assert_eq!(n.sev[1].0, 2000);
     assert!(n.server.poll_transmit().is_empty());
+}
+
+#[test]
+fn a_kills_grace_runs_from_the_decision_however_the_client_reads() {
+    // A backlog for a client that stopped reading, then a ban: the client
+    // reads 100 bytes every 200 ms, progress that never reaches the
+    // TERMINATE. The connection still closes one grace after the ban.
+    let mut n = net();
+    n.s2c_blocked = true;
+    n.t = 1000;
+    n.sshd_write(&bytes(11, 100_000));
+    n.policy.banned.borrow_mut().push("alice".into());
+    n.server.recheck(&n.policy, n.now());
+    n.pump();
+    assert_eq!(n.server.poll_timeout(), Some(1000 + TERMINATE_GRACE_MS));
+    trickle(&mut n, 100, 200, 100);
+    let close = 1000 + TERMINATE_GRACE_MS;
+    assert_eq!(
+        n.sev,
+        vec![
+            (
+                1000,
+                ended(EndKind::PrincipalBanned, "principal alice banned")
+            ),
+            (close, ServerEvent::Closed),
+        ]
+    );
+    assert_eq!(
+        n.cev,
+        vec![(close, ClientConnEvent::Ended(Some(ClientEnd::Lost)))]
+    );
+    assert!(n.sshd.is_empty());
 }
 
 /// A proxy and a hand-driven client (its own sealer, opener and identity),
