@@ -312,6 +312,10 @@ pub enum ServerEvent {
     RenewRefused {
         /// Why.
         reason: String,
+        /// Which early renewal this is for the current certificate (1 for
+        /// the first; past [`crate::identity::MAX_EARLY_RENEWALS`] the
+        /// session ends instead).
+        nth: u32,
     },
     /// The client half-closed its direction.
     PeerClosed,
@@ -532,8 +536,9 @@ impl ServerConn {
                 (ack, ServerEvent::ProofOk { seq })
             }
             Ok(Handled::Renewed(cert)) => (cert, ServerEvent::Renewed),
-            Ok(Handled::RenewRefused(reason)) => {
-                self.events.push_back(ServerEvent::RenewRefused { reason });
+            Ok(Handled::RenewRefused { reason, nth }) => {
+                self.events
+                    .push_back(ServerEvent::RenewRefused { reason, nth });
                 return;
             }
         };

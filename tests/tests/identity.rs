@@ -310,10 +310,8 @@ fn a_proof_relayed_from_another_connection_is_rejected() {
     });
 }
 
-#[test]
-fn a_renewal_that_switches_principal_is_refused() {
-    let w = World::with_extra(SLOW_CERTS);
-    let mut c = lib_client(&w);
+/// A genuine RENEW (alice's key signs), not sent.
+fn signed_renewal(c: &mut LibClient, w: &World) -> Control {
     let data = c.ids().renewal_data().expect("data");
     let user = ssh_key::PrivateKey::read_openssh_file(&w.alice).expect("key");
     let sig = user
@@ -324,16 +322,22 @@ fn a_renewal_that_switches_principal_is_refused() {
         )
         .expect("sign");
     use ssh_key::encoding::Encode;
+    c.ids()
+        .renew(sig.encode_vec().expect("enc"))
+        .expect("renew")
+}
+
+#[test]
+fn a_renewal_that_switches_principal_is_refused() {
+    let w = World::with_extra(SLOW_CERTS);
+    let mut c = lib_client(&w);
     let Control::Renew {
         new_key,
         new_sig,
         old_sig,
         user_sig,
         ..
-    } = c
-        .ids()
-        .renew(sig.encode_vec().expect("enc"))
-        .expect("renew")
+    } = signed_renewal(&mut c, &w)
     else {
         panic!()
     };
@@ -350,6 +354,41 @@ fn a_renewal_that_switches_principal_is_refused() {
         reason,
         "renewal tried to switch principal from alice to root"
     );
+}
+
+#[test]
+fn early_renewals_are_logged_once_counted_and_end_the_session_past_the_bound() {
+    let port = free_port();
+    let w = World::with_extra(&format!(
+        "metrics_listen = \"127.0.0.1:{port}\"\nchallenge_interval_secs = 300\ncert_ttl_secs = 300\n"
+    ));
+    let mut c = lib_client(&w);
+    // Genuine renewals, all within the first 75 s of the certificate.
+    let renew_early = |c: &mut LibClient| {
+        let renew = signed_renewal(c, &w);
+        c.ids().abandon_renewal();
+        c.send(&renew).expect("send");
+    };
+    for _ in 0..3 {
+        renew_early(&mut c);
+    }
+    wait_metric(port, "ztssh_renewals_refused_total", 3.0);
+    let log = w.proxy.log_text();
+    assert_eq!(count(&log, "event=\"renew_refused\""), 1, "{log}");
+    assert!(!log.contains("session_terminated"), "{log}");
+    renew_early(&mut c);
+    let reason = terminate_reason(&mut c);
+    assert!(
+        reason.starts_with("4 renewals within the first 75s of certificate ")
+            && reason.ends_with("; at most 3 are ignored"),
+        "{reason}"
+    );
+    wait_until(Duration::from_secs(10), "renew_too_early logged", || {
+        w.proxy.log_text().contains("reason=\"renew_too_early\"")
+    });
+    let log = w.proxy.log_text();
+    assert_eq!(count(&log, "event=\"renew_refused\""), 1, "{log}");
+    assert_eq!(count(&log, "event=\"cert_renewed\""), 0, "{log}");
 }
 
 #[test]
