@@ -651,6 +651,12 @@ pub enum ClientEvent {
     Acked(u64),
 }
 
+/// Renewal keys a sidecar keeps after giving up on their renewals. The
+/// proxy renews a certificate at most once, so a late CERT is for one of
+/// the renewals given up on since the current certificate arrived; with a
+/// retry every 20 s, four cover a proxy that answers over a minute late.
+pub const MAX_ABANDONED: usize = 4;
+
 /// The sidecar's side of continuous identity.
 #[derive(Debug)]
 pub struct ClientIdentity {
@@ -659,9 +665,11 @@ pub struct ClientIdentity {
     subca_key: PublicKey,
     key: SigningKey,
     next_key: Option<SigningKey>,
-    /// The key of the last renewal given up on: its CERT may still arrive
-    /// late, and is then as good as any.
-    abandoned: Option<SigningKey>,
+    /// The keys of the last renewals given up on, oldest first, at most
+    /// [`MAX_ABANDONED`]: a CERT for any of them may still arrive late, and
+    /// is then as good as any. Dropped (and zeroized) once a certificate
+    /// is installed.
+    abandoned: std::collections::VecDeque<SigningKey>,
     cert: Option<ClientCert>,
     /// When the current certificate arrived, on the monotonic clock.
     received_ms: u64,
@@ -681,7 +689,8 @@ impl ClientIdentity {
             subca_key,
             key: session_key,
             next_key: None,
-            abandoned: None,
+            // Full size at once: no reallocation leaves key copies behind.
+            abandoned: std::collections::VecDeque::with_capacity(MAX_ABANDONED),
             cert: None,
             received_ms: 0,
         }
@@ -740,7 +749,11 @@ impl ClientIdentity {
             ));
         }
         let renewed = self.cert.is_some();
-        let late = self.abandoned.take_if(|k| k.public() == cert.session_key);
+        let late = self
+            .abandoned
+            .iter()
+            .position(|k| k.public() == cert.session_key)
+            .and_then(|i| self.abandoned.remove(i));
         match (self.next_key.take(), late) {
             (_, Some(late)) => self.key = late,
             (Some(next), None) if next.public() == cert.session_key => self.key = next,
@@ -748,6 +761,9 @@ impl ClientIdentity {
             (None, None) if cert.session_key == self.key.public() => {}
             (None, None) => return Err("certificate is for another session key".into()),
         }
+        // No CERT can come for the other abandoned renewals any more: they
+        // were signed over the certificate just replaced.
+        self.abandoned.clear();
         let event = ClientEvent::CertInstalled {
             serial: cert.serial,
             ttl_secs,
@@ -817,9 +833,14 @@ impl ClientIdentity {
 
     /// Gives up on a renewal in flight (the agent refused to sign, or the
     /// proxy did not answer); a later [`Self::renewal_due`] may try again.
+    /// Its key is kept, with those of the last [`MAX_ABANDONED`] renewals
+    /// given up on, in case its CERT arrives late.
     pub fn abandon_renewal(&mut self) {
         if let Some(k) = self.next_key.take() {
-            self.abandoned = Some(k);
+            if self.abandoned.len() == MAX_ABANDONED {
+                self.abandoned.pop_front();
+            }
+            self.abandoned.push_back(k);
         }
     }
 }

@@ -9,8 +9,8 @@ use crate::cert::Serial;
 use crate::control::Control;
 use crate::control::TerminateCode;
 use crate::identity::{
-    Authority, ClientEvent, ClientIdentity, EndKind, Ended, Handled, MAX_EARLY_RENEWALS,
-    ServerIdentity, Timing,
+    Authority, ClientEvent, ClientIdentity, EndKind, Ended, Handled, MAX_ABANDONED,
+    MAX_EARLY_RENEWALS, ServerIdentity, Timing,
 };
 use crate::keys::SigningKey;
 use crate::labels::SSHSIG_NAMESPACE_RENEW;
@@ -634,4 +634,42 @@ fn a_renewal_answered_after_the_client_gave_up_on_it_still_installs() {
     let ch = p.next_challenge();
     let proof = p.answer(&ch);
     assert!(matches!(p.deliver(proof), Ok(Control::Ack { .. })));
+}
+
+#[test]
+fn a_late_cert_for_any_of_the_last_abandoned_renewals_still_installs() {
+    for late in 0..=MAX_ABANDONED {
+        let mut p = pair();
+        p.advance(TIMING.cert_ttl_secs * 2 / 3);
+        // One more renewal given up on than the client keeps, then one in
+        // flight; the proxy answers one of those given up on.
+        let renews: Vec<Control> = (0..=MAX_ABANDONED)
+            .map(|_| {
+                let r = p.renew();
+                p.client.abandon_renewal();
+                r
+            })
+            .collect();
+        let _in_flight = p.renew();
+        let cert = p.deliver(renews[late].clone()).expect("renewal");
+        let installed = p.client.handle(&cert, p.mono);
+        if late == 0 {
+            // The oldest key is gone (zeroized), as bounded.
+            assert_eq!(
+                installed,
+                Err("renewed certificate is for another session key".into())
+            );
+            continue;
+        }
+        assert!(
+            matches!(
+                installed,
+                Ok(ClientEvent::CertInstalled { renewed: true, .. })
+            ),
+            "{late}: {installed:?}"
+        );
+        let ch = p.next_challenge();
+        let proof = p.answer(&ch);
+        assert!(matches!(p.deliver(proof), Ok(Control::Ack { .. })));
+    }
 }
