@@ -391,11 +391,8 @@ fn early_renewals_are_logged_once_counted_and_end_the_session_past_the_bound() {
     assert_eq!(count(&log, "event=\"cert_renewed\""), 0, "{log}");
 }
 
-#[test]
-fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
-    let w = World::with_extra(
-        "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\n",
-    );
+/// A real ssh-agent holding alice's key, and its socket.
+fn agent_with_alice(w: &World) -> (Guard, std::path::PathBuf) {
     let sock = w.dir.path().join("agent.sock");
     let agent = Command::new("ssh-agent")
         .arg("-D")
@@ -405,7 +402,7 @@ fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
         .stderr(Stdio::null())
         .spawn()
         .expect("ssh-agent");
-    let _agent = Guard(agent);
+    let agent = Guard(agent);
     wait_until(Duration::from_secs(10), "agent socket", || sock.exists());
     let add = run_bounded(
         Command::new("ssh-add")
@@ -414,6 +411,15 @@ fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
         T,
     );
     assert_ok(&add, "ssh-add");
+    (agent, sock)
+}
+
+#[test]
+fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
+    let w = World::with_extra(
+        "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\n",
+    );
+    let (_agent, sock) = agent_with_alice(&w);
     // The sidecar signs with the agent: no --identity.
     let opts: Vec<String> = w
         .client_opts(&w.alice, "")
@@ -449,6 +455,37 @@ fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
         err.contains("session terminated by web1: client certificate for alice expired"),
         "{err}"
     );
+}
+
+#[test]
+fn the_sidecar_exits_at_once_while_a_renewal_signature_waits_on_the_agent() {
+    // Renewal 4 s into a 6 s certificate; no challenges meanwhile.
+    let w = World::with_extra("challenge_interval_secs = 300\ncert_ttl_secs = 6\n");
+    let (_agent, real) = agent_with_alice(&w);
+    // The handshake's signature passes; the renewal's is never answered.
+    let agent = ztssh_tests::agent::HoldingAgent::start(&w.dir.path().join("held.sock"), &real, 1);
+    let mut cmd = Command::new(bin("ztssh-sidecar"));
+    cmd.arg("--root")
+        .arg(w.pki.root_pub())
+        .arg("--principal")
+        .arg("alice")
+        .arg("--connect")
+        .arg(format!("127.0.0.1:{}", w.proxy.port))
+        .args(["web1", "22"])
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // stdin stays open (in `sidecar`) until the sidecar is gone.
+    let sidecar = cmd.spawn().expect("sidecar");
+    wait_until(Duration::from_secs(30), "a renewal signature held", || {
+        agent.held() == 1
+    });
+    // ssh going away: the sidecar sends CLOSE and must exit, not wait
+    // for the agent (its read timeout is 30 s).
+    signal(sidecar.id(), "HUP");
+    let out = wait_bounded(sidecar, Duration::from_secs(10));
+    assert_ok(&out, "sidecar");
 }
 
 #[test]
