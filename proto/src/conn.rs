@@ -469,6 +469,9 @@ impl ServerConn {
         while !bytes.is_empty() && self.ended.is_none() {
             let spare = self.link.rx.spare();
             let n = spare.len().min(bytes.len());
+            if n == 0 {
+                return;
+            }
             spare[..n].copy_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
             self.handle_peer_read(n, subca, authority, now);
@@ -947,6 +950,11 @@ impl ClientConn {
         while !bytes.is_empty() && !self.done {
             let spare = self.link.rx.spare();
             let n = spare.len().min(bytes.len());
+            if n == 0 {
+                // A full buffer takes nothing more (it cannot be, but the
+                // loop must not turn on that).
+                return;
+            }
             spare[..n].copy_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
             self.handle_peer_read(n, mono_ms);
@@ -975,7 +983,11 @@ impl ClientConn {
     fn on_event(&mut self, ev: &Event, mono_ms: u64) {
         if let (true, Event::Control(msg)) = (self.manual, ev) {
             self.events.push_back(ClientConnEvent::Control(msg.clone()));
-            return;
+            // ACCEPT and TERMINATE still change the state: after a
+            // TERMINATE nothing more is opened, so the session is over.
+            if !matches!(msg, Control::Accept { .. } | Control::Terminate { .. }) {
+                return;
+            }
         }
         match ev {
             Event::Close => {
@@ -984,7 +996,9 @@ impl ClientConn {
             }
             Event::Control(Control::Accept { .. }) => {
                 self.accepted = true;
-                self.events.push_back(ClientConnEvent::Accepted);
+                if !self.manual {
+                    self.events.push_back(ClientConnEvent::Accepted);
+                }
             }
             Event::Control(Control::Terminate { reason, .. }) => {
                 // Nothing after TERMINATE reaches ssh.
@@ -1085,7 +1099,7 @@ impl ClientConn {
     /// Test clients: surface every control message as
     /// [`ClientConnEvent::Control`] instead of handling it, so a test can
     /// answer, replay or forge by hand through [`Self::identity_mut`].
-    #[cfg(feature = "testkit")]
+    #[cfg(any(test, feature = "testkit"))]
     #[doc(hidden)]
     pub fn set_manual(&mut self, on: bool) {
         self.manual = on;

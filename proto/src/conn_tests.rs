@@ -797,6 +797,39 @@ fn a_kills_grace_runs_from_the_decision_however_the_client_reads() {
     assert!(n.sshd.is_empty());
 }
 
+#[test]
+fn a_test_client_in_manual_mode_ends_at_terminate_and_takes_no_more() {
+    let mut n = net_with(TIMING, 0, None);
+    n.client.set_manual(true);
+    let wire = n.server.poll_transmit().to_vec();
+    n.client.handle_peer(&wire, n.cm());
+    n.server.transmitted(wire.len(), n.now());
+    n.policy.banned.borrow_mut().push("alice".into());
+    n.server.recheck(&n.policy, n.now());
+    let terminate = n.server.poll_transmit().to_vec();
+    n.client.handle_peer(&terminate, n.cm());
+    // The TERMINATE is handed to the test, and the session is over: the
+    // client opens nothing after it.
+    let evs: Vec<ClientConnEvent> = std::iter::from_fn(|| n.client.poll_event()).collect();
+    assert!(
+        matches!(
+            evs.as_slice(),
+            [
+                ClientConnEvent::Control(Control::Accept { .. }),
+                ClientConnEvent::Control(Control::Cert { .. }),
+                ClientConnEvent::Control(Control::Terminate { .. }),
+                ClientConnEvent::Ended(Some(ClientEnd::Terminated(reason))),
+            ] if reason == "principal alice banned"
+        ),
+        "{evs:?}"
+    );
+    assert!(n.client.is_done() && !n.client.wants_peer());
+    // More bytes than its receive buffer holds come back at once, unread.
+    n.client
+        .handle_peer(&vec![0u8; 4 * crate::conn::MAX_BATCH], n.cm());
+    assert_eq!(n.client.poll_event(), None);
+}
+
 /// A proxy and a hand-driven client (its own sealer, opener and identity),
 /// so that the client can send what an honest sidecar never would.
 struct RawClient {
