@@ -27,7 +27,8 @@
 //!    write is pending: from that moment [`ServerConn::poll_local`] is
 //!    empty forever, so no byte reaches the local side after the decision.
 //!    Then flush [`ServerConn::poll_transmit`] (it ends with the TERMINATE)
-//!    for a short grace and close.
+//!    until [`ServerEvent::Closed`], which comes at the latest
+//!    [`TERMINATE_GRACE_MS`] after the decision, however the client reads.
 //!
 //! No call waits for anything, so a peer that stops reading cannot delay a
 //! decision: timers, revocations and proof checks act on the state, and the
@@ -54,8 +55,12 @@ pub const MAX_BATCH: usize = 256 * 1024;
 const MIN_BATCH: usize = 4096;
 /// A queue this full stops reading from the side that fills it.
 pub const HIGH_WATER: usize = 512 * 1024;
-/// How long the proxy waits for the client's CLOSE after sshd closed.
+/// How long the proxy waits for the client's CLOSE once its own CLOSE
+/// (after sshd closed) was written.
 pub const CLOSE_GRACE_MS: u64 = 2000;
+/// How long, from the decision, a killed session's TERMINATE has to reach
+/// the client: then the connection closes, whatever its progress.
+pub const TERMINATE_GRACE_MS: u64 = 1000;
 /// How long a sidecar waits for a CERT after sending RENEW.
 pub const RENEW_REPLY_MS: u64 = 15_000;
 /// How long a sidecar waits before retrying a failed renewal.
@@ -307,6 +312,10 @@ pub enum ServerEvent {
     RenewRefused {
         /// Why.
         reason: String,
+        /// Which early renewal this is for the current certificate (1 for
+        /// the first; past [`crate::identity::MAX_EARLY_RENEWALS`] the
+        /// session ends instead).
+        nth: u32,
     },
     /// The client half-closed its direction.
     PeerClosed,
@@ -326,9 +335,15 @@ pub struct ServerConn {
     write_bound_ms: u64,
     events: std::collections::VecDeque<ServerEvent>,
     ended: Option<Ended>,
+    /// Once sshd closed: until when the client may take to read everything
+    /// up to our CLOSE (the write bound from sshd's end, however it reads).
+    flush_until: Option<u64>,
     /// Once our CLOSE (after sshd closed) was written: until when the
     /// client may still send its CLOSE.
     close_grace_until: Option<u64>,
+    /// Once killed: when the connection closes, whether or not the
+    /// TERMINATE has been read by then.
+    terminate_until: Option<u64>,
     /// The client closed TCP (after a CLOSE, or after sshd closed).
     peer_eof: bool,
     closed: bool,
@@ -354,7 +369,9 @@ impl ServerConn {
             write_bound_ms: u64::from(timing.deadline_secs) * 1000,
             events: Default::default(),
             ended: None,
+            flush_until: None,
             close_grace_until: None,
+            terminate_until: None,
             peer_eof: false,
             closed: false,
         };
@@ -452,6 +469,9 @@ impl ServerConn {
         while !bytes.is_empty() && self.ended.is_none() {
             let spare = self.link.rx.spare();
             let n = spare.len().min(bytes.len());
+            if n == 0 {
+                return;
+            }
             spare[..n].copy_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
             self.handle_peer_read(n, subca, authority, now);
@@ -519,8 +539,9 @@ impl ServerConn {
                 (ack, ServerEvent::ProofOk { seq })
             }
             Ok(Handled::Renewed(cert)) => (cert, ServerEvent::Renewed),
-            Ok(Handled::RenewRefused(reason)) => {
-                self.events.push_back(ServerEvent::RenewRefused { reason });
+            Ok(Handled::RenewRefused { reason, nth }) => {
+                self.events
+                    .push_back(ServerEvent::RenewRefused { reason, nth });
                 return;
             }
         };
@@ -577,8 +598,9 @@ impl ServerConn {
         }
     }
 
-    /// sshd closed its side: CLOSE goes to the client, which has a short
-    /// grace to close its side too.
+    /// sshd closed its side: CLOSE goes to the client, which has the write
+    /// bound to read it (and everything before it) and then a short grace
+    /// to close its side too.
     pub fn handle_local_eof(&mut self, now: Now) {
         if self.ended.is_some() || self.link.local_closed {
             return;
@@ -586,6 +608,7 @@ impl ServerConn {
         if let Err(e) = self.link.seal_close(now.mono_ms) {
             return self.end(Ended::new(EndKind::BadRecord, e.to_string()), now);
         }
+        self.flush_until = Some(now.mono_ms.saturating_add(self.write_bound_ms));
         self.check_closed();
     }
 
@@ -617,34 +640,39 @@ impl ServerConn {
             return None;
         }
         if self.ended.is_some() {
-            return self.link.stall_deadline(self.write_bound_ms.min(1000));
+            return self.terminate_until.filter(|_| !self.link.tx.is_empty());
         }
         let id = Some(self.identity.next_wakeup());
         let stall = self.link.stall_deadline(self.write_bound_ms);
-        [id, stall, self.close_grace_until]
+        [id, stall, self.flush_deadline(), self.close_grace_until]
             .into_iter()
             .flatten()
             .min()
     }
 
     /// Drives the timers: challenges, proof deadlines, certificate expiry,
-    /// the write bound and the close grace. `nonce` must be fresh random
-    /// bytes.
+    /// the write bound, the flush after sshd closed, the close grace and
+    /// the TERMINATE's grace. `nonce` must be fresh random bytes.
     pub fn handle_timeout(&mut self, now: Now, nonce: [u8; 32]) {
         if self.closed {
             return;
         }
         if self.ended.is_some() {
-            // The TERMINATE gets a short grace, then the tunnel closes.
-            if self
-                .link
-                .stalled(self.write_bound_ms.min(1000), now.mono_ms)
-                .is_some()
-            {
+            // The TERMINATE gets a short grace from the decision, not from
+            // the last write progress: a client that reads a byte now and
+            // then cannot hold the connection.
+            if self.terminate_until.is_some_and(|t| now.mono_ms >= t) {
                 self.link.tx.clear();
                 self.finish();
             }
             return;
+        }
+        if self.flush_deadline().is_some_and(|t| now.mono_ms >= t) {
+            let reason = format!(
+                "client did not read sshd's last output within {}s of sshd closing; connection closed",
+                self.write_bound_ms / 1000
+            );
+            return self.end(Ended::new(EndKind::ClientStalled, reason), now);
         }
         match self.link.stalled(self.write_bound_ms, now.mono_ms) {
             Some(Stall::Peer) => {
@@ -680,6 +708,13 @@ impl ServerConn {
         }
     }
 
+    /// Until when the client may still be reading what came before our
+    /// CLOSE: only while that CLOSE is unwritten and the client is there.
+    fn flush_deadline(&self) -> Option<u64> {
+        let flushing = self.close_grace_until.is_none() && !self.peer_eof;
+        self.flush_until.filter(|_| flushing)
+    }
+
     /// Re-checks the session against a new authority (revocation list,
     /// principals, policy), at once.
     pub fn recheck(&mut self, authority: &dyn Authority, now: Now) {
@@ -708,6 +743,7 @@ impl ServerConn {
         if terminate.is_none() {
             self.link.tx.clear();
         }
+        self.terminate_until = Some(now.mono_ms.saturating_add(TERMINATE_GRACE_MS));
         self.events
             .push_back(ServerEvent::Terminated(ended.clone()));
         self.ended = Some(ended);
@@ -914,6 +950,11 @@ impl ClientConn {
         while !bytes.is_empty() && !self.done {
             let spare = self.link.rx.spare();
             let n = spare.len().min(bytes.len());
+            if n == 0 {
+                // A full buffer takes nothing more (it cannot be, but the
+                // loop must not turn on that).
+                return;
+            }
             spare[..n].copy_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
             self.handle_peer_read(n, mono_ms);
@@ -942,7 +983,11 @@ impl ClientConn {
     fn on_event(&mut self, ev: &Event, mono_ms: u64) {
         if let (true, Event::Control(msg)) = (self.manual, ev) {
             self.events.push_back(ClientConnEvent::Control(msg.clone()));
-            return;
+            // ACCEPT and TERMINATE still change the state: after a
+            // TERMINATE nothing more is opened, so the session is over.
+            if !matches!(msg, Control::Accept { .. } | Control::Terminate { .. }) {
+                return;
+            }
         }
         match ev {
             Event::Close => {
@@ -951,7 +996,9 @@ impl ClientConn {
             }
             Event::Control(Control::Accept { .. }) => {
                 self.accepted = true;
-                self.events.push_back(ClientConnEvent::Accepted);
+                if !self.manual {
+                    self.events.push_back(ClientConnEvent::Accepted);
+                }
             }
             Event::Control(Control::Terminate { reason, .. }) => {
                 // Nothing after TERMINATE reaches ssh.
@@ -1052,7 +1099,7 @@ impl ClientConn {
     /// Test clients: surface every control message as
     /// [`ClientConnEvent::Control`] instead of handling it, so a test can
     /// answer, replay or forge by hand through [`Self::identity_mut`].
-    #[cfg(feature = "testkit")]
+    #[cfg(any(test, feature = "testkit"))]
     #[doc(hidden)]
     pub fn set_manual(&mut self, on: bool) {
         self.manual = on;

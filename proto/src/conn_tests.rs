@@ -14,7 +14,7 @@ use ssh_key::{HashAlg, PrivateKey};
 
 use crate::conn::{
     CLOSE_GRACE_MS, ClientConn, ClientConnEvent, ClientEnd, HIGH_WATER, Now, RENEW_REPLY_MS,
-    RENEW_RETRY_MS, ServerConn, ServerEvent,
+    RENEW_RETRY_MS, ServerConn, ServerEvent, TERMINATE_GRACE_MS,
 };
 use crate::control::Control;
 use crate::end::{EndKind, Ended};
@@ -560,8 +560,8 @@ fn sshd_closing_first_then_the_client_closes() {
 
 #[test]
 fn close_grace_starts_once_everything_before_the_close_was_written() {
-    // sshd writes a lot and closes; the client reads slowly (but within
-    // the write bound) and never sends its own CLOSE.
+    // sshd writes a lot and closes; the client reads slowly (but all of
+    // it within the write bound) and never sends its own CLOSE.
     let mut n = net();
     n.s2c_blocked = true;
     let down = bytes(3, 200_000);
@@ -572,7 +572,7 @@ fn close_grace_starts_once_everything_before_the_close_was_written() {
     while !n.server.poll_transmit().is_empty() {
         t += 500;
         n.run_until(t);
-        let len = n.server.poll_transmit().len().min(10_000);
+        let len = n.server.poll_transmit().len().min(20_000);
         let chunk = n.server.poll_transmit()[..len].to_vec();
         n.client.handle_peer(&chunk, n.cm());
         n.server.transmitted(len, n.now());
@@ -591,6 +591,47 @@ fn close_grace_starts_once_everything_before_the_close_was_written() {
     assert_eq!(
         n.cev.last(),
         Some(&(t + CLOSE_GRACE_MS, ClientConnEvent::Ended(None)))
+    );
+}
+
+/// Reads `chunk` bytes of what the proxy has for the client every
+/// `every_ms` until the proxy closes (at most `max` reads).
+fn trickle(n: &mut Net, chunk: usize, every_ms: u64, max: usize) {
+    for _ in 0..max {
+        n.run_until(n.t + every_ms);
+        if n.server_closed {
+            return;
+        }
+        let len = n.server.poll_transmit().len().min(chunk);
+        let part = n.server.poll_transmit()[..len].to_vec();
+        n.client.handle_peer(&part, n.cm());
+        n.server.transmitted(len, n.now());
+    }
+}
+
+#[test]
+fn after_sshd_closes_a_client_reading_a_trickle_ends_at_the_write_bound() {
+    // 200 KB left for the client when sshd closes; it reads 1 KB every
+    // 500 ms (progress, so never a stalled queue), which would take 100 s.
+    let mut n = net();
+    n.s2c_blocked = true;
+    n.t = 1000;
+    n.sshd_write(&bytes(12, 200_000));
+    n.server.handle_local_eof(n.now());
+    assert_eq!(n.server.poll_timeout(), Some(11_000));
+    trickle(&mut n, 1000, 500, 200);
+    let reason =
+        "client did not read sshd's last output within 10s of sshd closing; connection closed";
+    assert_eq!(
+        n.sev,
+        vec![
+            (11_000, ended(EndKind::ClientStalled, reason)),
+            (11_000, ServerEvent::Closed),
+        ]
+    );
+    assert_eq!(
+        n.cev.last(),
+        Some(&(11_000, ClientConnEvent::Ended(Some(ClientEnd::Lost))))
     );
 }
 
@@ -722,6 +763,71 @@ fn a_kill_after_the_grace_drops_the_terminate_and_closes() {
     );
     assert_eq!(n.sev[1].0, 2000);
     assert!(n.server.poll_transmit().is_empty());
+}
+
+#[test]
+fn a_kills_grace_runs_from_the_decision_however_the_client_reads() {
+    // A backlog for a client that stopped reading, then a ban: the client
+    // reads 100 bytes every 200 ms, progress that never reaches the
+    // TERMINATE. The connection still closes one grace after the ban.
+    let mut n = net();
+    n.s2c_blocked = true;
+    n.t = 1000;
+    n.sshd_write(&bytes(11, 100_000));
+    n.policy.banned.borrow_mut().push("alice".into());
+    n.server.recheck(&n.policy, n.now());
+    n.pump();
+    assert_eq!(n.server.poll_timeout(), Some(1000 + TERMINATE_GRACE_MS));
+    trickle(&mut n, 100, 200, 100);
+    let close = 1000 + TERMINATE_GRACE_MS;
+    assert_eq!(
+        n.sev,
+        vec![
+            (
+                1000,
+                ended(EndKind::PrincipalBanned, "principal alice banned")
+            ),
+            (close, ServerEvent::Closed),
+        ]
+    );
+    assert_eq!(
+        n.cev,
+        vec![(close, ClientConnEvent::Ended(Some(ClientEnd::Lost)))]
+    );
+    assert!(n.sshd.is_empty());
+}
+
+#[test]
+fn a_test_client_in_manual_mode_ends_at_terminate_and_takes_no_more() {
+    let mut n = net_with(TIMING, 0, None);
+    n.client.set_manual(true);
+    let wire = n.server.poll_transmit().to_vec();
+    n.client.handle_peer(&wire, n.cm());
+    n.server.transmitted(wire.len(), n.now());
+    n.policy.banned.borrow_mut().push("alice".into());
+    n.server.recheck(&n.policy, n.now());
+    let terminate = n.server.poll_transmit().to_vec();
+    n.client.handle_peer(&terminate, n.cm());
+    // The TERMINATE is handed to the test, and the session is over: the
+    // client opens nothing after it.
+    let evs: Vec<ClientConnEvent> = std::iter::from_fn(|| n.client.poll_event()).collect();
+    assert!(
+        matches!(
+            evs.as_slice(),
+            [
+                ClientConnEvent::Control(Control::Accept { .. }),
+                ClientConnEvent::Control(Control::Cert { .. }),
+                ClientConnEvent::Control(Control::Terminate { .. }),
+                ClientConnEvent::Ended(Some(ClientEnd::Terminated(reason))),
+            ] if reason == "principal alice banned"
+        ),
+        "{evs:?}"
+    );
+    assert!(n.client.is_done() && !n.client.wants_peer());
+    // More bytes than its receive buffer holds come back at once, unread.
+    n.client
+        .handle_peer(&vec![0u8; 4 * crate::conn::MAX_BATCH], n.cm());
+    assert_eq!(n.client.poll_event(), None);
 }
 
 /// A proxy and a hand-driven client (its own sealer, opener and identity),
@@ -1085,33 +1191,44 @@ fn many_challenges_and_renewals_on_the_sidecars_own_timers() {
 }
 
 #[test]
-fn a_renewal_refused_as_too_early_is_retried_and_the_session_goes_on() {
-    let mut n = net();
-    n.run_until(150_000);
-    // The proxy's wall clock steps back 150 s: at the sidecar's renewal
-    // time (200 s on its own clock) the certificate is 50 s old by the
-    // proxy's clock, too young to renew.
-    n.unix_offset = -150;
-    n.run_until(250_000);
+fn a_renewal_answered_late_is_retried_refused_as_early_and_the_late_cert_installs() {
+    // A write bound longer than the renewal reply wait, and no challenges.
+    let timing = Timing {
+        interval_secs: 3600,
+        deadline_secs: 30,
+        cert_ttl_secs: 300,
+    };
+    let mut n = started(timing, 0);
+    n.run_until(199_999);
+    // The client reads nothing from 200 s to 221 s: the proxy renews at
+    // once, but its CERT waits unread.
+    n.s2c_blocked = true;
+    n.run_until(221_000);
+    n.s2c_blocked = false;
+    n.pump();
+    n.run_until(500_000);
     let renewal: Vec<(u64, ServerEvent)> = n
         .sev
         .iter()
         .filter(|(_, e)| matches!(e, ServerEvent::RenewRefused { .. } | ServerEvent::Renewed))
         .cloned()
         .collect();
-    let refused = |age: u64| ServerEvent::RenewRefused {
-        reason: format!("renewal {age}s into a certificate's life; at most one per 75s"),
-    };
     let retry = 200_000 + RENEW_REPLY_MS + RENEW_RETRY_MS;
     assert_eq!(
         renewal,
         vec![
-            (200_000, refused(50)),
-            (retry, refused(70)),
+            (200_000, ServerEvent::Renewed),
+            // The retry is for a certificate already replaced: 20 s into
+            // the new one's life, ignored.
             (
-                retry + RENEW_REPLY_MS + RENEW_RETRY_MS,
-                ServerEvent::Renewed
+                retry,
+                ServerEvent::RenewRefused {
+                    reason: "renewal 20s into a certificate's life; at most one per 75s".into(),
+                    nth: 1
+                }
             ),
+            // The next renewal is timed from the late CERT's arrival.
+            (221_000 + 200_000, ServerEvent::Renewed),
         ]
     );
     let failed: Vec<(u64, ClientConnEvent)> = n
@@ -1120,29 +1237,25 @@ fn a_renewal_refused_as_too_early_is_retried_and_the_session_goes_on() {
         .filter(|(_, e)| matches!(e, ClientConnEvent::RenewalFailed { .. }))
         .cloned()
         .collect();
-    let no_answer = |left_secs| ClientConnEvent::RenewalFailed {
-        error: "the proxy did not answer within 15s".into(),
-        left_secs,
-    };
     assert_eq!(
         failed,
-        vec![
-            (200_000 + RENEW_REPLY_MS, no_answer(85)),
-            (retry + RENEW_REPLY_MS, no_answer(65)),
-        ]
+        vec![(
+            200_000 + RENEW_REPLY_MS,
+            ClientConnEvent::RenewalFailed {
+                error: "the proxy did not answer within 15s".into(),
+                left_secs: 85
+            }
+        )]
     );
-    assert!(n.seen().contains(&(
-        240_000,
-        Seen::Cert {
-            ttl_secs: 300,
-            renewed: true
-        }
-    )));
-    // The next renewal is on time again, and nothing ended.
-    n.run_until(500_000);
-    assert!(n.sev.contains(&(440_000, ServerEvent::Renewed)));
+    let renewed = Seen::Cert {
+        ttl_secs: 300,
+        renewed: true,
+    };
+    assert!(n.seen().contains(&(221_000, renewed)));
     assert!(n.terminated().is_none(), "{:?}", n.terminated());
     assert_eq!(n.server.identity().renewals(), 2);
+    let serial = n.server.identity().serial();
+    assert_eq!(n.client.identity().cert().map(|c| c.serial), Some(serial));
 }
 
 #[test]

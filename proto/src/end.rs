@@ -25,6 +25,9 @@ pub enum EndKind {
     RenewPrincipalSwitch,
     /// A renewal whose signatures do not verify.
     RenewBadSignature,
+    /// More early renewals for one certificate than the proxy ignores
+    /// ([`crate::identity::MAX_EARLY_RENEWALS`]).
+    RenewTooEarly,
     /// The Sub-CA could not issue.
     IssueFailed,
     /// A control message the client may not send.
@@ -78,6 +81,7 @@ impl EndKind {
             Self::CertExpired => "cert_expired",
             Self::RenewPrincipalSwitch => "renew_principal_switch",
             Self::RenewBadSignature => "renew_bad_signature",
+            Self::RenewTooEarly => "renew_too_early",
             Self::IssueFailed => "issue_failed",
             Self::UnexpectedControl => "unexpected_control",
             Self::PrincipalBanned => "principal_banned",
@@ -111,6 +115,7 @@ impl EndKind {
             Self::Shutdown => TerminateCode::Shutdown,
             Self::IssueFailed
             | Self::UnexpectedControl
+            | Self::RenewTooEarly
             | Self::BadRecord
             | Self::ClientTerminated
             | Self::ClientVanished

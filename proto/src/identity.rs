@@ -14,7 +14,8 @@
 //!    certificate).
 //! 4. Feed every CONTROL from the client to [`ServerIdentity::handle`]; send
 //!    the reply (ACK or CERT; none for a renewal that came too early), or
-//!    end the session on `Err`.
+//!    end the session on `Err` (which is also what comes of more than
+//!    [`MAX_EARLY_RENEWALS`] early renewals for one certificate).
 //! 5. When revocations or policy change, call [`ServerIdentity::recheck`].
 //!
 //! Client side ([`ClientIdentity`]): feed CONTROL messages to
@@ -72,6 +73,13 @@ pub struct Timing {
 /// Hard cap on a client certificate's lifetime.
 pub const MAX_CERT_TTL: u64 = 3600;
 
+/// Early renewals (within the first quarter of a certificate's life)
+/// ignored per certificate; one more ends the session. An honest sidecar
+/// never sends one (it renews with a third left, timed on its monotonic
+/// clock from the certificate's arrival); a few allow for retries of a
+/// renewal the proxy answered late.
+pub const MAX_EARLY_RENEWALS: u32 = 3;
+
 /// What the session key signs to answer a challenge.
 pub fn proof_data(h: &[u8; 32], seq: u64, nonce: &[u8; 32], serial: &Serial) -> Vec<u8> {
     let mut w = Writer::new();
@@ -111,9 +119,15 @@ pub enum Handled {
     Proved(Control),
     /// The renewal verified: send this CERT.
     Renewed(Control),
-    /// A renewal came too early: nothing is sent and nothing changes; the
-    /// session goes on under its current certificate.
-    RenewRefused(String),
+    /// A renewal came too early: nothing is sent and nothing changes but
+    /// the count; the session goes on under its current certificate.
+    RenewRefused {
+        /// Why.
+        reason: String,
+        /// Which early renewal this is for the current certificate (1 for
+        /// the first), at most [`MAX_EARLY_RENEWALS`].
+        nth: u32,
+    },
 }
 
 /// The proxy's view of one session's identity.
@@ -123,8 +137,12 @@ pub struct ServerIdentity {
     principal: String,
     user_key: ssh_key::PublicKey,
     cert: ClientCert,
+    /// When the current certificate was issued, on the monotonic clock.
+    cert_issued_ms: u64,
     /// When the current certificate expires, on the monotonic clock.
     cert_expiry_ms: u64,
+    /// Renewals refused as too early for the current certificate.
+    early_renewals: u32,
     /// The certificate before the last renewal, for a proof crossing it.
     previous: Option<ClientCert>,
     timing: Timing,
@@ -275,7 +293,9 @@ impl ServerIdentity {
             h: authorized.h,
             principal: authorized.principal,
             user_key: authorized.user_key,
+            cert_issued_ms: mono_ms,
             cert_expiry_ms: mono_ms.saturating_add(ttl.saturating_mul(1000)),
+            early_renewals: 0,
             cert,
             previous: None,
             timing: Timing {
@@ -532,13 +552,14 @@ impl ServerIdentity {
         // Cheap before costly: an honest client renews when a third of the
         // certificate's life is left, so a renewal within the first quarter
         // would only burn the proxy's CPU on signature checks. It is
-        // refused before any of them, and the session goes on.
-        let age = now.saturating_sub(self.cert.not_before);
-        let min_age = self.timing.cert_ttl_secs / 4;
-        if age < min_age {
-            return Ok(Handled::RenewRefused(format!(
-                "renewal {age}s into a certificate's life; at most one per {min_age}s"
-            )));
+        // refused before any of them, and the session goes on, up to a few
+        // times per certificate. The age is on the monotonic clock, like
+        // the client's renewal timer, so a wall clock that steps back
+        // cannot make an honest renewal look early.
+        let age_ms = mono_ms.saturating_sub(self.cert_issued_ms);
+        let min_age = (self.timing.cert_ttl_secs / 4).max(1);
+        if age_ms < min_age.saturating_mul(1000) {
+            return self.refuse_early_renewal(age_ms / 1000, min_age);
         }
         let data = renewal_data(&self.h, principal, &new_key, &self.cert.serial);
         let bad = |what: &str| {
@@ -566,11 +587,32 @@ impl ServerIdentity {
         let cert = ClientCert::issue(subca, principal, new_key, now, ttl)
             .map_err(|e| Ended::new(EndKind::IssueFailed, e.to_string()))?;
         self.previous = Some(std::mem::replace(&mut self.cert, cert));
+        self.cert_issued_ms = mono_ms;
         self.cert_expiry_ms = mono_ms.saturating_add(ttl.saturating_mul(1000));
+        self.early_renewals = 0;
         self.renewals += 1;
         Ok(Handled::Renewed(Control::Cert {
             cert: self.cert.encode(),
         }))
+    }
+
+    /// Counts an early renewal: ignored up to [`MAX_EARLY_RENEWALS`] per
+    /// certificate, then the end of the session.
+    fn refuse_early_renewal(&mut self, age: u64, min_age: u64) -> Result<Handled, Ended> {
+        self.early_renewals = self.early_renewals.saturating_add(1);
+        if self.early_renewals > MAX_EARLY_RENEWALS {
+            return Err(Ended::new(
+                EndKind::RenewTooEarly,
+                format!(
+                    "{} renewals within the first {min_age}s of certificate {}; at most {MAX_EARLY_RENEWALS} are ignored",
+                    self.early_renewals, self.cert.serial
+                ),
+            ));
+        }
+        Ok(Handled::RenewRefused {
+            reason: format!("renewal {age}s into a certificate's life; at most one per {min_age}s"),
+            nth: self.early_renewals,
+        })
     }
 
     /// Re-checks the session against new revocations or policy, at once.
@@ -609,6 +651,12 @@ pub enum ClientEvent {
     Acked(u64),
 }
 
+/// Renewal keys a sidecar keeps after giving up on their renewals. The
+/// proxy renews a certificate at most once, so a late CERT is for one of
+/// the renewals given up on since the current certificate arrived; with a
+/// retry every 20 s, four cover a proxy that answers over a minute late.
+pub const MAX_ABANDONED: usize = 4;
+
 /// The sidecar's side of continuous identity.
 #[derive(Debug)]
 pub struct ClientIdentity {
@@ -617,9 +665,11 @@ pub struct ClientIdentity {
     subca_key: PublicKey,
     key: SigningKey,
     next_key: Option<SigningKey>,
-    /// The key of the last renewal given up on: its CERT may still arrive
-    /// late, and is then as good as any.
-    abandoned: Option<SigningKey>,
+    /// The keys of the last renewals given up on, oldest first, at most
+    /// [`MAX_ABANDONED`]: a CERT for any of them may still arrive late, and
+    /// is then as good as any. Dropped (and zeroized) once a certificate
+    /// is installed.
+    abandoned: std::collections::VecDeque<SigningKey>,
     cert: Option<ClientCert>,
     /// When the current certificate arrived, on the monotonic clock.
     received_ms: u64,
@@ -639,7 +689,8 @@ impl ClientIdentity {
             subca_key,
             key: session_key,
             next_key: None,
-            abandoned: None,
+            // Full size at once: no reallocation leaves key copies behind.
+            abandoned: std::collections::VecDeque::with_capacity(MAX_ABANDONED),
             cert: None,
             received_ms: 0,
         }
@@ -698,7 +749,11 @@ impl ClientIdentity {
             ));
         }
         let renewed = self.cert.is_some();
-        let late = self.abandoned.take_if(|k| k.public() == cert.session_key);
+        let late = self
+            .abandoned
+            .iter()
+            .position(|k| k.public() == cert.session_key)
+            .and_then(|i| self.abandoned.remove(i));
         match (self.next_key.take(), late) {
             (_, Some(late)) => self.key = late,
             (Some(next), None) if next.public() == cert.session_key => self.key = next,
@@ -706,6 +761,9 @@ impl ClientIdentity {
             (None, None) if cert.session_key == self.key.public() => {}
             (None, None) => return Err("certificate is for another session key".into()),
         }
+        // No CERT can come for the other abandoned renewals any more: they
+        // were signed over the certificate just replaced.
+        self.abandoned.clear();
         let event = ClientEvent::CertInstalled {
             serial: cert.serial,
             ttl_secs,
@@ -775,9 +833,14 @@ impl ClientIdentity {
 
     /// Gives up on a renewal in flight (the agent refused to sign, or the
     /// proxy did not answer); a later [`Self::renewal_due`] may try again.
+    /// Its key is kept, with those of the last [`MAX_ABANDONED`] renewals
+    /// given up on, in case its CERT arrives late.
     pub fn abandon_renewal(&mut self) {
         if let Some(k) = self.next_key.take() {
-            self.abandoned = Some(k);
+            if self.abandoned.len() == MAX_ABANDONED {
+                self.abandoned.pop_front();
+            }
+            self.abandoned.push_back(k);
         }
     }
 }

@@ -7,8 +7,10 @@ use ssh_key::{HashAlg, PrivateKey};
 
 use crate::cert::Serial;
 use crate::control::Control;
+use crate::control::TerminateCode;
 use crate::identity::{
-    Authority, ClientEvent, ClientIdentity, EndKind, Ended, Handled, ServerIdentity, Timing,
+    Authority, ClientEvent, ClientIdentity, EndKind, Ended, Handled, MAX_ABANDONED,
+    MAX_EARLY_RENEWALS, ServerIdentity, Timing,
 };
 use crate::keys::SigningKey;
 use crate::labels::SSHSIG_NAMESPACE_RENEW;
@@ -146,8 +148,16 @@ impl Pair {
             .handle(msg, &self.subca, &self.policy, self.now, self.mono)?
         {
             Handled::Proved(c) | Handled::Renewed(c) => Ok(c),
-            Handled::RenewRefused(r) => panic!("renewal refused: {r}"),
+            Handled::RenewRefused { reason, .. } => panic!("renewal refused: {reason}"),
         }
+    }
+
+    /// A RENEW the client then gives up on, handed to the proxy.
+    fn renew_abandoned(&mut self) -> Result<Handled, Ended> {
+        let renew = self.renew();
+        self.client.abandon_renewal();
+        self.server
+            .handle(renew, &self.subca, &self.policy, self.now, self.mono)
     }
 
     fn renew(&mut self) -> Control {
@@ -502,7 +512,10 @@ fn renewals_too_early_are_refused_before_any_signature_check_and_the_session_goe
         .expect("not fatal");
     assert_eq!(
         handled,
-        Handled::RenewRefused("renewal 74s into a certificate's life; at most one per 75s".into())
+        Handled::RenewRefused {
+            reason: "renewal 74s into a certificate's life; at most one per 75s".into(),
+            nth: 1
+        }
     );
     assert_eq!(p.server.renewals(), 0);
     // The client gives up on that renewal; the session carries on.
@@ -510,6 +523,71 @@ fn renewals_too_early_are_refused_before_any_signature_check_and_the_session_goe
     let ch = p.next_challenge();
     let proof = p.answer(&ch);
     assert!(matches!(p.deliver(proof), Ok(Control::Ack { .. })));
+}
+
+#[test]
+fn early_renewals_are_ignored_a_few_times_per_certificate_then_end_the_session() {
+    let mut p = pair();
+    p.advance(10);
+    let early = |nth| Handled::RenewRefused {
+        reason: "renewal 10s into a certificate's life; at most one per 75s".into(),
+        nth,
+    };
+    for nth in 1..=MAX_EARLY_RENEWALS {
+        assert_eq!(p.renew_abandoned(), Ok(early(nth)));
+    }
+    // A renewal on time resets the count for the new certificate.
+    p.advance(TIMING.cert_ttl_secs * 2 / 3);
+    let renew = p.renew();
+    let cert = p.deliver(renew).expect("renewal");
+    p.client.handle(&cert, p.mono).expect("install");
+    p.advance(10);
+    for nth in 1..=MAX_EARLY_RENEWALS {
+        assert_eq!(p.renew_abandoned(), Ok(early(nth)));
+    }
+    // One more for the same certificate ends the session, before any
+    // signature is checked.
+    let serial = p.server.serial();
+    let e = p.renew_abandoned().expect_err("one too many");
+    assert_eq!(e.kind, EndKind::RenewTooEarly);
+    assert_eq!(e.code(), TerminateCode::ProtocolError);
+    assert_eq!(
+        e.reason,
+        format!("4 renewals within the first 75s of certificate {serial}; at most 3 are ignored")
+    );
+    assert_eq!(p.server.renewals(), 1);
+}
+
+#[test]
+fn a_certificate_shorter_than_4s_still_has_a_minimum_age_for_renewal() {
+    let mut p = pair_with(Timing {
+        cert_ttl_secs: 3,
+        ..TIMING
+    });
+    // A quarter of 3 s rounds down to 0: the minimum is still 1 s.
+    assert_eq!(
+        p.renew_abandoned(),
+        Ok(Handled::RenewRefused {
+            reason: "renewal 0s into a certificate's life; at most one per 1s".into(),
+            nth: 1
+        })
+    );
+    p.advance(1);
+    let renew = p.renew();
+    assert!(matches!(p.deliver(renew), Ok(Control::Cert { .. })));
+}
+
+#[test]
+fn a_wall_clock_that_steps_back_does_not_make_an_honest_renewal_early() {
+    // The proxy's wall clock steps back 150 s: by its wall clock the
+    // certificate is 50 s old at the client's renewal time, but the age
+    // counts on the monotonic clock (200 s).
+    let mut p = pair();
+    p.advance(TIMING.cert_ttl_secs * 2 / 3);
+    p.now -= 150;
+    let renew = p.renew();
+    assert!(matches!(p.deliver(renew), Ok(Control::Cert { .. })));
+    assert_eq!(p.server.renewals(), 1);
 }
 
 #[test]
@@ -556,4 +634,42 @@ fn a_renewal_answered_after_the_client_gave_up_on_it_still_installs() {
     let ch = p.next_challenge();
     let proof = p.answer(&ch);
     assert!(matches!(p.deliver(proof), Ok(Control::Ack { .. })));
+}
+
+#[test]
+fn a_late_cert_for_any_of_the_last_abandoned_renewals_still_installs() {
+    for late in 0..=MAX_ABANDONED {
+        let mut p = pair();
+        p.advance(TIMING.cert_ttl_secs * 2 / 3);
+        // One more renewal given up on than the client keeps, then one in
+        // flight; the proxy answers one of those given up on.
+        let renews: Vec<Control> = (0..=MAX_ABANDONED)
+            .map(|_| {
+                let r = p.renew();
+                p.client.abandon_renewal();
+                r
+            })
+            .collect();
+        let _in_flight = p.renew();
+        let cert = p.deliver(renews[late].clone()).expect("renewal");
+        let installed = p.client.handle(&cert, p.mono);
+        if late == 0 {
+            // The oldest key is gone (zeroized), as bounded.
+            assert_eq!(
+                installed,
+                Err("renewed certificate is for another session key".into())
+            );
+            continue;
+        }
+        assert!(
+            matches!(
+                installed,
+                Ok(ClientEvent::CertInstalled { renewed: true, .. })
+            ),
+            "{late}: {installed:?}"
+        );
+        let ch = p.next_challenge();
+        let proof = p.answer(&ch);
+        assert!(matches!(p.deliver(proof), Ok(Control::Ack { .. })));
+    }
 }

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use ztssh_proto::conn::{ServerConn, ServerEvent};
 use ztssh_proto::end::Ended;
+use ztssh_proto::identity::MAX_EARLY_RENEWALS;
 use ztssh_proto::keys::{SigningKey, random_bytes};
 
 use crate::authority::Authority;
@@ -263,8 +264,13 @@ impl<'a> Driver<'a> {
                 self.metrics.renewed.inc();
                 info!(event = "cert_renewed", principal, serial = %serial, "client certificate renewed");
             }
-            ServerEvent::RenewRefused { reason } => {
-                warn!(event = "renew_refused", principal, serial = %serial, "renewal refused, session goes on: {reason}");
+            ServerEvent::RenewRefused { reason, nth } => {
+                // One line per certificate: the core ends a client that
+                // keeps trying, and the counter has the rest.
+                if *nth == 1 {
+                    warn!(event = "renew_refused", principal, serial = %serial, "renewal refused, session goes on: {reason} (more for this certificate are only counted; over {MAX_EARLY_RENEWALS} end the session)");
+                }
+                self.metrics.renewals_refused.inc();
             }
             ServerEvent::Challenged { .. }
             | ServerEvent::PeerClosed

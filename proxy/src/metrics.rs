@@ -42,6 +42,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// Penalties that started or grew.
     pub penalties: IntCounter,
+    /// Renewals refused as too early (the session went on).
+    pub renewals_refused: IntCounter,
     /// Handshakes in progress.
     pub handshakes_in_progress: IntGauge,
     /// Sources with a live penalty record.
@@ -89,6 +91,13 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         r.register(Box::new(penalties.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let renewals_refused = IntCounter::new(
+            "ztssh_renewals_refused_total",
+            "Renewals refused as too early; the session went on.",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        r.register(Box::new(renewals_refused.clone()))
             .unwrap_or_else(|e| panic!("{e}"));
         let proof_seconds = Histogram::with_opts(
             HistogramOpts::new(
@@ -153,6 +162,7 @@ impl Metrics {
                 "result",
             ),
             penalties,
+            renewals_refused,
             handshakes_in_progress: gauge(
                 &r,
                 "ztssh_handshakes_in_progress",
@@ -225,6 +235,8 @@ pub struct SessionMetrics {
     pub proof_seconds: Histogram,
     /// Certificates renewed.
     pub renewed: IntCounter,
+    /// Renewals refused as too early.
+    pub renewals_refused: IntCounter,
 }
 
 impl Metrics {
@@ -236,6 +248,7 @@ impl Metrics {
             challenges_ok: self.challenges.with_label_values(&["ok"]),
             proof_seconds: self.proof_seconds.clone(),
             renewed: self.certificates.with_label_values(&["renewed"]),
+            renewals_refused: self.renewals_refused.clone(),
         }
     }
 

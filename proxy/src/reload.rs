@@ -143,6 +143,14 @@ fn compute(shared: &Shared, current: &Authority, req: Request) -> Outcome {
 
 /// Polls the revocation list file and asks for a reload the moment it
 /// changes. The `stat` runs on the blocking pool.
+///
+/// There is no baseline from before the first check: the list in force
+/// was read at start-up, earlier, and a file written in between has a
+/// `stat` that says nothing about that. So the first check always asks for
+/// a reload, which compares the list's content (its version) with the
+/// loaded one and does nothing for the same list. From then on each
+/// request follows the `stat` it was made for, and the reload reads the
+/// file after it, so no later change is missed.
 pub async fn watch_crl_file(path: PathBuf, requests: mpsc::Sender<Request>) {
     use std::os::unix::fs::MetadataExt;
     fn stamp(p: &Path) -> Option<(u64, i64, i64, u64)> {
@@ -157,7 +165,7 @@ pub async fn watch_crl_file(path: PathBuf, requests: mpsc::Sender<Request>) {
             .ok()
             .flatten()
     };
-    let mut last = probe(Arc::clone(&path)).await;
+    let mut last = None;
     let mut tick = tokio::time::interval(CRL_POLL);
     loop {
         tick.tick().await;
@@ -169,5 +177,25 @@ pub async fn watch_crl_file(path: PathBuf, requests: mpsc::Sender<Request>) {
         if requests.send(Request::RevocationList).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_list_written_between_the_startup_load_and_the_first_check_is_reloaded() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("crl.pem");
+        // The proxy loaded this at start-up...
+        std::fs::write(&path, "list version 1").expect("write");
+        // ...and this replaced it before the watcher first looked.
+        std::fs::write(&path, "list version 2, a little longer").expect("write");
+        let (tx, mut rx) = mpsc::channel(4);
+        let watcher = tokio::spawn(watch_crl_file(path, tx));
+        let asked = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        watcher.abort();
+        assert_eq!(asked.ok().flatten(), Some(Request::RevocationList));
     }
 }

@@ -25,8 +25,9 @@ use crate::config::Config;
 use crate::driver::Driver;
 use crate::limits::{self, Failure, HandshakeSlot, Limits, PrincipalSessions};
 
-/// How long a TERMINATE may take to reach a refused client.
-const TERMINATE_GRACE: Duration = Duration::from_secs(1);
+/// How long a TERMINATE may take to reach a refused client (as long as a
+/// killed session's).
+const TERMINATE_GRACE: Duration = Duration::from_millis(ztssh_proto::conn::TERMINATE_GRACE_MS);
 
 /// What every session shares.
 pub struct Shared {

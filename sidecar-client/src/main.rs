@@ -66,8 +66,12 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start runtime: {e}"))?;
-        rt.block_on(connect::run(s, cli.host, cli.port))
-            .map_err(|e| e.to_string())
+        let result = rt.block_on(connect::run(s, cli.host, cli.port));
+        // A renewal signature may still be waiting on ssh-agent (a
+        // confirmation, a touch) in the blocking pool: exit without
+        // waiting for it; the process's end closes the agent socket.
+        rt.shutdown_background();
+        result.map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ssh_key::{HashAlg, PrivateKey};
-use ztssh_proto::conn::{ClientConn, ClientConnEvent};
+use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd};
 use ztssh_proto::frame::{Control, Event, FrameSize};
 use ztssh_proto::handshake::{self, ClientConfig, message_len};
 use ztssh_proto::identity::{ClientEvent, ClientIdentity};
@@ -63,7 +63,12 @@ pub struct LibClient {
     pub sock: TcpStream,
     pub conn: ClientConn,
     queue: std::collections::VecDeque<Event>,
+    /// How the session ended, once it has.
+    end: Option<Option<ClientEnd>>,
 }
+
+/// The longest [`LibClient::next_event`] waits.
+pub const NEXT_EVENT_LIMIT: Duration = Duration::from_secs(60);
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -125,6 +130,7 @@ impl LibClient {
             sock,
             conn,
             queue: Default::default(),
+            end: None,
         })
     }
 
@@ -134,41 +140,45 @@ impl LibClient {
     }
 
     /// Reads until at least one control message or CLOSE arrives (DATA is
-    /// discarded). `Ok(None)` means the proxy closed the connection.
+    /// discarded), within [`NEXT_EVENT_LIMIT`]. `Ok(None)` means the
+    /// session is over: the proxy closed the connection, or the TERMINATE
+    /// already returned was its last word.
     pub fn next_event(&mut self) -> std::io::Result<Option<Event>> {
-        loop {
-            if let Some(ev) = self.queue.pop_front() {
-                return Ok(Some(ev));
-            }
+        let start = std::time::Instant::now();
+        while start.elapsed() < NEXT_EVENT_LIMIT {
             while let Some(ev) = self.conn.poll_event() {
                 match ev {
                     ClientConnEvent::Control(c) => self.queue.push_back(Event::Control(c)),
                     ClientConnEvent::PeerClosed => self.queue.push_back(Event::Close),
-                    ClientConnEvent::Ended(None) => return Ok(None),
-                    ClientConnEvent::Ended(Some(e)) => {
-                        return Err(std::io::Error::other(format!("{e:?}")));
-                    }
+                    ClientConnEvent::Ended(end) => self.end = Some(end),
                     _ => {}
                 }
             }
-            if !self.queue.is_empty() {
-                continue;
+            // What arrived before the end comes first (a TERMINATE ends
+            // the session the moment it is opened).
+            if let Some(ev) = self.queue.pop_front() {
+                return Ok(Some(ev));
             }
-            if self.conn.is_done() {
-                return Ok(None);
+            match &self.end {
+                None => {}
+                Some(
+                    None | Some(ClientEnd::Lost | ClientEnd::Terminated(_) | ClientEnd::Refused(_)),
+                ) => return Ok(None),
+                Some(Some(e)) => return Err(std::io::Error::other(format!("{e:?}"))),
             }
-            let n = self.sock.read(self.conn.recv_buf())?;
-            if n == 0 {
-                self.conn.handle_peer_eof();
-                if self.conn.poll_event().is_some() || self.conn.is_done() {
-                    return Ok(None);
+            match self.sock.read(self.conn.recv_buf())? {
+                0 => self.conn.handle_peer_eof(),
+                n => {
+                    self.conn.handle_peer_read(n, mono_ms());
+                    let pending = self.conn.poll_local().len();
+                    self.conn.delivered(pending, mono_ms());
                 }
-                continue;
             }
-            self.conn.handle_peer_read(n, mono_ms());
-            let pending = self.conn.poll_local().len();
-            self.conn.delivered(pending, mono_ms());
         }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no event within {NEXT_EVENT_LIMIT:?}"),
+        ))
     }
 
     /// Sends a control message.

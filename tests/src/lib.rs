@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+pub mod agent;
 pub mod client;
 
 /// Paths of the built binaries (next to the test executable's directory).

@@ -310,10 +310,8 @@ fn a_proof_relayed_from_another_connection_is_rejected() {
     });
 }
 
-#[test]
-fn a_renewal_that_switches_principal_is_refused() {
-    let w = World::with_extra(SLOW_CERTS);
-    let mut c = lib_client(&w);
+/// A genuine RENEW (alice's key signs), not sent.
+fn signed_renewal(c: &mut LibClient, w: &World) -> Control {
     let data = c.ids().renewal_data().expect("data");
     let user = ssh_key::PrivateKey::read_openssh_file(&w.alice).expect("key");
     let sig = user
@@ -324,16 +322,22 @@ fn a_renewal_that_switches_principal_is_refused() {
         )
         .expect("sign");
     use ssh_key::encoding::Encode;
+    c.ids()
+        .renew(sig.encode_vec().expect("enc"))
+        .expect("renew")
+}
+
+#[test]
+fn a_renewal_that_switches_principal_is_refused() {
+    let w = World::with_extra(SLOW_CERTS);
+    let mut c = lib_client(&w);
     let Control::Renew {
         new_key,
         new_sig,
         old_sig,
         user_sig,
         ..
-    } = c
-        .ids()
-        .renew(sig.encode_vec().expect("enc"))
-        .expect("renew")
+    } = signed_renewal(&mut c, &w)
     else {
         panic!()
     };
@@ -353,10 +357,42 @@ fn a_renewal_that_switches_principal_is_refused() {
 }
 
 #[test]
-fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
-    let w = World::with_extra(
-        "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\n",
+fn early_renewals_are_logged_once_counted_and_end_the_session_past_the_bound() {
+    let port = free_port();
+    let w = World::with_extra(&format!(
+        "metrics_listen = \"127.0.0.1:{port}\"\nchallenge_interval_secs = 300\ncert_ttl_secs = 300\n"
+    ));
+    let mut c = lib_client(&w);
+    // Genuine renewals, all within the first 75 s of the certificate.
+    let renew_early = |c: &mut LibClient| {
+        let renew = signed_renewal(c, &w);
+        c.ids().abandon_renewal();
+        c.send(&renew).expect("send");
+    };
+    for _ in 0..3 {
+        renew_early(&mut c);
+    }
+    wait_metric(port, "ztssh_renewals_refused_total", 3.0);
+    let log = w.proxy.log_text();
+    assert_eq!(count(&log, "event=\"renew_refused\""), 1, "{log}");
+    assert!(!log.contains("session_terminated"), "{log}");
+    renew_early(&mut c);
+    let reason = terminate_reason(&mut c);
+    assert!(
+        reason.starts_with("4 renewals within the first 75s of certificate ")
+            && reason.ends_with("; at most 3 are ignored"),
+        "{reason}"
     );
+    wait_until(Duration::from_secs(10), "renew_too_early logged", || {
+        w.proxy.log_text().contains("reason=\"renew_too_early\"")
+    });
+    let log = w.proxy.log_text();
+    assert_eq!(count(&log, "event=\"renew_refused\""), 1, "{log}");
+    assert_eq!(count(&log, "event=\"cert_renewed\""), 0, "{log}");
+}
+
+/// A real ssh-agent holding alice's key, and its socket.
+fn agent_with_alice(w: &World) -> (Guard, std::path::PathBuf) {
     let sock = w.dir.path().join("agent.sock");
     let agent = Command::new("ssh-agent")
         .arg("-D")
@@ -366,7 +402,7 @@ fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
         .stderr(Stdio::null())
         .spawn()
         .expect("ssh-agent");
-    let _agent = Guard(agent);
+    let agent = Guard(agent);
     wait_until(Duration::from_secs(10), "agent socket", || sock.exists());
     let add = run_bounded(
         Command::new("ssh-add")
@@ -375,6 +411,15 @@ fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
         T,
     );
     assert_ok(&add, "ssh-add");
+    (agent, sock)
+}
+
+#[test]
+fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
+    let w = World::with_extra(
+        "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\n",
+    );
+    let (_agent, sock) = agent_with_alice(&w);
     // The sidecar signs with the agent: no --identity.
     let opts: Vec<String> = w
         .client_opts(&w.alice, "")
@@ -410,6 +455,37 @@ fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
         err.contains("session terminated by web1: client certificate for alice expired"),
         "{err}"
     );
+}
+
+#[test]
+fn the_sidecar_exits_at_once_while_a_renewal_signature_waits_on_the_agent() {
+    // Renewal 4 s into a 6 s certificate; no challenges meanwhile.
+    let w = World::with_extra("challenge_interval_secs = 300\ncert_ttl_secs = 6\n");
+    let (_agent, real) = agent_with_alice(&w);
+    // The handshake's signature passes; the renewal's is never answered.
+    let agent = ztssh_tests::agent::HoldingAgent::start(&w.dir.path().join("held.sock"), &real, 1);
+    let mut cmd = Command::new(bin("ztssh-sidecar"));
+    cmd.arg("--root")
+        .arg(w.pki.root_pub())
+        .arg("--principal")
+        .arg("alice")
+        .arg("--connect")
+        .arg(format!("127.0.0.1:{}", w.proxy.port))
+        .args(["web1", "22"])
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // stdin stays open (in `sidecar`) until the sidecar is gone.
+    let sidecar = cmd.spawn().expect("sidecar");
+    wait_until(Duration::from_secs(30), "a renewal signature held", || {
+        agent.held() == 1
+    });
+    // ssh going away: the sidecar sends CLOSE and must exit, not wait
+    // for the agent (its read timeout is 30 s).
+    signal(sidecar.id(), "HUP");
+    let out = wait_bounded(sidecar, Duration::from_secs(10));
+    assert_ok(&out, "sidecar");
 }
 
 #[test]
