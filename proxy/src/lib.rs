@@ -9,7 +9,8 @@
 //! - [`driver`]: the IO loop of an established session over the core's
 //!   `ServerConn`, in which no write is ever awaited;
 //! - [`reload`]: the one task that publishes a new [`authority::Authority`];
-//! - [`server`]: binding, signals, drain.
+//! - [`server`]: binding, signals, drain;
+//! - [`logging`]: log lines written off the runtime's workers.
 
 pub mod admission;
 pub mod authority;
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod driver;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod process;

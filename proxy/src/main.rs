@@ -91,7 +91,8 @@ fn main() -> ExitCode {
                 Ok(loaded) => loaded,
                 Err(e) => return config_error(&e),
             };
-            init_logging(&cfg.settings.log_format);
+            // Held to the end of main: dropping it writes out the queue.
+            let _log = ztssh_proxy::logging::init(&cfg.settings.log_format);
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return report(Err(e.into())),
@@ -117,25 +118,6 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
             eprintln!("ztssh-proxy: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if format == "json" {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init();
-    } else {
-        builder.with_target(false).init();
     }
 }
 

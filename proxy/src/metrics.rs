@@ -24,6 +24,8 @@ pub struct Metrics {
     pub sessions_open: IntGauge,
     /// Sessions spliced to sshd since start.
     pub sessions_total: IntCounter,
+    /// Log lines dropped because stderr did not take them in time.
+    pub log_lines_dropped: IntCounter,
     /// Handshakes by result.
     pub handshakes: IntCounterVec,
     /// Challenges by result.
@@ -99,6 +101,13 @@ impl Metrics {
         .unwrap_or_else(|e| panic!("{e}"));
         r.register(Box::new(renewals_refused.clone()))
             .unwrap_or_else(|e| panic!("{e}"));
+        let log_lines_dropped = IntCounter::new(
+            "ztssh_log_lines_dropped_total",
+            "Log lines dropped because stderr did not take them and the queue was full.",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        r.register(Box::new(log_lines_dropped.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
         let proof_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "ztssh_proof_verify_seconds",
@@ -118,6 +127,7 @@ impl Metrics {
                 "Sessions currently spliced to sshd.",
             ),
             sessions_total,
+            log_lines_dropped,
             handshakes: counter_vec(
                 &r,
                 "ztssh_handshakes_total",

@@ -141,17 +141,19 @@ fn compute(shared: &Shared, current: &Authority, req: Request) -> Outcome {
     }
 }
 
-/// Polls the revocation list file and asks for a reload the moment it
-/// changes. The `stat` runs on the blocking pool.
-///
-/// There is no baseline from before the first check: the list in force
-/// was read at start-up, earlier, and a file written in between has a
-/// `stat` that says nothing about that. So the first check always asks for
-/// a reload, which compares the list's content (its version) with the
-/// loaded one and does nothing for the same list. From then on each
-/// request follows the `stat` it was made for, and the reload reads the
-/// file after it, so no later change is missed.
+/// Watches the revocation list file and asks for a reload the moment it
+/// changes: inotify on its directory wakes the watcher as soon as a list is
+/// written or renamed into place (a Kubernetes ConfigMap's `..data` swap
+/// included), and a `stat` every [`CRL_POLL`] catches what inotify cannot
+/// see (network filesystems). A change is a new inode, mtime or size; the
+/// first check always asks, so a list written between the start-up load and
+/// the watcher's start is not missed (the reload compares list versions, so
+/// the same list again is a no-op). Every `stat` runs on the blocking pool.
 pub async fn watch_crl_file(path: PathBuf, requests: mpsc::Sender<Request>) {
+    watch_crl_file_every(path, requests, CRL_POLL).await;
+}
+
+async fn watch_crl_file_every(path: PathBuf, requests: mpsc::Sender<Request>, poll: Duration) {
     use std::os::unix::fs::MetadataExt;
     fn stamp(p: &Path) -> Option<(u64, i64, i64, u64)> {
         std::fs::metadata(p)
@@ -165,10 +167,14 @@ pub async fn watch_crl_file(path: PathBuf, requests: mpsc::Sender<Request>) {
             .ok()
             .flatten()
     };
+    let dir = DirWatch::new(&path);
     let mut last = None;
-    let mut tick = tokio::time::interval(CRL_POLL);
+    let mut tick = tokio::time::interval(poll);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = dir.changed() => {}
+        }
         let now = probe(Arc::clone(&path)).await;
         if now == last || now.is_none() {
             continue;
@@ -176,6 +182,61 @@ pub async fn watch_crl_file(path: PathBuf, requests: mpsc::Sender<Request>) {
         last = now;
         if requests.send(Request::RevocationList).await.is_err() {
             return;
+        }
+    }
+}
+
+/// inotify on the directory that holds a file, read by a thread of its
+/// own (a blocking read: no raw descriptor is handed to the runtime).
+/// `changed` resolves when anything in the directory was written, created,
+/// renamed or removed; without inotify (it could not be set up, or the
+/// watch broke) it never resolves and the poll alone keeps watching.
+struct DirWatch(Option<Arc<tokio::sync::Notify>>);
+
+impl DirWatch {
+    fn new(file: &Path) -> Self {
+        use nix::sys::inotify::{AddWatchFlags as W, InitFlags, Inotify};
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let mask = W::IN_CLOSE_WRITE
+            | W::IN_MOVED_TO
+            | W::IN_CREATE
+            | W::IN_DELETE
+            | W::IN_ATTRIB
+            | W::IN_DELETE_SELF
+            | W::IN_MOVE_SELF;
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC)
+            .and_then(|i| i.add_watch(&dir, mask).map(|_| i))
+            .map_err(std::io::Error::from);
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let tell = Arc::clone(&notify);
+        let spawned = inotify.and_then(|i| {
+            std::thread::Builder::new()
+                .name("ztssh-crl-watch".into())
+                // Ends when the watch breaks; `notify_one` keeps a wake-up
+                // for a watcher that is busy, so none is lost.
+                .spawn(move || {
+                    while i.read_events().is_ok() {
+                        tell.notify_one();
+                    }
+                })
+        });
+        match spawned {
+            Ok(_) => Self(Some(notify)),
+            Err(e) => {
+                warn!(event = "revocation_watch", dir = %dir.display(), error = %e,
+                    "cannot watch the revocation list's directory with inotify; checking it every {}ms instead", CRL_POLL.as_millis());
+                Self(None)
+            }
+        }
+    }
+
+    async fn changed(&self) {
+        match &self.0 {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
         }
     }
 }
@@ -194,6 +255,25 @@ mod tests {
         std::fs::write(&path, "list version 2, a little longer").expect("write");
         let (tx, mut rx) = mpsc::channel(4);
         let watcher = tokio::spawn(watch_crl_file(path, tx));
+        let asked = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        watcher.abort();
+        assert_eq!(asked.ok().flatten(), Some(Request::RevocationList));
+    }
+
+    #[tokio::test]
+    async fn a_list_renamed_into_place_is_seen_without_waiting_for_the_poll() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("crl.pem");
+        std::fs::write(&path, "list version 1").expect("write");
+        let (tx, mut rx) = mpsc::channel(4);
+        // A poll that never comes round again: only inotify can see the change.
+        let hour = Duration::from_secs(3600);
+        let watcher = tokio::spawn(watch_crl_file_every(path.clone(), tx, hour));
+        let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        assert_eq!(first.ok().flatten(), Some(Request::RevocationList));
+        let next = dir.path().join(".crl.pem.new");
+        std::fs::write(&next, "list version 2, a little longer").expect("write");
+        std::fs::rename(&next, &path).expect("rename");
         let asked = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
         watcher.abort();
         assert_eq!(asked.ok().flatten(), Some(Request::RevocationList));

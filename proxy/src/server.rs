@@ -135,6 +135,17 @@ async fn housekeeping(shared: Arc<Shared>) {
             .set(i64::try_from(rate).unwrap_or(i64::MAX));
         m.handshakes_in_progress
             .set(i64::try_from(shared.limits.half_open()).unwrap_or(i64::MAX));
+        let dropped = crate::logging::dropped_lines();
+        let seen = m.log_lines_dropped.get();
+        if dropped > seen {
+            m.log_lines_dropped.inc_by(dropped - seen);
+            warn!(
+                event = "log_lines_dropped",
+                lines = dropped - seen,
+                "stderr did not take the log in time; {} line(s) dropped so that enforcement never waits on it",
+                dropped - seen
+            );
+        }
     }
 }
 

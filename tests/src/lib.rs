@@ -346,22 +346,7 @@ impl Proxy {
         extra: &str,
         run_args: &[&str],
     ) -> Self {
-        let port = free_port();
-        let principals_path = dir.join("principals");
-        fs::write(&principals_path, principals).expect("principals");
-        let config = dir.join("proxy.toml");
-        fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{upstream}\"\nstate_dir = \"{}\"\n\
-                 licence = \"{}\"\nroot_public_key = \"{}\"\nauthorized_principals = \"{}\"\n{extra}",
-                pki.state.display(),
-                pki.licence.display(),
-                pki.root_pub().display(),
-                principals_path.display()
-            ),
-        )
-        .expect("proxy.toml");
+        let (port, config) = Self::configure(dir, pki, upstream, principals, extra);
         let log = dir.join("proxy.log");
         let child = Command::new(bin("ztssh-proxy"))
             .arg("run")
@@ -392,6 +377,79 @@ impl Proxy {
             config,
             _child: child,
         }
+    }
+
+    /// Writes `principals` and a `proxy.toml` into `dir`; returns the port
+    /// the proxy will listen on and the config's path.
+    fn configure(
+        dir: &Path,
+        pki: &Pki,
+        upstream: u16,
+        principals: &str,
+        extra: &str,
+    ) -> (u16, PathBuf) {
+        let port = free_port();
+        let principals_path = dir.join("principals");
+        fs::write(&principals_path, principals).expect("principals");
+        let config = dir.join("proxy.toml");
+        fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{upstream}\"\nstate_dir = \"{}\"\n\
+                 licence = \"{}\"\nroot_public_key = \"{}\"\nauthorized_principals = \"{}\"\n{extra}",
+                pki.state.display(),
+                pki.licence.display(),
+                pki.root_pub().display(),
+                principals_path.display()
+            ),
+        )
+        .expect("proxy.toml");
+        (port, config)
+    }
+
+    /// Starts the proxy with its stderr on a pipe: the caller reads (or,
+    /// on purpose, stops reading) the log from the returned end. Returns
+    /// once the proxy has logged that it listens.
+    pub fn start_piped(
+        dir: &Path,
+        pki: &Pki,
+        upstream: u16,
+        principals: &str,
+        extra: &str,
+    ) -> (Self, std::io::PipeReader) {
+        let (port, config) = Self::configure(dir, pki, upstream, principals, extra);
+        let (mut reader, writer) = std::io::pipe().expect("pipe");
+        let child = Command::new(bin("ztssh-proxy"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(writer)
+            .spawn()
+            .expect("start proxy");
+        let child = Guard(child);
+        // The proxy's first lines are short: reading until "listening" takes
+        // a few reads; EOF means it exited.
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("event=\"listening\"") {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => panic!("proxy exited: {}", String::from_utf8_lossy(&seen)),
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            assert!(seen.len() < 1 << 20, "no listening line");
+        }
+        let log = dir.join("proxy.log");
+        fs::write(&log, &seen).expect("log");
+        let proxy = Self {
+            port,
+            log,
+            config,
+            _child: child,
+        };
+        (proxy, reader)
     }
 
     /// Sends the proxy SIGHUP (reload licence, principals, revocation list).

@@ -270,3 +270,92 @@ fn a_command_written_after_the_ban_never_runs() {
         .collect();
     assert!(ran.is_empty(), "the command ran in trials {ran:?}");
 }
+
+/// Sessions the stalled-log test opens: enough log lines to fill a pipe
+/// (64 KiB) a few times over.
+const LOG_SESSIONS: usize = 200;
+
+/// A proxy whose stderr nobody reads (journald stuck, a full pipe) still
+/// admits sessions and enforces a ban: its log lines are written by a
+/// thread of their own, never by the workers that carry out a kill.
+#[test]
+fn a_proxy_whose_log_nobody_reads_still_admits_and_kills() {
+    let dir = TempDir::new().expect("dir");
+    let alice = user_key(dir.path(), "alice");
+    let pki = Pki::create(dir.path(), &["localhost"]);
+    pki.publish_crl();
+    // Upstream: a sink that counts the sockets the proxy closes.
+    let sink = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let sink_port = sink.local_addr().expect("addr").port();
+    let closed = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&closed);
+    std::thread::spawn(move || {
+        for _ in 0..LOG_SESSIONS {
+            let Ok((mut s, _)) = sink.accept() else {
+                return;
+            };
+            let counter = Arc::clone(&counter);
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(T * 2));
+                let mut buf = [0u8; 1024];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let extra = format!(
+        "revocation_list = \"{}\"\nmax_connections = {}\n",
+        pki.crl().display(),
+        LOG_SESSIONS + 16
+    );
+    let principals = format!("alice {}", read_text(&alice.with_extension("pub")));
+    let (proxy, log) = Proxy::start_piped(dir.path(), &pki, sink_port, &principals, &extra);
+    let pipe_size = nix::fcntl::fcntl(&log, nix::fcntl::FcntlArg::F_GETPIPE_SZ).expect("pipe size");
+
+    // Nobody reads the log from here on.
+    let root = pki.root_key();
+    let mut clients = Vec::with_capacity(LOG_SESSIONS);
+    for i in 0..LOG_SESSIONS {
+        // Ten sessions per source address, inside the per-source burst.
+        let src = format!("127.22.0.{}", i / 10 + 1);
+        let sock = connect_from(&src, proxy.port).expect("connect");
+        let mut c = ztssh_tests::client::LibClient::handshake(sock, root, &alice, "alice")
+            .unwrap_or_else(|e| panic!("session {i} with the log unread: {e}"));
+        c.establish().expect("establish");
+        clients.push(c);
+    }
+    pki.revoke("principal", "alice");
+    pki.publish_crl();
+    wait_until(T, "the ban to close every upstream socket", || {
+        closed.load(Ordering::SeqCst) >= LOG_SESSIONS as u64
+    });
+
+    // Now read the log: the first kill comes after more than a pipe's worth
+    // of lines, so the ban was carried out while stderr was blocked.
+    let text = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink_text = Arc::clone(&text);
+    std::thread::spawn(move || {
+        let mut log = log;
+        let mut buf = [0u8; 65536];
+        while let Ok(n @ 1..) = log.read(&mut buf) {
+            sink_text.lock().expect("lock").extend_from_slice(&buf[..n]);
+        }
+    });
+    let kills = || {
+        let t = text.lock().expect("lock");
+        String::from_utf8_lossy(&t)
+            .lines()
+            .filter(|l| {
+                l.contains("event=\"session_terminated\"") && l.contains("principal_banned")
+            })
+            .count()
+    };
+    wait_until(T, "the kills in the log", || kills() >= LOG_SESSIONS);
+    let t = String::from_utf8_lossy(&text.lock().expect("lock")).into_owned();
+    let first_kill = t.find("event=\"session_terminated\"").expect("a kill");
+    assert!(
+        first_kill > usize::try_from(pipe_size).expect("size"),
+        "the log before the first kill ({first_kill} bytes) fits the pipe ({pipe_size} bytes): stderr never blocked"
+    );
+    drop(clients);
+}
