@@ -13,6 +13,7 @@ use toml::Spanned;
 use ztssh_proto::cert::{MAX_PRINCIPAL, check_name};
 
 use super::{Hours, MAX_ENTRIES, Policy, PolicyError, Rule, parse_net};
+use crate::authz::printable;
 
 /// A list of strings, each with its place.
 type List = Spanned<Vec<Spanned<String>>>;
@@ -65,10 +66,11 @@ pub(super) fn parse(text: &str) -> Result<Policy, PolicyError> {
 
 /// A syntax error, an unknown key or a value of the wrong type, on one line.
 fn shape_error(text: &str, e: &toml::de::Error) -> PolicyError {
+    // One line, and no control character from a quoted key.
     let what = e
         .message()
         .lines()
-        .map(str::trim)
+        .map(|l| printable(l.trim()))
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ");
@@ -77,6 +79,18 @@ fn shape_error(text: &str, e: &toml::de::Error) -> PolicyError {
             line: None,
             reason: what,
         };
+    };
+    // The parser says nothing when the text ends where a value should be.
+    let what = if what.is_empty() {
+        let column = at.start
+            - text
+                .get(..at.start)
+                .and_then(|t| t.rfind('\n'))
+                .map_or(0, |n| n + 1)
+            + 1;
+        format!("not valid TOML (column {column})")
+    } else {
+        what
     };
     let reason = match path_at(text, at.start) {
         Some(path) => format!("{path}: {what}"),
@@ -473,6 +487,12 @@ mod tests {
                 "3: invalid table header; duplicate key `sources`",
             ),
             ("[sources\nallow = 1\n", "1: invalid table header"),
+            ("[sources]\ndeny = ", "2: not valid TOML (column 8)"),
+            // A quoted key holding control characters.
+            (
+                "[sources]\n\"a\\u001b[2Jb\\rc\" = 1\n",
+                "2: sources.\"a\\u{1b}[2Jb\\rc\": unknown field `a\\u{1b}[2Jb\\rc`",
+            ),
         ]);
     }
 
