@@ -20,7 +20,9 @@ impl Authorized {
         Self::parse(&text).map_err(|(line, why)| format!("{}:{line}: {why}", path.display()))
     }
 
-    fn parse(text: &str) -> Result<Self, (usize, String)> {
+    /// Parses the file's text; an error is the 1-based line of the first
+    /// mistake and what is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, (usize, String)> {
         let mut keys: HashMap<String, Vec<_>> = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -33,8 +35,11 @@ impl Authorized {
             ))?;
             check_name(principal, MAX_PRINCIPAL, "principal")
                 .map_err(|e| (i + 1, e.to_string()))?;
-            let key = ssh_key::PublicKey::from_openssh(key.trim())
-                .map_err(|e| (i + 1, format!("not an OpenSSH public key ({e})")))?;
+            // ssh-key's errors may quote decoded bytes: keep them on one line.
+            let key = ssh_key::PublicKey::from_openssh(key.trim()).map_err(|e| {
+                let e = printable(&e.to_string());
+                (i + 1, format!("not an OpenSSH public key ({e})"))
+            })?;
             keys.entry(principal.to_owned())
                 .or_default()
                 .push(key.key_data().clone());
@@ -53,6 +58,20 @@ impl Authorized {
     pub fn principals(&self) -> usize {
         self.keys.len()
     }
+}
+
+/// `s` with control characters escaped (`\n`, `\u{1b}`), for one-line
+/// messages that quote bytes from a file.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -78,5 +97,18 @@ mod tests {
         assert_eq!(e.0, 2);
         assert!(e.1.contains("not an OpenSSH public key"));
         assert!(Authorized::parse(&format!("al ice {ALICE}")).is_err());
+    }
+
+    #[test]
+    fn errors_stay_on_one_line_whatever_the_key_decodes_to() {
+        // Found by the fuzz target: the key type inside this base64 reads
+        // "ss\n]Zd25519", and ssh-key quotes it in its error.
+        let e = Authorized::parse(
+            "alice ssh-ed25519 AAAAC3NzCl1aZDI1NTE5AAAAIDmTo3zNUKgKQUwbBf+KQW8nM5mVM0k= ci\n",
+        )
+        .expect_err("bad key");
+        assert_eq!(e.0, 1);
+        assert!(e.1.contains("'ss\\n]Zd25519'"), "{}", e.1);
+        assert!(!e.1.chars().any(char::is_control), "{}", e.1);
     }
 }

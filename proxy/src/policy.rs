@@ -1,6 +1,6 @@
 //! The access policy: which principals may connect, from which networks and
 //! when, and how many sessions each may hold. Written by the operator as TOML
-//! (see `config-examples/policy.toml`), loaded through figment, checked
+//! (see `config-examples/policy.toml`), parsed with byte spans, checked
 //! completely before use and reloaded on SIGHUP. Sources are checked at
 //! accept time, before any cryptography; principal rules right after the
 //! handshake authenticates the user and again at every identity proof.
@@ -9,43 +9,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 
-use figment::Figment;
-use figment::providers::{Format, Toml};
 use ipnet::IpNet;
-use serde::Deserialize;
-use ztssh_proto::cert::{MAX_PRINCIPAL, check_name};
 use ztssh_proto::time::UnixTime;
+
+mod file;
 
 /// Most entries in any one list, and most per-principal rules.
 const MAX_ENTRIES: usize = 10_000;
 
-/// An allow list and a deny list, as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLists {
-    allow: Option<Vec<String>>,
-    #[serde(default)]
-    deny: Vec<String>,
-}
-
-/// One principal's extra rules, as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    sources: Option<Vec<String>>,
-    max_sessions: Option<u32>,
-    hours_utc: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPolicy {
-    #[serde(default)]
-    principals: RawLists,
-    #[serde(default)]
-    sources: RawLists,
-    #[serde(default)]
-    principal: BTreeMap<String, RawRule>,
+/// A mistake in a policy: where it is and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The 1-based line of the key or value at fault; `None` only when the
+    /// TOML parser gives no place.
+    pub line: Option<usize>,
+    /// What is wrong, on one line.
+    pub reason: String,
 }
 
 /// A span of the UTC day, `start..end` in whole hours; it wraps past
@@ -80,6 +59,13 @@ impl Hours {
         } else {
             hour >= self.start || hour < self.end
         }
+    }
+}
+
+impl std::fmt::Display for Hours {
+    /// As written in a policy: `08-18`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02}-{:02}", self.start, self.end)
     }
 }
 
@@ -118,82 +104,35 @@ fn matches(nets: &[IpNet], ip: IpAddr) -> bool {
 
 impl Policy {
     /// Reads and checks a policy file. Errors read
-    /// `FILE:LINE: what is wrong`, or `FILE: ...` when no line applies.
+    /// `FILE:LINE: what is wrong` (the line of the key or value at fault),
+    /// or `FILE: ...` when no line applies.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read policy {}: {e}", path.display()))?;
-        let raw: RawPolicy = Figment::new()
-            .merge(Toml::string(&text))
-            .extract()
-            .map_err(|e| figment_error(path, &text, &e))?;
-        Self::from_raw(raw).map_err(|(needle, why)| {
-            // Every reason starts with its key path: search its table.
-            let key = why.split([':', ' ']).next().unwrap_or_default();
-            let section = key.rsplit_once('.').map_or("", |(t, _)| t);
-            match line_of(&text, section, &needle) {
-                Some(line) => format!("{}:{line}: {why}", path.display()),
-                None => format!("{}: {why}", path.display()),
-            }
+        Self::parse(&text).map_err(|e| match e.line {
+            Some(line) => format!("{}:{line}: {}", path.display(), e.reason),
+            None => format!("{}: {}", path.display(), e.reason),
         })
     }
 
-    /// Checks every entry; an error carries text to find its line by.
-    fn from_raw(raw: RawPolicy) -> Result<Self, (String, String)> {
-        let principals_allow = match raw.principals.allow {
-            Some(list) => Some(principal_set(list, "principals.allow")?),
-            None => None,
-        };
-        let principals_deny = principal_set(raw.principals.deny, "principals.deny")?;
-        let sources_allow = match raw.sources.allow {
-            Some(list) => Some(nets(list, "sources.allow")?),
-            None => None,
-        };
-        let sources_deny = nets(raw.sources.deny, "sources.deny")?;
-        if raw.principal.len() > MAX_ENTRIES {
-            return Err((
-                "[principal.".into(),
-                format!("more than {MAX_ENTRIES} per-principal rules"),
-            ));
-        }
-        let mut rules = BTreeMap::new();
-        for (name, r) in raw.principal {
-            let needle = format!("principal.{name}");
-            check_name(&name, MAX_PRINCIPAL, "principal")
-                .map_err(|e| (needle.clone(), format!("[principal.{name:?}]: {e}")))?;
-            let at = |what: &str| format!("principal.{name}.{what}");
-            let sources = match r.sources {
-                Some(list) => Some(nets(list, &at("sources"))?),
-                None => None,
-            };
-            if r.max_sessions == Some(0) {
-                return Err((
-                    "max_sessions".into(),
-                    format!(
-                        "{} = 0 would lock {name} out; deny the principal instead",
-                        at("max_sessions")
-                    ),
-                ));
-            }
-            let hours = match r.hours_utc {
-                Some(list) => Some(hour_list(list, &at("hours_utc"))?),
-                None => None,
-            };
-            rules.insert(
-                name,
-                Rule {
-                    sources,
-                    max_sessions: r.max_sessions,
-                    hours,
-                },
-            );
-        }
-        Ok(Self {
-            principals_allow,
-            principals_deny,
-            sources_allow,
-            sources_deny,
-            rules,
-        })
+    /// Parses and checks policy text (see `config-examples/policy.toml`).
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        file::parse(text)
+    }
+
+    /// The policy as canonical TOML, which [`Policy::parse`] reads back as
+    /// an equal policy.
+    pub fn to_toml(&self) -> Result<String, String> {
+        file::to_toml(self)
+    }
+
+    /// Every network the policy names: the global lists, then each
+    /// principal's sources.
+    pub fn networks(&self) -> impl Iterator<Item = &IpNet> {
+        let rules = self.rules.values().filter_map(|r| r.sources.as_ref());
+        (self.sources_allow.iter().chain(rules))
+            .flatten()
+            .chain(&self.sources_deny)
     }
 
     /// The check made when a connection is accepted, before any
@@ -272,42 +211,6 @@ impl Policy {
     }
 }
 
-fn bounded(list: &[String], key: &str) -> Result<(), (String, String)> {
-    if list.len() > MAX_ENTRIES {
-        return Err((
-            key.rsplit('.').next().unwrap_or(key).to_owned(),
-            format!("{key} has more than {MAX_ENTRIES} entries"),
-        ));
-    }
-    Ok(())
-}
-
-fn principal_set(list: Vec<String>, key: &str) -> Result<BTreeSet<String>, (String, String)> {
-    bounded(&list, key)?;
-    let mut out = BTreeSet::new();
-    for p in list {
-        check_name(&p, MAX_PRINCIPAL, "principal")
-            .map_err(|e| (quoted(&p), format!("{key}: {p:?}: {e}")))?;
-        out.insert(p);
-    }
-    Ok(out)
-}
-
-fn nets(list: Vec<String>, key: &str) -> Result<Vec<IpNet>, (String, String)> {
-    bounded(&list, key)?;
-    if list.is_empty() && !key.ends_with("deny") {
-        return Err((
-            key.rsplit('.').next().unwrap_or(key).to_owned(),
-            format!("{key} = [] admits nobody; remove the key to admit any source"),
-        ));
-    }
-    list.iter()
-        .map(|s| {
-            parse_net(s).map_err(|why| (quoted(s), format!("{key}: {s:?} is not a network: {why}")))
-        })
-        .collect()
-}
-
 /// `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a single host). Host
 /// bits set under the prefix are refused: `10.0.0.1/8` is most likely a typo.
 pub fn parse_net(s: &str) -> Result<IpNet, String> {
@@ -348,76 +251,6 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
         },
         IpNet::V4(_) => net,
     })
-}
-
-fn hour_list(list: Vec<String>, key: &str) -> Result<Vec<Hours>, (String, String)> {
-    bounded(&list, key)?;
-    if list.is_empty() {
-        return Err((
-            "hours_utc".into(),
-            format!("{key} = [] allows no time at all; remove it to allow any time"),
-        ));
-    }
-    list.iter()
-        .map(|s| Hours::parse(s).map_err(|why| (quoted(s), format!("{key}: {why}"))))
-        .collect()
-}
-
-fn quoted(s: &str) -> String {
-    format!("\"{s}\"")
-}
-
-/// The first line holding `needle` inside the `[section]` table (or, when
-/// the table has no header of its own, anywhere), 1-based.
-fn line_of(text: &str, section: &str, needle: &str) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    let header = format!("[{section}]");
-    let start = lines
-        .iter()
-        .position(|l| !section.is_empty() && l.trim() == header)
-        .unwrap_or(0);
-    lines
-        .iter()
-        .skip(start)
-        .position(|l| l.contains(needle))
-        .map(|i| start + i + 1)
-}
-
-/// Turns a figment error into `FILE:LINE: reason` on one line.
-fn figment_error(path: &Path, text: &str, e: &figment::Error) -> String {
-    let msg = e.to_string();
-    // TOML syntax errors: "TOML parse error at line 3, column 7 | ... | message".
-    if let Some(rest) = msg.split("at line ").nth(1) {
-        let line: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let reason = msg
-            .lines()
-            .filter(|l| !l.contains('|') && !l.trim().is_empty() && !l.contains("parse error"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        return format!("{}:{line}: {}", path.display(), reason.trim());
-    }
-    // Shape errors (unknown key, wrong type) name the key path: find the
-    // key inside its table.
-    let key = e.path.last().cloned().unwrap_or_default();
-    let section = e
-        .path
-        .get(..e.path.len().saturating_sub(1))
-        .unwrap_or_default()
-        .join(".");
-    let line = if key.is_empty() {
-        None
-    } else {
-        line_of(text, &section, &format!("{key} ")).or_else(|| line_of(text, &section, &key))
-    };
-    let what = if e.path.is_empty() {
-        e.kind.to_string()
-    } else {
-        format!("{}: {}", e.path.join("."), e.kind)
-    };
-    match line {
-        Some(l) => format!("{}:{l}: {what}", path.display()),
-        None => format!("{}: {what}", path.display()),
-    }
 }
 
 #[cfg(test)]
@@ -563,11 +396,11 @@ hours_utc = ["22-06"]
             ),
             (
                 "[sources]\n\nallwo = [\"10.0.0.0/8\"]\n",
-                "policy.toml:3: sources.allwo: unknown field: found `allwo`",
+                "policy.toml:3: sources.allwo: unknown field `allwo`, expected `allow` or `deny`",
             ),
             (
                 "[principal.bob]\nmax_sessions = \"two\"\n",
-                "policy.toml:2: principal.bob.max_sessions: invalid type: found string \"two\"",
+                "policy.toml:2: principal.bob.max_sessions: invalid type: string \"two\", expected u32",
             ),
             ("[sources\nallow = 1\n", "policy.toml:1: "),
             (

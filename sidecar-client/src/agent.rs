@@ -48,24 +48,7 @@ impl Agent {
 
     /// The public keys the agent holds.
     pub fn identities(&mut self) -> Result<Vec<ssh_key::PublicKey>, String> {
-        let reply = self.call(&[REQUEST_IDENTITIES])?;
-        let bad = |_| "ssh-agent sent a malformed identity list".to_owned();
-        let (&kind, mut rest) = reply.split_first().ok_or("empty agent reply")?;
-        if kind != IDENTITIES_ANSWER {
-            return Err(format!("ssh-agent refused to list keys (reply {kind})"));
-        }
-        let count = u32::decode(&mut rest).map_err(bad)?;
-        let mut keys = Vec::new();
-        for _ in 0..count.min(1024) {
-            let blob = Vec::<u8>::decode(&mut rest).map_err(bad)?;
-            let comment = String::decode(&mut rest).map_err(bad)?;
-            // Keys of types this build cannot parse (e.g. RSA) are skipped.
-            if let Ok(mut key) = ssh_key::PublicKey::from_bytes(&blob) {
-                key.set_comment(comment);
-                keys.push(key);
-            }
-        }
-        Ok(keys)
+        parse_identities(&self.call(&[REQUEST_IDENTITIES])?)
     }
 
     /// Asks the agent to sign `data` with `key`.
@@ -79,20 +62,128 @@ impl Agent {
         blob.encode(&mut msg).map_err(|e| e.to_string())?;
         data.encode(&mut msg).map_err(|e| e.to_string())?;
         0u32.encode(&mut msg).map_err(|e| e.to_string())?;
-        let reply = self.call(&msg)?;
-        let (&kind, mut rest) = reply.split_first().ok_or("empty agent reply")?;
-        match kind {
-            SIGN_RESPONSE => {
-                let sig_blob = Vec::<u8>::decode(&mut rest)
-                    .map_err(|_| "malformed agent signature".to_owned())?;
-                ssh_key::Signature::decode(&mut sig_blob.as_slice())
-                    .map_err(|e| format!("agent signature: {e}"))
-            }
-            FAILURE => Err(
-                "ssh-agent refused to sign (key removed, agent locked, or confirmation denied)"
-                    .into(),
-            ),
-            other => Err(format!("ssh-agent sent unexpected reply {other}")),
+        parse_signature(&self.call(&msg)?)
+    }
+}
+
+/// Parses the body of a reply to REQUEST_IDENTITIES (the frame without its
+/// length): the declared number of (key blob, comment) entries and nothing
+/// after them. Keys of types this build cannot parse (e.g. RSA) are
+/// skipped, so at most the declared number come back.
+pub fn parse_identities(reply: &[u8]) -> Result<Vec<ssh_key::PublicKey>, String> {
+    let bad = |_| "ssh-agent sent a malformed identity list".to_owned();
+    let (&kind, mut rest) = reply.split_first().ok_or("empty agent reply")?;
+    if kind != IDENTITIES_ANSWER {
+        return Err(format!("ssh-agent refused to list keys (reply {kind})"));
+    }
+    let count = u32::decode(&mut rest).map_err(bad)?;
+    let mut keys = Vec::new();
+    // Each entry takes at least 8 bytes, so a count larger than the frame
+    // can hold fails at the first missing entry.
+    for _ in 0..count {
+        let blob = Vec::<u8>::decode(&mut rest).map_err(bad)?;
+        let comment = String::decode(&mut rest).map_err(bad)?;
+        if let Ok(mut key) = ssh_key::PublicKey::from_bytes(&blob) {
+            key.set_comment(comment);
+            keys.push(key);
         }
+    }
+    no_trailing(rest, "identity list")?;
+    Ok(keys)
+}
+
+/// Parses the body of a reply to SIGN_REQUEST: one signature blob holding
+/// exactly one signature, and nothing after it.
+pub fn parse_signature(reply: &[u8]) -> Result<ssh_key::Signature, String> {
+    let (&kind, mut rest) = reply.split_first().ok_or("empty agent reply")?;
+    match kind {
+        SIGN_RESPONSE => {
+            let blob =
+                Vec::<u8>::decode(&mut rest).map_err(|_| "malformed agent signature".to_owned())?;
+            no_trailing(rest, "signature")?;
+            let mut inner = blob.as_slice();
+            let sig = ssh_key::Signature::decode(&mut inner)
+                .map_err(|e| format!("agent signature: {e}"))?;
+            no_trailing(inner, "signature blob")?;
+            Ok(sig)
+        }
+        FAILURE => Err(
+            "ssh-agent refused to sign (key removed, agent locked, or confirmation denied)".into(),
+        ),
+        other => Err(format!("ssh-agent sent unexpected reply {other}")),
+    }
+}
+
+fn no_trailing(rest: &[u8], what: &str) -> Result<(), String> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ssh-agent sent {} stray bytes after its {what}",
+            rest.len()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDmTo3zNUKgxh4zeQ5hiudgy6TQGyj+MaRqeVdTqHtuO alice@laptop";
+
+    fn answer(count: u32, entries: &[(&[u8], &str)]) -> Vec<u8> {
+        let mut m = vec![IDENTITIES_ANSWER];
+        count.encode(&mut m).unwrap();
+        for (blob, comment) in entries {
+            blob.encode(&mut m).unwrap();
+            comment.encode(&mut m).unwrap();
+        }
+        m
+    }
+
+    #[test]
+    fn identities_are_exactly_the_declared_entries() {
+        let key = ssh_key::PublicKey::from_openssh(ED25519).unwrap();
+        let blob = key.to_bytes().unwrap();
+        let keys = parse_identities(&answer(2, &[(&blob, "a"), (b"garbage", "b")])).unwrap();
+        assert_eq!(keys.len(), 1, "an unparseable key is skipped");
+        assert_eq!(keys[0].key_data(), key.key_data());
+        assert_eq!(keys[0].comment().as_bytes(), b"a");
+        assert_eq!(parse_identities(&answer(0, &[])).unwrap(), vec![]);
+        // More declared than sent, bytes after the last entry, a refusal.
+        assert!(parse_identities(&answer(3, &[(&blob, "a"), (&blob, "b")])).is_err());
+        assert!(parse_identities(&answer(u32::MAX, &[(&blob, "a")])).is_err());
+        let mut long = answer(1, &[(&blob, "a")]);
+        long.push(0);
+        assert_eq!(
+            parse_identities(&long),
+            Err("ssh-agent sent 1 stray bytes after its identity list".into())
+        );
+        assert!(parse_identities(&[FAILURE]).is_err());
+        assert!(parse_identities(&[]).is_err());
+    }
+
+    #[test]
+    fn a_signature_reply_holds_one_signature_and_nothing_else() {
+        let sig = ssh_key::Signature::new(ssh_key::Algorithm::Ed25519, vec![7u8; 64]).unwrap();
+        let blob = sig.encode_vec().unwrap();
+        let reply = |blob: &[u8], tail: &[u8]| {
+            let mut m = vec![SIGN_RESPONSE];
+            blob.encode(&mut m).unwrap();
+            m.extend_from_slice(tail);
+            m
+        };
+        assert_eq!(parse_signature(&reply(&blob, b"")).unwrap(), sig);
+        assert!(parse_signature(&reply(&blob, b"x")).is_err());
+        let mut padded = blob.clone();
+        padded.push(0);
+        assert!(parse_signature(&reply(&padded, b"")).is_err());
+        assert!(parse_signature(&reply(&blob[..blob.len() - 1], b"")).is_err());
+        assert!(
+            parse_signature(&[FAILURE])
+                .unwrap_err()
+                .contains("refused to sign")
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use ssh_key::{HashAlg, SshSig};
 use ztssh_proto::labels::{SSHSIG_NAMESPACE_HANDSHAKE, SSHSIG_NAMESPACE_RENEW};
 
-use crate::agent::Agent;
+use ztssh_sidecar::agent::Agent;
 
 /// Where the user's key lives.
 pub enum Identity {

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-mod agent;
 mod connect;
 mod explain;
 mod identity;

@@ -243,14 +243,15 @@ fn check_reports_a_bad_policy_with_file_line_and_reason() {
         format!("{base}policy = \"{}\"\n", policy.display()),
     )
     .expect("config");
-    // `check` with no policy text runs against whatever is (or is not) there.
-    let check = |text: Option<&str>| {
+    // `check` (or `run`) with no policy text runs against whatever is (or
+    // is not) there.
+    let proxy = |cmd: &str, text: Option<&str>| {
         if let Some(text) = text {
             fs::write(&policy, text).expect("policy");
         }
         let out = run_bounded(
             Command::new(bin("ztssh-proxy"))
-                .arg("check")
+                .arg(cmd)
                 .arg("--config")
                 .arg(&config),
             T,
@@ -261,6 +262,7 @@ fn check_reports_a_bad_policy_with_file_line_and_reason() {
             stderr(&out),
         )
     };
+    let check = |text: Option<&str>| proxy("check", text);
     let p = policy.display();
     for (text, want) in [
         (
@@ -277,11 +279,20 @@ fn check_reports_a_bad_policy_with_file_line_and_reason() {
             "[principals]\nallow = [\"alice\"\n",
             format!("ztssh-proxy: config error: {p}:"),
         ),
+        // The key is in both tables; the line is that of the wrong one.
+        (
+            "[principal.a]\nmax_sessions = 1\n[principal.b]\nmax_sessions = 0\n",
+            format!(
+                "ztssh-proxy: config error: {p}:4: principal.b.max_sessions = 0 would lock b out"
+            ),
+        ),
     ] {
         let (code, _, err) = check(Some(text));
         assert_eq!(code, Some(64), "{err}");
         assert!(err.starts_with(&want), "got {err}\nwant {want}");
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        // `run` refuses with the same line, before binding anything.
+        assert_eq!(proxy("run", None), (Some(64), String::new(), err));
     }
     fs::remove_file(&policy).expect("rm");
     let (code, _, err) = check(None);

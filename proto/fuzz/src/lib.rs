@@ -148,3 +148,28 @@ impl Authority for Allow {
         Ok(())
     }
 }
+
+/// Text for the parsers of operator files, built from fuzz input: each byte
+/// picks one of `tokens`, except that a byte of 255 copies the next byte as
+/// a raw character (so any text can still be reached) and a byte `extra`
+/// accepts is replaced by what it makes of the bytes that follow.
+pub fn assemble(
+    data: &[u8],
+    tokens: &[&str],
+    mut extra: impl FnMut(u8, &mut std::slice::Iter<'_, u8>) -> Option<String>,
+) -> String {
+    let mut out = String::new();
+    let mut bytes = data.iter();
+    while let Some(&b) = bytes.next() {
+        if b == 255 {
+            if let Some(&raw) = bytes.next() {
+                out.push(char::from(raw));
+            }
+        } else if let Some(made) = extra(b, &mut bytes) {
+            out.push_str(&made);
+        } else if let Some(t) = tokens.get(usize::from(b) % tokens.len().max(1)) {
+            out.push_str(t);
+        }
+    }
+    out
+}

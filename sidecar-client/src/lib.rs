@@ -1,0 +1,5 @@
+//! The parts of ztssh-sidecar reachable from outside the binary: the
+//! ssh-agent client, whose reply parsers the fuzz targets drive
+//! (`proto/fuzz/fuzz_targets/agent_reply.rs`).
+
+pub mod agent;
