@@ -86,6 +86,11 @@ impl<'a> Driver<'a> {
         let mut authority_open = true;
         loop {
             self.catch_up();
+            if self.conn.ended().is_some() {
+                // The decision is made: sshd's socket goes now, before the
+                // TERMINATE is written or anything is logged.
+                drop(up.take());
+            }
             self.flush(&client, To::Client);
             if let Some(u) = up.as_ref() {
                 self.flush(u, To::Sshd);
@@ -234,8 +239,8 @@ impl<'a> Driver<'a> {
         while let Some(ev) = self.conn.poll_event() {
             match ev {
                 ServerEvent::Terminated(ended) => {
-                    // sshd's socket goes first, at once, before anything
-                    // else is written or logged.
+                    // sshd's socket is already gone (`run` drops it the
+                    // moment the core decides); this is the backstop.
                     drop(up.take());
                     (self.on_end)(&ended, &self.conn);
                     self.ended = Some(ended);

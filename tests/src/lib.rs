@@ -19,7 +19,13 @@ pub mod agent;
 pub mod client;
 
 /// Paths of the built binaries (next to the test executable's directory).
+/// `ZTSSH_BIN_<NAME>` (e.g. `ZTSSH_BIN_ZTSSH_PROXY`) points at another build
+/// of one of them, for a bench that compares two builds side by side.
 pub fn bin(name: &str) -> PathBuf {
+    let var = format!("ZTSSH_BIN_{}", name.to_uppercase().replace('-', "_"));
+    if let Some(path) = std::env::var_os(var) {
+        return PathBuf::from(path);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join(name);
