@@ -58,6 +58,11 @@ pub const HIGH_WATER: usize = 512 * 1024;
 /// How long the proxy waits for the client's CLOSE once its own CLOSE
 /// (after sshd closed) was written.
 pub const CLOSE_GRACE_MS: u64 = 2000;
+/// How long, at least, a client has to read sshd's last output once sshd
+/// closed (the write bound, if longer): a slow but steady reader (a mobile
+/// link ending `scp` or `git clone`) gets its whole tail, a trickle cannot
+/// hold the connection for ever. Identity timers keep running meanwhile.
+pub const FLUSH_AFTER_CLOSE_MS: u64 = 60_000;
 /// How long, from the decision, a killed session's TERMINATE has to reach
 /// the client: then the connection closes, whatever its progress.
 pub const TERMINATE_GRACE_MS: u64 = 1000;
@@ -608,7 +613,8 @@ impl ServerConn {
         if let Err(e) = self.link.seal_close(now.mono_ms) {
             return self.end(Ended::new(EndKind::BadRecord, e.to_string()), now);
         }
-        self.flush_until = Some(now.mono_ms.saturating_add(self.write_bound_ms));
+        let bound = self.write_bound_ms.max(FLUSH_AFTER_CLOSE_MS);
+        self.flush_until = Some(now.mono_ms.saturating_add(bound));
         self.check_closed();
     }
 
@@ -670,7 +676,7 @@ impl ServerConn {
         if self.flush_deadline().is_some_and(|t| now.mono_ms >= t) {
             let reason = format!(
                 "client did not read sshd's last output within {}s of sshd closing; connection closed",
-                self.write_bound_ms / 1000
+                self.write_bound_ms.max(FLUSH_AFTER_CLOSE_MS) / 1000
             );
             return self.end(Ended::new(EndKind::ClientStalled, reason), now);
         }

@@ -610,28 +610,60 @@ fn trickle(n: &mut Net, chunk: usize, every_ms: u64, max: usize) {
 }
 
 #[test]
-fn after_sshd_closes_a_client_reading_a_trickle_ends_at_the_write_bound() {
+fn after_sshd_closes_a_client_reading_a_trickle_ends_at_the_flush_bound() {
     // 200 KB left for the client when sshd closes; it reads 1 KB every
     // 500 ms (progress, so never a stalled queue), which would take 100 s.
+    // No challenge falls due meanwhile (one would queue behind the 200 KB
+    // and end the session as proof_late first).
+    let timing = Timing {
+        interval_secs: 3600,
+        deadline_secs: 10,
+        cert_ttl_secs: 3600,
+    };
+    let mut n = started(timing, 0);
+    n.s2c_blocked = true;
+    n.t = 1000;
+    n.sshd_write(&bytes(12, 200_000));
+    n.server.handle_local_eof(n.now());
+    assert_eq!(n.server.poll_timeout(), Some(11_000), "the stall check");
+    trickle(&mut n, 1000, 500, 200);
+    let reason =
+        "client did not read sshd's last output within 60s of sshd closing; connection closed";
+    assert_eq!(
+        n.sev,
+        vec![
+            (61_000, ended(EndKind::ClientStalled, reason)),
+            (61_000, ServerEvent::Closed),
+        ]
+    );
+    assert_eq!(
+        n.cev.last(),
+        Some(&(61_000, ClientConnEvent::Ended(Some(ClientEnd::Lost))))
+    );
+}
+
+#[test]
+fn after_sshd_closes_a_slow_steady_client_gets_the_whole_tail() {
+    // The same 200 KB read at 1 KB every 60 ms (about 17 KB/s, a poor
+    // mobile link): 12 s, past the 10 s write bound but within the flush
+    // bound, so the client gets everything and the session ends normally.
     let mut n = net();
     n.s2c_blocked = true;
     n.t = 1000;
     n.sshd_write(&bytes(12, 200_000));
     n.server.handle_local_eof(n.now());
-    assert_eq!(n.server.poll_timeout(), Some(11_000));
-    trickle(&mut n, 1000, 500, 200);
-    let reason =
-        "client did not read sshd's last output within 10s of sshd closing; connection closed";
-    assert_eq!(
-        n.sev,
-        vec![
-            (11_000, ended(EndKind::ClientStalled, reason)),
-            (11_000, ServerEvent::Closed),
-        ]
+    trickle(&mut n, 1000, 60, 1000);
+    assert!(
+        !n.sev
+            .iter()
+            .any(|(_, e)| matches!(e, ServerEvent::Terminated(_))),
+        "{:?}",
+        n.sev
     );
-    assert_eq!(
-        n.cev.last(),
-        Some(&(11_000, ClientConnEvent::Ended(Some(ClientEnd::Lost))))
+    assert!(
+        n.cev.iter().any(|(_, e)| *e == ClientConnEvent::PeerClosed),
+        "the client read the CLOSE: {:?}",
+        n.cev
     );
 }
 

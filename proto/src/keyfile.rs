@@ -95,10 +95,54 @@ pub fn read_root_public(path: &Path) -> FileResult<crate::keys::PublicKey> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The most a PEM file read here may hold: a revocation list at its caps
+/// (1,000,000 serials and 10,000 names) is about 22 MB armored.
+pub const MAX_PEM_FILE: u64 = 32 * 1024 * 1024;
+
 /// Reads a PEM file that must carry `label`.
 pub fn read_pem(path: &Path, label: &'static str) -> FileResult<Vec<u8>> {
-    let text = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = read_regular(path, MAX_PEM_FILE)?;
     armor::decode_expect(label, &text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Reads a regular file of at most `max` bytes. Whatever is put in its
+/// place cannot hang or exhaust the reader: the open does not wait (a FIFO
+/// with no writer), anything but a regular file is refused (a FIFO, a
+/// device such as /dev/zero behind a symlink, a directory), and no more
+/// than `max` bytes are read.
+pub fn read_regular(path: &Path, max: u64) -> FileResult<Vec<u8>> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "cannot read {}: not a regular file",
+            path.display()
+        ));
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "cannot read {}: {} bytes, more than the {max} allowed",
+            path.display(),
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > max {
+        return Err(format!(
+            "cannot read {}: grew past the {max} bytes allowed while being read",
+            path.display()
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Errors here are plain sentences meant for the user.
@@ -107,6 +151,45 @@ pub type FileResult<T> = Result<T, String>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `read_regular` in a thread, so a read that hangs fails the
+    /// test after 10 s instead of hanging it.
+    fn read_within(path: &Path, max: u64) -> FileResult<Vec<u8>> {
+        let path = path.to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_regular(&path, max));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the read returned")
+    }
+
+    #[test]
+    fn what_stands_in_a_files_place_neither_hangs_nor_floods_the_reader() {
+        let dir = std::env::temp_dir().join(format!("ztssh-regular-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let err = read_within(&fifo, 1024).expect_err("a FIFO");
+        assert!(err.ends_with("not a regular file"), "{err}");
+        let zero = dir.join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+        let err = read_within(&zero, 1024).expect_err("/dev/zero");
+        assert!(err.ends_with("not a regular file"), "{err}");
+        let err = read_within(&dir, 1024).expect_err("a directory");
+        assert!(err.ends_with("not a regular file"), "{err}");
+        let big = dir.join("big");
+        fs::write(&big, vec![b'x'; 2048]).expect("write");
+        let err = read_within(&big, 1024).expect_err("too big");
+        assert!(
+            err.ends_with("2048 bytes, more than the 1024 allowed"),
+            "{err}"
+        );
+        assert_eq!(read_within(&big, 2048).expect("fits").len(), 2048);
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn secret_files_are_0600_and_not_overwritten() {

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
@@ -38,7 +39,21 @@ pub fn admit(
 
 fn check(shared: &Shared, conns: &Arc<Semaphore>, peer: SocketAddr) -> Result<Admission, Refusal> {
     let Ok(permit) = Arc::clone(conns).try_acquire_owned() else {
-        warn!(event = "connection_refused", peer = %peer, reason = "max_connections", "too many connections");
+        // One warning per 10 s at most: an unauthenticated flood at the cap
+        // must not fill the log queue (the metric counts every refusal).
+        static LAST_WARN_MS: AtomicU64 = AtomicU64::new(0);
+        let now = crate::clock::mono_ms().saturating_add(10_000);
+        let last = LAST_WARN_MS.load(Ordering::Relaxed);
+        if now >= last.saturating_add(10_000)
+            && LAST_WARN_MS
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            warn!(event = "connection_refused", peer = %peer, reason = "max_connections",
+                "too many connections (max_connections); further refusals for 10s are counted in ztssh_connections_refused_total only");
+        } else {
+            debug!(event = "connection_refused", peer = %peer, reason = "max_connections", "too many connections");
+        }
         return Err(Refusal::MaxConnections);
     };
     if let Some(secs) = shared.limits.penalised(peer.ip()) {

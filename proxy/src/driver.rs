@@ -89,7 +89,7 @@ impl<'a> Driver<'a> {
             if self.conn.ended().is_some() {
                 // The decision is made: sshd's socket goes now, before the
                 // TERMINATE is written or anything is logged.
-                drop(up.take());
+                kill_upstream(&mut up);
             }
             self.flush(&client, To::Client);
             if let Some(u) = up.as_ref() {
@@ -241,7 +241,7 @@ impl<'a> Driver<'a> {
                 ServerEvent::Terminated(ended) => {
                     // sshd's socket is already gone (`run` drops it the
                     // moment the core decides); this is the backstop.
-                    drop(up.take());
+                    kill_upstream(up);
                     (self.on_end)(&ended, &self.conn);
                     self.ended = Some(ended);
                 }
@@ -282,6 +282,18 @@ impl<'a> Driver<'a> {
             | ServerEvent::Terminated(_)
             | ServerEvent::Closed => {}
         }
+    }
+}
+
+/// Closes sshd's socket for a kill: with a zero linger, so the kernel
+/// discards whatever it still holds for sshd (bytes handed to it before
+/// the decision, which sshd has not read) and resets the connection,
+/// instead of delivering them after the decision. What already sits in
+/// sshd's own receive buffer cannot be recalled.
+fn kill_upstream(up: &mut Option<TcpStream>) {
+    if let Some(u) = up.take() {
+        let _ = u.set_zero_linger();
+        drop(u);
     }
 }
 

@@ -59,8 +59,9 @@ enum Cmd {
     },
 }
 
-/// mimalloc in secure mode (guard pages, randomized and encoded free lists):
-/// heap hardening at least on a par with glibc's, and a third less CPU for
+/// mimalloc in secure mode (guard pages around its metadata, randomized and
+/// encoded free lists, double-free detection): heap hardening at least on a
+/// par with glibc's, and a third less CPU for
 /// a mass kill, whose cost is mostly freeing thousands of sessions at once
 /// (docs/BENCHMARKS.md).
 #[global_allocator]
@@ -104,7 +105,10 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return report(Err(e.into())),
             };
-            report(rt.block_on(ztssh_proxy::server::run(cfg, authority)))
+            let result = rt.block_on(ztssh_proxy::server::run(cfg, authority));
+            // A read stuck on a hung filesystem must not hold the exit.
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            report(result)
         }
     }
 }

@@ -18,6 +18,10 @@ use crate::session::Shared;
 
 /// How often the revocation list file is checked for changes.
 pub const CRL_POLL: Duration = Duration::from_millis(100);
+/// How long one reload's file reading and decoding may take before the
+/// reload task gives up on it (a hung network filesystem, say) and serves
+/// the next request; the last good state stays in force.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +66,20 @@ async fn run(
         }
         let current = tx.borrow().clone();
         let worker = Arc::clone(&shared);
-        let outcome = tokio::task::spawn_blocking(move || compute(&worker, &current, req)).await;
+        let work = tokio::task::spawn_blocking(move || compute(&worker, &current, req));
+        let Ok(outcome) = tokio::time::timeout(RELOAD_TIMEOUT, work).await else {
+            shared.metrics.reloads.with_label_values(&["timeout"]).inc();
+            error!(
+                event = "reload",
+                result = "timeout",
+                "reading the configuration or revocation list took more than {}s (a hung filesystem?); the last good state stays in force",
+                RELOAD_TIMEOUT.as_secs()
+            );
+            if req == Request::Everything {
+                process::notify("READY=1");
+            }
+            continue;
+        };
         match outcome {
             Ok(o) => {
                 if let Some(result) = o.result {
@@ -161,22 +178,29 @@ async fn watch_crl_file_every(path: PathBuf, requests: mpsc::Sender<Request>, po
             .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
     }
     let path = Arc::new(path);
+    // A `stat` that hangs (a dead network filesystem) is given up on; the
+    // next tick tries again.
     let probe = |p: Arc<PathBuf>| async move {
-        tokio::task::spawn_blocking(move || stamp(&p))
+        let work = tokio::task::spawn_blocking(move || stamp(&p));
+        tokio::time::timeout(RELOAD_TIMEOUT, work)
             .await
             .ok()
+            .and_then(Result::ok)
             .flatten()
     };
     let dir = DirWatch::new(&path);
     let mut last = None;
     let mut tick = tokio::time::interval(poll);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = dir.changed() => {}
-        }
+        // inotify saw something: ask whatever the stamp says (a same-size
+        // rewrite in place within one timestamp tick leaves it unchanged;
+        // the reload compares list versions, so asking is cheap).
+        let told = tokio::select! {
+            _ = tick.tick() => false,
+            () = dir.changed() => true,
+        };
         let now = probe(Arc::clone(&path)).await;
-        if now == last || now.is_none() {
+        if now.is_none() || (now == last && !told) {
             continue;
         }
         last = now;

@@ -163,7 +163,9 @@ async fn watch_signals(shutdown: CancellationToken, reloads: mpsc::Sender<Reques
         tokio::select! {
             _ = term.recv() => { info!(event = "signal", signal = "SIGTERM", "shutting down"); break; }
             _ = int.recv() => { info!(event = "signal", signal = "SIGINT", "shutting down"); break; }
-            _ = hup.recv() => { let _ = reloads.send(Request::Everything).await; }
+            // Never awaited: a reload that is stuck must not stop SIGTERM.
+            // A full queue already holds a reload that will read everything.
+            _ = hup.recv() => { let _ = reloads.try_send(Request::Everything); }
         }
     }
     shutdown.cancel();

@@ -223,8 +223,12 @@ fn wrong_user_key_stops_at_the_proxy() {
         ),
         "{err}"
     );
+    wait_until(T, "authorization_denied logged", || {
+        w.proxy
+            .log_text()
+            .contains("event=\"authorization_denied\"")
+    });
     let plog = w.proxy.log_text();
-    assert!(plog.contains("event=\"authorization_denied\""), "{plog}");
     assert!(!plog.contains("upstream_connected"), "{plog}");
     let slog = w.sshd.log_text();
     assert!(

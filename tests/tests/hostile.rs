@@ -119,7 +119,8 @@ fn garbage_http_and_slow_sockets_are_dropped_without_reaching_sshd() {
     expect_closed(&mut s, Duration::from_secs(10));
 
     wait_until(Duration::from_secs(10), "proxy log", || {
-        count(&w.proxy.log_text(), "event=\"handshake_failed\"") >= 3
+        let log = w.proxy.log_text();
+        count(&log, "event=\"handshake_failed\"") >= 3 && log.contains("event=\"source_penalised\"")
     });
     let plog = w.proxy.log_text();
     assert!(plog.contains("reason=\"timeout\""), "{plog}");

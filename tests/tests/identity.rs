@@ -373,6 +373,10 @@ fn early_renewals_are_logged_once_counted_and_end_the_session_past_the_bound() {
         renew_early(&mut c);
     }
     wait_metric(port, "ztssh_renewals_refused_total", 3.0);
+    // The log is written by a thread of its own: wait for the line.
+    wait_until(Duration::from_secs(10), "renew_refused logged", || {
+        w.proxy.log_text().contains("event=\"renew_refused\"")
+    });
     let log = w.proxy.log_text();
     assert_eq!(count(&log, "event=\"renew_refused\""), 1, "{log}");
     assert!(!log.contains("session_terminated"), "{log}");

@@ -81,6 +81,17 @@ fn idle_and_garbage_floods_do_not_lock_out_a_real_session() {
             other => panic!("idle socket still open: {other:?}"),
         }
     }
+    // The proxy writes its log from a thread of its own: wait (bounded) for
+    // the lines of what the sockets already showed.
+    wait_until(
+        Duration::from_secs(10),
+        "every idle and garbage handshake in the log",
+        || {
+            let log = w.proxy.log_text();
+            count(&log, "reason=\"evicted\"") + count(&log, "reason=\"timeout\"") >= IDLE
+                && count(&log, "reason=\"protocol\"") >= GARBAGE
+        },
+    );
     let log = w.proxy.log_text();
     let evicted = count(&log, "reason=\"evicted\"");
     let timeouts = count(&log, "reason=\"timeout\"");

@@ -174,9 +174,11 @@ fn principal_rules_sessions_and_hours_are_enforced_at_the_handshake() {
         err.to_string().contains("expected ACCEPT"),
         "bob must get TERMINATE: {err}"
     );
-    let log = w.proxy.log_text();
+    // The proxy writes its log from a thread of its own: wait for the line.
     let want = format!("policy allows principal bob only during {a:02}:00-{b:02}:00 UTC");
-    assert!(log.contains(&want), "{log}");
+    wait_until(Duration::from_secs(10), "the refusal logged", || {
+        w.proxy.log_text().contains(&want)
+    });
     assert_eq!(count(&w.sshd.log_text(), "Accepted publickey"), 1);
 }
 

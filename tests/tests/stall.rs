@@ -359,3 +359,82 @@ fn a_proxy_whose_log_nobody_reads_still_admits_and_kills() {
     );
     drop(clients);
 }
+
+/// What a client sent before its ban and sshd had not read yet is not
+/// delivered after the ban: the proxy resets sshd's socket (zero linger),
+/// so the kernel discards what it still held for sshd instead of
+/// delivering it once sshd reads again.
+#[test]
+fn bytes_sshd_had_not_read_are_discarded_at_a_kill() {
+    use socket2::{Domain, Socket, Type};
+    const MIB: f64 = 1024.0 * 1024.0;
+    let dir = TempDir::new().expect("dir");
+    let alice = user_key(dir.path(), "alice");
+    let pki = Pki::create(dir.path(), &["localhost"]);
+    pki.publish_crl();
+    // sshd's stand-in: a small receive buffer, and nothing read until told.
+    let l = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    l.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    l.bind(&addr.into()).expect("bind");
+    l.listen(4).expect("listen");
+    let l: TcpListener = l.into();
+    let sink_port = l.local_addr().expect("addr").port();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        let _ = wait.recv_timeout(T);
+        s.set_read_timeout(Some(T)).expect("timeout");
+        let mut got = 0u64;
+        let mut buf = [0u8; 65536];
+        while let Ok(n @ 1..) = s.read(&mut buf) {
+            got += n as u64;
+        }
+        got
+    });
+    let mport = free_port();
+    let extra = format!(
+        "revocation_list = \"{}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\n",
+        pki.crl().display()
+    );
+    let principals = format!("alice {}", read_text(&alice.with_extension("pub")));
+    let proxy = Proxy::start(dir.path(), &pki, sink_port, &principals, &extra);
+    let mut c =
+        ztssh_tests::client::LibClient::connect(proxy.port, pki.root_key(), &alice, "alice")
+            .expect("connect");
+    c.establish().expect("establish");
+    // The client sends 8 MiB; the proxy hands what it can to the kernel
+    // for sshd, then stops reading the client (its queues are full).
+    c.sock.set_write_timeout(Some(T)).expect("timeout");
+    let writer = std::thread::spawn(move || {
+        let chunk = pseudo_random(16 * 1024, 9);
+        for _ in 0..512 {
+            if c.send_data(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let delivered = || {
+        metric_value(
+            &http_get(mport, "/metrics"),
+            "ztssh_tunnel_bytes_total{direction=\"in\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    wait_until(T, "1 MiB handed to the kernel for sshd", || {
+        delivered() >= MIB
+    });
+    pki.revoke("principal", "alice");
+    pki.publish_crl();
+    wait_until(T, "the ban", || {
+        proxy.log_text().contains("reason=\"principal_banned\"")
+    });
+    let handed = delivered();
+    go.send(()).expect("go");
+    let got = reader.join().expect("reader") as f64;
+    let _ = writer.join();
+    assert!(
+        got < handed - 512.0 * 1024.0,
+        "sshd's stand-in read {got} bytes after the ban, of the {handed} the proxy had handed to the kernel: the send queue was delivered"
+    );
+}
