@@ -35,6 +35,7 @@ struct RawRule {
     sources: Option<Vec<String>>,
     max_sessions: Option<u32>,
     hours_utc: Option<Vec<String>>,
+    accounts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +93,9 @@ pub struct Rule {
     pub max_sessions: Option<u32>,
     /// UTC hours in which sessions may run (any time when `None`).
     pub hours: Option<Vec<Hours>>,
+    /// Local accounts sshd may log this principal in as (only the
+    /// principal's own name when `None`).
+    pub accounts: Option<Vec<String>>,
 }
 
 /// A checked policy. The default admits everyone the authorized principals
@@ -178,12 +182,17 @@ impl Policy {
                 Some(list) => Some(hour_list(list, &at("hours_utc"))?),
                 None => None,
             };
+            let accounts = match r.accounts {
+                Some(list) => Some(account_list(list, &at("accounts"))?),
+                None => None,
+            };
             rules.insert(
                 name,
                 Rule {
                     sources,
                     max_sessions: r.max_sessions,
                     hours,
+                    accounts,
                 },
             );
         }
@@ -253,6 +262,15 @@ impl Policy {
     /// The most concurrent sessions `principal` may hold.
     pub fn max_sessions(&self, principal: &str) -> Option<u32> {
         self.rules.get(principal).and_then(|r| r.max_sessions)
+    }
+
+    /// Whether `principal` may log in to sshd as local `account`: one of its
+    /// `accounts`, or by default only the account named like it.
+    pub fn may_use(&self, principal: &str, account: &str) -> bool {
+        match self.rules.get(principal).and_then(|r| r.accounts.as_ref()) {
+            Some(accounts) => accounts.iter().any(|a| a == account),
+            None => principal == account,
+        }
     }
 
     /// One line for start-up logs and `check`.
@@ -361,6 +379,20 @@ fn hour_list(list: Vec<String>, key: &str) -> Result<Vec<Hours>, (String, String
     list.iter()
         .map(|s| Hours::parse(s).map_err(|why| (quoted(s), format!("{key}: {why}"))))
         .collect()
+}
+
+fn account_list(list: Vec<String>, key: &str) -> Result<Vec<String>, (String, String)> {
+    bounded(&list, key)?;
+    if list.is_empty() {
+        return Err((
+            "accounts".into(),
+            format!("{key} = [] allows no account; deny the principal instead"),
+        ));
+    }
+    for a in &list {
+        crate::zsk::check_account(a).map_err(|why| (quoted(a), format!("{key}: {why}")))?;
+    }
+    Ok(list)
 }
 
 fn quoted(s: &str) -> String {
@@ -587,6 +619,29 @@ hours_utc = ["22-06"]
             );
             assert!(!got.contains('\n'), "one line: {got}");
         }
+    }
+
+    #[test]
+    fn accounts_default_to_the_principal_and_are_checked() {
+        let p = load("[principal.alice]\naccounts = [\"alice\", \"deploy\"]\n[principal.bob]\nmax_sessions = 1\n")
+            .expect("policy");
+        assert!(p.may_use("alice", "deploy") && p.may_use("alice", "alice"));
+        assert!(!p.may_use("alice", "root"));
+        assert!(p.may_use("bob", "bob") && !p.may_use("bob", "deploy"));
+        assert!(Policy::default().may_use("carol", "carol"));
+        assert!(!Policy::default().may_use("carol", "root"));
+        let e = load("[principal.alice]\n\naccounts = [\"ok\", \"-rf\"]\n").expect_err("bad name");
+        assert!(
+            e.starts_with(
+                "policy.toml:3: principal.alice.accounts: \"-rf\" is not an account name"
+            ),
+            "{e}"
+        );
+        let e = load("[principal.alice]\naccounts = []\n").expect_err("empty");
+        assert!(
+            e.starts_with("policy.toml:2: principal.alice.accounts = [] allows no account"),
+            "{e}"
+        );
     }
 
     #[test]
