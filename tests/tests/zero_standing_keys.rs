@@ -346,3 +346,83 @@ fn only_root_and_the_command_user_may_ask() {
     assert!(!daemon.status.success(), "another user may not");
     assert!(daemon.stdout.is_empty());
 }
+
+#[test]
+fn check_explains_zero_standing_keys_mistakes() {
+    let dir = tempfile::Builder::new()
+        .prefix("ztssh-zsk-check-")
+        .tempdir()
+        .expect("tempdir");
+    let pki = Pki::create(dir.path(), &["web1"]);
+    let key = user_key(dir.path(), "alice");
+    let principals = format!("alice {}", read_text(&key.with_extension("pub")));
+    let sock = dir.path().join("akc.sock");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[principal.alice]\n\naccounts = [\"alice\", \"-rf\"]\n",
+    )
+    .expect("policy");
+    let range = "upstream_source_range = \"127.77.0.0/16\"\n";
+    let cases = [
+        (
+            "upstream_source_range = \"127.0.0.0/16\"\n".to_owned(),
+            "contains 127.0.0.1".to_owned(),
+        ),
+        (
+            "upstream_source_range = \"::1/128\"\n".to_owned(),
+            "IPv6 has a single loopback address".to_owned(),
+        ),
+        (
+            "upstream_source_range = \"127.77.0.0/24\"\n".to_owned(),
+            "fewer than max_connections (1024)".to_owned(),
+        ),
+        (
+            format!(
+                "authorized_keys_socket = \"{}\"\nauthorized_keys_command_user = \"nobody\"\n",
+                sock.display()
+            ),
+            "authorized_keys_socket needs upstream_source_range".to_owned(),
+        ),
+        (
+            format!("{range}authorized_keys_socket = \"{}\"\n", sock.display()),
+            "needs authorized_keys_command_user".to_owned(),
+        ),
+        (
+            format!(
+                "{range}authorized_keys_socket = \"/nonexistent/akc.sock\"\nauthorized_keys_command_user = \"nobody\"\n"
+            ),
+            "directory /nonexistent does not exist".to_owned(),
+        ),
+        (
+            format!(
+                "{range}authorized_keys_socket = \"{}\"\nauthorized_keys_command_user = \"no-such-user-zsk\"\n",
+                sock.display()
+            ),
+            "\"no-such-user-zsk\": no such user".to_owned(),
+        ),
+        (
+            format!("policy = \"{}\"\n", policy.display()),
+            format!(
+                "{}:3: principal.alice.accounts: \"-rf\" is not an account name",
+                policy.display()
+            ),
+        ),
+    ];
+    for (extra, want) in cases {
+        let (_, config) = Proxy::configure(dir.path(), &pki, 22, &principals, &extra);
+        let out = run_bounded(
+            Command::new(bin("ztssh-proxy"))
+                .arg("check")
+                .arg("--config")
+                .arg(&config),
+            T,
+        );
+        assert_eq!(out.status.code(), Some(64), "{extra}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&want),
+            "{extra}\n got: {}\nwant: {want}",
+            stderr(&out)
+        );
+    }
+}
