@@ -386,6 +386,142 @@ mod tests {
         assert!(pool.lease().is_none());
     }
 
+    fn key(n: u8) -> ssh_key::PublicKey {
+        let data = ssh_key::public::KeyData::Ed25519(ssh_key::public::Ed25519PublicKey([n; 32]));
+        ssh_key::PublicKey::new(data, "")
+    }
+
+    fn authority(dir: &Path, principals: &str, policy: &str) -> Authority {
+        use ztssh_proto::cert::{LicenceBody, Serial};
+        use ztssh_proto::keys::SigningKey;
+        let root = SigningKey::generate();
+        let body = LicenceBody {
+            serial: Serial::random(),
+            server_id: "web1".into(),
+            hostnames: vec!["web1".into()],
+            subca_key: SigningKey::generate().public(),
+            noise_key: [7; 32],
+            not_before: NOW - 60,
+            not_after: NOW + 3600,
+            issuer: root.public(),
+        };
+        let licence = body
+            .sign(&root)
+            .expect("sign")
+            .verify(&root.public(), NOW)
+            .expect("verify");
+        let (ap, pp) = (dir.join("principals"), dir.join("policy.toml"));
+        std::fs::write(&ap, principals).expect("principals");
+        std::fs::write(&pp, policy).expect("policy");
+        Authority {
+            licence,
+            crl: None,
+            authorized: crate::authz::Authorized::load(&ap).expect("principals"),
+            policy: Arc::new(crate::policy::Policy::load(&pp).expect("policy")),
+        }
+    }
+
+    const NOW: UnixTime = 1_800_000_000;
+
+    fn live(id: &str, principal: &str, k: u8, last: u8) -> Arc<LiveSession> {
+        Arc::new(LiveSession {
+            id: id.into(),
+            principal: principal.into(),
+            user_key: key(k),
+            peer: "192.0.2.1".parse().expect("ip"),
+            source: Ipv4Addr::new(127, 77, 0, last),
+        })
+    }
+
+    #[test]
+    fn answers_only_live_authorized_sessions_for_their_accounts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let line = |p: &str, k: u8| format!("{p} {}\n", key(k).to_openssh().expect("openssh"));
+        let principals = format!(
+            "{}{}{}",
+            line("alice", 1),
+            line("bob", 2),
+            line("mallory", 4)
+        );
+        let a = authority(
+            dir.path(),
+            &principals,
+            "[principals]\ndeny = [\"mallory\"]\n[principal.alice]\naccounts = [\"alice\", \"deploy\"]\n",
+        );
+        let sessions = [
+            live("s1", "alice", 1, 5),
+            live("s2", "bob", 2, 6),
+            live("s3", "carol", 3, 7),
+            live("s4", "mallory", 4, 8),
+        ];
+        let alice_line = format!(
+            "from=\"127.77.0.5\" {}",
+            key(1).to_openssh().expect("openssh")
+        );
+        let got = answer(&sessions, "deploy", None, &a, NOW);
+        assert_eq!(got.lines, vec![alice_line.clone()]);
+        let why: Vec<(&str, &str)> = got
+            .refused
+            .iter()
+            .map(|(id, _, r)| (id.as_str(), r.as_str()))
+            .collect();
+        assert!(
+            why.contains(&("s2", "principal bob may not use account deploy")),
+            "{why:?}"
+        );
+        assert!(
+            why.iter()
+                .any(|(id, r)| *id == "s3" && r.contains("not authorized")),
+            "{why:?}"
+        );
+        assert!(
+            why.iter()
+                .any(|(id, r)| *id == "s4" && r.contains("denied by policy")),
+            "{why:?}"
+        );
+        // By default a principal may use only its own name.
+        let bob_line = format!(
+            "from=\"127.77.0.6\" {}",
+            key(2).to_openssh().expect("openssh")
+        );
+        assert_eq!(
+            answer(&sessions, "bob", None, &a, NOW).lines,
+            vec![bob_line]
+        );
+        // With the offered key (%k), only sessions holding it count.
+        let got = answer(&sessions, "alice", Some(key(2).key_data()), &a, NOW);
+        assert!(got.lines.is_empty());
+        assert_eq!(got.refused.len(), 1);
+        assert_eq!(
+            answer(&sessions, "alice", Some(key(1).key_data()), &a, NOW).lines,
+            vec![alice_line]
+        );
+        assert!(answer(&sessions, "root", None, &a, NOW).lines.is_empty());
+        // An expired licence vouches for nobody.
+        assert!(
+            answer(&sessions, "deploy", None, &a, NOW + 7200)
+                .lines
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn unlisted_sessions_are_gone_at_once() {
+        let keys = LiveKeys::default();
+        let guard = keys.insert(LiveSession {
+            id: "s1".into(),
+            principal: "alice".into(),
+            user_key: key(1),
+            peer: "192.0.2.1".parse().expect("ip"),
+            source: Ipv4Addr::new(127, 77, 0, 5),
+        });
+        assert_eq!(keys.snapshot().len(), 1);
+        keys.remove("s1");
+        assert!(keys.snapshot().is_empty());
+        drop(guard);
+        assert!(keys.snapshot().is_empty());
+    }
+
     #[test]
     fn account_names() {
         for ok in ["alice", "deploy", "svc_web-1", "a.b"] {
