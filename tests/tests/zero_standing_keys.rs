@@ -345,6 +345,15 @@ fn only_root_and_the_command_user_may_ask() {
     let daemon = ask_as("daemon");
     assert!(!daemon.status.success(), "another user may not");
     assert!(daemon.stdout.is_empty());
+    // Even when the socket's mode lets anyone connect (a proxy that is not
+    // root cannot give it away), the peer's uid decides.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(z.installed.socket(), std::fs::Permissions::from_mode(0o666))
+        .expect("chmod socket");
+    let daemon = ask_as("daemon");
+    assert!(daemon.stdout.is_empty(), "nothing for another user");
+    let line = z.wait_log(1, &["event=\"authorized_keys_forbidden\""]);
+    assert!(line.contains("uid=1 "), "{line}");
 }
 
 #[test]
