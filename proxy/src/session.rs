@@ -297,6 +297,8 @@ async fn serve_authenticated(
         &on_end,
     );
     let ended = driver.run(sock, upstream).await;
+    // Unlisted before the end is logged (a kill unlisted it already).
+    shared.live_keys.remove(id);
     m.sessions_open.dec();
     if ended.is_ok() {
         let id = driver.conn.identity();

@@ -235,6 +235,25 @@ fn keys_work_only_through_a_live_session_for_mapped_accounts() {
         &run_bounded(&mut z.direct(&w.alice, "127.0.0.1"), T),
         "direct, session live",
     );
+    // What sshd is told now (asked as root, through the config file): her
+    // key, bound to the live session's address only; the first session is
+    // over and gone from the answer.
+    z.wait_log(1, &["event=\"session_closed\""]);
+    let asked = run_bounded(
+        Command::new(&z.installed.command)
+            .arg("authorized-keys")
+            .arg("--config")
+            .arg(&w.proxy.config)
+            .arg(ACCOUNT),
+        T,
+    );
+    assert_ok(&asked, "authorized-keys --config");
+    let alice_key = read_text(&w.alice.with_extension("pub"));
+    let alice_key: Vec<&str> = alice_key.split_whitespace().take(2).collect();
+    assert_eq!(
+        String::from_utf8_lossy(&asked.stdout),
+        format!("from=\"{second}\" {}\n", alice_key.join(" "))
+    );
     assert!(
         w.sshd.log_text().contains("Refused by key options"),
         "sshd saw the key, bound elsewhere"
