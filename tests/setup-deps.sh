@@ -19,5 +19,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# The zero-standing-keys tests create the local account ztsshe2e themselves
+# (useradd/usermod from Debian's passwd package, always installed) and
+# install a copy of ztssh-proxy under /usr/local/libexec/ztssh-tests-*/
+# for the length of a test, because sshd runs AuthorizedKeysCommand only
+# from root-owned paths.
 # sshd's privilege-separation directory.
 mkdir -p /run/sshd

@@ -58,6 +58,9 @@ const ENV_KEYS: &[&str] = &[
     "user",
     "drain_grace_secs",
     "policy",
+    "upstream_source_range",
+    "authorized_keys_socket",
+    "authorized_keys_command_user",
 ];
 
 /// Raw settings as written by the operator.
@@ -120,6 +123,18 @@ pub struct Settings {
     /// SIGHUP. Without one, the authorized principals file alone decides.
     #[serde(default)]
     pub policy: Option<PathBuf>,
+    /// Zero standing keys: the loopback network the proxy connects to sshd
+    /// from, one address per live session (off when unset: the kernel
+    /// picks, normally 127.0.0.1).
+    #[serde(default)]
+    pub upstream_source_range: Option<String>,
+    /// Zero standing keys: the Unix socket on which sshd's
+    /// `AuthorizedKeysCommand` asks which keys may log in (off when unset).
+    #[serde(default)]
+    pub authorized_keys_socket: Option<PathBuf>,
+    /// sshd's `AuthorizedKeysCommandUser`: it and root may ask the socket.
+    #[serde(default)]
+    pub authorized_keys_command_user: Option<String>,
     /// Per-source rate and handshake limits.
     #[serde(default)]
     pub limits: LimitSettings,
@@ -205,6 +220,19 @@ pub struct Config {
     pub timing: Timing,
     /// Networks never penalised.
     pub penalty_exempt: Vec<ipnet::IpNet>,
+    /// Zero standing keys: one loopback source address per session.
+    pub upstream_sources: Option<ipnet::Ipv4Net>,
+    /// Zero standing keys: where and to whom sshd's command is answered.
+    pub authorized_keys: Option<AuthorizedKeysConfig>,
+}
+
+/// The `AuthorizedKeysCommand` socket, checked.
+pub struct AuthorizedKeysConfig {
+    /// The socket's path (absolute; its directory exists).
+    pub socket: PathBuf,
+    /// The one account besides root that may ask (sshd's
+    /// `AuthorizedKeysCommandUser`).
+    pub command_user: nix::unistd::User,
 }
 
 fn err(msg: impl Into<String>) -> ConfigError {
@@ -284,6 +312,13 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     let timing = timing(&settings)?;
     let penalty_exempt = check_limits(&settings)?;
+    let upstream_sources = match &settings.upstream_source_range {
+        Some(range) => {
+            Some(crate::zsk::check_range(range, upstream, settings.max_connections).map_err(err)?)
+        }
+        None => None,
+    };
+    let authorized_keys = check_authorized_keys(&settings, upstream_sources.is_some())?;
     let cfg = Config {
         listen,
         upstream,
@@ -298,6 +333,8 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         root,
         timing,
         penalty_exempt,
+        upstream_sources,
+        authorized_keys,
         settings,
     };
     Ok((cfg, authority))
@@ -350,6 +387,50 @@ fn check_limits(s: &Settings) -> Result<Vec<ipnet::IpNet>, ConfigError> {
         .iter()
         .map(|n| parse_net(n).map_err(|why| err(format!("penalties.exempt: {n:?}: {why}"))))
         .collect()
+}
+
+fn check_authorized_keys(
+    s: &Settings,
+    have_range: bool,
+) -> Result<Option<AuthorizedKeysConfig>, ConfigError> {
+    let Some(socket) = &s.authorized_keys_socket else {
+        if s.authorized_keys_command_user.is_some() {
+            return Err(err(
+                "authorized_keys_command_user is set but authorized_keys_socket is not; set both, or neither",
+            ));
+        }
+        return Ok(None);
+    };
+    if !have_range {
+        return Err(err(
+            "authorized_keys_socket needs upstream_source_range (e.g. \"127.77.0.0/16\"): \
+             each key sshd is given is bound to its session's own source address",
+        ));
+    }
+    crate::zsk::check_socket_path(socket).map_err(err)?;
+    let Some(name) = &s.authorized_keys_command_user else {
+        return Err(err(
+            "authorized_keys_socket needs authorized_keys_command_user: the account sshd runs \
+             AuthorizedKeysCommand as (its AuthorizedKeysCommandUser), e.g. a dedicated \"ztssh-akc\"",
+        ));
+    };
+    let command_user = match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return Err(err(format!(
+                "authorized_keys_command_user = {name:?}: no such user; create it (useradd --system {name}) or name another"
+            )));
+        }
+        Err(e) => {
+            return Err(err(format!(
+                "authorized_keys_command_user = {name:?}: cannot look it up: {e}"
+            )));
+        }
+    };
+    Ok(Some(AuthorizedKeysConfig {
+        socket: socket.clone(),
+        command_user,
+    }))
 }
 
 /// Reloads what SIGHUP reloads: licence, principals, revocation list and
@@ -413,7 +494,7 @@ impl Config {
         let b = &authority.licence.body;
         format!(
             "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}; \
-             challenge every {}s, answer within {}s; client certificates {}s; revocation list {}; {}",
+             challenge every {}s, answer within {}s; client certificates {}s; revocation list {}; {}; {}",
             self.listen,
             self.upstream,
             b.server_id,
@@ -430,6 +511,23 @@ impl Config {
                 .as_ref()
                 .map_or("none".to_owned(), |c| format!("version {}", c.list_version)),
             authority.policy.summary(),
+            self.zsk_summary(),
         )
+    }
+
+    fn zsk_summary(&self) -> String {
+        match (&self.upstream_sources, &self.authorized_keys) {
+            (None, _) => {
+                "sshd sees the proxy's default source address (upstream_source_range unset)".into()
+            }
+            (Some(r), None) => {
+                format!("one source address per session from {r}; no authorized-keys socket")
+            }
+            (Some(r), Some(a)) => format!(
+                "zero standing keys: one source address per session from {r}, authorized-keys socket {} for root and {}",
+                a.socket.display(),
+                a.command_user.name
+            ),
+        }
     }
 }

@@ -10,9 +10,13 @@
 //!   `ServerConn`, in which no write is ever awaited;
 //! - [`reload`]: the one task that publishes a new [`authority::Authority`];
 //! - [`server`]: binding, signals, drain;
-//! - [`logging`]: log lines written off the runtime's workers.
+//! - [`logging`]: log lines written off the runtime's workers;
+//! - [`zsk`], [`akc`], [`sshd_config`]: zero standing keys (a source
+//!   address per session, the socket sshd's `AuthorizedKeysCommand` asks,
+//!   and the sshd_config lines that wire it).
 
 pub mod admission;
+pub mod akc;
 pub mod authority;
 pub mod authz;
 pub mod clock;
@@ -26,3 +30,5 @@ pub mod process;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod sshd_config;
+pub mod zsk;

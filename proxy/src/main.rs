@@ -42,6 +42,38 @@ enum Cmd {
         #[arg(long, env = "ZTSSH_CONFIG")]
         config: PathBuf,
     },
+    /// For sshd's AuthorizedKeysCommand: print the keys that may log in as
+    /// ACCOUNT now (those of live ztssh sessions, each bound to its
+    /// session's source address). Prints nothing on any failure.
+    AuthorizedKeys {
+        /// The proxy's socket (`authorized_keys_socket`).
+        #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+        socket: Option<PathBuf>,
+        /// Or the proxy's config file, to read `authorized_keys_socket` from.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The account sshd is logging in (`%u`).
+        account: String,
+        /// The offered key's type and base64 (`%t %k`), optional.
+        #[arg(num_args = 0..=2)]
+        key: Vec<String>,
+    },
+    /// Print the sshd_config lines for zero standing keys.
+    SshdConfig {
+        /// Config file (TOML).
+        #[arg(long, env = "ZTSSH_CONFIG")]
+        config: PathBuf,
+        /// The ztssh-proxy binary sshd runs (default: this one). It and every
+        /// directory above it must be root-owned and not group/world-writable.
+        #[arg(long)]
+        command: Option<PathBuf>,
+        /// The sshd whose version decides the lines.
+        #[arg(long, default_value = "/usr/sbin/sshd")]
+        sshd: PathBuf,
+        /// The sshd version (X.Y) instead of asking `sshd -V`.
+        #[arg(long)]
+        sshd_version: Option<String>,
+    },
     /// Run the proxy.
     Run {
         /// Config file (TOML).
@@ -82,6 +114,18 @@ fn main() -> ExitCode {
             }
             Err(e) => config_error(&e),
         },
+        Cmd::AuthorizedKeys {
+            socket,
+            config,
+            account,
+            key,
+        } => authorized_keys(socket, config, &account, &key),
+        Cmd::SshdConfig {
+            config,
+            command,
+            sshd,
+            sshd_version,
+        } => sshd_config(&config, command, &sshd, sshd_version.as_deref()),
         Cmd::Run {
             config,
             listen,
@@ -109,6 +153,77 @@ fn main() -> ExitCode {
             // A read stuck on a hung filesystem must not hold the exit.
             rt.shutdown_timeout(std::time::Duration::from_secs(2));
             report(result)
+        }
+    }
+}
+
+fn authorized_keys(
+    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+    account: &str,
+    key: &[String],
+) -> ExitCode {
+    let socket = match (socket, config) {
+        (Some(s), _) => s,
+        (None, Some(c)) => match config::settings(&c, &Overrides::default()) {
+            Ok(s) => match s.authorized_keys_socket {
+                Some(p) => p,
+                None => {
+                    eprintln!(
+                        "ztssh-proxy: {}: authorized_keys_socket is not set",
+                        c.display()
+                    );
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            },
+            Err(e) => return config_error(&e),
+        },
+        (None, None) => return ExitCode::from(EXIT_CONFIG),
+    };
+    let key = match key {
+        [t, k] => Some((t.as_str(), k.as_str())),
+        [] => None,
+        _ => {
+            eprintln!(
+                "ztssh-proxy: authorized-keys: give the key as TYPE BASE64 (%t %k), or not at all"
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    report(ztssh_proxy::akc::ask(&socket, account, key, &mut out))
+}
+
+fn sshd_config(
+    path: &Path,
+    command: Option<PathBuf>,
+    sshd: &Path,
+    version: Option<&str>,
+) -> ExitCode {
+    use ztssh_proxy::sshd_config as sc;
+    let (cfg, _authority) = match load(path, &Overrides::default()) {
+        Ok(loaded) => loaded,
+        Err(e) => return config_error(&e),
+    };
+    let version = match version {
+        Some(v) => sc::parse_version(&format!("OpenSSH_{v}"))
+            .ok_or_else(|| format!("--sshd-version {v:?}: expected X.Y, such as 9.2")),
+        None => sc::detect_version(sshd),
+    };
+    let config_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let text = version.and_then(|v| {
+        let command = sc::command_path(command)?;
+        sc::check_command_path(&command)?;
+        sc::lines(&cfg, &config_path, &command, v)
+    });
+    match text {
+        Ok(t) => {
+            print!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ztssh-proxy: sshd-config: {e}");
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }

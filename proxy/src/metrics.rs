@@ -42,6 +42,8 @@ pub struct Metrics {
     pub certificates: IntCounterVec,
     /// Reloads by result.
     pub reloads: IntCounterVec,
+    /// Requests on the authorized-keys socket, by result.
+    pub authorized_keys: IntCounterVec,
     /// Penalties that started or grew.
     pub penalties: IntCounter,
     /// Renewals refused as too early (the session went on).
@@ -169,6 +171,12 @@ impl Metrics {
                 &r,
                 "ztssh_config_reloads_total",
                 "Reloads by result.",
+                "result",
+            ),
+            authorized_keys: counter_vec(
+                &r,
+                "ztssh_authorized_keys_requests_total",
+                "sshd AuthorizedKeysCommand requests by result (answered, refused, forbidden, bad_request, busy).",
                 "result",
             ),
             penalties,

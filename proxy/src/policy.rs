@@ -78,6 +78,9 @@ pub struct Rule {
     pub max_sessions: Option<u32>,
     /// UTC hours in which sessions may run (any time when `None`).
     pub hours: Option<Vec<Hours>>,
+    /// Local accounts sshd may log this principal in as (only the
+    /// principal's own name when `None`).
+    pub accounts: Option<Vec<String>>,
 }
 
 /// A checked policy. The default admits everyone the authorized principals
@@ -189,6 +192,15 @@ impl Policy {
         Ok(())
     }
 
+    /// Whether `principal` may log in to sshd as local `account`: one of its
+    /// `accounts`, or by default only the account named like it.
+    pub fn may_use(&self, principal: &str, account: &str) -> bool {
+        match self.rules.get(principal).and_then(|r| r.accounts.as_ref()) {
+            Some(accounts) => accounts.iter().any(|a| a == account),
+            None => principal == account,
+        }
+    }
+
     /// The most concurrent sessions `principal` may hold.
     pub fn max_sessions(&self, principal: &str) -> Option<u32> {
         self.rules.get(principal).and_then(|r| r.max_sessions)
@@ -269,6 +281,29 @@ mod tests {
     }
 
     const NOON: UnixTime = 1_700_000_000 - 1_700_000_000 % 86_400 + 12 * 3600;
+
+    #[test]
+    fn accounts_default_to_the_principal_and_are_checked() {
+        let p = load("[principal.alice]\naccounts = [\"alice\", \"deploy\"]\n[principal.bob]\nmax_sessions = 1\n")
+            .expect("policy");
+        assert!(p.may_use("alice", "deploy") && p.may_use("alice", "alice"));
+        assert!(!p.may_use("alice", "root"));
+        assert!(p.may_use("bob", "bob") && !p.may_use("bob", "deploy"));
+        assert!(Policy::default().may_use("carol", "carol"));
+        assert!(!Policy::default().may_use("carol", "root"));
+        let e = load("[principal.alice]\n\naccounts = [\"ok\", \"-rf\"]\n").expect_err("bad name");
+        assert!(
+            e.starts_with(
+                "policy.toml:3: principal.alice.accounts: \"-rf\" is not an account name"
+            ),
+            "{e}"
+        );
+        let e = load("[principal.alice]\naccounts = []\n").expect_err("empty");
+        assert!(
+            e.starts_with("policy.toml:2: principal.alice.accounts = [] allows no account"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn empty_policy_admits_everyone() {

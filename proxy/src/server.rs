@@ -19,6 +19,11 @@ use crate::{admission, clock, limits, metrics, process};
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains.
 pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
+    // Bound first, so that it answers by the time the proxy says it listens.
+    let akc_listener = match &cfg.authorized_keys {
+        Some(akc) => Some(crate::akc::bind(akc)?),
+        None => None,
+    };
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -49,13 +54,19 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         cfg.penalty_exempt.clone(),
         cfg.settings.max_handshakes,
     );
+    let cfg_sources = cfg.upstream_sources.map(crate::zsk::SourcePool::new);
     let shared = Arc::new(Shared {
         cfg,
         authority: authority_rx,
         metrics,
         limits,
         sessions: limits::PrincipalSessions::default(),
+        sources: cfg_sources,
+        live_keys: crate::zsk::LiveKeys::default(),
     });
+    if let Some(l) = akc_listener {
+        tokio::spawn(crate::akc::serve(l, Arc::clone(&shared)));
+    }
     tokio::spawn(housekeeping(Arc::clone(&shared)));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();

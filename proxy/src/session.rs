@@ -24,6 +24,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::driver::Driver;
 use crate::limits::{self, Failure, HandshakeSlot, Limits, PrincipalSessions};
+use crate::zsk::{LiveKeys, LiveSession, SourcePool};
 
 /// How long a TERMINATE may take to reach a refused client (as long as a
 /// killed session's).
@@ -41,6 +42,10 @@ pub struct Shared {
     pub limits: Limits,
     /// Live sessions per principal.
     pub sessions: PrincipalSessions,
+    /// One loopback source address per session (zero standing keys).
+    pub sources: Option<SourcePool>,
+    /// Live sessions and their keys, for sshd's `AuthorizedKeysCommand`.
+    pub live_keys: LiveKeys,
 }
 
 /// Handles one accepted connection to the end.
@@ -90,7 +95,7 @@ pub async fn handle(
             Ok(Ok(a)) => a,
         };
         drop(slot);
-        serve_authenticated(&shared, sock, authed, peer).await;
+        serve_authenticated(&shared, sock, authed, peer, &id).await;
         drop(conn_permit);
     }
     .instrument(span)
@@ -179,9 +184,11 @@ async fn serve_authenticated(
     mut sock: TcpStream,
     authed: ClientAuthenticated,
     peer: SocketAddr,
+    id: &str,
 ) {
     let cfg = &shared.cfg;
     let principal = authed.principal().to_owned();
+    let authed_key = authed.user_key().clone();
     let key_fp = authed
         .user_key()
         .fingerprint(ssh_key::HashAlg::Sha256)
@@ -206,7 +213,19 @@ async fn serve_authenticated(
         }
     };
     info!(event = "authorized", principal = %principal, user_key = %key_fp, "user authenticated and authorized");
-    let upstream = match timeout(cfg.upstream_timeout, TcpStream::connect(cfg.upstream)).await {
+    // Zero standing keys: this session's own source address, held until
+    // the session ends.
+    let lease = match shared.sources.as_ref().map(SourcePool::lease) {
+        None => None,
+        Some(Some(lease)) => Some(lease),
+        Some(None) => {
+            let why = "every address in upstream_source_range is held by a live session".to_owned();
+            return upstream_failed(&mut sock, authorized, cfg, &server_id, why).await;
+        }
+    };
+    let source = lease.as_ref().map(|l| l.addr);
+    let connect = connect_upstream(cfg.upstream, source);
+    let upstream = match timeout(cfg.upstream_timeout, connect).await {
         Ok(Ok(u)) => u,
         Ok(Err(e)) => {
             return upstream_failed(&mut sock, authorized, cfg, &server_id, e.to_string()).await;
@@ -217,7 +236,9 @@ async fn serve_authenticated(
         }
     };
     let _ = upstream.set_nodelay(true);
-    let local_port = upstream.local_addr().map(|a| a.port()).unwrap_or(0);
+    let local = upstream.local_addr().ok();
+    let local_port = local.map_or(0, |a| a.port());
+    let source_ip = local.map(|a| a.ip());
     let authority = shared.authority.borrow().clone();
     let accepted = ServerConn::accept(
         authorized,
@@ -235,7 +256,19 @@ async fn serve_authenticated(
         }
     };
     let serial = conn.identity().serial();
-    info!(event = "upstream_connected", principal = %principal, serial = %serial, local_port, "connected to sshd");
+    let source_text = source_ip.map_or_else(String::new, |ip| ip.to_string());
+    info!(event = "upstream_connected", principal = %principal, serial = %serial, source = %source_text, local_port, "connected to sshd");
+    // From here until the session ends, sshd's AuthorizedKeysCommand may be
+    // given this user key, bound to this session's source address.
+    let _listed = source.map(|addr| {
+        shared.live_keys.insert(LiveSession {
+            id: id.to_owned(),
+            principal: principal.clone(),
+            user_key: authed_key.clone(),
+            peer: peer.ip(),
+            source: addr,
+        })
+    });
     let m = &shared.metrics;
     m.handshakes.with_label_values(&["ok"]).inc();
     m.certificates.with_label_values(&["issued"]).inc();
@@ -243,6 +276,8 @@ async fn serve_authenticated(
     m.sessions_total.inc();
     m.sessions_open.inc();
     let on_end = |e: &Ended, conn: &ServerConn| {
+        // sshd is told of no key for this session from the moment it ends.
+        shared.live_keys.remove(id);
         let id = conn.identity();
         let (serial, proofs) = (id.serial(), id.proofs());
         m.ended(e.kind);
@@ -262,6 +297,8 @@ async fn serve_authenticated(
         &on_end,
     );
     let ended = driver.run(sock, upstream).await;
+    // Unlisted before the end is logged (a kill unlisted it already).
+    shared.live_keys.remove(id);
     m.sessions_open.dec();
     if ended.is_ok() {
         let id = driver.conn.identity();
@@ -269,6 +306,20 @@ async fn serve_authenticated(
         info!(event = "upstream_closed", principal = %principal, serial = %serial, local_port, "sshd connection closed");
         info!(event = "session_closed", principal = %principal, serial = %serial, reason = "normal", proofs, "session ended");
     }
+}
+
+/// Connects to sshd, from `source` when zero standing keys give the
+/// session an address of its own.
+async fn connect_upstream(
+    upstream: SocketAddr,
+    source: Option<std::net::Ipv4Addr>,
+) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(upstream).await;
+    };
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::from((source, 0)))?;
+    sock.connect(upstream).await
 }
 
 async fn upstream_failed(

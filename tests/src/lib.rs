@@ -17,6 +17,7 @@ pub use tempfile::TempDir;
 
 pub mod agent;
 pub mod client;
+pub mod zsk;
 
 /// Paths of the built binaries (next to the test executable's directory).
 /// `ZTSSH_BIN_<NAME>` (e.g. `ZTSSH_BIN_ZTSSH_PROXY`) points at another build
@@ -139,6 +140,20 @@ pub struct Sshd {
 impl Sshd {
     /// Starts sshd in `dir` accepting `authorized_keys` for root.
     pub fn start(dir: &Path, authorized_keys: &str) -> Self {
+        let ak = dir.join("authorized_keys");
+        fs::write(&ak, authorized_keys).expect("write authorized_keys");
+        let port = free_port();
+        let head = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nAuthorizedKeysFile {}\n",
+            ak.display()
+        );
+        Self::start_with_head(dir, port, &head)
+    }
+
+    /// Starts sshd in `dir` on `port` with `head` (lines that say where it
+    /// listens and how it finds keys, such as `ztssh-proxy sshd-config`'s)
+    /// read before the harness's own settings.
+    pub fn start_with_head(dir: &Path, port: u16, head: &str) -> Self {
         let _ = fs::create_dir_all("/run/sshd");
         let host_key = dir.join("ssh_host_ed25519_key");
         ok(
@@ -150,21 +165,17 @@ impl Sshd {
             ),
             "ssh-keygen host key",
         );
-        let ak = dir.join("authorized_keys");
-        fs::write(&ak, authorized_keys).expect("write authorized_keys");
-        let port = free_port();
         let log = dir.join("sshd.log");
         let cfg = dir.join("sshd_config");
         fs::write(
             &cfg,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+                "{head}HostKey {}\nPidFile {}\n\
                  StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PermitRootLogin prohibit-password\nLogLevel DEBUG1\nAllowTcpForwarding yes\n\
                  Subsystem sftp internal-sftp\nMaxStartups 100\n",
                 host_key.display(),
                 dir.join("sshd.pid").display(),
-                ak.display()
             ),
         )
         .expect("write sshd_config");
@@ -353,6 +364,11 @@ impl Proxy {
         run_args: &[&str],
     ) -> Self {
         let (port, config) = Self::configure(dir, pki, upstream, principals, extra);
+        Self::spawn(dir, port, config, run_args)
+    }
+
+    /// Starts `ztssh-proxy run` on a config [`Proxy::configure`] wrote.
+    pub fn spawn(dir: &Path, port: u16, config: PathBuf, run_args: &[&str]) -> Self {
         let log = dir.join("proxy.log");
         let child = Command::new(bin("ztssh-proxy"))
             .arg("run")
@@ -387,7 +403,7 @@ impl Proxy {
 
     /// Writes `principals` and a `proxy.toml` into `dir`; returns the port
     /// the proxy will listen on and the config's path.
-    fn configure(
+    pub fn configure(
         dir: &Path,
         pki: &Pki,
         upstream: u16,

@@ -30,12 +30,13 @@ struct RawLists {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table of sources, max_sessions and hours_utc"
+    expecting = "a table of sources, max_sessions, hours_utc and accounts"
 )]
 struct RawRule {
     sources: Option<List>,
     max_sessions: Option<Spanned<u32>>,
     hours_utc: Option<List>,
+    accounts: Option<List>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,11 +222,35 @@ fn rule(name: &str, r: RawRule) -> Result<Rule, Mistake> {
     let hours = (r.hours_utc)
         .map(|l| hour_list(l, &key("hours_utc")))
         .transpose()?;
+    let accounts = (r.accounts)
+        .map(|l| account_list(l, &key("accounts")))
+        .transpose()?;
     Ok(Rule {
         sources,
         max_sessions: r.max_sessions.map(Spanned::into_inner),
         hours,
+        accounts,
     })
+}
+
+fn account_list(list: List, key: &str) -> Result<Vec<String>, Mistake> {
+    bounded(&list, key)?;
+    if list.get_ref().is_empty() {
+        return Err(Mistake {
+            at: list.span(),
+            why: format!("{key} = [] allows no account; deny the principal instead"),
+        });
+    }
+    list.into_inner()
+        .into_iter()
+        .map(|a| {
+            crate::zsk::check_account(a.get_ref()).map_err(|why| Mistake {
+                at: a.span(),
+                why: format!("{key}: {why}"),
+            })?;
+            Ok(a.into_inner())
+        })
+        .collect()
 }
 
 /// At most [`MAX_ENTRIES`]; an error points at the first one too many.
@@ -334,6 +359,9 @@ pub(super) fn to_toml(p: &Policy) -> Result<String, String> {
             }
             if let Some(h) = &r.hours {
                 t.insert("hours_utc".into(), strings(h));
+            }
+            if let Some(a) = &r.accounts {
+                t.insert("accounts".into(), strings(a));
             }
             (name.clone(), Value::Table(t))
         })
