@@ -12,6 +12,7 @@ mod connect;
 mod explain;
 mod identity;
 mod pump;
+mod revocation;
 mod settings;
 mod stdio;
 
@@ -43,6 +44,9 @@ struct Cli {
     /// Print each step on stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
+    /// Root-signed revocation list (crl.pem): refuse servers it revokes.
+    #[arg(long)]
+    revocation_list: Option<PathBuf>,
     /// Host as typed to ssh (%h); checked against the server licence.
     host: String,
     /// Port (%p).
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         connect: cli.connect,
         frame_size: cli.frame_size,
         verbose: cli.verbose,
+        revocation_list: cli.revocation_list,
     };
     let result = settings::load(cli.config.as_deref(), &flags).and_then(|s| {
         // One session per process: a single-threaded runtime avoids

@@ -1,0 +1,468 @@
+//! Pulling the revocation list over HTTP(S): a conditional GET
+//! (`If-None-Match`, `If-Modified-Since`) every `revocation_poll_secs`
+//! with jitter, so an unchanged list costs one 304; exponential backoff
+//! (capped) while fetches fail; a timeout on every fetch and a cap on the
+//! body. A list that verifies under the pinned root is handed to the one
+//! reload task, which alone decides (from the authority in force at that
+//! moment) whether it replaces the loaded one. Nothing here is on the path
+//! that carries out a kill: sessions only ever see the authority the
+//! reload task publishes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderValue};
+use hyper::{StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::rustls;
+use tracing::{debug, error, info, warn};
+use ztssh_proto::armor;
+use ztssh_proto::crl::Crl;
+use ztssh_proto::keys::random_bytes;
+use ztssh_proto::labels::pem;
+
+use crate::config::Settings;
+use crate::reload::Request;
+use crate::session::Shared;
+
+/// Largest list body accepted: a list with the most serials the format
+/// allows ([`ztssh_proto::crl::MAX_SERIALS`]), PEM-armoured, fits.
+pub const MAX_LIST_BYTES: usize = 24 << 20;
+/// Longest wait between fetches while they fail (or the poll interval,
+/// if that is longer).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Where and how to pull the list; checked before any port is bound.
+#[derive(Debug)]
+pub struct PullSettings {
+    /// The list's URL.
+    pub url: Uri,
+    /// Time between fetches (before jitter).
+    pub poll: Duration,
+    /// Time one fetch may take.
+    pub timeout: Duration,
+    /// Where a newer list is kept on disk (`revocation_list`), if set.
+    pub cache: Option<PathBuf>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl PullSettings {
+    /// The pull settings, or `None` without a `revocation_url`.
+    pub fn from_settings(s: &Settings) -> Result<Option<Arc<Self>>, String> {
+        let Some(text) = &s.revocation_url else {
+            if s.revocation_ca_file.is_some() {
+                return Err("revocation_ca_file is set but revocation_url is not".into());
+            }
+            return Ok(None);
+        };
+        let url: Uri = text
+            .parse()
+            .map_err(|e| format!("revocation_url = {text:?} is not a URL: {e}"))?;
+        let https = match url.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(format!(
+                    "revocation_url = {text:?}: use an http:// or https:// URL \
+                     (plain http is fine: the list is signed by the root)"
+                ));
+            }
+        };
+        if url.host().is_none_or(str::is_empty) {
+            return Err(format!("revocation_url = {text:?} has no host"));
+        }
+        if !(1..=3600).contains(&s.revocation_poll_secs) {
+            return Err("revocation_poll_secs must be between 1 and 3600".into());
+        }
+        if !(1..=120).contains(&s.revocation_fetch_timeout_secs) {
+            return Err("revocation_fetch_timeout_secs must be between 1 and 120".into());
+        }
+        let tls = match (&s.revocation_ca_file, https) {
+            (Some(_), false) => {
+                return Err(format!(
+                    "revocation_ca_file only applies to an https:// revocation_url, not {text:?}"
+                ));
+            }
+            (ca, true) => Some(tls_config(ca.as_deref())?),
+            (None, false) => None,
+        };
+        Ok(Some(Arc::new(Self {
+            url,
+            poll: Duration::from_secs(s.revocation_poll_secs),
+            timeout: Duration::from_secs(s.revocation_fetch_timeout_secs),
+            cache: s.revocation_list.clone(),
+            tls,
+        })))
+    }
+}
+
+fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let bad =
+                |e: &dyn std::fmt::Display| format!("revocation_ca_file {}: {e}", path.display());
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+                roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(bad(&"no CERTIFICATE in it"));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS for revocation_url: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// What one fetch brought.
+#[derive(Debug)]
+pub enum Fetched {
+    /// 304: the list is unchanged.
+    NotModified,
+    /// 200 with this body.
+    Body(Bytes),
+}
+
+/// A kept-alive connection; its driving task ends with it.
+struct Conn {
+    sender: SendRequest<Empty<Bytes>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One HTTP/1.1 client for one URL, with the validators of the last 200.
+pub struct Fetcher {
+    settings: Arc<PullSettings>,
+    conn: Option<Conn>,
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+}
+
+impl Fetcher {
+    /// A client for `settings.url`.
+    pub fn new(settings: Arc<PullSettings>) -> Self {
+        Self {
+            settings,
+            conn: None,
+            etag: None,
+            last_modified: None,
+        }
+    }
+
+    /// One conditional GET, bounded by the fetch timeout as a whole
+    /// (name lookup, connect, TLS, request and body).
+    pub async fn fetch(&mut self) -> Result<Fetched, String> {
+        let limit = self.settings.timeout;
+        match tokio::time::timeout(limit, self.attempt()).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.conn = None;
+                Err(format!("no complete answer within {}s", limit.as_secs()))
+            }
+        }
+    }
+
+    async fn attempt(&mut self) -> Result<Fetched, String> {
+        // A kept-alive connection the server closed meanwhile fails at
+        // once: one more try on a fresh connection.
+        if let Some(c) = self.conn.take().filter(|c| !c.sender.is_closed())
+            && let Ok(r) = self.exchange(c).await
+        {
+            return Ok(r);
+        }
+        let c = self.connect().await?;
+        self.exchange(c).await
+    }
+
+    async fn connect(&self) -> Result<Conn, String> {
+        let url = &self.settings.url;
+        let host = url
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = url
+            .port_u16()
+            .unwrap_or(if self.settings.tls.is_some() { 443 } else { 80 });
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        match &self.settings.tls {
+            None => handshake(TokioIo::new(tcp)).await,
+            Some(cfg) => {
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| format!("{host}: {e}"))?;
+                let tls = tokio_rustls::TlsConnector::from(Arc::clone(cfg))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS with {host}: {e}"))?;
+                handshake(TokioIo::new(tls)).await
+            }
+        }
+    }
+
+    fn request(&self) -> Result<hyper::Request<Empty<Bytes>>, String> {
+        let url = &self.settings.url;
+        let path = url.path_and_query().map_or("/", |p| p.as_str());
+        let host = url.authority().map_or("", |a| a.as_str());
+        let mut req = hyper::Request::get(path)
+            .header(header::HOST, host)
+            .header(
+                header::USER_AGENT,
+                concat!("ztssh-proxy/", env!("CARGO_PKG_VERSION")),
+            )
+            .header(header::ACCEPT, "application/x-pem-file, */*");
+        if let Some(e) = &self.etag {
+            req = req.header(header::IF_NONE_MATCH, e.clone());
+        }
+        if let Some(m) = &self.last_modified {
+            req = req.header(header::IF_MODIFIED_SINCE, m.clone());
+        }
+        req.body(Empty::new()).map_err(|e| e.to_string())
+    }
+
+    async fn exchange(&mut self, mut c: Conn) -> Result<Fetched, String> {
+        c.sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection closed: {e}"))?;
+        let resp = c
+            .sender
+            .send_request(self.request()?)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let (parts, body) = resp.into_parts();
+        if !matches!(parts.status, StatusCode::OK | StatusCode::NOT_MODIFIED) {
+            // The connection is dropped with the unread body.
+            return Err(format!("the server answered HTTP {}", parts.status));
+        }
+        let body = Limited::new(body, MAX_LIST_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    format!("the body is larger than the {MAX_LIST_BYTES}-byte cap")
+                } else {
+                    format!("reading the body failed: {e}")
+                }
+            })?
+            .to_bytes();
+        self.conn = Some(c);
+        if parts.status == StatusCode::NOT_MODIFIED {
+            return Ok(Fetched::NotModified);
+        }
+        self.etag = parts.headers.get(header::ETAG).cloned();
+        self.last_modified = parts.headers.get(header::LAST_MODIFIED).cloned();
+        Ok(Fetched::Body(body))
+    }
+}
+
+async fn handshake<T>(io: T) -> Result<Conn, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    })
+    .abort_handle();
+    Ok(Conn { sender, task })
+}
+
+/// The wait before the next fetch: the poll interval, doubled per failure
+/// in a row up to [`MAX_BACKOFF`] (or the poll interval if longer), with
+/// ±10 % jitter so a fleet does not fetch in step.
+pub fn next_delay(poll: Duration, failures: u32) -> Duration {
+    let cap = poll.max(MAX_BACKOFF);
+    let base = poll.saturating_mul(1u32 << failures.min(16)).min(cap);
+    let spread = u64::from(u16::from_le_bytes(random_bytes::<2>()) % 201);
+    let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(ms / 1000 * (900 + spread) + ms % 1000 * (900 + spread) / 1000)
+}
+
+/// Checks a fetched body: PEM, then a list signed by the pinned root.
+fn verify(body: &[u8], root: &ztssh_proto::keys::PublicKey) -> Result<Crl, String> {
+    let der =
+        armor::decode_expect(pem::CRL, body).map_err(|e| format!("not a revocation list: {e}"))?;
+    Crl::decode_verified(&der, root).map_err(|e| e.to_string())
+}
+
+/// Pulls the list until the reload task is gone.
+pub async fn poll(
+    shared: Arc<Shared>,
+    settings: Arc<PullSettings>,
+    requests: mpsc::Sender<Request>,
+) {
+    let url = settings.url.to_string();
+    let mut fetcher = Fetcher::new(Arc::clone(&settings));
+    let mut failures: u32 = 0;
+    // The older version last reported as a rollback, so that a server stuck
+    // on an old list without validators is not reported at every poll.
+    let mut reported: Option<u64> = None;
+    info!(event = "crl_pull", url = %url, poll_secs = settings.poll.as_secs(), "pulling the revocation list");
+    loop {
+        let outcome = match fetcher.fetch().await {
+            Ok(Fetched::NotModified) => {
+                shared
+                    .metrics
+                    .crl_fetches
+                    .with_label_values(&["not_modified"])
+                    .inc();
+                debug!(event = "crl_fetch", result = "not_modified", url = %url, "revocation list unchanged");
+                Ok(None)
+            }
+            Ok(Fetched::Body(body)) => {
+                let root = shared.cfg.root;
+                tokio::task::spawn_blocking(move || verify(&body, &root).map(|c| (c, body)))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                    .map(|(crl, body)| offer(&shared, &settings, crl, body, &mut reported))
+            }
+            Err(e) => Err(e),
+        };
+        let offered = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                shared
+                    .metrics
+                    .crl_fetches
+                    .with_label_values(&["failed"])
+                    .inc();
+                let delay = next_delay(settings.poll, failures);
+                let loaded = shared
+                    .authority
+                    .borrow()
+                    .crl
+                    .as_ref()
+                    .map_or(0, |c| c.list_version);
+                error!(event = "crl_fetch_failed", url = %url, error = %e, failures, list_version = loaded,
+                    retry_secs = delay.as_secs(),
+                    "revocation list fetch from {url} failed: {e}; the last good list (version {loaded}) stays in force; retrying in {}s",
+                    delay.as_secs());
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        failures = 0;
+        if let Some((crl, body)) = offered {
+            if requests
+                .send(Request::Fetched(Box::new(crl)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            keep(&settings, body).await;
+        }
+        if requests.is_closed() {
+            return;
+        }
+        tokio::time::sleep(next_delay(settings.poll, 0)).await;
+    }
+}
+
+/// Counts a verified list and decides whether to hand it to the reload
+/// task: a newer list always, an older one once (the reload task refuses
+/// it loudly), the loaded version never.
+fn offer(
+    shared: &Shared,
+    settings: &PullSettings,
+    crl: Crl,
+    body: Bytes,
+    reported: &mut Option<u64>,
+) -> Option<(Crl, Bytes)> {
+    shared.metrics.crl_fetches.with_label_values(&["ok"]).inc();
+    let loaded = shared
+        .authority
+        .borrow()
+        .crl
+        .as_ref()
+        .map(|c| c.list_version);
+    let v = crl.list_version;
+    info!(event = "crl_fetch", result = "ok", url = %settings.url, list_version = v, "revocation list fetched");
+    match loaded {
+        Some(l) if v == l => None,
+        Some(l) if v < l && *reported == Some(v) => None,
+        Some(l) if v < l => {
+            *reported = Some(v);
+            Some((crl, Bytes::new()))
+        }
+        _ => Some((crl, body)),
+    }
+}
+
+/// Keeps a newer list in `revocation_list`, so that a restart starts from
+/// it; off the runtime's workers.
+async fn keep(settings: &PullSettings, body: Bytes) {
+    let Some(path) = settings.cache.clone() else {
+        return;
+    };
+    if body.is_empty() {
+        return;
+    }
+    let shown = path.display().to_string();
+    let written = tokio::task::spawn_blocking(move || {
+        ztssh_proto::keyfile::write_atomic(&path, &body, 0o644, true)
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => debug!(event = "crl_cached", path = %shown, "revocation list kept on disk"),
+        Ok(Err(e)) => warn!(event = "crl_cache_failed", path = %shown, error = %e,
+            "cannot keep the fetched revocation list in {shown}: {e}; a restart starts from the older list there"),
+        Err(e) => {
+            warn!(event = "crl_cache_failed", error = %e, "cannot keep the fetched revocation list")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_the_cap_with_jitter() {
+        let poll = Duration::from_secs(2);
+        for _ in 0..50 {
+            let d = next_delay(poll, 0);
+            assert!(
+                d >= Duration::from_millis(1800) && d <= Duration::from_millis(2200),
+                "{d:?}"
+            );
+            let d = next_delay(poll, 3);
+            assert!(
+                d >= Duration::from_millis(14_400) && d <= Duration::from_millis(17_600),
+                "{d:?}"
+            );
+            let d = next_delay(poll, 40);
+            assert!(
+                d >= Duration::from_secs(54) && d <= Duration::from_secs(66),
+                "{d:?}"
+            );
+        }
+        let long = Duration::from_secs(600);
+        assert!(next_delay(long, 5) <= Duration::from_secs(660));
+    }
+}
