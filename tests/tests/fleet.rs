@@ -387,3 +387,145 @@ fn bad_pull_settings_are_config_errors_before_binding() {
         assert!(stderr(&out).contains(want), "{lines}: {}", stderr(&out));
     }
 }
+
+/// A private CA and a certificate for 127.0.0.1 made with the openssl
+/// command; returns (ca.pem, server cert, server key).
+fn tls_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n);
+    let run = |args: &[&str]| {
+        let out = run_bounded(Command::new("openssl").args(args).current_dir(dir), T);
+        assert_ok(&out, &format!("openssl {}", args[0]));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ztssh test lists CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n\
+         keyUsage=critical,digitalSignature\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (p("ca.pem"), p("srv.pem"), p("srv.key"))
+}
+
+/// `openssl s_server -WWW`: serves the files in `www` over TLS on `port`.
+fn https_server(
+    www: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (Guard, u16) {
+    let port = free_port();
+    let child = Command::new("openssl")
+        .args(["s_server", "-quiet", "-WWW", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .current_dir(www)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let guard = Guard(child);
+    wait_until(Duration::from_secs(10), "s_server to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (guard, port)
+}
+
+#[test]
+fn the_list_is_pulled_over_https_and_the_servers_certificate_is_checked() {
+    let tls = tempfile::tempdir().expect("tls");
+    let (ca, cert, key) = tls_files(tls.path());
+    let www = tls.path().join("www");
+    std::fs::create_dir(&www).expect("www");
+    let (_server, port) = https_server(&www, &cert, &key);
+    let metrics = free_port();
+    let served = www.join("crl.pem");
+    let first = served.clone();
+    let base = format!(
+        "revocation_url = \"https://127.0.0.1:{port}/crl.pem\"\nrevocation_poll_secs = 1\n\
+         revocation_fetch_timeout_secs = 2\n"
+    );
+    let w = World::with_hook(
+        &format!(
+            "{base}revocation_ca_file = \"{}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n",
+            ca.display()
+        ),
+        &move |pki: &Pki| {
+            std::fs::copy(pki.crl(), &first).expect("publish the first list");
+        },
+    );
+    wait_until(Duration::from_secs(30), "a fetch over https", || {
+        metric_value(&http_get(metrics, "/metrics"), OK).unwrap_or(0.0) >= 1.0
+    });
+    w.pki.revoke("principal", "mallory");
+    w.pki.publish_crl_to(&served, "7d");
+    wait_metric(metrics, VERSION, 2.0);
+
+    // The built-in roots do not know this CA: the fetch fails, loudly.
+    let other = World::with_extra(&base);
+    wait_until(Duration::from_secs(30), "a TLS failure", || {
+        let log = other.proxy.log_text();
+        log.contains("event=\"crl_fetch_failed\"") && log.contains("TLS with 127.0.0.1")
+    });
+    assert!(
+        other
+            .proxy
+            .log_text()
+            .contains("the last good list (version 1) stays in force"),
+        "{}",
+        other.proxy.log_text()
+    );
+}
