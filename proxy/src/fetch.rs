@@ -8,20 +8,15 @@
 //! that carries out a kill: sessions only ever see the authority the
 //! reload task publishes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper::Uri;
 use hyper::body::Bytes;
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{self, HeaderValue};
-use hyper::{StatusCode, Uri};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_rustls::rustls;
 use tracing::{debug, error, info, warn};
+use ztssh_fetch::{Fetched, Fetcher, Target};
 use ztssh_proto::armor;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::keys::random_bytes;
@@ -31,9 +26,7 @@ use crate::config::Settings;
 use crate::reload::Request;
 use crate::session::Shared;
 
-/// Largest list body accepted: a list with the most serials the format
-/// allows ([`ztssh_proto::crl::MAX_SERIALS`]), PEM-armoured, fits.
-pub const MAX_LIST_BYTES: usize = 24 << 20;
+pub use ztssh_fetch::MAX_LIST_BYTES;
 /// Longest wait between fetches while they fail (or the poll interval,
 /// if that is longer).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -41,15 +34,14 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Where and how to pull the list; checked before any port is bound.
 #[derive(Debug)]
 pub struct PullSettings {
-    /// The list's URL.
+    /// The list's URL, the fetch timeout and TLS.
+    pub target: Arc<Target>,
+    /// The list's URL, as configured.
     pub url: Uri,
     /// Time between fetches (before jitter).
     pub poll: Duration,
-    /// Time one fetch may take.
-    pub timeout: Duration,
     /// Where a newer list is kept on disk (`revocation_list`), if set.
     pub cache: Option<PathBuf>,
-    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl PullSettings {
@@ -61,234 +53,26 @@ impl PullSettings {
             }
             return Ok(None);
         };
-        let url: Uri = text
-            .parse()
-            .map_err(|e| format!("revocation_url = {text:?} is not a URL: {e}"))?;
-        let https = match url.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => {
-                return Err(format!(
-                    "revocation_url = {text:?}: use an http:// or https:// URL \
-                     (plain http is fine: the list is signed by the root)"
-                ));
-            }
-        };
-        if url.host().is_none_or(str::is_empty) {
-            return Err(format!("revocation_url = {text:?} has no host"));
-        }
         if !(1..=3600).contains(&s.revocation_poll_secs) {
             return Err("revocation_poll_secs must be between 1 and 3600".into());
         }
         if !(1..=120).contains(&s.revocation_fetch_timeout_secs) {
             return Err("revocation_fetch_timeout_secs must be between 1 and 120".into());
         }
-        let tls = match (&s.revocation_ca_file, https) {
-            (Some(_), false) => {
-                return Err(format!(
-                    "revocation_ca_file only applies to an https:// revocation_url, not {text:?}"
-                ));
-            }
-            (ca, true) => Some(tls_config(ca.as_deref())?),
-            (None, false) => None,
-        };
+        let timeout = Duration::from_secs(s.revocation_fetch_timeout_secs);
+        let target = Target::new(
+            "revocation_url",
+            text,
+            timeout,
+            s.revocation_ca_file.as_deref(),
+        )?;
         Ok(Some(Arc::new(Self {
-            url,
+            url: target.url.clone(),
+            target: Arc::new(target),
             poll: Duration::from_secs(s.revocation_poll_secs),
-            timeout: Duration::from_secs(s.revocation_fetch_timeout_secs),
             cache: s.revocation_list.clone(),
-            tls,
         })))
     }
-}
-
-fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let bad =
-                |e: &dyn std::fmt::Display| format!("revocation_ca_file {}: {e}", path.display());
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
-                roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-            }
-            if roots.is_empty() {
-                return Err(bad(&"no CERTIFICATE in it"));
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS for revocation_url: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
-}
-
-/// What one fetch brought.
-#[derive(Debug)]
-pub enum Fetched {
-    /// 304: the list is unchanged.
-    NotModified,
-    /// 200 with this body.
-    Body(Bytes),
-}
-
-/// A kept-alive connection; its driving task ends with it.
-struct Conn {
-    sender: SendRequest<Empty<Bytes>>,
-    task: tokio::task::AbortHandle,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// One HTTP/1.1 client for one URL, with the validators of the last 200.
-pub struct Fetcher {
-    settings: Arc<PullSettings>,
-    conn: Option<Conn>,
-    etag: Option<HeaderValue>,
-    last_modified: Option<HeaderValue>,
-}
-
-impl Fetcher {
-    /// A client for `settings.url`.
-    pub fn new(settings: Arc<PullSettings>) -> Self {
-        Self {
-            settings,
-            conn: None,
-            etag: None,
-            last_modified: None,
-        }
-    }
-
-    /// One conditional GET, bounded by the fetch timeout as a whole
-    /// (name lookup, connect, TLS, request and body).
-    pub async fn fetch(&mut self) -> Result<Fetched, String> {
-        let limit = self.settings.timeout;
-        match tokio::time::timeout(limit, self.attempt()).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.conn = None;
-                Err(format!("no complete answer within {}s", limit.as_secs()))
-            }
-        }
-    }
-
-    async fn attempt(&mut self) -> Result<Fetched, String> {
-        // A kept-alive connection the server closed meanwhile fails at
-        // once: one more try on a fresh connection.
-        if let Some(c) = self.conn.take().filter(|c| !c.sender.is_closed())
-            && let Ok(r) = self.exchange(c).await
-        {
-            return Ok(r);
-        }
-        let c = self.connect().await?;
-        self.exchange(c).await
-    }
-
-    async fn connect(&self) -> Result<Conn, String> {
-        let url = &self.settings.url;
-        let host = url
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let port = url
-            .port_u16()
-            .unwrap_or(if self.settings.tls.is_some() { 443 } else { 80 });
-        let tcp = TcpStream::connect((host, port))
-            .await
-            .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        match &self.settings.tls {
-            None => handshake(TokioIo::new(tcp)).await,
-            Some(cfg) => {
-                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-                    .map_err(|e| format!("{host}: {e}"))?;
-                let tls = tokio_rustls::TlsConnector::from(Arc::clone(cfg))
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS with {host}: {e}"))?;
-                handshake(TokioIo::new(tls)).await
-            }
-        }
-    }
-
-    fn request(&self) -> Result<hyper::Request<Empty<Bytes>>, String> {
-        let url = &self.settings.url;
-        let path = url.path_and_query().map_or("/", |p| p.as_str());
-        let host = url.authority().map_or("", |a| a.as_str());
-        let mut req = hyper::Request::get(path)
-            .header(header::HOST, host)
-            .header(
-                header::USER_AGENT,
-                concat!("ztssh-proxy/", env!("CARGO_PKG_VERSION")),
-            )
-            .header(header::ACCEPT, "application/x-pem-file, */*");
-        if let Some(e) = &self.etag {
-            req = req.header(header::IF_NONE_MATCH, e.clone());
-        }
-        if let Some(m) = &self.last_modified {
-            req = req.header(header::IF_MODIFIED_SINCE, m.clone());
-        }
-        req.body(Empty::new()).map_err(|e| e.to_string())
-    }
-
-    async fn exchange(&mut self, mut c: Conn) -> Result<Fetched, String> {
-        c.sender
-            .ready()
-            .await
-            .map_err(|e| format!("connection closed: {e}"))?;
-        let resp = c
-            .sender
-            .send_request(self.request()?)
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        let (parts, body) = resp.into_parts();
-        if !matches!(parts.status, StatusCode::OK | StatusCode::NOT_MODIFIED) {
-            // The connection is dropped with the unread body.
-            return Err(format!("the server answered HTTP {}", parts.status));
-        }
-        let body = Limited::new(body, MAX_LIST_BYTES)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<LengthLimitError>() {
-                    format!("the body is larger than the {MAX_LIST_BYTES}-byte cap")
-                } else {
-                    format!("reading the body failed: {e}")
-                }
-            })?
-            .to_bytes();
-        self.conn = Some(c);
-        if parts.status == StatusCode::NOT_MODIFIED {
-            return Ok(Fetched::NotModified);
-        }
-        self.etag = parts.headers.get(header::ETAG).cloned();
-        self.last_modified = parts.headers.get(header::LAST_MODIFIED).cloned();
-        Ok(Fetched::Body(body))
-    }
-}
-
-async fn handshake<T>(io: T) -> Result<Conn, String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    })
-    .abort_handle();
-    Ok(Conn { sender, task })
 }
 
 /// The wait before the next fetch: the poll interval, doubled per failure
@@ -316,7 +100,7 @@ pub async fn poll(
     requests: mpsc::Sender<Request>,
 ) {
     let url = settings.url.to_string();
-    let mut fetcher = Fetcher::new(Arc::clone(&settings));
+    let mut fetcher = Fetcher::new(Arc::clone(&settings.target));
     let mut failures: u32 = 0;
     // The older version last reported as a rollback, so that a server stuck
     // on an old list without validators is not reported at every poll.

@@ -49,6 +49,14 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
     };
     // Loaded before connecting: a list that is configured but unusable
     // stops the sidecar here.
+    if let Some(url) = &s.revocation_url {
+        let cache = s.revocation_list.as_deref().ok_or(
+            "revocation_url needs revocation_list: the file where the sidecar keeps its copy of the list",
+        )?;
+        for w in crate::revocation::refresh(url, cache, &root).await? {
+            eprintln!("ztssh: {w}");
+        }
+    }
     let revocations = match &s.revocation_list {
         Some(p) => Some(Revocations::load(p, &root)?),
         None => None,

@@ -47,6 +47,9 @@ struct Cli {
     /// Root-signed revocation list (crl.pem): refuse servers it revokes.
     #[arg(long)]
     revocation_list: Option<PathBuf>,
+    /// Refresh --revocation-list from this URL first (conditional GET).
+    #[arg(long)]
+    revocation_url: Option<String>,
     /// Host as typed to ssh (%h); checked against the server licence.
     host: String,
     /// Port (%p).
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         frame_size: cli.frame_size,
         verbose: cli.verbose,
         revocation_list: cli.revocation_list,
+        revocation_url: cli.revocation_url,
     };
     let result = settings::load(cli.config.as_deref(), &flags).and_then(|s| {
         // One session per process: a single-threaded runtime avoids

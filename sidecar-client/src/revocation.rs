@@ -4,6 +4,8 @@
 //! verified and before anything about the user is sent.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use ztssh_proto::cert::Licence;
 use ztssh_proto::crl::Crl;
@@ -71,4 +73,62 @@ impl Revocations {
             _ => Ok(()),
         }
     }
+}
+
+/// How long the sidecar waits for the list before using its copy.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Refreshes the copy at `cache` from `url` with a conditional GET (the
+/// `ETag` of the copy is kept in `CACHE.etag`). A newer list that verifies
+/// under the root replaces the copy; anything else keeps it. Returns
+/// warnings for the user; fails only when there is no usable copy at all,
+/// so the sidecar fails closed.
+pub async fn refresh(url: &str, cache: &Path, root: &PublicKey) -> Result<Vec<String>, String> {
+    let target = ztssh_fetch::Target::new("revocation_url", url, REFRESH_TIMEOUT, None)?;
+    let etag_path = PathBuf::from(format!("{}.etag", cache.display()));
+    let copy = Revocations::load(cache, root).ok();
+    let etag = match &copy {
+        Some(_) => std::fs::read_to_string(&etag_path).ok(),
+        None => None,
+    };
+    let mut fetcher =
+        ztssh_fetch::Fetcher::new(Arc::new(target)).with_etag(etag.as_deref().map(str::trim));
+    let have = copy.as_ref().map(|c| c.crl.list_version);
+    let problem = match fetcher.fetch().await {
+        Ok(ztssh_fetch::Fetched::NotModified) => return Ok(Vec::new()),
+        Ok(ztssh_fetch::Fetched::Body(body)) => match verify(&body, root) {
+            Ok(crl) if have.is_none_or(|v| crl.list_version > v) => {
+                keyfile::write_atomic(cache, &body, 0o644, true)
+                    .map_err(|e| format!("cannot write {}: {e}", cache.display()))?;
+                if let Some(e) = fetcher.etag() {
+                    let _ = keyfile::write_atomic(&etag_path, e.as_bytes(), 0o644, true);
+                }
+                return Ok(Vec::new());
+            }
+            Ok(crl) if have == Some(crl.list_version) => return Ok(Vec::new()),
+            Ok(crl) => format!(
+                "it serves version {}, older than your copy; refused",
+                crl.list_version
+            ),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    match have {
+        Some(v) => Ok(vec![format!(
+            "warning: cannot refresh the revocation list from {url}: {problem}; using your copy {} (version {v})",
+            cache.display()
+        )]),
+        None => Err(format!(
+            "cannot get the revocation list from {url}: {problem}, and there is no usable copy at {}; \
+             try again, or ask your administrators for the list",
+            cache.display()
+        )),
+    }
+}
+
+fn verify(body: &[u8], root: &PublicKey) -> Result<Crl, String> {
+    let der = ztssh_proto::armor::decode_expect(pem::CRL, body)
+        .map_err(|e| format!("not a revocation list: {e}"))?;
+    Crl::decode_verified(&der, root).map_err(|e| e.to_string())
 }

@@ -35,6 +35,10 @@ pub struct Settings {
     /// licence it revokes is refused before the user is revealed.
     #[serde(default)]
     pub revocation_list: Option<PathBuf>,
+    /// Where to refresh `revocation_list` from at each start (a conditional
+    /// GET; the `ETag` is kept beside the file).
+    #[serde(default)]
+    pub revocation_url: Option<String>,
 }
 
 fn default_frame() -> usize {
@@ -64,6 +68,8 @@ pub struct Flags {
     pub verbose: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revocation_list: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_url: Option<String>,
 }
 
 /// The default config file, `~/.config/ztssh/sidecar.toml` (honours XDG_CONFIG_HOME).
@@ -97,6 +103,7 @@ pub fn load(explicit: Option<&Path>, flags: &Flags) -> Result<Settings, String> 
             "frame_size",
             "verbose",
             "revocation_list",
+            "revocation_url",
         ]))
         .merge(Serialized::defaults(flags))
         .extract()

@@ -529,3 +529,67 @@ fn the_list_is_pulled_over_https_and_the_servers_certificate_is_checked() {
         other.proxy.log_text()
     );
 }
+
+/// `ssh root@localhost true` through the proxy, with extra sidecar flags.
+fn ssh_with_sidecar(w: &World, flags: &str) -> Command {
+    let mut ssh = Command::new("ssh");
+    ssh.args(w.client_opts(&w.alice, flags))
+        .arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg("root@localhost")
+        .arg("true");
+    ssh
+}
+
+#[test]
+fn a_sidecar_refreshes_its_copy_of_the_list_from_a_url_with_its_etag() {
+    let w = World::new();
+    let www_dir = tempfile::tempdir().expect("www");
+    let www = www_dir.path().join("crl.pem");
+    w.pki.revoke("server", "web1");
+    w.pki.publish_crl_to(&www, "7d");
+    let server = ListServer::start(Serve::File(www.clone()));
+    let copy = w.dir.path().join("my-crl.pem");
+    let flags = format!(
+        "--revocation-url {} --revocation-list {}",
+        server.url(),
+        copy.display()
+    );
+    let refused = |out: &std::process::Output| {
+        let err = stderr(out);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("refusing to connect to localhost: its server licence (web1"),
+            "{err}"
+        );
+    };
+    // No copy yet: fetched, kept with its ETag, and the server refused.
+    refused(&run_bounded(&mut ssh_with_sidecar(&w, &flags), T));
+    assert_eq!(
+        std::fs::read(&copy).expect("the copy"),
+        std::fs::read(&www).expect("served")
+    );
+    assert!(read_text(&copy.with_extension("pem.etag")).starts_with('"'));
+    // The next start costs a 304.
+    refused(&run_bounded(&mut ssh_with_sidecar(&w, &flags), T));
+    assert_eq!(server.not_modified(), 1);
+    // The server fails: the copy is used, with a warning.
+    server.set(Serve::Status(500));
+    let out = run_bounded(&mut ssh_with_sidecar(&w, &flags), T);
+    refused(&out);
+    assert!(
+        stderr(&out).contains("warning: cannot refresh the revocation list from")
+            && stderr(&out).contains("using your copy"),
+        "{}",
+        stderr(&out)
+    );
+    // No copy and no list: the sidecar fails closed.
+    std::fs::remove_file(&copy).expect("remove the copy");
+    let out = run_bounded(&mut ssh_with_sidecar(&w, &flags), T);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("there is no usable copy"),
+        "{}",
+        stderr(&out)
+    );
+}
