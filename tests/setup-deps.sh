@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests and the demo need, only when missing:
-# OpenSSH server and client, rsync, systemd-analyze (to check the unit) and
-# faketime (for the clock-skew tests). Debian/Ubuntu, run as root.
+# OpenSSH server and client, rsync, systemd-analyze (to check the unit),
+# faketime (for the clock-skew tests) and openssl (the https list test).
+# Debian/Ubuntu, run as root.
 set -euo pipefail
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -10,6 +11,8 @@ command -v rsync >/dev/null || need+=(rsync)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 # libfaketime: the clock-skew tests run the real sidecar with its wall clock off.
 command -v faketime >/dev/null || need+=(faketime)
+# openssl: the https revocation-list test makes a CA and serves the list with s_server.
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]}; run as root or install them first" >&2

@@ -22,6 +22,9 @@ pub enum TerminateCode {
     IdentityRevoked = 5,
     /// The proxy's access policy does not (or no longer) allow the session.
     PolicyDenied = 6,
+    /// The proxy's revocation list is overdue and its staleness policy
+    /// refuses sessions until a newer one is published.
+    RevocationListStale = 7,
     /// Anything else.
     Other = 255,
 }
@@ -35,6 +38,7 @@ impl TerminateCode {
             4 => Self::Shutdown,
             5 => Self::IdentityRevoked,
             6 => Self::PolicyDenied,
+            7 => Self::RevocationListStale,
             _ => Self::Other,
         }
     }

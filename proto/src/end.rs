@@ -44,6 +44,9 @@ pub enum EndKind {
     LicenceExpired,
     /// The proxy's own licence is not valid yet.
     LicenceNotYetValid,
+    /// The proxy's revocation list is past its next-update time plus grace
+    /// and its staleness policy refuses the session.
+    RevocationListStale,
     /// The access policy does not (or no longer) allow the session.
     PolicyDenied,
     /// The principal already has as many sessions as the policy allows.
@@ -90,6 +93,7 @@ impl EndKind {
             Self::LicenceRevoked => "licence_revoked",
             Self::LicenceExpired => "licence_expired",
             Self::LicenceNotYetValid => "licence_not_yet_valid",
+            Self::RevocationListStale => "revocation_list_stale",
             Self::PolicyDenied => "policy_denied",
             Self::MaxSessions => "max_sessions",
             Self::BadRecord => "bad_record",
@@ -113,6 +117,7 @@ impl EndKind {
                 TerminateCode::UpstreamUnavailable
             }
             Self::Shutdown => TerminateCode::Shutdown,
+            Self::RevocationListStale => TerminateCode::RevocationListStale,
             Self::IssueFailed
             | Self::UnexpectedControl
             | Self::RenewTooEarly

@@ -27,6 +27,7 @@ fn code() -> impl Strategy<Value = TerminateCode> {
         Just(TerminateCode::UpstreamUnavailable),
         Just(TerminateCode::Shutdown),
         Just(TerminateCode::IdentityRevoked),
+        Just(TerminateCode::RevocationListStale),
         Just(TerminateCode::PolicyDenied),
         Just(TerminateCode::Other),
     ]

@@ -8,6 +8,86 @@ use crate::crl::Crl;
 use crate::end::{EndKind, Ended};
 use crate::time::{CLOCK_SKEW, UnixTime, human};
 
+/// What a proxy does once its revocation list is past its next-update time
+/// plus a grace period (the operator's choice; see `docs/OPERATOR.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StaleMode {
+    /// Keep enforcing the old list and say so loudly.
+    #[default]
+    Warn,
+    /// Refuse new sessions; live ones go on.
+    RefuseNew,
+    /// Refuse new sessions and end live ones.
+    CloseAll,
+}
+
+impl StaleMode {
+    /// Parses the configuration value (`warn`, `refuse-new`, `close-all`).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "warn" => Some(Self::Warn),
+            "refuse-new" => Some(Self::RefuseNew),
+            "close-all" => Some(Self::CloseAll),
+            _ => None,
+        }
+    }
+
+    /// The configuration value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Warn => "warn",
+            Self::RefuseNew => "refuse-new",
+            Self::CloseAll => "close-all",
+        }
+    }
+}
+
+/// The staleness policy: the mode and the grace period after next-update.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Staleness {
+    /// What to do once the list is overdue.
+    pub mode: StaleMode,
+    /// Seconds past the list's next-update time before the mode applies.
+    pub grace_secs: u64,
+}
+
+impl Staleness {
+    /// When `crl` counts as stale under this policy.
+    pub fn due(&self, crl: &Crl) -> UnixTime {
+        crl.next_update.saturating_add(self.grace_secs)
+    }
+}
+
+/// Applies the staleness policy: `Err` refuses a new session
+/// (`new_session`) or ends a live one. No list at all is not stale.
+pub fn check_fresh(
+    crl: Option<&Crl>,
+    policy: Staleness,
+    server_id: &str,
+    new_session: bool,
+    now: UnixTime,
+) -> Result<(), Ended> {
+    let Some(crl) = crl else { return Ok(()) };
+    if now < policy.due(crl) {
+        return Ok(());
+    }
+    let what = match policy.mode {
+        StaleMode::Warn => return Ok(()),
+        StaleMode::RefuseNew if !new_session => return Ok(()),
+        StaleMode::RefuseNew => "new sessions are refused",
+        StaleMode::CloseAll => "every session is refused",
+    };
+    Err(Ended::new(
+        EndKind::RevocationListStale,
+        format!(
+            "the revocation list on {server_id} (version {}) is {} past its next update; {what} \
+             until its operator publishes a newer one",
+            crl.list_version,
+            human(now.saturating_sub(crl.next_update))
+        ),
+    ))
+}
+
 /// Refuses a banned principal or a revoked certificate serial (none yet
 /// while the session is being authorized).
 pub fn check_session(
@@ -132,6 +212,44 @@ mod tests {
         );
         assert!(check_session(Some(&c), "alice", Some(&Serial([0; 16]))).is_ok());
         assert!(check_session(None, "mallory", Some(&Serial([7; 16]))).is_ok());
+    }
+
+    #[test]
+    fn each_staleness_mode_does_what_it_says() {
+        let c = crl(1); // next update at 20
+        let p = |mode| Staleness {
+            mode,
+            grace_secs: 5,
+        };
+        for mode in [StaleMode::Warn, StaleMode::RefuseNew, StaleMode::CloseAll] {
+            // Inside the grace period nothing is refused.
+            assert!(check_fresh(Some(&c), p(mode), "web1", true, 24).is_ok());
+            assert!(check_fresh(None, p(mode), "web1", true, 1000).is_ok());
+        }
+        let kind = |mode, new| {
+            check_fresh(Some(&c), p(mode), "web1", new, 25)
+                .map_err(|e| e.kind)
+                .err()
+        };
+        assert_eq!(kind(StaleMode::Warn, true), None);
+        assert_eq!(kind(StaleMode::Warn, false), None);
+        assert_eq!(
+            kind(StaleMode::RefuseNew, true),
+            Some(EndKind::RevocationListStale)
+        );
+        assert_eq!(kind(StaleMode::RefuseNew, false), None);
+        assert_eq!(
+            kind(StaleMode::CloseAll, false),
+            Some(EndKind::RevocationListStale)
+        );
+        let e =
+            check_fresh(Some(&c), p(StaleMode::RefuseNew), "web1", true, 25).expect_err("stale");
+        assert!(
+            e.reason.contains("web1") && e.reason.contains("version 1"),
+            "{e}"
+        );
+        assert_eq!(StaleMode::parse("close-all"), Some(StaleMode::CloseAll));
+        assert_eq!(StaleMode::parse("fail-closed"), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use ztssh_proto::keyfile;
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{UnixTime, human};
-use ztssh_proto::trust::{self, ListUpdate};
+use ztssh_proto::trust::{self, ListUpdate, Staleness};
 
 use crate::authz::Authorized;
 use crate::policy::Policy;
@@ -31,6 +31,8 @@ pub struct Authority {
     pub authorized: Authorized,
     /// Who may connect from where and when.
     pub policy: Arc<Policy>,
+    /// What an overdue revocation list means (static configuration).
+    pub staleness: Staleness,
 }
 
 impl identity::Authority for Authority {
@@ -42,6 +44,7 @@ impl identity::Authority for Authority {
         now: UnixTime,
     ) -> Result<(), Ended> {
         trust::check_session(self.crl.as_ref(), principal, serial)?;
+        self.check_fresh(serial.is_none(), now)?;
         if !self.authorized.allows(principal, user_key) {
             let reason = if serial.is_some() {
                 format!("principal {principal} is no longer authorized with this key")
@@ -56,7 +59,28 @@ impl identity::Authority for Authority {
     }
 
     fn may_issue(&self, now: UnixTime) -> Result<(), Ended> {
-        trust::check_licence(&self.licence, self.crl.as_ref(), now)
+        trust::check_licence(&self.licence, self.crl.as_ref(), now)?;
+        self.check_fresh(false, now)
+    }
+}
+
+impl Authority {
+    /// The staleness policy applied to the loaded list.
+    fn check_fresh(&self, new_session: bool, now: UnixTime) -> Result<(), Ended> {
+        let server = &self.licence.body.server_id;
+        trust::check_fresh(self.crl.as_ref(), self.staleness, server, new_session, now)
+    }
+
+    /// The same authority, published again so that every live session
+    /// re-checks itself (the staleness deadline passed).
+    pub fn republish(&self) -> Self {
+        Self {
+            licence: self.licence.clone(),
+            crl: self.crl.clone(),
+            authorized: self.authorized.clone(),
+            policy: Arc::clone(&self.policy),
+            staleness: self.staleness,
+        }
     }
 }
 
@@ -116,6 +140,32 @@ pub fn warn_if_stale(crl: &Crl, now: UnixTime) {
     }
 }
 
+/// Says what the staleness policy now does, once the list is past its
+/// next-update time plus grace.
+pub fn announce_stale(crl: &Crl, staleness: Staleness, now: UnixTime) {
+    let does = match staleness.mode {
+        trust::StaleMode::Warn => {
+            "still enforcing it and admitting sessions (revocation_stale = \"warn\")"
+        }
+        trust::StaleMode::RefuseNew => {
+            "refusing new sessions; live ones go on (revocation_stale = \"refuse-new\")"
+        }
+        trust::StaleMode::CloseAll => {
+            "ending every live session and refusing new ones (revocation_stale = \"close-all\")"
+        }
+    };
+    error!(
+        event = "crl_stale",
+        list_version = crl.list_version,
+        overdue_secs = now.saturating_sub(crl.next_update),
+        mode = staleness.mode.label(),
+        "revocation list version {} is {} past its next-update time (grace {}s); {does}. Publish a new one: ztssh-ca crl",
+        crl.list_version,
+        human(now.saturating_sub(crl.next_update)),
+        staleness.grace_secs
+    );
+}
+
 /// Whether an offered list may replace the loaded one (the core's rule);
 /// a rollback is refused loudly.
 pub fn is_newer(current: Option<&Crl>, offered: &Crl) -> bool {
@@ -170,5 +220,6 @@ pub fn merge_crl(
         crl: Some(new),
         authorized: current.authorized.clone(),
         policy: Arc::clone(&current.policy),
+        staleness: current.staleness,
     })
 }

@@ -22,6 +22,7 @@ use crate::authz::Authorized;
 use crate::limits::{LimitSettings, PenaltySettings};
 use crate::policy::{Policy, parse_net};
 use ztssh_proto::identity::{MAX_CERT_TTL, Timing};
+use ztssh_proto::trust::{StaleMode, Staleness};
 
 /// A configuration problem, reported before any port is bound.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,12 @@ const ENV_KEYS: &[&str] = &[
     "max_handshakes",
     "log_format",
     "revocation_list",
+    "revocation_url",
+    "revocation_poll_secs",
+    "revocation_fetch_timeout_secs",
+    "revocation_ca_file",
+    "revocation_stale",
+    "revocation_stale_grace_secs",
     "challenge_interval_secs",
     "challenge_deadline_secs",
     "cert_ttl_secs",
@@ -101,6 +108,29 @@ pub struct Settings {
     /// and whenever the file changes.
     #[serde(default)]
     pub revocation_list: Option<PathBuf>,
+    /// Where to pull the revocation list from (`http://` or `https://`),
+    /// with a conditional GET every `revocation_poll_secs`. With
+    /// `revocation_list` also set, that file is the list the proxy starts
+    /// from and where it keeps each newer list it fetched.
+    #[serde(default)]
+    pub revocation_url: Option<String>,
+    /// Seconds between fetches of `revocation_url` (±10 % jitter).
+    #[serde(default = "default_revocation_poll")]
+    pub revocation_poll_secs: u64,
+    /// Seconds one fetch may take, from connect to the last body byte.
+    #[serde(default = "default_revocation_fetch_timeout")]
+    pub revocation_fetch_timeout_secs: u64,
+    /// PEM bundle of the CAs that may sign an `https://` revocation_url's
+    /// certificate (default: the Mozilla roots built into the proxy).
+    #[serde(default)]
+    pub revocation_ca_file: Option<PathBuf>,
+    /// What an overdue list means: `warn`, `refuse-new` or `close-all`.
+    #[serde(default = "default_revocation_stale")]
+    pub revocation_stale: String,
+    /// Seconds past the list's next-update time before `revocation_stale`
+    /// applies.
+    #[serde(default = "default_revocation_stale_grace")]
+    pub revocation_stale_grace_secs: u64,
     /// Seconds between identity challenges (±10 % jitter).
     #[serde(default = "default_challenge_interval")]
     pub challenge_interval_secs: u64,
@@ -141,6 +171,19 @@ pub struct Settings {
     /// Growing penalties for sources that keep failing.
     #[serde(default)]
     pub penalties: PenaltySettings,
+}
+
+fn default_revocation_poll() -> u64 {
+    5
+}
+fn default_revocation_fetch_timeout() -> u64 {
+    10
+}
+fn default_revocation_stale() -> String {
+    "warn".into()
+}
+fn default_revocation_stale_grace() -> u64 {
+    3600
 }
 
 fn default_drain_grace() -> u64 {
@@ -220,6 +263,8 @@ pub struct Config {
     pub timing: Timing,
     /// Networks never penalised.
     pub penalty_exempt: Vec<ipnet::IpNet>,
+    /// Where and how to pull the revocation list, if from a URL.
+    pub pull: Option<Arc<crate::fetch::PullSettings>>,
     /// Zero standing keys: one loopback source address per session.
     pub upstream_sources: Option<ipnet::Ipv4Net>,
     /// Zero standing keys: where and to whom sshd's command is answered.
@@ -309,6 +354,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let subca = keyfile::read_signing_key(&settings.state_dir.join(SUBCA_KEY_FILE), pem::SUBCA_KEY)
         .map_err(err)?;
     let root = read_root(&settings.root_public_key)?;
+    let pull = crate::fetch::PullSettings::from_settings(&settings).map_err(err)?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     let timing = timing(&settings)?;
     let penalty_exempt = check_limits(&settings)?;
@@ -335,6 +381,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         penalty_exempt,
         upstream_sources,
         authorized_keys,
+        pull,
         settings,
     };
     Ok((cfg, authority))
@@ -433,6 +480,30 @@ fn check_authorized_keys(
     }))
 }
 
+fn staleness(s: &Settings) -> Result<Staleness, ConfigError> {
+    let Some(mode) = StaleMode::parse(&s.revocation_stale) else {
+        return Err(err(format!(
+            "revocation_stale = {:?}: use \"warn\", \"refuse-new\" or \"close-all\"",
+            s.revocation_stale
+        )));
+    };
+    if s.revocation_stale_grace_secs > 30 * 86_400 {
+        return Err(err(
+            "revocation_stale_grace_secs must be at most 2592000 (30 days)",
+        ));
+    }
+    if mode != StaleMode::Warn && s.revocation_list.is_none() && s.revocation_url.is_none() {
+        return Err(err(format!(
+            "revocation_stale = {:?} needs a revocation list: set revocation_list or revocation_url",
+            s.revocation_stale
+        )));
+    }
+    Ok(Staleness {
+        mode,
+        grace_secs: s.revocation_stale_grace_secs,
+    })
+}
+
 /// Reloads what SIGHUP reloads: licence, principals, revocation list and
 /// policy.
 /// On any error the caller keeps the previous authority.
@@ -463,6 +534,7 @@ fn read_authority(
         crl,
         authorized,
         policy: Arc::new(policy),
+        staleness: staleness(s)?,
     })
 }
 
@@ -489,6 +561,24 @@ fn load_licence(
 }
 
 impl Config {
+    fn list_summary(&self, authority: &Authority) -> String {
+        let loaded = authority
+            .crl
+            .as_ref()
+            .map_or("none loaded".to_owned(), |c| {
+                format!("version {}", c.list_version)
+            });
+        let pulled = self.pull.as_ref().map_or(String::new(), |p| {
+            format!(", pulled from {} every {}s", p.url, p.poll.as_secs())
+        });
+        let stale = authority.staleness;
+        format!(
+            "{loaded}{pulled}, when overdue by {}s: {}",
+            stale.grace_secs,
+            stale.mode.label()
+        )
+    }
+
     /// One-paragraph summary for `check` and start-up logs.
     pub fn summary(&self, authority: &Authority, now: u64) -> String {
         let b = &authority.licence.body;
@@ -506,10 +596,7 @@ impl Config {
             self.timing.interval_secs,
             self.timing.deadline_secs,
             self.timing.cert_ttl_secs,
-            authority
-                .crl
-                .as_ref()
-                .map_or("none".to_owned(), |c| format!("version {}", c.list_version)),
+            self.list_summary(authority),
             authority.policy.summary(),
             self.zsk_summary(),
         )

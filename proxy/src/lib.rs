@@ -9,6 +9,7 @@
 //! - [`driver`]: the IO loop of an established session over the core's
 //!   `ServerConn`, in which no write is ever awaited;
 //! - [`reload`]: the one task that publishes a new [`authority::Authority`];
+//! - [`fetch`]: pulls the revocation list over HTTP(S) for the reload task;
 //! - [`server`]: binding, signals, drain;
 //! - [`logging`]: log lines written off the runtime's workers;
 //! - [`zsk`], [`akc`], [`sshd_config`]: zero standing keys (a source
@@ -22,6 +23,7 @@ pub mod authz;
 pub mod clock;
 pub mod config;
 pub mod driver;
+pub mod fetch;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

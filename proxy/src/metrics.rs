@@ -54,8 +54,11 @@ pub struct Metrics {
     pub penalised_sources: IntGauge,
     /// Sources in the rate limiter's table.
     pub rate_limited_sources: IntGauge,
+    /// Revocation list fetches by result (ok, not_modified, failed).
+    pub crl_fetches: IntCounterVec,
     licence_expiry: IntGauge,
     crl_expiry: IntGauge,
+    crl_age: IntGauge,
     crl_version: IntGauge,
 }
 
@@ -196,6 +199,12 @@ impl Metrics {
                 "ztssh_rate_limiter_sources",
                 "Sources tracked by the per-source rate limiter.",
             ),
+            crl_fetches: counter_vec(
+                &r,
+                "ztssh_crl_fetches_total",
+                "Revocation list fetches from revocation_url by result (ok, not_modified, failed).",
+                "result",
+            ),
             licence_expiry: gauge(
                 &r,
                 "ztssh_licence_expiry_seconds",
@@ -205,6 +214,11 @@ impl Metrics {
                 &r,
                 "ztssh_crl_next_update_seconds",
                 "Seconds until the revocation list is due for renewal (negative: stale).",
+            ),
+            crl_age: gauge(
+                &r,
+                "ztssh_crl_age_seconds",
+                "Seconds since the loaded revocation list was signed (0: none).",
             ),
             crl_version: gauge(
                 &r,
@@ -223,10 +237,14 @@ impl Metrics {
         match &authority.crl {
             Some(c) => {
                 self.crl_expiry.set(secs(c.next_update));
+                self.crl_age.set(-secs(c.issued));
                 self.crl_version
                     .set(i64::try_from(c.list_version).unwrap_or(i64::MAX));
             }
-            None => self.crl_version.set(0),
+            None => {
+                self.crl_version.set(0);
+                self.crl_age.set(0);
+            }
         }
     }
 

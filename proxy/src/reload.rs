@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use ztssh_proto::crl::Crl;
+
 use crate::authority::{self, Authority};
 use crate::clock;
 use crate::process;
@@ -24,13 +26,50 @@ pub const CRL_POLL: Duration = Duration::from_millis(100);
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to reload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Request {
     /// SIGHUP: the licence, the authorized principals, the policy and the
     /// revocation list.
     Everything,
     /// The revocation list file changed.
     RevocationList,
+    /// A list fetched from `revocation_url`, already verified under the
+    /// root; it replaces the loaded one only if newer.
+    Fetched(Box<Crl>),
+    /// The loaded list just became stale: publish the authority again so
+    /// that every live session re-checks itself under the staleness policy.
+    Recheck,
+}
+
+/// The requests one reload serves: those that queued up while the last
+/// one ran are served together.
+#[derive(Default)]
+struct Batch {
+    everything: bool,
+    file: bool,
+    fetched: Option<Box<Crl>>,
+    recheck: bool,
+}
+
+impl Batch {
+    fn add(&mut self, req: Request) {
+        match req {
+            Request::Everything => self.everything = true,
+            Request::RevocationList => self.file = true,
+            Request::Fetched(c) => {
+                // The newest of the fetched lists; an older one is still
+                // offered when nothing newer came, so a rollback is reported.
+                if self
+                    .fetched
+                    .as_ref()
+                    .is_none_or(|f| f.list_version < c.list_version)
+                {
+                    self.fetched = Some(c);
+                }
+            }
+            Request::Recheck => self.recheck = true,
+        }
+    }
 }
 
 /// What one reload came to.
@@ -39,6 +78,25 @@ struct Outcome {
     next: Option<Authority>,
     /// The reload metric's result label, if the reload counts.
     result: Option<&'static str>,
+}
+
+impl Outcome {
+    const NOTHING: Self = Self {
+        next: None,
+        result: None,
+    };
+
+    /// This outcome followed by `later`, which was computed from this one's
+    /// authority (if any).
+    fn then(self, later: Self) -> Self {
+        Self {
+            next: later.next.or(self.next),
+            result: match (self.result, later.result) {
+                (Some("failed"), _) | (_, Some("failed")) => Some("failed"),
+                (a, b) => a.or(b),
+            },
+        }
+    }
 }
 
 /// Starts the reload task; send it requests through the returned channel.
@@ -55,18 +113,18 @@ async fn run(
 ) {
     while let Some(first) = requests.recv().await {
         // Requests that queued up meanwhile are served by this one reload.
-        let mut req = first;
+        let mut batch = Batch::default();
+        batch.add(first);
         while let Ok(more) = requests.try_recv() {
-            if more == Request::Everything {
-                req = Request::Everything;
-            }
+            batch.add(more);
         }
-        if req == Request::Everything {
+        let everything = batch.everything;
+        if everything {
             process::notify("RELOADING=1");
         }
         let current = tx.borrow().clone();
         let worker = Arc::clone(&shared);
-        let work = tokio::task::spawn_blocking(move || compute(&worker, &current, req));
+        let work = tokio::task::spawn_blocking(move || compute(&worker, &current, batch));
         let Ok(outcome) = tokio::time::timeout(RELOAD_TIMEOUT, work).await else {
             shared.metrics.reloads.with_label_values(&["timeout"]).inc();
             error!(
@@ -75,7 +133,7 @@ async fn run(
                 "reading the configuration or revocation list took more than {}s (a hung filesystem?); the last good state stays in force",
                 RELOAD_TIMEOUT.as_secs()
             );
-            if req == Request::Everything {
+            if everything {
                 process::notify("READY=1");
             }
             continue;
@@ -91,69 +149,141 @@ async fn run(
             }
             Err(e) => error!(event = "reload", result = "failed", error = %e, "reload task failed"),
         }
-        if req == Request::Everything {
+        if everything {
             process::notify("READY=1");
         }
     }
 }
 
 /// Computes the next authority from `current`; runs on the blocking pool.
-fn compute(shared: &Shared, current: &Authority, req: Request) -> Outcome {
+/// Each step starts from the authority the one before produced.
+fn compute(shared: &Shared, current: &Authority, batch: Batch) -> Outcome {
     let now = clock::unix();
-    match req {
-        Request::Everything => match crate::config::reload_authority(&shared.cfg, now) {
-            Ok(mut fresh) => {
-                // Never go back to an older revocation list.
-                fresh.crl = match fresh.crl.take() {
-                    Some(new) if authority::is_newer(current.crl.as_ref(), &new) => {
-                        authority::announce(&new, now);
-                        Some(new)
-                    }
-                    _ => current.crl.clone(),
-                };
-                info!(
-                    event = "reload",
-                    result = "ok",
-                    "licence, principals and revocation list reloaded; re-checking every live session"
-                );
-                Outcome {
-                    next: Some(fresh),
-                    result: Some("ok"),
+    let mut out = if batch.everything {
+        everything(shared, current, now)
+    } else if batch.file {
+        list_file(shared, current, now)
+    } else {
+        Outcome::NOTHING
+    };
+    if let Some(crl) = batch.fetched {
+        let base = out.next.as_ref().unwrap_or(current);
+        let later = fetched(base, *crl, now);
+        out = out.then(later);
+    }
+    if batch.recheck && out.next.is_none() {
+        out.next = Some(current.republish());
+    }
+    out
+}
+
+fn everything(shared: &Shared, current: &Authority, now: u64) -> Outcome {
+    match crate::config::reload_authority(&shared.cfg, now) {
+        Ok(mut fresh) => {
+            // Never go back to an older revocation list.
+            fresh.crl = match fresh.crl.take() {
+                Some(new) if authority::is_newer(current.crl.as_ref(), &new) => {
+                    authority::announce(&new, now);
+                    Some(new)
                 }
+                _ => current.crl.clone(),
+            };
+            info!(
+                event = "reload",
+                result = "ok",
+                "licence, principals and revocation list reloaded; re-checking every live session"
+            );
+            Outcome {
+                next: Some(fresh),
+                result: Some("ok"),
             }
-            Err(e) => {
-                warn!(event = "reload", result = "failed", error = %e, "reload failed; previous configuration stays in force");
-                Outcome {
-                    next: None,
-                    result: Some("failed"),
-                }
+        }
+        Err(e) => {
+            warn!(event = "reload", result = "failed", error = %e, "reload failed; previous configuration stays in force");
+            Outcome {
+                next: None,
+                result: Some("failed"),
             }
+        }
+    }
+}
+
+fn list_file(shared: &Shared, current: &Authority, now: u64) -> Outcome {
+    let Some(path) = &shared.cfg.settings.revocation_list else {
+        return Outcome::NOTHING;
+    };
+    merged(current, authority::read_crl(path, &shared.cfg.root), now)
+}
+
+fn fetched(current: &Authority, crl: Crl, now: u64) -> Outcome {
+    merged(current, Ok(crl), now)
+}
+
+fn merged(current: &Authority, offered: Result<Crl, String>, now: u64) -> Outcome {
+    let refused = match &offered {
+        Err(_) => true,
+        Ok(c) => current
+            .crl
+            .as_ref()
+            .is_some_and(|cur| c.list_version < cur.list_version),
+    };
+    match authority::merge_crl(current, offered, now) {
+        Some(next) => Outcome {
+            next: Some(next),
+            result: Some("ok"),
         },
-        Request::RevocationList => {
-            let Some(path) = &shared.cfg.settings.revocation_list else {
-                return Outcome {
-                    next: None,
-                    result: None,
-                };
-            };
-            let offered = authority::read_crl(path, &shared.cfg.root);
-            let refused = match &offered {
-                Err(_) => true,
-                Ok(c) => current
-                    .crl
-                    .as_ref()
-                    .is_some_and(|cur| c.list_version < cur.list_version),
-            };
-            match authority::merge_crl(current, offered, now) {
-                Some(next) => Outcome {
-                    next: Some(next),
-                    result: Some("ok"),
-                },
-                None => Outcome {
-                    next: None,
-                    result: refused.then_some("failed"),
-                },
+        None => Outcome {
+            next: None,
+            result: refused.then_some("failed"),
+        },
+    }
+}
+
+/// Watches the loaded list's staleness deadline (next update plus grace)
+/// and, the moment it passes, says what the policy now does and asks the
+/// reload task to publish the authority again, so that `close-all` ends
+/// live sessions at once rather than at their next challenge. Once per
+/// list version; a new list re-arms it.
+pub async fn watch_staleness(
+    mut authority: watch::Receiver<Arc<Authority>>,
+    requests: mpsc::Sender<Request>,
+) {
+    let mut fired: Option<u64> = None;
+    loop {
+        let (due, crl, staleness) = {
+            let a = authority.borrow_and_update();
+            (
+                a.crl.as_ref().map(|c| a.staleness.due(c)),
+                a.crl.as_ref().map(|c| (c.list_version, c.next_update)),
+                a.staleness,
+            )
+        };
+        let now = clock::unix();
+        let wait = match (due, crl) {
+            (Some(due), Some((version, _))) if now >= due && fired != Some(version) => {
+                fired = Some(version);
+                if let Some(c) = authority.borrow().crl.as_ref() {
+                    authority::announce_stale(c, staleness, now);
+                }
+                if staleness.mode != ztssh_proto::trust::StaleMode::Warn
+                    && requests.send(Request::Recheck).await.is_err()
+                {
+                    return;
+                }
+                None
             }
+            (Some(due), Some(_)) if now < due => Some(Duration::from_secs(due - now)),
+            _ => None,
+        };
+        let changed = match wait {
+            Some(d) => tokio::select! {
+                c = authority.changed() => c,
+                () = tokio::time::sleep(d) => Ok(()),
+            },
+            None => authority.changed().await,
+        };
+        if changed.is_err() {
+            return;
         }
     }
 }
@@ -281,7 +411,10 @@ mod tests {
         let watcher = tokio::spawn(watch_crl_file(path, tx));
         let asked = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
         watcher.abort();
-        assert_eq!(asked.ok().flatten(), Some(Request::RevocationList));
+        assert!(matches!(
+            asked.ok().flatten(),
+            Some(Request::RevocationList)
+        ));
     }
 
     #[tokio::test]
@@ -294,12 +427,18 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let watcher = tokio::spawn(watch_crl_file_every(path.clone(), tx, hour));
         let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
-        assert_eq!(first.ok().flatten(), Some(Request::RevocationList));
+        assert!(matches!(
+            first.ok().flatten(),
+            Some(Request::RevocationList)
+        ));
         let next = dir.path().join(".crl.pem.new");
         std::fs::write(&next, "list version 2, a little longer").expect("write");
         std::fs::rename(&next, &path).expect("rename");
         let asked = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
         watcher.abort();
-        assert_eq!(asked.ok().flatten(), Some(Request::RevocationList));
+        assert!(matches!(
+            asked.ok().flatten(),
+            Some(Request::RevocationList)
+        ));
     }
 }

@@ -73,8 +73,16 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
     let reloads = reload::spawn(Arc::clone(&shared), authority_tx);
     tokio::spawn(watch_signals(shutdown.clone(), reloads.clone()));
     if let Some(path) = shared.cfg.settings.revocation_list.clone() {
-        tokio::spawn(reload::watch_crl_file(path, reloads));
+        tokio::spawn(reload::watch_crl_file(path, reloads.clone()));
     }
+    if let Some(pull) = shared.cfg.pull.clone() {
+        tokio::spawn(crate::fetch::poll(
+            Arc::clone(&shared),
+            pull,
+            reloads.clone(),
+        ));
+    }
+    tokio::spawn(reload::watch_staleness(shared.authority.clone(), reloads));
     process::notify("READY=1");
     accept_loop(&shared, &listener, &shutdown, &tracker).await;
     process::notify("STOPPING=1");

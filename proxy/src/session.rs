@@ -173,7 +173,12 @@ async fn deny(
         .with_label_values(&["denied"])
         .inc();
     warn!(event = "authorization_denied", principal = %principal, reason = e.kind.label(), "{}", e.reason);
-    if !matches!(e.kind, EndKind::MaxSessions | EndKind::UpstreamUnavailable) {
+    // Not the client's fault: a full session cap, an unreachable sshd, an
+    // overdue revocation list.
+    if !matches!(
+        e.kind,
+        EndKind::MaxSessions | EndKind::UpstreamUnavailable | EndKind::RevocationListStale
+    ) {
         penalise(shared, peer, Failure::FailedAuth);
     }
     refuse(sock, refused).await;

@@ -418,6 +418,7 @@ mod tests {
             crl: None,
             authorized: crate::authz::Authorized::load(&ap).expect("principals"),
             policy: Arc::new(crate::policy::Policy::load(&pp).expect("policy")),
+            staleness: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use ztssh_proto::time::human;
 
 use crate::explain::{Error, explain};
 use crate::identity::Identity;
+use crate::revocation::Revocations;
 use crate::settings::Settings;
 
 /// Unix seconds: only the licence check at the handshake reads the wall
@@ -46,6 +47,23 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
             std::env::var("USER").map_err(|_| "no principal: pass --principal NAME".to_owned())?
         }
     };
+    // Loaded before connecting: a list that is configured but unusable
+    // stops the sidecar here.
+    if let Some(url) = &s.revocation_url {
+        let cache = s.revocation_list.as_deref().ok_or(
+            "revocation_url needs revocation_list: the file where the sidecar keeps its copy of the list",
+        )?;
+        for w in crate::revocation::refresh(url, cache, &root).await? {
+            eprintln!("ztssh: {w}");
+        }
+    }
+    let revocations = match &s.revocation_list {
+        Some(p) => Some(Revocations::load(p, &root)?),
+        None => None,
+    };
+    if let Some(w) = revocations.as_ref().and_then(|r| r.stale_warning(now())) {
+        eprintln!("ztssh: {w}");
+    }
     let agent_sock = std::env::var_os("SSH_AUTH_SOCK").map(std::path::PathBuf::from);
     let identity = Identity::resolve(s.identity.as_deref(), agent_sock.as_deref())?;
 
@@ -63,7 +81,12 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
         host: host.clone(),
         frame_size,
     };
-    let hs = handshake_with(&mut sock, cfg, &identity, &principal, &host, &root_path);
+    let checks = Checks {
+        host: &host,
+        root_path: &root_path,
+        revocations: revocations.as_ref(),
+    };
+    let hs = handshake_with(&mut sock, cfg, &identity, &principal, &checks);
     let session = tokio::time::timeout(Duration::from_secs(s.handshake_timeout_secs), hs)
         .await
         .map_err(|_| {
@@ -135,14 +158,21 @@ async fn connect(addrs: &[SocketAddr], limit: Duration) -> std::io::Result<TcpSt
     Err(last)
 }
 
+/// What the server's licence is checked against besides the root.
+struct Checks<'a> {
+    host: &'a str,
+    root_path: &'a std::path::Path,
+    revocations: Option<&'a Revocations>,
+}
+
 async fn handshake_with(
     sock: &mut TcpStream,
     cfg: ClientConfig,
     identity: &Identity,
     principal: &str,
-    host: &str,
-    root_path: &std::path::Path,
+    checks: &Checks<'_>,
 ) -> Result<ClientSession, String> {
+    let host = checks.host;
     let closed = |_| {
         format!(
             "{host} closed the connection during the handshake (not a ztssh proxy, a different frame size, \
@@ -156,7 +186,11 @@ async fn handshake_with(
     sock.read_exact(&mut msg2).await.map_err(closed)?;
     let verified = state
         .handle_server_hello(&msg2, now())
-        .map_err(|e| explain(e, host, root_path))?;
+        .map_err(|e| explain(e, host, checks.root_path))?;
+    // Before the user is revealed: a server the list revokes is refused.
+    if let Some(r) = checks.revocations {
+        r.check(verified.licence(), host, now())?;
+    }
     let sig = identity.sign(&verified.user_signed_data())?;
     let (session, msg3) = verified
         .into_client_auth(principal, identity.public_key(), &sig)

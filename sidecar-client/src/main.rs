@@ -11,6 +11,7 @@ mod connect;
 mod explain;
 mod identity;
 mod pump;
+mod revocation;
 mod settings;
 mod stdio;
 
@@ -42,6 +43,12 @@ struct Cli {
     /// Print each step on stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
+    /// Root-signed revocation list (crl.pem): refuse servers it revokes.
+    #[arg(long)]
+    revocation_list: Option<PathBuf>,
+    /// Refresh --revocation-list from this URL first (conditional GET).
+    #[arg(long)]
+    revocation_url: Option<String>,
     /// Host as typed to ssh (%h); checked against the server licence.
     host: String,
     /// Port (%p).
@@ -57,6 +64,8 @@ fn main() -> ExitCode {
         connect: cli.connect,
         frame_size: cli.frame_size,
         verbose: cli.verbose,
+        revocation_list: cli.revocation_list,
+        revocation_url: cli.revocation_url,
     };
     let result = settings::load(cli.config.as_deref(), &flags).and_then(|s| {
         // One session per process: a single-threaded runtime avoids

@@ -31,6 +31,14 @@ pub struct Settings {
     /// Print each step on stderr.
     #[serde(default)]
     pub verbose: bool,
+    /// The root-signed revocation list (`ztssh-ca crl`); a server whose
+    /// licence it revokes is refused before the user is revealed.
+    #[serde(default)]
+    pub revocation_list: Option<PathBuf>,
+    /// Where to refresh `revocation_list` from at each start (a conditional
+    /// GET; the `ETag` is kept beside the file).
+    #[serde(default)]
+    pub revocation_url: Option<String>,
 }
 
 fn default_frame() -> usize {
@@ -58,6 +66,10 @@ pub struct Flags {
     pub frame_size: Option<usize>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub verbose: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_list: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_url: Option<String>,
 }
 
 /// The default config file, `~/.config/ztssh/sidecar.toml` (honours XDG_CONFIG_HOME).
@@ -90,12 +102,15 @@ pub fn load(explicit: Option<&Path>, flags: &Flags) -> Result<Settings, String> 
             "connect",
             "frame_size",
             "verbose",
+            "revocation_list",
+            "revocation_url",
         ]))
         .merge(Serialized::defaults(flags))
         .extract()
         .map_err(|e| format!("config: {e}"))?;
     s.root = s.root.map(|p| expand_tilde(&p));
     s.identity = s.identity.map(|p| expand_tilde(&p));
+    s.revocation_list = s.revocation_list.map(|p| expand_tilde(&p));
     Ok(s)
 }
 

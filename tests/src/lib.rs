@@ -17,6 +17,7 @@ pub use tempfile::TempDir;
 
 pub mod agent;
 pub mod client;
+pub mod listserver;
 pub mod zsk;
 
 /// Paths of the built binaries (next to the test executable's directory).
@@ -303,6 +304,22 @@ impl Pki {
             .arg(&self.ca)
             .arg("--out")
             .arg(self.crl());
+        ok(
+            &run_bounded(&mut c, Duration::from_secs(10)),
+            "ztssh-ca crl",
+        );
+    }
+
+    /// `ztssh-ca crl --ttl TTL` into `out` (a web server's copy, say):
+    /// the next version, signed and atomically replaced.
+    pub fn publish_crl_to(&self, out: &Path, ttl: &str) {
+        let mut c = Command::new(bin("ztssh-ca"));
+        c.arg("crl")
+            .arg("--dir")
+            .arg(&self.ca)
+            .arg("--out")
+            .arg(out)
+            .args(["--ttl", ttl]);
         ok(
             &run_bounded(&mut c, Duration::from_secs(10)),
             "ztssh-ca crl",
@@ -597,16 +614,29 @@ impl World {
     /// written into the world's directory first; `{dir}` in `extra` is that
     /// directory.
     pub fn build(extra: &str, run_args: &[&str], files: &[(&str, &str)]) -> Self {
-        Self::build_for(&["alice"], extra, run_args, files)
+        Self::build_for(&["alice"], extra, run_args, files, &|_| {})
+    }
+
+    /// Same as [`World::with_extra`], calling `before_proxy` once the CA
+    /// has published its first list and before the proxy starts (to put
+    /// that list on a web server, say).
+    pub fn with_hook(extra: &str, before_proxy: &dyn Fn(&Pki)) -> Self {
+        Self::build_for(&["alice"], extra, &[], &[], before_proxy)
     }
 
     /// Same, with every principal in `principals` authorized with alice's
     /// key on the proxy (sshd trusts alice's key for root either way).
     pub fn with_principals(principals: &[&str], extra: &str) -> Self {
-        Self::build_for(principals, extra, &[], &[])
+        Self::build_for(principals, extra, &[], &[], &|_| {})
     }
 
-    fn build_for(names: &[&str], extra: &str, run_args: &[&str], files: &[(&str, &str)]) -> Self {
+    fn build_for(
+        names: &[&str],
+        extra: &str,
+        run_args: &[&str],
+        files: &[(&str, &str)],
+        before_proxy: &dyn Fn(&Pki),
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ztssh-e2e-")
             .tempdir()
@@ -619,6 +649,7 @@ impl World {
         let extra = extra.replace("{dir}", &dir.path().display().to_string());
         let pki = Pki::create(dir.path(), &["localhost", "web1"]);
         pki.publish_crl();
+        before_proxy(&pki);
         let sshd = Sshd::start(dir.path(), &alice_pub);
         let extra = format!("revocation_list = \"{}\"\n{extra}", pki.crl().display());
         let principals: String = names

@@ -1,0 +1,252 @@
+//! Pulling the revocation list over HTTP(S): a conditional GET
+//! (`If-None-Match`, `If-Modified-Since`) every `revocation_poll_secs`
+//! with jitter, so an unchanged list costs one 304; exponential backoff
+//! (capped) while fetches fail; a timeout on every fetch and a cap on the
+//! body. A list that verifies under the pinned root is handed to the one
+//! reload task, which alone decides (from the authority in force at that
+//! moment) whether it replaces the loaded one. Nothing here is on the path
+//! that carries out a kill: sessions only ever see the authority the
+//! reload task publishes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Uri;
+use hyper::body::Bytes;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+use ztssh_fetch::{Fetched, Fetcher, Target};
+use ztssh_proto::armor;
+use ztssh_proto::crl::Crl;
+use ztssh_proto::keys::random_bytes;
+use ztssh_proto::labels::pem;
+
+use crate::config::Settings;
+use crate::reload::Request;
+use crate::session::Shared;
+
+pub use ztssh_fetch::MAX_LIST_BYTES;
+/// Longest wait between fetches while they fail (or the poll interval,
+/// if that is longer).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Where and how to pull the list; checked before any port is bound.
+#[derive(Debug)]
+pub struct PullSettings {
+    /// The list's URL, the fetch timeout and TLS.
+    pub target: Arc<Target>,
+    /// The list's URL, as configured.
+    pub url: Uri,
+    /// Time between fetches (before jitter).
+    pub poll: Duration,
+    /// Where a newer list is kept on disk (`revocation_list`), if set.
+    pub cache: Option<PathBuf>,
+}
+
+impl PullSettings {
+    /// The pull settings, or `None` without a `revocation_url`.
+    pub fn from_settings(s: &Settings) -> Result<Option<Arc<Self>>, String> {
+        let Some(text) = &s.revocation_url else {
+            if s.revocation_ca_file.is_some() {
+                return Err("revocation_ca_file is set but revocation_url is not".into());
+            }
+            return Ok(None);
+        };
+        if !(1..=3600).contains(&s.revocation_poll_secs) {
+            return Err("revocation_poll_secs must be between 1 and 3600".into());
+        }
+        if !(1..=120).contains(&s.revocation_fetch_timeout_secs) {
+            return Err("revocation_fetch_timeout_secs must be between 1 and 120".into());
+        }
+        let timeout = Duration::from_secs(s.revocation_fetch_timeout_secs);
+        let target = Target::new(
+            "revocation_url",
+            text,
+            timeout,
+            s.revocation_ca_file.as_deref(),
+        )?;
+        Ok(Some(Arc::new(Self {
+            url: target.url.clone(),
+            target: Arc::new(target),
+            poll: Duration::from_secs(s.revocation_poll_secs),
+            cache: s.revocation_list.clone(),
+        })))
+    }
+}
+
+/// The wait before the next fetch: the poll interval, doubled per failure
+/// in a row up to [`MAX_BACKOFF`] (or the poll interval if longer), with
+/// ±10 % jitter so a fleet does not fetch in step.
+pub fn next_delay(poll: Duration, failures: u32) -> Duration {
+    let cap = poll.max(MAX_BACKOFF);
+    let base = poll.saturating_mul(1u32 << failures.min(16)).min(cap);
+    let spread = u64::from(u16::from_le_bytes(random_bytes::<2>()) % 201);
+    let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(ms / 1000 * (900 + spread) + ms % 1000 * (900 + spread) / 1000)
+}
+
+/// Checks a fetched body: PEM, then a list signed by the pinned root.
+fn verify(body: &[u8], root: &ztssh_proto::keys::PublicKey) -> Result<Crl, String> {
+    let der =
+        armor::decode_expect(pem::CRL, body).map_err(|e| format!("not a revocation list: {e}"))?;
+    Crl::decode_verified(&der, root).map_err(|e| e.to_string())
+}
+
+/// Pulls the list until the reload task is gone.
+pub async fn poll(
+    shared: Arc<Shared>,
+    settings: Arc<PullSettings>,
+    requests: mpsc::Sender<Request>,
+) {
+    let url = settings.url.to_string();
+    let mut fetcher = Fetcher::new(Arc::clone(&settings.target));
+    let mut failures: u32 = 0;
+    // The older version last reported as a rollback, so that a server stuck
+    // on an old list without validators is not reported at every poll.
+    let mut reported: Option<u64> = None;
+    info!(event = "crl_pull", url = %url, poll_secs = settings.poll.as_secs(), "pulling the revocation list");
+    loop {
+        let outcome = match fetcher.fetch().await {
+            Ok(Fetched::NotModified) => {
+                shared
+                    .metrics
+                    .crl_fetches
+                    .with_label_values(&["not_modified"])
+                    .inc();
+                debug!(event = "crl_fetch", result = "not_modified", url = %url, "revocation list unchanged");
+                Ok(None)
+            }
+            Ok(Fetched::Body(body)) => {
+                let root = shared.cfg.root;
+                tokio::task::spawn_blocking(move || verify(&body, &root).map(|c| (c, body)))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                    .map(|(crl, body)| offer(&shared, &settings, crl, body, &mut reported))
+            }
+            Err(e) => Err(e),
+        };
+        let offered = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                shared
+                    .metrics
+                    .crl_fetches
+                    .with_label_values(&["failed"])
+                    .inc();
+                let delay = next_delay(settings.poll, failures);
+                let loaded = shared
+                    .authority
+                    .borrow()
+                    .crl
+                    .as_ref()
+                    .map_or(0, |c| c.list_version);
+                error!(event = "crl_fetch_failed", url = %url, error = %e, failures, list_version = loaded,
+                    retry_secs = delay.as_secs(),
+                    "revocation list fetch from {url} failed: {e}; the last good list (version {loaded}) stays in force; retrying in {}s",
+                    delay.as_secs());
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        failures = 0;
+        if let Some((crl, body)) = offered {
+            if requests
+                .send(Request::Fetched(Box::new(crl)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            keep(&settings, body).await;
+        }
+        if requests.is_closed() {
+            return;
+        }
+        tokio::time::sleep(next_delay(settings.poll, 0)).await;
+    }
+}
+
+/// Counts a verified list and decides whether to hand it to the reload
+/// task: a newer list always, an older one once (the reload task refuses
+/// it loudly), the loaded version never.
+fn offer(
+    shared: &Shared,
+    settings: &PullSettings,
+    crl: Crl,
+    body: Bytes,
+    reported: &mut Option<u64>,
+) -> Option<(Crl, Bytes)> {
+    shared.metrics.crl_fetches.with_label_values(&["ok"]).inc();
+    let loaded = shared
+        .authority
+        .borrow()
+        .crl
+        .as_ref()
+        .map(|c| c.list_version);
+    let v = crl.list_version;
+    info!(event = "crl_fetch", result = "ok", url = %settings.url, list_version = v, "revocation list fetched");
+    match loaded {
+        Some(l) if v == l => None,
+        Some(l) if v < l && *reported == Some(v) => None,
+        Some(l) if v < l => {
+            *reported = Some(v);
+            Some((crl, Bytes::new()))
+        }
+        _ => Some((crl, body)),
+    }
+}
+
+/// Keeps a newer list in `revocation_list`, so that a restart starts from
+/// it; off the runtime's workers.
+async fn keep(settings: &PullSettings, body: Bytes) {
+    let Some(path) = settings.cache.clone() else {
+        return;
+    };
+    if body.is_empty() {
+        return;
+    }
+    let shown = path.display().to_string();
+    let written = tokio::task::spawn_blocking(move || {
+        ztssh_proto::keyfile::write_atomic(&path, &body, 0o644, true)
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => debug!(event = "crl_cached", path = %shown, "revocation list kept on disk"),
+        Ok(Err(e)) => warn!(event = "crl_cache_failed", path = %shown, error = %e,
+            "cannot keep the fetched revocation list in {shown}: {e}; a restart starts from the older list there"),
+        Err(e) => {
+            warn!(event = "crl_cache_failed", error = %e, "cannot keep the fetched revocation list")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_the_cap_with_jitter() {
+        let poll = Duration::from_secs(2);
+        for _ in 0..50 {
+            let d = next_delay(poll, 0);
+            assert!(
+                d >= Duration::from_millis(1800) && d <= Duration::from_millis(2200),
+                "{d:?}"
+            );
+            let d = next_delay(poll, 3);
+            assert!(
+                d >= Duration::from_millis(14_400) && d <= Duration::from_millis(17_600),
+                "{d:?}"
+            );
+            let d = next_delay(poll, 40);
+            assert!(
+                d >= Duration::from_secs(54) && d <= Duration::from_secs(66),
+                "{d:?}"
+            );
+        }
+        let long = Duration::from_secs(600);
+        assert!(next_delay(long, 5) <= Duration::from_secs(660));
+    }
+}

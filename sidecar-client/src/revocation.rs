@@ -1,0 +1,134 @@
+//! The revocation list a sidecar was given (`revocation_list`): the same
+//! root-signed list the proxies enforce. The sidecar refuses a server whose
+//! licence it revokes, by server id or serial, right after the licence is
+//! verified and before anything about the user is sent.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ztssh_proto::cert::Licence;
+use ztssh_proto::crl::Crl;
+use ztssh_proto::end::EndKind;
+use ztssh_proto::keys::PublicKey;
+use ztssh_proto::labels::pem;
+use ztssh_proto::time::{UnixTime, human};
+use ztssh_proto::{keyfile, trust};
+
+/// A verified list and where it came from.
+pub struct Revocations {
+    path: PathBuf,
+    crl: Crl,
+}
+
+impl Revocations {
+    /// Reads the list and verifies it under the pinned root. A list that is
+    /// configured but unusable stops the sidecar: it fails closed.
+    pub fn load(path: &Path, root: &PublicKey) -> Result<Self, String> {
+        let unusable = |e: String| {
+            format!(
+                "cannot use the revocation list {}: {e}; fetch the current list from your \
+                 administrators, or remove revocation_list from sidecar.toml to connect without it",
+                path.display()
+            )
+        };
+        let bytes = keyfile::read_pem(path, pem::CRL).map_err(unusable)?;
+        let crl = Crl::decode_verified(&bytes, root).map_err(|e| unusable(e.to_string()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            crl,
+        })
+    }
+
+    /// A warning when the list is past its next-update time.
+    pub fn stale_warning(&self, now: UnixTime) -> Option<String> {
+        self.crl.is_stale(now).then(|| {
+            format!(
+                "warning: the revocation list {} (version {}) is {} past its next update; \
+                 servers revoked since are not known to it: fetch a newer one",
+                self.path.display(),
+                self.crl.list_version,
+                human(now - self.crl.next_update)
+            )
+        })
+    }
+
+    /// Refuses a licence the list revokes, with what the user can do.
+    pub fn check(&self, licence: &Licence, host: &str, now: UnixTime) -> Result<(), String> {
+        match trust::check_licence(licence, Some(&self.crl), now) {
+            Err(e) if e.kind == EndKind::LicenceRevoked => {
+                let b = &licence.body;
+                Err(format!(
+                    "refusing to connect to {host}: its server licence ({}, serial {}) is revoked by \
+                     the revocation list {} (version {}). Nothing about you was sent. The server may \
+                     be compromised: do not use it, and tell its operators. If it was re-licensed \
+                     since, get the newest list (ztssh-ca crl, or the published copy) and retry",
+                    b.server_id,
+                    b.serial,
+                    self.path.display(),
+                    self.crl.list_version
+                ))
+            }
+            // Expiry and validity are judged by the handshake itself.
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How long the sidecar waits for the list before using its copy.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Refreshes the copy at `cache` from `url` with a conditional GET (the
+/// `ETag` of the copy is kept in `CACHE.etag`). A newer list that verifies
+/// under the root replaces the copy; anything else keeps it. Returns
+/// warnings for the user; fails only when there is no usable copy at all,
+/// so the sidecar fails closed.
+pub async fn refresh(url: &str, cache: &Path, root: &PublicKey) -> Result<Vec<String>, String> {
+    let target = ztssh_fetch::Target::new("revocation_url", url, REFRESH_TIMEOUT, None)?;
+    let etag_path = PathBuf::from(format!("{}.etag", cache.display()));
+    let copy = Revocations::load(cache, root).ok();
+    let etag = match &copy {
+        Some(_) => std::fs::read_to_string(&etag_path).ok(),
+        None => None,
+    };
+    let mut fetcher =
+        ztssh_fetch::Fetcher::new(Arc::new(target)).with_etag(etag.as_deref().map(str::trim));
+    let have = copy.as_ref().map(|c| c.crl.list_version);
+    let problem = match fetcher.fetch().await {
+        Ok(ztssh_fetch::Fetched::NotModified) => return Ok(Vec::new()),
+        Ok(ztssh_fetch::Fetched::Body(body)) => match verify(&body, root) {
+            Ok(crl) if have.is_none_or(|v| crl.list_version > v) => {
+                keyfile::write_atomic(cache, &body, 0o644, true)
+                    .map_err(|e| format!("cannot write {}: {e}", cache.display()))?;
+                if let Some(e) = fetcher.etag() {
+                    let _ = keyfile::write_atomic(&etag_path, e.as_bytes(), 0o644, true);
+                }
+                return Ok(Vec::new());
+            }
+            Ok(crl) if have == Some(crl.list_version) => return Ok(Vec::new()),
+            Ok(crl) => format!(
+                "it serves version {}, older than your copy; refused",
+                crl.list_version
+            ),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    match have {
+        Some(v) => Ok(vec![format!(
+            "warning: cannot refresh the revocation list from {url}: {problem}; using your copy {} (version {v})",
+            cache.display()
+        )]),
+        None => Err(format!(
+            "cannot get the revocation list from {url}: {problem}, and there is no usable copy at {}; \
+             try again, or ask your administrators for the list",
+            cache.display()
+        )),
+    }
+}
+
+fn verify(body: &[u8], root: &PublicKey) -> Result<Crl, String> {
+    let der = ztssh_proto::armor::decode_expect(pem::CRL, body)
+        .map_err(|e| format!("not a revocation list: {e}"))?;
+    Crl::decode_verified(&der, root).map_err(|e| e.to_string())
+}

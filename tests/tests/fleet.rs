@@ -1,0 +1,595 @@
+//! Fleet revocation (issue 11): the proxy pulls the root-signed list from a
+//! real HTTP server on loopback; the staleness policy; sidecars that refuse
+//! revoked servers; the CA's 24 h licence cap.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ztssh_tests::listserver::{ListServer, Serve};
+use ztssh_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+const OK: &str = r#"ztssh_crl_fetches_total{result="ok"}"#;
+const NOT_MODIFIED: &str = r#"ztssh_crl_fetches_total{result="not_modified"}"#;
+const FAILED: &str = r#"ztssh_crl_fetches_total{result="failed"}"#;
+const VERSION: &str = "ztssh_crl_version";
+
+/// A world whose proxy pulls its list from a web server's copy.
+struct Fleet {
+    w: World,
+    server: ListServer,
+    /// The web server's copy of the list.
+    www: PathBuf,
+    metrics: u16,
+    _www_dir: TempDir,
+}
+
+fn fleet(extra: &str) -> Fleet {
+    let www_dir = tempfile::tempdir().expect("www");
+    let www = www_dir.path().join("crl.pem");
+    let server = ListServer::start(Serve::File(www.clone()));
+    let metrics = free_port();
+    let cfg = format!(
+        "revocation_url = \"{}\"\nrevocation_poll_secs = 1\nrevocation_fetch_timeout_secs = 2\n\
+         metrics_listen = \"127.0.0.1:{metrics}\"\nchallenge_interval_secs = 30\n{extra}",
+        server.url()
+    );
+    let served = www.clone();
+    // The CA's first list goes on the web server before the proxy starts.
+    let w = World::with_hook(&cfg, &move |pki: &Pki| {
+        std::fs::copy(pki.crl(), &served).expect("publish the first list");
+    });
+    Fleet {
+        w,
+        server,
+        www,
+        metrics,
+        _www_dir: www_dir,
+    }
+}
+
+impl Fleet {
+    fn metric(&self, series: &str) -> f64 {
+        metric_value(&http_get(self.metrics, "/metrics"), series).unwrap_or(0.0)
+    }
+
+    fn wait_at_least(&self, series: &str, want: f64) {
+        wait_until(Duration::from_secs(30), series, || {
+            self.metric(series) >= want
+        });
+    }
+
+    fn wait_log(&self, what: &str) {
+        wait_until(Duration::from_secs(30), what, || {
+            self.w.proxy.log_text().contains(what)
+        });
+    }
+
+    /// Signs the next list straight onto the web server.
+    fn publish(&self, ttl: &str) {
+        self.w.pki.publish_crl_to(&self.www, ttl);
+    }
+
+    /// Waits until the proxy has fetched successfully once more (a 200 or
+    /// a 304), which also ends any backoff.
+    fn wait_recovered(&self) {
+        let before = self.metric(OK) + self.metric(NOT_MODIFIED);
+        wait_until(Duration::from_secs(30), "a good fetch", || {
+            self.metric(OK) + self.metric(NOT_MODIFIED) > before
+        });
+    }
+}
+
+fn count(h: &str, n: &str) -> usize {
+    h.matches(n).count()
+}
+
+/// Starts `ssh host 'echo started; sleep 60'` and waits until sshd has it.
+fn live_session(w: &World) -> Child {
+    let before = count(&w.proxy.log_text(), "event=\"upstream_connected\"");
+    let mut cmd = w.ssh();
+    cmd.arg("echo started; sleep 60")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn ssh");
+    wait_until(Duration::from_secs(20), "session to connect", || {
+        count(&w.proxy.log_text(), "event=\"upstream_connected\"") > before
+            && count(&w.sshd.log_text(), "Accepted publickey") > before
+    });
+    child
+}
+
+fn still_running(child: &mut Child) -> bool {
+    child.try_wait().expect("try_wait").is_none()
+}
+
+#[test]
+fn a_ban_published_to_the_url_ends_a_live_ssh_session() {
+    let f = fleet("");
+    let ssh = live_session(&f.w);
+    f.w.pki.revoke("principal", "alice");
+    f.publish("7d");
+    let out = wait_bounded(ssh, Duration::from_secs(20));
+    assert!(
+        stderr(&out).contains("ztssh: session terminated by web1: principal alice banned"),
+        "{}\n{}",
+        stderr(&out),
+        f.w.proxy.log_text()
+    );
+    assert_eq!(f.metric(VERSION), 2.0);
+    // The proxy keeps the newer list in revocation_list for its next start.
+    wait_until(Duration::from_secs(10), "the list kept on disk", || {
+        std::fs::read(f.w.pki.crl()).ok() == std::fs::read(&f.www).ok()
+    });
+    let out = run_bounded(f.w.ssh().arg("true"), T);
+    assert!(
+        stderr(&out).contains("refused the session: principal alice banned"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_unchanged_list_is_fetched_as_a_304() {
+    let f = fleet("");
+    f.wait_at_least(NOT_MODIFIED, 3.0);
+    // One full download (the list the proxy already had from disk), then
+    // only 304s: the server saw the proxy's If-None-Match every time.
+    assert_eq!(f.metric(OK), 1.0);
+    assert_eq!(f.metric(FAILED), 0.0);
+    assert!(f.server.not_modified() >= 3);
+    assert_eq!(f.metric(VERSION), 1.0);
+    assert!(f.metric("ztssh_crl_age_seconds") >= 0.0);
+}
+
+#[test]
+fn bad_answers_leave_the_last_good_list_in_force() {
+    let f = fleet("");
+    let v1 = std::fs::read(&f.www).expect("v1");
+    f.w.pki.revoke("principal", "mallory");
+    f.publish("7d");
+    f.wait_at_least(VERSION, 2.0);
+    let mut ssh = live_session(&f.w);
+    let other = Pki::create(&f.w.dir.path().join("other"), &["localhost"]);
+    other.revoke("principal", "alice");
+    other.publish_crl();
+    let foreign = std::fs::read(other.crl()).expect("foreign list");
+
+    let cases: Vec<(&str, Serve, &str)> = vec![
+        ("500", Serve::Status(500), "the server answered HTTP 500"),
+        (
+            "garbage",
+            Serve::Bytes(b"<html>not a list</html>\n".to_vec()),
+            "not a revocation list",
+        ),
+        (
+            "foreign key",
+            Serve::Bytes(foreign),
+            "not issued by the trusted key",
+        ),
+        (
+            "rollback",
+            Serve::Bytes(v1),
+            "older than the loaded 2; refused",
+        ),
+        ("timeout", Serve::Hang, "no complete answer within 2s"),
+    ];
+    for (what, serve, line) in cases {
+        let before = count(&f.w.proxy.log_text(), line);
+        f.server.set(serve);
+        wait_until(Duration::from_secs(30), what, || {
+            count(&f.w.proxy.log_text(), line) > before
+        });
+        assert_eq!(f.metric(VERSION), 2.0, "{what}: the last good list stays");
+        if what != "rollback" {
+            assert!(
+                f.w.proxy
+                    .log_text()
+                    .contains("the last good list (version 2) stays in force"),
+                "{what}"
+            );
+        }
+        f.server.set(Serve::File(f.www.clone()));
+        f.wait_recovered();
+        assert!(still_running(&mut ssh), "{what}: alice's session goes on");
+    }
+    assert!(f.metric(FAILED) >= 4.0);
+    // A good newer list still lands after all that, at once.
+    f.w.pki.revoke("principal", "alice");
+    f.publish("7d");
+    let out = wait_bounded(ssh, Duration::from_secs(20));
+    assert!(
+        stderr(&out).contains("principal alice banned"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A live session, then a list that goes stale two seconds after it is
+/// signed (grace 0), and the proxy's announcement of what it now does.
+fn gone_stale(mode: &str) -> (Fleet, Child) {
+    let f = fleet(&format!(
+        "revocation_stale = \"{mode}\"\nrevocation_stale_grace_secs = 0\n"
+    ));
+    let ssh = live_session(&f.w);
+    f.publish("2s");
+    f.wait_at_least(VERSION, 2.0);
+    f.wait_log(&format!("mode=\"{mode}\""));
+    assert!(f.w.proxy.log_text().contains("event=\"crl_stale\""));
+    (f, ssh)
+}
+
+#[test]
+fn a_stale_list_under_warn_only_warns() {
+    let (f, mut ssh) = gone_stale("warn");
+    assert_ok(&run_bounded(f.w.ssh().arg("true"), T), "new session");
+    assert!(still_running(&mut ssh));
+}
+
+#[test]
+fn a_stale_list_under_refuse_new_refuses_new_sessions_only() {
+    let (f, mut ssh) = gone_stale("refuse-new");
+    let out = run_bounded(f.w.ssh().arg("true"), T);
+    let err = stderr(&out);
+    assert!(
+        err.contains("refused the session: the revocation list on web1 (version 2)")
+            && err.contains("new sessions are refused"),
+        "{err}"
+    );
+    assert!(still_running(&mut ssh), "the live session goes on");
+    // A fresh list lets sessions in again.
+    f.publish("7d");
+    f.wait_at_least(VERSION, 3.0);
+    assert_ok(&run_bounded(f.w.ssh().arg("true"), T), "after a fresh list");
+    assert!(still_running(&mut ssh));
+}
+
+#[test]
+fn a_stale_list_under_close_all_ends_live_sessions() {
+    let (f, ssh) = gone_stale("close-all");
+    let out = wait_bounded(ssh, Duration::from_secs(20));
+    let err = stderr(&out);
+    assert!(
+        err.contains("session terminated by web1: the revocation list on web1 (version 2)")
+            && err.contains("every session is refused"),
+        "{err}"
+    );
+    f.wait_log("reason=\"revocation_list_stale\"");
+    let out = run_bounded(f.w.ssh().arg("true"), T);
+    assert!(
+        stderr(&out).contains("every session is refused"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_sidecar_given_the_list_refuses_a_revoked_server_before_revealing_the_user() {
+    let w = World::new();
+    // The proxy's own list does not know yet; the user's copy does.
+    let user_list = w.dir.path().join("user-crl.pem");
+    w.pki.revoke("server", "web1");
+    w.pki.publish_crl_to(&user_list, "7d");
+    let flag = format!("--revocation-list {}", user_list.display());
+    let mut ssh = Command::new("ssh");
+    ssh.args(w.client_opts(&w.alice, &flag))
+        .arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg("root@localhost")
+        .arg("true");
+    let out = run_bounded(&mut ssh, T);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("refusing to connect to localhost: its server licence (web1, serial")
+            && err.contains(&format!(
+                "is revoked by the revocation list {}",
+                user_list.display()
+            ))
+            && err.contains("Nothing about you was sent")
+            && err.contains("tell its operators"),
+        "{err}"
+    );
+    // The proxy saw a handshake that stopped before the user's message.
+    wait_until(
+        Duration::from_secs(10),
+        "the proxy to see the close",
+        || w.proxy.log_text().contains("reason=\"closed\""),
+    );
+    assert!(!w.proxy.log_text().contains("event=\"authorized\""));
+
+    // A list that revokes nothing here lets the session through.
+    let flag = format!("--revocation-list {}", w.pki.crl().display());
+    let mut ssh = Command::new("ssh");
+    ssh.args(w.client_opts(&w.alice, &flag))
+        .arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg("root@localhost")
+        .arg("true");
+    assert_ok(&run_bounded(&mut ssh, T), "unrevoked server");
+
+    // A list that cannot be used stops the sidecar: it fails closed.
+    let garbage = w.dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a list\n").expect("garbage");
+    let mut side = w.sidecar_to(w.proxy.port);
+    side.arg("--revocation-list").arg(&garbage);
+    let out = run_bounded(&mut side, T);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot use the revocation list"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_ca_caps_licences_at_24_hours() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = Pki::create(dir.path(), &["localhost"]);
+    let mut c = Command::new(bin("ztssh-ca"));
+    c.arg("authorize-server")
+        .arg("--dir")
+        .arg(&pki.ca)
+        .arg("--request")
+        .arg(pki.state.join("licence-request.pem"))
+        .args([
+            "--server-id",
+            "web2",
+            "--hostname",
+            "localhost",
+            "--ttl",
+            "25h",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("long.pem"));
+    let out = run_bounded(&mut c, T);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("maximum"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_pull_settings_are_config_errors_before_binding() {
+    let w = World::new();
+    let base = std::fs::read_to_string(&w.proxy.config).expect("config");
+    let cases = [
+        (
+            "revocation_url = \"ftp://lists.example/crl.pem\"\n",
+            "use an http:// or https:// URL",
+        ),
+        ("revocation_url = \"http:///crl.pem\"\n", "revocation_url"),
+        (
+            "revocation_url = \"http://127.0.0.1:1/crl.pem\"\nrevocation_poll_secs = 0\n",
+            "revocation_poll_secs must be between 1 and 3600",
+        ),
+        (
+            "revocation_stale = \"fail-closed\"\n",
+            "use \"warn\", \"refuse-new\" or \"close-all\"",
+        ),
+        (
+            "revocation_url = \"http://127.0.0.1:1/crl.pem\"\nrevocation_ca_file = \"/nonexistent\"\n",
+            "revocation_ca_file only applies to an https://",
+        ),
+    ];
+    for (i, (lines, want)) in cases.iter().enumerate() {
+        let path = w.dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, format!("{base}{lines}")).expect("write");
+        let out = run_bounded(
+            Command::new(bin("ztssh-proxy"))
+                .arg("check")
+                .arg("--config")
+                .arg(&path),
+            T,
+        );
+        assert_eq!(out.status.code(), Some(64), "{lines}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{lines}: {}", stderr(&out));
+    }
+}
+
+/// A private CA and a certificate for 127.0.0.1 made with the openssl
+/// command; returns (ca.pem, server cert, server key).
+fn tls_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n);
+    let run = |args: &[&str]| {
+        let out = run_bounded(Command::new("openssl").args(args).current_dir(dir), T);
+        assert_ok(&out, &format!("openssl {}", args[0]));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ztssh test lists CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n\
+         keyUsage=critical,digitalSignature\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (p("ca.pem"), p("srv.pem"), p("srv.key"))
+}
+
+/// `openssl s_server -WWW`: serves the files in `www` over TLS on `port`.
+fn https_server(
+    www: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (Guard, u16) {
+    let port = free_port();
+    let child = Command::new("openssl")
+        .args(["s_server", "-quiet", "-WWW", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .current_dir(www)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let guard = Guard(child);
+    wait_until(Duration::from_secs(10), "s_server to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (guard, port)
+}
+
+#[test]
+fn the_list_is_pulled_over_https_and_the_servers_certificate_is_checked() {
+    let tls = tempfile::tempdir().expect("tls");
+    let (ca, cert, key) = tls_files(tls.path());
+    let www = tls.path().join("www");
+    std::fs::create_dir(&www).expect("www");
+    let (_server, port) = https_server(&www, &cert, &key);
+    let metrics = free_port();
+    let served = www.join("crl.pem");
+    let first = served.clone();
+    let base = format!(
+        "revocation_url = \"https://127.0.0.1:{port}/crl.pem\"\nrevocation_poll_secs = 1\n\
+         revocation_fetch_timeout_secs = 2\n"
+    );
+    let w = World::with_hook(
+        &format!(
+            "{base}revocation_ca_file = \"{}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n",
+            ca.display()
+        ),
+        &move |pki: &Pki| {
+            std::fs::copy(pki.crl(), &first).expect("publish the first list");
+        },
+    );
+    wait_until(Duration::from_secs(30), "a fetch over https", || {
+        metric_value(&http_get(metrics, "/metrics"), OK).unwrap_or(0.0) >= 1.0
+    });
+    w.pki.revoke("principal", "mallory");
+    w.pki.publish_crl_to(&served, "7d");
+    wait_metric(metrics, VERSION, 2.0);
+
+    // The built-in roots do not know this CA: the fetch fails, loudly.
+    let other = World::with_extra(&base);
+    wait_until(Duration::from_secs(30), "a TLS failure", || {
+        let log = other.proxy.log_text();
+        log.contains("event=\"crl_fetch_failed\"") && log.contains("TLS with 127.0.0.1")
+    });
+    assert!(
+        other
+            .proxy
+            .log_text()
+            .contains("the last good list (version 1) stays in force"),
+        "{}",
+        other.proxy.log_text()
+    );
+}
+
+/// `ssh root@localhost true` through the proxy, with extra sidecar flags.
+fn ssh_with_sidecar(w: &World, flags: &str) -> Command {
+    let mut ssh = Command::new("ssh");
+    ssh.args(w.client_opts(&w.alice, flags))
+        .arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg("root@localhost")
+        .arg("true");
+    ssh
+}
+
+#[test]
+fn a_sidecar_refreshes_its_copy_of_the_list_from_a_url_with_its_etag() {
+    let w = World::new();
+    let www_dir = tempfile::tempdir().expect("www");
+    let www = www_dir.path().join("crl.pem");
+    w.pki.revoke("server", "web1");
+    w.pki.publish_crl_to(&www, "7d");
+    let server = ListServer::start(Serve::File(www.clone()));
+    let copy = w.dir.path().join("my-crl.pem");
+    let flags = format!(
+        "--revocation-url {} --revocation-list {}",
+        server.url(),
+        copy.display()
+    );
+    let refused = |out: &std::process::Output| {
+        let err = stderr(out);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("refusing to connect to localhost: its server licence (web1"),
+            "{err}"
+        );
+    };
+    // No copy yet: fetched, kept with its ETag, and the server refused.
+    refused(&run_bounded(&mut ssh_with_sidecar(&w, &flags), T));
+    assert_eq!(
+        std::fs::read(&copy).expect("the copy"),
+        std::fs::read(&www).expect("served")
+    );
+    assert!(read_text(&copy.with_extension("pem.etag")).starts_with('"'));
+    // The next start costs a 304.
+    refused(&run_bounded(&mut ssh_with_sidecar(&w, &flags), T));
+    assert_eq!(server.not_modified(), 1);
+    // The server fails: the copy is used, with a warning.
+    server.set(Serve::Status(500));
+    let out = run_bounded(&mut ssh_with_sidecar(&w, &flags), T);
+    refused(&out);
+    assert!(
+        stderr(&out).contains("warning: cannot refresh the revocation list from")
+            && stderr(&out).contains("using your copy"),
+        "{}",
+        stderr(&out)
+    );
+    // No copy and no list: the sidecar fails closed.
+    std::fs::remove_file(&copy).expect("remove the copy");
+    let out = run_bounded(&mut ssh_with_sidecar(&w, &flags), T);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("there is no usable copy"),
+        "{}",
+        stderr(&out)
+    );
+}
