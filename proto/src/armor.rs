@@ -43,6 +43,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn empty_armour_is_a_clear_error() {
+        let text = encode("ZTSSH REVOCATION LIST", &[]);
+        let e = decode(text.as_bytes()).expect_err("an empty body");
+        assert!(
+            e.to_string().starts_with("not a PEM-armoured ztssh file: "),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn round_trip_and_wrong_label() {
         let text = encode("ZTSSH LICENCE", b"hello");
         assert_eq!(
