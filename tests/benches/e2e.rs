@@ -58,7 +58,14 @@ fn children_cpu() -> f64 {
 /// CPU seconds of `pid` from /proc: its own, plus its reaped children's
 /// when `children` is set.
 fn proc_cpu(pid: u32, children: bool) -> f64 {
-    let stat = read_text(std::path::Path::new(&format!("/proc/{pid}/stat")));
+    proc_cpu_of(
+        &read_text(std::path::Path::new(&format!("/proc/{pid}/stat"))),
+        children,
+    )
+}
+
+/// CPU seconds from the text of a `/proc/PID/stat`.
+fn proc_cpu_of(stat: &str, children: bool) -> f64 {
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     // Fields 14..17 of proc(5) (utime, stime, cutime, cstime) are 11..14
     // after the command name.
@@ -87,6 +94,26 @@ fn clock_ticks() -> f64 {
             .trim()
             .parse()
             .unwrap_or(100.0)
+    })
+}
+
+/// The CPU seconds `pid` has used by the time it exits: its `/proc` entry
+/// read every 5 ms until it is gone (the last reading misses at most the
+/// final 5 ms of its life). Bounded to 30 minutes.
+fn sample_cpu(pid: u32) -> std::thread::JoinHandle<f64> {
+    std::thread::spawn(move || {
+        let path = format!("/proc/{pid}/stat");
+        let mut last = 0.0;
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(1800) {
+            let Ok(stat) = std::fs::read_to_string(&path) else {
+                break;
+            };
+            // A zombie's entry stays until it is reaped and keeps its totals.
+            last = proc_cpu_of(&stat, false);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        last
     })
 }
 
@@ -231,6 +258,7 @@ impl Bench<'_> {
         let start = Instant::now();
         let mut child = cmd.spawn().expect("spawn ssh");
         let sidecar = tunnelled.then(|| wait_for_child_of(child.id()));
+        let sampler = sidecar.map(sample_cpu);
         let mut out = child.stdout.take().expect("stdout");
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
@@ -240,10 +268,14 @@ impl Bench<'_> {
         let status = child.wait().expect("wait");
         let secs = start.elapsed().as_secs_f64();
         assert!(status.success(), "{cmd:?} failed: {status}");
-        let ssh_done = children_cpu();
         if let Some(pid) = sidecar {
             reap(pid);
         }
+        // ssh and the sidecar together, whoever reaped the sidecar (ssh
+        // reaps a ProxyCommand that exits first; this process adopts one
+        // that outlives ssh).
+        let both = children_cpu() - base.ssh;
+        let sidecar_cpu = sampler.map_or(0.0, |s| s.join().expect("sampler"));
         sshd_settled(sshd);
         if path == Path::Relay {
             // Both relay threads have accounted for themselves.
@@ -253,9 +285,9 @@ impl Bench<'_> {
             });
         }
         let cpu = Cpu {
-            ssh: ssh_done - base.ssh,
+            ssh: both - sidecar_cpu,
             sshd: proc_cpu(sshd, true) - base.sshd,
-            sidecar: children_cpu() - ssh_done,
+            sidecar: sidecar_cpu,
             proxy: proc_cpu(proxy, false) - base.proxy,
             relay: self.relay.cpu() - base.relay,
         };
