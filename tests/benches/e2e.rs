@@ -55,48 +55,6 @@ fn children_cpu() -> f64 {
     s(u.user_time()) + s(u.system_time())
 }
 
-/// CPU seconds of `pid` from /proc: its own, plus its reaped children's
-/// when `children` is set.
-fn proc_cpu(pid: u32, children: bool) -> f64 {
-    proc_cpu_of(
-        &read_text(std::path::Path::new(&format!("/proc/{pid}/stat"))),
-        children,
-    )
-}
-
-/// CPU seconds from the text of a `/proc/PID/stat`.
-fn proc_cpu_of(stat: &str, children: bool) -> f64 {
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    // Fields 14..17 of proc(5) (utime, stime, cutime, cstime) are 11..14
-    // after the command name.
-    let f: Vec<f64> = after
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .map(|v| v.parse().unwrap_or(0.0))
-        .collect();
-    let ticks = if children {
-        f.iter().sum()
-    } else {
-        f[0] + f[1]
-    };
-    ticks / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TCK.get_or_init(|| {
-        let out = Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .expect("getconf");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(100.0)
-    })
-}
-
 /// The CPU seconds `pid` has used by the time it exits: its `/proc` entry
 /// read every 5 ms until it is gone (the last reading misses at most the
 /// final 5 ms of its life). Bounded to 30 minutes.

@@ -71,20 +71,6 @@ fn raise_fd_limit(n: usize) {
     setrlimit(Resource::RLIMIT_NOFILE, want, hard).expect("setrlimit");
 }
 
-/// CPU seconds `pid` has used (utime + stime from /proc, in clock ticks of
-/// 10 ms).
-fn proc_cpu(pid: u32) -> f64 {
-    let stat = read_text(std::path::Path::new(&format!("/proc/{pid}/stat")));
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<f64> = after
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|v| v.parse().unwrap_or(0.0))
-        .collect();
-    f.iter().sum::<f64>() / 100.0
-}
-
 /// CPU seconds this process has used.
 fn self_cpu() -> f64 {
     use nix::sys::resource::{UsageWho, getrusage};
@@ -219,7 +205,7 @@ fn main() {
     }
 
     pki.revoke("principal", "alice");
-    let cpu_before = (proc_cpu(proxy.pid()), self_cpu());
+    let cpu_before = (proc_cpu(proxy.pid(), false), self_cpu());
     let landed = Instant::now();
     pki.publish_crl();
     let published = landed.elapsed();
@@ -228,7 +214,7 @@ fn main() {
         "every upstream socket to close",
         || closed.lock().expect("lock").len() >= n,
     );
-    let cpu_after = (proc_cpu(proxy.pid()), self_cpu());
+    let cpu_after = (proc_cpu(proxy.pid(), false), self_cpu());
     // Only now do the clients read what they were told: in a fleet they are
     // on other machines, and here they would take the proxy's two cores
     // during the kill. Each TERMINATE waits in its socket.

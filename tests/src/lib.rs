@@ -895,6 +895,41 @@ fn copy_flipping(
     let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
+/// CPU seconds of `pid` from `/proc`: its own, plus its reaped children's
+/// when `children` is set (in clock ticks, usually of 10 ms).
+pub fn proc_cpu(pid: u32, children: bool) -> f64 {
+    proc_cpu_of(
+        &read_text(Path::new(&format!("/proc/{pid}/stat"))),
+        children,
+    )
+}
+
+/// CPU seconds from the text of a `/proc/PID/stat`.
+pub fn proc_cpu_of(stat: &str, children: bool) -> f64 {
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    // Fields 14..17 of proc(5) (utime, stime, cutime, cstime) are 11..14
+    // after the command name.
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(if children { 4 } else { 2 })
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    f.iter().sum::<f64>() / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
 /// The pid of the `ztssh-sidecar` that `pid` (an ssh) started.
 pub fn wait_for_child_of(pid: u32) -> u32 {
     let mut found = None;
