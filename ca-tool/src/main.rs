@@ -1,5 +1,6 @@
-//! ztssh-ca: the offline root CA. It creates the root key and signs 24 h
-//! server licences for proxies' Sub-CA and Noise keys.
+//! ztssh-ca: the offline root CA. It creates the root key, signs 24 h
+//! server licences for proxies' Sub-CA and Noise keys, and certifies sshd's
+//! host keys.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use ztssh_proto::labels::pem;
 use ztssh_proto::time::{human, parse_duration};
 use ztssh_proto::{armor, keyfile};
 
+mod hostcert;
 mod revoke;
 mod show;
 
@@ -83,6 +85,36 @@ enum Cmd {
         #[arg(long, default_value = "7d")]
         ttl: String,
     },
+    /// Certify sshd's host key: write an OpenSSH host certificate for
+    /// sshd's `HostCertificate`, signed by the host CA key derived from the
+    /// root.
+    SignHost {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// sshd's host public key, e.g. /etc/ssh/ssh_host_ed25519_key.pub.
+        #[arg(long)]
+        host_key: PathBuf,
+        /// Host names clients type, as ssh checks them (repeatable; lower case).
+        #[arg(long = "hostname", required = true, num_args = 1..)]
+        hostnames: Vec<String>,
+        /// Validity, e.g. 30d, 12h (at most 90d).
+        #[arg(long, default_value_t = hostcert::default_ttl())]
+        ttl: String,
+        /// Where to write the certificate (e.g. ssh_host_ed25519_key-cert.pub).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the `@cert-authority` known_hosts line that makes ssh trust
+    /// the host certificates this CA signs.
+    KnownHosts {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Hosts the line covers (a known_hosts pattern list).
+        #[arg(long, default_value = "*")]
+        pattern: String,
+    },
     /// Print any ztssh key, request, licence or certificate readably.
     Show {
         /// The file.
@@ -117,6 +149,14 @@ fn main() -> ExitCode {
         } => revoke::Target::from_flags(principal, server, serial)
             .and_then(|t| revoke::revoke(&dir, &t)),
         Cmd::Crl { dir, out, ttl } => revoke::crl(&dir, &out, &ttl, now()),
+        Cmd::SignHost {
+            dir,
+            host_key,
+            hostnames,
+            ttl,
+            out,
+        } => hostcert::sign_host(&dir, &host_key, &hostnames, &ttl, &out, now()),
+        Cmd::KnownHosts { dir, pattern } => hostcert::known_hosts(&dir, &pattern),
         Cmd::Show { file } => show::show(&file, now()),
     };
     match result {

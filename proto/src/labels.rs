@@ -12,6 +12,10 @@ pub const PROLOGUE: &[u8] = b"ztssh/1 hybrid XXpsk3+ML-KEM-768";
 /// Label for deriving the Noise psk from the ML-KEM shared secret.
 pub const KDF_KEM_PSK: &[u8] = b"ztssh v1 psk3 from ML-KEM-768";
 
+/// Label for deriving the OpenSSH host CA key from the root key's seed
+/// (see [`crate::hostca`]): `SHA-256(KDF_HOST_CA || root seed)`.
+pub const KDF_HOST_CA: &[u8] = b"ztssh v1 OpenSSH host CA key from root\0";
+
 /// Context for a licence signature by the root CA.
 pub const CTX_LICENCE: &[u8] = b"ztssh v1 server licence\0";
 /// Context for a licence request signed by the proxy's Sub-CA key.

@@ -18,6 +18,7 @@ pub mod end;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod hostca;
 pub mod identity;
 #[cfg(feature = "fs")]
 pub mod keyfile;

@@ -141,11 +141,16 @@ pub struct Sshd {
 impl Sshd {
     /// Starts sshd in `dir` accepting `authorized_keys` for root.
     pub fn start(dir: &Path, authorized_keys: &str) -> Self {
+        Self::start_with_extra(dir, authorized_keys, "")
+    }
+
+    /// Same, with `extra` config lines (such as `HostCertificate`).
+    pub fn start_with_extra(dir: &Path, authorized_keys: &str, extra: &str) -> Self {
         let ak = dir.join("authorized_keys");
         fs::write(&ak, authorized_keys).expect("write authorized_keys");
         let port = free_port();
         let head = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nAuthorizedKeysFile {}\n",
+            "Port {port}\nListenAddress 127.0.0.1\nAuthorizedKeysFile {}\n{extra}",
             ak.display()
         );
         Self::start_with_head(dir, port, &head)
@@ -156,16 +161,7 @@ impl Sshd {
     /// read before the harness's own settings.
     pub fn start_with_head(dir: &Path, port: u16, head: &str) -> Self {
         let _ = fs::create_dir_all("/run/sshd");
-        let host_key = dir.join("ssh_host_ed25519_key");
-        ok(
-            &run_bounded(
-                Command::new("ssh-keygen")
-                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                    .arg(&host_key),
-                Duration::from_secs(10),
-            ),
-            "ssh-keygen host key",
-        );
+        let host_key = sshd_host_key(dir);
         let log = dir.join("sshd.log");
         let cfg = dir.join("sshd_config");
         fs::write(
@@ -230,6 +226,25 @@ impl Sshd {
         let line_start = log[..at].rfind('\n').map_or(0, |i| i + 1);
         log[..line_start].to_owned()
     }
+}
+
+/// sshd's host key in `dir` (`ssh_host_ed25519_key`, and `.pub` beside
+/// it), made with ssh-keygen unless it exists: call it before
+/// [`Sshd::start`] to certify the key first.
+pub fn sshd_host_key(dir: &Path) -> PathBuf {
+    let host_key = dir.join("ssh_host_ed25519_key");
+    if !host_key.exists() {
+        ok(
+            &run_bounded(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(&host_key),
+                Duration::from_secs(10),
+            ),
+            "ssh-keygen host key",
+        );
+    }
+    host_key
 }
 
 /// A temporary CA plus a proxy state directory and licence.
@@ -614,20 +629,29 @@ impl World {
     /// written into the world's directory first; `{dir}` in `extra` is that
     /// directory.
     pub fn build(extra: &str, run_args: &[&str], files: &[(&str, &str)]) -> Self {
-        Self::build_for(&["alice"], extra, run_args, files, &|_| {})
+        Self::build_for(&["alice"], extra, run_args, files, &|_| {}, "")
+    }
+
+    /// Same, with `sshd_extra` lines in sshd's config (`{dir}` is the
+    /// world's directory), calling `before_sshd`
+    /// once the CA exists and before sshd starts (to make and certify its
+    /// host key with [`sshd_host_key`], say; the world's directory is
+    /// `pki.ca`'s parent).
+    pub fn with_sshd(sshd_extra: &str, before_sshd: &dyn Fn(&Pki)) -> Self {
+        Self::build_for(&["alice"], "", &[], &[], before_sshd, sshd_extra)
     }
 
     /// Same as [`World::with_extra`], calling `before_proxy` once the CA
     /// has published its first list and before the proxy starts (to put
     /// that list on a web server, say).
     pub fn with_hook(extra: &str, before_proxy: &dyn Fn(&Pki)) -> Self {
-        Self::build_for(&["alice"], extra, &[], &[], before_proxy)
+        Self::build_for(&["alice"], extra, &[], &[], before_proxy, "")
     }
 
     /// Same, with every principal in `principals` authorized with alice's
     /// key on the proxy (sshd trusts alice's key for root either way).
     pub fn with_principals(principals: &[&str], extra: &str) -> Self {
-        Self::build_for(principals, extra, &[], &[], &|_| {})
+        Self::build_for(principals, extra, &[], &[], &|_| {}, "")
     }
 
     fn build_for(
@@ -636,6 +660,7 @@ impl World {
         run_args: &[&str],
         files: &[(&str, &str)],
         before_proxy: &dyn Fn(&Pki),
+        sshd_extra: &str,
     ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ztssh-e2e-")
@@ -650,7 +675,8 @@ impl World {
         let pki = Pki::create(dir.path(), &["localhost", "web1"]);
         pki.publish_crl();
         before_proxy(&pki);
-        let sshd = Sshd::start(dir.path(), &alice_pub);
+        let sshd_extra = sshd_extra.replace("{dir}", &dir.path().display().to_string());
+        let sshd = Sshd::start_with_extra(dir.path(), &alice_pub, &sshd_extra);
         let extra = format!("revocation_list = \"{}\"\n{extra}", pki.crl().display());
         let principals: String = names
             .iter()
