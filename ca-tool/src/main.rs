@@ -13,6 +13,7 @@ use ztssh_proto::labels::pem;
 use ztssh_proto::time::{human, parse_duration};
 use ztssh_proto::{armor, keyfile};
 
+mod krl;
 mod revoke;
 mod show;
 
@@ -56,7 +57,8 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Record a revocation: a principal ban, a server licence, or a serial.
+    /// Record a revocation: a principal ban, a server licence, a serial, or a
+    /// user key.
     Revoke {
         /// CA directory.
         #[arg(long)]
@@ -70,6 +72,10 @@ enum Cmd {
         /// Revoke this certificate or licence serial (32 hex digits).
         #[arg(long)]
         serial: Option<String>,
+        /// Revoke this user key (an OpenSSH KEY.pub file), by SHA-256
+        /// fingerprint; `ztssh-ca krl` publishes it to sshd.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Write a new root-signed revocation list (version goes up by one).
     Crl {
@@ -82,6 +88,16 @@ enum Cmd {
         /// How long until a newer list is due (proxies warn after that).
         #[arg(long, default_value = "7d")]
         ttl: String,
+    },
+    /// Write the revoked user keys as a binary OpenSSH KRL for sshd's
+    /// RevokedKeys (replaced atomically).
+    Krl {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to write the KRL.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print any ztssh key, request, licence or certificate readably.
     Show {
@@ -114,9 +130,11 @@ fn main() -> ExitCode {
             principal,
             server,
             serial,
-        } => revoke::Target::from_flags(principal, server, serial)
+            key,
+        } => revoke::Target::from_flags(principal, server, serial, key.as_deref())
             .and_then(|t| revoke::revoke(&dir, &t)),
         Cmd::Crl { dir, out, ttl } => revoke::crl(&dir, &out, &ttl, now()),
+        Cmd::Krl { dir, out } => revoke::krl(&dir, &out, now()),
         Cmd::Show { file } => show::show(&file, now()),
     };
     match result {
