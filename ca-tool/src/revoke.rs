@@ -166,9 +166,9 @@ pub fn revoke(dir: &Path, target: &Target) -> Result<()> {
     println!("recorded: {line}");
     if let Target::Key(_) = target {
         println!(
-            "publish it: ztssh-ca krl --dir {} --out revoked.krl, then install revoked.krl \
-             as every sshd's RevokedKeys (docs/OPERATOR.md); the ztssh list does not carry \
-             user keys yet",
+            "publish it: ztssh-ca crl --dir {0} --out crl.pem for every proxy, and \
+             ztssh-ca krl --dir {0} --out revoked.krl for every sshd's RevokedKeys \
+             (docs/OPERATOR.md)",
             dir.display()
         );
     } else {
@@ -191,7 +191,8 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
     let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
         .map_err(anyhow::Error::msg)?;
     let records = load(dir)?;
-    let revoked = records.list;
+    let mut revoked = records.list;
+    revoked.user_keys = records.keys.iter().copied().collect();
     let version_path = dir.join(VERSION_FILE);
     let last = last_version(&version_path)?;
     let list = Crl {
@@ -211,19 +212,19 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
     keyfile::write_atomic(out, armor::encode(pem::CRL, &bytes).as_bytes(), 0o644, true)?;
     let r = &list.revoked;
     println!(
-        "revocation list version {} ({} principals, {} servers, {} serials), next update in {}, written to {}",
+        "revocation list version {} ({} principals, {} servers, {} serials, {} user keys), next update in {}, written to {}",
         list.list_version,
         r.principals.len(),
         r.servers.len(),
         r.serials.len(),
+        r.user_keys.len(),
         human(ttl),
         out.display()
     );
-    if !records.keys.is_empty() {
+    if !r.user_keys.is_empty() {
         println!(
-            "{} revoked user keys are not in this list (it has no user keys yet): \
-             publish them to sshd with ztssh-ca krl",
-            records.keys.len()
+            "it revokes user keys: proxies older than this list format refuse it (version 2); \
+             publish the keys to sshd too with ztssh-ca krl"
         );
     }
     Ok(())

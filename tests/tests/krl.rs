@@ -1,7 +1,8 @@
 //! `ztssh-ca krl`, checked against OpenSSH itself: `ssh-keygen -Q` is the
 //! oracle for which keys the KRL revokes, `ssh-keygen -k` writes the same
 //! section for the same keys, and a real sshd with `RevokedKeys` refuses a
-//! revoked key (and picks up a replaced KRL at the next authentication).
+//! revoked key (and picks up a replaced KRL at the next authentication);
+//! the root-signed ztssh list carries the same revocation to the proxy.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::fs;
@@ -261,4 +262,37 @@ fn sshd_with_revoked_keys_refuses_the_revoked_key() {
     write_krl(&ca, &krl);
     let out = login(&good);
     assert!(!out.status.success(), "the newly revoked key logged in");
+}
+
+/// The same revocation in the root-signed ztssh list: the proxy ends the
+/// live session that key opened as soon as the list lands, and refuses
+/// the key at the next handshake.
+#[test]
+fn the_proxy_refuses_a_revoked_user_key() {
+    let w = World::new();
+    let mut cmd = w.ssh();
+    cmd.arg("echo started; sleep 60")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let live = cmd.spawn().expect("spawn ssh");
+    wait_until(T, "the session to connect", || {
+        w.sshd.log_text().contains("Accepted publickey")
+    });
+
+    revoke_key(&w.pki.ca, &w.alice);
+    w.pki.publish_crl();
+    let out = wait_bounded(live, T);
+    assert!(!out.status.success(), "the live session went on");
+    wait_until(T, "the proxy to end it", || {
+        w.proxy.log_text().contains("user_key_revoked")
+    });
+
+    let out = run_bounded(w.ssh().arg("echo in"), T);
+    assert!(!out.status.success(), "a revoked key opened a session");
+    let log = w.proxy.log_text();
+    assert!(
+        log.matches("user_key_revoked").count() >= 2,
+        "the handshake refusal is not logged: {log}"
+    );
 }
