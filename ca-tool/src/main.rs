@@ -15,6 +15,7 @@ use ztssh_proto::time::{human, parse_duration};
 use ztssh_proto::{armor, keyfile};
 
 mod hostcert;
+mod krl;
 mod revoke;
 mod show;
 
@@ -58,7 +59,8 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Record a revocation: a principal ban, a server licence, or a serial.
+    /// Record a revocation: a principal ban, a server licence, a serial, or a
+    /// user key.
     Revoke {
         /// CA directory.
         #[arg(long)]
@@ -72,6 +74,10 @@ enum Cmd {
         /// Revoke this certificate or licence serial (32 hex digits).
         #[arg(long)]
         serial: Option<String>,
+        /// Revoke this user key (an OpenSSH KEY.pub file), by SHA-256
+        /// fingerprint; `ztssh-ca krl` publishes it to sshd.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Write a new root-signed revocation list (version goes up by one).
     Crl {
@@ -115,6 +121,16 @@ enum Cmd {
         #[arg(long, default_value = "*")]
         pattern: String,
     },
+    /// Write the revoked user keys as a binary OpenSSH KRL for sshd's
+    /// RevokedKeys (replaced atomically).
+    Krl {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to write the KRL.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print any ztssh key, request, licence or certificate readably.
     Show {
         /// The file.
@@ -146,7 +162,8 @@ fn main() -> ExitCode {
             principal,
             server,
             serial,
-        } => revoke::Target::from_flags(principal, server, serial)
+            key,
+        } => revoke::Target::from_flags(principal, server, serial, key.as_deref())
             .and_then(|t| revoke::revoke(&dir, &t)),
         Cmd::Crl { dir, out, ttl } => revoke::crl(&dir, &out, &ttl, now()),
         Cmd::SignHost {
@@ -157,6 +174,7 @@ fn main() -> ExitCode {
             out,
         } => hostcert::sign_host(&dir, &host_key, &hostnames, &ttl, &out, now()),
         Cmd::KnownHosts { dir, pattern } => hostcert::known_hosts(&dir, &pattern),
+        Cmd::Krl { dir, out } => revoke::krl(&dir, &out, now()),
         Cmd::Show { file } => show::show(&file, now()),
     };
     match result {

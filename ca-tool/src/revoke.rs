@@ -1,9 +1,12 @@
-//! `revoke` and `crl`: the CA's revocation records and the signed list.
+//! `revoke`, `crl` and `krl`: the CA's revocation records, the signed
+//! list and sshd's key revocation list.
 //!
 //! Records live in `CA/revocations.txt`, one `principal NAME`,
-//! `server SERVER_ID` or `serial HEX` per line. `CA/crl.version` holds the
-//! last list version issued, so versions only ever go up.
+//! `server SERVER_ID`, `serial HEX` or `key SHA256:FINGERPRINT` per line.
+//! `CA/crl.version` and `CA/krl.version` hold the last version issued of
+//! each list, so versions only ever go up.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -15,6 +18,7 @@ use ztssh_proto::{armor, keyfile};
 
 const RECORDS: &str = "revocations.txt";
 const VERSION_FILE: &str = "crl.version";
+const KRL_VERSION_FILE: &str = "krl.version";
 /// Longest a revocation list may stay current.
 const MAX_CRL_TTL: u64 = 30 * 86_400;
 
@@ -26,6 +30,34 @@ pub enum Target {
     Server(String),
     /// Revoke one certificate or licence serial.
     Serial(Serial),
+    /// Revoke a user key, by the SHA-256 hash of its OpenSSH encoding.
+    Key([u8; 32]),
+}
+
+fn key_line(hash: &[u8; 32]) -> String {
+    format!("key {}", ssh_key::Fingerprint::Sha256(*hash))
+}
+
+/// The SHA-256 hash of an OpenSSH `KEY.pub` file's key.
+fn key_hash(path: &Path) -> Result<[u8; 32]> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let key = ssh_key::PublicKey::from_openssh(text.trim()).with_context(|| {
+        format!(
+            "{} is not one OpenSSH public key (a KEY.pub line; certificates are not accepted)",
+            path.display()
+        )
+    })?;
+    key.fingerprint(ssh_key::HashAlg::Sha256)
+        .sha256()
+        .context("no SHA-256 fingerprint")
+}
+
+fn parse_fingerprint(text: &str) -> Result<[u8; 32]> {
+    text.parse::<ssh_key::Fingerprint>()
+        .ok()
+        .and_then(ssh_key::Fingerprint::sha256)
+        .with_context(|| format!("{text:?} is not a SHA256:... key fingerprint"))
 }
 
 fn parse_serial(hex: &str) -> Result<Serial> {
@@ -41,23 +73,25 @@ fn parse_serial(hex: &str) -> Result<Serial> {
 }
 
 impl Target {
-    /// Builds the target from exactly one of the three flags.
+    /// Builds the target from exactly one of the four flags.
     pub fn from_flags(
         principal: Option<String>,
         server: Option<String>,
         serial: Option<String>,
+        key: Option<&Path>,
     ) -> Result<Self> {
-        Ok(match (principal, server, serial) {
-            (Some(p), None, None) => {
+        Ok(match (principal, server, serial, key) {
+            (Some(p), None, None, None) => {
                 check_name(&p, MAX_PRINCIPAL, "principal")?;
                 Self::Principal(p)
             }
-            (None, Some(s), None) => {
+            (None, Some(s), None, None) => {
                 check_name(&s, MAX_SERVER_ID, "server id")?;
                 Self::Server(s)
             }
-            (None, None, Some(n)) => Self::Serial(parse_serial(&n)?),
-            _ => bail!("give exactly one of --principal, --server or --serial"),
+            (None, None, Some(n), None) => Self::Serial(parse_serial(&n)?),
+            (None, None, None, Some(k)) => Self::Key(key_hash(k)?),
+            _ => bail!("give exactly one of --principal, --server, --serial or --key"),
         })
     }
 
@@ -66,18 +100,29 @@ impl Target {
             Self::Principal(p) => format!("principal {p}"),
             Self::Server(s) => format!("server {s}"),
             Self::Serial(n) => format!("serial {n}"),
+            Self::Key(hash) => key_line(hash),
         }
     }
 }
 
-fn load(dir: &Path) -> Result<Revocations> {
+/// Everything `revocations.txt` records.
+#[derive(Default)]
+struct Records {
+    /// What the root-signed ztssh list carries.
+    list: Revocations,
+    /// Revoked user keys (SHA-256 of the key blob), for the KRL.
+    keys: BTreeSet<[u8; 32]>,
+}
+
+fn load(dir: &Path) -> Result<Records> {
     let path = dir.join(RECORDS);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let mut r = Revocations::default();
+    let mut records = Records::default();
+    let r = &mut records.list;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -85,7 +130,7 @@ fn load(dir: &Path) -> Result<Revocations> {
         }
         let bad = || {
             anyhow::anyhow!(
-                "{}:{}: expected `principal|server|serial VALUE`",
+                "{}:{}: expected `principal|server|serial|key VALUE`",
                 path.display(),
                 i + 1
             )
@@ -95,10 +140,11 @@ fn load(dir: &Path) -> Result<Revocations> {
             "principal" => r.principals.insert(value.to_owned()),
             "server" => r.servers.insert(value.to_owned()),
             "serial" => r.serials.insert(parse_serial(value)?),
+            "key" => records.keys.insert(parse_fingerprint(value)?),
             _ => return Err(bad()),
         };
     }
-    Ok(r)
+    Ok(records)
 }
 
 /// Records a revocation (idempotent).
@@ -118,10 +164,19 @@ pub fn revoke(dir: &Path, target: &Target) -> Result<()> {
     text.push('\n');
     keyfile::write_atomic(&path, text.as_bytes(), 0o600, true)?;
     println!("recorded: {line}");
-    println!(
-        "publish it: ztssh-ca crl --dir {} --out crl.pem, then copy crl.pem to every proxy",
-        dir.display()
-    );
+    if let Target::Key(_) = target {
+        println!(
+            "publish it: ztssh-ca crl --dir {0} --out crl.pem for every proxy, and \
+             ztssh-ca krl --dir {0} --out revoked.krl for every sshd's RevokedKeys \
+             (docs/OPERATOR.md)",
+            dir.display()
+        );
+    } else {
+        println!(
+            "publish it: ztssh-ca crl --dir {} --out crl.pem, then copy crl.pem to every proxy",
+            dir.display()
+        );
+    }
     Ok(())
 }
 
@@ -135,15 +190,11 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
     };
     let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
         .map_err(anyhow::Error::msg)?;
-    let revoked = load(dir)?;
+    let records = load(dir)?;
+    let mut revoked = records.list;
+    revoked.user_keys = records.keys.iter().copied().collect();
     let version_path = dir.join(VERSION_FILE);
-    let last: u64 = match std::fs::read_to_string(&version_path) {
-        Ok(t) => t
-            .trim()
-            .parse()
-            .with_context(|| format!("{} is corrupt", version_path.display()))?,
-        Err(_) => 0,
-    };
+    let last = last_version(&version_path)?;
     let list = Crl {
         list_version: last + 1,
         issued: now,
@@ -161,12 +212,61 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
     keyfile::write_atomic(out, armor::encode(pem::CRL, &bytes).as_bytes(), 0o644, true)?;
     let r = &list.revoked;
     println!(
-        "revocation list version {} ({} principals, {} servers, {} serials), next update in {}, written to {}",
+        "revocation list version {} ({} principals, {} servers, {} serials, {} user keys), next update in {}, written to {}",
         list.list_version,
         r.principals.len(),
         r.servers.len(),
         r.serials.len(),
+        r.user_keys.len(),
         human(ttl),
+        out.display()
+    );
+    if !r.user_keys.is_empty() {
+        println!(
+            "it revokes user keys: proxies older than this list format refuse it (version 2); \
+             publish the keys to sshd too with ztssh-ca krl"
+        );
+    }
+    Ok(())
+}
+
+fn last_version(path: &Path) -> Result<u64> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => t
+            .trim()
+            .parse()
+            .with_context(|| format!("{} is corrupt", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Writes the revoked user keys as a binary OpenSSH KRL for sshd's
+/// `RevokedKeys`, replacing `out` atomically (sshd re-reads it on every
+/// authentication and refuses every key while it cannot read it).
+pub fn krl(dir: &Path, out: &Path, now: u64) -> Result<()> {
+    keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY).map_err(anyhow::Error::msg)?;
+    let records = load(dir)?;
+    let version_path = dir.join(KRL_VERSION_FILE);
+    let version = last_version(&version_path)? + 1;
+    let bytes = crate::krl::Krl {
+        krl_version: version,
+        generated: now,
+        comment: "ztssh-ca",
+        sha256: &records.keys,
+    }
+    .encode();
+    keyfile::write_atomic(
+        &version_path,
+        format!("{version}\n").as_bytes(),
+        0o600,
+        true,
+    )?;
+    keyfile::write_atomic(out, &bytes, 0o644, true)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "KRL version {version} ({} revoked user keys) written to {}",
+        records.keys.len(),
         out.display()
     );
     Ok(())

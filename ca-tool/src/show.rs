@@ -129,6 +129,11 @@ pub fn show(file: &Path, now: u64) -> Result<()> {
             for serial in &list.revoked.serials {
                 println!("  serial:      {serial}");
             }
+            let mut keys: Vec<_> = list.revoked.user_keys.iter().collect();
+            keys.sort();
+            for key in keys {
+                println!("  user key:    {}", ssh_key::Fingerprint::Sha256(*key));
+            }
         }
         other => bail!("{}: unknown ztssh file type {other:?}", file.display()),
     }

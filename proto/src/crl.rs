@@ -1,13 +1,18 @@
 //! The root-signed revocation list: banned principals, revoked server
-//! licences (by server id) and revoked certificate serials.
+//! licences (by server id), revoked certificate serials and revoked user
+//! keys (by SHA-256 fingerprint).
 //!
 //! ```text
-//! Crl = "ZTRL" ver=1 list_version:u64 issued:u64 next_update:u64 issuer[32]
+//! Crl = "ZTRL" ver=1|2 list_version:u64 issued:u64 next_update:u64 issuer[32]
 //!       n:u16 principal:str8 * n
 //!       m:u16 server_id:str8 * m
 //!       k:u32 serial[16] * k
+//!       [ver 2 only] u:u32 user_key_sha256[32] * u   ; u >= 1
 //!       signature[64]   ; by the root, context CTX_CRL
 //! ```
+//!
+//! A list with no revoked user keys is written as version 1, byte for byte
+//! as before, so proxies that know only version 1 keep reading it.
 
 use std::collections::HashSet;
 
@@ -19,10 +24,14 @@ use crate::labels::{self, magic};
 use crate::time::UnixTime;
 
 const VERSION: u8 = 1;
+/// The version that adds revoked user keys.
+const VERSION_USER_KEYS: u8 = 2;
 /// Most banned principals or revoked servers in one list.
 pub const MAX_NAMES: usize = 10_000;
 /// Most revoked serials in one list.
 pub const MAX_SERIALS: usize = 1_000_000;
+/// Most revoked user keys in one list.
+pub const MAX_USER_KEYS: usize = 100_000;
 
 /// What a revocation list revokes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,6 +42,20 @@ pub struct Revocations {
     pub servers: HashSet<String>,
     /// Revoked certificate or licence serials.
     pub serials: HashSet<Serial>,
+    /// Revoked user keys: SHA-256 of the key's OpenSSH wire encoding (the
+    /// hash of its `SHA256:` fingerprint).
+    pub user_keys: HashSet<[u8; 32]>,
+}
+
+impl Revocations {
+    /// Whether `key` is revoked.
+    pub fn revokes_user_key(&self, key: &ssh_key::PublicKey) -> bool {
+        !self.user_keys.is_empty()
+            && key
+                .fingerprint(ssh_key::HashAlg::Sha256)
+                .sha256()
+                .is_some_and(|h| self.user_keys.contains(&h))
+    }
 }
 
 /// A decoded revocation list; [`Crl::decode_verified`] checks the signature.
@@ -58,9 +81,14 @@ fn sorted<T: Ord + Clone>(set: &HashSet<T>) -> Vec<T> {
 
 impl Crl {
     fn tbs(&self) -> Vec<u8> {
+        let version = if self.revoked.user_keys.is_empty() {
+            VERSION
+        } else {
+            VERSION_USER_KEYS
+        };
         let mut w = Writer::new();
         w.bytes(magic::CRL)
-            .u8(VERSION)
+            .u8(version)
             .u64(self.list_version)
             .u64(self.issued)
             .u64(self.next_update);
@@ -76,6 +104,13 @@ impl Crl {
         for s in serials {
             w.bytes(&s);
         }
+        if version == VERSION_USER_KEYS {
+            let keys = sorted(&self.revoked.user_keys);
+            w.u32(u32::try_from(keys.len()).unwrap_or(u32::MAX));
+            for k in keys {
+                w.bytes(&k);
+            }
+        }
         w.into_vec()
     }
 
@@ -83,7 +118,8 @@ impl Crl {
     pub fn sign(&self, root: &SigningKey) -> Result<Vec<u8>, Malformed> {
         let too_many = self.revoked.principals.len() > MAX_NAMES
             || self.revoked.servers.len() > MAX_NAMES
-            || self.revoked.serials.len() > MAX_SERIALS;
+            || self.revoked.serials.len() > MAX_SERIALS
+            || self.revoked.user_keys.len() > MAX_USER_KEYS;
         if too_many {
             return Err(Malformed::Invalid {
                 what: "revocation list",
@@ -107,7 +143,7 @@ impl Crl {
         let mut r = Reader::new(bytes, "revocation list");
         r.expect(magic::CRL)?;
         let version = r.u8()?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_USER_KEYS {
             return Err(Malformed::BadVersion {
                 what: "revocation list",
                 version,
@@ -133,6 +169,11 @@ impl Crl {
         for _ in 0..count {
             serials.insert(Serial(r.array()?));
         }
+        let user_keys = if version == VERSION_USER_KEYS {
+            read_user_keys(&mut r)?
+        } else {
+            HashSet::new()
+        };
         let signature = r.array::<64>()?;
         r.finish()?;
         if issuer != *root {
@@ -147,6 +188,7 @@ impl Crl {
                 principals,
                 servers,
                 serials,
+                user_keys,
             },
         };
         let tbs = crl.tbs();
@@ -166,6 +208,22 @@ impl Crl {
     pub fn is_stale(&self, now: UnixTime) -> bool {
         now >= self.next_update
     }
+}
+
+fn read_user_keys(r: &mut Reader<'_>) -> Result<HashSet<[u8; 32]>, Malformed> {
+    let count = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
+    if count > MAX_USER_KEYS || count.saturating_mul(32) > r.remaining() {
+        return Err(Malformed::TooLong {
+            what: "revocation list user keys",
+            len: count,
+            max: MAX_USER_KEYS,
+        });
+    }
+    let mut out = HashSet::with_capacity(count);
+    for _ in 0..count {
+        out.insert(r.array()?);
+    }
+    Ok(out)
 }
 
 fn read_names(r: &mut Reader<'_>, max: usize) -> Result<HashSet<String>, Malformed> {
@@ -233,6 +291,34 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    #[test]
+    fn user_keys_make_a_version_2_list_and_only_then() {
+        let root = SigningKey::generate();
+        let v1 = sample(&root, 1).sign(&root).expect("sign");
+        assert_eq!(v1[4], 1, "no user keys: still version 1");
+        let mut crl = sample(&root, 2);
+        crl.revoked.user_keys.insert([5; 32]);
+        crl.revoked.user_keys.insert([3; 32]);
+        let v2 = crl.sign(&root).expect("sign");
+        assert_eq!(v2[4], 2);
+        assert_eq!(v2.len(), v1.len() + 4 + 64);
+        assert_eq!(Crl::decode_verified(&v2, &root.public()).expect("v2"), crl);
+        // A version 2 list with no user keys is not canonical.
+        let mut empty = sample(&root, 3);
+        empty.revoked.user_keys.clear();
+        let mut tbs = empty.tbs();
+        tbs[4] = 2;
+        tbs.extend_from_slice(&0u32.to_be_bytes());
+        let sig = root.sign(labels::CTX_CRL, &tbs);
+        tbs.extend_from_slice(&sig);
+        assert!(Crl::decode_verified(&tbs, &root.public()).is_err());
+        // A huge user-key count is refused before allocating.
+        let mut huge = v2.clone();
+        let at = v2.len() - 64 - 2 * 32 - 4;
+        huge[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(Crl::decode_verified(&huge, &root.public()).is_err());
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum EndKind {
     PrincipalBanned,
     /// The certificate serial is revoked.
     SerialRevoked,
+    /// The user key is revoked by the revocation list.
+    UserKeyRevoked,
     /// The key is not (or no longer) authorized for the principal.
     NotAuthorized,
     /// The proxy's own licence is revoked.
@@ -89,6 +91,7 @@ impl EndKind {
             Self::UnexpectedControl => "unexpected_control",
             Self::PrincipalBanned => "principal_banned",
             Self::SerialRevoked => "serial_revoked",
+            Self::UserKeyRevoked => "user_key_revoked",
             Self::NotAuthorized => "not_authorized",
             Self::LicenceRevoked => "licence_revoked",
             Self::LicenceExpired => "licence_expired",

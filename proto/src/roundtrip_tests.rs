@@ -174,6 +174,7 @@ proptest! {
         principals in hash_set(name(), 0..20),
         servers in hash_set(name(), 0..20),
         serials in hash_set(any::<[u8; 16]>(), 0..50),
+        user_keys in hash_set(any::<[u8; 32]>(), 0..20),
     ) {
         let root = SigningKey::generate();
         let crl = Crl {
@@ -185,6 +186,7 @@ proptest! {
                 principals,
                 servers,
                 serials: serials.into_iter().map(Serial).collect(),
+                user_keys,
             },
         };
         let bytes = crl.sign(&root).expect("sign");

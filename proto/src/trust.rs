@@ -88,11 +88,12 @@ pub fn check_fresh(
     ))
 }
 
-/// Refuses a banned principal or a revoked certificate serial (none yet
-/// while the session is being authorized).
+/// Refuses a banned principal, a revoked user key or a revoked
+/// certificate serial (none yet while the session is being authorized).
 pub fn check_session(
     crl: Option<&Crl>,
     principal: &str,
+    user_key: &ssh_key::PublicKey,
     serial: Option<&Serial>,
 ) -> Result<(), Ended> {
     let Some(crl) = crl else { return Ok(()) };
@@ -100,6 +101,15 @@ pub fn check_session(
         return Err(Ended::new(
             EndKind::PrincipalBanned,
             format!("principal {principal} banned"),
+        ));
+    }
+    if crl.revoked.revokes_user_key(user_key) {
+        return Err(Ended::new(
+            EndKind::UserKeyRevoked,
+            format!(
+                "user key {} revoked",
+                user_key.fingerprint(ssh_key::HashAlg::Sha256)
+            ),
         ));
     }
     if let Some(serial) = serial
@@ -195,23 +205,45 @@ mod tests {
         }
     }
 
+    fn user_key(seed: u8) -> ssh_key::PublicKey {
+        ssh_key::PublicKey::from(ssh_key::public::Ed25519PublicKey([seed; 32]))
+    }
+
     #[test]
     fn bans_and_revoked_serials_end_sessions() {
         let c = crl(1);
+        let k = user_key(1);
         assert_eq!(
-            check_session(Some(&c), "mallory", None)
+            check_session(Some(&c), "mallory", &k, None)
                 .map_err(|e| e.kind)
                 .err(),
             Some(EndKind::PrincipalBanned)
         );
         assert_eq!(
-            check_session(Some(&c), "alice", Some(&Serial([7; 16])))
+            check_session(Some(&c), "alice", &k, Some(&Serial([7; 16])))
                 .map_err(|e| e.kind)
                 .err(),
             Some(EndKind::SerialRevoked)
         );
-        assert!(check_session(Some(&c), "alice", Some(&Serial([0; 16]))).is_ok());
-        assert!(check_session(None, "mallory", Some(&Serial([7; 16]))).is_ok());
+        assert!(check_session(Some(&c), "alice", &k, Some(&Serial([0; 16]))).is_ok());
+        assert!(check_session(None, "mallory", &k, Some(&Serial([7; 16]))).is_ok());
+    }
+
+    #[test]
+    fn a_revoked_user_key_is_refused_at_the_handshake_and_every_challenge() {
+        let mut c = crl(1);
+        let bad = user_key(2);
+        let hash = bad
+            .fingerprint(ssh_key::HashAlg::Sha256)
+            .sha256()
+            .expect("sha256");
+        c.revoked.user_keys.insert(hash);
+        for serial in [None, Some(&Serial([0; 16]))] {
+            let e = check_session(Some(&c), "alice", &bad, serial).expect_err("revoked");
+            assert_eq!(e.kind, EndKind::UserKeyRevoked);
+            assert!(e.reason.contains("SHA256:"), "{e}");
+            assert!(check_session(Some(&c), "alice", &user_key(3), serial).is_ok());
+        }
     }
 
     #[test]

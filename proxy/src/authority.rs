@@ -43,7 +43,7 @@ impl identity::Authority for Authority {
         serial: Option<&Serial>,
         now: UnixTime,
     ) -> Result<(), Ended> {
-        trust::check_session(self.crl.as_ref(), principal, serial)?;
+        trust::check_session(self.crl.as_ref(), principal, user_key, serial)?;
         self.check_fresh(serial.is_none(), now)?;
         if !self.authorized.allows(principal, user_key) {
             let reason = if serial.is_some() {
@@ -193,6 +193,7 @@ pub fn announce(crl: &Crl, now: UnixTime) {
         principals = crl.revoked.principals.len(),
         servers = crl.revoked.servers.len(),
         serials = crl.revoked.serials.len(),
+        user_keys = crl.revoked.user_keys.len(),
         "revocation list loaded; re-checking every live session"
     );
 }

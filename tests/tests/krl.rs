@@ -1,0 +1,298 @@
+//! `ztssh-ca krl`, checked against OpenSSH itself: `ssh-keygen -Q` is the
+//! oracle for which keys the KRL revokes, `ssh-keygen -k` writes the same
+//! section for the same keys, and a real sshd with `RevokedKeys` refuses a
+//! revoked key (and picks up a replaced KRL at the next authentication);
+//! the root-signed ztssh list carries the same revocation to the proxy.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use ztssh_tests::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn must(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ca(dir: &Path) -> PathBuf {
+    let ca = dir.join("ca");
+    must(
+        &run_bounded(
+            Command::new(bin("ztssh-ca"))
+                .arg("init")
+                .arg("--dir")
+                .arg(&ca),
+            T,
+        ),
+        "ca init",
+    );
+    ca
+}
+
+fn keygen(dir: &Path, name: &str, kind: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    must(
+        &run_bounded(
+            Command::new("ssh-keygen")
+                .args(["-q", "-N", "", "-C", name])
+                .args(kind)
+                .arg("-f")
+                .arg(&path),
+            T,
+        ),
+        "ssh-keygen",
+    );
+    path
+}
+
+fn pub_of(key: &Path) -> PathBuf {
+    key.with_extension("pub")
+}
+
+fn revoke_key(ca: &Path, key: &Path) -> String {
+    must(
+        &run_bounded(
+            Command::new(bin("ztssh-ca"))
+                .args(["revoke", "--dir"])
+                .arg(ca)
+                .arg("--key")
+                .arg(pub_of(key)),
+            T,
+        ),
+        "ztssh-ca revoke --key",
+    )
+}
+
+fn write_krl(ca: &Path, out: &Path) -> String {
+    must(
+        &run_bounded(
+            Command::new(bin("ztssh-ca"))
+                .args(["krl", "--dir"])
+                .arg(ca)
+                .arg("--out")
+                .arg(out),
+            T,
+        ),
+        "ztssh-ca krl",
+    )
+}
+
+/// `ssh-keygen -Q`: true if the KRL revokes the key, false if not; panics
+/// on anything else (an unreadable KRL, say).
+fn revoked_per_ssh_keygen(krl: &Path, key: &Path) -> bool {
+    let out = run_bounded(
+        Command::new("ssh-keygen")
+            .arg("-Q")
+            .arg("-f")
+            .arg(krl)
+            .arg(pub_of(key)),
+        T,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    match out.status.code() {
+        Some(0) if text.contains(": ok") => false,
+        Some(1) if text.contains("REVOKED") => true,
+        _ => panic!("ssh-keygen -Q: {:?} {text} {}", out.status, stderr(&out)),
+    }
+}
+
+/// The KRL's fields after the 8-byte magic: (format version and flags,
+/// the bytes after the comment). `krl_version`, `generated_date` and the
+/// comment are left out, the only fields the two writers choose freely.
+fn fixed_parts(krl: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    assert!(krl.starts_with(b"SSHKRL\n\0"), "magic");
+    let u32_at = |at: usize| u32::from_be_bytes(krl[at..at + 4].try_into().unwrap()) as usize;
+    let mut fixed = krl[8..12].to_vec(); // format version
+    fixed.extend_from_slice(&krl[28..36]); // flags
+    let reserved = u32_at(36);
+    fixed.extend_from_slice(&krl[36..40 + reserved]);
+    let comment_at = 40 + reserved;
+    let sections = comment_at + 4 + u32_at(comment_at);
+    (fixed, krl[sections..].to_vec())
+}
+
+#[test]
+fn ssh_keygen_agrees_with_the_krl() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(dir.path());
+    let ed = keygen(dir.path(), "ed", &["-t", "ed25519"]);
+    let ec = keygen(dir.path(), "ec", &["-t", "ecdsa", "-b", "256"]);
+    let rsa = keygen(dir.path(), "rsa", &["-t", "rsa", "-b", "2048"]);
+    let kept = keygen(dir.path(), "kept", &["-t", "ed25519"]);
+    let krl = dir.path().join("revoked.krl");
+
+    // No revoked keys yet: a valid KRL that revokes nothing.
+    assert!(write_krl(&ca, &krl).contains("0 revoked user keys"));
+    for key in [&ed, &ec, &rsa, &kept] {
+        assert!(!revoked_per_ssh_keygen(&krl, key), "{}", key.display());
+    }
+
+    for key in [&ed, &ec, &rsa] {
+        assert!(revoke_key(&ca, key).contains("recorded: key SHA256:"));
+    }
+    assert!(revoke_key(&ca, &ed).contains("already revoked"));
+    assert!(write_krl(&ca, &krl).contains("3 revoked user keys"));
+    for key in [&ed, &ec, &rsa] {
+        assert!(revoked_per_ssh_keygen(&krl, key), "{}", key.display());
+    }
+    assert!(!revoked_per_ssh_keygen(&krl, &kept));
+
+    // ssh-keygen -k, given the same keys to revoke by SHA-256, writes the
+    // same header fields and byte-for-byte the same sections.
+    let spec = dir.path().join("spec");
+    let mut lines = String::new();
+    for key in [&rsa, &ed, &ec] {
+        lines.push_str(&format!("sha256: {}", read_text(&pub_of(key))));
+    }
+    fs::write(&spec, lines).unwrap();
+    let reference = dir.path().join("reference.krl");
+    must(
+        &run_bounded(
+            Command::new("ssh-keygen")
+                .args(["-k", "-z", "2", "-f"])
+                .arg(&reference)
+                .arg(&spec),
+            T,
+        ),
+        "ssh-keygen -k",
+    );
+    let ours = fs::read(&krl).unwrap();
+    let theirs = fs::read(&reference).unwrap();
+    assert_eq!(fixed_parts(&ours), fixed_parts(&theirs));
+    // Both carry krl_version 2 (ours: the second `ztssh-ca krl`).
+    assert_eq!(ours[12..20], theirs[12..20]);
+
+    // The file is replaced whole, never edited in place.
+    let before = fs::metadata(&krl).unwrap();
+    write_krl(&ca, &krl);
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(fs::metadata(&krl).unwrap().ino(), before.ino());
+}
+
+#[test]
+fn revoke_key_refuses_what_is_not_a_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(dir.path());
+    let ed = keygen(dir.path(), "ed", &["-t", "ed25519"]);
+    // The private key file, by mistake.
+    let out = run_bounded(
+        Command::new(bin("ztssh-ca"))
+            .args(["revoke", "--dir"])
+            .arg(&ca)
+            .arg("--key")
+            .arg(&ed),
+        T,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not one OpenSSH public key"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!ca.join("revocations.txt").exists());
+}
+
+#[test]
+fn sshd_with_revoked_keys_refuses_the_revoked_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(dir.path());
+    let bad = keygen(dir.path(), "bad", &["-t", "ed25519"]);
+    let good = keygen(dir.path(), "good", &["-t", "ed25519"]);
+    let krl = dir.path().join("revoked.krl");
+    revoke_key(&ca, &bad);
+    write_krl(&ca, &krl);
+
+    let ak = dir.path().join("authorized_keys");
+    fs::write(
+        &ak,
+        format!("{}{}", read_text(&pub_of(&bad)), read_text(&pub_of(&good))),
+    )
+    .unwrap();
+    let port = free_port();
+    let sshd = Sshd::start_with_head(
+        dir.path(),
+        port,
+        &format!(
+            "Port {port}\nListenAddress 127.0.0.1\nAuthorizedKeysFile {}\nRevokedKeys {}\n",
+            ak.display(),
+            krl.display()
+        ),
+    );
+    let login = |key: &Path| {
+        run_bounded(
+            Command::new("ssh")
+                .args(["-F", "/dev/null", "-i"])
+                .arg(key)
+                .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+                .args(["-o", "StrictHostKeyChecking=no", "-o"])
+                .arg(format!(
+                    "UserKnownHostsFile={}",
+                    dir.path().join("known_hosts").display()
+                ))
+                .args(["-p", &port.to_string(), "root@127.0.0.1", "echo", "in"]),
+            T,
+        )
+    };
+    let out = login(&good);
+    assert_eq!(must(&out, "login with the good key").trim(), "in");
+    let out = login(&bad);
+    assert!(!out.status.success(), "the revoked key logged in");
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    wait_until(T, "sshd to log the revoked key", || {
+        sshd.log_text().contains("revoked by file")
+    });
+
+    // sshd re-reads the KRL at each authentication: revoking the good key
+    // too and replacing the file locks it out with no reload.
+    revoke_key(&ca, &good);
+    write_krl(&ca, &krl);
+    let out = login(&good);
+    assert!(!out.status.success(), "the newly revoked key logged in");
+}
+
+/// The same revocation in the root-signed ztssh list: the proxy ends the
+/// live session that key opened as soon as the list lands, and refuses
+/// the key at the next handshake.
+#[test]
+fn the_proxy_refuses_a_revoked_user_key() {
+    let w = World::new();
+    let mut cmd = w.ssh();
+    cmd.arg("echo started; sleep 60")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let live = cmd.spawn().expect("spawn ssh");
+    wait_until(T, "the session to connect", || {
+        w.sshd.log_text().contains("Accepted publickey")
+    });
+
+    revoke_key(&w.pki.ca, &w.alice);
+    w.pki.publish_crl();
+    let out = wait_bounded(live, T);
+    assert!(!out.status.success(), "the live session went on");
+    wait_until(T, "the proxy to end it", || {
+        w.proxy.log_text().contains("user_key_revoked")
+    });
+
+    let out = run_bounded(w.ssh().arg("echo in"), T);
+    assert!(!out.status.success(), "a revoked key opened a session");
+    let log = w.proxy.log_text();
+    assert!(
+        log.matches("user_key_revoked").count() >= 2,
+        "the handshake refusal is not logged: {log}"
+    );
+}
