@@ -247,6 +247,22 @@ pub fn sshd_host_key(dir: &Path) -> PathBuf {
     host_key
 }
 
+/// `ztssh-ca init` in `dir/ca`; returns the CA directory.
+pub fn ca_init(dir: &Path) -> PathBuf {
+    let ca = dir.join("ca");
+    ok(
+        &run_bounded(
+            Command::new(bin("ztssh-ca"))
+                .arg("init")
+                .arg("--dir")
+                .arg(&ca),
+            Duration::from_secs(10),
+        ),
+        "ca init",
+    );
+    ca
+}
+
 /// A temporary CA plus a proxy state directory and licence.
 pub struct Pki {
     pub ca: PathBuf,
@@ -257,20 +273,10 @@ pub struct Pki {
 impl Pki {
     /// `ztssh-ca init`, `ztssh-proxy keygen`, `ztssh-ca authorize-server`.
     pub fn create(dir: &Path, hostnames: &[&str]) -> Self {
-        let ca = dir.join("ca");
+        let ca = ca_init(dir);
         let state = dir.join("state");
         let licence = dir.join("licence.pem");
         let t = Duration::from_secs(10);
-        ok(
-            &run_bounded(
-                Command::new(bin("ztssh-ca"))
-                    .arg("init")
-                    .arg("--dir")
-                    .arg(&ca),
-                t,
-            ),
-            "ca init",
-        );
         ok(
             &run_bounded(
                 Command::new(bin("ztssh-proxy"))
@@ -590,6 +596,11 @@ pub fn wait_metric(port: u16, series: &str, want: f64) {
     });
 }
 
+/// How many times `needle` occurs in `haystack` (log lines, say).
+pub fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
 /// A TCP connection to the proxy from the loopback source address `src`
 /// (any 127.0.0.0/8 address works on Linux), so tests can play several
 /// clients.
@@ -690,6 +701,23 @@ impl World {
             proxy,
             alice,
         }
+    }
+
+    /// Starts `ssh host 'echo started; sleep 60'` through ztssh and waits
+    /// until the proxy has connected it to sshd and sshd accepted it.
+    pub fn live_session(&self) -> Child {
+        let before = count(&self.proxy.log_text(), "event=\"upstream_connected\"");
+        let mut cmd = self.ssh();
+        cmd.arg("echo started; sleep 60")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().expect("spawn ssh");
+        wait_until(Duration::from_secs(20), "session to connect", || {
+            count(&self.proxy.log_text(), "event=\"upstream_connected\"") > before
+                && count(&self.sshd.log_text(), "Accepted publickey") > before
+        });
+        child
     }
 
     /// `ztssh-sidecar` as alice for host web1, connecting to `port` on

@@ -29,10 +29,6 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn count(haystack: &str, needle: &str) -> usize {
-    haystack.matches(needle).count()
-}
-
 fn wait_log(w: &World, needle: &str) -> String {
     wait_until(Duration::from_secs(10), needle, || {
         w.proxy.log_text().contains(needle)

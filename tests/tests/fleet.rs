@@ -82,26 +82,6 @@ impl Fleet {
     }
 }
 
-fn count(h: &str, n: &str) -> usize {
-    h.matches(n).count()
-}
-
-/// Starts `ssh host 'echo started; sleep 60'` and waits until sshd has it.
-fn live_session(w: &World) -> Child {
-    let before = count(&w.proxy.log_text(), "event=\"upstream_connected\"");
-    let mut cmd = w.ssh();
-    cmd.arg("echo started; sleep 60")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn ssh");
-    wait_until(Duration::from_secs(20), "session to connect", || {
-        count(&w.proxy.log_text(), "event=\"upstream_connected\"") > before
-            && count(&w.sshd.log_text(), "Accepted publickey") > before
-    });
-    child
-}
-
 fn still_running(child: &mut Child) -> bool {
     child.try_wait().expect("try_wait").is_none()
 }
@@ -109,7 +89,7 @@ fn still_running(child: &mut Child) -> bool {
 #[test]
 fn a_ban_published_to_the_url_ends_a_live_ssh_session() {
     let f = fleet("");
-    let ssh = live_session(&f.w);
+    let ssh = f.w.live_session();
     f.w.pki.revoke("principal", "alice");
     f.publish("7d");
     let out = wait_bounded(ssh, Duration::from_secs(20));
@@ -152,7 +132,7 @@ fn bad_answers_leave_the_last_good_list_in_force() {
     f.w.pki.revoke("principal", "mallory");
     f.publish("7d");
     f.wait_at_least(VERSION, 2.0);
-    let mut ssh = live_session(&f.w);
+    let mut ssh = f.w.live_session();
     let other = Pki::create(&f.w.dir.path().join("other"), &["localhost"]);
     other.revoke("principal", "alice");
     other.publish_crl();
@@ -214,7 +194,7 @@ fn gone_stale(mode: &str) -> (Fleet, Child) {
     let f = fleet(&format!(
         "revocation_stale = \"{mode}\"\nrevocation_stale_grace_secs = 0\n"
     ));
-    let ssh = live_session(&f.w);
+    let ssh = f.w.live_session();
     f.publish("2s");
     f.wait_at_least(VERSION, 2.0);
     f.wait_log(&format!("mode=\"{mode}\""));

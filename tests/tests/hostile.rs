@@ -16,10 +16,6 @@ use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);
 
-fn count(haystack: &str, needle: &str) -> usize {
-    haystack.matches(needle).count()
-}
-
 fn ssh_via(w: &World, port: u16) -> Command {
     let mut cmd = Command::new("ssh");
     cmd.args(w.client_opts(&w.alice, &format!("--connect 127.0.0.1:{port}")));

@@ -14,26 +14,6 @@ const FAST: &str = "challenge_interval_secs = 1\nchallenge_deadline_secs = 1\nce
 const SLOW_CERTS: &str =
     "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 300\n";
 
-fn count(h: &str, n: &str) -> usize {
-    h.matches(n).count()
-}
-
-/// Starts `ssh host 'sleep 60'` and waits until the proxy has connected it to sshd.
-fn live_session(w: &World) -> Child {
-    let before = count(&w.proxy.log_text(), "event=\"upstream_connected\"");
-    let mut cmd = w.ssh();
-    cmd.arg("echo started; sleep 60")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn ssh");
-    wait_until(Duration::from_secs(20), "session to connect", || {
-        count(&w.proxy.log_text(), "event=\"upstream_connected\"") > before
-            && count(&w.sshd.log_text(), "Accepted publickey") > before
-    });
-    child
-}
-
 /// Publishes a revocation and returns how long the session took to die.
 fn revoke_and_time(
     w: &World,
@@ -120,7 +100,7 @@ fn a_client_clock_290s_behind_lives_through_renewals() {
 #[test]
 fn banning_the_principal_ends_the_live_shell() {
     let w = World::with_extra(SLOW_CERTS);
-    let ssh = live_session(&w);
+    let ssh = w.live_session();
     let local_port = w
         .proxy
         .log_text()
@@ -165,7 +145,7 @@ fn banning_the_principal_ends_the_live_shell() {
 #[test]
 fn revoking_the_certificate_serial_ends_the_session() {
     let w = World::with_extra(SLOW_CERTS);
-    let ssh = live_session(&w);
+    let ssh = w.live_session();
     let serial = w
         .proxy
         .log_text()
@@ -188,7 +168,7 @@ fn revoking_the_certificate_serial_ends_the_session() {
 #[test]
 fn revoking_the_server_licence_ends_every_session() {
     let w = World::with_extra(SLOW_CERTS);
-    let sessions = vec![live_session(&w), live_session(&w)];
+    let sessions = vec![w.live_session(), w.live_session()];
     let results = revoke_and_time(&w, "server", "web1", sessions);
     for (elapsed, err) in &results {
         println!("licence revoked → ssh exit: {elapsed:?}");
@@ -209,7 +189,7 @@ fn revoking_the_server_licence_ends_every_session() {
 #[test]
 fn a_frozen_sidecar_loses_its_session_after_the_deadline() {
     let w = World::with_extra(FAST);
-    let ssh = live_session(&w);
+    let ssh = w.live_session();
     let sidecar = wait_for_child_of(ssh.id());
     signal(sidecar, "STOP");
     wait_until(
@@ -502,7 +482,7 @@ fn bad_revocation_lists_are_refused_and_the_last_good_one_stays() {
     wait_until(Duration::from_secs(10), "v2 loaded", || {
         w.proxy.log_text().contains("list_version=2")
     });
-    let ssh = live_session(&w);
+    let ssh = w.live_session();
 
     // A list signed by another root.
     let other = Pki::create(&w.dir.path().join("other"), &["localhost"]);

@@ -24,21 +24,6 @@ fn must(out: &Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn ca(dir: &Path) -> PathBuf {
-    let ca = dir.join("ca");
-    must(
-        &run_bounded(
-            Command::new(bin("ztssh-ca"))
-                .arg("init")
-                .arg("--dir")
-                .arg(&ca),
-            T,
-        ),
-        "ca init",
-    );
-    ca
-}
-
 fn keygen(dir: &Path, name: &str, kind: &[&str]) -> PathBuf {
     let path = dir.join(name);
     must(
@@ -124,7 +109,7 @@ fn fixed_parts(krl: &[u8]) -> (Vec<u8>, Vec<u8>) {
 #[test]
 fn ssh_keygen_agrees_with_the_krl() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = ca(dir.path());
+    let ca = ca_init(dir.path());
     let ed = keygen(dir.path(), "ed", &["-t", "ed25519"]);
     let ec = keygen(dir.path(), "ec", &["-t", "ecdsa", "-b", "256"]);
     let rsa = keygen(dir.path(), "rsa", &["-t", "rsa", "-b", "2048"]);
@@ -182,7 +167,7 @@ fn ssh_keygen_agrees_with_the_krl() {
 #[test]
 fn revoke_key_refuses_what_is_not_a_public_key() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = ca(dir.path());
+    let ca = ca_init(dir.path());
     let ed = keygen(dir.path(), "ed", &["-t", "ed25519"]);
     // The private key file, by mistake.
     let out = run_bounded(
@@ -205,7 +190,7 @@ fn revoke_key_refuses_what_is_not_a_public_key() {
 #[test]
 fn sshd_with_revoked_keys_refuses_the_revoked_key() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = ca(dir.path());
+    let ca = ca_init(dir.path());
     let bad = keygen(dir.path(), "bad", &["-t", "ed25519"]);
     let good = keygen(dir.path(), "good", &["-t", "ed25519"]);
     let krl = dir.path().join("revoked.krl");
@@ -270,15 +255,7 @@ fn sshd_with_revoked_keys_refuses_the_revoked_key() {
 #[test]
 fn the_proxy_refuses_a_revoked_user_key() {
     let w = World::new();
-    let mut cmd = w.ssh();
-    cmd.arg("echo started; sleep 60")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let live = cmd.spawn().expect("spawn ssh");
-    wait_until(T, "the session to connect", || {
-        w.sshd.log_text().contains("Accepted publickey")
-    });
+    let live = w.live_session();
 
     revoke_key(&w.pki.ca, &w.alice);
     w.pki.publish_crl();

@@ -14,10 +14,6 @@ use ztssh_tests::*;
 const IDLE: usize = 500;
 const GARBAGE: usize = 200;
 
-fn count(haystack: &str, needle: &str) -> usize {
-    haystack.matches(needle).count()
-}
-
 #[test]
 fn idle_and_garbage_floods_do_not_lock_out_a_real_session() {
     let w = World::new();

@@ -15,10 +15,6 @@ use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);
 
-fn count(haystack: &str, needle: &str) -> usize {
-    haystack.matches(needle).count()
-}
-
 /// A world whose proxy enforces `policy`, plus extra config lines.
 fn world(policy: &str, extra: &str) -> World {
     world_with(policy, extra, &[])

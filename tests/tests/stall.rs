@@ -239,10 +239,6 @@ fn command_after_ban_ran(w: &World, source: &Source, principal: &str, trial: usi
     marker.exists()
 }
 
-fn count(haystack: &str, needle: &str) -> usize {
-    haystack.matches(needle).count()
-}
-
 fn count_terminated(w: &World, principal: &str) -> usize {
     w.proxy
         .log_text()
