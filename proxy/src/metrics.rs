@@ -71,6 +71,14 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntC
     v
 }
 
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("register {name}: {e}"));
+    c
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     registry
@@ -85,34 +93,26 @@ impl Metrics {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         let r = Registry::new();
-        let sessions_total = IntCounter::new(
+        let sessions_total = counter(
+            &r,
             "ztssh_sessions_total",
             "Sessions spliced to sshd since start.",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        r.register(Box::new(sessions_total.clone()))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let penalties = IntCounter::new(
+        );
+        let penalties = counter(
+            &r,
             "ztssh_source_penalties_total",
             "Times a source's penalty started or grew past the threshold.",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        r.register(Box::new(penalties.clone()))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let renewals_refused = IntCounter::new(
+        );
+        let renewals_refused = counter(
+            &r,
             "ztssh_renewals_refused_total",
             "Renewals refused as too early; the session went on.",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        r.register(Box::new(renewals_refused.clone()))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let log_lines_dropped = IntCounter::new(
+        );
+        let log_lines_dropped = counter(
+            &r,
             "ztssh_log_lines_dropped_total",
             "Log lines dropped because stderr did not take them and the queue was full.",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        r.register(Box::new(log_lines_dropped.clone()))
-            .unwrap_or_else(|e| panic!("{e}"));
+        );
         let proof_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "ztssh_proof_verify_seconds",
