@@ -233,24 +233,50 @@ fn rule(name: &str, r: RawRule) -> Result<Rule, Mistake> {
     })
 }
 
-fn account_list(list: List, key: &str) -> Result<Vec<String>, Mistake> {
+/// Checks every entry of a list with `parse`, which says what is wrong
+/// with one entry; an empty list is a mistake when `if_empty` says why.
+fn each<T>(
+    list: List,
+    key: &str,
+    if_empty: Option<&str>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, Mistake> {
     bounded(&list, key)?;
-    if list.get_ref().is_empty() {
+    if let Some(why) = if_empty.filter(|_| list.get_ref().is_empty()) {
         return Err(Mistake {
             at: list.span(),
-            why: format!("{key} = [] allows no account; deny the principal instead"),
+            why: format!("{key} = [] {why}"),
         });
     }
     list.into_inner()
         .into_iter()
-        .map(|a| {
-            crate::zsk::check_account(a.get_ref()).map_err(|why| Mistake {
-                at: a.span(),
+        .map(|s| {
+            parse(s.get_ref()).map_err(|why| Mistake {
+                at: s.span(),
                 why: format!("{key}: {why}"),
-            })?;
-            Ok(a.into_inner())
+            })
         })
         .collect()
+}
+
+fn account_list(list: List, key: &str) -> Result<Vec<String>, Mistake> {
+    let empty = "allows no account; deny the principal instead";
+    each(list, key, Some(empty), |a| {
+        crate::zsk::check_account(a).map(|()| a.to_owned())
+    })
+}
+
+fn nets(list: List, key: &str) -> Result<Vec<IpNet>, Mistake> {
+    let empty = "admits nobody; remove the key to admit any source";
+    let if_empty = (!key.ends_with("deny")).then_some(empty);
+    each(list, key, if_empty, |s| {
+        parse_net(s).map_err(|why| format!("{s:?} is not a network: {why}"))
+    })
+}
+
+fn hour_list(list: List, key: &str) -> Result<Vec<Hours>, Mistake> {
+    let empty = "allows no time at all; remove it to allow any time";
+    each(list, key, Some(empty), Hours::parse)
 }
 
 /// At most [`MAX_ENTRIES`]; an error points at the first one too many.
@@ -278,44 +304,6 @@ fn principal_set(list: List, key: &str) -> Result<BTreeSet<String>, Mistake> {
                     why: format!("{key}: {p:?}: {e}"),
                 }),
             }
-        })
-        .collect()
-}
-
-fn nets(list: List, key: &str) -> Result<Vec<IpNet>, Mistake> {
-    bounded(&list, key)?;
-    if list.get_ref().is_empty() && !key.ends_with("deny") {
-        return Err(Mistake {
-            at: list.span(),
-            why: format!("{key} = [] admits nobody; remove the key to admit any source"),
-        });
-    }
-    list.into_inner()
-        .into_iter()
-        .map(|s| {
-            parse_net(s.get_ref()).map_err(|why| Mistake {
-                at: s.span(),
-                why: format!("{key}: {:?} is not a network: {why}", s.get_ref()),
-            })
-        })
-        .collect()
-}
-
-fn hour_list(list: List, key: &str) -> Result<Vec<Hours>, Mistake> {
-    bounded(&list, key)?;
-    if list.get_ref().is_empty() {
-        return Err(Mistake {
-            at: list.span(),
-            why: format!("{key} = [] allows no time at all; remove it to allow any time"),
-        });
-    }
-    list.into_inner()
-        .into_iter()
-        .map(|s| {
-            Hours::parse(s.get_ref()).map_err(|why| Mistake {
-                at: s.span(),
-                why: format!("{key}: {why}"),
-            })
         })
         .collect()
 }
