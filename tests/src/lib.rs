@@ -541,6 +541,14 @@ impl Proxy {
     pub fn log_text(&self) -> String {
         read_text(&self.log)
     }
+
+    /// Waits (at most `within`) until the log contains `needle`, which the
+    /// proxy's log thread may write a little after the event; returns the
+    /// log then.
+    pub fn wait_log(&self, needle: &str, within: Duration) -> String {
+        wait_until(within, needle, || self.log_text().contains(needle));
+        self.log_text()
+    }
 }
 
 /// Waits (at most `within`) until the peer closes `s`; panics if it keeps

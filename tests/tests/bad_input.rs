@@ -30,10 +30,7 @@ fn now() -> u64 {
 }
 
 fn wait_log(w: &World, needle: &str) -> String {
-    wait_until(Duration::from_secs(10), needle, || {
-        w.proxy.log_text().contains(needle)
-    });
-    w.proxy.log_text()
+    w.proxy.wait_log(needle, Duration::from_secs(10))
 }
 
 fn no_sshd_connection(w: &World) {

@@ -62,9 +62,7 @@ impl Fleet {
     }
 
     fn wait_log(&self, what: &str) {
-        wait_until(Duration::from_secs(30), what, || {
-            self.w.proxy.log_text().contains(what)
-        });
+        self.w.proxy.wait_log(what, Duration::from_secs(30));
     }
 
     /// Signs the next list straight onto the web server.
