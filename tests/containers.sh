@@ -46,6 +46,7 @@ P=(podman --runtime runc --cgroup-manager=cgroupfs)
 BASE=localhost/debian:bookworm
 SSHD_IMAGE=localhost/ztssh-sshd:latest
 PROXY_IMAGE=localhost/ztssh-proxy:latest
+SIDECAR_IMAGE=localhost/ztssh-sidecar:latest
 POD=web1 # metadata.name in docker/kubernetes/ztssh-pod.yaml
 # ConfigMap volumes become podman named volumes (named after the ConfigMap).
 VOLUMES=(ztssh-proxy ztssh-public sshd-authorized-keys)
@@ -90,12 +91,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Waits up to $1 seconds for the command after it to succeed (10 tries a second).
+# Waits up to $1 seconds for the command after it to succeed (at most 10
+# tries a second).
 wait_for() {
   local secs=$1 what=$2
   shift 2
+  local end=$((SECONDS + secs))
   for _ in $(seq 1 $((secs * 10))); do
     if "$@"; then return 0; fi
+    [ "$SECONDS" -lt "$end" ] || break
     sleep 0.1
   done
   fail "no $what within ${secs}s"
@@ -160,9 +164,10 @@ build() {
 }
 build sshd "$SSHD_IMAGE"
 build proxy "$PROXY_IMAGE"
+build sidecar "$SIDECAR_IMAGE"
 out=$("${P[@]}" run --rm "$PROXY_IMAGE" --version 2>&1) ||
   fail "the host-built ztssh-proxy does not run in $PROXY_IMAGE (a newer glibc on the host than Debian bookworm's?): $out"
-say "images built in $(($(date +%s) - t))s: $SSHD_IMAGE, $PROXY_IMAGE ($out)"
+say "images built in $(($(date +%s) - t))s: $SSHD_IMAGE, $PROXY_IMAGE ($out), $SIDECAR_IMAGE"
 
 # 3. Keys, licence, list: what an operator makes with the CA and keygen.
 cd "$WORK"
@@ -294,6 +299,18 @@ set -e
 [ "$status" -eq 3 ] && [ "$out" = "inside $POD" ] ||
   fail "ssh into the Pod: status $status, output '$out', stderr: $(cat ssh1.err)"
 say "ssh through ztssh-sidecar reached sshd in Pod $POD (remote exit status 3 carried back)"
+# The same through the sidecar image: ssh on the host, the sidecar in a
+# container on the host's network namespace (it dials 127.0.0.1).
+SIDECAR_CMD="${P[*]} run --rm -i --network host -v $WORK/ca/root.pub:/w/root.pub:ro"
+SIDECAR_CMD+=" -v $WORK/alice:/w/alice:ro -v $WORK/alice.pub:/w/alice.pub:ro $SIDECAR_IMAGE"
+SIDECAR_CMD+=" --root /w/root.pub --identity /w/alice --principal alice %h %p"
+set +e
+out=$(timeout 60 "${SSH[@]}" -o ProxyCommand="$SIDECAR_CMD" root@localhost 'echo "inside $(hostname)"' 2>ssh-image.err)
+status=$?
+set -e
+[ "$status" -eq 0 ] && [ "$out" = "inside $POD" ] ||
+  fail "ssh through the sidecar image: status $status, output '$out', stderr: $(cat ssh-image.err)"
+say "ssh through the sidecar image ($SIDECAR_IMAGE) reached the Pod too"
 
 # 8. A live session, then a ban published to revocation_url.
 timeout 300 "${SSH[@]}" root@localhost 'echo started; exec sleep 240' >live.out 2>live.err &
