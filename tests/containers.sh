@@ -352,3 +352,8 @@ metrics /healthz | head -n 1 | grep -q ' 200' || fail "/healthz is not 200"
 metrics /metrics >metrics.txt
 grep -q '^ztssh_crl_version 2$' metrics.txt || fail "ztssh_crl_version is not 2: $(grep crl_version metrics.txt)"
 say "new session refused (principal alice banned); ztssh_crl_version 2; /healthz 200"
+# Nothing above was passed by a container that crashed and came back.
+for c in sshd ztssh-proxy; do
+  n=$("${P[@]}" inspect --format '{{.RestartCount}}' "$POD-$c")
+  [ "$n" = 0 ] || fail "$POD-$c restarted $n time(s) during the test"
+done
