@@ -18,7 +18,7 @@ fi
 # The container deployment, for real: images from docker/Dockerfile (with
 # the binaries just built), the Pod of docker/kubernetes/ under podman, real
 # ssh into it and a ban through revocation_url. 25-50 s; the first run on a
-# machine also makes the Debian base image and the apt-get layers (1-2 min).
+# machine also makes the Debian base image and the apt-get layers (1.5-4 min).
 bash tests/containers.sh
 # Every benchmark in its short mode: each must still run and print its
 # figures (none asserts a speed; docs/BENCHMARKS.md has the full runs).
