@@ -223,7 +223,8 @@ os.rename(port_file + ".tmp", port_file)
 srv.serve_forever()
 PY
 python3 lists.py "$WORK/www" "$WORK/lists.port" >lists.log 2>&1 &
-PIDS+=($!)
+LISTS_PID=$!
+PIDS+=("$LISTS_PID")
 wait_for 10 "list server" test -s lists.port
 LIST_PORT=$(cat lists.port)
 PROXY_PORT=$(free_port)
@@ -234,6 +235,7 @@ PROXY_PORT=$(free_port)
 #  - Secrets as hostPath directories of 0600 files: podman 4.3's Secret
 #    volumes write the values base64-encoded, mode 0644 (and crash without
 #    `optional`), so the proxy would rightly refuse its keys;
+#  - the emptyDir for the kept list as a 0777 hostPath (see below);
 #  - revocation_url: the list server on the host. The Pod runs on a
 #    slirp4netns network with allow_host_loopback, where 10.0.2.2 is the
 #    host's 127.0.0.1: the Pod has its own network namespace (sshd on its
@@ -249,6 +251,11 @@ for s in ztssh-keys sshd-host-key; do
   subst pod.yaml "secret: {secretName: $s, defaultMode: 0400}" \
     "hostPath: {path: $WORK/secrets/$s, type: Directory}"
 done
+# emptyDir: podman 4.3 makes it root-owned 0755, where Kubernetes makes it
+# 0777, so the proxy (nonroot) could not keep its list there; a 0777
+# hostPath directory stands in for it.
+mkdir -p "$WORK/cache" && chmod 0777 "$WORK/cache"
+subst pod.yaml "emptyDir: {}" "hostPath: {path: $WORK/cache, type: Directory}"
 subst config.yaml 'revocation_url = "http://ztssh-lists.ztssh.svc.cluster.local/crl.pem"' \
   "revocation_url = \"http://10.0.2.2:$LIST_PORT/crl.pem\""
 configmap ztssh-public public.json licence.pem=public/licence.pem root.pub=public/root.pub \
@@ -357,3 +364,26 @@ for c in sshd ztssh-proxy; do
   n=$("${P[@]}" inspect --format '{{.RestartCount}}' "$POD-$c")
   [ "$n" = 0 ] || fail "$POD-$c restarted $n time(s) during the test"
 done
+
+# 10. The newest list is kept on the Pod's emptyDir (revocation_cache): the
+# ConfigMap's copy stays at version 1, yet a proxy restarted while the list
+# server is down enforces version 2 from its first connection.
+if logs ztssh-proxy | grep -q '"event":"crl_cache_failed"'; then
+  fail "the proxy could not keep the fetched list: $(logs ztssh-proxy | grep crl_cache_failed | head -n 1)"
+fi
+kept() { "${P[@]}" exec "$POD-ztssh-proxy" cat /var/lib/ztssh/crl.pem >kept.pem 2>/dev/null && cmp -s kept.pem www/crl.pem; }
+wait_for 30 "the fetched list kept in /var/lib/ztssh/crl.pem" kept
+kill "$LISTS_PID" 2>/dev/null || true
+listening() { [ "$(logs ztssh-proxy | grep -c '"event":"listening"')" -ge 2 ]; }
+"${P[@]}" restart "$POD-ztssh-proxy" >restart.log 2>&1 || fail "podman restart: $(cat restart.log)"
+wait_for 60 "the restarted proxy listening" listening
+metrics /metrics >metrics2.txt
+grep -q '^ztssh_crl_version 2$' metrics2.txt ||
+  fail "after a restart with the list server down, ztssh_crl_version is not 2: $(grep crl_version metrics2.txt)"
+set +e
+timeout 60 "${SSH[@]}" root@localhost true 2>ssh3.err
+status=$?
+set -e
+[ "$status" -ne 0 ] && grep -q "refused the session: principal alice banned" ssh3.err ||
+  fail "a new session after a restart: status $status, stderr: $(cat ssh3.err)"
+say "restarted with the list server down: the kept list (version 2) in force at once"

@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use ztssh_proto::cert::{Licence, LicenceVerified};
+use ztssh_proto::crl::Crl;
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::keyfile;
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey};
@@ -53,6 +54,7 @@ const ENV_KEYS: &[&str] = &[
     "log_format",
     "revocation_list",
     "revocation_url",
+    "revocation_cache",
     "revocation_poll_secs",
     "revocation_fetch_timeout_secs",
     "revocation_ca_file",
@@ -114,6 +116,13 @@ pub struct Settings {
     /// from and where it keeps each newer list it fetched.
     #[serde(default)]
     pub revocation_url: Option<String>,
+    /// A writable file where the proxy keeps the newest list it fetched
+    /// from `revocation_url` (default: `revocation_list` itself). At start
+    /// and on every reload the proxy enforces the newer of the two, so a
+    /// restart never falls back to an older list while `revocation_list`
+    /// sits on a read-only volume (a Kubernetes ConfigMap).
+    #[serde(default)]
+    pub revocation_cache: Option<PathBuf>,
     /// Seconds between fetches of `revocation_url` (±10 % jitter).
     #[serde(default = "default_revocation_poll")]
     pub revocation_poll_secs: u64,
@@ -525,6 +534,7 @@ fn read_authority(
         Some(path) => Some(read_crl(path, root).map_err(err)?),
         None => None,
     };
+    let crl = newer_cached(crl, s.revocation_cache.as_deref(), root);
     let policy = match &s.policy {
         Some(path) => Policy::load(path).map_err(err)?,
         None => Policy::default(),
@@ -536,6 +546,31 @@ fn read_authority(
         policy: Arc::new(policy),
         staleness: staleness(s)?,
     })
+}
+
+/// The newer of the configured list and the one kept in
+/// `revocation_cache`. The cache only ever adds revocations: a missing one
+/// is normal before the first fetch, and one that cannot be read or
+/// verified is reported and left aside (the next fetch replaces it).
+fn newer_cached(crl: Option<Crl>, cache: Option<&Path>, root: &PublicKey) -> Option<Crl> {
+    let Some(path) = cache else {
+        return crl;
+    };
+    if !path.exists() {
+        return crl;
+    }
+    let cached = match read_crl(path, root) {
+        Ok(cached) => cached,
+        Err(e) => {
+            tracing::warn!(event = "crl_cache_unusable", path = %path.display(), error = %e,
+                "ignoring the kept revocation list: {e}; the next fetch replaces it");
+            return crl;
+        }
+    };
+    match crl {
+        Some(configured) if configured.list_version >= cached.list_version => Some(configured),
+        _ => Some(cached),
+    }
 }
 
 fn load_licence(

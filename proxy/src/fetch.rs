@@ -40,7 +40,8 @@ pub struct PullSettings {
     pub url: Uri,
     /// Time between fetches (before jitter).
     pub poll: Duration,
-    /// Where a newer list is kept on disk (`revocation_list`), if set.
+    /// Where a newer list is kept on disk (`revocation_cache`, else
+    /// `revocation_list`), if set.
     pub cache: Option<PathBuf>,
 }
 
@@ -50,6 +51,11 @@ impl PullSettings {
         let Some(text) = &s.revocation_url else {
             if s.revocation_ca_file.is_some() {
                 return Err("revocation_ca_file is set but revocation_url is not".into());
+            }
+            if s.revocation_cache.is_some() {
+                return Err("revocation_cache is set but revocation_url is not: \
+                            it keeps lists fetched from revocation_url"
+                    .into());
             }
             return Ok(None);
         };
@@ -70,7 +76,10 @@ impl PullSettings {
             url: target.url.clone(),
             target: Arc::new(target),
             poll: Duration::from_secs(s.revocation_poll_secs),
-            cache: s.revocation_list.clone(),
+            cache: s
+                .revocation_cache
+                .clone()
+                .or_else(|| s.revocation_list.clone()),
         })))
     }
 }
@@ -198,7 +207,7 @@ fn offer(
     }
 }
 
-/// Keeps a newer list in `revocation_list`, so that a restart starts from
+/// Keeps a newer list in `revocation_cache` (or `revocation_list`), so that a restart starts from
 /// it; off the runtime's workers.
 async fn keep(settings: &PullSettings, body: Bytes) {
     let Some(path) = settings.cache.clone() else {

@@ -111,6 +111,55 @@ fn a_ban_published_to_the_url_ends_a_live_ssh_session() {
 }
 
 #[test]
+fn a_fetched_list_kept_in_revocation_cache_is_enforced_from_a_restart_on() {
+    let f = fleet("revocation_cache = \"{dir}/crl-cache.pem\"\n");
+    let cache = f.w.dir.path().join("crl-cache.pem");
+    let start_list = std::fs::read(f.w.pki.crl()).expect("start-up list");
+    f.w.pki.revoke("principal", "alice");
+    f.publish("7d");
+    f.wait_at_least(VERSION, 2.0);
+    wait_until(
+        Duration::from_secs(10),
+        "the list kept in the cache",
+        || std::fs::read(&cache).ok() == std::fs::read(&f.www).ok(),
+    );
+    // revocation_list is only read (a ConfigMap volume is read-only).
+    assert_eq!(std::fs::read(f.w.pki.crl()).expect("list"), start_list);
+
+    // A restart while the list server is down: the kept list, not the
+    // older start-up one, is in force from the first connection on.
+    let Fleet {
+        w, server, metrics, ..
+    } = f;
+    server.set(Serve::Status(503));
+    let World {
+        dir,
+        pki,
+        sshd,
+        proxy,
+        alice,
+    } = w;
+    let (port, config) = (proxy.port, proxy.config.clone());
+    drop(proxy);
+    let proxy = Proxy::spawn(dir.path(), port, config, &[]);
+    let w = World {
+        dir,
+        pki,
+        sshd,
+        proxy,
+        alice,
+    };
+    let m = metric_value(&http_get(metrics, "/metrics"), VERSION);
+    assert_eq!(m, Some(2.0), "{}", w.proxy.log_text());
+    let out = run_bounded(w.ssh().arg("true"), T);
+    assert!(
+        stderr(&out).contains("refused the session: principal alice banned"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn an_unchanged_list_is_fetched_as_a_304() {
     let f = fleet("");
     f.wait_at_least(NOT_MODIFIED, 3.0);
@@ -349,6 +398,10 @@ fn bad_pull_settings_are_config_errors_before_binding() {
         (
             "revocation_url = \"http://127.0.0.1:1/crl.pem\"\nrevocation_ca_file = \"/nonexistent\"\n",
             "revocation_ca_file only applies to an https://",
+        ),
+        (
+            "revocation_cache = \"/var/lib/ztssh/crl.pem\"\n",
+            "revocation_cache is set but revocation_url is not",
         ),
     ];
     for (i, (lines, want)) in cases.iter().enumerate() {
