@@ -214,7 +214,13 @@ async fn lookup_ip(r: &TokioResolver, host: &str, limit: Duration) -> Result<Vec
                 limit.as_secs()
             )
         })?
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+        .map_err(|e| {
+            if e.is_no_records_found() || e.is_nx_domain() {
+                format!("cannot resolve {host}: no such host (neither /etc/hosts nor DNS knows it)")
+            } else {
+                format!("cannot resolve {host}: {e}")
+            }
+        })?;
     let ips: Vec<IpAddr> = found.iter().take(MAX_ADDRS).collect();
     if ips.is_empty() {
         return Err(format!("{host} has no addresses"));
