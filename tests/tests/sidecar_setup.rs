@@ -120,6 +120,8 @@ fn setup_on_an_empty_home_then_again_changes_nothing() {
     assert_eq!(mode(&config), 0o600);
     assert_eq!(mode(&home.join(".config/ztssh")), 0o700);
     assert_eq!(mode(&home.join(".config/ztssh/sidecar.toml")), 0o600);
+    assert_eq!(mode(&home.join(".config/ztssh/root.pub")), 0o600);
+    assert_eq!(mode(&ssh_dir.join("known_hosts")), 0o600);
     let text = read_text(&config);
     assert_eq!(count(&text, BEGIN), 1, "{text}");
     let sidecar = bin("ztssh-sidecar").canonicalize().unwrap();
@@ -267,6 +269,44 @@ fn setup_keeps_the_users_files_and_undo_gives_them_back() {
     let out = sidecar_in(&home, &["unsetup"]);
     assert_ok(&out, "unsetup");
     assert_eq!(read_text(&config), user_config);
+}
+
+#[test]
+fn a_symlinked_ssh_config_stays_a_link() {
+    let dir = TempDir::new().unwrap();
+    let ca = ca_init(dir.path());
+    let home = dir.path().join("home");
+    let dotfiles = dir.path().join("dotfiles");
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    fs::create_dir(&dotfiles).unwrap();
+    let user_config = "Host github.com\n    User git\n";
+    fs::write(dotfiles.join("ssh_config"), user_config).unwrap();
+    let link = home.join(".ssh/config");
+    std::os::unix::fs::symlink(dotfiles.join("ssh_config"), &link).unwrap();
+    let root = ca.join("root.pub").display().to_string();
+    assert_ok(
+        &sidecar_in(&home, &["setup", "--root", &root, "--host", "web1"]),
+        "setup",
+    );
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let text = read_text(&dotfiles.join("ssh_config"));
+    assert!(
+        text.starts_with(BEGIN) && text.ends_with(user_config),
+        "{text}"
+    );
+    assert_ok(&sidecar_in(&home, &["unsetup"]), "unsetup");
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(read_text(&dotfiles.join("ssh_config")), user_config);
 }
 
 #[test]
