@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and property tests, in-memory protocol, and
 # end-to-end tests against a private real sshd with the real ssh, scp, sftp
-# and rsync, then every benchmark in its short mode and a short bounded run
-# of every fuzz target.
+# and rsync, the container deployment under podman (tests/containers.sh),
+# then every benchmark in its short mode and a short bounded run of every
+# fuzz target.
 # Builds once (release profile, shared with the benchmark), then runs
 # tests in parallel.
 set -euo pipefail
@@ -14,6 +15,11 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --release --workspace --locked --no-fail-fast
 fi
+# The container deployment, for real: images from docker/Dockerfile (with
+# the binaries just built), the Pod of docker/kubernetes/ under podman, real
+# ssh into it and a ban through revocation_url. 25-50 s; the first run on a
+# machine also makes the Debian base image and the apt-get layers (1.5-4 min).
+bash tests/containers.sh
 # Every benchmark in its short mode: each must still run and print its
 # figures (none asserts a speed; docs/BENCHMARKS.md has the full runs).
 ZTSSH_BENCH_SHORT=1 cargo bench --workspace --locked --bench '*'

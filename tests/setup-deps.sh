@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests and the demo need, only when missing:
 # OpenSSH server and client, rsync, systemd-analyze (to check the unit),
-# faketime (for the clock-skew tests) and openssl (the https list test).
+# faketime (for the clock-skew tests), openssl (the https list test), and
+# podman, runc, debootstrap and python3 (tests/containers.sh).
 # Debian/Ubuntu, run as root.
 set -euo pipefail
 need=()
@@ -13,6 +14,14 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v faketime >/dev/null || need+=(faketime)
 # openssl: the https revocation-list test makes a CA and serves the list with s_server.
 command -v openssl >/dev/null || need+=(openssl)
+# podman runs the container test (tests/containers.sh) with runc (crun refuses
+# a cgroup v1 hybrid layout); debootstrap makes its base image, since no public
+# registry is assumed reachable.
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+# python3: the container test's list server and manifest edits.
+command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]}; run as root or install them first" >&2
@@ -29,3 +38,10 @@ fi
 # from root-owned paths.
 # sshd's privilege-separation directory.
 mkdir -p /run/sshd
+# podman's default ulimits cannot be applied by runc on some hosts (nofile
+# above the hard limit); an empty list keeps the host's. Written only when
+# the file does not exist, so an operator's own containers.conf is kept.
+if [ ! -e /etc/containers/containers.conf ]; then
+  mkdir -p /etc/containers
+  printf '[containers]\ndefault_ulimits = []\n' > /etc/containers/containers.conf
+fi
