@@ -2,11 +2,12 @@
 //! sign. Enough for ztssh; no key export is ever needed.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
 use ssh_key::encoding::{Decode, Encode};
+
+use crate::platform::{self, AgentStream};
 
 const REQUEST_IDENTITIES: u8 = 11;
 const IDENTITIES_ANSWER: u8 = 12;
@@ -18,15 +19,14 @@ const MAX_REPLY: usize = 256 * 1024;
 
 /// A connection to ssh-agent.
 pub struct Agent {
-    sock: UnixStream,
+    sock: AgentStream,
 }
 
 impl Agent {
     /// Connects to the agent at `path` (usually `$SSH_AUTH_SOCK`).
     pub fn connect(path: &Path) -> Result<Self, String> {
-        let sock = UnixStream::connect(path)
+        let sock = platform::connect_agent(path, Duration::from_secs(30))
             .map_err(|e| format!("cannot reach ssh-agent at {}: {e}", path.display()))?;
-        let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
         Ok(Self { sock })
     }
 

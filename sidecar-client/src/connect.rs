@@ -1,7 +1,7 @@
 //! Connect, verify the server, authenticate; then hand the tunnel to the
 //! pump.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,10 +67,12 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
     let agent_sock = std::env::var_os("SSH_AUTH_SOCK").map(std::path::PathBuf::from);
     let identity = Identity::resolve(s.identity.as_deref(), agent_sock.as_deref())?;
 
-    let addrs = resolve(&s, &host, port).await.map_err(Error::Connect)?;
-    let mut sock = connect(&addrs, Duration::from_secs(s.connect_timeout_secs))
+    let plan = crate::discover::plan(&s, &host, port, &say)
         .await
-        .map_err(|e| Error::Connect(format!("cannot connect to {host} port {port}: {e}")))?;
+        .map_err(Error::Connect)?;
+    let mut sock = connect(&plan.addrs, Duration::from_secs(s.connect_timeout_secs))
+        .await
+        .map_err(|e| Error::Connect(plan.failed(&e)))?;
     say(format!(
         "connected to {}",
         sock.peer_addr().map(|a| a.to_string()).unwrap_or_default()
@@ -110,35 +112,6 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
         identity.public_key().fingerprint(ssh_key::HashAlg::Sha256)
     ));
     crate::pump::run(sock, session, identity, &principal, verbose).await
-}
-
-async fn resolve(s: &Settings, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    if let Some(c) = &s.connect {
-        return c
-            .parse::<SocketAddr>()
-            .map(|a| vec![a])
-            .map_err(|_| format!("connect = {c:?} is not an address like 192.0.2.7:2222"));
-    }
-    if let Ok(ip) = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-    {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let resolver = hickory_resolver::TokioResolver::builder_tokio()
-        .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
-        .build()
-        .map_err(|e| format!("cannot build resolver: {e}"))?;
-    let ips = resolver
-        .lookup_ip(host)
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    let addrs: Vec<_> = ips.iter().map(|ip| SocketAddr::new(ip, port)).collect();
-    if addrs.is_empty() {
-        return Err(format!("{host} has no addresses"));
-    }
-    Ok(addrs)
 }
 
 async fn connect(addrs: &[SocketAddr], limit: Duration) -> std::io::Result<TcpStream> {

@@ -1,27 +1,33 @@
 //! ztssh-sidecar: `ProxyCommand ztssh-sidecar %h %p`. It speaks the hybrid
 //! tunnel for ssh, verifies the server's licence before revealing the user,
 //! and says plainly why a session ended. stdout carries only ssh's bytes.
+//! `ztssh-sidecar setup` writes the user's configuration (`setup.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 mod connect;
+mod discover;
 mod explain;
 mod identity;
 mod pump;
 mod revocation;
 mod settings;
-mod stdio;
+mod setup;
 
 #[derive(Parser)]
 #[command(
     name = "ztssh-sidecar",
     version,
-    about = "ssh ProxyCommand for ztssh: ProxyCommand ztssh-sidecar %h %p"
+    about = "ssh ProxyCommand for ztssh: ProxyCommand ztssh-sidecar %h %p",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
     /// Config file (default ~/.config/ztssh/sidecar.toml).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -50,13 +56,87 @@ struct Cli {
     #[arg(long)]
     revocation_url: Option<String>,
     /// Host as typed to ssh (%h); checked against the server licence.
-    host: String,
+    #[arg(required = true)]
+    host: Option<String>,
     /// Port (%p).
-    port: u16,
+    #[arg(required = true)]
+    port: Option<u16>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Set up this user: sidecar.toml, a Host block in ~/.ssh/config, and
+    /// the host CA line in ~/.ssh/known_hosts. Safe to re-run; --undo
+    /// removes what it added.
+    Setup(SetupArgs),
+    /// The same as `setup --undo`.
+    Unsetup,
+}
+
+#[derive(clap::Args)]
+struct SetupArgs {
+    /// The root CA public key (root.pub) from your administrators.
+    #[arg(long, required_unless_present = "undo")]
+    root: Option<PathBuf>,
+    /// Your ztssh principal (default: your local user name).
+    #[arg(long, short = 'l')]
+    principal: Option<String>,
+    /// Your OpenSSH private key (default: the key in ssh-agent).
+    #[arg(long, short = 'i')]
+    identity: Option<PathBuf>,
+    /// ssh Host pattern to send through ztssh (repeatable), e.g. 'web1' or '*.corp.example'.
+    #[arg(long = "host", num_args = 1.., value_name = "PATTERN")]
+    hosts: Vec<String>,
+    /// The host CA public key: the line `ztssh-ca known-hosts` prints (or
+    /// the bare key), from your administrators.
+    #[arg(long)]
+    host_ca: Option<PathBuf>,
+    /// Remove what setup added (blocks and its own files; backups stay).
+    #[arg(long, conflicts_with_all = ["root", "principal", "identity", "hosts", "host_ca"])]
+    undo: bool,
+}
+
+fn run_setup(cmd: Cmd) -> Result<(), String> {
+    let paths = setup::Paths::from_env()?;
+    let report = match cmd {
+        Cmd::Unsetup => setup::undo(&paths)?,
+        Cmd::Setup(a) if a.undo => setup::undo(&paths)?,
+        Cmd::Setup(a) => {
+            let sidecar = std::env::current_exe()
+                .map_err(|e| format!("cannot tell where this program is: {e}"))?;
+            let req = setup::Request {
+                root: a.root.ok_or("--root root.pub is required")?,
+                principal: a.principal,
+                identity: a.identity,
+                hosts: a.hosts,
+                host_ca: a.host_ca,
+            };
+            setup::setup(&req, &paths, &sidecar)?
+        }
+    };
+    for line in report {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(cmd) = cli.cmd {
+        return match run_setup(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                eprintln!("ztssh-sidecar: {msg}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let (Some(host), Some(port)) = (cli.host, cli.port) else {
+        eprintln!(
+            "ztssh: usage: ztssh-sidecar [OPTIONS] HOST PORT (as ProxyCommand ztssh-sidecar %h %p)"
+        );
+        return ExitCode::from(64);
+    };
     let flags = settings::Flags {
         root: cli.root,
         identity: cli.identity,
@@ -74,7 +154,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start runtime: {e}"))?;
-        let result = rt.block_on(connect::run(s, cli.host, cli.port));
+        let result = rt.block_on(connect::run(s, host, port));
         // A renewal signature may still be waiting on ssh-agent (a
         // confirmation, a touch) in the blocking pool: exit without
         // waiting for it; the process's end closes the agent socket.

@@ -9,8 +9,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
-use tokio::net::unix::pipe;
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd};
 use ztssh_proto::handshake::ClientSession;
@@ -19,6 +17,7 @@ use ztssh_proto::time::human;
 
 use crate::explain::{self, Error};
 use crate::identity::Identity;
+use ztssh_sidecar::platform::{self, SshGone, SshInput, SshOutput};
 
 /// How long the last bytes get to reach ssh or the proxy once the session
 /// is over.
@@ -46,7 +45,7 @@ pub async fn run(
     principal: &str,
     verbose: bool,
 ) -> Result<(), Error> {
-    let stdio = crate::stdio::open().map_err(|e| format!("cannot use stdin/stdout: {e}"))?;
+    let stdio = platform::open_stdio().map_err(|e| format!("cannot use stdin/stdout: {e}"))?;
     let lic = &session.licence.body;
     let ids = ClientIdentity::new(
         session.handshake_hash,
@@ -56,8 +55,7 @@ pub async fn run(
     );
     // ssh sends its ProxyCommand SIGHUP as it exits; end the tunnel cleanly
     // (a CLOSE record) rather than vanishing mid-stream.
-    let hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
-    let term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let gone = SshGone::watch()?;
     let mut pump = Pump {
         server: lic.server_id.clone(),
         verbose,
@@ -69,7 +67,7 @@ pub async fn run(
         signing: None,
         sock_error: None,
     };
-    pump.run(hangup, term).await
+    pump.run(gone).await
 }
 
 struct Pump {
@@ -78,8 +76,8 @@ struct Pump {
     conn: ClientConn,
     identity: Arc<Identity>,
     sock: TcpStream,
-    input: Option<pipe::Receiver>,
-    output: Option<pipe::Sender>,
+    input: Option<SshInput>,
+    output: Option<SshOutput>,
     signing: Option<Signing>,
     /// The proxy socket failed with this error.
     sock_error: Option<String>,
@@ -100,7 +98,7 @@ impl Pump {
         }
     }
 
-    async fn run(&mut self, mut hangup: Signal, mut term: Signal) -> Result<(), Error> {
+    async fn run(&mut self, mut gone: SshGone) -> Result<(), Error> {
         let sleep = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(sleep);
         let mut armed: Option<u64> = None;
@@ -139,8 +137,7 @@ impl Pump {
                     let sig = done.unwrap_or_else(|e| Err(e.to_string()));
                     self.conn.handle_signature(sig, mono_ms());
                 }
-                _ = hangup.recv() => break Exit::SshGone,
-                _ = term.recv() => break Exit::SshGone,
+                () = gone.recv() => break Exit::SshGone,
             }
         };
         self.finish(exit).await
@@ -311,14 +308,14 @@ impl Pump {
     }
 }
 
-async fn readable(p: Option<&pipe::Receiver>) -> std::io::Result<()> {
+async fn readable(p: Option<&SshInput>) -> std::io::Result<()> {
     match p {
         Some(p) => p.readable().await,
         None => std::future::pending().await,
     }
 }
 
-async fn writable(p: Option<&pipe::Sender>) -> std::io::Result<()> {
+async fn writable(p: Option<&SshOutput>) -> std::io::Result<()> {
     match p {
         Some(p) => p.writable().await,
         None => std::future::pending().await,

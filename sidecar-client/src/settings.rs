@@ -39,8 +39,26 @@ pub struct Settings {
     /// GET; the `ETag` is kept beside the file).
     #[serde(default)]
     pub revocation_url: Option<String>,
+    /// When ssh passes port 22 (no `Port` line, no `-p`), look up the SRV
+    /// record `_ztssh._tcp.HOST` for the proxy's host and port first
+    /// (`discover.rs` gives the rules).
+    #[serde(default = "default_true")]
+    pub srv_discovery: bool,
+    /// DNS servers to ask instead of resolv.conf's (`"192.0.2.53"` or
+    /// `"192.0.2.53:5353"`); /etc/hosts is read first either way.
+    #[serde(default)]
+    pub dns_servers: Vec<String>,
+    /// Seconds for each DNS lookup.
+    #[serde(default = "default_dns_timeout")]
+    pub dns_timeout_secs: u64,
 }
 
+fn default_true() -> bool {
+    true
+}
+fn default_dns_timeout() -> u64 {
+    3
+}
 fn default_frame() -> usize {
     ztssh_proto::frame::DEFAULT_FRAME
 }
@@ -104,6 +122,9 @@ pub fn load(explicit: Option<&Path>, flags: &Flags) -> Result<Settings, String> 
             "verbose",
             "revocation_list",
             "revocation_url",
+            "srv_discovery",
+            "dns_servers",
+            "dns_timeout_secs",
         ]))
         .merge(Serialized::defaults(flags))
         .extract()

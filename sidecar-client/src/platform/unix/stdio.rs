@@ -8,12 +8,14 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use tokio::net::unix::pipe;
 
+use super::{SshInput, SshOutput};
+
 /// Our stdin and stdout, ready for readiness-based IO.
 pub struct Stdio {
     /// What ssh sends.
-    pub input: pipe::Receiver,
+    pub input: SshInput,
     /// What goes to ssh.
-    pub output: pipe::Sender,
+    pub output: SshOutput,
 }
 
 /// Opens stdin and stdout.
