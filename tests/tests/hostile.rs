@@ -263,6 +263,18 @@ fn config_mistakes_exit_64_with_a_clear_message() {
             "penalties: need 1 <= threshold_secs <= max_secs <= 86400",
         ),
         (
+            format!("{good}\n[penalties]\ntimeout_secs = 15\n"),
+            "penalties.timeout_secs = 15 must be less than threshold_secs (15): one slow or evicted handshake would lock out everyone behind the same address",
+        ),
+        (
+            format!("{good}\n[penalties]\nevicted_secs = 20\n"),
+            "penalties.evicted_secs = 20 must be less than threshold_secs (15)",
+        ),
+        (
+            format!("{good}\n[limits]\nhandshakes_per_source = 8\nhandshakes_per_56 = 4\n"),
+            "limits: need handshakes_per_source (8) <= handshakes_per_56 (4) <= handshakes_per_48 (32) <= max_handshakes (64)",
+        ),
+        (
             format!("{good}\n[limits]\nrate_burts = 5\n"),
             "unknown field: found `rate_burts`",
         ),
