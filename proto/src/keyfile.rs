@@ -22,8 +22,8 @@ pub enum Existing {
 }
 
 /// Writes `contents` to `path` atomically: a 0600 temporary file with a
-/// random name in the same directory, fsync, then rename (`Replace`) or
-/// link (`Refuse`, which fails if anything is at `path`).
+/// random name in the same directory, fsync, then rename (`Replace`), or
+/// move it into place only if nothing is at `path` (`Refuse`).
 pub fn write_atomic(
     path: &Path,
     contents: &[u8],
@@ -48,24 +48,19 @@ pub fn write_atomic(
         f.sync_all()?;
         match existing {
             Existing::Replace => fs::rename(&tmp, path)?,
-            Existing::Refuse => {
-                // link(2) never replaces anything: the check and the
-                // write are one step.
-                fs::hard_link(&tmp, path).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        std::io::Error::new(
-                            e.kind(),
-                            format!(
-                                "{} already exists; refusing to overwrite it",
-                                path.display()
-                            ),
-                        )
-                    } else {
-                        e
-                    }
-                })?;
-                fs::remove_file(&tmp)?;
-            }
+            Existing::Refuse => place_new(&tmp, path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{} already exists; refusing to overwrite it",
+                            path.display()
+                        ),
+                    )
+                } else {
+                    e
+                }
+            })?,
         }
         fs::File::open(dir)?.sync_all()
     })();
@@ -73,6 +68,26 @@ pub fn write_atomic(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Moves `tmp` to `path` unless anything at all is there, in one step with
+/// no window between the check and the move: rename with
+/// `RENAME_NOREPLACE` where the kernel and file system take it, else a hard
+/// link (which never replaces either) and the temporary name removed.
+fn place_new(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::errno::Errno;
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        match renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(()),
+            // Not supported here: fall back to a link.
+            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    fs::hard_link(tmp, path)?;
+    fs::remove_file(tmp)
 }
 
 /// Writes a 32-byte secret as PEM with mode 0600; never over an existing file.
