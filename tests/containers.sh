@@ -247,6 +247,12 @@ subst pod.yaml "image: your-registry/ztssh-sshd:latest" "image: $SSHD_IMAGE"
 subst pod.yaml "image: your-registry/ztssh-proxy:latest" "image: $PROXY_IMAGE"
 subst pod.yaml "{name: ztssh, containerPort: 2222}" \
   "{name: ztssh, containerPort: 2222, hostPort: $PROXY_PORT, hostIP: 127.0.0.1}"
+# The keys' subPath mounts (Kubernetes shows a Secret's files as symlinks,
+# which the proxy refuses) become one directory mount: podman 4.3 mounts a
+# directory, not the file, for a subPath of a hostPath volume.
+subst pod.yaml "        - {name: keys, mountPath: /etc/ztssh/keys/subca.key, subPath: subca.key, readOnly: true}
+        - {name: keys, mountPath: /etc/ztssh/keys/noise.key, subPath: noise.key, readOnly: true}" \
+  "        - {name: keys, mountPath: /etc/ztssh/keys, readOnly: true}"
 for s in ztssh-keys sshd-host-key; do
   subst pod.yaml "secret: {secretName: $s, defaultMode: 0400}" \
     "hostPath: {path: $WORK/secrets/$s, type: Directory}"

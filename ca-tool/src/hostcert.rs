@@ -59,7 +59,7 @@ pub fn sign_host(
             HostCertError::BadHostKey(_) => anyhow::anyhow!("{}: {e}", host_key.display()),
             other => other.into(),
         })?;
-    keyfile::write_atomic(out, cert.text.as_bytes(), 0o644, true)
+    keyfile::write_atomic(out, cert.text.as_bytes(), 0o644, keyfile::Existing::Replace)
         .with_context(|| format!("cannot write {}", out.display()))?;
     println!(
         "host certificate serial {} for {} ({}) valid {} written to {}",

@@ -192,7 +192,13 @@ fn init(dir: &Path) -> Result<()> {
     let root = SigningKey::generate();
     keyfile::write_secret(&key_path, pem::ROOT_KEY, &root.to_seed()).map_err(anyhow::Error::msg)?;
     let pub_text = armor::encode(pem::ROOT_PUBLIC, &root.public().0);
-    keyfile::write_atomic(&dir.join("root.pub"), pub_text.as_bytes(), 0o644, false)?;
+    keyfile::write_atomic(
+        &dir.join("root.pub"),
+        pub_text.as_bytes(),
+        0o644,
+        keyfile::Existing::Refuse,
+    )?;
+    revoke::init_versions(dir)?;
     println!("root CA created in {}", dir.display());
     println!("  root.key  private, mode 0600: keep this directory offline");
     println!(
@@ -239,7 +245,7 @@ fn authorize(
     };
     let licence = body.sign(&root)?;
     let text = armor::encode(pem::LICENCE, licence.encoded());
-    keyfile::write_atomic(out, text.as_bytes(), 0o644, true)?;
+    keyfile::write_atomic(out, text.as_bytes(), 0o644, keyfile::Existing::Replace)?;
     println!(
         "licence {} for {} ({}) valid {} written to {}",
         licence.body.serial,

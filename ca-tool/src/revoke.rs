@@ -114,44 +114,68 @@ struct Records {
     keys: BTreeSet<[u8; 32]>,
 }
 
+/// Reads `revocations.txt` (missing: no records). Any other failure to
+/// read it is an error: a file that cannot be read must never be taken for
+/// an empty one.
+fn read_records(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
 fn load(dir: &Path) -> Result<Records> {
     let path = dir.join(RECORDS);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
+    let text = read_records(&path)?;
     let mut records = Records::default();
-    let r = &mut records.list;
     for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let bad = || {
-            anyhow::anyhow!(
-                "{}:{}: expected `principal|server|serial|key VALUE`",
-                path.display(),
-                i + 1
-            )
-        };
-        let (kind, value) = line.split_once(' ').ok_or_else(bad)?;
-        match kind {
-            "principal" => r.principals.insert(value.to_owned()),
-            "server" => r.servers.insert(value.to_owned()),
-            "serial" => r.serials.insert(parse_serial(value)?),
-            "key" => records.keys.insert(parse_fingerprint(value)?),
-            _ => return Err(bad()),
-        };
+        parse_line(line, &mut records).with_context(|| format!("{}:{}", path.display(), i + 1))?;
     }
     Ok(records)
+}
+
+/// One line of `revocations.txt`, checked as `revoke` checks its flags.
+fn parse_line(line: &str, records: &mut Records) -> Result<()> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(());
+    }
+    let Some((kind, value)) = line.split_once(' ') else {
+        bail!("expected `principal|server|serial|key VALUE`, found {line:?}");
+    };
+    let value = value.trim();
+    let r = &mut records.list;
+    match kind {
+        "principal" => {
+            check_name(value, MAX_PRINCIPAL, "principal")
+                .with_context(|| format!("principal {value:?}"))?;
+            r.principals.insert(value.to_owned());
+        }
+        "server" => {
+            check_name(value, MAX_SERVER_ID, "server id")
+                .with_context(|| format!("server {value:?}"))?;
+            r.servers.insert(value.to_owned());
+        }
+        "serial" => {
+            r.serials.insert(parse_serial(value)?);
+        }
+        "key" => {
+            records.keys.insert(parse_fingerprint(value)?);
+        }
+        _ => bail!("expected `principal|server|serial|key VALUE`, found {kind:?}"),
+    }
+    Ok(())
 }
 
 /// Records a revocation (idempotent).
 pub fn revoke(dir: &Path, target: &Target) -> Result<()> {
     keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY).map_err(anyhow::Error::msg)?;
     let path = dir.join(RECORDS);
-    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+    // The whole file is checked before a line is added to it: a mistake is
+    // reported where it is, and an unreadable file is never replaced.
+    load(dir)?;
+    let mut text = read_records(&path)?;
     let line = target.line();
     if text.lines().any(|l| l.trim() == line) {
         println!("already revoked: {line}");
@@ -162,7 +186,7 @@ pub fn revoke(dir: &Path, target: &Target) -> Result<()> {
     }
     text.push_str(&line);
     text.push('\n');
-    keyfile::write_atomic(&path, text.as_bytes(), 0o600, true)?;
+    keyfile::write_atomic(&path, text.as_bytes(), 0o600, keyfile::Existing::Replace)?;
     println!("recorded: {line}");
     if let Target::Key(_) = target {
         println!(
@@ -194,7 +218,7 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
     let mut revoked = records.list;
     revoked.user_keys = records.keys.iter().copied().collect();
     let version_path = dir.join(VERSION_FILE);
-    let last = last_version(&version_path)?;
+    let last = last_version(&version_path, true)?;
     let list = Crl {
         list_version: last + 1,
         issued: now,
@@ -207,9 +231,14 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
         &version_path,
         format!("{}\n", list.list_version).as_bytes(),
         0o600,
-        true,
+        keyfile::Existing::Replace,
     )?;
-    keyfile::write_atomic(out, armor::encode(pem::CRL, &bytes).as_bytes(), 0o644, true)?;
+    keyfile::write_atomic(
+        out,
+        armor::encode(pem::CRL, &bytes).as_bytes(),
+        0o644,
+        keyfile::Existing::Replace,
+    )?;
     let r = &list.revoked;
     println!(
         "revocation list version {} ({} principals, {} servers, {} serials, {} user keys), next update in {}, written to {}",
@@ -230,15 +259,48 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
     Ok(())
 }
 
-fn last_version(path: &Path) -> Result<u64> {
+/// The last version issued, from its counter file. The revocation list's
+/// (`crl.version`) must exist: every proxy refuses a list whose version is
+/// not above the one it holds, so starting again at 1 would have them all
+/// refuse every new list. `ztssh-ca init` writes it; a KRL's counter may
+/// start over (sshd does not compare versions).
+fn last_version(path: &Path, required: bool) -> Result<u64> {
     match std::fs::read_to_string(path) {
-        Ok(t) => t
-            .trim()
-            .parse()
-            .with_context(|| format!("{} is corrupt", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        Ok(t) => t.trim().parse().with_context(|| {
+            format!(
+                "{} is corrupt ({:?} is not a version number); write the version of the \
+                 last list this CA issued into it (ztssh-ca show crl.pem prints it)",
+                path.display(),
+                t.trim()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "{} is missing; it holds the version of the last revocation list this CA \
+             issued, and proxies refuse a list that is not newer than theirs. If this CA \
+             never issued a list, create it with: echo 0 > {}; otherwise write the last \
+             version into it (ztssh-ca show crl.pem prints it)",
+            path.display(),
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot read {}; refusing to guess the next version",
+                path.display()
+            )
+        }),
     }
+}
+
+/// Writes the counter files of a new CA: no list issued yet.
+pub fn init_versions(dir: &Path) -> Result<()> {
+    keyfile::write_atomic(
+        &dir.join(VERSION_FILE),
+        b"0\n",
+        0o600,
+        keyfile::Existing::Refuse,
+    )
+    .with_context(|| format!("cannot create {}", dir.join(VERSION_FILE).display()))
 }
 
 /// Writes the revoked user keys as a binary OpenSSH KRL for sshd's
@@ -248,7 +310,7 @@ pub fn krl(dir: &Path, out: &Path, now: u64) -> Result<()> {
     keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY).map_err(anyhow::Error::msg)?;
     let records = load(dir)?;
     let version_path = dir.join(KRL_VERSION_FILE);
-    let version = last_version(&version_path)? + 1;
+    let version = last_version(&version_path, false)? + 1;
     let bytes = crate::krl::Krl {
         krl_version: version,
         generated: now,
@@ -260,9 +322,9 @@ pub fn krl(dir: &Path, out: &Path, now: u64) -> Result<()> {
         &version_path,
         format!("{version}\n").as_bytes(),
         0o600,
-        true,
+        keyfile::Existing::Replace,
     )?;
-    keyfile::write_atomic(out, &bytes, 0o644, true)
+    keyfile::write_atomic(out, &bytes, 0o644, keyfile::Existing::Replace)
         .with_context(|| format!("cannot write {}", out.display()))?;
     println!(
         "KRL version {version} ({} revoked user keys) written to {}",

@@ -337,7 +337,15 @@ impl Opener {
             .into());
         }
         match kind {
-            RecordType::Data if self.closed && len > 0 => {
+            // An empty DATA record carries nothing; cover traffic is PAD.
+            RecordType::Data if len == 0 => {
+                return Err(Malformed::Invalid {
+                    what: "record",
+                    why: "empty DATA",
+                }
+                .into());
+            }
+            RecordType::Data if self.closed => {
                 return Err(ProtoError::PeerMisbehaved("DATA after CLOSE"));
             }
             RecordType::Data => data.extend_from_slice(body),

@@ -396,9 +396,19 @@ impl AwaitingClientHello {
         let mut r = Reader::new(body, "client hello");
         let version = r.u16()?;
         let frame = r.u16()?;
-        let _caps = r.u32()?;
+        let caps = r.u32()?;
         let ek_bytes = r.take(KEM_EK_LEN)?;
         r.finish()?;
+        // Reserved: a client that sets a bit expects something this version
+        // does not do, and a later version can give the bits a meaning only
+        // if this one refuses them now.
+        if caps != 0 {
+            return Err(Malformed::Invalid {
+                what: "client hello",
+                why: "reserved caps field is not 0",
+            }
+            .into());
+        }
         if version != labels::PROTOCOL_VERSION {
             return Err(ProtoError::Incompatible(format!(
                 "client speaks protocol version {version}"

@@ -9,40 +9,59 @@ use std::path::Path;
 use crate::armor;
 use crate::keys::{Secret, SigningKey};
 
-/// Writes `contents` to `path` atomically: a 0600 temporary file in the same
-/// directory, fsync, then rename. Refuses to replace an existing file unless
-/// `overwrite` is set.
+/// What [`write_atomic`] does when something already exists at the path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Leave it and fail with `AlreadyExists`: for files that must be new
+    /// (keys). Whatever is there counts, a dangling symlink included, and
+    /// there is no window between a check and the write.
+    Refuse,
+    /// Replace it atomically: for files that are meant to be updated
+    /// (lists, licences, version counters).
+    Replace,
+}
+
+/// Writes `contents` to `path` atomically: a 0600 temporary file with a
+/// random name in the same directory, fsync, then rename (`Replace`), or
+/// move it into place only if nothing is at `path` (`Refuse`).
 pub fn write_atomic(
     path: &Path,
     contents: &[u8],
     mode: u32,
-    overwrite: bool,
+    existing: Existing,
 ) -> std::io::Result<()> {
-    if !overwrite && path.exists() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            format!(
-                "{} already exists; refusing to overwrite it",
-                path.display()
-            ),
-        ));
-    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let tag = crate::keys::hex(&crate::keys::random_bytes::<6>());
+    let tmp = dir.join(format!(".{name}.tmp{}-{tag}", std::process::id()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
     let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
         f.write_all(contents)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
-        fs::rename(&tmp, path)?;
+        match existing {
+            Existing::Replace => fs::rename(&tmp, path)?,
+            Existing::Refuse => place_new(&tmp, path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{} already exists; refusing to overwrite it",
+                            path.display()
+                        ),
+                    )
+                } else {
+                    e
+                }
+            })?,
+        }
         fs::File::open(dir)?.sync_all()
     })();
     if result.is_err() {
@@ -51,27 +70,40 @@ pub fn write_atomic(
     result
 }
 
-/// Writes a 32-byte secret as PEM with mode 0600.
-pub fn write_secret(path: &Path, label: &str, secret: &Secret<32>) -> std::io::Result<()> {
-    let text = zeroize::Zeroizing::new(armor::encode(label, secret.expose()));
-    write_atomic(path, text.as_bytes(), 0o600, false)
+/// Moves `tmp` to `path` unless anything at all is there, in one step with
+/// no window between the check and the move: rename with
+/// `RENAME_NOREPLACE` where the kernel and file system take it, else a hard
+/// link (which never replaces either) and the temporary name removed.
+fn place_new(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::errno::Errno;
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        match renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(()),
+            // Not supported here: fall back to a link.
+            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    fs::hard_link(tmp, path)?;
+    fs::remove_file(tmp)
 }
 
-/// Reads a 32-byte secret written by [`write_secret`]; refuses files that
-/// group or others can read.
+/// Writes a 32-byte secret as PEM with mode 0600; never over an existing file.
+pub fn write_secret(path: &Path, label: &str, secret: &Secret<32>) -> std::io::Result<()> {
+    let text = zeroize::Zeroizing::new(armor::encode(label, secret.expose()));
+    write_atomic(path, text.as_bytes(), 0o600, Existing::Refuse)
+}
+
+/// The most a secret key file may hold (a PEM-armored 32-byte key is about
+/// 100 bytes).
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// Reads a 32-byte secret written by [`write_secret`], through
+/// [`read_private`].
 pub fn read_secret(path: &Path, label: &'static str) -> FileResult<Secret<32>> {
-    let meta = fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(format!(
-            "{} is readable by other users (mode {:o}); run: chmod 600 {}",
-            path.display(),
-            meta.permissions().mode() & 0o777,
-            path.display()
-        ));
-    }
-    let text = zeroize::Zeroizing::new(
-        fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-    );
+    let text = zeroize::Zeroizing::new(read_private(path, MAX_SECRET_FILE)?);
     let bytes = zeroize::Zeroizing::new(
         armor::decode_expect(label, &text).map_err(|e| format!("{}: {e}", path.display()))?,
     );
@@ -80,6 +112,58 @@ pub fn read_secret(path: &Path, label: &'static str) -> FileResult<Secret<32>> {
         .try_into()
         .map_err(|_| format!("{}: key has the wrong length", path.display()))?;
     Ok(Secret::new(arr))
+}
+
+/// Reads a private file. It is opened without following a symlink in its
+/// place (`O_NOFOLLOW`), then checked on that same descriptor, so nothing
+/// can be swapped in between the check and the read: a regular file, owned
+/// by this user or by root, that group and others can neither read nor
+/// write.
+pub fn read_private(path: &Path, max: u64) -> FileResult<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                format!(
+                    "{} is a symbolic link; key files are opened only directly, so that \
+                     nobody who can change a link can point the key elsewhere: give the \
+                     file's own path (in Kubernetes, mount each key with subPath)",
+                    path.display()
+                )
+            } else {
+                cannot(e)
+            }
+        })?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "cannot read {}: not a regular file",
+            path.display()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} is open to other users (mode {:o}); run: chmod 600 {}",
+            path.display(),
+            meta.mode() & 0o777,
+            path.display()
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "{} is owned by uid {}, not by this user (uid {me}) or root; \
+             whoever owns it can replace the key: run: chown {me} {}",
+            path.display(),
+            meta.uid(),
+            path.display()
+        ));
+    }
+    read_at_most(file, max, path)
 }
 
 /// Reads an Ed25519 signing key file.
@@ -111,7 +195,6 @@ pub fn read_pem(path: &Path, label: &'static str) -> FileResult<Vec<u8>> {
 /// device such as /dev/zero behind a symlink, a directory), and no more
 /// than `max` bytes are read.
 pub fn read_regular(path: &Path, max: u64) -> FileResult<Vec<u8>> {
-    use std::io::Read;
     let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
     let file = fs::OpenOptions::new()
         .read(true)
@@ -132,10 +215,16 @@ pub fn read_regular(path: &Path, max: u64) -> FileResult<Vec<u8>> {
             meta.len()
         ));
     }
+    read_at_most(file, max, path)
+}
+
+/// Reads `file` to its end, refusing more than `max` bytes.
+fn read_at_most(file: fs::File, max: u64, path: &Path) -> FileResult<Vec<u8>> {
+    use std::io::Read;
     let mut bytes = Vec::new();
     file.take(max.saturating_add(1))
         .read_to_end(&mut bytes)
-        .map_err(cannot)?;
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if bytes.len() as u64 > max {
         return Err(format!(
             "cannot read {}: grew past the {max} bytes allowed while being read",
@@ -213,6 +302,86 @@ mod tests {
                 .contains("chmod 600")
         );
         assert!(read_pem(&path, "ZTSSH LICENCE").is_err());
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ztssh-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        dir
+    }
+
+    #[test]
+    fn create_new_never_replaces_what_is_there_not_even_a_dangling_link() {
+        let dir = scratch("refuse");
+        let path = dir.join("k.pem");
+        // A dangling symlink: `Path::exists` says no, but it is something.
+        std::os::unix::fs::symlink(dir.join("elsewhere"), &path).expect("symlink");
+        let e = write_atomic(&path, b"new", 0o600, Existing::Refuse).expect_err("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(
+            e.to_string()
+                .ends_with("already exists; refusing to overwrite it"),
+            "{e}"
+        );
+        assert!(
+            fs::symlink_metadata(&path)
+                .expect("still there")
+                .is_symlink()
+        );
+        assert!(!dir.join("elsewhere").exists());
+        // Racing writers: exactly one creates the file, and it holds that
+        // one's bytes whole.
+        let racy = dir.join("race.pem");
+        let wins: Vec<_> = (0..8u8)
+            .map(|i| {
+                let racy = racy.clone();
+                std::thread::spawn(move || {
+                    write_atomic(&racy, &[i; 64], 0o600, Existing::Refuse)
+                        .is_ok()
+                        .then_some(i)
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|t| t.join().expect("thread"))
+            .collect();
+        assert_eq!(wins.len(), 1, "{wins:?}");
+        assert_eq!(fs::read(&racy).expect("read"), vec![wins[0]; 64]);
+        // Replace does replace, and no temporary file is left behind.
+        write_atomic(&racy, b"v2", 0o644, Existing::Replace).expect("replace");
+        assert_eq!(fs::read(&racy).expect("read"), b"v2");
+        let left: Vec<_> = fs::read_dir(&dir)
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn key_files_are_not_read_through_a_symlink_or_from_another_owner() {
+        let dir = scratch("private");
+        let real = dir.join("real.pem");
+        let key = SigningKey::generate();
+        write_secret(&real, "ZTSSH ROOT KEY", &key.to_seed()).expect("write");
+        assert!(read_secret(&real, "ZTSSH ROOT KEY").is_ok());
+        let link = dir.join("link.pem");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let e = read_secret(&link, "ZTSSH ROOT KEY").expect_err("through a symlink");
+        assert!(e.contains("is a symbolic link"), "{e}");
+        // Group-writable is refused like group-readable.
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o620)).expect("chmod");
+        let e = read_secret(&real, "ZTSSH ROOT KEY").expect_err("group-writable");
+        assert!(e.contains("(mode 620); run: chmod 600"), "{e}");
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).expect("chmod");
+        // Owned by someone else (the suite runs as root, which may chown).
+        nix::unistd::chown(&real, Some(nix::unistd::Uid::from_raw(65534)), None)
+            .expect("chown (the suite runs as root)");
+        let e = read_secret(&real, "ZTSSH ROOT KEY").expect_err("another owner");
+        assert!(e.contains("is owned by uid 65534"), "{e}");
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

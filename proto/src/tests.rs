@@ -479,6 +479,62 @@ mod hostile {
     }
 
     #[test]
+    fn a_client_hello_with_reserved_caps_set_is_refused() {
+        let pki = pki();
+        // body_len:u16, version:u16, frame_size:u16, then caps:u32.
+        for bit in [0u32, 7, 31] {
+            let mut p = testkit::honest_hello_payload(FrameSize::default());
+            p[6..10].copy_from_slice(&(1u32 << bit).to_be_bytes());
+            let msg1 = testkit::client_hello_raw(&p).expect("msg1");
+            let e = server(&pki)
+                .handle_client_hello(&msg1)
+                .map(|_| ())
+                .expect_err("caps set");
+            assert_eq!(e.to_string(), "client hello: reserved caps field is not 0");
+        }
+    }
+
+    #[test]
+    fn empty_data_records_are_refused() {
+        let pki = pki();
+        let alice = user(1);
+        let (mut c, mut s) =
+            run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
+        let mut wire = Vec::new();
+        c.transport
+            .sealer
+            .seal_data(b"before", &mut wire)
+            .expect("seal");
+        // type DATA, flags 0, len 0.
+        c.transport
+            .sealer
+            .seal_plaintext_raw(&[1, 0, 0, 0], &mut wire)
+            .expect("seal");
+        let (mut d, mut ev) = (Vec::new(), Vec::new());
+        let e = s
+            .transport
+            .opener
+            .open_all(&wire, &mut d, &mut ev)
+            .expect_err("empty DATA");
+        assert_eq!(e.to_string(), "record: empty DATA");
+        // An empty DATA after CLOSE is refused too.
+        let (mut c, mut s) =
+            run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
+        let mut wire = Vec::new();
+        c.transport.sealer.seal_close(&mut wire).expect("close");
+        c.transport
+            .sealer
+            .seal_plaintext_raw(&[1, 0, 0, 0], &mut wire)
+            .expect("seal");
+        let e = s
+            .transport
+            .opener
+            .open_all(&wire, &mut d, &mut ev)
+            .expect_err("empty DATA after CLOSE");
+        assert_eq!(e.to_string(), "record: empty DATA");
+    }
+
+    #[test]
     fn records_with_an_oversized_length_field_are_refused() {
         let pki = pki();
         let alice = user(1);

@@ -70,10 +70,12 @@ fn check(shared: &Shared, conns: &Arc<Semaphore>, peer: SocketAddr) -> Result<Ad
     let admitted = shared.limits.admit(peer.ip()).inspect_err(|why| {
         debug!(event = "connection_refused", peer = %peer, reason = why.label(), "refused before the handshake");
     })?;
-    if admitted.evicted_other {
+    if let Some(e) = &admitted.evicted {
         debug!(
             event = "handshake_evicted",
-            "handshake table full; evicted the oldest pending handshake"
+            source = %e.source,
+            block_held = e.block_held,
+            "handshake table full; evicted the oldest pending handshake of the network holding the most"
         );
     }
     Ok(Admission {

@@ -428,6 +428,14 @@ fn check_limits(s: &Settings) -> Result<Vec<ipnet::IpNet>, ConfigError> {
             s.max_handshakes
         )));
     }
+    let [source, site, block] = l.network_caps(s.max_handshakes);
+    if !(source <= site && site <= block && block <= s.max_handshakes) {
+        return Err(err(format!(
+            "limits: need handshakes_per_source ({source}) <= handshakes_per_56 ({site}) \
+             <= handshakes_per_48 ({block}) <= max_handshakes ({})",
+            s.max_handshakes
+        )));
+    }
     if !(16..=10_000_000).contains(&l.tracked_sources) {
         return Err(err(
             "limits.tracked_sources must be between 16 and 10000000",
@@ -438,6 +446,20 @@ fn check_limits(s: &Settings) -> Result<Vec<ipnet::IpNet>, ConfigError> {
         return Err(err(
             "penalties: need 1 <= threshold_secs <= max_secs <= 86400",
         ));
+    }
+    // One timeout or eviction must never lock out a source by itself: a
+    // whole office NAT shares it.
+    for (name, secs) in [
+        ("timeout_secs", p.timeout_secs),
+        ("evicted_secs", p.evicted_secs),
+    ] {
+        if p.enabled && secs >= p.threshold_secs {
+            return Err(err(format!(
+                "penalties.{name} = {secs} must be less than threshold_secs ({}): \
+                 one slow or evicted handshake would lock out everyone behind the same address",
+                p.threshold_secs
+            )));
+        }
     }
     p.exempt
         .iter()

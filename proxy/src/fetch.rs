@@ -218,7 +218,12 @@ async fn keep(settings: &PullSettings, body: Bytes) {
     }
     let shown = path.display().to_string();
     let written = tokio::task::spawn_blocking(move || {
-        ztssh_proto::keyfile::write_atomic(&path, &body, 0o644, true)
+        ztssh_proto::keyfile::write_atomic(
+            &path,
+            &body,
+            0o644,
+            ztssh_proto::keyfile::Existing::Replace,
+        )
     })
     .await;
     match written {

@@ -24,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod driver;
 pub mod fetch;
+pub mod halfopen;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

@@ -1,19 +1,26 @@
 //! Abuse limits checked when a connection is accepted, before any DH, KEM or
 //! signature work: per-source penalties for repeated failures (like
 //! OpenSSH's PerSourcePenalties), a per-source rate limit (governor), and
-//! the half-open handshake table. Every table is bounded; a flood from many
-//! addresses cannot grow memory without limit.
+//! the half-open handshake table ([`crate::halfopen`]), fair between
+//! networks. Every table is bounded; a flood from many addresses cannot
+//! grow memory without limit.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::DefaultClock;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::{HashMapStateStore, ShrinkableKeyedStateStore};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+
+use crate::halfopen::HalfOpen;
+pub use crate::halfopen::{Evicted, HandshakeSlot};
 
 /// `[limits]` in the proxy config.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -23,8 +30,15 @@ pub struct LimitSettings {
     pub rate_per_minute: u32,
     /// New connections a source may open at once before the rate applies.
     pub rate_burst: u32,
-    /// Handshakes one source may have in progress at once.
+    /// Handshakes one source (IPv4 address, IPv6 /64) may have in
+    /// progress at once.
     pub handshakes_per_source: usize,
+    /// Handshakes one IPv6 /56 (IPv4 /24) may have in progress at once;
+    /// unset: a quarter of `max_handshakes`, at least `handshakes_per_source`.
+    pub handshakes_per_56: Option<usize>,
+    /// Handshakes one IPv6 /48 (IPv4 /16) may have in progress at once;
+    /// unset: half of `max_handshakes`, at least `handshakes_per_56`.
+    pub handshakes_per_48: Option<usize>,
     /// Most sources tracked by the rate limiter and by the penalty table.
     pub tracked_sources: usize,
 }
@@ -35,8 +49,25 @@ impl Default for LimitSettings {
             rate_per_minute: 120,
             rate_burst: 20,
             handshakes_per_source: 8,
+            handshakes_per_56: None,
+            handshakes_per_48: None,
             tracked_sources: 65_536,
         }
+    }
+}
+
+impl LimitSettings {
+    /// The half-open caps per source, /56 and /48 for a table of
+    /// `max_handshakes`, defaults filled in.
+    pub fn network_caps(&self, max_handshakes: usize) -> [usize; 3] {
+        let source = self.handshakes_per_source;
+        let site = self
+            .handshakes_per_56
+            .unwrap_or_else(|| (max_handshakes / 4).max(source));
+        let block = self
+            .handshakes_per_48
+            .unwrap_or_else(|| (max_handshakes / 2).max(site));
+        [source, site, block]
     }
 }
 
@@ -52,8 +83,14 @@ pub struct PenaltySettings {
     pub bad_handshake_secs: u64,
     /// Authenticated but refused: unknown key, policy, revoked identity.
     pub failed_auth_secs: u64,
-    /// Handshake not finished in time (slowloris).
+    /// Handshake not finished in time (slowloris). Less than
+    /// `threshold_secs`: one laptop that sleeps mid-handshake must not
+    /// lock out its whole NAT.
     pub timeout_secs: u64,
+    /// Handshake evicted from a full half-open table to make room (its
+    /// network held the most pending handshakes). Less than
+    /// `threshold_secs`.
+    pub evicted_secs: u64,
     /// Penalty at which the source starts being refused.
     pub threshold_secs: u64,
     /// Longest penalty.
@@ -68,7 +105,8 @@ impl Default for PenaltySettings {
             enabled: true,
             bad_handshake_secs: 2,
             failed_auth_secs: 5,
-            timeout_secs: 20,
+            timeout_secs: 10,
+            evicted_secs: 2,
             threshold_secs: 15,
             max_secs: 600,
             exempt: Vec::new(),
@@ -85,6 +123,9 @@ pub enum Failure {
     FailedAuth,
     /// Too slow to finish the handshake.
     Timeout,
+    /// Evicted from the full half-open table (a soft failure: the source's
+    /// network held the most pending handshakes).
+    Evicted,
 }
 
 /// Why a connection was refused at accept time (the metric label): every
@@ -101,6 +142,9 @@ pub enum Refusal {
     RateLimited,
     /// The source already has its share of handshakes in progress.
     SourceHandshakes,
+    /// The source's /56 or /48 (IPv4 /24 or /16) already has its share of
+    /// handshakes in progress.
+    NetworkHandshakes,
 }
 
 impl Refusal {
@@ -112,6 +156,7 @@ impl Refusal {
             Self::PolicySource => "policy_source",
             Self::RateLimited => "rate_limited",
             Self::SourceHandshakes => "source_handshakes",
+            Self::NetworkHandshakes => "network_handshakes",
         }
     }
 }
@@ -132,7 +177,7 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -181,6 +226,7 @@ impl Penalties {
             Failure::BadHandshake => self.cfg.bad_handshake_secs,
             Failure::FailedAuth => self.cfg.failed_auth_secs,
             Failure::Timeout => self.cfg.timeout_secs,
+            Failure::Evicted => self.cfg.evicted_secs,
         }
     }
 
@@ -221,68 +267,48 @@ impl Penalties {
     }
 }
 
-struct Pending {
-    id: u64,
-    key: IpAddr,
-    evict: Arc<Notify>,
-}
+/// The rate limiter's per-source state, shared with [`Limits`] so that
+/// admission can ask whether a source is already tracked without adding it.
+#[derive(Clone, Default)]
+struct RateStore(Arc<HashMapStateStore<IpAddr>>);
 
-/// Handshakes in progress. When the table is full the oldest handshake is
-/// evicted rather than the newcomer refused: a real client finishes its
-/// handshake in a few round trips, so idle sockets cannot hold the door shut.
-struct HalfOpen {
-    cap: usize,
-    per_source: usize,
-    next_id: u64,
-    queue: VecDeque<Pending>,
-    by_source: HashMap<IpAddr, usize>,
-}
-
-impl HalfOpen {
-    fn remove(&mut self, id: u64) {
-        if let Some(pos) = self.queue.iter().position(|p| p.id == id) {
-            let gone = self.queue.remove(pos);
-            if let Some(g) = gone {
-                self.forget(g.key);
-            }
-        }
-    }
-
-    fn forget(&mut self, key: IpAddr) {
-        if let Some(n) = self.by_source.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.by_source.remove(&key);
-            }
-        }
+impl RateStore {
+    fn contains(&self, key: &IpAddr) -> bool {
+        self.0.lock().contains_key(key)
     }
 }
 
-/// A slot in the half-open table, released on drop. `evicted` fires when a
-/// newer connection took the slot.
-pub struct HandshakeSlot {
-    table: Arc<Mutex<HalfOpen>>,
-    id: u64,
-    evict: Arc<Notify>,
-}
+impl StateStore for RateStore {
+    type Key = IpAddr;
 
-impl HandshakeSlot {
-    /// Completes when this handshake has been evicted.
-    pub async fn evicted(&self) {
-        self.evict.notified().await;
+    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        self.0.measure_and_replace(key, f)
     }
 }
 
-impl Drop for HandshakeSlot {
-    fn drop(&mut self) {
-        lock(&self.table).remove(self.id);
+impl ShrinkableKeyedStateStore<IpAddr> for RateStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.0.retain_recent(drop_below);
+    }
+    fn shrink_to_fit(&self) {
+        self.0.shrink_to_fit();
+    }
+    fn len(&self) -> usize {
+        ShrinkableKeyedStateStore::len(&*self.0)
+    }
+    fn is_empty(&self) -> bool {
+        ShrinkableKeyedStateStore::is_empty(&*self.0)
     }
 }
 
 /// All accept-time limits.
 pub struct Limits {
     penalties: Mutex<Penalties>,
-    rate: DefaultKeyedRateLimiter<IpAddr>,
+    rate: RateLimiter<IpAddr, RateStore, DefaultClock>,
+    rate_store: RateStore,
     overflow: DefaultDirectRateLimiter,
     tracked: usize,
     half_open: Arc<Mutex<HalfOpen>>,
@@ -292,8 +318,8 @@ pub struct Limits {
 pub struct Admitted {
     /// The new handshake's slot.
     pub slot: HandshakeSlot,
-    /// Whether an older handshake was evicted to make room.
-    pub evicted_other: bool,
+    /// The older handshake evicted to make room, if one was.
+    pub evicted: Option<Evicted>,
 }
 
 impl Limits {
@@ -307,18 +333,17 @@ impl Limits {
         let burst = NonZeroU32::new(l.rate_burst).unwrap_or(NonZeroU32::MIN);
         let per_minute = NonZeroU32::new(l.rate_per_minute).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_minute(per_minute).allow_burst(burst);
+        let rate_store = RateStore::default();
         Self {
             penalties: Mutex::new(Penalties::new(p.clone(), exempt, l.tracked_sources)),
-            rate: RateLimiter::keyed(quota),
+            rate: RateLimiter::new(quota, rate_store.clone(), DefaultClock::default()),
+            rate_store,
             overflow: RateLimiter::direct(quota),
             tracked: l.tracked_sources,
-            half_open: Arc::new(Mutex::new(HalfOpen {
-                cap: max_handshakes,
-                per_source: l.handshakes_per_source,
-                next_id: 0,
-                queue: VecDeque::new(),
-                by_source: HashMap::new(),
-            })),
+            half_open: Arc::new(Mutex::new(HalfOpen::new(
+                max_handshakes,
+                l.network_caps(max_handshakes),
+            ))),
         }
     }
 
@@ -330,47 +355,19 @@ impl Limits {
     /// The accept-time checks after [`Self::penalised`]: rate, then the
     /// half-open table. No cryptography happens before this returns `Ok`.
     pub fn admit(&self, peer: IpAddr) -> Result<Admitted, Refusal> {
-        let key = source_key(peer);
-        if !self.rate_ok(key) {
+        if !self.rate_ok(source_key(peer)) {
             return Err(Refusal::RateLimited);
         }
-        let mut t = lock(&self.half_open);
-        if t.by_source.get(&key).copied().unwrap_or(0) >= t.per_source {
-            return Err(Refusal::SourceHandshakes);
-        }
-        let mut evicted_other = false;
-        if t.queue.len() >= t.cap
-            && let Some(oldest) = t.queue.pop_front()
-        {
-            t.forget(oldest.key);
-            oldest.evict.notify_one();
-            evicted_other = true;
-        }
-        let id = t.next_id;
-        t.next_id = t.next_id.wrapping_add(1);
-        let evict = Arc::new(Notify::new());
-        t.queue.push_back(Pending {
-            id,
-            key,
-            evict: Arc::clone(&evict),
-        });
-        *t.by_source.entry(key).or_insert(0) += 1;
-        drop(t);
-        Ok(Admitted {
-            slot: HandshakeSlot {
-                table: Arc::clone(&self.half_open),
-                id,
-                evict,
-            },
-            evicted_other,
-        })
+        let (slot, evicted) = crate::halfopen::admit(&self.half_open, peer)?;
+        Ok(Admitted { slot, evicted })
     }
 
-    /// Per-source rate; once the table holds `tracked` sources, unknown
-    /// and known sources alike share one overflow bucket until housekeeping
-    /// forgets the idle ones.
+    /// Per-source rate. Once the table holds `tracked` sources, sources it
+    /// does not know share one overflow bucket until housekeeping forgets
+    /// the idle ones; a source it knows keeps its own bucket, so a flood of
+    /// new addresses cannot make a known user share the flood's.
     fn rate_ok(&self, key: IpAddr) -> bool {
-        if self.rate.len() >= self.tracked {
+        if self.rate.len() >= self.tracked && !self.rate_store.contains(&key) {
             return self.overflow.check().is_ok();
         }
         self.rate.check_key(&key).is_ok()
@@ -396,7 +393,7 @@ impl Limits {
 
     /// Handshakes in progress.
     pub fn half_open(&self) -> usize {
-        lock(&self.half_open).queue.len()
+        lock(&self.half_open).len()
     }
 }
 
@@ -485,7 +482,7 @@ mod tests {
         assert_eq!(p.blocked(k, t), Some(16));
         assert_eq!(
             p.record(k, Failure::Timeout, t),
-            Some(Enforced { secs: 36 })
+            Some(Enforced { secs: 26 })
         );
         for _ in 0..100 {
             p.record(k, Failure::Timeout, t);
@@ -525,6 +522,7 @@ mod tests {
     #[test]
     fn penalised_sources_are_refused_at_accept() {
         let l = limits(LimitSettings::default(), PenaltySettings::default(), 8);
+        assert!(l.fail(ip("192.0.2.7"), Failure::Timeout).is_none());
         assert!(l.fail(ip("192.0.2.7"), Failure::Timeout).is_some());
         assert_eq!(l.penalised(ip("192.0.2.7")), Some(20));
         assert_eq!(l.penalised(ip("192.0.2.8")), None);
@@ -540,6 +538,7 @@ mod tests {
         assert_eq!(p.map.len(), 100);
         // Once those expire, new sources are recorded again.
         let later = t + Duration::from_secs(30);
+        assert_eq!(p.record(ip("198.51.100.1"), Failure::Timeout, later), None);
         assert!(
             p.record(ip("198.51.100.1"), Failure::Timeout, later)
                 .is_some()
@@ -613,51 +612,89 @@ mod tests {
     }
 
     #[test]
-    fn full_half_open_table_evicts_the_oldest_handshake() {
+    fn one_timeout_never_reaches_the_threshold() {
+        // An office NAT: one laptop sleeps mid-handshake.
+        let l = limits(LimitSettings::default(), PenaltySettings::default(), 8);
+        assert_eq!(l.fail(ip("192.0.2.7"), Failure::Timeout), None);
+        assert_eq!(l.penalised(ip("192.0.2.7")), None);
+        // An eviction is a soft failure too: counted, never enough alone.
+        assert_eq!(l.fail(ip("192.0.2.8"), Failure::Evicted), None);
+        assert_eq!(l.penalised(ip("192.0.2.8")), None);
+        // Repeated, they add up.
+        let mut p = Penalties::new(PenaltySettings::default(), Vec::new(), 16);
+        let t = Instant::now();
+        let k = ip("192.0.2.9");
+        assert_eq!(p.record(k, Failure::Timeout, t), None);
+        assert_eq!(
+            p.record(k, Failure::Timeout, t),
+            Some(Enforced { secs: 20 })
+        );
+        for _ in 0..7 {
+            assert_eq!(p.record(ip("192.0.2.10"), Failure::Evicted, t), None);
+        }
+        assert!(p.record(ip("192.0.2.10"), Failure::Evicted, t).is_some());
+    }
+
+    #[test]
+    fn known_sources_keep_their_own_bucket_once_the_table_is_full() {
         let l = limits(
             LimitSettings {
-                handshakes_per_source: 2,
+                tracked_sources: 16,
+                rate_per_minute: 1,
+                rate_burst: 2,
+                handshakes_per_source: 100,
                 ..LimitSettings::default()
             },
             PenaltySettings::default(),
-            3,
+            100_000,
         );
-        let a = l.admit(ip("192.0.2.1")).expect("a");
-        let b = l.admit(ip("192.0.2.2")).expect("b");
-        let c = l.admit(ip("192.0.2.3")).expect("c");
-        assert!(!a.evicted_other && !b.evicted_other && !c.evicted_other);
-        let d = l.admit(ip("192.0.2.4")).expect("d");
-        assert!(d.evicted_other);
-        assert_eq!(l.half_open(), 3);
-        // `a` was told; `b` was not.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(1), a.slot.evicted())
-                .await
-                .expect("a evicted");
-            assert!(
-                tokio::time::timeout(Duration::from_millis(10), b.slot.evicted())
-                    .await
-                    .is_err()
-            );
-        });
-        // Dropping the evicted slot changes nothing; dropping a live one frees it.
-        drop(a);
-        assert_eq!(l.half_open(), 3);
-        drop(b);
-        assert_eq!(l.half_open(), 2);
-        // One source may hold only its share.
-        let e1 = l.admit(ip("192.0.2.9")).expect("e1");
-        let e2 = l.admit(ip("192.0.2.9")).expect("e2");
+        let user = ip("198.51.100.1");
+        drop(l.admit(user).expect("user's first"));
+        // New sources fill the table and drain the shared overflow bucket.
+        for i in 0..100u32 {
+            drop(l.admit(IpAddr::V4((0x0a00_0000 + i).into())));
+        }
+        assert!(l.tracked().1 >= 16);
         assert!(matches!(
-            l.admit(ip("192.0.2.9")),
-            Err(Refusal::SourceHandshakes)
+            l.admit(ip("203.0.113.1")),
+            Err(Refusal::RateLimited)
         ));
-        drop((c, d, e1, e2));
+        // The user is known: its own bucket still has its second token.
+        assert!(
+            l.admit(user).is_ok(),
+            "a known source fell into the overflow bucket"
+        );
+    }
+
+    #[test]
+    fn the_half_open_table_is_fair_between_networks() {
+        let l = limits(
+            LimitSettings {
+                handshakes_per_source: 2,
+                rate_burst: 1000,
+                ..LimitSettings::default()
+            },
+            PenaltySettings::default(),
+            8,
+        );
+        // Defaults: 2 per /56 (a quarter of 8), 4 per /48 (half).
+        assert_eq!(LimitSettings::default().network_caps(64), [8, 16, 32]);
+        let user = l.admit(ip("2001:db8:1::1")).expect("user");
+        let mut flood = Vec::new();
+        let mut refused = 0;
+        // 250 /64s of 2001:db8:2:4400::/56.
+        for i in 0..250u16 {
+            match l.admit(ip(&format!("2001:db8:2:{:x}::1", 0x4400 + i))) {
+                Ok(a) => flood.push(a),
+                Err(Refusal::NetworkHandshakes) => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(flood.len(), 2, "one /56 holds its cap");
+        assert_eq!(refused, 248);
+        assert!(flood.iter().all(|a| a.evicted.is_none()));
+        assert_eq!(l.half_open(), 3);
+        drop((user, flood));
         assert_eq!(l.half_open(), 0);
-        assert!(lock(&l.half_open).by_source.is_empty());
     }
 }

@@ -272,7 +272,7 @@ fn keygen(dir: &Path) -> anyhow::Result<()> {
         &req_path,
         armor::encode(pem::REQUEST, &request.encode()).as_bytes(),
         0o644,
-        true,
+        keyfile::Existing::Replace,
     )?;
     println!("keys written to {} (mode 0600)", dir.display());
     println!("licence request: {}", req_path.display());

@@ -2,7 +2,9 @@
 //! served on a separate address, off unless `metrics_listen` is set.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -11,9 +13,9 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::warn;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tracing::{debug, warn};
 
 use crate::authority::Authority;
 
@@ -297,25 +299,74 @@ impl Metrics {
     }
 }
 
+/// Most connections the metrics listener serves at once; one more is
+/// closed as soon as it is accepted. A scraper needs one or two.
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// Longest a metrics connection may stay open.
+const METRICS_CONNECTION_SECS: u64 = 10;
+
 /// Serves `/metrics` and `/healthz` until the process ends.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     authority: watch::Receiver<Arc<Authority>>,
 ) {
-    loop {
-        let Ok((sock, _)) = listener.accept().await else {
-            continue;
-        };
+    accept_capped(listener, METRICS_MAX_CONNECTIONS, move |sock| {
         let (metrics, authority) = (Arc::clone(&metrics), authority.clone());
-        tokio::spawn(async move {
+        async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let reply = respond(&req, &metrics, &authority);
                 async move { Ok::<_, Infallible>(reply) }
             });
             let io = hyper_util::rt::TokioIo::new(sock);
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+            let _ = tokio::time::timeout(Duration::from_secs(METRICS_CONNECTION_SECS), conn).await;
+        }
+    })
+    .await;
+}
+
+/// Accepts connections and runs `serve_one` on each, at most `cap` at
+/// once: a connection beyond the cap is closed as soon as it is accepted,
+/// so idle sockets cannot pile up tasks and descriptors. A failed accept
+/// (out of descriptors, say) backs off, from 10 ms doubling to 1 s, instead
+/// of spinning on the error.
+pub async fn accept_capped<F, Fut>(listener: TcpListener, cap: usize, serve_one: F)
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+    let slots = Arc::new(Semaphore::new(cap));
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => {
+                backoff = FIRST_BACKOFF;
+                sock
+            }
+            Err(e) => {
+                if backoff == FIRST_BACKOFF {
+                    warn!(event = "accept_failed", listener = "metrics", error = %e, "accept failed; backing off");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            debug!(
+                event = "metrics_refused",
+                cap, "metrics listener at its connection cap; closed a connection"
+            );
+            drop(sock);
+            continue;
+        };
+        let fut = serve_one(sock);
+        tokio::spawn(async move {
+            fut.await;
+            drop(permit);
         });
     }
 }
@@ -347,4 +398,57 @@ fn respond(
         resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::sync::mpsc;
+
+    async fn wait(rx: &mut mpsc::UnboundedReceiver<&'static str>) -> Option<&'static str> {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an event within 10 s")
+    }
+
+    /// Each served connection reports when it starts and when its client
+    /// has gone; it is held until then.
+    #[test]
+    fn the_metrics_listener_closes_connections_past_its_cap() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
+            tokio::spawn(accept_capped(listener, 2, move |mut sock| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send("served");
+                    let mut b = [0u8; 1];
+                    while matches!(sock.read(&mut b).await, Ok(n) if n > 0) {}
+                    let _ = tx.send("done");
+                }
+            }));
+            let a = TcpStream::connect(addr).await.expect("a");
+            assert_eq!(wait(&mut rx).await, Some("served"));
+            let _b = TcpStream::connect(addr).await.expect("b");
+            assert_eq!(wait(&mut rx).await, Some("served"));
+            // The third is closed at accept: it reads end of file.
+            let mut c = TcpStream::connect(addr).await.expect("c");
+            let mut buf = [0u8; 1];
+            let got = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+                .await
+                .expect("the connection past the cap was not closed");
+            assert!(matches!(got, Ok(0)) || got.is_err(), "{got:?}");
+            // Once one is released, the next is served.
+            drop(a);
+            assert_eq!(wait(&mut rx).await, Some("done"));
+            let _d = TcpStream::connect(addr).await.expect("d");
+            assert_eq!(wait(&mut rx).await, Some("served"));
+        });
+    }
 }

@@ -69,7 +69,8 @@ pub async fn handle(
             r = handshake => r,
             () = slot.evicted() => {
                 shared.metrics.handshakes.with_label_values(&["evicted"]).inc();
-                info!(event = "handshake_failed", reason = "evicted", "handshake table full; this oldest pending handshake made room for a new one");
+                info!(event = "handshake_failed", reason = "evicted", "handshake table full; this network held the most pending handshakes, and this one, its oldest, made room for a new one");
+                penalise(&shared, peer, Failure::Evicted);
                 return;
             }
         };
@@ -292,6 +293,11 @@ async fn serve_authenticated(
         }
         warn!(event = "session_terminated", principal = %principal, serial = %serial, reason = e.kind.label(), proofs,
             "session killed, upstream sshd socket closed: {e}");
+        // A bad record or a control message a client may not send is the
+        // client's doing, authenticated or not (`bad_handshake_secs`).
+        if matches!(e.kind, EndKind::BadRecord | EndKind::UnexpectedControl) {
+            penalise(shared, peer, Failure::BadHandshake);
+        }
     };
     let mut driver = Driver::new(
         conn,

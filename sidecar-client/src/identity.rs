@@ -8,6 +8,50 @@ use ztssh_proto::labels::{SSHSIG_NAMESPACE_HANDSHAKE, SSHSIG_NAMESPACE_RENEW};
 
 use ztssh_sidecar::agent::Agent;
 
+/// Largest identity file read (an RSA-16384 key is about 13 kB).
+const MAX_IDENTITY_FILE: u64 = 64 * 1024;
+
+/// What is wrong with an identity file's permission bits, if anything.
+fn exposure(mode: u32) -> Option<&'static str> {
+    match (mode & 0o040 != 0, mode & 0o004 != 0) {
+        (false, false) => None,
+        (true, false) => Some("its group"),
+        (false, true) => Some("every user"),
+        (true, true) => Some("its group and every user"),
+    }
+}
+
+/// Reads the identity file, warning on stderr when other users can read
+/// it (the mode is checked on the descriptor the key is read from).
+fn read_identity_file(path: &Path) -> Result<zeroize::Zeroizing<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let cannot = |e: std::io::Error| format!("cannot read identity {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "cannot read identity {}: not a regular file",
+            path.display()
+        ));
+    }
+    if let Some(who) = exposure(meta.mode()) {
+        eprintln!(
+            "ztssh: warning: identity {} can be read by {} (mode {:o}); anyone who reads it \
+             can log in as you: run: chmod 600 {}",
+            path.display(),
+            who,
+            meta.mode() & 0o777,
+            path.display()
+        );
+    }
+    let mut text = zeroize::Zeroizing::new(String::new());
+    file.take(MAX_IDENTITY_FILE)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    Ok(text)
+}
+
 /// Where the user's key lives.
 pub enum Identity {
     /// An unencrypted private key file.
@@ -49,7 +93,8 @@ impl Identity {
     }
 
     fn from_file(path: &Path, agent_sock: Option<&Path>) -> Result<Self, String> {
-        let key = ssh_key::PrivateKey::read_openssh_file(path)
+        let text = read_identity_file(path)?;
+        let key = ssh_key::PrivateKey::from_openssh(text.as_bytes())
             .map_err(|e| format!("cannot read identity {}: {e}", path.display()))?;
         if !key.is_encrypted() {
             return Ok(Self::File(Box::new(key)));
@@ -105,5 +150,19 @@ impl Identity {
                     .map_err(|e| e.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposure;
+
+    #[test]
+    fn group_and_world_readable_modes_are_named() {
+        assert_eq!(exposure(0o100600), None);
+        assert_eq!(exposure(0o100400), None);
+        assert_eq!(exposure(0o100640), Some("its group"));
+        assert_eq!(exposure(0o100604), Some("every user"));
+        assert_eq!(exposure(0o100644), Some("its group and every user"));
     }
 }

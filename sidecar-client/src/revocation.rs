@@ -98,10 +98,15 @@ pub async fn refresh(url: &str, cache: &Path, root: &PublicKey) -> Result<Vec<St
         Ok(ztssh_fetch::Fetched::NotModified) => return Ok(Vec::new()),
         Ok(ztssh_fetch::Fetched::Body(body)) => match verify(&body, root) {
             Ok(crl) if have.is_none_or(|v| crl.list_version > v) => {
-                keyfile::write_atomic(cache, &body, 0o644, true)
+                keyfile::write_atomic(cache, &body, 0o644, keyfile::Existing::Replace)
                     .map_err(|e| format!("cannot write {}: {e}", cache.display()))?;
                 if let Some(e) = fetcher.etag() {
-                    let _ = keyfile::write_atomic(&etag_path, e.as_bytes(), 0o644, true);
+                    let _ = keyfile::write_atomic(
+                        &etag_path,
+                        e.as_bytes(),
+                        0o644,
+                        keyfile::Existing::Replace,
+                    );
                 }
                 return Ok(Vec::new());
             }

@@ -1149,3 +1149,29 @@ impl Drop for LiveSsh {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::sshd_saw_close;
+
+    #[test]
+    fn sshd_saw_close_knows_every_way_sshd_logs_a_dropped_connection() {
+        let lines = [
+            "Connection closed by 127.0.0.1 port 40001 [preauth]",
+            "Connection reset by 127.0.0.1 port 40002",
+            "Read error from remote host 127.0.0.1 port 40003: Connection reset by peer",
+            "Connection closed by authenticating user root 127.0.0.1 port 40004 [preauth]",
+        ];
+        let log = lines.join("\n");
+        for port in 40001..=40004 {
+            assert!(sshd_saw_close(&log, port), "port {port}");
+        }
+        // Another port, a prefix of a port, or another kind of line: no.
+        assert!(!sshd_saw_close(&log, 4000));
+        assert!(!sshd_saw_close(&log, 40005));
+        assert!(!sshd_saw_close(
+            "Accepted publickey for root from 127.0.0.1 port 40006 ssh2",
+            40006
+        ));
+    }
+}

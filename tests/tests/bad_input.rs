@@ -347,3 +347,28 @@ fn frames_after_terminate_never_reach_sshd() {
     assert!(!sshd.contains("after-terminate"), "{sshd}");
     assert!(!sshd.contains("Remote protocol version"), "{sshd}");
 }
+
+#[test]
+fn a_bad_record_after_authentication_is_penalised() {
+    // In this world one bad record (3 s) reaches the threshold (3 s).
+    let w = World::with_extra(
+        "[penalties]\nbad_handshake_secs = 3\nthreshold_secs = 3\ntimeout_secs = 1\nevicted_secs = 1\n",
+    );
+    let (_, _, mut s) = honest_handshake(&w, "127.0.0.26");
+    let mut rec = vec![0u8; 1024];
+    s.read_exact(&mut rec).expect("ACCEPT record");
+    // A record that does not authenticate, from an authenticated client.
+    s.write_all(&pseudo_random(1024, 26))
+        .expect("forged record");
+    let log = wait_log(&w, "event=\"source_penalised\"");
+    assert!(
+        log.lines().any(|l| l.contains("peer=127.0.0.26")
+            && l.contains("event=\"session_terminated\"")
+            && l.contains("reason=\"bad_record\"")),
+        "{log}"
+    );
+    assert!(
+        log.contains("event=\"source_penalised\" source=127.0.0.26 secs=3"),
+        "{log}"
+    );
+}

@@ -97,7 +97,9 @@ fn tampered_handshake_fails_on_both_sides() {
 #[test]
 fn garbage_http_and_slow_sockets_are_dropped_without_reaching_sshd() {
     // The abuse comes from 127.0.0.2; its penalty must not touch 127.0.0.1.
-    let w = World::with_extra("handshake_timeout_secs = 1\n");
+    // A timeout alone stays under the threshold (one sleeping laptop must
+    // not lock out its NAT); here it costs 14 s of the 15.
+    let w = World::with_extra("handshake_timeout_secs = 1\n[penalties]\ntimeout_secs = 14\n");
     let abuser = "127.0.0.2";
     let mut s = connect_from(abuser, w.proxy.port).expect("connect");
     s.write_all(&pseudo_random(HELLO_LEN, 99)).expect("write");
@@ -121,10 +123,10 @@ fn garbage_http_and_slow_sockets_are_dropped_without_reaching_sshd() {
     let plog = w.proxy.log_text();
     assert!(plog.contains("reason=\"timeout\""), "{plog}");
     assert!(plog.contains("reason=\"protocol\""), "{plog}");
-    // 2 + 2 + 20 penalty seconds (less the second that passed): the
+    // 2 + 2 + 14 penalty seconds (less the second that passed): the
     // abuser is now refused at accept, before any cryptography.
     assert!(
-        plog.contains("after repeated failures event=\"source_penalised\" source=127.0.0.2 secs=2"),
+        plog.contains("after repeated failures event=\"source_penalised\" source=127.0.0.2 secs=1"),
         "{plog}"
     );
     let mut s = connect_from(abuser, w.proxy.port).expect("connect");
@@ -259,6 +261,18 @@ fn config_mistakes_exit_64_with_a_clear_message() {
         (
             format!("{good}\n[penalties]\nthreshold_secs = 900\n"),
             "penalties: need 1 <= threshold_secs <= max_secs <= 86400",
+        ),
+        (
+            format!("{good}\n[penalties]\ntimeout_secs = 15\n"),
+            "penalties.timeout_secs = 15 must be less than threshold_secs (15): one slow or evicted handshake would lock out everyone behind the same address",
+        ),
+        (
+            format!("{good}\n[penalties]\nevicted_secs = 20\n"),
+            "penalties.evicted_secs = 20 must be less than threshold_secs (15)",
+        ),
+        (
+            format!("{good}\n[limits]\nhandshakes_per_source = 8\nhandshakes_per_56 = 4\n"),
+            "limits: need handshakes_per_source (8) <= handshakes_per_56 (4) <= handshakes_per_48 (32) <= max_handshakes (64)",
         ),
         (
             format!("{good}\n[limits]\nrate_burts = 5\n"),

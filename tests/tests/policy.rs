@@ -311,7 +311,8 @@ fn repeated_failures_earn_a_penalty_for_that_source_only() {
         "",
         &format!(
             "metrics_listen = \"127.0.0.1:{metrics}\"\n\
-             [penalties]\nbad_handshake_secs = 3\nthreshold_secs = 5\nmax_secs = 30\n"
+             [penalties]\nbad_handshake_secs = 3\nthreshold_secs = 5\nmax_secs = 30\n\
+             timeout_secs = 4\nevicted_secs = 1\n"
         ),
     );
     // Two garbage handshakes from 127.0.0.5 (3 s each) pass the threshold.
