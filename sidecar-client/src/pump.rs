@@ -38,15 +38,19 @@ fn instant_at(ms: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_millis(ms.saturating_sub(now_ms))
 }
 
-/// Runs the session until it ends.
+/// Runs the session until it ends. With `retry_possible`, nothing is read
+/// from ssh until the proxy accepts, and a refused key hands `stdio` back
+/// untouched ([`Error::KeyRefused`]) for the next key's connection.
 pub async fn run(
     sock: TcpStream,
     session: ClientSession,
     identity: Identity,
     principal: &str,
     verbose: bool,
+    stdio: &mut Option<crate::stdio::Stdio>,
+    retry_possible: bool,
 ) -> Result<(), Error> {
-    let stdio = crate::stdio::open().map_err(|e| format!("cannot use stdin/stdout: {e}"))?;
+    let io = stdio.take().ok_or("stdin/stdout already closed")?;
     let lic = &session.licence.body;
     let ids = ClientIdentity::new(
         session.handshake_hash,
@@ -58,18 +62,26 @@ pub async fn run(
     // (a CLOSE record) rather than vanishing mid-stream.
     let hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
     let term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut conn = ClientConn::new(session.transport, ids);
+    conn.hold_until_accepted(retry_possible);
     let mut pump = Pump {
         server: lic.server_id.clone(),
         verbose,
-        conn: ClientConn::new(session.transport, ids),
+        conn,
         identity: Arc::new(identity),
         sock,
-        input: Some(stdio.input),
-        output: Some(stdio.output),
+        input: Some(io.input),
+        output: Some(io.output),
         signing: None,
         sock_error: None,
     };
-    pump.run(hangup, term).await
+    let r = pump.run(hangup, term).await;
+    if let (Err(Error::KeyRefused { .. }), Some(input), Some(output)) =
+        (&r, pump.input.take(), pump.output.take())
+    {
+        *stdio = Some(crate::stdio::Stdio { input, output });
+    }
+    r
 }
 
 struct Pump {
