@@ -49,7 +49,7 @@ fn authorize(w: &World, keys: &[&Path]) {
     std::fs::write(&path, text).expect("principals");
     let before = count(&w.proxy.log_text(), "event=\"reload\" result=\"ok\"");
     w.proxy.sighup();
-    wait_until(Duration::from_secs(10), "reload", || {
+    wait_until(T, "reload", || {
         count(&w.proxy.log_text(), "event=\"reload\" result=\"ok\"") > before
     });
 }
