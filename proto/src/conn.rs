@@ -39,7 +39,7 @@
 //! queue that makes no progress for the write bound ends the session.
 
 use crate::ProtoError;
-use crate::control::Control;
+use crate::control::{Control, TerminateCode};
 use crate::end::{EndKind, Ended};
 use crate::frame::{Event, Opener, Sealer, Transport};
 use crate::identity::{
@@ -789,6 +789,10 @@ impl ServerConn {
 pub enum ClientEnd {
     /// The proxy refused the session before accepting it.
     Refused(String),
+    /// The proxy refused the user key before accepting the session (the
+    /// key is not authorized for the principal, or not acceptable at all):
+    /// another key may do, on a new connection.
+    KeyRefused(String),
     /// The proxy ended an accepted session.
     Terminated(String),
     /// A record failed to open or broke the protocol.
@@ -867,6 +871,10 @@ pub struct ClientConn {
     failed: bool,
     /// Test clients: surface control messages instead of handling them.
     manual: bool,
+    /// Read nothing from ssh until the proxy accepts (another key may
+    /// have to be tried on a new connection, which needs ssh's first
+    /// bytes).
+    hold: bool,
 }
 
 impl ClientConn {
@@ -883,7 +891,15 @@ impl ClientConn {
             done: false,
             failed: false,
             manual: false,
+            hold: false,
         }
+    }
+
+    /// Holds ssh's input until the proxy accepts the session: when the
+    /// sidecar may still try another user key on a new connection, ssh's
+    /// first bytes must not be spent on this one.
+    pub fn hold_until_accepted(&mut self, on: bool) {
+        self.hold = on;
     }
 
     /// The identity state.
@@ -908,7 +924,10 @@ impl ClientConn {
 
     /// Whether the driver should read ssh's input now.
     pub fn wants_local(&self) -> bool {
-        !self.done && !self.link.local_closed && self.link.tx.len() < HIGH_WATER
+        !self.done
+            && (self.accepted || !self.hold)
+            && !self.link.local_closed
+            && self.link.tx.len() < HIGH_WATER
     }
 
     /// Where to read the proxy's bytes to.
@@ -1006,11 +1025,13 @@ impl ClientConn {
                     self.events.push_back(ClientConnEvent::Accepted);
                 }
             }
-            Event::Control(Control::Terminate { reason, .. }) => {
+            Event::Control(Control::Terminate { code, reason }) => {
                 // Nothing after TERMINATE reaches ssh.
                 self.link.local.clear();
                 let end = if self.accepted {
                     ClientEnd::Terminated(reason.clone())
+                } else if *code == TerminateCode::NotAuthorized {
+                    ClientEnd::KeyRefused(reason.clone())
                 } else {
                     ClientEnd::Refused(reason.clone())
                 };
@@ -1210,6 +1231,12 @@ impl ClientConn {
         }
         if self.accepted && self.identity.renewal_due(mono_ms) {
             match self.identity.renewal_data() {
+                // A security key within its re-verification interval: the
+                // session keys alone vouch for the renewal, no touch.
+                Ok(_) if !self.identity.user_sig_needed() => {
+                    self.renewal = Renewal::Signing;
+                    self.handle_signature(Ok(Vec::new()), mono_ms);
+                }
                 Ok(data) => {
                     self.to_sign = Some(data);
                     self.renewal = Renewal::Signing;

@@ -1491,3 +1491,74 @@ proptest! {
         }
     }
 }
+
+/// A client whose handshake the proxy answers with `terminate` before any
+/// ACCEPT; `hold` as the sidecar sets it when another key may follow.
+fn refused_client(hold: bool, code: crate::control::TerminateCode) -> ClientConn {
+    let pki = pki();
+    let alice = user(1);
+    let (session, mut authed) =
+        run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
+    let identity = ClientIdentity::new(
+        session.handshake_hash,
+        "alice",
+        session.session_key,
+        SigningKey::generate().public(),
+    );
+    let mut client = ClientConn::new(session.transport, identity);
+    client.hold_until_accepted(hold);
+    assert_eq!(
+        client.wants_local(),
+        !hold,
+        "ssh's bytes wait only when held"
+    );
+    let mut wire = Vec::new();
+    let msg = Control::Terminate {
+        code,
+        reason: "principal alice is not authorized with key K on web1".into(),
+    };
+    authed
+        .transport
+        .sealer
+        .seal_control(&msg, &mut wire)
+        .expect("seal");
+    client.handle_peer(&wire, CLIENT_BASE);
+    client
+}
+
+#[test]
+fn a_key_refused_before_accept_is_its_own_end_and_ssh_bytes_wait_while_held() {
+    use crate::control::TerminateCode;
+    let reason = "principal alice is not authorized with key K on web1".to_owned();
+    let mut c = refused_client(true, TerminateCode::NotAuthorized);
+    let mut ends = Vec::new();
+    while let Some(ev) = c.poll_event() {
+        ends.push(ev);
+    }
+    assert!(
+        ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::KeyRefused(
+            reason.clone()
+        )))),
+        "{ends:?}"
+    );
+    // Any other refusal is not about the key: no other key is tried.
+    let mut c = refused_client(false, TerminateCode::PolicyDenied);
+    let mut ends = Vec::new();
+    while let Some(ev) = c.poll_event() {
+        ends.push(ev);
+    }
+    assert!(
+        ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::Refused(reason)))),
+        "{ends:?}"
+    );
+}
+
+#[test]
+fn a_held_client_reads_ssh_once_accepted() {
+    let mut n = net_with(TIMING, 0, None);
+    n.client.hold_until_accepted(true);
+    assert!(!n.client.wants_local());
+    n.pump();
+    assert!(n.client.accepted());
+    assert!(n.client.wants_local());
+}

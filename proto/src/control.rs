@@ -48,8 +48,9 @@ impl TerminateCode {
 pub const MAX_REASON: usize = 200;
 /// Longest certificate inside a control message.
 pub const MAX_CERT: usize = 320;
-/// Longest SSHSIG inside a RENEW.
-pub const MAX_SSHSIG: usize = 400;
+/// Longest user signature inside a RENEW (an SSHSIG, or the bare
+/// signature of an RSA-4096 key: see [`crate::userkey`]).
+pub const MAX_SSHSIG: usize = 600;
 
 /// Control messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +72,13 @@ pub enum Control {
     Cert {
         /// Encoded [`crate::cert::ClientCert`].
         cert: Vec<u8>,
+        /// Security key sessions only (absent otherwise, so the message is
+        /// unchanged for every other key): whether the renewal of this
+        /// certificate must carry the user key's signature (a touch), or
+        /// may leave `user_sig` empty because the principal's
+        /// re-verification interval has not run out (see
+        /// [`crate::identity::SkPolicy`]).
+        user_sig_due: Option<bool>,
     },
     /// Proxy → client: prove you still hold the session key.
     Challenge {
@@ -106,7 +114,8 @@ pub enum Control {
         new_sig: [u8; 64],
         /// The current session key's signature over the renewal data.
         old_sig: [u8; 64],
-        /// The user key's SSHSIG over the renewal data.
+        /// The user key's SSHSIG over the renewal data; empty when the
+        /// last CERT said `user_sig_due: Some(false)`.
         user_sig: Vec<u8>,
     },
 }
@@ -140,8 +149,11 @@ impl Control {
                     .u8(*code as u8)
                     .str8(&sanitize(reason, MAX_REASON));
             }
-            Self::Cert { cert } => {
+            Self::Cert { cert, user_sig_due } => {
                 w.u8(CERT).var16(cert);
+                if let Some(due) = user_sig_due {
+                    w.u8(u8::from(*due));
+                }
             }
             Self::Challenge {
                 seq,
@@ -186,9 +198,21 @@ impl Control {
                 let reason = sanitize(r.str8(MAX_REASON)?, MAX_REASON);
                 Self::Terminate { code, reason }
             }
-            CERT => Self::Cert {
-                cert: r.var16(MAX_CERT)?.to_vec(),
-            },
+            CERT => {
+                let cert = r.var16(MAX_CERT)?.to_vec();
+                let user_sig_due = match r.rest() {
+                    [] => None,
+                    [0] => Some(false),
+                    [1] => Some(true),
+                    _ => {
+                        return Err(Malformed::Invalid {
+                            what: "CERT",
+                            why: "bad user_sig_due",
+                        });
+                    }
+                };
+                Self::Cert { cert, user_sig_due }
+            }
             CHALLENGE => Self::Challenge {
                 seq: r.u64()?,
                 nonce: r.array()?,
@@ -247,6 +271,15 @@ mod tests {
             },
             Control::Cert {
                 cert: vec![7; MAX_CERT],
+                user_sig_due: None,
+            },
+            Control::Cert {
+                cert: vec![7; MAX_CERT],
+                user_sig_due: Some(true),
+            },
+            Control::Cert {
+                cert: vec![7; 100],
+                user_sig_due: Some(false),
             },
             Control::Challenge {
                 seq: 9,
@@ -260,7 +293,7 @@ mod tests {
             },
             Control::Ack { seq: 9 },
             Control::Renew {
-                principal: "alice".into(),
+                principal: "a".repeat(MAX_PRINCIPAL),
                 new_key: [4; 32],
                 new_sig: [5; 64],
                 old_sig: [6; 64],
@@ -278,19 +311,33 @@ mod tests {
             let bytes = m.encode();
             assert!(bytes.len() <= max, "{} is {} bytes", m.name(), bytes.len());
             assert_eq!(Control::decode(&bytes), Ok(m.clone()));
-            let mut long = bytes.clone();
-            long.push(0);
-            assert!(
-                Control::decode(&long).is_err(),
-                "{} trailing byte",
-                m.name()
-            );
-            for cut in 0..bytes.len() {
+            // A CERT's optional last byte is 0 or 1: any other byte after
+            // any message is refused, and so is a second one.
+            for tail in [&[2u8][..], &[0, 0], &[1, 1]] {
+                let mut long = bytes.clone();
+                long.extend_from_slice(tail);
                 assert!(
-                    Control::decode(&bytes[..cut]).is_err(),
-                    "{} cut at {cut}",
+                    Control::decode(&long).is_err(),
+                    "{} trailing {tail:?}",
                     m.name()
                 );
+            }
+            // Cut short, nothing decodes, but a CERT without its optional
+            // byte (the form sent for keys other than security keys).
+            for cut in 0..bytes.len() {
+                match (&m, Control::decode(&bytes[..cut])) {
+                    (
+                        Control::Cert {
+                            cert,
+                            user_sig_due: Some(_),
+                        },
+                        Ok(Control::Cert {
+                            cert: c,
+                            user_sig_due: None,
+                        }),
+                    ) if *cert == c && cut + 1 == bytes.len() => {}
+                    (_, r) => assert!(r.is_err(), "{} cut at {cut}", m.name()),
+                }
             }
         }
     }

@@ -40,6 +40,10 @@ pub enum EndKind {
     UserKeyRevoked,
     /// The key is not (or no longer) authorized for the principal.
     NotAuthorized,
+    /// The user key or its signature on the handshake was refused (a key
+    /// type or size ztssh does not accept, SHA-1, a bad signature, a
+    /// security key's missing touch).
+    UserKeyRefused,
     /// The proxy's own licence is revoked.
     LicenceRevoked,
     /// The proxy's own licence expired.
@@ -93,6 +97,7 @@ impl EndKind {
             Self::SerialRevoked => "serial_revoked",
             Self::UserKeyRevoked => "user_key_revoked",
             Self::NotAuthorized => "not_authorized",
+            Self::UserKeyRefused => "user_key_refused",
             Self::LicenceRevoked => "licence_revoked",
             Self::LicenceExpired => "licence_expired",
             Self::LicenceNotYetValid => "licence_not_yet_valid",
@@ -114,7 +119,7 @@ impl EndKind {
     /// The coarse code sent in TERMINATE.
     pub fn code(self) -> TerminateCode {
         match self {
-            Self::NotAuthorized => TerminateCode::NotAuthorized,
+            Self::NotAuthorized | Self::UserKeyRefused => TerminateCode::NotAuthorized,
             Self::PolicyDenied | Self::MaxSessions => TerminateCode::PolicyDenied,
             Self::UpstreamUnavailable | Self::UpstreamIo | Self::UpstreamStalled => {
                 TerminateCode::UpstreamUnavailable

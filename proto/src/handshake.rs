@@ -25,16 +25,17 @@
 use ml_kem::kem::{Decapsulate, Encapsulate, Kem, KeyExport};
 use ml_kem::{MlKem768, TryKeyInit};
 use sha2::Digest;
-use ssh_key::encoding::{Decode, Encode};
 use zeroize::Zeroizing;
 
 use crate::cert::{Licence, LicenceVerified, MAX_LICENCE_LEN, MAX_PRINCIPAL, check_name};
 use crate::codec::{Reader, Writer};
+use crate::end::{EndKind, Ended};
 use crate::error::{AuthError, Malformed, ProtoError};
 use crate::frame::{FrameSize, Transport};
 use crate::keys::{NoiseKeypair, PublicKey, SigningKey};
 use crate::labels;
 use crate::time::UnixTime;
+use crate::userkey::{self, UserSigVerified};
 
 /// ML-KEM-768 encapsulation key length.
 pub const KEM_EK_LEN: usize = 1184;
@@ -44,7 +45,8 @@ pub const KEM_CT_LEN: usize = 1088;
 pub const HELLO_LEN: usize = 2048;
 const SERVER_HELLO_MIN: usize = 4096;
 const CLIENT_AUTH_MIN: usize = 2048;
-/// Largest OpenSSH public key or SSHSIG blob accepted in message 3.
+/// Largest OpenSSH public key or user signature blob accepted in message
+/// 3 (an RSA-4096 key, and its signature in the bare form, fit).
 pub const MAX_SSH_BLOB: usize = 1024;
 
 // Noise overhead of each message for this pattern (psk mode encrypts from msg 1 on).
@@ -311,9 +313,8 @@ impl ServerVerified {
         let key_blob = user_key
             .to_bytes()
             .map_err(|_| ProtoError::Internal("encode user key"))?;
-        let sig_blob = user_sig
-            .encode_vec()
-            .map_err(|_| ProtoError::Internal("encode sshsig"))?;
+        let sig_blob = userkey::encode_sig(user_sig, MAX_SSH_BLOB)
+            .map_err(|_| ProtoError::Internal("encode user signature"))?;
         if key_blob.len() > MAX_SSH_BLOB || sig_blob.len() > MAX_SSH_BLOB {
             return Err(ProtoError::Internal("user key or signature too large"));
         }
@@ -476,34 +477,18 @@ impl AwaitingClientAuth {
                 what: "client auth",
                 why: "bad user public key",
             })?;
-        let mut sig_reader = sig_blob;
-        let sig = ssh_key::SshSig::decode(&mut sig_reader).map_err(|_| Malformed::Invalid {
-            what: "client auth",
-            why: "bad SSHSIG",
-        })?;
-        if !sig_reader.is_empty() {
-            return Err(Malformed::TrailingBytes {
-                what: "client auth SSHSIG",
-                count: sig_reader.len(),
-            }
-            .into());
-        }
         session_key.verify(
             labels::CTX_SESSION_KEY_POP,
             &self.h2,
             &pop,
             "session key proof",
         )?;
-        if sig.public_key() != user_key.key_data() {
-            return Err(ProtoError::UserSignature);
-        }
-        user_key
-            .verify(
-                labels::SSHSIG_NAMESPACE_HANDSHAKE,
-                &user_signed(&self.h2, &session_key),
-                &sig,
-            )
-            .map_err(|_| ProtoError::UserSignature)?;
+        let verdict = userkey::verify(
+            &user_key,
+            labels::SSHSIG_NAMESPACE_HANDSHAKE,
+            &user_signed(&self.h2, &session_key),
+            sig_blob,
+        );
 
         let hash = handshake_hash(&self.hs)?;
         let transport = Transport::new(
@@ -511,9 +496,29 @@ impl AwaitingClientAuth {
             self.frame_size,
             false,
         );
+        // The tunnel is up even for a refused key, so the client is told
+        // why (a TERMINATE) instead of seeing its connection dropped.
+        let user_sig = match verdict {
+            Ok(v) => v,
+            Err(why) => {
+                let fp = user_key.fingerprint(ssh_key::HashAlg::Sha256);
+                let ended = Ended::new(
+                    EndKind::UserKeyRefused,
+                    format!("principal {principal}: key {fp}: {why}"),
+                );
+                return Err(ProtoError::UserKey {
+                    principal,
+                    refused: Box::new(crate::identity::Refused {
+                        ended,
+                        transport: Box::new(transport),
+                    }),
+                });
+            }
+        };
         Ok(ClientAuthenticated {
             principal,
             user_key,
+            user_sig,
             session_key,
             transport,
             handshake_hash: hash,
@@ -527,6 +532,7 @@ impl AwaitingClientAuth {
 pub struct ClientAuthenticated {
     principal: String,
     user_key: ssh_key::PublicKey,
+    user_sig: UserSigVerified,
     session_key: PublicKey,
     /// Record layer.
     pub transport: Transport,
@@ -544,6 +550,11 @@ impl ClientAuthenticated {
     /// The user's OpenSSH public key that signed the transcript.
     pub fn user_key(&self) -> &ssh_key::PublicKey {
         &self.user_key
+    }
+
+    /// What the user key's signature asserted (a security key's flags).
+    pub fn user_sig(&self) -> UserSigVerified {
+        self.user_sig
     }
 
     /// The session's Ed25519 key.

@@ -57,6 +57,50 @@ pub trait Authority {
     ) -> Result<(), Ended>;
     /// Whether the Sub-CA may issue now (its licence valid and not revoked).
     fn may_issue(&self, now: UnixTime) -> Result<(), Ended>;
+    /// What a security key must assert for `principal`, at login and at a
+    /// re-verification. The default: a touch at login, never again.
+    fn sk_policy(&self, _principal: &str) -> SkPolicy {
+        SkPolicy::default()
+    }
+}
+
+/// Per-principal rules for FIDO security keys (`sk-` user keys).
+///
+/// A security key asks for a touch (and a PIN, with verification) for
+/// every signature. The handshake always needs one; a renewal needs one
+/// only once `reverify_secs` have passed since the last: until then, a
+/// CERT says `user_sig_due: Some(false)` and the renewal goes without the
+/// user key's signature, vouched for by the current and the new session
+/// keys alone. The proxy decides whether a certificate's renewal needs the
+/// user key when it issues the certificate: when the certificate would
+/// outlive the interval. So no renewal without the user key ever happens
+/// after the interval ran out, and a stolen session key cannot keep a
+/// session past it by more than one certificate's lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SkPolicy {
+    /// The user-presence flag (a touch) is required. Default on.
+    pub presence: bool,
+    /// The user-verified flag (a PIN) is required. Default off.
+    pub verification: bool,
+    /// Seconds after which a renewal needs the user key again (a touch);
+    /// `None`: at login only.
+    pub reverify_secs: Option<u64>,
+}
+
+impl Default for SkPolicy {
+    fn default() -> Self {
+        Self {
+            presence: true,
+            verification: false,
+            reverify_secs: None,
+        }
+    }
+}
+
+impl SkPolicy {
+    fn check(&self, sk: crate::userkey::SkAssertion) -> Result<(), crate::userkey::UserKeyError> {
+        sk.check(self.presence, self.verification)
+    }
 }
 
 /// Timing of the challenge loop.
@@ -153,6 +197,14 @@ pub struct ServerIdentity {
     renewals: u64,
     /// Set by the first failure; from then on every call returns it.
     ended: Option<Ended>,
+    /// The user key is a security key ([`SkPolicy`] applies).
+    sk: bool,
+    /// When the user key last signed (login, or a renewal with its
+    /// signature), on the monotonic clock.
+    verified_ms: u64,
+    /// Whether the current certificate's renewal must carry the user
+    /// key's signature (always, for keys other than security keys).
+    user_sig_due: bool,
 }
 
 /// A client that authenticated in the handshake and that the authority
@@ -164,6 +216,8 @@ pub struct Authorized {
     h: [u8; 32],
     principal: String,
     user_key: ssh_key::PublicKey,
+    /// The user key is a security key.
+    sk: bool,
     session_key: PublicKey,
     transport: Transport,
 }
@@ -225,14 +279,26 @@ impl ClientAuthenticated {
         let principal = self.principal().to_owned();
         let user_key = self.user_key().clone();
         let session_key = self.session_key();
+        let sk = self.user_sig().sk();
         let verdict = authority
             .check(&principal, &user_key, None, now)
+            .and_then(|()| match sk {
+                Some(a) => authority.sk_policy(&principal).check(a).map_err(|why| {
+                    let fp = user_key.fingerprint(ssh_key::HashAlg::Sha256);
+                    Ended::new(
+                        EndKind::UserKeyRefused,
+                        format!("principal {principal}: key {fp}: {why}"),
+                    )
+                }),
+                None => Ok(()),
+            })
             .and_then(|()| authority.may_issue(now));
         match verdict {
             Ok(()) => Ok(Authorized {
                 h: self.handshake_hash,
                 principal,
                 user_key,
+                sk: sk.is_some(),
                 session_key,
                 transport: self.transport,
             }),
@@ -285,10 +351,19 @@ impl ServerIdentity {
             Ok(c) => c,
             Err(ended) => return Err(authorized.into_refused(ended)),
         };
+        let ttl = cert.not_after - cert.not_before;
+        let sk = authorized.sk;
+        let user_sig_due = sk_due(
+            sk,
+            &authority.sk_policy(&authorized.principal),
+            mono_ms,
+            mono_ms,
+            ttl,
+        );
         let msg = Control::Cert {
             cert: cert.encode(),
+            user_sig_due: sk.then_some(user_sig_due),
         };
-        let ttl = cert.not_after - cert.not_before;
         let identity = Self {
             h: authorized.h,
             principal: authorized.principal,
@@ -308,6 +383,9 @@ impl ServerIdentity {
             proofs: 0,
             renewals: 0,
             ended: None,
+            sk,
+            verified_ms: mono_ms,
+            user_sig_due,
         };
         Ok(Started {
             identity,
@@ -575,7 +653,10 @@ impl ServerIdentity {
         new_key
             .verify(labels::CTX_RENEW, &data, new_sig, "renewal")
             .map_err(|_| bad("new session key"))?;
-        verify_user_sig(&self.user_key, &data, user_sig).map_err(|()| bad("user key"))?;
+        let reverified = self.check_renewal_user_sig(&data, user_sig, authority)?;
+        if reverified {
+            self.verified_ms = mono_ms;
+        }
         authority.check(
             &self.principal,
             &self.user_key,
@@ -591,9 +672,53 @@ impl ServerIdentity {
         self.cert_expiry_ms = mono_ms.saturating_add(ttl.saturating_mul(1000));
         self.early_renewals = 0;
         self.renewals += 1;
+        let policy = authority.sk_policy(&self.principal);
+        self.user_sig_due = sk_due(self.sk, &policy, self.verified_ms, mono_ms, ttl);
         Ok(Handled::Renewed(Control::Cert {
             cert: self.cert.encode(),
+            user_sig_due: self.sk.then_some(self.user_sig_due),
         }))
+    }
+
+    /// The user key's part of a renewal: its signature, verified, or none
+    /// where the certificate's CERT said none was due (a security key
+    /// within its re-verification interval). Returns whether the user key
+    /// signed (a re-verification).
+    fn check_renewal_user_sig(
+        &self,
+        data: &[u8],
+        user_sig: &[u8],
+        authority: &dyn Authority,
+    ) -> Result<bool, Ended> {
+        let refuse = |why: String| {
+            Ended::new(
+                EndKind::RenewBadSignature,
+                format!("renewal refused: user key: {why}"),
+            )
+        };
+        if user_sig.is_empty() {
+            return if self.sk && !self.user_sig_due {
+                Ok(false)
+            } else {
+                Err(refuse(
+                    "signature missing (required for this renewal)".into(),
+                ))
+            };
+        }
+        let v = crate::userkey::verify(
+            &self.user_key,
+            labels::SSHSIG_NAMESPACE_RENEW,
+            data,
+            user_sig,
+        )
+        .map_err(|why| refuse(why.to_string()))?;
+        if let Some(a) = v.sk() {
+            authority
+                .sk_policy(&self.principal)
+                .check(a)
+                .map_err(|why| refuse(why.to_string()))?;
+        }
+        Ok(true)
     }
 
     /// Counts an early renewal: ignored up to [`MAX_EARLY_RENEWALS`] per
@@ -621,16 +746,18 @@ impl ServerIdentity {
     }
 }
 
-fn verify_user_sig(user_key: &ssh_key::PublicKey, data: &[u8], blob: &[u8]) -> Result<(), ()> {
-    use ssh_key::encoding::Decode;
-    let mut reader = blob;
-    let sig = ssh_key::SshSig::decode(&mut reader).map_err(|_| ())?;
-    if !reader.is_empty() || sig.public_key() != user_key.key_data() {
-        return Err(());
+/// Whether the renewal of a certificate issued at `issued_ms` for `ttl`
+/// seconds must carry the user key's signature: always for keys other than
+/// security keys; for a security key, when the certificate would outlive
+/// the principal's re-verification interval counted from `verified_ms`.
+fn sk_due(sk: bool, policy: &SkPolicy, verified_ms: u64, issued_ms: u64, ttl: u64) -> bool {
+    if !sk {
+        return true;
     }
-    user_key
-        .verify(labels::SSHSIG_NAMESPACE_RENEW, data, &sig)
-        .map_err(|_| ())
+    policy.reverify_secs.is_some_and(|iv| {
+        let expiry = issued_ms.saturating_add(ttl.saturating_mul(1000));
+        expiry >= verified_ms.saturating_add(iv.saturating_mul(1000))
+    })
 }
 
 /// What the client learned from a CONTROL message.
@@ -673,6 +800,8 @@ pub struct ClientIdentity {
     cert: Option<ClientCert>,
     /// When the current certificate arrived, on the monotonic clock.
     received_ms: u64,
+    /// What the current certificate's CERT said about its renewal.
+    user_sig_due: Option<bool>,
 }
 
 impl ClientIdentity {
@@ -693,6 +822,7 @@ impl ClientIdentity {
             abandoned: std::collections::VecDeque::with_capacity(MAX_ABANDONED),
             cert: None,
             received_ms: 0,
+            user_sig_due: None,
         }
     }
 
@@ -705,7 +835,7 @@ impl ClientIdentity {
     /// that arrived at `mono_ms`.
     pub fn handle(&mut self, msg: &Control, mono_ms: u64) -> Result<ClientEvent, String> {
         match msg {
-            Control::Cert { cert } => self.install(cert, mono_ms),
+            Control::Cert { cert, user_sig_due } => self.install(cert, *user_sig_due, mono_ms),
             Control::Challenge { seq, nonce, .. } => {
                 let cert = self
                     .cert
@@ -731,7 +861,12 @@ impl ClientIdentity {
     /// machine's wall clock: only the signature, the issuer, the principal
     /// and the session key are checked, and its lifetime is timed from now
     /// on the monotonic clock.
-    fn install(&mut self, bytes: &[u8], mono_ms: u64) -> Result<ClientEvent, String> {
+    fn install(
+        &mut self,
+        bytes: &[u8],
+        user_sig_due: Option<bool>,
+        mono_ms: u64,
+    ) -> Result<ClientEvent, String> {
         let cert = ClientCert::decode(bytes)
             .map_err(|e| format!("bad certificate from the proxy: {e}"))?;
         cert.verify_signature(&self.subca_key)
@@ -771,7 +906,15 @@ impl ClientIdentity {
         };
         self.cert = Some(cert);
         self.received_ms = mono_ms;
+        self.user_sig_due = user_sig_due;
         Ok(event)
+    }
+
+    /// Whether the next renewal needs the user key's signature: always,
+    /// unless the proxy said it does not (a security key within its
+    /// re-verification interval, [`SkPolicy`]).
+    pub fn user_sig_needed(&self) -> bool {
+        self.user_sig_due != Some(false)
     }
 
     /// When the current certificate should be renewed (monotonic ms): when

@@ -272,7 +272,7 @@ fn a_proof_is_bound_to_its_handshake_hash_alone() {
     let Control::Proof { cert, .. } = &proof else {
         panic!()
     };
-    let Control::Cert { cert: ours } = &p.first_cert else {
+    let Control::Cert { cert: ours, .. } = &p.first_cert else {
         panic!()
     };
     assert_eq!(cert, ours, "the twin presents the very same certificate");
@@ -672,4 +672,255 @@ fn a_late_cert_for_any_of_the_last_abandoned_renewals_still_installs() {
         let proof = p.answer(&ch);
         assert!(matches!(p.deliver(proof), Ok(Control::Ack { .. })));
     }
+}
+
+// ------------------------------------------------- FIDO security keys
+
+/// The test authority with a chosen security key policy.
+struct SkAuthority {
+    inner: Policy,
+    sk: crate::identity::SkPolicy,
+}
+
+impl Authority for SkAuthority {
+    fn check(
+        &self,
+        principal: &str,
+        key: &ssh_key::PublicKey,
+        serial: Option<&Serial>,
+        now: UnixTime,
+    ) -> Result<(), Ended> {
+        self.inner.check(principal, key, serial, now)
+    }
+    fn may_issue(&self, now: UnixTime) -> Result<(), Ended> {
+        self.inner.may_issue(now)
+    }
+    fn sk_policy(&self, _principal: &str) -> crate::identity::SkPolicy {
+        self.sk
+    }
+}
+
+fn sk_authority(presence: bool, verification: bool, reverify_secs: Option<u64>) -> SkAuthority {
+    SkAuthority {
+        inner: Policy::default(),
+        sk: crate::identity::SkPolicy {
+            presence,
+            verification,
+            reverify_secs,
+        },
+    }
+}
+
+/// A session whose user key is a software security key.
+struct SkSession {
+    server: ServerIdentity,
+    client: ClientIdentity,
+    subca: SigningKey,
+    sk: crate::userkey::tests::SoftSk,
+    mono: u64,
+    counter: u32,
+}
+
+/// Logs in with a security key that signs the handshake with `flags`.
+fn sk_login(authority: &SkAuthority, flags: u8) -> Result<(SkSession, Control), Ended> {
+    use crate::frame::FrameSize;
+    use crate::handshake;
+    let pki = crate::tests::pki();
+    let sk = crate::userkey::tests::SoftSk::new([3; 32]);
+    let server =
+        handshake::server_start(pki.noise(), pki.licence(), FrameSize::default()).expect("server");
+    let (client, msg1) =
+        handshake::client_start(crate::tests::client_cfg(&pki, "web1")).expect("client");
+    let (server, msg2) = server.handle_client_hello(&msg1).expect("hello");
+    let verified = client.handle_server_hello(&msg2, T0).expect("server hello");
+    let sig = sk.sign(
+        crate::labels::SSHSIG_NAMESPACE_HANDSHAKE,
+        &verified.user_signed_data(),
+        flags,
+        1,
+    );
+    let (session, msg3) = verified
+        .into_client_auth("alice", &sk.public(), &sig)
+        .expect("msg3");
+    let authed = server
+        .handle_client_auth(&msg3)
+        .expect("signature verifies");
+    assert_eq!(authed.user_sig().sk().map(|a| a.flags), Some(flags));
+    let authorized = authed.authorize(authority, T0).map_err(|r| r.ended)?;
+    let subca = SigningKey::generate();
+    let started =
+        ServerIdentity::start(authorized, &subca, authority, TIMING, T0, 0).map_err(|r| r.ended)?;
+    let mut client = ClientIdentity::new(
+        session.handshake_hash,
+        "alice",
+        session.session_key,
+        subca.public(),
+    );
+    client.handle(&started.cert, 0).expect("install");
+    let first = started.cert.clone();
+    Ok((
+        SkSession {
+            server: started.identity,
+            client,
+            subca,
+            sk,
+            mono: 0,
+            counter: 1,
+        },
+        first,
+    ))
+}
+
+impl SkSession {
+    /// Renews at `at_secs`, with the key's signature (`Some(flags)`, a
+    /// touch) or without (`None`); returns the CERT or the end.
+    fn renew(
+        &mut self,
+        authority: &SkAuthority,
+        at_secs: u64,
+        touch: Option<u8>,
+    ) -> Result<Option<bool>, Ended> {
+        self.mono = at_secs * 1000;
+        let data = self.client.renewal_data().expect("data");
+        let user_sig = match touch {
+            Some(flags) => {
+                self.counter += 1;
+                let sig = self
+                    .sk
+                    .sign(SSHSIG_NAMESPACE_RENEW, &data, flags, self.counter);
+                use ssh_key::encoding::Encode;
+                sig.encode_vec().expect("enc")
+            }
+            None => Vec::new(),
+        };
+        let renew = self.client.renew(user_sig).expect("renew");
+        let now = T0 + at_secs;
+        match self
+            .server
+            .handle(renew, &self.subca, authority, now, self.mono)?
+        {
+            Handled::Renewed(cert) => {
+                self.client.handle(&cert, self.mono).expect("install");
+                let Control::Cert { user_sig_due, .. } = cert else {
+                    panic!("{cert:?}")
+                };
+                Ok(user_sig_due)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_security_key_login_needs_a_touch_and_a_pin_only_when_required() {
+    // Presence (a touch) by default.
+    let a = sk_authority(true, false, None);
+    let (s, cert) = sk_login(&a, 0x01).expect("touched");
+    assert!(matches!(
+        cert,
+        Control::Cert {
+            user_sig_due: Some(false),
+            ..
+        }
+    ));
+    assert!(!s.client.user_sig_needed());
+    let e = sk_login(&a, 0x00).err().expect("untouched");
+    assert_eq!(e.kind, EndKind::UserKeyRefused);
+    assert!(
+        e.reason
+            .ends_with(": security key signature without user presence (the key was not touched)"),
+        "{}",
+        e.reason
+    );
+    assert_eq!(e.kind.code(), TerminateCode::NotAuthorized);
+    // Verification (a PIN) when the principal's policy requires it.
+    let pin = sk_authority(true, true, None);
+    assert!(sk_login(&pin, 0x05).is_ok());
+    let e = sk_login(&pin, 0x01).err().expect("no PIN");
+    assert!(
+        e.reason.ends_with(
+            ": security key signature without user verification (no PIN), which the policy requires"
+        ),
+        "{}",
+        e.reason
+    );
+    // A principal that waives presence (keys made with no-touch-required).
+    assert!(sk_login(&sk_authority(false, false, None), 0x00).is_ok());
+}
+
+#[test]
+fn security_key_renewals_need_no_touch_by_default() {
+    let a = sk_authority(true, false, None);
+    let (mut s, _) = sk_login(&a, 0x01).expect("login");
+    // Login only: every renewal goes without the key, for hours.
+    for i in 1..=40u64 {
+        let due = s.renew(&a, i * 200, None).expect("renewal without a touch");
+        assert_eq!(due, Some(false));
+    }
+}
+
+#[test]
+fn security_key_renewals_need_a_touch_again_once_the_interval_runs_out() {
+    // Re-verify every 600 s; certificates live 300 s.
+    let a = sk_authority(true, false, Some(600));
+    let (mut s, first) = sk_login(&a, 0x01).expect("login");
+    assert!(matches!(
+        first,
+        Control::Cert {
+            user_sig_due: Some(false),
+            ..
+        }
+    ));
+    // Within the interval: no touch. The certificate issued at 200 s
+    // expires at 500 s, inside it; the one issued at 400 s would outlive
+    // it, so its renewal needs the key.
+    assert_eq!(s.renew(&a, 200, None), Ok(Some(false)));
+    assert_eq!(s.renew(&a, 400, None), Ok(Some(true)));
+    assert!(s.client.user_sig_needed());
+    // After the interval a renewal without the key is refused: a stolen
+    // session key cannot keep the session.
+    let mut stolen = sk_login(&a, 0x01).expect("login").0;
+    assert_eq!(stolen.renew(&a, 200, None), Ok(Some(false)));
+    assert_eq!(stolen.renew(&a, 400, None), Ok(Some(true)));
+    let e = stolen
+        .renew(&a, 600, None)
+        .expect_err("no touch after the interval");
+    assert_eq!(e.kind, EndKind::RenewBadSignature);
+    assert_eq!(
+        e.reason,
+        "renewal refused: user key: signature missing (required for this renewal)"
+    );
+    // An untouched signature is refused too.
+    let mut lazy = sk_login(&a, 0x01).expect("login").0;
+    lazy.renew(&a, 200, None).expect("within");
+    lazy.renew(&a, 400, None).expect("within");
+    let e = lazy.renew(&a, 600, Some(0x00)).expect_err("untouched");
+    assert_eq!(
+        e.reason,
+        "renewal refused: user key: security key signature without user presence (the key was not touched)"
+    );
+    // A touch restarts the interval.
+    assert_eq!(s.renew(&a, 600, Some(0x01)), Ok(Some(false)));
+    assert_eq!(s.renew(&a, 800, None), Ok(Some(false)));
+    assert_eq!(s.renew(&a, 1000, None), Ok(Some(true)));
+}
+
+#[test]
+fn other_keys_sign_every_renewal() {
+    let mut p = pair();
+    assert!(matches!(
+        p.first_cert,
+        Control::Cert {
+            user_sig_due: None,
+            ..
+        }
+    ));
+    assert!(p.client.user_sig_needed());
+    p.advance(TIMING.cert_ttl_secs * 2 / 3);
+    p.client.renewal_data().expect("data");
+    let renew = p.client.renew(Vec::new()).expect("renew");
+    let e = p
+        .deliver(renew)
+        .expect_err("an Ed25519 renewal without the key");
+    assert_eq!(e.kind, EndKind::RenewBadSignature);
 }

@@ -30,6 +30,7 @@ pub mod keys;
 pub mod labels;
 pub mod time;
 pub mod trust;
+pub mod userkey;
 
 #[cfg(test)]
 mod conn_tests;

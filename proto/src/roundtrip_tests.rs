@@ -41,7 +41,8 @@ fn control() -> impl Strategy<Value = Control> {
             proptest::string::string_regex(&format!("[ -~]{{0,{MAX_REASON}}}")).expect("regex")
         )
             .prop_map(|(code, reason)| Control::Terminate { code, reason }),
-        vec(any::<u8>(), 0..=MAX_CERT).prop_map(|cert| Control::Cert { cert }),
+        (vec(any::<u8>(), 0..=MAX_CERT), any::<Option<bool>>())
+            .prop_map(|(cert, user_sig_due)| Control::Cert { cert, user_sig_due }),
         (any::<u64>(), any::<[u8; 32]>(), any::<u16>()).prop_map(|(seq, nonce, deadline_secs)| {
             Control::Challenge {
                 seq,

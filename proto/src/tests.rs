@@ -21,6 +21,16 @@ pub(crate) struct Pki {
     licence: LicenceVerified,
 }
 
+impl Pki {
+    pub(crate) fn noise(&self) -> &NoiseKeypair {
+        &self.noise
+    }
+
+    pub(crate) fn licence(&self) -> &LicenceVerified {
+        &self.licence
+    }
+}
+
 fn pki_with(root: &SigningKey, signer: &SigningKey, noise: NoiseKeypair, nb: u64, na: u64) -> Pki {
     let body = LicenceBody {
         serial: Serial::random(),
@@ -219,7 +229,84 @@ fn server_refuses_wrong_user_signature() {
     let pki = pki();
     let (alice, mallory) = (user(1), user(2));
     let e = run(&pki, client_cfg(&pki, "web1"), &alice, &mallory).expect_err("must fail");
-    assert!(matches!(e, ProtoError::UserSignature), "{e}");
+    let ProtoError::UserKey { principal, refused } = e else {
+        panic!("{e}")
+    };
+    assert_eq!(principal, "alice");
+    assert_eq!(refused.ended.kind, crate::end::EndKind::UserKeyRefused);
+    assert!(
+        refused
+            .ended
+            .reason
+            .starts_with("principal alice: key SHA256:")
+    );
+}
+
+fn test_key(name: &str) -> PrivateKey {
+    let path = format!(
+        "{}/src/testdata/userkey/{name}.key",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    PrivateKey::read_openssh_file(std::path::Path::new(&path)).expect("test key")
+}
+
+#[test]
+fn ecdsa_and_rsa_user_keys_complete_the_handshake() {
+    let pki = pki();
+    for name in ["ecdsa256", "ecdsa384", "ecdsa521", "rsa2048", "rsa4096"] {
+        let k = test_key(name);
+        let (c, s) =
+            run(&pki, client_cfg(&pki, "web1"), &k, &k).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(s.user_key().key_data(), k.public_key().key_data(), "{name}");
+        assert_eq!(s.user_sig().sk(), None);
+        assert_eq!(c.handshake_hash, s.handshake_hash);
+    }
+}
+
+#[test]
+fn a_refused_user_key_hears_why_in_a_terminate() {
+    // A 1024-bit RSA key signs the handshake correctly, and is refused for
+    // its size; the client opens the refusal on its own transport.
+    let pki = pki();
+    let k = test_key("rsa1024");
+    let server =
+        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default()).expect("server");
+    let (client, msg1) = handshake::client_start(client_cfg(&pki, "web1")).expect("client");
+    let (server, msg2) = server.handle_client_hello(&msg1).expect("hello");
+    let verified = client
+        .handle_server_hello(&msg2, NOW)
+        .expect("server hello");
+    let sig = k
+        .sign(
+            SSHSIG_NAMESPACE_HANDSHAKE,
+            HashAlg::Sha512,
+            &verified.user_signed_data(),
+        )
+        .expect("sign");
+    let (mut session, msg3) = verified
+        .into_client_auth("alice", k.public_key(), &sig)
+        .expect("msg3");
+    let e = server.handle_client_auth(&msg3).expect_err("refused");
+    let ProtoError::UserKey { mut refused, .. } = e else {
+        panic!("{e}")
+    };
+    let wire = refused.terminate_record();
+    let (mut data, mut events) = (Vec::new(), Vec::new());
+    session
+        .transport
+        .opener
+        .open_all(&wire, &mut data, &mut events)
+        .expect("open");
+    let fp = k.public_key().fingerprint(HashAlg::Sha256);
+    assert_eq!(
+        events,
+        vec![Event::Control(Control::Terminate {
+            code: TerminateCode::NotAuthorized,
+            reason: format!(
+                "principal alice: key {fp}: RSA key of 1024 bits refused: ztssh accepts RSA keys of 2048 to 4096 bits"
+            ),
+        })]
+    );
 }
 
 #[test]

@@ -62,6 +62,10 @@ impl identity::Authority for Authority {
         trust::check_licence(&self.licence, self.crl.as_ref(), now)?;
         self.check_fresh(false, now)
     }
+
+    fn sk_policy(&self, principal: &str) -> identity::SkPolicy {
+        self.policy.sk_policy(principal)
+    }
 }
 
 impl Authority {
@@ -118,6 +122,10 @@ impl identity::Authority for AtPeer<'_> {
 
     fn may_issue(&self, now: UnixTime) -> Result<(), Ended> {
         self.authority.may_issue(now)
+    }
+
+    fn sk_policy(&self, principal: &str) -> identity::SkPolicy {
+        self.authority.sk_policy(principal)
     }
 }
 

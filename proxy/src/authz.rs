@@ -40,6 +40,7 @@ impl Authorized {
                 let e = printable(&e.to_string());
                 (i + 1, format!("not an OpenSSH public key ({e})"))
             })?;
+            ztssh_proto::userkey::check_key(key.key_data()).map_err(|e| (i + 1, e.to_string()))?;
             keys.entry(principal.to_owned())
                 .or_default()
                 .push(key.key_data().clone());
@@ -97,6 +98,23 @@ mod tests {
         assert_eq!(e.0, 2);
         assert!(e.1.contains("not an OpenSSH public key"));
         assert!(Authorized::parse(&format!("al ice {ALICE}")).is_err());
+    }
+
+    #[test]
+    fn keys_ztssh_refuses_are_config_errors_at_their_line() {
+        const WEAK: &str = include_str!("../../proto/src/testdata/userkey/rsa1024.pub");
+        const RSA: &str = include_str!("../../proto/src/testdata/userkey/rsa2048.pub");
+        let e = Authorized::parse(&format!("alice {ALICE}\nbob {WEAK}")).expect_err("weak");
+        assert_eq!(
+            e,
+            (
+                2,
+                "RSA key of 1024 bits refused: ztssh accepts RSA keys of 2048 to 4096 bits".into()
+            )
+        );
+        let a = Authorized::parse(&format!("bob {RSA}")).expect("rsa-2048");
+        let key = ssh_key::PublicKey::from_openssh(RSA.trim()).expect("key");
+        assert!(a.allows("bob", &key));
     }
 
     #[test]

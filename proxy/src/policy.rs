@@ -81,6 +81,13 @@ pub struct Rule {
     /// Local accounts sshd may log this principal in as (only the
     /// principal's own name when `None`).
     pub accounts: Option<Vec<String>>,
+    /// FIDO security keys: the touch flag is required (default: yes).
+    pub require_presence: Option<bool>,
+    /// FIDO security keys: the PIN flag is required (default: no).
+    pub require_verification: Option<bool>,
+    /// FIDO security keys: seconds after which a renewal needs a touch
+    /// again (default: at login only).
+    pub reverify_interval_secs: Option<u64>,
 }
 
 /// A checked policy. The default admits everyone the authorized principals
@@ -206,6 +213,20 @@ impl Policy {
         self.rules.get(principal).and_then(|r| r.max_sessions)
     }
 
+    /// What a security key must assert for `principal` (see
+    /// [`ztssh_proto::identity::SkPolicy`]).
+    pub fn sk_policy(&self, principal: &str) -> ztssh_proto::identity::SkPolicy {
+        let d = ztssh_proto::identity::SkPolicy::default();
+        match self.rules.get(principal) {
+            None => d,
+            Some(r) => ztssh_proto::identity::SkPolicy {
+                presence: r.require_presence.unwrap_or(d.presence),
+                verification: r.require_verification.unwrap_or(d.verification),
+                reverify_secs: r.reverify_interval_secs.or(d.reverify_secs),
+            },
+        }
+    }
+
     /// One line for start-up logs and `check`.
     pub fn summary(&self) -> String {
         format!(
@@ -281,6 +302,36 @@ mod tests {
     }
 
     const NOON: UnixTime = 1_700_000_000 - 1_700_000_000 % 86_400 + 12 * 3600;
+
+    #[test]
+    fn security_key_rules_default_to_a_touch_at_login_only() {
+        use ztssh_proto::identity::SkPolicy;
+        let p = load(
+            "[principal.alice]\nrequire_verification = true\nreverify_interval_secs = 3600\n\
+             [principal.ci]\nrequire_presence = false\n",
+        )
+        .expect("policy");
+        assert_eq!(
+            p.sk_policy("alice"),
+            SkPolicy {
+                presence: true,
+                verification: true,
+                reverify_secs: Some(3600)
+            }
+        );
+        assert_eq!(
+            p.sk_policy("ci"),
+            SkPolicy {
+                presence: false,
+                ..SkPolicy::default()
+            }
+        );
+        assert_eq!(p.sk_policy("bob"), SkPolicy::default());
+        assert_eq!(
+            Policy::parse(&p.to_toml().expect("toml")).expect("again"),
+            p
+        );
+    }
 
     #[test]
     fn accounts_default_to_the_principal_and_are_checked() {

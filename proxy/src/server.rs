@@ -19,6 +19,9 @@ use crate::{admission, clock, limits, metrics, process};
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains.
 pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
+    // Installed before the proxy says it listens (and tells systemd it is
+    // ready): until then SIGHUP and SIGTERM would still kill the process.
+    let signals = Signals::install()?;
     // Bound first, so that it answers by the time the proxy says it listens.
     let akc_listener = match &cfg.authorized_keys {
         Some(akc) => Some(crate::akc::bind(akc)?),
@@ -71,7 +74,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let reloads = reload::spawn(Arc::clone(&shared), authority_tx);
-    tokio::spawn(watch_signals(shutdown.clone(), reloads.clone()));
+    tokio::spawn(watch_signals(signals, shutdown.clone(), reloads.clone()));
     if let Some(path) = shared.cfg.settings.revocation_list.clone() {
         tokio::spawn(reload::watch_crl_file(path, reloads.clone()));
     }
@@ -168,16 +171,35 @@ async fn housekeeping(shared: Arc<Shared>) {
     }
 }
 
-async fn watch_signals(shutdown: CancellationToken, reloads: mpsc::Sender<Request>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        warn!("cannot install signal handlers");
-        return;
-    };
+/// The signals the proxy handles, installed once.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let cannot = "cannot install the SIGTERM, SIGINT and SIGHUP handlers";
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context(cannot)?,
+            int: signal(SignalKind::interrupt()).context(cannot)?,
+            hup: signal(SignalKind::hangup()).context(cannot)?,
+        })
+    }
+}
+
+async fn watch_signals(
+    signals: Signals,
+    shutdown: CancellationToken,
+    reloads: mpsc::Sender<Request>,
+) {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => { info!(event = "signal", signal = "SIGTERM", "shutting down"); break; }

@@ -87,6 +87,12 @@ pub async fn handle(
                 penalise(&shared, peer, Failure::BadHandshake);
                 return;
             }
+            Ok(Err(HandshakeFail::Proto(ProtoError::UserKey { principal, refused }))) => {
+                // The tunnel is up: the client hears why its key was refused.
+                drop(slot);
+                deny(&shared, &mut sock, peer, &principal, *refused).await;
+                return;
+            }
             Ok(Err(HandshakeFail::Proto(e))) => {
                 shared.metrics.handshakes.with_label_values(&["protocol_error"]).inc();
                 warn!(event = "handshake_failed", reason = "protocol", error = %e, "handshake rejected");

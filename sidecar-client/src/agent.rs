@@ -14,6 +14,10 @@ const IDENTITIES_ANSWER: u8 = 12;
 const SIGN_REQUEST: u8 = 13;
 const SIGN_RESPONSE: u8 = 14;
 const FAILURE: u8 = 5;
+/// Sign request flag: an RSA key signs with rsa-sha2-256.
+pub const RSA_SHA2_256: u32 = 2;
+/// Sign request flag: an RSA key signs with rsa-sha2-512.
+pub const RSA_SHA2_512: u32 = 4;
 /// Largest agent reply accepted.
 const MAX_REPLY: usize = 256 * 1024;
 
@@ -51,25 +55,37 @@ impl Agent {
         parse_identities(&self.call(&[REQUEST_IDENTITIES])?)
     }
 
-    /// Asks the agent to sign `data` with `key`.
+    /// Asks the agent to sign `data` with `key`. An RSA key is asked for
+    /// rsa-sha2-512 (without the flag, agents answer with SHA-1 ssh-rsa,
+    /// which ztssh refuses).
     pub fn sign(
         &mut self,
         key: &ssh_key::PublicKey,
         data: &[u8],
     ) -> Result<ssh_key::Signature, String> {
-        let blob = key.to_bytes().map_err(|e| e.to_string())?;
-        let mut msg = vec![SIGN_REQUEST];
-        blob.encode(&mut msg).map_err(|e| e.to_string())?;
-        data.encode(&mut msg).map_err(|e| e.to_string())?;
-        0u32.encode(&mut msg).map_err(|e| e.to_string())?;
-        parse_signature(&self.call(&msg)?)
+        parse_signature(&self.call(&sign_request(key, data)?)?)
     }
+}
+
+/// The body of a SIGN_REQUEST for `key` over `data`, with the flags its
+/// type needs.
+pub fn sign_request(key: &ssh_key::PublicKey, data: &[u8]) -> Result<Vec<u8>, String> {
+    let flags = match key.algorithm() {
+        ssh_key::Algorithm::Rsa { .. } => RSA_SHA2_512,
+        _ => 0,
+    };
+    let blob = key.to_bytes().map_err(|e| e.to_string())?;
+    let mut msg = vec![SIGN_REQUEST];
+    blob.encode(&mut msg).map_err(|e| e.to_string())?;
+    data.encode(&mut msg).map_err(|e| e.to_string())?;
+    flags.encode(&mut msg).map_err(|e| e.to_string())?;
+    Ok(msg)
 }
 
 /// Parses the body of a reply to REQUEST_IDENTITIES (the frame without its
 /// length): the declared number of (key blob, comment) entries and nothing
-/// after them. Keys of types this build cannot parse (e.g. RSA) are
-/// skipped, so at most the declared number come back.
+/// after them. Keys of types this build cannot parse are skipped, so at
+/// most the declared number come back.
 pub fn parse_identities(reply: &[u8]) -> Result<Vec<ssh_key::PublicKey>, String> {
     let bad = |_| "ssh-agent sent a malformed identity list".to_owned();
     let (&kind, mut rest) = reply.split_first().ok_or("empty agent reply")?;
@@ -162,6 +178,20 @@ mod tests {
         );
         assert!(parse_identities(&[FAILURE]).is_err());
         assert!(parse_identities(&[]).is_err());
+    }
+
+    #[test]
+    fn rsa_keys_are_asked_for_rsa_sha2_512_and_others_for_nothing() {
+        const RSA: &str = include_str!("../../proto/src/testdata/userkey/rsa2048.pub");
+        let flags = |key: &str| {
+            let key = ssh_key::PublicKey::from_openssh(key.trim()).unwrap();
+            let msg = sign_request(&key, b"data").unwrap();
+            let tail: [u8; 4] = msg[msg.len() - 4..].try_into().unwrap();
+            assert_eq!(msg[0], SIGN_REQUEST);
+            u32::from_be_bytes(tail)
+        };
+        assert_eq!(flags(RSA), RSA_SHA2_512);
+        assert_eq!(flags(ED25519), 0);
     }
 
     #[test]

@@ -15,6 +15,8 @@ use crate::explain::{Error, explain};
 use crate::identity::Identity;
 use crate::revocation::Revocations;
 use crate::settings::Settings;
+use ztssh_proto::userkey::describe;
+use ztssh_sidecar::platform;
 
 /// Unix seconds: only the licence check at the handshake reads the wall
 /// clock (with the core's skew allowance); the session itself runs on the
@@ -65,53 +67,139 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
         eprintln!("ztssh: {w}");
     }
     let agent_sock = std::env::var_os("SSH_AUTH_SOCK").map(std::path::PathBuf::from);
-    let identity = Identity::resolve(s.identity.as_deref(), agent_sock.as_deref())?;
-
+    let candidates = Identity::candidates(s.identity.as_deref(), agent_sock.as_deref())?;
+    for w in &candidates.skipped {
+        say(format!("skipping {w}"));
+    }
     let plan = crate::discover::plan(&s, &host, port, &say)
         .await
         .map_err(Error::Connect)?;
-    let mut sock = connect(&plan.addrs, Duration::from_secs(s.connect_timeout_secs))
-        .await
-        .map_err(|e| Error::Connect(plan.failed(&e)))?;
-    say(format!(
-        "connected to {}",
-        sock.peer_addr().map(|a| a.to_string()).unwrap_or_default()
-    ));
+    let mut stdio =
+        Some(platform::open_stdio().map_err(|e| format!("cannot use stdin/stdout: {e}"))?);
+    let total = candidates.keys.len();
+    let (mut tried, mut server) = (Vec::new(), host.clone());
+    for (i, identity) in candidates.keys.into_iter().enumerate() {
+        let desc = describe(identity.public_key());
+        say(format!("trying key {desc}"));
+        let attempt = Attempt {
+            s: &s,
+            host: &host,
+            plan: &plan,
+            root,
+            root_path: &root_path,
+            frame_size,
+            principal: &principal,
+            revocations: revocations.as_ref(),
+        };
+        let (sock, session) = attempt.connect(&identity).await?;
+        let more = i + 1 < total;
+        let r = crate::pump::run(
+            sock, session, identity, &principal, verbose, &mut stdio, more,
+        );
+        match r.await {
+            Err(Error::KeyRefused {
+                server: who,
+                reason,
+            }) => {
+                say(format!("{who} refused key {desc}: {reason}"));
+                tried.push((desc, reason));
+                server = who;
+            }
+            other => return other,
+        }
+    }
+    if let ([(_, reason)], true) = (tried.as_slice(), candidates.skipped.is_empty()) {
+        // One key (named by --identity, or the agent's only one): the
+        // proxy's reason as it is.
+        return Err(Error::KeyRefused {
+            server,
+            reason: reason.clone(),
+        });
+    }
+    Err(no_key(server, &principal, tried, candidates.skipped))
+}
 
-    let cfg = ClientConfig {
-        root,
-        host: host.clone(),
-        frame_size,
-    };
-    let checks = Checks {
-        host: &host,
-        root_path: &root_path,
-        revocations: revocations.as_ref(),
-    };
-    let hs = handshake_with(&mut sock, cfg, &identity, &principal, &checks);
-    let session = tokio::time::timeout(Duration::from_secs(s.handshake_timeout_secs), hs)
-        .await
-        .map_err(|_| {
-            Error::Connect(format!(
-                "{host} did not complete the handshake within {}s",
-                s.handshake_timeout_secs
-            ))
-        })?
-        .map_err(Error::Connect)?;
-    let lic = &session.licence.body;
-    say(format!(
-        "verified server licence: {} ({}) serial {}, expires in {}, signed by root {}",
-        lic.server_id,
-        lic.hostnames.join(", "),
-        lic.serial,
-        human(lic.not_after.saturating_sub(now())),
-        lic.issuer.fingerprint()
-    ));
-    say(format!(
-        "authenticated as {principal} with {} (hybrid X25519+ML-KEM-768 tunnel)",
-        identity.public_key().fingerprint(ssh_key::HashAlg::Sha256)
-    ));
-    crate::pump::run(sock, session, identity, &principal, verbose).await
+fn no_key(
+    server: String,
+    principal: &str,
+    tried: Vec<(String, String)>,
+    skipped: Vec<String>,
+) -> Error {
+    Error::NoKeyAccepted {
+        server,
+        principal: principal.to_owned(),
+        tried: tried
+            .into_iter()
+            .map(|(k, why)| format!("{k}: {why}"))
+            .collect(),
+        skipped,
+    }
+}
+
+/// One connection with one user key: connect, verify the server,
+/// authenticate.
+struct Attempt<'a> {
+    s: &'a Settings,
+    host: &'a str,
+    plan: &'a crate::discover::Plan,
+    root: ztssh_proto::keys::PublicKey,
+    root_path: &'a std::path::Path,
+    frame_size: FrameSize,
+    principal: &'a str,
+    revocations: Option<&'a Revocations>,
+}
+
+impl Attempt<'_> {
+    async fn connect(&self, identity: &Identity) -> Result<(TcpStream, ClientSession), Error> {
+        let (s, host) = (self.s, self.host);
+        let plan = self.plan;
+        let mut sock = connect(&plan.addrs, Duration::from_secs(s.connect_timeout_secs))
+            .await
+            .map_err(|e| Error::Connect(plan.failed(&e)))?;
+        if s.verbose {
+            eprintln!(
+                "ztssh: connected to {}",
+                sock.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+            );
+        }
+        let cfg = ClientConfig {
+            root: self.root,
+            host: host.to_owned(),
+            frame_size: self.frame_size,
+        };
+        let checks = Checks {
+            host,
+            root_path: self.root_path,
+            revocations: self.revocations,
+        };
+        let hs = handshake_with(&mut sock, cfg, identity, self.principal, &checks);
+        let session = tokio::time::timeout(Duration::from_secs(s.handshake_timeout_secs), hs)
+            .await
+            .map_err(|_| {
+                Error::Connect(format!(
+                    "{host} did not complete the handshake within {}s",
+                    s.handshake_timeout_secs
+                ))
+            })?
+            .map_err(Error::Connect)?;
+        if s.verbose {
+            let lic = &session.licence.body;
+            eprintln!(
+                "ztssh: verified server licence: {} ({}) serial {}, expires in {}, signed by root {}",
+                lic.server_id,
+                lic.hostnames.join(", "),
+                lic.serial,
+                human(lic.not_after.saturating_sub(now())),
+                lic.issuer.fingerprint()
+            );
+            eprintln!(
+                "ztssh: sent {} as {} (hybrid X25519+ML-KEM-768 tunnel)",
+                describe(identity.public_key()),
+                self.principal
+            );
+        }
+        Ok((sock, session))
+    }
 }
 
 async fn connect(addrs: &[SocketAddr], limit: Duration) -> std::io::Result<TcpStream> {

@@ -22,6 +22,30 @@ pub enum Error {
         /// The proxy's reason.
         reason: String,
     },
+    /// The proxy refused the user key before accepting the session.
+    #[error("{server} refused the session: {reason}")]
+    KeyRefused {
+        /// The server id.
+        server: String,
+        /// The proxy's reason.
+        reason: String,
+    },
+    /// The proxy refused every key tried.
+    #[error(
+        "{server} refused every key tried for principal {principal}:{}{}",
+        list(tried),
+        skipped_list(skipped)
+    )]
+    NoKeyAccepted {
+        /// The server id.
+        server: String,
+        /// The principal.
+        principal: String,
+        /// Each key tried, with the proxy's reason.
+        tried: Vec<String>,
+        /// Each agent key not tried, with why.
+        skipped: Vec<String>,
+    },
     /// The proxy ended an accepted session.
     #[error("session terminated by {server}: {reason}")]
     Terminated {
@@ -82,11 +106,20 @@ impl From<&str> for Error {
     }
 }
 
+fn list(items: &[String]) -> String {
+    items.iter().map(|i| format!("\n  {i}")).collect()
+}
+
+fn skipped_list(items: &[String]) -> String {
+    items.iter().map(|i| format!("\n  skipped {i}")).collect()
+}
+
 /// The error for a session that the core ended with `end`.
 pub fn ended(server: &str, end: ClientEnd) -> Error {
     let server = server.to_owned();
     match end {
         ClientEnd::Refused(reason) => Error::Refused { server, reason },
+        ClientEnd::KeyRefused(reason) => Error::KeyRefused { server, reason },
         ClientEnd::Terminated(reason) => Error::Terminated { server, reason },
         ClientEnd::Integrity(detail) => Error::Integrity { server, detail },
         ClientEnd::Protocol(detail) => Error::Protocol { server, detail },

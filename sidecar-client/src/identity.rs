@@ -1,10 +1,14 @@
 //! The user's identity: an OpenSSH key file or a key held by ssh-agent.
-//! Either produces an SSHSIG over what the handshake asks to be signed.
+//! Either produces an SSHSIG over what the handshake asks to be signed,
+//! checked here before it is sent, so a key or signature the proxy would
+//! refuse is explained on the spot.
 
 use std::path::{Path, PathBuf};
 
 use ssh_key::{HashAlg, SshSig};
+use ztssh_proto::control::MAX_SSHSIG;
 use ztssh_proto::labels::{SSHSIG_NAMESPACE_HANDSHAKE, SSHSIG_NAMESPACE_RENEW};
+use ztssh_proto::userkey::{self, describe};
 
 use ztssh_sidecar::agent::Agent;
 
@@ -21,9 +25,9 @@ fn exposure(mode: u32) -> Option<&'static str> {
     }
 }
 
-/// Reads the identity file, warning on stderr when other users can read
-/// it (the mode is checked on the descriptor the key is read from).
-fn read_identity_file(path: &Path) -> Result<zeroize::Zeroizing<String>, String> {
+/// Reads the identity file and its permission bits (checked on the
+/// descriptor the key is read from).
+fn read_identity_file(path: &Path) -> Result<(zeroize::Zeroizing<String>, u32), String> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     let cannot = |e: std::io::Error| format!("cannot read identity {}: {e}", path.display());
@@ -35,22 +39,31 @@ fn read_identity_file(path: &Path) -> Result<zeroize::Zeroizing<String>, String>
             path.display()
         ));
     }
-    if let Some(who) = exposure(meta.mode()) {
+    let mut text = zeroize::Zeroizing::new(String::new());
+    file.take(MAX_IDENTITY_FILE)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    Ok((text, meta.mode()))
+}
+
+/// Warns on stderr when other users can read a private key file.
+fn warn_if_exposed(path: &Path, mode: u32) {
+    if let Some(who) = exposure(mode) {
         eprintln!(
             "ztssh: warning: identity {} can be read by {} (mode {:o}); anyone who reads it \
              can log in as you: run: chmod 600 {}",
             path.display(),
             who,
-            meta.mode() & 0o777,
+            mode & 0o777,
             path.display()
         );
     }
-    let mut text = zeroize::Zeroizing::new(String::new());
-    file.take(MAX_IDENTITY_FILE)
-        .read_to_string(&mut text)
-        .map_err(cannot)?;
-    Ok(text)
 }
+/// Most ssh-agent keys tried for one connection. Each key the proxy
+/// refuses counts as a failed authentication against this machine's
+/// address (three in a row reach the proxy's default penalty threshold),
+/// so past this many the user is asked to name the key with --identity.
+pub const MAX_KEYS_TRIED: usize = 3;
 
 /// Where the user's key lives.
 pub enum Identity {
@@ -63,52 +76,103 @@ pub enum Identity {
     },
 }
 
+/// The keys to try, in order, and what was left out and why.
+pub struct Candidates {
+    /// Keys to try, at most [`MAX_KEYS_TRIED`].
+    pub keys: Vec<Identity>,
+    /// Agent keys not tried, each with the reason.
+    pub skipped: Vec<String>,
+}
+
 impl Identity {
-    /// Chooses the identity: `--identity FILE` if given (through the agent
-    /// when the file is passphrase-protected), else the agent's first
-    /// Ed25519 or ECDSA key.
-    pub fn resolve(file: Option<&Path>, agent_sock: Option<&Path>) -> Result<Self, String> {
-        match file {
-            Some(path) => Self::from_file(path, agent_sock),
-            None => {
-                let sock = agent_sock.ok_or(
-                    "no identity: pass --identity ~/.ssh/id_ed25519 or start ssh-agent and ssh-add your key",
-                )?;
-                let keys = Agent::connect(sock)?.identities()?;
-                let key = keys
-                    .into_iter()
-                    .find(|k| {
-                        matches!(
-                            k.algorithm(),
-                            ssh_key::Algorithm::Ed25519 | ssh_key::Algorithm::Ecdsa { .. }
-                        )
-                    })
-                    .ok_or("ssh-agent holds no Ed25519 or ECDSA key; run ssh-add")?;
-                Ok(Self::Agent {
+    /// Chooses the identities to try. With `--identity FILE`, that key
+    /// alone, as ssh's IdentitiesOnly (through the agent when the file is
+    /// passphrase-protected or is the `.pub` half). Without it, every key
+    /// in ssh-agent that ztssh accepts, in the agent's order.
+    pub fn candidates(
+        file: Option<&Path>,
+        agent_sock: Option<&Path>,
+    ) -> Result<Candidates, String> {
+        if let Some(path) = file {
+            return Ok(Candidates {
+                keys: vec![Self::from_file(path, agent_sock)?],
+                skipped: Vec::new(),
+            });
+        }
+        let sock = agent_sock.ok_or(
+            "no identity: pass --identity ~/.ssh/id_ed25519 or start ssh-agent and ssh-add your key",
+        )?;
+        let held = Agent::connect(sock)?.identities()?;
+        let (mut keys, mut skipped) = (Vec::new(), Vec::new());
+        for key in held {
+            match userkey::check_key(key.key_data()) {
+                Err(why) => skipped.push(format!("{}: {why}", describe(&key))),
+                Ok(()) if keys.len() == MAX_KEYS_TRIED => skipped.push(format!(
+                    "{}: not tried, {MAX_KEYS_TRIED} keys at most (name it with --identity)",
+                    describe(&key)
+                )),
+                Ok(()) => keys.push(Self::Agent {
                     sock: sock.to_owned(),
                     key,
-                })
+                }),
             }
         }
+        if keys.is_empty() {
+            let why = if skipped.is_empty() {
+                "it holds no keys".to_owned()
+            } else {
+                skipped.join("; ")
+            };
+            return Err(format!(
+                "ssh-agent holds no key ztssh can use ({why}); run ssh-add, or pass --identity"
+            ));
+        }
+        Ok(Candidates { keys, skipped })
     }
 
     fn from_file(path: &Path, agent_sock: Option<&Path>) -> Result<Self, String> {
-        let text = read_identity_file(path)?;
-        let key = ssh_key::PrivateKey::from_openssh(text.as_bytes())
-            .map_err(|e| format!("cannot read identity {}: {e}", path.display()))?;
-        if !key.is_encrypted() {
-            return Ok(Self::File(Box::new(key)));
+        let (text, mode) = read_identity_file(path)?;
+        let (public, private) = match ssh_key::PrivateKey::from_openssh(text.as_bytes()) {
+            Ok(k) => {
+                warn_if_exposed(path, mode);
+                (k.public_key().clone(), Some(k))
+            }
+            // The public half names a key held by ssh-agent.
+            Err(e) => match ssh_key::PublicKey::from_openssh(text.trim()) {
+                Ok(k) => (k, None),
+                Err(_) => return Err(format!("cannot read identity {}: {e}", path.display())),
+            },
+        };
+        userkey::check_key(public.key_data())
+            .map_err(|why| format!("cannot use identity {}: {why}", path.display()))?;
+        let is_sk = matches!(
+            public.algorithm(),
+            ssh_key::Algorithm::SkEd25519 | ssh_key::Algorithm::SkEcdsaSha2NistP256
+        );
+        let is_public = private.is_none();
+        match private {
+            Some(k) if !k.is_encrypted() && !is_sk => return Ok(Self::File(Box::new(k))),
+            _ => {}
         }
-        let public = key.public_key().clone();
+        let why = if is_sk {
+            "is a security key"
+        } else if is_public {
+            "is a public key"
+        } else {
+            "is passphrase-protected"
+        };
         let sock = agent_sock.ok_or_else(|| {
-            format!("{} is passphrase-protected; load it with ssh-add so ztssh can use it through ssh-agent", path.display())
+            format!(
+                "{} {why}; load it with ssh-add so ztssh can use it through ssh-agent",
+                path.display()
+            )
         })?;
         let held = Agent::connect(sock)?.identities()?;
         if !held.iter().any(|k| k.key_data() == public.key_data()) {
             return Err(format!(
-                "{} is passphrase-protected and not in ssh-agent; run: ssh-add {}",
+                "{} {why} and its key is not in ssh-agent; run: ssh-add {}",
                 path.display(),
-                path.display()
+                path.display().to_string().trim_end_matches(".pub")
             ));
         }
         Ok(Self::Agent {
@@ -130,26 +194,36 @@ impl Identity {
         self.sign_in(SSHSIG_NAMESPACE_HANDSHAKE, msg)
     }
 
-    /// Signs renewal data as an encoded SSHSIG in the renewal namespace.
+    /// Signs renewal data in the renewal namespace, encoded for a RENEW.
     pub fn sign_renewal(&self, msg: &[u8]) -> Result<Vec<u8>, String> {
-        use ssh_key::encoding::Encode;
         let sig = self.sign_in(SSHSIG_NAMESPACE_RENEW, msg)?;
-        sig.encode_vec().map_err(|e| e.to_string())
+        userkey::encode_sig(&sig, MAX_SSHSIG).map_err(|e| e.to_string())
     }
 
     fn sign_in(&self, ns: &str, msg: &[u8]) -> Result<SshSig, String> {
-        match self {
+        let sig = match self {
             Self::File(k) => k
                 .sign(ns, HashAlg::Sha512, msg)
-                .map_err(|e| format!("cannot sign with identity: {e}")),
+                .map_err(|e| format!("cannot sign with identity: {e}"))?,
             Self::Agent { sock, key } => {
                 let data =
                     SshSig::signed_data(ns, HashAlg::Sha512, msg).map_err(|e| e.to_string())?;
                 let sig = Agent::connect(sock)?.sign(key, &data)?;
                 SshSig::new(key.key_data().clone(), ns, HashAlg::Sha512, sig)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?
             }
-        }
+        };
+        // The proxy's own check, here first: a signature it would refuse
+        // is explained instead of ending in a closed connection.
+        let key = self.public_key();
+        userkey::verify_sshsig(key, ns, msg, &sig).map_err(|why| {
+            let from = match self {
+                Self::File(_) => "the key file's",
+                Self::Agent { .. } => "ssh-agent's",
+            };
+            format!("{from} signature with {} is unusable: {why}", describe(key))
+        })?;
+        Ok(sig)
     }
 }
 

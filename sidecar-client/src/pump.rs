@@ -37,15 +37,19 @@ fn instant_at(ms: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_millis(ms.saturating_sub(now_ms))
 }
 
-/// Runs the session until it ends.
+/// Runs the session until it ends. With `retry_possible`, nothing is read
+/// from ssh until the proxy accepts, and a refused key hands `stdio` back
+/// untouched ([`Error::KeyRefused`]) for the next key's connection.
 pub async fn run(
     sock: TcpStream,
     session: ClientSession,
     identity: Identity,
     principal: &str,
     verbose: bool,
+    stdio: &mut Option<platform::Stdio>,
+    retry_possible: bool,
 ) -> Result<(), Error> {
-    let stdio = platform::open_stdio().map_err(|e| format!("cannot use stdin/stdout: {e}"))?;
+    let io = stdio.take().ok_or("stdin/stdout already closed")?;
     let lic = &session.licence.body;
     let ids = ClientIdentity::new(
         session.handshake_hash,
@@ -56,18 +60,26 @@ pub async fn run(
     // ssh sends its ProxyCommand SIGHUP as it exits; end the tunnel cleanly
     // (a CLOSE record) rather than vanishing mid-stream.
     let gone = SshGone::watch()?;
+    let mut conn = ClientConn::new(session.transport, ids);
+    conn.hold_until_accepted(retry_possible);
     let mut pump = Pump {
         server: lic.server_id.clone(),
         verbose,
-        conn: ClientConn::new(session.transport, ids),
+        conn,
         identity: Arc::new(identity),
         sock,
-        input: Some(stdio.input),
-        output: Some(stdio.output),
+        input: Some(io.input),
+        output: Some(io.output),
         signing: None,
         sock_error: None,
     };
-    pump.run(gone).await
+    let r = pump.run(gone).await;
+    if let (Err(Error::KeyRefused { .. }), Some(input), Some(output)) =
+        (&r, pump.input.take(), pump.output.take())
+    {
+        *stdio = Some(platform::Stdio { input, output });
+    }
+    r
 }
 
 struct Pump {

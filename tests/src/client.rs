@@ -162,7 +162,13 @@ impl LibClient {
             match &self.end {
                 None => {}
                 Some(
-                    None | Some(ClientEnd::Lost | ClientEnd::Terminated(_) | ClientEnd::Refused(_)),
+                    None
+                    | Some(
+                        ClientEnd::Lost
+                        | ClientEnd::Terminated(_)
+                        | ClientEnd::Refused(_)
+                        | ClientEnd::KeyRefused(_),
+                    ),
                 ) => return Ok(None),
                 Some(Some(e)) => return Err(std::io::Error::other(format!("{e:?}"))),
             }

@@ -30,13 +30,16 @@ struct RawLists {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table of sources, max_sessions, hours_utc and accounts"
+    expecting = "a table of sources, max_sessions, hours_utc, accounts, require_presence, require_verification and reverify_interval_secs"
 )]
 struct RawRule {
     sources: Option<List>,
     max_sessions: Option<Spanned<u32>>,
     hours_utc: Option<List>,
     accounts: Option<List>,
+    require_presence: Option<bool>,
+    require_verification: Option<bool>,
+    reverify_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +233,9 @@ fn rule(name: &str, r: RawRule) -> Result<Rule, Mistake> {
         max_sessions: r.max_sessions.map(Spanned::into_inner),
         hours,
         accounts,
+        require_presence: r.require_presence,
+        require_verification: r.require_verification,
+        reverify_interval_secs: r.reverify_interval_secs,
     })
 }
 
@@ -350,6 +356,16 @@ pub(super) fn to_toml(p: &Policy) -> Result<String, String> {
             }
             if let Some(a) = &r.accounts {
                 t.insert("accounts".into(), strings(a));
+            }
+            if let Some(b) = r.require_presence {
+                t.insert("require_presence".into(), Value::Boolean(b));
+            }
+            if let Some(b) = r.require_verification {
+                t.insert("require_verification".into(), Value::Boolean(b));
+            }
+            if let Some(n) = r.reverify_interval_secs {
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
+                t.insert("reverify_interval_secs".into(), Value::Integer(n));
             }
             (name.clone(), Value::Table(t))
         })

@@ -1,0 +1,288 @@
+//! Every key users hold, end to end: real ssh through the sidecar to a real
+//! sshd with RSA and ECDSA key files and ssh-agent keys, the agent key the
+//! proxy accepts found behind refused ones, and keys ztssh refuses
+//! explained in the exact words the user reads.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ztssh_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+
+/// A key made by ssh-keygen with `args` (type and size).
+fn keygen(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let out = run_bounded(
+        Command::new("ssh-keygen")
+            .args(["-q", "-N", "", "-C", name])
+            .args(args)
+            .arg("-f")
+            .arg(&path),
+        T,
+    );
+    assert_ok(&out, "ssh-keygen");
+    path
+}
+
+fn public(key: &Path) -> String {
+    read_text(&key.with_extension("pub")).trim().to_owned()
+}
+
+fn fingerprint(key: &Path) -> String {
+    ssh_key::PublicKey::from_openssh(&public(key))
+        .expect("public key")
+        .fingerprint(ssh_key::HashAlg::Sha256)
+        .to_string()
+}
+
+/// Authorizes `keys` for alice on the proxy (the principals file is
+/// re-read on SIGHUP) and waits for the reload.
+fn authorize(w: &World, keys: &[&Path]) {
+    let path = w.dir.path().join("principals");
+    let mut text = read_text(&path);
+    for k in keys {
+        text.push_str(&format!("alice {}\n", public(k)));
+    }
+    std::fs::write(&path, text).expect("principals");
+    let before = count(&w.proxy.log_text(), "event=\"reload\" result=\"ok\"");
+    w.proxy.sighup();
+    wait_until(T, "reload", || {
+        count(&w.proxy.log_text(), "event=\"reload\" result=\"ok\"") > before
+    });
+}
+
+/// `ssh root@localhost` logging in to sshd with alice's key, the sidecar
+/// signing with `sidecar_flags` (an `--identity`, or none for the agent).
+fn ssh_via(w: &World, sidecar: &str) -> Command {
+    let mut c = Command::new("ssh");
+    c.args(w.direct_opts(&w.alice));
+    c.arg("-o").arg(format!(
+        "ProxyCommand={} --root {} --principal alice {sidecar} %h %p",
+        bin("ztssh-sidecar").display(),
+        w.pki.root_pub().display()
+    ));
+    c.arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg("root@localhost");
+    c
+}
+
+/// A real ssh-agent holding `keys`, in that order; stops when dropped.
+struct Agent {
+    _guard: Guard,
+    sock: PathBuf,
+}
+
+impl Agent {
+    fn with(w: &World, keys: &[&Path]) -> Self {
+        let sock = w.dir.path().join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent");
+        let guard = Guard(child);
+        // The socket appears at bind(), a moment before the agent listens:
+        // wait until it answers (`ssh-add -l` exits 2 only when it cannot
+        // reach the agent).
+        wait_until(Duration::from_secs(10), "agent to listen", || {
+            sock.exists()
+                && run_bounded(
+                    Command::new("ssh-add")
+                        .arg("-l")
+                        .env("SSH_AUTH_SOCK", &sock),
+                    Duration::from_secs(10),
+                )
+                .status
+                .code()
+                    != Some(2)
+        });
+        for k in keys {
+            let add = run_bounded(
+                Command::new("ssh-add").arg(k).env("SSH_AUTH_SOCK", &sock),
+                T,
+            );
+            assert_ok(&add, "ssh-add");
+        }
+        Self {
+            _guard: guard,
+            sock,
+        }
+    }
+}
+
+fn first_line(out: &std::process::Output) -> String {
+    stderr(out).lines().next().unwrap_or_default().to_owned()
+}
+
+fn echo_ok(mut cmd: Command, what: &str) {
+    cmd.arg("echo ok");
+    let out = run_bounded(&mut cmd, T);
+    assert_ok(&out, what);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n", "{what}");
+}
+
+#[test]
+fn rsa_and_ecdsa_key_files_log_in_through_the_sidecar() {
+    let w = World::new();
+    let d = w.dir.path();
+    let keys = [
+        keygen(d, "rsa3072", &["-t", "rsa", "-b", "3072"]),
+        keygen(d, "rsa2048", &["-t", "rsa", "-b", "2048"]),
+        keygen(d, "p256", &["-t", "ecdsa", "-b", "256"]),
+        keygen(d, "p384", &["-t", "ecdsa", "-b", "384"]),
+        keygen(d, "p521", &["-t", "ecdsa", "-b", "521"]),
+    ];
+    authorize(&w, &keys.iter().map(PathBuf::as_path).collect::<Vec<_>>());
+    for k in &keys {
+        echo_ok(
+            ssh_via(&w, &format!("--identity {}", k.display())),
+            &k.display().to_string(),
+        );
+        let log = w.proxy.log_text();
+        assert!(log.contains(&fingerprint(k)), "{log}");
+    }
+    assert!(!w.proxy.log_text().contains("authorization_denied"));
+}
+
+#[test]
+fn an_rsa_4096_session_renews_its_certificate_with_the_user_key() {
+    // RSA-4096 is the largest accepted key: its renewal signature goes in
+    // the bare form to fit a RENEW record.
+    let w = World::with_extra(
+        "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 4\n",
+    );
+    let rsa = keygen(w.dir.path(), "rsa4096", &["-t", "rsa", "-b", "4096"]);
+    authorize(&w, &[&rsa]);
+    let mut live = LiveSsh::start(ssh_via(&w, &format!("--identity {}", rsa.display())));
+    live.send("before\n");
+    wait_until(T, "two renewals", || {
+        count(&w.proxy.log_text(), "event=\"cert_renewed\"") >= 2
+    });
+    live.send("after\n");
+    let out = live.finish();
+    assert_ok(&out, "RSA-4096 session");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "before\nafter\n");
+    assert!(!w.proxy.log_text().contains("session_terminated"));
+}
+
+#[test]
+fn agent_rsa_and_ecdsa_keys_sign_with_sha2_and_log_in() {
+    let w = World::new();
+    let d = w.dir.path();
+    let rsa = keygen(d, "rsa", &["-t", "rsa", "-b", "3072"]);
+    let p256 = keygen(d, "p256", &["-t", "ecdsa", "-b", "256"]);
+    let p521 = keygen(d, "p521", &["-t", "ecdsa", "-b", "521"]);
+    authorize(&w, &[&rsa, &p256, &p521]);
+    for k in [&rsa, &p256, &p521] {
+        // The agent holds this key alone; the sidecar signs through it (an
+        // RSA key asked for rsa-sha2-512: SHA-1 would be refused).
+        let agent = Agent::with(&w, &[k]);
+        let mut cmd = ssh_via(&w, "");
+        cmd.env("SSH_AUTH_SOCK", &agent.sock);
+        echo_ok(cmd, &k.display().to_string());
+        assert!(w.proxy.log_text().contains(&fingerprint(k)));
+        drop(agent);
+        let _ = std::fs::remove_file(w.dir.path().join("agent.sock"));
+    }
+    // The public half names the agent's key, as ssh's IdentitiesOnly.
+    let agent = Agent::with(&w, &[&w.alice, &p256]);
+    let mut cmd = ssh_via(&w, &format!("--identity {}.pub", p256.display()));
+    cmd.env("SSH_AUTH_SOCK", &agent.sock);
+    echo_ok(cmd, "p256 named by its .pub");
+    assert!(!w.proxy.log_text().contains("authorization_denied"));
+}
+
+#[test]
+fn the_agent_key_the_proxy_accepts_is_found_behind_refused_ones() {
+    let w = World::new();
+    let d = w.dir.path();
+    let mallory = user_key(d, "mallory");
+    let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
+    // [an unauthorized Ed25519, an unauthorized ECDSA, the authorized Ed25519]
+    let agent = Agent::with(&w, &[&mallory, &ecdsa, &w.alice]);
+    let mut cmd = ssh_via(&w, "-v");
+    cmd.env("SSH_AUTH_SOCK", &agent.sock);
+    cmd.arg("echo ok");
+    let out = run_bounded(&mut cmd, T);
+    assert_ok(&out, "third agent key");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    let err = stderr(&out);
+    for k in [&mallory, &ecdsa] {
+        assert!(
+            err.contains(&format!("web1 refused key {}", fingerprint(k))),
+            "{err}"
+        );
+    }
+    let log = w.proxy.log_text();
+    assert_eq!(count(&log, "event=\"authorization_denied\""), 2, "{log}");
+    assert_eq!(count(&log, "event=\"upstream_connected\""), 1, "{log}");
+}
+
+#[test]
+fn when_no_agent_key_is_accepted_every_key_tried_is_listed() {
+    let w = World::new();
+    let d = w.dir.path();
+    let mallory = user_key(d, "mallory");
+    let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
+    let weak = keygen(d, "weak", &["-t", "rsa", "-b", "1024"]);
+    let agent = Agent::with(&w, &[&mallory, &weak, &ecdsa]);
+    let mut cmd = ssh_via(&w, "");
+    cmd.env("SSH_AUTH_SOCK", &agent.sock);
+    cmd.arg("echo ok");
+    let out = run_bounded(&mut cmd, T);
+    assert!(!out.status.success());
+    let (m, e, k) = (
+        fingerprint(&mallory),
+        fingerprint(&ecdsa),
+        fingerprint(&weak),
+    );
+    let expected = format!(
+        "ztssh: web1 refused every key tried for principal alice:\n  \
+         {m} (ED25519, mallory): principal alice is not authorized with key {m} on web1\n  \
+         {e} (ECDSA-P256, ecdsa): principal alice is not authorized with key {e} on web1\n  \
+         skipped {k} (RSA-1024, weak): RSA key of 1024 bits refused: ztssh accepts RSA keys of 2048 to 4096 bits\n"
+    );
+    let err = stderr(&out);
+    assert!(err.contains(&expected), "{err}\nexpected:\n{expected}");
+}
+
+#[test]
+fn a_1024_bit_rsa_key_is_refused_with_the_exact_message() {
+    let w = World::new();
+    let weak = keygen(w.dir.path(), "weak", &["-t", "rsa", "-b", "1024"]);
+    let mut cmd = ssh_via(&w, &format!("--identity {}", weak.display()));
+    cmd.arg("true");
+    let out = run_bounded(&mut cmd, T);
+    assert!(!out.status.success());
+    // ssh's own words about the closed ProxyCommand follow the sidecar's.
+    assert_eq!(
+        first_line(&out),
+        format!(
+            "ztssh: cannot use identity {}: RSA key of 1024 bits refused: ztssh accepts RSA keys of 2048 to 4096 bits",
+            weak.display()
+        )
+    );
+    // Refused before any connection: the proxy saw nothing.
+    assert!(!w.proxy.log_text().contains("connection_accepted"));
+    // The same key held by the agent, alone.
+    let agent = Agent::with(&w, &[&weak]);
+    let mut cmd = ssh_via(&w, "");
+    cmd.env("SSH_AUTH_SOCK", &agent.sock).arg("true");
+    let out = run_bounded(&mut cmd, T);
+    assert!(!out.status.success());
+    assert_eq!(
+        first_line(&out),
+        format!(
+            "ztssh: ssh-agent holds no key ztssh can use ({} (RSA-1024, weak): RSA key of 1024 bits refused: \
+             ztssh accepts RSA keys of 2048 to 4096 bits); run ssh-add, or pass --identity",
+            fingerprint(&weak)
+        )
+    );
+}
