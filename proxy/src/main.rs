@@ -52,6 +52,10 @@ enum Cmd {
         /// Or the proxy's config file, to read `authorized_keys_socket` from.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// sshd's `%C` (sshd 9.4+): only the session whose connection to
+        /// sshd this is gets an answer.
+        #[arg(long)]
+        connection: Option<String>,
         /// The account sshd is logging in (`%u`).
         account: String,
         /// The offered key's type and base64 (`%t %k`), optional.
@@ -167,9 +171,10 @@ fn main() -> ExitCode {
         Cmd::AuthorizedKeys {
             socket,
             config,
+            connection,
             account,
             key,
-        } => authorized_keys(socket, config, &account, &key),
+        } => authorized_keys(socket, config, connection.as_deref(), &account, &key),
         Cmd::SshdConfig {
             config,
             command,
@@ -246,6 +251,7 @@ fn main() -> ExitCode {
 fn authorized_keys(
     socket: Option<PathBuf>,
     config: Option<PathBuf>,
+    connection: Option<&str>,
     account: &str,
     key: &[String],
 ) -> ExitCode {
@@ -276,8 +282,18 @@ fn authorized_keys(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let client = match connection.map(ztssh_proxy::zsk::parse_connection) {
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            eprintln!("ztssh-proxy: authorized-keys: --connection: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
-    report(ztssh_proxy::akc::ask(&socket, account, key, &mut out))
+    report(ztssh_proxy::akc::ask(
+        &socket, account, key, client, &mut out,
+    ))
 }
 
 /// The proxy's config, the command sshd runs, and the lines; on error,

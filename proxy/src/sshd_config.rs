@@ -93,14 +93,15 @@ pub fn lines(
         format!("ListenAddress {}", cfg.upstream),
         format!("# Keys only for live ztssh sessions, each bound to its session's own source address in {range}:"),
         "AuthorizedKeysFile none".into(),
-        format!(
-            "AuthorizedKeysCommand {} authorized-keys --socket {} %u %t %k",
-            command.display(),
-            akc.socket.display()
-        ),
+        command_line(command, &akc.socket, version),
         format!("AuthorizedKeysCommandUser {}", akc.command_user.name),
     ];
-    if version < PERCENT_C {
+    if version >= PERCENT_C {
+        out.push(
+            "# %C (sshd 9.4+): a key is answered only to its own session's connection (address and port)."
+                .into(),
+        );
+    } else {
         out.push(format!(
             "# sshd {major}.{minor} has no %C (9.4+): a key is bound to its session's source address, not yet to its port."
         ));
@@ -119,6 +120,20 @@ pub fn lines(
     let mut text = out.join("\n");
     text.push('\n');
     Ok(text)
+}
+
+/// The `AuthorizedKeysCommand` line: `%C` added where sshd has it (9.4+).
+pub fn command_line(command: &Path, socket: &Path, version: Version) -> String {
+    format!(
+        "AuthorizedKeysCommand {} authorized-keys --socket {}{} %u %t %k",
+        command.display(),
+        socket.display(),
+        if version >= PERCENT_C {
+            " --connection %C"
+        } else {
+            ""
+        }
+    )
 }
 
 /// The binary sshd should run: `--command`, or this executable.
@@ -148,6 +163,29 @@ mod tests {
         assert_eq!(parse_version("OpenSSH_10.0p2"), Some((10, 0)));
         assert_eq!(parse_version("sshd: illegal option"), None);
         assert!((9, 10) > PENALTIES && (9, 2) < PERCENT_C);
+    }
+
+    #[test]
+    fn percent_c_only_where_sshd_has_it() {
+        let (cmd, sock) = (
+            Path::new("/usr/sbin/ztssh-proxy"),
+            Path::new("/run/z/akc.sock"),
+        );
+        assert_eq!(
+            command_line(cmd, sock, (9, 2)),
+            "AuthorizedKeysCommand /usr/sbin/ztssh-proxy authorized-keys --socket /run/z/akc.sock %u %t %k"
+        );
+        assert_eq!(
+            command_line(cmd, sock, (9, 3)),
+            command_line(cmd, sock, (9, 2))
+        );
+        for v in [(9, 4), (9, 9), (10, 0)] {
+            assert_eq!(
+                command_line(cmd, sock, v),
+                "AuthorizedKeysCommand /usr/sbin/ztssh-proxy authorized-keys --socket /run/z/akc.sock \
+                 --connection %C %u %t %k"
+            );
+        }
     }
 
     #[test]
