@@ -275,6 +275,26 @@ fn respond(shared: &Shared, request: &Request) -> String {
     text
 }
 
+/// The client end of sshd's `%C` (sshd ≥ 9.4): `CADDR CPORT SADDR SPORT`,
+/// as one argument.
+pub fn parse_connection(text: &str) -> Result<std::net::SocketAddr, String> {
+    let words: Vec<&str> = text.split(' ').collect();
+    let [addr, port, server, server_port] = words[..] else {
+        return Err(format!(
+            "{text:?} is not sshd's %C (client address, client port, server address, server port)"
+        ));
+    };
+    let parse = |a: &str, p: &str| -> Result<std::net::SocketAddr, String> {
+        let ip: std::net::IpAddr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IP address"))?;
+        let port: u16 = p.parse().map_err(|_| format!("{p:?} is not a port"))?;
+        Ok(std::net::SocketAddr::new(ip, port))
+    };
+    parse(server, server_port)?;
+    parse(addr, port)
+}
+
 /// The command's side: asks the socket and copies the answer to `out`.
 /// Any failure leaves sshd with no key (it then refuses the login).
 /// `client`: the client end of sshd's `%C`, when sshd passes it.
@@ -337,6 +357,30 @@ mod tests {
             b"alice client=nowhere:22\n",
         ] {
             assert!(parse_request(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn percent_c_gives_the_client_end() {
+        assert_eq!(
+            parse_connection("127.77.0.5 40005 127.0.0.1 22"),
+            Ok("127.77.0.5:40005".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_connection("::1 5000 ::1 22"),
+            Ok("[::1]:5000".parse().expect("addr"))
+        );
+        for bad in [
+            "",
+            "127.77.0.5 40005",
+            "127.77.0.5 40005 127.0.0.1",
+            "127.77.0.5 40005 127.0.0.1 22 x",
+            "127.77.0.5  40005 127.0.0.1 22",
+            "host 40005 127.0.0.1 22",
+            "127.77.0.5 70000 127.0.0.1 22",
+            "127.77.0.5 40005 127.0.0.1 ssh",
+        ] {
+            assert!(parse_connection(bad).is_err(), "{bad:?}");
         }
     }
 }

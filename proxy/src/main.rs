@@ -282,7 +282,7 @@ fn authorized_keys(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let client = match connection.map(ztssh_proxy::zsk::parse_connection) {
+    let client = match connection.map(ztssh_proxy::akc::parse_connection) {
         Some(Ok(c)) => Some(c),
         Some(Err(e)) => {
             eprintln!("ztssh-proxy: authorized-keys: --connection: {e}");

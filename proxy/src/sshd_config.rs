@@ -1,5 +1,6 @@
 //! `ztssh-proxy sshd-config`: the sshd_config lines zero standing keys
-//! needs, for the sshd version installed.
+//! needs, for the sshd version installed; and, for `sshd-setup`, whether
+//! an sshd_config includes a file, and a diff of a change.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -146,6 +147,85 @@ pub fn command_path(given: Option<PathBuf>) -> Result<PathBuf, String> {
     }
 }
 
+/// Whether a top-level `Include` (before any `Match`) names `file`.
+/// Relative patterns are relative to /etc/ssh, as sshd reads them.
+pub fn includes(sshd_config: &str, file: &Path) -> bool {
+    let file = file.to_string_lossy();
+    for line in sshd_config.lines() {
+        let mut words = line.split_whitespace();
+        let Some(keyword) = words.next() else {
+            continue;
+        };
+        if keyword.eq_ignore_ascii_case("match") {
+            return false;
+        }
+        if keyword.eq_ignore_ascii_case("include") {
+            for pattern in words.map(|w| w.trim_matches('"')) {
+                let pattern = if pattern.starts_with('/') {
+                    pattern.to_owned()
+                } else {
+                    format!("/etc/ssh/{pattern}")
+                };
+                if glob_match(pattern.as_bytes(), file.as_bytes()) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// `*` and `?` as glob(3) reads them in a path: neither crosses `/`.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.split_first(), name.split_first()) {
+        (None, None) => true,
+        (Some((b'*', rest)), _) => {
+            glob_match(rest, name)
+                || matches!(name.split_first(), Some((c, tail)) if *c != b'/' && glob_match(pattern, tail))
+        }
+        (Some((b'?', rest)), Some((c, tail))) => *c != b'/' && glob_match(rest, tail),
+        (Some((p, rest)), Some((c, tail))) => p == c && glob_match(rest, tail),
+        _ => false,
+    }
+}
+
+/// A unified-diff-like view of one file's change (one hunk).
+/// `before` is the old contents and mode, if the file exists.
+pub fn diff(path: &Path, before: Option<(&[u8], u32)>, after: &[u8]) -> String {
+    let old_text = before.map(|(b, _)| String::from_utf8_lossy(b).into_owned());
+    let new_text = String::from_utf8_lossy(after);
+    let old: Vec<&str> = old_text
+        .as_deref()
+        .map_or(Vec::new(), |t| t.lines().collect());
+    let new: Vec<&str> = new_text.lines().collect();
+    let head = old.iter().zip(&new).take_while(|(a, b)| a == b).count();
+    let tail = old[head..]
+        .iter()
+        .rev()
+        .zip(new[head..].iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out = match before {
+        Some((_, mode)) => format!("--- {} (mode {mode:o})\n", path.display()),
+        None => format!("--- {} (does not exist)\n", path.display()),
+    };
+    out.push_str(&format!("+++ {}\n", path.display()));
+    let ctx = 3;
+    for l in &old[head.saturating_sub(ctx)..head] {
+        out.push_str(&format!(" {l}\n"));
+    }
+    for l in &old[head..old.len() - tail] {
+        out.push_str(&format!("-{l}\n"));
+    }
+    for l in &new[head..new.len() - tail] {
+        out.push_str(&format!("+{l}\n"));
+    }
+    for l in old[old.len() - tail..].iter().take(ctx) {
+        out.push_str(&format!(" {l}\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +274,58 @@ mod tests {
         let e = check_command_path(Path::new("/tmp")).expect_err("/tmp is world-writable");
         assert!(e.contains("/tmp is not"), "{e}");
         assert!(check_command_path(Path::new("relative/ztssh-proxy")).is_err());
+    }
+
+    #[test]
+    fn includes_are_found_as_sshd_reads_them() {
+        let drop_in = Path::new("/etc/ssh/sshd_config.d/00-ztssh.conf");
+        let debian = "# comment\nInclude /etc/ssh/sshd_config.d/*.conf\nPort 22\n";
+        assert!(includes(debian, drop_in));
+        assert!(
+            includes("include sshd_config.d/*.conf\n", drop_in),
+            "relative to /etc/ssh"
+        );
+        assert!(includes(
+            "Include /x/y \"/etc/ssh/sshd_config.d/0?-*\"\n",
+            drop_in
+        ));
+        assert!(!includes("Include /etc/ssh/sshd_config.d/*.cfg\n", drop_in));
+        assert!(
+            !includes("Include /etc/ssh/*.conf\n", drop_in),
+            "* does not cross /"
+        );
+        assert!(!includes(
+            "#Include /etc/ssh/sshd_config.d/*.conf\n",
+            drop_in
+        ));
+        assert!(
+            !includes(
+                "Match User bob\nInclude /etc/ssh/sshd_config.d/*.conf\n",
+                drop_in
+            ),
+            "inside a Match block"
+        );
+        assert!(!includes("", drop_in));
+    }
+
+    #[test]
+    fn the_diff_shows_one_hunk_with_context() {
+        let new = diff(Path::new("/d/z.conf"), None, b"A 1\nB 2\n");
+        assert_eq!(
+            new,
+            "--- /d/z.conf (does not exist)\n+++ /d/z.conf\n+A 1\n+B 2\n"
+        );
+        let old = b"one\ntwo\nthree\nfour\nfive\n";
+        let changed = diff(
+            Path::new("/c"),
+            Some((old, 0o644)),
+            b"one\ntwo\nthree\nFOUR\nfive\n",
+        );
+        assert_eq!(
+            changed,
+            "--- /c (mode 644)\n+++ /c\n one\n two\n three\n-four\n+FOUR\n five\n"
+        );
+        let prepended = diff(Path::new("/c"), Some((b"x\n", 0o600)), b"Include d/*\nx\n");
+        assert_eq!(prepended, "--- /c (mode 600)\n+++ /c\n+Include d/*\n x\n");
     }
 }

@@ -24,6 +24,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::config::AuthorizedKeysConfig;
+use crate::sshd_config;
 use crate::sshd_reload::{self, Reload, run_bounded};
 
 /// Exit code: the host is not ready; nothing was changed.
@@ -133,7 +134,7 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
         let mut out = String::from("sshd-setup: dry run: nothing was changed. The change:\n");
         for c in &changes {
             let before = c.before.as_ref().map(|b| (b.bytes.as_slice(), b.mode));
-            out.push_str(&diff(&c.path, before, &c.after));
+            out.push_str(&sshd_config::diff(&c.path, before, &c.after));
         }
         return match prechecks(target, opts) {
             Ok(checked) => Ok(format!(
@@ -188,7 +189,7 @@ fn plan(target: &Target, opts: &Options) -> Result<Vec<Change>, Failure> {
         })?;
     let mut changes = Vec::new();
     let text = String::from_utf8_lossy(&cfg.bytes);
-    if !includes(&text, &opts.drop_in) {
+    if !sshd_config::includes(&text, &opts.drop_in) {
         if !opts.add_include {
             return Err(not_ready(format!(
                 "{} has no Include that reads {} before its first Match block, so sshd would never see the \
@@ -221,85 +222,6 @@ fn plan(target: &Target, opts: &Options) -> Result<Vec<Change>, Failure> {
         });
     }
     Ok(changes)
-}
-
-/// Whether a top-level `Include` (before any `Match`) names `file`.
-/// Relative patterns are relative to /etc/ssh, as sshd reads them.
-pub fn includes(sshd_config: &str, file: &Path) -> bool {
-    let file = file.to_string_lossy();
-    for line in sshd_config.lines() {
-        let mut words = line.split_whitespace();
-        let Some(keyword) = words.next() else {
-            continue;
-        };
-        if keyword.eq_ignore_ascii_case("match") {
-            return false;
-        }
-        if keyword.eq_ignore_ascii_case("include") {
-            for pattern in words.map(|w| w.trim_matches('"')) {
-                let pattern = if pattern.starts_with('/') {
-                    pattern.to_owned()
-                } else {
-                    format!("/etc/ssh/{pattern}")
-                };
-                if glob_match(pattern.as_bytes(), file.as_bytes()) {
-                    return true;
-                }
-            }
-        }
-    }
-    false
-}
-
-/// `*` and `?` as glob(3) reads them in a path: neither crosses `/`.
-fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
-    match (pattern.split_first(), name.split_first()) {
-        (None, None) => true,
-        (Some((b'*', rest)), _) => {
-            glob_match(rest, name)
-                || matches!(name.split_first(), Some((c, tail)) if *c != b'/' && glob_match(pattern, tail))
-        }
-        (Some((b'?', rest)), Some((c, tail))) => *c != b'/' && glob_match(rest, tail),
-        (Some((p, rest)), Some((c, tail))) => p == c && glob_match(rest, tail),
-        _ => false,
-    }
-}
-
-/// A unified-diff-like view of one file's change (one hunk).
-/// `before` is the old contents and mode, if the file exists.
-pub fn diff(path: &Path, before: Option<(&[u8], u32)>, after: &[u8]) -> String {
-    let old_text = before.map(|(b, _)| String::from_utf8_lossy(b).into_owned());
-    let new_text = String::from_utf8_lossy(after);
-    let old: Vec<&str> = old_text
-        .as_deref()
-        .map_or(Vec::new(), |t| t.lines().collect());
-    let new: Vec<&str> = new_text.lines().collect();
-    let head = old.iter().zip(&new).take_while(|(a, b)| a == b).count();
-    let tail = old[head..]
-        .iter()
-        .rev()
-        .zip(new[head..].iter().rev())
-        .take_while(|(a, b)| a == b)
-        .count();
-    let mut out = match before {
-        Some((_, mode)) => format!("--- {} (mode {mode:o})\n", path.display()),
-        None => format!("--- {} (does not exist)\n", path.display()),
-    };
-    out.push_str(&format!("+++ {}\n", path.display()));
-    let ctx = 3;
-    for l in &old[head.saturating_sub(ctx)..head] {
-        out.push_str(&format!(" {l}\n"));
-    }
-    for l in &old[head..old.len() - tail] {
-        out.push_str(&format!("-{l}\n"));
-    }
-    for l in &new[head..new.len() - tail] {
-        out.push_str(&format!("+{l}\n"));
-    }
-    for l in old[old.len() - tail..].iter().take(ctx) {
-        out.push_str(&format!(" {l}\n"));
-    }
-    out
 }
 
 /// Checks that change nothing; returns what was checked.
@@ -515,63 +437,5 @@ fn rollback(
                 opts.backup_dir.display()
             ),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn includes_are_found_as_sshd_reads_them() {
-        let drop_in = Path::new("/etc/ssh/sshd_config.d/00-ztssh.conf");
-        let debian = "# comment\nInclude /etc/ssh/sshd_config.d/*.conf\nPort 22\n";
-        assert!(includes(debian, drop_in));
-        assert!(
-            includes("include sshd_config.d/*.conf\n", drop_in),
-            "relative to /etc/ssh"
-        );
-        assert!(includes(
-            "Include /x/y \"/etc/ssh/sshd_config.d/0?-*\"\n",
-            drop_in
-        ));
-        assert!(!includes("Include /etc/ssh/sshd_config.d/*.cfg\n", drop_in));
-        assert!(
-            !includes("Include /etc/ssh/*.conf\n", drop_in),
-            "* does not cross /"
-        );
-        assert!(!includes(
-            "#Include /etc/ssh/sshd_config.d/*.conf\n",
-            drop_in
-        ));
-        assert!(
-            !includes(
-                "Match User bob\nInclude /etc/ssh/sshd_config.d/*.conf\n",
-                drop_in
-            ),
-            "inside a Match block"
-        );
-        assert!(!includes("", drop_in));
-    }
-
-    #[test]
-    fn the_diff_shows_one_hunk_with_context() {
-        let new = diff(Path::new("/d/z.conf"), None, b"A 1\nB 2\n");
-        assert_eq!(
-            new,
-            "--- /d/z.conf (does not exist)\n+++ /d/z.conf\n+A 1\n+B 2\n"
-        );
-        let old = b"one\ntwo\nthree\nfour\nfive\n";
-        let changed = diff(
-            Path::new("/c"),
-            Some((old, 0o644)),
-            b"one\ntwo\nthree\nFOUR\nfive\n",
-        );
-        assert_eq!(
-            changed,
-            "--- /c (mode 644)\n+++ /c\n one\n two\n three\n-four\n+FOUR\n five\n"
-        );
-        let prepended = diff(Path::new("/c"), Some((b"x\n", 0o600)), b"Include d/*\nx\n");
-        assert_eq!(prepended, "--- /c (mode 600)\n+++ /c\n+Include d/*\n x\n");
     }
 }

@@ -223,26 +223,6 @@ pub struct LiveSession {
     pub source_port: u16,
 }
 
-/// The client end of sshd's `%C` (sshd ≥ 9.4): `CADDR CPORT SADDR SPORT`,
-/// as one argument.
-pub fn parse_connection(text: &str) -> Result<SocketAddr, String> {
-    let words: Vec<&str> = text.split(' ').collect();
-    let [addr, port, server, server_port] = words[..] else {
-        return Err(format!(
-            "{text:?} is not sshd's %C (client address, client port, server address, server port)"
-        ));
-    };
-    let parse = |a: &str, p: &str| -> Result<SocketAddr, String> {
-        let ip: IpAddr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IP address"))?;
-        let port: u16 = p.parse().map_err(|_| format!("{p:?} is not a port"))?;
-        Ok(SocketAddr::new(ip, port))
-    };
-    parse(server, server_port)?;
-    parse(addr, port)
-}
-
 /// Every live session that connected to sshd from an address of its own.
 #[derive(Default)]
 pub struct LiveKeys {
@@ -552,30 +532,6 @@ mod tests {
                 .lines
                 .is_empty()
         );
-    }
-
-    #[test]
-    fn percent_c_gives_the_client_end() {
-        assert_eq!(
-            parse_connection("127.77.0.5 40005 127.0.0.1 22"),
-            Ok("127.77.0.5:40005".parse().expect("addr"))
-        );
-        assert_eq!(
-            parse_connection("::1 5000 ::1 22"),
-            Ok("[::1]:5000".parse().expect("addr"))
-        );
-        for bad in [
-            "",
-            "127.77.0.5 40005",
-            "127.77.0.5 40005 127.0.0.1",
-            "127.77.0.5 40005 127.0.0.1 22 x",
-            "127.77.0.5  40005 127.0.0.1 22",
-            "host 40005 127.0.0.1 22",
-            "127.77.0.5 70000 127.0.0.1 22",
-            "127.77.0.5 40005 127.0.0.1 ssh",
-        ] {
-            assert!(parse_connection(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]
