@@ -320,4 +320,33 @@ fn a_failed_setup_is_rolled_back_and_sshd_still_serves() {
         &h.direct(),
         "the standing key works again after the rollback",
     );
+
+    // sshd_config without the Include: not ready, unless --add-include,
+    // which puts it at the top (after a backup) and then goes through.
+    let cfg = std::fs::read_to_string(&h.sshd_config).expect("sshd_config");
+    let include = format!("Include {}/*.conf\n", h.drop_in_dir.display());
+    let without = cfg.replacen(&include, "", 1);
+    assert_ne!(without, cfg);
+    std::fs::write(&h.sshd_config, &without).expect("drop the Include");
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has no Include that reads"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read_text(&h.sshd_config), without);
+    let text = ok_output(
+        &h.setup(&["--add-include", "--login-check", &login]),
+        "--add-include",
+    );
+    assert!(
+        text.contains(&format!("backup of {}", h.sshd_config.display())),
+        "{text}"
+    );
+    let now = read_text(&h.sshd_config);
+    assert!(now.ends_with(&without), "the old file follows the new line");
+    assert!(now.contains(&include), "{now}");
+    h.wait_reloads(3);
+    refused(&h.direct(), "the standing key after --add-include");
 }
