@@ -10,11 +10,19 @@
 //!       comment:string
 //!       section*
 //! section = section_type:u8 section_data:string
+//! ; section_type 1, KRL_SECTION_CERTIFICATES: section_data is
+//! ;   ca_key:string (the CA's public key blob) reserved:string ("")
+//! ;   cert_section_type:u8 (0x20, KRL_SECTION_CERT_SERIAL_LIST)
+//! ;   cert_section_data:string (serial:u64 per revoked certificate)
 //! ; section_type 5, KRL_SECTION_FINGERPRINT_SHA256: section_data is
 //! ; hash:string (32 bytes, SHA-256 of the public key blob) per revoked key
 //! ```
 //!
-//! Only the SHA-256 fingerprint section is written (sshd ≥ 7.9 reads it).
+//! Two sections are written, in the order `ssh-keygen -k` writes them:
+//! host certificates by serial under the host CA key (certificates first),
+//! then plain keys by SHA-256 fingerprint (sshd ≥ 7.9 reads it).
+//! Serials go in a plain list: they are random 64-bit numbers, for which a
+//! list is the smallest of the three encodings and the one ssh-keygen picks.
 //! The hashes are written sorted and without duplicates, as `ssh-keygen -k`
 //! writes them, so the two tools produce the same bytes for the same keys
 //! (apart from `generated_date`). No signature section: sshd does not use
@@ -28,6 +36,10 @@ pub const MAGIC: &[u8; 8] = b"SSHKRL\n\0";
 const FORMAT_VERSION: u32 = 1;
 /// `KRL_SECTION_FINGERPRINT_SHA256`.
 const SECTION_FINGERPRINT_SHA256: u8 = 5;
+/// `KRL_SECTION_CERTIFICATES`.
+const SECTION_CERTIFICATES: u8 = 1;
+/// `KRL_SECTION_CERT_SERIAL_LIST`.
+const CERT_SERIAL_LIST: u8 = 0x20;
 
 /// A KRL that revokes plain keys by the SHA-256 hash of their blob.
 pub struct Krl<'a> {
@@ -39,6 +51,9 @@ pub struct Krl<'a> {
     pub comment: &'a str,
     /// SHA-256 hashes of the revoked keys' OpenSSH wire encodings.
     pub sha256: &'a BTreeSet<[u8; 32]>,
+    /// The CA's public key blob and the serials of the certificates it
+    /// signed that are revoked (nothing is written when there are none).
+    pub certs: Option<(&'a [u8], &'a BTreeSet<u64>)>,
 }
 
 fn string(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -60,6 +75,19 @@ impl Krl<'_> {
         out.extend_from_slice(&0u64.to_be_bytes()); // flags
         string(&mut out, b""); // reserved
         string(&mut out, self.comment.as_bytes());
+        if let Some((ca_key, serials)) = self.certs.filter(|(_, s)| !s.is_empty()) {
+            let mut list = Vec::with_capacity(8 * serials.len());
+            for serial in serials {
+                list.extend_from_slice(&serial.to_be_bytes());
+            }
+            let mut section = Vec::with_capacity(list.len() + ca_key.len() + 16);
+            string(&mut section, ca_key);
+            string(&mut section, b""); // reserved
+            section.push(CERT_SERIAL_LIST);
+            string(&mut section, &list);
+            out.push(SECTION_CERTIFICATES);
+            string(&mut out, &section);
+        }
         if !self.sha256.is_empty() {
             let mut section = Vec::with_capacity(36 * self.sha256.len());
             for hash in self.sha256 {
@@ -84,6 +112,7 @@ mod tests {
             generated: 0x0102_0304,
             comment: "hi",
             sha256: &set,
+            certs: Some((b"ca", &BTreeSet::new())),
         };
         let mut want = b"SSHKRL\n\0".to_vec();
         want.extend_from_slice(&[0, 0, 0, 1]);
@@ -103,6 +132,7 @@ mod tests {
             generated: 2,
             comment: "",
             sha256: &set,
+            certs: None,
         }
         .encode();
         let header = 8 + 4 + 8 + 8 + 8 + 4 + 4;
@@ -114,5 +144,28 @@ mod tests {
             want.extend_from_slice(&[fill; 32]);
         }
         assert_eq!(rest, want);
+    }
+
+    #[test]
+    fn serials_come_first_in_a_certificate_section_under_the_ca_key() {
+        let set: BTreeSet<[u8; 32]> = [[3u8; 32]].into_iter().collect();
+        let serials: BTreeSet<u64> = [0x0102, 1].into_iter().collect();
+        let bytes = Krl {
+            krl_version: 1,
+            generated: 2,
+            comment: "",
+            sha256: &set,
+            certs: Some((b"CAKEY", &serials)),
+        }
+        .encode();
+        let header = 8 + 4 + 8 + 8 + 8 + 4 + 4;
+        let mut want = vec![1u8, 0, 0, 0, 34];
+        want.extend_from_slice(&[0, 0, 0, 5]);
+        want.extend_from_slice(b"CAKEY");
+        want.extend_from_slice(&[0, 0, 0, 0, 0x20, 0, 0, 0, 16]);
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 2]);
+        want.extend_from_slice(&[5, 0, 0, 0, 36, 0, 0, 0, 32]);
+        want.extend_from_slice(&[3u8; 32]);
+        assert_eq!(&bytes[header..], want);
     }
 }

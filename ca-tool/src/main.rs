@@ -59,8 +59,8 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Record a revocation: a principal ban, a server licence, a serial, or a
-    /// user key.
+    /// Record a revocation: a principal ban, a server licence, a serial, a
+    /// user key, or a host certificate.
     Revoke {
         /// CA directory.
         #[arg(long)]
@@ -78,6 +78,10 @@ enum Cmd {
         /// fingerprint; `ztssh-ca krl` publishes it to sshd.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Revoke this OpenSSH host certificate (a KEY-cert.pub file that
+        /// `sign-host` wrote), by serial; `ztssh-ca krl` publishes it.
+        #[arg(long)]
+        host_cert: Option<PathBuf>,
     },
     /// Write a new root-signed revocation list (version goes up by one).
     Crl {
@@ -121,8 +125,8 @@ enum Cmd {
         #[arg(long, default_value = "*")]
         pattern: String,
     },
-    /// Write the revoked user keys as a binary OpenSSH KRL for sshd's
-    /// RevokedKeys (replaced atomically).
+    /// Write the revoked user keys and host certificates as a binary
+    /// OpenSSH KRL for sshd's RevokedKeys (replaced atomically).
     Krl {
         /// CA directory.
         #[arg(long)]
@@ -163,8 +167,18 @@ fn main() -> ExitCode {
             server,
             serial,
             key,
-        } => revoke::Target::from_flags(principal, server, serial, key.as_deref())
-            .and_then(|t| revoke::revoke(&dir, &t)),
+            host_cert,
+        } => revoke::Target::from_flags(
+            &dir,
+            revoke::Flags {
+                principal,
+                server,
+                serial,
+                key,
+                host_cert,
+            },
+        )
+        .and_then(|t| revoke::revoke(&dir, &t)),
         Cmd::Crl { dir, out, ttl } => revoke::crl(&dir, &out, &ttl, now()),
         Cmd::SignHost {
             dir,

@@ -2,7 +2,8 @@
 //! list and sshd's key revocation list.
 //!
 //! Records live in `CA/revocations.txt`, one `principal NAME`,
-//! `server SERVER_ID`, `serial HEX` or `key SHA256:FINGERPRINT` per line.
+//! `server SERVER_ID`, `serial HEX`, `key SHA256:FINGERPRINT` or
+//! `host-serial N` (an OpenSSH host certificate's serial) per line.
 //! `CA/crl.version` and `CA/krl.version` hold the last version issued of
 //! each list, so versions only ever go up.
 
@@ -32,6 +33,41 @@ pub enum Target {
     Serial(Serial),
     /// Revoke a user key, by the SHA-256 hash of its OpenSSH encoding.
     Key([u8; 32]),
+    /// Revoke a host certificate the host CA signed, by its serial.
+    HostSerial(u64),
+}
+
+/// The serial of an OpenSSH host certificate file, checked to be signed by
+/// this CA's host CA key.
+fn host_cert_serial(dir: &Path, path: &Path) -> Result<u64> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let cert = ssh_key::Certificate::from_openssh(text.trim()).with_context(|| {
+        format!(
+            "{} is not an OpenSSH certificate (a KEY-cert.pub line)",
+            path.display()
+        )
+    })?;
+    if cert.cert_type() != ssh_key::certificate::CertType::Host {
+        bail!(
+            "{} is a user certificate, not a host certificate",
+            path.display()
+        );
+    }
+    if cert.signature_key() != host_ca_key(dir)?.key_data() {
+        bail!(
+            "{} was not signed by this CA's host CA key (ztssh-ca known-hosts --dir {} shows it)",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(cert.serial())
+}
+
+fn host_ca_key(dir: &Path) -> Result<ssh_key::PublicKey> {
+    let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
+        .map_err(anyhow::Error::msg)?;
+    Ok(ztssh_proto::hostca::HostCa::from_root(&root).public_key())
 }
 
 fn key_line(hash: &[u8; 32]) -> String {
@@ -73,25 +109,29 @@ fn parse_serial(hex: &str) -> Result<Serial> {
 }
 
 impl Target {
-    /// Builds the target from exactly one of the four flags.
-    pub fn from_flags(
-        principal: Option<String>,
-        server: Option<String>,
-        serial: Option<String>,
-        key: Option<&Path>,
-    ) -> Result<Self> {
-        Ok(match (principal, server, serial, key) {
-            (Some(p), None, None, None) => {
+    /// Builds the target from exactly one of the flags (`dir`: the CA,
+    /// to check a host certificate's signer).
+    pub fn from_flags(dir: &Path, flags: Flags) -> Result<Self> {
+        let Flags {
+            principal,
+            server,
+            serial,
+            key,
+            host_cert,
+        } = flags;
+        Ok(match (principal, server, serial, key, host_cert) {
+            (Some(p), None, None, None, None) => {
                 check_name(&p, MAX_PRINCIPAL, "principal")?;
                 Self::Principal(p)
             }
-            (None, Some(s), None, None) => {
+            (None, Some(s), None, None, None) => {
                 check_name(&s, MAX_SERVER_ID, "server id")?;
                 Self::Server(s)
             }
-            (None, None, Some(n), None) => Self::Serial(parse_serial(&n)?),
-            (None, None, None, Some(k)) => Self::Key(key_hash(k)?),
-            _ => bail!("give exactly one of --principal, --server, --serial or --key"),
+            (None, None, Some(n), None, None) => Self::Serial(parse_serial(&n)?),
+            (None, None, None, Some(k), None) => Self::Key(key_hash(&k)?),
+            (None, None, None, None, Some(c)) => Self::HostSerial(host_cert_serial(dir, &c)?),
+            _ => bail!("give exactly one of --principal, --server, --serial, --key or --host-cert"),
         })
     }
 
@@ -101,8 +141,23 @@ impl Target {
             Self::Server(s) => format!("server {s}"),
             Self::Serial(n) => format!("serial {n}"),
             Self::Key(hash) => key_line(hash),
+            Self::HostSerial(n) => format!("host-serial {n}"),
         }
     }
+}
+
+/// `ztssh-ca revoke`'s flags, at most one set.
+pub struct Flags {
+    /// `--principal`.
+    pub principal: Option<String>,
+    /// `--server`.
+    pub server: Option<String>,
+    /// `--serial`.
+    pub serial: Option<String>,
+    /// `--key`.
+    pub key: Option<std::path::PathBuf>,
+    /// `--host-cert`.
+    pub host_cert: Option<std::path::PathBuf>,
 }
 
 /// Everything `revocations.txt` records.
@@ -112,6 +167,8 @@ struct Records {
     list: Revocations,
     /// Revoked user keys (SHA-256 of the key blob), for the KRL.
     keys: BTreeSet<[u8; 32]>,
+    /// Revoked host certificate serials, for the KRL.
+    host_serials: BTreeSet<u64>,
 }
 
 /// Reads `revocations.txt` (missing: no records). Any other failure to
@@ -142,7 +199,7 @@ fn parse_line(line: &str, records: &mut Records) -> Result<()> {
         return Ok(());
     }
     let Some((kind, value)) = line.split_once(' ') else {
-        bail!("expected `principal|server|serial|key VALUE`, found {line:?}");
+        bail!("expected `principal|server|serial|key|host-serial VALUE`, found {line:?}");
     };
     let value = value.trim();
     let r = &mut records.list;
@@ -163,7 +220,13 @@ fn parse_line(line: &str, records: &mut Records) -> Result<()> {
         "key" => {
             records.keys.insert(parse_fingerprint(value)?);
         }
-        _ => bail!("expected `principal|server|serial|key VALUE`, found {kind:?}"),
+        "host-serial" => {
+            let serial = value
+                .parse()
+                .with_context(|| format!("host-serial {value:?}: not a certificate serial"))?;
+            records.host_serials.insert(serial);
+        }
+        _ => bail!("expected `principal|server|serial|key|host-serial VALUE`, found {kind:?}"),
     }
     Ok(())
 }
@@ -188,7 +251,13 @@ pub fn revoke(dir: &Path, target: &Target) -> Result<()> {
     text.push('\n');
     keyfile::write_atomic(&path, text.as_bytes(), 0o600, keyfile::Existing::Replace)?;
     println!("recorded: {line}");
-    if let Target::Key(_) = target {
+    if let Target::HostSerial(_) = target {
+        println!(
+            "publish it: ztssh-ca krl --dir {} --out revoked.krl for every sshd's RevokedKeys \
+             (clients check host certificates against it with ssh's RevokedHostKeys)",
+            dir.display()
+        );
+    } else if let Target::Key(_) = target {
         println!(
             "publish it: ztssh-ca crl --dir {0} --out crl.pem for every proxy, and \
              ztssh-ca krl --dir {0} --out revoked.krl for every sshd's RevokedKeys \
@@ -307,7 +376,7 @@ pub fn init_versions(dir: &Path) -> Result<()> {
 /// `RevokedKeys`, replacing `out` atomically (sshd re-reads it on every
 /// authentication and refuses every key while it cannot read it).
 pub fn krl(dir: &Path, out: &Path, now: u64) -> Result<()> {
-    keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY).map_err(anyhow::Error::msg)?;
+    let host_ca = host_ca_key(dir)?.to_bytes().context("host CA key")?;
     let records = load(dir)?;
     let version_path = dir.join(KRL_VERSION_FILE);
     let version = last_version(&version_path, false)? + 1;
@@ -316,6 +385,7 @@ pub fn krl(dir: &Path, out: &Path, now: u64) -> Result<()> {
         generated: now,
         comment: "ztssh-ca",
         sha256: &records.keys,
+        certs: Some((&host_ca, &records.host_serials)),
     }
     .encode();
     keyfile::write_atomic(
@@ -327,8 +397,9 @@ pub fn krl(dir: &Path, out: &Path, now: u64) -> Result<()> {
     keyfile::write_atomic(out, &bytes, 0o644, keyfile::Existing::Replace)
         .with_context(|| format!("cannot write {}", out.display()))?;
     println!(
-        "KRL version {version} ({} revoked user keys) written to {}",
+        "KRL version {version} ({} revoked user keys, {} revoked host certificates) written to {}",
         records.keys.len(),
+        records.host_serials.len(),
         out.display()
     );
     Ok(())

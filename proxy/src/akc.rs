@@ -1,7 +1,8 @@
 //! The socket sshd's `AuthorizedKeysCommand` asks (through
 //! `ztssh-proxy authorized-keys`), and that command's client side.
 //!
-//! Request, one line: `ACCOUNT [KEYTYPE BASE64]\n` (sshd's `%u %t %k`).
+//! Request, one line: `ACCOUNT [KEYTYPE BASE64] [client=ADDR:PORT]\n`
+//! (sshd's `%u %t %k`, and the client end of `%C` where sshd has it).
 //! Answer: authorized_keys lines (see [`crate::zsk::answer`]), then the
 //! socket closes. Only root and the configured `AuthorizedKeysCommandUser`
 //! may ask (`SO_PEERCRED`); anyone else is closed on without a byte read.
@@ -150,7 +151,7 @@ async fn handle(mut stream: UnixStream, shared: &Shared) {
             return;
         }
     };
-    let text = respond(shared, &request.0, request.1.as_ref());
+    let text = respond(shared, &request);
     count(if text.is_empty() {
         "refused"
     } else {
@@ -164,9 +165,7 @@ async fn handle(mut stream: UnixStream, shared: &Shared) {
 }
 
 /// Reads and parses one request line.
-async fn read_request(
-    stream: &mut UnixStream,
-) -> Result<(String, Option<ssh_key::public::KeyData>), String> {
+async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.contains(&b'\n') {
@@ -182,10 +181,31 @@ async fn read_request(
     parse_request(&buf)
 }
 
-/// `ACCOUNT [KEYTYPE BASE64]` up to the first newline.
-pub fn parse_request(buf: &[u8]) -> Result<(String, Option<ssh_key::public::KeyData>), String> {
+/// One question from sshd's command.
+#[derive(Debug)]
+pub struct Request {
+    /// `%u`.
+    pub account: String,
+    /// `%t %k`, if given.
+    pub key: Option<ssh_key::public::KeyData>,
+    /// The client end of `%C`, if given.
+    pub client: Option<std::net::SocketAddr>,
+}
+
+/// `ACCOUNT [KEYTYPE BASE64] [client=ADDR:PORT]` up to the first newline.
+pub fn parse_request(buf: &[u8]) -> Result<Request, String> {
     let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = std::str::from_utf8(line).map_err(|_| "request is not UTF-8".to_owned())?;
+    let (line, client) = match line.rsplit_once(" client=") {
+        Some((rest, c)) => (
+            rest,
+            Some(
+                c.parse()
+                    .map_err(|_| format!("client={c:?} is not ADDR:PORT"))?,
+            ),
+        ),
+        None => (line, None),
+    };
     let mut words = line.split(' ');
     let account = words.next().unwrap_or_default();
     zsk::check_account(account)?;
@@ -197,23 +217,38 @@ pub fn parse_request(buf: &[u8]) -> Result<(String, Option<ssh_key::public::KeyD
                 .key_data()
                 .clone(),
         ),
-        _ => return Err("expected: ACCOUNT [KEYTYPE BASE64]".into()),
+        _ => return Err("expected: ACCOUNT [KEYTYPE BASE64] [client=ADDR:PORT]".into()),
     };
-    Ok((account.to_owned(), key))
+    Ok(Request {
+        account: account.to_owned(),
+        key,
+        client,
+    })
 }
 
 /// The answer's text; logs every refusal with its session.
-fn respond(shared: &Shared, account: &str, offered: Option<&ssh_key::public::KeyData>) -> String {
+fn respond(shared: &Shared, request: &Request) -> String {
+    let (account, offered) = (request.account.as_str(), request.key.as_ref());
     let authority = shared.authority.borrow().clone();
     let sessions = shared.live_keys.snapshot();
-    let answer = zsk::answer(&sessions, account, offered, &authority, clock::unix());
+    let answer = zsk::answer(
+        &sessions,
+        account,
+        offered,
+        request.client,
+        &authority,
+        clock::unix(),
+    );
     if answer.lines.is_empty() {
         if answer.refused.is_empty() {
             warn!(
                 event = "authorized_keys_refused",
                 account,
                 session = "none",
-                "sshd asked for account {account}: no live session holds {}",
+                "sshd asked for account {account}: no live session {}holds {}",
+                request
+                    .client
+                    .map_or_else(String::new, |c| format!("connected from {c} ")),
                 if offered.is_some() {
                     "the offered key"
                 } else {
@@ -240,12 +275,34 @@ fn respond(shared: &Shared, account: &str, offered: Option<&ssh_key::public::Key
     text
 }
 
+/// The client end of sshd's `%C` (sshd ≥ 9.4): `CADDR CPORT SADDR SPORT`,
+/// as one argument.
+pub fn parse_connection(text: &str) -> Result<std::net::SocketAddr, String> {
+    let words: Vec<&str> = text.split(' ').collect();
+    let [addr, port, server, server_port] = words[..] else {
+        return Err(format!(
+            "{text:?} is not sshd's %C (client address, client port, server address, server port)"
+        ));
+    };
+    let parse = |a: &str, p: &str| -> Result<std::net::SocketAddr, String> {
+        let ip: std::net::IpAddr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IP address"))?;
+        let port: u16 = p.parse().map_err(|_| format!("{p:?} is not a port"))?;
+        Ok(std::net::SocketAddr::new(ip, port))
+    };
+    parse(server, server_port)?;
+    parse(addr, port)
+}
+
 /// The command's side: asks the socket and copies the answer to `out`.
 /// Any failure leaves sshd with no key (it then refuses the login).
+/// `client`: the client end of sshd's `%C`, when sshd passes it.
 pub fn ask(
     socket: &Path,
     account: &str,
     key: Option<(&str, &str)>,
+    client: Option<std::net::SocketAddr>,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let mut s = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
@@ -256,10 +313,14 @@ pub fn ask(
     })?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
-    let request = match key {
-        Some((t, k)) => format!("{account} {t} {k}\n"),
-        None => format!("{account}\n"),
+    let mut request = match key {
+        Some((t, k)) => format!("{account} {t} {k}"),
+        None => account.to_owned(),
     };
+    if let Some(c) = client {
+        request.push_str(&format!(" client={c}"));
+    }
+    request.push('\n');
     s.write_all(request.as_bytes())?;
     let mut answer = Vec::new();
     s.take(MAX_ANSWER).read_to_end(&mut answer)?;
@@ -276,18 +337,50 @@ mod tests {
 
     #[test]
     fn requests_are_parsed_strictly() {
-        assert_eq!(parse_request(b"alice\n").expect("bare").0, "alice");
-        let (a, k) = parse_request(format!("deploy {KEY}\n").as_bytes()).expect("with key");
-        assert_eq!(a, "deploy");
-        assert!(k.is_some());
+        assert_eq!(parse_request(b"alice\n").expect("bare").account, "alice");
+        let r = parse_request(format!("deploy {KEY}\n").as_bytes()).expect("with key");
+        assert_eq!(r.account, "deploy");
+        assert!(r.key.is_some() && r.client.is_none());
+        let r = parse_request(format!("deploy {KEY} client=127.77.0.5:40005\n").as_bytes())
+            .expect("with %C");
+        assert!(r.key.is_some());
+        assert_eq!(r.client, Some("127.77.0.5:40005".parse().expect("addr")));
+        let r = parse_request(b"deploy client=[::1]:22\n").expect("no key, %C");
+        assert_eq!((r.account.as_str(), r.key.is_none()), ("deploy", true));
         for bad in [
             &b"\n"[..],
             b"-oops\n",
             b"al ice x y\n",
             b"alice ssh-ed25519 garbage\n",
             b"\xff\n",
+            b"alice client=127.0.0.1\n",
+            b"alice client=nowhere:22\n",
         ] {
             assert!(parse_request(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn percent_c_gives_the_client_end() {
+        assert_eq!(
+            parse_connection("127.77.0.5 40005 127.0.0.1 22"),
+            Ok("127.77.0.5:40005".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_connection("::1 5000 ::1 22"),
+            Ok("[::1]:5000".parse().expect("addr"))
+        );
+        for bad in [
+            "",
+            "127.77.0.5 40005",
+            "127.77.0.5 40005 127.0.0.1",
+            "127.77.0.5 40005 127.0.0.1 22 x",
+            "127.77.0.5  40005 127.0.0.1 22",
+            "host 40005 127.0.0.1 22",
+            "127.77.0.5 70000 127.0.0.1 22",
+            "127.77.0.5 40005 127.0.0.1 ssh",
+        ] {
+            assert!(parse_connection(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -12,9 +12,10 @@
 //! - [`fetch`]: pulls the revocation list over HTTP(S) for the reload task;
 //! - [`server`]: binding, signals, drain;
 //! - [`logging`]: log lines written off the runtime's workers;
-//! - [`zsk`], [`akc`], [`sshd_config`]: zero standing keys (a source
+//! - [`zsk`], [`akc`], [`sshd_config`], [`sshd_setup`] (with
+//!   [`sshd_reload`]): zero standing keys (a source
 //!   address per session, the socket sshd's `AuthorizedKeysCommand` asks,
-//!   and the sshd_config lines that wire it).
+//!   the sshd_config lines that wire it, and their safe installation).
 
 pub mod admission;
 pub mod akc;
@@ -34,4 +35,6 @@ pub mod reload;
 pub mod server;
 pub mod session;
 pub mod sshd_config;
+pub mod sshd_reload;
+pub mod sshd_setup;
 pub mod zsk;

@@ -52,6 +52,10 @@ enum Cmd {
         /// Or the proxy's config file, to read `authorized_keys_socket` from.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// sshd's `%C` (sshd 9.4+): only the session whose connection to
+        /// sshd this is gets an answer.
+        #[arg(long)]
+        connection: Option<String>,
         /// The account sshd is logging in (`%u`).
         account: String,
         /// The offered key's type and base64 (`%t %k`), optional.
@@ -73,6 +77,56 @@ enum Cmd {
         /// The sshd version (X.Y) instead of asking `sshd -V`.
         #[arg(long)]
         sshd_version: Option<String>,
+    },
+    /// Install the `sshd-config` lines safely: write a drop-in, check it
+    /// with `sshd -t` and `sshd -T`, reload sshd, check a login through
+    /// ztssh, and restore the old files on any failure (docs/OPERATOR.md).
+    /// Exit 0: applied or nothing to change; 65: not ready, nothing
+    /// changed; 1: failed and rolled back; 2: the rollback failed too.
+    SshdSetup {
+        /// Config file (TOML) of the running proxy.
+        #[arg(long, env = "ZTSSH_CONFIG")]
+        config: PathBuf,
+        /// The ztssh-proxy binary sshd runs (default: this one).
+        #[arg(long)]
+        command: Option<PathBuf>,
+        /// The sshd binary (its version decides the lines; runs -t and -T).
+        #[arg(long, default_value = "/usr/sbin/sshd")]
+        sshd: PathBuf,
+        /// The sshd version (X.Y) instead of asking `sshd -V`.
+        #[arg(long)]
+        sshd_version: Option<String>,
+        /// sshd's main config file.
+        #[arg(long, default_value = "/etc/ssh/sshd_config")]
+        sshd_config: PathBuf,
+        /// The drop-in to write; sshd_config must include it (or --add-include).
+        #[arg(long, default_value = "/etc/ssh/sshd_config.d/00-ztssh.conf")]
+        drop_in: PathBuf,
+        /// Add `Include DIR/*.conf` at the top of sshd_config if nothing includes the drop-in.
+        #[arg(long)]
+        add_include: bool,
+        /// Reload by SIGHUP to the pid in this file (sshd's PidFile).
+        #[arg(long, conflicts_with = "service", default_value = "/run/sshd.pid")]
+        pid_file: PathBuf,
+        /// Reload with `systemctl reload SERVICE` instead.
+        #[arg(long)]
+        service: Option<String>,
+        /// Where the old files are copied first.
+        #[arg(long, default_value = "/var/backups/ztssh")]
+        backup_dir: PathBuf,
+        /// A shell command that logs in through ztssh after the reload
+        /// (exit 0 = success), such as `ssh -o ProxyCommand=... user@host true`.
+        #[arg(long, required_unless_present_any = ["skip_login_check", "dry_run"])]
+        login_check: Option<String>,
+        /// Rely on the other checks only.
+        #[arg(long, conflicts_with = "login_check")]
+        skip_login_check: bool,
+        /// Seconds the login check may take.
+        #[arg(long, default_value_t = 60)]
+        login_timeout: u64,
+        /// Print the change and run the read-only checks; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run the proxy.
     Run {
@@ -117,15 +171,52 @@ fn main() -> ExitCode {
         Cmd::AuthorizedKeys {
             socket,
             config,
+            connection,
             account,
             key,
-        } => authorized_keys(socket, config, &account, &key),
+        } => authorized_keys(socket, config, connection.as_deref(), &account, &key),
         Cmd::SshdConfig {
             config,
             command,
             sshd,
             sshd_version,
-        } => sshd_config(&config, command, &sshd, sshd_version.as_deref()),
+        } => match sshd_lines(&config, command, &sshd, sshd_version.as_deref()) {
+            Ok((_, _, text)) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Cmd::SshdSetup {
+            config,
+            command,
+            sshd,
+            sshd_version,
+            sshd_config,
+            drop_in,
+            add_include,
+            pid_file,
+            service,
+            backup_dir,
+            login_check,
+            skip_login_check: _,
+            login_timeout,
+            dry_run,
+        } => {
+            use ztssh_proxy::sshd_reload::Reload;
+            let opts = ztssh_proxy::sshd_setup::Options {
+                sshd_config,
+                drop_in,
+                add_include,
+                sshd: sshd.clone(),
+                reload: service.map_or(Reload::PidFile(pid_file), Reload::Service),
+                backup_dir,
+                login_check,
+                login_timeout: std::time::Duration::from_secs(login_timeout),
+                dry_run,
+            };
+            sshd_setup(&config, command, sshd_version.as_deref(), &opts)
+        }
         Cmd::Run {
             config,
             listen,
@@ -160,6 +251,7 @@ fn main() -> ExitCode {
 fn authorized_keys(
     socket: Option<PathBuf>,
     config: Option<PathBuf>,
+    connection: Option<&str>,
     account: &str,
     key: &[String],
 ) -> ExitCode {
@@ -190,40 +282,83 @@ fn authorized_keys(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let client = match connection.map(ztssh_proxy::akc::parse_connection) {
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            eprintln!("ztssh-proxy: authorized-keys: --connection: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
-    report(ztssh_proxy::akc::ask(&socket, account, key, &mut out))
+    report(ztssh_proxy::akc::ask(
+        &socket, account, key, client, &mut out,
+    ))
 }
 
-fn sshd_config(
+/// The proxy's config, the command sshd runs, and the lines; on error,
+/// the message is printed and the exit code returned.
+fn sshd_lines(
     path: &Path,
     command: Option<PathBuf>,
     sshd: &Path,
     version: Option<&str>,
-) -> ExitCode {
+) -> Result<(Config, PathBuf, String), ExitCode> {
     use ztssh_proxy::sshd_config as sc;
-    let (cfg, _authority) = match load(path, &Overrides::default()) {
-        Ok(loaded) => loaded,
-        Err(e) => return config_error(&e),
-    };
+    let (cfg, _authority) = load(path, &Overrides::default()).map_err(|e| config_error(&e))?;
     let version = match version {
         Some(v) => sc::parse_version(&format!("OpenSSH_{v}"))
             .ok_or_else(|| format!("--sshd-version {v:?}: expected X.Y, such as 9.2")),
         None => sc::detect_version(sshd),
     };
     let config_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    let text = version.and_then(|v| {
+    let made = version.and_then(|v| {
         let command = sc::command_path(command)?;
         sc::check_command_path(&command)?;
-        sc::lines(&cfg, &config_path, &command, v)
+        let text = sc::lines(&cfg, &config_path, &command, v)?;
+        Ok((command, text))
     });
-    match text {
-        Ok(t) => {
-            print!("{t}");
-            ExitCode::SUCCESS
-        }
+    match made {
+        Ok((command, text)) => Ok((cfg, command, text)),
         Err(e) => {
             eprintln!("ztssh-proxy: sshd-config: {e}");
-            ExitCode::from(EXIT_CONFIG)
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn sshd_setup(
+    path: &Path,
+    command: Option<PathBuf>,
+    version: Option<&str>,
+    opts: &ztssh_proxy::sshd_setup::Options,
+) -> ExitCode {
+    use ztssh_proxy::sshd_setup as setup;
+    let (cfg, command, lines) = match sshd_lines(path, command, &opts.sshd, version) {
+        Ok(made) => made,
+        Err(code) => return code,
+    };
+    let Some(akc) = &cfg.authorized_keys else {
+        eprintln!(
+            "ztssh-proxy: sshd-setup: zero standing keys are off in {}",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let target = setup::Target {
+        lines: &lines,
+        command: &command,
+        akc,
+        upstream: cfg.upstream,
+    };
+    match setup::run(&target, opts) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            eprintln!("ztssh-proxy: {}", f.message);
+            ExitCode::from(f.code)
         }
     }
 }

@@ -279,6 +279,7 @@ async fn serve_authenticated(
             user_key: authed_key.clone(),
             peer: peer.ip(),
             source: addr,
+            source_port: local_port,
         })
     });
     let m = &shared.metrics;

@@ -1,5 +1,6 @@
 //! `ztssh-proxy sshd-config`: the sshd_config lines zero standing keys
-//! needs, for the sshd version installed.
+//! needs, for the sshd version installed; and, for `sshd-setup`, whether
+//! an sshd_config includes a file, and a diff of a change.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -93,14 +94,15 @@ pub fn lines(
         format!("ListenAddress {}", cfg.upstream),
         format!("# Keys only for live ztssh sessions, each bound to its session's own source address in {range}:"),
         "AuthorizedKeysFile none".into(),
-        format!(
-            "AuthorizedKeysCommand {} authorized-keys --socket {} %u %t %k",
-            command.display(),
-            akc.socket.display()
-        ),
+        command_line(command, &akc.socket, version),
         format!("AuthorizedKeysCommandUser {}", akc.command_user.name),
     ];
-    if version < PERCENT_C {
+    if version >= PERCENT_C {
+        out.push(
+            "# %C (sshd 9.4+): a key is answered only to its own session's connection (address and port)."
+                .into(),
+        );
+    } else {
         out.push(format!(
             "# sshd {major}.{minor} has no %C (9.4+): a key is bound to its session's source address, not yet to its port."
         ));
@@ -121,6 +123,20 @@ pub fn lines(
     Ok(text)
 }
 
+/// The `AuthorizedKeysCommand` line: `%C` added where sshd has it (9.4+).
+pub fn command_line(command: &Path, socket: &Path, version: Version) -> String {
+    format!(
+        "AuthorizedKeysCommand {} authorized-keys --socket {}{} %u %t %k",
+        command.display(),
+        socket.display(),
+        if version >= PERCENT_C {
+            " --connection %C"
+        } else {
+            ""
+        }
+    )
+}
+
 /// The binary sshd should run: `--command`, or this executable.
 pub fn command_path(given: Option<PathBuf>) -> Result<PathBuf, String> {
     match given {
@@ -129,6 +145,85 @@ pub fn command_path(given: Option<PathBuf>) -> Result<PathBuf, String> {
             .and_then(std::fs::canonicalize)
             .map_err(|e| format!("cannot tell where this binary is ({e}); pass --command PATH")),
     }
+}
+
+/// Whether a top-level `Include` (before any `Match`) names `file`.
+/// Relative patterns are relative to /etc/ssh, as sshd reads them.
+pub fn includes(sshd_config: &str, file: &Path) -> bool {
+    let file = file.to_string_lossy();
+    for line in sshd_config.lines() {
+        let mut words = line.split_whitespace();
+        let Some(keyword) = words.next() else {
+            continue;
+        };
+        if keyword.eq_ignore_ascii_case("match") {
+            return false;
+        }
+        if keyword.eq_ignore_ascii_case("include") {
+            for pattern in words.map(|w| w.trim_matches('"')) {
+                let pattern = if pattern.starts_with('/') {
+                    pattern.to_owned()
+                } else {
+                    format!("/etc/ssh/{pattern}")
+                };
+                if glob_match(pattern.as_bytes(), file.as_bytes()) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// `*` and `?` as glob(3) reads them in a path: neither crosses `/`.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.split_first(), name.split_first()) {
+        (None, None) => true,
+        (Some((b'*', rest)), _) => {
+            glob_match(rest, name)
+                || matches!(name.split_first(), Some((c, tail)) if *c != b'/' && glob_match(pattern, tail))
+        }
+        (Some((b'?', rest)), Some((c, tail))) => *c != b'/' && glob_match(rest, tail),
+        (Some((p, rest)), Some((c, tail))) => p == c && glob_match(rest, tail),
+        _ => false,
+    }
+}
+
+/// A unified-diff-like view of one file's change (one hunk).
+/// `before` is the old contents and mode, if the file exists.
+pub fn diff(path: &Path, before: Option<(&[u8], u32)>, after: &[u8]) -> String {
+    let old_text = before.map(|(b, _)| String::from_utf8_lossy(b).into_owned());
+    let new_text = String::from_utf8_lossy(after);
+    let old: Vec<&str> = old_text
+        .as_deref()
+        .map_or(Vec::new(), |t| t.lines().collect());
+    let new: Vec<&str> = new_text.lines().collect();
+    let head = old.iter().zip(&new).take_while(|(a, b)| a == b).count();
+    let tail = old[head..]
+        .iter()
+        .rev()
+        .zip(new[head..].iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out = match before {
+        Some((_, mode)) => format!("--- {} (mode {mode:o})\n", path.display()),
+        None => format!("--- {} (does not exist)\n", path.display()),
+    };
+    out.push_str(&format!("+++ {}\n", path.display()));
+    let ctx = 3;
+    for l in &old[head.saturating_sub(ctx)..head] {
+        out.push_str(&format!(" {l}\n"));
+    }
+    for l in &old[head..old.len() - tail] {
+        out.push_str(&format!("-{l}\n"));
+    }
+    for l in &new[head..new.len() - tail] {
+        out.push_str(&format!("+{l}\n"));
+    }
+    for l in old[old.len() - tail..].iter().take(ctx) {
+        out.push_str(&format!(" {l}\n"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -151,10 +246,86 @@ mod tests {
     }
 
     #[test]
+    fn percent_c_only_where_sshd_has_it() {
+        let (cmd, sock) = (
+            Path::new("/usr/sbin/ztssh-proxy"),
+            Path::new("/run/z/akc.sock"),
+        );
+        assert_eq!(
+            command_line(cmd, sock, (9, 2)),
+            "AuthorizedKeysCommand /usr/sbin/ztssh-proxy authorized-keys --socket /run/z/akc.sock %u %t %k"
+        );
+        assert_eq!(
+            command_line(cmd, sock, (9, 3)),
+            command_line(cmd, sock, (9, 2))
+        );
+        for v in [(9, 4), (9, 9), (10, 0)] {
+            assert_eq!(
+                command_line(cmd, sock, v),
+                "AuthorizedKeysCommand /usr/sbin/ztssh-proxy authorized-keys --socket /run/z/akc.sock \
+                 --connection %C %u %t %k"
+            );
+        }
+    }
+
+    #[test]
     fn unsafe_command_paths_are_refused() {
         assert!(check_command_path(Path::new("/bin/sh")).is_ok() || !Path::new("/bin/sh").exists());
         let e = check_command_path(Path::new("/tmp")).expect_err("/tmp is world-writable");
         assert!(e.contains("/tmp is not"), "{e}");
         assert!(check_command_path(Path::new("relative/ztssh-proxy")).is_err());
+    }
+
+    #[test]
+    fn includes_are_found_as_sshd_reads_them() {
+        let drop_in = Path::new("/etc/ssh/sshd_config.d/00-ztssh.conf");
+        let debian = "# comment\nInclude /etc/ssh/sshd_config.d/*.conf\nPort 22\n";
+        assert!(includes(debian, drop_in));
+        assert!(
+            includes("include sshd_config.d/*.conf\n", drop_in),
+            "relative to /etc/ssh"
+        );
+        assert!(includes(
+            "Include /x/y \"/etc/ssh/sshd_config.d/0?-*\"\n",
+            drop_in
+        ));
+        assert!(!includes("Include /etc/ssh/sshd_config.d/*.cfg\n", drop_in));
+        assert!(
+            !includes("Include /etc/ssh/*.conf\n", drop_in),
+            "* does not cross /"
+        );
+        assert!(!includes(
+            "#Include /etc/ssh/sshd_config.d/*.conf\n",
+            drop_in
+        ));
+        assert!(
+            !includes(
+                "Match User bob\nInclude /etc/ssh/sshd_config.d/*.conf\n",
+                drop_in
+            ),
+            "inside a Match block"
+        );
+        assert!(!includes("", drop_in));
+    }
+
+    #[test]
+    fn the_diff_shows_one_hunk_with_context() {
+        let new = diff(Path::new("/d/z.conf"), None, b"A 1\nB 2\n");
+        assert_eq!(
+            new,
+            "--- /d/z.conf (does not exist)\n+++ /d/z.conf\n+A 1\n+B 2\n"
+        );
+        let old = b"one\ntwo\nthree\nfour\nfive\n";
+        let changed = diff(
+            Path::new("/c"),
+            Some((old, 0o644)),
+            b"one\ntwo\nthree\nFOUR\nfive\n",
+        );
+        assert_eq!(
+            changed,
+            "--- /c (mode 644)\n+++ /c\n one\n two\n three\n-four\n+FOUR\n five\n"
+        );
+        let prepended = diff(Path::new("/c"), Some((b"x\n", 0o600)), b"Include d/*\nx\n");
+        assert_eq!(prepended, "--- /c (mode 600)\n+++ /c\n+Include d/*\n x\n");
     }
 }

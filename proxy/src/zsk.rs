@@ -219,6 +219,8 @@ pub struct LiveSession {
     pub peer: IpAddr,
     /// The source address of its connection to sshd.
     pub source: Ipv4Addr,
+    /// The source port of that connection (matched against sshd's `%C`).
+    pub source_port: u16,
 }
 
 /// Every live session that connected to sshd from an address of its own.
@@ -278,11 +280,13 @@ pub struct Answer {
 /// The keys that may log in as `account` now: those of live sessions whose
 /// principal is still authorized (licence, revocation list, authorized
 /// principals, policy) and may use the account. With `offered` (sshd's `%k`),
-/// only sessions holding that key are considered.
+/// only sessions holding that key are considered; with `client` (from
+/// sshd's `%C`), only the session whose connection to sshd that is.
 pub fn answer(
     sessions: &[Arc<LiveSession>],
     account: &str,
     offered: Option<&ssh_key::public::KeyData>,
+    client: Option<SocketAddr>,
     authority: &Authority,
     now: UnixTime,
 ) -> Answer {
@@ -291,6 +295,9 @@ pub fn answer(
     sorted.sort_by_key(|s| s.source);
     for s in sorted {
         if offered.is_some_and(|k| k != s.user_key.key_data()) {
+            continue;
+        }
+        if client.is_some_and(|c| c != SocketAddr::new(IpAddr::V4(s.source), s.source_port)) {
             continue;
         }
         let verdict = authority
@@ -431,6 +438,7 @@ mod tests {
             user_key: key(k),
             peer: "192.0.2.1".parse().expect("ip"),
             source: Ipv4Addr::new(127, 77, 0, last),
+            source_port: 40_000 + u16::from(last),
         })
     }
 
@@ -459,7 +467,7 @@ mod tests {
             "from=\"127.77.0.5\" {}",
             key(1).to_openssh().expect("openssh")
         );
-        let got = answer(&sessions, "deploy", None, &a, NOW);
+        let got = answer(&sessions, "deploy", None, None, &a, NOW);
         assert_eq!(got.lines, vec![alice_line.clone()]);
         let why: Vec<(&str, &str)> = got
             .refused
@@ -486,21 +494,41 @@ mod tests {
             key(2).to_openssh().expect("openssh")
         );
         assert_eq!(
-            answer(&sessions, "bob", None, &a, NOW).lines,
+            answer(&sessions, "bob", None, None, &a, NOW).lines,
             vec![bob_line]
         );
         // With the offered key (%k), only sessions holding it count.
-        let got = answer(&sessions, "alice", Some(key(2).key_data()), &a, NOW);
+        let got = answer(&sessions, "alice", Some(key(2).key_data()), None, &a, NOW);
         assert!(got.lines.is_empty());
         assert_eq!(got.refused.len(), 1);
         assert_eq!(
-            answer(&sessions, "alice", Some(key(1).key_data()), &a, NOW).lines,
-            vec![alice_line]
+            answer(&sessions, "alice", Some(key(1).key_data()), None, &a, NOW).lines,
+            vec![alice_line.clone()]
         );
-        assert!(answer(&sessions, "root", None, &a, NOW).lines.is_empty());
+        assert!(
+            answer(&sessions, "root", None, None, &a, NOW)
+                .lines
+                .is_empty()
+        );
+        // With %C (sshd 9.4+), only the session on that connection counts:
+        // its address and its port.
+        let on = |c: &str| {
+            answer(
+                &sessions,
+                "alice",
+                None,
+                Some(c.parse().expect("addr")),
+                &a,
+                NOW,
+            )
+        };
+        assert_eq!(on("127.77.0.5:40005").lines, vec![alice_line]);
+        assert!(on("127.77.0.5:40006").lines.is_empty(), "another port");
+        assert!(on("127.77.0.6:40005").lines.is_empty(), "another address");
+        assert!(on("127.0.0.1:40005").lines.is_empty(), "a local process");
         // An expired licence vouches for nobody.
         assert!(
-            answer(&sessions, "deploy", None, &a, NOW + 7200)
+            answer(&sessions, "deploy", None, None, &a, NOW + 7200)
                 .lines
                 .is_empty()
         );
@@ -515,6 +543,7 @@ mod tests {
             user_key: key(1),
             peer: "192.0.2.1".parse().expect("ip"),
             source: Ipv4Addr::new(127, 77, 0, 5),
+            source_port: 40_005,
         });
         assert_eq!(keys.snapshot().len(), 1);
         keys.remove("s1");

@@ -164,6 +164,150 @@ fn ssh_keygen_agrees_with_the_krl() {
     assert_ne!(fs::metadata(&krl).unwrap().ino(), before.ino());
 }
 
+fn ztssh_ca(args: &[&str], ca: &Path, more: &[&Path]) -> Output {
+    run_bounded(
+        Command::new(bin("ztssh-ca"))
+            .args(args)
+            .arg("--dir")
+            .arg(ca)
+            .args(more),
+        T,
+    )
+}
+
+/// A host certificate for `key` from `sign-host`; returns its path and serial.
+fn sign_host(ca: &Path, key: &Path) -> (PathBuf, u64) {
+    let cert = key.with_file_name(format!(
+        "{}-cert.pub",
+        key.file_name().unwrap().to_string_lossy()
+    ));
+    let out = run_bounded(
+        Command::new(bin("ztssh-ca"))
+            .args(["sign-host", "--dir"])
+            .arg(ca)
+            .arg("--host-key")
+            .arg(pub_of(key))
+            .args(["--hostname", "web1", "--out"])
+            .arg(&cert),
+        T,
+    );
+    let text = must(&out, "sign-host");
+    let serial = text
+        .split("serial ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("serial in sign-host's output");
+    (cert, serial)
+}
+
+/// Host certificates revoked by serial, under the host CA key, beside a
+/// revoked user key: ssh-keygen -Q agrees for the certificate files, and
+/// ssh-keygen -k writes the same sections for the same entries.
+#[test]
+fn ssh_keygen_agrees_on_revoked_host_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_init(dir.path());
+    let hosts: Vec<PathBuf> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|n| keygen(dir.path(), n, &["-t", "ed25519"]))
+        .collect();
+    let certs: Vec<(PathBuf, u64)> = hosts.iter().map(|h| sign_host(&ca, h)).collect();
+    let user = keygen(dir.path(), "user", &["-t", "ed25519"]);
+    revoke_key(&ca, &user);
+    for (cert, _) in &certs[..2] {
+        let out = ztssh_ca(&["revoke"], &ca, &[Path::new("--host-cert"), cert]);
+        assert!(must(&out, "revoke --host-cert").contains("recorded: host-serial "));
+    }
+    let again = ztssh_ca(&["revoke"], &ca, &[Path::new("--host-cert"), &certs[0].0]);
+    assert!(must(&again, "revoke again").contains("already revoked"));
+    let krl = dir.path().join("revoked.krl");
+    assert!(write_krl(&ca, &krl).contains("1 revoked user keys, 2 revoked host certificates"));
+
+    // ssh-keygen -Q on the certificate files: the two revoked ones only.
+    for (i, (cert, _)) in certs.iter().enumerate() {
+        let out = run_bounded(
+            Command::new("ssh-keygen")
+                .arg("-Q")
+                .arg("-f")
+                .arg(&krl)
+                .arg(cert),
+            T,
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        if i < 2 {
+            assert!(
+                out.status.code() == Some(1) && text.contains("REVOKED"),
+                "{i}: {text}"
+            );
+        } else {
+            assert!(out.status.success() && text.contains(": ok"), "{i}: {text}");
+        }
+    }
+    // The plain host key of a revoked certificate is not revoked itself.
+    assert!(!revoked_per_ssh_keygen(&krl, &hosts[0]));
+    assert!(revoked_per_ssh_keygen(&krl, &user));
+
+    // ssh-keygen -k with the host CA key and the same entries.
+    let line = must(&ztssh_ca(&["known-hosts"], &ca, &[]), "known-hosts");
+    let ca_pub = dir.path().join("host_ca.pub");
+    let key: Vec<&str> = line.split_whitespace().skip(2).take(2).collect();
+    fs::write(&ca_pub, format!("{}\n", key.join(" "))).unwrap();
+    let spec = dir.path().join("spec");
+    fs::write(
+        &spec,
+        format!(
+            "serial: {}\nserial: {}\nsha256: {}",
+            certs[1].1,
+            certs[0].1,
+            read_text(&pub_of(&user))
+        ),
+    )
+    .unwrap();
+    let reference = dir.path().join("reference.krl");
+    must(
+        &run_bounded(
+            Command::new("ssh-keygen")
+                .args(["-k", "-s"])
+                .arg(&ca_pub)
+                .arg("-f")
+                .arg(&reference)
+                .arg(&spec),
+            T,
+        ),
+        "ssh-keygen -k -s",
+    );
+    assert_eq!(
+        fixed_parts(&fs::read(&krl).unwrap()),
+        fixed_parts(&fs::read(&reference).unwrap())
+    );
+
+    // Only certificates this CA's host key signed are accepted.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = ca_init(other.path());
+    let out = ztssh_ca(
+        &["revoke"],
+        &other_ca,
+        &[Path::new("--host-cert"), &certs[2].0],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not signed by this CA's host CA key"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ztssh_ca(
+        &["revoke"],
+        &ca,
+        &[Path::new("--host-cert"), &pub_of(&user)],
+    );
+    assert!(
+        stderr(&out).contains("is not an OpenSSH certificate"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn revoke_key_refuses_what_is_not_a_public_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -192,6 +192,7 @@ fn sshd_config_lines_fit_this_sshd() {
     let newer = ask(&["--command", &command, "--sshd-version", "9.9"]);
     assert_ok(&newer, "sshd-config for 9.9");
     assert!(String::from_utf8_lossy(&newer.stdout).contains("\nPerSourceNetBlockSize 32:128\n"));
+    assert!(String::from_utf8_lossy(&newer.stdout).contains(" --connection %C %u %t %k\n"));
     let under_tmp = z.world.proxy.config.display().to_string();
     let unsafe_path = ask(&["--command", &under_tmp]);
     assert_eq!(unsafe_path.status.code(), Some(64));
@@ -258,6 +259,34 @@ fn keys_work_only_through_a_live_session_for_mapped_accounts() {
         w.sshd.log_text().contains("Refused by key options"),
         "sshd saw the key, bound elsewhere"
     );
+    // With sshd's %C (9.4+, passed here by hand on 9.2), only the live
+    // session's own connection, address and port, gets her key.
+    let line = z.wait_log(2, &["event=\"upstream_connected\""]);
+    let port: u16 = line
+        .split_once("local_port=")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("local_port in upstream_connected");
+    let on = |client: &str, port: u16| {
+        let asked = run_bounded(
+            Command::new(&z.installed.command)
+                .arg("authorized-keys")
+                .arg("--config")
+                .arg(&w.proxy.config)
+                .arg("--connection")
+                .arg(format!("{client} {port} 127.0.0.1 {}", w.sshd.port))
+                .arg(ACCOUNT),
+            T,
+        );
+        assert_ok(&asked, "authorized-keys --connection");
+        String::from_utf8_lossy(&asked.stdout).into_owned()
+    };
+    assert_eq!(
+        on(&second, port),
+        format!("from=\"{second}\" {}\n", alice_key.join(" "))
+    );
+    assert_eq!(on(&second, port ^ 1), "", "another port of that address");
+    assert_eq!(on("127.0.0.1", port), "", "another address");
     // Her principal maps to ACCOUNT only: root is refused, and the proxy
     // says which session asked.
     refused(

@@ -1,0 +1,253 @@
+//! Reloading sshd and checking it came back, for `sshd-setup`; bounded
+//! subprocesses.
+//!
+//! A reload (SIGHUP, which `systemctl reload` also sends on Debian) makes
+//! sshd close its listening sockets and re-execute itself with the new
+//! config. It is done when a socket listening on the upstream port has an
+//! inode none of the old ones had (read from /proc/net/tcp and tcp6) and
+//! answers with an SSH banner.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long sshd may take to come back after a reload.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(50);
+
+/// How sshd is reloaded.
+pub enum Reload {
+    /// SIGHUP to the pid in this file (sshd's `PidFile`).
+    PidFile(PathBuf),
+    /// `systemctl reload NAME`.
+    Service(String),
+}
+
+impl Reload {
+    /// For messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Reload::PidFile(p) => format!("SIGHUP to the pid in {}", p.display()),
+            Reload::Service(s) => format!("systemctl reload {s}"),
+        }
+    }
+}
+
+/// Runs `cmd` with its output captured, killing it after `limit`.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
+    let what = format!("{:?}", cmd.get_program());
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    let pipe = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(r) = r {
+                let _ = r.take(1 << 20).read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = pipe(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = pipe(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if start.elapsed() < limit => std::thread::sleep(POLL),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{what} did not finish within {}s", limit.as_secs()));
+            }
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// Reloads sshd and waits until it listens again with the new config.
+pub fn reload(how: &Reload, upstream: SocketAddr) -> Result<String, String> {
+    let before = listen_inodes(upstream.port());
+    let sent = match how {
+        Reload::PidFile(path) => {
+            let pid = read_pid(path)?;
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGHUP)
+                .map_err(|e| {
+                    format!(
+                        "cannot signal sshd (pid {pid} from {}): {e}",
+                        path.display()
+                    )
+                })?;
+            format!("sent SIGHUP to sshd (pid {pid})")
+        }
+        Reload::Service(name) => {
+            let out = run_bounded(
+                Command::new("systemctl").args(["reload", name]),
+                RELOAD_TIMEOUT,
+            )?;
+            if !out.status.success() {
+                return Err(format!(
+                    "systemctl reload {name} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            format!("systemctl reload {name}")
+        }
+    };
+    let start = Instant::now();
+    loop {
+        let now = listen_inodes(upstream.port());
+        if !now.is_empty() && now.is_disjoint(&before) {
+            break;
+        }
+        if before.is_empty() {
+            // Not visible here (another network namespace?): rely on the banner.
+            break;
+        }
+        if start.elapsed() > RELOAD_TIMEOUT {
+            return Err(format!(
+                "{sent}, but no new socket listened on port {} within {}s: sshd did not come back \
+                 (see its log)",
+                upstream.port(),
+                RELOAD_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+    let banner = banner(upstream, start)?;
+    Ok(format!(
+        "{sent}; a new socket listens on {upstream} and answers {banner:?}"
+    ))
+}
+
+fn read_pid(path: &Path) -> Result<i32, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read sshd's pid file {}: {e}", path.display()))?;
+    text.trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|p| *p > 1)
+        .ok_or_else(|| format!("{}: not a pid: {:?}", path.display(), text.trim()))
+}
+
+/// The inodes of the sockets listening on `port` (any address).
+pub fn listen_inodes(port: u16) -> HashSet<u64> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| parse_listeners(&t, port))
+        .collect()
+}
+
+/// The inodes of LISTEN (state 0A) rows for `port` in /proc/net/tcp text.
+pub fn parse_listeners(text: &str, port: u16) -> Vec<u64> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = f.get(1)?.rsplit_once(':')?.1;
+            (u16::from_str_radix(local_port, 16).ok()? == port && *f.get(3)? == "0A")
+                .then(|| f.get(9)?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Connects to sshd and reads its version line, retrying until
+/// [`RELOAD_TIMEOUT`] after `start`.
+fn banner(upstream: SocketAddr, start: Instant) -> Result<String, String> {
+    let mut last = String::new();
+    while start.elapsed() < RELOAD_TIMEOUT {
+        match read_banner(upstream) {
+            Ok(b) if b.starts_with("SSH-2.0-") => return Ok(b),
+            Ok(b) => last = format!("it answered {b:?}, not an SSH banner"),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(POLL);
+    }
+    Err(format!(
+        "sshd does not answer with an SSH banner on {upstream}: {last}"
+    ))
+}
+
+fn read_banner(upstream: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&upstream, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while buf.len() < 255 && s.read(&mut byte)? == 1 && byte[0] != b'\n' {
+        buf.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&buf).trim_end().to_owned())
+}
+
+/// Runs the operator's login check with `sh -c`; exit 0 is success.
+pub fn login_check(check: &str, limit: Duration) -> Result<(), String> {
+    let out = run_bounded(Command::new("sh").arg("-c").arg(check), limit)?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+    Err(format!(
+        "the login check `{check}` failed ({}): {}",
+        out.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_are_read_from_proc_net_tcp() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:08AE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 100 0 0 10 0\n\
+   1: 0100007F:08AE 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0 20 4 30 10 -1\n\
+   2: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 17 1 0 100 0 0 10 0\n";
+        assert_eq!(parse_listeners(text, 2222), vec![4242]);
+        assert_eq!(parse_listeners(text, 22), vec![17]);
+        assert!(parse_listeners(text, 23).is_empty());
+        assert!(parse_listeners("garbage\nline with few fields\n", 22).is_empty());
+    }
+
+    #[test]
+    fn bounded_runs_report_exit_and_time_out() {
+        let out = run_bounded(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(10),
+        )
+        .expect("sh runs");
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+        let slow = run_bounded(Command::new("sleep").arg("30"), Duration::from_millis(200));
+        assert!(slow.expect_err("killed").contains("did not finish"));
+        assert!(
+            login_check("echo nope >&2; false", Duration::from_secs(10))
+                .expect_err("fails")
+                .contains("nope")
+        );
+    }
+}

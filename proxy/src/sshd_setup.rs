@@ -1,0 +1,450 @@
+//! `ztssh-proxy sshd-setup`: puts the lines `sshd-config` prints into a
+//! drop-in that sshd_config includes, checks the result, reloads sshd,
+//! checks a login, and restores the old files exactly on any failure.
+//!
+//! Order (each step only once the previous one passed):
+//! 1. read-only checks, before anything changes: sshd_config includes the
+//!    drop-in (or `--add-include`), `sshd -t` passes on the current files,
+//!    the `AuthorizedKeysCommand` runs as its user and reaches the proxy,
+//!    (clap requires a login check or `--skip-login-check`);
+//! 2. backups of every file that will change, then atomic writes;
+//! 3. `sshd -t`, then `sshd -T`: every line of the drop-in is in effect
+//!    (sshd keeps the first value it reads, so an earlier line can win);
+//! 4. reload ([`crate::sshd_reload`]): a new listening socket that answers
+//!    with an SSH banner;
+//! 5. the login check (a real login through ztssh, given by the operator).
+//!
+//! A failure in 2–5 restores the files (contents, mode, owner; a new file is
+//! removed) and, if sshd was reloaded, reloads it again.
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::config::AuthorizedKeysConfig;
+use crate::sshd_config;
+use crate::sshd_reload::{self, Reload, run_bounded};
+
+/// Exit code: the host is not ready; nothing was changed.
+pub const EXIT_NOT_READY: u8 = 65;
+/// Exit code: a step failed after the change; the old files are back.
+pub const EXIT_ROLLED_BACK: u8 = 1;
+/// Exit code: a step failed and so did the rollback: act by hand.
+pub const EXIT_ROLLBACK_FAILED: u8 = 2;
+
+const SSHD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where and how to set up.
+pub struct Options {
+    /// sshd's main config file.
+    pub sshd_config: PathBuf,
+    /// The drop-in file to write.
+    pub drop_in: PathBuf,
+    /// Add an `Include` of the drop-in's directory at the top of
+    /// sshd_config when none reads it.
+    pub add_include: bool,
+    /// The sshd binary (`sshd -t`, `sshd -T`).
+    pub sshd: PathBuf,
+    /// How to reload sshd.
+    pub reload: Reload,
+    /// Where copies of the old files go.
+    pub backup_dir: PathBuf,
+    /// A shell command that logs in through ztssh (exit 0 = it works).
+    pub login_check: Option<String>,
+    /// How long the login check may take.
+    pub login_timeout: Duration,
+    /// Print the change; change nothing.
+    pub dry_run: bool,
+}
+
+/// What the proxy's config says sshd must do.
+pub struct Target<'a> {
+    /// The lines for the drop-in (`sshd_config::lines`).
+    pub lines: &'a str,
+    /// The `AuthorizedKeysCommand` binary.
+    pub command: &'a Path,
+    /// Its socket and user.
+    pub akc: &'a AuthorizedKeysConfig,
+    /// Where sshd listens for the proxy.
+    pub upstream: std::net::SocketAddr,
+}
+
+/// A failed setup: the exit code and what to tell the operator.
+#[derive(Debug)]
+pub struct Failure {
+    /// Process exit code.
+    pub code: u8,
+    /// The message.
+    pub message: String,
+}
+
+fn not_ready(message: String) -> Failure {
+    Failure {
+        code: EXIT_NOT_READY,
+        message: format!("{message}\nNothing was changed."),
+    }
+}
+
+/// A file as it was, to be put back exactly.
+#[derive(Clone, PartialEq, Eq)]
+struct FileState {
+    bytes: Vec<u8>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+/// One file to replace.
+struct Change {
+    path: PathBuf,
+    before: Option<FileState>,
+    after: Vec<u8>,
+}
+
+fn read_state(path: &Path) -> Result<Option<FileState>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let m = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(Some(FileState {
+                bytes,
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+            }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Runs the setup; returns the report for stdout.
+pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
+    let changes = plan(target, opts)?;
+    if changes.is_empty() {
+        return Ok(format!(
+            "sshd-setup: nothing to change: {} already holds these lines and {} includes it; \
+             sshd was not reloaded.\n",
+            opts.drop_in.display(),
+            opts.sshd_config.display()
+        ));
+    }
+    if opts.dry_run {
+        let mut out = String::from("sshd-setup: dry run: nothing was changed. The change:\n");
+        for c in &changes {
+            let before = c.before.as_ref().map(|b| (b.bytes.as_slice(), b.mode));
+            out.push_str(&sshd_config::diff(&c.path, before, &c.after));
+        }
+        return match prechecks(target, opts) {
+            Ok(checked) => Ok(format!(
+                "{out}Checks that pass now: {checked}.\nThen: sshd -t and sshd -T on the new files, {}, {}.\n",
+                opts.reload.describe(),
+                login_check_text(opts)
+            )),
+            Err(f) => Err(Failure {
+                code: f.code,
+                message: format!("{out}{}", f.message),
+            }),
+        };
+    }
+    let prechecked = prechecks(target, opts)?;
+    let backups = backup(&changes, &opts.backup_dir).map_err(not_ready)?;
+    let mut done = vec![format!("before: {prechecked}")];
+    done.extend(backups);
+    let mut reloaded = false;
+    match apply(&changes, target, opts, &mut done, &mut reloaded) {
+        Ok(()) => Ok(format!(
+            "sshd-setup: applied.\n{}\n",
+            done.iter()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )),
+        Err(why) => Err(rollback(&changes, opts, target, reloaded, &done, &why)),
+    }
+}
+
+fn login_check_text(opts: &Options) -> String {
+    match &opts.login_check {
+        Some(c) => format!("the login check `{c}`"),
+        None => "no login check (--skip-login-check)".into(),
+    }
+}
+
+/// The files to change (none when all is in place already).
+fn plan(target: &Target, opts: &Options) -> Result<Vec<Change>, Failure> {
+    let cfg = read_state(&opts.sshd_config)
+        .map_err(not_ready)?
+        .ok_or_else(|| not_ready(format!("{} does not exist", opts.sshd_config.display())))?;
+    let dir = opts
+        .drop_in
+        .parent()
+        .filter(|d| d.is_dir())
+        .ok_or_else(|| {
+            not_ready(format!(
+                "the drop-in's directory for {} does not exist; create it (root-owned, mode 755) or pass --drop-in",
+                opts.drop_in.display()
+            ))
+        })?;
+    let mut changes = Vec::new();
+    let text = String::from_utf8_lossy(&cfg.bytes);
+    if !sshd_config::includes(&text, &opts.drop_in) {
+        if !opts.add_include {
+            return Err(not_ready(format!(
+                "{} has no Include that reads {} before its first Match block, so sshd would never see the \
+                 drop-in. Add `Include {}/*.conf` at its top (sshd keeps the first value it reads), or pass \
+                 --add-include to have it added (the old file is backed up)",
+                opts.sshd_config.display(),
+                opts.drop_in.display(),
+                dir.display()
+            )));
+        }
+        let mut after = format!(
+            "# Added by ztssh-proxy sshd-setup: drop-ins first, since sshd keeps the first value it reads.\n\
+             Include {}/*.conf\n",
+            dir.display()
+        )
+        .into_bytes();
+        after.extend_from_slice(&cfg.bytes);
+        changes.push(Change {
+            path: opts.sshd_config.clone(),
+            before: Some(cfg),
+            after,
+        });
+    }
+    let old = read_state(&opts.drop_in).map_err(not_ready)?;
+    if old.as_ref().map(|s| s.bytes.as_slice()) != Some(target.lines.as_bytes()) {
+        changes.push(Change {
+            path: opts.drop_in.clone(),
+            before: old,
+            after: target.lines.as_bytes().to_vec(),
+        });
+    }
+    Ok(changes)
+}
+
+/// Checks that change nothing; returns what was checked.
+fn prechecks(target: &Target, opts: &Options) -> Result<String, Failure> {
+    sshd_t(&opts.sshd, &opts.sshd_config).map_err(|e| {
+        not_ready(format!(
+            "sshd -t fails on the current files, before any change; fix that first:\n{e}"
+        ))
+    })?;
+    let user = &target.akc.command_user;
+    let asked = run_bounded(
+        Command::new(target.command)
+            .arg("authorized-keys")
+            .arg("--socket")
+            .arg(&target.akc.socket)
+            .arg("root")
+            .env_clear()
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw()),
+        Duration::from_secs(10),
+    )
+    .map_err(not_ready)?;
+    if !asked.status.success() {
+        return Err(not_ready(format!(
+            "the AuthorizedKeysCommand {} authorized-keys, run as {} the way sshd runs it, failed ({}): {}\n\
+             sshd would then refuse every key. Start ztssh-proxy (with this config) first",
+            target.command.display(),
+            user.name,
+            asked.status,
+            String::from_utf8_lossy(&asked.stderr).trim()
+        )));
+    }
+    Ok(format!(
+        "sshd -t passes; {} (root-owned path) ran as {} and reached the proxy at {}",
+        target.command.display(),
+        user.name,
+        target.akc.socket.display()
+    ))
+}
+
+fn sshd_t(sshd: &Path, config: &Path) -> Result<(), String> {
+    let out = run_bounded(
+        Command::new(sshd).arg("-t").arg("-f").arg(config),
+        SSHD_TIMEOUT,
+    )?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// Every directive of the drop-in, as `sshd -T` prints it (keyword in
+/// lower case), that `sshd -T` does not print.
+fn not_in_effect(sshd: &Path, config: &Path, lines: &str) -> Result<Vec<String>, String> {
+    let out = run_bounded(
+        Command::new(sshd).arg("-T").arg("-f").arg(config),
+        SSHD_TIMEOUT,
+    )?;
+    if !out.status.success() {
+        return Err(format!(
+            "sshd -T failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let effective = String::from_utf8_lossy(&out.stdout);
+    let effective: Vec<&str> = effective.lines().map(str::trim).collect();
+    Ok(lines
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            let want = format!("{} {}", k.to_ascii_lowercase(), v.trim());
+            (!effective.contains(&want.as_str())).then_some(l.to_owned())
+        })
+        .collect())
+}
+
+fn backup(changes: &[Change], dir: &Path) -> Result<Vec<String>, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut out = Vec::new();
+    let stamp = crate::clock::unix();
+    for c in changes {
+        let Some(before) = &c.before else {
+            out.push(format!("{} is new (no backup needed)", c.path.display()));
+            continue;
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create the backup directory {}: {e}", dir.display()))?;
+        let name = c
+            .path
+            .file_name()
+            .map_or("file".into(), |n| n.to_string_lossy());
+        let path = dir.join(format!("{name}.{stamp}"));
+        ztssh_proto::keyfile::write_atomic(
+            &path,
+            &before.bytes,
+            before.mode,
+            ztssh_proto::keyfile::Existing::Replace,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot back up {} to {}: {e}",
+                c.path.display(),
+                path.display()
+            )
+        })?;
+        out.push(format!(
+            "backup of {}: {}",
+            c.path.display(),
+            path.display()
+        ));
+    }
+    Ok(out)
+}
+
+fn write(path: &Path, state: &FileState) -> Result<(), String> {
+    ztssh_proto::keyfile::write_atomic(
+        path,
+        &state.bytes,
+        state.mode,
+        ztssh_proto::keyfile::Existing::Replace,
+    )
+    .and_then(|()| std::os::unix::fs::chown(path, Some(state.uid), Some(state.gid)))
+    .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn apply(
+    changes: &[Change],
+    target: &Target,
+    opts: &Options,
+    done: &mut Vec<String>,
+    reloaded: &mut bool,
+) -> Result<(), String> {
+    for c in changes {
+        let state = FileState {
+            bytes: c.after.clone(),
+            ..c.before.clone().unwrap_or(FileState {
+                bytes: Vec::new(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            })
+        };
+        write(&c.path, &state)?;
+        done.push(format!("wrote {}", c.path.display()));
+    }
+    sshd_t(&opts.sshd, &opts.sshd_config)
+        .map_err(|e| format!("sshd -t refuses the new files: {e}"))?;
+    let lost = not_in_effect(&opts.sshd, &opts.sshd_config, target.lines)?;
+    if !lost.is_empty() {
+        return Err(format!(
+            "sshd -T shows these lines of {} not in effect (an earlier line in sshd_config or in a drop-in \
+             read before it wins, since sshd keeps the first value it reads): {}",
+            opts.drop_in.display(),
+            lost.join("; ")
+        ));
+    }
+    done.push("sshd -t passes and sshd -T shows every line of the drop-in in effect".into());
+    *reloaded = true;
+    done.push(sshd_reload::reload(&opts.reload, target.upstream)?);
+    if let Some(check) = &opts.login_check {
+        sshd_reload::login_check(check, opts.login_timeout)?;
+        done.push(format!("the login check `{check}` succeeded"));
+    }
+    Ok(())
+}
+
+fn rollback(
+    changes: &[Change],
+    opts: &Options,
+    target: &Target,
+    reloaded: bool,
+    done: &[String],
+    why: &str,
+) -> Failure {
+    let mut errors = Vec::new();
+    for c in changes.iter().rev() {
+        let restored = match &c.before {
+            Some(state) => write(&c.path, state),
+            None => match std::fs::remove_file(&c.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(format!("cannot remove {}: {e}", c.path.display()))
+                }
+                _ => Ok(()),
+            },
+        };
+        if let Err(e) = restored {
+            errors.push(e);
+        }
+    }
+    let mut steps = done.join("\n  ");
+    if reloaded && errors.is_empty() {
+        match sshd_reload::reload(&opts.reload, target.upstream) {
+            Ok(r) => steps.push_str(&format!("\n  rollback: {r}")),
+            Err(e) => errors.push(format!("the reload after restoring the files failed: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Failure {
+            code: EXIT_ROLLED_BACK,
+            message: format!(
+                "sshd-setup failed: {why}\nRolled back: the old files are restored exactly{}.\nSteps done:\n  {steps}",
+                if reloaded {
+                    " and sshd reloaded with them"
+                } else {
+                    " (sshd had not been reloaded)"
+                }
+            ),
+        }
+    } else {
+        Failure {
+            code: EXIT_ROLLBACK_FAILED,
+            message: format!(
+                "sshd-setup failed: {why}\nTHE ROLLBACK FAILED: {}\nRestore from the backups in {} by hand and \
+                 reload sshd.\nSteps done:\n  {steps}",
+                errors.join("; "),
+                opts.backup_dir.display()
+            ),
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! `ztssh-proxy sshd-setup` against a real, running sshd that starts with
+//! standing keys (an authorized_keys file) and an `Include` of a drop-in
+//! directory at the top of its config, like Debian's.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use ztssh_tests::zsk::{ACCOUNT, Installed, ensure_account};
+use ztssh_tests::*;
+
+const T: Duration = Duration::from_secs(120);
+
+/// sshd (standing keys: alice's key in an authorized_keys file for every
+/// account) and a zero-standing-keys proxy in front of it.
+struct Host {
+    world: World,
+    installed: Installed,
+    sshd_config: PathBuf,
+    drop_in_dir: PathBuf,
+    backups: PathBuf,
+}
+
+impl Host {
+    fn new(range: &str) -> Self {
+        ensure_account(ACCOUNT);
+        let installed = Installed::new();
+        let dir = tempfile::Builder::new()
+            .prefix("ztssh-setup-")
+            .tempdir()
+            .expect("tempdir");
+        let alice = user_key(dir.path(), "alice");
+        let alice_pub = read_text(&alice.with_extension("pub"));
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(
+            &policy,
+            format!("[principal.alice]\naccounts = [\"{ACCOUNT}\"]\n"),
+        )
+        .expect("policy");
+        let pki = Pki::create(dir.path(), &["localhost"]);
+        pki.publish_crl();
+        let sshd_port = free_port();
+        let extra = format!(
+            "revocation_list = \"{}\"\npolicy = \"{}\"\nupstream_source_range = \"{range}\"\n\
+             authorized_keys_socket = \"{}\"\nauthorized_keys_command_user = \"nobody\"\n",
+            pki.crl().display(),
+            policy.display(),
+            installed.socket().display()
+        );
+        let (port, config) = Proxy::configure(
+            dir.path(),
+            &pki,
+            sshd_port,
+            &format!("alice {alice_pub}"),
+            &extra,
+        );
+        let drop_in_dir = dir.path().join("sshd_config.d");
+        std::fs::create_dir(&drop_in_dir).expect("drop-in dir");
+        let ak = dir.path().join("authorized_keys");
+        std::fs::write(&ak, &alice_pub).expect("authorized_keys");
+        let head = format!(
+            "Include {}/*.conf\nListenAddress 127.0.0.1:{sshd_port}\nAuthorizedKeysFile {}\n",
+            drop_in_dir.display(),
+            ak.display()
+        );
+        let sshd = Sshd::start_with_head(dir.path(), sshd_port, &head);
+        let proxy = Proxy::spawn(dir.path(), port, config, &[]);
+        let sshd_config = dir.path().join("sshd_config");
+        let backups = dir.path().join("backups");
+        Self {
+            world: World {
+                dir,
+                pki,
+                sshd,
+                proxy,
+                alice,
+            },
+            installed,
+            sshd_config,
+            drop_in_dir,
+            backups,
+        }
+    }
+
+    fn drop_in(&self) -> PathBuf {
+        self.drop_in_dir.join("00-ztssh.conf")
+    }
+
+    /// `ztssh-proxy sshd-setup` for this host, with `args`.
+    fn setup(&self, args: &[&str]) -> Output {
+        let w = &self.world;
+        run_bounded(
+            Command::new(bin("ztssh-proxy"))
+                .arg("sshd-setup")
+                .arg("--config")
+                .arg(&w.proxy.config)
+                .arg("--command")
+                .arg(&self.installed.command)
+                .arg("--sshd-config")
+                .arg(&self.sshd_config)
+                .arg("--drop-in")
+                .arg(self.drop_in())
+                .arg("--pid-file")
+                .arg(w.dir.path().join("sshd.pid"))
+                .arg("--backup-dir")
+                .arg(&self.backups)
+                .args(args),
+            T,
+        )
+    }
+
+    /// A real login through ztssh as `account`, as a shell command.
+    fn login_check(&self, account: &str) -> String {
+        let w = &self.world;
+        let mut words: Vec<String> = vec!["ssh".into()];
+        words.extend(w.direct_opts(&w.alice));
+        words.push("-o".into());
+        words.push(format!(
+            "ProxyCommand={}",
+            w.proxy_command_as(&w.alice, "alice", "")
+        ));
+        words.extend(["-p".into(), w.proxy.port.to_string()]);
+        words.push(format!("{account}@localhost"));
+        words.push("true".into());
+        words
+            .iter()
+            .map(|w| format!("'{w}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// ssh straight to sshd from 127.0.0.1 with alice's key.
+    fn direct(&self) -> Output {
+        let w = &self.world;
+        run_bounded(
+            Command::new("ssh")
+                .args(w.direct_opts(&w.alice))
+                .arg("-p")
+                .arg(w.sshd.port.to_string())
+                .arg(format!("{ACCOUNT}@127.0.0.1"))
+                .arg("true"),
+            T,
+        )
+    }
+
+    /// Every file sshd reads config from: path, bytes, mode.
+    fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>, u32)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut paths = vec![self.sshd_config.clone()];
+        let mut dir: Vec<PathBuf> = std::fs::read_dir(&self.drop_in_dir)
+            .expect("drop-in dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        dir.sort();
+        paths.extend(dir);
+        paths
+            .into_iter()
+            .map(|p| {
+                let mode = std::fs::metadata(&p).expect("stat").permissions().mode();
+                let bytes = std::fs::read(&p).expect("read");
+                (p, bytes, mode)
+            })
+            .collect()
+    }
+
+    fn sighups(&self) -> usize {
+        count(&self.world.sshd.log_text(), "Received SIGHUP; restarting")
+    }
+
+    /// Waits until sshd logged `n` reloads and listens again after each.
+    fn wait_reloads(&self, n: usize) {
+        wait_until(T, &format!("sshd reloaded {n} times"), || {
+            let log = self.world.sshd.log_text();
+            count(&log, "Received SIGHUP; restarting") == n
+                && count(&log, "Server listening on") > n
+        });
+    }
+}
+
+fn ok_output(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\nstdout: {}",
+        stderr(out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn refused(out: &Output, what: &str) {
+    assert!(!out.status.success(), "{what} should have been refused");
+    assert!(
+        stderr(out).contains("Permission denied"),
+        "{what}: {}",
+        stderr(out)
+    );
+}
+
+#[test]
+fn dry_run_changes_nothing_then_setup_moves_sshd_to_zero_standing_keys() {
+    let h = Host::new("127.81.0.0/16");
+    ok_output(&h.direct(), "the standing key works before the setup");
+    let before = h.snapshot();
+    let login = h.login_check(ACCOUNT);
+    let dry = h.setup(&["--dry-run", "--login-check", &login]);
+    let text = ok_output(&dry, "dry run");
+    assert!(text.contains("dry run: nothing was changed"), "{text}");
+    assert!(
+        text.contains(&format!("--- {} (does not exist)", h.drop_in().display())),
+        "{text}"
+    );
+    assert!(text.contains("\n+AuthorizedKeysFile none\n"), "{text}");
+    assert!(text.contains("reached the proxy"), "{text}");
+    assert!(h.snapshot() == before, "the dry run changed a file");
+    assert_eq!(h.sighups(), 0, "the dry run reloaded sshd");
+
+    let text = ok_output(&h.setup(&["--login-check", &login]), "sshd-setup");
+    assert!(text.contains("sshd-setup: applied."), "{text}");
+    assert!(text.contains("the login check"), "{text}");
+    assert!(text.contains("answers \"SSH-2.0-"), "{text}");
+    h.wait_reloads(1);
+    let lines = run_bounded(
+        Command::new(bin("ztssh-proxy"))
+            .arg("sshd-config")
+            .arg("--config")
+            .arg(&h.world.proxy.config)
+            .arg("--command")
+            .arg(&h.installed.command),
+        T,
+    );
+    assert_eq!(read_text(&h.drop_in()), ok_output(&lines, "sshd-config"));
+    // Now a login works only through ztssh.
+    let w = &h.world;
+    let through = run_bounded(
+        Command::new("sh")
+            .arg("-c")
+            .arg(h.login_check(ACCOUNT).replace("'true'", "whoami")),
+        T,
+    );
+    assert_eq!(ok_output(&through, "through ztssh").trim(), ACCOUNT);
+    refused(&h.direct(), "the standing key after the setup");
+    let asked = format!("{} authorized-keys", h.installed.command.display());
+    assert!(w.sshd.log_text().contains(&asked), "sshd asked the command");
+    // Again: nothing to change, no reload.
+    let text = ok_output(&h.setup(&["--login-check", &login]), "second run");
+    assert!(text.contains("nothing to change"), "{text}");
+    assert_eq!(h.sighups(), 1);
+}
+
+#[test]
+fn a_failed_setup_is_rolled_back_and_sshd_still_serves() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Host::new("127.82.0.0/16");
+    // An older drop-in of the same name, mode 0600: restored exactly.
+    let old = "# an older ztssh drop-in\nClientAliveInterval 300\n";
+    std::fs::write(h.drop_in(), old).expect("old drop-in");
+    std::fs::set_permissions(h.drop_in(), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let before = h.snapshot();
+    let login = h.login_check(ACCOUNT);
+
+    // A broken drop-in already there: sshd -t fails before any change.
+    let broken = h.drop_in_dir.join("50-broken.conf");
+    std::fs::write(&broken, "NoSuchDirective yes\n").expect("broken drop-in");
+    let with_broken = h.snapshot();
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sshd -t fails on the current files") && err.contains("NoSuchDirective"),
+        "{err}"
+    );
+    assert!(err.contains("Nothing was changed"), "{err}");
+    assert!(h.snapshot() == with_broken);
+    std::fs::remove_file(&broken).expect("rm broken");
+
+    // A site drop-in read first sets AuthorizedKeysFile: sshd -t passes,
+    // but sshd keeps the first value, so the standing keys would stay.
+    let site = h.drop_in_dir.join("00-site.conf");
+    let ak = h.world.dir.path().join("authorized_keys");
+    std::fs::write(&site, format!("AuthorizedKeysFile {}\n", ak.display())).expect("site");
+    let with_site = h.snapshot();
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not in effect") && err.contains("AuthorizedKeysFile none"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Rolled back") && err.contains("had not been reloaded"),
+        "{err}"
+    );
+    assert!(h.snapshot() == with_site, "files not restored exactly");
+    assert_eq!(h.sighups(), 0);
+    let backup = std::fs::read_dir(&h.backups)
+        .expect("backups")
+        .next()
+        .expect("a backup");
+    assert_eq!(read_text(&backup.expect("entry").path()), old);
+    ok_output(&h.direct(), "the standing key still works");
+    std::fs::remove_file(&site).expect("rm site");
+    assert!(h.snapshot() == before);
+
+    // Lines for a newer sshd than this one (9.2): the AuthorizedKeysCommand
+    // carries %C, which sshd -t and -T accept but 9.2 cannot expand at
+    // login. The login check fails after the reload: the files come back
+    // and sshd is reloaded with them.
+    let out = h.setup(&["--sshd-version", "9.4", "--login-check", &login]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the login check"), "{err}");
+    assert!(
+        err.contains("Rolled back") && err.contains("sshd reloaded with them"),
+        "{err}"
+    );
+    assert!(h.snapshot() == before, "files not restored exactly");
+    h.wait_reloads(2);
+    ok_output(
+        &h.direct(),
+        "the standing key works again after the rollback",
+    );
+
+    // sshd_config without the Include: not ready, unless --add-include,
+    // which puts it at the top (after a backup) and then goes through.
+    let cfg = std::fs::read_to_string(&h.sshd_config).expect("sshd_config");
+    let include = format!("Include {}/*.conf\n", h.drop_in_dir.display());
+    let without = cfg.replacen(&include, "", 1);
+    assert_ne!(without, cfg);
+    std::fs::write(&h.sshd_config, &without).expect("drop the Include");
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has no Include that reads"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read_text(&h.sshd_config), without);
+    let text = ok_output(
+        &h.setup(&["--add-include", "--login-check", &login]),
+        "--add-include",
+    );
+    assert!(
+        text.contains(&format!("backup of {}", h.sshd_config.display())),
+        "{text}"
+    );
+    let now = read_text(&h.sshd_config);
+    assert!(now.ends_with(&without), "the old file follows the new line");
+    assert!(now.contains(&include), "{now}");
+    h.wait_reloads(3);
+    refused(&h.direct(), "the standing key after --add-include");
+}
