@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests and the demo need, only when missing:
 # OpenSSH server and client, rsync, systemd-analyze (to check the unit),
-# faketime (for the clock-skew tests) and openssl (the https list test).
+# faketime (for the clock-skew tests), openssl (the https list test) and
+# nginx (the fleet bench serves the revocation list with it).
 # Debian/Ubuntu, run as root.
 set -euo pipefail
 need=()
@@ -13,6 +14,11 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v faketime >/dev/null || need+=(faketime)
 # openssl: the https revocation-list test makes a CA and serves the list with s_server.
 command -v openssl >/dev/null || need+=(openssl)
+# nginx: the fleet bench serves the revocation list from a private nginx
+# (its own config, prefix and loopback port, in the foreground). The
+# package's own site is not used; where an init system runs, Debian starts
+# it on install unless policy-rc.d says otherwise.
+[ -x /usr/sbin/nginx ] || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]}; run as root or install them first" >&2
