@@ -18,6 +18,7 @@ pub use tempfile::TempDir;
 pub mod agent;
 pub mod client;
 pub mod listserver;
+pub mod nginx;
 pub mod zsk;
 
 /// Paths of the built binaries (next to the test executable's directory).
