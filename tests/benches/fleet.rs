@@ -29,8 +29,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -40,6 +40,7 @@ use tokio::net::{TcpListener, TcpStream};
 use ztssh_proto::conn::{ClientConn, ClientConnEvent};
 use ztssh_proto::frame::Control;
 use ztssh_tests::client::{LibClient, mono_ms};
+use ztssh_tests::nginx::{Nginx, WebRoot};
 use ztssh_tests::*;
 
 /// Sessions per loopback source address (the per-source burst is 20).
@@ -96,145 +97,6 @@ fn must(cmd: &mut Command, what: &str) {
     assert_ok(&out, what);
 }
 
-/// nginx from the distribution, on a private config and prefix, in the
-/// foreground (`daemon off`), stopped by its master's PID.
-struct Nginx {
-    port: u16,
-    access_log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Nginx {
-    /// Serves `root` on a free loopback port; `dir` holds its config, logs,
-    /// pid file and temp paths.
-    fn start(dir: &Path, root: &Path) -> Self {
-        let port = free_port();
-        let logs = dir.join("logs");
-        std::fs::create_dir_all(&logs).expect("logs");
-        let access_log = logs.join("access.log");
-        let d = dir.display();
-        // As root, the master drops its workers to www-data (the user
-        // Debian's package runs them as); the served tree is world-readable.
-        let root_user = std::os::unix::fs::MetadataExt::uid(
-            &std::fs::metadata("/proc/self").expect("/proc/self"),
-        ) == 0;
-        let user = if root_user {
-            "user www-data www-data;"
-        } else {
-            ""
-        };
-        let conf = format!(
-            "daemon off;\nmaster_process on;\nworker_processes 1;\n{user}\n\
-             pid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n\
-               log_format fleet '$msec $status $args $body_bytes_sent';\n\
-               access_log {d}/logs/access.log fleet;\n\
-               default_type application/x-pem-file;\n\
-               client_body_temp_path {d}/tmp/body;\n\
-               proxy_temp_path {d}/tmp/proxy;\n\
-               fastcgi_temp_path {d}/tmp/fastcgi;\n\
-               uwsgi_temp_path {d}/tmp/uwsgi;\n\
-               scgi_temp_path {d}/tmp/scgi;\n\
-               server {{\n\
-                 listen 127.0.0.1:{port};\n\
-                 root {};\n\
-                 location = /crl.pem {{ }}\n\
-               }}\n\
-             }}\n",
-            root.display()
-        );
-        std::fs::create_dir_all(dir.join("tmp")).expect("tmp");
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("nginx.conf");
-        let nginx = ["/usr/sbin/nginx", "nginx"]
-            .into_iter()
-            .find(|p| Command::new(p).arg("-v").output().is_ok())
-            .expect("nginx is missing: run tests/setup-deps.sh");
-        let child = Command::new(nginx)
-            .arg("-p")
-            .arg(dir)
-            .arg("-e")
-            .arg(logs.join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let mut me = Self {
-            port,
-            access_log,
-            child: Some(child),
-        };
-        wait_until(T, "nginx to serve the list", || {
-            if let Some(Ok(Some(s))) = me.child.as_mut().map(Child::try_wait) {
-                panic!("nginx exited ({s}): {}", read_text(&logs.join("error.log")));
-            }
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && http_get(port, "/crl.pem").starts_with("HTTP/1.1 200")
-        });
-        me
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// The master and its workers.
-    fn pids(&self) -> Vec<u32> {
-        let mut v = vec![self.pid()];
-        v.extend(children_of(self.pid()));
-        v
-    }
-
-    /// Access-log lines: (wall time, status, query).
-    fn requests(&self) -> Vec<(f64, u16, String)> {
-        read_text(&self.access_log)
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split(' ');
-                Some((
-                    f.next()?.parse().ok()?,
-                    f.next()?.parse().ok()?,
-                    f.next()?.to_owned(),
-                ))
-            })
-            .collect()
-    }
-}
-
-fn children_of(pid: u32) -> Vec<u32> {
-    let text = read_text(Path::new(&format!("/proc/{pid}/task/{pid}/children")));
-    text.split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let workers = children_of(child.id());
-        // Fast shutdown (SIGTERM): the master stops its workers and exits.
-        signal(child.id(), "TERM");
-        let start = Instant::now();
-        while start.elapsed() < T {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        for w in workers {
-            signal(w, "KILL");
-        }
-    }
-}
-
 /// One proxy of the fleet, with its sink's records.
 struct Member {
     proxy: Proxy,
@@ -284,8 +146,8 @@ async fn await_end(sock: std::net::TcpStream, mut conn: ClientConn) -> String {
     }
 }
 
-/// `ztssh-proxy keygen` and a licence from the shared root for proxy `i`.
-fn member_pki(ca: &Path, dir: &Path, i: usize) -> Pki {
+/// `ztssh-proxy keygen` and a licence from the shared root for proxy `name`.
+fn member_pki(ca: &Path, dir: &Path, name: &str) -> Pki {
     let state = dir.join("state");
     let licence = dir.join("licence.pem");
     must(
@@ -302,7 +164,7 @@ fn member_pki(ca: &Path, dir: &Path, i: usize) -> Pki {
             .arg(ca)
             .arg("--request")
             .arg(state.join("licence-request.pem"))
-            .args(["--server-id", &format!("web{i}"), "--hostname", "localhost"])
+            .args(["--server-id", name, "--hostname", "localhost"])
             .arg("--out")
             .arg(&licence),
         "authorize-server",
@@ -339,7 +201,7 @@ fn main() {
     let short = std::env::var_os("ZTSSH_BENCH_SHORT").is_some();
     let proxies = env_usize("ZTSSH_BENCH_PROXIES", if short { 5 } else { 50 });
     let per = env_usize("ZTSSH_BENCH_PER_PROXY", if short { 4 } else { 20 });
-    let idle_secs = if short { 3 } else { 20 };
+    let idle_secs = if short { 3 } else { 30 };
     let n = proxies * per;
     assert!(proxies > 0 && per > 0, "nothing to measure");
     raise_fd_limit(n);
@@ -355,40 +217,21 @@ fn main() {
         .prefix("ztssh-fleet-")
         .tempdir()
         .expect("tmp");
-    let web = tempfile::Builder::new()
-        .prefix("ztssh-fleet-www-")
-        .tempdir()
-        .expect("tmp");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(web.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-    }
-    let www = web.path().join("www");
-    let staging_dir = web.path().join("staging");
-    std::fs::create_dir_all(&www).expect("www");
-    std::fs::create_dir_all(&staging_dir).expect("staging");
-    let served = www.join("crl.pem");
-    let staging = staging_dir.join("crl.pem");
+    let web = WebRoot::new();
+    let (served, staging) = (web.served(), web.staging());
 
     let alice = user_key(dir.path(), "alice");
     let principals = format!("alice {}", read_text(&alice.with_extension("pub")));
     let ca = ca_init(dir.path());
     let root = ztssh_proto::keyfile::read_root_public(&ca.join("root.pub")).expect("root.pub");
     publish(&ca, &staging, &served);
-    let nginx = Nginx::start(web.path(), &www);
+    let nginx = Nginx::start(&web);
 
     let t = Instant::now();
-    let mut fleet = Vec::with_capacity(proxies);
-    for i in 0..proxies {
-        let pdir = dir.path().join(format!("p{i}"));
+    let start = |name: String, url: bool, list: bool| -> Member {
+        let pdir = dir.path().join(&name);
         std::fs::create_dir_all(&pdir).expect("proxy dir");
-        let pki = member_pki(&ca, &pdir, i);
-        // Each proxy starts from its own copy of the list (as after a
-        // deploy) and pulls from the one server; the query string only
-        // tells the proxies apart in nginx's access log.
-        let cache = pdir.join("crl.pem");
-        std::fs::copy(&served, &cache).expect("copy the list");
+        let pki = member_pki(&ca, &pdir, &name);
         let listener = rt
             .block_on(TcpListener::bind("127.0.0.1:0"))
             .expect("bind sink");
@@ -398,20 +241,46 @@ fn main() {
         rt.spawn(sink(listener, Arc::clone(&accepted), Arc::clone(&closed)));
         // No challenge during the bench: the synthetic clients sit idle
         // and answer none, so only the ban ends their sessions.
-        let extra = format!(
-            "revocation_list = \"{}\"\nrevocation_url = \"http://127.0.0.1:{}/crl.pem?proxy={i}\"\n\
-             revocation_poll_secs = {POLL_SECS}\nchallenge_interval_secs = 3600\n\
-             challenge_deadline_secs = 300\ncert_ttl_secs = 3600\n",
-            cache.display(),
-            nginx.port
-        );
+        let mut extra = "challenge_interval_secs = 3600
+challenge_deadline_secs = 300
+\
+                         cert_ttl_secs = 3600\n"
+            .to_owned();
+        // Each proxy starts from its own copy of the list (as after a
+        // deploy), kept there by the proxy when it pulls a newer one.
+        if list {
+            let cache = pdir.join("crl.pem");
+            std::fs::copy(&served, &cache).expect("copy the list");
+            extra += &format!("revocation_list = \"{}\"\n", cache.display());
+        }
+        // All pull from the one server; the query string only tells the
+        // proxies apart in nginx's access log.
+        if url {
+            extra += &format!(
+                "revocation_url = \"{}\"\nrevocation_poll_secs = {POLL_SECS}\n",
+                nginx.url(&name)
+            );
+        }
         let proxy = Proxy::start(&pdir, &pki, sink_port, &principals, &extra);
-        fleet.push(Member {
+        Member {
             proxy,
             accepted,
             closed,
-        });
-    }
+        }
+    };
+    let fleet: Vec<Member> = (0..proxies)
+        .map(|i| start(format!("proxy{i}"), true, true))
+        .collect();
+    // Side by side while idle, without sessions: proxies that only watch
+    // their list file (the deployment before revocation_url), and proxies
+    // that only pull (no file to keep the list in).
+    let controls = (proxies / 10).clamp(1, 5);
+    let file_only: Vec<Member> = (0..controls)
+        .map(|i| start(format!("fileonly{i}"), false, true))
+        .collect();
+    let url_only: Vec<Member> = (0..controls)
+        .map(|i| start(format!("urlonly{i}"), true, false))
+        .collect();
     let started = t.elapsed();
 
     // Sessions: session j of proxy p is global session p * per + j.
@@ -455,26 +324,47 @@ fn main() {
     wait_until(Duration::from_secs(30), "every proxy's first fetch", || {
         let seen: std::collections::BTreeSet<String> =
             nginx.requests().into_iter().map(|r| r.2).collect();
-        seen.len() >= proxies
+        seen.len() >= proxies + controls
     });
 
-    // Idle: the fleet's requests per second and each proxy's CPU.
-    let pids: Vec<u32> = fleet.iter().map(|m| m.proxy.pid()).collect();
-    let nginx_pids = nginx.pids();
-    let cpu = |pids: &[u32]| -> Vec<f64> { pids.iter().map(|&p| proc_cpu(p, false)).collect() };
-    let (w0, c0, n0) = (wall_secs(), cpu(&pids), cpu(&nginx_pids));
+    // Idle: the fleet's requests per second and each proxy's CPU, with
+    // the controls over the same window.
+    let pids = |g: &[Member]| -> Vec<u32> { g.iter().map(|m| m.proxy.pid()).collect() };
+    let groups = [
+        pids(&fleet),
+        pids(&file_only),
+        pids(&url_only),
+        nginx.pids(),
+    ];
+    let cpu = || -> Vec<Vec<f64>> {
+        groups
+            .iter()
+            .map(|g| g.iter().map(|&p| proc_cpu(p, false)).collect())
+            .collect()
+    };
+    let (w0, c0) = (wall_secs(), cpu());
     std::thread::sleep(Duration::from_secs(idle_secs));
-    let (w1, c1, n1) = (wall_secs(), cpu(&pids), cpu(&nginx_pids));
+    let (w1, c1) = (wall_secs(), cpu());
     let window = w1 - w0;
     let idle: Vec<(f64, u16, String)> = nginx
         .requests()
         .into_iter()
-        .filter(|r| r.0 > w0 && r.0 <= w1)
+        .filter(|r| r.0 > w0 && r.0 <= w1 && r.2.starts_with("proxy"))
         .collect();
     let idle_304 = idle.iter().filter(|r| r.1 == 304).count();
-    let mut per_proxy_cpu: Vec<f64> = c0.iter().zip(&c1).map(|(a, b)| (b - a) / window).collect();
-    per_proxy_cpu.sort_by(f64::total_cmp);
-    let nginx_cpu: f64 = n0.iter().zip(&n1).map(|(a, b)| b - a).sum::<f64>() / window;
+    // CPU seconds per second of each process in group `g`, sorted.
+    let rates = |g: usize| -> Vec<f64> {
+        let mut v: Vec<f64> = c0[g]
+            .iter()
+            .zip(&c1[g])
+            .map(|(a, b)| (b - a) / window)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (cpu_fleet, cpu_file, cpu_url) = (rates(0), rates(1), rates(2));
+    let nginx_cpu: f64 = rates(3).iter().sum();
 
     // The ban.
     must(
@@ -543,7 +433,7 @@ fn main() {
     // Per proxy: the list landing to nginx logging that proxy's 200.
     let mut fetched: BTreeMap<String, f64> = BTreeMap::new();
     for (at, status, q) in nginx.requests() {
-        if at >= landed_wall && status == 200 {
+        if at >= landed_wall && status == 200 && q.starts_with("proxy") {
             fetched.entry(q).or_insert(at - landed_wall);
         }
     }
@@ -554,7 +444,7 @@ fn main() {
     fetch.sort();
     let mut after_fetch: Vec<Duration> = (0..proxies)
         .filter_map(|i| {
-            let f = fetched.get(&format!("proxy={i}"))?;
+            let f = fetched.get(&format!("proxy{i}"))?;
             Some(last_close[i].saturating_sub(Duration::from_secs_f64(f.max(0.0))))
         })
         .collect();
@@ -583,7 +473,8 @@ fn main() {
          one nginx on loopback, revocation_poll_secs = {POLL_SECS} (±10 % jitter)"
     );
     println!(
-        "  setup: {proxies} keygens, licences and proxies in {:.1} s; {n} sessions in {:.1} s",
+        "  setup: {} keygens, licences and proxies in {:.1} s; {n} sessions in {:.1} s",
+        proxies + 2 * controls,
         started.as_secs_f64(),
         setup.as_secs_f64()
     );
@@ -594,11 +485,25 @@ fn main() {
         idle.len() as f64 / window / proxies as f64
     );
     println!(
-        "  idle CPU per proxy: mean {:.2} ms/s, max {:.2} ms/s (of one core); nginx {:.2} ms/s",
-        per_proxy_cpu.iter().sum::<f64>() / proxies as f64 * 1e3,
-        per_proxy_cpu.last().copied().unwrap_or(0.0) * 1e3,
-        nginx_cpu * 1e3
+        "  idle CPU per proxy, in ms of CPU per second (of one core), mean / max, {} proxies side by side in the same window:",
+        2 * controls
     );
+    println!(
+        "    revocation_url + revocation_list (the fleet, {per} idle sessions each): {:.2} / {:.2}",
+        mean(&cpu_fleet) * 1e3,
+        cpu_fleet.last().copied().unwrap_or(0.0) * 1e3
+    );
+    println!(
+        "    revocation_list only, no sessions ({controls}): {:.2} / {:.2}",
+        mean(&cpu_file) * 1e3,
+        cpu_file.last().copied().unwrap_or(0.0) * 1e3
+    );
+    println!(
+        "    revocation_url only, no sessions ({controls}): {:.2} / {:.2}",
+        mean(&cpu_url) * 1e3,
+        cpu_url.last().copied().unwrap_or(0.0) * 1e3
+    );
+    println!("    nginx (master and worker): {:.2}", nginx_cpu * 1e3);
     println!("| from the new list landing on nginx to … | samples | p50 | p99 | max |");
     println!("|---|---|---|---|---|");
     row(
@@ -631,6 +536,8 @@ fn main() {
         panic!("every session must be told why; not told: {bad:?}");
     }
     drop(fleet);
+    drop(file_only);
+    drop(url_only);
     drop(nginx);
 }
 
