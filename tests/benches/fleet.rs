@@ -4,7 +4,9 @@
 //! (`revocation_poll_secs = 1`, the default ±10 % jitter). S live sessions
 //! on each. The bench first measures the fleet while idle (requests per
 //! second at nginx, from its access log, and each proxy's CPU, from
-//! `/proc/PID/stat`), then bans the principal: `ztssh-ca revoke` and
+//! `/proc/PID/stat`, beside a few proxies without sessions that only watch
+//! their list file or only pull, so the pull's own cost shows), then bans
+//! the principal: `ztssh-ca revoke` and
 //! `ztssh-ca crl` write the next list beside the served directory and the
 //! bench renames it over the served file (an atomic replace, as a deploy
 //! would). The clock starts at that rename and stops, per session, when
