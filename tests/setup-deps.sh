@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests and the demo need, only when missing:
 # OpenSSH server and client, rsync, systemd-analyze (to check the unit),
-# faketime (for the clock-skew tests), openssl (the https list test), and
-# podman, runc, debootstrap and python3 (tests/containers.sh).
+# faketime (for the clock-skew tests), openssl (the https list test),
+# podman, runc, debootstrap and python3 (tests/containers.sh), and nginx
+# (the fleet bench serves the revocation list with it).
 # Debian/Ubuntu, run as root.
 set -euo pipefail
 need=()
@@ -22,6 +23,11 @@ command -v runc >/dev/null || need+=(runc)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 # python3: the container test's list server and manifest edits.
 command -v python3 >/dev/null || need+=(python3)
+# nginx: the fleet bench serves the revocation list from a private nginx
+# (its own config, prefix and loopback port, in the foreground). The
+# package's own site is not used; where an init system runs, Debian starts
+# it on install unless policy-rc.d says otherwise.
+[ -x /usr/sbin/nginx ] || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]}; run as root or install them first" >&2
@@ -29,7 +35,19 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   echo "installing ${need[*]} ..."
   apt-get update -qq
+  # The tests run private instances only: keep the packages' own services
+  # (nginx on port 80, the system sshd) from starting where an init system
+  # runs, with Debian's policy-rc.d, only for this install and only when
+  # the machine has no policy of its own.
+  policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod 0755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  if [ -n "$policy" ]; then rm -f "$policy"; trap - EXIT; fi
 fi
 # The zero-standing-keys tests create the local account ztsshe2e themselves
 # (useradd/usermod from Debian's passwd package, always installed) and

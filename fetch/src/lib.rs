@@ -242,9 +242,37 @@ impl Fetcher {
         if parts.status == StatusCode::NOT_MODIFIED {
             return Ok(Fetched::NotModified);
         }
-        self.etag = parts.headers.get(header::ETAG).cloned();
-        self.last_modified = parts.headers.get(header::LAST_MODIFIED).cloned();
+        if fresh_write(&parts.headers) {
+            // The file may change again within this second without
+            // changing its validators: ask without them next time.
+            self.etag = None;
+            self.last_modified = None;
+        } else {
+            self.etag = parts.headers.get(header::ETAG).cloned();
+            self.last_modified = parts.headers.get(header::LAST_MODIFIED).cloned();
+        }
         Ok(Fetched::Body(body))
+    }
+}
+
+/// Whether a 200's validators may miss the next change: its
+/// `Last-Modified` is not at least one second before its `Date` (RFC 9110
+/// §8.8.2.2: such a date is a weak validator). Static servers derive both
+/// validators from the file's modification time in whole seconds (nginx's
+/// `ETag` is mtime-size), so a list replaced twice within one second by one
+/// of the same size would keep them, and a conditional GET would get a 304
+/// for the newer list. A response without both dates keeps its validators
+/// (an `ETag` from the content's hash, say).
+fn fresh_write(headers: &hyper::HeaderMap) -> bool {
+    let date = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+    };
+    match (date(header::LAST_MODIFIED), date(header::DATE)) {
+        (Some(modified), Some(served)) => modified >= served,
+        _ => false,
     }
 }
 
@@ -273,5 +301,45 @@ impl Fetcher {
     /// The `ETag` of the last 200, if it had one.
     pub fn etag(&self) -> Option<&str> {
         self.etag.as_ref().and_then(|e| e.to_str().ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn headers(modified: Option<SystemTime>, served: Option<SystemTime>) -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        h.insert(header::ETAG, HeaderValue::from_static("\"6b10486a-5\""));
+        for (name, t) in [(header::LAST_MODIFIED, modified), (header::DATE, served)] {
+            if let Some(t) = t {
+                let v = HeaderValue::from_str(&httpdate::fmt_http_date(t)).expect("date");
+                h.insert(name, v);
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn validators_of_a_file_written_in_the_second_it_was_served_are_not_kept() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let second = Duration::from_secs(1);
+        // Modified in the second it was served (or a clock ahead): weak.
+        assert!(fresh_write(&headers(Some(now), Some(now))));
+        assert!(fresh_write(&headers(
+            Some(now + Duration::from_millis(900)),
+            Some(now)
+        )));
+        assert!(fresh_write(&headers(Some(now + second), Some(now))));
+        // A second or more before: the validators hold.
+        assert!(!fresh_write(&headers(Some(now - second), Some(now))));
+        // Without both dates there is nothing to compare: keep the ETag.
+        assert!(!fresh_write(&headers(None, Some(now))));
+        assert!(!fresh_write(&headers(Some(now), None)));
+        assert!(!fresh_write(&headers(None, None)));
+        let mut garbage = headers(Some(now), None);
+        garbage.insert(header::DATE, HeaderValue::from_static("yesterday"));
+        assert!(!fresh_write(&garbage));
     }
 }

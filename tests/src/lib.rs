@@ -18,6 +18,7 @@ pub use tempfile::TempDir;
 pub mod agent;
 pub mod client;
 pub mod listserver;
+pub mod nginx;
 pub mod skagent;
 pub mod zsk;
 
