@@ -1491,3 +1491,6 @@ proptest! {
         }
     }
 }
+
+#[path = "rekey_tests.rs"]
+mod rekey_tests;
