@@ -318,3 +318,19 @@ proptest! {
         prop_assert!(started == 0 || s >= 1);
     }
 }
+
+#[test]
+fn rekey_settings_are_bounded() {
+    assert!(RekeyPolicy::new(3600, 1 << 30).is_ok());
+    assert!(RekeyPolicy::new(0, 1 << 30).is_err());
+    assert!(RekeyPolicy::new(86_401, 1 << 30).is_err());
+    assert!(RekeyPolicy::new(60, (1 << 20) - 1).is_err());
+    let too_big = crate::frame::MAX_REKEY_AFTER_BYTES + 1;
+    let e = RekeyPolicy::new(60, too_big).expect_err("over 16 GiB");
+    assert!(e.contains("rekey_after_bytes"), "{e}");
+    // The largest setting (record bytes, both directions) leaves 48 GiB of
+    // records under the old key for the rekey's round trip, at the
+    // smallest frame.
+    let records = crate::frame::MAX_REKEY_AFTER_BYTES / F as u64;
+    assert!(MAX_RECORDS_PER_KEY - records >= (48 << 30) / F as u64);
+}

@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use ztssh_proto::cert::{Licence, LicenceVerified};
+use ztssh_proto::conn::RekeyPolicy;
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::keyfile;
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey};
@@ -61,6 +62,8 @@ const ENV_KEYS: &[&str] = &[
     "challenge_interval_secs",
     "challenge_deadline_secs",
     "cert_ttl_secs",
+    "rekey_after_secs",
+    "rekey_after_bytes",
     "metrics_listen",
     "user",
     "drain_grace_secs",
@@ -140,6 +143,13 @@ pub struct Settings {
     /// Lifetime of client certificates (at most 3600).
     #[serde(default = "default_cert_ttl")]
     pub cert_ttl_secs: u64,
+    /// Seconds on one set of tunnel keys before this side starts a rekey.
+    #[serde(default = "default_rekey_after_secs")]
+    pub rekey_after_secs: u64,
+    /// Record bytes (both directions) on one set of tunnel keys before
+    /// this side starts a rekey.
+    #[serde(default = "default_rekey_after_bytes")]
+    pub rekey_after_bytes: u64,
     /// Where to serve `/metrics` and `/healthz` (off when unset).
     #[serde(default)]
     pub metrics_listen: Option<String>,
@@ -195,6 +205,12 @@ fn default_challenge_interval() -> u64 {
 }
 fn default_challenge_deadline() -> u16 {
     10
+}
+fn default_rekey_after_secs() -> u64 {
+    ztssh_proto::conn::DEFAULT_REKEY_AFTER_SECS
+}
+fn default_rekey_after_bytes() -> u64 {
+    ztssh_proto::conn::DEFAULT_REKEY_AFTER_BYTES
 }
 fn default_cert_ttl() -> u64 {
     300
@@ -261,6 +277,8 @@ pub struct Config {
     pub root: PublicKey,
     /// Challenge and certificate timing.
     pub timing: Timing,
+    /// When a session starts a rekey.
+    pub rekey: RekeyPolicy,
     /// Networks never penalised.
     pub penalty_exempt: Vec<ipnet::IpNet>,
     /// Where and how to pull the revocation list, if from a URL.
@@ -357,6 +375,8 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let pull = crate::fetch::PullSettings::from_settings(&settings).map_err(err)?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     let timing = timing(&settings)?;
+    let rekey =
+        RekeyPolicy::new(settings.rekey_after_secs, settings.rekey_after_bytes).map_err(err)?;
     let penalty_exempt = check_limits(&settings)?;
     let upstream_sources = match &settings.upstream_source_range {
         Some(range) => {
@@ -378,6 +398,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         subca,
         root,
         timing,
+        rekey,
         penalty_exempt,
         upstream_sources,
         authorized_keys,
@@ -584,7 +605,7 @@ impl Config {
         let b = &authority.licence.body;
         format!(
             "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}; \
-             challenge every {}s, answer within {}s; client certificates {}s; revocation list {}; {}; {}",
+             challenge every {}s, answer within {}s; client certificates {}s; rekey after {}s or {} bytes; revocation list {}; {}; {}",
             self.listen,
             self.upstream,
             b.server_id,
@@ -596,6 +617,8 @@ impl Config {
             self.timing.interval_secs,
             self.timing.deadline_secs,
             self.timing.cert_ttl_secs,
+            self.rekey.after_secs,
+            self.rekey.after_bytes,
             self.list_summary(authority),
             authority.policy.summary(),
             self.zsk_summary(),

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub penalties: IntCounter,
     /// Renewals refused as too early (the session went on).
     pub renewals_refused: IntCounter,
+    /// Tunnel rekeys completed.
+    pub rekeys: IntCounter,
     /// Handshakes in progress.
     pub handshakes_in_progress: IntGauge,
     /// Sources with a live penalty record.
@@ -107,6 +109,11 @@ impl Metrics {
             &r,
             "ztssh_renewals_refused_total",
             "Renewals refused as too early; the session went on.",
+        );
+        let rekeys = counter(
+            &r,
+            "ztssh_rekeys_total",
+            "Tunnel rekeys completed (both directions on new keys).",
         );
         let log_lines_dropped = counter(
             &r,
@@ -184,6 +191,7 @@ impl Metrics {
             ),
             penalties,
             renewals_refused,
+            rekeys,
             handshakes_in_progress: gauge(
                 &r,
                 "ztssh_handshakes_in_progress",
@@ -273,6 +281,8 @@ pub struct SessionMetrics {
     pub renewed: IntCounter,
     /// Renewals refused as too early.
     pub renewals_refused: IntCounter,
+    /// Rekeys completed.
+    pub rekeys: IntCounter,
 }
 
 impl Metrics {
@@ -285,6 +295,7 @@ impl Metrics {
             proof_seconds: self.proof_seconds.clone(),
             renewed: self.certificates.with_label_values(&["renewed"]),
             renewals_refused: self.renewals_refused.clone(),
+            rekeys: self.rekeys.clone(),
         }
     }
 

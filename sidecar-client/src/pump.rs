@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::net::unix::pipe;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd};
+use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd, RekeyPolicy};
 use ztssh_proto::handshake::ClientSession;
 use ztssh_proto::identity::ClientIdentity;
 use ztssh_proto::time::human;
@@ -45,6 +45,7 @@ pub async fn run(
     identity: Identity,
     principal: &str,
     verbose: bool,
+    rekey: RekeyPolicy,
 ) -> Result<(), Error> {
     let stdio = crate::stdio::open().map_err(|e| format!("cannot use stdin/stdout: {e}"))?;
     let lic = &session.licence.body;
@@ -58,10 +59,12 @@ pub async fn run(
     // (a CLOSE record) rather than vanishing mid-stream.
     let hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
     let term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut conn = ClientConn::new(session.transport, ids);
+    conn.set_rekey_policy(rekey, mono_ms());
     let mut pump = Pump {
         server: lic.server_id.clone(),
         verbose,
-        conn: ClientConn::new(session.transport, ids),
+        conn,
         identity: Arc::new(identity),
         sock,
         input: Some(stdio.input),
@@ -260,6 +263,9 @@ impl Pump {
                 self.say(format!("identity challenge {seq} from {server}: answered"));
             }
             ClientConnEvent::Acked { seq } => self.say(format!("identity proof {seq} accepted")),
+            ClientConnEvent::Rekeyed { count } => {
+                self.say(format!("tunnel keys replaced (rekey {count})"));
+            }
             ClientConnEvent::RenewalFailed { error, left_secs } => eprintln!(
                 "ztssh: warning: certificate renewal failed: {error}; the session ends in {} unless a retry succeeds",
                 human(left_secs)

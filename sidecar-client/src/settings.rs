@@ -39,6 +39,20 @@ pub struct Settings {
     /// GET; the `ETag` is kept beside the file).
     #[serde(default)]
     pub revocation_url: Option<String>,
+    /// Seconds on one set of tunnel keys before the sidecar starts a rekey.
+    #[serde(default = "default_rekey_after_secs")]
+    pub rekey_after_secs: u64,
+    /// Record bytes (both directions) on one set of tunnel keys before the
+    /// sidecar starts a rekey.
+    #[serde(default = "default_rekey_after_bytes")]
+    pub rekey_after_bytes: u64,
+}
+
+fn default_rekey_after_secs() -> u64 {
+    ztssh_proto::conn::DEFAULT_REKEY_AFTER_SECS
+}
+fn default_rekey_after_bytes() -> u64 {
+    ztssh_proto::conn::DEFAULT_REKEY_AFTER_BYTES
 }
 
 fn default_frame() -> usize {
@@ -104,6 +118,8 @@ pub fn load(explicit: Option<&Path>, flags: &Flags) -> Result<Settings, String> 
             "verbose",
             "revocation_list",
             "revocation_url",
+            "rekey_after_secs",
+            "rekey_after_bytes",
         ]))
         .merge(Serialized::defaults(flags))
         .extract()
