@@ -123,6 +123,50 @@ impl RekeyPolicy {
     }
 }
 
+/// Cover traffic for interactive sessions (`cover_traffic` on both sides).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CoverTraffic {
+    /// Every record goes out when there is something to send.
+    #[default]
+    Off,
+    /// After a small write, records go out only on a fixed cadence
+    /// ([`COVER_CADENCE_MS`]) for [`COVER_LINGER_MS`] after the last one, as
+    /// PAD when there is no data; a write larger than one record goes out
+    /// at once (bulk transfers are unaffected).
+    Interactive,
+}
+
+impl CoverTraffic {
+    /// Parses the setting: `"off"` or `"interactive"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "interactive" => Ok(Self::Interactive),
+            other => Err(format!(
+                "cover_traffic = {other:?}: use \"off\" or \"interactive\""
+            )),
+        }
+    }
+}
+
+/// The cadence of cover records.
+pub const COVER_CADENCE_MS: u64 = 20;
+/// How long cover records go on after the last small write.
+pub const COVER_LINGER_MS: u64 = 3000;
+
+/// Small writes held for the next cover tick.
+#[derive(Debug, Default)]
+struct Cover {
+    mode: CoverTraffic,
+    /// Data waiting for the next tick (at most one record's worth).
+    pending: Vec<u8>,
+    /// The next tick, while the cover window is open.
+    next_tick: Option<u64>,
+    /// The window closes at the first tick after this (and once `pending`
+    /// is empty).
+    until: u64,
+}
+
 /// Where a rekey stands.
 #[derive(Debug)]
 enum RekeyState {
@@ -262,12 +306,14 @@ struct Link {
     local_closed: bool,
     scratch: Vec<Event>,
     rk: Rekeyer,
+    cover: Cover,
 }
 
 impl Link {
     fn new(t: Transport, mono_ms: Option<u64>) -> Self {
         let f = t.opener.frame_size();
         Self {
+            cover: Cover::default(),
             rk: Rekeyer {
                 chain: t.chain,
                 is_client: t.is_client,
@@ -432,6 +478,21 @@ impl Link {
 
     /// Seals everything read from the local side.
     fn seal_data(&mut self, mono_ms: u64) -> Result<(), ProtoError> {
+        let max = self.sealer.frame_size().max_data();
+        let n = self.local_rx.filled;
+        if self.cover.mode == CoverTraffic::Interactive
+            && n > 0
+            && self.cover.pending.len() + n <= max
+        {
+            // A small write: held for the next tick of the cover window
+            // (opened now, with a first tick at once, if it was closed).
+            self.cover.pending.extend_from_slice(self.local_rx.data());
+            self.local_rx.consume(n);
+            self.cover.until = mono_ms.saturating_add(COVER_LINGER_MS);
+            self.cover.next_tick.get_or_insert(mono_ms);
+            return self.cover_tick(mono_ms);
+        }
+        self.flush_cover(mono_ms)?;
         self.note_tx(mono_ms);
         let before = self.tx.buf.len();
         self.sealer
@@ -448,7 +509,44 @@ impl Link {
         self.sealer.seal_control(msg, &mut self.tx.buf)
     }
 
+    /// Seals held cover data at once (before bulk data or a CLOSE).
+    fn flush_cover(&mut self, mono_ms: u64) -> Result<(), ProtoError> {
+        if self.cover.pending.is_empty() {
+            return Ok(());
+        }
+        self.note_tx(mono_ms);
+        let held = std::mem::take(&mut self.cover.pending);
+        let r = self.sealer.seal_data(&held, &mut self.tx.buf);
+        self.cover.pending = held;
+        self.cover.pending.clear();
+        r
+    }
+
+    /// Sends the cover record due at `mono_ms`, if any: the held data, or
+    /// PAD. Missed ticks (a late driver) are skipped, not sent in a burst.
+    fn cover_tick(&mut self, mono_ms: u64) -> Result<(), ProtoError> {
+        let Some(tick) = self.cover.next_tick.filter(|&t| t <= mono_ms) else {
+            return Ok(());
+        };
+        if self.local_closed {
+            self.cover.next_tick = None;
+            return self.flush_cover(mono_ms);
+        }
+        self.note_tx(mono_ms);
+        if self.cover.pending.is_empty() {
+            self.sealer.seal_pad(&mut self.tx.buf)?;
+        } else {
+            self.flush_cover(mono_ms)?;
+        }
+        let behind = (mono_ms - tick) / COVER_CADENCE_MS;
+        let next = tick.saturating_add((behind + 1) * COVER_CADENCE_MS);
+        self.cover.next_tick = (next <= self.cover.until).then_some(next);
+        Ok(())
+    }
+
     fn seal_close(&mut self, mono_ms: u64) -> Result<(), ProtoError> {
+        self.flush_cover(mono_ms)?;
+        self.cover.next_tick = None;
         self.note_tx(mono_ms);
         self.local_closed = true;
         self.sealer.seal_close(&mut self.tx.buf)
@@ -482,6 +580,7 @@ impl Link {
     /// (bounded by the transmit high-water mark), never anything for sshd.
     fn cut(&mut self, last: Option<&Control>, mono_ms: u64) {
         self.local.clear();
+        self.cover = Cover::default();
         if let Some(msg) = last {
             // Sealing fails only on nonce exhaustion: then nothing is sent.
             let _ = self.seal_control(msg, mono_ms);
@@ -657,6 +756,11 @@ impl ServerConn {
     /// Rekeys completed on this session.
     pub fn rekeys(&self) -> u64 {
         self.link.rk.epoch
+    }
+
+    /// Sets the cover traffic mode (default off).
+    pub fn set_cover_traffic(&mut self, mode: CoverTraffic) {
+        self.link.cover.mode = mode;
     }
 
     #[cfg(test)]
@@ -940,12 +1044,14 @@ impl ServerConn {
         let id = Some(self.identity.next_wakeup());
         let stall = self.link.stall_deadline(self.write_bound_ms);
         let rekey = self.link.rekey_deadline();
+        let cover = self.link.cover.next_tick;
         [
             id,
             stall,
             self.flush_deadline(),
             self.close_grace_until,
             rekey,
+            cover,
         ]
         .into_iter()
         .flatten()
@@ -995,6 +1101,9 @@ impl ServerConn {
         }
         if let Err(e) = self.link.rekey_timeout(now.mono_ms) {
             return self.end(Ended::new(EndKind::BadRecord, e), now);
+        }
+        if let Err(e) = self.link.cover_tick(now.mono_ms) {
+            return self.end(Ended::new(EndKind::BadRecord, e.to_string()), now);
         }
         match self.identity.poll(now.unix, now.mono_ms, nonce) {
             Err(e) => return self.end(e, now),
@@ -1210,6 +1319,11 @@ impl ClientConn {
     /// Rekeys completed on this session.
     pub fn rekeys(&self) -> u64 {
         self.link.rk.epoch
+    }
+
+    /// Sets the cover traffic mode (default off).
+    pub fn set_cover_traffic(&mut self, mode: CoverTraffic) {
+        self.link.cover.mode = mode;
     }
 
     /// Starts a rekey now if none is under way (tests and fuzzers).
@@ -1536,7 +1650,13 @@ impl ClientConn {
         let stall = (!self.link.tx.is_empty())
             .then(|| self.link.tx_since_ms.saturating_add(self.write_bound_ms));
         let rekey = self.link.rekey_deadline();
-        renewal.into_iter().chain(stall).chain(rekey).min()
+        let cover = self.link.cover.next_tick;
+        renewal
+            .into_iter()
+            .chain(stall)
+            .chain(rekey)
+            .chain(cover)
+            .min()
     }
 
     /// Drives the timers: renewal, its retry, and the write bound.
@@ -1549,6 +1669,9 @@ impl ClientConn {
         }
         if let Err(e) = self.link.rekey_timeout(mono_ms) {
             return self.end(Some(ClientEnd::Protocol(e)));
+        }
+        if let Err(e) = self.link.cover_tick(mono_ms) {
+            return self.end(Some(ClientEnd::Integrity(e.to_string())));
         }
         match self.renewal {
             Renewal::Sent(at) if mono_ms >= at.saturating_add(RENEW_REPLY_MS) => {

@@ -1494,3 +1494,6 @@ proptest! {
 
 #[path = "rekey_tests.rs"]
 mod rekey_tests;
+
+#[path = "cover_tests.rs"]
+mod cover_tests;

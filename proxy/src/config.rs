@@ -11,7 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use ztssh_proto::cert::{Licence, LicenceVerified};
-use ztssh_proto::conn::RekeyPolicy;
+use ztssh_proto::conn::{CoverTraffic, RekeyPolicy};
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::keyfile;
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey};
@@ -64,6 +64,7 @@ const ENV_KEYS: &[&str] = &[
     "cert_ttl_secs",
     "rekey_after_secs",
     "rekey_after_bytes",
+    "cover_traffic",
     "metrics_listen",
     "user",
     "drain_grace_secs",
@@ -150,6 +151,10 @@ pub struct Settings {
     /// this side starts a rekey.
     #[serde(default = "default_rekey_after_bytes")]
     pub rekey_after_bytes: u64,
+    /// `"interactive"`: after a small write, records go out on a fixed
+    /// cadence for a few seconds (PAD when idle); `"off"`: never.
+    #[serde(default = "default_cover_traffic")]
+    pub cover_traffic: String,
     /// Where to serve `/metrics` and `/healthz` (off when unset).
     #[serde(default)]
     pub metrics_listen: Option<String>,
@@ -205,6 +210,9 @@ fn default_challenge_interval() -> u64 {
 }
 fn default_challenge_deadline() -> u16 {
     10
+}
+fn default_cover_traffic() -> String {
+    "interactive".into()
 }
 fn default_rekey_after_secs() -> u64 {
     ztssh_proto::conn::DEFAULT_REKEY_AFTER_SECS
@@ -279,6 +287,8 @@ pub struct Config {
     pub timing: Timing,
     /// When a session starts a rekey.
     pub rekey: RekeyPolicy,
+    /// Keystroke-timing cover traffic.
+    pub cover: CoverTraffic,
     /// Networks never penalised.
     pub penalty_exempt: Vec<ipnet::IpNet>,
     /// Where and how to pull the revocation list, if from a URL.
@@ -377,6 +387,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let timing = timing(&settings)?;
     let rekey =
         RekeyPolicy::new(settings.rekey_after_secs, settings.rekey_after_bytes).map_err(err)?;
+    let cover = CoverTraffic::parse(&settings.cover_traffic).map_err(err)?;
     let penalty_exempt = check_limits(&settings)?;
     let upstream_sources = match &settings.upstream_source_range {
         Some(range) => {
@@ -399,6 +410,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         root,
         timing,
         rekey,
+        cover,
         penalty_exempt,
         upstream_sources,
         authorized_keys,
@@ -605,7 +617,7 @@ impl Config {
         let b = &authority.licence.body;
         format!(
             "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}; \
-             challenge every {}s, answer within {}s; client certificates {}s; rekey after {}s or {} bytes; revocation list {}; {}; {}",
+             challenge every {}s, answer within {}s; client certificates {}s; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; {}",
             self.listen,
             self.upstream,
             b.server_id,
@@ -619,6 +631,7 @@ impl Config {
             self.timing.cert_ttl_secs,
             self.rekey.after_secs,
             self.rekey.after_bytes,
+            self.cover,
             self.list_summary(authority),
             authority.policy.summary(),
             self.zsk_summary(),

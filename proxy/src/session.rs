@@ -261,6 +261,7 @@ async fn serve_authenticated(
         }
     };
     conn.set_rekey_policy(cfg.rekey, clock::now());
+    conn.set_cover_traffic(cfg.cover);
     let serial = conn.identity().serial();
     let source_text = source_ip.map_or_else(String::new, |ip| ip.to_string());
     info!(event = "upstream_connected", principal = %principal, serial = %serial, source = %source_text, local_port, "connected to sshd");

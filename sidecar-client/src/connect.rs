@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use ztssh_proto::conn::RekeyPolicy;
+use ztssh_proto::conn::{CoverTraffic, RekeyPolicy};
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::handshake::{self, ClientConfig, ClientSession, message_len};
 use ztssh_proto::time::human;
@@ -43,6 +43,7 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
     let frame_size =
         FrameSize::new(s.frame_size).map_err(|e| format!("frame_size {}: {e}", s.frame_size))?;
     let rekey = RekeyPolicy::new(s.rekey_after_secs, s.rekey_after_bytes)?;
+    let cover = CoverTraffic::parse(&s.cover_traffic)?;
     let principal = match &s.principal {
         Some(p) => p.clone(),
         None => {
@@ -111,7 +112,8 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
         "authenticated as {principal} with {} (hybrid X25519+ML-KEM-768 tunnel)",
         identity.public_key().fingerprint(ssh_key::HashAlg::Sha256)
     ));
-    crate::pump::run(sock, session, identity, &principal, verbose, rekey).await
+    let tunnel = crate::pump::Tunnel { rekey, cover };
+    crate::pump::run(sock, session, identity, &principal, verbose, tunnel).await
 }
 
 async fn resolve(s: &Settings, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {

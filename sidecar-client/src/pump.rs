@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::net::unix::pipe;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd, RekeyPolicy};
+use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd, CoverTraffic, RekeyPolicy};
 use ztssh_proto::handshake::ClientSession;
 use ztssh_proto::identity::ClientIdentity;
 use ztssh_proto::time::human;
@@ -38,6 +38,14 @@ fn instant_at(ms: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_millis(ms.saturating_sub(now_ms))
 }
 
+/// The tunnel's settings from `sidecar.toml`.
+pub struct Tunnel {
+    /// When the sidecar starts a rekey.
+    pub rekey: RekeyPolicy,
+    /// Keystroke-timing cover traffic.
+    pub cover: CoverTraffic,
+}
+
 /// Runs the session until it ends.
 pub async fn run(
     sock: TcpStream,
@@ -45,7 +53,7 @@ pub async fn run(
     identity: Identity,
     principal: &str,
     verbose: bool,
-    rekey: RekeyPolicy,
+    tunnel: Tunnel,
 ) -> Result<(), Error> {
     let stdio = crate::stdio::open().map_err(|e| format!("cannot use stdin/stdout: {e}"))?;
     let lic = &session.licence.body;
@@ -60,7 +68,8 @@ pub async fn run(
     let hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
     let term = signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     let mut conn = ClientConn::new(session.transport, ids);
-    conn.set_rekey_policy(rekey, mono_ms());
+    conn.set_rekey_policy(tunnel.rekey, mono_ms());
+    conn.set_cover_traffic(tunnel.cover);
     let mut pump = Pump {
         server: lic.server_id.clone(),
         verbose,

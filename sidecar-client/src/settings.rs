@@ -46,6 +46,13 @@ pub struct Settings {
     /// sidecar starts a rekey.
     #[serde(default = "default_rekey_after_bytes")]
     pub rekey_after_bytes: u64,
+    /// `"interactive"` (keystroke-timing cover traffic) or `"off"`.
+    #[serde(default = "default_cover_traffic")]
+    pub cover_traffic: String,
+}
+
+fn default_cover_traffic() -> String {
+    "interactive".into()
 }
 
 fn default_rekey_after_secs() -> u64 {
@@ -120,6 +127,7 @@ pub fn load(explicit: Option<&Path>, flags: &Flags) -> Result<Settings, String> 
             "revocation_url",
             "rekey_after_secs",
             "rekey_after_bytes",
+            "cover_traffic",
         ]))
         .merge(Serialized::defaults(flags))
         .extract()
