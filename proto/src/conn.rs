@@ -1592,7 +1592,7 @@ impl ClientConn {
 
     /// Queues an arbitrary record plaintext (see
     /// [`Sealer::seal_plaintext_raw`]).
-    #[cfg(feature = "testkit")]
+    #[cfg(any(test, feature = "testkit"))]
     #[doc(hidden)]
     pub fn queue_plaintext_raw(&mut self, plain: &[u8], mono_ms: u64) {
         self.link.note_tx(mono_ms);

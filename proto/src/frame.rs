@@ -326,7 +326,7 @@ impl Sealer {
     }
 }
 
-#[cfg(feature = "testkit")]
+#[cfg(any(test, feature = "testkit"))]
 impl Sealer {
     /// Seals an arbitrary record plaintext (fitted to `F - 16` bytes), so
     /// tests and fuzzers can reach the record parser behind the AEAD.

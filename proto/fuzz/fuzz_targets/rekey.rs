@@ -65,13 +65,13 @@ fuzz_target!(|data: &[u8]| {
         let arg = input.first().copied().unwrap_or(0);
         input = input.get(1..).unwrap_or_default();
         let alive = server.ended().is_none() && !client.is_done();
-        match op % 8 {
-            0 if alive && client.wants_local() => {
+        match op % 16 {
+            0 | 8 if alive && client.wants_local() => {
                 let d = filler(arg, usize::from(arg) * 97 + 1);
                 client.handle_local(&d, mono);
                 up.extend_from_slice(&d);
             }
-            1 if alive && server.wants_local() => {
+            1 | 9 if alive && server.wants_local() => {
                 let d = filler(arg ^ 0x55, usize::from(arg) * 131 + 1);
                 server.handle_local(&d, now(mono));
                 down.extend_from_slice(&d);
@@ -84,7 +84,13 @@ fuzz_target!(|data: &[u8]| {
                 started += 1;
                 server.start_rekey(now(mono));
             }
-            4 => {
+            7 if started < MAX_REKEYS => {
+                // Both at once: the client's INIT wins.
+                started += 1;
+                client.start_rekey(mono);
+                server.start_rekey(now(mono));
+            }
+            4 | 10 | 12 => {
                 // The wire from the client, cut after `arg * 61` bytes.
                 let n = client.poll_transmit().len().min(usize::from(arg) * 61 + 1);
                 if n > 0 && server.wants_peer() {
@@ -93,7 +99,7 @@ fuzz_target!(|data: &[u8]| {
                     client.transmitted(n, mono);
                 }
             }
-            5 => {
+            5 | 11 | 13 => {
                 let n = server.poll_transmit().len().min(usize::from(arg) * 61 + 1);
                 if n > 0 && client.wants_peer() {
                     let part = server.poll_transmit()[..n].to_vec();
@@ -101,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
                     server.transmitted(n, now(mono));
                 }
             }
-            6 => {
+            6 | 14 => {
                 // Time passes, but never past the sidecar's first write
                 // bound (20 s), which an honest pair that the fuzzer stops
                 // moving bytes for would reach.
@@ -109,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
                 server.handle_timeout(now(mono), [arg; 32]);
                 client.handle_timeout(mono);
             }
-            7 if !forged && alive => {
+            15 if !forged && alive => {
                 // A REKEY record with fuzzed contents, under the real keys.
                 forged = true;
                 let take = input.len().min(plain_len - 1);
