@@ -162,6 +162,10 @@ impl Pump {
     /// starts a renewal signature when one is due. `Some` ends the loop.
     fn step(&mut self) -> Option<Exit> {
         if let Err(e) = self.flush_proxy() {
+            // The proxy may have closed after a TERMINATE we have not read
+            // yet (our write failed because it is gone): read what it sent
+            // first, so the user sees its reason rather than a broken pipe.
+            self.read_proxy_rest();
             self.sock_failed(e);
         }
         if self.flush_ssh().is_err() {
@@ -192,6 +196,19 @@ impl Pump {
             Ok(n) => self.conn.handle_peer_read(n, mono_ms()),
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => self.sock_failed(e),
+        }
+    }
+
+    /// Reads what is already in the socket, without waiting (bounded).
+    fn read_proxy_rest(&mut self) {
+        for _ in 0..256 {
+            if self.conn.is_done() || !self.conn.wants_peer() {
+                return;
+            }
+            match self.sock.try_read(self.conn.recv_buf()) {
+                Ok(n) if n > 0 => self.conn.handle_peer_read(n, mono_ms()),
+                _ => return,
+            }
         }
     }
 

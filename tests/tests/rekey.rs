@@ -144,3 +144,52 @@ fn half_a_gibibyte_through_a_tunnel_that_rekeys_every_32_mib_arrives_intact() {
     );
     assert_eq!(count(&log, "event=\"session_terminated\""), 0, "{log}");
 }
+
+#[test]
+fn bad_rekey_and_cover_settings_are_config_errors_before_binding() {
+    let w = World::new();
+    let base = fs::read_to_string(&w.proxy.config).expect("config");
+    let cases = [
+        (
+            "rekey_after_secs = 0\n",
+            "rekey_after_secs = 0: must be between 1 and 86400",
+        ),
+        (
+            "rekey_after_bytes = 1024\n",
+            "rekey_after_bytes = 1024: must be between",
+        ),
+        (
+            "cover_traffic = \"always\"\n",
+            "use \"off\" or \"interactive\"",
+        ),
+    ];
+    for (i, (lines, want)) in cases.iter().enumerate() {
+        let path = w.dir.path().join(format!("bad{i}.toml"));
+        fs::write(&path, format!("{base}{lines}")).expect("write");
+        let out = run_bounded(
+            std::process::Command::new(bin("ztssh-proxy"))
+                .arg("check")
+                .arg("--config")
+                .arg(&path),
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(64), "{lines}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{lines}: {}", stderr(&out));
+    }
+    // The sidecar refuses the same mistakes before connecting.
+    let cfg = w.dir.path().join("bad-sidecar.toml");
+    fs::write(&cfg, "cover_traffic = \"sometimes\"\n").expect("write");
+    let out = run_bounded(
+        w.sidecar_to(w.proxy.port)
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(Stdio::null()),
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("use \"off\" or \"interactive\""),
+        "{}",
+        stderr(&out)
+    );
+}
