@@ -212,7 +212,9 @@ fn default_challenge_deadline() -> u16 {
     10
 }
 fn default_cover_traffic() -> String {
-    "interactive".into()
+    // Off by default: it adds up to one cadence (20 ms) to every small
+    // round trip after the first of a burst (docs/BENCHMARKS.md).
+    "off".into()
 }
 fn default_rekey_after_secs() -> u64 {
     ztssh_proto::conn::DEFAULT_REKEY_AFTER_SECS

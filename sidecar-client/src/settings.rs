@@ -52,7 +52,9 @@ pub struct Settings {
 }
 
 fn default_cover_traffic() -> String {
-    "interactive".into()
+    // Off by default: it adds up to one cadence (20 ms) to every small
+    // round trip after the first of a burst (docs/BENCHMARKS.md).
+    "off".into()
 }
 
 fn default_rekey_after_secs() -> u64 {
