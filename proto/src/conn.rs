@@ -46,7 +46,9 @@ use crate::identity::{
     Authority, Authorized, ClientEvent, ClientIdentity, Handled, Refused, ServerIdentity, Timing,
 };
 use crate::keys::SigningKey;
+use crate::rekey::{self, Chain, RekeyMsg};
 use crate::time::UnixTime;
+use zeroize::Zeroizing;
 
 /// Largest read batch from either side.
 pub const MAX_BATCH: usize = 256 * 1024;
@@ -72,6 +74,128 @@ pub const RENEW_REPLY_MS: u64 = 15_000;
 pub const RENEW_RETRY_MS: u64 = 5_000;
 /// The sidecar's write bound until a challenge names the deadline.
 pub const CLIENT_WRITE_BOUND_MS: u64 = 20_000;
+/// How long a rekey may take, from our INIT to the peer's REPLY, or from
+/// our REPLY to the peer's FINISH; then the session ends.
+pub const REKEY_REPLY_MS: u64 = 60_000;
+/// Default `rekey_after_secs`.
+pub const DEFAULT_REKEY_AFTER_SECS: u64 = 3600;
+/// Default `rekey_after_bytes` (1 GiB).
+pub const DEFAULT_REKEY_AFTER_BYTES: u64 = 1 << 30;
+
+/// When this side starts a rekey: after `after_secs` on one set of keys or
+/// `after_bytes` of records (both directions) under them, whichever first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RekeyPolicy {
+    /// Seconds on one set of keys.
+    pub after_secs: u64,
+    /// Record bytes, sent and received, on one set of keys.
+    pub after_bytes: u64,
+}
+
+impl Default for RekeyPolicy {
+    fn default() -> Self {
+        Self {
+            after_secs: DEFAULT_REKEY_AFTER_SECS,
+            after_bytes: DEFAULT_REKEY_AFTER_BYTES,
+        }
+    }
+}
+
+impl RekeyPolicy {
+    /// Checks the bounds: 1 s to 1 day, 1 MiB to
+    /// [`crate::frame::MAX_REKEY_AFTER_BYTES`].
+    pub fn new(after_secs: u64, after_bytes: u64) -> Result<Self, String> {
+        if !(1..=86_400).contains(&after_secs) {
+            return Err(format!(
+                "rekey_after_secs = {after_secs}: must be between 1 and 86400"
+            ));
+        }
+        let max = crate::frame::MAX_REKEY_AFTER_BYTES;
+        if !((1 << 20)..=max).contains(&after_bytes) {
+            return Err(format!(
+                "rekey_after_bytes = {after_bytes}: must be between 1048576 (1 MiB) and {max} (16 GiB)"
+            ));
+        }
+        Ok(Self {
+            after_secs,
+            after_bytes,
+        })
+    }
+}
+
+/// Cover traffic for interactive sessions (`cover_traffic` on both sides).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CoverTraffic {
+    /// Every record goes out when there is something to send.
+    #[default]
+    Off,
+    /// After a small write, records go out only on a fixed cadence
+    /// ([`COVER_CADENCE_MS`]) for [`COVER_LINGER_MS`] after the last one, as
+    /// PAD when there is no data; a write larger than one record goes out
+    /// at once (bulk transfers are unaffected).
+    Interactive,
+}
+
+impl CoverTraffic {
+    /// Parses the setting: `"off"` or `"interactive"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "interactive" => Ok(Self::Interactive),
+            other => Err(format!(
+                "cover_traffic = {other:?}: use \"off\" or \"interactive\""
+            )),
+        }
+    }
+}
+
+/// The cadence of cover records.
+pub const COVER_CADENCE_MS: u64 = 20;
+/// How long cover records go on after the last small write.
+pub const COVER_LINGER_MS: u64 = 3000;
+
+/// Small writes held for the next cover tick.
+#[derive(Debug, Default)]
+struct Cover {
+    mode: CoverTraffic,
+    /// Data waiting for the next tick (at most one record's worth).
+    pending: Vec<u8>,
+    /// The next tick, while the cover window is open.
+    next_tick: Option<u64>,
+    /// The window closes at the first tick after this (and once `pending`
+    /// is empty).
+    until: u64,
+}
+
+/// Where a rekey stands.
+#[derive(Debug)]
+enum RekeyState {
+    Idle,
+    /// Our INIT is out (at this time); the peer's REPLY switches both
+    /// directions.
+    AwaitingReply(crate::rekey::Pending, u64),
+    /// Our REPLY is out (at this time) and our direction switched; the
+    /// peer's FINISH switches its direction to this key.
+    AwaitingFinish(Zeroizing<[u8; 32]>, u64),
+}
+
+/// The rekey ratchet of one tunnel (see [`crate::rekey`]).
+#[derive(Debug)]
+struct Rekeyer {
+    chain: Chain,
+    is_client: bool,
+    policy: RekeyPolicy,
+    state: RekeyState,
+    /// Rekeys completed (both directions switched).
+    epoch: u64,
+    /// When the current keys started (monotonic ms); the sidecar's core
+    /// learns its clock at the first call that passes it.
+    since_ms: Option<u64>,
+    /// Record bytes sent and received under them.
+    bytes: u64,
+    /// Rekeys completed and not yet reported as events.
+    unreported: u32,
+}
 
 /// The time, as the driver passes it in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,12 +305,25 @@ struct Link {
     /// The local side reached end of stream and CLOSE was queued.
     local_closed: bool,
     scratch: Vec<Event>,
+    rk: Rekeyer,
+    cover: Cover,
 }
 
 impl Link {
-    fn new(t: Transport) -> Self {
+    fn new(t: Transport, mono_ms: Option<u64>) -> Self {
         let f = t.opener.frame_size();
         Self {
+            cover: Cover::default(),
+            rk: Rekeyer {
+                chain: t.chain,
+                is_client: t.is_client,
+                policy: RekeyPolicy::default(),
+                state: RekeyState::Idle,
+                epoch: 0,
+                since_ms: mono_ms,
+                bytes: 0,
+                unreported: 0,
+            },
             rx: ReadBuf::new(f.get()),
             local_rx: ReadBuf::new(t.sealer.frame_size().max_data()),
             opener: t.opener,
@@ -204,26 +341,167 @@ impl Link {
     /// Opens every whole record received; DATA goes to the local queue.
     fn open(&mut self, mono_ms: u64) -> Result<Vec<Event>, ProtoError> {
         let was_empty = self.local.is_empty();
+        self.rk.since_ms.get_or_insert(mono_ms);
         let mut events = std::mem::take(&mut self.scratch);
         events.clear();
-        let used = self
-            .opener
-            .open_all(self.rx.data(), &mut self.local.buf, &mut events)?;
-        self.rx.consume(used);
+        loop {
+            let used = self
+                .opener
+                .open_all(self.rx.data(), &mut self.local.buf, &mut events)?;
+            self.rx.consume(used);
+            self.rk.bytes = self.rk.bytes.saturating_add(used as u64);
+            // Opening pauses after a complete REKEY message: act on it (it
+            // may switch the opener's key) and open the rest.
+            if !matches!(events.last(), Some(Event::Rekey(_))) {
+                break;
+            }
+            if let Some(Event::Rekey(msg)) = events.pop() {
+                self.on_rekey(msg, mono_ms)?;
+            }
+        }
         if was_empty && !self.local.is_empty() {
             self.local_since_ms = mono_ms;
         }
         Ok(events)
     }
 
+    /// Acts on a complete REKEY message from the peer.
+    fn on_rekey(&mut self, msg: RekeyMsg, mono_ms: u64) -> Result<(), ProtoError> {
+        let rk = &mut self.rk;
+        let state = std::mem::replace(&mut rk.state, RekeyState::Idle);
+        match (msg, state) {
+            // Both sides started at once: the client's INIT wins. The
+            // client ignores the server's (the server answers the
+            // client's); the server drops its own and answers.
+            (RekeyMsg::Init(_), RekeyState::AwaitingReply(pending, at)) if rk.is_client => {
+                rk.state = RekeyState::AwaitingReply(pending, at);
+                Ok(())
+            }
+            (RekeyMsg::Init(init), RekeyState::Idle | RekeyState::AwaitingReply(..)) => {
+                let (keys, reply) = rekey::respond(&rk.chain, rk.epoch, !rk.is_client, &init)?;
+                let (tx, rx) = keys.split(rk.is_client);
+                // The REPLY goes under the old key; our records after it
+                // under the new one.
+                self.note_tx(mono_ms);
+                self.sealer.seal_rekey(&reply, &mut self.tx.buf)?;
+                self.sealer.install(&tx)?;
+                let rk = &mut self.rk;
+                rk.chain = keys.chain;
+                rk.state = RekeyState::AwaitingFinish(rx, mono_ms);
+                Ok(())
+            }
+            (RekeyMsg::Reply(reply), RekeyState::AwaitingReply(pending, _)) => {
+                let keys = pending.complete(&rk.chain, rk.epoch, rk.is_client, &reply)?;
+                let (tx, rx) = keys.split(rk.is_client);
+                // The peer's records after its REPLY are under the new key;
+                // ours after the FINISH.
+                self.opener.install(&rx)?;
+                self.note_tx(mono_ms);
+                self.sealer
+                    .seal_rekey(&RekeyMsg::Finish, &mut self.tx.buf)?;
+                self.sealer.install(&tx)?;
+                self.rk.chain = keys.chain;
+                self.rk.completed(mono_ms);
+                Ok(())
+            }
+            (RekeyMsg::Finish, RekeyState::AwaitingFinish(rx, _)) => {
+                self.opener.install(&rx)?;
+                self.rk.completed(mono_ms);
+                Ok(())
+            }
+            (RekeyMsg::Init(_), RekeyState::AwaitingFinish(..)) => Err(ProtoError::PeerMisbehaved(
+                "REKEY INIT before the FINISH of the last rekey",
+            )),
+            (RekeyMsg::Reply(_), _) => Err(ProtoError::PeerMisbehaved("unexpected REKEY REPLY")),
+            (RekeyMsg::Finish, _) => Err(ProtoError::PeerMisbehaved("unexpected REKEY FINISH")),
+        }
+    }
+
+    /// Starts a rekey if one is due and none is under way (and neither
+    /// side has closed: the session is ending).
+    fn maybe_rekey(&mut self, mono_ms: u64) -> Result<(), ProtoError> {
+        let rk = &mut self.rk;
+        rk.since_ms.get_or_insert(mono_ms);
+        if !matches!(rk.state, RekeyState::Idle) || self.local_closed || self.peer_closed {
+            return Ok(());
+        }
+        if rk.bytes < rk.policy.after_bytes && rk.due_by_time().is_none_or(|t| mono_ms < t) {
+            return Ok(());
+        }
+        let (pending, init) = rekey::start();
+        self.note_tx(mono_ms);
+        self.sealer.seal_rekey(&init, &mut self.tx.buf)?;
+        self.rk.state = RekeyState::AwaitingReply(pending, mono_ms);
+        Ok(())
+    }
+
+    /// Starts a rekey now, whatever the schedule (tests and fuzzers).
+    #[cfg(any(test, feature = "testkit"))]
+    fn force_rekey(&mut self, mono_ms: u64) -> Result<(), ProtoError> {
+        self.rk.bytes = self.rk.policy.after_bytes;
+        let (closed_l, closed_p) = (self.local_closed, self.peer_closed);
+        self.local_closed = false;
+        self.peer_closed = false;
+        let r = self.maybe_rekey(mono_ms);
+        self.local_closed = closed_l;
+        self.peer_closed = closed_p;
+        r
+    }
+
+    /// When the rekey timer next fires: a due rekey, or the bound on one
+    /// under way.
+    fn rekey_deadline(&self) -> Option<u64> {
+        let rk = &self.rk;
+        match rk.state {
+            RekeyState::Idle if self.local_closed || self.peer_closed => None,
+            RekeyState::Idle => rk.due_by_time(),
+            RekeyState::AwaitingReply(_, at) | RekeyState::AwaitingFinish(_, at) => {
+                Some(at.saturating_add(REKEY_REPLY_MS))
+            }
+        }
+    }
+
+    /// Drives the rekey timers; an error ends the session.
+    fn rekey_timeout(&mut self, mono_ms: u64) -> Result<(), String> {
+        if let RekeyState::AwaitingReply(_, at) | RekeyState::AwaitingFinish(_, at) = self.rk.state
+        {
+            if mono_ms >= at.saturating_add(REKEY_REPLY_MS) {
+                return Err(format!(
+                    "the peer did not complete a rekey within {}s",
+                    REKEY_REPLY_MS / 1000
+                ));
+            }
+            return Ok(());
+        }
+        self.maybe_rekey(mono_ms).map_err(|e| e.to_string())
+    }
+
     /// Seals everything read from the local side.
     fn seal_data(&mut self, mono_ms: u64) -> Result<(), ProtoError> {
+        let max = self.sealer.frame_size().max_data();
+        let n = self.local_rx.filled;
+        if self.cover.mode == CoverTraffic::Interactive
+            && n > 0
+            && self.cover.pending.len() + n <= max
+        {
+            // A small write: held for the next tick of the cover window
+            // (opened now, with a first tick at once, if it was closed).
+            self.cover.pending.extend_from_slice(self.local_rx.data());
+            self.local_rx.consume(n);
+            self.cover.until = mono_ms.saturating_add(COVER_LINGER_MS);
+            self.cover.next_tick.get_or_insert(mono_ms);
+            return self.cover_tick(mono_ms);
+        }
+        self.flush_cover(mono_ms)?;
         self.note_tx(mono_ms);
+        let before = self.tx.buf.len();
         self.sealer
             .seal_data(self.local_rx.data(), &mut self.tx.buf)?;
         let all = self.local_rx.filled;
         self.local_rx.consume(all);
-        Ok(())
+        let sealed = (self.tx.buf.len() - before) as u64;
+        self.rk.bytes = self.rk.bytes.saturating_add(sealed);
+        self.maybe_rekey(mono_ms)
     }
 
     fn seal_control(&mut self, msg: &Control, mono_ms: u64) -> Result<(), ProtoError> {
@@ -231,7 +509,44 @@ impl Link {
         self.sealer.seal_control(msg, &mut self.tx.buf)
     }
 
+    /// Seals held cover data at once (before bulk data or a CLOSE).
+    fn flush_cover(&mut self, mono_ms: u64) -> Result<(), ProtoError> {
+        if self.cover.pending.is_empty() {
+            return Ok(());
+        }
+        self.note_tx(mono_ms);
+        let held = std::mem::take(&mut self.cover.pending);
+        let r = self.sealer.seal_data(&held, &mut self.tx.buf);
+        self.cover.pending = held;
+        self.cover.pending.clear();
+        r
+    }
+
+    /// Sends the cover record due at `mono_ms`, if any: the held data, or
+    /// PAD. Missed ticks (a late driver) are skipped, not sent in a burst.
+    fn cover_tick(&mut self, mono_ms: u64) -> Result<(), ProtoError> {
+        let Some(tick) = self.cover.next_tick.filter(|&t| t <= mono_ms) else {
+            return Ok(());
+        };
+        if self.local_closed {
+            self.cover.next_tick = None;
+            return self.flush_cover(mono_ms);
+        }
+        self.note_tx(mono_ms);
+        if self.cover.pending.is_empty() {
+            self.sealer.seal_pad(&mut self.tx.buf)?;
+        } else {
+            self.flush_cover(mono_ms)?;
+        }
+        let behind = (mono_ms - tick) / COVER_CADENCE_MS;
+        let next = tick.saturating_add((behind + 1) * COVER_CADENCE_MS);
+        self.cover.next_tick = (next <= self.cover.until).then_some(next);
+        Ok(())
+    }
+
     fn seal_close(&mut self, mono_ms: u64) -> Result<(), ProtoError> {
+        self.flush_cover(mono_ms)?;
+        self.cover.next_tick = None;
         self.note_tx(mono_ms);
         self.local_closed = true;
         self.sealer.seal_close(&mut self.tx.buf)
@@ -265,6 +580,7 @@ impl Link {
     /// (bounded by the transmit high-water mark), never anything for sshd.
     fn cut(&mut self, last: Option<&Control>, mono_ms: u64) {
         self.local.clear();
+        self.cover = Cover::default();
         if let Some(msg) = last {
             // Sealing fails only on nonce exhaustion: then nothing is sent.
             let _ = self.seal_control(msg, mono_ms);
@@ -287,6 +603,33 @@ impl Link {
             return Some(Stall::Local);
         }
         None
+    }
+}
+
+impl Rekeyer {
+    /// When the current keys are due for a rekey by age (none until the
+    /// clock is known).
+    fn due_by_time(&self) -> Option<u64> {
+        self.since_ms
+            .map(|t| t.saturating_add(self.policy.after_secs.saturating_mul(1000)))
+    }
+
+    /// Both directions are on the new keys: count it and restart the
+    /// schedule.
+    fn completed(&mut self, mono_ms: u64) {
+        self.state = RekeyState::Idle;
+        self.epoch += 1;
+        self.since_ms = Some(mono_ms);
+        self.bytes = 0;
+        self.unreported = self.unreported.saturating_add(1);
+    }
+}
+
+impl rekey::NewKeys {
+    /// (send, receive) keys for this side.
+    fn split(&self, is_client: bool) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
+        let (c2s, s2c) = (self.c2s.clone(), self.s2c.clone());
+        if is_client { (c2s, s2c) } else { (s2c, c2s) }
     }
 }
 
@@ -313,6 +656,12 @@ pub enum ServerEvent {
     },
     /// A renewal verified and a new certificate went out.
     Renewed,
+    /// A rekey completed: both directions are on new keys, the old ones
+    /// are gone.
+    Rekeyed {
+        /// Rekeys completed on this session so far.
+        count: u64,
+    },
     /// A renewal came too early and was ignored; the session goes on.
     RenewRefused {
         /// Why.
@@ -369,7 +718,7 @@ impl ServerConn {
         let started =
             ServerIdentity::start(authorized, subca, authority, timing, now.unix, now.mono_ms)?;
         let mut conn = Self {
-            link: Link::new(started.transport),
+            link: Link::new(started.transport, Some(now.mono_ms)),
             identity: started.identity,
             write_bound_ms: u64::from(timing.deadline_secs) * 1000,
             events: Default::default(),
@@ -395,6 +744,47 @@ impl ServerConn {
     /// The identity state (principal, serial, proof counts).
     pub fn identity(&self) -> &ServerIdentity {
         &self.identity
+    }
+
+    /// Sets when this side starts a rekey (default [`RekeyPolicy::default`]);
+    /// the schedule restarts at `now`.
+    pub fn set_rekey_policy(&mut self, policy: RekeyPolicy, now: Now) {
+        self.link.rk.policy = policy;
+        self.link.rk.since_ms = Some(now.mono_ms);
+    }
+
+    /// Rekeys completed on this session.
+    pub fn rekeys(&self) -> u64 {
+        self.link.rk.epoch
+    }
+
+    /// Sets the cover traffic mode (default off).
+    pub fn set_cover_traffic(&mut self, mode: CoverTraffic) {
+        self.link.cover.mode = mode;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn link_opener_jump(&mut self, n: u64) {
+        self.link.opener.jump_nonce(n);
+    }
+
+    /// Starts a rekey now if none is under way (tests and fuzzers).
+    #[cfg(any(test, feature = "testkit"))]
+    #[doc(hidden)]
+    pub fn start_rekey(&mut self, now: Now) {
+        if self.ended.is_none()
+            && let Err(e) = self.link.force_rekey(now.mono_ms)
+        {
+            self.end(Ended::new(EndKind::BadRecord, e.to_string()), now);
+        }
+    }
+
+    fn report_rekeys(&mut self) {
+        for _ in 0..std::mem::take(&mut self.link.rk.unreported) {
+            self.events.push_back(ServerEvent::Rekeyed {
+                count: self.link.rk.epoch,
+            });
+        }
     }
 
     /// Why the session ended, once it has.
@@ -518,9 +908,12 @@ impl ServerConn {
                     self.end(Ended::new(EndKind::ClientTerminated, reason), now);
                 }
                 Event::Control(msg) => self.on_control(msg.clone(), subca, authority, now),
+                // Handled by the link as it opens.
+                Event::Rekey(_) => {}
             }
         }
         self.link.scratch = events;
+        self.report_rekeys();
         self.check_closed();
     }
 
@@ -650,10 +1043,19 @@ impl ServerConn {
         }
         let id = Some(self.identity.next_wakeup());
         let stall = self.link.stall_deadline(self.write_bound_ms);
-        [id, stall, self.flush_deadline(), self.close_grace_until]
-            .into_iter()
-            .flatten()
-            .min()
+        let rekey = self.link.rekey_deadline();
+        let cover = self.link.cover.next_tick;
+        [
+            id,
+            stall,
+            self.flush_deadline(),
+            self.close_grace_until,
+            rekey,
+            cover,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Drives the timers: challenges, proof deadlines, certificate expiry,
@@ -696,6 +1098,12 @@ impl ServerConn {
                 return self.end(Ended::new(EndKind::UpstreamStalled, reason), now);
             }
             None => {}
+        }
+        if let Err(e) = self.link.rekey_timeout(now.mono_ms) {
+            return self.end(Ended::new(EndKind::BadRecord, e), now);
+        }
+        if let Err(e) = self.link.cover_tick(now.mono_ms) {
+            return self.end(Ended::new(EndKind::BadRecord, e.to_string()), now);
         }
         match self.identity.poll(now.unix, now.mono_ms, nonce) {
             Err(e) => return self.end(e, now),
@@ -838,6 +1246,11 @@ pub enum ClientConnEvent {
     },
     /// The proxy closed its direction: close ssh's input side.
     PeerClosed,
+    /// A rekey completed: both directions are on new keys.
+    Rekeyed {
+        /// Rekeys completed on this session so far.
+        count: u64,
+    },
     /// The session is over. It is the last event.
     Ended(Option<ClientEnd>),
     /// A control message left unhandled (test clients in manual mode only).
@@ -881,7 +1294,7 @@ impl ClientConn {
     /// Starts on an established tunnel; `identity` holds the session key.
     pub fn new(transport: Transport, identity: ClientIdentity) -> Self {
         Self {
-            link: Link::new(transport),
+            link: Link::new(transport, None),
             identity,
             accepted: false,
             renewal: Renewal::Idle,
@@ -910,6 +1323,50 @@ impl ClientConn {
     /// Whether the proxy accepted the session.
     pub fn accepted(&self) -> bool {
         self.accepted
+    }
+
+    /// Sets when this side starts a rekey (default [`RekeyPolicy::default`]);
+    /// the schedule restarts at `mono_ms`.
+    pub fn set_rekey_policy(&mut self, policy: RekeyPolicy, mono_ms: u64) {
+        self.link.rk.policy = policy;
+        self.link.rk.since_ms = Some(mono_ms);
+    }
+
+    /// Rekeys completed on this session.
+    pub fn rekeys(&self) -> u64 {
+        self.link.rk.epoch
+    }
+
+    /// Sets the cover traffic mode (default off).
+    pub fn set_cover_traffic(&mut self, mode: CoverTraffic) {
+        self.link.cover.mode = mode;
+    }
+
+    /// Starts a rekey now if none is under way (tests and fuzzers).
+    #[cfg(any(test, feature = "testkit"))]
+    #[doc(hidden)]
+    pub fn start_rekey(&mut self, mono_ms: u64) {
+        if !self.done
+            && let Err(e) = self.link.force_rekey(mono_ms)
+        {
+            self.end(Some(ClientEnd::Integrity(e.to_string())));
+        }
+    }
+
+    /// Moves this side's send counter and the server's receive counter
+    /// to `n`, to reach the per-key record limit in a test.
+    #[cfg(test)]
+    pub(crate) fn jump_nonces(&mut self, server: &mut ServerConn, n: u64) {
+        self.link.sealer.jump_nonce(n);
+        server.link.opener.jump_nonce(n);
+    }
+
+    fn report_rekeys(&mut self) {
+        for _ in 0..std::mem::take(&mut self.link.rk.unreported) {
+            self.events.push_back(ClientConnEvent::Rekeyed {
+                count: self.link.rk.epoch,
+            });
+        }
     }
 
     /// Whether the session is over.
@@ -1003,6 +1460,9 @@ impl ClientConn {
             self.on_event(ev, mono_ms);
         }
         self.link.scratch = events;
+        if !self.done {
+            self.report_rekeys();
+        }
     }
 
     fn on_event(&mut self, ev: &Event, mono_ms: u64) {
@@ -1038,6 +1498,8 @@ impl ClientConn {
                 self.end(Some(end));
             }
             Event::Control(msg) => self.on_control(msg, mono_ms),
+            // Handled by the link as it opens.
+            Event::Rekey(_) => {}
         }
     }
 
@@ -1151,7 +1613,7 @@ impl ClientConn {
 
     /// Queues an arbitrary record plaintext (see
     /// [`Sealer::seal_plaintext_raw`]).
-    #[cfg(feature = "testkit")]
+    #[cfg(any(test, feature = "testkit"))]
     #[doc(hidden)]
     pub fn queue_plaintext_raw(&mut self, plain: &[u8], mono_ms: u64) {
         self.link.note_tx(mono_ms);
@@ -1208,7 +1670,14 @@ impl ClientConn {
         // suspended), so only that queue is a timer.
         let stall = (!self.link.tx.is_empty())
             .then(|| self.link.tx_since_ms.saturating_add(self.write_bound_ms));
-        renewal.into_iter().chain(stall).min()
+        let rekey = self.link.rekey_deadline();
+        let cover = self.link.cover.next_tick;
+        renewal
+            .into_iter()
+            .chain(stall)
+            .chain(rekey)
+            .chain(cover)
+            .min()
     }
 
     /// Drives the timers: renewal, its retry, and the write bound.
@@ -1218,6 +1687,12 @@ impl ClientConn {
         }
         if self.link.stalled(self.write_bound_ms, mono_ms) == Some(Stall::Peer) {
             return self.end(Some(ClientEnd::Stalled(self.write_bound_ms / 1000)));
+        }
+        if let Err(e) = self.link.rekey_timeout(mono_ms) {
+            return self.end(Some(ClientEnd::Protocol(e)));
+        }
+        if let Err(e) = self.link.cover_tick(mono_ms) {
+            return self.end(Some(ClientEnd::Integrity(e.to_string())));
         }
         match self.renewal {
             Renewal::Sent(at) if mono_ms >= at.saturating_add(RENEW_REPLY_MS) => {

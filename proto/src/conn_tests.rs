@@ -1562,3 +1562,9 @@ fn a_held_client_reads_ssh_once_accepted() {
     assert!(n.client.accepted());
     assert!(n.client.wants_local());
 }
+
+#[path = "rekey_tests.rs"]
+mod rekey_tests;
+
+#[path = "cover_tests.rs"]
+mod cover_tests;

@@ -10,8 +10,6 @@
 //! next nonce, so a dropped, replayed, reordered or altered record fails the
 //! tag and the connection closes.
 
-use std::sync::Arc;
-
 use crate::codec::Reader;
 use crate::error::{Malformed, ProtoError};
 
@@ -77,7 +75,7 @@ pub enum RecordType {
     Control = 2,
     /// Cover traffic; ignored.
     Pad = 3,
-    /// Reserved for in-band rekey; rejected by this version.
+    /// An in-band rekey message (or a fragment of one).
     Rekey = 4,
     /// No more DATA in this direction (a half-close).
     Close = 5,
@@ -113,56 +111,99 @@ pub enum Event {
     Control(Control),
     /// The peer half-closed its direction.
     Close,
+    /// A complete REKEY message (opening paused right after it).
+    Rekey(crate::rekey::RekeyMsg),
 }
 
+/// Records one key may carry in one direction. A sender rekeys long
+/// before (`rekey_after_bytes` is at most [`MAX_REKEY_AFTER_BYTES`]); a peer
+/// that sends more under one key is closed. At `F` = 1024 that is 64 GiB,
+/// far below the 2^64 nonces, and well inside AES-GCM's bounds.
+pub const MAX_RECORDS_PER_KEY: u64 = 1 << 26;
+/// The largest `rekey_after_bytes` a side may be configured with: it leaves
+/// a margin of 3/4 of [`MAX_RECORDS_PER_KEY`] records (at least 48 GiB)
+/// for the rekey's round trip.
+pub const MAX_REKEY_AFTER_BYTES: u64 = 16 << 30;
+
 /// An established tunnel's record layer, split into halves that can live in
-/// separate tasks.
+/// separate tasks, with the chaining secret for the first rekey.
 #[derive(Debug)]
 pub struct Transport {
     /// Outgoing half.
     pub sealer: Sealer,
     /// Incoming half.
     pub opener: Opener,
+    /// Whether this side is the client (the Noise initiator).
+    pub(crate) is_client: bool,
+    /// The chaining secret the first rekey derives from.
+    pub(crate) chain: crate::rekey::Chain,
 }
 
-struct Keys(snow::StatelessTransportState);
+/// One direction's AES-256-GCM key (ring), nonce `0^32 || n:u64` as in
+/// Noise's AESGCM. ring does not wipe its expanded key schedule on drop;
+/// the raw key bytes this crate holds are zeroized.
+pub(crate) struct RecordKey(ring::aead::LessSafeKey);
 
-impl std::fmt::Debug for Keys {
+impl RecordKey {
+    pub(crate) fn new(key: &[u8; 32]) -> Result<Self, ProtoError> {
+        ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key)
+            .map(|k| Self(ring::aead::LessSafeKey::new(k)))
+            .map_err(|_| ProtoError::Internal("record key"))
+    }
+
+    fn nonce(n: u64) -> ring::aead::Nonce {
+        let mut b = [0u8; 12];
+        b[4..].copy_from_slice(&n.to_be_bytes());
+        ring::aead::Nonce::assume_unique_for_key(b)
+    }
+}
+
+impl std::fmt::Debug for RecordKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<transport keys>")
+        f.write_str("<record key>")
     }
 }
 
 impl Transport {
+    /// The record layer from the handshake's split keys (`c2s`, `s2c`) and
+    /// its final hash.
     pub(crate) fn new(
-        state: snow::StatelessTransportState,
+        c2s: &[u8; 32],
+        s2c: &[u8; 32],
+        h: &[u8; 32],
         f: FrameSize,
-        _initiator: bool,
-    ) -> Self {
-        let keys = Arc::new(Keys(state));
-        Self {
+        is_client: bool,
+    ) -> Result<Self, ProtoError> {
+        let (tx, rx) = if is_client { (c2s, s2c) } else { (s2c, c2s) };
+        Ok(Self {
             sealer: Sealer {
-                keys: Arc::clone(&keys),
+                key: RecordKey::new(tx)?,
                 nonce: 0,
                 f,
                 plain: vec![0; f.get() - TAG_LEN],
             },
             opener: Opener {
-                keys,
+                key: RecordKey::new(rx)?,
                 nonce: 0,
+                total: 0,
                 f,
-                plain: vec![0; f.get() - TAG_LEN],
+                buf: vec![0; f.get()],
                 closed: false,
                 terminated: false,
+                rekey_tag: 0,
+                rekey_body: Vec::new(),
+                rekey_ready: false,
             },
-        }
+            is_client,
+            chain: crate::rekey::Chain::initial(h, c2s, s2c)?,
+        })
     }
 }
 
 /// Seals outgoing records.
 #[derive(Debug)]
 pub struct Sealer {
-    keys: Arc<Keys>,
+    key: RecordKey,
     nonce: u64,
     f: FrameSize,
     plain: Vec<u8>,
@@ -174,30 +215,73 @@ impl Sealer {
         self.f
     }
 
+    /// Records sealed under the current key.
+    pub fn records_under_key(&self) -> u64 {
+        self.nonce
+    }
+
+    #[cfg(test)]
+    pub(crate) fn jump_nonce(&mut self, n: u64) {
+        self.nonce = n;
+    }
+
+    /// Switches to a new key; the next record is sealed under it with
+    /// nonce 0. The old key is dropped.
+    pub(crate) fn install(&mut self, key: &[u8; 32]) -> Result<(), ProtoError> {
+        self.key = RecordKey::new(key)?;
+        self.nonce = 0;
+        Ok(())
+    }
+
+    /// Encrypts `self.plain` into the next `F` bytes of `out`.
+    fn encrypt(&mut self, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+        if self.nonce >= MAX_RECORDS_PER_KEY {
+            return Err(ProtoError::PeerMisbehaved(
+                "record limit for one key reached without a rekey",
+            ));
+        }
+        let start = out.len();
+        out.extend_from_slice(&self.plain);
+        let tag = self
+            .key
+            .0
+            .seal_in_place_separate_tag(
+                RecordKey::nonce(self.nonce),
+                ring::aead::Aad::empty(),
+                &mut out[start..],
+            )
+            .map_err(|_| ProtoError::Internal("seal"))?;
+        out.extend_from_slice(tag.as_ref());
+        self.nonce += 1;
+        Ok(())
+    }
+
     fn seal(&mut self, kind: RecordType, data: &[u8], out: &mut Vec<u8>) -> Result<(), ProtoError> {
-        let len = u16::try_from(data.len()).map_err(|_| ProtoError::Internal("record too long"))?;
-        if data.len() > self.f.max_data() {
+        self.seal_parts(kind, &[data], out)
+    }
+
+    fn seal_parts(
+        &mut self,
+        kind: RecordType,
+        parts: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> Result<(), ProtoError> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let len = u16::try_from(total).map_err(|_| ProtoError::Internal("record too long"))?;
+        if total > self.f.max_data() {
             return Err(ProtoError::Internal("record data exceeds frame"));
         }
-        let end = HEADER_LEN + data.len();
         self.plain[0] = kind as u8;
         self.plain[1] = 0;
         self.plain[2..4].copy_from_slice(&len.to_be_bytes());
-        self.plain[HEADER_LEN..end].copy_from_slice(data);
+        let mut at = HEADER_LEN;
+        for p in parts {
+            self.plain[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
         // Only the padding needs zeroing; the rest was just written.
-        self.plain[end..].fill(0);
-        let start = out.len();
-        out.resize(start + self.f.get(), 0);
-        let n = self
-            .keys
-            .0
-            .write_message(self.nonce, &self.plain, &mut out[start..])?;
-        debug_assert_eq!(n, self.f.get());
-        self.nonce = self
-            .nonce
-            .checked_add(1)
-            .ok_or(ProtoError::PeerMisbehaved("nonce space exhausted"))?;
-        Ok(())
+        self.plain[at..].fill(0);
+        self.encrypt(out)
     }
 
     /// Seals `data` into as few full records as possible; only the last is padded.
@@ -223,9 +307,26 @@ impl Sealer {
     pub fn seal_close(&mut self, out: &mut Vec<u8>) -> Result<(), ProtoError> {
         self.seal(RecordType::Close, &[], out)
     }
+
+    /// Seals a REKEY message as consecutive REKEY records, each
+    /// `tag:u8 || the next fragment of the body` (FINISH: the tag alone).
+    pub fn seal_rekey(
+        &mut self,
+        msg: &crate::rekey::RekeyMsg,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ProtoError> {
+        let (tag, body) = msg.parts();
+        if body.is_empty() {
+            return self.seal(RecordType::Rekey, &[tag], out);
+        }
+        for chunk in body.chunks(self.f.max_data() - 1) {
+            self.seal_parts(RecordType::Rekey, &[&[tag], chunk], out)?;
+        }
+        Ok(())
+    }
 }
 
-#[cfg(feature = "testkit")]
+#[cfg(any(test, feature = "testkit"))]
 impl Sealer {
     /// Seals an arbitrary record plaintext (fitted to `F - 16` bytes), so
     /// tests and fuzzers can reach the record parser behind the AEAD.
@@ -235,29 +336,33 @@ impl Sealer {
         plain: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), ProtoError> {
-        let mut p = plain.to_vec();
-        p.resize(self.f.get() - TAG_LEN, 0);
-        let start = out.len();
-        out.resize(start + self.f.get(), 0);
-        self.keys
-            .0
-            .write_message(self.nonce, &p, &mut out[start..])?;
-        self.nonce += 1;
-        Ok(())
+        let n = plain.len().min(self.plain.len());
+        self.plain[..n].copy_from_slice(&plain[..n]);
+        self.plain[n..].fill(0);
+        self.encrypt(out)
     }
 }
 
 /// Opens incoming records.
 #[derive(Debug)]
 pub struct Opener {
-    keys: Arc<Keys>,
+    key: RecordKey,
+    /// Records opened under the current key (the next nonce).
     nonce: u64,
+    /// Records opened in all.
+    total: u64,
     f: FrameSize,
-    plain: Vec<u8>,
+    buf: Vec<u8>,
     /// A CLOSE was opened: no more DATA may follow.
     closed: bool,
     /// A TERMINATE was opened: nothing after it is opened at all.
     terminated: bool,
+    /// The REKEY message being reassembled (0: none).
+    rekey_tag: u8,
+    rekey_body: Vec<u8>,
+    /// A REKEY message completed: opening pauses until the connection
+    /// core has acted on it (it may switch this opener's key).
+    rekey_ready: bool,
 }
 
 impl Opener {
@@ -268,7 +373,20 @@ impl Opener {
 
     /// Records opened so far.
     pub fn records_opened(&self) -> u64 {
-        self.nonce
+        self.total
+    }
+
+    #[cfg(test)]
+    pub(crate) fn jump_nonce(&mut self, n: u64) {
+        self.nonce = n;
+    }
+
+    /// Switches to a new key; the next record must be sealed under it with
+    /// nonce 0. The old key is dropped.
+    pub(crate) fn install(&mut self, key: &[u8; 32]) -> Result<(), ProtoError> {
+        self.key = RecordKey::new(key)?;
+        self.nonce = 0;
+        Ok(())
     }
 
     /// Opens every complete record at the front of `input`: DATA is appended
@@ -277,7 +395,10 @@ impl Opener {
     ///
     /// Order is kept where it matters: DATA after a CLOSE is an error, and
     /// nothing after a TERMINATE is opened (it is the last event; the
-    /// caller acts on it, whatever bytes follow).
+    /// caller acts on it, whatever bytes follow). Opening stops right after
+    /// a complete REKEY message ([`Event::Rekey`]): the records after it
+    /// may be under a new key, which the caller installs before calling
+    /// again with the rest.
     pub fn open_all(
         &mut self,
         input: &[u8],
@@ -286,8 +407,9 @@ impl Opener {
     ) -> Result<usize, ProtoError> {
         let f = self.f.get();
         let mut consumed = 0;
+        self.rekey_ready = false;
         for record in input.chunks_exact(f) {
-            if self.terminated {
+            if self.terminated || self.rekey_ready {
                 break;
             }
             self.open_one(record, data, events)?;
@@ -302,15 +424,24 @@ impl Opener {
         data: &mut Vec<u8>,
         events: &mut Vec<Event>,
     ) -> Result<(), ProtoError> {
-        let n = self
-            .keys
+        if self.nonce >= MAX_RECORDS_PER_KEY {
+            return Err(ProtoError::PeerMisbehaved(
+                "peer sent more records under one key than allowed without a rekey",
+            ));
+        }
+        self.buf.copy_from_slice(record);
+        let plain = self
+            .key
             .0
-            .read_message(self.nonce, record, &mut self.plain)?;
-        self.nonce = self
-            .nonce
-            .checked_add(1)
-            .ok_or(ProtoError::PeerMisbehaved("nonce space exhausted"))?;
-        let mut r = Reader::new(self.plain.get(..n).unwrap_or_default(), "record");
+            .open_in_place(
+                RecordKey::nonce(self.nonce),
+                ring::aead::Aad::empty(),
+                &mut self.buf,
+            )
+            .map_err(|_| ProtoError::Noise(snow::Error::Decrypt))?;
+        self.nonce += 1;
+        self.total += 1;
+        let mut r = Reader::new(plain, "record");
         let kind = RecordType::from_u8(r.u8()?)?;
         if r.u8()? != 0 {
             return Err(Malformed::Invalid {
@@ -335,6 +466,11 @@ impl Opener {
                 why: "non-zero padding",
             }
             .into());
+        }
+        if self.rekey_tag != 0 && kind != RecordType::Rekey {
+            return Err(ProtoError::PeerMisbehaved(
+                "a REKEY message was interrupted by another record",
+            ));
         }
         match kind {
             // An empty DATA record carries nothing; cover traffic is PAD.
@@ -367,10 +503,37 @@ impl Opener {
                 .into());
             }
             RecordType::Rekey => {
-                return Err(ProtoError::PeerMisbehaved(
-                    "REKEY is not supported by this version",
-                ));
+                let body = body.to_vec();
+                self.rekey_fragment(&body, events)?;
             }
+        }
+        Ok(())
+    }
+
+    /// One REKEY record: `tag:u8 || fragment`. A message's records are
+    /// consecutive and carry the same tag; it is complete at its length.
+    fn rekey_fragment(&mut self, body: &[u8], events: &mut Vec<Event>) -> Result<(), ProtoError> {
+        use crate::rekey::RekeyMsg;
+        let bad = |why| Malformed::Invalid {
+            what: "REKEY record",
+            why,
+        };
+        let (&tag, fragment) = body.split_first().ok_or(bad("empty"))?;
+        let want = RekeyMsg::body_len(tag).ok_or(bad("unknown REKEY message"))?;
+        if self.rekey_tag != 0 && self.rekey_tag != tag {
+            return Err(bad("REKEY message type changed mid-message").into());
+        }
+        if (want > 0 && fragment.is_empty()) || self.rekey_body.len() + fragment.len() > want {
+            return Err(bad("REKEY fragment of the wrong length").into());
+        }
+        self.rekey_tag = tag;
+        self.rekey_body.extend_from_slice(fragment);
+        if self.rekey_body.len() == want {
+            let msg = RekeyMsg::from_parts(tag, &self.rekey_body)?;
+            self.rekey_body.clear();
+            self.rekey_tag = 0;
+            self.rekey_ready = true;
+            events.push(Event::Rekey(msg));
         }
         Ok(())
     }

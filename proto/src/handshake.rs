@@ -169,6 +169,24 @@ fn handshake_hash(hs: &snow::HandshakeState) -> Result<[u8; 32], ProtoError> {
         .map_err(|_| ProtoError::Internal("hash length"))
 }
 
+/// The record layer from a finished handshake: Noise's split keys (the
+/// same keys its transport mode would use, so the records are those of
+/// `Noise_XXpsk3_25519_AESGCM_SHA256`'s transport), run by
+/// [`Transport`] so that each direction can be rekeyed on its own.
+fn into_transport(
+    hs: &mut snow::HandshakeState,
+    hash: &[u8; 32],
+    f: FrameSize,
+    is_client: bool,
+) -> Result<Transport, ProtoError> {
+    if !hs.is_handshake_finished() {
+        return Err(ProtoError::Internal("handshake not finished"));
+    }
+    let (c2s, s2c) = hs.dangerously_get_raw_split();
+    let (c2s, s2c) = (Zeroizing::new(c2s), Zeroizing::new(s2c));
+    Transport::new(&c2s, &s2c, hash, f, is_client)
+}
+
 /// Data the user key signs: the transcript hash after message 2 and the
 /// session key it vouches for.
 fn user_signed(h2: &[u8; 32], session_key: &PublicKey) -> Vec<u8> {
@@ -328,11 +346,7 @@ impl ServerVerified {
         let total = message_len(3, self.frame_size);
         let msg3 = write_msg(&mut self.hs, &w.into_vec(), total, OVERHEAD_3)?;
         let hash = handshake_hash(&self.hs)?;
-        let transport = Transport::new(
-            self.hs.into_stateless_transport_mode()?,
-            self.frame_size,
-            true,
-        );
+        let transport = into_transport(&mut self.hs, &hash, self.frame_size, true)?;
         Ok((
             ClientSession {
                 transport,
@@ -491,11 +505,7 @@ impl AwaitingClientAuth {
         );
 
         let hash = handshake_hash(&self.hs)?;
-        let transport = Transport::new(
-            self.hs.into_stateless_transport_mode()?,
-            self.frame_size,
-            false,
-        );
+        let transport = into_transport(&mut self.hs, &hash, self.frame_size, false)?;
         // The tunnel is up even for a refused key, so the client is told
         // why (a TERMINATE) instead of seeing its connection dropped.
         let user_sig = match verdict {

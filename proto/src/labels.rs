@@ -16,6 +16,18 @@ pub const KDF_KEM_PSK: &[u8] = b"ztssh v1 psk3 from ML-KEM-768";
 /// (see [`crate::hostca`]): `SHA-256(KDF_HOST_CA || root seed)`.
 pub const KDF_HOST_CA: &[u8] = b"ztssh v1 OpenSSH host CA key from root\0";
 
+/// HKDF info for the first rekey chaining secret, from the handshake's
+/// transport keys (salt: the final handshake hash). See [`crate::rekey`].
+pub const KDF_REKEY_CHAIN0: &[u8] = b"ztssh v1 rekey chain from handshake\0";
+/// Prefix of the rekey transcript hash.
+pub const KDF_REKEY_TRANSCRIPT: &[u8] = b"ztssh v1 rekey transcript\0";
+/// HKDF info (then the transcript hash) for the next chaining secret.
+pub const KDF_REKEY_CHAIN: &[u8] = b"ztssh v1 rekey chain\0";
+/// HKDF info (then the transcript hash) for the client-to-server key.
+pub const KDF_REKEY_C2S: &[u8] = b"ztssh v1 rekey client to server\0";
+/// HKDF info (then the transcript hash) for the server-to-client key.
+pub const KDF_REKEY_S2C: &[u8] = b"ztssh v1 rekey server to client\0";
+
 /// Context for a licence signature by the root CA.
 pub const CTX_LICENCE: &[u8] = b"ztssh v1 server licence\0";
 /// Context for a licence request signed by the proxy's Sub-CA key.

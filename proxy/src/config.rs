@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use ztssh_proto::cert::{Licence, LicenceVerified};
+use ztssh_proto::conn::{CoverTraffic, RekeyPolicy};
 use ztssh_proto::crl::Crl;
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::keyfile;
@@ -63,6 +64,9 @@ const ENV_KEYS: &[&str] = &[
     "challenge_interval_secs",
     "challenge_deadline_secs",
     "cert_ttl_secs",
+    "rekey_after_secs",
+    "rekey_after_bytes",
+    "cover_traffic",
     "metrics_listen",
     "user",
     "drain_grace_secs",
@@ -149,6 +153,17 @@ pub struct Settings {
     /// Lifetime of client certificates (at most 3600).
     #[serde(default = "default_cert_ttl")]
     pub cert_ttl_secs: u64,
+    /// Seconds on one set of tunnel keys before this side starts a rekey.
+    #[serde(default = "default_rekey_after_secs")]
+    pub rekey_after_secs: u64,
+    /// Record bytes (both directions) on one set of tunnel keys before
+    /// this side starts a rekey.
+    #[serde(default = "default_rekey_after_bytes")]
+    pub rekey_after_bytes: u64,
+    /// `"interactive"`: after a small write, records go out on a fixed
+    /// cadence for a few seconds (PAD when idle); `"off"`: never.
+    #[serde(default = "default_cover_traffic")]
+    pub cover_traffic: String,
     /// Where to serve `/metrics` and `/healthz` (off when unset).
     #[serde(default)]
     pub metrics_listen: Option<String>,
@@ -204,6 +219,17 @@ fn default_challenge_interval() -> u64 {
 }
 fn default_challenge_deadline() -> u16 {
     10
+}
+fn default_cover_traffic() -> String {
+    // Off by default: it adds up to one cadence (20 ms) to every small
+    // round trip after the first of a burst (docs/BENCHMARKS.md).
+    "off".into()
+}
+fn default_rekey_after_secs() -> u64 {
+    ztssh_proto::conn::DEFAULT_REKEY_AFTER_SECS
+}
+fn default_rekey_after_bytes() -> u64 {
+    ztssh_proto::conn::DEFAULT_REKEY_AFTER_BYTES
 }
 fn default_cert_ttl() -> u64 {
     300
@@ -270,6 +296,10 @@ pub struct Config {
     pub root: PublicKey,
     /// Challenge and certificate timing.
     pub timing: Timing,
+    /// When a session starts a rekey.
+    pub rekey: RekeyPolicy,
+    /// Keystroke-timing cover traffic.
+    pub cover: CoverTraffic,
     /// Networks never penalised.
     pub penalty_exempt: Vec<ipnet::IpNet>,
     /// Where and how to pull the revocation list, if from a URL.
@@ -366,6 +396,9 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let pull = crate::fetch::PullSettings::from_settings(&settings).map_err(err)?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     let timing = timing(&settings)?;
+    let rekey =
+        RekeyPolicy::new(settings.rekey_after_secs, settings.rekey_after_bytes).map_err(err)?;
+    let cover = CoverTraffic::parse(&settings.cover_traffic).map_err(err)?;
     let penalty_exempt = check_limits(&settings)?;
     let upstream_sources = match &settings.upstream_source_range {
         Some(range) => {
@@ -387,6 +420,8 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         subca,
         root,
         timing,
+        rekey,
+        cover,
         penalty_exempt,
         upstream_sources,
         authorized_keys,
@@ -641,7 +676,7 @@ impl Config {
         let b = &authority.licence.body;
         format!(
             "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}; \
-             challenge every {}s, answer within {}s; client certificates {}s; revocation list {}; {}; {}",
+             challenge every {}s, answer within {}s; client certificates {}s; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; {}",
             self.listen,
             self.upstream,
             b.server_id,
@@ -653,6 +688,9 @@ impl Config {
             self.timing.interval_secs,
             self.timing.deadline_secs,
             self.timing.cert_ttl_secs,
+            self.rekey.after_secs,
+            self.rekey.after_bytes,
+            self.cover,
             self.list_summary(authority),
             authority.policy.summary(),
             self.zsk_summary(),

@@ -277,6 +277,10 @@ impl<'a> Driver<'a> {
                 }
                 self.metrics.renewals_refused.inc();
             }
+            ServerEvent::Rekeyed { count } => {
+                self.metrics.rekeys.inc();
+                info!(event = "rekeyed", principal, serial = %serial, count, "tunnel keys replaced (rekey {count})");
+            }
             ServerEvent::Challenged { .. }
             | ServerEvent::PeerClosed
             | ServerEvent::Terminated(_)

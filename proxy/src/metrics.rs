@@ -50,6 +50,8 @@ pub struct Metrics {
     pub penalties: IntCounter,
     /// Renewals refused as too early (the session went on).
     pub renewals_refused: IntCounter,
+    /// Tunnel rekeys completed.
+    pub rekeys: IntCounter,
     /// Handshakes in progress.
     pub handshakes_in_progress: IntGauge,
     /// Sources with a live penalty record.
@@ -109,6 +111,11 @@ impl Metrics {
             &r,
             "ztssh_renewals_refused_total",
             "Renewals refused as too early; the session went on.",
+        );
+        let rekeys = counter(
+            &r,
+            "ztssh_rekeys_total",
+            "Tunnel rekeys completed (both directions on new keys).",
         );
         let log_lines_dropped = counter(
             &r,
@@ -186,6 +193,7 @@ impl Metrics {
             ),
             penalties,
             renewals_refused,
+            rekeys,
             handshakes_in_progress: gauge(
                 &r,
                 "ztssh_handshakes_in_progress",
@@ -275,6 +283,8 @@ pub struct SessionMetrics {
     pub renewed: IntCounter,
     /// Renewals refused as too early.
     pub renewals_refused: IntCounter,
+    /// Rekeys completed.
+    pub rekeys: IntCounter,
 }
 
 impl Metrics {
@@ -287,6 +297,7 @@ impl Metrics {
             proof_seconds: self.proof_seconds.clone(),
             renewed: self.certificates.with_label_values(&["renewed"]),
             renewals_refused: self.renewals_refused.clone(),
+            rekeys: self.rekeys.clone(),
         }
     }
 

@@ -260,13 +260,15 @@ async fn serve_authenticated(
         cfg.timing,
         clock::now(),
     );
-    let conn = match accepted {
+    let mut conn = match accepted {
         Ok(c) => c,
         Err(refused) => {
             drop(upstream);
             return deny(shared, &mut sock, peer, &principal, refused).await;
         }
     };
+    conn.set_rekey_policy(cfg.rekey, clock::now());
+    conn.set_cover_traffic(cfg.cover);
     let serial = conn.identity().serial();
     let source_text = source_ip.map_or_else(String::new, |ip| ip.to_string());
     info!(event = "upstream_connected", principal = %principal, serial = %serial, source = %source_text, local_port, "connected to sshd");

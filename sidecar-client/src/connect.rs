@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use ztssh_proto::conn::{CoverTraffic, RekeyPolicy};
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::handshake::{self, ClientConfig, ClientSession, message_len};
 use ztssh_proto::time::human;
@@ -43,6 +44,8 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
     let root = ztssh_proto::keyfile::read_root_public(&root_path)?;
     let frame_size =
         FrameSize::new(s.frame_size).map_err(|e| format!("frame_size {}: {e}", s.frame_size))?;
+    let rekey = RekeyPolicy::new(s.rekey_after_secs, s.rekey_after_bytes)?;
+    let cover = CoverTraffic::parse(&s.cover_traffic)?;
     let principal = match &s.principal {
         Some(p) => p.clone(),
         None => {
@@ -93,8 +96,13 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
         };
         let (sock, session) = attempt.connect(&identity).await?;
         let more = i + 1 < total;
+        let tunnel = crate::pump::Tunnel {
+            rekey,
+            cover,
+            retry_possible: more,
+        };
         let r = crate::pump::run(
-            sock, session, identity, &principal, verbose, &mut stdio, more,
+            sock, session, identity, &principal, verbose, &mut stdio, tunnel,
         );
         match r.await {
             Err(Error::KeyRefused {

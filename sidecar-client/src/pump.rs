@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd};
+use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd, CoverTraffic, RekeyPolicy};
 use ztssh_proto::handshake::ClientSession;
 use ztssh_proto::identity::ClientIdentity;
 use ztssh_proto::time::human;
@@ -37,7 +37,18 @@ fn instant_at(ms: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_millis(ms.saturating_sub(now_ms))
 }
 
-/// Runs the session until it ends. With `retry_possible`, nothing is read
+/// How this connection's tunnel runs.
+pub struct Tunnel {
+    /// When the sidecar starts a rekey.
+    pub rekey: RekeyPolicy,
+    /// Keystroke-timing cover traffic.
+    pub cover: CoverTraffic,
+    /// Read nothing from ssh until the proxy accepts (another key may
+    /// follow a refusal).
+    pub retry_possible: bool,
+}
+
+/// Runs the session until it ends. With `tunnel.retry_possible`, nothing is read
 /// from ssh until the proxy accepts, and a refused key hands `stdio` back
 /// untouched ([`Error::KeyRefused`]) for the next key's connection.
 pub async fn run(
@@ -47,7 +58,7 @@ pub async fn run(
     principal: &str,
     verbose: bool,
     stdio: &mut Option<platform::Stdio>,
-    retry_possible: bool,
+    tunnel: Tunnel,
 ) -> Result<(), Error> {
     let io = stdio.take().ok_or("stdin/stdout already closed")?;
     let lic = &session.licence.body;
@@ -61,7 +72,9 @@ pub async fn run(
     // (a CLOSE record) rather than vanishing mid-stream.
     let gone = SshGone::watch()?;
     let mut conn = ClientConn::new(session.transport, ids);
-    conn.hold_until_accepted(retry_possible);
+    conn.hold_until_accepted(tunnel.retry_possible);
+    conn.set_rekey_policy(tunnel.rekey, mono_ms());
+    conn.set_cover_traffic(tunnel.cover);
     let mut pump = Pump {
         server: lic.server_id.clone(),
         verbose,
@@ -159,6 +172,10 @@ impl Pump {
     /// starts a renewal signature when one is due. `Some` ends the loop.
     fn step(&mut self) -> Option<Exit> {
         if let Err(e) = self.flush_proxy() {
+            // The proxy may have closed after a TERMINATE we have not read
+            // yet (our write failed because it is gone): read what it sent
+            // first, so the user sees its reason rather than a broken pipe.
+            self.read_proxy_rest();
             self.sock_failed(e);
         }
         if self.flush_ssh().is_err() {
@@ -189,6 +206,19 @@ impl Pump {
             Ok(n) => self.conn.handle_peer_read(n, mono_ms()),
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => self.sock_failed(e),
+        }
+    }
+
+    /// Reads what is already in the socket, without waiting (bounded).
+    fn read_proxy_rest(&mut self) {
+        for _ in 0..256 {
+            if self.conn.is_done() || !self.conn.wants_peer() {
+                return;
+            }
+            match self.sock.try_read(self.conn.recv_buf()) {
+                Ok(n) if n > 0 => self.conn.handle_peer_read(n, mono_ms()),
+                _ => return,
+            }
         }
     }
 
@@ -269,6 +299,9 @@ impl Pump {
                 self.say(format!("identity challenge {seq} from {server}: answered"));
             }
             ClientConnEvent::Acked { seq } => self.say(format!("identity proof {seq} accepted")),
+            ClientConnEvent::Rekeyed { count } => {
+                self.say(format!("tunnel keys replaced (rekey {count})"));
+            }
             ClientConnEvent::RenewalFailed { error, left_secs } => eprintln!(
                 "ztssh: warning: certificate renewal failed: {error}; the session ends in {} unless a retry succeeds",
                 human(left_secs)

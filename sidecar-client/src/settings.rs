@@ -51,6 +51,29 @@ pub struct Settings {
     /// Seconds for each DNS lookup.
     #[serde(default = "default_dns_timeout")]
     pub dns_timeout_secs: u64,
+    /// Seconds on one set of tunnel keys before the sidecar starts a rekey.
+    #[serde(default = "default_rekey_after_secs")]
+    pub rekey_after_secs: u64,
+    /// Record bytes (both directions) on one set of tunnel keys before the
+    /// sidecar starts a rekey.
+    #[serde(default = "default_rekey_after_bytes")]
+    pub rekey_after_bytes: u64,
+    /// `"interactive"` (keystroke-timing cover traffic) or `"off"`.
+    #[serde(default = "default_cover_traffic")]
+    pub cover_traffic: String,
+}
+
+fn default_cover_traffic() -> String {
+    // Off by default: it adds up to one cadence (20 ms) to every small
+    // round trip after the first of a burst (docs/BENCHMARKS.md).
+    "off".into()
+}
+
+fn default_rekey_after_secs() -> u64 {
+    ztssh_proto::conn::DEFAULT_REKEY_AFTER_SECS
+}
+fn default_rekey_after_bytes() -> u64 {
+    ztssh_proto::conn::DEFAULT_REKEY_AFTER_BYTES
 }
 
 fn default_true() -> bool {
@@ -125,6 +148,9 @@ pub fn load(explicit: Option<&Path>, flags: &Flags) -> Result<Settings, String> 
             "srv_discovery",
             "dns_servers",
             "dns_timeout_secs",
+            "rekey_after_secs",
+            "rekey_after_bytes",
+            "cover_traffic",
         ]))
         .merge(Serialized::defaults(flags))
         .extract()

@@ -208,7 +208,8 @@ impl LibClient {
         loop {
             match self.next_event()? {
                 Some(Event::Control(c)) => return Ok(Some(c)),
-                Some(Event::Close) => continue,
+                // The core acts on REKEY itself as it opens.
+                Some(Event::Close | Event::Rekey(_)) => continue,
                 None => return Ok(None),
             }
         }
