@@ -74,6 +74,7 @@ const ENV_KEYS: &[&str] = &[
     "upstream_source_range",
     "authorized_keys_socket",
     "authorized_keys_command_user",
+    "sshd_revoked_keys",
 ];
 
 /// Raw settings as written by the operator.
@@ -189,6 +190,14 @@ pub struct Settings {
     /// sshd's `AuthorizedKeysCommandUser`: it and root may ask the socket.
     #[serde(default)]
     pub authorized_keys_command_user: Option<String>,
+    /// For `sshd-config`/`sshd-setup`: sshd's host certificates from
+    /// `ztssh-ca sign-host` (a `HostCertificate` line each).
+    #[serde(default)]
+    pub sshd_host_certificates: Vec<PathBuf>,
+    /// For `sshd-config`/`sshd-setup`: the KRL from `ztssh-ca krl` that
+    /// sshd checks every key against (`RevokedKeys`).
+    #[serde(default)]
+    pub sshd_revoked_keys: Option<PathBuf>,
     /// Per-source rate and handshake limits.
     #[serde(default)]
     pub limits: LimitSettings,

@@ -97,6 +97,7 @@ pub fn lines(
         command_line(command, &akc.socket, version),
         format!("AuthorizedKeysCommandUser {}", akc.command_user.name),
     ];
+    out.extend(trust_lines(cfg, config_path)?);
     if version >= PERCENT_C {
         out.push(
             "# %C (sshd 9.4+): a key is answered only to its own session's connection (address and port)."
@@ -121,6 +122,63 @@ pub fn lines(
     let mut text = out.join("\n");
     text.push('\n');
     Ok(text)
+}
+
+/// `HostCertificate` and `RevokedKeys`, when configured. Each file must be
+/// there and be what it claims: sshd ignores a host certificate it cannot
+/// read (clients then see an uncertified key and refuse it), and refuses
+/// every key while its `RevokedKeys` file is missing or unreadable.
+fn trust_lines(cfg: &Config, config_path: &Path) -> Result<Vec<String>, String> {
+    let s = &cfg.settings;
+    let at = |p: &Path, e: String| format!("{}: {}: {e}", config_path.display(), p.display());
+    let mut out = Vec::new();
+    if !s.sshd_host_certificates.is_empty() {
+        out.push("# Host keys certified by the ztssh root (ztssh-ca sign-host):".into());
+    }
+    for cert in &s.sshd_host_certificates {
+        check_host_certificate(cert).map_err(|e| at(cert, e))?;
+        out.push(format!("HostCertificate {}", cert.display()));
+    }
+    if let Some(krl) = &s.sshd_revoked_keys {
+        check_krl(krl).map_err(|e| at(krl, e))?;
+        out.push(
+            "# User keys and host certificates revoked by the ztssh CA (ztssh-ca krl):".into(),
+        );
+        out.push(format!("RevokedKeys {}", krl.display()));
+    }
+    Ok(out)
+}
+
+/// An absolute path to an OpenSSH host certificate.
+fn check_host_certificate(path: &Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err("sshd needs an absolute path".into());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("sshd_host_certificates: {e}"))?;
+    let cert = ssh_key::Certificate::from_openssh(text.trim()).map_err(|e| {
+        format!("sshd_host_certificates: not an OpenSSH certificate ({e}); make it with ztssh-ca sign-host")
+    })?;
+    if cert.cert_type() != ssh_key::certificate::CertType::Host {
+        return Err("sshd_host_certificates: a user certificate, not a host certificate".into());
+    }
+    Ok(())
+}
+
+/// An absolute path to a binary OpenSSH KRL.
+fn check_krl(path: &Path) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err("sshd needs an absolute path".into());
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        format!(
+            "sshd_revoked_keys: {e}; sshd refuses every key while it cannot read this file: \
+             write it first with ztssh-ca krl"
+        )
+    })?;
+    if !bytes.starts_with(b"SSHKRL\n\0") {
+        return Err("sshd_revoked_keys: not an OpenSSH KRL (write it with ztssh-ca krl); sshd would refuse every key".into());
+    }
+    Ok(())
 }
 
 /// The `AuthorizedKeysCommand` line: `%C` added where sshd has it (9.4+).

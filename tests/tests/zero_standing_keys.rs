@@ -204,6 +204,96 @@ fn sshd_config_lines_fit_this_sshd() {
 }
 
 #[test]
+fn sshd_config_adds_host_certificates_and_the_krl_that_sshd_accepts() {
+    let z = Zsk::new("127.73.0.0/16");
+    let w = &z.world;
+    let dir = w.dir.path().join("trust");
+    std::fs::create_dir(&dir).expect("dir");
+    let host_key = sshd_host_key(&dir);
+    let ca = w.pki.ca.display().to_string();
+    let cert = dir.join("ssh_host_ed25519_key-cert.pub");
+    let krl = dir.join("revoked.krl");
+    let ca_tool = |args: &[&str]| {
+        let out = run_bounded(Command::new(bin("ztssh-ca")).args(args), T);
+        assert_ok(&out, &args.join(" "));
+    };
+    let pub_key = host_key.with_extension("pub").display().to_string();
+    let cert_s = cert.display().to_string();
+    ca_tool(&[
+        "sign-host",
+        "--dir",
+        &ca,
+        "--host-key",
+        &pub_key,
+        "--hostname",
+        "localhost",
+        "--out",
+        &cert_s,
+    ]);
+    let base = read_text(&w.proxy.config);
+    let with = |extra: &str| {
+        let path = dir.join("proxy.toml");
+        std::fs::write(&path, format!("{base}{extra}")).expect("config");
+        run_bounded(
+            Command::new(bin("ztssh-proxy"))
+                .arg("sshd-config")
+                .arg("--config")
+                .arg(&path)
+                .arg("--command")
+                .arg(&z.installed.command),
+            T,
+        )
+    };
+    let extra = format!(
+        "sshd_host_certificates = [\"{}\"]\nsshd_revoked_keys = \"{}\"\n",
+        cert.display(),
+        krl.display()
+    );
+    // No KRL yet: sshd would refuse every key, so nothing is printed.
+    let missing = with(&extra);
+    assert_eq!(missing.status.code(), Some(64), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("sshd refuses every key while it cannot read this file"),
+        "{}",
+        stderr(&missing)
+    );
+    ca_tool(&["krl", "--dir", &ca, "--out", &krl.display().to_string()]);
+    let out = with(&extra);
+    assert_ok(&out, "sshd-config with host certificates and a KRL");
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in [
+        format!("\nHostCertificate {}\n", cert.display()),
+        format!("\nRevokedKeys {}\n", krl.display()),
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{lines}");
+    }
+    // The real sshd takes them as they are.
+    let sshd_cfg = dir.join("sshd_config");
+    std::fs::write(
+        &sshd_cfg,
+        format!("HostKey {}\nPidFile none\n{lines}", host_key.display()),
+    )
+    .expect("sshd_config");
+    let t = run_bounded(
+        Command::new("/usr/sbin/sshd")
+            .arg("-t")
+            .arg("-f")
+            .arg(&sshd_cfg),
+        T,
+    );
+    assert_ok(&t, "sshd -t with the printed lines");
+    // A user certificate or a file that is not a KRL is refused by name.
+    std::fs::write(&krl, b"not a krl\n").expect("krl");
+    let bad = with(&extra);
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(
+        stderr(&bad).contains("not an OpenSSH KRL"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
 fn keys_work_only_through_a_live_session_for_mapped_accounts() {
     let z = Zsk::new("127.72.0.0/16");
     let w = &z.world;
