@@ -74,9 +74,24 @@ pub const RENEW_REPLY_MS: u64 = 15_000;
 pub const RENEW_RETRY_MS: u64 = 5_000;
 /// The sidecar's write bound until a challenge names the deadline.
 pub const CLIENT_WRITE_BOUND_MS: u64 = 20_000;
-/// How long a rekey may take, from our INIT to the peer's REPLY, or from
-/// our REPLY to the peer's FINISH; then the session ends.
+/// How long a rekey under way may go without progress once our INIT (or
+/// REPLY) was handed to the socket: no byte from the peer and none taken by
+/// the socket. Then the session ends. The timer does not run while records
+/// queued before the INIT are still being written (a slow link), which
+/// the write bound covers.
 pub const REKEY_REPLY_MS: u64 = 60_000;
+/// How long a rekey under way may take at most, however the link makes
+/// progress, from when our INIT (or REPLY) was handed to the socket: a peer
+/// that reads and sends but never answers is closed.
+pub const REKEY_MAX_MS: u64 = 600_000;
+/// A peer's INIT must come at least this many record bytes (sent and
+/// received) after our last key switch...
+pub const MIN_REKEY_GAP_BYTES: u64 = 512 * 1024;
+/// ...or at least this long after it; otherwise it is refused. Both are half
+/// the smallest [`RekeyPolicy`] (1 MiB, 1 s), and an honest initiator's
+/// count is never above ours (it restarts no earlier than our switch), so
+/// no allowed policy trips it.
+pub const MIN_REKEY_GAP_MS: u64 = 500;
 /// Default `rekey_after_secs`.
 pub const DEFAULT_REKEY_AFTER_SECS: u64 = 3600;
 /// Default `rekey_after_bytes` (1 GiB).
@@ -171,12 +186,50 @@ struct Cover {
 #[derive(Debug)]
 enum RekeyState {
     Idle,
-    /// Our INIT is out (at this time); the peer's REPLY switches both
-    /// directions.
-    AwaitingReply(crate::rekey::Pending, u64),
-    /// Our REPLY is out (at this time) and our direction switched; the
-    /// peer's FINISH switches its direction to this key.
-    AwaitingFinish(Zeroizing<[u8; 32]>, u64),
+    /// Our INIT is queued; the peer's REPLY switches both directions.
+    AwaitingReply(crate::rekey::Pending, Wait),
+    /// Our REPLY is queued and our direction switched; the peer's FINISH
+    /// switches its direction to this key.
+    AwaitingFinish(Zeroizing<[u8; 32]>, Wait),
+}
+
+/// The timer of a rekey under way (see [`REKEY_REPLY_MS`]).
+#[derive(Clone, Copy, Debug)]
+struct Wait {
+    /// Bytes of the transmit queue, up to the end of our INIT or REPLY,
+    /// not yet handed to the socket.
+    unsent: usize,
+    /// When the last of them was.
+    sent_at: Option<u64>,
+    /// The last progress: bytes taken by the socket or read from the peer.
+    progress_at: u64,
+}
+
+impl Wait {
+    fn new(unsent: usize, mono_ms: u64) -> Self {
+        Self {
+            unsent,
+            sent_at: (unsent == 0).then_some(mono_ms),
+            progress_at: mono_ms,
+        }
+    }
+
+    /// When the rekey ends the session, once our message is out.
+    fn deadline(&self) -> Option<u64> {
+        self.sent_at.map(|sent| {
+            let idle = self.progress_at.max(sent).saturating_add(REKEY_REPLY_MS);
+            idle.min(sent.saturating_add(REKEY_MAX_MS))
+        })
+    }
+
+    /// `n` bytes were written to the peer (or read from it, `n` = 0).
+    fn progress(&mut self, n: usize, mono_ms: u64) {
+        self.unsent = self.unsent.saturating_sub(n);
+        if self.unsent == 0 && self.sent_at.is_none() {
+            self.sent_at = Some(mono_ms);
+        }
+        self.progress_at = self.progress_at.max(mono_ms);
+    }
 }
 
 /// The rekey ratchet of one tunnel (see [`crate::rekey`]).
@@ -195,6 +248,13 @@ struct Rekeyer {
     bytes: u64,
     /// Rekeys completed and not yet reported as events.
     unreported: u32,
+    /// When our send key last switched (or the session started): a peer's
+    /// INIT too soon after it is refused.
+    switched_ms: Option<u64>,
+    /// Record bytes written and read since.
+    switched_bytes: u64,
+    /// Whether that check is on (tests that force rekeys turn it off).
+    guard: bool,
 }
 
 /// The time, as the driver passes it in.
@@ -323,6 +383,9 @@ impl Link {
                 since_ms: mono_ms,
                 bytes: 0,
                 unreported: 0,
+                switched_ms: mono_ms,
+                switched_bytes: 0,
+                guard: true,
             },
             rx: ReadBuf::new(f.get()),
             local_rx: ReadBuf::new(t.sealer.frame_size().max_data()),
@@ -342,6 +405,12 @@ impl Link {
     fn open(&mut self, mono_ms: u64) -> Result<Vec<Event>, ProtoError> {
         let was_empty = self.local.is_empty();
         self.rk.since_ms.get_or_insert(mono_ms);
+        self.rk.switched_ms.get_or_insert(mono_ms);
+        if let Some(w) = self.rk.wait_mut()
+            && !self.rx.data().is_empty()
+        {
+            w.progress(0, mono_ms);
+        }
         let mut events = std::mem::take(&mut self.scratch);
         events.clear();
         loop {
@@ -350,6 +419,7 @@ impl Link {
                 .open_all(self.rx.data(), &mut self.local.buf, &mut events)?;
             self.rx.consume(used);
             self.rk.bytes = self.rk.bytes.saturating_add(used as u64);
+            self.rk.switched_bytes = self.rk.switched_bytes.saturating_add(used as u64);
             // Opening pauses after a complete REKEY message: act on it (it
             // may switch the opener's key) and open the rest.
             if !matches!(events.last(), Some(Event::Rekey(_))) {
@@ -378,6 +448,17 @@ impl Link {
                 Ok(())
             }
             (RekeyMsg::Init(init), RekeyState::Idle | RekeyState::AwaitingReply(..)) => {
+                // Each INIT costs an ML-KEM encapsulation and an X25519
+                // multiplication: a peer that asks far more often than any
+                // allowed policy would is refused.
+                let since = rk
+                    .switched_ms
+                    .map_or(u64::MAX, |t| mono_ms.saturating_sub(t));
+                if rk.guard && rk.switched_bytes < MIN_REKEY_GAP_BYTES && since < MIN_REKEY_GAP_MS {
+                    return Err(ProtoError::PeerMisbehaved(
+                        "REKEY INIT too soon: less than 512 KiB and 0.5 s after the last rekey",
+                    ));
+                }
                 let (keys, reply) = rekey::respond(&rk.chain, rk.epoch, !rk.is_client, &init)?;
                 let (tx, rx) = keys.split(rk.is_client);
                 // The REPLY goes under the old key; our records after it
@@ -385,9 +466,11 @@ impl Link {
                 self.note_tx(mono_ms);
                 self.sealer.seal_rekey(&reply, &mut self.tx.buf)?;
                 self.sealer.install(&tx)?;
+                let wait = Wait::new(self.tx.len(), mono_ms);
                 let rk = &mut self.rk;
                 rk.chain = keys.chain;
-                rk.state = RekeyState::AwaitingFinish(rx, mono_ms);
+                rk.switched(mono_ms);
+                rk.state = RekeyState::AwaitingFinish(rx, wait);
                 Ok(())
             }
             (RekeyMsg::Reply(reply), RekeyState::AwaitingReply(pending, _)) => {
@@ -401,6 +484,7 @@ impl Link {
                     .seal_rekey(&RekeyMsg::Finish, &mut self.tx.buf)?;
                 self.sealer.install(&tx)?;
                 self.rk.chain = keys.chain;
+                self.rk.switched(mono_ms);
                 self.rk.completed(mono_ms);
                 Ok(())
             }
@@ -417,12 +501,21 @@ impl Link {
         }
     }
 
-    /// Starts a rekey if one is due and none is under way (and neither
-    /// side has closed: the session is ending).
+    /// Whether both directions are closed: the session is ending, so no
+    /// rekey starts. A half-closed session (a download with ssh's input
+    /// at its end) goes on rekeying.
+    fn both_closed(&self) -> bool {
+        self.local_closed && self.peer_closed
+    }
+
+    /// Starts a rekey if one is due and none is under way (and the session
+    /// is not ending).
     fn maybe_rekey(&mut self, mono_ms: u64) -> Result<(), ProtoError> {
+        let both_closed = self.both_closed();
         let rk = &mut self.rk;
         rk.since_ms.get_or_insert(mono_ms);
-        if !matches!(rk.state, RekeyState::Idle) || self.local_closed || self.peer_closed {
+        rk.switched_ms.get_or_insert(mono_ms);
+        if !matches!(rk.state, RekeyState::Idle) || both_closed {
             return Ok(());
         }
         if rk.bytes < rk.policy.after_bytes && rk.due_by_time().is_none_or(|t| mono_ms < t) {
@@ -431,7 +524,7 @@ impl Link {
         let (pending, init) = rekey::start();
         self.note_tx(mono_ms);
         self.sealer.seal_rekey(&init, &mut self.tx.buf)?;
-        self.rk.state = RekeyState::AwaitingReply(pending, mono_ms);
+        self.rk.state = RekeyState::AwaitingReply(pending, Wait::new(self.tx.len(), mono_ms));
         Ok(())
     }
 
@@ -453,21 +546,27 @@ impl Link {
     fn rekey_deadline(&self) -> Option<u64> {
         let rk = &self.rk;
         match rk.state {
-            RekeyState::Idle if self.local_closed || self.peer_closed => None,
+            RekeyState::Idle if self.both_closed() => None,
             RekeyState::Idle => rk.due_by_time(),
-            RekeyState::AwaitingReply(_, at) | RekeyState::AwaitingFinish(_, at) => {
-                Some(at.saturating_add(REKEY_REPLY_MS))
-            }
+            RekeyState::AwaitingReply(_, w) | RekeyState::AwaitingFinish(_, w) => w.deadline(),
         }
     }
 
     /// Drives the rekey timers; an error ends the session.
     fn rekey_timeout(&mut self, mono_ms: u64) -> Result<(), String> {
-        if let RekeyState::AwaitingReply(_, at) | RekeyState::AwaitingFinish(_, at) = self.rk.state
-        {
-            if mono_ms >= at.saturating_add(REKEY_REPLY_MS) {
+        if let RekeyState::AwaitingReply(_, w) | RekeyState::AwaitingFinish(_, w) = self.rk.state {
+            let Some(sent) = w.sent_at else {
+                return Ok(());
+            };
+            if mono_ms >= sent.saturating_add(REKEY_MAX_MS) {
                 return Err(format!(
                     "the peer did not complete a rekey within {}s",
+                    REKEY_MAX_MS / 1000
+                ));
+            }
+            if w.deadline().is_some_and(|at| mono_ms >= at) {
+                return Err(format!(
+                    "the peer made no progress on a rekey for {}s",
                     REKEY_REPLY_MS / 1000
                 ));
             }
@@ -562,6 +661,10 @@ impl Link {
         if n > 0 {
             self.tx.consume(n);
             self.tx_since_ms = mono_ms;
+            self.rk.switched_bytes = self.rk.switched_bytes.saturating_add(n as u64);
+            if let Some(w) = self.rk.wait_mut() {
+                w.progress(n, mono_ms);
+            }
         }
     }
 
@@ -607,6 +710,21 @@ impl Link {
 }
 
 impl Rekeyer {
+    /// The timer of the rekey under way, if any.
+    fn wait_mut(&mut self) -> Option<&mut Wait> {
+        match &mut self.state {
+            RekeyState::Idle => None,
+            RekeyState::AwaitingReply(_, w) | RekeyState::AwaitingFinish(_, w) => Some(w),
+        }
+    }
+
+    /// Our send key switched: the gap a peer's next INIT must leave
+    /// starts now.
+    fn switched(&mut self, mono_ms: u64) {
+        self.switched_ms = Some(mono_ms);
+        self.switched_bytes = 0;
+    }
+
     /// When the current keys are due for a rekey by age (none until the
     /// clock is known).
     fn due_by_time(&self) -> Option<u64> {
@@ -766,6 +884,14 @@ impl ServerConn {
     #[cfg(test)]
     pub(crate) fn link_opener_jump(&mut self, n: u64) {
         self.link.opener.jump_nonce(n);
+    }
+
+    /// Turns off the refusal of a peer's INIT that comes too soon (tests
+    /// that force rekeys at any point).
+    #[cfg(any(test, feature = "testkit"))]
+    #[doc(hidden)]
+    pub fn allow_fast_rekeys(&mut self) {
+        self.link.rk.guard = false;
     }
 
     /// Starts a rekey now if none is under way (tests and fuzzers).
@@ -1342,6 +1468,14 @@ impl ClientConn {
         self.link.cover.mode = mode;
     }
 
+    /// Turns off the refusal of a peer's INIT that comes too soon (tests
+    /// that force rekeys at any point).
+    #[cfg(any(test, feature = "testkit"))]
+    #[doc(hidden)]
+    pub fn allow_fast_rekeys(&mut self) {
+        self.link.rk.guard = false;
+    }
+
     /// Starts a rekey now if none is under way (tests and fuzzers).
     #[cfg(any(test, feature = "testkit"))]
     #[doc(hidden)]
@@ -1359,6 +1493,13 @@ impl ClientConn {
     pub(crate) fn jump_nonces(&mut self, server: &mut ServerConn, n: u64) {
         self.link.sealer.jump_nonce(n);
         server.link.opener.jump_nonce(n);
+    }
+
+    /// Lets this side's sealer go past the record limit, as a hostile
+    /// peer's would.
+    #[cfg(test)]
+    pub(crate) fn lift_record_limit(&mut self) {
+        self.link.sealer.lift_limit();
     }
 
     fn report_rekeys(&mut self) {

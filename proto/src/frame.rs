@@ -179,6 +179,7 @@ impl Transport {
             sealer: Sealer {
                 key: RecordKey::new(tx)?,
                 nonce: 0,
+                limit: MAX_RECORDS_PER_KEY,
                 f,
                 plain: vec![0; f.get() - TAG_LEN],
             },
@@ -205,6 +206,9 @@ impl Transport {
 pub struct Sealer {
     key: RecordKey,
     nonce: u64,
+    /// Records allowed under one key ([`MAX_RECORDS_PER_KEY`]; tests lift
+    /// it to play a peer that ignores it).
+    limit: u64,
     f: FrameSize,
     plain: Vec<u8>,
 }
@@ -225,6 +229,13 @@ impl Sealer {
         self.nonce = n;
     }
 
+    /// Lets this sealer go past [`MAX_RECORDS_PER_KEY`], as a hostile
+    /// peer's would.
+    #[cfg(test)]
+    pub(crate) fn lift_limit(&mut self) {
+        self.limit = u64::MAX;
+    }
+
     /// Switches to a new key; the next record is sealed under it with
     /// nonce 0. The old key is dropped.
     pub(crate) fn install(&mut self, key: &[u8; 32]) -> Result<(), ProtoError> {
@@ -235,7 +246,7 @@ impl Sealer {
 
     /// Encrypts `self.plain` into the next `F` bytes of `out`.
     fn encrypt(&mut self, out: &mut Vec<u8>) -> Result<(), ProtoError> {
-        if self.nonce >= MAX_RECORDS_PER_KEY {
+        if self.nonce >= self.limit {
             return Err(ProtoError::PeerMisbehaved(
                 "record limit for one key reached without a rekey",
             ));

@@ -258,13 +258,15 @@ impl AwaitingServerHello {
         let licence = Licence::decode(r.var16(MAX_LICENCE_LEN)?)?;
         r.finish()?;
 
-        let shared = self
-            .kem_dk
-            .decapsulate_slice(ct)
-            .map_err(|_| Malformed::Invalid {
-                what: "server hello",
-                why: "bad KEM ciphertext",
-            })?;
+        let shared =
+            Zeroizing::new(
+                self.kem_dk
+                    .decapsulate_slice(ct)
+                    .map_err(|_| Malformed::Invalid {
+                        what: "server hello",
+                        why: "bad KEM ciphertext",
+                    })?,
+            );
         let psk = kem_psk(shared.as_slice());
         self.hs.set_psk(3, psk.as_slice())?;
 
@@ -442,6 +444,7 @@ impl AwaitingClientHello {
             }
         })?;
         let (ct, shared) = ek.encapsulate();
+        let shared = Zeroizing::new(shared);
         let psk = kem_psk(shared.as_slice());
 
         let mut w = Writer::new();

@@ -252,6 +252,7 @@ pub fn respond(
         }
     })?;
     let (ct, kem_ss) = ek.encapsulate();
+    let kem_ss = Zeroizing::new(kem_ss);
     let x_secret = Secret::random();
     let dh = x25519(&x_secret, peer_x)?;
     let x_public = curve25519_dalek::MontgomeryPoint::mul_base_clamped(*x_secret.expose());
@@ -275,13 +276,15 @@ impl Pending {
     ) -> Result<NewKeys, ProtoError> {
         let (peer_x, ct) = reply.split_at(32);
         let dh = x25519(&self.x_secret, peer_x)?;
-        let kem_ss = self
-            .kem_dk
-            .decapsulate_slice(ct)
-            .map_err(|_| Malformed::Invalid {
-                what: "rekey message",
-                why: "bad ML-KEM ciphertext",
-            })?;
+        let kem_ss =
+            Zeroizing::new(
+                self.kem_dk
+                    .decapsulate_slice(ct)
+                    .map_err(|_| Malformed::Invalid {
+                        what: "rekey message",
+                        why: "bad ML-KEM ciphertext",
+                    })?,
+            );
         let th = transcript(epoch, client_started, &self.init[..], &reply[..]);
         chain.derive(&dh, kem_ss.as_slice(), &th)
     }

@@ -6,7 +6,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::*;
-use crate::conn::{REKEY_REPLY_MS, RekeyPolicy};
+use crate::conn::{
+    MIN_REKEY_GAP_BYTES, MIN_REKEY_GAP_MS, REKEY_MAX_MS, REKEY_REPLY_MS, RekeyPolicy,
+};
 use crate::frame::MAX_RECORDS_PER_KEY;
 
 fn rekeys_seen(n: &Net) -> (usize, usize) {
@@ -23,6 +25,30 @@ fn rekeys_seen(n: &Net) -> (usize, usize) {
     (s, c)
 }
 
+/// Turns off the refusal of an INIT that comes too soon, on both sides,
+/// for tests that force rekeys at any point.
+fn fast(n: &mut Net) {
+    n.server.allow_fast_rekeys();
+    n.client.allow_fast_rekeys();
+}
+
+/// The slow timing of the tests that wait minutes: no challenge or renewal
+/// in that time.
+const SLOW: Timing = Timing {
+    interval_secs: 3600,
+    deadline_secs: 10,
+    cert_ttl_secs: 3600,
+};
+
+fn server_ended_with(n: &Net, kind: EndKind, why: &str) -> Option<u64> {
+    n.sev.iter().find_map(|(t, e)| match e {
+        ServerEvent::Terminated(ended) if ended.kind == kind && ended.reason.contains(why) => {
+            Some(*t)
+        }
+        _ => None,
+    })
+}
+
 fn no_kill(n: &Net) {
     assert!(
         !n.sev
@@ -35,7 +61,7 @@ fn no_kill(n: &Net) {
 }
 
 #[test]
-fn a_session_survives_twenty_five_rekeys_with_data_both_ways() {
+fn a_session_survives_twenty_rekeys_or_more_with_data_both_ways() {
     let mut n = net();
     // Both sides rekey after 1 MiB (the smallest setting), so they often
     // start at once: the client's INIT wins.
@@ -58,7 +84,12 @@ fn a_session_survives_twenty_five_rekeys_with_data_both_ways() {
     assert!(n.sshd == up, "sshd got other bytes");
     assert!(n.ssh == down, "ssh got other bytes");
     let (s, c) = rekeys_seen(&n);
+    // 25.6 MB of data, counted by each side in both directions, with
+    // both sides on a 1 MiB policy: at least 20 rekeys, and at most one
+    // per MiB of records (no side rekeys early).
+    let records = (up.len() + down.len()).div_ceil(D) * F;
     assert!(s >= 20, "only {s} rekeys");
+    assert!(s <= records >> 20, "{s} rekeys for {records} record bytes");
     assert_eq!(s, c, "both sides count every rekey");
     assert_eq!(n.server.rekeys(), s as u64);
     assert_eq!(n.client.rekeys(), c as u64);
@@ -92,6 +123,7 @@ fn rekeys_by_age_keep_a_quiet_session_going_with_challenges() {
 #[test]
 fn simultaneous_starts_resolve_to_one_rekey() {
     let mut n = net();
+    fast(&mut n);
     n.ssh_write(b"before");
     // Both start before either sees the other's INIT.
     n.server.start_rekey(n.now());
@@ -108,6 +140,7 @@ fn simultaneous_starts_resolve_to_one_rekey() {
 #[test]
 fn records_queued_on_both_sides_across_the_switch_arrive() {
     let mut n = net();
+    fast(&mut n);
     n.s2c_blocked = true;
     n.c2s_blocked = true;
     n.sshd_write(&bytes(1, 50_000));
@@ -128,18 +161,13 @@ fn records_queued_on_both_sides_across_the_switch_arrive() {
 
 #[test]
 fn a_peer_that_never_answers_a_rekey_is_closed() {
-    let timing = Timing {
-        interval_secs: 3600,
-        deadline_secs: 10,
-        cert_ttl_secs: 3600,
-    };
-    let mut n = started(timing, 0);
+    let mut n = started(SLOW, 0);
     n.server.start_rekey(n.now());
     // The client reads, but the INIT never reaches it.
     let len = n.server.poll_transmit().len();
     n.server.transmitted(len, n.now());
     n.run_until(REKEY_REPLY_MS + 1000);
-    let reason = "the peer did not complete a rekey within 60s";
+    let reason = "the peer made no progress on a rekey for 60s";
     assert!(
         n.sev
             .contains(&(REKEY_REPLY_MS, ended(EndKind::BadRecord, reason))),
@@ -149,7 +177,7 @@ fn a_peer_that_never_answers_a_rekey_is_closed() {
 }
 
 #[test]
-fn a_peer_that_never_rekeys_is_closed_at_the_record_limit() {
+fn our_sealer_stops_at_the_record_limit_and_a_rekey_resets_it() {
     let mut n = net();
     n.client.jump_nonces(&mut n.server, MAX_RECORDS_PER_KEY - 2);
     n.ssh_write(b"a");
@@ -162,6 +190,7 @@ fn a_peer_that_never_rekeys_is_closed_at_the_record_limit() {
     assert_eq!(n.sshd, b"ab");
     assert!(n.client_ended);
     let mut m = net();
+    fast(&mut m);
     m.client
         .jump_nonces(&mut m.server, MAX_RECORDS_PER_KEY - 10);
     m.ssh_write(b"a");
@@ -281,6 +310,7 @@ proptest! {
         local in vec(1usize..3000, 1..8),
     ) {
         let mut n = net_with(TIMING, 0, Some(Cuts { s2c, c2s, local }));
+        fast(&mut n);
         n.pump();
         let (mut up, mut down) = (Vec::new(), Vec::new());
         let mut started = 0u64;
@@ -333,4 +363,145 @@ fn rekey_settings_are_bounded() {
     // smallest frame.
     let records = crate::frame::MAX_REKEY_AFTER_BYTES / F as u64;
     assert!(MAX_RECORDS_PER_KEY - records >= (48 << 30) / F as u64);
+}
+
+#[test]
+fn a_peer_past_the_record_limit_is_closed() {
+    let mut n = net();
+    // The client plays a hostile peer whose sealer ignores the limit.
+    n.client.jump_nonces(&mut n.server, MAX_RECORDS_PER_KEY - 1);
+    n.client.lift_record_limit();
+    n.ssh_write(b"a");
+    assert_eq!(n.sshd, b"a", "the last record allowed under the key");
+    n.ssh_write(b"b");
+    assert_eq!(n.sshd, b"a", "nothing past the limit reaches sshd");
+    assert!(
+        server_ended_with(&n, EndKind::BadRecord, "more records under one key").is_some(),
+        "{:?}",
+        n.sev
+    );
+}
+
+#[test]
+fn a_rekey_queued_behind_a_slow_link_is_not_timed_out() {
+    let mut n = started(SLOW, 0);
+    n.s2c_blocked = true;
+    let down = bytes(11, 500_000);
+    n.sshd_write(&down);
+    // The INIT queues behind 500 kB that the link takes at 4 KiB a second:
+    // it leaves after about two minutes, twice the rekey bound.
+    n.server.start_rekey(n.now());
+    let mut steps = 0;
+    while !n.server.poll_transmit().is_empty() && steps < 1000 {
+        let k = n.server.poll_transmit().len().min(4096);
+        let chunk = n.server.poll_transmit()[..k].to_vec();
+        n.client.handle_peer(&chunk, n.cm());
+        n.server.transmitted(k, n.now());
+        n.pump();
+        n.run_until(n.t + 1000);
+        steps += 1;
+    }
+    assert!(
+        n.t > 2 * REKEY_REPLY_MS,
+        "the link was not slow: {} ms",
+        n.t
+    );
+    n.s2c_blocked = false;
+    n.pump();
+    no_kill(&n);
+    assert_eq!(rekeys_seen(&n), (1, 1));
+    assert!(n.ssh == down);
+}
+
+#[test]
+fn a_peer_that_reads_but_never_answers_a_rekey_is_closed_at_the_hard_bound() {
+    let mut n = started(SLOW, 0);
+    n.run_until(MIN_REKEY_GAP_MS);
+    n.c2s_blocked = true;
+    n.server.start_rekey(n.now());
+    let sent = n.t;
+    n.pump();
+    // The client answered, but its REPLY is lost on the wire.
+    let len = n.client.poll_transmit().len();
+    assert!(len > crate::rekey::REPLY_LEN);
+    n.client.transmitted(len, n.cm());
+    n.c2s_blocked = false;
+    // The client keeps reading what sshd sends: the link makes progress.
+    let mut i = 0;
+    while n.server.ended().is_none() && n.t < 2 * REKEY_MAX_MS {
+        n.sshd_write(&bytes(i, 100));
+        n.run_until(n.t + 10_000);
+        i += 1;
+    }
+    assert_eq!(n.ssh.len() as u64, i * 100);
+    let reason = format!(
+        "the peer did not complete a rekey within {}s",
+        REKEY_MAX_MS / 1000
+    );
+    assert_eq!(
+        server_ended_with(&n, EndKind::BadRecord, &reason),
+        Some(sent + REKEY_MAX_MS),
+        "{:?}",
+        n.sev
+    );
+}
+
+#[test]
+fn a_peer_init_too_soon_after_the_last_switch_is_refused() {
+    let mut n = net();
+    // Right after the session started: neither 512 KiB nor 0.5 s.
+    n.client.start_rekey(n.cm());
+    n.pump();
+    assert!(
+        server_ended_with(&n, EndKind::BadRecord, "REKEY INIT too soon").is_some(),
+        "{:?}",
+        n.sev
+    );
+    assert_eq!(n.server.rekeys(), 0);
+}
+
+#[test]
+fn a_peer_init_after_the_gap_in_time_or_bytes_is_answered() {
+    let mut n = net();
+    n.run_until(MIN_REKEY_GAP_MS);
+    n.client.start_rekey(n.cm());
+    n.pump();
+    assert_eq!(rekeys_seen(&n), (1, 1), "after the gap in time");
+    n.ssh_write(&bytes(1, MIN_REKEY_GAP_BYTES as usize));
+    n.client.start_rekey(n.cm());
+    n.pump();
+    no_kill(&n);
+    assert_eq!(rekeys_seen(&n), (2, 2), "after the gap in bytes, at once");
+    // The client refuses the server's INIT just as soon.
+    n.server.start_rekey(n.now());
+    n.pump();
+    assert!(
+        n.cev.iter().any(|(_, e)| matches!(e,
+            ClientConnEvent::Ended(Some(ClientEnd::Integrity(why))) if why.contains("too soon"))),
+        "{:?}",
+        n.cev
+    );
+}
+
+#[test]
+fn a_half_closed_session_keeps_rekeying() {
+    let mut n = net();
+    let policy = RekeyPolicy::new(3600, 1 << 20).expect("policy");
+    n.server.set_rekey_policy(policy, n.now());
+    n.client.set_rekey_policy(policy, n.cm());
+    // ssh's input ended (`ssh host cmd < /dev/null`); the download goes on.
+    n.client.handle_local_eof(n.cm());
+    n.pump();
+    let mut down = Vec::new();
+    for i in 0..16u64 {
+        let d = bytes(300 + i, 200_000);
+        n.sshd_write(&d);
+        down.extend_from_slice(&d);
+        n.run_until(n.t + 100);
+    }
+    no_kill(&n);
+    assert!(n.ssh == down);
+    let (s, c) = rekeys_seen(&n);
+    assert!(s >= 2, "only {s} rekeys");
+    assert_eq!(s, c);
 }
