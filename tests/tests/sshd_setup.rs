@@ -24,6 +24,13 @@ struct Host {
 
 impl Host {
     fn new(range: &str) -> Self {
+        Self::build(range, false)
+    }
+
+    /// With `moved`, sshd listens where an older drop-in says (the same
+    /// file `sshd-setup` replaces), and the proxy's upstream is another
+    /// port: the setup moves sshd.
+    fn build(range: &str, moved: bool) -> Self {
         ensure_account(ACCOUNT);
         let installed = Installed::new();
         let dir = tempfile::Builder::new()
@@ -41,6 +48,7 @@ impl Host {
         let pki = Pki::create(dir.path(), &["localhost"]);
         pki.publish_crl();
         let sshd_port = free_port();
+        let upstream_port = if moved { free_port() } else { sshd_port };
         let extra = format!(
             "revocation_list = \"{}\"\npolicy = \"{}\"\nupstream_source_range = \"{range}\"\n\
              authorized_keys_socket = \"{}\"\nauthorized_keys_command_user = \"nobody\"\n",
@@ -51,7 +59,7 @@ impl Host {
         let (port, config) = Proxy::configure(
             dir.path(),
             &pki,
-            sshd_port,
+            upstream_port,
             &format!("alice {alice_pub}"),
             &extra,
         );
@@ -59,9 +67,14 @@ impl Host {
         std::fs::create_dir(&drop_in_dir).expect("drop-in dir");
         let ak = dir.path().join("authorized_keys");
         std::fs::write(&ak, &alice_pub).expect("authorized_keys");
+        let listen = format!("ListenAddress 127.0.0.1:{sshd_port}\n");
+        if moved {
+            std::fs::write(drop_in_dir.join("00-ztssh.conf"), &listen).expect("old drop-in");
+        }
         let head = format!(
-            "Include {}/*.conf\nListenAddress 127.0.0.1:{sshd_port}\nAuthorizedKeysFile {}\n",
+            "Include {}/*.conf\n{}AuthorizedKeysFile {}\n",
             drop_in_dir.display(),
+            if moved { "" } else { listen.as_str() },
             ak.display()
         );
         let sshd = Sshd::start_with_head(dir.path(), sshd_port, &head);
@@ -523,4 +536,30 @@ fn a_lingering_or_interrupted_login_check_is_rolled_back() {
     // One backup of the old drop-in per run, none overwritten.
     let backups = std::fs::read_dir(&h.backups).expect("backups").count();
     assert_eq!(backups, 2);
+}
+
+/// After a change of sshd's port, the rollback's reload waits for the port
+/// the old files listen on, not the new one, and reports success.
+#[test]
+fn a_rollback_after_a_port_change_waits_for_the_old_port() {
+    let h = Host::build("127.85.0.0/16", true);
+    let before = h.snapshot();
+    ok_output(&h.direct(), "the standing key works before the setup");
+    let out = h.setup(&["--login-check", "exit 3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Rolled back") && err.contains("sshd reloaded with them"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "rollback: sent SIGHUP to sshd (pid {}",
+            read_text(&h.world.dir.path().join("sshd.pid")).trim()
+        )) && err.contains(&format!("listens on 127.0.0.1:{}", h.world.sshd.port)),
+        "{err}"
+    );
+    assert!(h.snapshot() == before, "files not restored exactly");
+    h.wait_reloads(2);
+    ok_output(&h.direct(), "the standing key works on the old port again");
 }
