@@ -124,6 +124,11 @@ fn read_state(path: &Path) -> Result<Option<FileState>, String> {
 pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
     let changes = plan(target, opts)?;
     if changes.is_empty() {
+        // In place already, but a Match block may have been added since.
+        let overridden = match_overrides(&opts.sshd_config, target.lines)?;
+        if !overridden.is_empty() {
+            return Err(match_failure(&overridden));
+        }
         return Ok(format!(
             "sshd-setup: nothing to change: {} already holds these lines and {} includes it; \
              sshd was not reloaded.\n",
@@ -323,12 +328,7 @@ fn prechecks(target: &Target, opts: &Options) -> Result<String, Failure> {
     })?;
     let overridden = match_overrides(&opts.sshd_config, target.lines)?;
     if !overridden.is_empty() {
-        return Err(not_ready(format!(
-            "a Match block sets what the drop-in must decide for every connection, so the drop-in \
-             would not hold for the connections it matches (sshd -T shows only the defaults): {}. \
-             Move these lines out of the Match blocks, or remove them",
-            overridden.join("; ")
-        )));
+        return Err(match_failure(&overridden));
     }
     let user = &target.akc.command_user;
     let asked = run_bounded(
@@ -371,6 +371,15 @@ fn sshd_t(sshd: &Path, config: &Path) -> Result<(), String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
     }
+}
+
+fn match_failure(overridden: &[String]) -> Failure {
+    not_ready(format!(
+        "a Match block sets what the drop-in must decide for every connection, so the drop-in \
+         would not hold for the connections it matches (sshd -T shows only the defaults): {}. \
+         Move these lines out of the Match blocks, or remove them",
+        overridden.join("; ")
+    ))
 }
 
 /// Keywords a Match block must not set: what decides which keys and

@@ -259,6 +259,20 @@ fn dry_run_changes_nothing_then_setup_moves_sshd_to_zero_standing_keys() {
     let text = ok_output(&h.setup(&["--login-check", &login]), "second run");
     assert!(text.contains("nothing to change"), "{text}");
     assert_eq!(h.sighups(), 1);
+    // A Match block added since is reported even then.
+    let cfg = read_text(&h.sshd_config);
+    std::fs::write(
+        &h.sshd_config,
+        format!("{cfg}Match Address 198.51.100.0/24\n    PubkeyAuthentication no\n"),
+    )
+    .expect("Match block");
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a Match block sets"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
