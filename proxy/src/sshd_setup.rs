@@ -749,3 +749,31 @@ fn rollback(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_wildcards_match_as_glob_does() {
+        assert!(wildcard("*.conf", "00-ztssh.conf"));
+        assert!(wildcard("0?-*.conf", "00-ztssh.conf"));
+        assert!(!wildcard("*.conf", "00-ztssh.conf.bak"));
+        assert!(!wildcard("*.conf", ".hidden.conf"));
+        assert!(wildcard("*", "x"));
+        assert!(!wildcard("a*b", "ac"));
+    }
+
+    #[test]
+    fn listen_addresses_are_read_from_sshd_t() {
+        let text =
+            "port 22\nlistenaddress [::1]:2222\nlistenaddress 0.0.0.0:22\npermitlisten any\n";
+        assert_eq!(
+            listen_addresses(text),
+            vec![
+                "[::1]:2222".parse::<std::net::SocketAddr>().expect("v6"),
+                "0.0.0.0:22".parse().expect("v4"),
+            ]
+        );
+    }
+}
