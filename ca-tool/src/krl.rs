@@ -66,7 +66,16 @@ fn string(out: &mut Vec<u8>, bytes: &[u8]) {
 
 impl Krl<'_> {
     /// The binary KRL. An empty set gives a valid KRL that revokes nothing.
-    pub fn encode(&self) -> Vec<u8> {
+    /// Serial 0 is refused: OpenSSH rejects a KRL that names it, and sshd
+    /// then refuses every key.
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        if self.certs.is_some_and(|(_, s)| s.contains(&0)) {
+            return Err(
+                "certificate serial 0 cannot be revoked: OpenSSH rejects a KRL that names it \
+                 (and sshd would then refuse every key)"
+                    .into(),
+            );
+        }
         let mut out = Vec::with_capacity(64 + self.comment.len() + 36 * self.sha256.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
@@ -96,7 +105,7 @@ impl Krl<'_> {
             out.push(SECTION_FINGERPRINT_SHA256);
             string(&mut out, &section);
         }
-        out
+        Ok(out)
     }
 }
 
@@ -121,7 +130,7 @@ mod tests {
         want.extend_from_slice(&[0; 8]);
         want.extend_from_slice(&[0, 0, 0, 0]);
         want.extend_from_slice(&[0, 0, 0, 2, b'h', b'i']);
-        assert_eq!(krl.encode(), want);
+        assert_eq!(krl.encode().expect("encodes"), want);
     }
 
     #[test]
@@ -134,7 +143,8 @@ mod tests {
             sha256: &set,
             certs: None,
         }
-        .encode();
+        .encode()
+        .expect("encodes");
         let header = 8 + 4 + 8 + 8 + 8 + 4 + 4;
         let (head, rest) = bytes.split_at(header);
         assert!(head.starts_with(MAGIC));
@@ -144,6 +154,21 @@ mod tests {
             want.extend_from_slice(&[fill; 32]);
         }
         assert_eq!(rest, want);
+    }
+
+    #[test]
+    fn serial_zero_is_refused() {
+        let serials: BTreeSet<u64> = [0, 5].into_iter().collect();
+        let err = Krl {
+            krl_version: 1,
+            generated: 2,
+            comment: "",
+            sha256: &BTreeSet::new(),
+            certs: Some((b"CAKEY", &serials)),
+        }
+        .encode()
+        .expect_err("serial 0");
+        assert!(err.contains("serial 0"), "{err}");
     }
 
     #[test]
@@ -157,7 +182,8 @@ mod tests {
             sha256: &set,
             certs: Some((b"CAKEY", &serials)),
         }
-        .encode();
+        .encode()
+        .expect("encodes");
         let header = 8 + 4 + 8 + 8 + 8 + 4 + 4;
         let mut want = vec![1u8, 0, 0, 0, 34];
         want.extend_from_slice(&[0, 0, 0, 5]);

@@ -61,7 +61,23 @@ fn host_cert_serial(dir: &Path, path: &Path) -> Result<u64> {
             dir.display()
         );
     }
-    Ok(cert.serial())
+    cert.verify_signature().map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the certificate's signature does not verify ({e}): it is damaged or forged; \
+             revoke nothing on its word",
+            path.display()
+        )
+    })?;
+    let serial = cert.serial();
+    if serial == 0 {
+        bail!(
+            "{} has serial 0, which OpenSSH cannot revoke by serial (a KRL naming serial 0 is refused \
+             by sshd, which then refuses every key); ztssh-ca sign-host never issues it. Revoke the \
+             host key itself with --key",
+            path.display()
+        );
+    }
+    Ok(serial)
 }
 
 fn host_ca_key(dir: &Path) -> Result<ssh_key::PublicKey> {
@@ -221,9 +237,15 @@ fn parse_line(line: &str, records: &mut Records) -> Result<()> {
             records.keys.insert(parse_fingerprint(value)?);
         }
         "host-serial" => {
-            let serial = value
+            let serial: u64 = value
                 .parse()
                 .with_context(|| format!("host-serial {value:?}: not a certificate serial"))?;
+            if serial == 0 {
+                bail!(
+                    "host-serial 0: OpenSSH cannot revoke serial 0 (sshd refuses such a KRL and then \
+                     every key); remove this line"
+                );
+            }
             records.host_serials.insert(serial);
         }
         _ => bail!("expected `principal|server|serial|key|host-serial VALUE`, found {kind:?}"),
@@ -387,7 +409,8 @@ pub fn krl(dir: &Path, out: &Path, now: u64) -> Result<()> {
         sha256: &records.keys,
         certs: Some((&host_ca, &records.host_serials)),
     }
-    .encode();
+    .encode()
+    .map_err(anyhow::Error::msg)?;
     keyfile::write_atomic(
         &version_path,
         format!("{version}\n").as_bytes(),

@@ -192,7 +192,8 @@ impl HostCa {
             valid_before,
         )
         .map_err(enc)?;
-        b.serial(u64::from_be_bytes(random_bytes::<8>()))
+        // Never 0: OpenSSH cannot revoke serial 0 in a KRL.
+        b.serial(u64::from_be_bytes(random_bytes::<8>()).max(1))
             .map_err(enc)?;
         b.cert_type(CertType::Host).map_err(enc)?;
         b.key_id(format!("ztssh host {}", hostnames.join(",")))

@@ -12,6 +12,8 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long sshd may take to come back after a reload.
@@ -37,22 +39,63 @@ impl Reload {
 }
 
 /// Runs `cmd` with its output captured, killing it after `limit`.
+///
+/// The command runs in a process group of its own, killed whole on timeout
+/// and once the command exited (what it left behind, `sleep 600 &` holding
+/// its stdout, say, goes with it). Output is read for at most 2 s more after
+/// the exit, so the wait is bounded either way.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
+    run_bounded_until(cmd, limit, None)
+}
+
+/// [`run_bounded`], also ended (group killed) as soon as `stop` is set.
+pub fn run_bounded_until(
+    cmd: &mut Command,
+    limit: Duration,
+    stop: Option<&AtomicBool>,
+) -> Result<Output, String> {
+    use std::os::unix::process::CommandExt;
     let what = format!("{:?}", cmd.get_program());
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run {what}: {e}"))?;
+    let group = child
+        .id()
+        .try_into()
+        .ok()
+        .map(nix::unistd::Pid::from_raw)
+        .filter(|p| p.as_raw() > 1);
+    let kill_group = || {
+        if let Some(g) = group {
+            let _ = nix::sys::signal::killpg(g, nix::sys::signal::SIGKILL);
+        }
+    };
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let pipe = |r: Option<Box<dyn Read + Send>>| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::clone(&buf);
+        let done = done_tx.clone();
         std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(r) = r {
-                let _ = r.take(1 << 20).read_to_end(&mut buf);
+            if let Some(mut r) = r {
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match r.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let mut b = shared.lock().unwrap_or_else(|e| e.into_inner());
+                            let room = (1usize << 20).saturating_sub(b.len());
+                            b.extend_from_slice(&chunk[..n.min(room)]);
+                        }
+                    }
+                }
             }
-            buf
-        })
+            let _ = done.send(());
+        });
+        buf
     };
     let out = pipe(
         child
@@ -66,29 +109,70 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output, String>
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
     );
+    drop(done_tx);
     let start = Instant::now();
+    let stopped = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
+            Ok(None) if stopped() => {
+                kill_group();
+                let _ = child.wait();
+                return Err(format!("{what} was stopped: setup was interrupted"));
+            }
             Ok(None) if start.elapsed() < limit => std::thread::sleep(POLL),
             Ok(None) => {
-                let _ = child.kill();
+                kill_group();
                 let _ = child.wait();
                 return Err(format!("{what} did not finish within {}s", limit.as_secs()));
             }
-            Err(e) => return Err(format!("{what}: {e}")),
+            Err(e) => {
+                kill_group();
+                return Err(format!("{what}: {e}"));
+            }
         }
     };
+    // What the command left behind in its group (`sleep 600 &` holding its
+    // stdout, say) goes with it; a process that left the group and still
+    // holds a pipe is not waited for beyond a grace period.
+    kill_group();
+    let grace = Instant::now() + Duration::from_secs(2);
+    for _ in 0..2 {
+        if done_rx
+            .recv_timeout(grace.saturating_duration_since(Instant::now()))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let take =
+        |b: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(Output {
         status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        stdout: take(&out),
+        stderr: take(&err),
     })
 }
 
-/// Reloads sshd and waits until it listens again with the new config.
-pub fn reload(how: &Reload, upstream: SocketAddr) -> Result<String, String> {
-    let before = listen_inodes(upstream.port());
+/// Reloads sshd and waits until it listens again on `addrs` (what the
+/// config it reloads with listens on) and answers on the first of them.
+pub fn reload(how: &Reload, addrs: &[SocketAddr]) -> Result<String, String> {
+    let Some(first) = addrs.first() else {
+        return Err("no address to wait for sshd on after the reload".into());
+    };
+    // A wildcard listener answers on loopback.
+    let upstream = match first.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, first.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, first.port()))
+        }
+        _ => *first,
+    };
+    let ports: Vec<u16> = addrs.iter().map(SocketAddr::port).collect();
+    let inodes = || -> HashSet<u64> { ports.iter().flat_map(|p| listen_inodes(*p)).collect() };
+    let before = inodes();
     let sent = match how {
         Reload::PidFile(path) => {
             let pid = read_pid(path)?;
@@ -117,7 +201,7 @@ pub fn reload(how: &Reload, upstream: SocketAddr) -> Result<String, String> {
     };
     let start = Instant::now();
     loop {
-        let now = listen_inodes(upstream.port());
+        let now = inodes();
         if !now.is_empty() && now.is_disjoint(&before) {
             break;
         }
@@ -127,9 +211,9 @@ pub fn reload(how: &Reload, upstream: SocketAddr) -> Result<String, String> {
         }
         if start.elapsed() > RELOAD_TIMEOUT {
             return Err(format!(
-                "{sent}, but no new socket listened on port {} within {}s: sshd did not come back \
+                "{sent}, but no new socket listened on port {:?} within {}s: sshd did not come back \
                  (see its log)",
-                upstream.port(),
+                ports,
                 RELOAD_TIMEOUT.as_secs()
             ));
         }
@@ -202,8 +286,9 @@ fn read_banner(upstream: SocketAddr) -> std::io::Result<String> {
 }
 
 /// Runs the operator's login check with `sh -c`; exit 0 is success.
-pub fn login_check(check: &str, limit: Duration) -> Result<(), String> {
-    let out = run_bounded(Command::new("sh").arg("-c").arg(check), limit)?;
+/// Ended early when `stop` is set.
+pub fn login_check(check: &str, limit: Duration, stop: Option<&AtomicBool>) -> Result<(), String> {
+    let out = run_bounded_until(Command::new("sh").arg("-c").arg(check), limit, stop)?;
     if out.status.success() {
         return Ok(());
     }
@@ -245,7 +330,7 @@ mod tests {
         let slow = run_bounded(Command::new("sleep").arg("30"), Duration::from_millis(200));
         assert!(slow.expect_err("killed").contains("did not finish"));
         assert!(
-            login_check("echo nope >&2; false", Duration::from_secs(10))
+            login_check("echo nope >&2; false", Duration::from_secs(10), None)
                 .expect_err("fails")
                 .contains("nope")
         );

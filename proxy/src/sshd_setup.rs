@@ -21,6 +21,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use crate::config::AuthorizedKeysConfig;
@@ -123,6 +124,11 @@ fn read_state(path: &Path) -> Result<Option<FileState>, String> {
 pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
     let changes = plan(target, opts)?;
     if changes.is_empty() {
+        // In place already, but a Match block may have been added since.
+        let overridden = match_overrides(&opts.sshd_config, target.lines)?;
+        if !overridden.is_empty() {
+            return Err(match_failure(&overridden));
+        }
         return Ok(format!(
             "sshd-setup: nothing to change: {} already holds these lines and {} includes it; \
              sshd was not reloaded.\n",
@@ -149,11 +155,16 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
         };
     }
     let prechecked = prechecks(target, opts)?;
+    let old_listen = effective(&opts.sshd, &opts.sshd_config, None)
+        .map(|t| listen_addresses(&t))
+        .map_err(not_ready)?;
+    catch_signals().map_err(not_ready)?;
     let backups = backup(&changes, &opts.backup_dir).map_err(not_ready)?;
     let mut done = vec![format!("before: {prechecked}")];
     done.extend(backups);
     let mut reloaded = false;
-    match apply(&changes, target, opts, &mut done, &mut reloaded) {
+    let applied = apply(&changes, target, opts, &mut done, &mut reloaded);
+    match applied.and_then(|()| interrupted()) {
         Ok(()) => Ok(format!(
             "sshd-setup: applied.\n{}\n",
             done.iter()
@@ -161,7 +172,82 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
                 .collect::<Vec<_>>()
                 .join("\n")
         )),
-        Err(why) => Err(rollback(&changes, opts, target, reloaded, &done, &why)),
+        Err(why) => Err(rollback(&changes, opts, &old_listen, reloaded, &done, &why)),
+    }
+}
+
+/// The signal that interrupted the setup (0: none).
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// Set with [`SIGNAL`], to stop a running login check.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// From here on SIGINT, SIGTERM and SIGHUP no longer end the process: they
+/// make the setup stop at the next step and roll back. (Handlers do not
+/// survive exec: sshd -t and the login check run with the defaults.)
+fn catch_signals() -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    std::thread::Builder::new()
+        .name("sshd-setup-signals".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("cannot catch signals: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let kinds = [
+                    (SignalKind::interrupt(), 2),
+                    (SignalKind::terminate(), 15),
+                    (SignalKind::hangup(), 1),
+                ];
+                let mut streams = Vec::new();
+                for (kind, number) in kinds {
+                    match signal(kind) {
+                        Ok(s) => streams.push((s, number)),
+                        Err(e) => {
+                            let _ = tx.send(Err(format!("cannot catch signal {number}: {e}")));
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(()));
+                let [(a, na), (b, nb), (c, nc)] = &mut streams[..] else {
+                    return;
+                };
+                loop {
+                    let number = tokio::select! {
+                        _ = a.recv() => *na,
+                        _ = b.recv() => *nb,
+                        _ = c.recv() => *nc,
+                    };
+                    let _ = SIGNAL.compare_exchange(0, number, Ordering::SeqCst, Ordering::SeqCst);
+                    STOP.store(true, Ordering::SeqCst);
+                }
+            });
+        })
+        .map_err(|e| format!("cannot catch signals: {e}"))?;
+    rx.recv_timeout(Duration::from_secs(10))
+        .map_err(|_| "cannot catch signals: no answer".to_owned())?
+}
+
+/// An error once a signal arrived.
+fn interrupted() -> Result<(), String> {
+    match SIGNAL.load(Ordering::SeqCst) {
+        0 => Ok(()),
+        n => {
+            let name = match n {
+                2 => "SIGINT",
+                15 => "SIGTERM",
+                _ => "SIGHUP",
+            };
+            Err(format!("interrupted by {name}"))
+        }
     }
 }
 
@@ -174,6 +260,15 @@ fn login_check_text(opts: &Options) -> String {
 
 /// The files to change (none when all is in place already).
 fn plan(target: &Target, opts: &Options) -> Result<Vec<Change>, Failure> {
+    for path in [&opts.sshd_config, &opts.drop_in] {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(not_ready(format!(
+                "{} is a symbolic link; sshd-setup replaces files whole and would replace the link, \
+                 not its target. Point --sshd-config or --drop-in at the real file",
+                path.display()
+            )));
+        }
+    }
     let cfg = read_state(&opts.sshd_config)
         .map_err(not_ready)?
         .ok_or_else(|| not_ready(format!("{} does not exist", opts.sshd_config.display())))?;
@@ -231,6 +326,10 @@ fn prechecks(target: &Target, opts: &Options) -> Result<String, Failure> {
             "sshd -t fails on the current files, before any change; fix that first:\n{e}"
         ))
     })?;
+    let overridden = match_overrides(&opts.sshd_config, target.lines)?;
+    if !overridden.is_empty() {
+        return Err(match_failure(&overridden));
+    }
     let user = &target.akc.command_user;
     let asked = run_bounded(
         Command::new(target.command)
@@ -255,7 +354,7 @@ fn prechecks(target: &Target, opts: &Options) -> Result<String, Failure> {
         )));
     }
     Ok(format!(
-        "sshd -t passes; {} (root-owned path) ran as {} and reached the proxy at {}",
+        "sshd -t passes; no Match block overrides the drop-in; {} (root-owned path) ran as {} and reached the proxy at {}",
         target.command.display(),
         user.name,
         target.akc.socket.display()
@@ -274,31 +373,215 @@ fn sshd_t(sshd: &Path, config: &Path) -> Result<(), String> {
     }
 }
 
-/// Every directive of the drop-in, as `sshd -T` prints it (keyword in
-/// lower case), that `sshd -T` does not print.
-fn not_in_effect(sshd: &Path, config: &Path, lines: &str) -> Result<Vec<String>, String> {
-    let out = run_bounded(
-        Command::new(sshd).arg("-T").arg("-f").arg(config),
-        SSHD_TIMEOUT,
-    )?;
+fn match_failure(overridden: &[String]) -> Failure {
+    not_ready(format!(
+        "a Match block sets what the drop-in must decide for every connection, so the drop-in \
+         would not hold for the connections it matches (sshd -T shows only the defaults): {}. \
+         Move these lines out of the Match blocks, or remove them",
+        overridden.join("; ")
+    ))
+}
+
+/// Keywords a Match block must not set: what decides which keys and
+/// passwords log in, beside every keyword the drop-in sets.
+const GUARDED: &[&str] = &[
+    "authorizedkeysfile",
+    "authorizedkeyscommand",
+    "authorizedkeyscommanduser",
+    "pubkeyauthentication",
+    "passwordauthentication",
+    "kbdinteractiveauthentication",
+    "challengeresponseauthentication",
+];
+
+/// Every `FILE:LINE: line` in sshd_config or a file it includes that sets
+/// a guarded keyword (or one the drop-in sets) inside a Match block.
+fn match_overrides(config: &Path, lines: &str) -> Result<Vec<String>, Failure> {
+    let mut keys: Vec<String> = GUARDED.iter().map(|k| (*k).to_owned()).collect();
+    keys.extend(
+        lines
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_ascii_lowercase),
+    );
+    let mut found = Vec::new();
+    scan(config, false, &keys, 0, &mut found)?;
+    Ok(found)
+}
+
+fn scan(
+    path: &Path,
+    in_match: bool,
+    keys: &[String],
+    depth: u32,
+    found: &mut Vec<String>,
+) -> Result<(), Failure> {
+    if depth > 16 {
+        return Err(not_ready(format!(
+            "{}: Include nested more than 16 deep",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| not_ready(format!("cannot read {}: {e}", path.display())))?;
+    let mut in_match = in_match;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        let mut words = line.split(|c: char| c.is_whitespace() || c == '=');
+        let Some(key) = words
+            .next()
+            .filter(|k| !k.is_empty() && !k.starts_with('#'))
+        else {
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        if key == "match" {
+            in_match = true;
+        } else if key == "include" {
+            for pattern in words.filter(|w| !w.is_empty()) {
+                for file in include_files(pattern) {
+                    scan(&file, in_match, keys, depth + 1, found)?;
+                }
+            }
+        } else if in_match && keys.contains(&key) {
+            found.push(format!("{}:{}: {line}", path.display(), i + 1));
+        }
+    }
+    Ok(())
+}
+
+/// The files an `Include` pattern names, sorted as sshd reads them
+/// (relative patterns are under /etc/ssh; a `*` or `?` in the last part).
+fn include_files(pattern: &str) -> Vec<PathBuf> {
+    let path = Path::new("/etc/ssh").join(pattern);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !name.contains(['*', '?']) {
+        return vec![path];
+    }
+    let Some(dir) = path.parent() else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// `*` and `?` matching, as glob(3) does within one path component.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    if n.first() == Some(&'.') && p.first() != Some(&'.') {
+        return false;
+    }
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// `sshd -T` (with `-C spec` when given): the effective config.
+fn effective(sshd: &Path, config: &Path, spec: Option<&str>) -> Result<String, String> {
+    let mut cmd = Command::new(sshd);
+    cmd.arg("-T").arg("-f").arg(config);
+    if let Some(spec) = spec {
+        cmd.arg("-C").arg(spec);
+    }
+    let out = run_bounded(&mut cmd, SSHD_TIMEOUT)?;
     if !out.status.success() {
         return Err(format!(
-            "sshd -T failed: {}",
+            "sshd -T{} failed: {}",
+            spec.map(|s| format!(" -C {s}")).unwrap_or_default(),
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let effective = String::from_utf8_lossy(&out.stdout);
-    let effective: Vec<&str> = effective.lines().map(str::trim).collect();
-    Ok(lines
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The addresses the `listenaddress` lines of `sshd -T` output name.
+fn listen_addresses(effective: &str) -> Vec<std::net::SocketAddr> {
+    effective
         .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
+        .filter_map(|l| l.trim().strip_prefix("listenaddress "))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
+}
+
+/// Every directive of the drop-in that `sshd -T` does not show in effect,
+/// for a plain `sshd -T` and for connections from outside and from
+/// loopback as root and as another account (`-C`: Match blocks applied);
+/// and any address sshd listens on besides the drop-in's.
+fn not_in_effect(
+    sshd: &Path,
+    config: &Path,
+    lines: &str,
+    upstream: std::net::SocketAddr,
+) -> Result<Vec<String>, String> {
+    let mut specs = vec![None];
+    for user in ["root", "ztssh-check"] {
+        for addr in ["198.51.100.7", "127.0.0.1"] {
+            specs.push(Some(format!(
+                "user={user},host=check.invalid,addr={addr},laddr={},lport={}",
+                upstream.ip(),
+                upstream.port()
+            )));
+        }
+    }
+    let mut lost = Vec::new();
+    for spec in &specs {
+        let effective = effective(sshd, config, spec.as_deref())?;
+        let shown: Vec<&str> = effective.lines().map(str::trim).collect();
+        let when = spec
+            .as_ref()
+            .map(|s| format!(" (for a connection {s})"))
+            .unwrap_or_default();
+        for l in lines
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let Some((k, v)) = l.split_once(' ') else {
+                continue;
+            };
             let want = format!("{} {}", k.to_ascii_lowercase(), v.trim());
-            (!effective.contains(&want.as_str())).then_some(l.to_owned())
-        })
-        .collect())
+            if !shown.contains(&want.as_str()) {
+                lost.push(format!("{l}{when}"));
+            }
+        }
+        if spec.is_none() {
+            let extra: Vec<String> = listen_addresses(&effective)
+                .into_iter()
+                .filter(|a| *a != upstream)
+                .map(|a| format!("ListenAddress {a} (sshd would listen there too)"))
+                .collect();
+            lost.extend(extra);
+        }
+    }
+    lost.dedup();
+    Ok(lost)
 }
 
 fn backup(changes: &[Change], dir: &Path) -> Result<Vec<String>, String> {
@@ -319,20 +602,28 @@ fn backup(changes: &[Change], dir: &Path) -> Result<Vec<String>, String> {
             .path
             .file_name()
             .map_or("file".into(), |n| n.to_string_lossy());
-        let path = dir.join(format!("{name}.{stamp}"));
-        ztssh_proto::keyfile::write_atomic(
-            &path,
-            &before.bytes,
-            before.mode,
-            ztssh_proto::keyfile::Existing::Replace,
-        )
-        .map_err(|e| {
-            format!(
-                "cannot back up {} to {}: {e}",
-                c.path.display(),
-                path.display()
-            )
-        })?;
+        // Never over an older backup: NAME.STAMP, else NAME.STAMP.1, .2...
+        let mut path = dir.join(format!("{name}.{stamp}"));
+        for n in 1..=1000 {
+            match ztssh_proto::keyfile::write_atomic(
+                &path,
+                &before.bytes,
+                before.mode,
+                ztssh_proto::keyfile::Existing::Refuse,
+            ) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => {
+                    path = dir.join(format!("{name}.{stamp}.{n}"));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot back up {} to {}: {e}",
+                        c.path.display(),
+                        path.display()
+                    ));
+                }
+            }
+        }
         out.push(format!(
             "backup of {}: {}",
             c.path.display(),
@@ -370,25 +661,34 @@ fn apply(
                 gid: 0,
             })
         };
+        interrupted()?;
         write(&c.path, &state)?;
         done.push(format!("wrote {}", c.path.display()));
     }
     sshd_t(&opts.sshd, &opts.sshd_config)
         .map_err(|e| format!("sshd -t refuses the new files: {e}"))?;
-    let lost = not_in_effect(&opts.sshd, &opts.sshd_config, target.lines)?;
+    interrupted()?;
+    let lost = not_in_effect(&opts.sshd, &opts.sshd_config, target.lines, target.upstream)?;
     if !lost.is_empty() {
         return Err(format!(
             "sshd -T shows these lines of {} not in effect (an earlier line in sshd_config or in a drop-in \
-             read before it wins, since sshd keeps the first value it reads): {}",
+             read before it wins, since sshd keeps the first value it reads; ListenAddress lines add up): {}",
             opts.drop_in.display(),
             lost.join("; ")
         ));
     }
-    done.push("sshd -t passes and sshd -T shows every line of the drop-in in effect".into());
+    done.push(
+        "sshd -t passes and sshd -T shows every line of the drop-in in effect, with and without Match \
+         (-C), and no other ListenAddress"
+            .into(),
+    );
+    interrupted()?;
     *reloaded = true;
-    done.push(sshd_reload::reload(&opts.reload, target.upstream)?);
+    done.push(sshd_reload::reload(&opts.reload, &[target.upstream])?);
+    interrupted()?;
     if let Some(check) = &opts.login_check {
-        sshd_reload::login_check(check, opts.login_timeout)?;
+        sshd_reload::login_check(check, opts.login_timeout, Some(&STOP))
+            .map_err(|e| interrupted().err().unwrap_or(e))?;
         done.push(format!("the login check `{check}` succeeded"));
     }
     Ok(())
@@ -397,7 +697,7 @@ fn apply(
 fn rollback(
     changes: &[Change],
     opts: &Options,
-    target: &Target,
+    old_listen: &[std::net::SocketAddr],
     reloaded: bool,
     done: &[String],
     why: &str,
@@ -419,7 +719,8 @@ fn rollback(
     }
     let mut steps = done.join("\n  ");
     if reloaded && errors.is_empty() {
-        match sshd_reload::reload(&opts.reload, target.upstream) {
+        // The old config's addresses: after a port change the new one is gone.
+        match sshd_reload::reload(&opts.reload, old_listen) {
             Ok(r) => steps.push_str(&format!("\n  rollback: {r}")),
             Err(e) => errors.push(format!("the reload after restoring the files failed: {e}")),
         }
@@ -446,5 +747,33 @@ fn rollback(
                 opts.backup_dir.display()
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_wildcards_match_as_glob_does() {
+        assert!(wildcard("*.conf", "00-ztssh.conf"));
+        assert!(wildcard("0?-*.conf", "00-ztssh.conf"));
+        assert!(!wildcard("*.conf", "00-ztssh.conf.bak"));
+        assert!(!wildcard("*.conf", ".hidden.conf"));
+        assert!(wildcard("*", "x"));
+        assert!(!wildcard("a*b", "ac"));
+    }
+
+    #[test]
+    fn listen_addresses_are_read_from_sshd_t() {
+        let text =
+            "port 22\nlistenaddress [::1]:2222\nlistenaddress 0.0.0.0:22\npermitlisten any\n";
+        assert_eq!(
+            listen_addresses(text),
+            vec![
+                "[::1]:2222".parse::<std::net::SocketAddr>().expect("v6"),
+                "0.0.0.0:22".parse().expect("v4"),
+            ]
+        );
     }
 }

@@ -417,3 +417,86 @@ fn the_proxy_refuses_a_revoked_user_key() {
         "the handshake refusal is not logged: {log}"
     );
 }
+
+/// `certificate` with its serial replaced by `serial` and the CA's
+/// signature left as it was: a forgery.
+fn forge_serial(cert: &Path, serial: u64, out: &Path) {
+    let c = ssh_key::Certificate::from_openssh(read_text(cert).trim()).unwrap();
+    let mut bytes = c.to_bytes().unwrap();
+    // type, nonce, public key: three strings of 4 + 32 bytes for ed25519.
+    let at = 3 * 36;
+    assert_eq!(bytes[at..at + 8], c.serial().to_be_bytes());
+    bytes[at..at + 8].copy_from_slice(&serial.to_be_bytes());
+    let forged = ssh_key::Certificate::from_bytes(&bytes).unwrap();
+    assert_eq!(forged.serial(), serial);
+    fs::write(out, format!("{}\n", forged.to_openssh().unwrap())).unwrap();
+}
+
+/// OpenSSH rejects a KRL that revokes serial 0, and sshd then refuses every
+/// key: `ztssh-ca` never records, publishes or issues serial 0, and never
+/// takes a serial from a certificate whose signature does not verify.
+#[test]
+fn serial_zero_and_forged_host_certificates_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_init(dir.path());
+
+    // The oracle: ssh-keygen itself will not write serial 0 into a KRL.
+    let line = must(&ztssh_ca(&["known-hosts"], &ca, &[]), "known-hosts");
+    let ca_pub = dir.path().join("host_ca.pub");
+    let key: Vec<&str> = line.split_whitespace().skip(2).take(2).collect();
+    fs::write(&ca_pub, format!("{}\n", key.join(" "))).unwrap();
+    let spec = dir.path().join("spec");
+    fs::write(&spec, "serial: 0\n").unwrap();
+    let out = run_bounded(
+        Command::new("ssh-keygen")
+            .args(["-k", "-s"])
+            .arg(&ca_pub)
+            .arg("-f")
+            .arg(dir.path().join("zero.krl"))
+            .arg(&spec),
+        T,
+    );
+    assert!(!out.status.success(), "ssh-keygen wrote serial 0");
+
+    // A forged certificate: a real one with its serial changed.
+    let host = keygen(dir.path(), "h1", &["-t", "ed25519"]);
+    let (cert, _) = sign_host(&ca, &host);
+    for serial in [0, 4242] {
+        let forged = dir.path().join(format!("forged-{serial}-cert.pub"));
+        forge_serial(&cert, serial, &forged);
+        let out = ztssh_ca(&["revoke"], &ca, &[Path::new("--host-cert"), &forged]);
+        assert!(!out.status.success(), "forged serial {serial} recorded");
+        assert!(
+            stderr(&out).contains("signature does not verify"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let records = ca.join("revocations.txt");
+    assert!(
+        !fs::read_to_string(&records)
+            .unwrap_or_default()
+            .contains("host-serial")
+    );
+
+    // A hand-written `host-serial 0` is reported where it is, and no KRL
+    // is written.
+    fs::write(&records, "# hand edit\nhost-serial 0\n").unwrap();
+    let krl = dir.path().join("revoked.krl");
+    let out = ztssh_ca(&["krl"], &ca, &[Path::new("--out"), &krl]);
+    assert!(!out.status.success(), "a KRL with serial 0 was written");
+    let err = stderr(&out);
+    assert!(
+        err.contains("revocations.txt:2") && err.contains("serial 0"),
+        "{err}"
+    );
+    assert!(!krl.exists());
+    let user = keygen(dir.path(), "user", &["-t", "ed25519"]);
+    let out = ztssh_ca(&["revoke"], &ca, &[Path::new("--key"), &pub_of(&user)]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("revocations.txt:2"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -24,6 +24,13 @@ struct Host {
 
 impl Host {
     fn new(range: &str) -> Self {
+        Self::build(range, false)
+    }
+
+    /// With `moved`, sshd listens where an older drop-in says (the same
+    /// file `sshd-setup` replaces), and the proxy's upstream is another
+    /// port: the setup moves sshd.
+    fn build(range: &str, moved: bool) -> Self {
         ensure_account(ACCOUNT);
         let installed = Installed::new();
         let dir = tempfile::Builder::new()
@@ -41,6 +48,7 @@ impl Host {
         let pki = Pki::create(dir.path(), &["localhost"]);
         pki.publish_crl();
         let sshd_port = free_port();
+        let upstream_port = if moved { free_port() } else { sshd_port };
         let extra = format!(
             "revocation_list = \"{}\"\npolicy = \"{}\"\nupstream_source_range = \"{range}\"\n\
              authorized_keys_socket = \"{}\"\nauthorized_keys_command_user = \"nobody\"\n",
@@ -51,7 +59,7 @@ impl Host {
         let (port, config) = Proxy::configure(
             dir.path(),
             &pki,
-            sshd_port,
+            upstream_port,
             &format!("alice {alice_pub}"),
             &extra,
         );
@@ -59,9 +67,14 @@ impl Host {
         std::fs::create_dir(&drop_in_dir).expect("drop-in dir");
         let ak = dir.path().join("authorized_keys");
         std::fs::write(&ak, &alice_pub).expect("authorized_keys");
+        let listen = format!("ListenAddress 127.0.0.1:{sshd_port}\n");
+        if moved {
+            std::fs::write(drop_in_dir.join("00-ztssh.conf"), &listen).expect("old drop-in");
+        }
         let head = format!(
-            "Include {}/*.conf\nListenAddress 127.0.0.1:{sshd_port}\nAuthorizedKeysFile {}\n",
+            "Include {}/*.conf\n{}AuthorizedKeysFile {}\n",
             drop_in_dir.display(),
+            if moved { "" } else { listen.as_str() },
             ak.display()
         );
         let sshd = Sshd::start_with_head(dir.path(), sshd_port, &head);
@@ -246,6 +259,20 @@ fn dry_run_changes_nothing_then_setup_moves_sshd_to_zero_standing_keys() {
     let text = ok_output(&h.setup(&["--login-check", &login]), "second run");
     assert!(text.contains("nothing to change"), "{text}");
     assert_eq!(h.sighups(), 1);
+    // A Match block added since is reported even then.
+    let cfg = read_text(&h.sshd_config);
+    std::fs::write(
+        &h.sshd_config,
+        format!("{cfg}Match Address 198.51.100.0/24\n    PubkeyAuthentication no\n"),
+    )
+    .expect("Match block");
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a Match block sets"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -349,4 +376,204 @@ fn a_failed_setup_is_rolled_back_and_sshd_still_serves() {
     assert!(now.contains(&include), "{now}");
     h.wait_reloads(3);
     refused(&h.direct(), "the standing key after --add-include");
+}
+
+/// sshd -T without -C shows no Match block, and ListenAddress lines add
+/// up: a Match block that keeps the standing keys, or an address sshd
+/// would still listen on, is refused; so is a symbolic link.
+#[test]
+fn match_blocks_extra_listen_addresses_and_symlinks_are_refused() {
+    let h = Host::new("127.83.0.0/16");
+    let login = h.login_check(ACCOUNT);
+    let cfg = read_text(&h.sshd_config);
+
+    // A Match block (at the end, as sshd requires) that gives connections
+    // from outside the standing authorized_keys file back.
+    let ak = h.world.dir.path().join("authorized_keys");
+    std::fs::write(
+        &h.sshd_config,
+        format!(
+            "{cfg}Match Address 198.51.100.0/24\n    AuthorizedKeysFile {}\n",
+            ak.display()
+        ),
+    )
+    .expect("Match block");
+    let with_match = h.snapshot();
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Match block")
+            && err.contains(&format!("{}:", h.sshd_config.display()))
+            && err.contains("AuthorizedKeysFile")
+            && err.contains("Nothing was changed"),
+        "{err}"
+    );
+    assert!(h.snapshot() == with_match);
+    // The same in an included file, inside a Match block of its own.
+    std::fs::write(&h.sshd_config, &cfg).expect("restore");
+    let site = h.drop_in_dir.join("90-site.conf");
+    std::fs::write(&site, "Match User root\n    PasswordAuthentication yes\n").expect("site");
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{}:2", site.display())),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(&site).expect("rm site");
+
+    // An earlier drop-in that also listens elsewhere.
+    let extra = h.drop_in_dir.join("10-listen.conf");
+    let port = free_port();
+    std::fs::write(&extra, format!("ListenAddress 127.0.0.1:{port}\n")).expect("extra");
+    let with_extra = h.snapshot();
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "ListenAddress 127.0.0.1:{port} (sshd would listen there too)"
+        )) && err.contains("Rolled back")
+            && err.contains("had not been reloaded"),
+        "{err}"
+    );
+    assert!(h.snapshot() == with_extra, "files not restored exactly");
+    std::fs::remove_file(&extra).expect("rm extra");
+
+    // A drop-in that is a symbolic link is not replaced by a file.
+    let real = h.world.dir.path().join("real-drop-in.conf");
+    std::fs::write(&real, "# elsewhere\n").expect("real");
+    std::os::unix::fs::symlink(&real, h.drop_in()).expect("symlink");
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    assert!(
+        std::fs::symlink_metadata(h.drop_in())
+            .expect("link")
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(h.sighups(), 0);
+    ok_output(&h.direct(), "the standing key still works");
+}
+
+/// True while `pid` runs (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn read_pid(path: &std::path::Path) -> u32 {
+    read_text(path).trim().parse().expect("pid")
+}
+
+/// A login check that leaves a process holding its output ends when the
+/// check exits, and the process is killed with its group; a signal during
+/// the login check rolls back instead of leaving the change half done.
+/// Backups never overwrite each other.
+#[test]
+fn a_lingering_or_interrupted_login_check_is_rolled_back() {
+    let h = Host::new("127.84.0.0/16");
+    std::fs::write(h.drop_in(), "# an older drop-in\n").expect("old drop-in");
+    let before = h.snapshot();
+    let dir = h.world.dir.path();
+
+    // `sleep 600 &` keeps stdout and stderr open after the check exited.
+    let pid_file = dir.join("lingering.pid");
+    let check = format!("sleep 600 & echo $! > '{}'; exit 1", pid_file.display());
+    let out = h.setup(&["--login-check", &check]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the login check") && err.contains("sshd reloaded with them"),
+        "{err}"
+    );
+    assert!(h.snapshot() == before, "files not restored exactly");
+    let lingering = read_pid(&pid_file);
+    wait_until(T, "the lingering sleep to be killed", || !alive(lingering));
+    h.wait_reloads(2);
+
+    // SIGTERM while the login check runs: rolled back, check killed.
+    let started = dir.join("started.pid");
+    let check = format!("echo $$ > '{}'; exec sleep 600", started.display());
+    let w = &h.world;
+    let mut child = std::process::Command::new(bin("ztssh-proxy"))
+        .arg("sshd-setup")
+        .arg("--config")
+        .arg(&w.proxy.config)
+        .arg("--command")
+        .arg(&h.installed.command)
+        .arg("--sshd-config")
+        .arg(&h.sshd_config)
+        .arg("--drop-in")
+        .arg(h.drop_in())
+        .arg("--pid-file")
+        .arg(w.dir.path().join("sshd.pid"))
+        .arg("--backup-dir")
+        .arg(&h.backups)
+        .args(["--login-check", &check])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sshd-setup");
+    wait_until(T, "the login check to start", || {
+        read_text(&started).trim().parse::<u32>().is_ok()
+    });
+    let check_pid = read_pid(&started);
+    let killed = run_bounded(
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string()),
+        T,
+    );
+    assert!(killed.status.success());
+    let mut waited = 0;
+    while child.try_wait().expect("wait").is_none() {
+        assert!(waited < 1200, "sshd-setup did not end after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+    }
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("interrupted by SIGTERM") && err.contains("sshd reloaded with them"),
+        "{err}"
+    );
+    assert!(h.snapshot() == before, "files not restored exactly");
+    wait_until(T, "the login check to be killed", || !alive(check_pid));
+    h.wait_reloads(4);
+    ok_output(&h.direct(), "the standing key works after the rollbacks");
+    // One backup of the old drop-in per run, none overwritten.
+    let backups = std::fs::read_dir(&h.backups).expect("backups").count();
+    assert_eq!(backups, 2);
+}
+
+/// After a change of sshd's port, the rollback's reload waits for the port
+/// the old files listen on, not the new one, and reports success.
+#[test]
+fn a_rollback_after_a_port_change_waits_for_the_old_port() {
+    let h = Host::build("127.85.0.0/16", true);
+    let before = h.snapshot();
+    ok_output(&h.direct(), "the standing key works before the setup");
+    let out = h.setup(&["--login-check", "exit 3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Rolled back") && err.contains("sshd reloaded with them"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "rollback: sent SIGHUP to sshd (pid {}",
+            read_text(&h.world.dir.path().join("sshd.pid")).trim()
+        )) && err.contains(&format!("listens on 127.0.0.1:{}", h.world.sshd.port)),
+        "{err}"
+    );
+    assert!(h.snapshot() == before, "files not restored exactly");
+    h.wait_reloads(2);
+    ok_output(&h.direct(), "the standing key works on the old port again");
 }
