@@ -226,6 +226,28 @@ fn the_agent_key_the_proxy_accepts_is_found_behind_refused_ones() {
 }
 
 #[test]
+fn logins_that_find_the_right_agent_key_third_never_lock_out_the_source() {
+    // Each login costs two refused keys before the right one. Those keys
+    // signed the handshake (the client holds them; they are just not
+    // authorized): soft failures, which never add up to a lockout, however
+    // many logins in a row.
+    let w = World::new();
+    let d = w.dir.path();
+    let mallory = user_key(d, "mallory");
+    let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
+    let agent = Agent::with(&w, &[&mallory, &ecdsa, &w.alice]);
+    for i in 1..=4 {
+        let mut cmd = ssh_via(&w, "");
+        cmd.env("SSH_AUTH_SOCK", &agent.sock);
+        echo_ok(cmd, &format!("login {i}, third agent key"));
+    }
+    let log = w.proxy.log_text();
+    assert_eq!(count(&log, "event=\"authorization_denied\""), 8, "{log}");
+    assert_eq!(count(&log, "event=\"upstream_connected\""), 4, "{log}");
+    assert!(!log.contains("event=\"source_penalised\""), "{log}");
+}
+
+#[test]
 fn when_no_agent_key_is_accepted_every_key_tried_is_listed() {
     let w = World::new();
     let d = w.dir.path();
