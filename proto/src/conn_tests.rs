@@ -1554,6 +1554,32 @@ fn a_key_refused_before_accept_is_its_own_end_and_ssh_bytes_wait_while_held() {
 }
 
 #[test]
+fn a_revoked_key_before_accept_lets_the_sidecar_try_its_next_key() {
+    use crate::end::EndKind;
+    // A revoked user key is refused like an unauthorized one; a banned
+    // principal or a revoked licence is not about the key.
+    let reason = "principal alice is not authorized with key K on web1".to_owned();
+    let mut c = refused_client(true, EndKind::UserKeyRevoked.code());
+    let ends: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert!(
+        ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::KeyRefused(
+            reason.clone()
+        )))),
+        "{ends:?}"
+    );
+    for kind in [EndKind::PrincipalBanned, EndKind::LicenceRevoked] {
+        let mut c = refused_client(true, kind.code());
+        let ends: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+        assert!(
+            ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::Refused(
+                reason.clone()
+            )))),
+            "{kind:?}: {ends:?}"
+        );
+    }
+}
+
+#[test]
 fn a_held_client_reads_ssh_once_accepted() {
     let mut n = net_with(TIMING, 0, None);
     n.client.hold_until_accepted(true);

@@ -119,7 +119,12 @@ impl EndKind {
     /// The coarse code sent in TERMINATE.
     pub fn code(self) -> TerminateCode {
         match self {
-            Self::NotAuthorized | Self::UserKeyRefused => TerminateCode::NotAuthorized,
+            // A revoked user key is a key the proxy will not take, like an
+            // unauthorized one: before ACCEPT the sidecar tries its next
+            // agent key.
+            Self::NotAuthorized | Self::UserKeyRefused | Self::UserKeyRevoked => {
+                TerminateCode::NotAuthorized
+            }
             Self::PolicyDenied | Self::MaxSessions => TerminateCode::PolicyDenied,
             Self::UpstreamUnavailable | Self::UpstreamIo | Self::UpstreamStalled => {
                 TerminateCode::UpstreamUnavailable

@@ -50,6 +50,13 @@ pub enum UserKeyError {
         /// The key's modulus size.
         bits: u32,
     },
+    /// A security key whose FIDO application string does not begin with
+    /// `ssh:` (ssh-keygen makes no other; a web origin's credential is not
+    /// an SSH key).
+    #[error(
+        "security key with application {0:?} refused: ztssh accepts only applications beginning with \"ssh:\" (as ssh-keygen -t ed25519-sk / ecdsa-sk makes them)"
+    )]
+    SkApplication(String),
     /// A key type ztssh does not accept.
     #[error(
         "{0} keys are not supported: use Ed25519, ECDSA, RSA ({MIN_RSA_BITS} to {MAX_RSA_BITS} bits) or a FIDO security key"
@@ -127,15 +134,39 @@ impl UserSigVerified {
     }
 }
 
-/// Whether ztssh accepts this key at all (type and size).
+/// The exact bit length of an RSA key's modulus (`key_size` of ssh-key
+/// counts whole bytes, so a 2041-bit modulus would read as 2048).
+pub fn rsa_bits(k: &ssh_key::public::RsaPublicKey) -> u32 {
+    let bytes = k.n().as_positive_bytes().unwrap_or_default();
+    let Some((first, rest)) = bytes.split_first() else {
+        return 0;
+    };
+    let rest_bits = u32::try_from(rest.len()).map_or(u32::MAX, |n| n.saturating_mul(8));
+    rest_bits.saturating_add(8 - first.leading_zeros())
+}
+
+/// A security key's application must begin with `ssh:`, as ssh-keygen
+/// requires.
+fn check_application(app: &str) -> Result<(), UserKeyError> {
+    if app.starts_with("ssh:") {
+        Ok(())
+    } else {
+        Err(UserKeyError::SkApplication(app.to_owned()))
+    }
+}
+
+/// Whether ztssh accepts this key at all (type, size, security key
+/// application).
 pub fn check_key(key: &KeyData) -> Result<(), UserKeyError> {
     match key {
-        KeyData::Ed25519(_) | KeyData::SkEd25519(_) | KeyData::SkEcdsaSha2NistP256(_) => Ok(()),
+        KeyData::Ed25519(_) => Ok(()),
+        KeyData::SkEd25519(k) => check_application(k.application()),
+        KeyData::SkEcdsaSha2NistP256(k) => check_application(k.application()),
         KeyData::Ecdsa(k) => match k.curve() {
             EcdsaCurve::NistP256 | EcdsaCurve::NistP384 | EcdsaCurve::NistP521 => Ok(()),
         },
         KeyData::Rsa(k) => {
-            let bits = k.key_size();
+            let bits = rsa_bits(k);
             if (MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
                 Ok(())
             } else {
@@ -151,7 +182,7 @@ pub fn check_key(key: &KeyData) -> Result<(), UserKeyError> {
 /// SHA-256 fingerprint and comment.
 pub fn describe(key: &ssh_key::PublicKey) -> String {
     let kind = match key.key_data() {
-        KeyData::Rsa(k) => format!("RSA-{}", k.key_size()),
+        KeyData::Rsa(k) => format!("RSA-{}", rsa_bits(k)),
         KeyData::Ecdsa(k) => format!(
             "ECDSA-{}",
             k.curve().as_str().trim_start_matches("nist").to_uppercase()

@@ -114,6 +114,94 @@ fn rsa_keys_outside_2048_to_4096_bits_are_refused_with_their_size() {
     assert_eq!(check_key(vector!("rsa4096").0.key_data()), Ok(()));
 }
 
+/// An RSA public key whose odd modulus is exactly `bits` long.
+fn rsa_of_bits(bits: usize) -> KeyData {
+    let mut n = vec![0xA5u8; bits.div_ceil(8)];
+    let top = (bits - 1) % 8;
+    // The top bit is bit `top` of the first byte; nothing above it.
+    n[0] = (1u8 << top) | (0xA5 & ((1u8 << top) - 1));
+    *n.last_mut().unwrap() |= 1;
+    let n = ssh_key::Mpint::from_positive_bytes(&n);
+    let e = ssh_key::Mpint::from_positive_bytes(&[1, 0, 1]);
+    KeyData::Rsa(ssh_key::public::RsaPublicKey::new(e, n).unwrap())
+}
+
+#[test]
+fn rsa_size_is_counted_in_bits_not_bytes() {
+    // ssh-key counts whole bytes: a 2047-bit modulus reads as 2048 there.
+    for bits in [2041, 2046, 2047] {
+        let k = rsa_of_bits(bits);
+        let KeyData::Rsa(rsa) = &k else {
+            unreachable!()
+        };
+        assert_eq!(rsa.key_size(), 2048);
+        assert_eq!(rsa_bits(rsa), u32::try_from(bits).unwrap());
+        assert_eq!(
+            check_key(&k),
+            Err(UserKeyError::RsaSize {
+                bits: u32::try_from(bits).unwrap()
+            })
+        );
+    }
+    for bits in [2048, 3071, 4096] {
+        let k = rsa_of_bits(bits);
+        let KeyData::Rsa(rsa) = &k else {
+            unreachable!()
+        };
+        assert_eq!(rsa_bits(rsa), u32::try_from(bits).unwrap());
+        assert_eq!(check_key(&k), Ok(()), "{bits} bits");
+    }
+    // Above the ceiling by one bit (4097 bits is 513 bytes).
+    assert_eq!(
+        check_key(&rsa_of_bits(4097)),
+        Err(UserKeyError::RsaSize { bits: 4097 })
+    );
+    let pk = ssh_key::PublicKey::new(rsa_of_bits(2047), "odd");
+    assert!(
+        describe(&pk).contains("(RSA-2047, odd)"),
+        "{}",
+        describe(&pk)
+    );
+}
+
+#[test]
+fn security_keys_need_an_ssh_application() {
+    let pk = ssh_key::public::Ed25519PublicKey([7; 32]);
+    let ok = KeyData::SkEd25519(ssh_key::public::SkEd25519::new(pk, "ssh:"));
+    assert_eq!(check_key(&ok), Ok(()));
+    let named = KeyData::SkEd25519(ssh_key::public::SkEd25519::new(pk, "ssh:work"));
+    assert_eq!(check_key(&named), Ok(()));
+    let web = KeyData::SkEd25519(ssh_key::public::SkEd25519::new(pk, "https://example.com"));
+    let e = check_key(&web).unwrap_err();
+    assert_eq!(e, UserKeyError::SkApplication("https://example.com".into()));
+    assert!(e.to_string().contains("beginning with \"ssh:\""), "{e}");
+    // The ECDSA kind is held to the same rule.
+    let ec = vector!("ecdsa256").0;
+    let ssh_key::public::KeyData::Ecdsa(ssh_key::public::EcdsaPublicKey::NistP256(point)) =
+        ec.key_data().clone()
+    else {
+        panic!("a P-256 key")
+    };
+    let sk = ssh_key::public::SkEcdsaSha2NistP256::new(point, "webauthn");
+    assert_eq!(
+        check_key(&KeyData::SkEcdsaSha2NistP256(sk)),
+        Err(UserKeyError::SkApplication("webauthn".into()))
+    );
+    // verify refuses such a key before any signature work.
+    let soft = SoftSk {
+        key: ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+        application: "web:".into(),
+    };
+    let blob = soft
+        .sign(SSHSIG_NAMESPACE_HANDSHAKE, MSG, 0x01, 1)
+        .encode_vec()
+        .unwrap();
+    assert_eq!(
+        verify(&soft.public(), SSHSIG_NAMESPACE_HANDSHAKE, MSG, &blob),
+        Err(UserKeyError::SkApplication("web:".into()))
+    );
+}
+
 #[test]
 fn sha1_rsa_signatures_are_refused_before_any_crypto() {
     let (k, _) = vector!("rsa2048");

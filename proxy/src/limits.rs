@@ -74,6 +74,12 @@ impl LimitSettings {
 /// `[penalties]` in the proxy config. A failure adds its cost in seconds to
 /// the source's penalty (capped at `max_secs`); once the penalty reaches
 /// `threshold_secs` the source is refused until it runs out.
+///
+/// Soft failures (a timeout, an eviction, a proven but unauthorized key)
+/// count in a score of their own, capped one second below
+/// `threshold_secs`: on their own they never lock a source out, however
+/// many an attacker provokes against a shared NAT. A hard failure on top of
+/// them counts in full.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PenaltySettings {
@@ -81,8 +87,14 @@ pub struct PenaltySettings {
     pub enabled: bool,
     /// Garbage, a protocol error or a bad tunnel record.
     pub bad_handshake_secs: u64,
-    /// Authenticated but refused: unknown key, policy, revoked identity.
+    /// A user signature that does not verify, a key ztssh does not accept,
+    /// a source the policy refuses.
     pub failed_auth_secs: u64,
+    /// A soft failure: the client proved it holds its key (the signature
+    /// verified), but the key is not authorized, is revoked, or the policy
+    /// refuses the session. A sidecar tries up to three agent keys per
+    /// login, so this must not add up to a lockout.
+    pub refused_key_secs: u64,
     /// Handshake not finished in time (slowloris). Less than
     /// `threshold_secs`: one laptop that sleeps mid-handshake must not
     /// lock out its whole NAT.
@@ -105,6 +117,7 @@ impl Default for PenaltySettings {
             enabled: true,
             bad_handshake_secs: 2,
             failed_auth_secs: 5,
+            refused_key_secs: 2,
             timeout_secs: 10,
             evicted_secs: 2,
             threshold_secs: 15,
@@ -119,9 +132,13 @@ impl Default for PenaltySettings {
 pub enum Failure {
     /// Garbage or a protocol violation before authentication.
     BadHandshake,
-    /// Authenticated, then refused.
+    /// A bad user signature or an unacceptable key; a source the policy
+    /// refuses.
     FailedAuth,
-    /// Too slow to finish the handshake.
+    /// The key signed the handshake but was refused after (unauthorized,
+    /// revoked, policy): a soft failure.
+    KeyRefused,
+    /// Too slow to finish the handshake (a soft failure).
     Timeout,
     /// Evicted from the full half-open table (a soft failure: the source's
     /// network held the most pending handshakes).
@@ -181,9 +198,26 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// One source's score: hard and soft failures decay (one second per
+/// second) on their own; the source is refused while `refused_until` is
+/// ahead.
 struct Penalty {
-    until: Instant,
-    enforced: bool,
+    hard_until: Instant,
+    soft_until: Instant,
+    refused_until: Instant,
+}
+
+impl Penalty {
+    fn expired(&self, now: Instant) -> bool {
+        now >= self.hard_until && now >= self.soft_until && now >= self.refused_until
+    }
+}
+
+impl Failure {
+    /// Soft failures never lock a source out on their own.
+    pub fn is_soft(self) -> bool {
+        matches!(self, Self::KeyRefused | Self::Timeout | Self::Evicted)
+    }
 }
 
 /// Per-source penalties.
@@ -214,17 +248,18 @@ impl Penalties {
     /// Seconds the source is still refused for, if it is.
     fn blocked(&mut self, key: IpAddr, now: Instant) -> Option<u64> {
         let p = self.map.get(&key)?;
-        if now >= p.until {
+        if p.expired(now) {
             self.map.remove(&key);
             return None;
         }
-        p.enforced.then(|| ceil_secs(p.until.duration_since(now)))
+        (now < p.refused_until).then(|| ceil_secs(p.refused_until.duration_since(now)))
     }
 
     fn cost(&self, f: Failure) -> u64 {
         match f {
             Failure::BadHandshake => self.cfg.bad_handshake_secs,
             Failure::FailedAuth => self.cfg.failed_auth_secs,
+            Failure::KeyRefused => self.cfg.refused_key_secs,
             Failure::Timeout => self.cfg.timeout_secs,
             Failure::Evicted => self.cfg.evicted_secs,
         }
@@ -246,24 +281,38 @@ impl Penalties {
         let cost = Duration::from_secs(self.cost(f));
         let max = Duration::from_secs(self.cfg.max_secs);
         let threshold = Duration::from_secs(self.cfg.threshold_secs);
+        // Soft failures alone top out one second below the threshold.
+        let soft_cap = threshold.saturating_sub(Duration::from_secs(1)).min(max);
         let p = self.map.entry(key).or_insert(Penalty {
-            until: now,
-            enforced: false,
+            hard_until: now,
+            soft_until: now,
+            refused_until: now,
         });
-        let left = p.until.saturating_duration_since(now);
-        let next = (left + cost).min(max);
-        p.until = now + next;
-        if next >= threshold {
-            p.enforced = true;
+        let mut hard = p.hard_until.saturating_duration_since(now);
+        let mut soft = p.soft_until.saturating_duration_since(now);
+        if f.is_soft() {
+            soft = (soft + cost).min(soft_cap.max(soft));
+        } else {
+            hard = (hard + cost).min(max);
+        }
+        let total = (hard + soft).min(max);
+        if total >= threshold {
+            // Refused for the whole score, which from now on decays as one
+            // (hard) penalty.
+            p.hard_until = now + total;
+            p.soft_until = now;
+            p.refused_until = p.refused_until.max(now + total);
             return Some(Enforced {
-                secs: ceil_secs(next),
+                secs: ceil_secs(p.refused_until.duration_since(now)),
             });
         }
+        p.hard_until = now + hard;
+        p.soft_until = now + soft;
         None
     }
 
     fn purge(&mut self, now: Instant) {
-        self.map.retain(|_, p| p.until > now);
+        self.map.retain(|_, p| !p.expired(now));
     }
 }
 
@@ -523,7 +572,8 @@ mod tests {
     fn penalised_sources_are_refused_at_accept() {
         let l = limits(LimitSettings::default(), PenaltySettings::default(), 8);
         assert!(l.fail(ip("192.0.2.7"), Failure::Timeout).is_none());
-        assert!(l.fail(ip("192.0.2.7"), Failure::Timeout).is_some());
+        assert!(l.fail(ip("192.0.2.7"), Failure::FailedAuth).is_none());
+        assert!(l.fail(ip("192.0.2.7"), Failure::FailedAuth).is_some());
         assert_eq!(l.penalised(ip("192.0.2.7")), Some(20));
         assert_eq!(l.penalised(ip("192.0.2.8")), None);
     }
@@ -540,7 +590,7 @@ mod tests {
         let later = t + Duration::from_secs(30);
         assert_eq!(p.record(ip("198.51.100.1"), Failure::Timeout, later), None);
         assert!(
-            p.record(ip("198.51.100.1"), Failure::Timeout, later)
+            p.record(ip("198.51.100.1"), Failure::FailedAuth, later)
                 .is_some()
         );
         assert_eq!(p.map.len(), 1);
@@ -620,19 +670,65 @@ mod tests {
         // An eviction is a soft failure too: counted, never enough alone.
         assert_eq!(l.fail(ip("192.0.2.8"), Failure::Evicted), None);
         assert_eq!(l.penalised(ip("192.0.2.8")), None);
-        // Repeated, they add up.
+    }
+
+    #[test]
+    fn soft_failures_alone_never_lock_a_source_out() {
+        // An attacker with many networks keeps a corporate NAT the fullest
+        // one in the half-open table, so its handshakes are the ones
+        // evicted, again and again; its users time out and try keys the
+        // proxy does not authorize.
         let mut p = Penalties::new(PenaltySettings::default(), Vec::new(), 16);
         let t = Instant::now();
-        let k = ip("192.0.2.9");
-        assert_eq!(p.record(k, Failure::Timeout, t), None);
-        assert_eq!(
-            p.record(k, Failure::Timeout, t),
-            Some(Enforced { secs: 20 })
-        );
-        for _ in 0..7 {
-            assert_eq!(p.record(ip("192.0.2.10"), Failure::Evicted, t), None);
+        let nat = ip("192.0.2.9");
+        for i in 0..100 {
+            assert_eq!(p.record(nat, Failure::Evicted, t), None, "eviction {i}");
+            assert_eq!(p.blocked(nat, t), None);
         }
-        assert!(p.record(ip("192.0.2.10"), Failure::Evicted, t).is_some());
+        for i in 0..10 {
+            assert_eq!(p.record(nat, Failure::Timeout, t), None, "timeout {i}");
+            assert_eq!(p.record(nat, Failure::KeyRefused, t), None, "key {i}");
+        }
+        assert_eq!(p.blocked(nat, t), None);
+        // The soft score sits one second under the threshold: one hard
+        // failure on top counts as documented (2 s of garbage: 14 + 2).
+        assert_eq!(
+            p.record(nat, Failure::BadHandshake, t),
+            Some(Enforced { secs: 16 })
+        );
+        assert_eq!(p.blocked(nat, t), Some(16));
+        // The soft score decays like the rest: ten seconds later the same
+        // garbage is not enough.
+        let other = ip("192.0.2.10");
+        for _ in 0..100 {
+            assert_eq!(p.record(other, Failure::Evicted, t), None);
+        }
+        let later = t + Duration::from_secs(10);
+        assert_eq!(p.record(other, Failure::BadHandshake, later), None);
+        assert_eq!(p.blocked(other, later), None);
+        // Hard failures alone still lock out, and so do hard ones with a
+        // timeout's cost on top (7 × 2 s + 10 s).
+        let third = ip("192.0.2.11");
+        for _ in 0..7 {
+            assert_eq!(p.record(third, Failure::BadHandshake, t), None);
+        }
+        assert_eq!(
+            p.record(third, Failure::Timeout, t),
+            Some(Enforced { secs: 24 })
+        );
+        // Even a soft cost larger than the threshold is capped when alone.
+        let mut big = Penalties::new(
+            PenaltySettings {
+                timeout_secs: 100,
+                ..PenaltySettings::default()
+            },
+            Vec::new(),
+            16,
+        );
+        for _ in 0..5 {
+            assert_eq!(big.record(nat, Failure::Timeout, t), None);
+        }
+        assert_eq!(big.blocked(nat, t), None);
     }
 
     #[test]

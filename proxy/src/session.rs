@@ -90,7 +90,7 @@ pub async fn handle(
             Ok(Err(HandshakeFail::Proto(ProtoError::UserKey { principal, refused }))) => {
                 // The tunnel is up: the client hears why its key was refused.
                 drop(slot);
-                deny(&shared, &mut sock, peer, &principal, *refused).await;
+                deny(&shared, &mut sock, peer, &principal, *refused, false).await;
                 return;
             }
             Ok(Err(HandshakeFail::Proto(e))) => {
@@ -166,12 +166,17 @@ async fn refuse(sock: &mut TcpStream, mut refused: Refused) {
 
 /// Counts and logs a refusal after the handshake, penalises the source
 /// where the refusal is the client's fault, and says why to the client.
+/// `proven`: the user's signature verified, so the client holds the key it
+/// offered and the refusal (an unauthorized or revoked key, the policy) is a
+/// soft failure: a sidecar trying its agent keys in turn must not lock out
+/// its source. A bad signature or an unacceptable key is a hard one.
 async fn deny(
     shared: &Shared,
     sock: &mut TcpStream,
     peer: SocketAddr,
     principal: &str,
     refused: Refused,
+    proven: bool,
 ) {
     let e = &refused.ended;
     shared
@@ -186,7 +191,12 @@ async fn deny(
         e.kind,
         EndKind::MaxSessions | EndKind::UpstreamUnavailable | EndKind::RevocationListStale
     ) {
-        penalise(shared, peer, Failure::FailedAuth);
+        let f = if proven {
+            Failure::KeyRefused
+        } else {
+            Failure::FailedAuth
+        };
+        penalise(shared, peer, f);
     }
     refuse(sock, refused).await;
 }
@@ -210,7 +220,7 @@ async fn serve_authenticated(
     // Authorization is decided once, in the core, from the live authority.
     let authorized = match authed.authorize(&authority.at(peer.ip()), clock::unix()) {
         Ok(a) => a,
-        Err(refused) => return deny(shared, &mut sock, peer, &principal, refused).await,
+        Err(refused) => return deny(shared, &mut sock, peer, &principal, refused, true).await,
     };
     // The session cap admits the session before anything is issued to it.
     let max = authority.policy.max_sessions(&principal);
@@ -221,7 +231,7 @@ async fn serve_authenticated(
                 "principal {principal} already has {n} session(s) on {server_id}, the most the policy allows"
             );
             let refused = authorized.into_refused(Ended::new(EndKind::MaxSessions, reason));
-            return deny(shared, &mut sock, peer, &principal, refused).await;
+            return deny(shared, &mut sock, peer, &principal, refused, true).await;
         }
     };
     info!(event = "authorized", principal = %principal, user_key = %key_fp, "user authenticated and authorized");
@@ -264,7 +274,7 @@ async fn serve_authenticated(
         Ok(c) => c,
         Err(refused) => {
             drop(upstream);
-            return deny(shared, &mut sock, peer, &principal, refused).await;
+            return deny(shared, &mut sock, peer, &principal, refused, true).await;
         }
     };
     conn.set_rekey_policy(cfg.rekey, clock::now());

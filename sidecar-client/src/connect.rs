@@ -70,7 +70,20 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
         eprintln!("ztssh: {w}");
     }
     let agent_sock = std::env::var_os("SSH_AUTH_SOCK").map(std::path::PathBuf::from);
-    let candidates = Identity::candidates(s.identity.as_deref(), agent_sock.as_deref())?;
+    // The agent key that last worked here is tried first.
+    let server_id = format!("{host}:{port}");
+    let last = match (&s.identity, crate::lastkey::path()) {
+        (None, Some(p)) => Some(p),
+        _ => None,
+    };
+    let first = last
+        .as_deref()
+        .and_then(|p| crate::lastkey::lookup(p, &principal, &server_id));
+    let candidates = Identity::candidates(
+        s.identity.as_deref(),
+        agent_sock.as_deref(),
+        first.as_deref(),
+    )?;
     for w in &candidates.skipped {
         say(format!("skipping {w}"));
     }
@@ -83,6 +96,10 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
     let (mut tried, mut server) = (Vec::new(), host.clone());
     for (i, identity) in candidates.keys.into_iter().enumerate() {
         let desc = describe(identity.public_key());
+        let fp = identity
+            .public_key()
+            .fingerprint(ssh_key::HashAlg::Sha256)
+            .to_string();
         say(format!("trying key {desc}"));
         let attempt = Attempt {
             s: &s,
@@ -113,7 +130,14 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
                 tried.push((desc, reason));
                 server = who;
             }
-            other => return other,
+            other => {
+                if let (Ok(()), Some(p)) = (&other, &last)
+                    && let Err(e) = crate::lastkey::remember(p, &principal, &server_id, &fp)
+                {
+                    say(format!("cannot remember the key that worked: {e}"));
+                }
+                return other;
+            }
         }
     }
     if let ([(_, reason)], true) = (tried.as_slice(), candidates.skipped.is_empty()) {

@@ -88,10 +88,13 @@ impl Identity {
     /// Chooses the identities to try. With `--identity FILE`, that key
     /// alone, as ssh's IdentitiesOnly (through the agent when the file is
     /// passphrase-protected or is the `.pub` half). Without it, every key
-    /// in ssh-agent that ztssh accepts, in the agent's order.
+    /// in ssh-agent that ztssh accepts, in the agent's order, except that
+    /// the key with fingerprint `first` (the one that last worked for this
+    /// principal and server) comes first.
     pub fn candidates(
         file: Option<&Path>,
         agent_sock: Option<&Path>,
+        first: Option<&str>,
     ) -> Result<Candidates, String> {
         if let Some(path) = file {
             return Ok(Candidates {
@@ -102,7 +105,11 @@ impl Identity {
         let sock = agent_sock.ok_or(
             "no identity: pass --identity ~/.ssh/id_ed25519 or start ssh-agent and ssh-add your key",
         )?;
-        let held = Agent::connect(sock)?.identities()?;
+        let mut held = Agent::connect(sock)?.identities()?;
+        if let Some(fp) = first {
+            // A stable sort: the others keep the agent's order.
+            held.sort_by_key(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string() != fp);
+        }
         let (mut keys, mut skipped) = (Vec::new(), Vec::new());
         for key in held {
             match userkey::check_key(key.key_data()) {

@@ -12,6 +12,7 @@ mod connect;
 mod discover;
 mod explain;
 mod identity;
+mod lastkey;
 mod pump;
 mod revocation;
 mod settings;

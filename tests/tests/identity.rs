@@ -417,6 +417,7 @@ fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
         .arg("root@localhost")
         .arg("sleep 60");
     cmd.env("SSH_AUTH_SOCK", &sock)
+        .env("XDG_CACHE_HOME", w.dir.path().join("cache"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

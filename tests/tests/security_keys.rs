@@ -51,6 +51,7 @@ fn world(policy: &str, extra: &str, flags: u8) -> (World, SkAgent) {
 /// sidecar signing with the security key in the agent.
 fn ssh(w: &World, agent: &SkAgent) -> Command {
     let mut c = Command::new("ssh");
+    c.env("XDG_CACHE_HOME", w.dir.path().join("cache"));
     c.args(w.direct_opts(&w.alice));
     c.arg("-o").arg(format!(
         "ProxyCommand={} --root {} --principal alice %h %p",

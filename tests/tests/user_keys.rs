@@ -67,6 +67,9 @@ fn ssh_via(w: &World, sidecar: &str) -> Command {
     c.arg("-p")
         .arg(w.proxy.port.to_string())
         .arg("root@localhost");
+    // The sidecar remembers the agent key that worked under the world's
+    // directory, never the user's home.
+    c.env("XDG_CACHE_HOME", w.dir.path().join("cache"));
     c
 }
 
@@ -223,6 +226,72 @@ fn the_agent_key_the_proxy_accepts_is_found_behind_refused_ones() {
     let log = w.proxy.log_text();
     assert_eq!(count(&log, "event=\"authorization_denied\""), 2, "{log}");
     assert_eq!(count(&log, "event=\"upstream_connected\""), 1, "{log}");
+}
+
+#[test]
+fn logins_that_find_the_right_agent_key_third_never_lock_out_the_source() {
+    // Each login costs two refused keys before the right one. Those keys
+    // signed the handshake (the client holds them; they are just not
+    // authorized): soft failures, which never add up to a lockout, however
+    // many logins in a row.
+    let w = World::new();
+    let d = w.dir.path();
+    let mallory = user_key(d, "mallory");
+    let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
+    let agent = Agent::with(&w, &[&mallory, &ecdsa, &w.alice]);
+    for i in 1..=4 {
+        let mut cmd = ssh_via(&w, "");
+        // No cache for the key that worked (it cannot be written): every
+        // login tries the agent's keys in order.
+        cmd.env("SSH_AUTH_SOCK", &agent.sock)
+            .env("XDG_CACHE_HOME", "/dev/null");
+        echo_ok(cmd, &format!("login {i}, third agent key"));
+    }
+    let log = w.proxy.log_text();
+    assert_eq!(count(&log, "event=\"authorization_denied\""), 8, "{log}");
+    assert_eq!(count(&log, "event=\"upstream_connected\""), 4, "{log}");
+    assert!(!log.contains("event=\"source_penalised\""), "{log}");
+}
+
+#[test]
+fn the_agent_key_that_worked_is_tried_first_next_time() {
+    let w = World::new();
+    let d = w.dir.path();
+    let mallory = user_key(d, "mallory");
+    let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
+    let agent = Agent::with(&w, &[&mallory, &ecdsa, &w.alice]);
+    let login = |what: &str| {
+        let mut cmd = ssh_via(&w, "");
+        cmd.env("SSH_AUTH_SOCK", &agent.sock);
+        echo_ok(cmd, what);
+    };
+    login("first login");
+    let denied = |w: &World| count(&w.proxy.log_text(), "event=\"authorization_denied\"");
+    assert_eq!(denied(&w), 2);
+    let cache = d.join("cache/ztssh/agent-keys");
+    let text = read_text(&cache);
+    assert_eq!(
+        text,
+        format!(
+            "alice localhost:{} {}\n",
+            w.proxy.port,
+            fingerprint(&w.alice)
+        )
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cache)
+        .expect("cache")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The next logins go straight to the key that worked.
+    login("second login");
+    login("third login");
+    assert_eq!(denied(&w), 2);
+    assert_eq!(
+        count(&w.proxy.log_text(), "event=\"upstream_connected\""),
+        3
+    );
 }
 
 #[test]
