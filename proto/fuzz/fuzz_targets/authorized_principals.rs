@@ -1,6 +1,7 @@
 //! The proxy's authorized principals parser. Invariants: an accepted file
 //! authorizes, for every line that is not blank or a comment, that line's
-//! key for that line's principal, and that key re-encodes to the key type
+//! key for that line's principal (a key type and size ztssh accepts), and
+//! that key re-encodes to the key type
 //! and base64 written on the line; it names exactly the distinct
 //! principals written. A refused file names its first bad line, with a
 //! one-line reason free of control characters.
@@ -52,6 +53,8 @@ fn expect(line: &str) -> Option<Option<(&str, ssh_key::PublicKey)>> {
     let (principal, key) = line.split_once(char::is_whitespace)?;
     check_name(principal, MAX_PRINCIPAL, "principal").ok()?;
     let key = ssh_key::PublicKey::from_openssh(key.trim()).ok()?;
+    // Only key types and sizes ztssh accepts (the 1024-bit RSA token is not).
+    ztssh_proto::userkey::check_key(key.key_data()).ok()?;
     Some(Some((principal, key)))
 }
 
