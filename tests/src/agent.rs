@@ -102,7 +102,8 @@ fn forward(agent: &Path, request: &[u8]) -> Option<Vec<u8>> {
     read_frame(&mut a)
 }
 
-fn read_frame(s: &mut UnixStream) -> Option<Vec<u8>> {
+/// One ssh-agent frame (a 4-byte length, then the body; at most 256 KiB).
+pub(crate) fn read_frame(s: &mut UnixStream) -> Option<Vec<u8>> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).ok()?;
     let len = usize::try_from(u32::from_be_bytes(len)).ok()?;
@@ -114,7 +115,8 @@ fn read_frame(s: &mut UnixStream) -> Option<Vec<u8>> {
     Some(body)
 }
 
-fn write_frame(s: &mut UnixStream, body: &[u8]) -> Option<()> {
+/// Writes one ssh-agent frame.
+pub(crate) fn write_frame(s: &mut UnixStream, body: &[u8]) -> Option<()> {
     let len = u32::try_from(body.len()).ok()?;
     s.write_all(&len.to_be_bytes()).ok()?;
     s.write_all(body).ok()

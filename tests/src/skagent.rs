@@ -4,8 +4,7 @@
 //! test chooses (touch, PIN), so security key logins can be tested end
 //! to end without hardware.
 
-use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
@@ -15,6 +14,8 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::Signer;
 use sha2::Digest;
 use ssh_key::encoding::{Decode, Encode};
+
+use crate::agent::{read_frame, write_frame};
 
 const REQUEST_IDENTITIES: u8 = 11;
 const IDENTITIES_ANSWER: u8 = 12;
@@ -170,22 +171,4 @@ fn serve(listener: &UnixListener, auth: &Authenticator, stop: &AtomicBool) {
             }
         }
     }
-}
-
-fn read_frame(s: &mut UnixStream) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let len = usize::try_from(u32::from_be_bytes(len)).ok()?;
-    if len > 256 * 1024 {
-        return None;
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).ok()?;
-    Some(body)
-}
-
-fn write_frame(s: &mut UnixStream, body: &[u8]) -> Option<()> {
-    let len = u32::try_from(body.len()).ok()?;
-    s.write_all(&len.to_be_bytes()).ok()?;
-    s.write_all(body).ok()
 }
