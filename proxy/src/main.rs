@@ -28,6 +28,25 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// What decides the sshd_config lines, for `sshd-config` and `sshd-setup`.
+#[derive(clap::Args)]
+struct LinesArgs {
+    /// Config file (TOML) of the proxy.
+    #[arg(long, env = "ZTSSH_CONFIG")]
+    config: PathBuf,
+    /// The ztssh-proxy binary sshd runs (default: this one). It and every
+    /// directory above it must be root-owned and not group/world-writable.
+    #[arg(long)]
+    command: Option<PathBuf>,
+    /// The sshd binary: its version decides the lines (sshd-setup also runs
+    /// its -t and -T).
+    #[arg(long, default_value = "/usr/sbin/sshd")]
+    sshd: PathBuf,
+    /// The sshd version (X.Y) instead of asking `sshd -V`.
+    #[arg(long)]
+    sshd_version: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Create the Sub-CA and Noise keys in DIR and write the licence request.
@@ -64,19 +83,8 @@ enum Cmd {
     },
     /// Print the sshd_config lines for zero standing keys.
     SshdConfig {
-        /// Config file (TOML).
-        #[arg(long, env = "ZTSSH_CONFIG")]
-        config: PathBuf,
-        /// The ztssh-proxy binary sshd runs (default: this one). It and every
-        /// directory above it must be root-owned and not group/world-writable.
-        #[arg(long)]
-        command: Option<PathBuf>,
-        /// The sshd whose version decides the lines.
-        #[arg(long, default_value = "/usr/sbin/sshd")]
-        sshd: PathBuf,
-        /// The sshd version (X.Y) instead of asking `sshd -V`.
-        #[arg(long)]
-        sshd_version: Option<String>,
+        #[command(flatten)]
+        lines: LinesArgs,
     },
     /// Install the `sshd-config` lines safely: write a drop-in, check it
     /// with `sshd -t` and `sshd -T`, reload sshd, check a login through
@@ -84,18 +92,8 @@ enum Cmd {
     /// Exit 0: applied or nothing to change; 65: not ready, nothing
     /// changed; 1: failed and rolled back; 2: the rollback failed too.
     SshdSetup {
-        /// Config file (TOML) of the running proxy.
-        #[arg(long, env = "ZTSSH_CONFIG")]
-        config: PathBuf,
-        /// The ztssh-proxy binary sshd runs (default: this one).
-        #[arg(long)]
-        command: Option<PathBuf>,
-        /// The sshd binary (its version decides the lines; runs -t and -T).
-        #[arg(long, default_value = "/usr/sbin/sshd")]
-        sshd: PathBuf,
-        /// The sshd version (X.Y) instead of asking `sshd -V`.
-        #[arg(long)]
-        sshd_version: Option<String>,
+        #[command(flatten)]
+        lines: LinesArgs,
         /// sshd's main config file.
         #[arg(long, default_value = "/etc/ssh/sshd_config")]
         sshd_config: PathBuf,
@@ -175,12 +173,7 @@ fn main() -> ExitCode {
             account,
             key,
         } => authorized_keys(socket, config, connection.as_deref(), &account, &key),
-        Cmd::SshdConfig {
-            config,
-            command,
-            sshd,
-            sshd_version,
-        } => match sshd_lines(&config, command, &sshd, sshd_version.as_deref()) {
+        Cmd::SshdConfig { lines } => match sshd_lines(&lines) {
             Ok((_, _, text)) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -188,10 +181,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Cmd::SshdSetup {
-            config,
-            command,
-            sshd,
-            sshd_version,
+            lines,
             sshd_config,
             drop_in,
             add_include,
@@ -208,14 +198,14 @@ fn main() -> ExitCode {
                 sshd_config,
                 drop_in,
                 add_include,
-                sshd: sshd.clone(),
+                sshd: lines.sshd.clone(),
                 reload: service.map_or(Reload::PidFile(pid_file), Reload::Service),
                 backup_dir,
                 login_check,
                 login_timeout: std::time::Duration::from_secs(login_timeout),
                 dry_run,
             };
-            sshd_setup(&config, command, sshd_version.as_deref(), &opts)
+            sshd_setup(&lines, &opts)
         }
         Cmd::Run {
             config,
@@ -298,22 +288,18 @@ fn authorized_keys(
 
 /// The proxy's config, the command sshd runs, and the lines; on error,
 /// the message is printed and the exit code returned.
-fn sshd_lines(
-    path: &Path,
-    command: Option<PathBuf>,
-    sshd: &Path,
-    version: Option<&str>,
-) -> Result<(Config, PathBuf, String), ExitCode> {
+fn sshd_lines(args: &LinesArgs) -> Result<(Config, PathBuf, String), ExitCode> {
     use ztssh_proxy::sshd_config as sc;
+    let path = args.config.as_path();
     let (cfg, _authority) = load(path, &Overrides::default()).map_err(|e| config_error(&e))?;
-    let version = match version {
+    let version = match &args.sshd_version {
         Some(v) => sc::parse_version(&format!("OpenSSH_{v}"))
             .ok_or_else(|| format!("--sshd-version {v:?}: expected X.Y, such as 9.2")),
-        None => sc::detect_version(sshd),
+        None => sc::detect_version(&args.sshd),
     };
     let config_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     let made = version.and_then(|v| {
-        let command = sc::command_path(command)?;
+        let command = sc::command_path(args.command.clone())?;
         sc::check_command_path(&command)?;
         let text = sc::lines(&cfg, &config_path, &command, v)?;
         Ok((command, text))
@@ -327,14 +313,10 @@ fn sshd_lines(
     }
 }
 
-fn sshd_setup(
-    path: &Path,
-    command: Option<PathBuf>,
-    version: Option<&str>,
-    opts: &ztssh_proxy::sshd_setup::Options,
-) -> ExitCode {
+fn sshd_setup(args: &LinesArgs, opts: &ztssh_proxy::sshd_setup::Options) -> ExitCode {
     use ztssh_proxy::sshd_setup as setup;
-    let (cfg, command, lines) = match sshd_lines(path, command, &opts.sshd, version) {
+    let path = args.config.as_path();
+    let (cfg, command, lines) = match sshd_lines(args) {
         Ok(made) => made,
         Err(code) => return code,
     };
