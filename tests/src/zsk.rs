@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::{bin, run_bounded, wait_until};
+use crate::{bin, run_bounded, stderr, wait_until};
 
 /// The local account the zero-standing-keys tests log in as (created if
 /// missing).
@@ -102,4 +102,14 @@ pub fn ensure_account(name: &str) {
         .status
         .success()
     });
+}
+
+/// Asserts that sshd refused a login (`Permission denied`).
+pub fn refused(out: &std::process::Output, what: &str) {
+    assert!(!out.status.success(), "{what} should have been refused");
+    assert!(
+        stderr(out).contains("Permission denied"),
+        "{what}: {}",
+        stderr(out)
+    );
 }

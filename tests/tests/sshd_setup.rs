@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use ztssh_tests::zsk::{ACCOUNT, Installed, ensure_account};
+use ztssh_tests::zsk::{ACCOUNT, Installed, ensure_account, refused};
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(120);
@@ -199,15 +199,6 @@ fn ok_output(out: &Output, what: &str) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn refused(out: &Output, what: &str) {
-    assert!(!out.status.success(), "{what} should have been refused");
-    assert!(
-        stderr(out).contains("Permission denied"),
-        "{what}: {}",
-        stderr(out)
-    );
 }
 
 #[test]

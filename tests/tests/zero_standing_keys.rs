@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ztssh_tests::zsk::{ACCOUNT, Installed, ensure_account};
+use ztssh_tests::zsk::{ACCOUNT, Installed, ensure_account, refused};
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -145,15 +145,6 @@ impl Zsk {
         let want = format!("Accepted publickey for {ACCOUNT} from {source} port");
         wait_until(T, &want, || self.world.sshd.log_text().contains(&want));
     }
-}
-
-fn refused(out: &std::process::Output, what: &str) {
-    assert!(!out.status.success(), "{what} should have been refused");
-    assert!(
-        stderr(out).contains("Permission denied"),
-        "{what}: {}",
-        stderr(out)
-    );
 }
 
 #[test]
