@@ -1,7 +1,7 @@
 //! An ssh-agent stand-in in front of a real agent: it passes requests
 //! through, but holds every sign request after the first few without ever
 //! answering, like an agent waiting on a confirmation (`ssh-add -c`) or a
-//! touch that never comes.
+//! touch that never comes. Also [`RealAgent`], a real ssh-agent for tests.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -120,4 +120,53 @@ pub(crate) fn write_frame(s: &mut UnixStream, body: &[u8]) -> Option<()> {
     let len = u32::try_from(body.len()).ok()?;
     s.write_all(&len.to_be_bytes()).ok()?;
     s.write_all(body).ok()
+}
+
+/// A real ssh-agent on `sock` holding `keys`, in that order; stops when
+/// dropped.
+pub struct RealAgent {
+    _guard: crate::Guard,
+    /// Its socket, for `SSH_AUTH_SOCK`.
+    pub sock: PathBuf,
+}
+
+impl RealAgent {
+    /// Starts `ssh-agent -D -a sock` and adds `keys` with ssh-add.
+    pub fn start(sock: &Path, keys: &[&Path]) -> Self {
+        use std::process::{Command, Stdio};
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent");
+        let guard = crate::Guard(child);
+        let limit = Duration::from_secs(10);
+        // The socket appears at bind(), a moment before the agent listens:
+        // wait until it answers (`ssh-add -l` exits 2 only when it cannot
+        // reach the agent).
+        crate::wait_until(limit, "agent to listen", || {
+            sock.exists()
+                && crate::run_bounded(
+                    Command::new("ssh-add").arg("-l").env("SSH_AUTH_SOCK", sock),
+                    limit,
+                )
+                .status
+                .code()
+                    != Some(2)
+        });
+        for k in keys {
+            let add = crate::run_bounded(
+                Command::new("ssh-add").arg(k).env("SSH_AUTH_SOCK", sock),
+                Duration::from_secs(60),
+            );
+            crate::assert_ok(&add, "ssh-add");
+        }
+        Self {
+            _guard: guard,
+            sock: sock.to_owned(),
+        }
+    }
 }

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ztssh_proto::frame::Control;
+use ztssh_tests::agent::RealAgent;
 use ztssh_tests::client::LibClient;
 use ztssh_tests::*;
 
@@ -376,25 +377,9 @@ fn early_renewals_are_logged_once_counted_and_end_the_session_past_the_bound() {
 }
 
 /// A real ssh-agent holding alice's key, and its socket.
-fn agent_with_alice(w: &World) -> (Guard, std::path::PathBuf) {
-    let sock = w.dir.path().join("agent.sock");
-    let agent = Command::new("ssh-agent")
-        .arg("-D")
-        .arg("-a")
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ssh-agent");
-    let agent = Guard(agent);
-    wait_until(Duration::from_secs(10), "agent socket", || sock.exists());
-    let add = run_bounded(
-        Command::new("ssh-add")
-            .arg(&w.alice)
-            .env("SSH_AUTH_SOCK", &sock),
-        T,
-    );
-    assert_ok(&add, "ssh-add");
+fn agent_with_alice(w: &World) -> (RealAgent, std::path::PathBuf) {
+    let agent = RealAgent::start(&w.dir.path().join("agent.sock"), &[&w.alice]);
+    let sock = agent.sock.clone();
     (agent, sock)
 }
 

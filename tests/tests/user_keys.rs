@@ -5,9 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use ztssh_tests::agent::RealAgent;
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -73,51 +74,9 @@ fn ssh_via(w: &World, sidecar: &str) -> Command {
     c
 }
 
-/// A real ssh-agent holding `keys`, in that order; stops when dropped.
-struct Agent {
-    _guard: Guard,
-    sock: PathBuf,
-}
-
-impl Agent {
-    fn with(w: &World, keys: &[&Path]) -> Self {
-        let sock = w.dir.path().join("agent.sock");
-        let child = Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&sock)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ssh-agent");
-        let guard = Guard(child);
-        // The socket appears at bind(), a moment before the agent listens:
-        // wait until it answers (`ssh-add -l` exits 2 only when it cannot
-        // reach the agent).
-        wait_until(Duration::from_secs(10), "agent to listen", || {
-            sock.exists()
-                && run_bounded(
-                    Command::new("ssh-add")
-                        .arg("-l")
-                        .env("SSH_AUTH_SOCK", &sock),
-                    Duration::from_secs(10),
-                )
-                .status
-                .code()
-                    != Some(2)
-        });
-        for k in keys {
-            let add = run_bounded(
-                Command::new("ssh-add").arg(k).env("SSH_AUTH_SOCK", &sock),
-                T,
-            );
-            assert_ok(&add, "ssh-add");
-        }
-        Self {
-            _guard: guard,
-            sock,
-        }
-    }
+/// A real ssh-agent holding `keys`, in that order, in the world's directory.
+fn agent_with(w: &World, keys: &[&Path]) -> RealAgent {
+    RealAgent::start(&w.dir.path().join("agent.sock"), keys)
 }
 
 fn first_line(out: &std::process::Output) -> String {
@@ -186,7 +145,7 @@ fn agent_rsa_and_ecdsa_keys_sign_with_sha2_and_log_in() {
     for k in [&rsa, &p256, &p521] {
         // The agent holds this key alone; the sidecar signs through it (an
         // RSA key asked for rsa-sha2-512: SHA-1 would be refused).
-        let agent = Agent::with(&w, &[k]);
+        let agent = agent_with(&w, &[k]);
         let mut cmd = ssh_via(&w, "");
         cmd.env("SSH_AUTH_SOCK", &agent.sock);
         echo_ok(cmd, &k.display().to_string());
@@ -195,7 +154,7 @@ fn agent_rsa_and_ecdsa_keys_sign_with_sha2_and_log_in() {
         let _ = std::fs::remove_file(w.dir.path().join("agent.sock"));
     }
     // The public half names the agent's key, as ssh's IdentitiesOnly.
-    let agent = Agent::with(&w, &[&w.alice, &p256]);
+    let agent = agent_with(&w, &[&w.alice, &p256]);
     let mut cmd = ssh_via(&w, &format!("--identity {}.pub", p256.display()));
     cmd.env("SSH_AUTH_SOCK", &agent.sock);
     echo_ok(cmd, "p256 named by its .pub");
@@ -209,7 +168,7 @@ fn the_agent_key_the_proxy_accepts_is_found_behind_refused_ones() {
     let mallory = user_key(d, "mallory");
     let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
     // [an unauthorized Ed25519, an unauthorized ECDSA, the authorized Ed25519]
-    let agent = Agent::with(&w, &[&mallory, &ecdsa, &w.alice]);
+    let agent = agent_with(&w, &[&mallory, &ecdsa, &w.alice]);
     let mut cmd = ssh_via(&w, "-v");
     cmd.env("SSH_AUTH_SOCK", &agent.sock);
     cmd.arg("echo ok");
@@ -238,7 +197,7 @@ fn logins_that_find_the_right_agent_key_third_never_lock_out_the_source() {
     let d = w.dir.path();
     let mallory = user_key(d, "mallory");
     let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
-    let agent = Agent::with(&w, &[&mallory, &ecdsa, &w.alice]);
+    let agent = agent_with(&w, &[&mallory, &ecdsa, &w.alice]);
     for i in 1..=4 {
         let mut cmd = ssh_via(&w, "");
         // No cache for the key that worked (it cannot be written): every
@@ -259,7 +218,7 @@ fn the_agent_key_that_worked_is_tried_first_next_time() {
     let d = w.dir.path();
     let mallory = user_key(d, "mallory");
     let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
-    let agent = Agent::with(&w, &[&mallory, &ecdsa, &w.alice]);
+    let agent = agent_with(&w, &[&mallory, &ecdsa, &w.alice]);
     let login = |what: &str| {
         let mut cmd = ssh_via(&w, "");
         cmd.env("SSH_AUTH_SOCK", &agent.sock);
@@ -301,7 +260,7 @@ fn when_no_agent_key_is_accepted_every_key_tried_is_listed() {
     let mallory = user_key(d, "mallory");
     let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
     let weak = keygen(d, "weak", &["-t", "rsa", "-b", "1024"]);
-    let agent = Agent::with(&w, &[&mallory, &weak, &ecdsa]);
+    let agent = agent_with(&w, &[&mallory, &weak, &ecdsa]);
     let mut cmd = ssh_via(&w, "");
     cmd.env("SSH_AUTH_SOCK", &agent.sock);
     cmd.arg("echo ok");
@@ -341,7 +300,7 @@ fn a_1024_bit_rsa_key_is_refused_with_the_exact_message() {
     // Refused before any connection: the proxy saw nothing.
     assert!(!w.proxy.log_text().contains("connection_accepted"));
     // The same key held by the agent, alone.
-    let agent = Agent::with(&w, &[&weak]);
+    let agent = agent_with(&w, &[&weak]);
     let mut cmd = ssh_via(&w, "");
     cmd.env("SSH_AUTH_SOCK", &agent.sock).arg("true");
     let out = run_bounded(&mut cmd, T);
