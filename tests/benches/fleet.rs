@@ -53,15 +53,9 @@ const OPENERS: usize = 4;
 const POLL_SECS: u64 = 1;
 const T: Duration = Duration::from_secs(10);
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-/// The loopback address global session `g` connects from.
-fn source(g: usize) -> String {
-    let s = g / PER_SOURCE;
-    format!("127.20.{}.{}", s / 250, s % 250 + 1)
+/// The loopback address bench session `i` connects from.
+fn source(i: usize) -> String {
+    bench_source(i, PER_SOURCE)
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -464,8 +458,8 @@ challenge_deadline_secs = 300
             println!(
                 "| {what} | {} | {} | {} | {} |",
                 v.len(),
-                ms(pct(v, 0.5)),
-                ms(pct(v, 0.99)),
+                ms(percentile(v, 0.5)),
+                ms(percentile(v, 0.99)),
                 ms(v[v.len() - 1])
             );
         }

@@ -37,15 +37,9 @@ const PER_SOURCE: usize = 10;
 /// source ever has more than one handshake in flight.
 const OPENERS: usize = 4;
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-/// The loopback address session `i` connects from.
+/// The loopback address bench session `i` connects from.
 fn source(i: usize) -> String {
-    let s = i / PER_SOURCE;
-    format!("127.20.{}.{}", s / 250, s % 250 + 1)
+    bench_source(i, PER_SOURCE)
 }
 
 /// Lets this process and the proxy it starts hold two sockets per session
@@ -274,8 +268,8 @@ fn main() {
     println!(
         "| upstream (sshd-side) socket closed | {} | {} | {} | {} |",
         ms(up[0]),
-        ms(pct(&up, 0.5)),
-        ms(pct(&up, 0.99)),
+        ms(percentile(&up, 0.5)),
+        ms(percentile(&up, 0.99)),
         ms(up[up.len() - 1])
     );
     println!("  {banned}/{n} clients were told \"principal alice banned\"");

@@ -41,6 +41,20 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The `p` quantile (0.0 to 1.0) of durations sorted ascending (nearest
+/// rank); `sorted` must not be empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// The loopback source of the benches' session `i`, `per_source` sessions
+/// to each address of 127.20.0.0/16 (250 addresses per /24, from .1).
+pub fn bench_source(i: usize, per_source: usize) -> String {
+    let s = i / per_source;
+    format!("127.20.{}.{}", s / 250, s % 250 + 1)
+}
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
