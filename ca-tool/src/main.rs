@@ -149,6 +149,13 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+// A fuzzing build's public-key operations are insecure stand-ins
+// (ztssh_proto::primitives): no binary may ever be built with them.
+const _: () = assert!(
+    !ztssh_proto::primitives::CRYPTO_STANDINS,
+    "ztssh-ca cannot be built with --cfg fuzzing: its cryptography would be fuzzing stand-ins"
+);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {

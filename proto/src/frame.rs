@@ -471,7 +471,7 @@ impl Opener {
             .into());
         }
         let body = r.take(len)?;
-        if r.rest().iter().any(|&b| b != 0) {
+        if !r.rest_is_zero() {
             return Err(Malformed::Invalid {
                 what: "record",
                 why: "non-zero padding",

@@ -22,8 +22,6 @@
 //! Every message is padded to a fixed length (see [`message_len`]), so its size
 //! reveals nothing; the padding sits inside the Noise payload and is hashed.
 
-use ml_kem::kem::{Decapsulate, Encapsulate, Kem, KeyExport};
-use ml_kem::{MlKem768, TryKeyInit};
 use sha2::Digest;
 use zeroize::Zeroizing;
 
@@ -34,6 +32,7 @@ use crate::error::{AuthError, Malformed, ProtoError};
 use crate::frame::{FrameSize, Transport};
 use crate::keys::{NoiseKeypair, PublicKey, SigningKey};
 use crate::labels;
+use crate::primitives::{self, KemSecret};
 use crate::time::UnixTime;
 use crate::userkey::{self, UserSigVerified};
 
@@ -77,11 +76,10 @@ fn builder<'a>() -> Result<snow::Builder<'a>, ProtoError> {
     let params = labels::NOISE_PARAMS
         .parse()
         .map_err(|_| ProtoError::Internal("noise params"))?;
-    let resolver = snow::resolvers::FallbackResolver::new(
-        Box::new(snow::resolvers::RingResolver),
-        Box::new(snow::resolvers::DefaultResolver),
-    );
-    Ok(snow::Builder::with_resolver(params, Box::new(resolver)))
+    Ok(snow::Builder::with_resolver(
+        params,
+        primitives::noise_resolver(),
+    ))
 }
 
 /// Wraps `body` as `len:u16 | body | zeros` of exactly `payload_len` bytes.
@@ -105,7 +103,7 @@ fn unpad_payload<'a>(payload: &'a [u8], what: &'static str) -> Result<&'a [u8], 
     let mut r = Reader::new(payload, what);
     let len = usize::from(r.u16()?);
     let body = r.take(len)?;
-    if r.rest().iter().any(|&b| b != 0) {
+    if !r.rest_is_zero() {
         return Err(Malformed::Invalid {
             what,
             why: "non-zero padding",
@@ -212,7 +210,7 @@ pub struct ClientConfig {
 /// Client has sent message 1.
 pub struct AwaitingServerHello {
     hs: snow::HandshakeState,
-    kem_dk: ml_kem::DecapsulationKey<MlKem768>,
+    kem_dk: KemSecret,
     cfg: ClientConfig,
 }
 
@@ -226,12 +224,12 @@ pub fn client_start(cfg: ClientConfig) -> Result<(AwaitingServerHello, Vec<u8>),
         .local_private_key(throwaway.private().expose())?
         .prologue(&prologue)?
         .build_initiator()?;
-    let (kem_dk, kem_ek) = MlKem768::generate_keypair();
+    let (kem_dk, kem_ek) = primitives::kem_generate();
     let mut w = Writer::new();
     w.u16(labels::PROTOCOL_VERSION)
         .u16(cfg.frame_size.wire())
         .u32(0);
-    w.bytes(&kem_ek.to_bytes());
+    w.bytes(&kem_ek);
     let msg1 = write_msg(&mut hs, &w.into_vec(), HELLO_LEN, OVERHEAD_1)?;
     Ok((AwaitingServerHello { hs, kem_dk, cfg }, msg1))
 }
@@ -258,15 +256,10 @@ impl AwaitingServerHello {
         let licence = Licence::decode(r.var16(MAX_LICENCE_LEN)?)?;
         r.finish()?;
 
-        let shared =
-            Zeroizing::new(
-                self.kem_dk
-                    .decapsulate_slice(ct)
-                    .map_err(|_| Malformed::Invalid {
-                        what: "server hello",
-                        why: "bad KEM ciphertext",
-                    })?,
-            );
+        let shared = self.kem_dk.decapsulate(ct).ok_or(Malformed::Invalid {
+            what: "server hello",
+            why: "bad KEM ciphertext",
+        })?;
         let psk = kem_psk(shared.as_slice());
         self.hs.set_psk(3, psk.as_slice())?;
 
@@ -437,14 +430,10 @@ impl AwaitingClientHello {
                 self.frame_size.get()
             )));
         }
-        let ek = ml_kem::EncapsulationKey::<MlKem768>::new_from_slice(ek_bytes).map_err(|_| {
-            Malformed::Invalid {
-                what: "client hello",
-                why: "bad ML-KEM key",
-            }
+        let (ct, shared) = primitives::kem_encapsulate(ek_bytes).ok_or(Malformed::Invalid {
+            what: "client hello",
+            why: "bad ML-KEM key",
         })?;
-        let (ct, shared) = ek.encapsulate();
-        let shared = Zeroizing::new(shared);
         let psk = kem_psk(shared.as_slice());
 
         let mut w = Writer::new();
@@ -629,12 +618,12 @@ pub mod testkit {
 
     /// The payload an honest client puts in message 1 (for mutation).
     pub fn honest_hello_payload(frame_size: FrameSize) -> Vec<u8> {
-        let (_, ek) = MlKem768::generate_keypair();
+        let (_, ek) = primitives::kem_generate();
         let mut w = Writer::new();
         w.u16(labels::PROTOCOL_VERSION)
             .u16(frame_size.wire())
             .u32(0);
-        w.bytes(&ek.to_bytes());
+        w.bytes(&ek);
         pad_payload(&w.into_vec(), HELLO_LEN - OVERHEAD_1)
             .map(|p| p.to_vec())
             .unwrap_or_default()

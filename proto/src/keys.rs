@@ -3,11 +3,11 @@
 
 use std::fmt;
 
-use ed25519_dalek::Signer;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{AuthError, Malformed};
+use crate::primitives;
 
 /// Fills `buf` from the operating system's CSPRNG.
 ///
@@ -66,11 +66,11 @@ impl PublicKey {
         sig: &[u8; 64],
         what: &'static str,
     ) -> Result<(), AuthError> {
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0)
-            .map_err(|_| AuthError::BadSignature(what))?;
-        let sig = ed25519_dalek::Signature::from_bytes(sig);
-        key.verify_strict(&signed_message(context, msg), &sig)
-            .map_err(|_| AuthError::BadSignature(what))
+        if primitives::ed_verify(&self.0, &signed_message(context, msg), sig) {
+            Ok(())
+        } else {
+            Err(AuthError::BadSignature(what))
+        }
     }
 
     /// Short fingerprint for humans: first 8 bytes of SHA-256, hex.
@@ -95,7 +95,7 @@ fn signed_message(context: &[u8], msg: &[u8]) -> Vec<u8> {
 }
 
 /// An Ed25519 signing key. Every signature carries a context string.
-pub struct SigningKey(ed25519_dalek::SigningKey);
+pub struct SigningKey(primitives::EdSigner);
 
 impl SigningKey {
     /// A fresh random key.
@@ -106,22 +106,22 @@ impl SigningKey {
 
     /// Rebuilds a key from its 32-byte seed.
     pub fn from_seed(seed: &Secret<32>) -> Self {
-        Self(ed25519_dalek::SigningKey::from_bytes(seed.expose()))
+        Self(primitives::EdSigner::from_seed(seed.expose()))
     }
 
     /// The seed, for writing to a 0600 key file.
     pub fn to_seed(&self) -> Secret<32> {
-        Secret::new(self.0.to_bytes())
+        self.0.seed()
     }
 
     /// The public half.
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.0.verifying_key().to_bytes())
+        PublicKey(self.0.public())
     }
 
     /// Signs `context || msg`.
     pub fn sign(&self, context: &[u8], msg: &[u8]) -> [u8; 64] {
-        self.0.sign(&signed_message(context, msg)).to_bytes()
+        self.0.sign(&signed_message(context, msg))
     }
 }
 
@@ -149,8 +149,7 @@ impl NoiseKeypair {
 
     /// Rebuilds the pair from the private key.
     pub fn from_private(private: Secret<32>) -> Self {
-        let public =
-            curve25519_dalek::MontgomeryPoint::mul_base_clamped(*private.expose()).to_bytes();
+        let public = primitives::x25519_public(private.expose());
         Self { private, public }
     }
 

@@ -28,6 +28,7 @@ pub mod identity;
 pub mod keyfile;
 pub mod keys;
 pub mod labels;
+pub mod primitives;
 pub mod rekey;
 pub mod time;
 pub mod trust;

@@ -16,8 +16,6 @@
 //! in `docs/PROTOCOL.md` §4.1; the state machine lives in
 //! [`crate::conn`], which owns both halves of the record layer.
 
-use ml_kem::kem::{Decapsulate, Encapsulate, Kem, KeyExport};
-use ml_kem::{MlKem768, TryKeyInit};
 use ring::hkdf;
 use sha2::Digest;
 use zeroize::Zeroizing;
@@ -27,6 +25,7 @@ use crate::error::{Malformed, ProtoError};
 use crate::handshake::{KEM_CT_LEN, KEM_EK_LEN};
 use crate::keys::Secret;
 use crate::labels;
+use crate::primitives::{self, KemSecret};
 
 /// Length of a REKEY INIT message: `x25519[32] kem_ek[1184]`.
 pub const INIT_LEN: usize = 32 + KEM_EK_LEN;
@@ -189,11 +188,7 @@ fn x25519(secret: &Secret<32>, public: &[u8]) -> Result<Zeroizing<[u8; 32]>, Pro
         what: "rekey message",
         why: "bad X25519 key",
     })?;
-    let shared = Zeroizing::new(
-        curve25519_dalek::MontgomeryPoint(point)
-            .mul_clamped(*secret.expose())
-            .to_bytes(),
-    );
+    let shared = primitives::x25519(secret.expose(), &point);
     if shared.iter().all(|&b| b == 0) {
         return Err(ProtoError::PeerMisbehaved(
             "rekey with a low-order X25519 key",
@@ -206,7 +201,7 @@ fn x25519(secret: &Secret<32>, public: &[u8]) -> Result<Zeroizing<[u8; 32]>, Pro
 /// (the X25519 scalar and the ML-KEM decapsulation key both are).
 pub struct Pending {
     x_secret: Secret<32>,
-    kem_dk: ml_kem::DecapsulationKey<MlKem768>,
+    kem_dk: KemSecret,
     init: Box<[u8; INIT_LEN]>,
 }
 
@@ -219,11 +214,11 @@ impl std::fmt::Debug for Pending {
 /// Starts a rekey: fresh X25519 and ML-KEM-768 keys, and the INIT message.
 pub fn start() -> (Pending, RekeyMsg) {
     let x_secret = Secret::random();
-    let x_public = curve25519_dalek::MontgomeryPoint::mul_base_clamped(*x_secret.expose());
-    let (kem_dk, kem_ek) = MlKem768::generate_keypair();
+    let x_public = primitives::x25519_public(x_secret.expose());
+    let (kem_dk, kem_ek) = primitives::kem_generate();
     let mut init = Box::new([0u8; INIT_LEN]);
-    init[..32].copy_from_slice(&x_public.to_bytes());
-    init[32..].copy_from_slice(&kem_ek.to_bytes());
+    init[..32].copy_from_slice(&x_public);
+    init[32..].copy_from_slice(&kem_ek);
     let msg = RekeyMsg::Init(init.clone());
     (
         Pending {
@@ -245,19 +240,15 @@ pub fn respond(
     init: &[u8; INIT_LEN],
 ) -> Result<(NewKeys, RekeyMsg), ProtoError> {
     let (peer_x, ek_bytes) = init.split_at(32);
-    let ek = ml_kem::EncapsulationKey::<MlKem768>::new_from_slice(ek_bytes).map_err(|_| {
-        Malformed::Invalid {
-            what: "rekey message",
-            why: "bad ML-KEM key",
-        }
+    let (ct, kem_ss) = primitives::kem_encapsulate(ek_bytes).ok_or(Malformed::Invalid {
+        what: "rekey message",
+        why: "bad ML-KEM key",
     })?;
-    let (ct, kem_ss) = ek.encapsulate();
-    let kem_ss = Zeroizing::new(kem_ss);
     let x_secret = Secret::random();
     let dh = x25519(&x_secret, peer_x)?;
-    let x_public = curve25519_dalek::MontgomeryPoint::mul_base_clamped(*x_secret.expose());
+    let x_public = primitives::x25519_public(x_secret.expose());
     let mut reply = Box::new([0u8; REPLY_LEN]);
-    reply[..32].copy_from_slice(&x_public.to_bytes());
+    reply[..32].copy_from_slice(&x_public);
     reply[32..].copy_from_slice(ct.as_slice());
     let th = transcript(epoch, client_started, &init[..], &reply[..]);
     let keys = chain.derive(&dh, kem_ss.as_slice(), &th)?;
@@ -276,15 +267,10 @@ impl Pending {
     ) -> Result<NewKeys, ProtoError> {
         let (peer_x, ct) = reply.split_at(32);
         let dh = x25519(&self.x_secret, peer_x)?;
-        let kem_ss =
-            Zeroizing::new(
-                self.kem_dk
-                    .decapsulate_slice(ct)
-                    .map_err(|_| Malformed::Invalid {
-                        what: "rekey message",
-                        why: "bad ML-KEM ciphertext",
-                    })?,
-            );
+        let kem_ss = self.kem_dk.decapsulate(ct).ok_or(Malformed::Invalid {
+            what: "rekey message",
+            why: "bad ML-KEM ciphertext",
+        })?;
         let th = transcript(epoch, client_started, &self.init[..], &reply[..]);
         chain.derive(&dh, kem_ss.as_slice(), &th)
     }

@@ -277,13 +277,28 @@ pub fn verify_sshsig(
         return Err(UserKeyError::Malformed("SSHSIG names another key"));
     }
     pairs(&key.algorithm(), &sig.algorithm())?;
-    key.verify(namespace, data, sig)
-        .map_err(|_| UserKeyError::BadSignature)?;
+    if !crate::primitives::sshsig_verify(key, namespace, data, sig) {
+        return Err(UserKeyError::BadSignature);
+    }
     let sk = match key.key_data() {
         KeyData::SkEd25519(_) | KeyData::SkEcdsaSha2NistP256(_) => Some(sk_trailer(sig)?),
         _ => None,
     };
     Ok(UserSigVerified { sk })
+}
+
+/// Signs `data` in `namespace` with a user's key held in memory (SHA-512),
+/// as the fuzz harness's honest client does: a real SSHSIG, or in a fuzzing
+/// build the stand-in that [`verify`] then accepts (`primitives`).
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+pub fn sign(
+    key: &ssh_key::PrivateKey,
+    namespace: &str,
+    data: &[u8],
+) -> Result<SshSig, UserKeyError> {
+    crate::primitives::sshsig_sign(key, namespace, data)
+        .ok_or(UserKeyError::Malformed("cannot sign with this key"))
 }
 
 /// The flags and counter at the end of a security key's signature (ssh-key

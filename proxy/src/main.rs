@@ -151,6 +151,13 @@ enum Cmd {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// A fuzzing build's public-key operations are insecure stand-ins
+// (ztssh_proto::primitives): no binary may ever be built with them.
+const _: () = assert!(
+    !ztssh_proto::primitives::CRYPTO_STANDINS,
+    "ztssh-proxy cannot be built with --cfg fuzzing: its cryptography would be fuzzing stand-ins"
+);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {

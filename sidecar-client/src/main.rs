@@ -121,6 +121,13 @@ fn run_setup(cmd: Cmd) -> Result<(), String> {
     Ok(())
 }
 
+// A fuzzing build's public-key operations are insecure stand-ins
+// (ztssh_proto::primitives): no binary may ever be built with them.
+const _: () = assert!(
+    !ztssh_proto::primitives::CRYPTO_STANDINS,
+    "ztssh-sidecar cannot be built with --cfg fuzzing: its cryptography would be fuzzing stand-ins"
+);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(cmd) = cli.cmd {

@@ -1,0 +1,448 @@
+//! The public-key operations, in one place: Ed25519 for ztssh's own
+//! signatures, X25519 for the Noise handshake and rekeys, ML-KEM-768, and
+//! SSHSIG for users' keys.
+//!
+//! A fuzzing build (`cfg(fuzzing)`, which cargo-fuzz sets for every crate it
+//! compiles) swaps them for cheap, deterministic stand-ins (module
+//! `standin`), so that fuzz targets behind a handshake run at tens of
+//! thousands of executions a second instead of hundreds. The stand-ins keep
+//! each operation's shape (lengths, what must agree with what, which inputs
+//! are refused) but none of its security: every binary refuses to compile
+//! while [`CRYPTO_STANDINS`] is true.
+
+/// True in a fuzzing build, whose public-key operations are insecure
+/// stand-ins. Each binary asserts at compile time that it is false.
+pub const CRYPTO_STANDINS: bool = cfg!(fuzzing);
+
+#[cfg(not(fuzzing))]
+pub(crate) use real::*;
+#[cfg(fuzzing)]
+pub(crate) use standin::*;
+
+#[cfg(not(fuzzing))]
+mod real {
+    use ed25519_dalek::Signer;
+    use ml_kem::kem::{Decapsulate, Encapsulate, Kem, KeyExport};
+    use ml_kem::{MlKem768, TryKeyInit};
+    use zeroize::Zeroizing;
+
+    use crate::keys::Secret;
+
+    /// An Ed25519 signing key (zeroized on drop by ed25519-dalek).
+    pub(crate) struct EdSigner(ed25519_dalek::SigningKey);
+
+    impl EdSigner {
+        pub(crate) fn from_seed(seed: &[u8; 32]) -> Self {
+            Self(ed25519_dalek::SigningKey::from_bytes(seed))
+        }
+
+        pub(crate) fn seed(&self) -> Secret<32> {
+            Secret::new(self.0.to_bytes())
+        }
+
+        pub(crate) fn public(&self) -> [u8; 32] {
+            self.0.verifying_key().to_bytes()
+        }
+
+        pub(crate) fn sign(&self, msg: &[u8]) -> [u8; 64] {
+            self.0.sign(msg).to_bytes()
+        }
+    }
+
+    /// Strict Ed25519 verification (no small-order keys, canonical `s`).
+    pub(crate) fn ed_verify(public: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(public) else {
+            return false;
+        };
+        key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
+            .is_ok()
+    }
+
+    /// The X25519 public key of a (clamped) secret scalar.
+    pub(crate) fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
+        curve25519_dalek::MontgomeryPoint::mul_base_clamped(*secret).to_bytes()
+    }
+
+    /// X25519; the caller refuses an all-zero result (a low-order key).
+    pub(crate) fn x25519(secret: &[u8; 32], public: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(
+            curve25519_dalek::MontgomeryPoint(*public)
+                .mul_clamped(*secret)
+                .to_bytes(),
+        )
+    }
+
+    /// An ML-KEM-768 decapsulation key (zeroized on drop by ml-kem).
+    pub(crate) struct KemSecret(ml_kem::DecapsulationKey<MlKem768>);
+
+    /// A fresh ML-KEM-768 key pair: the secret and the encapsulation key.
+    pub(crate) fn kem_generate() -> (KemSecret, Vec<u8>) {
+        let (dk, ek) = MlKem768::generate_keypair();
+        (KemSecret(dk), ek.to_bytes().to_vec())
+    }
+
+    /// Encapsulates to `ek`: the ciphertext and the shared secret, or None
+    /// when `ek` is not a valid key.
+    pub(crate) fn kem_encapsulate(ek: &[u8]) -> Option<(Vec<u8>, Zeroizing<[u8; 32]>)> {
+        let ek = ml_kem::EncapsulationKey::<MlKem768>::new_from_slice(ek).ok()?;
+        let (ct, ss) = ek.encapsulate();
+        let ss = Zeroizing::new(ss);
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(ss.as_slice());
+        Some((ct.to_vec(), out))
+    }
+
+    impl KemSecret {
+        /// Decapsulates `ct`, or None when it has the wrong length. (A
+        /// wrong ciphertext of the right length yields an unrelated secret,
+        /// as ML-KEM's implicit rejection does.)
+        pub(crate) fn decapsulate(&self, ct: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
+            let ss = Zeroizing::new(self.0.decapsulate_slice(ct).ok()?);
+            let mut out = Zeroizing::new([0u8; 32]);
+            out.copy_from_slice(ss.as_slice());
+            Some(out)
+        }
+    }
+
+    /// The Noise resolver: ring's ciphers, snow's own X25519.
+    pub(crate) fn noise_resolver() -> Box<dyn snow::resolvers::CryptoResolver + Send> {
+        Box::new(snow::resolvers::FallbackResolver::new(
+            Box::new(snow::resolvers::RingResolver),
+            Box::new(snow::resolvers::DefaultResolver),
+        ))
+    }
+
+    /// Checks a user's SSHSIG.
+    pub(crate) fn sshsig_verify(
+        key: &ssh_key::PublicKey,
+        namespace: &str,
+        data: &[u8],
+        sig: &ssh_key::SshSig,
+    ) -> bool {
+        key.verify(namespace, data, sig).is_ok()
+    }
+
+    /// Signs `data` in `namespace` with a user's private key (SHA-512).
+    #[cfg(any(test, feature = "testkit"))]
+    pub(crate) fn sshsig_sign(
+        key: &ssh_key::PrivateKey,
+        namespace: &str,
+        data: &[u8],
+    ) -> Option<ssh_key::SshSig> {
+        key.sign(namespace, ssh_key::HashAlg::Sha512, data).ok()
+    }
+}
+
+/// Insecure stand-ins with the real operations' shapes, for fuzzing only:
+/// - Ed25519: the public key is a hash of the seed, a signature is
+///   SHA-512(public key || message). Anyone can forge one; only the fuzz
+///   harness's honest peers bother to.
+/// - X25519: the public key is the secret itself, and the shared secret is
+///   the XOR of the two (so both sides agree, and equal keys give the
+///   all-zero result that a low-order key gives).
+/// - ML-KEM-768: the encapsulation key is a 32-byte seed followed by
+///   zeros (any other tail is refused, as a non-canonical key is); the
+///   ciphertext is 32 random bytes followed by zeros; the shared secret is
+///   a hash of both, and a ciphertext of the right length always
+///   decapsulates (implicit rejection).
+/// - SSHSIG: the signature bytes are SHA-512 over the key, namespace and
+///   message; a security key's flags and counter follow them and are
+///   covered too.
+#[cfg(fuzzing)]
+mod standin {
+    use sha2::{Digest, Sha256, Sha512};
+    use ssh_key::encoding::Encode;
+    use zeroize::Zeroizing;
+
+    use crate::handshake::{KEM_CT_LEN, KEM_EK_LEN};
+    use crate::keys::{Secret, random_bytes};
+
+    pub(crate) struct EdSigner {
+        seed: Secret<32>,
+        public: [u8; 32],
+    }
+
+    impl EdSigner {
+        pub(crate) fn from_seed(seed: &[u8; 32]) -> Self {
+            let public = Sha256::new()
+                .chain_update(b"ztssh fuzzing stand-in: ed25519 public")
+                .chain_update(seed)
+                .finalize()
+                .into();
+            Self {
+                seed: Secret::new(*seed),
+                public,
+            }
+        }
+
+        pub(crate) fn seed(&self) -> Secret<32> {
+            Secret::new(*self.seed.expose())
+        }
+
+        pub(crate) fn public(&self) -> [u8; 32] {
+            self.public
+        }
+
+        pub(crate) fn sign(&self, msg: &[u8]) -> [u8; 64] {
+            ed_tag(&self.public, msg)
+        }
+    }
+
+    fn ed_tag(public: &[u8; 32], msg: &[u8]) -> [u8; 64] {
+        Sha512::new()
+            .chain_update(b"ztssh fuzzing stand-in: ed25519")
+            .chain_update(public)
+            .chain_update(msg)
+            .finalize()
+            .into()
+    }
+
+    pub(crate) fn ed_verify(public: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
+        ed_tag(public, msg) == *sig
+    }
+
+    pub(crate) fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
+        *secret
+    }
+
+    pub(crate) fn x25519(secret: &[u8; 32], public: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+        let mut out = Zeroizing::new([0u8; 32]);
+        for ((o, a), b) in out.iter_mut().zip(secret).zip(public) {
+            *o = a ^ b;
+        }
+        out
+    }
+
+    pub(crate) struct KemSecret(Secret<32>);
+
+    pub(crate) fn kem_generate() -> (KemSecret, Vec<u8>) {
+        let seed = Secret::<32>::random();
+        let mut ek = vec![0u8; KEM_EK_LEN];
+        ek[..32].copy_from_slice(seed.expose());
+        (KemSecret(seed), ek)
+    }
+
+    fn kem_ss(seed: &[u8], m: &[u8]) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(
+            Sha256::new()
+                .chain_update(b"ztssh fuzzing stand-in: ml-kem")
+                .chain_update(seed)
+                .chain_update(m)
+                .finalize()
+                .into(),
+        )
+    }
+
+    pub(crate) fn kem_encapsulate(ek: &[u8]) -> Option<(Vec<u8>, Zeroizing<[u8; 32]>)> {
+        if ek.len() != KEM_EK_LEN || ek[32..].iter().any(|&b| b != 0) {
+            return None;
+        }
+        let m: [u8; 32] = random_bytes();
+        let mut ct = vec![0u8; KEM_CT_LEN];
+        ct[..32].copy_from_slice(&m);
+        Some((ct, kem_ss(&ek[..32], &m)))
+    }
+
+    impl KemSecret {
+        pub(crate) fn decapsulate(&self, ct: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
+            if ct.len() != KEM_CT_LEN {
+                return None;
+            }
+            Some(kem_ss(self.0.expose(), &ct[..32]))
+        }
+    }
+
+    /// Stand-in X25519 for snow: the public key is the private key.
+    struct StandinDh {
+        key: Zeroizing<[u8; 32]>,
+    }
+
+    impl snow::types::Dh for StandinDh {
+        fn name(&self) -> &'static str {
+            "25519"
+        }
+        fn pub_len(&self) -> usize {
+            32
+        }
+        fn priv_len(&self) -> usize {
+            32
+        }
+        fn set(&mut self, privkey: &[u8]) {
+            let n = privkey.len().min(32);
+            self.key[..n].copy_from_slice(&privkey[..n]);
+        }
+        fn generate(&mut self, rng: &mut dyn snow::types::Random) -> Result<(), snow::Error> {
+            rng.try_fill_bytes(&mut self.key[..])
+        }
+        fn pubkey(&self) -> &[u8] {
+            &self.key[..]
+        }
+        fn privkey(&self) -> &[u8] {
+            &self.key[..]
+        }
+        /// As snow's own X25519: the first 32 bytes of `pubkey` (snow may
+        /// pass a longer buffer), and no check of the result.
+        fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
+            let public: [u8; 32] = pubkey
+                .get(..32)
+                .and_then(|p| p.try_into().ok())
+                .ok_or(snow::Error::Dh)?;
+            let shared = x25519(&self.key, &public);
+            out.get_mut(..32)
+                .ok_or(snow::Error::Dh)?
+                .copy_from_slice(&shared[..]);
+            Ok(())
+        }
+    }
+
+    struct StandinResolver(snow::resolvers::FallbackResolver);
+
+    impl snow::resolvers::CryptoResolver for StandinResolver {
+        fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
+            self.0.resolve_rng()
+        }
+        fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
+            match choice {
+                snow::params::DHChoice::Curve25519 => Some(Box::new(StandinDh {
+                    key: Zeroizing::new([0; 32]),
+                })),
+                other => self.0.resolve_dh(other),
+            }
+        }
+        fn resolve_hash(
+            &self,
+            choice: &snow::params::HashChoice,
+        ) -> Option<Box<dyn snow::types::Hash>> {
+            self.0.resolve_hash(choice)
+        }
+        fn resolve_cipher(
+            &self,
+            choice: &snow::params::CipherChoice,
+        ) -> Option<Box<dyn snow::types::Cipher>> {
+            self.0.resolve_cipher(choice)
+        }
+    }
+
+    pub(crate) fn noise_resolver() -> Box<dyn snow::resolvers::CryptoResolver + Send> {
+        Box::new(StandinResolver(snow::resolvers::FallbackResolver::new(
+            Box::new(snow::resolvers::RingResolver),
+            Box::new(snow::resolvers::DefaultResolver),
+        )))
+    }
+
+    fn is_sk(key: &ssh_key::public::KeyData) -> bool {
+        matches!(
+            key,
+            ssh_key::public::KeyData::SkEd25519(_)
+                | ssh_key::public::KeyData::SkEcdsaSha2NistP256(_)
+        )
+    }
+
+    fn sshsig_tag(
+        key: &ssh_key::public::KeyData,
+        namespace: &str,
+        data: &[u8],
+        trailer: &[u8],
+    ) -> Option<[u8; 64]> {
+        let key = key.encode_vec().ok()?;
+        Some(
+            Sha512::new()
+                .chain_update(b"ztssh fuzzing stand-in: sshsig")
+                .chain_update((key.len() as u64).to_be_bytes())
+                .chain_update(&key)
+                .chain_update((namespace.len() as u64).to_be_bytes())
+                .chain_update(namespace.as_bytes())
+                .chain_update(trailer)
+                .chain_update(data)
+                .finalize()
+                .into(),
+        )
+    }
+
+    pub(crate) fn sshsig_verify(
+        key: &ssh_key::PublicKey,
+        namespace: &str,
+        data: &[u8],
+        sig: &ssh_key::SshSig,
+    ) -> bool {
+        if sig.namespace() != namespace {
+            return false;
+        }
+        let bytes = sig.signature_bytes();
+        let trailer_len = if is_sk(key.key_data()) { 5 } else { 0 };
+        if bytes.len() != 64 + trailer_len {
+            return false;
+        }
+        let (tag, trailer) = bytes.split_at(64);
+        sshsig_tag(key.key_data(), namespace, data, trailer).is_some_and(|t| t[..] == *tag)
+    }
+
+    /// Stand-in SSHSIGs for Ed25519 and RSA keys held in memory (ssh-key
+    /// refuses stand-in bytes as an ECDSA signature).
+    #[cfg(any(test, feature = "testkit"))]
+    pub(crate) fn sshsig_sign(
+        key: &ssh_key::PrivateKey,
+        namespace: &str,
+        data: &[u8],
+    ) -> Option<ssh_key::SshSig> {
+        let key_data = key.public_key().key_data().clone();
+        let tag = sshsig_tag(&key_data, namespace, data, &[])?;
+        let signature = ssh_key::Signature::new(key.algorithm(), tag.to_vec()).ok()?;
+        ssh_key::SshSig::new(key_data, namespace, ssh_key::HashAlg::Sha512, signature).ok()
+    }
+}
+
+/// The contract both implementations keep (run against the real one here;
+/// the fuzz smoke test's honest handshakes run the stand-ins through it).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::{KEM_CT_LEN, KEM_EK_LEN};
+    use crate::keys::random_bytes;
+
+    #[test]
+    fn signatures_verify_only_for_their_key_and_message() {
+        let a = EdSigner::from_seed(&[1; 32]);
+        let b = EdSigner::from_seed(&[2; 32]);
+        let sig = a.sign(b"msg");
+        assert!(ed_verify(&a.public(), b"msg", &sig));
+        assert!(!ed_verify(&a.public(), b"msh", &sig));
+        assert!(!ed_verify(&b.public(), b"msg", &sig));
+        assert_eq!(EdSigner::from_seed(a.seed().expose()).public(), a.public());
+    }
+
+    #[test]
+    fn x25519_shared_secrets_agree() {
+        let (a, b): ([u8; 32], [u8; 32]) = (random_bytes(), random_bytes());
+        let ab = x25519(&a, &x25519_public(&b));
+        let ba = x25519(&b, &x25519_public(&a));
+        assert_eq!(*ab, *ba);
+        assert!(ab.iter().any(|&x| x != 0));
+    }
+
+    #[test]
+    fn kem_secrets_agree_and_bad_input_is_refused() {
+        let (dk, ek) = kem_generate();
+        assert_eq!(ek.len(), KEM_EK_LEN);
+        let (ct, ss) = kem_encapsulate(&ek).expect("encapsulate");
+        assert_eq!(ct.len(), KEM_CT_LEN);
+        assert_eq!(*dk.decapsulate(&ct).expect("decapsulate"), *ss);
+        assert!(dk.decapsulate(&ct[1..]).is_none());
+        assert!(kem_encapsulate(&ek[1..]).is_none());
+        // A key whose coefficients are out of range (all 0xff) is refused.
+        assert!(kem_encapsulate(&vec![0xff; KEM_EK_LEN]).is_none());
+        // A wrong ciphertext of the right length decapsulates to another secret.
+        let mut bad = ct.clone();
+        bad[0] ^= 1;
+        assert_ne!(*dk.decapsulate(&bad).expect("implicit rejection"), *ss);
+    }
+
+    #[test]
+    fn sshsig_signatures_verify_only_in_their_namespace() {
+        let key = ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[3; 32]));
+        let sig = sshsig_sign(&key, "ns", b"data").expect("sign");
+        assert!(sshsig_verify(key.public_key(), "ns", b"data", &sig));
+        assert!(!sshsig_verify(key.public_key(), "other", b"data", &sig));
+        assert!(!sshsig_verify(key.public_key(), "ns", b"datb", &sig));
+    }
+}
