@@ -55,8 +55,8 @@ fuzz_target!(|data: &[u8]| {
     // At most 2.55 s per 2-byte step: a day is out of reach of any input
     // libFuzzer makes here, so the proxy never starts a rekey the soup's
     // client would have to answer.
-    let a_day = RekeyPolicy::new(86_400, ztssh_proto::frame::MAX_REKEY_AFTER_BYTES)
-        .expect("policy");
+    let a_day =
+        RekeyPolicy::new(86_400, ztssh_proto::frame::MAX_REKEY_AFTER_BYTES).expect("policy");
     server.set_rekey_policy(a_day, now(0));
     let mut sealer = session.transport.sealer;
     let mut opener = session.transport.opener;

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use ssh_key::{HashAlg, PrivateKey};
+use ssh_key::PrivateKey;
 use ztssh_proto::cert::{LicenceBody, LicenceVerified, Serial};
 use ztssh_proto::conn::{Now, ServerConn};
 use ztssh_proto::frame::FrameSize;
@@ -90,14 +90,12 @@ pub fn up_to_msg3() -> (handshake::AwaitingClientAuth, ServerVerified) {
 /// A whole honest handshake.
 pub fn pair() -> (ClientSession, ClientAuthenticated) {
     let (server, verified) = up_to_msg3();
-    let sig = world()
-        .user
-        .sign(
-            SSHSIG_NAMESPACE_HANDSHAKE,
-            HashAlg::Sha512,
-            &verified.user_signed_data(),
-        )
-        .expect("sign");
+    let sig = ztssh_proto::userkey::sign(
+        &world().user,
+        SSHSIG_NAMESPACE_HANDSHAKE,
+        &verified.user_signed_data(),
+    )
+    .expect("sign");
     let (session, msg3) = verified
         .into_client_auth("alice", world().user.public_key(), &sig)
         .expect("msg3");
