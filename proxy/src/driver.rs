@@ -16,9 +16,10 @@ use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use ztssh_proto::conn::{ServerConn, ServerEvent};
-use ztssh_proto::end::Ended;
+use ztssh_proto::end::{EndKind, Ended};
 use ztssh_proto::identity::MAX_EARLY_RENEWALS;
 use ztssh_proto::keys::{SigningKey, random_bytes};
 
@@ -76,8 +77,16 @@ impl<'a> Driver<'a> {
     }
 
     /// Runs the session to its end: `Ok` for a normal close, the reason
-    /// for a kill.
-    pub async fn run(&mut self, mut client: TcpStream, upstream: TcpStream) -> Result<(), Ended> {
+    /// for a kill. Once `stop` is cancelled (a shutdown whose drain period
+    /// ran out) the session is ended like a kill, with a TERMINATE that
+    /// tells the client why.
+    pub async fn run(
+        &mut self,
+        mut client: TcpStream,
+        upstream: TcpStream,
+        stop: &CancellationToken,
+    ) -> Result<(), Ended> {
+        let mut stopping = false;
         let mut up = Some(upstream);
         let mut up_write_shut = false;
         let sleep = tokio::time::sleep_until(clock::instant_at(clock::mono_ms()));
@@ -122,6 +131,11 @@ impl<'a> Driver<'a> {
             // any byte read in the same wake-up can be delivered.
             tokio::select! {
                 biased;
+                () = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    let why = "the proxy is shutting down and this session was still open when its drain period ran out; reconnect once it is back";
+                    self.conn.close(Ended::new(EndKind::Shutdown, why), clock::now());
+                }
                 changed = self.authority.changed(), if authority_open => {
                     match changed {
                         Ok(()) => {

@@ -17,6 +17,10 @@ use crate::reload::{self, Request};
 use crate::session::{self, Shared};
 use crate::{admission, clock, limits, metrics, process};
 
+/// How long sessions get to write their TERMINATE once the drain period
+/// is over, before the process exits regardless.
+const TERMINATE_FLUSH: Duration = Duration::from_secs(2);
+
 /// Runs the proxy until SIGTERM or SIGINT, then drains.
 pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
     // Installed before the proxy says it listens (and tells systemd it is
@@ -66,6 +70,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         sessions: limits::PrincipalSessions::default(),
         sources: cfg_sources,
         live_keys: crate::zsk::LiveKeys::default(),
+        stop_sessions: CancellationToken::new(),
     });
     if let Some(l) = akc_listener {
         tokio::spawn(crate::akc::serve(l, Arc::clone(&shared)));
@@ -104,8 +109,24 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         warn!(
             event = "drain_timeout",
             sessions = tracker.len(),
-            "closing remaining sessions"
+            "drain period over; ending the remaining sessions with a TERMINATE that says so"
         );
+        // Each session's driver ends it like a kill (sshd's socket first),
+        // then writes the TERMINATE without waiting on the client; a
+        // client that reads nothing does not hold the exit up for long.
+        shared.stop_sessions.cancel();
+        if tokio::time::timeout(TERMINATE_FLUSH, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                event = "drain_abandoned",
+                sessions = tracker.len(),
+                "{} connection(s) still open {:?} after the drain period (a client reading nothing, or a handshake in progress); closing their sockets",
+                tracker.len(),
+                TERMINATE_FLUSH
+            );
+        }
     }
     Ok(())
 }

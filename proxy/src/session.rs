@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 use ztssh_proto::ProtoError;
 use ztssh_proto::conn::ServerConn;
@@ -46,6 +47,9 @@ pub struct Shared {
     pub sources: Option<SourcePool>,
     /// Live sessions and their keys, for sshd's `AuthorizedKeysCommand`.
     pub live_keys: LiveKeys,
+    /// Cancelled when a shutdown's drain period has run out: every session
+    /// still open then is ended with a TERMINATE that says so.
+    pub stop_sessions: CancellationToken,
 }
 
 /// Handles one accepted connection to the end.
@@ -326,7 +330,7 @@ async fn serve_authenticated(
         m.session(),
         &on_end,
     );
-    let ended = driver.run(sock, upstream).await;
+    let ended = driver.run(sock, upstream, &shared.stop_sessions).await;
     // Unlisted before the end is logged (a kill unlisted it already).
     shared.live_keys.remove(id);
     m.sessions_open.dec();

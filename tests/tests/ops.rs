@@ -256,6 +256,27 @@ fn sigterm_drains_live_sessions_and_refuses_new_ones() {
 }
 
 #[test]
+fn sessions_still_open_when_the_drain_period_ends_are_told_why() {
+    let w = World::with_extra("drain_grace_secs = 1");
+    let live = w.live_session();
+    signal(w.proxy.pid(), "TERM");
+    let out = wait_bounded(live, T);
+    assert!(!out.status.success(), "the session must be ended");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("session terminated by")
+            && err.contains("the proxy is shutting down and this session was still open"),
+        "the user must be told why: {err}"
+    );
+    let log = w.proxy.wait_log("event=\"session_terminated\"", T);
+    assert!(log.contains("reason=\"shutdown\""), "{log}");
+    assert!(log.contains("event=\"drain_timeout\""), "{log}");
+    // Ended like a kill: sshd's side closed before the TERMINATE, and the
+    // process then exits on its own.
+    assert!(log.contains("event=\"upstream_closed\""), "{log}");
+}
+
+#[test]
 fn privileges_are_dropped_after_binding() {
     let w = World::new();
     let cfg = std::fs::read_to_string(&w.proxy.config).expect("config");
