@@ -4,8 +4,11 @@
 //! deadline, and nothing it sends after a ban reaches sshd.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -76,9 +79,13 @@ struct Forwarded {
 }
 
 /// ssh as `principal` with the forwards, running `command` (its stdin
-/// piped) or nothing (`-N`).
+/// piped) or nothing (`-N`). ssh listens on Unix sockets in the test's own
+/// directory, so no other test can take a forward's address first.
 fn forward(w: &World, source: &Source, principal: &str, command: Option<&str>) -> Forwarded {
-    let ports: Vec<u16> = (0..CHANNELS).map(|_| free_port()).collect();
+    let sockets: Vec<PathBuf> = (0..CHANNELS)
+        .map(|i| w.dir.path().join(format!("fwd-{principal}-{i}")))
+        .collect();
+    let log = w.dir.path().join(format!("ssh-{principal}.log"));
     let mut cmd = Command::new("ssh");
     cmd.args(w.direct_opts(&w.alice))
         .arg("-o")
@@ -89,24 +96,30 @@ fn forward(w: &World, source: &Source, principal: &str, command: Option<&str>) -
         .args(["-o", "ExitOnForwardFailure=yes"])
         .arg("-p")
         .arg(w.proxy.port.to_string());
-    for p in &ports {
+    for s in &sockets {
         cmd.arg("-L")
-            .arg(format!("127.0.0.1:{p}:127.0.0.1:{}", source.port));
+            .arg(format!("{}:127.0.0.1:{}", s.display(), source.port));
     }
     match command {
         Some(c) => cmd.arg("root@localhost").arg(c).stdin(Stdio::piped()),
         None => cmd.arg("-N").arg("root@localhost").stdin(Stdio::null()),
     };
-    let ssh = cmd
+    let mut ssh = cmd
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(fs::File::create(&log).expect("ssh log"))
         .spawn()
         .expect("ssh -L");
     let received = Arc::new(AtomicU64::new(0));
-    for p in ports {
+    for path in sockets {
         let mut s = None;
-        wait_until(Duration::from_secs(20), "forward to listen", || {
-            s = TcpStream::connect(("127.0.0.1", p)).ok();
+        wait_until(T, "ssh to listen on its forwards", || {
+            if let Some(status) = ssh.try_wait().expect("wait ssh") {
+                panic!(
+                    "ssh -L exited ({status}) before its forwards listened: {}",
+                    read_text(&log)
+                );
+            }
+            s = UnixStream::connect(&path).ok();
             s.is_some()
         });
         let mut s = s.expect("forward");
