@@ -201,8 +201,8 @@ impl Transport {
     }
 }
 
-/// Seals outgoing records.
-#[derive(Debug)]
+/// Seals outgoing records. Its `Debug` leaves out the plaintext buffer,
+/// which holds the last record's data.
 pub struct Sealer {
     key: RecordKey,
     nonce: u64,
@@ -211,6 +211,16 @@ pub struct Sealer {
     limit: u64,
     f: FrameSize,
     plain: Vec<u8>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("nonce", &self.nonce)
+            .field("limit", &self.limit)
+            .field("f", &self.f)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sealer {
@@ -354,8 +364,8 @@ impl Sealer {
     }
 }
 
-/// Opens incoming records.
-#[derive(Debug)]
+/// Opens incoming records. Its `Debug` leaves out the buffers, which hold
+/// the last record's plaintext and a REKEY message in reassembly.
 pub struct Opener {
     key: RecordKey,
     /// Records opened under the current key (the next nonce).
@@ -374,6 +384,19 @@ pub struct Opener {
     /// A REKEY message completed: opening pauses until the connection
     /// core has acted on it (it may switch this opener's key).
     rekey_ready: bool,
+}
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opener")
+            .field("nonce", &self.nonce)
+            .field("total", &self.total)
+            .field("f", &self.f)
+            .field("closed", &self.closed)
+            .field("terminated", &self.terminated)
+            .field("rekey_tag", &self.rekey_tag)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Opener {

@@ -97,6 +97,30 @@ pub(crate) fn run(
 }
 
 #[test]
+fn a_transports_debug_never_shows_plaintext() {
+    let pki = pki();
+    let alice = user(1);
+    let (mut c, mut s) = run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
+    let secret = b"hunter2 typed into the session";
+    let mut wire = Vec::new();
+    c.transport
+        .sealer
+        .seal_data(secret, &mut wire)
+        .expect("seal");
+    let (mut data, mut events) = (Vec::new(), Vec::new());
+    s.transport
+        .opener
+        .open_all(&wire, &mut data, &mut events)
+        .expect("open");
+    assert_eq!(data, secret);
+    // "hunt" as Debug prints bytes.
+    for shown in [format!("{:?}", c.transport), format!("{:?}", s.transport)] {
+        assert!(!shown.contains("104, 117, 110, 116"), "{shown}");
+        assert!(shown.contains("nonce: 1"), "{shown}");
+    }
+}
+
+#[test]
 fn handshake_then_records_both_ways() {
     let pki = pki();
     let alice = user(1);
