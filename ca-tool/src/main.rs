@@ -153,7 +153,7 @@ fn now() -> u64 {
 // (ztssh_proto::primitives): no binary may ever be built with them.
 const _: () = assert!(
     !ztssh_proto::primitives::CRYPTO_STANDINS,
-    "ztssh-ca cannot be built with --cfg fuzzing: its cryptography would be fuzzing stand-ins"
+    "ztssh-ca cannot be built with --cfg fuzzing and ztssh-proto's crypto-standins feature: its cryptography would be fuzzing stand-ins"
 );
 
 fn main() -> ExitCode {

@@ -10,13 +10,17 @@
 #
 # A campaign: FUZZ_RUNS=N runs each target for N executions instead (no
 # time limit), and FUZZ_SANITIZER=none builds without AddressSanitizer
-# (ztssh's own crates forbid unsafe code; without ASan the targets behind a
-# handshake run about five times as fast). docs/BENCHMARKS.md records one:
+# (ztssh's own crates forbid unsafe code, though ring's C and assembly,
+# libc and the allocator are not covered by that; without ASan the targets
+# behind a handshake run about five times as fast). docs/BENCHMARKS.md records one:
 #   FUZZ_RUNS=10000000 FUZZ_SANITIZER=none bash proto/fuzz/smoke.sh
 #
-# Every build here is a fuzzing build (--cfg fuzzing): the handshake's
-# public-key operations are cheap stand-ins (proto/src/primitives.rs), and
-# the binaries refuse to compile that way.
+# Every build here is a fuzzing build (--cfg fuzzing, and ztssh-proto's
+# crypto-standins feature, which fuzz/Cargo.toml enables): the public-key
+# operations are cheap stand-ins (proto/src/primitives.rs). Before fuzzing
+# all targets, this script runs primitives.rs's contract tests against the
+# stand-ins, and checks that the proxy's binary still refuses to compile
+# with them.
 #
 # cargo-fuzz needs nightly features for the sanitizer; the machine has only
 # stable Rust, so RUSTC_BOOTSTRAP=1 enables them (as rustc's own build does).
@@ -36,6 +40,29 @@ fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     mapfile -t targets < <(cargo fuzz list)
+    # The stand-ins keep the real operations' contract, and no binary can
+    # be built with them (its own target directory: other flags).
+    echo "fuzz: stand-in contract tests, and the binaries' refusal of stand-ins"
+    (
+        cd ..
+        export CARGO_TARGET_DIR=target/standins RUSTFLAGS="--cfg fuzzing"
+        # primitives.rs's contract, and the rekey's derivation and its
+        # refusal of low-order and malformed keys, on the stand-ins.
+        cargo test --quiet --locked -p ztssh-proto --features crypto-standins --lib \
+            -- primitives:: rekey::tests::
+        refusal="$(mktemp)"
+        if cargo check --quiet --locked -p ztssh-proxy --bin ztssh-proxy \
+            --features ztssh-proto/crypto-standins >"$refusal" 2>&1; then
+            echo "fuzz: ztssh-proxy compiled with the crypto stand-ins" >&2
+            exit 1
+        fi
+        if ! grep -q "cannot be built with --cfg fuzzing" "$refusal"; then
+            cat "$refusal" >&2
+            echo "fuzz: ztssh-proxy failed to compile with the stand-ins for another reason" >&2
+            exit 1
+        fi
+        rm -f "$refusal"
+    )
 fi
 cargo fuzz build -O -s "$sanitizer"
 if [ -n "$runs" ]; then

@@ -367,6 +367,9 @@ struct Link {
     scratch: Vec<Event>,
     rk: Rekeyer,
     cover: Cover,
+    /// [`HIGH_WATER`], or less in a fuzz target that wants its queues
+    /// full after a few small writes.
+    high_water: usize,
 }
 
 impl Link {
@@ -398,6 +401,7 @@ impl Link {
             peer_closed: false,
             local_closed: false,
             scratch: Vec::new(),
+            high_water: HIGH_WATER,
         }
     }
 
@@ -894,6 +898,14 @@ impl ServerConn {
         self.link.rk.guard = false;
     }
 
+    /// Lowers [`HIGH_WATER`] for this connection (fuzz targets: a few
+    /// small writes then fill a queue, instead of half a megabyte each).
+    #[cfg(any(test, feature = "testkit"))]
+    #[doc(hidden)]
+    pub fn set_high_water(&mut self, bytes: usize) {
+        self.link.high_water = bytes.clamp(1, HIGH_WATER);
+    }
+
     /// Starts a rekey now if none is under way (tests and fuzzers).
     #[cfg(any(test, feature = "testkit"))]
     #[doc(hidden)]
@@ -923,13 +935,13 @@ impl ServerConn {
         !self.closed
             && !self.peer_eof
             && self.ended.is_none()
-            && self.link.local.len() < HIGH_WATER
-            && self.link.tx.len() < HIGH_WATER * 2
+            && self.link.local.len() < self.link.high_water
+            && self.link.tx.len() < self.link.high_water * 2
     }
 
     /// Whether the driver should read from sshd now.
     pub fn wants_local(&self) -> bool {
-        self.ended.is_none() && !self.link.local_closed && self.link.tx.len() < HIGH_WATER
+        self.ended.is_none() && !self.link.local_closed && self.link.tx.len() < self.link.high_water
     }
 
     /// Where to read the client's bytes to.
@@ -1476,6 +1488,14 @@ impl ClientConn {
         self.link.rk.guard = false;
     }
 
+    /// Lowers [`HIGH_WATER`] for this connection (fuzz targets: a few
+    /// small writes then fill a queue, instead of half a megabyte each).
+    #[cfg(any(test, feature = "testkit"))]
+    #[doc(hidden)]
+    pub fn set_high_water(&mut self, bytes: usize) {
+        self.link.high_water = bytes.clamp(1, HIGH_WATER);
+    }
+
     /// Starts a rekey now if none is under way (tests and fuzzers).
     #[cfg(any(test, feature = "testkit"))]
     #[doc(hidden)]
@@ -1517,7 +1537,9 @@ impl ClientConn {
 
     /// Whether the driver should read from the proxy now.
     pub fn wants_peer(&self) -> bool {
-        !self.done && self.link.local.len() < HIGH_WATER && self.link.tx.len() < HIGH_WATER * 2
+        !self.done
+            && self.link.local.len() < self.link.high_water
+            && self.link.tx.len() < self.link.high_water * 2
     }
 
     /// Whether the driver should read ssh's input now.
@@ -1525,7 +1547,7 @@ impl ClientConn {
         !self.done
             && (self.accepted || !self.hold)
             && !self.link.local_closed
-            && self.link.tx.len() < HIGH_WATER
+            && self.link.tx.len() < self.link.high_water
     }
 
     /// Where to read the proxy's bytes to.

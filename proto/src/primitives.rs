@@ -2,24 +2,27 @@
 //! signatures, X25519 for the Noise handshake and rekeys, ML-KEM-768, and
 //! SSHSIG for users' keys.
 //!
-//! A fuzzing build (`cfg(fuzzing)`, which cargo-fuzz sets for every crate it
-//! compiles) swaps them for cheap, deterministic stand-ins (module
+//! A fuzzing build swaps them for cheap, deterministic stand-ins (module
 //! `standin`), so that fuzz targets behind a handshake run at tens of
-//! thousands of executions a second instead of hundreds. The stand-ins keep
-//! each operation's shape (lengths, what must agree with what, which inputs
-//! are refused) but none of its security: every binary refuses to compile
-//! while [`CRYPTO_STANDINS`] is true.
+//! thousands of executions a second instead of thousands. It takes two
+//! switches, so neither can turn them on by accident: `cfg(fuzzing)`, which
+//! cargo-fuzz sets for every crate it compiles, and this crate's
+//! `crypto-standins` feature, which only `proto/fuzz/Cargo.toml` enables.
+//! The stand-ins keep each operation's shape (lengths, what must agree with
+//! what, which inputs are refused) but none of its security: every binary
+//! refuses to compile while [`CRYPTO_STANDINS`] is true, and CI checks that
+//! it does (`proto/fuzz/smoke.sh`).
 
 /// True in a fuzzing build, whose public-key operations are insecure
 /// stand-ins. Each binary asserts at compile time that it is false.
-pub const CRYPTO_STANDINS: bool = cfg!(fuzzing);
+pub const CRYPTO_STANDINS: bool = cfg!(all(fuzzing, feature = "crypto-standins"));
 
-#[cfg(not(fuzzing))]
+#[cfg(not(all(fuzzing, feature = "crypto-standins")))]
 pub(crate) use real::*;
-#[cfg(fuzzing)]
+#[cfg(all(fuzzing, feature = "crypto-standins"))]
 pub(crate) use standin::*;
 
-#[cfg(not(fuzzing))]
+#[cfg(not(all(fuzzing, feature = "crypto-standins")))]
 mod real {
     use ed25519_dalek::Signer;
     use ml_kem::kem::{Decapsulate, Encapsulate, Kem, KeyExport};
@@ -138,17 +141,19 @@ mod real {
 ///   SHA-512(public key || message). Anyone can forge one; only the fuzz
 ///   harness's honest peers bother to.
 /// - X25519: the public key is the secret itself, and the shared secret is
-///   the XOR of the two (so both sides agree, and equal keys give the
-///   all-zero result that a low-order key gives).
+///   the XOR of the two (so both sides agree). An all-zero public key gives
+///   the all-zero result, as a low-order point does in X25519, so the
+///   callers' refusal of it stays reachable.
 /// - ML-KEM-768: the encapsulation key is a 32-byte seed followed by
 ///   zeros (any other tail is refused, as a non-canonical key is); the
 ///   ciphertext is 32 random bytes followed by zeros; the shared secret is
-///   a hash of both, and a ciphertext of the right length always
-///   decapsulates (implicit rejection).
+///   a hash of the seed and the whole ciphertext, so a ciphertext of the
+///   right length always decapsulates, and a changed byte anywhere gives
+///   another secret (implicit rejection).
 /// - SSHSIG: the signature bytes are SHA-512 over the key, namespace and
 ///   message; a security key's flags and counter follow them and are
 ///   covered too.
-#[cfg(fuzzing)]
+#[cfg(all(fuzzing, feature = "crypto-standins"))]
 mod standin {
     use sha2::{Digest, Sha256, Sha512};
     use ssh_key::encoding::Encode;
@@ -207,6 +212,9 @@ mod standin {
 
     pub(crate) fn x25519(secret: &[u8; 32], public: &[u8; 32]) -> Zeroizing<[u8; 32]> {
         let mut out = Zeroizing::new([0u8; 32]);
+        if public.iter().all(|&b| b == 0) {
+            return out;
+        }
         for ((o, a), b) in out.iter_mut().zip(secret).zip(public) {
             *o = a ^ b;
         }
@@ -222,12 +230,12 @@ mod standin {
         (KemSecret(seed), ek)
     }
 
-    fn kem_ss(seed: &[u8], m: &[u8]) -> Zeroizing<[u8; 32]> {
+    fn kem_ss(seed: &[u8], ct: &[u8]) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(
             Sha256::new()
                 .chain_update(b"ztssh fuzzing stand-in: ml-kem")
                 .chain_update(seed)
-                .chain_update(m)
+                .chain_update(ct)
                 .finalize()
                 .into(),
         )
@@ -240,7 +248,8 @@ mod standin {
         let m: [u8; 32] = random_bytes();
         let mut ct = vec![0u8; KEM_CT_LEN];
         ct[..32].copy_from_slice(&m);
-        Some((ct, kem_ss(&ek[..32], &m)))
+        let ss = kem_ss(&ek[..32], &ct);
+        Some((ct, ss))
     }
 
     impl KemSecret {
@@ -248,7 +257,7 @@ mod standin {
             if ct.len() != KEM_CT_LEN {
                 return None;
             }
-            Some(kem_ss(self.0.expose(), &ct[..32]))
+            Some(kem_ss(self.0.expose(), ct))
         }
     }
 
@@ -295,6 +304,90 @@ mod standin {
         }
     }
 
+    /// A cheap, non-cryptographic stand-in for the handshake's SHA-256
+    /// (MixHash, HMAC and HKDF inside snow): four 64-bit lanes, each word
+    /// multiplied in, then mixed across lanes. Deterministic, and any
+    /// changed byte changes the result, so both sides of an honest
+    /// handshake agree and a tampered one fails; hashing the padded
+    /// handshake messages and snow's dozens of HMACs were most of an
+    /// honest handshake's cost once the public-key operations were cheap.
+    #[derive(Default)]
+    struct StandinHash {
+        lanes: [u64; 4],
+        words: usize,
+        tail: [u8; 8],
+        tail_len: usize,
+        total: u64,
+    }
+
+    impl StandinHash {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+        fn absorb(&mut self, word: u64) {
+            let lane = &mut self.lanes[self.words % 4];
+            *lane = (*lane ^ word).wrapping_mul(Self::K).rotate_left(29);
+            self.words += 1;
+        }
+
+        fn fmix(mut x: u64) -> u64 {
+            x ^= x >> 33;
+            x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+            x ^= x >> 33;
+            x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+            x ^ (x >> 33)
+        }
+    }
+
+    impl snow::types::Hash for StandinHash {
+        fn name(&self) -> &'static str {
+            "SHA256"
+        }
+        fn block_len(&self) -> usize {
+            64
+        }
+        fn hash_len(&self) -> usize {
+            32
+        }
+        fn reset(&mut self) {
+            *self = Self::default();
+        }
+        fn input(&mut self, mut data: &[u8]) {
+            self.total = self.total.wrapping_add(data.len() as u64);
+            if self.tail_len > 0 {
+                let n = (8 - self.tail_len).min(data.len());
+                self.tail[self.tail_len..self.tail_len + n].copy_from_slice(&data[..n]);
+                self.tail_len += n;
+                data = &data[n..];
+                if self.tail_len < 8 {
+                    return;
+                }
+                self.absorb(u64::from_le_bytes(self.tail));
+                self.tail_len = 0;
+            }
+            let mut words = data.chunks_exact(8);
+            for w in &mut words {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(w);
+                self.absorb(u64::from_le_bytes(b));
+            }
+            let rest = words.remainder();
+            self.tail[..rest.len()].copy_from_slice(rest);
+            self.tail_len = rest.len();
+        }
+        fn result(&mut self, out: &mut [u8]) {
+            let mut last = [0u8; 8];
+            last[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+            self.absorb(u64::from_le_bytes(last));
+            self.absorb(self.total);
+            let l = self.lanes;
+            for (i, o) in out.chunks_mut(8).take(4).enumerate() {
+                let x =
+                    Self::fmix(l[i] ^ l[(i + 1) % 4].rotate_left(17) ^ l[(i + 2) % 4] ^ i as u64);
+                o.copy_from_slice(&x.to_le_bytes()[..o.len()]);
+            }
+        }
+    }
+
     struct StandinResolver(snow::resolvers::FallbackResolver);
 
     impl snow::resolvers::CryptoResolver for StandinResolver {
@@ -313,7 +406,10 @@ mod standin {
             &self,
             choice: &snow::params::HashChoice,
         ) -> Option<Box<dyn snow::types::Hash>> {
-            self.0.resolve_hash(choice)
+            match choice {
+                snow::params::HashChoice::SHA256 => Some(Box::<StandinHash>::default()),
+                other => self.0.resolve_hash(other),
+            }
         }
         fn resolve_cipher(
             &self,
@@ -378,7 +474,8 @@ mod standin {
     }
 
     /// Stand-in SSHSIGs for Ed25519 and RSA keys held in memory (ssh-key
-    /// refuses stand-in bytes as an ECDSA signature).
+    /// refuses stand-in bytes as an ECDSA signature). An RSA one is marked
+    /// rsa-sha2-512, as the real signer's is.
     #[cfg(any(test, feature = "testkit"))]
     pub(crate) fn sshsig_sign(
         key: &ssh_key::PrivateKey,
@@ -387,13 +484,19 @@ mod standin {
     ) -> Option<ssh_key::SshSig> {
         let key_data = key.public_key().key_data().clone();
         let tag = sshsig_tag(&key_data, namespace, data, &[])?;
-        let signature = ssh_key::Signature::new(key.algorithm(), tag.to_vec()).ok()?;
+        let algorithm = match key.algorithm() {
+            ssh_key::Algorithm::Rsa { .. } => ssh_key::Algorithm::Rsa {
+                hash: Some(ssh_key::HashAlg::Sha512),
+            },
+            other => other,
+        };
+        let signature = ssh_key::Signature::new(algorithm, tag.to_vec()).ok()?;
         ssh_key::SshSig::new(key_data, namespace, ssh_key::HashAlg::Sha512, signature).ok()
     }
 }
 
-/// The contract both implementations keep (run against the real one here;
-/// the fuzz smoke test's honest handshakes run the stand-ins through it).
+/// The contract both implementations keep: `cargo test` runs it against
+/// the real one, and `proto/fuzz/smoke.sh` against the stand-ins.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +521,9 @@ mod tests {
         let ba = x25519(&b, &x25519_public(&a));
         assert_eq!(*ab, *ba);
         assert!(ab.iter().any(|&x| x != 0));
+        // The all-zero public key (a low-order point) gives the all-zero
+        // result, which the callers refuse.
+        assert!(x25519(&a, &[0; 32]).iter().all(|&x| x == 0));
     }
 
     #[test]
@@ -431,10 +537,13 @@ mod tests {
         assert!(kem_encapsulate(&ek[1..]).is_none());
         // A key whose coefficients are out of range (all 0xff) is refused.
         assert!(kem_encapsulate(&vec![0xff; KEM_EK_LEN]).is_none());
-        // A wrong ciphertext of the right length decapsulates to another secret.
-        let mut bad = ct.clone();
-        bad[0] ^= 1;
-        assert_ne!(*dk.decapsulate(&bad).expect("implicit rejection"), *ss);
+        // A wrong ciphertext of the right length decapsulates to another
+        // secret, wherever the change is.
+        for at in [0, KEM_CT_LEN / 2, KEM_CT_LEN - 1] {
+            let mut bad = ct.clone();
+            bad[at] ^= 1;
+            assert_ne!(*dk.decapsulate(&bad).expect("implicit rejection"), *ss);
+        }
     }
 
     #[test]

@@ -155,7 +155,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 // (ztssh_proto::primitives): no binary may ever be built with them.
 const _: () = assert!(
     !ztssh_proto::primitives::CRYPTO_STANDINS,
-    "ztssh-proxy cannot be built with --cfg fuzzing: its cryptography would be fuzzing stand-ins"
+    "ztssh-proxy cannot be built with --cfg fuzzing and ztssh-proto's crypto-standins feature: its cryptography would be fuzzing stand-ins"
 );
 
 fn main() -> ExitCode {

@@ -125,7 +125,7 @@ fn run_setup(cmd: Cmd) -> Result<(), String> {
 // (ztssh_proto::primitives): no binary may ever be built with them.
 const _: () = assert!(
     !ztssh_proto::primitives::CRYPTO_STANDINS,
-    "ztssh-sidecar cannot be built with --cfg fuzzing: its cryptography would be fuzzing stand-ins"
+    "ztssh-sidecar cannot be built with --cfg fuzzing and ztssh-proto's crypto-standins feature: its cryptography would be fuzzing stand-ins"
 );
 
 fn main() -> ExitCode {

@@ -20,10 +20,15 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(msg1.len(), HELLO_LEN);
     if let Ok((_, msg2)) = ztssh_proto_fuzz::server().handle_client_hello(&msg1) {
         assert_eq!(msg2.len(), message_len(2, FrameSize::default()));
-        // Accepted: body_len covers version, frame, caps and a 1184-byte key.
-        assert!(data.len() >= 2 + 8 + 1184);
-        assert_eq!(u16::from_be_bytes([data[0], data[1]]), 8 + 1184);
-        assert_eq!(&data[2..4], &1u16.to_be_bytes());
-        assert_eq!(&data[4..6], &1024u16.to_be_bytes());
+        // Accepted: body_len covers version, frame, caps and a 1184-byte
+        // key. The payload is zero-padded to its fixed length, so a short
+        // input whose key is the padding (all zeros, a valid ML-KEM key)
+        // is accepted too.
+        let mut payload = data.to_vec();
+        payload.resize(payload.len().max(2 + 8 + 1184), 0);
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 8 + 1184);
+        assert_eq!(&payload[2..4], &1u16.to_be_bytes());
+        assert_eq!(&payload[4..6], &1024u16.to_be_bytes());
+        assert_eq!(&payload[6..10], &[0; 4], "caps must be 0");
     }
 });

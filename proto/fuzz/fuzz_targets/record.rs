@@ -1,12 +1,13 @@
 //! The record parser behind the AEAD: arbitrary plaintexts, sealed with the
-//! real keys, then opened. Invariants: raw unauthenticated bytes never open;
-//! consumption is whole records and stops after a TERMINATE (or a whole
-//! REKEY message, until the connection takes the new keys); an accepted
-//! plaintext is exactly the canonical encoding of what it decoded to.
+//! real keys, then opened one by one. Invariants: raw unauthenticated bytes
+//! never open; consumption is whole records and nothing after a TERMINATE;
+//! an accepted plaintext is exactly the canonical encoding of what it
+//! decoded to, and a REKEY message is exactly its records' fragments.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ztssh_proto::frame::{Control, Event};
+use ztssh_proto::rekey::RekeyMsg;
 
 fn canonical(kind: u8, body: &[u8], len: usize) -> Vec<u8> {
     let mut p = vec![kind, 0];
@@ -14,6 +15,25 @@ fn canonical(kind: u8, body: &[u8], len: usize) -> Vec<u8> {
     p.extend_from_slice(body);
     p.resize(len, 0);
     p
+}
+
+/// The message a REKEY record's fragments (`tag || part`, each) spell.
+fn rekey_message(fragments: &[Vec<u8>]) -> Option<RekeyMsg> {
+    let tag = *fragments.first()?.first()?;
+    let mut body = Vec::new();
+    for f in fragments {
+        let (&t, part) = f.split_first()?;
+        if t != tag {
+            return None;
+        }
+        body.extend_from_slice(part);
+    }
+    match tag {
+        1 => Some(RekeyMsg::Init(Box::new(body.try_into().ok()?))),
+        2 => Some(RekeyMsg::Reply(Box::new(body.try_into().ok()?))),
+        3 if body.is_empty() => Some(RekeyMsg::Finish),
+        _ => None,
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -26,6 +46,8 @@ fuzz_target!(|data: &[u8]| {
         Ok(used) => assert!(used == 0 && data.len() < f, "raw bytes opened as a record"),
         Err(_) => assert!(data.len() >= f && d.is_empty() && ev.is_empty()),
     }
+    // The REKEY fragments opened since the last whole REKEY message.
+    let mut fragments: Vec<Vec<u8>> = Vec::new();
     for chunk in data.chunks(plain_len).take(8) {
         let mut plain = chunk.to_vec();
         plain.resize(plain_len, 0);
@@ -40,11 +62,15 @@ fuzz_target!(|data: &[u8]| {
             return;
         };
         if used == 0 {
-            // A TERMINATE (or a whole REKEY message) was opened earlier:
-            // nothing after it is, for now.
+            // A TERMINATE was opened earlier: nothing after it is.
             return;
         }
         assert_eq!(used, f);
+        if plain[0] == 4 {
+            let len = usize::from(u16::from_be_bytes([plain[2], plain[3]]));
+            assert_eq!(plain, canonical(4, &plain[4..4 + len], plain_len));
+            fragments.push(plain[4..4 + len].to_vec());
+        }
         match (out.is_empty(), events.as_slice()) {
             (false, []) => assert_eq!(plain, canonical(1, &out, plain_len)),
             // Empty DATA is refused; a REKEY record that is not the last
@@ -53,7 +79,11 @@ fuzz_target!(|data: &[u8]| {
                 plain == canonical(3, &[], plain_len) || plain[0] == 4,
                 "only PAD or part of a REKEY message opens to nothing"
             ),
-            (true, [Event::Rekey(_)]) => assert_eq!(plain[0], 4),
+            (true, [Event::Rekey(m)]) => {
+                assert_eq!(plain[0], 4);
+                let whole = std::mem::take(&mut fragments);
+                assert_eq!(Some(m), rekey_message(&whole).as_ref());
+            }
             (true, [Event::Close]) => assert_eq!(plain, canonical(5, &[], plain_len)),
             (true, [Event::Control(m)]) => {
                 // Accepted control messages re-encode to themselves.
