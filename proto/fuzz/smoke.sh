@@ -50,17 +50,21 @@ if [ ${#targets[@]} -eq 0 ]; then
         # refusal of low-order and malformed keys, on the stand-ins.
         cargo test --quiet --locked -p ztssh-proto --features crypto-standins --lib \
             -- primitives:: rekey::tests::
+        # The stand-ins pass clippy too (CI's clippy never compiles them).
+        cargo clippy --quiet --locked -p ztssh-proto --features crypto-standins -- -D warnings
         refusal="$(mktemp)"
-        if cargo check --quiet --locked -p ztssh-proxy --bin ztssh-proxy \
-            --features ztssh-proto/crypto-standins >"$refusal" 2>&1; then
-            echo "fuzz: ztssh-proxy compiled with the crypto stand-ins" >&2
-            exit 1
-        fi
-        if ! grep -q "cannot be built with --cfg fuzzing" "$refusal"; then
-            cat "$refusal" >&2
-            echo "fuzz: ztssh-proxy failed to compile with the stand-ins for another reason" >&2
-            exit 1
-        fi
+        for bin in ztssh-proxy ztssh-sidecar ztssh-ca; do
+            if cargo check --quiet --locked -p "$bin" --bin "$bin" \
+                --features ztssh-proto/crypto-standins >"$refusal" 2>&1; then
+                echo "fuzz: $bin compiled with the crypto stand-ins" >&2
+                exit 1
+            fi
+            if ! grep -q "$bin cannot be built with --cfg fuzzing" "$refusal"; then
+                cat "$refusal" >&2
+                echo "fuzz: $bin failed to compile with the stand-ins for another reason" >&2
+                exit 1
+            fi
+        done
         rm -f "$refusal"
     )
 fi

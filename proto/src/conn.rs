@@ -169,8 +169,9 @@ pub const COVER_CADENCE_MS: u64 = 20;
 /// How long cover records go on after the last small write.
 pub const COVER_LINGER_MS: u64 = 3000;
 
-/// Small writes held for the next cover tick.
-#[derive(Debug, Default)]
+/// Small writes held for the next cover tick. Its `Debug` shows how much
+/// is pending, never the bytes.
+#[derive(Default)]
 struct Cover {
     mode: CoverTraffic,
     /// Data waiting for the next tick (at most one record's worth).
@@ -182,8 +183,8 @@ struct Cover {
     until: u64,
 }
 
-/// Where a rekey stands.
-#[derive(Debug)]
+/// Where a rekey stands. Its `Debug` names the state only (one holds a
+/// key).
 enum RekeyState {
     Idle,
     /// Our INIT is queued; the peer's REPLY switches both directions.
@@ -266,11 +267,48 @@ pub struct Now {
     pub mono_ms: u64,
 }
 
-/// Bytes waiting to be written, consumed from the front.
-#[derive(Debug, Default)]
+/// Bytes waiting to be written, consumed from the front (plaintext for
+/// sshd or ssh, or sealed records): its `Debug` shows the length only.
+#[derive(Default)]
 struct Queue {
     buf: Vec<u8>,
     start: usize,
+}
+
+impl std::fmt::Debug for RekeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Idle => "Idle",
+            Self::AwaitingReply(..) => "AwaitingReply",
+            Self::AwaitingFinish(..) => "AwaitingFinish",
+        })
+    }
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("len", &self.len()).finish()
+    }
+}
+
+impl std::fmt::Debug for ReadBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadBuf")
+            .field("filled", &self.filled)
+            .field("capacity", &self.buf.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Cover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cover")
+            .field("mode", &self.mode)
+            .field("pending", &self.pending.len())
+            .field("next_tick", &self.next_tick)
+            .field("until", &self.until)
+            .finish()
+    }
 }
 
 impl Queue {
@@ -303,8 +341,8 @@ impl Queue {
     }
 }
 
-/// A read buffer that grows while reads fill it.
-#[derive(Debug)]
+/// A read buffer that grows while reads fill it (sshd's or ssh's bytes on
+/// the local side): its `Debug` shows the lengths only.
 struct ReadBuf {
     buf: Vec<u8>,
     filled: usize,

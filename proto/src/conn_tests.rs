@@ -1594,3 +1594,30 @@ mod rekey_tests;
 
 #[path = "cover_tests.rs"]
 mod cover_tests;
+
+/// A connection's `Debug` (an `expect_err`, a `{:?}` in a log line) shows
+/// no session bytes: not the queues for sshd and ssh, nor what was read
+/// from them, nor data held for a cover tick.
+#[test]
+fn a_connections_debug_never_shows_session_bytes() {
+    let mut n = net();
+    n.sshd_blocked = true;
+    n.ssh_blocked = true;
+    n.s2c_blocked = true;
+    let (up, down) = (b"hunter2 typed at ssh", b"secret printed by sshd");
+    let t = n.cm();
+    n.client.handle_local(up, t);
+    let now = n.now();
+    n.server.handle_local(down, now);
+    n.pump();
+    // The client's bytes wait for sshd, the proxy's in its queue.
+    assert!(n.sshd.is_empty() && n.ssh.is_empty());
+    for shown in [format!("{:?}", n.server), format!("{:?}", n.client)] {
+        for secret in [&up[..], &down[..]] {
+            let as_debug = format!("{:?}", &secret[..6]);
+            let inner = &as_debug[1..as_debug.len() - 1];
+            assert!(!shown.contains(inner), "{shown}");
+        }
+        assert!(shown.contains("Queue"), "{shown}");
+    }
+}

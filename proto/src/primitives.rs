@@ -14,8 +14,12 @@
 //! it does (`proto/fuzz/smoke.sh`).
 
 /// True in a fuzzing build, whose public-key operations are insecure
-/// stand-ins. Each binary asserts at compile time that it is false.
-pub const CRYPTO_STANDINS: bool = cfg!(all(fuzzing, feature = "crypto-standins"));
+/// stand-ins. Each binary asserts at compile time that it is false. Set
+/// by whichever implementation is compiled, so it cannot disagree with it.
+#[cfg(not(all(fuzzing, feature = "crypto-standins")))]
+pub use real::CRYPTO_STANDINS;
+#[cfg(all(fuzzing, feature = "crypto-standins"))]
+pub use standin::CRYPTO_STANDINS;
 
 #[cfg(not(all(fuzzing, feature = "crypto-standins")))]
 pub(crate) use real::*;
@@ -30,6 +34,9 @@ mod real {
     use zeroize::Zeroizing;
 
     use crate::keys::Secret;
+
+    /// The real operations.
+    pub const CRYPTO_STANDINS: bool = false;
 
     /// An Ed25519 signing key (zeroized on drop by ed25519-dalek).
     pub(crate) struct EdSigner(ed25519_dalek::SigningKey);
@@ -139,11 +146,15 @@ mod real {
 /// Insecure stand-ins with the real operations' shapes, for fuzzing only:
 /// - Ed25519: the public key is a hash of the seed, a signature is
 ///   SHA-512(public key || message). Anyone can forge one; only the fuzz
-///   harness's honest peers bother to.
+///   harness's honest peers bother to. Signatures are compared in constant
+///   time, so libFuzzer's comparison tracing cannot hand the fuzzer the
+///   expected tag. Any 32 bytes are a key (the real verifier refuses
+///   non-points and small-order keys; no target relies on that).
 /// - X25519: the public key is the secret itself, and the shared secret is
 ///   the XOR of the two (so both sides agree). An all-zero public key gives
 ///   the all-zero result, as a low-order point does in X25519, so the
-///   callers' refusal of it stays reachable.
+///   callers' refusal of it stays reachable (as does a public key equal to
+///   the secret, which no honest peer sends).
 /// - ML-KEM-768: the encapsulation key is a 32-byte seed followed by
 ///   zeros (any other tail is refused, as a non-canonical key is); the
 ///   ciphertext is 32 random bytes followed by zeros; the shared secret is
@@ -159,8 +170,13 @@ mod standin {
     use ssh_key::encoding::Encode;
     use zeroize::Zeroizing;
 
+    use subtle::ConstantTimeEq;
+
     use crate::handshake::{KEM_CT_LEN, KEM_EK_LEN};
     use crate::keys::{Secret, random_bytes};
+
+    /// Insecure stand-ins.
+    pub const CRYPTO_STANDINS: bool = true;
 
     pub(crate) struct EdSigner {
         seed: Secret<32>,
@@ -203,7 +219,7 @@ mod standin {
     }
 
     pub(crate) fn ed_verify(public: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
-        ed_tag(public, msg) == *sig
+        bool::from(ed_tag(public, msg)[..].ct_eq(&sig[..]))
     }
 
     pub(crate) fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
@@ -470,7 +486,8 @@ mod standin {
             return false;
         }
         let (tag, trailer) = bytes.split_at(64);
-        sshsig_tag(key.key_data(), namespace, data, trailer).is_some_and(|t| t[..] == *tag)
+        sshsig_tag(key.key_data(), namespace, data, trailer)
+            .is_some_and(|t| bool::from(t[..].ct_eq(tag)))
     }
 
     /// Stand-in SSHSIGs for Ed25519 and RSA keys held in memory (ssh-key
@@ -512,6 +529,14 @@ mod tests {
         assert!(!ed_verify(&a.public(), b"msh", &sig));
         assert!(!ed_verify(&b.public(), b"msg", &sig));
         assert_eq!(EdSigner::from_seed(a.seed().expose()).public(), a.public());
+    }
+
+    /// Which implementation these tests ran against.
+    #[test]
+    fn the_flag_names_the_implementation_compiled() {
+        let s: [u8; 32] = random_bytes();
+        // Only the stand-in's public key is its secret.
+        assert_eq!(CRYPTO_STANDINS, x25519_public(&s) == s);
     }
 
     #[test]

@@ -84,8 +84,11 @@ impl<'a> Driver<'a> {
         &mut self,
         mut client: TcpStream,
         upstream: TcpStream,
-        stop: &CancellationToken,
+        stop: CancellationToken,
     ) -> Result<(), Ended> {
+        // Pinned once: polled on every wake-up, it then costs no lock.
+        let stop = stop.cancelled_owned();
+        tokio::pin!(stop);
         let mut stopping = false;
         let mut up = Some(upstream);
         let mut up_write_shut = false;
@@ -131,7 +134,7 @@ impl<'a> Driver<'a> {
             // any byte read in the same wake-up can be delivered.
             tokio::select! {
                 biased;
-                () = stop.cancelled(), if !stopping => {
+                () = &mut stop, if !stopping => {
                     stopping = true;
                     let why = "the proxy is shutting down and this session was still open when its drain period ran out; reconnect once it is back";
                     self.conn.close(Ended::new(EndKind::Shutdown, why), clock::now());

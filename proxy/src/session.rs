@@ -249,6 +249,17 @@ async fn serve_authenticated(
             return upstream_failed(&mut sock, authorized, cfg, &server_id, why).await;
         }
     };
+    if shared.stop_sessions.is_cancelled() {
+        // The drain period is over: no new session reaches sshd.
+        info!(event = "connection_refused", reason = "shutdown", principal = %principal, "the proxy is shutting down");
+        let why = "the proxy is shutting down; reconnect once it is back";
+        refuse(
+            &mut sock,
+            authorized.into_refused(Ended::new(EndKind::Shutdown, why)),
+        )
+        .await;
+        return;
+    }
     let source = lease.as_ref().map(|l| l.addr);
     let connect = connect_upstream(cfg.upstream, source);
     let upstream = match timeout(cfg.upstream_timeout, connect).await {
@@ -330,7 +341,9 @@ async fn serve_authenticated(
         m.session(),
         &on_end,
     );
-    let ended = driver.run(sock, upstream, &shared.stop_sessions).await;
+    let ended = driver
+        .run(sock, upstream, shared.stop_sessions.child_token())
+        .await;
     // Unlisted before the end is logged (a kill unlisted it already).
     shared.live_keys.remove(id);
     m.sessions_open.dec();

@@ -159,20 +159,38 @@ fn local_port_forwarding_reaches_an_echo_server() {
             }
         }
     });
-    let fwd_port = free_port();
-    let mut cmd = w.ssh();
-    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
-        .arg(format!("127.0.0.1:{fwd_port}:127.0.0.1:{echo_port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _ssh = Guard(cmd.spawn().expect("spawn ssh -L"));
-    let mut conn = None;
-    wait_until(Duration::from_secs(20), "forwarded port", || {
-        conn = TcpStream::connect(("127.0.0.1", fwd_port)).ok();
-        conn.is_some()
-    });
-    let mut conn = conn.expect("connected");
+    // The forward's port is picked free but not held: if another test
+    // takes it first, ssh exits (ExitOnForwardFailure) and is started
+    // again on another.
+    let mut forwarded = None;
+    for attempt in 1..=3 {
+        let fwd_port = free_port();
+        let log = w.dir.path().join(format!("ssh-L-{attempt}.log"));
+        let mut cmd = w.ssh();
+        cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
+            .arg(format!("127.0.0.1:{fwd_port}:127.0.0.1:{echo_port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("ssh log"));
+        let mut ssh = Guard(cmd.spawn().expect("spawn ssh -L"));
+        let mut conn = None;
+        let mut exited = false;
+        wait_until(T, "the forwarded port", || {
+            exited = matches!(ssh.0.try_wait(), Ok(Some(_)));
+            conn = TcpStream::connect(("127.0.0.1", fwd_port)).ok();
+            exited || conn.is_some()
+        });
+        if let Some(c) = conn.filter(|_| !exited) {
+            forwarded = Some((ssh, c));
+            break;
+        }
+        let why = read_text(&log);
+        assert!(
+            why.contains("Address already in use"),
+            "ssh -L exited: {why}"
+        );
+    }
+    let (_ssh, mut conn) = forwarded.expect("a forward after three ports were taken");
     conn.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     conn.write_all(b"hello through the tunnel").expect("write");

@@ -72,10 +72,36 @@ fn stream_zeros(mut s: TcpStream, stop: &AtomicBool) {
 }
 
 /// ssh with `CHANNELS` local forwards to the source, and readers on each.
+/// Dropped before its end (a failed wait), it resumes the sidecar and
+/// kills ssh, so no stopped process outlives the test.
 struct Forwarded {
-    ssh: Child,
+    ssh: Option<Child>,
+    /// 0 until found.
     sidecar: u32,
     received: Arc<AtomicU64>,
+}
+
+impl Forwarded {
+    fn ssh(&mut self) -> &mut Child {
+        self.ssh.as_mut().expect("ssh not yet waited for")
+    }
+
+    /// Waits for ssh to exit (bounded) and collects its output.
+    fn wait(mut self, limit: Duration) -> std::process::Output {
+        wait_bounded(self.ssh.take().expect("ssh"), limit)
+    }
+}
+
+impl Drop for Forwarded {
+    fn drop(&mut self) {
+        if let Some(mut ssh) = self.ssh.take() {
+            if self.sidecar != 0 {
+                signal(self.sidecar, "CONT");
+            }
+            let _ = ssh.kill();
+            let _ = ssh.wait();
+        }
+    }
 }
 
 /// ssh as `principal` with the forwards, running `command` (its stdin
@@ -85,6 +111,13 @@ fn forward(w: &World, source: &Source, principal: &str, command: Option<&str>) -
     let sockets: Vec<PathBuf> = (0..CHANNELS)
         .map(|i| w.dir.path().join(format!("fwd-{principal}-{i}")))
         .collect();
+    // sun_path holds 108 bytes with its terminating NUL.
+    let longest = sockets.iter().map(|p| p.as_os_str().len()).max();
+    assert!(
+        longest < Some(108),
+        "forward socket paths under {} are too long for a Unix socket; set a shorter TMPDIR",
+        w.dir.path().display()
+    );
     let log = w.dir.path().join(format!("ssh-{principal}.log"));
     let mut cmd = Command::new("ssh");
     cmd.args(w.direct_opts(&w.alice))
@@ -104,16 +137,20 @@ fn forward(w: &World, source: &Source, principal: &str, command: Option<&str>) -
         Some(c) => cmd.arg("root@localhost").arg(c).stdin(Stdio::piped()),
         None => cmd.arg("-N").arg("root@localhost").stdin(Stdio::null()),
     };
-    let mut ssh = cmd
+    let ssh = cmd
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log).expect("ssh log"))
         .spawn()
         .expect("ssh -L");
-    let received = Arc::new(AtomicU64::new(0));
+    let mut f = Forwarded {
+        ssh: Some(ssh),
+        sidecar: 0,
+        received: Arc::new(AtomicU64::new(0)),
+    };
     for path in sockets {
         let mut s = None;
         wait_until(T, "ssh to listen on its forwards", || {
-            if let Some(status) = ssh.try_wait().expect("wait ssh") {
+            if let Some(status) = f.ssh().try_wait().expect("wait ssh") {
                 panic!(
                     "ssh -L exited ({status}) before its forwards listened: {}",
                     read_text(&log)
@@ -123,7 +160,7 @@ fn forward(w: &World, source: &Source, principal: &str, command: Option<&str>) -
             s.is_some()
         });
         let mut s = s.expect("forward");
-        let counter = Arc::clone(&received);
+        let counter = Arc::clone(&f.received);
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             let started = Instant::now();
@@ -140,12 +177,8 @@ fn forward(w: &World, source: &Source, principal: &str, command: Option<&str>) -
             }
         });
     }
-    let sidecar = wait_for_child_of(ssh.id());
-    Forwarded {
-        ssh,
-        sidecar,
-        received,
-    }
+    f.sidecar = wait_for_child_of(f.ssh().id());
+    f
 }
 
 /// Stops the sidecar once data flows, and waits until the proxy's writes
@@ -191,7 +224,7 @@ fn a_ban_closes_the_sshd_socket_while_the_client_reads_nothing() {
         "{log}"
     );
     signal(f.sidecar, "CONT");
-    let out = wait_bounded(f.ssh, T);
+    let out = f.wait(T);
     assert!(!out.status.success());
 }
 
@@ -202,11 +235,12 @@ fn a_client_that_reads_nothing_is_ended_at_its_deadline() {
     let f = forward(&w, &source, "alice", None);
     let upstream = upstream_ports(&w.proxy.log_text())[0];
     stall(&w, &f);
-    wait_until(
-        Duration::from_secs(DEADLINE + 1),
-        "the stalled client to be ended",
-        || !established(upstream, w.sshd.port),
-    );
+    // The write bound runs from the proxy's last progress, which may come
+    // a while after stall() returns (socket buffers grow to megabytes), so
+    // the wait is generous; the reason below says which rule ended it.
+    wait_until(T, "the stalled client to be ended", || {
+        !established(upstream, w.sshd.port)
+    });
     let log = w.proxy.log_text();
     assert!(
         log.lines()
@@ -215,7 +249,7 @@ fn a_client_that_reads_nothing_is_ended_at_its_deadline() {
         "{log}"
     );
     signal(f.sidecar, "CONT");
-    let _ = wait_bounded(f.ssh, T);
+    let _ = f.wait(T);
 }
 
 /// One trial: a `bash -s` session beside the streaming forwards, its
@@ -224,7 +258,7 @@ fn a_client_that_reads_nothing_is_ended_at_its_deadline() {
 fn command_after_ban_ran(w: &World, source: &Source, principal: &str, trial: usize) -> bool {
     let marker = w.dir.path().join(format!("ran-{trial}"));
     let mut f = forward(w, source, principal, Some("bash -s"));
-    let mut stdin = f.ssh.stdin.take().expect("stdin");
+    let mut stdin = f.ssh().stdin.take().expect("stdin");
     let lists_before = count(&w.proxy.log_text(), "event=\"crl_loaded\"");
     stall(w, &f);
     w.pki.revoke("principal", principal);
@@ -236,7 +270,7 @@ fn command_after_ban_ran(w: &World, source: &Source, principal: &str, trial: usi
     writeln!(stdin, "touch {}", marker.display()).expect("command after the ban");
     drop(stdin);
     signal(f.sidecar, "CONT");
-    let _ = wait_bounded(f.ssh, T);
+    let _ = f.wait(T);
     // sshd has closed that connection: whatever reached it is processed.
     let port = *upstream_ports(&w.proxy.log_text())
         .last()

@@ -8,6 +8,9 @@ use libfuzzer_sys::fuzz_target;
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::handshake::{HELLO_LEN, message_len, testkit};
 
+/// Noise's share of message 1: the ephemeral key and the payload's tag.
+const OVERHEAD_1: usize = 32 + 16;
+
 fuzz_target!(|data: &[u8]| {
     if let Ok((_, msg2)) = ztssh_proto_fuzz::server().handle_client_hello(data) {
         panic!(
@@ -26,6 +29,15 @@ fuzz_target!(|data: &[u8]| {
         // is accepted too.
         let mut payload = data.to_vec();
         payload.resize(payload.len().max(2 + 8 + 1184), 0);
+        // Everything after the body, up to the payload's fixed length, is
+        // zero (the padding is checked).
+        let payload_len = HELLO_LEN - OVERHEAD_1;
+        assert!(
+            payload[2 + 8 + 1184..payload.len().min(payload_len)]
+                .iter()
+                .all(|&b| b == 0),
+            "non-zero padding accepted"
+        );
         assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 8 + 1184);
         assert_eq!(&payload[2..4], &1u16.to_be_bytes());
         assert_eq!(&payload[4..6], &1024u16.to_be_bytes());
