@@ -86,7 +86,8 @@ impl<'a> Driver<'a> {
         upstream: TcpStream,
         stop: CancellationToken,
     ) -> Result<(), Ended> {
-        // Pinned once: polled on every wake-up, it then costs no lock.
+        // Pinned once, on this session's own child token: polled on every
+        // wake-up, it takes only that token's uncontended lock.
         let stop = stop.cancelled_owned();
         tokio::pin!(stop);
         let mut stopping = false;

@@ -190,10 +190,13 @@ async fn deny(
         .inc();
     warn!(event = "authorization_denied", principal = %principal, reason = e.kind.label(), "{}", e.reason);
     // Not the client's fault: a full session cap, an unreachable sshd, an
-    // overdue revocation list.
+    // overdue revocation list, a proxy shutting down.
     if !matches!(
         e.kind,
-        EndKind::MaxSessions | EndKind::UpstreamUnavailable | EndKind::RevocationListStale
+        EndKind::MaxSessions
+            | EndKind::UpstreamUnavailable
+            | EndKind::RevocationListStale
+            | EndKind::Shutdown
     ) {
         let f = if proven {
             Failure::KeyRefused
@@ -249,25 +252,26 @@ async fn serve_authenticated(
             return upstream_failed(&mut sock, authorized, cfg, &server_id, why).await;
         }
     };
-    if shared.stop_sessions.is_cancelled() {
-        // The drain period is over: no new session reaches sshd.
-        info!(event = "connection_refused", reason = "shutdown", principal = %principal, "the proxy is shutting down");
-        let why = "the proxy is shutting down; reconnect once it is back";
-        refuse(
-            &mut sock,
-            authorized.into_refused(Ended::new(EndKind::Shutdown, why)),
-        )
-        .await;
-        return;
-    }
     let source = lease.as_ref().map(|l| l.addr);
-    let connect = connect_upstream(cfg.upstream, source);
-    let upstream = match timeout(cfg.upstream_timeout, connect).await {
-        Ok(Ok(u)) => u,
-        Ok(Err(e)) => {
+    let connect = timeout(cfg.upstream_timeout, connect_upstream(cfg.upstream, source));
+    // Once the drain period is over, no new session reaches sshd: a connect
+    // under way then is abandoned, and the client told why.
+    let connected = tokio::select! {
+        biased;
+        () = shared.stop_sessions.cancelled() => None,
+        c = connect => Some(c),
+    };
+    let upstream = match connected {
+        None => {
+            let why = "the proxy is shutting down; reconnect once it is back";
+            let refused = authorized.into_refused(Ended::new(EndKind::Shutdown, why));
+            return deny(shared, &mut sock, peer, &principal, refused, true).await;
+        }
+        Some(Ok(Ok(u))) => u,
+        Some(Ok(Err(e))) => {
             return upstream_failed(&mut sock, authorized, cfg, &server_id, e.to_string()).await;
         }
-        Err(_) => {
+        Some(Err(_)) => {
             return upstream_failed(&mut sock, authorized, cfg, &server_id, "timed out".into())
                 .await;
         }

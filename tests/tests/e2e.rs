@@ -159,29 +159,31 @@ fn local_port_forwarding_reaches_an_echo_server() {
             }
         }
     });
-    // The forward's port is picked free but not held: if another test
-    // takes it first, ssh exits (ExitOnForwardFailure) and is started
+    // The forward's port is picked free but not held: another test may
+    // take it first. The test connects only once ssh says it listens on
+    // it (-v), so never to another test's listener nor to itself; if the
+    // port was taken, ssh exits (ExitOnForwardFailure) and is started
     // again on another.
     let mut forwarded = None;
     for attempt in 1..=3 {
         let fwd_port = free_port();
         let log = w.dir.path().join(format!("ssh-L-{attempt}.log"));
         let mut cmd = w.ssh();
-        cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
+        cmd.args(["-v", "-N", "-o", "ExitOnForwardFailure=yes", "-L"])
             .arg(format!("127.0.0.1:{fwd_port}:127.0.0.1:{echo_port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("ssh log"));
         let mut ssh = Guard(cmd.spawn().expect("spawn ssh -L"));
-        let mut conn = None;
+        let listening = format!("Local forwarding listening on 127.0.0.1 port {fwd_port}.");
         let mut exited = false;
-        wait_until(T, "the forwarded port", || {
+        wait_until(T, "ssh to listen on the forwarded port", || {
             exited = matches!(ssh.0.try_wait(), Ok(Some(_)));
-            conn = TcpStream::connect(("127.0.0.1", fwd_port)).ok();
-            exited || conn.is_some()
+            exited || read_text(&log).contains(&listening)
         });
-        if let Some(c) = conn.filter(|_| !exited) {
-            forwarded = Some((ssh, c));
+        if !exited {
+            let conn = TcpStream::connect(("127.0.0.1", fwd_port)).expect("connect");
+            forwarded = Some((ssh, conn));
             break;
         }
         let why = read_text(&log);

@@ -96,7 +96,12 @@ impl Drop for Forwarded {
     fn drop(&mut self) {
         if let Some(mut ssh) = self.ssh.take() {
             if self.sidecar != 0 {
-                signal(self.sidecar, "CONT");
+                // Not signal(), which asserts: this may run while a failed
+                // assertion unwinds, and the sidecar may be gone.
+                let _ = Command::new("kill")
+                    .args(["-CONT", &self.sidecar.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
             }
             let _ = ssh.kill();
             let _ = ssh.wait();
