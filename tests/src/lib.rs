@@ -417,12 +417,33 @@ impl Proxy {
         extra: &str,
         run_args: &[&str],
     ) -> Self {
-        let (port, config) = Self::configure(dir, pki, upstream, principals, extra);
-        Self::spawn(dir, port, config, run_args)
+        // The port is picked free but not held: another test's connection
+        // may take it first (a `[::]` listener conflicts with any socket on
+        // the port). The proxy then exits at once, and starts again on
+        // another port.
+        for attempt in 1.. {
+            let (port, config) = Self::configure(dir, pki, upstream, principals, extra);
+            match Self::try_spawn(dir, port, config, run_args) {
+                Ok(p) => return p,
+                Err(why) if attempt < 3 && why.contains("Address already in use") => {}
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the loop returns or panics by its third attempt")
     }
 
     /// Starts `ztssh-proxy run` on a config [`Proxy::configure`] wrote.
     pub fn spawn(dir: &Path, port: u16, config: PathBuf, run_args: &[&str]) -> Self {
+        Self::try_spawn(dir, port, config, run_args).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Same; `Err` with its log when the proxy exits before it listens.
+    fn try_spawn(
+        dir: &Path,
+        port: u16,
+        config: PathBuf,
+        run_args: &[&str],
+    ) -> Result<Self, String> {
         let log = dir.join("proxy.log");
         let child = Command::new(bin("ztssh-proxy"))
             .arg("run")
@@ -440,19 +461,24 @@ impl Proxy {
             .spawn()
             .expect("start proxy");
         let mut child = Guard(child);
+        let mut exited = None;
         wait_until(Duration::from_secs(10), "proxy to listen", || {
             if let Ok(Some(status)) = child.0.try_wait() {
-                panic!("proxy exited ({status}): {}", read_text(&log));
+                exited = Some(status);
+                return true;
             }
             let text = read_text(&log);
             text.contains("event=\"listening\"") || text.contains("\"event\":\"listening\"")
         });
-        Self {
+        if let Some(status) = exited {
+            return Err(format!("proxy exited ({status}): {}", read_text(&log)));
+        }
+        Ok(Self {
             port,
             log,
             config,
             _child: child,
-        }
+        })
     }
 
     /// Writes `principals` and a `proxy.toml` into `dir`; returns the port
