@@ -1055,12 +1055,17 @@ pub fn wait_for_child_of(pid: u32) -> u32 {
 
 /// Sends `sig` (e.g. "STOP", "CONT") to `pid`, one this test started.
 pub fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
+    assert!(try_signal(pid, sig), "kill -{sig} {pid}");
+}
+
+/// Sends `sig` to `pid`; whether it was delivered (for clean-ups that run
+/// while a failed assertion unwinds, or after the process is gone).
+pub fn try_signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
         .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{sig} {pid}");
+        .is_ok_and(|s| s.success())
 }
 
 /// Whether sshd's log shows the connection from `port` ended: closed or

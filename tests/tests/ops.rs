@@ -271,8 +271,7 @@ fn sessions_still_open_when_the_drain_period_ends_are_told_why() {
     let log = w.proxy.wait_log("event=\"session_terminated\"", T);
     assert!(log.contains("reason=\"shutdown\""), "{log}");
     assert!(log.contains("event=\"drain_timeout\""), "{log}");
-    // Ended like a kill: sshd's side closed before the TERMINATE, and the
-    // process then exits on its own.
+    // Ended like a kill: sshd's side is closed too.
     assert!(log.contains("event=\"upstream_closed\""), "{log}");
 }
 

@@ -98,10 +98,7 @@ impl Drop for Forwarded {
             if self.sidecar != 0 {
                 // Not signal(), which asserts: this may run while a failed
                 // assertion unwinds, and the sidecar may be gone.
-                let _ = Command::new("kill")
-                    .args(["-CONT", &self.sidecar.to_string()])
-                    .stderr(Stdio::null())
-                    .status();
+                let _ = try_signal(self.sidecar, "CONT");
             }
             let _ = ssh.kill();
             let _ = ssh.wait();
