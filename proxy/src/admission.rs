@@ -2,6 +2,9 @@
 //! cryptography, cheapest first. A refused socket is closed at once and
 //! nothing is read from it.
 
+pub mod halfopen;
+pub mod limits;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::limits::{self, HandshakeSlot, Refusal};
 use crate::session::{self, Shared};
+use limits::{HandshakeSlot, Refusal};
 
 /// A connection that passed every accept-time check.
 pub struct Admission {
@@ -42,7 +45,7 @@ fn check(shared: &Shared, conns: &Arc<Semaphore>, peer: SocketAddr) -> Result<Ad
         // One warning per 10 s at most: an unauthenticated flood at the cap
         // must not fill the log queue (the metric counts every refusal).
         static LAST_WARN_MS: AtomicU64 = AtomicU64::new(0);
-        let now = crate::clock::mono_ms().saturating_add(10_000);
+        let now = crate::ops::clock::mono_ms().saturating_add(10_000);
         let last = LAST_WARN_MS.load(Ordering::Relaxed);
         if now >= last.saturating_add(10_000)
             && LAST_WARN_MS

@@ -19,10 +19,10 @@ use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey};
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::human;
 
-use crate::authority::{Authority, read_crl};
-use crate::authz::Authorized;
-use crate::limits::{LimitSettings, PenaltySettings};
-use crate::policy::{Policy, parse_net};
+use crate::admission::limits::{LimitSettings, PenaltySettings};
+use crate::trust::authority::{Authority, read_crl};
+use crate::trust::authz::Authorized;
+use crate::trust::policy::{Policy, parse_net};
 use ztssh_proto::identity::{MAX_CERT_TTL, Timing};
 use ztssh_proto::trust::{StaleMode, Staleness};
 
@@ -312,7 +312,7 @@ pub struct Config {
     /// Networks never penalised.
     pub penalty_exempt: Vec<ipnet::IpNet>,
     /// Where and how to pull the revocation list, if from a URL.
-    pub pull: Option<Arc<crate::fetch::PullSettings>>,
+    pub pull: Option<Arc<crate::revocation::fetch::PullSettings>>,
     /// Zero standing keys: one loopback source address per session.
     pub upstream_sources: Option<ipnet::Ipv4Net>,
     /// Zero standing keys: where and to whom sshd's command is answered.
@@ -366,7 +366,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let listen = addr("listen", &settings.listen)?;
     let upstream = addr("upstream", &settings.upstream)?;
     let user = match &settings.user {
-        Some(name) => Some(crate::process::lookup_user(name).map_err(err)?),
+        Some(name) => Some(crate::ops::process::lookup_user(name).map_err(err)?),
         None => None,
     };
     if settings.drain_grace_secs > 3600 {
@@ -402,7 +402,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let subca = keyfile::read_signing_key(&settings.state_dir.join(SUBCA_KEY_FILE), pem::SUBCA_KEY)
         .map_err(err)?;
     let root = read_root(&settings.root_public_key)?;
-    let pull = crate::fetch::PullSettings::from_settings(&settings).map_err(err)?;
+    let pull = crate::revocation::fetch::PullSettings::from_settings(&settings).map_err(err)?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     let timing = timing(&settings)?;
     let rekey =
@@ -410,9 +410,10 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let cover = CoverTraffic::parse(&settings.cover_traffic).map_err(err)?;
     let penalty_exempt = check_limits(&settings)?;
     let upstream_sources = match &settings.upstream_source_range {
-        Some(range) => {
-            Some(crate::zsk::check_range(range, upstream, settings.max_connections).map_err(err)?)
-        }
+        Some(range) => Some(
+            crate::sshd::zsk::check_range(range, upstream, settings.max_connections)
+                .map_err(err)?,
+        ),
         None => None,
     };
     let authorized_keys = check_authorized_keys(&settings, upstream_sources.is_some())?;
@@ -529,7 +530,7 @@ fn check_authorized_keys(
              each key sshd is given is bound to its session's own source address",
         ));
     }
-    crate::zsk::check_socket_path(socket).map_err(err)?;
+    crate::sshd::zsk::check_socket_path(socket).map_err(err)?;
     let Some(name) = &s.authorized_keys_command_user else {
         return Err(err(
             "authorized_keys_socket needs authorized_keys_command_user: the account sshd runs \

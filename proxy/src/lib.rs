@@ -2,39 +2,23 @@
 //! authorized sessions to it. The binary (`main.rs`) parses the command
 //! line; everything else lives here:
 //!
-//! - [`config`]: settings, validated before any port is bound;
+//! - [`trust`]: the authority in force (licence, revocation list,
+//!   authorized principals, policy);
+//! - [`ops`]: clocks, logging, metrics, systemd and privileges;
 //! - [`admission`]: accept-time checks and penalties, before any
 //!   cryptography;
-//! - [`session`]: one connection from handshake to end;
-//! - [`driver`]: the IO loop of an established session over the core's
-//!   `ServerConn`, in which no write is ever awaited;
-//! - [`reload`]: the one task that publishes a new [`authority::Authority`];
-//! - [`fetch`]: pulls the revocation list over HTTP(S) for the reload task;
-//! - [`server`]: binding, signals, drain;
-//! - [`logging`]: log lines written off the runtime's workers;
-//! - [`zsk`], [`akc`], [`sshd_config`], [`sshd_setup`] (with
-//!   [`sshd_reload`]): zero standing keys (a source
-//!   address per session, the socket sshd's `AuthorizedKeysCommand` asks,
-//!   the sshd_config lines that wire it, and their safe installation).
+//! - [`config`]: settings, validated before any port is bound;
+//! - [`session`]: one connection from handshake to end, and its
+//!   [`session::driver`] loop;
+//! - [`revocation`]: the reload task and the revocation-list pull;
+//! - [`sshd`]: zero standing keys and sshd administration;
+//! - [`server`]: binding, signals, drain.
 
 pub mod admission;
-pub mod akc;
-pub mod authority;
-pub mod authz;
-pub mod clock;
 pub mod config;
-pub mod driver;
-pub mod fetch;
-pub mod halfopen;
-pub mod limits;
-pub mod logging;
-pub mod metrics;
-pub mod policy;
-pub mod process;
-pub mod reload;
+pub mod ops;
+pub mod revocation;
 pub mod server;
 pub mod session;
-pub mod sshd_config;
-pub mod sshd_reload;
-pub mod sshd_setup;
-pub mod zsk;
+pub mod sshd;
+pub mod trust;

@@ -10,9 +10,9 @@ use ztssh_proto::cert::LicenceRequest;
 use ztssh_proto::keys::{NoiseKeypair, SigningKey};
 use ztssh_proto::labels::pem;
 use ztssh_proto::{armor, keyfile};
-use ztssh_proxy::authority::Authority;
-use ztssh_proxy::clock::unix as now;
 use ztssh_proxy::config::{self, Config, ConfigError, Overrides};
+use ztssh_proxy::ops::clock::unix as now;
+use ztssh_proxy::trust::authority::Authority;
 
 /// Exit code for configuration errors (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -200,8 +200,8 @@ fn main() -> ExitCode {
             login_timeout,
             dry_run,
         } => {
-            use ztssh_proxy::sshd_reload::Reload;
-            let opts = ztssh_proxy::sshd_setup::Options {
+            use ztssh_proxy::sshd::reload::Reload;
+            let opts = ztssh_proxy::sshd::setup::Options {
                 sshd_config,
                 drop_in,
                 add_include,
@@ -232,7 +232,7 @@ fn main() -> ExitCode {
                 Err(e) => return config_error(&e),
             };
             // Held to the end of main: dropping it writes out the queue.
-            let _log = ztssh_proxy::logging::init(&cfg.settings.log_format);
+            let _log = ztssh_proxy::ops::logging::init(&cfg.settings.log_format);
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return report(Err(e.into())),
@@ -279,7 +279,7 @@ fn authorized_keys(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let client = match connection.map(ztssh_proxy::akc::parse_connection) {
+    let client = match connection.map(ztssh_proxy::sshd::akc::parse_connection) {
         Some(Ok(c)) => Some(c),
         Some(Err(e)) => {
             eprintln!("ztssh-proxy: authorized-keys: --connection: {e}");
@@ -288,7 +288,7 @@ fn authorized_keys(
         None => None,
     };
     let mut out = std::io::stdout().lock();
-    report(ztssh_proxy::akc::ask(
+    report(ztssh_proxy::sshd::akc::ask(
         &socket, account, key, client, &mut out,
     ))
 }
@@ -296,7 +296,7 @@ fn authorized_keys(
 /// The proxy's config, the command sshd runs, and the lines; on error,
 /// the message is printed and the exit code returned.
 fn sshd_lines(args: &LinesArgs) -> Result<(Config, PathBuf, String), ExitCode> {
-    use ztssh_proxy::sshd_config as sc;
+    use ztssh_proxy::sshd::config_lines as sc;
     let path = args.config.as_path();
     let (cfg, _authority) = load(path, &Overrides::default()).map_err(|e| config_error(&e))?;
     let version = match &args.sshd_version {
@@ -320,8 +320,8 @@ fn sshd_lines(args: &LinesArgs) -> Result<(Config, PathBuf, String), ExitCode> {
     }
 }
 
-fn sshd_setup(args: &LinesArgs, opts: &ztssh_proxy::sshd_setup::Options) -> ExitCode {
-    use ztssh_proxy::sshd_setup as setup;
+fn sshd_setup(args: &LinesArgs, opts: &ztssh_proxy::sshd::setup::Options) -> ExitCode {
+    use ztssh_proxy::sshd::setup;
     let path = args.config.as_path();
     let (cfg, command, lines) = match sshd_lines(args) {
         Ok(made) => made,

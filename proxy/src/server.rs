@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::authority::{self, Authority};
+use crate::admission::{self, limits};
 use crate::config::Config;
-use crate::reload::{self, Request};
+use crate::ops::{clock, metrics, process};
+use crate::revocation::reload::{self, Request};
 use crate::session::{self, Shared};
-use crate::{admission, clock, limits, metrics, process};
+use crate::trust::authority::{self, Authority};
 
 /// How long sessions get to write their TERMINATE once the drain period
 /// is over, before the process exits regardless.
@@ -28,7 +29,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     // Bound first, so that it answers by the time the proxy says it listens.
     let akc_listener = match &cfg.authorized_keys {
-        Some(akc) => Some(crate::akc::bind(akc)?),
+        Some(akc) => Some(crate::sshd::akc::bind(akc)?),
         None => None,
     };
     let listener = TcpListener::bind(cfg.listen)
@@ -61,7 +62,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         cfg.penalty_exempt.clone(),
         cfg.settings.max_handshakes,
     );
-    let cfg_sources = cfg.upstream_sources.map(crate::zsk::SourcePool::new);
+    let cfg_sources = cfg.upstream_sources.map(crate::sshd::zsk::SourcePool::new);
     let shared = Arc::new(Shared {
         cfg,
         authority: authority_rx,
@@ -69,11 +70,11 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         limits,
         sessions: limits::PrincipalSessions::default(),
         sources: cfg_sources,
-        live_keys: crate::zsk::LiveKeys::default(),
+        live_keys: crate::sshd::zsk::LiveKeys::default(),
         stop_sessions: CancellationToken::new(),
     });
     if let Some(l) = akc_listener {
-        tokio::spawn(crate::akc::serve(l, Arc::clone(&shared)));
+        tokio::spawn(crate::sshd::akc::serve(l, Arc::clone(&shared)));
     }
     tokio::spawn(housekeeping(Arc::clone(&shared)));
     let shutdown = CancellationToken::new();
@@ -84,7 +85,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         tokio::spawn(reload::watch_crl_file(path, reloads.clone()));
     }
     if let Some(pull) = shared.cfg.pull.clone() {
-        tokio::spawn(crate::fetch::poll(
+        tokio::spawn(crate::revocation::fetch::poll(
             Arc::clone(&shared),
             pull,
             reloads.clone(),
@@ -178,7 +179,7 @@ async fn housekeeping(shared: Arc<Shared>) {
             .set(i64::try_from(rate).unwrap_or(i64::MAX));
         m.handshakes_in_progress
             .set(i64::try_from(shared.limits.half_open()).unwrap_or(i64::MAX));
-        let dropped = crate::logging::dropped_lines();
+        let dropped = crate::ops::logging::dropped_lines();
         let seen = m.log_lines_dropped.get();
         if dropped > seen {
             m.log_lines_dropped.inc_by(dropped - seen);

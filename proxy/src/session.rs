@@ -3,6 +3,8 @@
 //! connection, then the [`Driver`] loop. Protocol decisions are the core's;
 //! this task moves bytes, keeps time, and carries out what the core returns.
 
+pub mod driver;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +22,12 @@ use ztssh_proto::handshake::{self, ClientAuthenticated, HELLO_LEN, message_len};
 use ztssh_proto::identity::{Authorized, Refused};
 use ztssh_proto::keys::{hex, random_bytes};
 
-use crate::authority::Authority;
-use crate::clock;
+use crate::admission::limits::{self, Failure, HandshakeSlot, Limits, PrincipalSessions};
 use crate::config::Config;
-use crate::driver::Driver;
-use crate::limits::{self, Failure, HandshakeSlot, Limits, PrincipalSessions};
-use crate::zsk::{LiveKeys, LiveSession, SourcePool};
+use crate::ops::clock;
+use crate::session::driver::Driver;
+use crate::sshd::zsk::{LiveKeys, LiveSession, SourcePool};
+use crate::trust::authority::Authority;
 
 /// How long a TERMINATE may take to reach a refused client (as long as a
 /// killed session's).
@@ -34,7 +36,7 @@ const TERMINATE_GRACE: Duration = Duration::from_millis(ztssh_proto::conn::TERMI
 /// What every session shares.
 pub struct Shared {
     /// Prometheus metrics.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::ops::metrics::Metrics>,
     /// Static configuration and keys.
     pub cfg: Config,
     /// The live authority; replaced on reload.

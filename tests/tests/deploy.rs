@@ -171,7 +171,7 @@ fn dashboard_and_alerts_use_exported_metrics() {
     // Every metric the dashboard and the alerts use is one the proxy exports.
     let alerts =
         std::fs::read_to_string(repo("config-examples/prometheus-alerts.yml")).expect("alerts");
-    let exported = std::fs::read_to_string(repo("proxy/src/metrics.rs")).expect("metrics.rs");
+    let exported = std::fs::read_to_string(repo("proxy/src/ops/metrics.rs")).expect("metrics.rs");
     for text in exprs
         .iter()
         .map(String::as_str)

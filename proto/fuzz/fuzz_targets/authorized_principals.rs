@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use libfuzzer_sys::fuzz_target;
 use ztssh_proto::cert::{MAX_PRINCIPAL, check_name};
-use ztssh_proxy::authz::Authorized;
+use ztssh_proxy::trust::authz::Authorized;
 
 /// Pieces of principals files: names, separators, keys whole and broken.
 const TOKENS: &[&str] = &[

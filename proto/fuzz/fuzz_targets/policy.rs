@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
-use ztssh_proxy::policy::Policy;
+use ztssh_proxy::trust::policy::Policy;
 
 /// Pieces of policy files: tables, keys, values good and bad.
 const TOKENS: &[&str] = &[

@@ -23,7 +23,7 @@ use ztssh_proto::keys::random_bytes;
 use ztssh_proto::labels::pem;
 
 use crate::config::Settings;
-use crate::reload::Request;
+use crate::revocation::reload::Request;
 use crate::session::Shared;
 
 pub use ztssh_fetch::MAX_LIST_BYTES;

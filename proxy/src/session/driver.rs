@@ -23,9 +23,9 @@ use ztssh_proto::end::{EndKind, Ended};
 use ztssh_proto::identity::MAX_EARLY_RENEWALS;
 use ztssh_proto::keys::{SigningKey, random_bytes};
 
-use crate::authority::Authority;
-use crate::clock;
-use crate::metrics::SessionMetrics;
+use crate::ops::clock;
+use crate::ops::metrics::SessionMetrics;
+use crate::trust::authority::Authority;
 
 /// One session's loop: the core and what it needs besides the sockets.
 pub struct Driver<'a> {

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
 
-use crate::authority::Authority;
+use crate::trust::authority::Authority;
 
 /// Every metric the proxy exports.
 pub struct Metrics {
@@ -392,7 +392,7 @@ fn respond(
             let a = authority.borrow().clone();
             (
                 StatusCode::OK,
-                metrics.render(&a, crate::clock::unix()),
+                metrics.render(&a, crate::ops::clock::unix()),
                 "text/plain; version=0.0.4",
             )
         }

@@ -1,7 +1,7 @@
 //! Abuse limits checked when a connection is accepted, before any DH, KEM or
 //! signature work: per-source penalties for repeated failures (like
 //! OpenSSH's PerSourcePenalties), a per-source rate limit (governor), and
-//! the half-open handshake table ([`crate::halfopen`]), fair between
+//! the half-open handshake table ([`crate::admission::halfopen`]), fair between
 //! networks. Every table is bounded; a flood from many addresses cannot
 //! grow memory without limit.
 
@@ -19,8 +19,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::halfopen::HalfOpen;
-pub use crate::halfopen::{Evicted, HandshakeSlot};
+use crate::admission::halfopen::HalfOpen;
+pub use crate::admission::halfopen::{Evicted, HandshakeSlot};
 
 /// `[limits]` in the proxy config.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -407,7 +407,7 @@ impl Limits {
         if !self.rate_ok(source_key(peer)) {
             return Err(Refusal::RateLimited);
         }
-        let (slot, evicted) = crate::halfopen::admit(&self.half_open, peer)?;
+        let (slot, evicted) = crate::admission::halfopen::admit(&self.half_open, peer)?;
         Ok(Admitted { slot, evicted })
     }
 

@@ -17,8 +17,8 @@ use ztssh_proto::labels::pem;
 use ztssh_proto::time::{UnixTime, human};
 use ztssh_proto::trust::{self, ListUpdate, Staleness};
 
-use crate::authz::Authorized;
-use crate::policy::Policy;
+use crate::trust::authz::Authorized;
+use crate::trust::policy::Policy;
 
 /// A snapshot of everything that grants or withdraws trust.
 #[derive(Debug)]

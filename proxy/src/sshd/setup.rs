@@ -10,7 +10,7 @@
 //! 2. backups of every file that will change, then atomic writes;
 //! 3. `sshd -t`, then `sshd -T`: every line of the drop-in is in effect
 //!    (sshd keeps the first value it reads, so an earlier line can win);
-//! 4. reload ([`crate::sshd_reload`]): a new listening socket that answers
+//! 4. reload ([`crate::sshd::reload`]): a new listening socket that answers
 //!    with an SSH banner;
 //! 5. the login check (a real login through ztssh, given by the operator).
 //!
@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use crate::config::AuthorizedKeysConfig;
-use crate::sshd_config;
-use crate::sshd_reload::{self, Reload, run_bounded};
+use crate::sshd::config_lines as sshd_config;
+use crate::sshd::reload::{self as sshd_reload, Reload, run_bounded};
 
 /// Exit code: the host is not ready; nothing was changed.
 pub const EXIT_NOT_READY: u8 = 65;
@@ -587,7 +587,7 @@ fn not_in_effect(
 fn backup(changes: &[Change], dir: &Path) -> Result<Vec<String>, String> {
     use std::os::unix::fs::DirBuilderExt;
     let mut out = Vec::new();
-    let stamp = crate::clock::unix();
+    let stamp = crate::ops::clock::unix();
     for c in changes {
         let Some(before) = &c.before else {
             out.push(format!("{} is new (no backup needed)", c.path.display()));

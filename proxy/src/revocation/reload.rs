@@ -13,10 +13,10 @@ use tracing::{error, info, warn};
 
 use ztssh_proto::crl::Crl;
 
-use crate::authority::{self, Authority};
-use crate::clock;
-use crate::process;
+use crate::ops::clock;
+use crate::ops::process;
 use crate::session::Shared;
+use crate::trust::authority::{self, Authority};
 
 /// How often the revocation list file is checked for changes.
 pub const CRL_POLL: Duration = Duration::from_millis(100);

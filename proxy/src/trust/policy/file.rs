@@ -13,7 +13,7 @@ use toml::Spanned;
 use ztssh_proto::cert::{MAX_PRINCIPAL, check_name};
 
 use super::{Hours, MAX_ENTRIES, Policy, PolicyError, Rule, parse_net};
-use crate::authz::printable;
+use crate::trust::authz::printable;
 
 /// A list of strings, each with its place.
 type List = Spanned<Vec<Spanned<String>>>;
@@ -268,7 +268,7 @@ fn each<T>(
 fn account_list(list: List, key: &str) -> Result<Vec<String>, Mistake> {
     let empty = "allows no account; deny the principal instead";
     each(list, key, Some(empty), |a| {
-        crate::zsk::check_account(a).map(|()| a.to_owned())
+        crate::sshd::zsk::check_account(a).map(|()| a.to_owned())
     })
 }
 
@@ -569,7 +569,7 @@ mod tests {
 
     #[test]
     fn to_toml_reads_back_as_the_same_policy() {
-        let example = include_str!("../../../config-examples/policy.toml");
+        let example = include_str!("../../../../config-examples/policy.toml");
         for text in [
             example,
             "",

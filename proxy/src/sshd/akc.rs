@@ -3,7 +3,7 @@
 //!
 //! Request, one line: `ACCOUNT [KEYTYPE BASE64] [client=ADDR:PORT]\n`
 //! (sshd's `%u %t %k`, and the client end of `%C` where sshd has it).
-//! Answer: authorized_keys lines (see [`crate::zsk::answer`]), then the
+//! Answer: authorized_keys lines (see [`crate::sshd::zsk::answer`]), then the
 //! socket closes. Only root and the configured `AuthorizedKeysCommandUser`
 //! may ask (`SO_PEERCRED`); anyone else is closed on without a byte read.
 //!
@@ -25,8 +25,9 @@ use tokio::time::timeout;
 use tracing::{info, warn};
 
 use crate::config::AuthorizedKeysConfig;
+use crate::ops::clock;
 use crate::session::Shared;
-use crate::{clock, zsk};
+use crate::sshd::zsk;
 
 /// Most bytes in a request (an account name and one public key).
 pub const MAX_REQUEST: usize = 16 * 1024;

@@ -9,7 +9,7 @@
 //!   account: `from="<that session's source address>" <key>` for each live
 //!   session whose principal is still authorized and may use the account.
 //!
-//! The socket that serves the answers is in [`crate::akc`].
+//! The socket that serves the answers is in [`crate::sshd::akc`].
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,7 +20,7 @@ use ipnet::Ipv4Net;
 use ztssh_proto::identity::Authority as _;
 use ztssh_proto::time::UnixTime;
 
-use crate::authority::Authority;
+use crate::trust::authority::Authority;
 
 /// Longest socket path the kernel takes (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -423,8 +423,8 @@ mod tests {
         Authority {
             licence,
             crl: None,
-            authorized: crate::authz::Authorized::load(&ap).expect("principals"),
-            policy: Arc::new(crate::policy::Policy::load(&pp).expect("policy")),
+            authorized: crate::trust::authz::Authorized::load(&ap).expect("principals"),
+            policy: Arc::new(crate::trust::policy::Policy::load(&pp).expect("policy")),
             staleness: Default::default(),
         }
     }

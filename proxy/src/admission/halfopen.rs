@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::limits::{Refusal, lock};
+use crate::admission::limits::{Refusal, lock};
 
 /// A network a source is counted in: a masked address and its length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -102,8 +102,8 @@ mod tests {
 
     #[test]
     fn keys_ztssh_refuses_are_config_errors_at_their_line() {
-        const WEAK: &str = include_str!("../../proto/src/testdata/userkey/rsa1024.pub");
-        const RSA: &str = include_str!("../../proto/src/testdata/userkey/rsa2048.pub");
+        const WEAK: &str = include_str!("../../../proto/src/testdata/userkey/rsa1024.pub");
+        const RSA: &str = include_str!("../../../proto/src/testdata/userkey/rsa2048.pub");
         let e = Authorized::parse(&format!("alice {ALICE}\nbob {WEAK}")).expect_err("weak");
         assert_eq!(
             e,

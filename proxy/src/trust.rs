@@ -1,0 +1,13 @@
+//! The proxy's view of trust, built on the core's `ztssh_proto::trust`:
+//! what it loads from its files and publishes to every session.
+//!
+//! - [`authority`]: the [`authority::Authority`] in force (licence, the
+//!   root's revocation list, principals, policy), replaced whole on reload;
+//! - [`authz`]: the authorized principals file;
+//! - [`policy`]: the access policy file.
+//!
+//! Lowest folder of the crate: it imports nothing else from it.
+
+pub mod authority;
+pub mod authz;
+pub mod policy;
