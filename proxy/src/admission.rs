@@ -9,11 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{debug, info, warn};
 
-use crate::session::{self, Shared};
-use limits::{HandshakeSlot, Refusal};
+use crate::ops::metrics::Metrics;
+use crate::trust::authority::Authority;
+use limits::{Failure, HandshakeSlot, Limits, Refusal};
 
 /// A connection that passed every accept-time check.
 pub struct Admission {
@@ -23,24 +24,29 @@ pub struct Admission {
     pub slot: HandshakeSlot,
 }
 
-/// Runs the accept-time checks for `peer`; counts and logs a refusal.
+/// Runs the accept-time checks for `peer`, with the policy of the
+/// `authority` in force; counts and logs a refusal.
 pub fn admit(
-    shared: &Shared,
+    limits: &Limits,
+    metrics: &Metrics,
+    authority: &watch::Receiver<Arc<Authority>>,
     conns: &Arc<Semaphore>,
     peer: SocketAddr,
 ) -> Result<Admission, Refusal> {
-    let checked = check(shared, conns, peer);
+    let checked = check(limits, metrics, authority, conns, peer);
     if let Err(why) = checked {
-        shared
-            .metrics
-            .refused
-            .with_label_values(&[why.label()])
-            .inc();
+        metrics.refused.with_label_values(&[why.label()]).inc();
     }
     checked
 }
 
-fn check(shared: &Shared, conns: &Arc<Semaphore>, peer: SocketAddr) -> Result<Admission, Refusal> {
+fn check(
+    limits: &Limits,
+    metrics: &Metrics,
+    authority: &watch::Receiver<Arc<Authority>>,
+    conns: &Arc<Semaphore>,
+    peer: SocketAddr,
+) -> Result<Admission, Refusal> {
     let Ok(permit) = Arc::clone(conns).try_acquire_owned() else {
         // One warning per 10 s at most: an unauthenticated flood at the cap
         // must not fill the log queue (the metric counts every refusal).
@@ -59,18 +65,18 @@ fn check(shared: &Shared, conns: &Arc<Semaphore>, peer: SocketAddr) -> Result<Ad
         }
         return Err(Refusal::MaxConnections);
     };
-    if let Some(secs) = shared.limits.penalised(peer.ip()) {
+    if let Some(secs) = limits.penalised(peer.ip()) {
         // Debug only: a flood must not become a log flood; the metric
         // and the source_penalised event tell the story.
         debug!(event = "connection_refused", peer = %peer, reason = "penalised", penalty_secs = secs, "source is serving a penalty");
         return Err(Refusal::Penalised);
     }
-    if let Err(why) = shared.authority.borrow().policy.admit_source(peer.ip()) {
+    if let Err(why) = authority.borrow().policy.admit_source(peer.ip()) {
         info!(event = "connection_refused", peer = %peer, reason = "policy_source", "{why}");
-        session::penalise(shared, peer, limits::Failure::FailedAuth);
+        penalise(limits, metrics, peer, Failure::FailedAuth);
         return Err(Refusal::PolicySource);
     }
-    let admitted = shared.limits.admit(peer.ip()).inspect_err(|why| {
+    let admitted = limits.admit(peer.ip()).inspect_err(|why| {
         debug!(event = "connection_refused", peer = %peer, reason = why.label(), "refused before the handshake");
     })?;
     if let Some(e) = &admitted.evicted {
@@ -85,4 +91,19 @@ fn check(shared: &Shared, conns: &Arc<Semaphore>, peer: SocketAddr) -> Result<Ad
         permit,
         slot: admitted.slot,
     })
+}
+
+/// Records a failure against the source and says so when it now serves a
+/// penalty.
+pub fn penalise(limits: &Limits, metrics: &Metrics, peer: SocketAddr, f: Failure) {
+    if let Some(p) = limits.fail(peer.ip(), f) {
+        metrics.penalties.inc();
+        warn!(
+            event = "source_penalised",
+            source = %limits::source_key(peer.ip()),
+            secs = p.secs,
+            "source refused for the next {}s after repeated failures",
+            p.secs
+        );
+    }
 }

@@ -2,6 +2,9 @@
 //! command-line flags. Everything is loaded and checked here, before any
 //! port is bound; a failure is a [`ConfigError`] and exit code 64.
 
+pub mod pull;
+pub mod zsk;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -312,7 +315,7 @@ pub struct Config {
     /// Networks never penalised.
     pub penalty_exempt: Vec<ipnet::IpNet>,
     /// Where and how to pull the revocation list, if from a URL.
-    pub pull: Option<Arc<crate::revocation::fetch::PullSettings>>,
+    pub pull: Option<Arc<pull::PullSettings>>,
     /// Zero standing keys: one loopback source address per session.
     pub upstream_sources: Option<ipnet::Ipv4Net>,
     /// Zero standing keys: where and to whom sshd's command is answered.
@@ -402,7 +405,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let subca = keyfile::read_signing_key(&settings.state_dir.join(SUBCA_KEY_FILE), pem::SUBCA_KEY)
         .map_err(err)?;
     let root = read_root(&settings.root_public_key)?;
-    let pull = crate::revocation::fetch::PullSettings::from_settings(&settings).map_err(err)?;
+    let pull = pull::PullSettings::from_settings(&settings).map_err(err)?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     let timing = timing(&settings)?;
     let rekey =
@@ -410,10 +413,9 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let cover = CoverTraffic::parse(&settings.cover_traffic).map_err(err)?;
     let penalty_exempt = check_limits(&settings)?;
     let upstream_sources = match &settings.upstream_source_range {
-        Some(range) => Some(
-            crate::sshd::zsk::check_range(range, upstream, settings.max_connections)
-                .map_err(err)?,
-        ),
+        Some(range) => {
+            Some(zsk::check_range(range, upstream, settings.max_connections).map_err(err)?)
+        }
         None => None,
     };
     let authorized_keys = check_authorized_keys(&settings, upstream_sources.is_some())?;
@@ -530,7 +532,7 @@ fn check_authorized_keys(
              each key sshd is given is bound to its session's own source address",
         ));
     }
-    crate::sshd::zsk::check_socket_path(socket).map_err(err)?;
+    zsk::check_socket_path(socket).map_err(err)?;
     let Some(name) = &s.authorized_keys_command_user else {
         return Err(err(
             "authorized_keys_socket needs authorized_keys_command_user: the account sshd runs \

@@ -15,7 +15,8 @@ use crate::admission::{self, limits};
 use crate::config::Config;
 use crate::ops::{clock, metrics, process};
 use crate::revocation::reload::{self, Request};
-use crate::session::{self, Shared};
+use crate::session;
+use crate::state::Shared;
 use crate::trust::authority::{self, Authority};
 
 /// How long sessions get to write their TERMINATE once the drain period
@@ -62,7 +63,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         cfg.penalty_exempt.clone(),
         cfg.settings.max_handshakes,
     );
-    let cfg_sources = cfg.upstream_sources.map(crate::sshd::zsk::SourcePool::new);
+    let cfg_sources = cfg.upstream_sources.map(crate::state::SourcePool::new);
     let shared = Arc::new(Shared {
         cfg,
         authority: authority_rx,
@@ -70,7 +71,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         limits,
         sessions: limits::PrincipalSessions::default(),
         sources: cfg_sources,
-        live_keys: crate::sshd::zsk::LiveKeys::default(),
+        live_keys: crate::state::LiveKeys::default(),
         stop_sessions: CancellationToken::new(),
     });
     if let Some(l) = akc_listener {
@@ -151,7 +152,13 @@ async fn accept_loop(
                 }
             },
         };
-        let Ok(admission) = admission::admit(shared, &conns, peer) else {
+        let Ok(admission) = admission::admit(
+            &shared.limits,
+            &shared.metrics,
+            &shared.authority,
+            &conns,
+            peer,
+        ) else {
             continue;
         };
         tracker.spawn(session::handle(

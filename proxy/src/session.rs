@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 use ztssh_proto::ProtoError;
 use ztssh_proto::conn::ServerConn;
@@ -22,37 +21,16 @@ use ztssh_proto::handshake::{self, ClientAuthenticated, HELLO_LEN, message_len};
 use ztssh_proto::identity::{Authorized, Refused};
 use ztssh_proto::keys::{hex, random_bytes};
 
-use crate::admission::limits::{self, Failure, HandshakeSlot, Limits, PrincipalSessions};
+use crate::admission;
+use crate::admission::limits::{Failure, HandshakeSlot};
 use crate::config::Config;
 use crate::ops::clock;
 use crate::session::driver::Driver;
-use crate::sshd::zsk::{LiveKeys, LiveSession, SourcePool};
-use crate::trust::authority::Authority;
+use crate::state::{LiveSession, Shared, SourcePool};
 
 /// How long a TERMINATE may take to reach a refused client (as long as a
 /// killed session's).
 const TERMINATE_GRACE: Duration = Duration::from_millis(ztssh_proto::conn::TERMINATE_GRACE_MS);
-
-/// What every session shares.
-pub struct Shared {
-    /// Prometheus metrics.
-    pub metrics: Arc<crate::ops::metrics::Metrics>,
-    /// Static configuration and keys.
-    pub cfg: Config,
-    /// The live authority; replaced on reload.
-    pub authority: watch::Receiver<Arc<Authority>>,
-    /// Accept-time abuse limits and penalties.
-    pub limits: Limits,
-    /// Live sessions per principal.
-    pub sessions: PrincipalSessions,
-    /// One loopback source address per session (zero standing keys).
-    pub sources: Option<SourcePool>,
-    /// Live sessions and their keys, for sshd's `AuthorizedKeysCommand`.
-    pub live_keys: LiveKeys,
-    /// Cancelled when a shutdown's drain period has run out: every session
-    /// still open then is ended with a TERMINATE that says so.
-    pub stop_sessions: CancellationToken,
-}
 
 /// Handles one accepted connection to the end.
 pub async fn handle(
@@ -115,19 +93,9 @@ pub async fn handle(
     .await;
 }
 
-/// Records a failure against the source and says so when it now serves a
-/// penalty.
-pub fn penalise(shared: &Shared, peer: SocketAddr, f: Failure) {
-    if let Some(p) = shared.limits.fail(peer.ip(), f) {
-        shared.metrics.penalties.inc();
-        warn!(
-            event = "source_penalised",
-            source = %limits::source_key(peer.ip()),
-            secs = p.secs,
-            "source refused for the next {}s after repeated failures",
-            p.secs
-        );
-    }
+/// Records a failure against the source ([`admission::penalise`]).
+fn penalise(shared: &Shared, peer: SocketAddr, f: Failure) {
+    admission::penalise(&shared.limits, &shared.metrics, peer, f);
 }
 
 enum HandshakeFail {

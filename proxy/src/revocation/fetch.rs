@@ -8,81 +8,26 @@
 //! that carries out a kill: sessions only ever see the authority the
 //! reload task publishes.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::Uri;
 use hyper::body::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
-use ztssh_fetch::{Fetched, Fetcher, Target};
+use ztssh_fetch::{Fetched, Fetcher};
 use ztssh_proto::armor;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::keys::random_bytes;
 use ztssh_proto::labels::pem;
 
-use crate::config::Settings;
+use crate::config::pull::PullSettings;
 use crate::revocation::reload::Request;
-use crate::session::Shared;
+use crate::state::Shared;
 
 pub use ztssh_fetch::MAX_LIST_BYTES;
 /// Longest wait between fetches while they fail (or the poll interval,
 /// if that is longer).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
-/// Where and how to pull the list; checked before any port is bound.
-#[derive(Debug)]
-pub struct PullSettings {
-    /// The list's URL, the fetch timeout and TLS.
-    pub target: Arc<Target>,
-    /// The list's URL, as configured.
-    pub url: Uri,
-    /// Time between fetches (before jitter).
-    pub poll: Duration,
-    /// Where a newer list is kept on disk (`revocation_cache`, else
-    /// `revocation_list`), if set.
-    pub cache: Option<PathBuf>,
-}
-
-impl PullSettings {
-    /// The pull settings, or `None` without a `revocation_url`.
-    pub fn from_settings(s: &Settings) -> Result<Option<Arc<Self>>, String> {
-        let Some(text) = &s.revocation_url else {
-            if s.revocation_ca_file.is_some() {
-                return Err("revocation_ca_file is set but revocation_url is not".into());
-            }
-            if s.revocation_cache.is_some() {
-                return Err("revocation_cache is set but revocation_url is not: \
-                            it keeps lists fetched from revocation_url"
-                    .into());
-            }
-            return Ok(None);
-        };
-        if !(1..=3600).contains(&s.revocation_poll_secs) {
-            return Err("revocation_poll_secs must be between 1 and 3600".into());
-        }
-        if !(1..=120).contains(&s.revocation_fetch_timeout_secs) {
-            return Err("revocation_fetch_timeout_secs must be between 1 and 120".into());
-        }
-        let timeout = Duration::from_secs(s.revocation_fetch_timeout_secs);
-        let target = Target::new(
-            "revocation_url",
-            text,
-            timeout,
-            s.revocation_ca_file.as_deref(),
-        )?;
-        Ok(Some(Arc::new(Self {
-            url: target.url.clone(),
-            target: Arc::new(target),
-            poll: Duration::from_secs(s.revocation_poll_secs),
-            cache: s
-                .revocation_cache
-                .clone()
-                .or_else(|| s.revocation_list.clone()),
-        })))
-    }
-}
 
 /// The wait before the next fetch: the poll interval, doubled per failure
 /// in a row up to [`MAX_BACKOFF`] (or the poll interval if longer), with

@@ -15,7 +15,7 @@ use ztssh_proto::crl::Crl;
 
 use crate::ops::clock;
 use crate::ops::process;
-use crate::session::Shared;
+use crate::state::Shared;
 use crate::trust::authority::{self, Authority};
 
 /// How often the revocation list file is checked for changes.

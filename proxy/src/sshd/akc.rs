@@ -26,8 +26,8 @@ use tracing::{info, warn};
 
 use crate::config::AuthorizedKeysConfig;
 use crate::ops::clock;
-use crate::session::Shared;
 use crate::sshd::zsk;
+use crate::state::Shared;
 
 /// Most bytes in a request (an account name and one public key).
 pub const MAX_REQUEST: usize = 16 * 1024;
@@ -209,7 +209,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Request, String> {
     };
     let mut words = line.split(' ');
     let account = words.next().unwrap_or_default();
-    zsk::check_account(account)?;
+    crate::trust::authz::check_account(account)?;
     let key = match (words.next(), words.next(), words.next()) {
         (None, _, _) => None,
         (Some(t), Some(k), None) => Some(

@@ -75,6 +75,18 @@ pub fn printable(s: &str) -> String {
         .collect()
 }
 
+/// Whether `name` can be a local account name: 1 to 32 of `A-Z a-z 0-9 . _ -`,
+/// not starting with `-` (what useradd accepts, less a trailing `$`).
+pub fn check_account(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 32 || name.starts_with('-') || !name.chars().all(ok_char) {
+        return Err(format!(
+            "{name:?} is not an account name (1-32 of A-Z a-z 0-9 . _ -, not starting with -)"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +140,15 @@ mod tests {
         assert_eq!(e.0, 1);
         assert!(e.1.contains("'ss\\n]Zd25519'"), "{}", e.1);
         assert!(!e.1.chars().any(char::is_control), "{}", e.1);
+    }
+
+    #[test]
+    fn account_names() {
+        for ok in ["alice", "deploy", "svc_web-1", "a.b"] {
+            assert!(check_account(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-rf", "al ice", "root\n", "a/b", &"x".repeat(33)] {
+            assert!(check_account(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -268,7 +268,7 @@ fn each<T>(
 fn account_list(list: List, key: &str) -> Result<Vec<String>, Mistake> {
     let empty = "allows no account; deny the principal instead";
     each(list, key, Some(empty), |a| {
-        crate::sshd::zsk::check_account(a).map(|()| a.to_owned())
+        crate::trust::authz::check_account(a).map(|()| a.to_owned())
     })
 }
 
