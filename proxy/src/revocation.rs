@@ -1,6 +1,8 @@
 //! Keeping the revocation list current: the one reload task that publishes
-//! a new authority ([`reload`], with the file watch), and the HTTP(S) pull
-//! that feeds it ([`fetch`]).
+//! a new authority ([`reload`]), and what asks it to: the watchers on the
+//! list file and on the list's staleness ([`watch`]), and the HTTP(S) pull
+//! ([`fetch`]).
 
 pub mod fetch;
 pub mod reload;
+pub mod watch;

@@ -15,6 +15,7 @@ use crate::admission::{self, limits};
 use crate::config::Config;
 use crate::ops::{clock, metrics, process};
 use crate::revocation::reload::{self, Request};
+use crate::revocation::watch::{watch_crl_file, watch_staleness};
 use crate::session;
 use crate::state::Shared;
 use crate::trust::authority::{self, Authority};
@@ -83,7 +84,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
     let reloads = reload::spawn(Arc::clone(&shared), authority_tx);
     tokio::spawn(watch_signals(signals, shutdown.clone(), reloads.clone()));
     if let Some(path) = shared.cfg.settings.revocation_list.clone() {
-        tokio::spawn(reload::watch_crl_file(path, reloads.clone()));
+        tokio::spawn(watch_crl_file(path, reloads.clone()));
     }
     if let Some(pull) = shared.cfg.pull.clone() {
         tokio::spawn(crate::revocation::fetch::poll(
@@ -92,7 +93,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
             reloads.clone(),
         ));
     }
-    tokio::spawn(reload::watch_staleness(shared.authority.clone(), reloads));
+    tokio::spawn(watch_staleness(shared.authority.clone(), reloads));
     process::notify("READY=1");
     accept_loop(&shared, &listener, &shutdown, &tracker).await;
     process::notify("STOPPING=1");

@@ -4,12 +4,13 @@
 //! this task moves bytes, keeps time, and carries out what the core returns.
 
 pub mod driver;
+mod handshake;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
@@ -17,7 +18,7 @@ use tracing::{Instrument, info, info_span, warn};
 use ztssh_proto::ProtoError;
 use ztssh_proto::conn::ServerConn;
 use ztssh_proto::end::{EndKind, Ended};
-use ztssh_proto::handshake::{self, ClientAuthenticated, HELLO_LEN, message_len};
+use ztssh_proto::handshake::ClientAuthenticated;
 use ztssh_proto::identity::{Authorized, Refused};
 use ztssh_proto::keys::{hex, random_bytes};
 
@@ -26,6 +27,7 @@ use crate::admission::limits::{Failure, HandshakeSlot};
 use crate::config::Config;
 use crate::ops::clock;
 use crate::session::driver::Driver;
+use crate::session::handshake::{HandshakeFail, run_handshake};
 use crate::state::{LiveSession, Shared, SourcePool};
 
 /// How long a TERMINATE may take to reach a refused client (as long as a
@@ -96,40 +98,6 @@ pub async fn handle(
 /// Records a failure against the source ([`admission::penalise`]).
 fn penalise(shared: &Shared, peer: SocketAddr, f: Failure) {
     admission::penalise(&shared.limits, &shared.metrics, peer, f);
-}
-
-enum HandshakeFail {
-    Closed,
-    Proto(ProtoError),
-}
-
-impl From<ProtoError> for HandshakeFail {
-    fn from(e: ProtoError) -> Self {
-        Self::Proto(e)
-    }
-}
-
-async fn read_msg(sock: &mut TcpStream, len: usize) -> Result<Vec<u8>, HandshakeFail> {
-    let mut buf = vec![0u8; len];
-    sock.read_exact(&mut buf)
-        .await
-        .map_err(|_| HandshakeFail::Closed)?;
-    Ok(buf)
-}
-
-async fn run_handshake(
-    cfg: &Config,
-    licence: &ztssh_proto::cert::LicenceVerified,
-    sock: &mut TcpStream,
-) -> Result<ClientAuthenticated, HandshakeFail> {
-    let state = handshake::server_start(&cfg.noise, licence, cfg.frame_size)?;
-    let msg1 = read_msg(sock, HELLO_LEN).await?;
-    let (state, msg2) = state.handle_client_hello(&msg1)?;
-    sock.write_all(&msg2)
-        .await
-        .map_err(|_| HandshakeFail::Closed)?;
-    let msg3 = read_msg(sock, message_len(3, cfg.frame_size)).await?;
-    Ok(state.handle_client_auth(&msg3)?)
 }
 
 async fn refuse(sock: &mut TcpStream, mut refused: Refused) {

@@ -1,0 +1,48 @@
+//! The handshake of one connection: three messages, each read whole and
+//! handed to the core, which alone decides.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use ztssh_proto::ProtoError;
+use ztssh_proto::handshake::{self, ClientAuthenticated, HELLO_LEN, message_len};
+
+use crate::config::Config;
+
+/// Why a handshake did not finish.
+pub(super) enum HandshakeFail {
+    /// The client closed the connection (or a write to it failed).
+    Closed,
+    /// The core refused a message.
+    Proto(ProtoError),
+}
+
+impl From<ProtoError> for HandshakeFail {
+    fn from(e: ProtoError) -> Self {
+        Self::Proto(e)
+    }
+}
+
+async fn read_msg(sock: &mut TcpStream, len: usize) -> Result<Vec<u8>, HandshakeFail> {
+    let mut buf = vec![0u8; len];
+    sock.read_exact(&mut buf)
+        .await
+        .map_err(|_| HandshakeFail::Closed)?;
+    Ok(buf)
+}
+
+/// The server side of the three-message handshake over `sock` (the
+/// caller bounds it in time).
+pub(super) async fn run_handshake(
+    cfg: &Config,
+    licence: &ztssh_proto::cert::LicenceVerified,
+    sock: &mut TcpStream,
+) -> Result<ClientAuthenticated, HandshakeFail> {
+    let state = handshake::server_start(&cfg.noise, licence, cfg.frame_size)?;
+    let msg1 = read_msg(sock, HELLO_LEN).await?;
+    let (state, msg2) = state.handle_client_hello(&msg1)?;
+    sock.write_all(&msg2)
+        .await
+        .map_err(|_| HandshakeFail::Closed)?;
+    let msg3 = read_msg(sock, message_len(3, cfg.frame_size)).await?;
+    Ok(state.handle_client_auth(&msg3)?)
+}
