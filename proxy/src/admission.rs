@@ -4,6 +4,7 @@
 
 pub mod halfopen;
 pub mod limits;
+pub mod penalties;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
