@@ -178,7 +178,7 @@ fn main() {
     let rss_before = proxy.rss_kib();
 
     let t = Instant::now();
-    let clients = open_sessions(n, proxy.port, &pki, &alice);
+    let clients = open_sessions(n, proxy.port, pki, alice);
     let setup = t.elapsed();
     // Every upstream connection exists before the ban.
     wait_until(Duration::from_secs(60), "all upstream connections", || {

@@ -363,7 +363,7 @@ fn a_proxy_whose_log_nobody_reads_still_admits_and_kills() {
         // Ten sessions per source address, inside the per-source burst.
         let src = format!("127.22.0.{}", i / 10 + 1);
         let sock = connect_from(&src, proxy.port).expect("connect");
-        let mut c = ztssh_tests::client::LibClient::handshake(sock, root, &alice, "alice")
+        let mut c = ztssh_tests::client::LibClient::handshake(sock, root, alice, "alice")
             .unwrap_or_else(|e| panic!("session {i} with the log unread: {e}"));
         c.establish().expect("establish");
         clients.push(c);
@@ -439,9 +439,8 @@ fn bytes_sshd_had_not_read_are_discarded_at_a_kill() {
     let Front {
         pki, proxy, alice, ..
     } = &front;
-    let mut c =
-        ztssh_tests::client::LibClient::connect(proxy.port, pki.root_key(), &alice, "alice")
-            .expect("connect");
+    let mut c = ztssh_tests::client::LibClient::connect(proxy.port, pki.root_key(), alice, "alice")
+        .expect("connect");
     c.establish().expect("establish");
     // The client sends 8 MiB; the proxy hands what it can to the kernel
     // for sshd, then stops reading the client (its queues are full).
