@@ -13,6 +13,7 @@ use std::time::Duration;
 pub use tempfile::TempDir;
 
 pub mod agent;
+mod builder;
 pub mod client;
 pub mod listserver;
 mod net;
@@ -26,6 +27,7 @@ mod wait;
 mod world;
 pub mod zsk;
 
+pub use builder::*;
 pub use net::*;
 pub use pki::*;
 pub use process::*;
