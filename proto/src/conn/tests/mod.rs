@@ -4,9 +4,10 @@
 //!
 //! Time: `t` is the virtual time in milliseconds. The proxy sees
 //! `Now { unix: T0 + unix_offset + t / 1000, mono_ms: t }`; the sidecar sees
-//! only its own monotonic clock, `CLIENT_BASE + t`. By construction the
-//! sidecar never gets a Unix time: [`ClientConn::new`] takes none and every
-//! one of its calls takes a monotonic millisecond count.
+//! its own monotonic clock, `CLIENT_BASE + t`, unrelated to the proxy's, and
+//! the Unix time `CLIENT_UNIX` (0), which its core must not read: both sides
+//! take [`Now`] the same way, and a sidecar whose wall clock is wrong works
+//! all the same.
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -29,6 +30,9 @@ use crate::tests::{client_cfg, pki, run, user};
 const T0: u64 = 1_800_000_000;
 /// The sidecar's monotonic clock at `t = 0`: unrelated to the proxy's.
 const CLIENT_BASE: u64 = 987_654_321;
+/// The sidecar's wall clock, always: far from the proxy's, and never read
+/// by its core.
+const CLIENT_UNIX: u64 = 0;
 /// The frame size of every test tunnel.
 const F: usize = 1024;
 /// Data bytes in one record.
@@ -188,9 +192,13 @@ impl Net {
         }
     }
 
-    /// The sidecar's monotonic clock.
-    fn cm(&self) -> u64 {
-        CLIENT_BASE + self.t
+    /// The sidecar's clock: its own monotonic clock, and a wall clock its
+    /// core does not read.
+    fn cm(&self) -> Now {
+        Now {
+            unix: CLIENT_UNIX,
+            mono_ms: CLIENT_BASE + self.t,
+        }
     }
 
     fn nonce(&mut self) -> [u8; 32] {
@@ -314,7 +322,7 @@ impl Net {
             any = true;
             if ev == ServerEvent::Closed {
                 self.server_closed = true;
-                self.client.handle_peer_eof();
+                self.client.handle_peer_eof(self.cm());
             }
             self.sev.push((self.t, ev));
         }
@@ -376,7 +384,11 @@ impl Net {
                 let (now, nonce) = (self.now(), self.nonce());
                 self.server.handle_timeout(now, nonce);
             }
-            if self.client.poll_timeout().is_some_and(|at| at <= self.cm()) {
+            if self
+                .client
+                .poll_timeout()
+                .is_some_and(|at| at <= self.cm().mono_ms)
+            {
                 self.client.handle_timeout(self.cm());
             }
             self.pump();
@@ -1522,7 +1534,11 @@ fn refused_client(hold: bool, code: crate::control::TerminateCode) -> ClientConn
         .sealer
         .seal_control(&msg, &mut wire)
         .expect("seal");
-    client.handle_peer(&wire, CLIENT_BASE);
+    let now = Now {
+        unix: CLIENT_UNIX,
+        mono_ms: CLIENT_BASE,
+    };
+    client.handle_peer(&wire, now);
     client
 }
 
@@ -1589,11 +1605,9 @@ fn a_held_client_reads_ssh_once_accepted() {
     assert!(n.client.wants_local());
 }
 
-#[path = "rekey_tests.rs"]
-mod rekey_tests;
+mod rekey;
 
-#[path = "cover_tests.rs"]
-mod cover_tests;
+mod cover;
 
 /// A connection's `Debug` (an `expect_err`, a `{:?}` in a log line) shows
 /// no session bytes: not the queues for sshd and ssh, nor what was read
