@@ -647,9 +647,7 @@ fn load_licence(
     now: u64,
 ) -> Result<LicenceVerified, ConfigError> {
     let bytes = keyfile::read_pem(path, pem::LICENCE).map_err(err)?;
-    let licence = Licence::decode(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    let licence = licence
-        .verify(root, now)
+    let licence = Licence::decode_verified(&bytes, root, now)
         .map_err(|e| err(format!("{}: {e}", path.display())))?;
     if licence.body.noise_key != noise.public() || licence.body.subca_key != subca.public() {
         return Err(err(format!(
