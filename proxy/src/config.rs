@@ -52,6 +52,7 @@ const ENV_KEYS: &[&str] = &[
     "upstream_connect_timeout_secs",
     "max_connections",
     "max_handshakes",
+    "max_sessions_per_principal",
     "log_format",
     "revocation_list",
     "revocation_url",
@@ -108,6 +109,11 @@ pub struct Settings {
     /// Most connections still in the handshake.
     #[serde(default = "default_max_handshakes")]
     pub max_handshakes: usize,
+    /// Most live sessions one principal may hold on this proxy, unless the
+    /// policy's `max_sessions` for it says otherwise; so one principal (or
+    /// a stolen key) cannot take every `max_connections` slot.
+    #[serde(default = "default_max_sessions_per_principal")]
+    pub max_sessions_per_principal: u32,
     /// `text` or `json`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -259,6 +265,12 @@ fn default_max_connections() -> usize {
 fn default_max_handshakes() -> usize {
     64
 }
+/// The default session cap per principal: more than a person opens, far
+/// fewer than `max_connections`.
+pub const DEFAULT_MAX_SESSIONS_PER_PRINCIPAL: u32 = 64;
+fn default_max_sessions_per_principal() -> u32 {
+    DEFAULT_MAX_SESSIONS_PER_PRINCIPAL
+}
 fn default_log_format() -> String {
     "text".into()
 }
@@ -388,6 +400,11 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     }
     if settings.max_connections == 0 || settings.max_handshakes == 0 {
         return Err(err("max_connections and max_handshakes must be at least 1"));
+    }
+    if settings.max_sessions_per_principal == 0 {
+        return Err(err(
+            "max_sessions_per_principal = 0 would lock every principal out; it must be at least 1",
+        ));
     }
     if !matches!(settings.log_format.as_str(), "text" | "json") {
         return Err(err(format!(
@@ -683,7 +700,8 @@ impl Config {
         let b = &authority.licence.body;
         format!(
             "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}; \
-             challenge every {}s, answer within {}s; client certificates {}s; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; {}",
+             challenge every {}s, answer within {}s; client certificates {}s; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; \
+             at most {} session(s) per principal where the policy sets no max_sessions; {}",
             self.listen,
             self.upstream,
             b.server_id,
@@ -700,6 +718,7 @@ impl Config {
             self.cover,
             self.list_summary(authority),
             authority.policy.summary(),
+            self.settings.max_sessions_per_principal,
             self.zsk_summary(),
         )
     }
