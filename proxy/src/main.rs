@@ -49,7 +49,7 @@ struct LinesArgs {
     /// drop-in turns every other method off: a password or any other
     /// method logs in without a ztssh session.
     #[arg(long = "allow-auth-method", value_enum)]
-    allow_auth_methods: Vec<ztssh_proxy::sshd_config::AuthMethod>,
+    allow_auth_methods: Vec<ztssh_proxy::sshd::config_lines::AuthMethod>,
 }
 
 #[derive(Subcommand)]
