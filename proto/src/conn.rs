@@ -40,7 +40,7 @@
 
 use crate::ProtoError;
 use crate::control::{Control, TerminateCode};
-use crate::end::{EndKind, Ended};
+use crate::end::{EndKind, Ended, Termination};
 use crate::frame::{Event, Opener, Sealer, Transport};
 use crate::identity::{
     Authority, Authorized, ClientEvent, ClientIdentity, Handled, Refused, ServerIdentity, Timing,
@@ -1372,13 +1372,14 @@ impl ServerConn {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEnd {
     /// The proxy refused the session before accepting it.
-    Refused(String),
+    Refused(Termination),
     /// The proxy refused the user key before accepting the session (the
-    /// key is not authorized for the principal, or not acceptable at all):
-    /// another key may do, on a new connection.
-    KeyRefused(String),
+    /// key is not authorized for the principal, or not acceptable at all;
+    /// code [`TerminateCode::NotAuthorized`]): another key may do, on a new
+    /// connection.
+    KeyRefused(Termination),
     /// The proxy ended an accepted session.
-    Terminated(String),
+    Terminated(Termination),
     /// A record failed to open or broke the protocol.
     Integrity(String),
     /// The proxy broke the continuous-identity protocol.
@@ -1689,12 +1690,13 @@ impl ClientConn {
             Event::Control(Control::Terminate { code, reason }) => {
                 // Nothing after TERMINATE reaches ssh.
                 self.link.local.clear();
+                let told = Termination::new(*code, reason.clone());
                 let end = if self.accepted {
-                    ClientEnd::Terminated(reason.clone())
+                    ClientEnd::Terminated(told)
                 } else if *code == TerminateCode::NotAuthorized {
-                    ClientEnd::KeyRefused(reason.clone())
+                    ClientEnd::KeyRefused(told)
                 } else {
-                    ClientEnd::Refused(reason.clone())
+                    ClientEnd::Refused(told)
                 };
                 self.end(Some(end));
             }

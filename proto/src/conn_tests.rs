@@ -16,8 +16,8 @@ use crate::conn::{
     CLOSE_GRACE_MS, ClientConn, ClientConnEvent, ClientEnd, HIGH_WATER, Now, RENEW_REPLY_MS,
     RENEW_RETRY_MS, ServerConn, ServerEvent, TERMINATE_GRACE_MS,
 };
-use crate::control::Control;
-use crate::end::{EndKind, Ended};
+use crate::control::{Control, TerminateCode};
+use crate::end::{EndKind, Ended, Termination};
 use crate::frame::{Event, Transport};
 use crate::identity::{ClientEvent, ClientIdentity, Timing};
 use crate::identity_tests::Policy;
@@ -742,7 +742,7 @@ fn the_client_reads_the_terminate(mut n: Net) {
     assert_eq!(
         evs,
         vec![ClientConnEvent::Ended(Some(ClientEnd::Terminated(
-            "principal alice banned".into()
+            Termination::new(TerminateCode::IdentityRevoked, "principal alice banned")
         )))]
     );
     assert!(n.client.poll_local().is_empty());
@@ -850,8 +850,8 @@ fn a_test_client_in_manual_mode_ends_at_terminate_and_takes_no_more() {
                 ClientConnEvent::Control(Control::Accept { .. }),
                 ClientConnEvent::Control(Control::Cert { .. }),
                 ClientConnEvent::Control(Control::Terminate { .. }),
-                ClientConnEvent::Ended(Some(ClientEnd::Terminated(reason))),
-            ] if reason == "principal alice banned"
+                ClientConnEvent::Ended(Some(ClientEnd::Terminated(told))),
+            ] if told.reason == "principal alice banned"
         ),
         "{evs:?}"
     );
@@ -1129,7 +1129,10 @@ fn sshd_reading_nothing_ends_at_the_write_bound() {
         n.cev,
         vec![(
             15_000,
-            ClientConnEvent::Ended(Some(ClientEnd::Terminated(reason.into())))
+            ClientConnEvent::Ended(Some(ClientEnd::Terminated(Termination::new(
+                TerminateCode::UpstreamUnavailable,
+                reason
+            ))))
         )]
     );
     assert_eq!(n.sshd, bytes(8, 3000)[..1000]);
@@ -1342,7 +1345,10 @@ fn certificate_expiry_without_renewal_ends_the_session_at_expiry() {
         n.cev.last(),
         Some(&(
             300_000,
-            ClientConnEvent::Ended(Some(ClientEnd::Terminated(reason.into())))
+            ClientConnEvent::Ended(Some(ClientEnd::Terminated(Termination::new(
+                TerminateCode::IdentityRevoked,
+                reason
+            ))))
         ))
     );
 }
@@ -1537,7 +1543,7 @@ fn a_key_refused_before_accept_is_its_own_end_and_ssh_bytes_wait_while_held() {
     }
     assert!(
         ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::KeyRefused(
-            reason.clone()
+            Termination::new(TerminateCode::NotAuthorized, reason.clone())
         )))),
         "{ends:?}"
     );
@@ -1548,7 +1554,9 @@ fn a_key_refused_before_accept_is_its_own_end_and_ssh_bytes_wait_while_held() {
         ends.push(ev);
     }
     assert!(
-        ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::Refused(reason)))),
+        ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::Refused(
+            Termination::new(TerminateCode::PolicyDenied, reason)
+        )))),
         "{ends:?}"
     );
 }
@@ -1563,7 +1571,7 @@ fn a_revoked_key_before_accept_lets_the_sidecar_try_its_next_key() {
     let ends: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
     assert!(
         ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::KeyRefused(
-            reason.clone()
+            Termination::new(EndKind::UserKeyRevoked.code(), reason.clone())
         )))),
         "{ends:?}"
     );
@@ -1572,7 +1580,7 @@ fn a_revoked_key_before_accept_lets_the_sidecar_try_its_next_key() {
         let ends: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
         assert!(
             ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::Refused(
-                reason.clone()
+                Termination::new(kind.code(), reason.clone())
             )))),
             "{kind:?}: {ends:?}"
         );

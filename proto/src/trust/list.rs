@@ -1,0 +1,61 @@
+//! Signed lists: verifying one from its PEM text, and whether one offered
+//! may replace the one in force.
+
+use thiserror::Error;
+
+use crate::crl::Crl;
+use crate::error::Malformed;
+use crate::keys::PublicKey;
+use crate::labels::pem;
+use crate::{ProtoError, armor};
+
+/// Why a list's PEM text was refused.
+#[derive(Debug, Error)]
+pub enum ListError {
+    /// Not PEM armour, or armour of another kind of file.
+    #[error("not a revocation list: {0}")]
+    NotPem(Malformed),
+    /// The list does not parse or does not verify under the root.
+    #[error(transparent)]
+    Invalid(ProtoError),
+}
+
+/// Checks a list as fetched or read: PEM of the right kind, then a list
+/// signed by the pinned `root` (the signature is verified before the list
+/// is parsed).
+pub fn verify_pem(text: &[u8], root: &PublicKey) -> Result<Crl, ListError> {
+    let der = armor::decode_expect(pem::CRL, text).map_err(ListError::NotPem)?;
+    Crl::decode_verified(&der, root).map_err(ListError::Invalid)
+}
+
+/// What to do with a revocation list offered to replace the loaded one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListUpdate {
+    /// Newer: it replaces the loaded list.
+    Replace,
+    /// The same version: nothing changes.
+    Same,
+    /// Older: refused, since a rollback would resurrect revoked identities.
+    Rollback {
+        /// The version in force.
+        loaded: u64,
+        /// The version offered.
+        offered: u64,
+    },
+}
+
+/// Only a newer list replaces the one in force (`current`; none yet, and
+/// any list replaces it). Every place that replaces a list asks this.
+pub fn offer(current: Option<&Crl>, offered: &Crl) -> ListUpdate {
+    let Some(cur) = current else {
+        return ListUpdate::Replace;
+    };
+    match offered.list_version.cmp(&cur.list_version) {
+        std::cmp::Ordering::Greater => ListUpdate::Replace,
+        std::cmp::Ordering::Equal => ListUpdate::Same,
+        std::cmp::Ordering::Less => ListUpdate::Rollback {
+            loaded: cur.list_version,
+            offered: offered.list_version,
+        },
+    }
+}
