@@ -59,3 +59,32 @@ pub fn offer(current: Option<&Crl>, offered: &Crl) -> ListUpdate {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crl::Revocations;
+    use crate::keys::SigningKey;
+
+    #[test]
+    fn a_list_is_verified_from_its_pem_under_the_root() {
+        let root = SigningKey::generate();
+        let crl = Crl {
+            list_version: 4,
+            issued: 10,
+            next_update: 20,
+            issuer: root.public(),
+            revoked: Revocations::default(),
+        };
+        let text = armor::encode(pem::CRL, &crl.sign(&root).expect("sign"));
+        assert_eq!(verify_pem(text.as_bytes(), &root.public()).expect("verify"), crl);
+        let other = SigningKey::generate().public();
+        assert!(matches!(
+            verify_pem(text.as_bytes(), &other),
+            Err(ListError::Invalid(_))
+        ));
+        let licence = armor::encode(pem::LICENCE, b"x");
+        let e = verify_pem(licence.as_bytes(), &root.public()).expect_err("wrong kind");
+        assert!(e.to_string().starts_with("not a revocation list: "), "{e}");
+    }
+}
