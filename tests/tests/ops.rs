@@ -379,7 +379,9 @@ fn a_licence_renewed_and_reloaded_is_the_one_new_clients_see() {
 #[test]
 fn an_unreachable_sshd_is_counted_as_a_denied_handshake_and_not_penalised() {
     let port = free_port();
-    let w = World::with_extra(&format!("metrics_listen = \"127.0.0.1:{port}\"\n"));
+    let w = World::builder()
+        .proxy_toml(&format!("metrics_listen = \"127.0.0.1:{port}\"\n"))
+        .start();
     // sshd's listener gone: the proxy's connect is refused.
     signal(w.sshd.pid(), "KILL");
     wait_until(T, "sshd's port to close", || {

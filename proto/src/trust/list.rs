@@ -77,7 +77,10 @@ mod tests {
             revoked: Revocations::default(),
         };
         let text = armor::encode(pem::CRL, &crl.sign(&root).expect("sign"));
-        assert_eq!(verify_pem(text.as_bytes(), &root.public()).expect("verify"), crl);
+        assert_eq!(
+            verify_pem(text.as_bytes(), &root.public()).expect("verify"),
+            crl
+        );
         let other = SigningKey::generate().public();
         assert!(matches!(
             verify_pem(text.as_bytes(), &other),
