@@ -15,7 +15,8 @@ use ztssh_proto::control::Control;
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::handshake::{self, ClientConfig};
 use ztssh_proto::identity::{
-    Authority, ClientEvent, ClientIdentity, Ended, Handled, ServerIdentity, Timing,
+    Authority, Checkpoint, ClientEvent, ClientIdentity, Ended, Handled, ServerIdentity, Subject,
+    Timing,
 };
 use ztssh_proto::keys::{NoiseKeypair, SigningKey, random_bytes};
 use ztssh_proto::labels::SSHSIG_NAMESPACE_HANDSHAKE;
@@ -24,13 +25,7 @@ use ztssh_proto::time::UnixTime;
 struct AllowAll;
 
 impl Authority for AllowAll {
-    fn check(
-        &self,
-        _: &str,
-        _: &ssh_key::PublicKey,
-        _: Option<&Serial>,
-        _: UnixTime,
-    ) -> Result<(), Ended> {
+    fn check(&self, _: &Subject<'_>, _: Checkpoint<'_>, _: UnixTime) -> Result<(), Ended> {
         Ok(())
     }
     fn may_issue(&self, _: UnixTime) -> Result<(), Ended> {
@@ -91,6 +86,8 @@ fn main() {
         .expect("msg3");
     let authorized = server
         .handle_client_auth(&msg3)
+        .ok()
+        .and_then(handshake::ClientAuth::authenticated)
         .expect("authenticated")
         .authorize(&AllowAll, now)
         .expect("authorized");

@@ -118,15 +118,6 @@ pub enum ProtoError {
     /// Versions or frame sizes do not match.
     #[error("incompatible peer: {0}")]
     Incompatible(String),
-    /// The user's key or its signature on the handshake was refused. The
-    /// tunnel is up: send the client the refusal's TERMINATE.
-    #[error("{}", .refused.ended.reason)]
-    UserKey {
-        /// The principal the client claimed.
-        principal: String,
-        /// The refusal, with the tunnel to send it on.
-        refused: Box<crate::identity::Refused>,
-    },
     /// Local misuse (wrong state, bad parameter).
     #[error("internal error: {0}")]
     Internal(&'static str),

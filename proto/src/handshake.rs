@@ -16,8 +16,12 @@
 //! 2. [`AwaitingClientHello::handle_client_hello`] with message 1 returns
 //!    [`AwaitingClientAuth`] and message 2 (send it).
 //! 3. [`AwaitingClientAuth::handle_client_auth`] with message 3 returns
-//!    [`ClientAuthenticated`], which can only exist once the user's SSHSIG over
-//!    the transcript verified. Authorization is then the caller's decision.
+//!    [`ClientAuth::Authenticated`] with a [`ClientAuthenticated`], which can
+//!    only exist once the user's SSHSIG over the transcript verified;
+//!    authorization is then the caller's decision. A user key or signature
+//!    the proxy does not accept comes back as [`ClientAuth::KeyRefused`]
+//!    with the tunnel to say so on: an outcome, not an error (errors are
+//!    plain data and own no transport).
 //!
 //! Every message is padded to a fixed length (see [`message_len`]), so its size
 //! reveals nothing; the padding sits inside the Noise payload and is hashed.
@@ -466,8 +470,9 @@ pub struct AwaitingClientAuth {
 
 impl AwaitingClientAuth {
     /// Handles message 3: checks the session key's possession proof and the
-    /// user's SSHSIG over the transcript.
-    pub fn handle_client_auth(mut self, msg3: &[u8]) -> Result<ClientAuthenticated, ProtoError> {
+    /// user's SSHSIG over the transcript. `Err` is a message that breaks the
+    /// protocol (no tunnel); a refused user key is [`ClientAuth::KeyRefused`].
+    pub fn handle_client_auth(mut self, msg3: &[u8]) -> Result<ClientAuth, ProtoError> {
         let total = message_len(3, self.frame_size);
         let payload = read_msg(&mut self.hs, msg3, total)?;
         let body = unpad_payload(&payload, "client auth")?;
@@ -510,23 +515,49 @@ impl AwaitingClientAuth {
                     EndKind::UserKeyRefused,
                     format!("principal {principal}: key {fp}: {why}"),
                 );
-                return Err(ProtoError::UserKey {
+                return Ok(ClientAuth::KeyRefused {
                     principal,
-                    refused: Box::new(crate::identity::Refused {
+                    refused: crate::identity::Refused {
                         ended,
                         transport: Box::new(transport),
-                    }),
+                    },
                 });
             }
         };
-        Ok(ClientAuthenticated {
+        Ok(ClientAuth::Authenticated(Box::new(ClientAuthenticated {
             principal,
             user_key,
             user_sig,
             session_key,
             transport,
             handshake_hash: hash,
-        })
+        })))
+    }
+}
+
+/// What a well-formed message 3 came to.
+#[derive(Debug)]
+pub enum ClientAuth {
+    /// The user key signed this handshake (boxed: it holds the tunnel).
+    Authenticated(Box<ClientAuthenticated>),
+    /// The user key or its signature was refused (a key type or size ztssh
+    /// does not accept, SHA-1, a bad signature, a security key's missing
+    /// touch). The tunnel is up: send the client the refusal's TERMINATE.
+    KeyRefused {
+        /// The principal the client claimed.
+        principal: String,
+        /// Why, and the tunnel to say so on.
+        refused: crate::identity::Refused,
+    },
+}
+
+impl ClientAuth {
+    /// The authenticated client, or `None` when its key was refused.
+    pub fn authenticated(self) -> Option<ClientAuthenticated> {
+        match self {
+            Self::Authenticated(a) => Some(*a),
+            Self::KeyRefused { .. } => None,
+        }
     }
 }
 

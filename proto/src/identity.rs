@@ -38,23 +38,19 @@ use crate::labels;
 use crate::time::UnixTime;
 
 pub use crate::end::{EndKind, Ended};
+pub use crate::trust::{Checkpoint, Subject};
 
 use crate::frame::Transport;
 use crate::handshake::ClientAuthenticated;
 
-/// Decides, at every proof, renewal and reload, whether a session may go on:
+/// Decides, at every checkpoint of a session's life, whether it may go on:
 /// revocations, bans, the proxy's own licence, policy.
 pub trait Authority {
-    /// `Err(reason)` ends the session. `user_key` is the key that proved the
-    /// user in the handshake; `serial` is the current certificate's (none
-    /// yet when the session is authorized).
-    fn check(
-        &self,
-        principal: &str,
-        user_key: &ssh_key::PublicKey,
-        serial: Option<&Serial>,
-        now: UnixTime,
-    ) -> Result<(), Ended>;
+    /// `Err` refuses or ends the session. `who` is the principal and the
+    /// credential that proved it in the handshake; `at` says which rules
+    /// apply ([`Checkpoint::Admit`] before the session starts,
+    /// [`Checkpoint::Live`] with the current certificate's serial after).
+    fn check(&self, who: &Subject<'_>, at: Checkpoint<'_>, now: UnixTime) -> Result<(), Ended>;
     /// Whether the Sub-CA may issue now (its licence valid and not revoked).
     fn may_issue(&self, now: UnixTime) -> Result<(), Ended>;
     /// What a security key must assert for `principal`, at login and at a
@@ -281,7 +277,11 @@ impl ClientAuthenticated {
         let session_key = self.session_key();
         let sk = self.user_sig().sk();
         let verdict = authority
-            .check(&principal, &user_key, None, now)
+            .check(
+                &Subject::user_key(&principal, &user_key),
+                Checkpoint::Admit,
+                now,
+            )
             .and_then(|()| match sk {
                 Some(a) => authority.sk_policy(&principal).check(a).map_err(|why| {
                     let fp = user_key.fingerprint(ssh_key::HashAlg::Sha256);
@@ -334,7 +334,11 @@ impl ServerIdentity {
         mono_ms: u64,
     ) -> Result<Started, Refused> {
         let issued = authority
-            .check(&authorized.principal, &authorized.user_key, None, now)
+            .check(
+                &Subject::user_key(&authorized.principal, &authorized.user_key),
+                Checkpoint::Admit,
+                now,
+            )
             .and_then(|()| authority.may_issue(now))
             .and_then(|()| {
                 let ttl = timing.cert_ttl_secs.clamp(1, MAX_CERT_TTL);
@@ -397,6 +401,11 @@ impl ServerIdentity {
     /// The session's principal.
     pub fn principal(&self) -> &str {
         &self.principal
+    }
+
+    /// The session's principal and what proved it.
+    pub fn subject(&self) -> Subject<'_> {
+        Subject::user_key(&self.principal, &self.user_key)
     }
 
     /// The current certificate's serial.
@@ -599,7 +608,7 @@ impl ServerIdentity {
                     "proof signature invalid (relayed from another connection?)",
                 )
             })?;
-        authority.check(&self.principal, &self.user_key, Some(&cert.serial), now)?;
+        authority.check(&self.subject(), Checkpoint::Live(&cert.serial), now)?;
         self.proofs += 1;
         self.schedule_next(mono_ms, &p.nonce);
         Ok(Control::Ack { seq })
@@ -657,12 +666,7 @@ impl ServerIdentity {
         if reverified {
             self.verified_ms = mono_ms;
         }
-        authority.check(
-            &self.principal,
-            &self.user_key,
-            Some(&self.cert.serial),
-            now,
-        )?;
+        authority.check(&self.subject(), Checkpoint::Live(&self.cert.serial), now)?;
         authority.may_issue(now)?;
         let ttl = self.timing.cert_ttl_secs;
         let cert = ClientCert::issue(subca, principal, new_key, now, ttl)
@@ -742,7 +746,7 @@ impl ServerIdentity {
 
     /// Re-checks the session against new revocations or policy, at once.
     pub fn recheck(&mut self, authority: &dyn Authority, now: UnixTime) -> Result<(), Ended> {
-        self.sticky(|me| authority.check(&me.principal, &me.user_key, Some(&me.cert.serial), now))
+        self.sticky(|me| authority.check(&me.subject(), Checkpoint::Live(&me.cert.serial), now))
     }
 }
 

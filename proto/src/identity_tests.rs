@@ -9,8 +9,8 @@ use crate::cert::Serial;
 use crate::control::Control;
 use crate::control::TerminateCode;
 use crate::identity::{
-    Authority, ClientEvent, ClientIdentity, EndKind, Ended, Handled, MAX_ABANDONED,
-    MAX_EARLY_RENEWALS, ServerIdentity, Timing,
+    Authority, Checkpoint, ClientEvent, ClientIdentity, EndKind, Ended, Handled, MAX_ABANDONED,
+    MAX_EARLY_RENEWALS, ServerIdentity, Subject, Timing,
 };
 use crate::keys::SigningKey;
 use crate::labels::SSHSIG_NAMESPACE_RENEW;
@@ -26,13 +26,8 @@ pub(crate) struct Policy {
 }
 
 impl Authority for Policy {
-    fn check(
-        &self,
-        principal: &str,
-        _key: &ssh_key::PublicKey,
-        serial: Option<&Serial>,
-        now: UnixTime,
-    ) -> Result<(), Ended> {
+    fn check(&self, who: &Subject<'_>, at: Checkpoint<'_>, now: UnixTime) -> Result<(), Ended> {
+        let (principal, serial) = (who.principal, at.serial());
         if self.banned.borrow().iter().any(|p| p == principal) {
             return Err(Ended::new(
                 EndKind::PrincipalBanned,
@@ -683,14 +678,8 @@ struct SkAuthority {
 }
 
 impl Authority for SkAuthority {
-    fn check(
-        &self,
-        principal: &str,
-        key: &ssh_key::PublicKey,
-        serial: Option<&Serial>,
-        now: UnixTime,
-    ) -> Result<(), Ended> {
-        self.inner.check(principal, key, serial, now)
+    fn check(&self, who: &Subject<'_>, at: Checkpoint<'_>, now: UnixTime) -> Result<(), Ended> {
+        self.inner.check(who, at, now)
     }
     fn may_issue(&self, now: UnixTime) -> Result<(), Ended> {
         self.inner.may_issue(now)
@@ -744,6 +733,8 @@ fn sk_login(authority: &SkAuthority, flags: u8) -> Result<(SkSession, Control), 
         .expect("msg3");
     let authed = server
         .handle_client_auth(&msg3)
+        .ok()
+        .and_then(crate::handshake::ClientAuth::authenticated)
         .expect("signature verifies");
     assert_eq!(authed.user_sig().sk().map(|a| a.flags), Some(flags));
     let authorized = authed.authorize(authority, T0).map_err(|r| r.ended)?;

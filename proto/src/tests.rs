@@ -7,7 +7,7 @@ use crate::cert::{LicenceBody, LicenceVerified, Serial};
 use crate::error::{AuthError, ProtoError};
 use crate::frame::{Control, Event, FrameSize, TerminateCode};
 use crate::handshake::{
-    self, ClientAuthenticated, ClientConfig, ClientSession, HELLO_LEN, message_len,
+    self, ClientAuth, ClientAuthenticated, ClientConfig, ClientSession, HELLO_LEN, message_len,
 };
 use crate::keys::{NoiseKeypair, SigningKey};
 use crate::labels::SSHSIG_NAMESPACE_HANDSHAKE;
@@ -92,7 +92,10 @@ pub(crate) fn run(
         )
         .expect("sign");
     let (session, msg3) = verified.into_client_auth("alice", claimed.public_key(), &sig)?;
-    let authed = server.handle_client_auth(&msg3)?;
+    let authed = server
+        .handle_client_auth(&msg3)?
+        .authenticated()
+        .ok_or(ProtoError::Internal("user key refused"))?;
     Ok((session, authed))
 }
 
@@ -252,9 +255,24 @@ fn client_refuses_bad_licences() {
 fn server_refuses_wrong_user_signature() {
     let pki = pki();
     let (alice, mallory) = (user(1), user(2));
-    let e = run(&pki, client_cfg(&pki, "web1"), &alice, &mallory).expect_err("must fail");
-    let ProtoError::UserKey { principal, refused } = e else {
-        panic!("{e}")
+    let server =
+        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default()).expect("server");
+    let (client, msg1) = handshake::client_start(client_cfg(&pki, "web1")).expect("client");
+    let (server, msg2) = server.handle_client_hello(&msg1).expect("hello");
+    let verified = client.handle_server_hello(&msg2, NOW).expect("verified");
+    let sig = mallory
+        .sign(
+            SSHSIG_NAMESPACE_HANDSHAKE,
+            HashAlg::Sha512,
+            &verified.user_signed_data(),
+        )
+        .expect("sign");
+    let (_, msg3) = verified
+        .into_client_auth("alice", alice.public_key(), &sig)
+        .expect("msg3");
+    let outcome = server.handle_client_auth(&msg3).expect("well-formed");
+    let ClientAuth::KeyRefused { principal, refused } = outcome else {
+        panic!("must fail")
     };
     assert_eq!(principal, "alice");
     assert_eq!(refused.ended.kind, crate::end::EndKind::UserKeyRefused);
@@ -310,9 +328,9 @@ fn a_refused_user_key_hears_why_in_a_terminate() {
     let (mut session, msg3) = verified
         .into_client_auth("alice", k.public_key(), &sig)
         .expect("msg3");
-    let e = server.handle_client_auth(&msg3).expect_err("refused");
-    let ProtoError::UserKey { mut refused, .. } = e else {
-        panic!("{e}")
+    let outcome = server.handle_client_auth(&msg3).expect("well-formed");
+    let ClientAuth::KeyRefused { mut refused, .. } = outcome else {
+        panic!("refused")
     };
     let wire = refused.terminate_record();
     let (mut data, mut events) = (Vec::new(), Vec::new());
@@ -376,7 +394,10 @@ fn tampering_any_handshake_message_fails() {
             msg3[pos] ^= 1;
         }
         assert!(
-            server.handle_client_auth(&msg3).is_err(),
+            !matches!(
+                server.handle_client_auth(&msg3),
+                Ok(ClientAuth::Authenticated(_))
+            ),
             "tampered msg{target} byte {pos} accepted"
         );
     }

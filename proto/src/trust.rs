@@ -1,12 +1,45 @@
-//! The trust rules, written once: what a revocation list withdraws, when a
-//! licence may be used, and which list may replace the loaded one. The
-//! proxy applies them at the handshake, at every proof and renewal, and on
-//! every reload; a sidecar can apply the same rules to a server.
+//! The trust rules, written once: who a session is and what vouches for it
+//! ([`Subject`], [`Credential`]), where in its life it is judged
+//! ([`Checkpoint`]), what a revocation list withdraws, when a licence may
+//! be used, and which list may replace the loaded one ([`offer`],
+//! [`verify_pem`]). The proxy applies them at the handshake, at every proof
+//! and renewal, at sshd's key lookup and on every reload; a sidecar applies
+//! the same rules to a server. Every refusal is an [`Ended`], whose
+//! [`EndKind`] row says what the client hears and whom it counts against.
+//!
+//! # Adding an identity source
+//!
+//! An OpenSSH user certificate from a user CA, an entry in a signed access
+//! list or a platform token is one new [`Credential`] variant and one
+//! verifier:
+//! 1. The verifier, in its own file under `trust/`, turns the bytes the
+//!    client sent (message 3) into a verified value, checking signatures
+//!    under the trusted keys the caller passes in (a user CA, the list's
+//!    signer, a platform's key set) and the validity window against `now`,
+//!    before anything it signs is parsed. Only it makes that value (a
+//!    proof token, like [`crate::handshake::ClientAuthenticated`]).
+//! 2. The variant, `Credential::UserCert(&'a UserCertVerified)` say,
+//!    carries that value. [`Credential`] is deliberately not
+//!    `non_exhaustive` and nothing matches it with a wildcard, so the
+//!    compiler lists every decision the new source needs: what a revocation
+//!    list withdraws for it ([`check_revoked`]), and, in the proxy's
+//!    authority, which principals it vouches for.
+//! 3. Its refusals reuse the [`EndKind`]s above (`NotAuthorized`,
+//!    `UserKeyRevoked`, ...) or add a row to the table in [`crate::end`].
+//!
+//! The [`Checkpoint`]s stay as they are: a new source is judged at the same
+//! moments as a user key.
 
-use crate::cert::{Licence, Serial};
+use crate::cert::Licence;
 use crate::crl::Crl;
 use crate::end::{EndKind, Ended};
 use crate::time::{CLOCK_SKEW, UnixTime, human};
+
+mod list;
+mod subject;
+
+pub use list::{ListError, ListUpdate, offer, verify_pem};
+pub use subject::{Checkpoint, Credential, Subject};
 
 /// What a proxy does once its revocation list is past its next-update time
 /// plus a grace period (the operator's choice; see `docs/OPERATOR.md`).
@@ -58,9 +91,31 @@ impl Staleness {
     }
 }
 
-/// Applies the staleness policy: `Err` refuses a new session
-/// (`new_session`) or ends a live one. No list at all is not stale.
+/// Applies the staleness policy at checkpoint `at`: `Err` refuses a new
+/// session ([`Checkpoint::Admit`]) under `refuse-new`, and every session
+/// under `close-all`. No list at all is not stale.
 pub fn check_fresh(
+    crl: Option<&Crl>,
+    policy: Staleness,
+    server_id: &str,
+    at: Checkpoint<'_>,
+    now: UnixTime,
+) -> Result<(), Ended> {
+    fresh(crl, policy, server_id, at.is_new(), now)
+}
+
+/// The staleness policy as it applies to issuing a certificate, once a
+/// checkpoint has judged the session: only `close-all` refuses.
+pub fn check_fresh_to_issue(
+    crl: Option<&Crl>,
+    policy: Staleness,
+    server_id: &str,
+    now: UnixTime,
+) -> Result<(), Ended> {
+    fresh(crl, policy, server_id, false, now)
+}
+
+fn fresh(
     crl: Option<&Crl>,
     policy: Staleness,
     server_id: &str,
@@ -88,31 +143,35 @@ pub fn check_fresh(
     ))
 }
 
-/// Refuses a banned principal, a revoked user key or a revoked
-/// certificate serial (none yet while the session is being authorized).
-pub fn check_session(
+/// Refuses a banned principal, a revoked credential or, for a live
+/// session, its revoked certificate serial.
+pub fn check_revoked(
     crl: Option<&Crl>,
-    principal: &str,
-    user_key: &ssh_key::PublicKey,
-    serial: Option<&Serial>,
+    who: &Subject<'_>,
+    at: Checkpoint<'_>,
 ) -> Result<(), Ended> {
     let Some(crl) = crl else { return Ok(()) };
+    let principal = who.principal;
     if crl.revoked.principals.contains(principal) {
         return Err(Ended::new(
             EndKind::PrincipalBanned,
             format!("principal {principal} banned"),
         ));
     }
-    if crl.revoked.revokes_user_key(user_key) {
-        return Err(Ended::new(
-            EndKind::UserKeyRevoked,
-            format!(
-                "user key {} revoked",
-                user_key.fingerprint(ssh_key::HashAlg::Sha256)
-            ),
-        ));
+    match who.credential {
+        Credential::UserKey(user_key) => {
+            if crl.revoked.revokes_user_key(user_key) {
+                return Err(Ended::new(
+                    EndKind::UserKeyRevoked,
+                    format!(
+                        "user key {} revoked",
+                        user_key.fingerprint(ssh_key::HashAlg::Sha256)
+                    ),
+                ));
+            }
+        }
     }
-    if let Some(serial) = serial
+    if let Some(serial) = at.serial()
         && crl.revoked.serials.contains(serial)
     {
         return Err(Ended::new(
@@ -155,40 +214,10 @@ pub fn check_licence(licence: &Licence, crl: Option<&Crl>, now: UnixTime) -> Res
     Ok(())
 }
 
-/// What to do with a revocation list offered to replace the loaded one.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ListUpdate {
-    /// Newer: it replaces the loaded list.
-    Replace,
-    /// The same version: nothing changes.
-    Same,
-    /// Older: refused, since a rollback would resurrect revoked identities.
-    Rollback {
-        /// The version in force.
-        loaded: u64,
-        /// The version offered.
-        offered: u64,
-    },
-}
-
-/// Only a newer list replaces the loaded one.
-pub fn list_update(current: Option<&Crl>, offered: &Crl) -> ListUpdate {
-    let Some(cur) = current else {
-        return ListUpdate::Replace;
-    };
-    match offered.list_version.cmp(&cur.list_version) {
-        std::cmp::Ordering::Greater => ListUpdate::Replace,
-        std::cmp::Ordering::Equal => ListUpdate::Same,
-        std::cmp::Ordering::Less => ListUpdate::Rollback {
-            loaded: cur.list_version,
-            offered: offered.list_version,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cert::Serial;
     use crate::crl::Revocations;
     use crate::keys::PublicKey;
 
@@ -214,19 +243,41 @@ mod tests {
         let c = crl(1);
         let k = user_key(1);
         assert_eq!(
-            check_session(Some(&c), "mallory", &k, None)
-                .map_err(|e| e.kind)
-                .err(),
+            check_revoked(
+                Some(&c),
+                &Subject::user_key("mallory", &k),
+                Checkpoint::Admit
+            )
+            .map_err(|e| e.kind)
+            .err(),
             Some(EndKind::PrincipalBanned)
         );
         assert_eq!(
-            check_session(Some(&c), "alice", &k, Some(&Serial([7; 16])))
-                .map_err(|e| e.kind)
-                .err(),
+            check_revoked(
+                Some(&c),
+                &Subject::user_key("alice", &k),
+                Checkpoint::Live(&Serial([7; 16]))
+            )
+            .map_err(|e| e.kind)
+            .err(),
             Some(EndKind::SerialRevoked)
         );
-        assert!(check_session(Some(&c), "alice", &k, Some(&Serial([0; 16]))).is_ok());
-        assert!(check_session(None, "mallory", &k, Some(&Serial([7; 16]))).is_ok());
+        assert!(
+            check_revoked(
+                Some(&c),
+                &Subject::user_key("alice", &k),
+                Checkpoint::Live(&Serial([0; 16]))
+            )
+            .is_ok()
+        );
+        assert!(
+            check_revoked(
+                None,
+                &Subject::user_key("mallory", &k),
+                Checkpoint::Live(&Serial([7; 16]))
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -238,11 +289,17 @@ mod tests {
             .sha256()
             .expect("sha256");
         c.revoked.user_keys.insert(hash);
-        for serial in [None, Some(&Serial([0; 16]))] {
-            let e = check_session(Some(&c), "alice", &bad, serial).expect_err("revoked");
+        let good = user_key(3);
+        for at in [
+            Checkpoint::Admit,
+            Checkpoint::Live(&Serial([0; 16])),
+            Checkpoint::SshdLogin,
+        ] {
+            let e = check_revoked(Some(&c), &Subject::user_key("alice", &bad), at)
+                .expect_err("revoked");
             assert_eq!(e.kind, EndKind::UserKeyRevoked);
             assert!(e.reason.contains("SHA256:"), "{e}");
-            assert!(check_session(Some(&c), "alice", &user_key(3), serial).is_ok());
+            assert!(check_revoked(Some(&c), &Subject::user_key("alice", &good), at).is_ok());
         }
     }
 
@@ -255,11 +312,17 @@ mod tests {
         };
         for mode in [StaleMode::Warn, StaleMode::RefuseNew, StaleMode::CloseAll] {
             // Inside the grace period nothing is refused.
-            assert!(check_fresh(Some(&c), p(mode), "web1", true, 24).is_ok());
-            assert!(check_fresh(None, p(mode), "web1", true, 1000).is_ok());
+            assert!(check_fresh(Some(&c), p(mode), "web1", Checkpoint::Admit, 24).is_ok());
+            assert!(check_fresh(None, p(mode), "web1", Checkpoint::Admit, 1000).is_ok());
         }
+        let live = Serial([0; 16]);
         let kind = |mode, new| {
-            check_fresh(Some(&c), p(mode), "web1", new, 25)
+            let at = if new {
+                Checkpoint::Admit
+            } else {
+                Checkpoint::Live(&live)
+            };
+            check_fresh(Some(&c), p(mode), "web1", at, 25)
                 .map_err(|e| e.kind)
                 .err()
         };
@@ -274,23 +337,45 @@ mod tests {
             kind(StaleMode::CloseAll, false),
             Some(EndKind::RevocationListStale)
         );
-        let e =
-            check_fresh(Some(&c), p(StaleMode::RefuseNew), "web1", true, 25).expect_err("stale");
+        let e = check_fresh(
+            Some(&c),
+            p(StaleMode::RefuseNew),
+            "web1",
+            Checkpoint::Admit,
+            25,
+        )
+        .expect_err("stale");
         assert!(
             e.reason.contains("web1") && e.reason.contains("version 1"),
             "{e}"
         );
+        // sshd's key lookup for a live session is judged as live: an
+        // overdue list under refuse-new lets it log in, close-all does not.
+        let sshd = |mode| {
+            check_fresh(Some(&c), p(mode), "web1", Checkpoint::SshdLogin, 25)
+                .map_err(|e| e.kind)
+                .err()
+        };
+        assert_eq!(sshd(StaleMode::RefuseNew), None);
+        assert_eq!(
+            sshd(StaleMode::CloseAll),
+            Some(EndKind::RevocationListStale)
+        );
+        // Issuing after a checkpoint: only close-all refuses.
+        let issue = |mode| check_fresh_to_issue(Some(&c), p(mode), "web1", 25).is_ok();
+        assert!(issue(StaleMode::RefuseNew));
+        assert!(!issue(StaleMode::CloseAll));
         assert_eq!(StaleMode::parse("close-all"), Some(StaleMode::CloseAll));
         assert_eq!(StaleMode::parse("fail-closed"), None);
     }
 
     #[test]
     fn only_a_newer_list_replaces_the_loaded_one() {
-        assert_eq!(list_update(None, &crl(1)), ListUpdate::Replace);
-        assert_eq!(list_update(Some(&crl(1)), &crl(2)), ListUpdate::Replace);
-        assert_eq!(list_update(Some(&crl(2)), &crl(2)), ListUpdate::Same);
+        assert_eq!(offer(None, &crl(1)), ListUpdate::Replace);
+        assert_eq!(offer(Some(&crl(1)), &crl(2)), ListUpdate::Replace);
+        assert_eq!(offer(Some(&crl(2)), &crl(2)), ListUpdate::Same);
         assert_eq!(
-            list_update(Some(&crl(3)), &crl(2)),
+            offer(Some(&crl(3)), &crl(2)),
             ListUpdate::Rollback {
                 loaded: 3,
                 offered: 2

@@ -33,7 +33,7 @@ use crate::trust::authority::{Authority, read_crl};
 use crate::trust::authz::Authorized;
 use crate::trust::policy::{Policy, parse_net};
 use ztssh_proto::identity::{MAX_CERT_TTL, Timing};
-use ztssh_proto::trust::{StaleMode, Staleness};
+use ztssh_proto::trust::{self, ListUpdate, StaleMode, Staleness};
 
 /// A configuration problem, reported before any port is bound.
 #[derive(Debug, thiserror::Error)]
@@ -659,9 +659,9 @@ fn newer_cached(crl: Option<Crl>, cache: Option<&Path>, root: &PublicKey) -> Opt
             return crl;
         }
     };
-    match crl {
-        Some(configured) if configured.list_version >= cached.list_version => Some(configured),
-        _ => Some(cached),
+    match trust::offer(crl.as_ref(), &cached) {
+        ListUpdate::Replace => Some(cached),
+        ListUpdate::Same | ListUpdate::Rollback { .. } => crl,
     }
 }
 

@@ -15,16 +15,14 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
 use tracing::{Instrument, info, info_span, warn};
-use ztssh_proto::ProtoError;
 use ztssh_proto::conn::ServerConn;
-use ztssh_proto::end::{EndKind, Ended};
-use ztssh_proto::handshake::ClientAuthenticated;
+use ztssh_proto::end::{Blame, EndKind, Ended};
+use ztssh_proto::handshake::{ClientAuth, ClientAuthenticated};
 use ztssh_proto::identity::{Authorized, Refused};
 use ztssh_proto::keys::{hex, random_bytes};
 
 use crate::admission;
 use crate::admission::limits::{Failure, HandshakeSlot};
-use crate::config::Config;
 use crate::ops::clock;
 use crate::session::driver::Driver;
 use crate::session::handshake::{HandshakeFail, run_handshake};
@@ -73,19 +71,19 @@ pub async fn handle(
                 penalise(&shared, peer, Failure::BadHandshake);
                 return;
             }
-            Ok(Err(HandshakeFail::Proto(ProtoError::UserKey { principal, refused }))) => {
-                // The tunnel is up: the client hears why its key was refused.
-                drop(slot);
-                deny(&shared, &mut sock, peer, &principal, *refused, false).await;
-                return;
-            }
             Ok(Err(HandshakeFail::Proto(e))) => {
                 shared.metrics.handshakes.with_label_values(&["protocol_error"]).inc();
                 warn!(event = "handshake_failed", reason = "protocol", error = %e, "handshake rejected");
                 penalise(&shared, peer, Failure::BadHandshake);
                 return;
             }
-            Ok(Ok(a)) => a,
+            Ok(Ok(ClientAuth::KeyRefused { principal, refused })) => {
+                // The tunnel is up: the client hears why its key was refused.
+                drop(slot);
+                deny(&shared, &mut sock, peer, &principal, refused, false).await;
+                return;
+            }
+            Ok(Ok(ClientAuth::Authenticated(a))) => *a,
         };
         drop(slot);
         serve_authenticated(&shared, sock, authed, peer, &id).await;
@@ -127,20 +125,14 @@ async fn deny(
         .with_label_values(&["denied"])
         .inc();
     warn!(event = "authorization_denied", principal = %principal, reason = e.kind.label(), "{}", e.reason);
-    // Not the client's fault: a full session cap, an unreachable sshd, an
-    // overdue revocation list, a proxy shutting down.
-    if !matches!(
-        e.kind,
-        EndKind::MaxSessions
-            | EndKind::UpstreamUnavailable
-            | EndKind::RevocationListStale
-            | EndKind::Shutdown
-    ) {
-        let f = if proven {
-            Failure::KeyRefused
-        } else {
-            Failure::FailedAuth
-        };
+    // Not the client's fault (a full session cap, an unreachable sshd, an
+    // overdue revocation list, a proxy shutting down): no penalty.
+    let failure = match e.kind.blame() {
+        Blame::Nobody => None,
+        Blame::Identity | Blame::Conduct if proven => Some(Failure::KeyRefused),
+        Blame::Identity | Blame::Conduct => Some(Failure::FailedAuth),
+    };
+    if let Some(f) = failure {
         penalise(shared, peer, f);
     }
     refuse(sock, refused).await;
@@ -189,7 +181,7 @@ async fn serve_authenticated(
         Some(Some(lease)) => Some(lease),
         Some(None) => {
             let why = "every address in upstream_source_range is held by a live session".to_owned();
-            return upstream_failed(&mut sock, authorized, cfg, &server_id, why).await;
+            return upstream_failed(shared, &mut sock, peer, authorized, &server_id, why).await;
         }
     };
     let source = lease.as_ref().map(|l| l.addr);
@@ -209,11 +201,12 @@ async fn serve_authenticated(
         }
         Some(Ok(Ok(u))) => u,
         Some(Ok(Err(e))) => {
-            return upstream_failed(&mut sock, authorized, cfg, &server_id, e.to_string()).await;
+            let why = e.to_string();
+            return upstream_failed(shared, &mut sock, peer, authorized, &server_id, why).await;
         }
         Some(Err(_)) => {
-            return upstream_failed(&mut sock, authorized, cfg, &server_id, "timed out".into())
-                .await;
+            let why = "timed out".to_owned();
+            return upstream_failed(shared, &mut sock, peer, authorized, &server_id, why).await;
         }
     };
     let _ = upstream.set_nodelay(true);
@@ -272,9 +265,11 @@ async fn serve_authenticated(
         warn!(event = "session_terminated", principal = %principal, serial = %serial, reason = e.kind.label(), proofs,
             "session killed, upstream sshd socket closed: {e}");
         // A bad record or a control message a client may not send is the
-        // client's doing, authenticated or not (`bad_handshake_secs`).
-        if matches!(e.kind, EndKind::BadRecord | EndKind::UnexpectedControl) {
-            penalise(shared, peer, Failure::BadHandshake);
+        // client's doing, authenticated or not (`bad_handshake_secs`); the
+        // end of a live session for its identity or rights is not abuse.
+        match e.kind.blame() {
+            Blame::Conduct => penalise(shared, peer, Failure::BadHandshake),
+            Blame::Identity | Blame::Nobody => {}
         }
     };
     let mut driver = Driver::new(
@@ -313,18 +308,19 @@ async fn connect_upstream(
     sock.connect(upstream).await
 }
 
+/// sshd cannot be reached: said in the log, then refused like any other
+/// refusal after the handshake (`handshakes{denied}`, no penalty).
 async fn upstream_failed(
+    shared: &Shared,
     sock: &mut TcpStream,
+    peer: SocketAddr,
     authorized: Authorized,
-    cfg: &Config,
     server_id: &str,
     why: String,
 ) {
-    warn!(event = "upstream_failed", upstream = %cfg.upstream, error = %why, "cannot reach sshd");
+    warn!(event = "upstream_failed", upstream = %shared.cfg.upstream, error = %why, "cannot reach sshd");
+    let principal = authorized.principal().to_owned();
     let reason = format!("{server_id} cannot reach its sshd");
-    refuse(
-        sock,
-        authorized.into_refused(Ended::new(EndKind::UpstreamUnavailable, reason)),
-    )
-    .await;
+    let refused = authorized.into_refused(Ended::new(EndKind::UpstreamUnavailable, reason));
+    deny(shared, sock, peer, &principal, refused, true).await;
 }

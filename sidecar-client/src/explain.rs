@@ -2,6 +2,7 @@
 //! enum, each variant a sentence the user can act on.
 
 use ztssh_proto::conn::ClientEnd;
+use ztssh_proto::control::TerminateCode;
 use ztssh_proto::time::human;
 use ztssh_proto::{AuthError, ProtoError};
 
@@ -19,6 +20,8 @@ pub enum Error {
     Refused {
         /// The server id.
         server: String,
+        /// The proxy's code.
+        code: TerminateCode,
         /// The proxy's reason.
         reason: String,
     },
@@ -51,6 +54,8 @@ pub enum Error {
     Terminated {
         /// The server id.
         server: String,
+        /// The proxy's code.
+        code: TerminateCode,
         /// The proxy's reason.
         reason: String,
     },
@@ -118,9 +123,21 @@ fn skipped_list(items: &[String]) -> String {
 pub fn ended(server: &str, end: ClientEnd) -> Error {
     let server = server.to_owned();
     match end {
-        ClientEnd::Refused(reason) => Error::Refused { server, reason },
-        ClientEnd::KeyRefused(reason) => Error::KeyRefused { server, reason },
-        ClientEnd::Terminated(reason) => Error::Terminated { server, reason },
+        ClientEnd::Refused(t) => Error::Refused {
+            server,
+            code: t.code,
+            reason: t.reason,
+        },
+        // Always code 1 (not authorized): another key may do.
+        ClientEnd::KeyRefused(t) => Error::KeyRefused {
+            server,
+            reason: t.reason,
+        },
+        ClientEnd::Terminated(t) => Error::Terminated {
+            server,
+            code: t.code,
+            reason: t.reason,
+        },
         ClientEnd::Integrity(detail) => Error::Integrity { server, detail },
         ClientEnd::Protocol(detail) => Error::Protocol { server, detail },
         ClientEnd::Lost => Error::Lost { server },

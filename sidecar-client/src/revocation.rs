@@ -10,10 +10,11 @@ use std::time::Duration;
 use ztssh_proto::cert::Licence;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::end::EndKind;
+use ztssh_proto::keyfile;
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{UnixTime, human};
-use ztssh_proto::{keyfile, trust};
+use ztssh_proto::trust::{self, ListUpdate};
 
 /// A verified list and where it came from.
 pub struct Revocations {
@@ -96,26 +97,27 @@ pub async fn refresh(url: &str, cache: &Path, root: &PublicKey) -> Result<Vec<St
     let have = copy.as_ref().map(|c| c.crl.list_version);
     let problem = match fetcher.fetch().await {
         Ok(ztssh_fetch::Fetched::NotModified) => return Ok(Vec::new()),
-        Ok(ztssh_fetch::Fetched::Body(body)) => match verify(&body, root) {
-            Ok(crl) if have.is_none_or(|v| crl.list_version > v) => {
-                keyfile::write_atomic(cache, &body, 0o644, keyfile::Existing::Replace)
-                    .map_err(|e| format!("cannot write {}: {e}", cache.display()))?;
-                if let Some(e) = fetcher.etag() {
-                    let _ = keyfile::write_atomic(
-                        &etag_path,
-                        e.as_bytes(),
-                        0o644,
-                        keyfile::Existing::Replace,
-                    );
+        Ok(ztssh_fetch::Fetched::Body(body)) => match trust::verify_pem(&body, root) {
+            Ok(crl) => match trust::offer(copy.as_ref().map(|c| &c.crl), &crl) {
+                ListUpdate::Replace => {
+                    keyfile::write_atomic(cache, &body, 0o644, keyfile::Existing::Replace)
+                        .map_err(|e| format!("cannot write {}: {e}", cache.display()))?;
+                    if let Some(e) = fetcher.etag() {
+                        let _ = keyfile::write_atomic(
+                            &etag_path,
+                            e.as_bytes(),
+                            0o644,
+                            keyfile::Existing::Replace,
+                        );
+                    }
+                    return Ok(Vec::new());
                 }
-                return Ok(Vec::new());
-            }
-            Ok(crl) if have == Some(crl.list_version) => return Ok(Vec::new()),
-            Ok(crl) => format!(
-                "it serves version {}, older than your copy; refused",
-                crl.list_version
-            ),
-            Err(e) => e,
+                ListUpdate::Same => return Ok(Vec::new()),
+                ListUpdate::Rollback { offered, .. } => {
+                    format!("it serves version {offered}, older than your copy; refused")
+                }
+            },
+            Err(e) => e.to_string(),
         },
         Err(e) => e,
     };
@@ -130,10 +132,4 @@ pub async fn refresh(url: &str, cache: &Path, root: &PublicKey) -> Result<Vec<St
             cache.display()
         )),
     }
-}
-
-fn verify(body: &[u8], root: &PublicKey) -> Result<Crl, String> {
-    let der = ztssh_proto::armor::decode_expect(pem::CRL, body)
-        .map_err(|e| format!("not a revocation list: {e}"))?;
-    Crl::decode_verified(&der, root).map_err(|e| e.to_string())
 }

@@ -272,7 +272,11 @@ fn frames_after_terminate_are_ignored_by_the_sidecar() {
         s.write_all(&msg2).expect("msg2");
         let mut msg3 = vec![0u8; message_len(3, f)];
         s.read_exact(&mut msg3).expect("msg3");
-        let mut authed = state.handle_client_auth(&msg3).expect("auth");
+        let mut authed = state
+            .handle_client_auth(&msg3)
+            .ok()
+            .and_then(ztssh_proto::handshake::ClientAuth::authenticated)
+            .expect("auth");
         let mut out = Vec::new();
         let sealer = &mut authed.transport.sealer;
         sealer

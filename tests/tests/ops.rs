@@ -375,3 +375,53 @@ fn a_licence_renewed_and_reloaded_is_the_one_new_clients_see() {
         "new clients must be shown the reloaded licence"
     );
 }
+
+#[test]
+fn an_unreachable_sshd_is_counted_as_a_denied_handshake_and_not_penalised() {
+    let port = free_port();
+    let w = World::builder()
+        .proxy_toml(&format!("metrics_listen = \"127.0.0.1:{port}\"\n"))
+        .start();
+    // sshd's listener gone: the proxy's connect is refused.
+    signal(w.sshd.pid(), "KILL");
+    wait_until(T, "sshd's port to close", || {
+        std::net::TcpStream::connect(("127.0.0.1", w.sshd.port)).is_err()
+    });
+    let mut cmd = w.ssh();
+    cmd.arg("true");
+    let out = run_bounded(&mut cmd, T);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach its sshd"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every handshake ends in exactly one result: this one in `denied`.
+    wait_until(T, "the handshake to be counted", || {
+        metric_value(
+            &http_get(port, "/metrics"),
+            "ztssh_handshakes_total{result=\"denied\"}",
+        ) == Some(1.0)
+    });
+    let m = http_get(port, "/metrics");
+    let results: f64 = [
+        "ok",
+        "denied",
+        "protocol_error",
+        "timeout",
+        "closed",
+        "evicted",
+    ]
+    .iter()
+    .filter_map(|r| metric_value(&m, &format!("ztssh_handshakes_total{{result=\"{r}\"}}")))
+    .sum();
+    assert_eq!(results, 1.0, "{m}");
+    // Not the client's fault: no penalty.
+    assert_eq!(
+        metric_value(&m, "ztssh_source_penalties_total").unwrap_or(0.0),
+        0.0
+    );
+    let log = w.proxy.log_text();
+    assert_eq!(count(&log, "event=\"upstream_failed\""), 1, "{log}");
+    assert!(log.contains("reason=\"upstream_unavailable\""), "{log}");
+}

@@ -8,9 +8,9 @@ use ztssh_proto::cert::{LicenceBody, LicenceVerified, Serial};
 use ztssh_proto::conn::{Now, ServerConn};
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::handshake::{
-    self, ClientAuthenticated, ClientConfig, ClientSession, ServerVerified,
+    self, ClientAuth, ClientAuthenticated, ClientConfig, ClientSession, ServerVerified,
 };
-use ztssh_proto::identity::{Authority, Authorized, Ended, Timing};
+use ztssh_proto::identity::{Authority, Authorized, Checkpoint, Ended, Subject, Timing};
 use ztssh_proto::keys::{NoiseKeypair, SigningKey};
 use ztssh_proto::labels::SSHSIG_NAMESPACE_HANDSHAKE;
 
@@ -99,7 +99,11 @@ pub fn pair() -> (ClientSession, ClientAuthenticated) {
     let (session, msg3) = verified
         .into_client_auth("alice", world().user.public_key(), &sig)
         .expect("msg3");
-    let authed = server.handle_client_auth(&msg3).expect("authed");
+    let authed = server
+        .handle_client_auth(&msg3)
+        .ok()
+        .and_then(ClientAuth::authenticated)
+        .expect("authed");
     (session, authed)
 }
 
@@ -132,13 +136,7 @@ pub fn accepted(timing: Timing) -> (ClientSession, ServerConn) {
 pub struct Allow;
 
 impl Authority for Allow {
-    fn check(
-        &self,
-        _: &str,
-        _: &ssh_key::PublicKey,
-        _: Option<&Serial>,
-        _: u64,
-    ) -> Result<(), Ended> {
+    fn check(&self, _: &Subject<'_>, _: Checkpoint<'_>, _: u64) -> Result<(), Ended> {
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use super::link::Link;
 use super::sealed::{Fault, Hooks};
 use super::{Conn, Now, Side};
 use crate::control::{Control, TerminateCode};
+use crate::end::Termination;
 use crate::frame::{Event, Transport};
 use crate::identity::{ClientEvent, ClientIdentity};
 
@@ -23,13 +24,14 @@ pub const CLIENT_WRITE_BOUND_MS: u64 = 20_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEnd {
     /// The proxy refused the session before accepting it.
-    Refused(String),
+    Refused(Termination),
     /// The proxy refused the user key before accepting the session (the
-    /// key is not authorized for the principal, or not acceptable at all):
-    /// another key may do, on a new connection.
-    KeyRefused(String),
+    /// key is not authorized for the principal, or not acceptable at all;
+    /// code [`TerminateCode::NotAuthorized`]): another key may do, on a new
+    /// connection.
+    KeyRefused(Termination),
     /// The proxy ended an accepted session.
-    Terminated(String),
+    Terminated(Termination),
     /// A record failed to open or broke the protocol.
     Integrity(String),
     /// The proxy broke the continuous-identity protocol.
@@ -249,12 +251,13 @@ impl Conn<ClientSide> {
             Event::Control(Control::Terminate { code, reason }) => {
                 // Nothing after TERMINATE reaches ssh.
                 self.link.local.clear();
+                let told = Termination::new(*code, reason.clone());
                 let end = if self.side.accepted {
-                    ClientEnd::Terminated(reason.clone())
+                    ClientEnd::Terminated(told)
                 } else if *code == TerminateCode::NotAuthorized {
-                    ClientEnd::KeyRefused(reason.clone())
+                    ClientEnd::KeyRefused(told)
                 } else {
-                    ClientEnd::Refused(reason.clone())
+                    ClientEnd::Refused(told)
                 };
                 self.end(Some(end));
             }

@@ -15,10 +15,9 @@ use hyper::body::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use ztssh_fetch::{Fetched, Fetcher};
-use ztssh_proto::armor;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::keys::random_bytes;
-use ztssh_proto::labels::pem;
+use ztssh_proto::trust::{self, ListUpdate};
 
 use crate::config::pull::PullSettings;
 use crate::revocation::reload::Request;
@@ -38,13 +37,6 @@ pub fn next_delay(poll: Duration, failures: u32) -> Duration {
     let spread = u64::from(u16::from_le_bytes(random_bytes::<2>()) % 201);
     let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
     Duration::from_millis(ms / 1000 * (900 + spread) + ms % 1000 * (900 + spread) / 1000)
-}
-
-/// Checks a fetched body: PEM, then a list signed by the pinned root.
-fn verify(body: &[u8], root: &ztssh_proto::keys::PublicKey) -> Result<Crl, String> {
-    let der =
-        armor::decode_expect(pem::CRL, body).map_err(|e| format!("not a revocation list: {e}"))?;
-    Crl::decode_verified(&der, root).map_err(|e| e.to_string())
 }
 
 /// Pulls the list until the reload task is gone.
@@ -73,10 +65,14 @@ pub async fn poll(
             }
             Ok(Fetched::Body(body)) => {
                 let root = shared.cfg.root;
-                tokio::task::spawn_blocking(move || verify(&body, &root).map(|c| (c, body)))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()))
-                    .map(|(crl, body)| offer(&shared, &settings, crl, body, &mut reported))
+                tokio::task::spawn_blocking(move || {
+                    trust::verify_pem(&body, &root)
+                        .map(|c| (c, body))
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .map(|(crl, body)| offer(&shared, &settings, crl, body, &mut reported))
             }
             Err(e) => Err(e),
         };
@@ -133,22 +129,17 @@ fn offer(
     reported: &mut Option<u64>,
 ) -> Option<(Crl, Bytes)> {
     shared.metrics.crl_fetches.with_label_values(&["ok"]).inc();
-    let loaded = shared
-        .authority
-        .borrow()
-        .crl
-        .as_ref()
-        .map(|c| c.list_version);
+    let update = trust::offer(shared.authority.borrow().crl.as_ref(), &crl);
     let v = crl.list_version;
     info!(event = "crl_fetch", result = "ok", url = %settings.url, list_version = v, "revocation list fetched");
-    match loaded {
-        Some(l) if v == l => None,
-        Some(l) if v < l && *reported == Some(v) => None,
-        Some(l) if v < l => {
+    match update {
+        ListUpdate::Same => None,
+        ListUpdate::Rollback { .. } if *reported == Some(v) => None,
+        ListUpdate::Rollback { .. } => {
             *reported = Some(v);
             Some((crl, Bytes::new()))
         }
-        _ => Some((crl, body)),
+        ListUpdate::Replace => Some((crl, body)),
     }
 }
 

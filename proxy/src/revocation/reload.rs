@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use ztssh_proto::crl::Crl;
+use ztssh_proto::trust::{self, ListUpdate};
 
 use crate::ops::clock;
 use crate::ops::process;
@@ -56,11 +57,7 @@ impl Batch {
             Request::Fetched(c) => {
                 // The newest of the fetched lists; an older one is still
                 // offered when nothing newer came, so a rollback is reported.
-                if self
-                    .fetched
-                    .as_ref()
-                    .is_none_or(|f| f.list_version < c.list_version)
-                {
+                if trust::offer(self.fetched.as_deref(), &c) == ListUpdate::Replace {
                     self.fetched = Some(c);
                 }
             }
@@ -179,11 +176,18 @@ fn everything(shared: &Shared, current: &Authority, now: u64) -> Outcome {
         Ok(mut fresh) => {
             // Never go back to an older revocation list.
             fresh.crl = match fresh.crl.take() {
-                Some(new) if authority::is_newer(current.crl.as_ref(), &new) => {
-                    authority::announce(&new, now);
-                    Some(new)
-                }
-                _ => current.crl.clone(),
+                None => current.crl.clone(),
+                Some(new) => match trust::offer(current.crl.as_ref(), &new) {
+                    ListUpdate::Replace => {
+                        authority::announce(&new, now);
+                        Some(new)
+                    }
+                    ListUpdate::Same => current.crl.clone(),
+                    ListUpdate::Rollback { loaded, offered } => {
+                        authority::refuse_rollback(loaded, offered);
+                        current.crl.clone()
+                    }
+                },
             };
             info!(
                 event = "reload",
@@ -219,10 +223,10 @@ fn fetched(current: &Authority, crl: Crl, now: u64) -> Outcome {
 fn merged(current: &Authority, offered: Result<Crl, String>, now: u64) -> Outcome {
     let refused = match &offered {
         Err(_) => true,
-        Ok(c) => current
-            .crl
-            .as_ref()
-            .is_some_and(|cur| c.list_version < cur.list_version),
+        Ok(c) => matches!(
+            trust::offer(current.crl.as_ref(), c),
+            ListUpdate::Rollback { .. }
+        ),
     };
     match authority::merge_crl(current, offered, now) {
         Some(next) => Outcome {

@@ -4,7 +4,7 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use ztssh_proto::ProtoError;
-use ztssh_proto::handshake::{self, ClientAuthenticated, HELLO_LEN, message_len};
+use ztssh_proto::handshake::{self, ClientAuth, HELLO_LEN, message_len};
 
 use crate::config::Config;
 
@@ -36,7 +36,7 @@ pub(super) async fn run_handshake(
     cfg: &Config,
     licence: &ztssh_proto::cert::LicenceVerified,
     sock: &mut TcpStream,
-) -> Result<ClientAuthenticated, HandshakeFail> {
+) -> Result<ClientAuth, HandshakeFail> {
     let state = handshake::server_start(&cfg.noise, licence, cfg.frame_size)?;
     let msg1 = read_msg(sock, HELLO_LEN).await?;
     let (state, msg2) = state.handle_client_hello(&msg1)?;

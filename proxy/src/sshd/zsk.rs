@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use ztssh_proto::identity::Authority as _;
 use ztssh_proto::time::UnixTime;
+use ztssh_proto::trust::{Checkpoint, Subject};
 
 use crate::state::LiveSession;
 use crate::trust::authority::Authority;
@@ -57,7 +58,11 @@ pub fn answer(
         }
         let verdict = authority
             .at(s.peer)
-            .check(&s.principal, &s.user_key, None, now)
+            .check(
+                &Subject::user_key(&s.principal, &s.user_key),
+                Checkpoint::SshdLogin,
+                now,
+            )
             .map_err(|e| e.reason.clone())
             .and_then(|()| {
                 if authority.policy.may_use(&s.principal, account) {
@@ -143,6 +148,40 @@ mod tests {
             source: Ipv4Addr::new(127, 77, 0, last),
             source_port: 40_000 + u16::from(last),
         })
+    }
+
+    #[test]
+    fn a_live_sessions_login_is_judged_as_live_when_the_list_is_overdue() {
+        use ztssh_proto::crl::Crl;
+        use ztssh_proto::trust::{StaleMode, Staleness};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let principals = format!("alice {}\n", key(1).to_openssh().expect("openssh"));
+        let mut a = authority(dir.path(), &principals, "");
+        a.crl = Some(Crl {
+            list_version: 1,
+            issued: NOW - 100,
+            next_update: NOW - 10,
+            issuer: ztssh_proto::keys::PublicKey([1; 32]),
+            revoked: Default::default(),
+        });
+        a.staleness = Staleness {
+            mode: StaleMode::RefuseNew,
+            grace_secs: 0,
+        };
+        let sessions = [live("s1", "alice", 1, 5)];
+        // refuse-new refuses new sessions only: sshd's key lookup for a
+        // session already live is answered.
+        let got = answer(&sessions, "alice", None, None, &a, NOW);
+        assert_eq!(got.lines.len(), 1, "{:?}", got.refused);
+        // close-all ends live sessions, so it refuses their logins too.
+        a.staleness.mode = StaleMode::CloseAll;
+        let got = answer(&sessions, "alice", None, None, &a, NOW);
+        assert!(got.lines.is_empty());
+        assert!(
+            got.refused[0].2.contains("every session is refused"),
+            "{:?}",
+            got.refused
+        );
     }
 
     #[test]

@@ -8,14 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tracing::{error, info, warn};
-use ztssh_proto::cert::{LicenceVerified, Serial};
+use ztssh_proto::cert::LicenceVerified;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::identity::{self, EndKind, Ended};
 use ztssh_proto::keyfile;
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{UnixTime, human};
-use ztssh_proto::trust::{self, ListUpdate, Staleness};
+use ztssh_proto::trust::{self, Checkpoint, Credential, ListUpdate, Staleness, Subject};
 
 use crate::trust::authz::Authorized;
 use crate::trust::policy::Policy;
@@ -36,31 +36,18 @@ pub struct Authority {
 }
 
 impl identity::Authority for Authority {
-    fn check(
-        &self,
-        principal: &str,
-        user_key: &ssh_key::PublicKey,
-        serial: Option<&Serial>,
-        now: UnixTime,
-    ) -> Result<(), Ended> {
-        trust::check_session(self.crl.as_ref(), principal, user_key, serial)?;
-        self.check_fresh(serial.is_none(), now)?;
-        if !self.authorized.allows(principal, user_key) {
-            let reason = if serial.is_some() {
-                format!("principal {principal} is no longer authorized with this key")
-            } else {
-                let fp = user_key.fingerprint(ssh_key::HashAlg::Sha256);
-                let server = &self.licence.body.server_id;
-                format!("principal {principal} is not authorized with key {fp} on {server}")
-            };
-            return Err(Ended::new(EndKind::NotAuthorized, reason));
-        }
+    fn check(&self, who: &Subject<'_>, at: Checkpoint<'_>, now: UnixTime) -> Result<(), Ended> {
+        let server = &self.licence.body.server_id;
+        trust::check_revoked(self.crl.as_ref(), who, at)?;
+        trust::check_fresh(self.crl.as_ref(), self.staleness, server, at, now)?;
+        self.check_authorized(who, at)?;
         self.may_issue(now)
     }
 
     fn may_issue(&self, now: UnixTime) -> Result<(), Ended> {
+        let server = &self.licence.body.server_id;
         trust::check_licence(&self.licence, self.crl.as_ref(), now)?;
-        self.check_fresh(false, now)
+        trust::check_fresh_to_issue(self.crl.as_ref(), self.staleness, server, now)
     }
 
     fn sk_policy(&self, principal: &str) -> identity::SkPolicy {
@@ -69,10 +56,28 @@ impl identity::Authority for Authority {
 }
 
 impl Authority {
-    /// The staleness policy applied to the loaded list.
-    fn check_fresh(&self, new_session: bool, now: UnixTime) -> Result<(), Ended> {
-        let server = &self.licence.body.server_id;
-        trust::check_fresh(self.crl.as_ref(), self.staleness, server, new_session, now)
+    /// Whether the credential vouches for the principal: one arm per
+    /// identity source.
+    fn check_authorized(&self, who: &Subject<'_>, at: Checkpoint<'_>) -> Result<(), Ended> {
+        let principal = who.principal;
+        match who.credential {
+            Credential::UserKey(user_key) => {
+                if self.authorized.allows(principal, user_key) {
+                    return Ok(());
+                }
+                let reason = match at {
+                    Checkpoint::Live(_) => {
+                        format!("principal {principal} is no longer authorized with this key")
+                    }
+                    Checkpoint::Admit | Checkpoint::SshdLogin => {
+                        let fp = user_key.fingerprint(ssh_key::HashAlg::Sha256);
+                        let server = &self.licence.body.server_id;
+                        format!("principal {principal} is not authorized with key {fp} on {server}")
+                    }
+                };
+                Err(Ended::new(EndKind::NotAuthorized, reason))
+            }
+        }
     }
 
     /// The same authority, published again so that every live session
@@ -106,18 +111,9 @@ impl Authority {
 }
 
 impl identity::Authority for AtPeer<'_> {
-    fn check(
-        &self,
-        principal: &str,
-        user_key: &ssh_key::PublicKey,
-        serial: Option<&Serial>,
-        now: UnixTime,
-    ) -> Result<(), Ended> {
-        self.authority.check(principal, user_key, serial, now)?;
-        self.authority
-            .policy
-            .check(principal, self.peer, now)
-            .map_err(|reason| Ended::new(EndKind::PolicyDenied, reason))
+    fn check(&self, who: &Subject<'_>, at: Checkpoint<'_>, now: UnixTime) -> Result<(), Ended> {
+        self.authority.check(who, at, now)?;
+        self.authority.policy.check(who.principal, self.peer, now)
     }
 
     fn may_issue(&self, now: UnixTime) -> Result<(), Ended> {
@@ -174,22 +170,14 @@ pub fn announce_stale(crl: &Crl, staleness: Staleness, now: UnixTime) {
     );
 }
 
-/// Whether an offered list may replace the loaded one (the core's rule);
-/// a rollback is refused loudly.
-pub fn is_newer(current: Option<&Crl>, offered: &Crl) -> bool {
-    match trust::list_update(current, offered) {
-        ListUpdate::Replace => true,
-        ListUpdate::Same => false,
-        ListUpdate::Rollback { loaded, offered } => {
-            error!(
-                event = "crl_reload_failed",
-                loaded,
-                offered,
-                "revocation list version {offered} is older than the loaded {loaded}; refused"
-            );
-            false
-        }
-    }
+/// Says loudly that an older list was offered and refused.
+pub fn refuse_rollback(loaded: u64, offered: u64) {
+    error!(
+        event = "crl_reload_failed",
+        loaded,
+        offered,
+        "revocation list version {offered} is older than the loaded {loaded}; refused"
+    );
 }
 
 /// Announces a list that is about to be enforced.
@@ -220,8 +208,13 @@ pub fn merge_crl(
             return None;
         }
     };
-    if !is_newer(current.crl.as_ref(), &new) {
-        return None;
+    match trust::offer(current.crl.as_ref(), &new) {
+        ListUpdate::Replace => {}
+        ListUpdate::Same => return None,
+        ListUpdate::Rollback { loaded, offered } => {
+            refuse_rollback(loaded, offered);
+            return None;
+        }
     }
     announce(&new, now);
     Some(Authority {

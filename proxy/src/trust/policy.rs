@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use ipnet::IpNet;
+use ztssh_proto::end::{EndKind, Ended};
 use ztssh_proto::time::UnixTime;
 
 mod file;
@@ -163,15 +164,17 @@ impl Policy {
     /// The check made once the user is authenticated and again at every
     /// identity proof and every reload: may `principal`, connected from
     /// `peer`, go on at `now`?
-    pub fn check(&self, principal: &str, peer: IpAddr, now: UnixTime) -> Result<(), String> {
-        self.admit_source(peer)?;
+    pub fn check(&self, principal: &str, peer: IpAddr, now: UnixTime) -> Result<(), Ended> {
+        self.admit_source(peer).map_err(denied)?;
         if self.principals_deny.contains(principal) {
-            return Err(format!("principal {principal} is denied by policy"));
+            return Err(denied(format!("principal {principal} is denied by policy")));
         }
         if let Some(allow) = &self.principals_allow
             && !allow.contains(principal)
         {
-            return Err(format!("principal {principal} is not allowed by policy"));
+            return Err(denied(format!(
+                "principal {principal} is not allowed by policy"
+            )));
         }
         let Some(rule) = self.rules.get(principal) else {
             return Ok(());
@@ -180,21 +183,21 @@ impl Policy {
         if let Some(nets) = &rule.sources
             && !matches(nets, ip)
         {
-            return Err(format!(
+            return Err(denied(format!(
                 "policy does not allow principal {principal} from {ip}"
-            ));
+            )));
         }
         if let Some(hours) = &rule.hours
             && !hours.iter().any(|h| h.contains(now))
         {
-            return Err(format!(
+            return Err(denied(format!(
                 "policy allows principal {principal} only during {} UTC",
                 hours
                     .iter()
                     .map(|h| format!("{:02}:00-{:02}:00", h.start, h.end))
                     .collect::<Vec<_>>()
                     .join(", ")
-            ));
+            )));
         }
         Ok(())
     }
@@ -296,6 +299,11 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
     })
 }
 
+/// A refusal by the access policy.
+fn denied(reason: String) -> Ended {
+    Ended::new(EndKind::PolicyDenied, reason)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,12 +397,20 @@ deny = ["10.66.0.0/16"]
         .expect("policy");
         assert!(p.check("alice", ip("10.1.2.3"), NOON).is_ok());
         assert_eq!(
-            p.check("bob", ip("10.1.2.3"), NOON),
-            Err("principal bob is denied by policy".into())
+            p.check("bob", ip("10.1.2.3"), NOON)
+                .map_err(|e| (e.kind, e.reason)),
+            Err((
+                EndKind::PolicyDenied,
+                "principal bob is denied by policy".into()
+            ))
         );
         assert_eq!(
-            p.check("carol", ip("10.1.2.3"), NOON),
-            Err("principal carol is not allowed by policy".into())
+            p.check("carol", ip("10.1.2.3"), NOON)
+                .map_err(|e| (e.kind, e.reason)),
+            Err((
+                EndKind::PolicyDenied,
+                "principal carol is not allowed by policy".into()
+            ))
         );
         assert_eq!(
             p.admit_source(ip("10.66.1.1")),
@@ -442,12 +458,20 @@ hours_utc = ["22-06"]
         assert!(p.check("alice", ip("192.0.2.5"), NOON).is_ok());
         assert!(p.check("alice", ip("2001:db8:a::1"), NOON).is_ok());
         assert_eq!(
-            p.check("alice", ip("198.51.100.1"), NOON),
-            Err("policy does not allow principal alice from 198.51.100.1".into())
+            p.check("alice", ip("198.51.100.1"), NOON)
+                .map_err(|e| (e.kind, e.reason)),
+            Err((
+                EndKind::PolicyDenied,
+                "policy does not allow principal alice from 198.51.100.1".into()
+            ))
         );
         assert_eq!(
-            p.check("alice", ip("192.0.2.5"), NOON + 7 * 3600),
-            Err("policy allows principal alice only during 08:00-18:00 UTC".into())
+            p.check("alice", ip("192.0.2.5"), NOON + 7 * 3600)
+                .map_err(|e| (e.kind, e.reason)),
+            Err((
+                EndKind::PolicyDenied,
+                "policy allows principal alice only during 08:00-18:00 UTC".into()
+            ))
         );
         assert!(p.check("alice", ip("192.0.2.5"), NOON - 4 * 3600).is_ok());
         assert!(p.check("alice", ip("192.0.2.5"), NOON - 5 * 3600).is_err());

@@ -258,7 +258,10 @@ fn sshd_reading_nothing_ends_at_the_write_bound() {
         n.cev,
         vec![(
             15_000,
-            ClientConnEvent::Ended(Some(ClientEnd::Terminated(reason.into())))
+            ClientConnEvent::Ended(Some(ClientEnd::Terminated(Termination::new(
+                TerminateCode::UpstreamUnavailable,
+                reason
+            ))))
         )]
     );
     assert_eq!(n.sshd, bytes(8, 3000)[..1000]);

@@ -190,7 +190,10 @@ fn certificate_expiry_without_renewal_ends_the_session_at_expiry() {
         n.cev.last(),
         Some(&(
             300_000,
-            ClientConnEvent::Ended(Some(ClientEnd::Terminated(reason.into())))
+            ClientConnEvent::Ended(Some(ClientEnd::Terminated(Termination::new(
+                TerminateCode::IdentityRevoked,
+                reason
+            ))))
         ))
     );
 }
@@ -244,7 +247,7 @@ fn a_key_refused_before_accept_is_its_own_end_and_ssh_bytes_wait_while_held() {
     }
     assert!(
         ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::KeyRefused(
-            reason.clone()
+            Termination::new(TerminateCode::NotAuthorized, reason.clone())
         )))),
         "{ends:?}"
     );
@@ -255,7 +258,9 @@ fn a_key_refused_before_accept_is_its_own_end_and_ssh_bytes_wait_while_held() {
         ends.push(ev);
     }
     assert!(
-        ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::Refused(reason)))),
+        ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::Refused(
+            Termination::new(TerminateCode::PolicyDenied, reason)
+        )))),
         "{ends:?}"
     );
 }
@@ -270,7 +275,7 @@ fn a_revoked_key_before_accept_lets_the_sidecar_try_its_next_key() {
     let ends: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
     assert!(
         ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::KeyRefused(
-            reason.clone()
+            Termination::new(EndKind::UserKeyRevoked.code(), reason.clone())
         )))),
         "{ends:?}"
     );
@@ -279,7 +284,7 @@ fn a_revoked_key_before_accept_lets_the_sidecar_try_its_next_key() {
         let ends: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
         assert!(
             ends.contains(&ClientConnEvent::Ended(Some(ClientEnd::Refused(
-                reason.clone()
+                Termination::new(kind.code(), reason.clone())
             )))),
             "{kind:?}: {ends:?}"
         );

@@ -78,7 +78,7 @@ fn the_client_reads_the_terminate(mut n: Net) {
     assert_eq!(
         evs,
         vec![ClientConnEvent::Ended(Some(ClientEnd::Terminated(
-            "principal alice banned".into()
+            Termination::new(TerminateCode::IdentityRevoked, "principal alice banned")
         )))]
     );
     assert!(n.client.poll_local().is_empty());
@@ -186,8 +186,8 @@ fn a_test_client_in_manual_mode_ends_at_terminate_and_takes_no_more() {
                 ClientConnEvent::Control(Control::Accept { .. }),
                 ClientConnEvent::Control(Control::Cert { .. }),
                 ClientConnEvent::Control(Control::Terminate { .. }),
-                ClientConnEvent::Ended(Some(ClientEnd::Terminated(reason))),
-            ] if reason == "principal alice banned"
+                ClientConnEvent::Ended(Some(ClientEnd::Terminated(told))),
+            ] if told.reason == "principal alice banned"
         ),
         "{evs:?}"
     );

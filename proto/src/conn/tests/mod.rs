@@ -17,8 +17,8 @@ use crate::conn::{
     CLOSE_GRACE_MS, ClientConn, ClientConnEvent, ClientEnd, HIGH_WATER, Now, RENEW_REPLY_MS,
     RENEW_RETRY_MS, ServerConn, ServerEvent, TERMINATE_GRACE_MS,
 };
-use crate::control::Control;
-use crate::end::{EndKind, Ended};
+use crate::control::{Control, TerminateCode};
+use crate::end::{EndKind, Ended, Termination};
 use crate::frame::{Event, Transport};
 use crate::identity::{ClientEvent, ClientIdentity, Timing};
 use crate::identity_tests::Policy;

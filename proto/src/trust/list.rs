@@ -1,0 +1,93 @@
+//! Signed lists: verifying one from its PEM text, and whether one offered
+//! may replace the one in force.
+
+use thiserror::Error;
+
+use crate::crl::Crl;
+use crate::error::Malformed;
+use crate::keys::PublicKey;
+use crate::labels::pem;
+use crate::{ProtoError, armor};
+
+/// Why a list's PEM text was refused.
+#[derive(Debug, Error)]
+pub enum ListError {
+    /// Not PEM armour, or armour of another kind of file.
+    #[error("not a revocation list: {0}")]
+    NotPem(Malformed),
+    /// The list does not parse or does not verify under the root.
+    #[error(transparent)]
+    Invalid(ProtoError),
+}
+
+/// Checks a list as fetched or read: PEM of the right kind, then a list
+/// signed by the pinned `root` (the signature is verified before the list
+/// is parsed).
+pub fn verify_pem(text: &[u8], root: &PublicKey) -> Result<Crl, ListError> {
+    let der = armor::decode_expect(pem::CRL, text).map_err(ListError::NotPem)?;
+    Crl::decode_verified(&der, root).map_err(ListError::Invalid)
+}
+
+/// What to do with a revocation list offered to replace the loaded one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListUpdate {
+    /// Newer: it replaces the loaded list.
+    Replace,
+    /// The same version: nothing changes.
+    Same,
+    /// Older: refused, since a rollback would resurrect revoked identities.
+    Rollback {
+        /// The version in force.
+        loaded: u64,
+        /// The version offered.
+        offered: u64,
+    },
+}
+
+/// Only a newer list replaces the one in force (`current`; none yet, and
+/// any list replaces it). Every place that replaces a list asks this.
+pub fn offer(current: Option<&Crl>, offered: &Crl) -> ListUpdate {
+    let Some(cur) = current else {
+        return ListUpdate::Replace;
+    };
+    match offered.list_version.cmp(&cur.list_version) {
+        std::cmp::Ordering::Greater => ListUpdate::Replace,
+        std::cmp::Ordering::Equal => ListUpdate::Same,
+        std::cmp::Ordering::Less => ListUpdate::Rollback {
+            loaded: cur.list_version,
+            offered: offered.list_version,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crl::Revocations;
+    use crate::keys::SigningKey;
+
+    #[test]
+    fn a_list_is_verified_from_its_pem_under_the_root() {
+        let root = SigningKey::generate();
+        let crl = Crl {
+            list_version: 4,
+            issued: 10,
+            next_update: 20,
+            issuer: root.public(),
+            revoked: Revocations::default(),
+        };
+        let text = armor::encode(pem::CRL, &crl.sign(&root).expect("sign"));
+        assert_eq!(
+            verify_pem(text.as_bytes(), &root.public()).expect("verify"),
+            crl
+        );
+        let other = SigningKey::generate().public();
+        assert!(matches!(
+            verify_pem(text.as_bytes(), &other),
+            Err(ListError::Invalid(_))
+        ));
+        let licence = armor::encode(pem::LICENCE, b"x");
+        let e = verify_pem(licence.as_bytes(), &root.public()).expect_err("wrong kind");
+        assert!(e.to_string().starts_with("not a revocation list: "), "{e}");
+    }
+}
