@@ -8,6 +8,7 @@
 //! sidecar never gets a Unix time: [`ClientConn::new`] takes none and every
 //! one of its calls takes a monotonic millisecond count.
 
+use crate::keys::TestRng;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use ssh_key::{HashAlg, PrivateKey};
@@ -115,7 +116,7 @@ fn net_with(timing: Timing, unix_offset: i64, cuts: Option<Cuts>) -> Net {
     let alice = user(1);
     let (session, authed) = run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
     let policy = Policy::default();
-    let subca = SigningKey::generate();
+    let subca = SigningKey::generate(&mut TestRng);
     let now = Now {
         unix: T0.saturating_add_signed(unix_offset),
         mono_ms: 0,
@@ -879,7 +880,7 @@ impl RawClient {
         let (session, authed) =
             run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
         let policy = Policy::default();
-        let subca = SigningKey::generate();
+        let subca = SigningKey::generate(&mut TestRng);
         let now = Now {
             unix: T0,
             mono_ms: 0,
@@ -1503,7 +1504,7 @@ fn refused_client(hold: bool, code: crate::control::TerminateCode) -> ClientConn
         session.handshake_hash,
         "alice",
         session.session_key,
-        SigningKey::generate().public(),
+        SigningKey::generate(&mut TestRng).public(),
     );
     let mut client = ClientConn::new(session.transport, identity);
     client.hold_until_accepted(hold);

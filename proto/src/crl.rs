@@ -247,6 +247,7 @@ fn read_names(r: &mut Reader<'_>, max: usize) -> Result<HashSet<String>, Malform
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::TestRng;
 
     fn sample(root: &SigningKey, version: u64) -> Crl {
         let mut revoked = Revocations::default();
@@ -264,7 +265,7 @@ mod tests {
 
     #[test]
     fn round_trip_verify_and_forgery() {
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let crl = sample(&root, 3);
         let bytes = crl.sign(&root).expect("sign");
         assert_eq!(
@@ -273,7 +274,7 @@ mod tests {
         );
         assert!(!crl.is_stale(199) && crl.is_stale(200));
 
-        let other = SigningKey::generate();
+        let other = SigningKey::generate(&mut TestRng);
         let e = Crl::decode_verified(&bytes, &other.public()).expect_err("foreign root");
         assert!(
             e.to_string().contains("not issued by the trusted key"),
@@ -295,7 +296,7 @@ mod tests {
 
     #[test]
     fn user_keys_make_a_version_2_list_and_only_then() {
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let v1 = sample(&root, 1).sign(&root).expect("sign");
         assert_eq!(v1[4], 1, "no user keys: still version 1");
         let mut crl = sample(&root, 2);
@@ -323,7 +324,7 @@ mod tests {
 
     #[test]
     fn huge_counts_are_rejected_before_allocating() {
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let mut bytes = sample(&root, 1).sign(&root).expect("sign");
         // The serial count sits after the header, the two name lists; overwrite it.
         let pos = 4 + 1 + 24 + 32 + 2 + 1 + 7 + 2 + 1 + 4;

@@ -344,6 +344,7 @@ impl ServerIdentity {
                     authorized.session_key,
                     now,
                     ttl,
+                    &mut crate::keys::os_rng(),
                 )
                 .map_err(|e| Ended::new(EndKind::IssueFailed, e.to_string()))
             });
@@ -665,8 +666,15 @@ impl ServerIdentity {
         )?;
         authority.may_issue(now)?;
         let ttl = self.timing.cert_ttl_secs;
-        let cert = ClientCert::issue(subca, principal, new_key, now, ttl)
-            .map_err(|e| Ended::new(EndKind::IssueFailed, e.to_string()))?;
+        let cert = ClientCert::issue(
+            subca,
+            principal,
+            new_key,
+            now,
+            ttl,
+            &mut crate::keys::os_rng(),
+        )
+        .map_err(|e| Ended::new(EndKind::IssueFailed, e.to_string()))?;
         self.previous = Some(std::mem::replace(&mut self.cert, cert));
         self.cert_issued_ms = mono_ms;
         self.cert_expiry_ms = mono_ms.saturating_add(ttl.saturating_mul(1000));
@@ -951,7 +959,7 @@ impl ClientIdentity {
     /// user key must sign (SSHSIG, namespace [`labels::SSHSIG_NAMESPACE_RENEW`]).
     pub fn renewal_data(&mut self) -> Result<Vec<u8>, String> {
         let cert = self.cert.as_ref().ok_or("no certificate to renew")?;
-        let next = SigningKey::generate();
+        let next = SigningKey::generate(&mut crate::keys::os_rng());
         let data = renewal_data(&self.h, &self.principal, &next.public(), &cert.serial);
         self.next_key = Some(next);
         Ok(data)

@@ -1,6 +1,7 @@
 //! Continuous identity on virtual time: a server and a client identity
 //! machine talking through plain values.
 
+use crate::keys::TestRng;
 use std::cell::RefCell;
 
 use ssh_key::{HashAlg, PrivateKey};
@@ -80,7 +81,7 @@ fn user() -> PrivateKey {
 }
 
 fn pair_with(timing: Timing) -> Pair {
-    let subca = SigningKey::generate();
+    let subca = SigningKey::generate(&mut TestRng);
     let user = user();
     let policy = Policy::default();
     let pki = crate::tests::pki();
@@ -130,7 +131,7 @@ impl Pair {
         self.mono += wait;
         self.now += wait / 1000;
         self.server
-            .poll(self.now, self.mono, crate::keys::random_bytes())
+            .poll(self.now, self.mono, crate::keys::random_bytes(&mut TestRng))
             .expect("poll")
             .expect("challenge due")
     }
@@ -727,12 +728,22 @@ fn sk_login(authority: &SkAuthority, flags: u8) -> Result<(SkSession, Control), 
     use crate::handshake;
     let pki = crate::tests::pki();
     let sk = crate::userkey::tests::SoftSk::new([3; 32]);
-    let server =
-        handshake::server_start(pki.noise(), pki.licence(), FrameSize::default()).expect("server");
+    let server = handshake::server_start(
+        pki.noise(),
+        pki.licence(),
+        FrameSize::default(),
+        &mut TestRng,
+    )
+    .expect("server");
     let (client, msg1) =
-        handshake::client_start(crate::tests::client_cfg(&pki, "web1")).expect("client");
-    let (server, msg2) = server.handle_client_hello(&msg1).expect("hello");
-    let verified = client.handle_server_hello(&msg2, T0).expect("server hello");
+        handshake::client_start(crate::tests::client_cfg(&pki, "web1"), &mut TestRng)
+            .expect("client");
+    let (server, msg2) = server
+        .handle_client_hello(&msg1, &mut TestRng)
+        .expect("hello");
+    let verified = client
+        .handle_server_hello(&msg2, T0, &mut TestRng)
+        .expect("server hello");
     let sig = sk.sign(
         crate::labels::SSHSIG_NAMESPACE_HANDSHAKE,
         &verified.user_signed_data(),
@@ -747,7 +758,7 @@ fn sk_login(authority: &SkAuthority, flags: u8) -> Result<(SkSession, Control), 
         .expect("signature verifies");
     assert_eq!(authed.user_sig().sk().map(|a| a.flags), Some(flags));
     let authorized = authed.authorize(authority, T0).map_err(|r| r.ended)?;
-    let subca = SigningKey::generate();
+    let subca = SigningKey::generate(&mut TestRng);
     let started =
         ServerIdentity::start(authorized, &subca, authority, TIMING, T0, 0).map_err(|r| r.ended)?;
     let mut client = ClientIdentity::new(

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
@@ -60,7 +62,7 @@ pub async fn handle(
     conn_permit: OwnedSemaphorePermit,
     slot: HandshakeSlot,
 ) {
-    let id = hex(&random_bytes::<8>());
+    let id = hex(&random_bytes::<8>(&mut UnwrapErr(SysRng)));
     let span = info_span!("session", session = %id, peer = %peer);
     async move {
         let cfg = &shared.cfg;
@@ -152,9 +154,10 @@ async fn run_handshake(
     licence: &ztssh_proto::cert::LicenceVerified,
     sock: &mut TcpStream,
 ) -> Result<ClientAuthenticated, HandshakeFail> {
-    let state = handshake::server_start(&cfg.noise, licence, cfg.frame_size)?;
+    let state =
+        handshake::server_start(&cfg.noise, licence, cfg.frame_size, &mut UnwrapErr(SysRng))?;
     let msg1 = read_msg(sock, HELLO_LEN).await?;
-    let (state, msg2) = state.handle_client_hello(&msg1)?;
+    let (state, msg2) = state.handle_client_hello(&msg1, &mut UnwrapErr(SysRng))?;
     sock.write_all(&msg2)
         .await
         .map_err(|_| HandshakeFail::Closed)?;

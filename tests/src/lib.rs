@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 pub use tempfile::TempDir;
 
 pub mod agent;
-pub mod client;
 pub mod listserver;
 pub mod nginx;
 pub mod skagent;
@@ -325,7 +324,7 @@ impl Pki {
 
     /// The root public key.
     pub fn root_key(&self) -> ztssh_proto::keys::PublicKey {
-        ztssh_proto::keyfile::read_root_public(&self.root_pub()).expect("root.pub")
+        ztssh_keyfile::read_root_public(&self.root_pub()).expect("root.pub")
     }
 
     /// Where the proxy reads its revocation list.
