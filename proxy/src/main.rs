@@ -246,7 +246,7 @@ fn main() -> ExitCode {
                 Err(e) => return config_error(&e),
             };
             // Held to the end of main: dropping it writes out the queue.
-            let _log = ztssh_proxy::logging::init(&cfg.settings.log_format);
+            let _log = ztssh_proxy::logging::init(cfg.settings.log_format);
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return report(Err(e.into())),

@@ -294,7 +294,7 @@ fn main() {
     // ssh does not wait for its ProxyCommand: adopt the orphaned sidecars
     // so their CPU can be read when they are reaped.
     nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
-    let w = World::new();
+    let w = World::start();
     let relay = Relay::start(w.sshd.port);
     let b = Bench { w: &w, relay };
     let bulk = format!("head -c {} /dev/zero", mib << 20);

@@ -164,11 +164,6 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let dir = tempfile::tempdir().expect("tmp");
-    let alice = user_key(dir.path(), "alice");
-    let pki = Pki::create(dir.path(), &["localhost"]);
-    pki.publish_crl();
-
     let listener = rt
         .block_on(TcpListener::bind("127.0.0.1:0"))
         .expect("bind sink");
@@ -177,17 +172,19 @@ fn main() {
     let closed: Arc<Mutex<Vec<Instant>>> = Arc::default();
     rt.spawn(sink(listener, Arc::clone(&accepted), Arc::clone(&closed)));
 
-    let extra = format!(
-        "revocation_list = \"{}\"\nchallenge_interval_secs = 3600\nchallenge_deadline_secs = 300\ncert_ttl_secs = 3600\nmax_connections = {}\n",
-        pki.crl().display(),
-        n + 16
-    );
-    let principals = format!("alice {}", read_text(&alice.with_extension("pub")));
-    let proxy = Proxy::start(dir.path(), &pki, sink_port, &principals, &extra);
+    let front = World::builder()
+        .proxy_toml(&format!(
+            "challenge_interval_secs = 3600\nchallenge_deadline_secs = 300\ncert_ttl_secs = 3600\nmax_connections = {}\n",
+            n + 16
+        ))
+        .start_in_front_of(sink_port);
+    let Front {
+        pki, proxy, alice, ..
+    } = &front;
     let rss_before = proxy.rss_kib();
 
     let t = Instant::now();
-    let clients = open_sessions(n, proxy.port, &pki, &alice);
+    let clients = open_sessions(n, proxy.port, pki, alice);
     let setup = t.elapsed();
     // Every upstream connection exists before the ban.
     wait_until(Duration::from_secs(60), "all upstream connections", || {

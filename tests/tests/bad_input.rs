@@ -77,7 +77,7 @@ fn honest_handshake(w: &World, src: &str) -> (Vec<u8>, Vec<u8>, TcpStream) {
 
 #[test]
 fn truncated_message_1_and_3_are_dropped_with_a_clear_log_line() {
-    let w = World::new();
+    let w = World::start();
     // Message 1: half of it, then the client hangs up.
     let mut s = connect_from("127.0.0.21", w.proxy.port).expect("connect");
     s.write_all(&pseudo_random(HELLO_LEN / 2, 1))
@@ -106,7 +106,7 @@ fn truncated_message_1_and_3_are_dropped_with_a_clear_log_line() {
 
 #[test]
 fn truncated_message_2_gets_a_clear_message_from_the_sidecar() {
-    let w = World::new();
+    let w = World::start();
     // A server that answers message 1 with half a message 2 and hangs up.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -130,7 +130,7 @@ fn truncated_message_2_gets_a_clear_message_from_the_sidecar() {
 
 #[test]
 fn oversized_length_field_in_message_1_is_refused_before_any_state() {
-    let w = World::new();
+    let w = World::start();
     // Valid Noise around a payload whose body_len (0xffff) exceeds the message.
     let msg1 =
         testkit::client_hello_raw(&[0xff, 0xff, 0, 1], &mut UnwrapErr(SysRng)).expect("msg1");
@@ -147,7 +147,7 @@ fn oversized_length_field_in_message_1_is_refused_before_any_state() {
 
 #[test]
 fn a_replayed_handshake_is_refused_and_never_reaches_sshd() {
-    let w = World::new();
+    let w = World::start();
     let (msg1, msg3, first) = honest_handshake(&w, "127.0.0.24");
     // The honest session is accepted and reaches sshd once.
     let mut c = first.try_clone().expect("clone");
@@ -184,7 +184,9 @@ fn a_replayed_handshake_is_refused_and_never_reaches_sshd() {
 
 #[test]
 fn a_flipped_bit_in_a_control_record_kills_the_session() {
-    let w = World::with_extra("challenge_interval_secs = 1\n");
+    let w = World::builder()
+        .proxy_toml("challenge_interval_secs = 1\n")
+        .start();
     let mut c =
         LibClient::connect(w.proxy.port, w.pki.root_key(), &w.alice, "alice").expect("handshake");
     c.establish().expect("established");
@@ -216,7 +218,9 @@ fn a_flipped_bit_in_a_control_record_kills_the_session() {
 
 #[test]
 fn a_foreign_issuer_certificate_in_a_proof_ends_the_session() {
-    let w = World::with_extra("challenge_interval_secs = 1\n");
+    let w = World::builder()
+        .proxy_toml("challenge_interval_secs = 1\n")
+        .start();
     let mut c =
         LibClient::connect(w.proxy.port, w.pki.root_key(), &w.alice, "alice").expect("handshake");
     c.establish().expect("established");
@@ -255,7 +259,7 @@ fn a_foreign_issuer_certificate_in_a_proof_ends_the_session() {
 
 #[test]
 fn frames_after_terminate_are_ignored_by_the_sidecar() {
-    let w = World::new();
+    let w = World::start();
     // A server with the proxy's real keys and licence that refuses the
     // session, then keeps talking: DATA and ACCEPT after TERMINATE.
     let noise = NoiseKeypair::from_private(
@@ -327,7 +331,7 @@ fn frames_after_terminate_are_ignored_by_the_sidecar() {
 
 #[test]
 fn frames_after_terminate_never_reach_sshd() {
-    let w = World::new();
+    let w = World::start();
     let mut c =
         LibClient::connect(w.proxy.port, w.pki.root_key(), &w.alice, "alice").expect("handshake");
     c.establish().expect("established");
@@ -364,9 +368,9 @@ fn frames_after_terminate_never_reach_sshd() {
 #[test]
 fn a_bad_record_after_authentication_is_penalised() {
     // In this world one bad record (3 s) reaches the threshold (3 s).
-    let w = World::with_extra(
+    let w = World::builder().proxy_toml(
         "[penalties]\nbad_handshake_secs = 3\nthreshold_secs = 3\ntimeout_secs = 1\nevicted_secs = 1\n",
-    );
+    ).start();
     let (_, _, mut s) = honest_handshake(&w, "127.0.0.26");
     let mut rec = vec![0u8; 1024];
     s.read_exact(&mut rec).expect("ACCEPT record");

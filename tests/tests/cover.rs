@@ -13,7 +13,9 @@ const T: Duration = Duration::from_secs(60);
 
 #[test]
 fn a_session_with_cover_traffic_on_both_sides_carries_small_and_bulk_data() {
-    let w = World::with_extra("cover_traffic = \"interactive\"\n");
+    let w = World::builder()
+        .proxy_toml("cover_traffic = \"interactive\"\n")
+        .start();
     let cfg = w.dir.path().join("sidecar.toml");
     fs::write(&cfg, "cover_traffic = \"interactive\"\n").expect("sidecar.toml");
     let ssh = |cmd: &str| {

@@ -19,7 +19,7 @@ fn repo(path: &str) -> PathBuf {
 
 #[test]
 fn proxy_example_and_principals_example_pass_check() {
-    let w = World::new();
+    let w = World::start();
     // The example's paths are for a real host; point them at this world's
     // files through the documented ZTSSH_* overrides.
     let out = run_bounded(
@@ -56,7 +56,7 @@ fn proxy_example_and_principals_example_pass_check() {
 
 #[test]
 fn ssh_config_and_sidecar_examples_work_with_real_ssh() {
-    let w = World::new();
+    let w = World::start();
     let dir = w.dir.path();
     let ssh_config =
         std::fs::read_to_string(repo("config-examples/ssh_config")).expect("ssh_config");

@@ -13,7 +13,7 @@ const T: Duration = Duration::from_secs(60);
 
 #[test]
 fn exec_returns_output_and_exit_status() {
-    let w = World::new();
+    let w = World::start();
     let out = run_bounded(w.ssh().arg("echo ok"), T);
     assert_ok(&out, "ssh echo ok");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
@@ -49,7 +49,7 @@ fn exec_returns_output_and_exit_status() {
 
 #[test]
 fn stdin_eof_propagates() {
-    let w = World::new();
+    let w = World::start();
     let mut cmd = w.ssh();
     cmd.arg("wc -c")
         .stdin(Stdio::piped())
@@ -66,7 +66,7 @@ fn stdin_eof_propagates() {
 
 #[test]
 fn interactive_session_through_a_pty() {
-    let w = World::new();
+    let w = World::start();
     let mut cmd = w.ssh();
     cmd.arg("-tt")
         .stdin(Stdio::piped())
@@ -87,7 +87,7 @@ fn interactive_session_through_a_pty() {
 
 #[test]
 fn scp_64_mib_both_ways() {
-    let w = World::new();
+    let w = World::start();
     let dir = w.dir.path();
     let src = dir.join("big.bin");
     std::fs::write(&src, pseudo_random(64 << 20, 7)).expect("write");
@@ -118,7 +118,7 @@ fn scp_64_mib_both_ways() {
 
 #[test]
 fn sftp_batch_put_and_get() {
-    let w = World::new();
+    let w = World::start();
     let dir = w.dir.path();
     let src = dir.join("put.bin");
     std::fs::write(&src, pseudo_random(3 << 20, 11)).expect("write");
@@ -143,7 +143,7 @@ fn sftp_batch_put_and_get() {
 
 #[test]
 fn local_port_forwarding_reaches_an_echo_server() {
-    let w = World::new();
+    let w = World::start();
     let echo = TcpListener::bind("127.0.0.1:0").expect("bind");
     let echo_port = echo.local_addr().expect("addr").port();
     std::thread::spawn(move || {
@@ -203,7 +203,7 @@ fn local_port_forwarding_reaches_an_echo_server() {
 
 #[test]
 fn rsync_over_the_tunnel() {
-    let w = World::new();
+    let w = World::start();
     let dir = w.dir.path();
     let src = dir.join("tree");
     std::fs::create_dir_all(src.join("sub")).expect("mkdir");
@@ -229,7 +229,7 @@ fn rsync_over_the_tunnel() {
 
 #[test]
 fn wrong_user_key_stops_at_the_proxy() {
-    let w = World::new();
+    let w = World::start();
     let mallory = user_key(w.dir.path(), "mallory");
     // Mallory's key signs, claiming to be alice.
     let mut cmd = w.ssh_with_key(&mallory);
@@ -259,7 +259,7 @@ fn wrong_user_key_stops_at_the_proxy() {
 
 #[test]
 fn foreign_root_and_uncovered_host_are_refused_by_the_sidecar() {
-    let w = World::new();
+    let w = World::start();
     let other = Pki::create(&w.dir.path().join("other"), &["localhost"]);
     let mut cmd = Command::new("ssh");
     let opts: Vec<String> = w

@@ -20,7 +20,9 @@ const T: Duration = Duration::from_secs(60);
 
 #[test]
 fn a_nat_source_survives_one_handshake_timeout() {
-    let w = World::with_extra("handshake_timeout_secs = 1\n");
+    let w = World::builder()
+        .proxy_toml("handshake_timeout_secs = 1\n")
+        .start();
     // One laptop behind the office NAT (127.0.0.1 here, like every user
     // of this world) sleeps in the middle of its handshake.
     let mut s = connect_from("127.0.0.1", w.proxy.port).expect("connect");
@@ -40,10 +42,12 @@ fn a_nat_source_survives_one_handshake_timeout() {
 fn a_network_flood_cannot_evict_a_users_pending_handshake() {
     // Per-network caps as wide as the table: only the eviction rule stands
     // between the flood and the user.
-    let w = World::with_extra(
-        "max_handshakes = 8\nhandshake_timeout_secs = 60\n\
+    let w = World::builder()
+        .proxy_toml(
+            "max_handshakes = 8\nhandshake_timeout_secs = 60\n\
          [limits]\nhandshakes_per_source = 8\nhandshakes_per_56 = 8\nhandshakes_per_48 = 8\n",
-    );
+        )
+        .start();
     let port = w.proxy.port;
     // The user is half-way: messages 1 and 2 done, message 3 not sent yet.
     let mut user = connect_from("127.0.0.1", port).expect("user connects");

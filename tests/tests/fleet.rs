@@ -38,9 +38,12 @@ fn fleet(extra: &str) -> Fleet {
     );
     let served = www.clone();
     // The CA's first list goes on the web server before the proxy starts.
-    let w = World::with_hook(&cfg, &move |pki: &Pki| {
-        std::fs::copy(pki.crl(), &served).expect("publish the first list");
-    });
+    let w = World::builder()
+        .proxy_toml(&cfg)
+        .before_start(move |pki, _| {
+            std::fs::copy(pki.crl(), &served).expect("publish the first list");
+        })
+        .start();
     Fleet {
         w,
         server,
@@ -129,26 +132,13 @@ fn a_fetched_list_kept_in_revocation_cache_is_enforced_from_a_restart_on() {
     // A restart while the list server is down: the kept list, not the
     // older start-up one, is in force from the first connection on.
     let Fleet {
-        w, server, metrics, ..
+        mut w,
+        server,
+        metrics,
+        ..
     } = f;
     server.set(Serve::Status(503));
-    let World {
-        dir,
-        pki,
-        sshd,
-        proxy,
-        alice,
-    } = w;
-    let (port, config) = (proxy.port, proxy.config.clone());
-    drop(proxy);
-    let proxy = Proxy::spawn(dir.path(), port, config, &[]);
-    let w = World {
-        dir,
-        pki,
-        sshd,
-        proxy,
-        alice,
-    };
+    w.proxy.restart();
     let m = metric_value(&http_get(metrics, "/metrics"), VERSION);
     assert_eq!(m, Some(2.0), "{}", w.proxy.log_text());
     let out = run_bounded(w.ssh().arg("true"), T);
@@ -295,7 +285,7 @@ fn a_stale_list_under_close_all_ends_live_sessions() {
 
 #[test]
 fn a_sidecar_given_the_list_refuses_a_revoked_server_before_revealing_the_user() {
-    let w = World::new();
+    let w = World::start();
     // The proxy's own list does not know yet; the user's copy does.
     let user_list = w.dir.path().join("user-crl.pem");
     w.pki.revoke("server", "web1");
@@ -379,7 +369,7 @@ fn the_ca_caps_licences_at_24_hours() {
 
 #[test]
 fn bad_pull_settings_are_config_errors_before_binding() {
-    let w = World::new();
+    let w = World::start();
     let base = std::fs::read_to_string(&w.proxy.config).expect("config");
     let cases = [
         (
@@ -529,15 +519,15 @@ fn the_list_is_pulled_over_https_and_the_servers_certificate_is_checked() {
         "revocation_url = \"https://127.0.0.1:{port}/crl.pem\"\nrevocation_poll_secs = 1\n\
          revocation_fetch_timeout_secs = 2\n"
     );
-    let w = World::with_hook(
-        &format!(
+    let w = World::builder()
+        .proxy_toml(&format!(
             "{base}revocation_ca_file = \"{}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n",
             ca.display()
-        ),
-        &move |pki: &Pki| {
+        ))
+        .before_start(move |pki, _| {
             std::fs::copy(pki.crl(), &first).expect("publish the first list");
-        },
-    );
+        })
+        .start();
     wait_until(Duration::from_secs(30), "a fetch over https", || {
         metric_value(&http_get(metrics, "/metrics"), OK).unwrap_or(0.0) >= 1.0
     });
@@ -546,7 +536,7 @@ fn the_list_is_pulled_over_https_and_the_servers_certificate_is_checked() {
     wait_metric(metrics, VERSION, 2.0);
 
     // The built-in roots do not know this CA: the fetch fails, loudly.
-    let other = World::with_extra(&base);
+    let other = World::builder().proxy_toml(&base).start();
     wait_until(Duration::from_secs(30), "a TLS failure", || {
         let log = other.proxy.log_text();
         log.contains("event=\"crl_fetch_failed\"") && log.contains("TLS with 127.0.0.1")
@@ -574,7 +564,7 @@ fn ssh_with_sidecar(w: &World, flags: &str) -> Command {
 
 #[test]
 fn a_sidecar_refreshes_its_copy_of_the_list_from_a_url_with_its_etag() {
-    let w = World::new();
+    let w = World::start();
     let www_dir = tempfile::tempdir().expect("www");
     let www = www_dir.path().join("crl.pem");
     w.pki.revoke("server", "web1");
@@ -667,9 +657,12 @@ fn a_list_replaced_within_the_second_nginx_dates_it_still_reaches_the_proxy() {
         nginx.url("p")
     );
     let served = web.served();
-    let w = World::with_hook(&cfg, &move |pki: &Pki| {
-        std::fs::copy(pki.crl(), &served).expect("publish the first list");
-    });
+    let w = World::builder()
+        .proxy_toml(&cfg)
+        .before_start(move |pki, _| {
+            std::fs::copy(pki.crl(), &served).expect("publish the first list");
+        })
+        .start();
     let version = || metric_value(&http_get(metrics, "/metrics"), VERSION).unwrap_or(0.0);
     let ahead = std::time::SystemTime::now() + Duration::from_secs(3600);
     publish_dated(&w.pki, &web, ahead);

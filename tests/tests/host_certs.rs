@@ -44,11 +44,13 @@ fn known_hosts_line(ca: &Path, pattern: &str) -> String {
 /// A world whose sshd presents the certificate `certify(pki, dir)` wrote
 /// as `dir/CERT` for its host key (or none, when `certify` writes none).
 fn world(certify: &dyn Fn(&Pki, &Path)) -> World {
-    World::with_sshd(&format!("HostCertificate {{dir}}/{CERT}\n"), &|pki| {
-        let dir = pki.ca.parent().unwrap();
-        sshd_host_key(dir);
-        certify(pki, dir);
-    })
+    World::builder()
+        .sshd_config(&format!("HostCertificate {{dir}}/{CERT}\n"))
+        .before_start(|pki, dir| {
+            sshd_host_key(dir);
+            certify(pki, dir);
+        })
+        .start()
 }
 
 fn certified_for(names: &'static [&'static str], ttl: &'static str) -> impl Fn(&Pki, &Path) {
@@ -163,7 +165,7 @@ fn certified_host_key_is_trusted_with_no_prompt() {
 #[test]
 fn uncertified_host_key_is_refused() {
     // sshd offers a bare host key: no HostCertificate line.
-    let w = World::new();
+    let w = World::start();
     let line = known_hosts_line(&w.pki.ca, "*");
     assert_refused(&strict_ssh(&w, &line, &[]), "uncertified host key");
 }

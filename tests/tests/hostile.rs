@@ -30,7 +30,7 @@ fn ssh_via(w: &World, port: u16) -> Command {
 
 #[test]
 fn tampered_frame_from_client_closes_session_before_sshd_sees_a_byte() {
-    let w = World::new();
+    let w = World::start();
     // Control: through an honest relay sshd receives the client's banner.
     let honest = Relay::start(w.proxy.port, None);
     let out = run_bounded(&mut ssh_via(&w, honest.port), T);
@@ -63,7 +63,7 @@ fn tampered_frame_from_client_closes_session_before_sshd_sees_a_byte() {
 
 #[test]
 fn tampered_frame_from_proxy_is_reported_by_the_sidecar() {
-    let w = World::new();
+    let w = World::start();
     let f = FrameSize::default();
     // Second record after message 2 (ACCEPT, then the first CERT).
     let offset = message_len(2, f) + f.get() + 100;
@@ -79,7 +79,7 @@ fn tampered_frame_from_proxy_is_reported_by_the_sidecar() {
 
 #[test]
 fn tampered_handshake_fails_on_both_sides() {
-    let w = World::new();
+    let w = World::start();
     for (dir, offset) in [
         (Dir::Up, 700),
         (Dir::Down, 1500),
@@ -101,7 +101,9 @@ fn garbage_http_and_slow_sockets_are_dropped_without_reaching_sshd() {
     // The abuse comes from 127.0.0.2; its penalty must not touch 127.0.0.1.
     // A timeout alone stays under the threshold (one sleeping laptop must
     // not lock out its NAT); here it costs 14 s of the 15.
-    let w = World::with_extra("handshake_timeout_secs = 1\n[penalties]\ntimeout_secs = 14\n");
+    let w = World::builder()
+        .proxy_toml("handshake_timeout_secs = 1\n[penalties]\ntimeout_secs = 14\n")
+        .start();
     let abuser = "127.0.0.2";
     let mut s = connect_from(abuser, w.proxy.port).expect("connect");
     s.write_all(&pseudo_random(HELLO_LEN, 99)).expect("write");
@@ -238,7 +240,7 @@ fn check(config: &std::path::Path) -> (Option<i32>, String) {
 
 #[test]
 fn config_mistakes_exit_64_with_a_clear_message() {
-    let w = World::new();
+    let w = World::start();
     let good = std::fs::read_to_string(&w.proxy.config).expect("config");
     let out = run_bounded(
         Command::new(bin("ztssh-proxy"))
@@ -330,7 +332,7 @@ fn config_mistakes_exit_64_with_a_clear_message() {
 
 #[test]
 fn licence_for_other_keys_is_a_config_error() {
-    let w = World::new();
+    let w = World::start();
     let other = Pki::create(&w.dir.path().join("other"), &["web1"]);
     let cfg = std::fs::read_to_string(&w.proxy.config).expect("config");
     // The other proxy's licence, signed by its own root: the root check fires.

@@ -43,7 +43,7 @@ fn revoke_and_time(
 
 #[test]
 fn a_live_session_survives_ten_challenges_and_two_renewals() {
-    let w = World::with_extra(FAST);
+    let w = World::builder().proxy_toml(FAST).start();
     // The session lives until ten proofs and two renewals were logged,
     // however slow the machine's timers are; then it ends normally.
     let mut live = LiveSsh::start(w.ssh());
@@ -67,9 +67,9 @@ fn a_live_session_survives_ten_challenges_and_two_renewals() {
 /// A sidecar whose wall clock is `offset` (like "+290s") off: through
 /// libfaketime, monotonic clock untouched, as NTP trouble would leave it.
 fn skewed_session_lives_through_renewals(offset: &str) {
-    let w = World::with_extra(
-        "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\n",
-    );
+    let w = World::builder()
+        .proxy_toml("challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\n")
+        .start();
     let mut cmd = Command::new("ssh");
     cmd.args(w.direct_opts(&w.alice))
         .arg("-o")
@@ -106,7 +106,7 @@ fn a_client_clock_290s_behind_lives_through_renewals() {
 
 #[test]
 fn banning_the_principal_ends_the_live_shell() {
-    let w = World::with_extra(SLOW_CERTS);
+    let w = World::builder().proxy_toml(SLOW_CERTS).start();
     let ssh = w.live_session();
     let local_port = w
         .proxy
@@ -151,7 +151,7 @@ fn banning_the_principal_ends_the_live_shell() {
 
 #[test]
 fn revoking_the_certificate_serial_ends_the_session() {
-    let w = World::with_extra(SLOW_CERTS);
+    let w = World::builder().proxy_toml(SLOW_CERTS).start();
     let ssh = w.live_session();
     let serial = w
         .proxy
@@ -174,7 +174,7 @@ fn revoking_the_certificate_serial_ends_the_session() {
 
 #[test]
 fn revoking_the_server_licence_ends_every_session() {
-    let w = World::with_extra(SLOW_CERTS);
+    let w = World::builder().proxy_toml(SLOW_CERTS).start();
     let sessions = vec![w.live_session(), w.live_session()];
     let results = revoke_and_time(&w, "server", "web1", sessions);
     for (elapsed, err) in &results {
@@ -195,7 +195,7 @@ fn revoking_the_server_licence_ends_every_session() {
 
 #[test]
 fn a_frozen_sidecar_loses_its_session_after_the_deadline() {
-    let w = World::with_extra(FAST);
+    let w = World::builder().proxy_toml(FAST).start();
     let ssh = w.live_session();
     let sidecar = wait_for_child_of(ssh.id());
     signal(sidecar, "STOP");
@@ -233,7 +233,7 @@ fn terminate_reason(c: &mut LibClient) -> String {
 
 #[test]
 fn a_replayed_proof_is_rejected() {
-    let w = World::with_extra(SLOW_CERTS);
+    let w = World::builder().proxy_toml(SLOW_CERTS).start();
     let mut c = lib_client(&w);
     let ch1 = c.next_control().expect("read").expect("challenge 1");
     let proof1 = c.answer(&ch1).expect("answer");
@@ -255,7 +255,7 @@ fn a_replayed_proof_is_rejected() {
 
 #[test]
 fn a_proof_relayed_from_another_connection_is_rejected() {
-    let w = World::with_extra(SLOW_CERTS);
+    let w = World::builder().proxy_toml(SLOW_CERTS).start();
     let mut a = lib_client(&w);
     let mut b = lib_client(&w);
     let ch_a = a.next_control().expect("read").expect("challenge a");
@@ -316,7 +316,7 @@ fn signed_renewal(c: &mut LibClient, w: &World) -> Control {
 
 #[test]
 fn a_renewal_that_switches_principal_is_refused() {
-    let w = World::with_extra(SLOW_CERTS);
+    let w = World::builder().proxy_toml(SLOW_CERTS).start();
     let mut c = lib_client(&w);
     let Control::Renew {
         new_key,
@@ -346,9 +346,9 @@ fn a_renewal_that_switches_principal_is_refused() {
 #[test]
 fn early_renewals_are_logged_once_counted_and_end_the_session_past_the_bound() {
     let port = free_port();
-    let w = World::with_extra(&format!(
+    let w = World::builder().proxy_toml(&format!(
         "metrics_listen = \"127.0.0.1:{port}\"\nchallenge_interval_secs = 300\ncert_ttl_secs = 300\n"
-    ));
+    )).start();
     let mut c = lib_client(&w);
     // Genuine renewals, all within the first 75 s of the certificate.
     let renew_early = |c: &mut LibClient| {
@@ -391,9 +391,9 @@ fn agent_with_alice(w: &World) -> (RealAgent, std::path::PathBuf) {
 
 #[test]
 fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
-    let w = World::with_extra(
-        "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\n",
-    );
+    let w = World::builder()
+        .proxy_toml("challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\n")
+        .start();
     let (_agent, sock) = agent_with_alice(&w);
     // The sidecar signs with the agent: no --identity.
     let opts: Vec<String> = w
@@ -436,7 +436,9 @@ fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
 #[test]
 fn the_sidecar_exits_at_once_while_a_renewal_signature_waits_on_the_agent() {
     // Renewal 4 s into a 6 s certificate; no challenges meanwhile.
-    let w = World::with_extra("challenge_interval_secs = 300\ncert_ttl_secs = 6\n");
+    let w = World::builder()
+        .proxy_toml("challenge_interval_secs = 300\ncert_ttl_secs = 6\n")
+        .start();
     let (_agent, real) = agent_with_alice(&w);
     // The handshake's signature passes; the renewal's is never answered.
     let agent = ztssh_tests::agent::HoldingAgent::start(&w.dir.path().join("held.sock"), &real, 1);
@@ -466,7 +468,7 @@ fn the_sidecar_exits_at_once_while_a_renewal_signature_waits_on_the_agent() {
 
 #[test]
 fn bad_revocation_lists_are_refused_and_the_last_good_one_stays() {
-    let w = World::with_extra(SLOW_CERTS);
+    let w = World::builder().proxy_toml(SLOW_CERTS).start();
     let crl = w.pki.crl();
     let v1 = std::fs::read(&crl).expect("v1");
     w.pki.revoke("principal", "mallory");

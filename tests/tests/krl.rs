@@ -348,7 +348,7 @@ fn sshd_with_revoked_keys_refuses_the_revoked_key() {
     )
     .unwrap();
     let port = free_port();
-    let sshd = Sshd::start_with_head(
+    let sshd = Sshd::start(
         dir.path(),
         port,
         &format!(
@@ -398,7 +398,7 @@ fn sshd_with_revoked_keys_refuses_the_revoked_key() {
 /// the key at the next handshake.
 #[test]
 fn the_proxy_refuses_a_revoked_user_key() {
-    let w = World::new();
+    let w = World::start();
     let live = w.live_session();
 
     revoke_key(&w.pki.ca, &w.alice);

@@ -16,7 +16,7 @@ const GARBAGE: usize = 200;
 
 #[test]
 fn idle_and_garbage_floods_do_not_lock_out_a_real_session() {
-    let w = World::new();
+    let w = World::start();
     let rss_before = w.proxy.rss_kib();
     // 500 idle sockets from 250 sources (two each), opened and left silent.
     // Each source is in a /16 of its own: the half-open table caps what one

@@ -12,9 +12,9 @@ const T: Duration = Duration::from_secs(60);
 #[test]
 fn metrics_count_sessions_challenges_and_terminations() {
     let port = free_port();
-    let w = World::with_extra(&format!(
+    let w = World::builder().proxy_toml(&format!(
         "metrics_listen = \"127.0.0.1:{port}\"\nchallenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 300\n"
-    ));
+    )).start();
     assert!(http_get(port, "/healthz").ends_with("ok\n"));
     assert!(http_get(port, "/nope").starts_with("HTTP/1.1 404"));
     // The session lives until two proofs were counted, however slow the
@@ -88,7 +88,9 @@ fn json_events(log: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn audit_trail_is_json_and_joins_sshd_log_lines_to_real_clients() {
-    let w = World::with_extra("log_format = \"json\"\n");
+    let w = World::builder()
+        .proxy_toml("log_format = \"json\"\n")
+        .start();
     assert_ok(&run_bounded(w.ssh().arg("true"), T), "ssh");
     wait_until(Duration::from_secs(10), "session_closed event", || {
         w.proxy.log_text().contains("\"session_closed\"")
@@ -192,7 +194,7 @@ fn spawn_proxy(
 #[test]
 fn systemd_readiness_reload_and_stop_are_notified() {
     use std::os::unix::net::UnixDatagram;
-    let w = World::new();
+    let w = World::start();
     let sock_path = w.dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
     sock.set_read_timeout(Some(Duration::from_secs(10)))
@@ -225,7 +227,7 @@ fn wait_until_exit(g: &mut Guard) -> std::process::ExitStatus {
 
 #[test]
 fn sigterm_drains_live_sessions_and_refuses_new_ones() {
-    let w = World::new();
+    let w = World::start();
     let log = w.dir.path().join("proxy2.log");
     let (mut proxy, port) = spawn_proxy(&w, &[], &log);
     let mut ssh = std::process::Command::new("ssh");
@@ -257,7 +259,7 @@ fn sigterm_drains_live_sessions_and_refuses_new_ones() {
 
 #[test]
 fn sessions_still_open_when_the_drain_period_ends_are_told_why() {
-    let w = World::with_extra("drain_grace_secs = 1");
+    let w = World::builder().proxy_toml("drain_grace_secs = 1").start();
     let live = w.live_session();
     signal(w.proxy.pid(), "TERM");
     let out = wait_bounded(live, T);
@@ -277,7 +279,7 @@ fn sessions_still_open_when_the_drain_period_ends_are_told_why() {
 
 #[test]
 fn privileges_are_dropped_after_binding() {
-    let w = World::new();
+    let w = World::start();
     let cfg = std::fs::read_to_string(&w.proxy.config).expect("config");
     let nobody = w.dir.path().join("nobody.toml");
     std::fs::write(&nobody, format!("{cfg}user = \"nobody\"\n")).expect("write");
@@ -327,7 +329,7 @@ fn privileges_are_dropped_after_binding() {
 
 #[test]
 fn a_licence_renewed_and_reloaded_is_the_one_new_clients_see() {
-    let w = World::new();
+    let w = World::start();
     let serial_in = |out: &std::process::Output| {
         stderr(out)
             .split("serial ")

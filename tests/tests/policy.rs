@@ -27,11 +27,11 @@ fn world(policy: &str, extra: &str) -> World {
 }
 
 fn world_with(policy: &str, extra: &str, args: &[&str]) -> World {
-    World::build(
-        &format!("policy = \"{{dir}}/policy.toml\"\n{extra}"),
-        args,
-        &[("policy.toml", policy)],
-    )
+    World::builder()
+        .file("policy.toml", policy)
+        .proxy_toml(&format!("policy = \"{{dir}}/policy.toml\"\n{extra}"))
+        .run_args(args)
+        .start()
 }
 
 fn policy_path(w: &World) -> std::path::PathBuf {
@@ -238,7 +238,7 @@ fn reload_that_removes_access_ends_live_sessions_and_a_broken_policy_is_refused(
 #[test]
 fn check_reports_a_bad_policy_with_file_line_and_reason() {
     let dir = tempfile::tempdir().expect("dir");
-    let w = World::new();
+    let w = World::start();
     let policy = dir.path().join("policy.toml");
     let config = dir.path().join("proxy.toml");
     let base = fs::read_to_string(&w.proxy.config).expect("config");

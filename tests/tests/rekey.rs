@@ -28,9 +28,11 @@ fn chunk(seed: u64) -> Vec<u8> {
 #[test]
 fn half_a_gibibyte_through_a_tunnel_that_rekeys_every_32_mib_arrives_intact() {
     let port = free_port();
-    let w = World::with_extra(&format!(
-        "metrics_listen = \"127.0.0.1:{port}\"\nrekey_after_bytes = {REKEY_BYTES}\n"
-    ));
+    let w = World::builder()
+        .proxy_toml(&format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\nrekey_after_bytes = {REKEY_BYTES}\n"
+        ))
+        .start();
     let dir = w.dir.path().to_owned();
     let sidecar_cfg = dir.join("sidecar.toml");
     fs::write(&sidecar_cfg, format!("rekey_after_bytes = {REKEY_BYTES}\n")).expect("sidecar.toml");
@@ -147,7 +149,7 @@ fn half_a_gibibyte_through_a_tunnel_that_rekeys_every_32_mib_arrives_intact() {
 
 #[test]
 fn bad_rekey_and_cover_settings_are_config_errors_before_binding() {
-    let w = World::new();
+    let w = World::start();
     let base = fs::read_to_string(&w.proxy.config).expect("config");
     let cases = [
         (

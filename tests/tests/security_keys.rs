@@ -17,11 +17,10 @@ const FAST: &str = "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\nce
 /// A world with `policy` and `extra` proxy lines, alice authorized with
 /// the security key a software authenticator holds, signing with `flags`.
 fn world(policy: &str, extra: &str, flags: u8) -> (World, SkAgent) {
-    let w = World::build(
-        &format!("policy = \"{{dir}}/policy.toml\"\n{extra}"),
-        &[],
-        &[("policy.toml", policy)],
-    );
+    let w = World::builder()
+        .file("policy.toml", policy)
+        .proxy_toml(&format!("policy = \"{{dir}}/policy.toml\"\n{extra}"))
+        .start();
     let agent = SkAgent::start(&w.dir.path().join("sk.sock"), [7; 32], flags);
     let path = w.dir.path().join("principals");
     let mut text = read_text(&path);

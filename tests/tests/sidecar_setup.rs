@@ -353,21 +353,23 @@ fn setup_refuses_bad_input_before_writing_anything() {
 
 /// A world whose sshd presents a host certificate for localhost and web1.
 fn certified_world() -> World {
-    World::with_sshd(&format!("HostCertificate {{dir}}/{CERT}\n"), &|pki| {
-        let dir = pki.ca.parent().unwrap();
-        sshd_host_key(dir);
-        let out = run_bounded(
-            Command::new(bin("ztssh-ca"))
-                .arg("sign-host")
-                .arg("--dir")
-                .arg(&pki.ca)
-                .args(["--host-key", "ssh_host_ed25519_key.pub", "--out", CERT])
-                .args(["--hostname", "localhost", "--hostname", "web1"])
-                .current_dir(dir),
-            T,
-        );
-        assert_ok(&out, "sign-host");
-    })
+    World::builder()
+        .sshd_config(&format!("HostCertificate {{dir}}/{CERT}\n"))
+        .before_start(|pki, dir| {
+            sshd_host_key(dir);
+            let out = run_bounded(
+                Command::new(bin("ztssh-ca"))
+                    .arg("sign-host")
+                    .arg("--dir")
+                    .arg(&pki.ca)
+                    .args(["--host-key", "ssh_host_ed25519_key.pub", "--out", CERT])
+                    .args(["--hostname", "localhost", "--hostname", "web1"])
+                    .current_dir(dir),
+                T,
+            );
+            assert_ok(&out, "sign-host");
+        })
+        .start()
 }
 
 /// The real ssh with only setup's files: `-F` its config, its known_hosts
@@ -510,7 +512,7 @@ fn soa(origin: &str) -> String {
 
 #[test]
 fn srv_record_finds_the_proxy_with_no_port_line() {
-    let w = World::new();
+    let w = World::start();
     // Priority 10 is the proxy; priority 20 is sshd itself, which speaks
     // no ztssh: reached first, the login would fail. The proxy's target is
     // localhost, which this DNS server does not serve: /etc/hosts answers.

@@ -3,11 +3,11 @@
 //! directory at the top of its config, like Debian's.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use ztssh_tests::zsk::{ACCOUNT, Installed, ensure_account, refused};
+use ztssh_tests::zsk::{ACCOUNT, refused};
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(120);
@@ -16,7 +16,6 @@ const T: Duration = Duration::from_secs(120);
 /// account) and a zero-standing-keys proxy in front of it.
 struct Host {
     world: World,
-    installed: Installed,
     sshd_config: PathBuf,
     drop_in_dir: PathBuf,
     backups: PathBuf,
@@ -31,68 +30,33 @@ impl Host {
     /// file `sshd-setup` replaces), and the proxy's upstream is another
     /// port: the setup moves sshd.
     fn build(range: &str, moved: bool) -> Self {
-        ensure_account(ACCOUNT);
-        let installed = Installed::new();
-        let dir = tempfile::Builder::new()
-            .prefix("ztssh-setup-")
-            .tempdir()
-            .expect("tempdir");
-        let alice = user_key(dir.path(), "alice");
-        let alice_pub = read_text(&alice.with_extension("pub"));
-        let policy = dir.path().join("policy.toml");
-        std::fs::write(
-            &policy,
-            format!("[principal.alice]\naccounts = [\"{ACCOUNT}\"]\n"),
-        )
-        .expect("policy");
-        let pki = Pki::create(dir.path(), &["localhost"]);
-        pki.publish_crl();
-        let sshd_port = free_port();
-        let upstream_port = if moved { free_port() } else { sshd_port };
-        let extra = format!(
-            "revocation_list = \"{}\"\npolicy = \"{}\"\nupstream_source_range = \"{range}\"\n\
-             authorized_keys_socket = \"{}\"\nauthorized_keys_command_user = \"nobody\"\n",
-            pki.crl().display(),
-            policy.display(),
-            installed.socket().display()
-        );
-        let (port, config) = Proxy::configure(
-            dir.path(),
-            &pki,
-            upstream_port,
-            &format!("alice {alice_pub}"),
-            &extra,
-        );
-        let drop_in_dir = dir.path().join("sshd_config.d");
-        std::fs::create_dir(&drop_in_dir).expect("drop-in dir");
-        let ak = dir.path().join("authorized_keys");
-        std::fs::write(&ak, &alice_pub).expect("authorized_keys");
-        let listen = format!("ListenAddress 127.0.0.1:{sshd_port}\n");
+        // sshd as Debian's: an Include of the drop-in directory at the top,
+        // then standing keys in an authorized_keys file.
+        let head = move |dir: &Path, sshd_port: u16| {
+            let drop_in_dir = dir.join("sshd_config.d");
+            std::fs::create_dir(&drop_in_dir).expect("drop-in dir");
+            let listen = format!("ListenAddress 127.0.0.1:{sshd_port}\n");
+            if moved {
+                std::fs::write(drop_in_dir.join("00-ztssh.conf"), &listen).expect("old drop-in");
+            }
+            format!(
+                "Include {}/*.conf\n{}AuthorizedKeysFile {}\n",
+                drop_in_dir.display(),
+                if moved { "" } else { listen.as_str() },
+                dir.join("authorized_keys").display()
+            )
+        };
+        let mut world = World::builder().zero_standing_keys(range).sshd_head(head);
         if moved {
-            std::fs::write(drop_in_dir.join("00-ztssh.conf"), &listen).expect("old drop-in");
+            world = world.upstream_port(free_port());
         }
-        let head = format!(
-            "Include {}/*.conf\n{}AuthorizedKeysFile {}\n",
-            drop_in_dir.display(),
-            if moved { "" } else { listen.as_str() },
-            ak.display()
-        );
-        let sshd = Sshd::start_with_head(dir.path(), sshd_port, &head);
-        let proxy = Proxy::spawn(dir.path(), port, config, &[]);
-        let sshd_config = dir.path().join("sshd_config");
-        let backups = dir.path().join("backups");
+        let world = world.start();
+        let dir = world.dir.path();
         Self {
-            world: World {
-                dir,
-                pki,
-                sshd,
-                proxy,
-                alice,
-            },
-            installed,
-            sshd_config,
-            drop_in_dir,
-            backups,
+            sshd_config: dir.join("sshd_config"),
+            drop_in_dir: dir.join("sshd_config.d"),
+            backups: dir.join("backups"),
+            world,
         }
     }
 
@@ -109,7 +73,7 @@ impl Host {
                 .arg("--config")
                 .arg(&w.proxy.config)
                 .arg("--command")
-                .arg(&self.installed.command)
+                .arg(&self.world.installed().command)
                 .arg("--sshd-config")
                 .arg(&self.sshd_config)
                 .arg("--drop-in")
@@ -230,7 +194,7 @@ fn dry_run_changes_nothing_then_setup_moves_sshd_to_zero_standing_keys() {
             .arg("--config")
             .arg(&h.world.proxy.config)
             .arg("--command")
-            .arg(&h.installed.command),
+            .arg(&h.world.installed().command),
         T,
     );
     assert_eq!(read_text(&h.drop_in()), ok_output(&lines, "sshd-config"));
@@ -244,7 +208,7 @@ fn dry_run_changes_nothing_then_setup_moves_sshd_to_zero_standing_keys() {
     );
     assert_eq!(ok_output(&through, "through ztssh").trim(), ACCOUNT);
     refused(&h.direct(), "the standing key after the setup");
-    let asked = format!("{} authorized-keys", h.installed.command.display());
+    let asked = format!("{} authorized-keys", h.world.installed().command.display());
     assert!(w.sshd.log_text().contains(&asked), "sshd asked the command");
     // Again: nothing to change, no reload.
     let text = ok_output(&h.setup(&["--login-check", &login]), "second run");
@@ -496,7 +460,7 @@ fn a_lingering_or_interrupted_login_check_is_rolled_back() {
         .arg("--config")
         .arg(&w.proxy.config)
         .arg("--command")
-        .arg(&h.installed.command)
+        .arg(&h.world.installed().command)
         .arg("--sshd-config")
         .arg(&h.sshd_config)
         .arg("--drop-in")

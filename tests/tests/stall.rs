@@ -204,9 +204,11 @@ fn stall(w: &World, f: &Forwarded) {
 }
 
 fn stall_world() -> World {
-    World::with_extra(&format!(
-        "challenge_interval_secs = 300\nchallenge_deadline_secs = {DEADLINE}\n"
-    ))
+    World::builder()
+        .proxy_toml(&format!(
+            "challenge_interval_secs = 300\nchallenge_deadline_secs = {DEADLINE}\n"
+        ))
+        .start()
 }
 
 #[test]
@@ -311,10 +313,12 @@ fn a_command_written_after_the_ban_never_runs() {
     const TRIALS: usize = 20;
     let names: Vec<String> = (0..TRIALS).map(|i| format!("user{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let w = World::with_principals(
-        &refs,
-        &format!("challenge_interval_secs = 300\nchallenge_deadline_secs = {DEADLINE}\n"),
-    );
+    let w = World::builder()
+        .principals(&refs)
+        .proxy_toml(&format!(
+            "challenge_interval_secs = 300\nchallenge_deadline_secs = {DEADLINE}\n"
+        ))
+        .start();
     let source = Source::start();
     let ran: Vec<usize> = (0..TRIALS)
         .filter(|&i| command_after_ban_ran(&w, &source, &names[i], i))
@@ -331,10 +335,6 @@ const LOG_SESSIONS: usize = 200;
 /// thread of their own, never by the workers that carry out a kill.
 #[test]
 fn a_proxy_whose_log_nobody_reads_still_admits_and_kills() {
-    let dir = TempDir::new().expect("dir");
-    let alice = user_key(dir.path(), "alice");
-    let pki = Pki::create(dir.path(), &["localhost"]);
-    pki.publish_crl();
     // Upstream: a sink that counts the sockets the proxy closes.
     let sink = TcpListener::bind("127.0.0.1:0").expect("bind sink");
     let sink_port = sink.local_addr().expect("addr").port();
@@ -354,13 +354,12 @@ fn a_proxy_whose_log_nobody_reads_still_admits_and_kills() {
             });
         }
     });
-    let extra = format!(
-        "revocation_list = \"{}\"\nmax_connections = {}\n",
-        pki.crl().display(),
-        LOG_SESSIONS + 16
-    );
-    let principals = format!("alice {}", read_text(&alice.with_extension("pub")));
-    let (proxy, log) = Proxy::start_piped(dir.path(), &pki, sink_port, &principals, &extra);
+    let (front, log) = World::builder()
+        .proxy_toml(&format!("max_connections = {}\n", LOG_SESSIONS + 16))
+        .start_in_front_of_piped(sink_port);
+    let Front {
+        pki, proxy, alice, ..
+    } = &front;
     let pipe_size = nix::fcntl::fcntl(&log, nix::fcntl::FcntlArg::F_GETPIPE_SZ).expect("pipe size");
 
     // Nobody reads the log from here on.
@@ -370,7 +369,7 @@ fn a_proxy_whose_log_nobody_reads_still_admits_and_kills() {
         // Ten sessions per source address, inside the per-source burst.
         let src = format!("127.22.0.{}", i / 10 + 1);
         let sock = connect_from(&src, proxy.port).expect("connect");
-        let mut c = crate::client::LibClient::handshake(sock, root, &alice, "alice")
+        let mut c = crate::client::LibClient::handshake(sock, root, alice, "alice")
             .unwrap_or_else(|e| panic!("session {i} with the log unread: {e}"));
         c.establish().expect("establish");
         clients.push(c);
@@ -419,10 +418,6 @@ fn a_proxy_whose_log_nobody_reads_still_admits_and_kills() {
 fn bytes_sshd_had_not_read_are_discarded_at_a_kill() {
     use socket2::{Domain, Socket, Type};
     const MIB: f64 = 1024.0 * 1024.0;
-    let dir = TempDir::new().expect("dir");
-    let alice = user_key(dir.path(), "alice");
-    let pki = Pki::create(dir.path(), &["localhost"]);
-    pki.publish_crl();
     // sshd's stand-in: a small receive buffer, and nothing read until told.
     let l = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
     l.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
@@ -444,13 +439,13 @@ fn bytes_sshd_had_not_read_are_discarded_at_a_kill() {
         got
     });
     let mport = free_port();
-    let extra = format!(
-        "revocation_list = \"{}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\n",
-        pki.crl().display()
-    );
-    let principals = format!("alice {}", read_text(&alice.with_extension("pub")));
-    let proxy = Proxy::start(dir.path(), &pki, sink_port, &principals, &extra);
-    let mut c = crate::client::LibClient::connect(proxy.port, pki.root_key(), &alice, "alice")
+    let front = World::builder()
+        .proxy_toml(&format!("metrics_listen = \"127.0.0.1:{mport}\"\n"))
+        .start_in_front_of(sink_port);
+    let Front {
+        pki, proxy, alice, ..
+    } = &front;
+    let mut c = crate::client::LibClient::connect(proxy.port, pki.root_key(), alice, "alice")
         .expect("connect");
     c.establish().expect("establish");
     // The client sends 8 MiB; the proxy hands what it can to the kernel

@@ -92,7 +92,7 @@ fn echo_ok(mut cmd: Command, what: &str) {
 
 #[test]
 fn rsa_and_ecdsa_key_files_log_in_through_the_sidecar() {
-    let w = World::new();
+    let w = World::start();
     let d = w.dir.path();
     let keys = [
         keygen(d, "rsa3072", &["-t", "rsa", "-b", "3072"]),
@@ -117,9 +117,9 @@ fn rsa_and_ecdsa_key_files_log_in_through_the_sidecar() {
 fn an_rsa_4096_session_renews_its_certificate_with_the_user_key() {
     // RSA-4096 is the largest accepted key: its renewal signature goes in
     // the bare form to fit a RENEW record.
-    let w = World::with_extra(
-        "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 4\n",
-    );
+    let w = World::builder()
+        .proxy_toml("challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 4\n")
+        .start();
     let rsa = keygen(w.dir.path(), "rsa4096", &["-t", "rsa", "-b", "4096"]);
     authorize(&w, &[&rsa]);
     let mut live = LiveSsh::start(ssh_via(&w, &format!("--identity {}", rsa.display())));
@@ -136,7 +136,7 @@ fn an_rsa_4096_session_renews_its_certificate_with_the_user_key() {
 
 #[test]
 fn agent_rsa_and_ecdsa_keys_sign_with_sha2_and_log_in() {
-    let w = World::new();
+    let w = World::start();
     let d = w.dir.path();
     let rsa = keygen(d, "rsa", &["-t", "rsa", "-b", "3072"]);
     let p256 = keygen(d, "p256", &["-t", "ecdsa", "-b", "256"]);
@@ -163,7 +163,7 @@ fn agent_rsa_and_ecdsa_keys_sign_with_sha2_and_log_in() {
 
 #[test]
 fn the_agent_key_the_proxy_accepts_is_found_behind_refused_ones() {
-    let w = World::new();
+    let w = World::start();
     let d = w.dir.path();
     let mallory = user_key(d, "mallory");
     let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
@@ -193,7 +193,7 @@ fn logins_that_find_the_right_agent_key_third_never_lock_out_the_source() {
     // signed the handshake (the client holds them; they are just not
     // authorized): soft failures, which never add up to a lockout, however
     // many logins in a row.
-    let w = World::new();
+    let w = World::start();
     let d = w.dir.path();
     let mallory = user_key(d, "mallory");
     let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
@@ -214,7 +214,7 @@ fn logins_that_find_the_right_agent_key_third_never_lock_out_the_source() {
 
 #[test]
 fn the_agent_key_that_worked_is_tried_first_next_time() {
-    let w = World::new();
+    let w = World::start();
     let d = w.dir.path();
     let mallory = user_key(d, "mallory");
     let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
@@ -255,7 +255,7 @@ fn the_agent_key_that_worked_is_tried_first_next_time() {
 
 #[test]
 fn when_no_agent_key_is_accepted_every_key_tried_is_listed() {
-    let w = World::new();
+    let w = World::start();
     let d = w.dir.path();
     let mallory = user_key(d, "mallory");
     let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
@@ -283,7 +283,7 @@ fn when_no_agent_key_is_accepted_every_key_tried_is_listed() {
 
 #[test]
 fn a_1024_bit_rsa_key_is_refused_with_the_exact_message() {
-    let w = World::new();
+    let w = World::start();
     let weak = keygen(w.dir.path(), "weak", &["-t", "rsa", "-b", "1024"]);
     let mut cmd = ssh_via(&w, &format!("--identity {}", weak.display()));
     cmd.arg("true");

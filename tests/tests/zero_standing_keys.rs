@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ztssh_tests::zsk::{ACCOUNT, Installed, ensure_account, refused};
+use ztssh_tests::zsk::{ACCOUNT, Installed, refused};
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -18,65 +18,21 @@ const T: Duration = Duration::from_secs(60);
 struct Zsk {
     world: World,
     bob: PathBuf,
-    installed: Installed,
-    sshd_lines: String,
 }
 
 impl Zsk {
     /// `range`: this test's `upstream_source_range`.
     fn new(range: &str) -> Self {
-        ensure_account(ACCOUNT);
-        let installed = Installed::new();
-        let dir = tempfile::Builder::new()
-            .prefix("ztssh-zsk-")
-            .tempdir()
-            .expect("tempdir");
-        let alice = user_key(dir.path(), "alice");
-        let bob = user_key(dir.path(), "bob");
-        let pubkey = |k: &Path| read_text(&k.with_extension("pub")).trim().to_owned();
-        let principals = format!("alice {}\nbob {}\n", pubkey(&alice), pubkey(&bob));
-        let policy = dir.path().join("policy.toml");
-        std::fs::write(
-            &policy,
-            format!("[principal.alice]\naccounts = [\"{ACCOUNT}\"]\n[principal.bob]\naccounts = [\"{ACCOUNT}\"]\n"),
-        )
-        .expect("policy");
-        let pki = Pki::create(dir.path(), &["localhost", "web1"]);
-        pki.publish_crl();
-        let sshd_port = free_port();
-        let extra = format!(
-            "revocation_list = \"{}\"\npolicy = \"{}\"\nupstream_source_range = \"{range}\"\n\
-             authorized_keys_socket = \"{}\"\nauthorized_keys_command_user = \"nobody\"\n",
-            pki.crl().display(),
-            policy.display(),
-            installed.socket().display()
-        );
-        let (port, config) = Proxy::configure(dir.path(), &pki, sshd_port, &principals, &extra);
-        let out = run_bounded(
-            Command::new(bin("ztssh-proxy"))
-                .arg("sshd-config")
-                .arg("--config")
-                .arg(&config)
-                .arg("--command")
-                .arg(&installed.command),
-            T,
-        );
-        assert_ok(&out, "ztssh-proxy sshd-config");
-        let sshd_lines = String::from_utf8_lossy(&out.stdout).into_owned();
-        let sshd = Sshd::start_with_head(dir.path(), sshd_port, &sshd_lines);
-        let proxy = Proxy::spawn(dir.path(), port, config, &[]);
-        Self {
-            world: World {
-                dir,
-                pki,
-                sshd,
-                proxy,
-                alice,
-            },
-            bob,
-            installed,
-            sshd_lines,
-        }
+        let world = World::builder()
+            .user("bob")
+            .zero_standing_keys(range)
+            .start();
+        let bob = world.key("bob").to_owned();
+        Self { world, bob }
+    }
+
+    fn installed(&self) -> &Installed {
+        self.world.installed()
     }
 
     /// ssh through ztssh: `identity` signs for the sidecar as `principal`
@@ -150,15 +106,15 @@ impl Zsk {
 #[test]
 fn sshd_config_lines_fit_this_sshd() {
     let z = Zsk::new("127.71.0.0/16");
-    let lines = &z.sshd_lines;
+    let lines = &z.world.sshd_head;
     for want in [
         "AuthorizedKeysFile none\n",
         "AuthorizedKeysCommandUser nobody\n",
         &format!("ListenAddress 127.0.0.1:{}\n", z.world.sshd.port),
         &format!(
             "AuthorizedKeysCommand {} authorized-keys --socket {} %u %t %k\n",
-            z.installed.command.display(),
-            z.installed.socket().display()
+            z.installed().command.display(),
+            z.installed().socket().display()
         ),
     ] {
         assert!(lines.contains(want), "missing {want:?} in:\n{lines}");
@@ -179,7 +135,7 @@ fn sshd_config_lines_fit_this_sshd() {
             T,
         )
     };
-    let command = z.installed.command.display().to_string();
+    let command = z.installed().command.display().to_string();
     let newer = ask(&["--command", &command, "--sshd-version", "9.9"]);
     assert_ok(&newer, "sshd-config for 9.9");
     assert!(String::from_utf8_lossy(&newer.stdout).contains("\nPerSourceNetBlockSize 32:128\n"));
@@ -231,7 +187,7 @@ fn sshd_config_adds_host_certificates_and_the_krl_that_sshd_accepts() {
                 .arg("--config")
                 .arg(&path)
                 .arg("--command")
-                .arg(&z.installed.command),
+                .arg(&z.installed().command),
             T,
         )
     };
@@ -322,7 +278,7 @@ fn keys_work_only_through_a_live_session_for_mapped_accounts() {
     // over and gone from the answer.
     z.wait_log(1, &["event=\"session_closed\""]);
     let asked = run_bounded(
-        Command::new(&z.installed.command)
+        Command::new(&z.installed().command)
             .arg("authorized-keys")
             .arg("--config")
             .arg(&w.proxy.config)
@@ -350,7 +306,7 @@ fn keys_work_only_through_a_live_session_for_mapped_accounts() {
         .expect("local_port in upstream_connected");
     let on = |client: &str, port: u16| {
         let asked = run_bounded(
-            Command::new(&z.installed.command)
+            Command::new(&z.installed().command)
                 .arg("authorized-keys")
                 .arg("--config")
                 .arg(&w.proxy.config)
@@ -457,10 +413,10 @@ fn only_root_and_the_command_user_may_ask() {
         run_bounded(
             Command::new("runuser")
                 .args(["-u", user, "--"])
-                .arg(&z.installed.command)
+                .arg(&z.installed().command)
                 .arg("authorized-keys")
                 .arg("--socket")
-                .arg(z.installed.socket())
+                .arg(z.installed().socket())
                 .arg(ACCOUNT),
             T,
         )
@@ -477,8 +433,11 @@ fn only_root_and_the_command_user_may_ask() {
     // Even when the socket's mode lets anyone connect (a proxy that is not
     // root cannot give it away), the peer's uid decides.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(z.installed.socket(), std::fs::Permissions::from_mode(0o666))
-        .expect("chmod socket");
+    std::fs::set_permissions(
+        z.installed().socket(),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .expect("chmod socket");
     let daemon = ask_as("daemon");
     assert!(daemon.stdout.is_empty(), "nothing for another user");
     let line = z.wait_log(1, &["event=\"authorized_keys_forbidden\""]);

@@ -1,0 +1,154 @@
+//! A private sshd: its own config, host key, port and log.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::process::ok;
+use crate::{Guard, read_text, run_bounded, wait_until};
+
+/// A private sshd.
+pub struct Sshd {
+    pub port: u16,
+    pub log: PathBuf,
+    _child: Guard,
+}
+
+impl Sshd {
+    /// Starts sshd in `dir` on `port` with `head` (lines that say where it
+    /// listens and how it finds keys, such as `ztssh-proxy sshd-config`'s)
+    /// read before the harness's own settings.
+    pub fn start(dir: &Path, port: u16, head: &str) -> Self {
+        let _ = fs::create_dir_all("/run/sshd");
+        let host_key = sshd_host_key(dir);
+        let log = dir.join("sshd.log");
+        let cfg = dir.join("sshd_config");
+        fs::write(
+            &cfg,
+            format!(
+                "{head}HostKey {}\nPidFile {}\n\
+                 StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\nLogLevel DEBUG1\nAllowTcpForwarding yes\n\
+                 Subsystem sftp internal-sftp\nMaxStartups 100\n",
+                host_key.display(),
+                dir.join("sshd.pid").display(),
+            ),
+        )
+        .expect("write sshd_config");
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-f")
+            .arg(&cfg)
+            .arg("-E")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd (is openssh-server installed?)");
+        let child = Guard(child);
+        wait_until(Duration::from_secs(10), "sshd to listen", || {
+            read_text(&log).contains("Server listening on")
+        });
+        Self {
+            port,
+            log,
+            _child: child,
+        }
+    }
+
+    /// sshd's log so far.
+    pub fn log_text(&self) -> String {
+        read_text(&self.log)
+    }
+
+    /// The listening sshd's PID (its per-connection processes are its
+    /// children).
+    pub fn pid(&self) -> u32 {
+        self._child.0.id()
+    }
+
+    /// sshd's log up to a sentinel: a fresh direct connection made now,
+    /// waited for until sshd logs it. sshd accepts connections in order and
+    /// logs each one as it accepts it, so every connection that reached sshd
+    /// before this call is in the returned text (the sentinel's line is not).
+    pub fn log_before_sentinel(&self) -> String {
+        let sentinel =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("sentinel connection");
+        let port = sentinel.local_addr().expect("sentinel addr").port();
+        let line = format!("Connection from 127.0.0.1 port {port} ");
+        wait_until(Duration::from_secs(10), "sshd to log the sentinel", || {
+            self.log_text().contains(&line)
+        });
+        let log = self.log_text();
+        let at = log.find(&line).unwrap_or(log.len());
+        let line_start = log[..at].rfind('\n').map_or(0, |i| i + 1);
+        log[..line_start].to_owned()
+    }
+}
+
+/// sshd's host key in `dir` (`ssh_host_ed25519_key`, and `.pub` beside
+/// it), made with ssh-keygen unless it exists: call it before
+/// sshd starts (in [`crate::WorldBuilder::before_start`]) to certify the
+/// key first.
+pub fn sshd_host_key(dir: &Path) -> PathBuf {
+    let host_key = dir.join("ssh_host_ed25519_key");
+    if !host_key.exists() {
+        ok(
+            &run_bounded(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(&host_key),
+                Duration::from_secs(10),
+            ),
+            "ssh-keygen host key",
+        );
+    }
+    host_key
+}
+
+/// Whether sshd's log shows the connection from `port` ended: closed or
+/// reset, before or after authentication (a killed session's socket is
+/// dropped with sshd's unread bytes in it, so the kernel sends RST).
+pub fn sshd_saw_close(sshd_log: &str, port: u16) -> bool {
+    let peer = format!("127.0.0.1 port {port}");
+    let ends = [
+        "Connection closed by ",
+        "Connection reset by ",
+        "Read error from remote host ",
+    ];
+    sshd_log.lines().any(|l| {
+        let Some((_, rest)) = l.split_once(peer.as_str()) else {
+            return false;
+        };
+        let whole_port = rest.is_empty() || rest.starts_with(' ') || rest.starts_with(':');
+        whole_port && ends.iter().any(|e| l.starts_with(e))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sshd_saw_close;
+
+    #[test]
+    fn sshd_saw_close_knows_every_way_sshd_logs_a_dropped_connection() {
+        let lines = [
+            "Connection closed by 127.0.0.1 port 40001 [preauth]",
+            "Connection reset by 127.0.0.1 port 40002",
+            "Read error from remote host 127.0.0.1 port 40003: Connection reset by peer",
+            "Connection closed by authenticating user root 127.0.0.1 port 40004 [preauth]",
+        ];
+        let log = lines.join("\n");
+        for port in 40001..=40004 {
+            assert!(sshd_saw_close(&log, port), "port {port}");
+        }
+        // Another port, a prefix of a port, or another kind of line: no.
+        assert!(!sshd_saw_close(&log, 4000));
+        assert!(!sshd_saw_close(&log, 40005));
+        assert!(!sshd_saw_close(
+            "Accepted publickey for root from 127.0.0.1 port 40006 ssh2",
+            40006
+        ));
+    }
+}
