@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use client::{LibClient, mono_ms};
+use client::{LibClient, clocks};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use ztssh_proto::conn::{ClientConn, ClientConnEvent};
@@ -138,9 +138,9 @@ async fn await_end(sock: std::net::TcpStream, mut conn: ClientConn) -> String {
         match sock.try_read(conn.recv_buf()) {
             Ok(0) => return "closed without TERMINATE".into(),
             Ok(n) => {
-                conn.handle_peer_read(n, mono_ms());
+                conn.handle_peer_read(n, clocks());
                 let pending = conn.poll_local().len();
-                conn.delivered(pending, mono_ms());
+                conn.delivered(pending, clocks());
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return format!("read: {e}"),
