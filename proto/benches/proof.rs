@@ -111,8 +111,8 @@ fn main() {
         deadline_secs: 10,
         cert_ttl_secs: 3600,
     };
-    let started =
-        ServerIdentity::start(authorized, &subca, &AllowAll, timing, now, 0).expect("start");
+    let started = ServerIdentity::start(authorized, &subca, &AllowAll, timing, now, 0, &mut rng)
+        .expect("start");
     let mut server = started.identity;
     let mut client = ClientIdentity::new(
         session.handshake_hash,
@@ -132,7 +132,7 @@ fn main() {
             panic!("no proof")
         };
         let t = Instant::now();
-        let ack = server.handle(proof, &subca, &AllowAll, now, mono);
+        let ack = server.handle(proof, &subca, &AllowAll, now, mono, &mut rng);
         spent += t.elapsed();
         assert!(matches!(ack, Ok(Handled::Proved(Control::Ack { .. }))));
     }

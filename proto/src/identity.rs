@@ -36,6 +36,7 @@ use crate::control::Control;
 use crate::keys::{PublicKey, SigningKey};
 use crate::labels;
 use crate::time::UnixTime;
+use rand_core::CryptoRng;
 
 pub use crate::end::{EndKind, Ended};
 
@@ -332,6 +333,7 @@ impl ServerIdentity {
         timing: Timing,
         now: UnixTime,
         mono_ms: u64,
+        rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<Started, Refused> {
         let issued = authority
             .check(&authorized.principal, &authorized.user_key, None, now)
@@ -344,7 +346,7 @@ impl ServerIdentity {
                     authorized.session_key,
                     now,
                     ttl,
-                    &mut crate::keys::os_rng(),
+                    rng,
                 )
                 .map_err(|e| Ended::new(EndKind::IssueFailed, e.to_string()))
             });
@@ -517,6 +519,7 @@ impl ServerIdentity {
         authority: &dyn Authority,
         now: UnixTime,
         mono_ms: u64,
+        rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<Handled, Ended> {
         self.sticky(|me| match msg {
             Control::Proof { seq, cert, sig } => me
@@ -538,6 +541,7 @@ impl ServerIdentity {
                 authority,
                 now,
                 mono_ms,
+                rng,
             ),
             other => Err(Ended::new(
                 EndKind::UnexpectedControl,
@@ -618,6 +622,7 @@ impl ServerIdentity {
         authority: &dyn Authority,
         now: UnixTime,
         mono_ms: u64,
+        rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<Handled, Ended> {
         if principal != self.principal {
             return Err(Ended::new(
@@ -666,15 +671,8 @@ impl ServerIdentity {
         )?;
         authority.may_issue(now)?;
         let ttl = self.timing.cert_ttl_secs;
-        let cert = ClientCert::issue(
-            subca,
-            principal,
-            new_key,
-            now,
-            ttl,
-            &mut crate::keys::os_rng(),
-        )
-        .map_err(|e| Ended::new(EndKind::IssueFailed, e.to_string()))?;
+        let cert = ClientCert::issue(subca, principal, new_key, now, ttl, rng)
+            .map_err(|e| Ended::new(EndKind::IssueFailed, e.to_string()))?;
         self.previous = Some(std::mem::replace(&mut self.cert, cert));
         self.cert_issued_ms = mono_ms;
         self.cert_expiry_ms = mono_ms.saturating_add(ttl.saturating_mul(1000));
@@ -957,9 +955,9 @@ impl ClientIdentity {
 
     /// Starts a renewal: makes the new session key and returns the data the
     /// user key must sign (SSHSIG, namespace [`labels::SSHSIG_NAMESPACE_RENEW`]).
-    pub fn renewal_data(&mut self) -> Result<Vec<u8>, String> {
+    pub fn renewal_data(&mut self, rng: &mut (impl CryptoRng + ?Sized)) -> Result<Vec<u8>, String> {
         let cert = self.cert.as_ref().ok_or("no certificate to renew")?;
-        let next = SigningKey::generate(&mut crate::keys::os_rng());
+        let next = SigningKey::generate(rng);
         let data = renewal_data(&self.h, &self.principal, &next.public(), &cert.serial);
         self.next_key = Some(next);
         Ok(data)

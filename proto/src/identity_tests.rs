@@ -90,7 +90,8 @@ fn pair_with(timing: Timing) -> Pair {
             .expect("handshake");
     let authorized = authed.authorize(&policy, T0).expect("authorized");
     let seed = session.session_key.to_seed();
-    let started = ServerIdentity::start(authorized, &subca, &policy, timing, T0, 0).expect("start");
+    let started = ServerIdentity::start(authorized, &subca, &policy, timing, T0, 0, &mut TestRng)
+        .expect("start");
     let mut client = ClientIdentity::new(
         session.handshake_hash,
         "alice",
@@ -144,10 +145,14 @@ impl Pair {
     }
 
     fn deliver(&mut self, msg: Control) -> Result<Control, Ended> {
-        match self
-            .server
-            .handle(msg, &self.subca, &self.policy, self.now, self.mono)?
-        {
+        match self.server.handle(
+            msg,
+            &self.subca,
+            &self.policy,
+            self.now,
+            self.mono,
+            &mut TestRng,
+        )? {
             Handled::Proved(c) | Handled::Renewed(c) => Ok(c),
             Handled::RenewRefused { reason, .. } => panic!("renewal refused: {reason}"),
         }
@@ -157,12 +162,18 @@ impl Pair {
     fn renew_abandoned(&mut self) -> Result<Handled, Ended> {
         let renew = self.renew();
         self.client.abandon_renewal();
-        self.server
-            .handle(renew, &self.subca, &self.policy, self.now, self.mono)
+        self.server.handle(
+            renew,
+            &self.subca,
+            &self.policy,
+            self.now,
+            self.mono,
+            &mut TestRng,
+        )
     }
 
     fn renew(&mut self) -> Control {
-        let data = self.client.renewal_data().expect("data");
+        let data = self.client.renewal_data(&mut TestRng).expect("data");
         let sig = self
             .user
             .sign(SSHSIG_NAMESPACE_RENEW, HashAlg::Sha512, &data)
@@ -348,7 +359,7 @@ fn renewal_cannot_switch_principal_or_skip_the_user_key() {
     // Signed by some other user key.
     let mut p = pair();
     p.advance(TIMING.cert_ttl_secs * 2 / 3);
-    let data = p.client.renewal_data().expect("data");
+    let data = p.client.renewal_data(&mut TestRng).expect("data");
     let mallory = PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[6; 32]));
     let sig = mallory
         .sign(SSHSIG_NAMESPACE_RENEW, HashAlg::Sha512, &data)
@@ -509,7 +520,7 @@ fn renewals_too_early_are_refused_before_any_signature_check_and_the_session_goe
     let renew = p.renew();
     let handled = p
         .server
-        .handle(renew, &p.subca, &p.policy, p.now, p.mono)
+        .handle(renew, &p.subca, &p.policy, p.now, p.mono, &mut TestRng)
         .expect("not fatal");
     assert_eq!(
         handled,
@@ -759,8 +770,8 @@ fn sk_login(authority: &SkAuthority, flags: u8) -> Result<(SkSession, Control), 
     assert_eq!(authed.user_sig().sk().map(|a| a.flags), Some(flags));
     let authorized = authed.authorize(authority, T0).map_err(|r| r.ended)?;
     let subca = SigningKey::generate(&mut TestRng);
-    let started =
-        ServerIdentity::start(authorized, &subca, authority, TIMING, T0, 0).map_err(|r| r.ended)?;
+    let started = ServerIdentity::start(authorized, &subca, authority, TIMING, T0, 0, &mut TestRng)
+        .map_err(|r| r.ended)?;
     let mut client = ClientIdentity::new(
         session.handshake_hash,
         "alice",
@@ -792,7 +803,7 @@ impl SkSession {
         touch: Option<u8>,
     ) -> Result<Option<bool>, Ended> {
         self.mono = at_secs * 1000;
-        let data = self.client.renewal_data().expect("data");
+        let data = self.client.renewal_data(&mut TestRng).expect("data");
         let user_sig = match touch {
             Some(flags) => {
                 self.counter += 1;
@@ -808,7 +819,7 @@ impl SkSession {
         let now = T0 + at_secs;
         match self
             .server
-            .handle(renew, &self.subca, authority, now, self.mono)?
+            .handle(renew, &self.subca, authority, now, self.mono, &mut TestRng)?
         {
             Handled::Renewed(cert) => {
                 self.client.handle(&cert, self.mono).expect("install");
@@ -928,7 +939,7 @@ fn other_keys_sign_every_renewal() {
     ));
     assert!(p.client.user_sig_needed());
     p.advance(TIMING.cert_ttl_secs * 2 / 3);
-    p.client.renewal_data().expect("data");
+    p.client.renewal_data(&mut TestRng).expect("data");
     let renew = p.client.renew(Vec::new()).expect("renew");
     let e = p
         .deliver(renew)

@@ -23,14 +23,6 @@ pub fn random_bytes<const N: usize>(rng: &mut (impl CryptoRng + ?Sized)) -> [u8;
     out
 }
 
-/// The operating system's random source, for the steps the connection
-/// (conn.rs) still drives without one passed in: rekeys and certificate
-/// renewals. The last use of OS randomness in the core; it goes once
-/// conn.rs passes the driver's RNG down (issue 20, item 5).
-pub(crate) fn os_rng() -> rand_core::UnwrapErr<getrandom::SysRng> {
-    rand_core::UnwrapErr(getrandom::SysRng)
-}
-
 /// A deterministic random source for tests and fuzz targets (feature
 /// `testkit`): ChaCha20 from a seed, so a run repeats exactly. Never in
 /// binaries.

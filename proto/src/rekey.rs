@@ -211,32 +211,9 @@ impl std::fmt::Debug for Pending {
     }
 }
 
-/// [`start_with`] on the operating system's random source: what conn.rs
-/// calls until it passes the driver's RNG down.
-pub fn start() -> (Pending, RekeyMsg) {
-    start_with(&mut crate::keys::os_rng())
-}
-
-/// [`respond_with`] on the operating system's random source: what conn.rs
-/// calls until it passes the driver's RNG down.
-pub fn respond(
-    chain: &Chain,
-    epoch: u64,
-    client_started: bool,
-    init: &[u8; INIT_LEN],
-) -> Result<(NewKeys, RekeyMsg), ProtoError> {
-    respond_with(
-        chain,
-        epoch,
-        client_started,
-        init,
-        &mut crate::keys::os_rng(),
-    )
-}
-
 /// Starts a rekey: fresh X25519 and ML-KEM-768 keys from `rng`, and the
 /// INIT message.
-pub fn start_with(rng: &mut (impl CryptoRng + ?Sized)) -> (Pending, RekeyMsg) {
+pub fn start(rng: &mut (impl CryptoRng + ?Sized)) -> (Pending, RekeyMsg) {
     let x_secret = Secret::random(rng);
     let x_public = primitives::x25519_public(x_secret.expose());
     let (kem_dk, kem_ek) = primitives::kem_generate(rng);
@@ -257,7 +234,7 @@ pub fn start_with(rng: &mut (impl CryptoRng + ?Sized)) -> (Pending, RekeyMsg) {
 /// Answers a peer's INIT: the REPLY and the new keys. `epoch` is the
 /// number of rekeys completed so far; `client_started` says whether the
 /// client sent the INIT. `rng` gives the fresh secrets.
-pub fn respond_with(
+pub fn respond(
     chain: &Chain,
     epoch: u64,
     client_started: bool,
@@ -313,11 +290,11 @@ mod tests {
     #[test]
     fn both_sides_derive_the_same_keys_and_each_step_differs() {
         let (a, b) = (chain(), chain());
-        let (pending, init) = start_with(&mut TestRng);
+        let (pending, init) = start(&mut TestRng);
         let RekeyMsg::Init(init) = init else {
             panic!("init")
         };
-        let (rk, reply) = respond_with(&b, 0, true, &init, &mut TestRng).expect("respond");
+        let (rk, reply) = respond(&b, 0, true, &init, &mut TestRng).expect("respond");
         let RekeyMsg::Reply(reply) = reply else {
             panic!("reply")
         };
@@ -332,11 +309,11 @@ mod tests {
 
     #[test]
     fn transcript_binds_epoch_and_role() {
-        let (pending, init) = start_with(&mut TestRng);
+        let (pending, init) = start(&mut TestRng);
         let RekeyMsg::Init(init) = init else {
             panic!("init")
         };
-        let (rk, reply) = respond_with(&chain(), 3, false, &init, &mut TestRng).expect("respond");
+        let (rk, reply) = respond(&chain(), 3, false, &init, &mut TestRng).expect("respond");
         let RekeyMsg::Reply(reply) = reply else {
             panic!("reply")
         };
@@ -345,11 +322,11 @@ mod tests {
             .complete(&chain(), 4, false, &reply)
             .expect("complete");
         assert_ne!(*ik.c2s, *rk.c2s);
-        let (p2, init2) = start_with(&mut TestRng);
+        let (p2, init2) = start(&mut TestRng);
         let RekeyMsg::Init(init2) = init2 else {
             panic!("init")
         };
-        let (rk2, reply2) = respond_with(&chain(), 0, true, &init2, &mut TestRng).expect("respond");
+        let (rk2, reply2) = respond(&chain(), 0, true, &init2, &mut TestRng).expect("respond");
         let RekeyMsg::Reply(reply2) = reply2 else {
             panic!("reply")
         };
@@ -360,14 +337,14 @@ mod tests {
     #[test]
     fn low_order_and_bad_kem_keys_are_refused() {
         let mut init = Box::new([0u8; INIT_LEN]);
-        let (_, good) = start_with(&mut TestRng);
+        let (_, good) = start(&mut TestRng);
         let RekeyMsg::Init(good) = good else {
             panic!("init")
         };
         init.copy_from_slice(&good[..]);
         init[..32].fill(0);
-        assert!(respond_with(&chain(), 0, true, &init, &mut TestRng).is_err());
+        assert!(respond(&chain(), 0, true, &init, &mut TestRng).is_err());
         let body = [0xffu8; INIT_LEN];
-        assert!(respond_with(&chain(), 0, true, &body, &mut TestRng).is_err());
+        assert!(respond(&chain(), 0, true, &body, &mut TestRng).is_err());
     }
 }

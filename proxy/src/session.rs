@@ -291,6 +291,7 @@ async fn serve_authenticated(
         &authority.at(peer.ip()),
         cfg.timing,
         clock::now(),
+        UnwrapErr(SysRng),
     );
     let mut conn = match accepted {
         Ok(c) => c,

@@ -135,7 +135,7 @@ impl LibClient {
             session.session_key,
             subca,
         );
-        let mut conn = ClientConn::new(session.transport, ids);
+        let mut conn = ClientConn::new(session.transport, ids, UnwrapErr(SysRng));
         conn.set_manual(true);
         Ok(Self {
             sock,

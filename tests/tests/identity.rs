@@ -299,7 +299,10 @@ fn a_proof_relayed_from_another_connection_is_rejected() {
 
 /// A genuine RENEW (alice's key signs), not sent.
 fn signed_renewal(c: &mut LibClient, w: &World) -> Control {
-    let data = c.ids().renewal_data().expect("data");
+    let data = c
+        .ids()
+        .renewal_data(&mut rand_core::UnwrapErr(getrandom::SysRng))
+        .expect("data");
     let user = ssh_key::PrivateKey::read_openssh_file(&w.alice).expect("key");
     let sig = user
         .sign(

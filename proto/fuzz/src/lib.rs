@@ -21,7 +21,8 @@ pub const NOW: u64 = 1_800_000_000;
 /// every input, so an input runs the same way every time it runs (a
 /// finding reproduces exactly). Different steps use different streams:
 /// 0 the world, 1 the server's start, 2 the client, 3 the server's answer
-/// to message 1.
+/// to message 1, 4 the proxy's connection (certificates, rekeys), 5 the
+/// client's connection (rekeys, renewal keys).
 pub fn rng(stream: u64) -> SeededRng {
     SeededRng::new(stream)
 }
@@ -139,7 +140,7 @@ pub fn now(mono_ms: u64) -> Now {
 /// side of the handshake.
 pub fn accepted(timing: Timing) -> (ClientSession, ServerConn) {
     let (session, authorized) = authorized();
-    let conn = ServerConn::accept(authorized, "web1", &world().subca, &Allow, timing, now(0))
+    let conn = ServerConn::accept(authorized, "web1", &world().subca, &Allow, timing, now(0), rng(4))
         .expect("accept");
     (session, conn)
 }

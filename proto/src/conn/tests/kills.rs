@@ -221,8 +221,8 @@ impl RawClient {
             mono_ms: 0,
         };
         let authorized = authed.authorize(&policy, T0).expect("authorized");
-        let server =
-            ServerConn::accept(authorized, "web1", &subca, &policy, TIMING, now).expect("accept");
+        let server = ServerConn::accept(authorized, "web1", &subca, &policy, TIMING, now, TestRng)
+            .expect("accept");
         let identity = ClientIdentity::new(
             session.handshake_hash,
             "alice",

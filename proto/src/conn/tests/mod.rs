@@ -125,8 +125,8 @@ fn net_with(timing: Timing, unix_offset: i64, cuts: Option<Cuts>) -> Net {
         mono_ms: 0,
     };
     let authorized = authed.authorize(&policy, now.unix).expect("authorized");
-    let server =
-        ServerConn::accept(authorized, "web1", &subca, &policy, timing, now).expect("accept");
+    let server = ServerConn::accept(authorized, "web1", &subca, &policy, timing, now, TestRng)
+        .expect("accept");
     let identity = ClientIdentity::new(
         session.handshake_hash,
         "alice",
@@ -135,7 +135,7 @@ fn net_with(timing: Timing, unix_offset: i64, cuts: Option<Cuts>) -> Net {
     );
     Net {
         server,
-        client: ClientConn::new(session.transport, identity),
+        client: ClientConn::new(session.transport, identity, TestRng),
         subca,
         policy,
         user: alice,
