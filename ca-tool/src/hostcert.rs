@@ -6,8 +6,10 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
+use ztssh_keyfile as keyfile;
 use ztssh_proto::hostca::{DEFAULT_HOST_CERT_TTL, HostCa, HostCertError, MAX_HOST_CERT_TTL};
-use ztssh_proto::keyfile;
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{human, parse_duration};
 
@@ -54,7 +56,7 @@ pub fn sign_host(
     let key = read_host_key(host_key)?;
     let ca = host_ca(dir)?;
     let cert = ca
-        .certify_openssh(&key, hostnames, now, ttl)
+        .certify_openssh(&key, hostnames, now, ttl, &mut UnwrapErr(SysRng))
         .map_err(|e| match e {
             HostCertError::BadHostKey(_) => anyhow::anyhow!("{}: {e}", host_key.display()),
             other => other.into(),

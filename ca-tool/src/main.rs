@@ -8,11 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
+use ztssh_keyfile as keyfile;
+use ztssh_proto::armor;
 use ztssh_proto::cert::{LicenceBody, LicenceRequest, Serial};
 use ztssh_proto::keys::SigningKey;
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{human, parse_duration};
-use ztssh_proto::{armor, keyfile};
 
 mod cadir;
 mod hostcert;
@@ -157,6 +160,17 @@ const _: () = assert!(
     "ztssh-ca cannot be built with --cfg fuzzing and ztssh-proto's crypto-standins feature: its cryptography would be fuzzing stand-ins"
 );
 
+// Nor with proto's test hooks (ztssh_proto::TESTKIT), which only the tests
+// crate takes, as a dev-dependency. Not checked in this file's own unit
+// tests or under clippy: a workspace-wide test or clippy run unifies the
+// tests crate's dev-dependency features into every member, and neither
+// produces the binary.
+#[cfg(not(any(test, clippy)))]
+const _: () = assert!(
+    !ztssh_proto::TESTKIT,
+    "ztssh-ca cannot be built with ztssh-proto's testkit feature: it would link test hooks that play a hostile peer"
+);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = run(cli.cmd);
@@ -240,7 +254,7 @@ fn run(cmd: Cmd) -> Result<()> {
 /// `cadir::create` made (0700) and locked.
 fn init(dir: &Path) -> Result<()> {
     let key_path = dir.join("root.key");
-    let root = SigningKey::generate();
+    let root = SigningKey::generate(&mut UnwrapErr(SysRng));
     keyfile::write_secret(&key_path, pem::ROOT_KEY, &root.to_seed()).map_err(anyhow::Error::msg)?;
     let pub_text = armor::encode(pem::ROOT_PUBLIC, &root.public().0);
     keyfile::write_atomic(
@@ -285,7 +299,7 @@ fn authorize(
         .with_context(|| format!("{} is not a valid licence request", request.display()))?;
     let now = now();
     let body = LicenceBody {
-        serial: Serial::random(),
+        serial: Serial::random(&mut UnwrapErr(SysRng)),
         server_id,
         hostnames,
         subca_key: req.subca_key,

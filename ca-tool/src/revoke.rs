@@ -11,11 +11,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use ztssh_keyfile as keyfile;
+use ztssh_proto::armor;
 use ztssh_proto::cert::{MAX_PRINCIPAL, MAX_SERVER_ID, Serial, check_name};
 use ztssh_proto::crl::{Crl, Revocations};
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{human, parse_duration};
-use ztssh_proto::{armor, keyfile};
 
 const RECORDS: &str = "revocations.txt";
 const VERSION_FILE: &str = "crl.version";

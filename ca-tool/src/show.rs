@@ -3,11 +3,12 @@
 use std::path::Path;
 
 use anyhow::{Result, bail};
+use ztssh_keyfile as keyfile;
+use ztssh_proto::armor;
 use ztssh_proto::cert::{ClientCert, Licence, LicenceRequest};
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, Secret, hex, to_array};
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::human;
-use ztssh_proto::{armor, keyfile};
 
 fn when(t: u64, now: u64) -> String {
     if t >= now {

@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use rand_core::SeedableRng;
 use ssh_key::HashAlg;
 use ztssh_proto::cert::{LicenceBody, Serial};
 use ztssh_proto::control::Control;
@@ -47,12 +48,14 @@ fn main() {
         });
     let now = 1_800_000_000;
     let user = ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[9; 32]));
+    // A seeded random source: the run repeats exactly.
+    let mut rng = chacha20::ChaCha20Rng::seed_from_u64(1);
     // A real handshake: only an authorized client gets a session.
-    let root = SigningKey::generate();
-    let noise = NoiseKeypair::generate();
-    let subca = SigningKey::generate();
+    let root = SigningKey::generate(&mut rng);
+    let noise = NoiseKeypair::generate(&mut rng);
+    let subca = SigningKey::generate(&mut rng);
     let licence = LicenceBody {
-        serial: Serial::random(),
+        serial: Serial::random(&mut rng),
         server_id: "web1".into(),
         hostnames: vec!["web1".into()],
         subca_key: subca.public(),
@@ -65,15 +68,21 @@ fn main() {
     .expect("licence")
     .verify(&root.public(), now)
     .expect("verified");
-    let server = handshake::server_start(&noise, &licence, FrameSize::default()).expect("server");
-    let (client, msg1) = handshake::client_start(ClientConfig {
-        root: root.public(),
-        host: "web1".into(),
-        frame_size: FrameSize::default(),
-    })
+    let server =
+        handshake::server_start(&noise, &licence, FrameSize::default(), &mut rng).expect("server");
+    let (client, msg1) = handshake::client_start(
+        ClientConfig {
+            root: root.public(),
+            host: "web1".into(),
+            frame_size: FrameSize::default(),
+        },
+        &mut rng,
+    )
     .expect("client");
-    let (server, msg2) = server.handle_client_hello(&msg1).expect("msg2");
-    let verified = client.handle_server_hello(&msg2, now).expect("verified");
+    let (server, msg2) = server.handle_client_hello(&msg1, &mut rng).expect("msg2");
+    let verified = client
+        .handle_server_hello(&msg2, now, &mut rng)
+        .expect("verified");
     let sig = user
         .sign(
             SSHSIG_NAMESPACE_HANDSHAKE,
@@ -99,8 +108,8 @@ fn main() {
         deadline_secs: 10,
         cert_ttl_secs: 3600,
     };
-    let started =
-        ServerIdentity::start(authorized, &subca, &AllowAll, timing, now, 0).expect("start");
+    let started = ServerIdentity::start(authorized, &subca, &AllowAll, timing, now, 0, &mut rng)
+        .expect("start");
     let mut server = started.identity;
     let mut client = ClientIdentity::new(
         session.handshake_hash,
@@ -113,14 +122,14 @@ fn main() {
     for _ in 0..rounds {
         let mono = server.next_wakeup();
         let ch = server
-            .poll(now, mono, random_bytes())
+            .poll(now, mono, random_bytes(&mut rng))
             .expect("poll")
             .expect("challenge");
         let ClientEvent::Reply(proof) = client.handle(&ch, mono).expect("answer") else {
             panic!("no proof")
         };
         let t = Instant::now();
-        let ack = server.handle(proof, &subca, &AllowAll, now, mono);
+        let ack = server.handle(proof, &subca, &AllowAll, now, mono, &mut rng);
         spent += t.elapsed();
         assert!(matches!(ack, Ok(Handled::Proved(Control::Ack { .. }))));
     }

@@ -20,7 +20,7 @@
 # operations are cheap stand-ins (proto/src/primitives.rs). Before fuzzing
 # all targets, this script runs primitives.rs's contract tests against the
 # stand-ins, lints them, and checks that each binary (proxy, sidecar, CA)
-# still refuses to compile with them.
+# still refuses to compile with them, and with proto's test hooks (testkit).
 #
 # cargo-fuzz needs nightly features for the sanitizer; the machine has only
 # stable Rust, so RUSTC_BOOTSTRAP=1 enables them (as rustc's own build does).
@@ -64,6 +64,21 @@ if [ ${#targets[@]} -eq 0 ]; then
                 ! grep -q "$bin cannot be built with --cfg fuzzing" "$refusal"; then
                 cat "$refusal" >&2
                 echo "fuzz: $bin failed to compile with the stand-ins for another reason" >&2
+                exit 1
+            fi
+        done
+        # Nor with proto's test hooks (testkit, which fuzz/Cargo.toml and
+        # the tests crate enable): the guard beside the stand-ins' one.
+        for bin in ztssh-proxy ztssh-sidecar ztssh-ca; do
+            if cargo check --quiet --locked -p "$bin" --bin "$bin" \
+                --features ztssh-proto/testkit >"$refusal" 2>&1; then
+                echo "fuzz: $bin compiled with proto's testkit" >&2
+                exit 1
+            fi
+            if ! grep -q "error\[E0080\]" "$refusal" ||
+                ! grep -q "$bin cannot be built with ztssh-proto's testkit feature" "$refusal"; then
+                cat "$refusal" >&2
+                echo "fuzz: $bin failed to compile with testkit for another reason" >&2
                 exit 1
             fi
         done

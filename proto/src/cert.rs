@@ -12,7 +12,7 @@
 
 use crate::codec::{Reader, Writer};
 use crate::error::{AuthError, Malformed};
-use crate::keys::{PublicKey, SigningKey, hex, random_bytes};
+use crate::keys::{CryptoRng, PublicKey, SigningKey, hex, random_bytes};
 use crate::labels::{self, magic};
 use crate::time::{CLOCK_SKEW, UnixTime};
 
@@ -35,8 +35,8 @@ pub struct Serial(pub [u8; 16]);
 
 impl Serial {
     /// A fresh random serial (unique across restarts and proxies).
-    pub fn random() -> Self {
-        Self(random_bytes())
+    pub fn random(rng: &mut (impl CryptoRng + ?Sized)) -> Self {
+        Self(random_bytes(rng))
     }
 }
 
@@ -506,13 +506,14 @@ impl ClientCert {
         w.into_vec()
     }
 
-    /// Issues a certificate signed by `subca`.
+    /// Issues a certificate signed by `subca`, with a serial from `rng`.
     pub fn issue(
         subca: &SigningKey,
         principal: &str,
         session_key: PublicKey,
         not_before: UnixTime,
         ttl: u64,
+        rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<Self, Malformed> {
         check_name(principal, MAX_PRINCIPAL, "principal")?;
         let not_after =
@@ -524,7 +525,7 @@ impl ClientCert {
                     why: "ttl is zero or overflows",
                 })?;
         let mut cert = Self {
-            serial: Serial::random(),
+            serial: Serial::random(rng),
             principal: principal.to_owned(),
             session_key,
             issuer: subca.public(),
@@ -639,6 +640,7 @@ impl ClientCert {
 mod tests {
     use super::*;
     use crate::keys::NoiseKeypair;
+    use crate::keys::TestRng;
 
     pub(crate) fn licence(
         root: &SigningKey,
@@ -646,10 +648,10 @@ mod tests {
         nb: u64,
         na: u64,
     ) -> (Licence, SigningKey, NoiseKeypair) {
-        let subca = SigningKey::generate();
-        let noise = NoiseKeypair::generate();
+        let subca = SigningKey::generate(&mut TestRng);
+        let noise = NoiseKeypair::generate(&mut TestRng);
         let body = LicenceBody {
-            serial: Serial::random(),
+            serial: Serial::random(&mut TestRng),
             server_id: "web1".into(),
             hostnames: hosts.iter().map(|h| (*h).to_owned()).collect(),
             subca_key: subca.public(),
@@ -663,7 +665,7 @@ mod tests {
 
     #[test]
     fn licence_round_trip_and_checks() {
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let (lic, _, _) = licence(&root, &["web1", "web1.example.com"], 1000, 1000 + 86_400);
         let back = Licence::decode(lic.encoded()).expect("decode");
         assert_eq!(back, lic);
@@ -681,7 +683,7 @@ mod tests {
             back.verify(&root.public(), 100),
             Err(AuthError::NotYetValid { .. })
         ));
-        let other = SigningKey::generate();
+        let other = SigningKey::generate(&mut TestRng);
         assert_eq!(
             back.verify(&other.public(), 2000).err(),
             Some(AuthError::WrongIssuer("server licence"))
@@ -690,7 +692,7 @@ mod tests {
 
     #[test]
     fn forged_licence_fails() {
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let (lic, _, _) = licence(&root, &["web1"], 0, 10_000);
         let mut bytes = lic.encoded().to_vec();
         // Flip a bit in not_after (just before issuer and signature).
@@ -702,7 +704,7 @@ mod tests {
             Some(AuthError::BadSignature("server licence"))
         );
         // A forger who changes the issuer to their own key is refused by the pin.
-        let evil = SigningKey::generate();
+        let evil = SigningKey::generate(&mut TestRng);
         let (evil_lic, _, _) = licence(&evil, &["web1"], 0, 10_000);
         assert_eq!(
             evil_lic.verify(&root.public(), 5).err(),
@@ -715,7 +717,7 @@ mod tests {
         assert!(Licence::decode(b"").is_err());
         assert!(Licence::decode(b"ZTLC\x02").is_err());
         assert!(Licence::decode(&[0u8; 300]).is_err());
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let (lic, _, _) = licence(&root, &["web1"], 0, 10);
         let mut long = lic.encoded().to_vec();
         long.push(0);
@@ -733,7 +735,7 @@ mod tests {
 
     #[test]
     fn request_proves_possession() {
-        let subca = SigningKey::generate();
+        let subca = SigningKey::generate(&mut TestRng);
         let req = LicenceRequest::new(&subca, [7; 32], 99);
         let back = LicenceRequest::decode_verified(&req.encode()).expect("verify");
         assert_eq!(back, req);
@@ -744,9 +746,10 @@ mod tests {
 
     #[test]
     fn client_cert_round_trip() {
-        let subca = SigningKey::generate();
-        let session = SigningKey::generate();
-        let cert = ClientCert::issue(&subca, "alice", session.public(), 100, 300).expect("issue");
+        let subca = SigningKey::generate(&mut TestRng);
+        let session = SigningKey::generate(&mut TestRng);
+        let cert = ClientCert::issue(&subca, "alice", session.public(), 100, 300, &mut TestRng)
+            .expect("issue");
         let back = ClientCert::decode(&cert.encode()).expect("decode");
         assert_eq!(back, cert);
         assert!(back.verify(&subca.public(), 200).is_ok());
@@ -755,7 +758,9 @@ mod tests {
             Err(AuthError::Expired { .. })
         ));
         assert!(back.verify(&session.public(), 200).is_err());
-        assert!(ClientCert::issue(&subca, "bad name", session.public(), 0, 1).is_err());
+        assert!(
+            ClientCert::issue(&subca, "bad name", session.public(), 0, 1, &mut TestRng).is_err()
+        );
         // An inverted window (which would underflow lifetime arithmetic) is refused at decode.
         let mut inverted = cert.encode();
         let nb = inverted.len() - 64 - 16;
@@ -772,7 +777,7 @@ mod tests {
 
     #[test]
     fn licences_and_certificates_are_verified_before_they_are_parsed() {
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let (lic, subca, _) = licence(&root, &["web1"], 0, 10_000);
         let good = lic.encoded().to_vec();
         assert_eq!(
@@ -791,7 +796,7 @@ mod tests {
         for (i, mut bytes) in [too_many_hosts, bad_id].into_iter().enumerate() {
             assert!(Licence::decode(&bytes).is_err(), "case {i} parses");
             let n = bytes.len();
-            bytes[n - 64..].copy_from_slice(&random_bytes::<64>());
+            bytes[n - 64..].copy_from_slice(&random_bytes::<64>(&mut TestRng));
             let e = Licence::decode_verified(&bytes, &root.public(), 5).expect_err("forged");
             assert!(is_bad_signature(&e, "server licence"), "case {i}: {e}");
             // Signed by the root, the same body reaches the parser.
@@ -815,7 +820,7 @@ mod tests {
             Err(crate::ProtoError::Auth(AuthError::WrongIssuer(_)))
         ));
         // Another issuer: refused on the issuer, before the signature.
-        let evil = SigningKey::generate();
+        let evil = SigningKey::generate(&mut TestRng);
         let (evil_lic, _, _) = licence(&evil, &["web1"], 0, 10_000);
         assert!(matches!(
             Licence::decode_verified(evil_lic.encoded(), &root.public(), 5),
@@ -836,8 +841,9 @@ mod tests {
         }
 
         // Client certificates, the same way.
-        let session = SigningKey::generate();
-        let cert = ClientCert::issue(&subca, "alice", session.public(), 100, 300).expect("issue");
+        let session = SigningKey::generate(&mut TestRng);
+        let cert = ClientCert::issue(&subca, "alice", session.public(), 100, 300, &mut TestRng)
+            .expect("issue");
         let bytes = cert.encode();
         assert_eq!(
             ClientCert::decode_verified(&bytes, &subca.public()).expect("genuine"),
@@ -847,7 +853,7 @@ mod tests {
         bad_name[4 + 1 + 16 + 1] = b' ';
         assert!(ClientCert::decode(&bad_name).is_err());
         let n = bad_name.len();
-        bad_name[n - 64..].copy_from_slice(&random_bytes::<64>());
+        bad_name[n - 64..].copy_from_slice(&random_bytes::<64>(&mut TestRng));
         let e = ClientCert::decode_verified(&bad_name, &subca.public()).expect_err("forged");
         assert!(is_bad_signature(&e, "client certificate"), "{e}");
         assert!(matches!(
@@ -865,7 +871,7 @@ mod tests {
         let req = LicenceRequest::new(&subca, [7; 32], 99).encode();
         let mut forged = req.clone();
         let n = forged.len();
-        forged[n - 64..].copy_from_slice(&random_bytes::<64>());
+        forged[n - 64..].copy_from_slice(&random_bytes::<64>(&mut TestRng));
         let e = LicenceRequest::decode_verified(&forged).expect_err("forged");
         assert!(is_bad_signature(&e, "licence request"), "{e}");
         let mut long = req.clone();

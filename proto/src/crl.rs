@@ -294,6 +294,7 @@ fn read_ascending<'a, T: std::hash::Hash + Eq>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::TestRng;
 
     fn sample(root: &SigningKey, version: u64) -> Crl {
         let mut revoked = Revocations::default();
@@ -311,7 +312,7 @@ mod tests {
 
     #[test]
     fn round_trip_verify_and_forgery() {
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let crl = sample(&root, 3);
         let bytes = crl.sign(&root).expect("sign");
         assert_eq!(
@@ -320,7 +321,7 @@ mod tests {
         );
         assert!(!crl.is_stale(199) && crl.is_stale(200));
 
-        let other = SigningKey::generate();
+        let other = SigningKey::generate(&mut TestRng);
         let e = Crl::decode_verified(&bytes, &other.public()).expect_err("foreign root");
         assert!(
             e.to_string().contains("not issued by the trusted key"),
@@ -342,7 +343,7 @@ mod tests {
 
     #[test]
     fn user_keys_make_a_version_2_list_and_only_then() {
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let v1 = sample(&root, 1).sign(&root).expect("sign");
         assert_eq!(v1[4], 1, "no user keys: still version 1");
         let mut crl = sample(&root, 2);
@@ -370,7 +371,7 @@ mod tests {
 
     #[test]
     fn huge_counts_are_rejected_before_allocating() {
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let mut bytes = sample(&root, 1).sign(&root).expect("sign");
         // The serial count sits after the header, the two name lists; overwrite it.
         let pos = 4 + 1 + 24 + 32 + 2 + 1 + 7 + 2 + 1 + 4;
@@ -394,7 +395,7 @@ mod tests {
         for i in 0..u128::from(serials) {
             out.extend_from_slice(&i.to_be_bytes());
         }
-        out.extend_from_slice(&crate::keys::random_bytes::<64>());
+        out.extend_from_slice(&crate::keys::random_bytes::<64>(&mut TestRng));
         out
     }
 
@@ -404,7 +405,7 @@ mod tests {
 
     #[test]
     fn a_forged_list_is_refused_on_its_signature_before_it_is_parsed() {
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         // The list: a million serials, a random signature.
         let huge = forged(&root, 1_000_000, 0);
         let e = Crl::decode_verified(&huge, &root.public()).expect_err("forged");
@@ -454,8 +455,8 @@ mod tests {
 
     #[test]
     fn around_the_order_other_issuers_sizes_and_truncations() {
-        let root = SigningKey::generate();
-        let other = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
+        let other = SigningKey::generate(&mut TestRng);
         // Another issuer, whatever the size: refused on the issuer alone.
         for (serials, names) in [(0, 0), (1, 1), (1_000_000, 10_000), (1_100_000, 0)] {
             let bytes = forged(&other, serials, names);
@@ -558,7 +559,7 @@ mod tests {
         if std::env::var_os("ZTSSH_CRL_MEMORY_HELPER").is_none() {
             return;
         }
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let huge = forged(&root, 1_000_000, 0);
         let before = peak_kib();
         let e = Crl::decode_verified(&huge, &root.public()).expect_err("forged");

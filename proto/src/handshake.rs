@@ -25,6 +25,10 @@
 //!
 //! Every message is padded to a fixed length (see [`message_len`]), so its size
 //! reveals nothing; the padding sits inside the Noise payload and is hashed.
+//!
+//! The steps that make keys take the driver's random source (`rng`): the
+//! ephemeral and ML-KEM keys, the client's throwaway static key and its
+//! session key, and the server's encapsulation.
 
 use sha2::Digest;
 use zeroize::Zeroizing;
@@ -34,7 +38,7 @@ use crate::codec::{Reader, Writer};
 use crate::end::{EndKind, Ended};
 use crate::error::{AuthError, Malformed, ProtoError};
 use crate::frame::{FrameSize, Transport};
-use crate::keys::{NoiseKeypair, PublicKey, SigningKey};
+use crate::keys::{CryptoRng, NoiseKeypair, PublicKey, Secret, SigningKey};
 use crate::labels;
 use crate::primitives::{self, KemSecret};
 use crate::time::UnixTime;
@@ -76,13 +80,14 @@ fn prologue() -> Vec<u8> {
     w.into_vec()
 }
 
-fn builder<'a>() -> Result<snow::Builder<'a>, ProtoError> {
+/// Snow's builder; `rng` gives the handshake's ephemeral key.
+fn builder<'a>(rng: &mut (impl CryptoRng + ?Sized)) -> Result<snow::Builder<'a>, ProtoError> {
     let params = labels::NOISE_PARAMS
         .parse()
         .map_err(|_| ProtoError::Internal("noise params"))?;
     Ok(snow::Builder::with_resolver(
         params,
-        primitives::noise_resolver(),
+        primitives::noise_resolver(Secret::random(rng)),
     ))
 }
 
@@ -219,16 +224,19 @@ pub struct AwaitingServerHello {
 }
 
 /// Starts a client handshake; returns the state and message 1.
-pub fn client_start(cfg: ClientConfig) -> Result<(AwaitingServerHello, Vec<u8>), ProtoError> {
+pub fn client_start(
+    cfg: ClientConfig,
+    rng: &mut (impl CryptoRng + ?Sized),
+) -> Result<(AwaitingServerHello, Vec<u8>), ProtoError> {
     // The client's Noise static key is throwaway: the user is proven by the
     // SSHSIG in message 3, which works with keys held in ssh-agent.
-    let throwaway = NoiseKeypair::generate();
+    let throwaway = NoiseKeypair::generate(rng);
     let prologue = prologue();
-    let mut hs = builder()?
+    let mut hs = builder(rng)?
         .local_private_key(throwaway.private().expose())?
         .prologue(&prologue)?
         .build_initiator()?;
-    let (kem_dk, kem_ek) = primitives::kem_generate();
+    let (kem_dk, kem_ek) = primitives::kem_generate(rng);
     let mut w = Writer::new();
     w.u16(labels::PROTOCOL_VERSION)
         .u16(cfg.frame_size.wire())
@@ -240,11 +248,13 @@ pub fn client_start(cfg: ClientConfig) -> Result<(AwaitingServerHello, Vec<u8>),
 
 impl AwaitingServerHello {
     /// Handles message 2: decapsulates, sets the psk, and verifies the
-    /// licence against the pinned root, the host name and the Noise key.
+    /// licence against the pinned root, the host name and the Noise key;
+    /// then makes the session key from `rng`.
     pub fn handle_server_hello(
         mut self,
         msg2: &[u8],
         now: UnixTime,
+        rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<ServerVerified, ProtoError> {
         let total = message_len(2, self.cfg.frame_size);
         let payload = read_msg(&mut self.hs, msg2, total)?;
@@ -289,7 +299,7 @@ impl AwaitingServerHello {
             return Err(AuthError::KeyMismatch.into());
         }
         let h2 = handshake_hash(&self.hs)?;
-        let session_key = SigningKey::generate();
+        let session_key = SigningKey::generate(rng);
         Ok(ServerVerified {
             hs: self.hs,
             frame_size: self.cfg.frame_size,
@@ -383,14 +393,15 @@ pub struct AwaitingClientHello {
 }
 
 /// Starts a server handshake with the proxy's Noise key and its verified
-/// licence.
+/// licence; `rng` gives its ephemeral key.
 pub fn server_start(
     noise: &NoiseKeypair,
     licence: &LicenceVerified,
     frame_size: FrameSize,
+    rng: &mut (impl CryptoRng + ?Sized),
 ) -> Result<AwaitingClientHello, ProtoError> {
     let prologue = prologue();
-    let hs = builder()?
+    let hs = builder(rng)?
         .local_private_key(noise.private().expose())?
         .prologue(&prologue)?
         .build_responder()?;
@@ -402,10 +413,12 @@ pub fn server_start(
 }
 
 impl AwaitingClientHello {
-    /// Handles message 1; returns message 2.
+    /// Handles message 1; returns message 2. `rng` gives the ML-KEM
+    /// encapsulation's randomness.
     pub fn handle_client_hello(
         mut self,
         msg1: &[u8],
+        rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<(AwaitingClientAuth, Vec<u8>), ProtoError> {
         let payload = read_msg(&mut self.hs, msg1, HELLO_LEN)?;
         let body = unpad_payload(&payload, "client hello")?;
@@ -436,10 +449,11 @@ impl AwaitingClientHello {
                 self.frame_size.get()
             )));
         }
-        let (ct, shared) = primitives::kem_encapsulate(ek_bytes).ok_or(Malformed::Invalid {
-            what: "client hello",
-            why: "bad ML-KEM key",
-        })?;
+        let (ct, shared) =
+            primitives::kem_encapsulate(ek_bytes, rng).ok_or(Malformed::Invalid {
+                what: "client hello",
+                why: "bad ML-KEM key",
+            })?;
         let psk = kem_psk(shared.as_slice());
 
         let mut w = Writer::new();
@@ -639,10 +653,13 @@ pub mod testkit {
     }
 
     /// Message 1 carrying `payload` (the `body_len || body || zeros` part).
-    pub fn client_hello_raw(payload: &[u8]) -> Result<Vec<u8>, ProtoError> {
-        let throwaway = NoiseKeypair::generate();
+    pub fn client_hello_raw(
+        payload: &[u8],
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Result<Vec<u8>, ProtoError> {
+        let throwaway = NoiseKeypair::generate(rng);
         let prologue = prologue();
-        let mut hs = builder()?
+        let mut hs = builder(rng)?
             .local_private_key(throwaway.private().expose())?
             .prologue(&prologue)?
             .build_initiator()?;
@@ -650,8 +667,11 @@ pub mod testkit {
     }
 
     /// The payload an honest client puts in message 1 (for mutation).
-    pub fn honest_hello_payload(frame_size: FrameSize) -> Vec<u8> {
-        let (_, ek) = primitives::kem_generate();
+    pub fn honest_hello_payload(
+        frame_size: FrameSize,
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Vec<u8> {
+        let (_, ek) = primitives::kem_generate(rng);
         let mut w = Writer::new();
         w.u16(labels::PROTOCOL_VERSION)
             .u16(frame_size.wire())

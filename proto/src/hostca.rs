@@ -17,7 +17,7 @@ use ssh_key::private::{Ed25519Keypair, PrivateKey};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::keys::{SigningKey, random_bytes};
+use crate::keys::{CryptoRng, SigningKey, random_bytes};
 use crate::labels::KDF_HOST_CA;
 use crate::time::CLOCK_SKEW;
 
@@ -149,10 +149,11 @@ impl HostCa {
         hostnames: &[String],
         now: u64,
         ttl: u64,
+        rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<SignedHostCert, HostCertError> {
         let key = ssh_key::PublicKey::from_openssh(host_key.trim())
             .map_err(|e| HostCertError::BadHostKey(e.to_string()))?;
-        let cert = self.certify(&key, hostnames, now, ttl)?;
+        let cert = self.certify(&key, hostnames, now, ttl, rng)?;
         let mut text = cert
             .to_openssh()
             .map_err(|e| HostCertError::Encoding(e.to_string()))?;
@@ -166,13 +167,14 @@ impl HostCa {
 
     /// Signs a host certificate for `host_key`, valid for `hostnames`
     /// from `now` (less [`CLOCK_SKEW`], for clients whose clocks lag) for
-    /// `ttl` seconds, with a random serial and nonce.
+    /// `ttl` seconds, with a serial and nonce from `rng`.
     pub fn certify(
         &self,
         host_key: &ssh_key::PublicKey,
         hostnames: &[String],
         now: u64,
         ttl: u64,
+        rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<Certificate, HostCertError> {
         check_hostnames(hostnames)?;
         if ttl == 0 {
@@ -182,7 +184,7 @@ impl HostCa {
             return Err(HostCertError::TtlTooLong { ttl });
         }
         let enc = |e: ssh_key::Error| HostCertError::Encoding(e.to_string());
-        let nonce = random_bytes::<32>();
+        let nonce = random_bytes::<32>(rng);
         let valid_after = now.saturating_sub(CLOCK_SKEW);
         let valid_before = now.saturating_add(ttl);
         let mut b = Builder::new(
@@ -193,7 +195,7 @@ impl HostCa {
         )
         .map_err(enc)?;
         // Never 0: OpenSSH cannot revoke serial 0 in a KRL.
-        b.serial(u64::from_be_bytes(random_bytes::<8>()).max(1))
+        b.serial(u64::from_be_bytes(random_bytes::<8>(rng)).max(1))
             .map_err(enc)?;
         b.cert_type(CertType::Host).map_err(enc)?;
         b.key_id(format!("ztssh host {}", hostnames.join(",")))
@@ -248,6 +250,7 @@ fn check_hostnames(hostnames: &[String]) -> Result<(), HostCertError> {
 mod tests {
     use super::*;
     use crate::keys::Secret;
+    use crate::keys::TestRng;
 
     fn host_key() -> ssh_key::PublicKey {
         let kp = Ed25519Keypair::from_seed(&[7; 32]);
@@ -272,7 +275,7 @@ mod tests {
 
     #[test]
     fn certificate_fields() {
-        let ca = HostCa::from_root(&SigningKey::generate());
+        let ca = HostCa::from_root(&SigningKey::generate(&mut TestRng));
         let now = 1_800_000_000;
         let cert = ca
             .certify(
@@ -280,6 +283,7 @@ mod tests {
                 &names(&["web1", "web1.example.com"]),
                 now,
                 3600,
+                &mut TestRng,
             )
             .unwrap();
         assert_eq!(cert.cert_type(), CertType::Host);
@@ -291,15 +295,20 @@ mod tests {
         let ca_fp = ca.public_key().fingerprint(Default::default());
         cert.validate_at(now, [&ca_fp]).unwrap();
         cert.validate_at(now + 3601, [&ca_fp]).unwrap_err();
-        let again = ca.certify(&host_key(), &names(&["web1"]), now, 60).unwrap();
+        let again = ca
+            .certify(&host_key(), &names(&["web1"]), now, 60, &mut TestRng)
+            .unwrap();
         assert_ne!(cert.serial(), again.serial(), "serials are random");
     }
 
     #[test]
     fn refusals() {
-        let ca = HostCa::from_root(&SigningKey::generate());
+        let ca = HostCa::from_root(&SigningKey::generate(&mut TestRng));
         let k = host_key();
-        let err = |list: &[&str], ttl| ca.certify(&k, &names(list), 1000, ttl).unwrap_err();
+        let err = |list: &[&str], ttl| {
+            ca.certify(&k, &names(list), 1000, ttl, &mut TestRng)
+                .unwrap_err()
+        };
         assert_eq!(err(&[], 60), HostCertError::NoHostnames);
         for bad in ["", "Web1", "*.example.com", "a b", "web1,web2", "web1\n"] {
             assert!(
@@ -318,20 +327,22 @@ mod tests {
         ));
         let many: Vec<String> = (0..=MAX_HOSTNAMES).map(|i| format!("h{i}")).collect();
         assert!(matches!(
-            ca.certify(&k, &many, 1000, 60).unwrap_err(),
+            ca.certify(&k, &many, 1000, 60, &mut TestRng).unwrap_err(),
             HostCertError::TooManyHostnames(_)
         ));
         assert!(
-            ca.certify(&k, &names(&["::1", "10.0.0.1"]), 1000, 60)
+            ca.certify(&k, &names(&["::1", "10.0.0.1"]), 1000, 60, &mut TestRng)
                 .is_ok()
         );
         let line = k.to_openssh().unwrap();
-        let signed = ca.certify_openssh(&line, &names(&["a"]), 1000, 60).unwrap();
+        let signed = ca
+            .certify_openssh(&line, &names(&["a"]), 1000, 60, &mut TestRng)
+            .unwrap();
         assert!(signed.text.starts_with("ssh-ed25519-cert-v01@openssh.com "));
         assert!(signed.text.ends_with('\n'));
         for bad in ["", "garbage", signed.text.as_str()] {
             assert!(matches!(
-                ca.certify_openssh(bad, &names(&["a"]), 1000, 60)
+                ca.certify_openssh(bad, &names(&["a"]), 1000, 60, &mut TestRng)
                     .unwrap_err(),
                 HostCertError::BadHostKey(_)
             ));
@@ -340,7 +351,7 @@ mod tests {
 
     #[test]
     fn known_hosts_line() {
-        let ca = HostCa::from_root(&SigningKey::generate());
+        let ca = HostCa::from_root(&SigningKey::generate(&mut TestRng));
         let line = ca.known_hosts_line("*.example.com").unwrap();
         assert!(line.starts_with("@cert-authority *.example.com ssh-ed25519 AAAA"));
         assert!(line.ends_with(" ztssh-host-ca"));

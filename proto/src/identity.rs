@@ -36,6 +36,7 @@ use crate::control::Control;
 use crate::keys::{PublicKey, SigningKey};
 use crate::labels;
 use crate::time::UnixTime;
+use rand_core::CryptoRng;
 
 pub use crate::end::{EndKind, Ended};
 pub use crate::trust::{Checkpoint, Subject};
@@ -332,6 +333,7 @@ impl ServerIdentity {
         timing: Timing,
         now: UnixTime,
         mono_ms: u64,
+        rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<Started, Refused> {
         let issued = authority
             .check(
@@ -348,6 +350,7 @@ impl ServerIdentity {
                     authorized.session_key,
                     now,
                     ttl,
+                    rng,
                 )
                 .map_err(|e| Ended::new(EndKind::IssueFailed, e.to_string()))
             });
@@ -525,6 +528,7 @@ impl ServerIdentity {
         authority: &dyn Authority,
         now: UnixTime,
         mono_ms: u64,
+        rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<Handled, Ended> {
         self.sticky(|me| match msg {
             Control::Proof { seq, cert, sig } => me
@@ -546,6 +550,7 @@ impl ServerIdentity {
                 authority,
                 now,
                 mono_ms,
+                rng,
             ),
             other => Err(Ended::new(
                 EndKind::UnexpectedControl,
@@ -626,6 +631,7 @@ impl ServerIdentity {
         authority: &dyn Authority,
         now: UnixTime,
         mono_ms: u64,
+        rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<Handled, Ended> {
         if principal != self.principal {
             return Err(Ended::new(
@@ -669,7 +675,7 @@ impl ServerIdentity {
         authority.check(&self.subject(), Checkpoint::Live(&self.cert.serial), now)?;
         authority.may_issue(now)?;
         let ttl = self.timing.cert_ttl_secs;
-        let cert = ClientCert::issue(subca, principal, new_key, now, ttl)
+        let cert = ClientCert::issue(subca, principal, new_key, now, ttl, rng)
             .map_err(|e| Ended::new(EndKind::IssueFailed, e.to_string()))?;
         self.previous = Some(std::mem::replace(&mut self.cert, cert));
         self.cert_issued_ms = mono_ms;
@@ -954,9 +960,9 @@ impl ClientIdentity {
 
     /// Starts a renewal: makes the new session key and returns the data the
     /// user key must sign (SSHSIG, namespace [`labels::SSHSIG_NAMESPACE_RENEW`]).
-    pub fn renewal_data(&mut self) -> Result<Vec<u8>, String> {
+    pub fn renewal_data(&mut self, rng: &mut (impl CryptoRng + ?Sized)) -> Result<Vec<u8>, String> {
         let cert = self.cert.as_ref().ok_or("no certificate to renew")?;
-        let next = SigningKey::generate();
+        let next = SigningKey::generate(rng);
         let data = renewal_data(&self.h, &self.principal, &next.public(), &cert.serial);
         self.next_key = Some(next);
         Ok(data)

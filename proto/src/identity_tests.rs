@@ -1,6 +1,7 @@
 //! Continuous identity on virtual time: a server and a client identity
 //! machine talking through plain values.
 
+use crate::keys::TestRng;
 use std::cell::RefCell;
 
 use ssh_key::{HashAlg, PrivateKey};
@@ -75,7 +76,7 @@ fn user() -> PrivateKey {
 }
 
 fn pair_with(timing: Timing) -> Pair {
-    let subca = SigningKey::generate();
+    let subca = SigningKey::generate(&mut TestRng);
     let user = user();
     let policy = Policy::default();
     let pki = crate::tests::pki();
@@ -84,7 +85,8 @@ fn pair_with(timing: Timing) -> Pair {
             .expect("handshake");
     let authorized = authed.authorize(&policy, T0).expect("authorized");
     let seed = session.session_key.to_seed();
-    let started = ServerIdentity::start(authorized, &subca, &policy, timing, T0, 0).expect("start");
+    let started = ServerIdentity::start(authorized, &subca, &policy, timing, T0, 0, &mut TestRng)
+        .expect("start");
     let mut client = ClientIdentity::new(
         session.handshake_hash,
         "alice",
@@ -125,7 +127,7 @@ impl Pair {
         self.mono += wait;
         self.now += wait / 1000;
         self.server
-            .poll(self.now, self.mono, crate::keys::random_bytes())
+            .poll(self.now, self.mono, crate::keys::random_bytes(&mut TestRng))
             .expect("poll")
             .expect("challenge due")
     }
@@ -138,10 +140,14 @@ impl Pair {
     }
 
     fn deliver(&mut self, msg: Control) -> Result<Control, Ended> {
-        match self
-            .server
-            .handle(msg, &self.subca, &self.policy, self.now, self.mono)?
-        {
+        match self.server.handle(
+            msg,
+            &self.subca,
+            &self.policy,
+            self.now,
+            self.mono,
+            &mut TestRng,
+        )? {
             Handled::Proved(c) | Handled::Renewed(c) => Ok(c),
             Handled::RenewRefused { reason, .. } => panic!("renewal refused: {reason}"),
         }
@@ -151,12 +157,18 @@ impl Pair {
     fn renew_abandoned(&mut self) -> Result<Handled, Ended> {
         let renew = self.renew();
         self.client.abandon_renewal();
-        self.server
-            .handle(renew, &self.subca, &self.policy, self.now, self.mono)
+        self.server.handle(
+            renew,
+            &self.subca,
+            &self.policy,
+            self.now,
+            self.mono,
+            &mut TestRng,
+        )
     }
 
     fn renew(&mut self) -> Control {
-        let data = self.client.renewal_data().expect("data");
+        let data = self.client.renewal_data(&mut TestRng).expect("data");
         let sig = self
             .user
             .sign(SSHSIG_NAMESPACE_RENEW, HashAlg::Sha512, &data)
@@ -342,7 +354,7 @@ fn renewal_cannot_switch_principal_or_skip_the_user_key() {
     // Signed by some other user key.
     let mut p = pair();
     p.advance(TIMING.cert_ttl_secs * 2 / 3);
-    let data = p.client.renewal_data().expect("data");
+    let data = p.client.renewal_data(&mut TestRng).expect("data");
     let mallory = PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[6; 32]));
     let sig = mallory
         .sign(SSHSIG_NAMESPACE_RENEW, HashAlg::Sha512, &data)
@@ -503,7 +515,7 @@ fn renewals_too_early_are_refused_before_any_signature_check_and_the_session_goe
     let renew = p.renew();
     let handled = p
         .server
-        .handle(renew, &p.subca, &p.policy, p.now, p.mono)
+        .handle(renew, &p.subca, &p.policy, p.now, p.mono, &mut TestRng)
         .expect("not fatal");
     assert_eq!(
         handled,
@@ -716,12 +728,22 @@ fn sk_login(authority: &SkAuthority, flags: u8) -> Result<(SkSession, Control), 
     use crate::handshake;
     let pki = crate::tests::pki();
     let sk = crate::userkey::tests::SoftSk::new([3; 32]);
-    let server =
-        handshake::server_start(pki.noise(), pki.licence(), FrameSize::default()).expect("server");
+    let server = handshake::server_start(
+        pki.noise(),
+        pki.licence(),
+        FrameSize::default(),
+        &mut TestRng,
+    )
+    .expect("server");
     let (client, msg1) =
-        handshake::client_start(crate::tests::client_cfg(&pki, "web1")).expect("client");
-    let (server, msg2) = server.handle_client_hello(&msg1).expect("hello");
-    let verified = client.handle_server_hello(&msg2, T0).expect("server hello");
+        handshake::client_start(crate::tests::client_cfg(&pki, "web1"), &mut TestRng)
+            .expect("client");
+    let (server, msg2) = server
+        .handle_client_hello(&msg1, &mut TestRng)
+        .expect("hello");
+    let verified = client
+        .handle_server_hello(&msg2, T0, &mut TestRng)
+        .expect("server hello");
     let sig = sk.sign(
         crate::labels::SSHSIG_NAMESPACE_HANDSHAKE,
         &verified.user_signed_data(),
@@ -738,9 +760,9 @@ fn sk_login(authority: &SkAuthority, flags: u8) -> Result<(SkSession, Control), 
         .expect("signature verifies");
     assert_eq!(authed.user_sig().sk().map(|a| a.flags), Some(flags));
     let authorized = authed.authorize(authority, T0).map_err(|r| r.ended)?;
-    let subca = SigningKey::generate();
-    let started =
-        ServerIdentity::start(authorized, &subca, authority, TIMING, T0, 0).map_err(|r| r.ended)?;
+    let subca = SigningKey::generate(&mut TestRng);
+    let started = ServerIdentity::start(authorized, &subca, authority, TIMING, T0, 0, &mut TestRng)
+        .map_err(|r| r.ended)?;
     let mut client = ClientIdentity::new(
         session.handshake_hash,
         "alice",
@@ -772,7 +794,7 @@ impl SkSession {
         touch: Option<u8>,
     ) -> Result<Option<bool>, Ended> {
         self.mono = at_secs * 1000;
-        let data = self.client.renewal_data().expect("data");
+        let data = self.client.renewal_data(&mut TestRng).expect("data");
         let user_sig = match touch {
             Some(flags) => {
                 self.counter += 1;
@@ -788,7 +810,7 @@ impl SkSession {
         let now = T0 + at_secs;
         match self
             .server
-            .handle(renew, &self.subca, authority, now, self.mono)?
+            .handle(renew, &self.subca, authority, now, self.mono, &mut TestRng)?
         {
             Handled::Renewed(cert) => {
                 self.client.handle(&cert, self.mono).expect("install");
@@ -908,7 +930,7 @@ fn other_keys_sign_every_renewal() {
     ));
     assert!(p.client.user_sig_needed());
     p.advance(TIMING.cert_ttl_secs * 2 / 3);
-    p.client.renewal_data().expect("data");
+    p.client.renewal_data(&mut TestRng).expect("data");
     let renew = p.client.renew(Vec::new()).expect("renew");
     let e = p
         .deliver(renew)

@@ -9,16 +9,85 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::error::{AuthError, Malformed};
 use crate::primitives;
 
-/// Fills `buf` from the operating system's CSPRNG.
-///
-/// # Panics
-/// Only if the OS has no working random source, where no key may be made.
-#[allow(clippy::expect_used)]
-pub fn random_bytes<const N: usize>() -> [u8; N] {
+/// The random source the core draws from: the driver's, passed in to each
+/// call that makes a key, a serial or a nonce. The core never reads the
+/// operating system's random source itself. Binaries pass the OS's CSPRNG
+/// (`rand_core::UnwrapErr(getrandom::SysRng)`); virtual-time tests and
+/// fuzz targets pass a seeded one, which makes them fully deterministic.
+pub use rand_core::CryptoRng;
+
+/// `N` bytes from `rng`.
+pub fn random_bytes<const N: usize>(rng: &mut (impl CryptoRng + ?Sized)) -> [u8; N] {
     let mut out = [0u8; N];
-    getrandom::fill(&mut out).expect("the operating system's random source failed");
+    rng.fill_bytes(&mut out);
     out
 }
+
+/// A deterministic random source for tests and fuzz targets (feature
+/// `testkit`): ChaCha20 from a seed, so a run repeats exactly. Never in
+/// binaries.
+#[cfg(any(test, feature = "testkit"))]
+#[doc(hidden)]
+pub struct SeededRng(chacha20::ChaCha20Rng);
+
+#[cfg(any(test, feature = "testkit"))]
+impl SeededRng {
+    /// The stream for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(rand_core::SeedableRng::seed_from_u64(seed))
+    }
+}
+
+#[cfg(any(test, feature = "testkit"))]
+impl rand_core::TryRng for SeededRng {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        self.0.try_next_u32()
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        self.0.try_next_u64()
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        self.0.try_fill_bytes(dst)
+    }
+}
+
+#[cfg(any(test, feature = "testkit"))]
+impl rand_core::TryCryptoRng for SeededRng {}
+
+/// The unit tests' random source: each test thread's own [`SeededRng`]
+/// from a fixed seed, so every test is deterministic however the tests are
+/// scheduled.
+#[cfg(test)]
+pub(crate) struct TestRng;
+
+#[cfg(test)]
+thread_local! {
+    static TEST_RNG: std::cell::RefCell<SeededRng> = std::cell::RefCell::new(SeededRng::new(20));
+}
+
+#[cfg(test)]
+impl rand_core::TryRng for TestRng {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        TEST_RNG.with_borrow_mut(|r| r.try_next_u32())
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        TEST_RNG.with_borrow_mut(|r| r.try_next_u64())
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        TEST_RNG.with_borrow_mut(|r| r.try_fill_bytes(dst))
+    }
+}
+
+#[cfg(test)]
+impl rand_core::TryCryptoRng for TestRng {}
 
 /// `N` secret bytes: zeroed on drop, redacted in `Debug`, compared in constant time.
 #[derive(Zeroize, ZeroizeOnDrop)]
@@ -31,8 +100,10 @@ impl<const N: usize> Secret<N> {
     }
 
     /// Fresh random secret.
-    pub fn random() -> Self {
-        Self(random_bytes())
+    pub fn random(rng: &mut (impl CryptoRng + ?Sized)) -> Self {
+        let mut s = Self([0; N]);
+        rng.fill_bytes(&mut s.0);
+        s
     }
 
     /// Reveals the bytes for use in a cryptographic call.
@@ -99,8 +170,8 @@ pub struct SigningKey(primitives::EdSigner);
 
 impl SigningKey {
     /// A fresh random key.
-    pub fn generate() -> Self {
-        let seed = Secret::<32>::random();
+    pub fn generate(rng: &mut (impl CryptoRng + ?Sized)) -> Self {
+        let seed = Secret::<32>::random(rng);
         Self::from_seed(&seed)
     }
 
@@ -143,8 +214,8 @@ pub struct NoiseKeypair {
 
 impl NoiseKeypair {
     /// A fresh random key pair.
-    pub fn generate() -> Self {
-        Self::from_private(Secret::random())
+    pub fn generate(rng: &mut (impl CryptoRng + ?Sized)) -> Self {
+        Self::from_private(Secret::random(rng))
     }
 
     /// Rebuilds the pair from the private key.
@@ -189,7 +260,7 @@ mod tests {
 
     #[test]
     fn context_separates_signatures() {
-        let k = SigningKey::generate();
+        let k = SigningKey::generate(&mut TestRng);
         let sig = k.sign(b"ctx-a", b"msg");
         assert!(k.public().verify(b"ctx-a", b"msg", &sig, "t").is_ok());
         assert!(k.public().verify(b"ctx-b", b"msg", &sig, "t").is_err());
@@ -198,12 +269,12 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_and_round_trip() {
-        let k = SigningKey::generate();
+        let k = SigningKey::generate(&mut TestRng);
         let seed = k.to_seed();
         assert_eq!(format!("{seed:?}"), "<secret>");
         assert!(!format!("{k:?}").contains(&hex(seed.expose())));
         assert_eq!(SigningKey::from_seed(&seed).public(), k.public());
-        let n = NoiseKeypair::generate();
+        let n = NoiseKeypair::generate(&mut TestRng);
         let again = NoiseKeypair::from_private(Secret::new(*n.private().expose()));
         assert_eq!(again.public(), n.public());
     }

@@ -24,8 +24,6 @@ pub mod frame;
 pub mod handshake;
 pub mod hostca;
 pub mod identity;
-#[cfg(feature = "fs")]
-pub mod keyfile;
 pub mod keys;
 pub mod labels;
 pub mod primitives;
@@ -42,3 +40,10 @@ mod roundtrip_tests;
 mod tests;
 
 pub use error::{AuthError, Malformed, ProtoError};
+
+/// True when the `testkit` feature is on: hooks that let tests and fuzz
+/// targets play a hostile peer (records and handshake messages with valid
+/// cryptography around arbitrary payloads, manual mode, forced licences).
+/// Each binary asserts at compile time that it is false; only the tests
+/// crate (as a dev-dependency) and proto/fuzz enable the feature.
+pub const TESTKIT: bool = cfg!(feature = "testkit");

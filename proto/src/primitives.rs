@@ -26,6 +26,53 @@ pub(crate) use real::*;
 #[cfg(all(fuzzing, feature = "crypto-standins"))]
 pub(crate) use standin::*;
 
+/// Snow's resolver, with the 32 bytes the caller drew from the driver's
+/// RNG for the handshake's ephemeral key as snow's only random source.
+/// Snow asks for random bytes only to write the `e` token, once per side in
+/// this pattern; a second request fails the handshake instead of reaching
+/// for the operating system.
+struct Seeded {
+    ephemeral: crate::keys::Secret<32>,
+    inner: snow::resolvers::FallbackResolver,
+}
+
+impl snow::resolvers::CryptoResolver for Seeded {
+    fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
+        let copy = crate::keys::Secret::new(*self.ephemeral.expose());
+        Some(Box::new(OneShot(Some(copy))))
+    }
+    fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
+        self.inner.resolve_dh(choice)
+    }
+    fn resolve_hash(
+        &self,
+        choice: &snow::params::HashChoice,
+    ) -> Option<Box<dyn snow::types::Hash>> {
+        self.inner.resolve_hash(choice)
+    }
+    fn resolve_cipher(
+        &self,
+        choice: &snow::params::CipherChoice,
+    ) -> Option<Box<dyn snow::types::Cipher>> {
+        self.inner.resolve_cipher(choice)
+    }
+}
+
+/// Hands out one 32-byte key, once.
+struct OneShot(Option<crate::keys::Secret<32>>);
+
+impl snow::types::Random for OneShot {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        match self.0.take() {
+            Some(key) if dest.len() == 32 => {
+                dest.copy_from_slice(key.expose());
+                Ok(())
+            }
+            _ => Err(snow::Error::Rng),
+        }
+    }
+}
+
 #[cfg(not(all(fuzzing, feature = "crypto-standins")))]
 mod real {
     use ed25519_dalek::Signer;
@@ -33,7 +80,7 @@ mod real {
     use ml_kem::{MlKem768, TryKeyInit};
     use zeroize::Zeroizing;
 
-    use crate::keys::Secret;
+    use crate::keys::{CryptoRng, Secret};
 
     /// The real operations.
     pub const CRYPTO_STANDINS: bool = false;
@@ -86,16 +133,19 @@ mod real {
     pub(crate) struct KemSecret(ml_kem::DecapsulationKey<MlKem768>);
 
     /// A fresh ML-KEM-768 key pair: the secret and the encapsulation key.
-    pub(crate) fn kem_generate() -> (KemSecret, Vec<u8>) {
-        let (dk, ek) = MlKem768::generate_keypair();
+    pub(crate) fn kem_generate(rng: &mut (impl CryptoRng + ?Sized)) -> (KemSecret, Vec<u8>) {
+        let (dk, ek) = MlKem768::generate_keypair_from_rng(&mut &mut *rng);
         (KemSecret(dk), ek.to_bytes().to_vec())
     }
 
     /// Encapsulates to `ek`: the ciphertext and the shared secret, or None
     /// when `ek` is not a valid key.
-    pub(crate) fn kem_encapsulate(ek: &[u8]) -> Option<(Vec<u8>, Zeroizing<[u8; 32]>)> {
+    pub(crate) fn kem_encapsulate(
+        ek: &[u8],
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Option<(Vec<u8>, Zeroizing<[u8; 32]>)> {
         let ek = ml_kem::EncapsulationKey::<MlKem768>::new_from_slice(ek).ok()?;
-        let (ct, ss) = ek.encapsulate();
+        let (ct, ss) = ek.encapsulate_with_rng(rng);
         let ss = Zeroizing::new(ss);
         let mut out = Zeroizing::new([0u8; 32]);
         out.copy_from_slice(ss.as_slice());
@@ -114,12 +164,18 @@ mod real {
         }
     }
 
-    /// The Noise resolver: ring's ciphers, snow's own X25519.
-    pub(crate) fn noise_resolver() -> Box<dyn snow::resolvers::CryptoResolver + Send> {
-        Box::new(snow::resolvers::FallbackResolver::new(
-            Box::new(snow::resolvers::RingResolver),
-            Box::new(snow::resolvers::DefaultResolver),
-        ))
+    /// The Noise resolver: ring's ciphers, snow's own X25519, and
+    /// `ephemeral` as the only random bytes snow gets (its ephemeral key).
+    pub(crate) fn noise_resolver(
+        ephemeral: Secret<32>,
+    ) -> Box<dyn snow::resolvers::CryptoResolver + Send> {
+        Box::new(super::Seeded {
+            ephemeral,
+            inner: snow::resolvers::FallbackResolver::new(
+                Box::new(snow::resolvers::RingResolver),
+                Box::new(snow::resolvers::DefaultResolver),
+            ),
+        })
     }
 
     /// Checks a user's SSHSIG.
@@ -173,7 +229,7 @@ mod standin {
     use subtle::ConstantTimeEq;
 
     use crate::handshake::{KEM_CT_LEN, KEM_EK_LEN};
-    use crate::keys::{Secret, random_bytes};
+    use crate::keys::{CryptoRng, Secret, random_bytes};
 
     /// Insecure stand-ins.
     pub const CRYPTO_STANDINS: bool = true;
@@ -239,8 +295,8 @@ mod standin {
 
     pub(crate) struct KemSecret(Secret<32>);
 
-    pub(crate) fn kem_generate() -> (KemSecret, Vec<u8>) {
-        let seed = Secret::<32>::random();
+    pub(crate) fn kem_generate(rng: &mut (impl CryptoRng + ?Sized)) -> (KemSecret, Vec<u8>) {
+        let seed = Secret::<32>::random(rng);
         let mut ek = vec![0u8; KEM_EK_LEN];
         ek[..32].copy_from_slice(seed.expose());
         (KemSecret(seed), ek)
@@ -257,11 +313,14 @@ mod standin {
         )
     }
 
-    pub(crate) fn kem_encapsulate(ek: &[u8]) -> Option<(Vec<u8>, Zeroizing<[u8; 32]>)> {
+    pub(crate) fn kem_encapsulate(
+        ek: &[u8],
+        rng: &mut (impl CryptoRng + ?Sized),
+    ) -> Option<(Vec<u8>, Zeroizing<[u8; 32]>)> {
         if ek.len() != KEM_EK_LEN || ek[32..].iter().any(|&b| b != 0) {
             return None;
         }
-        let m: [u8; 32] = random_bytes();
+        let m: [u8; 32] = random_bytes(rng);
         let mut ct = vec![0u8; KEM_CT_LEN];
         ct[..32].copy_from_slice(&m);
         let ss = kem_ss(&ek[..32], &ct);
@@ -404,7 +463,7 @@ mod standin {
         }
     }
 
-    struct StandinResolver(snow::resolvers::FallbackResolver);
+    struct StandinResolver(super::Seeded);
 
     impl snow::resolvers::CryptoResolver for StandinResolver {
         fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
@@ -435,11 +494,16 @@ mod standin {
         }
     }
 
-    pub(crate) fn noise_resolver() -> Box<dyn snow::resolvers::CryptoResolver + Send> {
-        Box::new(StandinResolver(snow::resolvers::FallbackResolver::new(
-            Box::new(snow::resolvers::RingResolver),
-            Box::new(snow::resolvers::DefaultResolver),
-        )))
+    pub(crate) fn noise_resolver(
+        ephemeral: Secret<32>,
+    ) -> Box<dyn snow::resolvers::CryptoResolver + Send> {
+        Box::new(StandinResolver(super::Seeded {
+            ephemeral,
+            inner: snow::resolvers::FallbackResolver::new(
+                Box::new(snow::resolvers::RingResolver),
+                Box::new(snow::resolvers::DefaultResolver),
+            ),
+        }))
     }
 
     fn is_sk(key: &ssh_key::public::KeyData) -> bool {
@@ -518,6 +582,7 @@ mod standin {
 mod tests {
     use super::*;
     use crate::handshake::{KEM_CT_LEN, KEM_EK_LEN};
+    use crate::keys::TestRng;
     use crate::keys::random_bytes;
 
     #[test]
@@ -534,14 +599,14 @@ mod tests {
     /// Which implementation these tests ran against.
     #[test]
     fn the_flag_names_the_implementation_compiled() {
-        let s: [u8; 32] = random_bytes();
+        let s: [u8; 32] = random_bytes(&mut TestRng);
         // Only the stand-in's public key is its secret.
         assert_eq!(CRYPTO_STANDINS, x25519_public(&s) == s);
     }
 
     #[test]
     fn x25519_shared_secrets_agree() {
-        let (a, b): ([u8; 32], [u8; 32]) = (random_bytes(), random_bytes());
+        let (a, b): ([u8; 32], [u8; 32]) = (random_bytes(&mut TestRng), random_bytes(&mut TestRng));
         let ab = x25519(&a, &x25519_public(&b));
         let ba = x25519(&b, &x25519_public(&a));
         assert_eq!(*ab, *ba);
@@ -553,15 +618,15 @@ mod tests {
 
     #[test]
     fn kem_secrets_agree_and_bad_input_is_refused() {
-        let (dk, ek) = kem_generate();
+        let (dk, ek) = kem_generate(&mut TestRng);
         assert_eq!(ek.len(), KEM_EK_LEN);
-        let (ct, ss) = kem_encapsulate(&ek).expect("encapsulate");
+        let (ct, ss) = kem_encapsulate(&ek, &mut TestRng).expect("encapsulate");
         assert_eq!(ct.len(), KEM_CT_LEN);
         assert_eq!(*dk.decapsulate(&ct).expect("decapsulate"), *ss);
         assert!(dk.decapsulate(&ct[1..]).is_none());
-        assert!(kem_encapsulate(&ek[1..]).is_none());
+        assert!(kem_encapsulate(&ek[1..], &mut TestRng).is_none());
         // A key whose coefficients are out of range (all 0xff) is refused.
-        assert!(kem_encapsulate(&vec![0xff; KEM_EK_LEN]).is_none());
+        assert!(kem_encapsulate(&vec![0xff; KEM_EK_LEN], &mut TestRng).is_none());
         // A wrong ciphertext of the right length decapsulates to another
         // secret, wherever the change is.
         for at in [0, KEM_CT_LEN / 2, KEM_CT_LEN - 1] {

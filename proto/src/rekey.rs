@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 use crate::codec::Reader;
 use crate::error::{Malformed, ProtoError};
 use crate::handshake::{KEM_CT_LEN, KEM_EK_LEN};
-use crate::keys::Secret;
+use crate::keys::{CryptoRng, Secret};
 use crate::labels;
 use crate::primitives::{self, KemSecret};
 
@@ -211,11 +211,12 @@ impl std::fmt::Debug for Pending {
     }
 }
 
-/// Starts a rekey: fresh X25519 and ML-KEM-768 keys, and the INIT message.
-pub fn start() -> (Pending, RekeyMsg) {
-    let x_secret = Secret::random();
+/// Starts a rekey: fresh X25519 and ML-KEM-768 keys from `rng`, and the
+/// INIT message.
+pub fn start(rng: &mut (impl CryptoRng + ?Sized)) -> (Pending, RekeyMsg) {
+    let x_secret = Secret::random(rng);
     let x_public = primitives::x25519_public(x_secret.expose());
-    let (kem_dk, kem_ek) = primitives::kem_generate();
+    let (kem_dk, kem_ek) = primitives::kem_generate(rng);
     let mut init = Box::new([0u8; INIT_LEN]);
     init[..32].copy_from_slice(&x_public);
     init[32..].copy_from_slice(&kem_ek);
@@ -232,19 +233,20 @@ pub fn start() -> (Pending, RekeyMsg) {
 
 /// Answers a peer's INIT: the REPLY and the new keys. `epoch` is the
 /// number of rekeys completed so far; `client_started` says whether the
-/// client sent the INIT.
+/// client sent the INIT. `rng` gives the fresh secrets.
 pub fn respond(
     chain: &Chain,
     epoch: u64,
     client_started: bool,
     init: &[u8; INIT_LEN],
+    rng: &mut (impl CryptoRng + ?Sized),
 ) -> Result<(NewKeys, RekeyMsg), ProtoError> {
     let (peer_x, ek_bytes) = init.split_at(32);
-    let (ct, kem_ss) = primitives::kem_encapsulate(ek_bytes).ok_or(Malformed::Invalid {
+    let (ct, kem_ss) = primitives::kem_encapsulate(ek_bytes, rng).ok_or(Malformed::Invalid {
         what: "rekey message",
         why: "bad ML-KEM key",
     })?;
-    let x_secret = Secret::random();
+    let x_secret = Secret::random(rng);
     let dh = x25519(&x_secret, peer_x)?;
     let x_public = primitives::x25519_public(x_secret.expose());
     let mut reply = Box::new([0u8; REPLY_LEN]);
@@ -279,6 +281,7 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::TestRng;
 
     fn chain() -> Chain {
         Chain::initial(&[7; 32], &[1; 32], &[2; 32]).expect("chain")
@@ -287,11 +290,11 @@ mod tests {
     #[test]
     fn both_sides_derive_the_same_keys_and_each_step_differs() {
         let (a, b) = (chain(), chain());
-        let (pending, init) = start();
+        let (pending, init) = start(&mut TestRng);
         let RekeyMsg::Init(init) = init else {
             panic!("init")
         };
-        let (rk, reply) = respond(&b, 0, true, &init).expect("respond");
+        let (rk, reply) = respond(&b, 0, true, &init, &mut TestRng).expect("respond");
         let RekeyMsg::Reply(reply) = reply else {
             panic!("reply")
         };
@@ -306,11 +309,11 @@ mod tests {
 
     #[test]
     fn transcript_binds_epoch_and_role() {
-        let (pending, init) = start();
+        let (pending, init) = start(&mut TestRng);
         let RekeyMsg::Init(init) = init else {
             panic!("init")
         };
-        let (rk, reply) = respond(&chain(), 3, false, &init).expect("respond");
+        let (rk, reply) = respond(&chain(), 3, false, &init, &mut TestRng).expect("respond");
         let RekeyMsg::Reply(reply) = reply else {
             panic!("reply")
         };
@@ -319,11 +322,11 @@ mod tests {
             .complete(&chain(), 4, false, &reply)
             .expect("complete");
         assert_ne!(*ik.c2s, *rk.c2s);
-        let (p2, init2) = start();
+        let (p2, init2) = start(&mut TestRng);
         let RekeyMsg::Init(init2) = init2 else {
             panic!("init")
         };
-        let (rk2, reply2) = respond(&chain(), 0, true, &init2).expect("respond");
+        let (rk2, reply2) = respond(&chain(), 0, true, &init2, &mut TestRng).expect("respond");
         let RekeyMsg::Reply(reply2) = reply2 else {
             panic!("reply")
         };
@@ -334,14 +337,14 @@ mod tests {
     #[test]
     fn low_order_and_bad_kem_keys_are_refused() {
         let mut init = Box::new([0u8; INIT_LEN]);
-        let (_, good) = start();
+        let (_, good) = start(&mut TestRng);
         let RekeyMsg::Init(good) = good else {
             panic!("init")
         };
         init.copy_from_slice(&good[..]);
         init[..32].fill(0);
-        assert!(respond(&chain(), 0, true, &init).is_err());
+        assert!(respond(&chain(), 0, true, &init, &mut TestRng).is_err());
         let body = [0xffu8; INIT_LEN];
-        assert!(respond(&chain(), 0, true, &body).is_err());
+        assert!(respond(&chain(), 0, true, &body, &mut TestRng).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Property tests: every encoder/decoder pair round-trips, and every
 //! decoder is canonical (what it accepts, it would have produced).
 
+use crate::keys::TestRng;
 use proptest::collection::{hash_set, vec};
 use proptest::prelude::*;
 
@@ -121,14 +122,14 @@ proptest! {
         ttl in 1u64..=3600,
         session in any::<[u8; 32]>(),
     ) {
-        let subca = SigningKey::generate();
-        let cert = ClientCert::issue(&subca, &principal, PublicKey(session), nb, ttl).expect("issue");
+        let subca = SigningKey::generate(&mut TestRng);
+        let cert = ClientCert::issue(&subca, &principal, PublicKey(session), nb, ttl, &mut TestRng).expect("issue");
         let bytes = cert.encode();
         let back = ClientCert::decode(&bytes).expect("decode");
         prop_assert_eq!(&back, &cert);
         prop_assert_eq!(back.encode(), bytes);
         prop_assert!(back.verify(&subca.public(), nb).is_ok());
-        prop_assert!(back.verify(&SigningKey::generate().public(), nb).is_err());
+        prop_assert!(back.verify(&SigningKey::generate(&mut TestRng).public(), nb).is_err());
     }
 
     #[test]
@@ -139,12 +140,12 @@ proptest! {
         ttl in 1u64..=10_000_000,
         noise_key in any::<[u8; 32]>(),
     ) {
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let body = LicenceBody {
-            serial: Serial::random(),
+            serial: Serial::random(&mut TestRng),
             server_id,
             hostnames,
-            subca_key: SigningKey::generate().public(),
+            subca_key: SigningKey::generate(&mut TestRng).public(),
             noise_key,
             not_before: nb,
             not_after: nb + ttl,
@@ -159,7 +160,7 @@ proptest! {
 
     #[test]
     fn licence_requests_round_trip(noise in any::<[u8; 32]>(), created in any::<u64>()) {
-        let subca = SigningKey::generate();
+        let subca = SigningKey::generate(&mut TestRng);
         let req = LicenceRequest::new(&subca, noise, created);
         let bytes = req.encode();
         let back = LicenceRequest::decode_verified(&bytes).expect("decode");
@@ -177,7 +178,7 @@ proptest! {
         serials in hash_set(any::<[u8; 16]>(), 0..50),
         user_keys in hash_set(any::<[u8; 32]>(), 0..20),
     ) {
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let crl = Crl {
             list_version,
             issued,
@@ -195,7 +196,7 @@ proptest! {
         prop_assert_eq!(&back, &crl);
         // Canonical: the same list always encodes to the same bytes.
         prop_assert_eq!(back.sign(&root).expect("re-sign"), bytes);
-        prop_assert!(Crl::decode_verified(&crl.sign(&root).expect("sign"), &SigningKey::generate().public()).is_err());
+        prop_assert!(Crl::decode_verified(&crl.sign(&root).expect("sign"), &SigningKey::generate(&mut TestRng).public()).is_err());
     }
 
     #[test]

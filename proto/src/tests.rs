@@ -1,6 +1,7 @@
 //! In-memory client/server pair with virtual time: the whole handshake and
 //! record layer without sockets or clocks.
 
+use crate::keys::TestRng;
 use ssh_key::{HashAlg, PrivateKey};
 
 use crate::cert::{LicenceBody, LicenceVerified, Serial};
@@ -33,10 +34,10 @@ impl Pki {
 
 fn pki_with(root: &SigningKey, signer: &SigningKey, noise: NoiseKeypair, nb: u64, na: u64) -> Pki {
     let body = LicenceBody {
-        serial: Serial::random(),
+        serial: Serial::random(&mut TestRng),
         server_id: "web1".into(),
         hostnames: vec!["web1".into(), "localhost".into()],
-        subca_key: SigningKey::generate().public(),
+        subca_key: SigningKey::generate(&mut TestRng).public(),
         noise_key: noise.public(),
         not_before: nb,
         not_after: na,
@@ -50,11 +51,11 @@ fn pki_with(root: &SigningKey, signer: &SigningKey, noise: NoiseKeypair, nb: u64
 }
 
 pub(crate) fn pki() -> Pki {
-    let root = SigningKey::generate();
+    let root = SigningKey::generate(&mut TestRng);
     pki_with(
         &root,
         &root,
-        NoiseKeypair::generate(),
+        NoiseKeypair::generate(&mut TestRng),
         NOW - 10,
         NOW + 86_400,
     )
@@ -80,10 +81,11 @@ pub(crate) fn run(
     claimed: &PrivateKey,
     signer: &PrivateKey,
 ) -> Result<(ClientSession, ClientAuthenticated), ProtoError> {
-    let server = handshake::server_start(&pki.noise, &pki.licence, FrameSize::default())?;
-    let (client, msg1) = handshake::client_start(cfg)?;
-    let (server, msg2) = server.handle_client_hello(&msg1)?;
-    let verified = client.handle_server_hello(&msg2, NOW)?;
+    let server =
+        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default(), &mut TestRng)?;
+    let (client, msg1) = handshake::client_start(cfg, &mut TestRng)?;
+    let (server, msg2) = server.handle_client_hello(&msg1, &mut TestRng)?;
+    let verified = client.handle_server_hello(&msg2, NOW, &mut TestRng)?;
     let sig = signer
         .sign(
             SSHSIG_NAMESPACE_HANDSHAKE,
@@ -187,14 +189,17 @@ fn handshake_messages_have_fixed_sizes() {
             frame_size: fs,
             ..client_cfg(&pki, "web1")
         };
-        let server = handshake::server_start(&pki.noise, &pki.licence, fs).expect("start");
-        let (client, msg1) = handshake::client_start(cfg).expect("start");
+        let server =
+            handshake::server_start(&pki.noise, &pki.licence, fs, &mut TestRng).expect("start");
+        let (client, msg1) = handshake::client_start(cfg, &mut TestRng).expect("start");
         assert_eq!(msg1.len(), HELLO_LEN);
-        let (_, msg2) = server.handle_client_hello(&msg1).expect("hello");
+        let (_, msg2) = server
+            .handle_client_hello(&msg1, &mut TestRng)
+            .expect("hello");
         assert_eq!(msg2.len(), message_len(2, fs));
         assert_eq!(msg2.len() % f, 0);
         let v = client
-            .handle_server_hello(&msg2, NOW)
+            .handle_server_hello(&msg2, NOW, &mut TestRng)
             .expect("server hello");
         let alice = user(1);
         let sig = alice
@@ -227,14 +232,14 @@ fn client_refuses_bad_licences() {
     assert!(err(&p, client_cfg(&p, "db1")).contains("does not cover host \"db1\""));
     // Pinned root differs: licence from a foreign CA.
     let mut foreign = client_cfg(&p, "web1");
-    foreign.root = SigningKey::generate().public();
+    foreign.root = SigningKey::generate(&mut TestRng).public();
     assert!(err(&p, foreign).contains("not issued by the trusted key"));
     // Expired 3 hours ago.
-    let root = SigningKey::generate();
+    let root = SigningKey::generate(&mut TestRng);
     let old = pki_with(
         &root,
         &root,
-        NoiseKeypair::generate(),
+        NoiseKeypair::generate(&mut TestRng),
         NOW - 90_000,
         NOW - 3 * 3600,
     );
@@ -244,7 +249,7 @@ fn client_refuses_bad_licences() {
     );
     // Licence certifies a different Noise key than the server proves.
     let mut stolen = pki();
-    stolen.noise = NoiseKeypair::generate();
+    stolen.noise = NoiseKeypair::generate(&mut TestRng);
     assert_eq!(
         err(&stolen, client_cfg(&stolen, "web1")),
         AuthError::KeyMismatch.to_string()
@@ -256,10 +261,16 @@ fn server_refuses_wrong_user_signature() {
     let pki = pki();
     let (alice, mallory) = (user(1), user(2));
     let server =
-        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default()).expect("server");
-    let (client, msg1) = handshake::client_start(client_cfg(&pki, "web1")).expect("client");
-    let (server, msg2) = server.handle_client_hello(&msg1).expect("hello");
-    let verified = client.handle_server_hello(&msg2, NOW).expect("verified");
+        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default(), &mut TestRng)
+            .expect("server");
+    let (client, msg1) =
+        handshake::client_start(client_cfg(&pki, "web1"), &mut TestRng).expect("client");
+    let (server, msg2) = server
+        .handle_client_hello(&msg1, &mut TestRng)
+        .expect("hello");
+    let verified = client
+        .handle_server_hello(&msg2, NOW, &mut TestRng)
+        .expect("verified");
     let sig = mallory
         .sign(
             SSHSIG_NAMESPACE_HANDSHAKE,
@@ -312,11 +323,15 @@ fn a_refused_user_key_hears_why_in_a_terminate() {
     let pki = pki();
     let k = test_key("rsa1024");
     let server =
-        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default()).expect("server");
-    let (client, msg1) = handshake::client_start(client_cfg(&pki, "web1")).expect("client");
-    let (server, msg2) = server.handle_client_hello(&msg1).expect("hello");
+        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default(), &mut TestRng)
+            .expect("server");
+    let (client, msg1) =
+        handshake::client_start(client_cfg(&pki, "web1"), &mut TestRng).expect("client");
+    let (server, msg2) = server
+        .handle_client_hello(&msg1, &mut TestRng)
+        .expect("hello");
     let verified = client
-        .handle_server_hello(&msg2, NOW)
+        .handle_server_hello(&msg2, NOW, &mut TestRng)
         .expect("server hello");
     let sig = k
         .sign(
@@ -366,18 +381,20 @@ fn tampering_any_handshake_message_fails() {
         (3, 500),
     ] {
         let server =
-            handshake::server_start(&pki.noise, &pki.licence, FrameSize::default()).expect("s");
-        let (client, mut msg1) = handshake::client_start(client_cfg(&pki, "web1")).expect("c");
+            handshake::server_start(&pki.noise, &pki.licence, FrameSize::default(), &mut TestRng)
+                .expect("s");
+        let (client, mut msg1) =
+            handshake::client_start(client_cfg(&pki, "web1"), &mut TestRng).expect("c");
         if target == 1 {
             msg1[pos] ^= 1;
         }
-        let Ok((server, mut msg2)) = server.handle_client_hello(&msg1) else {
+        let Ok((server, mut msg2)) = server.handle_client_hello(&msg1, &mut TestRng) else {
             continue;
         };
         if target == 2 {
             msg2[pos] ^= 1;
         }
-        let Ok(v) = client.handle_server_hello(&msg2, NOW) else {
+        let Ok(v) = client.handle_server_hello(&msg2, NOW, &mut TestRng) else {
             continue;
         };
         let sig = alice
@@ -407,18 +424,26 @@ fn tampering_any_handshake_message_fails() {
 fn wrong_lengths_and_frame_mismatch_fail() {
     let pki = pki();
     let server =
-        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default()).expect("s");
-    let (_, msg1) = handshake::client_start(client_cfg(&pki, "web1")).expect("c");
-    assert!(server.handle_client_hello(&msg1[..100]).is_err());
+        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default(), &mut TestRng)
+            .expect("s");
+    let (_, msg1) = handshake::client_start(client_cfg(&pki, "web1"), &mut TestRng).expect("c");
+    assert!(
+        server
+            .handle_client_hello(&msg1[..100], &mut TestRng)
+            .is_err()
+    );
 
     let server =
-        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default()).expect("s");
+        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default(), &mut TestRng)
+            .expect("s");
     let cfg = ClientConfig {
         frame_size: FrameSize::new(2048).expect("f"),
         ..client_cfg(&pki, "web1")
     };
-    let (_, msg1) = handshake::client_start(cfg).expect("c");
-    let e = server.handle_client_hello(&msg1).expect_err("mismatch");
+    let (_, msg1) = handshake::client_start(cfg, &mut TestRng).expect("c");
+    let e = server
+        .handle_client_hello(&msg1, &mut TestRng)
+        .expect_err("mismatch");
     assert!(e.to_string().contains("frame size 2048"), "{e}");
 }
 
@@ -547,36 +572,45 @@ mod hostile {
     use crate::handshake::testkit;
 
     fn server(pki: &Pki) -> handshake::AwaitingClientHello {
-        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default()).expect("server")
+        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default(), &mut TestRng)
+            .expect("server")
     }
 
     #[test]
     fn oversized_length_fields_in_handshake_payloads_are_refused_cleanly() {
         let pki = pki();
         // body_len = 0xffff in message 1: longer than the whole message.
-        let msg1 = testkit::client_hello_raw(&[0xff, 0xff, 0, 1]).expect("msg1");
+        let msg1 = testkit::client_hello_raw(&[0xff, 0xff, 0, 1], &mut TestRng).expect("msg1");
         assert_eq!(msg1.len(), HELLO_LEN);
         let e = server(&pki)
-            .handle_client_hello(&msg1)
+            .handle_client_hello(&msg1, &mut TestRng)
             .map(|_| ())
             .expect_err("oversized");
         assert_eq!(e.to_string(), "client hello is truncated");
         // A body_len shorter than the body: the rest is not zero padding.
-        let mut p = testkit::honest_hello_payload(FrameSize::default());
+        let mut p = testkit::honest_hello_payload(FrameSize::default(), &mut TestRng);
         p[0..2].copy_from_slice(&100u16.to_be_bytes());
-        let msg1 = testkit::client_hello_raw(&p).expect("msg1");
+        let msg1 = testkit::client_hello_raw(&p, &mut TestRng).expect("msg1");
         let e = server(&pki)
-            .handle_client_hello(&msg1)
+            .handle_client_hello(&msg1, &mut TestRng)
             .map(|_| ())
             .expect_err("short body");
         assert_eq!(e.to_string(), "client hello: non-zero padding");
         // The honest payload through the hook works, so the hook is faithful.
-        let msg1 = testkit::client_hello_raw(&testkit::honest_hello_payload(FrameSize::default()))
-            .expect("msg1");
-        assert!(server(&pki).handle_client_hello(&msg1).is_ok());
+        let msg1 = testkit::client_hello_raw(
+            &testkit::honest_hello_payload(FrameSize::default(), &mut TestRng),
+            &mut TestRng,
+        )
+        .expect("msg1");
+        assert!(
+            server(&pki)
+                .handle_client_hello(&msg1, &mut TestRng)
+                .is_ok()
+        );
 
         // Message 2 with a licence var16 claiming 0xffff bytes.
-        let (client, msg1) = handshake::client_start(client_cfg(&pki, "web1")).expect("client");
+        let (client, msg1) =
+            handshake::client_start(client_cfg(&pki, "web1"), &mut TestRng).expect("client");
         let mut body = vec![0, 0]; // body_len, filled below
         body.extend_from_slice(&1u16.to_be_bytes());
         body.extend_from_slice(&[0u8; 1088]);
@@ -585,7 +619,7 @@ mod hostile {
         body[0..2].copy_from_slice(&len.to_be_bytes());
         let msg2 = server(&pki).server_hello_raw(&msg1, &body).expect("msg2");
         let e = client
-            .handle_server_hello(&msg2, NOW)
+            .handle_server_hello(&msg2, NOW, &mut TestRng)
             .map(|_| ())
             .expect_err("oversized");
         assert!(
@@ -596,9 +630,14 @@ mod hostile {
 
         // Message 3 whose principal claims 200 bytes.
         let server = server(&pki);
-        let (client, msg1) = handshake::client_start(client_cfg(&pki, "web1")).expect("client");
-        let (server, msg2) = server.handle_client_hello(&msg1).expect("msg2");
-        let verified = client.handle_server_hello(&msg2, NOW).expect("verified");
+        let (client, msg1) =
+            handshake::client_start(client_cfg(&pki, "web1"), &mut TestRng).expect("client");
+        let (server, msg2) = server
+            .handle_client_hello(&msg1, &mut TestRng)
+            .expect("msg2");
+        let verified = client
+            .handle_server_hello(&msg2, NOW, &mut TestRng)
+            .expect("verified");
         let msg3 = verified.client_auth_raw(&[0, 1, 200]).expect("msg3");
         let e = server
             .handle_client_auth(&msg3)
@@ -615,11 +654,11 @@ mod hostile {
         let pki = pki();
         // body_len:u16, version:u16, frame_size:u16, then caps:u32.
         for bit in [0u32, 7, 31] {
-            let mut p = testkit::honest_hello_payload(FrameSize::default());
+            let mut p = testkit::honest_hello_payload(FrameSize::default(), &mut TestRng);
             p[6..10].copy_from_slice(&(1u32 << bit).to_be_bytes());
-            let msg1 = testkit::client_hello_raw(&p).expect("msg1");
+            let msg1 = testkit::client_hello_raw(&p, &mut TestRng).expect("msg1");
             let e = server(&pki)
-                .handle_client_hello(&msg1)
+                .handle_client_hello(&msg1, &mut TestRng)
                 .map(|_| ())
                 .expect_err("caps set");
             assert_eq!(e.to_string(), "client hello: reserved caps field is not 0");

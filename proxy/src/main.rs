@@ -6,10 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
+use ztssh_keyfile as keyfile;
+use ztssh_proto::armor;
 use ztssh_proto::cert::LicenceRequest;
 use ztssh_proto::keys::{NoiseKeypair, SigningKey};
 use ztssh_proto::labels::pem;
-use ztssh_proto::{armor, keyfile};
 use ztssh_proxy::config::{self, Config, ConfigError, Overrides};
 use ztssh_proxy::ops::clock::unix as now;
 use ztssh_proxy::trust::authority::Authority;
@@ -161,6 +164,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const _: () = assert!(
     !ztssh_proto::primitives::CRYPTO_STANDINS,
     "ztssh-proxy cannot be built with --cfg fuzzing and ztssh-proto's crypto-standins feature: its cryptography would be fuzzing stand-ins"
+);
+
+// Nor with proto's test hooks (ztssh_proto::TESTKIT), which only the tests
+// crate takes, as a dev-dependency. Not checked in this file's own unit
+// tests or under clippy: a workspace-wide test or clippy run unifies the
+// tests crate's dev-dependency features into every member, and neither
+// produces the binary.
+#[cfg(not(any(test, clippy)))]
+const _: () = assert!(
+    !ztssh_proto::TESTKIT,
+    "ztssh-proxy cannot be built with ztssh-proto's testkit feature: it would link test hooks that play a hostile peer"
 );
 
 fn main() -> ExitCode {
@@ -391,8 +405,9 @@ fn keygen(dir: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    let subca = SigningKey::generate();
-    let noise = NoiseKeypair::generate();
+    // The OS CSPRNG, the only random source the core is given.
+    let subca = SigningKey::generate(&mut UnwrapErr(SysRng));
+    let noise = NoiseKeypair::generate(&mut UnwrapErr(SysRng));
     keyfile::write_secret(
         &dir.join(config::SUBCA_KEY_FILE),
         pem::SUBCA_KEY,

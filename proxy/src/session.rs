@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -40,7 +42,7 @@ pub async fn handle(
     conn_permit: OwnedSemaphorePermit,
     slot: HandshakeSlot,
 ) {
-    let id = hex(&random_bytes::<8>());
+    let id = hex(&random_bytes::<8>(&mut UnwrapErr(SysRng)));
     let span = info_span!("session", session = %id, peer = %peer);
     async move {
         let cfg = &shared.cfg;
@@ -221,6 +223,7 @@ async fn serve_authenticated(
         &authority.at(peer.ip()),
         cfg.timing,
         clock::now(),
+        UnwrapErr(SysRng),
     );
     let mut conn = match accepted {
         Ok(c) => c,

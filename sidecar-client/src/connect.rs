@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
 use ztssh_proto::conn::{CoverTraffic, RekeyPolicy};
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::handshake::{self, ClientConfig, ClientSession, message_len};
@@ -41,7 +43,7 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
         .root
         .clone()
         .ok_or("no root CA key: pass --root root.pub or set root in sidecar.toml")?;
-    let root = ztssh_proto::keyfile::read_root_public(&root_path)?;
+    let root = ztssh_keyfile::read_root_public(&root_path)?;
     let frame_size =
         FrameSize::new(s.frame_size).map_err(|e| format!("frame_size {}: {e}", s.frame_size))?;
     let rekey = RekeyPolicy::new(s.rekey_after_secs, s.rekey_after_bytes)?;
@@ -273,12 +275,13 @@ async fn handshake_with(
         )
     };
     let frame_size = cfg.frame_size;
-    let (state, msg1) = handshake::client_start(cfg).map_err(|e| e.to_string())?;
+    let (state, msg1) =
+        handshake::client_start(cfg, &mut UnwrapErr(SysRng)).map_err(|e| e.to_string())?;
     sock.write_all(&msg1).await.map_err(closed)?;
     let mut msg2 = vec![0u8; message_len(2, frame_size)];
     sock.read_exact(&mut msg2).await.map_err(closed)?;
     let verified = state
-        .handle_server_hello(&msg2, now())
+        .handle_server_hello(&msg2, now(), &mut UnwrapErr(SysRng))
         .map_err(|e| explain(e, host, checks.root_path))?;
     // Before the user is revealed: a server the list revokes is refused.
     if let Some(r) = checks.revocations {

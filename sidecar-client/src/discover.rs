@@ -307,7 +307,9 @@ pub fn order(mut records: Vec<Srv>, below: &mut dyn FnMut(u32) -> u32) -> Vec<Sr
 
 /// A uniform number in `0..n` (n ≥ 1) from the OS's random source.
 fn random_below(n: u32) -> u32 {
-    let x = u32::from_le_bytes(ztssh_proto::keys::random_bytes::<4>());
+    let x = u32::from_le_bytes(ztssh_proto::keys::random_bytes::<4>(
+        &mut rand_core::UnwrapErr(getrandom::SysRng),
+    ));
     // Modulo bias is at most n / 2^32 with n ≤ 16 × 65,535 + 1: negligible
     // for spreading load.
     x % n.max(1)

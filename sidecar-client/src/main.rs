@@ -128,6 +128,17 @@ const _: () = assert!(
     "ztssh-sidecar cannot be built with --cfg fuzzing and ztssh-proto's crypto-standins feature: its cryptography would be fuzzing stand-ins"
 );
 
+// Nor with proto's test hooks (ztssh_proto::TESTKIT), which only the tests
+// crate takes, as a dev-dependency. Not checked in this file's own unit
+// tests or under clippy: a workspace-wide test or clippy run unifies the
+// tests crate's dev-dependency features into every member, and neither
+// produces the binary.
+#[cfg(not(any(test, clippy)))]
+const _: () = assert!(
+    !ztssh_proto::TESTKIT,
+    "ztssh-sidecar cannot be built with ztssh-proto's testkit feature: it would link test hooks that play a hostile peer"
+);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(cmd) = cli.cmd {

@@ -8,6 +8,8 @@ use std::io::ErrorKind;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
 use tokio::net::TcpStream;
 
 use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd, CoverTraffic, Now, RekeyPolicy};
@@ -93,7 +95,7 @@ pub async fn run(
     // ssh sends its ProxyCommand SIGHUP as it exits; end the tunnel cleanly
     // (a CLOSE record) rather than vanishing mid-stream.
     let gone = SshGone::watch()?;
-    let mut conn = ClientConn::new(session.transport, ids);
+    let mut conn = ClientConn::new(session.transport, ids, UnwrapErr(SysRng));
     conn.hold_until_accepted(tunnel.retry_possible);
     conn.set_rekey_policy(tunnel.rekey, now());
     conn.set_cover_traffic(tunnel.cover);

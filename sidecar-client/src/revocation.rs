@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ztssh_keyfile as keyfile;
 use ztssh_proto::cert::Licence;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::end::EndKind;
-use ztssh_proto::keyfile;
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{UnixTime, human};

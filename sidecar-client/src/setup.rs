@@ -133,7 +133,7 @@ pub fn setup(req: &Request, paths: &Paths, sidecar: &Path) -> Result<Vec<String>
     }
     // Everything is read and checked before anything is written.
     let root_bytes = read_limited(&req.root)?;
-    ztssh_proto::keyfile::read_root_public(&req.root)?;
+    ztssh_keyfile::read_root_public(&req.root)?;
     let identity = match &req.identity {
         Some(p) => Some(absolute_file(p, "identity")?),
         None => None,
@@ -245,7 +245,7 @@ fn check_principal(p: &str) -> Result<(), String> {
 }
 
 fn read_limited(p: &Path) -> Result<Vec<u8>, String> {
-    ztssh_proto::keyfile::read_regular(p, MAX_FILE)
+    ztssh_keyfile::read_regular(p, MAX_FILE)
 }
 
 fn absolute_file(p: &Path, what: &str) -> Result<PathBuf, String> {

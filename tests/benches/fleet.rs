@@ -14,7 +14,7 @@
 //! told why.
 //!
 //! The sessions are opened by the synthetic load client
-//! (`ztssh_tests::client::LibClient`) from many loopback sources
+//! (`tests/support/client.rs`) from many loopback sources
 //! (127.20.0.0/16, ten sessions per address, as in the kill bench), and
 //! each proxy's upstream is a TCP sink of its own standing in for sshd
 //! (it records when each socket closes): a real sshd holding 1,000
@@ -30,6 +30,12 @@
 //! asserts no speed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The protocol-level client needs proto's testkit hooks, which only test
+// and bench targets get (a dev-dependency), so it is not in the library.
+#[path = "../support/client.rs"]
+#[allow(dead_code)]
+mod client;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -37,11 +43,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use client::{LibClient, clocks};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use ztssh_proto::conn::{ClientConn, ClientConnEvent};
 use ztssh_proto::frame::Control;
-use ztssh_tests::client::{LibClient, clocks};
 use ztssh_tests::nginx::{Nginx, WebRoot};
 use ztssh_tests::*;
 
@@ -219,7 +225,7 @@ fn main() {
     let alice = user_key(dir.path(), "alice");
     let principals = format!("alice {}", read_text(&alice.with_extension("pub")));
     let ca = ca_init(dir.path());
-    let root = ztssh_proto::keyfile::read_root_public(&ca.join("root.pub")).expect("root.pub");
+    let root = ztssh_keyfile::read_root_public(&ca.join("root.pub")).expect("root.pub");
     publish(&ca, &staging, &served);
     let nginx = Nginx::start(&web);
 

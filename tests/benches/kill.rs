@@ -9,7 +9,7 @@
 //! The sessions come from many loopback source addresses (127.20.0.0/16, ten
 //! sessions per address), as a fleet's would, so the proxy's per-source
 //! limits stay on at their defaults. They are opened by a synthetic load
-//! client (the protocol library, `ztssh_tests::client::LibClient`), not by
+//! client (the protocol library, `tests/support/client.rs`), not by
 //! N ssh processes, and the upstream is a TCP sink standing in for sshd (N
 //! concurrent sshd sessions would measure sshd's MaxStartups, not ztssh).
 //! Everything else is the real `ztssh-proxy` and `ztssh-ca` binaries.
@@ -19,15 +19,21 @@
 //! 100-session run the test suite makes).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The protocol-level client needs proto's testkit hooks, which only test
+// and bench targets get (a dev-dependency), so it is not in the library.
+#[path = "../support/client.rs"]
+#[allow(dead_code)]
+mod client;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use client::{LibClient, clocks};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use ztssh_proto::conn::{ClientConn, ClientConnEvent};
 use ztssh_proto::frame::Control;
-use ztssh_tests::client::{LibClient, clocks};
 use ztssh_tests::*;
 
 /// Sessions per loopback source address: well inside the default burst of

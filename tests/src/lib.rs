@@ -14,7 +14,6 @@ pub use tempfile::TempDir;
 
 pub mod agent;
 mod builder;
-pub mod client;
 pub mod listserver;
 mod net;
 pub mod nginx;

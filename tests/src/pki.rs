@@ -70,7 +70,7 @@ impl Pki {
 
     /// The root public key.
     pub fn root_key(&self) -> ztssh_proto::keys::PublicKey {
-        ztssh_proto::keyfile::read_root_public(&self.root_pub()).expect("root.pub")
+        ztssh_keyfile::read_root_public(&self.root_pub()).expect("root.pub")
     }
 
     /// Where the proxy reads its revocation list.

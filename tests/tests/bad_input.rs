@@ -6,18 +6,26 @@
 //! identity.rs and policy.rs.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The protocol-level client needs proto's testkit hooks, which only test
+// and bench targets get (a dev-dependency), so it is not in the library.
+#[path = "../support/client.rs"]
+#[allow(dead_code)]
+mod client;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use client::LibClient;
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
+use ztssh_keyfile as keyfile;
 use ztssh_proto::cert::{ClientCert, Licence};
 use ztssh_proto::frame::{Control, FrameSize, TerminateCode};
 use ztssh_proto::handshake::{self, HELLO_LEN, message_len, testkit};
-use ztssh_proto::keyfile;
 use ztssh_proto::keys::{NoiseKeypair, SigningKey};
 use ztssh_proto::labels::pem;
-use ztssh_tests::client::{self, LibClient};
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -124,7 +132,8 @@ fn truncated_message_2_gets_a_clear_message_from_the_sidecar() {
 fn oversized_length_field_in_message_1_is_refused_before_any_state() {
     let w = World::start();
     // Valid Noise around a payload whose body_len (0xffff) exceeds the message.
-    let msg1 = testkit::client_hello_raw(&[0xff, 0xff, 0, 1]).expect("msg1");
+    let msg1 =
+        testkit::client_hello_raw(&[0xff, 0xff, 0, 1], &mut UnwrapErr(SysRng)).expect("msg1");
     let mut s = connect_from("127.0.0.23", w.proxy.port).expect("connect");
     s.write_all(&msg1).expect("write");
     expect_closed(&mut s, Duration::from_secs(10));
@@ -222,11 +231,12 @@ fn a_foreign_issuer_certificate_in_a_proof_ends_the_session() {
     // Same principal and session key, issued by a Sub-CA nobody licensed.
     let genuine = ClientCert::decode(&cert).expect("cert");
     let foreign = ClientCert::issue(
-        &SigningKey::generate(),
+        &SigningKey::generate(&mut UnwrapErr(SysRng)),
         "alice",
         genuine.session_key,
         now(),
         300,
+        &mut UnwrapErr(SysRng),
     )
     .expect("issue");
     c.send(&Control::Proof {
@@ -265,10 +275,13 @@ fn frames_after_terminate_are_ignored_by_the_sidecar() {
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
         let f = FrameSize::default();
-        let state = handshake::server_start(&noise, &licence, f).expect("start");
+        let state =
+            handshake::server_start(&noise, &licence, f, &mut UnwrapErr(SysRng)).expect("start");
         let mut msg1 = vec![0u8; HELLO_LEN];
         s.read_exact(&mut msg1).expect("msg1");
-        let (state, msg2) = state.handle_client_hello(&msg1).expect("hello");
+        let (state, msg2) = state
+            .handle_client_hello(&msg1, &mut UnwrapErr(SysRng))
+            .expect("hello");
         s.write_all(&msg2).expect("msg2");
         let mut msg3 = vec![0u8; message_len(3, f)];
         s.read_exact(&mut msg3).expect("msg3");

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use ztssh_keyfile as keyfile;
 use ztssh_proto::crl::Crl;
-use ztssh_proto::keyfile;
 use ztssh_proto::labels::pem;
 use ztssh_tests::*;
 

@@ -5,10 +5,15 @@
 //! with its own nesting (address, /24, /16) over 127.0.0.0/8.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The protocol-level client needs proto's testkit hooks, which only test
+// and bench targets get (a dev-dependency), so it is not in the library.
+#[path = "../support/client.rs"]
+#[allow(dead_code)]
+mod client;
+
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use ztssh_tests::client;
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);

@@ -7,10 +7,12 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
+use ztssh_keyfile as keyfile;
 use ztssh_proto::cert::{LicenceBody, Serial};
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::handshake::{self, HELLO_LEN, message_len};
-use ztssh_proto::keyfile;
 use ztssh_proto::keys::{NoiseKeypair, SigningKey};
 use ztssh_tests::*;
 
@@ -160,13 +162,13 @@ fn expired_licence_is_refused_by_the_sidecar() {
     let alice = user_key(dir.path(), "alice");
     let root =
         keyfile::read_signing_key(&pki.ca.join("root.key"), "ZTSSH ROOT KEY").expect("root key");
-    let noise = NoiseKeypair::generate();
+    let noise = NoiseKeypair::generate(&mut UnwrapErr(SysRng));
     let t = now();
     let licence = LicenceBody {
-        serial: Serial::random(),
+        serial: Serial::random(&mut UnwrapErr(SysRng)),
         server_id: "web1".into(),
         hostnames: vec!["web1".into()],
-        subca_key: SigningKey::generate().public(),
+        subca_key: SigningKey::generate(&mut UnwrapErr(SysRng)).public(),
         noise_key: noise.public(),
         not_before: t - 90_000,
         not_after: t - 3 * 3600 - 30,
@@ -183,10 +185,18 @@ fn expired_licence_is_refused_by_the_sidecar() {
             return;
         };
         let licence = ztssh_proto::cert::LicenceVerified::assume(licence);
-        let state = handshake::server_start(&noise, &licence, FrameSize::default()).expect("start");
+        let state = handshake::server_start(
+            &noise,
+            &licence,
+            FrameSize::default(),
+            &mut UnwrapErr(SysRng),
+        )
+        .expect("start");
         let mut msg1 = vec![0u8; HELLO_LEN];
         s.read_exact(&mut msg1).expect("msg1");
-        let (_, msg2) = state.handle_client_hello(&msg1).expect("hello");
+        let (_, msg2) = state
+            .handle_client_hello(&msg1, &mut UnwrapErr(SysRng))
+            .expect("hello");
         s.write_all(&msg2).expect("msg2");
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);

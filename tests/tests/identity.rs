@@ -2,12 +2,18 @@
 //! session alive; revocation and silence end it, and say why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The protocol-level client needs proto's testkit hooks, which only test
+// and bench targets get (a dev-dependency), so it is not in the library.
+#[path = "../support/client.rs"]
+#[allow(dead_code)]
+mod client;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use client::LibClient;
 use ztssh_proto::frame::Control;
 use ztssh_tests::agent::RealAgent;
-use ztssh_tests::client::LibClient;
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -293,7 +299,10 @@ fn a_proof_relayed_from_another_connection_is_rejected() {
 
 /// A genuine RENEW (alice's key signs), not sent.
 fn signed_renewal(c: &mut LibClient, w: &World) -> Control {
-    let data = c.ids().renewal_data().expect("data");
+    let data = c
+        .ids()
+        .renewal_data(&mut rand_core::UnwrapErr(getrandom::SysRng))
+        .expect("data");
     let user = ssh_key::PrivateKey::read_openssh_file(&w.alice).expect("key");
     let sig = user
         .sign(

@@ -3,14 +3,20 @@
 //! reload on SIGHUP ending live sessions, penalties and rate limits.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The protocol-level client needs proto's testkit hooks, which only test
+// and bench targets get (a dev-dependency), so it is not in the library.
+#[path = "../support/client.rs"]
+#[allow(dead_code)]
+mod client;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use client::LibClient;
 use ztssh_proto::handshake::HELLO_LEN;
-use ztssh_tests::client::LibClient;
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);

@@ -4,6 +4,12 @@
 //! deadline, and nothing it sends after a ban reaches sshd.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The protocol-level client needs proto's testkit hooks, which only test
+// and bench targets get (a dev-dependency), so it is not in the library.
+#[path = "../support/client.rs"]
+#[allow(dead_code)]
+mod client;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -371,7 +377,7 @@ fn a_proxy_whose_log_nobody_reads_still_admits_and_kills() {
         // Ten sessions per source address, inside the per-source burst.
         let src = format!("127.22.0.{}", i / 10 + 1);
         let sock = connect_from(&src, proxy.port).expect("connect");
-        let mut c = ztssh_tests::client::LibClient::handshake(sock, root, alice, "alice")
+        let mut c = crate::client::LibClient::handshake(sock, root, alice, "alice")
             .unwrap_or_else(|e| panic!("session {i} with the log unread: {e}"));
         c.establish().expect("establish");
         clients.push(c);
@@ -447,7 +453,7 @@ fn bytes_sshd_had_not_read_are_discarded_at_a_kill() {
     let Front {
         pki, proxy, alice, ..
     } = &front;
-    let mut c = ztssh_tests::client::LibClient::connect(proxy.port, pki.root_key(), alice, "alice")
+    let mut c = crate::client::LibClient::connect(proxy.port, pki.root_key(), alice, "alice")
         .expect("connect");
     c.establish().expect("establish");
     // The client sends 8 MiB; the proxy hands what it can to the kernel

@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         session.session_key,
         w.subca.public(),
     );
-    let mut client = ClientConn::new(session.transport, identity);
+    let mut client = ClientConn::new(session.transport, identity, ztssh_proto_fuzz::rng(5));
     let wire = server.poll_transmit().to_vec();
     client.handle_peer(&wire, now(0));
     server.transmitted(wire.len(), now(0));

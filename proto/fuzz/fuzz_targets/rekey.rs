@@ -80,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
         session.session_key,
         w.subca.public(),
     );
-    let mut client = ClientConn::new(session.transport, identity);
+    let mut client = ClientConn::new(session.transport, identity, ztssh_proto_fuzz::rng(5));
     // The fuzzer starts rekeys at any moment, closer together than the
     // rate limit on a peer's INIT allows (proto's conn::tests::rekey covers that limit).
     client.allow_fast_rekeys();

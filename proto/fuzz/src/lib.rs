@@ -11,11 +11,21 @@ use ztssh_proto::handshake::{
     self, ClientAuth, ClientAuthenticated, ClientConfig, ClientSession, ServerVerified,
 };
 use ztssh_proto::identity::{Authority, Authorized, Checkpoint, Ended, Subject, Timing};
-use ztssh_proto::keys::{NoiseKeypair, SigningKey};
+use ztssh_proto::keys::{NoiseKeypair, SeededRng, SigningKey};
 use ztssh_proto::labels::SSHSIG_NAMESPACE_HANDSHAKE;
 
 /// Virtual now.
 pub const NOW: u64 = 1_800_000_000;
+
+/// The random source of one step: a fixed seed per `stream`, the same for
+/// every input, so an input runs the same way every time it runs (a
+/// finding reproduces exactly). Different steps use different streams:
+/// 0 the world, 1 the server's start, 2 the client, 3 the server's answer
+/// to message 1, 4 the proxy's connection (certificates, rekeys), 5 the
+/// client's connection (rekeys, renewal keys).
+pub fn rng(stream: u64) -> SeededRng {
+    SeededRng::new(stream)
+}
 
 /// Long-lived keys and the licence.
 pub struct World {
@@ -35,11 +45,12 @@ pub struct World {
 pub fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
-        let root = SigningKey::generate();
-        let noise = NoiseKeypair::generate();
-        let subca = SigningKey::generate();
+        let rng = &mut rng(0);
+        let root = SigningKey::generate(rng);
+        let noise = NoiseKeypair::generate(rng);
+        let subca = SigningKey::generate(rng);
         let licence = LicenceBody {
-            serial: Serial::random(),
+            serial: Serial::random(rng),
             server_id: "web1".into(),
             hostnames: vec!["web1".into()],
             subca_key: subca.public(),
@@ -75,15 +86,21 @@ pub fn client_cfg() -> ClientConfig {
 /// A fresh server state.
 pub fn server() -> handshake::AwaitingClientHello {
     let w = world();
-    handshake::server_start(&w.noise, &w.licence, FrameSize::default()).expect("server")
+    handshake::server_start(&w.noise, &w.licence, FrameSize::default(), &mut rng(1))
+        .expect("server")
 }
 
 /// Runs messages 1 and 2 honestly; returns the server waiting for message 3
 /// and the client that verified the server.
 pub fn up_to_msg3() -> (handshake::AwaitingClientAuth, ServerVerified) {
-    let (client, msg1) = handshake::client_start(client_cfg()).expect("client");
-    let (server, msg2) = server().handle_client_hello(&msg1).expect("msg2");
-    let verified = client.handle_server_hello(&msg2, NOW).expect("verified");
+    let client_rng = &mut rng(2);
+    let (client, msg1) = handshake::client_start(client_cfg(), client_rng).expect("client");
+    let (server, msg2) = server()
+        .handle_client_hello(&msg1, &mut rng(3))
+        .expect("msg2");
+    let verified = client
+        .handle_server_hello(&msg2, NOW, client_rng)
+        .expect("verified");
     (server, verified)
 }
 
@@ -127,7 +144,7 @@ pub fn now(mono_ms: u64) -> Now {
 /// side of the handshake.
 pub fn accepted(timing: Timing) -> (ClientSession, ServerConn) {
     let (session, authorized) = authorized();
-    let conn = ServerConn::accept(authorized, "web1", &world().subca, &Allow, timing, now(0))
+    let conn = ServerConn::accept(authorized, "web1", &world().subca, &Allow, timing, now(0), rng(4))
         .expect("accept");
     (session, conn)
 }

@@ -2,13 +2,14 @@
 //! challenges, renews its certificate with the user key, and reports how
 //! the session ended. Its core reads only the monotonic clock.
 
-use super::link::Link;
+use super::link::{DriverRng, Link};
 use super::sealed::{Fault, Hooks};
 use super::{Conn, Now, Side};
 use crate::control::{Control, TerminateCode};
 use crate::end::Termination;
 use crate::frame::{Event, Transport};
 use crate::identity::{ClientEvent, ClientIdentity};
+use crate::keys::CryptoRng;
 
 #[cfg(feature = "testkit")]
 use crate::frame::Sealer;
@@ -163,8 +164,14 @@ impl Hooks for ClientSide {
 }
 
 impl Conn<ClientSide> {
-    /// Starts on an established tunnel; `identity` holds the session key.
-    pub fn new(transport: Transport, identity: ClientIdentity) -> Self {
+    /// Starts on an established tunnel; `identity` holds the session key,
+    /// `rng` is the driver's random source for the keys the connection
+    /// makes (rekeys, renewal keys).
+    pub fn new(
+        transport: Transport,
+        identity: ClientIdentity,
+        rng: impl CryptoRng + Send + 'static,
+    ) -> Self {
         let side = ClientSide {
             accepted: false,
             renewal: Renewal::Idle,
@@ -175,7 +182,7 @@ impl Conn<ClientSide> {
             hold: false,
         };
         Self::with(
-            Link::new(transport, None),
+            Link::new(transport, None, DriverRng(Box::new(rng))),
             identity,
             CLIENT_WRITE_BOUND_MS,
             side,
@@ -417,7 +424,7 @@ impl Conn<ClientSide> {
             Renewal::Signing | Renewal::Sent(_) => return,
         }
         if self.side.accepted && self.identity.renewal_due(mono_ms) {
-            match self.identity.renewal_data() {
+            match self.identity.renewal_data(&mut *self.link.rng.0) {
                 // A security key within its re-verification interval: the
                 // session keys alone vouch for the renewal, no touch.
                 Ok(_) if !self.identity.user_sig_needed() => {

@@ -10,9 +10,21 @@ use super::rekey::Rekeyer;
 use crate::ProtoError;
 use crate::control::Control;
 use crate::frame::{Event, Opener, Sealer, Transport};
+use crate::keys::CryptoRng;
 
 /// A queue this full stops reading from the side that fills it.
 pub const HIGH_WATER: usize = 512 * 1024;
+
+/// The driver's random source, owned by the connection for the keys it
+/// makes as it goes (rekeys, renewal keys, certificate serials). Its
+/// `Debug` shows nothing of its state.
+pub(super) struct DriverRng(pub(super) Box<dyn CryptoRng + Send>);
+
+impl std::fmt::Debug for DriverRng {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DriverRng")
+    }
+}
 
 /// The record layer of one tunnel with its queues: what both sides share.
 #[derive(Debug)]
@@ -36,6 +48,8 @@ pub(super) struct Link {
     /// The event list [`Self::open`] fills, kept for its capacity.
     pub(super) scratch: Vec<Event>,
     pub(super) rk: Rekeyer,
+    /// Where the rekeys' and the identity's fresh keys come from.
+    pub(super) rng: DriverRng,
     pub(super) cover: Cover,
     /// [`HIGH_WATER`], or less in a fuzz target that wants its queues
     /// full after a few small writes.
@@ -53,12 +67,13 @@ pub(super) enum Stall {
 
 impl Link {
     /// The record layer of an established tunnel; `mono_ms` is the clock,
-    /// if this side knows it yet.
-    pub(super) fn new(t: Transport, mono_ms: Option<u64>) -> Self {
+    /// if this side knows it yet; `rng` the driver's random source.
+    pub(super) fn new(t: Transport, mono_ms: Option<u64>, rng: DriverRng) -> Self {
         let f = t.opener.frame_size();
         Self {
             cover: Cover::default(),
             rk: Rekeyer::new(t.chain, t.is_client, mono_ms),
+            rng,
             rx: ReadBuf::new(f.get()),
             local_rx: ReadBuf::new(t.sealer.frame_size().max_data()),
             opener: t.opener,

@@ -243,7 +243,8 @@ impl Link {
                         "REKEY INIT too soon: less than 512 KiB and 0.5 s after the last rekey",
                     ));
                 }
-                let (keys, reply) = rekey::respond(&rk.chain, rk.epoch, !rk.is_client, &init)?;
+                let (keys, reply) =
+                    rekey::respond(&rk.chain, rk.epoch, !rk.is_client, &init, &mut *self.rng.0)?;
                 let (tx, rx) = keys.split(rk.is_client);
                 // The REPLY goes under the old key; our records after it
                 // under the new one.
@@ -298,7 +299,7 @@ impl Link {
         if rk.bytes < rk.policy.after_bytes && rk.due_by_time().is_none_or(|t| mono_ms < t) {
             return Ok(());
         }
-        let (pending, init) = rekey::start();
+        let (pending, init) = rekey::start(&mut *self.rng.0);
         self.note_tx(mono_ms);
         self.sealer.seal_rekey(&init, &mut self.tx.buf)?;
         self.rk.state = RekeyState::AwaitingReply(pending, Wait::new(self.tx.len(), mono_ms));

@@ -3,14 +3,14 @@
 //! local side closes at once) and bounds how long a closing client may
 //! take.
 
-use super::link::Link;
+use super::link::{DriverRng, Link};
 use super::sealed::{Fault, Hooks};
 use super::{Conn, Now, Side};
 use crate::control::Control;
 use crate::end::{EndKind, Ended};
 use crate::frame::Event;
 use crate::identity::{Authority, Authorized, Handled, Refused, ServerIdentity, Timing};
-use crate::keys::SigningKey;
+use crate::keys::{CryptoRng, SigningKey};
 
 /// How long the proxy waits for the client's CLOSE once its own CLOSE
 /// (after sshd closed) was written.
@@ -145,11 +145,20 @@ impl Conn<ServerSide> {
         authority: &dyn Authority,
         timing: Timing,
         now: Now,
+        rng: impl CryptoRng + Send + 'static,
     ) -> Result<Self, Refused> {
-        let started =
-            ServerIdentity::start(authorized, subca, authority, timing, now.unix, now.mono_ms)?;
+        let mut rng = DriverRng(Box::new(rng));
+        let started = ServerIdentity::start(
+            authorized,
+            subca,
+            authority,
+            timing,
+            now.unix,
+            now.mono_ms,
+            &mut *rng.0,
+        )?;
         let mut conn = Self::with(
-            Link::new(started.transport, Some(now.mono_ms)),
+            Link::new(started.transport, Some(now.mono_ms), rng),
             started.identity,
             u64::from(timing.deadline_secs) * 1000,
             ServerSide::default(),
@@ -244,9 +253,14 @@ impl Conn<ServerSide> {
         authority: &dyn Authority,
         now: Now,
     ) {
-        let handled = self
-            .identity
-            .handle(msg, subca, authority, now.unix, now.mono_ms);
+        let handled = self.identity.handle(
+            msg,
+            subca,
+            authority,
+            now.unix,
+            now.mono_ms,
+            &mut *self.link.rng.0,
+        );
         let (reply, event) = match handled {
             Err(e) => return self.end(e, now),
             Ok(Handled::Proved(ack)) => {

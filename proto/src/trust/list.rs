@@ -64,11 +64,11 @@ pub fn offer(current: Option<&Crl>, offered: &Crl) -> ListUpdate {
 mod tests {
     use super::*;
     use crate::crl::Revocations;
-    use crate::keys::SigningKey;
+    use crate::keys::{SigningKey, TestRng};
 
     #[test]
     fn a_list_is_verified_from_its_pem_under_the_root() {
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut TestRng);
         let crl = Crl {
             list_version: 4,
             issued: 10,
@@ -81,7 +81,7 @@ mod tests {
             verify_pem(text.as_bytes(), &root.public()).expect("verify"),
             crl
         );
-        let other = SigningKey::generate().public();
+        let other = SigningKey::generate(&mut TestRng).public();
         assert!(matches!(
             verify_pem(text.as_bytes(), &other),
             Err(ListError::Invalid(_))

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use getrandom::SysRng;
 use hyper::body::Bytes;
+use rand_core::UnwrapErr;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use ztssh_fetch::{Fetched, Fetcher};
@@ -34,7 +36,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub fn next_delay(poll: Duration, failures: u32) -> Duration {
     let cap = poll.max(MAX_BACKOFF);
     let base = poll.saturating_mul(1u32 << failures.min(16)).min(cap);
-    let spread = u64::from(u16::from_le_bytes(random_bytes::<2>()) % 201);
+    let spread = u64::from(u16::from_le_bytes(random_bytes::<2>(&mut UnwrapErr(SysRng))) % 201);
     let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX);
     Duration::from_millis(ms / 1000 * (900 + spread) + ms % 1000 * (900 + spread) / 1000)
 }
@@ -154,12 +156,7 @@ async fn keep(settings: &PullSettings, body: Bytes) {
     }
     let shown = path.display().to_string();
     let written = tokio::task::spawn_blocking(move || {
-        ztssh_proto::keyfile::write_atomic(
-            &path,
-            &body,
-            0o644,
-            ztssh_proto::keyfile::Existing::Replace,
-        )
+        ztssh_keyfile::write_atomic(&path, &body, 0o644, ztssh_keyfile::Existing::Replace)
     })
     .await;
     match written {

@@ -13,6 +13,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -153,7 +155,7 @@ impl<'a> Driver<'a> {
                 }
                 () = &mut sleep, if armed.is_some() => {
                     armed = None;
-                    self.conn.handle_timeout(clock::now(), random_bytes());
+                    self.conn.handle_timeout(clock::now(), random_bytes(&mut UnwrapErr(SysRng)));
                 }
                 r = client.readable(), if want_peer => match r {
                     Ok(()) => self.read_client(&client),
@@ -183,7 +185,8 @@ impl<'a> Driver<'a> {
         }
         let now = clock::now();
         if self.conn.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
-            self.conn.handle_timeout(now, random_bytes());
+            self.conn
+                .handle_timeout(now, random_bytes(&mut UnwrapErr(SysRng)));
         }
     }
 

@@ -1,6 +1,8 @@
 //! The handshake of one connection: three messages, each read whole and
 //! handed to the core, which alone decides.
 
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use ztssh_proto::ProtoError;
@@ -37,9 +39,10 @@ pub(super) async fn run_handshake(
     licence: &ztssh_proto::cert::LicenceVerified,
     sock: &mut TcpStream,
 ) -> Result<ClientAuth, HandshakeFail> {
-    let state = handshake::server_start(&cfg.noise, licence, cfg.frame_size)?;
+    let state =
+        handshake::server_start(&cfg.noise, licence, cfg.frame_size, &mut UnwrapErr(SysRng))?;
     let msg1 = read_msg(sock, HELLO_LEN).await?;
-    let (state, msg2) = state.handle_client_hello(&msg1)?;
+    let (state, msg2) = state.handle_client_hello(&msg1, &mut UnwrapErr(SysRng))?;
     sock.write_all(&msg2)
         .await
         .map_err(|_| HandshakeFail::Closed)?;

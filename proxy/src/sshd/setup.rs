@@ -623,11 +623,11 @@ fn backup(changes: &[Change], dir: &Path) -> Result<Vec<String>, String> {
         // Never over an older backup: NAME.STAMP, else NAME.STAMP.1, .2...
         let mut path = dir.join(format!("{name}.{stamp}"));
         for n in 1..=1000 {
-            match ztssh_proto::keyfile::write_atomic(
+            match ztssh_keyfile::write_atomic(
                 &path,
                 &before.bytes,
                 before.mode,
-                ztssh_proto::keyfile::Existing::Refuse,
+                ztssh_keyfile::Existing::Refuse,
             ) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => {
@@ -652,11 +652,11 @@ fn backup(changes: &[Change], dir: &Path) -> Result<Vec<String>, String> {
 }
 
 fn write(path: &Path, state: &FileState) -> Result<(), String> {
-    ztssh_proto::keyfile::write_atomic(
+    ztssh_keyfile::write_atomic(
         path,
         &state.bytes,
         state.mode,
-        ztssh_proto::keyfile::Existing::Replace,
+        ztssh_keyfile::Existing::Replace,
     )
     .and_then(|()| std::os::unix::fs::chown(path, Some(state.uid), Some(state.gid)))
     .map_err(|e| format!("cannot write {}: {e}", path.display()))

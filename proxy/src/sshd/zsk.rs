@@ -96,6 +96,8 @@ pub fn answer(
 
 #[cfg(test)]
 mod tests {
+    use getrandom::SysRng;
+    use rand_core::UnwrapErr;
     use std::net::Ipv4Addr;
     use std::path::Path;
 
@@ -109,12 +111,12 @@ mod tests {
     fn authority(dir: &Path, principals: &str, policy: &str) -> Authority {
         use ztssh_proto::cert::{LicenceBody, Serial};
         use ztssh_proto::keys::SigningKey;
-        let root = SigningKey::generate();
+        let root = SigningKey::generate(&mut UnwrapErr(SysRng));
         let body = LicenceBody {
-            serial: Serial::random(),
+            serial: Serial::random(&mut UnwrapErr(SysRng)),
             server_id: "web1".into(),
             hostnames: vec!["web1".into()],
-            subca_key: SigningKey::generate().public(),
+            subca_key: SigningKey::generate(&mut UnwrapErr(SysRng)).public(),
             noise_key: [7; 32],
             not_before: NOW - 60,
             not_after: NOW + 3600,

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tracing::{error, info, warn};
+use ztssh_keyfile as keyfile;
 use ztssh_proto::cert::LicenceVerified;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::identity::{self, EndKind, Ended};
-use ztssh_proto::keyfile;
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{UnixTime, human};

@@ -209,9 +209,9 @@ fn refused_client(hold: bool, code: crate::control::TerminateCode) -> ClientConn
         session.handshake_hash,
         "alice",
         session.session_key,
-        SigningKey::generate().public(),
+        SigningKey::generate(&mut TestRng).public(),
     );
-    let mut client = ClientConn::new(session.transport, identity);
+    let mut client = ClientConn::new(session.transport, identity, TestRng);
     client.hold_until_accepted(hold);
     assert_eq!(
         client.wants_local(),

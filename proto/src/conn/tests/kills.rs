@@ -215,14 +215,14 @@ impl RawClient {
         let (session, authed) =
             run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
         let policy = Policy::default();
-        let subca = SigningKey::generate();
+        let subca = SigningKey::generate(&mut TestRng);
         let now = Now {
             unix: T0,
             mono_ms: 0,
         };
         let authorized = authed.authorize(&policy, T0).expect("authorized");
-        let server =
-            ServerConn::accept(authorized, "web1", &subca, &policy, TIMING, now).expect("accept");
+        let server = ServerConn::accept(authorized, "web1", &subca, &policy, TIMING, now, TestRng)
+            .expect("accept");
         let identity = ClientIdentity::new(
             session.handshake_hash,
             "alice",

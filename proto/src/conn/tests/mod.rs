@@ -22,7 +22,7 @@ use crate::end::{EndKind, Ended, Termination};
 use crate::frame::{Event, Transport};
 use crate::identity::{ClientEvent, ClientIdentity, Timing};
 use crate::identity_tests::Policy;
-use crate::keys::SigningKey;
+use crate::keys::{SigningKey, TestRng};
 use crate::labels::SSHSIG_NAMESPACE_RENEW;
 use crate::tests::{client_cfg, pki, run, user};
 
@@ -119,14 +119,14 @@ fn net_with(timing: Timing, unix_offset: i64, cuts: Option<Cuts>) -> Net {
     let alice = user(1);
     let (session, authed) = run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
     let policy = Policy::default();
-    let subca = SigningKey::generate();
+    let subca = SigningKey::generate(&mut TestRng);
     let now = Now {
         unix: T0.saturating_add_signed(unix_offset),
         mono_ms: 0,
     };
     let authorized = authed.authorize(&policy, now.unix).expect("authorized");
-    let server =
-        ServerConn::accept(authorized, "web1", &subca, &policy, timing, now).expect("accept");
+    let server = ServerConn::accept(authorized, "web1", &subca, &policy, timing, now, TestRng)
+        .expect("accept");
     let identity = ClientIdentity::new(
         session.handshake_hash,
         "alice",
@@ -135,7 +135,7 @@ fn net_with(timing: Timing, unix_offset: i64, cuts: Option<Cuts>) -> Net {
     );
     Net {
         server,
-        client: ClientConn::new(session.transport, identity),
+        client: ClientConn::new(session.transport, identity, TestRng),
         subca,
         policy,
         user: alice,

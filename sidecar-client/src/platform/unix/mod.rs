@@ -77,10 +77,5 @@ pub fn file_mode(path: &Path) -> io::Result<u32> {
 /// permission bits `mode`: a reader sees the old file or the new one,
 /// never half of either.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    ztssh_proto::keyfile::write_atomic(
-        path,
-        contents,
-        mode,
-        ztssh_proto::keyfile::Existing::Replace,
-    )
+    ztssh_keyfile::write_atomic(path, contents, mode, ztssh_keyfile::Existing::Replace)
 }

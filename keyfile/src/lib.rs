@@ -1,13 +1,20 @@
-//! Key and certificate files for the tools (feature `fs`). The protocol core
-//! never touches the file system; only the binaries call these.
+//! ztssh-keyfile: key, licence and list files for the binaries. The
+//! protocol core (ztssh-proto) never touches the file system; the proxy,
+//! the sidecar and the CA tool read and write their files through here:
+//! secrets written 0600 atomically and never over an existing file, key
+//! files read only directly (no symlink) from their owner, and every other
+//! file read with a size cap and no way to hang on a FIFO.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use crate::armor;
-use crate::keys::{Secret, SigningKey};
+use ztssh_proto::armor;
+use ztssh_proto::keys::{PublicKey, Secret, SigningKey, hex, to_array};
 
 /// What [`write_atomic`] does when something already exists at the path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +42,7 @@ pub fn write_atomic(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
-    let tag = crate::keys::hex(&crate::keys::random_bytes::<6>());
+    let tag = hex(&random_tag()?);
     let tmp = dir.join(format!(".{name}.tmp{}-{tag}", std::process::id()));
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -68,6 +75,13 @@ pub fn write_atomic(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Six random bytes for a temporary file's name, from the OS.
+fn random_tag() -> std::io::Result<[u8; 6]> {
+    let mut tag = [0u8; 6];
+    getrandom::fill(&mut tag).map_err(std::io::Error::other)?;
+    Ok(tag)
 }
 
 /// Moves `tmp` to `path` unless anything at all is there, in one step with
@@ -172,10 +186,10 @@ pub fn read_signing_key(path: &Path, label: &'static str) -> FileResult<SigningK
 }
 
 /// Reads the root CA's public key file (`root.pub`).
-pub fn read_root_public(path: &Path) -> FileResult<crate::keys::PublicKey> {
-    let bytes = read_pem(path, crate::labels::pem::ROOT_PUBLIC)?;
-    crate::keys::to_array(&bytes, "root public key")
-        .map(crate::keys::PublicKey)
+pub fn read_root_public(path: &Path) -> FileResult<PublicKey> {
+    let bytes = read_pem(path, ztssh_proto::labels::pem::ROOT_PUBLIC)?;
+    to_array(&bytes, "root public key")
+        .map(PublicKey)
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -286,7 +300,7 @@ mod tests {
         fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("k.pem");
         let _ = fs::remove_file(&path);
-        let key = SigningKey::generate();
+        let key = SigningKey::from_seed(&Secret::new([9; 32]));
         write_secret(&path, "ZTSSH ROOT KEY", &key.to_seed()).expect("write");
         assert_eq!(
             fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
@@ -365,7 +379,7 @@ mod tests {
     fn key_files_are_not_read_through_a_symlink_or_from_another_owner() {
         let dir = scratch("private");
         let real = dir.join("real.pem");
-        let key = SigningKey::generate();
+        let key = SigningKey::from_seed(&Secret::new([9; 32]));
         write_secret(&real, "ZTSSH ROOT KEY", &key.to_seed()).expect("write");
         assert!(read_secret(&real, "ZTSSH ROOT KEY").is_ok());
         let link = dir.join("link.pem");

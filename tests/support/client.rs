@@ -7,6 +7,8 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
 use ssh_key::{HashAlg, PrivateKey};
 use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd, Now};
 use ztssh_proto::frame::{Control, Event, FrameSize};
@@ -27,12 +29,13 @@ pub fn hello(
         host: "localhost".into(),
         frame_size: f,
     };
-    let (state, msg1) = handshake::client_start(cfg).map_err(std::io::Error::other)?;
+    let (state, msg1) =
+        handshake::client_start(cfg, &mut UnwrapErr(SysRng)).map_err(std::io::Error::other)?;
     sock.write_all(&msg1)?;
     let mut msg2 = vec![0u8; message_len(2, f)];
     sock.read_exact(&mut msg2)?;
     let v = state
-        .handle_server_hello(&msg2, now())
+        .handle_server_hello(&msg2, now(), &mut UnwrapErr(SysRng))
         .map_err(std::io::Error::other)?;
     Ok((v, msg1))
 }
@@ -132,7 +135,7 @@ impl LibClient {
             session.session_key,
             subca,
         );
-        let mut conn = ClientConn::new(session.transport, ids);
+        let mut conn = ClientConn::new(session.transport, ids, UnwrapErr(SysRng));
         conn.set_manual(true);
         Ok(Self {
             sock,
