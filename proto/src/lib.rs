@@ -35,8 +35,6 @@ pub mod trust;
 pub mod userkey;
 
 #[cfg(test)]
-mod conn_tests;
-#[cfg(test)]
 mod identity_tests;
 #[cfg(test)]
 mod roundtrip_tests;

@@ -19,6 +19,12 @@ use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey};
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::human;
 
+mod choice;
+#[cfg(test)]
+mod tests;
+
+pub use choice::{Choice, LogFormat};
+
 use crate::authority::{Authority, read_crl};
 use crate::authz::Authorized;
 use crate::limits::{LimitSettings, PenaltySettings};
@@ -38,8 +44,10 @@ pub const NOISE_KEY_FILE: &str = "noise.key";
 /// Licence request file name.
 pub const REQUEST_FILE: &str = "licence-request.pem";
 
-/// Settings that `ZTSSH_<NAME>` environment variables may override; other
-/// `ZTSSH_*` variables (the sidecar's, say) are not ours and are ignored.
+/// Settings that `ZTSSH_<NAME>` environment variables may override: every
+/// key of [`Settings`] but its tables (`[limits]`, `[penalties]`), as a
+/// test checks. Other `ZTSSH_*` variables (the sidecar's, say) are not ours
+/// and are ignored.
 const ENV_KEYS: &[&str] = &[
     "listen",
     "upstream",
@@ -52,6 +60,7 @@ const ENV_KEYS: &[&str] = &[
     "upstream_connect_timeout_secs",
     "max_connections",
     "max_handshakes",
+    "max_sessions_per_principal",
     "log_format",
     "revocation_list",
     "revocation_url",
@@ -74,6 +83,7 @@ const ENV_KEYS: &[&str] = &[
     "upstream_source_range",
     "authorized_keys_socket",
     "authorized_keys_command_user",
+    "sshd_host_certificates",
     "sshd_revoked_keys",
 ];
 
@@ -108,9 +118,14 @@ pub struct Settings {
     /// Most connections still in the handshake.
     #[serde(default = "default_max_handshakes")]
     pub max_handshakes: usize,
+    /// Most live sessions one principal may hold on this proxy, unless the
+    /// policy's `max_sessions` for it says otherwise; so one principal (or
+    /// a stolen key) cannot take every `max_connections` slot.
+    #[serde(default = "default_max_sessions_per_principal")]
+    pub max_sessions_per_principal: u32,
     /// `text` or `json`.
-    #[serde(default = "default_log_format")]
-    pub log_format: String,
+    #[serde(default, with = "choice")]
+    pub log_format: LogFormat,
     /// The root-signed revocation list (`ztssh-ca crl`); reloaded on SIGHUP
     /// and whenever the file changes.
     #[serde(default)]
@@ -139,8 +154,8 @@ pub struct Settings {
     #[serde(default)]
     pub revocation_ca_file: Option<PathBuf>,
     /// What an overdue list means: `warn`, `refuse-new` or `close-all`.
-    #[serde(default = "default_revocation_stale")]
-    pub revocation_stale: String,
+    #[serde(default, with = "choice")]
+    pub revocation_stale: StaleMode,
     /// Seconds past the list's next-update time before `revocation_stale`
     /// applies.
     #[serde(default = "default_revocation_stale_grace")]
@@ -163,8 +178,8 @@ pub struct Settings {
     pub rekey_after_bytes: u64,
     /// `"interactive"`: after a small write, records go out on a fixed
     /// cadence for a few seconds (PAD when idle); `"off"`: never.
-    #[serde(default = "default_cover_traffic")]
-    pub cover_traffic: String,
+    #[serde(default = "default_cover_traffic", with = "choice")]
+    pub cover_traffic: CoverTraffic,
     /// Where to serve `/metrics` and `/healthz` (off when unset).
     #[serde(default)]
     pub metrics_listen: Option<String>,
@@ -212,9 +227,6 @@ fn default_revocation_poll() -> u64 {
 fn default_revocation_fetch_timeout() -> u64 {
     10
 }
-fn default_revocation_stale() -> String {
-    "warn".into()
-}
 fn default_revocation_stale_grace() -> u64 {
     3600
 }
@@ -229,10 +241,10 @@ fn default_challenge_interval() -> u64 {
 fn default_challenge_deadline() -> u16 {
     10
 }
-fn default_cover_traffic() -> String {
+fn default_cover_traffic() -> CoverTraffic {
     // Off by default: it adds up to one cadence (20 ms) to every small
     // round trip after the first of a burst (docs/BENCHMARKS.md).
-    "off".into()
+    CoverTraffic::Off
 }
 fn default_rekey_after_secs() -> u64 {
     ztssh_proto::conn::DEFAULT_REKEY_AFTER_SECS
@@ -259,8 +271,11 @@ fn default_max_connections() -> usize {
 fn default_max_handshakes() -> usize {
     64
 }
-fn default_log_format() -> String {
-    "text".into()
+/// The default session cap per principal: more than a person opens, far
+/// fewer than `max_connections`.
+pub const DEFAULT_MAX_SESSIONS_PER_PRINCIPAL: u32 = 64;
+fn default_max_sessions_per_principal() -> u32 {
+    DEFAULT_MAX_SESSIONS_PER_PRINCIPAL
 }
 
 /// Command-line overrides (only the ones given are applied).
@@ -345,7 +360,21 @@ pub fn settings(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigEr
         .merge(Env::prefixed("ZTSSH_").only(ENV_KEYS))
         .merge(Serialized::defaults(overrides))
         .extract()
-        .map_err(|e| err(format!("{}: {e}", path.display())))
+        .map_err(|e| extract_error(path, e))
+}
+
+/// A refused word for a [`Choice`] setting is shown as its own message,
+/// which names the key and the words to use, wherever the value came from
+/// (file, environment or flag); any other error names the file.
+fn extract_error(path: &Path, e: figment::Error) -> ConfigError {
+    if e.count() == 1
+        && let figment::error::Kind::Message(msg) = &e.kind
+        && let [key] = e.path.as_slice()
+        && choice::CHOICE_KEYS.contains(&key.as_str())
+    {
+        return err(msg.clone());
+    }
+    err(format!("{}: {e}", path.display()))
 }
 
 /// Reads the root public key file.
@@ -389,11 +418,10 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     if settings.max_connections == 0 || settings.max_handshakes == 0 {
         return Err(err("max_connections and max_handshakes must be at least 1"));
     }
-    if !matches!(settings.log_format.as_str(), "text" | "json") {
-        return Err(err(format!(
-            "log_format = {:?}: use \"text\" or \"json\"",
-            settings.log_format
-        )));
+    if settings.max_sessions_per_principal == 0 {
+        return Err(err(
+            "max_sessions_per_principal = 0 would lock every principal out; it must be at least 1",
+        ));
     }
     let noise_secret =
         keyfile::read_secret(&settings.state_dir.join(NOISE_KEY_FILE), pem::NOISE_KEY)
@@ -407,7 +435,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let timing = timing(&settings)?;
     let rekey =
         RekeyPolicy::new(settings.rekey_after_secs, settings.rekey_after_bytes).map_err(err)?;
-    let cover = CoverTraffic::parse(&settings.cover_traffic).map_err(err)?;
+    let cover = settings.cover_traffic;
     let penalty_exempt = check_limits(&settings)?;
     let upstream_sources = match &settings.upstream_source_range {
         Some(range) => {
@@ -556,12 +584,7 @@ fn check_authorized_keys(
 }
 
 fn staleness(s: &Settings) -> Result<Staleness, ConfigError> {
-    let Some(mode) = StaleMode::parse(&s.revocation_stale) else {
-        return Err(err(format!(
-            "revocation_stale = {:?}: use \"warn\", \"refuse-new\" or \"close-all\"",
-            s.revocation_stale
-        )));
-    };
+    let mode = s.revocation_stale;
     if s.revocation_stale_grace_secs > 30 * 86_400 {
         return Err(err(
             "revocation_stale_grace_secs must be at most 2592000 (30 days)",
@@ -570,7 +593,7 @@ fn staleness(s: &Settings) -> Result<Staleness, ConfigError> {
     if mode != StaleMode::Warn && s.revocation_list.is_none() && s.revocation_url.is_none() {
         return Err(err(format!(
             "revocation_stale = {:?} needs a revocation list: set revocation_list or revocation_url",
-            s.revocation_stale
+            mode.word()
         )));
     }
     Ok(Staleness {
@@ -647,9 +670,7 @@ fn load_licence(
     now: u64,
 ) -> Result<LicenceVerified, ConfigError> {
     let bytes = keyfile::read_pem(path, pem::LICENCE).map_err(err)?;
-    let licence = Licence::decode(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    let licence = licence
-        .verify(root, now)
+    let licence = Licence::decode_verified(&bytes, root, now)
         .map_err(|e| err(format!("{}: {e}", path.display())))?;
     if licence.body.noise_key != noise.public() || licence.body.subca_key != subca.public() {
         return Err(err(format!(
@@ -685,7 +706,8 @@ impl Config {
         let b = &authority.licence.body;
         format!(
             "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}; \
-             challenge every {}s, answer within {}s; client certificates {}s; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; {}",
+             challenge every {}s, answer within {}s; client certificates {}s; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; \
+             at most {} session(s) per principal where the policy sets no max_sessions; {}",
             self.listen,
             self.upstream,
             b.server_id,
@@ -702,6 +724,7 @@ impl Config {
             self.cover,
             self.list_summary(authority),
             authority.policy.summary(),
+            self.settings.max_sessions_per_principal,
             self.zsk_summary(),
         )
     }

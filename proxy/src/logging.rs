@@ -11,14 +11,16 @@ use std::sync::OnceLock;
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 
+use crate::config::LogFormat;
+
 /// Lines the queue holds while stderr is not taking them.
 pub const QUEUE_LINES: usize = 65_536;
 
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
-/// Installs the global subscriber (`text` or `json`). Keep the guard until
-/// the process exits: dropping it writes out what is still queued.
-pub fn init(format: &str) -> WorkerGuard {
+/// Installs the global subscriber. Keep the guard until the process
+/// exits: dropping it writes out what is still queued.
+pub fn init(format: LogFormat) -> WorkerGuard {
     use std::io::IsTerminal;
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
@@ -32,7 +34,7 @@ pub fn init(format: &str) -> WorkerGuard {
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
-    if format == "json" {
+    if format == LogFormat::Json {
         builder
             .json()
             .flatten_event(true)

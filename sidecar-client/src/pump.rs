@@ -6,11 +6,11 @@
 
 use std::io::ErrorKind;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpStream;
 
-use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd, CoverTraffic, RekeyPolicy};
+use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd, CoverTraffic, Now, RekeyPolicy};
 use ztssh_proto::handshake::ClientSession;
 use ztssh_proto::identity::ClientIdentity;
 use ztssh_proto::time::human;
@@ -27,9 +27,31 @@ const FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// user to confirm).
 type Signing = tokio::task::JoinHandle<Result<Vec<u8>, String>>;
 
+/// The monotonic clock's start, and the wall clock then (Unix seconds).
+fn start() -> (Instant, u64) {
+    static START: OnceLock<(Instant, u64)> = OnceLock::new();
+    *START.get_or_init(|| {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        (Instant::now(), unix)
+    })
+}
+
 fn mono_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(start().0.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Both clocks, as the core takes them. The session runs on the monotonic
+/// clock: the Unix time is counted on it from the wall clock read once
+/// (the sidecar's core does not read it; certificate windows are the
+/// proxy's).
+fn now() -> Now {
+    let mono_ms = mono_ms();
+    Now {
+        unix: start().1.saturating_add(mono_ms / 1000),
+        mono_ms,
+    }
 }
 
 fn instant_at(ms: u64) -> tokio::time::Instant {
@@ -73,7 +95,7 @@ pub async fn run(
     let gone = SshGone::watch()?;
     let mut conn = ClientConn::new(session.transport, ids);
     conn.hold_until_accepted(tunnel.retry_possible);
-    conn.set_rekey_policy(tunnel.rekey, mono_ms());
+    conn.set_rekey_policy(tunnel.rekey, now());
     conn.set_cover_traffic(tunnel.cover);
     let mut pump = Pump {
         server: lic.server_id.clone(),
@@ -155,12 +177,12 @@ impl Pump {
                 r = writable(output), if want_output => if r.is_err() { break Exit::SshGone },
                 () = &mut sleep, if armed.is_some() => {
                     armed = None;
-                    self.conn.handle_timeout(mono_ms());
+                    self.conn.handle_timeout(now());
                 }
                 done = wait_signing(&mut self.signing), if self.signing.is_some() => {
                     self.signing = None;
                     let sig = done.unwrap_or_else(|e| Err(e.to_string()));
-                    self.conn.handle_signature(sig, mono_ms());
+                    self.conn.handle_signature(sig, now());
                 }
                 () = gone.recv() => break Exit::SshGone,
             }
@@ -202,8 +224,8 @@ impl Pump {
 
     fn read_proxy(&mut self) {
         match self.sock.try_read(self.conn.recv_buf()) {
-            Ok(0) => self.conn.handle_peer_eof(),
-            Ok(n) => self.conn.handle_peer_read(n, mono_ms()),
+            Ok(0) => self.conn.handle_peer_eof(now()),
+            Ok(n) => self.conn.handle_peer_read(n, now()),
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => self.sock_failed(e),
         }
@@ -216,7 +238,7 @@ impl Pump {
                 return;
             }
             match self.sock.try_read(self.conn.recv_buf()) {
-                Ok(n) if n > 0 => self.conn.handle_peer_read(n, mono_ms()),
+                Ok(n) if n > 0 => self.conn.handle_peer_read(n, now()),
                 _ => return,
             }
         }
@@ -224,7 +246,7 @@ impl Pump {
 
     fn sock_failed(&mut self, e: std::io::Error) {
         self.sock_error.get_or_insert(e.to_string());
-        self.conn.handle_peer_eof();
+        self.conn.handle_peer_eof(now());
     }
 
     fn read_ssh(&mut self) {
@@ -234,13 +256,13 @@ impl Pump {
         match input.try_read(self.conn.local_buf()) {
             Ok(0) => {
                 self.input = None;
-                self.conn.handle_local_eof(mono_ms());
+                self.conn.handle_local_eof(now());
             }
-            Ok(n) => self.conn.handle_local_read(n, mono_ms()),
+            Ok(n) => self.conn.handle_local_read(n, now()),
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(_) => {
                 self.input = None;
-                self.conn.handle_local_eof(mono_ms());
+                self.conn.handle_local_eof(now());
             }
         }
     }
@@ -252,7 +274,7 @@ impl Pump {
                 return Ok(());
             }
             match self.sock.try_write(bytes) {
-                Ok(n) => self.conn.transmitted(n, mono_ms()),
+                Ok(n) => self.conn.transmitted(n, now()),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }
@@ -269,7 +291,7 @@ impl Pump {
                 return Ok(());
             }
             match output.try_write(bytes) {
-                Ok(n) => self.conn.delivered(n, mono_ms()),
+                Ok(n) => self.conn.delivered(n, now()),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }
@@ -326,7 +348,7 @@ impl Pump {
             }),
             Exit::Ended(Some(end)) => Err(explain::ended(&self.server, end)),
             Exit::SshGone => {
-                self.conn.handle_local_eof(mono_ms());
+                self.conn.handle_local_eof(now());
                 let _ = tokio::time::timeout(FLUSH_GRACE, self.drain_to_proxy()).await;
                 Ok(())
             }

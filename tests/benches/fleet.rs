@@ -41,7 +41,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use ztssh_proto::conn::{ClientConn, ClientConnEvent};
 use ztssh_proto::frame::Control;
-use ztssh_tests::client::{LibClient, mono_ms};
+use ztssh_tests::client::{LibClient, clocks};
 use ztssh_tests::nginx::{Nginx, WebRoot};
 use ztssh_tests::*;
 
@@ -132,9 +132,9 @@ async fn await_end(sock: std::net::TcpStream, mut conn: ClientConn) -> String {
         match sock.try_read(conn.recv_buf()) {
             Ok(0) => return "closed without TERMINATE".into(),
             Ok(n) => {
-                conn.handle_peer_read(n, mono_ms());
+                conn.handle_peer_read(n, clocks());
                 let pending = conn.poll_local().len();
-                conn.delivered(pending, mono_ms());
+                conn.delivered(pending, clocks());
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return format!("read: {e}"),

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ssh_key::{HashAlg, PrivateKey};
-use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd};
+use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd, Now};
 use ztssh_proto::frame::{Control, Event, FrameSize};
 use ztssh_proto::handshake::{self, ClientConfig, message_len};
 use ztssh_proto::identity::{ClientEvent, ClientIdentity};
@@ -87,6 +87,14 @@ pub fn mono_ms() -> u64 {
             .as_millis(),
     )
     .unwrap_or(u64::MAX)
+}
+
+/// Both clocks, as the core takes them.
+pub fn clocks() -> Now {
+    Now {
+        unix: now(),
+        mono_ms: mono_ms(),
+    }
 }
 
 impl LibClient {
@@ -173,11 +181,11 @@ impl LibClient {
                 Some(Some(e)) => return Err(std::io::Error::other(format!("{e:?}"))),
             }
             match self.sock.read(self.conn.recv_buf())? {
-                0 => self.conn.handle_peer_eof(),
+                0 => self.conn.handle_peer_eof(clocks()),
                 n => {
-                    self.conn.handle_peer_read(n, mono_ms());
+                    self.conn.handle_peer_read(n, clocks());
                     let pending = self.conn.poll_local().len();
-                    self.conn.delivered(pending, mono_ms());
+                    self.conn.delivered(pending, clocks());
                 }
             }
         }

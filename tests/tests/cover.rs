@@ -1,7 +1,7 @@
 //! Cover traffic through the real binaries: with `cover_traffic =
 //! "interactive"` on the proxy and the sidecar, an interactive exchange
 //! and a bulk transfer both arrive intact. (What an observer sees is
-//! tested on virtual time in `proto`'s `conn_tests::cover_tests`.)
+//! tested on virtual time in `proto`'s `conn::tests::cover`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;

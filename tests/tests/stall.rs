@@ -220,7 +220,11 @@ fn a_ban_closes_the_sshd_socket_while_the_client_reads_nothing() {
         "the ban to close the proxy's socket to sshd",
         || !established(upstream, w.sshd.port),
     );
-    let log = w.proxy.log_text();
+    // The proxy drops sshd's socket the moment it decides and logs the
+    // end after that, through its log thread: wait for the line.
+    let log = w
+        .proxy
+        .wait_log("reason=\"principal_banned\"", Duration::from_secs(10));
     assert!(
         log.lines()
             .any(|l| l.contains("event=\"session_terminated\"")
@@ -245,7 +249,11 @@ fn a_client_that_reads_nothing_is_ended_at_its_deadline() {
     wait_until(T, "the stalled client to be ended", || {
         !established(upstream, w.sshd.port)
     });
-    let log = w.proxy.log_text();
+    // The proxy drops sshd's socket the moment it decides and logs the
+    // end after that, through its log thread: wait for the line.
+    let log = w
+        .proxy
+        .wait_log("reason=\"client_stalled\"", Duration::from_secs(10));
     assert!(
         log.lines()
             .any(|l| l.contains("event=\"session_terminated\"")

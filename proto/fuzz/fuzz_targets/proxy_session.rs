@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     );
     let mut client = ClientConn::new(session.transport, identity);
     let wire = server.poll_transmit().to_vec();
-    client.handle_peer(&wire, 0);
+    client.handle_peer(&wire, now(0));
     server.transmitted(wire.len(), now(0));
     assert!(client.accepted());
 
@@ -62,9 +62,9 @@ fuzz_target!(|data: &[u8]| {
                 input = rest;
                 let mut padded = plain.to_vec();
                 padded.resize(plain_len, 0);
-                client.queue_plaintext_raw(plain, mono);
+                client.queue_plaintext_raw(plain, now(mono));
                 let wire = client.poll_transmit().to_vec();
-                client.transmitted(wire.len(), mono);
+                client.transmitted(wire.len(), now(mono));
                 let before = server.poll_local().len();
                 server.handle_peer(&wire, &w.subca, &Allow, now(mono));
                 if server.ended().is_none() {

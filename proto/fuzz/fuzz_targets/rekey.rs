@@ -67,7 +67,7 @@ fn deliver_down(client: &mut ClientConn, down: &[u8], got: usize, mono: u64) -> 
     let d = client.poll_local();
     let n = d.len();
     assert!(down.get(got..got + n) == Some(d), "ssh got other bytes");
-    client.delivered(n, mono);
+    client.delivered(n, now(mono));
     n
 }
 
@@ -82,13 +82,13 @@ fuzz_target!(|data: &[u8]| {
     );
     let mut client = ClientConn::new(session.transport, identity);
     // The fuzzer starts rekeys at any moment, closer together than the
-    // rate limit on a peer's INIT allows (rekey_tests covers that limit).
+    // rate limit on a peer's INIT allows (proto's conn::tests::rekey covers that limit).
     client.allow_fast_rekeys();
     server.allow_fast_rekeys();
     client.set_high_water(HIGH_WATER);
     server.set_high_water(HIGH_WATER);
     let wire = server.poll_transmit().to_vec();
-    client.handle_peer(&wire, 0);
+    client.handle_peer(&wire, now(0));
     server.transmitted(wire.len(), now(0));
     assert!(client.accepted());
 
@@ -117,7 +117,7 @@ fuzz_target!(|data: &[u8]| {
             // span records, and a few fill a queue.
             0 if alive && client.wants_local() => {
                 let d = write(arg, usize::from(arg) * 23 + 1);
-                client.handle_local(d, mono);
+                client.handle_local(d, now(mono));
                 up.extend_from_slice(d);
             }
             1 if alive && server.wants_local() => {
@@ -131,7 +131,7 @@ fuzz_target!(|data: &[u8]| {
             9 => ssh_reads = !ssh_reads,
             2 if started < MAX_REKEYS => {
                 started += 1;
-                client.start_rekey(mono);
+                client.start_rekey(now(mono));
             }
             3 if started < MAX_REKEYS => {
                 started += 1;
@@ -140,7 +140,7 @@ fuzz_target!(|data: &[u8]| {
             7 if started < MAX_REKEYS => {
                 // Both at once: the client's INIT wins.
                 started += 1;
-                client.start_rekey(mono);
+                client.start_rekey(now(mono));
                 server.start_rekey(now(mono));
             }
             4 | 10 | 12 => {
@@ -149,14 +149,14 @@ fuzz_target!(|data: &[u8]| {
                 if n > 0 && server.wants_peer() {
                     let part = &client.poll_transmit()[..n];
                     server.handle_peer(part, &w.subca, &Allow, now(mono));
-                    client.transmitted(n, mono);
+                    client.transmitted(n, now(mono));
                 }
             }
             5 | 11 | 13 => {
                 let n = server.poll_transmit().len().min(usize::from(arg) * 61 + 1);
                 if n > 0 && client.wants_peer() {
                     let part = &server.poll_transmit()[..n];
-                    client.handle_peer(part, mono);
+                    client.handle_peer(part, now(mono));
                     server.transmitted(n, now(mono));
                 }
             }
@@ -166,7 +166,7 @@ fuzz_target!(|data: &[u8]| {
                 // moving bytes for would reach.
                 mono = (mono + u64::from(arg) * 100).min(MAX_MONO);
                 server.handle_timeout(now(mono), [arg; 32]);
-                client.handle_timeout(mono);
+                client.handle_timeout(now(mono));
             }
             15 if !forged && alive => {
                 // A REKEY record with fuzzed contents, under the real keys.
@@ -175,7 +175,7 @@ fuzz_target!(|data: &[u8]| {
                 let mut plain = vec![4u8];
                 plain.extend_from_slice(&input[..take]);
                 input = &input[take..];
-                client.queue_plaintext_raw(&plain, mono);
+                client.queue_plaintext_raw(&plain, now(mono));
             }
             _ => {}
         }
@@ -223,11 +223,11 @@ fuzz_target!(|data: &[u8]| {
         let c = client.poll_transmit().len();
         if c > 0 && server.wants_peer() {
             server.handle_peer(client.poll_transmit(), &w.subca, &Allow, now(mono));
-            client.transmitted(c, mono);
+            client.transmitted(c, now(mono));
         }
         let s = server.poll_transmit().len();
         if s > 0 && client.wants_peer() {
-            client.handle_peer(server.poll_transmit(), mono);
+            client.handle_peer(server.poll_transmit(), now(mono));
             server.transmitted(s, now(mono));
         }
         let (to_sshd, to_ssh) = (

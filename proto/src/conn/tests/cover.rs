@@ -32,7 +32,10 @@ fn run_observed(n: &mut Net, o: &mut Obs, until: u64) {
             let (now, nonce) = (n.now(), n.nonce());
             n.server.handle_timeout(now, nonce);
         }
-        if n.client.poll_timeout().is_some_and(|at| at <= n.cm()) {
+        if n.client
+            .poll_timeout()
+            .is_some_and(|at| at <= n.cm().mono_ms)
+        {
             n.client.handle_timeout(n.cm());
         }
         observe(n, o);

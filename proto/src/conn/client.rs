@@ -1,0 +1,441 @@
+//! The sidecar's side of a tunnel: it waits for ACCEPT, answers
+//! challenges, renews its certificate with the user key, and reports how
+//! the session ended. Its core reads only the monotonic clock.
+
+use super::link::Link;
+use super::sealed::{Fault, Hooks};
+use super::{Conn, Now, Side};
+use crate::control::{Control, TerminateCode};
+use crate::frame::{Event, Transport};
+use crate::identity::{ClientEvent, ClientIdentity};
+
+#[cfg(feature = "testkit")]
+use crate::frame::Sealer;
+
+/// How long a sidecar waits for a CERT after sending RENEW.
+pub const RENEW_REPLY_MS: u64 = 15_000;
+/// How long a sidecar waits before retrying a failed renewal.
+pub const RENEW_RETRY_MS: u64 = 5_000;
+/// The sidecar's write bound until a challenge names the deadline.
+pub const CLIENT_WRITE_BOUND_MS: u64 = 20_000;
+
+/// Why a sidecar's session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEnd {
+    /// The proxy refused the session before accepting it.
+    Refused(String),
+    /// The proxy refused the user key before accepting the session (the
+    /// key is not authorized for the principal, or not acceptable at all):
+    /// another key may do, on a new connection.
+    KeyRefused(String),
+    /// The proxy ended an accepted session.
+    Terminated(String),
+    /// A record failed to open or broke the protocol.
+    Integrity(String),
+    /// The proxy broke the continuous-identity protocol.
+    Protocol(String),
+    /// The connection closed without an end-of-session record.
+    Lost,
+    /// The proxy read nothing for longer than the write bound.
+    Stalled(u64),
+}
+
+/// What happened on the sidecar's side of a tunnel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientConnEvent {
+    /// The proxy accepted the session and connected to its sshd.
+    Accepted,
+    /// A certificate was installed.
+    CertInstalled {
+        /// Its serial.
+        serial: crate::cert::Serial,
+        /// Its lifetime in seconds.
+        ttl_secs: u64,
+        /// Whether it replaced an earlier one.
+        renewed: bool,
+    },
+    /// A challenge was answered.
+    Answered {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A proof was acknowledged.
+    Acked {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A renewal failed; it will be retried.
+    RenewalFailed {
+        /// Why.
+        error: String,
+        /// Seconds the current certificate has left.
+        left_secs: u64,
+    },
+    /// The proxy closed its direction: close ssh's input side.
+    PeerClosed,
+    /// A rekey completed: both directions are on new keys.
+    Rekeyed {
+        /// Rekeys completed on this session so far.
+        count: u64,
+    },
+    /// The session is over. It is the last event.
+    Ended(Option<ClientEnd>),
+    /// A control message left unhandled (test clients in manual mode only).
+    #[doc(hidden)]
+    Control(Control),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Renewal {
+    Idle,
+    /// The user key is signing [`ClientConn::poll_sign`]'s data.
+    Signing,
+    /// RENEW sent at this time; waiting for CERT.
+    Sent(u64),
+    /// Retry at this time.
+    RetryAt(u64),
+}
+
+/// The sidecar's side of one tunnel after the handshake.
+pub type ClientConn = Conn<ClientSide>;
+
+/// What only the sidecar's side of a tunnel holds: acceptance, renewal
+/// and how it ended.
+#[derive(Debug)]
+pub struct ClientSide {
+    accepted: bool,
+    renewal: Renewal,
+    to_sign: Option<Vec<u8>>,
+    done: bool,
+    /// Ended by an error: nothing more reaches ssh.
+    failed: bool,
+    /// Test clients: surface control messages instead of handling them.
+    manual: bool,
+    /// Read nothing from ssh until the proxy accepts (another key may
+    /// have to be tried on a new connection, which needs ssh's first
+    /// bytes).
+    hold: bool,
+}
+
+impl Side for ClientSide {
+    type Event = ClientConnEvent;
+    type Identity = ClientIdentity;
+}
+
+impl Hooks for ClientSide {
+    /// Only the proxy not reading ends the session (ssh may be
+    /// suspended).
+    const BOUNDS_LOCAL: bool = false;
+
+    fn rekeyed(count: u64) -> ClientConnEvent {
+        ClientConnEvent::Rekeyed { count }
+    }
+
+    fn is_over(&self) -> bool {
+        self.done
+    }
+
+    fn reads_peer(&self) -> bool {
+        !self.done
+    }
+
+    fn reads_local(&self) -> bool {
+        !self.done && (self.accepted || !self.hold)
+    }
+
+    fn local_cut(&self) -> bool {
+        self.failed
+    }
+
+    fn fail(conn: &mut ClientConn, fault: Fault, _now: Now) {
+        let end = match fault {
+            Fault::Record(e) | Fault::Open(e) => ClientEnd::Integrity(e.to_string()),
+            Fault::Rekey(e) => ClientEnd::Protocol(e),
+            // The local queue is not bounded on this side.
+            Fault::PeerStalled | Fault::LocalStalled => {
+                ClientEnd::Stalled(conn.write_bound_ms / 1000)
+            }
+        };
+        conn.end(Some(end));
+    }
+}
+
+impl Conn<ClientSide> {
+    /// Starts on an established tunnel; `identity` holds the session key.
+    pub fn new(transport: Transport, identity: ClientIdentity) -> Self {
+        let side = ClientSide {
+            accepted: false,
+            renewal: Renewal::Idle,
+            to_sign: None,
+            done: false,
+            failed: false,
+            manual: false,
+            hold: false,
+        };
+        Self::with(
+            Link::new(transport, None),
+            identity,
+            CLIENT_WRITE_BOUND_MS,
+            side,
+        )
+    }
+
+    /// Holds ssh's input until the proxy accepts the session: when the
+    /// sidecar may still try another user key on a new connection, ssh's
+    /// first bytes must not be spent on this one.
+    pub fn hold_until_accepted(&mut self, on: bool) {
+        self.side.hold = on;
+    }
+
+    /// Whether the proxy accepted the session.
+    pub fn accepted(&self) -> bool {
+        self.side.accepted
+    }
+
+    /// Whether the session is over.
+    pub fn is_done(&self) -> bool {
+        self.side.done
+    }
+
+    /// `n` bytes of [`Self::poll_transmit`] were written.
+    pub fn transmitted(&mut self, n: usize, now: Now) {
+        self.link.transmitted(n, now.mono_ms);
+    }
+
+    /// `n` bytes of [`Self::poll_local`] were written.
+    pub fn delivered(&mut self, n: usize, now: Now) {
+        self.link.delivered(n, now.mono_ms);
+    }
+
+    /// Whether ssh's side should be closed: the proxy sent CLOSE and
+    /// everything before it was delivered.
+    pub fn local_finished(&self) -> bool {
+        self.link.peer_closed && self.link.local.is_empty()
+    }
+
+    /// The proxy's bytes, copied into the receive buffer and handled.
+    pub fn handle_peer(&mut self, bytes: &[u8], now: Now) {
+        self.feed_peer(bytes, |conn, n| conn.handle_peer_read(n, now));
+    }
+
+    /// `n` bytes were read into [`Self::recv_buf`].
+    pub fn handle_peer_read(&mut self, n: usize, now: Now) {
+        let opened = self.open_peer(n, now, |conn, ev| conn.on_event(ev, now));
+        if opened && !self.side.done {
+            self.report_rekeys();
+        }
+    }
+
+    fn on_event(&mut self, ev: &Event, now: Now) {
+        if let (true, Event::Control(msg)) = (self.side.manual, ev) {
+            self.events.push_back(ClientConnEvent::Control(msg.clone()));
+            // ACCEPT and TERMINATE still change the state: after a
+            // TERMINATE nothing more is opened, so the session is over.
+            if !matches!(msg, Control::Accept { .. } | Control::Terminate { .. }) {
+                return;
+            }
+        }
+        match ev {
+            Event::Close => {
+                self.link.peer_closed = true;
+                self.events.push_back(ClientConnEvent::PeerClosed);
+            }
+            Event::Control(Control::Accept { .. }) => {
+                self.side.accepted = true;
+                if !self.side.manual {
+                    self.events.push_back(ClientConnEvent::Accepted);
+                }
+            }
+            Event::Control(Control::Terminate { code, reason }) => {
+                // Nothing after TERMINATE reaches ssh.
+                self.link.local.clear();
+                let end = if self.side.accepted {
+                    ClientEnd::Terminated(reason.clone())
+                } else if *code == TerminateCode::NotAuthorized {
+                    ClientEnd::KeyRefused(reason.clone())
+                } else {
+                    ClientEnd::Refused(reason.clone())
+                };
+                self.end(Some(end));
+            }
+            Event::Control(msg) => self.on_control(msg, now),
+            // Handled by the link as it opens.
+            Event::Rekey(_) => {}
+        }
+    }
+
+    fn on_control(&mut self, msg: &Control, now: Now) {
+        if let Control::Challenge { deadline_secs, .. } = msg {
+            self.write_bound_ms =
+                (u64::from(*deadline_secs) * 1000).clamp(1000, CLIENT_WRITE_BOUND_MS);
+        }
+        match self.identity.handle(msg, now.mono_ms) {
+            Err(e) => self.end(Some(ClientEnd::Protocol(e))),
+            Ok(ClientEvent::Reply(reply)) => {
+                if let Control::Proof { seq, .. } = &reply {
+                    self.events
+                        .push_back(ClientConnEvent::Answered { seq: *seq });
+                }
+                self.seal(&reply, now);
+            }
+            Ok(ClientEvent::CertInstalled {
+                serial,
+                ttl_secs,
+                renewed,
+            }) => {
+                self.side.renewal = Renewal::Idle;
+                self.events.push_back(ClientConnEvent::CertInstalled {
+                    serial,
+                    ttl_secs,
+                    renewed,
+                });
+            }
+            Ok(ClientEvent::Acked(seq)) => self.events.push_back(ClientConnEvent::Acked { seq }),
+        }
+    }
+
+    /// The proxy closed TCP. After its CLOSE, that is a normal end.
+    pub fn handle_peer_eof(&mut self, _now: Now) {
+        let end = (!self.link.peer_closed).then_some(ClientEnd::Lost);
+        self.end(end);
+    }
+
+    /// ssh's input ended (or ssh is going away): CLOSE goes to the proxy.
+    pub fn handle_local_eof(&mut self, now: Now) {
+        self.close_local(now);
+    }
+
+    /// Queues any control message (tests and tools that misbehave on
+    /// purpose use this; the sidecar never does).
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn queue_control_raw(&mut self, msg: &Control, now: Now) {
+        self.seal(msg, now);
+    }
+
+    /// Test clients: surface every control message as
+    /// [`ClientConnEvent::Control`] instead of handling it, so a test can
+    /// answer, replay or forge by hand through [`Self::identity_mut`].
+    #[cfg(any(test, feature = "testkit"))]
+    #[doc(hidden)]
+    pub fn set_manual(&mut self, on: bool) {
+        self.side.manual = on;
+    }
+
+    /// The identity machine, for test clients in manual mode.
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn identity_mut(&mut self) -> &mut ClientIdentity {
+        &mut self.identity
+    }
+
+    /// Seals with the next nonce but hands the bytes back instead of
+    /// queueing them, so a test can alter them before sending.
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub fn seal_detached(&mut self, f: impl FnOnce(&mut Sealer, &mut Vec<u8>)) -> Vec<u8> {
+        let mut out = Vec::new();
+        f(&mut self.link.sealer, &mut out);
+        out
+    }
+
+    /// Queues an arbitrary record plaintext (see
+    /// [`Sealer::seal_plaintext_raw`](crate::frame::Sealer::seal_plaintext_raw)).
+    #[cfg(any(test, feature = "testkit"))]
+    #[doc(hidden)]
+    pub fn queue_plaintext_raw(&mut self, plain: &[u8], now: Now) {
+        self.link.note_tx(now.mono_ms);
+        let _ = self
+            .link
+            .sealer
+            .seal_plaintext_raw(plain, &mut self.link.tx.buf);
+    }
+
+    /// The data the user key must sign for a renewal that is due now.
+    /// Call [`Self::handle_signature`] with the result.
+    pub fn poll_sign(&mut self) -> Option<Vec<u8>> {
+        self.side.to_sign.take()
+    }
+
+    /// The user key's SSHSIG over [`Self::poll_sign`]'s data, or why there
+    /// is none.
+    pub fn handle_signature(&mut self, sig: Result<Vec<u8>, String>, now: Now) {
+        if self.side.done || self.side.renewal != Renewal::Signing {
+            return;
+        }
+        match sig.and_then(|s| self.identity.renew(s)) {
+            Ok(renew) => {
+                self.side.renewal = Renewal::Sent(now.mono_ms);
+                self.seal(&renew, now);
+            }
+            Err(error) => self.renewal_failed(error, now.mono_ms),
+        }
+    }
+
+    fn renewal_failed(&mut self, error: String, mono_ms: u64) {
+        self.identity.abandon_renewal();
+        self.side.renewal = Renewal::RetryAt(mono_ms.saturating_add(RENEW_RETRY_MS));
+        let left_secs = self
+            .identity
+            .expires_at()
+            .map_or(0, |at| at.saturating_sub(mono_ms) / 1000);
+        self.events
+            .push_back(ClientConnEvent::RenewalFailed { error, left_secs });
+    }
+
+    /// When [`Self::handle_timeout`] must next be called (monotonic ms).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.side.done {
+            return None;
+        }
+        let renewal = match self.side.renewal {
+            Renewal::Idle if self.side.accepted => self.identity.renew_at(),
+            Renewal::Idle | Renewal::Signing => None,
+            Renewal::Sent(at) => Some(at.saturating_add(RENEW_REPLY_MS)),
+            Renewal::RetryAt(at) => Some(at.max(self.identity.renew_at().unwrap_or(at))),
+        };
+        renewal.into_iter().chain(self.link_timeout()).min()
+    }
+
+    /// Drives the timers: renewal, its retry, and the write bound.
+    pub fn handle_timeout(&mut self, now: Now) {
+        if self.side.done || !self.handle_link_timeout(now) {
+            return;
+        }
+        let mono_ms = now.mono_ms;
+        match self.side.renewal {
+            Renewal::Sent(at) if mono_ms >= at.saturating_add(RENEW_REPLY_MS) => {
+                let secs = RENEW_REPLY_MS / 1000;
+                return self
+                    .renewal_failed(format!("the proxy did not answer within {secs}s"), mono_ms);
+            }
+            Renewal::RetryAt(at) if mono_ms < at => return,
+            Renewal::Idle | Renewal::RetryAt(_) => {}
+            Renewal::Signing | Renewal::Sent(_) => return,
+        }
+        if self.side.accepted && self.identity.renewal_due(mono_ms) {
+            match self.identity.renewal_data() {
+                // A security key within its re-verification interval: the
+                // session keys alone vouch for the renewal, no touch.
+                Ok(_) if !self.identity.user_sig_needed() => {
+                    self.side.renewal = Renewal::Signing;
+                    self.handle_signature(Ok(Vec::new()), now);
+                }
+                Ok(data) => {
+                    self.side.to_sign = Some(data);
+                    self.side.renewal = Renewal::Signing;
+                }
+                Err(e) => self.renewal_failed(e, mono_ms),
+            }
+        }
+    }
+
+    fn end(&mut self, end: Option<ClientEnd>) {
+        if self.side.done {
+            return;
+        }
+        self.side.done = true;
+        self.side.failed = end.is_some();
+        self.events.push_back(ClientConnEvent::Ended(end));
+    }
+}

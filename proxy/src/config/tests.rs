@@ -1,0 +1,212 @@
+//! Every setting is documented in `config-examples/proxy.toml` and can be
+//! set from the environment; the key lists come from the types themselves,
+//! so a new field cannot be forgotten.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde::de::value::Error as DeError;
+use serde::de::{Deserialize, Deserializer, Error as _, Visitor};
+
+use super::*;
+
+/// The example as operators read it.
+const EXAMPLE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../config-examples/proxy.toml"
+));
+
+/// A deserializer that only records the field names serde's derive passes
+/// to `deserialize_struct` (after any renames), then stops.
+struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> Deserializer<'de> for FieldNames<'_> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, DeError> {
+        Err(DeError::custom("only a struct's field names are recorded"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, DeError> {
+        *self.0 = fields;
+        Err(DeError::custom("field names recorded"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
+/// The keys of a settings struct, as its `Deserialize` knows them.
+fn keys<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldNames(&mut fields));
+    assert!(
+        !fields.is_empty(),
+        "{} is not a struct",
+        std::any::type_name::<T>()
+    );
+    fields
+}
+
+/// The example with every commented-out setting (`# key = value`, the way
+/// it documents optional ones) switched on, where it stands.
+fn example_with_every_setting() -> toml::Table {
+    let uncommented: Vec<&str> = EXAMPLE
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if is_setting(rest) => rest,
+            _ => line,
+        })
+        .collect();
+    let text = uncommented.join("\n");
+    // Every documented value is one the proxy takes.
+    toml::from_str::<Settings>(&text).expect("the example, every setting on, is a valid config");
+    text.parse().expect("TOML")
+}
+
+/// `key = value`: a lower-case key, then ` = `.
+fn is_setting(line: &str) -> bool {
+    line.split_once(" = ").is_some_and(|(key, _)| {
+        !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    })
+}
+
+fn missing<'a>(want: &[&'a str], have: impl Fn(&str) -> bool) -> Vec<&'a str> {
+    want.iter().copied().filter(|k| !have(k)).collect()
+}
+
+#[test]
+fn field_names_come_from_the_type() {
+    let settings = keys::<Settings>();
+    assert!(settings.contains(&"listen") && settings.contains(&"limits"));
+    assert_eq!(
+        settings.len(),
+        settings
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    );
+}
+
+#[test]
+fn every_setting_is_in_the_example() {
+    let example = example_with_every_setting();
+    let absent = missing(keys::<Settings>(), |k| example.contains_key(k));
+    assert!(
+        absent.is_empty(),
+        "config-examples/proxy.toml does not document {absent:?} (set, or as `# key = value`)"
+    );
+    for (table, fields) in [
+        ("limits", keys::<LimitSettings>()),
+        ("penalties", keys::<PenaltySettings>()),
+    ] {
+        let t = example[table].as_table().expect("a table");
+        let absent = missing(fields, |k| t.contains_key(k));
+        assert!(
+            absent.is_empty(),
+            "config-examples/proxy.toml's [{table}] does not document {absent:?}"
+        );
+    }
+}
+
+#[test]
+fn every_setting_but_a_table_can_come_from_the_environment() {
+    let example = example_with_every_setting();
+    let settings = keys::<Settings>();
+    let tables: Vec<&str> = settings
+        .iter()
+        .copied()
+        .filter(|k| example.get(*k).is_some_and(toml::Value::is_table))
+        .collect();
+    assert_eq!(tables, ["limits", "penalties"]);
+    let absent = missing(settings, |k| tables.contains(&k) || ENV_KEYS.contains(&k));
+    assert!(absent.is_empty(), "ENV_KEYS lacks {absent:?}");
+    let unknown = missing(ENV_KEYS, |k| settings.contains(&k) && !tables.contains(&k));
+    assert!(
+        unknown.is_empty(),
+        "ENV_KEYS names {unknown:?}, not settings"
+    );
+}
+
+#[test]
+fn the_setting_detector_reads_the_example_as_written() {
+    assert!(is_setting(r#"metrics_listen = "127.0.0.1:9469""#));
+    assert!(is_setting(
+        "handshakes_per_56 = 16   # default: a quarter of max_handshakes"
+    ));
+    assert!(!is_setting("Off unless set; keep it on a private address."));
+    assert!(!is_setting("\"text\" for people = nonsense"));
+    assert!(!is_setting(" = 1"));
+}
+
+/// A refused word reads exactly as before these settings were enums,
+/// whichever source it came from; anything else still names the file.
+#[test]
+fn a_refused_word_is_its_own_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    let base = "listen = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\nstate_dir = \"/s\"\n\
+                licence = \"/l\"\nroot_public_key = \"/r\"\nauthorized_principals = \"/a\"\n";
+    let read = |extra: &str, overrides: &Overrides| {
+        std::fs::write(&path, format!("{base}{extra}")).unwrap();
+        settings(&path, overrides)
+    };
+    let s = read("", &Overrides::default()).unwrap();
+    assert_eq!(
+        (s.log_format, s.cover_traffic, s.revocation_stale),
+        (LogFormat::Text, CoverTraffic::Off, StaleMode::Warn)
+    );
+    let s = read(
+        "log_format = \"json\"\ncover_traffic = \"interactive\"\nrevocation_stale = \"close-all\"\n",
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (s.log_format, s.cover_traffic, s.revocation_stale),
+        (
+            LogFormat::Json,
+            CoverTraffic::Interactive,
+            StaleMode::CloseAll
+        )
+    );
+    for (extra, want) in [
+        (
+            "log_format = \"xml\"\n",
+            r#"log_format = "xml": use "text" or "json""#,
+        ),
+        (
+            "cover_traffic = \"always\"\n",
+            r#"cover_traffic = "always": use "off" or "interactive""#,
+        ),
+        (
+            "revocation_stale = \"fail-closed\"\n",
+            r#"revocation_stale = "fail-closed": use "warn", "refuse-new" or "close-all""#,
+        ),
+    ] {
+        let e = read(extra, &Overrides::default()).unwrap_err();
+        assert_eq!(e.to_string(), want);
+    }
+    let flag = Overrides {
+        log_format: Some("yaml".into()),
+        ..Overrides::default()
+    };
+    assert_eq!(
+        read("", &flag).unwrap_err().to_string(),
+        r#"log_format = "yaml": use "text" or "json""#
+    );
+    let e = read("log_format = 1\n", &Overrides::default()).unwrap_err();
+    assert!(
+        e.to_string().starts_with(&format!("{}: ", path.display())),
+        "{e}"
+    );
+}
