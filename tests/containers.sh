@@ -362,9 +362,12 @@ metrics() {
     'exec 3<>/dev/tcp/127.0.0.1/9469; printf "GET $0 HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3; cat <&3' "$1"
 }
 metrics /healthz | head -n 1 | grep -q ' 200' || fail "/healthz is not 200"
+# The manifest's readinessProbe: licence valid, list fresh, sshd reachable.
+metrics /readyz >readyz.txt
+head -n 1 readyz.txt | grep -q ' 200' || fail "/readyz is not 200: $(cat readyz.txt)"
 metrics /metrics >metrics.txt
 grep -q '^ztssh_crl_version 2$' metrics.txt || fail "ztssh_crl_version is not 2: $(grep crl_version metrics.txt)"
-say "new session refused (principal alice banned); ztssh_crl_version 2; /healthz 200"
+say "new session refused (principal alice banned); ztssh_crl_version 2; /healthz and /readyz 200"
 # Nothing above was passed by a container that crashed and came back.
 for c in sshd ztssh-proxy; do
   n=$("${P[@]}" inspect --format '{{.RestartCount}}' "$POD-$c")

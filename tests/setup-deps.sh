@@ -3,7 +3,9 @@
 # OpenSSH server and client, rsync, systemd-analyze (to check the unit),
 # faketime (for the clock-skew tests), openssl (the https list test),
 # podman, runc, debootstrap and python3 (tests/containers.sh), and nginx
-# (the fleet bench serves the revocation list with it).
+# (the fleet bench serves the revocation list with it), and prometheus
+# (promtool tests the alert rules; the monitoring test scrapes a real
+# proxy with it).
 # Debian/Ubuntu, run as root.
 set -euo pipefail
 need=()
@@ -28,6 +30,11 @@ command -v python3 >/dev/null || need+=(python3)
 # package's own site is not used; where an init system runs, Debian starts
 # it on install unless policy-rc.d says otherwise.
 [ -x /usr/sbin/nginx ] || need+=(nginx)
+# prometheus: promtool checks and tests config-examples/prometheus-alerts.yml,
+# and tests/tests/monitoring.rs runs a private Prometheus (its own config,
+# storage dir and loopback port) against a real proxy. The package's own
+# service is kept from starting by the policy-rc.d below.
+{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]}; run as root or install them first" >&2

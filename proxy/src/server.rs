@@ -47,11 +47,12 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         let l = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for metrics"))?;
-        info!(event = "metrics_listening", addr = %addr, "serving /metrics and /healthz");
+        info!(event = "metrics_listening", addr = %addr, "serving /metrics, /healthz and /readyz");
         tokio::spawn(metrics::serve(
             l,
             Arc::clone(&metrics),
             authority_rx.clone(),
+            Arc::new(metrics::UpstreamProbe::new(cfg.upstream)),
         ));
     }
     if let Some(user) = &cfg.user {

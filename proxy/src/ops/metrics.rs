@@ -1,20 +1,28 @@
-//! Prometheus metrics and the `/metrics` + `/healthz` endpoint (hyper),
-//! served on a separate address, off unless `metrics_listen` is set.
+//! Prometheus metrics and the `/metrics`, `/healthz` and `/readyz`
+//! endpoint (hyper), served on a separate address, off unless
+//! `metrics_listen` is set.
+//!
+//! `/healthz` is liveness: 200 while the process serves. `/readyz` is
+//! readiness: 200 only when the licence is valid, the revocation list is
+//! fresh under the staleness policy (both judged by `ztssh_proto::trust`,
+//! through [`Authority::not_ready`]) and sshd accepts a TCP connection
+//! ([`UpstreamProbe`]); otherwise 503 with one line per failing check.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Mutex, Semaphore, watch};
 use tracing::{debug, warn};
 
 use crate::trust::authority::Authority;
@@ -134,6 +142,19 @@ impl Metrics {
         .unwrap_or_else(|e| panic!("{e}"));
         r.register(Box::new(proof_seconds.clone()))
             .unwrap_or_else(|e| panic!("{e}"));
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "ztssh_build_info",
+                "Always 1; the version label is the proxy's version.",
+            ),
+            &["version"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        r.register(Box::new(build_info.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         Self {
             sessions_open: gauge(
                 &r,
@@ -317,18 +338,77 @@ pub const METRICS_MAX_CONNECTIONS: usize = 16;
 /// Longest a metrics connection may stay open.
 const METRICS_CONNECTION_SECS: u64 = 10;
 
-/// Serves `/metrics` and `/healthz` until the process ends.
+/// How long `/readyz` waits for sshd to accept a connection.
+pub const UPSTREAM_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one answer of the sshd probe is reused, so that probes (from
+/// several kubelets, say) cannot make the proxy hammer sshd.
+pub const UPSTREAM_PROBE_CACHE: Duration = Duration::from_secs(2);
+
+/// Whether sshd accepts a TCP connection: a bounded connect, closed at
+/// once, whose answer is reused for [`UPSTREAM_PROBE_CACHE`]. Probes that
+/// arrive while one connect is under way wait for its answer.
+pub struct UpstreamProbe {
+    addr: SocketAddr,
+    last: Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl UpstreamProbe {
+    /// A probe of sshd at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// `Err` says why sshd is not reachable.
+    pub async fn check(&self) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = &*last
+            && at.elapsed() < UPSTREAM_PROBE_CACHE
+        {
+            return answer.clone();
+        }
+        let addr = self.addr;
+        let answer =
+            match tokio::time::timeout(UPSTREAM_PROBE_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("sshd at {addr} is not reachable: {e}")),
+                Err(_) => Err(format!(
+                    "sshd at {addr} did not accept a connection within {} ms",
+                    UPSTREAM_PROBE_TIMEOUT.as_millis()
+                )),
+            };
+        *last = Some((Instant::now(), answer.clone()));
+        answer
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     authority: watch::Receiver<Arc<Authority>>,
+    upstream: Arc<UpstreamProbe>,
 ) {
     accept_capped(listener, METRICS_MAX_CONNECTIONS, move |sock| {
-        let (metrics, authority) = (Arc::clone(&metrics), authority.clone());
+        let (metrics, authority, upstream) = (
+            Arc::clone(&metrics),
+            authority.clone(),
+            Arc::clone(&upstream),
+        );
         async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let reply = respond(&req, &metrics, &authority);
-                async move { Ok::<_, Infallible>(reply) }
+                let (metrics, authority, upstream) = (
+                    Arc::clone(&metrics),
+                    authority.clone(),
+                    Arc::clone(&upstream),
+                );
+                let path = req.uri().path().to_owned();
+                async move {
+                    Ok::<_, Infallible>(respond(&path, &metrics, &authority, &upstream).await)
+                }
             });
             let io = hyper_util::rt::TokioIo::new(sock);
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
@@ -336,6 +416,28 @@ pub async fn serve(
         }
     })
     .await;
+}
+
+/// The body and status of `/readyz`: `ready` and 200, or one line per
+/// failing check and 503.
+async fn readiness(
+    authority: &Authority,
+    upstream: &UpstreamProbe,
+    now: u64,
+) -> (StatusCode, String) {
+    let mut why = authority.not_ready(now);
+    if let Err(e) = upstream.check().await {
+        why.push(e);
+    }
+    if why.is_empty() {
+        return (StatusCode::OK, "ready\n".to_owned());
+    }
+    let mut body = String::new();
+    for line in why {
+        body.push_str(&line);
+        body.push('\n');
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 /// Accepts connections and runs `serve_one` on each, at most `cap` at
@@ -382,12 +484,13 @@ where
     }
 }
 
-fn respond(
-    req: &Request<Incoming>,
+async fn respond(
+    path: &str,
     metrics: &Metrics,
     authority: &watch::Receiver<Arc<Authority>>,
+    upstream: &UpstreamProbe,
 ) -> Response<Full<Bytes>> {
-    let (status, body, ctype) = match req.uri().path() {
+    let (status, body, ctype) = match path {
         "/metrics" => {
             let a = authority.borrow().clone();
             (
@@ -397,6 +500,11 @@ fn respond(
             )
         }
         "/healthz" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
+        "/readyz" => {
+            let a = authority.borrow().clone();
+            let (status, body) = readiness(&a, upstream, crate::clock::unix()).await;
+            (status, body, "text/plain")
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "not found\n".to_owned(),

@@ -80,6 +80,19 @@ impl Authority {
         }
     }
 
+    /// Why this proxy should get no new sessions now, one line per failing
+    /// check, from the trust rules the handshake applies: the licence
+    /// ([`trust::check_licence`]) and the list under the staleness policy
+    /// as for a new session ([`trust::check_fresh`]). Empty: ready.
+    pub fn not_ready(&self, now: UnixTime) -> Vec<String> {
+        let licence = trust::check_licence(&self.licence, self.crl.as_ref(), now);
+        let list = self.check_fresh(true, now);
+        [licence, list]
+            .into_iter()
+            .filter_map(|r| r.err().map(|e| e.reason))
+            .collect()
+    }
+
     /// The same authority, published again so that every live session
     /// re-checks itself (the staleness deadline passed).
     pub fn republish(&self) -> Self {
