@@ -502,7 +502,7 @@ async fn respond(
         "/healthz" => (StatusCode::OK, "ok\n".to_owned(), "text/plain"),
         "/readyz" => {
             let a = authority.borrow().clone();
-            let (status, body) = readiness(&a, upstream, crate::clock::unix()).await;
+            let (status, body) = readiness(&a, upstream, crate::ops::clock::unix()).await;
             (status, body, "text/plain")
         }
         _ => (

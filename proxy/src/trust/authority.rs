@@ -86,7 +86,14 @@ impl Authority {
     /// as for a new session ([`trust::check_fresh`]). Empty: ready.
     pub fn not_ready(&self, now: UnixTime) -> Vec<String> {
         let licence = trust::check_licence(&self.licence, self.crl.as_ref(), now);
-        let list = self.check_fresh(true, now);
+        let server = &self.licence.body.server_id;
+        let list = trust::check_fresh(
+            self.crl.as_ref(),
+            self.staleness,
+            server,
+            Checkpoint::Admit,
+            now,
+        );
         [licence, list]
             .into_iter()
             .filter_map(|r| r.err().map(|e| e.reason))
