@@ -174,7 +174,7 @@ fn main() {
 
     let front = World::builder()
         .proxy_toml(&format!(
-            "challenge_interval_secs = 3600\nchallenge_deadline_secs = 300\ncert_ttl_secs = 3600\nmax_connections = {}\n",
+            "challenge_interval_secs = 3600\nchallenge_deadline_secs = 300\ncert_ttl_secs = 3600\nmax_connections = {0}\nmax_sessions_per_principal = {0}\n",
             n + 16
         ))
         .start_in_front_of(sink_port);

@@ -363,7 +363,10 @@ fn a_proxy_whose_log_nobody_reads_still_admits_and_kills() {
         }
     });
     let (front, log) = World::builder()
-        .proxy_toml(&format!("max_connections = {}\n", LOG_SESSIONS + 16))
+        .proxy_toml(&format!(
+            "max_connections = {0}\nmax_sessions_per_principal = {0}\n",
+            LOG_SESSIONS + 16
+        ))
         .start_in_front_of_piped(sink_port);
     let Front {
         pki, proxy, alice, ..
