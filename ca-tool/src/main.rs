@@ -14,6 +14,7 @@ use ztssh_proto::labels::pem;
 use ztssh_proto::time::{human, parse_duration};
 use ztssh_proto::{armor, keyfile};
 
+mod cadir;
 mod hostcert;
 mod krl;
 mod revoke;
@@ -34,7 +35,7 @@ struct Cli {
 enum Cmd {
     /// Create a new root CA in DIR (root.key, mode 0600, and root.pub).
     Init {
-        /// CA directory (created if missing).
+        /// CA directory (created with mode 0700 if missing).
         #[arg(long)]
         dir: PathBuf,
     },
@@ -158,46 +159,7 @@ const _: () = assert!(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.cmd {
-        Cmd::Init { dir } => init(&dir),
-        Cmd::AuthorizeServer {
-            dir,
-            request,
-            server_id,
-            hostnames,
-            ttl,
-            out,
-        } => authorize(&dir, &request, server_id, hostnames, &ttl, &out),
-        Cmd::Revoke {
-            dir,
-            principal,
-            server,
-            serial,
-            key,
-            host_cert,
-        } => revoke::Target::from_flags(
-            &dir,
-            revoke::Flags {
-                principal,
-                server,
-                serial,
-                key,
-                host_cert,
-            },
-        )
-        .and_then(|t| revoke::revoke(&dir, &t)),
-        Cmd::Crl { dir, out, ttl } => revoke::crl(&dir, &out, &ttl, now()),
-        Cmd::SignHost {
-            dir,
-            host_key,
-            hostnames,
-            ttl,
-            out,
-        } => hostcert::sign_host(&dir, &host_key, &hostnames, &ttl, &out, now()),
-        Cmd::KnownHosts { dir, pattern } => hostcert::known_hosts(&dir, &pattern),
-        Cmd::Krl { dir, out } => revoke::krl(&dir, &out, now()),
-        Cmd::Show { file } => show::show(&file, now()),
-    };
+    let result = run(cli.cmd);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -207,8 +169,76 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs one command. Each checks the CA directory first (`cadir::check`),
+/// and those that read and then write it hold its lock throughout.
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Init { dir } => {
+            cadir::create(&dir)?;
+            let _lock = cadir::lock(&dir, "init")?;
+            init(&dir)
+        }
+        Cmd::AuthorizeServer {
+            dir,
+            request,
+            server_id,
+            hostnames,
+            ttl,
+            out,
+        } => {
+            cadir::check(&dir)?;
+            authorize(&dir, &request, server_id, hostnames, &ttl, &out)
+        }
+        Cmd::Revoke {
+            dir,
+            principal,
+            server,
+            serial,
+            key,
+            host_cert,
+        } => {
+            cadir::check(&dir)?;
+            let _lock = cadir::lock(&dir, "revoke")?;
+            let flags = revoke::Flags {
+                principal,
+                server,
+                serial,
+                key,
+                host_cert,
+            };
+            revoke::Target::from_flags(&dir, flags).and_then(|t| revoke::revoke(&dir, &t))
+        }
+        Cmd::Crl { dir, out, ttl } => {
+            cadir::check(&dir)?;
+            let _lock = cadir::lock(&dir, "crl")?;
+            revoke::crl(&dir, &out, &ttl, now())
+        }
+        Cmd::SignHost {
+            dir,
+            host_key,
+            hostnames,
+            ttl,
+            out,
+        } => {
+            cadir::check(&dir)?;
+            hostcert::sign_host(&dir, &host_key, &hostnames, &ttl, &out, now())
+        }
+        Cmd::KnownHosts { dir, pattern } => {
+            cadir::check(&dir)?;
+            hostcert::known_hosts(&dir, &pattern)
+        }
+        Cmd::Krl { dir, out } => {
+            cadir::check(&dir)?;
+            let _lock = cadir::lock(&dir, "krl")?;
+            revoke::krl(&dir, &out, now())
+        }
+        Cmd::Show { file } => show::show(&file, now()),
+    }
+}
+
+/// `init`: the root key pair and the list counter, in a directory
+/// `cadir::create` made (0700) and locked.
 fn init(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let key_path = dir.join("root.key");
     let root = SigningKey::generate();
     keyfile::write_secret(&key_path, pem::ROOT_KEY, &root.to_seed()).map_err(anyhow::Error::msg)?;

@@ -187,14 +187,44 @@ struct Records {
     host_serials: BTreeSet<u64>,
 }
 
+/// The most `revocations.txt` may hold (a million serial lines is about
+/// 40 MB).
+const MAX_RECORDS_FILE: u64 = 128 * 1024 * 1024;
+/// The most a version counter file may hold.
+const MAX_VERSION_FILE: u64 = 4096;
+/// The highest list version the CA issues. Far beyond any real CA (a list
+/// a second for 285 million years) and exact in the proxies'
+/// `ztssh_crl_version` metric (an f64); a counter above it is a typo or
+/// tampering, and going on from it would run into the end of u64, after
+/// which every verifier refuses every list for good.
+pub const MAX_LIST_VERSION: u64 = 1 << 53;
+
+/// Reads a file of the CA directory as strictly as `root.key` is read
+/// (`keyfile::read_private`: not through a symlink, a regular file owned
+/// by this user or root, closed to group and others). `Ok(None)`: there is
+/// nothing at `path`.
+fn read_ca_file(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "{} is a symbolic link; the CA reads its files only directly, so that nobody who              can change a link can point it elsewhere",
+            path.display()
+        ),
+        _ => {}
+    }
+    keyfile::read_private(path, max)
+        .map(Some)
+        .map_err(anyhow::Error::msg)
+}
+
 /// Reads `revocations.txt` (missing: no records). Any other failure to
 /// read it is an error: a file that cannot be read must never be taken for
 /// an empty one.
 fn read_records(path: &Path) -> Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    match read_ca_file(path, MAX_RECORDS_FILE)? {
+        None => Ok(String::new()),
+        Some(bytes) => String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("cannot read {}: it is not UTF-8 text", path.display())),
     }
 }
 
@@ -309,9 +339,9 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
     let mut revoked = records.list;
     revoked.user_keys = records.keys.iter().copied().collect();
     let version_path = dir.join(VERSION_FILE);
-    let last = last_version(&version_path, true)?;
+    let list_version = next_version(&version_path, true)?;
     let list = Crl {
-        list_version: last + 1,
+        list_version,
         issued: now,
         next_update: now + ttl,
         issuer: root.public(),
@@ -350,36 +380,60 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
     Ok(())
 }
 
-/// The last version issued, from its counter file. The revocation list's
-/// (`crl.version`) must exist: every proxy refuses a list whose version is
-/// not above the one it holds, so starting again at 1 would have them all
-/// refuse every new list. `ztssh-ca init` writes it; a KRL's counter may
-/// start over (sshd does not compare versions).
+/// The version after the last one issued, from its counter file. The
+/// revocation list's (`crl.version`) must exist: every proxy refuses a
+/// list whose version is not above the one it holds, so starting again at
+/// 1 would have them all refuse every new list. `ztssh-ca init` writes it;
+/// a KRL's counter may start over (sshd does not compare versions). A
+/// counter at or above [`MAX_LIST_VERSION`] is refused, never wrapped.
+fn next_version(path: &Path, required: bool) -> Result<u64> {
+    let last = last_version(path, required)?;
+    match last.checked_add(1).filter(|v| *v <= MAX_LIST_VERSION) {
+        Some(next) => Ok(next),
+        None => bail!(
+            "{} holds {last}: no list can follow it (the highest version a CA issues is \
+             {MAX_LIST_VERSION}). A counter this high is a typo or was tampered with; counting on \
+             from it would reach the end of the version numbers, after which every proxy refuses \
+             every list for good. Write the version of the last list this CA issued into it \
+             (ztssh-ca show crl.pem prints it)",
+            path.display()
+        ),
+    }
+}
+
+/// The last version issued, from its counter file (see [`next_version`]).
 fn last_version(path: &Path, required: bool) -> Result<u64> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => t.trim().parse().with_context(|| {
-            format!(
-                "{} is corrupt ({:?} is not a version number); write the version of the \
-                 last list this CA issued into it (ztssh-ca show crl.pem prints it)",
-                path.display(),
-                t.trim()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(0),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+    let read = read_ca_file(path, MAX_VERSION_FILE).with_context(|| {
+        format!(
+            "cannot read {}; refusing to guess the next version",
+            path.display()
+        )
+    })?;
+    match read {
+        Some(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let t = text.trim();
+            t.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| t.parse::<u64>().ok())
+                .flatten()
+                .with_context(|| {
+                    format!(
+                        "{} is corrupt ({t:?} is not a version number); write the version of the \
+                         last list this CA issued into it (ztssh-ca show crl.pem prints it)",
+                        path.display(),
+                    )
+                })
+        }
+        None if !required => Ok(0),
+        None => bail!(
             "{} is missing; it holds the version of the last revocation list this CA \
              issued, and proxies refuse a list that is not newer than theirs. If this CA \
-             never issued a list, create it with: echo 0 > {}; otherwise write the last \
-             version into it (ztssh-ca show crl.pem prints it)",
+             never issued a list, create it with: (umask 077; echo 0 > {}); otherwise write \
+             the last version into it (ztssh-ca show crl.pem prints it)",
             path.display(),
             path.display()
         ),
-        Err(e) => Err(e).with_context(|| {
-            format!(
-                "cannot read {}; refusing to guess the next version",
-                path.display()
-            )
-        }),
     }
 }
 
@@ -401,7 +455,7 @@ pub fn krl(dir: &Path, out: &Path, now: u64) -> Result<()> {
     let host_ca = host_ca_key(dir)?.to_bytes().context("host CA key")?;
     let records = load(dir)?;
     let version_path = dir.join(KRL_VERSION_FILE);
-    let version = last_version(&version_path, false)? + 1;
+    let version = next_version(&version_path, false)?;
     let bytes = crate::krl::Krl {
         krl_version: version,
         generated: now,

@@ -100,6 +100,48 @@ fn split_signature<'a>(
     Ok((tbs, sig))
 }
 
+/// Checks a signed object before anything in it is parsed: its
+/// `issuer`, found at a fixed distance (`issuer_from_end` bytes) from the
+/// end, must be `key`, and `key`'s signature (the last 64 bytes) must
+/// verify over every byte before it, as received. Returns those bytes.
+/// Only the fixed-offset issuer is read; length fields are not.
+fn verify_signed_tail<'a>(
+    bytes: &'a [u8],
+    min_len: usize,
+    issuer_from_end: usize,
+    key: &PublicKey,
+    context: &[u8],
+    what: &'static str,
+) -> Result<&'a [u8], crate::ProtoError> {
+    if bytes.len() < min_len || min_len < issuer_from_end || issuer_from_end < 64 + 32 {
+        return Err(Malformed::Truncated(what).into());
+    }
+    let issuer_at = bytes.len() - issuer_from_end;
+    if bytes.get(issuer_at..issuer_at + 32) != Some(&key.0[..]) {
+        return Err(AuthError::WrongIssuer(what).into());
+    }
+    let (tbs, sig) = bytes.split_at(bytes.len() - 64);
+    let sig: [u8; 64] = sig.try_into().map_err(|_| Malformed::Truncated(what))?;
+    key.verify(context, tbs, &sig, what)?;
+    Ok(tbs)
+}
+
+/// Checks `bytes` start with `magic` and format version 1.
+fn check_tag(bytes: &[u8], magic: &[u8], what: &'static str) -> Result<(), Malformed> {
+    let mut r = Reader::new(bytes, what);
+    r.expect(magic)?;
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(Malformed::BadVersion { what, version });
+    }
+    Ok(())
+}
+
+/// The shortest licence: one one-letter host name, a one-letter server id.
+const MIN_LICENCE_LEN: usize = 4 + 1 + 16 + 2 + 1 + 2 + 32 * 3 + 16 + 64;
+/// Where a licence's issuer starts, counted from its end.
+const LICENCE_ISSUER_FROM_END: usize = 32 + 64;
+
 /// The fields a root CA signs into a server licence.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LicenceBody {
@@ -277,6 +319,36 @@ impl Licence {
         })
     }
 
+    /// Verifies a received licence against the pinned root, then parses
+    /// it and checks its validity window: the way to take a licence from
+    /// anyone else. The issuer (at a fixed offset from the end) and the
+    /// root's signature over the bytes as received are checked before any
+    /// field is parsed.
+    pub fn decode_verified(
+        bytes: &[u8],
+        root: &PublicKey,
+        now: UnixTime,
+    ) -> Result<LicenceVerified, crate::ProtoError> {
+        if bytes.len() > MAX_LICENCE_LEN {
+            return Err(Malformed::TooLong {
+                what: "licence",
+                len: bytes.len(),
+                max: MAX_LICENCE_LEN,
+            }
+            .into());
+        }
+        check_tag(bytes, magic::LICENCE, "licence")?;
+        verify_signed_tail(
+            bytes,
+            MIN_LICENCE_LEN,
+            LICENCE_ISSUER_FROM_END,
+            root,
+            labels::CTX_LICENCE,
+            "server licence",
+        )?;
+        Ok(Self::decode(bytes)?.verify(root, now)?)
+    }
+
     /// The exact encoded bytes.
     pub fn encoded(&self) -> &[u8] {
         &self.encoded
@@ -353,30 +425,46 @@ impl LicenceRequest {
         out
     }
 
-    /// Parses and checks the proof of possession.
+    /// Checks the proof of possession, then parses the request. The
+    /// layout is fixed, so the Sub-CA key and the signature are found
+    /// without parsing, and the signature is verified over the bytes as
+    /// received.
     pub fn decode_verified(bytes: &[u8]) -> Result<Self, crate::ProtoError> {
-        let mut r = Reader::new(bytes, "licence request");
-        r.expect(magic::REQUEST)?;
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(Malformed::BadVersion {
-                what: "licence request",
-                version,
+        const LEN: usize = 4 + 1 + 32 + 32 + 8 + 64;
+        check_tag(bytes, magic::REQUEST, "licence request")?;
+        if bytes.len() != LEN {
+            return Err(if bytes.len() < LEN {
+                Malformed::Truncated("licence request")
+            } else {
+                Malformed::TrailingBytes {
+                    what: "licence request",
+                    count: bytes.len() - LEN,
+                }
             }
             .into());
         }
-        let subca_key = PublicKey(r.array()?);
+        let key_at = 4 + 1;
+        let subca_key = PublicKey(
+            bytes
+                .get(key_at..key_at + 32)
+                .and_then(|k| k.try_into().ok())
+                .ok_or(Malformed::Truncated("licence request"))?,
+        );
+        // Self-signed: the key inside is the issuer, 32 + 8 + 64 bytes from the end.
+        verify_signed_tail(
+            bytes,
+            LEN,
+            LEN - key_at,
+            &subca_key,
+            labels::CTX_LICENCE_REQUEST,
+            "licence request",
+        )?;
+        let mut r = Reader::new(bytes, "licence request");
+        r.take(key_at + 32)?;
         let noise_key = r.array()?;
         let created = r.u64()?;
         let signature = r.array()?;
         r.finish()?;
-        let tbs = Self::tbs(&subca_key, &noise_key, created);
-        subca_key.verify(
-            labels::CTX_LICENCE_REQUEST,
-            &tbs,
-            &signature,
-            "licence request",
-        )?;
         Ok(Self {
             subca_key,
             noise_key,
@@ -490,6 +578,34 @@ impl ClientCert {
             not_after,
             signature,
         })
+    }
+
+    /// Verifies a received certificate's issuer and Sub-CA signature, then
+    /// parses it: the way to take a certificate from anyone else. Like
+    /// [`ClientCert::verify_signature`], the validity window is left to the
+    /// caller. Nothing is parsed before the signature verifies over the
+    /// bytes as received (the issuer sits at a fixed offset from the end).
+    pub fn decode_verified(bytes: &[u8], subca: &PublicKey) -> Result<Self, crate::ProtoError> {
+        const MIN_LEN: usize = 4 + 1 + 16 + 2 + 32 + 32 + 16 + 64;
+        const MAX_LEN: usize = MIN_LEN - 1 + MAX_PRINCIPAL;
+        if bytes.len() > MAX_LEN {
+            return Err(Malformed::TooLong {
+                what: "client certificate",
+                len: bytes.len(),
+                max: MAX_LEN,
+            }
+            .into());
+        }
+        check_tag(bytes, magic::CLIENT_CERT, "client certificate")?;
+        verify_signed_tail(
+            bytes,
+            MIN_LEN,
+            32 + 16 + 64,
+            subca,
+            labels::CTX_CLIENT_CERT,
+            "client certificate",
+        )?;
+        Ok(Self::decode(bytes)?)
     }
 
     /// Checks only the validity window: for a certificate the caller issued
@@ -648,5 +764,112 @@ mod tests {
             ClientCert::decode(&inverted),
             Err(Malformed::Invalid { .. })
         ));
+    }
+
+    fn is_bad_signature(e: &crate::ProtoError, what: &str) -> bool {
+        e.to_string() == format!("{what}: signature does not verify")
+    }
+
+    #[test]
+    fn licences_and_certificates_are_verified_before_they_are_parsed() {
+        let root = SigningKey::generate();
+        let (lic, subca, _) = licence(&root, &["web1"], 0, 10_000);
+        let good = lic.encoded().to_vec();
+        assert_eq!(
+            Licence::decode_verified(&good, &root.public(), 5)
+                .expect("genuine")
+                .licence(),
+            &lic
+        );
+        // Bodies the parser refuses (a host count past the cap, a server id
+        // with a space), each with a random signature: the
+        // signature's error is reported, so the parser never ran.
+        let mut too_many_hosts = good.clone();
+        too_many_hosts[4 + 1 + 16 + 1 + 4] = 200;
+        let mut bad_id = good.clone();
+        bad_id[4 + 1 + 16 + 1] = b' ';
+        for (i, mut bytes) in [too_many_hosts, bad_id].into_iter().enumerate() {
+            assert!(Licence::decode(&bytes).is_err(), "case {i} parses");
+            let n = bytes.len();
+            bytes[n - 64..].copy_from_slice(&random_bytes::<64>());
+            let e = Licence::decode_verified(&bytes, &root.public(), 5).expect_err("forged");
+            assert!(is_bad_signature(&e, "server licence"), "case {i}: {e}");
+            // Signed by the root, the same body reaches the parser.
+            let sig = root.sign(labels::CTX_LICENCE, &bytes[..n - 64]);
+            bytes[n - 64..].copy_from_slice(&sig);
+            let e = Licence::decode_verified(&bytes, &root.public(), 5).expect_err("malformed");
+            assert!(
+                matches!(e, crate::ProtoError::Malformed(_)),
+                "case {i}: {e}"
+            );
+        }
+        // A byte more before the signature moves the issuer: refused on
+        // it, before any field is parsed, even signed by the root.
+        let mut trailing = good.clone();
+        trailing.insert(good.len() - 64, 0);
+        let n = trailing.len();
+        let sig = root.sign(labels::CTX_LICENCE, &trailing[..n - 64]);
+        trailing[n - 64..].copy_from_slice(&sig);
+        assert!(matches!(
+            Licence::decode_verified(&trailing, &root.public(), 5),
+            Err(crate::ProtoError::Auth(AuthError::WrongIssuer(_)))
+        ));
+        // Another issuer: refused on the issuer, before the signature.
+        let evil = SigningKey::generate();
+        let (evil_lic, _, _) = licence(&evil, &["web1"], 0, 10_000);
+        assert!(matches!(
+            Licence::decode_verified(evil_lic.encoded(), &root.public(), 5),
+            Err(crate::ProtoError::Auth(AuthError::WrongIssuer(
+                "server licence"
+            )))
+        ));
+        // The window is still checked, after the signature.
+        assert!(matches!(
+            Licence::decode_verified(&good, &root.public(), 20_000),
+            Err(crate::ProtoError::Auth(AuthError::Expired { .. }))
+        ));
+        // Too long, too short, another magic: refused without a key.
+        let long = vec![0; MAX_LICENCE_LEN + 1];
+        assert!(Licence::decode_verified(&long, &root.public(), 5).is_err());
+        for cut in 0..good.len() {
+            assert!(Licence::decode_verified(&good[..cut], &root.public(), 5).is_err());
+        }
+
+        // Client certificates, the same way.
+        let session = SigningKey::generate();
+        let cert = ClientCert::issue(&subca, "alice", session.public(), 100, 300).expect("issue");
+        let bytes = cert.encode();
+        assert_eq!(
+            ClientCert::decode_verified(&bytes, &subca.public()).expect("genuine"),
+            cert
+        );
+        let mut bad_name = bytes.clone();
+        bad_name[4 + 1 + 16 + 1] = b' ';
+        assert!(ClientCert::decode(&bad_name).is_err());
+        let n = bad_name.len();
+        bad_name[n - 64..].copy_from_slice(&random_bytes::<64>());
+        let e = ClientCert::decode_verified(&bad_name, &subca.public()).expect_err("forged");
+        assert!(is_bad_signature(&e, "client certificate"), "{e}");
+        assert!(matches!(
+            ClientCert::decode_verified(&bytes, &session.public()),
+            Err(crate::ProtoError::Auth(AuthError::WrongIssuer(
+                "client certificate"
+            )))
+        ));
+        for cut in 0..bytes.len() {
+            assert!(ClientCert::decode_verified(&bytes[..cut], &subca.public()).is_err());
+        }
+
+        // Requests: the proof of possession is checked over the bytes as
+        // received, before the rest is read.
+        let req = LicenceRequest::new(&subca, [7; 32], 99).encode();
+        let mut forged = req.clone();
+        let n = forged.len();
+        forged[n - 64..].copy_from_slice(&random_bytes::<64>());
+        let e = LicenceRequest::decode_verified(&forged).expect_err("forged");
+        assert!(is_bad_signature(&e, "licence request"), "{e}");
+        let mut long = req.clone();
+        long.push(0);
+        assert!(LicenceRequest::decode_verified(&long).is_err());
     }
 }

@@ -24,6 +24,9 @@ use crate::labels::{self, magic};
 use crate::time::UnixTime;
 
 const VERSION: u8 = 1;
+/// Where the issuer starts: after the magic, the format version and the
+/// three u64 fields.
+const ISSUER_AT: usize = 4 + 1 + 3 * 8;
 /// The version that adds revoked user keys.
 const VERSION_USER_KEYS: u8 = 2;
 /// Most banned principals or revoked servers in one list.
@@ -138,9 +141,23 @@ impl Crl {
         Ok(out)
     }
 
-    /// Parses the list and verifies it was signed by `root`.
+    /// Verifies that `root` signed the list, then parses it.
+    ///
+    /// Nothing the signature covers is parsed before it verifies: the
+    /// format tag and the issuer sit at fixed offsets and the signature is
+    /// the last 64 bytes, so a forged list (the list server is not trusted)
+    /// costs one signature check, whatever it claims to hold. The signature
+    /// is over the bytes as received; the parse then requires them to be
+    /// canonical (every set strictly ascending, version 2 only with user
+    /// keys), as [`Crl::sign`] writes them.
     pub fn decode_verified(bytes: &[u8], root: &PublicKey) -> Result<Self, crate::ProtoError> {
-        let mut r = Reader::new(bytes, "revocation list");
+        let (tbs, signature) = bytes
+            .len()
+            .checked_sub(64)
+            .filter(|&n| n >= ISSUER_AT + 32)
+            .and_then(|n| Some((bytes.get(..n)?, bytes.get(n..)?)))
+            .ok_or(Malformed::Truncated("revocation list"))?;
+        let mut r = Reader::new(tbs, "revocation list");
         r.expect(magic::CRL)?;
         let version = r.u8()?;
         if version != VERSION && version != VERSION_USER_KEYS {
@@ -150,6 +167,19 @@ impl Crl {
             }
             .into());
         }
+        if tbs.get(ISSUER_AT..ISSUER_AT + 32) != Some(&root.0[..]) {
+            return Err(AuthError::WrongIssuer("revocation list").into());
+        }
+        let signature: [u8; 64] = signature
+            .try_into()
+            .map_err(|_| Malformed::Truncated("revocation list"))?;
+        root.verify(labels::CTX_CRL, tbs, &signature, "revocation list")?;
+        Ok(Self::decode_signed(r, version)?)
+    }
+
+    /// Parses the signed bytes after the format version, which
+    /// [`Crl::decode_verified`] has checked the root signed.
+    fn decode_signed(mut r: Reader<'_>, version: u8) -> Result<Self, Malformed> {
         let list_version = r.u64()?;
         let issued = r.u64()?;
         let next_update = r.u64()?;
@@ -162,24 +192,19 @@ impl Crl {
                 what: "revocation list serials",
                 len: count,
                 max: MAX_SERIALS,
-            }
-            .into());
+            });
         }
-        let mut serials = HashSet::with_capacity(count);
-        for _ in 0..count {
-            serials.insert(Serial(r.array()?));
-        }
+        let serials = read_ascending(&mut r, count, |r| {
+            let raw = r.take(16)?;
+            Ok((raw, Serial(to_array(raw)?)))
+        })?;
         let user_keys = if version == VERSION_USER_KEYS {
             read_user_keys(&mut r)?
         } else {
             HashSet::new()
         };
-        let signature = r.array::<64>()?;
         r.finish()?;
-        if issuer != *root {
-            return Err(AuthError::WrongIssuer("revocation list").into());
-        }
-        let crl = Self {
+        Ok(Self {
             list_version,
             issued,
             next_update,
@@ -190,18 +215,7 @@ impl Crl {
                 serials,
                 user_keys,
             },
-        };
-        let tbs = crl.tbs();
-        if tbs.len() + 64 != bytes.len() {
-            // Duplicate entries or unsorted input would change the encoding.
-            return Err(Malformed::Invalid {
-                what: "revocation list",
-                why: "not in canonical form",
-            }
-            .into());
-        }
-        root.verify(labels::CTX_CRL, &tbs, &signature, "revocation list")?;
-        Ok(crl)
+        })
     }
 
     /// Whether the list is past its next-update time.
@@ -219,11 +233,14 @@ fn read_user_keys(r: &mut Reader<'_>) -> Result<HashSet<[u8; 32]>, Malformed> {
             max: MAX_USER_KEYS,
         });
     }
-    let mut out = HashSet::with_capacity(count);
-    for _ in 0..count {
-        out.insert(r.array()?);
+    if count == 0 {
+        // Version 2 exists for user keys; without any the list is version 1.
+        return Err(NOT_CANONICAL);
     }
-    Ok(out)
+    read_ascending(r, count, |r| {
+        let raw = r.take(32)?;
+        Ok((raw, to_array(raw)?))
+    })
 }
 
 fn read_names(r: &mut Reader<'_>, max: usize) -> Result<HashSet<String>, Malformed> {
@@ -235,11 +252,41 @@ fn read_names(r: &mut Reader<'_>, max: usize) -> Result<HashSet<String>, Malform
             max: MAX_NAMES,
         });
     }
-    let mut out = HashSet::with_capacity(n);
-    for _ in 0..n {
+    read_ascending(r, n, |r| {
         let name = r.str8(max)?;
         check_name(name, max, "revoked name")?;
-        out.insert(name.to_owned());
+        Ok((name.as_bytes(), name.to_owned()))
+    })
+}
+
+const NOT_CANONICAL: Malformed = Malformed::Invalid {
+    what: "revocation list",
+    why: "not in canonical form",
+};
+
+fn to_array<const N: usize>(raw: &[u8]) -> Result<[u8; N], Malformed> {
+    raw.try_into()
+        .map_err(|_| Malformed::Truncated("revocation list"))
+}
+
+/// Reads `count` entries, each encoded strictly greater (byte order) than
+/// the one before: the order [`Crl::sign`] writes, so a duplicate or an
+/// unsorted list, which is not the canonical encoding of any set, is
+/// refused. `read` returns an entry's encoding and its value.
+fn read_ascending<'a, T: std::hash::Hash + Eq>(
+    r: &mut Reader<'a>,
+    count: usize,
+    mut read: impl FnMut(&mut Reader<'a>) -> Result<(&'a [u8], T), Malformed>,
+) -> Result<HashSet<T>, Malformed> {
+    let mut out = HashSet::with_capacity(count);
+    let mut last: Option<&[u8]> = None;
+    for _ in 0..count {
+        let (raw, item) = read(r)?;
+        if last.is_some_and(|l| l >= raw) {
+            return Err(NOT_CANONICAL);
+        }
+        last = Some(raw);
+        out.insert(item);
     }
     Ok(out)
 }
@@ -329,5 +376,198 @@ mod tests {
         let pos = 4 + 1 + 24 + 32 + 2 + 1 + 7 + 2 + 1 + 4;
         bytes[pos..pos + 4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(Crl::decode_verified(&bytes, &root.public()).is_err());
+    }
+
+    /// A list as an untrusted list server could make it: the pinned root
+    /// as issuer, `serials` sequential serials, and a random signature.
+    fn forged(root: &SigningKey, serials: u32, names: u16) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(magic::CRL).u8(VERSION).u64(7).u64(100).u64(200);
+        w.bytes(&root.public().0);
+        w.u16(names);
+        for i in 0..names {
+            w.str8(&format!("user{i:05}"));
+        }
+        w.u16(0).u32(serials);
+        let mut out = w.into_vec();
+        out.reserve_exact(serials as usize * 16 + 64);
+        for i in 0..u128::from(serials) {
+            out.extend_from_slice(&i.to_be_bytes());
+        }
+        out.extend_from_slice(&crate::keys::random_bytes::<64>());
+        out
+    }
+
+    fn bad_signature(e: &crate::ProtoError) -> bool {
+        e.to_string() == "revocation list: signature does not verify"
+    }
+
+    #[test]
+    fn a_forged_list_is_refused_on_its_signature_before_it_is_parsed() {
+        let root = SigningKey::generate();
+        // The issue's list: a million serials, a random signature.
+        let huge = forged(&root, 1_000_000, 0);
+        let e = Crl::decode_verified(&huge, &root.public()).expect_err("forged");
+        assert!(bad_signature(&e), "{e}");
+        // Bodies that the parser refuses, each behind a bad signature: the
+        // signature's error is the one reported, so the parser never ran.
+        let mut malformed = Vec::new();
+        // More serials claimed than present (and past the cap).
+        let mut short = forged(&root, 10, 0);
+        short[ISSUER_AT + 32 + 4..ISSUER_AT + 32 + 8].copy_from_slice(&u32::MAX.to_be_bytes());
+        malformed.push(short);
+        // Duplicates and disorder (not canonical).
+        let mut dup = forged(&root, 3, 0);
+        let first = ISSUER_AT + 32 + 8;
+        let copy: [u8; 16] = dup[first..first + 16].try_into().expect("16");
+        dup[first + 16..first + 32].copy_from_slice(&copy);
+        malformed.push(dup);
+        // A name with a forbidden character, and a trailing byte.
+        let mut name = forged(&root, 1, 2);
+        let at = ISSUER_AT + 32 + 2 + 1;
+        name[at] = b' ';
+        malformed.push(name);
+        let mut trailing = forged(&root, 1, 0);
+        trailing.insert(trailing.len() - 64, 0);
+        malformed.push(trailing);
+        // An unknown section count where the user keys would be.
+        let mut v2 = forged(&root, 2, 0);
+        v2[4] = VERSION_USER_KEYS;
+        malformed.push(v2);
+        for (i, bytes) in malformed.iter().enumerate() {
+            let e = Crl::decode_verified(bytes, &root.public()).expect_err("forged");
+            assert!(bad_signature(&e), "case {i}: {e}");
+        }
+        // The same malformed bodies, signed by the root, reach the parser
+        // and are refused by it.
+        for (i, bytes) in malformed.iter().enumerate() {
+            let mut signed = bytes[..bytes.len() - 64].to_vec();
+            let sig = root.sign(labels::CTX_CRL, &signed);
+            signed.extend_from_slice(&sig);
+            let e = Crl::decode_verified(&signed, &root.public()).expect_err("malformed");
+            assert!(
+                !bad_signature(&e) && !e.to_string().contains("not issued by"),
+                "case {i}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn around_the_order_other_issuers_sizes_and_truncations() {
+        let root = SigningKey::generate();
+        let other = SigningKey::generate();
+        // Another issuer, whatever the size: refused on the issuer alone.
+        for (serials, names) in [(0, 0), (1, 1), (1_000_000, 10_000), (1_100_000, 0)] {
+            let bytes = forged(&other, serials, names);
+            let e = Crl::decode_verified(&bytes, &root.public()).expect_err("other issuer");
+            assert!(
+                e.to_string().contains("not issued by the trusted key"),
+                "{e}"
+            );
+        }
+        // The root as issuer, over the caps and under them, a random
+        // signature: the signature is what refuses them.
+        for (serials, names) in [(0, 0), (1, 1), (1_100_000, 0), (0, 10_001), (16, u16::MAX)] {
+            let bytes = forged(&root, serials, names);
+            let e = Crl::decode_verified(&bytes, &root.public()).expect_err("forged");
+            assert!(bad_signature(&e), "{serials} {names}: {e}");
+        }
+        // A genuine list's signature on other bytes does not verify: the
+        // signature covers exactly the bytes received.
+        let genuine = sample(&root, 3).sign(&root).expect("sign");
+        let mut moved = forged(&root, 1, 0);
+        let n = moved.len();
+        moved[n - 64..].copy_from_slice(&genuine[genuine.len() - 64..]);
+        assert!(bad_signature(
+            &Crl::decode_verified(&moved, &root.public()).expect_err("moved signature")
+        ));
+        // Too short to hold a header, an issuer and a signature, or
+        // another structure's magic: refused before any key is used.
+        for len in [0, 64, ISSUER_AT + 32 + 63] {
+            let e = Crl::decode_verified(&genuine[..len.min(genuine.len())], &root.public())
+                .expect_err("short");
+            assert!(e.to_string().contains("truncated"), "{len}: {e}");
+        }
+        let mut licence_magic = genuine.clone();
+        licence_magic[..4].copy_from_slice(magic::LICENCE);
+        assert!(Crl::decode_verified(&licence_magic, &root.public()).is_err());
+        // And a list the root did sign still decodes, at the caps too.
+        let mut full = sample(&root, 4);
+        full.revoked.serials = (0..MAX_SERIALS as u128)
+            .map(|i| Serial(i.to_be_bytes()))
+            .collect();
+        let bytes = full.sign(&root).expect("sign");
+        assert_eq!(
+            Crl::decode_verified(&bytes, &root.public()).expect("full"),
+            full
+        );
+    }
+
+    /// The forged list's cost, measured in a process of its own (the test
+    /// binary again, running only the helper below): refusing it may cost
+    /// one copy of its signed bytes (Ed25519 verifies one contiguous
+    /// message: the context string, then the bytes), and nothing like the
+    /// sets, their sorted copies and the re-encoding (about 130 MB for a
+    /// 21.7 MB list before the fix).
+    #[test]
+    fn a_forged_huge_list_takes_no_memory_to_refuse() {
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "crl::tests::forged_list_peak_memory_helper",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("ZTSSH_CRL_MEMORY_HELPER", "1")
+            .output()
+            .expect("run the helper");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let number = |label: &str| -> u64 {
+            stdout
+                .split_once(label)
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no {label} in {stdout}"))
+        };
+        let (grew, size) = (number("peak grew by KiB:"), number("list KiB:"));
+        assert!(
+            grew < size + 4 * 1024,
+            "refusing a forged list of {size} KiB grew the peak by {grew} KiB"
+        );
+    }
+
+    fn peak_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .expect("/proc/self/status")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+
+    #[test]
+    #[ignore = "run by a_forged_huge_list_takes_no_memory_to_refuse in a process of its own"]
+    fn forged_list_peak_memory_helper() {
+        if std::env::var_os("ZTSSH_CRL_MEMORY_HELPER").is_none() {
+            return;
+        }
+        let root = SigningKey::generate();
+        let huge = forged(&root, 1_000_000, 0);
+        let before = peak_kib();
+        let e = Crl::decode_verified(&huge, &root.public()).expect_err("forged");
+        let after = peak_kib();
+        assert!(bad_signature(&e), "{e}");
+        println!(
+            "list KiB: {} peak grew by KiB: {}",
+            huge.len() / 1024,
+            after.saturating_sub(before)
+        );
     }
 }

@@ -253,7 +253,8 @@ impl AwaitingServerHello {
             )));
         }
         let ct = r.take(KEM_CT_LEN)?;
-        let licence = Licence::decode(r.var16(MAX_LICENCE_LEN)?)?;
+        // Parsed only once its root signature verifies, below.
+        let licence_bytes = r.var16(MAX_LICENCE_LEN)?;
         r.finish()?;
 
         let shared = self.kem_dk.decapsulate(ct).ok_or(Malformed::Invalid {
@@ -263,7 +264,8 @@ impl AwaitingServerHello {
         let psk = kem_psk(shared.as_slice());
         self.hs.set_psk(3, psk.as_slice())?;
 
-        let verified: LicenceVerified = licence.verify(&self.cfg.root, now)?;
+        let verified: LicenceVerified =
+            Licence::decode_verified(licence_bytes, &self.cfg.root, now)?;
         let lic = verified.licence();
         if !lic.covers(&self.cfg.host) {
             return Err(AuthError::HostNotCovered {
@@ -287,7 +289,7 @@ impl AwaitingServerHello {
         Ok(ServerVerified {
             hs: self.hs,
             frame_size: self.cfg.frame_size,
-            licence,
+            licence: lic.clone(),
             h2,
             session_key,
         })

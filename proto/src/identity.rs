@@ -895,10 +895,11 @@ impl ClientIdentity {
         user_sig_due: Option<bool>,
         mono_ms: u64,
     ) -> Result<ClientEvent, String> {
-        let cert = ClientCert::decode(bytes)
-            .map_err(|e| format!("bad certificate from the proxy: {e}"))?;
-        cert.verify_signature(&self.subca_key)
-            .map_err(|e| format!("certificate from the proxy does not verify: {e}"))?;
+        // Verified before it is parsed.
+        let cert = ClientCert::decode_verified(bytes, &self.subca_key).map_err(|e| match e {
+            crate::ProtoError::Malformed(e) => format!("bad certificate from the proxy: {e}"),
+            e => format!("certificate from the proxy does not verify: {e}"),
+        })?;
         // Decoding refuses not_after <= not_before.
         let ttl_secs = cert.not_after.saturating_sub(cert.not_before);
         if ttl_secs > MAX_CERT_TTL {

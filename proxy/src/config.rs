@@ -60,6 +60,7 @@ const ENV_KEYS: &[&str] = &[
     "upstream_connect_timeout_secs",
     "max_connections",
     "max_handshakes",
+    "max_sessions_per_principal",
     "log_format",
     "revocation_list",
     "revocation_url",
@@ -118,6 +119,11 @@ pub struct Settings {
     /// Most connections still in the handshake.
     #[serde(default = "default_max_handshakes")]
     pub max_handshakes: usize,
+    /// Most live sessions one principal may hold on this proxy, unless the
+    /// policy's `max_sessions` for it says otherwise; so one principal (or
+    /// a stolen key) cannot take every `max_connections` slot.
+    #[serde(default = "default_max_sessions_per_principal")]
+    pub max_sessions_per_principal: u32,
     /// `text` or `json`.
     #[serde(default, with = "choice")]
     pub log_format: LogFormat,
@@ -270,6 +276,12 @@ fn default_max_connections() -> usize {
 fn default_max_handshakes() -> usize {
     64
 }
+/// The default session cap per principal: more than a person opens, far
+/// fewer than `max_connections`.
+pub const DEFAULT_MAX_SESSIONS_PER_PRINCIPAL: u32 = 64;
+fn default_max_sessions_per_principal() -> u32 {
+    DEFAULT_MAX_SESSIONS_PER_PRINCIPAL
+}
 
 /// Command-line overrides (only the ones given are applied).
 #[derive(Debug, Default, Serialize)]
@@ -418,6 +430,11 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     }
     if settings.max_connections == 0 || settings.max_handshakes == 0 {
         return Err(err("max_connections and max_handshakes must be at least 1"));
+    }
+    if settings.max_sessions_per_principal == 0 {
+        return Err(err(
+            "max_sessions_per_principal = 0 would lock every principal out; it must be at least 1",
+        ));
     }
     let noise_secret =
         keyfile::read_secret(&settings.state_dir.join(NOISE_KEY_FILE), pem::NOISE_KEY)
@@ -694,9 +711,7 @@ fn load_licence(
     now: u64,
 ) -> Result<LicenceVerified, ConfigError> {
     let bytes = keyfile::read_pem(path, pem::LICENCE).map_err(err)?;
-    let licence = Licence::decode(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    let licence = licence
-        .verify(root, now)
+    let licence = Licence::decode_verified(&bytes, root, now)
         .map_err(|e| err(format!("{}: {e}", path.display())))?;
     if licence.body.noise_key != noise.public() || licence.body.subca_key != subca.public() {
         return Err(err(format!(
@@ -732,7 +747,8 @@ impl Config {
         let b = &authority.licence.body;
         format!(
             "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}; \
-             challenge every {}s, answer within {}s; client certificates {}s{}; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; {}",
+             challenge every {}s, answer within {}s; client certificates {}s{}; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; \
+             at most {} session(s) per principal where the policy sets no max_sessions; {}",
             self.listen,
             self.upstream,
             b.server_id,
@@ -754,6 +770,7 @@ impl Config {
             self.cover,
             self.list_summary(authority),
             authority.policy.summary(),
+            self.settings.max_sessions_per_principal,
             self.zsk_summary(),
         )
     }

@@ -45,6 +45,11 @@ struct LinesArgs {
     /// The sshd version (X.Y) instead of asking `sshd -V`.
     #[arg(long)]
     sshd_version: Option<String>,
+    /// Keep this login method on besides public keys (repeatable). The
+    /// drop-in turns every other method off: a password or any other
+    /// method logs in without a ztssh session.
+    #[arg(long = "allow-auth-method", value_enum)]
+    allow_auth_methods: Vec<ztssh_proxy::sshd_config::AuthMethod>,
 }
 
 #[derive(Subcommand)]
@@ -308,9 +313,17 @@ fn sshd_lines(args: &LinesArgs) -> Result<(Config, PathBuf, String), ExitCode> {
     let made = version.and_then(|v| {
         let command = sc::command_path(args.command.clone())?;
         sc::check_command_path(&command)?;
-        let text = sc::lines(&cfg, &config_path, &command, v)?;
+        let text = sc::lines(&cfg, &config_path, &command, v, &args.allow_auth_methods)?;
         Ok((command, text))
     });
+    if !args.allow_auth_methods.is_empty() {
+        let names: Vec<&str> = args.allow_auth_methods.iter().map(|m| m.name()).collect();
+        eprintln!(
+            "ztssh-proxy: warning: --allow-auth-method keeps {} on in sshd beside public keys: \
+             such logins need no ztssh session and are not bound to the policy's accounts",
+            names.join(", ")
+        );
+    }
     match made {
         Ok((command, text)) => Ok((cfg, command, text)),
         Err(e) => {

@@ -213,6 +213,16 @@ impl Policy {
         self.rules.get(principal).and_then(|r| r.max_sessions)
     }
 
+    /// How many live sessions `principal` may hold, and what says so: its
+    /// rule's `max_sessions`, else `default` (the proxy's
+    /// `max_sessions_per_principal`). Never unlimited.
+    pub fn session_cap(&self, principal: &str, default: u32) -> (u32, &'static str) {
+        match self.max_sessions(principal) {
+            Some(n) => (n, "the policy"),
+            None => (default, "the proxy (max_sessions_per_principal)"),
+        }
+    }
+
     /// What a security key must assert for `principal` (see
     /// [`ztssh_proto::identity::SkPolicy`]).
     pub fn sk_policy(&self, principal: &str) -> ztssh_proto::identity::SkPolicy {
@@ -443,6 +453,17 @@ hours_utc = ["22-06"]
         assert!(p.check("alice", ip("192.0.2.5"), NOON - 5 * 3600).is_err());
         assert_eq!(p.max_sessions("alice"), Some(2));
         assert_eq!(p.max_sessions("bob"), None);
+        // No principal is unlimited: without a rule, the proxy's default.
+        assert_eq!(p.session_cap("alice", 64), (2, "the policy"));
+        assert_eq!(
+            p.session_cap("bob", 64),
+            (64, "the proxy (max_sessions_per_principal)")
+        );
+        assert_eq!(
+            Policy::default().session_cap("anyone", 64).0,
+            64,
+            "no policy file at all"
+        );
         assert!(p.check("night", ip("192.0.2.5"), NOON).is_err());
         assert!(p.check("night", ip("192.0.2.5"), NOON + 11 * 3600).is_ok());
         assert!(p.check("night", ip("192.0.2.5"), NOON - 7 * 3600).is_ok());

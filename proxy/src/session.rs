@@ -230,12 +230,14 @@ async fn serve_authenticated(
         Err(refused) => return deny(shared, &mut sock, peer, &principal, refused, true).await,
     };
     // The session cap admits the session before anything is issued to it.
-    let max = authority.policy.max_sessions(&principal);
-    let _hold = match shared.sessions.try_hold(&principal, max) {
+    let (max, from) = authority
+        .policy
+        .session_cap(&principal, cfg.settings.max_sessions_per_principal);
+    let _hold = match shared.sessions.try_hold(&principal, Some(max)) {
         Ok(h) => h,
         Err(n) => {
             let reason = format!(
-                "principal {principal} already has {n} session(s) on {server_id}, the most the policy allows"
+                "principal {principal} already has {n} session(s) on {server_id}, the most {from} allows"
             );
             let refused = authorized.into_refused(Ended::new(EndKind::MaxSessions, reason));
             return deny(shared, &mut sock, peer, &principal, refused, true).await;

@@ -15,6 +15,91 @@ pub type Version = (u32, u32);
 pub const PERCENT_C: Version = (9, 4);
 /// `PerSourcePenalties` and `PerSourcePenaltyExemptList`.
 pub const PENALTIES: Version = (9, 8);
+/// `KbdInteractiveAuthentication` (before: `ChallengeResponseAuthentication`).
+pub const KBD_INTERACTIVE: Version = (8, 7);
+
+/// A login method besides public keys, which the drop-in turns off unless
+/// the operator keeps it with `--allow-auth-method`: each lets a login
+/// reach an account without a live ztssh session (a password typed
+/// through ztssh logs in as any account whose password is known, and one
+/// typed straight to sshd needs no ztssh at all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum AuthMethod {
+    /// `password`: `PasswordAuthentication`.
+    Password,
+    /// `keyboard-interactive`: `KbdInteractiveAuthentication` (PAM prompts).
+    KeyboardInteractive,
+    /// `hostbased`: `HostbasedAuthentication`.
+    Hostbased,
+    /// `gssapi-with-mic`: `GSSAPIAuthentication` (Kerberos).
+    GssapiWithMic,
+}
+
+impl AuthMethod {
+    /// Every method, in the order the lines list them.
+    pub const ALL: [Self; 4] = [
+        Self::Password,
+        Self::KeyboardInteractive,
+        Self::Hostbased,
+        Self::GssapiWithMic,
+    ];
+
+    /// The name in `AuthenticationMethods` (and in `--allow-auth-method`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::KeyboardInteractive => "keyboard-interactive",
+            Self::Hostbased => "hostbased",
+            Self::GssapiWithMic => "gssapi-with-mic",
+        }
+    }
+
+    /// The sshd_config keyword that turns it on or off, for sshd `version`.
+    pub fn keyword(self, version: Version) -> &'static str {
+        match self {
+            Self::Password => "PasswordAuthentication",
+            Self::KeyboardInteractive if version >= KBD_INTERACTIVE => {
+                "KbdInteractiveAuthentication"
+            }
+            Self::KeyboardInteractive => "ChallengeResponseAuthentication",
+            Self::Hostbased => "HostbasedAuthentication",
+            Self::GssapiWithMic => "GSSAPIAuthentication",
+        }
+    }
+}
+
+/// The lines that leave public keys (the ztssh-bound ones) as the only way
+/// in, but for the methods in `allowed`: `AuthenticationMethods`, each
+/// method's keyword, and no user CA or principals file of sshd's own that
+/// would accept a certificate without the `AuthorizedKeysCommand`.
+pub fn auth_lines(allowed: &[AuthMethod], version: Version) -> Vec<String> {
+    let mut methods = vec!["publickey"];
+    methods.extend(
+        AuthMethod::ALL
+            .iter()
+            .filter(|m| allowed.contains(m))
+            .map(|m| m.name()),
+    );
+    let mut out = vec![
+        "# Public keys only, and only the ones above: no password, keyboard-interactive, host-based or"
+            .to_owned(),
+        "# GSSAPI login, and no user CA or principals file that sshd would trust on its own:".into(),
+    ];
+    if methods.len() > 1 {
+        out.push(format!(
+            "# Allowed by the operator (--allow-auth-method): {}. Such logins need no ztssh session.",
+            methods[1..].join(", ")
+        ));
+    }
+    out.push(format!("AuthenticationMethods {}", methods.join(" ")));
+    for m in AuthMethod::ALL {
+        let on = if allowed.contains(&m) { "yes" } else { "no" };
+        out.push(format!("{} {on}", m.keyword(version)));
+    }
+    out.push("TrustedUserCAKeys none".into());
+    out.push("AuthorizedPrincipalsFile none".into());
+    out
+}
 
 /// The version in text like `OpenSSH_9.2p1 Debian-2, OpenSSL 3.0`.
 pub fn parse_version(text: &str) -> Option<Version> {
@@ -77,6 +162,7 @@ pub fn lines(
     config_path: &Path,
     command: &Path,
     version: Version,
+    allowed: &[AuthMethod],
 ) -> Result<String, String> {
     let (Some(akc), Some(range)) = (&cfg.authorized_keys, cfg.upstream_sources) else {
         return Err(format!(
@@ -97,6 +183,7 @@ pub fn lines(
         command_line(command, &akc.socket, version),
         format!("AuthorizedKeysCommandUser {}", akc.command_user.name),
     ];
+    out.extend(auth_lines(allowed, version));
     out.extend(trust_lines(cfg, config_path)?);
     if version >= PERCENT_C {
         out.push(
@@ -385,5 +472,43 @@ mod tests {
         );
         let prepended = diff(Path::new("/c"), Some((b"x\n", 0o600)), b"Include d/*\nx\n");
         assert_eq!(prepended, "--- /c (mode 600)\n+++ /c\n+Include d/*\n x\n");
+    }
+
+    #[test]
+    fn only_public_keys_unless_the_operator_keeps_a_method() {
+        let lines = auth_lines(&[], (9, 2));
+        let directives: Vec<&str> = lines
+            .iter()
+            .map(String::as_str)
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        assert_eq!(
+            directives,
+            [
+                "AuthenticationMethods publickey",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "HostbasedAuthentication no",
+                "GSSAPIAuthentication no",
+                "TrustedUserCAKeys none",
+                "AuthorizedPrincipalsFile none",
+            ]
+        );
+        assert!(!lines.iter().any(|l| l.contains("Allowed by the operator")));
+        // Kept methods are on, named in AuthenticationMethods (in one
+        // order however given) and called out in a comment.
+        let kept = auth_lines(&[AuthMethod::GssapiWithMic, AuthMethod::Password], (9, 2));
+        assert!(
+            kept.contains(&"AuthenticationMethods publickey password gssapi-with-mic".to_owned())
+        );
+        assert!(kept.contains(&"PasswordAuthentication yes".to_owned()));
+        assert!(kept.contains(&"GSSAPIAuthentication yes".to_owned()));
+        assert!(kept.contains(&"KbdInteractiveAuthentication no".to_owned()));
+        assert!(kept.contains(
+            &"# Allowed by the operator (--allow-auth-method): password, gssapi-with-mic. Such logins need no ztssh session."
+                .to_owned()
+        ));
+        // Before 8.7, keyboard-interactive has its older keyword.
+        assert!(auth_lines(&[], (8, 6)).contains(&"ChallengeResponseAuthentication no".to_owned()));
     }
 }

@@ -382,8 +382,9 @@ fn match_failure(overridden: &[String]) -> Failure {
     ))
 }
 
-/// Keywords a Match block must not set: what decides which keys and
-/// passwords log in, beside every keyword the drop-in sets.
+/// Keywords a Match block must not set: what decides which keys,
+/// passwords and other methods log in, beside every keyword the drop-in
+/// sets.
 const GUARDED: &[&str] = &[
     "authorizedkeysfile",
     "authorizedkeyscommand",
@@ -392,7 +393,18 @@ const GUARDED: &[&str] = &[
     "passwordauthentication",
     "kbdinteractiveauthentication",
     "challengeresponseauthentication",
+    "authenticationmethods",
+    "hostbasedauthentication",
+    "gssapiauthentication",
+    "trustedusercakeys",
+    "authorizedprincipalsfile",
+    "authorizedprincipalscommand",
+    "authorizedprincipalscommanduser",
 ];
+
+/// Keywords of the drop-in that an sshd built without the feature does not
+/// show in `sshd -T` at all: set to `no`, the method is off either way.
+const MAY_BE_COMPILED_OUT: &[&str] = &["gssapiauthentication"];
 
 /// Every `FILE:LINE: line` in sshd_config or a file it includes that sets
 /// a guarded keyword (or one the drop-in sets) inside a Match block.
@@ -566,8 +578,14 @@ fn not_in_effect(
             let Some((k, v)) = l.split_once(' ') else {
                 continue;
             };
-            let want = format!("{} {}", k.to_ascii_lowercase(), v.trim());
-            if !shown.contains(&want.as_str()) {
+            let key = k.to_ascii_lowercase();
+            let want = format!("{key} {}", v.trim());
+            let compiled_out = MAY_BE_COMPILED_OUT.contains(&key.as_str())
+                && v.trim() == "no"
+                && !shown
+                    .iter()
+                    .any(|l| l.split_whitespace().next() == Some(key.as_str()));
+            if !shown.contains(&want.as_str()) && !compiled_out {
                 lost.push(format!("{l}{when}"));
             }
         }
@@ -682,6 +700,18 @@ fn apply(
          (-C), and no other ListenAddress"
             .into(),
     );
+    if let Some(methods) = target
+        .lines
+        .lines()
+        .find_map(|l| l.strip_prefix("AuthenticationMethods "))
+    {
+        let kept = if methods.trim() == "publickey" {
+            " (every other method is off)"
+        } else {
+            " (kept by --allow-auth-method: these log in without a ztssh session)"
+        };
+        done.push(format!("sshd's login methods: {}{kept}", methods.trim()));
+    }
     interrupted()?;
     *reloaded = true;
     done.push(sshd_reload::reload(&opts.reload, &[target.upstream])?);

@@ -1,13 +1,17 @@
 //! The files the tools keep and read, against the real binaries: the CA's
 //! version counter and revocation records, and the sidecar's identity
-//! file (issue 13 item 4).
+//! file (issue 13 item 4); the CA directory's lock, mode and owner, and a
+//! counter that must never wrap (issue 23 items 10 and 11).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use ztssh_proto::crl::Crl;
+use ztssh_proto::keyfile;
+use ztssh_proto::labels::pem;
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -18,6 +22,52 @@ fn ca(args: &[&str], dir: &Path) -> Output {
 
 fn crl(dir: &Path) -> Output {
     ca(&["crl", "--dir", "ca", "--out", "crl.pem"], dir)
+}
+
+/// Writes a CA file by hand as an operator would, closed to others (the
+/// CA reads its files as strictly as its key).
+fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// Starts `ztssh-ca` once per argument list, all before any is waited
+/// for, and collects every outcome.
+fn ca_at_once(dir: &Path, runs: &[Vec<String>]) -> Vec<Output> {
+    let children: Vec<Child> = runs
+        .iter()
+        .map(|args| {
+            Command::new(bin("ztssh-ca"))
+                .args(args)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn ztssh-ca")
+        })
+        .collect();
+    children.into_iter().map(|c| wait_bounded(c, T)).collect()
+}
+
+fn list_version(dir: &Path, file: &Path) -> u64 {
+    let root = keyfile::read_root_public(&dir.join("ca/root.pub")).expect("root.pub");
+    let bytes = keyfile::read_pem(file, pem::CRL).expect("list");
+    Crl::decode_verified(&bytes, &root)
+        .expect("a list the root signed")
+        .list_version
+}
+
+fn revoke_args(principal: &str) -> Vec<String> {
+    ["revoke", "--dir", "ca", "--principal", principal]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+fn crl_args(out: &str) -> Vec<String> {
+    ["crl", "--dir", "ca", "--out", out]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 #[test]
@@ -55,7 +105,7 @@ fn the_ca_refuses_to_restart_its_list_versions() {
         stderr(&out)
     );
     std::fs::remove_dir(&version).expect("rmdir");
-    std::fs::write(&version, "two\n").expect("write");
+    write_private(&version, "two\n");
     let out = crl(dir);
     assert!(!out.status.success());
     assert!(
@@ -64,7 +114,7 @@ fn the_ca_refuses_to_restart_its_list_versions() {
         stderr(&out)
     );
     // Put back by hand, the next list is version 3.
-    std::fs::write(&version, "2\n").expect("write");
+    write_private(&version, "2\n");
     assert_ok(&crl(dir), "third list");
     assert_eq!(std::fs::read_to_string(&version).expect("v3"), "3\n");
 }
@@ -143,4 +193,312 @@ fn the_sidecar_warns_about_an_identity_others_can_read() {
     let err = run(0o600);
     assert!(!err.contains("warning"), "{err}");
     assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn concurrent_revokes_all_land_and_concurrent_lists_get_distinct_versions() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    ca_init(dir);
+    let runs: Vec<_> = (0..20).map(|i| revoke_args(&format!("user{i}"))).collect();
+    for out in ca_at_once(dir, &runs) {
+        assert_ok(&out, "revoke");
+    }
+    let records = std::fs::read_to_string(dir.join("ca/revocations.txt")).expect("records");
+    for i in 0..20 {
+        assert!(
+            records.lines().any(|l| l == format!("principal user{i}")),
+            "user{i} lost:\n{records}"
+        );
+    }
+    assert_eq!(records.lines().count(), 20, "{records}");
+
+    let runs: Vec<_> = (0..6).map(|i| crl_args(&format!("crl-{i}.pem"))).collect();
+    for out in ca_at_once(dir, &runs) {
+        assert_ok(&out, "crl");
+    }
+    let mut versions: Vec<u64> = (0..6)
+        .map(|i| list_version(dir, &dir.join(format!("crl-{i}.pem"))))
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ca/crl.version")).expect("version"),
+        "6\n"
+    );
+}
+
+/// Around the lock: revocations and lists racing each other (the
+/// scheduled `crl` against an operator's `revoke && crl`), a lock held
+/// by something else, and a lock file replaced by a symlink.
+#[test]
+fn the_ca_lock_holds_against_mixed_races_a_foreign_holder_and_a_symlink() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    ca_init(dir);
+    let runs: Vec<_> = (0..8)
+        .flat_map(|i| {
+            [
+                revoke_args(&format!("mixed{i}")),
+                crl_args(&format!("mixed-{i}.pem")),
+            ]
+        })
+        .collect();
+    for out in ca_at_once(dir, &runs) {
+        assert_ok(&out, "revoke or crl");
+    }
+    let root = keyfile::read_root_public(&dir.join("ca/root.pub")).expect("root.pub");
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..8 {
+        let bytes = keyfile::read_pem(&dir.join(format!("mixed-{i}.pem")), pem::CRL).expect("list");
+        let list = Crl::decode_verified(&bytes, &root).expect("list");
+        // One version, one content: never two lists under one version.
+        let principals: std::collections::BTreeSet<String> =
+            list.revoked.principals.iter().cloned().collect();
+        assert!(
+            seen.insert(list.list_version, principals).is_none(),
+            "two lists carry version {}",
+            list.list_version
+        );
+    }
+    // Each list holds everything recorded before it: contents only grow
+    // with the version.
+    let contents: Vec<_> = seen.values().collect();
+    for pair in contents.windows(2) {
+        assert!(pair[0].is_subset(pair[1]), "{pair:?}");
+    }
+    assert_ok(&crl(dir), "a final list");
+    assert_eq!(list_version(dir, &dir.join("crl.pem")), 9);
+    let records = std::fs::read_to_string(dir.join("ca/revocations.txt")).expect("records");
+    assert_eq!(records.lines().count(), 8, "{records}");
+
+    // Something else holds the lock: the command waits, names the holder,
+    // and goes on once it is released.
+    let lock_path = dir.join("ca/lock");
+    let mut lock_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .expect("the lock file exists");
+    use std::io::Write;
+    writeln!(lock_file, "ztssh-ca crl (pid 4242)").expect("write");
+    let held = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .expect("lock");
+    let err_path = dir.join("waiting.err");
+    let waiting = Command::new(bin("ztssh-ca"))
+        .args(revoke_args("late"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn");
+    wait_until(T, "the waiting message", || {
+        read_text(&err_path).contains("waiting for")
+    });
+    let err = read_text(&err_path);
+    assert!(
+        err.contains(
+            "ztssh-ca: waiting for `ztssh-ca crl (pid 4242)` to finish with CA directory ca"
+        ),
+        "{err}"
+    );
+    // It has not read the records yet, so it cannot lose what another
+    // command writes meanwhile.
+    let records_path = dir.join("ca/revocations.txt");
+    let mut text = std::fs::read_to_string(&records_path).expect("records");
+    text.push_str("principal meanwhile\n");
+    std::fs::write(&records_path, &text).expect("write while locked");
+    drop(held);
+    let out = wait_bounded(waiting, T);
+    assert_ok(&out, "revoke after the lock was released");
+    let records = std::fs::read_to_string(&records_path).expect("records");
+    assert!(
+        records.contains("principal meanwhile\nprincipal late\n"),
+        "{records}"
+    );
+
+    // A lock file replaced by a symlink (to a file nobody locks) is refused.
+    std::fs::remove_file(&lock_path).expect("rm lock");
+    std::os::unix::fs::symlink(dir.join("elsewhere"), &lock_path).expect("symlink");
+    let out = ca(&["revoke", "--dir", "ca", "--principal", "linked"], dir);
+    assert!(!out.status.success(), "locked through a symlink");
+    assert!(
+        stderr(&out).contains("cannot open the CA's lock file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.join("elsewhere").exists());
+}
+
+#[test]
+fn the_list_version_never_wraps() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    ca_init(dir);
+    let version = dir.join("ca/crl.version");
+    let refused = |text: &str, want: &str| {
+        write_private(&version, text);
+        let _ = std::fs::remove_file(dir.join("crl.pem"));
+        let out = crl(dir);
+        assert!(!out.status.success(), "{text:?} accepted");
+        assert!(stderr(&out).contains(want), "{text:?}: {}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&version).expect("kept"), text);
+        assert!(
+            !dir.join("crl.pem").exists(),
+            "{text:?}: a list was written"
+        );
+    };
+    // The issue's reproduction: from 18446744073709551614 the second list
+    // was version 0. No list at all is issued from there.
+    let implausible = "no list can follow it (the highest version a CA issues is 9007199254740992)";
+    refused("18446744073709551614\n", implausible);
+    refused(&format!("{}\n", u64::MAX), implausible);
+    refused("9007199254740992\n", implausible);
+    // Past u64, signs, hex: not a version number.
+    for text in ["18446744073709551616\n", "+5\n", "-1\n", "0x10\n"] {
+        refused(text, "crl.version is corrupt");
+    }
+    // Right below the ceiling: one more list, then no more.
+    write_private(&version, "9007199254740991\n");
+    assert_ok(&crl(dir), "the last list");
+    assert_eq!(
+        list_version(dir, &dir.join("crl.pem")),
+        9_007_199_254_740_992
+    );
+    let out = crl(dir);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(implausible), "{}", stderr(&out));
+    assert_eq!(
+        list_version(dir, &dir.join("crl.pem")),
+        9_007_199_254_740_992,
+        "the list in place was replaced"
+    );
+
+    // The KRL's counter neither.
+    let krl_version = dir.join("ca/krl.version");
+    write_private(&krl_version, &format!("{}\n", u64::MAX));
+    let out = ca(&["krl", "--dir", "ca", "--out", "revoked.krl"], dir);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(implausible), "{}", stderr(&out));
+    assert!(!dir.join("revoked.krl").exists());
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).expect("meta").mode() & 0o7777
+}
+
+#[test]
+fn the_ca_directory_is_private_and_its_files_are_read_like_its_key() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let ca_dir = ca_init(dir);
+    assert_eq!(mode(&ca_dir), 0o700, "init creates the CA directory 0700");
+    // A parent it creates is made as usual; the CA directory is 0700.
+    let nested = dir.join("parent/ca");
+    assert_ok(
+        &ca(&["init", "--dir", "parent/ca"], dir),
+        "init in a new parent",
+    );
+    assert_eq!(mode(&nested), 0o700);
+    assert_ok(&crl(dir), "first list");
+
+    let every = |what: &str, want: &str| {
+        let commands: [&[&str]; 5] = [
+            &["crl", "--dir", "ca", "--out", "crl.pem"],
+            &["revoke", "--dir", "ca", "--principal", "mallory"],
+            &["krl", "--dir", "ca", "--out", "revoked.krl"],
+            &["known-hosts", "--dir", "ca"],
+            &["init", "--dir", "ca"],
+        ];
+        for args in commands {
+            let out = ca(args, dir);
+            assert!(!out.status.success(), "{what}: {args:?} ran");
+            assert!(
+                stderr(&out).contains(want),
+                "{what}: {args:?}: {}",
+                stderr(&out)
+            );
+        }
+        assert!(!dir.join("ca/revocations.txt").exists(), "{what}: recorded");
+        assert_eq!(list_version(dir, &dir.join("crl.pem")), 1, "{what}");
+    };
+    // Writable by its group or by everyone (sticky or not), or owned by
+    // another user: refused, by every command.
+    for (m, who) in [
+        (0o770, "can be written by its group (mode 770)"),
+        (0o720, "can be written by its group (mode 720)"),
+        (0o707, "can be written by every user (mode 707)"),
+        (0o1777, "can be written by every user (mode 1777)"),
+    ] {
+        std::fs::set_permissions(&ca_dir, std::fs::Permissions::from_mode(m)).expect("chmod");
+        every(&format!("mode {m:o}"), who);
+    }
+    std::fs::set_permissions(&ca_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    nix::unistd::chown(&ca_dir, Some(nix::unistd::Uid::from_raw(65534)), None)
+        .expect("chown (the suite runs as root)");
+    every("foreign owner", "is owned by uid 65534");
+    nix::unistd::chown(&ca_dir, Some(nix::unistd::Uid::from_raw(0)), None).expect("chown");
+    // Readable by others but written by nobody else (a CA made by an older
+    // init, 0755) still works.
+    std::fs::set_permissions(&ca_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    assert_ok(&crl(dir), "a 0755 CA directory");
+    std::fs::set_permissions(&ca_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    assert_ok(
+        &ca(&["revoke", "--dir", "ca", "--principal", "mallory"], dir),
+        "revoke",
+    );
+
+    // Its files: open to others, another owner's, or a symlink: refused.
+    let records = ca_dir.join("revocations.txt");
+    let version = ca_dir.join("crl.version");
+    let refused = |args: &[&str], want: &str| {
+        let out = ca(args, dir);
+        assert!(!out.status.success(), "{args:?} ran");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    };
+    let crl_args: &[&str] = &["crl", "--dir", "ca", "--out", "crl.pem"];
+    for file in [&records, &version] {
+        for m in [0o644, 0o620, 0o602] {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(m)).expect("chmod");
+            refused(
+                crl_args,
+                &format!("is open to other users (mode {m:o}); run: chmod 600"),
+            );
+        }
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        nix::unistd::chown(
+            file.as_path(),
+            Some(nix::unistd::Uid::from_raw(65534)),
+            None,
+        )
+        .expect("chown");
+        refused(crl_args, "is owned by uid 65534");
+        nix::unistd::chown(file.as_path(), Some(nix::unistd::Uid::from_raw(0)), None)
+            .expect("chown");
+        // A symlink to a file that passes every check itself.
+        let real: PathBuf = dir.join(format!(
+            "real-{}",
+            file.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+        ));
+        std::fs::copy(file, &real).expect("copy");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let saved = std::fs::read(file).expect("save");
+        std::fs::remove_file(file).expect("rm");
+        std::os::unix::fs::symlink(&real, file).expect("symlink");
+        refused(crl_args, "is a symbolic link");
+        std::fs::remove_file(file).expect("rm link");
+        std::fs::write(file, saved).expect("restore");
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    // revoke reads the records as strictly before it adds to them.
+    std::fs::set_permissions(&records, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    refused(
+        &["revoke", "--dir", "ca", "--principal", "eve"],
+        "is open to other users (mode 666)",
+    );
+    std::fs::set_permissions(&records, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert_ok(&crl(dir), "all put back");
+    assert_eq!(list_version(dir, &dir.join("crl.pem")), 3);
 }

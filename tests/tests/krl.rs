@@ -482,6 +482,12 @@ fn serial_zero_and_forged_host_certificates_are_refused() {
     // A hand-written `host-serial 0` is reported where it is, and no KRL
     // is written.
     fs::write(&records, "# hand edit\nhost-serial 0\n").unwrap();
+    // Closed to others, as the CA reads its files.
+    fs::set_permissions(
+        &records,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let krl = dir.path().join("revoked.krl");
     let out = ztssh_ca(&["krl"], &ca, &[Path::new("--out"), &krl]);
     assert!(!out.status.success(), "a KRL with serial 0 was written");

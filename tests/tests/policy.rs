@@ -382,3 +382,87 @@ fn per_source_rate_limit_refuses_the_excess_and_spares_other_sources() {
     assert_ok(&run_bounded(w.ssh().arg("true"), T), "ssh from 127.0.0.1");
     drop(open);
 }
+
+/// Issue 23 item 6: no principal holds sessions without limit. Without a
+/// `max_sessions` rule the proxy's `max_sessions_per_principal` (default
+/// 64) caps it; a rule replaces it for that principal; and the cap cannot
+/// be switched off.
+#[test]
+fn a_principal_without_a_rule_is_capped_by_the_proxy_default() {
+    let w = world("", "max_sessions_per_principal = 1\n");
+    let check = |config: &std::path::Path| {
+        run_bounded(
+            Command::new(bin("ztssh-proxy"))
+                .arg("check")
+                .arg("--config")
+                .arg(config),
+            T,
+        )
+    };
+    // The default, as `check` reports it.
+    let cfg = fs::read_to_string(&w.proxy.config).expect("config");
+    let without = cfg.replace("max_sessions_per_principal = 1\n", "");
+    let default_cfg = w.dir.path().join("default.toml");
+    fs::write(&default_cfg, &without).expect("write");
+    let out = check(&default_cfg);
+    assert_ok(&out, "check");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("at most 64 session(s) per principal where the policy sets no max_sessions"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Switching the cap off is refused, in the file or the environment.
+    let zero = w.dir.path().join("zero.toml");
+    fs::write(&zero, format!("{without}max_sessions_per_principal = 0\n")).expect("write");
+    let out = check(&zero);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("max_sessions_per_principal = 0 would lock every principal out"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_bounded(
+        Command::new(bin("ztssh-proxy"))
+            .arg("check")
+            .arg("--config")
+            .arg(&default_cfg)
+            .env("ZTSSH_MAX_SESSIONS_PER_PRINCIPAL", "0"),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+
+    // With the proxy's cap at 1 and no rule, a second session is refused,
+    // naming the setting.
+    let (mut first, _) = live_session(&w, "first");
+    let out = run_bounded(w.ssh().arg("true"), T);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "principal alice already has 1 session(s) on web1, the most the proxy (max_sessions_per_principal) allows"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // A rule for alice replaces the default for her.
+    fs::write(policy_path(&w), "[principal.alice]\nmax_sessions = 2\n").expect("policy");
+    w.proxy.sighup();
+    wait_until(Duration::from_secs(10), "reload", || {
+        w.proxy
+            .log_text()
+            .contains("event=\"reload\" result=\"ok\"")
+    });
+    let (mut second, _) = live_session(&w, "second");
+    let out = run_bounded(w.ssh().arg("true"), T);
+    assert!(
+        stderr(&out).contains(
+            "principal alice already has 2 session(s) on web1, the most the policy allows"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let _ = first.kill();
+    let _ = second.kill();
+    let _ = first.wait();
+    let _ = second.wait();
+}

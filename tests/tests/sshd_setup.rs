@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use ztssh_tests::zsk::{ACCOUNT, refused};
+use ztssh_tests::zsk::{ACCOUNT, ensure_account, refused};
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(120);
@@ -26,10 +26,16 @@ impl Host {
         Self::build(range, false)
     }
 
+    fn build(range: &str, moved: bool) -> Self {
+        Self::build_with(range, moved, "")
+    }
+
     /// With `moved`, sshd listens where an older drop-in says (the same
     /// file `sshd-setup` replaces), and the proxy's upstream is another
-    /// port: the setup moves sshd.
-    fn build(range: &str, moved: bool) -> Self {
+    /// port: the setup moves sshd. `site` lines follow the Include in
+    /// sshd_config, as a stock sshd_config's own settings do.
+    fn build_with(range: &str, moved: bool, site: &str) -> Self {
+        let site = site.to_owned();
         // sshd as Debian's: an Include of the drop-in directory at the top,
         // then standing keys in an authorized_keys file.
         let head = move |dir: &Path, sshd_port: u16| {
@@ -40,7 +46,7 @@ impl Host {
                 std::fs::write(drop_in_dir.join("00-ztssh.conf"), &listen).expect("old drop-in");
             }
             format!(
-                "Include {}/*.conf\n{}AuthorizedKeysFile {}\n",
+                "Include {}/*.conf\n{}AuthorizedKeysFile {}\n{site}",
                 drop_in_dir.display(),
                 if moved { "" } else { listen.as_str() },
                 dir.join("authorized_keys").display()
@@ -531,4 +537,316 @@ fn a_rollback_after_a_port_change_waits_for_the_old_port() {
     assert!(h.snapshot() == before, "files not restored exactly");
     h.wait_reloads(2);
     ok_output(&h.direct(), "the standing key works on the old port again");
+}
+
+/// An account outside alice's `accounts` that has a password, like any
+/// local account of a stock server (issue 23 item 2).
+const PW_ACCOUNT: &str = "ztsshpw";
+const PASSWORD: &str = "ztssh-e2e-Passw0rd";
+
+/// sshd as shipped: passwords and keyboard-interactive on (Debian's sshd
+/// has password logins on by default).
+const STOCK: &str = "PasswordAuthentication yes\nKbdInteractiveAuthentication yes\n";
+
+fn ensure_password_account() {
+    ensure_account(PW_ACCOUNT);
+    let set = run_bounded(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo '{PW_ACCOUNT}:{PASSWORD}' | chpasswd")),
+        T,
+    );
+    assert!(set.status.success(), "chpasswd: {}", stderr(&set));
+}
+
+impl Host {
+    /// `sshd -T` (with `-C spec` when given) on this host's files.
+    fn effective(&self, spec: Option<&str>) -> String {
+        let mut c = Command::new("/usr/sbin/sshd");
+        c.arg("-T").arg("-f").arg(&self.sshd_config);
+        if let Some(spec) = spec {
+            c.arg("-C").arg(spec);
+        }
+        ok_output(&run_bounded(&mut c, T), "sshd -T")
+    }
+
+    /// ssh as `account` with the password and keyboard-interactive only
+    /// (`methods`), straight to sshd or (`through`) through ztssh as alice.
+    fn password_login(&self, account: &str, methods: &str, through: bool) -> Output {
+        let w = &self.world;
+        let askpass = w.dir.path().join("askpass.sh");
+        if !askpass.exists() {
+            std::fs::write(&askpass, format!("#!/bin/sh\necho '{PASSWORD}'\n")).expect("askpass");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700))
+                .expect("chmod");
+        }
+        let kh = w.dir.path().join("known_hosts");
+        let mut c = Command::new("ssh");
+        c.args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", kh.display()))
+            .args([
+                "-o",
+                "PubkeyAuthentication=no",
+                "-o",
+                "NumberOfPasswordPrompts=1",
+            ])
+            .arg("-o")
+            .arg(format!("PreferredAuthentications={methods}"))
+            .env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0");
+        if through {
+            c.arg("-o")
+                .arg(format!(
+                    "ProxyCommand={}",
+                    w.proxy_command_as(&w.alice, "alice", "")
+                ))
+                .arg("-p")
+                .arg(w.proxy.port.to_string())
+                .arg(format!("{account}@localhost"));
+        } else {
+            c.arg("-p")
+                .arg(w.sshd.port.to_string())
+                .arg(format!("{account}@127.0.0.1"));
+        }
+        run_bounded(c.arg("whoami"), T)
+    }
+}
+
+/// The `sshd -T` lines every setup must leave in effect.
+const METHODS_OFF: [&str; 7] = [
+    "authenticationmethods publickey",
+    "passwordauthentication no",
+    "kbdinteractiveauthentication no",
+    "hostbasedauthentication no",
+    "gssapiauthentication no",
+    "trustedusercakeys none",
+    "authorizedprincipalsfile none",
+];
+
+fn shows_all(effective: &str, want: &[&str], what: &str) {
+    let shown: Vec<&str> = effective.lines().map(str::trim).collect();
+    for w in want {
+        assert!(shown.contains(w), "{what}: sshd -T lacks {w:?}");
+    }
+}
+
+/// Issue 23 item 2: after the setup, a password (or any method but the
+/// ztssh-bound public keys) logs in neither straight to sshd nor through
+/// ztssh as an account outside the principal's `accounts`.
+#[test]
+fn setup_leaves_public_keys_the_only_way_in() {
+    ensure_password_account();
+    let h = Host::build_with("127.86.0.0/16", false, STOCK);
+    // The reproduction: before the setup, the password logs in both ways.
+    let before = h.effective(None);
+    shows_all(
+        &before,
+        &["passwordauthentication yes", "authenticationmethods any"],
+        "before",
+    );
+    let direct = h.password_login(PW_ACCOUNT, "password", false);
+    assert_eq!(
+        ok_output(&direct, "a password straight to sshd, before").trim(),
+        PW_ACCOUNT
+    );
+    let through = h.password_login(PW_ACCOUNT, "password", true);
+    assert_eq!(
+        ok_output(
+            &through,
+            "a password through ztssh for another account, before"
+        )
+        .trim(),
+        PW_ACCOUNT
+    );
+
+    let login = h.login_check(ACCOUNT);
+    let text = ok_output(&h.setup(&["--login-check", &login]), "sshd-setup");
+    assert!(
+        text.contains("sshd's login methods: publickey (every other method is off)"),
+        "{text}"
+    );
+    h.wait_reloads(1);
+    let drop_in = read_text(&h.drop_in());
+    for line in [
+        "AuthenticationMethods publickey\n",
+        "PasswordAuthentication no\n",
+        "KbdInteractiveAuthentication no\n",
+        "HostbasedAuthentication no\n",
+        "GSSAPIAuthentication no\n",
+        "TrustedUserCAKeys none\n",
+        "AuthorizedPrincipalsFile none\n",
+    ] {
+        assert!(drop_in.contains(line), "{line:?} missing:\n{drop_in}");
+    }
+    shows_all(&h.effective(None), &METHODS_OFF, "sshd -T");
+    for addr in ["127.0.0.1", "127.86.0.9", "198.51.100.7"] {
+        for user in ["root", ACCOUNT, PW_ACCOUNT] {
+            let spec = format!(
+                "user={user},host=x.invalid,addr={addr},laddr=127.0.0.1,lport={}",
+                h.world.sshd.port
+            );
+            shows_all(&h.effective(Some(&spec)), &METHODS_OFF, &spec);
+        }
+    }
+    // Now the password is refused both ways, and sshd offers nothing but
+    // public keys; so is keyboard-interactive.
+    for (methods, through) in [
+        ("password", false),
+        ("password", true),
+        ("keyboard-interactive", false),
+        ("keyboard-interactive", true),
+        ("password,keyboard-interactive", false),
+    ] {
+        let out = h.password_login(PW_ACCOUNT, methods, through);
+        refused(&out, &format!("{methods} (through ztssh: {through})"));
+        assert!(
+            stderr(&out).contains("Permission denied (publickey)."),
+            "{methods} {through}: {}",
+            stderr(&out)
+        );
+    }
+    // The ztssh-bound key still logs in.
+    let out = run_bounded(
+        Command::new("sh")
+            .arg("-c")
+            .arg(h.login_check(ACCOUNT).replace("'true'", "whoami")),
+        T,
+    );
+    assert_eq!(ok_output(&out, "through ztssh").trim(), ACCOUNT);
+}
+
+/// Around the fix: a drop-in read first that turns passwords back on, a
+/// Match block (in sshd_config or an included file) that sets any of the
+/// new keywords, and the operator's own `--allow-auth-method`, which is
+/// the only way to keep a method and is said aloud.
+#[test]
+fn auth_methods_cannot_be_turned_back_on_behind_the_setups_back() {
+    ensure_password_account();
+    let h = Host::build_with("127.87.0.0/16", false, STOCK);
+    let login = h.login_check(ACCOUNT);
+
+    // A site drop-in read before the ztssh one turns passwords on and
+    // allows any method: sshd keeps those values; rolled back.
+    let site = h.drop_in_dir.join("00-site.conf");
+    std::fs::write(
+        &site,
+        "PasswordAuthentication yes\nAuthenticationMethods any\nTrustedUserCAKeys /etc/ssh/ca.pub\n",
+    )
+    .expect("site");
+    let with_site = h.snapshot();
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    for lost in [
+        "PasswordAuthentication no",
+        "AuthenticationMethods publickey",
+        "TrustedUserCAKeys none",
+    ] {
+        assert!(
+            err.contains("not in effect") && err.contains(lost),
+            "{lost}: {err}"
+        );
+    }
+    assert!(err.contains("had not been reloaded"), "{err}");
+    assert!(h.snapshot() == with_site, "files not restored exactly");
+    std::fs::remove_file(&site).expect("rm site");
+
+    // Match blocks that set a new keyword: refused before any change.
+    let cfg = read_text(&h.sshd_config);
+    for (block, keyword) in [
+        (
+            "Match Address 198.51.100.0/24\n    AuthenticationMethods password\n",
+            "AuthenticationMethods",
+        ),
+        (
+            "Match User nobody\n    HostbasedAuthentication yes\n",
+            "HostbasedAuthentication",
+        ),
+        (
+            "Match Group staff\n    GSSAPIAuthentication yes\n",
+            "GSSAPIAuthentication",
+        ),
+        (
+            "Match All\n    AuthorizedPrincipalsFile /etc/ssh/principals\n",
+            "AuthorizedPrincipalsFile",
+        ),
+    ] {
+        std::fs::write(&h.sshd_config, format!("{cfg}{block}")).expect("Match block");
+        let out = h.setup(&["--login-check", &login]);
+        assert_eq!(out.status.code(), Some(65), "{block}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("a Match block sets") && err.contains(keyword),
+            "{err}"
+        );
+    }
+    std::fs::write(&h.sshd_config, &cfg).expect("restore");
+    let included = h.drop_in_dir.join("90-site.conf");
+    std::fs::write(
+        &included,
+        "Match User root\n    TrustedUserCAKeys /etc/ssh/ca.pub\n",
+    )
+    .expect("included Match");
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{}:2", included.display())),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(&included).expect("rm");
+    assert_eq!(h.sighups(), 0);
+
+    // The operator keeps passwords, saying so: printed in the plan, warned
+    // about, stated in the drop-in and the report; and only that method.
+    let dry = h.setup(&["--dry-run", "--allow-auth-method", "password"]);
+    let plan = ok_output(&dry, "dry run with a kept method");
+    assert!(
+        plan.contains("\n+AuthenticationMethods publickey password\n"),
+        "{plan}"
+    );
+    assert!(plan.contains("\n+PasswordAuthentication yes\n"), "{plan}");
+    assert!(
+        plan.contains("\n+KbdInteractiveAuthentication no\n"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("+# Allowed by the operator (--allow-auth-method): password."),
+        "{plan}"
+    );
+    assert!(
+        stderr(&dry).contains("warning: --allow-auth-method keeps password on in sshd"),
+        "{}",
+        stderr(&dry)
+    );
+    let out = h.setup(&["--allow-auth-method", "password", "--login-check", &login]);
+    let text = ok_output(&out, "setup with a kept method");
+    assert!(
+        text.contains("sshd's login methods: publickey password (kept by --allow-auth-method"),
+        "{text}"
+    );
+    h.wait_reloads(1);
+    shows_all(
+        &h.effective(None),
+        &[
+            "authenticationmethods publickey password",
+            "passwordauthentication yes",
+            "kbdinteractiveauthentication no",
+            "hostbasedauthentication no",
+        ],
+        "kept password",
+    );
+    let direct = h.password_login(PW_ACCOUNT, "password", false);
+    assert_eq!(
+        ok_output(&direct, "the kept password method").trim(),
+        PW_ACCOUNT
+    );
+    let kbd = h.password_login(PW_ACCOUNT, "keyboard-interactive", false);
+    refused(&kbd, "keyboard-interactive, not kept");
+    // An unknown method name is refused by the flag itself.
+    let out = h.setup(&["--dry-run", "--allow-auth-method", "none"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

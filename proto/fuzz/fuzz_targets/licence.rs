@@ -1,11 +1,18 @@
 //! Licences and licence requests. Invariants: canonical decoding; nothing
-//! fuzzed verifies under the root; a request only decodes if self-signed.
+//! fuzzed verifies under the root (decoded first or verified first); a
+//! request only decodes if self-signed.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ztssh_proto::cert::{Licence, LicenceRequest};
 
 fuzz_target!(|data: &[u8]| {
+    // Verified before parsed: nothing fuzzed verifies, whatever it holds.
+    let root = ztssh_proto_fuzz::world().root.public();
+    assert!(
+        Licence::decode_verified(data, &root, ztssh_proto_fuzz::NOW).is_err(),
+        "forged licence verified"
+    );
     if let Ok(l) = Licence::decode(data) {
         assert_eq!(l.encoded(), data, "licence decoding is not canonical");
         assert!(!l.body.hostnames.is_empty() && l.body.hostnames.len() <= 32);

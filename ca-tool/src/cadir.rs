@@ -1,0 +1,163 @@
+//! The CA directory: who may write it, and one command at a time.
+//!
+//! Every command that takes `--dir` first checks the directory
+//! ([`check`]): a directory others can write to, or that another user
+//! owns, lets them replace what the CA reads (its records, its version
+//! counter), so it is refused. `init` creates it 0700.
+//!
+//! Commands that read and then write the directory (`init`, `revoke`,
+//! `crl`, `krl`) hold an exclusive `flock` on `DIR/lock` for their whole
+//! run ([`lock`]): two of them racing would otherwise each read the same
+//! records or version and one's write would be lost, or two different lists
+//! would carry one version. A second command waits (bounded) and says
+//! which command holds the lock.
+
+use std::fs;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+/// The lock file's name in the CA directory.
+const LOCK_FILE: &str = "lock";
+/// How long a command waits for another to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
+/// How often it tries again meanwhile.
+const LOCK_RETRY: Duration = Duration::from_millis(50);
+
+/// Creates the CA directory with mode 0700 if it is missing (its parents
+/// as usual), then checks it.
+pub fn create(dir: &Path) -> Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+    }
+    check(dir)
+}
+
+/// Refuses a CA directory that is not a directory, that group or others
+/// can write to, or that neither this user nor root owns.
+pub fn check(dir: &Path) -> Result<()> {
+    let meta =
+        fs::metadata(dir).with_context(|| format!("cannot open CA directory {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("CA directory {} is not a directory", dir.display());
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        bail!(
+            "CA directory {} can be written by {} (mode {:o}): whoever can write it can replace \
+             the revocation records and the list version; run: chmod 700 {}",
+            dir.display(),
+            if mode & 0o002 != 0 {
+                "every user"
+            } else {
+                "its group"
+            },
+            mode,
+            dir.display()
+        );
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        bail!(
+            "CA directory {} is owned by uid {}, not by this user (uid {me}) or root; whoever owns \
+             it can replace what the CA reads: run: chown {me} {}",
+            dir.display(),
+            meta.uid(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// An exclusive lock on the CA directory, released when dropped.
+pub struct CaLock(Flock<fs::File>);
+
+impl Drop for CaLock {
+    fn drop(&mut self) {
+        // No stale holder named once this command is done.
+        let _ = self.0.set_len(0);
+    }
+}
+
+/// Takes the CA directory's lock for `command` (the subcommand's name),
+/// waiting up to [`LOCK_WAIT`] for another command to finish.
+pub fn lock(dir: &Path, command: &str) -> Result<CaLock> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path)
+        .with_context(|| format!("cannot open the CA's lock file {}", path.display()))?;
+    if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        bail!("{} is not a regular file", path.display());
+    }
+    let start = Instant::now();
+    let mut told = false;
+    let max_tries = LOCK_WAIT.as_millis() / LOCK_RETRY.as_millis() + 1;
+    for _ in 0..max_tries {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut held) => {
+                let _ = held.set_len(0);
+                let _ = held.rewind();
+                let _ = writeln!(held, "ztssh-ca {command} (pid {})", std::process::id());
+                let _ = held.sync_data();
+                return Ok(CaLock(held));
+            }
+            Err((f, Errno::EWOULDBLOCK | Errno::EINTR)) => file = f,
+            Err((_, e)) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        if !told {
+            eprintln!(
+                "ztssh-ca: waiting for {} to finish with CA directory {} (it holds {})",
+                holder(&mut file),
+                dir.display(),
+                path.display()
+            );
+            told = true;
+        }
+        if start.elapsed() >= LOCK_WAIT {
+            break;
+        }
+        std::thread::sleep(LOCK_RETRY);
+    }
+    bail!(
+        "CA directory {} is still locked by {} after {} s; try again when it has finished \
+         (if no ztssh-ca command is running, something else holds {})",
+        dir.display(),
+        holder(&mut file),
+        LOCK_WAIT.as_secs(),
+        path.display()
+    )
+}
+
+/// What the lock file says about the command holding it.
+fn holder(file: &mut fs::File) -> String {
+    let mut text = String::new();
+    let _ = file.rewind();
+    let _ = Read::take(&mut *file, 256).read_to_string(&mut text);
+    let text = text.trim();
+    let printable = !text.is_empty() && text.chars().all(|c| !c.is_control());
+    if printable {
+        format!("`{text}`")
+    } else {
+        "another ztssh-ca command".to_owned()
+    }
+}
