@@ -526,10 +526,14 @@ fn a_sidecar_not_told_to_allow_short_certificates_refuses_one_and_names_the_serv
             "challenge_interval_secs = 300\ncert_ttl_secs = 4\ninsecure_short_certs = true\n",
         )
         .start();
-    assert!(
-        w.proxy
-            .log_text()
-            .contains("event=\"insecure_short_certs\"")
+    wait_until(
+        Duration::from_secs(10),
+        "the insecure_short_certs warning",
+        || {
+            w.proxy
+                .log_text()
+                .contains("event=\"insecure_short_certs\"")
+        },
     );
     w.short_certs = false;
     let mut cmd = w.sidecar_to(w.proxy.port);
