@@ -500,10 +500,10 @@ impl Conn<ClientSide> {
             self.side.signed_ms.pop_front();
         }
         let mut at = mono_ms;
-        if self.side.signed_ms.len() >= MAX_RENEWAL_SIGNATURES_PER_HOUR {
-            if let Some(&oldest) = self.side.signed_ms.front() {
-                at = at.max(oldest.saturating_add(HOUR_MS));
-            }
+        if self.side.signed_ms.len() >= MAX_RENEWAL_SIGNATURES_PER_HOUR
+            && let Some(&oldest) = self.side.signed_ms.front()
+        {
+            at = at.max(oldest.saturating_add(HOUR_MS));
         }
         if let (true, Some(began), Some(ttl_ms)) = (
             fresh,
