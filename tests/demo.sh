@@ -79,10 +79,13 @@ root_public_key = "$DEMO/ca/root.pub"
 authorized_principals = "$DEMO/principals"
 revocation_list = "$DEMO/crl.pem"
 # Short timings so the demo shows challenges and renewals live
-# (defaults: a challenge every 30 s, 5-minute certificates).
+# (defaults: a challenge every 30 s, 5-minute certificates). Certificates
+# under 60 s need insecure_short_certs here and --insecure-short-certs on
+# the sidecar: for demos and tests only.
 challenge_interval_secs = 2
 challenge_deadline_secs = 2
 cert_ttl_secs = 6
+insecure_short_certs = true
 CFG
 run ztssh-ca crl --dir ca --out crl.pem
 run ztssh-proxy check --config proxy.toml
@@ -99,7 +102,7 @@ proxy_says
 
 SSH_OPTS=(-F /dev/null -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new
           -o UserKnownHostsFile="$DEMO/known_hosts" -o LogLevel=ERROR -p "$PROXY_PORT")
-sidecar() { echo "ztssh-sidecar -v --root $DEMO/ca/root.pub --identity $DEMO/$1 --principal alice %h %p"; }
+sidecar() { echo "ztssh-sidecar -v --insecure-short-certs --root $DEMO/ca/root.pub --identity $DEMO/$1 --principal alice %h %p"; }
 
 bold "5. Real ssh through the sidecar: ProxyCommand ztssh-sidecar %h %p"
 run ssh "${SSH_OPTS[@]}" -i alice -o ProxyCommand="$(sidecar alice)" root@localhost \

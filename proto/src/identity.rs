@@ -114,6 +114,19 @@ pub struct Timing {
 /// Hard cap on a client certificate's lifetime.
 pub const MAX_CERT_TTL: u64 = 3600;
 
+/// Floor on a client certificate's lifetime. A sidecar renews with a
+/// third of the lifetime left and every renewal asks the user key for a
+/// signature (a touch, a confirmation dialog), so a proxy handing out
+/// short certificates would make the user sign without end: the sidecar
+/// refuses a shorter certificate and the proxy's config a shorter
+/// `cert_ttl_secs`. At the floor a session renews every 40 s.
+pub const MIN_CERT_TTL: u64 = 60;
+
+/// The floor when both sides were told to allow short certificates
+/// (`insecure_short_certs`, for test rigs that must see renewals within
+/// seconds; each side says so loudly).
+pub const INSECURE_MIN_CERT_TTL: u64 = 2;
+
 /// Early renewals (within the first quarter of a certificate's life)
 /// ignored per certificate; one more ends the session. An honest sidecar
 /// never sends one (it renews with a third left, timed on its monotonic
@@ -812,6 +825,8 @@ pub struct ClientIdentity {
     received_ms: u64,
     /// What the current certificate's CERT said about its renewal.
     user_sig_due: Option<bool>,
+    /// The shortest certificate lifetime accepted ([`MIN_CERT_TTL`]).
+    min_ttl_secs: u64,
 }
 
 impl ClientIdentity {
@@ -833,7 +848,20 @@ impl ClientIdentity {
             cert: None,
             received_ms: 0,
             user_sig_due: None,
+            min_ttl_secs: MIN_CERT_TTL,
         }
+    }
+
+    /// Accepts certificates down to [`INSECURE_MIN_CERT_TTL`] instead of
+    /// [`MIN_CERT_TTL`]: for test rigs only (the caller says so loudly).
+    /// The caps on user-key signatures still hold.
+    pub fn allow_short_certs(&mut self) {
+        self.min_ttl_secs = INSECURE_MIN_CERT_TTL;
+    }
+
+    /// The shortest certificate lifetime this side accepts.
+    pub fn min_ttl_secs(&self) -> u64 {
+        self.min_ttl_secs
     }
 
     /// The current certificate.
@@ -882,10 +910,19 @@ impl ClientIdentity {
             crate::ProtoError::Malformed(e) => format!("bad certificate from the proxy: {e}"),
             e => format!("certificate from the proxy does not verify: {e}"),
         })?;
-        let ttl_secs = cert.not_after - cert.not_before;
+        // Decoding refuses not_after <= not_before.
+        let ttl_secs = cert.not_after.saturating_sub(cert.not_before);
         if ttl_secs > MAX_CERT_TTL {
             return Err(format!(
                 "certificate from the proxy is valid for {ttl_secs}s, more than {MAX_CERT_TTL}s"
+            ));
+        }
+        if ttl_secs < self.min_ttl_secs {
+            let min = self.min_ttl_secs;
+            return Err(format!(
+                "the proxy issued a certificate valid for {ttl_secs}s, less than the {min}s minimum \
+                 (each renewal asks your key for a signature); its operator must set \
+                 cert_ttl_secs to {MIN_CERT_TTL} or more"
             ));
         }
         if cert.principal != self.principal {
@@ -904,8 +941,20 @@ impl ClientIdentity {
             (_, Some(late)) => self.key = late,
             (Some(next), None) if next.public() == cert.session_key => self.key = next,
             (Some(_), None) => return Err("renewed certificate is for another session key".into()),
-            (None, None) if cert.session_key == self.key.public() => {}
-            (None, None) => return Err("certificate is for another session key".into()),
+            // The first certificate, for the handshake's session key.
+            (None, None) if self.cert.is_none() && cert.session_key == self.key.public() => {}
+            (None, None) if self.cert.is_none() => {
+                return Err("certificate is for another session key".into());
+            }
+            // After the first, a CERT answers a RENEW of this sidecar's
+            // (in flight or given up on): anything else would let the
+            // proxy restart the renewal timer at will.
+            (None, None) => {
+                return Err(format!(
+                    "the proxy sent certificate {} that no renewal asked for",
+                    cert.serial
+                ));
+            }
         }
         // No CERT can come for the other abandoned renewals any more: they
         // were signed over the certificate just replaced.
@@ -926,6 +975,12 @@ impl ClientIdentity {
     /// re-verification interval, [`SkPolicy`]).
     pub fn user_sig_needed(&self) -> bool {
         self.user_sig_due != Some(false)
+    }
+
+    /// The current certificate's lifetime in seconds.
+    pub fn ttl_secs(&self) -> Option<u64> {
+        let c = self.cert.as_ref()?;
+        Some(c.not_after.saturating_sub(c.not_before))
     }
 
     /// When the current certificate should be renewed (monotonic ms): when

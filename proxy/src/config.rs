@@ -32,7 +32,7 @@ use crate::admission::limits::{LimitSettings, PenaltySettings};
 use crate::trust::authority::{Authority, read_crl};
 use crate::trust::authz::Authorized;
 use crate::trust::policy::{Policy, parse_net};
-use ztssh_proto::identity::{MAX_CERT_TTL, Timing};
+use ztssh_proto::identity::{INSECURE_MIN_CERT_TTL, MAX_CERT_TTL, MIN_CERT_TTL, Timing};
 use ztssh_proto::trust::{self, ListUpdate, StaleMode, Staleness};
 
 /// A configuration problem, reported before any port is bound.
@@ -76,6 +76,7 @@ const ENV_KEYS: &[&str] = &[
     "challenge_interval_secs",
     "challenge_deadline_secs",
     "cert_ttl_secs",
+    "insecure_short_certs",
     "rekey_after_secs",
     "rekey_after_bytes",
     "cover_traffic",
@@ -169,9 +170,13 @@ pub struct Settings {
     /// Seconds a client has to answer a challenge.
     #[serde(default = "default_challenge_deadline")]
     pub challenge_deadline_secs: u16,
-    /// Lifetime of client certificates (at most 3600).
+    /// Lifetime of client certificates (60 to 3600).
     #[serde(default = "default_cert_ttl")]
     pub cert_ttl_secs: u64,
+    /// Test rigs only: allows `cert_ttl_secs` down to 2 s (sidecars then
+    /// need `--insecure-short-certs` too). Logged as a warning.
+    #[serde(default)]
+    pub insecure_short_certs: bool,
     /// Seconds on one set of tunnel keys before this side starts a rekey.
     #[serde(default = "default_rekey_after_secs")]
     pub rekey_after_secs: u64,
@@ -364,6 +369,14 @@ pub fn settings(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigEr
         .merge(Serialized::defaults(overrides))
         .extract()
         .map_err(|e| extract_error(path, e))
+        .and_then(|s: Settings| {
+            // Checked here too, where the file is known, to name its line.
+            cert_ttl(&s).map_err(|e| match key_line(path, "cert_ttl_secs") {
+                Some(line) => err(format!("{}:{line}: {}", path.display(), e.0)),
+                None => err(format!("{}: {}", path.display(), e.0)),
+            })?;
+            Ok(s)
+        })
 }
 
 /// A refused word for a [`Choice`] setting is shown as its own message,
@@ -478,16 +491,44 @@ fn timing(s: &Settings) -> Result<Timing, ConfigError> {
     if !(1..=300).contains(&s.challenge_deadline_secs) {
         return Err(err("challenge_deadline_secs must be between 1 and 300"));
     }
-    if !(2..=MAX_CERT_TTL).contains(&s.cert_ttl_secs) {
-        return Err(err(format!(
-            "cert_ttl_secs must be between 2 and {MAX_CERT_TTL}"
-        )));
-    }
+    cert_ttl(s)?;
     Ok(Timing {
         interval_secs: s.challenge_interval_secs,
         deadline_secs: s.challenge_deadline_secs,
         cert_ttl_secs: s.cert_ttl_secs,
     })
+}
+
+/// `cert_ttl_secs` within [`MIN_CERT_TTL`]..=[`MAX_CERT_TTL`] (the floor
+/// is [`INSECURE_MIN_CERT_TTL`] with `insecure_short_certs`): a sidecar
+/// refuses a shorter certificate, since each renewal asks the user's key
+/// for a signature.
+fn cert_ttl(s: &Settings) -> Result<(), ConfigError> {
+    let min = if s.insecure_short_certs {
+        INSECURE_MIN_CERT_TTL
+    } else {
+        MIN_CERT_TTL
+    };
+    if (min..=MAX_CERT_TTL).contains(&s.cert_ttl_secs) {
+        return Ok(());
+    }
+    Err(err(format!(
+        "cert_ttl_secs = {}: must be between {min} and {MAX_CERT_TTL} (sidecars refuse \
+         certificates shorter than {MIN_CERT_TTL}s: each renewal asks the user's key for a signature)",
+        s.cert_ttl_secs
+    )))
+}
+
+/// The line of `key = ...` in the file at `path`, if it is there.
+fn key_line(path: &Path, key: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 fn check_limits(s: &Settings) -> Result<Vec<ipnet::IpNet>, ConfigError> {
@@ -709,7 +750,7 @@ impl Config {
         let b = &authority.licence.body;
         format!(
             "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}; \
-             challenge every {}s, answer within {}s; client certificates {}s; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; \
+             challenge every {}s, answer within {}s; client certificates {}s{}; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; \
              at most {} session(s) per principal where the policy sets no max_sessions; {}",
             self.listen,
             self.upstream,
@@ -722,6 +763,11 @@ impl Config {
             self.timing.interval_secs,
             self.timing.deadline_secs,
             self.timing.cert_ttl_secs,
+            if self.settings.insecure_short_certs {
+                " (INSECURE: insecure_short_certs allows certificates down to 2s, for test rigs only)"
+            } else {
+                ""
+            },
             self.rekey.after_secs,
             self.rekey.after_bytes,
             self.cover,

@@ -38,6 +38,14 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     info!(event = "listening", addr = %listener.local_addr()?, "{}", cfg.summary(&initial, clock::unix()));
+    if cfg.settings.insecure_short_certs {
+        warn!(
+            event = "insecure_short_certs",
+            cert_ttl_secs = cfg.timing.cert_ttl_secs,
+            "insecure_short_certs is on: client certificates may be shorter than {}s, so sidecars renew (and ask their users' keys) that often; for test rigs only",
+            ztssh_proto::identity::MIN_CERT_TTL
+        );
+    }
     if let Some(crl) = &initial.crl {
         authority::warn_if_stale(crl, clock::unix());
     }

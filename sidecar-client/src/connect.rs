@@ -119,6 +119,7 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
             rekey,
             cover,
             retry_possible: more,
+            short_certs: s.insecure_short_certs,
         };
         let r = crate::pump::run(
             sock, session, identity, &principal, verbose, &mut stdio, tunnel,

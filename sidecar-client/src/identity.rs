@@ -76,6 +76,16 @@ pub enum Identity {
     },
 }
 
+impl Identity {
+    /// Whether the key is a security key (each signature needs a touch).
+    pub fn is_security_key(&self) -> bool {
+        matches!(
+            self.public_key().algorithm(),
+            ssh_key::Algorithm::SkEd25519 | ssh_key::Algorithm::SkEcdsaSha2NistP256
+        )
+    }
+}
+
 /// The keys to try, in order, and what was left out and why.
 pub struct Candidates {
     /// Keys to try, at most [`MAX_KEYS_TRIED`].

@@ -50,6 +50,11 @@ struct Cli {
     /// Print each step on stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
+    /// Test rigs only: accept client certificates down to 2 s instead of
+    /// 60 s (a proxy could then ask your key to sign every second, up to
+    /// 120 times an hour).
+    #[arg(long)]
+    insecure_short_certs: bool,
     /// Root-signed revocation list (crl.pem): refuse servers it revokes.
     #[arg(long)]
     revocation_list: Option<PathBuf>,
@@ -163,6 +168,7 @@ fn main() -> ExitCode {
         connect: cli.connect,
         frame_size: cli.frame_size,
         verbose: cli.verbose,
+        insecure_short_certs: cli.insecure_short_certs,
         revocation_list: cli.revocation_list,
         revocation_url: cli.revocation_url,
     };

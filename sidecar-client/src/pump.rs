@@ -12,7 +12,10 @@ use getrandom::SysRng;
 use rand_core::UnwrapErr;
 use tokio::net::TcpStream;
 
-use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd, CoverTraffic, Now, RekeyPolicy};
+use ztssh_proto::conn::{
+    ClientConn, ClientConnEvent, ClientEnd, CoverTraffic, MAX_RENEWAL_SIGNATURES_PER_HOUR, Now,
+    RekeyPolicy,
+};
 use ztssh_proto::handshake::ClientSession;
 use ztssh_proto::identity::ClientIdentity;
 use ztssh_proto::time::human;
@@ -70,6 +73,9 @@ pub struct Tunnel {
     /// Read nothing from ssh until the proxy accepts (another key may
     /// follow a refusal).
     pub retry_possible: bool,
+    /// Accept client certificates down to 2 s (test rigs only; said on
+    /// stderr).
+    pub short_certs: bool,
 }
 
 /// Runs the session until it ends. With `tunnel.retry_possible`, nothing is read
@@ -86,12 +92,22 @@ pub async fn run(
 ) -> Result<(), Error> {
     let io = stdio.take().ok_or("stdin/stdout already closed")?;
     let lic = &session.licence.body;
-    let ids = ClientIdentity::new(
+    let mut ids = ClientIdentity::new(
         session.handshake_hash,
         principal,
         session.session_key,
         lic.subca_key,
     );
+    if tunnel.short_certs {
+        ids.allow_short_certs();
+        eprintln!(
+            "ztssh: warning: --insecure-short-certs: accepting client certificates down to {}s \
+             from {}: it may ask your key to sign that often (at most {MAX_RENEWAL_SIGNATURES_PER_HOUR} \
+             times an hour); for test rigs only",
+            ids.min_ttl_secs(),
+            lic.server_id
+        );
+    }
     // ssh sends its ProxyCommand SIGHUP as it exits; end the tunnel cleanly
     // (a CLOSE record) rather than vanishing mid-stream.
     let gone = SshGone::watch()?;
@@ -103,6 +119,7 @@ pub async fn run(
         server: lic.server_id.clone(),
         verbose,
         conn,
+        touch: identity.is_security_key(),
         identity: Arc::new(identity),
         sock,
         input: Some(io.input),
@@ -121,6 +138,8 @@ pub async fn run(
 
 struct Pump {
     server: String,
+    /// The user key is a security key: a renewal signature needs a touch.
+    touch: bool,
     verbose: bool,
     conn: ClientConn,
     identity: Arc<Identity>,
@@ -326,6 +345,16 @@ impl Pump {
             ClientConnEvent::Rekeyed { count } => {
                 self.say(format!("tunnel keys replaced (rekey {count})"));
             }
+            // Said before the key is asked, so a blinking key is never a
+            // surprise (and never a touch meant for something else).
+            ClientConnEvent::SigningRenewal { this_hour } if self.touch => eprintln!(
+                "ztssh: {server} renews the session's certificate: touch your security key \
+                 (renewal signature {this_hour} this hour, at most {MAX_RENEWAL_SIGNATURES_PER_HOUR})"
+            ),
+            ClientConnEvent::SigningRenewal { this_hour } => self.say(format!(
+                "{server} renews the session's certificate: asking your key to sign \
+                 (renewal signature {this_hour} this hour, at most {MAX_RENEWAL_SIGNATURES_PER_HOUR})"
+            )),
             ClientConnEvent::RenewalFailed { error, left_secs } => eprintln!(
                 "ztssh: warning: certificate renewal failed: {error}; the session ends in {} unless a retry succeeds",
                 human(left_secs)

@@ -31,6 +31,10 @@ pub struct Settings {
     /// Print each step on stderr.
     #[serde(default)]
     pub verbose: bool,
+    /// Test rigs only: accept client certificates down to 2 s instead of
+    /// 60 s (said on stderr each session).
+    #[serde(default)]
+    pub insecure_short_certs: bool,
     /// The root-signed revocation list (`ztssh-ca crl`); a server whose
     /// licence it revokes is refused before the user is revealed.
     #[serde(default)]
@@ -107,6 +111,8 @@ pub struct Flags {
     pub frame_size: Option<usize>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub verbose: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_short_certs: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revocation_list: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// The proxy line that allows certificates shorter than the 60 s floor
+/// (tests that must see renewals within seconds). A world whose proxy
+/// config has it gives its sidecars `--insecure-short-certs` too.
+pub const SHORT_CERTS: &str = "insecure_short_certs = true\n";
+
 use crate::zsk::{ACCOUNT, Installed, ensure_account};
 use crate::{
     Pki, Proxy, Sshd, TempDir, World, assert_ok, bin, free_port, read_text, run_bounded, user_key,
@@ -182,6 +187,7 @@ impl<'a> WorldBuilder<'a> {
             alice: r.alice,
             users: r.users,
             sshd_head: head,
+            short_certs: r.toml.contains(SHORT_CERTS),
             installed: r.installed,
         }
     }

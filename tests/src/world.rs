@@ -23,6 +23,9 @@ pub struct World {
     /// The lines at the top of sshd's config, before the harness's own
     /// (in zero-standing-keys mode, what `ztssh-proxy sshd-config` printed).
     pub sshd_head: String,
+    /// The proxy was told `insecure_short_certs = true`: the sidecars the
+    /// world starts get `--insecure-short-certs` too.
+    pub short_certs: bool,
     /// Zero standing keys' installed command and socket directory; last,
     /// so they are removed after sshd and the proxy stop.
     pub(crate) installed: Option<Installed>,
@@ -77,6 +80,9 @@ impl World {
     /// loopback (a stand-in server, say) instead of the proxy.
     pub fn sidecar_to(&self, port: u16) -> Command {
         let mut c = Command::new(bin("ztssh-sidecar"));
+        if self.short_certs {
+            c.arg("--insecure-short-certs");
+        }
         c.arg("--root")
             .arg(self.pki.root_pub())
             .arg("--identity")
@@ -102,8 +108,13 @@ impl World {
 
     /// The ProxyCommand with `identity` signing as `principal`.
     pub fn proxy_command_as(&self, identity: &Path, principal: &str, extra: &str) -> String {
+        let short = if self.short_certs {
+            "--insecure-short-certs "
+        } else {
+            ""
+        };
         format!(
-            "{} --root {} --identity {} --principal {principal} {extra} %h %p",
+            "{} {short}--root {} --identity {} --principal {principal} {extra} %h %p",
             bin("ztssh-sidecar").display(),
             self.pki.root_pub().display(),
             identity.display()

@@ -17,7 +17,7 @@ use ztssh_tests::agent::RealAgent;
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);
-const FAST: &str = "challenge_interval_secs = 1\nchallenge_deadline_secs = 1\ncert_ttl_secs = 4\n";
+const FAST: &str = "challenge_interval_secs = 1\nchallenge_deadline_secs = 1\ncert_ttl_secs = 4\ninsecure_short_certs = true\n";
 const SLOW_CERTS: &str =
     "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 300\n";
 
@@ -68,7 +68,7 @@ fn a_live_session_survives_ten_challenges_and_two_renewals() {
 /// libfaketime, monotonic clock untouched, as NTP trouble would leave it.
 fn skewed_session_lives_through_renewals(offset: &str) {
     let w = World::builder()
-        .proxy_toml("challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\n")
+        .proxy_toml("challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\ninsecure_short_certs = true\n")
         .start();
     let mut cmd = Command::new("ssh");
     cmd.args(w.direct_opts(&w.alice))
@@ -395,7 +395,7 @@ fn agent_with_alice(w: &World) -> (RealAgent, std::path::PathBuf) {
 #[test]
 fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
     let w = World::builder()
-        .proxy_toml("challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\n")
+        .proxy_toml("challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\ninsecure_short_certs = true\n")
         .start();
     let (_agent, sock) = agent_with_alice(&w);
     // The sidecar signs with the agent: no --identity.
@@ -440,13 +440,16 @@ fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
 fn the_sidecar_exits_at_once_while_a_renewal_signature_waits_on_the_agent() {
     // Renewal 4 s into a 6 s certificate; no challenges meanwhile.
     let w = World::builder()
-        .proxy_toml("challenge_interval_secs = 300\ncert_ttl_secs = 6\n")
+        .proxy_toml(
+            "challenge_interval_secs = 300\ncert_ttl_secs = 6\ninsecure_short_certs = true\n",
+        )
         .start();
     let (_agent, real) = agent_with_alice(&w);
     // The handshake's signature passes; the renewal's is never answered.
     let agent = ztssh_tests::agent::HoldingAgent::start(&w.dir.path().join("held.sock"), &real, 1);
     let mut cmd = Command::new(bin("ztssh-sidecar"));
-    cmd.arg("--root")
+    cmd.arg("--insecure-short-certs")
+        .arg("--root")
         .arg(w.pki.root_pub())
         .arg("--principal")
         .arg("alice")
@@ -518,5 +521,98 @@ fn bad_revocation_lists_are_refused_and_the_last_good_one_stays() {
         stderr(&out).contains("principal alice banned"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn a_sidecar_not_told_to_allow_short_certificates_refuses_one_and_names_the_server() {
+    // Security issue 23, item 8: a proxy that issues short certificates
+    // would have the user's key sign every second. The real sidecar,
+    // without --insecure-short-certs, refuses the first one before any
+    // renewal signature.
+    let mut w = World::builder()
+        .proxy_toml(
+            "challenge_interval_secs = 300\ncert_ttl_secs = 4\ninsecure_short_certs = true\n",
+        )
+        .start();
+    wait_until(
+        Duration::from_secs(10),
+        "the insecure_short_certs warning",
+        || {
+            w.proxy
+                .log_text()
+                .contains("event=\"insecure_short_certs\"")
+        },
+    );
+    w.short_certs = false;
+    let mut cmd = w.sidecar_to(w.proxy.port);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn sidecar");
+    // ssh's side stays open: the session ends on the sidecar's refusal.
+    let _stdin = child.stdin.take();
+    let out = wait_bounded(child, Duration::from_secs(60));
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("web1 broke the protocol: the proxy issued a certificate valid for 4s, less than the 60s minimum"),
+        "{err}"
+    );
+    assert!(err.contains("cert_ttl_secs to 60 or more"), "{err}");
+    assert!(!err.contains("renewed"), "{err}");
+}
+
+#[test]
+fn cert_ttl_secs_below_the_floor_is_a_config_error_naming_its_line() {
+    let w = World::start();
+    let base = std::fs::read_to_string(&w.proxy.config).expect("config");
+    let check = |name: &str, lines: &str| {
+        let path = w.dir.path().join(name);
+        std::fs::write(&path, format!("{base}{lines}")).expect("write");
+        let line = base.lines().count() + 1;
+        let out = run_bounded(
+            Command::new(bin("ztssh-proxy"))
+                .arg("check")
+                .arg("--config")
+                .arg(&path),
+            Duration::from_secs(60),
+        );
+        (out, format!("{}:{line}: ", path.display()))
+    };
+    for ttl in [1, 59] {
+        let (out, at) = check(
+            &format!("bad{ttl}.toml"),
+            &format!("cert_ttl_secs = {ttl}\n"),
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(64), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{at}cert_ttl_secs = {ttl}: must be between 60 and 3600"
+            )),
+            "{err}"
+        );
+    }
+    // Exactly at the floor, and below it only with the explicit override,
+    // which `check` says out loud.
+    let (out, _) = check("floor.toml", "cert_ttl_secs = 60\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (out, _) = check(
+        "short.toml",
+        "cert_ttl_secs = 2\ninsecure_short_certs = true\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(said.contains("INSECURE: insecure_short_certs"), "{said}");
+    let (out, _) = check(
+        "short1.toml",
+        "cert_ttl_secs = 1\ninsecure_short_certs = true\n",
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("cert_ttl_secs = 1: must be between 2 and 3600"),
+        "{err}"
     );
 }

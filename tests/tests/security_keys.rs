@@ -12,7 +12,7 @@ use ztssh_tests::skagent::{SkAgent, UP, UV};
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);
-const FAST: &str = "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 4\n";
+const FAST: &str = "challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 4\ninsecure_short_certs = true\n";
 
 /// A world with `policy` and `extra` proxy lines, alice authorized with
 /// the security key a software authenticator holds, signing with `flags`.
@@ -53,8 +53,13 @@ fn ssh(w: &World, agent: &SkAgent) -> Command {
     c.env("XDG_CACHE_HOME", w.dir.path().join("cache"));
     c.args(w.direct_opts(&w.alice));
     c.arg("-o").arg(format!(
-        "ProxyCommand={} --root {} --principal alice %h %p",
+        "ProxyCommand={} {}--root {} --principal alice %h %p",
         bin("ztssh-sidecar").display(),
+        if w.short_certs {
+            "--insecure-short-certs "
+        } else {
+            ""
+        },
         w.pki.root_pub().display()
     ));
     c.arg("-p")

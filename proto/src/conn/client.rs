@@ -20,6 +20,13 @@ pub const RENEW_REPLY_MS: u64 = 15_000;
 pub const RENEW_RETRY_MS: u64 = 5_000;
 /// The sidecar's write bound until a challenge names the deadline.
 pub const CLIENT_WRITE_BOUND_MS: u64 = 20_000;
+/// Most user-key signatures the sidecar gives renewals in any hour
+/// (retries included). An honest proxy at the certificate floor
+/// ([`MIN_CERT_TTL`](crate::identity::MIN_CERT_TTL), 60 s) renews 90 times
+/// an hour, at the default 300 s 18 times; past this many the sidecar
+/// stops signing and the session ends when its certificate runs out.
+pub const MAX_RENEWAL_SIGNATURES_PER_HOUR: usize = 120;
+const HOUR_MS: u64 = 3_600_000;
 
 /// Why a sidecar's session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +88,14 @@ pub enum ClientConnEvent {
         /// Rekeys completed on this session so far.
         count: u64,
     },
+    /// A renewal is about to ask the user key for a signature (a touch,
+    /// with a security key): [`ClientConn::poll_sign`] has its data.
+    /// The sidecar says so before asking: a security key needs a touch.
+    SigningRenewal {
+        /// User-key signatures given renewals in the last hour, this one
+        /// included (at most [`MAX_RENEWAL_SIGNATURES_PER_HOUR`]).
+        this_hour: usize,
+    },
     /// The session is over. It is the last event.
     Ended(Option<ClientEnd>),
     /// A control message left unhandled (test clients in manual mode only).
@@ -97,6 +112,10 @@ enum Renewal {
     Sent(u64),
     /// Retry at this time.
     RetryAt(u64),
+    /// The user key has signed as much as it may for now: sign again at
+    /// this time, unless the certificate runs out first (the session then
+    /// ends).
+    Capped(u64),
 }
 
 /// The sidecar's side of one tunnel after the handshake.
@@ -118,6 +137,11 @@ pub struct ClientSide {
     /// have to be tried on a new connection, which needs ssh's first
     /// bytes).
     hold: bool,
+    /// When the user key signed for renewals in the last hour, oldest
+    /// first (at most [`MAX_RENEWAL_SIGNATURES_PER_HOUR`]).
+    signed_ms: std::collections::VecDeque<u64>,
+    /// When the last renewal (not a retry) first asked the user key.
+    renewal_began_ms: Option<u64>,
 }
 
 impl Side for ClientSide {
@@ -180,6 +204,8 @@ impl Conn<ClientSide> {
             failed: false,
             manual: false,
             hold: false,
+            signed_ms: std::collections::VecDeque::with_capacity(MAX_RENEWAL_SIGNATURES_PER_HOUR),
+            renewal_began_ms: None,
         };
         Self::with(
             Link::new(transport, None, DriverRng(Box::new(rng))),
@@ -403,6 +429,7 @@ impl Conn<ClientSide> {
             Renewal::Idle | Renewal::Signing => None,
             Renewal::Sent(at) => Some(at.saturating_add(RENEW_REPLY_MS)),
             Renewal::RetryAt(at) => Some(at.max(self.identity.renew_at().unwrap_or(at))),
+            Renewal::Capped(at) => Some(self.identity.expires_at().map_or(at, |e| at.min(e))),
         };
         renewal.into_iter().chain(self.link_timeout()).min()
     }
@@ -419,25 +446,103 @@ impl Conn<ClientSide> {
                 return self
                     .renewal_failed(format!("the proxy did not answer within {secs}s"), mono_ms);
             }
-            Renewal::RetryAt(at) if mono_ms < at => return,
-            Renewal::Idle | Renewal::RetryAt(_) => {}
+            Renewal::Capped(_) if self.identity.expires_at().is_some_and(|e| mono_ms >= e) => {
+                return self.end(Some(ClientEnd::Protocol(format!(
+                    "the certificate ran out: the proxy asked for more renewal signatures \
+                     than the sidecar gives (at most one per quarter of a certificate's life \
+                     and {MAX_RENEWAL_SIGNATURES_PER_HOUR} an hour); reconnect, and tell the \
+                     server's operator if it happens again"
+                ))));
+            }
+            Renewal::RetryAt(at) | Renewal::Capped(at) if mono_ms < at => return,
+            Renewal::Idle | Renewal::RetryAt(_) | Renewal::Capped(_) => {}
             Renewal::Signing | Renewal::Sent(_) => return,
         }
-        if self.side.accepted && self.identity.renewal_due(mono_ms) {
-            match self.identity.renewal_data(&mut *self.link.rng.0) {
-                // A security key within its re-verification interval: the
-                // session keys alone vouch for the renewal, no touch.
-                Ok(_) if !self.identity.user_sig_needed() => {
-                    self.side.renewal = Renewal::Signing;
-                    self.handle_signature(Ok(Vec::new()), now);
-                }
-                Ok(data) => {
-                    self.side.to_sign = Some(data);
-                    self.side.renewal = Renewal::Signing;
-                }
-                Err(e) => self.renewal_failed(e, mono_ms),
+        if !self.side.accepted || !self.identity.renewal_due(mono_ms) {
+            return;
+        }
+        // A security key within its re-verification interval: the session
+        // keys alone vouch for the renewal, no touch, nothing to cap.
+        let needs_user = self.identity.user_sig_needed();
+        let fresh = self.side.renewal == Renewal::Idle;
+        if needs_user {
+            let at = self.sign_allowed_at(fresh, mono_ms);
+            if at > mono_ms {
+                return self.capped(at, mono_ms);
             }
         }
+        match self.identity.renewal_data(&mut *self.link.rng.0) {
+            Ok(_) if !needs_user => {
+                self.side.renewal = Renewal::Signing;
+                self.handle_signature(Ok(Vec::new()), now);
+            }
+            Ok(data) => {
+                if fresh {
+                    self.side.renewal_began_ms = Some(mono_ms);
+                }
+                if self.side.signed_ms.len() == MAX_RENEWAL_SIGNATURES_PER_HOUR {
+                    self.side.signed_ms.pop_front();
+                }
+                self.side.signed_ms.push_back(mono_ms);
+                self.events.push_back(ClientConnEvent::SigningRenewal {
+                    this_hour: self.side.signed_ms.len(),
+                });
+                self.side.to_sign = Some(data);
+                self.side.renewal = Renewal::Signing;
+            }
+            Err(e) => self.renewal_failed(e, mono_ms),
+        }
+    }
+
+    /// When the user key may next sign for a renewal: at most
+    /// [`MAX_RENEWAL_SIGNATURES_PER_HOUR`] in any hour, and a new renewal
+    /// (not a retry, which follows this side's own fixed timers) no sooner
+    /// than a quarter of the current certificate's life after the last
+    /// one began.
+    fn sign_allowed_at(&mut self, fresh: bool, mono_ms: u64) -> u64 {
+        let hour_ago = mono_ms.saturating_sub(HOUR_MS);
+        while self
+            .side
+            .signed_ms
+            .front()
+            .is_some_and(|&t| t <= hour_ago && mono_ms >= HOUR_MS)
+        {
+            self.side.signed_ms.pop_front();
+        }
+        let mut at = mono_ms;
+        if self.side.signed_ms.len() >= MAX_RENEWAL_SIGNATURES_PER_HOUR
+            && let Some(&oldest) = self.side.signed_ms.front()
+        {
+            at = at.max(oldest.saturating_add(HOUR_MS));
+        }
+        if let (true, Some(began), Some(ttl_ms)) = (
+            fresh,
+            self.side.renewal_began_ms,
+            self.identity.ttl_secs().map(|t| t.saturating_mul(1000)),
+        ) {
+            at = at.max(began.saturating_add(ttl_ms / 4));
+        }
+        at
+    }
+
+    /// The signature cap holds a renewal back until `at`; said once.
+    fn capped(&mut self, at: u64, mono_ms: u64) {
+        if !matches!(self.side.renewal, Renewal::Capped(_)) {
+            let left_secs = self
+                .identity
+                .expires_at()
+                .map_or(0, |e| e.saturating_sub(mono_ms) / 1000);
+            let wait = at.saturating_sub(mono_ms).div_ceil(1000);
+            self.events.push_back(ClientConnEvent::RenewalFailed {
+                error: format!(
+                    "the proxy asks for renewal signatures faster than the sidecar gives them \
+                     (at most one per quarter of a certificate's life and \
+                     {MAX_RENEWAL_SIGNATURES_PER_HOUR} an hour); not signing for {wait}s"
+                ),
+                left_secs,
+            });
+        }
+        self.side.renewal = Renewal::Capped(at);
     }
 
     fn end(&mut self, end: Option<ClientEnd>) {

@@ -54,8 +54,8 @@ mod tests;
 use std::collections::VecDeque;
 
 pub use client::{
-    CLIENT_WRITE_BOUND_MS, ClientConn, ClientConnEvent, ClientEnd, ClientSide, RENEW_REPLY_MS,
-    RENEW_RETRY_MS,
+    CLIENT_WRITE_BOUND_MS, ClientConn, ClientConnEvent, ClientEnd, ClientSide,
+    MAX_RENEWAL_SIGNATURES_PER_HOUR, RENEW_REPLY_MS, RENEW_RETRY_MS,
 };
 pub use cover::{COVER_CADENCE_MS, COVER_LINGER_MS, CoverTraffic};
 pub use link::HIGH_WATER;

@@ -494,6 +494,7 @@ mod data;
 mod identity;
 mod kills;
 mod rekey;
+mod renewal;
 
 /// A connection's `Debug` (an `expect_err`, a `{:?}` in a log line) shows
 /// no session bytes: not the queues for sshd and ssh, nor what was read
