@@ -74,13 +74,15 @@ pub(crate) fn client_cfg(pki: &Pki, host: &str) -> ClientConfig {
     }
 }
 
-/// Runs the handshake; `signer` signs while `claimed` is the key sent.
-pub(crate) fn run(
+/// Runs the handshake as alice; `signer` signs while `claimed` is the key
+/// sent. Returns the client's session and the server's outcome, accepted
+/// or refused.
+pub(crate) fn run_to_outcome(
     pki: &Pki,
     cfg: ClientConfig,
     claimed: &PrivateKey,
     signer: &PrivateKey,
-) -> Result<(ClientSession, ClientAuthenticated), ProtoError> {
+) -> Result<(ClientSession, ClientAuth), ProtoError> {
     let server =
         handshake::server_start(&pki.noise, &pki.licence, FrameSize::default(), &mut TestRng)?;
     let (client, msg1) = handshake::client_start(cfg, &mut TestRng)?;
@@ -94,8 +96,18 @@ pub(crate) fn run(
         )
         .expect("sign");
     let (session, msg3) = verified.into_client_auth("alice", claimed.public_key(), &sig)?;
-    let authed = server
-        .handle_client_auth(&msg3)?
+    Ok((session, server.handle_client_auth(&msg3)?))
+}
+
+/// [`run_to_outcome`], for a handshake the server must accept.
+pub(crate) fn run(
+    pki: &Pki,
+    cfg: ClientConfig,
+    claimed: &PrivateKey,
+    signer: &PrivateKey,
+) -> Result<(ClientSession, ClientAuthenticated), ProtoError> {
+    let (session, outcome) = run_to_outcome(pki, cfg, claimed, signer)?;
+    let authed = outcome
         .authenticated()
         .ok_or(ProtoError::Internal("user key refused"))?;
     Ok((session, authed))
@@ -260,28 +272,8 @@ fn client_refuses_bad_licences() {
 fn server_refuses_wrong_user_signature() {
     let pki = pki();
     let (alice, mallory) = (user(1), user(2));
-    let server =
-        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default(), &mut TestRng)
-            .expect("server");
-    let (client, msg1) =
-        handshake::client_start(client_cfg(&pki, "web1"), &mut TestRng).expect("client");
-    let (server, msg2) = server
-        .handle_client_hello(&msg1, &mut TestRng)
-        .expect("hello");
-    let verified = client
-        .handle_server_hello(&msg2, NOW, &mut TestRng)
-        .expect("verified");
-    let sig = mallory
-        .sign(
-            SSHSIG_NAMESPACE_HANDSHAKE,
-            HashAlg::Sha512,
-            &verified.user_signed_data(),
-        )
-        .expect("sign");
-    let (_, msg3) = verified
-        .into_client_auth("alice", alice.public_key(), &sig)
-        .expect("msg3");
-    let outcome = server.handle_client_auth(&msg3).expect("well-formed");
+    let (_, outcome) =
+        run_to_outcome(&pki, client_cfg(&pki, "web1"), &alice, &mallory).expect("well-formed");
     let ClientAuth::KeyRefused { principal, refused } = outcome else {
         panic!("must fail")
     };
@@ -322,28 +314,8 @@ fn a_refused_user_key_hears_why_in_a_terminate() {
     // its size; the client opens the refusal on its own transport.
     let pki = pki();
     let k = test_key("rsa1024");
-    let server =
-        handshake::server_start(&pki.noise, &pki.licence, FrameSize::default(), &mut TestRng)
-            .expect("server");
-    let (client, msg1) =
-        handshake::client_start(client_cfg(&pki, "web1"), &mut TestRng).expect("client");
-    let (server, msg2) = server
-        .handle_client_hello(&msg1, &mut TestRng)
-        .expect("hello");
-    let verified = client
-        .handle_server_hello(&msg2, NOW, &mut TestRng)
-        .expect("server hello");
-    let sig = k
-        .sign(
-            SSHSIG_NAMESPACE_HANDSHAKE,
-            HashAlg::Sha512,
-            &verified.user_signed_data(),
-        )
-        .expect("sign");
-    let (mut session, msg3) = verified
-        .into_client_auth("alice", k.public_key(), &sig)
-        .expect("msg3");
-    let outcome = server.handle_client_auth(&msg3).expect("well-formed");
+    let (mut session, outcome) =
+        run_to_outcome(&pki, client_cfg(&pki, "web1"), &k, &k).expect("well-formed");
     let ClientAuth::KeyRefused { mut refused, .. } = outcome else {
         panic!("refused")
     };
