@@ -350,6 +350,11 @@ impl<S: Side> Conn<S> {
 
     /// Drives the record layer's timers; false if that ended the session.
     fn handle_link_timeout(&mut self, now: Now) -> bool {
+        // Every timer wake-up gives back what an idle session does not use.
+        self.link.release_idle();
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
         let fault = match self.link.stalled(self.write_bound_ms, now.mono_ms) {
             Some(Stall::Peer) => Some(Fault::PeerStalled),
             Some(Stall::Local) if S::BOUNDS_LOCAL => Some(Fault::LocalStalled),
