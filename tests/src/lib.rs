@@ -13,6 +13,7 @@ use std::time::Duration;
 pub use tempfile::TempDir;
 
 pub mod agent;
+pub mod bench;
 mod builder;
 pub mod listserver;
 mod net;
