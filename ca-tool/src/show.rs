@@ -96,8 +96,17 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
             println!("  not after:   {}", when(c.not_after, now));
         }
         pem::CRL => {
-            let (list, root) = crl_unverified(&bytes)?;
-            println!("ztssh revocation list (signature: {root})");
+            let (list, signed_by) = crl_unverified(&bytes)?;
+            let signed_by = match root.as_ref() {
+                Some(r) if list.issuer != *r => format!(
+                    "INVALID: signed by {}, not by root {}",
+                    list.issuer.fingerprint(),
+                    r.fingerprint()
+                ),
+                Some(_) => format!("{signed_by}, the given root"),
+                None => format!("{signed_by}; the root itself NOT checked (pass --dir or --root)"),
+            };
+            println!("ztssh revocation list (signature: {signed_by})");
             println!("  version:     {}", list.list_version);
             println!("  issued:      {}", when(list.issued, now));
             println!(

@@ -537,7 +537,7 @@ fn show_checks_a_licence_signature_or_says_it_did_not() {
         "{}",
         text(&out)
     );
-    assert!(!text(&out).contains(" valid"), "{}", text(&out));
+    assert!(!text(&out).contains("status:     valid"), "{}", text(&out));
     let out = show(&["--dir", "ca", lic_s]);
     assert_ok(&out, "show --dir");
     assert!(
@@ -566,6 +566,30 @@ fn show_checks_a_licence_signature_or_says_it_did_not() {
     let other_root = other.path().join("ca/root.pub");
     let out = show(&["--root", other_root.to_str().expect("utf8"), lic_s]);
     assert!(text(&out).contains("INVALID: issued by"), "{}", text(&out));
+    // A list from the other CA, shown against this one: INVALID; without
+    // a root, its self-named issuer is not passed off as checked.
+    let other_list = other.path().join("other-crl.pem");
+    assert_ok(
+        &ca(
+            &[
+                "crl",
+                "--dir",
+                "ca",
+                "--out",
+                other_list.to_str().expect("utf8"),
+            ],
+            other.path(),
+        ),
+        "the other CA's list",
+    );
+    let out = show(&["--dir", "ca", other_list.to_str().expect("utf8")]);
+    assert!(text(&out).contains("INVALID: signed by"), "{}", text(&out));
+    let out = show(&[other_list.to_str().expect("utf8")]);
+    assert!(
+        text(&out).contains("root itself NOT checked"),
+        "{}",
+        text(&out)
+    );
     // Without a root, the forged one is not called valid either.
     let out = show(&[f]);
     assert!(
