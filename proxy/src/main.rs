@@ -111,6 +111,10 @@ enum Cmd {
         /// Add `Include DIR/*.conf` at the top of sshd_config if nothing includes the drop-in.
         #[arg(long)]
         add_include: bool,
+        /// The file whose SSHD_OPTS sshd's unit passes to sshd (Debian's
+        /// EnvironmentFile); its options are checked and passed to sshd -t/-T.
+        #[arg(long, default_value = "/etc/default/ssh")]
+        sshd_defaults: PathBuf,
         /// Reload by SIGHUP to the pid in this file (sshd's PidFile).
         #[arg(long, conflicts_with = "service", default_value = "/run/sshd.pid")]
         pid_file: PathBuf,
@@ -211,6 +215,7 @@ fn main() -> ExitCode {
             sshd_config,
             drop_in,
             add_include,
+            sshd_defaults,
             pid_file,
             service,
             backup_dir,
@@ -225,6 +230,7 @@ fn main() -> ExitCode {
                 drop_in,
                 add_include,
                 sshd: lines.sshd.clone(),
+                sshd_defaults,
                 reload: service.map_or(Reload::PidFile(pid_file), Reload::Service),
                 backup_dir,
                 login_check,

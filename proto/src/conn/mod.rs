@@ -54,7 +54,7 @@ mod tests;
 use std::collections::VecDeque;
 
 pub use client::{
-    CLIENT_WRITE_BOUND_MS, ClientConn, ClientConnEvent, ClientEnd, ClientSide,
+    CLIENT_WRITE_BOUND_MS, ClientConn, ClientConnEvent, ClientEnd, ClientSide, EXPIRY_GRACE_MS,
     MAX_RENEWAL_SIGNATURES_PER_HOUR, RENEW_REPLY_MS, RENEW_RETRY_MS,
 };
 pub use cover::{COVER_CADENCE_MS, COVER_LINGER_MS, CoverTraffic};
