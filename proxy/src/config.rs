@@ -702,7 +702,7 @@ fn newer_cached(crl: Option<Crl>, cache: Option<&Path>, root: &PublicKey) -> Opt
     };
     match trust::offer(crl.as_ref(), &cached) {
         ListUpdate::Replace => Some(cached),
-        ListUpdate::Same | ListUpdate::Rollback { .. } => crl,
+        ListUpdate::Same | ListUpdate::Behind { .. } | ListUpdate::Rollback { .. } => crl,
     }
 }
 

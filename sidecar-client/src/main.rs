@@ -144,6 +144,23 @@ const _: () = assert!(
     "ztssh-sidecar cannot be built with ztssh-proto's testkit feature: it would link test hooks that play a hostile peer"
 );
 
+/// Checks the host ssh gave (`%h`) under the licence host-name rules
+/// before anything shows it: a refused one is never echoed, since it could
+/// carry control characters or terminal escapes.
+fn check_host(host: &str) -> Result<(), String> {
+    ztssh_proto::cert::check_host(host).map_err(|e| {
+        let why = match e {
+            ztssh_proto::error::Malformed::Invalid { why, .. } => why,
+            _ => "not a host name",
+        };
+        format!(
+            "the host given to ztssh-sidecar (ssh's %h, {} bytes, not shown) is not a host name a server licence can carry: {why}. \
+             Use the server's name as your administrators gave it (ssh HOST), or a Host alias with HostName set to it",
+            host.len()
+        )
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(cmd) = cli.cmd {
@@ -161,6 +178,10 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(64);
     };
+    if let Err(e) = check_host(&host) {
+        eprintln!("ztssh: {e}");
+        return ExitCode::from(64);
+    }
     let flags = settings::Flags {
         root: cli.root,
         identity: cli.identity,
@@ -191,6 +212,46 @@ fn main() -> ExitCode {
         Err(msg) => {
             eprintln!("ztssh: {msg}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_host;
+
+    #[test]
+    fn a_hostile_host_is_refused_without_being_echoed() {
+        let long = "a".repeat(300);
+        let hostile = [
+            "web1\x1b]0;pwned\x07",
+            "\x1b[2J\x1b[31mroot@prod",
+            "web1\nztssh: all good",
+            "web1\r",
+            "we b1",
+            "-oProxyCommand=x",
+            ".hidden",
+            "",
+            "web1\u{202e}",
+            long.as_str(),
+        ];
+        for host in hostile {
+            let e = check_host(host).expect_err(host);
+            assert!(e.chars().all(|c| c == ' ' || c.is_ascii_graphic()), "{e:?}");
+            assert!(
+                !e.contains(host.trim_matches('.')) || host.is_empty(),
+                "{e}"
+            );
+            assert!(e.contains(&format!("{} bytes", host.len())), "{e}");
+        }
+        for host in [
+            "web1",
+            "web1.corp.example",
+            "localhost",
+            "127.0.0.1",
+            "db_2",
+        ] {
+            assert_eq!(check_host(host), Ok(()), "{host}");
         }
     }
 }

@@ -112,7 +112,7 @@ pub async fn refresh(url: &str, cache: &Path, root: &PublicKey) -> Result<Vec<St
                     }
                     return Ok(Vec::new());
                 }
-                ListUpdate::Same => return Ok(Vec::new()),
+                ListUpdate::Same | ListUpdate::Behind { .. } => return Ok(Vec::new()),
                 ListUpdate::Rollback { offered, .. } => {
                     format!("it serves version {offered}, older than your copy; refused")
                 }

@@ -383,3 +383,49 @@ fn key_files_are_private() {
         & 0o777;
     assert_eq!(state_mode, 0o700);
 }
+
+/// Issue 23 item 11: ssh's `%h` is checked under the licence host-name
+/// rules before the sidecar shows it or connects anywhere, so a hostile
+/// one (control characters, terminal escapes, very long) never reaches
+/// the user's terminal.
+#[test]
+fn a_hostile_host_is_refused_before_it_is_echoed_or_connected_to() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = Pki::create(dir.path(), &["web1"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let long = format!("web1{}", "x".repeat(4000));
+    for host in [
+        "web1\x1b]0;owned\x07",
+        "\x1b[2J\x1b[1;31mweb1",
+        "web1\nztssh: connected to web1",
+        long.as_str(),
+    ] {
+        let out = run_bounded(
+            Command::new(bin("ztssh-sidecar"))
+                .arg("--root")
+                .arg(pki.root_pub())
+                .arg("--connect")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg(host)
+                .arg(port.to_string()),
+            T,
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(64), "{err:?}");
+        assert!(
+            err.chars()
+                .all(|c| c == '\n' || c == ' ' || c.is_ascii_graphic()),
+            "only plain text on the terminal: {err:?}"
+        );
+        assert!(err.contains("is not a host name"), "{err}");
+        assert!(!err.contains("owned") && !err.contains("xxxx"), "{err}");
+        assert!(err.len() < 400, "{err}");
+    }
+    // The sidecar has exited every time: it never connected.
+    listener.set_nonblocking(true).expect("nonblocking");
+    assert!(
+        listener.accept().is_err(),
+        "no connection before the host was checked"
+    );
+}

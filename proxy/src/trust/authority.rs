@@ -200,6 +200,18 @@ pub fn refuse_rollback(loaded: u64, offered: u64) {
     );
 }
 
+/// Says quietly that a list was not newer than the loaded one because its
+/// source lags (another source, or a faster answer, got here first): the
+/// loaded list stays, and nothing failed.
+pub fn note_behind(loaded: u64, offered: u64) {
+    info!(
+        event = "crl_behind",
+        loaded,
+        offered,
+        "revocation list version {offered} is behind the loaded {loaded} (its source has not caught up yet); keeping version {loaded}"
+    );
+}
+
 /// Announces a list that is about to be enforced.
 pub fn announce(crl: &Crl, now: UnixTime) {
     warn_if_stale(crl, now);
@@ -214,11 +226,13 @@ pub fn announce(crl: &Crl, now: UnixTime) {
     );
 }
 
-/// Decides whether a freshly read list replaces the current one.
+/// Decides whether a freshly read list replaces the current one; its
+/// source's newest list so far was `source_newest` ([`trust::offer_from`]).
 /// Returns the authority to publish, or `None` to keep the current one.
 pub fn merge_crl(
     current: &Authority,
     new: Result<Crl, String>,
+    source_newest: Option<u64>,
     now: UnixTime,
 ) -> Option<Authority> {
     let new = match new {
@@ -228,9 +242,13 @@ pub fn merge_crl(
             return None;
         }
     };
-    match trust::offer(current.crl.as_ref(), &new) {
+    match trust::offer_from(current.crl.as_ref(), &new, source_newest) {
         ListUpdate::Replace => {}
         ListUpdate::Same => return None,
+        ListUpdate::Behind { loaded, offered } => {
+            note_behind(loaded, offered);
+            return None;
+        }
         ListUpdate::Rollback { loaded, offered } => {
             refuse_rollback(loaded, offered);
             return None;
