@@ -1,10 +1,12 @@
 //! Everything sshd-side: zero standing keys ([`zsk`]: what sshd's
 //! `AuthorizedKeysCommand` is told), the socket that command asks
 //! ([`akc`]), the sshd_config lines that wire it ([`config_lines`]), and
-//! their safe installation ([`setup`], with [`reload`] of sshd itself).
+//! their safe installation ([`setup`], with [`reload`] of sshd itself;
+//! its dry run checks a copy of the new files that `shadow` makes).
 
 pub mod akc;
 pub mod config_lines;
 pub mod reload;
 pub mod setup;
+mod shadow;
 pub mod zsk;

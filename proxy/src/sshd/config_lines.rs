@@ -321,7 +321,7 @@ pub fn includes(sshd_config: &str, file: &Path) -> bool {
 }
 
 /// `*` and `?` as glob(3) reads them in a path: neither crosses `/`.
-fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     match (pattern.split_first(), name.split_first()) {
         (None, None) => true,
         (Some((b'*', rest)), _) => {
