@@ -222,7 +222,8 @@ fn expired_licence_is_refused_by_the_sidecar() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "ztssh: server licence for web1 expired 3h ago\n"
+        "ztssh: server licence for web1 expired 3h ago: the server's operator must renew it \
+         (ztssh-ca licence); nothing on your side can fix this\n"
     );
     assert!(out.stdout.is_empty(), "stdout carries only ssh bytes");
 }
