@@ -259,7 +259,10 @@ fn config_mistakes_exit_64_with_a_clear_message() {
             good.replace("listen = \"127.0.0.1", "listen = \"nowhere"),
             "is not an address like",
         ),
-        (format!("{good}\nlisten_typo = 1\n"), "unknown field"),
+        (
+            format!("{good}\nlisten_typo = 1\n"),
+            "bad.toml:9: unknown key `listen_typo`",
+        ),
         (format!("{good}\nframe_size = 1000\n"), "frame_size = 1000"),
         (good.replace("licence.pem", "missing.pem"), "missing.pem"),
         ("this is [not toml".into(), "bad.toml"),
@@ -289,7 +292,7 @@ fn config_mistakes_exit_64_with_a_clear_message() {
         ),
         (
             format!("{good}\n[limits]\nrate_burts = 5\n"),
-            "unknown field: found `rate_burts`",
+            "unknown key `limits.rate_burts`; did you mean `rate_burst`?",
         ),
         (
             format!("{good}\npolicy = \"/nonexistent/policy.toml\"\n"),
