@@ -8,15 +8,7 @@ use ztssh_proto::armor;
 use ztssh_proto::cert::{ClientCert, Licence, LicenceRequest};
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, Secret, hex, to_array};
 use ztssh_proto::labels::pem;
-use ztssh_proto::time::human;
-
-fn when(t: u64, now: u64) -> String {
-    if t >= now {
-        format!("{t} (in {})", human(t - now))
-    } else {
-        format!("{t} ({} ago)", human(now - t))
-    }
-}
+use ztssh_proto::time::when;
 
 /// Prints `file`. A licence's signature is checked against `root` (the
 /// CA's `root.pub`) when one is given; without it the status says so

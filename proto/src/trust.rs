@@ -135,10 +135,11 @@ fn fresh(
     Err(Ended::new(
         EndKind::RevocationListStale,
         format!(
-            "the revocation list on {server_id} (version {}) is {} past its next update; {what} \
+            "the revocation list on {server_id} (version {}) is {} past its next update, due {}; {what} \
              until its operator publishes a newer one",
             crl.list_version,
-            human(now.saturating_sub(crl.next_update))
+            human(now.saturating_sub(crl.next_update)),
+            crate::time::date(crl.next_update)
         ),
     ))
 }
@@ -199,9 +200,10 @@ pub fn check_licence(licence: &Licence, crl: Option<&Crl>, now: UnixTime) -> Res
         return Err(Ended::new(
             EndKind::LicenceExpired,
             format!(
-                "server licence for {} expired {} ago",
+                "server licence for {} expired {}: the server's operator must renew it \
+                 (ztssh-ca licence), nothing on your side",
                 b.server_id,
-                human(now - b.not_after)
+                crate::time::when(b.not_after, now)
             ),
         ));
     }

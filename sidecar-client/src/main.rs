@@ -13,6 +13,7 @@ mod discover;
 mod explain;
 mod identity;
 mod lastkey;
+mod link;
 mod pump;
 mod revocation;
 mod settings;
@@ -61,6 +62,14 @@ struct Cli {
     /// Refresh --revocation-list from this URL first (conditional GET).
     #[arg(long)]
     revocation_url: Option<String>,
+    /// Reach HOST through this ssh host first (`ssh -W HOST:PORT JUMP`,
+    /// as `ssh -J` does), with the ztssh tunnel to HOST inside; JUMP goes
+    /// through ztssh too when your ssh_config says so.
+    #[arg(long, value_name = "JUMP")]
+    jump: Option<String>,
+    /// ssh_config file for the jump leg's ssh (`ssh -F FILE`).
+    #[arg(long, value_name = "FILE", requires = "jump")]
+    jump_config: Option<PathBuf>,
     /// Host as typed to ssh (%h); checked against the server licence.
     #[arg(required = true)]
     host: Option<String>,
@@ -97,6 +106,10 @@ struct SetupArgs {
     /// the bare key), from your administrators.
     #[arg(long)]
     host_ca: Option<PathBuf>,
+    /// The port the proxies listen on, written as the block's `Port`
+    /// (22 where your organisation publishes SRV records instead).
+    #[arg(long, default_value_t = setup::DEFAULT_PORT)]
+    port: u16,
     /// Remove what setup added (blocks and its own files; backups stay).
     #[arg(long, conflicts_with_all = ["root", "principal", "identity", "hosts", "host_ca"])]
     undo: bool,
@@ -116,6 +129,7 @@ fn run_setup(cmd: Cmd) -> Result<(), String> {
                 identity: a.identity,
                 hosts: a.hosts,
                 host_ca: a.host_ca,
+                port: a.port,
             };
             setup::setup(&req, &paths, &sidecar)?
         }
@@ -193,6 +207,12 @@ fn main() -> ExitCode {
         revocation_list: cli.revocation_list,
         revocation_url: cli.revocation_url,
     };
+    // Per connection, never from sidecar.toml: a jump there would send the
+    // jump host's own connection through itself.
+    let jump = cli.jump.map(|via| connect::JumpVia {
+        via,
+        config: cli.jump_config.map(|p| settings::expand_tilde(&p)),
+    });
     let result = settings::load(cli.config.as_deref(), &flags).and_then(|s| {
         // One session per process: a single-threaded runtime avoids
         // cross-thread wake-ups on the data path.
@@ -200,7 +220,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start runtime: {e}"))?;
-        let result = rt.block_on(connect::run(s, host, port));
+        let result = rt.block_on(connect::run(s, host, port, jump));
         // A renewal signature may still be waiting on ssh-agent (a
         // confirmation, a touch) in the blocking pool: exit without
         // waiting for it; the process's end closes the agent socket.

@@ -222,7 +222,8 @@ fn expired_licence_is_refused_by_the_sidecar() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        "ztssh: server licence for web1 expired 3h ago\n"
+        "ztssh: server licence for web1 expired 3h ago: the server's operator must renew it \
+         (ztssh-ca licence); nothing on your side can fix this\n"
     );
     assert!(out.stdout.is_empty(), "stdout carries only ssh bytes");
 }
@@ -258,7 +259,10 @@ fn config_mistakes_exit_64_with_a_clear_message() {
             good.replace("listen = \"127.0.0.1", "listen = \"nowhere"),
             "is not an address like",
         ),
-        (format!("{good}\nlisten_typo = 1\n"), "unknown field"),
+        (
+            format!("{good}\nlisten_typo = 1\n"),
+            "bad.toml:9: unknown key `listen_typo`",
+        ),
         (format!("{good}\nframe_size = 1000\n"), "frame_size = 1000"),
         (good.replace("licence.pem", "missing.pem"), "missing.pem"),
         ("this is [not toml".into(), "bad.toml"),
@@ -288,7 +292,7 @@ fn config_mistakes_exit_64_with_a_clear_message() {
         ),
         (
             format!("{good}\n[limits]\nrate_burts = 5\n"),
-            "unknown field: found `rate_burts`",
+            "unknown key `limits.rate_burts`; did you mean `rate_burst`?",
         ),
         (
             format!("{good}\npolicy = \"/nonexistent/policy.toml\"\n"),

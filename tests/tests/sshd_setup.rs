@@ -846,9 +846,59 @@ fn auth_methods_cannot_be_turned_back_on_behind_the_setups_back() {
     );
     let kbd = h.password_login(PW_ACCOUNT, "keyboard-interactive", false);
     refused(&kbd, "keyboard-interactive, not kept");
-    // An unknown method name is refused by the flag itself.
+    // An unknown method name is refused by the flag itself: a usage
+    // error, exit 64 (2 is "the rollback failed").
     let out = h.setup(&["--dry-run", "--allow-auth-method", "none"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+}
+
+/// The dry run refuses what the real run would refuse after writing: the
+/// repo's own `systemd/sshd-loopback.conf`, whose `ListenAddress ::1` keeps
+/// sshd listening beside the proxy's upstream (the dry run used to pass
+/// and the real run then roll back). A missing `--login-check` is a usage
+/// error, exit 64 (clap's 2 is "the rollback failed" here), and the dry
+/// run names `--skip-login-check` as given only when it was.
+#[test]
+fn a_dry_run_refuses_what_the_real_run_would_and_usage_errors_exit_64() {
+    let h = Host::new("127.84.0.0/16");
+    let out = h.setup(&[]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--login-check"), "{}", stderr(&out));
+    let text = ok_output(&h.setup(&["--dry-run"]), "dry run, no login check named");
+    assert!(!text.contains("no login check"), "{text}");
+    assert!(text.contains("give --login-check COMMAND"), "{text}");
+    let text = ok_output(
+        &h.setup(&["--dry-run", "--skip-login-check"]),
+        "dry run, --skip-login-check",
+    );
+    assert!(
+        text.contains("no login check (--skip-login-check)"),
+        "{text}"
+    );
+    assert!(text.contains("on a copy of the new files"), "{text}");
+
+    let loopback = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/sshd-loopback.conf");
+    std::fs::copy(&loopback, h.drop_in_dir.join("10-ztssh-loopback.conf")).expect("copy");
+    let before = h.snapshot();
+    let dry = h.setup(&["--dry-run", "--skip-login-check"]);
+    let err = stderr(&dry);
+    assert_eq!(dry.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains("ListenAddress [::1]:22 (sshd would listen there too)")
+            && err.contains("Nothing was changed"),
+        "{err}"
+    );
+    assert!(h.snapshot() == before, "the dry run changed a file");
+    let real = h.setup(&["--skip-login-check"]);
+    let err = stderr(&real);
+    assert_eq!(real.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ListenAddress [::1]:22 (sshd would listen there too)")
+            && err.contains("Rolled back"),
+        "{err}"
+    );
+    assert!(h.snapshot() == before, "files not restored exactly");
+    assert_eq!(h.sighups(), 0);
 }
 
 /// Writes `text` into `path`, making its directory first.

@@ -6,7 +6,8 @@
 //! 1. read-only checks, before anything changes: sshd_config includes the
 //!    drop-in (or `--add-include`), `sshd -t` passes on the current files,
 //!    the `AuthorizedKeysCommand` runs as its user and reaches the proxy,
-//!    (clap requires a login check or `--skip-login-check`);
+//!    (clap requires a login check or `--skip-login-check`); a dry run
+//!    also runs step 3 on a copy of the new files (`shadow.rs`);
 //! 2. backups of every file that will change, then atomic writes;
 //! 3. `sshd -t`, then `sshd -T`: every line of the drop-in is in effect
 //!    (sshd keeps the first value it reads, so an earlier line can win);
@@ -58,6 +59,8 @@ pub struct Options {
     pub backup_dir: PathBuf,
     /// A shell command that logs in through ztssh (exit 0 = it works).
     pub login_check: Option<String>,
+    /// `--skip-login-check` was given.
+    pub skip_login_check: bool,
     /// How long the login check may take.
     pub login_timeout: Duration,
     /// Print the change; change nothing.
@@ -169,7 +172,9 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
             let before = c.before.as_ref().map(|b| (b.bytes.as_slice(), b.mode));
             out.push_str(&sshd_config::diff(&c.path, before, &c.after));
         }
-        return match prechecks(&sshd, target, opts) {
+        return match prechecks(&sshd, target, opts)
+            .and_then(|c| dry_check(&sshd, &changes, target, opts, c))
+        {
             Ok(checked) => Ok(format!(
                 "{out}Checks that pass now: {checked}.\nThen: sshd -t and sshd -T on the new files, {}, {}.\n",
                 opts.reload.describe(),
@@ -279,10 +284,49 @@ fn interrupted() -> Result<(), String> {
 }
 
 fn login_check_text(opts: &Options) -> String {
-    match &opts.login_check {
-        Some(c) => format!("the login check `{c}`"),
-        None => "no login check (--skip-login-check)".into(),
+    match (&opts.login_check, opts.skip_login_check) {
+        (Some(c), _) => format!("the login check `{c}`"),
+        (None, true) => "no login check (--skip-login-check)".into(),
+        (None, false) => {
+            "the login check (give --login-check COMMAND, or --skip-login-check, to the real run)"
+                .into()
+        }
     }
+}
+
+/// The dry run's `sshd -t` and `sshd -T`, on a copy of the new files
+/// (`shadow`): whatever the real run would refuse after writing, the dry
+/// run refuses before.
+fn dry_check(
+    sshd: &Sshd,
+    changes: &[Change],
+    target: &Target,
+    opts: &Options,
+    checked: String,
+) -> Result<String, Failure> {
+    let main = match changes.iter().find(|c| c.path == opts.sshd_config) {
+        Some(c) => c.after.clone(),
+        None => read_state(&opts.sshd_config)
+            .map_err(not_ready)?
+            .map(|s| s.bytes)
+            .unwrap_or_default(),
+    };
+    let copy =
+        crate::sshd::shadow::make(&String::from_utf8_lossy(&main), &opts.drop_in, target.lines)
+            .map_err(not_ready)?;
+    let on_copy = Sshd {
+        bin: sshd.bin,
+        config: &copy.config,
+        extra: sshd.extra.clone(),
+    };
+    verify(&on_copy, target, opts).map_err(|why| {
+        not_ready(format!(
+            "the real run would write the files and then roll back: {why}"
+        ))
+    })?;
+    Ok(format!(
+        "{checked}; sshd -t and sshd -T on a copy of the new files show every line of the drop-in in effect"
+    ))
 }
 
 /// The files to change (none when all is in place already).

@@ -14,7 +14,7 @@ use ztssh_proto::crl::Crl;
 use ztssh_proto::identity::{self, EndKind, Ended};
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::pem;
-use ztssh_proto::time::{UnixTime, human};
+use ztssh_proto::time::{UnixTime, when};
 use ztssh_proto::trust::{self, Checkpoint, Credential, ListUpdate, Staleness, Subject};
 
 use crate::trust::authz::Authorized;
@@ -158,8 +158,8 @@ pub fn warn_if_stale(crl: &Crl, now: UnixTime) {
             event = "crl_stale",
             list_version = crl.list_version,
             overdue_secs = now - crl.next_update,
-            "revocation list is past its next-update time by {}; still enforcing it. Publish a new one: ztssh-ca crl",
-            human(now - crl.next_update)
+            "revocation list is past its next-update time, {}; still enforcing it. Publish a new one: ztssh-ca crl",
+            when(crl.next_update, now)
         );
     }
 }
@@ -183,9 +183,9 @@ pub fn announce_stale(crl: &Crl, staleness: Staleness, now: UnixTime) {
         list_version = crl.list_version,
         overdue_secs = now.saturating_sub(crl.next_update),
         mode = staleness.mode.label(),
-        "revocation list version {} is {} past its next-update time (grace {}s); {does}. Publish a new one: ztssh-ca crl",
+        "revocation list version {} is past its next-update time, {} (grace {}s); {does}. Publish a new one: ztssh-ca crl",
         crl.list_version,
-        human(now.saturating_sub(crl.next_update)),
+        when(crl.next_update, now),
         staleness.grace_secs
     );
 }
