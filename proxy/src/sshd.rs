@@ -5,6 +5,7 @@
 
 pub mod akc;
 pub mod config_lines;
+pub mod guard;
 pub mod reload;
 pub mod setup;
 pub mod zsk;
