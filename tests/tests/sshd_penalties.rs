@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use ztssh_tests::zsk::{ACCOUNT, ensure_account};
 use ztssh_tests::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -19,14 +20,13 @@ const T: Duration = Duration::from_secs(60);
 /// sshd), running `true`.
 fn through(w: &World, key: &Path, principal: &str) -> Output {
     run_bounded(
-        Command::new("timeout")
-            .args(["20", "ssh"])
+        Command::new("ssh")
             .args(w.direct_opts(key))
             .arg("-o")
             .arg(format!("ProxyCommand={}", w.proxy_command_as(key, principal, "")))
             .arg("-p")
             .arg(w.proxy.port.to_string())
-            .arg("root@localhost")
+            .arg(format!("{ACCOUNT}@localhost"))
             .arg("true"),
         T,
     )
@@ -36,6 +36,9 @@ fn through(w: &World, key: &Path, principal: &str) -> Output {
 fn failed_logins_through_the_proxy_do_not_lock_other_users_out() {
     // bob is a ztssh principal, but sshd has no key of his: each of his
     // logins passes ztssh and fails at sshd, from the proxy's address.
+    // Logins are as ACCOUNT (sshd's authorized_keys file, alice's key, is
+    // one for every account).
+    ensure_account(ACCOUNT);
     let w = World::builder().user("bob").loopback_lines().start();
     let bob = w.key("bob").to_owned();
     let penalties = sshd_version() >= (9, 8);
@@ -89,7 +92,7 @@ fn failed_logins_through_the_proxy_do_not_lock_other_users_out() {
                 .args(w.direct_opts(key))
                 .args(["-b", "127.0.0.2", "-p"])
                 .arg(w.sshd.port.to_string())
-                .arg("root@127.0.0.1")
+                .arg(format!("{ACCOUNT}@127.0.0.1"))
                 .arg("true"),
             T,
         )
