@@ -99,6 +99,10 @@ impl Zsk {
     /// Waits until sshd logged an accepted login as ACCOUNT from `source`.
     fn wait_accepted(&self, source: &str) {
         let want = format!("Accepted publickey for {ACCOUNT} from {source} port");
+        if std::env::var_os("ZTSSH_DEBUG_SSHD").is_some() {
+            std::thread::sleep(Duration::from_secs(5));
+            eprintln!("SSHD LOG:\n{}\nPROXY:\n{}", self.world.sshd.log_text(), self.proxy_log());
+        }
         wait_until(T, &want, || self.world.sshd.log_text().contains(&want));
     }
 }
