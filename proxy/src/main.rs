@@ -56,6 +56,10 @@ struct LinesArgs {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the command line, parsed once per process"
+)]
 enum Cmd {
     /// Create the Sub-CA and Noise keys in DIR and write the licence request.
     Keygen {
@@ -148,7 +152,11 @@ enum Cmd {
         #[arg(long, requires = "nft_guard")]
         proxy_user: Option<String>,
         /// The file the guard's ruleset is kept in (load it at boot).
-        #[arg(long, requires = "nft_guard", default_value = "/etc/ztssh/sshd-guard.nft")]
+        #[arg(
+            long,
+            requires = "nft_guard",
+            default_value = "/etc/ztssh/sshd-guard.nft"
+        )]
         nft_file: PathBuf,
         /// The nft binary.
         #[arg(long, requires = "nft_guard", default_value = "/usr/sbin/nft")]

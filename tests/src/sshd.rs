@@ -24,16 +24,15 @@ pub fn sshd_version() -> (u32, u32) {
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
-    let rest = text
-        .split("OpenSSH_")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no OpenSSH version from {} -V: {text}", sshd_bin().display()));
+    let rest = text.split("OpenSSH_").nth(1).unwrap_or_else(|| {
+        panic!(
+            "no OpenSSH version from {} -V: {text}",
+            sshd_bin().display()
+        )
+    });
     let (major, rest) = rest.split_once('.').expect("OpenSSH_X.Y");
     let minor: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    (
-        major.parse().expect("major"),
-        minor.parse().expect("minor"),
-    )
+    (major.parse().expect("major"), minor.parse().expect("minor"))
 }
 
 /// sshd 9.8+ runs its per-connection programs from fixed paths; an sshd
@@ -44,7 +43,10 @@ fn helper_lines() -> String {
         return String::new();
     };
     let mut out = String::new();
-    for (keyword, name) in [("SshdSessionPath", "sshd-session"), ("SshdAuthPath", "sshd-auth")] {
+    for (keyword, name) in [
+        ("SshdSessionPath", "sshd-session"),
+        ("SshdAuthPath", "sshd-auth"),
+    ] {
         let helper = dir.join(name);
         if bin != Path::new("/usr/sbin/sshd") && helper.exists() {
             out.push_str(&format!("{keyword} {}\n", helper.display()));

@@ -23,7 +23,10 @@ fn through(w: &World, key: &Path, principal: &str) -> Output {
         Command::new("ssh")
             .args(w.direct_opts(key))
             .arg("-o")
-            .arg(format!("ProxyCommand={}", w.proxy_command_as(key, principal, "")))
+            .arg(format!(
+                "ProxyCommand={}",
+                w.proxy_command_as(key, principal, "")
+            ))
             .arg("-p")
             .arg(w.proxy.port.to_string())
             .arg(format!("{ACCOUNT}@localhost"))
@@ -44,7 +47,8 @@ fn failed_logins_through_the_proxy_do_not_lock_other_users_out() {
     let penalties = sshd_version() >= (9, 8);
     if penalties {
         assert!(
-            w.sshd_head.contains("\nPerSourcePenaltyExemptList 127.0.0.1\n"),
+            w.sshd_head
+                .contains("\nPerSourcePenaltyExemptList 127.0.0.1\n"),
             "{}",
             w.sshd_head
         );
@@ -59,7 +63,10 @@ fn failed_logins_through_the_proxy_do_not_lock_other_users_out() {
     // 15 s threshold.
     for n in 1..=6 {
         let out = through(&w, &bob, "bob");
-        assert!(!out.status.success(), "bob's login #{n} should fail at sshd");
+        assert!(
+            !out.status.success(),
+            "bob's login #{n} should fail at sshd"
+        );
         assert!(
             stderr(&out).contains("Permission denied"),
             "bob's login #{n} was refused by sshd's key check, not dropped: {}",
@@ -118,5 +125,8 @@ fn failed_logins_through_the_proxy_do_not_lock_other_users_out() {
     // still gets in.
     let out = direct(&w.alice);
     assert!(!out.status.success(), "127.0.0.2 is penalised");
-    assert_ok(&through(&w, &w.alice, "alice"), "alice through ztssh while 127.0.0.2 is penalised");
+    assert_ok(
+        &through(&w, &w.alice, "alice"),
+        "alice through ztssh while 127.0.0.2 is penalised",
+    );
 }

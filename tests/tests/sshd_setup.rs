@@ -467,8 +467,8 @@ fn a_lingering_or_interrupted_login_check_is_rolled_back() {
     let w = &h.world;
     let mut child = std::process::Command::new(bin("ztssh-proxy"))
         .arg("sshd-setup")
-                .arg("--sshd")
-                .arg(sshd_bin())
+        .arg("--sshd")
+        .arg(sshd_bin())
         .arg("--config")
         .arg(&w.proxy.config)
         .arg("--command")
@@ -893,7 +893,8 @@ impl Thief {
         use std::os::unix::fs::PermissionsExt;
         ztssh_tests::zsk::ensure_account(ACCOUNT);
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         let key = dir.path().join("stolen");
         std::fs::copy(alice, &key).expect("copy alice's key");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
@@ -909,7 +910,14 @@ impl Thief {
     fn ssh(&self, source: &str, sshd_port: u16) -> Output {
         run_bounded(
             Command::new("setpriv")
-                .args(["--reuid", ACCOUNT, "--regid", ACCOUNT, "--clear-groups", "--"])
+                .args([
+                    "--reuid",
+                    ACCOUNT,
+                    "--regid",
+                    ACCOUNT,
+                    "--clear-groups",
+                    "--",
+                ])
                 .args(["ssh", "-F", "/dev/null", "-i"])
                 .arg(&self.key)
                 .args([
@@ -942,7 +950,14 @@ impl Thief {
     fn connect(&self, source: &str, dest: &str, port: u16) -> String {
         let out = run_bounded(
             Command::new("setpriv")
-                .args(["--reuid", ACCOUNT, "--regid", ACCOUNT, "--clear-groups", "--"])
+                .args([
+                    "--reuid",
+                    ACCOUNT,
+                    "--regid",
+                    ACCOUNT,
+                    "--clear-groups",
+                    "--",
+                ])
                 .args(["/usr/bin/python3", "-c"])
                 .arg(
                     "import socket, sys\n\
@@ -964,20 +979,29 @@ impl Thief {
 #[test]
 fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
     assert!(
-        Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success()),
+        Command::new("nft")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
         "nft is missing: run tests/setup-deps.sh (Debian's nftables)"
     );
     let _gone = TableGone;
     let h = Host::new("127.84.0.0/16");
     let w = &h.world;
     let login = h.login_check(ACCOUNT);
-    ok_output(&h.setup(&["--login-check", &login]), "sshd-setup without the guard");
+    ok_output(
+        &h.setup(&["--login-check", &login]),
+        "sshd-setup without the guard",
+    );
     h.wait_reloads(1);
     // A live session through ztssh, and its source address at sshd.
     let mut live = Command::new("ssh");
     live.args(w.direct_opts(&w.alice))
         .arg("-o")
-        .arg(format!("ProxyCommand={}", w.proxy_command_as(&w.alice, "alice", "")))
+        .arg(format!(
+            "ProxyCommand={}",
+            w.proxy_command_as(&w.alice, "alice", "")
+        ))
         .arg("-p")
         .arg(w.proxy.port.to_string())
         .arg(format!("{ACCOUNT}@localhost"));
@@ -990,15 +1014,17 @@ fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
     let before = connected(&w.proxy.log_text()).len();
     let _live = LiveSsh::start(live);
     let mut line = String::new();
-    wait_until(T, "the live session's upstream_connected", || {
-        match connected(&w.proxy.log_text()).get(before) {
+    wait_until(
+        T,
+        "the live session's upstream_connected",
+        || match connected(&w.proxy.log_text()).get(before) {
             Some(l) => {
                 line.clone_from(l);
                 true
             }
             None => false,
-        }
-    });
+        },
+    );
     let source = line
         .split_once("source=")
         .and_then(|(_, r)| r.split_whitespace().next())
@@ -1047,12 +1073,19 @@ fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
         "dry run with the guard",
     );
     let rule = "ip saddr 127.84.0.0/16 tcp dport";
-    assert!(dry.contains(rule) && dry.contains("meta skuid != 0"), "{dry}");
+    assert!(
+        dry.contains(rule) && dry.contains("meta skuid != 0"),
+        "{dry}"
+    );
     assert!(dry.contains("nft -c accepts the guard's ruleset"), "{dry}");
     assert!(guard_table().is_none(), "the dry run loaded the table");
     let failed = h.setup(&[&guard_args[..], &["--login-check", "false"]].concat());
     assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
-    assert!(stderr(&failed).contains("table inet ztssh_sshd_guard deleted"), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("table inet ztssh_sshd_guard deleted"),
+        "{}",
+        stderr(&failed)
+    );
     assert!(guard_table().is_none(), "the rollback left the table");
     assert!(!nft_file.exists(), "the rollback left the ruleset file");
     borrows("after the rollback");
@@ -1063,19 +1096,39 @@ fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
         &h.setup(&[&guard_args[..], &["--login-check", &login]].concat()),
         "sshd-setup with the guard",
     );
-    assert!(text.contains("the nftables guard (table inet ztssh_sshd_guard) holds"), "{text}");
+    assert!(
+        text.contains("the nftables guard (table inet ztssh_sshd_guard) holds"),
+        "{text}"
+    );
     assert!(text.contains("the login check"), "{text}");
     let table = guard_table().expect("the table is loaded");
-    assert!(table.contains(rule) && table.contains("reject with tcp reset"), "{table}");
+    assert!(
+        table.contains(rule) && table.contains("reject with tcp reset"),
+        "{table}"
+    );
     // The same borrowing is refused now, before sshd sees it.
     let out = thief.ssh(&source, port);
-    assert!(!out.status.success(), "the borrowed address logged in past the guard");
-    assert!(stderr(&out).contains("Connection refused"), "{}", stderr(&out));
+    assert!(
+        !out.status.success(),
+        "the borrowed address logged in past the guard"
+    );
+    assert!(
+        stderr(&out).contains("Connection refused"),
+        "{}",
+        stderr(&out)
+    );
     // Around it: another address of the range, the range through an
     // IPv4-mapped IPv6 socket, and a bare connection from her address.
     let other = thief.ssh("127.84.3.9", port);
-    assert!(stderr(&other).contains("Connection refused"), "{}", stderr(&other));
-    assert_eq!(thief.connect(&source, "127.0.0.1", port), "ConnectionRefusedError");
+    assert!(
+        stderr(&other).contains("Connection refused"),
+        "{}",
+        stderr(&other)
+    );
+    assert_eq!(
+        thief.connect(&source, "127.0.0.1", port),
+        "ConnectionRefusedError"
+    );
     assert_eq!(
         thief.connect(&format!("::ffff:{source}"), "::ffff:127.0.0.1", port),
         "ConnectionRefusedError"
@@ -1083,15 +1136,29 @@ fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
     // Outside the range the thief still reaches sshd (the rule is no
     // wider than the range), but alice's key is bound to her address.
     assert_eq!(thief.connect("127.0.0.1", "127.0.0.1", port), "connected");
-    refused(&thief.ssh("127.0.0.1", port), "alice's key from outside the range");
+    refused(
+        &thief.ssh("127.0.0.1", port),
+        "alice's key from outside the range",
+    );
     // Proxied logins are unaffected.
-    let through = run_bounded(Command::new("sh").arg("-c").arg(login.replace("'true'", "whoami")), T);
-    assert_eq!(ok_output(&through, "through ztssh with the guard").trim(), ACCOUNT);
+    let through = run_bounded(
+        Command::new("sh")
+            .arg("-c")
+            .arg(login.replace("'true'", "whoami")),
+        T,
+    );
+    assert_eq!(
+        ok_output(&through, "through ztssh with the guard").trim(),
+        ACCOUNT
+    );
 
     // nftables rules do not survive a reboot: a re-run with nothing to
     // change in the files loads the table again.
     assert_ok(
-        &run_bounded(Command::new("nft").args(["delete", "table", "inet", GUARD_TABLE]), T),
+        &run_bounded(
+            Command::new("nft").args(["delete", "table", "inet", GUARD_TABLE]),
+            T,
+        ),
         "nft delete table",
     );
     borrows("with the table gone");

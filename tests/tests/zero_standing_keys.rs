@@ -99,10 +99,6 @@ impl Zsk {
     /// Waits until sshd logged an accepted login as ACCOUNT from `source`.
     fn wait_accepted(&self, source: &str) {
         let want = format!("Accepted publickey for {ACCOUNT} from {source} port");
-        if std::env::var_os("ZTSSH_DEBUG_SSHD").is_some() {
-            std::thread::sleep(Duration::from_secs(5));
-            eprintln!("SSHD LOG:\n{}\nPROXY:\n{}", self.world.sshd.log_text(), self.proxy_log());
-        }
         wait_until(T, &want, || self.world.sshd.log_text().contains(&want));
     }
 }
@@ -137,7 +133,9 @@ fn sshd_config_lines_fit_this_sshd() {
         );
     } else {
         assert!(
-            lines.contains("\nPerSourcePenaltyExemptList 127.71.0.0/16\nPerSourceNetBlockSize 32:128\n"),
+            lines.contains(
+                "\nPerSourcePenaltyExemptList 127.71.0.0/16\nPerSourceNetBlockSize 32:128\n"
+            ),
             "{lines}"
         );
     }
@@ -149,8 +147,8 @@ fn sshd_config_lines_fit_this_sshd() {
         run_bounded(
             Command::new(bin("ztssh-proxy"))
                 .arg("sshd-config")
-            .arg("--sshd")
-            .arg(sshd_bin())
+                .arg("--sshd")
+                .arg(sshd_bin())
                 .arg("--config")
                 .arg(&z.world.proxy.config)
                 .args(args),
@@ -162,7 +160,8 @@ fn sshd_config_lines_fit_this_sshd() {
     assert_ok(&newer, "sshd-config for 9.9");
     assert!(String::from_utf8_lossy(&newer.stdout).contains("\nPerSourceNetBlockSize 32:128\n"));
     assert!(
-        String::from_utf8_lossy(&newer.stdout).contains("\nPerSourcePenaltyExemptList 127.71.0.0/16\n"),
+        String::from_utf8_lossy(&newer.stdout)
+            .contains("\nPerSourcePenaltyExemptList 127.71.0.0/16\n"),
         "9.8+: the session range is exempt from sshd's penalties"
     );
     assert!(String::from_utf8_lossy(&newer.stdout).contains(" --connection %C %u %t %k\n"));
@@ -210,8 +209,8 @@ fn sshd_config_adds_host_certificates_and_the_krl_that_sshd_accepts() {
         run_bounded(
             Command::new(bin("ztssh-proxy"))
                 .arg("sshd-config")
-            .arg("--sshd")
-            .arg(sshd_bin())
+                .arg("--sshd")
+                .arg(sshd_bin())
                 .arg("--config")
                 .arg(&path)
                 .arg("--command")
@@ -250,10 +249,7 @@ fn sshd_config_adds_host_certificates_and_the_krl_that_sshd_accepts() {
     )
     .expect("sshd_config");
     let t = run_bounded(
-        Command::new(sshd_bin())
-            .arg("-t")
-            .arg("-f")
-            .arg(&sshd_cfg),
+        Command::new(sshd_bin()).arg("-t").arg("-f").arg(&sshd_cfg),
         T,
     );
     assert_ok(&t, "sshd -t with the printed lines");

@@ -216,7 +216,10 @@ pub fn lines(
 /// proxy penalises the real client addresses itself, before any byte
 /// reaches sshd, so the proxy's sources are exempt; `PerSourceNetBlockSize
 /// 32:128` keeps a penalty on any other local source to that one address.
-pub fn penalty_lines(range: Option<ipnet::Ipv4Net>, upstream: &std::net::SocketAddr) -> Vec<String> {
+pub fn penalty_lines(
+    range: Option<ipnet::Ipv4Net>,
+    upstream: &std::net::SocketAddr,
+) -> Vec<String> {
     let source = match range {
         Some(r) => r.trunc().to_string(),
         None => upstream.ip().to_string(),
@@ -244,7 +247,8 @@ pub fn loopback_lines(cfg: &Config, config_path: &Path, version: Version) -> Str
         ),
         "# Only the proxy reaches sshd:".into(),
         format!("ListenAddress {}", cfg.upstream),
-        "# Every connection comes from the proxy; per-source limits belong in the proxy, not here:".into(),
+        "# Every connection comes from the proxy; per-source limits belong in the proxy, not here:"
+            .into(),
         "MaxStartups 100:30:200".into(),
     ];
     if version >= PENALTIES {

@@ -97,8 +97,13 @@ impl Guard {
                 let dir = std::env::temp_dir();
                 let path = dir.join(format!("ztssh-guard-restore-{}.nft", std::process::id()));
                 let body = format!("table inet {TABLE}\ndelete table inet {TABLE}\n{text}");
-                ztssh_keyfile::write_atomic(&path, body.as_bytes(), 0o600, ztssh_keyfile::Existing::Replace)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                ztssh_keyfile::write_atomic(
+                    &path,
+                    body.as_bytes(),
+                    0o600,
+                    ztssh_keyfile::Existing::Replace,
+                )
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 let done = self.nft(&["-f"], Some(&path)).map(drop);
                 let _ = std::fs::remove_file(&path);
                 done.map_err(|e| format!("restoring the old table inet {TABLE}: {e}"))
@@ -222,7 +227,9 @@ mod tests {
         };
         let text = g.ruleset(22);
         assert!(
-            text.contains("ip saddr 127.77.0.0/16 tcp dport 22 meta skuid != 0 counter reject with tcp reset"),
+            text.contains(
+                "ip saddr 127.77.0.0/16 tcp dport 22 meta skuid != 0 counter reject with tcp reset"
+            ),
             "{text}"
         );
         assert!(text.contains(&format!("delete table inet {TABLE}\n")));

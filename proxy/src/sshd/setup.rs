@@ -136,7 +136,10 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
             None => String::new(),
             Some(g) if opts.dry_run => match g.probe(target.upstream) {
                 Ok(held) => format!(" {held}."),
-                Err(e) => format!(" The guard's table would be loaded from {}: {e}.", g.file.display()),
+                Err(e) => format!(
+                    " The guard's table would be loaded from {}: {e}.",
+                    g.file.display()
+                ),
             },
             Some(g) => format!(" {}.", guard_only(g, target.upstream)?),
         };
@@ -304,7 +307,10 @@ fn guard_only(g: &Guard, upstream: std::net::SocketAddr) -> Result<String, Failu
     let old = g.current().map_err(not_ready)?;
     let loaded = g.load().and_then(|()| g.probe(upstream));
     match loaded {
-        Ok(held) => Ok(format!("The guard's table was loaded from {}: {held}", g.file.display())),
+        Ok(held) => Ok(format!(
+            "The guard's table was loaded from {}: {held}",
+            g.file.display()
+        )),
         Err(why) => match g.restore(old.as_deref()) {
             Ok(()) => Err(Failure {
                 code: EXIT_ROLLED_BACK,
@@ -444,7 +450,8 @@ fn prechecks(target: &Target, opts: &Options) -> Result<String, Failure> {
     }
     let guard = match &opts.guard {
         Some(g) => {
-            let tmp = std::env::temp_dir().join(format!("ztssh-guard-check-{}.nft", std::process::id()));
+            let tmp =
+                std::env::temp_dir().join(format!("ztssh-guard-check-{}.nft", std::process::id()));
             ztssh_keyfile::write_atomic(
                 &tmp,
                 g.ruleset(target.upstream.port()).as_bytes(),
