@@ -335,7 +335,8 @@ fn keys_work_only_through_a_live_session_for_mapped_accounts() {
                 .arg("--config")
                 .arg(&w.proxy.config)
                 .arg("--connection")
-                .arg(format!("{client} {port} 127.0.0.1 {}", w.sshd.port))
+                // %C as OpenSSH 10.0 sends it: the server's end first.
+                .arg(format!("127.0.0.1 {} {client} {port}", w.sshd.port))
                 .arg(ACCOUNT),
             T,
         );
