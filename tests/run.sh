@@ -2,6 +2,7 @@
 # The whole test suite: unit and property tests, in-memory protocol, and
 # end-to-end tests against a private real sshd with the real ssh, scp, sftp
 # and rsync, the container deployment under podman (tests/containers.sh),
+# the sshd end-to-end tests against OpenSSH 10 (tests/sshd10.sh),
 # then every benchmark in its short mode and a short bounded run of every
 # fuzz target.
 # Builds once (release profile, shared with the benchmark), then runs
@@ -20,6 +21,10 @@ fi
 # ssh into it and a ban through revocation_url. 25-50 s; the first run on a
 # machine also makes the Debian base image and the apt-get layers (1.5-4 min).
 bash tests/containers.sh
+# The zero-standing-keys, sshd-setup and penalty tests again, against
+# OpenSSH 10 from docker/Dockerfile's sshd-backports image (%C, penalties).
+# About 2 min; the first run on a machine also builds the image (1-2 min).
+bash tests/sshd10.sh
 # Every benchmark in its short mode: each must still run and print its
 # figures (none asserts a speed; docs/BENCHMARKS.md has the full runs).
 # Each prints one `BENCH` line per figure; bench-history sets them beside

@@ -2,6 +2,7 @@
 # Installs what the end-to-end tests and the demo need, only when missing:
 # OpenSSH server and client, rsync, systemd-analyze (to check the unit),
 # faketime (for the clock-skew tests), openssl (the https list test),
+# nftables (the sshd-setup --nft-guard test),
 # podman, runc, debootstrap and python3 (tests/containers.sh), and nginx
 # (the fleet bench serves the revocation list with it), and prometheus
 # (promtool tests the alert rules; the monitoring test scrapes a real
@@ -23,6 +24,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+# nftables: the sshd-setup --nft-guard test loads a table of its own.
+command -v nft >/dev/null || need+=(nftables)
 # python3: the container test's list server and manifest edits.
 command -v python3 >/dev/null || need+=(python3)
 # nginx: the fleet bench serves the revocation list from a private nginx

@@ -56,6 +56,10 @@ struct LinesArgs {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the command line, parsed once per process"
+)]
 enum Cmd {
     /// Create the Sub-CA and Noise keys in DIR and write the licence request.
     Keygen {
@@ -89,10 +93,15 @@ enum Cmd {
         #[arg(num_args = 0..=2)]
         key: Vec<String>,
     },
-    /// Print the sshd_config lines for zero standing keys.
+    /// Print the sshd_config lines for zero standing keys (with
+    /// --loopback: for sshd behind the proxy without them).
     SshdConfig {
         #[command(flatten)]
         lines: LinesArgs,
+        /// The lines of docs/OPERATOR.md section 3 (sshd on loopback behind
+        /// the proxy, keys as before) for this sshd's version.
+        #[arg(long)]
+        loopback: bool,
     },
     /// Install the `sshd-config` lines safely: write a drop-in, check it
     /// with `sshd -t` and `sshd -T`, reload sshd, check a login through
@@ -138,6 +147,25 @@ enum Cmd {
         /// Print the change and run the read-only checks; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also install an nftables table that lets only the proxy's user
+        /// connect from upstream_source_range to sshd's port, so no other
+        /// local process can borrow a live session's address (checked,
+        /// and rolled back, with the rest).
+        #[arg(long)]
+        nft_guard: bool,
+        /// The user the proxy runs as (default: `user` in proxy.toml).
+        #[arg(long, requires = "nft_guard")]
+        proxy_user: Option<String>,
+        /// The file the guard's ruleset is kept in (load it at boot).
+        #[arg(
+            long,
+            requires = "nft_guard",
+            default_value = "/etc/ztssh/sshd-guard.nft"
+        )]
+        nft_file: PathBuf,
+        /// The nft binary.
+        #[arg(long, requires = "nft_guard", default_value = "/usr/sbin/nft")]
+        nft: PathBuf,
     },
     /// Run the proxy.
     Run {
@@ -220,7 +248,11 @@ fn main() -> ExitCode {
             account,
             key,
         } => authorized_keys(socket, config, connection.as_deref(), &account, &key),
-        Cmd::SshdConfig { lines } => match sshd_lines(&lines) {
+        Cmd::SshdConfig {
+            lines,
+            loopback: true,
+        } => loopback_lines(&lines),
+        Cmd::SshdConfig { lines, .. } => match sshd_lines(&lines) {
             Ok((_, _, text)) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -240,6 +272,10 @@ fn main() -> ExitCode {
             skip_login_check,
             login_timeout,
             dry_run,
+            nft_guard,
+            proxy_user,
+            nft_file,
+            nft,
         } => {
             use ztssh_proxy::sshd::reload::Reload;
             let opts = ztssh_proxy::sshd::setup::Options {
@@ -254,8 +290,10 @@ fn main() -> ExitCode {
                 skip_login_check,
                 login_timeout: std::time::Duration::from_secs(login_timeout),
                 dry_run,
+                guard: None,
             };
-            sshd_setup(&lines, &opts)
+            let guard = nft_guard.then_some((proxy_user, nft_file, nft));
+            sshd_setup(&lines, opts, guard)
         }
         Cmd::Run {
             config,
@@ -336,6 +374,32 @@ fn authorized_keys(
     ))
 }
 
+/// `sshd-config --loopback`: no zero standing keys needed.
+fn loopback_lines(args: &LinesArgs) -> ExitCode {
+    use ztssh_proxy::sshd::config_lines as sc;
+    let path = args.config.as_path();
+    let cfg = match load(path, &Overrides::default()) {
+        Ok((cfg, _)) => cfg,
+        Err(e) => return config_error(&e),
+    };
+    let version = match &args.sshd_version {
+        Some(v) => sc::parse_version(&format!("OpenSSH_{v}"))
+            .ok_or_else(|| format!("--sshd-version {v:?}: expected X.Y, such as 9.2")),
+        None => sc::detect_version(&args.sshd),
+    };
+    match version {
+        Ok(v) => {
+            let config_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+            print!("{}", sc::loopback_lines(&cfg, &config_path, v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ztssh-proxy: sshd-config: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
 /// The proxy's config, the command sshd runs, and the lines; on error,
 /// the message is printed and the exit code returned.
 fn sshd_lines(args: &LinesArgs) -> Result<(Config, PathBuf, String), ExitCode> {
@@ -371,7 +435,11 @@ fn sshd_lines(args: &LinesArgs) -> Result<(Config, PathBuf, String), ExitCode> {
     }
 }
 
-fn sshd_setup(args: &LinesArgs, opts: &ztssh_proxy::sshd::setup::Options) -> ExitCode {
+fn sshd_setup(
+    args: &LinesArgs,
+    mut opts: ztssh_proxy::sshd::setup::Options,
+    guard: Option<(Option<String>, PathBuf, PathBuf)>,
+) -> ExitCode {
     use ztssh_proxy::sshd::setup;
     let path = args.config.as_path();
     let (cfg, command, lines) = match sshd_lines(args) {
@@ -385,13 +453,47 @@ fn sshd_setup(args: &LinesArgs, opts: &ztssh_proxy::sshd::setup::Options) -> Exi
         );
         return ExitCode::from(EXIT_CONFIG);
     };
+    if let Some((proxy_user, file, nft)) = guard {
+        let Some(range) = cfg.upstream_sources else {
+            eprintln!(
+                "ztssh-proxy: sshd-setup: --nft-guard needs upstream_source_range in {}",
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        };
+        let user = match (proxy_user, &cfg.user) {
+            (Some(name), _) => match ztssh_proxy::ops::process::lookup_user(&name) {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("ztssh-proxy: sshd-setup: --proxy-user: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            },
+            (None, Some(u)) => u.clone(),
+            (None, None) => {
+                eprintln!(
+                    "ztssh-proxy: sshd-setup: --nft-guard needs the user the proxy connects to sshd as: \
+                     set `user` in {} or pass --proxy-user NAME (under systemd's DynamicUser, create a \
+                     static user for the unit's User= first: a dynamic uid cannot be named in a rule)",
+                    path.display()
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        opts.guard = Some(setup::Guard {
+            nft,
+            file,
+            range,
+            user,
+        });
+    }
     let target = setup::Target {
         lines: &lines,
         command: &command,
         akc,
         upstream: cfg.upstream,
     };
-    match setup::run(&target, opts) {
+    match setup::run(&target, &opts) {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS

@@ -9,6 +9,7 @@
 pub mod akc;
 pub mod config_lines;
 pub mod defaults;
+pub mod guard;
 pub mod include;
 pub mod reload;
 pub mod setup;

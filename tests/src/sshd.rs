@@ -8,6 +8,53 @@ use std::time::Duration;
 use crate::process::ok;
 use crate::{Guard, read_text, run_bounded, wait_until};
 
+/// The sshd binary the tests run: `ZTSSH_TEST_SSHD` (such as the OpenSSH
+/// 10 that tests/sshd10.sh takes from the image of docker/Dockerfile's
+/// `sshd-backports` stage), or the system's /usr/sbin/sshd.
+pub fn sshd_bin() -> PathBuf {
+    std::env::var_os("ZTSSH_TEST_SSHD")
+        .map_or_else(|| PathBuf::from("/usr/sbin/sshd"), PathBuf::from)
+}
+
+/// The OpenSSH version of [`sshd_bin`] (major, minor).
+pub fn sshd_version() -> (u32, u32) {
+    let out = run_bounded(Command::new(sshd_bin()).arg("-V"), Duration::from_secs(10));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let rest = text.split("OpenSSH_").nth(1).unwrap_or_else(|| {
+        panic!(
+            "no OpenSSH version from {} -V: {text}",
+            sshd_bin().display()
+        )
+    });
+    let (major, rest) = rest.split_once('.').expect("OpenSSH_X.Y");
+    let minor: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    (major.parse().expect("major"), minor.parse().expect("minor"))
+}
+
+/// sshd 9.8+ runs its per-connection programs from fixed paths; an sshd
+/// taken out of an image keeps them beside itself.
+fn helper_lines() -> String {
+    let bin = sshd_bin();
+    let Some(dir) = bin.parent() else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (keyword, name) in [
+        ("SshdSessionPath", "sshd-session"),
+        ("SshdAuthPath", "sshd-auth"),
+    ] {
+        let helper = dir.join(name);
+        if bin != Path::new("/usr/sbin/sshd") && helper.exists() {
+            out.push_str(&format!("{keyword} {}\n", helper.display()));
+        }
+    }
+    out
+}
+
 /// A private sshd.
 pub struct Sshd {
     pub port: u16,
@@ -30,13 +77,14 @@ impl Sshd {
                 "{head}HostKey {}\nPidFile {}\n\
                  StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PermitRootLogin prohibit-password\nLogLevel DEBUG1\nAllowTcpForwarding yes\n\
-                 Subsystem sftp internal-sftp\nMaxStartups 100\n",
+                 Subsystem sftp internal-sftp\nMaxStartups 100\n{}",
                 host_key.display(),
                 dir.join("sshd.pid").display(),
+                helper_lines(),
             ),
         )
         .expect("write sshd_config");
-        let child = Command::new("/usr/sbin/sshd")
+        let child = Command::new(sshd_bin())
             .arg("-D")
             .arg("-f")
             .arg(&cfg)

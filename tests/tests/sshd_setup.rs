@@ -76,6 +76,8 @@ impl Host {
         run_bounded(
             Command::new(bin("ztssh-proxy"))
                 .arg("sshd-setup")
+                .arg("--sshd")
+                .arg(sshd_bin())
                 .arg("--config")
                 .arg(&w.proxy.config)
                 .arg("--command")
@@ -197,6 +199,8 @@ fn dry_run_changes_nothing_then_setup_moves_sshd_to_zero_standing_keys() {
     let lines = run_bounded(
         Command::new(bin("ztssh-proxy"))
             .arg("sshd-config")
+            .arg("--sshd")
+            .arg(sshd_bin())
             .arg("--config")
             .arg(&h.world.proxy.config)
             .arg("--command")
@@ -463,6 +467,8 @@ fn a_lingering_or_interrupted_login_check_is_rolled_back() {
     let w = &h.world;
     let mut child = std::process::Command::new(bin("ztssh-proxy"))
         .arg("sshd-setup")
+        .arg("--sshd")
+        .arg(sshd_bin())
         .arg("--config")
         .arg(&w.proxy.config)
         .arg("--command")
@@ -562,7 +568,7 @@ fn ensure_password_account() {
 impl Host {
     /// `sshd -T` (with `-C spec` when given) on this host's files.
     fn effective(&self, spec: Option<&str>) -> String {
-        let mut c = Command::new("/usr/sbin/sshd");
+        let mut c = Command::new(sshd_bin());
         c.arg("-T").arg("-f").arg(&self.sshd_config);
         if let Some(spec) = spec {
             c.arg("-C").arg(spec);
@@ -1127,4 +1133,318 @@ fn nothing_to_change_is_verified_and_sshd_opts_are_read() {
         );
     }
     assert_eq!(h.sighups(), 1);
+}
+
+/// Deletes the guard's nftables table when the test ends, however it ends.
+struct TableGone;
+
+impl Drop for TableGone {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", GUARD_TABLE])
+            .output();
+    }
+}
+
+const GUARD_TABLE: &str = "ztssh_sshd_guard";
+
+fn guard_table() -> Option<String> {
+    let out = run_bounded(
+        Command::new("nft").args(["list", "table", "inet", GUARD_TABLE]),
+        T,
+    );
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A local user other than the proxy's (which runs as root here) with its
+/// own copy of alice's private key: what a process on the server that
+/// stole the key holds.
+struct Thief {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+}
+
+impl Thief {
+    fn new(alice: &Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        ztssh_tests::zsk::ensure_account(ACCOUNT);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let key = dir.path().join("stolen");
+        std::fs::copy(alice, &key).expect("copy alice's key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        assert_ok(
+            &run_bounded(Command::new("chown").arg(ACCOUNT).arg(&key), T),
+            "chown the stolen key",
+        );
+        Self { dir, key }
+    }
+
+    /// `ssh -b SOURCE` straight to sshd as the thief (uid of ACCOUNT),
+    /// logging in as ACCOUNT with alice's key; the remote runs `whoami`.
+    fn ssh(&self, source: &str, sshd_port: u16) -> Output {
+        run_bounded(
+            Command::new("setpriv")
+                .args([
+                    "--reuid",
+                    ACCOUNT,
+                    "--regid",
+                    ACCOUNT,
+                    "--clear-groups",
+                    "--",
+                ])
+                .args(["ssh", "-F", "/dev/null", "-i"])
+                .arg(&self.key)
+                .args([
+                    "-o",
+                    "IdentitiesOnly=yes",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "LogLevel=ERROR",
+                    "-o",
+                    "ConnectTimeout=20",
+                    "-b",
+                    source,
+                    "-p",
+                ])
+                .arg(sshd_port.to_string())
+                .arg(format!("{ACCOUNT}@127.0.0.1"))
+                .arg("whoami")
+                .env("HOME", self.dir.path()),
+            T,
+        )
+    }
+
+    /// A bare TCP connection as the thief from `source` (IPv4 or IPv6
+    /// text) to `dest`: "connected" or the error's name.
+    fn connect(&self, source: &str, dest: &str, port: u16) -> String {
+        let out = run_bounded(
+            Command::new("setpriv")
+                .args([
+                    "--reuid",
+                    ACCOUNT,
+                    "--regid",
+                    ACCOUNT,
+                    "--clear-groups",
+                    "--",
+                ])
+                .args(["/usr/bin/python3", "-c"])
+                .arg(
+                    "import socket, sys\n\
+                     src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])\n\
+                     s = socket.socket(socket.AF_INET6 if ':' in src else socket.AF_INET)\n\
+                     s.settimeout(10)\n\
+                     s.bind((src, 0))\n\
+                     try:\n    s.connect((dst, port)); print('connected')\n\
+                     except OSError as e:\n    print(type(e).__name__)\n",
+                )
+                .args([source, dest, &port.to_string()]),
+            T,
+        );
+        assert_ok(&out, "python3 connect");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+#[test]
+fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
+    assert!(
+        Command::new("nft")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "nft is missing: run tests/setup-deps.sh (Debian's nftables)"
+    );
+    let _gone = TableGone;
+    let h = Host::new("127.84.0.0/16");
+    let w = &h.world;
+    let login = h.login_check(ACCOUNT);
+    ok_output(
+        &h.setup(&["--login-check", &login]),
+        "sshd-setup without the guard",
+    );
+    h.wait_reloads(1);
+    // A live session through ztssh, and its source address at sshd.
+    let mut live = Command::new("ssh");
+    live.args(w.direct_opts(&w.alice))
+        .arg("-o")
+        .arg(format!(
+            "ProxyCommand={}",
+            w.proxy_command_as(&w.alice, "alice", "")
+        ))
+        .arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg(format!("{ACCOUNT}@localhost"));
+    let connected = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("event=\"upstream_connected\""))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let before = connected(&w.proxy.log_text()).len();
+    let _live = LiveSsh::start(live);
+    let mut line = String::new();
+    wait_until(
+        T,
+        "the live session's upstream_connected",
+        || match connected(&w.proxy.log_text()).get(before) {
+            Some(l) => {
+                line.clone_from(l);
+                true
+            }
+            None => false,
+        },
+    );
+    let source = line
+        .split_once("source=")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .expect("source in upstream_connected")
+        .trim_matches('"')
+        .to_owned();
+    let accepted = format!("Accepted publickey for {ACCOUNT} from {source} port");
+    wait_until(T, &accepted, || w.sshd.log_text().contains(&accepted));
+
+    // Without the guard, another local user with alice's key borrows her
+    // session's address and logs in (sshd 9.2 has no %C): the hole. With
+    // sshd 9.4+ (tests/sshd10.sh), %C binds the key to her connection's
+    // port as well, and sshd refuses the key even without the guard.
+    let thief = Thief::new(&w.alice);
+    let port = w.sshd.port;
+    let hole = sshd_version() < (9, 4);
+    let borrows = |what: &str| {
+        let out = thief.ssh(&source, port);
+        if hole {
+            assert!(
+                out.status.success(),
+                "{what}: {}\nsshd's log:\n{}\nthe proxy's log:\n{}",
+                stderr(&out),
+                w.sshd.log_text(),
+                w.proxy.log_text()
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ACCOUNT);
+        } else {
+            refused(&out, what);
+        }
+    };
+    borrows("without the guard, the borrowed address");
+
+    // A guard whose setup fails (the login check) is rolled back whole:
+    // no table, no file, and the hole is as it was.
+    let nft_file = w.dir.path().join("sshd-guard.nft");
+    let guard_args = [
+        "--nft-guard",
+        "--proxy-user",
+        "root",
+        "--nft-file",
+        nft_file.to_str().expect("utf-8 path"),
+    ];
+    let dry = ok_output(
+        &h.setup(&[&guard_args[..], &["--dry-run", "--login-check", &login]].concat()),
+        "dry run with the guard",
+    );
+    let rule = "ip saddr 127.84.0.0/16 tcp dport";
+    assert!(
+        dry.contains(rule) && dry.contains("meta skuid != 0"),
+        "{dry}"
+    );
+    assert!(dry.contains("nft -c accepts the guard's ruleset"), "{dry}");
+    assert!(guard_table().is_none(), "the dry run loaded the table");
+    let failed = h.setup(&[&guard_args[..], &["--login-check", "false"]].concat());
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("table inet ztssh_sshd_guard deleted"),
+        "{}",
+        stderr(&failed)
+    );
+    assert!(guard_table().is_none(), "the rollback left the table");
+    assert!(!nft_file.exists(), "the rollback left the ruleset file");
+    borrows("after the rollback");
+
+    // With the guard: the setup probes it, and the login check (through
+    // the proxy, from the range) still works.
+    let text = ok_output(
+        &h.setup(&[&guard_args[..], &["--login-check", &login]].concat()),
+        "sshd-setup with the guard",
+    );
+    assert!(
+        text.contains("the nftables guard (table inet ztssh_sshd_guard) holds"),
+        "{text}"
+    );
+    assert!(text.contains("the login check"), "{text}");
+    let table = guard_table().expect("the table is loaded");
+    assert!(
+        table.contains(rule) && table.contains("reject with tcp reset"),
+        "{table}"
+    );
+    // The same borrowing is refused now, before sshd sees it.
+    let out = thief.ssh(&source, port);
+    assert!(
+        !out.status.success(),
+        "the borrowed address logged in past the guard"
+    );
+    assert!(
+        stderr(&out).contains("Connection refused"),
+        "{}",
+        stderr(&out)
+    );
+    // Around it: another address of the range, the range through an
+    // IPv4-mapped IPv6 socket, and a bare connection from her address.
+    let other = thief.ssh("127.84.3.9", port);
+    assert!(
+        stderr(&other).contains("Connection refused"),
+        "{}",
+        stderr(&other)
+    );
+    assert_eq!(
+        thief.connect(&source, "127.0.0.1", port),
+        "ConnectionRefusedError"
+    );
+    assert_eq!(
+        thief.connect(&format!("::ffff:{source}"), "::ffff:127.0.0.1", port),
+        "ConnectionRefusedError"
+    );
+    // Outside the range the thief still reaches sshd (the rule is no
+    // wider than the range), but alice's key is bound to her address.
+    assert_eq!(thief.connect("127.0.0.1", "127.0.0.1", port), "connected");
+    refused(
+        &thief.ssh("127.0.0.1", port),
+        "alice's key from outside the range",
+    );
+    // Proxied logins are unaffected.
+    let through = run_bounded(
+        Command::new("sh")
+            .arg("-c")
+            .arg(login.replace("'true'", "whoami")),
+        T,
+    );
+    assert_eq!(
+        ok_output(&through, "through ztssh with the guard").trim(),
+        ACCOUNT
+    );
+
+    // nftables rules do not survive a reboot: a re-run with nothing to
+    // change in the files loads the table again.
+    assert_ok(
+        &run_bounded(
+            Command::new("nft").args(["delete", "table", "inet", GUARD_TABLE]),
+            T,
+        ),
+        "nft delete table",
+    );
+    borrows("with the table gone");
+    let again = ok_output(
+        &h.setup(&[&guard_args[..], &["--login-check", &login]].concat()),
+        "re-run",
+    );
+    assert!(again.contains("nothing to change"), "{again}");
+    assert!(again.contains("The guard's table was loaded"), "{again}");
+    assert!(stderr(&thief.ssh(&source, port)).contains("Connection refused"));
 }

@@ -197,11 +197,7 @@ pub fn lines(
         ));
     }
     if version >= PENALTIES {
-        out.push("# PerSourcePenalties fall on one session's address, never on every user behind 127.0.0.1:".into());
-        out.push("PerSourceNetBlockSize 32:128".into());
-        out.push(
-            "# No PerSourcePenaltyExemptList: nothing honest reaches sshd from outside the session range.".into(),
-        );
+        out.extend(penalty_lines(Some(range), &cfg.upstream));
     } else {
         out.push(format!(
             "# sshd {major}.{minor} has no PerSourcePenalties (9.8+): nothing to exempt."
@@ -210,6 +206,62 @@ pub fn lines(
     let mut text = out.join("\n");
     text.push('\n');
     Ok(text)
+}
+
+/// sshd 9.8+ penalises a source address that fails authentication
+/// (`PerSourcePenalties`, on by default). Every proxied connection comes
+/// from the proxy: from one address (`upstream`'s own loopback address)
+/// unless `range` (`upstream_source_range`) gives each session its own.
+/// Penalties there would fall on other users: on everyone behind
+/// 127.0.0.1, or on the next session that gets a recycled address. The
+/// proxy penalises the real client addresses itself, before any byte
+/// reaches sshd, so the proxy's sources are exempt; `PerSourceNetBlockSize
+/// 32:128` keeps a penalty on any other local source to that one address.
+pub fn penalty_lines(
+    range: Option<ipnet::Ipv4Net>,
+    upstream: &std::net::SocketAddr,
+) -> Vec<String> {
+    let source = match range {
+        Some(r) => r.trunc().to_string(),
+        None => upstream.ip().to_string(),
+    };
+    vec![
+        "# sshd 9.8+ penalises failing sources (PerSourcePenalties). Every connection from the proxy comes from"
+            .into(),
+        format!("# {source}: a penalty there would lock other ztssh users out. The proxy penalises the real clients"),
+        "# itself, so its sources are exempt, and any other source is penalised alone (one address):".into(),
+        format!("PerSourcePenaltyExemptList {source}"),
+        "PerSourceNetBlockSize 32:128".into(),
+    ]
+}
+
+/// The lines for sshd behind the proxy without zero standing keys
+/// (`sshd-config --loopback`, docs/OPERATOR.md section 3): listen where the
+/// proxy connects only, room for every proxied connection, and, for sshd
+/// 9.8+, no penalties on the proxy's sources ([`penalty_lines`]).
+pub fn loopback_lines(cfg: &Config, config_path: &Path, version: Version) -> String {
+    let (major, minor) = version;
+    let mut out = vec![
+        format!(
+            "# sshd behind ztssh-proxy (ztssh-proxy sshd-config --loopback --config {}), sshd {major}.{minor}.",
+            config_path.display()
+        ),
+        "# Only the proxy reaches sshd:".into(),
+        format!("ListenAddress {}", cfg.upstream),
+        "# Every connection comes from the proxy; per-source limits belong in the proxy, not here:"
+            .into(),
+        "MaxStartups 100:30:200".into(),
+    ];
+    if version >= PENALTIES {
+        out.extend(penalty_lines(cfg.upstream_sources, &cfg.upstream));
+    } else {
+        out.push(format!(
+            "# sshd {major}.{minor} has no PerSourcePenalties (9.8+): nothing to exempt."
+        ));
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
 }
 
 /// `HostCertificate` and `RevokedKeys`, when configured. Each file must be
@@ -396,6 +448,19 @@ mod tests {
                  --connection %C %u %t %k"
             );
         }
+    }
+
+    #[test]
+    fn penalties_exempt_the_proxys_sources_only_where_sshd_has_them() {
+        let upstream: std::net::SocketAddr = "127.0.0.1:22".parse().expect("addr");
+        let one = penalty_lines(None, &upstream);
+        assert!(one.contains(&"PerSourcePenaltyExemptList 127.0.0.1".to_owned()));
+        assert!(one.contains(&"PerSourceNetBlockSize 32:128".to_owned()));
+        let range: ipnet::Ipv4Net = "127.77.1.2/16".parse().expect("range");
+        let many = penalty_lines(Some(range), &upstream);
+        assert!(many.contains(&"PerSourcePenaltyExemptList 127.77.0.0/16".to_owned()));
+        let v6: std::net::SocketAddr = "[::1]:22".parse().expect("addr");
+        assert!(penalty_lines(None, &v6).contains(&"PerSourcePenaltyExemptList ::1".to_owned()));
     }
 
     #[test]

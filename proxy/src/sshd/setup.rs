@@ -28,6 +28,7 @@ use std::time::Duration;
 use crate::config::AuthorizedKeysConfig;
 use crate::sshd::config_lines as sshd_config;
 use crate::sshd::include;
+pub use crate::sshd::guard::Guard;
 use crate::sshd::reload::{self as sshd_reload, Reload, run_bounded};
 
 /// Exit code: the host is not ready; nothing was changed.
@@ -65,6 +66,8 @@ pub struct Options {
     pub login_timeout: Duration,
     /// Print the change; change nothing.
     pub dry_run: bool,
+    /// The nftables guard (`--nft-guard`), installed with the rest.
+    pub guard: Option<Guard>,
 }
 
 /// What the proxy's config says sshd must do.
@@ -154,9 +157,20 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
                 opts.drop_in.display()
             ))
         })?;
+        let guard = match &opts.guard {
+            None => String::new(),
+            Some(g) if opts.dry_run => match g.probe(target.upstream) {
+                Ok(held) => format!(" {held}."),
+                Err(e) => format!(
+                    " The guard's table would be loaded from {}: {e}.",
+                    g.file.display()
+                ),
+            },
+            Some(g) => format!(" {}.", guard_only(g, target.upstream)?),
+        };
         return Ok(format!(
             "sshd-setup: nothing to change: {} already holds these lines and {} includes it; \
-             sshd was not reloaded.\n{}\n",
+             sshd was not reloaded.{guard}\n{}\n",
             opts.drop_in.display(),
             opts.sshd_config.display(),
             verified
@@ -176,8 +190,9 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
             .and_then(|c| dry_check(&sshd, &changes, target, opts, c))
         {
             Ok(checked) => Ok(format!(
-                "{out}Checks that pass now: {checked}.\nThen: sshd -t and sshd -T on the new files, {}, {}.\n",
+                "{out}Checks that pass now: {checked}.\nThen: sshd -t and sshd -T on the new files, {}, {}{}.\n",
                 opts.reload.describe(),
+                guard_text(opts, target.upstream),
                 login_check_text(opts)
             )),
             Err(f) => Err(Failure {
@@ -195,7 +210,8 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
     let mut done = vec![format!("before: {prechecked}")];
     done.extend(backups);
     let mut reloaded = false;
-    let applied = apply(&sshd, &changes, target, opts, &mut done, &mut reloaded);
+    let mut table: Option<Option<String>> = None;
+    let applied = apply(&sshd, &changes, target, opts, &mut done, &mut reloaded, &mut table);
     match applied.and_then(|()| interrupted()) {
         Ok(()) => Ok(format!(
             "sshd-setup: applied.\n{}\n",
@@ -204,7 +220,15 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
                 .collect::<Vec<_>>()
                 .join("\n")
         )),
-        Err(why) => Err(rollback(&changes, opts, &old_listen, reloaded, &done, &why)),
+        Err(why) => Err(rollback(
+            &changes,
+            opts,
+            &old_listen,
+            reloaded,
+            table.as_ref().map(Option::as_deref),
+            &done,
+            &why,
+        )),
     }
 }
 
@@ -329,6 +353,54 @@ fn dry_check(
     ))
 }
 
+/// What the dry run says the guard step will do.
+fn guard_text(opts: &Options, upstream: std::net::SocketAddr) -> String {
+    match &opts.guard {
+        Some(g) => format!(
+            ", nft -f {} (table inet {}) and its probes from {} to {upstream} (another user refused, the \
+             proxy's user {} answered), ",
+            g.file.display(),
+            crate::sshd::guard::TABLE,
+            g.probe_source(),
+            g.user.name
+        ),
+        None => ", no nftables guard (--nft-guard), ".into(),
+    }
+}
+
+/// The drop-in is in place, but the guard's table may be gone (nftables
+/// rules do not survive a reboot unless loaded at boot): probe it, and
+/// load it (restoring the old table on failure) when it does not hold.
+fn guard_only(g: &Guard, upstream: std::net::SocketAddr) -> Result<String, Failure> {
+    if let Ok(held) = g.probe(upstream) {
+        return Ok(held);
+    }
+    let old = g.current().map_err(not_ready)?;
+    let loaded = g.load().and_then(|()| g.probe(upstream));
+    match loaded {
+        Ok(held) => Ok(format!(
+            "The guard's table was loaded from {}: {held}",
+            g.file.display()
+        )),
+        Err(why) => match g.restore(old.as_deref()) {
+            Ok(()) => Err(Failure {
+                code: EXIT_ROLLED_BACK,
+                message: format!(
+                    "sshd-setup failed: {why}\nRolled back: the table inet {} is as it was.",
+                    crate::sshd::guard::TABLE
+                ),
+            }),
+            Err(e) => Err(Failure {
+                code: EXIT_ROLLBACK_FAILED,
+                message: format!(
+                    "sshd-setup failed: {why}\nTHE ROLLBACK FAILED: {e}\nDelete the table by hand: nft delete table inet {}",
+                    crate::sshd::guard::TABLE
+                ),
+            }),
+        },
+    }
+}
+
 /// The files to change (none when all is in place already).
 fn plan(target: &Target, opts: &Options) -> Result<Vec<Change>, Failure> {
     for path in [&opts.sshd_config, &opts.drop_in] {
@@ -393,6 +465,29 @@ fn plan(target: &Target, opts: &Options) -> Result<Vec<Change>, Failure> {
             after: target.lines.as_bytes().to_vec(),
         });
     }
+    if let Some(g) = &opts.guard {
+        if std::fs::symlink_metadata(&g.file).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(not_ready(format!(
+                "{} is a symbolic link; point --nft-file at the real file",
+                g.file.display()
+            )));
+        }
+        if !g.file.parent().is_some_and(Path::is_dir) {
+            return Err(not_ready(format!(
+                "the directory of --nft-file {} does not exist; create it (root-owned) or pass another --nft-file",
+                g.file.display()
+            )));
+        }
+        let ruleset = g.ruleset(target.upstream.port());
+        let old = read_state(&g.file).map_err(not_ready)?;
+        if old.as_ref().map(|s| s.bytes.as_slice()) != Some(ruleset.as_bytes()) {
+            changes.push(Change {
+                path: g.file.clone(),
+                before: old,
+                after: ruleset.into_bytes(),
+            });
+        }
+    }
     Ok(changes)
 }
 
@@ -430,8 +525,36 @@ fn prechecks(sshd: &Sshd, target: &Target, opts: &Options) -> Result<String, Fai
             String::from_utf8_lossy(&asked.stderr).trim()
         )));
     }
+    let guard = match &opts.guard {
+        Some(g) => {
+            let tmp =
+                std::env::temp_dir().join(format!("ztssh-guard-check-{}.nft", std::process::id()));
+            ztssh_keyfile::write_atomic(
+                &tmp,
+                g.ruleset(target.upstream.port()).as_bytes(),
+                0o600,
+                ztssh_keyfile::Existing::Replace,
+            )
+            .map_err(|e| not_ready(format!("cannot write {}: {e}", tmp.display())))?;
+            let checked = g.check_file(&tmp);
+            let _ = std::fs::remove_file(&tmp);
+            checked.map_err(|e| {
+                not_ready(format!(
+                    "{e}\nIs nftables installed ({}) and does this kernel have nf_tables?",
+                    g.nft.display()
+                ))
+            })?;
+            format!(
+                "; nft -c accepts the guard's ruleset (only {} may connect from {} to port {})",
+                g.user.name,
+                g.range.trunc(),
+                target.upstream.port()
+            )
+        }
+        None => String::new(),
+    };
     Ok(format!(
-        "sshd -t passes; no Match block overrides the drop-in; {} (root-owned path) ran as {} and reached the proxy at {}",
+        "sshd -t passes; no Match block overrides the drop-in; {} (root-owned path) ran as {} and reached the proxy at {}{guard}",
         target.command.display(),
         user.name,
         target.akc.socket.display()
@@ -763,6 +886,7 @@ fn apply(
     opts: &Options,
     done: &mut Vec<String>,
     reloaded: &mut bool,
+    table: &mut Option<Option<String>>,
 ) -> Result<(), String> {
     for c in changes {
         let state = FileState {
@@ -784,6 +908,17 @@ fn apply(
     *reloaded = true;
     done.push(sshd_reload::reload(&opts.reload, &[target.upstream])?);
     interrupted()?;
+    if let Some(g) = &opts.guard {
+        *table = Some(g.current()?);
+        g.load()?;
+        done.push(format!(
+            "loaded {} (table inet {})",
+            g.file.display(),
+            crate::sshd::guard::TABLE
+        ));
+        done.push(g.probe(target.upstream)?);
+        interrupted()?;
+    }
     if let Some(check) = &opts.login_check {
         sshd_reload::login_check(check, opts.login_timeout, Some(&STOP))
             .map_err(|e| interrupted().err().unwrap_or(e))?;
@@ -797,10 +932,22 @@ fn rollback(
     opts: &Options,
     old_listen: &[std::net::SocketAddr],
     reloaded: bool,
+    table: Option<Option<&str>>,
     done: &[String],
     why: &str,
 ) -> Failure {
     let mut errors = Vec::new();
+    let mut steps = done.join("\n  ");
+    if let (Some(old), Some(g)) = (table, &opts.guard) {
+        match g.restore(old) {
+            Ok(()) => steps.push_str(&format!(
+                "\n  rollback: table inet {} {}",
+                crate::sshd::guard::TABLE,
+                if old.is_some() { "restored" } else { "deleted" }
+            )),
+            Err(e) => errors.push(e),
+        }
+    }
     for c in changes.iter().rev() {
         let restored = match &c.before {
             Some(state) => write(&c.path, state),
@@ -815,7 +962,6 @@ fn rollback(
             errors.push(e);
         }
     }
-    let mut steps = done.join("\n  ");
     if reloaded && errors.is_empty() {
         // The old config's addresses: after a port change the new one is gone.
         match sshd_reload::reload(&opts.reload, old_listen) {
