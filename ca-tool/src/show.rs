@@ -58,7 +58,11 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
         pem::REQUEST => {
             let req = LicenceRequest::decode_verified(&bytes)?;
             println!("ztssh licence request (proof of possession: valid)");
-            println!("  sub-CA key: {}", req.subca_key.fingerprint());
+            println!(
+                "  sub-CA key: {} ({})",
+                req.subca_key.fingerprint(),
+                hex(&req.subca_key.0)
+            );
             println!("  noise key:  {}", hex(&req.noise_key));
             println!("  created:    {}", when(req.created, now));
         }
@@ -70,7 +74,11 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
             println!("  serial:     {}", b.serial);
             println!("  server id:  {}", b.server_id);
             println!("  hostnames:  {}", b.hostnames.join(", "));
-            println!("  sub-CA key: {}", b.subca_key.fingerprint());
+            println!(
+                "  sub-CA key: {} ({})",
+                b.subca_key.fingerprint(),
+                hex(&b.subca_key.0)
+            );
             println!("  noise key:  {}", hex(&b.noise_key));
             println!("  issuer:     {}", b.issuer.fingerprint());
             println!("  not before: {}", when(b.not_before, now));
@@ -81,6 +89,10 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
             let c = ClientCert::decode(&bytes)?;
             println!("ztssh client certificate");
             println!("  serial:      {}", c.serial);
+            println!(
+                "  session:     {} (revoke this serial to end the session, however often it renewed)",
+                c.session
+            );
             println!("  principal:   {}", c.principal);
             println!("  session key: {}", c.session_key.fingerprint());
             println!("  issuer:      {}", c.issuer.fingerprint());
@@ -133,6 +145,16 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
             keys.sort();
             for key in keys {
                 println!("  user key:    {}", ssh_key::Fingerprint::Sha256(*key));
+            }
+            for (what, set) in [
+                ("noise key:  ", &list.revoked.noise_keys),
+                ("sub-CA key: ", &list.revoked.subca_keys),
+            ] {
+                let mut keys: Vec<_> = set.iter().collect();
+                keys.sort();
+                for key in keys {
+                    println!("  {what} {}", hex(key));
+                }
             }
         }
         other => bail!("{}: unknown ztssh file type {other:?}", file.display()),

@@ -456,6 +456,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let root = read_root(&settings.root_public_key)?;
     let pull = pull::PullSettings::from_settings(&settings).map_err(err)?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
+    refuse_revoked_keys(&settings, &authority)?;
     let timing = timing(&settings)?;
     let rekey =
         RekeyPolicy::new(settings.rekey_after_secs, settings.rekey_after_bytes).map_err(err)?;
@@ -712,6 +713,30 @@ fn newer_cached(crl: Option<Crl>, cache: Option<&Path>, root: &PublicKey) -> Opt
         ListUpdate::Replace => Some(cached),
         ListUpdate::Same | ListUpdate::Behind { .. } | ListUpdate::Rollback { .. } => crl,
     }
+}
+
+/// Refuses to start under a licence whose Noise or Sub-CA key the
+/// revocation list revokes: the keys in the state directory are to be
+/// treated as stolen, and no licence for them will ever be good again.
+/// (At a reload the list is only enforced: sessions end and none are
+/// admitted, as the trust rules decide.)
+fn refuse_revoked_keys(s: &Settings, authority: &Authority) -> Result<(), ConfigError> {
+    let Some(crl) = &authority.crl else {
+        return Ok(());
+    };
+    let b = &authority.licence.body;
+    let Some(which) = crl.revoked.revoked_licence_key(b) else {
+        return Ok(());
+    };
+    Err(err(format!(
+        "{}: this proxy's {which} key is revoked by the revocation list (version {}): the keys \
+         in its state directory must be treated as stolen, and no licence for them is good any \
+         more. Generate new keys (ztssh-proxy keygen --dir NEW_STATE_DIR), have the CA sign the \
+         new licence-request.pem, and point state_dir and licence at them (docs/OPERATOR.md, \
+         recovery after a stolen proxy)",
+        s.licence.display(),
+        crl.list_version
+    )))
 }
 
 fn load_licence(

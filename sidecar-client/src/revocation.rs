@@ -59,11 +59,19 @@ impl Revocations {
         match trust::check_licence(licence, Some(&self.crl), now) {
             Err(e) if e.kind == EndKind::LicenceRevoked => {
                 let b = &licence.body;
+                let why = e.reason.split_once("revoked: ").map_or("", |(_, why)| why);
+                let keys = self.crl.revoked.revoked_licence_key(b).is_some();
+                let after = if keys {
+                    "Its keys are revoked for good: the server answers with a stolen or retired \
+                     key, and only a server with new keys can be trusted again"
+                } else {
+                    "If it was re-licensed since, get the newest list (ztssh-ca crl, or the \
+                     published copy) and retry"
+                };
                 Err(format!(
                     "refusing to connect to {host}: its server licence ({}, serial {}) is revoked by \
-                     the revocation list {} (version {}). Nothing about you was sent. The server may \
-                     be compromised: do not use it, and tell its operators. If it was re-licensed \
-                     since, get the newest list (ztssh-ca crl, or the published copy) and retry",
+                     the revocation list {} (version {}): {why}. Nothing about you was sent. The \
+                     server may be compromised: do not use it, and tell its operators. {after}",
                     b.server_id,
                     b.serial,
                     self.path.display(),

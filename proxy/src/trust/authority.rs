@@ -222,8 +222,25 @@ pub fn announce(crl: &Crl, now: UnixTime) {
         servers = crl.revoked.servers.len(),
         serials = crl.revoked.serials.len(),
         user_keys = crl.revoked.user_keys.len(),
+        noise_keys = crl.revoked.noise_keys.len(),
+        subca_keys = crl.revoked.subca_keys.len(),
         "revocation list loaded; re-checking every live session"
     );
+}
+
+/// Says loudly when a list revokes this proxy's own keys: it admits no
+/// one from now on and its sessions end.
+fn warn_if_own_keys(crl: &Crl, licence: &ztssh_proto::cert::Licence) {
+    if let Some(which) = crl.revoked.revoked_licence_key(&licence.body) {
+        error!(
+            event = "licence_key_revoked",
+            list_version = crl.list_version,
+            key = which,
+            "revocation list version {} revokes this proxy's {which} key: every session ends and \
+             none is admitted; generate new keys and get them licensed (docs/OPERATOR.md)",
+            crl.list_version
+        );
+    }
 }
 
 /// Decides whether a freshly read list replaces the current one; its
@@ -255,6 +272,7 @@ pub fn merge_crl(
         }
     }
     announce(&new, now);
+    warn_if_own_keys(&new, &current.licence);
     Some(Authority {
         licence: current.licence.clone(),
         crl: Some(new),

@@ -44,6 +44,8 @@ struct Hostile {
     events: Vec<(u64, ClientConnEvent)>,
 }
 
+/// The session serial every certificate this fake proxy issues carries.
+const SESSION: crate::cert::Serial = crate::cert::Serial([0x5e; 16]);
 const START: u64 = 5_000_000;
 
 impl Hostile {
@@ -98,9 +100,17 @@ impl Hostile {
     }
 
     fn cert_bytes(&self, key: PublicKey, not_before: u64, ttl: u64) -> Vec<u8> {
-        ClientCert::issue(&self.subca, "alice", key, not_before, ttl, &mut TestRng)
-            .expect("issue")
-            .encode()
+        ClientCert::issue(
+            &self.subca,
+            "alice",
+            Some(SESSION),
+            key,
+            not_before,
+            ttl,
+            &mut TestRng,
+        )
+        .expect("issue")
+        .encode()
     }
 
     fn send_cert(&mut self, cert: Vec<u8>) {
