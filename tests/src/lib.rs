@@ -16,6 +16,7 @@ pub mod agent;
 mod builder;
 pub mod listserver;
 mod net;
+pub mod netns;
 pub mod nginx;
 mod pki;
 mod process;
