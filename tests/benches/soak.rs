@@ -213,6 +213,15 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// The first three fields of /proc/loadavg.
+fn loadavg() -> String {
+    read_text(std::path::Path::new("/proc/loadavg"))
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn principal(i: usize) -> String {
     format!("syn{}", i / PER_PRINCIPAL)
 }
@@ -324,6 +333,7 @@ fn main() {
     let flood_counts = flood::Counts::default();
     let faults = Mutex::new(Faults::default());
     let mut rss_samples: Vec<u64> = Vec::new();
+    let load_at_start = loadavg();
     let started = Instant::now();
     let rplan = real::Plan {
         ns: &ns,
@@ -419,6 +429,11 @@ fn main() {
         jobs
     });
     let soaked = started.elapsed();
+    println!(
+        "  machine: {} cores, load average (1 5 15 min) {load_at_start} at the start of the soak, {} at its end",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        loadavg()
+    );
     let rss_peak = rss_samples.iter().copied().max().unwrap_or(rss_open);
 
     // The end: every synthetic session closes (CLOSE both ways).
