@@ -213,6 +213,28 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// Copies the proxy's and sshd's logs out of the world's directory (which
+/// is deleted on drop) for a look at a failed run.
+fn keep_logs(world: &World) {
+    let keep = std::env::temp_dir().join(format!("ztssh-soak-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&keep);
+    for (from, name) in [
+        (&world.proxy.log, "proxy.log"),
+        (&world.sshd.log, "sshd.log"),
+    ] {
+        let _ = std::fs::copy(from, keep.join(name));
+    }
+    println!("  the logs are kept in {}", keep.display());
+}
+
+/// Now, as UTC HH:MM:SS (to find a fault in the proxy's log).
+pub fn utc_now() -> String {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{:02}:{:02}:{:02}", s / 3600 % 24, s / 60 % 60, s % 60)
+}
+
 /// The first three fields of /proc/loadavg.
 fn loadavg() -> String {
     read_text(std::path::Path::new("/proc/loadavg"))
@@ -376,6 +398,13 @@ fn main() {
                 }
             }
             let mut f = faults.lock().expect("lock");
+            if !matches!(fault, Fault::Sighup) {
+                println!(
+                    "  +{:.0} s ({} UTC): {fault:?}",
+                    started.elapsed().as_secs_f64(),
+                    utc_now()
+                );
+            }
             match fault {
                 Fault::Sighup => {
                     world.proxy.sighup();
@@ -493,6 +522,9 @@ fn main() {
         proxy_alive: std::path::Path::new(&format!("/proc/{pid}")).exists(),
     };
     let failures = verdict::judge(&v);
+    if !failures.is_empty() {
+        keep_logs(&world);
+    }
     drop(nginx);
     drop(world);
     drop(ns);

@@ -36,6 +36,8 @@ pub enum How {
 pub struct End {
     pub principal: String,
     pub at: Instant,
+    /// The same, as UTC HH:MM:SS.
+    pub utc: String,
     pub how: How,
 }
 
@@ -157,6 +159,7 @@ async fn drive(
     let _ = ends.send(End {
         principal,
         at: Instant::now(),
+        utc: crate::utc_now(),
         how,
     });
 }

@@ -42,6 +42,8 @@ pub struct Job {
     pub kind: Kind,
     pub start: Instant,
     pub end: Instant,
+    /// Start and end as UTC HH:MM:SS.
+    pub utc: (String, String),
     pub outcome: Outcome,
 }
 
@@ -99,19 +101,26 @@ pub fn worker(plan: &Plan<'_>, w: usize, download_sum: &str) -> Vec<Job> {
             break;
         }
         let kind = [Kind::Upload, Kind::Download, Kind::Interactive][(round + w) % 3];
-        let start = Instant::now();
+        let (start, began) = (Instant::now(), crate::utc_now());
         let outcome = match kind {
             Kind::Upload => upload(plan, w, round),
             Kind::Download => download(plan, w, download_sum),
             Kind::Interactive => interactive(plan, w, round),
         };
+        let failed = matches!(outcome, Outcome::Failed(_));
         jobs.push(Job {
             worker: w,
             kind,
             start,
             end: Instant::now(),
+            utc: (began, crate::utc_now()),
             outcome,
         });
+        // A user tries again after a moment, not in a tight loop (which
+        // the proxy's per-source penalties would rightly refuse).
+        if failed {
+            std::thread::sleep(Duration::from_secs(2));
+        }
     }
     jobs
 }

@@ -94,8 +94,12 @@ fn synthetic(v: &Inputs<'_>, fail: &mut Vec<String>) {
                     e.principal
                 ));
             }
-            (How::Failed(why), _) => false_kills.push(format!("{}: {why}", e.principal)),
-            (How::Told(r), _) => false_kills.push(format!("{}: told {r:?}", e.principal)),
+            (How::Failed(why), _) => {
+                false_kills.push(format!("{} at {}: {why}", e.principal, e.utc))
+            }
+            (How::Told(r), _) => {
+                false_kills.push(format!("{} at {}: told {r:?}", e.principal, e.utc))
+            }
         }
     }
     lat.sort();
@@ -171,9 +175,11 @@ fn real(v: &Inputs<'_>, fail: &mut Vec<String>) {
             Outcome::Corrupt(e) => fail.push(format!("data not intact (worker {}): {e}", j.worker)),
             Outcome::Failed(_) if across_restart(v, j.start, j.end) => caused += 1,
             Outcome::Failed(e) => fail.push(format!(
-                "false kill (ssh worker {}, {}, no sshd restart during it): {e}",
+                "false kill (ssh worker {}, {}, {}-{} UTC, no sshd restart during it): {e}",
                 j.worker,
-                name(j.kind)
+                name(j.kind),
+                j.utc.0,
+                j.utc.1
             )),
         }
     }
