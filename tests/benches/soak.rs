@@ -298,7 +298,8 @@ fn main() {
     let (fds_base, rss_base) = (open_fds(pid), world.proxy.rss_kib());
 
     // The relays: one for the synthetic sessions (each namespace source
-    // becomes a loopback source at the proxy), one per ssh worker.
+    // becomes a loopback source at the proxy, 127.21.C.D), one per ssh
+    // worker (127.40.0.1 on).
     let proxy_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, world.proxy.port));
     let on_veth = SocketAddr::from((ns.host_addr(), 0));
     let load_relay = relay::Relay::start(
@@ -310,7 +311,11 @@ fn main() {
     );
     let ssh_relays: Vec<relay::Relay> = (0..z.workers)
         .map(|w| {
-            let src = Ipv4Addr::new(127, 22, 0, 1 + w as u8);
+            // Each worker in a /16 of its own, as users on different
+            // networks: the flood's idle sockets come from 150 /16s, and
+            // when the handshake table is full the network holding the
+            // most pending handshakes gives up its oldest.
+            let src = Ipv4Addr::new(127, 40 + w as u8, 0, 1);
             relay::Relay::start(
                 rt.handle(),
                 on_veth,
