@@ -128,7 +128,7 @@ impl Sizes {
         };
         let bans = (secs - 1) / s.ban_every;
         assert!(
-            n % PER_PRINCIPAL == 0 && (bans as usize) < n / PER_PRINCIPAL,
+            n.is_multiple_of(PER_PRINCIPAL) && (bans as usize) < n / PER_PRINCIPAL,
             "{n} sessions make {} principals of {PER_PRINCIPAL}; the run bans {bans}",
             n / PER_PRINCIPAL
         );
