@@ -22,7 +22,7 @@ fi
 bash tests/containers.sh
 # Every benchmark in its short mode: each must still run and print its
 # figures (none asserts a speed; docs/BENCHMARKS.md has the full runs).
-# The soak bench (about 90 s short) also fails on any session it did not
+# The soak bench (1.5-2 min short) also fails on any session it did not
 # end on purpose; it needs root for its network namespace (ip, tc, nft).
 ZTSSH_BENCH_SHORT=1 cargo bench --workspace --locked --bench '*'
 # Every fuzz target for FUZZ_SECS (default 10) seconds.
