@@ -17,6 +17,7 @@ pub mod bench;
 mod builder;
 pub mod listserver;
 mod net;
+pub mod netns;
 pub mod nginx;
 mod pki;
 mod process;
