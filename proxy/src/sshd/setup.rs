@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use crate::config::AuthorizedKeysConfig;
 use crate::sshd::config_lines as sshd_config;
-use crate::sshd::include;
 pub use crate::sshd::guard::Guard;
+use crate::sshd::include;
 use crate::sshd::reload::{self as sshd_reload, Reload, run_bounded};
 
 /// Exit code: the host is not ready; nothing was changed.
@@ -211,7 +211,15 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
     done.extend(backups);
     let mut reloaded = false;
     let mut table: Option<Option<String>> = None;
-    let applied = apply(&sshd, &changes, target, opts, &mut done, &mut reloaded, &mut table);
+    let applied = apply(
+        &sshd,
+        &changes,
+        target,
+        opts,
+        &mut done,
+        &mut reloaded,
+        &mut table,
+    );
     match applied.and_then(|()| interrupted()) {
         Ok(()) => Ok(format!(
             "sshd-setup: applied.\n{}\n",
