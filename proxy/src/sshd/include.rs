@@ -379,6 +379,33 @@ mod tests {
     }
 
     #[test]
+    fn a_leading_equals_or_a_nul_does_not_hide_a_keyword() {
+        // sshd 9.2 (`sshd -T -C user=alice,...`) reads each of these as the
+        // keyword after the `=`: strdelim skips whitespace and one `=`
+        // before the keyword, too.
+        for (line, key) in [
+            ("=Match User alice", "match"),
+            (" =Match User alice", "match"),
+            ("\t= Match User alice", "match"),
+            ("=PasswordAuthentication yes", "passwordauthentication"),
+            ("=Include /tmp/x.conf", "include"),
+        ] {
+            assert_eq!(
+                split(line).expect(line).map(|(k, _)| k).as_deref(),
+                Some(key),
+                "{line:?}"
+            );
+        }
+        // ... but not after a second `=` (sshd ignores these lines).
+        assert_eq!(words("= =Match all"), None);
+        assert_eq!(words("==Match all"), None);
+        // sshd keeps a line only up to a NUL and joins the next line to it
+        // ("Match\0\n=User alice" is `Match User alice`): refused.
+        assert!(split("Match\0").is_err());
+        assert!(split("PasswordAuthentication\0 x").is_err());
+    }
+
+    #[test]
     fn the_matcher_has_globs_semantics() {
         let m = |p: &str, n: &str| matches(&parse(p.as_bytes()).expect("parses"), n.as_bytes());
         assert!(m("*.conf", "00-ztssh.conf"));
