@@ -191,6 +191,12 @@ mod tests {
             "SSHD_OPTS=\"-4o passwordauthentication=yes\"",
             "SSHD_OPTS=-o\nSSHD_OPTS=\"-o AuthorizedKeysFile=.ssh/authorized_keys\"",
             "export SSHD_OPTS=\"-o ListenAddress=0.0.0.0\"",
+            // sshd reads -o as a config line: one `=` before the keyword
+            // is skipped (`sshd -o=PasswordAuthentication=yes -T` shows
+            // yes), and the keyword's case does not matter.
+            "SSHD_OPTS=\"-o=PasswordAuthentication=yes\"",
+            "SSHD_OPTS=\"-4o=passwordauthentication=yes\"",
+            "SSHD_OPTS=\"-o =PASSWORDAUTHENTICATION=yes\"",
         ] {
             let e = opts(text).expect_err(text);
             assert!(e.contains("overrides every config file"), "{text}: {e}");
