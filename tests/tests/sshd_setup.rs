@@ -1126,6 +1126,26 @@ fn a_leading_equals_or_a_nul_does_not_hide_a_match_block_from_the_guard() {
             && err.contains("Nothing was changed"),
         "NUL: {err}"
     );
+    // SkeyAuthentication is sshd 9.2's alias of KbdInteractiveAuthentication
+    // (allowed in a Match block): it turns keyboard-interactive back on.
+    write_in(&site, "Match User deploy\nSkeyAuthentication yes\n");
+    std::fs::write(h.drop_in_dir.join("01-kbd.conf"), "KbdInteractiveAuthentication no\n")
+        .expect("kbd off");
+    assert!(
+        h.effective(Some(DEPLOY_SPEC))
+            .contains("kbdinteractiveauthentication yes"),
+        "SkeyAuthentication: sshd itself does not read it as KbdInteractiveAuthentication"
+    );
+    std::fs::remove_file(h.drop_in_dir.join("01-kbd.conf")).expect("rm");
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "Skey: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("a Match block sets")
+            && err.contains(&format!("{}:2", site.display()))
+            && err.contains("Nothing was changed"),
+        "Skey: {err}"
+    );
     std::fs::remove_file(&site).expect("rm");
     assert_eq!(h.sighups(), 0);
 }
