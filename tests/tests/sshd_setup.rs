@@ -1129,8 +1129,11 @@ fn a_leading_equals_or_a_nul_does_not_hide_a_match_block_from_the_guard() {
     // SkeyAuthentication is sshd 9.2's alias of KbdInteractiveAuthentication
     // (allowed in a Match block): it turns keyboard-interactive back on.
     write_in(&site, "Match User deploy\nSkeyAuthentication yes\n");
-    std::fs::write(h.drop_in_dir.join("01-kbd.conf"), "KbdInteractiveAuthentication no\n")
-        .expect("kbd off");
+    std::fs::write(
+        h.drop_in_dir.join("01-kbd.conf"),
+        "KbdInteractiveAuthentication no\n",
+    )
+    .expect("kbd off");
     assert!(
         h.effective(Some(DEPLOY_SPEC))
             .contains("kbdinteractiveauthentication yes"),

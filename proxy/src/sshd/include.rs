@@ -14,12 +14,27 @@ pub const SSHDIR: &str = "/etc/ssh";
 const MAX_FILES: usize = 4096;
 
 /// A config line's keyword (lower case) and arguments, as sshd splits it
-/// (`strdelim` for the keyword, then `argv_split`: double and single
-/// quotes, `\` before a quote, `\` or a space, a `#` starting a word ends
-/// the line). `Ok(None)`: blank or a comment.
+/// (`strdelim` for the keyword, after leading whitespace and at most one
+/// `=`; then `argv_split`: double and single quotes, `\` before a quote,
+/// `\` or a space, a `#` starting a word ends the line). `Ok(None)`: blank
+/// or a comment. A NUL byte is refused.
 pub fn split(line: &str) -> Result<Option<(String, Vec<String>)>, String> {
+    if line.contains('\0') {
+        // sshd keeps a line only up to a NUL and joins the next line to
+        // what is left: `Match\0` then `=User x` is `Match User x` to it.
+        return Err(
+            "a NUL byte: sshd drops the rest of the line and joins the next to it; \
+                    remove the NUL"
+                .into(),
+        );
+    }
     let line = line.trim_end_matches([' ', '\t', '\r', '\n', '\x0c']);
     let line = line.trim_start_matches([' ', '\t', '\r', '\n']);
+    // strdelim's first call skips the leading whitespace and one `=` (and
+    // the whitespace after it): `=Match all` is a Match line to sshd.
+    let line = line
+        .strip_prefix('=')
+        .map_or(line, |l| l.trim_start_matches([' ', '\t', '\r', '\n']));
     let end = line
         .find([' ', '\t', '\r', '\n', '=', '"'])
         .unwrap_or(line.len());
