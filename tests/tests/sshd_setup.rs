@@ -1447,4 +1447,77 @@ fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
     assert!(again.contains("nothing to change"), "{again}");
     assert!(again.contains("The guard's table was loaded"), "{again}");
     assert!(stderr(&thief.ssh(&source, port)).contains("Connection refused"));
+
+/// Review of the issue 23 fixes (attack): sshd's strdelim skips leading
+/// whitespace and one `=` before the keyword, so `=Match User deploy` and
+/// `=PasswordAuthentication yes` are a Match block and a setting to sshd
+/// 9.2, which the guard read as blank lines; and sshd keeps a line only up
+/// to a NUL, joining the next line to it (`Match\0` + `=User deploy`).
+/// Each is checked against the real sshd, then sshd-setup must refuse it.
+#[test]
+fn a_leading_equals_or_a_nul_does_not_hide_a_match_block_from_the_guard() {
+    let h = Host::new("127.89.0.0/16");
+    let login = h.login_check(ACCOUNT);
+    let site = h.drop_in_dir.join("90-site.conf");
+    for text in [
+        "=Match User deploy\nPasswordAuthentication yes\n",
+        "Match User deploy\n=PasswordAuthentication yes\n",
+        " = Match User deploy\n\t=\tPasswordAuthentication yes\n",
+    ] {
+        write_in(&site, text);
+        assert!(
+            h.effective(Some(DEPLOY_SPEC))
+                .contains("passwordauthentication yes"),
+            "{text:?}: sshd itself does not read the Match block"
+        );
+        let out = h.setup(&["--login-check", &login]);
+        assert_eq!(out.status.code(), Some(65), "{text:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("a Match block sets")
+                && err.contains(&format!("{}:2", site.display()))
+                && err.contains("Nothing was changed"),
+            "{text:?}: {err}"
+        );
+    }
+    write_in(&site, "Match\0\n=User deploy\nPasswordAuthentication yes\n");
+    assert!(
+        h.effective(Some(DEPLOY_SPEC))
+            .contains("passwordauthentication yes"),
+        "NUL: sshd itself does not read the Match block"
+    );
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "NUL: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("NUL")
+            && err.contains(&format!("{}:1", site.display()))
+            && err.contains("Nothing was changed"),
+        "NUL: {err}"
+    );
+    // SkeyAuthentication is sshd 9.2's alias of KbdInteractiveAuthentication
+    // (allowed in a Match block): it turns keyboard-interactive back on.
+    write_in(&site, "Match User deploy\nSkeyAuthentication yes\n");
+    std::fs::write(
+        h.drop_in_dir.join("01-kbd.conf"),
+        "KbdInteractiveAuthentication no\n",
+    )
+    .expect("kbd off");
+    assert!(
+        h.effective(Some(DEPLOY_SPEC))
+            .contains("kbdinteractiveauthentication yes"),
+        "SkeyAuthentication: sshd itself does not read it as KbdInteractiveAuthentication"
+    );
+    std::fs::remove_file(h.drop_in_dir.join("01-kbd.conf")).expect("rm");
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "Skey: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("a Match block sets")
+            && err.contains(&format!("{}:2", site.display()))
+            && err.contains("Nothing was changed"),
+        "Skey: {err}"
+    );
+    std::fs::remove_file(&site).expect("rm");
+    assert_eq!(h.sighups(), 0);
 }

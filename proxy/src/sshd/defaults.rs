@@ -129,12 +129,15 @@ fn options(words: &[&str], sshd_config: &Path, guarded: &[String]) -> Result<Vec
     Ok(out)
 }
 
+/// Refuses `-o OPTION` when it sets a guarded keyword, with the keyword
+/// read as sshd reads a config line ([`crate::sshd::include::split`]:
+/// `-o=PasswordAuthentication=yes` sets PasswordAuthentication too).
 fn check_o(option: &str, guarded: &[String]) -> Result<(), String> {
-    let keyword = option
-        .split(|c: char| c.is_whitespace() || c == '=')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let Some((keyword, _)) =
+        crate::sshd::include::split(option).map_err(|e| format!("SSHD_OPTS: -o {option}: {e}"))?
+    else {
+        return Ok(());
+    };
     if guarded.contains(&keyword) {
         return Err(format!(
             "SSHD_OPTS sets -o {option}, which overrides every config file and would undo the \
@@ -191,6 +194,12 @@ mod tests {
             "SSHD_OPTS=\"-4o passwordauthentication=yes\"",
             "SSHD_OPTS=-o\nSSHD_OPTS=\"-o AuthorizedKeysFile=.ssh/authorized_keys\"",
             "export SSHD_OPTS=\"-o ListenAddress=0.0.0.0\"",
+            // sshd reads -o as a config line: one `=` before the keyword
+            // is skipped (`sshd -o=PasswordAuthentication=yes -T` shows
+            // yes), and the keyword's case does not matter.
+            "SSHD_OPTS=\"-o=PasswordAuthentication=yes\"",
+            "SSHD_OPTS=\"-4o=passwordauthentication=yes\"",
+            "SSHD_OPTS=\"-o =PASSWORDAUTHENTICATION=yes\"",
         ] {
             let e = opts(text).expect_err(text);
             assert!(e.contains("overrides every config file"), "{text}: {e}");

@@ -14,12 +14,27 @@ pub const SSHDIR: &str = "/etc/ssh";
 const MAX_FILES: usize = 4096;
 
 /// A config line's keyword (lower case) and arguments, as sshd splits it
-/// (`strdelim` for the keyword, then `argv_split`: double and single
-/// quotes, `\` before a quote, `\` or a space, a `#` starting a word ends
-/// the line). `Ok(None)`: blank or a comment.
+/// (`strdelim` for the keyword, after leading whitespace and at most one
+/// `=`; then `argv_split`: double and single quotes, `\` before a quote,
+/// `\` or a space, a `#` starting a word ends the line). `Ok(None)`: blank
+/// or a comment. A NUL byte is refused.
 pub fn split(line: &str) -> Result<Option<(String, Vec<String>)>, String> {
+    if line.contains('\0') {
+        // sshd keeps a line only up to a NUL and joins the next line to
+        // what is left: `Match\0` then `=User x` is `Match User x` to it.
+        return Err(
+            "a NUL byte: sshd drops the rest of the line and joins the next to it; \
+                    remove the NUL"
+                .into(),
+        );
+    }
     let line = line.trim_end_matches([' ', '\t', '\r', '\n', '\x0c']);
     let line = line.trim_start_matches([' ', '\t', '\r', '\n']);
+    // strdelim's first call skips the leading whitespace and one `=` (and
+    // the whitespace after it): `=Match all` is a Match line to sshd.
+    let line = line
+        .strip_prefix('=')
+        .map_or(line, |l| l.trim_start_matches([' ', '\t', '\r', '\n']));
     let end = line
         .find([' ', '\t', '\r', '\n', '=', '"'])
         .unwrap_or(line.len());
@@ -376,6 +391,33 @@ mod tests {
         assert_eq!(words("   "), None);
         assert!(split("Include \"/a").is_err(), "unclosed quote");
         assert!(split("\"Match\" all").is_err(), "quoted keyword");
+    }
+
+    #[test]
+    fn a_leading_equals_or_a_nul_does_not_hide_a_keyword() {
+        // sshd 9.2 (`sshd -T -C user=alice,...`) reads each of these as the
+        // keyword after the `=`: strdelim skips whitespace and one `=`
+        // before the keyword, too.
+        for (line, key) in [
+            ("=Match User alice", "match"),
+            (" =Match User alice", "match"),
+            ("\t= Match User alice", "match"),
+            ("=PasswordAuthentication yes", "passwordauthentication"),
+            ("=Include /tmp/x.conf", "include"),
+        ] {
+            assert_eq!(
+                split(line).expect(line).map(|(k, _)| k).as_deref(),
+                Some(key),
+                "{line:?}"
+            );
+        }
+        // ... but not after a second `=` (sshd ignores these lines).
+        assert_eq!(words("= =Match all"), None);
+        assert_eq!(words("==Match all"), None);
+        // sshd keeps a line only up to a NUL and joins the next line to it
+        // ("Match\0\n=User alice" is `Match User alice`): refused.
+        assert!(split("Match\0").is_err());
+        assert!(split("PasswordAuthentication\0 x").is_err());
     }
 
     #[test]

@@ -615,6 +615,8 @@ const GUARDED: &[&str] = &[
     "passwordauthentication",
     "kbdinteractiveauthentication",
     "challengeresponseauthentication",
+    // sshd 9.2's other alias of KbdInteractiveAuthentication (Match: yes).
+    "skeyauthentication",
     "authenticationmethods",
     "hostbasedauthentication",
     "gssapiauthentication",
