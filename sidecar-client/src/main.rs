@@ -175,8 +175,50 @@ fn check_host(host: &str) -> Result<(), String> {
     })
 }
 
+/// Parses the command line. clap's own messages quote the argument they
+/// refused, and ssh's `%h` is one: a host that starts with `-` (say
+/// `--x\x1b]0;title\x07`) is taken for an option and would reach the
+/// terminal raw, before [`check_host`] ever sees it. So every refusal is
+/// shown with anything but printable ASCII escaped, and exits 64.
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprint!("{}", plain(&e.to_string()));
+            Err(ExitCode::from(64))
+        }
+    }
+}
+
+/// `text` with everything but printable ASCII, spaces and newlines escaped.
+fn plain(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c == '\n' || c == ' ' || c.is_ascii_graphic() {
+                c.to_string()
+            } else {
+                c.escape_default().to_string()
+            }
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     if let Some(cmd) = cli.cmd {
         return match run_setup(cmd) {
             Ok(()) => ExitCode::SUCCESS,
@@ -273,5 +315,13 @@ mod tests {
         ] {
             assert_eq!(check_host(host), Ok(()), "{host}");
         }
+    }
+
+    #[test]
+    fn a_refused_command_line_is_shown_as_plain_text() {
+        assert_eq!(
+            super::plain("unexpected argument '--x\x1b]0;t\x07\u{202e}' found\n"),
+            "unexpected argument '--x\\u{1b}]0;t\\u{7}\\u{202e}' found\n"
+        );
     }
 }

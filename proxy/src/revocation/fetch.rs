@@ -55,8 +55,16 @@ pub async fn poll(
     // The older version last reported as a rollback, so that a server stuck
     // on an old list without validators is not reported at every poll.
     let mut reported: Option<u64> = None;
-    // The newest version this URL gave so far.
-    let mut newest: Option<u64> = None;
+    // The newest version this URL gave so far: from a restart on, at least
+    // the one it gave before, kept in `revocation_cache`, so that a URL that
+    // went back while the proxy was down is still a rollback, not a lag.
+    let mut newest: Option<u64> = {
+        let worker = Arc::clone(&shared);
+        let pull = Arc::clone(&settings);
+        tokio::task::spawn_blocking(move || kept_version(&worker, &pull))
+            .await
+            .unwrap_or(None)
+    };
     info!(event = "crl_pull", url = %url, poll_secs = settings.poll.as_secs(), "pulling the revocation list");
     loop {
         let outcome = match fetcher.fetch().await {
@@ -125,6 +133,21 @@ pub async fn poll(
         }
         tokio::time::sleep(next_delay(settings.poll, 0)).await;
     }
+}
+
+/// The version of the list kept in `revocation_cache`: the newest the URL
+/// gave before a restart (the reload task writes it only with lists from
+/// the URL that went into force). Not when the cache is `revocation_list`
+/// itself, which an operator writes too: its version says nothing about
+/// the URL.
+fn kept_version(shared: &Shared, settings: &PullSettings) -> Option<u64> {
+    let cache = settings.cache.as_deref()?;
+    if shared.cfg.settings.revocation_cache.as_deref() != Some(cache) || !cache.exists() {
+        return None;
+    }
+    crate::trust::authority::read_crl(cache, &shared.cfg.root)
+        .ok()
+        .map(|c| c.list_version)
 }
 
 /// Counts a verified list and decides whether to hand it to the reload
