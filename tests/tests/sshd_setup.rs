@@ -1447,6 +1447,7 @@ fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
     assert!(again.contains("nothing to change"), "{again}");
     assert!(again.contains("The guard's table was loaded"), "{again}");
     assert!(stderr(&thief.ssh(&source, port)).contains("Connection refused"));
+}
 
 /// Review of the issue 23 fixes (attack): sshd's strdelim skips leading
 /// whitespace and one `=` before the keyword, so `=Match User deploy` and
