@@ -536,6 +536,23 @@ impl ClientCert {
         w.into_vec()
     }
 
+    /// The same certificate in format 1 (no session field), re-signed by
+    /// `subca`: what a proxy that predates session serials issues (tests).
+    #[cfg(test)]
+    pub(crate) fn as_format_1(&self, subca: &SigningKey) -> Self {
+        let mut v1 = self.clone();
+        v1.version = VERSION;
+        v1.session = v1.serial;
+        v1.signature = subca.sign(labels::CTX_CLIENT_CERT, &v1.tbs());
+        v1
+    }
+
+    /// Whether the certificate carries a session serial of its own
+    /// (format 2); a format 1 certificate's session serial is its serial.
+    pub fn carries_session(&self) -> bool {
+        self.version >= CERT_VERSION_SESSION
+    }
+
     /// Issues a certificate signed by `subca`, with a serial from `rng`,
     /// for the session whose serial is `session` (`None`: a new session,
     /// whose serial is this first certificate's).
