@@ -1189,4 +1189,31 @@ fn an_upgraded_sidecar_keeps_renewing_with_a_proxy_that_issues_format_1() {
         )
         .expect("a format 1 renewal installs");
     assert!(matches!(ev, ClientEvent::CertInstalled { renewed: true, .. }));
+    // The way around: a proxy that knows session serials cannot shed one
+    // by renewing in format 1.
+    let mut q = pair();
+    q.advance(TIMING.cert_ttl_secs * 2 / 3);
+    let _ = q.renew();
+    let v1 = crate::cert::ClientCert::issue(
+        &q.subca,
+        "alice",
+        None,
+        q.client.pending_key().expect("renewing"),
+        q.now,
+        300,
+        &mut TestRng,
+    )
+    .expect("issue")
+    .as_format_1(&q.subca);
+    let e = q
+        .client
+        .handle(
+            &Control::Cert {
+                cert: v1.encode(),
+                user_sig_due: None,
+            },
+            q.mono,
+        )
+        .expect_err("a downgrade mid-session");
+    assert!(e.contains("another format"), "{e}");
 }
