@@ -799,6 +799,35 @@ mod tests {
     }
 
     #[test]
+    fn a_noise_key_in_another_encoding_of_the_same_x25519_key_is_refused() {
+        // X25519 ignores the top bit of a public key (RFC 7748), so K and
+        // K | 2^255 are one key: a licence or request naming the second
+        // would escape a revocation, or the CA's refusal, of the first.
+        let root = SigningKey::generate(&mut TestRng);
+        let (lic, _, _) = licence(&root, &["web1"], 0, 10_000);
+        let mut body = lic.body.clone();
+        body.noise_key[31] |= 0x80;
+        if let Ok(other) = body.sign(&root) {
+            assert!(Licence::decode(other.encoded()).is_err());
+            assert!(Licence::decode_verified(other.encoded(), &root.public(), 5).is_err());
+        }
+        let subca = SigningKey::generate(&mut TestRng);
+        let mut key = lic.body.noise_key;
+        key[31] |= 0x80;
+        let req = LicenceRequest::new(&subca, key, 99);
+        assert!(LicenceRequest::decode_verified(&req.encode()).is_err());
+        // The 19 values at or above 2^255 - 19 are other encodings of 0..18.
+        let mut high = [0xff; 32];
+        high[31] = 0x7f;
+        high[0] = 0xed;
+        let req = LicenceRequest::new(&subca, high, 99);
+        assert!(LicenceRequest::decode_verified(&req.encode()).is_err());
+        high[0] = 0xec;
+        let req = LicenceRequest::new(&subca, high, 99);
+        assert!(LicenceRequest::decode_verified(&req.encode()).is_ok());
+    }
+
+    #[test]
     fn request_proves_possession() {
         let subca = SigningKey::generate(&mut TestRng);
         let req = LicenceRequest::new(&subca, [7; 32], 99);
