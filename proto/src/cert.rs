@@ -48,6 +48,24 @@ impl std::fmt::Display for Serial {
     }
 }
 
+/// Refuses a Noise static key that is not in its one canonical encoding:
+/// X25519 ignores the top bit and reads values from 2^255 - 19 up as
+/// 0..18 (RFC 7748), so such bytes name the same key as other bytes, and
+/// would escape a revocation or the CA's refusal of that key. Honest keys
+/// (computed by X25519) are always canonical.
+pub fn check_noise_key(key: &[u8; 32], what: &'static str) -> Result<(), Malformed> {
+    let top_bit = key[31] & 0x80 != 0;
+    // 2^255 - 19 = ed ff .. ff 7f (little-endian).
+    let at_least_p = key[31] == 0x7f && key[1..31].iter().all(|b| *b == 0xff) && key[0] >= 0xed;
+    if top_bit || at_least_p {
+        return Err(Malformed::Invalid {
+            what,
+            why: "the Noise key is not canonically encoded (another encoding of an X25519 key)",
+        });
+    }
+    Ok(())
+}
+
 /// A name: 1..=max bytes of `[A-Za-z0-9._@-]`, no leading dot or dash.
 pub fn check_name(name: &str, max: usize, what: &'static str) -> Result<(), Malformed> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
@@ -308,6 +326,7 @@ impl Licence {
         }
         let subca_key = PublicKey(r.array()?);
         let noise_key = r.array()?;
+        check_noise_key(&noise_key, "licence")?;
         let not_before = r.u64()?;
         let not_after = r.u64()?;
         let issuer = PublicKey(r.array()?);
@@ -481,6 +500,7 @@ impl LicenceRequest {
         let mut r = Reader::new(bytes, "licence request");
         r.take(key_at + 32)?;
         let noise_key = r.array()?;
+        check_noise_key(&noise_key, "licence request")?;
         let created = r.u64()?;
         let signature = r.array()?;
         r.finish()?;
