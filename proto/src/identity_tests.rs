@@ -1188,7 +1188,10 @@ fn an_upgraded_sidecar_keeps_renewing_with_a_proxy_that_issues_format_1() {
             mono,
         )
         .expect("a format 1 renewal installs");
-    assert!(matches!(ev, ClientEvent::CertInstalled { renewed: true, .. }));
+    assert!(matches!(
+        ev,
+        ClientEvent::CertInstalled { renewed: true, .. }
+    ));
     // The way around: a proxy that knows session serials cannot shed one
     // by renewing in format 1.
     let mut q = pair();
