@@ -157,6 +157,13 @@ enum Cmd {
     Show {
         /// The file.
         file: PathBuf,
+        /// The root public key (root.pub) to check a licence's signature
+        /// against; without it (or --dir) the signature is NOT checked.
+        #[arg(long, conflicts_with = "dir")]
+        root: Option<PathBuf>,
+        /// A CA directory whose root.pub to check a licence against.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -267,7 +274,10 @@ fn run(cmd: Cmd) -> Result<()> {
             let _lock = cadir::lock(&dir, "krl")?;
             revoke::krl(&dir, &out, now())
         }
-        Cmd::Show { file } => show::show(&file, now()),
+        Cmd::Show { file, root, dir } => {
+            let root = root.or_else(|| dir.map(|d| d.join("root.pub")));
+            show::show(&file, root.as_deref(), now())
+        }
     }
 }
 

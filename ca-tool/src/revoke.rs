@@ -7,7 +7,9 @@
 //! public key, 64 hex digits) or `host-serial N` (an OpenSSH host
 //! certificate's serial) per line.
 //! `CA/crl.version` and `CA/krl.version` hold the last version issued of
-//! each list, so versions only ever go up.
+//! each list, so versions only ever go up; `CA/crl.last` holds the version
+//! of the last list `crl` issued, and a `crl.version` more than
+//! [`MAX_VERSION_JUMP`] ahead of it is refused as a typo or tampering.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -26,6 +28,10 @@ use ztssh_proto::time::{human, parse_duration};
 const RECORDS: &str = "revocations.txt";
 const VERSION_FILE: &str = "crl.version";
 const KRL_VERSION_FILE: &str = "krl.version";
+/// The version of the last revocation list `crl` issued, written by `crl`
+/// alone (never by hand in normal operation): what `crl.version` is
+/// checked against for implausible jumps.
+const LAST_ISSUED_FILE: &str = "crl.last";
 /// Longest a revocation list may stay current.
 const MAX_CRL_TTL: u64 = 30 * 86_400;
 
@@ -323,6 +329,12 @@ const MAX_VERSION_FILE: u64 = 4096;
 /// tampering, and going on from it would run into the end of u64, after
 /// which every verifier refuses every list for good.
 pub const MAX_LIST_VERSION: u64 = 1 << 53;
+/// The most `crl.version` may be ahead of the last list `crl` issued
+/// (`crl.last`): a million lists, one a minute for about two years. Any
+/// more is a typo or tampering (a digit too many when an operator writes
+/// the counter back by hand), and counting on from it could run the CA
+/// into [`MAX_LIST_VERSION`], after which it can issue nothing.
+pub const MAX_VERSION_JUMP: u64 = 1_000_000;
 
 /// Reads a file of the CA directory as strictly as `root.key` is read
 /// (`keyfile::read_private`: not through a symlink, a regular file owned
@@ -332,7 +344,8 @@ fn read_ca_file(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Ok(m) if m.file_type().is_symlink() => bail!(
-            "{} is a symbolic link; the CA reads its files only directly, so that nobody who              can change a link can point it elsewhere",
+            "{} is a symbolic link; the CA reads its files only directly, so that nobody who \
+             can change a link can point it elsewhere",
             path.display()
         ),
         _ => {}
@@ -493,7 +506,9 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
     let mut revoked = records.list;
     revoked.user_keys = records.keys.iter().copied().collect();
     let version_path = dir.join(VERSION_FILE);
+    let last_path = dir.join(LAST_ISSUED_FILE);
     let list_version = next_version(&version_path, true)?;
+    check_jump(&version_path, &last_path, list_version)?;
     let list = Crl {
         list_version,
         issued: now,
@@ -504,6 +519,12 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
     let bytes = list.sign(&root)?;
     keyfile::write_atomic(
         &version_path,
+        format!("{}\n", list.list_version).as_bytes(),
+        0o600,
+        keyfile::Existing::Replace,
+    )?;
+    keyfile::write_atomic(
+        &last_path,
         format!("{}\n", list.list_version).as_bytes(),
         0o600,
         keyfile::Existing::Replace,
@@ -563,6 +584,33 @@ fn next_version(path: &Path, required: bool) -> Result<u64> {
     }
 }
 
+/// Refuses `next` when it is more than [`MAX_VERSION_JUMP`] above the last
+/// list this CA issued (`crl.last`; 0 when missing, as in a CA directory
+/// from before it existed).
+fn check_jump(version_path: &Path, last_path: &Path, next: u64) -> Result<()> {
+    let last = last_version(last_path, false)?;
+    if next <= last.saturating_add(MAX_VERSION_JUMP) {
+        return Ok(());
+    }
+    bail!(
+        "{} would make the next list version {next}, but the last list this CA issued is version \
+         {last} ({}): a jump of more than {MAX_VERSION_JUMP} versions is a typo or tampering, and \
+         counting on from it could run into the highest version a CA issues ({MAX_LIST_VERSION}), \
+         after which no list can follow. Write the version of the last list this CA issued into {} \
+         (ztssh-ca show crl.pem prints it). If proxies really hold a list that much newer (a CA \
+         restored from an old backup), write that version into both {} and {}",
+        version_path.display(),
+        if last_path.exists() {
+            format!("{}", last_path.display())
+        } else {
+            format!("{} is missing: 0", last_path.display())
+        },
+        version_path.display(),
+        version_path.display(),
+        last_path.display()
+    )
+}
+
 /// The last version issued, from its counter file (see [`next_version`]).
 fn last_version(path: &Path, required: bool) -> Result<u64> {
     let read = read_ca_file(path, MAX_VERSION_FILE).with_context(|| {
@@ -601,13 +649,11 @@ fn last_version(path: &Path, required: bool) -> Result<u64> {
 
 /// Writes the counter files of a new CA: no list issued yet.
 pub fn init_versions(dir: &Path) -> Result<()> {
-    keyfile::write_atomic(
-        &dir.join(VERSION_FILE),
-        b"0\n",
-        0o600,
-        keyfile::Existing::Refuse,
-    )
-    .with_context(|| format!("cannot create {}", dir.join(VERSION_FILE).display()))
+    for name in [VERSION_FILE, LAST_ISSUED_FILE] {
+        keyfile::write_atomic(&dir.join(name), b"0\n", 0o600, keyfile::Existing::Refuse)
+            .with_context(|| format!("cannot create {}", dir.join(name).display()))?;
+    }
+    Ok(())
 }
 
 /// Writes the revoked user keys as a binary OpenSSH KRL for sshd's

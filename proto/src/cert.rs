@@ -84,6 +84,14 @@ pub fn check_name(name: &str, max: usize, what: &'static str) -> Result<(), Malf
     Ok(())
 }
 
+/// The rules for a host name: a licence's names, and the host a user
+/// typed (ssh's `%h`), which the sidecar checks with this before it ever
+/// shows it: 1 to [`MAX_HOSTNAME`] letters, digits and `. _ @ -`, not
+/// starting with `.` or `-` (so no control characters, escapes or spaces).
+pub fn check_host(host: &str) -> Result<(), Malformed> {
+    check_name(host, MAX_HOSTNAME, "host name")
+}
+
 fn check_window(
     not_before: UnixTime,
     not_after: UnixTime,
@@ -259,7 +267,7 @@ impl LicenceBody {
             });
         }
         for h in &self.hostnames {
-            check_name(h, MAX_HOSTNAME, "licence host name")?;
+            check_host(h)?;
         }
         if self.not_after <= self.not_before {
             return Err(Malformed::Invalid {

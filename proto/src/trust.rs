@@ -38,7 +38,7 @@ use crate::time::{CLOCK_SKEW, UnixTime, human};
 mod list;
 mod subject;
 
-pub use list::{ListError, ListUpdate, offer, verify_pem};
+pub use list::{ListError, ListUpdate, offer, offer_from, verify_pem};
 pub use subject::{Checkpoint, Credential, Issued, Subject};
 
 /// What a proxy does once its revocation list is past its next-update time
@@ -135,10 +135,11 @@ fn fresh(
     Err(Ended::new(
         EndKind::RevocationListStale,
         format!(
-            "the revocation list on {server_id} (version {}) is {} past its next update; {what} \
+            "the revocation list on {server_id} (version {}) is {} past its next update, due {}; {what} \
              until its operator publishes a newer one",
             crl.list_version,
-            human(now.saturating_sub(crl.next_update))
+            human(now.saturating_sub(crl.next_update)),
+            crate::time::date(crl.next_update)
         ),
     ))
 }
@@ -216,9 +217,10 @@ pub fn check_licence(licence: &Licence, crl: Option<&Crl>, now: UnixTime) -> Res
         return Err(Ended::new(
             EndKind::LicenceExpired,
             format!(
-                "server licence for {} expired {} ago",
+                "server licence for {} expired {}: the server's operator must renew it \
+                 (ztssh-ca licence), nothing on your side",
                 b.server_id,
-                human(now - b.not_after)
+                crate::time::when(b.not_after, now)
             ),
         ));
     }

@@ -20,7 +20,7 @@ use ztssh_proto::crl::Crl;
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey};
 use ztssh_proto::labels::pem;
-use ztssh_proto::time::human;
+use ztssh_proto::time::when;
 
 mod choice;
 #[cfg(test)]
@@ -383,6 +383,14 @@ pub fn settings(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigEr
 /// which names the key and the words to use, wherever the value came from
 /// (file, environment or flag); any other error names the file.
 fn extract_error(path: &Path, e: figment::Error) -> ConfigError {
+    if let figment::error::Kind::UnknownField(_, known) = &e.kind {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let table = &e.path[..e.path.len().saturating_sub(1)];
+        let all = keyfile::config_keys::unknown(path, &text, table, known);
+        if !all.is_empty() {
+            return err(all.join("\n"));
+        }
+    }
     if e.count() == 1
         && let figment::error::Kind::Message(msg) = &e.kind
         && let [key] = e.path.as_slice()
@@ -703,7 +711,7 @@ fn newer_cached(crl: Option<Crl>, cache: Option<&Path>, root: &PublicKey) -> Opt
     };
     match trust::offer(crl.as_ref(), &cached) {
         ListUpdate::Replace => Some(cached),
-        ListUpdate::Same | ListUpdate::Rollback { .. } => crl,
+        ListUpdate::Same | ListUpdate::Behind { .. } | ListUpdate::Rollback { .. } => crl,
     }
 }
 
@@ -774,7 +782,7 @@ impl Config {
     pub fn summary(&self, authority: &Authority, now: u64) -> String {
         let b = &authority.licence.body;
         format!(
-            "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}; \
+            "listen {} -> upstream {}; server id {} ({}); licence {} valid until {}; {} authorized principal(s); frame size {}; \
              challenge every {}s, answer within {}s; client certificates {}s{}; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; \
              at most {} session(s) per principal where the policy sets no max_sessions; {}",
             self.listen,
@@ -782,7 +790,7 @@ impl Config {
             b.server_id,
             b.hostnames.join(", "),
             b.serial,
-            human(b.not_after.saturating_sub(now)),
+            when(b.not_after, now),
             authority.authorized.principals(),
             self.frame_size.get(),
             self.timing.interval_secs,

@@ -50,7 +50,9 @@ pub async fn handle(
         let _ = sock.set_nodelay(true);
         // The live licence: a SIGHUP may have installed a renewed one.
         let licence = shared.authority.borrow().clone();
-        let handshake = timeout(cfg.handshake_timeout, run_handshake(cfg, &licence.licence, &mut sock));
+        // Boxed: the handshake's state (Noise, ML-KEM, the messages) is
+        // freed when it ends instead of sizing every live session's task.
+        let handshake = timeout(cfg.handshake_timeout, Box::pin(run_handshake(cfg, &licence.licence, &mut sock)));
         let outcome = tokio::select! {
             r = handshake => r,
             () = slot.evicted() => {

@@ -13,7 +13,7 @@ use ztssh_proto::crl::Crl;
 use ztssh_proto::end::EndKind;
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::pem;
-use ztssh_proto::time::{UnixTime, human};
+use ztssh_proto::time::{UnixTime, when};
 use ztssh_proto::trust::{self, ListUpdate};
 
 /// A verified list and where it came from.
@@ -45,11 +45,11 @@ impl Revocations {
     pub fn stale_warning(&self, now: UnixTime) -> Option<String> {
         self.crl.is_stale(now).then(|| {
             format!(
-                "warning: the revocation list {} (version {}) is {} past its next update; \
+                "warning: the revocation list {} (version {}) is past its next update, {}; \
                  servers revoked since are not known to it: fetch a newer one",
                 self.path.display(),
                 self.crl.list_version,
-                human(now - self.crl.next_update)
+                when(self.crl.next_update, now)
             )
         })
     }
@@ -120,7 +120,7 @@ pub async fn refresh(url: &str, cache: &Path, root: &PublicKey) -> Result<Vec<St
                     }
                     return Ok(Vec::new());
                 }
-                ListUpdate::Same => return Ok(Vec::new()),
+                ListUpdate::Same | ListUpdate::Behind { .. } => return Ok(Vec::new()),
                 ListUpdate::Rollback { offered, .. } => {
                     format!("it serves version {offered}, older than your copy; refused")
                 }

@@ -149,6 +149,45 @@ fn a_fetched_list_kept_in_revocation_cache_is_enforced_from_a_restart_on() {
     );
 }
 
+/// Issue 23 item 7, getting around it: the URL's newest list so far
+/// survives a restart (it is the one kept in `revocation_cache`), so a list
+/// server that went back to an older, validly signed list while the proxy
+/// was down is a rollback, an ERROR and a failed reload, not a quiet lag.
+#[test]
+fn a_url_that_went_back_across_a_restart_is_still_a_rollback() {
+    let f = fleet("revocation_cache = \"{dir}/crl-cache.pem\"\n");
+    let cache = f.w.dir.path().join("crl-cache.pem");
+    let first = std::fs::read(&f.www).expect("the first list");
+    f.publish("7d");
+    f.wait_at_least(VERSION, 2.0);
+    wait_until(
+        Duration::from_secs(10),
+        "the list kept in the cache",
+        || std::fs::read(&cache).ok() == std::fs::read(&f.www).ok(),
+    );
+    let Fleet {
+        mut w,
+        server,
+        metrics,
+        ..
+    } = f;
+    server.set(Serve::Bytes(first));
+    w.proxy.restart();
+    w.proxy.wait_log(
+        "revocation list version 1 is older than the loaded 2; refused",
+        Duration::from_secs(30),
+    );
+    let failed = r#"ztssh_config_reloads_total{result="failed"}"#;
+    wait_until(Duration::from_secs(30), "the rollback counted", || {
+        metric_value(&http_get(metrics, "/metrics"), failed).unwrap_or(0.0) >= 1.0
+    });
+    assert_eq!(
+        metric_value(&http_get(metrics, "/metrics"), VERSION),
+        Some(2.0),
+        "the older list is not in force"
+    );
+}
+
 #[test]
 fn an_unchanged_list_is_fetched_as_a_304() {
     let f = fleet("");

@@ -434,6 +434,12 @@ fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
         err.contains("session terminated by web1: client certificate for alice expired"),
         "{err}"
     );
+    // Said once (retries come every few seconds), with what to do.
+    assert_eq!(count(&err, "certificate renewal failed"), 1, "{err}");
+    assert!(
+        err.contains("add it back with ssh-add KEY in another terminal, then reconnect"),
+        "{err}"
+    );
 }
 
 #[test]
