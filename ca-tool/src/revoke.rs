@@ -79,10 +79,24 @@ fn parse_key_hex(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Refuses a Noise key in a non-canonical encoding: licences never carry
+/// one, so revoking it would revoke nothing.
+fn noise_key_canonical(key: &[u8; 32]) -> Result<()> {
+    ztssh_proto::cert::check_noise_key(key, "Noise key").map_err(|e| {
+        anyhow::anyhow!(
+            "{e}: no licence carries it, so revoking it revokes nothing; copy the key as \
+             `ztssh-ca show` prints it, or give the licence file"
+        )
+    })
+}
+
 /// A proxy key from 64 hex digits (as `ztssh-ca show` prints it) or from
 /// a file: a licence this CA signed, or a licence request.
 fn proxy_key(dir: &Path, arg: &str, which: ProxyKey) -> Result<[u8; 32]> {
     if let Some(key) = parse_key_hex(arg) {
+        if matches!(which, ProxyKey::Noise) {
+            noise_key_canonical(&key)?;
+        }
         return Ok(key);
     }
     let path = Path::new(arg);
@@ -422,6 +436,7 @@ fn parse_line(line: &str, records: &mut Records) -> Result<()> {
             let key = parse_key_hex(value)
                 .with_context(|| format!("{kind} {value:?}: not 64 hex digits"))?;
             if kind == "noise-key" {
+                noise_key_canonical(&key).with_context(|| format!("{kind} {value}"))?;
                 r.noise_keys.insert(key);
             } else {
                 r.subca_keys.insert(key);
@@ -718,21 +733,24 @@ mod tests {
     #[test]
     fn proxy_key_lines_parse_into_the_list_and_bad_ones_are_refused() {
         let mut records = Records::default();
-        let noise = "ab".repeat(32);
+        let noise = "2b".repeat(32);
         let subca = "0c".repeat(32);
         parse_line(&format!("noise-key {noise}"), &mut records).expect("noise");
         parse_line(&format!("subca-key {subca}"), &mut records).expect("subca");
-        assert!(records.list.noise_keys.contains(&[0xab; 32]));
+        assert!(records.list.noise_keys.contains(&[0x2b; 32]));
         assert!(records.list.subca_keys.contains(&[0x0c; 32]));
         for bad in [
             "noise-key abc",
             "subca-key zz",
             &format!("noise-key {noise}00"),
+            // The top bit set: another encoding of an X25519 key, which
+            // no licence carries.
+            &format!("noise-key {}", "ab".repeat(32)),
         ] {
             assert!(parse_line(bad, &mut Records::default()).is_err(), "{bad}");
         }
         let t = Target::LicenceKeys {
-            noise: [0xab; 32],
+            noise: [0x2b; 32],
             subca: [0x0c; 32],
         };
         assert_eq!(

@@ -48,6 +48,24 @@ impl std::fmt::Display for Serial {
     }
 }
 
+/// Refuses a Noise static key that is not in its one canonical encoding:
+/// X25519 ignores the top bit and reads values from 2^255 - 19 up as
+/// 0..18 (RFC 7748), so such bytes name the same key as other bytes, and
+/// would escape a revocation or the CA's refusal of that key. Honest keys
+/// (computed by X25519) are always canonical.
+pub fn check_noise_key(key: &[u8; 32], what: &'static str) -> Result<(), Malformed> {
+    let top_bit = key[31] & 0x80 != 0;
+    // 2^255 - 19 = ed ff .. ff 7f (little-endian).
+    let at_least_p = key[31] == 0x7f && key[1..31].iter().all(|b| *b == 0xff) && key[0] >= 0xed;
+    if top_bit || at_least_p {
+        return Err(Malformed::Invalid {
+            what,
+            why: "the Noise key is not canonically encoded (another encoding of an X25519 key)",
+        });
+    }
+    Ok(())
+}
+
 /// A name: 1..=max bytes of `[A-Za-z0-9._@-]`, no leading dot or dash.
 pub fn check_name(name: &str, max: usize, what: &'static str) -> Result<(), Malformed> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
@@ -316,6 +334,7 @@ impl Licence {
         }
         let subca_key = PublicKey(r.array()?);
         let noise_key = r.array()?;
+        check_noise_key(&noise_key, "licence")?;
         let not_before = r.u64()?;
         let not_after = r.u64()?;
         let issuer = PublicKey(r.array()?);
@@ -489,6 +508,7 @@ impl LicenceRequest {
         let mut r = Reader::new(bytes, "licence request");
         r.take(key_at + 32)?;
         let noise_key = r.array()?;
+        check_noise_key(&noise_key, "licence request")?;
         let created = r.u64()?;
         let signature = r.array()?;
         r.finish()?;
@@ -542,6 +562,23 @@ impl ClientCert {
             .u64(self.not_before)
             .u64(self.not_after);
         w.into_vec()
+    }
+
+    /// The same certificate in format 1 (no session field), re-signed by
+    /// `subca`: what a proxy that predates session serials issues (tests).
+    #[cfg(test)]
+    pub(crate) fn as_format_1(&self, subca: &SigningKey) -> Self {
+        let mut v1 = self.clone();
+        v1.version = VERSION;
+        v1.session = v1.serial;
+        v1.signature = subca.sign(labels::CTX_CLIENT_CERT, &v1.tbs());
+        v1
+    }
+
+    /// Whether the certificate carries a session serial of its own
+    /// (format 2); a format 1 certificate's session serial is its serial.
+    pub fn carries_session(&self) -> bool {
+        self.version >= CERT_VERSION_SESSION
     }
 
     /// Issues a certificate signed by `subca`, with a serial from `rng`,
@@ -787,6 +824,35 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn a_noise_key_in_another_encoding_of_the_same_x25519_key_is_refused() {
+        // X25519 ignores the top bit of a public key (RFC 7748), so K and
+        // K | 2^255 are one key: a licence or request naming the second
+        // would escape a revocation, or the CA's refusal, of the first.
+        let root = SigningKey::generate(&mut TestRng);
+        let (lic, _, _) = licence(&root, &["web1"], 0, 10_000);
+        let mut body = lic.body.clone();
+        body.noise_key[31] |= 0x80;
+        if let Ok(other) = body.sign(&root) {
+            assert!(Licence::decode(other.encoded()).is_err());
+            assert!(Licence::decode_verified(other.encoded(), &root.public(), 5).is_err());
+        }
+        let subca = SigningKey::generate(&mut TestRng);
+        let mut key = lic.body.noise_key;
+        key[31] |= 0x80;
+        let req = LicenceRequest::new(&subca, key, 99);
+        assert!(LicenceRequest::decode_verified(&req.encode()).is_err());
+        // The 19 values at or above 2^255 - 19 are other encodings of 0..18.
+        let mut high = [0xff; 32];
+        high[31] = 0x7f;
+        high[0] = 0xed;
+        let req = LicenceRequest::new(&subca, high, 99);
+        assert!(LicenceRequest::decode_verified(&req.encode()).is_err());
+        high[0] = 0xec;
+        let req = LicenceRequest::new(&subca, high, 99);
+        assert!(LicenceRequest::decode_verified(&req.encode()).is_ok());
     }
 
     #[test]

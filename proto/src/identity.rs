@@ -967,13 +967,22 @@ impl ClientIdentity {
                 cert.principal, self.principal
             ));
         }
-        if let Some(prev) = &self.cert
-            && prev.session != cert.session
-        {
-            return Err(format!(
-                "the proxy renewed session {} with a certificate of session {}",
-                prev.session, cert.session
-            ));
+        // A proxy that predates session serials (format 1) issues every
+        // certificate as its own session; one that knows them never
+        // changes a session's serial, nor its certificate format.
+        if let Some(prev) = &self.cert {
+            if prev.carries_session() != cert.carries_session() {
+                return Err(format!(
+                    "the proxy renewed session {} with a certificate of another format",
+                    prev.session
+                ));
+            }
+            if cert.carries_session() && prev.session != cert.session {
+                return Err(format!(
+                    "the proxy renewed session {} with a certificate of session {}",
+                    prev.session, cert.session
+                ));
+            }
         }
         let renewed = self.cert.is_some();
         let late = self

@@ -1137,3 +1137,86 @@ impl Pair {
         )
     }
 }
+
+#[test]
+fn an_upgraded_sidecar_keeps_renewing_with_a_proxy_that_issues_format_1() {
+    // Sidecars are upgraded before proxies: a proxy that predates session
+    // serials issues format 1 certificates, each its own "session", and
+    // its renewals must still install.
+    let p = pair();
+    let Control::Cert { cert, .. } = &p.first_cert else {
+        panic!()
+    };
+    let first = crate::cert::ClientCert::decode(cert)
+        .expect("first")
+        .as_format_1(&p.subca);
+    let mut client = ClientIdentity::new(
+        [0; 32],
+        "alice",
+        SigningKey::from_seed(&p.session_seed),
+        p.subca.public(),
+    );
+    client
+        .handle(
+            &Control::Cert {
+                cert: first.encode(),
+                user_sig_due: None,
+            },
+            0,
+        )
+        .expect("first format 1 certificate");
+    let mono = TIMING.cert_ttl_secs * 2 / 3 * 1000;
+    client.renewal_data(&mut TestRng).expect("data");
+    let _ = client.renew(Vec::new()).expect("renew");
+    let renewed = crate::cert::ClientCert::issue(
+        &p.subca,
+        "alice",
+        None,
+        client.pending_key().expect("renewing"),
+        T0 + 200,
+        300,
+        &mut TestRng,
+    )
+    .expect("issue")
+    .as_format_1(&p.subca);
+    let ev = client
+        .handle(
+            &Control::Cert {
+                cert: renewed.encode(),
+                user_sig_due: None,
+            },
+            mono,
+        )
+        .expect("a format 1 renewal installs");
+    assert!(matches!(
+        ev,
+        ClientEvent::CertInstalled { renewed: true, .. }
+    ));
+    // The way around: a proxy that knows session serials cannot shed one
+    // by renewing in format 1.
+    let mut q = pair();
+    q.advance(TIMING.cert_ttl_secs * 2 / 3);
+    let _ = q.renew();
+    let v1 = crate::cert::ClientCert::issue(
+        &q.subca,
+        "alice",
+        None,
+        q.client.pending_key().expect("renewing"),
+        q.now,
+        300,
+        &mut TestRng,
+    )
+    .expect("issue")
+    .as_format_1(&q.subca);
+    let e = q
+        .client
+        .handle(
+            &Control::Cert {
+                cert: v1.encode(),
+                user_sig_due: None,
+            },
+            q.mono,
+        )
+        .expect_err("a downgrade mid-session");
+    assert!(e.contains("another format"), "{e}");
+}

@@ -140,6 +140,10 @@ proptest! {
         ttl in 1u64..=10_000_000,
         noise_key in any::<[u8; 32]>(),
     ) {
+        // Only a canonical X25519 encoding is a Noise key (others are refused).
+        let mut noise_key = noise_key;
+        noise_key[31] &= 0x7f;
+        prop_assume!(crate::cert::check_noise_key(&noise_key, "test").is_ok());
         let root = SigningKey::generate(&mut TestRng);
         let body = LicenceBody {
             serial: Serial::random(&mut TestRng),
@@ -160,6 +164,9 @@ proptest! {
 
     #[test]
     fn licence_requests_round_trip(noise in any::<[u8; 32]>(), created in any::<u64>()) {
+        let mut noise = noise;
+        noise[31] &= 0x7f;
+        prop_assume!(crate::cert::check_noise_key(&noise, "test").is_ok());
         let subca = SigningKey::generate(&mut TestRng);
         let req = LicenceRequest::new(&subca, noise, created);
         let bytes = req.encode();
