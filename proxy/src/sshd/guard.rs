@@ -125,6 +125,12 @@ impl Guard {
         }
     }
 
+    /// The packets the guard's rule has refused so far (its counter); 0
+    /// when the table is not loaded.
+    fn refused(&self) -> Result<u64, String> {
+        Ok(self.current()?.as_deref().map_or(0, refused_count))
+    }
+
     /// The address in the range the probes connect from: its last host.
     pub fn probe_source(&self) -> Ipv4Addr {
         let last = u32::from(self.range.broadcast());
@@ -139,6 +145,10 @@ impl Guard {
         let proxy = self.user.uid.as_raw();
         // Another user: nobody, or one below it when the proxy is nobody.
         let other = if proxy == 65534 { 65533 } else { 65534 };
+        // The refusal must be this table's: another rule that refuses uid
+        // 65534 alone (an operator's own hardening) would otherwise pass
+        // the probe while the table is gone and every other user gets in.
+        let before = self.refused()?;
         match connect_as(other, src, upstream) {
             Ok(_) => {
                 return Err(format!(
@@ -146,7 +156,16 @@ impl Guard {
                      the guard's rule is not in effect"
                 ));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let after = self.refused()?;
+                if after <= before {
+                    return Err(format!(
+                        "a connection from {src} to sshd at {upstream} made as uid {other} was refused, \
+                         but not by the guard's rule (its counter stayed at {before}): the table inet {TABLE} \
+                         is not in effect, or another rule refuses first"
+                    ));
+                }
+            }
             Err(e) => {
                 return Err(format!(
                     "a connection from {src} to sshd at {upstream} made as uid {other} failed \
@@ -179,6 +198,16 @@ impl Guard {
             self.user.name
         ))
     }
+}
+
+/// The guard's counter in `nft list table` text: the sum of every
+/// `counter packets N` (the table has one rule with a counter).
+fn refused_count(listing: &str) -> u64 {
+    listing
+        .split("counter packets ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// A TCP connection from `src` to `dst` whose socket belongs to `uid`
@@ -234,5 +263,12 @@ mod tests {
         );
         assert!(text.contains(&format!("delete table inet {TABLE}\n")));
         assert_eq!(g.probe_source(), Ipv4Addr::new(127, 77, 255, 254));
+    }
+
+    #[test]
+    fn the_counter_is_read_from_nfts_listing() {
+        let listing = "table inet ztssh_sshd_guard {\n\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n\t\tip saddr 127.77.0.0/16 tcp dport 22 meta skuid != 0 counter packets 17 bytes 1020 reject with tcp reset\n\t}\n}\n";
+        assert_eq!(refused_count(listing), 17);
+        assert_eq!(refused_count("table inet ztssh_sshd_guard {\n}\n"), 0);
     }
 }
