@@ -94,8 +94,7 @@ impl Guard {
                 _ => Ok(()),
             },
             Some(text) => {
-                let dir = std::env::temp_dir();
-                let path = dir.join(format!("ztssh-guard-restore-{}.nft", std::process::id()));
+                let path = self.scratch("restore");
                 let body = format!("table inet {TABLE}\ndelete table inet {TABLE}\n{text}");
                 ztssh_keyfile::write_atomic(
                     &path,
@@ -123,6 +122,19 @@ impl Guard {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
         }
+    }
+
+    /// A scratch file for `nft -f` beside `--nft-file`, in its (root's)
+    /// directory: a name in the shared /tmp could be taken first by any
+    /// local user (a directory there, at the next pids, made every check
+    /// and rollback of the guard fail).
+    pub fn scratch(&self, what: &str) -> PathBuf {
+        let name = self
+            .file
+            .file_name()
+            .map_or_else(|| "sshd-guard".into(), |n| n.to_string_lossy().into_owned());
+        self.file
+            .with_file_name(format!(".{name}.{what}-{}.nft", std::process::id()))
     }
 
     /// The packets the guard's rule has refused so far (its counter); 0
@@ -263,6 +275,12 @@ mod tests {
         );
         assert!(text.contains(&format!("delete table inet {TABLE}\n")));
         assert_eq!(g.probe_source(), Ipv4Addr::new(127, 77, 255, 254));
+        let scratch = g.scratch("check");
+        assert_eq!(
+            scratch.parent(),
+            Some(Path::new("/etc/ztssh")),
+            "{scratch:?}"
+        );
     }
 
     #[test]
