@@ -6,7 +6,8 @@
 # podman, runc, debootstrap and python3 (tests/containers.sh), and nginx
 # (the fleet bench serves the revocation list with it), and prometheus
 # (promtool tests the alert rules; the monitoring test scrapes a real
-# proxy with it).
+# proxy with it), and iproute2 and nftables (the soak bench's lossy,
+# rate-limited client namespace).
 # Debian/Ubuntu, run as root.
 set -euo pipefail
 need=()
@@ -38,6 +39,10 @@ command -v python3 >/dev/null || need+=(python3)
 # storage dir and loopback port) against a real proxy. The package's own
 # service is kept from starting by the policy-rc.d below.
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || need+=(prometheus)
+# iproute2 and nftables: the soak bench puts its clients in a network
+# namespace joined by a veth pair (ip netns, ip link), with a rate limit on
+# both ends (tc tbf) and random packet loss (an nftables numgen rule).
+{ command -v ip >/dev/null && command -v tc >/dev/null; } || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]}; run as root or install them first" >&2

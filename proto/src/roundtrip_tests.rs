@@ -123,7 +123,7 @@ proptest! {
         session in any::<[u8; 32]>(),
     ) {
         let subca = SigningKey::generate(&mut TestRng);
-        let cert = ClientCert::issue(&subca, &principal, PublicKey(session), nb, ttl, &mut TestRng).expect("issue");
+        let cert = ClientCert::issue(&subca, &principal, None, PublicKey(session), nb, ttl, &mut TestRng).expect("issue");
         let bytes = cert.encode();
         let back = ClientCert::decode(&bytes).expect("decode");
         prop_assert_eq!(&back, &cert);
@@ -177,6 +177,8 @@ proptest! {
         servers in hash_set(name(), 0..20),
         serials in hash_set(any::<[u8; 16]>(), 0..50),
         user_keys in hash_set(any::<[u8; 32]>(), 0..20),
+        noise_keys in hash_set(any::<[u8; 32]>(), 0..4),
+        subca_keys in hash_set(any::<[u8; 32]>(), 0..4),
     ) {
         let root = SigningKey::generate(&mut TestRng);
         let crl = Crl {
@@ -189,6 +191,8 @@ proptest! {
                 servers,
                 serials: serials.into_iter().map(Serial).collect(),
                 user_keys,
+                noise_keys,
+                subca_keys,
             },
         };
         let bytes = crl.sign(&root).expect("sign");

@@ -106,8 +106,9 @@ enum Cmd {
     /// Install the `sshd-config` lines safely: write a drop-in, check it
     /// with `sshd -t` and `sshd -T`, reload sshd, check a login through
     /// ztssh, and restore the old files on any failure (docs/OPERATOR.md).
-    /// Exit 0: applied or nothing to change; 65: not ready, nothing
-    /// changed; 1: failed and rolled back; 2: the rollback failed too.
+    /// Exit 0: applied or nothing to change; 64: a usage or config error;
+    /// 65: not ready, nothing changed; 1: failed and rolled back; 2: the
+    /// rollback failed too.
     SshdSetup {
         #[command(flatten)]
         lines: LinesArgs,
@@ -120,6 +121,10 @@ enum Cmd {
         /// Add `Include DIR/*.conf` at the top of sshd_config if nothing includes the drop-in.
         #[arg(long)]
         add_include: bool,
+        /// The file whose SSHD_OPTS sshd's unit passes to sshd (Debian's
+        /// EnvironmentFile); its options are checked and passed to sshd -t/-T.
+        #[arg(long, default_value = "/etc/default/ssh")]
+        sshd_defaults: PathBuf,
         /// Reload by SIGHUP to the pid in this file (sshd's PidFile).
         #[arg(long, conflicts_with = "service", default_value = "/run/sshd.pid")]
         pid_file: PathBuf,
@@ -205,8 +210,24 @@ const _: () = assert!(
     "ztssh-proxy cannot be built with ztssh-proto's testkit feature: it would link test hooks that play a hostile peer"
 );
 
+/// Parses the command line; a usage error exits 64 (EX_USAGE), not
+/// clap's 2, which `sshd-setup` gives to "the rollback failed".
+fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(EXIT_CONFIG)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match cli.cmd {
         Cmd::Keygen { dir } => report(keygen(&dir)),
         Cmd::Check { config } => match load(&config, &Overrides::default()) {
@@ -243,11 +264,12 @@ fn main() -> ExitCode {
             sshd_config,
             drop_in,
             add_include,
+            sshd_defaults,
             pid_file,
             service,
             backup_dir,
             login_check,
-            skip_login_check: _,
+            skip_login_check,
             login_timeout,
             dry_run,
             nft_guard,
@@ -261,9 +283,11 @@ fn main() -> ExitCode {
                 drop_in,
                 add_include,
                 sshd: lines.sshd.clone(),
+                sshd_defaults,
                 reload: service.map_or(Reload::PidFile(pid_file), Reload::Service),
                 backup_dir,
                 login_check,
+                skip_login_check,
                 login_timeout: std::time::Duration::from_secs(login_timeout),
                 dry_run,
                 guard: None,

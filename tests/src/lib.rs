@@ -13,9 +13,11 @@ use std::time::Duration;
 pub use tempfile::TempDir;
 
 pub mod agent;
+pub mod bench;
 mod builder;
 pub mod listserver;
 mod net;
+pub mod netns;
 pub mod nginx;
 mod pki;
 mod process;

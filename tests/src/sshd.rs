@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::process::ok;
-use crate::{Guard, read_text, run_bounded, wait_until};
+use crate::{Guard, count, descendants, read_text, run_bounded, wait_until};
 
 /// The sshd binary the tests run: `ZTSSH_TEST_SSHD` (such as the OpenSSH
 /// 10 that tests/sshd10.sh takes from the image of docker/Dockerfile's
@@ -59,6 +59,7 @@ fn helper_lines() -> String {
 pub struct Sshd {
     pub port: u16,
     pub log: PathBuf,
+    config: PathBuf,
     _child: Guard,
 }
 
@@ -84,26 +85,39 @@ impl Sshd {
             ),
         )
         .expect("write sshd_config");
-        let child = Command::new(sshd_bin())
-            .arg("-D")
-            .arg("-f")
-            .arg(&cfg)
-            .arg("-E")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sshd (is openssh-server installed?)");
-        let child = Guard(child);
-        wait_until(Duration::from_secs(10), "sshd to listen", || {
-            read_text(&log).contains("Server listening on")
-        });
         Self {
             port,
+            _child: spawn(&cfg, &log),
             log,
-            _child: child,
+            config: cfg,
         }
+    }
+
+    /// Stops sshd and every session under it, as a crash or a restart of
+    /// a unit with `KillMode=control-group` would (Debian's ssh.service has
+    /// `KillMode=process` and keeps sessions), then starts it again on the
+    /// same port and config. Each process is stopped by its PID (SIGTERM,
+    /// then SIGKILL after 10 s). Returns once sshd listens again.
+    pub fn restart(&mut self) {
+        let sessions = descendants(self.pid());
+        for pid in std::iter::once(self.pid()).chain(sessions.iter().copied()) {
+            quiet_signal(pid, "TERM");
+        }
+        let start = std::time::Instant::now();
+        while !matches!(self._child.0.try_wait(), Ok(Some(_))) {
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = self._child.0.kill();
+                let _ = self._child.0.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in sessions {
+            quiet_signal(pid, "KILL");
+        }
+        let before = count(&self.log_text(), "Server listening on");
+        let child = spawn_after(&self.config, &self.log, before);
+        self._child = child;
     }
 
     /// sshd's log so far.
@@ -134,6 +148,43 @@ impl Sshd {
         let line_start = log[..at].rfind('\n').map_or(0, |i| i + 1);
         log[..line_start].to_owned()
     }
+}
+
+/// Sends `sig` to `pid` if it is still there (a session may have ended
+/// on its own meanwhile); says nothing either way.
+fn quiet_signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Starts `sshd -D` with `cfg`, logging to `log`; returns once it listens.
+fn spawn(cfg: &Path, log: &Path) -> Guard {
+    let before = count(&read_text(log), "Server listening on");
+    spawn_after(cfg, log, before)
+}
+
+/// Same, once the log holds more than `before` "Server listening on" lines.
+fn spawn_after(cfg: &Path, log: &Path, before: usize) -> Guard {
+    let child = Command::new(sshd_bin())
+        .arg("-D")
+        .arg("-f")
+        .arg(cfg)
+        .arg("-E")
+        .arg(log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sshd (is openssh-server installed?)");
+    let child = Guard(child);
+    wait_until(Duration::from_secs(10), "sshd to listen", || {
+        count(&read_text(log), "Server listening on") > before
+    });
+    child
 }
 
 /// sshd's host key in `dir` (`ssh_host_ed25519_key`, and `.pub` beside

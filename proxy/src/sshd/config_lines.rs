@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::config::Config;
+use crate::sshd::include;
 
 /// An OpenSSH version, major and minor.
 pub type Version = (u32, u32);
@@ -344,46 +345,30 @@ pub fn command_path(given: Option<PathBuf>) -> Result<PathBuf, String> {
     }
 }
 
-/// Whether a top-level `Include` (before any `Match`) names `file`.
-/// Relative patterns are relative to /etc/ssh, as sshd reads them.
-pub fn includes(sshd_config: &str, file: &Path) -> bool {
-    let file = file.to_string_lossy();
-    for line in sshd_config.lines() {
-        let mut words = line.split_whitespace();
-        let Some(keyword) = words.next() else {
+/// Whether a top-level `Include` (before any `Match`) names `file`, with
+/// the lines split and the patterns matched as sshd does
+/// ([`crate::sshd::include`]). Relative patterns are under /etc/ssh. A
+/// line or pattern that cannot be resolved exactly is an error
+/// (`LINE: why`), never taken for "no".
+pub fn includes(sshd_config: &str, file: &Path) -> Result<bool, String> {
+    for (i, line) in sshd_config.lines().enumerate() {
+        let at = |e: String| format!("line {}: {e}", i + 1);
+        let Some((keyword, args)) = include::split(line).map_err(at)? else {
             continue;
         };
-        if keyword.eq_ignore_ascii_case("match") {
-            return false;
+        if keyword == "match" {
+            return Ok(false);
         }
-        if keyword.eq_ignore_ascii_case("include") {
-            for pattern in words.map(|w| w.trim_matches('"')) {
-                let pattern = if pattern.starts_with('/') {
-                    pattern.to_owned()
-                } else {
-                    format!("/etc/ssh/{pattern}")
-                };
-                if glob_match(pattern.as_bytes(), file.as_bytes()) {
-                    return true;
+        if keyword == "include" {
+            for arg in args {
+                let pattern = include::absolute(&arg).map_err(at)?;
+                if include::glob_matches(&pattern, file).map_err(at)? {
+                    return Ok(true);
                 }
             }
         }
     }
-    false
-}
-
-/// `*` and `?` as glob(3) reads them in a path: neither crosses `/`.
-fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
-    match (pattern.split_first(), name.split_first()) {
-        (None, None) => true,
-        (Some((b'*', rest)), _) => {
-            glob_match(rest, name)
-                || matches!(name.split_first(), Some((c, tail)) if *c != b'/' && glob_match(pattern, tail))
-        }
-        (Some((b'?', rest)), Some((c, tail))) => *c != b'/' && glob_match(rest, tail),
-        (Some((p, rest)), Some((c, tail))) => p == c && glob_match(rest, tail),
-        _ => false,
-    }
+    Ok(false)
 }
 
 /// A unified-diff-like view of one file's change (one hunk).
@@ -490,6 +475,7 @@ mod tests {
     fn includes_are_found_as_sshd_reads_them() {
         let drop_in = Path::new("/etc/ssh/sshd_config.d/00-ztssh.conf");
         let debian = "# comment\nInclude /etc/ssh/sshd_config.d/*.conf\nPort 22\n";
+        let includes = |text: &str, file: &Path| includes(text, file).expect("resolves");
         assert!(includes(debian, drop_in));
         assert!(
             includes("include sshd_config.d/*.conf\n", drop_in),
@@ -516,6 +502,25 @@ mod tests {
             "inside a Match block"
         );
         assert!(!includes("", drop_in));
+        // Quoted, with `=`, a wildcard directory, a bracket: as sshd reads them.
+        assert!(includes(
+            "Include \"/etc/ssh/sshd_config.d/*.conf\"\n",
+            drop_in
+        ));
+        assert!(includes("Include=/etc/ssh/sshd_config.d/*.conf\n", drop_in));
+        assert!(includes("Include /etc/ssh/*/*.conf\n", drop_in));
+        assert!(includes(
+            "Include /etc/ssh/sshd_config.d/[0-9][0-9]-*.conf\n",
+            drop_in
+        ));
+        // What cannot be resolved is an error, not a "no".
+        for bad in [
+            "Include \"/etc/ssh/sshd_config.d/*.conf\n",
+            "Include ~/x.conf\n",
+            "Include /etc/ssh/sshd_config.d/[[:digit:]]*.conf\n",
+        ] {
+            assert!(super::includes(bad, drop_in).is_err(), "{bad}");
+        }
     }
 
     #[test]
