@@ -1447,6 +1447,64 @@ fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
     assert!(again.contains("nothing to change"), "{again}");
     assert!(again.contains("The guard's table was loaded"), "{again}");
     assert!(stderr(&thief.ssh(&source, port)).contains("Connection refused"));
+
+    // The re-run's probe is not fooled by another rule that refuses only
+    // the probe's uid (65534; an operator's own hardening): with the
+    // guard's table gone, the re-run must load it again, not report that
+    // it holds while the thief (another uid) gets in.
+    let _decoy =
+        Decoy::load("ip saddr 127.84.0.0/16 meta skuid 65534 counter reject with tcp reset");
+    assert_ok(
+        &run_bounded(
+            Command::new("nft").args(["delete", "table", "inet", GUARD_TABLE]),
+            T,
+        ),
+        "nft delete table",
+    );
+    borrows("with the table gone and the decoy loaded");
+    let decoyed = ok_output(
+        &h.setup(&[&guard_args[..], &["--login-check", &login]].concat()),
+        "re-run with the decoy",
+    );
+    assert!(
+        decoyed.contains("The guard's table was loaded"),
+        "the decoy's refusal passed for the guard's: {decoyed}"
+    );
+    assert!(
+        guard_table().is_some(),
+        "the re-run left the table unloaded"
+    );
+    assert!(stderr(&thief.ssh(&source, port)).contains("Connection refused"));
+}
+
+/// Another nftables table (not the guard's) with one output rule, deleted
+/// when the test ends.
+struct Decoy;
+
+const DECOY_TABLE: &str = "ztssh_test_decoy";
+
+impl Decoy {
+    fn load(rule: &str) -> Self {
+        let text = format!(
+            "table inet {DECOY_TABLE} {{\n\tchain output {{\n\t\ttype filter hook output priority filter + 10; policy accept;\n\t\t{rule}\n\t}}\n}}\n"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("decoy.nft");
+        std::fs::write(&file, text).expect("write the decoy");
+        assert_ok(
+            &run_bounded(Command::new("nft").arg("-f").arg(&file), T),
+            "nft -f decoy",
+        );
+        Decoy
+    }
+}
+
+impl Drop for Decoy {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", DECOY_TABLE])
+            .output();
+    }
 }
 
 /// Review of the issue 23 fixes (attack): sshd's strdelim skips leading

@@ -94,8 +94,7 @@ impl Guard {
                 _ => Ok(()),
             },
             Some(text) => {
-                let dir = std::env::temp_dir();
-                let path = dir.join(format!("ztssh-guard-restore-{}.nft", std::process::id()));
+                let path = self.scratch("restore");
                 let body = format!("table inet {TABLE}\ndelete table inet {TABLE}\n{text}");
                 ztssh_keyfile::write_atomic(
                     &path,
@@ -125,6 +124,25 @@ impl Guard {
         }
     }
 
+    /// A scratch file for `nft -f` beside `--nft-file`, in its (root's)
+    /// directory: a name in the shared /tmp could be taken first by any
+    /// local user (a directory there, at the next pids, made every check
+    /// and rollback of the guard fail).
+    pub fn scratch(&self, what: &str) -> PathBuf {
+        let name = self
+            .file
+            .file_name()
+            .map_or_else(|| "sshd-guard".into(), |n| n.to_string_lossy().into_owned());
+        self.file
+            .with_file_name(format!(".{name}.{what}-{}.nft", std::process::id()))
+    }
+
+    /// The packets the guard's rule has refused so far (its counter); 0
+    /// when the table is not loaded.
+    fn refused(&self) -> Result<u64, String> {
+        Ok(self.current()?.as_deref().map_or(0, refused_count))
+    }
+
     /// The address in the range the probes connect from: its last host.
     pub fn probe_source(&self) -> Ipv4Addr {
         let last = u32::from(self.range.broadcast());
@@ -139,6 +157,10 @@ impl Guard {
         let proxy = self.user.uid.as_raw();
         // Another user: nobody, or one below it when the proxy is nobody.
         let other = if proxy == 65534 { 65533 } else { 65534 };
+        // The refusal must be this table's: another rule that refuses uid
+        // 65534 alone (an operator's own hardening) would otherwise pass
+        // the probe while the table is gone and every other user gets in.
+        let before = self.refused()?;
         match connect_as(other, src, upstream) {
             Ok(_) => {
                 return Err(format!(
@@ -146,7 +168,16 @@ impl Guard {
                      the guard's rule is not in effect"
                 ));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let after = self.refused()?;
+                if after <= before {
+                    return Err(format!(
+                        "a connection from {src} to sshd at {upstream} made as uid {other} was refused, \
+                         but not by the guard's rule (its counter stayed at {before}): the table inet {TABLE} \
+                         is not in effect, or another rule refuses first"
+                    ));
+                }
+            }
             Err(e) => {
                 return Err(format!(
                     "a connection from {src} to sshd at {upstream} made as uid {other} failed \
@@ -179,6 +210,16 @@ impl Guard {
             self.user.name
         ))
     }
+}
+
+/// The guard's counter in `nft list table` text: the sum of every
+/// `counter packets N` (the table has one rule with a counter).
+fn refused_count(listing: &str) -> u64 {
+    listing
+        .split("counter packets ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// A TCP connection from `src` to `dst` whose socket belongs to `uid`
@@ -234,5 +275,18 @@ mod tests {
         );
         assert!(text.contains(&format!("delete table inet {TABLE}\n")));
         assert_eq!(g.probe_source(), Ipv4Addr::new(127, 77, 255, 254));
+        let scratch = g.scratch("check");
+        assert_eq!(
+            scratch.parent(),
+            Some(Path::new("/etc/ztssh")),
+            "{scratch:?}"
+        );
+    }
+
+    #[test]
+    fn the_counter_is_read_from_nfts_listing() {
+        let listing = "table inet ztssh_sshd_guard {\n\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n\t\tip saddr 127.77.0.0/16 tcp dport 22 meta skuid != 0 counter packets 17 bytes 1020 reject with tcp reset\n\t}\n}\n";
+        assert_eq!(refused_count(listing), 17);
+        assert_eq!(refused_count("table inet ztssh_sshd_guard {\n}\n"), 0);
     }
 }

@@ -535,8 +535,7 @@ fn prechecks(sshd: &Sshd, target: &Target, opts: &Options) -> Result<String, Fai
     }
     let guard = match &opts.guard {
         Some(g) => {
-            let tmp =
-                std::env::temp_dir().join(format!("ztssh-guard-check-{}.nft", std::process::id()));
+            let tmp = g.scratch("check");
             ztssh_keyfile::write_atomic(
                 &tmp,
                 g.ruleset(target.upstream.port()).as_bytes(),
