@@ -71,9 +71,11 @@ fn parse_line(line: &str) -> Result<(&str, ssh_key::public::KeyData), String> {
     let (principal, key) = line
         .split_once(char::is_whitespace)
         .ok_or("expected: PRINCIPAL ssh-ed25519 AAAA... [comment]")?;
+    let parsed = ssh_key::PublicKey::from_openssh(key.trim());
     // An authorized_keys line pasted as it is: the key type where the
-    // principal goes (which ssh-key would call bad Base64).
-    if ssh_key::Algorithm::new(principal).is_ok() {
+    // principal goes, and so no key after it (a principal that merely is
+    // named like a key type, followed by a key, is a valid line).
+    if parsed.is_err() && ssh_key::Algorithm::new(principal).is_ok() {
         return Err(format!(
             "this line starts with the key type {principal}, as an authorized_keys line does: \
              put the ztssh principal first, e.g. `alice {principal} AAAA... [comment]`"
@@ -81,7 +83,7 @@ fn parse_line(line: &str) -> Result<(&str, ssh_key::public::KeyData), String> {
     }
     check_name(principal, MAX_PRINCIPAL, "principal").map_err(|e| e.to_string())?;
     // ssh-key's errors may quote decoded bytes: keep them on one line.
-    let key = ssh_key::PublicKey::from_openssh(key.trim()).map_err(|e| {
+    let key = parsed.map_err(|e| {
         let e = printable(&e.to_string());
         format!(
             "not an OpenSSH public key ({e}); expected: PRINCIPAL ssh-ed25519 AAAA... [comment]"
@@ -140,6 +142,15 @@ mod tests {
         assert_eq!(e.0, 2);
         assert!(e.1.contains("not an OpenSSH public key"));
         assert!(Authorized::parse(&format!("al ice {ALICE}")).is_err());
+    }
+
+    #[test]
+    fn a_principal_named_like_a_key_type_with_a_key_after_it_is_a_valid_line() {
+        // Only a line with no key after the key type is a pasted
+        // authorized_keys line (the fuzz target's oracle found this).
+        let a = Authorized::parse(&format!("ssh-ed25519 {ALICE}\n")).expect("parse");
+        let key = ssh_key::PublicKey::from_openssh(ALICE).expect("key");
+        assert!(a.allows("ssh-ed25519", &key));
     }
 
     #[test]
