@@ -75,7 +75,14 @@ fn parse_line(line: &str) -> Result<(&str, ssh_key::public::KeyData), String> {
     // An authorized_keys line pasted as it is: the key type where the
     // principal goes, and so no key after it (a principal that merely is
     // named like a key type, followed by a key, is a valid line).
-    if parsed.is_err() && ssh_key::Algorithm::new(principal).is_ok() {
+    // ssh-key takes any `name@domain` as a key type of its own: only the
+    // types it knows are named, and the name is printed escaped.
+    let pasted = matches!(
+        ssh_key::Algorithm::new(principal),
+        Ok(algorithm) if !matches!(algorithm, ssh_key::Algorithm::Other(_))
+    );
+    if parsed.is_err() && pasted {
+        let principal = printable(principal);
         return Err(format!(
             "this line starts with the key type {principal}, as an authorized_keys line does: \
              put the ztssh principal first, e.g. `alice {principal} AAAA... [comment]`"
@@ -142,6 +149,16 @@ mod tests {
         assert_eq!(e.0, 2);
         assert!(e.1.contains("not an OpenSSH public key"));
         assert!(Authorized::parse(&format!("al ice {ALICE}")).is_err());
+    }
+
+    #[test]
+    fn an_unknown_name_at_domain_is_not_named_as_a_key_type() {
+        // ssh-key parses any `x@y` as a key type; the fuzz target found the
+        // message then quoted control characters from the line.
+        let e = Authorized::parse("al]ice\0\0@5519 AAAX\n").expect_err("bad");
+        assert_eq!(e.0, 1);
+        assert!(!e.1.contains("key type"), "{}", e.1);
+        assert!(!e.1.chars().any(char::is_control), "{:?}", e.1);
     }
 
     #[test]
