@@ -18,7 +18,7 @@ use crate::explain::{Error, explain};
 use crate::identity::Identity;
 use crate::link::Link;
 use crate::revocation::Revocations;
-use crate::settings::Settings;
+use crate::settings::{self, Settings};
 use ztssh_proto::userkey::describe;
 use ztssh_sidecar::platform;
 
@@ -131,20 +131,33 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
     let agent_sock = std::env::var_os("SSH_AUTH_SOCK")
         .filter(|p| !p.is_empty())
         .map(std::path::PathBuf::from);
-    // The agent key that last worked here is tried first.
+    // A `[[hosts]]` block names this server's keys; `--identity` wins over
+    // it, and it over `identity` in the file. The agent key that last
+    // worked here is tried first.
     let server_id = format!("{host}:{port}");
-    let last = match (&s.identity, crate::lastkey::path()) {
+    let mapped = settings::hosts::find(&s.hosts, &host).filter(|_| !s.identity_on_command_line);
+    if let Some(b) = mapped {
+        say(format!(
+            "keys for {host} from sidecar.toml (host = {:?})",
+            b.host
+        ));
+    }
+    let file = s.identity.as_deref().filter(|_| mapped.is_none());
+    let last = match (file, crate::lastkey::path()) {
         (None, Some(p)) => Some(p),
         _ => None,
     };
     let first = last
         .as_deref()
         .and_then(|p| crate::lastkey::lookup(p, &principal, &server_id));
-    let candidates = Identity::candidates(
-        s.identity.as_deref(),
-        agent_sock.as_deref(),
-        first.as_deref(),
-    )?;
+    let choice = crate::identity::Choice {
+        file,
+        mapped,
+        remembered: first.as_deref(),
+        try_agent_keys: s.try_agent_keys,
+        server: &server_id,
+    };
+    let candidates = Identity::candidates(&choice, agent_sock.as_deref())?;
     for w in &candidates.skipped {
         say(format!("skipping {w}"));
     }
@@ -207,15 +220,26 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
             }
         }
     }
+    // Keys held back from this server are named, with how to offer them.
+    let hint = match candidates.withheld {
+        0 => String::new(),
+        n => format!(
+            "ssh-agent holds {n} other key{} not offered to {server_id}; to offer {}, {}",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "it" } else { "them" },
+            crate::identity::TRY_AGENT_KEYS
+        ),
+    };
     if let ([(_, reason)], true) = (tried.as_slice(), candidates.skipped.is_empty()) {
         // One key (named by --identity, or the agent's only one): the
         // proxy's reason as it is.
-        return Err(Error::KeyRefused {
-            server,
-            reason: reason.clone(),
-        });
+        let reason = match hint.is_empty() {
+            true => reason.clone(),
+            false => format!("{reason}\n{hint}"),
+        };
+        return Err(Error::KeyRefused { server, reason });
     }
-    Err(no_key(server, &principal, tried, candidates.skipped))
+    Err(no_key(server, &principal, tried, candidates.skipped, hint))
 }
 
 fn no_key(
@@ -223,6 +247,7 @@ fn no_key(
     principal: &str,
     tried: Vec<(String, String)>,
     skipped: Vec<String>,
+    hint: String,
 ) -> Error {
     Error::NoKeyAccepted {
         server,
@@ -232,6 +257,7 @@ fn no_key(
             .map(|(k, why)| format!("{k}: {why}"))
             .collect(),
         skipped,
+        hint,
     }
 }
 

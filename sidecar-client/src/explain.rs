@@ -35,9 +35,10 @@ pub enum Error {
     },
     /// The proxy refused every key tried.
     #[error(
-        "{server} refused every key tried for principal {principal}:{}{}",
+        "{server} refused every key tried for principal {principal}:{}{}{}",
         list(tried),
-        skipped_list(skipped)
+        skipped_list(skipped),
+        hint_line(hint)
     )]
     NoKeyAccepted {
         /// The server id.
@@ -48,6 +49,8 @@ pub enum Error {
         tried: Vec<String>,
         /// Each agent key not tried, with why.
         skipped: Vec<String>,
+        /// How to offer keys held back from this server, or empty.
+        hint: String,
     },
     /// The proxy ended an accepted session.
     #[error("session terminated by {server}: {reason}")]
@@ -113,6 +116,13 @@ impl From<&str> for Error {
 
 fn list(items: &[String]) -> String {
     items.iter().map(|i| format!("\n  {i}")).collect()
+}
+
+fn hint_line(hint: &str) -> String {
+    match hint {
+        "" => String::new(),
+        h => format!("\n{h}"),
+    }
 }
 
 fn skipped_list(items: &[String]) -> String {

@@ -12,6 +12,8 @@ use ztssh_proto::userkey::{self, describe};
 
 use ztssh_sidecar::agent::Agent;
 
+use crate::settings::HostIdentities;
+
 /// Largest identity file read (an RSA-16384 key is about 13 kB).
 const MAX_IDENTITY_FILE: u64 = 64 * 1024;
 
@@ -97,45 +99,120 @@ pub struct Candidates {
     pub keys: Vec<Identity>,
     /// Agent keys not tried, each with the reason.
     pub skipped: Vec<String>,
+    /// Usable agent keys held back from this server: neither named for it
+    /// in `[[hosts]]` nor the one remembered for it. A refusal then names
+    /// `--try-agent-keys`.
+    pub withheld: usize,
 }
 
+/// What the user's settings say to offer one server.
+pub struct Choice<'a> {
+    /// `--identity` (or `identity` without a `[[hosts]]` block): that key
+    /// alone, as ssh's IdentitiesOnly.
+    pub file: Option<&'a Path>,
+    /// The `[[hosts]]` block that matched the host.
+    pub mapped: Option<&'a HostIdentities>,
+    /// The fingerprint of the agent key that last worked for this
+    /// principal and server.
+    pub remembered: Option<&'a str>,
+    /// Offer the agent's other keys too (`--try-agent-keys`).
+    pub try_agent_keys: bool,
+    /// The server as the user named it, for messages.
+    pub server: &'a str,
+}
+
+/// How to ask for the agent's other keys, as the refusal says it.
+pub const TRY_AGENT_KEYS: &str =
+    "pass --try-agent-keys (or set try_agent_keys = true in sidecar.toml)";
+
 impl Identity {
-    /// Chooses the identities to try. With `--identity FILE`, that key
-    /// alone, as ssh's IdentitiesOnly (through the agent when the file is
-    /// passphrase-protected or is the `.pub` half). Without it, every key
-    /// in ssh-agent that ztssh accepts, in the agent's order, except that
-    /// the key with fingerprint `first` (the one that last worked for this
-    /// principal and server) comes first.
-    pub fn candidates(
-        file: Option<&Path>,
-        agent_sock: Option<&Path>,
-        first: Option<&str>,
-    ) -> Result<Candidates, String> {
-        if let Some(path) = file {
+    /// Chooses the identities to offer. With a key file (`choice.file`),
+    /// that key alone. With a `[[hosts]]` block, its keys alone. Otherwise
+    /// the agent key that last worked for this principal and server alone,
+    /// or, the first time (nothing remembered), every key in ssh-agent
+    /// that ztssh accepts, in the agent's order. `try_agent_keys` adds the
+    /// agent's other keys after the chosen ones.
+    pub fn candidates(choice: &Choice, agent_sock: Option<&Path>) -> Result<Candidates, String> {
+        if let Some(path) = choice.file {
             return Ok(Candidates {
                 keys: vec![Self::from_file(path, agent_sock)?],
                 skipped: Vec::new(),
+                withheld: 0,
             });
         }
-        let sock = agent_sock.ok_or(
-            "no identity: SSH_AUTH_SOCK is not set (or empty), so there is no ssh-agent to ask; \
-             pass --identity ~/.ssh/id_ed25519, or start ssh-agent (eval \"$(ssh-agent)\") and ssh-add your key",
-        )?;
-        let mut held = Agent::connect(sock)?.identities()?;
-        if let Some(fp) = first {
-            // A stable sort: the others keep the agent's order.
-            held.sort_by_key(|k| k.fingerprint(ssh_key::HashAlg::Sha256).to_string() != fp);
-        }
         let (mut keys, mut skipped) = (Vec::new(), Vec::new());
-        for key in held {
+        let mapped_fps: &[String] = choice.mapped.map_or(&[], |b| &b.agent_keys);
+        if let Some(block) = choice.mapped {
+            for f in &block.identity_files {
+                match Self::from_file(f, agent_sock) {
+                    Ok(k) => keys.push(k),
+                    Err(e) => skipped.push(e),
+                }
+            }
+        }
+        let need_agent = choice.mapped.is_none() || !mapped_fps.is_empty() || choice.try_agent_keys;
+        let (sock, held) = match agent_sock {
+            Some(sock) if need_agent => (Some(sock), Agent::connect(sock)?.identities()?),
+            None if choice.mapped.is_none() => return Err(
+                "no identity: SSH_AUTH_SOCK is not set (or empty), so there is no ssh-agent to ask; \
+                 pass --identity ~/.ssh/id_ed25519, or start ssh-agent (eval \"$(ssh-agent)\") and ssh-add your key"
+                    .to_owned(),
+            ),
+            _ => (None, Vec::new()),
+        };
+        let fp_of = |k: &ssh_key::PublicKey| k.fingerprint(ssh_key::HashAlg::Sha256).to_string();
+        for fp in mapped_fps {
+            if !held.iter().any(|k| fp_of(k) == *fp) {
+                skipped.push(format!(
+                    "{fp} (named for {} in sidecar.toml): not in ssh-agent; ssh-add it",
+                    choice.server
+                ));
+            }
+        }
+        if let (None, Some(fp), false) = (choice.mapped, choice.remembered, choice.try_agent_keys)
+            && !held.iter().any(|k| fp_of(k) == fp)
+        {
+            return Err(format!(
+                "the ssh-agent key that last worked on {} ({fp}) is no longer in ssh-agent, and ztssh \
+                 offers a server no other agent key unless asked: ssh-add that key, name this host's key \
+                 in sidecar.toml ([[hosts]]), or {TRY_AGENT_KEYS}",
+                choice.server
+            ));
+        }
+        // Chosen: the mapped keys, or the remembered one, or (first use)
+        // all. The remembered key goes first either way.
+        let chosen = |fp: &str| match (choice.mapped, choice.remembered) {
+            (Some(_), _) => mapped_fps.iter().any(|m| m == fp),
+            (None, Some(r)) => r == fp,
+            (None, None) => true,
+        };
+        let mut held: Vec<(bool, ssh_key::PublicKey)> =
+            held.into_iter().map(|k| (chosen(&fp_of(&k)), k)).collect();
+        // Stable sorts: the others keep the agent's order.
+        if let Some(r) = choice.remembered {
+            held.sort_by_key(|(_, k)| fp_of(k) != r);
+        }
+        held.sort_by_key(|(c, _)| !c);
+        let mut withheld = 0;
+        for (is_chosen, key) in held {
+            if keys
+                .iter()
+                .any(|k: &Self| k.public_key().key_data() == key.key_data())
+            {
+                continue;
+            }
             match userkey::check_key(key.key_data()) {
-                Err(why) => skipped.push(format!("{}: {why}", describe(&key))),
+                Err(why) if is_chosen || choice.try_agent_keys => {
+                    skipped.push(format!("{}: {why}", describe(&key)))
+                }
+                Err(_) => {}
+                Ok(()) if !is_chosen && !choice.try_agent_keys => withheld += 1,
                 Ok(()) if keys.len() == MAX_KEYS_TRIED => skipped.push(format!(
                     "{}: not tried, {MAX_KEYS_TRIED} keys at most (name it with --identity)",
                     describe(&key)
                 )),
                 Ok(()) => keys.push(Self::Agent {
-                    sock: sock.to_owned(),
+                    sock: sock.map(Path::to_owned).unwrap_or_default(),
                     key,
                 }),
             }
@@ -146,11 +223,22 @@ impl Identity {
             } else {
                 skipped.join("; ")
             };
+            if choice.mapped.is_some() {
+                return Err(format!(
+                    "none of the keys sidecar.toml names for {} can be used ({why}); fix its [[hosts]] block, \
+                     or {TRY_AGENT_KEYS}",
+                    choice.server
+                ));
+            }
             return Err(format!(
                 "ssh-agent holds no key ztssh can use ({why}); run ssh-add, or pass --identity"
             ));
         }
-        Ok(Candidates { keys, skipped })
+        Ok(Candidates {
+            keys,
+            skipped,
+            withheld,
+        })
     }
 
     fn from_file(path: &Path, agent_sock: Option<&Path>) -> Result<Self, String> {

@@ -56,6 +56,11 @@ struct Cli {
     /// 120 times an hour).
     #[arg(long)]
     insecure_short_certs: bool,
+    /// Offer this server the agent's other keys too, not only the ones
+    /// sidecar.toml's [[hosts]] names for it or the one that last worked
+    /// here (try_agent_keys in sidecar.toml).
+    #[arg(long)]
+    try_agent_keys: bool,
     /// Root-signed revocation list (crl.pem): refuse servers it revokes.
     #[arg(long)]
     revocation_list: Option<PathBuf>,
@@ -246,6 +251,7 @@ fn main() -> ExitCode {
         frame_size: cli.frame_size,
         verbose: cli.verbose,
         insecure_short_certs: cli.insecure_short_certs,
+        try_agent_keys: cli.try_agent_keys,
         revocation_list: cli.revocation_list,
         revocation_url: cli.revocation_url,
     };

@@ -7,6 +7,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub mod hosts;
+pub use hosts::HostIdentities;
+
 /// Effective settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -15,6 +18,18 @@ pub struct Settings {
     pub root: Option<PathBuf>,
     /// OpenSSH private key file; without it the agent's key is used.
     pub identity: Option<PathBuf>,
+    /// Whether `identity` came from the command line (`--identity`), which
+    /// wins over `[[hosts]]`; one from the file or `ZTSSH_IDENTITY` does not.
+    #[serde(skip)]
+    pub identity_on_command_line: bool,
+    /// Per-host identities (`[[hosts]]` blocks, first match wins).
+    #[serde(default)]
+    pub hosts: Vec<HostIdentities>,
+    /// Offer a server the agent's other keys too, when its `[[hosts]]` keys
+    /// or the key remembered for it are refused or missing. Off: a server
+    /// learns only the keys meant for it.
+    #[serde(default, deserialize_with = "switch")]
+    pub try_agent_keys: bool,
     /// The ztssh principal; defaults to the local user name.
     pub principal: Option<String>,
     /// Connect here instead of resolving HOST (the licence is still checked against HOST).
@@ -113,6 +128,8 @@ pub struct Flags {
     pub verbose: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure_short_certs: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub try_agent_keys: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revocation_list: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -156,12 +173,23 @@ pub fn load(explicit: Option<&Path>, flags: &Flags) -> Result<Settings, String> 
             "rekey_after_secs",
             "rekey_after_bytes",
             "cover_traffic",
+            "try_agent_keys",
         ]))
         .merge(Serialized::defaults(flags))
         .extract()
         .map_err(|e| extract_error(file.as_deref(), e))?;
     s.root = s.root.map(|p| expand_tilde(&p));
     s.identity = s.identity.map(|p| expand_tilde(&p));
+    s.identity_on_command_line = flags.identity.is_some();
+    for (n, block) in s.hosts.iter_mut().enumerate() {
+        block.check(n + 1).map_err(|e| match &file {
+            Some(p) => format!("{}: {e}", p.display()),
+            None => e,
+        })?;
+        for f in &mut block.identity_files {
+            *f = expand_tilde(f);
+        }
+    }
     s.revocation_list = s.revocation_list.map(|p| expand_tilde(&p));
     Ok(s)
 }

@@ -463,6 +463,10 @@ fn the_sidecar_exits_at_once_while_a_renewal_signature_waits_on_the_agent() {
         .arg(format!("127.0.0.1:{}", w.proxy.port))
         .args(["web1", "22"])
         .env("SSH_AUTH_SOCK", &agent.sock)
+        // The key that worked is remembered under the world's directory,
+        // never the runner's home, where an earlier run's key for web1:22
+        // (gone from this agent) would be offered alone and refused.
+        .env("XDG_CACHE_HOME", w.dir.path().join("cache"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -65,7 +65,10 @@ fn ssh(w: &World, agent: &SkAgent) -> Command {
     c.arg("-p")
         .arg(w.proxy.port.to_string())
         .arg("root@localhost")
-        .env("SSH_AUTH_SOCK", &agent.sock);
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        // The key that worked is remembered under the world's directory,
+        // never the runner's home.
+        .env("XDG_CACHE_HOME", w.dir.path().join("cache"));
     c
 }
 

@@ -152,7 +152,10 @@ fn agent_rsa_and_ecdsa_keys_sign_with_sha2_and_log_in() {
         // RSA key asked for rsa-sha2-512: SHA-1 would be refused).
         let agent = agent_with(&w, &[k]);
         let mut cmd = ssh_via(&w, "");
-        cmd.env("SSH_AUTH_SOCK", &agent.sock);
+        // Nothing remembered: the key that worked last time has left this
+        // agent, and the sidecar would offer no other unless asked.
+        cmd.env("SSH_AUTH_SOCK", &agent.sock)
+            .env("XDG_CACHE_HOME", "/dev/null");
         echo_ok(cmd, &k.display().to_string());
         assert!(w.proxy.log_text().contains(&fingerprint(k)));
         drop(agent);
@@ -318,4 +321,146 @@ fn a_1024_bit_rsa_key_is_refused_with_the_exact_message() {
             fingerprint(&weak)
         )
     );
+}
+
+/// A sidecar.toml in the world's directory, and the sidecar flag naming it.
+fn sidecar_toml(w: &World, name: &str, text: &str) -> String {
+    let path = w.dir.path().join(name);
+    std::fs::write(&path, text).expect("sidecar.toml");
+    format!("--config {}", path.display())
+}
+
+fn accepted(w: &World) -> usize {
+    count(&w.proxy.log_text(), "event=\"connection_accepted\"")
+}
+
+/// Waits until the proxy has logged `n` connections in all (its log
+/// thread may write a line just after the client is done).
+fn wait_accepted(w: &World, n: usize) {
+    wait_until(T, &format!("{n} connections"), || accepted(w) >= n);
+    assert_eq!(accepted(w), n);
+}
+
+#[test]
+fn a_server_sees_only_the_keys_sidecar_toml_names_for_it() {
+    let w = World::start();
+    let d = w.dir.path();
+    let mallory = user_key(d, "mallory");
+    let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
+    // The authorized key last: without a map, it is found third.
+    let agent = agent_with(&w, &[&mallory, &ecdsa, &w.alice]);
+    let others = [fingerprint(&mallory), fingerprint(&ecdsa)];
+    // By agent fingerprint, the pattern in another case than %h, after a
+    // block whose exclusion skips this host.
+    let by_fp = sidecar_toml(
+        &w,
+        "by-fp.toml",
+        &format!(
+            "[[hosts]]\nhost = \"* !localhost\"\nagent_keys = [\"{}\"]\n\n\
+             [[hosts]]\nhost = \"web1, LOCAL*\"\nagent_keys = [\"{}\"]\n",
+            others[0],
+            fingerprint(&w.alice)
+        ),
+    );
+    // By key file (the .pub half: signed through the agent).
+    let by_file = sidecar_toml(
+        &w,
+        "by-file.toml",
+        &format!(
+            "[[hosts]]\nhost = \"localhost\"\nidentity_files = [\"{}.pub\"]\n",
+            w.alice.display()
+        ),
+    );
+    for (i, flags) in [by_fp, by_file].iter().enumerate() {
+        let mut cmd = ssh_via(&w, flags);
+        // Nothing remembered: only the map chooses.
+        cmd.env("SSH_AUTH_SOCK", &agent.sock)
+            .env("XDG_CACHE_HOME", "/dev/null");
+        echo_ok(cmd, &format!("mapped login {i}"));
+        // One connection, one key.
+        wait_accepted(&w, i + 1);
+    }
+    let log = w.proxy.log_text();
+    assert_eq!(count(&log, "event=\"authorization_denied\""), 0, "{log}");
+    for fp in &others {
+        assert!(!log.contains(fp.as_str()), "the proxy saw {fp}:\n{log}");
+    }
+    assert!(log.contains(&fingerprint(&w.alice)), "{log}");
+}
+
+#[test]
+fn a_refused_mapped_or_remembered_key_is_not_followed_by_the_agents_others() {
+    let w = World::start();
+    let d = w.dir.path();
+    let mallory = user_key(d, "mallory");
+    let ecdsa = keygen(d, "ecdsa", &["-t", "ecdsa", "-b", "256"]);
+    let agent = agent_with(&w, &[&mallory, &ecdsa, &w.alice]);
+    // The map names the wrong key (mallory's) for this host: refused, and
+    // the agent's others, the authorized one among them, stay unoffered.
+    let wrong = sidecar_toml(
+        &w,
+        "wrong.toml",
+        &format!(
+            "[[hosts]]\nhost = \"localhost\"\nagent_keys = [\"{}\"]\n",
+            fingerprint(&mallory)
+        ),
+    );
+    let mut cmd = ssh_via(&w, &wrong);
+    cmd.env("SSH_AUTH_SOCK", &agent.sock)
+        .env("XDG_CACHE_HOME", "/dev/null")
+        .arg("true");
+    let out = run_bounded(&mut cmd, T);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "ssh-agent holds 2 other keys not offered to localhost:{}; to offer them, pass --try-agent-keys \
+             (or set try_agent_keys = true in sidecar.toml)",
+            w.proxy.port
+        )),
+        "{err}"
+    );
+    wait_accepted(&w, 1);
+    let log = w.proxy.log_text();
+    assert!(!log.contains(&fingerprint(&ecdsa)), "{log}");
+    assert!(!log.contains(&fingerprint(&w.alice)), "{log}");
+    // Asked for, the others follow.
+    let mut cmd = ssh_via(&w, &format!("{wrong} --try-agent-keys"));
+    cmd.env("SSH_AUTH_SOCK", &agent.sock)
+        .env("XDG_CACHE_HOME", "/dev/null");
+    echo_ok(cmd, "--try-agent-keys");
+    // The mapped key, then the agent's others in order.
+    wait_accepted(&w, 4);
+    // Remembered: after a first login (every key, in order), the key that
+    // worked alone. Once it has left the agent, nothing is offered.
+    let mut cmd = ssh_via(&w, "");
+    cmd.env("SSH_AUTH_SOCK", &agent.sock);
+    echo_ok(cmd, "first login");
+    wait_accepted(&w, 7);
+    drop(agent);
+    let _ = std::fs::remove_file(w.dir.path().join("agent.sock"));
+    let agent = agent_with(&w, &[&mallory, &ecdsa]);
+    let before = 7;
+    let mut cmd = ssh_via(&w, "");
+    cmd.env("SSH_AUTH_SOCK", &agent.sock).arg("true");
+    let out = run_bounded(&mut cmd, T);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "the ssh-agent key that last worked on localhost:{} ({}) is no longer in ssh-agent",
+            w.proxy.port,
+            fingerprint(&w.alice)
+        )) && err.contains("--try-agent-keys"),
+        "{err}"
+    );
+    assert_eq!(accepted(&w), before, "no connection was made");
+    // The setting in sidecar.toml does what the flag does.
+    let tryall = sidecar_toml(&w, "try.toml", "try_agent_keys = true\n");
+    let mut cmd = ssh_via(&w, &tryall);
+    cmd.env("SSH_AUTH_SOCK", &agent.sock).arg("true");
+    let out = run_bounded(&mut cmd, T);
+    assert!(!out.status.success());
+    // Both keys offered.
+    wait_accepted(&w, before + 2);
 }
