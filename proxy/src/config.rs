@@ -711,6 +711,10 @@ fn newer_cached(crl: Option<Crl>, cache: Option<&Path>, root: &PublicKey) -> Opt
     };
     match trust::offer(crl.as_ref(), &cached) {
         ListUpdate::Replace => Some(cached),
+        ListUpdate::Forked { version } => {
+            crate::trust::authority::refuse_forked(version);
+            crl
+        }
         ListUpdate::Same | ListUpdate::Behind { .. } | ListUpdate::Rollback { .. } => crl,
     }
 }

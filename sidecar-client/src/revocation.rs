@@ -124,6 +124,11 @@ pub async fn refresh(url: &str, cache: &Path, root: &PublicKey) -> Result<Vec<St
                 ListUpdate::Rollback { offered, .. } => {
                     format!("it serves version {offered}, older than your copy; refused")
                 }
+                ListUpdate::Forked { version } => format!(
+                    "it serves a version {version} other than your copy of version {version}: two lists were \
+                     signed under one version (a signing mistake, or a forked CA); refused. Tell your \
+                     administrators: they need to issue a newer list"
+                ),
             },
             Err(e) => e.to_string(),
         },

@@ -857,3 +857,106 @@ fn a_revoked_sub_ca_key_is_refused_on_its_own_and_a_rekeyed_server_is_licensed()
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `ztssh-ca ARGS`, which must succeed.
+fn ca_tool(args: &[&std::ffi::OsStr]) {
+    let out = run_bounded(Command::new(bin("ztssh-ca")).args(args), T);
+    assert_ok(&out, "ztssh-ca");
+}
+
+#[test]
+fn a_second_list_under_the_loaded_version_is_refused_as_a_fork_on_both_sides() {
+    const FORKED: &str = "ztssh_crl_forked_total";
+    const RELOAD_FAILED: &str = r#"ztssh_config_reloads_total{result="failed"}"#;
+    let f = fleet("");
+    let w = &f.w;
+    // A copy of the CA directory (a restored backup, a second signing
+    // host): its next list carries the same version as the real CA's.
+    let fork = w.dir.path().join("ca-fork");
+    let cp = run_bounded(Command::new("cp").arg("-a").arg(&w.pki.ca).arg(&fork), T);
+    assert_ok(&cp, "cp -a");
+    w.pki.revoke("principal", "mallory");
+    w.pki.publish_crl_to(&f.www, "7d");
+    f.wait_at_least(VERSION, 2.0);
+    let real = std::fs::read(&f.www).expect("version 2");
+    // The sidecar keeps its own copy of the real version 2.
+    let copy = w.dir.path().join("my-crl.pem");
+    std::fs::write(&copy, &real).expect("the copy");
+    let mut ssh = w.live_session();
+    // The fork bans alice under the same version 2.
+    let forked = w.dir.path().join("forked.pem");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    ca_tool(&[
+        &os("revoke"),
+        &os("--dir"),
+        fork.as_os_str(),
+        &os("--principal"),
+        &os("alice"),
+    ]);
+    ca_tool(&[
+        &os("crl"),
+        &os("--dir"),
+        fork.as_os_str(),
+        &os("--out"),
+        forked.as_os_str(),
+        &os("--ttl"),
+        &os("7d"),
+    ]);
+    let polled = || f.metric(OK) + f.metric(NOT_MODIFIED);
+    let fetched = polled();
+    std::fs::copy(&forked, &f.www).expect("serve the fork");
+    f.wait_at_least(FORKED, 1.0);
+    let log = w.proxy.log_text();
+    assert!(
+        log.contains("event=\"crl_forked\"")
+            && log.contains(
+                "revocation list version 2 differs from the loaded list of the same version"
+            )
+            && log.contains("ztssh-ca crl"),
+        "{log}"
+    );
+    assert!(f.metric(RELOAD_FAILED) >= 1.0);
+    assert_eq!(f.metric(VERSION), 2.0);
+    // Polled again and again, reported once.
+    wait_until(T, "more polls", || polled() >= fetched + 3.0);
+    assert_eq!(f.metric(FORKED), 1.0);
+    // Through the file and SIGHUP (the other way in): refused the same way.
+    std::fs::copy(&forked, w.pki.crl()).expect("the fork as the file");
+    w.proxy.sighup();
+    f.wait_at_least(FORKED, 2.0);
+    // Alice's live session lives on, and she still logs in.
+    assert!(
+        ssh.try_wait().expect("try_wait").is_none(),
+        "the live session ended"
+    );
+    assert_ok(
+        &run_bounded(&mut ssh_with_sidecar(w, ""), T),
+        "login under the version 2 in force",
+    );
+    // The sidecar: a fork from its URL keeps its copy, with a warning.
+    let flags = format!(
+        "--revocation-url {} --revocation-list {}",
+        f.server.url(),
+        copy.display()
+    );
+    let out = run_bounded(&mut ssh_with_sidecar(w, &flags), T);
+    assert_ok(&out, "sidecar with a forked list served");
+    let err = stderr(&out);
+    assert!(
+        err.contains("it serves a version 2 other than your copy of version 2")
+            && err.contains("signed under one version"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&copy).expect("the copy"), real);
+    // A newer list from the real CA ends the fork's hold on nothing: it
+    // replaces version 2 as any newer list does.
+    w.pki.revoke("principal", "alice");
+    w.pki.publish_crl_to(&f.www, "7d");
+    f.wait_at_least(VERSION, 3.0);
+    let out = wait_bounded(ssh, T);
+    assert!(
+        stderr(&out).contains("principal alice banned"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -33,8 +33,17 @@ pub fn verify_pem(text: &[u8], root: &PublicKey) -> Result<Crl, ListError> {
 pub enum ListUpdate {
     /// Newer: it replaces the loaded list.
     Replace,
-    /// The same version: nothing changes.
+    /// The same version with the same contents: nothing changes.
     Same,
+    /// The same version as the loaded list with other contents: two lists
+    /// were signed under one version (a signing mistake, or a CA directory
+    /// copied and used in two places). Refused: the one in force stays,
+    /// since verifiers that loaded the other would never move off it either;
+    /// the CA has to issue a newer version that holds every revocation.
+    Forked {
+        /// The version both lists carry.
+        version: u64,
+    },
     /// Older than the loaded list, but not older than what its own source
     /// gave before: that source merely lags (another source, or this one's
     /// earlier answer, got here first). Refused like a rollback, since the
@@ -55,14 +64,18 @@ pub enum ListUpdate {
 }
 
 /// Only a newer list replaces the one in force (`current`; none yet, and
-/// any list replaces it). Every place that replaces a list asks this.
+/// any list replaces it); one of the same version must be the same list.
+/// Every place that replaces a list asks this.
 pub fn offer(current: Option<&Crl>, offered: &Crl) -> ListUpdate {
     let Some(cur) = current else {
         return ListUpdate::Replace;
     };
     match offered.list_version.cmp(&cur.list_version) {
         std::cmp::Ordering::Greater => ListUpdate::Replace,
-        std::cmp::Ordering::Equal => ListUpdate::Same,
+        std::cmp::Ordering::Equal if offered == cur => ListUpdate::Same,
+        std::cmp::Ordering::Equal => ListUpdate::Forked {
+            version: cur.list_version,
+        },
         std::cmp::Ordering::Less => ListUpdate::Rollback {
             loaded: cur.list_version,
             offered: offered.list_version,
@@ -94,12 +107,13 @@ mod tests {
     use crate::crl::Revocations;
     use crate::keys::{SigningKey, TestRng};
 
+    /// Version `version` of one root's list, the same contents each time.
     fn list(version: u64) -> Crl {
         Crl {
             list_version: version,
             issued: 10,
             next_update: 20,
-            issuer: SigningKey::generate(&mut TestRng).public(),
+            issuer: PublicKey([1; 32]),
             revoked: Revocations::default(),
         }
     }
@@ -131,6 +145,32 @@ mod tests {
             ListUpdate::Same
         );
         assert_eq!(offer_from(None, &list(1), Some(9)), ListUpdate::Replace);
+    }
+
+    #[test]
+    fn the_same_version_with_other_contents_is_a_fork_never_the_same() {
+        let loaded = list(7);
+        assert_eq!(offer(Some(&loaded), &loaded.clone()), ListUpdate::Same);
+        let forked = ListUpdate::Forked { version: 7 };
+        // Anything that differs under one version: the entries, the times,
+        // the issuer.
+        let mut other = loaded.clone();
+        other.revoked.principals.insert("mallory".into());
+        assert_eq!(offer(Some(&loaded), &other), forked);
+        // The loaded one is refused the other way round too.
+        assert_eq!(offer(Some(&other), &loaded), forked);
+        let mut later = loaded.clone();
+        later.next_update += 1;
+        assert_eq!(offer(Some(&loaded), &later), forked);
+        let mut issued = loaded.clone();
+        issued.issued -= 1;
+        assert_eq!(offer(Some(&loaded), &issued), forked);
+        // Whatever the source did before.
+        for newest in [None, Some(6), Some(7), Some(8)] {
+            assert_eq!(offer_from(Some(&loaded), &other, newest), forked);
+        }
+        // Newer still replaces, older is still refused as before.
+        assert_eq!(offer(Some(&other), &list(8)), ListUpdate::Replace);
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub rate_limited_sources: IntGauge,
     /// Revocation list fetches by result (ok, not_modified, failed).
     pub crl_fetches: IntCounterVec,
+    /// Lists refused for carrying the loaded version with other contents.
+    pub crl_forked: IntCounter,
     licence_expiry: IntGauge,
     crl_expiry: IntGauge,
     crl_age: IntGauge,
@@ -235,6 +237,11 @@ impl Metrics {
                 "ztssh_crl_fetches_total",
                 "Revocation list fetches from revocation_url by result (ok, not_modified, failed).",
                 "result",
+            ),
+            crl_forked: counter(
+                &r,
+                "ztssh_crl_forked_total",
+                "Revocation lists refused for carrying the loaded list's version with other contents (two lists signed under one version).",
             ),
             licence_expiry: gauge(
                 &r,

@@ -173,8 +173,8 @@ fn offer(
     };
     match update {
         ListUpdate::Same | ListUpdate::Behind { .. } => None,
-        ListUpdate::Rollback { .. } if *reported == Some(v) => None,
-        ListUpdate::Rollback { .. } => {
+        ListUpdate::Rollback { .. } | ListUpdate::Forked { .. } if *reported == Some(v) => None,
+        ListUpdate::Rollback { .. } | ListUpdate::Forked { .. } => {
             *reported = Some(v);
             Some(list(Bytes::new()))
         }

@@ -234,6 +234,11 @@ fn everything(shared: &Shared, current: &Authority, memory: Memory, now: u64) ->
                             authority::refuse_rollback(loaded, offered);
                             current.crl.clone()
                         }
+                        ListUpdate::Forked { version } => {
+                            authority::refuse_forked(version);
+                            shared.metrics.crl_forked.inc();
+                            current.crl.clone()
+                        }
                     }
                 }
             };
@@ -266,13 +271,13 @@ fn list_file(shared: &Shared, current: &Authority, memory: &mut Memory, now: u64
     if let Ok(c) = &read {
         memory.file_newest = Some(newest.map_or(c.list_version, |n| n.max(c.list_version)));
     }
-    merged(current, read, newest, now)
+    merged(shared, current, read, newest, now)
 }
 
 /// A fetched list; one that goes into force is kept in the cache.
 fn fetched(shared: &Shared, current: &Authority, list: FetchedList, now: u64) -> Outcome {
     let version = list.crl.list_version;
-    let out = merged(current, Ok(list.crl), list.source_newest, now);
+    let out = merged(shared, current, Ok(list.crl), list.source_newest, now);
     if out.next.is_some() {
         let cache = shared.cfg.pull.as_ref().and_then(|p| p.cache.as_deref());
         if let Some(path) = cache {
@@ -283,18 +288,23 @@ fn fetched(shared: &Shared, current: &Authority, list: FetchedList, now: u64) ->
 }
 
 fn merged(
+    shared: &Shared,
     current: &Authority,
     offered: Result<Crl, String>,
     source_newest: Option<u64>,
     now: u64,
 ) -> Outcome {
-    let refused = match &offered {
-        Err(_) => true,
-        Ok(c) => matches!(
-            trust::offer_from(current.crl.as_ref(), c, source_newest),
-            ListUpdate::Rollback { .. }
-        ),
-    };
+    let update = offered
+        .as_ref()
+        .ok()
+        .map(|c| trust::offer_from(current.crl.as_ref(), c, source_newest));
+    if let Some(ListUpdate::Forked { .. }) = update {
+        shared.metrics.crl_forked.inc();
+    }
+    let refused = matches!(
+        update,
+        None | Some(ListUpdate::Rollback { .. } | ListUpdate::Forked { .. })
+    );
     match authority::merge_crl(current, offered, source_newest, now) {
         Some(next) => Outcome::new(Some(next), Some("ok")),
         None => Outcome::new(None, refused.then_some("failed")),

@@ -69,7 +69,7 @@ impl Authority {
                     Checkpoint::Live(_) => {
                         format!("principal {principal} is no longer authorized with this key")
                     }
-                    Checkpoint::Admit | Checkpoint::SshdLogin => {
+                    Checkpoint::Admit | Checkpoint::SshdLogin(_) => {
                         let fp = user_key.fingerprint(ssh_key::HashAlg::Sha256);
                         let server = &self.licence.body.server_id;
                         format!("principal {principal} is not authorized with key {fp} on {server}")
@@ -200,6 +200,19 @@ pub fn refuse_rollback(loaded: u64, offered: u64) {
     );
 }
 
+/// Says loudly that a list of the loaded version but other contents was
+/// refused ([`ListUpdate::Forked`]), and what the operator does about it.
+pub fn refuse_forked(version: u64) {
+    error!(
+        event = "crl_forked",
+        list_version = version,
+        "revocation list version {version} differs from the loaded list of the same version: two lists were \
+         signed under one version (a signing mistake, or a CA directory used in two places); keeping the loaded \
+         one. On the CA, issue a newer list that holds every revocation (ztssh-ca revoke ..., then ztssh-ca crl) \
+         and publish it; until then proxies that loaded the other list may enforce other revocations"
+    );
+}
+
 /// Says quietly that a list was not newer than the loaded one because its
 /// source lags (another source, or a faster answer, got here first): the
 /// loaded list stays, and nothing failed.
@@ -268,6 +281,10 @@ pub fn merge_crl(
         }
         ListUpdate::Rollback { loaded, offered } => {
             refuse_rollback(loaded, offered);
+            return None;
+        }
+        ListUpdate::Forked { version } => {
+            refuse_forked(version);
             return None;
         }
     }
