@@ -310,16 +310,20 @@ mod tests {
         };
         let k = user_key(1);
         let who = Subject::user_key("alice", &k);
-        for revoked in [session, earlier[0], earlier[1], current] {
-            let mut c = crl(1);
-            c.revoked.serials = [revoked].into_iter().collect();
-            let e = check_revoked(Some(&c), &who, Checkpoint::Live(issued)).expect_err("revoked");
-            assert_eq!(e.kind, EndKind::SerialRevoked);
-            assert!(e.reason.contains(&session.to_string()), "{e}");
+        // At the session's own checks, and at sshd's key lookup for it
+        // (which may come before the session's recheck of a new list).
+        for at in [Checkpoint::Live(issued), Checkpoint::SshdLogin(issued)] {
+            for revoked in [session, earlier[0], earlier[1], current] {
+                let mut c = crl(1);
+                c.revoked.serials = [revoked].into_iter().collect();
+                let e = check_revoked(Some(&c), &who, at).expect_err("revoked");
+                assert_eq!(e.kind, EndKind::SerialRevoked);
+                assert!(e.reason.contains(&session.to_string()), "{e}");
+            }
+            // Another session's serial ends nothing.
+            let c = crl(1); // revokes [7; 16]
+            assert!(check_revoked(Some(&c), &who, at).is_ok());
         }
-        // Another session's serial ends nothing.
-        let c = crl(1); // revokes [7; 16]
-        assert!(check_revoked(Some(&c), &who, Checkpoint::Live(issued)).is_ok());
     }
 
     #[test]
@@ -369,7 +373,7 @@ mod tests {
         for at in [
             Checkpoint::Admit,
             Checkpoint::Live(Issued::first(&Serial([0; 16]))),
-            Checkpoint::SshdLogin,
+            Checkpoint::SshdLogin(Issued::first(&Serial([0; 16]))),
         ] {
             let e = check_revoked(Some(&c), &Subject::user_key("alice", &bad), at)
                 .expect_err("revoked");
@@ -428,7 +432,8 @@ mod tests {
         // sshd's key lookup for a live session is judged as live: an
         // overdue list under refuse-new lets it log in, close-all does not.
         let sshd = |mode| {
-            check_fresh(Some(&c), p(mode), "web1", Checkpoint::SshdLogin, 25)
+            let at = Checkpoint::SshdLogin(Issued::first(&live));
+            check_fresh(Some(&c), p(mode), "web1", at, 25)
                 .map_err(|e| e.kind)
                 .err()
         };

@@ -241,7 +241,7 @@ async fn serve_authenticated(
     info!(event = "upstream_connected", principal = %principal, serial = %serial, session_serial = %session, source = %source_text, local_port, "connected to sshd");
     // From here until the session ends, sshd's AuthorizedKeysCommand may be
     // given this user key, bound to this session's source address.
-    let _listed = source.map(|addr| {
+    let listed = source.map(|addr| {
         shared.live_keys.insert(LiveSession {
             id: id.to_owned(),
             principal: principal.clone(),
@@ -249,6 +249,7 @@ async fn serve_authenticated(
             peer: peer.ip(),
             source: addr,
             source_port: local_port,
+            serials: crate::state::SerialLog::new(conn.identity().issued()),
         })
     });
     let m = &shared.metrics;
@@ -285,6 +286,7 @@ async fn serve_authenticated(
         m.session(),
         &on_end,
     );
+    driver.listed = listed.as_ref().map(|l| Arc::clone(&l.session));
     let ended = driver
         .run(sock, upstream, shared.stop_sessions.child_token())
         .await;

@@ -22,6 +22,8 @@ use crate::admission::limits::{Limits, PrincipalSessions};
 use crate::config::Config;
 use crate::ops::metrics::Metrics;
 use crate::trust::authority::Authority;
+use ztssh_proto::cert::Serial;
+use ztssh_proto::trust::Issued;
 
 /// What every session and task shares.
 pub struct Shared {
@@ -137,6 +139,57 @@ pub struct LiveSession {
     pub source: Ipv4Addr,
     /// The source port of that connection (matched against sshd's `%C`).
     pub source_port: u16,
+    /// Every serial the session was issued, kept up to date at each
+    /// renewal: sshd's lookup judges them against the list in force.
+    pub serials: SerialLog,
+}
+
+/// A live session's serials as its core holds them ([`Issued`]): the
+/// session serial, the current certificate's, then the earlier ones.
+pub struct SerialLog(Mutex<Vec<Serial>>);
+
+impl SerialLog {
+    /// The serials of `issued`.
+    pub fn new(issued: Issued<'_>) -> Self {
+        Self(Mutex::new(Self::flat(issued)))
+    }
+
+    fn flat(issued: Issued<'_>) -> Vec<Serial> {
+        [issued.session, issued.current]
+            .into_iter()
+            .chain(issued.earlier)
+            .copied()
+            .collect()
+    }
+
+    /// Replaces them with `issued` (after a renewal).
+    pub fn set(&self, issued: Issued<'_>) {
+        let mut v = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        v.clear();
+        v.extend(Self::flat(issued));
+    }
+
+    /// Runs `f` on them.
+    pub fn with<R>(&self, f: impl FnOnce(Issued<'_>) -> R) -> R {
+        let v = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match v.as_slice() {
+            [session, current, earlier @ ..] => f(Issued {
+                session,
+                current,
+                earlier,
+            }),
+            // Never empty (made from an `Issued`); a session serial alone
+            // is still judged.
+            [only] => f(Issued::first(only)),
+            [] => f(Issued::first(&Serial([0; 16]))),
+        }
+    }
 }
 
 /// Every live session that connected to sshd from an address of its own.
@@ -149,6 +202,8 @@ pub struct LiveKeys {
 pub struct Listed<'a> {
     keys: &'a LiveKeys,
     id: String,
+    /// The session as listed (its serials are updated through it).
+    pub session: Arc<LiveSession>,
 }
 
 impl LiveKeys {
@@ -161,8 +216,13 @@ impl LiveKeys {
     /// Lists `s` until the returned guard drops (or [`LiveKeys::remove`]).
     pub fn insert(&self, s: LiveSession) -> Listed<'_> {
         let id = s.id.clone();
-        self.map().insert(id.clone(), Arc::new(s));
-        Listed { keys: self, id }
+        let session = Arc::new(s);
+        self.map().insert(id.clone(), Arc::clone(&session));
+        Listed {
+            keys: self,
+            id,
+            session,
+        }
     }
 
     /// Unlists session `id` (at once when the session is ended).
@@ -226,6 +286,7 @@ mod tests {
             peer: "192.0.2.1".parse().expect("ip"),
             source: Ipv4Addr::new(127, 77, 0, 5),
             source_port: 40_005,
+            serials: SerialLog::new(Issued::first(&Serial([1; 16]))),
         });
         assert_eq!(keys.snapshot().len(), 1);
         keys.remove("s1");

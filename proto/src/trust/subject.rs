@@ -15,10 +15,11 @@ pub enum Checkpoint<'a> {
     Live(Issued<'a>),
     /// sshd's key lookup (`AuthorizedKeysCommand`) for a session that is
     /// already live: judged by the rules for live sessions (an overdue list
-    /// under `refuse-new` does not refuse it). sshd sees the user key, not
-    /// the certificate, so no serial is checked: a revoked serial has ended
-    /// the session already.
-    SshdLogin,
+    /// under `refuse-new` does not refuse it), and by every serial the
+    /// session was issued: a list that revokes one is enforced here from
+    /// the moment it is loaded, before the session's own recheck has ended
+    /// it.
+    SshdLogin(Issued<'a>),
 }
 
 impl<'a> Checkpoint<'a> {
@@ -26,15 +27,15 @@ impl<'a> Checkpoint<'a> {
     pub fn is_new(self) -> bool {
         match self {
             Self::Admit => true,
-            Self::Live(_) | Self::SshdLogin => false,
+            Self::Live(_) | Self::SshdLogin(_) => false,
         }
     }
 
     /// The certificates the session was issued, where they are checked.
     pub fn issued(self) -> Option<Issued<'a>> {
         match self {
-            Self::Live(issued) => Some(issued),
-            Self::Admit | Self::SshdLogin => None,
+            Self::Live(issued) | Self::SshdLogin(issued) => Some(issued),
+            Self::Admit => None,
         }
     }
 }

@@ -27,6 +27,7 @@ use ztssh_proto::keys::{SigningKey, random_bytes};
 
 use crate::ops::clock;
 use crate::ops::metrics::SessionMetrics;
+use crate::state::LiveSession;
 use crate::trust::authority::Authority;
 
 /// One session's loop: the core and what it needs besides the sockets.
@@ -44,6 +45,9 @@ pub struct Driver<'a> {
     /// Called once, the moment the core ends the session (sshd's socket is
     /// already closed by then).
     pub on_end: &'a (dyn Fn(&Ended, &ServerConn) + Sync),
+    /// The session as sshd's lookup sees it (zero standing keys): its
+    /// serials are updated at each renewal.
+    pub listed: Option<Arc<LiveSession>>,
     /// When the last client read started (to time proof checks).
     read_started: Option<Instant>,
     ended: Option<Ended>,
@@ -73,6 +77,7 @@ impl<'a> Driver<'a> {
             peer,
             metrics,
             on_end,
+            listed: None,
             read_started: None,
             ended: None,
         }
@@ -287,6 +292,9 @@ impl<'a> Driver<'a> {
                 info!(event = "challenge_ok", principal, serial = %serial, session_serial = %session, seq, verify_us = took.as_micros() as u64, "identity proof {seq} verified");
             }
             ServerEvent::Renewed => {
+                if let Some(l) = &self.listed {
+                    l.serials.set(id.issued());
+                }
                 self.metrics.renewed.inc();
                 info!(event = "cert_renewed", principal, serial = %serial, session_serial = %session, "client certificate renewed");
             }

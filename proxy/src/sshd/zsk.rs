@@ -34,8 +34,9 @@ pub struct Answer {
 }
 
 /// The keys that may log in as `account` now: those of live sessions whose
-/// principal is still authorized (licence, revocation list, authorized
-/// principals, policy) and may use the account. With `offered` (sshd's `%k`),
+/// principal is still authorized (licence, revocation list, including every
+/// serial the session was issued, authorized principals, policy) and may
+/// use the account. With `offered` (sshd's `%k`),
 /// only sessions holding that key are considered; with `client` (from
 /// sshd's `%C`), only the session whose connection to sshd that is.
 pub fn answer(
@@ -56,13 +57,15 @@ pub fn answer(
         if client.is_some_and(|c| c != SocketAddr::new(IpAddr::V4(s.source), s.source_port)) {
             continue;
         }
-        let verdict = authority
-            .at(s.peer)
-            .check(
-                &Subject::user_key(&s.principal, &s.user_key),
-                Checkpoint::SshdLogin,
-                now,
-            )
+        let verdict = s
+            .serials
+            .with(|issued| {
+                authority.at(s.peer).check(
+                    &Subject::user_key(&s.principal, &s.user_key),
+                    Checkpoint::SshdLogin(issued),
+                    now,
+                )
+            })
             .map_err(|e| e.reason.clone())
             .and_then(|()| {
                 if authority.policy.may_use(&s.principal, account) {
@@ -149,6 +152,9 @@ mod tests {
             peer: "192.0.2.1".parse().expect("ip"),
             source: Ipv4Addr::new(127, 77, 0, last),
             source_port: 40_000 + u16::from(last),
+            serials: crate::state::SerialLog::new(ztssh_proto::trust::Issued::first(
+                &ztssh_proto::cert::Serial([last; 16]),
+            )),
         })
     }
 
@@ -183,6 +189,69 @@ mod tests {
             got.refused[0].2.contains("every session is refused"),
             "{:?}",
             got.refused
+        );
+    }
+
+    #[test]
+    fn a_login_for_a_session_with_a_revoked_serial_is_refused_before_its_recheck() {
+        use ztssh_proto::cert::Serial;
+        use ztssh_proto::crl::Crl;
+        use ztssh_proto::trust::Issued;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let line = |p: &str, k: u8| format!("{p} {}\n", key(k).to_openssh().expect("openssh"));
+        let mut a = authority(
+            dir.path(),
+            &format!("{}{}", line("alice", 1), line("alice", 2)),
+            "",
+        );
+        let s1 = live("s1", "alice", 1, 5);
+        let s2 = live("s2", "alice", 2, 6);
+        // s1 renewed twice: session serial [5; 16], then [50; 16], now [51; 16].
+        let (session, earlier, current) = (Serial([5; 16]), [Serial([50; 16])], Serial([51; 16]));
+        s1.serials.set(Issued {
+            session: &session,
+            current: &current,
+            earlier: &earlier,
+        });
+        let sessions = [s1, s2];
+        // Each of its serials, once a list revokes it, refuses sshd's
+        // lookup for that session at once (the session's own recheck may
+        // not have run yet); the other session of the same principal and
+        // account is still answered.
+        for revoked in [session, earlier[0], current] {
+            a.crl = Some(Crl {
+                list_version: 2,
+                issued: NOW - 10,
+                next_update: NOW + 3600,
+                issuer: ztssh_proto::keys::PublicKey([1; 32]),
+                revoked: ztssh_proto::crl::Revocations {
+                    serials: [revoked].into_iter().collect(),
+                    ..Default::default()
+                },
+            });
+            let got = answer(&sessions, "alice", None, None, &a, NOW);
+            assert_eq!(got.lines.len(), 1, "{revoked}: {:?}", got);
+            assert!(got.lines[0].starts_with("from=\"127.77.0.6\""), "{got:?}");
+            assert_eq!(got.refused.len(), 1, "{got:?}");
+            assert_eq!(got.refused[0].0, "s1");
+            assert!(got.refused[0].2.contains("revoked"), "{got:?}");
+            // Asked by its own key and connection, the same.
+            let c = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 77, 0, 5)), 40_005);
+            let got = answer(
+                &sessions,
+                "alice",
+                Some(key(1).key_data()),
+                Some(c),
+                &a,
+                NOW,
+            );
+            assert!(got.lines.is_empty(), "{got:?}");
+        }
+        // A serial of no session here refuses nothing.
+        a.crl.as_mut().expect("crl").revoked.serials = [Serial([9; 16])].into_iter().collect();
+        assert_eq!(
+            answer(&sessions, "alice", None, None, &a, NOW).lines.len(),
+            2
         );
     }
 
