@@ -480,6 +480,10 @@ fn sshd_setup(
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
+        if let Err(e) = ztssh_proxy::sshd::guard::check_user(&user) {
+            eprintln!("ztssh-proxy: sshd-setup: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         opts.guard = Some(setup::Guard {
             nft,
             file,

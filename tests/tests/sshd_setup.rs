@@ -1044,6 +1044,47 @@ fn the_match_guard_reads_includes_as_sshd_does_and_refuses_what_it_cannot_resolv
     ok_output(&h.direct(), "the standing key still works");
 }
 
+/// Issue 23 review: included files were read whole, whatever their size.
+/// A file sshd reads is now read with the cap of every config file; one
+/// over it is refused, never read in part.
+#[test]
+fn an_included_file_too_large_or_not_a_file_is_refused_not_read() {
+    let h = Host::new("127.88.0.0/16");
+    let login = h.login_check(ACCOUNT);
+    let refused = |file: &Path, why: &str| {
+        let out = h.setup(&["--login-check", &login]);
+        assert_eq!(out.status.code(), Some(65), "{why}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&file.display().to_string())
+                && err.contains(why)
+                && err.contains("Nothing was changed"),
+            "{why}: {err}"
+        );
+    };
+    // Over a megabyte of comments, which sshd itself reads without a word:
+    // the old code read it whole and went ahead.
+    let big = h.drop_in_dir.join("50-big.conf");
+    let line = "# a comment line that sshd skips, one of many padding this file\n";
+    write_in(&big, &line.repeat(1024 * 1024 / line.len() + 1));
+    refused(&big, "more than the 1048576 allowed");
+    std::fs::remove_file(&big).expect("rm");
+    // Exactly at the cap is read.
+    let at_cap = h.drop_in_dir.join("50-at-cap.conf");
+    let mut text = line.repeat(1024 * 1024 / line.len());
+    if text.len() < 1024 * 1024 {
+        text.push_str(&"#".repeat(1024 * 1024 - text.len() - 1));
+        text.push('\n');
+    }
+    assert_eq!(text.len(), 1024 * 1024);
+    write_in(&at_cap, &text);
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::remove_file(&at_cap).expect("rm");
+    // (A FIFO or a device is refused too, include.rs's tests show it; here
+    // sshd -t, which runs first, would wait on it.)
+}
+
 /// Issue 23 review: "nothing to change" exited 0 without the sshd -T
 /// checks, so an sshd with passwords turned back on (an earlier drop-in,
 /// SSHD_OPTS) was reported fine. It is now verified exactly as after a
@@ -1346,13 +1387,31 @@ fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
         "--nft-file",
         nft_file.to_str().expect("utf-8 path"),
     ];
+    // nobody, which other hardening shares, is never the user let through
+    // (by name or by uid 65534 under another name).
+    let as_nobody = h.setup(&[
+        "--nft-guard",
+        "--proxy-user",
+        "nobody",
+        "--nft-file",
+        nft_file.to_str().expect("utf-8 path"),
+        "--dry-run",
+        "--login-check",
+        &login,
+    ]);
+    assert_eq!(as_nobody.status.code(), Some(64), "{}", stderr(&as_nobody));
+    assert!(
+        stderr(&as_nobody).contains("--nft-guard cannot let nobody (uid 65534) through"),
+        "{}",
+        stderr(&as_nobody)
+    );
     let dry = ok_output(
         &h.setup(&[&guard_args[..], &["--dry-run", "--login-check", &login]].concat()),
         "dry run with the guard",
     );
     let rule = "ip saddr 127.84.0.0/16 tcp dport";
     assert!(
-        dry.contains(rule) && dry.contains("meta skuid != 0"),
+        dry.contains(rule) && dry.contains("== syn meta skuid 0 accept"),
         "{dry}"
     );
     assert!(dry.contains("nft -c accepts the guard's ruleset"), "{dry}");

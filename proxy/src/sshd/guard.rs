@@ -38,8 +38,34 @@ pub struct Guard {
     pub user: nix::unistd::User,
 }
 
+/// The uid of `nobody`, which other hardening uses too (daemons dropping
+/// privileges, NFS squashing): a guard that let it through would let all
+/// of those through.
+pub const NOBODY_UID: u32 = 65534;
+
+/// Checks the user the guard lets through: never a shared account like
+/// `nobody`.
+pub fn check_user(user: &nix::unistd::User) -> Result<(), String> {
+    if user.uid.as_raw() == NOBODY_UID || user.name == "nobody" {
+        return Err(format!(
+            "--nft-guard cannot let {} (uid {}) through: every process that drops privileges to nobody \
+             could then borrow a live session's address. Run the proxy as a user of its own (useradd \
+             --system ztssh) and set `user` in proxy.toml, or pass --proxy-user NAME",
+            user.name,
+            user.uid.as_raw()
+        ));
+    }
+    Ok(())
+}
+
 impl Guard {
     /// The ruleset for sshd's `port`: loading it replaces the table whole.
+    /// It fails closed: a connection's first packet (a SYN) from the range
+    /// to sshd is accepted only when its socket's owner is positively the
+    /// proxy's user, and refused otherwise, also when the kernel knows no
+    /// owner (`meta skuid` matches no socket without a file on some
+    /// kernels, so `!= uid` alone would let those through). Later packets
+    /// of a connection pass: none exists without its SYN.
     pub fn ruleset(&self, port: u16) -> String {
         format!(
             "# Written by ztssh-proxy sshd-setup --nft-guard (docs/OPERATOR.md, section 11).\n\
@@ -51,7 +77,8 @@ impl Guard {
              table inet {TABLE} {{\n\
              \tchain output {{\n\
              \t\ttype filter hook output priority filter; policy accept;\n\
-             \t\tip saddr {range} tcp dport {port} meta skuid != {uid} counter reject with tcp reset\n\
+             \t\tip saddr {range} tcp dport {port} tcp flags & (syn | ack) == syn meta skuid {uid} accept\n\
+             \t\tip saddr {range} tcp dport {port} tcp flags & (syn | ack) == syn counter reject with tcp reset\n\
              \t}}\n\
              }}\n",
             name = self.user.name,
@@ -155,8 +182,13 @@ impl Guard {
     pub fn probe(&self, upstream: SocketAddr) -> Result<String, String> {
         let src = self.probe_source();
         let proxy = self.user.uid.as_raw();
-        // Another user: nobody, or one below it when the proxy is nobody.
-        let other = if proxy == 65534 { 65533 } else { 65534 };
+        // Another user: nobody (never the proxy's: [`check_user`]), or one
+        // below it should that check ever be bypassed.
+        let other = if proxy == NOBODY_UID {
+            NOBODY_UID - 1
+        } else {
+            NOBODY_UID
+        };
         // The refusal must be this table's: another rule that refuses uid
         // 65534 alone (an operator's own hardening) would otherwise pass
         // the probe while the table is gone and every other user gets in.
@@ -267,12 +299,16 @@ mod tests {
                 .expect("root"),
         };
         let text = g.ruleset(22);
+        // Fails closed: a SYN is accepted for the proxy's uid alone, and
+        // every other SYN (no owner known included) refused.
         assert!(
             text.contains(
-                "ip saddr 127.77.0.0/16 tcp dport 22 meta skuid != 0 counter reject with tcp reset"
+                "\t\tip saddr 127.77.0.0/16 tcp dport 22 tcp flags & (syn | ack) == syn meta skuid 0 accept\n\
+                 \t\tip saddr 127.77.0.0/16 tcp dport 22 tcp flags & (syn | ack) == syn counter reject with tcp reset\n"
             ),
             "{text}"
         );
+        assert!(!text.contains("!="), "{text}");
         assert!(text.contains(&format!("delete table inet {TABLE}\n")));
         assert_eq!(g.probe_source(), Ipv4Addr::new(127, 77, 255, 254));
         let scratch = g.scratch("check");
@@ -281,6 +317,24 @@ mod tests {
             Some(Path::new("/etc/ztssh")),
             "{scratch:?}"
         );
+    }
+
+    #[test]
+    fn nobody_is_refused_as_the_proxys_user() {
+        let user = |name: &str, uid: u32| nix::unistd::User {
+            name: name.into(),
+            passwd: Default::default(),
+            uid: nix::unistd::Uid::from_raw(uid),
+            gid: nix::unistd::Gid::from_raw(uid),
+            gecos: Default::default(),
+            dir: "/".into(),
+            shell: "/bin/false".into(),
+        };
+        for (name, uid) in [("nobody", 65534), ("renamed", 65534), ("nobody", 999)] {
+            let e = check_user(&user(name, uid)).expect_err(name);
+            assert!(e.contains("--proxy-user"), "{e}");
+        }
+        assert_eq!(check_user(&user("ztssh", 998)), Ok(()));
     }
 
     #[test]

@@ -13,6 +13,24 @@ pub const SSHDIR: &str = "/etc/ssh";
 /// pattern naming more is refused rather than partly read).
 const MAX_FILES: usize = 4096;
 
+/// Largest sshd_config or included file read (Debian's own is 3 kB); a
+/// larger one is refused, never read in part.
+pub const MAX_CONFIG_FILE: u64 = 1024 * 1024;
+
+/// Reads one file sshd reads as config, as [`ztssh_keyfile::read_regular`]
+/// does: a regular file of at most [`MAX_CONFIG_FILE`] bytes, never a
+/// FIFO or a device, never part of one; and UTF-8, which every keyword is.
+pub fn read_config(path: &Path) -> Result<String, String> {
+    let bytes = ztssh_keyfile::read_regular(path, MAX_CONFIG_FILE)?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "cannot read {}: not UTF-8 text (byte {}); sshd-setup reads config files as text",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 /// A config line's keyword (lower case) and arguments, as sshd splits it
 /// (`strdelim` for the keyword, after leading whitespace and at most one
 /// `=`; then `argv_split`: double and single quotes, `\` before a quote,
@@ -465,6 +483,45 @@ mod tests {
             "/etc/ssh/sshd_config.d/*.conf"
         );
         assert!(absolute("~/x.conf").is_err());
+    }
+
+    #[test]
+    fn config_files_are_read_whole_up_to_the_cap_and_only_if_regular() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let d = tmp.path();
+        let ok = d.join("ok.conf");
+        std::fs::write(&ok, "Port 22\n").expect("write");
+        assert_eq!(read_config(&ok).expect("read"), "Port 22\n");
+        // Sparse files: their size is all that is checked before reading.
+        let at = d.join("at.conf");
+        std::fs::File::create(&at)
+            .and_then(|f| f.set_len(MAX_CONFIG_FILE))
+            .expect("at cap");
+        let text = read_config(&at).expect("at the cap (NUL bytes are UTF-8)");
+        assert_eq!(text.len() as u64, MAX_CONFIG_FILE);
+        let over = d.join("over.conf");
+        std::fs::File::create(&over)
+            .and_then(|f| f.set_len(MAX_CONFIG_FILE + 1))
+            .expect("over cap");
+        let e = read_config(&over).expect_err("over the cap");
+        assert!(e.contains("more than the 1048576 allowed"), "{e}");
+        // Not a regular file: a FIFO with no writer (opened without
+        // waiting), a device, a directory.
+        let fifo = d.join("fifo.conf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+        let zero = d.join("zero.conf");
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+        for p in [&fifo, &zero, &d.to_path_buf()] {
+            let e = read_config(p).expect_err("not regular");
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        let bad = d.join("latin1.conf");
+        std::fs::write(&bad, b"Banner caf\xe9\n").expect("write");
+        assert!(
+            read_config(&bad)
+                .expect_err("not UTF-8")
+                .contains("not UTF-8")
+        );
     }
 
     #[test]

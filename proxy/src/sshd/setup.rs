@@ -114,20 +114,22 @@ struct Change {
     after: Vec<u8>,
 }
 
+/// A config file sshd-setup may replace (sshd_config, the drop-in, the
+/// guard's nft file), read with the cap of every config file it reads.
 fn read_state(path: &Path) -> Result<Option<FileState>, String> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let m = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(Some(FileState {
-                bytes,
-                mode: m.mode() & 0o7777,
-                uid: m.uid(),
-                gid: m.gid(),
-            }))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Ok(_) => {}
     }
+    let bytes = ztssh_keyfile::read_regular(path, include::MAX_CONFIG_FILE)?;
+    let m = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(FileState {
+        bytes,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+    }))
 }
 
 /// Runs the setup; returns the report for stdout.
@@ -665,10 +667,11 @@ fn scan(
             path.display()
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = include::read_config(path).map_err(|e| {
         not_ready(format!(
-            "cannot read {} (which sshd reads): {e}",
-            path.display()
+            "{e} (sshd reads it; sshd-setup must read all of it to know what it sets): \
+             make it a regular file of at most {} bytes, or remove the Include that names it",
+            include::MAX_CONFIG_FILE
         ))
     })?;
     let mut in_match = in_match;
