@@ -313,7 +313,10 @@ fn main() -> ExitCode {
                 Err(e) => return config_error(&e),
             };
             // Held to the end of main: dropping it writes out the queue.
-            let _log = ztssh_proxy::ops::logging::init(cfg.settings.log_format);
+            let _log = ztssh_proxy::ops::logging::init(
+                cfg.settings.log_format,
+                &authority.licence.body.server_id,
+            );
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return report(Err(e.into())),
