@@ -192,3 +192,25 @@ fn dashboard_and_alerts_use_exported_metrics() {
         }
     }
 }
+
+#[test]
+fn every_binary_prints_its_man_page_and_completions() {
+    for name in ["ztssh-proxy", "ztssh-sidecar", "ztssh-ca"] {
+        let out = run_bounded(Command::new(bin(name)).arg("man"), T);
+        assert_ok(&out, &format!("{name} man"));
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            page.contains(".TH ") && page.contains(name),
+            "{name} man:\n{page}"
+        );
+        for shell in ["bash", "zsh", "fish"] {
+            let out = run_bounded(Command::new(bin(name)).args(["completions", shell]), T);
+            assert_ok(&out, &format!("{name} completions {shell}"));
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains(name), "{name} completions {shell}:\n{text}");
+        }
+    }
+    // The sidecar's ssh arguments still parse beside the new subcommands.
+    let out = run_bounded(Command::new(bin("ztssh-sidecar")).arg("completions"), T);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+}
