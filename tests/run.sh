@@ -2,6 +2,7 @@
 # The whole test suite: unit and property tests, in-memory protocol, and
 # end-to-end tests against a private real sshd with the real ssh, scp, sftp
 # and rsync, the container deployment under podman (tests/containers.sh),
+# the Debian packages installed into a clean container (tests/packages.sh),
 # the sshd end-to-end tests against OpenSSH 10 (tests/sshd10.sh),
 # then every benchmark in its short mode and a short bounded run of every
 # fuzz target.
@@ -21,6 +22,11 @@ fi
 # ssh into it and a ban through revocation_url. 25-50 s; the first run on a
 # machine also makes the Debian base image and the apt-get layers (1.5-4 min).
 bash tests/containers.sh
+# The Debian packages: built twice and compared byte for byte, then
+# installed into a clean Debian container and run from the unit's own
+# ExecStart and config, with a real ssh session through them. About a
+# minute, plus the image's apt-get (1-2 min).
+bash tests/packages.sh
 # The zero-standing-keys, sshd-setup and penalty tests again, against
 # OpenSSH 10 from docker/Dockerfile's sshd-backports image (%C, penalties).
 # About 2 min; the first run on a machine also builds the image (1-2 min).

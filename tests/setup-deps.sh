@@ -64,6 +64,16 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   if [ -n "$policy" ]; then rm -f "$policy"; trap - EXIT; fi
 fi
+# cargo-deb builds the Debian packages (packaging/build-debs.sh) that
+# tests/packages.sh installs. Not a Debian package: from crates.io, pinned
+# and --locked so that every machine builds the same packager (byte-identical
+# packages depend on it).
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then
+  echo "installing cargo-deb $CARGO_DEB_VERSION ..."
+  cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" >/dev/null 2>&1 ||
+    { echo "cargo install cargo-deb $CARGO_DEB_VERSION failed" >&2; exit 1; }
+fi
 # The zero-standing-keys tests create the local account ztsshe2e themselves
 # (useradd/usermod from Debian's passwd package, always installed) and
 # install a copy of ztssh-proxy under /usr/local/libexec/ztssh-tests-*/

@@ -37,6 +37,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish,
+    /// powershell) on stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    Man,
     /// Create a new root CA in DIR (root.key, mode 0600, and root.pub).
     Init {
         /// CA directory (created with mode 0700 if missing).
@@ -192,9 +201,42 @@ const _: () = assert!(
     "ztssh-ca cannot be built with ztssh-proto's testkit feature: it would link test hooks that play a hostile peer"
 );
 
+/// `completions SHELL` and `man`: generated from the clap definitions
+/// (the Debian packages install them; see packaging/build-debs.sh).
+fn print_generated(what: Generated) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let name = cmd.get_name().to_owned();
+    let mut out = std::io::stdout().lock();
+    let written = match what {
+        Generated::Completions(shell) => {
+            clap_complete::generate(shell, &mut cmd, name.as_str(), &mut out);
+            Ok(())
+        }
+        Generated::Man => clap_mangen::Man::new(cmd).render(&mut out),
+    };
+    match written.and_then(|()| std::io::Write::flush(&mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What [`print_generated`] prints.
+enum Generated {
+    Completions(clap_complete::Shell),
+    Man,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = run(cli.cmd);
+    let result = match cli.cmd {
+        Cmd::Completions { shell } => return print_generated(Generated::Completions(shell)),
+        Cmd::Man => return print_generated(Generated::Man),
+        cmd => run(cmd),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -208,6 +250,8 @@ fn main() -> ExitCode {
 /// and those that read and then write it hold its lock throughout.
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
+        // Printed by main (print_generated): they touch no CA directory.
+        Cmd::Completions { .. } | Cmd::Man => Ok(()),
         Cmd::Init { dir } => {
             cadir::create(&dir)?;
             let _lock = cadir::lock(&dir, "init")?;

@@ -531,6 +531,7 @@ impl AwaitingClientAuth {
                 );
                 return Ok(ClientAuth::KeyRefused {
                     principal,
+                    user_key: fp.to_string(),
                     refused: crate::identity::Refused {
                         ended,
                         transport: Box::new(transport),
@@ -560,6 +561,8 @@ pub enum ClientAuth {
     KeyRefused {
         /// The principal the client claimed.
         principal: String,
+        /// The refused key's SHA-256 fingerprint (`SHA256:…`), for the log.
+        user_key: String,
         /// Why, and the tunnel to say so on.
         refused: crate::identity::Refused,
     },

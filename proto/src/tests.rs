@@ -274,10 +274,18 @@ fn server_refuses_wrong_user_signature() {
     let (alice, mallory) = (user(1), user(2));
     let (_, outcome) =
         run_to_outcome(&pki, client_cfg(&pki, "web1"), &alice, &mallory).expect("well-formed");
-    let ClientAuth::KeyRefused { principal, refused } = outcome else {
+    let ClientAuth::KeyRefused {
+        principal,
+        user_key,
+        refused,
+    } = outcome
+    else {
         panic!("must fail")
     };
     assert_eq!(principal, "alice");
+    // The key claimed (alice's), which mallory's signature did not prove.
+    let fp = alice.public_key().fingerprint(HashAlg::Sha256).to_string();
+    assert_eq!(user_key, fp, "the refused key's fingerprint, for the log");
     assert_eq!(refused.ended.kind, crate::end::EndKind::UserKeyRefused);
     assert!(
         refused

@@ -73,7 +73,7 @@ fn check(
         return Err(Refusal::Penalised);
     }
     if let Err(why) = authority.borrow().policy.admit_source(peer.ip()) {
-        info!(event = "connection_refused", peer = %peer, reason = "policy_source", "{why}");
+        info!(event = "connection_refused", peer = %peer, reason = "policy_source", detail = %why, "{why}");
         penalise(limits, metrics, peer, Failure::FailedAuth);
         return Err(Refusal::PolicySource);
     }

@@ -167,6 +167,15 @@ enum Cmd {
         #[arg(long, requires = "nft_guard", default_value = "/usr/sbin/nft")]
         nft: PathBuf,
     },
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish,
+    /// powershell) on stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    Man,
     /// Run the proxy.
     Run {
         /// Config file (TOML).
@@ -223,12 +232,43 @@ fn parse() -> Result<Cli, ExitCode> {
     })
 }
 
+/// `completions SHELL` and `man`: generated from the clap definitions
+/// (the Debian packages install them; see packaging/build-debs.sh).
+fn print_generated(what: Generated) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let name = cmd.get_name().to_owned();
+    let mut out = std::io::stdout().lock();
+    let written = match what {
+        Generated::Completions(shell) => {
+            clap_complete::generate(shell, &mut cmd, name.as_str(), &mut out);
+            Ok(())
+        }
+        Generated::Man => clap_mangen::Man::new(cmd).render(&mut out),
+    };
+    match written.and_then(|()| std::io::Write::flush(&mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What [`print_generated`] prints.
+enum Generated {
+    Completions(clap_complete::Shell),
+    Man,
+}
+
 fn main() -> ExitCode {
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
     match cli.cmd {
+        Cmd::Completions { shell } => print_generated(Generated::Completions(shell)),
+        Cmd::Man => print_generated(Generated::Man),
         Cmd::Keygen { dir } => report(keygen(&dir)),
         Cmd::Check { config } => match load(&config, &Overrides::default()) {
             Ok((cfg, authority)) => {
@@ -313,7 +353,10 @@ fn main() -> ExitCode {
                 Err(e) => return config_error(&e),
             };
             // Held to the end of main: dropping it writes out the queue.
-            let _log = ztssh_proxy::ops::logging::init(cfg.settings.log_format);
+            let _log = ztssh_proxy::ops::logging::init(
+                cfg.settings.log_format,
+                &authority.licence.body.server_id,
+            );
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return report(Err(e.into())),

@@ -37,11 +37,15 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    info!(event = "listening", addr = %listener.local_addr()?, "{}", cfg.summary(&initial, clock::unix()));
+    let licence = &initial.licence.body;
+    info!(event = "listening", addr = %listener.local_addr()?, upstream = %cfg.upstream, licence_serial = %licence.serial,
+        licence_not_after = licence.not_after, hostnames = %licence.hostnames.join(","), principals = initial.authorized.principals(),
+        list_version = initial.crl.as_ref().map_or(0, |c| c.list_version), "{}", cfg.summary(&initial, clock::unix()));
     if cfg.settings.insecure_short_certs {
         warn!(
             event = "insecure_short_certs",
             cert_ttl_secs = cfg.timing.cert_ttl_secs,
+            min_cert_ttl_secs = ztssh_proto::identity::MIN_CERT_TTL,
             "insecure_short_certs is on: client certificates may be shorter than {}s, so sidecars renew (and ask their users' keys) that often; for test rigs only",
             ztssh_proto::identity::MIN_CERT_TTL
         );
@@ -111,8 +115,9 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
     info!(
         event = "draining",
         sessions = tracker.len(),
-        "stopped accepting; waiting up to {:?} for sessions",
-        drain_grace
+        drain_secs = drain_grace.as_secs(),
+        "stopped accepting; waiting up to {}s for sessions",
+        drain_grace.as_secs()
     );
     if tokio::time::timeout(drain_grace, tracker.wait())
         .await
@@ -134,9 +139,10 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
             warn!(
                 event = "drain_abandoned",
                 sessions = tracker.len(),
-                "{} connection(s) still open {:?} after the drain period (a client reading nothing, or a handshake in progress); closing their sockets",
+                flush_secs = TERMINATE_FLUSH.as_secs(),
+                "{} connection(s) still open {}s after the drain period (a client reading nothing, or a handshake in progress); closing their sockets",
                 tracker.len(),
-                TERMINATE_FLUSH
+                TERMINATE_FLUSH.as_secs()
             );
         }
     }

@@ -8,7 +8,7 @@ mod handshake;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use getrandom::SysRng;
 use rand_core::UnwrapErr;
@@ -26,7 +26,7 @@ use ztssh_proto::keys::{hex, random_bytes};
 use crate::admission;
 use crate::admission::limits::{Failure, HandshakeSlot};
 use crate::ops::clock;
-use crate::session::driver::Driver;
+use crate::session::driver::{Driver, Traffic};
 use crate::session::handshake::{HandshakeFail, run_handshake};
 use crate::state::{LiveSession, Shared, SourcePool};
 
@@ -65,7 +65,8 @@ pub async fn handle(
         let authed = match outcome {
             Err(_) => {
                 shared.metrics.handshakes.with_label_values(&["timeout"]).inc();
-                warn!(event = "handshake_failed", reason = "timeout", "handshake not finished within {:?}; dropped", cfg.handshake_timeout);
+                let secs = cfg.handshake_timeout.as_secs();
+                warn!(event = "handshake_failed", reason = "timeout", timeout_secs = secs, "handshake not finished within {secs}s; dropped");
                 penalise(&shared, peer, Failure::Timeout);
                 return;
             }
@@ -81,10 +82,11 @@ pub async fn handle(
                 penalise(&shared, peer, Failure::BadHandshake);
                 return;
             }
-            Ok(Ok(ClientAuth::KeyRefused { principal, refused })) => {
+            Ok(Ok(ClientAuth::KeyRefused { principal, user_key, refused })) => {
                 // The tunnel is up: the client hears why its key was refused.
                 drop(slot);
-                deny(&shared, &mut sock, peer, &principal, refused, false).await;
+                let who = Who { principal: &principal, user_key: &user_key };
+                deny(&shared, &mut sock, peer, who, refused, false).await;
                 return;
             }
             Ok(Ok(ClientAuth::Authenticated(a))) => *a,
@@ -108,6 +110,14 @@ async fn refuse(sock: &mut TcpStream, mut refused: Refused) {
     let _ = sock.shutdown().await;
 }
 
+/// Whom a refusal refused: the principal claimed and the key's
+/// fingerprint (`SHA256:…`), each a field of `authorization_denied`.
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    principal: &'a str,
+    user_key: &'a str,
+}
+
 /// Counts and logs a refusal after the handshake, penalises the source
 /// where the refusal is the client's fault, and says why to the client.
 /// `proven`: the user's signature verified, so the client holds the key it
@@ -118,7 +128,7 @@ async fn deny(
     shared: &Shared,
     sock: &mut TcpStream,
     peer: SocketAddr,
-    principal: &str,
+    who: Who<'_>,
     refused: Refused,
     proven: bool,
 ) {
@@ -128,7 +138,7 @@ async fn deny(
         .handshakes
         .with_label_values(&["denied"])
         .inc();
-    warn!(event = "authorization_denied", principal = %principal, reason = e.kind.label(), "{}", e.reason);
+    warn!(event = "authorization_denied", principal = who.principal, user_key = who.user_key, reason = e.kind.label(), detail = %e.reason, "{}", e.reason);
     // Not the client's fault (a full session cap, an unreachable sshd, an
     // overdue revocation list, a proxy shutting down): no penalty.
     let failure = match e.kind.blame() {
@@ -158,10 +168,14 @@ async fn serve_authenticated(
         .to_string();
     let authority = shared.authority.borrow().clone();
     let server_id = authority.licence.body.server_id.clone();
+    let who = Who {
+        principal: &principal,
+        user_key: &key_fp,
+    };
     // Authorization is decided once, in the core, from the live authority.
     let authorized = match authed.authorize(&authority.at(peer.ip()), clock::unix()) {
         Ok(a) => a,
-        Err(refused) => return deny(shared, &mut sock, peer, &principal, refused, true).await,
+        Err(refused) => return deny(shared, &mut sock, peer, who, refused, true).await,
     };
     // The session cap admits the session before anything is issued to it.
     let (max, from) = authority
@@ -174,7 +188,7 @@ async fn serve_authenticated(
                 "principal {principal} already has {n} session(s) on {server_id}, the most {from} allows"
             );
             let refused = authorized.into_refused(Ended::new(EndKind::MaxSessions, reason));
-            return deny(shared, &mut sock, peer, &principal, refused, true).await;
+            return deny(shared, &mut sock, peer, who, refused, true).await;
         }
     };
     info!(event = "authorized", principal = %principal, user_key = %key_fp, "user authenticated and authorized");
@@ -185,7 +199,8 @@ async fn serve_authenticated(
         Some(Some(lease)) => Some(lease),
         Some(None) => {
             let why = "every address in upstream_source_range is held by a live session".to_owned();
-            return upstream_failed(shared, &mut sock, peer, authorized, &server_id, why).await;
+            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why)
+                .await;
         }
     };
     let source = lease.as_ref().map(|l| l.addr);
@@ -201,16 +216,18 @@ async fn serve_authenticated(
         None => {
             let why = "the proxy is shutting down; reconnect once it is back";
             let refused = authorized.into_refused(Ended::new(EndKind::Shutdown, why));
-            return deny(shared, &mut sock, peer, &principal, refused, true).await;
+            return deny(shared, &mut sock, peer, who, refused, true).await;
         }
         Some(Ok(Ok(u))) => u,
         Some(Ok(Err(e))) => {
             let why = e.to_string();
-            return upstream_failed(shared, &mut sock, peer, authorized, &server_id, why).await;
+            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why)
+                .await;
         }
         Some(Err(_)) => {
             let why = "timed out".to_owned();
-            return upstream_failed(shared, &mut sock, peer, authorized, &server_id, why).await;
+            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why)
+                .await;
         }
     };
     let _ = upstream.set_nodelay(true);
@@ -231,7 +248,7 @@ async fn serve_authenticated(
         Ok(c) => c,
         Err(refused) => {
             drop(upstream);
-            return deny(shared, &mut sock, peer, &principal, refused, true).await;
+            return deny(shared, &mut sock, peer, who, refused, true).await;
         }
     };
     conn.set_rekey_policy(cfg.rekey, clock::now());
@@ -258,7 +275,8 @@ async fn serve_authenticated(
     info!(event = "cert_issued", principal = %principal, serial = %serial, session_serial = %session, ttl_secs = cfg.timing.cert_ttl_secs, "client certificate issued");
     m.sessions_total.inc();
     m.sessions_open.inc();
-    let on_end = |e: &Ended, conn: &ServerConn| {
+    let started = Instant::now();
+    let on_end = |e: &Ended, conn: &ServerConn, bytes: Traffic| {
         // sshd is told of no key for this session from the moment it ends.
         shared.live_keys.remove(id);
         let id = conn.identity();
@@ -266,10 +284,11 @@ async fn serve_authenticated(
         m.ended(e.kind);
         info!(event = "upstream_closed", principal = %principal, serial = %serial, session_serial = %session, local_port, "sshd connection closed");
         if e.kind.is_challenge_failure() {
-            warn!(event = "challenge_failed", principal = %principal, serial = %serial, session_serial = %session, reason = e.kind.label(), "{}", e.reason);
+            warn!(event = "challenge_failed", principal = %principal, serial = %serial, session_serial = %session, reason = e.kind.label(), detail = %e.reason, "{}", e.reason);
         }
-        warn!(event = "session_terminated", principal = %principal, serial = %serial, session_serial = %session, reason = e.kind.label(), proofs,
-            "session killed, upstream sshd socket closed: {e}");
+        let duration_secs = started.elapsed().as_secs();
+        warn!(event = "session_terminated", principal = %principal, serial = %serial, session_serial = %session, reason = e.kind.label(), detail = %e.reason, proofs,
+            duration_secs, bytes_in = bytes.into, bytes_out = bytes.out, "session killed, upstream sshd socket closed: {e}");
         // A bad record or a control message a client may not send is the
         // client's doing, authenticated or not (`bad_handshake_secs`); the
         // end of a live session for its identity or rights is not abuse.
@@ -297,7 +316,9 @@ async fn serve_authenticated(
         let id = driver.conn.identity();
         let (serial, proofs) = (id.serial(), id.proofs());
         info!(event = "upstream_closed", principal = %principal, serial = %serial, session_serial = %session, local_port, "sshd connection closed");
-        info!(event = "session_closed", principal = %principal, serial = %serial, session_serial = %session, reason = "normal", proofs, "session ended");
+        let (duration_secs, bytes) = (started.elapsed().as_secs(), driver.traffic);
+        info!(event = "session_closed", principal = %principal, serial = %serial, session_serial = %session, reason = "normal", proofs,
+            duration_secs, bytes_in = bytes.into, bytes_out = bytes.out, "session ended");
     }
 }
 
@@ -322,12 +343,12 @@ async fn upstream_failed(
     sock: &mut TcpStream,
     peer: SocketAddr,
     authorized: Authorized,
+    who: Who<'_>,
     server_id: &str,
     why: String,
 ) {
     warn!(event = "upstream_failed", upstream = %shared.cfg.upstream, error = %why, "cannot reach sshd");
-    let principal = authorized.principal().to_owned();
     let reason = format!("{server_id} cannot reach its sshd");
     let refused = authorized.into_refused(Ended::new(EndKind::UpstreamUnavailable, reason));
-    deny(shared, sock, peer, &principal, refused, true).await;
+    deny(shared, sock, peer, who, refused, true).await;
 }

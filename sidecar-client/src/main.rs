@@ -91,6 +91,15 @@ enum Cmd {
     Setup(SetupArgs),
     /// The same as `setup --undo`.
     Unsetup,
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish,
+    /// powershell) on stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    Man,
 }
 
 #[derive(clap::Args)]
@@ -124,6 +133,7 @@ fn run_setup(cmd: Cmd) -> Result<(), String> {
     let paths = setup::Paths::from_env()?;
     let report = match cmd {
         Cmd::Unsetup => setup::undo(&paths)?,
+        Cmd::Completions { .. } | Cmd::Man => return Err("not a setup command".into()),
         Cmd::Setup(a) if a.undo => setup::undo(&paths)?,
         Cmd::Setup(a) => {
             let sidecar = std::env::current_exe()
@@ -219,18 +229,51 @@ fn plain(text: &str) -> String {
         .collect()
 }
 
+/// `completions SHELL` and `man`: generated from the clap definitions
+/// (the Debian packages install them; see packaging/build-debs.sh).
+fn print_generated(what: Generated) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let name = cmd.get_name().to_owned();
+    let mut out = std::io::stdout().lock();
+    let written = match what {
+        Generated::Completions(shell) => {
+            clap_complete::generate(shell, &mut cmd, name.as_str(), &mut out);
+            Ok(())
+        }
+        Generated::Man => clap_mangen::Man::new(cmd).render(&mut out),
+    };
+    match written.and_then(|()| std::io::Write::flush(&mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What [`print_generated`] prints.
+enum Generated {
+    Completions(clap_complete::Shell),
+    Man,
+}
+
 fn main() -> ExitCode {
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
     if let Some(cmd) = cli.cmd {
-        return match run_setup(cmd) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(msg) => {
-                eprintln!("ztssh-sidecar: {msg}");
-                ExitCode::FAILURE
-            }
+        return match cmd {
+            Cmd::Completions { shell } => print_generated(Generated::Completions(shell)),
+            Cmd::Man => print_generated(Generated::Man),
+            cmd => match run_setup(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(msg) => {
+                    eprintln!("ztssh-sidecar: {msg}");
+                    ExitCode::FAILURE
+                }
+            },
         };
     }
     let (Some(host), Some(port)) = (cli.host, cli.port) else {

@@ -291,7 +291,7 @@ impl Metrics {
         self.refresh(authority, now);
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
-            warn!(error = %e, "cannot encode metrics");
+            warn!(event = "metrics_encode_failed", error = %e, "cannot encode metrics");
         }
         String::from_utf8(out).unwrap_or_default()
     }

@@ -20,7 +20,7 @@ pub fn notify(state: &str) {
     let sent = addr
         .and_then(|a| UnixDatagram::unbound().and_then(|s| s.send_to_addr(state.as_bytes(), &a)));
     if let Err(e) = sent {
-        warn!(event = "sd_notify_failed", error = %e, "cannot notify systemd ({state})");
+        warn!(event = "sd_notify_failed", state, error = %e, "cannot notify systemd ({state})");
     }
 }
 

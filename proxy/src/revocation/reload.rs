@@ -160,6 +160,7 @@ async fn run(
             error!(
                 event = "reload",
                 result = "timeout",
+                timeout_secs = RELOAD_TIMEOUT.as_secs(),
                 "reading the configuration or revocation list took more than {}s (a hung filesystem?); the last good state stays in force",
                 RELOAD_TIMEOUT.as_secs()
             );
@@ -216,6 +217,7 @@ fn compute(
 fn everything(shared: &Shared, current: &Authority, memory: Memory, now: u64) -> Outcome {
     match crate::config::reload_authority(&shared.cfg, now) {
         Ok(mut fresh) => {
+            crate::ops::logging::set_server_id(&fresh.licence.body.server_id);
             // Never go back to an older revocation list.
             fresh.crl = match fresh.crl.take() {
                 None => current.crl.clone(),

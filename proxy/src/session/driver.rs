@@ -43,14 +43,26 @@ pub struct Driver<'a> {
     /// Counters this session updates.
     pub metrics: SessionMetrics,
     /// Called once, the moment the core ends the session (sshd's socket is
-    /// already closed by then).
-    pub on_end: &'a (dyn Fn(&Ended, &ServerConn) + Sync),
+    /// already closed by then), with the bytes it carried.
+    pub on_end: &'a (dyn Fn(&Ended, &ServerConn, Traffic) + Sync),
     /// The session as sshd's lookup sees it (zero standing keys): its
     /// serials are updated at each renewal.
     pub listed: Option<Arc<LiveSession>>,
+    /// Payload bytes carried so far (the log's `session_closed`).
+    pub traffic: Traffic,
     /// When the last client read started (to time proof checks).
     read_started: Option<Instant>,
     ended: Option<Ended>,
+}
+
+/// Payload bytes one session carried, named as `ztssh_tunnel_bytes_total`'s
+/// directions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Client to sshd (delivered to sshd).
+    pub into: u64,
+    /// sshd to client (read from sshd).
+    pub out: u64,
 }
 
 /// Which socket a write goes to.
@@ -68,7 +80,7 @@ impl<'a> Driver<'a> {
         authority: watch::Receiver<Arc<Authority>>,
         peer: IpAddr,
         metrics: SessionMetrics,
-        on_end: &'a (dyn Fn(&Ended, &ServerConn) + Sync),
+        on_end: &'a (dyn Fn(&Ended, &ServerConn, Traffic) + Sync),
     ) -> Self {
         Self {
             conn,
@@ -78,6 +90,7 @@ impl<'a> Driver<'a> {
             metrics,
             on_end,
             listed: None,
+            traffic: Traffic::default(),
             read_started: None,
             ended: None,
         }
@@ -219,6 +232,7 @@ impl<'a> Driver<'a> {
             Ok(0) => self.conn.handle_local_eof(clock::now()),
             Ok(n) => {
                 self.metrics.bytes_out.inc_by(n as u64);
+                self.traffic.out = self.traffic.out.saturating_add(n as u64);
                 self.conn.handle_local_read(n, clock::now());
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -245,6 +259,7 @@ impl<'a> Driver<'a> {
                     To::Client => self.conn.transmitted(n, now()),
                     To::Sshd => {
                         self.metrics.bytes_in.inc_by(n as u64);
+                        self.traffic.into = self.traffic.into.saturating_add(n as u64);
                         self.conn.delivered(n, now());
                     }
                 },
@@ -268,7 +283,7 @@ impl<'a> Driver<'a> {
                     // sshd's socket is already gone (`run` drops it the
                     // moment the core decides); this is the backstop.
                     kill_upstream(up);
-                    (self.on_end)(&ended, &self.conn);
+                    (self.on_end)(&ended, &self.conn, self.traffic);
                     self.ended = Some(ended);
                 }
                 ServerEvent::Closed => {
@@ -302,7 +317,7 @@ impl<'a> Driver<'a> {
                 // One line per certificate: the core ends a client that
                 // keeps trying, and the counter has the rest.
                 if *nth == 1 {
-                    warn!(event = "renew_refused", principal, serial = %serial, session_serial = %session, "renewal refused, session goes on: {reason} (more for this certificate are only counted; over {MAX_EARLY_RENEWALS} end the session)");
+                    warn!(event = "renew_refused", principal, serial = %serial, session_serial = %session, detail = %reason, max_early_renewals = MAX_EARLY_RENEWALS, "renewal refused, session goes on: {reason} (more for this certificate are only counted; over {MAX_EARLY_RENEWALS} end the session)");
                 }
                 self.metrics.renewals_refused.inc();
             }

@@ -125,6 +125,7 @@ async fn handle(mut stream: UnixStream, shared: &Shared) {
                 event = "authorized_keys_forbidden",
                 uid = c.uid(),
                 pid = c.pid().unwrap_or(0),
+                command_user = %akc.command_user.name,
                 "a process that is neither root nor {} asked the authorized-keys socket; closed",
                 akc.command_user.name
             );
@@ -140,14 +141,16 @@ async fn handle(mut stream: UnixStream, shared: &Shared) {
         Ok(Ok(r)) => r,
         Ok(Err(why)) => {
             count("bad_request");
-            warn!(event = "authorized_keys_bad_request", "{why}");
+            warn!(event = "authorized_keys_bad_request", detail = %why, "{why}");
             return;
         }
         Err(_) => {
             count("bad_request");
             warn!(
                 event = "authorized_keys_bad_request",
-                "no request within {IO_TIMEOUT:?}"
+                timeout_ms = IO_TIMEOUT.as_millis() as u64,
+                "no request within {}ms",
+                IO_TIMEOUT.as_millis()
             );
             return;
         }
@@ -246,6 +249,7 @@ fn respond(shared: &Shared, request: &Request) -> String {
                 event = "authorized_keys_refused",
                 account,
                 session = "none",
+                client = %request.client.map_or_else(String::new, |c| c.to_string()),
                 "sshd asked for account {account}: no live session {}holds {}",
                 request
                     .client
@@ -258,7 +262,7 @@ fn respond(shared: &Shared, request: &Request) -> String {
             );
         }
         for (session, principal, reason) in &answer.refused {
-            warn!(event = "authorized_keys_refused", account, session = %session, principal = %principal,
+            warn!(event = "authorized_keys_refused", account, session = %session, principal = %principal, detail = %reason,
                 "sshd asked for account {account}: refused: {reason}");
         }
     } else {

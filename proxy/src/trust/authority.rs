@@ -158,6 +158,7 @@ pub fn warn_if_stale(crl: &Crl, now: UnixTime) {
             event = "crl_stale",
             list_version = crl.list_version,
             overdue_secs = now - crl.next_update,
+            next_update = crl.next_update,
             "revocation list is past its next-update time, {}; still enforcing it. Publish a new one: ztssh-ca crl",
             when(crl.next_update, now)
         );
@@ -183,6 +184,8 @@ pub fn announce_stale(crl: &Crl, staleness: Staleness, now: UnixTime) {
         list_version = crl.list_version,
         overdue_secs = now.saturating_sub(crl.next_update),
         mode = staleness.mode.label(),
+        next_update = crl.next_update,
+        grace_secs = staleness.grace_secs,
         "revocation list version {} is past its next-update time, {} (grace {}s); {does}. Publish a new one: ztssh-ca crl",
         crl.list_version,
         when(crl.next_update, now),
