@@ -197,6 +197,12 @@ mod real {
     ) -> Option<ssh_key::SshSig> {
         key.sign(namespace, ssh_key::HashAlg::Sha512, data).ok()
     }
+
+    /// Checks an OpenSSH certificate's signature under the CA key it names
+    /// (whether that CA is trusted is the caller's check, made first).
+    pub(crate) fn user_cert_verify(cert: &ssh_key::Certificate) -> bool {
+        cert.verify_signature().is_ok()
+    }
 }
 
 /// Insecure stand-ins with the real operations' shapes, for fuzzing only:
@@ -533,6 +539,29 @@ mod standin {
                 .finalize()
                 .into(),
         )
+    }
+
+    /// A stand-in certificate signature: SHA-512 over the CA key and the
+    /// signed prefix (the encoding up to the signature).
+    pub(crate) fn user_cert_verify(cert: &ssh_key::Certificate) -> bool {
+        let (Ok(whole), Ok(sig), Ok(ca)) = (
+            cert.to_bytes(),
+            cert.signature().encode_vec(),
+            cert.signature_key().encode_vec(),
+        ) else {
+            return false;
+        };
+        let Some(signed) = whole.len().checked_sub(sig.len() + 4).and_then(|n| whole.get(..n))
+        else {
+            return false;
+        };
+        let tag: [u8; 64] = Sha512::new()
+            .chain_update(b"ztssh fuzzing stand-in: user certificate")
+            .chain_update(&ca)
+            .chain_update(signed)
+            .finalize()
+            .into();
+        bool::from(tag[..].ct_eq(cert.signature().as_bytes()))
     }
 
     pub(crate) fn sshsig_verify(

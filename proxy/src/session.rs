@@ -177,7 +177,10 @@ async fn serve_authenticated(
             return deny(shared, &mut sock, peer, &principal, refused, true).await;
         }
     };
-    info!(event = "authorized", principal = %principal, user_key = %key_fp, "user authenticated and authorized");
+    let user_cert = authorized.user_cert().cloned().map(Arc::new);
+    // Key id, serial and CA of the user certificate, on every session line.
+    let cert_text = user_cert.as_ref().map_or_else(String::new, |c| c.describe());
+    info!(event = "authorized", principal = %principal, user_key = %key_fp, user_cert = %cert_text, "user authenticated and authorized");
     // Zero standing keys: this session's own source address, held until
     // the session ends.
     let lease = match shared.sources.as_ref().map(SourcePool::lease) {
@@ -238,7 +241,7 @@ async fn serve_authenticated(
     conn.set_cover_traffic(cfg.cover);
     let (serial, session) = (conn.identity().serial(), conn.identity().session_serial());
     let source_text = source_ip.map_or_else(String::new, |ip| ip.to_string());
-    info!(event = "upstream_connected", principal = %principal, serial = %serial, session_serial = %session, source = %source_text, local_port, "connected to sshd");
+    info!(event = "upstream_connected", principal = %principal, serial = %serial, session_serial = %session, user_cert = %cert_text, source = %source_text, local_port, "connected to sshd");
     // From here until the session ends, sshd's AuthorizedKeysCommand may be
     // given this user key, bound to this session's source address.
     let _listed = source.map(|addr| {
@@ -249,12 +252,13 @@ async fn serve_authenticated(
             peer: peer.ip(),
             source: addr,
             source_port: local_port,
+            user_cert: user_cert.clone(),
         })
     });
     let m = &shared.metrics;
     m.handshakes.with_label_values(&["ok"]).inc();
     m.certificates.with_label_values(&["issued"]).inc();
-    info!(event = "cert_issued", principal = %principal, serial = %serial, session_serial = %session, ttl_secs = cfg.timing.cert_ttl_secs, "client certificate issued");
+    info!(event = "cert_issued", principal = %principal, serial = %serial, session_serial = %session, user_cert = %cert_text, ttl_secs = cfg.timing.cert_ttl_secs, "client certificate issued");
     m.sessions_total.inc();
     m.sessions_open.inc();
     let on_end = |e: &Ended, conn: &ServerConn| {
@@ -267,7 +271,7 @@ async fn serve_authenticated(
         if e.kind.is_challenge_failure() {
             warn!(event = "challenge_failed", principal = %principal, serial = %serial, session_serial = %session, reason = e.kind.label(), "{}", e.reason);
         }
-        warn!(event = "session_terminated", principal = %principal, serial = %serial, session_serial = %session, reason = e.kind.label(), proofs,
+        warn!(event = "session_terminated", principal = %principal, serial = %serial, session_serial = %session, user_cert = %cert_text, reason = e.kind.label(), proofs,
             "session killed, upstream sshd socket closed: {e}");
         // A bad record or a control message a client may not send is the
         // client's doing, authenticated or not (`bad_handshake_secs`); the
@@ -295,7 +299,7 @@ async fn serve_authenticated(
         let id = driver.conn.identity();
         let (serial, proofs) = (id.serial(), id.proofs());
         info!(event = "upstream_closed", principal = %principal, serial = %serial, session_serial = %session, local_port, "sshd connection closed");
-        info!(event = "session_closed", principal = %principal, serial = %serial, session_serial = %session, reason = "normal", proofs, "session ended");
+        info!(event = "session_closed", principal = %principal, serial = %serial, session_serial = %session, user_cert = %cert_text, reason = "normal", proofs, "session ended");
     }
 }
 

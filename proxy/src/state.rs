@@ -137,6 +137,9 @@ pub struct LiveSession {
     pub source: Ipv4Addr,
     /// The source port of that connection (matched against sshd's `%C`).
     pub source_port: u16,
+    /// The OpenSSH user certificate that vouched for it, if any: its
+    /// critical options and extensions become the key's options.
+    pub user_cert: Option<Arc<ztssh_proto::trust::usercert::UserCertVerified>>,
 }
 
 /// Every live session that connected to sshd from an address of its own.
@@ -226,6 +229,7 @@ mod tests {
             peer: "192.0.2.1".parse().expect("ip"),
             source: Ipv4Addr::new(127, 77, 0, 5),
             source_port: 40_005,
+            user_cert: None,
         });
         assert_eq!(keys.snapshot().len(), 1);
         keys.remove("s1");
