@@ -270,7 +270,11 @@ pub fn client_start_with_cert(
             "the user certificate is empty or larger than {MAX_USER_CERT} bytes"
         )));
     }
-    let caps = if user_cert.is_some() { CAP_USER_CERT } else { 0 };
+    let caps = if user_cert.is_some() {
+        CAP_USER_CERT
+    } else {
+        0
+    };
     // The client's Noise static key is throwaway: the user is proven by the
     // SSHSIG in message 3, which works with keys held in ssh-agent.
     let throwaway = NoiseKeypair::generate(rng);

@@ -179,7 +179,10 @@ pub fn check_revoked(
         // The ztssh list revokes a certificate by its user key, or every
         // certificate of a user CA by the CA key's fingerprint.
         Credential::UserCert(cert) => {
-            revoked_key(&ssh_key::PublicKey::new(cert.user_key().clone(), ""), "user key")?;
+            revoked_key(
+                &ssh_key::PublicKey::new(cert.user_key().clone(), ""),
+                "user key",
+            )?;
             revoked_key(
                 &ssh_key::PublicKey::new(cert.ca_key().clone(), ""),
                 "user CA key",

@@ -179,7 +179,9 @@ async fn serve_authenticated(
     };
     let user_cert = authorized.user_cert().cloned().map(Arc::new);
     // Key id, serial and CA of the user certificate, on every session line.
-    let cert_text = user_cert.as_ref().map_or_else(String::new, |c| c.describe());
+    let cert_text = user_cert
+        .as_ref()
+        .map_or_else(String::new, |c| c.describe());
     info!(event = "authorized", principal = %principal, user_key = %key_fp, user_cert = %cert_text, "user authenticated and authorized");
     // Zero standing keys: this session's own source address, held until
     // the session ends.

@@ -39,7 +39,8 @@ pub const MAX_SOURCE_ADDRESSES: usize = 64;
 
 /// The critical options ztssh understands and enforces; a certificate with
 /// any other is refused, as sshd refuses one it does not know.
-pub const KNOWN_CRITICAL_OPTIONS: [&str; 3] = ["force-command", "source-address", "verify-required"];
+pub const KNOWN_CRITICAL_OPTIONS: [&str; 3] =
+    ["force-command", "source-address", "verify-required"];
 
 /// The user CAs a proxy trusts (sshd's `TrustedUserCAKeys`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,11 +152,9 @@ impl SourceNet {
             v4 => v4,
         };
         let (a, b, bits) = match (self.addr, ip) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => (
-                u128::from(u32::from(a)),
-                u128::from(u32::from(b)),
-                32u32,
-            ),
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                (u128::from(u32::from(a)), u128::from(u32::from(b)), 32u32)
+            }
             (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
             _ => return false,
         };
@@ -225,9 +224,7 @@ impl UserCertVerified {
 
     /// Whether the `verify-required` critical option is set.
     pub fn verify_required(&self) -> bool {
-        self.cert
-            .critical_options()
-            .contains_key("verify-required")
+        self.cert.critical_options().contains_key("verify-required")
     }
 
     /// The `source-address` networks, if the option is set.
@@ -258,12 +255,7 @@ impl UserCertVerified {
     /// The checks that hold for a live session at every checkpoint: its CA
     /// still trusted, still valid at `now`, and `peer` (the client's real
     /// address, when known) inside its `source-address`.
-    pub fn check(
-        &self,
-        cas: &UserCas,
-        peer: Option<IpAddr>,
-        now: UnixTime,
-    ) -> Result<(), Ended> {
+    pub fn check(&self, cas: &UserCas, peer: Option<IpAddr>, now: UnixTime) -> Result<(), Ended> {
         if !cas.trusts(self.ca_key()) {
             return Err(refuse(format!(
                 "certificate signed by an untrusted CA {}: this server no longer trusts it",
@@ -434,6 +426,20 @@ fn parse_sources(list: &str) -> Result<Vec<SourceNet>, Ended> {
         out.push(net);
     }
     Ok(out)
+}
+
+/// Fuzzing builds only (crypto stand-ins): `signed` (a certificate's
+/// bytes up to its signature) with CA `ca`'s stand-in Ed25519 signature
+/// appended, which [`verify`] then accepts.
+#[cfg(all(fuzzing, feature = "crypto-standins"))]
+#[doc(hidden)]
+pub fn standin_sign(signed: &[u8], ca: &KeyData) -> Option<Vec<u8>> {
+    use ssh_key::encoding::Encode;
+    let tag = crate::primitives::user_cert_tag(ca, signed)?;
+    let sig = ssh_key::Signature::new(Algorithm::Ed25519, tag.to_vec()).ok()?;
+    let mut out = signed.to_vec();
+    sig.encode_vec().ok()?.encode(&mut out).ok()?;
+    Some(out)
 }
 
 #[cfg(test)]

@@ -59,7 +59,10 @@ fn certificates_from_ed25519_ecdsa_and_rsa_cas_verify() {
         assert_eq!(v.user_key(), user().key_data());
         assert!(v.ca_fingerprint().starts_with("SHA256:"), "{v:?}");
         assert!(cas().trusts(v.ca_key()));
-        assert!(v.check(&cas(), Some("192.0.2.1".parse().expect("ip")), NOW).is_ok());
+        assert!(
+            v.check(&cas(), Some("192.0.2.1".parse().expect("ip")), NOW)
+                .is_ok()
+        );
     }
     // Any principal it lists.
     assert!(check(data!("ed-cert.pub"), "deploy").is_ok());
@@ -76,7 +79,10 @@ fn each_refusal_says_what_to_do() {
     );
     let e = refused(data!("expired-cert.pub"), "alice");
     assert_eq!(e.kind, EndKind::UserCertExpired);
-    assert!(e.reason.contains("certificate expired at 2020-01-02"), "{e}");
+    assert!(
+        e.reason.contains("certificate expired at 2020-01-02"),
+        "{e}"
+    );
     let e = refused(data!("unknown-cert.pub"), "alice");
     assert!(
         e.reason
@@ -91,12 +97,24 @@ fn each_refusal_says_what_to_do() {
     assert!(e.reason.contains("does not verify"), "{e}");
     // Another key signed in than the one certified.
     let other = key(data!("other.pub"));
-    let e = verify(&cas(), &cert_bytes(data!("ed-cert.pub")), &other, "alice", NOW)
-        .expect_err("other key");
+    let e = verify(
+        &cas(),
+        &cert_bytes(data!("ed-cert.pub")),
+        &other,
+        "alice",
+        NOW,
+    )
+    .expect_err("other key");
     assert!(e.reason.contains("for another key"), "{e}");
     // Not valid yet (beyond the clock skew).
-    let e = verify(&cas(), &cert_bytes(data!("ed-cert.pub")), &user(), "alice", 1_000)
-        .expect_err("early");
+    let e = verify(
+        &cas(),
+        &cert_bytes(data!("ed-cert.pub")),
+        &user(),
+        "alice",
+        1_000,
+    )
+    .expect_err("early");
     assert!(e.reason.contains("not valid until"), "{e}");
 }
 
@@ -107,7 +125,11 @@ fn an_untrusted_ca_is_named_by_its_fingerprint_and_nothing_else_is_read() {
     let fp = ed_ca.fingerprint(HashAlg::Sha256).to_string();
     // Even a host certificate with no principals from an untrusted CA is
     // refused as untrusted: the CA is judged first.
-    for text in [data!("ed-cert.pub"), data!("host-cert.pub"), data!("noprinc-cert.pub")] {
+    for text in [
+        data!("ed-cert.pub"),
+        data!("host-cert.pub"),
+        data!("noprinc-cert.pub"),
+    ] {
         let e = verify(&only_ecdsa, &cert_bytes(text), &user(), "alice", NOW).expect_err("ca");
         assert_eq!(e.kind, EndKind::UserCertRefused);
         assert!(
@@ -156,16 +178,26 @@ fn critical_options_are_exposed_and_source_address_is_enforced() {
         "{e}"
     );
     assert!(v.check(&cas(), ip("2001:db8::1"), NOW).is_err());
-    assert!(check(data!("verify-cert.pub"), "alice").expect("ok").verify_required());
+    assert!(
+        check(data!("verify-cert.pub"), "alice")
+            .expect("ok")
+            .verify_required()
+    );
 }
 
 #[test]
 fn a_live_certificate_ends_at_valid_before_and_when_its_ca_goes() {
     let v = check(data!("ed-cert.pub"), "alice").expect("verifies");
     assert!(v.check(&cas(), None, v.valid_before() - 1).is_ok());
-    let e = v.check(&cas(), None, v.valid_before()).expect_err("expired");
+    let e = v
+        .check(&cas(), None, v.valid_before())
+        .expect_err("expired");
     assert_eq!(e.kind, EndKind::UserCertExpired);
-    assert!(e.reason.contains("certificate expired at 2099-12-31 00:00 UTC"), "{e}");
+    assert!(
+        e.reason
+            .contains("certificate expired at 2099-12-31 00:00 UTC"),
+        "{e}"
+    );
     let others = UserCas::parse(data!("ca_rsa.pub")).expect("cas");
     assert_eq!(
         v.check(&others, None, NOW).map_err(|e| e.kind),
@@ -180,7 +212,15 @@ fn source_networks_parse_as_sshd_writes_them() {
     assert_eq!(ok("::1").to_string(), "::1/128");
     assert!(ok("0.0.0.0/0").contains("203.0.113.9".parse().expect("ip")));
     assert!(ok("2001:db8::/32").contains("2001:db8:1::5".parse().expect("ip")));
-    for bad in ["", "10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/+8", "host.example", "10.0.0.0/8/8"] {
+    for bad in [
+        "",
+        "10.0.0.0/33",
+        "::/129",
+        "10.0.0.0/",
+        "10.0.0.0/+8",
+        "host.example",
+        "10.0.0.0/8/8",
+    ] {
         assert!(SourceNet::parse(bad).is_none(), "{bad:?}");
     }
 }
@@ -190,9 +230,11 @@ fn the_trusted_ca_file_is_read_like_sshds() {
     assert_eq!(cas().len(), 3);
     let e = UserCas::parse("# nothing\n\n").expect_err("empty");
     assert!(e.1.contains("no CA key"), "{e:?}");
-    let e = UserCas::parse(&format!("# ca\n{}garbage\n", data!("ca_ed25519.pub"))).expect_err("bad");
+    let e =
+        UserCas::parse(&format!("# ca\n{}garbage\n", data!("ca_ed25519.pub"))).expect_err("bad");
     assert_eq!(e.0, 3);
-    let e = UserCas::parse(&format!("cert-authority {}", data!("ca_ed25519.pub"))).expect_err("options");
+    let e = UserCas::parse(&format!("cert-authority {}", data!("ca_ed25519.pub")))
+        .expect_err("options");
     assert_eq!(e.0, 1);
 }
 
@@ -202,9 +244,7 @@ fn revoking_the_user_key_or_the_ca_key_in_the_ztssh_list_ends_it() {
     use crate::keys::PublicKey;
     use crate::trust::{Checkpoint, Subject, check_revoked};
     let v = check(data!("ed-cert.pub"), "alice").expect("verifies");
-    let hash = |k: &KeyData| {
-        k.fingerprint(HashAlg::Sha256).sha256().expect("sha256")
-    };
+    let hash = |k: &KeyData| k.fingerprint(HashAlg::Sha256).sha256().expect("sha256");
     for revoked in [hash(v.user_key()), hash(v.ca_key())] {
         let mut r = Revocations::default();
         r.user_keys.insert(revoked);
@@ -215,8 +255,12 @@ fn revoking_the_user_key_or_the_ca_key_in_the_ztssh_list_ends_it() {
             issuer: PublicKey([1; 32]),
             revoked: r,
         };
-        let e = check_revoked(Some(&crl), &Subject::user_cert("alice", &v), Checkpoint::Admit)
-            .expect_err("revoked");
+        let e = check_revoked(
+            Some(&crl),
+            &Subject::user_cert("alice", &v),
+            Checkpoint::Admit,
+        )
+        .expect_err("revoked");
         assert_eq!(e.kind, EndKind::UserKeyRevoked);
     }
 }

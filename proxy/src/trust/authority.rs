@@ -184,10 +184,10 @@ impl identity::Authority for AtPeer<'_> {
 /// Reads `trusted_user_ca_keys`: CA keys in sshd's `TrustedUserCAKeys`
 /// format; an error names FILE:LINE.
 pub fn read_user_cas(path: &Path) -> Result<UserCas, String> {
-    let bytes = keyfile::read_regular(path, 1 << 20)
-        .map_err(|e| format!("trusted_user_ca_keys: {e}"))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| format!("{}: not text (UTF-8)", path.display()))?;
+    let bytes =
+        keyfile::read_regular(path, 1 << 20).map_err(|e| format!("trusted_user_ca_keys: {e}"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{}: not text (UTF-8)", path.display()))?;
     UserCas::parse(&text).map_err(|(line, why)| format!("{}:{line}: {why}", path.display()))
 }
 
