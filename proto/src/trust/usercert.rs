@@ -445,3 +445,7 @@ pub fn standin_sign(signed: &[u8], ca: &KeyData) -> Option<Vec<u8>> {
 #[cfg(test)]
 #[path = "usercert_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "usercert_session_tests.rs"]
+mod session_tests;
