@@ -44,6 +44,11 @@ pub enum EndKind {
     /// type or size ztssh does not accept, SHA-1, a bad signature, a
     /// security key's missing touch).
     UserKeyRefused,
+    /// The user's OpenSSH certificate was refused (untrusted CA, another
+    /// principal, an unknown critical option, outside its source-address).
+    UserCertRefused,
+    /// The user's OpenSSH certificate expired (its valid-before passed).
+    UserCertExpired,
     /// The proxy's own licence is revoked.
     LicenceRevoked,
     /// The proxy's own licence expired.
@@ -139,7 +144,7 @@ const OTHER: bool = false;
 
 impl EndKind {
     /// Every kind, in table order.
-    pub const ALL: [EndKind; 32] = [
+    pub const ALL: [EndKind; 34] = [
         Self::ProofLate,
         Self::ProofUnsolicited,
         Self::ProofWrongSeq,
@@ -157,6 +162,8 @@ impl EndKind {
         Self::UserKeyRevoked,
         Self::NotAuthorized,
         Self::UserKeyRefused,
+        Self::UserCertRefused,
+        Self::UserCertExpired,
         Self::LicenceRevoked,
         Self::LicenceExpired,
         Self::LicenceNotYetValid,
@@ -201,6 +208,8 @@ impl EndKind {
             Self::UserKeyRevoked => row("user_key_revoked", C::NotAuthorized, TELL, Identity, OTHER),
             Self::NotAuthorized => row("not_authorized", C::NotAuthorized, TELL, Identity, OTHER),
             Self::UserKeyRefused => row("user_key_refused", C::NotAuthorized, TELL, Identity, OTHER),
+            Self::UserCertRefused => row("user_cert_refused", C::NotAuthorized, TELL, Identity, OTHER),
+            Self::UserCertExpired => row("user_cert_expired", C::IdentityRevoked, TELL, Identity, OTHER),
             Self::LicenceRevoked => row("licence_revoked", C::IdentityRevoked, TELL, Identity, OTHER),
             Self::LicenceExpired => row("licence_expired", C::IdentityRevoked, TELL, Identity, OTHER),
             Self::LicenceNotYetValid => row("licence_not_yet_valid", C::IdentityRevoked, TELL, Identity, OTHER),

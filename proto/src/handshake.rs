@@ -42,6 +42,7 @@ use crate::keys::{CryptoRng, NoiseKeypair, PublicKey, Secret, SigningKey};
 use crate::labels;
 use crate::primitives::{self, KemSecret};
 use crate::time::UnixTime;
+use crate::trust::usercert::MAX_USER_CERT;
 use crate::userkey::{self, UserSigVerified};
 
 /// ML-KEM-768 encapsulation key length.
@@ -52,6 +53,12 @@ pub const KEM_CT_LEN: usize = 1088;
 pub const HELLO_LEN: usize = 2048;
 const SERVER_HELLO_MIN: usize = 4096;
 const CLIENT_AUTH_MIN: usize = 2048;
+/// Message 3's length when it carries a user certificate
+/// ([`CAP_USER_CERT`]), before rounding to whole frames.
+const CLIENT_AUTH_CERT_MIN: usize = 6144;
+/// Message 1 capability bit: message 3 carries an OpenSSH user
+/// certificate and is [`client_auth_len`] long. No other bit is defined.
+pub const CAP_USER_CERT: u32 = 1;
 /// Largest OpenSSH public key or user signature blob accepted in message
 /// 3 (an RSA-4096 key, and its signature in the bare form, fit).
 pub const MAX_SSH_BLOB: usize = 1024;
@@ -61,7 +68,18 @@ const OVERHEAD_1: usize = 32 + 16; // e, payload tag
 const OVERHEAD_2: usize = 32 + 48 + 16; // e, encrypted s, payload tag
 const OVERHEAD_3: usize = 48 + 16; // encrypted s, payload tag
 
-/// Wire length of handshake message `n` (1, 2 or 3) for frame size `f`.
+/// Wire length of message 3 for frame size `f`, with or without a user
+/// certificate ([`CAP_USER_CERT`] in message 1 says which).
+pub fn client_auth_len(f: FrameSize, with_cert: bool) -> usize {
+    if with_cert {
+        CLIENT_AUTH_CERT_MIN.div_ceil(f.get()) * f.get()
+    } else {
+        message_len(3, f)
+    }
+}
+
+/// Wire length of handshake message `n` (1, 2 or 3) for frame size `f`
+/// (message 3 without a user certificate; see [`client_auth_len`]).
 pub fn message_len(n: u8, f: FrameSize) -> usize {
     let round = |min: usize| min.div_ceil(f.get()) * f.get();
     match n {
@@ -194,12 +212,16 @@ fn into_transport(
     Transport::new(&c2s, &s2c, hash, f, is_client)
 }
 
-/// Data the user key signs: the transcript hash after message 2 and the
-/// session key it vouches for.
-fn user_signed(h2: &[u8; 32], session_key: &PublicKey) -> Vec<u8> {
-    let mut m = Vec::with_capacity(64);
+/// Data the user key signs: the transcript hash after message 2, the
+/// session key it vouches for and, when message 3 carries one, the user
+/// certificate's bytes (so it cannot be swapped for another).
+fn user_signed(h2: &[u8; 32], session_key: &PublicKey, cert: Option<&[u8]>) -> Vec<u8> {
+    let mut m = Vec::with_capacity(64 + cert.map_or(0, <[u8]>::len));
     m.extend_from_slice(h2);
     m.extend_from_slice(&session_key.0);
+    if let Some(cert) = cert {
+        m.extend_from_slice(cert);
+    }
     m
 }
 
@@ -221,6 +243,7 @@ pub struct AwaitingServerHello {
     hs: snow::HandshakeState,
     kem_dk: KemSecret,
     cfg: ClientConfig,
+    user_cert: Option<Vec<u8>>,
 }
 
 /// Starts a client handshake; returns the state and message 1.
@@ -228,6 +251,30 @@ pub fn client_start(
     cfg: ClientConfig,
     rng: &mut (impl CryptoRng + ?Sized),
 ) -> Result<(AwaitingServerHello, Vec<u8>), ProtoError> {
+    client_start_with_cert(cfg, None, rng)
+}
+
+/// Starts a client handshake that will present `user_cert` (an OpenSSH
+/// user certificate's binary form) in message 3, when given: message 1
+/// then sets [`CAP_USER_CERT`].
+pub fn client_start_with_cert(
+    cfg: ClientConfig,
+    user_cert: Option<Vec<u8>>,
+    rng: &mut (impl CryptoRng + ?Sized),
+) -> Result<(AwaitingServerHello, Vec<u8>), ProtoError> {
+    if user_cert
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.len() > MAX_USER_CERT)
+    {
+        return Err(ProtoError::Incompatible(format!(
+            "the user certificate is empty or larger than {MAX_USER_CERT} bytes"
+        )));
+    }
+    let caps = if user_cert.is_some() {
+        CAP_USER_CERT
+    } else {
+        0
+    };
     // The client's Noise static key is throwaway: the user is proven by the
     // SSHSIG in message 3, which works with keys held in ssh-agent.
     let throwaway = NoiseKeypair::generate(rng);
@@ -240,10 +287,18 @@ pub fn client_start(
     let mut w = Writer::new();
     w.u16(labels::PROTOCOL_VERSION)
         .u16(cfg.frame_size.wire())
-        .u32(0);
+        .u32(caps);
     w.bytes(&kem_ek);
     let msg1 = write_msg(&mut hs, &w.into_vec(), HELLO_LEN, OVERHEAD_1)?;
-    Ok((AwaitingServerHello { hs, kem_dk, cfg }, msg1))
+    Ok((
+        AwaitingServerHello {
+            hs,
+            kem_dk,
+            cfg,
+            user_cert,
+        },
+        msg1,
+    ))
 }
 
 impl AwaitingServerHello {
@@ -306,6 +361,7 @@ impl AwaitingServerHello {
             licence: lic.clone(),
             h2,
             session_key,
+            user_cert: self.user_cert,
         })
     }
 }
@@ -317,6 +373,7 @@ pub struct ServerVerified {
     licence: Licence,
     h2: [u8; 32],
     session_key: SigningKey,
+    user_cert: Option<Vec<u8>>,
 }
 
 impl ServerVerified {
@@ -328,7 +385,11 @@ impl ServerVerified {
     /// What the user key must sign (as SSHSIG, namespace
     /// [`labels::SSHSIG_NAMESPACE_HANDSHAKE`]).
     pub fn user_signed_data(&self) -> Vec<u8> {
-        user_signed(&self.h2, &self.session_key.public())
+        user_signed(
+            &self.h2,
+            &self.session_key.public(),
+            self.user_cert.as_deref(),
+        )
     }
 
     /// Builds message 3 with the user's identity and signature.
@@ -354,7 +415,10 @@ impl ServerVerified {
             .bytes(&self.session_key.public().0)
             .bytes(&pop)
             .var16(&sig_blob);
-        let total = message_len(3, self.frame_size);
+        if let Some(cert) = &self.user_cert {
+            w.var16(cert);
+        }
+        let total = client_auth_len(self.frame_size, self.user_cert.is_some());
         let msg3 = write_msg(&mut self.hs, &w.into_vec(), total, OVERHEAD_3)?;
         let hash = handshake_hash(&self.hs)?;
         let transport = into_transport(&mut self.hs, &hash, self.frame_size, true)?;
@@ -430,8 +494,8 @@ impl AwaitingClientHello {
         r.finish()?;
         // Reserved: a client that sets a bit expects something this version
         // does not do, and a later version can give the bits a meaning only
-        // if this one refuses them now.
-        if caps != 0 {
+        // if this one refuses them now. CAP_USER_CERT is the one defined.
+        if caps & !CAP_USER_CERT != 0 {
             return Err(Malformed::Invalid {
                 what: "client hello",
                 why: "reserved caps field is not 0",
@@ -469,6 +533,7 @@ impl AwaitingClientHello {
                 hs: self.hs,
                 frame_size: self.frame_size,
                 h2,
+                with_cert: caps & CAP_USER_CERT != 0,
             },
             msg2,
         ))
@@ -480,14 +545,21 @@ pub struct AwaitingClientAuth {
     hs: snow::HandshakeState,
     frame_size: FrameSize,
     h2: [u8; 32],
+    with_cert: bool,
 }
 
 impl AwaitingClientAuth {
+    /// How many bytes message 3 has (message 1 said whether it carries a
+    /// user certificate).
+    pub fn message3_len(&self) -> usize {
+        client_auth_len(self.frame_size, self.with_cert)
+    }
+
     /// Handles message 3: checks the session key's possession proof and the
     /// user's SSHSIG over the transcript. `Err` is a message that breaks the
     /// protocol (no tunnel); a refused user key is [`ClientAuth::KeyRefused`].
     pub fn handle_client_auth(mut self, msg3: &[u8]) -> Result<ClientAuth, ProtoError> {
-        let total = message_len(3, self.frame_size);
+        let total = self.message3_len();
         let payload = read_msg(&mut self.hs, msg3, total)?;
         let body = unpad_payload(&payload, "client auth")?;
         let mut r = Reader::new(body, "client auth");
@@ -497,7 +569,20 @@ impl AwaitingClientAuth {
         let session_key = PublicKey(r.array()?);
         let pop = r.array::<64>()?;
         let sig_blob = r.var16(MAX_SSH_BLOB)?;
+        // Read here, verified by `identity` under the proxy's user CAs once
+        // the user key's signature (which covers these bytes) verified.
+        let user_cert = match self.with_cert {
+            true => Some(r.var16(MAX_USER_CERT)?.to_vec()),
+            false => None,
+        };
         r.finish()?;
+        if user_cert.as_ref().is_some_and(Vec::is_empty) {
+            return Err(Malformed::Invalid {
+                what: "client auth",
+                why: "empty user certificate",
+            }
+            .into());
+        }
 
         let user_key =
             ssh_key::PublicKey::from_bytes(key_blob).map_err(|_| Malformed::Invalid {
@@ -513,7 +598,7 @@ impl AwaitingClientAuth {
         let verdict = userkey::verify(
             &user_key,
             labels::SSHSIG_NAMESPACE_HANDSHAKE,
-            &user_signed(&self.h2, &session_key),
+            &user_signed(&self.h2, &session_key, user_cert.as_deref()),
             sig_blob,
         );
 
@@ -544,6 +629,7 @@ impl AwaitingClientAuth {
             user_key,
             user_sig,
             session_key,
+            user_cert,
             transport,
             handshake_hash: hash,
         })))
@@ -586,6 +672,7 @@ pub struct ClientAuthenticated {
     user_key: ssh_key::PublicKey,
     user_sig: UserSigVerified,
     session_key: PublicKey,
+    user_cert: Option<Vec<u8>>,
     /// Record layer.
     pub transport: Transport,
     /// Final transcript hash.
@@ -612,6 +699,13 @@ impl ClientAuthenticated {
     /// The session's Ed25519 key.
     pub fn session_key(&self) -> PublicKey {
         self.session_key
+    }
+
+    /// The OpenSSH user certificate message 3 carried, bound by the user
+    /// key's signature but not yet verified: `authorize` verifies it under
+    /// the proxy's user CAs.
+    pub fn user_cert(&self) -> Option<&[u8]> {
+        self.user_cert.as_deref()
     }
 }
 
@@ -701,7 +795,7 @@ pub mod testkit {
     impl ServerVerified {
         /// Message 3 carrying `payload` instead of the user's identity.
         pub fn client_auth_raw(mut self, payload: &[u8]) -> Result<Vec<u8>, ProtoError> {
-            let total = message_len(3, self.frame_size);
+            let total = client_auth_len(self.frame_size, self.user_cert.is_some());
             raw(&mut self.hs, payload, total, OVERHEAD_3)
         }
     }

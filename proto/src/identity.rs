@@ -43,6 +43,7 @@ pub use crate::trust::{Checkpoint, Issued, Subject};
 
 use crate::frame::Transport;
 use crate::handshake::ClientAuthenticated;
+use crate::trust::usercert::{self, UserCertVerified};
 
 /// Decides, at every checkpoint of a session's life, whether it may go on:
 /// revocations, bans, the proxy's own licence, policy.
@@ -59,6 +60,19 @@ pub trait Authority {
     fn sk_policy(&self, _principal: &str) -> SkPolicy {
         SkPolicy::default()
     }
+    /// The user CAs whose certificates this authority accepts (proxy.toml
+    /// `trusted_user_ca_keys`); `None`: a certificate is refused.
+    fn user_cas(&self) -> Option<&crate::trust::usercert::UserCas> {
+        None
+    }
+}
+
+/// A session's OpenSSH user certificate, and when it expires on the
+/// monotonic clock (boxed in the session: most sessions have none).
+#[derive(Debug)]
+struct LiveUserCert {
+    cert: UserCertVerified,
+    expiry_ms: u64,
 }
 
 /// Per-principal rules for FIDO security keys (`sk-` user keys).
@@ -226,6 +240,9 @@ pub struct ServerIdentity {
     /// Whether the current certificate's renewal must carry the user
     /// key's signature (always, for keys other than security keys).
     user_sig_due: bool,
+    /// The OpenSSH user certificate that vouches for the principal, if
+    /// the client presented one; the session ends at its valid-before.
+    user_cert: Option<Box<LiveUserCert>>,
 }
 
 /// A client that authenticated in the handshake and that the authority
@@ -241,12 +258,23 @@ pub struct Authorized {
     sk: bool,
     session_key: PublicKey,
     transport: Transport,
+    user_cert: Option<Box<UserCertVerified>>,
 }
 
 impl Authorized {
     /// The authorized principal.
     pub fn principal(&self) -> &str {
         &self.principal
+    }
+
+    /// The verified user certificate that vouched for the principal.
+    pub fn user_cert(&self) -> Option<&UserCertVerified> {
+        self.user_cert.as_deref()
+    }
+
+    /// The principal and what proved it.
+    pub fn subject(&self) -> Subject<'_> {
+        subject(&self.principal, &self.user_key, self.user_cert.as_deref())
     }
 
     /// The user key that signed the handshake.
@@ -301,9 +329,18 @@ impl ClientAuthenticated {
         let user_key = self.user_key().clone();
         let session_key = self.session_key();
         let sk = self.user_sig().sk();
+        let user_cert = match self.verify_user_cert(authority, now) {
+            Ok(c) => c,
+            Err(ended) => {
+                return Err(Refused {
+                    ended,
+                    transport: Box::new(self.transport),
+                });
+            }
+        };
         let verdict = authority
             .check(
-                &Subject::user_key(&principal, &user_key),
+                &subject(&principal, &user_key, user_cert.as_deref()),
                 Checkpoint::Admit,
                 now,
             )
@@ -326,12 +363,56 @@ impl ClientAuthenticated {
                 sk: sk.is_some(),
                 session_key,
                 transport: self.transport,
+                user_cert,
             }),
             Err(ended) => Err(Refused {
                 ended,
                 transport: Box::new(self.transport),
             }),
         }
+    }
+}
+
+impl ClientAuthenticated {
+    /// Verifies the user certificate message 3 carried, if any, under the
+    /// authority's user CAs: only then may it vouch for the principal. A
+    /// `verify-required` certificate needs a security key's signature with
+    /// user verification (a PIN), as sshd requires.
+    fn verify_user_cert(
+        &self,
+        authority: &dyn Authority,
+        now: UnixTime,
+    ) -> Result<Option<Box<UserCertVerified>>, Ended> {
+        let Some(bytes) = self.user_cert() else {
+            return Ok(None);
+        };
+        let Some(cas) = authority.user_cas() else {
+            return Err(Ended::new(
+                EndKind::UserCertRefused,
+                "this server trusts no user CA: connect without the certificate \
+                 (move KEY-cert.pub aside) or ask its operator to set trusted_user_ca_keys",
+            ));
+        };
+        let cert = usercert::verify(cas, bytes, self.user_key(), self.principal(), now)?;
+        if cert.verify_required() && !self.user_sig().sk().is_some_and(|a| a.verification()) {
+            return Err(Ended::new(
+                EndKind::UserCertRefused,
+                "your certificate has verify-required: sign in with a security key and its PIN",
+            ));
+        }
+        Ok(Some(Box::new(cert)))
+    }
+}
+
+/// The subject of a session: the certificate vouches when there is one.
+fn subject<'a>(
+    principal: &'a str,
+    user_key: &'a ssh_key::PublicKey,
+    cert: Option<&'a UserCertVerified>,
+) -> Subject<'a> {
+    match cert {
+        Some(c) => Subject::user_cert(principal, c),
+        None => Subject::user_key(principal, user_key),
     }
 }
 
@@ -360,11 +441,7 @@ impl ServerIdentity {
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<Started, Refused> {
         let issued = authority
-            .check(
-                &Subject::user_key(&authorized.principal, &authorized.user_key),
-                Checkpoint::Admit,
-                now,
-            )
+            .check(&authorized.subject(), Checkpoint::Admit, now)
             .and_then(|()| authority.may_issue(now))
             .and_then(|()| {
                 let ttl = timing.cert_ttl_secs.clamp(1, MAX_CERT_TTL);
@@ -419,6 +496,13 @@ impl ServerIdentity {
             sk,
             verified_ms: mono_ms,
             user_sig_due,
+            user_cert: authorized.user_cert.map(|cert| {
+                let left = cert.valid_before().saturating_sub(now);
+                Box::new(LiveUserCert {
+                    expiry_ms: mono_ms.saturating_add(left.saturating_mul(1000)),
+                    cert: *cert,
+                })
+            }),
         };
         Ok(Started {
             identity,
@@ -434,7 +518,16 @@ impl ServerIdentity {
 
     /// The session's principal and what proved it.
     pub fn subject(&self) -> Subject<'_> {
-        Subject::user_key(&self.principal, &self.user_key)
+        subject(
+            &self.principal,
+            &self.user_key,
+            self.user_cert.as_ref().map(|c| &c.cert),
+        )
+    }
+
+    /// The OpenSSH user certificate that vouches for the session, if any.
+    pub fn user_cert(&self) -> Option<&UserCertVerified> {
+        self.user_cert.as_ref().map(|c| &c.cert)
     }
 
     /// The current certificate's serial.
@@ -475,7 +568,8 @@ impl ServerIdentity {
             Some(p) => p.due_ms,
             None => self.next_challenge_ms,
         };
-        timer.min(self.cert_expiry_ms)
+        let user_cert = self.user_cert.as_ref().map_or(u64::MAX, |c| c.expiry_ms);
+        timer.min(self.cert_expiry_ms).min(user_cert)
     }
 
     /// Drives the timers: a missed deadline or an expired certificate ends
@@ -509,6 +603,12 @@ impl ServerIdentity {
         mono_ms: u64,
         nonce: [u8; 32],
     ) -> Result<Option<Control>, Ended> {
+        // A session lives only while its user certificate does.
+        if let Some(c) = &self.user_cert
+            && (now >= c.cert.valid_before() || mono_ms >= c.expiry_ms)
+        {
+            return Err(expired(&c.cert, now));
+        }
         if now >= self.cert.not_after || mono_ms >= self.cert_expiry_ms {
             return Err(Ended::new(
                 EndKind::CertExpired,
@@ -1111,4 +1211,16 @@ impl ClientIdentity {
             self.abandoned.push_back(k);
         }
     }
+}
+
+/// The end of a session whose user certificate ran out.
+fn expired(cert: &UserCertVerified, now: UnixTime) -> Ended {
+    Ended::new(
+        EndKind::UserCertExpired,
+        format!(
+            "your certificate ({}) expired at {}: get a new one from your SSH CA and reconnect",
+            cert.describe(),
+            crate::time::when(cert.valid_before(), now)
+        ),
+    )
 }

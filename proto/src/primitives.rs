@@ -197,6 +197,12 @@ mod real {
     ) -> Option<ssh_key::SshSig> {
         key.sign(namespace, ssh_key::HashAlg::Sha512, data).ok()
     }
+
+    /// Checks an OpenSSH certificate's signature under the CA key it names
+    /// (whether that CA is trusted is the caller's check, made first).
+    pub(crate) fn user_cert_verify(cert: &ssh_key::Certificate) -> bool {
+        cert.verify_signature().is_ok()
+    }
 }
 
 /// Insecure stand-ins with the real operations' shapes, for fuzzing only:
@@ -530,6 +536,38 @@ mod standin {
                 .chain_update(namespace.as_bytes())
                 .chain_update(trailer)
                 .chain_update(data)
+                .finalize()
+                .into(),
+        )
+    }
+
+    /// A stand-in certificate signature: SHA-512 over the CA key and the
+    /// signed prefix (the encoding up to the signature).
+    pub(crate) fn user_cert_verify(cert: &ssh_key::Certificate) -> bool {
+        let (Ok(whole), Ok(sig)) = (cert.to_bytes(), cert.signature().encode_vec()) else {
+            return false;
+        };
+        let Some(signed) = whole
+            .len()
+            .checked_sub(sig.len() + 4)
+            .and_then(|n| whole.get(..n))
+        else {
+            return false;
+        };
+        user_cert_tag(cert.signature_key(), signed)
+            .is_some_and(|tag| bool::from(tag[..].ct_eq(cert.signature().as_bytes())))
+    }
+
+    /// The stand-in signature of CA `ca` over a certificate's `signed`
+    /// prefix (what the fuzz targets sign with).
+    pub(crate) fn user_cert_tag(ca: &ssh_key::public::KeyData, signed: &[u8]) -> Option<[u8; 64]> {
+        let ca = ca.encode_vec().ok()?;
+        Some(
+            Sha512::new()
+                .chain_update(b"ztssh fuzzing stand-in: user certificate")
+                .chain_update((ca.len() as u64).to_be_bytes())
+                .chain_update(&ca)
+                .chain_update(signed)
                 .finalize()
                 .into(),
         )

@@ -633,7 +633,8 @@ mod hostile {
     fn a_client_hello_with_reserved_caps_set_is_refused() {
         let pki = pki();
         // body_len:u16, version:u16, frame_size:u16, then caps:u32.
-        for bit in [0u32, 7, 31] {
+        // Bit 0 is CAP_USER_CERT (a user certificate in message 3).
+        for bit in [1u32, 7, 31] {
             let mut p = testkit::honest_hello_payload(FrameSize::default(), &mut TestRng);
             p[6..10].copy_from_slice(&(1u32 << bit).to_be_bytes());
             let msg1 = testkit::client_hello_raw(&p, &mut TestRng).expect("msg1");

@@ -37,6 +37,7 @@ use crate::time::{CLOCK_SKEW, UnixTime, human};
 
 mod list;
 mod subject;
+pub mod usercert;
 
 pub use list::{ListError, ListUpdate, offer, offer_from, verify_pem};
 pub use subject::{Checkpoint, Credential, Issued, Subject};
@@ -160,17 +161,32 @@ pub fn check_revoked(
             format!("principal {principal} banned"),
         ));
     }
+    let revoked_key = |key: &ssh_key::PublicKey, what: &str| {
+        if crl.revoked.revokes_user_key(key) {
+            Err(Ended::new(
+                EndKind::UserKeyRevoked,
+                format!(
+                    "{what} {} revoked",
+                    key.fingerprint(ssh_key::HashAlg::Sha256)
+                ),
+            ))
+        } else {
+            Ok(())
+        }
+    };
     match who.credential {
-        Credential::UserKey(user_key) => {
-            if crl.revoked.revokes_user_key(user_key) {
-                return Err(Ended::new(
-                    EndKind::UserKeyRevoked,
-                    format!(
-                        "user key {} revoked",
-                        user_key.fingerprint(ssh_key::HashAlg::Sha256)
-                    ),
-                ));
-            }
+        Credential::UserKey(user_key) => revoked_key(user_key, "user key")?,
+        // The ztssh list revokes a certificate by its user key, or every
+        // certificate of a user CA by the CA key's fingerprint.
+        Credential::UserCert(cert) => {
+            revoked_key(
+                &ssh_key::PublicKey::new(cert.user_key().clone(), ""),
+                "user key",
+            )?;
+            revoked_key(
+                &ssh_key::PublicKey::new(cert.ca_key().clone(), ""),
+                "user CA key",
+            )?;
         }
     }
     if let Some(issued) = at.issued()

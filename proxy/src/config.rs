@@ -89,6 +89,7 @@ const ENV_KEYS: &[&str] = &[
     "authorized_keys_command_user",
     "sshd_host_certificates",
     "sshd_revoked_keys",
+    "trusted_user_ca_keys",
 ];
 
 /// Raw settings as written by the operator.
@@ -201,6 +202,11 @@ pub struct Settings {
     /// SIGHUP. Without one, the authorized principals file alone decides.
     #[serde(default)]
     pub policy: Option<PathBuf>,
+    /// User CA public keys in sshd's `TrustedUserCAKeys` format: an OpenSSH
+    /// user certificate they signed vouches for its principals (reloaded
+    /// on SIGHUP). Off when unset.
+    #[serde(default)]
+    pub trusted_user_ca_keys: Option<PathBuf>,
     /// Zero standing keys: the loopback network the proxy connects to sshd
     /// from, one address per live session (off when unset: the kernel
     /// picks, normally 127.0.0.1).
@@ -681,12 +687,19 @@ fn read_authority(
         Some(path) => Policy::load(path).map_err(err)?,
         None => Policy::default(),
     };
+    let user_cas = match &s.trusted_user_ca_keys {
+        Some(path) => Some(Arc::new(
+            crate::trust::authority::read_user_cas(path).map_err(err)?,
+        )),
+        None => None,
+    };
     Ok(Authority {
         licence,
         crl,
         authorized,
         policy: Arc::new(policy),
         staleness: staleness(s)?,
+        user_cas,
     })
 }
 

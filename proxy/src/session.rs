@@ -191,7 +191,12 @@ async fn serve_authenticated(
             return deny(shared, &mut sock, peer, who, refused, true).await;
         }
     };
-    info!(event = "authorized", principal = %principal, user_key = %key_fp, "user authenticated and authorized");
+    let user_cert = authorized.user_cert().cloned().map(Arc::new);
+    // Key id, serial and CA of the user certificate, on every session line.
+    let cert_text = user_cert
+        .as_ref()
+        .map_or_else(String::new, |c| c.describe());
+    info!(event = "authorized", principal = %principal, user_key = %key_fp, user_cert = %cert_text, "user authenticated and authorized");
     // Zero standing keys: this session's own source address, held until
     // the session ends.
     let lease = match shared.sources.as_ref().map(SourcePool::lease) {
@@ -255,7 +260,7 @@ async fn serve_authenticated(
     conn.set_cover_traffic(cfg.cover);
     let (serial, session) = (conn.identity().serial(), conn.identity().session_serial());
     let source_text = source_ip.map_or_else(String::new, |ip| ip.to_string());
-    info!(event = "upstream_connected", principal = %principal, serial = %serial, session_serial = %session, source = %source_text, local_port, "connected to sshd");
+    info!(event = "upstream_connected", principal = %principal, serial = %serial, session_serial = %session, user_cert = %cert_text, source = %source_text, local_port, "connected to sshd");
     // From here until the session ends, sshd's AuthorizedKeysCommand may be
     // given this user key, bound to this session's source address.
     let listed = source.map(|addr| {
@@ -267,12 +272,13 @@ async fn serve_authenticated(
             source: addr,
             source_port: local_port,
             serials: crate::state::SerialLog::new(conn.identity().issued()),
+            user_cert: user_cert.clone(),
         })
     });
     let m = &shared.metrics;
     m.handshakes.with_label_values(&["ok"]).inc();
     m.certificates.with_label_values(&["issued"]).inc();
-    info!(event = "cert_issued", principal = %principal, serial = %serial, session_serial = %session, ttl_secs = cfg.timing.cert_ttl_secs, "client certificate issued");
+    info!(event = "cert_issued", principal = %principal, serial = %serial, session_serial = %session, user_cert = %cert_text, ttl_secs = cfg.timing.cert_ttl_secs, "client certificate issued");
     m.sessions_total.inc();
     m.sessions_open.inc();
     let started = Instant::now();
@@ -287,7 +293,7 @@ async fn serve_authenticated(
             warn!(event = "challenge_failed", principal = %principal, serial = %serial, session_serial = %session, reason = e.kind.label(), detail = %e.reason, "{}", e.reason);
         }
         let duration_secs = started.elapsed().as_secs();
-        warn!(event = "session_terminated", principal = %principal, serial = %serial, session_serial = %session, reason = e.kind.label(), detail = %e.reason, proofs,
+        warn!(event = "session_terminated", principal = %principal, serial = %serial, session_serial = %session, user_cert = %cert_text, reason = e.kind.label(), detail = %e.reason, proofs,
             duration_secs, bytes_in = bytes.into, bytes_out = bytes.out, "session killed, upstream sshd socket closed: {e}");
         // A bad record or a control message a client may not send is the
         // client's doing, authenticated or not (`bad_handshake_secs`); the
@@ -317,7 +323,7 @@ async fn serve_authenticated(
         let (serial, proofs) = (id.serial(), id.proofs());
         info!(event = "upstream_closed", principal = %principal, serial = %serial, session_serial = %session, local_port, "sshd connection closed");
         let (duration_secs, bytes) = (started.elapsed().as_secs(), driver.traffic);
-        info!(event = "session_closed", principal = %principal, serial = %serial, session_serial = %session, reason = "normal", proofs,
+        info!(event = "session_closed", principal = %principal, serial = %serial, session_serial = %session, user_cert = %cert_text, reason = "normal", proofs,
             duration_secs, bytes_in = bytes.into, bytes_out = bytes.out, "session ended");
     }
 }

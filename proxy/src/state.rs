@@ -142,6 +142,9 @@ pub struct LiveSession {
     /// Every serial the session was issued, kept up to date at each
     /// renewal: sshd's lookup judges them against the list in force.
     pub serials: SerialLog,
+    /// The OpenSSH user certificate that vouched for it, if any: its
+    /// critical options and extensions become the key's options.
+    pub user_cert: Option<Arc<ztssh_proto::trust::usercert::UserCertVerified>>,
 }
 
 /// A live session's serials as its core holds them ([`Issued`]): the
@@ -287,6 +290,7 @@ mod tests {
             source: Ipv4Addr::new(127, 77, 0, 5),
             source_port: 40_005,
             serials: SerialLog::new(Issued::first(&Serial([1; 16]))),
+            user_cert: None,
         });
         assert_eq!(keys.snapshot().len(), 1);
         keys.remove("s1");

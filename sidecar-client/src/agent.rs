@@ -60,6 +60,11 @@ impl Agent {
         parse_identities(&self.call(&[REQUEST_IDENTITIES])?)
     }
 
+    /// The OpenSSH certificates the agent holds.
+    pub fn certificates(&mut self) -> Result<Vec<ssh_key::Certificate>, String> {
+        parse_certificates(&self.call(&[REQUEST_IDENTITIES])?)
+    }
+
     /// Asks the agent to sign `data` with `key`. An RSA key is asked for
     /// rsa-sha2-512 (without the flag, agents answer with SHA-1 ssh-rsa,
     /// which ztssh refuses).
@@ -92,25 +97,43 @@ pub fn sign_request(key: &ssh_key::PublicKey, data: &[u8]) -> Result<Vec<u8>, St
 /// after them. Keys of types this build cannot parse are skipped, so at
 /// most the declared number come back.
 pub fn parse_identities(reply: &[u8]) -> Result<Vec<ssh_key::PublicKey>, String> {
+    let mut keys = Vec::new();
+    for (blob, comment) in parse_entries(reply)? {
+        if let Ok(mut key) = ssh_key::PublicKey::from_bytes(&blob) {
+            key.set_comment(comment);
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+/// The certificates in a reply to REQUEST_IDENTITIES (ssh-add loads
+/// `KEY-cert.pub` with `KEY`); other entries are skipped.
+pub fn parse_certificates(reply: &[u8]) -> Result<Vec<ssh_key::Certificate>, String> {
+    Ok(parse_entries(reply)?
+        .into_iter()
+        .filter_map(|(blob, _)| ssh_key::Certificate::from_bytes(&blob).ok())
+        .collect())
+}
+
+/// The (blob, comment) entries of a reply to REQUEST_IDENTITIES.
+fn parse_entries(reply: &[u8]) -> Result<Vec<(Vec<u8>, String)>, String> {
     let bad = |_| "ssh-agent sent a malformed identity list".to_owned();
     let (&kind, mut rest) = reply.split_first().ok_or("empty agent reply")?;
     if kind != IDENTITIES_ANSWER {
         return Err(format!("ssh-agent refused to list keys (reply {kind})"));
     }
     let count = u32::decode(&mut rest).map_err(bad)?;
-    let mut keys = Vec::new();
+    let mut entries = Vec::new();
     // Each entry takes at least 8 bytes, so a count larger than the frame
     // can hold fails at the first missing entry.
     for _ in 0..count {
         let blob = Vec::<u8>::decode(&mut rest).map_err(bad)?;
         let comment = String::decode(&mut rest).map_err(bad)?;
-        if let Ok(mut key) = ssh_key::PublicKey::from_bytes(&blob) {
-            key.set_comment(comment);
-            keys.push(key);
-        }
+        entries.push((blob, comment));
     }
     no_trailing(rest, "identity list")?;
-    Ok(keys)
+    Ok(entries)
 }
 
 /// Parses the body of a reply to SIGN_REQUEST: one signature blob holding

@@ -325,6 +325,13 @@ impl Attempt<'_> {
             host,
             root_path: self.root_path,
             revocations: self.revocations,
+            user_cert: crate::usercert::find(
+                s.identity.as_deref(),
+                identity.agent_sock(),
+                identity.public_key(),
+                self.principal,
+                s.verbose,
+            ),
         };
         let hs = async {
             match &mut link {
@@ -400,6 +407,8 @@ struct Checks<'a> {
     host: &'a str,
     root_path: &'a std::path::Path,
     revocations: Option<&'a Revocations>,
+    /// The OpenSSH user certificate presented with the key, if any.
+    user_cert: Option<Vec<u8>>,
 }
 
 async fn handshake_with(
@@ -418,7 +427,8 @@ async fn handshake_with(
     };
     let frame_size = cfg.frame_size;
     let (state, msg1) =
-        handshake::client_start(cfg, &mut UnwrapErr(SysRng)).map_err(|e| e.to_string())?;
+        handshake::client_start_with_cert(cfg, checks.user_cert.clone(), &mut UnwrapErr(SysRng))
+            .map_err(|e| e.to_string())?;
     sock.write_all(&msg1).await.map_err(closed)?;
     let mut msg2 = vec![0u8; message_len(2, frame_size)];
     sock.read_exact(&mut msg2).await.map_err(closed)?;

@@ -292,6 +292,14 @@ impl Identity {
         })
     }
 
+    /// The ssh-agent socket, for a key held there.
+    pub fn agent_sock(&self) -> Option<&Path> {
+        match self {
+            Self::File(_) => None,
+            Self::Agent { sock, .. } => Some(sock),
+        }
+    }
+
     /// The public key sent to the proxy.
     pub fn public_key(&self) -> &ssh_key::PublicKey {
         match self {

@@ -18,6 +18,7 @@ mod pump;
 mod revocation;
 mod settings;
 mod setup;
+mod usercert;
 
 #[derive(Parser)]
 #[command(

@@ -23,7 +23,7 @@ const PROXY: &[&[&str]] = &[
 const SIDECAR: &[&[&str]] = &[
     &["platform", "explain", "settings", "revocation"],
     &["agent", "discover", "lastkey", "link", "setup"],
-    &["identity"],
+    &["identity", "usercert"],
     &["pump"],
     &["connect"],
 ];

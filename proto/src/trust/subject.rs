@@ -82,6 +82,9 @@ pub enum Credential<'a> {
     /// The user's OpenSSH key, which signed the handshake transcript; the
     /// proxy's authorized principals say which principals it may be.
     UserKey(&'a ssh_key::PublicKey),
+    /// An OpenSSH user certificate from a user CA the proxy trusts, for
+    /// the key that signed the handshake; it vouches for its principals.
+    UserCert(&'a super::usercert::UserCertVerified),
 }
 
 /// A session's claimed principal and the credential that proved it.
@@ -99,6 +102,14 @@ impl<'a> Subject<'a> {
         Self {
             principal,
             credential: Credential::UserKey(user_key),
+        }
+    }
+
+    /// `principal`, vouched for by a verified user certificate.
+    pub fn user_cert(principal: &'a str, cert: &'a super::usercert::UserCertVerified) -> Self {
+        Self {
+            principal,
+            credential: Credential::UserCert(cert),
         }
     }
 }

@@ -251,3 +251,24 @@ fn unknown_keys_are_reported_at_their_lines_with_a_suggestion() {
         )
     );
 }
+
+#[test]
+fn a_trusted_user_ca_file_mistake_is_named_at_its_line() {
+    use crate::trust::authority::read_user_cas;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("user_ca.pub");
+    let ca = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDmTo3zNUKgxh4zeQ5hiudgy6TQGyj+MaRqeVdTqHtuO ca";
+    std::fs::write(&path, format!("# user CA\n{ca}\n")).expect("write");
+    assert_eq!(read_user_cas(&path).expect("one CA").len(), 1);
+    std::fs::write(&path, format!("{ca}\ncert-authority {ca}\n")).expect("write");
+    let e = read_user_cas(&path).expect_err("options");
+    assert!(
+        e.starts_with(&format!("{}:2: not an OpenSSH public key", path.display())),
+        "{e}"
+    );
+    std::fs::write(&path, "# nothing yet\n").expect("write");
+    let e = read_user_cas(&path).expect_err("empty");
+    assert!(e.contains(":1: no CA key in the file"), "{e}");
+    let e = read_user_cas(&dir.path().join("missing.pub")).expect_err("missing");
+    assert!(e.starts_with("trusted_user_ca_keys: "), "{e}");
+}

@@ -6,7 +6,7 @@ use rand_core::UnwrapErr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use ztssh_proto::ProtoError;
-use ztssh_proto::handshake::{self, ClientAuth, HELLO_LEN, message_len};
+use ztssh_proto::handshake::{self, ClientAuth, HELLO_LEN};
 
 use crate::config::Config;
 
@@ -46,6 +46,6 @@ pub(super) async fn run_handshake(
     sock.write_all(&msg2)
         .await
         .map_err(|_| HandshakeFail::Closed)?;
-    let msg3 = read_msg(sock, message_len(3, cfg.frame_size)).await?;
+    let msg3 = read_msg(sock, state.message3_len()).await?;
     Ok(state.handle_client_auth(&msg3)?)
 }

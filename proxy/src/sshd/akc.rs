@@ -270,6 +270,7 @@ fn respond(shared: &Shared, request: &Request) -> String {
             event = "authorized_keys",
             account,
             keys = answer.lines.len(),
+            user_certs = %answer.certs.join("; "),
             "sshd asked for account {account}: answered"
         );
     }

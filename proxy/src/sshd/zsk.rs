@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use ztssh_proto::identity::Authority as _;
 use ztssh_proto::time::UnixTime;
+use ztssh_proto::trust::usercert::UserCertVerified;
 use ztssh_proto::trust::{Checkpoint, Subject};
 
 use crate::state::LiveSession;
@@ -31,6 +32,42 @@ pub struct Answer {
     /// offered) that may not log in as the account: (session id, principal,
     /// reason).
     pub refused: Vec<(String, String, String)>,
+    /// For the audit line: each answered session's user certificate (key
+    /// id, serial, CA), as `SESSION: ...`.
+    pub certs: Vec<String>,
+}
+
+/// The OpenSSH user certificate's extensions and the authorized_keys
+/// options that grant the same after `restrict`.
+const PERMITS: [(&str, &str); 6] = [
+    ("permit-pty", "pty"),
+    ("permit-port-forwarding", "port-forwarding"),
+    ("permit-agent-forwarding", "agent-forwarding"),
+    ("permit-X11-forwarding", "X11-forwarding"),
+    ("permit-user-rc", "user-rc"),
+    ("no-touch-required", "no-touch-required"),
+];
+
+/// The options that make sshd enforce a user certificate's critical
+/// options and extensions, as it would for the certificate itself:
+/// `restrict`, then each permit the certificate grants, then `command=`
+/// from `force-command`. `Err`: a force-command no authorized_keys line can
+/// carry (a line break or NUL in it).
+pub fn cert_options(cert: &UserCertVerified) -> Result<String, String> {
+    let mut out = String::from("restrict");
+    for (ext, opt) in PERMITS {
+        if cert.permits(ext) {
+            out.push(',');
+            out.push_str(opt);
+        }
+    }
+    if let Some(cmd) = cert.force_command() {
+        if cmd.contains(['\n', '\r', '\0']) {
+            return Err("the certificate's force-command has a line break or NUL in it".into());
+        }
+        out.push_str(&format!(",command=\"{}\"", cmd.replace('"', "\\\"")));
+    }
+    Ok(out)
 }
 
 /// The keys that may log in as `account` now: those of live sessions whose
@@ -57,14 +94,16 @@ pub fn answer(
         if client.is_some_and(|c| c != SocketAddr::new(IpAddr::V4(s.source), s.source_port)) {
             continue;
         }
+        let who = match &s.user_cert {
+            Some(c) => Subject::user_cert(&s.principal, c),
+            None => Subject::user_key(&s.principal, &s.user_key),
+        };
         let verdict = s
             .serials
             .with(|issued| {
-                authority.at(s.peer).check(
-                    &Subject::user_key(&s.principal, &s.user_key),
-                    Checkpoint::SshdLogin(issued),
-                    now,
-                )
+                authority
+                    .at(s.peer)
+                    .check(&who, Checkpoint::SshdLogin(issued), now)
             })
             .map_err(|e| e.reason.clone())
             .and_then(|()| {
@@ -76,12 +115,21 @@ pub fn answer(
                         s.principal
                     ))
                 }
+            })
+            .and_then(|()| match &s.user_cert {
+                Some(c) => cert_options(c).map(|o| format!(",{o}")),
+                None => Ok(String::new()),
             });
         match verdict {
-            Ok(()) => {
+            Ok(options) => {
                 let key = ssh_key::PublicKey::new(s.user_key.key_data().clone(), "");
+                if let Some(c) = &s.user_cert {
+                    out.certs.push(format!("{}: {}", s.id, c.describe()));
+                }
                 match key.to_openssh() {
-                    Ok(k) => out.lines.push(format!("from=\"{}\" {k}", s.source)),
+                    Ok(k) => out
+                        .lines
+                        .push(format!("from=\"{}\"{options} {k}", s.source)),
                     Err(e) => out.refused.push((
                         s.id.clone(),
                         s.principal.clone(),
@@ -139,6 +187,7 @@ mod tests {
             authorized: crate::trust::authz::Authorized::load(&ap).expect("principals"),
             policy: Arc::new(crate::trust::policy::Policy::load(&pp).expect("policy")),
             staleness: Default::default(),
+            user_cas: None,
         }
     }
 
@@ -155,6 +204,7 @@ mod tests {
             serials: crate::state::SerialLog::new(ztssh_proto::trust::Issued::first(
                 &ztssh_proto::cert::Serial([last; 16]),
             )),
+            user_cert: None,
         })
     }
 

@@ -15,6 +15,7 @@ use ztssh_proto::identity::{self, EndKind, Ended};
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{UnixTime, when};
+use ztssh_proto::trust::usercert::UserCas;
 use ztssh_proto::trust::{self, Checkpoint, Credential, ListUpdate, Staleness, Subject};
 
 use crate::trust::authz::Authorized;
@@ -33,6 +34,9 @@ pub struct Authority {
     pub policy: Arc<Policy>,
     /// What an overdue revocation list means (static configuration).
     pub staleness: Staleness,
+    /// The user CAs whose certificates vouch for their principals
+    /// (`trusted_user_ca_keys`).
+    pub user_cas: Option<Arc<UserCas>>,
 }
 
 impl identity::Authority for Authority {
@@ -40,7 +44,7 @@ impl identity::Authority for Authority {
         let server = &self.licence.body.server_id;
         trust::check_revoked(self.crl.as_ref(), who, at)?;
         trust::check_fresh(self.crl.as_ref(), self.staleness, server, at, now)?;
-        self.check_authorized(who, at)?;
+        self.check_authorized(who, at, now)?;
         self.may_issue(now)
     }
 
@@ -53,12 +57,21 @@ impl identity::Authority for Authority {
     fn sk_policy(&self, principal: &str) -> identity::SkPolicy {
         self.policy.sk_policy(principal)
     }
+
+    fn user_cas(&self) -> Option<&UserCas> {
+        self.user_cas.as_deref()
+    }
 }
 
 impl Authority {
     /// Whether the credential vouches for the principal: one arm per
     /// identity source.
-    fn check_authorized(&self, who: &Subject<'_>, at: Checkpoint<'_>) -> Result<(), Ended> {
+    fn check_authorized(
+        &self,
+        who: &Subject<'_>,
+        at: Checkpoint<'_>,
+        now: UnixTime,
+    ) -> Result<(), Ended> {
         let principal = who.principal;
         match who.credential {
             Credential::UserKey(user_key) => {
@@ -77,6 +90,18 @@ impl Authority {
                 };
                 Err(Ended::new(EndKind::NotAuthorized, reason))
             }
+            // The certificate vouches for its principals (verify checked
+            // this one is among them); no authorized_principals entry is
+            // needed. At every later checkpoint: its CA still trusted and
+            // the certificate still valid (the client's address is checked
+            // where it is known, `AtPeer`).
+            Credential::UserCert(cert) => match &self.user_cas {
+                Some(cas) => cert.check(cas, None, now),
+                None => Err(Ended::new(
+                    EndKind::UserCertRefused,
+                    "this server no longer trusts any user CA",
+                )),
+            },
         }
     }
 
@@ -109,6 +134,7 @@ impl Authority {
             authorized: self.authorized.clone(),
             policy: Arc::clone(&self.policy),
             staleness: self.staleness,
+            user_cas: self.user_cas.clone(),
         }
     }
 }
@@ -133,6 +159,12 @@ impl Authority {
 impl identity::Authority for AtPeer<'_> {
     fn check(&self, who: &Subject<'_>, at: Checkpoint<'_>, now: UnixTime) -> Result<(), Ended> {
         self.authority.check(who, at, now)?;
+        // A certificate's source-address, against the client's real address
+        // (sshd behind the proxy sees only loopback).
+        if let (Credential::UserCert(cert), Some(cas)) = (who.credential, &self.authority.user_cas)
+        {
+            cert.check(cas, Some(self.peer), now)?;
+        }
         self.authority.policy.check(who.principal, self.peer, now)
     }
 
@@ -143,6 +175,20 @@ impl identity::Authority for AtPeer<'_> {
     fn sk_policy(&self, principal: &str) -> identity::SkPolicy {
         self.authority.sk_policy(principal)
     }
+
+    fn user_cas(&self) -> Option<&UserCas> {
+        self.authority.user_cas.as_deref()
+    }
+}
+
+/// Reads `trusted_user_ca_keys`: CA keys in sshd's `TrustedUserCAKeys`
+/// format; an error names FILE:LINE.
+pub fn read_user_cas(path: &Path) -> Result<UserCas, String> {
+    let bytes =
+        keyfile::read_regular(path, 1 << 20).map_err(|e| format!("trusted_user_ca_keys: {e}"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{}: not text (UTF-8)", path.display()))?;
+    UserCas::parse(&text).map_err(|(line, why)| format!("{}:{line}: {why}", path.display()))
 }
 
 /// Reads and verifies a revocation list file.
@@ -299,5 +345,6 @@ pub fn merge_crl(
         authorized: current.authorized.clone(),
         policy: Arc::clone(&current.policy),
         staleness: current.staleness,
+        user_cas: current.user_cas.clone(),
     })
 }

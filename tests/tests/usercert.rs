@@ -1,0 +1,291 @@
+//! OpenSSH user certificates as identity, end to end: certificates that
+//! `ssh-keygen -s` writes (Ed25519, ECDSA and RSA user CAs), a proxy with
+//! `trusted_user_ca_keys`, zero standing keys, real sshd and ssh. The key
+//! that signs in (carol's) is in no file on the proxy or sshd: the
+//! certificate alone vouches for the principal.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ztssh_tests::zsk::ACCOUNT;
+use ztssh_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+
+/// The user CAs (`ca_ed25519`, `ca_ecdsa`, `ca_rsa`, and `ca_other`, which
+/// the proxy does not trust) and carol's key, in a directory of their own.
+struct Cas {
+    dir: TempDir,
+}
+
+impl Cas {
+    fn new() -> Self {
+        let dir = TempDir::new().expect("tempdir");
+        for (name, t, bits) in [
+            ("ca_ed25519", "ed25519", None),
+            ("ca_ecdsa", "ecdsa", Some("256")),
+            ("ca_rsa", "rsa", Some("3072")),
+            ("ca_other", "ed25519", None),
+            ("carol", "ed25519", None),
+        ] {
+            let mut c = Command::new("ssh-keygen");
+            c.args(["-q", "-t", t, "-N", "", "-C", name]);
+            if let Some(b) = bits {
+                c.args(["-b", b]);
+            }
+            assert_ok(
+                &run_bounded(c.arg("-f").arg(dir.path().join(name)), T),
+                "ssh-keygen",
+            );
+        }
+        let trusted: String = ["ca_ed25519", "ca_ecdsa", "ca_rsa"]
+            .iter()
+            .map(|n| read_text(&dir.path().join(format!("{n}.pub"))))
+            .collect();
+        std::fs::write(dir.path().join("trusted.pub"), trusted).expect("trusted");
+        Self { dir }
+    }
+
+    fn trusted(&self) -> PathBuf {
+        self.dir.path().join("trusted.pub")
+    }
+
+    fn carol(&self) -> PathBuf {
+        self.dir.path().join("carol")
+    }
+
+    /// `ssh-keygen -s CA` over carol's key: the certificate lands in
+    /// `carol-cert.pub`, where the sidecar (and ssh) look for it.
+    fn sign(&self, ca: &str, serial: u32, principals: &str, validity: &str, opts: &[&str]) {
+        let d = self.dir.path();
+        let mut c = Command::new("ssh-keygen");
+        c.arg("-q")
+            .arg("-s")
+            .arg(d.join(ca))
+            .args([
+                "-I",
+                &format!("carol@corp-{serial}"),
+                "-z",
+                &serial.to_string(),
+            ])
+            .args(["-V", validity]);
+        if !principals.is_empty() {
+            c.args(["-n", principals]);
+        }
+        for o in opts {
+            c.args(["-O", o]);
+        }
+        assert_ok(&run_bounded(c.arg(d.join("carol.pub")), T), "ssh-keygen -s");
+    }
+}
+
+fn world(cas: &Cas, range: &str) -> World {
+    World::builder()
+        .zero_standing_keys(range)
+        .proxy_toml(&format!(
+            "trusted_user_ca_keys = \"{}\"\n",
+            cas.trusted().display()
+        ))
+        .start()
+}
+
+/// ssh as [`ACCOUNT`] through ztssh with carol's key, as `principal`.
+fn through(w: &World, key: &Path, principal: &str) -> Command {
+    let mut c = Command::new("ssh");
+    c.args(w.direct_opts(key))
+        .arg("-o")
+        .arg(format!(
+            "ProxyCommand={}",
+            w.proxy_command_as(key, principal, "")
+        ))
+        .arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg(format!("{ACCOUNT}@localhost"));
+    c
+}
+
+#[test]
+fn certificates_from_each_ca_type_log_in_with_no_entry_in_any_file() {
+    let cas = Cas::new();
+    let w = world(&cas, "127.81.0.0/16");
+    // Without a certificate, carol's key is authorized nowhere.
+    let out = run_bounded(through(&w, &cas.carol(), "alice").arg("true"), T);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not authorized"), "{}", stderr(&out));
+    for (n, ca) in [(1, "ca_ed25519"), (2, "ca_ecdsa"), (3, "ca_rsa")] {
+        cas.sign(ca, 100 + n, "alice", "-5m:+1h", &["permit-pty"]);
+        let out = run_bounded(through(&w, &cas.carol(), "alice").arg("whoami"), T);
+        assert_ok(&out, ca);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ACCOUNT);
+        let log = w.proxy.log_text();
+        let serial = format!("serial {}", 100 + n);
+        let authorized = log
+            .lines()
+            .find(|l| l.contains("event=\"authorized\"") && l.contains(&serial))
+            .unwrap_or_else(|| panic!("{ca}: no authorized line with the certificate: {log}"));
+        assert!(
+            authorized.contains(&format!("carol@corp-{}", 100 + n)),
+            "{authorized}"
+        );
+        assert!(authorized.contains("CA SHA256:"), "{authorized}");
+    }
+    // The AuthorizedKeysCommand audit line names the certificate too.
+    assert!(
+        w.proxy
+            .log_text()
+            .lines()
+            .any(|l| l.contains("event=\"authorized_keys\"") && l.contains("serial 103")),
+        "{}",
+        w.proxy.log_text()
+    );
+}
+
+#[test]
+fn refusals_say_which_rule_refused() {
+    let cas = Cas::new();
+    let w = world(&cas, "127.82.0.0/16");
+    let cases: [(&str, &str, &[&str], &str, &str); 6] = [
+        (
+            "ca_ed25519",
+            "-5m:+1h",
+            &[],
+            "bob",
+            "principal bob is not in your certificate (alice)",
+        ),
+        (
+            "ca_ed25519",
+            "20200101:20200102",
+            &[],
+            "alice",
+            "certificate expired at 2020-01-02",
+        ),
+        (
+            "ca_other",
+            "-5m:+1h",
+            &[],
+            "alice",
+            "certificate signed by an untrusted CA SHA256:",
+        ),
+        (
+            "ca_ed25519",
+            "-5m:+1h",
+            &["critical:no-such@example.com=x"],
+            "alice",
+            "unknown critical option \"no-such@example.com\"",
+        ),
+        (
+            "ca_ed25519",
+            "-5m:+1h",
+            &["source-address=10.0.0.0/8"],
+            "alice",
+            "your address 127.0.0.1 is not in the certificate's source-address (10.0.0.0/8)",
+        ),
+        (
+            "ca_ecdsa",
+            "-5m:+1h",
+            &[],
+            "",
+            "certificate names no principal",
+        ),
+    ];
+    for (i, (ca, validity, opts, principal, want)) in cases.into_iter().enumerate() {
+        let principals = if want.contains("no principal") {
+            ""
+        } else {
+            "alice"
+        };
+        cas.sign(ca, 200 + i as u32, principals, validity, opts);
+        let principal = if principal.is_empty() {
+            "alice"
+        } else {
+            principal
+        };
+        let out = run_bounded(through(&w, &cas.carol(), principal).arg("true"), T);
+        assert!(!out.status.success(), "{want}: logged in");
+        assert!(stderr(&out).contains(want), "{want}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn force_command_and_permits_reach_sshd() {
+    let cas = Cas::new();
+    let w = world(&cas, "127.83.0.0/16");
+    cas.sign(
+        "ca_ed25519",
+        300,
+        "alice",
+        "-5m:+1h",
+        &["clear", "force-command=echo forced"],
+    );
+    let out = run_bounded(through(&w, &cas.carol(), "alice").arg("whoami"), T);
+    assert_ok(&out, "force-command");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "forced");
+    // No permit-port-forwarding: sshd refuses to open a forward (-W opens
+    // one at once, as -L does on its first connection).
+    let forward = |serial: u32, opts: &[&str]| {
+        cas.sign("ca_ed25519", serial, "alice", "-5m:+1h", opts);
+        run_bounded(
+            through(&w, &cas.carol(), "alice")
+                .arg("-W")
+                .arg(format!("127.0.0.1:{}", w.sshd.port)),
+            T,
+        )
+    };
+    let out = forward(301, &["clear", "permit-pty"]);
+    assert!(
+        !out.status.success(),
+        "forwarding allowed: {}",
+        stderr(&out)
+    );
+    let why = stderr(&out);
+    assert!(
+        why.contains("administratively prohibited") || why.contains("stdio forwarding failed"),
+        "{why}"
+    );
+    // With it, the same forward reaches sshd (its banner comes back).
+    let out = forward(302, &["clear", "permit-port-forwarding"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("SSH-2.0-"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_session_ends_when_its_certificate_does_and_the_user_is_told() {
+    let cas = Cas::new();
+    let w = world(&cas, "127.84.0.0/16");
+    cas.sign("ca_ed25519", 400, "alice", "-5m:+15s", &["permit-pty"]);
+    let live = LiveSsh::start(through(&w, &cas.carol(), "alice"));
+    let mut line = String::new();
+    wait_until(
+        Duration::from_secs(40),
+        "the session to end with its certificate",
+        || match w
+            .proxy
+            .log_text()
+            .lines()
+            .find(|l| l.contains("event=\"session_terminated\""))
+        {
+            Some(l) => {
+                line = l.to_owned();
+                true
+            }
+            None => false,
+        },
+    );
+    assert!(
+        line.contains("reason=\"user_cert_expired\"") || line.contains("reason=user_cert_expired"),
+        "{line}"
+    );
+    let out = live.finish();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("certificate (key id \"carol@corp-400\", serial 400"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("expired at"), "{}", stderr(&out));
+}
