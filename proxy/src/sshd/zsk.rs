@@ -65,7 +65,7 @@ pub fn answer(
             )
             .map_err(|e| e.reason.clone())
             .and_then(|()| {
-                if authority.policy.may_use(&s.principal, account) {
+                if authority.may_use(&s.principal, &s.user_key, account, now) {
                     Ok(())
                 } else {
                     Err(format!(
@@ -131,6 +131,7 @@ mod tests {
         std::fs::write(&ap, principals).expect("principals");
         std::fs::write(&pp, policy).expect("policy");
         Authority {
+            access: crate::trust::access::AccessInForce::default(),
             licence,
             crl: None,
             authorized: crate::trust::authz::Authorized::load(&ap).expect("principals"),

@@ -17,6 +17,7 @@ use ztssh_proto::labels::pem;
 use ztssh_proto::time::{UnixTime, when};
 use ztssh_proto::trust::{self, Checkpoint, Credential, ListUpdate, Staleness, Subject};
 
+use crate::trust::access::{AccessInForce, grant_allows_account};
 use crate::trust::authz::Authorized;
 use crate::trust::policy::Policy;
 
@@ -33,6 +34,8 @@ pub struct Authority {
     pub policy: Arc<Policy>,
     /// What an overdue revocation list means (static configuration).
     pub staleness: Staleness,
+    /// The signed access list: principals it grants besides `authorized`.
+    pub access: AccessInForce,
 }
 
 impl identity::Authority for Authority {
@@ -40,7 +43,7 @@ impl identity::Authority for Authority {
         let server = &self.licence.body.server_id;
         trust::check_revoked(self.crl.as_ref(), who, at)?;
         trust::check_fresh(self.crl.as_ref(), self.staleness, server, at, now)?;
-        self.check_authorized(who, at)?;
+        self.check_authorized(who, at, now)?;
         self.may_issue(now)
     }
 
@@ -58,17 +61,33 @@ impl identity::Authority for Authority {
 impl Authority {
     /// Whether the credential vouches for the principal: one arm per
     /// identity source.
-    fn check_authorized(&self, who: &Subject<'_>, at: Checkpoint<'_>) -> Result<(), Ended> {
+    /// The authorized principals file and the access list grant a union.
+    fn check_authorized(
+        &self,
+        who: &Subject<'_>,
+        at: Checkpoint<'_>,
+        now: UnixTime,
+    ) -> Result<(), Ended> {
         let principal = who.principal;
         match who.credential {
             Credential::UserKey(user_key) => {
                 if self.authorized.allows(principal, user_key) {
                     return Ok(());
                 }
+                let server = &self.licence.body.server_id;
+                match self
+                    .access
+                    .grant(principal, user_key.key_data(), server, at.is_new(), now)
+                {
+                    Ok(Some(_)) => return Ok(()),
+                    Ok(None) => {}
+                    Err(stale) => return Err(Ended::new(EndKind::NotAuthorized, stale)),
+                }
                 let reason = match at {
-                    Checkpoint::Live(_) => {
-                        format!("principal {principal} is no longer authorized with this key")
-                    }
+                    Checkpoint::Live(_) => format!(
+                        "principal {principal} is no longer authorized with this key: your access \
+                         was withdrawn"
+                    ),
                     Checkpoint::Admit | Checkpoint::SshdLogin => {
                         let fp = user_key.fingerprint(ssh_key::HashAlg::Sha256);
                         let server = &self.licence.body.server_id;
@@ -103,13 +122,44 @@ impl Authority {
     /// The same authority, published again so that every live session
     /// re-checks itself (the staleness deadline passed).
     pub fn republish(&self) -> Self {
+        self.with_access(self.access.clone())
+    }
+
+    /// The same authority with another access list in force.
+    pub fn with_access(&self, access: AccessInForce) -> Self {
         Self {
             licence: self.licence.clone(),
             crl: self.crl.clone(),
             authorized: self.authorized.clone(),
             policy: Arc::clone(&self.policy),
             staleness: self.staleness,
+            access,
         }
+    }
+
+    /// Whether `principal`, holding `key`, may log in to sshd as local
+    /// `account`: the policy must allow it, and a principal only the
+    /// access list authorizes (not the authorized principals file) must
+    /// also have the account among its grant's accounts, when the list
+    /// names any: the list narrows the policy, never widens it.
+    pub fn may_use(
+        &self,
+        principal: &str,
+        key: &ssh_key::PublicKey,
+        account: &str,
+        now: UnixTime,
+    ) -> bool {
+        if !self.policy.may_use(principal, account) {
+            return false;
+        }
+        if self.authorized.allows(principal, key) {
+            return true;
+        }
+        let server = &self.licence.body.server_id;
+        matches!(
+            self.access.grant(principal, key.key_data(), server, false, now),
+            Ok(Some(g)) if grant_allows_account(g, account)
+        )
     }
 }
 
@@ -279,5 +329,6 @@ pub fn merge_crl(
         authorized: current.authorized.clone(),
         policy: Arc::clone(&current.policy),
         staleness: current.staleness,
+        access: current.access.clone(),
     })
 }
