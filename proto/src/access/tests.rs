@@ -363,3 +363,58 @@ fn a_list_is_verified_from_its_pem() {
     let e = verify_pem(crl.as_bytes(), &root.public()).expect_err("kind");
     assert!(e.to_string().starts_with("not an access list: "), "{e}");
 }
+
+fn peak_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// The bench of docs/BENCHMARKS.md: a list of 10,000 principals, each with
+/// one Ed25519 key, a server glob and an account, loaded (verified and
+/// parsed) from its PEM text; time and peak memory. Run alone:
+/// `cargo test --release -p ztssh-proto --lib access::tests::bench_ten_thousand_principals -- --ignored --nocapture`
+#[test]
+#[ignore = "a bench: run it alone, as above"]
+fn bench_ten_thousand_principals() {
+    let root = SigningKey::generate(&mut TestRng);
+    let list = AccessList {
+        list_version: 1,
+        issued: 0,
+        valid_until: 1,
+        issuer: root.public(),
+        principals: (0..10_000u32)
+            .map(|i| {
+                (
+                    format!("user{i:05}"),
+                    Grant {
+                        keys: vec![ed(i)],
+                        servers: ["web*".to_owned()].into(),
+                        accounts: ["deploy".to_owned()].into(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    let text = armor::encode(pem::ACCESS, &list.sign(&root).expect("sign"));
+    let before = peak_kib();
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        let l = verify_pem(text.as_bytes(), &root.public()).expect("verify");
+        times.push(start.elapsed());
+        assert_eq!(l.principals.len(), 10_000);
+    }
+    let grew = peak_kib().saturating_sub(before);
+    times.sort();
+    println!(
+        "access list: 10000 principals, PEM {} KiB; load (verify+parse) min {:?} median {:?} max {:?}; peak memory grew by {grew} KiB",
+        text.len() / 1024,
+        times[0],
+        times[2],
+        times[4]
+    );
+}
