@@ -128,7 +128,8 @@ fn only_a_newer_list_replaces_the_loaded_one() {
 #[test]
 fn sign_refuses_what_decode_would() {
     let root = SigningKey::generate(&mut TestRng);
-    let bad: Vec<(&str, Box<dyn Fn(&mut AccessList)>)> = vec![
+    type Spoil = Box<dyn Fn(&mut AccessList)>;
+    let bad: Vec<(&str, Spoil)> = vec![
         (
             "no key",
             Box::new(|l| l.principals.get_mut("dave").expect("dave").keys.clear()),
@@ -231,7 +232,7 @@ fn signed_but_not_canonical_or_over_the_caps_is_refused() {
         2,
         &[
             entry("alice", &[a.clone(), b.clone()], &["web*"], &["deploy"]),
-            entry("bob", &[a.clone()], &[], &[]),
+            entry("bob", std::slice::from_ref(&a), &[], &[]),
         ],
     );
     let l = AccessList::decode_verified(&good, &root.public()).expect("good");
@@ -240,25 +241,31 @@ fn signed_but_not_canonical_or_over_the_caps_is_refused() {
         list(
             2,
             &[
-                entry("bob", &[a.clone()], &[], &[]),
-                entry("alice", &[a.clone()], &[], &[]),
+                entry("bob", std::slice::from_ref(&a), &[], &[]),
+                entry("alice", std::slice::from_ref(&a), &[], &[]),
             ],
         ),
         list(
             2,
             &[
-                entry("bob", &[a.clone()], &[], &[]),
-                entry("bob", &[b.clone()], &[], &[]),
+                entry("bob", std::slice::from_ref(&a), &[], &[]),
+                entry("bob", std::slice::from_ref(&b), &[], &[]),
             ],
         ),
         list(1, &[entry("bob", &[b.clone(), a.clone()], &[], &[])]),
         list(1, &[entry("bob", &[a.clone(), a.clone()], &[], &[])]),
         list(1, &[entry("bob", &[], &[], &[])]),
-        list(1, &[entry("bob", &[a.clone()], &["web", "db"], &[])]),
-        list(1, &[entry("bob", &[a.clone()], &[], &["x", "x"])]),
-        list(1, &[entry("bob", &[a.clone()], &["we b"], &[])]),
-        list(1, &[entry("bob", &[a.clone()], &[], &["-rf"])]),
-        list(1, &[entry("b ob", &[a.clone()], &[], &[])]),
+        list(
+            1,
+            &[entry("bob", std::slice::from_ref(&a), &["web", "db"], &[])],
+        ),
+        list(
+            1,
+            &[entry("bob", std::slice::from_ref(&a), &[], &["x", "x"])],
+        ),
+        list(1, &[entry("bob", std::slice::from_ref(&a), &["we b"], &[])]),
+        list(1, &[entry("bob", std::slice::from_ref(&a), &[], &["-rf"])]),
+        list(1, &[entry("b ob", std::slice::from_ref(&a), &[], &[])]),
         list(1, &[entry("bob", &[vec![0, 0, 0, 1, b'x']], &[], &[])]),
         list(1, &[entry("bob", &[a[..a.len() - 1].to_vec()], &[], &[])]),
         list(
@@ -270,9 +277,15 @@ fn signed_but_not_canonical_or_over_the_caps_is_refused() {
                 &[],
             )],
         ),
-        list(1, &[entry("bob", &[a.clone()], &[], &[]), vec![0]]),
-        list(2, &[entry("bob", &[a.clone()], &[], &[])]),
-        list(u32::MAX, &[entry("bob", &[a.clone()], &[], &[])]),
+        list(
+            1,
+            &[entry("bob", std::slice::from_ref(&a), &[], &[]), vec![0]],
+        ),
+        list(2, &[entry("bob", std::slice::from_ref(&a), &[], &[])]),
+        list(
+            u32::MAX,
+            &[entry("bob", std::slice::from_ref(&a), &[], &[])],
+        ),
         list(
             1,
             &[entry(
