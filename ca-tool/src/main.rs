@@ -17,6 +17,7 @@ use ztssh_proto::keys::SigningKey;
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{human, parse_duration};
 
+mod access;
 mod cadir;
 mod hostcert;
 mod issuance;
@@ -161,6 +162,24 @@ enum Cmd {
         /// Where to write the KRL.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Sign the access list: principals, their OpenSSH public keys and
+    /// optionally the servers and accounts each may use, from a TOML file
+    /// (version goes up by one, from CA/access.version).
+    Access {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The list as TOML: [principal.NAME] keys = [...], servers = [...],
+        /// accounts = [...].
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Where to write the signed list.
+        #[arg(long)]
+        out: PathBuf,
+        /// How long proxies may use it before it is stale.
+        #[arg(long, default_value = "7d")]
+        valid_for: String,
     },
     /// Print any ztssh key, request, licence or certificate readably.
     Show {
@@ -317,6 +336,16 @@ fn run(cmd: Cmd) -> Result<()> {
             cadir::check(&dir)?;
             let _lock = cadir::lock(&dir, "krl")?;
             revoke::krl(&dir, &out, now())
+        }
+        Cmd::Access {
+            dir,
+            input,
+            out,
+            valid_for,
+        } => {
+            cadir::check(&dir)?;
+            let _lock = cadir::lock(&dir, "access")?;
+            access::sign(&dir, &input, &out, &valid_for, now())
         }
         Cmd::Show { file, root, dir } => {
             let root = root.or_else(|| dir.map(|d| d.join("root.pub")));

@@ -584,7 +584,7 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
 /// 1 would have them all refuse every new list. `ztssh-ca init` writes it;
 /// a KRL's counter may start over (sshd does not compare versions). A
 /// counter at or above [`MAX_LIST_VERSION`] is refused, never wrapped.
-fn next_version(path: &Path, required: bool) -> Result<u64> {
+pub(crate) fn next_version(path: &Path, required: bool) -> Result<u64> {
     let last = last_version(path, required)?;
     match last.checked_add(1).filter(|v| *v <= MAX_LIST_VERSION) {
         Some(next) => Ok(next),

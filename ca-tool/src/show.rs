@@ -157,6 +157,7 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
                 }
             }
         }
+        pem::ACCESS => crate::access::show(&bytes, root.as_ref(), now)?,
         other => bail!("{}: unknown ztssh file type {other:?}", file.display()),
     }
     Ok(())

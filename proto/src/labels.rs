@@ -38,6 +38,9 @@ pub const CTX_CLIENT_CERT: &[u8] = b"ztssh v1 client certificate\0";
 pub const CTX_SESSION_KEY_POP: &[u8] = b"ztssh v1 session key possession\0";
 /// Context for a revocation list signed by the root.
 pub const CTX_CRL: &[u8] = b"ztssh v1 revocation list\0";
+/// Context for an access list signed by the root (or, later, a key the
+/// root delegated for access lists).
+pub const CTX_ACCESS: &[u8] = b"ztssh v1 access list\0";
 /// Context for a challenge proof by the session key.
 pub const CTX_PROOF: &[u8] = b"ztssh v1 challenge proof\0";
 /// Context for the session keys' signatures over a renewal.
@@ -57,6 +60,8 @@ pub mod magic {
     pub const CLIENT_CERT: &[u8; 4] = b"ZTCC";
     /// Revocation list.
     pub const CRL: &[u8; 4] = b"ZTRL";
+    /// Access list.
+    pub const ACCESS: &[u8; 4] = b"ZTAL";
 }
 
 /// PEM labels of the files the tools write.
@@ -77,4 +82,6 @@ pub mod pem {
     pub const CLIENT_CERT: &str = "ZTSSH CLIENT CERTIFICATE";
     /// Revocation list.
     pub const CRL: &str = "ZTSSH REVOCATION LIST";
+    /// Access list.
+    pub const ACCESS: &str = "ZTSSH ACCESS LIST";
 }

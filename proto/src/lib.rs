@@ -12,6 +12,7 @@
 // errors in CI).
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod access;
 pub mod armor;
 pub mod cert;
 pub mod codec;

@@ -39,7 +39,7 @@ mod list;
 mod subject;
 pub mod usercert;
 
-pub use list::{ListError, ListUpdate, offer, offer_from, verify_pem};
+pub use list::{ListError, ListUpdate, Versioned, offer, offer_from, verify_pem};
 pub use subject::{Checkpoint, Credential, Issued, Subject};
 
 /// What a proxy does once its revocation list is past its next-update time

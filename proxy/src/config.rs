@@ -2,6 +2,7 @@
 //! command-line flags. Everything is loaded and checked here, before any
 //! port is bound; a failure is a [`ConfigError`] and exit code 64.
 
+pub mod access;
 pub mod pull;
 pub mod zsk;
 
@@ -73,6 +74,11 @@ const ENV_KEYS: &[&str] = &[
     "revocation_ca_file",
     "revocation_stale",
     "revocation_stale_grace_secs",
+    "access_list",
+    "access_list_url",
+    "access_list_cache",
+    "access_list_stale",
+    "access_list_stale_grace_secs",
     "challenge_interval_secs",
     "challenge_deadline_secs",
     "cert_ttl_secs",
@@ -165,6 +171,26 @@ pub struct Settings {
     /// applies.
     #[serde(default = "default_revocation_stale_grace")]
     pub revocation_stale_grace_secs: u64,
+    /// The signed access list (`ztssh-ca access`): principals it grants
+    /// besides `authorized_principals`; reloaded whenever the file changes.
+    #[serde(default)]
+    pub access_list: Option<PathBuf>,
+    /// Where to pull the access list from, every `revocation_poll_secs`
+    /// (the revocation list's fetch timeout and CA file apply too).
+    #[serde(default)]
+    pub access_list_url: Option<String>,
+    /// A writable file where the newest list fetched from
+    /// `access_list_url` is kept (default: `access_list` itself).
+    #[serde(default)]
+    pub access_list_cache: Option<PathBuf>,
+    /// What an access list past its valid-until means: `warn`,
+    /// `refuse-new` (the default) or `close-all`, for what it grants.
+    #[serde(default, with = "choice")]
+    pub access_list_stale: access::AccessStale,
+    /// Seconds past the list's valid-until before `access_list_stale`
+    /// applies.
+    #[serde(default)]
+    pub access_list_stale_grace_secs: u64,
     /// Seconds between identity challenges (±10 % jitter).
     #[serde(default = "default_challenge_interval")]
     pub challenge_interval_secs: u64,
@@ -342,6 +368,8 @@ pub struct Config {
     pub penalty_exempt: Vec<ipnet::IpNet>,
     /// Where and how to pull the revocation list, if from a URL.
     pub pull: Option<Arc<pull::PullSettings>>,
+    /// Where the access list comes from, if one is configured.
+    pub access: Option<Arc<access::AccessSettings>>,
     /// Zero standing keys: one loopback source address per session.
     pub upstream_sources: Option<ipnet::Ipv4Net>,
     /// Zero standing keys: where and to whom sshd's command is answered.
@@ -461,6 +489,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         .map_err(err)?;
     let root = read_root(&settings.root_public_key)?;
     let pull = pull::PullSettings::from_settings(&settings).map_err(err)?;
+    let access = access::AccessSettings::from_settings(&settings).map_err(err)?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     refuse_revoked_keys(&settings, &authority)?;
     let timing = timing(&settings)?;
@@ -494,6 +523,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         upstream_sources,
         authorized_keys,
         pull,
+        access,
         settings,
     };
     Ok((cfg, authority))
@@ -700,6 +730,7 @@ fn read_authority(
         policy: Arc::new(policy),
         staleness: staleness(s)?,
         user_cas,
+        access: access::load(s, root).map_err(err)?,
     })
 }
 
@@ -799,7 +830,7 @@ impl Config {
     pub fn summary(&self, authority: &Authority, now: u64) -> String {
         let b = &authority.licence.body;
         format!(
-            "listen {} -> upstream {}; server id {} ({}); licence {} valid until {}; {} authorized principal(s); frame size {}; \
+            "listen {} -> upstream {}; server id {} ({}); licence {} valid until {}; {}; frame size {}; \
              challenge every {}s, answer within {}s; client certificates {}s{}; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; \
              at most {} session(s) per principal where the policy sets no max_sessions; {}",
             self.listen,
@@ -808,7 +839,7 @@ impl Config {
             b.hostnames.join(", "),
             b.serial,
             when(b.not_after, now),
-            authority.authorized.principals(),
+            self.principals_summary(authority),
             self.frame_size.get(),
             self.timing.interval_secs,
             self.timing.deadline_secs,
@@ -825,6 +856,39 @@ impl Config {
             authority.policy.summary(),
             self.settings.max_sessions_per_principal,
             self.zsk_summary(),
+        )
+    }
+
+    /// How many principals come from each source, and the access list's
+    /// state.
+    fn principals_summary(&self, authority: &Authority) -> String {
+        let file = authority.authorized.principals();
+        let Some(settings) = &self.access else {
+            return format!("{file} authorized principal(s)");
+        };
+        let a = &authority.access;
+        let server = &authority.licence.body.server_id;
+        let list = match &a.list {
+            None => "no access list loaded yet".to_owned(),
+            Some(l) => format!(
+                "{} from the access list (version {}, {} for this server {server}, valid until {})",
+                a.principals(),
+                l.list_version,
+                a.principals_here(server),
+                ztssh_proto::time::date(l.valid_until),
+            ),
+        };
+        let from = match (&settings.file, &settings.pull) {
+            (_, Some(p)) => format!("pulled from {} every {}s", p.url, p.poll.as_secs()),
+            (Some(f), None) => format!("read from {}", f.display()),
+            (None, None) => String::new(),
+        };
+        format!(
+            "principals: the union of {file} from {} and {list}, {from}; when the access list is \
+             overdue by {}s: {}",
+            self.settings.authorized_principals.display(),
+            a.staleness.grace_secs,
+            a.staleness.mode.label()
         )
     }
 

@@ -1,8 +1,10 @@
 //! Keeping the revocation list current: the one reload task that publishes
 //! a new authority ([`reload`]), and what asks it to: the watchers on the
 //! list file and on the list's staleness ([`watch`]), and the HTTP(S) pull
-//! ([`fetch`]).
+//! ([`fetch`]). The access list is kept current the same way
+//! ([`access_pull`]).
 
+pub mod access_pull;
 pub mod fetch;
 pub mod reload;
 pub mod watch;

@@ -106,6 +106,23 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
             reloads.clone(),
         ));
     }
+    if let Some(access) = shared.cfg.access.clone() {
+        if let Some(path) = access.file.clone() {
+            tokio::spawn(crate::revocation::watch::watch_access_file(
+                path,
+                reloads.clone(),
+            ));
+        }
+        tokio::spawn(crate::revocation::access_pull::poll(
+            Arc::clone(&shared),
+            access,
+            reloads.clone(),
+        ));
+        tokio::spawn(crate::revocation::access_pull::watch_staleness(
+            shared.authority.clone(),
+            reloads.clone(),
+        ));
+    }
     tokio::spawn(watch_staleness(shared.authority.clone(), reloads));
     process::notify("READY=1");
     accept_loop(&shared, &listener, &shutdown, &tracker).await;

@@ -4,10 +4,12 @@
 //! - [`authority`]: the [`authority::Authority`] in force (licence, the
 //!   root's revocation list, principals, policy), replaced whole on reload;
 //! - [`authz`]: the authorized principals file;
+//! - [`access`]: the signed access list in force;
 //! - [`policy`]: the access policy file.
 //!
 //! Lowest folder of the crate: it imports nothing else from it.
 
+pub mod access;
 pub mod authority;
 pub mod authz;
 pub mod policy;

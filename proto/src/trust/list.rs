@@ -63,22 +63,35 @@ pub enum ListUpdate {
     },
 }
 
+/// A signed list with a version that only goes up: the revocation list
+/// and the access list ([`crate::access::AccessList`]).
+pub trait Versioned {
+    /// The list's version.
+    fn list_version(&self) -> u64;
+}
+
+impl Versioned for Crl {
+    fn list_version(&self) -> u64 {
+        self.list_version
+    }
+}
+
 /// Only a newer list replaces the one in force (`current`; none yet, and
 /// any list replaces it); one of the same version must be the same list.
 /// Every place that replaces a list asks this.
-pub fn offer(current: Option<&Crl>, offered: &Crl) -> ListUpdate {
+pub fn offer<L: Versioned + PartialEq>(current: Option<&L>, offered: &L) -> ListUpdate {
     let Some(cur) = current else {
         return ListUpdate::Replace;
     };
-    match offered.list_version.cmp(&cur.list_version) {
+    match offered.list_version().cmp(&cur.list_version()) {
         std::cmp::Ordering::Greater => ListUpdate::Replace,
         std::cmp::Ordering::Equal if offered == cur => ListUpdate::Same,
         std::cmp::Ordering::Equal => ListUpdate::Forked {
-            version: cur.list_version,
+            version: cur.list_version(),
         },
         std::cmp::Ordering::Less => ListUpdate::Rollback {
-            loaded: cur.list_version,
-            offered: offered.list_version,
+            loaded: cur.list_version(),
+            offered: offered.list_version(),
         },
     }
 }
@@ -90,7 +103,11 @@ pub fn offer(current: Option<&Crl>, offered: &Crl) -> ListUpdate {
 /// [`ListUpdate::Behind`] if the source is merely not as far as the list in
 /// force (which came from elsewhere, or from an answer of the same source
 /// that overtook this one).
-pub fn offer_from(current: Option<&Crl>, offered: &Crl, source_newest: Option<u64>) -> ListUpdate {
+pub fn offer_from<L: Versioned>(
+    current: Option<&L>,
+    offered: &L,
+    source_newest: Option<u64>,
+) -> ListUpdate {
     match offer(current, offered) {
         ListUpdate::Rollback { loaded, offered: v }
             if source_newest.is_none_or(|newest| v >= newest) =>

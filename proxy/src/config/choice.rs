@@ -16,7 +16,12 @@ pub use crate::ops::logging::LogFormat;
 
 /// The keys of every [`Choice`] setting: a refusal of one of them is shown
 /// as its own message (it names the key and the words to use).
-pub const CHOICE_KEYS: &[&str] = &[LogFormat::KEY, CoverTraffic::KEY, StaleMode::KEY];
+pub const CHOICE_KEYS: &[&str] = &[
+    LogFormat::KEY,
+    CoverTraffic::KEY,
+    StaleMode::KEY,
+    super::access::AccessStale::KEY,
+];
 
 /// A setting spelled as one of a fixed set of words.
 pub trait Choice: Copy + PartialEq + Sized + 'static {

@@ -25,6 +25,7 @@ use ztssh_proto::trust::{self, ListUpdate};
 
 use crate::ops::clock;
 use crate::ops::process;
+use crate::revocation::access_pull;
 use crate::state::Shared;
 use crate::trust::authority::{self, Authority};
 
@@ -47,6 +48,9 @@ pub enum Request {
     /// The loaded list just became stale: publish the authority again so
     /// that every live session re-checks itself under the staleness policy.
     Recheck,
+    /// The access list file changed, or a list was fetched from
+    /// `access_list_url`.
+    Access(access_pull::AccessUpdate),
 }
 
 /// A list fetched from `revocation_url` and verified under the root.
@@ -69,6 +73,7 @@ struct Batch {
     file: bool,
     fetched: Option<Box<FetchedList>>,
     recheck: bool,
+    access: access_pull::Pending,
 }
 
 impl Batch {
@@ -86,6 +91,7 @@ impl Batch {
                 }
             }
             Request::Recheck => self.recheck = true,
+            Request::Access(update) => self.access.add(update),
         }
     }
 }
@@ -126,6 +132,8 @@ impl Outcome {
 struct Memory {
     /// The newest list version read from `revocation_list` so far.
     file_newest: Option<u64>,
+    /// The newest access list version read from `access_list` so far.
+    access_file_newest: Option<u64>,
 }
 
 /// Starts the reload task; send it requests through the returned channel.
@@ -208,6 +216,22 @@ fn compute(
         let later = fetched(shared, base, *list, now);
         out = out.then(later);
     }
+    if batch.access.any() {
+        let base = out.next.as_ref().unwrap_or(current);
+        let (next, failed) = access_pull::apply(
+            shared,
+            base,
+            batch.access,
+            &mut memory.access_file_newest,
+            now,
+        );
+        let result = if failed {
+            Some("failed")
+        } else {
+            next.as_ref().map(|_| "ok")
+        };
+        out = out.then(Outcome::new(next, result));
+    }
     if batch.recheck && out.next.is_none() {
         out.next = Some(current.republish());
     }
@@ -244,6 +268,16 @@ fn everything(shared: &Shared, current: &Authority, memory: Memory, now: u64) ->
                     }
                 }
             };
+            // Nor to an older access list.
+            let server = fresh.licence.body.server_id.clone();
+            let access = std::mem::take(&mut fresh.access);
+            fresh.access = access_pull::keep_newer(
+                &current.access,
+                access,
+                memory.access_file_newest,
+                &server,
+                now,
+            );
             info!(
                 event = "reload",
                 result = "ok",

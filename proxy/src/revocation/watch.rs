@@ -77,7 +77,25 @@ pub async fn watch_crl_file(path: PathBuf, requests: mpsc::Sender<Request>) {
     watch_crl_file_every(path, requests, CRL_POLL).await;
 }
 
+/// Watches the access list file as [`watch_crl_file`] watches the
+/// revocation list's.
+pub async fn watch_access_file(path: PathBuf, requests: mpsc::Sender<Request>) {
+    watch_file(path, requests, CRL_POLL, || {
+        Request::Access(crate::revocation::access_pull::AccessUpdate::File)
+    })
+    .await;
+}
+
 async fn watch_crl_file_every(path: PathBuf, requests: mpsc::Sender<Request>, poll: Duration) {
+    watch_file(path, requests, poll, || Request::RevocationList).await;
+}
+
+async fn watch_file(
+    path: PathBuf,
+    requests: mpsc::Sender<Request>,
+    poll: Duration,
+    ask: fn() -> Request,
+) {
     use std::os::unix::fs::MetadataExt;
     fn stamp(p: &Path) -> Option<(u64, i64, i64, u64)> {
         std::fs::metadata(p)
@@ -111,7 +129,7 @@ async fn watch_crl_file_every(path: PathBuf, requests: mpsc::Sender<Request>, po
             continue;
         }
         last = now;
-        if requests.send(Request::RevocationList).await.is_err() {
+        if requests.send(ask()).await.is_err() {
             return;
         }
     }

@@ -107,7 +107,7 @@ pub fn answer(
             })
             .map_err(|e| e.reason.clone())
             .and_then(|()| {
-                if authority.policy.may_use(&s.principal, account) {
+                if authority.may_use(&s.principal, &s.user_key, account, now) {
                     Ok(())
                 } else {
                     Err(format!(
@@ -182,6 +182,7 @@ mod tests {
         std::fs::write(&ap, principals).expect("principals");
         std::fs::write(&pp, policy).expect("policy");
         Authority {
+            access: crate::trust::access::AccessInForce::default(),
             licence,
             crl: None,
             authorized: crate::trust::authz::Authorized::load(&ap).expect("principals"),
@@ -239,6 +240,97 @@ mod tests {
             got.refused[0].2.contains("every session is refused"),
             "{:?}",
             got.refused
+        );
+    }
+
+    /// The access list grants besides the file; its server globs are
+    /// matched against the licence's server id; its accounts narrow the
+    /// policy's and never widen them (getting around it: a list that names
+    /// `root` for a principal whose policy does not allow root); a stale
+    /// list under close-all grants nothing.
+    #[test]
+    fn the_access_list_grants_on_its_servers_and_only_narrows_accounts() {
+        use std::collections::BTreeMap;
+        use ztssh_proto::access::{AccessList, Grant};
+        use ztssh_proto::trust::{StaleMode, Staleness};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let principals = format!("alice {}\n", key(1).to_openssh().expect("openssh"));
+        let mut a = authority(
+            dir.path(),
+            &principals,
+            "[principal.carol]\naccounts = [\"carol\", \"deploy\"]\n",
+        );
+        let grant = |k: u8, servers: &[&str], accounts: &[&str]| Grant {
+            keys: vec![key(k).key_data().clone()],
+            servers: servers.iter().map(|s| (*s).to_owned()).collect(),
+            accounts: accounts.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let mut list = BTreeMap::new();
+        list.insert("carol".to_owned(), grant(3, &["web*"], &["carol", "root"]));
+        list.insert("dave".to_owned(), grant(4, &["db*"], &[]));
+        list.insert("erin".to_owned(), grant(5, &[], &["root"]));
+        a.access.list = Some(Arc::new(AccessList {
+            list_version: 1,
+            issued: NOW - 10,
+            valid_until: NOW + 10,
+            issuer: ztssh_proto::keys::PublicKey([1; 32]),
+            principals: list,
+        }));
+        let sessions = [
+            live("s1", "alice", 1, 5),
+            live("s3", "carol", 3, 7),
+            live("s4", "dave", 4, 8),
+            live("s5", "erin", 5, 9),
+            live("s6", "carol", 6, 10),
+        ];
+        let ids = |got: &Answer| -> Vec<String> {
+            got.lines
+                .iter()
+                .map(|l| l.split('"').nth(1).expect("from").to_owned())
+                .collect()
+        };
+        // carol on web1 (web*) as herself; dave's grant is for db* only;
+        // carol with a key the list does not give her is nobody.
+        let got = answer(&sessions, "carol", None, None, &a, NOW);
+        assert_eq!(ids(&got), vec!["127.77.0.7"], "{:?}", got.refused);
+        // deploy: the policy allows it, the list's accounts leave it out.
+        assert!(
+            answer(&sessions, "deploy", None, None, &a, NOW)
+                .lines
+                .is_empty()
+        );
+        // root: the list names it, the policy does not allow it (carol's
+        // accounts, erin's default of her own name): never.
+        assert!(
+            answer(&sessions, "root", None, None, &a, NOW)
+                .lines
+                .is_empty()
+        );
+        let got = answer(&sessions, "erin", None, None, &a, NOW);
+        assert!(got.lines.is_empty(), "erin's list names root only");
+        // alice, from the file, as before.
+        assert_eq!(
+            ids(&answer(&sessions, "alice", None, None, &a, NOW)),
+            vec!["127.77.0.5"]
+        );
+        // Stale under close-all: the list grants nothing; the file still does.
+        a.access.staleness = Staleness {
+            mode: StaleMode::CloseAll,
+            grace_secs: 0,
+        };
+        let later = NOW + 20;
+        let got = answer(&sessions, "carol", None, None, &a, later);
+        assert!(got.lines.is_empty());
+        assert!(
+            got.refused
+                .iter()
+                .any(|(id, _, r)| id == "s3" && r.contains("past its valid-until")),
+            "{:?}",
+            got.refused
+        );
+        assert_eq!(
+            ids(&answer(&sessions, "alice", None, None, &a, later)),
+            vec!["127.77.0.5"]
         );
     }
 

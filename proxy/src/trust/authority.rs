@@ -18,6 +18,7 @@ use ztssh_proto::time::{UnixTime, when};
 use ztssh_proto::trust::usercert::UserCas;
 use ztssh_proto::trust::{self, Checkpoint, Credential, ListUpdate, Staleness, Subject};
 
+use crate::trust::access::{AccessInForce, grant_allows_account};
 use crate::trust::authz::Authorized;
 use crate::trust::policy::Policy;
 
@@ -37,6 +38,8 @@ pub struct Authority {
     /// The user CAs whose certificates vouch for their principals
     /// (`trusted_user_ca_keys`).
     pub user_cas: Option<Arc<UserCas>>,
+    /// The signed access list: principals it grants besides `authorized`.
+    pub access: AccessInForce,
 }
 
 impl identity::Authority for Authority {
@@ -66,6 +69,7 @@ impl identity::Authority for Authority {
 impl Authority {
     /// Whether the credential vouches for the principal: one arm per
     /// identity source.
+    /// The authorized principals file and the access list grant a union.
     fn check_authorized(
         &self,
         who: &Subject<'_>,
@@ -78,10 +82,20 @@ impl Authority {
                 if self.authorized.allows(principal, user_key) {
                     return Ok(());
                 }
+                let server = &self.licence.body.server_id;
+                match self
+                    .access
+                    .grant(principal, user_key.key_data(), server, at.is_new(), now)
+                {
+                    Ok(Some(_)) => return Ok(()),
+                    Ok(None) => {}
+                    Err(stale) => return Err(Ended::new(EndKind::NotAuthorized, stale)),
+                }
                 let reason = match at {
-                    Checkpoint::Live(_) => {
-                        format!("principal {principal} is no longer authorized with this key")
-                    }
+                    Checkpoint::Live(_) => format!(
+                        "principal {principal} is no longer authorized with this key: your access \
+                         was withdrawn"
+                    ),
                     Checkpoint::Admit | Checkpoint::SshdLogin(_) => {
                         let fp = user_key.fingerprint(ssh_key::HashAlg::Sha256);
                         let server = &self.licence.body.server_id;
@@ -128,6 +142,11 @@ impl Authority {
     /// The same authority, published again so that every live session
     /// re-checks itself (the staleness deadline passed).
     pub fn republish(&self) -> Self {
+        self.with_access(self.access.clone())
+    }
+
+    /// The same authority with another access list in force.
+    pub fn with_access(&self, access: AccessInForce) -> Self {
         Self {
             licence: self.licence.clone(),
             crl: self.crl.clone(),
@@ -135,7 +154,33 @@ impl Authority {
             policy: Arc::clone(&self.policy),
             staleness: self.staleness,
             user_cas: self.user_cas.clone(),
+            access,
         }
+    }
+
+    /// Whether `principal`, holding `key`, may log in to sshd as local
+    /// `account`: the policy must allow it, and a principal only the
+    /// access list authorizes (not the authorized principals file) must
+    /// also have the account among its grant's accounts, when the list
+    /// names any: the list narrows the policy, never widens it.
+    pub fn may_use(
+        &self,
+        principal: &str,
+        key: &ssh_key::PublicKey,
+        account: &str,
+        now: UnixTime,
+    ) -> bool {
+        if !self.policy.may_use(principal, account) {
+            return false;
+        }
+        if self.authorized.allows(principal, key) {
+            return true;
+        }
+        let server = &self.licence.body.server_id;
+        matches!(
+            self.access.grant(principal, key.key_data(), server, false, now),
+            Ok(Some(g)) if grant_allows_account(g, account)
+        )
     }
 }
 
@@ -346,5 +391,6 @@ pub fn merge_crl(
         policy: Arc::clone(&current.policy),
         staleness: current.staleness,
         user_cas: current.user_cas.clone(),
+        access: current.access.clone(),
     })
 }

@@ -1,0 +1,304 @@
+//! Issue 21 §3: one signed access list for a fleet. Three proxies (web1,
+//! web2, db1) under one root pull one list from nginx: a principal added to
+//! it logs in on all three with nothing touched on the proxies; taken out,
+//! its live sessions end on all three; a list for `web*` does not admit on
+//! db1; an older or a tampered list is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ztssh_tests::nginx::{Nginx, WebRoot};
+use ztssh_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The fleet's CA (its root signs every licence and the list) and the
+/// web server that publishes the list.
+struct Publisher {
+    dir: TempDir,
+    ca: PathBuf,
+    web: WebRoot,
+    nginx: Nginx,
+}
+
+impl Publisher {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = ca_init(dir.path());
+        let web = WebRoot::new();
+        let nginx = Nginx::start_empty(&web);
+        Self {
+            dir,
+            ca,
+            web,
+            nginx,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/access.pem", self.nginx.port)
+    }
+
+    fn served(&self) -> PathBuf {
+        self.web.path().join("www/access.pem")
+    }
+
+    /// Signs `toml` as the next list and returns its file (not yet served).
+    fn sign(&self, name: &str, toml: &str) -> PathBuf {
+        let input = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&input, toml).expect("write access.toml");
+        let out = self.web.path().join(format!("staging/{name}.pem"));
+        let o = run_bounded(
+            Command::new(bin("ztssh-ca"))
+                .args(["access", "--dir"])
+                .arg(&self.ca)
+                .arg("--in")
+                .arg(&input)
+                .arg("--out")
+                .arg(&out),
+            T,
+        );
+        assert_ok(&o, "ztssh-ca access");
+        out
+    }
+
+    /// Serves `signed` (a copy renamed into place, as a publisher does).
+    fn serve(&self, signed: &Path) {
+        let tmp = self.web.path().join("staging/next.pem");
+        std::fs::copy(signed, &tmp).expect("copy");
+        std::fs::rename(&tmp, self.served()).expect("rename into place");
+    }
+
+    /// A proxy with server id `server_id`, licensed by this CA's root, that
+    /// pulls the list every second.
+    fn proxy(&self, server_id: &str) -> World {
+        let ca = self.ca.clone();
+        let id = server_id.to_owned();
+        World::builder()
+            .proxy_toml(&format!(
+                "access_list_url = \"{}\"\naccess_list_cache = \"{{dir}}/access-cache.pem\"\n\
+                 revocation_poll_secs = 1\nrevocation_fetch_timeout_secs = 2\n",
+                self.url()
+            ))
+            .before_start(move |pki, dir| {
+                // The fleet's user key, as each user's machine holds it.
+                for f in ["team", "team.pub"] {
+                    std::fs::copy(ca.parent().expect("dir").join(f), dir.join(f)).expect("key");
+                }
+                let team = dir.join("team");
+                std::fs::set_permissions(
+                    &team,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .expect("chmod");
+                // This world's CA becomes the fleet's: the same root, a
+                // licence for this server id, a list under that root.
+                for f in ["root.key", "root.pub"] {
+                    std::fs::copy(ca.join(f), pki.ca.join(f)).expect("the fleet's root");
+                }
+                let o = run_bounded(
+                    Command::new(bin("ztssh-ca"))
+                        .args(["authorize-server", "--dir"])
+                        .arg(&pki.ca)
+                        .arg("--request")
+                        .arg(pki.state.join("licence-request.pem"))
+                        .args(["--server-id", &id, "--hostname", "localhost"])
+                        .args(["--hostname", "web1", "--out"])
+                        .arg(&pki.licence),
+                    T,
+                );
+                assert_ok(&o, "authorize-server");
+                pki.publish_crl();
+            })
+            .start()
+    }
+}
+
+fn list(entries: &[(&str, &Path, Option<&str>)]) -> String {
+    let mut s = String::from("# the team's access list\n");
+    for (name, key, servers) in entries {
+        let key = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
+        s.push_str(&format!(
+            "[principal.{name}]\nkeys = [\"{}\"]\n",
+            key.trim()
+        ));
+        if let Some(g) = servers {
+            s.push_str(&format!("servers = [\"{g}\"]\n"));
+        }
+    }
+    s
+}
+
+/// The fleet's user key: the list grants it; no proxy's own file has it.
+fn fleet_key(p: &Publisher) -> PathBuf {
+    p.dir.path().join("team")
+}
+
+/// `ssh` through `w`'s proxy as `principal`: the sidecar signs with the
+/// fleet's user key, ssh logs in to sshd with this world's alice key.
+fn ssh_as(w: &World, principal: &str) -> Command {
+    let key = w.dir.path().join("team");
+    let mut c = Command::new("ssh");
+    c.args(w.direct_opts(&w.alice));
+    c.arg("-o").arg(format!(
+        "ProxyCommand={}",
+        w.proxy_command_as(&key, principal, "")
+    ));
+    c.arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg("root@localhost");
+    c
+}
+
+/// A live session as `principal` on `w`, once sshd accepted it.
+fn live_as(w: &World, principal: &str) -> Child {
+    let before = count(&w.proxy.log_text(), "event=\"upstream_connected\"");
+    let child = ssh_as(w, principal)
+        .arg("echo started; sleep 60")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ssh");
+    wait_until(Duration::from_secs(20), "session to connect", || {
+        count(&w.proxy.log_text(), "event=\"upstream_connected\"") > before
+    });
+    child
+}
+
+#[test]
+fn one_list_on_nginx_grants_and_withdraws_access_on_three_proxies() {
+    let p = Publisher::new();
+    let dave = user_key(p.dir.path(), "dave");
+    let team = user_key(p.dir.path(), "team");
+    assert_eq!(team, fleet_key(&p));
+    // Version 1 names only dave: carol is nowhere.
+    let v1 = p.sign("v1", &list(&[("dave", &dave, None)]));
+    p.serve(&v1);
+    let fleet: Vec<World> = ["web1", "web2", "db1"]
+        .iter()
+        .map(|id| p.proxy(id))
+        .collect();
+    for w in &fleet {
+        w.proxy.wait_log("access list version 1 loaded", WAIT);
+        let out = run_bounded(ssh_as(w, "carol").arg("true"), T);
+        assert!(!out.status.success(), "carol is in no list yet");
+        assert!(
+            stderr(&out).contains("principal carol is not authorized with key"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let cache = fleet[0].dir.path().join("access-cache.pem");
+    wait_until(WAIT, "the list kept in the cache", || cache.exists());
+    let check = run_bounded(
+        Command::new(bin("ztssh-proxy"))
+            .arg("check")
+            .arg("--config")
+            .arg(fleet[0].dir.path().join("proxy.toml")),
+        T,
+    );
+    let said = String::from_utf8_lossy(&check.stdout).to_string() + &stderr(&check);
+    assert!(
+        said.contains("principals: the union of 1 from")
+            && said.contains("1 from the access list (version 1"),
+        "{said}"
+    );
+
+    // Version 2: carol everywhere, erin on web* only. Nothing is done on
+    // the proxies.
+    let alice = team.clone();
+    let v2 = p.sign(
+        "v2",
+        &list(&[
+            ("carol", &alice, None),
+            ("dave", &dave, None),
+            ("erin", &alice, Some("web*")),
+        ]),
+    );
+    p.serve(&v2);
+    for w in &fleet {
+        w.proxy.wait_log("access list version 2 loaded", WAIT);
+        let out = run_bounded(ssh_as(w, "carol").arg("echo in"), T);
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("in"),
+            "{}\n{}",
+            stderr(&out),
+            w.proxy.log_text()
+        );
+    }
+    let out = run_bounded(ssh_as(&fleet[1], "erin").arg("true"), T);
+    assert!(out.status.success(), "erin on web2: {}", stderr(&out));
+    let out = run_bounded(ssh_as(&fleet[2], "erin").arg("true"), T);
+    assert!(!out.status.success(), "erin's grant is for web* only");
+    assert!(
+        stderr(&out).contains("principal erin is not authorized with key")
+            && stderr(&out).contains("on db1"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Carol's live sessions on all three end when version 3 drops her.
+    let live: Vec<Child> = fleet.iter().map(|w| live_as(w, "carol")).collect();
+    let v3 = p.sign(
+        "v3",
+        &list(&[("dave", &dave, None), ("erin", &alice, Some("web*"))]),
+    );
+    p.serve(&v3);
+    for (ssh, w) in live.into_iter().zip(&fleet) {
+        let out = wait_bounded(ssh, Duration::from_secs(20));
+        assert!(
+            stderr(&out).contains(
+                "principal carol is no longer authorized with this key: your access was withdrawn"
+            ),
+            "{}\n{}",
+            stderr(&out),
+            w.proxy.log_text()
+        );
+    }
+    // alice, from the proxies' own files, was never touched.
+    let out = run_bounded(fleet[0].ssh().arg("true"), T);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // An older list is refused and the newer one stays in force.
+    p.serve(&v2);
+    for w in &fleet {
+        w.proxy.wait_log(
+            "access list version 2 is older than the loaded 3; refused",
+            WAIT,
+        );
+    }
+    let out = run_bounded(ssh_as(&fleet[0], "carol").arg("true"), T);
+    assert!(
+        !out.status.success(),
+        "the rollback did not bring carol back"
+    );
+
+    // A tampered list (a principal's key swapped after signing) is refused.
+    let text = std::fs::read_to_string(&v2).expect("v2");
+    let tampered = p.web.path().join("staging/tampered.pem");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mid = lines.len() / 2;
+    let flipped: String = lines[mid]
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 10 {
+                if c == 'A' { 'B' } else { 'A' }
+            } else {
+                c
+            }
+        })
+        .collect();
+    lines[mid] = flipped;
+    std::fs::write(&tampered, lines.join("\n") + "\n").expect("write");
+    p.serve(&tampered);
+    for w in &fleet {
+        w.proxy.wait_log("event=\"access_fetch_failed\"", WAIT);
+    }
+    let out = run_bounded(ssh_as(&fleet[0], "carol").arg("true"), T);
+    assert!(!out.status.success());
+}
