@@ -67,13 +67,22 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         process::drop_privileges(user).map_err(anyhow::Error::msg)?;
     }
     let drain_grace = cfg.drain_grace;
+    // Connections in line hold a connection slot each: at most half of them.
+    let mut limit_settings = cfg.settings.limits.clone();
+    limit_settings.max_queued = limit_settings
+        .max_queued
+        .min(cfg.settings.max_connections / 2);
+    limit_settings.queue_per_source = limit_settings
+        .queue_per_source
+        .min(limit_settings.max_queued);
     let limits = limits::Limits::new(
-        &cfg.settings.limits,
+        &limit_settings,
         &cfg.settings.penalties,
         cfg.penalty_exempt.clone(),
         cfg.settings.max_handshakes,
     );
     let cfg_sources = cfg.upstream_sources.map(crate::state::SourcePool::new);
+    let cfg_startups = cfg.settings.upstream_max_startups;
     let shared = Arc::new(Shared {
         cfg,
         authority: authority_rx,
@@ -82,6 +91,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         sessions: limits::PrincipalSessions::default(),
         sources: cfg_sources,
         live_keys: crate::state::LiveKeys::default(),
+        upstream_startups: Arc::new(Semaphore::new(cfg_startups)),
         stop_sessions: CancellationToken::new(),
     });
     if let Some(l) = akc_listener {
@@ -176,7 +186,7 @@ async fn accept_loop(
             sock,
             peer,
             admission.permit,
-            admission.slot,
+            admission.admitted,
         ));
     }
 }

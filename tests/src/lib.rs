@@ -14,6 +14,7 @@ pub use tempfile::TempDir;
 
 pub mod agent;
 mod builder;
+mod burst;
 pub mod listserver;
 mod net;
 pub mod nginx;
@@ -27,6 +28,7 @@ mod world;
 pub mod zsk;
 
 pub use builder::*;
+pub use burst::*;
 pub use net::*;
 pub use pki::*;
 pub use process::*;
