@@ -2,10 +2,12 @@
 # Installs what the end-to-end tests and the demo need, only when missing:
 # OpenSSH server and client, rsync, systemd-analyze (to check the unit),
 # faketime (for the clock-skew tests), openssl (the https list test),
+# nftables (the sshd-setup --nft-guard test),
 # podman, runc, debootstrap and python3 (tests/containers.sh), and nginx
 # (the fleet bench serves the revocation list with it), and prometheus
 # (promtool tests the alert rules; the monitoring test scrapes a real
-# proxy with it).
+# proxy with it), and iproute2 and nftables (the soak bench's lossy,
+# rate-limited client namespace).
 # Debian/Ubuntu, run as root.
 set -euo pipefail
 need=()
@@ -23,6 +25,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+# nftables: the sshd-setup --nft-guard test loads a table of its own.
+command -v nft >/dev/null || need+=(nftables)
 # python3: the container test's list server and manifest edits.
 command -v python3 >/dev/null || need+=(python3)
 # nginx: the fleet bench serves the revocation list from a private nginx
@@ -35,6 +39,10 @@ command -v python3 >/dev/null || need+=(python3)
 # storage dir and loopback port) against a real proxy. The package's own
 # service is kept from starting by the policy-rc.d below.
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || need+=(prometheus)
+# iproute2 and nftables: the soak bench puts its clients in a network
+# namespace joined by a veth pair (ip netns, ip link), with a rate limit on
+# both ends (tc tbf) and random packet loss (an nftables numgen rule).
+{ command -v ip >/dev/null && command -v tc >/dev/null; } || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]}; run as root or install them first" >&2

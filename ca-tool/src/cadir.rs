@@ -6,8 +6,9 @@
 //! counter), so it is refused. `init` creates it 0700.
 //!
 //! Commands that read and then write the directory (`init`, `revoke`,
-//! `crl`, `krl`) hold an exclusive `flock` on `DIR/lock` for their whole
-//! run ([`lock`]): two of them racing would otherwise each read the same
+//! `crl`, `krl`) hold an exclusive `flock` on the directory itself and on
+//! `DIR/lock` for their whole run ([`lock`]; the directory's lock is the
+//! one that deleting `DIR/lock` cannot defeat): two of them racing would otherwise each read the same
 //! records or version and one's write would be lost, or two different lists
 //! would carry one version. A second command waits (bounded) and says
 //! which command holds the lock.
@@ -80,48 +81,110 @@ pub fn check(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// An exclusive lock on the CA directory, released when dropped.
-pub struct CaLock(Flock<fs::File>);
+/// An exclusive lock on the CA directory, released when dropped: a
+/// `flock` on the directory itself (which deleting or replacing `DIR/lock`
+/// cannot undo) and on `DIR/lock` (which names the holder).
+pub struct CaLock {
+    file: Flock<fs::File>,
+    _dir: Flock<fs::File>,
+}
 
 impl Drop for CaLock {
     fn drop(&mut self) {
         // No stale holder named once this command is done.
-        let _ = self.0.set_len(0);
+        let _ = self.file.set_len(0);
     }
 }
 
-/// Takes the CA directory's lock for `command` (the subcommand's name),
-/// waiting up to [`LOCK_WAIT`] for another command to finish.
-pub fn lock(dir: &Path, command: &str) -> Result<CaLock> {
-    let path = dir.join(LOCK_FILE);
-    let mut file = fs::OpenOptions::new()
+/// How many times a lock file found replaced after it was locked is
+/// opened and locked again before giving up.
+const LOCK_REOPENS: u32 = 16;
+
+fn open_lock_file(path: &Path) -> Result<fs::File> {
+    let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("cannot open the CA's lock file {}", path.display()))?;
     if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
         bail!("{} is not a regular file", path.display());
     }
+    Ok(file)
+}
+
+/// Whether `file` is still what `path` names (not deleted or replaced
+/// since it was opened).
+fn still_at(file: &fs::File, path: &Path) -> bool {
+    match (file.metadata(), fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// One non-blocking attempt at a lock: `Ok(Err(file))` while another holds it.
+fn try_lock(file: fs::File, what: &Path) -> Result<std::result::Result<Flock<fs::File>, fs::File>> {
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(held) => Ok(Ok(held)),
+        Err((f, Errno::EWOULDBLOCK | Errno::EINTR)) => Ok(Err(f)),
+        Err((_, e)) => {
+            Err(std::io::Error::from(e)).with_context(|| format!("cannot lock {}", what.display()))
+        }
+    }
+}
+
+/// Takes the CA directory's lock for `command` (the subcommand's name),
+/// waiting up to [`LOCK_WAIT`] for another command to finish. The
+/// directory is locked first, then `DIR/lock`; a lock file that turns out
+/// to have been deleted or replaced once locked is opened again (at most
+/// [`LOCK_REOPENS`] times).
+pub fn lock(dir: &Path, command: &str) -> Result<CaLock> {
+    let path = dir.join(LOCK_FILE);
+    let dir_file = fs::File::open(dir)
+        .with_context(|| format!("cannot open CA directory {} to lock it", dir.display()))?;
+    let mut dir_lock: std::result::Result<Flock<fs::File>, fs::File> = Err(dir_file);
+    let mut file = open_lock_file(&path)?;
     let start = Instant::now();
     let mut told = false;
+    let mut reopens = 0;
     let max_tries = LOCK_WAIT.as_millis() / LOCK_RETRY.as_millis() + 1;
     for _ in 0..max_tries {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(mut held) => {
-                let _ = held.set_len(0);
-                let _ = held.rewind();
-                let _ = writeln!(held, "ztssh-ca {command} (pid {})", std::process::id());
-                let _ = held.sync_data();
-                return Ok(CaLock(held));
-            }
-            Err((f, Errno::EWOULDBLOCK | Errno::EINTR)) => file = f,
-            Err((_, e)) => {
-                return Err(std::io::Error::from(e))
-                    .with_context(|| format!("cannot lock {}", path.display()));
+        if let Err(d) = dir_lock {
+            dir_lock = try_lock(d, dir)?;
+        }
+        if let Ok(dir_held) = dir_lock {
+            match try_lock(file, &path)? {
+                Ok(mut held) if still_at(&held, &path) => {
+                    let _ = held.set_len(0);
+                    let _ = held.rewind();
+                    let _ = writeln!(held, "ztssh-ca {command} (pid {})", std::process::id());
+                    let _ = held.sync_data();
+                    return Ok(CaLock {
+                        file: held,
+                        _dir: dir_held,
+                    });
+                }
+                Ok(replaced) => {
+                    dir_lock = Ok(dir_held);
+                    reopens += 1;
+                    if reopens > LOCK_REOPENS {
+                        bail!(
+                            "{} keeps being deleted or replaced while it is locked; stop whatever \
+                             removes it and try again",
+                            path.display()
+                        );
+                    }
+                    drop(replaced);
+                    file = open_lock_file(&path)?;
+                    continue;
+                }
+                Err(f) => {
+                    dir_lock = Ok(dir_held);
+                    file = f;
+                }
             }
         }
         if !told {
@@ -140,7 +203,7 @@ pub fn lock(dir: &Path, command: &str) -> Result<CaLock> {
     }
     bail!(
         "CA directory {} is still locked by {} after {} s; try again when it has finished \
-         (if no ztssh-ca command is running, something else holds {})",
+         (if no ztssh-ca command is running, something else holds {} or the directory itself)",
         dir.display(),
         holder(&mut file),
         LOCK_WAIT.as_secs(),

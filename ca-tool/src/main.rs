@@ -19,6 +19,7 @@ use ztssh_proto::time::{human, parse_duration};
 
 mod cadir;
 mod hostcert;
+mod issuance;
 mod krl;
 mod revoke;
 mod show;
@@ -86,6 +87,19 @@ enum Cmd {
         /// `sign-host` wrote), by serial; `ztssh-ca krl` publishes it.
         #[arg(long)]
         host_cert: Option<PathBuf>,
+        /// Revoke a proxy's Noise static key, and so every licence for it:
+        /// a licence or licence-request.pem file, or the key's 64 hex
+        /// digits (`ztssh-ca show` prints them). The CA then refuses to
+        /// license it again.
+        #[arg(long, value_name = "FILE|HEX")]
+        noise_key: Option<String>,
+        /// Revoke a proxy's Sub-CA key the same way.
+        #[arg(long, value_name = "FILE|HEX")]
+        subca_key: Option<String>,
+        /// Revoke both keys of this licence (a proxy whose keys were
+        /// stolen): every licence for either key, past and future.
+        #[arg(long, value_name = "FILE")]
+        licence: Option<PathBuf>,
     },
     /// Write a new root-signed revocation list (version goes up by one).
     Crl {
@@ -143,6 +157,13 @@ enum Cmd {
     Show {
         /// The file.
         file: PathBuf,
+        /// The root public key (root.pub) to check a licence's signature
+        /// against; without it (or --dir) the signature is NOT checked.
+        #[arg(long, conflicts_with = "dir")]
+        root: Option<PathBuf>,
+        /// A CA directory whose root.pub to check a licence against.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -201,6 +222,7 @@ fn run(cmd: Cmd) -> Result<()> {
             out,
         } => {
             cadir::check(&dir)?;
+            let _lock = cadir::lock(&dir, "authorize-server")?;
             authorize(&dir, &request, server_id, hostnames, &ttl, &out)
         }
         Cmd::Revoke {
@@ -210,6 +232,9 @@ fn run(cmd: Cmd) -> Result<()> {
             serial,
             key,
             host_cert,
+            noise_key,
+            subca_key,
+            licence,
         } => {
             cadir::check(&dir)?;
             let _lock = cadir::lock(&dir, "revoke")?;
@@ -219,6 +244,9 @@ fn run(cmd: Cmd) -> Result<()> {
                 serial,
                 key,
                 host_cert,
+                noise_key,
+                subca_key,
+                licence,
             };
             revoke::Target::from_flags(&dir, flags).and_then(|t| revoke::revoke(&dir, &t))
         }
@@ -246,7 +274,10 @@ fn run(cmd: Cmd) -> Result<()> {
             let _lock = cadir::lock(&dir, "krl")?;
             revoke::krl(&dir, &out, now())
         }
-        Cmd::Show { file } => show::show(&file, now()),
+        Cmd::Show { file, root, dir } => {
+            let root = root.or_else(|| dir.map(|d| d.join("root.pub")));
+            show::show(&file, root.as_deref(), now())
+        }
     }
 }
 
@@ -297,6 +328,7 @@ fn authorize(
     let req_bytes = keyfile::read_pem(request, pem::REQUEST).map_err(anyhow::Error::msg)?;
     let req = LicenceRequest::decode_verified(&req_bytes)
         .with_context(|| format!("{} is not a valid licence request", request.display()))?;
+    revoke::refuse_revoked_proxy_keys(dir, &req.noise_key, &req.subca_key.0)?;
     let now = now();
     let body = LicenceBody {
         serial: Serial::random(&mut UnwrapErr(SysRng)),
@@ -309,6 +341,8 @@ fn authorize(
         issuer: root.public(),
     };
     let licence = body.sign(&root)?;
+    // Recorded before it exists anywhere else.
+    issuance::append(dir, &issuance::line(&licence.body, now))?;
     let text = armor::encode(pem::LICENCE, licence.encoded());
     keyfile::write_atomic(out, text.as_bytes(), 0o644, keyfile::Existing::Replace)?;
     println!(

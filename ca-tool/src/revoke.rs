@@ -2,10 +2,14 @@
 //! list and sshd's key revocation list.
 //!
 //! Records live in `CA/revocations.txt`, one `principal NAME`,
-//! `server SERVER_ID`, `serial HEX`, `key SHA256:FINGERPRINT` or
-//! `host-serial N` (an OpenSSH host certificate's serial) per line.
+//! `server SERVER_ID`, `serial HEX`, `key SHA256:FINGERPRINT`,
+//! `noise-key HEX` or `subca-key HEX` (a proxy's Noise static or Sub-CA
+//! public key, 64 hex digits) or `host-serial N` (an OpenSSH host
+//! certificate's serial) per line.
 //! `CA/crl.version` and `CA/krl.version` hold the last version issued of
-//! each list, so versions only ever go up.
+//! each list, so versions only ever go up; `CA/crl.last` holds the version
+//! of the last list `crl` issued, and a `crl.version` more than
+//! [`MAX_VERSION_JUMP`] ahead of it is refused as a typo or tampering.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,14 +17,21 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use ztssh_keyfile as keyfile;
 use ztssh_proto::armor;
-use ztssh_proto::cert::{MAX_PRINCIPAL, MAX_SERVER_ID, Serial, check_name};
+use ztssh_proto::cert::{
+    Licence, LicenceRequest, MAX_PRINCIPAL, MAX_SERVER_ID, Serial, check_name,
+};
 use ztssh_proto::crl::{Crl, Revocations};
+use ztssh_proto::keys::hex;
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{human, parse_duration};
 
 const RECORDS: &str = "revocations.txt";
 const VERSION_FILE: &str = "crl.version";
 const KRL_VERSION_FILE: &str = "krl.version";
+/// The version of the last revocation list `crl` issued, written by `crl`
+/// alone (never by hand in normal operation): what `crl.version` is
+/// checked against for implausible jumps.
+const LAST_ISSUED_FILE: &str = "crl.last";
 /// Longest a revocation list may stay current.
 const MAX_CRL_TTL: u64 = 30 * 86_400;
 
@@ -36,6 +47,97 @@ pub enum Target {
     Key([u8; 32]),
     /// Revoke a host certificate the host CA signed, by its serial.
     HostSerial(u64),
+    /// Revoke a proxy's Noise static key: every licence for it.
+    NoiseKey([u8; 32]),
+    /// Revoke a proxy's Sub-CA key: every licence for it.
+    SubcaKey([u8; 32]),
+    /// Revoke both keys of a licence.
+    LicenceKeys {
+        /// Its Noise static key.
+        noise: [u8; 32],
+        /// Its Sub-CA key.
+        subca: [u8; 32],
+    },
+}
+
+/// Which key of a proxy's.
+#[derive(Clone, Copy)]
+enum ProxyKey {
+    Noise,
+    Subca,
+}
+
+fn parse_key_hex(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Refuses a Noise key in a non-canonical encoding: licences never carry
+/// one, so revoking it would revoke nothing.
+fn noise_key_canonical(key: &[u8; 32]) -> Result<()> {
+    ztssh_proto::cert::check_noise_key(key, "Noise key").map_err(|e| {
+        anyhow::anyhow!(
+            "{e}: no licence carries it, so revoking it revokes nothing; copy the key as \
+             `ztssh-ca show` prints it, or give the licence file"
+        )
+    })
+}
+
+/// A proxy key from 64 hex digits (as `ztssh-ca show` prints it) or from
+/// a file: a licence this CA signed, or a licence request.
+fn proxy_key(dir: &Path, arg: &str, which: ProxyKey) -> Result<[u8; 32]> {
+    if let Some(key) = parse_key_hex(arg) {
+        if matches!(which, ProxyKey::Noise) {
+            noise_key_canonical(&key)?;
+        }
+        return Ok(key);
+    }
+    let path = Path::new(arg);
+    if !path.exists() {
+        bail!(
+            "{arg:?} is neither 64 hex digits (the key as `ztssh-ca show` prints it) nor a file \
+             (a licence or a licence-request.pem)"
+        );
+    }
+    let (noise, subca) = licence_or_request_keys(dir, path)?;
+    Ok(match which {
+        ProxyKey::Noise => noise,
+        ProxyKey::Subca => subca,
+    })
+}
+
+/// The Noise and Sub-CA keys of a licence this CA signed (checked under
+/// the root, whatever its validity window) or of a licence request
+/// (checked by its proof of possession).
+fn licence_or_request_keys(dir: &Path, path: &Path) -> Result<([u8; 32], [u8; 32])> {
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (label, bytes) =
+        armor::decode(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    match label.as_str() {
+        pem::LICENCE => {
+            let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
+                .map_err(anyhow::Error::msg)?;
+            let lic = Licence::decode_signed_by(&bytes, &root.public())
+                .with_context(|| format!("{} is not a licence this CA signed", path.display()))?;
+            Ok((lic.body.noise_key, lic.body.subca_key.0))
+        }
+        pem::REQUEST => {
+            let req = LicenceRequest::decode_verified(&bytes)
+                .with_context(|| format!("{} is not a valid licence request", path.display()))?;
+            Ok((req.noise_key, req.subca_key.0))
+        }
+        other => bail!(
+            "{} is a {other:?} file; give a licence, a licence-request.pem or the key's 64 hex digits",
+            path.display()
+        ),
+    }
 }
 
 /// The serial of an OpenSSH host certificate file, checked to be signed by
@@ -135,7 +237,32 @@ impl Target {
             serial,
             key,
             host_cert,
+            noise_key,
+            subca_key,
+            licence,
         } = flags;
+        let given = [
+            noise_key.is_some(),
+            subca_key.is_some(),
+            licence.is_some(),
+            principal.is_some(),
+            server.is_some(),
+            serial.is_some(),
+            key.is_some(),
+            host_cert.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() == 1 {
+            if let Some(k) = noise_key {
+                return Ok(Self::NoiseKey(proxy_key(dir, &k, ProxyKey::Noise)?));
+            }
+            if let Some(k) = subca_key {
+                return Ok(Self::SubcaKey(proxy_key(dir, &k, ProxyKey::Subca)?));
+            }
+            if let Some(l) = licence {
+                let (noise, subca) = licence_or_request_keys(dir, &l)?;
+                return Ok(Self::LicenceKeys { noise, subca });
+            }
+        }
         Ok(match (principal, server, serial, key, host_cert) {
             (Some(p), None, None, None, None) => {
                 check_name(&p, MAX_PRINCIPAL, "principal")?;
@@ -148,18 +275,29 @@ impl Target {
             (None, None, Some(n), None, None) => Self::Serial(parse_serial(&n)?),
             (None, None, None, Some(k), None) => Self::Key(key_hash(&k)?),
             (None, None, None, None, Some(c)) => Self::HostSerial(host_cert_serial(dir, &c)?),
-            _ => bail!("give exactly one of --principal, --server, --serial, --key or --host-cert"),
+            _ => bail!(
+                "give exactly one of --principal, --server, --serial, --key, --host-cert, \
+                 --noise-key, --subca-key or --licence"
+            ),
         })
     }
 
-    fn line(&self) -> String {
-        match self {
+    fn lines(&self) -> Vec<String> {
+        vec![match self {
             Self::Principal(p) => format!("principal {p}"),
             Self::Server(s) => format!("server {s}"),
             Self::Serial(n) => format!("serial {n}"),
             Self::Key(hash) => key_line(hash),
             Self::HostSerial(n) => format!("host-serial {n}"),
-        }
+            Self::NoiseKey(k) => format!("noise-key {}", hex(k)),
+            Self::SubcaKey(k) => format!("subca-key {}", hex(k)),
+            Self::LicenceKeys { noise, subca } => {
+                return vec![
+                    format!("noise-key {}", hex(noise)),
+                    format!("subca-key {}", hex(subca)),
+                ];
+            }
+        }]
     }
 }
 
@@ -175,6 +313,12 @@ pub struct Flags {
     pub key: Option<std::path::PathBuf>,
     /// `--host-cert`.
     pub host_cert: Option<std::path::PathBuf>,
+    /// `--noise-key`: a file or 64 hex digits.
+    pub noise_key: Option<String>,
+    /// `--subca-key`: a file or 64 hex digits.
+    pub subca_key: Option<String>,
+    /// `--licence`: a licence file, both of whose keys are revoked.
+    pub licence: Option<std::path::PathBuf>,
 }
 
 /// Everything `revocations.txt` records.
@@ -199,6 +343,12 @@ const MAX_VERSION_FILE: u64 = 4096;
 /// tampering, and going on from it would run into the end of u64, after
 /// which every verifier refuses every list for good.
 pub const MAX_LIST_VERSION: u64 = 1 << 53;
+/// The most `crl.version` may be ahead of the last list `crl` issued
+/// (`crl.last`): a million lists, one a minute for about two years. Any
+/// more is a typo or tampering (a digit too many when an operator writes
+/// the counter back by hand), and counting on from it could run the CA
+/// into [`MAX_LIST_VERSION`], after which it can issue nothing.
+pub const MAX_VERSION_JUMP: u64 = 1_000_000;
 
 /// Reads a file of the CA directory as strictly as `root.key` is read
 /// (`keyfile::read_private`: not through a symlink, a regular file owned
@@ -208,7 +358,8 @@ fn read_ca_file(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Ok(m) if m.file_type().is_symlink() => bail!(
-            "{} is a symbolic link; the CA reads its files only directly, so that nobody who              can change a link can point it elsewhere",
+            "{} is a symbolic link; the CA reads its files only directly, so that nobody who \
+             can change a link can point it elsewhere",
             path.display()
         ),
         _ => {}
@@ -239,6 +390,8 @@ fn load(dir: &Path) -> Result<Records> {
     Ok(records)
 }
 
+const KINDS: &str = "principal|server|serial|key|host-serial|noise-key|subca-key";
+
 /// One line of `revocations.txt`, checked as `revoke` checks its flags.
 fn parse_line(line: &str, records: &mut Records) -> Result<()> {
     let line = line.trim();
@@ -246,7 +399,7 @@ fn parse_line(line: &str, records: &mut Records) -> Result<()> {
         return Ok(());
     }
     let Some((kind, value)) = line.split_once(' ') else {
-        bail!("expected `principal|server|serial|key|host-serial VALUE`, found {line:?}");
+        bail!("expected `{KINDS} VALUE`, found {line:?}");
     };
     let value = value.trim();
     let r = &mut records.list;
@@ -279,7 +432,17 @@ fn parse_line(line: &str, records: &mut Records) -> Result<()> {
             }
             records.host_serials.insert(serial);
         }
-        _ => bail!("expected `principal|server|serial|key|host-serial VALUE`, found {kind:?}"),
+        "noise-key" | "subca-key" => {
+            let key = parse_key_hex(value)
+                .with_context(|| format!("{kind} {value:?}: not 64 hex digits"))?;
+            if kind == "noise-key" {
+                noise_key_canonical(&key).with_context(|| format!("{kind} {value}"))?;
+                r.noise_keys.insert(key);
+            } else {
+                r.subca_keys.insert(key);
+            }
+        }
+        _ => bail!("expected `{KINDS} VALUE`, found {kind:?}"),
     }
     Ok(())
 }
@@ -292,18 +455,36 @@ pub fn revoke(dir: &Path, target: &Target) -> Result<()> {
     // reported where it is, and an unreadable file is never replaced.
     load(dir)?;
     let mut text = read_records(&path)?;
-    let line = target.line();
-    if text.lines().any(|l| l.trim() == line) {
-        println!("already revoked: {line}");
+    let mut added = Vec::new();
+    for line in target.lines() {
+        if text.lines().any(|l| l.trim() == line) {
+            println!("already revoked: {line}");
+            continue;
+        }
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&line);
+        text.push('\n');
+        added.push(line);
+    }
+    if added.is_empty() {
         return Ok(());
     }
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(&line);
-    text.push('\n');
     keyfile::write_atomic(&path, text.as_bytes(), 0o600, keyfile::Existing::Replace)?;
-    println!("recorded: {line}");
+    for line in &added {
+        println!("recorded: {line}");
+    }
+    if matches!(
+        target,
+        Target::NoiseKey(_) | Target::SubcaKey(_) | Target::LicenceKeys { .. }
+    ) {
+        println!(
+            "every licence for this key is revoked once the list is published, and this CA \
+             will not license it again; the server needs new keys (ztssh-proxy keygen) and a \
+             licence for them (docs/OPERATOR.md, recovery after a stolen proxy)"
+        );
+    }
     if let Target::HostSerial(_) = target {
         println!(
             "publish it: ztssh-ca krl --dir {} --out revoked.krl for every sshd's RevokedKeys \
@@ -340,7 +521,9 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
     let mut revoked = records.list;
     revoked.user_keys = records.keys.iter().copied().collect();
     let version_path = dir.join(VERSION_FILE);
+    let last_path = dir.join(LAST_ISSUED_FILE);
     let list_version = next_version(&version_path, true)?;
+    check_jump(&version_path, &last_path, list_version)?;
     let list = Crl {
         list_version,
         issued: now,
@@ -351,6 +534,12 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
     let bytes = list.sign(&root)?;
     keyfile::write_atomic(
         &version_path,
+        format!("{}\n", list.list_version).as_bytes(),
+        0o600,
+        keyfile::Existing::Replace,
+    )?;
+    keyfile::write_atomic(
+        &last_path,
         format!("{}\n", list.list_version).as_bytes(),
         0o600,
         keyfile::Existing::Replace,
@@ -372,6 +561,14 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
         human(ttl),
         out.display()
     );
+    if !r.noise_keys.is_empty() || !r.subca_keys.is_empty() {
+        println!(
+            "it revokes {} proxy Noise and {} Sub-CA key(s): proxies and sidecars older than this \
+             list format (version 3) refuse it",
+            r.noise_keys.len(),
+            r.subca_keys.len()
+        );
+    }
     if !r.user_keys.is_empty() {
         println!(
             "it revokes user keys: proxies older than this list format refuse it (version 2); \
@@ -400,6 +597,33 @@ fn next_version(path: &Path, required: bool) -> Result<u64> {
             path.display()
         ),
     }
+}
+
+/// Refuses `next` when it is more than [`MAX_VERSION_JUMP`] above the last
+/// list this CA issued (`crl.last`; 0 when missing, as in a CA directory
+/// from before it existed).
+fn check_jump(version_path: &Path, last_path: &Path, next: u64) -> Result<()> {
+    let last = last_version(last_path, false)?;
+    if next <= last.saturating_add(MAX_VERSION_JUMP) {
+        return Ok(());
+    }
+    bail!(
+        "{} would make the next list version {next}, but the last list this CA issued is version \
+         {last} ({}): a jump of more than {MAX_VERSION_JUMP} versions is a typo or tampering, and \
+         counting on from it could run into the highest version a CA issues ({MAX_LIST_VERSION}), \
+         after which no list can follow. Write the version of the last list this CA issued into {} \
+         (ztssh-ca show crl.pem prints it). If proxies really hold a list that much newer (a CA \
+         restored from an old backup), write that version into both {} and {}",
+        version_path.display(),
+        if last_path.exists() {
+            format!("{}", last_path.display())
+        } else {
+            format!("{} is missing: 0", last_path.display())
+        },
+        version_path.display(),
+        version_path.display(),
+        last_path.display()
+    )
 }
 
 /// The last version issued, from its counter file (see [`next_version`]).
@@ -440,13 +664,11 @@ fn last_version(path: &Path, required: bool) -> Result<u64> {
 
 /// Writes the counter files of a new CA: no list issued yet.
 pub fn init_versions(dir: &Path) -> Result<()> {
-    keyfile::write_atomic(
-        &dir.join(VERSION_FILE),
-        b"0\n",
-        0o600,
-        keyfile::Existing::Refuse,
-    )
-    .with_context(|| format!("cannot create {}", dir.join(VERSION_FILE).display()))
+    for name in [VERSION_FILE, LAST_ISSUED_FILE] {
+        keyfile::write_atomic(&dir.join(name), b"0\n", 0o600, keyfile::Existing::Refuse)
+            .with_context(|| format!("cannot create {}", dir.join(name).display()))?;
+    }
+    Ok(())
 }
 
 /// Writes the revoked user keys as a binary OpenSSH KRL for sshd's
@@ -481,4 +703,59 @@ pub fn krl(dir: &Path, out: &Path, now: u64) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// Why the CA must not license these proxy keys, if a revocation record
+/// names one of them.
+pub fn refuse_revoked_proxy_keys(dir: &Path, noise: &[u8; 32], subca: &[u8; 32]) -> Result<()> {
+    let records = load(dir)?;
+    let r = &records.list;
+    let which = if r.noise_keys.contains(noise) {
+        format!("Noise key {}", hex(noise))
+    } else if r.subca_keys.contains(subca) {
+        format!("Sub-CA key {}", hex(subca))
+    } else {
+        return Ok(());
+    };
+    bail!(
+        "refusing to license this request: its {which} is revoked ({}). Keys that were revoked \
+         are treated as stolen and are never licensed again: on the server, generate new keys \
+         (ztssh-proxy keygen --dir NEW_STATE_DIR) and sign the new licence-request.pem \
+         (docs/OPERATOR.md, recovery after a stolen proxy)",
+        dir.join(RECORDS).display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_key_lines_parse_into_the_list_and_bad_ones_are_refused() {
+        let mut records = Records::default();
+        let noise = "2b".repeat(32);
+        let subca = "0c".repeat(32);
+        parse_line(&format!("noise-key {noise}"), &mut records).expect("noise");
+        parse_line(&format!("subca-key {subca}"), &mut records).expect("subca");
+        assert!(records.list.noise_keys.contains(&[0x2b; 32]));
+        assert!(records.list.subca_keys.contains(&[0x0c; 32]));
+        for bad in [
+            "noise-key abc",
+            "subca-key zz",
+            &format!("noise-key {noise}00"),
+            // The top bit set: another encoding of an X25519 key, which
+            // no licence carries.
+            &format!("noise-key {}", "ab".repeat(32)),
+        ] {
+            assert!(parse_line(bad, &mut Records::default()).is_err(), "{bad}");
+        }
+        let t = Target::LicenceKeys {
+            noise: [0x2b; 32],
+            subca: [0x0c; 32],
+        };
+        assert_eq!(
+            t.lines(),
+            vec![format!("noise-key {noise}"), format!("subca-key {subca}")]
+        );
+    }
 }

@@ -8,20 +8,18 @@ use ztssh_proto::armor;
 use ztssh_proto::cert::{ClientCert, Licence, LicenceRequest};
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, Secret, hex, to_array};
 use ztssh_proto::labels::pem;
-use ztssh_proto::time::human;
+use ztssh_proto::time::when;
 
-fn when(t: u64, now: u64) -> String {
-    if t >= now {
-        format!("{t} (in {})", human(t - now))
-    } else {
-        format!("{t} ({} ago)", human(now - t))
-    }
-}
-
-/// Prints `file`.
-pub fn show(file: &Path, now: u64) -> Result<()> {
-    let text =
-        std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+/// Prints `file`. A licence's signature is checked against `root` (the
+/// CA's `root.pub`) when one is given; without it the status says so
+/// plainly, never "valid". Reads at most [`keyfile::MAX_PEM_FILE`] bytes,
+/// as the proxy does, from a regular file only.
+pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
+    let root = root
+        .map(keyfile::read_root_public)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let text = keyfile::read_regular(file, keyfile::MAX_PEM_FILE).map_err(anyhow::Error::msg)?;
     let (label, bytes) =
         armor::decode(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     match label.as_str() {
@@ -60,37 +58,41 @@ pub fn show(file: &Path, now: u64) -> Result<()> {
         pem::REQUEST => {
             let req = LicenceRequest::decode_verified(&bytes)?;
             println!("ztssh licence request (proof of possession: valid)");
-            println!("  sub-CA key: {}", req.subca_key.fingerprint());
+            println!(
+                "  sub-CA key: {} ({})",
+                req.subca_key.fingerprint(),
+                hex(&req.subca_key.0)
+            );
             println!("  noise key:  {}", hex(&req.noise_key));
             println!("  created:    {}", when(req.created, now));
         }
         pem::LICENCE => {
             let lic = Licence::decode(&bytes)?;
+            let status = licence_status(&lic, root.as_ref(), now);
             let b = &lic.body;
             println!("ztssh server licence");
             println!("  serial:     {}", b.serial);
             println!("  server id:  {}", b.server_id);
             println!("  hostnames:  {}", b.hostnames.join(", "));
-            println!("  sub-CA key: {}", b.subca_key.fingerprint());
+            println!(
+                "  sub-CA key: {} ({})",
+                b.subca_key.fingerprint(),
+                hex(&b.subca_key.0)
+            );
             println!("  noise key:  {}", hex(&b.noise_key));
             println!("  issuer:     {}", b.issuer.fingerprint());
             println!("  not before: {}", when(b.not_before, now));
             println!("  not after:  {}", when(b.not_after, now));
-            let status = if now >= b.not_after {
-                "EXPIRED"
-            } else if now < b.not_before {
-                "not yet valid"
-            } else {
-                "valid"
-            };
-            println!(
-                "  status:     {status} (signature checked by proxies and sidecars against the pinned root)"
-            );
+            println!("  status:     {status}");
         }
         pem::CLIENT_CERT => {
             let c = ClientCert::decode(&bytes)?;
             println!("ztssh client certificate");
             println!("  serial:      {}", c.serial);
+            println!(
+                "  session:     {} (revoke this serial to end the session, however often it renewed)",
+                c.session
+            );
             println!("  principal:   {}", c.principal);
             println!("  session key: {}", c.session_key.fingerprint());
             println!("  issuer:      {}", c.issuer.fingerprint());
@@ -98,8 +100,17 @@ pub fn show(file: &Path, now: u64) -> Result<()> {
             println!("  not after:   {}", when(c.not_after, now));
         }
         pem::CRL => {
-            let (list, root) = crl_unverified(&bytes)?;
-            println!("ztssh revocation list (signature: {root})");
+            let (list, signed_by) = crl_unverified(&bytes)?;
+            let signed_by = match root.as_ref() {
+                Some(r) if list.issuer != *r => format!(
+                    "INVALID: signed by {}, not by root {}",
+                    list.issuer.fingerprint(),
+                    r.fingerprint()
+                ),
+                Some(_) => format!("{signed_by}, the given root"),
+                None => format!("{signed_by}; the root itself NOT checked (pass --dir or --root)"),
+            };
+            println!("ztssh revocation list (signature: {signed_by})");
             println!("  version:     {}", list.list_version);
             println!("  issued:      {}", when(list.issued, now));
             println!(
@@ -135,10 +146,60 @@ pub fn show(file: &Path, now: u64) -> Result<()> {
             for key in keys {
                 println!("  user key:    {}", ssh_key::Fingerprint::Sha256(*key));
             }
+            for (what, set) in [
+                ("noise key:  ", &list.revoked.noise_keys),
+                ("sub-CA key: ", &list.revoked.subca_keys),
+            ] {
+                let mut keys: Vec<_> = set.iter().collect();
+                keys.sort();
+                for key in keys {
+                    println!("  {what} {}", hex(key));
+                }
+            }
         }
         other => bail!("{}: unknown ztssh file type {other:?}", file.display()),
     }
     Ok(())
+}
+
+/// A licence's status line: checked against `root` when given (a forged
+/// or foreign signature is named as such), else the window alone and the
+/// words "signature NOT checked".
+fn licence_status(lic: &Licence, root: Option<&PublicKey>, now: u64) -> String {
+    let b = &lic.body;
+    let window = if now >= b.not_after {
+        "EXPIRED"
+    } else if now < b.not_before {
+        "not yet valid"
+    } else {
+        "within its validity window"
+    };
+    let Some(root) = root else {
+        return format!(
+            "{window}; signature NOT checked (pass --root root.pub, or --dir CA-DIR, to check it)"
+        );
+    };
+    if b.issuer != *root {
+        return format!(
+            "INVALID: issued by {}, not by root {}",
+            b.issuer.fingerprint(),
+            root.fingerprint()
+        );
+    }
+    // At not_before the window passes, so this checks issuer and signature.
+    match lic.verify(root, b.not_before) {
+        Ok(_) if window == "within its validity window" => {
+            format!(
+                "valid (signature checked against root {})",
+                root.fingerprint()
+            )
+        }
+        Ok(_) => format!(
+            "{window} (signature checked against root {})",
+            root.fingerprint()
+        ),
+        Err(e) => format!("INVALID: {e} (checked against root {})", root.fingerprint()),
+    }
 }
 
 /// Decodes a list, checking its signature under the issuer it names (the

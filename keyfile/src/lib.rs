@@ -3,7 +3,8 @@
 //! the sidecar and the CA tool read and write their files through here:
 //! secrets written 0600 atomically and never over an existing file, key
 //! files read only directly (no symlink) from their owner, and every other
-//! file read with a size cap and no way to hang on a FIFO.
+//! file read with a size cap and no way to hang on a FIFO. Config files'
+//! unknown keys are reported through [`config_keys`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -12,6 +13,8 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+pub mod config_keys;
 
 use ztssh_proto::armor;
 use ztssh_proto::keys::{PublicKey, Secret, SigningKey, hex, to_array};

@@ -6,8 +6,10 @@
 //!                subca_key[32] noise_key[32] not_before:u64 not_after:u64
 //!                issuer[32] signature[64]
 //! Request      = "ZTRQ" ver=1 subca_key[32] noise_key[32] created:u64 signature[64]
-//! ClientCert   = "ZTCC" ver=1 serial[16] principal:str8 session_key[32]
-//!                issuer[32] not_before:u64 not_after:u64 signature[64]
+//! ClientCert   = "ZTCC" ver=2 serial[16] session[16] principal:str8
+//!                session_key[32] issuer[32] not_before:u64 not_after:u64
+//!                signature[64]
+//!                (ver=1: no session field; the session serial is the serial)
 //! ```
 
 use crate::codec::{Reader, Writer};
@@ -46,6 +48,24 @@ impl std::fmt::Display for Serial {
     }
 }
 
+/// Refuses a Noise static key that is not in its one canonical encoding:
+/// X25519 ignores the top bit and reads values from 2^255 - 19 up as
+/// 0..18 (RFC 7748), so such bytes name the same key as other bytes, and
+/// would escape a revocation or the CA's refusal of that key. Honest keys
+/// (computed by X25519) are always canonical.
+pub fn check_noise_key(key: &[u8; 32], what: &'static str) -> Result<(), Malformed> {
+    let top_bit = key[31] & 0x80 != 0;
+    // 2^255 - 19 = ed ff .. ff 7f (little-endian).
+    let at_least_p = key[31] == 0x7f && key[1..31].iter().all(|b| *b == 0xff) && key[0] >= 0xed;
+    if top_bit || at_least_p {
+        return Err(Malformed::Invalid {
+            what,
+            why: "the Noise key is not canonically encoded (another encoding of an X25519 key)",
+        });
+    }
+    Ok(())
+}
+
 /// A name: 1..=max bytes of `[A-Za-z0-9._@-]`, no leading dot or dash.
 pub fn check_name(name: &str, max: usize, what: &'static str) -> Result<(), Malformed> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
@@ -62,6 +82,14 @@ pub fn check_name(name: &str, max: usize, what: &'static str) -> Result<(), Malf
         });
     }
     Ok(())
+}
+
+/// The rules for a host name: a licence's names, and the host a user
+/// typed (ssh's `%h`), which the sidecar checks with this before it ever
+/// shows it: 1 to [`MAX_HOSTNAME`] letters, digits and `. _ @ -`, not
+/// starting with `.` or `-` (so no control characters, escapes or spaces).
+pub fn check_host(host: &str) -> Result<(), Malformed> {
+    check_name(host, MAX_HOSTNAME, "host name")
 }
 
 fn check_window(
@@ -128,13 +156,23 @@ fn verify_signed_tail<'a>(
 
 /// Checks `bytes` start with `magic` and format version 1.
 fn check_tag(bytes: &[u8], magic: &[u8], what: &'static str) -> Result<(), Malformed> {
+    check_tag_in(bytes, magic, &[VERSION], what).map(|_| ())
+}
+
+/// Checks `bytes` start with `magic` and one of `versions`; returns it.
+fn check_tag_in(
+    bytes: &[u8],
+    magic: &[u8],
+    versions: &[u8],
+    what: &'static str,
+) -> Result<u8, Malformed> {
     let mut r = Reader::new(bytes, what);
     r.expect(magic)?;
     let version = r.u8()?;
-    if version != VERSION {
+    if !versions.contains(&version) {
         return Err(Malformed::BadVersion { what, version });
     }
-    Ok(())
+    Ok(version)
 }
 
 /// The shortest licence: one one-letter host name, a one-letter server id.
@@ -229,7 +267,7 @@ impl LicenceBody {
             });
         }
         for h in &self.hostnames {
-            check_name(h, MAX_HOSTNAME, "licence host name")?;
+            check_host(h)?;
         }
         if self.not_after <= self.not_before {
             return Err(Malformed::Invalid {
@@ -296,6 +334,7 @@ impl Licence {
         }
         let subca_key = PublicKey(r.array()?);
         let noise_key = r.array()?;
+        check_noise_key(&noise_key, "licence")?;
         let not_before = r.u64()?;
         let not_after = r.u64()?;
         let issuer = PublicKey(r.array()?);
@@ -329,6 +368,13 @@ impl Licence {
         root: &PublicKey,
         now: UnixTime,
     ) -> Result<LicenceVerified, crate::ProtoError> {
+        Ok(Self::decode_signed_by(bytes, root)?.verify(root, now)?)
+    }
+
+    /// Verifies that `root` signed a licence, then parses it, whatever its
+    /// validity window: for the CA, which revokes the keys of a licence
+    /// it issued, expired or not. Never a reason to use the licence.
+    pub fn decode_signed_by(bytes: &[u8], root: &PublicKey) -> Result<Self, crate::ProtoError> {
         if bytes.len() > MAX_LICENCE_LEN {
             return Err(Malformed::TooLong {
                 what: "licence",
@@ -346,7 +392,7 @@ impl Licence {
             labels::CTX_LICENCE,
             "server licence",
         )?;
-        Ok(Self::decode(bytes)?.verify(root, now)?)
+        Ok(Self::decode(bytes)?)
     }
 
     /// The exact encoded bytes.
@@ -462,6 +508,7 @@ impl LicenceRequest {
         let mut r = Reader::new(bytes, "licence request");
         r.take(key_at + 32)?;
         let noise_key = r.array()?;
+        check_noise_key(&noise_key, "licence request")?;
         let created = r.u64()?;
         let signature = r.array()?;
         r.finish()?;
@@ -479,6 +526,10 @@ impl LicenceRequest {
 pub struct ClientCert {
     /// Unique serial.
     pub serial: Serial,
+    /// The session's serial: the serial of the session's first
+    /// certificate, carried (signed) by every certificate of the session,
+    /// so revoking it ends the session however often it has renewed.
+    pub session: Serial,
     /// Who the session is.
     pub principal: String,
     /// The session's Ed25519 key.
@@ -490,15 +541,22 @@ pub struct ClientCert {
     /// End of validity (exclusive).
     pub not_after: UnixTime,
     signature: [u8; 64],
+    /// The format version it was encoded in (1: no session field).
+    version: u8,
 }
+
+/// The client certificate version that carries the session serial.
+const CERT_VERSION_SESSION: u8 = 2;
 
 impl ClientCert {
     fn tbs(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.bytes(magic::CLIENT_CERT)
-            .u8(VERSION)
-            .bytes(&self.serial.0)
-            .str8(&self.principal);
+        w.bytes(magic::CLIENT_CERT).u8(self.version);
+        w.bytes(&self.serial.0);
+        if self.version >= CERT_VERSION_SESSION {
+            w.bytes(&self.session.0);
+        }
+        w.str8(&self.principal);
         w.bytes(&self.session_key.0)
             .bytes(&self.issuer.0)
             .u64(self.not_before)
@@ -506,10 +564,30 @@ impl ClientCert {
         w.into_vec()
     }
 
-    /// Issues a certificate signed by `subca`, with a serial from `rng`.
+    /// The same certificate in format 1 (no session field), re-signed by
+    /// `subca`: what a proxy that predates session serials issues (tests).
+    #[cfg(test)]
+    pub(crate) fn as_format_1(&self, subca: &SigningKey) -> Self {
+        let mut v1 = self.clone();
+        v1.version = VERSION;
+        v1.session = v1.serial;
+        v1.signature = subca.sign(labels::CTX_CLIENT_CERT, &v1.tbs());
+        v1
+    }
+
+    /// Whether the certificate carries a session serial of its own
+    /// (format 2); a format 1 certificate's session serial is its serial.
+    pub fn carries_session(&self) -> bool {
+        self.version >= CERT_VERSION_SESSION
+    }
+
+    /// Issues a certificate signed by `subca`, with a serial from `rng`,
+    /// for the session whose serial is `session` (`None`: a new session,
+    /// whose serial is this first certificate's).
     pub fn issue(
         subca: &SigningKey,
         principal: &str,
+        session: Option<Serial>,
         session_key: PublicKey,
         not_before: UnixTime,
         ttl: u64,
@@ -524,8 +602,11 @@ impl ClientCert {
                     what: "certificate",
                     why: "ttl is zero or overflows",
                 })?;
+        let serial = Serial::random(rng);
         let mut cert = Self {
-            serial: Serial::random(rng),
+            version: CERT_VERSION_SESSION,
+            serial,
+            session: session.unwrap_or(serial),
             principal: principal.to_owned(),
             session_key,
             issuer: subca.public(),
@@ -549,13 +630,18 @@ impl ClientCert {
         let mut r = Reader::new(bytes, "client certificate");
         r.expect(magic::CLIENT_CERT)?;
         let version = r.u8()?;
-        if version != VERSION {
+        if version != VERSION && version != CERT_VERSION_SESSION {
             return Err(Malformed::BadVersion {
                 what: "client certificate",
                 version,
             });
         }
         let serial = Serial(r.array()?);
+        let session = if version == CERT_VERSION_SESSION {
+            Serial(r.array()?)
+        } else {
+            serial
+        };
         let principal = r.str8(MAX_PRINCIPAL)?.to_owned();
         check_name(&principal, MAX_PRINCIPAL, "principal")?;
         let session_key = PublicKey(r.array()?);
@@ -571,7 +657,9 @@ impl ClientCert {
             });
         }
         Ok(Self {
+            version,
             serial,
+            session,
             principal,
             session_key,
             issuer,
@@ -588,7 +676,7 @@ impl ClientCert {
     /// bytes as received (the issuer sits at a fixed offset from the end).
     pub fn decode_verified(bytes: &[u8], subca: &PublicKey) -> Result<Self, crate::ProtoError> {
         const MIN_LEN: usize = 4 + 1 + 16 + 2 + 32 + 32 + 16 + 64;
-        const MAX_LEN: usize = MIN_LEN - 1 + MAX_PRINCIPAL;
+        const MAX_LEN: usize = MIN_LEN - 1 + MAX_PRINCIPAL + 16;
         if bytes.len() > MAX_LEN {
             return Err(Malformed::TooLong {
                 what: "client certificate",
@@ -597,7 +685,12 @@ impl ClientCert {
             }
             .into());
         }
-        check_tag(bytes, magic::CLIENT_CERT, "client certificate")?;
+        check_tag_in(
+            bytes,
+            magic::CLIENT_CERT,
+            &[VERSION, CERT_VERSION_SESSION],
+            "client certificate",
+        )?;
         verify_signed_tail(
             bytes,
             MIN_LEN,
@@ -734,6 +827,35 @@ mod tests {
     }
 
     #[test]
+    fn a_noise_key_in_another_encoding_of_the_same_x25519_key_is_refused() {
+        // X25519 ignores the top bit of a public key (RFC 7748), so K and
+        // K | 2^255 are one key: a licence or request naming the second
+        // would escape a revocation, or the CA's refusal, of the first.
+        let root = SigningKey::generate(&mut TestRng);
+        let (lic, _, _) = licence(&root, &["web1"], 0, 10_000);
+        let mut body = lic.body.clone();
+        body.noise_key[31] |= 0x80;
+        if let Ok(other) = body.sign(&root) {
+            assert!(Licence::decode(other.encoded()).is_err());
+            assert!(Licence::decode_verified(other.encoded(), &root.public(), 5).is_err());
+        }
+        let subca = SigningKey::generate(&mut TestRng);
+        let mut key = lic.body.noise_key;
+        key[31] |= 0x80;
+        let req = LicenceRequest::new(&subca, key, 99);
+        assert!(LicenceRequest::decode_verified(&req.encode()).is_err());
+        // The 19 values at or above 2^255 - 19 are other encodings of 0..18.
+        let mut high = [0xff; 32];
+        high[31] = 0x7f;
+        high[0] = 0xed;
+        let req = LicenceRequest::new(&subca, high, 99);
+        assert!(LicenceRequest::decode_verified(&req.encode()).is_err());
+        high[0] = 0xec;
+        let req = LicenceRequest::new(&subca, high, 99);
+        assert!(LicenceRequest::decode_verified(&req.encode()).is_ok());
+    }
+
+    #[test]
     fn request_proves_possession() {
         let subca = SigningKey::generate(&mut TestRng);
         let req = LicenceRequest::new(&subca, [7; 32], 99);
@@ -748,8 +870,16 @@ mod tests {
     fn client_cert_round_trip() {
         let subca = SigningKey::generate(&mut TestRng);
         let session = SigningKey::generate(&mut TestRng);
-        let cert = ClientCert::issue(&subca, "alice", session.public(), 100, 300, &mut TestRng)
-            .expect("issue");
+        let cert = ClientCert::issue(
+            &subca,
+            "alice",
+            None,
+            session.public(),
+            100,
+            300,
+            &mut TestRng,
+        )
+        .expect("issue");
         let back = ClientCert::decode(&cert.encode()).expect("decode");
         assert_eq!(back, cert);
         assert!(back.verify(&subca.public(), 200).is_ok());
@@ -759,7 +889,16 @@ mod tests {
         ));
         assert!(back.verify(&session.public(), 200).is_err());
         assert!(
-            ClientCert::issue(&subca, "bad name", session.public(), 0, 1, &mut TestRng).is_err()
+            ClientCert::issue(
+                &subca,
+                "bad name",
+                None,
+                session.public(),
+                0,
+                1,
+                &mut TestRng
+            )
+            .is_err()
         );
         // An inverted window (which would underflow lifetime arithmetic) is refused at decode.
         let mut inverted = cert.encode();
@@ -769,6 +908,54 @@ mod tests {
             ClientCert::decode(&inverted),
             Err(Malformed::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn every_certificate_of_a_session_carries_its_signed_session_serial() {
+        let subca = SigningKey::generate(&mut TestRng);
+        let key = SigningKey::generate(&mut TestRng).public();
+        let first =
+            ClientCert::issue(&subca, "alice", None, key, 100, 300, &mut TestRng).expect("first");
+        assert_eq!(
+            first.session, first.serial,
+            "a new session is named by its first serial"
+        );
+        let renewed = ClientCert::issue(
+            &subca,
+            "alice",
+            Some(first.session),
+            key,
+            200,
+            300,
+            &mut TestRng,
+        )
+        .expect("renewed");
+        assert_ne!(renewed.serial, first.serial);
+        assert_eq!(renewed.session, first.serial);
+        let bytes = renewed.encode();
+        assert_eq!(bytes[4], 2, "format version 2 carries the session serial");
+        assert_eq!(
+            ClientCert::decode_verified(&bytes, &subca.public()).expect("genuine"),
+            renewed
+        );
+        // The session serial is signed: claiming another session breaks
+        // the Sub-CA's signature.
+        let mut other = bytes.clone();
+        other[4 + 1 + 16] ^= 1;
+        let back = ClientCert::decode(&other).expect("parses");
+        assert_ne!(back.session, renewed.session);
+        assert!(back.verify_signature(&subca.public()).is_err());
+        assert!(ClientCert::decode_verified(&other, &subca.public()).is_err());
+        // A version 1 certificate (no session field) still reads: its
+        // session serial is its own serial.
+        let mut v1 = renewed.clone();
+        v1.version = VERSION;
+        v1.signature = subca.sign(labels::CTX_CLIENT_CERT, &v1.tbs());
+        let v1_bytes = v1.encode();
+        assert_eq!(v1_bytes.len(), bytes.len() - 16);
+        let back = ClientCert::decode_verified(&v1_bytes, &subca.public()).expect("v1");
+        assert_eq!(back.session, back.serial);
+        assert_eq!(back.serial, renewed.serial);
     }
 
     fn is_bad_signature(e: &crate::ProtoError, what: &str) -> bool {
@@ -842,15 +1029,23 @@ mod tests {
 
         // Client certificates, the same way.
         let session = SigningKey::generate(&mut TestRng);
-        let cert = ClientCert::issue(&subca, "alice", session.public(), 100, 300, &mut TestRng)
-            .expect("issue");
+        let cert = ClientCert::issue(
+            &subca,
+            "alice",
+            None,
+            session.public(),
+            100,
+            300,
+            &mut TestRng,
+        )
+        .expect("issue");
         let bytes = cert.encode();
         assert_eq!(
             ClientCert::decode_verified(&bytes, &subca.public()).expect("genuine"),
             cert
         );
         let mut bad_name = bytes.clone();
-        bad_name[4 + 1 + 16 + 1] = b' ';
+        bad_name[4 + 1 + 16 + 16 + 1] = b' ';
         assert!(ClientCert::decode(&bad_name).is_err());
         let n = bad_name.len();
         bad_name[n - 64..].copy_from_slice(&random_bytes::<64>(&mut TestRng));

@@ -7,12 +7,16 @@
 //!       n:u16 principal:str8 * n
 //!       m:u16 server_id:str8 * m
 //!       k:u32 serial[16] * k
-//!       [ver 2 only] u:u32 user_key_sha256[32] * u   ; u >= 1
+//!       [ver 2, 3] u:u32 user_key_sha256[32] * u   ; ver 2: u >= 1
+//!       [ver 3]    a:u32 noise_key[32] * a          ; proxies' Noise static keys
+//!                  b:u32 subca_key[32] * b          ; proxies' Sub-CA keys; a + b >= 1
 //!       signature[64]   ; by the root, context CTX_CRL
 //! ```
 //!
-//! A list with no revoked user keys is written as version 1, byte for byte
-//! as before, so proxies that know only version 1 keep reading it.
+//! Each list is written in the lowest version that can hold it: one with
+//! no revoked user or server keys as version 1, byte for byte as before,
+//! so proxies that know only version 1 keep reading it; one with user keys
+//! and no server keys as version 2.
 
 use std::collections::HashSet;
 
@@ -29,12 +33,16 @@ const VERSION: u8 = 1;
 const ISSUER_AT: usize = 4 + 1 + 3 * 8;
 /// The version that adds revoked user keys.
 const VERSION_USER_KEYS: u8 = 2;
+/// The version that adds revoked proxy keys (Noise static and Sub-CA).
+const VERSION_SERVER_KEYS: u8 = 3;
 /// Most banned principals or revoked servers in one list.
 pub const MAX_NAMES: usize = 10_000;
 /// Most revoked serials in one list.
 pub const MAX_SERIALS: usize = 1_000_000;
 /// Most revoked user keys in one list.
 pub const MAX_USER_KEYS: usize = 100_000;
+/// Most revoked proxy keys of each kind (Noise, Sub-CA) in one list.
+pub const MAX_SERVER_KEYS: usize = 100_000;
 
 /// What a revocation list revokes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -48,9 +56,26 @@ pub struct Revocations {
     /// Revoked user keys: SHA-256 of the key's OpenSSH wire encoding (the
     /// hash of its `SHA256:` fingerprint).
     pub user_keys: HashSet<[u8; 32]>,
+    /// Revoked proxy Noise static keys: every licence for one is revoked,
+    /// whatever its serial or server id.
+    pub noise_keys: HashSet<[u8; 32]>,
+    /// Revoked proxy Sub-CA keys, the same way.
+    pub subca_keys: HashSet<[u8; 32]>,
 }
 
 impl Revocations {
+    /// Which of `licence`'s keys is revoked, if one is: `"Noise"` or
+    /// `"Sub-CA"`.
+    pub fn revoked_licence_key(&self, licence: &crate::cert::LicenceBody) -> Option<&'static str> {
+        if self.noise_keys.contains(&licence.noise_key) {
+            Some("Noise")
+        } else if self.subca_keys.contains(&licence.subca_key.0) {
+            Some("Sub-CA")
+        } else {
+            None
+        }
+    }
+
     /// Whether `key` is revoked.
     pub fn revokes_user_key(&self, key: &ssh_key::PublicKey) -> bool {
         !self.user_keys.is_empty()
@@ -83,12 +108,20 @@ fn sorted<T: Ord + Clone>(set: &HashSet<T>) -> Vec<T> {
 }
 
 impl Crl {
-    fn tbs(&self) -> Vec<u8> {
-        let version = if self.revoked.user_keys.is_empty() {
-            VERSION
-        } else {
+    /// The lowest format version that holds the list.
+    fn version(&self) -> u8 {
+        let r = &self.revoked;
+        if !r.noise_keys.is_empty() || !r.subca_keys.is_empty() {
+            VERSION_SERVER_KEYS
+        } else if !r.user_keys.is_empty() {
             VERSION_USER_KEYS
-        };
+        } else {
+            VERSION
+        }
+    }
+
+    fn tbs(&self) -> Vec<u8> {
+        let version = self.version();
         let mut w = Writer::new();
         w.bytes(magic::CRL)
             .u8(version)
@@ -107,8 +140,14 @@ impl Crl {
         for s in serials {
             w.bytes(&s);
         }
-        if version == VERSION_USER_KEYS {
-            let keys = sorted(&self.revoked.user_keys);
+        let r = &self.revoked;
+        let sections: &[&HashSet<[u8; 32]>] = match version {
+            VERSION_USER_KEYS => &[&r.user_keys],
+            VERSION_SERVER_KEYS => &[&r.user_keys, &r.noise_keys, &r.subca_keys],
+            _ => &[],
+        };
+        for keys in sections {
+            let keys = sorted(keys);
             w.u32(u32::try_from(keys.len()).unwrap_or(u32::MAX));
             for k in keys {
                 w.bytes(&k);
@@ -122,7 +161,9 @@ impl Crl {
         let too_many = self.revoked.principals.len() > MAX_NAMES
             || self.revoked.servers.len() > MAX_NAMES
             || self.revoked.serials.len() > MAX_SERIALS
-            || self.revoked.user_keys.len() > MAX_USER_KEYS;
+            || self.revoked.user_keys.len() > MAX_USER_KEYS
+            || self.revoked.noise_keys.len() > MAX_SERVER_KEYS
+            || self.revoked.subca_keys.len() > MAX_SERVER_KEYS;
         if too_many {
             return Err(Malformed::Invalid {
                 what: "revocation list",
@@ -160,7 +201,7 @@ impl Crl {
         let mut r = Reader::new(tbs, "revocation list");
         r.expect(magic::CRL)?;
         let version = r.u8()?;
-        if version != VERSION && version != VERSION_USER_KEYS {
+        if ![VERSION, VERSION_USER_KEYS, VERSION_SERVER_KEYS].contains(&version) {
             return Err(Malformed::BadVersion {
                 what: "revocation list",
                 version,
@@ -198,12 +239,30 @@ impl Crl {
             let raw = r.take(16)?;
             Ok((raw, Serial(to_array(raw)?)))
         })?;
-        let user_keys = if version == VERSION_USER_KEYS {
-            read_user_keys(&mut r)?
+        let user_keys = if version >= VERSION_USER_KEYS {
+            read_keys(&mut r, MAX_USER_KEYS, "revocation list user keys")?
         } else {
             HashSet::new()
         };
+        let (noise_keys, subca_keys) = if version == VERSION_SERVER_KEYS {
+            (
+                read_keys(&mut r, MAX_SERVER_KEYS, "revocation list Noise keys")?,
+                read_keys(&mut r, MAX_SERVER_KEYS, "revocation list Sub-CA keys")?,
+            )
+        } else {
+            (HashSet::new(), HashSet::new())
+        };
         r.finish()?;
+        // Each version exists for what it adds: a list is canonical only
+        // in the lowest version that holds it.
+        let lowest = match version {
+            VERSION_USER_KEYS => !user_keys.is_empty(),
+            VERSION_SERVER_KEYS => !noise_keys.is_empty() || !subca_keys.is_empty(),
+            _ => true,
+        };
+        if !lowest {
+            return Err(NOT_CANONICAL);
+        }
         Ok(Self {
             list_version,
             issued,
@@ -214,6 +273,8 @@ impl Crl {
                 servers,
                 serials,
                 user_keys,
+                noise_keys,
+                subca_keys,
             },
         })
     }
@@ -224,18 +285,18 @@ impl Crl {
     }
 }
 
-fn read_user_keys(r: &mut Reader<'_>) -> Result<HashSet<[u8; 32]>, Malformed> {
+fn read_keys(
+    r: &mut Reader<'_>,
+    max: usize,
+    what: &'static str,
+) -> Result<HashSet<[u8; 32]>, Malformed> {
     let count = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
-    if count > MAX_USER_KEYS || count.saturating_mul(32) > r.remaining() {
+    if count > max || count.saturating_mul(32) > r.remaining() {
         return Err(Malformed::TooLong {
-            what: "revocation list user keys",
+            what,
             len: count,
-            max: MAX_USER_KEYS,
+            max,
         });
-    }
-    if count == 0 {
-        // Version 2 exists for user keys; without any the list is version 1.
-        return Err(NOT_CANONICAL);
     }
     read_ascending(r, count, |r| {
         let raw = r.take(32)?;
@@ -367,6 +428,52 @@ mod tests {
         let at = v2.len() - 64 - 2 * 32 - 4;
         huge[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(Crl::decode_verified(&huge, &root.public()).is_err());
+    }
+
+    #[test]
+    fn server_keys_make_a_version_3_list_and_only_then() {
+        let root = SigningKey::generate(&mut TestRng);
+        let mut crl = sample(&root, 4);
+        crl.revoked.noise_keys.insert([8; 32]);
+        let v3 = crl.sign(&root).expect("sign");
+        assert_eq!(v3[4], 3);
+        assert_eq!(Crl::decode_verified(&v3, &root.public()).expect("v3"), crl);
+        // With user keys and Sub-CA keys too, still one list.
+        crl.revoked.user_keys.insert([1; 32]);
+        crl.revoked.subca_keys.insert([2; 32]);
+        crl.revoked.subca_keys.insert([0; 32]);
+        let v3 = crl.sign(&root).expect("sign");
+        assert_eq!(v3[4], 3);
+        assert_eq!(Crl::decode_verified(&v3, &root.public()).expect("v3"), crl);
+        // A version 3 list with no server keys is not canonical, even
+        // signed by the root.
+        let mut no_keys = sample(&root, 5);
+        no_keys.revoked.user_keys.insert([1; 32]);
+        let mut tbs = no_keys.tbs();
+        tbs[4] = 3;
+        tbs.extend_from_slice(&0u32.to_be_bytes());
+        tbs.extend_from_slice(&0u32.to_be_bytes());
+        let sig = root.sign(labels::CTX_CRL, &tbs);
+        tbs.extend_from_slice(&sig);
+        let e = Crl::decode_verified(&tbs, &root.public()).expect_err("not canonical");
+        assert!(e.to_string().contains("canonical"), "{e}");
+        // A forged version 3 list is refused on its signature.
+        let mut forged = v3.clone();
+        let n = forged.len();
+        forged[n - 70] ^= 1;
+        assert!(bad_signature(
+            &Crl::decode_verified(&forged, &root.public()).expect_err("forged")
+        ));
+        // A huge key count is refused before allocating.
+        let mut huge = v3.clone();
+        let at = v3.len() - 64 - 2 * 32 - 4;
+        huge[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        let sig = root.sign(labels::CTX_CRL, &huge[..n - 64]);
+        huge[n - 64..].copy_from_slice(&sig);
+        assert!(matches!(
+            Crl::decode_verified(&huge, &root.public()),
+            Err(crate::ProtoError::Malformed(Malformed::TooLong { .. }))
+        ));
     }
 
     #[test]

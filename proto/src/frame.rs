@@ -181,14 +181,12 @@ impl Transport {
                 nonce: 0,
                 limit: MAX_RECORDS_PER_KEY,
                 f,
-                plain: vec![0; f.get() - TAG_LEN],
             },
             opener: Opener {
                 key: RecordKey::new(rx)?,
                 nonce: 0,
                 total: 0,
                 f,
-                buf: vec![0; f.get()],
                 closed: false,
                 terminated: false,
                 rekey_tag: 0,
@@ -201,8 +199,8 @@ impl Transport {
     }
 }
 
-/// Seals outgoing records. Its `Debug` leaves out the plaintext buffer,
-/// which holds the last record's data.
+/// Seals outgoing records, each in place at the end of the caller's
+/// queue: it holds no buffer of its own. Its `Debug` shows the counters.
 pub struct Sealer {
     key: RecordKey,
     nonce: u64,
@@ -210,7 +208,6 @@ pub struct Sealer {
     /// it to play a peer that ignores it).
     limit: u64,
     f: FrameSize,
-    plain: Vec<u8>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -254,27 +251,36 @@ impl Sealer {
         Ok(())
     }
 
-    /// Encrypts `self.plain` into the next `F` bytes of `out`.
-    fn encrypt(&mut self, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+    /// Encrypts the record plaintext that fills `out[start..]` (exactly
+    /// `F - 16` bytes) in place and appends its tag. On failure `out` is
+    /// cut back to `start`: no plaintext is left in the queue.
+    fn encrypt_tail(&mut self, out: &mut Vec<u8>, start: usize) -> Result<(), ProtoError> {
+        debug_assert_eq!(out.len() - start, self.f.get() - TAG_LEN);
         if self.nonce >= self.limit {
+            out.truncate(start);
             return Err(ProtoError::PeerMisbehaved(
                 "record limit for one key reached without a rekey",
             ));
         }
-        let start = out.len();
-        out.extend_from_slice(&self.plain);
-        let tag = self
-            .key
-            .0
-            .seal_in_place_separate_tag(
-                RecordKey::nonce(self.nonce),
-                ring::aead::Aad::empty(),
-                &mut out[start..],
-            )
-            .map_err(|_| ProtoError::Internal("seal"))?;
-        out.extend_from_slice(tag.as_ref());
-        self.nonce += 1;
-        Ok(())
+        let Some(body) = out.get_mut(start..) else {
+            return Err(ProtoError::Internal("seal"));
+        };
+        let sealed = self.key.0.seal_in_place_separate_tag(
+            RecordKey::nonce(self.nonce),
+            ring::aead::Aad::empty(),
+            body,
+        );
+        match sealed {
+            Ok(tag) => {
+                out.extend_from_slice(tag.as_ref());
+                self.nonce += 1;
+                Ok(())
+            }
+            Err(_) => {
+                out.truncate(start);
+                Err(ProtoError::Internal("seal"))
+            }
+        }
     }
 
     fn seal(&mut self, kind: RecordType, data: &[u8], out: &mut Vec<u8>) -> Result<(), ProtoError> {
@@ -292,17 +298,16 @@ impl Sealer {
         if total > self.f.max_data() {
             return Err(ProtoError::Internal("record data exceeds frame"));
         }
-        self.plain[0] = kind as u8;
-        self.plain[1] = 0;
-        self.plain[2..4].copy_from_slice(&len.to_be_bytes());
-        let mut at = HEADER_LEN;
+        // The plaintext is written straight into the queue and sealed there.
+        let start = out.len();
+        out.reserve(self.f.get());
+        out.extend_from_slice(&[kind as u8, 0]);
+        out.extend_from_slice(&len.to_be_bytes());
         for p in parts {
-            self.plain[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
+            out.extend_from_slice(p);
         }
-        // Only the padding needs zeroing; the rest was just written.
-        self.plain[at..].fill(0);
-        self.encrypt(out)
+        out.resize(start + self.f.get() - TAG_LEN, 0);
+        self.encrypt_tail(out, start)
     }
 
     /// Seals `data` into as few full records as possible; only the last is padded.
@@ -357,15 +362,17 @@ impl Sealer {
         plain: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), ProtoError> {
-        let n = plain.len().min(self.plain.len());
-        self.plain[..n].copy_from_slice(&plain[..n]);
-        self.plain[n..].fill(0);
-        self.encrypt(out)
+        let room = self.f.get() - TAG_LEN;
+        let n = plain.len().min(room);
+        let start = out.len();
+        out.extend_from_slice(&plain[..n]);
+        out.resize(start + room, 0);
+        self.encrypt_tail(out, start)
     }
 }
 
-/// Opens incoming records. Its `Debug` leaves out the buffers, which hold
-/// the last record's plaintext and a REKEY message in reassembly.
+/// Opens incoming records, in place in the caller's receive buffer. Its
+/// `Debug` leaves out the REKEY message in reassembly.
 pub struct Opener {
     key: RecordKey,
     /// Records opened under the current key (the next nonce).
@@ -373,7 +380,6 @@ pub struct Opener {
     /// Records opened in all.
     total: u64,
     f: FrameSize,
-    buf: Vec<u8>,
     /// A CLOSE was opened: no more DATA may follow.
     closed: bool,
     /// A TERMINATE was opened: nothing after it is opened at all.
@@ -433,16 +439,32 @@ impl Opener {
     /// a complete REKEY message ([`Event::Rekey`]): the records after it
     /// may be under a new key, which the caller installs before calling
     /// again with the rest.
+    ///
+    /// This takes a copy of `input` (tests and fuzz targets); the
+    /// connection opens in its own buffer with [`Self::open_in_place`].
     pub fn open_all(
         &mut self,
         input: &[u8],
         data: &mut Vec<u8>,
         events: &mut Vec<Event>,
     ) -> Result<usize, ProtoError> {
+        let whole = input.len() - input.len() % self.f.get();
+        let mut copy = input.get(..whole).unwrap_or_default().to_vec();
+        self.open_in_place(&mut copy, data, events)
+    }
+
+    /// [`Self::open_all`] decrypting in `input` itself: the bytes of every
+    /// record it consumed are left as plaintext, the rest as received.
+    pub fn open_in_place(
+        &mut self,
+        input: &mut [u8],
+        data: &mut Vec<u8>,
+        events: &mut Vec<Event>,
+    ) -> Result<usize, ProtoError> {
         let f = self.f.get();
         let mut consumed = 0;
         self.rekey_ready = false;
-        for record in input.chunks_exact(f) {
+        for record in input.chunks_exact_mut(f) {
             if self.terminated || self.rekey_ready {
                 break;
             }
@@ -454,7 +476,7 @@ impl Opener {
 
     fn open_one(
         &mut self,
-        record: &[u8],
+        record: &mut [u8],
         data: &mut Vec<u8>,
         events: &mut Vec<Event>,
     ) -> Result<(), ProtoError> {
@@ -463,14 +485,13 @@ impl Opener {
                 "peer sent more records under one key than allowed without a rekey",
             ));
         }
-        self.buf.copy_from_slice(record);
         let plain = self
             .key
             .0
             .open_in_place(
                 RecordKey::nonce(self.nonce),
                 ring::aead::Aad::empty(),
-                &mut self.buf,
+                record,
             )
             .map_err(|_| ProtoError::Noise(snow::Error::Decrypt))?;
         self.nonce += 1;
@@ -564,7 +585,8 @@ impl Opener {
         self.rekey_body.extend_from_slice(fragment);
         if self.rekey_body.len() == want {
             let msg = RekeyMsg::from_parts(tag, &self.rekey_body)?;
-            self.rekey_body.clear();
+            // Given back, not cleared: a rekey comes once in hours.
+            self.rekey_body = Vec::new();
             self.rekey_tag = 0;
             self.rekey_ready = true;
             events.push(Event::Rekey(msg));

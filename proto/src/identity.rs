@@ -39,7 +39,7 @@ use crate::time::UnixTime;
 use rand_core::CryptoRng;
 
 pub use crate::end::{EndKind, Ended};
-pub use crate::trust::{Checkpoint, Subject};
+pub use crate::trust::{Checkpoint, Issued, Subject};
 
 use crate::frame::Transport;
 use crate::handshake::ClientAuthenticated;
@@ -50,7 +50,7 @@ pub trait Authority {
     /// `Err` refuses or ends the session. `who` is the principal and the
     /// credential that proved it in the handshake; `at` says which rules
     /// apply ([`Checkpoint::Admit`] before the session starts,
-    /// [`Checkpoint::Live`] with the current certificate's serial after).
+    /// [`Checkpoint::Live`] with every serial the session was issued after).
     fn check(&self, who: &Subject<'_>, at: Checkpoint<'_>, now: UnixTime) -> Result<(), Ended>;
     /// Whether the Sub-CA may issue now (its licence valid and not revoked).
     fn may_issue(&self, now: UnixTime) -> Result<(), Ended>;
@@ -134,6 +134,13 @@ pub const INSECURE_MIN_CERT_TTL: u64 = 2;
 /// renewal the proxy answered late.
 pub const MAX_EARLY_RENEWALS: u32 = 3;
 
+/// Most serials of earlier certificates a session keeps to be judged by
+/// (16 bytes each). Past it the oldest are dropped; the session serial,
+/// which every certificate carries, always ends the session. At the
+/// default 300 s certificate (a renewal every ~200 s) this covers over
+/// nine days, at the 60 s floor about 45 hours.
+pub const MAX_SERIAL_HISTORY: usize = 4096;
+
 /// What the session key signs to answer a challenge.
 pub fn proof_data(h: &[u8; 32], seq: u64, nonce: &[u8; 32], serial: &Serial) -> Vec<u8> {
     let mut w = Writer::new();
@@ -199,6 +206,10 @@ pub struct ServerIdentity {
     early_renewals: u32,
     /// The certificate before the last renewal, for a proof crossing it.
     previous: Option<ClientCert>,
+    /// The serials of the certificates between the first (the session
+    /// serial) and the current one, oldest first, at most
+    /// [`MAX_SERIAL_HISTORY`]: revoking any of them ends the session.
+    earlier: Vec<Serial>,
     timing: Timing,
     next_seq: u64,
     pending: Option<Pending>,
@@ -360,6 +371,7 @@ impl ServerIdentity {
                 ClientCert::issue(
                     subca,
                     &authorized.principal,
+                    None,
                     authorized.session_key,
                     now,
                     ttl,
@@ -393,6 +405,7 @@ impl ServerIdentity {
             early_renewals: 0,
             cert,
             previous: None,
+            earlier: Vec::new(),
             timing: Timing {
                 cert_ttl_secs: ttl,
                 ..timing
@@ -427,6 +440,21 @@ impl ServerIdentity {
     /// The current certificate's serial.
     pub fn serial(&self) -> Serial {
         self.cert.serial
+    }
+
+    /// The session serial: its first certificate's, carried by every
+    /// certificate it is issued. The one to revoke to end the session.
+    pub fn session_serial(&self) -> Serial {
+        self.cert.session
+    }
+
+    /// Every serial the session was issued, as the authority judges them.
+    pub fn issued(&self) -> Issued<'_> {
+        Issued {
+            session: &self.cert.session,
+            current: &self.cert.serial,
+            earlier: &self.earlier,
+        }
     }
 
     /// Proofs accepted so far.
@@ -626,7 +654,7 @@ impl ServerIdentity {
                     "proof signature invalid (relayed from another connection?)",
                 )
             })?;
-        authority.check(&self.subject(), Checkpoint::Live(&cert.serial), now)?;
+        authority.check(&self.subject(), Checkpoint::Live(self.issued()), now)?;
         self.proofs += 1;
         self.schedule_next(mono_ms, &p.nonce);
         Ok(Control::Ack { seq })
@@ -685,12 +713,20 @@ impl ServerIdentity {
         if reverified {
             self.verified_ms = mono_ms;
         }
-        authority.check(&self.subject(), Checkpoint::Live(&self.cert.serial), now)?;
+        authority.check(&self.subject(), Checkpoint::Live(self.issued()), now)?;
         authority.may_issue(now)?;
         let ttl = self.timing.cert_ttl_secs;
-        let cert = ClientCert::issue(subca, principal, new_key, now, ttl, rng)
+        let session = Some(self.cert.session);
+        let cert = ClientCert::issue(subca, principal, session, new_key, now, ttl, rng)
             .map_err(|e| Ended::new(EndKind::IssueFailed, e.to_string()))?;
-        self.previous = Some(std::mem::replace(&mut self.cert, cert));
+        let old = std::mem::replace(&mut self.cert, cert);
+        if old.serial != old.session {
+            if self.earlier.len() >= MAX_SERIAL_HISTORY {
+                self.earlier.remove(0);
+            }
+            self.earlier.push(old.serial);
+        }
+        self.previous = Some(old);
         self.cert_issued_ms = mono_ms;
         self.cert_expiry_ms = mono_ms.saturating_add(ttl.saturating_mul(1000));
         self.early_renewals = 0;
@@ -765,7 +801,7 @@ impl ServerIdentity {
 
     /// Re-checks the session against new revocations or policy, at once.
     pub fn recheck(&mut self, authority: &dyn Authority, now: UnixTime) -> Result<(), Ended> {
-        self.sticky(|me| authority.check(&me.subject(), Checkpoint::Live(&me.cert.serial), now))
+        self.sticky(|me| authority.check(&me.subject(), Checkpoint::Live(me.issued()), now))
     }
 }
 
@@ -931,6 +967,23 @@ impl ClientIdentity {
                 cert.principal, self.principal
             ));
         }
+        // A proxy that predates session serials (format 1) issues every
+        // certificate as its own session; one that knows them never
+        // changes a session's serial, nor its certificate format.
+        if let Some(prev) = &self.cert {
+            if prev.carries_session() != cert.carries_session() {
+                return Err(format!(
+                    "the proxy renewed session {} with a certificate of another format",
+                    prev.session
+                ));
+            }
+            if cert.carries_session() && prev.session != cert.session {
+                return Err(format!(
+                    "the proxy renewed session {} with a certificate of session {}",
+                    prev.session, cert.session
+                ));
+            }
+        }
         let renewed = self.cert.is_some();
         let late = self
             .abandoned
@@ -1038,6 +1091,12 @@ impl ClientIdentity {
             old_sig: self.key.sign(labels::CTX_RENEW, &data),
             user_sig,
         })
+    }
+
+    /// The new session key of the renewal in flight (tests).
+    #[cfg(test)]
+    pub(crate) fn pending_key(&self) -> Option<PublicKey> {
+        self.next_key.as_ref().map(SigningKey::public)
     }
 
     /// Gives up on a renewal in flight (the agent refused to sign, or the

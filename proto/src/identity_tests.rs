@@ -28,14 +28,18 @@ pub(crate) struct Policy {
 
 impl Authority for Policy {
     fn check(&self, who: &Subject<'_>, at: Checkpoint<'_>, now: UnixTime) -> Result<(), Ended> {
-        let (principal, serial) = (who.principal, at.serial());
+        let principal = who.principal;
         if self.banned.borrow().iter().any(|p| p == principal) {
             return Err(Ended::new(
                 EndKind::PrincipalBanned,
                 format!("principal {principal} banned"),
             ));
         }
-        if serial.is_some_and(|s| self.revoked.borrow().contains(s)) {
+        let revoked = self.revoked.borrow();
+        if at
+            .issued()
+            .is_some_and(|i| i.all().any(|s| revoked.contains(s)))
+        {
             return Err(Ended::new(EndKind::SerialRevoked, "certificate revoked"));
         }
         self.may_issue(now)
@@ -941,4 +945,278 @@ fn other_keys_sign_every_renewal() {
         .deliver(renew)
         .expect_err("an Ed25519 renewal without the key");
     assert_eq!(e.kind, EndKind::RenewBadSignature);
+}
+
+/// An authority that applies the trust module's own rule
+/// ([`crate::trust::check_revoked`]) to a revocation list that can change
+/// mid-session.
+#[derive(Default)]
+struct ListAuthority {
+    serials: RefCell<std::collections::HashSet<Serial>>,
+}
+
+impl Authority for ListAuthority {
+    fn check(&self, who: &Subject<'_>, at: Checkpoint<'_>, _now: UnixTime) -> Result<(), Ended> {
+        let crl = crate::crl::Crl {
+            list_version: 1,
+            issued: T0,
+            next_update: T0 + 86_400,
+            issuer: crate::keys::PublicKey([1; 32]),
+            revoked: crate::crl::Revocations {
+                serials: self.serials.borrow().clone(),
+                ..Default::default()
+            },
+        };
+        crate::trust::check_revoked(Some(&crl), who, at)
+    }
+    fn may_issue(&self, _now: UnixTime) -> Result<(), Ended> {
+        Ok(())
+    }
+}
+
+/// Renews `n` times through `authority`, answering a challenge after
+/// each; returns every serial the session held, first to last.
+fn renew_n(p: &mut Pair, authority: &dyn Authority, n: usize) -> Vec<Serial> {
+    let mut serials = vec![p.server.serial()];
+    for _ in 0..n {
+        p.advance(TIMING.cert_ttl_secs * 2 / 3);
+        let renew = p.renew();
+        let Handled::Renewed(cert) = p
+            .server
+            .handle(renew, &p.subca, authority, p.now, p.mono, &mut TestRng)
+            .expect("renewed")
+        else {
+            panic!("no certificate")
+        };
+        p.client.handle(&cert, p.mono).expect("install");
+        serials.push(p.server.serial());
+        assert_eq!(p.server.session_serial(), serials[0]);
+    }
+    serials
+}
+
+#[test]
+fn revoking_any_serial_a_session_was_issued_ends_it_after_renewals() {
+    for which in 0..4 {
+        let mut p = pair();
+        let list = ListAuthority::default();
+        let serials = renew_n(&mut p, &list, 3);
+        assert_eq!(serials.len(), 4);
+        // The first serial is the session serial every certificate carries.
+        let Control::Cert { cert, .. } = &p.first_cert else {
+            panic!()
+        };
+        let first = crate::cert::ClientCert::decode(cert).expect("first");
+        assert_eq!(first.serial, serials[0]);
+        list.serials.borrow_mut().insert(serials[which]);
+        let e = p.server.recheck(&list, p.now).expect_err("revoked");
+        assert_eq!(e.kind, EndKind::SerialRevoked, "serial #{which}");
+        assert!(e.reason.contains(&serials[0].to_string()), "{e}");
+        // And at the next proof (the session stays ended).
+        let e = p.server.recheck(&list, p.now).expect_err("still ended");
+        assert_eq!(e.kind, EndKind::SerialRevoked);
+    }
+}
+
+#[test]
+fn revoking_the_first_serial_ends_the_session_at_its_next_proof() {
+    let mut p = pair();
+    let list = ListAuthority::default();
+    let serials = renew_n(&mut p, &list, 2);
+    list.serials.borrow_mut().insert(serials[0]);
+    let ch = p.next_challenge();
+    let proof = p.answer(&ch);
+    let e = p
+        .server
+        .handle(proof, &p.subca, &list, p.now, p.mono, &mut TestRng)
+        .expect_err("revoked");
+    assert_eq!(e.kind, EndKind::SerialRevoked);
+    assert_eq!(
+        e.kind.code(),
+        crate::control::TerminateCode::IdentityRevoked
+    );
+}
+
+#[test]
+fn another_sessions_serial_ends_nothing() {
+    let mut a = pair();
+    let mut b = pair();
+    let list = ListAuthority::default();
+    let a_serials = renew_n(&mut a, &list, 2);
+    let b_serials = renew_n(&mut b, &list, 2);
+    assert!(a_serials.iter().all(|s| !b_serials.contains(s)));
+    list.serials.borrow_mut().extend(b_serials.iter().copied());
+    assert!(a.server.recheck(&list, a.now).is_ok());
+    let ch = a.next_challenge();
+    let proof = a.answer(&ch);
+    assert!(a.deliver_to(proof, &list).is_ok());
+    assert_eq!(
+        b.server.recheck(&list, b.now).expect_err("b").kind,
+        EndKind::SerialRevoked
+    );
+}
+
+#[test]
+fn a_renewed_certificate_claiming_another_session_serial_is_refused() {
+    // The client cannot choose its session serial: the proxy compares a
+    // proof's certificate with its own copy, so a certificate of another
+    // session (signed by the same Sub-CA, for the same principal and
+    // session key) or one re-signed with another session serial by anyone
+    // else is refused, and the session ends.
+    let mut p = pair();
+    let list = ListAuthority::default();
+    let serials = renew_n(&mut p, &list, 1);
+    list.serials.borrow_mut().insert(serials[0]);
+    let ch = p.next_challenge();
+    let Control::Proof { seq, sig, cert } = p.answer(&ch) else {
+        panic!("no proof")
+    };
+    let genuine = crate::cert::ClientCert::decode(&cert).expect("cert");
+    let fresh_session = crate::cert::ClientCert::issue(
+        &p.subca,
+        "alice",
+        None,
+        genuine.session_key,
+        genuine.not_before,
+        genuine.not_after - genuine.not_before,
+        &mut TestRng,
+    )
+    .expect("issue");
+    let e = p
+        .server
+        .handle(
+            Control::Proof {
+                seq,
+                cert: fresh_session.encode(),
+                sig,
+            },
+            &p.subca,
+            &list,
+            p.now,
+            p.mono,
+            &mut TestRng,
+        )
+        .expect_err("another session's certificate");
+    assert_eq!(e.kind, EndKind::ProofWrongCert);
+    // The client side refuses a renewal into another session too.
+    let mut q = pair();
+    q.advance(TIMING.cert_ttl_secs * 2 / 3);
+    let _ = q.renew();
+    let other = crate::cert::ClientCert::issue(
+        &q.subca,
+        "alice",
+        Some(Serial([0xee; 16])),
+        q.client.pending_key().expect("renewing"),
+        q.now,
+        300,
+        &mut TestRng,
+    )
+    .expect("issue");
+    let e = q
+        .client
+        .handle(
+            &Control::Cert {
+                cert: other.encode(),
+                user_sig_due: None,
+            },
+            q.mono,
+        )
+        .expect_err("switch");
+    assert!(e.contains("renewed session"), "{e}");
+}
+
+impl Pair {
+    fn deliver_to(&mut self, msg: Control, authority: &dyn Authority) -> Result<Handled, Ended> {
+        self.server.handle(
+            msg,
+            &self.subca,
+            authority,
+            self.now,
+            self.mono,
+            &mut TestRng,
+        )
+    }
+}
+
+#[test]
+fn an_upgraded_sidecar_keeps_renewing_with_a_proxy_that_issues_format_1() {
+    // Sidecars are upgraded before proxies: a proxy that predates session
+    // serials issues format 1 certificates, each its own "session", and
+    // its renewals must still install.
+    let p = pair();
+    let Control::Cert { cert, .. } = &p.first_cert else {
+        panic!()
+    };
+    let first = crate::cert::ClientCert::decode(cert)
+        .expect("first")
+        .as_format_1(&p.subca);
+    let mut client = ClientIdentity::new(
+        [0; 32],
+        "alice",
+        SigningKey::from_seed(&p.session_seed),
+        p.subca.public(),
+    );
+    client
+        .handle(
+            &Control::Cert {
+                cert: first.encode(),
+                user_sig_due: None,
+            },
+            0,
+        )
+        .expect("first format 1 certificate");
+    let mono = TIMING.cert_ttl_secs * 2 / 3 * 1000;
+    client.renewal_data(&mut TestRng).expect("data");
+    let _ = client.renew(Vec::new()).expect("renew");
+    let renewed = crate::cert::ClientCert::issue(
+        &p.subca,
+        "alice",
+        None,
+        client.pending_key().expect("renewing"),
+        T0 + 200,
+        300,
+        &mut TestRng,
+    )
+    .expect("issue")
+    .as_format_1(&p.subca);
+    let ev = client
+        .handle(
+            &Control::Cert {
+                cert: renewed.encode(),
+                user_sig_due: None,
+            },
+            mono,
+        )
+        .expect("a format 1 renewal installs");
+    assert!(matches!(
+        ev,
+        ClientEvent::CertInstalled { renewed: true, .. }
+    ));
+    // The way around: a proxy that knows session serials cannot shed one
+    // by renewing in format 1.
+    let mut q = pair();
+    q.advance(TIMING.cert_ttl_secs * 2 / 3);
+    let _ = q.renew();
+    let v1 = crate::cert::ClientCert::issue(
+        &q.subca,
+        "alice",
+        None,
+        q.client.pending_key().expect("renewing"),
+        q.now,
+        300,
+        &mut TestRng,
+    )
+    .expect("issue")
+    .as_format_1(&q.subca);
+    let e = q
+        .client
+        .handle(
+            &Control::Cert {
+                cert: v1.encode(),
+                user_sig_due: None,
+            },
+            q.mono,
+        )
+        .expect_err("a downgrade mid-session");
+    assert!(e.contains("another format"), "{e}");
 }

@@ -123,7 +123,7 @@ proptest! {
         session in any::<[u8; 32]>(),
     ) {
         let subca = SigningKey::generate(&mut TestRng);
-        let cert = ClientCert::issue(&subca, &principal, PublicKey(session), nb, ttl, &mut TestRng).expect("issue");
+        let cert = ClientCert::issue(&subca, &principal, None, PublicKey(session), nb, ttl, &mut TestRng).expect("issue");
         let bytes = cert.encode();
         let back = ClientCert::decode(&bytes).expect("decode");
         prop_assert_eq!(&back, &cert);
@@ -140,6 +140,10 @@ proptest! {
         ttl in 1u64..=10_000_000,
         noise_key in any::<[u8; 32]>(),
     ) {
+        // Only a canonical X25519 encoding is a Noise key (others are refused).
+        let mut noise_key = noise_key;
+        noise_key[31] &= 0x7f;
+        prop_assume!(crate::cert::check_noise_key(&noise_key, "test").is_ok());
         let root = SigningKey::generate(&mut TestRng);
         let body = LicenceBody {
             serial: Serial::random(&mut TestRng),
@@ -160,6 +164,9 @@ proptest! {
 
     #[test]
     fn licence_requests_round_trip(noise in any::<[u8; 32]>(), created in any::<u64>()) {
+        let mut noise = noise;
+        noise[31] &= 0x7f;
+        prop_assume!(crate::cert::check_noise_key(&noise, "test").is_ok());
         let subca = SigningKey::generate(&mut TestRng);
         let req = LicenceRequest::new(&subca, noise, created);
         let bytes = req.encode();
@@ -177,6 +184,8 @@ proptest! {
         servers in hash_set(name(), 0..20),
         serials in hash_set(any::<[u8; 16]>(), 0..50),
         user_keys in hash_set(any::<[u8; 32]>(), 0..20),
+        noise_keys in hash_set(any::<[u8; 32]>(), 0..4),
+        subca_keys in hash_set(any::<[u8; 32]>(), 0..4),
     ) {
         let root = SigningKey::generate(&mut TestRng);
         let crl = Crl {
@@ -189,6 +198,8 @@ proptest! {
                 servers,
                 serials: serials.into_iter().map(Serial).collect(),
                 user_keys,
+                noise_keys,
+                subca_keys,
             },
         };
         let bytes = crl.sign(&root).expect("sign");

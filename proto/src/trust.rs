@@ -38,8 +38,8 @@ use crate::time::{CLOCK_SKEW, UnixTime, human};
 mod list;
 mod subject;
 
-pub use list::{ListError, ListUpdate, offer, verify_pem};
-pub use subject::{Checkpoint, Credential, Subject};
+pub use list::{ListError, ListUpdate, offer, offer_from, verify_pem};
+pub use subject::{Checkpoint, Credential, Issued, Subject};
 
 /// What a proxy does once its revocation list is past its next-update time
 /// plus a grace period (the operator's choice; see `docs/OPERATOR.md`).
@@ -135,16 +135,18 @@ fn fresh(
     Err(Ended::new(
         EndKind::RevocationListStale,
         format!(
-            "the revocation list on {server_id} (version {}) is {} past its next update; {what} \
+            "the revocation list on {server_id} (version {}) is {} past its next update, due {}; {what} \
              until its operator publishes a newer one",
             crl.list_version,
-            human(now.saturating_sub(crl.next_update))
+            human(now.saturating_sub(crl.next_update)),
+            crate::time::date(crl.next_update)
         ),
     ))
 }
 
 /// Refuses a banned principal, a revoked credential or, for a live
-/// session, its revoked certificate serial.
+/// session, any serial it was ever issued (its session serial, its current
+/// certificate's, or an earlier one's).
 pub fn check_revoked(
     crl: Option<&Crl>,
     who: &Subject<'_>,
@@ -171,37 +173,54 @@ pub fn check_revoked(
             }
         }
     }
-    if let Some(serial) = at.serial()
-        && crl.revoked.serials.contains(serial)
+    if let Some(issued) = at.issued()
+        && !crl.revoked.serials.is_empty()
+        && let Some(serial) = issued.all().find(|s| crl.revoked.serials.contains(s))
     {
-        return Err(Ended::new(
-            EndKind::SerialRevoked,
-            format!("certificate {serial} revoked"),
-        ));
+        let session = issued.session;
+        let which = if serial != session {
+            format!("certificate {serial} of session {session} revoked")
+        } else if serial == issued.current {
+            format!("certificate {serial} revoked")
+        } else {
+            format!("session {session} revoked")
+        };
+        return Err(Ended::new(EndKind::SerialRevoked, which));
     }
     Ok(())
 }
 
-/// Whether a server may act under `licence` now: not revoked by server id
-/// or serial, and inside its validity window (judged on the server's clock,
+/// Whether a server may act under `licence` now: not revoked by server id,
+/// serial, Noise static key or Sub-CA key, and inside its validity window (judged on the server's clock,
 /// with [`CLOCK_SKEW`] allowed before `not_before`).
 pub fn check_licence(licence: &Licence, crl: Option<&Crl>, now: UnixTime) -> Result<(), Ended> {
     let b = &licence.body;
-    if let Some(crl) = crl
-        && (crl.revoked.servers.contains(&b.server_id) || crl.revoked.serials.contains(&b.serial))
-    {
-        return Err(Ended::new(
-            EndKind::LicenceRevoked,
-            format!("server licence for {} revoked", b.server_id),
-        ));
+    if let Some(crl) = crl {
+        let r = &crl.revoked;
+        let why = if r.servers.contains(&b.server_id) {
+            Some(format!("server id {} revoked", b.server_id))
+        } else if r.serials.contains(&b.serial) {
+            Some(format!("licence serial {} revoked", b.serial))
+        } else {
+            r.revoked_licence_key(b).map(|k| {
+                format!("its {k} key is revoked (the server's keys were stolen or retired)")
+            })
+        };
+        if let Some(why) = why {
+            return Err(Ended::new(
+                EndKind::LicenceRevoked,
+                format!("server licence for {} revoked: {why}", b.server_id),
+            ));
+        }
     }
     if now >= b.not_after {
         return Err(Ended::new(
             EndKind::LicenceExpired,
             format!(
-                "server licence for {} expired {} ago",
+                "server licence for {} expired {}: the server's operator must renew it \
+                 (ztssh-ca licence), nothing on your side",
                 b.server_id,
-                human(now - b.not_after)
+                crate::time::when(b.not_after, now)
             ),
         ));
     }
@@ -256,7 +275,7 @@ mod tests {
             check_revoked(
                 Some(&c),
                 &Subject::user_key("alice", &k),
-                Checkpoint::Live(&Serial([7; 16]))
+                Checkpoint::Live(Issued::first(&Serial([7; 16])))
             )
             .map_err(|e| e.kind)
             .err(),
@@ -266,7 +285,7 @@ mod tests {
             check_revoked(
                 Some(&c),
                 &Subject::user_key("alice", &k),
-                Checkpoint::Live(&Serial([0; 16]))
+                Checkpoint::Live(Issued::first(&Serial([0; 16])))
             )
             .is_ok()
         );
@@ -274,10 +293,67 @@ mod tests {
             check_revoked(
                 None,
                 &Subject::user_key("mallory", &k),
-                Checkpoint::Live(&Serial([7; 16]))
+                Checkpoint::Live(Issued::first(&Serial([7; 16])))
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn any_serial_a_session_was_issued_ends_it_and_no_other_does() {
+        let (session, current) = (Serial([1; 16]), Serial([4; 16]));
+        let earlier = [Serial([2; 16]), Serial([3; 16])];
+        let issued = Issued {
+            session: &session,
+            current: &current,
+            earlier: &earlier,
+        };
+        let k = user_key(1);
+        let who = Subject::user_key("alice", &k);
+        for revoked in [session, earlier[0], earlier[1], current] {
+            let mut c = crl(1);
+            c.revoked.serials = [revoked].into_iter().collect();
+            let e = check_revoked(Some(&c), &who, Checkpoint::Live(issued)).expect_err("revoked");
+            assert_eq!(e.kind, EndKind::SerialRevoked);
+            assert!(e.reason.contains(&session.to_string()), "{e}");
+        }
+        // Another session's serial ends nothing.
+        let c = crl(1); // revokes [7; 16]
+        assert!(check_revoked(Some(&c), &who, Checkpoint::Live(issued)).is_ok());
+    }
+
+    #[test]
+    fn a_licence_is_revoked_by_its_noise_or_sub_ca_key() {
+        use crate::cert::{Licence, LicenceBody};
+        use crate::keys::{SigningKey, TestRng};
+        let root = SigningKey::generate(&mut TestRng);
+        let subca = SigningKey::generate(&mut TestRng);
+        let lic: Licence = LicenceBody {
+            serial: Serial([5; 16]),
+            server_id: "web1".into(),
+            hostnames: vec!["web1".into()],
+            subca_key: subca.public(),
+            noise_key: [9; 32],
+            not_before: 0,
+            not_after: 100,
+            issuer: root.public(),
+        }
+        .sign(&root)
+        .expect("sign");
+        let mut c = crl(1);
+        assert!(check_licence(&lic, Some(&c), 10).is_ok());
+        c.revoked.noise_keys.insert([9; 32]);
+        let e = check_licence(&lic, Some(&c), 10).expect_err("noise key");
+        assert_eq!(e.kind, EndKind::LicenceRevoked);
+        assert!(e.reason.contains("Noise key"), "{e}");
+        c.revoked.noise_keys.clear();
+        c.revoked.subca_keys.insert(subca.public().0);
+        let e = check_licence(&lic, Some(&c), 10).expect_err("sub-ca key");
+        assert!(e.reason.contains("Sub-CA key"), "{e}");
+        // Another server's keys revoke nothing here.
+        c.revoked.subca_keys = [[3; 32]].into_iter().collect();
+        c.revoked.noise_keys = [[4; 32]].into_iter().collect();
+        assert!(check_licence(&lic, Some(&c), 10).is_ok());
     }
 
     #[test]
@@ -292,7 +368,7 @@ mod tests {
         let good = user_key(3);
         for at in [
             Checkpoint::Admit,
-            Checkpoint::Live(&Serial([0; 16])),
+            Checkpoint::Live(Issued::first(&Serial([0; 16]))),
             Checkpoint::SshdLogin,
         ] {
             let e = check_revoked(Some(&c), &Subject::user_key("alice", &bad), at)
@@ -320,7 +396,7 @@ mod tests {
             let at = if new {
                 Checkpoint::Admit
             } else {
-                Checkpoint::Live(&live)
+                Checkpoint::Live(Issued::first(&live))
             };
             check_fresh(Some(&c), p(mode), "web1", at, 25)
                 .map_err(|e| e.kind)

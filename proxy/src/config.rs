@@ -20,7 +20,7 @@ use ztssh_proto::crl::Crl;
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey};
 use ztssh_proto::labels::pem;
-use ztssh_proto::time::human;
+use ztssh_proto::time::when;
 
 mod choice;
 #[cfg(test)]
@@ -395,6 +395,14 @@ pub fn settings(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigEr
 /// which names the key and the words to use, wherever the value came from
 /// (file, environment or flag); any other error names the file.
 fn extract_error(path: &Path, e: figment::Error) -> ConfigError {
+    if let figment::error::Kind::UnknownField(_, known) = &e.kind {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let table = &e.path[..e.path.len().saturating_sub(1)];
+        let all = keyfile::config_keys::unknown(path, &text, table, known);
+        if !all.is_empty() {
+            return err(all.join("\n"));
+        }
+    }
     if e.count() == 1
         && let figment::error::Kind::Message(msg) = &e.kind
         && let [key] = e.path.as_slice()
@@ -465,6 +473,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let root = read_root(&settings.root_public_key)?;
     let pull = pull::PullSettings::from_settings(&settings).map_err(err)?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
+    refuse_revoked_keys(&settings, &authority)?;
     let timing = timing(&settings)?;
     let rekey =
         RekeyPolicy::new(settings.rekey_after_secs, settings.rekey_after_bytes).map_err(err)?;
@@ -728,8 +737,32 @@ fn newer_cached(crl: Option<Crl>, cache: Option<&Path>, root: &PublicKey) -> Opt
     };
     match trust::offer(crl.as_ref(), &cached) {
         ListUpdate::Replace => Some(cached),
-        ListUpdate::Same | ListUpdate::Rollback { .. } => crl,
+        ListUpdate::Same | ListUpdate::Behind { .. } | ListUpdate::Rollback { .. } => crl,
     }
+}
+
+/// Refuses to start under a licence whose Noise or Sub-CA key the
+/// revocation list revokes: the keys in the state directory are to be
+/// treated as stolen, and no licence for them will ever be good again.
+/// (At a reload the list is only enforced: sessions end and none are
+/// admitted, as the trust rules decide.)
+fn refuse_revoked_keys(s: &Settings, authority: &Authority) -> Result<(), ConfigError> {
+    let Some(crl) = &authority.crl else {
+        return Ok(());
+    };
+    let b = &authority.licence.body;
+    let Some(which) = crl.revoked.revoked_licence_key(b) else {
+        return Ok(());
+    };
+    Err(err(format!(
+        "{}: this proxy's {which} key is revoked by the revocation list (version {}): the keys \
+         in its state directory must be treated as stolen, and no licence for them is good any \
+         more. Generate new keys (ztssh-proxy keygen --dir NEW_STATE_DIR), have the CA sign the \
+         new licence-request.pem, and point state_dir and licence at them (docs/OPERATOR.md, \
+         recovery after a stolen proxy)",
+        s.licence.display(),
+        crl.list_version
+    )))
 }
 
 fn load_licence(
@@ -775,7 +808,7 @@ impl Config {
     pub fn summary(&self, authority: &Authority, now: u64) -> String {
         let b = &authority.licence.body;
         format!(
-            "listen {} -> upstream {}; server id {} ({}); licence {} valid for {}; {} authorized principal(s); frame size {}; \
+            "listen {} -> upstream {}; server id {} ({}); licence {} valid until {}; {} authorized principal(s); frame size {}; \
              challenge every {}s, answer within {}s; client certificates {}s{}; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; \
              at most {} session(s) per principal where the policy sets no max_sessions; {}",
             self.listen,
@@ -783,7 +816,7 @@ impl Config {
             b.server_id,
             b.hostnames.join(", "),
             b.serial,
-            human(b.not_after.saturating_sub(now)),
+            when(b.not_after, now),
             authority.authorized.principals(),
             self.frame_size.get(),
             self.timing.interval_secs,

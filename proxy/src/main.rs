@@ -56,6 +56,10 @@ struct LinesArgs {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the command line, parsed once per process"
+)]
 enum Cmd {
     /// Create the Sub-CA and Noise keys in DIR and write the licence request.
     Keygen {
@@ -89,16 +93,22 @@ enum Cmd {
         #[arg(num_args = 0..=2)]
         key: Vec<String>,
     },
-    /// Print the sshd_config lines for zero standing keys.
+    /// Print the sshd_config lines for zero standing keys (with
+    /// --loopback: for sshd behind the proxy without them).
     SshdConfig {
         #[command(flatten)]
         lines: LinesArgs,
+        /// The lines of docs/OPERATOR.md section 3 (sshd on loopback behind
+        /// the proxy, keys as before) for this sshd's version.
+        #[arg(long)]
+        loopback: bool,
     },
     /// Install the `sshd-config` lines safely: write a drop-in, check it
     /// with `sshd -t` and `sshd -T`, reload sshd, check a login through
     /// ztssh, and restore the old files on any failure (docs/OPERATOR.md).
-    /// Exit 0: applied or nothing to change; 65: not ready, nothing
-    /// changed; 1: failed and rolled back; 2: the rollback failed too.
+    /// Exit 0: applied or nothing to change; 64: a usage or config error;
+    /// 65: not ready, nothing changed; 1: failed and rolled back; 2: the
+    /// rollback failed too.
     SshdSetup {
         #[command(flatten)]
         lines: LinesArgs,
@@ -111,6 +121,10 @@ enum Cmd {
         /// Add `Include DIR/*.conf` at the top of sshd_config if nothing includes the drop-in.
         #[arg(long)]
         add_include: bool,
+        /// The file whose SSHD_OPTS sshd's unit passes to sshd (Debian's
+        /// EnvironmentFile); its options are checked and passed to sshd -t/-T.
+        #[arg(long, default_value = "/etc/default/ssh")]
+        sshd_defaults: PathBuf,
         /// Reload by SIGHUP to the pid in this file (sshd's PidFile).
         #[arg(long, conflicts_with = "service", default_value = "/run/sshd.pid")]
         pid_file: PathBuf,
@@ -133,6 +147,25 @@ enum Cmd {
         /// Print the change and run the read-only checks; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also install an nftables table that lets only the proxy's user
+        /// connect from upstream_source_range to sshd's port, so no other
+        /// local process can borrow a live session's address (checked,
+        /// and rolled back, with the rest).
+        #[arg(long)]
+        nft_guard: bool,
+        /// The user the proxy runs as (default: `user` in proxy.toml).
+        #[arg(long, requires = "nft_guard")]
+        proxy_user: Option<String>,
+        /// The file the guard's ruleset is kept in (load it at boot).
+        #[arg(
+            long,
+            requires = "nft_guard",
+            default_value = "/etc/ztssh/sshd-guard.nft"
+        )]
+        nft_file: PathBuf,
+        /// The nft binary.
+        #[arg(long, requires = "nft_guard", default_value = "/usr/sbin/nft")]
+        nft: PathBuf,
     },
     /// Run the proxy.
     Run {
@@ -177,8 +210,24 @@ const _: () = assert!(
     "ztssh-proxy cannot be built with ztssh-proto's testkit feature: it would link test hooks that play a hostile peer"
 );
 
+/// Parses the command line; a usage error exits 64 (EX_USAGE), not
+/// clap's 2, which `sshd-setup` gives to "the rollback failed".
+fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(EXIT_CONFIG)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match cli.cmd {
         Cmd::Keygen { dir } => report(keygen(&dir)),
         Cmd::Check { config } => match load(&config, &Overrides::default()) {
@@ -199,7 +248,11 @@ fn main() -> ExitCode {
             account,
             key,
         } => authorized_keys(socket, config, connection.as_deref(), &account, &key),
-        Cmd::SshdConfig { lines } => match sshd_lines(&lines) {
+        Cmd::SshdConfig {
+            lines,
+            loopback: true,
+        } => loopback_lines(&lines),
+        Cmd::SshdConfig { lines, .. } => match sshd_lines(&lines) {
             Ok((_, _, text)) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -211,13 +264,18 @@ fn main() -> ExitCode {
             sshd_config,
             drop_in,
             add_include,
+            sshd_defaults,
             pid_file,
             service,
             backup_dir,
             login_check,
-            skip_login_check: _,
+            skip_login_check,
             login_timeout,
             dry_run,
+            nft_guard,
+            proxy_user,
+            nft_file,
+            nft,
         } => {
             use ztssh_proxy::sshd::reload::Reload;
             let opts = ztssh_proxy::sshd::setup::Options {
@@ -225,13 +283,17 @@ fn main() -> ExitCode {
                 drop_in,
                 add_include,
                 sshd: lines.sshd.clone(),
+                sshd_defaults,
                 reload: service.map_or(Reload::PidFile(pid_file), Reload::Service),
                 backup_dir,
                 login_check,
+                skip_login_check,
                 login_timeout: std::time::Duration::from_secs(login_timeout),
                 dry_run,
+                guard: None,
             };
-            sshd_setup(&lines, &opts)
+            let guard = nft_guard.then_some((proxy_user, nft_file, nft));
+            sshd_setup(&lines, opts, guard)
         }
         Cmd::Run {
             config,
@@ -312,6 +374,32 @@ fn authorized_keys(
     ))
 }
 
+/// `sshd-config --loopback`: no zero standing keys needed.
+fn loopback_lines(args: &LinesArgs) -> ExitCode {
+    use ztssh_proxy::sshd::config_lines as sc;
+    let path = args.config.as_path();
+    let cfg = match load(path, &Overrides::default()) {
+        Ok((cfg, _)) => cfg,
+        Err(e) => return config_error(&e),
+    };
+    let version = match &args.sshd_version {
+        Some(v) => sc::parse_version(&format!("OpenSSH_{v}"))
+            .ok_or_else(|| format!("--sshd-version {v:?}: expected X.Y, such as 9.2")),
+        None => sc::detect_version(&args.sshd),
+    };
+    match version {
+        Ok(v) => {
+            let config_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+            print!("{}", sc::loopback_lines(&cfg, &config_path, v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ztssh-proxy: sshd-config: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
 /// The proxy's config, the command sshd runs, and the lines; on error,
 /// the message is printed and the exit code returned.
 fn sshd_lines(args: &LinesArgs) -> Result<(Config, PathBuf, String), ExitCode> {
@@ -347,7 +435,11 @@ fn sshd_lines(args: &LinesArgs) -> Result<(Config, PathBuf, String), ExitCode> {
     }
 }
 
-fn sshd_setup(args: &LinesArgs, opts: &ztssh_proxy::sshd::setup::Options) -> ExitCode {
+fn sshd_setup(
+    args: &LinesArgs,
+    mut opts: ztssh_proxy::sshd::setup::Options,
+    guard: Option<(Option<String>, PathBuf, PathBuf)>,
+) -> ExitCode {
     use ztssh_proxy::sshd::setup;
     let path = args.config.as_path();
     let (cfg, command, lines) = match sshd_lines(args) {
@@ -361,13 +453,47 @@ fn sshd_setup(args: &LinesArgs, opts: &ztssh_proxy::sshd::setup::Options) -> Exi
         );
         return ExitCode::from(EXIT_CONFIG);
     };
+    if let Some((proxy_user, file, nft)) = guard {
+        let Some(range) = cfg.upstream_sources else {
+            eprintln!(
+                "ztssh-proxy: sshd-setup: --nft-guard needs upstream_source_range in {}",
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        };
+        let user = match (proxy_user, &cfg.user) {
+            (Some(name), _) => match ztssh_proxy::ops::process::lookup_user(&name) {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("ztssh-proxy: sshd-setup: --proxy-user: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            },
+            (None, Some(u)) => u.clone(),
+            (None, None) => {
+                eprintln!(
+                    "ztssh-proxy: sshd-setup: --nft-guard needs the user the proxy connects to sshd as: \
+                     set `user` in {} or pass --proxy-user NAME (under systemd's DynamicUser, create a \
+                     static user for the unit's User= first: a dynamic uid cannot be named in a rule)",
+                    path.display()
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        opts.guard = Some(setup::Guard {
+            nft,
+            file,
+            range,
+            user,
+        });
+    }
     let target = setup::Target {
         lines: &lines,
         command: &command,
         akc,
         upstream: cfg.upstream,
     };
-    match setup::run(&target, opts) {
+    match setup::run(&target, &opts) {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS

@@ -68,7 +68,9 @@ pub async fn handle(
         let _ = sock.set_nodelay(true);
         // The live licence: a SIGHUP may have installed a renewed one.
         let licence = shared.authority.borrow().clone();
-        let handshake = timeout(cfg.handshake_timeout, run_handshake(cfg, &licence.licence, &mut sock));
+        // Boxed: the handshake's state (Noise, ML-KEM, the messages) is
+        // freed when it ends instead of sizing every live session's task.
+        let handshake = timeout(cfg.handshake_timeout, Box::pin(run_handshake(cfg, &licence.licence, &mut sock)));
         let outcome = tokio::select! {
             r = handshake => r,
             () = slot.evicted() => {
@@ -323,9 +325,9 @@ async fn serve_authenticated(
     };
     conn.set_rekey_policy(cfg.rekey, clock::now());
     conn.set_cover_traffic(cfg.cover);
-    let serial = conn.identity().serial();
+    let (serial, session) = (conn.identity().serial(), conn.identity().session_serial());
     let source_text = source_ip.map_or_else(String::new, |ip| ip.to_string());
-    info!(event = "upstream_connected", principal = %principal, serial = %serial, source = %source_text, local_port, "connected to sshd");
+    info!(event = "upstream_connected", principal = %principal, serial = %serial, session_serial = %session, source = %source_text, local_port, "connected to sshd");
     // From here until the session ends, sshd's AuthorizedKeysCommand may be
     // given this user key, bound to this session's source address.
     let _listed = source.map(|addr| {
@@ -343,7 +345,7 @@ async fn serve_authenticated(
     m.handshakes.with_label_values(&["ok"]).inc();
     refund(shared, token);
     m.certificates.with_label_values(&["issued"]).inc();
-    info!(event = "cert_issued", principal = %principal, serial = %serial, ttl_secs = cfg.timing.cert_ttl_secs, "client certificate issued");
+    info!(event = "cert_issued", principal = %principal, serial = %serial, session_serial = %session, ttl_secs = cfg.timing.cert_ttl_secs, "client certificate issued");
     m.sessions_total.inc();
     m.sessions_open.inc();
     let on_end = |e: &Ended, conn: &ServerConn| {
@@ -352,11 +354,11 @@ async fn serve_authenticated(
         let id = conn.identity();
         let (serial, proofs) = (id.serial(), id.proofs());
         m.ended(e.kind);
-        info!(event = "upstream_closed", principal = %principal, serial = %serial, local_port, "sshd connection closed");
+        info!(event = "upstream_closed", principal = %principal, serial = %serial, session_serial = %session, local_port, "sshd connection closed");
         if e.kind.is_challenge_failure() {
-            warn!(event = "challenge_failed", principal = %principal, serial = %serial, reason = e.kind.label(), "{}", e.reason);
+            warn!(event = "challenge_failed", principal = %principal, serial = %serial, session_serial = %session, reason = e.kind.label(), "{}", e.reason);
         }
-        warn!(event = "session_terminated", principal = %principal, serial = %serial, reason = e.kind.label(), proofs,
+        warn!(event = "session_terminated", principal = %principal, serial = %serial, session_serial = %session, reason = e.kind.label(), proofs,
             "session killed, upstream sshd socket closed: {e}");
         // A bad record or a control message a client may not send is the
         // client's doing, authenticated or not (`bad_handshake_secs`); the
@@ -383,8 +385,8 @@ async fn serve_authenticated(
     if ended.is_ok() {
         let id = driver.conn.identity();
         let (serial, proofs) = (id.serial(), id.proofs());
-        info!(event = "upstream_closed", principal = %principal, serial = %serial, local_port, "sshd connection closed");
-        info!(event = "session_closed", principal = %principal, serial = %serial, reason = "normal", proofs, "session ended");
+        info!(event = "upstream_closed", principal = %principal, serial = %serial, session_serial = %session, local_port, "sshd connection closed");
+        info!(event = "session_closed", principal = %principal, serial = %serial, session_serial = %session, reason = "normal", proofs, "session ended");
     }
 }
 

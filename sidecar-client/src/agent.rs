@@ -29,8 +29,13 @@ pub struct Agent {
 impl Agent {
     /// Connects to the agent at `path` (usually `$SSH_AUTH_SOCK`).
     pub fn connect(path: &Path) -> Result<Self, String> {
-        let sock = platform::connect_agent(path, Duration::from_secs(30))
-            .map_err(|e| format!("cannot reach ssh-agent at {}: {e}", path.display()))?;
+        let sock = platform::connect_agent(path, Duration::from_secs(30)).map_err(|e| {
+            format!(
+                "cannot reach ssh-agent at {} (SSH_AUTH_SOCK): {e}; start ssh-agent \
+                     (eval \"$(ssh-agent)\") and ssh-add your key, or pass --identity KEY",
+                path.display()
+            )
+        })?;
         Ok(Self { sock })
     }
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use getrandom::SysRng;
@@ -12,10 +12,11 @@ use rand_core::UnwrapErr;
 use ztssh_proto::conn::{CoverTraffic, RekeyPolicy};
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::handshake::{self, ClientConfig, ClientSession, message_len};
-use ztssh_proto::time::human;
+use ztssh_proto::time::when;
 
 use crate::explain::{Error, explain};
 use crate::identity::Identity;
+use crate::link::Link;
 use crate::revocation::Revocations;
 use crate::settings::Settings;
 use ztssh_proto::userkey::describe;
@@ -31,8 +32,62 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// `--jump`: reach the proxy through this ssh host.
+pub struct JumpVia {
+    /// The jump host, as ssh takes a destination.
+    pub via: String,
+    /// The ssh_config file for the jump leg (`ssh -F`).
+    pub config: Option<std::path::PathBuf>,
+}
+
+/// Jump legs in a row, counted in `ZTSSH_JUMP_DEPTH` across the nested
+/// sidecars: ssh_config lines that jump in a circle stop here.
+const MAX_JUMPS: u32 = 8;
+const JUMP_DEPTH_VAR: &str = "ZTSSH_JUMP_DEPTH";
+
+/// How the proxy is reached.
+enum Route {
+    /// Straight, at the addresses discovery found.
+    Direct(crate::discover::Plan),
+    /// `ssh -W target via`.
+    Jump {
+        via: JumpVia,
+        target: String,
+        depth: u32,
+    },
+}
+
+impl Route {
+    fn new_jump(via: JumpVia, s: &Settings, host: &str, port: u16) -> Result<Self, Error> {
+        let depth = std::env::var(JUMP_DEPTH_VAR)
+            .ok()
+            .and_then(|d| d.parse::<u32>().ok())
+            .unwrap_or(0);
+        if depth >= MAX_JUMPS {
+            return Err(format!(
+                "more than {MAX_JUMPS} jump hosts in a row: do your ssh_config's --jump lines go round in a \
+                 circle? Give the jump host itself a ProxyCommand without --jump"
+            )
+            .into());
+        }
+        if via.via == host {
+            return Err(format!(
+                "--jump {host}: a host cannot be its own jump host; name another, or drop --jump"
+            )
+            .into());
+        }
+        // The proxy's address as the jump host resolves it.
+        let target = match &s.connect {
+            Some(addr) => addr.clone(),
+            None if host.contains(':') => format!("[{host}]:{port}"),
+            None => format!("{host}:{port}"),
+        };
+        Ok(Self::Jump { via, target, depth })
+    }
+}
+
 /// Runs one session for ssh.
-pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
+pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) -> Result<(), Error> {
     let verbose = s.verbose;
     let say = |m: String| {
         if verbose {
@@ -71,7 +126,11 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
     if let Some(w) = revocations.as_ref().and_then(|r| r.stale_warning(now())) {
         eprintln!("ztssh: {w}");
     }
-    let agent_sock = std::env::var_os("SSH_AUTH_SOCK").map(std::path::PathBuf::from);
+    // An empty SSH_AUTH_SOCK (a shell that unset the agent by `=`) is no
+    // agent, not a path to try.
+    let agent_sock = std::env::var_os("SSH_AUTH_SOCK")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from);
     // The agent key that last worked here is tried first.
     let server_id = format!("{host}:{port}");
     let last = match (&s.identity, crate::lastkey::path()) {
@@ -89,9 +148,14 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
     for w in &candidates.skipped {
         say(format!("skipping {w}"));
     }
-    let plan = crate::discover::plan(&s, &host, port, &say)
-        .await
-        .map_err(Error::Connect)?;
+    let route = match jump {
+        Some(via) => Route::new_jump(via, &s, &host, port)?,
+        None => Route::Direct(
+            crate::discover::plan(&s, &host, port, &say)
+                .await
+                .map_err(Error::Connect)?,
+        ),
+    };
     let mut stdio =
         Some(platform::open_stdio().map_err(|e| format!("cannot use stdin/stdout: {e}"))?);
     let total = candidates.keys.len();
@@ -106,7 +170,7 @@ pub async fn run(s: Settings, host: String, port: u16) -> Result<(), Error> {
         let attempt = Attempt {
             s: &s,
             host: &host,
-            plan: &plan,
+            route: &route,
             root,
             root_path: &root_path,
             frame_size,
@@ -176,7 +240,7 @@ fn no_key(
 struct Attempt<'a> {
     s: &'a Settings,
     host: &'a str,
-    plan: &'a crate::discover::Plan,
+    route: &'a Route,
     root: ztssh_proto::keys::PublicKey,
     root_path: &'a std::path::Path,
     frame_size: FrameSize,
@@ -185,18 +249,47 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    async fn connect(&self, identity: &Identity) -> Result<(TcpStream, ClientSession), Error> {
-        let (s, host) = (self.s, self.host);
-        let plan = self.plan;
-        let mut sock = connect(&plan.addrs, Duration::from_secs(s.connect_timeout_secs))
-            .await
-            .map_err(|e| Error::Connect(plan.failed(&e)))?;
-        if s.verbose {
-            eprintln!(
-                "ztssh: connected to {}",
-                sock.peer_addr().map(|a| a.to_string()).unwrap_or_default()
-            );
+    /// The stream to the proxy, straight or through the jump host.
+    async fn open(&self) -> Result<Link, Error> {
+        let s = self.s;
+        match self.route {
+            Route::Direct(plan) => {
+                let sock = connect(&plan.addrs, Duration::from_secs(s.connect_timeout_secs))
+                    .await
+                    .map_err(|e| Error::Connect(plan.failed(&e)))?;
+                if s.verbose {
+                    eprintln!(
+                        "ztssh: connected to {}",
+                        sock.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+                    );
+                }
+                Ok(Link::Tcp(sock))
+            }
+            Route::Jump { via, target, depth } => {
+                let jump = platform::spawn_jump(
+                    std::path::Path::new("ssh"),
+                    via.config.as_deref(),
+                    target,
+                    &via.via,
+                    (JUMP_DEPTH_VAR, depth + 1),
+                )
+                .map_err(|e| {
+                    Error::Connect(format!(
+                        "cannot start ssh for the jump through {}: {e}; is OpenSSH's ssh on your PATH?",
+                        via.via
+                    ))
+                })?;
+                if s.verbose {
+                    eprintln!("ztssh: through {}: ssh -W {target}", via.via);
+                }
+                Ok(Link::Jump(jump))
+            }
         }
+    }
+
+    async fn connect(&self, identity: &Identity) -> Result<(Link, ClientSession), Error> {
+        let (s, host) = (self.s, self.host);
+        let mut link = self.open().await?;
         let cfg = ClientConfig {
             root: self.root,
             host: host.to_owned(),
@@ -207,7 +300,29 @@ impl Attempt<'_> {
             root_path: self.root_path,
             revocations: self.revocations,
         };
-        let hs = handshake_with(&mut sock, cfg, identity, self.principal, &checks);
+        let hs = async {
+            match &mut link {
+                Link::Tcp(sock) => {
+                    handshake_with(sock, cfg, identity, self.principal, &checks).await
+                }
+                Link::Jump(j) => handshake_with(
+                    &mut j.sock,
+                    cfg,
+                    identity,
+                    self.principal,
+                    &checks,
+                )
+                .await
+                .map_err(|e| match self.route {
+                    Route::Jump { via, .. } => format!(
+                        "{e}; through the jump host {}: if ssh said why above, that leg failed \
+                                 (try `ssh {}` alone)",
+                        via.via, via.via
+                    ),
+                    Route::Direct(_) => e,
+                }),
+            }
+        };
         let session = tokio::time::timeout(Duration::from_secs(s.handshake_timeout_secs), hs)
             .await
             .map_err(|_| {
@@ -220,11 +335,11 @@ impl Attempt<'_> {
         if s.verbose {
             let lic = &session.licence.body;
             eprintln!(
-                "ztssh: verified server licence: {} ({}) serial {}, expires in {}, signed by root {}",
+                "ztssh: verified server licence: {} ({}) serial {}, expires {}, signed by root {}",
                 lic.server_id,
                 lic.hostnames.join(", "),
                 lic.serial,
-                human(lic.not_after.saturating_sub(now())),
+                when(lic.not_after, now()),
                 lic.issuer.fingerprint()
             );
             eprintln!(
@@ -233,7 +348,7 @@ impl Attempt<'_> {
                 self.principal
             );
         }
-        Ok((sock, session))
+        Ok((link, session))
     }
 }
 
@@ -262,7 +377,7 @@ struct Checks<'a> {
 }
 
 async fn handshake_with(
-    sock: &mut TcpStream,
+    sock: &mut (impl AsyncRead + AsyncWrite + Unpin),
     cfg: ClientConfig,
     identity: &Identity,
     principal: &str,

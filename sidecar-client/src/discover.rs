@@ -51,7 +51,13 @@ pub struct Plan {
 impl Plan {
     /// The message when no address connected.
     pub fn failed(&self, e: &std::io::Error) -> String {
-        let msg = format!("cannot connect to {}: {e}", self.via);
+        let hint = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            "; is the ztssh proxy on another port? Give ssh its port (`Port N` in ~/.ssh/config, \
+             which `ztssh-sidecar setup --port N` writes, or ssh -p N)"
+        } else {
+            ""
+        };
+        let msg = format!("cannot connect to {}: {e}{hint}", self.via);
         with_note(msg, self.srv_note.as_deref())
     }
 }

@@ -149,7 +149,11 @@ pub fn ended(server: &str, end: ClientEnd) -> Error {
 pub fn explain(e: ProtoError, host: &str, root_path: &std::path::Path) -> String {
     match e {
         ProtoError::Auth(AuthError::Expired { secs, .. }) => {
-            format!("server licence for {host} expired {} ago", human(secs))
+            format!(
+                "server licence for {host} expired {} ago: the server's operator must renew it \
+                 (ztssh-ca licence); nothing on your side can fix this",
+                human(secs)
+            )
         }
         ProtoError::Auth(AuthError::NotYetValid { secs, .. }) => {
             format!(

@@ -84,6 +84,11 @@ impl Identity {
             ssh_key::Algorithm::SkEd25519 | ssh_key::Algorithm::SkEcdsaSha2NistP256
         )
     }
+
+    /// Whether ssh-agent holds the key (it can be removed from there).
+    pub fn is_agent(&self) -> bool {
+        matches!(self, Self::Agent { .. })
+    }
 }
 
 /// The keys to try, in order, and what was left out and why.
@@ -113,7 +118,8 @@ impl Identity {
             });
         }
         let sock = agent_sock.ok_or(
-            "no identity: pass --identity ~/.ssh/id_ed25519 or start ssh-agent and ssh-add your key",
+            "no identity: SSH_AUTH_SOCK is not set (or empty), so there is no ssh-agent to ask; \
+             pass --identity ~/.ssh/id_ed25519, or start ssh-agent (eval \"$(ssh-agent)\") and ssh-add your key",
         )?;
         let mut held = Agent::connect(sock)?.identities()?;
         if let Some(fp) = first {

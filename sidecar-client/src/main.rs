@@ -13,6 +13,7 @@ mod discover;
 mod explain;
 mod identity;
 mod lastkey;
+mod link;
 mod pump;
 mod revocation;
 mod settings;
@@ -61,6 +62,14 @@ struct Cli {
     /// Refresh --revocation-list from this URL first (conditional GET).
     #[arg(long)]
     revocation_url: Option<String>,
+    /// Reach HOST through this ssh host first (`ssh -W HOST:PORT JUMP`,
+    /// as `ssh -J` does), with the ztssh tunnel to HOST inside; JUMP goes
+    /// through ztssh too when your ssh_config says so.
+    #[arg(long, value_name = "JUMP")]
+    jump: Option<String>,
+    /// ssh_config file for the jump leg's ssh (`ssh -F FILE`).
+    #[arg(long, value_name = "FILE", requires = "jump")]
+    jump_config: Option<PathBuf>,
     /// Host as typed to ssh (%h); checked against the server licence.
     #[arg(required = true)]
     host: Option<String>,
@@ -97,6 +106,10 @@ struct SetupArgs {
     /// the bare key), from your administrators.
     #[arg(long)]
     host_ca: Option<PathBuf>,
+    /// The port the proxies listen on, written as the block's `Port`
+    /// (22 where your organisation publishes SRV records instead).
+    #[arg(long, default_value_t = setup::DEFAULT_PORT)]
+    port: u16,
     /// Remove what setup added (blocks and its own files; backups stay).
     #[arg(long, conflicts_with_all = ["root", "principal", "identity", "hosts", "host_ca"])]
     undo: bool,
@@ -116,6 +129,7 @@ fn run_setup(cmd: Cmd) -> Result<(), String> {
                 identity: a.identity,
                 hosts: a.hosts,
                 host_ca: a.host_ca,
+                port: a.port,
             };
             setup::setup(&req, &paths, &sidecar)?
         }
@@ -144,8 +158,67 @@ const _: () = assert!(
     "ztssh-sidecar cannot be built with ztssh-proto's testkit feature: it would link test hooks that play a hostile peer"
 );
 
+/// Checks the host ssh gave (`%h`) under the licence host-name rules
+/// before anything shows it: a refused one is never echoed, since it could
+/// carry control characters or terminal escapes.
+fn check_host(host: &str) -> Result<(), String> {
+    ztssh_proto::cert::check_host(host).map_err(|e| {
+        let why = match e {
+            ztssh_proto::error::Malformed::Invalid { why, .. } => why,
+            _ => "not a host name",
+        };
+        format!(
+            "the host given to ztssh-sidecar (ssh's %h, {} bytes, not shown) is not a host name a server licence can carry: {why}. \
+             Use the server's name as your administrators gave it (ssh HOST), or a Host alias with HostName set to it",
+            host.len()
+        )
+    })
+}
+
+/// Parses the command line. clap's own messages quote the argument they
+/// refused, and ssh's `%h` is one: a host that starts with `-` (say
+/// `--x\x1b]0;title\x07`) is taken for an option and would reach the
+/// terminal raw, before [`check_host`] ever sees it. So every refusal is
+/// shown with anything but printable ASCII escaped, and exits 64.
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprint!("{}", plain(&e.to_string()));
+            Err(ExitCode::from(64))
+        }
+    }
+}
+
+/// `text` with everything but printable ASCII, spaces and newlines escaped.
+fn plain(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c == '\n' || c == ' ' || c.is_ascii_graphic() {
+                c.to_string()
+            } else {
+                c.escape_default().to_string()
+            }
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     if let Some(cmd) = cli.cmd {
         return match run_setup(cmd) {
             Ok(()) => ExitCode::SUCCESS,
@@ -161,6 +234,10 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(64);
     };
+    if let Err(e) = check_host(&host) {
+        eprintln!("ztssh: {e}");
+        return ExitCode::from(64);
+    }
     let flags = settings::Flags {
         root: cli.root,
         identity: cli.identity,
@@ -172,6 +249,12 @@ fn main() -> ExitCode {
         revocation_list: cli.revocation_list,
         revocation_url: cli.revocation_url,
     };
+    // Per connection, never from sidecar.toml: a jump there would send the
+    // jump host's own connection through itself.
+    let jump = cli.jump.map(|via| connect::JumpVia {
+        via,
+        config: cli.jump_config.map(|p| settings::expand_tilde(&p)),
+    });
     let result = settings::load(cli.config.as_deref(), &flags).and_then(|s| {
         // One session per process: a single-threaded runtime avoids
         // cross-thread wake-ups on the data path.
@@ -179,7 +262,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start runtime: {e}"))?;
-        let result = rt.block_on(connect::run(s, host, port));
+        let result = rt.block_on(connect::run(s, host, port, jump));
         // A renewal signature may still be waiting on ssh-agent (a
         // confirmation, a touch) in the blocking pool: exit without
         // waiting for it; the process's end closes the agent socket.
@@ -192,5 +275,53 @@ fn main() -> ExitCode {
             eprintln!("ztssh: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_host;
+
+    #[test]
+    fn a_hostile_host_is_refused_without_being_echoed() {
+        let long = "a".repeat(300);
+        let hostile = [
+            "web1\x1b]0;pwned\x07",
+            "\x1b[2J\x1b[31mroot@prod",
+            "web1\nztssh: all good",
+            "web1\r",
+            "we b1",
+            "-oProxyCommand=x",
+            ".hidden",
+            "",
+            "web1\u{202e}",
+            long.as_str(),
+        ];
+        for host in hostile {
+            let e = check_host(host).expect_err(host);
+            assert!(e.chars().all(|c| c == ' ' || c.is_ascii_graphic()), "{e:?}");
+            assert!(
+                !e.contains(host.trim_matches('.')) || host.is_empty(),
+                "{e}"
+            );
+            assert!(e.contains(&format!("{} bytes", host.len())), "{e}");
+        }
+        for host in [
+            "web1",
+            "web1.corp.example",
+            "localhost",
+            "127.0.0.1",
+            "db_2",
+        ] {
+            assert_eq!(check_host(host), Ok(()), "{host}");
+        }
+    }
+
+    #[test]
+    fn a_refused_command_line_is_shown_as_plain_text() {
+        assert_eq!(
+            super::plain("unexpected argument '--x\x1b]0;t\x07\u{202e}' found\n"),
+            "unexpected argument '--x\\u{1b}]0;t\\u{7}\\u{202e}' found\n"
+        );
     }
 }

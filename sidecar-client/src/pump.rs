@@ -10,18 +10,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use getrandom::SysRng;
 use rand_core::UnwrapErr;
-use tokio::net::TcpStream;
 
 use ztssh_proto::conn::{
     ClientConn, ClientConnEvent, ClientEnd, CoverTraffic, MAX_RENEWAL_SIGNATURES_PER_HOUR, Now,
     RekeyPolicy,
 };
+use ztssh_proto::control::TerminateCode;
 use ztssh_proto::handshake::ClientSession;
 use ztssh_proto::identity::ClientIdentity;
 use ztssh_proto::time::human;
 
 use crate::explain::{self, Error};
 use crate::identity::Identity;
+use crate::link::Link;
 use ztssh_sidecar::platform::{self, SshGone, SshInput, SshOutput};
 
 /// How long the last bytes get to reach ssh or the proxy once the session
@@ -82,7 +83,7 @@ pub struct Tunnel {
 /// from ssh until the proxy accepts, and a refused key hands `stdio` back
 /// untouched ([`Error::KeyRefused`]) for the next key's connection.
 pub async fn run(
-    sock: TcpStream,
+    sock: Link,
     session: ClientSession,
     identity: Identity,
     principal: &str,
@@ -126,6 +127,7 @@ pub async fn run(
         output: Some(io.output),
         signing: None,
         sock_error: None,
+        renewal_warned: None,
     };
     let r = pump.run(gone).await;
     if let (Err(Error::KeyRefused { .. }), Some(input), Some(output)) =
@@ -143,12 +145,27 @@ struct Pump {
     verbose: bool,
     conn: ClientConn,
     identity: Arc<Identity>,
-    sock: TcpStream,
+    sock: Link,
     input: Option<SshInput>,
     output: Option<SshOutput>,
     signing: Option<Signing>,
     /// The proxy socket failed with this error.
     sock_error: Option<String>,
+    /// When the last renewal failure was said.
+    renewal_warned: Option<Instant>,
+}
+
+/// How often a failing renewal is said on stderr.
+const RENEWAL_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// What the user can do about a renewal that fails.
+fn renewal_hint(agent: bool) -> &'static str {
+    if agent {
+        "If you removed the key from ssh-agent (or the agent stopped), add it back with ssh-add \
+         KEY in another terminal"
+    } else {
+        "Check that the key file is still there and readable"
+    }
 }
 
 /// What ended the loop.
@@ -163,6 +180,25 @@ impl Pump {
     fn say(&self, msg: String) {
         if self.verbose {
             eprintln!("ztssh: {msg}");
+        }
+    }
+
+    /// An identity end after failed renewals says what to do about them.
+    fn with_renewal_hint(&self, e: Error) -> Error {
+        match e {
+            Error::Terminated {
+                server,
+                code: code @ TerminateCode::IdentityRevoked,
+                reason,
+            } if self.renewal_warned.is_some() => Error::Terminated {
+                server,
+                code,
+                reason: format!(
+                    "{reason}. {}, then reconnect",
+                    renewal_hint(self.identity.is_agent())
+                ),
+            },
+            other => other,
         }
     }
 
@@ -319,7 +355,7 @@ impl Pump {
         }
     }
 
-    fn on_event(&self, ev: ClientConnEvent) {
+    fn on_event(&mut self, ev: ClientConnEvent) {
         let server = &self.server;
         match ev {
             ClientConnEvent::Accepted => {
@@ -355,10 +391,21 @@ impl Pump {
                 "{server} renews the session's certificate: asking your key to sign \
                  (renewal signature {this_hour} this hour, at most {MAX_RENEWAL_SIGNATURES_PER_HOUR})"
             )),
-            ClientConnEvent::RenewalFailed { error, left_secs } => eprintln!(
-                "ztssh: warning: certificate renewal failed: {error}; the session ends in {} unless a retry succeeds",
-                human(left_secs)
-            ),
+            ClientConnEvent::RenewalFailed { error, left_secs } => {
+                // Retries come every few seconds: say it once a minute.
+                let due = self
+                    .renewal_warned
+                    .is_none_or(|at| at.elapsed() >= RENEWAL_WARNING_EVERY);
+                if due {
+                    self.renewal_warned = Some(Instant::now());
+                    eprintln!(
+                        "ztssh: warning: certificate renewal failed: {error}; the session ends in {} \
+                         unless a retry succeeds. {}",
+                        human(left_secs),
+                        renewal_hint(self.identity.is_agent())
+                    );
+                }
+            }
             ClientConnEvent::PeerClosed
             | ClientConnEvent::Ended(_)
             | ClientConnEvent::Control(_) => {}
@@ -377,7 +424,9 @@ impl Pump {
                 server: self.server.clone(),
                 detail: self.sock_error.take().unwrap_or_default(),
             }),
-            Exit::Ended(Some(end)) => Err(explain::ended(&self.server, end)),
+            Exit::Ended(Some(end)) => {
+                Err(self.with_renewal_hint(explain::ended(&self.server, end)))
+            }
             Exit::SshGone => {
                 self.conn.handle_local_eof(now());
                 let _ = tokio::time::timeout(FLUSH_GRACE, self.drain_to_proxy()).await;

@@ -13,7 +13,7 @@ use ztssh_proto::crl::Crl;
 use ztssh_proto::end::EndKind;
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::pem;
-use ztssh_proto::time::{UnixTime, human};
+use ztssh_proto::time::{UnixTime, when};
 use ztssh_proto::trust::{self, ListUpdate};
 
 /// A verified list and where it came from.
@@ -45,11 +45,11 @@ impl Revocations {
     pub fn stale_warning(&self, now: UnixTime) -> Option<String> {
         self.crl.is_stale(now).then(|| {
             format!(
-                "warning: the revocation list {} (version {}) is {} past its next update; \
+                "warning: the revocation list {} (version {}) is past its next update, {}; \
                  servers revoked since are not known to it: fetch a newer one",
                 self.path.display(),
                 self.crl.list_version,
-                human(now - self.crl.next_update)
+                when(self.crl.next_update, now)
             )
         })
     }
@@ -59,11 +59,19 @@ impl Revocations {
         match trust::check_licence(licence, Some(&self.crl), now) {
             Err(e) if e.kind == EndKind::LicenceRevoked => {
                 let b = &licence.body;
+                let why = e.reason.split_once("revoked: ").map_or("", |(_, why)| why);
+                let keys = self.crl.revoked.revoked_licence_key(b).is_some();
+                let after = if keys {
+                    "Its keys are revoked for good: the server answers with a stolen or retired \
+                     key, and only a server with new keys can be trusted again"
+                } else {
+                    "If it was re-licensed since, get the newest list (ztssh-ca crl, or the \
+                     published copy) and retry"
+                };
                 Err(format!(
                     "refusing to connect to {host}: its server licence ({}, serial {}) is revoked by \
-                     the revocation list {} (version {}). Nothing about you was sent. The server may \
-                     be compromised: do not use it, and tell its operators. If it was re-licensed \
-                     since, get the newest list (ztssh-ca crl, or the published copy) and retry",
+                     the revocation list {} (version {}): {why}. Nothing about you was sent. The \
+                     server may be compromised: do not use it, and tell its operators. {after}",
                     b.server_id,
                     b.serial,
                     self.path.display(),
@@ -112,7 +120,7 @@ pub async fn refresh(url: &str, cache: &Path, root: &PublicKey) -> Result<Vec<St
                     }
                     return Ok(Vec::new());
                 }
-                ListUpdate::Same => return Ok(Vec::new()),
+                ListUpdate::Same | ListUpdate::Behind { .. } => return Ok(Vec::new()),
                 ListUpdate::Rollback { offered, .. } => {
                     format!("it serves version {offered}, older than your copy; refused")
                 }

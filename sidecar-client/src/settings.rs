@@ -28,8 +28,8 @@ pub struct Settings {
     /// Seconds for the whole handshake.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_secs: u64,
-    /// Print each step on stderr.
-    #[serde(default)]
+    /// Print each step on stderr (`ZTSSH_VERBOSE=1` too).
+    #[serde(default, deserialize_with = "switch")]
     pub verbose: bool,
     /// Test rigs only: accept client certificates down to 2 s instead of
     /// 60 s (said on stderr each session).
@@ -130,16 +130,15 @@ pub fn default_path() -> Option<PathBuf> {
 /// Loads settings; a missing default file is fine, a missing explicit one is not.
 pub fn load(explicit: Option<&Path>, flags: &Flags) -> Result<Settings, String> {
     let mut fig = Figment::new();
-    match explicit {
+    let file = match explicit {
         Some(p) if !p.exists() => {
             return Err(format!("config file {} does not exist", p.display()));
         }
-        Some(p) => fig = fig.merge(Toml::file_exact(p)),
-        None => {
-            if let Some(p) = default_path().filter(|p| p.exists()) {
-                fig = fig.merge(Toml::file_exact(p));
-            }
-        }
+        Some(p) => Some(p.to_owned()),
+        None => default_path().filter(|p| p.exists()),
+    };
+    if let Some(p) = &file {
+        fig = fig.merge(Toml::file_exact(p));
     }
     let mut s: Settings = fig
         .merge(Env::prefixed("ZTSSH_").only(&[
@@ -160,11 +159,52 @@ pub fn load(explicit: Option<&Path>, flags: &Flags) -> Result<Settings, String> 
         ]))
         .merge(Serialized::defaults(flags))
         .extract()
-        .map_err(|e| format!("config: {e}"))?;
+        .map_err(|e| extract_error(file.as_deref(), e))?;
     s.root = s.root.map(|p| expand_tilde(&p));
     s.identity = s.identity.map(|p| expand_tilde(&p));
     s.revocation_list = s.revocation_list.map(|p| expand_tilde(&p));
     Ok(s)
+}
+
+/// Unknown keys at their lines in the file (all of them, each with the
+/// key it is most likely a typo of); any other error as figment says it.
+fn extract_error(file: Option<&Path>, e: figment::Error) -> String {
+    if let (figment::error::Kind::UnknownField(_, known), Some(path)) = (&e.kind, file) {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let all = ztssh_keyfile::config_keys::unknown(path, &text, &[], known);
+        if !all.is_empty() {
+            return all.join("\n");
+        }
+    }
+    format!("config: {e}")
+}
+
+/// A yes/no setting, also as an environment variable would spell it:
+/// `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
+fn switch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Spelled {
+        Bool(bool),
+        Int(i64),
+        Word(String),
+    }
+    let bad = |what: String| {
+        serde::de::Error::custom(format!(
+            "{what}: expected true or false (1/0, yes/no and on/off also do)"
+        ))
+    };
+    match Spelled::deserialize(d)? {
+        Spelled::Bool(b) => Ok(b),
+        Spelled::Int(1) => Ok(true),
+        Spelled::Int(0) => Ok(false),
+        Spelled::Int(n) => Err(bad(n.to_string())),
+        Spelled::Word(w) => match w.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" | "" => Ok(false),
+            _ => Err(bad(format!("{w:?}"))),
+        },
+    }
 }
 
 /// Expands a leading `~/`.
@@ -172,5 +212,52 @@ pub fn expand_tilde(p: &Path) -> PathBuf {
     match (p.strip_prefix("~"), std::env::var_os("HOME")) {
         (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => p.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// `ZTSSH_VERBOSE=1` reaches serde as figment's `Env` parses it: the
+    /// number 1 (a type error for a plain bool).
+    fn verbose_from(value: impl Serialize) -> Result<bool, String> {
+        Figment::new()
+            .merge(("verbose", value))
+            .extract::<Settings>()
+            .map(|s| s.verbose)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ztssh_verbose_takes_the_ways_people_write_yes_and_no() {
+        assert!(verbose_from(1).unwrap());
+        assert!(!verbose_from(0).unwrap());
+        assert!(verbose_from(true).unwrap());
+        for (w, want) in [("yes", true), ("ON", true), ("no", false), ("0", false)] {
+            assert_eq!(verbose_from(w).unwrap(), want, "{w}");
+        }
+        let e = verbose_from(2).unwrap_err();
+        assert!(e.contains("expected true or false"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_at_their_lines_all_at_once() {
+        let dir = std::env::temp_dir().join(format!("ztssh-settings-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sidecar.toml");
+        let text = "root = \"/r\"\nverbos = true\n\nprincipal = \"a\"\nconect = \"x\"\n";
+        std::fs::write(&path, text).unwrap();
+        let e = load(Some(&path), &Flags::default()).err().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let p = path.display();
+        assert_eq!(
+            e,
+            format!(
+                "{p}:2: unknown key `verbos`; did you mean `verbose`?\n\
+                 {p}:5: unknown key `conect`; did you mean `connect`?"
+            )
+        );
     }
 }

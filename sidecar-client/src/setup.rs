@@ -5,7 +5,8 @@
 //! - `~/.config/ztssh/root.pub`, a copy of the root key given, and
 //!   `~/.config/ztssh/sidecar.toml` naming it (with the principal and
 //!   identity given); the directory is created 0700, the files 0600;
-//! - a `Host` block with `ProxyCommand <this binary> %h %p` at the top of
+//! - a `Host` block with `ProxyCommand <this binary> %h %p`, the proxies'
+//!   `Port` and (with `--identity`) `IdentityFile` at the top of
 //!   `~/.ssh/config` (ssh takes the first value it finds, so ztssh's
 //!   `ProxyCommand` wins over a later `Host *`);
 //! - with `--host-ca`, an `@cert-authority` line in `~/.ssh/known_hosts`,
@@ -52,7 +53,13 @@ pub struct Request {
     pub hosts: Vec<String>,
     /// The host CA's public key (or its known_hosts line).
     pub host_ca: Option<PathBuf>,
+    /// The proxies' port, for the block's `Port` line.
+    pub port: u16,
 }
+
+/// The port `setup` writes without `--port`: the proxy's `listen` in
+/// `config-examples/proxy.toml` and docs/OPERATOR.md.
+pub const DEFAULT_PORT: u16 = 2222;
 
 /// Where setup writes, from `HOME` (and `XDG_CONFIG_HOME`).
 pub struct Paths {
@@ -162,7 +169,7 @@ pub fn setup(req: &Request, paths: &Paths, sidecar: &Path) -> Result<Vec<String>
             paths.sidecar_toml.display()
         ));
     }
-    let block = ssh_block(sidecar, &req.hosts)?;
+    let block = ssh_block(sidecar, &req.hosts, req.port, identity.as_deref())?;
     let ssh_config = plan_edit(&paths.ssh_config, |t| upsert(t, &block))?;
     let known_hosts = match &ca_line {
         Some(l) => {
@@ -299,10 +306,18 @@ pub fn known_hosts_line(key: &str, hosts: &[String]) -> String {
     format!("@cert-authority {} {key}", patterns.join(","))
 }
 
-/// The `Host` block for `~/.ssh/config`. It ends with `Host *` so that
-/// the options that followed it (it goes at the top of the file) still
-/// apply to every host, as they did before.
-pub fn ssh_block(sidecar: &Path, hosts: &[String]) -> Result<String, String> {
+/// The `Host` block for `~/.ssh/config`: the `ProxyCommand`, the
+/// proxies' `Port`, and with `identity` the `IdentityFile` ssh then logs in
+/// to sshd with (ztssh hands sshd the key the tunnel was opened with, so
+/// ssh must offer that one: `IdentitiesOnly yes`). It ends with `Host *` so
+/// that the options that followed it (it goes at the top of the file)
+/// still apply to every host, as they did before.
+pub fn ssh_block(
+    sidecar: &Path,
+    hosts: &[String],
+    port: u16,
+    identity: Option<&Path>,
+) -> Result<String, String> {
     let path = sidecar
         .to_str()
         .filter(|p| !p.contains(['\n', '\r', '\'']))
@@ -320,8 +335,25 @@ pub fn ssh_block(sidecar: &Path, hosts: &[String]) -> Result<String, String> {
         format!("'{path}'")
     };
     cmd = cmd.replace('%', "%%");
+    let mut opts = format!("    ProxyCommand {cmd} %h %p\n    Port {port}\n");
+    if let Some(key) = identity {
+        let key = key
+            .to_str()
+            .filter(|k| !k.contains(['\n', '\r', '"']))
+            .ok_or_else(|| {
+                format!(
+                    "--identity {}: this path cannot go on an IdentityFile line; move the key",
+                    key.display()
+                )
+            })?;
+        // ssh expands % and ~ in IdentityFile.
+        let key = key.replace('%', "%%");
+        opts.push_str(&format!(
+            "    IdentityFile \"{key}\"\n    IdentitiesOnly yes\n"
+        ));
+    }
     Ok(format!(
-        "{BEGIN}\nHost {}\n    ProxyCommand {cmd} %h %p\nHost *\n{END}\n",
+        "{BEGIN}\nHost {}\n{opts}Host *\n{END}\n",
         hosts.join(" ")
     ))
 }
@@ -571,18 +603,43 @@ mod tests {
         let b = ssh_block(
             Path::new("/usr/bin/ztssh-sidecar"),
             &["web*".into(), "db1".into()],
+            2222,
+            None,
         )
         .unwrap();
         assert!(
-            b.contains("\nHost web* db1\n    ProxyCommand /usr/bin/ztssh-sidecar %h %p\nHost *\n"),
+            b.contains(
+                "\nHost web* db1\n    ProxyCommand /usr/bin/ztssh-sidecar %h %p\n    Port 2222\nHost *\n"
+            ),
             "{b}"
         );
-        let b = ssh_block(Path::new("/opt/my tools/100%/ztssh-sidecar"), &["a".into()]).unwrap();
+        let b = ssh_block(
+            Path::new("/opt/my tools/100%/ztssh-sidecar"),
+            &["a".into()],
+            22,
+            None,
+        )
+        .unwrap();
         assert!(
-            b.contains("ProxyCommand '/opt/my tools/100%%/ztssh-sidecar' %h %p"),
+            b.contains("ProxyCommand '/opt/my tools/100%%/ztssh-sidecar' %h %p\n    Port 22\n"),
             "{b}"
         );
-        assert!(ssh_block(Path::new("/a'b"), &["a".into()]).is_err());
+        assert!(ssh_block(Path::new("/a'b"), &["a".into()], 22, None).is_err());
+    }
+
+    #[test]
+    fn the_block_names_the_identity_ssh_must_log_in_with() {
+        let sidecar = Path::new("/usr/bin/ztssh-sidecar");
+        let key = Path::new("/home/a b/.ssh/id_100%");
+        let b = ssh_block(sidecar, &["web1".into()], 2222, Some(key)).unwrap();
+        assert!(
+            b.contains(
+                "    Port 2222\n    IdentityFile \"/home/a b/.ssh/id_100%%\"\n    IdentitiesOnly yes\nHost *\n"
+            ),
+            "{b}"
+        );
+        let quote = Path::new("/home/a\"b/key");
+        assert!(ssh_block(sidecar, &["web1".into()], 2222, Some(quote)).is_err());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use ztssh_tests::bench::{self, Better};
 use ztssh_tests::*;
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -365,6 +366,19 @@ fn main() {
             delta(e[i], e[0], 3)
         );
     }
+    let tag = |i: usize| ["direct", "relay", "ztssh"][i];
+    for i in 0..3 {
+        let k = |f: &str| format!("e2e/mib={mib}/{}/{f}", tag(i));
+        bench::figure(&k("mib_per_s"), rate(t[i]), "MiB/s", Better::Higher);
+        bench::figure(&k("connect"), c[i] * 1e3, "ms", Better::Lower);
+        bench::figure(&k("echo"), e[i] * 1e3, "ms", Better::Lower);
+    }
+    bench::figure(
+        &format!("e2e/mib={mib}/ztssh/ratio_to_direct"),
+        t[0] / t[2],
+        "ratio",
+        Better::Higher,
+    );
     println!();
     // CPU: the run with the median transfer time of each path.
     let gib = mib as f64 / 1024.0;
@@ -400,5 +414,15 @@ fn main() {
             show(path == Path::Ztssh, c.sidecar),
             show(path == Path::Ztssh, c.proxy),
         );
+        if path == Path::Ztssh {
+            let k = |f: &str| format!("e2e/mib={mib}/ztssh/{f}");
+            bench::figure(
+                &k("sidecar_cpu_per_gib"),
+                c.sidecar / gib,
+                "s",
+                Better::Lower,
+            );
+            bench::figure(&k("proxy_cpu_per_gib"), c.proxy / gib, "s", Better::Lower);
+        }
     }
 }

@@ -48,6 +48,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use ztssh_proto::conn::{ClientConn, ClientConnEvent};
 use ztssh_proto::frame::Control;
+use ztssh_tests::bench::{self, Better};
 use ztssh_tests::nginx::{Nginx, WebRoot};
 use ztssh_tests::*;
 
@@ -526,6 +527,35 @@ challenge_deadline_secs = 300
         ms(max),
         ms(done)
     );
+    let k = |f: &str| format!("fleet/proxies={proxies}/sessions={n}/{f}");
+    let msf = |d: Duration| d.as_secs_f64() * 1e3;
+    bench::figure(
+        &k("idle_cpu_per_proxy"),
+        mean(&cpu_fleet) * 1e3,
+        "ms/s",
+        Better::Lower,
+    );
+    bench::figure(
+        &k("idle_requests_per_proxy"),
+        idle.len() as f64 / window / proxies as f64,
+        "req/s",
+        Better::Lower,
+    );
+    if !up.is_empty() {
+        bench::figure(
+            &k("close_p50"),
+            msf(percentile(&up, 0.5)),
+            "ms",
+            Better::Lower,
+        );
+        bench::figure(
+            &k("close_p99"),
+            msf(percentile(&up, 0.99)),
+            "ms",
+            Better::Lower,
+        );
+        bench::figure(&k("close_max"), msf(max), "ms", Better::Lower);
+    }
     println!("  {banned}/{n} clients were told \"principal alice banned\"");
     assert_eq!(up.len(), n, "every sshd-side socket closed once");
     assert_eq!(fetch.len(), proxies, "every proxy fetched the new list");

@@ -34,6 +34,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use ztssh_proto::conn::{ClientConn, ClientConnEvent};
 use ztssh_proto::frame::Control;
+use ztssh_tests::bench::{self, Better};
 use ztssh_tests::*;
 
 /// Sessions per loopback source address: well inside the default burst of
@@ -275,6 +276,20 @@ fn main() {
         ms(percentile(&up, 0.99)),
         ms(up[up.len() - 1])
     );
+    let k = |f: &str| format!("kill/sessions={n}/{f}");
+    let msf = |d: Duration| d.as_secs_f64() * 1e3;
+    bench::figure(&k("setup"), setup.as_secs_f64(), "s", Better::Lower);
+    bench::figure(&k("rss_per_session"), per_session, "KiB", Better::Lower);
+    bench::figure(
+        &k("proxy_cpu"),
+        (cpu_after.0 - cpu_before.0) * 1e3,
+        "ms",
+        Better::Lower,
+    );
+    bench::figure(&k("first"), msf(up[0]), "ms", Better::Lower);
+    bench::figure(&k("p50"), msf(percentile(&up, 0.5)), "ms", Better::Lower);
+    bench::figure(&k("p99"), msf(percentile(&up, 0.99)), "ms", Better::Lower);
+    bench::figure(&k("max"), msf(up[up.len() - 1]), "ms", Better::Lower);
     println!("  {banned}/{n} clients were told \"principal alice banned\"");
     assert_eq!(banned, n, "every session must be told why");
 }

@@ -13,7 +13,8 @@ pub const SHORT_CERTS: &str = "insecure_short_certs = true\n";
 
 use crate::zsk::{ACCOUNT, Installed, ensure_account};
 use crate::{
-    Pki, Proxy, Sshd, TempDir, World, assert_ok, bin, free_port, read_text, run_bounded, user_key,
+    Pki, Proxy, Sshd, TempDir, World, assert_ok, bin, free_port, read_text, run_bounded, sshd_bin,
+    user_key,
 };
 
 /// A world without sshd: the CA, alice (and any other users) and the
@@ -53,6 +54,7 @@ pub struct WorldBuilder<'a> {
     upstream_port: Option<u16>,
     before_start: Option<BeforeStart<'a>>,
     zero_standing_keys: Option<String>,
+    loopback: bool,
 }
 
 type SshdHead<'a> = Box<dyn FnOnce(&Path, u16) -> String + 'a>;
@@ -71,6 +73,7 @@ impl<'a> WorldBuilder<'a> {
             upstream_port: None,
             before_start: None,
             zero_standing_keys: None,
+            loopback: false,
         }
     }
 
@@ -156,6 +159,15 @@ impl<'a> WorldBuilder<'a> {
         self
     }
 
+    /// sshd (with standing keys, alice's in an authorized_keys file) starts
+    /// with the lines `ztssh-proxy sshd-config --loopback` prints for it
+    /// (docs/OPERATOR.md section 3): where it listens, and, for sshd 9.8+,
+    /// the proxy's source exempt from its penalties.
+    pub fn loopback_lines(mut self) -> Self {
+        self.loopback = true;
+        self
+    }
+
     /// Starts the world; returns once sshd and the proxy listen.
     pub fn start(mut self) -> World {
         let r = self.prepare();
@@ -169,6 +181,23 @@ impl<'a> WorldBuilder<'a> {
             (None, Some(installed)) => {
                 let (_, config) = Proxy::configure(d, &r.pki, upstream, &r.principals, &r.toml);
                 sshd_config_lines(&config, installed)
+            }
+            (None, None) if self.loopback => {
+                let (_, config) = Proxy::configure(d, &r.pki, upstream, &r.principals, &r.toml);
+                let out = run_bounded(
+                    Command::new(bin("ztssh-proxy"))
+                        .args(["sshd-config", "--loopback", "--sshd"])
+                        .arg(sshd_bin())
+                        .arg("--config")
+                        .arg(&config),
+                    Duration::from_secs(60),
+                );
+                assert_ok(&out, "ztssh-proxy sshd-config --loopback");
+                format!(
+                    "{}AuthorizedKeysFile {}\n",
+                    String::from_utf8_lossy(&out.stdout),
+                    ak.display()
+                )
             }
             (None, None) => format!(
                 "Port {sshd_port}\nListenAddress 127.0.0.1\nAuthorizedKeysFile {}\n",
@@ -329,6 +358,8 @@ fn sshd_config_lines(config: &Path, installed: &Installed) -> String {
     let out = run_bounded(
         Command::new(bin("ztssh-proxy"))
             .arg("sshd-config")
+            .arg("--sshd")
+            .arg(sshd_bin())
             .arg("--config")
             .arg(config)
             .arg("--command")

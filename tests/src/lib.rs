@@ -13,10 +13,12 @@ use std::time::Duration;
 pub use tempfile::TempDir;
 
 pub mod agent;
+pub mod bench;
 mod builder;
 mod burst;
 pub mod listserver;
 mod net;
+pub mod netns;
 pub mod nginx;
 mod pki;
 mod process;

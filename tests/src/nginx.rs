@@ -76,9 +76,22 @@ impl Nginx {
 
     /// Same, returning once nginx answers, with or without a list there.
     pub fn start_empty(web: &WebRoot) -> Self {
+        Self::start_empty_on(web, free_port())
+    }
+
+    /// [`Nginx::start`] on `port` (the port an nginx stopped with
+    /// [`Nginx::stop`] had, say: its clients' URLs stay right).
+    pub fn start_on(web: &WebRoot, port: u16) -> Self {
+        let me = Self::start_empty_on(web, port);
+        wait_until(T, "nginx to serve the list", || {
+            http_get(me.port, "/crl.pem").starts_with("HTTP/1.1 200")
+        });
+        me
+    }
+
+    fn start_empty_on(web: &WebRoot, port: u16) -> Self {
         let dir = web.path();
         let root = dir.join("www");
-        let port = free_port();
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).expect("logs");
         let access_log = logs.join("access.log");
@@ -188,6 +201,14 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Nginx {
+    /// Stops nginx (master by PID, SIGTERM; its workers with it, or by
+    /// PID with SIGKILL after 10 s). Stopping twice does nothing.
+    pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };

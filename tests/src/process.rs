@@ -173,6 +173,28 @@ pub fn try_signal(pid: u32, sig: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Every process under `pid` (children, their children, ...), from
+/// `/proc/PID/task/*/children`; bounded at 100,000.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for t in tasks {
+            let kids = read_text(&t.join("children"));
+            for k in kids.split_whitespace().filter_map(|k| k.parse().ok()) {
+                if out.len() < 100_000 && !out.contains(&k) {
+                    out.push(k);
+                    todo.push(k);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// An ssh session that lasts until the test ends it: `cat` on the server,
 /// fed from a pipe. Tests wait on events while it lives instead of
 /// sleeping for a fixed time.

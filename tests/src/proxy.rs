@@ -85,7 +85,7 @@ impl Proxy {
             .expect("start proxy");
         let mut child = Guard(child);
         let mut exited = None;
-        wait_until(Duration::from_secs(10), "proxy to listen", || {
+        wait_until(Duration::from_secs(30), "proxy to listen", || {
             if let Ok(Some(status)) = child.0.try_wait() {
                 exited = Some(status);
                 return true;

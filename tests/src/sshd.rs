@@ -6,12 +6,60 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::process::ok;
-use crate::{Guard, read_text, run_bounded, wait_until};
+use crate::{Guard, count, descendants, read_text, run_bounded, wait_until};
+
+/// The sshd binary the tests run: `ZTSSH_TEST_SSHD` (such as the OpenSSH
+/// 10 that tests/sshd10.sh takes from the image of docker/Dockerfile's
+/// `sshd-backports` stage), or the system's /usr/sbin/sshd.
+pub fn sshd_bin() -> PathBuf {
+    std::env::var_os("ZTSSH_TEST_SSHD")
+        .map_or_else(|| PathBuf::from("/usr/sbin/sshd"), PathBuf::from)
+}
+
+/// The OpenSSH version of [`sshd_bin`] (major, minor).
+pub fn sshd_version() -> (u32, u32) {
+    let out = run_bounded(Command::new(sshd_bin()).arg("-V"), Duration::from_secs(10));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let rest = text.split("OpenSSH_").nth(1).unwrap_or_else(|| {
+        panic!(
+            "no OpenSSH version from {} -V: {text}",
+            sshd_bin().display()
+        )
+    });
+    let (major, rest) = rest.split_once('.').expect("OpenSSH_X.Y");
+    let minor: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    (major.parse().expect("major"), minor.parse().expect("minor"))
+}
+
+/// sshd 9.8+ runs its per-connection programs from fixed paths; an sshd
+/// taken out of an image keeps them beside itself.
+fn helper_lines() -> String {
+    let bin = sshd_bin();
+    let Some(dir) = bin.parent() else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (keyword, name) in [
+        ("SshdSessionPath", "sshd-session"),
+        ("SshdAuthPath", "sshd-auth"),
+    ] {
+        let helper = dir.join(name);
+        if bin != Path::new("/usr/sbin/sshd") && helper.exists() {
+            out.push_str(&format!("{keyword} {}\n", helper.display()));
+        }
+    }
+    out
+}
 
 /// A private sshd.
 pub struct Sshd {
     pub port: u16,
     pub log: PathBuf,
+    config: PathBuf,
     _child: Guard,
 }
 
@@ -30,32 +78,46 @@ impl Sshd {
                 "{head}HostKey {}\nPidFile {}\n\
                  StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PermitRootLogin prohibit-password\nLogLevel DEBUG1\nAllowTcpForwarding yes\n\
-                 Subsystem sftp internal-sftp\nMaxStartups 100\n",
+                 Subsystem sftp internal-sftp\nMaxStartups 100\n{}",
                 host_key.display(),
                 dir.join("sshd.pid").display(),
+                helper_lines(),
             ),
         )
         .expect("write sshd_config");
-        let child = Command::new("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-f")
-            .arg(&cfg)
-            .arg("-E")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sshd (is openssh-server installed?)");
-        let child = Guard(child);
-        wait_until(Duration::from_secs(10), "sshd to listen", || {
-            read_text(&log).contains("Server listening on")
-        });
         Self {
             port,
+            _child: spawn(&cfg, &log),
             log,
-            _child: child,
+            config: cfg,
         }
+    }
+
+    /// Stops sshd and every session under it, as a crash or a restart of
+    /// a unit with `KillMode=control-group` would (Debian's ssh.service has
+    /// `KillMode=process` and keeps sessions), then starts it again on the
+    /// same port and config. Each process is stopped by its PID (SIGTERM,
+    /// then SIGKILL after 10 s). Returns once sshd listens again.
+    pub fn restart(&mut self) {
+        let sessions = descendants(self.pid());
+        for pid in std::iter::once(self.pid()).chain(sessions.iter().copied()) {
+            quiet_signal(pid, "TERM");
+        }
+        let start = std::time::Instant::now();
+        while !matches!(self._child.0.try_wait(), Ok(Some(_))) {
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = self._child.0.kill();
+                let _ = self._child.0.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in sessions {
+            quiet_signal(pid, "KILL");
+        }
+        let before = count(&self.log_text(), "Server listening on");
+        let child = spawn_after(&self.config, &self.log, before);
+        self._child = child;
     }
 
     /// sshd's log so far.
@@ -86,6 +148,43 @@ impl Sshd {
         let line_start = log[..at].rfind('\n').map_or(0, |i| i + 1);
         log[..line_start].to_owned()
     }
+}
+
+/// Sends `sig` to `pid` if it is still there (a session may have ended
+/// on its own meanwhile); says nothing either way.
+fn quiet_signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Starts `sshd -D` with `cfg`, logging to `log`; returns once it listens.
+fn spawn(cfg: &Path, log: &Path) -> Guard {
+    let before = count(&read_text(log), "Server listening on");
+    spawn_after(cfg, log, before)
+}
+
+/// Same, once the log holds more than `before` "Server listening on" lines.
+fn spawn_after(cfg: &Path, log: &Path, before: usize) -> Guard {
+    let child = Command::new(sshd_bin())
+        .arg("-D")
+        .arg("-f")
+        .arg(cfg)
+        .arg("-E")
+        .arg(log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sshd (is openssh-server installed?)");
+    let child = Guard(child);
+    wait_until(Duration::from_secs(10), "sshd to listen", || {
+        count(&read_text(log), "Server listening on") > before
+    });
+    child
 }
 
 /// sshd's host key in `dir` (`ssh_host_ed25519_key`, and `.pub` beside

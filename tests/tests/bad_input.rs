@@ -233,6 +233,7 @@ fn a_foreign_issuer_certificate_in_a_proof_ends_the_session() {
     let foreign = ClientCert::issue(
         &SigningKey::generate(&mut UnwrapErr(SysRng)),
         "alice",
+        Some(genuine.session),
         genuine.session_key,
         now(),
         300,

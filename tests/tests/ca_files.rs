@@ -360,7 +360,12 @@ fn the_list_version_never_wraps() {
     for text in ["18446744073709551616\n", "+5\n", "-1\n", "0x10\n"] {
         refused(text, "crl.version is corrupt");
     }
-    // Right below the ceiling: one more list, then no more.
+    // Right below the ceiling, from a CA whose last list was version 0:
+    // an implausible jump, refused (it used to issue 2^53 and lock the CA).
+    refused("9007199254740991\n", "a jump of more than 1000000 versions");
+    // The counter and the record of the last list both written by hand
+    // (deliberately, see OPERATOR.md): one more list, then no more.
+    write_private(&dir.join("ca/crl.last"), "9007199254740991\n");
     write_private(&version, "9007199254740991\n");
     assert_ok(&crl(dir), "the last list");
     assert_eq!(
@@ -383,6 +388,232 @@ fn the_list_version_never_wraps() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains(implausible), "{}", stderr(&out));
     assert!(!dir.join("revoked.krl").exists());
+}
+
+/// A counter more than a million ahead of the last list issued (a digit
+/// too many typed back by hand) is refused, and so are the ways around it:
+/// a missing record of the last list, jumps just past the bound, and
+/// counting on in small steps still works.
+#[test]
+fn an_implausible_jump_of_the_list_version_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    ca_init(dir);
+    let version = dir.join("ca/crl.version");
+    let last = dir.join("ca/crl.last");
+    assert_eq!(
+        std::fs::read_to_string(&last).expect("init writes it"),
+        "0\n"
+    );
+    for _ in 0..3 {
+        assert_ok(&crl(dir), "a list");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&last).expect("crl writes it"),
+        "3\n"
+    );
+    let refused = |text: &str| {
+        write_private(&version, text);
+        let out = crl(dir);
+        assert!(!out.status.success(), "{text:?} accepted");
+        assert!(
+            stderr(&out).contains("the last list this CA issued is version 3")
+                && stderr(&out).contains("a jump of more than 1000000 versions"),
+            "{text:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(std::fs::read_to_string(&last).expect("kept"), "3\n");
+        assert_eq!(list_version(dir, &dir.join("crl.pem")), 3);
+    };
+    // The typo: 30000000 for 3. And the bound exactly: 3 + 1,000,000 is the
+    // most the next list may be, so a counter of 1,000,003 is refused.
+    refused("30000000\n");
+    refused("1000003\n");
+    // Just inside the bound: issued.
+    write_private(&version, "1000002\n");
+    assert_ok(&crl(dir), "a jump within the bound");
+    assert_eq!(list_version(dir, &dir.join("crl.pem")), 1_000_003);
+    assert_eq!(std::fs::read_to_string(&last).expect("last"), "1000003\n");
+    // Deleting the record of the last list does not lift the check: it is
+    // then taken as 0 (a CA directory from before the record existed).
+    std::fs::remove_file(&last).expect("rm");
+    let out = crl(dir);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("crl.last is missing: 0"),
+        "{}",
+        stderr(&out)
+    );
+    // Nor does a symlink in its place, or junk in it.
+    std::os::unix::fs::symlink(&version, &last).expect("symlink");
+    let out = crl(dir);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    std::fs::remove_file(&last).expect("rm");
+    write_private(&last, "lots\n");
+    let out = crl(dir);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("crl.last is corrupt"),
+        "{}",
+        stderr(&out)
+    );
+    // A legacy directory at a plausible version goes on, and records it.
+    std::fs::remove_file(&last).expect("rm");
+    write_private(&version, "7\n");
+    assert_ok(&crl(dir), "a legacy CA directory");
+    assert_eq!(std::fs::read_to_string(&last).expect("last"), "8\n");
+}
+
+/// Deleting the lock file while a command holds the lock does not let a
+/// second command in: the directory itself is locked too. (The test
+/// holds the locks a running `ztssh-ca` holds: the directory and the
+/// file.)
+#[test]
+fn deleting_the_held_lock_file_does_not_defeat_the_lock() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let ca_dir = ca_init(dir);
+    let lock_path = ca_dir.join("lock");
+    let lock = |f: std::fs::File| {
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .expect("lock")
+    };
+    let dir_held = lock(std::fs::File::open(&ca_dir).expect("open dir"));
+    let file_held = lock(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .expect("the lock file exists"),
+    );
+    std::fs::remove_file(&lock_path).expect("delete the held lock file");
+    let err_path = dir.join("waiting.err");
+    let waiting = Command::new(bin("ztssh-ca"))
+        .args(revoke_args("second"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn");
+    wait_until(T, "the waiting message", || {
+        read_text(&err_path).contains("waiting for")
+    });
+    // Still waiting: it has not recorded anything.
+    let records = read_text(&ca_dir.join("revocations.txt"));
+    assert!(!records.contains("second"), "{records}");
+    drop(file_held);
+    drop(dir_held);
+    let out = wait_bounded(waiting, T);
+    assert_ok(&out, "revoke once the lock is released");
+    assert!(read_text(&ca_dir.join("revocations.txt")).contains("principal second"));
+    // Without a holder, a deleted lock file is simply made again.
+    std::fs::remove_file(&lock_path).expect("rm");
+    assert_ok(&crl(dir), "a list with the lock file gone");
+    assert!(lock_path.exists());
+}
+
+/// `show` checks a licence against the CA's root when given one, says
+/// plainly when it did not, and reads no more than the proxy would.
+#[test]
+fn show_checks_a_licence_signature_or_says_it_did_not() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let pki = Pki::create(dir, &["web1.example"]);
+    let lic = pki.licence.clone();
+    let show = |args: &[&str]| {
+        let mut all = vec!["show"];
+        all.extend_from_slice(args);
+        ca(&all, dir)
+    };
+    let text = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let lic_s = lic.to_str().expect("utf8");
+    let out = show(&[lic_s]);
+    assert_ok(&out, "show");
+    assert!(
+        text(&out).contains("signature NOT checked"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("status:     valid"), "{}", text(&out));
+    let out = show(&["--dir", "ca", lic_s]);
+    assert_ok(&out, "show --dir");
+    assert!(
+        text(&out).contains("status:     valid (signature checked against root"),
+        "{}",
+        text(&out)
+    );
+    // Forged: one signature byte flipped. Before, this printed "valid".
+    let bytes = keyfile::read_pem(&lic, pem::LICENCE).expect("licence");
+    let mut forged = bytes.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let forged_path = dir.join("forged.licence");
+    std::fs::write(
+        &forged_path,
+        ztssh_proto::armor::encode(pem::LICENCE, &forged),
+    )
+    .expect("w");
+    let f = forged_path.to_str().expect("utf8");
+    let out = show(&["--dir", "ca", f]);
+    assert!(text(&out).contains("INVALID"), "{}", text(&out));
+    assert!(!text(&out).contains("valid ("), "{}", text(&out));
+    // Another root's licence, checked against this one: INVALID too.
+    let other = tempfile::tempdir().expect("tmp");
+    ca_init(other.path());
+    let other_root = other.path().join("ca/root.pub");
+    let out = show(&["--root", other_root.to_str().expect("utf8"), lic_s]);
+    assert!(text(&out).contains("INVALID: issued by"), "{}", text(&out));
+    // A list from the other CA, shown against this one: INVALID; without
+    // a root, its self-named issuer is not passed off as checked.
+    let other_list = other.path().join("other-crl.pem");
+    assert_ok(
+        &ca(
+            &[
+                "crl",
+                "--dir",
+                "ca",
+                "--out",
+                other_list.to_str().expect("utf8"),
+            ],
+            other.path(),
+        ),
+        "the other CA's list",
+    );
+    let out = show(&["--dir", "ca", other_list.to_str().expect("utf8")]);
+    assert!(text(&out).contains("INVALID: signed by"), "{}", text(&out));
+    let out = show(&[other_list.to_str().expect("utf8")]);
+    assert!(
+        text(&out).contains("root itself NOT checked"),
+        "{}",
+        text(&out)
+    );
+    // Without a root, the forged one is not called valid either.
+    let out = show(&[f]);
+    assert!(
+        text(&out).contains("signature NOT checked"),
+        "{}",
+        text(&out)
+    );
+    // No size cap before: /dev/zero would be read without end. Now only
+    // regular files of at most 32 MiB are read.
+    let out = show(&["/dev/zero"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+    let big = dir.join("big.pem");
+    std::fs::File::create(&big)
+        .expect("create")
+        .set_len(33 * 1024 * 1024)
+        .expect("sparse");
+    let out = show(&[big.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("more than the"), "{}", stderr(&out));
 }
 
 fn mode(path: &Path) -> u32 {

@@ -149,6 +149,45 @@ fn a_fetched_list_kept_in_revocation_cache_is_enforced_from_a_restart_on() {
     );
 }
 
+/// Issue 23 item 7, getting around it: the URL's newest list so far
+/// survives a restart (it is the one kept in `revocation_cache`), so a list
+/// server that went back to an older, validly signed list while the proxy
+/// was down is a rollback, an ERROR and a failed reload, not a quiet lag.
+#[test]
+fn a_url_that_went_back_across_a_restart_is_still_a_rollback() {
+    let f = fleet("revocation_cache = \"{dir}/crl-cache.pem\"\n");
+    let cache = f.w.dir.path().join("crl-cache.pem");
+    let first = std::fs::read(&f.www).expect("the first list");
+    f.publish("7d");
+    f.wait_at_least(VERSION, 2.0);
+    wait_until(
+        Duration::from_secs(10),
+        "the list kept in the cache",
+        || std::fs::read(&cache).ok() == std::fs::read(&f.www).ok(),
+    );
+    let Fleet {
+        mut w,
+        server,
+        metrics,
+        ..
+    } = f;
+    server.set(Serve::Bytes(first));
+    w.proxy.restart();
+    w.proxy.wait_log(
+        "revocation list version 1 is older than the loaded 2; refused",
+        Duration::from_secs(30),
+    );
+    let failed = r#"ztssh_config_reloads_total{result="failed"}"#;
+    wait_until(Duration::from_secs(30), "the rollback counted", || {
+        metric_value(&http_get(metrics, "/metrics"), failed).unwrap_or(0.0) >= 1.0
+    });
+    assert_eq!(
+        metric_value(&http_get(metrics, "/metrics"), VERSION),
+        Some(2.0),
+        "the older list is not in force"
+    );
+}
+
 #[test]
 fn an_unchanged_list_is_fetched_as_a_304() {
     let f = fleet("");
@@ -672,4 +711,149 @@ fn a_list_replaced_within_the_second_nginx_dates_it_still_reaches_the_proxy() {
     let second = etag_of(&http_get(nginx.port, "/crl.pem"));
     assert_eq!(first, second, "nginx dates both lists alike");
     wait_until(T, "version 3 at the proxy", || version() == 3.0);
+}
+
+/// `ztssh-ca authorize-server` for the world's licence request again.
+fn relicense(pki: &Pki, out: &std::path::Path) -> std::process::Output {
+    let mut c = Command::new(bin("ztssh-ca"));
+    c.arg("authorize-server")
+        .arg("--dir")
+        .arg(&pki.ca)
+        .arg("--request")
+        .arg(pki.state.join("licence-request.pem"))
+        .args(["--server-id", "web1", "--hostname", "localhost"])
+        .arg("--out")
+        .arg(out);
+    run_bounded(&mut c, T)
+}
+
+#[test]
+fn revoking_a_stolen_proxys_keys_ends_it_everywhere_and_for_good() {
+    // Issue 23 item 9: a licence revoked by serial is re-signed daily for
+    // the same keys, and one revoked by server id takes the re-keyed
+    // server down too. Revoking the keys reaches every licence for them.
+    let w = World::start();
+    let ssh = w.live_session();
+    let licence = w.pki.licence.display().to_string();
+    w.pki.revoke("licence", &licence);
+    // The issuance log has the licence the world started with.
+    let issued = std::fs::read_to_string(w.pki.ca.join("issued.log")).expect("issued.log");
+    assert_eq!(issued.lines().count(), 1, "{issued}");
+    assert!(issued.contains("server=web1 noise="), "{issued}");
+
+    // The CA refuses to license the stolen keys again, and says what to do.
+    let again = w.dir.path().join("again.pem");
+    let out = relicense(&w.pki, &again);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("refusing to license this request: its Noise key")
+            && err.contains("ztssh-proxy keygen"),
+        "{err}"
+    );
+    assert!(!again.exists());
+    let issued = std::fs::read_to_string(w.pki.ca.join("issued.log")).expect("issued.log");
+    assert_eq!(issued.lines().count(), 1, "nothing issued: {issued}");
+
+    // A sidecar with the list refuses the server before revealing the user.
+    let user_list = w.dir.path().join("user-crl.pem");
+    w.pki.publish_crl_to(&user_list, "7d");
+    let flag = format!("--revocation-list {}", user_list.display());
+    let mut cmd = Command::new("ssh");
+    cmd.args(w.client_opts(&w.alice, &flag))
+        .arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg("root@localhost")
+        .arg("true");
+    let out = run_bounded(&mut cmd, T);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("refusing to connect to localhost: its server licence (web1, serial")
+            && err.contains("its Noise key is revoked")
+            && err.contains("Nothing about you was sent"),
+        "{err}"
+    );
+
+    // The running proxy, given the list, ends its live session and admits
+    // no one.
+    w.pki.publish_crl();
+    let out = wait_bounded(ssh, Duration::from_secs(20));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("server licence for web1 revoked: its Noise key is revoked"),
+        "{}\n{}",
+        stderr(&out),
+        w.proxy.log_text()
+    );
+    w.proxy.wait_log("event=\"licence_key_revoked\"", T);
+    let out = run_bounded(w.ssh().arg("true"), T);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("server licence for web1 revoked"),
+        "{}",
+        stderr(&out)
+    );
+
+    // And a proxy cannot be started again with those keys: exit 64, with
+    // what to do, before any port is bound.
+    let mut run = Command::new(bin("ztssh-proxy"));
+    run.arg("run").arg("--config").arg(&w.proxy.config);
+    let out = run_bounded(&mut run, T);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("this proxy's Noise key is revoked by the revocation list")
+            && err.contains("ztssh-proxy keygen --dir NEW_STATE_DIR"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_revoked_sub_ca_key_is_refused_on_its_own_and_a_rekeyed_server_is_licensed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = Pki::create(dir.path(), &["localhost"]);
+    // The key as hex, as `ztssh-ca show` prints it in a licence.
+    let mut show = Command::new(bin("ztssh-ca"));
+    show.arg("show").arg(&pki.licence);
+    let out = run_bounded(&mut show, T);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let hex = text
+        .lines()
+        .find(|l| l.contains("sub-CA key:"))
+        .and_then(|l| l.split('(').nth(1))
+        .map(|s| s.trim_end_matches(')').to_owned())
+        .unwrap_or_else(|| panic!("{text}"));
+    pki.revoke("subca-key", &hex);
+    let out = relicense(&pki, &dir.path().join("again.pem"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("its Sub-CA key"), "{}", stderr(&out));
+    // New keys on the server: licensed, and logged.
+    let fresh = dir.path().join("fresh-state");
+    let mut keygen = Command::new(bin("ztssh-proxy"));
+    keygen.arg("keygen").arg("--dir").arg(&fresh);
+    assert!(run_bounded(&mut keygen, T).status.success());
+    let mut c = Command::new(bin("ztssh-ca"));
+    c.arg("authorize-server")
+        .arg("--dir")
+        .arg(&pki.ca)
+        .arg("--request")
+        .arg(fresh.join("licence-request.pem"))
+        .args(["--server-id", "web1", "--hostname", "localhost"])
+        .arg("--out")
+        .arg(dir.path().join("fresh.pem"));
+    let out = run_bounded(&mut c, T);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let issued = std::fs::read_to_string(pki.ca.join("issued.log")).expect("issued.log");
+    assert_eq!(issued.lines().count(), 2, "{issued}");
+    // The list shows the revoked key.
+    pki.publish_crl();
+    let mut show = Command::new(bin("ztssh-ca"));
+    show.arg("show").arg(pki.crl());
+    let out = run_bounded(&mut show, T);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("sub-CA key:  {hex}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

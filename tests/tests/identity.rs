@@ -434,6 +434,12 @@ fn a_key_removed_from_the_agent_ends_the_session_at_certificate_expiry() {
         err.contains("session terminated by web1: client certificate for alice expired"),
         "{err}"
     );
+    // Said once (retries come every few seconds), with what to do.
+    assert_eq!(count(&err, "certificate renewal failed"), 1, "{err}");
+    assert!(
+        err.contains("add it back with ssh-add KEY in another terminal, then reconnect"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -615,4 +621,108 @@ fn cert_ttl_secs_below_the_floor_is_a_config_error_naming_its_line() {
         err.contains("cert_ttl_secs = 1: must be between 2 and 3600"),
         "{err}"
     );
+}
+
+/// The value of `field=` on the first log line that has `event`.
+fn field_of(log: &str, event: &str, field: &str) -> String {
+    log.lines()
+        .find(|l| l.contains(&format!("event=\"{event}\"")))
+        .and_then(|l| l.split(&format!(" {field}=")).nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .map(|s| s.trim_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("no {field}= on a {event} line:\n{log}"))
+}
+
+#[test]
+fn revoking_the_first_serial_after_a_renewal_ends_the_session() {
+    // Issue 23 item 1: each renewal mints a new serial; the audit log's
+    // first serial used to end nothing once the session had renewed.
+    let w = World::builder()
+        .proxy_toml("challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\ninsecure_short_certs = true\n")
+        .start();
+    let ssh = w.live_session();
+    let log = w.proxy.log_text();
+    let first = field_of(&log, "cert_issued", "serial");
+    assert_eq!(field_of(&log, "cert_issued", "session_serial"), first);
+    let log = w.proxy.wait_log("event=\"cert_renewed\"", T);
+    let renewed = field_of(&log, "cert_renewed", "serial");
+    assert_ne!(renewed, first, "a renewal mints a new serial");
+    // Every line of the session shows the session serial.
+    assert_eq!(field_of(&log, "cert_renewed", "session_serial"), first);
+    assert_eq!(field_of(&log, "challenge_ok", "session_serial"), first);
+    let results = revoke_and_time(&w, "serial", &first, vec![ssh]);
+    let (elapsed, err) = &results[0];
+    println!("first serial revoked after a renewal → ssh exit: {elapsed:?}");
+    assert!(
+        err.contains(&format!(
+            "session terminated by web1: session {first} revoked"
+        )),
+        "{err}\n{}",
+        w.proxy.log_text()
+    );
+    let log = w.proxy.wait_log("reason=\"serial_revoked\"", T);
+    assert_eq!(
+        field_of(&log, "session_terminated", "session_serial"),
+        first
+    );
+}
+
+#[test]
+fn another_sessions_first_serial_ends_only_that_session() {
+    // The way around tried: revoking one session's serial must not reach
+    // another; and the other session, renewed, stays revocable by its own.
+    let w = World::builder()
+        .proxy_toml("challenge_interval_secs = 1\nchallenge_deadline_secs = 2\ncert_ttl_secs = 6\ninsecure_short_certs = true\n")
+        .start();
+    let a = w.live_session();
+    let first_a = field_of(&w.proxy.log_text(), "cert_issued", "serial");
+    let b = w.live_session();
+    let b_line = w
+        .proxy
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("event=\"cert_issued\""))
+        .nth(1)
+        .expect("second session")
+        .to_owned();
+    let first_b = field_of(&b_line, "cert_issued", "serial");
+    assert_ne!(first_a, first_b);
+    // Both renew before the revocation.
+    wait_until(T, "both sessions to renew", || {
+        let log = w.proxy.log_text();
+        [&first_a, &first_b].iter().all(|s| {
+            log.lines().any(|l| {
+                l.contains("event=\"cert_renewed\"") && l.contains(&format!("session_serial={s}"))
+            })
+        })
+    });
+    let results = revoke_and_time(&w, "serial", &first_b, vec![b]);
+    assert!(
+        results[0].1.contains(&format!("session {first_b} revoked")),
+        "{}",
+        results[0].1
+    );
+    // Session a lives on: it proves itself after the list landed.
+    let proofs_a = |log: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains("event=\"challenge_ok\"")
+                    && l.contains(&format!("session_serial={first_a}"))
+            })
+            .count()
+    };
+    let after = proofs_a(&w.proxy.log_text());
+    wait_until(T, "session a to prove itself twice more", || {
+        proofs_a(&w.proxy.log_text()) >= after + 2
+    });
+    assert!(
+        !w.proxy
+            .log_text()
+            .lines()
+            .any(|l| l.contains("session_terminated")
+                && l.contains(&format!("session_serial={first_a}"))),
+        "{}",
+        w.proxy.log_text()
+    );
+    drop(a);
 }

@@ -22,7 +22,7 @@ const PROXY: &[&[&str]] = &[
 /// ztssh-sidecar, lowest layer first.
 const SIDECAR: &[&[&str]] = &[
     &["platform", "explain", "settings", "revocation"],
-    &["agent", "discover", "lastkey", "setup"],
+    &["agent", "discover", "lastkey", "link", "setup"],
     &["identity"],
     &["pump"],
     &["connect"],

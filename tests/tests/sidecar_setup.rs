@@ -127,8 +127,10 @@ fn setup_on_an_empty_home_then_again_changes_nothing() {
     let sidecar = bin("ztssh-sidecar").canonicalize().unwrap();
     assert!(
         text.contains(&format!(
-            "Host web1 *.corp.example\n    ProxyCommand {} %h %p\n",
-            sidecar.display()
+            "Host web1 *.corp.example\n    ProxyCommand {} %h %p\n    Port 2222\n    \
+             IdentityFile \"{}\"\n    IdentitiesOnly yes\nHost *\n",
+            sidecar.display(),
+            key.display()
         )),
         "{text}"
     );
@@ -375,8 +377,9 @@ fn certified_world() -> World {
 /// The real ssh with only setup's files: `-F` its config, its known_hosts
 /// (ssh takes ~ from the password database, not HOME, so the file is
 /// named), strict host key checking, and HOME for the sidecar to find
-/// sidecar.toml. `-i` is sshd's login key, which ztssh does not read.
-fn ssh_as_set_up(w: &World, home: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+/// sidecar.toml. No `-i` and no agent: the key sshd sees and the port come
+/// from setup's block (`IdentityFile`, `Port`).
+fn ssh_as_set_up(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     let ssh_dir = home.join(".ssh");
     let mut c = Command::new("ssh");
     c.arg("-F")
@@ -388,9 +391,6 @@ fn ssh_as_set_up(w: &World, home: &Path, env: &[(&str, &str)], args: &[&str]) ->
         ))
         .args(["-o", "GlobalKnownHostsFile=/dev/null"])
         .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
-        .arg("-i")
-        .arg(&w.alice)
-        .args(["-o", "IdentitiesOnly=yes"])
         .args(args)
         .env("HOME", home)
         .env_remove("XDG_CONFIG_HOME")
@@ -426,17 +426,13 @@ fn ssh_logs_in_with_only_what_setup_wrote() {
             "localhost",
             "--host-ca",
             &hca,
+            "--port",
+            &w.proxy.port.to_string(),
         ],
     );
     assert_ok(&out, "setup");
     let kh_before = read_text(&home.join(".ssh/known_hosts"));
-    let port = w.proxy.port.to_string();
-    let out = ssh_as_set_up(
-        &w,
-        &home,
-        &[],
-        &["-p", &port, "root@localhost", "echo set-up"],
-    );
+    let out = ssh_as_set_up(&home, &[], &["root@localhost", "echo set-up"]);
     assert_ok(&out, "ssh with setup's files");
     assert_eq!(stdout(&out), "set-up\n");
     assert_eq!(

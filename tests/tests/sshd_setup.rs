@@ -76,6 +76,8 @@ impl Host {
         run_bounded(
             Command::new(bin("ztssh-proxy"))
                 .arg("sshd-setup")
+                .arg("--sshd")
+                .arg(sshd_bin())
                 .arg("--config")
                 .arg(&w.proxy.config)
                 .arg("--command")
@@ -197,6 +199,8 @@ fn dry_run_changes_nothing_then_setup_moves_sshd_to_zero_standing_keys() {
     let lines = run_bounded(
         Command::new(bin("ztssh-proxy"))
             .arg("sshd-config")
+            .arg("--sshd")
+            .arg(sshd_bin())
             .arg("--config")
             .arg(&h.world.proxy.config)
             .arg("--command")
@@ -463,6 +467,8 @@ fn a_lingering_or_interrupted_login_check_is_rolled_back() {
     let w = &h.world;
     let mut child = std::process::Command::new(bin("ztssh-proxy"))
         .arg("sshd-setup")
+        .arg("--sshd")
+        .arg(sshd_bin())
         .arg("--config")
         .arg(&w.proxy.config)
         .arg("--command")
@@ -562,7 +568,7 @@ fn ensure_password_account() {
 impl Host {
     /// `sshd -T` (with `-C spec` when given) on this host's files.
     fn effective(&self, spec: Option<&str>) -> String {
-        let mut c = Command::new("/usr/sbin/sshd");
+        let mut c = Command::new(sshd_bin());
         c.arg("-T").arg("-f").arg(&self.sshd_config);
         if let Some(spec) = spec {
             c.arg("-C").arg(spec);
@@ -846,7 +852,731 @@ fn auth_methods_cannot_be_turned_back_on_behind_the_setups_back() {
     );
     let kbd = h.password_login(PW_ACCOUNT, "keyboard-interactive", false);
     refused(&kbd, "keyboard-interactive, not kept");
-    // An unknown method name is refused by the flag itself.
+    // An unknown method name is refused by the flag itself: a usage
+    // error, exit 64 (2 is "the rollback failed").
     let out = h.setup(&["--dry-run", "--allow-auth-method", "none"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+}
+
+/// The dry run refuses what the real run would refuse after writing: the
+/// repo's own `systemd/sshd-loopback.conf`, whose `ListenAddress ::1` keeps
+/// sshd listening beside the proxy's upstream (the dry run used to pass
+/// and the real run then roll back). A missing `--login-check` is a usage
+/// error, exit 64 (clap's 2 is "the rollback failed" here), and the dry
+/// run names `--skip-login-check` as given only when it was.
+#[test]
+fn a_dry_run_refuses_what_the_real_run_would_and_usage_errors_exit_64() {
+    let h = Host::new("127.84.0.0/16");
+    let out = h.setup(&[]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--login-check"), "{}", stderr(&out));
+    let text = ok_output(&h.setup(&["--dry-run"]), "dry run, no login check named");
+    assert!(!text.contains("no login check"), "{text}");
+    assert!(text.contains("give --login-check COMMAND"), "{text}");
+    let text = ok_output(
+        &h.setup(&["--dry-run", "--skip-login-check"]),
+        "dry run, --skip-login-check",
+    );
+    assert!(
+        text.contains("no login check (--skip-login-check)"),
+        "{text}"
+    );
+    assert!(text.contains("on a copy of the new files"), "{text}");
+
+    let loopback = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/sshd-loopback.conf");
+    std::fs::copy(&loopback, h.drop_in_dir.join("10-ztssh-loopback.conf")).expect("copy");
+    let before = h.snapshot();
+    let dry = h.setup(&["--dry-run", "--skip-login-check"]);
+    let err = stderr(&dry);
+    assert_eq!(dry.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains("ListenAddress [::1]:22 (sshd would listen there too)")
+            && err.contains("Nothing was changed"),
+        "{err}"
+    );
+    assert!(h.snapshot() == before, "the dry run changed a file");
+    let real = h.setup(&["--skip-login-check"]);
+    let err = stderr(&real);
+    assert_eq!(real.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ListenAddress [::1]:22 (sshd would listen there too)")
+            && err.contains("Rolled back"),
+        "{err}"
+    );
+    assert!(h.snapshot() == before, "files not restored exactly");
+    assert_eq!(h.sighups(), 0);
+}
+
+/// Writes `text` into `path`, making its directory first.
+fn write_in(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+    std::fs::write(path, text).expect("write");
+}
+
+const DEPLOY_SPEC: &str = "user=deploy,host=check.invalid,addr=198.51.100.7";
+const PASSWORDS_FOR_DEPLOY: &str = "Match User deploy\n    PasswordAuthentication yes\n";
+
+/// Issue 23 review: the Match guard missed quoted Include paths, a
+/// wildcard in an Include's directory part and bracket globs, and a quoted
+/// main-config Include hid the whole drop-in directory from it. Each case
+/// is checked against the real sshd first (`sshd -T -C` shows that sshd
+/// does read the Match block), then sshd-setup must refuse it. What it
+/// cannot resolve exactly it refuses, saying what to do.
+#[test]
+fn the_match_guard_reads_includes_as_sshd_does_and_refuses_what_it_cannot_resolve() {
+    let h = Host::new("127.88.0.0/16");
+    let login = h.login_check(ACCOUNT);
+    let cfg = read_text(&h.sshd_config);
+    let dir = h.world.dir.path().to_path_buf();
+    let first = cfg.lines().next().expect("the Include line").to_owned();
+    let rest = &cfg[first.len() + 1..];
+    let refused_naming = |file: &Path, what: &str| {
+        let out = h.setup(&["--login-check", &login]);
+        assert_eq!(out.status.code(), Some(65), "{what}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("a Match block sets")
+                && err.contains(&format!("{}:2", file.display()))
+                && err.contains("Nothing was changed"),
+            "{what}: {err}"
+        );
+    };
+    let sshd_reads_it = |what: &str| {
+        assert!(
+            h.effective(Some(DEPLOY_SPEC))
+                .contains("passwordauthentication yes"),
+            "{what}: sshd itself does not read the Match block"
+        );
+    };
+
+    // The quoted main-config Include: before, the whole drop-in
+    // directory was hidden from the scan.
+    let site = h.drop_in_dir.join("90-site.conf");
+    write_in(&site, PASSWORDS_FOR_DEPLOY);
+    std::fs::write(
+        &h.sshd_config,
+        format!("Include \"{}/*.conf\"\n{rest}", h.drop_in_dir.display()),
+    )
+    .expect("quoted Include");
+    sshd_reads_it("quoted Include");
+    refused_naming(&site, "quoted Include");
+    // The same with `=` and single quotes.
+    std::fs::write(
+        &h.sshd_config,
+        format!("Include='{}/*.conf'\n{rest}", h.drop_in_dir.display()),
+    )
+    .expect("Include=");
+    sshd_reads_it("Include=");
+    refused_naming(&site, "Include= with single quotes");
+    std::fs::remove_file(&site).expect("rm");
+
+    // A wildcard in the directory part, a bracket glob, a quoted path
+    // with a space: each in a second Include of sshd_config.
+    for (pattern, file) in [
+        (
+            format!("{}/site*/*.conf", dir.display()),
+            dir.join("site1/x.conf"),
+        ),
+        (
+            format!("{}/extra/[0-9]*.conf", dir.display()),
+            dir.join("extra/5-site.conf"),
+        ),
+        (
+            format!("\"{}/with space/*.conf\"", dir.display()),
+            dir.join("with space/a.conf"),
+        ),
+        (
+            format!("{}/esc\\ aped/*.conf", dir.display()),
+            dir.join("esc aped/a.conf"),
+        ),
+    ] {
+        write_in(&file, PASSWORDS_FOR_DEPLOY);
+        std::fs::write(
+            &h.sshd_config,
+            format!("{first}\nInclude {pattern}\n{rest}"),
+        )
+        .expect("second Include");
+        sshd_reads_it(&pattern);
+        refused_naming(&file, &pattern);
+        std::fs::remove_file(&file).expect("rm");
+    }
+
+    // What it cannot resolve exactly: refused with what to do, nothing
+    // changed (a character class, a ~ that sshd does not expand, a
+    // wildcard that could name . or ..).
+    for (pattern, why) in [
+        (
+            format!("{}/extra/[[:digit:]]*.conf", dir.display()),
+            "character classes",
+        ),
+        ("~/ztssh-x.conf".to_owned(), "does not expand ~"),
+        (format!("{}/extra/.*", dir.display()), "can name . or .."),
+    ] {
+        std::fs::write(
+            &h.sshd_config,
+            format!("{first}\nInclude {pattern}\n{rest}"),
+        )
+        .expect("second Include");
+        let out = h.setup(&["--login-check", &login]);
+        assert_eq!(out.status.code(), Some(65), "{pattern}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(why) && err.contains("Nothing was changed"),
+            "{pattern}: {err}"
+        );
+    }
+    // The same in an included file, not only in sshd_config.
+    std::fs::write(&h.sshd_config, &cfg).expect("restore");
+    let nested = h.drop_in_dir.join("50-nested.conf");
+    write_in(
+        &nested,
+        &format!("Include {}/extra/[[:digit:]]*.conf\n", dir.display()),
+    );
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{}:1", nested.display())),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(&nested).expect("rm");
+    assert_eq!(h.sighups(), 0);
+    ok_output(&h.direct(), "the standing key still works");
+}
+
+/// Issue 23 review: "nothing to change" exited 0 without the sshd -T
+/// checks, so an sshd with passwords turned back on (an earlier drop-in,
+/// SSHD_OPTS) was reported fine. It is now verified exactly as after a
+/// change. And SSHD_OPTS (Debian's /etc/default/ssh, which the unit
+/// passes to sshd) is read: a guarded keyword there is refused, the rest
+/// is passed to sshd -t and -T.
+#[test]
+fn nothing_to_change_is_verified_and_sshd_opts_are_read() {
+    let h = Host::new("127.89.0.0/16");
+    let login = h.login_check(ACCOUNT);
+    let defaults = h.world.dir.path().join("default-ssh");
+    let with_defaults = |text: &str, extra: &[&str]| {
+        std::fs::write(&defaults, text).expect("defaults");
+        let mut args = vec!["--sshd-defaults", defaults.to_str().expect("utf8")];
+        args.extend_from_slice(extra);
+        args.extend(["--login-check", login.as_str()]);
+        h.setup(&args)
+    };
+    // Debian's stock file, then a harmless option: applied, and said so.
+    let out = with_defaults(
+        "# Options to pass to sshd\nSSHD_OPTS=\"-o LogLevel=VERBOSE\"\n",
+        &[],
+    );
+    let text = ok_output(&out, "setup with SSHD_OPTS");
+    assert!(
+        text.contains("(with SSHD_OPTS from") && text.contains("-o LogLevel=VERBOSE"),
+        "{text}"
+    );
+    h.wait_reloads(1);
+    let text = ok_output(&with_defaults("SSHD_OPTS=\n", &[]), "second run");
+    assert!(
+        text.contains("nothing to change") && text.contains("sshd -T shows every line"),
+        "{text}"
+    );
+
+    // Passwords back on in a drop-in read before ztssh's: before, exit 0
+    // and "nothing to change".
+    let early = h.drop_in_dir.join("00-aaa.conf");
+    for line in [
+        "PasswordAuthentication yes\n",
+        "AuthenticationMethods any\n",
+        "KbdInteractiveAuthentication yes\n",
+    ] {
+        std::fs::write(&early, line).expect("early drop-in");
+        let out = with_defaults("SSHD_OPTS=\n", &[]);
+        assert_eq!(out.status.code(), Some(65), "{line}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("already holds the drop-in's lines, but sshd -T shows")
+                && err.contains("not in effect")
+                && err.contains("Nothing was changed"),
+            "{line}: {err}"
+        );
+    }
+    std::fs::remove_file(&early).expect("rm");
+
+    // SSHD_OPTS turning a guarded keyword on: refused on this path and on
+    // a dry run, whichever way it is written.
+    for text in [
+        "SSHD_OPTS=\"-o PasswordAuthentication=yes\"\n",
+        "SSHD_OPTS='-oPasswordAuthentication=yes'\n",
+        "SSHD_OPTS=\"-4o AuthorizedKeysFile=.ssh/authorized_keys\"\n",
+        "SSHD_OPTS=\"-o ListenAddress=0.0.0.0:22\"\n",
+    ] {
+        for extra in [&[][..], &["--dry-run"][..]] {
+            let out = with_defaults(text, extra);
+            assert_eq!(out.status.code(), Some(65), "{text}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("overrides every config file"),
+                "{text}: {}",
+                stderr(&out)
+            );
+        }
+    }
+    // What it cannot read the way the unit and sh would: refused.
+    for text in [
+        "SSHD_OPTS=\"$EXTRA\"\n",
+        "SSHD_OPTS=\"-o 'PasswordAuthentication yes'\"\n",
+        "SSHD_OPTS=\"-f /tmp/other_config\"\n",
+    ] {
+        let out = with_defaults(text, &[]);
+        assert_eq!(out.status.code(), Some(65), "{text}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("SSHD_OPTS"),
+            "{text}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(h.sighups(), 1);
+}
+
+/// Deletes the guard's nftables table when the test ends, however it ends.
+struct TableGone;
+
+impl Drop for TableGone {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", GUARD_TABLE])
+            .output();
+    }
+}
+
+const GUARD_TABLE: &str = "ztssh_sshd_guard";
+
+fn guard_table() -> Option<String> {
+    let out = run_bounded(
+        Command::new("nft").args(["list", "table", "inet", GUARD_TABLE]),
+        T,
+    );
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A local user other than the proxy's (which runs as root here) with its
+/// own copy of alice's private key: what a process on the server that
+/// stole the key holds.
+struct Thief {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+}
+
+impl Thief {
+    fn new(alice: &Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        ztssh_tests::zsk::ensure_account(ACCOUNT);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let key = dir.path().join("stolen");
+        std::fs::copy(alice, &key).expect("copy alice's key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        assert_ok(
+            &run_bounded(Command::new("chown").arg(ACCOUNT).arg(&key), T),
+            "chown the stolen key",
+        );
+        Self { dir, key }
+    }
+
+    /// `ssh -b SOURCE` straight to sshd as the thief (uid of ACCOUNT),
+    /// logging in as ACCOUNT with alice's key; the remote runs `whoami`.
+    fn ssh(&self, source: &str, sshd_port: u16) -> Output {
+        run_bounded(
+            Command::new("setpriv")
+                .args([
+                    "--reuid",
+                    ACCOUNT,
+                    "--regid",
+                    ACCOUNT,
+                    "--clear-groups",
+                    "--",
+                ])
+                .args(["ssh", "-F", "/dev/null", "-i"])
+                .arg(&self.key)
+                .args([
+                    "-o",
+                    "IdentitiesOnly=yes",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "LogLevel=ERROR",
+                    "-o",
+                    "ConnectTimeout=20",
+                    "-b",
+                    source,
+                    "-p",
+                ])
+                .arg(sshd_port.to_string())
+                .arg(format!("{ACCOUNT}@127.0.0.1"))
+                .arg("whoami")
+                .env("HOME", self.dir.path()),
+            T,
+        )
+    }
+
+    /// A bare TCP connection as the thief from `source` (IPv4 or IPv6
+    /// text) to `dest`: "connected" or the error's name.
+    fn connect(&self, source: &str, dest: &str, port: u16) -> String {
+        let out = run_bounded(
+            Command::new("setpriv")
+                .args([
+                    "--reuid",
+                    ACCOUNT,
+                    "--regid",
+                    ACCOUNT,
+                    "--clear-groups",
+                    "--",
+                ])
+                .args(["/usr/bin/python3", "-c"])
+                .arg(
+                    "import socket, sys\n\
+                     src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])\n\
+                     s = socket.socket(socket.AF_INET6 if ':' in src else socket.AF_INET)\n\
+                     s.settimeout(10)\n\
+                     s.bind((src, 0))\n\
+                     try:\n    s.connect((dst, port)); print('connected')\n\
+                     except OSError as e:\n    print(type(e).__name__)\n",
+                )
+                .args([source, dest, &port.to_string()]),
+            T,
+        );
+        assert_ok(&out, "python3 connect");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+#[test]
+fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
+    assert!(
+        Command::new("nft")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "nft is missing: run tests/setup-deps.sh (Debian's nftables)"
+    );
+    let _gone = TableGone;
+    let h = Host::new("127.84.0.0/16");
+    let w = &h.world;
+    let login = h.login_check(ACCOUNT);
+    ok_output(
+        &h.setup(&["--login-check", &login]),
+        "sshd-setup without the guard",
+    );
+    h.wait_reloads(1);
+    // A live session through ztssh, and its source address at sshd.
+    let mut live = Command::new("ssh");
+    live.args(w.direct_opts(&w.alice))
+        .arg("-o")
+        .arg(format!(
+            "ProxyCommand={}",
+            w.proxy_command_as(&w.alice, "alice", "")
+        ))
+        .arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg(format!("{ACCOUNT}@localhost"));
+    let connected = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("event=\"upstream_connected\""))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let before = connected(&w.proxy.log_text()).len();
+    let _live = LiveSsh::start(live);
+    let mut line = String::new();
+    wait_until(
+        T,
+        "the live session's upstream_connected",
+        || match connected(&w.proxy.log_text()).get(before) {
+            Some(l) => {
+                line.clone_from(l);
+                true
+            }
+            None => false,
+        },
+    );
+    let source = line
+        .split_once("source=")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .expect("source in upstream_connected")
+        .trim_matches('"')
+        .to_owned();
+    let accepted = format!("Accepted publickey for {ACCOUNT} from {source} port");
+    wait_until(T, &accepted, || w.sshd.log_text().contains(&accepted));
+
+    // Without the guard, another local user with alice's key borrows her
+    // session's address and logs in (sshd 9.2 has no %C): the hole. With
+    // sshd 9.4+ (tests/sshd10.sh), %C binds the key to her connection's
+    // port as well, and sshd refuses the key even without the guard.
+    let thief = Thief::new(&w.alice);
+    let port = w.sshd.port;
+    let hole = sshd_version() < (9, 4);
+    let borrows = |what: &str| {
+        let out = thief.ssh(&source, port);
+        if hole {
+            assert!(
+                out.status.success(),
+                "{what}: {}\nsshd's log:\n{}\nthe proxy's log:\n{}",
+                stderr(&out),
+                w.sshd.log_text(),
+                w.proxy.log_text()
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ACCOUNT);
+        } else {
+            refused(&out, what);
+        }
+    };
+    borrows("without the guard, the borrowed address");
+
+    // A guard whose setup fails (the login check) is rolled back whole:
+    // no table, no file, and the hole is as it was.
+    let nft_file = w.dir.path().join("sshd-guard.nft");
+    let guard_args = [
+        "--nft-guard",
+        "--proxy-user",
+        "root",
+        "--nft-file",
+        nft_file.to_str().expect("utf-8 path"),
+    ];
+    let dry = ok_output(
+        &h.setup(&[&guard_args[..], &["--dry-run", "--login-check", &login]].concat()),
+        "dry run with the guard",
+    );
+    let rule = "ip saddr 127.84.0.0/16 tcp dport";
+    assert!(
+        dry.contains(rule) && dry.contains("meta skuid != 0"),
+        "{dry}"
+    );
+    assert!(dry.contains("nft -c accepts the guard's ruleset"), "{dry}");
+    assert!(guard_table().is_none(), "the dry run loaded the table");
+    let failed = h.setup(&[&guard_args[..], &["--login-check", "false"]].concat());
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("table inet ztssh_sshd_guard deleted"),
+        "{}",
+        stderr(&failed)
+    );
+    assert!(guard_table().is_none(), "the rollback left the table");
+    assert!(!nft_file.exists(), "the rollback left the ruleset file");
+    borrows("after the rollback");
+
+    // With the guard: the setup probes it, and the login check (through
+    // the proxy, from the range) still works.
+    let text = ok_output(
+        &h.setup(&[&guard_args[..], &["--login-check", &login]].concat()),
+        "sshd-setup with the guard",
+    );
+    assert!(
+        text.contains("the nftables guard (table inet ztssh_sshd_guard) holds"),
+        "{text}"
+    );
+    assert!(text.contains("the login check"), "{text}");
+    let table = guard_table().expect("the table is loaded");
+    assert!(
+        table.contains(rule) && table.contains("reject with tcp reset"),
+        "{table}"
+    );
+    // The same borrowing is refused now, before sshd sees it.
+    let out = thief.ssh(&source, port);
+    assert!(
+        !out.status.success(),
+        "the borrowed address logged in past the guard"
+    );
+    assert!(
+        stderr(&out).contains("Connection refused"),
+        "{}",
+        stderr(&out)
+    );
+    // Around it: another address of the range, the range through an
+    // IPv4-mapped IPv6 socket, and a bare connection from her address.
+    let other = thief.ssh("127.84.3.9", port);
+    assert!(
+        stderr(&other).contains("Connection refused"),
+        "{}",
+        stderr(&other)
+    );
+    assert_eq!(
+        thief.connect(&source, "127.0.0.1", port),
+        "ConnectionRefusedError"
+    );
+    assert_eq!(
+        thief.connect(&format!("::ffff:{source}"), "::ffff:127.0.0.1", port),
+        "ConnectionRefusedError"
+    );
+    // Outside the range the thief still reaches sshd (the rule is no
+    // wider than the range), but alice's key is bound to her address.
+    assert_eq!(thief.connect("127.0.0.1", "127.0.0.1", port), "connected");
+    refused(
+        &thief.ssh("127.0.0.1", port),
+        "alice's key from outside the range",
+    );
+    // Proxied logins are unaffected.
+    let through = run_bounded(
+        Command::new("sh")
+            .arg("-c")
+            .arg(login.replace("'true'", "whoami")),
+        T,
+    );
+    assert_eq!(
+        ok_output(&through, "through ztssh with the guard").trim(),
+        ACCOUNT
+    );
+
+    // nftables rules do not survive a reboot: a re-run with nothing to
+    // change in the files loads the table again.
+    assert_ok(
+        &run_bounded(
+            Command::new("nft").args(["delete", "table", "inet", GUARD_TABLE]),
+            T,
+        ),
+        "nft delete table",
+    );
+    borrows("with the table gone");
+    let again = ok_output(
+        &h.setup(&[&guard_args[..], &["--login-check", &login]].concat()),
+        "re-run",
+    );
+    assert!(again.contains("nothing to change"), "{again}");
+    assert!(again.contains("The guard's table was loaded"), "{again}");
+    assert!(stderr(&thief.ssh(&source, port)).contains("Connection refused"));
+
+    // The re-run's probe is not fooled by another rule that refuses only
+    // the probe's uid (65534; an operator's own hardening): with the
+    // guard's table gone, the re-run must load it again, not report that
+    // it holds while the thief (another uid) gets in.
+    let _decoy =
+        Decoy::load("ip saddr 127.84.0.0/16 meta skuid 65534 counter reject with tcp reset");
+    assert_ok(
+        &run_bounded(
+            Command::new("nft").args(["delete", "table", "inet", GUARD_TABLE]),
+            T,
+        ),
+        "nft delete table",
+    );
+    borrows("with the table gone and the decoy loaded");
+    let decoyed = ok_output(
+        &h.setup(&[&guard_args[..], &["--login-check", &login]].concat()),
+        "re-run with the decoy",
+    );
+    assert!(
+        decoyed.contains("The guard's table was loaded"),
+        "the decoy's refusal passed for the guard's: {decoyed}"
+    );
+    assert!(
+        guard_table().is_some(),
+        "the re-run left the table unloaded"
+    );
+    assert!(stderr(&thief.ssh(&source, port)).contains("Connection refused"));
+}
+
+/// Another nftables table (not the guard's) with one output rule, deleted
+/// when the test ends.
+struct Decoy;
+
+const DECOY_TABLE: &str = "ztssh_test_decoy";
+
+impl Decoy {
+    fn load(rule: &str) -> Self {
+        let text = format!(
+            "table inet {DECOY_TABLE} {{\n\tchain output {{\n\t\ttype filter hook output priority filter + 10; policy accept;\n\t\t{rule}\n\t}}\n}}\n"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("decoy.nft");
+        std::fs::write(&file, text).expect("write the decoy");
+        assert_ok(
+            &run_bounded(Command::new("nft").arg("-f").arg(&file), T),
+            "nft -f decoy",
+        );
+        Decoy
+    }
+}
+
+impl Drop for Decoy {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", DECOY_TABLE])
+            .output();
+    }
+}
+
+/// Review of the issue 23 fixes (attack): sshd's strdelim skips leading
+/// whitespace and one `=` before the keyword, so `=Match User deploy` and
+/// `=PasswordAuthentication yes` are a Match block and a setting to sshd
+/// 9.2, which the guard read as blank lines; and sshd keeps a line only up
+/// to a NUL, joining the next line to it (`Match\0` + `=User deploy`).
+/// Each is checked against the real sshd, then sshd-setup must refuse it.
+#[test]
+fn a_leading_equals_or_a_nul_does_not_hide_a_match_block_from_the_guard() {
+    let h = Host::new("127.89.0.0/16");
+    let login = h.login_check(ACCOUNT);
+    let site = h.drop_in_dir.join("90-site.conf");
+    for text in [
+        "=Match User deploy\nPasswordAuthentication yes\n",
+        "Match User deploy\n=PasswordAuthentication yes\n",
+        " = Match User deploy\n\t=\tPasswordAuthentication yes\n",
+    ] {
+        write_in(&site, text);
+        assert!(
+            h.effective(Some(DEPLOY_SPEC))
+                .contains("passwordauthentication yes"),
+            "{text:?}: sshd itself does not read the Match block"
+        );
+        let out = h.setup(&["--login-check", &login]);
+        assert_eq!(out.status.code(), Some(65), "{text:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("a Match block sets")
+                && err.contains(&format!("{}:2", site.display()))
+                && err.contains("Nothing was changed"),
+            "{text:?}: {err}"
+        );
+    }
+    write_in(&site, "Match\0\n=User deploy\nPasswordAuthentication yes\n");
+    assert!(
+        h.effective(Some(DEPLOY_SPEC))
+            .contains("passwordauthentication yes"),
+        "NUL: sshd itself does not read the Match block"
+    );
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "NUL: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("NUL")
+            && err.contains(&format!("{}:1", site.display()))
+            && err.contains("Nothing was changed"),
+        "NUL: {err}"
+    );
+    // SkeyAuthentication is sshd 9.2's alias of KbdInteractiveAuthentication
+    // (allowed in a Match block): it turns keyboard-interactive back on.
+    write_in(&site, "Match User deploy\nSkeyAuthentication yes\n");
+    std::fs::write(
+        h.drop_in_dir.join("01-kbd.conf"),
+        "KbdInteractiveAuthentication no\n",
+    )
+    .expect("kbd off");
+    assert!(
+        h.effective(Some(DEPLOY_SPEC))
+            .contains("kbdinteractiveauthentication yes"),
+        "SkeyAuthentication: sshd itself does not read it as KbdInteractiveAuthentication"
+    );
+    std::fs::remove_file(h.drop_in_dir.join("01-kbd.conf")).expect("rm");
+    let out = h.setup(&["--login-check", &login]);
+    assert_eq!(out.status.code(), Some(65), "Skey: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("a Match block sets")
+            && err.contains(&format!("{}:2", site.display()))
+            && err.contains("Nothing was changed"),
+        "Skey: {err}"
+    );
+    std::fs::remove_file(&site).expect("rm");
+    assert_eq!(h.sighups(), 0);
 }

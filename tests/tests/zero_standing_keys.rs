@@ -112,23 +112,43 @@ fn sshd_config_lines_fit_this_sshd() {
         "AuthorizedKeysCommandUser nobody\n",
         &format!("ListenAddress 127.0.0.1:{}\n", z.world.sshd.port),
         &format!(
-            "AuthorizedKeysCommand {} authorized-keys --socket {} %u %t %k\n",
+            "AuthorizedKeysCommand {} authorized-keys --socket {}{} %u %t %k\n",
             z.installed().command.display(),
-            z.installed().socket().display()
+            z.installed().socket().display(),
+            if sshd_version() >= (9, 4) {
+                " --connection %C"
+            } else {
+                ""
+            }
         ),
     ] {
         assert!(lines.contains(want), "missing {want:?} in:\n{lines}");
     }
-    // OpenSSH 9.2 here: no PerSourcePenalties directives.
-    assert!(
-        !lines.lines().any(|l| l.starts_with("PerSource")),
-        "{lines}"
-    );
+    // OpenSSH 9.2 (Debian 12): no PerSourcePenalties directives; 9.8+
+    // (tests/sshd10.sh): the session range is exempt, one address a block.
+    if sshd_version() < (9, 8) {
+        assert!(
+            !lines.lines().any(|l| l.starts_with("PerSource")),
+            "{lines}"
+        );
+    } else {
+        assert!(
+            lines.contains(
+                "\nPerSourcePenaltyExemptList 127.71.0.0/16\nPerSourceNetBlockSize 32:128\n"
+            ),
+            "{lines}"
+        );
+    }
+    if sshd_version() >= (9, 4) {
+        assert!(lines.contains(" --connection %C %u %t %k\n"), "{lines}");
+    }
     // A newer sshd gets the penalties line; an unsafe command path is refused.
     let ask = |args: &[&str]| {
         run_bounded(
             Command::new(bin("ztssh-proxy"))
                 .arg("sshd-config")
+                .arg("--sshd")
+                .arg(sshd_bin())
                 .arg("--config")
                 .arg(&z.world.proxy.config)
                 .args(args),
@@ -139,6 +159,11 @@ fn sshd_config_lines_fit_this_sshd() {
     let newer = ask(&["--command", &command, "--sshd-version", "9.9"]);
     assert_ok(&newer, "sshd-config for 9.9");
     assert!(String::from_utf8_lossy(&newer.stdout).contains("\nPerSourceNetBlockSize 32:128\n"));
+    assert!(
+        String::from_utf8_lossy(&newer.stdout)
+            .contains("\nPerSourcePenaltyExemptList 127.71.0.0/16\n"),
+        "9.8+: the session range is exempt from sshd's penalties"
+    );
     assert!(String::from_utf8_lossy(&newer.stdout).contains(" --connection %C %u %t %k\n"));
     let under_tmp = z.world.proxy.config.display().to_string();
     let unsafe_path = ask(&["--command", &under_tmp]);
@@ -184,6 +209,8 @@ fn sshd_config_adds_host_certificates_and_the_krl_that_sshd_accepts() {
         run_bounded(
             Command::new(bin("ztssh-proxy"))
                 .arg("sshd-config")
+                .arg("--sshd")
+                .arg(sshd_bin())
                 .arg("--config")
                 .arg(&path)
                 .arg("--command")
@@ -222,10 +249,7 @@ fn sshd_config_adds_host_certificates_and_the_krl_that_sshd_accepts() {
     )
     .expect("sshd_config");
     let t = run_bounded(
-        Command::new("/usr/sbin/sshd")
-            .arg("-t")
-            .arg("-f")
-            .arg(&sshd_cfg),
+        Command::new(sshd_bin()).arg("-t").arg("-f").arg(&sshd_cfg),
         T,
     );
     assert_ok(&t, "sshd -t with the printed lines");
@@ -311,7 +335,8 @@ fn keys_work_only_through_a_live_session_for_mapped_accounts() {
                 .arg("--config")
                 .arg(&w.proxy.config)
                 .arg("--connection")
-                .arg(format!("{client} {port} 127.0.0.1 {}", w.sshd.port))
+                // %C as OpenSSH 10.0 sends it: the server's end first.
+                .arg(format!("127.0.0.1 {} {client} {port}", w.sshd.port))
                 .arg(ACCOUNT),
             T,
         );

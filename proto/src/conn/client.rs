@@ -18,6 +18,11 @@ use crate::frame::Sealer;
 pub const RENEW_REPLY_MS: u64 = 15_000;
 /// How long a sidecar waits before retrying a failed renewal.
 pub const RENEW_RETRY_MS: u64 = 5_000;
+/// How long after its certificate's expiry the sidecar waits for the
+/// proxy's own end of the session (an honest proxy ends it at the expiry
+/// by its count, a transit time earlier) before ending it itself. Nothing
+/// is signed for a renewal from the expiry on.
+pub const EXPIRY_GRACE_MS: u64 = 2_000;
 /// The sidecar's write bound until a challenge names the deadline.
 pub const CLIENT_WRITE_BOUND_MS: u64 = 20_000;
 /// Most user-key signatures the sidecar gives renewals in any hour
@@ -399,6 +404,11 @@ impl Conn<ClientSide> {
         if self.side.done || self.side.renewal != Renewal::Signing {
             return;
         }
+        if self.identity.expires_at().is_some_and(|e| now.mono_ms >= e) {
+            // Signed too late: the session ends at expiry, and this
+            // signature is never sent.
+            return;
+        }
         match sig.and_then(|s| self.identity.renew(s)) {
             Ok(renew) => {
                 self.side.renewal = Renewal::Sent(now.mono_ms);
@@ -429,9 +439,17 @@ impl Conn<ClientSide> {
             Renewal::Idle | Renewal::Signing => None,
             Renewal::Sent(at) => Some(at.saturating_add(RENEW_REPLY_MS)),
             Renewal::RetryAt(at) => Some(at.max(self.identity.renew_at().unwrap_or(at))),
-            Renewal::Capped(at) => Some(self.identity.expires_at().map_or(at, |e| at.min(e))),
+            Renewal::Capped(at) => Some(at),
         };
-        renewal.into_iter().chain(self.link_timeout()).min()
+        // From the certificate's expiry on, no renewal timer: the session
+        // ends a grace after it, in every state.
+        let expiry = self.identity.expires_at();
+        renewal
+            .filter(|&at| expiry.is_none_or(|e| at < e))
+            .into_iter()
+            .chain(expiry.map(|e| e.saturating_add(EXPIRY_GRACE_MS)))
+            .chain(self.link_timeout())
+            .min()
     }
 
     /// Drives the timers: renewal, its retry, and the write bound.
@@ -440,19 +458,39 @@ impl Conn<ClientSide> {
             return;
         }
         let mono_ms = now.mono_ms;
+        let expiry = self.identity.expires_at();
+        let over = expiry.is_some_and(|e| mono_ms >= e.saturating_add(EXPIRY_GRACE_MS));
         match self.side.renewal {
-            Renewal::Sent(at) if mono_ms >= at.saturating_add(RENEW_REPLY_MS) => {
-                let secs = RENEW_REPLY_MS / 1000;
-                return self
-                    .renewal_failed(format!("the proxy did not answer within {secs}s"), mono_ms);
-            }
-            Renewal::Capped(_) if self.identity.expires_at().is_some_and(|e| mono_ms >= e) => {
+            Renewal::Capped(_) if over => {
                 return self.end(Some(ClientEnd::Protocol(format!(
                     "the certificate ran out: the proxy asked for more renewal signatures \
                      than the sidecar gives (at most one per quarter of a certificate's life \
                      and {MAX_RENEWAL_SIGNATURES_PER_HOUR} an hour); reconnect, and tell the \
                      server's operator if it happens again"
                 ))));
+            }
+            _ if over => {
+                return self.end(Some(ClientEnd::Protocol(format!(
+                    "the certificate ran out with no renewal from the proxy ({}); the session \
+                     ends at its expiry and the user key signs nothing more for it; reconnect, \
+                     and tell the server's operator if it happens again",
+                    match self.side.renewal {
+                        Renewal::Signing => {
+                            "the user key's signature for the renewal did not come before it"
+                        }
+                        Renewal::Sent(_) => "the proxy did not answer the last RENEW",
+                        Renewal::RetryAt(_) => "the last renewal failed",
+                        _ => "the proxy never asked for one to be answered in time",
+                    }
+                ))));
+            }
+            // Expired: no renewal any more; the proxy has the grace to
+            // end the session itself.
+            _ if expiry.is_some_and(|e| mono_ms >= e) => return,
+            Renewal::Sent(at) if mono_ms >= at.saturating_add(RENEW_REPLY_MS) => {
+                let secs = RENEW_REPLY_MS / 1000;
+                return self
+                    .renewal_failed(format!("the proxy did not answer within {secs}s"), mono_ms);
             }
             Renewal::RetryAt(at) | Renewal::Capped(at) if mono_ms < at => return,
             Renewal::Idle | Renewal::RetryAt(_) | Renewal::Capped(_) => {}

@@ -102,9 +102,9 @@ impl Link {
         let mut events = std::mem::take(&mut self.scratch);
         events.clear();
         loop {
-            let used = self
-                .opener
-                .open_all(self.rx.data(), &mut self.local.buf, &mut events)?;
+            let used =
+                self.opener
+                    .open_in_place(self.rx.data_mut(), &mut self.local.buf, &mut events)?;
             self.rx.consume(used);
             self.rk.bytes = self.rk.bytes.saturating_add(used as u64);
             self.rk.switched_bytes = self.rk.switched_bytes.saturating_add(used as u64);
@@ -121,6 +121,18 @@ impl Link {
             self.local_since_ms = mono_ms;
         }
         Ok(events)
+    }
+
+    /// Gives back every buffer that holds nothing (called on each timer
+    /// wake-up, so a session that went idle after a burst holds none).
+    pub(super) fn release_idle(&mut self) {
+        self.rx.release();
+        self.local_rx.release();
+        self.tx.release();
+        self.local.release();
+        if self.scratch.capacity() > 0 && self.scratch.is_empty() {
+            self.scratch = Vec::new();
+        }
     }
 
     /// Whether both directions are closed: the session is ending, so no

@@ -54,7 +54,7 @@ mod tests;
 use std::collections::VecDeque;
 
 pub use client::{
-    CLIENT_WRITE_BOUND_MS, ClientConn, ClientConnEvent, ClientEnd, ClientSide,
+    CLIENT_WRITE_BOUND_MS, ClientConn, ClientConnEvent, ClientEnd, ClientSide, EXPIRY_GRACE_MS,
     MAX_RENEWAL_SIGNATURES_PER_HOUR, RENEW_REPLY_MS, RENEW_RETRY_MS,
 };
 pub use cover::{COVER_CADENCE_MS, COVER_LINGER_MS, CoverTraffic};
@@ -353,6 +353,11 @@ impl<S: Side> Conn<S> {
 
     /// Drives the record layer's timers; false if that ended the session.
     fn handle_link_timeout(&mut self, now: Now) -> bool {
+        // Every timer wake-up gives back what an idle session does not use.
+        self.link.release_idle();
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
         let fault = match self.link.stalled(self.write_bound_ms, now.mono_ms) {
             Some(Stall::Peer) => Some(Fault::PeerStalled),
             Some(Stall::Local) if S::BOUNDS_LOCAL => Some(Fault::LocalStalled),

@@ -78,7 +78,9 @@ impl RekeyPolicy {
 enum RekeyState {
     Idle,
     /// Our INIT is queued; the peer's REPLY switches both directions.
-    AwaitingReply(rekey::Pending, Wait),
+    /// (Boxed: the ML-KEM secret is kilobytes, which a session that is
+    /// not rekeying should not carry.)
+    AwaitingReply(Box<rekey::Pending>, Wait),
     /// Our REPLY is queued and our direction switched; the peer's FINISH
     /// switches its direction to this key.
     AwaitingFinish(Zeroizing<[u8; 32]>, Wait),
@@ -302,7 +304,8 @@ impl Link {
         let (pending, init) = rekey::start(&mut *self.rng.0);
         self.note_tx(mono_ms);
         self.sealer.seal_rekey(&init, &mut self.tx.buf)?;
-        self.rk.state = RekeyState::AwaitingReply(pending, Wait::new(self.tx.len(), mono_ms));
+        self.rk.state =
+            RekeyState::AwaitingReply(Box::new(pending), Wait::new(self.tx.len(), mono_ms));
         Ok(())
     }
 

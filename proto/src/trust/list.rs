@@ -35,6 +35,16 @@ pub enum ListUpdate {
     Replace,
     /// The same version: nothing changes.
     Same,
+    /// Older than the loaded list, but not older than what its own source
+    /// gave before: that source merely lags (another source, or this one's
+    /// earlier answer, got here first). Refused like a rollback, since the
+    /// older list would resurrect revoked identities, but nothing failed.
+    Behind {
+        /// The version in force.
+        loaded: u64,
+        /// The version offered.
+        offered: u64,
+    },
     /// Older: refused, since a rollback would resurrect revoked identities.
     Rollback {
         /// The version in force.
@@ -60,11 +70,68 @@ pub fn offer(current: Option<&Crl>, offered: &Crl) -> ListUpdate {
     }
 }
 
+/// [`offer`], for a list from a source (a file, a URL) whose newest list
+/// so far was version `source_newest` (`None`: this source gave none yet).
+/// A list older than the one in force is refused either way; it is a
+/// [`ListUpdate::Rollback`] only if its own source went back, and
+/// [`ListUpdate::Behind`] if the source is merely not as far as the list in
+/// force (which came from elsewhere, or from an answer of the same source
+/// that overtook this one).
+pub fn offer_from(current: Option<&Crl>, offered: &Crl, source_newest: Option<u64>) -> ListUpdate {
+    match offer(current, offered) {
+        ListUpdate::Rollback { loaded, offered: v }
+            if source_newest.is_none_or(|newest| v >= newest) =>
+        {
+            ListUpdate::Behind { loaded, offered: v }
+        }
+        update => update,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crl::Revocations;
     use crate::keys::{SigningKey, TestRng};
+
+    fn list(version: u64) -> Crl {
+        Crl {
+            list_version: version,
+            issued: 10,
+            next_update: 20,
+            issuer: SigningKey::generate(&mut TestRng).public(),
+            revoked: Revocations::default(),
+        }
+    }
+
+    #[test]
+    fn an_older_list_is_a_rollback_only_if_its_own_source_went_back() {
+        let loaded = list(7);
+        // Never applied in any case.
+        let rollback = ListUpdate::Rollback {
+            loaded: 7,
+            offered: 5,
+        };
+        let behind = ListUpdate::Behind {
+            loaded: 7,
+            offered: 5,
+        };
+        assert_eq!(offer(Some(&loaded), &list(5)), rollback);
+        assert_eq!(offer_from(Some(&loaded), &list(5), Some(6)), rollback);
+        assert_eq!(offer_from(Some(&loaded), &list(5), Some(5)), behind);
+        assert_eq!(offer_from(Some(&loaded), &list(5), Some(4)), behind);
+        assert_eq!(offer_from(Some(&loaded), &list(5), None), behind);
+        // Newer and equal lists are what `offer` says, whatever the source did.
+        assert_eq!(
+            offer_from(Some(&loaded), &list(8), Some(9)),
+            ListUpdate::Replace
+        );
+        assert_eq!(
+            offer_from(Some(&loaded), &list(7), Some(9)),
+            ListUpdate::Same
+        );
+        assert_eq!(offer_from(None, &list(1), Some(9)), ListUpdate::Replace);
+    }
 
     #[test]
     fn a_list_is_verified_from_its_pem_under_the_root() {

@@ -11,8 +11,8 @@ pub enum Checkpoint<'a> {
     /// when its first certificate is issued.
     Admit,
     /// A live session under its current certificate: at every proof,
-    /// renewal and reload.
-    Live(&'a Serial),
+    /// renewal and reload. Every serial the session was issued is judged.
+    Live(Issued<'a>),
     /// sshd's key lookup (`AuthorizedKeysCommand`) for a session that is
     /// already live: judged by the rules for live sessions (an overdue list
     /// under `refuse-new` does not refuse it). sshd sees the user key, not
@@ -30,12 +30,46 @@ impl<'a> Checkpoint<'a> {
         }
     }
 
-    /// The certificate the session holds, where one is checked.
-    pub fn serial(self) -> Option<&'a Serial> {
+    /// The certificates the session was issued, where they are checked.
+    pub fn issued(self) -> Option<Issued<'a>> {
         match self {
-            Self::Live(serial) => Some(serial),
+            Self::Live(issued) => Some(issued),
             Self::Admit | Self::SshdLogin => None,
         }
+    }
+}
+
+/// The serials a live session was issued: a revocation list that names
+/// any of them ends it, however often it has renewed since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Issued<'a> {
+    /// The session serial, which every certificate of the session carries
+    /// (signed): the serial of its first certificate, and the one the
+    /// audit log shows on every line of the session.
+    pub session: &'a Serial,
+    /// The certificate it holds now.
+    pub current: &'a Serial,
+    /// The serials of the certificates between the first and the current
+    /// one, oldest first (the proxy keeps the most recent
+    /// [`crate::identity::MAX_SERIAL_HISTORY`]).
+    pub earlier: &'a [Serial],
+}
+
+impl<'a> Issued<'a> {
+    /// A session that holds only its first certificate.
+    pub fn first(serial: &'a Serial) -> Self {
+        Self {
+            session: serial,
+            current: serial,
+            earlier: &[],
+        }
+    }
+
+    /// Every serial, the session's first, then the current one.
+    pub fn all(self) -> impl Iterator<Item = &'a Serial> {
+        [self.session, self.current]
+            .into_iter()
+            .chain(self.earlier.iter())
     }
 }
 

@@ -210,3 +210,44 @@ fn a_refused_word_is_its_own_message() {
         "{e}"
     );
 }
+
+/// Unknown keys are named at their `FILE:LINE`, all of them at once, each
+/// with the key it is most likely a typo of: not serde's list of every
+/// key with figment's `default.` prefix.
+#[test]
+fn unknown_keys_are_reported_at_their_lines_with_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    let (head, tail) = EXAMPLE.split_once("\n[").expect("a table in the example");
+    let text = format!("{head}\nlisen = \"x\"\nupstream_timeout_secs = 3\n[{tail}");
+    std::fs::write(&path, &text).unwrap();
+    let line = |key: &str| {
+        let text = std::fs::read_to_string(&path).unwrap();
+        text.lines()
+            .position(|l| l.starts_with(key))
+            .map(|i| i + 1)
+            .unwrap()
+    };
+    let e = settings(&path, &Overrides::default()).err().unwrap().0;
+    let p = path.display();
+    assert_eq!(
+        e,
+        format!(
+            "{p}:{}: unknown key `lisen`; did you mean `listen`?\n\
+             {p}:{}: unknown key `upstream_timeout_secs`; remove it (config-examples/ has every key, commented)",
+            line("lisen"),
+            line("upstream_timeout_secs")
+        )
+    );
+    assert!(!e.contains("default."), "{e}");
+    let text = EXAMPLE.replacen("[limits]\n", "[limits]\nrate_per_minuet = 5\n", 1);
+    std::fs::write(&path, &text).unwrap();
+    let e = settings(&path, &Overrides::default()).err().unwrap().0;
+    assert_eq!(
+        e,
+        format!(
+            "{p}:{}: unknown key `limits.rate_per_minuet`; did you mean `rate_per_minute`?",
+            line("rate_per_minuet")
+        )
+    );
+}

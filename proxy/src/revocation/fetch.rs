@@ -4,7 +4,9 @@
 //! (capped) while fetches fail; a timeout on every fetch and a cap on the
 //! body. A list that verifies under the pinned root is handed to the one
 //! reload task, which alone decides (from the authority in force at that
-//! moment) whether it replaces the loaded one. Nothing here is on the path
+//! moment) whether it replaces the loaded one, and which alone keeps it in
+//! the cache. The pull remembers the newest version the URL gave, so that
+//! a URL that goes back is told apart from one that merely lags. Nothing here is on the path
 //! that carries out a kill: sessions only ever see the authority the
 //! reload task publishes.
 
@@ -15,14 +17,14 @@ use getrandom::SysRng;
 use hyper::body::Bytes;
 use rand_core::UnwrapErr;
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 use ztssh_fetch::{Fetched, Fetcher};
 use ztssh_proto::crl::Crl;
 use ztssh_proto::keys::random_bytes;
 use ztssh_proto::trust::{self, ListUpdate};
 
 use crate::config::pull::PullSettings;
-use crate::revocation::reload::Request;
+use crate::revocation::reload::{FetchedList, Request};
 use crate::state::Shared;
 
 pub use ztssh_fetch::MAX_LIST_BYTES;
@@ -53,6 +55,16 @@ pub async fn poll(
     // The older version last reported as a rollback, so that a server stuck
     // on an old list without validators is not reported at every poll.
     let mut reported: Option<u64> = None;
+    // The newest version this URL gave so far: from a restart on, at least
+    // the one it gave before, kept in `revocation_cache`, so that a URL that
+    // went back while the proxy was down is still a rollback, not a lag.
+    let mut newest: Option<u64> = {
+        let worker = Arc::clone(&shared);
+        let pull = Arc::clone(&settings);
+        tokio::task::spawn_blocking(move || kept_version(&worker, &pull))
+            .await
+            .unwrap_or(None)
+    };
     info!(event = "crl_pull", url = %url, poll_secs = settings.poll.as_secs(), "pulling the revocation list");
     loop {
         let outcome = match fetcher.fetch().await {
@@ -74,7 +86,12 @@ pub async fn poll(
                 })
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()))
-                .map(|(crl, body)| offer(&shared, &settings, crl, body, &mut reported))
+                .map(|(crl, body)| {
+                    let v = crl.list_version;
+                    let wanted = offer(&shared, &settings, crl, body, newest, &mut reported);
+                    newest = Some(newest.map_or(v, |n| n.max(v)));
+                    wanted
+                })
             }
             Err(e) => Err(e),
         };
@@ -103,15 +120,13 @@ pub async fn poll(
             }
         };
         failures = 0;
-        if let Some((crl, body)) = offered {
-            if requests
-                .send(Request::Fetched(Box::new(crl)))
+        if let Some(list) = offered
+            && requests
+                .send(Request::Fetched(Box::new(list)))
                 .await
                 .is_err()
-            {
-                return;
-            }
-            keep(&settings, body).await;
+        {
+            return;
         }
         if requests.is_closed() {
             return;
@@ -120,52 +135,50 @@ pub async fn poll(
     }
 }
 
+/// The version of the list kept in `revocation_cache`: the newest the URL
+/// gave before a restart (the reload task writes it only with lists from
+/// the URL that went into force). Not when the cache is `revocation_list`
+/// itself, which an operator writes too: its version says nothing about
+/// the URL.
+fn kept_version(shared: &Shared, settings: &PullSettings) -> Option<u64> {
+    let cache = settings.cache.as_deref()?;
+    if shared.cfg.settings.revocation_cache.as_deref() != Some(cache) || !cache.exists() {
+        return None;
+    }
+    crate::trust::authority::read_crl(cache, &shared.cfg.root)
+        .ok()
+        .map(|c| c.list_version)
+}
+
 /// Counts a verified list and decides whether to hand it to the reload
-/// task: a newer list always, an older one once (the reload task refuses
-/// it loudly), the loaded version never.
+/// task: a newer list always, one from a URL that went back once (the
+/// reload task refuses it loudly), the loaded version and a list merely
+/// behind the loaded one (another source was faster) never.
 fn offer(
     shared: &Shared,
     settings: &PullSettings,
     crl: Crl,
     body: Bytes,
+    source_newest: Option<u64>,
     reported: &mut Option<u64>,
-) -> Option<(Crl, Bytes)> {
+) -> Option<FetchedList> {
     shared.metrics.crl_fetches.with_label_values(&["ok"]).inc();
-    let update = trust::offer(shared.authority.borrow().crl.as_ref(), &crl);
+    let update = trust::offer_from(shared.authority.borrow().crl.as_ref(), &crl, source_newest);
     let v = crl.list_version;
     info!(event = "crl_fetch", result = "ok", url = %settings.url, list_version = v, "revocation list fetched");
+    let list = |pem| FetchedList {
+        crl,
+        pem,
+        source_newest,
+    };
     match update {
-        ListUpdate::Same => None,
+        ListUpdate::Same | ListUpdate::Behind { .. } => None,
         ListUpdate::Rollback { .. } if *reported == Some(v) => None,
         ListUpdate::Rollback { .. } => {
             *reported = Some(v);
-            Some((crl, Bytes::new()))
+            Some(list(Bytes::new()))
         }
-        ListUpdate::Replace => Some((crl, body)),
-    }
-}
-
-/// Keeps a newer list in `revocation_cache` (or `revocation_list`), so that a restart starts from
-/// it; off the runtime's workers.
-async fn keep(settings: &PullSettings, body: Bytes) {
-    let Some(path) = settings.cache.clone() else {
-        return;
-    };
-    if body.is_empty() {
-        return;
-    }
-    let shown = path.display().to_string();
-    let written = tokio::task::spawn_blocking(move || {
-        ztssh_keyfile::write_atomic(&path, &body, 0o644, ztssh_keyfile::Existing::Replace)
-    })
-    .await;
-    match written {
-        Ok(Ok(())) => debug!(event = "crl_cached", path = %shown, "revocation list kept on disk"),
-        Ok(Err(e)) => warn!(event = "crl_cache_failed", path = %shown, error = %e,
-            "cannot keep the fetched revocation list in {shown}: {e}; a restart starts from the older list there"),
-        Err(e) => {
-            warn!(event = "crl_cache_failed", error = %e, "cannot keep the fetched revocation list")
-        }
+        ListUpdate::Replace => Some(list(body)),
     }
 }
 

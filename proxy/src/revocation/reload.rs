@@ -1,14 +1,24 @@
-//! One reload task. SIGHUP and the revocation-list watcher only ask for a
-//! reload; this task alone publishes a new [`Authority`], and it computes
-//! each one from the authority in force at that moment, so one update can
-//! never undo another. Files are read and decoded on the blocking pool,
-//! off the runtime's workers.
+//! One reload task. SIGHUP, the revocation-list watcher and the pull only
+//! ask for a reload; this task alone publishes a new [`Authority`], and it
+//! computes each one from the authority in force at that moment, so one
+//! update can never undo another. It alone writes the pulled list's cache
+//! too, in the same step that puts the list in force, so the list file it
+//! watches never lags behind its own doing. Files are read, decoded and
+//! written on the blocking pool, off the runtime's workers.
+//!
+//! A list older than the one in force is always refused. It is a failure
+//! (an ERROR, and `result="failed"`) only when its own source went back
+//! (the file or the URL once gave a newer one); a source that merely lags
+//! behind the other, or an answer overtaken by a newer one, is noted at
+//! info ([`trust::offer_from`]).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Bytes;
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use ztssh_proto::crl::Crl;
 use ztssh_proto::trust::{self, ListUpdate};
@@ -33,10 +43,22 @@ pub enum Request {
     RevocationList,
     /// A list fetched from `revocation_url`, already verified under the
     /// root; it replaces the loaded one only if newer.
-    Fetched(Box<Crl>),
+    Fetched(Box<FetchedList>),
     /// The loaded list just became stale: publish the authority again so
     /// that every live session re-checks itself under the staleness policy.
     Recheck,
+}
+
+/// A list fetched from `revocation_url` and verified under the root.
+#[derive(Debug)]
+pub struct FetchedList {
+    /// The list.
+    pub crl: Crl,
+    /// Its PEM text, kept in the cache if the list goes into force (empty:
+    /// not to be kept).
+    pub pem: Bytes,
+    /// The newest version the URL gave before this one.
+    pub source_newest: Option<u64>,
 }
 
 /// The requests one reload serves: those that queued up while the last
@@ -45,7 +67,7 @@ pub enum Request {
 struct Batch {
     everything: bool,
     file: bool,
-    fetched: Option<Box<Crl>>,
+    fetched: Option<Box<FetchedList>>,
     recheck: bool,
 }
 
@@ -57,7 +79,9 @@ impl Batch {
             Request::Fetched(c) => {
                 // The newest of the fetched lists; an older one is still
                 // offered when nothing newer came, so a rollback is reported.
-                if trust::offer(self.fetched.as_deref(), &c) == ListUpdate::Replace {
+                if trust::offer(self.fetched.as_ref().map(|f| &f.crl), &c.crl)
+                    == ListUpdate::Replace
+                {
                     self.fetched = Some(c);
                 }
             }
@@ -80,6 +104,10 @@ impl Outcome {
         result: None,
     };
 
+    fn new(next: Option<Authority>, result: Option<&'static str>) -> Self {
+        Self { next, result }
+    }
+
     /// This outcome followed by `later`, which was computed from this one's
     /// authority (if any).
     fn then(self, later: Self) -> Self {
@@ -91,6 +119,13 @@ impl Outcome {
             },
         }
     }
+}
+
+/// What the reload task remembers between reloads.
+#[derive(Clone, Copy, Default)]
+struct Memory {
+    /// The newest list version read from `revocation_list` so far.
+    file_newest: Option<u64>,
 }
 
 /// Starts the reload task; send it requests through the returned channel.
@@ -105,6 +140,7 @@ async fn run(
     tx: watch::Sender<Arc<Authority>>,
     mut requests: mpsc::Receiver<Request>,
 ) {
+    let mut memory = Memory::default();
     while let Some(first) = requests.recv().await {
         // Requests that queued up meanwhile are served by this one reload.
         let mut batch = Batch::default();
@@ -118,7 +154,7 @@ async fn run(
         }
         let current = tx.borrow().clone();
         let worker = Arc::clone(&shared);
-        let work = tokio::task::spawn_blocking(move || compute(&worker, &current, batch));
+        let work = tokio::task::spawn_blocking(move || compute(&worker, &current, batch, memory));
         let Ok(outcome) = tokio::time::timeout(RELOAD_TIMEOUT, work).await else {
             shared.metrics.reloads.with_label_values(&["timeout"]).inc();
             error!(
@@ -133,7 +169,8 @@ async fn run(
             continue;
         };
         match outcome {
-            Ok(o) => {
+            Ok((o, remembered)) => {
+                memory = remembered;
                 if let Some(result) = o.result {
                     shared.metrics.reloads.with_label_values(&[result]).inc();
                 }
@@ -151,43 +188,54 @@ async fn run(
 
 /// Computes the next authority from `current`; runs on the blocking pool.
 /// Each step starts from the authority the one before produced.
-fn compute(shared: &Shared, current: &Authority, batch: Batch) -> Outcome {
+fn compute(
+    shared: &Shared,
+    current: &Authority,
+    batch: Batch,
+    mut memory: Memory,
+) -> (Outcome, Memory) {
     let now = clock::unix();
     let mut out = if batch.everything {
-        everything(shared, current, now)
+        everything(shared, current, memory, now)
     } else if batch.file {
-        list_file(shared, current, now)
+        list_file(shared, current, &mut memory, now)
     } else {
         Outcome::NOTHING
     };
-    if let Some(crl) = batch.fetched {
+    if let Some(list) = batch.fetched {
         let base = out.next.as_ref().unwrap_or(current);
-        let later = fetched(base, *crl, now);
+        let later = fetched(shared, base, *list, now);
         out = out.then(later);
     }
     if batch.recheck && out.next.is_none() {
         out.next = Some(current.republish());
     }
-    out
+    (out, memory)
 }
 
-fn everything(shared: &Shared, current: &Authority, now: u64) -> Outcome {
+fn everything(shared: &Shared, current: &Authority, memory: Memory, now: u64) -> Outcome {
     match crate::config::reload_authority(&shared.cfg, now) {
         Ok(mut fresh) => {
             // Never go back to an older revocation list.
             fresh.crl = match fresh.crl.take() {
                 None => current.crl.clone(),
-                Some(new) => match trust::offer(current.crl.as_ref(), &new) {
-                    ListUpdate::Replace => {
-                        authority::announce(&new, now);
-                        Some(new)
+                Some(new) => {
+                    match trust::offer_from(current.crl.as_ref(), &new, memory.file_newest) {
+                        ListUpdate::Replace => {
+                            authority::announce(&new, now);
+                            Some(new)
+                        }
+                        ListUpdate::Same => current.crl.clone(),
+                        ListUpdate::Behind { loaded, offered } => {
+                            authority::note_behind(loaded, offered);
+                            current.crl.clone()
+                        }
+                        ListUpdate::Rollback { loaded, offered } => {
+                            authority::refuse_rollback(loaded, offered);
+                            current.crl.clone()
+                        }
                     }
-                    ListUpdate::Same => current.crl.clone(),
-                    ListUpdate::Rollback { loaded, offered } => {
-                        authority::refuse_rollback(loaded, offered);
-                        current.crl.clone()
-                    }
-                },
+                }
             };
             info!(
                 event = "reload",
@@ -209,33 +257,71 @@ fn everything(shared: &Shared, current: &Authority, now: u64) -> Outcome {
     }
 }
 
-fn list_file(shared: &Shared, current: &Authority, now: u64) -> Outcome {
+fn list_file(shared: &Shared, current: &Authority, memory: &mut Memory, now: u64) -> Outcome {
     let Some(path) = &shared.cfg.settings.revocation_list else {
         return Outcome::NOTHING;
     };
-    merged(current, authority::read_crl(path, &shared.cfg.root), now)
+    let read = authority::read_crl(path, &shared.cfg.root);
+    let newest = memory.file_newest;
+    if let Ok(c) = &read {
+        memory.file_newest = Some(newest.map_or(c.list_version, |n| n.max(c.list_version)));
+    }
+    merged(current, read, newest, now)
 }
 
-fn fetched(current: &Authority, crl: Crl, now: u64) -> Outcome {
-    merged(current, Ok(crl), now)
+/// A fetched list; one that goes into force is kept in the cache.
+fn fetched(shared: &Shared, current: &Authority, list: FetchedList, now: u64) -> Outcome {
+    let version = list.crl.list_version;
+    let out = merged(current, Ok(list.crl), list.source_newest, now);
+    if out.next.is_some() {
+        let cache = shared.cfg.pull.as_ref().and_then(|p| p.cache.as_deref());
+        if let Some(path) = cache {
+            keep(path, &list.pem, version, shared);
+        }
+    }
+    out
 }
 
-fn merged(current: &Authority, offered: Result<Crl, String>, now: u64) -> Outcome {
+fn merged(
+    current: &Authority,
+    offered: Result<Crl, String>,
+    source_newest: Option<u64>,
+    now: u64,
+) -> Outcome {
     let refused = match &offered {
         Err(_) => true,
         Ok(c) => matches!(
-            trust::offer(current.crl.as_ref(), c),
+            trust::offer_from(current.crl.as_ref(), c, source_newest),
             ListUpdate::Rollback { .. }
         ),
     };
-    match authority::merge_crl(current, offered, now) {
-        Some(next) => Outcome {
-            next: Some(next),
-            result: Some("ok"),
-        },
-        None => Outcome {
-            next: None,
-            result: refused.then_some("failed"),
-        },
+    match authority::merge_crl(current, offered, source_newest, now) {
+        Some(next) => Outcome::new(Some(next), Some("ok")),
+        None => Outcome::new(None, refused.then_some("failed")),
+    }
+}
+
+/// Keeps a list that just went into force in `revocation_cache` (or
+/// `revocation_list`), so that a restart starts from it; never over a list
+/// there that is as new or newer (one the operator just wrote, say).
+fn keep(path: &Path, pem: &[u8], version: u64, shared: &Shared) {
+    if pem.is_empty() {
+        return;
+    }
+    let shown = path.display();
+    if path.exists()
+        && let Ok(there) = authority::read_crl(path, &shared.cfg.root)
+        && there.list_version >= version
+    {
+        debug!(event = "crl_cached", path = %shown, list_version = there.list_version,
+            "the cache already holds version {} or newer", version);
+        return;
+    }
+    match ztssh_keyfile::write_atomic(path, pem, 0o644, ztssh_keyfile::Existing::Replace) {
+        Ok(()) => {
+            debug!(event = "crl_cached", path = %shown, list_version = version, "revocation list kept on disk")
+        }
+        Err(e) => warn!(event = "crl_cache_failed", path = %shown, error = %e,
+            "cannot keep the fetched revocation list in {shown}: {e}; a restart starts from the older list there"),
     }
 }

@@ -278,29 +278,29 @@ impl<'a> Driver<'a> {
 
     fn observe(&self, ev: &ServerEvent) {
         let id = self.conn.identity();
-        let (principal, serial) = (id.principal(), id.serial());
+        let (principal, serial, session) = (id.principal(), id.serial(), id.session_serial());
         match ev {
             ServerEvent::ProofOk { seq } => {
                 let took = self.read_started.map(|t| t.elapsed()).unwrap_or_default();
                 self.metrics.challenges_ok.inc();
                 self.metrics.proof_seconds.observe(took.as_secs_f64());
-                info!(event = "challenge_ok", principal, serial = %serial, seq, verify_us = took.as_micros() as u64, "identity proof {seq} verified");
+                info!(event = "challenge_ok", principal, serial = %serial, session_serial = %session, seq, verify_us = took.as_micros() as u64, "identity proof {seq} verified");
             }
             ServerEvent::Renewed => {
                 self.metrics.renewed.inc();
-                info!(event = "cert_renewed", principal, serial = %serial, "client certificate renewed");
+                info!(event = "cert_renewed", principal, serial = %serial, session_serial = %session, "client certificate renewed");
             }
             ServerEvent::RenewRefused { reason, nth } => {
                 // One line per certificate: the core ends a client that
                 // keeps trying, and the counter has the rest.
                 if *nth == 1 {
-                    warn!(event = "renew_refused", principal, serial = %serial, "renewal refused, session goes on: {reason} (more for this certificate are only counted; over {MAX_EARLY_RENEWALS} end the session)");
+                    warn!(event = "renew_refused", principal, serial = %serial, session_serial = %session, "renewal refused, session goes on: {reason} (more for this certificate are only counted; over {MAX_EARLY_RENEWALS} end the session)");
                 }
                 self.metrics.renewals_refused.inc();
             }
             ServerEvent::Rekeyed { count } => {
                 self.metrics.rekeys.inc();
-                info!(event = "rekeyed", principal, serial = %serial, count, "tunnel keys replaced (rekey {count})");
+                info!(event = "rekeyed", principal, serial = %serial, session_serial = %session, count, "tunnel keys replaced (rekey {count})");
             }
             ServerEvent::Challenged { .. }
             | ServerEvent::PeerClosed

@@ -276,13 +276,16 @@ fn respond(shared: &Shared, request: &Request) -> String {
     text
 }
 
-/// The client end of sshd's `%C` (sshd ≥ 9.4): `CADDR CPORT SADDR SPORT`,
-/// as one argument.
+/// The client end of sshd's `%C` (sshd ≥ 9.4), as one argument. A real
+/// OpenSSH 10.0 (tests/sshd10.sh) sends the server's end first: `SADDR
+/// SPORT CADDR CPORT` (sshd_config(5) lists the client's first; the
+/// order the binary sends is what counts). Read in the other order, no
+/// session ever matches and every key login fails.
 pub fn parse_connection(text: &str) -> Result<std::net::SocketAddr, String> {
     let words: Vec<&str> = text.split(' ').collect();
-    let [addr, port, server, server_port] = words[..] else {
+    let [server, server_port, addr, port] = words[..] else {
         return Err(format!(
-            "{text:?} is not sshd's %C (client address, client port, server address, server port)"
+            "{text:?} is not sshd's %C (server address, server port, client address, client port)"
         ));
     };
     let parse = |a: &str, p: &str| -> Result<std::net::SocketAddr, String> {
@@ -364,11 +367,11 @@ mod tests {
     #[test]
     fn percent_c_gives_the_client_end() {
         assert_eq!(
-            parse_connection("127.77.0.5 40005 127.0.0.1 22"),
+            parse_connection("127.0.0.1 22 127.77.0.5 40005"),
             Ok("127.77.0.5:40005".parse().expect("addr"))
         );
         assert_eq!(
-            parse_connection("::1 5000 ::1 22"),
+            parse_connection("::1 22 ::1 5000"),
             Ok("[::1]:5000".parse().expect("addr"))
         );
         for bad in [
@@ -378,8 +381,8 @@ mod tests {
             "127.77.0.5 40005 127.0.0.1 22 x",
             "127.77.0.5  40005 127.0.0.1 22",
             "host 40005 127.0.0.1 22",
-            "127.77.0.5 70000 127.0.0.1 22",
-            "127.77.0.5 40005 127.0.0.1 ssh",
+            "127.0.0.1 22 127.77.0.5 70000",
+            "127.0.0.1 ssh 127.77.0.5 40005",
         ] {
             assert!(parse_connection(bad).is_err(), "{bad:?}");
         }

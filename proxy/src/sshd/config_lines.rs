@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::config::{Config, SSHD_MAX_STARTUPS};
+use crate::sshd::include;
 
 /// An OpenSSH version, major and minor.
 pub type Version = (u32, u32);
@@ -197,11 +198,7 @@ pub fn lines(
         ));
     }
     if version >= PENALTIES {
-        out.push("# PerSourcePenalties fall on one session's address, never on every user behind 127.0.0.1:".into());
-        out.push("PerSourceNetBlockSize 32:128".into());
-        out.push(
-            "# No PerSourcePenaltyExemptList: nothing honest reaches sshd from outside the session range.".into(),
-        );
+        out.extend(penalty_lines(Some(range), &cfg.upstream));
     } else {
         out.push(format!(
             "# sshd {major}.{minor} has no PerSourcePenalties (9.8+): nothing to exempt."
@@ -228,6 +225,60 @@ pub fn startup_lines(version: Version) -> Vec<String> {
         out.push("PerSourceMaxStartups none".into());
     }
     out
+}
+
+/// sshd 9.8+ penalises a source address that fails authentication
+/// (`PerSourcePenalties`, on by default). Every proxied connection comes
+/// from the proxy: from one address (`upstream`'s own loopback address)
+/// unless `range` (`upstream_source_range`) gives each session its own.
+/// Penalties there would fall on other users: on everyone behind
+/// 127.0.0.1, or on the next session that gets a recycled address. The
+/// proxy penalises the real client addresses itself, before any byte
+/// reaches sshd, so the proxy's sources are exempt; `PerSourceNetBlockSize
+/// 32:128` keeps a penalty on any other local source to that one address.
+pub fn penalty_lines(
+    range: Option<ipnet::Ipv4Net>,
+    upstream: &std::net::SocketAddr,
+) -> Vec<String> {
+    let source = match range {
+        Some(r) => r.trunc().to_string(),
+        None => upstream.ip().to_string(),
+    };
+    vec![
+        "# sshd 9.8+ penalises failing sources (PerSourcePenalties). Every connection from the proxy comes from"
+            .into(),
+        format!("# {source}: a penalty there would lock other ztssh users out. The proxy penalises the real clients"),
+        "# itself, so its sources are exempt, and any other source is penalised alone (one address):".into(),
+        format!("PerSourcePenaltyExemptList {source}"),
+        "PerSourceNetBlockSize 32:128".into(),
+    ]
+}
+
+/// The lines for sshd behind the proxy without zero standing keys
+/// (`sshd-config --loopback`, docs/OPERATOR.md section 3): listen where the
+/// proxy connects only, room for every proxied connection, and, for sshd
+/// 9.8+, no penalties on the proxy's sources ([`penalty_lines`]).
+pub fn loopback_lines(cfg: &Config, config_path: &Path, version: Version) -> String {
+    let (major, minor) = version;
+    let mut out = vec![
+        format!(
+            "# sshd behind ztssh-proxy (ztssh-proxy sshd-config --loopback --config {}), sshd {major}.{minor}.",
+            config_path.display()
+        ),
+        "# Only the proxy reaches sshd:".into(),
+        format!("ListenAddress {}", cfg.upstream),
+    ];
+    out.extend(startup_lines(version));
+    if version >= PENALTIES {
+        out.extend(penalty_lines(cfg.upstream_sources, &cfg.upstream));
+    } else {
+        out.push(format!(
+            "# sshd {major}.{minor} has no PerSourcePenalties (9.8+): nothing to exempt."
+        ));
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
 }
 
 /// `HostCertificate` and `RevokedKeys`, when configured. Each file must be
@@ -311,46 +362,30 @@ pub fn command_path(given: Option<PathBuf>) -> Result<PathBuf, String> {
     }
 }
 
-/// Whether a top-level `Include` (before any `Match`) names `file`.
-/// Relative patterns are relative to /etc/ssh, as sshd reads them.
-pub fn includes(sshd_config: &str, file: &Path) -> bool {
-    let file = file.to_string_lossy();
-    for line in sshd_config.lines() {
-        let mut words = line.split_whitespace();
-        let Some(keyword) = words.next() else {
+/// Whether a top-level `Include` (before any `Match`) names `file`, with
+/// the lines split and the patterns matched as sshd does
+/// ([`crate::sshd::include`]). Relative patterns are under /etc/ssh. A
+/// line or pattern that cannot be resolved exactly is an error
+/// (`LINE: why`), never taken for "no".
+pub fn includes(sshd_config: &str, file: &Path) -> Result<bool, String> {
+    for (i, line) in sshd_config.lines().enumerate() {
+        let at = |e: String| format!("line {}: {e}", i + 1);
+        let Some((keyword, args)) = include::split(line).map_err(at)? else {
             continue;
         };
-        if keyword.eq_ignore_ascii_case("match") {
-            return false;
+        if keyword == "match" {
+            return Ok(false);
         }
-        if keyword.eq_ignore_ascii_case("include") {
-            for pattern in words.map(|w| w.trim_matches('"')) {
-                let pattern = if pattern.starts_with('/') {
-                    pattern.to_owned()
-                } else {
-                    format!("/etc/ssh/{pattern}")
-                };
-                if glob_match(pattern.as_bytes(), file.as_bytes()) {
-                    return true;
+        if keyword == "include" {
+            for arg in args {
+                let pattern = include::absolute(&arg).map_err(at)?;
+                if include::glob_matches(&pattern, file).map_err(at)? {
+                    return Ok(true);
                 }
             }
         }
     }
-    false
-}
-
-/// `*` and `?` as glob(3) reads them in a path: neither crosses `/`.
-fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
-    match (pattern.split_first(), name.split_first()) {
-        (None, None) => true,
-        (Some((b'*', rest)), _) => {
-            glob_match(rest, name)
-                || matches!(name.split_first(), Some((c, tail)) if *c != b'/' && glob_match(pattern, tail))
-        }
-        (Some((b'?', rest)), Some((c, tail))) => *c != b'/' && glob_match(rest, tail),
-        (Some((p, rest)), Some((c, tail))) => p == c && glob_match(rest, tail),
-        _ => false,
-    }
+    Ok(false)
 }
 
 /// A unified-diff-like view of one file's change (one hunk).
@@ -452,6 +487,19 @@ mod tests {
     }
 
     #[test]
+    fn penalties_exempt_the_proxys_sources_only_where_sshd_has_them() {
+        let upstream: std::net::SocketAddr = "127.0.0.1:22".parse().expect("addr");
+        let one = penalty_lines(None, &upstream);
+        assert!(one.contains(&"PerSourcePenaltyExemptList 127.0.0.1".to_owned()));
+        assert!(one.contains(&"PerSourceNetBlockSize 32:128".to_owned()));
+        let range: ipnet::Ipv4Net = "127.77.1.2/16".parse().expect("range");
+        let many = penalty_lines(Some(range), &upstream);
+        assert!(many.contains(&"PerSourcePenaltyExemptList 127.77.0.0/16".to_owned()));
+        let v6: std::net::SocketAddr = "[::1]:22".parse().expect("addr");
+        assert!(penalty_lines(None, &v6).contains(&"PerSourcePenaltyExemptList ::1".to_owned()));
+    }
+
+    #[test]
     fn unsafe_command_paths_are_refused() {
         assert!(check_command_path(Path::new("/bin/sh")).is_ok() || !Path::new("/bin/sh").exists());
         let e = check_command_path(Path::new("/tmp")).expect_err("/tmp is world-writable");
@@ -463,6 +511,7 @@ mod tests {
     fn includes_are_found_as_sshd_reads_them() {
         let drop_in = Path::new("/etc/ssh/sshd_config.d/00-ztssh.conf");
         let debian = "# comment\nInclude /etc/ssh/sshd_config.d/*.conf\nPort 22\n";
+        let includes = |text: &str, file: &Path| includes(text, file).expect("resolves");
         assert!(includes(debian, drop_in));
         assert!(
             includes("include sshd_config.d/*.conf\n", drop_in),
@@ -489,6 +538,25 @@ mod tests {
             "inside a Match block"
         );
         assert!(!includes("", drop_in));
+        // Quoted, with `=`, a wildcard directory, a bracket: as sshd reads them.
+        assert!(includes(
+            "Include \"/etc/ssh/sshd_config.d/*.conf\"\n",
+            drop_in
+        ));
+        assert!(includes("Include=/etc/ssh/sshd_config.d/*.conf\n", drop_in));
+        assert!(includes("Include /etc/ssh/*/*.conf\n", drop_in));
+        assert!(includes(
+            "Include /etc/ssh/sshd_config.d/[0-9][0-9]-*.conf\n",
+            drop_in
+        ));
+        // What cannot be resolved is an error, not a "no".
+        for bad in [
+            "Include \"/etc/ssh/sshd_config.d/*.conf\n",
+            "Include ~/x.conf\n",
+            "Include /etc/ssh/sshd_config.d/[[:digit:]]*.conf\n",
+        ] {
+            assert!(super::includes(bad, drop_in).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! 1. read-only checks, before anything changes: sshd_config includes the
 //!    drop-in (or `--add-include`), `sshd -t` passes on the current files,
 //!    the `AuthorizedKeysCommand` runs as its user and reaches the proxy,
-//!    (clap requires a login check or `--skip-login-check`);
+//!    (clap requires a login check or `--skip-login-check`); a dry run
+//!    also runs step 3 on a copy of the new files (`shadow.rs`);
 //! 2. backups of every file that will change, then atomic writes;
 //! 3. `sshd -t`, then `sshd -T`: every line of the drop-in is in effect
 //!    (sshd keeps the first value it reads, so an earlier line can win);
@@ -26,6 +27,8 @@ use std::time::Duration;
 
 use crate::config::AuthorizedKeysConfig;
 use crate::sshd::config_lines as sshd_config;
+pub use crate::sshd::guard::Guard;
+use crate::sshd::include;
 use crate::sshd::reload::{self as sshd_reload, Reload, run_bounded};
 
 /// Exit code: the host is not ready; nothing was changed.
@@ -48,16 +51,23 @@ pub struct Options {
     pub add_include: bool,
     /// The sshd binary (`sshd -t`, `sshd -T`).
     pub sshd: PathBuf,
+    /// The file whose `SSHD_OPTS` sshd's unit passes to sshd (Debian's
+    /// /etc/default/ssh; [`crate::sshd::defaults`]).
+    pub sshd_defaults: PathBuf,
     /// How to reload sshd.
     pub reload: Reload,
     /// Where copies of the old files go.
     pub backup_dir: PathBuf,
     /// A shell command that logs in through ztssh (exit 0 = it works).
     pub login_check: Option<String>,
+    /// `--skip-login-check` was given.
+    pub skip_login_check: bool,
     /// How long the login check may take.
     pub login_timeout: Duration,
     /// Print the change; change nothing.
     pub dry_run: bool,
+    /// The nftables guard (`--nft-guard`), installed with the rest.
+    pub guard: Option<Guard>,
 }
 
 /// What the proxy's config says sshd must do.
@@ -122,18 +132,52 @@ fn read_state(path: &Path) -> Result<Option<FileState>, String> {
 
 /// Runs the setup; returns the report for stdout.
 pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
+    let sshd = Sshd {
+        bin: &opts.sshd,
+        config: &opts.sshd_config,
+        extra: crate::sshd::defaults::sshd_opts(
+            &opts.sshd_defaults,
+            &opts.sshd_config,
+            &guarded_keys(target.lines),
+        )
+        .map_err(not_ready)?,
+    };
     let changes = plan(target, opts)?;
     if changes.is_empty() {
-        // In place already, but a Match block may have been added since.
+        // In place already, but a Match block, an earlier drop-in or an
+        // SSHD_OPTS option may have been added since: checked exactly as
+        // after a change.
         let overridden = match_overrides(&opts.sshd_config, target.lines)?;
         if !overridden.is_empty() {
             return Err(match_failure(&overridden));
         }
+        let verified = verify(&sshd, target, opts).map_err(|e| {
+            not_ready(format!(
+                "{} already holds the drop-in's lines, but {e}",
+                opts.drop_in.display()
+            ))
+        })?;
+        let guard = match &opts.guard {
+            None => String::new(),
+            Some(g) if opts.dry_run => match g.probe(target.upstream) {
+                Ok(held) => format!(" {held}."),
+                Err(e) => format!(
+                    " The guard's table would be loaded from {}: {e}.",
+                    g.file.display()
+                ),
+            },
+            Some(g) => format!(" {}.", guard_only(g, target.upstream)?),
+        };
         return Ok(format!(
             "sshd-setup: nothing to change: {} already holds these lines and {} includes it; \
-             sshd was not reloaded.\n",
+             sshd was not reloaded.{guard}\n{}\n",
             opts.drop_in.display(),
-            opts.sshd_config.display()
+            opts.sshd_config.display(),
+            verified
+                .iter()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         ));
     }
     if opts.dry_run {
@@ -142,10 +186,13 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
             let before = c.before.as_ref().map(|b| (b.bytes.as_slice(), b.mode));
             out.push_str(&sshd_config::diff(&c.path, before, &c.after));
         }
-        return match prechecks(target, opts) {
+        return match prechecks(&sshd, target, opts)
+            .and_then(|c| dry_check(&sshd, &changes, target, opts, c))
+        {
             Ok(checked) => Ok(format!(
-                "{out}Checks that pass now: {checked}.\nThen: sshd -t and sshd -T on the new files, {}, {}.\n",
+                "{out}Checks that pass now: {checked}.\nThen: sshd -t and sshd -T on the new files, {}, {}{}.\n",
                 opts.reload.describe(),
+                guard_text(opts, target.upstream),
                 login_check_text(opts)
             )),
             Err(f) => Err(Failure {
@@ -154,8 +201,8 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
             }),
         };
     }
-    let prechecked = prechecks(target, opts)?;
-    let old_listen = effective(&opts.sshd, &opts.sshd_config, None)
+    let prechecked = prechecks(&sshd, target, opts)?;
+    let old_listen = effective(&sshd, None)
         .map(|t| listen_addresses(&t))
         .map_err(not_ready)?;
     catch_signals().map_err(not_ready)?;
@@ -163,7 +210,16 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
     let mut done = vec![format!("before: {prechecked}")];
     done.extend(backups);
     let mut reloaded = false;
-    let applied = apply(&changes, target, opts, &mut done, &mut reloaded);
+    let mut table: Option<Option<String>> = None;
+    let applied = apply(
+        &sshd,
+        &changes,
+        target,
+        opts,
+        &mut done,
+        &mut reloaded,
+        &mut table,
+    );
     match applied.and_then(|()| interrupted()) {
         Ok(()) => Ok(format!(
             "sshd-setup: applied.\n{}\n",
@@ -172,7 +228,15 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
                 .collect::<Vec<_>>()
                 .join("\n")
         )),
-        Err(why) => Err(rollback(&changes, opts, &old_listen, reloaded, &done, &why)),
+        Err(why) => Err(rollback(
+            &changes,
+            opts,
+            &old_listen,
+            reloaded,
+            table.as_ref().map(Option::as_deref),
+            &done,
+            &why,
+        )),
     }
 }
 
@@ -252,9 +316,96 @@ fn interrupted() -> Result<(), String> {
 }
 
 fn login_check_text(opts: &Options) -> String {
-    match &opts.login_check {
-        Some(c) => format!("the login check `{c}`"),
-        None => "no login check (--skip-login-check)".into(),
+    match (&opts.login_check, opts.skip_login_check) {
+        (Some(c), _) => format!("the login check `{c}`"),
+        (None, true) => "no login check (--skip-login-check)".into(),
+        (None, false) => {
+            "the login check (give --login-check COMMAND, or --skip-login-check, to the real run)"
+                .into()
+        }
+    }
+}
+
+/// The dry run's `sshd -t` and `sshd -T`, on a copy of the new files
+/// (`shadow`): whatever the real run would refuse after writing, the dry
+/// run refuses before.
+fn dry_check(
+    sshd: &Sshd,
+    changes: &[Change],
+    target: &Target,
+    opts: &Options,
+    checked: String,
+) -> Result<String, Failure> {
+    let main = match changes.iter().find(|c| c.path == opts.sshd_config) {
+        Some(c) => c.after.clone(),
+        None => read_state(&opts.sshd_config)
+            .map_err(not_ready)?
+            .map(|s| s.bytes)
+            .unwrap_or_default(),
+    };
+    let copy =
+        crate::sshd::shadow::make(&String::from_utf8_lossy(&main), &opts.drop_in, target.lines)
+            .map_err(not_ready)?;
+    let on_copy = Sshd {
+        bin: sshd.bin,
+        config: &copy.config,
+        extra: sshd.extra.clone(),
+    };
+    verify(&on_copy, target, opts).map_err(|why| {
+        not_ready(format!(
+            "the real run would write the files and then roll back: {why}"
+        ))
+    })?;
+    Ok(format!(
+        "{checked}; sshd -t and sshd -T on a copy of the new files show every line of the drop-in in effect"
+    ))
+}
+
+/// What the dry run says the guard step will do.
+fn guard_text(opts: &Options, upstream: std::net::SocketAddr) -> String {
+    match &opts.guard {
+        Some(g) => format!(
+            ", nft -f {} (table inet {}) and its probes from {} to {upstream} (another user refused, the \
+             proxy's user {} answered), ",
+            g.file.display(),
+            crate::sshd::guard::TABLE,
+            g.probe_source(),
+            g.user.name
+        ),
+        None => ", no nftables guard (--nft-guard), ".into(),
+    }
+}
+
+/// The drop-in is in place, but the guard's table may be gone (nftables
+/// rules do not survive a reboot unless loaded at boot): probe it, and
+/// load it (restoring the old table on failure) when it does not hold.
+fn guard_only(g: &Guard, upstream: std::net::SocketAddr) -> Result<String, Failure> {
+    if let Ok(held) = g.probe(upstream) {
+        return Ok(held);
+    }
+    let old = g.current().map_err(not_ready)?;
+    let loaded = g.load().and_then(|()| g.probe(upstream));
+    match loaded {
+        Ok(held) => Ok(format!(
+            "The guard's table was loaded from {}: {held}",
+            g.file.display()
+        )),
+        Err(why) => match g.restore(old.as_deref()) {
+            Ok(()) => Err(Failure {
+                code: EXIT_ROLLED_BACK,
+                message: format!(
+                    "sshd-setup failed: {why}\nRolled back: the table inet {} is as it was.",
+                    crate::sshd::guard::TABLE
+                ),
+            }),
+            Err(e) => Err(Failure {
+                code: EXIT_ROLLBACK_FAILED,
+                message: format!(
+                    "sshd-setup failed: {why}\nTHE ROLLBACK FAILED: {e}\nDelete the table by hand: nft delete table inet {}",
+                    crate::sshd::guard::TABLE
+                ),
+            }),
+        },
     }
 }
 
@@ -284,7 +435,13 @@ fn plan(target: &Target, opts: &Options) -> Result<Vec<Change>, Failure> {
         })?;
     let mut changes = Vec::new();
     let text = String::from_utf8_lossy(&cfg.bytes);
-    if !sshd_config::includes(&text, &opts.drop_in) {
+    let included = sshd_config::includes(&text, &opts.drop_in).map_err(|e| {
+        not_ready(format!(
+            "{}: {e}. sshd-setup must know exactly which files sshd reads; fix the line",
+            opts.sshd_config.display()
+        ))
+    })?;
+    if !included {
         if !opts.add_include {
             return Err(not_ready(format!(
                 "{} has no Include that reads {} before its first Match block, so sshd would never see the \
@@ -316,12 +473,35 @@ fn plan(target: &Target, opts: &Options) -> Result<Vec<Change>, Failure> {
             after: target.lines.as_bytes().to_vec(),
         });
     }
+    if let Some(g) = &opts.guard {
+        if std::fs::symlink_metadata(&g.file).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(not_ready(format!(
+                "{} is a symbolic link; point --nft-file at the real file",
+                g.file.display()
+            )));
+        }
+        if !g.file.parent().is_some_and(Path::is_dir) {
+            return Err(not_ready(format!(
+                "the directory of --nft-file {} does not exist; create it (root-owned) or pass another --nft-file",
+                g.file.display()
+            )));
+        }
+        let ruleset = g.ruleset(target.upstream.port());
+        let old = read_state(&g.file).map_err(not_ready)?;
+        if old.as_ref().map(|s| s.bytes.as_slice()) != Some(ruleset.as_bytes()) {
+            changes.push(Change {
+                path: g.file.clone(),
+                before: old,
+                after: ruleset.into_bytes(),
+            });
+        }
+    }
     Ok(changes)
 }
 
 /// Checks that change nothing; returns what was checked.
-fn prechecks(target: &Target, opts: &Options) -> Result<String, Failure> {
-    sshd_t(&opts.sshd, &opts.sshd_config).map_err(|e| {
+fn prechecks(sshd: &Sshd, target: &Target, opts: &Options) -> Result<String, Failure> {
+    sshd_t(sshd).map_err(|e| {
         not_ready(format!(
             "sshd -t fails on the current files, before any change; fix that first:\n{e}"
         ))
@@ -353,19 +533,60 @@ fn prechecks(target: &Target, opts: &Options) -> Result<String, Failure> {
             String::from_utf8_lossy(&asked.stderr).trim()
         )));
     }
+    let guard = match &opts.guard {
+        Some(g) => {
+            let tmp = g.scratch("check");
+            ztssh_keyfile::write_atomic(
+                &tmp,
+                g.ruleset(target.upstream.port()).as_bytes(),
+                0o600,
+                ztssh_keyfile::Existing::Replace,
+            )
+            .map_err(|e| not_ready(format!("cannot write {}: {e}", tmp.display())))?;
+            let checked = g.check_file(&tmp);
+            let _ = std::fs::remove_file(&tmp);
+            checked.map_err(|e| {
+                not_ready(format!(
+                    "{e}\nIs nftables installed ({}) and does this kernel have nf_tables?",
+                    g.nft.display()
+                ))
+            })?;
+            format!(
+                "; nft -c accepts the guard's ruleset (only {} may connect from {} to port {})",
+                g.user.name,
+                g.range.trunc(),
+                target.upstream.port()
+            )
+        }
+        None => String::new(),
+    };
     Ok(format!(
-        "sshd -t passes; no Match block overrides the drop-in; {} (root-owned path) ran as {} and reached the proxy at {}",
+        "sshd -t passes; no Match block overrides the drop-in; {} (root-owned path) ran as {} and reached the proxy at {}{guard}",
         target.command.display(),
         user.name,
         target.akc.socket.display()
     ))
 }
 
-fn sshd_t(sshd: &Path, config: &Path) -> Result<(), String> {
-    let out = run_bounded(
-        Command::new(sshd).arg("-t").arg("-f").arg(config),
-        SSHD_TIMEOUT,
-    )?;
+/// The sshd binary and config `sshd-setup` checks, and the options
+/// (`SSHD_OPTS`) the running sshd is started with.
+struct Sshd<'a> {
+    bin: &'a Path,
+    config: &'a Path,
+    extra: Vec<String>,
+}
+
+impl Sshd<'_> {
+    /// `sshd [SSHD_OPTS] MODE -f CONFIG`.
+    fn command(&self, mode: &str) -> Command {
+        let mut cmd = Command::new(self.bin);
+        cmd.args(&self.extra).arg(mode).arg("-f").arg(self.config);
+        cmd
+    }
+}
+
+fn sshd_t(sshd: &Sshd) -> Result<(), String> {
+    let out = run_bounded(&mut sshd.command("-t"), SSHD_TIMEOUT)?;
     if out.status.success() {
         Ok(())
     } else {
@@ -393,6 +614,8 @@ const GUARDED: &[&str] = &[
     "passwordauthentication",
     "kbdinteractiveauthentication",
     "challengeresponseauthentication",
+    // sshd 9.2's other alias of KbdInteractiveAuthentication (Match: yes).
+    "skeyauthentication",
     "authenticationmethods",
     "hostbasedauthentication",
     "gssapiauthentication",
@@ -406,9 +629,8 @@ const GUARDED: &[&str] = &[
 /// show in `sshd -T` at all: set to `no`, the method is off either way.
 const MAY_BE_COMPILED_OUT: &[&str] = &["gssapiauthentication"];
 
-/// Every `FILE:LINE: line` in sshd_config or a file it includes that sets
-/// a guarded keyword (or one the drop-in sets) inside a Match block.
-fn match_overrides(config: &Path, lines: &str) -> Result<Vec<String>, Failure> {
+/// The guarded keywords and every keyword the drop-in sets, lower case.
+fn guarded_keys(lines: &str) -> Vec<String> {
     let mut keys: Vec<String> = GUARDED.iter().map(|k| (*k).to_owned()).collect();
     keys.extend(
         lines
@@ -418,6 +640,13 @@ fn match_overrides(config: &Path, lines: &str) -> Result<Vec<String>, Failure> {
             .filter_map(|l| l.split_whitespace().next())
             .map(str::to_ascii_lowercase),
     );
+    keys
+}
+
+/// Every `FILE:LINE: line` in sshd_config or a file it includes that sets
+/// a guarded keyword (or one the drop-in sets) inside a Match block.
+fn match_overrides(config: &Path, lines: &str) -> Result<Vec<String>, Failure> {
+    let keys = guarded_keys(lines);
     let mut found = Vec::new();
     scan(config, false, &keys, 0, &mut found)?;
     Ok(found)
@@ -436,89 +665,44 @@ fn scan(
             path.display()
         )));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| not_ready(format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        not_ready(format!(
+            "cannot read {} (which sshd reads): {e}",
+            path.display()
+        ))
+    })?;
     let mut in_match = in_match;
     for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        let mut words = line.split(|c: char| c.is_whitespace() || c == '=');
-        let Some(key) = words
-            .next()
-            .filter(|k| !k.is_empty() && !k.starts_with('#'))
-        else {
+        let at = |e: String| {
+            not_ready(format!(
+                "{}:{}: {e}. sshd-setup must know exactly which files sshd reads and what they \
+                 set; fix the line",
+                path.display(),
+                i + 1
+            ))
+        };
+        let Some((key, args)) = include::split(line).map_err(at)? else {
             continue;
         };
-        let key = key.to_ascii_lowercase();
         if key == "match" {
             in_match = true;
         } else if key == "include" {
-            for pattern in words.filter(|w| !w.is_empty()) {
-                for file in include_files(pattern) {
+            for arg in args {
+                let pattern = include::absolute(&arg).map_err(at)?;
+                for file in include::expand(&pattern).map_err(at)? {
                     scan(&file, in_match, keys, depth + 1, found)?;
                 }
             }
         } else if in_match && keys.contains(&key) {
-            found.push(format!("{}:{}: {line}", path.display(), i + 1));
+            found.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
         }
     }
     Ok(())
 }
 
-/// The files an `Include` pattern names, sorted as sshd reads them
-/// (relative patterns are under /etc/ssh; a `*` or `?` in the last part).
-fn include_files(pattern: &str) -> Vec<PathBuf> {
-    let path = Path::new("/etc/ssh").join(pattern);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if !name.contains(['*', '?']) {
-        return vec![path];
-    }
-    let Some(dir) = path.parent() else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    files
-}
-
-/// `*` and `?` matching, as glob(3) does within one path component.
-fn wildcard(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    if n.first() == Some(&'.') && p.first() != Some(&'.') {
-        return false;
-    }
-    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
 /// `sshd -T` (with `-C spec` when given): the effective config.
-fn effective(sshd: &Path, config: &Path, spec: Option<&str>) -> Result<String, String> {
-    let mut cmd = Command::new(sshd);
-    cmd.arg("-T").arg("-f").arg(config);
+fn effective(sshd: &Sshd, spec: Option<&str>) -> Result<String, String> {
+    let mut cmd = sshd.command("-T");
     if let Some(spec) = spec {
         cmd.arg("-C").arg(spec);
     }
@@ -547,8 +731,7 @@ fn listen_addresses(effective: &str) -> Vec<std::net::SocketAddr> {
 /// loopback as root and as another account (`-C`: Match blocks applied);
 /// and any address sshd listens on besides the drop-in's.
 fn not_in_effect(
-    sshd: &Path,
-    config: &Path,
+    sshd: &Sshd,
     lines: &str,
     upstream: std::net::SocketAddr,
 ) -> Result<Vec<String>, String> {
@@ -564,7 +747,7 @@ fn not_in_effect(
     }
     let mut lost = Vec::new();
     for spec in &specs {
-        let effective = effective(sshd, config, spec.as_deref())?;
+        let effective = effective(sshd, spec.as_deref())?;
         let shown: Vec<&str> = effective.lines().map(str::trim).collect();
         let when = spec
             .as_ref()
@@ -662,12 +845,57 @@ fn write(path: &Path, state: &FileState) -> Result<(), String> {
     .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// The checks after a change, and on a host where nothing is to change:
+/// `sshd -t`, then `sshd -T` with and without `-C` shows every line of
+/// the drop-in in effect and no other ListenAddress (both run with the
+/// `SSHD_OPTS` options). Returns what was checked.
+fn verify(sshd: &Sshd, target: &Target, opts: &Options) -> Result<Vec<String>, String> {
+    sshd_t(sshd).map_err(|e| format!("sshd -t refuses the files: {e}"))?;
+    let lost = not_in_effect(sshd, target.lines, target.upstream)?;
+    if !lost.is_empty() {
+        return Err(format!(
+            "sshd -T shows these lines of {} not in effect (an earlier line in sshd_config or in a drop-in \
+             read before it wins, since sshd keeps the first value it reads; ListenAddress lines add up): {}",
+            opts.drop_in.display(),
+            lost.join("; ")
+        ));
+    }
+    let mut done = vec![format!(
+        "sshd -t passes and sshd -T shows every line of the drop-in in effect, with and without Match \
+         (-C), and no other ListenAddress{}",
+        if sshd.extra.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (with SSHD_OPTS from {}: {})",
+                opts.sshd_defaults.display(),
+                sshd.extra.join(" ")
+            )
+        }
+    )];
+    if let Some(methods) = target
+        .lines
+        .lines()
+        .find_map(|l| l.strip_prefix("AuthenticationMethods "))
+    {
+        let kept = if methods.trim() == "publickey" {
+            " (every other method is off)"
+        } else {
+            " (kept by --allow-auth-method: these log in without a ztssh session)"
+        };
+        done.push(format!("sshd's login methods: {}{kept}", methods.trim()));
+    }
+    Ok(done)
+}
+
 fn apply(
+    sshd: &Sshd,
     changes: &[Change],
     target: &Target,
     opts: &Options,
     done: &mut Vec<String>,
     reloaded: &mut bool,
+    table: &mut Option<Option<String>>,
 ) -> Result<(), String> {
     for c in changes {
         let state = FileState {
@@ -683,39 +911,23 @@ fn apply(
         write(&c.path, &state)?;
         done.push(format!("wrote {}", c.path.display()));
     }
-    sshd_t(&opts.sshd, &opts.sshd_config)
-        .map_err(|e| format!("sshd -t refuses the new files: {e}"))?;
     interrupted()?;
-    let lost = not_in_effect(&opts.sshd, &opts.sshd_config, target.lines, target.upstream)?;
-    if !lost.is_empty() {
-        return Err(format!(
-            "sshd -T shows these lines of {} not in effect (an earlier line in sshd_config or in a drop-in \
-             read before it wins, since sshd keeps the first value it reads; ListenAddress lines add up): {}",
-            opts.drop_in.display(),
-            lost.join("; ")
-        ));
-    }
-    done.push(
-        "sshd -t passes and sshd -T shows every line of the drop-in in effect, with and without Match \
-         (-C), and no other ListenAddress"
-            .into(),
-    );
-    if let Some(methods) = target
-        .lines
-        .lines()
-        .find_map(|l| l.strip_prefix("AuthenticationMethods "))
-    {
-        let kept = if methods.trim() == "publickey" {
-            " (every other method is off)"
-        } else {
-            " (kept by --allow-auth-method: these log in without a ztssh session)"
-        };
-        done.push(format!("sshd's login methods: {}{kept}", methods.trim()));
-    }
+    done.extend(verify(sshd, target, opts)?);
     interrupted()?;
     *reloaded = true;
     done.push(sshd_reload::reload(&opts.reload, &[target.upstream])?);
     interrupted()?;
+    if let Some(g) = &opts.guard {
+        *table = Some(g.current()?);
+        g.load()?;
+        done.push(format!(
+            "loaded {} (table inet {})",
+            g.file.display(),
+            crate::sshd::guard::TABLE
+        ));
+        done.push(g.probe(target.upstream)?);
+        interrupted()?;
+    }
     if let Some(check) = &opts.login_check {
         sshd_reload::login_check(check, opts.login_timeout, Some(&STOP))
             .map_err(|e| interrupted().err().unwrap_or(e))?;
@@ -729,10 +941,22 @@ fn rollback(
     opts: &Options,
     old_listen: &[std::net::SocketAddr],
     reloaded: bool,
+    table: Option<Option<&str>>,
     done: &[String],
     why: &str,
 ) -> Failure {
     let mut errors = Vec::new();
+    let mut steps = done.join("\n  ");
+    if let (Some(old), Some(g)) = (table, &opts.guard) {
+        match g.restore(old) {
+            Ok(()) => steps.push_str(&format!(
+                "\n  rollback: table inet {} {}",
+                crate::sshd::guard::TABLE,
+                if old.is_some() { "restored" } else { "deleted" }
+            )),
+            Err(e) => errors.push(e),
+        }
+    }
     for c in changes.iter().rev() {
         let restored = match &c.before {
             Some(state) => write(&c.path, state),
@@ -747,7 +971,6 @@ fn rollback(
             errors.push(e);
         }
     }
-    let mut steps = done.join("\n  ");
     if reloaded && errors.is_empty() {
         // The old config's addresses: after a port change the new one is gone.
         match sshd_reload::reload(&opts.reload, old_listen) {
@@ -783,16 +1006,6 @@ fn rollback(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn include_wildcards_match_as_glob_does() {
-        assert!(wildcard("*.conf", "00-ztssh.conf"));
-        assert!(wildcard("0?-*.conf", "00-ztssh.conf"));
-        assert!(!wildcard("*.conf", "00-ztssh.conf.bak"));
-        assert!(!wildcard("*.conf", ".hidden.conf"));
-        assert!(wildcard("*", "x"));
-        assert!(!wildcard("a*b", "ac"));
-    }
 
     #[test]
     fn listen_addresses_are_read_from_sshd_t() {

@@ -14,7 +14,7 @@ use ztssh_proto::crl::Crl;
 use ztssh_proto::identity::{self, EndKind, Ended};
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::pem;
-use ztssh_proto::time::{UnixTime, human};
+use ztssh_proto::time::{UnixTime, when};
 use ztssh_proto::trust::{self, Checkpoint, Credential, ListUpdate, Staleness, Subject};
 
 use crate::trust::authz::Authorized;
@@ -158,8 +158,8 @@ pub fn warn_if_stale(crl: &Crl, now: UnixTime) {
             event = "crl_stale",
             list_version = crl.list_version,
             overdue_secs = now - crl.next_update,
-            "revocation list is past its next-update time by {}; still enforcing it. Publish a new one: ztssh-ca crl",
-            human(now - crl.next_update)
+            "revocation list is past its next-update time, {}; still enforcing it. Publish a new one: ztssh-ca crl",
+            when(crl.next_update, now)
         );
     }
 }
@@ -183,9 +183,9 @@ pub fn announce_stale(crl: &Crl, staleness: Staleness, now: UnixTime) {
         list_version = crl.list_version,
         overdue_secs = now.saturating_sub(crl.next_update),
         mode = staleness.mode.label(),
-        "revocation list version {} is {} past its next-update time (grace {}s); {does}. Publish a new one: ztssh-ca crl",
+        "revocation list version {} is past its next-update time, {} (grace {}s); {does}. Publish a new one: ztssh-ca crl",
         crl.list_version,
-        human(now.saturating_sub(crl.next_update)),
+        when(crl.next_update, now),
         staleness.grace_secs
     );
 }
@@ -200,6 +200,18 @@ pub fn refuse_rollback(loaded: u64, offered: u64) {
     );
 }
 
+/// Says quietly that a list was not newer than the loaded one because its
+/// source lags (another source, or a faster answer, got here first): the
+/// loaded list stays, and nothing failed.
+pub fn note_behind(loaded: u64, offered: u64) {
+    info!(
+        event = "crl_behind",
+        loaded,
+        offered,
+        "revocation list version {offered} is behind the loaded {loaded} (its source has not caught up yet); keeping version {loaded}"
+    );
+}
+
 /// Announces a list that is about to be enforced.
 pub fn announce(crl: &Crl, now: UnixTime) {
     warn_if_stale(crl, now);
@@ -210,15 +222,34 @@ pub fn announce(crl: &Crl, now: UnixTime) {
         servers = crl.revoked.servers.len(),
         serials = crl.revoked.serials.len(),
         user_keys = crl.revoked.user_keys.len(),
+        noise_keys = crl.revoked.noise_keys.len(),
+        subca_keys = crl.revoked.subca_keys.len(),
         "revocation list loaded; re-checking every live session"
     );
 }
 
-/// Decides whether a freshly read list replaces the current one.
+/// Says loudly when a list revokes this proxy's own keys: it admits no
+/// one from now on and its sessions end.
+fn warn_if_own_keys(crl: &Crl, licence: &ztssh_proto::cert::Licence) {
+    if let Some(which) = crl.revoked.revoked_licence_key(&licence.body) {
+        error!(
+            event = "licence_key_revoked",
+            list_version = crl.list_version,
+            key = which,
+            "revocation list version {} revokes this proxy's {which} key: every session ends and \
+             none is admitted; generate new keys and get them licensed (docs/OPERATOR.md)",
+            crl.list_version
+        );
+    }
+}
+
+/// Decides whether a freshly read list replaces the current one; its
+/// source's newest list so far was `source_newest` ([`trust::offer_from`]).
 /// Returns the authority to publish, or `None` to keep the current one.
 pub fn merge_crl(
     current: &Authority,
     new: Result<Crl, String>,
+    source_newest: Option<u64>,
     now: UnixTime,
 ) -> Option<Authority> {
     let new = match new {
@@ -228,15 +259,20 @@ pub fn merge_crl(
             return None;
         }
     };
-    match trust::offer(current.crl.as_ref(), &new) {
+    match trust::offer_from(current.crl.as_ref(), &new, source_newest) {
         ListUpdate::Replace => {}
         ListUpdate::Same => return None,
+        ListUpdate::Behind { loaded, offered } => {
+            note_behind(loaded, offered);
+            return None;
+        }
         ListUpdate::Rollback { loaded, offered } => {
             refuse_rollback(loaded, offered);
             return None;
         }
     }
     announce(&new, now);
+    warn_if_own_keys(&new, &current.licence);
     Some(Authority {
         licence: current.licence.clone(),
         crl: Some(new),

@@ -17,35 +17,40 @@ impl Authorized {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|(line, why)| format!("{}:{line}: {why}", path.display()))
+        Self::parse_all(&text).map_err(|all| {
+            all.iter()
+                .map(|(line, why)| format!("{}:{line}: {why}", path.display()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
     }
 
     /// Parses the file's text; an error is the 1-based line of the first
     /// mistake and what is wrong with it.
     pub fn parse(text: &str) -> Result<Self, (usize, String)> {
+        Self::parse_all(text).map_err(|mut all| all.swap_remove(0))
+    }
+
+    /// Parses the file's text; an error lists every mistake (never none),
+    /// each as its 1-based line and what is wrong with it.
+    pub fn parse_all(text: &str) -> Result<Self, Vec<(usize, String)>> {
         let mut keys: HashMap<String, Vec<_>> = HashMap::new();
+        let mut mistakes = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (principal, key) = line.split_once(char::is_whitespace).ok_or((
-                i + 1,
-                "expected: PRINCIPAL ssh-ed25519 AAAA... [comment]".to_owned(),
-            ))?;
-            check_name(principal, MAX_PRINCIPAL, "principal")
-                .map_err(|e| (i + 1, e.to_string()))?;
-            // ssh-key's errors may quote decoded bytes: keep them on one line.
-            let key = ssh_key::PublicKey::from_openssh(key.trim()).map_err(|e| {
-                let e = printable(&e.to_string());
-                (i + 1, format!("not an OpenSSH public key ({e})"))
-            })?;
-            ztssh_proto::userkey::check_key(key.key_data()).map_err(|e| (i + 1, e.to_string()))?;
-            keys.entry(principal.to_owned())
-                .or_default()
-                .push(key.key_data().clone());
+            match parse_line(line) {
+                Ok((principal, key)) => keys.entry(principal.to_owned()).or_default().push(key),
+                Err(why) => mistakes.push((i + 1, why)),
+            }
         }
-        Ok(Self { keys })
+        if mistakes.is_empty() {
+            Ok(Self { keys })
+        } else {
+            Err(mistakes)
+        }
     }
 
     /// Whether `key` may act as `principal`.
@@ -59,6 +64,40 @@ impl Authorized {
     pub fn principals(&self) -> usize {
         self.keys.len()
     }
+}
+
+/// One `PRINCIPAL KEYTYPE BASE64 [COMMENT]` line.
+fn parse_line(line: &str) -> Result<(&str, ssh_key::public::KeyData), String> {
+    let (principal, key) = line
+        .split_once(char::is_whitespace)
+        .ok_or("expected: PRINCIPAL ssh-ed25519 AAAA... [comment]")?;
+    let parsed = ssh_key::PublicKey::from_openssh(key.trim());
+    // An authorized_keys line pasted as it is: the key type where the
+    // principal goes, and so no key after it (a principal that merely is
+    // named like a key type, followed by a key, is a valid line).
+    // ssh-key takes any `name@domain` as a key type of its own: only the
+    // types it knows are named, and the name is printed escaped.
+    let pasted = matches!(
+        ssh_key::Algorithm::new(principal),
+        Ok(algorithm) if !matches!(algorithm, ssh_key::Algorithm::Other(_))
+    );
+    if parsed.is_err() && pasted {
+        let principal = printable(principal);
+        return Err(format!(
+            "this line starts with the key type {principal}, as an authorized_keys line does: \
+             put the ztssh principal first, e.g. `alice {principal} AAAA... [comment]`"
+        ));
+    }
+    check_name(principal, MAX_PRINCIPAL, "principal").map_err(|e| e.to_string())?;
+    // ssh-key's errors may quote decoded bytes: keep them on one line.
+    let key = parsed.map_err(|e| {
+        let e = printable(&e.to_string());
+        format!(
+            "not an OpenSSH public key ({e}); expected: PRINCIPAL ssh-ed25519 AAAA... [comment]"
+        )
+    })?;
+    ztssh_proto::userkey::check_key(key.key_data()).map_err(|e| e.to_string())?;
+    Ok((principal, key.key_data().clone()))
 }
 
 /// `s` with control characters escaped (`\n`, `\u{1b}`), for one-line
@@ -110,6 +149,54 @@ mod tests {
         assert_eq!(e.0, 2);
         assert!(e.1.contains("not an OpenSSH public key"));
         assert!(Authorized::parse(&format!("al ice {ALICE}")).is_err());
+    }
+
+    #[test]
+    fn an_unknown_name_at_domain_is_not_named_as_a_key_type() {
+        // ssh-key parses any `x@y` as a key type; the fuzz target found the
+        // message then quoted control characters from the line.
+        let e = Authorized::parse("al]ice\0\0@5519 AAAX\n").expect_err("bad");
+        assert_eq!(e.0, 1);
+        assert!(!e.1.contains("key type"), "{}", e.1);
+        assert!(!e.1.chars().any(char::is_control), "{:?}", e.1);
+    }
+
+    #[test]
+    fn a_principal_named_like_a_key_type_with_a_key_after_it_is_a_valid_line() {
+        // Only a line with no key after the key type is a pasted
+        // authorized_keys line (the fuzz target's oracle found this).
+        let a = Authorized::parse(&format!("ssh-ed25519 {ALICE}\n")).expect("parse");
+        let key = ssh_key::PublicKey::from_openssh(ALICE).expect("key");
+        assert!(a.allows("ssh-ed25519", &key));
+    }
+
+    #[test]
+    fn every_bad_line_is_reported_and_a_pasted_authorized_keys_line_is_named() {
+        let text = format!("alice {ALICE}\n{ALICE}\n# ok\nbob\ncarol ssh-ed25519 garbage\n");
+        let e = Authorized::parse_all(&text).expect_err("bad");
+        assert_eq!(e.iter().map(|m| m.0).collect::<Vec<_>>(), vec![2, 4, 5]);
+        assert_eq!(
+            e[0].1,
+            "this line starts with the key type ssh-ed25519, as an authorized_keys line does: \
+             put the ztssh principal first, e.g. `alice ssh-ed25519 AAAA... [comment]`"
+        );
+        assert!(e[2].1.contains("not an OpenSSH public key"), "{}", e[2].1);
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("authorized_principals");
+        std::fs::write(&path, &text).expect("write");
+        let msg = Authorized::load(&path).expect_err("bad");
+        let p = path.display();
+        let lines: Vec<&str> = msg.lines().collect();
+        assert_eq!(lines.len(), 3, "{msg}");
+        assert!(
+            lines[0].starts_with(&format!("{p}:2: this line starts")),
+            "{msg}"
+        );
+        assert!(lines[1].starts_with(&format!("{p}:4: expected")), "{msg}");
+        assert!(
+            lines[2].starts_with(&format!("{p}:5: not an OpenSSH")),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -75,7 +75,8 @@ impl std::fmt::Display for Hours {
 pub struct Rule {
     /// Networks this principal may connect from (any when `None`).
     pub sources: Option<Vec<IpNet>>,
-    /// Most concurrent sessions (unlimited when `None`).
+    /// Most concurrent sessions (when `None`, the proxy's
+    /// `max_sessions_per_principal`, 64 by default: never unlimited).
     pub max_sessions: Option<u32>,
     /// UTC hours in which sessions may run (any time when `None`).
     pub hours: Option<Vec<Hours>>,

@@ -522,3 +522,16 @@ fn a_connections_debug_never_shows_session_bytes() {
         assert!(shown.contains("Queue"), "{shown}");
     }
 }
+
+/// What one idle session's core holds in place (issue 26): the connection
+/// itself, without the buffers it allocates only while bytes pass. A
+/// rekey's ML-KEM secret is boxed, so a session that is not rekeying does
+/// not carry it.
+#[test]
+fn an_idle_connection_holds_no_rekey_state_in_place() {
+    let server = std::mem::size_of::<crate::conn::ServerConn>();
+    let client = std::mem::size_of::<crate::conn::ClientConn>();
+    eprintln!("ServerConn {server} B, ClientConn {client} B");
+    assert!(server <= 4096, "ServerConn is {server} bytes");
+    assert!(client <= 4096, "ClientConn is {client} bytes");
+}

@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::cert::ClientCert;
-use crate::conn::MAX_RENEWAL_SIGNATURES_PER_HOUR;
+use crate::conn::{EXPIRY_GRACE_MS, MAX_RENEWAL_SIGNATURES_PER_HOUR};
 use crate::identity::MIN_CERT_TTL;
 use crate::keys::PublicKey;
 
@@ -44,6 +44,8 @@ struct Hostile {
     events: Vec<(u64, ClientConnEvent)>,
 }
 
+/// The session serial every certificate this fake proxy issues carries.
+const SESSION: crate::cert::Serial = crate::cert::Serial([0x5e; 16]);
 const START: u64 = 5_000_000;
 
 impl Hostile {
@@ -98,9 +100,17 @@ impl Hostile {
     }
 
     fn cert_bytes(&self, key: PublicKey, not_before: u64, ttl: u64) -> Vec<u8> {
-        ClientCert::issue(&self.subca, "alice", key, not_before, ttl, &mut TestRng)
-            .expect("issue")
-            .encode()
+        ClientCert::issue(
+            &self.subca,
+            "alice",
+            Some(SESSION),
+            key,
+            not_before,
+            ttl,
+            &mut TestRng,
+        )
+        .expect("issue")
+        .encode()
     }
 
     fn send_cert(&mut self, cert: Vec<u8>) {
@@ -340,34 +350,85 @@ fn a_second_certificate_right_after_the_solicited_one_ends_the_session() {
 }
 
 #[test]
-fn a_proxy_that_never_answers_gets_at_most_the_hourly_cap_then_the_session_ends() {
+fn a_proxy_that_never_answers_gets_no_signature_after_expiry_and_the_session_ends_then() {
     // The proxy keeps the session open but never answers a RENEW (nor
-    // ends the session when the certificate runs out): the sidecar retries
-    // on its own timers, up to the cap, then stops signing and ends.
-    let mut h = Hostile::new(MIN_CERT_TTL, Answer::Never);
-    h.run_for(3 * 3_600_000);
-    assert_eq!(h.signed.len(), MAX_RENEWAL_SIGNATURES_PER_HOUR);
-    for w in h.signed.windows(2) {
-        assert!(w[1] - w[0] >= RENEW_REPLY_MS + RENEW_RETRY_MS, "{w:?}");
+    // ends the session when the certificate runs out). This used to let
+    // the sidecar retry on its own timers past the expiry, up to the
+    // hourly cap (120 signatures); now the session ends at the expiry, in
+    // whatever renewal state it is, and nothing is signed from then on.
+    for ttl in [MIN_CERT_TTL, 300, 3_600] {
+        let mut h = Hostile::new(ttl, Answer::Never);
+        h.run_for(3 * 3_600_000);
+        let expiry = ttl * 1000;
+        let (at, why) = h.protocol_end();
+        assert_eq!(
+            at,
+            expiry + EXPIRY_GRACE_MS,
+            "ttl {ttl}: ends at the expiry"
+        );
+        assert!(
+            why.contains("the certificate ran out with no renewal"),
+            "{why}"
+        );
+        assert!(!h.signed.is_empty(), "ttl {ttl}: it did try to renew");
+        for t in &h.signed {
+            assert!(*t - START < expiry, "ttl {ttl}: signed at {t} after expiry");
+        }
+        // Renewal starts at two thirds of the life; then one try per
+        // RENEW_REPLY_MS + RENEW_RETRY_MS until the expiry.
+        let window = (ttl / 3) * 1000;
+        let bound = window / (RENEW_REPLY_MS + RENEW_RETRY_MS) + 1;
+        assert!(
+            h.signed.len() as u64 <= bound,
+            "ttl {ttl}: {} > {bound}",
+            h.signed.len()
+        );
+        for w in h.signed.windows(2) {
+            assert!(w[1] - w[0] >= RENEW_REPLY_MS + RENEW_RETRY_MS, "{w:?}");
+        }
+        // No RENEW reaches the proxy from the expiry on.
+        assert!(
+            h.renews.iter().all(|t| *t - START < expiry),
+            "{:?}",
+            h.renews
+        );
     }
+}
+
+#[test]
+fn a_signature_that_arrives_after_expiry_is_never_sent() {
+    // Around the fix: the user key (a slow touch, an agent dialog) answers
+    // only once the certificate has run out. The RENEW it would make is
+    // not sent; the session ends.
+    let mut h = Hostile::new(MIN_CERT_TTL, Answer::Ttl(MIN_CERT_TTL));
+    h.t = START + 40_000;
+    let now = h.now();
+    h.client.handle_timeout(now);
+    assert!(h.client.poll_sign().is_some(), "asked to sign at 40 s");
+    h.t = START + MIN_CERT_TTL * 1000;
+    let now = h.now();
+    h.client.handle_signature(Ok(vec![1; 64]), now);
+    h.step();
+    assert!(h.renews.is_empty(), "a RENEW went out after expiry");
+    h.run_for(3_600_000);
+    assert!(h.renews.is_empty(), "a RENEW went out after expiry");
     let (at, why) = h.protocol_end();
-    let last = h.signed.last().copied().expect("signed") - START;
+    assert_eq!(at, MIN_CERT_TTL * 1000 + EXPIRY_GRACE_MS);
     assert!(
-        at >= last && at <= last + RENEW_REPLY_MS + RENEW_RETRY_MS,
-        "{at} {last}"
+        why.contains("signature for the renewal did not come before it"),
+        "{why}"
     );
-    assert!(why.contains("the certificate ran out"), "{why}");
-    assert!(why.contains("120 an hour"), "{why}");
-    // Said once, when the cap was reached.
-    let capped = h
-        .events
-        .iter()
-        .filter(|(_, e)| {
-            matches!(e, ClientConnEvent::RenewalFailed { error, .. }
-                if error.contains("faster than the sidecar gives them"))
-        })
-        .count();
-    assert_eq!(capped, 1);
+
+    // A user key that never answers: the expiry timer alone ends it.
+    let mut h = Hostile::new(MIN_CERT_TTL, Answer::Ttl(MIN_CERT_TTL));
+    h.t = START + 40_000;
+    let now = h.now();
+    h.client.handle_timeout(now);
+    assert!(h.client.poll_sign().is_some());
+    h.run_for(3_600_000);
+    let (at, why) = h.protocol_end();
+    assert_eq!(at, MIN_CERT_TTL * 1000 + EXPIRY_GRACE_MS);
+    assert!(why.contains("did not come before it"), "{why}");
 }
 
 #[test]
@@ -418,7 +479,13 @@ fn short_certificates_when_allowed_still_stop_at_the_hourly_cap() {
     assert_eq!(h.signed[0], START + 1_000);
     let last = h.signed.last().copied().expect("signed") - START;
     let (at, why) = h.protocol_end();
-    assert_eq!(at, last + 2_000, "ends when the last certificate runs out");
+    // The last certificate runs out at last + 2 s; the proxy has the grace
+    // to end the session itself, then the sidecar does.
+    assert_eq!(
+        at,
+        last + 2_000 + EXPIRY_GRACE_MS,
+        "ends when the last certificate runs out"
+    );
     assert!(why.contains("the certificate ran out"), "{why}");
 
     // Without the override the same proxy gets nothing.

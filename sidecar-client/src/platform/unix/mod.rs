@@ -1,8 +1,10 @@
 //! Unix: ssh-agent on a Unix-domain socket, SIGHUP and SIGTERM, stdin and
 //! stdout as non-blocking pipes, POSIX file modes.
 
+mod jump;
 mod stdio;
 
+pub use jump::{Jump, spawn_jump};
 pub use stdio::{Stdio, open as open_stdio};
 
 use std::io;
