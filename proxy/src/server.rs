@@ -68,13 +68,10 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
     }
     let drain_grace = cfg.drain_grace;
     // Connections in line hold a connection slot each: at most half of them.
-    let mut limit_settings = cfg.settings.limits.clone();
-    limit_settings.max_queued = limit_settings
-        .max_queued
-        .min(cfg.settings.max_connections / 2);
-    limit_settings.queue_per_source = limit_settings
-        .queue_per_source
-        .min(limit_settings.max_queued);
+    let limit_settings = cfg
+        .settings
+        .limits
+        .queue_bounded(cfg.settings.max_connections);
     let limits = limits::Limits::new(
         &limit_settings,
         &cfg.settings.penalties,

@@ -19,6 +19,7 @@ pub use crate::admission::halfopen::{Evicted, HandshakeSlot, QueueTicket};
 use crate::admission::penalties::Penalties;
 pub use crate::admission::penalties::{Enforced, Failure, PenaltySettings};
 use crate::admission::rate::{Bucket, Rate};
+use crate::ops::clock;
 
 /// `[limits]` in the proxy config.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -80,6 +81,19 @@ impl LimitSettings {
             .handshakes_per_48
             .unwrap_or_else(|| (max_handshakes / 2).max(site));
         [source, site, block]
+    }
+
+    /// These settings with the queue held to at most half of
+    /// `max_connections` (each waiting connection holds a connection
+    /// slot, so a queue of idle sockets cannot take them all), and one
+    /// source's share to at most the whole queue.
+    pub fn queue_bounded(&self, max_connections: usize) -> Self {
+        let max_queued = self.max_queued.min(max_connections / 2);
+        Self {
+            max_queued,
+            queue_per_source: self.queue_per_source.min(max_queued),
+            ..self.clone()
+        }
     }
 }
 
@@ -199,34 +213,41 @@ impl Limits {
         lock(&self.penalties).blocked(source_key(peer), Instant::now())
     }
 
-    /// The accept-time checks after [`Self::penalised`]: a slot in the
-    /// half-open table (or a place in line for one), then, for a slot, a
-    /// rate token. No cryptography happens before a slot and a token.
+    /// The accept-time checks after [`Self::penalised`]: a rate token,
+    /// then a slot in the half-open table or a place in line for one. No
+    /// cryptography happens before a slot and a token.
+    ///
+    /// The token comes first, as before refunds: a source with an empty
+    /// bucket is refused before it can evict anyone's handshake, and a
+    /// connection refused by a cap keeps its token spent. One put in line
+    /// gives its token back at once and takes one when it is let in
+    /// ([`Self::take_token`]), so waiting costs nothing.
     pub fn admit(&self, peer: IpAddr) -> Result<Admitted, Refusal> {
+        let token = self.take_token(peer)?;
         match crate::admission::halfopen::admit(&self.half_open, peer)? {
-            Entry::Ready(slot, evicted) => {
-                let token = self.take_token(peer)?;
-                Ok(Admitted::Ready {
-                    slot,
-                    token,
-                    evicted,
-                })
+            Entry::Ready(slot, evicted) => Ok(Admitted::Ready {
+                slot,
+                token,
+                evicted,
+            }),
+            Entry::Queued(ticket) => {
+                self.refund(token);
+                Ok(Admitted::Queued(ticket))
             }
-            Entry::Queued(ticket) => Ok(Admitted::Queued(ticket)),
         }
     }
 
     /// A rate token for `peer`, or `RateLimited`.
     pub fn take_token(&self, peer: IpAddr) -> Result<RateToken, Refusal> {
         lock(&self.rate)
-            .take(source_key(peer), Instant::now())
+            .take(source_key(peer), clock::mono_ns())
             .map(RateToken)
             .map_err(|_| Refusal::RateLimited)
     }
 
     /// Gives a token back: its connection ended without a failure.
     pub fn refund(&self, token: RateToken) {
-        lock(&self.rate).refund(token.0, Instant::now());
+        lock(&self.rate).refund(token.0, clock::mono_ns());
     }
 
     /// How long a connection may wait in line for a handshake slot.
@@ -242,9 +263,8 @@ impl Limits {
     /// Forgets expired penalties and idle rate-limit state. Call every few
     /// seconds.
     pub fn housekeep(&self) {
-        let now = Instant::now();
-        lock(&self.penalties).purge(now);
-        lock(&self.rate).purge(now);
+        lock(&self.penalties).purge(Instant::now());
+        lock(&self.rate).purge(clock::mono_ns());
     }
 
     /// Sources tracked (penalties, rate limiter), for the gauges.
@@ -509,6 +529,90 @@ mod tests {
         assert_eq!(l.half_open(), 3);
         drop((user, flood));
         assert_eq!(l.half_open(), 0);
+    }
+
+    #[test]
+    fn a_rate_limited_source_evicts_no_one() {
+        // A full table of two: the next handshake from elsewhere evicts
+        // the oldest (the user's, on a tie), unless its bucket is empty.
+        let l = limits(
+            LimitSettings {
+                rate_burst: 1,
+                handshakes_per_source: 2,
+                ..LimitSettings::default()
+            },
+            PenaltySettings::default(),
+            2,
+        );
+        let Ok(Admitted::Ready { slot: user, .. }) = l.admit(ip("192.0.2.1")) else {
+            panic!("user")
+        };
+        let Ok(Admitted::Ready { slot: flood, .. }) = l.admit(ip("198.51.100.1")) else {
+            panic!("flood's one token")
+        };
+        for _ in 0..20 {
+            assert!(matches!(
+                l.admit(ip("198.51.100.1")),
+                Err(Refusal::RateLimited)
+            ));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let evicted = rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(50), user.evicted())
+                .await
+                .is_ok()
+        });
+        assert!(!evicted, "a source with an empty bucket evicted the user");
+        assert_eq!(l.half_open(), 2);
+        drop((user, flood));
+    }
+
+    #[test]
+    fn the_queue_is_bounded_per_source_in_all_and_by_half_the_connections() {
+        let settings = LimitSettings {
+            handshakes_per_source: 2,
+            queue_per_source: 3,
+            max_queued: 512,
+            ..LimitSettings::default()
+        };
+        // max_connections 10: at most 5 wait, in all.
+        let bounded = settings.queue_bounded(10);
+        assert_eq!((bounded.max_queued, bounded.queue_per_source), (5, 3));
+        assert_eq!(settings.queue_bounded(4).queue_per_source, 2);
+        assert_eq!(LimitSettings::default().queue_bounded(1024).max_queued, 512);
+        assert_eq!(LimitSettings::default().queue_bounded(100).max_queued, 50);
+        let l = limits(bounded, PenaltySettings::default(), 64);
+        let a = ip("192.0.2.1");
+        let mut held = Vec::new();
+        for want_ready in [true, true, false, false, false] {
+            let got = l.admit(a).expect("a slot or a place in line");
+            assert_eq!(matches!(got, Admitted::Ready { .. }), want_ready);
+            held.push(got);
+        }
+        // The source's share of the queue is full.
+        assert!(matches!(l.admit(a), Err(Refusal::SourceHandshakes)));
+        // Another source waits too, up to the total of 5.
+        let b = ip("198.51.100.1");
+        for _ in 0..2 {
+            held.push(l.admit(b).expect("b's slots"));
+        }
+        for _ in 0..2 {
+            let waiting = l.admit(b).expect("b in line");
+            assert!(matches!(waiting, Admitted::Queued(_)));
+            held.push(waiting);
+        }
+        assert_eq!(l.queued(), 5);
+        assert!(matches!(l.admit(b), Err(Refusal::SourceHandshakes)));
+        // A third source is not in line at all: it still gets a slot.
+        assert!(matches!(
+            l.admit(ip("203.0.113.1")),
+            Ok(Admitted::Ready { .. })
+        ));
+        drop(held);
+        assert_eq!((l.queued(), l.half_open()), (0, 0));
     }
 
     #[test]
