@@ -16,6 +16,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use ztssh_tests::bench::{self, Better};
 use ztssh_tests::*;
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -89,8 +90,13 @@ fn main() {
                 b.ok,
                 b.last_ok.as_secs_f64()
             );
-            for f in b.failures.iter().take(3) {
-                println!("  failed: {f}");
+            // Each distinct reason once, with how many failed for it.
+            let mut why: std::collections::BTreeMap<&str, usize> = Default::default();
+            for f in &b.failures {
+                *why.entry(f.lines().next().unwrap_or("")).or_default() += 1;
+            }
+            for (reason, count) in why {
+                println!("  {count} failed: {reason}");
             }
             times.push(b.last_ok);
             if run == 0 {
@@ -113,9 +119,15 @@ fn main() {
         z.as_secs_f64(),
         z.as_secs_f64() / d.as_secs_f64().max(1e-9)
     );
-    println!(
-        "BENCH burst logins={n} direct_ok={d_ok} direct_last_s={:.3} ztssh_ok={z_ok} ztssh_last_s={:.3}",
-        d.as_secs_f64(),
-        z.as_secs_f64()
+    let k = |f: &str| format!("burst/logins={n}/{f}");
+    bench::figure(&k("direct_ok"), d_ok as f64, "logins", Better::Higher);
+    bench::figure(&k("direct_last"), d.as_secs_f64(), "s", Better::Lower);
+    bench::figure(&k("ztssh_ok"), z_ok as f64, "logins", Better::Higher);
+    bench::figure(&k("ztssh_last"), z.as_secs_f64(), "s", Better::Lower);
+    bench::figure(
+        &k("ztssh_last_ratio"),
+        z.as_secs_f64() / d.as_secs_f64().max(1e-9),
+        "ratio",
+        Better::Lower,
     );
 }
