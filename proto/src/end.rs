@@ -78,6 +78,9 @@ pub enum EndKind {
     UpstreamStalled,
     /// The proxy could not reach sshd.
     UpstreamUnavailable,
+    /// sshd closed the connection before sending a byte: it refused the
+    /// login (a burst past its `MaxStartups`, or a penalty of its own).
+    UpstreamRefused,
     /// The proxy is shutting down.
     Shutdown,
 }
@@ -144,7 +147,7 @@ const OTHER: bool = false;
 
 impl EndKind {
     /// Every kind, in table order.
-    pub const ALL: [EndKind; 34] = [
+    pub const ALL: [EndKind; 35] = [
         Self::ProofLate,
         Self::ProofUnsolicited,
         Self::ProofWrongSeq,
@@ -178,6 +181,7 @@ impl EndKind {
         Self::UpstreamIo,
         Self::UpstreamStalled,
         Self::UpstreamUnavailable,
+        Self::UpstreamRefused,
         Self::Shutdown,
     ];
 
@@ -224,6 +228,7 @@ impl EndKind {
             Self::UpstreamIo => row("upstream_io", C::UpstreamUnavailable, TELL, Nobody, OTHER),
             Self::UpstreamStalled => row("upstream_stalled", C::UpstreamUnavailable, TELL, Nobody, OTHER),
             Self::UpstreamUnavailable => row("upstream_unavailable", C::UpstreamUnavailable, TELL, Nobody, OTHER),
+            Self::UpstreamRefused => row("upstream_refused", C::UpstreamUnavailable, TELL, Nobody, OTHER),
             Self::Shutdown => row("shutdown", C::Shutdown, TELL, Nobody, OTHER),
         }
     }
@@ -338,6 +343,7 @@ mod tests {
             assert_eq!(code(k), 6, "{k:?}");
         }
         assert_eq!(code(EndKind::UpstreamUnavailable), 3);
+        assert_eq!(code(EndKind::UpstreamRefused), 3);
         assert_eq!(code(EndKind::Shutdown), 4);
         assert_eq!(code(EndKind::RevocationListStale), 7);
         assert_eq!(code(EndKind::ProofLate), 5);

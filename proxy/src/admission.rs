@@ -1,10 +1,12 @@
 //! Accept-time admission: the cheap checks that run before any
 //! cryptography, cheapest first. A refused socket is closed at once and
-//! nothing is read from it.
+//! nothing is read from it. A connection from a source whose handshakes
+//! are at their cap waits in line instead (bounded, with a deadline).
 
 pub mod halfopen;
 pub mod limits;
 pub mod penalties;
+mod rate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,14 +17,14 @@ use tracing::{debug, info, warn};
 
 use crate::ops::metrics::Metrics;
 use crate::trust::authority::Authority;
-use limits::{Failure, HandshakeSlot, Limits, Refusal};
+use limits::{Admitted, Failure, Limits, Refusal};
 
 /// A connection that passed every accept-time check.
 pub struct Admission {
     /// Its place under `max_connections`.
     pub permit: OwnedSemaphorePermit,
-    /// Its place in the half-open handshake table.
-    pub slot: HandshakeSlot,
+    /// Its place in the half-open handshake table, or in line for one.
+    pub admitted: Admitted,
 }
 
 /// Runs the accept-time checks for `peer`, with the policy of the
@@ -80,7 +82,10 @@ fn check(
     let admitted = limits.admit(peer.ip()).inspect_err(|why| {
         debug!(event = "connection_refused", peer = %peer, reason = why.label(), "refused before the handshake");
     })?;
-    if let Some(e) = &admitted.evicted {
+    if let Admitted::Ready {
+        evicted: Some(e), ..
+    } = &admitted
+    {
         debug!(
             event = "handshake_evicted",
             source = %e.source,
@@ -88,10 +93,7 @@ fn check(
             "handshake table full; evicted the oldest pending handshake of the network holding the most"
         );
     }
-    Ok(Admission {
-        permit,
-        slot: admitted.slot,
-    })
+    Ok(Admission { permit, admitted })
 }
 
 /// Records a failure against the source and says so when it now serves a

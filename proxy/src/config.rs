@@ -62,6 +62,7 @@ const ENV_KEYS: &[&str] = &[
     "frame_size",
     "handshake_timeout_secs",
     "upstream_connect_timeout_secs",
+    "upstream_max_startups",
     "max_connections",
     "max_handshakes",
     "max_sessions_per_principal",
@@ -123,6 +124,10 @@ pub struct Settings {
     /// Seconds to wait for sshd to accept.
     #[serde(default = "default_upstream_timeout")]
     pub upstream_connect_timeout_secs: u64,
+    /// New sshd connections sshd may still be logging in at once (its
+    /// `MaxStartups`): the proxy holds the next one back until one is done.
+    #[serde(default = "default_upstream_max_startups")]
+    pub upstream_max_startups: usize,
     /// Most open connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -305,6 +310,13 @@ fn default_handshake_timeout() -> u64 {
 fn default_upstream_timeout() -> u64 {
     5
 }
+/// The `MaxStartups` start value the sshd lines and the loopback drop-in
+/// set (`MaxStartups 100:30:200`), and the default of
+/// `upstream_max_startups`.
+pub const SSHD_MAX_STARTUPS: usize = 100;
+fn default_upstream_max_startups() -> usize {
+    SSHD_MAX_STARTUPS
+}
 fn default_max_connections() -> usize {
     1024
 }
@@ -473,6 +485,11 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
             "upstream_connect_timeout_secs must be between 1 and 60",
         ));
     }
+    if !(1..=10_000).contains(&settings.upstream_max_startups) {
+        return Err(err(
+            "upstream_max_startups must be between 1 and 10000 (sshd's MaxStartups start value)",
+        ));
+    }
     if settings.max_connections == 0 || settings.max_handshakes == 0 {
         return Err(err("max_connections and max_handshakes must be at least 1"));
     }
@@ -595,6 +612,15 @@ fn check_limits(s: &Settings) -> Result<Vec<ipnet::IpNet>, ConfigError> {
             "limits: need handshakes_per_source ({source}) <= handshakes_per_56 ({site}) \
              <= handshakes_per_48 ({block}) <= max_handshakes ({})",
             s.max_handshakes
+        )));
+    }
+    if !(1..=300).contains(&l.queue_timeout_secs) {
+        return Err(err("limits.queue_timeout_secs must be between 1 and 300"));
+    }
+    if l.queue_per_source > l.max_queued {
+        return Err(err(format!(
+            "limits: need queue_per_source ({}) <= max_queued ({})",
+            l.queue_per_source, l.max_queued
         )));
     }
     if !(16..=10_000_000).contains(&l.tracked_sources) {

@@ -71,13 +71,19 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         process::drop_privileges(user).map_err(anyhow::Error::msg)?;
     }
     let drain_grace = cfg.drain_grace;
+    // Connections in line hold a connection slot each: at most half of them.
+    let limit_settings = cfg
+        .settings
+        .limits
+        .queue_bounded(cfg.settings.max_connections);
     let limits = limits::Limits::new(
-        &cfg.settings.limits,
+        &limit_settings,
         &cfg.settings.penalties,
         cfg.penalty_exempt.clone(),
         cfg.settings.max_handshakes,
     );
     let cfg_sources = cfg.upstream_sources.map(crate::state::SourcePool::new);
+    let cfg_startups = cfg.settings.upstream_max_startups;
     let shared = Arc::new(Shared {
         cfg,
         authority: authority_rx,
@@ -86,6 +92,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         sessions: limits::PrincipalSessions::default(),
         sources: cfg_sources,
         live_keys: crate::state::LiveKeys::default(),
+        upstream_startups: Arc::new(Semaphore::new(cfg_startups)),
         stop_sessions: CancellationToken::new(),
     });
     if let Some(l) = akc_listener {
@@ -199,7 +206,7 @@ async fn accept_loop(
             sock,
             peer,
             admission.permit,
-            admission.slot,
+            admission.admitted,
         ));
     }
 }

@@ -14,9 +14,9 @@ use getrandom::SysRng;
 use rand_core::UnwrapErr;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::time::timeout;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 use ztssh_proto::conn::ServerConn;
 use ztssh_proto::end::{Blame, EndKind, Ended};
 use ztssh_proto::handshake::{ClientAuth, ClientAuthenticated};
@@ -24,7 +24,7 @@ use ztssh_proto::identity::{Authorized, Refused};
 use ztssh_proto::keys::{hex, random_bytes};
 
 use crate::admission;
-use crate::admission::limits::{Failure, HandshakeSlot};
+use crate::admission::limits::{Admitted, Failure, HandshakeSlot, QueueTicket, RateToken};
 use crate::ops::clock;
 use crate::session::driver::{Driver, Traffic};
 use crate::session::handshake::{HandshakeFail, run_handshake};
@@ -34,18 +34,36 @@ use crate::state::{LiveSession, Shared, SourcePool};
 /// killed session's).
 const TERMINATE_GRACE: Duration = Duration::from_millis(ztssh_proto::conn::TERMINATE_GRACE_MS);
 
+/// How long an authenticated session may wait for one of the
+/// `upstream_max_startups` places before the proxy gives up on sshd.
+const STARTUP_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a new sshd connection counts as one sshd is still logging in,
+/// at most (sooner when the session ends): sshd's `MaxStartups` counts a
+/// connection until its user is authenticated, which through the proxy
+/// takes a few round trips; the proxy cannot see that moment inside SSH.
+const STARTUP_HOLD: Duration = Duration::from_secs(10);
+
 /// Handles one accepted connection to the end.
 pub async fn handle(
     shared: Arc<Shared>,
     mut sock: TcpStream,
     peer: SocketAddr,
     conn_permit: OwnedSemaphorePermit,
-    slot: HandshakeSlot,
+    admitted: Admitted,
 ) {
     let id = hex(&random_bytes::<8>(&mut UnwrapErr(SysRng)));
     let span = info_span!("session", session = %id, peer = %peer);
     async move {
         let cfg = &shared.cfg;
+        let (slot, token) = match admitted {
+            Admitted::Ready { slot, token, .. } => (slot, token),
+            Admitted::Queued(ticket) => match wait_in_line(&shared, ticket, peer).await {
+                Some(admitted) => admitted,
+                None => return,
+            },
+        };
+        let mut token = Some(token);
         info!(event = "connection_accepted", "connection accepted");
         let _ = sock.set_nodelay(true);
         // The live licence: a SIGHUP may have installed a renewed one.
@@ -86,17 +104,55 @@ pub async fn handle(
                 // The tunnel is up: the client hears why its key was refused.
                 drop(slot);
                 let who = Who { principal: &principal, user_key: &user_key };
-                deny(&shared, &mut sock, peer, who, refused, false).await;
+                deny(&shared, &mut sock, peer, who, refused, false, &mut token).await;
                 return;
             }
             Ok(Ok(ClientAuth::Authenticated(a))) => *a,
         };
         drop(slot);
-        serve_authenticated(&shared, sock, authed, peer, &id).await;
+        serve_authenticated(&shared, sock, authed, peer, &id, &mut token).await;
         drop(conn_permit);
     }
     .instrument(span)
     .await;
+}
+
+/// Waits for a handshake slot (at most `queue_timeout_secs`), then takes
+/// a rate token. `None`: refused (counted and logged at debug level: a
+/// flood of idle sockets must not become a flood of log lines).
+async fn wait_in_line(
+    shared: &Shared,
+    ticket: QueueTicket,
+    peer: SocketAddr,
+) -> Option<(HandshakeSlot, RateToken)> {
+    let limits = &shared.limits;
+    debug!(
+        event = "connection_queued",
+        "the source's handshakes are at their cap; waiting for a slot"
+    );
+    let refused = |why: admission::limits::Refusal| {
+        shared
+            .metrics
+            .refused
+            .with_label_values(&[why.label()])
+            .inc();
+        debug!(
+            event = "connection_refused",
+            reason = why.label(),
+            "refused while waiting for a handshake slot"
+        );
+    };
+    let Some(slot) = ticket.wait(limits.queue_timeout()).await else {
+        refused(admission::limits::Refusal::QueueTimeout);
+        return None;
+    };
+    match limits.take_token(peer.ip()) {
+        Ok(token) => Some((slot, token)),
+        Err(why) => {
+            refused(why);
+            None
+        }
+    }
 }
 
 /// Records a failure against the source ([`admission::penalise`]).
@@ -131,6 +187,7 @@ async fn deny(
     who: Who<'_>,
     refused: Refused,
     proven: bool,
+    token: &mut Option<RateToken>,
 ) {
     let e = &refused.ended;
     shared
@@ -146,8 +203,9 @@ async fn deny(
         Blame::Identity | Blame::Conduct if proven => Some(Failure::KeyRefused),
         Blame::Identity | Blame::Conduct => Some(Failure::FailedAuth),
     };
-    if let Some(f) = failure {
-        penalise(shared, peer, f);
+    match failure {
+        Some(f) => penalise(shared, peer, f),
+        None => refund(shared, token),
     }
     refuse(sock, refused).await;
 }
@@ -158,6 +216,7 @@ async fn serve_authenticated(
     authed: ClientAuthenticated,
     peer: SocketAddr,
     id: &str,
+    token: &mut Option<RateToken>,
 ) {
     let cfg = &shared.cfg;
     let principal = authed.principal().to_owned();
@@ -175,7 +234,7 @@ async fn serve_authenticated(
     // Authorization is decided once, in the core, from the live authority.
     let authorized = match authed.authorize(&authority.at(peer.ip()), clock::unix()) {
         Ok(a) => a,
-        Err(refused) => return deny(shared, &mut sock, peer, who, refused, true).await,
+        Err(refused) => return deny(shared, &mut sock, peer, who, refused, true, token).await,
     };
     // The session cap admits the session before anything is issued to it.
     let (max, from) = authority
@@ -188,7 +247,7 @@ async fn serve_authenticated(
                 "principal {principal} already has {n} session(s) on {server_id}, the most {from} allows"
             );
             let refused = authorized.into_refused(Ended::new(EndKind::MaxSessions, reason));
-            return deny(shared, &mut sock, peer, who, refused, true).await;
+            return deny(shared, &mut sock, peer, who, refused, true, token).await;
         }
     };
     let user_cert = authorized.user_cert().cloned().map(Arc::new);
@@ -204,11 +263,36 @@ async fn serve_authenticated(
         Some(Some(lease)) => Some(lease),
         Some(None) => {
             let why = "every address in upstream_source_range is held by a live session".to_owned();
-            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why)
+            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why, token)
                 .await;
         }
     };
     let source = lease.as_ref().map(|l| l.addr);
+    // Held while sshd may still count the connection against its
+    // MaxStartups: sshd is never sent more logins at once than it takes.
+    let startups = Arc::clone(&shared.upstream_startups);
+    let startup = tokio::select! {
+        biased;
+        () = shared.stop_sessions.cancelled() => None,
+        p = timeout(STARTUP_WAIT, startups.acquire_owned()) => Some(p),
+    };
+    let startup = match startup {
+        None => {
+            let why = "the proxy is shutting down; reconnect once it is back";
+            let refused = authorized.into_refused(Ended::new(EndKind::Shutdown, why));
+            return deny(shared, &mut sock, peer, who, refused, true, token).await;
+        }
+        Some(Ok(Ok(p))) => p,
+        Some(_) => {
+            let why = format!(
+                "{} logins to sshd were still in progress after {}s (upstream_max_startups)",
+                cfg.settings.upstream_max_startups,
+                STARTUP_WAIT.as_secs()
+            );
+            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why, token)
+                .await;
+        }
+    };
     let connect = timeout(cfg.upstream_timeout, connect_upstream(cfg.upstream, source));
     // Once the drain period is over, no new session reaches sshd: a connect
     // under way then is abandoned, and the client told why.
@@ -221,17 +305,17 @@ async fn serve_authenticated(
         None => {
             let why = "the proxy is shutting down; reconnect once it is back";
             let refused = authorized.into_refused(Ended::new(EndKind::Shutdown, why));
-            return deny(shared, &mut sock, peer, who, refused, true).await;
+            return deny(shared, &mut sock, peer, who, refused, true, token).await;
         }
         Some(Ok(Ok(u))) => u,
         Some(Ok(Err(e))) => {
             let why = e.to_string();
-            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why)
+            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why, token)
                 .await;
         }
         Some(Err(_)) => {
             let why = "timed out".to_owned();
-            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why)
+            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why, token)
                 .await;
         }
     };
@@ -253,7 +337,7 @@ async fn serve_authenticated(
         Ok(c) => c,
         Err(refused) => {
             drop(upstream);
-            return deny(shared, &mut sock, peer, who, refused, true).await;
+            return deny(shared, &mut sock, peer, who, refused, true, token).await;
         }
     };
     conn.set_rekey_policy(cfg.rekey, clock::now());
@@ -275,8 +359,10 @@ async fn serve_authenticated(
             user_cert: user_cert.clone(),
         })
     });
+    let _startup = hold_startup(startup);
     let m = &shared.metrics;
     m.handshakes.with_label_values(&["ok"]).inc();
+    refund(shared, token);
     m.certificates.with_label_values(&["issued"]).inc();
     info!(event = "cert_issued", principal = %principal, serial = %serial, session_serial = %session, user_cert = %cert_text, ttl_secs = cfg.timing.cert_ttl_secs, "client certificate issued");
     m.sessions_total.inc();
@@ -352,9 +438,28 @@ async fn upstream_failed(
     who: Who<'_>,
     server_id: &str,
     why: String,
+    token: &mut Option<RateToken>,
 ) {
     warn!(event = "upstream_failed", upstream = %shared.cfg.upstream, error = %why, "cannot reach sshd");
     let reason = format!("{server_id} cannot reach its sshd");
     let refused = authorized.into_refused(Ended::new(EndKind::UpstreamUnavailable, reason));
-    deny(shared, sock, peer, who, refused, true).await;
+    deny(shared, sock, peer, who, refused, true, token).await;
+}
+
+/// Gives the connection's rate token back: it ended without a failure.
+fn refund(shared: &Shared, token: &mut Option<RateToken>) {
+    if let Some(t) = token.take() {
+        shared.limits.refund(t);
+    }
+}
+
+/// Keeps `startup` until the session ends or [`STARTUP_HOLD`] has passed,
+/// whichever is first; the returned sender is dropped when it ends.
+fn hold_startup(startup: OwnedSemaphorePermit) -> oneshot::Sender<()> {
+    let (ended, on_end) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = timeout(STARTUP_HOLD, on_end).await;
+        drop(startup);
+    });
+    ended
 }

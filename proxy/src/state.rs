@@ -41,6 +41,10 @@ pub struct Shared {
     pub sources: Option<SourcePool>,
     /// Live sessions and their keys, for sshd's `AuthorizedKeysCommand`.
     pub live_keys: LiveKeys,
+    /// New sshd connections that sshd may still be logging in
+    /// (`upstream_max_startups`): the proxy holds the next one back rather
+    /// than let sshd's `MaxStartups` drop it.
+    pub upstream_startups: std::sync::Arc<tokio::sync::Semaphore>,
     /// Cancelled when a shutdown's drain period has run out: every session
     /// still open then is ended with a TERMINATE that says so.
     pub stop_sessions: CancellationToken,

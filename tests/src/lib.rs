@@ -15,6 +15,7 @@ pub use tempfile::TempDir;
 pub mod agent;
 pub mod bench;
 mod builder;
+mod burst;
 pub mod listserver;
 mod net;
 pub mod netns;
@@ -29,6 +30,7 @@ mod world;
 pub mod zsk;
 
 pub use builder::*;
+pub use burst::*;
 pub use net::*;
 pub use pki::*;
 pub use process::*;

@@ -126,6 +126,8 @@ mod sealed {
         fn reads_local(&self) -> bool;
         /// Whether the local queue was dropped for good.
         fn local_cut(&self) -> bool;
+        /// The local side sent its first bytes (or more).
+        fn heard_local(&mut self) {}
         /// Ends the session for `fault`.
         fn fail(conn: &mut Conn<Self>, fault: Fault, now: Now)
         where
@@ -299,6 +301,7 @@ impl<S: Side> Conn<S> {
         if self.side.is_over() || n == 0 {
             return;
         }
+        self.side.heard_local();
         self.link.local_rx.filled(n);
         if let Err(e) = self.link.seal_data(now.mono_ms) {
             S::fail(self, Fault::Record(e), now);

@@ -83,6 +83,8 @@ pub struct ServerSide {
     /// The client closed TCP (after a CLOSE, or after sshd closed).
     peer_eof: bool,
     closed: bool,
+    /// sshd has sent a byte: until then, its close is a refusal.
+    sshd_spoke: bool,
 }
 
 impl Side for ServerSide {
@@ -111,6 +113,10 @@ impl Hooks for ServerSide {
 
     fn local_cut(&self) -> bool {
         self.ended.is_some() || self.closed
+    }
+
+    fn heard_local(&mut self) {
+        self.sshd_spoke = true;
     }
 
     fn fail(conn: &mut ServerConn, fault: Fault, now: Now) {
@@ -306,6 +312,9 @@ impl Conn<ServerSide> {
     /// bound to read it (and everything before it) and then a short grace
     /// to close its side too.
     pub fn handle_local_eof(&mut self, now: Now) {
+        if !self.side.sshd_spoke {
+            return self.end(sshd_refused(), now);
+        }
         if !self.close_local(now) {
             return;
         }
@@ -316,6 +325,11 @@ impl Conn<ServerSide> {
 
     /// The local side failed.
     pub fn handle_local_error(&mut self, error: &str, now: Now) {
+        if !self.side.sshd_spoke {
+            // However the socket failed (a reset, mostly): what the user
+            // needs to know is that sshd refused the login.
+            return self.end(sshd_refused(), now);
+        }
         let reason = format!("upstream sshd connection lost: {error}");
         self.end(Ended::new(EndKind::UpstreamIo, reason), now);
     }
@@ -468,4 +482,16 @@ impl Conn<ServerSide> {
             self.events.push_back(ServerEvent::Closed);
         }
     }
+}
+
+/// sshd closed a new connection before its first byte: it refused the
+/// login. OpenSSH does that, without a word, to connections past its
+/// `MaxStartups` (and `PerSourceMaxStartups`, `PerSourcePenalties`).
+fn sshd_refused() -> Ended {
+    // At most MAX_REASON (200) bytes: the user reads all of it.
+    Ended::new(
+        EndKind::UpstreamRefused,
+        "sshd refused this login before it began: it drops new connections past its MaxStartups \
+         in a burst of logins; try again in a few seconds",
+    )
 }

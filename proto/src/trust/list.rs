@@ -65,7 +65,7 @@ pub enum ListUpdate {
 
 /// A signed list with a version that only goes up: the revocation list
 /// and the access list ([`crate::access::AccessList`]).
-pub trait Versioned {
+pub trait Versioned: PartialEq {
     /// The list's version.
     fn list_version(&self) -> u64;
 }
@@ -79,7 +79,7 @@ impl Versioned for Crl {
 /// Only a newer list replaces the one in force (`current`; none yet, and
 /// any list replaces it); one of the same version must be the same list.
 /// Every place that replaces a list asks this.
-pub fn offer<L: Versioned + PartialEq>(current: Option<&L>, offered: &L) -> ListUpdate {
+pub fn offer<L: Versioned>(current: Option<&L>, offered: &L) -> ListUpdate {
     let Some(cur) = current else {
         return ListUpdate::Replace;
     };

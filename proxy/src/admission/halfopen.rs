@@ -6,13 +6,21 @@
 //! the victim is the oldest handshake of the fullest source within the
 //! fullest site within the fullest block: a flood from one network turns
 //! over its own handshakes and cannot push out a user's from another.
+//!
+//! A connection whose network holds its cap waits in its source's queue
+//! (first come, first served; at most `per_source` per source and `total`
+//! in all) until a handshake of its networks ends and makes room, instead
+//! of being closed: a burst of honest logins from one address goes through
+//! `handshakes_per_source` at a time. Nothing is read from a waiting
+//! connection, and the caller bounds the wait in time.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 use crate::admission::limits::{Refusal, lock};
 
@@ -71,15 +79,36 @@ struct Pending {
     evict: Arc<Notify>,
 }
 
+/// A connection waiting for room in the table.
+struct Waiter {
+    id: u64,
+    nets: [Prefix; 3],
+    grant: oneshot::Sender<HandshakeSlot>,
+}
+
+/// How many connections may wait for room: per source, and in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueCaps {
+    /// Per source (IPv4 address, IPv6 /64).
+    pub per_source: usize,
+    /// In all.
+    pub total: usize,
+}
+
 /// Handshakes in progress.
 pub struct HalfOpen {
     cap: usize,
     caps: [usize; 3],
+    queue_caps: QueueCaps,
     next_id: u64,
     /// Oldest first.
     queue: VecDeque<Pending>,
     /// Pending handshakes per network, all three levels in one map.
     counts: HashMap<Prefix, usize>,
+    /// Connections waiting for room, per source, oldest first.
+    waiting: HashMap<Prefix, VecDeque<Waiter>>,
+    /// How many wait, in all.
+    queued: usize,
 }
 
 /// The handshake that made room for a newer one.
@@ -92,14 +121,18 @@ pub struct Evicted {
 }
 
 impl HalfOpen {
-    /// A table of `cap` handshakes; `caps` per source, site and block.
-    pub fn new(cap: usize, caps: [usize; 3]) -> Self {
+    /// A table of `cap` handshakes; `caps` per source, site and block;
+    /// `queue_caps` for the connections that wait for room.
+    pub fn new(cap: usize, caps: [usize; 3], queue_caps: QueueCaps) -> Self {
         Self {
             cap,
             caps,
+            queue_caps,
             next_id: 0,
             queue: VecDeque::new(),
             counts: HashMap::new(),
+            waiting: HashMap::new(),
+            queued: 0,
         }
     }
 
@@ -111,20 +144,27 @@ impl HalfOpen {
     /// is full. Refused when one of `ip`'s networks holds its cap.
     fn insert(&mut self, ip: IpAddr) -> Result<(u64, Arc<Notify>, Option<Evicted>), Refusal> {
         let nets = prefixes(ip);
-        for (level, net) in nets.iter().enumerate() {
-            if self.count(net) >= self.caps[level] {
-                return Err(if level == Level::Source as usize {
-                    Refusal::SourceHandshakes
-                } else {
-                    Refusal::NetworkHandshakes
-                });
-            }
-        }
+        self.blocked(&nets).map_or(Ok(()), Err)?;
         let evicted = if self.queue.len() >= self.cap {
             self.evict_one()
         } else {
             None
         };
+        let (id, evict) = self.push(nets);
+        Ok((id, evict, evicted))
+    }
+
+    /// Which cap, if any, keeps a handshake from `nets` out.
+    fn blocked(&self, nets: &[Prefix; 3]) -> Option<Refusal> {
+        let level = (0..3).find(|&l| self.count(&nets[l]) >= self.caps[l])?;
+        Some(if level == Level::Source as usize {
+            Refusal::SourceHandshakes
+        } else {
+            Refusal::NetworkHandshakes
+        })
+    }
+
+    fn push(&mut self, nets: [Prefix; 3]) -> (u64, Arc<Notify>) {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let evict = Arc::new(Notify::new());
@@ -136,7 +176,86 @@ impl HalfOpen {
             nets,
             evict: Arc::clone(&evict),
         });
-        Ok((id, evict, evicted))
+        (id, evict)
+    }
+
+    /// Puts a connection from `ip`, kept out by `why`, in its source's
+    /// queue; refused with `why` when the queue is full.
+    fn enqueue(
+        &mut self,
+        ip: IpAddr,
+        why: Refusal,
+    ) -> Result<(u64, Prefix, oneshot::Receiver<HandshakeSlot>), Refusal> {
+        let nets = prefixes(ip);
+        let source = nets[Level::Source as usize];
+        let mine = self.waiting.get(&source).map_or(0, VecDeque::len);
+        if mine >= self.queue_caps.per_source || self.queued >= self.queue_caps.total {
+            return Err(why);
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let (grant, rx) = oneshot::channel();
+        self.waiting
+            .entry(source)
+            .or_default()
+            .push_back(Waiter { id, nets, grant });
+        self.queued += 1;
+        Ok((id, source, rx))
+    }
+
+    /// Lets waiting connections in while there is room for them, oldest
+    /// first within each source.
+    fn promote(&mut self, table: &Arc<Mutex<HalfOpen>>) {
+        if self.queued == 0 {
+            return;
+        }
+        let sources: Vec<Prefix> = self.waiting.keys().copied().collect();
+        for source in sources {
+            while self.queue.len() < self.cap {
+                let Some(q) = self.waiting.get_mut(&source) else {
+                    break;
+                };
+                let fits = q.front().is_some_and(|w| {
+                    let nets = w.nets;
+                    (0..3).all(|l| self.counts.get(&nets[l]).copied().unwrap_or(0) < self.caps[l])
+                });
+                if !fits {
+                    break;
+                }
+                let Some(w) = q.pop_front() else {
+                    break;
+                };
+                if q.is_empty() {
+                    self.waiting.remove(&source);
+                }
+                self.queued -= 1;
+                let (id, evict) = self.push(w.nets);
+                let slot = HandshakeSlot {
+                    table: Some(Arc::clone(table)),
+                    id,
+                    evict,
+                };
+                if let Err(mut slot) = w.grant.send(slot) {
+                    // It stopped waiting: the place goes to the next one.
+                    slot.table = None;
+                    self.remove(id);
+                }
+            }
+        }
+    }
+
+    /// A waiting connection gave up (or was let in already).
+    fn unqueue(&mut self, source: Prefix, id: u64) {
+        let Some(q) = self.waiting.get_mut(&source) else {
+            return;
+        };
+        if let Some(pos) = q.iter().position(|w| w.id == id) {
+            q.remove(pos);
+            self.queued -= 1;
+        }
+        if q.is_empty() {
+            self.waiting.remove(&source);
+        }
     }
 
     /// The oldest handshake of the fullest source in the fullest site in
@@ -191,14 +310,53 @@ impl HalfOpen {
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
+
+    /// Connections waiting for room.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
 }
 
 /// A slot in the half-open table, released on drop. `evicted` fires when a
 /// newer connection took the slot.
 pub struct HandshakeSlot {
-    table: Arc<Mutex<HalfOpen>>,
+    /// None only for a slot whose waiter was gone (released by hand).
+    table: Option<Arc<Mutex<HalfOpen>>>,
     id: u64,
     evict: Arc<Notify>,
+}
+
+/// A place in a source's queue for the half-open table; leaves the queue
+/// on drop.
+pub struct QueueTicket {
+    table: Arc<Mutex<HalfOpen>>,
+    id: u64,
+    source: Prefix,
+    grant: oneshot::Receiver<HandshakeSlot>,
+}
+
+impl QueueTicket {
+    /// Waits at most `limit` for a slot.
+    pub async fn wait(mut self, limit: Duration) -> Option<HandshakeSlot> {
+        match tokio::time::timeout(limit, &mut self.grant).await {
+            Ok(Ok(slot)) => Some(slot),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for QueueTicket {
+    fn drop(&mut self) {
+        lock(&self.table).unqueue(self.source, self.id);
+    }
+}
+
+/// What [`admit`] gives a connection: a slot now, or a place in line.
+pub enum Entry {
+    /// A slot, and the older handshake evicted to make room, if one was.
+    Ready(HandshakeSlot, Option<Evicted>),
+    /// A place in its source's queue.
+    Queued(QueueTicket),
 }
 
 impl HandshakeSlot {
@@ -210,22 +368,44 @@ impl HandshakeSlot {
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        lock(&self.table).remove(self.id);
+        if let Some(table) = self.table.take() {
+            let mut t = lock(&table);
+            t.remove(self.id);
+            t.promote(&table);
+        }
     }
 }
 
-/// Takes a slot in `table` for a handshake from `ip`.
-pub fn admit(
-    table: &Arc<Mutex<HalfOpen>>,
-    ip: IpAddr,
-) -> Result<(HandshakeSlot, Option<Evicted>), Refusal> {
-    let (id, evict, evicted) = lock(table).insert(ip)?;
-    let slot = HandshakeSlot {
-        table: Arc::clone(table),
-        id,
-        evict,
+/// Takes a slot in `table` for a handshake from `ip`, or a place in its
+/// source's queue when one of its networks holds its cap (behind any
+/// connection of the same source already waiting). Refused when the queue
+/// is full too.
+pub fn admit(table: &Arc<Mutex<HalfOpen>>, ip: IpAddr) -> Result<Entry, Refusal> {
+    let mut t = lock(table);
+    let source = prefixes(ip)[Level::Source as usize];
+    let inserted = match t.waiting.get(&source) {
+        Some(q) if !q.is_empty() => Err(Refusal::SourceHandshakes),
+        _ => t.insert(ip),
     };
-    Ok((slot, evicted))
+    match inserted {
+        Ok((id, evict, evicted)) => {
+            let slot = HandshakeSlot {
+                table: Some(Arc::clone(table)),
+                id,
+                evict,
+            };
+            Ok(Entry::Ready(slot, evicted))
+        }
+        Err(why) => {
+            let (id, source, grant) = t.enqueue(ip, why)?;
+            Ok(Entry::Queued(QueueTicket {
+                table: Arc::clone(table),
+                id,
+                source,
+                grant,
+            }))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -236,8 +416,113 @@ mod tests {
         s.parse().expect("test address")
     }
 
+    const NO_QUEUE: QueueCaps = QueueCaps {
+        per_source: 0,
+        total: 0,
+    };
+
     fn table(cap: usize, caps: [usize; 3]) -> Arc<Mutex<HalfOpen>> {
-        Arc::new(Mutex::new(HalfOpen::new(cap, caps)))
+        Arc::new(Mutex::new(HalfOpen::new(cap, caps, NO_QUEUE)))
+    }
+
+    /// A slot now; these tables queue nothing.
+    fn admit(
+        t: &Arc<Mutex<HalfOpen>>,
+        ip: IpAddr,
+    ) -> Result<(HandshakeSlot, Option<Evicted>), Refusal> {
+        match super::admit(t, ip)? {
+            Entry::Ready(slot, evicted) => Ok((slot, evicted)),
+            Entry::Queued(_) => panic!("queued without a queue"),
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn a_burst_from_one_source_waits_its_turn_instead_of_being_refused() {
+        let caps = QueueCaps {
+            per_source: 3,
+            total: 4,
+        };
+        let t = Arc::new(Mutex::new(HalfOpen::new(64, [2, 8, 8], caps)));
+        let src = ip("192.0.2.1");
+        let Ok(Entry::Ready(first, _)) = super::admit(&t, src) else {
+            panic!("first")
+        };
+        let Ok(Entry::Ready(second, _)) = super::admit(&t, src) else {
+            panic!("second")
+        };
+        let mut line: Vec<QueueTicket> = (0..3)
+            .map(|i| match super::admit(&t, src) {
+                Ok(Entry::Queued(q)) => q,
+                _ => panic!("waiter {i}"),
+            })
+            .collect();
+        // The source's queue is full: the next is refused, naming the cap.
+        assert!(matches!(
+            super::admit(&t, src),
+            Err(Refusal::SourceHandshakes)
+        ));
+        assert_eq!(lock(&t).queued(), 3);
+        // Another source still gets a slot at once, and may wait too, up
+        // to the total.
+        assert!(matches!(
+            super::admit(&t, ip("198.51.100.1")),
+            Ok(Entry::Ready(..))
+        ));
+        let rt = rt();
+        // A finished handshake lets the oldest waiter in, and only it.
+        drop(first);
+        let head = line.remove(0);
+        let slot = rt
+            .block_on(head.wait(Duration::from_secs(1)))
+            .expect("the oldest waiter got the slot");
+        assert_eq!(lock(&t).len(), 2);
+        assert_eq!(lock(&t).queued(), 2);
+        // A waiter that gives up leaves no trace; one whose deadline
+        // passes gets nothing.
+        let gone = line.remove(0);
+        drop(gone);
+        assert_eq!(lock(&t).queued(), 1);
+        let last = line.remove(0);
+        assert!(rt.block_on(last.wait(Duration::from_millis(200))).is_none());
+        assert_eq!(lock(&t).queued(), 0);
+        drop((slot, second));
+        assert_eq!(lock(&t).len(), 0);
+    }
+
+    #[test]
+    fn a_slot_granted_to_a_waiter_that_left_goes_back() {
+        let caps = QueueCaps {
+            per_source: 4,
+            total: 4,
+        };
+        let t = Arc::new(Mutex::new(HalfOpen::new(64, [1, 8, 8], caps)));
+        let src = ip("192.0.2.1");
+        let Ok(Entry::Ready(first, _)) = super::admit(&t, src) else {
+            panic!("first")
+        };
+        let Ok(Entry::Queued(mut a)) = super::admit(&t, src) else {
+            panic!("a")
+        };
+        let Ok(Entry::Queued(b)) = super::admit(&t, src) else {
+            panic!("b")
+        };
+        // `a` stops listening without leaving the line (its receiver is
+        // gone, its ticket's drop not yet run).
+        a.grant.close();
+        drop(first);
+        // The slot went past `a` to `b`.
+        let rt = rt();
+        assert!(rt.block_on(b.wait(Duration::from_secs(1))).is_some());
+        drop(a);
+        assert_eq!(lock(&t).len(), 0);
+        assert_eq!(lock(&t).queued(), 0);
     }
 
     fn is_evicted(slot: &HandshakeSlot) -> bool {

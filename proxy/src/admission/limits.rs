@@ -1,36 +1,36 @@
 //! Abuse limits checked when a connection is accepted, before any DH, KEM or
 //! signature work: per-source penalties for repeated failures
-//! ([`crate::admission::penalties`]), a per-source rate limit (governor),
-//! and the half-open handshake table ([`crate::admission::halfopen`]), fair
-//! between networks. Every table is bounded; a flood from many addresses cannot
-//! grow memory without limit.
+//! ([`crate::admission::penalties`]), a per-source rate limit charged for
+//! failures ([`crate::admission::rate`]), and the half-open handshake table
+//! ([`crate::admission::halfopen`]), fair between networks, with a bounded
+//! queue per source in front of it. Every table is bounded; a flood from
+//! many addresses cannot grow memory without limit.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use governor::clock::DefaultClock;
-use governor::nanos::Nanos;
-use governor::state::StateStore;
-use governor::state::keyed::{HashMapStateStore, ShrinkableKeyedStateStore};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::admission::halfopen::HalfOpen;
-pub use crate::admission::halfopen::{Evicted, HandshakeSlot};
+use crate::admission::halfopen::{Entry, HalfOpen, QueueCaps};
+pub use crate::admission::halfopen::{Evicted, HandshakeSlot, QueueTicket};
 use crate::admission::penalties::Penalties;
 pub use crate::admission::penalties::{Enforced, Failure, PenaltySettings};
+use crate::admission::rate::{Bucket, Rate};
+use crate::ops::clock;
 
 /// `[limits]` in the proxy config.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
-    /// New connections per source per minute, sustained.
+    /// Failed connections per source per minute, sustained: a connection
+    /// takes a token when its handshake starts and gives it back unless
+    /// it fails.
     pub rate_per_minute: u32,
-    /// New connections a source may open at once before the rate applies.
+    /// Tokens a source starts with (connections whose handshake is in
+    /// progress hold one each).
     pub rate_burst: u32,
     /// Handshakes one source (IPv4 address, IPv6 /64) may have in
     /// progress at once.
@@ -43,6 +43,14 @@ pub struct LimitSettings {
     pub handshakes_per_48: Option<usize>,
     /// Most sources tracked by the rate limiter and by the penalty table.
     pub tracked_sources: usize,
+    /// Connections one source may have waiting for a handshake slot (once
+    /// its networks hold their caps); past it, refused.
+    pub queue_per_source: usize,
+    /// Connections waiting for a handshake slot, from all sources (at most
+    /// half of `max_connections`: each holds a connection slot).
+    pub max_queued: usize,
+    /// Seconds a connection may wait for a handshake slot.
+    pub queue_timeout_secs: u64,
 }
 
 impl Default for LimitSettings {
@@ -54,6 +62,9 @@ impl Default for LimitSettings {
             handshakes_per_56: None,
             handshakes_per_48: None,
             tracked_sources: 65_536,
+            queue_per_source: 256,
+            max_queued: 512,
+            queue_timeout_secs: 10,
         }
     }
 }
@@ -70,6 +81,19 @@ impl LimitSettings {
             .handshakes_per_48
             .unwrap_or_else(|| (max_handshakes / 2).max(site));
         [source, site, block]
+    }
+
+    /// These settings with the queue held to at most half of
+    /// `max_connections` (each waiting connection holds a connection
+    /// slot, so a queue of idle sockets cannot take them all), and one
+    /// source's share to at most the whole queue.
+    pub fn queue_bounded(&self, max_connections: usize) -> Self {
+        let max_queued = self.max_queued.min(max_connections / 2);
+        Self {
+            max_queued,
+            queue_per_source: self.queue_per_source.min(max_queued),
+            ..self.clone()
+        }
     }
 }
 
@@ -90,6 +114,8 @@ pub enum Refusal {
     /// The source's /56 or /48 (IPv4 /24 or /16) already has its share of
     /// handshakes in progress.
     NetworkHandshakes,
+    /// The connection waited `queue_timeout_secs` for a handshake slot.
+    QueueTimeout,
 }
 
 impl Refusal {
@@ -102,6 +128,7 @@ impl Refusal {
             Self::RateLimited => "rate_limited",
             Self::SourceHandshakes => "source_handshakes",
             Self::NetworkHandshakes => "network_handshakes",
+            Self::QueueTimeout => "queue_timeout",
         }
     }
 }
@@ -122,59 +149,35 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The rate limiter's per-source state, shared with [`Limits`] so that
-/// admission can ask whether a source is already tracked without adding it.
-#[derive(Clone, Default)]
-struct RateStore(Arc<HashMapStateStore<IpAddr>>);
-
-impl RateStore {
-    fn contains(&self, key: &IpAddr) -> bool {
-        self.0.lock().contains_key(key)
-    }
-}
-
-impl StateStore for RateStore {
-    type Key = IpAddr;
-
-    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        self.0.measure_and_replace(key, f)
-    }
-}
-
-impl ShrinkableKeyedStateStore<IpAddr> for RateStore {
-    fn retain_recent(&self, drop_below: Nanos) {
-        self.0.retain_recent(drop_below);
-    }
-    fn shrink_to_fit(&self) {
-        self.0.shrink_to_fit();
-    }
-    fn len(&self) -> usize {
-        ShrinkableKeyedStateStore::len(&*self.0)
-    }
-    fn is_empty(&self) -> bool {
-        ShrinkableKeyedStateStore::is_empty(&*self.0)
-    }
-}
-
 /// All accept-time limits.
 pub struct Limits {
     penalties: Mutex<Penalties>,
-    rate: RateLimiter<IpAddr, RateStore, DefaultClock>,
-    rate_store: RateStore,
-    overflow: DefaultDirectRateLimiter,
-    tracked: usize,
+    rate: Mutex<Rate>,
     half_open: Arc<Mutex<HalfOpen>>,
+    queue_timeout: Duration,
 }
 
+/// A rate-limit token a connection holds from the start of its handshake;
+/// [`Limits::refund`] gives it back when the connection ends without a
+/// failure. Dropped, it stays spent.
+#[must_use = "refund the token unless the connection failed"]
+pub struct RateToken(Bucket);
+
 /// What `admit` decided.
-pub struct Admitted {
-    /// The new handshake's slot.
-    pub slot: HandshakeSlot,
-    /// The older handshake evicted to make room, if one was.
-    pub evicted: Option<Evicted>,
+pub enum Admitted {
+    /// A slot now, its rate token, and the older handshake evicted to make
+    /// room, if one was.
+    Ready {
+        /// The new handshake's slot.
+        slot: HandshakeSlot,
+        /// Its rate token.
+        token: RateToken,
+        /// The handshake evicted for it.
+        evicted: Option<Evicted>,
+    },
+    /// A place in the source's queue; the token is taken once it is let in
+    /// ([`Limits::take_token`]).
+    Queued(QueueTicket),
 }
 
 impl Limits {
@@ -185,20 +188,23 @@ impl Limits {
         exempt: Vec<IpNet>,
         max_handshakes: usize,
     ) -> Self {
-        let burst = NonZeroU32::new(l.rate_burst).unwrap_or(NonZeroU32::MIN);
-        let per_minute = NonZeroU32::new(l.rate_per_minute).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::per_minute(per_minute).allow_burst(burst);
-        let rate_store = RateStore::default();
+        let queue = QueueCaps {
+            per_source: l.queue_per_source,
+            total: l.max_queued,
+        };
         Self {
             penalties: Mutex::new(Penalties::new(p.clone(), exempt, l.tracked_sources)),
-            rate: RateLimiter::new(quota, rate_store.clone(), DefaultClock::default()),
-            rate_store,
-            overflow: RateLimiter::direct(quota),
-            tracked: l.tracked_sources,
+            rate: Mutex::new(Rate::new(
+                l.rate_per_minute,
+                l.rate_burst,
+                l.tracked_sources,
+            )),
             half_open: Arc::new(Mutex::new(HalfOpen::new(
                 max_handshakes,
                 l.network_caps(max_handshakes),
+                queue,
             ))),
+            queue_timeout: Duration::from_secs(l.queue_timeout_secs),
         }
     }
 
@@ -207,25 +213,46 @@ impl Limits {
         lock(&self.penalties).blocked(source_key(peer), Instant::now())
     }
 
-    /// The accept-time checks after [`Self::penalised`]: rate, then the
-    /// half-open table. No cryptography happens before this returns `Ok`.
+    /// The accept-time checks after [`Self::penalised`]: a rate token,
+    /// then a slot in the half-open table or a place in line for one. No
+    /// cryptography happens before a slot and a token.
+    ///
+    /// The token comes first, as before refunds: a source with an empty
+    /// bucket is refused before it can evict anyone's handshake, and a
+    /// connection refused by a cap keeps its token spent. One put in line
+    /// gives its token back at once and takes one when it is let in
+    /// ([`Self::take_token`]), so waiting costs nothing.
     pub fn admit(&self, peer: IpAddr) -> Result<Admitted, Refusal> {
-        if !self.rate_ok(source_key(peer)) {
-            return Err(Refusal::RateLimited);
+        let token = self.take_token(peer)?;
+        match crate::admission::halfopen::admit(&self.half_open, peer)? {
+            Entry::Ready(slot, evicted) => Ok(Admitted::Ready {
+                slot,
+                token,
+                evicted,
+            }),
+            Entry::Queued(ticket) => {
+                self.refund(token);
+                Ok(Admitted::Queued(ticket))
+            }
         }
-        let (slot, evicted) = crate::admission::halfopen::admit(&self.half_open, peer)?;
-        Ok(Admitted { slot, evicted })
     }
 
-    /// Per-source rate. Once the table holds `tracked` sources, sources it
-    /// does not know share one overflow bucket until housekeeping forgets
-    /// the idle ones; a source it knows keeps its own bucket, so a flood of
-    /// new addresses cannot make a known user share the flood's.
-    fn rate_ok(&self, key: IpAddr) -> bool {
-        if self.rate.len() >= self.tracked && !self.rate_store.contains(&key) {
-            return self.overflow.check().is_ok();
-        }
-        self.rate.check_key(&key).is_ok()
+    /// A rate token for `peer`, or `RateLimited`.
+    pub fn take_token(&self, peer: IpAddr) -> Result<RateToken, Refusal> {
+        lock(&self.rate)
+            .take(source_key(peer), clock::mono_ns())
+            .map(RateToken)
+            .map_err(|_| Refusal::RateLimited)
+    }
+
+    /// Gives a token back: its connection ended without a failure.
+    pub fn refund(&self, token: RateToken) {
+        lock(&self.rate).refund(token.0, clock::mono_ns());
+    }
+
+    /// How long a connection may wait in line for a handshake slot.
+    pub fn queue_timeout(&self) -> Duration {
+        self.queue_timeout
     }
 
     /// Records a failure; returns the penalty if the source is now refused.
@@ -237,13 +264,17 @@ impl Limits {
     /// seconds.
     pub fn housekeep(&self) {
         lock(&self.penalties).purge(Instant::now());
-        self.rate.retain_recent();
-        self.rate.shrink_to_fit();
+        lock(&self.rate).purge(clock::mono_ns());
     }
 
     /// Sources tracked (penalties, rate limiter), for the gauges.
     pub fn tracked(&self) -> (usize, usize) {
-        (lock(&self.penalties).len(), self.rate.len())
+        (lock(&self.penalties).len(), lock(&self.rate).len())
+    }
+
+    /// Connections waiting for a handshake slot.
+    pub fn queued(&self) -> usize {
+        lock(&self.half_open).queued()
     }
 
     /// Handshakes in progress.
@@ -463,10 +494,13 @@ mod tests {
 
     #[test]
     fn the_half_open_table_is_fair_between_networks() {
+        // No queue: a network at its cap is refused at once.
         let l = limits(
             LimitSettings {
                 handshakes_per_source: 2,
                 rate_burst: 1000,
+                queue_per_source: 0,
+                max_queued: 0,
                 ..LimitSettings::default()
             },
             PenaltySettings::default(),
@@ -487,9 +521,153 @@ mod tests {
         }
         assert_eq!(flood.len(), 2, "one /56 holds its cap");
         assert_eq!(refused, 248);
-        assert!(flood.iter().all(|a| a.evicted.is_none()));
+        assert!(
+            flood
+                .iter()
+                .all(|a| matches!(a, Admitted::Ready { evicted: None, .. }))
+        );
         assert_eq!(l.half_open(), 3);
         drop((user, flood));
         assert_eq!(l.half_open(), 0);
+    }
+
+    #[test]
+    fn a_rate_limited_source_evicts_no_one() {
+        // A full table of two: the next handshake from elsewhere evicts
+        // the oldest (the user's, on a tie), unless its bucket is empty.
+        let l = limits(
+            LimitSettings {
+                rate_burst: 1,
+                handshakes_per_source: 2,
+                ..LimitSettings::default()
+            },
+            PenaltySettings::default(),
+            2,
+        );
+        let Ok(Admitted::Ready { slot: user, .. }) = l.admit(ip("192.0.2.1")) else {
+            panic!("user")
+        };
+        let Ok(Admitted::Ready { slot: flood, .. }) = l.admit(ip("198.51.100.1")) else {
+            panic!("flood's one token")
+        };
+        for _ in 0..20 {
+            assert!(matches!(
+                l.admit(ip("198.51.100.1")),
+                Err(Refusal::RateLimited)
+            ));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let evicted = rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(50), user.evicted())
+                .await
+                .is_ok()
+        });
+        assert!(!evicted, "a source with an empty bucket evicted the user");
+        assert_eq!(l.half_open(), 2);
+        drop((user, flood));
+    }
+
+    #[test]
+    fn the_queue_is_bounded_per_source_in_all_and_by_half_the_connections() {
+        let settings = LimitSettings {
+            handshakes_per_source: 2,
+            queue_per_source: 3,
+            max_queued: 512,
+            ..LimitSettings::default()
+        };
+        // max_connections 10: at most 5 wait, in all.
+        let bounded = settings.queue_bounded(10);
+        assert_eq!((bounded.max_queued, bounded.queue_per_source), (5, 3));
+        assert_eq!(settings.queue_bounded(4).queue_per_source, 2);
+        assert_eq!(LimitSettings::default().queue_bounded(1024).max_queued, 512);
+        assert_eq!(LimitSettings::default().queue_bounded(100).max_queued, 50);
+        let l = limits(bounded, PenaltySettings::default(), 64);
+        let a = ip("192.0.2.1");
+        let mut held = Vec::new();
+        for want_ready in [true, true, false, false, false] {
+            let got = l.admit(a).expect("a slot or a place in line");
+            assert_eq!(matches!(got, Admitted::Ready { .. }), want_ready);
+            held.push(got);
+        }
+        // The source's share of the queue is full.
+        assert!(matches!(l.admit(a), Err(Refusal::SourceHandshakes)));
+        // Another source waits too, up to the total of 5.
+        let b = ip("198.51.100.1");
+        for _ in 0..2 {
+            held.push(l.admit(b).expect("b's slots"));
+        }
+        for _ in 0..2 {
+            let waiting = l.admit(b).expect("b in line");
+            assert!(matches!(waiting, Admitted::Queued(_)));
+            held.push(waiting);
+        }
+        assert_eq!(l.queued(), 5);
+        assert!(matches!(l.admit(b), Err(Refusal::SourceHandshakes)));
+        // A third source is not in line at all: it still gets a slot.
+        assert!(matches!(
+            l.admit(ip("203.0.113.1")),
+            Ok(Admitted::Ready { .. })
+        ));
+        drop(held);
+        assert_eq!((l.queued(), l.half_open()), (0, 0));
+    }
+
+    #[test]
+    fn two_hundred_logins_at_once_from_one_source_all_get_in_with_the_defaults() {
+        let l = Arc::new(limits(
+            LimitSettings::default(),
+            PenaltySettings::default(),
+            64,
+        ));
+        let src = ip("192.0.2.50");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let done = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for _ in 0..200 {
+                let l = Arc::clone(&l);
+                let admitted = l.admit(src).expect("never refused");
+                tasks.push(tokio::spawn(async move {
+                    let (slot, token) = match admitted {
+                        Admitted::Ready { slot, token, .. } => (slot, token),
+                        Admitted::Queued(ticket) => {
+                            let slot = ticket.wait(l.queue_timeout()).await.expect("let in");
+                            (slot, l.take_token(src).expect("a token"))
+                        }
+                    };
+                    tokio::task::yield_now().await;
+                    // The handshake succeeded: the token comes back.
+                    l.refund(token);
+                    drop(slot);
+                }));
+            }
+            let mut done = 0;
+            for t in tasks {
+                t.await.expect("task");
+                done += 1;
+            }
+            done
+        });
+        assert_eq!(done, 200);
+        assert_eq!(l.half_open(), 0);
+        assert_eq!(l.queued(), 0);
+        // Failures still empty the bucket: the default burst, then refused.
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            match l.admit(src) {
+                Ok(Admitted::Ready { slot, .. }) => held.push(slot),
+                _ => panic!("slot"),
+            }
+        }
+        drop(held);
+        for _ in 0..12 {
+            assert!(matches!(l.admit(src), Ok(Admitted::Ready { .. })));
+        }
+        assert!(matches!(l.admit(src), Err(Refusal::RateLimited)));
     }
 }

@@ -23,6 +23,11 @@ pub fn mono_ms() -> u64 {
     u64::try_from(start().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Nanoseconds on the monotonic clock (the rate limiter's buckets).
+pub fn mono_ns() -> u64 {
+    u64::try_from(start().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Both clocks, for the core.
 pub fn now() -> Now {
     Now {

@@ -144,6 +144,14 @@ pub fn merge(
                 "access list version {offered} is older than the loaded {loaded}; refused"
             );
             return (None, true);
+        }        ListUpdate::Forked { version } => {
+            error!(
+                event = "access_forked",
+                list_version = version,
+                "access list version {version} differs from the loaded list of the same version; \
+                 refused, keeping the loaded one: sign a newer list (ztssh-ca access) and publish it"
+            );
+            return (None, true);
         }
     }
     announce(&new, server, now);
@@ -306,8 +314,12 @@ pub async fn poll(
                     };
                     match update {
                         ListUpdate::Same | ListUpdate::Behind { .. } => None,
-                        ListUpdate::Rollback { .. } if reported == Some(v) => None,
-                        ListUpdate::Rollback { .. } => {
+                        ListUpdate::Rollback { .. } | ListUpdate::Forked { .. }
+                            if reported == Some(v) =>
+                        {
+                            None
+                        }
+                        ListUpdate::Rollback { .. } | ListUpdate::Forked { .. } => {
                             reported = Some(v);
                             Some(offered(Bytes::new()))
                         }

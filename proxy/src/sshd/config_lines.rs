@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::config::Config;
+use crate::config::{Config, SSHD_MAX_STARTUPS};
 use crate::sshd::include;
 
 /// An OpenSSH version, major and minor.
@@ -186,6 +186,7 @@ pub fn lines(
     ];
     out.extend(auth_lines(allowed, version));
     out.extend(trust_lines(cfg, config_path)?);
+    out.extend(startup_lines(version));
     if version >= PERCENT_C {
         out.push(
             "# %C (sshd 9.4+): a key is answered only to its own session's connection (address and port)."
@@ -206,6 +207,24 @@ pub fn lines(
     let mut text = out.join("\n");
     text.push('\n');
     Ok(text)
+}
+
+/// `MaxStartups` for an sshd only the proxy reaches: every connection is
+/// a session the proxy has authenticated, which the proxy lets through at
+/// most `upstream_max_startups` (default [`SSHD_MAX_STARTUPS`]) at a time,
+/// so sshd's own flood guard (10:30:100 by default) would only drop
+/// honest logins in a burst. `PerSourceMaxStartups none` on 9.8+.
+pub fn startup_lines(version: Version) -> Vec<String> {
+    let n = SSHD_MAX_STARTUPS;
+    let mut out = vec![
+        "# Only sessions the proxy authenticated reach sshd, at most upstream_max_startups logins at a time:"
+            .to_owned(),
+        format!("MaxStartups {n}:30:{}", n * 2),
+    ];
+    if version >= PENALTIES {
+        out.push("PerSourceMaxStartups none".into());
+    }
+    out
 }
 
 /// sshd 9.8+ penalises a source address that fails authentication
@@ -248,10 +267,8 @@ pub fn loopback_lines(cfg: &Config, config_path: &Path, version: Version) -> Str
         ),
         "# Only the proxy reaches sshd:".into(),
         format!("ListenAddress {}", cfg.upstream),
-        "# Every connection comes from the proxy; per-source limits belong in the proxy, not here:"
-            .into(),
-        "MaxStartups 100:30:200".into(),
     ];
+    out.extend(startup_lines(version));
     if version >= PENALTIES {
         out.extend(penalty_lines(cfg.upstream_sources, &cfg.upstream));
     } else {
@@ -425,6 +442,25 @@ mod tests {
         assert_eq!(parse_version("OpenSSH_10.0p2"), Some((10, 0)));
         assert_eq!(parse_version("sshd: illegal option"), None);
         assert!((9, 10) > PENALTIES && (9, 2) < PERCENT_C);
+    }
+
+    #[test]
+    fn max_startups_matches_the_proxys_default_and_per_source_comes_on_9_8() {
+        assert_eq!(
+            startup_lines((9, 2))[1..],
+            [format!("MaxStartups {SSHD_MAX_STARTUPS}:30:200")]
+        );
+        assert_eq!(SSHD_MAX_STARTUPS, 100);
+        assert_eq!(
+            startup_lines((9, 8))[1..],
+            ["MaxStartups 100:30:200", "PerSourceMaxStartups none"]
+        );
+        // The loopback drop-in says the same.
+        let drop_in = include_str!("../../../systemd/sshd-loopback.conf");
+        assert!(
+            drop_in.lines().any(|l| l == "MaxStartups 100:30:200"),
+            "{drop_in}"
+        );
     }
 
     #[test]

@@ -631,6 +631,14 @@ const GUARDED: &[&str] = &[
 /// show in `sshd -T` at all: set to `no`, the method is off either way.
 const MAY_BE_COMPILED_OUT: &[&str] = &["gssapiauthentication"];
 
+/// Keywords of the drop-in that only make room for a login burst
+/// (`MaxStartups`, `PerSourceMaxStartups`, from
+/// [`crate::sshd::config_lines::startup_lines`]): an earlier value in
+/// sshd_config may win without refusing the change. They guard nothing the
+/// proxy relies on for trust; a lower `MaxStartups` shows at run time as
+/// `upstream_refused`, which names it (docs/OPERATOR.md, "Logins at once").
+const ROOM_ONLY: &[&str] = &["maxstartups", "persourcemaxstartups"];
+
 /// The guarded keywords and every keyword the drop-in sets, lower case.
 fn guarded_keys(lines: &str) -> Vec<String> {
     let mut keys: Vec<String> = GUARDED.iter().map(|k| (*k).to_owned()).collect();
@@ -640,7 +648,8 @@ fn guarded_keys(lines: &str) -> Vec<String> {
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .filter_map(|l| l.split_whitespace().next())
-            .map(str::to_ascii_lowercase),
+            .map(str::to_ascii_lowercase)
+            .filter(|k| !ROOM_ONLY.contains(&k.as_str())),
     );
     keys
 }
@@ -765,6 +774,9 @@ fn not_in_effect(
                 continue;
             };
             let key = k.to_ascii_lowercase();
+            if ROOM_ONLY.contains(&key.as_str()) {
+                continue;
+            }
             let want = format!("{key} {}", v.trim());
             let compiled_out = MAY_BE_COMPILED_OUT.contains(&key.as_str())
                 && v.trim() == "no"

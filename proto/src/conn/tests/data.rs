@@ -100,6 +100,45 @@ fn sshd_closing_first_then_the_client_closes() {
 }
 
 #[test]
+fn sshd_closing_before_its_first_byte_is_a_refusal_the_user_hears() {
+    // sshd's MaxStartups drops a new connection at accept, without its
+    // banner: the user is told that sshd refused a burst of logins, not
+    // that a connection was reset or closed.
+    for error in [None, Some("Connection reset by peer (os error 104)")] {
+        let mut n = net();
+        n.ssh_write(b"SSH-2.0-OpenSSH_9.2\r\n");
+        match error {
+            None => n.server.handle_local_eof(n.now()),
+            Some(e) => n.server.handle_local_error(e, n.now()),
+        }
+        n.pump();
+        let (_, end) = n.terminated().expect("a refusal, not a normal close");
+        assert_eq!(end.kind, EndKind::UpstreamRefused);
+        assert!(end.reason.contains("MaxStartups"), "{}", end.reason);
+        assert!(
+            end.reason.contains("try again in a few seconds"),
+            "{}",
+            end.reason
+        );
+        assert!(!end.reason.contains("reset"), "{}", end.reason);
+        assert!(end.reason.len() <= crate::control::MAX_REASON);
+        let told = n.cev.iter().find_map(|(_, e)| match e {
+            ClientConnEvent::Ended(Some(ClientEnd::Terminated(t))) => Some(t.clone()),
+            _ => None,
+        });
+        let told = told.expect("the client hears it");
+        assert_eq!(told.code, TerminateCode::UpstreamUnavailable);
+        assert_eq!(told.reason, end.reason);
+    }
+    // Once sshd has said a word, its close is a normal end.
+    let mut n = net();
+    n.sshd_write(b"SSH-2.0-OpenSSH_9.2\r\n");
+    n.server.handle_local_eof(n.now());
+    n.pump();
+    assert!(n.terminated().is_none(), "{:?}", n.sev);
+}
+
+#[test]
 fn close_grace_starts_once_everything_before_the_close_was_written() {
     // sshd writes a lot and closes; the client reads slowly (but all of
     // it within the write bound) and never sends its own CLOSE.
@@ -392,7 +431,10 @@ fn play(steps: &[Step], cuts: Option<Cuts>) -> (Outcome, Vec<u8>, Vec<u8>) {
                 n.client.handle_local_eof(n.cm());
                 n.pump();
             }
-            Step::SshdEof if !sshd_eof => {
+            // sshd always speaks first (its banner): a close before that
+            // is a refusal, not a normal end (see
+            // `sshd_closing_before_its_first_byte_is_a_refusal_the_user_hears`).
+            Step::SshdEof if !sshd_eof && !down.is_empty() => {
                 sshd_eof = true;
                 n.server.handle_local_eof(n.now());
                 n.pump();
