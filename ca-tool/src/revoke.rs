@@ -530,6 +530,7 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
         next_update: now + ttl,
         issuer: root.public(),
         revoked,
+        delegation: None,
     };
     let bytes = list.sign(&root)?;
     keyfile::write_atomic(

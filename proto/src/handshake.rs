@@ -35,6 +35,7 @@ use zeroize::Zeroizing;
 
 use crate::cert::{Licence, LicenceVerified, MAX_LICENCE_LEN, MAX_PRINCIPAL, check_name};
 use crate::codec::{Reader, Writer};
+use crate::delegation::{self, MAX_DELEGATION_LEN};
 use crate::end::{EndKind, Ended};
 use crate::error::{AuthError, Malformed, ProtoError};
 use crate::frame::{FrameSize, Transport};
@@ -269,6 +270,11 @@ impl AwaitingServerHello {
         let ct = r.take(KEM_CT_LEN)?;
         // Parsed only once its root signature verifies, below.
         let licence_bytes = r.var16(MAX_LICENCE_LEN)?;
+        // A licence a delegated key signed: the root's delegation follows.
+        let delegation = match r.remaining() {
+            0 => None,
+            _ => Some(r.var16(MAX_DELEGATION_LEN)?),
+        };
         r.finish()?;
 
         let shared = self.kem_dk.decapsulate(ct).ok_or(Malformed::Invalid {
@@ -279,7 +285,7 @@ impl AwaitingServerHello {
         self.hs.set_psk(3, psk.as_slice())?;
 
         let verified: LicenceVerified =
-            Licence::decode_verified(licence_bytes, &self.cfg.root, now)?;
+            delegation::verify_licence(&self.cfg.root, licence_bytes, delegation, None, now)?;
         let lic = verified.licence();
         if !lic.covers(&self.cfg.host) {
             return Err(AuthError::HostNotCovered {
@@ -390,6 +396,7 @@ pub struct AwaitingClientHello {
     hs: snow::HandshakeState,
     frame_size: FrameSize,
     licence: Vec<u8>,
+    delegation: Option<Vec<u8>>,
 }
 
 /// Starts a server handshake with the proxy's Noise key and its verified
@@ -409,6 +416,7 @@ pub fn server_start(
         hs,
         frame_size,
         licence: licence.encoded().to_vec(),
+        delegation: licence.delegation().map(|d| d.encoded().to_vec()),
     })
 }
 
@@ -460,6 +468,9 @@ impl AwaitingClientHello {
         w.u16(labels::PROTOCOL_VERSION)
             .bytes(ct.as_slice())
             .var16(&self.licence);
+        if let Some(d) = &self.delegation {
+            w.var16(d);
+        }
         let total = message_len(2, self.frame_size);
         let msg2 = write_msg(&mut self.hs, &w.into_vec(), total, OVERHEAD_2)?;
         self.hs.set_psk(3, psk.as_slice())?;

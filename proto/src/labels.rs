@@ -38,6 +38,9 @@ pub const CTX_CLIENT_CERT: &[u8] = b"ztssh v1 client certificate\0";
 pub const CTX_SESSION_KEY_POP: &[u8] = b"ztssh v1 session key possession\0";
 /// Context for a revocation list signed by the root.
 pub const CTX_CRL: &[u8] = b"ztssh v1 revocation list\0";
+/// Context for a delegation: the root certifying an online key for one
+/// purpose (see [`crate::delegation`]).
+pub const CTX_DELEGATION: &[u8] = b"ztssh v1 delegation\0";
 /// Context for a challenge proof by the session key.
 pub const CTX_PROOF: &[u8] = b"ztssh v1 challenge proof\0";
 /// Context for the session keys' signatures over a renewal.
@@ -57,6 +60,8 @@ pub mod magic {
     pub const CLIENT_CERT: &[u8; 4] = b"ZTCC";
     /// Revocation list.
     pub const CRL: &[u8; 4] = b"ZTRL";
+    /// Delegation.
+    pub const DELEGATION: &[u8; 4] = b"ZTDG";
 }
 
 /// PEM labels of the files the tools write.
@@ -77,4 +82,10 @@ pub mod pem {
     pub const CLIENT_CERT: &str = "ZTSSH CLIENT CERTIFICATE";
     /// Revocation list.
     pub const CRL: &str = "ZTSSH REVOCATION LIST";
+    /// Delegation (beside the object a delegated key signed).
+    pub const DELEGATION: &str = "ZTSSH DELEGATION";
+    /// A delegated key's private key.
+    pub const DELEGATED_KEY: &str = "ZTSSH DELEGATED KEY";
+    /// A delegated key's public key.
+    pub const DELEGATED_PUBLIC: &str = "ZTSSH DELEGATED PUBLIC KEY";
 }

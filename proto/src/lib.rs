@@ -18,6 +18,7 @@ pub mod codec;
 pub mod conn;
 pub mod control;
 pub mod crl;
+pub mod delegation;
 pub mod end;
 pub mod error;
 pub mod frame;

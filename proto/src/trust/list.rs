@@ -3,11 +3,13 @@
 
 use thiserror::Error;
 
+use crate::ProtoError;
 use crate::crl::Crl;
+use crate::delegation;
 use crate::error::Malformed;
 use crate::keys::PublicKey;
 use crate::labels::pem;
-use crate::{ProtoError, armor};
+use crate::time::UnixTime;
 
 /// Why a list's PEM text was refused.
 #[derive(Debug, Error)]
@@ -21,11 +23,13 @@ pub enum ListError {
 }
 
 /// Checks a list as fetched or read: PEM of the right kind, then a list
-/// signed by the pinned `root` (the signature is verified before the list
-/// is parsed).
-pub fn verify_pem(text: &[u8], root: &PublicKey) -> Result<Crl, ListError> {
-    let der = armor::decode_expect(pem::CRL, text).map_err(ListError::NotPem)?;
-    Crl::decode_verified(&der, root).map_err(ListError::Invalid)
+/// signed by the pinned `root`, or by a `revocations` delegation's key
+/// with the delegation beside it in the file
+/// ([`crate::delegation::verify_list`]; every signature is verified before
+/// what it signs is parsed).
+pub fn verify_pem(text: &[u8], root: &PublicKey, now: UnixTime) -> Result<Crl, ListError> {
+    let (der, delegation) = delegation::split_pem(text, pem::CRL).map_err(ListError::NotPem)?;
+    delegation::verify_list(root, &der, delegation.as_deref(), now).map_err(ListError::Invalid)
 }
 
 /// What to do with a revocation list offered to replace the loaded one.
@@ -56,10 +60,21 @@ pub enum ListUpdate {
 
 /// Only a newer list replaces the one in force (`current`; none yet, and
 /// any list replaces it). Every place that replaces a list asks this.
+///
+/// A list a delegated key signed may only add to the list in force: one
+/// that leaves out any of its entries would resurrect revoked identities
+/// (or its own revoked delegation, which the list in force names), so it
+/// is refused as a [`ListUpdate::Rollback`]. Only the root removes entries.
 pub fn offer(current: Option<&Crl>, offered: &Crl) -> ListUpdate {
     let Some(cur) = current else {
         return ListUpdate::Replace;
     };
+    if offered.delegation.is_some() && !offered.revoked.contains_all(&cur.revoked) {
+        return ListUpdate::Rollback {
+            loaded: cur.list_version,
+            offered: offered.list_version,
+        };
+    }
     match offered.list_version.cmp(&cur.list_version) {
         std::cmp::Ordering::Greater => ListUpdate::Replace,
         std::cmp::Ordering::Equal => ListUpdate::Same,
@@ -91,6 +106,7 @@ pub fn offer_from(current: Option<&Crl>, offered: &Crl, source_newest: Option<u6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::armor;
     use crate::crl::Revocations;
     use crate::keys::{SigningKey, TestRng};
 
@@ -101,6 +117,7 @@ mod tests {
             next_update: 20,
             issuer: SigningKey::generate(&mut TestRng).public(),
             revoked: Revocations::default(),
+            delegation: None,
         }
     }
 
@@ -142,19 +159,20 @@ mod tests {
             next_update: 20,
             issuer: root.public(),
             revoked: Revocations::default(),
+            delegation: None,
         };
         let text = armor::encode(pem::CRL, &crl.sign(&root).expect("sign"));
         assert_eq!(
-            verify_pem(text.as_bytes(), &root.public()).expect("verify"),
+            verify_pem(text.as_bytes(), &root.public(), 15).expect("verify"),
             crl
         );
         let other = SigningKey::generate(&mut TestRng).public();
         assert!(matches!(
-            verify_pem(text.as_bytes(), &other),
+            verify_pem(text.as_bytes(), &other, 15),
             Err(ListError::Invalid(_))
         ));
         let licence = armor::encode(pem::LICENCE, b"x");
-        let e = verify_pem(licence.as_bytes(), &root.public()).expect_err("wrong kind");
+        let e = verify_pem(licence.as_bytes(), &root.public(), 15).expect_err("wrong kind");
         assert!(e.to_string().starts_with("not a revocation list: "), "{e}");
     }
 }
