@@ -14,9 +14,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use ztssh_keyfile as keyfile;
-use ztssh_proto::cert::{Licence, LicenceVerified};
+use ztssh_proto::cert::LicenceVerified;
 use ztssh_proto::conn::{CoverTraffic, RekeyPolicy};
 use ztssh_proto::crl::Crl;
+use ztssh_proto::delegation;
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey};
 use ztssh_proto::labels::pem;
@@ -673,10 +674,10 @@ fn read_authority(
     let licence = load_licence(&s.licence, root, noise, subca, now)?;
     let authorized = Authorized::load(&s.authorized_principals).map_err(err)?;
     let crl = match &s.revocation_list {
-        Some(path) => Some(read_crl(path, root).map_err(err)?),
+        Some(path) => Some(read_crl(path, root, now).map_err(err)?),
         None => None,
     };
-    let crl = newer_cached(crl, s.revocation_cache.as_deref(), root);
+    let crl = newer_cached(crl, s.revocation_cache.as_deref(), root, now);
     let policy = match &s.policy {
         Some(path) => Policy::load(path).map_err(err)?,
         None => Policy::default(),
@@ -694,14 +695,14 @@ fn read_authority(
 /// `revocation_cache`. The cache only ever adds revocations: a missing one
 /// is normal before the first fetch, and one that cannot be read or
 /// verified is reported and left aside (the next fetch replaces it).
-fn newer_cached(crl: Option<Crl>, cache: Option<&Path>, root: &PublicKey) -> Option<Crl> {
+fn newer_cached(crl: Option<Crl>, cache: Option<&Path>, root: &PublicKey, now: u64) -> Option<Crl> {
     let Some(path) = cache else {
         return crl;
     };
     if !path.exists() {
         return crl;
     }
-    let cached = match read_crl(path, root) {
+    let cached = match read_crl(path, root, now) {
         Ok(cached) => cached,
         Err(e) => {
             tracing::warn!(event = "crl_cache_unusable", path = %path.display(), error = %e,
@@ -739,6 +740,17 @@ fn refuse_revoked_keys(s: &Settings, authority: &Authority) -> Result<(), Config
     )))
 }
 
+/// Reads and verifies a licence file: signed by the root, or by a
+/// `licences` delegation's key with the delegation beside it
+/// ([`delegation::verify_licence`]).
+pub fn read_licence(path: &Path, root: &PublicKey, now: u64) -> Result<LicenceVerified, String> {
+    let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
+    let (der, deleg) = delegation::split_pem(&text, pem::LICENCE)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    delegation::verify_licence(root, &der, deleg.as_deref(), None, now)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn load_licence(
     path: &Path,
     root: &PublicKey,
@@ -746,9 +758,7 @@ fn load_licence(
     subca: &SigningKey,
     now: u64,
 ) -> Result<LicenceVerified, ConfigError> {
-    let bytes = keyfile::read_pem(path, pem::LICENCE).map_err(err)?;
-    let licence = Licence::decode_verified(&bytes, root, now)
-        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let licence = read_licence(path, root, now).map_err(err)?;
     if licence.body.noise_key != noise.public() || licence.body.subca_key != subca.public() {
         return Err(err(format!(
             "{}: licence was issued for other keys than the ones in the state directory; \

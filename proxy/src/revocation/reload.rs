@@ -261,7 +261,7 @@ fn list_file(shared: &Shared, current: &Authority, memory: &mut Memory, now: u64
     let Some(path) = &shared.cfg.settings.revocation_list else {
         return Outcome::NOTHING;
     };
-    let read = authority::read_crl(path, &shared.cfg.root);
+    let read = authority::read_crl(path, &shared.cfg.root, now);
     let newest = memory.file_newest;
     if let Ok(c) = &read {
         memory.file_newest = Some(newest.map_or(c.list_version, |n| n.max(c.list_version)));
@@ -310,7 +310,7 @@ fn keep(path: &Path, pem: &[u8], version: u64, shared: &Shared) {
     }
     let shown = path.display();
     if path.exists()
-        && let Ok(there) = authority::read_crl(path, &shared.cfg.root)
+        && let Ok(there) = authority::read_crl(path, &shared.cfg.root, clock::unix())
         && there.list_version >= version
     {
         debug!(event = "crl_cached", path = %shown, list_version = there.list_version,
