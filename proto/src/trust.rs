@@ -36,9 +36,11 @@ use crate::end::{EndKind, Ended};
 use crate::time::{CLOCK_SKEW, UnixTime, human};
 
 mod list;
+mod renewal;
 mod subject;
 
 pub use list::{ListError, ListUpdate, offer, offer_from, verify_pem};
+pub use renewal::{LicenceUpdate, offer_licence};
 pub use subject::{Checkpoint, Credential, Issued, Subject};
 
 /// What a proxy does once its revocation list is past its next-update time

@@ -2,6 +2,7 @@
 //! command-line flags. Everything is loaded and checked here, before any
 //! port is bound; a failure is a [`ConfigError`] and exit code 64.
 
+pub mod licence_pull;
 pub mod pull;
 pub mod zsk;
 
@@ -72,6 +73,8 @@ const ENV_KEYS: &[&str] = &[
     "revocation_poll_secs",
     "revocation_fetch_timeout_secs",
     "revocation_ca_file",
+    "licence_url",
+    "licence_poll_secs",
     "revocation_stale",
     "revocation_stale_grace_secs",
     "challenge_interval_secs",
@@ -158,6 +161,15 @@ pub struct Settings {
     /// certificate (default: the Mozilla roots built into the proxy).
     #[serde(default)]
     pub revocation_ca_file: Option<PathBuf>,
+    /// Where to pull this proxy's licence from (`http://` or `https://`;
+    /// TLS trusts `revocation_ca_file` when set): a newer valid licence for
+    /// this proxy's own keys is written to `licence` and put in force with
+    /// no restart. The `licence` file is watched either way.
+    #[serde(default)]
+    pub licence_url: Option<String>,
+    /// Seconds between fetches of `licence_url` (±10 % jitter).
+    #[serde(default = "default_licence_poll")]
+    pub licence_poll_secs: u64,
     /// What an overdue list means: `warn`, `refuse-new` or `close-all`.
     #[serde(default, with = "choice")]
     pub revocation_stale: StaleMode,
@@ -232,6 +244,9 @@ pub struct Settings {
 
 fn default_revocation_poll() -> u64 {
     5
+}
+fn default_licence_poll() -> u64 {
+    60
 }
 fn default_revocation_fetch_timeout() -> u64 {
     10
@@ -337,6 +352,8 @@ pub struct Config {
     pub penalty_exempt: Vec<ipnet::IpNet>,
     /// Where and how to pull the revocation list, if from a URL.
     pub pull: Option<Arc<pull::PullSettings>>,
+    /// Where and how to pull the licence, if from a URL.
+    pub licence_pull: Option<Arc<pull::PullSettings>>,
     /// Zero standing keys: one loopback source address per session.
     pub upstream_sources: Option<ipnet::Ipv4Net>,
     /// Zero standing keys: where and to whom sshd's command is answered.
@@ -456,6 +473,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         .map_err(err)?;
     let root = read_root(&settings.root_public_key)?;
     let pull = pull::PullSettings::from_settings(&settings).map_err(err)?;
+    let licence_pull = licence_pull::from_settings(&settings).map_err(err)?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     refuse_revoked_keys(&settings, &authority)?;
     let timing = timing(&settings)?;
@@ -489,6 +507,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         upstream_sources,
         authorized_keys,
         pull,
+        licence_pull,
         settings,
     };
     Ok((cfg, authority))

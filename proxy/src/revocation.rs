@@ -4,5 +4,6 @@
 //! ([`fetch`]).
 
 pub mod fetch;
+pub mod licence_pull;
 pub mod reload;
 pub mod watch;

@@ -68,7 +68,10 @@ pub struct Metrics {
     pub rate_limited_sources: IntGauge,
     /// Revocation list fetches by result (ok, not_modified, failed).
     pub crl_fetches: IntCounterVec,
+    /// Licence fetches from `licence_url` by result (ok, not_modified, failed).
+    pub licence_fetches: IntCounterVec,
     licence_expiry: IntGauge,
+    licence_lifetime: IntGauge,
     crl_expiry: IntGauge,
     crl_age: IntGauge,
     crl_version: IntGauge,
@@ -236,6 +239,18 @@ impl Metrics {
                 "Revocation list fetches from revocation_url by result (ok, not_modified, failed).",
                 "result",
             ),
+            licence_fetches: counter_vec(
+                &r,
+                "ztssh_licence_fetches_total",
+                "Licence fetches from licence_url by result (ok, not_modified, failed).",
+                "result",
+            ),
+            licence_lifetime: gauge(
+                &r,
+                "ztssh_licence_lifetime_seconds",
+                "Seconds from the licence's start to its end (or its delegation's, if sooner): \
+                 with ztssh_licence_expiry_seconds, how much of it is left.",
+            ),
             licence_expiry: gauge(
                 &r,
                 "ztssh_licence_expiry_seconds",
@@ -263,8 +278,12 @@ impl Metrics {
     fn refresh(&self, authority: &Authority, now: u64) {
         let secs =
             |t: u64| i64::try_from(t).unwrap_or(i64::MAX) - i64::try_from(now).unwrap_or(i64::MAX);
-        self.licence_expiry
-            .set(secs(authority.licence.body.not_after));
+        let licence = &authority.licence;
+        self.licence_expiry.set(secs(licence.usable_until()));
+        self.licence_lifetime.set(
+            i64::try_from(licence.usable_until().saturating_sub(licence.body.not_before))
+                .unwrap_or(i64::MAX),
+        );
         match &authority.crl {
             Some(c) => {
                 self.crl_expiry.set(secs(c.next_update));

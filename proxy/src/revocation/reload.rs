@@ -47,6 +47,10 @@ pub enum Request {
     /// The loaded list just became stale: publish the authority again so
     /// that every live session re-checks itself under the staleness policy.
     Recheck,
+    /// The licence: `None`, the `licence` file changed; `Some`, one fetched
+    /// from `licence_url` and verified. A newer one for this proxy's keys
+    /// replaces the one in force ([`super::licence_pull::renew`]).
+    Licence(Option<Box<super::licence_pull::FetchedLicence>>),
 }
 
 /// A list fetched from `revocation_url` and verified under the root.
@@ -69,6 +73,8 @@ struct Batch {
     file: bool,
     fetched: Option<Box<FetchedList>>,
     recheck: bool,
+    licence_file: bool,
+    licence_fetched: Option<Box<super::licence_pull::FetchedLicence>>,
 }
 
 impl Batch {
@@ -86,6 +92,11 @@ impl Batch {
                 }
             }
             Request::Recheck => self.recheck = true,
+            Request::Licence(None) => self.licence_file = true,
+            Request::Licence(Some(l)) => {
+                // The latest fetched; the licence step judges it.
+                self.licence_fetched = Some(l);
+            }
         }
     }
 }
@@ -206,6 +217,22 @@ fn compute(
         let base = out.next.as_ref().unwrap_or(current);
         let later = fetched(shared, base, *list, now);
         out = out.then(later);
+    }
+    if batch.licence_file || batch.licence_fetched.is_some() {
+        let base = out.next.as_ref().unwrap_or(current);
+        let (next, refused) = super::licence_pull::renew(
+            shared,
+            base,
+            batch.licence_file,
+            batch.licence_fetched,
+            now,
+        );
+        let result = match (&next, refused) {
+            (_, true) => Some("failed"),
+            (Some(_), false) => Some("ok"),
+            (None, false) => None,
+        };
+        out = out.then(Outcome::new(next, result));
     }
     if batch.recheck && out.next.is_none() {
         out.next = Some(current.republish());

@@ -77,7 +77,22 @@ pub async fn watch_crl_file(path: PathBuf, requests: mpsc::Sender<Request>) {
     watch_crl_file_every(path, requests, CRL_POLL).await;
 }
 
+/// Watches the `licence` file the same way, asking the reload task to
+/// offer it to the licence in force the moment it changes.
+pub async fn watch_licence_file(path: PathBuf, requests: mpsc::Sender<Request>) {
+    watch_file_every(path, requests, CRL_POLL, || Request::Licence(None)).await;
+}
+
 async fn watch_crl_file_every(path: PathBuf, requests: mpsc::Sender<Request>, poll: Duration) {
+    watch_file_every(path, requests, poll, || Request::RevocationList).await;
+}
+
+async fn watch_file_every(
+    path: PathBuf,
+    requests: mpsc::Sender<Request>,
+    poll: Duration,
+    ask: fn() -> Request,
+) {
     use std::os::unix::fs::MetadataExt;
     fn stamp(p: &Path) -> Option<(u64, i64, i64, u64)> {
         std::fs::metadata(p)
@@ -111,7 +126,7 @@ async fn watch_crl_file_every(path: PathBuf, requests: mpsc::Sender<Request>, po
             continue;
         }
         last = now;
-        if requests.send(Request::RevocationList).await.is_err() {
+        if requests.send(ask()).await.is_err() {
             return;
         }
     }
