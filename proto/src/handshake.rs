@@ -62,6 +62,14 @@ const OVERHEAD_1: usize = 32 + 16; // e, payload tag
 const OVERHEAD_2: usize = 32 + 48 + 16; // e, encrypted s, payload tag
 const OVERHEAD_3: usize = 48 + 16; // encrypted s, payload tag
 
+/// Whether `licence` (and its delegation) fits message 2 at the smallest
+/// frame size; a proxy refuses one that does not before it serves it.
+pub fn fits_message_2(licence: &LicenceVerified) -> bool {
+    let delegation = licence.delegation().map_or(0, |d| 2 + d.encoded().len());
+    let body = 2 + KEM_CT_LEN + 2 + licence.encoded().len() + delegation;
+    body + 2 <= SERVER_HELLO_MIN - OVERHEAD_2
+}
+
 /// Wire length of handshake message `n` (1, 2 or 3) for frame size `f`.
 pub fn message_len(n: u8, f: FrameSize) -> usize {
     let round = |min: usize| min.div_ceil(f.get()) * f.get();

@@ -732,6 +732,7 @@ fn a_licence_a_delegated_key_signed_travels_with_its_delegation_in_message_2() {
         delegation::verify_licence(&root.public(), &licence, Some(d.encoded()), None, NOW)
             .expect("delegated licence");
     // The largest delegation fits message 2 beside a licence.
+    assert!(handshake::fits_message_2(&pki.licence));
     let alice = user(1);
     let (session, _) = run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
     assert_eq!(session.licence.delegation(), Some(&d));

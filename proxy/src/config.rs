@@ -766,8 +766,16 @@ pub fn read_licence(path: &Path, root: &PublicKey, now: u64) -> Result<LicenceVe
     let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
     let (der, deleg) = delegation::split_pem(&text, pem::LICENCE)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    delegation::verify_licence(root, &der, deleg.as_deref(), None, now)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    let licence = delegation::verify_licence(root, &der, deleg.as_deref(), None, now)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !ztssh_proto::handshake::fits_message_2(&licence) {
+        return Err(format!(
+            "{}: the licence and its delegation are too long for handshake message 2; sign one \
+             with fewer host names, or a delegation with fewer server globs",
+            path.display()
+        ));
+    }
+    Ok(licence)
 }
 
 fn load_licence(

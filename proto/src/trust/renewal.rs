@@ -89,23 +89,37 @@ mod tests {
         let subca = SigningKey::generate(&mut TestRng);
         let cur = body(&root, &subca, 100, 160).sign(&root).expect("sign");
         let next = body(&root, &subca, 140, 200).sign(&root).expect("sign");
-        assert_eq!(offer_licence(&cur, &next, None, 150), LicenceUpdate::Replace);
-        assert_eq!(offer_licence(&cur, &cur.clone(), None, 150), LicenceUpdate::Same);
+        assert_eq!(
+            offer_licence(&cur, &next, None, 150),
+            LicenceUpdate::Replace
+        );
+        assert_eq!(
+            offer_licence(&cur, &cur.clone(), None, 150),
+            LicenceUpdate::Same
+        );
         // Older: a rollback.
         let older = body(&root, &subca, 90, 150).sign(&root).expect("sign");
-        assert!(matches!(offer_licence(&cur, &older, None, 150), LicenceUpdate::Refuse(w) if w.contains("not newer")));
+        assert!(
+            matches!(offer_licence(&cur, &older, None, 150), LicenceUpdate::Refuse(w) if w.contains("not newer"))
+        );
         // Another proxy's keys, or another server id.
         let other = SigningKey::generate(&mut TestRng);
         let foreign = body(&root, &other, 140, 200).sign(&root).expect("sign");
-        assert!(matches!(offer_licence(&cur, &foreign, None, 150), LicenceUpdate::Refuse(w) if w.contains("other keys")));
+        assert!(
+            matches!(offer_licence(&cur, &foreign, None, 150), LicenceUpdate::Refuse(w) if w.contains("other keys"))
+        );
         let mut b = body(&root, &subca, 140, 200);
         b.noise_key = [8; 32];
         let foreign = b.sign(&root).expect("sign");
-        assert!(matches!(offer_licence(&cur, &foreign, None, 150), LicenceUpdate::Refuse(w) if w.contains("other keys")));
+        assert!(
+            matches!(offer_licence(&cur, &foreign, None, 150), LicenceUpdate::Refuse(w) if w.contains("other keys"))
+        );
         let mut b = body(&root, &subca, 140, 200);
         b.server_id = "db1".into();
         let renamed = b.sign(&root).expect("sign");
-        assert!(matches!(offer_licence(&cur, &renamed, None, 150), LicenceUpdate::Refuse(w) if w.contains("db1")));
+        assert!(
+            matches!(offer_licence(&cur, &renamed, None, 150), LicenceUpdate::Refuse(w) if w.contains("db1"))
+        );
         // Revoked, or not valid yet.
         let crl = Crl {
             list_version: 1,
@@ -118,8 +132,15 @@ mod tests {
             },
             delegation: None,
         };
-        assert!(matches!(offer_licence(&cur, &next, Some(&crl), 150), LicenceUpdate::Refuse(w) if w.contains("revoked")));
-        let later = body(&root, &subca, 10_000, 20_000).sign(&root).expect("sign");
-        assert!(matches!(offer_licence(&cur, &later, None, 150), LicenceUpdate::Refuse(_)));
+        assert!(
+            matches!(offer_licence(&cur, &next, Some(&crl), 150), LicenceUpdate::Refuse(w) if w.contains("revoked"))
+        );
+        let later = body(&root, &subca, 10_000, 20_000)
+            .sign(&root)
+            .expect("sign");
+        assert!(matches!(
+            offer_licence(&cur, &later, None, 150),
+            LicenceUpdate::Refuse(_)
+        ));
     }
 }

@@ -281,8 +281,12 @@ impl Metrics {
         let licence = &authority.licence;
         self.licence_expiry.set(secs(licence.usable_until()));
         self.licence_lifetime.set(
-            i64::try_from(licence.usable_until().saturating_sub(licence.body.not_before))
-                .unwrap_or(i64::MAX),
+            i64::try_from(
+                licence
+                    .usable_until()
+                    .saturating_sub(licence.body.not_before),
+            )
+            .unwrap_or(i64::MAX),
         );
         match &authority.crl {
             Some(c) => {

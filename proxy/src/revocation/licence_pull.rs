@@ -35,7 +35,11 @@ pub struct FetchedLicence {
 }
 
 /// Pulls the licence until the reload task is gone.
-pub async fn poll(shared: Arc<Shared>, settings: Arc<PullSettings>, requests: mpsc::Sender<Request>) {
+pub async fn poll(
+    shared: Arc<Shared>,
+    settings: Arc<PullSettings>,
+    requests: mpsc::Sender<Request>,
+) {
     let url = settings.url.to_string();
     let mut fetcher = Fetcher::new(Arc::clone(&settings.target));
     let mut failures: u32 = 0;
@@ -56,7 +60,11 @@ pub async fn poll(shared: Arc<Shared>, settings: Arc<PullSettings>, requests: mp
             Ok(Some(_)) => "ok",
             Err(_) => "failed",
         };
-        shared.metrics.licence_fetches.with_label_values(&[label]).inc();
+        shared
+            .metrics
+            .licence_fetches
+            .with_label_values(&[label])
+            .inc();
         match result {
             Ok(None) => {
                 failures = 0;
@@ -91,8 +99,12 @@ pub async fn poll(shared: Arc<Shared>, settings: Arc<PullSettings>, requests: mp
 /// A licence's PEM text, verified under the root (and its delegation).
 fn verify(text: &[u8], root: &ztssh_proto::keys::PublicKey) -> Result<LicenceVerified, String> {
     let (der, deleg) = delegation::split_pem(text, pem::LICENCE).map_err(|e| e.to_string())?;
-    delegation::verify_licence(root, &der, deleg.as_deref(), None, clock::unix())
-        .map_err(|e| e.to_string())
+    let licence = delegation::verify_licence(root, &der, deleg.as_deref(), None, clock::unix())
+        .map_err(|e| e.to_string())?;
+    if !ztssh_proto::handshake::fits_message_2(&licence) {
+        return Err("the licence and its delegation are too long for handshake message 2".into());
+    }
+    Ok(licence)
 }
 
 /// The reload task's licence step: the `licence` file (when it changed)
