@@ -754,17 +754,17 @@ fn a_licence_a_delegated_key_signed_travels_with_its_delegation_in_message_2() {
         l
     };
     drop(server_licence);
-    let e = run(&pki, client_cfg(&pki, "web1"), &alice, &alice)
-        .err()
-        .expect("expired delegation");
+    let Err(e) = run(&pki, client_cfg(&pki, "web1"), &alice, &alice) else {
+        panic!("expired delegation: the handshake succeeded");
+    };
     assert!(e.to_string().contains("delegation expired"), "{e}");
     // Without a delegation the same licence is another issuer's.
     pki.licence = crate::cert::LicenceVerified::assume(
         crate::cert::Licence::decode(&licence).expect("decode"),
     );
-    let e = run(&pki, client_cfg(&pki, "web1"), &alice, &alice)
-        .err()
-        .expect("no delegation");
+    let Err(e) = run(&pki, client_cfg(&pki, "web1"), &alice, &alice) else {
+        panic!("no delegation: the handshake succeeded");
+    };
     assert!(
         matches!(e, ProtoError::Auth(AuthError::WrongIssuer(_))),
         "{e}"
