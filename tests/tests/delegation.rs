@@ -131,7 +131,9 @@ fn a_delegated_licence_renews_itself_from_nginx_and_sessions_end_when_publishing
         let text = ca_ok(&["show", p(&w.pki.licence), "--dir", p(&w.pki.ca)]);
         assert!(text.contains("chain: valid"), "{text}");
         text.lines()
-            .find_map(|l| l.trim().strip_prefix("serial:"))
+            // The licence's serial (the delegation's is printed first).
+            .filter_map(|l| l.trim().strip_prefix("serial:"))
+            .last()
             .map(|s| s.trim().to_owned())
             .expect("serial")
     };
