@@ -132,8 +132,8 @@ fn a_delegated_licence_renews_itself_from_nginx_and_sessions_end_when_publishing
         assert!(text.contains("chain: valid"), "{text}");
         text.lines()
             // The licence's serial (the delegation's is printed first).
-            .filter_map(|l| l.trim().strip_prefix("serial:"))
-            .last()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("serial:"))
             .map(|s| s.trim().to_owned())
             .expect("serial")
     };
