@@ -6,28 +6,24 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use getrandom::SysRng;
 use rand_core::UnwrapErr;
 use ztssh_keyfile as keyfile;
 use ztssh_proto::armor;
-use ztssh_proto::cert::{LicenceBody, LicenceRequest, Serial};
 use ztssh_proto::keys::SigningKey;
 use ztssh_proto::labels::pem;
-use ztssh_proto::time::{human, parse_duration};
 
 mod access;
+mod batch;
 mod cadir;
+mod delegate;
 mod hostcert;
 mod issuance;
 mod krl;
 mod revoke;
 mod show;
-
-/// Longest licence the CA will sign: 24 h, as `docs/THREAT_MODEL.md`
-/// assumes (a stolen proxy identity that no list reaches dies within a day).
-const MAX_LICENCE_TTL: u64 = 86_400;
 
 #[derive(Parser)]
 #[command(name = "ztssh-ca", version, about = "ztssh offline root CA")]
@@ -53,24 +49,78 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Sign a server licence for a proxy's licence request.
+    /// Sign a server licence for a proxy's licence request, or (with
+    /// --requests) one for every request in a directory. Signed by the
+    /// root, or by a licences delegation (--delegation and --key).
     AuthorizeServer {
-        /// CA directory.
+        /// CA directory (the root's; with --delegation, optional: its
+        /// revocation records and issuance log are used when given).
         #[arg(long)]
-        dir: PathBuf,
+        dir: Option<PathBuf>,
         /// Request written by `ztssh-proxy keygen`.
+        #[arg(
+            long,
+            required_unless_present = "requests",
+            conflicts_with = "requests"
+        )]
+        request: Option<PathBuf>,
+        /// Batch: every SERVER_ID.pem request in this directory gets a
+        /// licence SERVER_ID.pem in --out-dir, for the host names in
+        /// SERVER_ID.hosts (one a line) or else the server id alone.
+        #[arg(long, requires = "out_dir")]
+        requests: Option<PathBuf>,
+        /// Batch: where the licences go.
         #[arg(long)]
-        request: PathBuf,
+        out_dir: Option<PathBuf>,
         /// Name of this proxy (letters, digits, . _ @ -).
-        #[arg(long)]
-        server_id: String,
+        #[arg(long, required_unless_present = "requests")]
+        server_id: Option<String>,
         /// Host names clients use to reach the proxy (repeatable).
-        #[arg(long = "hostname", required = true, num_args = 1..)]
+        #[arg(long = "hostname", num_args = 1..)]
         hostnames: Vec<String>,
         /// Validity, e.g. 24h, 90m, 12h (at most 24h).
         #[arg(long, default_value = "24h")]
         ttl: String,
         /// Where to write the licence.
+        #[arg(long, required_unless_present = "requests")]
+        out: Option<PathBuf>,
+        /// Sign with a licences delegation (a file `ztssh-ca delegate`
+        /// wrote) instead of the root; needs --key.
+        #[arg(long, requires = "key")]
+        delegation: Option<PathBuf>,
+        /// The delegated private key (`ztssh-ca keygen`).
+        #[arg(long, requires = "delegation")]
+        key: Option<PathBuf>,
+        /// The revocation list in force: no licence is signed for a Noise
+        /// or Sub-CA key it revokes (required with --delegation and no --dir).
+        #[arg(long)]
+        crl: Option<PathBuf>,
+    },
+    /// Make a key pair for a delegation: KEY (private, 0600) and KEY.pub.
+    Keygen {
+        /// Where to write the private key; the public key goes to KEY.pub.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Delegate: the root certifies an online key to sign one kind of
+    /// object (licences, access lists or revocation lists) until it expires.
+    Delegate {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// licences, access or revocations.
+        #[arg(long)]
+        purpose: String,
+        /// The delegated public key (KEY.pub from `ztssh-ca keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Validity, e.g. 90d (at most 366d).
+        #[arg(long, default_value = "90d")]
+        ttl: String,
+        /// For licences: the server ids it may license, as globs (`web*`; repeatable).
+        #[arg(long = "servers", num_args = 1..)]
+        servers: Vec<String>,
+        /// Where to write the delegation.
         #[arg(long)]
         out: PathBuf,
     },
@@ -110,6 +160,10 @@ enum Cmd {
         /// stolen): every licence for either key, past and future.
         #[arg(long, value_name = "FILE")]
         licence: Option<PathBuf>,
+        /// Revoke a delegation (a file `ztssh-ca delegate` wrote), by its
+        /// delegated key and its serial: everything it signed is refused.
+        #[arg(long, value_name = "FILE")]
+        delegation: Option<PathBuf>,
     },
     /// Write a new root-signed revocation list (version goes up by one).
     Crl {
@@ -122,6 +176,13 @@ enum Cmd {
         /// How long until a newer list is due (proxies warn after that).
         #[arg(long, default_value = "7d")]
         ttl: String,
+        /// Sign with a revocations delegation instead of the root (DIR
+        /// may then be a copy of the CA's records without root.key); needs --key.
+        #[arg(long, requires = "key")]
+        delegation: Option<PathBuf>,
+        /// The delegated private key.
+        #[arg(long, requires = "delegation")]
+        key: Option<PathBuf>,
     },
     /// Certify sshd's host key: write an OpenSSH host certificate for
     /// sshd's `HostCertificate`, signed by the host CA key derived from the
@@ -279,14 +340,70 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::AuthorizeServer {
             dir,
             request,
+            requests,
+            out_dir,
             server_id,
             hostnames,
             ttl,
             out,
+            delegation,
+            key,
+            crl,
+        } => {
+            let _lock = match &dir {
+                Some(dir) => {
+                    cadir::check(dir)?;
+                    Some(cadir::lock(dir, "authorize-server")?)
+                }
+                None => None,
+            };
+            let signer = batch::Signer::load(
+                dir.as_deref(),
+                delegation.as_deref(),
+                key.as_deref(),
+                crl.as_deref(),
+                now(),
+            )?;
+            match (requests, out_dir, request, server_id, out) {
+                (Some(requests), Some(out_dir), ..) => {
+                    batch::authorize_all(&signer, &requests, &out_dir, &ttl, now())
+                }
+                (None, _, Some(request), Some(server_id), Some(out)) => {
+                    if hostnames.is_empty() {
+                        bail!("give the host names clients use: --hostname NAME (repeatable)");
+                    }
+                    let job = batch::Job {
+                        request: &request,
+                        server_id,
+                        hostnames,
+                        out: &out,
+                    };
+                    batch::authorize(&signer, job, &ttl, now())
+                }
+                _ => bail!(
+                    "give --request, --server-id, --hostname and --out, or --requests and --out-dir"
+                ),
+            }
+        }
+        Cmd::Keygen { out } => delegate::keygen(&out),
+        Cmd::Delegate {
+            dir,
+            purpose,
+            key,
+            ttl,
+            servers,
+            out,
         } => {
             cadir::check(&dir)?;
-            let _lock = cadir::lock(&dir, "authorize-server")?;
-            authorize(&dir, &request, server_id, hostnames, &ttl, &out)
+            let _lock = cadir::lock(&dir, "delegate")?;
+            let req = delegate::Request {
+                purpose: &purpose,
+                key: &key,
+                ttl: &ttl,
+                servers,
+                out: &out,
+            };
+            delegate::delegate(&dir, req, now())
         }
         Cmd::Revoke {
             dir,
@@ -298,6 +415,7 @@ fn run(cmd: Cmd) -> Result<()> {
             noise_key,
             subca_key,
             licence,
+            delegation,
         } => {
             cadir::check(&dir)?;
             let _lock = cadir::lock(&dir, "revoke")?;
@@ -310,13 +428,30 @@ fn run(cmd: Cmd) -> Result<()> {
                 noise_key,
                 subca_key,
                 licence,
+                delegation,
             };
             revoke::Target::from_flags(&dir, flags).and_then(|t| revoke::revoke(&dir, &t))
         }
-        Cmd::Crl { dir, out, ttl } => {
+        Cmd::Crl {
+            dir,
+            out,
+            ttl,
+            delegation,
+            key,
+        } => {
             cadir::check(&dir)?;
             let _lock = cadir::lock(&dir, "crl")?;
-            revoke::crl(&dir, &out, &ttl, now())
+            let signer = match (delegation, key) {
+                (Some(d), Some(k)) => Some(delegate::Delegated::load(
+                    &d,
+                    &k,
+                    ztssh_proto::delegation::Purpose::Revocations,
+                    Some(&dir),
+                    now(),
+                )?),
+                _ => None,
+            };
+            revoke::crl(&dir, &out, &ttl, now(), signer.as_ref())
         }
         Cmd::SignHost {
             dir,
@@ -373,58 +508,6 @@ fn init(dir: &Path) -> Result<()> {
     println!(
         "  root.pub  fingerprint {}: pin it on every proxy and sidecar",
         root.public().fingerprint()
-    );
-    Ok(())
-}
-
-fn authorize(
-    dir: &Path,
-    request: &Path,
-    server_id: String,
-    hostnames: Vec<String>,
-    ttl: &str,
-    out: &Path,
-) -> Result<()> {
-    let Some(ttl) = parse_duration(ttl).filter(|t| *t > 0) else {
-        bail!("--ttl {ttl:?} is not a duration like 24h, 90m or 2d");
-    };
-    if ttl > MAX_LICENCE_TTL {
-        bail!(
-            "--ttl {} is longer than the {} maximum; licences are meant to be short-lived: \
-             renew them daily (docs/OPERATOR.md, licence renewal)",
-            human(ttl),
-            human(MAX_LICENCE_TTL)
-        );
-    }
-    let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
-        .map_err(anyhow::Error::msg)?;
-    let req_bytes = keyfile::read_pem(request, pem::REQUEST).map_err(anyhow::Error::msg)?;
-    let req = LicenceRequest::decode_verified(&req_bytes)
-        .with_context(|| format!("{} is not a valid licence request", request.display()))?;
-    revoke::refuse_revoked_proxy_keys(dir, &req.noise_key, &req.subca_key.0)?;
-    let now = now();
-    let body = LicenceBody {
-        serial: Serial::random(&mut UnwrapErr(SysRng)),
-        server_id,
-        hostnames,
-        subca_key: req.subca_key,
-        noise_key: req.noise_key,
-        not_before: now,
-        not_after: now + ttl,
-        issuer: root.public(),
-    };
-    let licence = body.sign(&root)?;
-    // Recorded before it exists anywhere else.
-    issuance::append(dir, &issuance::line(&licence.body, now))?;
-    let text = armor::encode(pem::LICENCE, licence.encoded());
-    keyfile::write_atomic(out, text.as_bytes(), 0o644, keyfile::Existing::Replace)?;
-    println!(
-        "licence {} for {} ({}) valid {} written to {}",
-        licence.body.serial,
-        licence.body.server_id,
-        licence.body.hostnames.join(", "),
-        human(ttl),
-        out.display()
     );
     Ok(())
 }

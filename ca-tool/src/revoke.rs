@@ -51,6 +51,13 @@ pub enum Target {
     NoiseKey([u8; 32]),
     /// Revoke a proxy's Sub-CA key: every licence for it.
     SubcaKey([u8; 32]),
+    /// Revoke a delegation: its delegated key and its serial.
+    Delegation {
+        /// The delegated key.
+        key: [u8; 32],
+        /// The delegation's serial.
+        serial: Serial,
+    },
     /// Revoke both keys of a licence.
     LicenceKeys {
         /// Its Noise static key.
@@ -118,6 +125,26 @@ fn proxy_key(dir: &Path, arg: &str, which: ProxyKey) -> Result<[u8; 32]> {
 /// (checked by its proof of possession).
 fn licence_or_request_keys(dir: &Path, path: &Path) -> Result<([u8; 32], [u8; 32])> {
     let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // A licence a delegated key signed carries its delegation beside it.
+    if let Ok((bytes, Some(d))) = ztssh_proto::delegation::split_pem(&text, pem::LICENCE) {
+        let root = keyfile::read_root_public(&dir.join("root.pub")).map_err(anyhow::Error::msg)?;
+        let d = ztssh_proto::delegation::Delegation::decode_verified(&d, &root)
+            .with_context(|| format!("{}: not a delegation this CA signed", path.display()))?;
+        if d.body.purpose != ztssh_proto::delegation::Purpose::Licences {
+            bail!(
+                "{}: its delegation is for {}, not licences",
+                path.display(),
+                d.body.purpose
+            );
+        }
+        let lic = Licence::decode_signed_by(&bytes, &d.body.key).with_context(|| {
+            format!(
+                "{} is not a licence its delegated key signed",
+                path.display()
+            )
+        })?;
+        return Ok((lic.body.noise_key, lic.body.subca_key.0));
+    }
     let (label, bytes) =
         armor::decode(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     match label.as_str() {
@@ -240,8 +267,10 @@ impl Target {
             noise_key,
             subca_key,
             licence,
+            delegation,
         } = flags;
         let given = [
+            delegation.is_some(),
             noise_key.is_some(),
             subca_key.is_some(),
             licence.is_some(),
@@ -262,6 +291,13 @@ impl Target {
                 let (noise, subca) = licence_or_request_keys(dir, &l)?;
                 return Ok(Self::LicenceKeys { noise, subca });
             }
+            if let Some(d) = delegation {
+                let d = crate::delegate::read_delegation(&d, Some(dir))?;
+                return Ok(Self::Delegation {
+                    key: d.body.key.0,
+                    serial: d.body.serial,
+                });
+            }
         }
         Ok(match (principal, server, serial, key, host_cert) {
             (Some(p), None, None, None, None) => {
@@ -277,7 +313,7 @@ impl Target {
             (None, None, None, None, Some(c)) => Self::HostSerial(host_cert_serial(dir, &c)?),
             _ => bail!(
                 "give exactly one of --principal, --server, --serial, --key, --host-cert, \
-                 --noise-key, --subca-key or --licence"
+                 --noise-key, --subca-key, --licence or --delegation"
             ),
         })
     }
@@ -291,6 +327,12 @@ impl Target {
             Self::HostSerial(n) => format!("host-serial {n}"),
             Self::NoiseKey(k) => format!("noise-key {}", hex(k)),
             Self::SubcaKey(k) => format!("subca-key {}", hex(k)),
+            Self::Delegation { key, serial } => {
+                return vec![
+                    format!("delegated-key {}", hex(key)),
+                    format!("serial {serial}"),
+                ];
+            }
             Self::LicenceKeys { noise, subca } => {
                 return vec![
                     format!("noise-key {}", hex(noise)),
@@ -319,6 +361,8 @@ pub struct Flags {
     pub subca_key: Option<String>,
     /// `--licence`: a licence file, both of whose keys are revoked.
     pub licence: Option<std::path::PathBuf>,
+    /// `--delegation`: a delegation file, revoked by key and serial.
+    pub delegation: Option<std::path::PathBuf>,
 }
 
 /// Everything `revocations.txt` records.
@@ -390,7 +434,7 @@ fn load(dir: &Path) -> Result<Records> {
     Ok(records)
 }
 
-const KINDS: &str = "principal|server|serial|key|host-serial|noise-key|subca-key";
+const KINDS: &str = "principal|server|serial|key|host-serial|noise-key|subca-key|delegated-key";
 
 /// One line of `revocations.txt`, checked as `revoke` checks its flags.
 fn parse_line(line: &str, records: &mut Records) -> Result<()> {
@@ -432,6 +476,11 @@ fn parse_line(line: &str, records: &mut Records) -> Result<()> {
             }
             records.host_serials.insert(serial);
         }
+        "delegated-key" => {
+            let key = parse_key_hex(value)
+                .with_context(|| format!("{kind} {value:?}: not 64 hex digits"))?;
+            r.delegated_keys.insert(key);
+        }
         "noise-key" | "subca-key" => {
             let key = parse_key_hex(value)
                 .with_context(|| format!("{kind} {value:?}: not 64 hex digits"))?;
@@ -449,7 +498,13 @@ fn parse_line(line: &str, records: &mut Records) -> Result<()> {
 
 /// Records a revocation (idempotent).
 pub fn revoke(dir: &Path, target: &Target) -> Result<()> {
-    keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY).map_err(anyhow::Error::msg)?;
+    // A CA directory, or an on-call copy of its records that holds the
+    // root's public key and no private key (its lists are signed with a
+    // `revocations` delegation: `crl --delegation`).
+    if dir.join("root.key").exists() || !dir.join("root.pub").exists() {
+        keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
+            .map_err(anyhow::Error::msg)?;
+    }
     let path = dir.join(RECORDS);
     // The whole file is checked before a line is added to it: a mistake is
     // reported where it is, and an unreadable file is never replaced.
@@ -485,6 +540,13 @@ pub fn revoke(dir: &Path, target: &Target) -> Result<()> {
              licence for them (docs/OPERATOR.md, recovery after a stolen proxy)"
         );
     }
+    if let Target::Delegation { .. } = target {
+        println!(
+            "everything the delegated key signed is refused once the list is published: \
+             licences it signed end their sessions, lists it signed are refused (docs/OPERATOR.md, \
+             rotating a delegation)"
+        );
+    }
     if let Target::HostSerial(_) = target {
         println!(
             "publish it: ztssh-ca krl --dir {} --out revoked.krl for every sshd's RevokedKeys \
@@ -507,16 +569,27 @@ pub fn revoke(dir: &Path, target: &Target) -> Result<()> {
     Ok(())
 }
 
-/// Signs a new revocation list with the next version.
-pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
+/// Signs a new revocation list with the next version, by the root, or by
+/// `signer`: a `revocations` delegation's key (then `dir` may be a copy of
+/// the CA's records and counters without `root.key`).
+pub fn crl(
+    dir: &Path,
+    out: &Path,
+    ttl: &str,
+    now: u64,
+    signer: Option<&crate::delegate::Delegated>,
+) -> Result<()> {
     let Some(ttl) = parse_duration(ttl).filter(|t| *t > 0 && *t <= MAX_CRL_TTL) else {
         bail!(
             "--ttl {ttl:?} must be a duration like 7d, at most {}",
             human(MAX_CRL_TTL)
         );
     };
-    let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
-        .map_err(anyhow::Error::msg)?;
+    let root = match signer {
+        Some(s) => s.key_copy(),
+        None => keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
+            .map_err(anyhow::Error::msg)?,
+    };
     let records = load(dir)?;
     let mut revoked = records.list;
     revoked.user_keys = records.keys.iter().copied().collect();
@@ -530,8 +603,10 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
         next_update: now + ttl,
         issuer: root.public(),
         revoked,
+        delegation: None,
     };
     let bytes = list.sign(&root)?;
+    let text = ztssh_proto::delegation::encode_pem(pem::CRL, &bytes, signer.map(|s| &s.delegation));
     keyfile::write_atomic(
         &version_path,
         format!("{}\n", list.list_version).as_bytes(),
@@ -544,12 +619,7 @@ pub fn crl(dir: &Path, out: &Path, ttl: &str, now: u64) -> Result<()> {
         0o600,
         keyfile::Existing::Replace,
     )?;
-    keyfile::write_atomic(
-        out,
-        armor::encode(pem::CRL, &bytes).as_bytes(),
-        0o644,
-        keyfile::Existing::Replace,
-    )?;
+    keyfile::write_atomic(out, text.as_bytes(), 0o644, keyfile::Existing::Replace)?;
     let r = &list.revoked;
     println!(
         "revocation list version {} ({} principals, {} servers, {} serials, {} user keys), next update in {}, written to {}",
@@ -709,7 +779,22 @@ pub fn krl(dir: &Path, out: &Path, now: u64) -> Result<()> {
 /// names one of them.
 pub fn refuse_revoked_proxy_keys(dir: &Path, noise: &[u8; 32], subca: &[u8; 32]) -> Result<()> {
     let records = load(dir)?;
-    let r = &records.list;
+    refuse_listed_proxy_keys(
+        &records.list,
+        &dir.join(RECORDS).display().to_string(),
+        noise,
+        subca,
+    )
+}
+
+/// Why no licence may be signed for these proxy keys, if `r` (from
+/// `source`: the CA's records or the list in force) revokes one of them.
+pub fn refuse_listed_proxy_keys(
+    r: &Revocations,
+    source: &str,
+    noise: &[u8; 32],
+    subca: &[u8; 32],
+) -> Result<()> {
     let which = if r.noise_keys.contains(noise) {
         format!("Noise key {}", hex(noise))
     } else if r.subca_keys.contains(subca) {
@@ -722,7 +807,7 @@ pub fn refuse_revoked_proxy_keys(dir: &Path, noise: &[u8; 32], subca: &[u8; 32])
          are treated as stolen and are never licensed again: on the server, generate new keys \
          (ztssh-proxy keygen --dir NEW_STATE_DIR) and sign the new licence-request.pem \
          (docs/OPERATOR.md, recovery after a stolen proxy)",
-        dir.join(RECORDS).display()
+        source
     )
 }
 

@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 use ztssh_keyfile as keyfile;
 use ztssh_proto::armor;
 use ztssh_proto::cert::{ClientCert, Licence, LicenceRequest};
+use ztssh_proto::delegation::{self, Delegation, Purpose};
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, Secret, hex, to_array};
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::when;
@@ -20,9 +21,31 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let text = keyfile::read_regular(file, keyfile::MAX_PEM_FILE).map_err(anyhow::Error::msg)?;
-    let (label, bytes) =
-        armor::decode(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let (label, bytes, delegation) = split(&text, file)?;
+    if let Some(d) = &delegation {
+        show_delegation(d, root.as_ref(), now);
+        chain_status(&label, &bytes, d, root.as_ref(), now);
+    }
     match label.as_str() {
+        pem::DELEGATION => {
+            show_delegation(&bytes, root.as_ref(), now);
+        }
+        pem::DELEGATED_PUBLIC => {
+            let key = PublicKey(to_array(&bytes, "delegated public key")?);
+            println!(
+                "ztssh delegated public key\n  fingerprint: {}\n  key: {}",
+                key.fingerprint(),
+                hex(&key.0)
+            );
+        }
+        pem::DELEGATED_KEY => {
+            let key =
+                keyfile::read_signing_key(file, pem::DELEGATED_KEY).map_err(anyhow::Error::msg)?;
+            println!(
+                "ztssh delegated key (private; not printed)\n  public fingerprint: {}",
+                key.public().fingerprint()
+            );
+        }
         pem::ROOT_PUBLIC => {
             let key = PublicKey(to_array(&bytes, "root public key")?);
             println!(
@@ -68,7 +91,10 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
         }
         pem::LICENCE => {
             let lic = Licence::decode(&bytes)?;
-            let status = licence_status(&lic, root.as_ref(), now);
+            let status = match &delegation {
+                Some(_) => "see the chain above".to_owned(),
+                None => licence_status(&lic, root.as_ref(), now),
+            };
             let b = &lic.body;
             println!("ztssh server licence");
             println!("  serial:     {}", b.serial);
@@ -102,6 +128,10 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
         pem::CRL => {
             let (list, signed_by) = crl_unverified(&bytes)?;
             let signed_by = match root.as_ref() {
+                _ if delegation.is_some() => format!(
+                    "valid, by the delegated key {}; see the chain above",
+                    list.issuer.fingerprint()
+                ),
                 Some(r) if list.issuer != *r => format!(
                     "INVALID: signed by {}, not by root {}",
                     list.issuer.fingerprint(),
@@ -149,6 +179,7 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
             for (what, set) in [
                 ("noise key:  ", &list.revoked.noise_keys),
                 ("sub-CA key: ", &list.revoked.subca_keys),
+                ("delegation: ", &list.revoked.delegated_keys),
             ] {
                 let mut keys: Vec<_> = set.iter().collect();
                 keys.sort();
@@ -161,6 +192,82 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
         other => bail!("{}: unknown ztssh file type {other:?}", file.display()),
     }
     Ok(())
+}
+
+/// A file's label and object, and the delegation beside it if any (a
+/// licence or list a delegated key signed).
+fn split(text: &[u8], file: &Path) -> Result<(String, Vec<u8>, Option<Vec<u8>>)> {
+    for label in [pem::LICENCE, pem::CRL] {
+        if let Ok((object, Some(d))) = delegation::split_pem(text, label) {
+            return Ok((label.to_owned(), object, Some(d)));
+        }
+    }
+    let (label, bytes) =
+        armor::decode(text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    Ok((label, bytes, None))
+}
+
+/// Prints a delegation, checked against `root` when given.
+fn show_delegation(bytes: &[u8], root: Option<&PublicKey>, now: u64) {
+    let d = match Delegation::decode(bytes) {
+        Ok(d) => d,
+        Err(e) => {
+            println!("delegation: INVALID: {e}");
+            return;
+        }
+    };
+    let b = &d.body;
+    let status = match root {
+        None => {
+            "signature NOT checked (pass --root root.pub, or --dir CA-DIR, to check it)".to_owned()
+        }
+        Some(r) => match Delegation::decode_verified(bytes, r)
+            .map_err(|e| e.to_string())
+            .and_then(|d| d.check_in_force(None, now).map_err(|e| e.to_string()))
+        {
+            Ok(()) => format!("valid (signature checked against root {})", r.fingerprint()),
+            Err(e) => format!("INVALID: {e} (checked against root {})", r.fingerprint()),
+        },
+    };
+    println!("ztssh delegation");
+    println!("  serial:     {}", b.serial);
+    println!("  purpose:    {}", b.purpose);
+    println!("  key:        {} ({})", b.key.fingerprint(), hex(&b.key.0));
+    if b.purpose == Purpose::Licences {
+        println!(
+            "  servers:    {}",
+            if b.servers.is_empty() {
+                "any".to_owned()
+            } else {
+                b.servers.join(", ")
+            }
+        );
+    }
+    println!("  issuer:     {}", b.issuer.fingerprint());
+    println!("  not before: {}", when(b.not_before, now));
+    println!("  not after:  {}", when(b.not_after, now));
+    println!("  status:     {status}");
+}
+
+/// The whole chain root -> delegation -> object, checked as a proxy
+/// checks it when a root is given.
+fn chain_status(label: &str, object: &[u8], d: &[u8], root: Option<&PublicKey>, now: u64) {
+    let Some(root) = root else {
+        println!("chain: NOT checked (pass --root root.pub, or --dir CA-DIR, to check it)");
+        return;
+    };
+    let result = match label {
+        pem::LICENCE => delegation::verify_licence(root, object, Some(d), None, now).map(|_| ()),
+        _ => delegation::verify_list(root, object, Some(d), now).map(|_| ()),
+    };
+    match result {
+        Ok(()) => println!(
+            "chain: valid (root {} -> delegation -> {})",
+            root.fingerprint(),
+            label.to_lowercase()
+        ),
+        Err(e) => println!("chain: INVALID: {e}"),
+    }
 }
 
 /// A licence's status line: checked against `root` when given (a forged

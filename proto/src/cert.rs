@@ -92,7 +92,7 @@ pub fn check_host(host: &str) -> Result<(), Malformed> {
     check_name(host, MAX_HOSTNAME, "host name")
 }
 
-fn check_window(
+pub(crate) fn check_window(
     not_before: UnixTime,
     not_after: UnixTime,
     now: UnixTime,
@@ -113,7 +113,7 @@ fn check_window(
     Ok(())
 }
 
-fn split_signature<'a>(
+pub(crate) fn split_signature<'a>(
     r: &mut Reader<'a>,
     total: &'a [u8],
 ) -> Result<(&'a [u8], [u8; 64]), Malformed> {
@@ -133,7 +133,7 @@ fn split_signature<'a>(
 /// end, must be `key`, and `key`'s signature (the last 64 bytes) must
 /// verify over every byte before it, as received. Returns those bytes.
 /// Only the fixed-offset issuer is read; length fields are not.
-fn verify_signed_tail<'a>(
+pub(crate) fn verify_signed_tail<'a>(
     bytes: &'a [u8],
     min_len: usize,
     issuer_from_end: usize,
@@ -155,7 +155,7 @@ fn verify_signed_tail<'a>(
 }
 
 /// Checks `bytes` start with `magic` and format version 1.
-fn check_tag(bytes: &[u8], magic: &[u8], what: &'static str) -> Result<(), Malformed> {
+pub(crate) fn check_tag(bytes: &[u8], magic: &[u8], what: &'static str) -> Result<(), Malformed> {
     check_tag_in(bytes, magic, &[VERSION], what).map(|_| ())
 }
 
@@ -208,6 +208,9 @@ pub struct Licence {
     pub body: LicenceBody,
     signature: [u8; 64],
     encoded: Vec<u8>,
+    /// The root's delegation to the key that signed it, when a delegated
+    /// key did (set only by [`crate::delegation::verify_licence`]).
+    delegation: Option<Box<crate::delegation::Delegation>>,
 }
 
 /// A licence that verified under the pinned root at a given time. Only
@@ -295,6 +298,7 @@ impl LicenceBody {
             body: self,
             signature,
             encoded,
+            delegation: None,
         })
     }
 }
@@ -355,6 +359,7 @@ impl Licence {
             body,
             signature,
             encoded: bytes.to_vec(),
+            delegation: None,
         })
     }
 
@@ -398,6 +403,38 @@ impl Licence {
     /// The exact encoded bytes.
     pub fn encoded(&self) -> &[u8] {
         &self.encoded
+    }
+
+    /// The delegation under which a delegated key signed this licence;
+    /// `None` when the root signed it.
+    pub fn delegation(&self) -> Option<&crate::delegation::Delegation> {
+        self.delegation.as_deref()
+    }
+
+    /// When the licence stops being usable: its own end, or its
+    /// delegation's if that comes first.
+    pub fn usable_until(&self) -> UnixTime {
+        self.delegation().map_or(self.body.not_after, |d| {
+            d.body.not_after.min(self.body.not_after)
+        })
+    }
+
+    /// Takes a licence whose signature was checked under `delegation`'s
+    /// key (by [`crate::delegation::verify_chain`]) as verified, once its
+    /// own window holds at `now`.
+    pub(crate) fn into_verified(
+        mut self,
+        delegation: Option<crate::delegation::Delegation>,
+        now: UnixTime,
+    ) -> Result<LicenceVerified, AuthError> {
+        check_window(
+            self.body.not_before,
+            self.body.not_after,
+            now,
+            "server licence",
+        )?;
+        self.delegation = delegation.map(Box::new);
+        Ok(LicenceVerified(self))
     }
 
     /// Checks issuer, signature and validity window against the pinned root.

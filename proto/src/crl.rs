@@ -10,7 +10,17 @@
 //!       [ver 2, 3] u:u32 user_key_sha256[32] * u   ; ver 2: u >= 1
 //!       [ver 3]    a:u32 noise_key[32] * a          ; proxies' Noise static keys
 //!                  b:u32 subca_key[32] * b          ; proxies' Sub-CA keys; a + b >= 1
-//!       signature[64]   ; by the root, context CTX_CRL
+//!                                                    ; (ver 4: a + b may be 0)
+//!       [ver 4]    d:u32 delegated_key[32] * d      ; revoked delegations; d >= 1
+//!       signature[64]   ; by the root (or a `revocations` delegation's key,
+//!                       ; the delegation beside the list), context CTX_CRL
+//! ```
+//!
+//! A delegation is revoked by its delegated key (the section above) or by
+//! its serial (in the serial section, beside certificate and licence
+//! serials: all are random 128-bit numbers).
+//!
+//! ```text
 //! ```
 //!
 //! Each list is written in the lowest version that can hold it: one with
@@ -43,6 +53,10 @@ pub const MAX_SERIALS: usize = 1_000_000;
 pub const MAX_USER_KEYS: usize = 100_000;
 /// Most revoked proxy keys of each kind (Noise, Sub-CA) in one list.
 pub const MAX_SERVER_KEYS: usize = 100_000;
+/// The version that adds revoked delegations (by delegated key).
+const VERSION_DELEGATIONS: u8 = 4;
+/// Most revoked delegated keys in one list.
+pub const MAX_DELEGATIONS: usize = 10_000;
 
 /// What a revocation list revokes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -61,6 +75,9 @@ pub struct Revocations {
     pub noise_keys: HashSet<[u8; 32]>,
     /// Revoked proxy Sub-CA keys, the same way.
     pub subca_keys: HashSet<[u8; 32]>,
+    /// Revoked delegations, by delegated key: every delegation of that
+    /// key, and so everything it signs, is refused.
+    pub delegated_keys: HashSet<[u8; 32]>,
 }
 
 impl Revocations {
@@ -74,6 +91,31 @@ impl Revocations {
         } else {
             None
         }
+    }
+
+    /// Why `delegation` is revoked, if it is: by its key or its serial.
+    pub fn revoked_delegation(
+        &self,
+        delegation: &crate::delegation::DelegationBody,
+    ) -> Option<&'static str> {
+        if self.delegated_keys.contains(&delegation.key.0) {
+            Some("its delegated key is revoked")
+        } else if self.serials.contains(&delegation.serial) {
+            Some("its serial is revoked")
+        } else {
+            None
+        }
+    }
+
+    /// Whether every entry of `other` is also in `self`.
+    pub fn contains_all(&self, other: &Revocations) -> bool {
+        other.principals.is_subset(&self.principals)
+            && other.servers.is_subset(&self.servers)
+            && other.serials.is_subset(&self.serials)
+            && other.user_keys.is_subset(&self.user_keys)
+            && other.noise_keys.is_subset(&self.noise_keys)
+            && other.subca_keys.is_subset(&self.subca_keys)
+            && other.delegated_keys.is_subset(&self.delegated_keys)
     }
 
     /// Whether `key` is revoked.
@@ -99,6 +141,10 @@ pub struct Crl {
     pub issuer: PublicKey,
     /// The entries.
     pub revoked: Revocations,
+    /// The root's delegation to the key that signed the list, when a
+    /// delegated key did (set by [`crate::delegation::verify_chain`]; never
+    /// encoded in the list: it travels beside it).
+    pub delegation: Option<crate::delegation::Delegation>,
 }
 
 fn sorted<T: Ord + Clone>(set: &HashSet<T>) -> Vec<T> {
@@ -111,7 +157,9 @@ impl Crl {
     /// The lowest format version that holds the list.
     fn version(&self) -> u8 {
         let r = &self.revoked;
-        if !r.noise_keys.is_empty() || !r.subca_keys.is_empty() {
+        if !r.delegated_keys.is_empty() {
+            VERSION_DELEGATIONS
+        } else if !r.noise_keys.is_empty() || !r.subca_keys.is_empty() {
             VERSION_SERVER_KEYS
         } else if !r.user_keys.is_empty() {
             VERSION_USER_KEYS
@@ -144,6 +192,12 @@ impl Crl {
         let sections: &[&HashSet<[u8; 32]>] = match version {
             VERSION_USER_KEYS => &[&r.user_keys],
             VERSION_SERVER_KEYS => &[&r.user_keys, &r.noise_keys, &r.subca_keys],
+            VERSION_DELEGATIONS => &[
+                &r.user_keys,
+                &r.noise_keys,
+                &r.subca_keys,
+                &r.delegated_keys,
+            ],
             _ => &[],
         };
         for keys in sections {
@@ -156,14 +210,16 @@ impl Crl {
         w.into_vec()
     }
 
-    /// Signs and encodes the list with the root key.
+    /// Signs and encodes the list with the root key (or a delegated key:
+    /// the issuer is whichever key signs).
     pub fn sign(&self, root: &SigningKey) -> Result<Vec<u8>, Malformed> {
         let too_many = self.revoked.principals.len() > MAX_NAMES
             || self.revoked.servers.len() > MAX_NAMES
             || self.revoked.serials.len() > MAX_SERIALS
             || self.revoked.user_keys.len() > MAX_USER_KEYS
             || self.revoked.noise_keys.len() > MAX_SERVER_KEYS
-            || self.revoked.subca_keys.len() > MAX_SERVER_KEYS;
+            || self.revoked.subca_keys.len() > MAX_SERVER_KEYS
+            || self.revoked.delegated_keys.len() > MAX_DELEGATIONS;
         if too_many {
             return Err(Malformed::Invalid {
                 what: "revocation list",
@@ -201,7 +257,14 @@ impl Crl {
         let mut r = Reader::new(tbs, "revocation list");
         r.expect(magic::CRL)?;
         let version = r.u8()?;
-        if ![VERSION, VERSION_USER_KEYS, VERSION_SERVER_KEYS].contains(&version) {
+        if ![
+            VERSION,
+            VERSION_USER_KEYS,
+            VERSION_SERVER_KEYS,
+            VERSION_DELEGATIONS,
+        ]
+        .contains(&version)
+        {
             return Err(Malformed::BadVersion {
                 what: "revocation list",
                 version,
@@ -244,7 +307,7 @@ impl Crl {
         } else {
             HashSet::new()
         };
-        let (noise_keys, subca_keys) = if version == VERSION_SERVER_KEYS {
+        let (noise_keys, subca_keys) = if version >= VERSION_SERVER_KEYS {
             (
                 read_keys(&mut r, MAX_SERVER_KEYS, "revocation list Noise keys")?,
                 read_keys(&mut r, MAX_SERVER_KEYS, "revocation list Sub-CA keys")?,
@@ -252,12 +315,18 @@ impl Crl {
         } else {
             (HashSet::new(), HashSet::new())
         };
+        let delegated_keys = if version == VERSION_DELEGATIONS {
+            read_keys(&mut r, MAX_DELEGATIONS, "revocation list delegated keys")?
+        } else {
+            HashSet::new()
+        };
         r.finish()?;
         // Each version exists for what it adds: a list is canonical only
         // in the lowest version that holds it.
         let lowest = match version {
             VERSION_USER_KEYS => !user_keys.is_empty(),
             VERSION_SERVER_KEYS => !noise_keys.is_empty() || !subca_keys.is_empty(),
+            VERSION_DELEGATIONS => !delegated_keys.is_empty(),
             _ => true,
         };
         if !lowest {
@@ -275,7 +344,9 @@ impl Crl {
                 user_keys,
                 noise_keys,
                 subca_keys,
+                delegated_keys,
             },
+            delegation: None,
         })
     }
 
@@ -368,6 +439,7 @@ mod tests {
             next_update: 200,
             issuer: root.public(),
             revoked,
+            delegation: None,
         }
     }
 

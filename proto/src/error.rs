@@ -92,6 +92,15 @@ pub enum AuthError {
         /// Names in the licence.
         covered: String,
     },
+    /// Signed by a delegated key whose delegation does not allow it (wrong
+    /// purpose, another server, revoked).
+    #[error("{what} refused: {why}")]
+    NotDelegated {
+        /// What was signed.
+        what: &'static str,
+        /// Human reason.
+        why: String,
+    },
     /// The Noise static key the handshake proved differs from the licence.
     #[error("server's tunnel key is not the one its licence certifies")]
     KeyMismatch,

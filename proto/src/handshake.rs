@@ -35,6 +35,7 @@ use zeroize::Zeroizing;
 
 use crate::cert::{Licence, LicenceVerified, MAX_LICENCE_LEN, MAX_PRINCIPAL, check_name};
 use crate::codec::{Reader, Writer};
+use crate::delegation::{self, MAX_DELEGATION_LEN};
 use crate::end::{EndKind, Ended};
 use crate::error::{AuthError, Malformed, ProtoError};
 use crate::frame::{FrameSize, Transport};
@@ -76,6 +77,14 @@ pub fn client_auth_len(f: FrameSize, with_cert: bool) -> usize {
     } else {
         message_len(3, f)
     }
+}
+
+/// Whether `licence` (and its delegation) fits message 2 at the smallest
+/// frame size; a proxy refuses one that does not before it serves it.
+pub fn fits_message_2(licence: &LicenceVerified) -> bool {
+    let delegation = licence.delegation().map_or(0, |d| 2 + d.encoded().len());
+    let body = 2 + KEM_CT_LEN + 2 + licence.encoded().len() + delegation;
+    body + 2 <= SERVER_HELLO_MIN - OVERHEAD_2
 }
 
 /// Wire length of handshake message `n` (1, 2 or 3) for frame size `f`
@@ -324,6 +333,11 @@ impl AwaitingServerHello {
         let ct = r.take(KEM_CT_LEN)?;
         // Parsed only once its root signature verifies, below.
         let licence_bytes = r.var16(MAX_LICENCE_LEN)?;
+        // A licence a delegated key signed: the root's delegation follows.
+        let delegation = match r.remaining() {
+            0 => None,
+            _ => Some(r.var16(MAX_DELEGATION_LEN)?),
+        };
         r.finish()?;
 
         let shared = self.kem_dk.decapsulate(ct).ok_or(Malformed::Invalid {
@@ -334,7 +348,7 @@ impl AwaitingServerHello {
         self.hs.set_psk(3, psk.as_slice())?;
 
         let verified: LicenceVerified =
-            Licence::decode_verified(licence_bytes, &self.cfg.root, now)?;
+            delegation::verify_licence(&self.cfg.root, licence_bytes, delegation, None, now)?;
         let lic = verified.licence();
         if !lic.covers(&self.cfg.host) {
             return Err(AuthError::HostNotCovered {
@@ -454,6 +468,7 @@ pub struct AwaitingClientHello {
     hs: snow::HandshakeState,
     frame_size: FrameSize,
     licence: Vec<u8>,
+    delegation: Option<Vec<u8>>,
 }
 
 /// Starts a server handshake with the proxy's Noise key and its verified
@@ -473,6 +488,7 @@ pub fn server_start(
         hs,
         frame_size,
         licence: licence.encoded().to_vec(),
+        delegation: licence.delegation().map(|d| d.encoded().to_vec()),
     })
 }
 
@@ -524,6 +540,9 @@ impl AwaitingClientHello {
         w.u16(labels::PROTOCOL_VERSION)
             .bytes(ct.as_slice())
             .var16(&self.licence);
+        if let Some(d) = &self.delegation {
+            w.var16(d);
+        }
         let total = message_len(2, self.frame_size);
         let msg2 = write_msg(&mut self.hs, &w.into_vec(), total, OVERHEAD_2)?;
         self.hs.set_psk(3, psk.as_slice())?;

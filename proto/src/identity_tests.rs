@@ -966,6 +966,7 @@ impl Authority for ListAuthority {
                 serials: self.serials.borrow().clone(),
                 ..Default::default()
             },
+            delegation: None,
         };
         crate::trust::check_revoked(Some(&crl), who, at)
     }

@@ -41,6 +41,9 @@ pub const CTX_CRL: &[u8] = b"ztssh v1 revocation list\0";
 /// Context for an access list signed by the root (or, later, a key the
 /// root delegated for access lists).
 pub const CTX_ACCESS: &[u8] = b"ztssh v1 access list\0";
+/// Context for a delegation: the root certifying an online key for one
+/// purpose (see [`crate::delegation`]).
+pub const CTX_DELEGATION: &[u8] = b"ztssh v1 delegation\0";
 /// Context for a challenge proof by the session key.
 pub const CTX_PROOF: &[u8] = b"ztssh v1 challenge proof\0";
 /// Context for the session keys' signatures over a renewal.
@@ -62,6 +65,8 @@ pub mod magic {
     pub const CRL: &[u8; 4] = b"ZTRL";
     /// Access list.
     pub const ACCESS: &[u8; 4] = b"ZTAL";
+    /// Delegation.
+    pub const DELEGATION: &[u8; 4] = b"ZTDG";
 }
 
 /// PEM labels of the files the tools write.
@@ -84,4 +89,10 @@ pub mod pem {
     pub const CRL: &str = "ZTSSH REVOCATION LIST";
     /// Access list.
     pub const ACCESS: &str = "ZTSSH ACCESS LIST";
+    /// Delegation (beside the object a delegated key signed).
+    pub const DELEGATION: &str = "ZTSSH DELEGATION";
+    /// A delegated key's private key.
+    pub const DELEGATED_KEY: &str = "ZTSSH DELEGATED KEY";
+    /// A delegated key's public key.
+    pub const DELEGATED_PUBLIC: &str = "ZTSSH DELEGATED PUBLIC KEY";
 }

@@ -19,6 +19,7 @@ pub mod codec;
 pub mod conn;
 pub mod control;
 pub mod crl;
+pub mod delegation;
 pub mod end;
 pub mod error;
 pub mod frame;

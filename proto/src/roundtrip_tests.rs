@@ -200,7 +200,9 @@ proptest! {
                 user_keys,
                 noise_keys,
                 subca_keys,
+                delegated_keys: Default::default(),
             },
+            delegation: None,
         };
         let bytes = crl.sign(&root).expect("sign");
         let back = Crl::decode_verified(&bytes, &root.public()).expect("decode");

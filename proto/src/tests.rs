@@ -714,3 +714,68 @@ mod hostile {
         assert!(d.is_empty() && ev.is_empty());
     }
 }
+
+#[test]
+fn a_licence_a_delegated_key_signed_travels_with_its_delegation_in_message_2() {
+    use crate::delegation::{self, DelegationBody, Purpose};
+    let root = SigningKey::generate(&mut TestRng);
+    let online = SigningKey::generate(&mut TestRng);
+    let noise = NoiseKeypair::generate(&mut TestRng);
+    let mk = |servers: Vec<String>, nb: u64, na: u64| {
+        DelegationBody {
+            serial: Serial::random(&mut TestRng),
+            purpose: Purpose::Licences,
+            key: online.public(),
+            servers,
+            not_before: nb,
+            not_after: na,
+            issuer: root.public(),
+        }
+        .sign(&root)
+        .expect("delegate")
+    };
+    let d = mk(vec!["web*".into(); 16], NOW - 10, NOW + 3600);
+    let mut pki = pki_with(&root, &online, noise, NOW - 10, NOW + 600);
+    let licence = pki.licence.licence().encoded().to_vec();
+    pki.licence =
+        delegation::verify_licence(&root.public(), &licence, Some(d.encoded()), None, NOW)
+            .expect("delegated licence");
+    // The largest delegation fits message 2 beside a licence.
+    assert!(handshake::fits_message_2(&pki.licence));
+    let alice = user(1);
+    let (session, _) = run(&pki, client_cfg(&pki, "web1"), &alice, &alice).expect("handshake");
+    assert_eq!(session.licence.delegation(), Some(&d));
+    // A client refuses it when the delegation has ended.
+    let old = mk(Vec::new(), NOW - 100, NOW - 1);
+    pki.licence = crate::cert::LicenceVerified::assume(
+        crate::cert::Licence::decode(&licence).expect("decode"),
+    );
+    let server_licence = {
+        let mut l = delegation::verify_licence(
+            &root.public(),
+            &licence,
+            Some(old.encoded()),
+            None,
+            NOW - 50,
+        )
+        .expect("valid then");
+        std::mem::swap(&mut pki.licence, &mut l);
+        l
+    };
+    drop(server_licence);
+    let Err(e) = run(&pki, client_cfg(&pki, "web1"), &alice, &alice) else {
+        panic!("expired delegation: the handshake succeeded");
+    };
+    assert!(e.to_string().contains("delegation expired"), "{e}");
+    // Without a delegation the same licence is another issuer's.
+    pki.licence = crate::cert::LicenceVerified::assume(
+        crate::cert::Licence::decode(&licence).expect("decode"),
+    );
+    let Err(e) = run(&pki, client_cfg(&pki, "web1"), &alice, &alice) else {
+        panic!("no delegation: the handshake succeeded");
+    };
+    assert!(
+        matches!(e, ProtoError::Auth(AuthError::WrongIssuer(_))),
+        "{e}"
+    );
+}

@@ -36,10 +36,12 @@ use crate::end::{EndKind, Ended};
 use crate::time::{CLOCK_SKEW, UnixTime, human};
 
 mod list;
+mod renewal;
 mod subject;
 pub mod usercert;
 
 pub use list::{ListError, ListUpdate, Versioned, offer, offer_from, verify_pem};
+pub use renewal::{LicenceUpdate, offer_licence};
 pub use subject::{Checkpoint, Credential, Issued, Subject};
 
 /// What a proxy does once its revocation list is past its next-update time
@@ -213,7 +215,15 @@ pub fn check_licence(licence: &Licence, crl: Option<&Crl>, now: UnixTime) -> Res
     let b = &licence.body;
     if let Some(crl) = crl {
         let r = &crl.revoked;
-        let why = if r.servers.contains(&b.server_id) {
+        let delegation = licence
+            .delegation()
+            .and_then(|d| r.revoked_delegation(&d.body).map(|why| (d, why)));
+        let why = if let Some((d, why)) = delegation {
+            Some(format!(
+                "the delegation {} that let its signer license it is revoked ({why})",
+                d.body.serial
+            ))
+        } else if r.servers.contains(&b.server_id) {
             Some(format!("server id {} revoked", b.server_id))
         } else if r.serials.contains(&b.serial) {
             Some(format!("licence serial {} revoked", b.serial))
@@ -228,6 +238,20 @@ pub fn check_licence(licence: &Licence, crl: Option<&Crl>, now: UnixTime) -> Res
                 format!("server licence for {} revoked: {why}", b.server_id),
             ));
         }
+    }
+    if let Some(d) = licence.delegation()
+        && now >= d.body.not_after
+    {
+        return Err(Ended::new(
+            EndKind::LicenceExpired,
+            format!(
+                "the delegation that signed the server licence for {} expired {}: the server's \
+                 operator must renew the licence (ztssh-ca authorize-server) under a current one, \
+                 nothing on your side",
+                b.server_id,
+                crate::time::when(d.body.not_after, now)
+            ),
+        ));
     }
     if now >= b.not_after {
         return Err(Ended::new(
@@ -266,6 +290,7 @@ mod tests {
             next_update: 20,
             issuer: PublicKey([1; 32]),
             revoked,
+            delegation: None,
         }
     }
 

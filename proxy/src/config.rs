@@ -3,6 +3,7 @@
 //! port is bound; a failure is a [`ConfigError`] and exit code 64.
 
 pub mod access;
+pub mod licence_pull;
 pub mod pull;
 pub mod zsk;
 
@@ -15,9 +16,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use ztssh_keyfile as keyfile;
-use ztssh_proto::cert::{Licence, LicenceVerified};
+use ztssh_proto::cert::LicenceVerified;
 use ztssh_proto::conn::{CoverTraffic, RekeyPolicy};
 use ztssh_proto::crl::Crl;
+use ztssh_proto::delegation;
 use ztssh_proto::frame::FrameSize;
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey};
 use ztssh_proto::labels::pem;
@@ -73,6 +75,8 @@ const ENV_KEYS: &[&str] = &[
     "revocation_poll_secs",
     "revocation_fetch_timeout_secs",
     "revocation_ca_file",
+    "licence_url",
+    "licence_poll_secs",
     "revocation_stale",
     "revocation_stale_grace_secs",
     "access_list",
@@ -169,6 +173,15 @@ pub struct Settings {
     /// certificate (default: the Mozilla roots built into the proxy).
     #[serde(default)]
     pub revocation_ca_file: Option<PathBuf>,
+    /// Where to pull this proxy's licence from (`http://` or `https://`;
+    /// TLS trusts `revocation_ca_file` when set): a newer valid licence for
+    /// this proxy's own keys is written to `licence` and put in force with
+    /// no restart. The `licence` file is watched either way.
+    #[serde(default)]
+    pub licence_url: Option<String>,
+    /// Seconds between fetches of `licence_url` (±10 % jitter).
+    #[serde(default = "default_licence_poll")]
+    pub licence_poll_secs: u64,
     /// What an overdue list means: `warn`, `refuse-new` or `close-all`.
     #[serde(default, with = "choice")]
     pub revocation_stale: StaleMode,
@@ -268,6 +281,9 @@ pub struct Settings {
 
 fn default_revocation_poll() -> u64 {
     5
+}
+fn default_licence_poll() -> u64 {
+    60
 }
 fn default_revocation_fetch_timeout() -> u64 {
     10
@@ -382,6 +398,8 @@ pub struct Config {
     pub pull: Option<Arc<pull::PullSettings>>,
     /// Where the access list comes from, if one is configured.
     pub access: Option<Arc<access::AccessSettings>>,
+    /// Where and how to pull the licence, if from a URL.
+    pub licence_pull: Option<Arc<pull::PullSettings>>,
     /// Zero standing keys: one loopback source address per session.
     pub upstream_sources: Option<ipnet::Ipv4Net>,
     /// Zero standing keys: where and to whom sshd's command is answered.
@@ -507,6 +525,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let root = read_root(&settings.root_public_key)?;
     let pull = pull::PullSettings::from_settings(&settings).map_err(err)?;
     let access = access::AccessSettings::from_settings(&settings).map_err(err)?;
+    let licence_pull = licence_pull::from_settings(&settings).map_err(err)?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     refuse_revoked_keys(&settings, &authority)?;
     let timing = timing(&settings)?;
@@ -541,6 +560,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         authorized_keys,
         pull,
         access,
+        licence_pull,
         settings,
     };
     Ok((cfg, authority))
@@ -735,10 +755,10 @@ fn read_authority(
     let licence = load_licence(&s.licence, root, noise, subca, now)?;
     let authorized = Authorized::load(&s.authorized_principals).map_err(err)?;
     let crl = match &s.revocation_list {
-        Some(path) => Some(read_crl(path, root).map_err(err)?),
+        Some(path) => Some(read_crl(path, root, now).map_err(err)?),
         None => None,
     };
-    let crl = newer_cached(crl, s.revocation_cache.as_deref(), root);
+    let crl = newer_cached(crl, s.revocation_cache.as_deref(), root, now);
     let policy = match &s.policy {
         Some(path) => Policy::load(path).map_err(err)?,
         None => Policy::default(),
@@ -764,14 +784,14 @@ fn read_authority(
 /// `revocation_cache`. The cache only ever adds revocations: a missing one
 /// is normal before the first fetch, and one that cannot be read or
 /// verified is reported and left aside (the next fetch replaces it).
-fn newer_cached(crl: Option<Crl>, cache: Option<&Path>, root: &PublicKey) -> Option<Crl> {
+fn newer_cached(crl: Option<Crl>, cache: Option<&Path>, root: &PublicKey, now: u64) -> Option<Crl> {
     let Some(path) = cache else {
         return crl;
     };
     if !path.exists() {
         return crl;
     }
-    let cached = match read_crl(path, root) {
+    let cached = match read_crl(path, root, now) {
         Ok(cached) => cached,
         Err(e) => {
             tracing::warn!(event = "crl_cache_unusable", path = %path.display(), error = %e,
@@ -813,6 +833,25 @@ fn refuse_revoked_keys(s: &Settings, authority: &Authority) -> Result<(), Config
     )))
 }
 
+/// Reads and verifies a licence file: signed by the root, or by a
+/// `licences` delegation's key with the delegation beside it
+/// ([`delegation::verify_licence`]).
+pub fn read_licence(path: &Path, root: &PublicKey, now: u64) -> Result<LicenceVerified, String> {
+    let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
+    let (der, deleg) = delegation::split_pem(&text, pem::LICENCE)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let licence = delegation::verify_licence(root, &der, deleg.as_deref(), None, now)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !ztssh_proto::handshake::fits_message_2(&licence) {
+        return Err(format!(
+            "{}: the licence and its delegation are too long for handshake message 2; sign one \
+             with fewer host names, or a delegation with fewer server globs",
+            path.display()
+        ));
+    }
+    Ok(licence)
+}
+
 fn load_licence(
     path: &Path,
     root: &PublicKey,
@@ -820,9 +859,7 @@ fn load_licence(
     subca: &SigningKey,
     now: u64,
 ) -> Result<LicenceVerified, ConfigError> {
-    let bytes = keyfile::read_pem(path, pem::LICENCE).map_err(err)?;
-    let licence = Licence::decode_verified(&bytes, root, now)
-        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let licence = read_licence(path, root, now).map_err(err)?;
     if licence.body.noise_key != noise.public() || licence.body.subca_key != subca.public() {
         return Err(err(format!(
             "{}: licence was issued for other keys than the ones in the state directory; \

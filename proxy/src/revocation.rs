@@ -6,5 +6,6 @@
 
 pub mod access_pull;
 pub mod fetch;
+pub mod licence_pull;
 pub mod reload;
 pub mod watch;

@@ -106,6 +106,17 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
     if let Some(path) = shared.cfg.settings.revocation_list.clone() {
         tokio::spawn(watch_crl_file(path, reloads.clone()));
     }
+    tokio::spawn(crate::revocation::watch::watch_licence_file(
+        shared.cfg.settings.licence.clone(),
+        reloads.clone(),
+    ));
+    if let Some(pull) = shared.cfg.licence_pull.clone() {
+        tokio::spawn(crate::revocation::licence_pull::poll(
+            Arc::clone(&shared),
+            pull,
+            reloads.clone(),
+        ));
+    }
     if let Some(pull) = shared.cfg.pull.clone() {
         tokio::spawn(crate::revocation::fetch::poll(
             Arc::clone(&shared),

@@ -12,9 +12,16 @@ use ztssh_proto::cert::Licence;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::end::EndKind;
 use ztssh_proto::keys::PublicKey;
-use ztssh_proto::labels::pem;
 use ztssh_proto::time::{UnixTime, when};
 use ztssh_proto::trust::{self, ListUpdate};
+
+/// Unix seconds, for a delegated list's delegation window.
+fn now() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// A verified list and where it came from.
 pub struct Revocations {
@@ -33,8 +40,8 @@ impl Revocations {
                 path.display()
             )
         };
-        let bytes = keyfile::read_pem(path, pem::CRL).map_err(unusable)?;
-        let crl = Crl::decode_verified(&bytes, root).map_err(|e| unusable(e.to_string()))?;
+        let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE).map_err(unusable)?;
+        let crl = trust::verify_pem(&text, root, now()).map_err(|e| unusable(e.to_string()))?;
         Ok(Self {
             path: path.to_owned(),
             crl,
@@ -105,7 +112,7 @@ pub async fn refresh(url: &str, cache: &Path, root: &PublicKey) -> Result<Vec<St
     let have = copy.as_ref().map(|c| c.crl.list_version);
     let problem = match fetcher.fetch().await {
         Ok(ztssh_fetch::Fetched::NotModified) => return Ok(Vec::new()),
-        Ok(ztssh_fetch::Fetched::Body(body)) => match trust::verify_pem(&body, root) {
+        Ok(ztssh_fetch::Fetched::Body(body)) => match trust::verify_pem(&body, root, now()) {
             Ok(crl) => match trust::offer(copy.as_ref().map(|c| &c.crl), &crl) {
                 ListUpdate::Replace => {
                     keyfile::write_atomic(cache, &body, 0o644, keyfile::Existing::Replace)

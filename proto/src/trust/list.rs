@@ -3,11 +3,13 @@
 
 use thiserror::Error;
 
+use crate::ProtoError;
 use crate::crl::Crl;
+use crate::delegation;
 use crate::error::Malformed;
 use crate::keys::PublicKey;
 use crate::labels::pem;
-use crate::{ProtoError, armor};
+use crate::time::UnixTime;
 
 /// Why a list's PEM text was refused.
 #[derive(Debug, Error)]
@@ -21,11 +23,13 @@ pub enum ListError {
 }
 
 /// Checks a list as fetched or read: PEM of the right kind, then a list
-/// signed by the pinned `root` (the signature is verified before the list
-/// is parsed).
-pub fn verify_pem(text: &[u8], root: &PublicKey) -> Result<Crl, ListError> {
-    let der = armor::decode_expect(pem::CRL, text).map_err(ListError::NotPem)?;
-    Crl::decode_verified(&der, root).map_err(ListError::Invalid)
+/// signed by the pinned `root`, or by a `revocations` delegation's key
+/// with the delegation beside it in the file
+/// ([`crate::delegation::verify_list`]; every signature is verified before
+/// what it signs is parsed).
+pub fn verify_pem(text: &[u8], root: &PublicKey, now: UnixTime) -> Result<Crl, ListError> {
+    let (der, delegation) = delegation::split_pem(text, pem::CRL).map_err(ListError::NotPem)?;
+    delegation::verify_list(root, &der, delegation.as_deref(), now).map_err(ListError::Invalid)
 }
 
 /// What to do with a revocation list offered to replace the loaded one.
@@ -68,21 +72,44 @@ pub enum ListUpdate {
 pub trait Versioned: PartialEq {
     /// The list's version.
     fn list_version(&self) -> u64;
+
+    /// Whether this list may not replace `current` because its signer may
+    /// only add entries and it leaves some of `current`'s out (a list a
+    /// delegated key signed). Lists only the root signs never do.
+    fn drops_entries_of(&self, _current: &Self) -> bool {
+        false
+    }
 }
 
 impl Versioned for Crl {
     fn list_version(&self) -> u64 {
         self.list_version
     }
+
+    fn drops_entries_of(&self, current: &Self) -> bool {
+        self.delegation.is_some() && !self.revoked.contains_all(&current.revoked)
+    }
 }
 
 /// Only a newer list replaces the one in force (`current`; none yet, and
 /// any list replaces it); one of the same version must be the same list.
 /// Every place that replaces a list asks this.
+///
+/// A list a delegated key signed may only add to the list in force
+/// ([`Versioned::drops_entries_of`]): one that leaves out any of its
+/// entries would resurrect revoked identities (or its own revoked
+/// delegation, which the list in force names), so it is refused as a
+/// [`ListUpdate::Rollback`]. Only the root removes entries.
 pub fn offer<L: Versioned>(current: Option<&L>, offered: &L) -> ListUpdate {
     let Some(cur) = current else {
         return ListUpdate::Replace;
     };
+    if offered.drops_entries_of(cur) {
+        return ListUpdate::Rollback {
+            loaded: cur.list_version(),
+            offered: offered.list_version(),
+        };
+    }
     match offered.list_version().cmp(&cur.list_version()) {
         std::cmp::Ordering::Greater => ListUpdate::Replace,
         std::cmp::Ordering::Equal if offered == cur => ListUpdate::Same,
@@ -121,6 +148,7 @@ pub fn offer_from<L: Versioned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::armor;
     use crate::crl::Revocations;
     use crate::keys::{SigningKey, TestRng};
 
@@ -132,6 +160,7 @@ mod tests {
             next_update: 20,
             issuer: PublicKey([1; 32]),
             revoked: Revocations::default(),
+            delegation: None,
         }
     }
 
@@ -199,19 +228,20 @@ mod tests {
             next_update: 20,
             issuer: root.public(),
             revoked: Revocations::default(),
+            delegation: None,
         };
         let text = armor::encode(pem::CRL, &crl.sign(&root).expect("sign"));
         assert_eq!(
-            verify_pem(text.as_bytes(), &root.public()).expect("verify"),
+            verify_pem(text.as_bytes(), &root.public(), 15).expect("verify"),
             crl
         );
         let other = SigningKey::generate(&mut TestRng).public();
         assert!(matches!(
-            verify_pem(text.as_bytes(), &other),
+            verify_pem(text.as_bytes(), &other, 15),
             Err(ListError::Invalid(_))
         ));
         let licence = armor::encode(pem::LICENCE, b"x");
-        let e = verify_pem(licence.as_bytes(), &root.public()).expect_err("wrong kind");
+        let e = verify_pem(licence.as_bytes(), &root.public(), 15).expect_err("wrong kind");
         assert!(e.to_string().starts_with("not a revocation list: "), "{e}");
     }
 }

@@ -28,8 +28,11 @@ impl PullSettings {
     /// The pull settings, or `None` without a `revocation_url`.
     pub fn from_settings(s: &Settings) -> Result<Option<Arc<Self>>, String> {
         let Some(text) = &s.revocation_url else {
-            if s.revocation_ca_file.is_some() {
-                return Err("revocation_ca_file is set but revocation_url is not".into());
+            if s.revocation_ca_file.is_some() && s.licence_url.is_none() {
+                return Err(
+                    "revocation_ca_file is set but neither revocation_url nor licence_url is"
+                        .into(),
+                );
             }
             if s.revocation_cache.is_some() {
                 return Err("revocation_cache is set but revocation_url is not: \

@@ -70,7 +70,10 @@ pub struct Metrics {
     pub crl_fetches: IntCounterVec,
     /// Lists refused for carrying the loaded version with other contents.
     pub crl_forked: IntCounter,
+    /// Licence fetches from `licence_url` by result (ok, not_modified, failed).
+    pub licence_fetches: IntCounterVec,
     licence_expiry: IntGauge,
+    licence_lifetime: IntGauge,
     crl_expiry: IntGauge,
     crl_age: IntGauge,
     crl_version: IntGauge,
@@ -243,6 +246,18 @@ impl Metrics {
                 "ztssh_crl_forked_total",
                 "Revocation lists refused for carrying the loaded list's version with other contents (two lists signed under one version).",
             ),
+            licence_fetches: counter_vec(
+                &r,
+                "ztssh_licence_fetches_total",
+                "Licence fetches from licence_url by result (ok, not_modified, failed).",
+                "result",
+            ),
+            licence_lifetime: gauge(
+                &r,
+                "ztssh_licence_lifetime_seconds",
+                "Seconds from the licence's start to its end (or its delegation's, if sooner): \
+                 with ztssh_licence_expiry_seconds, how much of it is left.",
+            ),
             licence_expiry: gauge(
                 &r,
                 "ztssh_licence_expiry_seconds",
@@ -270,8 +285,16 @@ impl Metrics {
     fn refresh(&self, authority: &Authority, now: u64) {
         let secs =
             |t: u64| i64::try_from(t).unwrap_or(i64::MAX) - i64::try_from(now).unwrap_or(i64::MAX);
-        self.licence_expiry
-            .set(secs(authority.licence.body.not_after));
+        let licence = &authority.licence;
+        self.licence_expiry.set(secs(licence.usable_until()));
+        self.licence_lifetime.set(
+            i64::try_from(
+                licence
+                    .usable_until()
+                    .saturating_sub(licence.body.not_before),
+            )
+            .unwrap_or(i64::MAX),
+        );
         match &authority.crl {
             Some(c) => {
                 self.crl_expiry.set(secs(c.next_update));

@@ -80,7 +80,7 @@ pub async fn poll(
             Ok(Fetched::Body(body)) => {
                 let root = shared.cfg.root;
                 tokio::task::spawn_blocking(move || {
-                    trust::verify_pem(&body, &root)
+                    trust::verify_pem(&body, &root, crate::ops::clock::unix())
                         .map(|c| (c, body))
                         .map_err(|e| e.to_string())
                 })
@@ -145,7 +145,7 @@ fn kept_version(shared: &Shared, settings: &PullSettings) -> Option<u64> {
     if shared.cfg.settings.revocation_cache.as_deref() != Some(cache) || !cache.exists() {
         return None;
     }
-    crate::trust::authority::read_crl(cache, &shared.cfg.root)
+    crate::trust::authority::read_crl(cache, &shared.cfg.root, crate::ops::clock::unix())
         .ok()
         .map(|c| c.list_version)
 }

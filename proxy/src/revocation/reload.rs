@@ -51,6 +51,10 @@ pub enum Request {
     /// The access list file changed, or a list was fetched from
     /// `access_list_url`.
     Access(access_pull::AccessUpdate),
+    /// The licence: `None`, the `licence` file changed; `Some`, one fetched
+    /// from `licence_url` and verified. A newer one for this proxy's keys
+    /// replaces the one in force ([`super::licence_pull::renew`]).
+    Licence(Option<Box<super::licence_pull::FetchedLicence>>),
 }
 
 /// A list fetched from `revocation_url` and verified under the root.
@@ -74,6 +78,8 @@ struct Batch {
     fetched: Option<Box<FetchedList>>,
     recheck: bool,
     access: access_pull::Pending,
+    licence_file: bool,
+    licence_fetched: Option<Box<super::licence_pull::FetchedLicence>>,
 }
 
 impl Batch {
@@ -92,6 +98,11 @@ impl Batch {
             }
             Request::Recheck => self.recheck = true,
             Request::Access(update) => self.access.add(update),
+            Request::Licence(None) => self.licence_file = true,
+            Request::Licence(Some(l)) => {
+                // The latest fetched; the licence step judges it.
+                self.licence_fetched = Some(l);
+            }
         }
     }
 }
@@ -232,6 +243,22 @@ fn compute(
         };
         out = out.then(Outcome::new(next, result));
     }
+    if batch.licence_file || batch.licence_fetched.is_some() {
+        let base = out.next.as_ref().unwrap_or(current);
+        let (next, refused) = super::licence_pull::renew(
+            shared,
+            base,
+            batch.licence_file,
+            batch.licence_fetched,
+            now,
+        );
+        let result = match (&next, refused) {
+            (_, true) => Some("failed"),
+            (Some(_), false) => Some("ok"),
+            (None, false) => None,
+        };
+        out = out.then(Outcome::new(next, result));
+    }
     if batch.recheck && out.next.is_none() {
         out.next = Some(current.republish());
     }
@@ -302,7 +329,7 @@ fn list_file(shared: &Shared, current: &Authority, memory: &mut Memory, now: u64
     let Some(path) = &shared.cfg.settings.revocation_list else {
         return Outcome::NOTHING;
     };
-    let read = authority::read_crl(path, &shared.cfg.root);
+    let read = authority::read_crl(path, &shared.cfg.root, now);
     let newest = memory.file_newest;
     if let Ok(c) = &read {
         memory.file_newest = Some(newest.map_or(c.list_version, |n| n.max(c.list_version)));
@@ -356,7 +383,7 @@ fn keep(path: &Path, pem: &[u8], version: u64, shared: &Shared) {
     }
     let shown = path.display();
     if path.exists()
-        && let Ok(there) = authority::read_crl(path, &shared.cfg.root)
+        && let Ok(there) = authority::read_crl(path, &shared.cfg.root, clock::unix())
         && there.list_version >= version
     {
         debug!(event = "crl_cached", path = %shown, list_version = there.list_version,

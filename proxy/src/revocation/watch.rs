@@ -86,6 +86,12 @@ pub async fn watch_access_file(path: PathBuf, requests: mpsc::Sender<Request>) {
     .await;
 }
 
+/// Watches the `licence` file the same way, asking the reload task to
+/// offer it to the licence in force the moment it changes.
+pub async fn watch_licence_file(path: PathBuf, requests: mpsc::Sender<Request>) {
+    watch_file(path, requests, CRL_POLL, || Request::Licence(None)).await;
+}
+
 async fn watch_crl_file_every(path: PathBuf, requests: mpsc::Sender<Request>, poll: Duration) {
     watch_file(path, requests, poll, || Request::RevocationList).await;
 }

@@ -222,6 +222,7 @@ mod tests {
             next_update: NOW - 10,
             issuer: ztssh_proto::keys::PublicKey([1; 32]),
             revoked: Default::default(),
+            delegation: None,
         });
         a.staleness = Staleness {
             mode: StaleMode::RefuseNew,

@@ -13,7 +13,6 @@ use ztssh_proto::cert::LicenceVerified;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::identity::{self, EndKind, Ended};
 use ztssh_proto::keys::PublicKey;
-use ztssh_proto::labels::pem;
 use ztssh_proto::time::{UnixTime, when};
 use ztssh_proto::trust::usercert::UserCas;
 use ztssh_proto::trust::{self, Checkpoint, Credential, ListUpdate, Staleness, Subject};
@@ -236,10 +235,11 @@ pub fn read_user_cas(path: &Path) -> Result<UserCas, String> {
     UserCas::parse(&text).map_err(|(line, why)| format!("{}:{line}: {why}", path.display()))
 }
 
-/// Reads and verifies a revocation list file.
-pub fn read_crl(path: &Path, root: &PublicKey) -> Result<Crl, String> {
-    let bytes = keyfile::read_pem(path, pem::CRL)?;
-    Crl::decode_verified(&bytes, root).map_err(|e| format!("{}: {e}", path.display()))
+/// Reads and verifies a revocation list file: signed by the root, or by a
+/// `revocations` delegation's key with the delegation beside it.
+pub fn read_crl(path: &Path, root: &PublicKey, now: UnixTime) -> Result<Crl, String> {
+    let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
+    trust::verify_pem(&text, root, now).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Warns loudly about a stale list; the proxy keeps enforcing it.

@@ -1,0 +1,550 @@
+//! Delegations: the root certifying an online key for one kind of object,
+//! so the root can stay offline. One function, [`verify_chain`], checks
+//! every chain root → delegation → object, for every verifier.
+//!
+//! ```text
+//! Delegation = "ZTDG" ver=1 serial[16] purpose:u8 key[32]
+//!              n:u8 server_glob:str8 * n        ; licences only; none: any server
+//!              not_before:u64 not_after:u64 issuer[32]
+//!              signature[64]                     ; by the root, context CTX_DELEGATION
+//! purpose    = 1 licences | 2 access | 3 revocations
+//! ```
+//!
+//! A delegated key signs its objects exactly as the root signs them (same
+//! format, same context string, its own key as the issuer); the delegation
+//! travels beside the object: a second PEM block (`ZTSSH DELEGATION`) in a
+//! licence or list file, and the optional last field of handshake message 2.
+//! An object the root signed has no delegation and verifies as before.
+//!
+//! What [`verify_chain`] checks, in this order, nothing parsed before the
+//! signature over it verified: the delegation's signature under the pinned
+//! root (its issuer must be the root: a delegated key cannot delegate), its
+//! window at `now`, its purpose equal to the object's, the delegation not
+//! revoked (by key or serial) by the list in force; then the object's
+//! signature under the delegated key; then, for a licence, its server id
+//! matched by the delegation's globs, and, for a revocation list, the
+//! delegation not revoked by the list itself.
+
+use crate::cert::{Licence, LicenceVerified, MAX_SERVER_ID, Serial, check_tag, check_window};
+use crate::codec::{Reader, Writer};
+use crate::crl::{Crl, Revocations};
+use crate::error::{AuthError, Malformed};
+use crate::keys::{PublicKey, SigningKey};
+use crate::labels::{self, magic, pem};
+use crate::time::UnixTime;
+use crate::{ProtoError, armor};
+
+const VERSION: u8 = 1;
+/// Most server globs in one delegation.
+pub const MAX_GLOBS: usize = 16;
+/// Longest delegation: every glob at its longest.
+pub const MAX_DELEGATION_LEN: usize =
+    4 + 1 + 16 + 1 + 32 + 1 + MAX_GLOBS * (1 + MAX_SERVER_ID) + 8 + 8 + 32 + 64;
+/// The shortest delegation: no globs.
+const MIN_DELEGATION_LEN: usize = 4 + 1 + 16 + 1 + 32 + 1 + 8 + 8 + 32 + 64;
+/// Where the issuer starts, counted from the end.
+const ISSUER_FROM_END: usize = 32 + 64;
+
+/// What a delegated key may sign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// Server licences (optionally only for some server ids).
+    Licences,
+    /// Signed access lists.
+    Access,
+    /// Revocation lists.
+    Revocations,
+}
+
+impl Purpose {
+    /// Every purpose.
+    pub const ALL: [Purpose; 3] = [Self::Licences, Self::Access, Self::Revocations];
+
+    fn wire(self) -> u8 {
+        match self {
+            Self::Licences => 1,
+            Self::Access => 2,
+            Self::Revocations => 3,
+        }
+    }
+
+    fn from_wire(b: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.wire() == b)
+    }
+
+    /// The word the CA tool and `show` use.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Licences => "licences",
+            Self::Access => "access",
+            Self::Revocations => "revocations",
+        }
+    }
+
+    /// Parses [`Purpose::label`].
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.label() == text)
+    }
+}
+
+impl std::fmt::Display for Purpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// The fields the root signs into a delegation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DelegationBody {
+    /// Unique serial (revocable in the list's serial section).
+    pub serial: Serial,
+    /// What the delegated key may sign.
+    pub purpose: Purpose,
+    /// The delegated (online) key.
+    pub key: PublicKey,
+    /// For licences: the server ids it may license, as globs (`*` any
+    /// run, `?` one character); empty: any server.
+    pub servers: Vec<String>,
+    /// Start of validity.
+    pub not_before: UnixTime,
+    /// End of validity (exclusive).
+    pub not_after: UnixTime,
+    /// The root that signed it.
+    pub issuer: PublicKey,
+}
+
+/// A root-signed delegation. Only [`Delegation::decode_verified`] (the
+/// root's signature checked first) and [`DelegationBody::sign`] make one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delegation {
+    /// Signed fields.
+    pub body: DelegationBody,
+    encoded: Vec<u8>,
+}
+
+/// A server glob: a server id's characters, plus `*` and `?`.
+pub fn check_glob(glob: &str) -> Result<(), Malformed> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '*' | '?');
+    if glob.is_empty() || glob.len() > MAX_SERVER_ID || !glob.chars().all(ok) {
+        return Err(Malformed::Invalid {
+            what: "delegation server glob",
+            why: "1 to 64 letters, digits, . _ @ - and the wildcards * ?",
+        });
+    }
+    Ok(())
+}
+
+/// Whether `name` matches `glob` (`*`: any run, `?`: one byte). Linear
+/// in the lengths (the classic backtracking over the last `*`).
+pub fn glob_matches(glob: &str, name: &str) -> bool {
+    let (g, n) = (glob.as_bytes(), name.as_bytes());
+    let (mut gi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match g.get(gi) {
+            Some(b'*') => {
+                star = Some((gi, ni));
+                gi += 1;
+            }
+            Some(&c) if c == b'?' || c == n[ni] => {
+                gi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sg, sn)) => {
+                    gi = sg + 1;
+                    ni = sn + 1;
+                    star = Some((sg, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    g.get(gi..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
+}
+
+impl DelegationBody {
+    fn encode_tbs(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(magic::DELEGATION)
+            .u8(VERSION)
+            .bytes(&self.serial.0)
+            .u8(self.purpose.wire())
+            .bytes(&self.key.0);
+        w.u8(u8::try_from(self.servers.len()).unwrap_or(u8::MAX));
+        for s in &self.servers {
+            w.str8(s);
+        }
+        w.u64(self.not_before)
+            .u64(self.not_after)
+            .bytes(&self.issuer.0);
+        w.into_vec()
+    }
+
+    fn validate(&self) -> Result<(), Malformed> {
+        let invalid = |why| Malformed::Invalid {
+            what: "delegation",
+            why,
+        };
+        if self.servers.len() > MAX_GLOBS {
+            return Err(invalid("at most 16 server globs"));
+        }
+        if !self.servers.is_empty() && self.purpose != Purpose::Licences {
+            return Err(invalid("only a licences delegation names servers"));
+        }
+        for g in &self.servers {
+            check_glob(g)?;
+        }
+        if self.not_after <= self.not_before {
+            return Err(invalid("not_after is not after not_before"));
+        }
+        if self.key == self.issuer {
+            return Err(invalid("the root cannot be delegated to itself"));
+        }
+        Ok(())
+    }
+
+    /// Signs the delegation with the root key.
+    pub fn sign(self, root: &SigningKey) -> Result<Delegation, Malformed> {
+        self.validate()?;
+        if root.public() != self.issuer {
+            return Err(Malformed::Invalid {
+                what: "delegation",
+                why: "issuer is not the signing key",
+            });
+        }
+        let mut encoded = self.encode_tbs();
+        let signature = root.sign(labels::CTX_DELEGATION, &encoded);
+        encoded.extend_from_slice(&signature);
+        Ok(Delegation {
+            body: self,
+            encoded,
+        })
+    }
+}
+
+fn refused(why: String) -> ProtoError {
+    AuthError::NotDelegated {
+        what: "delegation",
+        why,
+    }
+    .into()
+}
+
+impl Delegation {
+    /// Verifies the root's signature over `bytes` (its issuer, at a fixed
+    /// offset from the end, must be `root`), then parses them. The window,
+    /// purpose and revocation are [`verify_chain`]'s to check.
+    pub fn decode_verified(bytes: &[u8], root: &PublicKey) -> Result<Self, ProtoError> {
+        if bytes.len() > MAX_DELEGATION_LEN {
+            return Err(Malformed::TooLong {
+                what: "delegation",
+                len: bytes.len(),
+                max: MAX_DELEGATION_LEN,
+            }
+            .into());
+        }
+        check_tag(bytes, magic::DELEGATION, "delegation")?;
+        crate::cert::verify_signed_tail(
+            bytes,
+            MIN_DELEGATION_LEN,
+            ISSUER_FROM_END,
+            root,
+            labels::CTX_DELEGATION,
+            "delegation",
+        )?;
+        Ok(Self::decode(bytes)?)
+    }
+
+    /// Parses a delegation without verifying it (for `show`, and after
+    /// [`Delegation::decode_verified`] checked the signature).
+    pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        if bytes.len() > MAX_DELEGATION_LEN {
+            return Err(Malformed::TooLong {
+                what: "delegation",
+                len: bytes.len(),
+                max: MAX_DELEGATION_LEN,
+            });
+        }
+        let mut r = Reader::new(bytes, "delegation");
+        r.expect(magic::DELEGATION)?;
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(Malformed::BadVersion {
+                what: "delegation",
+                version,
+            });
+        }
+        let serial = Serial(r.array()?);
+        let purpose = Purpose::from_wire(r.u8()?).ok_or(Malformed::Invalid {
+            what: "delegation",
+            why: "unknown purpose",
+        })?;
+        let key = PublicKey(r.array()?);
+        let count = usize::from(r.u8()?);
+        if count > MAX_GLOBS {
+            return Err(Malformed::TooLong {
+                what: "delegation server globs",
+                len: count,
+                max: MAX_GLOBS,
+            });
+        }
+        let mut servers = Vec::with_capacity(count);
+        for _ in 0..count {
+            servers.push(r.str8(MAX_SERVER_ID)?.to_owned());
+        }
+        let not_before = r.u64()?;
+        let not_after = r.u64()?;
+        let issuer = PublicKey(r.array()?);
+        let _signature = r.array::<64>()?;
+        r.finish()?;
+        let body = DelegationBody {
+            serial,
+            purpose,
+            key,
+            servers,
+            not_before,
+            not_after,
+            issuer,
+        };
+        body.validate()?;
+        Ok(Self {
+            body,
+            encoded: bytes.to_vec(),
+        })
+    }
+
+    /// The exact encoded bytes.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// Whether a licence for `server_id` is within the delegation.
+    pub fn allows_server(&self, server_id: &str) -> bool {
+        self.body.servers.is_empty() || self.body.servers.iter().any(|g| glob_matches(g, server_id))
+    }
+
+    /// Checks the delegation at `now` against the list in force (`list`,
+    /// if any): its window, and no revocation of its key or serial.
+    /// Called by [`verify_chain`] and, for a licence in use, by
+    /// [`crate::trust::check_licence`] at every checkpoint.
+    pub fn check_in_force(
+        &self,
+        list: Option<&Revocations>,
+        now: UnixTime,
+    ) -> Result<(), ProtoError> {
+        check_window(self.body.not_before, self.body.not_after, now, "delegation")?;
+        if let Some(why) = list.and_then(|r| r.revoked_delegation(&self.body)) {
+            return Err(refused(format!(
+                "the {} delegation {} is revoked ({why})",
+                self.body.purpose, self.body.serial
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// An object a delegated key may sign in the root's place.
+pub trait Delegable: Sized {
+    /// The purpose a delegation must have to sign it.
+    const PURPOSE: Purpose;
+    /// Its name in messages.
+    const WHAT: &'static str;
+    /// Verifies that `key` signed `bytes` (the signature over the bytes as
+    /// received, before anything is parsed) and parses them. The window,
+    /// if the object has one, is the caller's to check.
+    fn verify_under(bytes: &[u8], key: &PublicKey) -> Result<Self, ProtoError>;
+    /// The server id a licences delegation's globs must match.
+    fn server_id(&self) -> Option<&str> {
+        None
+    }
+    /// Revocations the object itself carries (a list): the delegation
+    /// that signed it must not be among them.
+    fn revocations(&self) -> Option<&Revocations> {
+        None
+    }
+}
+
+impl Delegable for Licence {
+    const PURPOSE: Purpose = Purpose::Licences;
+    const WHAT: &'static str = "server licence";
+    fn verify_under(bytes: &[u8], key: &PublicKey) -> Result<Self, ProtoError> {
+        Licence::decode_signed_by(bytes, key)
+    }
+    fn server_id(&self) -> Option<&str> {
+        Some(&self.body.server_id)
+    }
+}
+
+impl Delegable for Crl {
+    const PURPOSE: Purpose = Purpose::Revocations;
+    const WHAT: &'static str = "revocation list";
+    fn verify_under(bytes: &[u8], key: &PublicKey) -> Result<Self, ProtoError> {
+        Crl::decode_verified(bytes, key)
+    }
+    fn revocations(&self) -> Option<&Revocations> {
+        Some(&self.revoked)
+    }
+}
+
+/// An object and the delegation its signer holds (`None`: the root signed).
+#[derive(Debug)]
+pub struct Chained<T> {
+    /// The verified object.
+    pub object: T,
+    /// The delegation, when a delegated key signed it.
+    pub delegation: Option<Delegation>,
+}
+
+/// The one check of a chain root → delegation → object (see the module
+/// docs for the order). `delegation: None` means the root signed the
+/// object itself, checked exactly as before delegations existed. `list`
+/// is the revocation list in force, if any.
+pub fn verify_chain<T: Delegable>(
+    root: &PublicKey,
+    object: &[u8],
+    delegation: Option<&[u8]>,
+    list: Option<&Revocations>,
+    now: UnixTime,
+) -> Result<Chained<T>, ProtoError> {
+    let Some(delegation) = delegation else {
+        return Ok(Chained {
+            object: T::verify_under(object, root)?,
+            delegation: None,
+        });
+    };
+    let d = Delegation::decode_verified(delegation, root)?;
+    d.check_in_force(list, now)?;
+    if d.body.purpose != T::PURPOSE {
+        return Err(AuthError::NotDelegated {
+            what: T::WHAT,
+            why: format!(
+                "its signer's delegation {} is for {}, not {}",
+                d.body.serial,
+                d.body.purpose,
+                T::PURPOSE
+            ),
+        }
+        .into());
+    }
+    let object = T::verify_under(object, &d.body.key)?;
+    if let Some(id) = object.server_id()
+        && !d.allows_server(id)
+    {
+        return Err(AuthError::NotDelegated {
+            what: T::WHAT,
+            why: format!(
+                "its signer's delegation {} covers servers {}, not {id}",
+                d.body.serial,
+                d.body.servers.join(", ")
+            ),
+        }
+        .into());
+    }
+    if let Some(why) = object
+        .revocations()
+        .and_then(|r| r.revoked_delegation(&d.body))
+    {
+        return Err(refused(format!(
+            "the list's own signer is revoked by it ({why}): a delegated key cannot sign once revoked"
+        )));
+    }
+    Ok(Chained {
+        object,
+        delegation: Some(d),
+    })
+}
+
+/// A licence from the root or a `licences` delegation, checked by
+/// [`verify_chain`] and then in its window at `now`: the way to take a
+/// licence from anyone else (the sidecar, from message 2; the proxy, from
+/// its file or URL).
+pub fn verify_licence(
+    root: &PublicKey,
+    licence: &[u8],
+    delegation: Option<&[u8]>,
+    list: Option<&Revocations>,
+    now: UnixTime,
+) -> Result<LicenceVerified, ProtoError> {
+    let chained = verify_chain::<Licence>(root, licence, delegation, list, now)?;
+    Ok(chained.object.into_verified(chained.delegation, now)?)
+}
+
+/// A revocation list from the root or a `revocations` delegation; its
+/// delegation is kept in [`Crl::delegation`], for
+/// [`crate::trust::offer`]'s rule that a delegated list only adds.
+pub fn verify_list(
+    root: &PublicKey,
+    list: &[u8],
+    delegation: Option<&[u8]>,
+    now: UnixTime,
+) -> Result<Crl, ProtoError> {
+    let chained = verify_chain::<Crl>(root, list, delegation, None, now)?;
+    let mut crl = chained.object;
+    crl.delegation = chained.delegation;
+    Ok(crl)
+}
+
+/// Most PEM blocks in one object file: the object and its delegation.
+const MAX_BLOCKS: usize = 2;
+
+/// Splits a PEM file into the object labelled `label` and the delegation
+/// beside it, if any. Anything else (another label, two objects, two
+/// delegations, a third block) is refused.
+pub fn split_pem(
+    text: &[u8],
+    label: &'static str,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), Malformed> {
+    let text = std::str::from_utf8(text).map_err(|_| Malformed::BadUtf8("PEM file"))?;
+    let mut object = None;
+    let mut delegation = None;
+    let mut rest = text;
+    for _ in 0..=MAX_BLOCKS {
+        let Some(end_at) = rest.find("-----END ") else {
+            break;
+        };
+        let after = rest
+            .get(end_at + 9..)
+            .and_then(|t| t.find("-----").map(|i| end_at + 9 + i + 5))
+            .ok_or_else(|| Malformed::Armor("an END line without its closing dashes".into()))?;
+        let (block, tail) = rest.split_at(after);
+        rest = tail;
+        let (found, bytes) = armor::decode(block.as_bytes())?;
+        let slot = if found == label {
+            &mut object
+        } else if found == pem::DELEGATION {
+            &mut delegation
+        } else {
+            return Err(Malformed::Armor(format!(
+                "expected a {label:?} file (and at most a {:?} beside it), found {found:?}",
+                pem::DELEGATION
+            )));
+        };
+        if slot.replace(bytes).is_some() {
+            return Err(Malformed::Armor(format!(
+                "two {found:?} blocks in one file"
+            )));
+        }
+    }
+    if !rest.trim().is_empty() {
+        return Err(Malformed::Armor(format!(
+            "text after the last block, or more than {MAX_BLOCKS} blocks"
+        )));
+    }
+    let object = object.ok_or_else(|| Malformed::Armor(format!("no {label:?} block")))?;
+    Ok((object, delegation))
+}
+
+/// A PEM file holding `object` under `label`, and its delegation after it
+/// when a delegated key signed it.
+pub fn encode_pem(label: &str, object: &[u8], delegation: Option<&Delegation>) -> String {
+    let mut text = armor::encode(label, object);
+    if let Some(d) = delegation {
+        text.push_str(&armor::encode(pem::DELEGATION, d.encoded()));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,447 @@
+//! Every refusal of the chain root → delegation → object.
+
+use super::*;
+use crate::cert::LicenceBody;
+use crate::end::EndKind;
+use crate::keys::{NoiseKeypair, TestRng};
+use crate::trust::{ListUpdate, check_licence, offer, verify_pem};
+
+const NOW: u64 = 1_800_000_000;
+
+fn delegation(
+    root: &SigningKey,
+    key: &SigningKey,
+    purpose: Purpose,
+    servers: &[&str],
+) -> Delegation {
+    delegation_at(root, key, purpose, servers, NOW - 10, NOW + 3600)
+}
+
+fn delegation_at(
+    root: &SigningKey,
+    key: &SigningKey,
+    purpose: Purpose,
+    servers: &[&str],
+    nb: u64,
+    na: u64,
+) -> Delegation {
+    DelegationBody {
+        serial: Serial::random(&mut TestRng),
+        purpose,
+        key: key.public(),
+        servers: servers.iter().map(|s| (*s).to_owned()).collect(),
+        not_before: nb,
+        not_after: na,
+        issuer: root.public(),
+    }
+    .sign(root)
+    .expect("sign delegation")
+}
+
+fn licence(signer: &SigningKey, server_id: &str) -> Licence {
+    LicenceBody {
+        serial: Serial::random(&mut TestRng),
+        server_id: server_id.into(),
+        hostnames: vec![server_id.into()],
+        subca_key: SigningKey::generate(&mut TestRng).public(),
+        noise_key: NoiseKeypair::generate(&mut TestRng).public(),
+        not_before: NOW - 10,
+        not_after: NOW + 60,
+        issuer: signer.public(),
+    }
+    .sign(signer)
+    .expect("sign licence")
+}
+
+fn list(signer: &SigningKey, version: u64, revoked: Revocations) -> Vec<u8> {
+    Crl {
+        list_version: version,
+        issued: NOW,
+        next_update: NOW + 600,
+        issuer: signer.public(),
+        revoked,
+        delegation: None,
+    }
+    .sign(signer)
+    .expect("sign list")
+}
+
+fn refused_because(e: &ProtoError, words: &str) -> bool {
+    e.to_string().contains(words)
+}
+
+#[test]
+fn a_root_signed_licence_verifies_as_before_and_a_delegated_one_with_its_delegation() {
+    let root = SigningKey::generate(&mut TestRng);
+    let lic = licence(&root, "web1");
+    let v = verify_licence(&root.public(), lic.encoded(), None, None, NOW).expect("root");
+    assert!(v.delegation().is_none());
+    assert_eq!(v.licence().body, lic.body);
+
+    let online = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &online, Purpose::Licences, &["web*"]);
+    let lic = licence(&online, "web1");
+    let v = verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
+        .expect("delegated");
+    assert_eq!(v.delegation(), Some(&d));
+    // Without its delegation, the delegated key is just another issuer.
+    let e = verify_licence(&root.public(), lic.encoded(), None, None, NOW).expect_err("alone");
+    assert!(refused_because(&e, "not issued by the trusted key"), "{e}");
+    // The licence's own window still holds.
+    let e = verify_licence(
+        &root.public(),
+        lic.encoded(),
+        Some(d.encoded()),
+        None,
+        NOW + 61,
+    )
+    .expect_err("expired licence");
+    assert!(refused_because(&e, "server licence expired"), "{e}");
+}
+
+#[test]
+fn an_undelegated_signer_is_refused() {
+    let root = SigningKey::generate(&mut TestRng);
+    let other_root = SigningKey::generate(&mut TestRng);
+    let online = SigningKey::generate(&mut TestRng);
+    // A delegation from another root.
+    let d = delegation(&other_root, &online, Purpose::Licences, &[]);
+    let lic = licence(&online, "web1");
+    let e = verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
+        .expect_err("foreign root");
+    assert!(
+        refused_because(&e, "delegation was not issued by the trusted key"),
+        "{e}"
+    );
+    // A delegated key cannot delegate: its "delegation" names it as issuer.
+    let d1 = delegation(&root, &online, Purpose::Licences, &[]);
+    let second = SigningKey::generate(&mut TestRng);
+    let d2 = delegation(&online, &second, Purpose::Licences, &[]);
+    let lic = licence(&second, "web1");
+    assert!(verify_licence(&root.public(), lic.encoded(), Some(d2.encoded()), None, NOW).is_err());
+    // A genuine delegation beside a licence another key signed.
+    let e = verify_licence(&root.public(), lic.encoded(), Some(d1.encoded()), None, NOW)
+        .expect_err("other signer");
+    assert!(
+        refused_because(&e, "server licence was not issued by the trusted key"),
+        "{e}"
+    );
+    // A forged delegation: one bit of its key changed.
+    let mut forged = d1.encoded().to_vec();
+    forged[4 + 1 + 16 + 1] ^= 1;
+    let e = verify_licence(&root.public(), lic.encoded(), Some(&forged), None, NOW)
+        .expect_err("forged");
+    assert!(
+        refused_because(&e, "delegation: signature does not verify"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_expired_or_not_yet_valid_delegation_is_refused() {
+    let root = SigningKey::generate(&mut TestRng);
+    let online = SigningKey::generate(&mut TestRng);
+    let lic = licence(&online, "web1");
+    let old = delegation_at(&root, &online, Purpose::Licences, &[], NOW - 100, NOW - 1);
+    let e = verify_licence(
+        &root.public(),
+        lic.encoded(),
+        Some(old.encoded()),
+        None,
+        NOW,
+    )
+    .expect_err("expired");
+    assert!(refused_because(&e, "delegation expired"), "{e}");
+    let later = delegation_at(
+        &root,
+        &online,
+        Purpose::Licences,
+        &[],
+        NOW + 3600,
+        NOW + 7200,
+    );
+    let e = verify_licence(
+        &root.public(),
+        lic.encoded(),
+        Some(later.encoded()),
+        None,
+        NOW,
+    )
+    .expect_err("not yet");
+    assert!(refused_because(&e, "delegation is not valid"), "{e}");
+}
+
+#[test]
+fn a_delegation_signs_only_its_purpose() {
+    let root = SigningKey::generate(&mut TestRng);
+    let online = SigningKey::generate(&mut TestRng);
+    for purpose in [Purpose::Access, Purpose::Revocations] {
+        let d = delegation(&root, &online, purpose, &[]);
+        let lic = licence(&online, "web1");
+        let e = verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
+            .expect_err("wrong purpose");
+        assert!(refused_because(&e, "not licences"), "{purpose}: {e}");
+    }
+    for purpose in [Purpose::Access, Purpose::Licences] {
+        let d = delegation(&root, &online, purpose, &[]);
+        let bytes = list(&online, 5, Revocations::default());
+        let e = verify_list(&root.public(), &bytes, Some(d.encoded()), NOW).expect_err("wrong");
+        assert!(refused_because(&e, "not revocations"), "{purpose}: {e}");
+    }
+    let d = delegation(&root, &online, Purpose::Revocations, &[]);
+    let bytes = list(&online, 5, Revocations::default());
+    let crl = verify_list(&root.public(), &bytes, Some(d.encoded()), NOW).expect("revocations");
+    assert_eq!(crl.delegation, Some(d));
+    // Only a licences delegation names servers.
+    let body = DelegationBody {
+        servers: vec!["web*".into()],
+        ..delegation(&root, &online, Purpose::Access, &[]).body
+    };
+    assert!(body.sign(&root).is_err());
+}
+
+#[test]
+fn a_key_delegated_for_web_servers_cannot_license_db1() {
+    let root = SigningKey::generate(&mut TestRng);
+    let online = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &online, Purpose::Licences, &["web*", "edge-?"]);
+    for ok in ["web1", "web", "webserver.eu", "edge-1"] {
+        let lic = licence(&online, ok);
+        assert!(
+            verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW).is_ok(),
+            "{ok}"
+        );
+    }
+    for no in ["db1", "aweb1", "edge-12", "edge-"] {
+        let lic = licence(&online, no);
+        let e = verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
+            .expect_err(no);
+        assert!(refused_because(&e, &format!("not {no}")), "{no}: {e}");
+    }
+}
+
+#[test]
+fn globs_match_as_documented() {
+    for (g, n, m) in [
+        ("*", "", true),
+        ("*", "x", true),
+        ("web*", "web", true),
+        ("w*1", "web1", true),
+        ("w*1", "web12", false),
+        ("*b*", "web1", true),
+        ("?", "", false),
+        ("a*b*c", "aXbYc", true),
+        ("a*b*c", "aXbY", false),
+        ("web1", "WEB1", false),
+    ] {
+        assert_eq!(glob_matches(g, n), m, "{g} {n}");
+    }
+    // Linear even for the worst patterns.
+    let name = "a".repeat(64);
+    assert!(!glob_matches("*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b", &name));
+    assert!(check_glob("web*").is_ok());
+    assert!(check_glob("web[1]").is_err() && check_glob("").is_err());
+}
+
+#[test]
+fn a_revoked_delegation_is_refused_by_key_or_serial() {
+    let root = SigningKey::generate(&mut TestRng);
+    let online = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &online, Purpose::Licences, &[]);
+    let lic = licence(&online, "web1");
+    let mut by_key = Revocations::default();
+    by_key.delegated_keys.insert(online.public().0);
+    let mut by_serial = Revocations::default();
+    by_serial.serials.insert(d.body.serial);
+    for (how, r) in [("key", &by_key), ("serial", &by_serial)] {
+        let e = verify_licence(
+            &root.public(),
+            lic.encoded(),
+            Some(d.encoded()),
+            Some(r),
+            NOW,
+        )
+        .expect_err(how);
+        assert!(
+            refused_because(
+                &e,
+                &format!(
+                    "its {} is revoked",
+                    if how == "key" {
+                        "delegated key"
+                    } else {
+                        "serial"
+                    }
+                )
+            ),
+            "{how}: {e}"
+        );
+    }
+    // A licence in use ends when a list revoking its delegation lands.
+    let v = verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
+        .expect("before");
+    let crl = Crl::decode_verified(&list(&root, 2, by_key.clone()), &root.public()).expect("list");
+    let e = check_licence(v.licence(), Some(&crl), NOW).expect_err("revoked");
+    assert_eq!(e.kind, EndKind::LicenceRevoked);
+    assert!(e.reason.contains("delegation"), "{e}");
+    // ... and when its delegation ends, even if the licence would go on.
+    let short = delegation_at(&root, &online, Purpose::Licences, &[], NOW - 10, NOW + 30);
+    let v = verify_licence(
+        &root.public(),
+        lic.encoded(),
+        Some(short.encoded()),
+        None,
+        NOW,
+    )
+    .expect("short");
+    assert!(check_licence(v.licence(), None, NOW + 29).is_ok());
+    let e = check_licence(v.licence(), None, NOW + 30).expect_err("delegation over");
+    assert_eq!(e.kind, EndKind::LicenceExpired);
+    assert_eq!(v.licence().usable_until(), NOW + 30);
+    // The root's own licences are untouched by delegation revocations.
+    let rl = verify_licence(
+        &root.public(),
+        licence(&root, "web1").encoded(),
+        None,
+        Some(&by_key),
+        NOW,
+    )
+    .expect("root licence");
+    assert!(check_licence(rl.licence(), Some(&crl), NOW).is_ok());
+}
+
+#[test]
+fn a_delegated_list_cannot_revoke_its_signer_out_nor_drop_an_entry() {
+    let root = SigningKey::generate(&mut TestRng);
+    let oncall = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &oncall, Purpose::Revocations, &[]);
+    // The root's list in force bans mallory and revokes the on-call key.
+    let mut in_force = Revocations::default();
+    in_force.principals.insert("mallory".into());
+    let current =
+        Crl::decode_verified(&list(&root, 5, in_force.clone()), &root.public()).expect("root list");
+    // On-call adds a ban: accepted, replaces.
+    let mut more = in_force.clone();
+    more.principals.insert("eve".into());
+    let pem = encode_pem(pem::CRL, &list(&oncall, 6, more.clone()), Some(&d));
+    let offered = verify_pem(pem.as_bytes(), &root.public(), NOW).expect("on-call list");
+    assert_eq!(offer(Some(&current), &offered), ListUpdate::Replace);
+    // On-call drops mallory's ban: refused as a rollback.
+    let mut fewer = Revocations::default();
+    fewer.principals.insert("eve".into());
+    let pem = encode_pem(pem::CRL, &list(&oncall, 7, fewer), Some(&d));
+    let offered = verify_pem(pem.as_bytes(), &root.public(), NOW).expect("verifies");
+    assert!(matches!(
+        offer(Some(&current), &offered),
+        ListUpdate::Rollback { .. }
+    ));
+    // The root may drop it.
+    let root_list = Crl::decode_verified(&list(&root, 7, Revocations::default()), &root.public())
+        .expect("root");
+    assert_eq!(offer(Some(&current), &root_list), ListUpdate::Replace);
+    // Once the root revokes the on-call delegation, its lists are refused:
+    // one that keeps the revocation names its own signer, one that drops
+    // it is not a superset of the list in force.
+    let mut revoking = in_force.clone();
+    revoking.delegated_keys.insert(oncall.public().0);
+    let current = Crl::decode_verified(&list(&root, 8, revoking.clone()), &root.public())
+        .expect("root revokes on-call");
+    let mut keeps = revoking.clone();
+    keeps.principals.insert("eve".into());
+    let pem = encode_pem(pem::CRL, &list(&oncall, 9, keeps), Some(&d));
+    let e = verify_pem(pem.as_bytes(), &root.public(), NOW).expect_err("names itself");
+    assert!(e.to_string().contains("own signer is revoked"), "{e}");
+    let pem = encode_pem(pem::CRL, &list(&oncall, 9, more), Some(&d));
+    let offered = verify_pem(pem.as_bytes(), &root.public(), NOW).expect("verifies alone");
+    assert!(matches!(
+        offer(Some(&current), &offered),
+        ListUpdate::Rollback { .. }
+    ));
+    // Revoking by serial works the same way.
+    let mut by_serial = Revocations::default();
+    by_serial.serials.insert(d.body.serial);
+    let pem = encode_pem(pem::CRL, &list(&oncall, 9, by_serial), Some(&d));
+    assert!(verify_pem(pem.as_bytes(), &root.public(), NOW).is_err());
+    // Naming the root among revoked delegations revokes nothing the root
+    // signs: the root is not a delegation.
+    let mut root_named = Revocations::default();
+    root_named.delegated_keys.insert(root.public().0);
+    let pem = encode_pem(pem::CRL, &list(&oncall, 10, root_named.clone()), Some(&d));
+    let crl = verify_pem(pem.as_bytes(), &root.public(), NOW).expect("verifies");
+    let rl = licence(&root, "web1");
+    let rl = verify_licence(&root.public(), rl.encoded(), None, Some(&root_named), NOW)
+        .expect("root licence");
+    assert!(check_licence(rl.licence(), Some(&crl), NOW).is_ok());
+    let root_list = list(&root, 11, Revocations::default());
+    assert!(verify_list(&root.public(), &root_list, None, NOW).is_ok());
+}
+
+#[test]
+fn pem_files_carry_a_delegation_beside_the_object_and_nothing_else() {
+    let root = SigningKey::generate(&mut TestRng);
+    let online = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &online, Purpose::Licences, &[]);
+    let lic = licence(&online, "web1");
+    let text = encode_pem(pem::LICENCE, lic.encoded(), Some(&d));
+    let (obj, del) = split_pem(text.as_bytes(), pem::LICENCE).expect("split");
+    assert_eq!(obj, lic.encoded());
+    assert_eq!(del.as_deref(), Some(d.encoded()));
+    // Delegation first works too; old single-block files are unchanged.
+    let swapped = format!(
+        "{}{}",
+        armor::encode(pem::DELEGATION, d.encoded()),
+        armor::encode(pem::LICENCE, lic.encoded())
+    );
+    assert!(split_pem(swapped.as_bytes(), pem::LICENCE).is_ok());
+    let single = armor::encode(pem::LICENCE, lic.encoded());
+    assert_eq!(
+        split_pem(single.as_bytes(), pem::LICENCE).expect("single"),
+        (lic.encoded().to_vec(), None)
+    );
+    // Two licences, two delegations, a third block, a foreign label, no
+    // object: refused.
+    let twice = format!("{single}{single}");
+    let two_d = format!("{text}{}", armor::encode(pem::DELEGATION, d.encoded()));
+    let foreign = format!("{single}{}", armor::encode(pem::CRL, b"x"));
+    let only_d = armor::encode(pem::DELEGATION, d.encoded());
+    for bad in [twice, two_d, foreign, only_d, format!("{text}trailing")] {
+        assert!(split_pem(bad.as_bytes(), pem::LICENCE).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_delegation_round_trips_and_garbage_is_refused() {
+    let root = SigningKey::generate(&mut TestRng);
+    let online = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &online, Purpose::Licences, &["web*"]);
+    assert_eq!(Delegation::decode(d.encoded()).expect("decode"), d);
+    assert_eq!(
+        Delegation::decode_verified(d.encoded(), &root.public()).expect("verify"),
+        d
+    );
+    for cut in 0..d.encoded().len() {
+        assert!(Delegation::decode_verified(&d.encoded()[..cut], &root.public()).is_err());
+        assert!(Delegation::decode(&d.encoded()[..cut]).is_err());
+    }
+    // A body the parser refuses (too many globs), behind a random
+    // signature: the signature's error is reported, the parser never ran.
+    let mut many = d.encoded().to_vec();
+    many[4 + 1 + 16 + 1 + 32] = 200;
+    let n = many.len();
+    many[n - 64..].copy_from_slice(&crate::keys::random_bytes::<64>(&mut TestRng));
+    let e = Delegation::decode_verified(&many, &root.public()).expect_err("forged");
+    assert!(refused_because(&e, "signature does not verify"), "{e}");
+    // The root cannot be delegated to itself; an inverted window is refused.
+    let body = DelegationBody {
+        key: root.public(),
+        ..d.body.clone()
+    };
+    assert!(body.sign(&root).is_err());
+    let body = DelegationBody {
+        not_after: d.body.not_before,
+        ..d.body.clone()
+    };
+    assert!(body.sign(&root).is_err());
+    let too_long = vec![0; MAX_DELEGATION_LEN + 1];
+    assert!(Delegation::decode_verified(&too_long, &root.public()).is_err());
+}
