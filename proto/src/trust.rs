@@ -35,9 +35,11 @@ use crate::crl::Crl;
 use crate::end::{EndKind, Ended};
 use crate::time::{CLOCK_SKEW, UnixTime, human};
 
+mod krl;
 mod list;
 mod subject;
 
+pub use krl::{check_krl, check_krl_cert};
 pub use list::{ListError, ListUpdate, offer, offer_from, verify_pem};
 pub use subject::{Checkpoint, Credential, Issued, Subject};
 
