@@ -599,6 +599,60 @@ impl Krl {
     }
 }
 
+/// What to do with a KRL offered to replace the one in force. KRLs are
+/// unsigned, so the version is all that stops a replayed older one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KrlUpdate {
+    /// Newer (or none in force): it replaces the KRL in force.
+    Replace,
+    /// The same version revoking the same things (regenerated, say):
+    /// nothing changes.
+    Same,
+    /// The same version revoking something else: refused, since a replayed
+    /// older KRL of the same version would look just like it. The CA must
+    /// raise the version (`ssh-keygen -k -z VERSION`).
+    Changed {
+        /// The version of both.
+        version: u64,
+    },
+    /// Older: refused (no rollback).
+    Rollback {
+        /// The version in force.
+        loaded: u64,
+        /// The version offered.
+        offered: u64,
+    },
+}
+
+/// Only a newer KRL replaces the one in force (`current`; none yet, and
+/// any KRL replaces it); see [`KrlUpdate`].
+pub fn offer(current: Option<&Krl>, offered: &Krl) -> KrlUpdate {
+    let Some(cur) = current else {
+        return KrlUpdate::Replace;
+    };
+    match offered.krl_version.cmp(&cur.krl_version) {
+        std::cmp::Ordering::Greater => KrlUpdate::Replace,
+        std::cmp::Ordering::Less => KrlUpdate::Rollback {
+            loaded: cur.krl_version,
+            offered: offered.krl_version,
+        },
+        std::cmp::Ordering::Equal if cur.same_revocations(offered) => KrlUpdate::Same,
+        std::cmp::Ordering::Equal => KrlUpdate::Changed {
+            version: cur.krl_version,
+        },
+    }
+}
+
+impl Krl {
+    /// Whether two KRLs revoke exactly the same (header fields aside).
+    pub fn same_revocations(&self, other: &Krl) -> bool {
+        self.scopes == other.scopes
+            && self.keys == other.keys
+            && self.sha1 == other.sha1
+            && self.sha256 == other.sha256
+    }
+}
+
 #[cfg(test)]
 #[path = "krl_tests.rs"]
 mod tests;

@@ -17,12 +17,11 @@ fn blob(k: &KeyData) -> Vec<u8> {
 }
 
 fn sha256(k: &KeyData) -> [u8; 32] {
-    <sha2::Sha256 as sha2::Digest>::digest(blob(k)).into()
+    write::sha256_of(&blob(k))
 }
 
 fn sha1(k: &KeyData) -> [u8; 20] {
-    let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &blob(k));
-    d.as_ref().try_into().expect("20 bytes")
+    write::sha1_of(&blob(k))
 }
 
 #[test]
@@ -244,4 +243,29 @@ fn a_bitmap_that_expands_past_the_cap_is_refused() {
         .finish();
     let e = Krl::decode(&bytes).expect_err("too many");
     assert!(e.to_string().contains("serial entries"), "{e}");
+}
+
+#[test]
+fn only_a_newer_krl_replaces_the_one_in_force() {
+    let ca = blob(&key(10));
+    let krl = |version, serial| {
+        Krl::decode(
+            &KrlWriter::new(version, version * 10, b"")
+                .certs(&ca, &[write::serial_list(&[serial])])
+                .finish(),
+        )
+        .expect("krl")
+    };
+    assert_eq!(offer(None, &krl(0, 1)), KrlUpdate::Replace);
+    assert_eq!(offer(Some(&krl(3, 1)), &krl(4, 1)), KrlUpdate::Replace);
+    assert_eq!(
+        offer(Some(&krl(3, 1)), &krl(2, 9)),
+        KrlUpdate::Rollback { loaded: 3, offered: 2 }
+    );
+    // Regenerated with the same content: nothing to do.
+    let mut again = krl(3, 1);
+    again.generated += 5;
+    assert_eq!(offer(Some(&krl(3, 1)), &again), KrlUpdate::Same);
+    // Another content under the same version: refused.
+    assert_eq!(offer(Some(&krl(3, 1)), &krl(3, 2)), KrlUpdate::Changed { version: 3 });
 }

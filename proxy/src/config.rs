@@ -2,6 +2,7 @@
 //! command-line flags. Everything is loaded and checked here, before any
 //! port is bound; a failure is a [`ConfigError`] and exit code 64.
 
+pub mod krl;
 pub mod pull;
 pub mod zsk;
 
@@ -89,6 +90,11 @@ const ENV_KEYS: &[&str] = &[
     "authorized_keys_command_user",
     "sshd_host_certificates",
     "sshd_revoked_keys",
+    "user_ca_krl",
+    "user_ca_krl_url",
+    "user_ca_krl_allow_http",
+    "user_ca_krl_cache",
+    "user_ca_krl_poll_secs",
 ];
 
 /// Raw settings as written by the operator.
@@ -221,12 +227,35 @@ pub struct Settings {
     /// sshd checks every key against (`RevokedKeys`).
     #[serde(default)]
     pub sshd_revoked_keys: Option<PathBuf>,
+    /// The user SSH CA's KRL (OpenSSH's binary format, `ssh-keygen -k`):
+    /// a session whose key it revokes ends at once. Watched like
+    /// `revocation_list`; with `user_ca_krl_url`, where a fetched KRL is kept.
+    #[serde(default)]
+    pub user_ca_krl: Option<PathBuf>,
+    /// Where to pull the KRL from: `https://`, or `http://` only with
+    /// `user_ca_krl_allow_http` (a KRL is unsigned).
+    #[serde(default)]
+    pub user_ca_krl_url: Option<String>,
+    /// Accept an `http://` `user_ca_krl_url`, whose KRL anyone on the path
+    /// can replace with an older or emptier one of a higher version.
+    #[serde(default)]
+    pub user_ca_krl_allow_http: bool,
+    /// Where the newest KRL fetched is kept (default: `user_ca_krl`).
+    #[serde(default)]
+    pub user_ca_krl_cache: Option<PathBuf>,
+    /// Seconds between fetches of `user_ca_krl_url` (±10 % jitter).
+    #[serde(default = "default_krl_poll")]
+    pub user_ca_krl_poll_secs: u64,
     /// Per-source rate and handshake limits.
     #[serde(default)]
     pub limits: LimitSettings,
     /// Growing penalties for sources that keep failing.
     #[serde(default)]
     pub penalties: PenaltySettings,
+}
+
+fn default_krl_poll() -> u64 {
+    30
 }
 
 fn default_revocation_poll() -> u64 {
@@ -336,6 +365,8 @@ pub struct Config {
     pub penalty_exempt: Vec<ipnet::IpNet>,
     /// Where and how to pull the revocation list, if from a URL.
     pub pull: Option<Arc<pull::PullSettings>>,
+    /// Where and how to pull the user CA's KRL, if from a URL.
+    pub krl_pull: Option<Arc<krl::KrlPullSettings>>,
     /// Zero standing keys: one loopback source address per session.
     pub upstream_sources: Option<ipnet::Ipv4Net>,
     /// Zero standing keys: where and to whom sshd's command is answered.
@@ -374,6 +405,12 @@ pub fn settings(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigEr
             cert_ttl(&s).map_err(|e| match key_line(path, "cert_ttl_secs") {
                 Some(line) => err(format!("{}:{line}: {}", path.display(), e.0)),
                 None => err(format!("{}: {}", path.display(), e.0)),
+            })?;
+            krl::KrlPullSettings::check(&s).map_err(|(key, e)| {
+                match key_line(path, key) {
+                    Some(line) => err(format!("{}:{line}: {e}", path.display())),
+                    None => err(format!("{}: {e}", path.display())),
+                }
             })?;
             Ok(s)
         })
@@ -455,6 +492,8 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         .map_err(err)?;
     let root = read_root(&settings.root_public_key)?;
     let pull = pull::PullSettings::from_settings(&settings).map_err(err)?;
+    let krl_pull = krl::KrlPullSettings::from_settings(&settings)
+        .map_err(|(_, e)| err(e))?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     refuse_revoked_keys(&settings, &authority)?;
     let timing = timing(&settings)?;
@@ -488,6 +527,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         upstream_sources,
         authorized_keys,
         pull,
+        krl_pull,
         settings,
     };
     Ok((cfg, authority))
@@ -687,6 +727,7 @@ fn read_authority(
         authorized,
         policy: Arc::new(policy),
         staleness: staleness(s)?,
+        krl: krl::read_configured(s).map_err(err)?,
     })
 }
 

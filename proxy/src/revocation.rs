@@ -4,5 +4,6 @@
 //! ([`fetch`]).
 
 pub mod fetch;
+pub mod krl_pull;
 pub mod reload;
 pub mod watch;

@@ -10,4 +10,5 @@
 
 pub mod authority;
 pub mod authz;
+pub mod krl;
 pub mod policy;

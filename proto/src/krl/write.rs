@@ -129,3 +129,16 @@ pub fn extension(name: &[u8], critical: bool, contents: &[u8]) -> Vec<u8> {
     string(&mut data, contents);
     data
 }
+
+/// The SHA-1 hash a KRL lists a key blob by.
+pub fn sha1_of(blob: &[u8]) -> [u8; 20] {
+    let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, blob);
+    let mut out = [0; 20];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The SHA-256 hash a KRL lists a key blob by.
+pub fn sha256_of(blob: &[u8]) -> [u8; 32] {
+    <sha2::Sha256 as sha2::Digest>::digest(blob).into()
+}

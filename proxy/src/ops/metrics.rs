@@ -68,6 +68,9 @@ pub struct Metrics {
     pub rate_limited_sources: IntGauge,
     /// Revocation list fetches by result (ok, not_modified, failed).
     pub crl_fetches: IntCounterVec,
+    /// User CA KRLs offered (read or fetched), by result.
+    pub krl_loads: IntCounterVec,
+    krl_version: IntGauge,
     licence_expiry: IntGauge,
     crl_expiry: IntGauge,
     crl_age: IntGauge,
@@ -236,6 +239,17 @@ impl Metrics {
                 "Revocation list fetches from revocation_url by result (ok, not_modified, failed).",
                 "result",
             ),
+            krl_loads: counter_vec(
+                &r,
+                "ztssh_user_ca_krl_loads_total",
+                "User CA KRLs read or fetched, by result (ok, unchanged, same_version, rollback, invalid, fetch_failed).",
+                "result",
+            ),
+            krl_version: gauge(
+                &r,
+                "ztssh_user_ca_krl_version",
+                "krl_version of the user CA KRL in force (-1: none).",
+            ),
             licence_expiry: gauge(
                 &r,
                 "ztssh_licence_expiry_seconds",
@@ -265,6 +279,9 @@ impl Metrics {
             |t: u64| i64::try_from(t).unwrap_or(i64::MAX) - i64::try_from(now).unwrap_or(i64::MAX);
         self.licence_expiry
             .set(secs(authority.licence.body.not_after));
+        self.krl_version.set(authority.krl.as_ref().map_or(-1, |k| {
+            i64::try_from(k.krl_version).unwrap_or(i64::MAX)
+        }));
         match &authority.crl {
             Some(c) => {
                 self.crl_expiry.set(secs(c.next_update));

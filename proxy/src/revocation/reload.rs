@@ -47,6 +47,9 @@ pub enum Request {
     /// The loaded list just became stale: publish the authority again so
     /// that every live session re-checks itself under the staleness policy.
     Recheck,
+    /// A user CA KRL read from `user_ca_krl` or fetched from
+    /// `user_ca_krl_url`; it replaces the one in force only if newer.
+    Krl(Box<super::krl_pull::KrlOffer>),
 }
 
 /// A list fetched from `revocation_url` and verified under the root.
@@ -69,6 +72,7 @@ struct Batch {
     file: bool,
     fetched: Option<Box<FetchedList>>,
     recheck: bool,
+    krl: Option<Box<super::krl_pull::KrlOffer>>,
 }
 
 impl Batch {
@@ -86,6 +90,7 @@ impl Batch {
                 }
             }
             Request::Recheck => self.recheck = true,
+            Request::Krl(k) => super::krl_pull::keep_newest(&mut self.krl, k),
         }
     }
 }
@@ -207,6 +212,12 @@ fn compute(
         let later = fetched(shared, base, *list, now);
         out = out.then(later);
     }
+    if let Some(offer) = batch.krl {
+        let base = out.next.as_ref().unwrap_or(current);
+        if let Some(next) = super::krl_pull::apply(shared, base, *offer) {
+            out.next = Some(next);
+        }
+    }
     if batch.recheck && out.next.is_none() {
         out.next = Some(current.republish());
     }
@@ -237,6 +248,7 @@ fn everything(shared: &Shared, current: &Authority, memory: Memory, now: u64) ->
                     }
                 }
             };
+            fresh.krl = super::krl_pull::on_reload(shared, current, fresh.krl.take());
             info!(
                 event = "reload",
                 result = "ok",

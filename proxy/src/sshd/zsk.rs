@@ -136,6 +136,7 @@ mod tests {
             authorized: crate::trust::authz::Authorized::load(&ap).expect("principals"),
             policy: Arc::new(crate::trust::policy::Policy::load(&pp).expect("policy")),
             staleness: Default::default(),
+            krl: None,
         }
     }
 

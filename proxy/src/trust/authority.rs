@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 use ztssh_keyfile as keyfile;
 use ztssh_proto::cert::LicenceVerified;
 use ztssh_proto::crl::Crl;
+use ztssh_proto::krl::Krl;
 use ztssh_proto::identity::{self, EndKind, Ended};
 use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::pem;
@@ -33,12 +34,15 @@ pub struct Authority {
     pub policy: Arc<Policy>,
     /// What an overdue revocation list means (static configuration).
     pub staleness: Staleness,
+    /// The user SSH CA's KRL in force (`user_ca_krl`, `user_ca_krl_url`).
+    pub krl: Option<Arc<Krl>>,
 }
 
 impl identity::Authority for Authority {
     fn check(&self, who: &Subject<'_>, at: Checkpoint<'_>, now: UnixTime) -> Result<(), Ended> {
         let server = &self.licence.body.server_id;
         trust::check_revoked(self.crl.as_ref(), who, at)?;
+        trust::check_krl(self.krl.as_deref(), who)?;
         trust::check_fresh(self.crl.as_ref(), self.staleness, server, at, now)?;
         self.check_authorized(who, at)?;
         self.may_issue(now)
@@ -109,6 +113,7 @@ impl Authority {
             authorized: self.authorized.clone(),
             policy: Arc::clone(&self.policy),
             staleness: self.staleness,
+            krl: self.krl.clone(),
         }
     }
 }
@@ -279,5 +284,6 @@ pub fn merge_crl(
         authorized: current.authorized.clone(),
         policy: Arc::clone(&current.policy),
         staleness: current.staleness,
+        krl: current.krl.clone(),
     })
 }
