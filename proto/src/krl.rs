@@ -589,6 +589,35 @@ impl Krl {
         self.revokes_blob(&ca).map(|_| KrlHit::CaKey)
     }
 
+    /// The heap memory the decoded KRL holds, in bytes (vector capacities
+    /// and the map's keys; the map's own nodes are not counted).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let scopes: usize = self
+            .scopes
+            .iter()
+            .map(|(ca, s)| {
+                ca.capacity()
+                    + size_of::<CertScope>()
+                    + s.serials.capacity() * size_of::<u64>()
+                    + s.ranges.capacity() * size_of::<(u64, u64)>()
+                    + s.key_ids
+                        .iter()
+                        .map(|k| k.capacity() + size_of::<Vec<u8>>())
+                        .sum::<usize>()
+            })
+            .sum();
+        scopes
+            + self
+                .keys
+                .iter()
+                .map(|k| k.capacity() + size_of::<Vec<u8>>())
+                .sum::<usize>()
+            + self.sha1.capacity() * 20
+            + self.sha256.capacity() * 32
+            + self.comment.capacity()
+    }
+
     /// Counts for logs: (CA scopes, serial entries, key ids, keys and
     /// fingerprints).
     pub fn counts(&self) -> (usize, usize, usize, usize) {

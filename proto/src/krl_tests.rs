@@ -260,12 +260,18 @@ fn only_a_newer_krl_replaces_the_one_in_force() {
     assert_eq!(offer(Some(&krl(3, 1)), &krl(4, 1)), KrlUpdate::Replace);
     assert_eq!(
         offer(Some(&krl(3, 1)), &krl(2, 9)),
-        KrlUpdate::Rollback { loaded: 3, offered: 2 }
+        KrlUpdate::Rollback {
+            loaded: 3,
+            offered: 2
+        }
     );
     // Regenerated with the same content: nothing to do.
     let mut again = krl(3, 1);
     again.generated += 5;
     assert_eq!(offer(Some(&krl(3, 1)), &again), KrlUpdate::Same);
     // Another content under the same version: refused.
-    assert_eq!(offer(Some(&krl(3, 1)), &krl(3, 2)), KrlUpdate::Changed { version: 3 });
+    assert_eq!(
+        offer(Some(&krl(3, 1)), &krl(3, 2)),
+        KrlUpdate::Changed { version: 3 }
+    );
 }

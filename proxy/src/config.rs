@@ -406,11 +406,9 @@ pub fn settings(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigEr
                 Some(line) => err(format!("{}:{line}: {}", path.display(), e.0)),
                 None => err(format!("{}: {}", path.display(), e.0)),
             })?;
-            krl::KrlPullSettings::check(&s).map_err(|(key, e)| {
-                match key_line(path, key) {
-                    Some(line) => err(format!("{}:{line}: {e}", path.display())),
-                    None => err(format!("{}: {e}", path.display())),
-                }
+            krl::KrlPullSettings::check(&s).map_err(|(key, e)| match key_line(path, key) {
+                Some(line) => err(format!("{}:{line}: {e}", path.display())),
+                None => err(format!("{}: {e}", path.display())),
             })?;
             Ok(s)
         })
@@ -492,8 +490,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         .map_err(err)?;
     let root = read_root(&settings.root_public_key)?;
     let pull = pull::PullSettings::from_settings(&settings).map_err(err)?;
-    let krl_pull = krl::KrlPullSettings::from_settings(&settings)
-        .map_err(|(_, e)| err(e))?;
+    let krl_pull = krl::KrlPullSettings::from_settings(&settings).map_err(|(_, e)| err(e))?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     refuse_revoked_keys(&settings, &authority)?;
     let timing = timing(&settings)?;

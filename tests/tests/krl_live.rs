@@ -21,7 +21,10 @@ fn write_krl(dir: &Path, version: u64, pubs: &[&Path], to: &Path) {
     let spec = dir.join(format!("spec-{version}"));
     let mut text = String::new();
     for p in pubs {
-        text.push_str(&format!("key: {}\n", std::fs::read_to_string(p).unwrap().trim()));
+        text.push_str(&format!(
+            "key: {}\n",
+            std::fs::read_to_string(p).unwrap().trim()
+        ));
     }
     std::fs::write(&spec, text).unwrap();
     let next = to.with_extension("new");
@@ -61,7 +64,8 @@ fn a_krl_dropped_into_the_file_ends_the_live_session_of_the_key_it_revokes() {
 
     // A lower version revoking nothing is refused, loudly: alice stays out.
     write_krl(w.dir.path(), 1, &[], &krl);
-    w.proxy.wait_log("is older than the version in force (2); refused", T);
+    w.proxy
+        .wait_log("is older than the version in force (2); refused", T);
     let out = run_bounded(w.ssh().arg("true"), T);
     assert!(
         !out.status.success() && stderr(&out).contains(REVOKED),
@@ -70,7 +74,8 @@ fn a_krl_dropped_into_the_file_ends_the_live_session_of_the_key_it_revokes() {
     );
     // The same version revoking less is refused too.
     write_krl(w.dir.path(), 2, &[], &krl);
-    w.proxy.wait_log("has the version in force (2) but revokes something else", T);
+    w.proxy
+        .wait_log("has the version in force (2) but revokes something else", T);
     let out = run_bounded(w.ssh().arg("true"), T);
     assert!(!out.status.success(), "{}", stderr(&out));
 }
@@ -80,8 +85,9 @@ fn a_krl_published_to_nginx_ends_the_live_session_within_the_poll_interval() {
     let web = WebRoot::new();
     let served = web.served();
     let staging = web.staging();
+    // Started empty: its readiness probe reads the body as text.
+    let nginx = Nginx::start_empty(&web);
     write_krl(web.path(), 1, &[], &served);
-    let nginx = Nginx::start(&web);
     let cfg = format!(
         "user_ca_krl_url = \"http://127.0.0.1:{}/crl.pem\"\nuser_ca_krl_allow_http = true\n\
          user_ca_krl_poll_secs = 1\nuser_ca_krl_cache = \"{{dir}}/krl-cache\"\n",
@@ -108,13 +114,10 @@ fn a_krl_published_to_nginx_ends_the_live_session_within_the_poll_interval() {
     // A rollback on the server is refused and logged.
     write_krl(web.path(), 1, &[], &staging);
     std::fs::rename(&staging, &served).unwrap();
-    w.proxy.wait_log("is older than the version in force (2); refused", T);
+    w.proxy
+        .wait_log("is older than the version in force (2); refused", T);
     let out = run_bounded(w.ssh().arg("true"), T);
-    assert!(
-        stderr(&out).contains(REVOKED),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains(REVOKED), "{}", stderr(&out));
 }
 
 #[test]
@@ -160,11 +163,16 @@ fn a_plain_http_krl_url_is_refused_at_config_check_without_the_opt_in() {
     let path = w.dir.path().join("ok.toml");
     std::fs::write(
         &path,
-        format!("{base}user_ca_krl_url = \"http://127.0.0.1:1/k\"\nuser_ca_krl_allow_http = true\n"),
+        format!(
+            "{base}user_ca_krl_url = \"http://127.0.0.1:1/k\"\nuser_ca_krl_allow_http = true\n"
+        ),
     )
     .unwrap();
     let out = run_bounded(
-        Command::new(bin("ztssh-proxy")).arg("check").arg("--config").arg(&path),
+        Command::new(bin("ztssh-proxy"))
+            .arg("check")
+            .arg("--config")
+            .arg(&path),
         T,
     );
     assert!(out.status.success(), "{}", stderr(&out));

@@ -53,7 +53,12 @@ impl KrlPullSettings {
             }
             return Ok(None);
         };
-        if text.trim_start().to_ascii_lowercase().starts_with("http://") && !s.user_ca_krl_allow_http {
+        if text
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("http://")
+            && !s.user_ca_krl_allow_http
+        {
             return Err((
                 "user_ca_krl_url",
                 format!(
@@ -76,7 +81,10 @@ impl KrlPullSettings {
             url: target.url.clone(),
             target: Arc::new(target),
             poll: Duration::from_secs(s.user_ca_krl_poll_secs),
-            cache: s.user_ca_krl_cache.clone().or_else(|| s.user_ca_krl.clone()),
+            cache: s
+                .user_ca_krl_cache
+                .clone()
+                .or_else(|| s.user_ca_krl.clone()),
         })))
     }
 }

@@ -279,9 +279,12 @@ impl Metrics {
             |t: u64| i64::try_from(t).unwrap_or(i64::MAX) - i64::try_from(now).unwrap_or(i64::MAX);
         self.licence_expiry
             .set(secs(authority.licence.body.not_after));
-        self.krl_version.set(authority.krl.as_ref().map_or(-1, |k| {
-            i64::try_from(k.krl_version).unwrap_or(i64::MAX)
-        }));
+        self.krl_version.set(
+            authority
+                .krl
+                .as_ref()
+                .map_or(-1, |k| i64::try_from(k.krl_version).unwrap_or(i64::MAX)),
+        );
         match &authority.crl {
             Some(c) => {
                 self.crl_expiry.set(secs(c.next_update));

@@ -69,7 +69,11 @@ pub fn apply(shared: &Shared, current: &Authority, offer: KrlOffer) -> Option<Au
         .inc();
     if update == KrlUpdate::Replace
         && !offer.bytes.is_empty()
-        && let Some(cache) = shared.cfg.krl_pull.as_ref().and_then(|p| p.cache.as_deref())
+        && let Some(cache) = shared
+            .cfg
+            .krl_pull
+            .as_ref()
+            .and_then(|p| p.cache.as_deref())
     {
         keep(cache, &offer.bytes, version);
     }
@@ -78,7 +82,11 @@ pub fn apply(shared: &Shared, current: &Authority, offer: KrlOffer) -> Option<Au
 
 /// SIGHUP re-read the configured KRL (`fresh`): it replaces the one in
 /// force only if newer, as any other offer.
-pub fn on_reload(shared: &Shared, current: &Authority, fresh: Option<Arc<Krl>>) -> Option<Arc<Krl>> {
+pub fn on_reload(
+    shared: &Shared,
+    current: &Authority,
+    fresh: Option<Arc<Krl>>,
+) -> Option<Arc<Krl>> {
     let Some(fresh) = fresh else {
         return current.krl.clone();
     };
@@ -106,7 +114,9 @@ fn keep(path: &std::path::Path, bytes: &[u8], version: u64) {
         return;
     }
     match ztssh_keyfile::write_atomic(path, bytes, 0o644, ztssh_keyfile::Existing::Replace) {
-        Ok(()) => debug!(event = "krl_cached", path = %shown, krl_version = version, "user CA KRL kept on disk"),
+        Ok(()) => {
+            debug!(event = "krl_cached", path = %shown, krl_version = version, "user CA KRL kept on disk")
+        }
         Err(e) => warn!(event = "krl_cache_failed", path = %shown, error = %e,
             "cannot keep the fetched KRL in {shown}: {e}; a restart starts from the older KRL there"),
     }
@@ -126,7 +136,11 @@ async fn watch_file(shared: Arc<Shared>, path: PathBuf, requests: mpsc::Sender<R
         let krl = match read {
             Ok(k) => k,
             Err(e) => {
-                shared.metrics.krl_loads.with_label_values(&["invalid"]).inc();
+                shared
+                    .metrics
+                    .krl_loads
+                    .with_label_values(&["invalid"])
+                    .inc();
                 refuse_unreadable(&source, &e);
                 continue;
             }
@@ -143,7 +157,11 @@ async fn watch_file(shared: Arc<Shared>, path: PathBuf, requests: mpsc::Sender<R
 }
 
 /// Pulls the KRL until the reload task is gone.
-async fn poll(shared: Arc<Shared>, settings: Arc<KrlPullSettings>, requests: mpsc::Sender<Request>) {
+async fn poll(
+    shared: Arc<Shared>,
+    settings: Arc<KrlPullSettings>,
+    requests: mpsc::Sender<Request>,
+) {
     let url = settings.url.to_string();
     let mut fetcher = Fetcher::new(Arc::clone(&settings.target));
     let mut failures: u32 = 0;
@@ -152,7 +170,9 @@ async fn poll(shared: Arc<Shared>, settings: Arc<KrlPullSettings>, requests: mps
         let outcome = match fetcher.fetch().await {
             Ok(Fetched::NotModified) => Ok(None),
             Ok(Fetched::Body(body)) => tokio::task::spawn_blocking(move || {
-                Krl::decode(&body).map(|k| Some((k, body))).map_err(|e| e.to_string())
+                Krl::decode(&body)
+                    .map(|k| Some((k, body)))
+                    .map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string())),
@@ -176,7 +196,11 @@ async fn poll(shared: Arc<Shared>, settings: Arc<KrlPullSettings>, requests: mps
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                shared.metrics.krl_loads.with_label_values(&["fetch_failed"]).inc();
+                shared
+                    .metrics
+                    .krl_loads
+                    .with_label_values(&["fetch_failed"])
+                    .inc();
                 let delay = next_delay(settings.poll, failures);
                 error!(event = "krl_fetch_failed", url = %url, error = %e, failures, retry_secs = delay.as_secs(),
                     "user CA KRL from {url}: {e}; the KRL in force stays; retrying in {}s", delay.as_secs());

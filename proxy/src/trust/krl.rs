@@ -42,20 +42,37 @@ pub fn merge_krl(
     match update {
         KrlUpdate::Replace => {
             let (cas, serials, ids, keys) = offered.counts();
-            info!(event = "krl_loaded", source, krl_version = v, ca_scopes = cas, serial_entries = serials,
-                key_ids = ids, keys, "user CA KRL version {v} loaded; re-checking every live session");
+            info!(
+                event = "krl_loaded",
+                source,
+                krl_version = v,
+                ca_scopes = cas,
+                serial_entries = serials,
+                key_ids = ids,
+                keys,
+                "user CA KRL version {v} loaded; re-checking every live session"
+            );
             let mut next = current.republish();
             next.krl = Some(offered);
             return (Some(next), update);
         }
         KrlUpdate::Same => {}
-        KrlUpdate::Changed { version } => error!(event = "krl_refused", source, krl_version = version,
+        KrlUpdate::Changed { version } => error!(
+            event = "krl_refused",
+            source,
+            krl_version = version,
             "user CA KRL from {source} has the version in force ({version}) but revokes something else; refused, \
              since a replayed KRL would look the same. Publish it with a higher version: ssh-keygen -k -z {}",
-            version.saturating_add(1)),
-        KrlUpdate::Rollback { loaded, offered } => error!(event = "krl_refused", source, loaded, offered,
+            version.saturating_add(1)
+        ),
+        KrlUpdate::Rollback { loaded, offered } => error!(
+            event = "krl_refused",
+            source,
+            loaded,
+            offered,
             "user CA KRL version {offered} from {source} is older than the version in force ({loaded}); \
-             refused (no rollback)"),
+             refused (no rollback)"
+        ),
     }
     (None, update)
 }
