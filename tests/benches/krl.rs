@@ -105,33 +105,33 @@ fn main() {
         key_krl.heap_bytes() / 1024,
         lookup.as_secs_f64() * 1e6
     );
-    let k = |what: &str| format!("krl.{what}.n{n}");
+    let k = |what: &str| format!("krl/entries={n}/{what}");
     bench::figure(
-        &k("serials.decode"),
+        &k("serials_decode"),
         serial_time.as_secs_f64() * 1e3,
         "ms",
         Better::Lower,
     );
     bench::figure(
-        &k("serials.heap"),
+        &k("serials_heap"),
         serial_krl.heap_bytes() as f64 / 1024.0,
         "KiB",
         Better::Lower,
     );
     bench::figure(
-        &k("sha256.decode"),
+        &k("sha256_decode"),
         key_time.as_secs_f64() * 1e3,
         "ms",
         Better::Lower,
     );
     bench::figure(
-        &k("sha256.heap"),
+        &k("sha256_heap"),
         key_krl.heap_bytes() as f64 / 1024.0,
         "KiB",
         Better::Lower,
     );
     bench::figure(
-        &k("sha256.lookup"),
+        &k("sha256_lookup"),
         lookup.as_secs_f64() * 1e6,
         "us",
         Better::Lower,
