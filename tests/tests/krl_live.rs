@@ -78,6 +78,20 @@ fn a_krl_dropped_into_the_file_ends_the_live_session_of_the_key_it_revokes() {
         .wait_log("has the version in force (2) but revokes something else", T);
     let out = run_bounded(w.ssh().arg("true"), T);
     assert!(!out.status.success(), "{}", stderr(&out));
+    // A higher version that does not parse (serial 0, which makes sshd
+    // refuse every key) is refused and the KRL in force stays.
+    let mut bad = ztssh_proto::krl::write::KrlWriter::new(9, 0, b"");
+    bad.certs(b"", &[ztssh_proto::krl::write::serial_list(&[0])]);
+    let next = krl.with_extension("new");
+    std::fs::write(&next, bad.finish()).unwrap();
+    std::fs::rename(&next, &krl).unwrap();
+    w.proxy.wait_log("it revokes serial 0", T);
+    let out = run_bounded(w.ssh().arg("true"), T);
+    assert!(
+        !out.status.success() && stderr(&out).contains(REVOKED),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
