@@ -27,6 +27,7 @@ pub mod handshake;
 pub mod hostca;
 pub mod identity;
 pub mod keys;
+pub mod krl;
 pub mod labels;
 pub mod primitives;
 pub mod rekey;

@@ -35,11 +35,13 @@ use crate::crl::Crl;
 use crate::end::{EndKind, Ended};
 use crate::time::{CLOCK_SKEW, UnixTime, human};
 
+mod krl;
 mod list;
 mod renewal;
 mod subject;
 pub mod usercert;
 
+pub use krl::{check_krl, check_krl_cert};
 pub use list::{ListError, ListUpdate, Versioned, offer, offer_from, verify_pem};
 pub use renewal::{LicenceUpdate, offer_licence};
 pub use subject::{Checkpoint, Credential, Issued, Subject};

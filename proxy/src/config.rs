@@ -3,6 +3,7 @@
 //! port is bound; a failure is a [`ConfigError`] and exit code 64.
 
 pub mod access;
+pub mod krl;
 pub mod licence_pull;
 pub mod pull;
 pub mod zsk;
@@ -101,6 +102,11 @@ const ENV_KEYS: &[&str] = &[
     "sshd_host_certificates",
     "sshd_revoked_keys",
     "trusted_user_ca_keys",
+    "user_ca_krl",
+    "user_ca_krl_url",
+    "user_ca_krl_allow_http",
+    "user_ca_krl_cache",
+    "user_ca_krl_poll_secs",
 ];
 
 /// Raw settings as written by the operator.
@@ -271,12 +277,35 @@ pub struct Settings {
     /// sshd checks every key against (`RevokedKeys`).
     #[serde(default)]
     pub sshd_revoked_keys: Option<PathBuf>,
+    /// The user SSH CA's KRL (OpenSSH's binary format, `ssh-keygen -k`):
+    /// a session whose key it revokes ends at once. Watched like
+    /// `revocation_list`; with `user_ca_krl_url`, where a fetched KRL is kept.
+    #[serde(default)]
+    pub user_ca_krl: Option<PathBuf>,
+    /// Where to pull the KRL from: `https://`, or `http://` only with
+    /// `user_ca_krl_allow_http` (a KRL is unsigned).
+    #[serde(default)]
+    pub user_ca_krl_url: Option<String>,
+    /// Accept an `http://` `user_ca_krl_url`, whose KRL anyone on the path
+    /// can replace with an older or emptier one of a higher version.
+    #[serde(default)]
+    pub user_ca_krl_allow_http: bool,
+    /// Where the newest KRL fetched is kept (default: `user_ca_krl`).
+    #[serde(default)]
+    pub user_ca_krl_cache: Option<PathBuf>,
+    /// Seconds between fetches of `user_ca_krl_url` (±10 % jitter).
+    #[serde(default = "default_krl_poll")]
+    pub user_ca_krl_poll_secs: u64,
     /// Per-source rate and handshake limits.
     #[serde(default)]
     pub limits: LimitSettings,
     /// Growing penalties for sources that keep failing.
     #[serde(default)]
     pub penalties: PenaltySettings,
+}
+
+fn default_krl_poll() -> u64 {
+    30
 }
 
 fn default_revocation_poll() -> u64 {
@@ -400,6 +429,8 @@ pub struct Config {
     pub access: Option<Arc<access::AccessSettings>>,
     /// Where and how to pull the licence, if from a URL.
     pub licence_pull: Option<Arc<pull::PullSettings>>,
+    /// Where and how to pull the user CA's KRL, if from a URL.
+    pub krl_pull: Option<Arc<krl::KrlPullSettings>>,
     /// Zero standing keys: one loopback source address per session.
     pub upstream_sources: Option<ipnet::Ipv4Net>,
     /// Zero standing keys: where and to whom sshd's command is answered.
@@ -438,6 +469,10 @@ pub fn settings(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigEr
             cert_ttl(&s).map_err(|e| match key_line(path, "cert_ttl_secs") {
                 Some(line) => err(format!("{}:{line}: {}", path.display(), e.0)),
                 None => err(format!("{}: {}", path.display(), e.0)),
+            })?;
+            krl::KrlPullSettings::check(&s).map_err(|(key, e)| match key_line(path, key) {
+                Some(line) => err(format!("{}:{line}: {e}", path.display())),
+                None => err(format!("{}: {e}", path.display())),
             })?;
             Ok(s)
         })
@@ -526,6 +561,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let pull = pull::PullSettings::from_settings(&settings).map_err(err)?;
     let access = access::AccessSettings::from_settings(&settings).map_err(err)?;
     let licence_pull = licence_pull::from_settings(&settings).map_err(err)?;
+    let krl_pull = krl::KrlPullSettings::from_settings(&settings).map_err(|(_, e)| err(e))?;
     let authority = read_authority(&settings, &root, &noise, &subca, now)?;
     refuse_revoked_keys(&settings, &authority)?;
     let timing = timing(&settings)?;
@@ -561,6 +597,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         pull,
         access,
         licence_pull,
+        krl_pull,
         settings,
     };
     Ok((cfg, authority))
@@ -777,6 +814,7 @@ fn read_authority(
         staleness: staleness(s)?,
         user_cas,
         access: access::load(s, root).map_err(err)?,
+        krl: krl::read_configured(s).map_err(err)?,
     })
 }
 

@@ -6,6 +6,7 @@
 
 pub mod access_pull;
 pub mod fetch;
+pub mod krl_pull;
 pub mod licence_pull;
 pub mod reload;
 pub mod watch;

@@ -141,6 +141,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
             reloads.clone(),
         ));
     }
+    crate::revocation::krl_pull::spawn(&shared, &reloads);
     tokio::spawn(watch_staleness(shared.authority.clone(), reloads));
     process::notify("READY=1");
     accept_loop(&shared, &listener, &shutdown, &tracker).await;

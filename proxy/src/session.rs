@@ -263,8 +263,10 @@ async fn serve_authenticated(
         Some(Some(lease)) => Some(lease),
         Some(None) => {
             let why = "every address in upstream_source_range is held by a live session".to_owned();
-            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why, token)
-                .await;
+            return upstream_failed(
+                shared, &mut sock, peer, authorized, who, &server_id, why, token,
+            )
+            .await;
         }
     };
     let source = lease.as_ref().map(|l| l.addr);
@@ -289,8 +291,10 @@ async fn serve_authenticated(
                 cfg.settings.upstream_max_startups,
                 STARTUP_WAIT.as_secs()
             );
-            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why, token)
-                .await;
+            return upstream_failed(
+                shared, &mut sock, peer, authorized, who, &server_id, why, token,
+            )
+            .await;
         }
     };
     let connect = timeout(cfg.upstream_timeout, connect_upstream(cfg.upstream, source));
@@ -310,13 +314,17 @@ async fn serve_authenticated(
         Some(Ok(Ok(u))) => u,
         Some(Ok(Err(e))) => {
             let why = e.to_string();
-            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why, token)
-                .await;
+            return upstream_failed(
+                shared, &mut sock, peer, authorized, who, &server_id, why, token,
+            )
+            .await;
         }
         Some(Err(_)) => {
             let why = "timed out".to_owned();
-            return upstream_failed(shared, &mut sock, peer, authorized, who, &server_id, why, token)
-                .await;
+            return upstream_failed(
+                shared, &mut sock, peer, authorized, who, &server_id, why, token,
+            )
+            .await;
         }
     };
     let _ = upstream.set_nodelay(true);

@@ -12,4 +12,5 @@
 pub mod access;
 pub mod authority;
 pub mod authz;
+pub mod krl;
 pub mod policy;

@@ -72,6 +72,9 @@ pub struct Metrics {
     pub crl_forked: IntCounter,
     /// Licence fetches from `licence_url` by result (ok, not_modified, failed).
     pub licence_fetches: IntCounterVec,
+    /// User CA KRLs offered (read or fetched), by result.
+    pub krl_loads: IntCounterVec,
+    krl_version: IntGauge,
     licence_expiry: IntGauge,
     licence_lifetime: IntGauge,
     crl_expiry: IntGauge,
@@ -258,6 +261,17 @@ impl Metrics {
                 "Seconds from the licence's start to its end (or its delegation's, if sooner): \
                  with ztssh_licence_expiry_seconds, how much of it is left.",
             ),
+            krl_loads: counter_vec(
+                &r,
+                "ztssh_user_ca_krl_loads_total",
+                "User CA KRLs read or fetched, by result (ok, unchanged, same_version, rollback, invalid, fetch_failed).",
+                "result",
+            ),
+            krl_version: gauge(
+                &r,
+                "ztssh_user_ca_krl_version",
+                "krl_version of the user CA KRL in force (-1: none).",
+            ),
             licence_expiry: gauge(
                 &r,
                 "ztssh_licence_expiry_seconds",
@@ -294,6 +308,12 @@ impl Metrics {
                     .saturating_sub(licence.body.not_before),
             )
             .unwrap_or(i64::MAX),
+        );
+        self.krl_version.set(
+            authority
+                .krl
+                .as_ref()
+                .map_or(-1, |k| i64::try_from(k.krl_version).unwrap_or(i64::MAX)),
         );
         match &authority.crl {
             Some(c) => {

@@ -144,7 +144,8 @@ pub fn merge(
                 "access list version {offered} is older than the loaded {loaded}; refused"
             );
             return (None, true);
-        }        ListUpdate::Forked { version } => {
+        }
+        ListUpdate::Forked { version } => {
             error!(
                 event = "access_forked",
                 list_version = version,

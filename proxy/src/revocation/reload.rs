@@ -55,6 +55,9 @@ pub enum Request {
     /// from `licence_url` and verified. A newer one for this proxy's keys
     /// replaces the one in force ([`super::licence_pull::renew`]).
     Licence(Option<Box<super::licence_pull::FetchedLicence>>),
+    /// A user CA KRL read from `user_ca_krl` or fetched from
+    /// `user_ca_krl_url`; it replaces the one in force only if newer.
+    Krl(Box<super::krl_pull::KrlOffer>),
 }
 
 /// A list fetched from `revocation_url` and verified under the root.
@@ -80,6 +83,7 @@ struct Batch {
     access: access_pull::Pending,
     licence_file: bool,
     licence_fetched: Option<Box<super::licence_pull::FetchedLicence>>,
+    krl: Option<Box<super::krl_pull::KrlOffer>>,
 }
 
 impl Batch {
@@ -103,6 +107,7 @@ impl Batch {
                 // The latest fetched; the licence step judges it.
                 self.licence_fetched = Some(l);
             }
+            Request::Krl(k) => super::krl_pull::keep_newest(&mut self.krl, k),
         }
     }
 }
@@ -259,6 +264,12 @@ fn compute(
         };
         out = out.then(Outcome::new(next, result));
     }
+    if let Some(offer) = batch.krl {
+        let base = out.next.as_ref().unwrap_or(current);
+        if let Some(next) = super::krl_pull::apply(shared, base, *offer) {
+            out.next = Some(next);
+        }
+    }
     if batch.recheck && out.next.is_none() {
         out.next = Some(current.republish());
     }
@@ -305,6 +316,7 @@ fn everything(shared: &Shared, current: &Authority, memory: Memory, now: u64) ->
                 &server,
                 now,
             );
+            fresh.krl = super::krl_pull::on_reload(shared, current, fresh.krl.take());
             info!(
                 event = "reload",
                 result = "ok",

@@ -189,6 +189,7 @@ mod tests {
             policy: Arc::new(crate::trust::policy::Policy::load(&pp).expect("policy")),
             staleness: Default::default(),
             user_cas: None,
+            krl: None,
         }
     }
 

@@ -13,6 +13,7 @@ use ztssh_proto::cert::LicenceVerified;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::identity::{self, EndKind, Ended};
 use ztssh_proto::keys::PublicKey;
+use ztssh_proto::krl::Krl;
 use ztssh_proto::time::{UnixTime, when};
 use ztssh_proto::trust::usercert::UserCas;
 use ztssh_proto::trust::{self, Checkpoint, Credential, ListUpdate, Staleness, Subject};
@@ -39,12 +40,15 @@ pub struct Authority {
     pub user_cas: Option<Arc<UserCas>>,
     /// The signed access list: principals it grants besides `authorized`.
     pub access: AccessInForce,
+    /// The user SSH CA's KRL in force (`user_ca_krl`, `user_ca_krl_url`).
+    pub krl: Option<Arc<Krl>>,
 }
 
 impl identity::Authority for Authority {
     fn check(&self, who: &Subject<'_>, at: Checkpoint<'_>, now: UnixTime) -> Result<(), Ended> {
         let server = &self.licence.body.server_id;
         trust::check_revoked(self.crl.as_ref(), who, at)?;
+        trust::check_krl(self.krl.as_deref(), who)?;
         trust::check_fresh(self.crl.as_ref(), self.staleness, server, at, now)?;
         self.check_authorized(who, at, now)?;
         self.may_issue(now)
@@ -154,6 +158,7 @@ impl Authority {
             staleness: self.staleness,
             user_cas: self.user_cas.clone(),
             access,
+            krl: self.krl.clone(),
         }
     }
 
@@ -392,5 +397,6 @@ pub fn merge_crl(
         staleness: current.staleness,
         user_cas: current.user_cas.clone(),
         access: current.access.clone(),
+        krl: current.krl.clone(),
     })
 }
