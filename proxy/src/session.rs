@@ -263,8 +263,14 @@ async fn serve_authenticated(
         Some(Some(lease)) => Some(lease),
         Some(None) => {
             let why = "every address in upstream_source_range is held by a live session".to_owned();
-            return upstream_failed(
-                shared, &mut sock, peer, authorized, who, &server_id, why, token,
+            return deny(
+                shared,
+                &mut sock,
+                peer,
+                who,
+                upstream_failed(shared, authorized, &server_id, &why),
+                true,
+                token,
             )
             .await;
         }
@@ -291,8 +297,14 @@ async fn serve_authenticated(
                 cfg.settings.upstream_max_startups,
                 STARTUP_WAIT.as_secs()
             );
-            return upstream_failed(
-                shared, &mut sock, peer, authorized, who, &server_id, why, token,
+            return deny(
+                shared,
+                &mut sock,
+                peer,
+                who,
+                upstream_failed(shared, authorized, &server_id, &why),
+                true,
+                token,
             )
             .await;
         }
@@ -314,15 +326,27 @@ async fn serve_authenticated(
         Some(Ok(Ok(u))) => u,
         Some(Ok(Err(e))) => {
             let why = e.to_string();
-            return upstream_failed(
-                shared, &mut sock, peer, authorized, who, &server_id, why, token,
+            return deny(
+                shared,
+                &mut sock,
+                peer,
+                who,
+                upstream_failed(shared, authorized, &server_id, &why),
+                true,
+                token,
             )
             .await;
         }
         Some(Err(_)) => {
             let why = "timed out".to_owned();
-            return upstream_failed(
-                shared, &mut sock, peer, authorized, who, &server_id, why, token,
+            return deny(
+                shared,
+                &mut sock,
+                peer,
+                who,
+                upstream_failed(shared, authorized, &server_id, &why),
+                true,
+                token,
             )
             .await;
         }
@@ -437,21 +461,12 @@ async fn connect_upstream(
 }
 
 /// sshd cannot be reached: said in the log, then refused like any other
-/// refusal after the handshake (`handshakes{denied}`, no penalty).
-async fn upstream_failed(
-    shared: &Shared,
-    sock: &mut TcpStream,
-    peer: SocketAddr,
-    authorized: Authorized,
-    who: Who<'_>,
-    server_id: &str,
-    why: String,
-    token: &mut Option<RateToken>,
-) {
+/// refusal after the handshake (the caller's `deny`: `handshakes{denied}`,
+/// no penalty).
+fn upstream_failed(shared: &Shared, authorized: Authorized, server_id: &str, why: &str) -> Refused {
     warn!(event = "upstream_failed", upstream = %shared.cfg.upstream, error = %why, "cannot reach sshd");
     let reason = format!("{server_id} cannot reach its sshd");
-    let refused = authorized.into_refused(Ended::new(EndKind::UpstreamUnavailable, reason));
-    deny(shared, sock, peer, who, refused, true, token).await;
+    authorized.into_refused(Ended::new(EndKind::UpstreamUnavailable, reason))
 }
 
 /// Gives the connection's rate token back: it ended without a failure.

@@ -254,6 +254,7 @@ fn revoking_the_user_key_or_the_ca_key_in_the_ztssh_list_ends_it() {
             next_update: 10,
             issuer: PublicKey([1; 32]),
             revoked: r,
+            delegation: None,
         };
         let e = check_revoked(
             Some(&crl),

@@ -372,6 +372,7 @@ mod tests {
                     serials: [revoked].into_iter().collect(),
                     ..Default::default()
                 },
+                delegation: None,
             });
             let got = answer(&sessions, "alice", None, None, &a, NOW);
             assert_eq!(got.lines.len(), 1, "{revoked}: {:?}", got);
