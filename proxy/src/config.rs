@@ -562,7 +562,7 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let access = access::AccessSettings::from_settings(&settings).map_err(err)?;
     let licence_pull = licence_pull::from_settings(&settings).map_err(err)?;
     let krl_pull = krl::KrlPullSettings::from_settings(&settings).map_err(|(_, e)| err(e))?;
-    let authority = read_authority(&settings, &root, &noise, &subca, now)?;
+    let authority = read_authority(&settings, &root, &noise, &subca, now, Read::AtStart)?;
     refuse_revoked_keys(&settings, &authority)?;
     let timing = timing(&settings)?;
     let rekey =
@@ -778,7 +778,23 @@ fn staleness(s: &Settings) -> Result<Staleness, ConfigError> {
 /// policy.
 /// On any error the caller keeps the previous authority.
 pub fn reload_authority(cfg: &Config, now: u64) -> Result<Authority, ConfigError> {
-    read_authority(&cfg.settings, &cfg.root, &cfg.noise, &cfg.subca, now)
+    read_authority(
+        &cfg.settings,
+        &cfg.root,
+        &cfg.noise,
+        &cfg.subca,
+        now,
+        Read::AtReload,
+    )
+}
+
+/// When the authority is read: at start nothing is in force yet, so the
+/// cache's list of a forked version wins there; at a reload the list in
+/// force is the judge, and the file's list is offered to it as read.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Read {
+    AtStart,
+    AtReload,
 }
 
 /// Reads the licence, the authorized principals and the revocation list.
@@ -788,6 +804,7 @@ fn read_authority(
     noise: &NoiseKeypair,
     subca: &SigningKey,
     now: u64,
+    when: Read,
 ) -> Result<Authority, ConfigError> {
     let licence = load_licence(&s.licence, root, noise, subca, now)?;
     let authorized = Authorized::load(&s.authorized_principals).map_err(err)?;
@@ -795,7 +812,7 @@ fn read_authority(
         Some(path) => Some(read_crl(path, root, now).map_err(err)?),
         None => None,
     };
-    let crl = newer_cached(crl, s.revocation_cache.as_deref(), root, now);
+    let crl = newer_cached(crl, s.revocation_cache.as_deref(), root, now, when);
     let policy = match &s.policy {
         Some(path) => Policy::load(path).map_err(err)?,
         None => Policy::default(),
@@ -822,7 +839,21 @@ fn read_authority(
 /// `revocation_cache`. The cache only ever adds revocations: a missing one
 /// is normal before the first fetch, and one that cannot be read or
 /// verified is reported and left aside (the next fetch replaces it).
-fn newer_cached(crl: Option<Crl>, cache: Option<&Path>, root: &PublicKey, now: u64) -> Option<Crl> {
+///
+/// At start, a kept list of the file's version with other contents (a
+/// fork) is the one enforced: the reload task writes the cache only in the
+/// step that puts a list in force, never over one as new, so the kept list
+/// went into force and the file's was (or would have been) refused while
+/// it was; starting from the file's would trade the list in force for the
+/// one refused at every restart. At a reload the file's list is returned
+/// as read, for the list in force to refuse (and count) it.
+fn newer_cached(
+    crl: Option<Crl>,
+    cache: Option<&Path>,
+    root: &PublicKey,
+    now: u64,
+    when: Read,
+) -> Option<Crl> {
     let Some(path) = cache else {
         return crl;
     };
@@ -841,7 +872,10 @@ fn newer_cached(crl: Option<Crl>, cache: Option<&Path>, root: &PublicKey, now: u
         ListUpdate::Replace => Some(cached),
         ListUpdate::Forked { version } => {
             crate::trust::authority::refuse_forked(version);
-            crl
+            match when {
+                Read::AtStart => Some(cached),
+                Read::AtReload => crl,
+            }
         }
         ListUpdate::Same | ListUpdate::Behind { .. } | ListUpdate::Rollback { .. } => crl,
     }

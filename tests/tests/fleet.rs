@@ -960,3 +960,73 @@ fn a_second_list_under_the_loaded_version_is_refused_as_a_fork_on_both_sides() {
         stderr(&out)
     );
 }
+
+/// Issue 23, getting around the fork refusal with a restart: the list in
+/// force came from the URL and is kept in `revocation_cache`; the fork,
+/// written to `revocation_list` afterwards, was refused at SIGHUP. A
+/// restart (the list server down) must start from the list that was in
+/// force, not from the refused fork in the file.
+#[test]
+fn a_restart_keeps_the_list_in_force_over_a_fork_in_the_file() {
+    const FORKED: &str = "ztssh_crl_forked_total";
+    let f = fleet("revocation_cache = \"{dir}/crl-cache.pem\"\n");
+    let cache = f.w.dir.path().join("crl-cache.pem");
+    let fork = f.w.dir.path().join("ca-fork");
+    let cp = run_bounded(Command::new("cp").arg("-a").arg(&f.w.pki.ca).arg(&fork), T);
+    assert_ok(&cp, "cp -a");
+    // The real version 2 (bans mallory) goes into force from the URL.
+    f.w.pki.revoke("principal", "mallory");
+    f.w.pki.publish_crl_to(&f.www, "7d");
+    f.wait_at_least(VERSION, 2.0);
+    wait_until(
+        Duration::from_secs(10),
+        "the list kept in the cache",
+        || std::fs::read(&cache).ok() == std::fs::read(&f.www).ok(),
+    );
+    // The fork's version 2 bans alice; written to the file, it is refused.
+    let forked = f.w.dir.path().join("forked.pem");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    ca_tool(&[
+        &os("revoke"),
+        &os("--dir"),
+        fork.as_os_str(),
+        &os("--principal"),
+        &os("alice"),
+    ]);
+    ca_tool(&[
+        &os("crl"),
+        &os("--dir"),
+        fork.as_os_str(),
+        &os("--out"),
+        forked.as_os_str(),
+        &os("--ttl"),
+        &os("7d"),
+    ]);
+    std::fs::copy(&forked, f.w.pki.crl()).expect("the fork as the file");
+    f.w.proxy.sighup();
+    f.wait_at_least(FORKED, 1.0);
+    assert_ok(
+        &run_bounded(&mut ssh_with_sidecar(&f.w, ""), T),
+        "login under the version 2 in force",
+    );
+    let Fleet {
+        mut w,
+        server,
+        metrics,
+        ..
+    } = f;
+    server.set(Serve::Status(503));
+    w.proxy.restart();
+    assert_eq!(
+        metric_value(&http_get(metrics, "/metrics"), VERSION),
+        Some(2.0),
+        "{}",
+        w.proxy.log_text()
+    );
+    // Still the list that was in force: alice logs in.
+    let out = run_bounded(&mut ssh_with_sidecar(&w, ""), T);
+    assert_ok(
+        &out,
+        "login after the restart, under the list that was in force",
+    );
+}

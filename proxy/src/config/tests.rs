@@ -272,3 +272,73 @@ fn a_trusted_user_ca_file_mistake_is_named_at_its_line() {
     let e = read_user_cas(&dir.path().join("missing.pub")).expect_err("missing");
     assert!(e.starts_with("trusted_user_ca_keys: "), "{e}");
 }
+
+/// Issue 23, getting around the fork refusal with a restart: the list kept
+/// in `revocation_cache` went into force (the fork, written to the file
+/// afterwards, was refused); a restart must not trade it for the file's.
+#[test]
+fn a_restart_keeps_the_cached_list_in_force_over_a_fork_in_the_file() {
+    use ztssh_proto::crl::Revocations;
+    let root = SigningKey::generate(&mut rand_core::UnwrapErr(getrandom::SysRng));
+    let list = |banned: &str| Crl {
+        list_version: 2,
+        issued: 10,
+        next_update: 20,
+        issuer: root.public(),
+        revoked: Revocations {
+            principals: [banned.to_owned()].into_iter().collect(),
+            ..Default::default()
+        },
+        delegation: None,
+    };
+    let (in_force, fork) = (list("alice"), list("mallory"));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("crl-cache.pem");
+    let pem = ztssh_proto::armor::encode(pem::CRL, &in_force.sign(&root).unwrap());
+    std::fs::write(&cache, pem).unwrap();
+    let at_start = newer_cached(
+        Some(fork.clone()),
+        Some(&cache),
+        &root.public(),
+        0,
+        Read::AtStart,
+    );
+    assert_eq!(at_start.as_ref(), Some(&in_force), "the cached list stays");
+    // At a reload the file's list goes to the list in force to be refused
+    // (and counted) there.
+    let at_reload = newer_cached(
+        Some(fork.clone()),
+        Some(&cache),
+        &root.public(),
+        0,
+        Read::AtReload,
+    );
+    assert_eq!(at_reload.as_ref(), Some(&fork));
+    assert_eq!(
+        trust::offer(at_start.as_ref(), &fork),
+        ListUpdate::Forked { version: 2 }
+    );
+    // The same list, or a newer one in the file, as before.
+    assert_eq!(
+        newer_cached(
+            Some(in_force.clone()),
+            Some(&cache),
+            &root.public(),
+            0,
+            Read::AtStart
+        ),
+        Some(in_force.clone())
+    );
+    let mut newer = fork;
+    newer.list_version = 3;
+    assert_eq!(
+        newer_cached(
+            Some(newer.clone()),
+            Some(&cache),
+            &root.public(),
+            0,
+            Read::AtStart
+        ),
+        Some(newer)
+    );
+}

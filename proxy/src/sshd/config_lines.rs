@@ -306,12 +306,49 @@ fn trust_lines(cfg: &Config, config_path: &Path) -> Result<Vec<String>, String> 
     Ok(out)
 }
 
+/// Largest host certificate read (an RSA-16384 one is about 5 kB).
+const MAX_HOST_CERTIFICATE: u64 = 64 * 1024;
+/// Largest KRL sshd loads (its `SSHBUF_SIZE_MAX`): with a larger one it
+/// refuses every key.
+const MAX_KRL: u64 = 128 * 1024 * 1024;
+/// What a binary OpenSSH KRL starts with.
+const KRL_MAGIC: &[u8] = b"SSHKRL\n\0";
+
+/// The first `n` bytes of the regular file at `path` of at most `max`
+/// bytes. As [`ztssh_keyfile::read_regular`], whatever is put in its place
+/// cannot hang or exhaust the reader (a FIFO, /dev/zero behind a symlink),
+/// and only the head is read.
+fn read_head(path: &Path, max: u64, n: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > max {
+        return Err(format!("{} bytes, more than the {max} allowed", meta.len()));
+    }
+    let mut head = Vec::with_capacity(n);
+    file.take(n as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| e.to_string())?;
+    Ok(head)
+}
+
 /// An absolute path to an OpenSSH host certificate.
 fn check_host_certificate(path: &Path) -> Result<(), String> {
     if !path.is_absolute() {
         return Err("sshd needs an absolute path".into());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("sshd_host_certificates: {e}"))?;
+    let bytes = ztssh_keyfile::read_regular(path, MAX_HOST_CERTIFICATE)
+        .map_err(|e| format!("sshd_host_certificates: {e}"))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| "sshd_host_certificates: not UTF-8 text, so not an OpenSSH certificate (make it with ztssh-ca sign-host)".to_owned())?;
     let cert = ssh_key::Certificate::from_openssh(text.trim()).map_err(|e| {
         format!("sshd_host_certificates: not an OpenSSH certificate ({e}); make it with ztssh-ca sign-host")
     })?;
@@ -326,13 +363,13 @@ fn check_krl(path: &Path) -> Result<(), String> {
     if !path.is_absolute() {
         return Err("sshd needs an absolute path".into());
     }
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = read_head(path, MAX_KRL, KRL_MAGIC.len()).map_err(|e| {
         format!(
             "sshd_revoked_keys: {e}; sshd refuses every key while it cannot read this file: \
              write it first with ztssh-ca krl"
         )
     })?;
-    if !bytes.starts_with(b"SSHKRL\n\0") {
+    if !bytes.starts_with(KRL_MAGIC) {
         return Err("sshd_revoked_keys: not an OpenSSH KRL (write it with ztssh-ca krl); sshd would refuse every key".into());
     }
     Ok(())
@@ -428,6 +465,50 @@ pub fn diff(path: &Path, before: Option<(&[u8], u32)>, after: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_certificates_and_krls_are_read_bounded_and_only_if_regular() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let d = tmp.path();
+        // Too large (sparse: only the size is checked before reading).
+        let big_cert = d.join("big-cert.pub");
+        std::fs::File::create(&big_cert)
+            .and_then(|f| f.set_len(MAX_HOST_CERTIFICATE + 1))
+            .expect("big cert");
+        let e = check_host_certificate(&big_cert).expect_err("too large");
+        assert!(e.contains("more than the 65536 allowed"), "{e}");
+        let big_krl = d.join("big.krl");
+        std::fs::File::create(&big_krl)
+            .and_then(|f| f.set_len(MAX_KRL + 1))
+            .expect("big krl");
+        let e = check_krl(&big_krl).expect_err("too large");
+        assert!(e.contains("more than the 134217728 allowed"), "{e}");
+        assert!(e.contains("sshd refuses every key"), "{e}");
+        // Not regular: a FIFO with no writer (the open does not wait), a
+        // device behind a symlink, a directory.
+        let fifo = d.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
+        let zero = d.join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+        for p in [&fifo, &zero, &d.to_path_buf()] {
+            let e = check_krl(p).expect_err("krl not regular");
+            assert!(e.contains("not a regular file"), "{e}");
+            let e = check_host_certificate(p).expect_err("cert not regular");
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        // A KRL is still told by its magic, a missing one still refused.
+        let krl = d.join("ok.krl");
+        std::fs::write(&krl, b"SSHKRL\n\0rest").expect("krl");
+        assert_eq!(check_krl(&krl), Ok(()));
+        std::fs::write(&krl, b"SSHKRL").expect("short");
+        assert!(
+            check_krl(&krl)
+                .expect_err("short")
+                .contains("not an OpenSSH KRL")
+        );
+        let e = check_krl(&d.join("missing.krl")).expect_err("missing");
+        assert!(e.contains("write it first"), "{e}");
+    }
 
     #[test]
     fn versions_are_read_from_either_banner() {
