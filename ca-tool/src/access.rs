@@ -96,6 +96,10 @@ impl Parser<'_> {
         if let Err(e) = check_name(name, MAX_PRINCIPAL, "principal") {
             self.at(name_span.clone(), format!("principal {name:?}: {e}"));
         }
+        // Every later message names the principal as it reads in the file,
+        // with any control character escaped.
+        let name = printable(name);
+        let name = name.as_str();
         let mut grant = Grant::default();
         let mut have_keys = false;
         for (key, item) in table.iter() {
@@ -421,5 +425,24 @@ mod tests {
         }
         let e = parse(Path::new("a.toml"), "[principal.x\nkeys=1").expect_err("toml");
         assert!(e[0].starts_with("a.toml:1: not valid TOML"), "{e:?}");
+    }
+
+    /// A principal's name from a reviewed file reaches CI's log and the
+    /// signer's terminal only escaped: every message about it, not just the
+    /// one that refuses the name (an escape sequence in a pull request's
+    /// TOML key rewrote the terminal through `principal.NAME.keys ...`).
+    #[test]
+    fn a_name_with_control_characters_never_reaches_a_message_raw() {
+        let text = "[principal.\"ev\\u001b[2Jil\"]\nkeys = []\nservers = [\"web\\u0007\"]\nkey = 1\n\
+                    [principal.\"ma\\nllory\"]\naccounts = [\"a\\u001bb\"]\n";
+        let e = parse(Path::new("access.toml"), text).expect_err("bad");
+        let joined = e.join("\n");
+        assert!(e.len() >= 5, "{joined}");
+        for line in &e {
+            assert!(
+                !line.chars().any(char::is_control),
+                "raw control character in {line:?}"
+            );
+        }
     }
 }
