@@ -107,7 +107,7 @@ pub fn answer(
             })
             .map_err(|e| e.reason.clone())
             .and_then(|()| {
-                if authority.may_use(&s.principal, &s.user_key, account, now) {
+                if authority.may_use(&who, account, now) {
                     Ok(())
                 } else {
                     Err(format!(
@@ -333,6 +333,46 @@ mod tests {
         assert_eq!(
             ids(&answer(&sessions, "alice", None, None, &a, later)),
             vec!["127.77.0.5"]
+        );
+    }
+
+    /// A user certificate vouches for its principal by itself: sshd's key
+    /// lookup answers its session for the accounts the policy allows, with
+    /// no entry in any file or list (the access list's account narrowing
+    /// asked the file and the list, so every certificate login with zero
+    /// standing keys was refused: "principal carol may not use account
+    /// carol"). Getting around it: the policy still decides the account.
+    #[test]
+    fn a_certificate_session_is_answered_for_the_accounts_the_policy_allows() {
+        use ssh_key::certificate::{Builder, CertType};
+        use ztssh_proto::trust::usercert::{self, UserCas};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut a = authority(dir.path(), "", "");
+        let ca =
+            ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[0xca; 32]));
+        let cas = UserCas::parse(&ca.public_key().to_openssh().expect("openssh")).expect("cas");
+        let user = key(9);
+        let mut b =
+            Builder::new([7; 16], user.key_data().clone(), NOW - 60, NOW + 3600).expect("builder");
+        b.serial(1).expect("serial");
+        b.key_id("carol@corp").expect("key id");
+        b.cert_type(CertType::User).expect("type");
+        b.valid_principal("carol").expect("principal");
+        let bytes = b.sign(&ca).expect("sign").to_bytes().expect("bytes");
+        let cert = usercert::verify(&cas, &bytes, &user, "carol", NOW).expect("verify");
+        a.user_cas = Some(Arc::new(cas));
+        let mut s = live("s9", "carol", 9, 11);
+        Arc::get_mut(&mut s).expect("only").user_cert = Some(Arc::new(cert));
+        let sessions = [s];
+        let got = answer(&sessions, "carol", None, None, &a, NOW);
+        assert_eq!(got.lines.len(), 1, "{:?}", got.refused);
+        assert!(got.lines[0].contains(",restrict"), "{:?}", got.lines);
+        let got = answer(&sessions, "root", None, None, &a, NOW);
+        assert!(got.lines.is_empty(), "the policy does not allow root");
+        assert!(
+            got.refused[0].2.contains("may not use account root"),
+            "{:?}",
+            got.refused
         );
     }
 

@@ -162,21 +162,21 @@ impl Authority {
         }
     }
 
-    /// Whether `principal`, holding `key`, may log in to sshd as local
-    /// `account`: the policy must allow it, and a principal only the
-    /// access list authorizes (not the authorized principals file) must
-    /// also have the account among its grant's accounts, when the list
-    /// names any: the list narrows the policy, never widens it.
-    pub fn may_use(
-        &self,
-        principal: &str,
-        key: &ssh_key::PublicKey,
-        account: &str,
-        now: UnixTime,
-    ) -> bool {
+    /// Whether `who` may log in to sshd as local `account`: the policy
+    /// must allow it, and a principal only the access list authorizes (not
+    /// the authorized principals file, nor a user certificate, which
+    /// vouches for its principal by itself) must also have the account
+    /// among its grant's accounts, when the list names any: the list
+    /// narrows the policy, never widens it.
+    pub fn may_use(&self, who: &Subject<'_>, account: &str, now: UnixTime) -> bool {
+        let principal = who.principal;
         if !self.policy.may_use(principal, account) {
             return false;
         }
+        let key = match who.credential {
+            Credential::UserCert(_) => return true,
+            Credential::UserKey(key) => key,
+        };
         if self.authorized.allows(principal, key) {
             return true;
         }
