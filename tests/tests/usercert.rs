@@ -289,3 +289,61 @@ fn a_session_ends_when_its_certificate_does_and_the_user_is_told() {
     );
     assert!(stderr(&out).contains("expired at"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_force_command_sshd_cannot_be_told_refuses_the_login_and_says_why() {
+    // sshd's option parser reads `\"` as a quote inside `command="..."`,
+    // so a force-command ending in a backslash would eat the closing quote
+    // of the AuthorizedKeysCommand line: sshd drops the line unseen. The
+    // proxy must refuse it itself and say why.
+    let cas = Cas::new();
+    let w = world(&cas, "127.85.0.0/16");
+    cas.sign(
+        "ca_ed25519",
+        500,
+        "alice",
+        "-5m:+1h",
+        &["clear", "force-command=echo forced\\"],
+    );
+    let out = run_bounded(through(&w, &cas.carol(), "alice").arg("whoami"), T);
+    assert!(!out.status.success(), "logged in: {}", stderr(&out));
+    w.proxy.wait_log("force-command ends in a backslash", T);
+    // A backslash elsewhere (and a quote) reach sshd unchanged.
+    cas.sign(
+        "ca_ed25519",
+        501,
+        "alice",
+        "-5m:+1h",
+        &["clear", "force-command=printf '%s\\n' \"a\\\\z\""],
+    );
+    let out = run_bounded(through(&w, &cas.carol(), "alice").arg("whoami"), T);
+    assert_ok(&out, "force-command with a backslash inside");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "a\\z");
+}
+
+#[test]
+fn a_certificate_reaches_only_the_accounts_the_policy_maps_its_principal_to() {
+    // The certificate is the principal's authorization; the policy still
+    // decides the accounts (alice -> ACCOUNT only).
+    let cas = Cas::new();
+    let w = world(&cas, "127.86.0.0/16");
+    cas.sign("ca_ed25519", 600, "alice,root", "-5m:+1h", &[]);
+    let mut c = Command::new("ssh");
+    c.args(w.direct_opts(&cas.carol()))
+        .arg("-o")
+        .arg(format!(
+            "ProxyCommand={}",
+            w.proxy_command_as(&cas.carol(), "alice", "")
+        ))
+        .arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg("root@localhost")
+        .arg("true");
+    let out = run_bounded(&mut c, T);
+    assert!(!out.status.success(), "logged in as root: {}", stderr(&out));
+    w.proxy
+        .wait_log("principal alice may not use account root", T);
+    let out = run_bounded(through(&w, &cas.carol(), "alice").arg("whoami"), T);
+    assert_ok(&out, "the mapped account");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ACCOUNT);
+}

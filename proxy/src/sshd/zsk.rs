@@ -52,7 +52,7 @@ const PERMITS: [(&str, &str); 6] = [
 /// options and extensions, as it would for the certificate itself:
 /// `restrict`, then each permit the certificate grants, then `command=`
 /// from `force-command`. `Err`: a force-command no authorized_keys line can
-/// carry (a line break or NUL in it).
+/// carry (a line break or NUL in it, or a trailing backslash).
 pub fn cert_options(cert: &UserCertVerified) -> Result<String, String> {
     let mut out = String::from("restrict");
     for (ext, opt) in PERMITS {
@@ -64,6 +64,17 @@ pub fn cert_options(cert: &UserCertVerified) -> Result<String, String> {
     if let Some(cmd) = cert.force_command() {
         if cmd.contains(['\n', '\r', '\0']) {
             return Err("the certificate's force-command has a line break or NUL in it".into());
+        }
+        // sshd reads `\"` inside `command="..."` as a quote, so a trailing
+        // backslash would escape the closing quote and sshd would drop the
+        // whole line unseen. No escaping can carry it: refuse, and say so.
+        if cmd.ends_with('\\') {
+            return Err(
+                "the certificate's force-command ends in a backslash, which an \
+                 authorized_keys command=\"...\" option cannot carry: ask your SSH CA \
+                 for one without it"
+                    .into(),
+            );
         }
         out.push_str(&format!(",command=\"{}\"", cmd.replace('"', "\\\"")));
     }
