@@ -347,3 +347,66 @@ fn a_certificate_reaches_only_the_accounts_the_policy_maps_its_principal_to() {
     assert_ok(&out, "the mapped account");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ACCOUNT);
 }
+
+/// `ssh-keygen -k` under `ca_ed25519` at `version`, revoking `spec` (a
+/// KRL spec file's lines), put in place at `to` atomically.
+fn write_krl(cas: &Cas, version: u64, spec: &str, to: &Path) {
+    let d = cas.dir.path();
+    let spec_file = d.join("krl.spec");
+    std::fs::write(&spec_file, spec).expect("spec");
+    let next = to.with_extension("new");
+    let _ = std::fs::remove_file(&next);
+    let mut c = Command::new("ssh-keygen");
+    c.arg("-k")
+        .arg("-f")
+        .arg(&next)
+        .arg("-s")
+        .arg(d.join("ca_ed25519.pub"))
+        .args(["-z", &version.to_string()])
+        .arg(&spec_file);
+    assert_ok(&run_bounded(&mut c, T), "ssh-keygen -k");
+    std::fs::rename(&next, to).expect("rename");
+}
+
+#[test]
+fn a_krl_revoking_a_live_certificates_serial_or_key_id_ends_its_session() {
+    let cas = Cas::new();
+    let krl = cas.dir.path().join("user-ca.krl");
+    write_krl(&cas, 1, "serial: 9999\n", &krl);
+    let w = World::builder()
+        .zero_standing_keys("127.87.0.0/16")
+        .proxy_toml(&format!(
+            "trusted_user_ca_keys = \"{}\"\nuser_ca_krl = \"{}\"\n",
+            cas.trusted().display(),
+            krl.display()
+        ))
+        .start();
+    for (version, serial, spec) in [(2, 700, "serial: 700\n"), (3, 701, "id: carol@corp-701\n")] {
+        cas.sign("ca_ed25519", serial, "alice", "-5m:+1h", &["permit-pty"]);
+        let live = LiveSsh::start(through(&w, &cas.carol(), "alice"));
+        // Live: sshd let it in (the audit line names the certificate).
+        let serial_text = format!("serial {serial}");
+        wait_until(T, "sshd's login of the certificate", || {
+            w.proxy
+                .log_text()
+                .lines()
+                .any(|l| l.contains("event=\"authorized_keys\"") && l.contains(&serial_text))
+        });
+        write_krl(&cas, version, spec, &krl);
+        let ended = format!("serial {serial}) was revoked by your SSH CA");
+        wait_until(T, "the KRL to end the live session", || {
+            w.proxy.log_text().contains(&ended)
+        });
+        let out = live.finish();
+        assert!(!out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("revoked by your SSH CA's KRL"),
+            "{}\n{}",
+            stderr(&out),
+            w.proxy.log_text()
+        );
+        // And the certificate logs in no more.
+        let out = run_bounded(through(&w, &cas.carol(), "alice").arg("true"), T);
+        assert!(!out.status.success(), "{}", stderr(&out));
+    }
+}
