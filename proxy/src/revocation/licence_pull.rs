@@ -160,7 +160,7 @@ pub fn renew(
                 }
                 info!(event = "licence_renewed", source, serial = %offered.body.serial,
                     not_after = offered.usable_until(),
-                    delegated = offered.delegation().is_some(),
+                    delegated = %offered.delegation().is_some(),
                     "licence {} in force until {} (from the {source}); live sessions carry on",
                     offered.body.serial, ztssh_proto::time::date(offered.usable_until()));
                 let mut a = current.republish();
