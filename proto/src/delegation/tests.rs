@@ -445,3 +445,47 @@ fn a_delegation_round_trips_and_garbage_is_refused() {
     let too_long = vec![0; MAX_DELEGATION_LEN + 1];
     assert!(Delegation::decode_verified(&too_long, &root.public()).is_err());
 }
+
+#[test]
+fn a_delegated_list_cannot_move_the_version_out_of_the_roots_reach() {
+    let root = SigningKey::generate(&mut TestRng);
+    let oncall = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &oncall, Purpose::Revocations, &[]);
+    let mut in_force = Revocations::default();
+    in_force.principals.insert("mallory".into());
+    let current =
+        Crl::decode_verified(&list(&root, 5, in_force.clone()), &root.public()).expect("root list");
+    let offered = |version| {
+        let pem = encode_pem(
+            pem::CRL,
+            &list(&oncall, version, in_force.clone()),
+            Some(&d),
+        );
+        verify_pem(pem.as_bytes(), &root.public(), NOW).expect("on-call list")
+    };
+    // A stolen on-call key keeps every entry but takes the version to the
+    // end of u64: had it loaded, no list the root signs could ever be newer,
+    // so the one revoking the stolen key would never load.
+    for version in [u64::MAX, 5 + crate::crl::MAX_DELEGATED_VERSION_JUMP + 1] {
+        assert!(
+            matches!(
+                offer(Some(&current), &offered(version)),
+                ListUpdate::Rollback { .. }
+            ),
+            "{version}"
+        );
+    }
+    // Within the CA tool's own bound on its counter, it replaces.
+    for version in [6, 5 + crate::crl::MAX_DELEGATED_VERSION_JUMP] {
+        assert_eq!(
+            offer(Some(&current), &offered(version)),
+            ListUpdate::Replace,
+            "{version}"
+        );
+    }
+    // The root's own lists are not bound (only the root removes entries
+    // or moves the version as it likes).
+    let root_far =
+        Crl::decode_verified(&list(&root, u64::MAX, in_force), &root.public()).expect("root");
+    assert_eq!(offer(Some(&current), &root_far), ListUpdate::Replace);
+}
