@@ -489,3 +489,42 @@ fn a_delegated_list_cannot_move_the_version_out_of_the_roots_reach() {
         Crl::decode_verified(&list(&root, u64::MAX, in_force), &root.public()).expect("root");
     assert_eq!(offer(Some(&current), &root_far), ListUpdate::Replace);
 }
+
+#[test]
+fn a_delegated_list_that_overreaches_is_never_taken_for_one_merely_behind() {
+    let root = SigningKey::generate(&mut TestRng);
+    let oncall = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &oncall, Purpose::Revocations, &[]);
+    let mut in_force = Revocations::default();
+    in_force.principals.insert("mallory".into());
+    let current =
+        Crl::decode_verified(&list(&root, 5, in_force.clone()), &root.public()).expect("root list");
+    // An unban (mallory left out) and a version out of the root's reach,
+    // each from a source that served version 5 before or nothing yet: both
+    // refused loudly as a rollback, not quietly as a lagging source.
+    let offered = |version, revoked| {
+        let pem = encode_pem(pem::CRL, &list(&oncall, version, revoked), Some(&d));
+        verify_pem(pem.as_bytes(), &root.public(), NOW).expect("on-call list")
+    };
+    for crl in [
+        offered(6, Revocations::default()),
+        offered(u64::MAX, in_force.clone()),
+    ] {
+        for newest in [None, Some(5), Some(6)] {
+            assert!(
+                matches!(
+                    crate::trust::offer_from(Some(&current), &crl, newest),
+                    ListUpdate::Rollback { .. }
+                ),
+                "{} {newest:?}",
+                crl.list_version
+            );
+        }
+    }
+    // A list merely older than the one in force is still only behind.
+    let older = offered(4, in_force);
+    assert!(matches!(
+        crate::trust::offer_from(Some(&current), &older, Some(4)),
+        ListUpdate::Behind { .. }
+    ));
+}

@@ -137,7 +137,9 @@ pub fn offer<L: Versioned>(current: Option<&L>, offered: &L) -> ListUpdate {
 /// [`ListUpdate::Rollback`] only if its own source went back, and
 /// [`ListUpdate::Behind`] if the source is merely not as far as the list in
 /// force (which came from elsewhere, or from an answer of the same source
-/// that overtook this one).
+/// that overtook this one). A delegated list refused by
+/// [`Versioned::drops_entries_of`] is never merely behind: it is not older,
+/// it overreaches, and is a [`ListUpdate::Rollback`] (logged as an error).
 pub fn offer_from<L: Versioned>(
     current: Option<&L>,
     offered: &L,
@@ -145,7 +147,7 @@ pub fn offer_from<L: Versioned>(
 ) -> ListUpdate {
     match offer(current, offered) {
         ListUpdate::Rollback { loaded, offered: v }
-            if source_newest.is_none_or(|newest| v >= newest) =>
+            if v < loaded && source_newest.is_none_or(|newest| v >= newest) =>
         {
             ListUpdate::Behind { loaded, offered: v }
         }
