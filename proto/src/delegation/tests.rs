@@ -491,6 +491,28 @@ fn a_delegated_list_cannot_move_the_version_out_of_the_roots_reach() {
 }
 
 #[test]
+#[ignore = "open finding (attack21): a licences delegation's server globs bind the \
+            server id only, not the host names the sidecar checks (Licence::covers); \
+            needs a design decision, see the report"]
+fn a_key_delegated_for_web_servers_cannot_license_db1_by_host_name() {
+    let root = SigningKey::generate(&mut TestRng);
+    let online = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &online, Purpose::Licences, &["web*"]);
+    // A server id the globs match, and the host name clients dial for db1.
+    let mut body = licence(&online, "web9").body;
+    body.hostnames = vec!["db1.example.com".into()];
+    let lic = body.sign(&online).expect("sign licence");
+    // What the sidecar does with message 2: verify the chain, then check
+    // the host it dials is covered.
+    let verdict = verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
+        .map(|v| v.licence().covers("db1.example.com"));
+    assert!(
+        !matches!(verdict, Ok(true)),
+        "a web* delegation licensed a key for the host db1.example.com"
+    );
+}
+
+#[test]
 fn a_delegated_list_that_overreaches_is_never_taken_for_one_merely_behind() {
     let root = SigningKey::generate(&mut TestRng);
     let oncall = SigningKey::generate(&mut TestRng);
