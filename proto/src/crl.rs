@@ -55,6 +55,11 @@ pub const MAX_USER_KEYS: usize = 100_000;
 pub const MAX_SERVER_KEYS: usize = 100_000;
 /// The version that adds revoked delegations (by delegated key).
 const VERSION_DELEGATIONS: u8 = 4;
+/// The most a list a delegated key signed may raise the version above the
+/// list in force (the CA tool's own bound on its counter): a stolen
+/// `revocations` key cannot move the version out of the root's reach
+/// (`u64::MAX`), after which no list, not even the one revoking it, loads.
+pub const MAX_DELEGATED_VERSION_JUMP: u64 = 1_000_000;
 /// Most revoked delegated keys in one list.
 pub const MAX_DELEGATIONS: usize = 10_000;
 

@@ -128,6 +128,11 @@ pub async fn refresh(url: &str, cache: &Path, root: &PublicKey) -> Result<Vec<St
                     return Ok(Vec::new());
                 }
                 ListUpdate::Same | ListUpdate::Behind { .. } => return Ok(Vec::new()),
+                ListUpdate::Rollback { offered, loaded } if offered > loaded => format!(
+                    "it serves version {offered}, signed by a delegated key, which leaves out \
+                     entries of your copy (version {loaded}) or raises the version too far; \
+                     refused. Tell your administrators: only the root removes entries"
+                ),
                 ListUpdate::Rollback { offered, .. } => {
                     format!("it serves version {offered}, older than your copy; refused")
                 }

@@ -87,7 +87,12 @@ impl Versioned for Crl {
     }
 
     fn drops_entries_of(&self, current: &Self) -> bool {
-        self.delegation.is_some() && !self.revoked.contains_all(&current.revoked)
+        self.delegation.is_some()
+            && (!self.revoked.contains_all(&current.revoked)
+                || self.list_version
+                    > current
+                        .list_version
+                        .saturating_add(crate::crl::MAX_DELEGATED_VERSION_JUMP))
     }
 }
 
@@ -99,7 +104,10 @@ impl Versioned for Crl {
 /// ([`Versioned::drops_entries_of`]): one that leaves out any of its
 /// entries would resurrect revoked identities (or its own revoked
 /// delegation, which the list in force names), so it is refused as a
-/// [`ListUpdate::Rollback`]. Only the root removes entries.
+/// [`ListUpdate::Rollback`]. Only the root removes entries. Nor may it
+/// raise the version by more than [`crate::crl::MAX_DELEGATED_VERSION_JUMP`]:
+/// a stolen key's list at `u64::MAX` would leave the root no newer version
+/// to revoke it with.
 pub fn offer<L: Versioned>(current: Option<&L>, offered: &L) -> ListUpdate {
     let Some(cur) = current else {
         return ListUpdate::Replace;
@@ -129,7 +137,9 @@ pub fn offer<L: Versioned>(current: Option<&L>, offered: &L) -> ListUpdate {
 /// [`ListUpdate::Rollback`] only if its own source went back, and
 /// [`ListUpdate::Behind`] if the source is merely not as far as the list in
 /// force (which came from elsewhere, or from an answer of the same source
-/// that overtook this one).
+/// that overtook this one). A delegated list refused by
+/// [`Versioned::drops_entries_of`] is never merely behind: it is not older,
+/// it overreaches, and is a [`ListUpdate::Rollback`] (logged as an error).
 pub fn offer_from<L: Versioned>(
     current: Option<&L>,
     offered: &L,
@@ -137,7 +147,7 @@ pub fn offer_from<L: Versioned>(
 ) -> ListUpdate {
     match offer(current, offered) {
         ListUpdate::Rollback { loaded, offered: v }
-            if source_newest.is_none_or(|newest| v >= newest) =>
+            if v < loaded && source_newest.is_none_or(|newest| v >= newest) =>
         {
             ListUpdate::Behind { loaded, offered: v }
         }

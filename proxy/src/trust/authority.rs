@@ -291,6 +291,18 @@ pub fn announce_stale(crl: &Crl, staleness: Staleness, now: UnixTime) {
 
 /// Says loudly that an older list was offered and refused.
 pub fn refuse_rollback(loaded: u64, offered: u64) {
+    if offered > loaded {
+        error!(
+            event = "crl_reload_failed",
+            loaded,
+            offered,
+            "revocation list version {offered}, signed by a delegated key, leaves out entries of \
+             the loaded {loaded} or raises its version by more than {}; refused (only the root \
+             removes entries: if its key was stolen, revoke the delegation)",
+            ztssh_proto::crl::MAX_DELEGATED_VERSION_JUMP
+        );
+        return;
+    }
     error!(
         event = "crl_reload_failed",
         loaded,
