@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The Debian packages, for real: builds ztssh-proxy, ztssh-sidecar and
-# ztssh-ca .debs twice with packaging/build-debs.sh and requires them
-# byte-identical (SOURCE_DATE_EPOCH from the commit), checks that the
+# ztssh-ca .debs twice with packaging/build-debs.sh, each from a clean
+# target directory of its own (two full release builds at two paths), and
+# requires them byte-identical (SOURCE_DATE_EPOCH from the commit, paths
+# remapped, one feature set, no build id: see build-debs.sh), checks that the
 # binaries in them are stripped, then installs them with apt-get into the
 # clean Debian image tests/containers.sh makes (localhost/debian:bookworm)
 # and runs the proxy from the package's own unit and config: the unit's
@@ -11,9 +13,9 @@
 # systemd in the image). Then a real ssh session through the packaged
 # sidecar, into the packaged proxy, to a real sshd, all inside the container.
 #
-# Needs root, podman, runc, debootstrap and cargo-deb (tests/setup-deps.sh),
-# and release binaries (cargo build --release --locked; set
-# ZTSSH_DEB_NO_BUILD=0 to have build-debs.sh build them). Where podman
+# Needs root, podman, runc, debootstrap and cargo-deb (tests/setup-deps.sh).
+# The two builds take most of its time (ZTSSH_DEB_JOBS caps their jobs,
+# default: cargo's). Where podman
 # cannot run containers, the package checks still run and the install test
 # prints "skipped: <why>"; any other failure exits 1.
 set -euo pipefail
@@ -34,17 +36,27 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# 1. Two builds from the same commit: byte-identical packages.
-export ZTSSH_DEB_NO_BUILD=${ZTSSH_DEB_NO_BUILD:-1}
-bash packaging/build-debs.sh "$WORK/a" >/dev/null
-bash packaging/build-debs.sh "$WORK/b" >/dev/null
+# 1. Two full builds from the same commit, each in a clean target
+# directory at its own path: byte-identical packages.
+[ -z "${ZTSSH_DEB_JOBS:-}" ] || export CARGO_BUILD_JOBS=$ZTSSH_DEB_JOBS
+for run in a b; do
+  ZTSSH_DEB_TARGET_DIR=$WORK/target-$run nice -n 10 bash packaging/build-debs.sh "$WORK/$run" \
+    >"$WORK/build-$run.log" 2>&1 || { tail -n 30 "$WORK/build-$run.log" >&2; fail "build $run of the packages failed"; }
+  say "build $run done (clean target directory $WORK/target-$run)"
+done
 for d in "$WORK"/a/*.deb; do
   n=$(basename "$d")
-  cmp -s "$d" "$WORK/b/$n" || fail "two builds of $n from the same commit differ (not reproducible)"
+  if ! cmp -s "$d" "$WORK/b/$n"; then
+    mkdir -p "$WORK/diff/a" "$WORK/diff/b"
+    dpkg-deb -x "$d" "$WORK/diff/a" && dpkg-deb -x "$WORK/b/$n" "$WORK/diff/b"
+    diff -rq "$WORK/diff/a" "$WORK/diff/b" >&2 || true
+    fail "two builds of $n from the same commit differ (not reproducible)"
+  fi
 done
 n=$(ls "$WORK"/a/*.deb | wc -l)
 [ "$n" -eq 3 ] || fail "expected 3 packages, got $n: $(ls "$WORK/a")"
-say "3 packages, byte-identical across two builds: $(cd "$WORK/a" && ls *.deb | tr '\n' ' ')"
+rm -rf "$WORK/target-a" "$WORK/target-b"
+say "3 packages, byte-identical across two clean builds: $(cd "$WORK/a" && ls *.deb | tr '\n' ' ')"
 
 # 2. What is in them: stripped binaries, the unit, conffiles, man pages,
 # completions, the sysusers entry.

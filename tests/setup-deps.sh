@@ -7,7 +7,9 @@
 # (the fleet bench serves the revocation list with it), and prometheus
 # (promtool tests the alert rules; the monitoring test scrapes a real
 # proxy with it), and iproute2 and nftables (the soak bench's lossy,
-# rate-limited client namespace).
+# rate-limited client namespace), and mingw-w64 (the sidecar's Windows build,
+# tests/cross.sh), plus rustup's macOS and Windows targets and, from PyPI,
+# ziglang and cargo-zigbuild (the macOS type check's C compiler for ring).
 # Debian/Ubuntu, run as root.
 set -euo pipefail
 need=()
@@ -27,6 +29,11 @@ command -v runc >/dev/null || need+=(runc)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 # nftables: the sshd-setup --nft-guard test loads a table of its own.
 command -v nft >/dev/null || need+=(nftables)
+# softhsm2: a real PKCS#11 token for the CA's hardware-held roots
+# (tests/tests/ca_signers.rs; its EdDSA works from Debian 12's 2.6.1);
+# opensc's pkcs11-tool reads back the token key's attributes.
+[ -e /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
+command -v pkcs11-tool >/dev/null || need+=(opensc)
 # python3: the container test's list server and manifest edits.
 command -v python3 >/dev/null || need+=(python3)
 # nginx: the fleet bench serves the revocation list from a private nginx
@@ -43,6 +50,9 @@ command -v python3 >/dev/null || need+=(python3)
 # namespace joined by a veth pair (ip netns, ip link), with a rate limit on
 # both ends (tc tbf) and random packet loss (an nftables numgen rule).
 { command -v ip >/dev/null && command -v tc >/dev/null; } || need+=(iproute2)
+# mingw-w64: the linker and C compiler (ring) for x86_64-pc-windows-gnu,
+# the sidecar's Windows build in tests/cross.sh.
+command -v x86_64-w64-mingw32-gcc >/dev/null || need+=(mingw-w64)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]}; run as root or install them first" >&2
@@ -73,6 +83,24 @@ if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; 
   echo "installing cargo-deb $CARGO_DEB_VERSION ..."
   cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION" >/dev/null 2>&1 ||
     { echo "cargo install cargo-deb $CARGO_DEB_VERSION failed" >&2; exit 1; }
+fi
+# tests/cross.sh: the sidecar for macOS (type-checked) and Windows (built,
+# its unit tests run under Wine in a Debian 13 container). rustup adds the
+# targets to the toolchain in use; cargo-zigbuild drives zig (from the
+# ziglang wheel) as the C compiler ring's build script needs for macOS.
+# Pinned, like cargo-deb.
+for t in aarch64-apple-darwin x86_64-apple-darwin x86_64-pc-windows-gnu; do
+  rustup target list --installed 2>/dev/null | grep -qx "$t" ||
+    rustup target add "$t" >/dev/null || { echo "rustup target add $t failed" >&2; exit 1; }
+done
+ZIGLANG_VERSION=0.17.1
+CARGO_ZIGBUILD_VERSION=0.24.1
+if ! { command -v cargo-zigbuild >/dev/null &&
+  python3 -m pip show ziglang 2>/dev/null | grep -qx "Version: $ZIGLANG_VERSION" &&
+  cargo-zigbuild --version 2>/dev/null | grep -q " $CARGO_ZIGBUILD_VERSION"; }; then
+  echo "installing ziglang $ZIGLANG_VERSION and cargo-zigbuild $CARGO_ZIGBUILD_VERSION ..."
+  python3 -m pip install -q "ziglang==$ZIGLANG_VERSION" "cargo-zigbuild==$CARGO_ZIGBUILD_VERSION" ||
+    { echo "pip install ziglang cargo-zigbuild failed" >&2; exit 1; }
 fi
 # The zero-standing-keys tests create the local account ztsshe2e themselves
 # (useradd/usermod from Debian's passwd package, always installed) and

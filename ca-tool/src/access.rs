@@ -10,6 +10,10 @@
 //!
 //! Every mistake is reported at once, each at its `FILE:LINE`. The version
 //! comes from `CA/access.version`, which only goes up (as `crl.version`).
+//! Signed by the root, or (`--delegation FILE --key KEY`) by an `access`
+//! delegation's key from a copy of the CA's records without root.key; the
+//! list is then refused before signing if it reaches beyond the
+//! delegation's servers (`Delegable::within`, the verifiers' own rule).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -18,11 +22,14 @@ use anyhow::{Result, bail};
 use toml_edit::{ImDocument, Item, TableLike, Value};
 use ztssh_keyfile as keyfile;
 use ztssh_proto::access::{self, AccessList, Grant};
-use ztssh_proto::armor;
 use ztssh_proto::cert::{MAX_PRINCIPAL, check_name};
+use ztssh_proto::delegation::{self, Delegable};
 use ztssh_proto::keys::{PublicKey, to_array};
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{human, parse_duration, when};
+
+use crate::delegate::Delegated;
+use crate::tomlfile::Parser;
 
 /// The access list's version counter in the CA directory.
 pub const VERSION_FILE: &str = "access.version";
@@ -33,26 +40,7 @@ const PRINCIPAL_KEYS: &[&str] = &["keys", "servers", "accounts"];
 /// The largest input file read.
 const MAX_INPUT: u64 = 64 << 20;
 
-/// Where a span starts, as a 1-based line.
-fn line_at(text: &str, offset: usize) -> usize {
-    text.bytes().take(offset).filter(|&b| b == b'\n').count() + 1
-}
-
-struct Parser<'a> {
-    path: &'a Path,
-    text: &'a str,
-    errors: Vec<String>,
-}
-
 impl Parser<'_> {
-    fn at(&mut self, span: Option<std::ops::Range<usize>>, why: impl std::fmt::Display) {
-        let place = match span {
-            Some(s) => format!("{}:{}", self.path.display(), line_at(self.text, s.start)),
-            None => self.path.display().to_string(),
-        };
-        self.errors.push(format!("{place}: {why}"));
-    }
-
     fn strings<'v>(
         &mut self,
         name: &str,
@@ -284,8 +272,17 @@ pub fn parse(path: &Path, text: &str) -> Result<BTreeMap<String, Grant>, Vec<Str
 }
 
 /// `ztssh-ca access`: reads `input`, signs the list with the next version
-/// and writes it to `out`.
-pub fn sign(dir: &Path, input: &Path, out: &Path, valid_for: &str, now: u64) -> Result<()> {
+/// and writes it to `out`: with the root (`dir`'s root.key), or with an
+/// `access` delegation's key (`signer`; `dir` may then be a copy of the
+/// CA's records without root.key), the delegation written beside the list.
+pub fn sign(
+    dir: &Path,
+    input: &Path,
+    out: &Path,
+    valid_for: &str,
+    now: u64,
+    signer: Option<&Delegated>,
+) -> Result<()> {
     let Some(ttl) = parse_duration(valid_for).filter(|t| *t > 0 && *t <= MAX_VALID_FOR) else {
         bail!(
             "--valid-for {valid_for:?} must be a duration like 7d or 12h, at most {}",
@@ -297,49 +294,87 @@ pub fn sign(dir: &Path, input: &Path, out: &Path, valid_for: &str, now: u64) -> 
         bail!("{}: not UTF-8 text", input.display());
     };
     let principals = parse(input, &text).map_err(|all| anyhow::anyhow!("{}", all.join("\n")))?;
-    let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
-        .map_err(anyhow::Error::msg)?;
+    let held: Box<dyn crate::signer::Signer> = match signer {
+        Some(d) => Box::new(crate::signer::file::FileSigner::new(
+            d.key_copy(),
+            Path::new("delegated key"),
+        )),
+        None => crate::signer::root(dir)?,
+    };
+    let root = crate::signer::Ed25519Root::new(held.as_ref())?;
     let version_path = dir.join(VERSION_FILE);
     let list_version = crate::revoke::next_version(&version_path, false)?;
     let list = AccessList {
         list_version,
         issued: now,
-        valid_until: now.saturating_add(ttl),
-        issuer: root.public(),
+        // Never past a delegation: the list grants nothing after it anyway.
+        valid_until: signer
+            .map_or(u64::MAX, |d| d.delegation.body.not_after)
+            .min(now.saturating_add(ttl)),
+        issuer: ztssh_proto::keys::Signer::public(&root),
         principals,
+        delegation: None,
     };
-    let bytes = list.sign(&root)?;
+    // The chain's own rule, asked before signing: every proxy would refuse
+    // a list that reaches beyond the delegation's servers.
+    if let Some(d) = signer
+        && let Err(why) = list.within(&d.delegation)
+    {
+        bail!(
+            "{}: not signed: every proxy would refuse this list, since {why}; or ask the root \
+             for an access delegation that covers those servers (ztssh-ca delegate --purpose \
+             access --servers)",
+            input.display()
+        );
+    }
+    let bytes = list.sign_with(&root)?;
+    crate::issuance::audit(
+        dir,
+        now,
+        "access-list",
+        &format!(
+            "version={list_version} principals={} not_before={now} not_after={}",
+            list.principals.len(),
+            list.valid_until
+        ),
+        &root.holder(),
+    )?;
     keyfile::write_atomic(
         &version_path,
         format!("{list_version}\n").as_bytes(),
         0o600,
         keyfile::Existing::Replace,
     )?;
-    keyfile::write_atomic(
-        out,
-        armor::encode(pem::ACCESS, &bytes).as_bytes(),
-        0o644,
-        keyfile::Existing::Replace,
-    )?;
+    let text = delegation::encode_pem(pem::ACCESS, &bytes, signer.map(|d| &d.delegation));
+    keyfile::write_atomic(out, text.as_bytes(), 0o644, keyfile::Existing::Replace)?;
     println!(
-        "access list version {list_version} ({} principals, {} keys), valid for {}, written to {}",
+        "access list version {list_version} ({} principals, {} keys), valid for {}, written to {}{}",
         list.principals.len(),
         list.keys(),
-        human(ttl),
-        out.display()
+        human(list.valid_until.saturating_sub(now)),
+        out.display(),
+        match signer {
+            Some(d) => format!(" (signed under delegation {})", d.delegation.body.serial),
+            None => String::new(),
+        }
     );
     Ok(())
 }
 
 /// `ztssh-ca show` for an access list: its signature under the issuer it
-/// names, and under `root` when given.
-pub fn show(bytes: &[u8], root: Option<&PublicKey>, now: u64) -> Result<()> {
+/// names, and under `root` when given (a delegated list's chain is
+/// checked and printed by the caller: `delegated`).
+pub fn show(bytes: &[u8], root: Option<&PublicKey>, delegated: bool, now: u64) -> Result<()> {
     let issuer = bytes
         .get(4 + 1 + 24..4 + 1 + 24 + 32)
         .ok_or_else(|| anyhow::anyhow!("access list is truncated"))?;
     let issuer = PublicKey(to_array(issuer, "issuer")?);
     let list = AccessList::decode_verified(bytes, &issuer)?;
     let signed_by = match root {
+        _ if delegated => format!(
+            "valid, by the delegated key {}; the chain to the root is above",
+            issuer.fingerprint()
+        ),
         Some(r) if list.issuer != *r => format!(
             "INVALID: signed by {}, not by root {}",
             list.issuer.fingerprint(),

@@ -13,7 +13,6 @@ use ztssh_keyfile as keyfile;
 use ztssh_proto::cert::{LicenceBody, LicenceRequest, Serial};
 use ztssh_proto::crl::Crl;
 use ztssh_proto::delegation::{self, Purpose};
-use ztssh_proto::keys::SigningKey;
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::{human, parse_duration};
 
@@ -29,8 +28,10 @@ const MAX_BATCH: usize = 10_000;
 /// Who signs, and what it must check first.
 pub struct Signer<'a> {
     dir: Option<&'a Path>,
-    key: SigningKey,
+    key: Box<dyn crate::signer::Signer>,
     delegated: Option<Delegated>,
+    /// The longest licence this CA signs (`ca.toml`'s caps.licence).
+    cap: u64,
     list: Option<(Crl, PathBuf)>,
 }
 
@@ -49,15 +50,16 @@ impl<'a> Signer<'a> {
             (Some(d), Some(k)) => {
                 let d = Delegated::load(d, k, Purpose::Licences, dir, now)?;
                 let root = d.delegation.body.issuer;
-                (d.key_copy(), Some(d), root)
+                let key: Box<dyn crate::signer::Signer> =
+                    Box::new(crate::signer::file::FileSigner::new(d.key_copy(), k));
+                (key, Some(d), root)
             }
             _ => {
                 let Some(dir) = dir else {
                     bail!("give --dir CA (the root signs), or --delegation FILE --key FILE");
                 };
-                let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
-                    .map_err(anyhow::Error::msg)?;
-                let public = root.public();
+                let root = crate::signer::root(dir)?;
+                let public = root.ed25519_public()?;
                 (root, None, public)
             }
         };
@@ -87,11 +89,16 @@ impl<'a> Signer<'a> {
             }
             None => None,
         };
+        let cap = match dir {
+            Some(dir) => crate::caconfig::CaConfig::load(dir)?.caps.licence,
+            None => MAX_LICENCE_TTL,
+        };
         Ok(Self {
             dir,
             key,
             delegated,
             list,
+            cap,
         })
     }
 
@@ -123,7 +130,7 @@ pub struct Job<'p> {
     pub out: &'p Path,
 }
 
-fn parse_ttl(ttl: &str) -> Result<u64> {
+fn parse_ttl(ttl: &str, signer: &Signer<'_>) -> Result<u64> {
     let Some(ttl) = parse_duration(ttl).filter(|t| *t > 0) else {
         bail!("--ttl {ttl:?} is not a duration like 24h, 90m or 2d");
     };
@@ -135,12 +142,15 @@ fn parse_ttl(ttl: &str) -> Result<u64> {
             human(MAX_LICENCE_TTL)
         );
     }
+    if ttl > signer.cap {
+        crate::caconfig::refuse_above_cap("licence", ttl, signer.cap, signer.dir)?;
+    }
     Ok(ttl)
 }
 
 /// Signs one licence.
 pub fn authorize(signer: &Signer<'_>, job: Job<'_>, ttl: &str, now: u64) -> Result<()> {
-    let ttl = parse_ttl(ttl)?;
+    let ttl = parse_ttl(ttl, signer)?;
     sign_one(signer, job, ttl, now)
 }
 
@@ -152,11 +162,16 @@ fn sign_one(signer: &Signer<'_>, job: Job<'_>, ttl: u64, now: u64) -> Result<()>
     let mut not_after = now + ttl;
     if let Some(d) = &signer.delegated {
         let b = &d.delegation.body;
-        if !d.delegation.allows_server(&job.server_id) {
+        // The chain's own rule, asked before signing: every verifier
+        // would refuse a licence outside the delegation's globs.
+        if let Err(why) = d
+            .delegation
+            .check_licence_names(&job.server_id, &job.hostnames)
+        {
             bail!(
-                "this delegation may license servers {} only, not {}",
-                b.servers.join(", "),
-                job.server_id
+                "not signed: every proxy and sidecar would refuse this licence, since {why}; \
+                 license only names inside the delegation (--server-id, --hostname), or ask the \
+                 root for a delegation that covers them (ztssh-ca delegate --servers)"
             );
         }
         // Never past the delegation: proxies would stop at its end anyway.
@@ -170,12 +185,24 @@ fn sign_one(signer: &Signer<'_>, job: Job<'_>, ttl: u64, now: u64) -> Result<()>
         noise_key: req.noise_key,
         not_before: now,
         not_after,
-        issuer: signer.key.public(),
+        issuer: signer.key.ed25519_public()?,
     };
-    let licence = body.sign(&signer.key)?;
+    let root = crate::signer::Ed25519Root::new(signer.key.as_ref())?;
+    let licence = body.sign_with(&root)?;
     // Recorded before it exists anywhere else.
     if let Some(dir) = signer.dir {
         issuance::append(dir, &issuance::line(&licence.body, now))?;
+        let b = &licence.body;
+        issuance::audit(
+            dir,
+            now,
+            "licence",
+            &format!(
+                "serial={} server={} not_before={} not_after={}",
+                b.serial, b.server_id, b.not_before, b.not_after
+            ),
+            &root.holder(),
+        )?;
     }
     let text = delegation::encode_pem(
         pem::LICENCE,
@@ -208,7 +235,7 @@ pub fn authorize_all(
     ttl: &str,
     now: u64,
 ) -> Result<()> {
-    let ttl = parse_ttl(ttl)?;
+    let ttl = parse_ttl(ttl, signer)?;
     let mut names = Vec::new();
     let entries = std::fs::read_dir(requests)
         .with_context(|| format!("cannot read {}", requests.display()))?;
@@ -248,7 +275,11 @@ pub fn authorize_all(
             out: &out,
         };
         if let Err(e) = sign_one(signer, job, ttl, now) {
-            eprintln!("ztssh-ca: {}: {e:#}", path.display());
+            eprintln!(
+                "ztssh-ca: {}: {}",
+                path.display(),
+                crate::cadir::shown(&format!("{e:#}"))
+            );
             failed.push(path.display().to_string());
         }
     }

@@ -12,11 +12,20 @@
 //! records or version and one's write would be lost, or two different lists
 //! would carry one version. A second command waits (bounded) and says
 //! which command holds the lock.
+//!
+//! The lock and every file operation of a command go through one
+//! descriptor of the directory ([`CaLock::dir`]): it is opened once
+//! (`O_DIRECTORY|O_NOFOLLOW`), checked and locked, and the command reads
+//! and writes through `/proc/self/fd/N`, so a rename or a symlink swap of
+//! the path (or of a parent) cannot make it read one directory and write
+//! another. A path that no longer names the locked directory once the
+//! lock is held (moved while the command waited) is refused.
 
 use std::fs;
 use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -50,6 +59,11 @@ pub fn create(dir: &Path) -> Result<()> {
 pub fn check(dir: &Path) -> Result<()> {
     let meta =
         fs::metadata(dir).with_context(|| format!("cannot open CA directory {}", dir.display()))?;
+    check_meta(dir, &meta)
+}
+
+/// [`check`] on metadata already read (the locked descriptor's).
+fn check_meta(dir: &Path, meta: &fs::Metadata) -> Result<()> {
     if !meta.is_dir() {
         bail!("CA directory {} is not a directory", dir.display());
     }
@@ -87,6 +101,16 @@ pub fn check(dir: &Path) -> Result<()> {
 pub struct CaLock {
     file: Flock<fs::File>,
     _dir: Flock<fs::File>,
+    through: PathBuf,
+}
+
+impl CaLock {
+    /// The locked directory as a path through its descriptor
+    /// (`/proc/self/fd/N`): what the command reads and writes, whatever
+    /// the `--dir` path names meanwhile.
+    pub fn dir(&self) -> &Path {
+        &self.through
+    }
 }
 
 impl Drop for CaLock {
@@ -100,7 +124,8 @@ impl Drop for CaLock {
 /// opened and locked again before giving up.
 const LOCK_REOPENS: u32 = 16;
 
-fn open_lock_file(path: &Path) -> Result<fs::File> {
+/// Opens the lock file at `path`, named `shown` in messages.
+fn open_lock_file(path: &Path, shown: &Path) -> Result<fs::File> {
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -109,18 +134,42 @@ fn open_lock_file(path: &Path) -> Result<fs::File> {
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
-        .with_context(|| format!("cannot open the CA's lock file {}", path.display()))?;
+        .with_context(|| format!("cannot open the CA's lock file {}", shown.display()))?;
     if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        bail!("{} is not a regular file", path.display());
+        bail!("{} is not a regular file", shown.display());
     }
     Ok(file)
+}
+
+/// The locked directory's path through its descriptor, and the path the
+/// operator gave (one locked directory per run).
+static NAMES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// `text` (a message, a path) with the locked directory's descriptor path
+/// put back as the path the operator gave, so that messages name
+/// `--dir`, never `/proc/self/fd/N`.
+pub fn shown(text: &str) -> String {
+    match NAMES.get() {
+        Some((through, given)) => text.replace(through.as_str(), given),
+        None => text.to_owned(),
+    }
+}
+
+/// [`shown`] for a path.
+pub fn shown_path(path: &Path) -> String {
+    shown(&path.display().to_string())
+}
+
+/// Whether two metadata are of one file (device and inode).
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    a.dev() == b.dev() && a.ino() == b.ino()
 }
 
 /// Whether `file` is still what `path` names (not deleted or replaced
 /// since it was opened).
 fn still_at(file: &fs::File, path: &Path) -> bool {
     match (file.metadata(), fs::symlink_metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        (Ok(a), Ok(b)) => same_file(&a, &b),
         _ => false,
     }
 }
@@ -142,11 +191,34 @@ fn try_lock(file: fs::File, what: &Path) -> Result<std::result::Result<Flock<fs:
 /// to have been deleted or replaced once locked is opened again (at most
 /// [`LOCK_REOPENS`] times).
 pub fn lock(dir: &Path, command: &str) -> Result<CaLock> {
-    let path = dir.join(LOCK_FILE);
-    let dir_file = fs::File::open(dir)
-        .with_context(|| format!("cannot open CA directory {} to lock it", dir.display()))?;
+    let dir_file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(dir)
+        .with_context(|| {
+            format!(
+                "cannot open CA directory {} to lock it (a symbolic link is refused: give the \
+                 directory's real path)",
+                dir.display()
+            )
+        })?;
+    let meta = dir_file
+        .metadata()
+        .with_context(|| format!("cannot read CA directory {}", dir.display()))?;
+    check_meta(dir, &meta)?;
+    let through = PathBuf::from(format!("/proc/self/fd/{}", dir_file.as_raw_fd()));
+    if !fs::metadata(&through).is_ok_and(|m| same_file(&m, &meta)) {
+        bail!(
+            "cannot reach CA directory {} through its descriptor ({} is missing: is /proc \
+             mounted?)",
+            dir.display(),
+            through.display()
+        );
+    }
+    let path = through.join(LOCK_FILE);
+    let shown = dir.join(LOCK_FILE);
     let mut dir_lock: std::result::Result<Flock<fs::File>, fs::File> = Err(dir_file);
-    let mut file = open_lock_file(&path)?;
+    let mut file = open_lock_file(&path, &shown)?;
     let start = Instant::now();
     let mut told = false;
     let mut reopens = 0;
@@ -158,6 +230,17 @@ pub fn lock(dir: &Path, command: &str) -> Result<CaLock> {
         if let Ok(dir_held) = dir_lock {
             match try_lock(file, &path)? {
                 Ok(mut held) if still_at(&held, &path) => {
+                    // Moved or swapped while this command waited: the
+                    // operator named the directory by its path.
+                    if !fs::symlink_metadata(dir).is_ok_and(|m| same_file(&m, &meta)) {
+                        bail!(
+                            "CA directory {} was moved or replaced while this command waited for \
+                             its lock; nothing was changed: check which directory is the CA's \
+                             and run the command again",
+                            dir.display()
+                        );
+                    }
+                    let _ = NAMES.set((through.display().to_string(), dir.display().to_string()));
                     let _ = held.set_len(0);
                     let _ = held.rewind();
                     let _ = writeln!(held, "ztssh-ca {command} (pid {})", std::process::id());
@@ -165,6 +248,7 @@ pub fn lock(dir: &Path, command: &str) -> Result<CaLock> {
                     return Ok(CaLock {
                         file: held,
                         _dir: dir_held,
+                        through,
                     });
                 }
                 Ok(replaced) => {
@@ -174,11 +258,11 @@ pub fn lock(dir: &Path, command: &str) -> Result<CaLock> {
                         bail!(
                             "{} keeps being deleted or replaced while it is locked; stop whatever \
                              removes it and try again",
-                            path.display()
+                            shown.display()
                         );
                     }
                     drop(replaced);
-                    file = open_lock_file(&path)?;
+                    file = open_lock_file(&path, &shown)?;
                     continue;
                 }
                 Err(f) => {
@@ -192,7 +276,7 @@ pub fn lock(dir: &Path, command: &str) -> Result<CaLock> {
                 "ztssh-ca: waiting for {} to finish with CA directory {} (it holds {})",
                 holder(&mut file),
                 dir.display(),
-                path.display()
+                shown.display()
             );
             told = true;
         }
@@ -207,7 +291,7 @@ pub fn lock(dir: &Path, command: &str) -> Result<CaLock> {
         dir.display(),
         holder(&mut file),
         LOCK_WAIT.as_secs(),
-        path.display()
+        shown.display()
     )
 }
 

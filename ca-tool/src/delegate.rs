@@ -129,6 +129,46 @@ pub struct Request<'a> {
     pub out: &'a Path,
 }
 
+/// The root signs a delegation of `purpose` to `key` for `ttl` from `now`,
+/// recorded in the audit log before it exists anywhere else.
+pub fn certify(
+    dir: &Path,
+    purpose: Purpose,
+    key: PublicKey,
+    servers: Vec<String>,
+    ttl: u64,
+    now: u64,
+) -> Result<Delegation> {
+    let held = crate::signer::root(dir)?;
+    let root = crate::signer::Ed25519Root::new(held.as_ref())?;
+    let delegation = DelegationBody {
+        serial: Serial::random(&mut UnwrapErr(SysRng)),
+        purpose,
+        key,
+        servers,
+        not_before: now,
+        not_after: now + ttl,
+        issuer: ztssh_proto::keys::Signer::public(&root),
+    }
+    .sign_with(&root)?;
+    let b = &delegation.body;
+    issuance::audit(
+        dir,
+        now,
+        "delegation",
+        &format!(
+            "serial={} purpose={} key={} not_before={} not_after={}",
+            b.serial,
+            b.purpose,
+            hex(&b.key.0),
+            b.not_before,
+            b.not_after
+        ),
+        &root.holder(),
+    )?;
+    Ok(delegation)
+}
+
 /// `delegate`: the root signs a delegation, logged before it is written.
 pub fn delegate(dir: &Path, req: Request<'_>, now: u64) -> Result<()> {
     let Some(purpose) = Purpose::parse(req.purpose) else {
@@ -144,26 +184,25 @@ pub fn delegate(dir: &Path, req: Request<'_>, now: u64) -> Result<()> {
             human(MAX_DELEGATION_TTL)
         );
     };
-    if !req.servers.is_empty() && purpose != Purpose::Licences {
-        bail!("--servers limits a licences delegation; a {purpose} delegation covers every server");
+    if !req.servers.is_empty() && purpose == Purpose::Revocations {
+        bail!(
+            "--servers limits a licences or access delegation; a revocations delegation covers \
+             every server (a list is for the whole fleet)"
+        );
     }
     for g in &req.servers {
         check_glob(g).with_context(|| format!("--servers {g:?}"))?;
     }
-    let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
-        .map_err(anyhow::Error::msg)?;
+    if purpose == Purpose::HostCa {
+        bail!("a host CA of its own is made with `ztssh-ca host-ca --dir DIR`, not delegate");
+    }
+    let cap = crate::caconfig::CaConfig::load(dir)?.caps.delegation;
+    if ttl > cap {
+        crate::caconfig::refuse_above_cap("delegation", ttl, cap, Some(dir))?;
+    }
     let bytes = keyfile::read_pem(req.key, pem::DELEGATED_PUBLIC).map_err(anyhow::Error::msg)?;
     let key = PublicKey(to_array(&bytes, "delegated public key")?);
-    let delegation = DelegationBody {
-        serial: Serial::random(&mut UnwrapErr(SysRng)),
-        purpose,
-        key,
-        servers: req.servers,
-        not_before: now,
-        not_after: now + ttl,
-        issuer: root.public(),
-    }
-    .sign(&root)?;
+    let delegation = certify(dir, purpose, key, req.servers, ttl, now)?;
     let b = &delegation.body;
     issuance::append(
         dir,

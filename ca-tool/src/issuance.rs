@@ -36,14 +36,40 @@ pub fn line(b: &LicenceBody, now: u64) -> String {
 /// once its record is on disk. The file is opened append-only, not
 /// through a symbolic link, and created 0600.
 pub fn append(dir: &Path, line: &str) -> Result<()> {
-    let path = dir.join(LOG);
+    append_to(dir, LOG, line)
+}
+
+/// The audit log's file name in the CA directory: one line for every
+/// signature the CA makes, whatever it signs.
+pub const AUDIT_LOG: &str = "audit.log";
+
+/// Appends one line to the audit log (`TIME KIND key=value... signer=HOLDER`),
+/// synced before the signed object is written out. `fields` is what was
+/// signed, for whom, and its validity. A key file is named by the path
+/// the operator gave (`--dir`), never by the locked directory's
+/// `/proc/self/fd/N`, which says nothing once the command has ended.
+pub fn audit(dir: &Path, now: u64, kind: &str, fields: &str, signer: &str) -> Result<()> {
+    let clean = |s: &str| s.replace(|c: char| c.is_control() || c == ' ', "_");
+    append_to(
+        dir,
+        AUDIT_LOG,
+        &format!(
+            "{now} {kind} {fields} signer={}\n",
+            clean(&crate::cadir::shown(signer))
+        ),
+    )
+}
+
+/// Appends `line` to `dir/name`, as [`append`] does.
+fn append_to(dir: &Path, name: &str, line: &str) -> Result<()> {
+    let path = dir.join(name);
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&path)
-        .with_context(|| format!("cannot open the issuance log {}", path.display()))?;
+        .with_context(|| format!("cannot open the CA's log {}", path.display()))?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
@@ -57,7 +83,7 @@ pub fn append(dir: &Path, line: &str) -> Result<()> {
     }
     file.write_all(line.as_bytes())
         .and_then(|()| file.sync_data())
-        .with_context(|| format!("cannot write the issuance log {}", path.display()))
+        .with_context(|| format!("cannot write the CA's log {}", path.display()))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use ztssh_proto::labels::pem;
 
 mod access;
 mod batch;
+mod caconfig;
 mod cadir;
 mod delegate;
 mod hostcert;
@@ -24,30 +25,90 @@ mod issuance;
 mod krl;
 mod revoke;
 mod show;
+mod signer;
+mod tomlfile;
 
 #[derive(Parser)]
 #[command(name = "ztssh-ca", version, about = "ztssh offline root CA")]
 struct Cli {
+    /// A file holding the PIN of a PKCS#11 token that holds a CA key
+    /// (mode 0600); else ZTSSH_CA_PIN_FILE, else the terminal asks.
+    #[arg(long, global = true, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+/// Where a CA key is held, for `init`, `host-ca` and `check-signer`.
+#[derive(clap::Args, Clone, Default)]
+struct KeyHolder {
+    /// Use the key ssh-agent (SSH_AUTH_SOCK) holds with this fingerprint
+    /// (SHA256:..., as `ssh-add -l` prints it).
+    #[arg(long, value_name = "FINGERPRINT", conflicts_with = "pkcs11")]
+    agent: Option<String>,
+    /// Use a key in a PKCS#11 token: the module (.so); needs --token and --key.
+    #[arg(long, value_name = "MODULE", requires_all = ["token", "key_label"])]
+    pkcs11: Option<PathBuf>,
+    /// The token's label.
+    #[arg(long, requires = "pkcs11")]
+    token: Option<String>,
+    /// The key's label in the token (created there, non-extractable, if missing).
+    #[arg(long = "key", value_name = "LABEL", requires = "pkcs11")]
+    key_label: Option<String>,
+}
+
+impl KeyHolder {
+    fn spec(self) -> Option<signer::Spec> {
+        match (self.agent, self.pkcs11, self.token, self.key_label) {
+            (Some(fingerprint), ..) => Some(signer::Spec::Agent { fingerprint }),
+            (None, Some(module), Some(token), Some(key)) => {
+                Some(signer::Spec::Pkcs11 { module, token, key })
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Print shell completions for SHELL (bash, zsh, fish, elvish,
-    /// powershell) on stdout.
-    Completions {
-        /// The shell.
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page (roff) on stdout.
-    Man,
-    /// Create a new root CA in DIR (root.key, mode 0600, and root.pub).
+    /// `completions SHELL` and `man` (ztssh-cli, shared by every binary).
+    #[command(flatten)]
+    Generate(ztssh_cli::Generate),
+    /// Create a new root CA in DIR: root.key (mode 0600) and root.pub, or
+    /// with --agent / --pkcs11 a root whose private key never exists on
+    /// disk (CA/ca.toml records where it is held).
     Init {
         /// CA directory (created with mode 0700 if missing).
         #[arg(long)]
         dir: PathBuf,
+        #[command(flatten)]
+        holder: KeyHolder,
+    },
+    /// Give the CA a host CA key of its own (a new file host-ca.key, or
+    /// --agent / --pkcs11), certified by the root; `sign-host` then signs
+    /// with it. Needed when the root is in hardware.
+    HostCa {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        holder: KeyHolder,
+        /// Certify the host CA key ca.toml names again (its certification expires).
+        #[arg(long)]
+        renew: bool,
+        /// How long the root's certification lasts (default: caps.delegation).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Sign a test message with a CA key (DIR's root, or --agent /
+    /// --pkcs11) and check the signature: the algorithm, and for a
+    /// security key its flags and counter.
+    CheckSigner {
+        /// CA directory whose root to check.
+        #[arg(long, required_unless_present_any = ["agent", "pkcs11"])]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        holder: KeyHolder,
     },
     /// Sign a server licence for a proxy's licence request, or (with
     /// --requests) one for every request in a directory. Signed by the
@@ -117,7 +178,8 @@ enum Cmd {
         /// Validity, e.g. 90d (at most 366d).
         #[arg(long, default_value = "90d")]
         ttl: String,
-        /// For licences: the server ids it may license, as globs (`web*`; repeatable).
+        /// For licences: the server ids and host names it may license; for
+        /// access: the servers its lists may grant; as globs (`web*`; repeatable).
         #[arg(long = "servers", num_args = 1..)]
         servers: Vec<String>,
         /// Where to write the delegation.
@@ -241,6 +303,13 @@ enum Cmd {
         /// How long proxies may use it before it is stale.
         #[arg(long, default_value = "7d")]
         valid_for: String,
+        /// Sign with an access delegation instead of the root (DIR may
+        /// then be a copy of the CA's records without root.key); needs --key.
+        #[arg(long, requires = "key")]
+        delegation: Option<PathBuf>,
+        /// The delegated private key.
+        #[arg(long, requires = "delegation")]
+        key: Option<PathBuf>,
     },
     /// Print any ztssh key, request, licence or certificate readably.
     Show {
@@ -281,46 +350,17 @@ const _: () = assert!(
     "ztssh-ca cannot be built with ztssh-proto's testkit feature: it would link test hooks that play a hostile peer"
 );
 
-/// `completions SHELL` and `man`: generated from the clap definitions
-/// (the Debian packages install them; see packaging/build-debs.sh).
-fn print_generated(what: Generated) -> ExitCode {
-    use clap::CommandFactory;
-    let mut cmd = Cli::command();
-    let name = cmd.get_name().to_owned();
-    let mut out = std::io::stdout().lock();
-    let written = match what {
-        Generated::Completions(shell) => {
-            clap_complete::generate(shell, &mut cmd, name.as_str(), &mut out);
-            Ok(())
-        }
-        Generated::Man => clap_mangen::Man::new(cmd).render(&mut out),
-    };
-    match written.and_then(|()| std::io::Write::flush(&mut out)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{name}: cannot write to stdout: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// What [`print_generated`] prints.
-enum Generated {
-    Completions(clap_complete::Shell),
-    Man,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    signer::pkcs11::set_pin_file(cli.pin_file);
     let result = match cli.cmd {
-        Cmd::Completions { shell } => return print_generated(Generated::Completions(shell)),
-        Cmd::Man => return print_generated(Generated::Man),
+        Cmd::Generate(g) => return g.print::<Cli>(),
         cmd => run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ztssh-ca: {e:#}");
+            eprintln!("ztssh-ca: {}", cadir::shown(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -330,13 +370,32 @@ fn main() -> ExitCode {
 /// and those that read and then write it hold its lock throughout.
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        // Printed by main (print_generated): they touch no CA directory.
-        Cmd::Completions { .. } | Cmd::Man => Ok(()),
-        Cmd::Init { dir } => {
+        // Printed by main (ztssh_cli): they touch no CA directory.
+        Cmd::Generate(_) => Ok(()),
+        Cmd::Init { dir, holder } => {
             cadir::create(&dir)?;
-            let _lock = cadir::lock(&dir, "init")?;
-            init(&dir)
+            let lock = cadir::lock(&dir, "init")?;
+            match holder.spec() {
+                None => init(lock.dir()),
+                Some(spec) => init_held(lock.dir(), spec),
+            }
         }
+        Cmd::HostCa {
+            dir,
+            holder,
+            renew,
+            ttl,
+        } => {
+            cadir::check(&dir)?;
+            let lock = cadir::lock(&dir, "host-ca")?;
+            let req = hostcert::HostCaRequest {
+                spec: holder.spec(),
+                renew,
+                ttl,
+            };
+            hostcert::make_host_ca(lock.dir(), req, now())
+        }
+        Cmd::CheckSigner { dir, holder } => check_signer(dir.as_deref(), holder.spec()),
         Cmd::AuthorizeServer {
             dir,
             request,
@@ -350,7 +409,7 @@ fn run(cmd: Cmd) -> Result<()> {
             key,
             crl,
         } => {
-            let _lock = match &dir {
+            let lock = match &dir {
                 Some(dir) => {
                     cadir::check(dir)?;
                     Some(cadir::lock(dir, "authorize-server")?)
@@ -358,7 +417,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 None => None,
             };
             let signer = batch::Signer::load(
-                dir.as_deref(),
+                lock.as_ref().map(cadir::CaLock::dir),
                 delegation.as_deref(),
                 key.as_deref(),
                 crl.as_deref(),
@@ -395,7 +454,8 @@ fn run(cmd: Cmd) -> Result<()> {
             out,
         } => {
             cadir::check(&dir)?;
-            let _lock = cadir::lock(&dir, "delegate")?;
+            let lock = cadir::lock(&dir, "delegate")?;
+            let dir = lock.dir();
             let req = delegate::Request {
                 purpose: &purpose,
                 key: &key,
@@ -403,7 +463,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 servers,
                 out: &out,
             };
-            delegate::delegate(&dir, req, now())
+            delegate::delegate(dir, req, now())
         }
         Cmd::Revoke {
             dir,
@@ -418,7 +478,8 @@ fn run(cmd: Cmd) -> Result<()> {
             delegation,
         } => {
             cadir::check(&dir)?;
-            let _lock = cadir::lock(&dir, "revoke")?;
+            let lock = cadir::lock(&dir, "revoke")?;
+            let dir = lock.dir();
             let flags = revoke::Flags {
                 principal,
                 server,
@@ -430,7 +491,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 licence,
                 delegation,
             };
-            revoke::Target::from_flags(&dir, flags).and_then(|t| revoke::revoke(&dir, &t))
+            revoke::Target::from_flags(dir, flags).and_then(|t| revoke::revoke(dir, &t))
         }
         Cmd::Crl {
             dir,
@@ -440,18 +501,19 @@ fn run(cmd: Cmd) -> Result<()> {
             key,
         } => {
             cadir::check(&dir)?;
-            let _lock = cadir::lock(&dir, "crl")?;
+            let lock = cadir::lock(&dir, "crl")?;
+            let dir = lock.dir();
             let signer = match (delegation, key) {
                 (Some(d), Some(k)) => Some(delegate::Delegated::load(
                     &d,
                     &k,
                     ztssh_proto::delegation::Purpose::Revocations,
-                    Some(&dir),
+                    Some(dir),
                     now(),
                 )?),
                 _ => None,
             };
-            revoke::crl(&dir, &out, &ttl, now(), signer.as_ref())
+            revoke::crl(dir, &out, &ttl, now(), signer.as_ref())
         }
         Cmd::SignHost {
             dir,
@@ -461,26 +523,40 @@ fn run(cmd: Cmd) -> Result<()> {
             out,
         } => {
             cadir::check(&dir)?;
-            hostcert::sign_host(&dir, &host_key, &hostnames, &ttl, &out, now())
+            let lock = cadir::lock(&dir, "sign-host")?;
+            hostcert::sign_host(lock.dir(), &host_key, &hostnames, &ttl, &out, now())
         }
         Cmd::KnownHosts { dir, pattern } => {
             cadir::check(&dir)?;
-            hostcert::known_hosts(&dir, &pattern)
+            hostcert::known_hosts(&dir, &pattern, now())
         }
         Cmd::Krl { dir, out } => {
             cadir::check(&dir)?;
-            let _lock = cadir::lock(&dir, "krl")?;
-            revoke::krl(&dir, &out, now())
+            let lock = cadir::lock(&dir, "krl")?;
+            revoke::krl(lock.dir(), &out, now())
         }
         Cmd::Access {
             dir,
             input,
             out,
             valid_for,
+            delegation,
+            key,
         } => {
             cadir::check(&dir)?;
-            let _lock = cadir::lock(&dir, "access")?;
-            access::sign(&dir, &input, &out, &valid_for, now())
+            let lock = cadir::lock(&dir, "access")?;
+            let dir = lock.dir();
+            let signer = match (delegation, key) {
+                (Some(d), Some(k)) => Some(delegate::Delegated::load(
+                    &d,
+                    &k,
+                    ztssh_proto::delegation::Purpose::Access,
+                    Some(dir),
+                    now(),
+                )?),
+                _ => None,
+            };
+            access::sign(dir, &input, &out, &valid_for, now(), signer.as_ref())
         }
         Cmd::Show { file, root, dir } => {
             let root = root.or_else(|| dir.map(|d| d.join("root.pub")));
@@ -503,11 +579,100 @@ fn init(dir: &Path) -> Result<()> {
         keyfile::Existing::Refuse,
     )?;
     revoke::init_versions(dir)?;
-    println!("root CA created in {}", dir.display());
+    println!("root CA created in {}", cadir::shown_path(dir));
     println!("  root.key  private, mode 0600: keep this directory offline");
     println!(
         "  root.pub  fingerprint {}: pin it on every proxy and sidecar",
         root.public().fingerprint()
     );
+    Ok(())
+}
+
+/// `init --agent` / `init --pkcs11`: a root whose private key never exists
+/// on disk. The key is found in the agent, or found or created
+/// (non-extractable) in the token; it signs once here, and `root.pub` and
+/// `ca.toml` record it.
+fn init_held(dir: &Path, spec: signer::Spec) -> Result<()> {
+    if dir.join("root.pub").exists() || dir.join(caconfig::FILE).exists() {
+        bail!(
+            "{} already holds a CA (root.pub or ca.toml)",
+            cadir::shown_path(dir)
+        );
+    }
+    let held: Box<dyn signer::Signer> = match &spec {
+        signer::Spec::Pkcs11 { module, token, key } => {
+            let s = signer::pkcs11::Pkcs11Signer::open(module, token, key, true)?;
+            if !s.never_leaves()? {
+                bail!(
+                    "{} can leave its token (CKA_SENSITIVE false or CKA_EXTRACTABLE true): make a \
+                     key that cannot, or let init create one under a new --key label",
+                    s_holder(&s)
+                );
+            }
+            Box::new(s)
+        }
+        other => other.open(pem::ROOT_KEY)?,
+    };
+    let public = held.ed25519_public()?;
+    held.sign(b"ztssh-ca init probe\0")?;
+    let pub_text = armor::encode(pem::ROOT_PUBLIC, &public.0);
+    keyfile::write_atomic(
+        &dir.join("root.pub"),
+        pub_text.as_bytes(),
+        0o644,
+        keyfile::Existing::Refuse,
+    )?;
+    let config = caconfig::CaConfig {
+        root: spec,
+        host_ca: None,
+        caps: caconfig::Caps::default(),
+    };
+    config.save(dir)?;
+    revoke::init_versions(dir)?;
+    println!(
+        "root CA created in {}, its key held by {}",
+        cadir::shown_path(dir),
+        held.holder()
+    );
+    println!("  ca.toml   where the root key is; no private key is in this directory");
+    println!(
+        "  root.pub  fingerprint {}: pin it on every proxy and sidecar",
+        public.fingerprint()
+    );
+    println!(
+        "  sign-host needs a host CA of its own: ztssh-ca host-ca --dir {}",
+        cadir::shown_path(dir)
+    );
+    Ok(())
+}
+
+fn s_holder(s: &dyn signer::Signer) -> String {
+    s.holder()
+}
+
+/// `check-signer`: one test signature, checked, and what it was.
+fn check_signer(dir: Option<&Path>, spec: Option<signer::Spec>) -> Result<()> {
+    let held = match (spec, dir) {
+        (Some(spec), _) => spec.open(pem::ROOT_KEY)?,
+        (None, Some(dir)) => {
+            cadir::check(dir)?;
+            signer::root(dir)?
+        }
+        (None, None) => bail!("give --dir, --agent or --pkcs11"),
+    };
+    let sig = held.sign(b"ztssh-ca check-signer probe\0")?;
+    print!(
+        "{} signed with {} ({}): the signature verifies",
+        held.holder(),
+        sig.algorithm.name(),
+        held.public().fingerprint(ssh_key::HashAlg::Sha256)
+    );
+    match sig.sk {
+        Some(a) => println!(
+            "; user presence yes, flags {:#04x}, counter {}",
+            a.flags, a.counter
+        ),
+        None => println!(),
+    }
     Ok(())
 }

@@ -149,9 +149,9 @@ fn licence_or_request_keys(dir: &Path, path: &Path) -> Result<([u8; 32], [u8; 32
         armor::decode(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     match label.as_str() {
         pem::LICENCE => {
-            let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
-                .map_err(anyhow::Error::msg)?;
-            let lic = Licence::decode_signed_by(&bytes, &root.public())
+            let root =
+                keyfile::read_root_public(&dir.join("root.pub")).map_err(anyhow::Error::msg)?;
+            let lic = Licence::decode_signed_by(&bytes, &root)
                 .with_context(|| format!("{} is not a licence this CA signed", path.display()))?;
             Ok((lic.body.noise_key, lic.body.subca_key.0))
         }
@@ -188,7 +188,7 @@ fn host_cert_serial(dir: &Path, path: &Path) -> Result<u64> {
         bail!(
             "{} was not signed by this CA's host CA key (ztssh-ca known-hosts --dir {} shows it)",
             path.display(),
-            dir.display()
+            crate::cadir::shown_path(dir)
         );
     }
     cert.verify_signature().map_err(|e| {
@@ -211,9 +211,7 @@ fn host_cert_serial(dir: &Path, path: &Path) -> Result<u64> {
 }
 
 fn host_ca_key(dir: &Path) -> Result<ssh_key::PublicKey> {
-    let root = keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
-        .map_err(anyhow::Error::msg)?;
-    Ok(ztssh_proto::hostca::HostCa::from_root(&root).public_key())
+    crate::hostcert::host_ca_public(dir)
 }
 
 fn key_line(hash: &[u8; 32]) -> String {
@@ -424,6 +422,11 @@ fn read_records(path: &Path) -> Result<String> {
     }
 }
 
+/// What the CA's records revoke, as the ztssh list carries it.
+pub fn recorded(dir: &Path) -> Result<Revocations> {
+    Ok(load(dir)?.list)
+}
+
 fn load(dir: &Path) -> Result<Records> {
     let path = dir.join(RECORDS);
     let text = read_records(&path)?;
@@ -551,19 +554,19 @@ pub fn revoke(dir: &Path, target: &Target) -> Result<()> {
         println!(
             "publish it: ztssh-ca krl --dir {} --out revoked.krl for every sshd's RevokedKeys \
              (clients check host certificates against it with ssh's RevokedHostKeys)",
-            dir.display()
+            crate::cadir::shown_path(dir)
         );
     } else if let Target::Key(_) = target {
         println!(
             "publish it: ztssh-ca crl --dir {0} --out crl.pem for every proxy, and \
              ztssh-ca krl --dir {0} --out revoked.krl for every sshd's RevokedKeys \
              (docs/OPERATOR.md)",
-            dir.display()
+            crate::cadir::shown_path(dir)
         );
     } else {
         println!(
             "publish it: ztssh-ca crl --dir {} --out crl.pem, then copy crl.pem to every proxy",
-            dir.display()
+            crate::cadir::shown_path(dir)
         );
     }
     Ok(())
@@ -585,11 +588,14 @@ pub fn crl(
             human(MAX_CRL_TTL)
         );
     };
-    let root = match signer {
-        Some(s) => s.key_copy(),
-        None => keyfile::read_signing_key(&dir.join("root.key"), pem::ROOT_KEY)
-            .map_err(anyhow::Error::msg)?,
+    let held: Box<dyn crate::signer::Signer> = match signer {
+        Some(s) => Box::new(crate::signer::file::FileSigner::new(
+            s.key_copy(),
+            Path::new("delegated key"),
+        )),
+        None => crate::signer::root(dir)?,
     };
+    let root = crate::signer::Ed25519Root::new(held.as_ref())?;
     let records = load(dir)?;
     let mut revoked = records.list;
     revoked.user_keys = records.keys.iter().copied().collect();
@@ -601,11 +607,21 @@ pub fn crl(
         list_version,
         issued: now,
         next_update: now + ttl,
-        issuer: root.public(),
+        issuer: ztssh_proto::keys::Signer::public(&root),
         revoked,
         delegation: None,
     };
-    let bytes = list.sign(&root)?;
+    let bytes = list.sign_with(&root)?;
+    crate::issuance::audit(
+        dir,
+        now,
+        "revocation-list",
+        &format!(
+            "version={} not_before={} not_after={}",
+            list.list_version, list.issued, list.next_update
+        ),
+        &root.holder(),
+    )?;
     let text = ztssh_proto::delegation::encode_pem(pem::CRL, &bytes, signer.map(|s| &s.delegation));
     keyfile::write_atomic(
         &version_path,

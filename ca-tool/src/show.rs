@@ -188,7 +188,7 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
                 }
             }
         }
-        pem::ACCESS => crate::access::show(&bytes, root.as_ref(), now)?,
+        pem::ACCESS => crate::access::show(&bytes, root.as_ref(), delegation.is_some(), now)?,
         other => bail!("{}: unknown ztssh file type {other:?}", file.display()),
     }
     Ok(())
@@ -197,7 +197,7 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
 /// A file's label and object, and the delegation beside it if any (a
 /// licence or list a delegated key signed).
 fn split(text: &[u8], file: &Path) -> Result<(String, Vec<u8>, Option<Vec<u8>>)> {
-    for label in [pem::LICENCE, pem::CRL] {
+    for label in [pem::LICENCE, pem::CRL, pem::ACCESS] {
         if let Ok((object, Some(d))) = delegation::split_pem(text, label) {
             return Ok((label.to_owned(), object, Some(d)));
         }
@@ -233,7 +233,7 @@ fn show_delegation(bytes: &[u8], root: Option<&PublicKey>, now: u64) {
     println!("  serial:     {}", b.serial);
     println!("  purpose:    {}", b.purpose);
     println!("  key:        {} ({})", b.key.fingerprint(), hex(&b.key.0));
-    if b.purpose == Purpose::Licences {
+    if b.purpose != Purpose::Revocations {
         println!(
             "  servers:    {}",
             if b.servers.is_empty() {
@@ -258,6 +258,13 @@ fn chain_status(label: &str, object: &[u8], d: &[u8], root: Option<&PublicKey>, 
     };
     let result = match label {
         pem::LICENCE => delegation::verify_licence(root, object, Some(d), None, now).map(|_| ()),
+        pem::ACCESS => ztssh_proto::access::verify_access(root, object, Some(d), None, now)
+            .map(|_| ())
+            .map_err(|e| match e {
+                ztssh_proto::access::AccessError::NotDelegated(e)
+                | ztssh_proto::access::AccessError::Invalid(e) => e,
+                ztssh_proto::access::AccessError::NotPem(m) => m.into(),
+            }),
         _ => delegation::verify_list(root, object, Some(d), now).map(|_| ()),
     };
     match result {

@@ -5,13 +5,21 @@
 //! files read only directly (no symlink) from their owner, and every other
 //! file read with a size cap and no way to hang on a FIFO. Config files'
 //! unknown keys are reported through [`config_keys`].
+//!
+//! On Windows (the sidecar's build there) there are no mode bits, owners
+//! by uid, FIFOs or O_NOFOLLOW: see [`read_private`] for what is checked
+//! instead; `mode` arguments are ignored, and a new file takes its
+//! directory's access control list.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 use std::fs;
 use std::io::Write;
+#[cfg(unix)]
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+#[cfg(windows)]
+use std::os::windows::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 pub mod config_keys;
@@ -47,14 +55,17 @@ pub fn write_atomic(
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
     let tag = hex(&random_tag()?);
     let tmp = dir.join(format!(".{name}.tmp{}-{tag}", std::process::id()));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options.open(&tmp)?;
     let result = (|| {
         f.write_all(contents)?;
+        #[cfg(unix)]
         f.set_permissions(fs::Permissions::from_mode(mode))?;
+        #[cfg(not(unix))]
+        let _ = mode;
         f.sync_all()?;
         match existing {
             Existing::Replace => fs::rename(&tmp, path)?,
@@ -72,12 +83,22 @@ pub fn write_atomic(
                 }
             })?,
         }
-        fs::File::open(dir)?.sync_all()
+        sync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Makes a rename in `dir` durable. Windows cannot open a directory as a
+/// file here; NTFS journals the rename itself.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    if cfg!(unix) {
+        fs::File::open(dir)?.sync_all()
+    } else {
+        Ok(())
+    }
 }
 
 /// Six random bytes for a temporary file's name, from the OS.
@@ -136,6 +157,44 @@ pub fn read_secret(path: &Path, label: &'static str) -> FileResult<Secret<32>> {
 /// can be swapped in between the check and the read: a regular file, owned
 /// by this user or by root, that group and others can neither read nor
 /// write.
+///
+/// On Windows, which has no mode bits or uid owners: opened without
+/// following a symbolic link or junction in its place
+/// (FILE_FLAG_OPEN_REPARSE_POINT) and refused if what was opened is one, a
+/// regular file, within `max`. Who else may read it (its access control
+/// list) is **not** checked: a key under the user's profile inherits an
+/// ACL for the user, SYSTEM and Administrators alone.
+#[cfg(windows)]
+pub fn read_private(path: &Path, max: u64) -> FileResult<Vec<u8>> {
+    /// Open the link itself, not what it points to.
+    const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    const FILE_ATTRIBUTE_REPARSE_POINT: u32 = 0x0400;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if meta.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+        return Err(format!(
+            "{} is a symbolic link or junction; key files are opened only directly, so that \
+             nobody who can change a link can point the key elsewhere: give the file's own path",
+            path.display()
+        ));
+    }
+    if !meta.is_file() {
+        return Err(format!(
+            "cannot read {}: not a regular file",
+            path.display()
+        ));
+    }
+    read_at_most(file, max, path)
+}
+
+/// Reads a private file (see the Windows version above for the checks
+/// there).
+#[cfg(unix)]
 pub fn read_private(path: &Path, max: u64) -> FileResult<Vec<u8>> {
     use std::os::unix::fs::MetadataExt;
     let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
@@ -213,11 +272,12 @@ pub fn read_pem(path: &Path, label: &'static str) -> FileResult<Vec<u8>> {
 /// than `max` bytes are read.
 pub fn read_regular(path: &Path, max: u64) -> FileResult<Vec<u8>> {
     let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(cannot)?;
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    // Windows has no FIFOs among files (its pipes live under \\.\pipe\).
+    #[cfg(unix)]
+    options.custom_flags(libc::O_NONBLOCK);
+    let file = options.open(path).map_err(cannot)?;
     let meta = file.metadata().map_err(cannot)?;
     if !meta.is_file() {
         return Err(format!(
@@ -254,7 +314,34 @@ fn read_at_most(file: fs::File, max: u64, path: &Path) -> FileResult<Vec<u8>> {
 /// Errors here are plain sentences meant for the user.
 pub type FileResult<T> = Result<T, String>;
 
-#[cfg(test)]
+/// Windows: what keyfile does there (run under Wine where it runs).
+#[cfg(all(test, windows))]
+mod windows_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn secrets_round_trip_and_are_never_overwritten() {
+        let dir = std::env::temp_dir().join(format!("ztssh-keyfile-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.key");
+        let _ = fs::remove_file(&path);
+        let s = Secret::new([7u8; 32]);
+        write_secret(&path, "ZTSSH TEST KEY", &s).unwrap();
+        let back = read_secret(&path, "ZTSSH TEST KEY").unwrap();
+        assert_eq!(back.expose(), s.expose());
+        let e = write_secret(&path, "ZTSSH TEST KEY", &s).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        write_atomic(&path, b"new", 0o600, Existing::Replace).unwrap();
+        assert_eq!(read_private(&path, 16).unwrap(), b"new");
+        assert!(read_private(&path, 2).is_err());
+        assert!(read_regular(&dir, 16).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+// Unix: modes, owners, symlinks and FIFOs.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

@@ -16,20 +16,38 @@
 //!
 //! The signer's key sits at a fixed offset and the signature is the last
 //! 64 bytes, so a forged list costs one signature check and nothing it
-//! claims is parsed before that check ([`AccessList::decode_verified`],
-//! the one function that says who may sign a list).
+//! claims is parsed before that check ([`AccessList::decode_verified`]).
+//!
+//! Who may sign one: the root, or a key an `access` delegation certifies,
+//! the delegation beside the list in its PEM file; [`verify_access`] (and
+//! [`verify_pem`]) is the one way in, through
+//! [`crate::delegation::verify_chain`]. What a delegated list may not do
+//! that the root's may, each refused, never narrowed:
+//! - reach beyond the delegation's server globs: under a delegation with
+//!   globs, every grant must name its servers, each within one of them
+//!   ([`crate::delegation::glob_within`]); a grant for every server is
+//!   refused;
+//! - raise the version by more than
+//!   [`crate::crl::MAX_DELEGATED_VERSION_JUMP`] over the list in force
+//!   (a stolen key's list at `u64::MAX` would leave the root no newer one);
+//! - outlive its delegation: it grants only while its delegation is in
+//!   force ([`AccessList::check_signer`], asked at every checkpoint), so
+//!   a revocation list revoking the delegation, or its expiry, withdraws
+//!   the list in force and ends the sessions only it granted.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use ssh_key::public::KeyData;
 
+use crate::ProtoError;
 use crate::cert::{MAX_PRINCIPAL, MAX_SERVER_ID, check_name};
 use crate::codec::{Reader, Writer};
+use crate::crl::Revocations;
+use crate::delegation::{self, Delegable, Delegation, Purpose};
 use crate::error::{AuthError, Malformed};
-use crate::keys::{PublicKey, SigningKey};
+use crate::keys::{PublicKey, SignError, Signer, SigningKey};
 use crate::labels::{self, magic, pem};
 use crate::time::UnixTime;
-use crate::{ProtoError, armor};
 
 const VERSION: u8 = 1;
 /// Where the signer's key starts: after the magic, the format version and
@@ -92,11 +110,63 @@ pub struct AccessList {
     pub issuer: PublicKey,
     /// Principal to grant.
     pub principals: BTreeMap<String, Grant>,
+    /// The root's delegation to the key that signed the list, when a
+    /// delegated key did (set by [`verify_access`]; never encoded in the
+    /// list: it travels beside it in the PEM file).
+    pub delegation: Option<Delegation>,
 }
 
 impl crate::trust::Versioned for AccessList {
     fn list_version(&self) -> u64 {
         self.list_version
+    }
+
+    fn delegated(&self) -> bool {
+        self.delegation.is_some()
+    }
+
+    fn overreaches(&self, current: &Self) -> bool {
+        self.delegation.is_some()
+            && self.list_version
+                > current
+                    .list_version
+                    .saturating_add(crate::crl::MAX_DELEGATED_VERSION_JUMP)
+    }
+}
+
+impl Delegable for AccessList {
+    const PURPOSE: Purpose = Purpose::Access;
+    const WHAT: &'static str = WHAT;
+    fn verify_under(bytes: &[u8], key: &PublicKey) -> Result<Self, ProtoError> {
+        AccessList::decode_verified(bytes, key)
+    }
+    fn within(&self, d: &Delegation) -> Result<(), String> {
+        let globs = &d.body.servers;
+        if globs.is_empty() {
+            return Ok(());
+        }
+        let serial = &d.body.serial;
+        let shown = globs.join(", ");
+        for (name, g) in &self.principals {
+            if g.servers.is_empty() {
+                return Err(format!(
+                    "it grants principal {name} every server, but its signer's delegation \
+                     {serial} covers servers {shown} only: name the servers (servers = [...]) \
+                     inside them"
+                ));
+            }
+            if let Some(s) = g
+                .servers
+                .iter()
+                .find(|s| !globs.iter().any(|o| delegation::glob_within(s, o)))
+            {
+                return Err(format!(
+                    "it grants principal {name} servers {s}, but its signer's delegation \
+                     {serial} covers servers {shown} only"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -282,22 +352,27 @@ impl AccessList {
 
     /// Signs and encodes the list (the signer's key must be the issuer).
     pub fn sign(&self, signer: &SigningKey) -> Result<Vec<u8>, Malformed> {
+        self.sign_with(signer).map_err(|e| e.into_malformed(WHAT))
+    }
+
+    /// [`Self::sign`] with the key wherever it is held.
+    pub fn sign_with(&self, signer: &(impl Signer + ?Sized)) -> Result<Vec<u8>, SignError> {
         self.check()?;
         if signer.public() != self.issuer {
             return Err(Malformed::Invalid {
                 what: WHAT,
                 why: "issuer is not the signing key",
-            });
+            }
+            .into());
         }
         let mut out = self.tbs()?;
-        let sig = signer.sign(labels::CTX_ACCESS, &out);
+        let sig = signer.try_sign(labels::CTX_ACCESS, &out)?;
         out.extend_from_slice(&sig);
         Ok(out)
     }
 
-    /// Verifies that `root` signed the list, then parses it. This is the
-    /// one place that decides who may sign an access list (today the root;
-    /// a delegation for purpose `access` is to be checked here).
+    /// Verifies that `root` (or the delegated key [`verify_access`]
+    /// passes) signed the list, then parses it.
     ///
     /// Nothing the signature covers is parsed before it verifies; the
     /// parse then requires the canonical encoding [`AccessList::sign`]
@@ -362,7 +437,22 @@ impl AccessList {
             valid_until,
             issuer,
             principals,
+            delegation: None,
         })
+    }
+
+    /// Why the list may not grant now, if it may not: a delegated list's
+    /// delegation outside its window at `now` or revoked by `revocations`
+    /// (the revocation list in force). A root-signed list always may.
+    pub fn check_signer(
+        &self,
+        revocations: Option<&Revocations>,
+        now: UnixTime,
+    ) -> Result<(), ProtoError> {
+        match &self.delegation {
+            Some(d) => d.check_in_force(revocations, now),
+            None => Ok(()),
+        }
     }
 }
 
@@ -444,13 +534,49 @@ pub enum AccessError {
     /// The list does not parse or does not verify under the signer.
     #[error(transparent)]
     Invalid(ProtoError),
+    /// Its delegation does not let its signer sign it now (revoked,
+    /// expired, another purpose, or the list reaches beyond its servers).
+    #[error(
+        "{0}; sign the list with the root (ztssh-ca access --dir CA) or with an access \
+         delegation in force that covers its servers (ztssh-ca access --delegation), and \
+         publish it"
+    )]
+    NotDelegated(ProtoError),
 }
 
-/// Checks an access list as fetched or read: PEM of the right kind, then
-/// [`AccessList::decode_verified`] under `root`.
-pub fn verify_pem(text: &[u8], root: &PublicKey) -> Result<AccessList, AccessError> {
-    let der = armor::decode_expect(pem::ACCESS, text).map_err(AccessError::NotPem)?;
-    AccessList::decode_verified(&der, root).map_err(AccessError::Invalid)
+/// An access list from the root or an `access` delegation, checked by
+/// [`crate::delegation::verify_chain`] against the revocation list in
+/// force (`revocations`) at `now`; its delegation is kept in
+/// [`AccessList::delegation`].
+pub fn verify_access(
+    root: &PublicKey,
+    list: &[u8],
+    delegation: Option<&[u8]>,
+    revocations: Option<&Revocations>,
+    now: UnixTime,
+) -> Result<AccessList, AccessError> {
+    let chained = delegation::verify_chain::<AccessList>(root, list, delegation, revocations, now)
+        .map_err(|e| match e {
+            ProtoError::Auth(_) if delegation.is_some() => AccessError::NotDelegated(e),
+            e => AccessError::Invalid(e),
+        })?;
+    let mut list = chained.object;
+    list.delegation = chained.delegation;
+    Ok(list)
+}
+
+/// Checks an access list as fetched or read: PEM of the right kind (the
+/// list, and its delegation after it when a delegated key signed it), then
+/// [`verify_access`].
+pub fn verify_pem(
+    text: &[u8],
+    root: &PublicKey,
+    revocations: Option<&Revocations>,
+    now: UnixTime,
+) -> Result<AccessList, AccessError> {
+    let (der, delegation) =
+        delegation::split_pem(text, pem::ACCESS).map_err(AccessError::NotPem)?;
+    verify_access(root, &der, delegation.as_deref(), revocations, now)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 
 use crate::codec::{Reader, Writer};
 use crate::error::{AuthError, Malformed};
-use crate::keys::{CryptoRng, PublicKey, SigningKey, hex, random_bytes};
+use crate::keys::{CryptoRng, PublicKey, SignError, Signer, SigningKey, hex, random_bytes};
 use crate::labels::{self, magic};
 use crate::time::{CLOCK_SKEW, UnixTime};
 
@@ -283,15 +283,22 @@ impl LicenceBody {
 
     /// Signs the body with the root key.
     pub fn sign(self, root: &SigningKey) -> Result<Licence, Malformed> {
+        self.sign_with(root)
+            .map_err(|e| e.into_malformed("licence"))
+    }
+
+    /// Signs the body with the root's key wherever it is held.
+    pub fn sign_with(self, root: &(impl Signer + ?Sized)) -> Result<Licence, SignError> {
         self.validate()?;
         if root.public() != self.issuer {
             return Err(Malformed::Invalid {
                 what: "licence",
                 why: "issuer is not the signing key",
-            });
+            }
+            .into());
         }
         let tbs = self.encode_tbs();
-        let signature = root.sign(labels::CTX_LICENCE, &tbs);
+        let signature = root.try_sign(labels::CTX_LICENCE, &tbs)?;
         let mut encoded = tbs;
         encoded.extend_from_slice(&signature);
         Ok(Licence {

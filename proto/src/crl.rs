@@ -33,7 +33,7 @@ use std::collections::HashSet;
 use crate::cert::{MAX_PRINCIPAL, MAX_SERVER_ID, Serial, check_name};
 use crate::codec::{Reader, Writer};
 use crate::error::{AuthError, Malformed};
-use crate::keys::{PublicKey, SigningKey};
+use crate::keys::{PublicKey, SignError, Signer, SigningKey};
 use crate::labels::{self, magic};
 use crate::time::UnixTime;
 
@@ -218,6 +218,12 @@ impl Crl {
     /// Signs and encodes the list with the root key (or a delegated key:
     /// the issuer is whichever key signs).
     pub fn sign(&self, root: &SigningKey) -> Result<Vec<u8>, Malformed> {
+        self.sign_with(root)
+            .map_err(|e| e.into_malformed("revocation list"))
+    }
+
+    /// [`Crl::sign`] with the key wherever it is held.
+    pub fn sign_with(&self, root: &(impl Signer + ?Sized)) -> Result<Vec<u8>, SignError> {
         let too_many = self.revoked.principals.len() > MAX_NAMES
             || self.revoked.servers.len() > MAX_NAMES
             || self.revoked.serials.len() > MAX_SERIALS
@@ -229,16 +235,18 @@ impl Crl {
             return Err(Malformed::Invalid {
                 what: "revocation list",
                 why: "too many entries",
-            });
+            }
+            .into());
         }
         if root.public() != self.issuer {
             return Err(Malformed::Invalid {
                 what: "revocation list",
                 why: "issuer is not the signing key",
-            });
+            }
+            .into());
         }
         let mut out = self.tbs();
-        let sig = root.sign(labels::CTX_CRL, &out);
+        let sig = root.try_sign(labels::CTX_CRL, &out)?;
         out.extend_from_slice(&sig);
         Ok(out)
     }

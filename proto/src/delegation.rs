@@ -4,10 +4,10 @@
 //!
 //! ```text
 //! Delegation = "ZTDG" ver=1 serial[16] purpose:u8 key[32]
-//!              n:u8 server_glob:str8 * n        ; licences only; none: any server
+//!              n:u8 server_glob:str8 * n        ; licences and access only; none: any server
 //!              not_before:u64 not_after:u64 issuer[32]
 //!              signature[64]                     ; by the root, context CTX_DELEGATION
-//! purpose    = 1 licences | 2 access | 3 revocations
+//! purpose    = 1 licences | 2 access | 3 revocations | 4 host-ca
 //! ```
 //!
 //! A delegated key signs its objects exactly as the root signs them (same
@@ -21,15 +21,28 @@
 //! root (its issuer must be the root: a delegated key cannot delegate), its
 //! window at `now`, its purpose equal to the object's, the delegation not
 //! revoked (by key or serial) by the list in force; then the object's
-//! signature under the delegated key; then, for a licence, its server id
-//! matched by the delegation's globs, and, for a revocation list, the
-//! delegation not revoked by the list itself.
+//! signature under the delegated key; then that the object stays inside
+//! the delegation's server globs ([`Delegable::within`]): for a licence,
+//! its server id **and every host name** (the names a sidecar checks), for
+//! an access list, every server each grant names (a grant for every server
+//! is refused under a delegation with globs); and, for a revocation list,
+//! the delegation not revoked by the list itself.
+//!
+//! How a glob covers a name ([`Delegation::allows_host`]): `*` any run of
+//! characters (dots included), `?` one character. A server id is matched
+//! as it is (a server id is an exact name everywhere). A host name is
+//! matched as the sidecar compares it: ASCII case ignored, and the name and
+//! the glob each taken without one trailing dot (`db1.` is `db1`). A host
+//! name a resolver would read as a numeric IPv4 address in any spelling
+//! but the canonical dotted quad (`127.1`, `0x7f.0.0.1`, `2130706433`,
+//! `010.0.0.1`) is refused under a delegation: one spelling could name an
+//! address another glob was meant to keep out.
 
 use crate::cert::{Licence, LicenceVerified, MAX_SERVER_ID, Serial, check_tag, check_window};
 use crate::codec::{Reader, Writer};
 use crate::crl::{Crl, Revocations};
 use crate::error::{AuthError, Malformed};
-use crate::keys::{PublicKey, SigningKey};
+use crate::keys::{PublicKey, SignError, Signer, SigningKey};
 use crate::labels::{self, magic, pem};
 use crate::time::UnixTime;
 use crate::{ProtoError, armor};
@@ -54,17 +67,27 @@ pub enum Purpose {
     Access,
     /// Revocation lists.
     Revocations,
+    /// OpenSSH host certificates: the root certifies a host CA key of its
+    /// own (`ztssh-ca host-ca`), which signs them with OpenSSH's format.
+    /// No ztssh object verifies under such a key (its purpose matches none).
+    HostCa,
 }
 
 impl Purpose {
     /// Every purpose.
-    pub const ALL: [Purpose; 3] = [Self::Licences, Self::Access, Self::Revocations];
+    pub const ALL: [Purpose; 4] = [
+        Self::Licences,
+        Self::Access,
+        Self::Revocations,
+        Self::HostCa,
+    ];
 
     fn wire(self) -> u8 {
         match self {
             Self::Licences => 1,
             Self::Access => 2,
             Self::Revocations => 3,
+            Self::HostCa => 4,
         }
     }
 
@@ -78,6 +101,7 @@ impl Purpose {
             Self::Licences => "licences",
             Self::Access => "access",
             Self::Revocations => "revocations",
+            Self::HostCa => "host-ca",
         }
     }
 
@@ -102,7 +126,8 @@ pub struct DelegationBody {
     pub purpose: Purpose,
     /// The delegated (online) key.
     pub key: PublicKey,
-    /// For licences: the server ids it may license, as globs (`*` any
+    /// For licences: the server ids and host names it may license; for
+    /// access lists: the servers its grants may name; as globs (`*` any
     /// run, `?` one character); empty: any server.
     pub servers: Vec<String>,
     /// Start of validity.
@@ -137,16 +162,21 @@ pub fn check_glob(glob: &str) -> Result<(), Malformed> {
 /// Whether `name` matches `glob` (`*`: any run, `?`: one byte). Linear
 /// in the lengths (the classic backtracking over the last `*`).
 pub fn glob_matches(glob: &str, name: &str) -> bool {
-    let (g, n) = (glob.as_bytes(), name.as_bytes());
+    glob_matches_by(glob.as_bytes(), name.as_bytes(), |g, n| g == b'?' || g == n)
+}
+
+/// The star-backtracking match with `one(glob_byte, name_byte)` deciding
+/// whether a glob byte other than `*` takes one name byte.
+fn glob_matches_by(g: &[u8], n: &[u8], one: impl Fn(u8, u8) -> bool) -> bool {
     let (mut gi, mut ni) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
+    while let Some(&c) = n.get(ni) {
         match g.get(gi) {
             Some(b'*') => {
                 star = Some((gi, ni));
                 gi += 1;
             }
-            Some(&c) if c == b'?' || c == n[ni] => {
+            Some(&p) if one(p, c) => {
                 gi += 1;
                 ni += 1;
             }
@@ -162,6 +192,46 @@ pub fn glob_matches(glob: &str, name: &str) -> bool {
     }
     g.get(gi..)
         .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
+}
+
+/// Whether every name glob `inner` matches is matched by `outer` too
+/// (sound, not complete: when unsure, no). `outer`'s `*` takes any run of
+/// `inner` (wildcards included), its `?` one character of `inner` other
+/// than `*`, and its other characters only themselves, never a wildcard
+/// of `inner`. So `web1` and `web-*` are within `web*`; `w*` and `web*`
+/// are not within `web?`.
+pub fn glob_within(inner: &str, outer: &str) -> bool {
+    glob_matches_by(outer.as_bytes(), inner.as_bytes(), |o, i| match o {
+        b'?' => i != b'*',
+        _ => o == i && i != b'*' && i != b'?',
+    })
+}
+
+/// A host name or glob as the sidecar compares names: lower case, without
+/// one trailing dot.
+fn host_form(name: &str) -> String {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.to_ascii_lowercase()
+}
+
+/// Whether a resolver (`inet_aton`, which `getaddrinfo` uses) would read
+/// `host` as an IPv4 address in a spelling other than the canonical
+/// dotted quad: one to four parts, each decimal, octal (leading `0`) or
+/// hex (`0x`), not exactly four plain decimal parts without leading zeros.
+fn is_odd_ipv4_spelling(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let parts: Vec<&str> = host.split('.').collect();
+    let numeric = |p: &&str| {
+        let p = p.to_ascii_lowercase();
+        match p.strip_prefix("0x") {
+            Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            None => !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()),
+        }
+    };
+    if parts.is_empty() || parts.len() > 4 || !parts.iter().all(numeric) {
+        return false;
+    }
+    host.parse::<std::net::Ipv4Addr>().is_err()
 }
 
 impl DelegationBody {
@@ -190,8 +260,10 @@ impl DelegationBody {
         if self.servers.len() > MAX_GLOBS {
             return Err(invalid("at most 16 server globs"));
         }
-        if !self.servers.is_empty() && self.purpose != Purpose::Licences {
-            return Err(invalid("only a licences delegation names servers"));
+        if !self.servers.is_empty() && self.purpose == Purpose::Revocations {
+            return Err(invalid(
+                "a revocations delegation names no servers (a list is for every server)",
+            ));
         }
         for g in &self.servers {
             check_glob(g)?;
@@ -207,15 +279,22 @@ impl DelegationBody {
 
     /// Signs the delegation with the root key.
     pub fn sign(self, root: &SigningKey) -> Result<Delegation, Malformed> {
+        self.sign_with(root)
+            .map_err(|e| e.into_malformed("delegation"))
+    }
+
+    /// Signs the delegation with the root's key wherever it is held.
+    pub fn sign_with(self, root: &(impl Signer + ?Sized)) -> Result<Delegation, SignError> {
         self.validate()?;
         if root.public() != self.issuer {
             return Err(Malformed::Invalid {
                 what: "delegation",
                 why: "issuer is not the signing key",
-            });
+            }
+            .into());
         }
         let mut encoded = self.encode_tbs();
-        let signature = root.sign(labels::CTX_DELEGATION, &encoded);
+        let signature = root.try_sign(labels::CTX_DELEGATION, &encoded)?;
         encoded.extend_from_slice(&signature);
         Ok(Delegation {
             body: self,
@@ -320,9 +399,57 @@ impl Delegation {
         &self.encoded
     }
 
-    /// Whether a licence for `server_id` is within the delegation.
+    /// Whether a licence for `server_id` is within the delegation (the
+    /// server id matched as it is).
     pub fn allows_server(&self, server_id: &str) -> bool {
         self.body.servers.is_empty() || self.body.servers.iter().any(|g| glob_matches(g, server_id))
+    }
+
+    /// Whether the host name `host` is within the delegation, matched as
+    /// the sidecar compares names (see the module docs).
+    pub fn allows_host(&self, host: &str) -> bool {
+        if self.body.servers.is_empty() {
+            return true;
+        }
+        if is_odd_ipv4_spelling(host) {
+            return false;
+        }
+        let host = host_form(host);
+        self.body
+            .servers
+            .iter()
+            .any(|g| glob_matches(&host_form(g), &host))
+    }
+
+    fn globs(&self) -> String {
+        self.body.servers.join(", ")
+    }
+
+    /// Why a licence for `server_id` with `hostnames` is outside the
+    /// delegation, if it is: the server id and every host name must be
+    /// matched by one of its globs. The CA tool asks this before it signs;
+    /// [`verify_chain`] asks it of every licence.
+    pub fn check_licence_names(&self, server_id: &str, hostnames: &[String]) -> Result<(), String> {
+        let serial = &self.body.serial;
+        if !self.allows_server(server_id) {
+            return Err(format!(
+                "its signer's delegation {serial} covers servers {}, not {server_id}",
+                self.globs()
+            ));
+        }
+        if let Some(h) = hostnames.iter().find(|h| !self.allows_host(h)) {
+            let odd = if is_odd_ipv4_spelling(h) {
+                " (a numeric address must be written as a dotted quad, like 10.0.0.7)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "its signer's delegation {serial} covers servers {}, not the host name {h}{odd}: \
+                 a delegated licence's server id and every host name must match one of them",
+                self.globs()
+            ));
+        }
+        Ok(())
     }
 
     /// Checks the delegation at `now` against the list in force (`list`,
@@ -355,9 +482,11 @@ pub trait Delegable: Sized {
     /// received, before anything is parsed) and parses them. The window,
     /// if the object has one, is the caller's to check.
     fn verify_under(bytes: &[u8], key: &PublicKey) -> Result<Self, ProtoError>;
-    /// The server id a licences delegation's globs must match.
-    fn server_id(&self) -> Option<&str> {
-        None
+    /// Why the object reaches beyond the delegation's server globs, if
+    /// it does (a licence's server id and host names; an access list's
+    /// grants). Objects that name no server never do.
+    fn within(&self, _delegation: &Delegation) -> Result<(), String> {
+        Ok(())
     }
     /// Revocations the object itself carries (a list): the delegation
     /// that signed it must not be among them.
@@ -372,8 +501,8 @@ impl Delegable for Licence {
     fn verify_under(bytes: &[u8], key: &PublicKey) -> Result<Self, ProtoError> {
         Licence::decode_signed_by(bytes, key)
     }
-    fn server_id(&self) -> Option<&str> {
-        Some(&self.body.server_id)
+    fn within(&self, d: &Delegation) -> Result<(), String> {
+        d.check_licence_names(&self.body.server_id, &self.body.hostnames)
     }
 }
 
@@ -429,18 +558,8 @@ pub fn verify_chain<T: Delegable>(
         .into());
     }
     let object = T::verify_under(object, &d.body.key)?;
-    if let Some(id) = object.server_id()
-        && !d.allows_server(id)
-    {
-        return Err(AuthError::NotDelegated {
-            what: T::WHAT,
-            why: format!(
-                "its signer's delegation {} covers servers {}, not {id}",
-                d.body.serial,
-                d.body.servers.join(", ")
-            ),
-        }
-        .into());
+    if let Err(why) = object.within(&d) {
+        return Err(AuthError::NotDelegated { what: T::WHAT, why }.into());
     }
     if let Some(why) = object
         .revocations()

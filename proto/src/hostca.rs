@@ -10,14 +10,20 @@
 //! feature existed certifies hosts as it is. Clients trust it through one
 //! `@cert-authority PATTERN KEY` line in known_hosts.
 //!
-//! IO-free: callers pass the host key, the names and `now`.
+//! A CA whose root is held in hardware has no seed to derive from: its
+//! host CA is then a key of its own ([`HostCa::held`], any
+//! [`HostSigner`]), which the root certifies with a delegation of purpose
+//! `host-ca` (`crate::delegation::Purpose::HostCa`).
+//!
+//! IO-free: callers pass the host key, the names and `now`, and a signer
+//! that does whatever IO its key needs.
 
 use ssh_key::certificate::{Builder, CertType, Certificate};
 use ssh_key::private::{Ed25519Keypair, PrivateKey};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::keys::{CryptoRng, SigningKey, random_bytes};
+use crate::keys::{CryptoRng, SignerFailed, SigningKey, random_bytes};
 use crate::labels::KDF_HOST_CA;
 use crate::time::CLOCK_SKEW;
 
@@ -74,6 +80,9 @@ pub enum HostCertError {
         "not an OpenSSH public key ({0}); give sshd's host public key, such as /etc/ssh/ssh_host_ed25519_key.pub (not the private key, not a certificate)"
     )]
     BadHostKey(String),
+    /// The host CA key's holder did not sign.
+    #[error("the host CA key did not sign: {0}")]
+    Signer(String),
     /// ssh-key refused to build, sign or encode.
     #[error("OpenSSH certificate encoding failed: {0}")]
     Encoding(String),
@@ -90,9 +99,50 @@ pub struct SignedHostCert {
     pub algorithm: String,
 }
 
-/// The host CA key, derived from the root key.
+/// Whatever holds a host CA key of its own (`ztssh-ca host-ca`): a key
+/// file, ssh-agent or a PKCS#11 token. It signs OpenSSH's to-be-signed
+/// certificate bytes and returns an OpenSSH signature.
+pub trait HostSigner {
+    /// The key's public half.
+    fn public_key(&self) -> ssh_key::public::KeyData;
+    /// Signs `data` (an OpenSSH certificate's to-be-signed bytes).
+    fn sign_ssh(&self, data: &[u8]) -> Result<ssh_key::Signature, SignerFailed>;
+}
+
+/// Where the host CA key is.
+enum HostKey {
+    /// Derived from the root's seed (every CA made before host CAs of
+    /// their own existed, and file roots that never made one).
+    Derived(Box<PrivateKey>),
+    /// A key of its own, certified by the root.
+    Held(Box<dyn HostSigner>),
+}
+
+/// The host CA key: derived from the root key, or a key of its own.
 pub struct HostCa {
-    key: PrivateKey,
+    key: HostKey,
+}
+
+/// [`HostSigner`] as ssh-key's certificate builder takes it; keeps the
+/// signer's error, which ssh-key's own error type cannot carry.
+struct BuilderSigner<'a> {
+    inner: &'a dyn HostSigner,
+    failed: std::cell::RefCell<Option<SignerFailed>>,
+}
+
+impl ed25519_dalek::Signer<ssh_key::Signature> for BuilderSigner<'_> {
+    fn try_sign(&self, msg: &[u8]) -> Result<ssh_key::Signature, ed25519_dalek::SignatureError> {
+        self.inner.sign_ssh(msg).map_err(|e| {
+            *self.failed.borrow_mut() = Some(e);
+            ed25519_dalek::SignatureError::new()
+        })
+    }
+}
+
+impl From<&BuilderSigner<'_>> for ssh_key::public::KeyData {
+    fn from(s: &BuilderSigner<'_>) -> Self {
+        s.inner.public_key()
+    }
 }
 
 impl std::fmt::Debug for HostCa {
@@ -112,15 +162,29 @@ impl HostCa {
         let derived = Zeroizing::new(<[u8; 32]>::from(h.finalize()));
         let keypair = Ed25519Keypair::from_seed(&derived);
         Self {
-            key: PrivateKey::from(keypair),
+            key: HostKey::Derived(Box::new(PrivateKey::from(keypair))),
         }
+    }
+
+    /// A host CA key of its own, wherever it is held.
+    pub fn held(signer: Box<dyn HostSigner>) -> Self {
+        Self {
+            key: HostKey::Held(signer),
+        }
+    }
+
+    /// Whether the key is derived from the root's seed.
+    pub fn is_derived(&self) -> bool {
+        matches!(self.key, HostKey::Derived(_))
     }
 
     /// The host CA's public key.
     pub fn public_key(&self) -> ssh_key::PublicKey {
-        let mut key = self.key.public_key().clone();
-        key.set_comment("ztssh-host-ca");
-        key
+        let data = match &self.key {
+            HostKey::Derived(k) => k.public_key().key_data().clone(),
+            HostKey::Held(s) => s.public_key(),
+        };
+        ssh_key::PublicKey::new(data, "ztssh-host-ca")
     }
 
     /// The known_hosts line that makes ssh trust this CA's host
@@ -204,7 +268,19 @@ impl HostCa {
             b.valid_principal(name.clone()).map_err(enc)?;
         }
         b.comment(host_key.comment().clone()).map_err(enc)?;
-        b.sign(&self.key).map_err(enc)
+        match &self.key {
+            HostKey::Derived(k) => b.sign(k.as_ref()).map_err(enc),
+            HostKey::Held(inner) => {
+                let signer = BuilderSigner {
+                    inner: inner.as_ref(),
+                    failed: std::cell::RefCell::new(None),
+                };
+                b.sign(&signer).map_err(|e| match signer.failed.take() {
+                    Some(failed) => HostCertError::Signer(failed.0),
+                    None => enc(e),
+                })
+            }
+        }
     }
 }
 
@@ -259,6 +335,57 @@ mod tests {
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// A host CA key of its own, held outside (the test's: in memory, or
+    /// one that refuses).
+    struct Held(Option<PrivateKey>);
+
+    impl HostSigner for Held {
+        fn public_key(&self) -> ssh_key::public::KeyData {
+            let kp = Ed25519Keypair::from_seed(&[3; 32]);
+            PrivateKey::from(kp).public_key().key_data().clone()
+        }
+        fn sign_ssh(&self, data: &[u8]) -> Result<ssh_key::Signature, SignerFailed> {
+            use ed25519_dalek::Signer as _;
+            match &self.0 {
+                Some(k) => k.try_sign(data).map_err(|e| SignerFailed(e.to_string())),
+                None => Err(SignerFailed("token removed".into())),
+            }
+        }
+    }
+
+    #[test]
+    fn a_held_host_ca_signs_and_its_failure_is_reported() {
+        let key = PrivateKey::from(Ed25519Keypair::from_seed(&[3; 32]));
+        let ca = HostCa::held(Box::new(Held(Some(key))));
+        assert!(!ca.is_derived());
+        let cert = ca
+            .certify(
+                &host_key(),
+                &names(&["web1"]),
+                1_000_000,
+                3600,
+                &mut TestRng,
+            )
+            .unwrap();
+        let fp = ca.public_key().fingerprint(Default::default());
+        cert.validate_at(1_000_000, &[fp]).unwrap();
+        let failing = HostCa::held(Box::new(Held(None)));
+        let e = failing
+            .certify(
+                &host_key(),
+                &names(&["web1"]),
+                1_000_000,
+                3600,
+                &mut TestRng,
+            )
+            .unwrap_err();
+        assert_eq!(e, HostCertError::Signer("token removed".into()));
+        assert!(
+            e.to_string()
+                .contains("the host CA key did not sign: token removed")
+        );
     }
 
     #[test]

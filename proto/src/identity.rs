@@ -877,6 +877,19 @@ impl ServerIdentity {
                 .check(a)
                 .map_err(|why| refuse(why.to_string()))?;
         }
+        // A verify-required certificate: every signature of the user key
+        // the proxy accepts carries user verification, not only the login's.
+        if self
+            .user_cert()
+            .is_some_and(UserCertVerified::verify_required)
+            && !v.sk().is_some_and(|a| a.verification())
+        {
+            return Err(refuse(
+                "your certificate has verify-required and this signature carries no user \
+                 verification: renew with the security key and its PIN"
+                    .into(),
+            ));
+        }
         Ok(true)
     }
 

@@ -696,6 +696,7 @@ fn a_late_cert_for_any_of_the_last_abandoned_renewals_still_installs() {
 struct SkAuthority {
     inner: Policy,
     sk: crate::identity::SkPolicy,
+    cas: Option<crate::trust::usercert::UserCas>,
 }
 
 impl Authority for SkAuthority {
@@ -708,6 +709,9 @@ impl Authority for SkAuthority {
     fn sk_policy(&self, _principal: &str) -> crate::identity::SkPolicy {
         self.sk
     }
+    fn user_cas(&self) -> Option<&crate::trust::usercert::UserCas> {
+        self.cas.as_ref()
+    }
 }
 
 fn sk_authority(presence: bool, verification: bool, reverify_secs: Option<u64>) -> SkAuthority {
@@ -718,6 +722,7 @@ fn sk_authority(presence: bool, verification: bool, reverify_secs: Option<u64>) 
             verification,
             reverify_secs,
         },
+        cas: None,
     }
 }
 
@@ -733,6 +738,15 @@ struct SkSession {
 
 /// Logs in with a security key that signs the handshake with `flags`.
 fn sk_login(authority: &SkAuthority, flags: u8) -> Result<(SkSession, Control), Ended> {
+    sk_login_with(authority, flags, None)
+}
+
+/// [`sk_login`], presenting `cert` (a user certificate) in message 3.
+fn sk_login_with(
+    authority: &SkAuthority,
+    flags: u8,
+    cert: Option<Vec<u8>>,
+) -> Result<(SkSession, Control), Ended> {
     use crate::frame::FrameSize;
     use crate::handshake;
     let pki = crate::tests::pki();
@@ -744,9 +758,12 @@ fn sk_login(authority: &SkAuthority, flags: u8) -> Result<(SkSession, Control), 
         &mut TestRng,
     )
     .expect("server");
-    let (client, msg1) =
-        handshake::client_start(crate::tests::client_cfg(&pki, "web1"), &mut TestRng)
-            .expect("client");
+    let (client, msg1) = handshake::client_start_with_cert(
+        crate::tests::client_cfg(&pki, "web1"),
+        cert,
+        &mut TestRng,
+    )
+    .expect("client");
     let (server, msg2) = server
         .handle_client_hello(&msg1, &mut TestRng)
         .expect("hello");
@@ -1220,4 +1237,64 @@ fn an_upgraded_sidecar_keeps_renewing_with_a_proxy_that_issues_format_1() {
         )
         .expect_err("a downgrade mid-session");
     assert!(e.contains("another format"), "{e}");
+}
+
+/// A certificate for the software security key with `verify-required`,
+/// and an authority (presence only, a PIN never asked by policy, the
+/// re-verification interval `reverify`) trusting its CA.
+fn verify_required_cert(reverify: Option<u64>) -> (Vec<u8>, SkAuthority) {
+    use ssh_key::certificate::{Builder, CertType};
+    let ca = ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[0xcb; 32]));
+    let sk = crate::userkey::tests::SoftSk::new([3; 32]);
+    let mut b =
+        Builder::new([5u8; 16], sk.public().key_data().clone(), 0, T0 + 86_400).expect("builder");
+    b.serial(4).expect("serial");
+    b.key_id("alice@fido").expect("key id");
+    b.cert_type(CertType::User).expect("type");
+    b.valid_principal("alice").expect("principal");
+    b.critical_option("verify-required", "").expect("option");
+    let cert = b.sign(&ca).expect("sign").to_bytes().expect("bytes");
+    let mut a = sk_authority(true, false, reverify);
+    a.cas = Some(
+        crate::trust::usercert::UserCas::parse(&ca.public_key().to_openssh().expect("openssh"))
+            .expect("cas"),
+    );
+    (cert, a)
+}
+
+#[test]
+fn a_verify_required_certificate_needs_a_pin_at_login_and_at_every_renewal_the_key_signs() {
+    let (cert, a) = verify_required_cert(Some(600));
+    // At login: a touch alone is refused, whatever the principal's policy.
+    let e = sk_login_with(&a, 0x01, Some(cert.clone()))
+        .err()
+        .expect("no PIN");
+    assert_eq!(e.kind, EndKind::UserCertRefused);
+    assert!(e.reason.contains("verify-required"), "{}", e.reason);
+    let (mut s, _) = sk_login_with(&a, 0x05, Some(cert.clone())).expect("touch and PIN");
+    assert!(s.server.user_cert().is_some_and(|c| c.verify_required()));
+    // Within the re-verification interval, renewals need no signature.
+    assert_eq!(
+        s.renew(&a, 200, None).expect("no signature due"),
+        Some(false)
+    );
+    // A renewal the key signs with a touch but no PIN is refused, even
+    // where the policy asks no PIN: the certificate does.
+    let e = s.renew(&a, 400, Some(0x01)).expect_err("no PIN at renewal");
+    assert_eq!(e.kind, EndKind::RenewBadSignature);
+    assert!(
+        e.reason
+            .contains("verify-required and this signature carries no user verification"),
+        "{}",
+        e.reason
+    );
+    // With the PIN, the same renewal goes through.
+    let (mut s, _) = sk_login_with(&a, 0x05, Some(cert)).expect("login");
+    assert_eq!(
+        s.renew(&a, 400, Some(0x05)).expect("renewal with PIN"),
+        Some(false)
+    );
+    // Without the certificate, the same key and policy renew on a touch.
+    let (mut s, _) = sk_login(&a, 0x01).expect("plain key");
+    assert!(s.renew(&a, 400, Some(0x01)).is_ok());
 }

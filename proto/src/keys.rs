@@ -206,6 +206,59 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// Why a key held outside this process (ssh-agent, a PKCS#11 token) did
+/// not sign: the holder's own words, for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SignerFailed(pub String);
+
+/// Whatever holds a CA's Ed25519 key: a [`SigningKey`] in memory, or (in
+/// `ztssh-ca`) an ssh-agent or a PKCS#11 token the key never leaves. It
+/// signs `context || msg`, as [`SigningKey::sign`] does, and may fail
+/// (a wrong PIN, a token unplugged, a touch refused).
+pub trait Signer {
+    /// The public half, which the signed object names as its issuer.
+    fn public(&self) -> PublicKey;
+    /// Signs `context || msg`.
+    fn try_sign(&self, context: &[u8], msg: &[u8]) -> Result<[u8; 64], SignerFailed>;
+}
+
+impl Signer for SigningKey {
+    fn public(&self) -> PublicKey {
+        SigningKey::public(self)
+    }
+
+    fn try_sign(&self, context: &[u8], msg: &[u8]) -> Result<[u8; 64], SignerFailed> {
+        Ok(self.sign(context, msg))
+    }
+}
+
+/// Why an object could not be signed: it is not well formed, or its
+/// signer failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The object itself is refused.
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+    /// The key's holder did not sign.
+    #[error(transparent)]
+    Signer(#[from] SignerFailed),
+}
+
+impl SignError {
+    /// The error of a signer that cannot fail ([`SigningKey`]).
+    pub(crate) fn into_malformed(self, what: &'static str) -> Malformed {
+        match self {
+            Self::Malformed(m) => m,
+            Self::Signer(_) => Malformed::Invalid {
+                what,
+                why: "the signer failed",
+            },
+        }
+    }
+}
+
 /// A Noise (X25519) static key pair.
 pub struct NoiseKeypair {
     private: Secret<32>,

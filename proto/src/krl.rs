@@ -45,8 +45,11 @@ use thiserror::Error;
 
 use crate::codec::Reader;
 
+mod superset;
 #[cfg(any(test, feature = "testkit"))]
 pub mod write;
+
+pub use superset::Unrevoked;
 
 /// The file magic.
 pub const MAGIC: &[u8; 8] = b"SSHKRL\n\0";
@@ -205,7 +208,8 @@ impl KrlHit {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Krl {
     /// The list's version: ztssh only ever replaces a KRL by one with a
-    /// higher version (sshd does not look at it).
+    /// higher version, or the same version revoking more ([`offer`]; sshd
+    /// does not look at it).
     pub krl_version: u64,
     /// When it was made (Unix seconds), as its writer says.
     pub generated: u64,
@@ -630,19 +634,26 @@ impl Krl {
 
 /// What to do with a KRL offered to replace the one in force. KRLs are
 /// unsigned, so the version is all that stops a replayed older one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KrlUpdate {
     /// Newer (or none in force): it replaces the KRL in force.
     Replace,
+    /// The same version revoking everything the one in force does and
+    /// more (`ssh-keygen -k -u` keeps the version): it replaces it. A
+    /// replay of an older KRL of this version can never look like this.
+    Grown,
     /// The same version revoking the same things (regenerated, say):
     /// nothing changes.
     Same,
-    /// The same version revoking something else: refused, since a replayed
+    /// The same version un-revoking something: refused, since a replayed
     /// older KRL of the same version would look just like it. The CA must
-    /// raise the version (`ssh-keygen -k -z VERSION`).
+    /// raise the version (`ssh-keygen -k -z VERSION`) to withdraw a
+    /// revocation.
     Changed {
         /// The version of both.
         version: u64,
+        /// What it would un-revoke.
+        unrevokes: Unrevoked,
     },
     /// Older: refused (no rollback).
     Rollback {
@@ -653,8 +664,16 @@ pub enum KrlUpdate {
     },
 }
 
-/// Only a newer KRL replaces the one in force (`current`; none yet, and
-/// any KRL replaces it); see [`KrlUpdate`].
+impl KrlUpdate {
+    /// Whether the offered KRL goes into force.
+    pub fn replaces(&self) -> bool {
+        matches!(self, Self::Replace | Self::Grown)
+    }
+}
+
+/// Only a newer KRL, or one of the same version that only adds
+/// revocations, replaces the one in force (`current`; none yet, and any
+/// KRL replaces it); see [`KrlUpdate`].
 pub fn offer(current: Option<&Krl>, offered: &Krl) -> KrlUpdate {
     let Some(cur) = current else {
         return KrlUpdate::Replace;
@@ -666,8 +685,12 @@ pub fn offer(current: Option<&Krl>, offered: &Krl) -> KrlUpdate {
             offered: offered.krl_version,
         },
         std::cmp::Ordering::Equal if cur.same_revocations(offered) => KrlUpdate::Same,
-        std::cmp::Ordering::Equal => KrlUpdate::Changed {
-            version: cur.krl_version,
+        std::cmp::Ordering::Equal => match offered.unrevokes(cur) {
+            None => KrlUpdate::Grown,
+            Some(unrevokes) => KrlUpdate::Changed {
+                version: cur.krl_version,
+                unrevokes,
+            },
         },
     }
 }

@@ -42,7 +42,9 @@ mod subject;
 pub mod usercert;
 
 pub use krl::{check_krl, check_krl_cert};
-pub use list::{ListError, ListUpdate, Versioned, offer, offer_from, verify_pem};
+pub use list::{
+    ListError, ListUpdate, MAX_DELEGATED_VERSION, Versioned, offer, offer_from, verify_pem,
+};
 pub use renewal::{LicenceUpdate, offer_licence};
 pub use subject::{Checkpoint, Credential, Issued, Subject};
 

@@ -125,6 +125,12 @@ enum Cmd {
         /// EnvironmentFile); its options are checked and passed to sshd -t/-T.
         #[arg(long, default_value = "/etc/default/ssh")]
         sshd_defaults: PathBuf,
+        /// Where systemd's unit files are: ssh.service (and sshd.service)
+        /// and their drop-ins (NAME.d/*.conf) there are read, and a
+        /// guarded keyword in an ExecStart= or Environment=SSHD_OPTS= there
+        /// is refused. Repeat for more than one.
+        #[arg(long = "systemd-dir", default_values = ["/etc/systemd/system", "/run/systemd/system"])]
+        systemd_dirs: Vec<PathBuf>,
         /// Reload by SIGHUP to the pid in this file (sshd's PidFile).
         #[arg(long, conflicts_with = "service", default_value = "/run/sshd.pid")]
         pid_file: PathBuf,
@@ -167,15 +173,9 @@ enum Cmd {
         #[arg(long, requires = "nft_guard", default_value = "/usr/sbin/nft")]
         nft: PathBuf,
     },
-    /// Print shell completions for SHELL (bash, zsh, fish, elvish,
-    /// powershell) on stdout.
-    Completions {
-        /// The shell.
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page (roff) on stdout.
-    Man,
+    /// `completions SHELL` and `man` (ztssh-cli, shared by every binary).
+    #[command(flatten)]
+    Generate(ztssh_cli::Generate),
     /// Run the proxy.
     Run {
         /// Config file (TOML).
@@ -232,43 +232,13 @@ fn parse() -> Result<Cli, ExitCode> {
     })
 }
 
-/// `completions SHELL` and `man`: generated from the clap definitions
-/// (the Debian packages install them; see packaging/build-debs.sh).
-fn print_generated(what: Generated) -> ExitCode {
-    use clap::CommandFactory;
-    let mut cmd = Cli::command();
-    let name = cmd.get_name().to_owned();
-    let mut out = std::io::stdout().lock();
-    let written = match what {
-        Generated::Completions(shell) => {
-            clap_complete::generate(shell, &mut cmd, name.as_str(), &mut out);
-            Ok(())
-        }
-        Generated::Man => clap_mangen::Man::new(cmd).render(&mut out),
-    };
-    match written.and_then(|()| std::io::Write::flush(&mut out)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{name}: cannot write to stdout: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// What [`print_generated`] prints.
-enum Generated {
-    Completions(clap_complete::Shell),
-    Man,
-}
-
 fn main() -> ExitCode {
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
     match cli.cmd {
-        Cmd::Completions { shell } => print_generated(Generated::Completions(shell)),
-        Cmd::Man => print_generated(Generated::Man),
+        Cmd::Generate(g) => g.print::<Cli>(),
         Cmd::Keygen { dir } => report(keygen(&dir)),
         Cmd::Check { config } => match load(&config, &Overrides::default()) {
             Ok((cfg, authority)) => {
@@ -305,6 +275,7 @@ fn main() -> ExitCode {
             drop_in,
             add_include,
             sshd_defaults,
+            systemd_dirs,
             pid_file,
             service,
             backup_dir,
@@ -324,6 +295,7 @@ fn main() -> ExitCode {
                 add_include,
                 sshd: lines.sshd.clone(),
                 sshd_defaults,
+                systemd_dirs,
                 reload: service.map_or(Reload::PidFile(pid_file), Reload::Service),
                 backup_dir,
                 login_check,

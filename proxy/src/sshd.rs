@@ -2,7 +2,8 @@
 //! `AuthorizedKeysCommand` is told), the socket that command asks
 //! ([`akc`]), the sshd_config lines that wire it ([`config_lines`]), sshd_config read as sshd reads
 //! it ([`include`]: quoting and `Include` globs), the
-//! options Debian's unit starts it with ([`defaults`]: `SSHD_OPTS`), and
+//! options Debian's unit starts it with ([`defaults`]: `SSHD_OPTS`; [`unit`]:
+//! an `ExecStart=` or `Environment=` in a systemd drop-in), and
 //! their safe installation ([`setup`], with [`reload`] of sshd itself;
 //! its dry run checks a copy of the new files that `shadow` makes).
 
@@ -14,4 +15,5 @@ pub mod include;
 pub mod reload;
 pub mod setup;
 mod shadow;
+pub mod unit;
 pub mod zsk;

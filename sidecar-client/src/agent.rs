@@ -31,9 +31,9 @@ impl Agent {
     pub fn connect(path: &Path) -> Result<Self, String> {
         let sock = platform::connect_agent(path, Duration::from_secs(30)).map_err(|e| {
             format!(
-                "cannot reach ssh-agent at {} (SSH_AUTH_SOCK): {e}; start ssh-agent \
-                     (eval \"$(ssh-agent)\") and ssh-add your key, or pass --identity KEY",
-                path.display()
+                "cannot reach ssh-agent at {} (SSH_AUTH_SOCK): {e}; {}, or pass --identity KEY",
+                path.display(),
+                platform::AGENT_HINT
             )
         })?;
         Ok(Self { sock })

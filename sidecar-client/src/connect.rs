@@ -127,10 +127,11 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
         eprintln!("ztssh: {w}");
     }
     // An empty SSH_AUTH_SOCK (a shell that unset the agent by `=`) is no
-    // agent, not a path to try.
+    // agent, not a path to try; on Windows, the agent service's pipe then.
     let agent_sock = std::env::var_os("SSH_AUTH_SOCK")
         .filter(|p| !p.is_empty())
-        .map(std::path::PathBuf::from);
+        .map(std::path::PathBuf::from)
+        .or_else(platform::default_agent);
     // A `[[hosts]]` block names this server's keys; `--identity` wins over
     // it, and it over `identity` in the file. The agent key that last
     // worked here is tried first.
@@ -192,11 +193,27 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
         };
         let (sock, session) = attempt.connect(&identity).await?;
         let more = i + 1 < total;
+        // The key is remembered the moment the proxy accepts it: a
+        // session that then ends badly (killed, revoked, ssh's own login
+        // refused) has still shown which key this server takes.
+        let on_accepted = last.clone().map(|p| {
+            let (principal, server_id, fp, verbose) =
+                (principal.clone(), server_id.clone(), fp.clone(), verbose);
+            Box::new(move || {
+                if let (Err(e), true) = (
+                    crate::lastkey::remember(&p, &principal, &server_id, &fp),
+                    verbose,
+                ) {
+                    eprintln!("ztssh: cannot remember the key that worked: {e}");
+                }
+            }) as Box<dyn FnOnce() + Send>
+        });
         let tunnel = crate::pump::Tunnel {
             rekey,
             cover,
             retry_possible: more,
             short_certs: s.insecure_short_certs,
+            on_accepted,
         };
         let r = crate::pump::run(
             sock, session, identity, &principal, verbose, &mut stdio, tunnel,
@@ -210,21 +227,16 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
                 tried.push((desc, reason));
                 server = who;
             }
-            other => {
-                if let (Ok(()), Some(p)) = (&other, &last)
-                    && let Err(e) = crate::lastkey::remember(p, &principal, &server_id, &fp)
-                {
-                    say(format!("cannot remember the key that worked: {e}"));
-                }
-                return other;
-            }
+            other => return other,
         }
     }
     // Keys held back from this server are named, with how to offer them.
     let hint = match candidates.withheld {
         0 => String::new(),
         n => format!(
-            "ssh-agent holds {n} other key{} not offered to {server_id}; to offer {}, {}",
+            "ssh-agent holds {n} other key{} not offered to {server_id}; to offer {}, {}; \
+             or name this server's key in sidecar.toml: [[hosts]] host = \"{host}\" \
+             agent_keys = [\"SHA256:...\"] (ssh-add -l lists the fingerprints)",
             if n == 1 { "" } else { "s" },
             if n == 1 { "it" } else { "them" },
             crate::identity::TRY_AGENT_KEYS

@@ -29,9 +29,8 @@ fn exposure(mode: u32) -> Option<&'static str> {
 
 /// Reads the identity file and its permission bits (checked on the
 /// descriptor the key is read from).
-fn read_identity_file(path: &Path) -> Result<(zeroize::Zeroizing<String>, u32), String> {
+fn read_identity_file(path: &Path) -> Result<(zeroize::Zeroizing<String>, Option<u32>), String> {
     use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
     let cannot = |e: std::io::Error| format!("cannot read identity {}: {e}", path.display());
     let file = std::fs::File::open(path).map_err(cannot)?;
     let meta = file.metadata().map_err(cannot)?;
@@ -45,7 +44,7 @@ fn read_identity_file(path: &Path) -> Result<(zeroize::Zeroizing<String>, u32), 
     file.take(MAX_IDENTITY_FILE)
         .read_to_string(&mut text)
         .map_err(cannot)?;
-    Ok((text, meta.mode()))
+    Ok((text, ztssh_sidecar::platform::private_mode(&meta)))
 }
 
 /// Warns on stderr when other users can read a private key file.
@@ -129,8 +128,9 @@ impl Identity {
     /// Chooses the identities to offer. With a key file (`choice.file`),
     /// that key alone. With a `[[hosts]]` block, its keys alone. Otherwise
     /// the agent key that last worked for this principal and server alone,
-    /// or, the first time (nothing remembered), every key in ssh-agent
-    /// that ztssh accepts, in the agent's order. `try_agent_keys` adds the
+    /// or, the first time (nothing remembered), the agent's first key that
+    /// ztssh accepts, alone: a server nobody vouched for learns one key and
+    /// one signature, never a tour of the agent. `try_agent_keys` adds the
     /// agent's other keys after the chosen ones.
     pub fn candidates(choice: &Choice, agent_sock: Option<&Path>) -> Result<Candidates, String> {
         if let Some(path) = choice.file {
@@ -179,17 +179,29 @@ impl Identity {
                 choice.server
             ));
         }
-        // Chosen: the mapped keys, or the remembered one, or (first use)
-        // all. The remembered key goes first either way.
-        let chosen = |fp: &str| match (choice.mapped, choice.remembered) {
+        // First use (nothing mapped or remembered): the agent's first
+        // usable key stands in for the remembered one.
+        let first_use = match (choice.mapped, choice.remembered) {
+            (None, None) => held
+                .iter()
+                .find(|k| userkey::check_key(k.key_data()).is_ok())
+                .map(fp_of),
+            _ => None,
+        };
+        let first = choice.remembered.or(first_use.as_deref());
+        // Chosen: the mapped keys, or the remembered (or first) one. It goes
+        // first either way.
+        // With no usable key at all, every one is "chosen", so the refusal
+        // lists why each cannot be used (none is offered either way).
+        let chosen = |fp: &str| match (choice.mapped, first) {
             (Some(_), _) => mapped_fps.iter().any(|m| m == fp),
-            (None, Some(r)) => r == fp,
+            (None, Some(f)) => f == fp,
             (None, None) => true,
         };
         let mut held: Vec<(bool, ssh_key::PublicKey)> =
             held.into_iter().map(|k| (chosen(&fp_of(&k)), k)).collect();
         // Stable sorts: the others keep the agent's order.
-        if let Some(r) = choice.remembered {
+        if let Some(r) = first {
             held.sort_by_key(|(_, k)| fp_of(k) != r);
         }
         held.sort_by_key(|(c, _)| !c);
@@ -245,7 +257,10 @@ impl Identity {
         let (text, mode) = read_identity_file(path)?;
         let (public, private) = match ssh_key::PrivateKey::from_openssh(text.as_bytes()) {
             Ok(k) => {
-                warn_if_exposed(path, mode);
+                // Windows has no mode bits to judge (platform::private_mode).
+                if let Some(mode) = mode {
+                    warn_if_exposed(path, mode);
+                }
                 (k.public_key().clone(), Some(k))
             }
             // The public half names a key held by ssh-agent.

@@ -58,8 +58,9 @@ struct Cli {
     #[arg(long)]
     insecure_short_certs: bool,
     /// Offer this server the agent's other keys too, not only the ones
-    /// sidecar.toml's [[hosts]] names for it or the one that last worked
-    /// here (try_agent_keys in sidecar.toml).
+    /// sidecar.toml's [[hosts]] names for it, the one that last worked
+    /// here, or (the first time) the agent's first; at most three keys
+    /// (try_agent_keys in sidecar.toml).
     #[arg(long)]
     try_agent_keys: bool,
     /// Root-signed revocation list (crl.pem): refuse servers it revokes.
@@ -92,15 +93,9 @@ enum Cmd {
     Setup(SetupArgs),
     /// The same as `setup --undo`.
     Unsetup,
-    /// Print shell completions for SHELL (bash, zsh, fish, elvish,
-    /// powershell) on stdout.
-    Completions {
-        /// The shell.
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page (roff) on stdout.
-    Man,
+    /// `completions SHELL` and `man` (ztssh-cli, shared by every binary).
+    #[command(flatten)]
+    Generate(ztssh_cli::Generate),
 }
 
 #[derive(clap::Args)]
@@ -134,7 +129,7 @@ fn run_setup(cmd: Cmd) -> Result<(), String> {
     let paths = setup::Paths::from_env()?;
     let report = match cmd {
         Cmd::Unsetup => setup::undo(&paths)?,
-        Cmd::Completions { .. } | Cmd::Man => return Err("not a setup command".into()),
+        Cmd::Generate(_) => return Err("not a setup command".into()),
         Cmd::Setup(a) if a.undo => setup::undo(&paths)?,
         Cmd::Setup(a) => {
             let sidecar = std::env::current_exe()
@@ -198,7 +193,7 @@ fn check_host(host: &str) -> Result<(), String> {
 /// shown with anything but printable ASCII escaped, and exits 64.
 fn parse() -> Result<Cli, ExitCode> {
     use clap::error::ErrorKind;
-    match Cli::try_parse() {
+    match Cli::try_parse_from(host_not_subcommand(std::env::args_os().collect())) {
         Ok(cli) => Ok(cli),
         Err(e)
             if matches!(
@@ -217,6 +212,74 @@ fn parse() -> Result<Cli, ExitCode> {
     }
 }
 
+/// ssh runs `ztssh-sidecar [OPTIONS] %h %p`, and a host may be named
+/// like a subcommand (`ssh man`, `ssh setup`): clap would take it for
+/// one. The ProxyCommand form has exactly two positional arguments, the
+/// second a port, and no subcommand ever takes a port; so when the first
+/// positional argument is a subcommand's name and the only one after it
+/// is a port, a `--` goes in before them and both are HOST and PORT.
+/// Every other command line is left as it is (`man`, `completions bash`,
+/// `setup --port 22 ...`).
+fn host_not_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let Some(at) = first_positional(&cmd, &args) else {
+        return args;
+    };
+    let named_like_subcommand = args[at].to_str().is_some_and(|a| {
+        a == "help"
+            || cmd
+                .get_subcommands()
+                .any(|s| s.get_name() == a || s.get_all_aliases().any(|n| n == a))
+    });
+    let port = args.len() == at + 2
+        && args[at + 1]
+            .to_str()
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_some();
+    if named_like_subcommand && port {
+        args.insert(at, "--".into());
+    }
+    args
+}
+
+/// The index of the first argument after the program's name that is
+/// neither an option nor an option's value; `None` if there is none, or a
+/// `--` comes first (the rest is positional already).
+fn first_positional(cmd: &clap::Command, args: &[std::ffi::OsString]) -> Option<usize> {
+    let takes_value = |a: Option<&clap::Arg>| a.is_some_and(|a| a.get_action().takes_values());
+    let mut i = 1;
+    while let Some(arg) = args.get(i) {
+        let a = arg.to_str()?;
+        if a == "--" {
+            return None;
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            let inline = long.contains('=');
+            let arg = cmd.get_arguments().find(|x| x.get_long() == Some(long));
+            i += if !inline && takes_value(arg) { 2 } else { 1 };
+        } else if let Some(shorts) = a.strip_prefix('-').filter(|s| !s.is_empty()) {
+            // A cluster (`-vi KEY`, `-iKEY`): the first short that takes a
+            // value takes the rest of the cluster, or the next argument.
+            let mut next = 1;
+            for (k, c) in shorts.char_indices() {
+                if takes_value(cmd.get_arguments().find(|x| x.get_short() == Some(c))) {
+                    next = if k + c.len_utf8() == shorts.len() {
+                        2
+                    } else {
+                        1
+                    };
+                    break;
+                }
+            }
+            i += next;
+        } else {
+            return Some(i);
+        }
+    }
+    None
+}
+
 /// `text` with everything but printable ASCII, spaces and newlines escaped.
 fn plain(text: &str) -> String {
     text.chars()
@@ -230,35 +293,6 @@ fn plain(text: &str) -> String {
         .collect()
 }
 
-/// `completions SHELL` and `man`: generated from the clap definitions
-/// (the Debian packages install them; see packaging/build-debs.sh).
-fn print_generated(what: Generated) -> ExitCode {
-    use clap::CommandFactory;
-    let mut cmd = Cli::command();
-    let name = cmd.get_name().to_owned();
-    let mut out = std::io::stdout().lock();
-    let written = match what {
-        Generated::Completions(shell) => {
-            clap_complete::generate(shell, &mut cmd, name.as_str(), &mut out);
-            Ok(())
-        }
-        Generated::Man => clap_mangen::Man::new(cmd).render(&mut out),
-    };
-    match written.and_then(|()| std::io::Write::flush(&mut out)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{name}: cannot write to stdout: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// What [`print_generated`] prints.
-enum Generated {
-    Completions(clap_complete::Shell),
-    Man,
-}
-
 fn main() -> ExitCode {
     let cli = match parse() {
         Ok(cli) => cli,
@@ -266,8 +300,7 @@ fn main() -> ExitCode {
     };
     if let Some(cmd) = cli.cmd {
         return match cmd {
-            Cmd::Completions { shell } => print_generated(Generated::Completions(shell)),
-            Cmd::Man => print_generated(Generated::Man),
+            Cmd::Generate(g) => g.print::<Cli>(),
             cmd => match run_setup(cmd) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(msg) => {
@@ -365,6 +398,47 @@ mod tests {
         ] {
             assert_eq!(check_host(host), Ok(()), "{host}");
         }
+    }
+
+    fn parsed(args: &[&str]) -> (Option<String>, Option<u16>, Option<&'static str>) {
+        use clap::Parser;
+        let args = super::host_not_subcommand(args.iter().map(Into::into).collect());
+        let cli = super::Cli::try_parse_from(args).expect("parses");
+        let cmd = cli.cmd.map(|c| match c {
+            super::Cmd::Setup(_) => "setup",
+            super::Cmd::Unsetup => "unsetup",
+            super::Cmd::Generate(ztssh_cli::Generate::Man) => "man",
+            super::Cmd::Generate(ztssh_cli::Generate::Completions { .. }) => "completions",
+        });
+        (cli.host, cli.port, cmd)
+    }
+
+    #[test]
+    fn a_host_named_like_a_subcommand_is_a_host_when_a_port_follows() {
+        for host in ["man", "completions", "setup", "unsetup", "help"] {
+            let want = (Some(host.to_owned()), Some(22), None);
+            assert_eq!(parsed(&["s", host, "22"]), want, "{host}");
+            assert_eq!(parsed(&["s", "-v", host, "22"]), want, "{host}");
+            assert_eq!(parsed(&["s", "--root", "man", host, "22"]), want);
+            assert_eq!(parsed(&["s", "-i", "setup", "-l", "man", host, "22"]), want);
+            assert_eq!(parsed(&["s", "-vi", "k", host, "22"]), want);
+            assert_eq!(parsed(&["s", "-vik", "--connect=x:1", host, "22"]), want);
+            assert_eq!(parsed(&["s", "--", host, "22"]), want, "{host}");
+        }
+        assert_eq!(parsed(&["s", "web1", "22"]).0.as_deref(), Some("web1"));
+        // The documented subcommands stay what they were.
+        assert_eq!(parsed(&["s", "man"]).2, Some("man"));
+        assert_eq!(parsed(&["s", "completions", "bash"]).2, Some("completions"));
+        assert_eq!(parsed(&["s", "unsetup"]).2, Some("unsetup"));
+        assert_eq!(parsed(&["s", "setup", "--undo"]).2, Some("setup"));
+        assert_eq!(
+            parsed(&["s", "setup", "--root", "r", "--host", "man", "--port", "22"]).2,
+            Some("setup")
+        );
+        assert_eq!(
+            parsed(&["s", "setup", "--root", "r", "--host", "man", "22"]).2,
+            Some("setup")
+        );
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub struct Tunnel {
     /// Accept client certificates down to 2 s (test rigs only; said on
     /// stderr).
     pub short_certs: bool,
+    /// Called once, when the proxy accepts the session (the key that
+    /// worked is remembered then, not at a clean end the session may
+    /// never reach).
+    pub on_accepted: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// Runs the session until it ends. With `tunnel.retry_possible`, nothing is read
@@ -128,6 +132,7 @@ pub async fn run(
         signing: None,
         sock_error: None,
         renewal_warned: None,
+        on_accepted: tunnel.on_accepted,
     };
     let r = pump.run(gone).await;
     if let (Err(Error::KeyRefused { .. }), Some(input), Some(output)) =
@@ -153,6 +158,8 @@ struct Pump {
     sock_error: Option<String>,
     /// When the last renewal failure was said.
     renewal_warned: Option<Instant>,
+    /// Called at [`ClientConnEvent::Accepted`].
+    on_accepted: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// How often a failing renewal is said on stderr.
@@ -362,6 +369,9 @@ impl Pump {
                 self.say(format!(
                     "{server} accepted the session; connected to its sshd"
                 ));
+                if let Some(f) = self.on_accepted.take() {
+                    f();
+                }
             }
             ClientConnEvent::CertInstalled {
                 serial,

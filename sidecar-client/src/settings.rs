@@ -141,7 +141,7 @@ pub fn default_path() -> Option<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
         return Some(PathBuf::from(x).join("ztssh/sidecar.toml"));
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/ztssh/sidecar.toml"))
+    ztssh_sidecar::platform::home_dir().map(|h| h.join(".config/ztssh/sidecar.toml"))
 }
 
 /// Loads settings; a missing default file is fine, a missing explicit one is not.
@@ -235,10 +235,11 @@ fn switch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     }
 }
 
-/// Expands a leading `~/`.
+/// Expands a leading `~/` (the home directory: `HOME`, or `USERPROFILE`
+/// on Windows).
 pub fn expand_tilde(p: &Path) -> PathBuf {
-    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
-        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+    match (p.strip_prefix("~"), ztssh_sidecar::platform::home_dir()) {
+        (Ok(rest), Some(home)) => home.join(rest),
         _ => p.to_owned(),
     }
 }

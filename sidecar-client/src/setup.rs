@@ -61,7 +61,8 @@ pub struct Request {
 /// `config-examples/proxy.toml` and docs/OPERATOR.md.
 pub const DEFAULT_PORT: u16 = 2222;
 
-/// Where setup writes, from `HOME` (and `XDG_CONFIG_HOME`).
+/// Where setup writes, from `HOME` (`USERPROFILE` on Windows) and
+/// `XDG_CONFIG_HOME`.
 pub struct Paths {
     /// `~/.ssh/config`.
     pub ssh_config: PathBuf,
@@ -74,20 +75,20 @@ pub struct Paths {
 }
 
 impl Paths {
-    /// From the environment; `HOME` must be set.
+    /// From the environment; `HOME` (`USERPROFILE` on Windows) must be set.
     pub fn from_env() -> Result<Self, String> {
-        let home = std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .map(PathBuf::from)
-            .ok_or("HOME is not set: setup writes under your home directory")?;
+        let var = platform::HOME_VAR;
+        let home = platform::home_dir().ok_or_else(|| {
+            format!("{var} is not set: setup writes under your home directory; set {var}")
+        })?;
         let sidecar_toml = crate::settings::default_path()
-            .ok_or("cannot tell where sidecar.toml goes: set HOME")?;
+            .ok_or_else(|| format!("cannot tell where sidecar.toml goes: set {var}"))?;
         let config_dir = sidecar_toml
             .parent()
             .ok_or("sidecar.toml has no directory")?;
         Ok(Self {
-            ssh_config: home.join(".ssh/config"),
-            known_hosts: home.join(".ssh/known_hosts"),
+            ssh_config: home.join(".ssh").join("config"),
+            known_hosts: home.join(".ssh").join("known_hosts"),
             root_copy: config_dir.join("root.pub"),
             sidecar_toml,
         })
@@ -318,23 +319,17 @@ pub fn ssh_block(
     port: u16,
     identity: Option<&Path>,
 ) -> Result<String, String> {
-    let path = sidecar
+    // ssh expands %-tokens, then runs the line with the shell (Unix) or
+    // CreateProcess (Windows): platform::quote.
+    let cmd = sidecar
         .to_str()
-        .filter(|p| !p.contains(['\n', '\r', '\'']))
+        .and_then(platform::proxy_command_word)
         .ok_or_else(|| {
             format!(
                 "the sidecar's path {} cannot go on a ProxyCommand line; install it elsewhere",
                 sidecar.display()
             )
         })?;
-    // ssh runs ProxyCommand through the shell after expanding %-tokens.
-    let plain = |c: char| c.is_ascii_alphanumeric() || "/._+-".contains(c);
-    let mut cmd = if path.chars().all(plain) {
-        path.to_owned()
-    } else {
-        format!("'{path}'")
-    };
-    cmd = cmd.replace('%', "%%");
     let mut opts = format!("    ProxyCommand {cmd} %h %p\n    Port {port}\n");
     if let Some(key) = identity {
         let key = key
@@ -598,6 +593,9 @@ mod tests {
         assert!(remove("# <<< ztssh-sidecar setup <<<\n").is_err());
     }
 
+    // POSIX quoting and paths: Windows quotes for CreateProcess
+    // (platform/quote.rs has its tests).
+    #[cfg(unix)]
     #[test]
     fn the_block_quotes_odd_paths_and_keeps_global_options_global() {
         let b = ssh_block(
@@ -627,6 +625,9 @@ mod tests {
         assert!(ssh_block(Path::new("/a'b"), &["a".into()], 22, None).is_err());
     }
 
+    // POSIX quoting and paths: Windows quotes for CreateProcess
+    // (platform/quote.rs has its tests).
+    #[cfg(unix)]
     #[test]
     fn the_block_names_the_identity_ssh_must_log_in_with() {
         let sidecar = Path::new("/usr/bin/ztssh-sidecar");

@@ -23,11 +23,29 @@
 //! is real: nginx from Debian, and the `ztssh-proxy` and `ztssh-ca`
 //! binaries.
 //!
+//! One mode per object the proxies pull (`ZTSSH_BENCH_FLEET`, a comma
+//! list; all three by default, in turn):
+//! - `ban`: the root's revocation list (`revocation_url`), banning the
+//!   sessions' principal, as above;
+//! - `access`: the signed access list (`access_list_url`) of
+//!   `ZTSSH_BENCH_PRINCIPALS` principals (10,000), each with an Ed25519
+//!   key, signed by `ztssh-ca access`; the next version leaves out the one
+//!   principal that holds every session;
+//! - `krl`: the user CA's KRL (`user_ca_krl_url`) of
+//!   `ZTSSH_BENCH_KRL_SERIALS` serials (100,000) from `ssh-keygen -k -s`;
+//!   the sessions present an OpenSSH user certificate (`ssh-keygen -s`)
+//!   and the next KRL also revokes its serial.
+//!
+//! For `access` and `krl` the bench also gives the object's load time
+//! (its verification and parse, in this process, on the bytes served) and
+//! each proxy's memory with it in force, against proxies without it,
+//! side by side in the same run.
+//!
 //! `cargo bench -p ztssh-tests --bench fleet` (50 proxies × 20 sessions;
 //! `ZTSSH_BENCH_PROXIES` and `ZTSSH_BENCH_PER_PROXY` to change them,
-//! `ZTSSH_BENCH_SHORT=1` for the 5 × 4 run the test suite makes, which
-//! checks that every session ends and every client is told why, and
-//! asserts no speed).
+//! `ZTSSH_BENCH_SHORT=1` for the 5 × 4 run the test suite makes, with
+//! 1,000 principals and 1,000 serials, which checks that every session
+//! ends and every client is told why, and asserts no speed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 // The protocol-level client needs proto's testkit hooks, which only test
@@ -37,7 +55,8 @@
 mod client;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -176,25 +195,299 @@ fn member_pki(ca: &Path, dir: &Path, name: &str) -> Pki {
         ca: ca.to_owned(),
         state,
         licence,
+        signer: CaSigner::default(),
     }
 }
 
-/// Signs the next list with `ztssh-ca crl` into `staging`, then renames it
+/// Writes the next object into `staging` with `write`, then renames it
 /// over `served`; returns the moment just before the rename (monotonic and
 /// wall clock).
-fn publish(ca: &Path, staging: &Path, served: &Path) -> (Instant, f64) {
-    must(
-        Command::new(bin("ztssh-ca"))
-            .arg("crl")
-            .arg("--dir")
-            .arg(ca)
-            .arg("--out")
-            .arg(staging),
-        "ztssh-ca crl",
-    );
+fn publish(write: impl FnOnce(&Path), staging: &Path, served: &Path) -> (Instant, f64) {
+    write(staging);
     let at = (Instant::now(), wall_secs());
     std::fs::rename(staging, served).expect("publish the list");
     at
+}
+
+/// What the fleet pulls, and what publishing its next version withdraws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Object {
+    /// The root's revocation list; the next one bans alice.
+    Ban,
+    /// The signed access list; the next one leaves alice out.
+    Access,
+    /// The user CA's KRL; the next one revokes alice's certificate.
+    Krl,
+}
+
+impl Object {
+    fn parse(word: &str) -> Self {
+        match word.trim() {
+            "ban" => Self::Ban,
+            "access" => Self::Access,
+            "krl" => Self::Krl,
+            other => panic!("ZTSSH_BENCH_FLEET: unknown mode {other:?} (ban, access, krl)"),
+        }
+    }
+}
+
+/// One mode's CA side: the signer's files and how it writes each version.
+struct Publisher {
+    object: Object,
+    dir: PathBuf,
+    ca: PathBuf,
+    alice: PathBuf,
+    /// Principals in the access list, or serials in the KRL.
+    size: usize,
+    /// `krl`: the user CA's private key, and alice's certificate (binary).
+    user_ca: Option<PathBuf>,
+    cert: Option<Vec<u8>>,
+}
+
+/// alice's certificate serial (the KRL's other serials are random 63-bit).
+const ALICE_SERIAL: u64 = 4242;
+
+impl Publisher {
+    fn new(object: Object, dir: &Path, ca: &Path, alice: &Path, size: usize) -> Self {
+        let (mut user_ca, mut cert) = (None, None);
+        if object == Object::Krl {
+            let key = dir.join("user-ca");
+            must(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-N", "", "-t", "ed25519", "-f"])
+                    .arg(&key),
+                "ssh-keygen (user CA)",
+            );
+            must(
+                Command::new("ssh-keygen")
+                    .arg("-q")
+                    .arg("-s")
+                    .arg(&key)
+                    .args(["-I", "alice@fleet", "-n", "alice", "-V", "-5m:+4h"])
+                    .args(["-z", &ALICE_SERIAL.to_string()])
+                    .arg(alice.with_extension("pub")),
+                "ssh-keygen -s",
+            );
+            let text = read_text(&dir.join("alice-cert.pub"));
+            let c = ssh_key::Certificate::from_openssh(text.trim()).expect("certificate");
+            cert = Some(c.to_bytes().expect("encode"));
+            user_ca = Some(key);
+        }
+        Self {
+            object,
+            dir: dir.to_owned(),
+            ca: ca.to_owned(),
+            alice: alice.to_owned(),
+            size,
+            user_ca,
+            cert,
+        }
+    }
+
+    /// The first version into `out`; `next` the one that withdraws alice.
+    fn write(&self, out: &Path, next: bool) {
+        match self.object {
+            Object::Ban => {
+                if next {
+                    must(
+                        Command::new(bin("ztssh-ca"))
+                            .arg("revoke")
+                            .arg("--dir")
+                            .arg(&self.ca)
+                            .args(["--principal", "alice"]),
+                        "ztssh-ca revoke",
+                    );
+                }
+                must(
+                    Command::new(bin("ztssh-ca"))
+                        .arg("crl")
+                        .arg("--dir")
+                        .arg(&self.ca)
+                        .arg("--out")
+                        .arg(out),
+                    "ztssh-ca crl",
+                );
+            }
+            Object::Access => {
+                let input = self.dir.join("access.toml");
+                std::fs::write(&input, self.access_toml(!next)).expect("access.toml");
+                must(
+                    Command::new(bin("ztssh-ca"))
+                        .args(["access", "--dir"])
+                        .arg(&self.ca)
+                        .arg("--in")
+                        .arg(&input)
+                        .arg("--out")
+                        .arg(out),
+                    "ztssh-ca access",
+                );
+            }
+            Object::Krl => {
+                let spec = self.dir.join("krl-spec");
+                std::fs::write(&spec, krl_spec(self.size, next)).expect("KRL spec");
+                let version = if next { "2" } else { "1" };
+                let ca = self.user_ca.as_ref().expect("user CA");
+                must(
+                    Command::new("ssh-keygen")
+                        .args(["-k", "-z", version, "-f"])
+                        .arg(out)
+                        .arg("-s")
+                        .arg(ca.with_extension("pub"))
+                        .arg(&spec),
+                    "ssh-keygen -k",
+                );
+            }
+        }
+    }
+
+    /// `size` principals, alice among them when `with_alice`, each with
+    /// one Ed25519 key (the others from fixed seeds: no key files).
+    fn access_toml(&self, with_alice: bool) -> String {
+        let mut s = String::with_capacity(self.size * 120);
+        if with_alice {
+            let key = read_text(&self.alice.with_extension("pub"));
+            writeln!(s, "[principal.alice]\nkeys = [\"{}\"]", key.trim()).unwrap();
+        }
+        for i in 1..self.size {
+            let mut seed = [0x21u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let pair = ssh_key::private::Ed25519Keypair::from_seed(&seed);
+            let key = ssh_key::PublicKey::from(pair.public).to_openssh().unwrap();
+            writeln!(s, "[principal.user{i:05}]\nkeys = [\"{key}\"]").unwrap();
+        }
+        s
+    }
+
+    /// What each proxy's `proxy.toml` says about the object: its own copy
+    /// (`file`, in `pdir`) and the URL (`url`); `None` of both: a proxy
+    /// without the object.
+    fn config(&self, pdir: &Path, served: &Path, url: Option<String>, file: bool) -> String {
+        let (file_key, url_key, poll) = match self.object {
+            Object::Ban => ("revocation_list", "revocation_url", "revocation_poll_secs"),
+            Object::Access => ("access_list", "access_list_url", "revocation_poll_secs"),
+            Object::Krl => ("user_ca_krl", "user_ca_krl_url", "user_ca_krl_poll_secs"),
+        };
+        let mut extra = String::new();
+        if let Some(ca) = &self.user_ca {
+            writeln!(
+                extra,
+                "trusted_user_ca_keys = \"{}\"",
+                ca.with_extension("pub").display()
+            )
+            .unwrap();
+        }
+        // Each proxy starts from its own copy (as after a deploy), kept
+        // there by the proxy when it pulls a newer one.
+        if file {
+            let copy = pdir.join("object");
+            std::fs::copy(served, &copy).expect("copy the object");
+            writeln!(extra, "{file_key} = \"{}\"", copy.display()).unwrap();
+        }
+        // All pull from the one server; the query string only tells the
+        // proxies apart in nginx's access log.
+        if let Some(url) = url {
+            writeln!(extra, "{url_key} = \"{url}\"\n{poll} = {POLL_SECS}").unwrap();
+            if self.object == Object::Krl {
+                // nginx on loopback: the opt-in an unsigned KRL needs.
+                extra += "user_ca_krl_allow_http = true\n";
+            }
+        }
+        extra
+    }
+
+    /// The authorized principals file: alice's key for a ban; nothing for
+    /// the others (the list or the certificate is what admits her).
+    fn principals(&self) -> String {
+        match self.object {
+            Object::Ban => format!("alice {}", read_text(&self.alice.with_extension("pub"))),
+            Object::Access | Object::Krl => {
+                "# none: the access list or the user CA admits\n".into()
+            }
+        }
+    }
+
+    /// Whether a client was told why its session ended.
+    fn told(&self, reason: &str) -> bool {
+        match self.object {
+            Object::Ban => reason == "principal alice banned",
+            Object::Access => reason.contains("principal alice is no longer authorized"),
+            Object::Krl => reason.contains("was revoked by your SSH CA's KRL"),
+        }
+    }
+
+    /// The key prefix of this mode's figures.
+    fn key(&self, proxies: usize, n: usize) -> String {
+        match self.object {
+            Object::Ban => format!("fleet/proxies={proxies}/sessions={n}"),
+            Object::Access => {
+                format!(
+                    "fleet/access_principals={}/proxies={proxies}/sessions={n}",
+                    self.size
+                )
+            }
+            Object::Krl => format!(
+                "fleet/krl_serials={}/proxies={proxies}/sessions={n}",
+                self.size
+            ),
+        }
+    }
+
+    /// Load time of the object in this process (min, median, max of 5):
+    /// what a proxy's reload does with the bytes it fetched.
+    fn load_times(
+        &self,
+        bytes: &[u8],
+        root: &ztssh_proto::keys::PublicKey,
+    ) -> Option<[Duration; 3]> {
+        let load = || match self.object {
+            Object::Ban => None,
+            Object::Access => {
+                let l = ztssh_proto::access::verify_pem(bytes, root, None, 0)
+                    .expect("the list verifies");
+                Some(l.principals.len())
+            }
+            Object::Krl => {
+                let k = ztssh_proto::krl::Krl::decode(bytes).expect("the KRL decodes");
+                Some(k.counts().1)
+            }
+        };
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let n = std::hint::black_box(load())?;
+            times.push(t.elapsed());
+            assert_eq!(n, self.size, "the object holds what was written");
+        }
+        times.sort();
+        Some([times[0], times[2], times[4]])
+    }
+}
+
+/// `n` random 63-bit serials (splitmix64, as CAs that pick random serials
+/// write them), as an `ssh-keygen -k` spec; `with_alice` adds hers.
+fn krl_spec(n: usize, with_alice: bool) -> String {
+    let mut state = 0x5eed_0021u64;
+    let mut spec = String::with_capacity(30 * n + 30);
+    for _ in 0..n {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        writeln!(spec, "serial: {}", (z ^ (z >> 31)) >> 1 | 1).unwrap();
+    }
+    if with_alice {
+        writeln!(spec, "serial: {ALICE_SERIAL}").unwrap();
+    }
+    spec
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    read_text(Path::new(&format!("/proc/{pid}/status")))
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn main() {
@@ -202,8 +495,25 @@ fn main() {
         return;
     }
     let short = std::env::var_os("ZTSSH_BENCH_SHORT").is_some();
+    let modes = std::env::var("ZTSSH_BENCH_FLEET").unwrap_or_else(|_| "ban,access,krl".into());
+    for word in modes.split(',') {
+        run(Object::parse(word), short);
+    }
+}
+
+/// One mode: the fleet up, idle, then the next version of `object`
+/// published and every session it withdraws closed.
+fn run(object: Object, short: bool) {
     let proxies = env_usize("ZTSSH_BENCH_PROXIES", if short { 5 } else { 50 });
     let per = env_usize("ZTSSH_BENCH_PER_PROXY", if short { 4 } else { 20 });
+    let size = match object {
+        Object::Ban => 0,
+        Object::Access => env_usize("ZTSSH_BENCH_PRINCIPALS", if short { 1_000 } else { 10_000 }),
+        Object::Krl => env_usize(
+            "ZTSSH_BENCH_KRL_SERIALS",
+            if short { 1_000 } else { 100_000 },
+        ),
+    };
     let idle_secs = if short { 3 } else { 30 };
     let n = proxies * per;
     assert!(proxies > 0 && per > 0, "nothing to measure");
@@ -221,17 +531,20 @@ fn main() {
         .tempdir()
         .expect("tmp");
     let web = WebRoot::new();
+    // The one file nginx serves (named crl.pem, whichever object it holds).
     let (served, staging) = (web.served(), web.staging());
 
     let alice = user_key(dir.path(), "alice");
-    let principals = format!("alice {}", read_text(&alice.with_extension("pub")));
     let ca = ca_init(dir.path());
     let root = ztssh_keyfile::read_root_public(&ca.join("root.pub")).expect("root.pub");
-    publish(&ca, &staging, &served);
-    let nginx = Nginx::start(&web);
+    let publisher = Publisher::new(object, dir.path(), &ca, &alice, size);
+    let principals = publisher.principals();
+    publish(|out| publisher.write(out, false), &staging, &served);
+    let load = publisher.load_times(&std::fs::read(&served).expect("served"), &root);
+    let nginx = Nginx::start_empty(&web);
 
     let t = Instant::now();
-    let start = |name: String, url: bool, list: bool| -> Member {
+    let start = |name: String, url: bool, file: bool| -> Member {
         let pdir = dir.path().join(&name);
         std::fs::create_dir_all(&pdir).expect("proxy dir");
         let pki = member_pki(&ca, &pdir, &name);
@@ -249,21 +562,7 @@ challenge_deadline_secs = 300
 \
                          cert_ttl_secs = 3600\n"
             .to_owned();
-        // Each proxy starts from its own copy of the list (as after a
-        // deploy), kept there by the proxy when it pulls a newer one.
-        if list {
-            let cache = pdir.join("crl.pem");
-            std::fs::copy(&served, &cache).expect("copy the list");
-            extra += &format!("revocation_list = \"{}\"\n", cache.display());
-        }
-        // All pull from the one server; the query string only tells the
-        // proxies apart in nginx's access log.
-        if url {
-            extra += &format!(
-                "revocation_url = \"{}\"\nrevocation_poll_secs = {POLL_SECS}\n",
-                nginx.url(&name)
-            );
-        }
+        extra += &publisher.config(&pdir, &served, url.then(|| nginx.url(&name)), file);
         let proxy = Proxy::start(&pdir, &pki, sink_port, &principals, &extra);
         Member {
             proxy,
@@ -284,6 +583,13 @@ challenge_deadline_secs = 300
     let url_only: Vec<Member> = (0..controls)
         .map(|i| start(format!("urlonly{i}"), true, false))
         .collect();
+    // For the memory an access list or a KRL takes: proxies without it.
+    let without: Vec<Member> = match object {
+        Object::Ban => Vec::new(),
+        Object::Access | Object::Krl => (0..controls)
+            .map(|i| start(format!("without{i}"), false, false))
+            .collect(),
+    };
     let started = t.elapsed();
 
     // Sessions: session j of proxy p is global session p * per + j.
@@ -294,16 +600,23 @@ challenge_deadline_secs = 300
             .map(|th| {
                 let ports = &ports;
                 let alice = &alice;
+                let cert = publisher.cert.as_ref();
                 s.spawn(move || {
                     (0..n)
                         .filter(|g| (g / PER_SOURCE) % OPENERS == th)
                         .map(|g| {
                             let p = g / per;
                             let sock = connect_from(&source(g), ports[p]).expect("connect");
-                            let mut c = LibClient::handshake(sock, root, alice, "alice")
-                                .unwrap_or_else(|e| {
-                                    panic!("session {g} on proxy {p} from {}: {e}", source(g))
-                                });
+                            let mut c = LibClient::handshake_with_cert(
+                                sock,
+                                root,
+                                alice,
+                                "alice",
+                                cert.cloned(),
+                            )
+                            .unwrap_or_else(|e| {
+                                panic!("session {g} on proxy {p} from {}: {e}", source(g))
+                            });
                             c.establish().expect("establish");
                             (p, c)
                         })
@@ -368,17 +681,34 @@ challenge_deadline_secs = 300
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let (cpu_fleet, cpu_file, cpu_url) = (rates(0), rates(1), rates(2));
     let nginx_cpu: f64 = rates(3).iter().sum();
+    // Memory with the object in force: resident now, and the peak so far
+    // (its first load included), mean per proxy of each group, KiB.
+    let mem = |g: &[Member], field: &str| -> f64 {
+        let v: Vec<f64> = g
+            .iter()
+            .map(|m| status_kib(m.proxy.pid(), field) as f64)
+            .collect();
+        mean(&v)
+    };
+    let memory: Vec<(&str, &[Member])> = vec![
+        ("the fleet (pull + file, sessions)", &fleet),
+        ("file only, no sessions", &file_only),
+        ("pull only, no sessions", &url_only),
+        ("without the object, no sessions", &without),
+    ];
+    let memory: Vec<(&str, f64, f64)> = memory
+        .into_iter()
+        .filter(|(_, g)| !g.is_empty())
+        .map(|(what, g)| (what, mem(g, "VmRSS"), mem(g, "VmHWM")))
+        .collect();
+    let fleet_cpu_before: Vec<f64> = fleet
+        .iter()
+        .map(|m| proc_cpu(m.proxy.pid(), false))
+        .collect();
 
-    // The ban.
-    must(
-        Command::new(bin("ztssh-ca"))
-            .arg("revoke")
-            .arg("--dir")
-            .arg(&ca)
-            .args(["--principal", "alice"]),
-        "ztssh-ca revoke",
-    );
-    let (landed, landed_wall) = publish(&ca, &staging, &served);
+    // The change: a ban, alice left out of the access list, or her
+    // certificate's serial in the KRL.
+    let (landed, landed_wall) = publish(|out| publisher.write(out, true), &staging, &served);
     let all_closed = wait_until_ok(Duration::from_secs(60), || {
         fleet
             .iter()
@@ -387,7 +717,7 @@ challenge_deadline_secs = 300
     let done = landed.elapsed();
     assert!(
         all_closed,
-        "not every sshd-side socket closed within 60 s of the ban: {} of {n}\n{}",
+        "not every sshd-side socket closed within 60 s of the change: {} of {n}\n{}",
         fleet
             .iter()
             .map(|m| m.closed.lock().expect("lock").len())
@@ -419,6 +749,18 @@ challenge_deadline_secs = 300
         }
         out
     });
+
+    // Each fleet proxy's CPU from just before the publish until its
+    // sessions were closed and their clients told (the fetch, the
+    // verification and parse, the reload and 20 kills), and its peak
+    // memory by then.
+    let mut change_cpu: Vec<f64> = fleet
+        .iter()
+        .zip(&fleet_cpu_before)
+        .map(|(m, before)| proc_cpu(m.proxy.pid(), false) - before)
+        .collect();
+    change_cpu.sort_by(f64::total_cmp);
+    let peak_after = mem(&fleet, "VmHWM");
 
     // Per session: the list landing to its sshd-side socket closing.
     let mut up: Vec<Duration> = Vec::with_capacity(n);
@@ -453,10 +795,7 @@ challenge_deadline_secs = 300
         .collect();
     after_fetch.sort();
 
-    let banned = reasons
-        .iter()
-        .filter(|(_, r)| r == "principal alice banned")
-        .count();
+    let banned = reasons.iter().filter(|(_, r)| publisher.told(r)).count();
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1e3);
     let row = |what: &str, v: &[Duration]| {
         if v.is_empty() {
@@ -471,9 +810,32 @@ challenge_deadline_secs = 300
             );
         }
     };
+    let what = match object {
+        Object::Ban => "revocation list, a ban".to_owned(),
+        Object::Access => format!("access list of {size} principals, one left out"),
+        Object::Krl => format!("user CA KRL of {size} serials, one live certificate's added"),
+    };
     println!(
-        "fleet revocation: {proxies} ztssh-proxy processes × {per} live sessions = {n}, \
-         one nginx on loopback, revocation_poll_secs = {POLL_SECS} (±10 % jitter)"
+        "fleet ({what}): {proxies} ztssh-proxy processes × {per} live sessions = {n}, \
+         one nginx on loopback, poll every {POLL_SECS} s (±10 % jitter)"
+    );
+    if let Some([lo, mid, hi]) = load {
+        println!(
+            "  load ({} bytes verified and parsed in this process, 5 runs): min {:.2} / median {:.2} / max {:.2} ms",
+            std::fs::metadata(&served).map(|m| m.len()).unwrap_or(0),
+            lo.as_secs_f64() * 1e3,
+            mid.as_secs_f64() * 1e3,
+            hi.as_secs_f64() * 1e3
+        );
+    }
+    println!("  memory per proxy, mean, KiB (resident / peak), before the change:");
+    for (what, rss, hwm) in &memory {
+        println!("    {what}: {rss:.0} / {hwm:.0}");
+    }
+    println!(
+        "  the fleet's peak after the change: {peak_after:.0} KiB; CPU per fleet proxy for the change, mean / max: {:.0} / {:.0} ms",
+        mean(&change_cpu) * 1e3,
+        change_cpu.last().copied().unwrap_or(0.0) * 1e3
     );
     println!(
         "  setup: {} keygens, licences and proxies in {:.1} s; {n} sessions in {:.1} s",
@@ -492,22 +854,22 @@ challenge_deadline_secs = 300
         2 * controls
     );
     println!(
-        "    revocation_url + revocation_list (the fleet, {per} idle sessions each): {:.2} / {:.2}",
+        "    pull + file (the fleet, {per} idle sessions each): {:.2} / {:.2}",
         mean(&cpu_fleet) * 1e3,
         cpu_fleet.last().copied().unwrap_or(0.0) * 1e3
     );
     println!(
-        "    revocation_list only, no sessions ({controls}): {:.2} / {:.2}",
+        "    file only, no sessions ({controls}): {:.2} / {:.2}",
         mean(&cpu_file) * 1e3,
         cpu_file.last().copied().unwrap_or(0.0) * 1e3
     );
     println!(
-        "    revocation_url only, no sessions ({controls}): {:.2} / {:.2}",
+        "    pull only, no sessions ({controls}): {:.2} / {:.2}",
         mean(&cpu_url) * 1e3,
         cpu_url.last().copied().unwrap_or(0.0) * 1e3
     );
     println!("    nginx (master and worker): {:.2}", nginx_cpu * 1e3);
-    println!("| from the new list landing on nginx to … | samples | p50 | p99 | max |");
+    println!("| from the new version landing on nginx to … | samples | p50 | p99 | max |");
     println!("|---|---|---|---|---|");
     row(
         "the proxy's GET answered 200 (nginx's log, per proxy)",
@@ -527,7 +889,28 @@ challenge_deadline_secs = 300
         ms(max),
         ms(done)
     );
-    let k = |f: &str| format!("fleet/proxies={proxies}/sessions={n}/{f}");
+    let prefix = publisher.key(proxies, n);
+    let k = |f: &str| format!("{prefix}/{f}");
+    if let Some([_, mid, _]) = load {
+        bench::figure(&k("load"), mid.as_secs_f64() * 1e3, "ms", Better::Lower);
+    }
+    if object != Object::Ban {
+        let with = memory
+            .iter()
+            .find(|m| m.0.starts_with("pull only"))
+            .map_or(0.0, |m| m.1);
+        let base = memory
+            .iter()
+            .find(|m| m.0.starts_with("without"))
+            .map_or(0.0, |m| m.1);
+        bench::figure(&k("object_rss"), with - base, "KiB", Better::Lower);
+        bench::figure(
+            &k("change_cpu_per_proxy"),
+            mean(&change_cpu) * 1e3,
+            "ms",
+            Better::Lower,
+        );
+    }
     let msf = |d: Duration| d.as_secs_f64() * 1e3;
     bench::figure(
         &k("idle_cpu_per_proxy"),
@@ -556,13 +939,13 @@ challenge_deadline_secs = 300
         );
         bench::figure(&k("close_max"), msf(max), "ms", Better::Lower);
     }
-    println!("  {banned}/{n} clients were told \"principal alice banned\"");
+    println!("  {banned}/{n} clients were told why");
     assert_eq!(up.len(), n, "every sshd-side socket closed once");
     assert_eq!(fetch.len(), proxies, "every proxy fetched the new list");
     if banned != n {
         let bad: Vec<_> = reasons
             .iter()
-            .filter(|(_, r)| r != "principal alice banned")
+            .filter(|(_, r)| !publisher.told(r))
             .take(5)
             .collect();
         panic!("every session must be told why; not told: {bad:?}");
@@ -570,6 +953,7 @@ challenge_deadline_secs = 300
     drop(fleet);
     drop(file_only);
     drop(url_only);
+    drop(without);
     drop(nginx);
 }
 

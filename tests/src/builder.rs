@@ -13,8 +13,8 @@ pub const SHORT_CERTS: &str = "insecure_short_certs = true\n";
 
 use crate::zsk::{ACCOUNT, Installed, ensure_account};
 use crate::{
-    Pki, Proxy, Sshd, TempDir, World, assert_ok, bin, free_port, read_text, run_bounded, sshd_bin,
-    user_key,
+    CaSigner, Pki, Proxy, Sshd, TempDir, World, assert_ok, bin, free_port, read_text, run_bounded,
+    sshd_bin, user_key,
 };
 
 /// A world without sshd: the CA, alice (and any other users) and the
@@ -55,6 +55,8 @@ pub struct WorldBuilder<'a> {
     before_start: Option<BeforeStart<'a>>,
     zero_standing_keys: Option<String>,
     loopback: bool,
+    licence_hosts: Vec<String>,
+    ca_signer: CaSigner,
 }
 
 type SshdHead<'a> = Box<dyn FnOnce(&Path, u16) -> String + 'a>;
@@ -74,6 +76,8 @@ impl<'a> WorldBuilder<'a> {
             before_start: None,
             zero_standing_keys: None,
             loopback: false,
+            licence_hosts: vec!["localhost".into(), "web1".into()],
+            ca_signer: CaSigner::default(),
         }
     }
 
@@ -81,6 +85,13 @@ impl<'a> WorldBuilder<'a> {
     /// alice alone). sshd trusts alice's key for root either way.
     pub fn principals(mut self, names: &[&str]) -> Self {
         self.principals = names.iter().map(|n| (*n).to_owned()).collect();
+        self
+    }
+
+    /// The host names the proxy's licence covers (default: localhost and
+    /// web1), which a sidecar checks the host ssh gave it (`%h`) against.
+    pub fn licence_hosts(mut self, hosts: &[&str]) -> Self {
+        self.licence_hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
         self
     }
 
@@ -104,6 +115,21 @@ impl<'a> WorldBuilder<'a> {
     /// is the proxy's port.
     pub fn run_args(mut self, args: &[&str]) -> Self {
         self.run_args = args.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
+    /// The CA's root held elsewhere than `root.key`: `init`'s flags
+    /// (`--pkcs11 MODULE --token T --key K`, `--agent FP`) and the
+    /// environment of every `ztssh-ca` command (the token's config, the
+    /// PIN file, the agent's socket).
+    pub fn ca_signer(mut self, init_args: &[&str], env: &[(&str, &Path)]) -> Self {
+        self.ca_signer = CaSigner {
+            init_args: init_args.iter().map(|a| (*a).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.display().to_string()))
+                .collect(),
+        };
         self
     }
 
@@ -260,7 +286,8 @@ impl<'a> WorldBuilder<'a> {
         for (name, text) in &self.files {
             fs::write(d.join(name), text).expect("world file");
         }
-        let pki = Pki::create(d, &["localhost", "web1"]);
+        let hosts: Vec<&str> = self.licence_hosts.iter().map(String::as_str).collect();
+        let pki = Pki::create_held(d, &hosts, self.ca_signer.clone());
         pki.publish_crl();
         if let Some(hook) = self.before_start.take() {
             hook(&pki, d);

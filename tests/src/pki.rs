@@ -10,14 +10,41 @@ use crate::{bin, run_bounded};
 
 /// `ztssh-ca init` in `dir/ca`; returns the CA directory.
 pub fn ca_init(dir: &Path) -> PathBuf {
+    ca_init_held(dir, &CaSigner::default())
+}
+
+/// Where the harness's CA keeps its root: `init`'s extra flags (`--pkcs11
+/// ...`, `--agent FP`) and the environment every `ztssh-ca` command of the
+/// world runs with (`SOFTHSM2_CONF`, `ZTSSH_CA_PIN_FILE`, `SSH_AUTH_SOCK`).
+#[derive(Clone, Debug, Default)]
+pub struct CaSigner {
+    /// `init`'s flags after `--dir`.
+    pub init_args: Vec<String>,
+    /// Environment for every `ztssh-ca` command.
+    pub env: Vec<(String, String)>,
+}
+
+impl CaSigner {
+    /// `ztssh-ca` with this environment.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(bin("ztssh-ca"));
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+}
+
+/// `ztssh-ca init ARGS` in `dir/ca`; returns the CA directory.
+pub fn ca_init_held(dir: &Path, signer: &CaSigner) -> PathBuf {
     let ca = dir.join("ca");
     ok(
         &run_bounded(
-            Command::new(bin("ztssh-ca"))
+            signer
+                .command()
                 .arg("init")
                 .arg("--dir")
-                .arg(&ca),
-            Duration::from_secs(10),
+                .arg(&ca)
+                .args(&signer.init_args),
+            Duration::from_secs(30),
         ),
         "ca init",
     );
@@ -29,12 +56,19 @@ pub struct Pki {
     pub ca: PathBuf,
     pub state: PathBuf,
     pub licence: PathBuf,
+    /// Where the CA's root is held.
+    pub signer: CaSigner,
 }
 
 impl Pki {
     /// `ztssh-ca init`, `ztssh-proxy keygen`, `ztssh-ca authorize-server`.
     pub fn create(dir: &Path, hostnames: &[&str]) -> Self {
-        let ca = ca_init(dir);
+        Self::create_held(dir, hostnames, CaSigner::default())
+    }
+
+    /// [`Pki::create`] with the root held by `signer`.
+    pub fn create_held(dir: &Path, hostnames: &[&str], signer: CaSigner) -> Self {
+        let ca = ca_init_held(dir, &signer);
         let state = dir.join("state");
         let licence = dir.join("licence.pem");
         let t = Duration::from_secs(10);
@@ -48,7 +82,7 @@ impl Pki {
             ),
             "proxy keygen",
         );
-        let mut auth = Command::new(bin("ztssh-ca"));
+        let mut auth = signer.command();
         auth.arg("authorize-server")
             .arg("--dir")
             .arg(&ca)
@@ -60,7 +94,12 @@ impl Pki {
         }
         auth.arg("--out").arg(&licence);
         ok(&run_bounded(&mut auth, t), "authorize-server");
-        Self { ca, state, licence }
+        Self {
+            ca,
+            state,
+            licence,
+            signer,
+        }
     }
 
     /// The root public key file.
@@ -80,7 +119,7 @@ impl Pki {
 
     /// `ztssh-ca crl`: signs and atomically replaces the revocation list.
     pub fn publish_crl(&self) {
-        let mut c = Command::new(bin("ztssh-ca"));
+        let mut c = self.signer.command();
         c.arg("crl")
             .arg("--dir")
             .arg(&self.ca)
@@ -95,7 +134,7 @@ impl Pki {
     /// `ztssh-ca crl --ttl TTL` into `out` (a web server's copy, say):
     /// the next version, signed and atomically replaced.
     pub fn publish_crl_to(&self, out: &Path, ttl: &str) {
-        let mut c = Command::new(bin("ztssh-ca"));
+        let mut c = self.signer.command();
         c.arg("crl")
             .arg("--dir")
             .arg(&self.ca)
@@ -110,7 +149,7 @@ impl Pki {
 
     /// `ztssh-ca revoke --KIND VALUE`.
     pub fn revoke(&self, kind: &str, value: &str) {
-        let mut c = Command::new(bin("ztssh-ca"));
+        let mut c = self.signer.command();
         c.arg("revoke")
             .arg("--dir")
             .arg(&self.ca)

@@ -23,14 +23,24 @@ pub fn hello(
     sock: &mut TcpStream,
     root: PublicKey,
 ) -> std::io::Result<(handshake::ServerVerified, Vec<u8>)> {
+    hello_with_cert(sock, root, None)
+}
+
+/// [`hello`] for a client that will present `user_cert` (an OpenSSH user
+/// certificate's binary form) in message 3.
+pub fn hello_with_cert(
+    sock: &mut TcpStream,
+    root: PublicKey,
+    user_cert: Option<Vec<u8>>,
+) -> std::io::Result<(handshake::ServerVerified, Vec<u8>)> {
     let f = FrameSize::default();
     let cfg = ClientConfig {
         root,
         host: "localhost".into(),
         frame_size: f,
     };
-    let (state, msg1) =
-        handshake::client_start(cfg, &mut UnwrapErr(SysRng)).map_err(std::io::Error::other)?;
+    let (state, msg1) = handshake::client_start_with_cert(cfg, user_cert, &mut UnwrapErr(SysRng))
+        .map_err(std::io::Error::other)?;
     sock.write_all(&msg1)?;
     let mut msg2 = vec![0u8; message_len(2, f)];
     sock.read_exact(&mut msg2)?;
@@ -118,14 +128,26 @@ impl LibClient {
 
     /// Handshakes over an already connected socket.
     pub fn handshake(
-        mut sock: TcpStream,
+        sock: TcpStream,
         root: PublicKey,
         key: &Path,
         principal: &str,
     ) -> std::io::Result<Self> {
+        Self::handshake_with_cert(sock, root, key, principal, None)
+    }
+
+    /// Handshakes over an already connected socket, presenting `user_cert`
+    /// (an OpenSSH user certificate of the key at `key`, binary form).
+    pub fn handshake_with_cert(
+        mut sock: TcpStream,
+        root: PublicKey,
+        key: &Path,
+        principal: &str,
+        user_cert: Option<Vec<u8>>,
+    ) -> std::io::Result<Self> {
         sock.set_read_timeout(Some(Duration::from_secs(30)))?;
         sock.set_nodelay(true)?;
-        let (v, _) = hello(&mut sock, root)?;
+        let (v, _) = hello_with_cert(&mut sock, root, user_cert)?;
         let (session, msg3) = client_auth(v, key, principal)?;
         sock.write_all(&msg3)?;
         let subca = session.licence.body.subca_key;

@@ -302,3 +302,219 @@ fn one_list_on_nginx_grants_and_withdraws_access_on_three_proxies() {
     let out = run_bounded(ssh_as(&fleet[0], "carol").arg("true"), T);
     assert!(!out.status.success());
 }
+
+/// Runs `ztssh-ca` with `args`, bounded.
+fn ca(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    run_bounded(Command::new(bin("ztssh-ca")).args(args), T)
+}
+
+/// The list in `signed` (a delegated key's, its delegation beside it)
+/// with every grant's servers replaced by `servers`, re-signed by the
+/// delegated key `key` itself: what a stolen key could publish without
+/// the CA tool's checks.
+fn forge_servers(signed: &Path, key: &Path, servers: &[&str], version: u64) -> String {
+    use ztssh_proto::access::AccessList;
+    use ztssh_proto::delegation::{Delegation, encode_pem, split_pem};
+    use ztssh_proto::labels::pem;
+    let text = std::fs::read(signed).expect("signed list");
+    let (list, dlg) = split_pem(&text, pem::ACCESS).expect("pem");
+    let dlg = Delegation::decode(&dlg.expect("a delegation beside the list")).expect("delegation");
+    let key = ztssh_keyfile::read_signing_key(key, pem::DELEGATED_KEY).expect("delegated key");
+    let mut list = AccessList::decode_verified(&list, &key.public()).expect("list");
+    list.list_version = version;
+    for g in list.principals.values_mut() {
+        g.servers = servers.iter().map(|s| (*s).to_owned()).collect();
+    }
+    encode_pem(pem::ACCESS, &list.sign(&key).expect("sign"), Some(&dlg))
+}
+
+#[test]
+fn a_list_signed_by_an_access_delegation_grants_within_its_servers_until_revoked() {
+    let p = Publisher::new();
+    let team = user_key(p.dir.path(), "team");
+    assert_eq!(team, fleet_key(&p));
+    // The root delegates an online key for access lists on web* servers;
+    // CI signs from a copy of the CA's records without the root key.
+    let keys = p.dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("keys");
+    let (key, dlg) = (keys.join("ci.key"), keys.join("ci.dlg"));
+    assert_ok(
+        &ca(&["keygen".as_ref(), "--out".as_ref(), key.as_os_str()]),
+        "keygen",
+    );
+    assert_ok(
+        &ca(&[
+            "delegate".as_ref(),
+            "--dir".as_ref(),
+            p.ca.as_os_str(),
+            "--purpose".as_ref(),
+            "access".as_ref(),
+            "--key".as_ref(),
+            key.with_extension("pub").as_os_str(),
+            "--servers".as_ref(),
+            "web*".as_ref(),
+            "--out".as_ref(),
+            dlg.as_os_str(),
+        ]),
+        "delegate",
+    );
+    let ci = p.dir.path().join("ci-ca");
+    assert_ok(
+        &run_bounded(Command::new("cp").arg("-a").arg(&p.ca).arg(&ci), T),
+        "cp",
+    );
+    std::fs::remove_file(ci.join("root.key")).expect("rm root.key");
+    let sign_as = |name: &str, toml: &str, d: &Path, k: &Path| {
+        let input = p.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&input, toml).expect("toml");
+        let out = p.web.path().join(format!("staging/{name}.pem"));
+        let o = ca(&[
+            "access".as_ref(),
+            "--dir".as_ref(),
+            ci.as_os_str(),
+            "--in".as_ref(),
+            input.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--delegation".as_ref(),
+            d.as_os_str(),
+            "--key".as_ref(),
+            k.as_os_str(),
+        ]);
+        (o, out)
+    };
+    // The CA tool refuses up front a list that grants beyond web*.
+    let (o, _) = sign_as("db", &list(&[("carol", &team, Some("db1"))]), &dlg, &key);
+    assert!(
+        !o.status.success() && stderr(&o).contains("covers servers web* only"),
+        "{}",
+        stderr(&o)
+    );
+    let (o, _) = sign_as("all", &list(&[("carol", &team, None)]), &dlg, &key);
+    assert!(
+        !o.status.success() && stderr(&o).contains("every server"),
+        "{}",
+        stderr(&o)
+    );
+    // A licences delegation cannot sign an access list.
+    let (lkey, ldlg) = (keys.join("lic.key"), keys.join("lic.dlg"));
+    assert_ok(
+        &ca(&["keygen".as_ref(), "--out".as_ref(), lkey.as_os_str()]),
+        "keygen",
+    );
+    assert_ok(
+        &ca(&[
+            "delegate".as_ref(),
+            "--dir".as_ref(),
+            p.ca.as_os_str(),
+            "--purpose".as_ref(),
+            "licences".as_ref(),
+            "--key".as_ref(),
+            lkey.with_extension("pub").as_os_str(),
+            "--out".as_ref(),
+            ldlg.as_os_str(),
+        ]),
+        "delegate licences",
+    );
+    let (o, _) = sign_as(
+        "lic",
+        &list(&[("carol", &team, Some("web*"))]),
+        &ldlg,
+        &lkey,
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("not access"),
+        "{}",
+        stderr(&o)
+    );
+    // Version 1, signed by CI under the delegation: carol on web*.
+    let (o, v1) = sign_as("v1", &list(&[("carol", &team, Some("web*"))]), &dlg, &key);
+    assert_ok(&o, "delegated access list");
+    p.serve(&v1);
+    let fleet: Vec<World> = ["web1", "db1"].iter().map(|id| p.proxy(id)).collect();
+    for w in &fleet {
+        w.proxy.wait_log("access list version 1 loaded", WAIT);
+    }
+    let (web1, db1) = (&fleet[0], &fleet[1]);
+    let out = run_bounded(ssh_as(web1, "carol").arg("echo in"), T);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("in"),
+        "a delegated list lets carol in on web1: {}\n{}",
+        stderr(&out),
+        web1.proxy.log_text()
+    );
+    let out = run_bounded(ssh_as(db1, "carol").arg("true"), T);
+    assert!(
+        !out.status.success() && stderr(&out).contains("on db1"),
+        "{}",
+        stderr(&out)
+    );
+    // Around the CA tool: the delegated key itself signs a list granting
+    // db1 (and one granting every server), served to both proxies. Each
+    // refuses the whole list, saying why, and version 1 stays in force.
+    for (n, servers) in [(2u64, &["db1"][..]), (3, &[])] {
+        let forged = p.web.path().join(format!("staging/forged{n}.pem"));
+        std::fs::write(&forged, forge_servers(&v1, &key, servers, n)).expect("forged");
+        p.serve(&forged);
+        for w in &fleet {
+            wait_until(WAIT, "the forged list refused", || {
+                w.proxy.log_text().lines().any(|l| {
+                    l.contains("event=\"access_fetch_failed\"")
+                        && l.contains(&format!(
+                            "grants principal carol {}",
+                            ["servers db1", "every server"][usize::from(n == 3)]
+                        ))
+                        && l.contains("covers servers web* only")
+                })
+            });
+            assert!(
+                !w.proxy
+                    .log_text()
+                    .contains(&format!("access list version {n} loaded")),
+                "{}",
+                w.proxy.log_text()
+            );
+        }
+    }
+    let out = run_bounded(ssh_as(db1, "carol").arg("true"), T);
+    assert!(!out.status.success(), "the forged list granted db1");
+    // Carol's live session on web1; then the root revokes the delegation.
+    let live = live_as(web1, "carol");
+    let ci_dlg = dlg.clone();
+    for w in &fleet {
+        let o = ca(&[
+            "revoke".as_ref(),
+            "--dir".as_ref(),
+            w.pki.ca.as_os_str(),
+            "--delegation".as_ref(),
+            ci_dlg.as_os_str(),
+        ]);
+        assert_ok(&o, "revoke the delegation");
+        w.pki.publish_crl();
+    }
+    // The list in force is withdrawn with it: carol's session ends, told why.
+    let out = wait_bounded(live, Duration::from_secs(20));
+    assert!(
+        stderr(&out).contains("no longer grants anything") && stderr(&out).contains("revoked"),
+        "{}\n{}",
+        stderr(&out),
+        web1.proxy.log_text()
+    );
+    // The next list the revoked delegation signs is refused, saying what
+    // to do.
+    let (o, v4) = sign_as("v4", &list(&[("carol", &team, Some("web1"))]), &dlg, &key);
+    assert_ok(&o, "the CA tool does not know the list in force");
+    p.serve(&v4);
+    wait_until(WAIT, "the revoked delegation's list refused", || {
+        web1.proxy.log_text().lines().any(|l| {
+            l.contains("event=\"access_fetch_failed\"")
+                && l.contains("is revoked")
+                && l.contains("sign the list with the root (ztssh-ca access --dir CA)")
+        })
+    });
+    let out = run_bounded(ssh_as(web1, "carol").arg("true"), T);
+    assert!(
+        !out.status.success(),
+        "a revoked delegation's list let carol in"
+    );
+}

@@ -733,3 +733,114 @@ fn the_ca_directory_is_private_and_its_files_are_read_like_its_key() {
     assert_ok(&crl(dir), "all put back");
     assert_eq!(list_version(dir, &dir.join("crl.pem")), 3);
 }
+
+/// Holds the CA directory's locks as a running `ztssh-ca` does, starts
+/// `revoke --principal NAME --dir CA_DIR` (absolute) and returns it (and the file its stderr goes to) once it says
+/// it is waiting.
+fn revoke_while_locked(
+    dir: &Path,
+    ca_dir: &Path,
+    name: &str,
+) -> (Child, [nix::fcntl::Flock<std::fs::File>; 2], PathBuf) {
+    let lock = |f: std::fs::File| {
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .expect("lock")
+    };
+    let held = [
+        lock(std::fs::File::open(ca_dir).expect("open dir")),
+        lock(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(ca_dir.join("lock"))
+                .expect("the lock file exists"),
+        ),
+    ];
+    let err_path = dir.join(format!("{name}.err"));
+    let child = Command::new(bin("ztssh-ca"))
+        .args(["revoke", "--principal", name, "--dir"])
+        .arg(ca_dir)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn");
+    wait_until(T, "the waiting message", || {
+        read_text(&err_path).contains("waiting for")
+    });
+    (child, held, err_path)
+}
+
+/// A CA directory moved while a command waits for its lock, and another
+/// put at its path: the command used to lock the moved one and write the
+/// new one (issue 23). It now refuses and changes neither; a symlink
+/// swapped in, or a parent moved away, is refused the same way.
+#[test]
+fn a_ca_directory_moved_under_a_waiting_command_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let ca_dir = ca_init(dir);
+    let records = |d: &Path| read_text(&d.join("revocations.txt"));
+    let moved_msg = "was moved or replaced while this command waited";
+
+    // Renamed, and a copy of it put at the old path.
+    let (child, held, err) = revoke_while_locked(dir, &ca_dir, "renamed");
+    let moved = dir.join("ca.moved");
+    std::fs::rename(&ca_dir, &moved).expect("rename");
+    let copied = run_bounded(Command::new("cp").arg("-a").arg(&moved).arg(&ca_dir), T);
+    assert_ok(&copied, "cp -a");
+    drop(held);
+    let out = wait_bounded(child, T);
+    assert!(
+        !out.status.success(),
+        "ran across a rename: {}",
+        read_text(&err)
+    );
+    assert!(read_text(&err).contains(moved_msg), "{}", read_text(&err));
+    assert!(
+        !records(&ca_dir).contains("renamed"),
+        "{}",
+        records(&ca_dir)
+    );
+    assert!(!records(&moved).contains("renamed"), "{}", records(&moved));
+    std::fs::remove_dir_all(&moved).expect("rm");
+
+    // Swapped for a symlink to another CA directory.
+    let other = ca_init(&dir.join("other")).canonicalize().expect("other");
+    let (child, held, err) = revoke_while_locked(dir, &ca_dir, "swapped");
+    let aside = dir.join("ca.aside");
+    std::fs::rename(&ca_dir, &aside).expect("rename");
+    std::os::unix::fs::symlink(&other, &ca_dir).expect("symlink");
+    drop(held);
+    let out = wait_bounded(child, T);
+    assert!(!out.status.success(), "ran across a symlink swap");
+    assert!(read_text(&err).contains(moved_msg), "{}", read_text(&err));
+    assert!(!records(&other).contains("swapped"), "{}", records(&other));
+    assert!(!records(&aside).contains("swapped"), "{}", records(&aside));
+    // A symlink given as the CA directory is refused outright.
+    let out = ca(&["revoke", "--dir", "ca", "--principal", "link"], dir);
+    assert!(!out.status.success(), "locked through a symlink");
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    std::fs::remove_file(&ca_dir).expect("rm link");
+    std::fs::rename(&aside, &ca_dir).expect("back");
+
+    // A parent moved away: the path names nothing, and is refused.
+    let nested = ca_init(&dir.join("p/q"));
+    let (child, held, err) = revoke_while_locked(dir, &nested, "parent");
+    std::fs::rename(dir.join("p"), dir.join("p2")).expect("rename parent");
+    drop(held);
+    let out = wait_bounded(child, T);
+    assert!(!out.status.success(), "ran across a moved parent");
+    assert!(read_text(&err).contains(moved_msg), "{}", read_text(&err));
+    assert!(!records(&dir.join("p2/q/ca")).contains("parent"));
+
+    // Unmoved, the same command still works, through its descriptor.
+    let (child, held, _) = revoke_while_locked(dir, &ca_dir, "stays");
+    drop(held);
+    let out = wait_bounded(child, T);
+    assert_ok(&out, "revoke with the directory in place");
+    assert!(records(&ca_dir).contains("principal stays"));
+    assert_ok(&crl(dir), "a list after it");
+}

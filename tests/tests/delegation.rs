@@ -2,8 +2,10 @@
 //! `licences` delegation's key, published to nginx, renews itself on the
 //! proxy with no restart or signal while a session runs across more than
 //! one licence lifetime; when publishing stops the session ends at the
-//! licence's expiry. Licences and lists from undelegated, expired, revoked
-//! or wrong-purpose delegations are refused.
+//! licence's expiry; three proxies each pull their own renewed licence from
+//! one nginx, and refuse another's. Licences and lists from undelegated,
+//! expired, revoked or wrong-purpose delegations are refused, and a
+//! delegation's globs bind every host name of a licence.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read;
@@ -92,6 +94,48 @@ fn sign_licence(
     ])
 }
 
+/// A licence for this world's request that the delegated key `key` signs
+/// itself, with no check: what a stolen key could sign without the CA tool.
+fn forge_licence(pki: &Pki, dlg: &Path, key: &Path, server_id: &str, hosts: &[&str]) -> String {
+    use ztssh_proto::cert::{LicenceBody, LicenceRequest, Serial};
+    use ztssh_proto::delegation::{Delegation, encode_pem};
+    use ztssh_proto::labels::pem;
+    let req = ztssh_keyfile::read_pem(&pki.state.join("licence-request.pem"), pem::REQUEST)
+        .expect("request");
+    let req = LicenceRequest::decode_verified(&req).expect("request");
+    let d = ztssh_keyfile::read_pem(dlg, pem::DELEGATION).expect("delegation");
+    let d = Delegation::decode(&d).expect("delegation");
+    let key = ztssh_keyfile::read_signing_key(key, pem::DELEGATED_KEY).expect("key");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let licence = LicenceBody {
+        serial: Serial(rand_serial()),
+        server_id: server_id.into(),
+        hostnames: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        subca_key: req.subca_key,
+        noise_key: req.noise_key,
+        not_before: now - 5,
+        not_after: now + 600,
+        issuer: key.public(),
+    }
+    .sign(&key)
+    .expect("sign");
+    encode_pem(pem::LICENCE, licence.encoded(), Some(&d))
+}
+
+/// A serial no other licence in the test has.
+fn rand_serial() -> [u8; 16] {
+    let mut s = [0u8; 16];
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    s.copy_from_slice(&nanos.to_le_bytes());
+    s
+}
+
 /// Signs a licence into nginx's staging copy and renames it over the served one.
 fn publish(pki: &Pki, web: &WebRoot, dlg: &Path, key: &Path) {
     let out = sign_licence(pki, dlg, key, "web1", &web.staging());
@@ -115,7 +159,16 @@ fn a_delegated_licence_renews_itself_from_nginx_and_sessions_end_when_publishing
     let w = World::builder()
         .proxy_toml(&cfg)
         .before_start(move |pki, _| {
-            let (key, dlg) = delegate(&pki.ca, &kdir, "lic", "licences", &["--servers", "web*"]);
+            // The delegation covers the licence's every name: its server
+            // id web1, and the host names localhost and web1 the sidecar
+            // checks.
+            let (key, dlg) = delegate(
+                &pki.ca,
+                &kdir,
+                "lic",
+                "licences",
+                &["--servers", "web*", "localhost"],
+            );
             // The proxy starts under a delegated licence, which the sidecar
             // must take from message 2.
             let out = sign_licence(pki, &dlg, &key, "web1", &pki.licence);
@@ -212,12 +265,53 @@ fn licences_from_undelegated_expired_revoked_or_wrong_purpose_keys_are_refused()
     let w = World::builder().start();
     let pki = &w.pki;
     let lic = keys.path().join("offered.pem");
-    // A key delegated for web* cannot license db1.
-    let (key, dlg) = delegate(&pki.ca, &kdir, "web", "licences", &["--servers", "web*"]);
+    // A key delegated for web* and localhost cannot license db1.
+    let (key, dlg) = delegate(
+        &pki.ca,
+        &kdir,
+        "web",
+        "licences",
+        &["--servers", "web*", "localhost"],
+    );
     let out = sign_licence(pki, &dlg, &key, "db1", &lic);
     assert!(
         !out.status.success() && stderr(&out).contains("not db1"),
         "{}",
+        stderr(&out)
+    );
+    // A key delegated for web* only cannot license the host name
+    // localhost, even for server id web1: the CA tool refuses up front.
+    let (wkey, wdlg) = delegate(
+        &pki.ca,
+        &kdir,
+        "webonly",
+        "licences",
+        &["--servers", "web*"],
+    );
+    let out = sign_licence(pki, &wdlg, &wkey, "web1", &lic);
+    assert!(
+        !out.status.success()
+            && stderr(&out).contains("not the host name localhost")
+            && stderr(&out).contains("not signed"),
+        "{}",
+        stderr(&out)
+    );
+    // Around the CA tool: the delegated key signs that licence itself and
+    // it is written to the proxy's licence file. The proxy refuses it,
+    // saying why, and the licence in force stays.
+    let forged = forge_licence(pki, &wdlg, &wkey, "web1", &["web1", "localhost"]);
+    let staged = pki.licence.with_extension("new");
+    std::fs::write(&staged, forged).expect("forged");
+    std::fs::rename(&staged, &pki.licence).expect("swap");
+    wait_until(T, "the forged licence refused", || {
+        w.proxy.log_text().lines().any(|l| {
+            l.contains("event=\"licence_refused\"") && l.contains("not the host name localhost")
+        })
+    });
+    let out = run_bounded(w.ssh().arg("echo ok"), T);
+    assert!(
+        out.status.success(),
+        "the licence in force stays: {}",
         stderr(&out)
     );
     // A revocations key cannot sign licences; a licences key cannot sign lists.
@@ -270,10 +364,16 @@ fn licences_from_undelegated_expired_revoked_or_wrong_purpose_keys_are_refused()
         p(&lic),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let staged = pki.licence.with_extension("new");
+    let refused = |w: &World| {
+        w.proxy
+            .log_text()
+            .matches("event=\"licence_refused\"")
+            .count()
+    };
+    let before = refused(&w);
     std::fs::copy(&lic, &staged).expect("copy");
     std::fs::rename(&staged, &pki.licence).expect("swap");
-    w.proxy.wait_log("event=\"licence_refused\"", T);
+    wait_until(T, "the foreign licence refused", || refused(&w) > before);
     let out = run_bounded(w.ssh().arg("echo ok"), T);
     assert!(
         out.status.success(),
@@ -383,4 +483,142 @@ fn an_on_call_ban_signed_by_a_revocations_delegation_ends_a_live_session() {
         stderr(&out),
         w.proxy.log_text()
     );
+}
+
+/// Signs `id`'s licence with the delegated key and renames it over the
+/// one nginx serves at `licences/ID.pem`.
+fn publish_for(pki: &Pki, web: &WebRoot, dlg: &Path, key: &Path, id: &str) {
+    let staging = web.path().join(format!("staging/{id}.pem"));
+    let out = sign_licence(pki, dlg, key, id, &staging);
+    assert!(out.status.success(), "{id}: {}", stderr(&out));
+    std::fs::rename(&staging, web.path().join(format!("www/licences/{id}.pem"))).expect("publish");
+}
+
+#[test]
+fn three_proxies_renew_their_own_licences_from_nginx_and_refuse_anothers() {
+    let web = WebRoot::new();
+    let nginx = Nginx::start_empty(&web);
+    std::fs::create_dir_all(web.path().join("www/licences")).expect("licences dir");
+    // One fleet root; a CI key delegated for the fleet's licences.
+    let fleet = tempfile::tempdir().expect("fleet");
+    let fleet_ca = ca_init(fleet.path());
+    let (key, dlg) = delegate(
+        &fleet_ca,
+        fleet.path(),
+        "ci",
+        "licences",
+        &["--servers", "web*", "localhost"],
+    );
+    let ids = ["web1", "web2", "web3"];
+    let worlds: Vec<World> = ids
+        .iter()
+        .map(|id| {
+            let (ca, key, dlg, www) = (
+                fleet_ca.clone(),
+                key.clone(),
+                dlg.clone(),
+                web.path().to_owned(),
+            );
+            let id = (*id).to_owned();
+            World::builder()
+                .proxy_toml(&format!(
+                    "licence_url = \"http://127.0.0.1:{}/licences/{id}.pem\"\n\
+                     licence_poll_secs = 1\nrevocation_fetch_timeout_secs = 2\n\
+                     challenge_interval_secs = 5\n",
+                    nginx.port
+                ))
+                .before_start(move |pki, _| {
+                    // This world's CA becomes the fleet's: the same root.
+                    for f in ["root.key", "root.pub"] {
+                        std::fs::copy(ca.join(f), pki.ca.join(f)).expect("the fleet's root");
+                    }
+                    pki.publish_crl();
+                    let out = sign_licence(pki, &dlg, &key, &id, &pki.licence);
+                    assert!(out.status.success(), "{}", stderr(&out));
+                    let staged = www.join(format!("staging/{id}.pem"));
+                    std::fs::copy(&pki.licence, &staged).expect("stage");
+                    std::fs::rename(&staged, www.join(format!("www/licences/{id}.pem")))
+                        .expect("first publish");
+                })
+                .start()
+        })
+        .collect();
+    // A session on each proxy that prints once the first licences have
+    // long expired.
+    let sessions: Vec<_> = worlds
+        .iter()
+        .map(|w| {
+            let mut ssh = w.ssh();
+            ssh.arg("echo started; sleep 55; echo still-here; sleep 600")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = ssh.spawn().expect("ssh");
+            let mut stdout = child.stdout.take().expect("stdout");
+            let reader = std::thread::spawn(move || {
+                let mut seen = String::new();
+                let mut buf = [0u8; 256];
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_secs(200) {
+                    match stdout.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    }
+                }
+                seen
+            });
+            (child, reader)
+        })
+        .collect();
+    let count = |w: &World, what: &str| w.proxy.log_text().matches(what).count();
+    let renewed = |w: &World| count(w, "event=\"licence_renewed\"");
+    let refused = |w: &World| count(w, "event=\"licence_refused\"");
+    // The CI loop: every proxy's licence re-signed every 10 s for 70 s
+    // (more than one 40 s lifetime); no proxy restarted or signalled.
+    let mut expected = [0usize; 3];
+    for round in 1..=7 {
+        std::thread::sleep(Duration::from_secs(10));
+        if round == 3 {
+            // web2's licence served at web1's URL: web1 refuses another
+            // proxy's licence and keeps its own.
+            let before = refused(&worlds[0]);
+            let staged = web.path().join("staging/swap.pem");
+            publish_for(&worlds[1].pki, &web, &dlg, &key, "web2");
+            std::fs::copy(web.path().join("www/licences/web2.pem"), &staged).expect("copy");
+            std::fs::rename(&staged, web.path().join("www/licences/web1.pem")).expect("swap");
+            wait_until(T, "web1 to refuse web2's licence", || {
+                refused(&worlds[0]) > before
+            });
+            publish_for(&worlds[2].pki, &web, &dlg, &key, "web3");
+            for i in [1, 2] {
+                expected[i] += 1;
+                wait_until(T, "the proxy to take its new licence", || {
+                    renewed(&worlds[i]) >= expected[i]
+                });
+            }
+            continue;
+        }
+        for (i, (w, id)) in worlds.iter().zip(ids).enumerate() {
+            publish_for(&w.pki, &web, &dlg, &key, id);
+            expected[i] += 1;
+        }
+        for (i, w) in worlds.iter().enumerate() {
+            wait_until(T, "the proxy to take its new licence", || {
+                renewed(w) >= expected[i]
+            });
+        }
+    }
+    assert_eq!(refused(&worlds[1]) + refused(&worlds[2]), 0);
+    // Publishing stops: each session outlived the first licence, and ends
+    // at its proxy's last licence's expiry.
+    for ((child, reader), w) in sessions.into_iter().zip(&worlds) {
+        let out = wait_bounded(child, Duration::from_secs(90));
+        let seen = reader.join().expect("reader");
+        assert!(
+            seen.contains("still-here") && stderr(&out).contains("expired"),
+            "{seen}\n{}\n{}",
+            stderr(&out),
+            w.proxy.log_text()
+        );
+    }
 }

@@ -304,3 +304,49 @@ fn foreign_root_and_uncovered_host_are_refused_by_the_sidecar() {
         "sshd saw a connection"
     );
 }
+
+/// A host named like one of the sidecar's subcommands (`man`,
+/// `completions`, `setup`) is still a host: ssh runs `ztssh-sidecar ... %h
+/// %p`, and the port after the name says it is the ProxyCommand form.
+/// Each is reached through a Host alias in a real ssh_config, with `%h`
+/// the alias itself; the licence covers the three names.
+#[test]
+fn a_host_named_man_completions_or_setup_is_reached_as_a_host() {
+    let names = ["man", "completions", "setup"];
+    let w = World::builder()
+        .licence_hosts(&["localhost", "web1", "man", "completions", "setup"])
+        .start();
+    let config = w.dir.path().join("named_like_commands_ssh_config");
+    let text = format!(
+        "Host {}\n    Port {}\n    User root\n    IdentityFile {}\n    IdentitiesOnly yes\n    \
+         BatchMode yes\n    StrictHostKeyChecking no\n    UserKnownHostsFile {}\n    \
+         LogLevel ERROR\n    ProxyCommand {}\n",
+        names.join(" "),
+        w.proxy.port,
+        w.alice.display(),
+        w.dir.path().join("known_hosts").display(),
+        w.proxy_command("--connect 127.0.0.1:%p")
+    );
+    std::fs::write(&config, text).expect("ssh_config");
+    for host in names {
+        let out = run_bounded(
+            Command::new("ssh")
+                .arg("-F")
+                .arg(&config)
+                .arg(host)
+                .arg(format!("echo reached-{host}")),
+            T,
+        );
+        assert_ok(&out, &format!("ssh {host}"));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("reached-{host}\n")
+        );
+    }
+    let plog = w.proxy.log_text();
+    assert_eq!(
+        count(&plog, "event=\"authorized\" principal=alice"),
+        names.len(),
+        "{plog}"
+    );
+}

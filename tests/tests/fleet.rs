@@ -1030,3 +1030,70 @@ fn a_restart_keeps_the_list_in_force_over_a_fork_in_the_file() {
         "login after the restart, under the list that was in force",
     );
 }
+
+/// Every `retry_secs` the proxy's failed list fetches announced.
+fn retries(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains("event=\"crl_fetch_failed\""))
+        .filter_map(|l| {
+            l.split("retry_secs=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn a_ban_published_during_a_list_server_outage_lands_within_the_poll_once_it_is_back() {
+    // Issue 26: failed fetches backed off 2, 4, 8, 16 s, so a list server
+    // back after 15 s was not asked again for up to 16 s, and a ban
+    // published meanwhile landed that late. A failed fetch is now retried
+    // on the poll interval itself. Real nginx, stopped and started again
+    // on its port.
+    use ztssh_tests::nginx::{Nginx, WebRoot};
+    let web = WebRoot::new();
+    let mut nginx = Nginx::start_empty(&web);
+    let port = nginx.port;
+    let cfg = format!(
+        "revocation_url = \"{}\"\nrevocation_poll_secs = 1\nrevocation_fetch_timeout_secs = 2\n\
+         challenge_interval_secs = 30\n",
+        nginx.url("p")
+    );
+    let served = web.served();
+    let w = World::builder()
+        .proxy_toml(&cfg)
+        .before_start(move |pki, _| {
+            std::fs::copy(pki.crl(), &served).expect("publish the first list");
+        })
+        .start();
+    let ssh = w.live_session();
+    nginx.stop();
+    // Five failures in a row: 1+1+1+1 s of waits now, 2+4+8+16 s before.
+    wait_until(Duration::from_secs(90), "five failed fetches", || {
+        retries(&w.proxy.log_text()).len() >= 5
+    });
+    let during = retries(&w.proxy.log_text());
+    assert!(
+        during.iter().all(|&s| s <= 1),
+        "a failed fetch is retried within the 1 s poll interval, not later: {during:?}"
+    );
+    // The ban is published while the server is down, then it comes back.
+    w.pki.revoke("principal", "alice");
+    w.pki.publish_crl_to(&web.staging(), "7d");
+    std::fs::rename(web.staging(), web.served()).expect("publish");
+    let _nginx = Nginx::start_on(&web, port);
+    let back = std::time::Instant::now();
+    let out = wait_bounded(ssh, Duration::from_secs(30));
+    assert!(
+        stderr(&out).contains("principal alice banned"),
+        "{}\n{}",
+        stderr(&out),
+        w.proxy.log_text()
+    );
+    // Reported, not asserted (no timed assertions): the schedule above is
+    // what bounds it.
+    eprintln!("ban in force {:?} after nginx was back", back.elapsed());
+}

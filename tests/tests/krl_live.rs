@@ -1,8 +1,10 @@
 //! The user SSH CA's KRL (issue 21 §2) against real sshd, ssh, ssh-keygen
 //! and nginx: a KRL from `ssh-keygen -k` that revokes a live session's key
 //! ends it, whether dropped into `user_ca_krl` or published to nginx for
-//! `user_ca_krl_url`; a lower `krl_version` is refused and logged; a plain
-//! http URL is refused without the opt-in.
+//! `user_ca_krl_url`; a lower `krl_version` is refused and logged, and so
+//! is one of the same version that un-revokes anything, while one that only
+//! adds (`ssh-keygen -k -u`, which keeps the version) goes into force; a
+//! plain http URL is refused without the opt-in.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -75,7 +77,7 @@ fn a_krl_dropped_into_the_file_ends_the_live_session_of_the_key_it_revokes() {
     // The same version revoking less is refused too.
     write_krl(w.dir.path(), 2, &[], &krl);
     w.proxy
-        .wait_log("has the version in force (2) but revokes something else", T);
+        .wait_log("has the version in force (2) but would un-revoke", T);
     let out = run_bounded(w.ssh().arg("true"), T);
     assert!(!out.status.success(), "{}", stderr(&out));
     // A higher version that does not parse (serial 0, which makes sshd
@@ -86,6 +88,83 @@ fn a_krl_dropped_into_the_file_ends_the_live_session_of_the_key_it_revokes() {
     std::fs::write(&next, bad.finish()).unwrap();
     std::fs::rename(&next, &krl).unwrap();
     w.proxy.wait_log("it revokes serial 0", T);
+    let out = run_bounded(w.ssh().arg("true"), T);
+    assert!(
+        !out.status.success() && stderr(&out).contains(REVOKED),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `ssh-keygen -k -u -f KRL KEY.pub`, run on the file the proxy watches,
+/// as operators update a KRL.
+fn update_krl_in_place(krl: &Path, pubkey: &Path) {
+    let out = run_bounded(
+        Command::new("ssh-keygen")
+            .args(["-k", "-u", "-f"])
+            .arg(krl)
+            .arg(pubkey),
+        T,
+    );
+    assert!(out.status.success(), "ssh-keygen -k -u: {}", stderr(&out));
+}
+
+fn read_krl(path: &Path) -> ztssh_proto::krl::Krl {
+    ztssh_proto::krl::Krl::decode(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_krl_ssh_keygen_updates_in_place_ends_the_session_and_one_that_drops_an_entry_is_refused() {
+    let w = World::builder()
+        .proxy_toml("user_ca_krl = \"{dir}/user-ca.krl\"\n")
+        .before_start(|_, dir| {
+            let out = run_bounded(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-C", "mallory", "-f"])
+                    .arg(dir.join("mallory")),
+                T,
+            );
+            assert!(out.status.success(), "{}", stderr(&out));
+            write_krl(
+                dir,
+                3,
+                &[&dir.join("mallory.pub")],
+                &dir.join("user-ca.krl"),
+            );
+        })
+        .start();
+    let krl = w.dir.path().join("user-ca.krl");
+    let mallory = w.dir.path().join("mallory.pub");
+    let ssh = w.live_session();
+    // What ssh-keygen -k -u really does: it adds, and keeps the version.
+    let before = read_krl(&krl);
+    update_krl_in_place(&krl, &pub_of(&w.alice));
+    let after = read_krl(&krl);
+    assert_eq!((before.krl_version, after.krl_version), (3, 3));
+    assert!(after.unrevokes(&before).is_none() && before.unrevokes(&after).is_some());
+    let out = wait_bounded(ssh, T);
+    assert!(
+        !out.status.success() && stderr(&out).contains(REVOKED),
+        "{}\n{}",
+        stderr(&out),
+        w.proxy.log_text()
+    );
+    w.proxy.wait_log(
+        "user CA KRL version 3 loaded (same version, more revoked)",
+        T,
+    );
+
+    // The same version revoking alice but no longer mallory is refused,
+    // and says what it would un-revoke and what to do.
+    let fp = ssh_key::PublicKey::read_openssh_file(&mallory)
+        .unwrap()
+        .fingerprint(ssh_key::HashAlg::Sha256);
+    write_krl(w.dir.path(), 3, &[&pub_of(&w.alice)], &krl);
+    let log = w.proxy.wait_log("but would un-revoke the key", T);
+    let line = log.lines().find(|l| l.contains("would un-revoke")).unwrap();
+    assert!(line.contains(&fp.to_string()), "{line}");
+    assert!(line.contains("ssh-keygen -k -z 4"), "{line}");
+    // The KRL in force stays: alice is still out.
     let out = run_bounded(w.ssh().arg("true"), T);
     assert!(
         !out.status.success() && stderr(&out).contains(REVOKED),

@@ -21,7 +21,8 @@ const PROXY: &[&[&str]] = &[
 
 /// ztssh-sidecar, lowest layer first.
 const SIDECAR: &[&[&str]] = &[
-    &["platform", "explain", "settings", "revocation"],
+    &["platform"],
+    &["explain", "settings", "revocation"],
     &["agent", "discover", "lastkey", "link", "setup"],
     &["identity", "usercert"],
     &["pump"],

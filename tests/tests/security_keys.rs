@@ -182,3 +182,115 @@ fn after_the_reverification_interval_a_renewal_needs_a_touch() {
         "{err}"
     );
 }
+
+/// A world trusting a user CA, and the software security key with a
+/// `verify-required` certificate from `ssh-keygen -s` beside its public
+/// half (`sk.pub`, `sk-cert.pub`), where the sidecar finds it.
+fn verify_required_world(policy: &str, flags: u8) -> (World, SkAgent, std::path::PathBuf) {
+    let cas = TempDir::new().expect("tempdir");
+    let ca = cas.path().join("ca");
+    assert_ok(
+        &run_bounded(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "user-ca", "-f"])
+                .arg(&ca),
+            T,
+        ),
+        "ssh-keygen",
+    );
+    let w = World::builder()
+        .file("policy.toml", policy)
+        .file("user_ca.pub", &read_text(&ca.with_extension("pub")))
+        .proxy_toml(&format!(
+            "policy = \"{{dir}}/policy.toml\"\ntrusted_user_ca_keys = \"{{dir}}/user_ca.pub\"\n{FAST}"
+        ))
+        .start();
+    let agent = SkAgent::start(&w.dir.path().join("sk.sock"), [7; 32], flags);
+    let public = w.dir.path().join("sk.pub");
+    std::fs::write(&public, agent.public.to_openssh().expect("openssh")).expect("sk.pub");
+    assert_ok(
+        &run_bounded(
+            Command::new("ssh-keygen")
+                .arg("-q")
+                .arg("-s")
+                .arg(&ca)
+                .args([
+                    "-I",
+                    "alice@fido",
+                    "-z",
+                    "31",
+                    "-n",
+                    "alice",
+                    "-V",
+                    "-5m:+1h",
+                ])
+                .args(["-O", "verify-required"])
+                .arg(&public),
+            T,
+        ),
+        "ssh-keygen -s",
+    );
+    (w, agent, public)
+}
+
+/// [`ssh`] with the sidecar told `--identity sk.pub`: the security key in
+/// the agent signs, and `sk-cert.pub` travels with it.
+fn ssh_with_cert(w: &World, agent: &SkAgent, public: &std::path::Path) -> Command {
+    let mut c = Command::new("ssh");
+    c.args(w.direct_opts(&w.alice));
+    c.arg("-o").arg(format!(
+        "ProxyCommand={} --insecure-short-certs --root {} --identity {} --principal alice %h %p",
+        bin("ztssh-sidecar").display(),
+        w.pki.root_pub().display(),
+        public.display()
+    ));
+    c.arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg("root@localhost")
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .env("XDG_CACHE_HOME", w.dir.path().join("cache"));
+    c
+}
+
+#[test]
+fn a_verify_required_certificate_needs_the_pin_at_login_and_at_every_reverification() {
+    // A touch without the PIN: refused at login, saying why.
+    let (w, agent, public) =
+        verify_required_world("[principal.alice]\nreverify_interval_secs = 6\n", UP);
+    let out = run_bounded(ssh_with_cert(&w, &agent, &public).arg("true"), T);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("your certificate has verify-required"),
+        "{}\n{}",
+        stderr(&out),
+        w.proxy.log_text()
+    );
+    // With the PIN it logs in, the certificate vouching (serial 31).
+    agent.set_flags(UP | UV);
+    let child = ssh_with_cert(&w, &agent, &public)
+        .arg("sleep 60")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh");
+    let signs = agent.signs();
+    wait_until(T, "the login with the certificate", || {
+        w.proxy
+            .log_text()
+            .lines()
+            .any(|l| l.contains("event=\"authorized\"") && l.contains("serial 31"))
+    });
+    // At re-verification the key signs with a touch but no PIN, though the
+    // principal's policy asks none: the certificate does, and the session ends.
+    wait_until(T, "login signature", || agent.signs() > signs);
+    agent.set_flags(UP);
+    let out = wait_bounded(child, T);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("verify-required and this signature carries no user verification"),
+        "{}\n{}",
+        stderr(&out),
+        w.proxy.log_text()
+    );
+}

@@ -1639,3 +1639,99 @@ fn a_leading_equals_or_a_nul_does_not_hide_a_match_block_from_the_guard() {
     std::fs::remove_file(&site).expect("rm");
     assert_eq!(h.sighups(), 0);
 }
+
+/// Issue 23: a systemd drop-in for ssh.service (what `systemctl edit ssh`
+/// writes) can override ExecStart= or set Environment=SSHD_OPTS=, and its
+/// `-o` options override every config file as SSHD_OPTS's do. sshd-setup
+/// read only /etc/default/ssh, so a drop-in turning passwords back on was
+/// reported applied. It now reads the unit files (as files: no systemd
+/// here), refuses a guarded keyword there, and passes the rest to sshd
+/// -t/-T.
+#[test]
+fn a_systemd_drop_in_for_ssh_service_is_read_and_guarded() {
+    let h = Host::new("127.93.0.0/16");
+    let login = h.login_check(ACCOUNT);
+    let d = h.world.dir.path();
+    let defaults = d.join("default-ssh");
+    std::fs::write(&defaults, "SSHD_OPTS=\n").expect("defaults");
+    let systemd = d.join("systemd");
+    let drop_in = systemd.join("ssh.service.d/override.conf");
+    std::fs::create_dir_all(drop_in.parent().expect("dir")).expect("mkdir");
+    let with_unit = |file: &std::path::Path, text: &str, extra: &[&str]| {
+        std::fs::write(file, text).expect("unit file");
+        let mut args = vec![
+            "--sshd-defaults",
+            defaults.to_str().expect("utf8"),
+            "--systemd-dir",
+            systemd.to_str().expect("utf8"),
+            "--login-check",
+            login.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        let out = h.setup(&args);
+        let _ = std::fs::remove_file(file);
+        out
+    };
+    let override_with =
+        |o: &str| format!("[Service]\nExecStart=\nExecStart=/usr/sbin/sshd -D {o} $SSHD_OPTS\n");
+    // Around it: every way a unit file can hand sshd a guarded -o.
+    let alias = systemd.join("sshd.service.d/50-passwords.conf");
+    std::fs::create_dir_all(alias.parent().expect("dir")).expect("mkdir");
+    let full = systemd.join("ssh.service");
+    for (file, text) in [
+        (&drop_in, override_with("-o PasswordAuthentication=yes")),
+        (
+            &drop_in,
+            override_with("-oKbdInteractiveAuthentication=yes"),
+        ),
+        (&drop_in, override_with("-o=AuthenticationMethods=any")),
+        (
+            &drop_in,
+            "[Service]\nEnvironment=\"SSHD_OPTS=-o PasswordAuthentication=yes\"\n".to_owned(),
+        ),
+        (&alias, override_with("-4o passwordauthentication=yes")),
+        (
+            &full,
+            override_with("-o AuthorizedKeysFile=.ssh/authorized_keys"),
+        ),
+    ] {
+        for extra in [&[][..], &["--dry-run"][..]] {
+            let out = with_unit(file, &text, extra);
+            assert_eq!(out.status.code(), Some(65), "{text}: {}", stderr(&out));
+            let err = stderr(&out);
+            assert!(
+                err.contains("overrides every config file")
+                    && err.contains(file.to_str().expect("utf8")),
+                "{text}: {err}"
+            );
+        }
+    }
+    // What it cannot read exactly: refused, naming the file and line.
+    for text in [
+        "[Service]\nExecStart=\nExecStart=/usr/local/sbin/sshd-wrapper\n",
+        "[Service]\nExecStart=/usr/sbin/sshd -D \\\n -o PasswordAuthentication=yes\n",
+        "[Service]\nEnvironment=SSHD_OPTS=-o PasswordAuthentication=yes\n",
+    ] {
+        let out = with_unit(&drop_in, text, &[]);
+        assert_eq!(out.status.code(), Some(65), "{text}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("{}:", drop_in.display())),
+            "{text}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(h.sighups(), 0, "nothing was applied");
+    // A harmless option: applied, and passed to sshd -t/-T.
+    std::fs::write(&drop_in, override_with("-o LogLevel=VERBOSE")).expect("drop-in");
+    let out = h.setup(&[
+        "--sshd-defaults",
+        defaults.to_str().expect("utf8"),
+        "--systemd-dir",
+        systemd.to_str().expect("utf8"),
+        "--login-check",
+        login.as_str(),
+    ]);
+    let text = ok_output(&out, "setup with a harmless drop-in");
+    assert!(text.contains("-o LogLevel=VERBOSE"), "{text}");
+    h.wait_reloads(1);
+}

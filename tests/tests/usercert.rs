@@ -410,3 +410,62 @@ fn a_krl_revoking_a_live_certificates_serial_or_key_id_ends_its_session() {
         assert!(!out.status.success(), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn a_certificate_held_only_in_ssh_agent_logs_in() {
+    let cas = Cas::new();
+    let w = world(&cas, "127.91.0.0/16");
+    cas.sign("ca_ed25519", 800, "alice", "-5m:+1h", &["permit-pty"]);
+    // ssh-add loads carol-cert.pub with carol; then both leave the disk
+    // (carol.pub stays: ssh's -i names which agent key to use).
+    let agent =
+        ztssh_tests::agent::RealAgent::start(&w.dir.path().join("agent.sock"), &[&cas.carol()]);
+    let listed = run_bounded(
+        Command::new("ssh-add")
+            .arg("-l")
+            .env("SSH_AUTH_SOCK", &agent.sock),
+        T,
+    );
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("ED25519-CERT"),
+        "the agent holds no certificate: {}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    std::fs::remove_file(cas.carol()).unwrap();
+    std::fs::remove_file(cas.dir.path().join("carol-cert.pub")).unwrap();
+    // The sidecar signs with the agent's key (no --identity) and presents
+    // the agent's certificate for it.
+    let sidecar = format!(
+        "{} --root {} --principal alice --verbose %h %p",
+        bin("ztssh-sidecar").display(),
+        w.pki.root_pub().display()
+    );
+    let pubkey = cas.dir.path().join("carol.pub");
+    let out = run_bounded(
+        Command::new("ssh")
+            .args(w.direct_opts(&pubkey))
+            .arg("-o")
+            .arg(format!("ProxyCommand={sidecar}"))
+            .arg("-p")
+            .arg(w.proxy.port.to_string())
+            .arg(format!("{ACCOUNT}@localhost"))
+            .arg("whoami")
+            .env("SSH_AUTH_SOCK", &agent.sock)
+            .env("XDG_CACHE_HOME", w.dir.path().join("cache")),
+        T,
+    );
+    assert_ok(&out, "login with the agent's certificate");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ACCOUNT);
+    assert!(
+        stderr(&out).contains("presenting ssh-agent's certificate (key id \"carol@corp-800\""),
+        "{}",
+        stderr(&out)
+    );
+    let log = w.proxy.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("event=\"authorized\"")
+            && l.contains("serial 800")
+            && l.contains("carol@corp-800")),
+        "{log}"
+    );
+}

@@ -1,14 +1,23 @@
 //! Access lists: arbitrary bytes, and arbitrary bodies correctly signed by
-//! the root (so the parser after the signature is reached). Invariants:
-//! nothing unsigned is accepted; an accepted list re-signs to the same bytes.
+//! the root (so the parser after the signature is reached); and the input
+//! as an access list file (a list and the delegation beside it), and as a
+//! delegation beside a list. Invariants: nothing unsigned is accepted; an
+//! accepted list re-signs to the same bytes; no fuzzed file or delegation
+//! makes a chain root -> delegation -> list.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ztssh_proto::access::AccessList;
+use ztssh_proto::access::{self, AccessList};
+use ztssh_proto::delegation;
 use ztssh_proto::labels::CTX_ACCESS;
 
 fuzz_target!(|data: &[u8]| {
     let root = &ztssh_proto_fuzz::world().root;
+    let now = ztssh_proto_fuzz::NOW;
+    assert!(
+        access::verify_pem(data, &root.public(), None, now).is_err(),
+        "a fuzzed access list file verified"
+    );
     assert!(AccessList::decode_verified(data, &root.public()).is_err() || data.len() >= 64);
     // Sign the fuzzed body as the root would.
     let mut signed = data.to_vec();
@@ -19,6 +28,18 @@ fuzz_target!(|data: &[u8]| {
             list.sign(root).expect("re-sign"),
             signed,
             "access list decoding is not canonical"
+        );
+        // A genuine list beside a fuzzed delegation is never a chain.
+        assert!(
+            delegation::verify_chain::<AccessList>(
+                &root.public(),
+                &signed,
+                Some(data),
+                None,
+                now
+            )
+            .is_err(),
+            "a fuzzed delegation made a chain"
         );
         // The same bytes under another key are refused.
         assert!(

@@ -2,7 +2,8 @@
 //! canonical decoding; nothing fuzzed verifies under the root (as a
 //! delegation, or as a chain whose delegation or licence is fuzzed); the
 //! PEM splitter and the glob matcher never panic, and a glob matches a name
-//! equal to it.
+//! equal to it; `glob_within` is reflexive and sound (what the inner glob
+//! matches, the outer one matches); a host name check never panics.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -40,6 +41,19 @@ fuzz_target!(|data: &[u8]| {
         let _ = delegation::glob_matches(g, n);
         if delegation::check_glob(g).is_ok() && !g.contains(['*', '?']) {
             assert!(delegation::glob_matches(g, g));
+        }
+        if delegation::check_glob(g).is_ok() {
+            assert!(delegation::glob_within(g, g), "glob_within is not reflexive: {g:?}");
+        }
+        // Three lines: inner glob, outer glob, name.
+        if let Some((outer, name)) = n.split_once('\n')
+            && delegation::glob_within(g, outer)
+            && delegation::glob_matches(g, name)
+        {
+            assert!(
+                delegation::glob_matches(outer, name),
+                "{g:?} within {outer:?}, yet {name:?} escapes"
+            );
         }
     }
 });

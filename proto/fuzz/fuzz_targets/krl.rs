@@ -3,7 +3,10 @@
 //! section, are read back exactly as a naive model of OpenSSH's rules says:
 //! refused when the model says OpenSSH refuses them, and otherwise
 //! revoking exactly the keys, serials and key ids the model revokes, under
-//! the right CA.
+//! the right CA. Of two such KRLs, one `unrevokes` nothing of the other
+//! only if it revokes every key and certificate the other revokes (the
+//! same-version rule `ssh-keygen -k -u` relies on), and a KRL never
+//! un-revokes anything of itself.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -173,16 +176,49 @@ fn build(inp: &mut Input<'_>) -> (Vec<u8>, Model) {
     (w.finish(), m)
 }
 
+/// Serials worth asking about: around every bound either model states.
+fn candidates(models: &[&Model]) -> Vec<u64> {
+    let mut candidates = vec![0, 1, 2, u64::MAX, u64::MAX - 1];
+    for m in models {
+        for scope in &m.scopes {
+            for &(lo, hi) in &scope.serials {
+                candidates.extend([lo.wrapping_sub(1), lo, lo.wrapping_add(1), hi.wrapping_sub(1), hi, hi.wrapping_add(1)]);
+            }
+        }
+    }
+    candidates
+}
+
+/// `new.unrevokes(old)` is `None` only if `new` revokes all `old` does.
+fn superset_sound(old: &Krl, new: &Krl, serials: &[u64]) {
+    assert!(old.unrevokes(old).is_none() && new.unrevokes(new).is_none(), "a KRL un-revokes itself");
+    if new.unrevokes(old).is_some() {
+        return;
+    }
+    for k in 0..KEYS {
+        assert!(old.revokes_key(&key(k)).is_none() || new.revokes_key(&key(k)).is_some(), "key {k} un-revoked");
+    }
+    let cert_key = key(CERT_KEY);
+    for which in [1u8, 2, 9] {
+        let ca = key(5 + which);
+        for &serial in serials {
+            for id in IDS {
+                let id = std::str::from_utf8(id).expect("ascii");
+                assert!(
+                    old.revokes_cert(&ca, serial, id, &cert_key).is_none()
+                        || new.revokes_cert(&ca, serial, id, &cert_key).is_some(),
+                    "CA {which} serial {serial} id {id:?} un-revoked"
+                );
+            }
+        }
+    }
+}
+
 fn check(krl: &Krl, m: &Model) {
     for k in 0..KEYS {
         assert_eq!(krl.revokes_key(&key(k)).is_some(), m.revoked_keys.contains(&k), "key {k}");
     }
-    let mut candidates = vec![0, 1, 2, u64::MAX, u64::MAX - 1];
-    for scope in &m.scopes {
-        for &(lo, hi) in &scope.serials {
-            candidates.extend([lo.wrapping_sub(1), lo, lo.wrapping_add(1), hi.wrapping_sub(1), hi, hi.wrapping_add(1)]);
-        }
-    }
+    let candidates = candidates(&[m]);
     let cert_key = key(CERT_KEY);
     for which in [1u8, 2] {
         let ca = key(5 + which);
@@ -209,12 +245,24 @@ fuzz_target!(|data: &[u8]| {
         let _ = krl.revokes_cert(&key(6), 5, "a", &key(1));
     }
     // A KRL the writer builds from the input, against the model.
-    let (bytes, model) = build(&mut Input(data));
-    match Krl::decode(&bytes) {
+    let mut input = Input(data);
+    let (bytes, model) = build(&mut input);
+    let first = match Krl::decode(&bytes) {
         Ok(krl) => {
             assert!(model.valid, "a KRL OpenSSH refuses was accepted");
             check(&krl, &model);
+            krl
         }
-        Err(e) => assert!(!model.valid, "a valid KRL was refused: {e}"),
+        Err(e) => {
+            assert!(!model.valid, "a valid KRL was refused: {e}");
+            return;
+        }
+    };
+    // A second KRL from the rest of the input, against the first.
+    let (bytes, second_model) = build(&mut input);
+    if let Ok(second) = Krl::decode(&bytes) {
+        let serials = candidates(&[&model, &second_model]);
+        superset_sound(&first, &second, &serials);
+        superset_sound(&second, &first, &serials);
     }
 });

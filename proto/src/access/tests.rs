@@ -1,4 +1,5 @@
 use super::*;
+use crate::armor;
 use crate::keys::TestRng;
 use crate::trust::{ListUpdate, offer};
 
@@ -43,6 +44,7 @@ fn sample(signer: &SigningKey, version: u64) -> AccessList {
         valid_until: 200,
         issuer: signer.public(),
         principals,
+        delegation: None,
     }
 }
 
@@ -369,11 +371,11 @@ fn a_list_is_verified_from_its_pem() {
     let list = sample(&root, 2);
     let text = armor::encode(pem::ACCESS, &list.sign(&root).expect("sign"));
     assert_eq!(
-        verify_pem(text.as_bytes(), &root.public()).expect("verify"),
+        verify_pem(text.as_bytes(), &root.public(), None, 0).expect("verify"),
         canonical(list)
     );
     let crl = armor::encode(pem::CRL, b"x");
-    let e = verify_pem(crl.as_bytes(), &root.public()).expect_err("kind");
+    let e = verify_pem(crl.as_bytes(), &root.public(), None, 0).expect_err("kind");
     assert!(e.to_string().starts_with("not an access list: "), "{e}");
 }
 
@@ -411,13 +413,14 @@ fn bench_ten_thousand_principals() {
                 )
             })
             .collect(),
+        delegation: None,
     };
     let text = armor::encode(pem::ACCESS, &list.sign(&root).expect("sign"));
     let before = peak_kib();
     let mut times = Vec::new();
     for _ in 0..5 {
         let start = std::time::Instant::now();
-        let l = verify_pem(text.as_bytes(), &root.public()).expect("verify");
+        let l = verify_pem(text.as_bytes(), &root.public(), None, 0).expect("verify");
         times.push(start.elapsed());
         assert_eq!(l.principals.len(), 10_000);
     }
@@ -430,4 +433,239 @@ fn bench_ten_thousand_principals() {
         times[2],
         times[4]
     );
+}
+
+mod delegated {
+    //! Access lists a delegated key signs: `verify_access` through the chain.
+    use super::*;
+    use crate::cert::Serial;
+    use crate::delegation::{DelegationBody, encode_pem};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn delegate(
+        root: &SigningKey,
+        key: &SigningKey,
+        purpose: Purpose,
+        globs: &[&str],
+    ) -> Delegation {
+        DelegationBody {
+            serial: Serial::random(&mut TestRng),
+            purpose,
+            key: key.public(),
+            servers: globs.iter().map(|g| (*g).to_owned()).collect(),
+            not_before: NOW - 10,
+            not_after: NOW + 3600,
+            issuer: root.public(),
+        }
+        .sign(root)
+        .expect("delegate")
+    }
+
+    fn signed(key: &SigningKey, version: u64, servers: &[&str]) -> Vec<u8> {
+        let mut list = sample(key, version);
+        for g in list.principals.values_mut() {
+            g.servers = servers.iter().map(|s| (*s).to_owned()).collect();
+        }
+        list.sign(key).expect("sign")
+    }
+
+    fn pem_of(bytes: &[u8], d: &Delegation) -> String {
+        encode_pem(pem::ACCESS, bytes, Some(d))
+    }
+
+    #[test]
+    fn a_list_an_access_delegation_signed_verifies_with_its_delegation() {
+        let root = SigningKey::generate(&mut TestRng);
+        let online = SigningKey::generate(&mut TestRng);
+        let d = delegate(&root, &online, Purpose::Access, &["web*"]);
+        let bytes = signed(&online, 3, &["web1", "web-*"]);
+        let list = verify_pem(pem_of(&bytes, &d).as_bytes(), &root.public(), None, NOW)
+            .expect("delegated list");
+        assert_eq!(list.delegation, Some(d.clone()));
+        assert!(list.check_signer(None, NOW).is_ok());
+        // Without its delegation it is a list under a key that is not the root.
+        let alone = armor::encode(pem::ACCESS, &bytes);
+        assert!(verify_pem(alone.as_bytes(), &root.public(), None, NOW).is_err());
+        // The root's own lists are not bound by any glob.
+        let rooted = armor::encode(pem::ACCESS, &signed(&root, 4, &[]));
+        let l = verify_pem(rooted.as_bytes(), &root.public(), None, NOW).expect("root");
+        assert!(l.delegation.is_none());
+    }
+
+    #[test]
+    fn a_delegated_list_cannot_grant_beyond_its_globs() {
+        let root = SigningKey::generate(&mut TestRng);
+        let online = SigningKey::generate(&mut TestRng);
+        let d = delegate(&root, &online, Purpose::Access, &["web*"]);
+        for (servers, words) in [
+            (&["db1"][..], "servers db1"),
+            (&["web1", "db1"], "servers db1"),
+            (&["w*"], "servers w*"),
+            (&["*"], "servers *"),
+            (&[], "every server"),
+        ] {
+            let bytes = signed(&online, 3, servers);
+            let e = verify_pem(pem_of(&bytes, &d).as_bytes(), &root.public(), None, NOW)
+                .expect_err("beyond");
+            assert!(
+                matches!(e, AccessError::NotDelegated(_)),
+                "{servers:?}: {e:?}"
+            );
+            let text = e.to_string();
+            assert!(
+                text.contains(words) && text.contains("web*"),
+                "{servers:?}: {text}"
+            );
+            assert!(text.contains("ztssh-ca access"), "{text}");
+        }
+        // Without globs, a delegation covers every server.
+        let any = delegate(&root, &online, Purpose::Access, &[]);
+        let bytes = signed(&online, 3, &[]);
+        assert!(verify_pem(pem_of(&bytes, &any).as_bytes(), &root.public(), None, NOW).is_ok());
+    }
+
+    #[test]
+    fn only_an_access_delegation_in_force_signs_a_list() {
+        let root = SigningKey::generate(&mut TestRng);
+        let online = SigningKey::generate(&mut TestRng);
+        let bytes = signed(&online, 3, &["web1"]);
+        for purpose in [Purpose::Licences, Purpose::Revocations] {
+            let d = delegate(&root, &online, purpose, &[]);
+            let e = verify_pem(pem_of(&bytes, &d).as_bytes(), &root.public(), None, NOW)
+                .expect_err("purpose");
+            assert!(e.to_string().contains("not access"), "{purpose}: {e}");
+        }
+        let d = delegate(&root, &online, Purpose::Access, &[]);
+        // Revoked by the list in force, by key or by serial.
+        let mut by_key = Revocations::default();
+        by_key.delegated_keys.insert(online.public().0);
+        let mut by_serial = Revocations::default();
+        by_serial.serials.insert(d.body.serial);
+        for revoked in [by_key, by_serial] {
+            let e = verify_pem(
+                pem_of(&bytes, &d).as_bytes(),
+                &root.public(),
+                Some(&revoked),
+                NOW,
+            )
+            .expect_err("revoked");
+            let text = e.to_string();
+            assert!(
+                text.contains("revoked") && text.contains("ztssh-ca access"),
+                "{text}"
+            );
+            // A list already in force stops granting once the list revoking
+            // its delegation is in force.
+            let l = verify_pem(pem_of(&bytes, &d).as_bytes(), &root.public(), None, NOW)
+                .expect("before the revocation");
+            assert!(l.check_signer(Some(&revoked), NOW).is_err());
+        }
+        // Expired: refused, and one in force stops granting at the end.
+        let l = verify_pem(pem_of(&bytes, &d).as_bytes(), &root.public(), None, NOW).expect("ok");
+        assert!(l.check_signer(None, NOW + 3600).is_err());
+        assert!(
+            verify_pem(
+                pem_of(&bytes, &d).as_bytes(),
+                &root.public(),
+                None,
+                NOW + 3600
+            )
+            .is_err()
+        );
+        // Another root's delegation.
+        let other = SigningKey::generate(&mut TestRng);
+        let foreign = delegate(&other, &online, Purpose::Access, &[]);
+        assert!(
+            verify_pem(
+                pem_of(&bytes, &foreign).as_bytes(),
+                &root.public(),
+                None,
+                NOW
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_delegated_list_cannot_take_the_version_out_of_the_roots_reach() {
+        let root = SigningKey::generate(&mut TestRng);
+        let online = SigningKey::generate(&mut TestRng);
+        let d = delegate(&root, &online, Purpose::Access, &[]);
+        let current =
+            AccessList::decode_verified(&signed(&root, 5, &[]), &root.public()).expect("root list");
+        let offered = |v| {
+            verify_pem(
+                pem_of(&signed(&online, v, &[]), &d).as_bytes(),
+                &root.public(),
+                None,
+                NOW,
+            )
+            .expect("delegated")
+        };
+        for v in [u64::MAX, 5 + crate::crl::MAX_DELEGATED_VERSION_JUMP + 1] {
+            assert!(
+                matches!(
+                    offer(Some(&current), &offered(v)),
+                    ListUpdate::Rollback { .. }
+                ),
+                "{v}"
+            );
+        }
+        assert_eq!(offer(Some(&current), &offered(6)), ListUpdate::Replace);
+        // The root's own list may go anywhere up.
+        let far = AccessList::decode_verified(&signed(&root, u64::MAX, &[]), &root.public())
+            .expect("root");
+        assert_eq!(offer(Some(&current), &far), ListUpdate::Replace);
+    }
+
+    /// With no list in force (a new proxy, its first fetch) there is no
+    /// version to measure a jump against: a stolen access key's list at
+    /// the end of u64 loaded, and then no list the root signs, not even
+    /// one after the delegation is revoked, could ever be newer.
+    #[test]
+    fn a_delegated_list_cannot_take_the_version_out_of_reach_where_none_is_in_force() {
+        use crate::trust::MAX_DELEGATED_VERSION;
+        let root = SigningKey::generate(&mut TestRng);
+        let online = SigningKey::generate(&mut TestRng);
+        let d = delegate(&root, &online, Purpose::Access, &[]);
+        let offered = |v| {
+            verify_pem(
+                pem_of(&signed(&online, v, &[]), &d).as_bytes(),
+                &root.public(),
+                None,
+                NOW,
+            )
+            .expect("delegated")
+        };
+        for v in [u64::MAX, MAX_DELEGATED_VERSION + 1] {
+            assert!(
+                matches!(
+                    offer(None, &offered(v)),
+                    ListUpdate::Rollback { loaded: 0, offered } if offered == v
+                ),
+                "{v}"
+            );
+            assert!(
+                matches!(
+                    crate::trust::offer_from(None, &offered(v), None),
+                    ListUpdate::Rollback { .. }
+                ),
+                "{v}"
+            );
+        }
+        assert_eq!(
+            offer(None, &offered(MAX_DELEGATED_VERSION)),
+            ListUpdate::Replace
+        );
+        // So the root can always go above a delegated list, and may itself
+        // use the top versions.
+        let far = AccessList::decode_verified(&signed(&root, u64::MAX, &[]), &root.public())
+            .expect("root");
+        assert_eq!(offer(None, &far), ListUpdate::Replace);
+        assert_eq!(
+            offer(Some(&offered(MAX_DELEGATED_VERSION)), &far),
+            ListUpdate::Replace
+        );
+    }
 }

@@ -175,14 +175,15 @@ fn an_expired_or_not_yet_valid_delegation_is_refused() {
 fn a_delegation_signs_only_its_purpose() {
     let root = SigningKey::generate(&mut TestRng);
     let online = SigningKey::generate(&mut TestRng);
-    for purpose in [Purpose::Access, Purpose::Revocations] {
+    // A host CA's certification (purpose host-ca) signs neither.
+    for purpose in [Purpose::Access, Purpose::Revocations, Purpose::HostCa] {
         let d = delegation(&root, &online, purpose, &[]);
         let lic = licence(&online, "web1");
         let e = verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
             .expect_err("wrong purpose");
         assert!(refused_because(&e, "not licences"), "{purpose}: {e}");
     }
-    for purpose in [Purpose::Access, Purpose::Licences] {
+    for purpose in [Purpose::Access, Purpose::Licences, Purpose::HostCa] {
         let d = delegation(&root, &online, purpose, &[]);
         let bytes = list(&online, 5, Revocations::default());
         let e = verify_list(&root.public(), &bytes, Some(d.encoded()), NOW).expect_err("wrong");
@@ -192,10 +193,12 @@ fn a_delegation_signs_only_its_purpose() {
     let bytes = list(&online, 5, Revocations::default());
     let crl = verify_list(&root.public(), &bytes, Some(d.encoded()), NOW).expect("revocations");
     assert_eq!(crl.delegation, Some(d));
-    // Only a licences delegation names servers.
+    // A revocations delegation names no servers (a list is for every
+    // server; licences and access delegations may, since issue 21's
+    // access delegations).
     let body = DelegationBody {
         servers: vec!["web*".into()],
-        ..delegation(&root, &online, Purpose::Access, &[]).body
+        ..delegation(&root, &online, Purpose::Revocations, &[]).body
     };
     assert!(body.sign(&root).is_err());
 }
@@ -490,10 +493,38 @@ fn a_delegated_list_cannot_move_the_version_out_of_the_roots_reach() {
     assert_eq!(offer(Some(&current), &root_far), ListUpdate::Replace);
 }
 
+/// The same bound where no list is in force yet (a sidecar or proxy
+/// starting from nothing): the top versions stay the root's.
 #[test]
-#[ignore = "open finding (attack21): a licences delegation's server globs bind the \
-            server id only, not the host names the sidecar checks (Licence::covers); \
-            needs a design decision, see the report"]
+fn a_delegated_list_cannot_move_the_version_out_of_reach_where_none_is_in_force() {
+    let root = SigningKey::generate(&mut TestRng);
+    let oncall = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &oncall, Purpose::Revocations, &[]);
+    let offered = |version| {
+        let pem = encode_pem(
+            pem::CRL,
+            &list(&oncall, version, Revocations::default()),
+            Some(&d),
+        );
+        verify_pem(pem.as_bytes(), &root.public(), NOW).expect("on-call list")
+    };
+    assert!(matches!(
+        offer(None, &offered(u64::MAX)),
+        ListUpdate::Rollback { loaded: 0, .. }
+    ));
+    assert_eq!(
+        offer(None, &offered(crate::trust::MAX_DELEGATED_VERSION)),
+        ListUpdate::Replace
+    );
+    let root_far = Crl::decode_verified(
+        &list(&root, u64::MAX, Revocations::default()),
+        &root.public(),
+    )
+    .expect("root");
+    assert_eq!(offer(None, &root_far), ListUpdate::Replace);
+}
+
+#[test]
 fn a_key_delegated_for_web_servers_cannot_license_db1_by_host_name() {
     let root = SigningKey::generate(&mut TestRng);
     let online = SigningKey::generate(&mut TestRng);
@@ -549,4 +580,187 @@ fn a_delegated_list_that_overreaches_is_never_taken_for_one_merely_behind() {
         crate::trust::offer_from(Some(&current), &older, Some(4)),
         ListUpdate::Behind { .. }
     ));
+}
+
+/// A licence signed under `d`'s key for `server_id` and `hosts`, through
+/// the chain: `Ok` if every verifier would take it.
+fn chain_with_names(
+    root: &SigningKey,
+    online: &SigningKey,
+    d: &Delegation,
+    server_id: &str,
+    hosts: &[&str],
+) -> Result<LicenceVerified, ProtoError> {
+    let mut body = licence(online, server_id).body;
+    body.hostnames = hosts.iter().map(|h| (*h).to_owned()).collect();
+    let lic = body.sign(online).expect("sign licence");
+    verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
+}
+
+#[test]
+fn a_delegated_licence_names_only_hosts_its_globs_cover() {
+    let root = SigningKey::generate(&mut TestRng);
+    let online = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &online, Purpose::Licences, &["web*", "10.0.0.*"]);
+    let ok = |id: &str, hosts: &[&str]| chain_with_names(&root, &online, &d, id, hosts).is_ok();
+    // Within: the id and every name, in any case, with or without the
+    // trailing dot of an absolute name, and IPv4 addresses in the
+    // canonical dotted quad the 10.0.0.* glob names.
+    assert!(ok(
+        "web7",
+        &["web7", "WEB7.example.com", "web7.example.com.", "10.0.0.7"]
+    ));
+    // Every name must be within: one outside is enough to refuse.
+    for hosts in [
+        &["web7", "db1"][..],
+        &["db1.example.com."],
+        &["DB1"],
+        &["127.0.0.1"],
+        &["localhost"],
+        // The same address as 10.0.0.7 spelled as inet_aton reads it:
+        // refused, not matched against the glob.
+        &["10.0.0.07"],
+        &["10.0.7"],
+        &["0x0a.0.0.7"],
+        &["167772167"],
+    ] {
+        let e = chain_with_names(&root, &online, &d, "web7", hosts).expect_err("outside");
+        assert!(refused_because(&e, "not the host name"), "{hosts:?}: {e}");
+    }
+    // A glob that matches the id but not a name, and the reverse.
+    let e = chain_with_names(&root, &online, &d, "web7", &["db7"]).expect_err("name");
+    assert!(refused_because(&e, "not the host name db7"), "{e}");
+    let e = chain_with_names(&root, &online, &d, "db7", &["web7"]).expect_err("id");
+    assert!(refused_because(&e, "not db7"), "{e}");
+    // The server id is matched as it is: no case folding.
+    let e = chain_with_names(&root, &online, &d, "WEB7", &["web7"]).expect_err("id case");
+    assert!(refused_because(&e, "not WEB7"), "{e}");
+    // A trailing dot in the glob names the same host as without.
+    let dotted = delegation(
+        &root,
+        &online,
+        Purpose::Licences,
+        &["web1", "web1.example.com."],
+    );
+    for host in ["web1.example.com", "WEB1.example.com."] {
+        assert!(
+            chain_with_names(&root, &online, &dotted, "web1", &[host]).is_ok(),
+            "{host}"
+        );
+    }
+    // A delegation without globs covers any name, as before.
+    let any = delegation(&root, &online, Purpose::Licences, &[]);
+    assert!(chain_with_names(&root, &online, &any, "db1", &["db1", "127.1"]).is_ok());
+    // The root's own licences are not bound by any glob.
+    let mut body = licence(&root, "db1").body;
+    body.hostnames = vec!["127.1".into()];
+    let lic = body.sign(&root).expect("root licence");
+    assert!(verify_licence(&root.public(), lic.encoded(), None, None, NOW).is_ok());
+}
+
+#[test]
+fn the_names_check_is_the_one_the_ca_tool_asks_before_signing() {
+    let root = SigningKey::generate(&mut TestRng);
+    let online = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &online, Purpose::Licences, &["web*"]);
+    let names = |h: &[&str]| h.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert!(d.check_licence_names("web1", &names(&["web1"])).is_ok());
+    let why = d
+        .check_licence_names("web1", &names(&["web1", "127.0.0.1"]))
+        .expect_err("localhost address");
+    assert!(why.contains("not the host name 127.0.0.1"), "{why}");
+    let why = d
+        .check_licence_names("web1", &names(&["2130706433"]))
+        .expect_err("odd spelling");
+    assert!(why.contains("dotted quad"), "{why}");
+}
+
+#[test]
+fn glob_within_is_sound() {
+    for (inner, outer) in [
+        ("web1", "web*"),
+        ("web-*", "web*"),
+        ("web??", "web*"),
+        ("web?", "web?"),
+        ("web1", "web?"),
+        ("*", "*"),
+        ("a*b", "a*"),
+    ] {
+        assert!(glob_within(inner, outer), "{inner} within {outer}");
+    }
+    for (inner, outer) in [
+        ("w*", "web*"),
+        ("web*", "web?"),
+        ("web?", "web1"),
+        ("*", "web*"),
+        ("db1", "web*"),
+        ("web*", "web"),
+        ("we?1", "web1"),
+    ] {
+        assert!(!glob_within(inner, outer), "{inner} not within {outer}");
+    }
+    // Brute force on a small alphabet: whenever glob_within says yes,
+    // every name the inner glob matches, the outer one matches too.
+    let alphabet = ["a", "b", "*", "?"];
+    let mut globs = vec![String::new()];
+    for _ in 0..3 {
+        let next: Vec<String> = globs
+            .iter()
+            .flat_map(|g| alphabet.iter().map(move |c| format!("{g}{c}")))
+            .collect();
+        globs.extend(next);
+    }
+    globs.sort();
+    globs.dedup();
+    let mut names = vec![String::new()];
+    for _ in 0..4 {
+        let next: Vec<String> = names
+            .iter()
+            .flat_map(|n| ["a", "b"].iter().map(move |c| format!("{n}{c}")))
+            .collect();
+        names.extend(next);
+    }
+    names.sort();
+    names.dedup();
+    for inner in &globs {
+        for outer in &globs {
+            if glob_within(inner, outer) {
+                for n in &names {
+                    assert!(
+                        !glob_matches(inner, n) || glob_matches(outer, n),
+                        "{inner} within {outer}, yet {n} escapes"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_revocations_delegation_names_no_servers_but_an_access_one_may() {
+    let root = SigningKey::generate(&mut TestRng);
+    let key = SigningKey::generate(&mut TestRng);
+    let body = |purpose| DelegationBody {
+        serial: Serial::random(&mut TestRng),
+        purpose,
+        key: key.public(),
+        servers: vec!["web*".into()],
+        not_before: NOW,
+        not_after: NOW + 60,
+        issuer: root.public(),
+    };
+    assert!(body(Purpose::Revocations).sign(&root).is_err());
+    assert!(body(Purpose::Access).sign(&root).is_ok());
+    assert!(body(Purpose::Licences).sign(&root).is_ok());
+}
+
+#[test]
+fn a_host_ca_certification_round_trips_under_the_root() {
+    let root = SigningKey::generate(&mut TestRng);
+    let host_ca = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &host_ca, Purpose::HostCa, &[]);
+    let back = Delegation::decode_verified(d.encoded(), &root.public()).expect("verifies");
+    assert_eq!(back.body.purpose, Purpose::HostCa);
+    assert_eq!(back.body.key, host_ca.public());
+    assert_eq!(Purpose::parse("host-ca"), Some(Purpose::HostCa));
 }

@@ -73,20 +73,38 @@ pub trait Versioned: PartialEq {
     /// The list's version.
     fn list_version(&self) -> u64;
 
-    /// Whether this list may not replace `current` because its signer may
-    /// only add entries and it leaves some of `current`'s out (a list a
-    /// delegated key signed). Lists only the root signs never do.
-    fn drops_entries_of(&self, _current: &Self) -> bool {
+    /// Whether this list may not replace `current` because a delegated
+    /// key signed it and it does what only the root may: a revocation
+    /// list that leaves out entries of `current`, or any list that raises
+    /// the version by more than [`crate::crl::MAX_DELEGATED_VERSION_JUMP`].
+    /// Lists the root signs never do.
+    fn overreaches(&self, _current: &Self) -> bool {
+        false
+    }
+
+    /// Whether a delegated key signed the list (not the root).
+    fn delegated(&self) -> bool {
         false
     }
 }
+
+/// The highest version a list a delegated key signed may carry, whatever
+/// is in force: the top [`crate::crl::MAX_DELEGATED_VERSION_JUMP`]
+/// versions stay the root's, so that a stolen key's list offered where no
+/// list is in force yet (a new proxy, a first fetch) cannot take the
+/// version out of the root's reach either.
+pub const MAX_DELEGATED_VERSION: u64 = u64::MAX - crate::crl::MAX_DELEGATED_VERSION_JUMP;
 
 impl Versioned for Crl {
     fn list_version(&self) -> u64 {
         self.list_version
     }
 
-    fn drops_entries_of(&self, current: &Self) -> bool {
+    fn delegated(&self) -> bool {
+        self.delegation.is_some()
+    }
+
+    fn overreaches(&self, current: &Self) -> bool {
         self.delegation.is_some()
             && (!self.revoked.contains_all(&current.revoked)
                 || self.list_version
@@ -101,18 +119,25 @@ impl Versioned for Crl {
 /// Every place that replaces a list asks this.
 ///
 /// A list a delegated key signed may only add to the list in force
-/// ([`Versioned::drops_entries_of`]): one that leaves out any of its
+/// ([`Versioned::overreaches`]): one that leaves out any of its
 /// entries would resurrect revoked identities (or its own revoked
 /// delegation, which the list in force names), so it is refused as a
 /// [`ListUpdate::Rollback`]. Only the root removes entries. Nor may it
 /// raise the version by more than [`crate::crl::MAX_DELEGATED_VERSION_JUMP`]:
 /// a stolen key's list at `u64::MAX` would leave the root no newer version
-/// to revoke it with.
+/// to revoke it with; nor, whatever is in force (none at all, say), above
+/// [`MAX_DELEGATED_VERSION`].
 pub fn offer<L: Versioned>(current: Option<&L>, offered: &L) -> ListUpdate {
+    if offered.delegated() && offered.list_version() > MAX_DELEGATED_VERSION {
+        return ListUpdate::Rollback {
+            loaded: current.map_or(0, L::list_version),
+            offered: offered.list_version(),
+        };
+    }
     let Some(cur) = current else {
         return ListUpdate::Replace;
     };
-    if offered.drops_entries_of(cur) {
+    if offered.overreaches(cur) {
         return ListUpdate::Rollback {
             loaded: cur.list_version(),
             offered: offered.list_version(),
@@ -138,7 +163,7 @@ pub fn offer<L: Versioned>(current: Option<&L>, offered: &L) -> ListUpdate {
 /// [`ListUpdate::Behind`] if the source is merely not as far as the list in
 /// force (which came from elsewhere, or from an answer of the same source
 /// that overtook this one). A delegated list refused by
-/// [`Versioned::drops_entries_of`] is never merely behind: it is not older,
+/// [`Versioned::overreaches`] is never merely behind: it is not older,
 /// it overreaches, and is a [`ListUpdate::Rollback`] (logged as an error).
 pub fn offer_from<L: Versioned>(
     current: Option<&L>,

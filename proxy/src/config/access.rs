@@ -10,9 +10,9 @@ use std::time::Duration;
 use hyper::Uri;
 use ztssh_fetch::Target;
 use ztssh_keyfile as keyfile;
-use ztssh_proto::access::AccessList;
+use ztssh_proto::access::{self, AccessList};
+use ztssh_proto::crl::Revocations;
 use ztssh_proto::keys::PublicKey;
-use ztssh_proto::labels::pem;
 use ztssh_proto::trust::{self, ListUpdate, StaleMode, Staleness};
 
 use crate::config::Choice;
@@ -121,11 +121,18 @@ impl AccessSettings {
     }
 }
 
-/// Reads and verifies an access list file. The one verification is
-/// [`AccessList::decode_verified`], under the pinned root.
-pub fn read_access(path: &Path, root: &PublicKey) -> Result<AccessList, String> {
-    let bytes = keyfile::read_pem(path, pem::ACCESS)?;
-    AccessList::decode_verified(&bytes, root).map_err(|e| format!("{}: {e}", path.display()))
+/// Reads and verifies an access list file: the root's, or a delegated
+/// key's with its delegation beside it, checked by proto's
+/// [`ztssh_proto::access::verify_pem`] against the revocation list in
+/// force (`revocations`), at the time now.
+pub fn read_access(
+    path: &Path,
+    root: &PublicKey,
+    revocations: Option<&Revocations>,
+) -> Result<AccessList, String> {
+    let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
+    access::verify_pem(&text, root, revocations, crate::ops::clock::unix())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The access list at start-up and on SIGHUP: the newer of `access_list`
@@ -141,13 +148,26 @@ pub fn load(s: &Settings, root: &PublicKey) -> Result<AccessInForce, String> {
         // A file named but not there yet is normal with a URL (it is
         // where the pull keeps the list); without one it is a mistake.
         Some(p) if !p.exists() && s.access_list_url.is_some() => None,
-        Some(p) => Some(read_access(p, root)?),
+        Some(p) => {
+            let l = read_access(p, root, None)?;
+            // The rule every offer follows, with nothing in force yet.
+            if let ListUpdate::Rollback { offered, .. } = trust::offer(None, &l) {
+                return Err(format!(
+                    "{}: access list version {offered}, signed by a delegated key, is above {} \
+                     (the versions above it are the root's); sign it with the root (ztssh-ca \
+                     access --dir CA) or revoke the delegation if its key was stolen",
+                    p.display(),
+                    trust::MAX_DELEGATED_VERSION
+                ));
+            }
+            Some(l)
+        }
         None => None,
     };
     if let Some(cache) = &s.access_list_cache
         && cache.exists()
     {
-        match read_access(cache, root) {
+        match read_access(cache, root, None) {
             Ok(cached) => {
                 if trust::offer(list.as_ref(), &cached) == ListUpdate::Replace {
                     list = Some(cached);

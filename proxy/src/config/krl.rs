@@ -90,7 +90,8 @@ impl KrlPullSettings {
 }
 
 /// The KRL to start from (and to offer on SIGHUP): the newer of
-/// `user_ca_krl` and the KRL kept in `user_ca_krl_cache`. A missing file
+/// `user_ca_krl` and the KRL kept in `user_ca_krl_cache` (of the same
+/// version, the cache if it revokes more: [`ztssh_proto::krl::offer`]). A missing file
 /// is an error for `user_ca_krl` (the operator named it) and normal for the
 /// cache before the first fetch; a cache that cannot be read is reported
 /// and left aside.
@@ -111,7 +112,7 @@ pub fn read_configured(s: &Settings) -> Result<Option<Arc<Krl>>, String> {
         _ => None,
     };
     let newest = match (file, cached) {
-        (Some(f), Some(c)) if c.krl_version > f.krl_version => Some(c),
+        (Some(f), Some(c)) if ztssh_proto::krl::offer(Some(&f), &c).replaces() => Some(c),
         (Some(f), _) => Some(f),
         (None, c) => c,
     };

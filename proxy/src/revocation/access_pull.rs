@@ -23,7 +23,7 @@ use ztssh_proto::trust::{self, ListUpdate, StaleMode};
 
 use crate::config::access::{AccessSettings, read_access};
 use crate::ops::clock;
-use crate::revocation::fetch::next_delay;
+use crate::revocation::fetch::{next_delay, retry_secs};
 use crate::revocation::reload::Request;
 use crate::state::Shared;
 use crate::trust::access::AccessInForce;
@@ -136,6 +136,19 @@ pub fn merge(
             );
             return (None, false);
         }
+        ListUpdate::Rollback { loaded, offered } if offered > loaded => {
+            error!(
+                event = "access_reload_failed",
+                loaded,
+                offered,
+                "access list version {offered}, signed by a delegated key, raises the version by \
+                 more than {} over the loaded {loaded} or above {} (out of the root's reach); \
+                 refused (if its key was stolen, revoke the delegation)",
+                ztssh_proto::crl::MAX_DELEGATED_VERSION_JUMP,
+                trust::MAX_DELEGATED_VERSION
+            );
+            return (None, true);
+        }
         ListUpdate::Rollback { loaded, offered } => {
             error!(
                 event = "access_reload_failed",
@@ -208,7 +221,11 @@ pub fn apply(
         && let Some(path) = &settings.file
         && path.exists()
     {
-        let read = read_access(path, &shared.cfg.root);
+        let read = read_access(
+            path,
+            &shared.cfg.root,
+            current.crl.as_ref().map(|c| &c.revoked),
+        );
         let before = *file_newest;
         if let Ok(l) = &read {
             *file_newest = Some(before.map_or(l.list_version, |n| n.max(l.list_version)));
@@ -243,7 +260,7 @@ fn keep(path: &Path, pem: &[u8], version: u64, shared: &Shared) {
     }
     let shown = path.display();
     if path.exists()
-        && let Ok(there) = read_access(path, &shared.cfg.root)
+        && let Ok(there) = read_access(path, &shared.cfg.root, None)
         && there.list_version >= version
     {
         return;
@@ -274,7 +291,7 @@ pub async fn poll(
     let mut newest: Option<u64> = match (&shared.cfg.settings.access_list_cache, &pull.cache) {
         (Some(c), Some(_)) if c.exists() => {
             let (c, root) = (c.clone(), shared.cfg.root);
-            tokio::task::spawn_blocking(move || read_access(&c, &root).ok())
+            tokio::task::spawn_blocking(move || read_access(&c, &root, None).ok())
                 .await
                 .ok()
                 .flatten()
@@ -291,8 +308,16 @@ pub async fn poll(
             }
             Ok(Fetched::Body(body)) => {
                 let root = shared.cfg.root;
+                // Checked against the revocation list in force: a list
+                // from a revoked delegation is refused here, and says so.
+                let revocations = shared
+                    .authority
+                    .borrow()
+                    .crl
+                    .as_ref()
+                    .map(|c| c.revoked.clone());
                 let verified = tokio::task::spawn_blocking(move || {
-                    access::verify_pem(&body, &root)
+                    access::verify_pem(&body, &root, revocations.as_ref(), clock::unix())
                         .map(|l| (l, body))
                         .map_err(|e| e.to_string())
                 })
@@ -351,11 +376,11 @@ pub async fn poll(
                     .list
                     .as_ref()
                     .map_or(0, |l| l.list_version);
-                let delay = next_delay(pull.poll, failures);
+                let delay = next_delay(pull.poll);
                 error!(event = "access_fetch_failed", url = %url, error = %e, failures, list_version = loaded,
-                    retry_secs = delay.as_secs(),
+                    retry_secs = retry_secs(delay),
                     "access list fetch from {url} failed: {e}; the last good list (version {loaded}) stays in force; retrying in {}s",
-                    delay.as_secs());
+                    retry_secs(delay));
                 tokio::time::sleep(delay).await;
                 continue;
             }
@@ -363,7 +388,7 @@ pub async fn poll(
         if requests.is_closed() {
             return;
         }
-        tokio::time::sleep(next_delay(pull.poll, 0)).await;
+        tokio::time::sleep(next_delay(pull.poll)).await;
     }
 }
 

@@ -16,10 +16,10 @@ use hyper::body::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use ztssh_fetch::{Fetched, Fetcher};
-use ztssh_proto::krl::{Krl, KrlUpdate};
+use ztssh_proto::krl::{self, Krl, KrlUpdate};
 
 use crate::config::krl::KrlPullSettings;
-use crate::revocation::fetch::next_delay;
+use crate::revocation::fetch::{next_delay, retry_secs};
 use crate::revocation::reload::Request;
 use crate::revocation::watch::watch_crl_file;
 use crate::state::Shared;
@@ -47,12 +47,14 @@ pub fn spawn(shared: &Arc<Shared>, requests: &mpsc::Sender<Request>) {
     }
 }
 
-/// Of two offers queued together, the newer KRL (the later one on a tie).
+/// Of two offers queued together, the newer KRL; on a tie the later one,
+/// unless it would un-revoke something the earlier one revokes (then the
+/// earlier one, which would go into force over it).
 pub fn keep_newest(slot: &mut Option<Box<KrlOffer>>, offer: Box<KrlOffer>) {
-    if slot
-        .as_ref()
-        .is_none_or(|kept| offer.krl.krl_version >= kept.krl.krl_version)
-    {
+    if slot.as_ref().is_none_or(|kept| {
+        let update = krl::offer(Some(&kept.krl), &offer.krl);
+        update.replaces() || update == KrlUpdate::Same
+    }) {
         *slot = Some(offer);
     }
 }
@@ -60,14 +62,14 @@ pub fn keep_newest(slot: &mut Option<Box<KrlOffer>>, offer: Box<KrlOffer>) {
 /// The reload task's step for an offered KRL: the authority to publish, if
 /// the KRL replaces the one in force; a fetched one is then kept on disk.
 pub fn apply(shared: &Shared, current: &Authority, offer: KrlOffer) -> Option<Authority> {
-    let version = offer.krl.krl_version;
+    let krl = Arc::clone(&offer.krl);
     let (next, update) = merge_krl(current, offer.krl, &offer.source);
     shared
         .metrics
         .krl_loads
-        .with_label_values(&[result_label(update)])
+        .with_label_values(&[result_label(&update)])
         .inc();
-    if update == KrlUpdate::Replace
+    if update.replaces()
         && !offer.bytes.is_empty()
         && let Some(cache) = shared
             .cfg
@@ -75,7 +77,7 @@ pub fn apply(shared: &Shared, current: &Authority, offer: KrlOffer) -> Option<Au
             .as_ref()
             .and_then(|p| p.cache.as_deref())
     {
-        keep(cache, &offer.bytes, version);
+        keep(cache, &offer.bytes, &krl);
     }
     next
 }
@@ -95,7 +97,7 @@ pub fn on_reload(
         shared
             .metrics
             .krl_loads
-            .with_label_values(&[result_label(update)])
+            .with_label_values(&[result_label(&update)])
             .inc();
     }
     match next {
@@ -104,11 +106,13 @@ pub fn on_reload(
     }
 }
 
-/// Keeps a fetched KRL that went into force, never over a newer one there.
-fn keep(path: &std::path::Path, bytes: &[u8], version: u64) {
+/// Keeps a fetched KRL that went into force, never over one there that
+/// it would not replace (newer, or of its version and revoking as much).
+fn keep(path: &std::path::Path, bytes: &[u8], krl: &Krl) {
     let shown = path.display();
+    let version = krl.krl_version;
     if let Ok(there) = read_krl(path)
-        && there.krl_version >= version
+        && !krl::offer(Some(&there), krl).replaces()
     {
         debug!(event = "krl_cached", path = %shown, "the cache already holds KRL version {} or newer", version);
         return;
@@ -201,9 +205,9 @@ async fn poll(
                     .krl_loads
                     .with_label_values(&["fetch_failed"])
                     .inc();
-                let delay = next_delay(settings.poll, failures);
-                error!(event = "krl_fetch_failed", url = %url, error = %e, failures, retry_secs = delay.as_secs(),
-                    "user CA KRL from {url}: {e}; the KRL in force stays; retrying in {}s", delay.as_secs());
+                let delay = next_delay(settings.poll);
+                error!(event = "krl_fetch_failed", url = %url, error = %e, failures, retry_secs = retry_secs(delay),
+                    "user CA KRL from {url}: {e}; the KRL in force stays; retrying in {}s", retry_secs(delay));
                 tokio::time::sleep(delay).await;
                 continue;
             }
@@ -211,6 +215,6 @@ async fn poll(
         if requests.is_closed() {
             return;
         }
-        tokio::time::sleep(next_delay(settings.poll, 0)).await;
+        tokio::time::sleep(next_delay(settings.poll)).await;
     }
 }

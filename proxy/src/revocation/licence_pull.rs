@@ -92,7 +92,7 @@ pub async fn poll(
         if requests.is_closed() {
             return;
         }
-        tokio::time::sleep(next_delay(settings.poll, failures)).await;
+        tokio::time::sleep(next_delay(settings.poll)).await;
     }
 }
 

@@ -77,7 +77,11 @@ fn value(text: &str) -> Result<String, String> {
 }
 
 /// sshd's options (getopt string `C:E:b:c:f:g:h:k:o:p:u:46DGQRTdeiqrtV`).
-fn options(words: &[&str], sshd_config: &Path, guarded: &[String]) -> Result<Vec<String>, String> {
+pub(crate) fn options(
+    words: &[&str],
+    sshd_config: &Path,
+    guarded: &[String],
+) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut i = 0;
     while let Some(word) = words.get(i) {

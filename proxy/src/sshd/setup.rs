@@ -54,6 +54,9 @@ pub struct Options {
     /// The file whose `SSHD_OPTS` sshd's unit passes to sshd (Debian's
     /// /etc/default/ssh; [`crate::sshd::defaults`]).
     pub sshd_defaults: PathBuf,
+    /// Where systemd's unit files for sshd are (`ssh.service`,
+    /// `ssh.service.d/*.conf`; [`crate::sshd::unit`]).
+    pub systemd_dirs: Vec<PathBuf>,
     /// How to reload sshd.
     pub reload: Reload,
     /// Where copies of the old files go.
@@ -132,17 +135,28 @@ fn read_state(path: &Path) -> Result<Option<FileState>, String> {
     }))
 }
 
+/// Every option sshd starts with beyond its config files: `SSHD_OPTS`,
+/// then what a systemd unit or drop-in adds; a guarded keyword in any is
+/// refused.
+fn sshd_opts(target: &Target, opts: &Options) -> Result<Vec<String>, String> {
+    let guarded = guarded_keys(target.lines);
+    let mut extra =
+        crate::sshd::defaults::sshd_opts(&opts.sshd_defaults, &opts.sshd_config, &guarded)?;
+    extra.extend(crate::sshd::unit::sshd_opts(
+        &opts.systemd_dirs,
+        &opts.sshd_defaults,
+        &opts.sshd_config,
+        &guarded,
+    )?);
+    Ok(extra)
+}
+
 /// Runs the setup; returns the report for stdout.
 pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
     let sshd = Sshd {
         bin: &opts.sshd,
         config: &opts.sshd_config,
-        extra: crate::sshd::defaults::sshd_opts(
-            &opts.sshd_defaults,
-            &opts.sshd_config,
-            &guarded_keys(target.lines),
-        )
-        .map_err(not_ready)?,
+        extra: sshd_opts(target, opts).map_err(not_ready)?,
     };
     let changes = plan(target, opts)?;
     if changes.is_empty() {
@@ -882,7 +896,7 @@ fn verify(sshd: &Sshd, target: &Target, opts: &Options) -> Result<Vec<String>, S
             String::new()
         } else {
             format!(
-                " (with SSHD_OPTS from {}: {})",
+                " (with SSHD_OPTS from {} and sshd's systemd unit: {})",
                 opts.sshd_defaults.display(),
                 sshd.extra.join(" ")
             )

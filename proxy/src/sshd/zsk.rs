@@ -50,8 +50,10 @@ const PERMITS: [(&str, &str); 6] = [
 
 /// The options that make sshd enforce a user certificate's critical
 /// options and extensions, as it would for the certificate itself:
-/// `restrict`, then each permit the certificate grants, then `command=`
-/// from `force-command`. `Err`: a force-command no authorized_keys line can
+/// `restrict`, then each permit the certificate grants, `verify-required`
+/// (sshd then refuses a security key signature without user verification;
+/// the proxy checks every signature of the key it accepts too), then
+/// `command=` from `force-command`. `Err`: a force-command no authorized_keys line can
 /// carry (a line break or NUL in it, or a trailing backslash).
 pub fn cert_options(cert: &UserCertVerified) -> Result<String, String> {
     let mut out = String::from("restrict");
@@ -60,6 +62,9 @@ pub fn cert_options(cert: &UserCertVerified) -> Result<String, String> {
             out.push(',');
             out.push_str(opt);
         }
+    }
+    if cert.verify_required() {
+        out.push_str(",verify-required");
     }
     if let Some(cmd) = cert.force_command() {
         if cmd.contains(['\n', '\r', '\0']) {
@@ -288,6 +293,7 @@ mod tests {
             valid_until: NOW + 10,
             issuer: ztssh_proto::keys::PublicKey([1; 32]),
             principals: list,
+            delegation: None,
         }));
         let sessions = [
             live("s1", "alice", 1, 5),
@@ -385,6 +391,36 @@ mod tests {
             "{:?}",
             got.refused
         );
+    }
+
+    /// A verify-required certificate reaches sshd as the verify-required
+    /// option, so sshd checks ssh's own security key signature for the PIN.
+    #[test]
+    fn a_verify_required_certificate_tells_sshd() {
+        use ssh_key::certificate::{Builder, CertType};
+        use ztssh_proto::trust::usercert::{self, UserCas};
+        let ca =
+            ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[0xca; 32]));
+        let cas = UserCas::parse(&ca.public_key().to_openssh().expect("openssh")).expect("cas");
+        let user = key(9);
+        let cert = |verify: bool| {
+            let mut b = Builder::new([7; 16], user.key_data().clone(), NOW - 60, NOW + 3600)
+                .expect("builder");
+            b.serial(1).expect("serial");
+            b.cert_type(CertType::User).expect("type");
+            b.valid_principal("carol").expect("principal");
+            b.extension("permit-pty", "").expect("pty");
+            if verify {
+                b.critical_option("verify-required", "").expect("option");
+            }
+            let bytes = b.sign(&ca).expect("sign").to_bytes().expect("bytes");
+            usercert::verify(&cas, &bytes, &user, "carol", NOW).expect("verify")
+        };
+        assert_eq!(
+            cert_options(&cert(true)).expect("options"),
+            "restrict,pty,verify-required"
+        );
+        assert_eq!(cert_options(&cert(false)).expect("options"), "restrict,pty");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The access list in force (`access_list`, `access_list_url`): what it
 //! grants on this server, and what its staleness policy leaves of that.
 //! It only ever adds principals to the `authorized_principals` file's; its
-//! accounts narrow the policy's.
+//! accounts narrow the policy's. A list a delegated key signed grants only
+//! while its delegation is in force (proto's `AccessList::check_signer`).
 
 use std::sync::Arc;
 
 use ztssh_proto::access::{AccessList, Grant};
+use ztssh_proto::crl::Revocations;
 use ztssh_proto::time::{UnixTime, date, human};
 use ztssh_proto::trust::{StaleMode, Staleness};
 
@@ -29,14 +31,18 @@ impl AccessInForce {
 
     /// The grant for `principal` with `key` on server `server`, for a new
     /// session (`new_session`) or a live one. `Err` says why a grant the
-    /// list holds is not honoured now (the list is stale under
-    /// `refuse-new` for a new session, or under `close-all`).
+    /// list holds is not honoured now: the list is stale under
+    /// `refuse-new` for a new session, or under `close-all`; or a
+    /// delegated key signed it and its delegation is no longer in force
+    /// (revoked by `revocations`, the revocation list in force, or past
+    /// its end), which withdraws the whole list.
     pub fn grant(
         &self,
         principal: &str,
         key: &ssh_key::public::KeyData,
         server: &str,
         new_session: bool,
+        revocations: Option<&Revocations>,
         now: UnixTime,
     ) -> Result<Option<&Grant>, String> {
         let Some(list) = &self.list else {
@@ -45,6 +51,14 @@ impl AccessInForce {
         let Some(grant) = list.grant(principal, key, server) else {
             return Ok(None);
         };
+        if let Err(e) = list.check_signer(revocations, now) {
+            return Err(format!(
+                "the access list on {server} (version {}) no longer grants anything: {e}; its \
+                 operator must publish a list signed by the root or by an access delegation in \
+                 force (ztssh-ca access)",
+                list.list_version
+            ));
+        }
         let due = list.valid_until.saturating_add(self.staleness.grace_secs);
         let refused = match self.staleness.mode {
             _ if now < due => None,

@@ -86,10 +86,14 @@ impl Authority {
                     return Ok(());
                 }
                 let server = &self.licence.body.server_id;
-                match self
-                    .access
-                    .grant(principal, user_key.key_data(), server, at.is_new(), now)
-                {
+                match self.access.grant(
+                    principal,
+                    user_key.key_data(),
+                    server,
+                    at.is_new(),
+                    self.crl.as_ref().map(|c| &c.revoked),
+                    now,
+                ) {
                     Ok(Some(_)) => return Ok(()),
                     Ok(None) => {}
                     Err(stale) => return Err(Ended::new(EndKind::NotAuthorized, stale)),
@@ -182,7 +186,14 @@ impl Authority {
         }
         let server = &self.licence.body.server_id;
         matches!(
-            self.access.grant(principal, key.key_data(), server, false, now),
+            self.access.grant(
+                principal,
+                key.key_data(),
+                server,
+                false,
+                self.crl.as_ref().map(|c| &c.revoked),
+                now
+            ),
             Ok(Some(g)) if grant_allows_account(g, account)
         )
     }

@@ -1,6 +1,8 @@
 //! The user SSH CA's KRL in force: reading one, and whether one offered
-//! replaces it ([`ztssh_proto::krl::offer`]: only a newer version; KRLs
-//! are unsigned, so a lower version is a rollback and refused). The rule
+//! replaces it ([`ztssh_proto::krl::offer`]: a newer version, or the same
+//! version revoking everything the one in force does and more, as
+//! `ssh-keygen -k -u` writes it; KRLs are unsigned, so a lower version is a
+//! rollback and a same version that un-revokes anything is refused). The rule
 //! that ends sessions is [`ztssh_proto::trust::check_krl`], applied by
 //! [`crate::trust::authority::Authority`].
 
@@ -20,9 +22,9 @@ pub fn read_krl(path: &Path) -> Result<Krl, String> {
 }
 
 /// How a KRL offer ended, for the `ztssh_user_ca_krl_loads_total` metric.
-pub fn result_label(update: KrlUpdate) -> &'static str {
+pub fn result_label(update: &KrlUpdate) -> &'static str {
     match update {
-        KrlUpdate::Replace => "ok",
+        KrlUpdate::Replace | KrlUpdate::Grown => "ok",
         KrlUpdate::Same => "unchanged",
         KrlUpdate::Changed { .. } => "same_version",
         KrlUpdate::Rollback { .. } => "rollback",
@@ -39,8 +41,8 @@ pub fn merge_krl(
 ) -> (Option<Authority>, KrlUpdate) {
     let update = krl::offer(current.krl.as_deref(), &offered);
     let v = offered.krl_version;
-    match update {
-        KrlUpdate::Replace => {
+    match &update {
+        KrlUpdate::Replace | KrlUpdate::Grown => {
             let (cas, serials, ids, keys) = offered.counts();
             info!(
                 event = "krl_loaded",
@@ -50,19 +52,28 @@ pub fn merge_krl(
                 serial_entries = serials,
                 key_ids = ids,
                 keys,
-                "user CA KRL version {v} loaded; re-checking every live session"
+                same_version = %matches!(update, KrlUpdate::Grown),
+                "user CA KRL version {v} loaded{}; re-checking every live session",
+                if matches!(update, KrlUpdate::Grown) {
+                    " (same version, more revoked)"
+                } else {
+                    ""
+                }
             );
             let mut next = current.republish();
             next.krl = Some(offered);
             return (Some(next), update);
         }
         KrlUpdate::Same => {}
-        KrlUpdate::Changed { version } => error!(
+        KrlUpdate::Changed { version, unrevokes } => error!(
             event = "krl_refused",
             source,
             krl_version = version,
-            "user CA KRL from {source} has the version in force ({version}) but revokes something else; refused, \
-             since a replayed KRL would look the same. Publish it with a higher version: ssh-keygen -k -z {}",
+            unrevoked = unrevokes.count,
+            "user CA KRL from {source} has the version in force ({version}) but would un-revoke {unrevokes}; \
+             refused, since a replayed older KRL would look the same. A KRL of the same version may only add \
+             (ssh-keygen -k -u); to withdraw a revocation on purpose, publish it with a higher version: \
+             ssh-keygen -k -z {}",
             version.saturating_add(1)
         ),
         KrlUpdate::Rollback { loaded, offered } => error!(

@@ -11,6 +11,24 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
+/// The variable that names the home directory.
+pub const HOME_VAR: &str = "HOME";
+
+/// No agent without `SSH_AUTH_SOCK`.
+pub(super) const DEFAULT_AGENT: Option<&str> = None;
+
+/// What to do when ssh-agent cannot be reached.
+pub const AGENT_HINT: &str = "start ssh-agent (eval \"$(ssh-agent)\") and ssh-add your key";
+
+/// How a `ProxyCommand` word is quoted: ssh runs the line with the shell.
+pub(super) const QUOTE: fn(&str) -> Option<String> = super::quote::posix;
+
+/// A file's permission bits.
+pub(super) fn mode_bits(meta: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    Some(meta.mode())
+}
+
 /// The byte stream to ssh-agent: a Unix-domain socket.
 pub type AgentStream = std::os::unix::net::UnixStream;
 

@@ -1,0 +1,307 @@
+//! Where a CA key lives, and the one way ztssh-ca signs with it.
+//!
+//! Every signing command (licences, revocation lists, access lists,
+//! delegations, host certificates, the root's certification of a host CA)
+//! takes its key through [`Signer`]: given `context || message`, it
+//! returns the signature and says its algorithm. Three holders:
+//!
+//! - [`file`]: a key file in the CA directory (`root.key`, today's default);
+//! - [`agent`]: a key ssh-agent holds, chosen by fingerprint (`--agent`),
+//!   including a key a PKCS#11 token lent it (`ssh-add -s`) and a FIDO
+//!   `sk-ssh-ed25519` key, which asks for a touch on each signature;
+//! - [`pkcs11`]: a key in a PKCS#11 token or HSM (`--pkcs11 MODULE --token
+//!   LABEL --key LABEL`), created there non-extractable by `init`.
+//!
+//! Today's formats verify Ed25519 only: [`Ed25519Root`] lends a signer to
+//! proto's formats and refuses any other algorithm clearly. Every
+//! signature is checked against the signer's public key before it is used
+//! (a confused agent or token is caught here, not by every proxy).
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use ssh_key::public::KeyData;
+use ztssh_proto::keys::{PublicKey, SignerFailed};
+
+pub mod agent;
+pub mod file;
+pub mod pkcs11;
+
+/// Opens the root's signer as `dir/ca.toml` records it, and checks it
+/// holds the key `root.pub` names.
+pub fn root(dir: &std::path::Path) -> Result<Box<dyn Signer>> {
+    let config = crate::caconfig::CaConfig::load(dir)?;
+    let signer = config.root.open(ztssh_proto::labels::pem::ROOT_KEY)?;
+    let pinned = dir.join("root.pub");
+    if pinned.exists() {
+        let pinned = ztssh_keyfile::read_root_public(&pinned).map_err(anyhow::Error::msg)?;
+        if signer.ed25519_public()? != pinned {
+            bail!(
+                "{} holds key {}, not the root {} that {}/root.pub names: the wrong token, key \
+                 label or agent key",
+                signer.holder(),
+                signer.public().fingerprint(ssh_key::HashAlg::Sha256),
+                pinned.fingerprint(),
+                dir.display()
+            );
+        }
+    }
+    Ok(signer)
+}
+
+/// Which holder, as `ca.toml` records it and the flags name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Spec {
+    /// A key file.
+    File(PathBuf),
+    /// ssh-agent (`SSH_AUTH_SOCK`), the key with this SHA-256 fingerprint.
+    Agent {
+        /// `SHA256:...`, as `ssh-add -l` prints it.
+        fingerprint: String,
+    },
+    /// A PKCS#11 token.
+    Pkcs11 {
+        /// The module (`.so`).
+        module: PathBuf,
+        /// The token's label.
+        token: String,
+        /// The key's label (`CKA_LABEL`).
+        key: String,
+    },
+}
+
+impl Spec {
+    /// What the audit log and messages call it.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(p) => format!("file:{}", p.display()),
+            Self::Agent { fingerprint } => format!("agent:{fingerprint}"),
+            Self::Pkcs11 { token, key, .. } => format!("pkcs11:{token}/{key}"),
+        }
+    }
+
+    /// Opens the holder (for PKCS#11: logs in with the PIN).
+    pub fn open(&self, pem_label: &'static str) -> Result<Box<dyn Signer>> {
+        Ok(match self {
+            Self::File(p) => Box::new(file::FileSigner::load(p, pem_label)?),
+            Self::Agent { fingerprint } => Box::new(agent::AgentSigner::open(fingerprint)?),
+            Self::Pkcs11 { module, token, key } => {
+                Box::new(pkcs11::Pkcs11Signer::open(module, token, key, false)?)
+            }
+        })
+    }
+}
+
+/// A signature's algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Ed25519 (RFC 8032), what today's formats verify.
+    Ed25519,
+    /// A FIDO security key's Ed25519 (`sk-ssh-ed25519@openssh.com`): the
+    /// authenticator signs `SHA-256(application) || flags || counter ||
+    /// SHA-256(message)`.
+    SkEd25519,
+    /// ECDSA over NIST P-256 with SHA-256.
+    EcdsaP256,
+}
+
+impl Algorithm {
+    /// OpenSSH's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ed25519 => "ssh-ed25519",
+            Self::SkEd25519 => "sk-ssh-ed25519@openssh.com",
+            Self::EcdsaP256 => "ecdsa-sha2-nistp256",
+        }
+    }
+
+    /// The algorithm of a key, or a clear refusal.
+    pub fn of(key: &KeyData) -> Result<Self> {
+        Ok(match key {
+            KeyData::Ed25519(_) => Self::Ed25519,
+            KeyData::SkEd25519(_) => Self::SkEd25519,
+            KeyData::Ecdsa(ssh_key::public::EcdsaPublicKey::NistP256(_)) => Self::EcdsaP256,
+            other => bail!(
+                "a {} key cannot be a ztssh CA key: use Ed25519 (or, once the formats carry \
+                 them, sk-ssh-ed25519 or ECDSA P-256)",
+                other.algorithm()
+            ),
+        })
+    }
+}
+
+/// A security key's flags and counter, signed with its signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SkAssertion {
+    /// Authenticator flags (bit 0: user presence; bit 2: user verified).
+    pub flags: u8,
+    /// The authenticator's signature counter.
+    pub counter: u32,
+}
+
+/// User presence: the key was touched.
+pub const SK_USER_PRESENT: u8 = 0x01;
+
+/// A signature and its algorithm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// The signature as OpenSSH encodes its bytes: 64 bytes for Ed25519;
+    /// 64 bytes then flags and counter for sk-ssh-ed25519; the `mpint r,
+    /// mpint s` blob for ECDSA.
+    pub bytes: Vec<u8>,
+    /// For a security key, its flags and counter.
+    pub sk: Option<SkAssertion>,
+}
+
+/// Whatever holds a CA key.
+pub trait Signer {
+    /// The key's public half.
+    fn public(&self) -> &ssh_key::PublicKey;
+    /// Where it is held, for the audit log (`file:…`, `agent:SHA256:…`,
+    /// `pkcs11:TOKEN/KEY`).
+    fn holder(&self) -> String;
+    /// Signs `data` as its holder does, in OpenSSH's encoding, unchecked.
+    fn sign_raw(&self, data: &[u8]) -> Result<ssh_key::Signature>;
+}
+
+impl dyn Signer + '_ {
+    /// Signs `data` (`context || message`), checks the signature under the
+    /// public key, and for a security key requires user presence.
+    pub fn sign(&self, data: &[u8]) -> Result<Signature> {
+        use ed25519_dalek::Verifier;
+        let sig = self.sign_raw(data)?;
+        let algorithm = Algorithm::of(self.public().key_data())?;
+        if sig.algorithm() != self.public().algorithm() {
+            bail!(
+                "{} answered with a {} signature for a {} key",
+                self.holder(),
+                sig.algorithm(),
+                self.public().algorithm()
+            );
+        }
+        if self.public().key_data().verify(data, &sig).is_err() {
+            bail!(
+                "{} returned a signature that does not verify under its key {}: refusing it",
+                self.holder(),
+                self.public().fingerprint(ssh_key::HashAlg::Sha256)
+            );
+        }
+        let bytes = sig.as_bytes().to_vec();
+        let sk = match algorithm {
+            Algorithm::SkEd25519 => Some(sk_trailer(&bytes)?),
+            _ => None,
+        };
+        if let Some(a) = sk
+            && a.flags & SK_USER_PRESENT == 0
+        {
+            bail!(
+                "the security key behind {} signed without user presence (flags {:#04x}: \
+                 nobody touched it): refusing the signature; touch the key when it blinks, \
+                 and do not add it with `ssh-add -O no-touch-required`",
+                self.holder(),
+                a.flags
+            );
+        }
+        Ok(Signature {
+            algorithm,
+            bytes,
+            sk,
+        })
+    }
+
+    /// The Ed25519 public key, for today's formats; refuses others clearly.
+    pub fn ed25519_public(&self) -> Result<PublicKey> {
+        match self.public().key_data() {
+            KeyData::Ed25519(k) => Ok(PublicKey(k.0)),
+            other => bail!(
+                "{} holds a {} key; today's licences, lists and delegations verify Ed25519 \
+                 only (signature agility, issue 25 item 2, adds the others): use an Ed25519 key",
+                self.holder(),
+                other.algorithm()
+            ),
+        }
+    }
+}
+
+/// The flags and counter at the end of a security key's signature.
+fn sk_trailer(bytes: &[u8]) -> Result<SkAssertion> {
+    let tail: [u8; 5] = bytes
+        .len()
+        .checked_sub(5)
+        .and_then(|at| bytes.get(at..))
+        .and_then(|t| t.try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("security key signature too short"))?;
+    let [flags, c @ ..] = tail;
+    Ok(SkAssertion {
+        flags,
+        counter: u32::from_be_bytes(c),
+    })
+}
+
+/// A [`Signer`] lent to proto's formats, which verify Ed25519 only.
+pub struct Ed25519Root<'a> {
+    inner: &'a dyn Signer,
+    public: PublicKey,
+}
+
+impl<'a> Ed25519Root<'a> {
+    /// Refuses a signer whose key is not Ed25519.
+    pub fn new(inner: &'a dyn Signer) -> Result<Self> {
+        Ok(Self {
+            public: inner.ed25519_public()?,
+            inner,
+        })
+    }
+
+    /// Where the key is held.
+    pub fn holder(&self) -> String {
+        self.inner.holder()
+    }
+}
+
+impl ztssh_proto::keys::Signer for Ed25519Root<'_> {
+    fn public(&self) -> PublicKey {
+        self.public
+    }
+
+    fn try_sign(&self, context: &[u8], msg: &[u8]) -> Result<[u8; 64], SignerFailed> {
+        let mut data = Vec::with_capacity(context.len() + msg.len());
+        data.extend_from_slice(context);
+        data.extend_from_slice(msg);
+        let sig = self
+            .inner
+            .sign(&data)
+            .map_err(|e| SignerFailed(format!("{e:#}")))?;
+        match (sig.algorithm, <[u8; 64]>::try_from(sig.bytes.as_slice())) {
+            (Algorithm::Ed25519, Ok(s)) => Ok(s),
+            _ => Err(SignerFailed(format!(
+                "{} signed with {}; today's formats verify Ed25519 only",
+                self.inner.holder(),
+                sig.algorithm.name()
+            ))),
+        }
+    }
+}
+
+/// A [`Signer`] as the host CA key of OpenSSH host certificates.
+pub struct HostCaSigner(pub Box<dyn Signer>);
+
+impl ztssh_proto::hostca::HostSigner for HostCaSigner {
+    fn public_key(&self) -> KeyData {
+        self.0.public().key_data().clone()
+    }
+
+    fn sign_ssh(&self, data: &[u8]) -> Result<ssh_key::Signature, SignerFailed> {
+        let sig = self
+            .0
+            .sign(data)
+            .map_err(|e| SignerFailed(format!("{e:#}")))?;
+        let alg = self.0.public().algorithm();
+        ssh_key::Signature::new(alg, sig.bytes).map_err(|e| SignerFailed(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
