@@ -72,6 +72,7 @@ for d in "$WORK"/a/*.deb; do
 done
 px=$(echo "$WORK"/x/ztssh-proxy_*)
 for f in usr/bin/ztssh-proxy usr/lib/systemd/system/ztssh-proxy.service usr/lib/sysusers.d/ztssh-proxy.conf \
+  usr/lib/systemd/system/ztssh-sshd-guard-check.service usr/lib/systemd/system/ztssh-sshd-guard-check.timer \
   etc/ztssh/proxy.toml etc/ztssh/policy.toml usr/share/man/man1/ztssh-proxy.1.gz \
   usr/share/bash-completion/completions/ztssh-proxy usr/share/zsh/vendor-completions/_ztssh-proxy \
   usr/share/fish/vendor_completions.d/ztssh-proxy.fish usr/share/doc/ztssh-proxy/OPERATOR.md; do

@@ -46,6 +46,10 @@ command -v python3 >/dev/null || need+=(python3)
 # storage dir and loopback port) against a real proxy. The package's own
 # service is kept from starting by the policy-rc.d below.
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || need+=(prometheus)
+# prometheus-node-exporter: the same test scrapes a private node_exporter
+# (textfile collector only) for the nftables guard's series, which
+# `ztssh-proxy sshd-guard-check` writes for it.
+[ -x /usr/bin/prometheus-node-exporter ] || need+=(prometheus-node-exporter)
 # iproute2 and nftables: the soak bench puts its clients in a network
 # namespace joined by a veth pair (ip netns, ip link), with a rate limit on
 # both ends (tc tbf) and random packet loss (an nftables numgen rule).

@@ -505,6 +505,39 @@ pub fn read_root(path: &Path) -> Result<PublicKey, ConfigError> {
     keyfile::read_root_public(path).map_err(err)
 }
 
+/// What `sshd-guard-check` needs from proxy.toml: sshd's address, the
+/// range the proxy connects to it from, and the user it runs as. Read
+/// without the keys, licence and lists, so that the guard is still checked
+/// while those are broken (an expired licence does not open the range).
+pub fn guard_target(
+    settings: &Settings,
+) -> Result<
+    (
+        SocketAddr,
+        Option<ipnet::Ipv4Net>,
+        Option<nix::unistd::User>,
+    ),
+    ConfigError,
+> {
+    let upstream = settings.upstream.parse::<SocketAddr>().map_err(|_| {
+        err(format!(
+            "upstream = {:?} is not an address like 127.0.0.1:22",
+            settings.upstream
+        ))
+    })?;
+    let range = match &settings.upstream_source_range {
+        Some(range) => {
+            Some(zsk::check_range(range, upstream, settings.max_connections).map_err(err)?)
+        }
+        None => None,
+    };
+    let user = match &settings.user {
+        Some(name) => Some(crate::ops::process::lookup_user(name).map_err(err)?),
+        None => None,
+    };
+    Ok((upstream, range, user))
+}
+
 /// Loads and checks everything; `now` is Unix seconds. Returns the static
 /// configuration and the initial [`Authority`] (which reloads replace).
 pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigError> {

@@ -172,6 +172,44 @@ enum Cmd {
         /// The nft binary.
         #[arg(long, requires = "nft_guard", default_value = "/usr/sbin/nft")]
         nft: PathBuf,
+        /// The nftables table (family inet) the guard owns.
+        #[arg(long, requires = "nft_guard", default_value = ztssh_proxy::sshd::guard::DEFAULT_TABLE)]
+        nft_table: String,
+    },
+    /// Check that the nftables guard `sshd-setup --nft-guard` installed
+    /// still holds, for a timer (the package's
+    /// ztssh-sshd-guard-check.timer): the same two probes as sshd-setup.
+    /// With --repair, a guard that does not hold is loaded again from
+    /// --nft-file (only while that file holds the ruleset proxy.toml
+    /// makes). With --textfile, the result is written for node_exporter's
+    /// textfile collector (docs/OPERATOR.md). Runs as root. Exit 0: the
+    /// guard holds (or was loaded again); 1: it does not hold; 2: a reload
+    /// failed and the old table could not be put back; 64: a usage or
+    /// config error (the textfile then says it does not hold).
+    SshdGuardCheck {
+        /// The proxy's config file: sshd's address, upstream_source_range
+        /// and user (the keys, licence and lists are not read).
+        #[arg(long, env = "ZTSSH_CONFIG")]
+        config: PathBuf,
+        /// The user the proxy runs as (default: `user` in proxy.toml).
+        #[arg(long)]
+        proxy_user: Option<String>,
+        /// The file sshd-setup kept the guard's ruleset in.
+        #[arg(long, default_value = "/etc/ztssh/sshd-guard.nft")]
+        nft_file: PathBuf,
+        /// The nft binary.
+        #[arg(long, default_value = "/usr/sbin/nft")]
+        nft: PathBuf,
+        /// The nftables table (family inet) the guard owns.
+        #[arg(long, default_value = ztssh_proxy::sshd::guard::DEFAULT_TABLE)]
+        nft_table: String,
+        /// Load the guard again when it does not hold.
+        #[arg(long)]
+        repair: bool,
+        /// Write the result here for node_exporter's textfile collector (a
+        /// NAME.prom file in its --collector.textfile.directory).
+        #[arg(long)]
+        textfile: Option<PathBuf>,
     },
     /// `completions SHELL` and `man` (ztssh-cli, shared by every binary).
     #[command(flatten)]
@@ -287,6 +325,7 @@ fn main() -> ExitCode {
             proxy_user,
             nft_file,
             nft,
+            nft_table,
         } => {
             use ztssh_proxy::sshd::reload::Reload;
             let opts = ztssh_proxy::sshd::setup::Options {
@@ -304,9 +343,33 @@ fn main() -> ExitCode {
                 dry_run,
                 guard: None,
             };
-            let guard = nft_guard.then_some((proxy_user, nft_file, nft));
+            let guard = nft_guard.then_some(GuardArgs {
+                proxy_user,
+                file: nft_file,
+                nft,
+                table: nft_table,
+            });
             sshd_setup(&lines, opts, guard)
         }
+        Cmd::SshdGuardCheck {
+            config,
+            proxy_user,
+            nft_file,
+            nft,
+            nft_table,
+            repair,
+            textfile,
+        } => sshd_guard_check(
+            &config,
+            GuardArgs {
+                proxy_user,
+                file: nft_file,
+                nft,
+                table: nft_table,
+            },
+            repair,
+            textfile.as_deref(),
+        ),
         Cmd::Run {
             config,
             listen,
@@ -450,10 +513,195 @@ fn sshd_lines(args: &LinesArgs) -> Result<(Config, PathBuf, String), ExitCode> {
     }
 }
 
+/// The nftables guard's options, as sshd-setup and sshd-guard-check take
+/// them.
+struct GuardArgs {
+    proxy_user: Option<String>,
+    file: PathBuf,
+    nft: PathBuf,
+    table: String,
+}
+
+/// The guard for `cmd` from proxy.toml's range and user (`path` names the
+/// file in messages) and the options; on error, the message is printed
+/// and 64 returned.
+fn make_guard(
+    cmd: &str,
+    path: &Path,
+    range: Option<ipnet::Ipv4Net>,
+    cfg_user: Option<&nix::unistd::User>,
+    args: GuardArgs,
+) -> Result<ztssh_proxy::sshd::guard::Guard, ExitCode> {
+    let usage = |msg: String| {
+        eprintln!("ztssh-proxy: {cmd}: {msg}");
+        ExitCode::from(EXIT_CONFIG)
+    };
+    ztssh_proxy::sshd::guard::check_table(&args.table).map_err(usage)?;
+    let Some(range) = range else {
+        return Err(usage(format!(
+            "the nftables guard needs upstream_source_range in {}",
+            path.display()
+        )));
+    };
+    let user = match (args.proxy_user, cfg_user) {
+        (Some(name), _) => ztssh_proxy::ops::process::lookup_user(&name)
+            .map_err(|e| usage(format!("--proxy-user: {e}")))?,
+        (None, Some(u)) => u.clone(),
+        (None, None) => {
+            return Err(usage(format!(
+                "the nftables guard needs the user the proxy connects to sshd as: \
+                 set `user` in {} or pass --proxy-user NAME (under systemd's DynamicUser, create a \
+                 static user for the unit's User= first: a dynamic uid cannot be named in a rule)",
+                path.display()
+            )));
+        }
+    };
+    ztssh_proxy::sshd::guard::check_user(&user).map_err(usage)?;
+    Ok(ztssh_proxy::sshd::guard::Guard {
+        nft: args.nft,
+        file: args.file,
+        range,
+        user,
+        table: args.table,
+    })
+}
+
+/// `sshd-guard-check`: probes the guard, loads it again with `repair`,
+/// and writes the result to `textfile` whatever it is (a check that
+/// cannot run says the guard does not hold).
+fn sshd_guard_check(
+    config: &Path,
+    args: GuardArgs,
+    repair: bool,
+    textfile: Option<&Path>,
+) -> ExitCode {
+    use ztssh_proxy::sshd::guard::{Guard, NotHeld};
+    let table = args.table.clone();
+    if let Err(e) = ztssh_proxy::sshd::guard::check_table(&table) {
+        eprintln!("ztssh-proxy: sshd-guard-check: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if let Some(t) = textfile {
+        let named = t.extension().is_some_and(|e| e == "prom");
+        if !named
+            || !t
+                .parent()
+                .is_some_and(|d| d.as_os_str().is_empty() || d.is_dir())
+        {
+            eprintln!(
+                "ztssh-proxy: sshd-guard-check: --textfile {}: node_exporter's textfile collector reads \
+                 NAME.prom files in an existing directory (its --collector.textfile.directory, \
+                 /var/lib/prometheus/node-exporter on Debian); give such a path",
+                t.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    let write = |holds: bool, reloaded: bool| {
+        let Some(t) = textfile else { return true };
+        let text = Guard::textfile(&table, holds, reloaded, now());
+        match ztssh_keyfile::write_atomic(
+            t,
+            text.as_bytes(),
+            0o644,
+            ztssh_keyfile::Existing::Replace,
+        ) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!(
+                    "ztssh-proxy: sshd-guard-check: cannot write {}: {e}; the alerts on \
+                     ztssh_sshd_guard_* will see a stale check",
+                    t.display()
+                );
+                false
+            }
+        }
+    };
+    let refused = |msg: String| {
+        eprintln!("ztssh-proxy: sshd-guard-check: {msg}");
+        write(false, false);
+        ExitCode::from(EXIT_CONFIG)
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return refused(
+            "runs as root: it reads the table with nft and probes as another user (run it from \
+             ztssh-sshd-guard-check.service, or with sudo)"
+                .into(),
+        );
+    }
+    let target =
+        config::settings(config, &Overrides::default()).and_then(|s| config::guard_target(&s));
+    let (upstream, range, user) = match target {
+        Ok(t) => t,
+        Err(e) => return refused(format!("config error: {e}")),
+    };
+    let guard = match make_guard("sshd-guard-check", config, range, user.as_ref(), args) {
+        Ok(g) => g,
+        Err(code) => {
+            write(false, false);
+            return code;
+        }
+    };
+    match guard.ensure(upstream, repair) {
+        Ok(held) => {
+            let written = write(true, held.reloaded);
+            if held.reloaded {
+                eprintln!(
+                    "ztssh-proxy: sshd-guard-check: warning: the guard did not hold, and its table was \
+                     loaded again from {}. Something removed or changed it (a firewall reload such as \
+                     `systemctl restart nftables` or `nft flush ruleset` deletes every table): include \
+                     the file from /etc/nftables.conf so that a reload keeps it (docs/OPERATOR.md).",
+                    guard.file.display()
+                );
+            }
+            println!("sshd-guard-check: {}", held.report);
+            if written {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(NotHeld {
+            why,
+            restore_failed,
+        }) => {
+            write(false, false);
+            let fix = if repair {
+                format!(
+                    "Find what changed the table (nft list ruleset), then re-run `ztssh-proxy sshd-setup \
+                     --nft-guard` for {}",
+                    config.display()
+                )
+            } else {
+                format!(
+                    "Load it again with `ztssh-proxy sshd-guard-check --repair` (or re-run sshd-setup \
+                     --nft-guard), and include {} from /etc/nftables.conf so that it survives reboots \
+                     and firewall reloads",
+                    guard.file.display()
+                )
+            };
+            eprintln!(
+                "ztssh-proxy: sshd-guard-check: THE GUARD DOES NOT HOLD: any local user can connect \
+                 from {} to sshd and borrow a live session's address. {why}\n{fix}.",
+                guard.range.trunc()
+            );
+            match restore_failed {
+                Some(e) => {
+                    eprintln!(
+                        "ztssh-proxy: sshd-guard-check: putting the old table back failed too: {e}"
+                    );
+                    ExitCode::from(2)
+                }
+                None => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
 fn sshd_setup(
     args: &LinesArgs,
     mut opts: ztssh_proxy::sshd::setup::Options,
-    guard: Option<(Option<String>, PathBuf, PathBuf)>,
+    guard: Option<GuardArgs>,
 ) -> ExitCode {
     use ztssh_proxy::sshd::setup;
     let path = args.config.as_path();
@@ -468,43 +716,17 @@ fn sshd_setup(
         );
         return ExitCode::from(EXIT_CONFIG);
     };
-    if let Some((proxy_user, file, nft)) = guard {
-        let Some(range) = cfg.upstream_sources else {
-            eprintln!(
-                "ztssh-proxy: sshd-setup: --nft-guard needs upstream_source_range in {}",
-                path.display()
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        };
-        let user = match (proxy_user, &cfg.user) {
-            (Some(name), _) => match ztssh_proxy::ops::process::lookup_user(&name) {
-                Ok(u) => u,
-                Err(e) => {
-                    eprintln!("ztssh-proxy: sshd-setup: --proxy-user: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            },
-            (None, Some(u)) => u.clone(),
-            (None, None) => {
-                eprintln!(
-                    "ztssh-proxy: sshd-setup: --nft-guard needs the user the proxy connects to sshd as: \
-                     set `user` in {} or pass --proxy-user NAME (under systemd's DynamicUser, create a \
-                     static user for the unit's User= first: a dynamic uid cannot be named in a rule)",
-                    path.display()
-                );
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        };
-        if let Err(e) = ztssh_proxy::sshd::guard::check_user(&user) {
-            eprintln!("ztssh-proxy: sshd-setup: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+    if let Some(args) = guard {
+        match make_guard(
+            "sshd-setup",
+            path,
+            cfg.upstream_sources,
+            cfg.user.as_ref(),
+            args,
+        ) {
+            Ok(g) => opts.guard = Some(g),
+            Err(code) => return code,
         }
-        opts.guard = Some(setup::Guard {
-            nft,
-            file,
-            range,
-            user,
-        });
     }
     let target = setup::Target {
         lines: &lines,

@@ -116,11 +116,12 @@ fn ssh_config_and_sidecar_examples_work_with_real_ssh() {
     assert_ok(&out, "ztssh-sidecar --config config-examples/sidecar.toml");
 }
 
-#[test]
-fn systemd_unit_verifies() {
-    let unit = std::fs::read_to_string(repo("systemd/ztssh-proxy.service")).expect("unit");
+/// `systemd-analyze verify` passes on `unit` (with the binary's path made
+/// this build's) with no warning; returns its offline exposure score.
+fn verify_unit(name: &str) -> f64 {
+    let unit = std::fs::read_to_string(repo(&format!("systemd/{name}"))).expect("unit");
     let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("ztssh-proxy.service");
+    let path = dir.path().join(name);
     std::fs::write(
         &path,
         unit.replace(
@@ -130,8 +131,12 @@ fn systemd_unit_verifies() {
     )
     .expect("write");
     let out = run_bounded(Command::new("systemd-analyze").arg("verify").arg(&path), T);
-    assert_ok(&out, "systemd-analyze verify");
-    assert!(stderr(&out).trim().is_empty(), "warnings: {}", stderr(&out));
+    assert_ok(&out, &format!("systemd-analyze verify {name}"));
+    assert!(
+        stderr(&out).trim().is_empty(),
+        "{name}: warnings: {}",
+        stderr(&out)
+    );
     let out = run_bounded(
         Command::new("systemd-analyze")
             .arg("security")
@@ -142,15 +147,51 @@ fn systemd_unit_verifies() {
     let text = String::from_utf8_lossy(&out.stdout);
     let score: f64 = text
         .lines()
-        .find_map(|l| l.split("exposure level for ztssh-proxy.service: ").nth(1))
+        .find_map(|l| l.split(&format!("exposure level for {name}: ")).nth(1))
         .and_then(|r| r.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
-    println!("systemd-analyze security exposure: {score}");
+    println!("systemd-analyze security exposure of {name}: {score}");
+    score
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let score = verify_unit("ztssh-proxy.service");
     assert!(
         score <= 1.4,
         "the unit should stay hardened (exposure {score}, at most 1.4)"
     );
+}
+
+/// The guard's check runs as root (nft, a probe as another user), so it
+/// cannot score like the proxy; it stays at its hardened 2.4.
+#[test]
+fn the_guard_check_units_verify() {
+    let score = verify_unit("ztssh-sshd-guard-check.service");
+    assert!(
+        score <= 2.4,
+        "the guard check's unit should stay hardened (exposure {score}, at most 2.4)"
+    );
+    let timer =
+        std::fs::read_to_string(repo("systemd/ztssh-sshd-guard-check.timer")).expect("timer");
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("ztssh-sshd-guard-check.timer"), timer).expect("write");
+    let service = std::fs::read_to_string(repo("systemd/ztssh-sshd-guard-check.service"))
+        .expect("service")
+        .replace(
+            "/usr/bin/ztssh-proxy",
+            &bin("ztssh-proxy").display().to_string(),
+        );
+    std::fs::write(dir.path().join("ztssh-sshd-guard-check.service"), service).expect("write");
+    let out = run_bounded(
+        Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(dir.path().join("ztssh-sshd-guard-check.timer")),
+        T,
+    );
+    assert_ok(&out, "systemd-analyze verify ztssh-sshd-guard-check.timer");
+    assert!(stderr(&out).trim().is_empty(), "warnings: {}", stderr(&out));
 }
 
 #[test]
@@ -168,10 +209,13 @@ fn dashboard_and_alerts_use_exported_metrics() {
         .filter_map(|t| t["expr"].as_str().map(str::to_owned))
         .collect();
     assert!(exprs.len() >= 10);
-    // Every metric the dashboard and the alerts use is one the proxy exports.
+    // Every metric the dashboard and the alerts use is one the proxy
+    // exports, or (the nftables guard's) one sshd-guard-check writes for
+    // node_exporter.
     let alerts =
         std::fs::read_to_string(repo("config-examples/prometheus-alerts.yml")).expect("alerts");
     let exported = std::fs::read_to_string(repo("proxy/src/ops/metrics.rs")).expect("metrics.rs");
+    let textfile = std::fs::read_to_string(repo("proxy/src/sshd/guard.rs")).expect("guard.rs");
     for text in exprs
         .iter()
         .map(String::as_str)
@@ -186,7 +230,9 @@ fn dashboard_and_alerts_use_exported_metrics() {
                 .trim_end_matches("_count")
                 .trim_end_matches("_sum");
             assert!(
-                exported.contains(&format!("\"{base}\"")),
+                exported.contains(&format!("\"{base}\""))
+                    || (base.starts_with("ztssh_sshd_guard_")
+                        && textfile.contains(&format!("{base}{{{{table="))),
                 "{word} is not exported by the proxy"
             );
         }

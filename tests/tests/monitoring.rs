@@ -114,7 +114,9 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(target: u16, rules: &Path) -> Self {
+    /// Scrapes the proxy at `target` (job `ztssh`) and node_exporter at
+    /// `node` (job `node`), evaluating `rules`.
+    fn start(target: u16, node: u16, rules: &Path) -> Self {
         let dir = tempfile::tempdir().expect("prometheus dir");
         let port = free_port();
         let cfg = dir.path().join("prometheus.yml");
@@ -123,7 +125,8 @@ impl Prometheus {
             format!(
                 "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
                  rule_files:\n  - {}\n\
-                 scrape_configs:\n  - job_name: ztssh\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n",
+                 scrape_configs:\n  - job_name: ztssh\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n\
+                 \x20 - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{node}']\n",
                 rules.display()
             ),
         )
@@ -177,6 +180,38 @@ impl Prometheus {
             .unwrap_or_else(|| panic!("no answer to {q}\n{}", self.log()));
         assert_eq!(v["status"], "success", "query {q}: {v}");
         v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A private node_exporter (Debian's prometheus-node-exporter) with only
+/// its textfile collector, reading `dir`: where the nftables guard's
+/// series come from (sshd-guard-check writes them there).
+struct NodeExporter {
+    port: u16,
+    _child: Guard,
+}
+
+impl NodeExporter {
+    fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let child = Command::new(tool("prometheus-node-exporter"))
+            .arg("--collector.disable-defaults")
+            .arg("--collector.textfile")
+            .arg(format!("--collector.textfile.directory={}", dir.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus-node-exporter");
+        let child = Guard(child);
+        wait_until(T, "node_exporter to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self {
+            port,
+            _child: child,
+        }
     }
 }
 
@@ -253,8 +288,37 @@ fn prometheus_finds_series_for_every_dashboard_query_and_alert_expression() {
     );
     assert_eq!(build, 1.0);
 
+    // The nftables guard's series: sshd-guard-check writes them for
+    // node_exporter whatever it finds. This proxy has no zero standing
+    // keys, so no range to guard: the check says so (exit 64) and its
+    // textfile says the guard does not hold (sshd_setup.rs runs it against
+    // a real guard).
+    let textfile_dir = tempfile::tempdir().expect("textfile dir");
+    let textfile = textfile_dir.path().join("ztssh-sshd-guard.prom");
+    let out = run_bounded(
+        Command::new(bin("ztssh-proxy"))
+            .arg("sshd-guard-check")
+            .arg("--config")
+            .arg(&w.proxy.config)
+            .arg("--textfile")
+            .arg(&textfile),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("needs upstream_source_range"),
+        "{}",
+        stderr(&out)
+    );
+    let text = std::fs::read_to_string(&textfile).expect("the textfile");
+    assert!(
+        text.contains("ztssh_sshd_guard_holds{table=\"ztssh_sshd_guard\"} 0\n"),
+        "{text}"
+    );
+    let node = NodeExporter::start(textfile_dir.path());
     let prom = Prometheus::start(
         metrics,
+        node.port,
         &repo().join("config-examples/prometheus-alerts.yml"),
     );
     // The first scrape, by polling the API (bounded).
@@ -267,6 +331,18 @@ fn prometheus_finds_series_for_every_dashboard_query_and_alert_expression() {
             v["data"]["result"][0]["value"][1]
                 .as_str()
                 .map(|s| s == "1")
+        })
+        .unwrap_or(false)
+    });
+    wait_until(T, "Prometheus' first scrape of node_exporter", || {
+        prom.api(&format!(
+            "/api/v1/query?query={}",
+            encode("ztssh_sshd_guard_holds{job=\"node\"}")
+        ))
+        .and_then(|v| {
+            v["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(|s| s == "0")
         })
         .unwrap_or(false)
     });

@@ -20,8 +20,13 @@ use std::time::Duration;
 
 use crate::sshd::reload::run_bounded;
 
-/// The nftables table (family `inet`) the guard owns; rollback deletes it.
-pub const TABLE: &str = "ztssh_sshd_guard";
+/// The nftables table (family `inet`) the guard owns unless
+/// `--nft-table` names another; rollback deletes it.
+pub const DEFAULT_TABLE: &str = "ztssh_sshd_guard";
+
+/// The longest table name `--nft-table` takes (nftables' own limit is
+/// 256 bytes; a name this long is a mistake).
+const MAX_TABLE_NAME: usize = 64;
 
 const NFT_TIMEOUT: Duration = Duration::from_secs(20);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,6 +41,29 @@ pub struct Guard {
     pub range: ipnet::Ipv4Net,
     /// The user the proxy connects to sshd as.
     pub user: nix::unistd::User,
+    /// The nftables table (family `inet`) the guard owns, checked by
+    /// [`check_table`].
+    pub table: String,
+}
+
+/// Checks a table name for `--nft-table`: an identifier nft reads as one
+/// word in any position (a letter or `_`, then letters, digits and `_`),
+/// so the name cannot end the ruleset's text early or add to it.
+pub fn check_table(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok
+        || name.len() > MAX_TABLE_NAME
+        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(format!(
+            "--nft-table {name:?} is not a table name: use a letter or _ and then letters, digits \
+             and _, at most {MAX_TABLE_NAME} characters (the default is {DEFAULT_TABLE})"
+        ));
+    }
+    Ok(())
 }
 
 /// The uid of `nobody`, which other hardening uses too (daemons dropping
@@ -72,9 +100,9 @@ impl Guard {
              # Only the proxy's user ({name}, uid {uid}) may connect from upstream_source_range\n\
              # {range} to sshd's port {port}: no other local process can borrow a live\n\
              # session's address. Load it at boot (nft -f {file}); loading replaces the table.\n\
-             table inet {TABLE}\n\
-             delete table inet {TABLE}\n\
-             table inet {TABLE} {{\n\
+             table inet {table}\n\
+             delete table inet {table}\n\
+             table inet {table} {{\n\
              \tchain output {{\n\
              \t\ttype filter hook output priority filter; policy accept;\n\
              \t\tip saddr {range} tcp dport {port} tcp flags & (syn | ack) == syn meta skuid {uid} accept\n\
@@ -85,6 +113,7 @@ impl Guard {
             uid = self.user.uid.as_raw(),
             range = self.range.trunc(),
             file = self.file.display(),
+            table = self.table,
         )
     }
 
@@ -97,10 +126,10 @@ impl Guard {
 
     /// The table as `nft list table` prints it now, if it exists.
     pub fn current(&self) -> Result<Option<String>, String> {
-        match self.nft(&["list", "table", "inet", TABLE], None) {
+        match self.nft(&["list", "table", "inet", &self.table], None) {
             Ok(text) => Ok(Some(text)),
             Err(e) if e.contains("No such file or directory") => Ok(None),
-            Err(e) => Err(format!("nft list table inet {TABLE}: {e}")),
+            Err(e) => Err(format!("nft list table inet {}: {e}", self.table)),
         }
     }
 
@@ -114,15 +143,16 @@ impl Guard {
     /// Puts the table back as `old` was (`None`: deletes it).
     pub fn restore(&self, old: Option<&str>) -> Result<(), String> {
         match old {
-            None => match self.nft(&["delete", "table", "inet", TABLE], None) {
+            None => match self.nft(&["delete", "table", "inet", &self.table], None) {
                 Err(e) if !e.contains("No such file or directory") => {
-                    Err(format!("nft delete table inet {TABLE}: {e}"))
+                    Err(format!("nft delete table inet {}: {e}", self.table))
                 }
                 _ => Ok(()),
             },
             Some(text) => {
                 let path = self.scratch("restore");
-                let body = format!("table inet {TABLE}\ndelete table inet {TABLE}\n{text}");
+                let table = &self.table;
+                let body = format!("table inet {table}\ndelete table inet {table}\n{text}");
                 ztssh_keyfile::write_atomic(
                     &path,
                     body.as_bytes(),
@@ -132,7 +162,7 @@ impl Guard {
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 let done = self.nft(&["-f"], Some(&path)).map(drop);
                 let _ = std::fs::remove_file(&path);
-                done.map_err(|e| format!("restoring the old table inet {TABLE}: {e}"))
+                done.map_err(|e| format!("restoring the old table inet {table}: {e}"))
             }
         }
     }
@@ -205,8 +235,9 @@ impl Guard {
                 if after <= before {
                     return Err(format!(
                         "a connection from {src} to sshd at {upstream} made as uid {other} was refused, \
-                         but not by the guard's rule (its counter stayed at {before}): the table inet {TABLE} \
-                         is not in effect, or another rule refuses first"
+                         but not by the guard's rule (its counter stayed at {before}): the table inet {} \
+                         is not in effect, or another rule refuses first",
+                        self.table
                     ));
                 }
             }
@@ -237,10 +268,131 @@ impl Guard {
             ));
         }
         Ok(format!(
-            "the nftables guard (table inet {TABLE}) holds: from {src} to sshd at {upstream}, uid {other} is refused \
+            "the nftables guard (table inet {}) holds: from {src} to sshd at {upstream}, uid {other} is refused \
              and the proxy's user {} (uid {proxy}) gets sshd's banner",
-            self.user.name
+            self.table, self.user.name
         ))
+    }
+}
+
+/// What [`Guard::ensure`] found when the guard holds.
+#[derive(Debug)]
+pub struct Held {
+    /// What the probe checked.
+    pub report: String,
+    /// The table was not in effect, and was loaded again from its file.
+    pub reloaded: bool,
+}
+
+/// Why [`Guard::ensure`] could not make the guard hold.
+#[derive(Debug)]
+pub struct NotHeld {
+    /// What the probe (and the reload, if one was tried) found.
+    pub why: String,
+    /// Set when a reload was tried, failed, and putting the old table
+    /// back failed too.
+    pub restore_failed: Option<String>,
+}
+
+/// The longest ruleset file read back (the guard's own is under 1 KiB).
+const MAX_RULESET: u64 = 64 * 1024;
+
+impl Guard {
+    /// Probes the guard for sshd at `upstream`. When it does not hold and
+    /// `repair` is set, loads the ruleset again and probes again; if that
+    /// fails too, the table is put back as it was. The ruleset is loaded
+    /// only while its file holds exactly what [`Self::ruleset`] makes from
+    /// proxy.toml now: a file edited by hand, or left from an older
+    /// proxy.toml, is reported, not loaded.
+    pub fn ensure(&self, upstream: SocketAddr, repair: bool) -> Result<Held, NotHeld> {
+        let first = match self.probe(upstream) {
+            Ok(report) => {
+                return Ok(Held {
+                    report,
+                    reloaded: false,
+                });
+            }
+            Err(e) => e,
+        };
+        let not_held = |why: String| NotHeld {
+            why,
+            restore_failed: None,
+        };
+        if !repair {
+            return Err(not_held(first));
+        }
+        let old = self.current().map_err(not_held)?;
+        match self
+            .load_checked(upstream.port())
+            .and_then(|()| self.probe(upstream))
+        {
+            Ok(report) => Ok(Held {
+                report,
+                reloaded: true,
+            }),
+            Err(why) => Err(NotHeld {
+                why: format!(
+                    "{first}\nLoading the guard's ruleset from {} again did not make it hold: {why}",
+                    self.file.display()
+                ),
+                restore_failed: self.restore(old.as_deref()).err(),
+            }),
+        }
+    }
+
+    /// Loads the ruleset file after checking that it holds exactly the
+    /// ruleset for sshd's `port`. What is loaded is the bytes checked (a
+    /// scratch copy beside the file), not the file read a second time.
+    fn load_checked(&self, port: u16) -> Result<(), String> {
+        let expected = self.ruleset(port);
+        let found = ztssh_keyfile::read_regular(&self.file, MAX_RULESET).map_err(|e| {
+            format!(
+                "{e}. Re-run `ztssh-proxy sshd-setup --nft-guard` to write the guard's ruleset and load it"
+            )
+        })?;
+        if found != expected.as_bytes() {
+            return Err(format!(
+                "{} does not hold the ruleset made from proxy.toml now (it was edited, or proxy.toml's \
+                 upstream, upstream_source_range or user changed since sshd-setup wrote it), so it was \
+                 not loaded. Re-run `ztssh-proxy sshd-setup --nft-guard` to write and load the right one",
+                self.file.display()
+            ));
+        }
+        let path = self.scratch("load");
+        ztssh_keyfile::write_atomic(
+            &path,
+            expected.as_bytes(),
+            0o600,
+            ztssh_keyfile::Existing::Replace,
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let done = self.nft(&["-f"], Some(&path)).map(drop);
+        let _ = std::fs::remove_file(&path);
+        done.map_err(|e| format!("nft -f {} failed: {e}", self.file.display()))
+    }
+
+    /// The result of a check in the text format of node_exporter's
+    /// textfile collector: whether the guard holds, whether this check
+    /// had to load it again, and when it ran (`now`, Unix seconds). A
+    /// check that could not run at all reports `holds` 0.
+    pub fn textfile(table: &str, holds: bool, reloaded: bool, now: u64) -> String {
+        let flag = |b: bool| u8::from(b);
+        format!(
+            "# HELP ztssh_sshd_guard_holds 1 when the last sshd-guard-check found the nftables guard in \
+             effect (another user refused, the proxy's user let through), else 0.\n\
+             # TYPE ztssh_sshd_guard_holds gauge\n\
+             ztssh_sshd_guard_holds{{table=\"{table}\"}} {}\n\
+             # HELP ztssh_sshd_guard_reloaded 1 when the last sshd-guard-check found the guard's table \
+             gone or not holding and loaded it again from its file.\n\
+             # TYPE ztssh_sshd_guard_reloaded gauge\n\
+             ztssh_sshd_guard_reloaded{{table=\"{table}\"}} {}\n\
+             # HELP ztssh_sshd_guard_last_check_timestamp_seconds When the last sshd-guard-check ran \
+             (Unix time).\n\
+             # TYPE ztssh_sshd_guard_last_check_timestamp_seconds gauge\n\
+             ztssh_sshd_guard_last_check_timestamp_seconds{{table=\"{table}\"}} {now}\n",
+            flag(holds),
+            flag(reloaded),
+        )
     }
 }
 
@@ -297,6 +449,7 @@ mod tests {
             user: nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0))
                 .expect("getpwuid")
                 .expect("root"),
+            table: DEFAULT_TABLE.into(),
         };
         let text = g.ruleset(22);
         // Fails closed: a SYN is accepted for the proxy's uid alone, and
@@ -309,7 +462,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("!="), "{text}");
-        assert!(text.contains(&format!("delete table inet {TABLE}\n")));
+        assert!(text.contains(&format!("delete table inet {DEFAULT_TABLE}\n")));
         assert_eq!(g.probe_source(), Ipv4Addr::new(127, 77, 255, 254));
         let scratch = g.scratch("check");
         assert_eq!(
@@ -335,6 +488,48 @@ mod tests {
             assert!(e.contains("--proxy-user"), "{e}");
         }
         assert_eq!(check_user(&user("ztssh", 998)), Ok(()));
+    }
+
+    #[test]
+    fn table_names_are_single_nft_identifiers() {
+        for good in ["ztssh_sshd_guard", "_t", "guard2", &"a".repeat(64)] {
+            assert_eq!(check_table(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "2guard",
+            "a b",
+            "t}",
+            "t;flush ruleset",
+            "t\nflush ruleset",
+            "t.x",
+            "ätable",
+            &"a".repeat(65),
+        ] {
+            let e = check_table(bad).expect_err(bad);
+            assert!(
+                e.contains("--nft-table") && e.contains(DEFAULT_TABLE),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_textfile_is_node_exporters_format_with_the_table_label() {
+        let text = Guard::textfile("t1", false, true, 1_765_000_000);
+        for line in [
+            "ztssh_sshd_guard_holds{table=\"t1\"} 0",
+            "ztssh_sshd_guard_reloaded{table=\"t1\"} 1",
+            "ztssh_sshd_guard_last_check_timestamp_seconds{table=\"t1\"} 1765000000",
+            "# TYPE ztssh_sshd_guard_holds gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(text.ends_with('\n'));
+        assert!(
+            Guard::textfile("t1", true, false, 1)
+                .contains("ztssh_sshd_guard_holds{table=\"t1\"} 1\n")
+        );
     }
 
     #[test]

@@ -384,7 +384,7 @@ fn guard_text(opts: &Options, upstream: std::net::SocketAddr) -> String {
             ", nft -f {} (table inet {}) and its probes from {} to {upstream} (another user refused, the \
              proxy's user {} answered), ",
             g.file.display(),
-            crate::sshd::guard::TABLE,
+            g.table,
             g.probe_source(),
             g.user.name
         ),
@@ -396,32 +396,33 @@ fn guard_text(opts: &Options, upstream: std::net::SocketAddr) -> String {
 /// rules do not survive a reboot unless loaded at boot): probe it, and
 /// load it (restoring the old table on failure) when it does not hold.
 fn guard_only(g: &Guard, upstream: std::net::SocketAddr) -> Result<String, Failure> {
-    if let Ok(held) = g.probe(upstream) {
-        return Ok(held);
-    }
-    let old = g.current().map_err(not_ready)?;
-    let loaded = g.load().and_then(|()| g.probe(upstream));
-    match loaded {
-        Ok(held) => Ok(format!(
-            "The guard's table was loaded from {}: {held}",
-            g.file.display()
+    match g.ensure(upstream, true) {
+        Ok(held) if held.reloaded => Ok(format!(
+            "The guard's table was loaded from {}: {}",
+            g.file.display(),
+            held.report
         )),
-        Err(why) => match g.restore(old.as_deref()) {
-            Ok(()) => Err(Failure {
-                code: EXIT_ROLLED_BACK,
-                message: format!(
-                    "sshd-setup failed: {why}\nRolled back: the table inet {} is as it was.",
-                    crate::sshd::guard::TABLE
-                ),
-            }),
-            Err(e) => Err(Failure {
-                code: EXIT_ROLLBACK_FAILED,
-                message: format!(
-                    "sshd-setup failed: {why}\nTHE ROLLBACK FAILED: {e}\nDelete the table by hand: nft delete table inet {}",
-                    crate::sshd::guard::TABLE
-                ),
-            }),
-        },
+        Ok(held) => Ok(held.report),
+        Err(crate::sshd::guard::NotHeld {
+            why,
+            restore_failed: None,
+        }) => Err(Failure {
+            code: EXIT_ROLLED_BACK,
+            message: format!(
+                "sshd-setup failed: {why}\nRolled back: the table inet {} is as it was.",
+                g.table
+            ),
+        }),
+        Err(crate::sshd::guard::NotHeld {
+            why,
+            restore_failed: Some(e),
+        }) => Err(Failure {
+            code: EXIT_ROLLBACK_FAILED,
+            message: format!(
+                "sshd-setup failed: {why}\nTHE ROLLBACK FAILED: {e}\nDelete the table by hand: nft delete table inet {}",
+                g.table
+            ),
+        }),
     }
 }
 
@@ -952,7 +953,7 @@ fn apply(
         done.push(format!(
             "loaded {} (table inet {})",
             g.file.display(),
-            crate::sshd::guard::TABLE
+            g.table
         ));
         done.push(g.probe(target.upstream)?);
         interrupted()?;
@@ -980,7 +981,7 @@ fn rollback(
         match g.restore(old) {
             Ok(()) => steps.push_str(&format!(
                 "\n  rollback: table inet {} {}",
-                crate::sshd::guard::TABLE,
+                g.table,
                 if old.is_some() { "restored" } else { "deleted" }
             )),
             Err(e) => errors.push(e),
