@@ -125,3 +125,57 @@ fn lists_published_to_the_url_and_the_file_at_once_race_without_a_false_error() 
     });
     assert_eq!(scrape(VERSION), newest, "the rollback is not in force");
 }
+
+/// The race above, forced: the interleaving the review saw, one step at a
+/// time. A newer list (3) reaches the watched file first; the URL then
+/// publishes the list before it (2), which is new to the URL but older
+/// than the list in force. The URL lags; it did not go back. The review's
+/// proxies logged `ERROR … version 2 is older than the loaded 3; refused`
+/// and counted a failed reload here. The lagging list must be passed over
+/// quietly (`crl_behind`), with no ERROR and no failed reload, and list 3
+/// must stay in force.
+#[test]
+fn a_url_that_lags_behind_the_file_is_passed_over_quietly() {
+    let web = WebRoot::new();
+    let nginx = Nginx::start_empty(&web);
+    let metrics = free_port();
+    let cfg = format!(
+        "revocation_url = \"{}\"\nrevocation_poll_secs = 1\nrevocation_fetch_timeout_secs = 2\n\
+         metrics_listen = \"127.0.0.1:{metrics}\"\n",
+        nginx.url("race")
+    );
+    let served = web.served();
+    let w = World::builder()
+        .proxy_toml(&cfg)
+        .before_start(move |pki, _| {
+            std::fs::copy(pki.crl(), &served).expect("publish the first list");
+        })
+        .start();
+    let scrape = |series: &str| metric_value(&http_get(metrics, "/metrics"), series).unwrap_or(0.0);
+    wait_until(T, "list 1 in force", || scrape(VERSION) == 1.0);
+    let dir = w.dir.path();
+    let (two, three) = (dir.join("two.pem"), dir.join("three.pem"));
+    w.pki.publish_crl_to(&two, "7d");
+    w.pki.publish_crl_to(&three, "7d");
+    replace(&three, &w.pki.crl());
+    wait_until(T, "list 3 in force from the file", || {
+        scrape(VERSION) == 3.0
+    });
+    let behind = count(&w.proxy.log_text(), "event=\"crl_behind\"");
+    replace(&two, &web.served());
+    wait_until(T, "the URL's list 2 fetched and passed over", || {
+        count(&w.proxy.log_text(), "event=\"crl_behind\"") > behind
+    });
+    // And a poll after it: the URL's list is not offered again and again.
+    let settled = scrape(NOT_MODIFIED);
+    wait_until(T, "a poll after list 2", || scrape(NOT_MODIFIED) > settled);
+    let log = w.proxy.log_text();
+    let errors = error_lines(&log);
+    assert!(
+        errors.is_empty(),
+        "no ERROR for a lagging URL:\n{}",
+        errors.join("\n")
+    );
+    assert_eq!(scrape(FAILED), 0.0, "no failed reload");
+    assert_eq!(scrape(VERSION), 3.0, "list 3 stays in force");
+}

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::sshd::reload::run_bounded;
+use crate::sshd::reload::{run_bounded, run_bounded_input};
 
 /// The nftables table (family `inet`) the guard owns unless
 /// `--nft-table` names another; rollback deletes it.
@@ -112,86 +112,167 @@ impl Guard {
             name = self.user.name,
             uid = self.user.uid.as_raw(),
             range = self.range.trunc(),
-            file = self.file.display(),
+            // A comment ends at a newline: none in the path may end it.
+            file = self
+                .file
+                .display()
+                .to_string()
+                .replace(|c: char| c.is_control(), "?"),
             table = self.table,
         )
     }
 
-    /// `nft -c` on the ruleset in `file` (changes nothing).
-    pub fn check_file(&self, file: &Path) -> Result<(), String> {
-        self.nft(&["-c", "-f"], Some(file))
+    /// `nft -c` on `ruleset` (changes nothing).
+    pub fn check_ruleset(&self, ruleset: &str) -> Result<(), String> {
+        self.nft_input(&["-c", "-f", "-"], ruleset)
             .map(drop)
             .map_err(|e| format!("nft -c refuses the guard's ruleset: {e}"))
     }
 
     /// The table as `nft list table` prints it now, if it exists.
     pub fn current(&self) -> Result<Option<String>, String> {
-        match self.nft(&["list", "table", "inet", &self.table], None) {
+        match self.nft(&["list", "table", "inet", &self.table]) {
             Ok(text) => Ok(Some(text)),
             Err(e) if e.contains("No such file or directory") => Ok(None),
             Err(e) => Err(format!("nft list table inet {}: {e}", self.table)),
         }
     }
 
-    /// Loads the ruleset file (the table is replaced atomically).
-    pub fn load(&self) -> Result<(), String> {
-        self.nft(&["-f"], Some(&self.file))
+    /// Loads the guard's ruleset for sshd's `port` (the table is replaced
+    /// atomically). The bytes go to nft on its standard input: what root
+    /// loads is what was checked, never a file read again.
+    pub fn load(&self, port: u16) -> Result<(), String> {
+        self.nft_input(&["-f", "-"], &self.ruleset(port))
             .map(drop)
-            .map_err(|e| format!("nft -f {} failed: {e}", self.file.display()))
+            .map_err(|e| {
+                format!(
+                    "nft -f (the guard's ruleset for {}) failed: {e}",
+                    self.file.display()
+                )
+            })
     }
 
     /// Puts the table back as `old` was (`None`: deletes it).
     pub fn restore(&self, old: Option<&str>) -> Result<(), String> {
         match old {
-            None => match self.nft(&["delete", "table", "inet", &self.table], None) {
+            None => match self.nft(&["delete", "table", "inet", &self.table]) {
                 Err(e) if !e.contains("No such file or directory") => {
                     Err(format!("nft delete table inet {}: {e}", self.table))
                 }
                 _ => Ok(()),
             },
             Some(text) => {
-                let path = self.scratch("restore");
                 let table = &self.table;
                 let body = format!("table inet {table}\ndelete table inet {table}\n{text}");
-                ztssh_keyfile::write_atomic(
-                    &path,
-                    body.as_bytes(),
-                    0o600,
-                    ztssh_keyfile::Existing::Replace,
-                )
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                let done = self.nft(&["-f"], Some(&path)).map(drop);
-                let _ = std::fs::remove_file(&path);
-                done.map_err(|e| format!("restoring the old table inet {table}: {e}"))
+                self.nft_input(&["-f", "-"], &body)
+                    .map(drop)
+                    .map_err(|e| format!("restoring the old table inet {table}: {e}"))
             }
         }
     }
 
-    fn nft(&self, args: &[&str], file: Option<&Path>) -> Result<String, String> {
+    fn nft(&self, args: &[&str]) -> Result<String, String> {
         let mut cmd = Command::new(&self.nft);
         cmd.args(args);
-        if let Some(f) = file {
-            cmd.arg(f);
+        nft_output(run_bounded(&mut cmd, NFT_TIMEOUT)?)
+    }
+
+    fn nft_input(&self, args: &[&str], input: &str) -> Result<String, String> {
+        let mut cmd = Command::new(&self.nft);
+        cmd.args(args);
+        nft_output(run_bounded_input(
+            &mut cmd,
+            input.as_bytes().to_vec(),
+            NFT_TIMEOUT,
+        )?)
+    }
+
+    /// Refuses a ruleset file that another user could change: it is what
+    /// root loads at boot (`include` in /etc/nftables.conf). Its directory
+    /// and the file, when it exists, must be root's and writable by no
+    /// one else, and the file must not be a symbolic link.
+    pub fn check_location(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let file = &self.file;
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let loose = |path: &Path, m: &std::fs::Metadata| {
+            (m.uid() != 0 || m.mode() & 0o022 != 0).then(|| {
+                format!(
+                    "{} is owned by uid {} with mode {:o}: the guard's ruleset, which root loads at \
+                     boot, must sit where only root can write (chown root and chmod go-w it, or \
+                     pass another --nft-file)",
+                    path.display(),
+                    m.uid(),
+                    m.mode() & 0o7777
+                )
+            })
+        };
+        let d = std::fs::metadata(dir).map_err(|e| {
+            format!(
+                "the directory of --nft-file {}: {e}; create it (root-owned) or pass another --nft-file",
+                file.display()
+            )
+        })?;
+        if let Some(e) = loose(dir, &d) {
+            return Err(e);
         }
-        let out = run_bounded(&mut cmd, NFT_TIMEOUT)?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        match std::fs::symlink_metadata(file) {
+            Ok(m) if m.file_type().is_symlink() => Err(format!(
+                "{} is a symbolic link; point --nft-file at the real file",
+                file.display()
+            )),
+            Ok(m) => loose(file, &m).map_or(Ok(()), Err),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("{}: {e}", file.display())),
         }
     }
 
-    /// A scratch file for `nft -f` beside `--nft-file`, in its (root's)
-    /// directory: a name in the shared /tmp could be taken first by any
-    /// local user (a directory there, at the next pids, made every check
-    /// and rollback of the guard fail).
-    pub fn scratch(&self, what: &str) -> PathBuf {
-        let name = self
-            .file
-            .file_name()
-            .map_or_else(|| "sshd-guard".into(), |n| n.to_string_lossy().into_owned());
-        self.file
-            .with_file_name(format!(".{name}.{what}-{}.nft", std::process::id()))
+    /// Whether the table holds exactly the guard's rules for sshd's `port`
+    /// (counters aside): another rule in it (an `accept` for some other
+    /// uid) would pass the probe, which tries one uid and one address.
+    /// The expected rules are printed by the same nft, from a copy of the
+    /// ruleset as a table of its own with no hook (inert), so the
+    /// comparison does not depend on how an nft version prints a rule.
+    fn matches(&self, port: u16, listing: &str) -> Result<Result<(), String>, String> {
+        let probe_table = format!("{}_expected", self.table);
+        let hook = "\t\ttype filter hook output priority filter; policy accept;\n";
+        let ruleset = self.ruleset(port);
+        let inert = ruleset
+            .replace(hook, "")
+            .replace(
+                &format!("inet {} ", self.table),
+                &format!("inet {probe_table} "),
+            )
+            .replace(
+                &format!("inet {}\n", self.table),
+                &format!("inet {probe_table}\n"),
+            );
+        self.nft_input(&["-f", "-"], &inert).map_err(|e| {
+            format!("nft -f (the guard's rules as an inert table {probe_table}): {e}")
+        })?;
+        let expected = self.nft(&["list", "table", "inet", &probe_table]);
+        let _ = self.nft(&["delete", "table", "inet", &probe_table]);
+        let expected = canonical(&expected?);
+        let header = listing
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("type "))
+            .collect::<Vec<_>>();
+        let hooked = matches!(header.as_slice(), [h] if h.contains("hook output") && h.contains("policy accept"));
+        let found = canonical(listing);
+        if hooked && found == expected {
+            return Ok(Ok(()));
+        }
+        let extra: Vec<&String> = found.iter().filter(|l| !expected.contains(l)).collect();
+        let missing: Vec<&String> = expected.iter().filter(|l| !found.contains(l)).collect();
+        Ok(Err(format!(
+            "table inet {} holds other rules than the guard's (chain hooks: {header:?}; not the guard's: \
+             {extra:?}; missing: {missing:?})",
+            self.table
+        )))
     }
 
     /// The packets the guard's rule has refused so far (its counter); 0
@@ -209,7 +290,7 @@ impl Guard {
     /// Checks that the rule holds for sshd at `upstream`: a connection
     /// from the range made as another user is refused, and one made as the
     /// proxy's user gets sshd's banner. Returns what was checked.
-    pub fn probe(&self, upstream: SocketAddr) -> Result<String, String> {
+    pub fn probe(&self, upstream: SocketAddr) -> Result<Probe, String> {
         let src = self.probe_source();
         let proxy = self.user.uid.as_raw();
         // Another user: nobody (never the proxy's: [`check_user`]), or one
@@ -248,13 +329,35 @@ impl Guard {
                 ));
             }
         }
-        let mut s = connect_as(proxy, src, upstream).map_err(|e| {
-            format!(
-                "a connection from {src} to sshd at {upstream} made as the proxy's user {} (uid {proxy}) \
-                 failed ({e}): the guard would cut the proxy off",
-                self.user.name
-            )
-        })?;
+        // The proxy's user: let through to sshd's banner. Refused, it is the
+        // guard's doing only if its counter moved; else nothing listens
+        // (sshd stopped or restarting), which says nothing against the
+        // guard: the other user's refusal above is what it is for.
+        let before = self.refused()?;
+        let mut s = match connect_as(proxy, src, upstream) {
+            Ok(s) => s,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && self.refused()? <= before =>
+            {
+                return Ok(Probe {
+                    report: format!(
+                        "the nftables guard (table inet {}) refuses uid {other} from {src} to {upstream}; \
+                         sshd is not listening at {upstream} (stopped or restarting), so the proxy's \
+                         user's way through was not checked",
+                        self.table
+                    ),
+                    sshd_listening: false,
+                });
+            }
+            Err(e) => {
+                return Err(format!(
+                    "a connection from {src} to sshd at {upstream} made as the proxy's user {} (uid {proxy}) \
+                     failed ({e}): the guard would cut the proxy off",
+                    self.user.name
+                ));
+            }
+        };
         s.set_read_timeout(Some(PROBE_TIMEOUT))
             .map_err(|e| format!("probe: {e}"))?;
         let mut banner = [0u8; 8];
@@ -267,12 +370,64 @@ impl Guard {
                 String::from_utf8_lossy(&banner)
             ));
         }
-        Ok(format!(
-            "the nftables guard (table inet {}) holds: from {src} to sshd at {upstream}, uid {other} is refused \
-             and the proxy's user {} (uid {proxy}) gets sshd's banner",
-            self.table, self.user.name
-        ))
+        Ok(Probe {
+            report: format!(
+                "the nftables guard (table inet {}) holds: from {src} to sshd at {upstream}, uid {other} is refused \
+                 and the proxy's user {} (uid {proxy}) gets sshd's banner",
+                self.table, self.user.name
+            ),
+            sshd_listening: true,
+        })
     }
+
+    /// [`Self::probe`], with sshd required to answer (right after setup
+    /// reloaded it).
+    pub fn probe_answered(&self, upstream: SocketAddr) -> Result<String, String> {
+        let p = self.probe(upstream)?;
+        if p.sshd_listening {
+            Ok(p.report)
+        } else {
+            Err(format!("{}: sshd must be listening here", p.report))
+        }
+    }
+}
+
+/// What [`Guard::probe`] found when the guard refused the other user.
+#[derive(Debug)]
+pub struct Probe {
+    /// What was checked.
+    pub report: String,
+    /// Whether sshd answered the proxy's user (false: nothing listened,
+    /// and the guard did not refuse it).
+    pub sshd_listening: bool,
+}
+
+/// nft's standard output, or its error.
+fn nft_output(out: std::process::Output) -> Result<String, String> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// A table listing's lines that say what it does: trimmed, without the
+/// `table` line, chain hooks and closing braces, counters as `counter`.
+fn canonical(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !(l.is_empty() || *l == "}" || l.starts_with("table ") || l.starts_with("type "))
+        })
+        .map(|l| match l.split_once("counter packets ") {
+            Some((head, tail)) => {
+                let rest = tail.splitn(4, ' ').nth(3).unwrap_or_default();
+                format!("{head}counter {rest}").trim_end().to_owned()
+            }
+            None => l.to_owned(),
+        })
+        .collect()
 }
 
 /// What [`Guard::ensure`] found when the guard holds.
@@ -305,27 +460,28 @@ impl Guard {
     /// proxy.toml now: a file edited by hand, or left from an older
     /// proxy.toml, is reported, not loaded.
     pub fn ensure(&self, upstream: SocketAddr, repair: bool) -> Result<Held, NotHeld> {
-        let first = match self.probe(upstream) {
-            Ok(report) => {
+        let not_held = |why: String| NotHeld {
+            why,
+            restore_failed: None,
+        };
+        let first = match self.holds(upstream) {
+            Ok(Ok(report)) => {
                 return Ok(Held {
                     report,
                     reloaded: false,
                 });
             }
-            Err(e) => e,
-        };
-        let not_held = |why: String| NotHeld {
-            why,
-            restore_failed: None,
+            Ok(Err(why)) => why,
+            Err(e) => return Err(not_held(e)),
         };
         if !repair {
             return Err(not_held(first));
         }
         let old = self.current().map_err(not_held)?;
-        match self
+        let again = self
             .load_checked(upstream.port())
-            .and_then(|()| self.probe(upstream))
-        {
+            .and_then(|()| self.holds(upstream)?);
+        match again {
             Ok(report) => Ok(Held {
                 report,
                 reloaded: true,
@@ -340,10 +496,27 @@ impl Guard {
         }
     }
 
-    /// Loads the ruleset file after checking that it holds exactly the
-    /// ruleset for sshd's `port`. What is loaded is the bytes checked (a
-    /// scratch copy beside the file), not the file read a second time.
+    /// Whether the guard holds: the probe, and the table holding exactly
+    /// the guard's rules. `Err` when nft itself fails (nothing can be
+    /// told); `Ok(Err(why))` when it does not hold.
+    fn holds(&self, upstream: SocketAddr) -> Result<Result<String, String>, String> {
+        let probe = match self.probe(upstream) {
+            Ok(p) => p,
+            Err(why) => return Ok(Err(why)),
+        };
+        let Some(listing) = self.current()? else {
+            return Ok(Err(format!("table inet {} is gone", self.table)));
+        };
+        Ok(self
+            .matches(upstream.port(), &listing)?
+            .map(|()| probe.report))
+    }
+
+    /// Loads the ruleset after checking that its file holds exactly the
+    /// ruleset for sshd's `port` and sits where only root can write. What
+    /// is loaded is the bytes checked, on nft's standard input.
     fn load_checked(&self, port: u16) -> Result<(), String> {
+        self.check_location()?;
         let expected = self.ruleset(port);
         let found = ztssh_keyfile::read_regular(&self.file, MAX_RULESET).map_err(|e| {
             format!(
@@ -352,23 +525,14 @@ impl Guard {
         })?;
         if found != expected.as_bytes() {
             return Err(format!(
-                "{} does not hold the ruleset made from proxy.toml now (it was edited, or proxy.toml's \
-                 upstream, upstream_source_range or user changed since sshd-setup wrote it), so it was \
-                 not loaded. Re-run `ztssh-proxy sshd-setup --nft-guard` to write and load the right one",
+                "{} does not hold the ruleset made from proxy.toml now (it was edited, proxy.toml's \
+                 upstream, upstream_source_range or user changed since sshd-setup wrote it, or this \
+                 check's --nft-table or --proxy-user differs from sshd-setup's), so it was not \
+                 loaded. Re-run `ztssh-proxy sshd-setup --nft-guard` to write and load the right one",
                 self.file.display()
             ));
         }
-        let path = self.scratch("load");
-        ztssh_keyfile::write_atomic(
-            &path,
-            expected.as_bytes(),
-            0o600,
-            ztssh_keyfile::Existing::Replace,
-        )
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        let done = self.nft(&["-f"], Some(&path)).map(drop);
-        let _ = std::fs::remove_file(&path);
-        done.map_err(|e| format!("nft -f {} failed: {e}", self.file.display()))
+        self.load(port)
     }
 
     /// The result of a check in the text format of node_exporter's
@@ -464,12 +628,6 @@ mod tests {
         assert!(!text.contains("!="), "{text}");
         assert!(text.contains(&format!("delete table inet {DEFAULT_TABLE}\n")));
         assert_eq!(g.probe_source(), Ipv4Addr::new(127, 77, 255, 254));
-        let scratch = g.scratch("check");
-        assert_eq!(
-            scratch.parent(),
-            Some(Path::new("/etc/ztssh")),
-            "{scratch:?}"
-        );
     }
 
     #[test]

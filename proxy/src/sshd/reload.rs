@@ -48,16 +48,41 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output, String>
     run_bounded_until(cmd, limit, None)
 }
 
+/// [`run_bounded`] with `input` on the command's standard input (written
+/// from a thread of its own, then closed): a root command reads exactly
+/// these bytes, never a file another user could swap meanwhile.
+pub fn run_bounded_input(
+    cmd: &mut Command,
+    input: Vec<u8>,
+    limit: Duration,
+) -> Result<Output, String> {
+    run_inner(cmd, limit, None, Some(input))
+}
+
 /// [`run_bounded`], also ended (group killed) as soon as `stop` is set.
 pub fn run_bounded_until(
     cmd: &mut Command,
     limit: Duration,
     stop: Option<&AtomicBool>,
 ) -> Result<Output, String> {
+    run_inner(cmd, limit, stop, None)
+}
+
+fn run_inner(
+    cmd: &mut Command,
+    limit: Duration,
+    stop: Option<&AtomicBool>,
+    input: Option<Vec<u8>>,
+) -> Result<Output, String> {
+    use std::io::Write;
     use std::os::unix::process::CommandExt;
     let what = format!("{:?}", cmd.get_program());
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -74,6 +99,12 @@ pub fn run_bounded_until(
             let _ = nix::sys::signal::killpg(g, nix::sys::signal::SIGKILL);
         }
     };
+    if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Dropped at the end of the thread: the command sees end of input.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        });
+    }
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let pipe = |r: Option<Box<dyn Read + Send>>| {
         let buf = Arc::new(Mutex::new(Vec::new()));

@@ -175,11 +175,12 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
         })?;
         let guard = match &opts.guard {
             None => String::new(),
-            Some(g) if opts.dry_run => match g.probe(target.upstream) {
-                Ok(held) => format!(" {held}."),
+            Some(g) if opts.dry_run => match g.ensure(target.upstream, false) {
+                Ok(held) => format!(" {}.", held.report),
                 Err(e) => format!(
-                    " The guard's table would be loaded from {}: {e}.",
-                    g.file.display()
+                    " The guard's table would be loaded from {}: {}.",
+                    g.file.display(),
+                    e.why
                 ),
             },
             Some(g) => format!(" {}.", guard_only(g, target.upstream)?),
@@ -491,18 +492,7 @@ fn plan(target: &Target, opts: &Options) -> Result<Vec<Change>, Failure> {
         });
     }
     if let Some(g) = &opts.guard {
-        if std::fs::symlink_metadata(&g.file).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(not_ready(format!(
-                "{} is a symbolic link; point --nft-file at the real file",
-                g.file.display()
-            )));
-        }
-        if !g.file.parent().is_some_and(Path::is_dir) {
-            return Err(not_ready(format!(
-                "the directory of --nft-file {} does not exist; create it (root-owned) or pass another --nft-file",
-                g.file.display()
-            )));
-        }
+        g.check_location().map_err(not_ready)?;
         let ruleset = g.ruleset(target.upstream.port());
         let old = read_state(&g.file).map_err(not_ready)?;
         if old.as_ref().map(|s| s.bytes.as_slice()) != Some(ruleset.as_bytes()) {
@@ -552,22 +542,13 @@ fn prechecks(sshd: &Sshd, target: &Target, opts: &Options) -> Result<String, Fai
     }
     let guard = match &opts.guard {
         Some(g) => {
-            let tmp = g.scratch("check");
-            ztssh_keyfile::write_atomic(
-                &tmp,
-                g.ruleset(target.upstream.port()).as_bytes(),
-                0o600,
-                ztssh_keyfile::Existing::Replace,
-            )
-            .map_err(|e| not_ready(format!("cannot write {}: {e}", tmp.display())))?;
-            let checked = g.check_file(&tmp);
-            let _ = std::fs::remove_file(&tmp);
-            checked.map_err(|e| {
-                not_ready(format!(
-                    "{e}\nIs nftables installed ({}) and does this kernel have nf_tables?",
-                    g.nft.display()
-                ))
-            })?;
+            g.check_ruleset(&g.ruleset(target.upstream.port()))
+                .map_err(|e| {
+                    not_ready(format!(
+                        "{e}\nIs nftables installed ({}) and does this kernel have nf_tables?",
+                        g.nft.display()
+                    ))
+                })?;
             format!(
                 "; nft -c accepts the guard's ruleset (only {} may connect from {} to port {})",
                 g.user.name,
@@ -949,13 +930,13 @@ fn apply(
     interrupted()?;
     if let Some(g) = &opts.guard {
         *table = Some(g.current()?);
-        g.load()?;
+        g.load(target.upstream.port())?;
         done.push(format!(
             "loaded {} (table inet {})",
             g.file.display(),
             g.table
         ));
-        done.push(g.probe(target.upstream)?);
+        done.push(g.probe_answered(target.upstream)?);
         interrupted()?;
     }
     if let Some(check) = &opts.login_check {
