@@ -125,11 +125,26 @@ enum Cmd {
         /// EnvironmentFile); its options are checked and passed to sshd -t/-T.
         #[arg(long, default_value = "/etc/default/ssh")]
         sshd_defaults: PathBuf,
-        /// Where systemd's unit files are: ssh.service (and sshd.service)
-        /// and their drop-ins (NAME.d/*.conf) there are read, and a
-        /// guarded keyword in an ExecStart= or Environment=SSHD_OPTS= there
-        /// is refused. Repeat for more than one.
-        #[arg(long = "systemd-dir", default_values = ["/etc/systemd/system", "/run/systemd/system"])]
+        /// Where systemd's unit files are: ssh.service (sshd.service,
+        /// ssh@.service), their drop-ins (NAME.d/*.conf) and those for
+        /// every service (service.d/*.conf) there are read, and a guarded
+        /// keyword in an ExecStart= or Environment=SSHD_OPTS= there is
+        /// refused. The default is every directory systemd reads units
+        /// from. Repeat for more than one. (The running sshd's own
+        /// command line is checked as well.)
+        #[arg(long = "systemd-dir", default_values = [
+            "/etc/systemd/system.control",
+            "/run/systemd/system.control",
+            "/run/systemd/transient",
+            "/run/systemd/generator.early",
+            "/etc/systemd/system",
+            "/run/systemd/system",
+            "/run/systemd/generator",
+            "/usr/local/lib/systemd/system",
+            "/usr/lib/systemd/system",
+            "/lib/systemd/system",
+            "/run/systemd/generator.late",
+        ])]
         systemd_dirs: Vec<PathBuf>,
         /// Reload by SIGHUP to the pid in this file (sshd's PidFile).
         #[arg(long, conflicts_with = "service", default_value = "/run/sshd.pid")]

@@ -3,7 +3,8 @@
 //! ([`akc`]), the sshd_config lines that wire it ([`config_lines`]), sshd_config read as sshd reads
 //! it ([`include`]: quoting and `Include` globs), the
 //! options Debian's unit starts it with ([`defaults`]: `SSHD_OPTS`; [`unit`]:
-//! an `ExecStart=` or `Environment=` in a systemd drop-in), and
+//! an `ExecStart=` or `Environment=` in a systemd drop-in) and the ones the
+//! running sshd was started with ([`running`]: its /proc command line), and
 //! their safe installation ([`setup`], with [`reload`] of sshd itself;
 //! its dry run checks a copy of the new files that `shadow` makes).
 
@@ -13,6 +14,7 @@ pub mod defaults;
 pub mod guard;
 pub mod include;
 pub mod reload;
+pub mod running;
 pub mod setup;
 mod shadow;
 pub mod unit;

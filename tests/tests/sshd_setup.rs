@@ -1952,3 +1952,68 @@ fn a_systemd_drop_in_for_ssh_service_is_read_and_guarded() {
     assert!(text.contains("-o LogLevel=VERBOSE"), "{text}");
     h.wait_reloads(1);
 }
+
+/// Review (att23): systemd reads drop-ins, environment files, specifiers
+/// and escapes its own way, and the reader of unit files missed some. The
+/// kernel keeps what the running sshd was really started with: an option
+/// there that undoes the drop-in is refused, whatever the files say.
+#[test]
+fn an_option_the_running_sshd_was_started_with_is_refused() {
+    let h = Host::new("127.91.0.0/16");
+    let w = &h.world;
+    let dir = w.dir.path();
+    let port = free_port();
+    let pid_file = dir.join("other-sshd.pid");
+    let config = dir.join("other_sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "HostKey {}\nPidFile {}\nListenAddress 127.0.0.1:{port}\n",
+            sshd_host_key(dir).display(),
+            pid_file.display()
+        ),
+    )
+    .expect("config");
+    // As a drop-in the reader cannot see would start it.
+    let child = Command::new(sshd_bin())
+        .arg("-D")
+        .arg("-f")
+        .arg(&config)
+        .arg("-E")
+        .arg(dir.join("other-sshd.log"))
+        .args(["-o", "PasswordAuthentication=yes"])
+        .spawn()
+        .expect("start sshd");
+    let _sshd = Guard(child);
+    wait_until(T, "the second sshd to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let out = run_bounded(
+        Command::new(bin("ztssh-proxy"))
+            .arg("sshd-setup")
+            .arg("--sshd")
+            .arg(sshd_bin())
+            .arg("--config")
+            .arg(&w.proxy.config)
+            .arg("--command")
+            .arg(&w.installed().command)
+            .arg("--sshd-config")
+            .arg(&config)
+            .arg("--drop-in")
+            .arg(dir.join("other.d/00-ztssh.conf"))
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg("--backup-dir")
+            .arg(dir.join("other-backups"))
+            .args(["--dry-run", "--skip-login-check"]),
+        T,
+    );
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the running sshd (pid")
+            && err.contains("-o PasswordAuthentication=yes")
+            && err.contains("overrides every config file"),
+        "{err}"
+    );
+}

@@ -256,7 +256,7 @@ pub fn reload(how: &Reload, addrs: &[SocketAddr]) -> Result<String, String> {
     ))
 }
 
-fn read_pid(path: &Path) -> Result<i32, String> {
+pub(crate) fn read_pid(path: &Path) -> Result<i32, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read sshd's pid file {}: {e}", path.display()))?;
     text.trim()

@@ -136,8 +136,8 @@ fn read_state(path: &Path) -> Result<Option<FileState>, String> {
 }
 
 /// Every option sshd starts with beyond its config files: `SSHD_OPTS`,
-/// then what a systemd unit or drop-in adds; a guarded keyword in any is
-/// refused.
+/// then what a systemd unit or drop-in adds, then what the running sshd's
+/// command line holds; a guarded keyword in any is refused.
 fn sshd_opts(target: &Target, opts: &Options) -> Result<Vec<String>, String> {
     let guarded = guarded_keys(target.lines);
     let mut extra =
@@ -148,7 +148,34 @@ fn sshd_opts(target: &Target, opts: &Options) -> Result<Vec<String>, String> {
         &opts.sshd_config,
         &guarded,
     )?);
+    // What the running sshd was really started with, whatever the files
+    // above say: a reload keeps those options.
+    let running = crate::sshd::running::sshd_opts(&opts.reload, &opts.sshd_config, &guarded)?;
+    let known: Vec<Vec<String>> = option_groups(&extra).map(<[String]>::to_vec).collect();
+    for group in option_groups(&running) {
+        if !known.iter().any(|k| k.as_slice() == group) {
+            extra.extend_from_slice(group);
+        }
+    }
     Ok(extra)
+}
+
+/// The options [`crate::sshd::defaults::options`] returns, one option
+/// (with its value) at a time: `-4` and `-6` alone, every other with the
+/// word after it.
+fn option_groups(flat: &[String]) -> impl Iterator<Item = &[String]> {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let first = flat.get(i)?;
+        let n = if matches!(first.as_str(), "-4" | "-6") {
+            1
+        } else {
+            2
+        };
+        let group = &flat[i..(i + n).min(flat.len())];
+        i += n;
+        Some(group)
+    })
 }
 
 /// Runs the setup; returns the report for stdout.

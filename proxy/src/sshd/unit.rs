@@ -13,10 +13,13 @@ use crate::sshd::defaults;
 use crate::sshd::include::read_config;
 
 /// The unit's names on Debian (`sshd.service` is an alias; drop-ins
-/// under either name apply).
-const UNIT_NAMES: [&str; 2] = ["ssh.service", "sshd.service"];
+/// under either name apply; `ssh@.service` is the per-connection unit of
+/// socket activation, `ssh.socket`).
+const UNIT_NAMES: [&str; 3] = ["ssh.service", "sshd.service", "ssh@.service"];
 /// Most drop-ins read per directory.
 const MAX_DROP_INS: usize = 256;
+/// Most entries of any kind listed per drop-in directory.
+const MAX_ENTRIES: usize = 4096;
 
 /// The files that can change how sshd's unit starts sshd, in the order
 /// systemd reads them: full units, then each `NAME.d/*.conf` by name.
@@ -30,28 +33,50 @@ fn unit_files(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
             }
         }
     }
+    // `service.d` holds drop-ins for every service (systemd 250+), read
+    // before the unit's own.
     for dir in dirs {
-        for name in UNIT_NAMES {
-            let d = dir.join(format!("{name}.d"));
-            let entries = match std::fs::read_dir(&d) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(format!("cannot list {}: {e}", d.display())),
-            };
-            let mut confs: Vec<PathBuf> = entries
-                .take(MAX_DROP_INS + 1)
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
-                .collect();
-            if confs.len() > MAX_DROP_INS {
-                return Err(format!("{}: more than {MAX_DROP_INS} entries", d.display()));
-            }
-            confs.sort();
-            files.extend(confs);
+        let names =
+            std::iter::once("service".to_owned()).chain(UNIT_NAMES.iter().map(|n| (*n).to_owned()));
+        for name in names {
+            files.extend(drop_ins(&dir.join(format!("{name}.d")))?);
         }
     }
     Ok(files)
+}
+
+/// The `*.conf` files of drop-in directory `d`, by name. Every entry is
+/// listed before any is left out, so no number of other files can push a
+/// `.conf` out of the list; more entries than anyone keeps is refused.
+fn drop_ins(d: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = match std::fs::read_dir(d) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot list {}: {e}", d.display())),
+    };
+    let mut confs = Vec::new();
+    for (n, entry) in entries.enumerate() {
+        if n >= MAX_ENTRIES {
+            return Err(format!(
+                "{}: more than {MAX_ENTRIES} entries; sshd-setup reads every drop-in systemd would",
+                d.display()
+            ));
+        }
+        let path = entry
+            .map_err(|e| format!("cannot list {}: {e}", d.display()))?
+            .path();
+        if path.extension().is_some_and(|x| x == "conf") {
+            confs.push(path);
+        }
+    }
+    if confs.len() > MAX_DROP_INS {
+        return Err(format!(
+            "{}: more than {MAX_DROP_INS} drop-ins",
+            d.display()
+        ));
+    }
+    confs.sort();
+    Ok(confs)
 }
 
 /// The options sshd's unit passes to sshd beyond `SSHD_OPTS` from
@@ -81,6 +106,17 @@ pub fn sshd_opts(
                 "Environment" => environment(&value).map_err(|e| at(i, e))?,
                 "EnvironmentFile" => {
                     let path = value.strip_prefix('-').unwrap_or(&value);
+                    // systemd expands globs and specifiers here: which
+                    // files it reads cannot be told by reading the line.
+                    if path.contains(['*', '?', '[', '%', '\\', ' ']) {
+                        return Err(at(
+                            i,
+                            format!(
+                                "EnvironmentFile={value}: a wildcard, specifier, escape or space is \
+                                 not read here; name one file"
+                            ),
+                        ));
+                    }
                     if Path::new(path) != sshd_defaults {
                         out.extend(defaults::sshd_opts(Path::new(path), sshd_config, guarded)?);
                     }
@@ -100,7 +136,13 @@ pub fn sshd_opts(
 fn service_lines(text: &str) -> Result<Vec<(usize, (String, String))>, (usize, String)> {
     let mut in_service = false;
     let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
+    // As systemd reads a unit: a byte-order mark is skipped, and a line
+    // ends at a newline, a carriage return or a NUL.
+    let text = text
+        .strip_prefix('\u{feff}')
+        .unwrap_or(text)
+        .replace("\r\n", "\n");
+    for (i, raw) in text.split(['\n', '\r', '\0']).enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
             continue;
@@ -170,6 +212,14 @@ fn exec_start(value: &str) -> Result<Vec<String>, String> {
 /// assignment) or `Environment=SSHD_OPTS=WORD`; any other line naming
 /// `SSHD_OPTS` is refused.
 fn environment(value: &str) -> Result<Vec<String>, String> {
+    // systemd unescapes C escapes and expands specifiers in the line, so
+    // `\x53SHD_OPTS=...` sets SSHD_OPTS: a line with either is not read.
+    if value.contains(['\\', '%']) {
+        return Err(format!(
+            "Environment={value}: escapes and specifiers are not read here (systemd expands them, \
+             and one can spell SSHD_OPTS); write the assignment plainly"
+        ));
+    }
     if !value.contains("SSHD_OPTS") {
         return Ok(Vec::new());
     }
@@ -297,5 +347,82 @@ mod tests {
         let text = format!("[Service]\nEnvironmentFile=-{}\n", env.display());
         let e = opts(&[("ssh.service.d/env.conf", &text)]).expect_err("refused");
         assert!(e.contains("overrides every config file"), "{e}");
+    }
+
+    /// Review (att23): each of these hid `-o PasswordAuthentication=yes`
+    /// from the reader while systemd would pass it to sshd. Each is now
+    /// refused, for the keyword or for what cannot be read exactly.
+    #[test]
+    fn what_systemd_reads_and_the_old_reader_did_not_is_refused() {
+        let evil = "ExecStart=/usr/sbin/sshd -D -o PasswordAuthentication=yes";
+        let mut many: Vec<(String, String)> = (0..400)
+            .map(|n| {
+                (
+                    format!("ssh.service.d/junk{n}.conf.disabled"),
+                    String::new(),
+                )
+            })
+            .collect();
+        many.push((
+            "ssh.service.d/zz.conf".into(),
+            format!("[Service]\n{evil}\n"),
+        ));
+        let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let e = opts(&many).expect_err("a .conf among 400 other entries");
+        assert!(e.contains("overrides every config file"), "{e}");
+        for (path, text, why) in [
+            (
+                "ssh.service.d/bom.conf",
+                format!("\u{feff}[Service]\n{evil}\n"),
+                "overrides every config file",
+            ),
+            (
+                "ssh.service.d/cr.conf",
+                format!("[Service]\rDescription=x\r{evil}\r"),
+                "overrides every config file",
+            ),
+            (
+                "ssh.service.d/nul.conf",
+                format!("[Service]\0{evil}\0"),
+                "overrides every config file",
+            ),
+            (
+                "service.d/50-all.conf",
+                format!("[Service]\n{evil}\n"),
+                "overrides every config file",
+            ),
+            (
+                "ssh@.service.d/x.conf",
+                format!("[Service]\n{evil}\n"),
+                "overrides every config file",
+            ),
+            (
+                "ssh.service.d/env.conf",
+                "[Service]\nEnvironment=\\x53SHD_OPTS=-oPasswordAuthentication=yes\n".into(),
+                "escapes and specifiers",
+            ),
+            (
+                "ssh.service.d/glob.conf",
+                "[Service]\nEnvironmentFile=-/etc/ssh-env/*\n".into(),
+                "wildcard",
+            ),
+            (
+                "ssh.service.d/spec.conf",
+                "[Service]\nEnvironmentFile=-/etc/%N.env\n".into(),
+                "specifier",
+            ),
+        ] {
+            let e = opts(&[(path, &text)]).expect_err(path);
+            assert!(e.contains(why) && e.contains(path), "{path}: {e}");
+        }
+        // CRLF is one line end, as before.
+        assert_eq!(
+            opts(&[(
+                "ssh.service.d/crlf.conf",
+                "[Service]\r\nExecStart=\r\nExecStart=/usr/sbin/sshd -D -4\r\n"
+            )])
+            .unwrap(),
+            ["-4"]
+        );
     }
 }
