@@ -148,20 +148,15 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
         (None, Some(p)) => Some(p),
         _ => None,
     };
-    let first = last
+    let mut first = last
         .as_deref()
         .and_then(|p| crate::lastkey::lookup(p, &principal, &server_id));
-    let choice = crate::identity::Choice {
-        file,
-        mapped,
-        remembered: first.as_deref(),
-        try_agent_keys: s.try_agent_keys,
-        server: &server_id,
-    };
-    let candidates = Identity::candidates(&choice, agent_sock.as_deref())?;
-    for w in &candidates.skipped {
-        say(format!("skipping {w}"));
-    }
+    // Nothing remembered under this name, in agent mode: the server may be
+    // one already known under another of its names. The first connection
+    // stops after the server's licence (its id) and before any key is
+    // sent, if a key is remembered for that id: the server then learns
+    // only that key, whichever of its names is typed.
+    let mut by_id = first.is_none() && file.is_none() && mapped.is_none() && last.is_some();
     let route = match jump {
         Some(via) => Route::new_jump(via, &s, &host, port)?,
         None => Route::Direct(
@@ -172,66 +167,114 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
     };
     let mut stdio =
         Some(platform::open_stdio().map_err(|e| format!("cannot use stdin/stdout: {e}"))?);
-    let total = candidates.keys.len();
     let (mut tried, mut server) = (Vec::new(), host.clone());
-    for (i, identity) in candidates.keys.into_iter().enumerate() {
-        let desc = describe(identity.public_key());
-        let fp = identity
-            .public_key()
-            .fingerprint(ssh_key::HashAlg::Sha256)
-            .to_string();
-        say(format!("trying key {desc}"));
-        let attempt = Attempt {
-            s: &s,
-            host: &host,
-            route: &route,
-            root,
-            root_path: &root_path,
-            frame_size,
-            principal: &principal,
-            revocations: revocations.as_ref(),
+    let mut redirected = false;
+    let (withheld, skipped) = 'choose: loop {
+        let choice = crate::identity::Choice {
+            file,
+            mapped,
+            remembered: first.as_deref(),
+            try_agent_keys: s.try_agent_keys,
+            server: &server_id,
         };
-        let (sock, session) = attempt.connect(&identity).await?;
-        let more = i + 1 < total;
-        // The key is remembered the moment the proxy accepts it: a
-        // session that then ends badly (killed, revoked, ssh's own login
-        // refused) has still shown which key this server takes.
-        let on_accepted = last.clone().map(|p| {
-            let (principal, server_id, fp, verbose) =
-                (principal.clone(), server_id.clone(), fp.clone(), verbose);
-            Box::new(move || {
-                if let (Err(e), true) = (
-                    crate::lastkey::remember(&p, &principal, &server_id, &fp),
-                    verbose,
-                ) {
-                    eprintln!("ztssh: cannot remember the key that worked: {e}");
-                }
-            }) as Box<dyn FnOnce() + Send>
-        });
-        let tunnel = crate::pump::Tunnel {
-            rekey,
-            cover,
-            retry_possible: more,
-            short_certs: s.insecure_short_certs,
-            on_accepted,
-        };
-        let r = crate::pump::run(
-            sock, session, identity, &principal, verbose, &mut stdio, tunnel,
-        );
-        match r.await {
-            Err(Error::KeyRefused {
-                server: who,
-                reason,
-            }) => {
-                say(format!("{who} refused key {desc}: {reason}"));
-                tried.push((desc, reason));
-                server = who;
+        let candidates = match Identity::candidates(&choice, agent_sock.as_deref()) {
+            Ok(c) => c,
+            // The key remembered for the server's id left ssh-agent: the
+            // first use goes on as if nothing were remembered.
+            Err(e) if redirected => {
+                say(format!(
+                    "not offering the key remembered for this server: {e}"
+                ));
+                redirected = false;
+                first = None;
+                continue 'choose;
             }
-            other => return other,
+            Err(e) => return Err(e.into()),
+        };
+        for w in &candidates.skipped {
+            say(format!("skipping {w}"));
         }
-    }
+        let total = candidates.keys.len();
+        for (i, identity) in candidates.keys.into_iter().enumerate() {
+            let desc = describe(identity.public_key());
+            let fp = identity
+                .public_key()
+                .fingerprint(ssh_key::HashAlg::Sha256)
+                .to_string();
+            say(format!("trying key {desc}"));
+            let attempt = Attempt {
+                s: &s,
+                host: &host,
+                route: &route,
+                root,
+                root_path: &root_path,
+                frame_size,
+                principal: &principal,
+                revocations: revocations.as_ref(),
+                stop_for: last
+                    .as_deref()
+                    .filter(|_| by_id)
+                    .map(|path| (path, principal.as_str(), fp.as_str())),
+            };
+            let (sock, session) = match attempt.connect(&identity).await? {
+                Connected::Session(sock, session) => (sock, session),
+                Connected::Remembered {
+                    server_id: id,
+                    fp: known,
+                } => {
+                    say(format!(
+                        "{host} is server {id}, where key {known} worked before: offering that key"
+                    ));
+                    by_id = false;
+                    first = Some(known);
+                    continue 'choose;
+                }
+            };
+            let licensed = format!("server_id={}", session.licence.body.server_id);
+            let more = i + 1 < total;
+            // The key is remembered the moment the proxy accepts it (under the
+            // name typed and under the server's id): a session that then ends
+            // badly (killed, revoked, ssh's own login refused) has still shown
+            // which key this server takes.
+            let on_accepted = last.clone().map(|p| {
+                let (principal, server_id, fp, verbose) =
+                    (principal.clone(), server_id.clone(), fp.clone(), verbose);
+                Box::new(move || {
+                    for name in [&server_id, &licensed] {
+                        if let (Err(e), true) =
+                            (crate::lastkey::remember(&p, &principal, name, &fp), verbose)
+                        {
+                            eprintln!("ztssh: cannot remember the key that worked: {e}");
+                        }
+                    }
+                }) as Box<dyn FnOnce() + Send>
+            });
+            let tunnel = crate::pump::Tunnel {
+                rekey,
+                cover,
+                retry_possible: more,
+                short_certs: s.insecure_short_certs,
+                on_accepted,
+            };
+            let r = crate::pump::run(
+                sock, session, identity, &principal, verbose, &mut stdio, tunnel,
+            );
+            match r.await {
+                Err(Error::KeyRefused {
+                    server: who,
+                    reason,
+                }) => {
+                    say(format!("{who} refused key {desc}: {reason}"));
+                    tried.push((desc, reason));
+                    server = who;
+                }
+                other => return other,
+            }
+        }
+        break 'choose (candidates.withheld, candidates.skipped);
+    };
     // Keys held back from this server are named, with how to offer them.
-    let hint = match candidates.withheld {
+    let hint = match withheld {
         0 => String::new(),
         n => format!(
             "ssh-agent holds {n} other key{} not offered to {server_id}; to offer {}, {}; \
@@ -242,7 +285,7 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
             crate::identity::TRY_AGENT_KEYS
         ),
     };
-    if let ([(_, reason)], true) = (tried.as_slice(), candidates.skipped.is_empty()) {
+    if let ([(_, reason)], true) = (tried.as_slice(), skipped.is_empty()) {
         // One key (named by --identity, or the agent's only one): the
         // proxy's reason as it is.
         let reason = match hint.is_empty() {
@@ -251,7 +294,7 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
         };
         return Err(Error::KeyRefused { server, reason });
     }
-    Err(no_key(server, &principal, tried, candidates.skipped, hint))
+    Err(no_key(server, &principal, tried, skipped, hint))
 }
 
 fn no_key(
@@ -284,6 +327,24 @@ struct Attempt<'a> {
     frame_size: FrameSize,
     principal: &'a str,
     revocations: Option<&'a Revocations>,
+    /// Stop after the server's licence when the key remembered for its id
+    /// (in this cache file, for this principal) is another than this
+    /// key's (fingerprint): `(cache, principal, fingerprint)`.
+    stop_for: Option<(&'a std::path::Path, &'a str, &'a str)>,
+}
+
+/// What one attempt came to.
+enum Connected {
+    /// The handshake is done, with this key.
+    Session(Link, ClientSession),
+    /// Stopped before any key was sent: another key worked on this server
+    /// (by its licence's id) before.
+    Remembered {
+        /// The server's id.
+        server_id: String,
+        /// That key's fingerprint.
+        fp: String,
+    },
 }
 
 impl Attempt<'_> {
@@ -325,7 +386,7 @@ impl Attempt<'_> {
         }
     }
 
-    async fn connect(&self, identity: &Identity) -> Result<(Link, ClientSession), Error> {
+    async fn connect(&self, identity: &Identity) -> Result<Connected, Error> {
         let (s, host) = (self.s, self.host);
         let mut link = self.open().await?;
         let cfg = ClientConfig {
@@ -344,6 +405,7 @@ impl Attempt<'_> {
                 self.principal,
                 s.verbose,
             ),
+            stop_for: self.stop_for,
         };
         let hs = async {
             match &mut link {
@@ -377,6 +439,11 @@ impl Attempt<'_> {
                 ))
             })?
             .map_err(Error::Connect)?;
+        let session = match session {
+            Ok(session) => session,
+            // Dropping the link closes it: no key was sent.
+            Err((server_id, fp)) => return Ok(Connected::Remembered { server_id, fp }),
+        };
         if s.verbose {
             let lic = &session.licence.body;
             eprintln!(
@@ -393,7 +460,7 @@ impl Attempt<'_> {
                 self.principal
             );
         }
-        Ok((link, session))
+        Ok(Connected::Session(link, session))
     }
 }
 
@@ -421,6 +488,8 @@ struct Checks<'a> {
     revocations: Option<&'a Revocations>,
     /// The OpenSSH user certificate presented with the key, if any.
     user_cert: Option<Vec<u8>>,
+    /// [`Attempt`]'s `stop_for`.
+    stop_for: Option<(&'a std::path::Path, &'a str, &'a str)>,
 }
 
 async fn handshake_with(
@@ -429,7 +498,7 @@ async fn handshake_with(
     identity: &Identity,
     principal: &str,
     checks: &Checks<'_>,
-) -> Result<ClientSession, String> {
+) -> Result<Result<ClientSession, (String, String)>, String> {
     let host = checks.host;
     let closed = |_| {
         format!(
@@ -451,10 +520,20 @@ async fn handshake_with(
     if let Some(r) = checks.revocations {
         r.check(verified.licence(), host, now())?;
     }
+    // Still before the user is revealed: a key remembered for this server's
+    // id (another of its names) is offered instead.
+    if let Some((cache, who, fp)) = checks.stop_for {
+        let id = &verified.licence().body.server_id;
+        if let Some(known) = crate::lastkey::lookup(cache, who, &format!("server_id={id}"))
+            && known != fp
+        {
+            return Ok(Err((id.clone(), known)));
+        }
+    }
     let sig = identity.sign(&verified.user_signed_data())?;
     let (session, msg3) = verified
         .into_client_auth(principal, identity.public_key(), &sig)
         .map_err(|e| e.to_string())?;
     sock.write_all(&msg3).await.map_err(closed)?;
-    Ok(session)
+    Ok(Ok(session))
 }

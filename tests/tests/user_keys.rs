@@ -539,11 +539,12 @@ fn the_key_the_proxy_accepts_is_remembered_while_its_session_is_still_open() {
     let mut live = LiveSsh::start(cmd);
     live.send("echo up\n");
     // Remembered at acceptance, not at a clean end the session may never
-    // reach (killed, revoked, the laptop closed).
+    // reach (killed, revoked, the laptop closed): under the name typed and
+    // under the server's id (its licence's), newest first.
     let want = format!(
-        "alice localhost:{} {}\n",
+        "alice server_id=web1 {fp}\nalice localhost:{} {fp}\n",
         w.proxy.port,
-        fingerprint(&w.alice)
+        fp = fingerprint(&w.alice)
     );
     wait_until(T, "the key remembered", || {
         std::fs::read_to_string(&cache).is_ok_and(|t| t == want)
@@ -551,4 +552,57 @@ fn the_key_the_proxy_accepts_is_remembered_while_its_session_is_still_open() {
     let out = live.finish();
     assert_ok(&out, "session");
     assert_eq!(read_text(&cache), want);
+}
+
+/// Review (att23): the remembered key was kept by the name typed, so a
+/// server with two names in its licence (`localhost` and `web1`) was
+/// offered, under its second name, the agent's first key: one server
+/// learned two of the user's keys. The first connection under a new name
+/// now stops after the server's licence (its id), before any key is
+/// sent, and the key remembered for that id is offered instead.
+#[test]
+fn a_server_reached_by_another_of_its_names_is_offered_only_the_key_that_worked_there() {
+    let w = World::start();
+    let d = w.dir.path();
+    let mallory = user_key(d, "mallory");
+    let agent = agent_with(&w, &[&mallory, &w.alice]);
+    // As localhost, with the agent's other keys allowed: mallory refused,
+    // alice accepted and remembered.
+    let mut cmd = ssh_via(&w, "--try-agent-keys");
+    cmd.env("SSH_AUTH_SOCK", &agent.sock);
+    echo_ok(cmd, "localhost, --try-agent-keys");
+    wait_accepted(&w, 2);
+    let seen = |k: &Path| count(&w.proxy.log_text(), &fingerprint(k));
+    let mallory_seen = seen(&mallory);
+    assert!(mallory_seen >= 1);
+    // As web1, the same server: nothing is remembered under that name and
+    // the agent's first key is mallory's.
+    let mut web1 = Command::new("ssh");
+    web1.args(w.direct_opts(&w.alice));
+    web1.arg("-o").arg(format!(
+        "ProxyCommand={} --root {} --principal alice --connect 127.0.0.1:{} --verbose %h %p",
+        bin("ztssh-sidecar").display(),
+        w.pki.root_pub().display(),
+        w.proxy.port
+    ));
+    web1.arg("-p")
+        .arg(w.proxy.port.to_string())
+        .arg("root@web1");
+    web1.env("XDG_CACHE_HOME", d.join("cache"));
+    web1.env("SSH_AUTH_SOCK", &agent.sock);
+    web1.arg("echo ok");
+    let out = run_bounded(&mut web1, T);
+    assert_ok(&out, "web1, the same server by another name");
+    assert!(
+        stderr(&out).contains("web1 is server web1, where key"),
+        "{}",
+        stderr(&out)
+    );
+    // Two more connections: the one stopped before any key, and alice's.
+    wait_accepted(&w, 4);
+    assert_eq!(
+        seen(&mallory),
+        mallory_seen,
+        "web1 was offered mallory's key"
+    );
 }
