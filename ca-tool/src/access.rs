@@ -345,7 +345,7 @@ pub fn sign(
         0o600,
         keyfile::Existing::Replace,
     )?;
-    let text = delegation::encode_pem(pem::ACCESS, &bytes, signer.map(|d| &d.delegation));
+    let text = delegation::encode_pem(pem::ACCESS, &bytes, signer.map(|d| &d.delegation))?;
     keyfile::write_atomic(out, text.as_bytes(), 0o644, keyfile::Existing::Replace)?;
     println!(
         "access list version {list_version} ({} principals, {} keys), valid for {}, written to {}{}",

@@ -208,7 +208,7 @@ fn sign_one(signer: &Signer<'_>, job: Job<'_>, ttl: u64, now: u64) -> Result<()>
         pem::LICENCE,
         licence.encoded(),
         signer.delegated.as_ref().map(|d| &d.delegation),
-    );
+    )?;
     keyfile::write_atomic(job.out, text.as_bytes(), 0o644, keyfile::Existing::Replace)?;
     println!(
         "licence {} for {} ({}) valid {} written to {}{}",

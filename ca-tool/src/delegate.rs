@@ -102,7 +102,7 @@ pub fn keygen(out: &Path) -> Result<()> {
     keyfile::write_secret(out, pem::DELEGATED_KEY, &key.to_seed())
         .with_context(|| format!("cannot write {}", out.display()))?;
     let pub_path = out.with_extension("pub");
-    let text = ztssh_proto::armor::encode(pem::DELEGATED_PUBLIC, &key.public().0);
+    let text = ztssh_proto::armor::encode(pem::DELEGATED_PUBLIC, &key.public().0)?;
     keyfile::write_atomic(&pub_path, text.as_bytes(), 0o644, keyfile::Existing::Refuse)?;
     println!(
         "delegated key {} written to {} (private, 0600) and {}: have the root delegate it \
@@ -220,7 +220,7 @@ pub fn delegate(dir: &Path, req: Request<'_>, now: u64) -> Result<()> {
             b.not_after
         ),
     )?;
-    let text = ztssh_proto::armor::encode(pem::DELEGATION, delegation.encoded());
+    let text = ztssh_proto::armor::encode(pem::DELEGATION, delegation.encoded())?;
     keyfile::write_atomic(req.out, text.as_bytes(), 0o644, keyfile::Existing::Replace)?;
     println!(
         "delegation {} lets key {} sign {}{} for {}, written to {}",

@@ -230,6 +230,19 @@ pub fn known_hosts(dir: &Path, pattern: &str, now: u64) -> Result<()> {
     let key = host_ca_public(dir)?;
     if CaConfig::load(dir)?.host_ca.is_some() {
         let cert = certification(dir)?;
+        // A revoked host CA gets no line to trust it: the line clients
+        // need is the one that makes ssh refuse it.
+        if let Some(why) = crate::revoke::recorded(dir)?.revoked_delegation(&cert.body) {
+            let text = key.to_openssh().map_err(|e| anyhow::anyhow!(e))?;
+            bail!(
+                "this host CA is revoked in the CA's records ({why}, host-ca.delegation serial {}): \
+                 clients must not trust it. Give them this line for their known_hosts instead, so \
+                 that ssh refuses every host certificate it signed:\n@revoked * {text}\n\
+                 then make a new host CA with ztssh-ca host-ca --dir {} and print its line",
+                cert.body.serial,
+                crate::cadir::shown_path(dir)
+            );
+        }
         if now >= cert.body.not_after {
             eprintln!(
                 "ztssh-ca: the root's certification of this host CA expired {}: renew it with \
@@ -289,8 +302,8 @@ pub fn make_host_ca(dir: &Path, req: HostCaRequest, now: u64) -> Result<()> {
         }
     };
     let held = match &spec {
-        Spec::Pkcs11 { module, token, key } => Box::new(signer::pkcs11::Pkcs11Signer::open(
-            module, token, key, true,
+        Spec::Pkcs11 { module, token, key } => Box::new(signer::pkcs11::Pkcs11Signer::open_for_ca(
+            module, token, key,
         )?),
         other => other.open(pem::DELEGATED_KEY)?,
     };
@@ -309,7 +322,7 @@ pub fn make_host_ca(dir: &Path, req: HostCaRequest, now: u64) -> Result<()> {
     // first host.
     held.sign(b"ztssh-ca host-ca probe\0")?;
     let cert = crate::delegate::certify(dir, Purpose::HostCa, public, Vec::new(), ttl, now)?;
-    let text = ztssh_proto::armor::encode(pem::DELEGATION, cert.encoded());
+    let text = ztssh_proto::armor::encode(pem::DELEGATION, cert.encoded())?;
     keyfile::write_atomic(
         &dir.join(HOST_CA_CERT),
         text.as_bytes(),

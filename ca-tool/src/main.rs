@@ -350,7 +350,30 @@ const _: () = assert!(
     "ztssh-ca cannot be built with ztssh-proto's testkit feature: it would link test hooks that play a hostile peer"
 );
 
+/// The CA's keys (a root or host CA key file's seed, a PIN) pass through
+/// this process's memory: no core dump may write them to disk, and no
+/// other process of the same user may read them with ptrace or
+/// /proc/PID/mem (a non-dumpable process is root's to inspect alone).
+/// Done before anything is read; a failure is reported, not fatal, since
+/// nothing has been read yet that it could leak.
+fn harden() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        eprintln!(
+            "ztssh-ca: warning: cannot turn core dumps off ({e}): a crash could write key material \
+             to a core file; run `ulimit -c 0` first"
+        );
+    }
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!(
+            "ztssh-ca: warning: cannot make this process non-dumpable ({e}): other processes of \
+             your user could read its memory"
+        );
+    }
+}
+
 fn main() -> ExitCode {
+    harden();
     let cli = Cli::parse();
     signer::pkcs11::set_pin_file(cli.pin_file);
     let result = match cli.cmd {
@@ -571,7 +594,7 @@ fn init(dir: &Path) -> Result<()> {
     let key_path = dir.join("root.key");
     let root = SigningKey::generate(&mut UnwrapErr(SysRng));
     keyfile::write_secret(&key_path, pem::ROOT_KEY, &root.to_seed()).map_err(anyhow::Error::msg)?;
-    let pub_text = armor::encode(pem::ROOT_PUBLIC, &root.public().0);
+    let pub_text = armor::encode(pem::ROOT_PUBLIC, &root.public().0)?;
     keyfile::write_atomic(
         &dir.join("root.pub"),
         pub_text.as_bytes(),
@@ -600,22 +623,14 @@ fn init_held(dir: &Path, spec: signer::Spec) -> Result<()> {
         );
     }
     let held: Box<dyn signer::Signer> = match &spec {
-        signer::Spec::Pkcs11 { module, token, key } => {
-            let s = signer::pkcs11::Pkcs11Signer::open(module, token, key, true)?;
-            if !s.never_leaves()? {
-                bail!(
-                    "{} can leave its token (CKA_SENSITIVE false or CKA_EXTRACTABLE true): make a \
-                     key that cannot, or let init create one under a new --key label",
-                    s_holder(&s)
-                );
-            }
-            Box::new(s)
-        }
+        signer::Spec::Pkcs11 { module, token, key } => Box::new(
+            signer::pkcs11::Pkcs11Signer::open_for_ca(module, token, key)?,
+        ),
         other => other.open(pem::ROOT_KEY)?,
     };
     let public = held.ed25519_public()?;
     held.sign(b"ztssh-ca init probe\0")?;
-    let pub_text = armor::encode(pem::ROOT_PUBLIC, &public.0);
+    let pub_text = armor::encode(pem::ROOT_PUBLIC, &public.0)?;
     keyfile::write_atomic(
         &dir.join("root.pub"),
         pub_text.as_bytes(),
@@ -644,10 +659,6 @@ fn init_held(dir: &Path, spec: signer::Spec) -> Result<()> {
         cadir::shown_path(dir)
     );
     Ok(())
-}
-
-fn s_holder(s: &dyn signer::Signer) -> String {
-    s.holder()
 }
 
 /// `check-signer`: one test signature, checked, and what it was.

@@ -622,7 +622,8 @@ pub fn crl(
         ),
         &root.holder(),
     )?;
-    let text = ztssh_proto::delegation::encode_pem(pem::CRL, &bytes, signer.map(|s| &s.delegation));
+    let text =
+        ztssh_proto::delegation::encode_pem(pem::CRL, &bytes, signer.map(|s| &s.delegation))?;
     keyfile::write_atomic(
         &version_path,
         format!("{}\n", list.list_version).as_bytes(),

@@ -130,7 +130,9 @@ fn place_new(tmp: &Path, path: &Path) -> std::io::Result<()> {
 
 /// Writes a 32-byte secret as PEM with mode 0600; never over an existing file.
 pub fn write_secret(path: &Path, label: &str, secret: &Secret<32>) -> std::io::Result<()> {
-    let text = zeroize::Zeroizing::new(armor::encode(label, secret.expose()));
+    let text = zeroize::Zeroizing::new(
+        armor::encode(label, secret.expose()).map_err(std::io::Error::other)?,
+    );
     write_atomic(path, text.as_bytes(), 0o600, Existing::Refuse)
 }
 

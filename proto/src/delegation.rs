@@ -657,12 +657,16 @@ pub fn split_pem(
 
 /// A PEM file holding `object` under `label`, and its delegation after it
 /// when a delegated key signed it.
-pub fn encode_pem(label: &str, object: &[u8], delegation: Option<&Delegation>) -> String {
-    let mut text = armor::encode(label, object);
+pub fn encode_pem(
+    label: &str,
+    object: &[u8],
+    delegation: Option<&Delegation>,
+) -> Result<String, armor::EncodeError> {
+    let mut text = armor::encode(label, object)?;
     if let Some(d) = delegation {
-        text.push_str(&armor::encode(pem::DELEGATION, d.encoded()));
+        text.push_str(&armor::encode(pem::DELEGATION, d.encoded())?);
     }
-    text
+    Ok(text)
 }
 
 #[cfg(test)]

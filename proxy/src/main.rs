@@ -804,7 +804,7 @@ fn keygen(dir: &Path) -> anyhow::Result<()> {
     let req_path = dir.join(config::REQUEST_FILE);
     keyfile::write_atomic(
         &req_path,
-        armor::encode(pem::REQUEST, &request.encode()).as_bytes(),
+        armor::encode(pem::REQUEST, &request.encode())?.as_bytes(),
         0o644,
         keyfile::Existing::Replace,
     )?;

@@ -325,7 +325,7 @@ fn forge_servers(signed: &Path, key: &Path, servers: &[&str], version: u64) -> S
     for g in list.principals.values_mut() {
         g.servers = servers.iter().map(|s| (*s).to_owned()).collect();
     }
-    encode_pem(pem::ACCESS, &list.sign(&key).expect("sign"), Some(&dlg))
+    encode_pem(pem::ACCESS, &list.sign(&key).expect("sign"), Some(&dlg)).expect("armour")
 }
 
 #[test]

@@ -553,7 +553,7 @@ fn show_checks_a_licence_signature_or_says_it_did_not() {
     let forged_path = dir.join("forged.licence");
     std::fs::write(
         &forged_path,
-        ztssh_proto::armor::encode(pem::LICENCE, &forged),
+        ztssh_proto::armor::encode(pem::LICENCE, &forged).expect("armour"),
     )
     .expect("w");
     let f = forged_path.to_str().expect("utf8");

@@ -580,6 +580,13 @@ fn a_revoked_host_ca_signs_no_more_hosts() {
         )
     };
     assert_ok(&sign("before.pub"), "sign-host before the revocation");
+    let trusted = ztssh_ca(dir, &["known-hosts", "--dir", "ca"]);
+    assert_ok(&trusted, "known-hosts before the revocation");
+    let key = out(&trusted)
+        .trim()
+        .strip_prefix("@cert-authority * ")
+        .unwrap_or_else(|| panic!("{}", out(&trusted)))
+        .to_owned();
     let o = ztssh_ca(
         dir,
         &[
@@ -602,6 +609,83 @@ fn a_revoked_host_ca_signs_no_more_hosts() {
     assert!(!dir.join("after.pub").exists());
     let audit = std::fs::read_to_string(dir.join("ca/audit.log")).unwrap();
     assert_eq!(audit.matches(" host-certificate ").count(), 1, "{audit}");
+    // known-hosts printed the revoked CA's trust line as before, with no
+    // word: it now prints none, and gives the line that makes ssh refuse
+    // that CA instead.
+    let o = ztssh_ca(dir, &["known-hosts", "--dir", "ca"]);
+    assert!(!o.status.success(), "a revoked host CA's line: {}", out(&o));
+    assert!(!out(&o).contains("@cert-authority"), "{}", out(&o));
+    assert!(
+        stderr(&o).contains("this host CA is revoked")
+            && stderr(&o).contains(&format!("@revoked * {key}")),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `init --pkcs11` refused a token key that can leave the token, but
+/// `host-ca --pkcs11` took one: a host CA whose private key the token
+/// hands out. Both refuse it now, and the CA directory is left as it was.
+#[test]
+fn a_token_key_that_can_leave_the_token_holds_no_ca_key() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let token = Token::new(dir);
+    // An extractable, non-sensitive Ed25519 key, made with pkcs11-tool.
+    let o = run_bounded(
+        Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", &token.conf)
+            .args(["--module", MODULE, "--token-label", TOKEN])
+            .args(["--login", "--pin", "1234", "--keypairgen"])
+            .args([
+                "--key-type",
+                "EC:edwards25519",
+                "--label",
+                "leaky",
+                "--id",
+                "77",
+            ])
+            .arg("--extractable"),
+        T,
+    );
+    assert_ok(&o, "pkcs11-tool --keypairgen --extractable");
+    let leaky = token.objects();
+    assert!(!leaky.contains("never extractable"), "{leaky}");
+    let refused = |o: &Output, what: &str| {
+        assert!(!o.status.success(), "{what} took a leaky key: {}", out(o));
+        assert!(
+            stderr(o).contains("pkcs11:ztssh-root/leaky can leave its token"),
+            "{what}: {}",
+            stderr(o)
+        );
+    };
+    let o = token.ca(
+        dir,
+        &[
+            "init", "--dir", "ca", "--pkcs11", MODULE, "--token", TOKEN, "--key", "leaky",
+        ],
+    );
+    refused(&o, "init --pkcs11");
+    assert!(!dir.join("ca/root.pub").exists());
+    // A root of its own in the token, then the host CA on the leaky key.
+    let o = token.ca(
+        dir,
+        &[
+            "init", "--dir", "ca2", "--pkcs11", MODULE, "--token", TOKEN, "--key", "root",
+        ],
+    );
+    assert_ok(&o, "init --pkcs11");
+    let o = token.ca(
+        dir,
+        &[
+            "host-ca", "--dir", "ca2", "--pkcs11", MODULE, "--token", TOKEN, "--key", "leaky",
+        ],
+    );
+    refused(&o, "host-ca --pkcs11");
+    assert!(!dir.join("ca2/host-ca.delegation").exists());
+    assert!(!dir.join("ca2/host-ca.pub").exists());
+    let config = std::fs::read_to_string(dir.join("ca2/ca.toml")).unwrap();
+    assert!(!config.contains("leaky"), "{config}");
 }
 
 /// `host-ca --pkcs11 ... --key root` found the root's own key in the token

@@ -122,7 +122,7 @@ fn forge_licence(pki: &Pki, dlg: &Path, key: &Path, server_id: &str, hosts: &[&s
     }
     .sign(&key)
     .expect("sign");
-    encode_pem(pem::LICENCE, licence.encoded(), Some(&d))
+    encode_pem(pem::LICENCE, licence.encoded(), Some(&d)).expect("armour")
 }
 
 /// A serial no other licence in the test has.

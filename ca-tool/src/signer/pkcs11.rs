@@ -8,7 +8,7 @@
 //! names, else the terminal (not echoed); never from a flag's value, which
 //! every user's `ps` shows. It is held zeroizing and dropped after login.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -96,8 +96,16 @@ fn read_pin(token: &str) -> Result<AuthPin> {
     Ok(AuthPin::from(pin))
 }
 
+/// The longest PIN read from the terminal; a longer line is refused.
+const MAX_TERMINAL_PIN: usize = 256;
+
+/// Reads one line from the terminal with its echo off. The PIN goes byte
+/// by byte into one buffer allocated once at its full size and zeroized
+/// on drop: no buffered reader and no growing string leaves copies of it
+/// in freed memory.
 fn read_pin_from_terminal(token: &str) -> Result<Zeroizing<String>> {
     use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    use std::io::Read;
     let tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -113,12 +121,34 @@ fn read_pin_from_terminal(token: &str) -> Result<Zeroizing<String>> {
     quiet.local_flags.remove(LocalFlags::ECHO);
     tcsetattr(&tty, SetArg::TCSANOW, &quiet).context("cannot turn the terminal's echo off")?;
     let _ = write!(&tty, "PIN for token {token}: ");
-    let mut line = Zeroizing::new(String::new());
-    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    let mut line = Zeroizing::new(Vec::with_capacity(MAX_TERMINAL_PIN));
+    let mut byte = Zeroizing::new([0u8; 1]);
+    let read = loop {
+        match (&tty).read(&mut byte[..]) {
+            Ok(0) => break Ok(()),
+            Ok(_) if byte[0] == b'\n' => break Ok(()),
+            Ok(_) if line.len() == MAX_TERMINAL_PIN => {
+                break Err(anyhow!(
+                    "the PIN typed for token {token:?} is longer than {MAX_TERMINAL_PIN} bytes"
+                ));
+            }
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(anyhow!(e).context("cannot read the PIN from the terminal")),
+        }
+    };
     let _ = tcsetattr(&tty, SetArg::TCSANOW, &saved);
     let _ = writeln!(&tty);
-    read.context("cannot read the PIN from the terminal")?;
-    Ok(line)
+    read?;
+    // The buffer moves into the String whole (no copy); a line that is not
+    // UTF-8 is zeroized in the error before it is dropped.
+    match String::from_utf8(std::mem::take(&mut *line)) {
+        Ok(pin) => Ok(Zeroizing::new(pin)),
+        Err(e) => {
+            drop(Zeroizing::new(e.into_bytes()));
+            bail!("the PIN typed for token {token:?} is not text")
+        }
+    }
 }
 
 /// What a token's error means for the operator.
@@ -250,6 +280,23 @@ impl Pkcs11Signer {
             holder: format!("pkcs11:{token}/{key}"),
             _ctx: ctx,
         })
+    }
+
+    /// Opens (or, when none has the label, creates) the key a CA key is to
+    /// live in (`init --pkcs11`, `host-ca --pkcs11`), and refuses a key
+    /// that can leave its token: an existing key made extractable, or not
+    /// sensitive, would let the token hand out the CA's private key.
+    pub fn open_for_ca(module: &Path, token: &str, key: &str) -> Result<Self> {
+        let s = Self::open(module, token, key, true)?;
+        if !s.never_leaves()? {
+            bail!(
+                "{} can leave its token (CKA_SENSITIVE false, CKA_EXTRACTABLE true or \
+                 CKA_NEVER_EXTRACTABLE false): make a key that cannot, or let ztssh-ca create \
+                 one under a new --key label",
+                s.holder
+            );
+        }
+        Ok(s)
     }
 
     /// Whether the private key is sensitive and was never extractable,

@@ -369,12 +369,12 @@ fn globs() {
 fn a_list_is_verified_from_its_pem() {
     let root = SigningKey::generate(&mut TestRng);
     let list = sample(&root, 2);
-    let text = armor::encode(pem::ACCESS, &list.sign(&root).expect("sign"));
+    let text = armor::encode(pem::ACCESS, &list.sign(&root).expect("sign")).expect("armour");
     assert_eq!(
         verify_pem(text.as_bytes(), &root.public(), None, 0).expect("verify"),
         canonical(list)
     );
-    let crl = armor::encode(pem::CRL, b"x");
+    let crl = armor::encode(pem::CRL, b"x").expect("armour");
     let e = verify_pem(crl.as_bytes(), &root.public(), None, 0).expect_err("kind");
     assert!(e.to_string().starts_with("not an access list: "), "{e}");
 }
@@ -415,7 +415,7 @@ fn bench_ten_thousand_principals() {
             .collect(),
         delegation: None,
     };
-    let text = armor::encode(pem::ACCESS, &list.sign(&root).expect("sign"));
+    let text = armor::encode(pem::ACCESS, &list.sign(&root).expect("sign")).expect("armour");
     let before = peak_kib();
     let mut times = Vec::new();
     for _ in 0..5 {
@@ -471,7 +471,7 @@ mod delegated {
     }
 
     fn pem_of(bytes: &[u8], d: &Delegation) -> String {
-        encode_pem(pem::ACCESS, bytes, Some(d))
+        encode_pem(pem::ACCESS, bytes, Some(d)).expect("armour")
     }
 
     #[test]
@@ -485,10 +485,10 @@ mod delegated {
         assert_eq!(list.delegation, Some(d.clone()));
         assert!(list.check_signer(None, NOW).is_ok());
         // Without its delegation it is a list under a key that is not the root.
-        let alone = armor::encode(pem::ACCESS, &bytes);
+        let alone = armor::encode(pem::ACCESS, &bytes).expect("armour");
         assert!(verify_pem(alone.as_bytes(), &root.public(), None, NOW).is_err());
         // The root's own lists are not bound by any glob.
-        let rooted = armor::encode(pem::ACCESS, &signed(&root, 4, &[]));
+        let rooted = armor::encode(pem::ACCESS, &signed(&root, 4, &[])).expect("armour");
         let l = verify_pem(rooted.as_bytes(), &root.public(), None, NOW).expect("root");
         assert!(l.delegation.is_none());
     }

@@ -326,13 +326,13 @@ fn a_delegated_list_cannot_revoke_its_signer_out_nor_drop_an_entry() {
     // On-call adds a ban: accepted, replaces.
     let mut more = in_force.clone();
     more.principals.insert("eve".into());
-    let pem = encode_pem(pem::CRL, &list(&oncall, 6, more.clone()), Some(&d));
+    let pem = encode_pem(pem::CRL, &list(&oncall, 6, more.clone()), Some(&d)).expect("armour");
     let offered = verify_pem(pem.as_bytes(), &root.public(), NOW).expect("on-call list");
     assert_eq!(offer(Some(&current), &offered), ListUpdate::Replace);
     // On-call drops mallory's ban: refused as a rollback.
     let mut fewer = Revocations::default();
     fewer.principals.insert("eve".into());
-    let pem = encode_pem(pem::CRL, &list(&oncall, 7, fewer), Some(&d));
+    let pem = encode_pem(pem::CRL, &list(&oncall, 7, fewer), Some(&d)).expect("armour");
     let offered = verify_pem(pem.as_bytes(), &root.public(), NOW).expect("verifies");
     assert!(matches!(
         offer(Some(&current), &offered),
@@ -351,10 +351,10 @@ fn a_delegated_list_cannot_revoke_its_signer_out_nor_drop_an_entry() {
         .expect("root revokes on-call");
     let mut keeps = revoking.clone();
     keeps.principals.insert("eve".into());
-    let pem = encode_pem(pem::CRL, &list(&oncall, 9, keeps), Some(&d));
+    let pem = encode_pem(pem::CRL, &list(&oncall, 9, keeps), Some(&d)).expect("armour");
     let e = verify_pem(pem.as_bytes(), &root.public(), NOW).expect_err("names itself");
     assert!(e.to_string().contains("own signer is revoked"), "{e}");
-    let pem = encode_pem(pem::CRL, &list(&oncall, 9, more), Some(&d));
+    let pem = encode_pem(pem::CRL, &list(&oncall, 9, more), Some(&d)).expect("armour");
     let offered = verify_pem(pem.as_bytes(), &root.public(), NOW).expect("verifies alone");
     assert!(matches!(
         offer(Some(&current), &offered),
@@ -363,13 +363,14 @@ fn a_delegated_list_cannot_revoke_its_signer_out_nor_drop_an_entry() {
     // Revoking by serial works the same way.
     let mut by_serial = Revocations::default();
     by_serial.serials.insert(d.body.serial);
-    let pem = encode_pem(pem::CRL, &list(&oncall, 9, by_serial), Some(&d));
+    let pem = encode_pem(pem::CRL, &list(&oncall, 9, by_serial), Some(&d)).expect("armour");
     assert!(verify_pem(pem.as_bytes(), &root.public(), NOW).is_err());
     // Naming the root among revoked delegations revokes nothing the root
     // signs: the root is not a delegation.
     let mut root_named = Revocations::default();
     root_named.delegated_keys.insert(root.public().0);
-    let pem = encode_pem(pem::CRL, &list(&oncall, 10, root_named.clone()), Some(&d));
+    let pem =
+        encode_pem(pem::CRL, &list(&oncall, 10, root_named.clone()), Some(&d)).expect("armour");
     let crl = verify_pem(pem.as_bytes(), &root.public(), NOW).expect("verifies");
     let rl = licence(&root, "web1");
     let rl = verify_licence(&root.public(), rl.encoded(), None, Some(&root_named), NOW)
@@ -385,18 +386,18 @@ fn pem_files_carry_a_delegation_beside_the_object_and_nothing_else() {
     let online = SigningKey::generate(&mut TestRng);
     let d = delegation(&root, &online, Purpose::Licences, &[]);
     let lic = licence(&online, "web1");
-    let text = encode_pem(pem::LICENCE, lic.encoded(), Some(&d));
+    let text = encode_pem(pem::LICENCE, lic.encoded(), Some(&d)).expect("armour");
     let (obj, del) = split_pem(text.as_bytes(), pem::LICENCE).expect("split");
     assert_eq!(obj, lic.encoded());
     assert_eq!(del.as_deref(), Some(d.encoded()));
     // Delegation first works too; old single-block files are unchanged.
     let swapped = format!(
         "{}{}",
-        armor::encode(pem::DELEGATION, d.encoded()),
-        armor::encode(pem::LICENCE, lic.encoded())
+        armor::encode(pem::DELEGATION, d.encoded()).expect("armour"),
+        armor::encode(pem::LICENCE, lic.encoded()).expect("armour")
     );
     assert!(split_pem(swapped.as_bytes(), pem::LICENCE).is_ok());
-    let single = armor::encode(pem::LICENCE, lic.encoded());
+    let single = armor::encode(pem::LICENCE, lic.encoded()).expect("armour");
     assert_eq!(
         split_pem(single.as_bytes(), pem::LICENCE).expect("single"),
         (lic.encoded().to_vec(), None)
@@ -404,9 +405,12 @@ fn pem_files_carry_a_delegation_beside_the_object_and_nothing_else() {
     // Two licences, two delegations, a third block, a foreign label, no
     // object: refused.
     let twice = format!("{single}{single}");
-    let two_d = format!("{text}{}", armor::encode(pem::DELEGATION, d.encoded()));
-    let foreign = format!("{single}{}", armor::encode(pem::CRL, b"x"));
-    let only_d = armor::encode(pem::DELEGATION, d.encoded());
+    let two_d = format!(
+        "{text}{}",
+        armor::encode(pem::DELEGATION, d.encoded()).expect("armour")
+    );
+    let foreign = format!("{single}{}", armor::encode(pem::CRL, b"x").expect("armour"));
+    let only_d = armor::encode(pem::DELEGATION, d.encoded()).expect("armour");
     for bad in [twice, two_d, foreign, only_d, format!("{text}trailing")] {
         assert!(split_pem(bad.as_bytes(), pem::LICENCE).is_err(), "{bad}");
     }
@@ -463,7 +467,8 @@ fn a_delegated_list_cannot_move_the_version_out_of_the_roots_reach() {
             pem::CRL,
             &list(&oncall, version, in_force.clone()),
             Some(&d),
-        );
+        )
+        .expect("armour");
         verify_pem(pem.as_bytes(), &root.public(), NOW).expect("on-call list")
     };
     // A stolen on-call key keeps every entry but takes the version to the
@@ -505,7 +510,8 @@ fn a_delegated_list_cannot_move_the_version_out_of_reach_where_none_is_in_force(
             pem::CRL,
             &list(&oncall, version, Revocations::default()),
             Some(&d),
-        );
+        )
+        .expect("armour");
         verify_pem(pem.as_bytes(), &root.public(), NOW).expect("on-call list")
     };
     assert!(matches!(
@@ -556,7 +562,7 @@ fn a_delegated_list_that_overreaches_is_never_taken_for_one_merely_behind() {
     // each from a source that served version 5 before or nothing yet: both
     // refused loudly as a rollback, not quietly as a lagging source.
     let offered = |version, revoked| {
-        let pem = encode_pem(pem::CRL, &list(&oncall, version, revoked), Some(&d));
+        let pem = encode_pem(pem::CRL, &list(&oncall, version, revoked), Some(&d)).expect("armour");
         verify_pem(pem.as_bytes(), &root.public(), NOW).expect("on-call list")
     };
     for crl in [

@@ -265,7 +265,7 @@ mod tests {
             revoked: Revocations::default(),
             delegation: None,
         };
-        let text = armor::encode(pem::CRL, &crl.sign(&root).expect("sign"));
+        let text = armor::encode(pem::CRL, &crl.sign(&root).expect("sign")).expect("armour");
         assert_eq!(
             verify_pem(text.as_bytes(), &root.public(), 15).expect("verify"),
             crl
@@ -275,7 +275,7 @@ mod tests {
             verify_pem(text.as_bytes(), &other, 15),
             Err(ListError::Invalid(_))
         ));
-        let licence = armor::encode(pem::LICENCE, b"x");
+        let licence = armor::encode(pem::LICENCE, b"x").expect("armour");
         let e = verify_pem(licence.as_bytes(), &root.public(), 15).expect_err("wrong kind");
         assert!(e.to_string().starts_with("not a revocation list: "), "{e}");
     }

@@ -294,7 +294,7 @@ fn a_restart_keeps_the_cached_list_in_force_over_a_fork_in_the_file() {
     let (in_force, fork) = (list("alice"), list("mallory"));
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("crl-cache.pem");
-    let pem = ztssh_proto::armor::encode(pem::CRL, &in_force.sign(&root).unwrap());
+    let pem = ztssh_proto::armor::encode(pem::CRL, &in_force.sign(&root).unwrap()).expect("armour");
     std::fs::write(&cache, pem).unwrap();
     let at_start = newer_cached(
         Some(fork.clone()),
