@@ -52,6 +52,18 @@ pub const MAX_CERT: usize = 320;
 /// signature of an RSA-4096 key: see [`crate::userkey`]).
 pub const MAX_SSHSIG: usize = 600;
 
+/// A bit of ACCEPT's `caps`: the proxy takes a renewed OpenSSH user
+/// certificate during the session ([`Control::UserCert`]). Sent only to a
+/// client that presented a certificate in the handshake.
+pub const ACCEPT_CAP_USER_CERT: u32 = 1;
+
+/// Longest part of a certificate in one USER_CERT message.
+pub const MAX_USER_CERT_PART: usize = 640;
+/// Most parts a certificate is sent in: [`crate::trust::usercert::MAX_USER_CERT`]
+/// bytes in parts of [`MAX_USER_CERT_PART`].
+pub const MAX_USER_CERT_PARTS: u8 =
+    crate::trust::usercert::MAX_USER_CERT.div_ceil(MAX_USER_CERT_PART) as u8;
+
 /// Control messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -60,6 +72,10 @@ pub enum Control {
     Accept {
         /// The proxy's server id (from its licence).
         server_id: String,
+        /// What the proxy takes during the session ([`ACCEPT_CAP_USER_CERT`]);
+        /// 0 is sent as nothing, so the message is unchanged for clients
+        /// that are offered nothing.
+        caps: u32,
     },
     /// Either way: the session is over; `reason` is for the user.
     Terminate {
@@ -118,6 +134,19 @@ pub enum Control {
         /// last CERT said `user_sig_due: Some(false)`.
         user_sig: Vec<u8>,
     },
+    /// Client → proxy, only after an ACCEPT with [`ACCEPT_CAP_USER_CERT`]:
+    /// part `part` (from 0) of `parts` of a newer OpenSSH user certificate
+    /// for the session's key and principal. The parts are sent in order,
+    /// one certificate at a time.
+    UserCert {
+        /// Which part this is, from 0.
+        part: u8,
+        /// How many parts the certificate is sent in (1 to
+        /// [`MAX_USER_CERT_PARTS`]).
+        parts: u8,
+        /// The part's bytes (1 to [`MAX_USER_CERT_PART`]).
+        bytes: Vec<u8>,
+    },
 }
 
 const ACCEPT: u8 = 1;
@@ -127,6 +156,7 @@ const CHALLENGE: u8 = 4;
 const PROOF: u8 = 5;
 const ACK: u8 = 6;
 const RENEW: u8 = 7;
+const USER_CERT: u8 = 8;
 
 /// Keeps printable ASCII only, capped, so a peer cannot drive the user's terminal.
 pub fn sanitize(text: &str, max: usize) -> String {
@@ -141,8 +171,11 @@ impl Control {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         match self {
-            Self::Accept { server_id } => {
+            Self::Accept { server_id, caps } => {
                 w.u8(ACCEPT).str8(server_id);
+                if *caps != 0 {
+                    w.u32(*caps);
+                }
             }
             Self::Terminate { code, reason } => {
                 w.u8(TERMINATE)
@@ -182,6 +215,9 @@ impl Control {
                     .bytes(old_sig)
                     .var16(user_sig);
             }
+            Self::UserCert { part, parts, bytes } => {
+                w.u8(USER_CERT).u8(*part).u8(*parts).var16(bytes);
+            }
         }
         w.into_vec()
     }
@@ -190,9 +226,22 @@ impl Control {
     pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
         let mut r = Reader::new(bytes, "control message");
         let msg = match r.u8()? {
-            ACCEPT => Self::Accept {
-                server_id: r.str8(MAX_SERVER_ID)?.to_owned(),
-            },
+            ACCEPT => {
+                let server_id = r.str8(MAX_SERVER_ID)?.to_owned();
+                let caps = match r.remaining() {
+                    0 => 0,
+                    _ => match r.u32()? {
+                        0 => {
+                            return Err(Malformed::Invalid {
+                                what: "ACCEPT",
+                                why: "caps sent as 0",
+                            });
+                        }
+                        caps => caps,
+                    },
+                };
+                Self::Accept { server_id, caps }
+            }
             TERMINATE => {
                 let code = TerminateCode::from_u8(r.u8()?);
                 let reason = sanitize(r.str8(MAX_REASON)?, MAX_REASON);
@@ -231,6 +280,18 @@ impl Control {
                 old_sig: r.array()?,
                 user_sig: r.var16(MAX_SSHSIG)?.to_vec(),
             },
+            USER_CERT => {
+                let part = r.u8()?;
+                let parts = r.u8()?;
+                let bytes = r.var16(MAX_USER_CERT_PART)?.to_vec();
+                if parts == 0 || parts > MAX_USER_CERT_PARTS || part >= parts || bytes.is_empty() {
+                    return Err(Malformed::Invalid {
+                        what: "USER_CERT",
+                        why: "bad part, part count or empty part",
+                    });
+                }
+                Self::UserCert { part, parts, bytes }
+            }
             _ => {
                 return Err(Malformed::Invalid {
                     what: "control message",
@@ -252,6 +313,7 @@ impl Control {
             Self::Proof { .. } => "PROOF",
             Self::Ack { .. } => "ACK",
             Self::Renew { .. } => "RENEW",
+            Self::UserCert { .. } => "USER_CERT",
         }
     }
 }
@@ -264,6 +326,16 @@ mod tests {
         vec![
             Control::Accept {
                 server_id: "web1".into(),
+                caps: 0,
+            },
+            Control::Accept {
+                server_id: "w".repeat(MAX_SERVER_ID),
+                caps: ACCEPT_CAP_USER_CERT,
+            },
+            Control::UserCert {
+                part: MAX_USER_CERT_PARTS - 1,
+                parts: MAX_USER_CERT_PARTS,
+                bytes: vec![9; MAX_USER_CERT_PART],
             },
             Control::Terminate {
                 code: TerminateCode::IdentityRevoked,
@@ -336,9 +408,44 @@ mod tests {
                             user_sig_due: None,
                         }),
                     ) if *cert == c && cut + 1 == bytes.len() => {}
+                    // And an ACCEPT without its caps (sent when they are 0).
+                    (
+                        Control::Accept { server_id, caps },
+                        Ok(Control::Accept {
+                            server_id: id,
+                            caps: 0,
+                        }),
+                    ) if *caps != 0 && *server_id == id && cut + 4 == bytes.len() => {}
                     (_, r) => assert!(r.is_err(), "{} cut at {cut}", m.name()),
                 }
             }
+        }
+    }
+
+    #[test]
+    fn caps_sent_as_zero_and_bad_user_cert_parts_are_refused() {
+        let mut zero = Control::Accept {
+            server_id: "web1".into(),
+            caps: 0,
+        }
+        .encode();
+        zero.extend_from_slice(&[0, 0, 0, 0]);
+        assert!(Control::decode(&zero).is_err());
+        let part = |part: u8, parts: u8, len: usize| {
+            let mut w = Writer::new();
+            w.u8(USER_CERT).u8(part).u8(parts).var16(&vec![1; len]);
+            Control::decode(&w.into_vec())
+        };
+        assert!(part(0, 1, 1).is_ok());
+        for (p, n, len) in [
+            (0, 0, 10),
+            (1, 1, 10),
+            (3, 2, 10),
+            (0, MAX_USER_CERT_PARTS + 1, 10),
+            (0, 1, 0),
+            (0, 1, MAX_USER_CERT_PART + 1),
+        ] {
+            assert!(part(p, n, len).is_err(), "part {p} of {n}, {len} bytes");
         }
     }
 

@@ -203,6 +203,34 @@ pub enum Handled {
         /// the first), at most [`MAX_EARLY_RENEWALS`].
         nth: u32,
     },
+    /// A part of a newer user certificate arrived; more are to come.
+    UserCertPart,
+    /// A newer OpenSSH user certificate replaced the session's: the session
+    /// now lives until its valid-before. Nothing is sent.
+    UserCertRenewed {
+        /// The new certificate's key id, serial and CA.
+        described: String,
+        /// Its valid-before (Unix seconds).
+        valid_before: UnixTime,
+    },
+    /// A certificate sent during the session was refused; the session goes
+    /// on under the one it has, and ends at its valid-before.
+    UserCertRefused {
+        /// Why, for the log and for the TERMINATE at the old one's end.
+        reason: String,
+    },
+}
+
+/// The shortest time between two user certificates a session takes: each
+/// one costs a signature check, and a real CA renews far less often.
+pub const USER_CERT_MIN_INTERVAL_MS: u64 = 10_000;
+
+/// A user certificate arriving in parts (USER_CERT messages).
+#[derive(Debug, Default)]
+struct UserCertParts {
+    bytes: Vec<u8>,
+    next: u8,
+    parts: u8,
 }
 
 /// The proxy's view of one session's identity.
@@ -243,6 +271,13 @@ pub struct ServerIdentity {
     /// The OpenSSH user certificate that vouches for the principal, if
     /// the client presented one; the session ends at its valid-before.
     user_cert: Option<Box<LiveUserCert>>,
+    /// A newer user certificate being received, part by part.
+    user_cert_parts: Option<Box<UserCertParts>>,
+    /// When the last whole user certificate arrived (monotonic ms).
+    user_cert_last_ms: Option<u64>,
+    /// Why the last certificate sent during the session was refused, for
+    /// the TERMINATE when the one in force expires.
+    user_cert_refused: Option<String>,
 }
 
 /// A client that authenticated in the handshake and that the authority
@@ -503,6 +538,9 @@ impl ServerIdentity {
                     cert: *cert,
                 })
             }),
+            user_cert_parts: None,
+            user_cert_last_ms: None,
+            user_cert_refused: None,
         };
         Ok(Started {
             identity,
@@ -607,7 +645,17 @@ impl ServerIdentity {
         if let Some(c) = &self.user_cert
             && (now >= c.cert.valid_before() || mono_ms >= c.expiry_ms)
         {
-            return Err(expired(&c.cert, now));
+            return Err(match &self.user_cert_refused {
+                // The TERMINATE's reason is short: the refusal first.
+                Some(why) => Ended::new(
+                    EndKind::UserCertExpired,
+                    format!(
+                        "your certificate expired at {}; the newer one sent was refused: {why}",
+                        crate::time::when(c.cert.valid_before(), now)
+                    ),
+                ),
+                None => expired(&c.cert, now),
+            });
         }
         if now >= self.cert.not_after || mono_ms >= self.cert_expiry_ms {
             return Err(Ended::new(
@@ -693,6 +741,9 @@ impl ServerIdentity {
                 mono_ms,
                 rng,
             ),
+            Control::UserCert { part, parts, bytes } => {
+                me.handle_user_cert_part(part, parts, &bytes, authority, now, mono_ms)
+            }
             other => Err(Ended::new(
                 EndKind::UnexpectedControl,
                 format!("unexpected {} from client", other.name()),
@@ -915,6 +966,133 @@ impl ServerIdentity {
     /// Re-checks the session against new revocations or policy, at once.
     pub fn recheck(&mut self, authority: &dyn Authority, now: UnixTime) -> Result<(), Ended> {
         self.sticky(|me| authority.check(&me.subject(), Checkpoint::Live(me.issued()), now))
+    }
+
+    /// One USER_CERT part. Parts come in order, one certificate at a time;
+    /// a session without a user certificate, a part out of order or a
+    /// certificate larger than any the handshake takes breaks the protocol
+    /// and ends the session. A whole certificate is judged by
+    /// [`Self::replace_user_cert`].
+    fn handle_user_cert_part(
+        &mut self,
+        part: u8,
+        parts: u8,
+        bytes: &[u8],
+        authority: &dyn Authority,
+        now: UnixTime,
+        mono_ms: u64,
+    ) -> Result<Handled, Ended> {
+        let broken = |why: String| Ended::new(EndKind::UnexpectedControl, why);
+        if self.user_cert.is_none() {
+            return Err(broken(
+                "USER_CERT in a session that started without a user certificate".into(),
+            ));
+        }
+        let acc = self.user_cert_parts.get_or_insert_with(|| {
+            Box::new(UserCertParts {
+                bytes: Vec::new(),
+                next: 0,
+                parts,
+            })
+        });
+        if part != acc.next || parts != acc.parts {
+            return Err(broken(format!(
+                "USER_CERT part {part} of {parts}, expected part {} of {}",
+                acc.next, acc.parts
+            )));
+        }
+        if acc.bytes.len() + bytes.len() > usercert::MAX_USER_CERT {
+            return Err(broken(format!(
+                "USER_CERT longer than {} bytes",
+                usercert::MAX_USER_CERT
+            )));
+        }
+        acc.bytes.extend_from_slice(bytes);
+        acc.next += 1;
+        if acc.next < acc.parts {
+            return Ok(Handled::UserCertPart);
+        }
+        let whole = std::mem::take(&mut acc.bytes);
+        self.user_cert_parts = None;
+        let too_soon = self
+            .user_cert_last_ms
+            .is_some_and(|last| mono_ms < last.saturating_add(USER_CERT_MIN_INTERVAL_MS));
+        self.user_cert_last_ms = Some(mono_ms);
+        if too_soon {
+            return Ok(self.refuse_user_cert(format!(
+                "a certificate came less than {}s after the last one; not checked",
+                USER_CERT_MIN_INTERVAL_MS / 1000
+            )));
+        }
+        Ok(self.replace_user_cert(&whole, authority, now, mono_ms))
+    }
+
+    /// Judges a newer user certificate sent during the session. It replaces
+    /// the session's only when it passes every check the handshake's did
+    /// (trusted CA, canonical, the session's key and principal, valid now,
+    /// signature), every live check (revocations, the CA's KRL, policy,
+    /// `source-address` against the client's address), lasts longer than
+    /// the one in force, and carries the same critical options: sshd
+    /// applied the first certificate's options to this connection at login,
+    /// so a certificate with others takes effect only on a new connection.
+    /// A refusal leaves the session as it was.
+    fn replace_user_cert(
+        &mut self,
+        bytes: &[u8],
+        authority: &dyn Authority,
+        now: UnixTime,
+        mono_ms: u64,
+    ) -> Handled {
+        let Some(live) = self.user_cert.as_ref() else {
+            return self.refuse_user_cert("this session has no user certificate".into());
+        };
+        let Some(cas) = authority.user_cas() else {
+            return self.refuse_user_cert("this server no longer trusts any user CA".into());
+        };
+        let new = match usercert::verify(cas, bytes, &self.user_key, &self.principal, now) {
+            Ok(c) => c,
+            Err(e) => return self.refuse_user_cert(e.reason),
+        };
+        let old = &live.cert;
+        if new.valid_before() <= old.valid_before() {
+            return self.refuse_user_cert(format!(
+                "the certificate sent is valid until {}, no later than the one in force ({})",
+                crate::time::date(new.valid_before()),
+                crate::time::date(old.valid_before())
+            ));
+        }
+        if new.force_command() != old.force_command()
+            || new.source_address() != old.source_address()
+            || new.verify_required() != old.verify_required()
+        {
+            return self.refuse_user_cert(
+                "its critical options (force-command, source-address, verify-required) differ from \
+                 the certificate this session logged in with: sshd applied those at login, so \
+                 reconnect to use the new certificate"
+                    .into(),
+            );
+        }
+        let who = subject(&self.principal, &self.user_key, Some(&new));
+        if let Err(e) = authority.check(&who, Checkpoint::Live(self.issued()), now) {
+            return self.refuse_user_cert(e.reason);
+        }
+        let valid_before = new.valid_before();
+        let described = new.describe();
+        let left = valid_before.saturating_sub(now);
+        self.user_cert = Some(Box::new(LiveUserCert {
+            expiry_ms: mono_ms.saturating_add(left.saturating_mul(1000)),
+            cert: new,
+        }));
+        self.user_cert_refused = None;
+        Handled::UserCertRenewed {
+            described,
+            valid_before,
+        }
+    }
+
+    fn refuse_user_cert(&mut self, reason: String) -> Handled {
+        self.user_cert_refused = Some(reason.clone());
+        Handled::UserCertRefused { reason }
     }
 }
 

@@ -159,6 +159,7 @@ impl Pair {
         )? {
             Handled::Proved(c) | Handled::Renewed(c) => Ok(c),
             Handled::RenewRefused { reason, .. } => panic!("renewal refused: {reason}"),
+            other => panic!("unexpected {other:?}"),
         }
     }
 

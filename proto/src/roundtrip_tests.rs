@@ -8,7 +8,10 @@ use proptest::prelude::*;
 use crate::armor;
 use crate::cert::{ClientCert, Licence, LicenceBody, LicenceRequest, Serial};
 use crate::codec::{Reader, Writer};
-use crate::control::{Control, MAX_CERT, MAX_REASON, MAX_SSHSIG, TerminateCode};
+use crate::control::{
+    Control, MAX_CERT, MAX_REASON, MAX_SSHSIG, MAX_USER_CERT_PART, MAX_USER_CERT_PARTS,
+    TerminateCode,
+};
 use crate::crl::{Crl, Revocations};
 use crate::frame::Event;
 use crate::keys::{PublicKey, SigningKey};
@@ -36,7 +39,18 @@ fn code() -> impl Strategy<Value = TerminateCode> {
 
 fn control() -> impl Strategy<Value = Control> {
     prop_oneof![
-        name().prop_map(|server_id| Control::Accept { server_id }),
+        (name(), any::<u32>()).prop_map(|(server_id, caps)| Control::Accept { server_id, caps }),
+        (
+            0..MAX_USER_CERT_PARTS,
+            vec(any::<u8>(), 1..=MAX_USER_CERT_PART)
+        )
+            .prop_flat_map(|(part, bytes)| {
+                (part + 1..=MAX_USER_CERT_PARTS).prop_map(move |parts| Control::UserCert {
+                    part,
+                    parts,
+                    bytes: bytes.clone(),
+                })
+            }),
         (
             code(),
             proptest::string::string_regex(&format!("[ -~]{{0,{MAX_REASON}}}")).expect("regex")

@@ -177,6 +177,7 @@ fn handshake_then_records_both_ways() {
     let mut back = Vec::new();
     let accept = Control::Accept {
         server_id: "web1".into(),
+        caps: 0,
     };
     s.transport
         .sealer
@@ -513,6 +514,7 @@ fn nothing_after_terminate_is_opened_and_no_data_after_close() {
         .seal_control(
             &Control::Accept {
                 server_id: "web1".into(),
+                caps: 0,
             },
             &mut wire,
         )

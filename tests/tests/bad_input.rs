@@ -309,6 +309,7 @@ fn frames_after_terminate_are_ignored_by_the_sidecar() {
             .seal_control(
                 &Control::Accept {
                     server_id: "web1".into(),
+                    caps: 0,
                 },
                 &mut out,
             )

@@ -131,6 +131,11 @@ pub type ClientConn = Conn<ClientSide>;
 #[derive(Debug)]
 pub struct ClientSide {
     accepted: bool,
+    /// ACCEPT's caps: what the proxy takes during the session.
+    caps: u32,
+    /// The valid-before of the last user certificate sent (or presented
+    /// in the handshake): only a later one is sent.
+    user_cert_sent: Option<u64>,
     renewal: Renewal,
     to_sign: Option<Vec<u8>>,
     done: bool,
@@ -203,6 +208,8 @@ impl Conn<ClientSide> {
     ) -> Self {
         let side = ClientSide {
             accepted: false,
+            caps: 0,
+            user_cert_sent: None,
             renewal: Renewal::Idle,
             to_sign: None,
             done: false,
@@ -235,6 +242,52 @@ impl Conn<ClientSide> {
     /// Whether the session is over.
     pub fn is_done(&self) -> bool {
         self.side.done
+    }
+
+    /// Whether the proxy takes a newer user certificate during this session
+    /// (it said so in ACCEPT; only to a client that logged in with one).
+    pub fn takes_user_cert(&self) -> bool {
+        self.side.accepted
+            && !self.side.done
+            && self.side.caps & crate::control::ACCEPT_CAP_USER_CERT != 0
+    }
+
+    /// Records the valid-before of the certificate presented in the
+    /// handshake: [`Self::send_user_cert`] sends only later ones.
+    pub fn presented_user_cert(&mut self, valid_before: u64) {
+        self.side.user_cert_sent = Some(valid_before);
+    }
+
+    /// Sends `cert` (an OpenSSH user certificate's binary form, valid
+    /// until `valid_before`) to the proxy in USER_CERT parts, when the
+    /// proxy takes one and it lasts longer than the last one sent. Returns
+    /// whether it was sent. The proxy judges it; a refusal is in its log
+    /// and in the TERMINATE when the certificate in force ends.
+    pub fn send_user_cert(&mut self, cert: &[u8], valid_before: u64, now: Now) -> bool {
+        use crate::control::{MAX_USER_CERT_PART, MAX_USER_CERT_PARTS};
+        let newer = self
+            .side
+            .user_cert_sent
+            .is_none_or(|sent| valid_before > sent);
+        let parts = cert.len().div_ceil(MAX_USER_CERT_PART);
+        if !self.takes_user_cert()
+            || !newer
+            || cert.is_empty()
+            || parts > usize::from(MAX_USER_CERT_PARTS)
+        {
+            return false;
+        }
+        let parts = parts as u8;
+        for (part, chunk) in cert.chunks(MAX_USER_CERT_PART).enumerate() {
+            let msg = Control::UserCert {
+                part: part as u8,
+                parts,
+                bytes: chunk.to_vec(),
+            };
+            self.seal(&msg, now);
+        }
+        self.side.user_cert_sent = Some(valid_before);
+        true
     }
 
     /// `n` bytes of [`Self::poll_transmit`] were written.
@@ -280,8 +333,9 @@ impl Conn<ClientSide> {
                 self.link.peer_closed = true;
                 self.events.push_back(ClientConnEvent::PeerClosed);
             }
-            Event::Control(Control::Accept { .. }) => {
+            Event::Control(Control::Accept { caps, .. }) => {
                 self.side.accepted = true;
+                self.side.caps = *caps;
                 if !self.side.manual {
                     self.events.push_back(ClientConnEvent::Accepted);
                 }

@@ -39,6 +39,19 @@ pub enum ServerEvent {
     },
     /// A renewal verified and a new certificate went out.
     Renewed,
+    /// A newer OpenSSH user certificate replaced the session's.
+    UserCertRenewed {
+        /// Its key id, serial and CA.
+        described: String,
+        /// Its valid-before (Unix seconds): the session's new end.
+        valid_before: u64,
+    },
+    /// A user certificate sent during the session was refused; the session
+    /// goes on under the one in force.
+    UserCertRefused {
+        /// Why.
+        reason: String,
+    },
     /// A rekey completed: both directions are on new keys, the old ones
     /// are gone.
     Rekeyed {
@@ -169,8 +182,16 @@ impl Conn<ServerSide> {
             u64::from(timing.deadline_secs) * 1000,
             ServerSide::default(),
         );
+        // A client that logged in with a user certificate may send a newer
+        // one during the session.
+        let caps = if conn.identity.user_cert().is_some() {
+            crate::control::ACCEPT_CAP_USER_CERT
+        } else {
+            0
+        };
         let accept = Control::Accept {
             server_id: server_id.to_owned(),
+            caps,
         };
         for msg in [&accept, &started.cert] {
             if let Err(e) = conn.link.seal_control(msg, now.mono_ms) {
@@ -280,6 +301,22 @@ impl Conn<ServerSide> {
             Ok(Handled::RenewRefused { reason, nth }) => {
                 self.events
                     .push_back(ServerEvent::RenewRefused { reason, nth });
+                return;
+            }
+            Ok(Handled::UserCertPart) => return,
+            Ok(Handled::UserCertRenewed {
+                described,
+                valid_before,
+            }) => {
+                self.events.push_back(ServerEvent::UserCertRenewed {
+                    described,
+                    valid_before,
+                });
+                return;
+            }
+            Ok(Handled::UserCertRefused { reason }) => {
+                self.events
+                    .push_back(ServerEvent::UserCertRefused { reason });
                 return;
             }
         };

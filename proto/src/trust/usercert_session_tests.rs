@@ -5,10 +5,11 @@
 use ssh_key::certificate::{Builder, CertType};
 use ssh_key::{HashAlg, PrivateKey};
 
+use crate::control::Control;
 use crate::end::{EndKind, Ended};
 use crate::frame::FrameSize;
 use crate::handshake::{self, ClientAuth, client_auth_len};
-use crate::identity::{Authority, ServerIdentity, Timing};
+use crate::identity::{Authority, Handled, ServerIdentity, Timing, USER_CERT_MIN_INTERVAL_MS};
 use crate::keys::{SigningKey, TestRng};
 use crate::labels::SSHSIG_NAMESPACE_HANDSHAKE;
 use crate::tests::{client_cfg, pki, user};
@@ -197,4 +198,282 @@ fn the_session_ends_at_valid_before_and_says_why() {
     assert!(e.reason.contains("key id \"carol@corp\", serial 9"), "{e}");
     // A recheck against the authority ends it as well once expired.
     assert!(id.recheck(&trusted(), NOW + 100).is_err());
+}
+
+/// A certificate like [`cert_for`], with `serial`, `critical` options and
+/// the session key's principal.
+fn cert_with(
+    key: &PrivateKey,
+    principal: &str,
+    valid_before: u64,
+    serial: u64,
+    critical: &[(&str, &str)],
+) -> Vec<u8> {
+    let mut b = Builder::new(
+        [serial as u8; 16],
+        key.public_key().key_data().clone(),
+        0,
+        valid_before,
+    )
+    .expect("builder");
+    b.serial(serial).expect("serial");
+    b.key_id("carol@corp").expect("key id");
+    b.cert_type(CertType::User).expect("type");
+    b.valid_principal(principal).expect("principal");
+    for (k, v) in critical {
+        b.critical_option(*k, *v).expect("option");
+    }
+    b.sign(&ca()).expect("sign").to_bytes().expect("bytes")
+}
+
+/// A session of alice's key 3 that logged in with `first`.
+fn session_with(first: &[u8]) -> ServerIdentity {
+    let key = user(3);
+    let authed = handshake(&key, first.to_vec(), first)
+        .authenticated()
+        .expect("authed");
+    let authorized = authed.authorize(&trusted(), NOW).expect("authorized");
+    let timing = Timing {
+        interval_secs: 30,
+        deadline_secs: 10,
+        cert_ttl_secs: 300,
+    };
+    let subca = SigningKey::generate(&mut TestRng);
+    ServerIdentity::start(authorized, &subca, &trusted(), timing, NOW, 0, &mut TestRng)
+        .expect("started")
+        .identity
+}
+
+/// `cert` in USER_CERT parts of at most `size` bytes, handed to `id`.
+fn send(
+    id: &mut ServerIdentity,
+    cert: &[u8],
+    size: usize,
+    now: u64,
+    mono_ms: u64,
+) -> Result<Handled, Ended> {
+    let parts = cert.len().div_ceil(size) as u8;
+    let subca = SigningKey::generate(&mut TestRng);
+    let mut last = Ok(Handled::UserCertPart);
+    for (part, bytes) in cert.chunks(size).enumerate() {
+        last = id.handle(
+            Control::UserCert {
+                part: part as u8,
+                parts,
+                bytes: bytes.to_vec(),
+            },
+            &subca,
+            &trusted(),
+            now,
+            mono_ms,
+            &mut TestRng,
+        );
+    }
+    last
+}
+
+#[test]
+fn a_newer_certificate_sent_in_parts_extends_the_session() {
+    let key = user(3);
+    let mut id = session_with(&cert_for(&key, "alice", NOW + 100));
+    let newer = cert_with(&key, "alice", NOW + 400, 10, &[]);
+    match send(&mut id, &newer, 100, NOW + 50, 50_000).expect("handled") {
+        Handled::UserCertRenewed {
+            described,
+            valid_before,
+        } => {
+            assert_eq!(valid_before, NOW + 400);
+            assert!(described.contains("serial 10"), "{described}");
+        }
+        other => panic!("not renewed: {other:?}"),
+    }
+    assert_eq!(id.user_cert().map(|c| c.serial()), Some(10));
+    // Past the first certificate's end the session lives on, until the
+    // new one's.
+    assert!(id.poll(NOW + 150, 150_000, [0; 32]).is_ok());
+    assert!(id.recheck(&trusted(), NOW + 150).is_ok());
+    let e = id.poll(NOW + 400, 400_000, [0; 32]).expect_err("expired");
+    assert_eq!(e.kind, EndKind::UserCertExpired);
+    assert!(e.reason.contains("serial 10"), "{e}");
+}
+
+#[test]
+fn a_certificate_that_is_no_newer_or_for_another_key_or_principal_or_options_is_refused() {
+    let key = user(3);
+    let first = cert_with(
+        &key,
+        "alice",
+        NOW + 100,
+        9,
+        &[("force-command", "echo forced")],
+    );
+    let mut id = session_with(&first);
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            cert_with(
+                &key,
+                "alice",
+                NOW + 100,
+                10,
+                &[("force-command", "echo forced")],
+            ),
+            "no later than the one in force",
+        ),
+        (
+            cert_with(
+                &user(4),
+                "alice",
+                NOW + 400,
+                10,
+                &[("force-command", "echo forced")],
+            ),
+            "for another key",
+        ),
+        (
+            cert_with(
+                &key,
+                "bob",
+                NOW + 400,
+                10,
+                &[("force-command", "echo forced")],
+            ),
+            "principal alice",
+        ),
+        (
+            cert_with(&key, "alice", NOW + 400, 10, &[]),
+            "critical options",
+        ),
+        (
+            cert_with(
+                &key,
+                "alice",
+                NOW + 400,
+                10,
+                &[
+                    ("force-command", "echo forced"),
+                    ("source-address", "10.0.0.0/8"),
+                ],
+            ),
+            "critical options",
+        ),
+        (vec![0xde; 300], "malformed"),
+    ];
+    for (i, (cert, why)) in cases.iter().enumerate() {
+        // Ten seconds apart: each is judged (none is too soon).
+        let mono = 20_000 * (i as u64 + 1);
+        match send(&mut id, cert, 640, NOW + 10, mono).expect("the session goes on") {
+            Handled::UserCertRefused { reason } => {
+                assert!(reason.contains(why), "case {i}: {reason}");
+            }
+            other => panic!("case {i} ({why}) was not refused: {other:?}"),
+        }
+        assert_eq!(id.user_cert().map(|c| c.serial()), Some(9), "case {i}");
+    }
+    // The session still ends at the first certificate's end, and says
+    // which newer one was refused.
+    let e = id.poll(NOW + 100, 200_000, [0; 32]).expect_err("expired");
+    assert_eq!(e.kind, EndKind::UserCertExpired);
+    assert!(
+        e.reason
+            .contains("the newer one sent was refused: malformed"),
+        "{e}"
+    );
+}
+
+#[test]
+fn certificates_closer_than_the_interval_are_not_checked() {
+    let key = user(3);
+    let mut id = session_with(&cert_for(&key, "alice", NOW + 100));
+    let a = cert_with(&key, "alice", NOW + 200, 10, &[]);
+    let b = cert_with(&key, "alice", NOW + 300, 11, &[]);
+    assert!(matches!(
+        send(&mut id, &a, 640, NOW, 1_000),
+        Ok(Handled::UserCertRenewed { .. })
+    ));
+    match send(&mut id, &b, 640, NOW, 1_000 + USER_CERT_MIN_INTERVAL_MS - 1) {
+        Ok(Handled::UserCertRefused { reason }) => {
+            assert!(reason.contains("less than"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        send(&mut id, &b, 640, NOW, 1_000 + 2 * USER_CERT_MIN_INTERVAL_MS),
+        Ok(Handled::UserCertRenewed { .. })
+    ));
+}
+
+#[test]
+fn user_cert_parts_out_of_order_or_without_a_certificate_end_the_session() {
+    let key = user(3);
+    let subca = SigningKey::generate(&mut TestRng);
+    let part = |id: &mut ServerIdentity, part: u8, parts: u8| {
+        id.handle(
+            Control::UserCert {
+                part,
+                parts,
+                bytes: vec![1; 10],
+            },
+            &subca,
+            &trusted(),
+            NOW,
+            1_000,
+            &mut TestRng,
+        )
+    };
+    let first = cert_for(&key, "alice", NOW + 100);
+    let mut id = session_with(&first);
+    let e = part(&mut id, 1, 3).expect_err("part 1 first");
+    assert_eq!(e.kind, EndKind::UnexpectedControl);
+    let mut id = session_with(&first);
+    assert!(matches!(part(&mut id, 0, 3), Ok(Handled::UserCertPart)));
+    assert!(part(&mut id, 1, 4).is_err(), "the count changed");
+    // A session that logged in with a plain key takes none.
+    let authed = handshake_plain(&key);
+    let authorized = authed.authorize(&trusted(), NOW).expect("authorized");
+    let timing = Timing {
+        interval_secs: 30,
+        deadline_secs: 10,
+        cert_ttl_secs: 300,
+    };
+    let mut id =
+        ServerIdentity::start(authorized, &subca, &trusted(), timing, NOW, 0, &mut TestRng)
+            .expect("started")
+            .identity;
+    let e = part(&mut id, 0, 1).expect_err("no certificate in force");
+    assert!(e.reason.contains("without a user certificate"), "{e}");
+}
+
+/// The handshake of `key` with no certificate.
+fn handshake_plain(key: &PrivateKey) -> handshake::ClientAuthenticated {
+    let pki = pki();
+    let server = handshake::server_start(
+        pki.noise(),
+        pki.licence(),
+        FrameSize::default(),
+        &mut TestRng,
+    )
+    .expect("server");
+    let (client, msg1) =
+        handshake::client_start(client_cfg(&pki, "web1"), &mut TestRng).expect("client");
+    let (server, msg2) = server
+        .handle_client_hello(&msg1, &mut TestRng)
+        .expect("msg2");
+    let verified = client
+        .handle_server_hello(&msg2, NOW, &mut TestRng)
+        .expect("verified");
+    let sig = key
+        .sign(
+            SSHSIG_NAMESPACE_HANDSHAKE,
+            HashAlg::Sha512,
+            &verified.user_signed_data(),
+        )
+        .expect("sign");
+    let (_, msg3) = verified
+        .into_client_auth("alice", key.public_key(), &sig)
+        .expect("msg3");
+    server
+        .handle_client_auth(&msg3)
+        .expect("outcome")
+        .authenticated()
+        .expect("authenticated")
 }

@@ -86,6 +86,7 @@ impl Hostile {
         };
         h.send(&Control::Accept {
             server_id: "web1".into(),
+            caps: 0,
         });
         let first = h.cert_bytes(key, h.unix, first_ttl);
         h.send_cert(first);
