@@ -321,6 +321,16 @@ impl<'a> Driver<'a> {
                 }
                 self.metrics.renewals_refused.inc();
             }
+            ServerEvent::UserCertRenewed {
+                described,
+                valid_before,
+            } => {
+                let until = ztssh_proto::time::date(*valid_before);
+                info!(event = "user_cert_renewed", principal, serial = %serial, session_serial = %session, user_cert = %described, valid_before = *valid_before, "a newer user certificate ({described}) extends the session to {until}");
+            }
+            ServerEvent::UserCertRefused { reason } => {
+                warn!(event = "user_cert_refused", principal, serial = %serial, session_serial = %session, detail = %reason, "a user certificate sent during the session was refused, session goes on under the one it has: {reason}");
+            }
             ServerEvent::Rekeyed { count } => {
                 self.metrics.rekeys.inc();
                 info!(event = "rekeyed", principal, serial = %serial, session_serial = %session, count, "tunnel keys replaced (rekey {count})");
