@@ -217,7 +217,7 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
                     .map(|path| (path, principal.as_str(), fp.as_str())),
             };
             let (sock, session) = match attempt.connect(&identity).await? {
-                Connected::Session(sock, session) => (sock, session),
+                Connected::Session(sock, session) => (sock, *session),
                 Connected::Remembered {
                     server_id: id,
                     fp: known,
@@ -336,7 +336,7 @@ struct Attempt<'a> {
 /// What one attempt came to.
 enum Connected {
     /// The handshake is done, with this key.
-    Session(Link, ClientSession),
+    Session(Link, Box<ClientSession>),
     /// Stopped before any key was sent: another key worked on this server
     /// (by its licence's id) before.
     Remembered {
@@ -460,7 +460,7 @@ impl Attempt<'_> {
                 self.principal
             );
         }
-        Ok(Connected::Session(link, session))
+        Ok(Connected::Session(link, Box::new(session)))
     }
 }
 
