@@ -216,8 +216,8 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
                     .filter(|_| by_id)
                     .map(|path| (path, principal.as_str(), fp.as_str())),
             };
-            let (sock, session) = match attempt.connect(&identity).await? {
-                Connected::Session(sock, session) => (sock, *session),
+            let (sock, session, presented) = match attempt.connect(&identity).await? {
+                Connected::Session(sock, session, presented) => (sock, *session, presented),
                 Connected::Remembered {
                     server_id: id,
                     fp: known,
@@ -249,12 +249,20 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
                     }
                 }) as Box<dyn FnOnce() + Send>
             });
+            let user_cert = presented.map(|valid_before| crate::pump::UserCertWatch {
+                identity: s.identity.clone(),
+                agent: identity.agent_sock().map(std::path::Path::to_path_buf),
+                key: identity.public_key().clone(),
+                principal: principal.clone(),
+                valid_before,
+            });
             let tunnel = crate::pump::Tunnel {
                 rekey,
                 cover,
                 retry_possible: more,
                 short_certs: s.insecure_short_certs,
                 on_accepted,
+                user_cert,
             };
             let r = crate::pump::run(
                 sock, session, identity, &principal, verbose, &mut stdio, tunnel,
@@ -335,8 +343,9 @@ struct Attempt<'a> {
 
 /// What one attempt came to.
 enum Connected {
-    /// The handshake is done, with this key.
-    Session(Link, Box<ClientSession>),
+    /// The handshake is done, with this key (and the valid-before of the
+    /// user certificate presented with it, if one was).
+    Session(Link, Box<ClientSession>, Option<u64>),
     /// Stopped before any key was sent: another key worked on this server
     /// (by its licence's id) before.
     Remembered {
@@ -460,7 +469,12 @@ impl Attempt<'_> {
                 self.principal
             );
         }
-        Ok(Connected::Session(link, Box::new(session)))
+        let presented = checks
+            .user_cert
+            .as_deref()
+            .and_then(|c| ssh_key::Certificate::from_bytes(c).ok())
+            .map(|c| c.valid_before());
+        Ok(Connected::Session(link, Box::new(session), presented))
     }
 }
 

@@ -81,6 +81,53 @@ pub struct Tunnel {
     /// worked is remembered then, not at a clean end the session may
     /// never reach).
     pub on_accepted: Option<Box<dyn FnOnce() + Send>>,
+    /// The OpenSSH user certificate presented in the handshake, if any:
+    /// where a newer one is looked for during the session.
+    pub user_cert: Option<UserCertWatch>,
+}
+
+/// Where a renewed OpenSSH user certificate comes from, and the one in
+/// force: the session sends a newer one for the same key and principal
+/// (a re-run of `ssh-keygen -s`, `step ssh renew`, Vault) to a proxy that
+/// takes one, so the session outlives the first certificate.
+#[derive(Clone)]
+pub struct UserCertWatch {
+    /// `--identity KEY` (its `KEY-cert.pub` is read), or none: ssh-agent.
+    pub identity: Option<std::path::PathBuf>,
+    /// ssh-agent's socket.
+    pub agent: Option<std::path::PathBuf>,
+    /// The key the certificate must certify.
+    pub key: ssh_key::PublicKey,
+    /// The principal it must name.
+    pub principal: String,
+    /// The valid-before of the certificate presented (Unix seconds).
+    pub valid_before: u64,
+}
+
+/// How often the certificate is looked for, at most and at least: a
+/// quarter of what is left of the one in force, within these bounds.
+const USER_CERT_CHECK_MIN: Duration = Duration::from_secs(5);
+const USER_CERT_CHECK_MAX: Duration = Duration::from_secs(60);
+
+impl UserCertWatch {
+    /// When to look next, from `now` (Unix seconds).
+    fn next_check(&self, now: u64) -> Duration {
+        let left = Duration::from_secs(self.valid_before.saturating_sub(now));
+        (left / 4).clamp(USER_CERT_CHECK_MIN, USER_CERT_CHECK_MAX)
+    }
+
+    /// The newest usable certificate now (its bytes and valid-before).
+    fn read(&self) -> Option<(Vec<u8>, u64)> {
+        let bytes = crate::usercert::find(
+            self.identity.as_deref(),
+            self.agent.as_deref(),
+            &self.key,
+            &self.principal,
+            false,
+        )?;
+        let cert = ssh_key::Certificate::from_bytes(&bytes).ok()?;
+        Some((bytes, cert.valid_before()))
+    }
 }
 
 /// Runs the session until it ends. With `tunnel.retry_possible`, nothing is read
@@ -133,7 +180,12 @@ pub async fn run(
         sock_error: None,
         renewal_warned: None,
         on_accepted: tunnel.on_accepted,
+        cert_watch: tunnel.user_cert,
+        cert_reading: None,
     };
+    if let Some(w) = &pump.cert_watch {
+        pump.conn.presented_user_cert(w.valid_before);
+    }
     let r = pump.run(gone).await;
     if let (Err(Error::KeyRefused { .. }), Some(input), Some(output)) =
         (&r, pump.input.take(), pump.output.take())
@@ -160,6 +212,10 @@ struct Pump {
     renewal_warned: Option<Instant>,
     /// Called at [`ClientConnEvent::Accepted`].
     on_accepted: Option<Box<dyn FnOnce() + Send>>,
+    /// Where a newer user certificate is looked for.
+    cert_watch: Option<UserCertWatch>,
+    /// A look for one, under way (file or agent, off the loop).
+    cert_reading: Option<tokio::task::JoinHandle<Option<(Vec<u8>, u64)>>>,
 }
 
 /// How often a failing renewal is said on stderr.
@@ -213,6 +269,12 @@ impl Pump {
         let sleep = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(sleep);
         let mut armed: Option<u64> = None;
+        let first_look = self
+            .cert_watch
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |w| w.next_check(now().unix));
+        let cert_sleep = tokio::time::sleep(first_look);
+        tokio::pin!(cert_sleep);
         let exit = loop {
             if let Some(exit) = self.step() {
                 break exit;
@@ -248,10 +310,45 @@ impl Pump {
                     let sig = done.unwrap_or_else(|e| Err(e.to_string()));
                     self.conn.handle_signature(sig, now());
                 }
+                () = &mut cert_sleep, if self.cert_watch.is_some() && self.cert_reading.is_none() => {
+                    // Only to a proxy that takes one; looked for off the
+                    // loop (ssh-agent is a socket).
+                    if self.conn.takes_user_cert()
+                        && let Some(w) = self.cert_watch.clone()
+                    {
+                        self.cert_reading = Some(tokio::task::spawn_blocking(move || w.read()));
+                    }
+                    let next = self
+                        .cert_watch
+                        .as_ref()
+                        .map_or(USER_CERT_CHECK_MAX, |w| w.next_check(now().unix));
+                    cert_sleep.as_mut().reset(tokio::time::Instant::now() + next);
+                }
+                found = wait_cert(&mut self.cert_reading), if self.cert_reading.is_some() => {
+                    self.cert_reading = None;
+                    if let Ok(Some((bytes, valid_before))) = found {
+                        self.offer_user_cert(&bytes, valid_before);
+                    }
+                }
                 () = gone.recv() => break Exit::SshGone,
             }
         };
         self.finish(exit).await
+    }
+
+    /// Sends a certificate found during the session when it lasts longer
+    /// than the last one sent (the core decides), and says so.
+    fn offer_user_cert(&mut self, bytes: &[u8], valid_before: u64) {
+        if self.conn.send_user_cert(bytes, valid_before, now()) {
+            if let Some(w) = &mut self.cert_watch {
+                w.valid_before = valid_before;
+            }
+            self.say(format!(
+                "sent {} a newer user certificate, valid until {}",
+                self.server,
+                ztssh_proto::time::date(valid_before)
+            ));
+        }
     }
 
     /// Flushes what can be written now, acts on the core's events and
@@ -475,6 +572,15 @@ async fn readable(p: Option<&SshInput>) -> std::io::Result<()> {
 async fn writable(p: Option<&SshOutput>) -> std::io::Result<()> {
     match p {
         Some(p) => p.writable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_cert(
+    r: &mut Option<tokio::task::JoinHandle<Option<(Vec<u8>, u64)>>>,
+) -> Result<Option<(Vec<u8>, u64)>, tokio::task::JoinError> {
+    match r {
+        Some(handle) => handle.await,
         None => std::future::pending().await,
     }
 }

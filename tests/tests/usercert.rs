@@ -469,3 +469,76 @@ fn a_certificate_held_only_in_ssh_agent_logs_in() {
         "{log}"
     );
 }
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Issue 21: a session lives only while its certificate does, and a newer
+/// one extends it. A 20 s certificate, renewed by its CA during the
+/// session (`ssh-keygen -s` again: serial 501, ten minutes), is sent by
+/// the sidecar as it finds it; the proxy takes it (`user_cert_renewed`)
+/// and the session lives on past the first certificate's end.
+#[test]
+fn a_certificate_renewed_during_the_session_keeps_it_past_the_first_ones_end() {
+    let cas = Cas::new();
+    let w = world(&cas, "127.86.0.0/16");
+    let signed_at = unix_now();
+    cas.sign("ca_ed25519", 500, "alice", "-5m:+20s", &["permit-pty"]);
+    let mut live = LiveSsh::start(through(&w, &cas.carol(), "alice"));
+    live.send("before\n");
+    w.proxy.wait_log("event=\"authorized\"", T);
+    // The CA renews carol's certificate, where ssh (and the sidecar) find it.
+    cas.sign("ca_ed25519", 501, "alice", "-5m:+10m", &["permit-pty"]);
+    let log = w.proxy.wait_log("event=\"user_cert_renewed\"", T);
+    let renewed = log
+        .lines()
+        .find(|l| l.contains("event=\"user_cert_renewed\""))
+        .unwrap_or_default();
+    assert!(renewed.contains("serial 501"), "{renewed}");
+    // Past the first certificate's end (bounded by the test's own clock).
+    wait_until(T, "the first certificate's end to pass", || {
+        unix_now() > signed_at + 23
+    });
+    live.send("after\n");
+    let out = live.finish();
+    assert_ok(&out, "the session past its first certificate's end");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "before\nafter\n");
+    let log = w.proxy.log_text();
+    assert!(
+        !log.contains("event=\"session_terminated\""),
+        "the session was ended:\n{log}"
+    );
+}
+
+/// The same, with a newer certificate the proxy refuses (its critical
+/// options differ from the session's: sshd applied the first one's at
+/// login): the session ends at the first certificate's end, and ssh says
+/// why the newer one was refused.
+#[test]
+fn a_renewed_certificate_with_other_options_is_refused_and_the_user_is_told() {
+    let cas = Cas::new();
+    let w = world(&cas, "127.87.0.0/16");
+    cas.sign("ca_ed25519", 600, "alice", "-5m:+20s", &["permit-pty"]);
+    let live = LiveSsh::start(through(&w, &cas.carol(), "alice"));
+    w.proxy.wait_log("event=\"authorized\"", T);
+    cas.sign(
+        "ca_ed25519",
+        601,
+        "alice",
+        "-5m:+10m",
+        &["permit-pty", "force-command=echo other"],
+    );
+    w.proxy.wait_log("event=\"user_cert_refused\"", T);
+    w.proxy
+        .wait_log("event=\"session_terminated\"", Duration::from_secs(40));
+    let out = live.finish();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the newer one sent was refused") && err.contains("critical options"),
+        "{err}"
+    );
+}
