@@ -1061,14 +1061,11 @@ impl ServerIdentity {
                 crate::time::date(old.valid_before())
             ));
         }
-        if new.force_command() != old.force_command()
-            || new.source_address() != old.source_address()
-            || new.verify_required() != old.verify_required()
-        {
+        if !new.same_terms(old) {
             return self.refuse_user_cert(
-                "its critical options (force-command, source-address, verify-required) differ from \
-                 the certificate this session logged in with: sshd applied those at login, so \
-                 reconnect to use the new certificate"
+                "its critical options or extensions (force-command, source-address, \
+                 verify-required, permit-*) differ from the certificate this session logged in \
+                 with: sshd applied those at login, so reconnect to use the new certificate"
                     .into(),
             );
         }

@@ -226,6 +226,7 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
                         "{host} is server {id}, where key {known} worked before: offering that key"
                     ));
                     by_id = false;
+                    redirected = true;
                     first = Some(known);
                     continue 'choose;
                 }

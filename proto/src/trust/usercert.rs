@@ -237,6 +237,15 @@ impl UserCertVerified {
         self.cert.extensions().contains_key(name)
     }
 
+    /// Whether `other` grants exactly what this one does: the same
+    /// critical options and extensions. sshd applied a session's first
+    /// certificate's at login, so a successor with other terms (wider or
+    /// narrower) cannot take its place in that session.
+    pub fn same_terms(&self, other: &Self) -> bool {
+        self.cert.critical_options() == other.cert.critical_options()
+            && self.cert.extensions() == other.cert.extensions()
+    }
+
     /// The certificate's encoding (as it came, verified).
     pub fn encoded(&self) -> Vec<u8> {
         self.cert.to_bytes().unwrap_or_default()

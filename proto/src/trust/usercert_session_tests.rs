@@ -221,7 +221,10 @@ fn cert_with(
     b.cert_type(CertType::User).expect("type");
     b.valid_principal(principal).expect("principal");
     for (k, v) in critical {
-        b.critical_option(*k, *v).expect("option");
+        match k.strip_prefix("ext:") {
+            Some(ext) => b.extension(ext, *v).expect("extension"),
+            None => b.critical_option(*k, *v).expect("option"),
+        };
     }
     b.sign(&ca()).expect("sign").to_bytes().expect("bytes")
 }
@@ -342,6 +345,19 @@ fn a_certificate_that_is_no_newer_or_for_another_key_or_principal_or_options_is_
         (
             cert_with(&key, "alice", NOW + 400, 10, &[]),
             "critical options",
+        ),
+        (
+            cert_with(
+                &key,
+                "alice",
+                NOW + 400,
+                10,
+                &[
+                    ("force-command", "echo forced"),
+                    ("ext:permit-port-forwarding", ""),
+                ],
+            ),
+            "extensions",
         ),
         (
             cert_with(

@@ -237,7 +237,9 @@ impl Guard {
     /// ruleset as a table of its own with no hook (inert), so the
     /// comparison does not depend on how an nft version prints a rule.
     fn matches(&self, port: u16, listing: &str) -> Result<Result<(), String>, String> {
-        let probe_table = format!("{}_expected", self.table);
+        // A name no --nft-table can take (a dot; [`check_table`] refuses
+        // one) and no other run shares (this process's id).
+        let probe_table = format!("{}.expected.{}", self.table, std::process::id());
         let hook = "\t\ttype filter hook output priority filter; policy accept;\n";
         let ruleset = self.ruleset(port);
         let inert = ruleset
@@ -261,7 +263,15 @@ impl Guard {
             .map(str::trim)
             .filter(|l| l.starts_with("type "))
             .collect::<Vec<_>>();
-        let hooked = matches!(header.as_slice(), [h] if h.contains("hook output") && h.contains("policy accept"));
+        // The chain's hook, exactly as the ruleset sets it (nft prints the
+        // priority by name, or by number with -n): another type, hook or
+        // priority would run the rules elsewhere (at `raw`, before an
+        // output DNAT to sshd's port, say).
+        let hooked = matches!(
+            header.as_slice(),
+            [h] if *h == "type filter hook output priority filter; policy accept;"
+                || *h == "type filter hook output priority 0; policy accept;"
+        );
         let found = canonical(listing);
         if hooked && found == expected {
             return Ok(Ok(()));
@@ -336,9 +346,13 @@ impl Guard {
         let before = self.refused()?;
         let mut s = match connect_as(proxy, src, upstream) {
             Ok(s) => s,
+            // Refused, not by the guard, with nothing listening on sshd's
+            // port: sshd is down. With a listener there, some other rule
+            // refuses the proxy's user (below: an error).
             Err(e)
                 if e.kind() == std::io::ErrorKind::ConnectionRefused
-                    && self.refused()? <= before =>
+                    && self.refused()? <= before
+                    && crate::sshd::reload::listen_inodes(upstream.port()).is_empty() =>
             {
                 return Ok(Probe {
                     report: format!(

@@ -42,13 +42,34 @@ fn pid(reload: &Reload) -> Result<i32, String> {
     }
 }
 
-/// The words of a `/proc/PID/cmdline` (NUL-separated arguments).
-pub fn words(cmdline: &[u8]) -> Vec<String> {
-    cmdline
-        .split(|b| *b == 0)
-        .filter(|w| !w.is_empty())
-        .map(|w| String::from_utf8_lossy(w).into_owned())
-        .collect()
+/// The arguments of the running sshd from its `/proc/PID/cmdline`.
+///
+/// OpenSSH replaces its process title as the listener starts:
+/// `sshd: /usr/sbin/sshd -D -o X [listener] 0 of 10-100 startups`, its
+/// arguments joined by one space each (an empty one leaves two spaces), in
+/// place of the NUL-separated arguments. Both forms are read; the title
+/// is split at every single space, so an argument holding a space is read
+/// as more words than it is, which can only refuse more (an option that
+/// is not one, or a keyword read without its value), never less. A title
+/// without its ` [listener]` part (cut short, or not sshd's) cannot be
+/// read in full and is refused.
+pub fn argv(cmdline: &[u8]) -> Result<Vec<String>, String> {
+    let text = String::from_utf8_lossy(cmdline);
+    let text = text.trim_end_matches('\0');
+    if text.contains('\0') || !text.starts_with("sshd: ") {
+        // NUL-separated arguments (one alone: the program, no options).
+        return Ok(text.split('\0').map(str::to_owned).collect());
+    }
+    let title = text
+        .strip_prefix("sshd: ")
+        .and_then(|t| t.rfind(" [listener]").map(|at| &t[..at]));
+    match title {
+        Some(args) => Ok(args.split(' ').map(str::to_owned).collect()),
+        None => Err(format!(
+            "its process title {text:?} is not the listener's (`sshd: ARGS [listener] ...`), or is \
+             cut short, so the options it was started with cannot be read in full"
+        )),
+    }
 }
 
 /// The options of the running sshd (beyond its program name), checked:
@@ -60,6 +81,18 @@ pub fn sshd_opts(
     guarded: &[String],
 ) -> Result<Vec<String>, String> {
     let pid = pid(reload)?;
+    // sshd's listener runs as root; a process of another user (a stale
+    // pid file, a user's own program named sshd) is not it.
+    let owner = std::fs::metadata(format!("/proc/{pid}"))
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .map_err(|e| format!("cannot see process {pid} ({}): {e}", reload.describe()))?;
+    if owner != 0 {
+        return Err(format!(
+            "process {pid} ({}) runs as uid {owner}, not root: not sshd's listener (a stale pid \
+             file?). Pass --pid-file or --service for the sshd that serves this host",
+            reload.describe()
+        ));
+    }
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map_err(|e| format!("cannot see process {pid} ({}): {e}", reload.describe()))?;
     let name = exe
@@ -78,7 +111,7 @@ pub fn sshd_opts(
         ztssh_keyfile::read_regular(Path::new(&format!("/proc/{pid}/cmdline")), MAX_CMDLINE)
             .or_else(|_| std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| e.to_string()))
             .map_err(|e| format!("cannot read the running sshd's command line (pid {pid}): {e}"))?;
-    let words = words(&cmdline);
+    let words = argv(&cmdline).map_err(|e| format!("the running sshd (pid {pid}): {e}"))?;
     let args: Vec<&str> = words.iter().skip(1).map(String::as_str).collect();
     defaults::options(&args, sshd_config, guarded).map_err(|e| {
         format!(
@@ -95,11 +128,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_command_line_splits_on_nul() {
+    fn a_command_line_or_sshds_process_title_gives_every_argument() {
         assert_eq!(
-            words(b"/usr/sbin/sshd\0-D\0-o\0PasswordAuthentication=yes\0"),
+            argv(b"/usr/sbin/sshd\0-D\0-o\0PasswordAuthentication=yes\0").unwrap(),
             ["/usr/sbin/sshd", "-D", "-o", "PasswordAuthentication=yes"]
         );
-        assert_eq!(words(b""), Vec::<String>::new());
+        assert_eq!(argv(b"/usr/sbin/sshd\0").unwrap(), ["/usr/sbin/sshd"]);
+        // An empty argument is one: `-b ""` does not swallow the next.
+        assert_eq!(
+            argv(b"/usr/sbin/sshd\0-b\0\0-oPasswordAuthentication=yes\0").unwrap(),
+            ["/usr/sbin/sshd", "-b", "", "-oPasswordAuthentication=yes"]
+        );
+        // The listener's title (OpenSSH rewrites its command line).
+        let title = b"sshd: /usr/sbin/sshd -D -f /etc/ssh/sshd_config -o AuthorizedKeysFile=/x [listener] 0 of 10-100 startups\0\0\0";
+        assert_eq!(
+            argv(title).unwrap(),
+            [
+                "/usr/sbin/sshd",
+                "-D",
+                "-f",
+                "/etc/ssh/sshd_config",
+                "-o",
+                "AuthorizedKeysFile=/x"
+            ]
+        );
+        assert_eq!(
+            argv(b"sshd: /usr/sbin/sshd -b  -oPasswordAuthentication=yes [listener] 0 of 10-100 startups")
+                .unwrap(),
+            ["/usr/sbin/sshd", "-b", "", "-oPasswordAuthentication=yes"]
+        );
+        for cut in [
+            &b"sshd: /usr/sbin/sshd -D -o PasswordAuthen"[..],
+            b"sshd: alice [priv]",
+        ] {
+            assert!(argv(cut).is_err(), "{:?}", String::from_utf8_lossy(cut));
+        }
+        // Read at every space, a value holding one is refused, not passed.
+        let words = argv(
+            b"sshd: /usr/sbin/sshd -o PasswordAuthentication yes [listener] 0 of 10-100 startups",
+        )
+        .unwrap();
+        let args: Vec<&str> = words.iter().skip(1).map(String::as_str).collect();
+        assert!(
+            defaults::options(
+                &args,
+                Path::new("/etc/ssh/sshd_config"),
+                &["passwordauthentication".to_owned()]
+            )
+            .is_err()
+        );
     }
 }
