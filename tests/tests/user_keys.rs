@@ -242,9 +242,9 @@ fn the_agent_key_that_worked_is_tried_first_next_time() {
     assert_eq!(
         text,
         format!(
-            "alice localhost:{} {}\n",
+            "alice server_id=web1 {fp}\nalice localhost:{} {fp}\n",
             w.proxy.port,
-            fingerprint(&w.alice)
+            fp = fingerprint(&w.alice)
         )
     );
     use std::os::unix::fs::PermissionsExt;
