@@ -100,6 +100,11 @@ fuzz_target!(|data: &[u8]| {
             match ev {
                 ServerEvent::ProofOk { .. } => panic!("ACK for a fuzzed message"),
                 ServerEvent::Renewed => panic!("certificate renewed by a fuzzed message"),
+                // The session logged in with no user certificate: a fuzzed
+                // USER_CERT ends it, never replaces one.
+                ServerEvent::UserCertRenewed { .. } => {
+                    panic!("a user certificate replaced by a fuzzed message")
+                }
                 ServerEvent::Terminated(_) => {
                     assert!(!terminated, "terminated twice");
                     terminated = true;
