@@ -30,13 +30,14 @@ fn error_lines(log: &str) -> Vec<&str> {
     log.lines().filter(|l| l.contains(" ERROR ")).collect()
 }
 
-#[test]
-fn lists_published_to_the_url_and_the_file_at_once_race_without_a_false_error() {
+/// A proxy pulling the list from a private nginx every second, with the
+/// metrics at the returned port. No `revocation_cache`: the pulled list is
+/// kept in `revocation_list`, the very file the proxy watches and the
+/// tests publish to.
+fn racing() -> (WebRoot, Nginx, u16, World) {
     let web = WebRoot::new();
     let nginx = Nginx::start_empty(&web);
     let metrics = free_port();
-    // No `revocation_cache`: the pulled list is kept in `revocation_list`,
-    // the very file the proxy watches and the test publishes to.
     let cfg = format!(
         "revocation_url = \"{}\"\nrevocation_poll_secs = 1\nrevocation_fetch_timeout_secs = 2\n\
          metrics_listen = \"127.0.0.1:{metrics}\"\n",
@@ -49,6 +50,12 @@ fn lists_published_to_the_url_and_the_file_at_once_race_without_a_false_error() 
             std::fs::copy(pki.crl(), &served).expect("publish the first list");
         })
         .start();
+    (web, nginx, metrics, w)
+}
+
+#[test]
+fn lists_published_to_the_url_and_the_file_at_once_race_without_a_false_error() {
+    let (web, _nginx, metrics, w) = racing();
     let scrape = |series: &str| metric_value(&http_get(metrics, "/metrics"), series).unwrap_or(0.0);
     let file = w.pki.crl();
     let signed = w.dir.path().join("signed.pem");
@@ -136,21 +143,7 @@ fn lists_published_to_the_url_and_the_file_at_once_race_without_a_false_error() 
 /// list 3 must stay in force.
 #[test]
 fn a_url_that_lags_behind_the_file_is_passed_over_quietly() {
-    let web = WebRoot::new();
-    let nginx = Nginx::start_empty(&web);
-    let metrics = free_port();
-    let cfg = format!(
-        "revocation_url = \"{}\"\nrevocation_poll_secs = 1\nrevocation_fetch_timeout_secs = 2\n\
-         metrics_listen = \"127.0.0.1:{metrics}\"\n",
-        nginx.url("race")
-    );
-    let served = web.served();
-    let w = World::builder()
-        .proxy_toml(&cfg)
-        .before_start(move |pki, _| {
-            std::fs::copy(pki.crl(), &served).expect("publish the first list");
-        })
-        .start();
+    let (web, _nginx, metrics, w) = racing();
     let scrape = |series: &str| metric_value(&http_get(metrics, "/metrics"), series).unwrap_or(0.0);
     wait_until(T, "list 1 in force", || scrape(VERSION) == 1.0);
     let dir = w.dir.path();

@@ -1201,6 +1201,17 @@ impl Drop for TableGone {
 static GUARD_TABLE: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("ztssh_test_guard_{}", std::process::id()));
 
+/// Deletes the guard's table, as a firewall reload or an intruder would.
+fn delete_guard_table() {
+    assert_ok(
+        &run_bounded(
+            Command::new("nft").args(["delete", "table", "inet", &GUARD_TABLE]),
+            T,
+        ),
+        "nft delete table",
+    );
+}
+
 fn guard_table() -> Option<String> {
     let out = run_bounded(
         Command::new("nft").args(["list", "table", "inet", &GUARD_TABLE]),
@@ -1508,13 +1519,7 @@ fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
 
     // nftables rules do not survive a reboot: a re-run with nothing to
     // change in the files loads the table again.
-    assert_ok(
-        &run_bounded(
-            Command::new("nft").args(["delete", "table", "inet", &GUARD_TABLE]),
-            T,
-        ),
-        "nft delete table",
-    );
+    delete_guard_table();
     borrows("with the table gone");
     let again = ok_output(
         &h.setup(&[&guard_args[..], &["--login-check", &login]].concat()),
@@ -1530,13 +1535,7 @@ fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
     // it holds while the thief (another uid) gets in.
     let _decoy =
         Decoy::load("ip saddr 127.84.0.0/16 meta skuid 65534 counter reject with tcp reset");
-    assert_ok(
-        &run_bounded(
-            Command::new("nft").args(["delete", "table", "inet", &GUARD_TABLE]),
-            T,
-        ),
-        "nft delete table",
-    );
+    delete_guard_table();
     borrows("with the table gone and the decoy loaded");
     let decoyed = ok_output(
         &h.setup(&[&guard_args[..], &["--login-check", &login]].concat()),
@@ -1589,13 +1588,7 @@ fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
     let holds = ok_output(&check(&[]), "sshd-guard-check");
     assert!(holds.contains("holds"), "{holds}");
     metrics(1, 0);
-    assert_ok(
-        &run_bounded(
-            Command::new("nft").args(["delete", "table", "inet", &GUARD_TABLE]),
-            T,
-        ),
-        "nft delete table",
-    );
+    delete_guard_table();
     let gone = check(&[]);
     assert_eq!(gone.status.code(), Some(1), "{}", stderr(&gone));
     assert!(
@@ -1625,13 +1618,7 @@ fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
     let mut edited = kept.clone();
     edited.extend_from_slice(b"add rule inet filter input accept\n");
     std::fs::write(&nft_file, &edited).expect("edit the ruleset");
-    assert_ok(
-        &run_bounded(
-            Command::new("nft").args(["delete", "table", "inet", &GUARD_TABLE]),
-            T,
-        ),
-        "nft delete table",
-    );
+    delete_guard_table();
     let refused_load = check(&["--repair"]);
     assert_eq!(
         refused_load.status.code(),
@@ -1690,13 +1677,7 @@ fn the_nft_guard_keeps_other_local_users_off_a_live_sessions_address() {
     std::fs::set_permissions(loose.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let loose_file = loose.path().join("sshd-guard.nft");
     std::fs::write(&loose_file, &kept).expect("copy");
-    assert_ok(
-        &run_bounded(
-            Command::new("nft").args(["delete", "table", "inet", &GUARD_TABLE]),
-            T,
-        ),
-        "nft delete table",
-    );
+    delete_guard_table();
     let mut cmd = Command::new(bin("ztssh-proxy"));
     cmd.arg("sshd-guard-check")
         .arg("--config")

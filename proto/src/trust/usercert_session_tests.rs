@@ -179,17 +179,7 @@ fn the_session_ends_at_valid_before_and_says_why() {
     let authed = handshake(&key, cert.clone(), &cert)
         .authenticated()
         .expect("authed");
-    let authorized = authed.authorize(&trusted(), NOW).expect("authorized");
-    let timing = Timing {
-        interval_secs: 30,
-        deadline_secs: 10,
-        cert_ttl_secs: 300,
-    };
-    let subca = SigningKey::generate(&mut TestRng);
-    let started =
-        ServerIdentity::start(authorized, &subca, &trusted(), timing, NOW, 0, &mut TestRng)
-            .expect("started");
-    let mut id = started.identity;
+    let mut id = started(authed.authorize(&trusted(), NOW).expect("authorized"));
     // The next wakeup is no later than the certificate's end.
     assert!(id.next_wakeup() <= 100_000);
     assert!(id.poll(NOW + 99, 99_000, [0; 32]).map(|_| ()).is_ok());
@@ -235,7 +225,12 @@ fn session_with(first: &[u8]) -> ServerIdentity {
     let authed = handshake(&key, first.to_vec(), first)
         .authenticated()
         .expect("authed");
-    let authorized = authed.authorize(&trusted(), NOW).expect("authorized");
+    started(authed.authorize(&trusted(), NOW).expect("authorized"))
+}
+
+/// The identity machine of an authorized session: 30 s challenges, 300 s
+/// client certificates, started at [`NOW`].
+fn started(authorized: crate::identity::Authorized) -> ServerIdentity {
     let timing = Timing {
         interval_secs: 30,
         deadline_secs: 10,
@@ -444,17 +439,11 @@ fn user_cert_parts_out_of_order_or_without_a_certificate_end_the_session() {
     assert!(matches!(part(&mut id, 0, 3), Ok(Handled::UserCertPart)));
     assert!(part(&mut id, 1, 4).is_err(), "the count changed");
     // A session that logged in with a plain key takes none.
-    let authed = handshake_plain(&key);
-    let authorized = authed.authorize(&trusted(), NOW).expect("authorized");
-    let timing = Timing {
-        interval_secs: 30,
-        deadline_secs: 10,
-        cert_ttl_secs: 300,
-    };
-    let mut id =
-        ServerIdentity::start(authorized, &subca, &trusted(), timing, NOW, 0, &mut TestRng)
-            .expect("started")
-            .identity;
+    let mut id = started(
+        handshake_plain(&key)
+            .authorize(&trusted(), NOW)
+            .expect("authorized"),
+    );
     let e = part(&mut id, 0, 1).expect_err("no certificate in force");
     assert!(e.reason.contains("without a user certificate"), "{e}");
 }
