@@ -104,6 +104,11 @@ pub struct UserCertWatch {
     pub valid_before: u64,
 }
 
+/// A certificate found during the session: its bytes and valid-before.
+type FoundCert = Option<(Vec<u8>, u64)>;
+/// A look for one, off the session's loop.
+type CertReading = tokio::task::JoinHandle<FoundCert>;
+
 /// How often the certificate is looked for, at most and at least: a
 /// quarter of what is left of the one in force, within these bounds.
 const USER_CERT_CHECK_MIN: Duration = Duration::from_secs(5);
@@ -117,7 +122,7 @@ impl UserCertWatch {
     }
 
     /// The newest usable certificate now (its bytes and valid-before).
-    fn read(&self) -> Option<(Vec<u8>, u64)> {
+    fn read(&self) -> FoundCert {
         let bytes = crate::usercert::find(
             self.identity.as_deref(),
             self.agent.as_deref(),
@@ -215,7 +220,7 @@ struct Pump {
     /// Where a newer user certificate is looked for.
     cert_watch: Option<UserCertWatch>,
     /// A look for one, under way (file or agent, off the loop).
-    cert_reading: Option<tokio::task::JoinHandle<Option<(Vec<u8>, u64)>>>,
+    cert_reading: Option<CertReading>,
 }
 
 /// How often a failing renewal is said on stderr.
@@ -576,9 +581,7 @@ async fn writable(p: Option<&SshOutput>) -> std::io::Result<()> {
     }
 }
 
-async fn wait_cert(
-    r: &mut Option<tokio::task::JoinHandle<Option<(Vec<u8>, u64)>>>,
-) -> Result<Option<(Vec<u8>, u64)>, tokio::task::JoinError> {
+async fn wait_cert(r: &mut Option<CertReading>) -> Result<FoundCert, tokio::task::JoinError> {
     match r {
         Some(handle) => handle.await,
         None => std::future::pending().await,
