@@ -250,12 +250,13 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
                     }
                 }) as Box<dyn FnOnce() + Send>
             });
-            let user_cert = presented.map(|valid_before| crate::pump::UserCertWatch {
+            let user_cert = presented.map(|(valid_before, ca)| crate::pump::UserCertWatch {
                 identity: s.identity.clone(),
                 agent: identity.agent_sock().map(std::path::Path::to_path_buf),
                 key: identity.public_key().clone(),
                 principal: principal.clone(),
                 valid_before,
+                ca,
             });
             let tunnel = crate::pump::Tunnel {
                 rekey,
@@ -346,7 +347,11 @@ struct Attempt<'a> {
 enum Connected {
     /// The handshake is done, with this key (and the valid-before of the
     /// user certificate presented with it, if one was).
-    Session(Link, Box<ClientSession>, Option<u64>),
+    Session(
+        Link,
+        Box<ClientSession>,
+        Option<(u64, ssh_key::public::KeyData)>,
+    ),
     /// Stopped before any key was sent: another key worked on this server
     /// (by its licence's id) before.
     Remembered {
@@ -474,7 +479,7 @@ impl Attempt<'_> {
             .user_cert
             .as_deref()
             .and_then(|c| ssh_key::Certificate::from_bytes(c).ok())
-            .map(|c| c.valid_before());
+            .map(|c| (c.valid_before(), c.signature_key().clone()));
         Ok(Connected::Session(link, Box::new(session), presented))
     }
 }

@@ -102,7 +102,14 @@ pub struct UserCertWatch {
     pub principal: String,
     /// The valid-before of the certificate presented (Unix seconds).
     pub valid_before: u64,
+    /// The CA that signed it: a renewal must come from the same one.
+    pub ca: ssh_key::public::KeyData,
 }
+
+/// The least time between two certificates sent: the proxy's interval
+/// ([`ztssh_proto::identity::USER_CERT_MIN_INTERVAL_MS`]) and a second.
+const USER_CERT_SPACING: Duration =
+    Duration::from_millis(ztssh_proto::identity::USER_CERT_MIN_INTERVAL_MS + 1000);
 
 /// A certificate found during the session: its bytes and valid-before.
 type FoundCert = Option<(Vec<u8>, u64)>;
@@ -123,11 +130,12 @@ impl UserCertWatch {
 
     /// The newest usable certificate now (its bytes and valid-before).
     fn read(&self) -> FoundCert {
-        let bytes = crate::usercert::find(
+        let bytes = crate::usercert::find_from(
             self.identity.as_deref(),
             self.agent.as_deref(),
             &self.key,
             &self.principal,
+            Some(&self.ca),
             false,
         )?;
         let cert = ssh_key::Certificate::from_bytes(&bytes).ok()?;
@@ -187,6 +195,7 @@ pub async fn run(
         on_accepted: tunnel.on_accepted,
         cert_watch: tunnel.user_cert,
         cert_reading: None,
+        cert_sent_at: None,
     };
     if let Some(w) = &pump.cert_watch {
         pump.conn.presented_user_cert(w.valid_before);
@@ -221,6 +230,8 @@ struct Pump {
     cert_watch: Option<UserCertWatch>,
     /// A look for one, under way (file or agent, off the loop).
     cert_reading: Option<CertReading>,
+    /// When a certificate was last sent.
+    cert_sent_at: Option<Instant>,
 }
 
 /// How often a failing renewal is said on stderr.
@@ -344,7 +355,14 @@ impl Pump {
     /// Sends a certificate found during the session when it lasts longer
     /// than the last one sent (the core decides), and says so.
     fn offer_user_cert(&mut self, bytes: &[u8], valid_before: u64) {
-        if self.conn.send_user_cert(bytes, valid_before, now()) {
+        // The proxy takes one certificate per USER_CERT_MIN_INTERVAL_MS and
+        // refuses the next one sooner unchecked; a newer one found meanwhile
+        // waits for a later look.
+        let spaced = self
+            .cert_sent_at
+            .is_none_or(|t| t.elapsed() > USER_CERT_SPACING);
+        if spaced && self.conn.send_user_cert(bytes, valid_before, now()) {
+            self.cert_sent_at = Some(Instant::now());
             if let Some(w) = &mut self.cert_watch {
                 w.valid_before = valid_before;
             }

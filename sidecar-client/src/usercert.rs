@@ -27,10 +27,29 @@ pub fn find(
     principal: &str,
     verbose: bool,
 ) -> Option<Vec<u8>> {
-    match identity {
+    find_from(identity, agent, key, principal, None, verbose)
+}
+
+/// [`find`], taking only a user certificate signed by `ca` when given:
+/// a renewal during a session comes from the CA the proxy took at login,
+/// so another CA's (or a host certificate) never stands in for it, even
+/// lasting longer.
+pub fn find_from(
+    identity: Option<&Path>,
+    agent: Option<&Path>,
+    key: &ssh_key::PublicKey,
+    principal: &str,
+    ca: Option<&ssh_key::public::KeyData>,
+    verbose: bool,
+) -> Option<Vec<u8>> {
+    let bytes = match identity {
         Some(path) => from_file(path, key, verbose),
-        None => from_agent(agent?, key, principal, verbose),
-    }
+        None => from_agent(agent?, key, principal, ca, verbose),
+    }?;
+    let cert = ssh_key::Certificate::from_bytes(&bytes).ok()?;
+    let fits = cert.cert_type() == ssh_key::certificate::CertType::User
+        && ca.is_none_or(|ca| cert.signature_key() == ca);
+    fits.then_some(bytes)
 }
 
 /// The certificate ssh-agent holds for `key` that names `principal`, is
@@ -40,6 +59,7 @@ fn from_agent(
     sock: &Path,
     key: &ssh_key::PublicKey,
     principal: &str,
+    ca: Option<&ssh_key::public::KeyData>,
     verbose: bool,
 ) -> Option<Vec<u8>> {
     let now = std::time::SystemTime::now()
@@ -52,6 +72,8 @@ fn from_agent(
         .into_iter()
         .filter(|c| {
             c.public_key() == key.key_data()
+                && c.cert_type() == ssh_key::certificate::CertType::User
+                && ca.is_none_or(|ca| c.signature_key() == ca)
                 && c.valid_principals().iter().any(|p| p == principal)
                 && c.valid_after() <= now
                 && now < c.valid_before()

@@ -136,7 +136,7 @@ pub(crate) fn options(
 /// Refuses `-o OPTION` when it sets a guarded keyword, with the keyword
 /// read as sshd reads a config line ([`crate::sshd::include::split`]:
 /// `-o=PasswordAuthentication=yes` sets PasswordAuthentication too).
-fn check_o(option: &str, guarded: &[String]) -> Result<(), String> {
+pub(crate) fn check_o(option: &str, guarded: &[String]) -> Result<(), String> {
     let Some((keyword, _)) =
         crate::sshd::include::split(option).map_err(|e| format!("SSHD_OPTS: -o {option}: {e}"))?
     else {

@@ -42,34 +42,75 @@ fn pid(reload: &Reload) -> Result<i32, String> {
     }
 }
 
-/// The arguments of the running sshd from its `/proc/PID/cmdline`.
-///
-/// OpenSSH replaces its process title as the listener starts:
-/// `sshd: /usr/sbin/sshd -D -o X [listener] 0 of 10-100 startups`, its
-/// arguments joined by one space each (an empty one leaves two spaces), in
-/// place of the NUL-separated arguments. Both forms are read; the title
-/// is split at every single space, so an argument holding a space is read
-/// as more words than it is, which can only refuse more (an option that
-/// is not one, or a keyword read without its value), never less. A title
-/// without its ` [listener]` part (cut short, or not sshd's) cannot be
-/// read in full and is refused.
-pub fn argv(cmdline: &[u8]) -> Result<Vec<String>, String> {
+/// What `/proc/PID/cmdline` says of the running sshd's arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cmdline {
+    /// NUL-separated arguments, exactly as it was started.
+    Argv(Vec<String>),
+    /// The listener's process title, split at every single space: OpenSSH
+    /// writes `PROGRAM: ARGS [listener] N of A-B startups` over its
+    /// arguments, joined by one space each, so an argument holding a space
+    /// cannot be told from two. Read as words, checked as such.
+    Title(Vec<String>),
+}
+
+/// Reads a `/proc/PID/cmdline`. A title must end exactly as OpenSSH's
+/// listener title does (` [listener] N of A-B startups`; one cut short
+/// does not), and one line of text that is not such a title (a session
+/// process's `sshd: alice [priv]`, say) is refused.
+pub fn argv(cmdline: &[u8]) -> Result<Cmdline, String> {
     let text = String::from_utf8_lossy(cmdline);
     let text = text.trim_end_matches('\0');
-    if text.contains('\0') || !text.starts_with("sshd: ") {
-        // NUL-separated arguments (one alone: the program, no options).
-        return Ok(text.split('\0').map(str::to_owned).collect());
+    if text.contains('\0') {
+        return Ok(Cmdline::Argv(text.split('\0').map(str::to_owned).collect()));
     }
-    let title = text
-        .strip_prefix("sshd: ")
-        .and_then(|t| t.rfind(" [listener]").map(|at| &t[..at]));
-    match title {
-        Some(args) => Ok(args.split(' ').map(str::to_owned).collect()),
-        None => Err(format!(
-            "its process title {text:?} is not the listener's (`sshd: ARGS [listener] ...`), or is \
-             cut short, so the options it was started with cannot be read in full"
-        )),
+    if let Some(args) = listener_args(text) {
+        return Ok(Cmdline::Title(args.split(' ').map(str::to_owned).collect()));
     }
+    if text.contains(' ') {
+        return Err(format!(
+            "its process title {text:?} is not sshd's listener title (`PROGRAM: ARGS [listener] N of \
+             A-B startups`, whole), so the options it was started with cannot be read: is the pid \
+             that of the listener (not a session process, not a stale pid file)?"
+        ));
+    }
+    // One argument: the program alone, no options.
+    Ok(Cmdline::Argv(vec![text.to_owned()]))
+}
+
+/// The `ARGS` of a whole listener title, `PROGRAM: ARGS [listener] N of
+/// A-B startups` (PROGRAM is the name sshd was started as).
+fn listener_args(title: &str) -> Option<&str> {
+    let (program, rest) = title.split_once(": ")?;
+    if program.is_empty() || program.contains(' ') {
+        return None;
+    }
+    let (args, tail) = rest.rsplit_once(" [listener] ")?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let counts = tail.strip_suffix(" startups")?;
+    let (now, range) = counts.split_once(" of ")?;
+    let (low, high) = range.split_once('-')?;
+    (digits(now) && digits(low) && digits(high)).then_some(args)
+}
+
+/// Refuses a title in which any word could set a guarded keyword however
+/// the words are grouped into arguments: every word as the value of an
+/// `-o` before it, and every word starting with `-` as an `-o` joined to
+/// its value after any flags. A title holds every argument's text, so a
+/// guarded `-o` cannot hide in it, only be found where it is not (refused
+/// all the same: a value that reads as a guarded keyword).
+fn check_title(words: &[String], guarded: &[String]) -> Result<(), String> {
+    for w in words.iter().skip(1) {
+        defaults::check_o(w, guarded)?;
+        if let Some(flags) = w.strip_prefix('-') {
+            for (j, c) in flags.char_indices() {
+                if c == 'o' {
+                    defaults::check_o(&flags[j + 1..], guarded)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The options of the running sshd (beyond its program name), checked:
@@ -111,7 +152,21 @@ pub fn sshd_opts(
         ztssh_keyfile::read_regular(Path::new(&format!("/proc/{pid}/cmdline")), MAX_CMDLINE)
             .or_else(|_| std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| e.to_string()))
             .map_err(|e| format!("cannot read the running sshd's command line (pid {pid}): {e}"))?;
-    let words = argv(&cmdline).map_err(|e| format!("the running sshd (pid {pid}): {e}"))?;
+    let read = argv(&cmdline).map_err(|e| format!("the running sshd (pid {pid}): {e}"))?;
+    let words = match &read {
+        Cmdline::Argv(w) => w,
+        Cmdline::Title(w) => {
+            let all = w.join(" ");
+            check_title(w, guarded).map_err(|e| {
+                format!(
+                    "the running sshd (pid {pid}) was started with `{all}`, and a word of it could \
+                     undo the drop-in: {e}. Start it without that option (its unit, SSHD_OPTS or \
+                     the command that started it)"
+                )
+            })?;
+            w
+        }
+    };
     let args: Vec<&str> = words.iter().skip(1).map(String::as_str).collect();
     defaults::options(&args, sshd_config, guarded).map_err(|e| {
         format!(
@@ -128,55 +183,75 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    fn guarded() -> Vec<String> {
+        ["passwordauthentication", "authorizedkeysfile"]
+            .map(str::to_owned)
+            .to_vec()
+    }
+
+    fn words(c: Cmdline) -> Vec<String> {
+        match c {
+            Cmdline::Argv(w) | Cmdline::Title(w) => w,
+        }
+    }
+
     #[test]
     fn a_command_line_or_sshds_process_title_gives_every_argument() {
         assert_eq!(
             argv(b"/usr/sbin/sshd\0-D\0-o\0PasswordAuthentication=yes\0").unwrap(),
-            ["/usr/sbin/sshd", "-D", "-o", "PasswordAuthentication=yes"]
+            Cmdline::Argv(
+                ["/usr/sbin/sshd", "-D", "-o", "PasswordAuthentication=yes"]
+                    .map(str::to_owned)
+                    .to_vec()
+            )
         );
-        assert_eq!(argv(b"/usr/sbin/sshd\0").unwrap(), ["/usr/sbin/sshd"]);
+        assert_eq!(
+            argv(b"/usr/sbin/sshd\0").unwrap(),
+            Cmdline::Argv(vec!["/usr/sbin/sshd".to_owned()])
+        );
         // An empty argument is one: `-b ""` does not swallow the next.
         assert_eq!(
-            argv(b"/usr/sbin/sshd\0-b\0\0-oPasswordAuthentication=yes\0").unwrap(),
+            words(argv(b"/usr/sbin/sshd\0-b\0\0-oPasswordAuthentication=yes\0").unwrap()),
             ["/usr/sbin/sshd", "-b", "", "-oPasswordAuthentication=yes"]
         );
-        // The listener's title (OpenSSH rewrites its command line).
-        let title = b"sshd: /usr/sbin/sshd -D -f /etc/ssh/sshd_config -o AuthorizedKeysFile=/x [listener] 0 of 10-100 startups\0\0\0";
-        assert_eq!(
-            argv(title).unwrap(),
-            [
-                "/usr/sbin/sshd",
-                "-D",
-                "-f",
-                "/etc/ssh/sshd_config",
-                "-o",
-                "AuthorizedKeysFile=/x"
-            ]
-        );
-        assert_eq!(
-            argv(b"sshd: /usr/sbin/sshd -b  -oPasswordAuthentication=yes [listener] 0 of 10-100 startups")
-                .unwrap(),
-            ["/usr/sbin/sshd", "-b", "", "-oPasswordAuthentication=yes"]
-        );
-        for cut in [
+        // The listener's title, under any program name it was started as.
+        for title in [
+            &b"sshd: /usr/sbin/sshd -D -o AuthorizedKeysFile=/x [listener] 0 of 10-100 startups\0\0"[..],
+            b"sshd-second: /tmp/sshd-second -D -o AuthorizedKeysFile=/x [listener] 3 of 10-100 startups",
+        ] {
+            let w = words(argv(title).unwrap());
+            assert_eq!(&w[1..], ["-D", "-o", "AuthorizedKeysFile=/x"]);
+        }
+        // Not a whole listener title: refused.
+        for bad in [
             &b"sshd: /usr/sbin/sshd -D -o PasswordAuthen"[..],
+            b"sshd: /usr/sbin/sshd -E /l [listener] x -o PasswordAuthenticat",
+            b"sshd-session: alice [priv]",
             b"sshd: alice [priv]",
         ] {
-            assert!(argv(cut).is_err(), "{:?}", String::from_utf8_lossy(cut));
+            assert!(argv(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
-        // Read at every space, a value holding one is refused, not passed.
-        let words = argv(
-            b"sshd: /usr/sbin/sshd -o PasswordAuthentication yes [listener] 0 of 10-100 startups",
-        )
-        .unwrap();
-        let args: Vec<&str> = words.iter().skip(1).map(String::as_str).collect();
-        assert!(
-            defaults::options(
-                &args,
-                Path::new("/etc/ssh/sshd_config"),
-                &["passwordauthentication".to_owned()]
-            )
-            .is_err()
+    }
+
+    /// Review (att23, third round): split at spaces, a value ending in a
+    /// flag (`-E "/log -E"`) swallowed the `-o` after it. Every word is
+    /// now checked as a possible `-o` value and as an `-o` with its value
+    /// joined, however the words group.
+    #[test]
+    fn a_guarded_keyword_anywhere_in_a_title_is_refused() {
+        for title in [
+            "sshd: /usr/sbin/sshd -f cfg -E /tmp/log -E -oPasswordAuthentication=yes [listener] 0 of 10-100 startups",
+            "sshd: /usr/sbin/sshd -o PasswordAuthentication yes [listener] 0 of 10-100 startups",
+            "sshd: /usr/sbin/sshd -4DoAuthorizedKeysFile=/x [listener] 0 of 10-100 startups",
+            "sshd: /usr/sbin/sshd -h /k -b  PasswordAuthentication=yes [listener] 0 of 10-100 startups",
+        ] {
+            let w = words(argv(title.as_bytes()).unwrap());
+            assert!(check_title(&w, &guarded()).is_err(), "{title}");
+        }
+        let w = words(
+            argv(b"sshd: /usr/sbin/sshd -D -f /etc/ssh/sshd_config -o LogLevel=VERBOSE [listener] 0 of 10-100 startups")
+                .unwrap(),
         );
+        assert_eq!(check_title(&w, &guarded()), Ok(()));
     }
 }
