@@ -250,13 +250,16 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
                     }
                 }) as Box<dyn FnOnce() + Send>
             });
-            let user_cert = presented.map(|(valid_before, ca)| crate::pump::UserCertWatch {
-                identity: s.identity.clone(),
-                agent: identity.agent_sock().map(std::path::Path::to_path_buf),
-                key: identity.public_key().clone(),
-                principal: principal.clone(),
-                valid_before,
-                ca,
+            let user_cert = presented.map(|p| {
+                let (valid_before, ca) = *p;
+                crate::pump::UserCertWatch {
+                    identity: s.identity.clone(),
+                    agent: identity.agent_sock().map(std::path::Path::to_path_buf),
+                    key: identity.public_key().clone(),
+                    principal: principal.clone(),
+                    valid_before,
+                    ca,
+                }
             });
             let tunnel = crate::pump::Tunnel {
                 rekey,
@@ -350,7 +353,7 @@ enum Connected {
     Session(
         Link,
         Box<ClientSession>,
-        Option<(u64, ssh_key::public::KeyData)>,
+        Option<Box<(u64, ssh_key::public::KeyData)>>,
     ),
     /// Stopped before any key was sent: another key worked on this server
     /// (by its licence's id) before.
@@ -479,7 +482,7 @@ impl Attempt<'_> {
             .user_cert
             .as_deref()
             .and_then(|c| ssh_key::Certificate::from_bytes(c).ok())
-            .map(|c| (c.valid_before(), c.signature_key().clone()));
+            .map(|c| Box::new((c.valid_before(), c.signature_key().clone())));
         Ok(Connected::Session(link, Box::new(session), presented))
     }
 }
