@@ -1014,16 +1014,27 @@ impl ServerIdentity {
         }
         let whole = std::mem::take(&mut acc.bytes);
         self.user_cert_parts = None;
+        // The one in force, sent again (the sidecar sends each once more,
+        // in case the first came too soon): nothing to do or to check.
+        if self
+            .user_cert
+            .as_ref()
+            .is_some_and(|c| c.cert.encoded() == whole)
+        {
+            return Ok(Handled::UserCertPart);
+        }
         let too_soon = self
             .user_cert_last_ms
             .is_some_and(|last| mono_ms < last.saturating_add(USER_CERT_MIN_INTERVAL_MS));
-        self.user_cert_last_ms = Some(mono_ms);
         if too_soon {
             return Ok(self.refuse_user_cert(format!(
                 "a certificate came less than {}s after the last one; not checked",
                 USER_CERT_MIN_INTERVAL_MS / 1000
             )));
         }
+        // Only a certificate that is checked starts the interval: one sent
+        // too soon costs nothing and may come again.
+        self.user_cert_last_ms = Some(mono_ms);
         Ok(self.replace_user_cert(&whole, authority, now, mono_ms))
     }
 

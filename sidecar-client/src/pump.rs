@@ -196,6 +196,7 @@ pub async fn run(
         cert_watch: tunnel.user_cert,
         cert_reading: None,
         cert_sent_at: None,
+        cert_resend: None,
     };
     if let Some(w) = &pump.cert_watch {
         pump.conn.presented_user_cert(w.valid_before);
@@ -232,6 +233,8 @@ struct Pump {
     cert_reading: Option<CertReading>,
     /// When a certificate was last sent.
     cert_sent_at: Option<Instant>,
+    /// That certificate, to send once more past the proxy's interval.
+    cert_resend: Option<Vec<u8>>,
 }
 
 /// How often a failing renewal is said on stderr.
@@ -329,6 +332,13 @@ impl Pump {
                 () = &mut cert_sleep, if self.cert_watch.is_some() && self.cert_reading.is_none() => {
                     // Only to a proxy that takes one; looked for off the
                     // loop (ssh-agent is a socket).
+                    // The last one sent, once more, past the proxy's
+                    // interval (it may have come too soon to be checked).
+                    if self.cert_sent_at.is_some_and(|t| t.elapsed() > USER_CERT_SPACING)
+                        && let Some(again) = self.cert_resend.take()
+                    {
+                        self.conn.resend_user_cert(&again, now());
+                    }
                     if self.conn.takes_user_cert()
                         && let Some(w) = self.cert_watch.clone()
                     {
@@ -363,6 +373,7 @@ impl Pump {
             .is_none_or(|t| t.elapsed() > USER_CERT_SPACING);
         if spaced && self.conn.send_user_cert(bytes, valid_before, now()) {
             self.cert_sent_at = Some(Instant::now());
+            self.cert_resend = Some(bytes.to_vec());
             if let Some(w) = &mut self.cert_watch {
                 w.valid_before = valid_before;
             }

@@ -277,7 +277,31 @@ impl Conn<ClientSide> {
         {
             return false;
         }
-        let parts = parts as u8;
+        self.seal_user_cert(cert, now);
+        self.side.user_cert_sent = Some(valid_before);
+        true
+    }
+
+    /// Sends the certificate last sent once more: the proxy checks one
+    /// certificate per interval and passes over one that came sooner
+    /// (a delay on the way can do that), and it takes the one in force
+    /// again as nothing. Returns whether it was sent.
+    pub fn resend_user_cert(&mut self, cert: &[u8], now: Now) -> bool {
+        let parts = cert.len().div_ceil(crate::control::MAX_USER_CERT_PART);
+        if !self.takes_user_cert()
+            || cert.is_empty()
+            || parts > usize::from(crate::control::MAX_USER_CERT_PARTS)
+        {
+            return false;
+        }
+        self.seal_user_cert(cert, now);
+        true
+    }
+
+    /// Queues `cert` in USER_CERT parts (its size already checked).
+    fn seal_user_cert(&mut self, cert: &[u8], now: Now) {
+        use crate::control::MAX_USER_CERT_PART;
+        let parts = cert.len().div_ceil(MAX_USER_CERT_PART) as u8;
         for (part, chunk) in cert.chunks(MAX_USER_CERT_PART).enumerate() {
             let msg = Control::UserCert {
                 part: part as u8,
@@ -286,8 +310,6 @@ impl Conn<ClientSide> {
             };
             self.seal(&msg, now);
         }
-        self.side.user_cert_sent = Some(valid_before);
-        true
     }
 
     /// `n` bytes of [`Self::poll_transmit`] were written.

@@ -65,6 +65,17 @@ pub fn argv(cmdline: &[u8]) -> Result<Cmdline, String> {
         return Ok(Cmdline::Argv(text.split('\0').map(str::to_owned).collect()));
     }
     if let Some(args) = listener_args(text) {
+        // OpenSSH escapes the title (strnvis: a TAB as `\t`, a newline as
+        // `\n`, a backslash as `\\`, other bytes in octal), and sshd splits
+        // an `-o` at the real TAB or newline: a title with any escape
+        // cannot be read as sshd read its arguments.
+        if args.contains('\\') {
+            return Err(format!(
+                "its process title {text:?} holds an escaped character (a TAB, newline, backslash \
+                 or other byte in an argument), so the options it was started with cannot be read \
+                 as sshd reads them; start sshd without it"
+            ));
+        }
         return Ok(Cmdline::Title(args.split(' ').map(str::to_owned).collect()));
     }
     if text.contains(' ') {
@@ -228,6 +239,8 @@ mod tests {
             b"sshd: /usr/sbin/sshd -E /l [listener] x -o PasswordAuthenticat",
             b"sshd-session: alice [priv]",
             b"sshd: alice [priv]",
+            // Review (att23, fourth round): a TAB in an -o, escaped.
+            b"sshd: /usr/sbin/sshd -E /l -E -oPasswordAuthentication\\tyes [listener] 0 of 10-100 startups",
         ] {
             assert!(argv(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
