@@ -111,6 +111,42 @@ fn listener_args(title: &str) -> Option<&str> {
 /// guarded `-o` cannot hide in it, only be found where it is not (refused
 /// all the same: a value that reads as a guarded keyword).
 fn check_title(words: &[String], guarded: &[String]) -> Result<(), String> {
+    // `-f PATH -D` may be `-f "PATH -D"`: a config file of that name (one
+    // sshd could have read, holding anything) makes the title ambiguous.
+    for (i, w) in words.iter().enumerate().skip(1) {
+        let Some(flags) = w.strip_prefix('-') else {
+            continue;
+        };
+        // The -f in a cluster of flags (getopt: no-argument flags, then
+        // one that takes the rest of the word or the next one).
+        let mut at = None;
+        for (j, c) in flags.char_indices() {
+            if c == 'f' {
+                at = Some(j);
+            }
+            if !"46DGQRTdeiqrtV".contains(c) {
+                break;
+            }
+        }
+        let Some(at) = at else {
+            continue;
+        };
+        let (first, from) = match &flags[at + 1..] {
+            "" => (words.get(i + 1).cloned().unwrap_or_default(), i + 2),
+            joined => (joined.to_owned(), i + 1),
+        };
+        let mut path = first;
+        for next in words.iter().skip(from) {
+            path.push(' ');
+            path.push_str(next);
+            if std::fs::symlink_metadata(&path).is_ok() {
+                return Err(format!(
+                    "the config path given with -f may be {path:?} (a file of that name exists), \
+                     not the one read from its title"
+                ));
+            }
+        }
+    }
     for w in words.iter().skip(1) {
         defaults::check_o(w, guarded)?;
         if let Some(flags) = w.strip_prefix('-') {
@@ -244,6 +280,36 @@ mod tests {
         ] {
             assert!(argv(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    /// Review (att23, fifth round): `-f "/cfg -D"` read as `-f /cfg -D`.
+    /// A file named as a longer reading of the -f value makes the title
+    /// ambiguous, and it is refused.
+    #[test]
+    fn an_f_value_that_may_hold_a_space_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("cfg");
+        std::fs::write(&cfg, "").unwrap();
+        let title =
+            |f: &str| format!("sshd: /usr/sbin/sshd -f {f} -D -e [listener] 0 of 10-100 startups",);
+        let plain = words(argv(title(&cfg.display().to_string()).as_bytes()).unwrap());
+        assert_eq!(check_title(&plain, &guarded()), Ok(()));
+        let evil = dir.path().join("cfg -D");
+        std::fs::write(&evil, "PasswordAuthentication yes\n").unwrap();
+        let e = check_title(&plain, &guarded()).expect_err("ambiguous -f");
+        assert!(e.contains("cfg -D"), "{e}");
+        // Joined to its flag as well.
+        let joined = words(
+            argv(
+                format!(
+                    "sshd: /usr/sbin/sshd -Df{} -D [listener] 0 of 10-100 startups",
+                    cfg.display()
+                )
+                .as_bytes(),
+            )
+            .unwrap(),
+        );
+        assert!(check_title(&joined, &guarded()).is_err());
     }
 
     /// Review (att23, third round): split at spaces, a value ending in a

@@ -636,6 +636,8 @@ const GUARDED: &[&str] = &[
     "authorizedkeyscommand",
     "authorizedkeyscommanduser",
     "pubkeyauthentication",
+    // sshd 9.2's alias of PubkeyAuthentication.
+    "dsaauthentication",
     "passwordauthentication",
     "kbdinteractiveauthentication",
     "challengeresponseauthentication",
