@@ -37,7 +37,7 @@ pub fn sshd_version() -> (u32, u32) {
 
 /// sshd 9.8+ runs its per-connection programs from fixed paths; an sshd
 /// taken out of an image keeps them beside itself.
-fn helper_lines() -> String {
+pub fn sshd_helper_lines() -> String {
     let bin = sshd_bin();
     let Some(dir) = bin.parent() else {
         return String::new();
@@ -81,7 +81,7 @@ impl Sshd {
                  Subsystem sftp internal-sftp\nMaxStartups 100\n{}",
                 host_key.display(),
                 dir.join("sshd.pid").display(),
-                helper_lines(),
+                sshd_helper_lines(),
             ),
         )
         .expect("write sshd_config");

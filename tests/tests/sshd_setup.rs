@@ -1949,9 +1949,10 @@ fn an_option_the_running_sshd_was_started_with_is_refused() {
     std::fs::write(
         &config,
         format!(
-            "HostKey {}\nPidFile {}\nListenAddress 127.0.0.1:{port}\n",
+            "HostKey {}\nPidFile {}\nListenAddress 127.0.0.1:{port}\n{}",
             sshd_host_key(dir).display(),
-            pid_file.display()
+            pid_file.display(),
+            sshd_helper_lines()
         ),
     )
     .expect("config");
