@@ -33,6 +33,21 @@ pub struct Delegated {
 }
 
 impl Delegated {
+    /// [`Self::load`] when both `--delegation` and `--key` are given (clap
+    /// requires them together); `None` signs with the root.
+    pub fn load_given(
+        delegation: Option<&Path>,
+        key: Option<&Path>,
+        purpose: Purpose,
+        dir: &Path,
+        now: u64,
+    ) -> Result<Option<Self>> {
+        match (delegation, key) {
+            (Some(d), Some(k)) => Self::load(d, k, purpose, Some(dir), now).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Loads `--delegation FILE --key FILE` and checks they belong
     /// together, that the delegation is for `purpose` and still valid at
     /// `now`, and, when a CA directory with `root.pub` is given, that its

@@ -526,16 +526,13 @@ fn run(cmd: Cmd) -> Result<()> {
             cadir::check(&dir)?;
             let lock = cadir::lock(&dir, "crl")?;
             let dir = lock.dir();
-            let signer = match (delegation, key) {
-                (Some(d), Some(k)) => Some(delegate::Delegated::load(
-                    &d,
-                    &k,
-                    ztssh_proto::delegation::Purpose::Revocations,
-                    Some(dir),
-                    now(),
-                )?),
-                _ => None,
-            };
+            let signer = delegate::Delegated::load_given(
+                delegation.as_deref(),
+                key.as_deref(),
+                ztssh_proto::delegation::Purpose::Revocations,
+                dir,
+                now(),
+            )?;
             revoke::crl(dir, &out, &ttl, now(), signer.as_ref())
         }
         Cmd::SignHost {
@@ -569,16 +566,13 @@ fn run(cmd: Cmd) -> Result<()> {
             cadir::check(&dir)?;
             let lock = cadir::lock(&dir, "access")?;
             let dir = lock.dir();
-            let signer = match (delegation, key) {
-                (Some(d), Some(k)) => Some(delegate::Delegated::load(
-                    &d,
-                    &k,
-                    ztssh_proto::delegation::Purpose::Access,
-                    Some(dir),
-                    now(),
-                )?),
-                _ => None,
-            };
+            let signer = delegate::Delegated::load_given(
+                delegation.as_deref(),
+                key.as_deref(),
+                ztssh_proto::delegation::Purpose::Access,
+                dir,
+                now(),
+            )?;
             access::sign(dir, &input, &out, &valid_for, now(), signer.as_ref())
         }
         Cmd::Show { file, root, dir } => {

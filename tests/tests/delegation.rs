@@ -143,6 +143,32 @@ fn publish(pki: &Pki, web: &WebRoot, dlg: &Path, key: &Path) {
     std::fs::rename(web.staging(), web.served()).expect("publish");
 }
 
+/// An ssh session on `w` that prints `started`, then `still-here` 55 s
+/// later (once a short licence has long expired), and then waits; what it
+/// printed is read on a thread of its own (bounded to 200 s).
+fn late_printing_session(w: &World) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    let mut ssh = w.ssh();
+    ssh.arg("echo started; sleep 55; echo still-here; sleep 600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = ssh.spawn().expect("ssh");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buf = [0u8; 256];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(200) {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        seen
+    });
+    (child, reader)
+}
+
 #[test]
 fn a_delegated_licence_renews_itself_from_nginx_and_sessions_end_when_publishing_stops() {
     let web = WebRoot::new();
@@ -191,25 +217,7 @@ fn a_delegated_licence_renews_itself_from_nginx_and_sessions_end_when_publishing
             .expect("serial")
     };
     // A session that prints once the first licence has long expired.
-    let mut ssh = w.ssh();
-    ssh.arg("echo started; sleep 55; echo still-here; sleep 600")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = ssh.spawn().expect("ssh");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut seen = String::new();
-        let mut buf = [0u8; 256];
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(200) {
-            match stdout.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-            }
-        }
-        seen
-    });
+    let (child, reader) = late_printing_session(w);
     // A CI-style loop: a new licence every 10 s, for 70 s (more than one
     // lifetime); the proxy is never restarted or signalled.
     let renewed = |w: &World| {
@@ -545,31 +553,7 @@ fn three_proxies_renew_their_own_licences_from_nginx_and_refuse_anothers() {
         .collect();
     // A session on each proxy that prints once the first licences have
     // long expired.
-    let sessions: Vec<_> = worlds
-        .iter()
-        .map(|w| {
-            let mut ssh = w.ssh();
-            ssh.arg("echo started; sleep 55; echo still-here; sleep 600")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let mut child = ssh.spawn().expect("ssh");
-            let mut stdout = child.stdout.take().expect("stdout");
-            let reader = std::thread::spawn(move || {
-                let mut seen = String::new();
-                let mut buf = [0u8; 256];
-                let start = Instant::now();
-                while start.elapsed() < Duration::from_secs(200) {
-                    match stdout.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                    }
-                }
-                seen
-            });
-            (child, reader)
-        })
-        .collect();
+    let sessions: Vec<_> = worlds.iter().map(late_printing_session).collect();
     let count = |w: &World, what: &str| w.proxy.log_text().matches(what).count();
     let renewed = |w: &World| count(w, "event=\"licence_renewed\"");
     let refused = |w: &World| count(w, "event=\"licence_refused\"");

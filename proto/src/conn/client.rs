@@ -264,20 +264,13 @@ impl Conn<ClientSide> {
     /// whether it was sent. The proxy judges it; a refusal is in its log
     /// and in the TERMINATE when the certificate in force ends.
     pub fn send_user_cert(&mut self, cert: &[u8], valid_before: u64, now: Now) -> bool {
-        use crate::control::{MAX_USER_CERT_PART, MAX_USER_CERT_PARTS};
         let newer = self
             .side
             .user_cert_sent
             .is_none_or(|sent| valid_before > sent);
-        let parts = cert.len().div_ceil(MAX_USER_CERT_PART);
-        if !self.takes_user_cert()
-            || !newer
-            || cert.is_empty()
-            || parts > usize::from(MAX_USER_CERT_PARTS)
-        {
+        if !newer || !self.resend_user_cert(cert, now) {
             return false;
         }
-        self.seal_user_cert(cert, now);
         self.side.user_cert_sent = Some(valid_before);
         true
     }
