@@ -217,7 +217,7 @@ fn a_delegated_licence_renews_itself_from_nginx_and_sessions_end_when_publishing
             .expect("serial")
     };
     // A session that prints once the first licence has long expired.
-    let (child, reader) = late_printing_session(w);
+    let (child, reader) = late_printing_session(&w);
     // A CI-style loop: a new licence every 10 s, for 70 s (more than one
     // lifetime); the proxy is never restarted or signalled.
     let renewed = |w: &World| {
