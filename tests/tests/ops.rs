@@ -72,6 +72,13 @@ fn metrics_count_sessions_challenges_and_terminations() {
         http_get(port, "/metrics")
             .contains("ztssh_sessions_terminated_total{reason=\"principal_banned\"} 1")
     });
+    // The open-sessions gauge goes down as the session's task ends, a
+    // moment after the termination is counted.
+    wait_until(
+        Duration::from_secs(10),
+        "the banned session to close",
+        || metric(&http_get(port, "/metrics"), "ztssh_sessions_open") == 0.0,
+    );
     let m = http_get(port, "/metrics");
     assert_eq!(metric(&m, "ztssh_handshakes_total{result=\"denied\"}"), 1.0);
     assert_eq!(metric(&m, "ztssh_crl_version"), 2.0);
