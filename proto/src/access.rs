@@ -579,5 +579,37 @@ pub fn verify_pem(
     verify_access(root, &der, delegation.as_deref(), revocations, now)
 }
 
+/// An access list kept on this machine (the proxy's cache of what went
+/// into force, or the operator's `access_list` file), read at start-up or
+/// on SIGHUP: checked as [`verify_pem`] (without revocations; the list in
+/// force is checked against them at every grant), except that a delegation
+/// whose window has ended by `now` does not refuse it. Such a list loads
+/// *withdrawn*: [`AccessList::check_signer`] refuses every grant it holds,
+/// but its version still bounds what may replace it, so that after a
+/// restart an older list (a root-signed one still on the URL, say) cannot
+/// re-grant what the expired delegation's list had taken out. Every
+/// signature is still verified, the delegation's at a moment inside its
+/// window; a delegation that has not begun is refused as before.
+pub fn verify_pem_kept(
+    text: &[u8],
+    root: &PublicKey,
+    now: UnixTime,
+) -> Result<AccessList, AccessError> {
+    let (der, delegation) =
+        delegation::split_pem(text, pem::ACCESS).map_err(AccessError::NotPem)?;
+    let at = match delegation.as_deref() {
+        Some(d) => {
+            let d = Delegation::decode_verified(d, root).map_err(AccessError::NotDelegated)?;
+            if now >= d.body.not_after && d.body.not_after > d.body.not_before {
+                d.body.not_after - 1
+            } else {
+                now
+            }
+        }
+        None => now,
+    };
+    verify_access(root, &der, delegation.as_deref(), None, at)
+}
+
 #[cfg(test)]
 mod tests;

@@ -842,7 +842,11 @@ fn read_authority(
     let licence = load_licence(&s.licence, root, noise, subca, now)?;
     let authorized = Authorized::load(&s.authorized_principals).map_err(err)?;
     let crl = match &s.revocation_list {
-        Some(path) => Some(read_crl(path, root, now).map_err(err)?),
+        Some(path) => {
+            let crl = read_crl(path, root, now).map_err(err)?;
+            within_delegated_ceiling(path, &crl, "revocation list", "crl").map_err(err)?;
+            Some(crl)
+        }
         None => None,
     };
     let crl = newer_cached(crl, s.revocation_cache.as_deref(), root, now, when);
@@ -866,6 +870,28 @@ fn read_authority(
         access: access::load(s, root).map_err(err)?,
         krl: krl::read_configured(s).map_err(err)?,
     })
+}
+
+/// Refuses a list read from `path` that no offer would put in force even
+/// with nothing in force yet: one a delegated key signed above
+/// [`trust::MAX_DELEGATED_VERSION`] (`what`: its name; `command`: the
+/// `ztssh-ca` command that signs it).
+pub fn within_delegated_ceiling<L: trust::Versioned>(
+    path: &Path,
+    list: &L,
+    what: &str,
+    command: &str,
+) -> Result<(), String> {
+    match trust::offer(None, list) {
+        ListUpdate::Rollback { offered, .. } => Err(format!(
+            "{}: {what} version {offered}, signed by a delegated key, is above {} (the versions \
+             above it are the root's); sign it with the root (ztssh-ca {command} --dir CA) or \
+             revoke the delegation if its key was stolen",
+            path.display(),
+            trust::MAX_DELEGATED_VERSION
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The newer of the configured list and the one kept in

@@ -75,12 +75,17 @@ impl Publisher {
     /// A proxy with server id `server_id`, licensed by this CA's root, that
     /// pulls the list every second.
     fn proxy(&self, server_id: &str) -> World {
+        self.proxy_with(server_id, "")
+    }
+
+    /// [`Self::proxy`], with `extra` lines in its proxy.toml.
+    fn proxy_with(&self, server_id: &str, extra: &str) -> World {
         let ca = self.ca.clone();
         let id = server_id.to_owned();
         World::builder()
             .proxy_toml(&format!(
                 "access_list_url = \"{}\"\naccess_list_cache = \"{{dir}}/access-cache.pem\"\n\
-                 revocation_poll_secs = 1\nrevocation_fetch_timeout_secs = 2\n",
+                 revocation_poll_secs = 1\nrevocation_fetch_timeout_secs = 2\n{extra}",
                 self.url()
             ))
             .before_start(move |pki, dir| {
@@ -516,5 +521,103 @@ fn a_list_signed_by_an_access_delegation_grants_within_its_servers_until_revoked
     assert!(
         !out.status.success(),
         "a revoked delegation's list let carol in"
+    );
+}
+
+#[test]
+fn a_list_whose_delegation_ends_grants_nothing_at_once_and_after_a_restart() {
+    let p = Publisher::new();
+    let team = user_key(p.dir.path(), "team");
+    // Version 1, the root's: carol everywhere.
+    let v1 = p.sign("v1", &list(&[("carol", &team, None)]));
+    p.serve(&v1);
+    // Challenges far apart: only the delegation's own deadline can end the
+    // session within the test's wait.
+    let mut web1 = p.proxy_with("web1", "challenge_interval_secs = 600\n");
+    web1.proxy.wait_log("access list version 1 loaded", WAIT);
+    // Version 2, signed by CI under a delegation that lasts 25 s.
+    let (key, dlg) = (p.dir.path().join("ci.key"), p.dir.path().join("ci.dlg"));
+    assert_ok(
+        &ca(&["keygen".as_ref(), "--out".as_ref(), key.as_os_str()]),
+        "keygen",
+    );
+    assert_ok(
+        &ca(&[
+            "delegate".as_ref(),
+            "--dir".as_ref(),
+            p.ca.as_os_str(),
+            "--purpose".as_ref(),
+            "access".as_ref(),
+            "--key".as_ref(),
+            key.with_extension("pub").as_os_str(),
+            "--servers".as_ref(),
+            "web*".as_ref(),
+            "--ttl".as_ref(),
+            "25s".as_ref(),
+            "--out".as_ref(),
+            dlg.as_os_str(),
+        ]),
+        "delegate",
+    );
+    let input = p.dir.path().join("v2.toml");
+    std::fs::write(&input, list(&[("carol", &team, Some("web*"))])).expect("toml");
+    let v2 = p.web.path().join("staging/v2.pem");
+    assert_ok(
+        &ca(&[
+            "access".as_ref(),
+            "--dir".as_ref(),
+            p.ca.as_os_str(),
+            "--in".as_ref(),
+            input.as_os_str(),
+            "--out".as_ref(),
+            v2.as_os_str(),
+            "--delegation".as_ref(),
+            dlg.as_os_str(),
+            "--key".as_ref(),
+            key.as_os_str(),
+        ]),
+        "delegated access list",
+    );
+    p.serve(&v2);
+    web1.proxy.wait_log("access list version 2 loaded", WAIT);
+    let live = live_as(&web1, "carol");
+    // The delegation's end withdraws the list at once: carol's session
+    // ends, told why, with no new list, no fetch and no challenge due.
+    let out = wait_bounded(live, Duration::from_secs(60));
+    assert!(
+        stderr(&out).contains("no longer grants anything"),
+        "{}\n{}",
+        stderr(&out),
+        web1.proxy.log_text()
+    );
+    web1.proxy
+        .wait_log("event=\"access_delegation_ended\"", WAIT);
+    // The root's older list, published again, cannot take its place.
+    p.serve(&v1);
+    web1.proxy
+        .wait_log("access list version 1 is older than the loaded 2", WAIT);
+    // Nor after a restart: the kept list loads withdrawn, and still bounds
+    // the version.
+    web1.proxy.restart();
+    let log = web1
+        .proxy
+        .wait_log("event=\"access_delegation_ended\"", WAIT);
+    assert!(!log.contains("event=\"access_cache_unusable\""), "{log}");
+    web1.proxy
+        .wait_log("access list version 1 is older than the loaded 2", WAIT);
+    let out = run_bounded(ssh_as(&web1, "carol").arg("true"), T);
+    assert!(
+        !out.status.success() && stderr(&out).contains("no longer grants anything"),
+        "the root's older list re-granted carol after a restart: {}\n{}",
+        stderr(&out),
+        web1.proxy.log_text()
+    );
+    assert!(
+        !web1
+            .proxy
+            .log_text()
+            .contains("access list version 1 loaded"),
+        "{}",
+        web1.proxy.log_text()
     );
 }

@@ -588,6 +588,51 @@ mod delegated {
     }
 
     #[test]
+    fn a_kept_list_whose_delegation_ended_loads_withdrawn_and_bounds_the_version() {
+        let root = SigningKey::generate(&mut TestRng);
+        let online = SigningKey::generate(&mut TestRng);
+        let d = delegate(&root, &online, Purpose::Access, &[]);
+        let text = pem_of(&signed(&online, 7, &["web1"]), &d);
+        let after = d.body.not_after + 86_400;
+        // Fetched, it is refused; kept on this machine, it loads, grants
+        // nothing, and an older root list cannot replace it.
+        assert!(verify_pem(text.as_bytes(), &root.public(), None, after).is_err());
+        let kept = verify_pem_kept(text.as_bytes(), &root.public(), after).expect("kept");
+        assert_eq!(kept.list_version, 7);
+        assert!(kept.check_signer(None, after).is_err());
+        let older =
+            AccessList::decode_verified(&signed(&root, 6, &[]), &root.public()).expect("root");
+        assert!(matches!(
+            crate::trust::offer(Some(&kept), &older),
+            crate::trust::ListUpdate::Rollback {
+                loaded: 7,
+                offered: 6
+            }
+        ));
+        // Inside its window it reads exactly as a fetched list does.
+        let now = verify_pem_kept(text.as_bytes(), &root.public(), NOW).expect("in force");
+        assert!(now.check_signer(None, NOW).is_ok());
+        // Every signature still counts: another root's delegation, a list
+        // the delegated key did not sign, one beyond its globs.
+        let other = SigningKey::generate(&mut TestRng);
+        let foreign = pem_of(
+            &signed(&online, 7, &["web1"]),
+            &delegate(&other, &online, Purpose::Access, &[]),
+        );
+        assert!(verify_pem_kept(foreign.as_bytes(), &root.public(), after).is_err());
+        let stranger = SigningKey::generate(&mut TestRng);
+        let forged = pem_of(&signed(&stranger, 7, &["web1"]), &d);
+        assert!(verify_pem_kept(forged.as_bytes(), &root.public(), after).is_err());
+        let narrow = delegate(&root, &online, Purpose::Access, &["db*"]);
+        let beyond = pem_of(&signed(&online, 7, &["web1"]), &narrow);
+        assert!(verify_pem_kept(beyond.as_bytes(), &root.public(), after).is_err());
+        // A delegation that has not begun is refused as ever.
+        assert!(
+            verify_pem_kept(text.as_bytes(), &root.public(), d.body.not_before - 3600).is_err()
+        );
+    }
+
+    #[test]
     fn a_delegated_list_cannot_take_the_version_out_of_the_roots_reach() {
         let root = SigningKey::generate(&mut TestRng);
         let online = SigningKey::generate(&mut TestRng);

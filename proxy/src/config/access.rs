@@ -121,17 +121,28 @@ impl AccessSettings {
     }
 }
 
-/// Reads and verifies an access list file: the root's, or a delegated
-/// key's with its delegation beside it, checked by proto's
+/// Verifies the access list text read from `path`: the root's, or a
+/// delegated key's with its delegation beside it, checked by proto's
 /// [`ztssh_proto::access::verify_pem`] against the revocation list in
 /// force (`revocations`), at the time now.
-pub fn read_access(
+pub fn access_from(
     path: &Path,
+    text: &[u8],
     root: &PublicKey,
     revocations: Option<&Revocations>,
 ) -> Result<AccessList, String> {
+    access::verify_pem(text, root, revocations, crate::ops::clock::unix())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Reads an access list this machine keeps (the operator's `access_list`
+/// file or the pull's cache) at start-up or on SIGHUP: as
+/// [`access_from`], except that a list whose delegation has since ended
+/// loads withdrawn, granting nothing but keeping its version in force
+/// ([`ztssh_proto::access::verify_pem_kept`]).
+pub fn read_access_kept(path: &Path, root: &PublicKey) -> Result<AccessList, String> {
     let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
-    access::verify_pem(&text, root, revocations, crate::ops::clock::unix())
+    access::verify_pem_kept(&text, root, crate::ops::clock::unix())
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -149,17 +160,8 @@ pub fn load(s: &Settings, root: &PublicKey) -> Result<AccessInForce, String> {
         // where the pull keeps the list); without one it is a mistake.
         Some(p) if !p.exists() && s.access_list_url.is_some() => None,
         Some(p) => {
-            let l = read_access(p, root, None)?;
-            // The rule every offer follows, with nothing in force yet.
-            if let ListUpdate::Rollback { offered, .. } = trust::offer(None, &l) {
-                return Err(format!(
-                    "{}: access list version {offered}, signed by a delegated key, is above {} \
-                     (the versions above it are the root's); sign it with the root (ztssh-ca \
-                     access --dir CA) or revoke the delegation if its key was stolen",
-                    p.display(),
-                    trust::MAX_DELEGATED_VERSION
-                ));
-            }
+            let l = read_access_kept(p, root)?;
+            crate::config::within_delegated_ceiling(p, &l, "access list", "access")?;
             Some(l)
         }
         None => None,
@@ -167,7 +169,7 @@ pub fn load(s: &Settings, root: &PublicKey) -> Result<AccessInForce, String> {
     if let Some(cache) = &s.access_list_cache
         && cache.exists()
     {
-        match read_access(cache, root, None) {
+        match read_access_kept(cache, root) {
             Ok(cached) => {
                 if trust::offer(list.as_ref(), &cached) == ListUpdate::Replace {
                     list = Some(cached);

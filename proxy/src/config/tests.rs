@@ -342,3 +342,51 @@ fn a_restart_keeps_the_cached_list_in_force_over_a_fork_in_the_file() {
         Some(newer)
     );
 }
+
+#[test]
+fn a_list_file_above_the_delegated_ceiling_is_refused_at_start() {
+    use ztssh_proto::cert::Serial;
+    use ztssh_proto::delegation::{DelegationBody, Purpose};
+    let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
+    let root = SigningKey::generate(&mut rng);
+    let online = SigningKey::generate(&mut rng);
+    let delegation = DelegationBody {
+        serial: Serial::random(&mut rng),
+        purpose: Purpose::Revocations,
+        key: online.public(),
+        servers: Vec::new(),
+        not_before: 0,
+        not_after: u64::MAX,
+        issuer: root.public(),
+    }
+    .sign(&root)
+    .expect("delegate");
+    let list = |list_version, delegation| Crl {
+        list_version,
+        issued: 10,
+        next_update: 20,
+        issuer: online.public(),
+        revoked: Default::default(),
+        delegation,
+    };
+    let path = Path::new("/etc/ztssh/crl.pem");
+    let top = trust::MAX_DELEGATED_VERSION;
+    let e = within_delegated_ceiling(
+        path,
+        &list(top + 1, Some(delegation.clone())),
+        "revocation list",
+        "crl",
+    )
+    .expect_err("above the ceiling");
+    assert!(
+        e.starts_with("/etc/ztssh/crl.pem: revocation list version")
+            && e.contains("ztssh-ca crl --dir CA")
+            && e.contains("revoke the delegation"),
+        "{e}"
+    );
+    // At the ceiling, or the root's own list at any version, it stands.
+    within_delegated_ceiling(path, &list(top, Some(delegation)), "revocation list", "crl")
+        .expect("at the ceiling");
+    within_delegated_ceiling(path, &list(u64::MAX, None), "revocation list", "crl")
+        .expect("the root's");
+}

@@ -7,10 +7,10 @@
 //! or key taken out of the list ends its live sessions at once: every
 //! session re-checks itself against the new authority
 //! (`Checkpoint::Live`), as for a ban. A watcher on the list's valid-until
-//! ([`watch_staleness`]) republishes the authority when it passes, so
-//! `close-all` ends what the list granted at once.
+//! and on the end of the delegation that signed it ([`watch_staleness`])
+//! republishes the authority when either passes, so `close-all`, or a
+//! delegation's end, ends what the list granted at once.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use hyper::body::Bytes;
@@ -21,10 +21,10 @@ use ztssh_proto::access::{self, AccessList};
 use ztssh_proto::time::{UnixTime, when};
 use ztssh_proto::trust::{self, ListUpdate, StaleMode};
 
-use crate::config::access::{AccessSettings, read_access};
+use crate::config::access::{AccessSettings, access_from, read_access_kept};
 use crate::ops::clock;
 use crate::revocation::fetch::{next_delay, retry_secs};
-use crate::revocation::reload::Request;
+use crate::revocation::reload::{Cache, Kept, Request, keep};
 use crate::state::Shared;
 use crate::trust::access::AccessInForce;
 use crate::trust::authority::Authority;
@@ -208,6 +208,7 @@ pub fn apply(
     current: &Authority,
     pending: Pending,
     file_newest: &mut Option<u64>,
+    kept: &mut Kept,
     now: UnixTime,
 ) -> (Option<Authority>, bool) {
     let Some(settings) = &shared.cfg.access else {
@@ -221,20 +222,34 @@ pub fn apply(
         && let Some(path) = &settings.file
         && path.exists()
     {
-        let read = read_access(
-            path,
-            &shared.cfg.root,
-            current.crl.as_ref().map(|c| &c.revoked),
-        );
-        let before = *file_newest;
-        if let Ok(l) = &read {
-            *file_newest = Some(before.map_or(l.list_version, |n| n.max(l.list_version)));
-        }
-        let (next, bad) = merge(&access, read, before, &server, now);
-        failed |= bad;
-        if let Some(next) = next {
-            access = next;
-            changed = true;
+        let read = ztssh_keyfile::read_regular(path, ztssh_keyfile::MAX_PEM_FILE);
+        // What this task just wrote there (the file is the pull's cache):
+        // in force, or overtaken since; not verified again.
+        let known = read.as_ref().ok().and_then(|t| kept.version_of(t));
+        let read = match (known, read) {
+            (Some(v), _) => {
+                *file_newest = Some(file_newest.map_or(v, |n| n.max(v)));
+                None
+            }
+            (None, Ok(text)) => Some(access_from(
+                path,
+                &text,
+                &shared.cfg.root,
+                current.crl.as_ref().map(|c| &c.revoked),
+            )),
+            (None, Err(e)) => Some(Err(e)),
+        };
+        if let Some(read) = read {
+            let before = *file_newest;
+            if let Ok(l) = &read {
+                *file_newest = Some(before.map_or(l.list_version, |n| n.max(l.list_version)));
+            }
+            let (next, bad) = merge(&access, read, before, &server, now);
+            failed |= bad;
+            if let Some(next) = next {
+                access = next;
+                changed = true;
+            }
         }
     }
     if let Some(f) = pending.fetched {
@@ -245,32 +260,16 @@ pub fn apply(
             access = next;
             changed = true;
             if let Some(cache) = settings.pull.as_ref().and_then(|p| p.cache.as_deref()) {
-                keep(cache, &f.pem, version, shared);
+                let root = shared.cfg.root;
+                keep(Cache::Access, cache, &f.pem, version, kept, |text| {
+                    access::verify_pem_kept(text, &root, clock::unix())
+                        .ok()
+                        .map(|l| l.list_version)
+                });
             }
         }
     }
     (changed.then(|| current.with_access(access)), failed)
-}
-
-/// Keeps a list that just went into force in the cache file, never over
-/// one there that is as new or newer.
-fn keep(path: &Path, pem: &[u8], version: u64, shared: &Shared) {
-    if pem.is_empty() {
-        return;
-    }
-    let shown = path.display();
-    if path.exists()
-        && let Ok(there) = read_access(path, &shared.cfg.root, None)
-        && there.list_version >= version
-    {
-        return;
-    }
-    match ztssh_keyfile::write_atomic(path, pem, 0o644, ztssh_keyfile::Existing::Replace) {
-        Ok(()) => debug!(event = "access_cached", path = %shown, list_version = version,
-            "access list kept on disk"),
-        Err(e) => warn!(event = "access_cache_failed", path = %shown, error = %e,
-            "cannot keep the fetched access list in {shown}: {e}; a restart starts from the older list there"),
-    }
 }
 
 /// Pulls the access list until the reload task is gone.
@@ -291,7 +290,7 @@ pub async fn poll(
     let mut newest: Option<u64> = match (&shared.cfg.settings.access_list_cache, &pull.cache) {
         (Some(c), Some(_)) if c.exists() => {
             let (c, root) = (c.clone(), shared.cfg.root);
-            tokio::task::spawn_blocking(move || read_access(&c, &root, None).ok())
+            tokio::task::spawn_blocking(move || read_access_kept(&c, &root).ok())
                 .await
                 .ok()
                 .flatten()
@@ -392,27 +391,52 @@ pub async fn poll(
     }
 }
 
-/// Watches the loaded access list's valid-until (plus grace): the moment
-/// it passes, says what `access_list_stale` now does and, unless it only
-/// warns, asks for the authority to be published again so that live
-/// sessions re-check themselves at once. Once per list version.
+/// Watches the loaded access list's two deadlines, once per list version
+/// each:
+/// - the end of the delegation that signed it, if a delegated key did:
+///   from then on the list grants nothing ([`AccessInForce::grant`]), so
+///   the authority is published again at once and every session only the
+///   list granted ends, whatever `access_list_stale` says;
+/// - its valid-until plus grace: says what `access_list_stale` now does
+///   and, unless it only warns, publishes the authority again likewise.
 pub async fn watch_staleness(
     mut authority: watch::Receiver<Arc<Authority>>,
     requests: mpsc::Sender<Request>,
 ) {
     let mut fired: Option<u64> = None;
+    let mut ended: Option<u64> = None;
     loop {
-        let (due, version, mode) = {
+        let (due, ends, version, mode) = {
             let a = authority.borrow_and_update();
             (
                 a.access.due(),
+                a.access.delegation_ends(),
                 a.access.list.as_ref().map(|l| l.list_version),
                 a.access.staleness.mode,
             )
         };
         let now = clock::unix();
-        let wait = match (due, version) {
-            (Some(due), Some(v)) if now >= due && fired != Some(v) => {
+        let mut wake: Option<UnixTime> = None;
+        let mut recheck = false;
+        if let (Some(ends), Some(v)) = (ends, version) {
+            if now < ends {
+                wake = Some(ends);
+            } else if ended != Some(v) {
+                ended = Some(v);
+                error!(
+                    event = "access_delegation_ended",
+                    list_version = v,
+                    not_after = ends,
+                    "access list version {v} was signed under an access delegation that ended {};                      it grants nothing now, and every session only it granted ends. Publish a list                      signed by the root or by an access delegation in force: ztssh-ca access",
+                    when(ends, now)
+                );
+                recheck = true;
+            }
+        }
+        if let (Some(due), Some(v)) = (due, version) {
+            if now < due {
+                wake = Some(wake.map_or(due, |w| w.min(due)));
+            } else if fired != Some(v) {
                 fired = Some(v);
                 let does = match mode {
                     StaleMode::Warn => {
@@ -431,18 +455,16 @@ pub async fn watch_staleness(
                     mode = mode.label(),
                     "access list version {v} is past its valid-until plus grace; {does}. Publish a newer one: ztssh-ca access"
                 );
-                if mode != StaleMode::Warn && requests.send(Request::Recheck).await.is_err() {
-                    return;
-                }
-                None
+                recheck |= mode != StaleMode::Warn;
             }
-            (Some(due), Some(_)) if now < due => Some(std::time::Duration::from_secs(due - now)),
-            _ => None,
-        };
-        let changed = match wait {
-            Some(d) => tokio::select! {
+        }
+        if recheck && requests.send(Request::Recheck).await.is_err() {
+            return;
+        }
+        let changed = match wake {
+            Some(at) => tokio::select! {
                 c = authority.changed() => c,
-                () = tokio::time::sleep(d) => Ok(()),
+                () = tokio::time::sleep(std::time::Duration::from_secs(at.saturating_sub(now))) => Ok(()),
             },
             None => authority.changed().await,
         };

@@ -144,12 +144,40 @@ impl Outcome {
 }
 
 /// What the reload task remembers between reloads.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Memory {
     /// The newest list version read from `revocation_list` so far.
     file_newest: Option<u64>,
     /// The newest access list version read from `access_list` so far.
     access_file_newest: Option<u64>,
+    /// The revocation list last written to the cache.
+    crl_kept: Kept,
+    /// The access list last written to its cache.
+    access_kept: Kept,
+}
+
+/// The signed list this task last wrote to a cache file, and its version:
+/// the file watch that the write itself sets off, and the next write's
+/// look at what the cache holds, know those bytes again without verifying
+/// and decoding the list once more (a list of 10,000 principals, or
+/// 100,000 serials, costs tens of milliseconds each time). Bytes that
+/// differ in any way are verified as ever.
+#[derive(Clone, Default)]
+pub struct Kept(Option<(Bytes, u64)>);
+
+impl Kept {
+    /// The version of `bytes`, if they are exactly the list last written.
+    pub fn version_of(&self, bytes: &[u8]) -> Option<u64> {
+        self.0
+            .as_ref()
+            .filter(|(pem, _)| pem.as_ref() == bytes)
+            .map(|(_, v)| *v)
+    }
+
+    /// Remembers a list just written.
+    pub fn wrote(&mut self, pem: &Bytes, version: u64) {
+        self.0 = Some((pem.clone(), version));
+    }
 }
 
 /// Starts the reload task; send it requests through the returned channel.
@@ -178,7 +206,9 @@ async fn run(
         }
         let current = tx.borrow().clone();
         let worker = Arc::clone(&shared);
-        let work = tokio::task::spawn_blocking(move || compute(&worker, &current, batch, memory));
+        let remembered = memory.clone();
+        let work =
+            tokio::task::spawn_blocking(move || compute(&worker, &current, batch, remembered));
         let Ok(outcome) = tokio::time::timeout(RELOAD_TIMEOUT, work).await else {
             shared.metrics.reloads.with_label_values(&["timeout"]).inc();
             error!(
@@ -221,7 +251,7 @@ fn compute(
 ) -> (Outcome, Memory) {
     let now = clock::unix();
     let mut out = if batch.everything {
-        everything(shared, current, memory, now)
+        everything(shared, current, &memory, now)
     } else if batch.file {
         list_file(shared, current, &mut memory, now)
     } else {
@@ -229,7 +259,7 @@ fn compute(
     };
     if let Some(list) = batch.fetched {
         let base = out.next.as_ref().unwrap_or(current);
-        let later = fetched(shared, base, *list, now);
+        let later = fetched(shared, base, *list, &mut memory.crl_kept, now);
         out = out.then(later);
     }
     if batch.access.any() {
@@ -239,6 +269,7 @@ fn compute(
             base,
             batch.access,
             &mut memory.access_file_newest,
+            &mut memory.access_kept,
             now,
         );
         let result = if failed {
@@ -276,7 +307,7 @@ fn compute(
     (out, memory)
 }
 
-fn everything(shared: &Shared, current: &Authority, memory: Memory, now: u64) -> Outcome {
+fn everything(shared: &Shared, current: &Authority, memory: &Memory, now: u64) -> Outcome {
     match crate::config::reload_authority(&shared.cfg, now) {
         Ok(mut fresh) => {
             crate::ops::logging::set_server_id(&fresh.licence.body.server_id);
@@ -341,7 +372,16 @@ fn list_file(shared: &Shared, current: &Authority, memory: &mut Memory, now: u64
     let Some(path) = &shared.cfg.settings.revocation_list else {
         return Outcome::NOTHING;
     };
-    let read = authority::read_crl(path, &shared.cfg.root, now);
+    let text = match ztssh_keyfile::read_regular(path, ztssh_keyfile::MAX_PEM_FILE) {
+        Ok(t) => t,
+        Err(e) => return merged(shared, current, Err(e), memory.file_newest, now),
+    };
+    if let Some(v) = memory.crl_kept.version_of(&text) {
+        // What this task just wrote there: in force, or overtaken since.
+        memory.file_newest = Some(memory.file_newest.map_or(v, |n| n.max(v)));
+        return Outcome::NOTHING;
+    }
+    let read = authority::crl_from(path, &text, &shared.cfg.root, now);
     let newest = memory.file_newest;
     if let Ok(c) = &read {
         memory.file_newest = Some(newest.map_or(c.list_version, |n| n.max(c.list_version)));
@@ -350,13 +390,23 @@ fn list_file(shared: &Shared, current: &Authority, memory: &mut Memory, now: u64
 }
 
 /// A fetched list; one that goes into force is kept in the cache.
-fn fetched(shared: &Shared, current: &Authority, list: FetchedList, now: u64) -> Outcome {
+fn fetched(
+    shared: &Shared,
+    current: &Authority,
+    list: FetchedList,
+    kept: &mut Kept,
+    now: u64,
+) -> Outcome {
     let version = list.crl.list_version;
     let out = merged(shared, current, Ok(list.crl), list.source_newest, now);
     if out.next.is_some() {
         let cache = shared.cfg.pull.as_ref().and_then(|p| p.cache.as_deref());
         if let Some(path) = cache {
-            keep(path, &list.pem, version, shared);
+            keep(Cache::Crl, path, &list.pem, version, kept, |text| {
+                authority::crl_from(path, text, &shared.cfg.root, clock::unix())
+                    .ok()
+                    .map(|c| c.list_version)
+            });
         }
     }
     out
@@ -386,27 +436,103 @@ fn merged(
     }
 }
 
-/// Keeps a list that just went into force in `revocation_cache` (or
-/// `revocation_list`), so that a restart starts from it; never over a list
-/// there that is as new or newer (one the operator just wrote, say).
-fn keep(path: &Path, pem: &[u8], version: u64, shared: &Shared) {
+/// Which cache [`keep`] writes, for its events and words.
+#[derive(Clone, Copy)]
+pub enum Cache {
+    /// `revocation_cache` (or `revocation_list`).
+    Crl,
+    /// `access_list_cache` (or `access_list`).
+    Access,
+}
+
+impl Cache {
+    fn events(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::Crl => ("crl_cached", "crl_cache_failed", "revocation list"),
+            Self::Access => ("access_cached", "access_cache_failed", "access list"),
+        }
+    }
+}
+
+/// Keeps a list that just went into force in its cache file, so that a
+/// restart starts from it; never over a list there that is as new or
+/// newer (one the operator just wrote, say). What the cache holds is known
+/// without verifying it again when it is what this task wrote last
+/// (`kept`); otherwise `version_there` verifies it.
+pub fn keep(
+    cache: Cache,
+    path: &Path,
+    pem: &Bytes,
+    version: u64,
+    kept: &mut Kept,
+    version_there: impl FnOnce(&[u8]) -> Option<u64>,
+) {
     if pem.is_empty() {
         return;
     }
+    let (cached, failed, what) = cache.events();
     let shown = path.display();
     if path.exists()
-        && let Ok(there) = authority::read_crl(path, &shared.cfg.root, clock::unix())
-        && there.list_version >= version
+        && let Ok(there) = ztssh_keyfile::read_regular(path, ztssh_keyfile::MAX_PEM_FILE)
+        && let Some(v) = kept.version_of(&there).or_else(|| version_there(&there))
+        && v >= version
     {
-        debug!(event = "crl_cached", path = %shown, list_version = there.list_version,
-            "the cache already holds version {} or newer", version);
+        debug!(event = cached, path = %shown, list_version = v,
+            "the cache already holds {what} version {v}, as new as {version} or newer");
         return;
     }
     match ztssh_keyfile::write_atomic(path, pem, 0o644, ztssh_keyfile::Existing::Replace) {
         Ok(()) => {
-            debug!(event = "crl_cached", path = %shown, list_version = version, "revocation list kept on disk")
+            kept.wrote(pem, version);
+            debug!(event = cached, path = %shown, list_version = version, "{what} kept on disk");
         }
-        Err(e) => warn!(event = "crl_cache_failed", path = %shown, error = %e,
-            "cannot keep the fetched revocation list in {shown}: {e}; a restart starts from the older list there"),
+        Err(e) => warn!(event = failed, path = %shown, error = %e,
+            "cannot keep the fetched {what} in {shown}: {e}; a restart starts from the older list there"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_cache_this_task_wrote_is_known_again_without_verifying_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.pem");
+        let mut kept = Kept::default();
+        // A stand-in for verifying a list: its text is its version.
+        let verified = std::cell::Cell::new(0);
+        let verify = |text: &[u8]| {
+            verified.set(verified.get() + 1);
+            std::str::from_utf8(text).ok()?.parse::<u64>().ok()
+        };
+        let pem = |t: &'static str| Bytes::from_static(t.as_bytes());
+        keep(Cache::Crl, &path, &pem("1"), 1, &mut kept, verify);
+        assert_eq!(std::fs::read(&path).unwrap(), b"1");
+        // What it wrote last is known by its bytes: not verified again.
+        keep(Cache::Crl, &path, &pem("2"), 2, &mut kept, verify);
+        assert_eq!(std::fs::read(&path).unwrap(), b"2");
+        keep(Cache::Crl, &path, &pem("2"), 2, &mut kept, verify);
+        assert_eq!(verified.get(), 0);
+        assert_eq!(kept.version_of(b"2"), Some(2));
+        assert_eq!(kept.version_of(b"2 "), None);
+        // Anything else there is verified: a newer list the operator wrote
+        // stays; an older or unreadable one is replaced.
+        std::fs::write(&path, "5").unwrap();
+        keep(Cache::Crl, &path, &pem("3"), 3, &mut kept, verify);
+        assert_eq!(
+            (verified.get(), std::fs::read(&path).unwrap()),
+            (1, b"5".to_vec())
+        );
+        std::fs::write(&path, "garbage").unwrap();
+        keep(Cache::Access, &path, &pem("4"), 4, &mut kept, verify);
+        assert_eq!(
+            (verified.get(), std::fs::read(&path).unwrap()),
+            (2, b"4".to_vec())
+        );
+        // An empty text is a list not to be kept.
+        keep(Cache::Crl, &path, &Bytes::new(), 9, &mut kept, verify);
+        assert_eq!(std::fs::read(&path).unwrap(), b"4");
     }
 }

@@ -29,6 +29,16 @@ impl AccessInForce {
             .map(|l| l.valid_until.saturating_add(self.staleness.grace_secs))
     }
 
+    /// When the delegation that signed the loaded list ends, if a
+    /// delegated key signed it: from then on the list grants nothing.
+    pub fn delegation_ends(&self) -> Option<UnixTime> {
+        self.list
+            .as_ref()?
+            .delegation
+            .as_ref()
+            .map(|d| d.body.not_after)
+    }
+
     /// The grant for `principal` with `key` on server `server`, for a new
     /// session (`new_session`) or a live one. `Err` says why a grant the
     /// list holds is not honoured now: the list is stale under

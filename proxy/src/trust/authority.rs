@@ -255,7 +255,12 @@ pub fn read_user_cas(path: &Path) -> Result<UserCas, String> {
 /// `revocations` delegation's key with the delegation beside it.
 pub fn read_crl(path: &Path, root: &PublicKey, now: UnixTime) -> Result<Crl, String> {
     let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
-    trust::verify_pem(&text, root, now).map_err(|e| format!("{}: {e}", path.display()))
+    crl_from(path, &text, root, now)
+}
+
+/// [`read_crl`] of the text already read from `path`.
+pub fn crl_from(path: &Path, text: &[u8], root: &PublicKey, now: UnixTime) -> Result<Crl, String> {
+    trust::verify_pem(text, root, now).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Warns loudly about a stale list; the proxy keeps enforcing it.
