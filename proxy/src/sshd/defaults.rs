@@ -76,58 +76,101 @@ fn value(text: &str) -> Result<String, String> {
     Ok(value)
 }
 
-/// sshd's options (getopt string `C:E:b:c:f:g:h:k:o:p:u:46DGQRTdeiqrtV`).
+/// One option as sshd's getopt reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Opt {
+    /// The option's letter.
+    pub flag: char,
+    /// Its value, for an option that takes one.
+    pub value: Option<String>,
+    /// The index in `words` of the word that holds the value (the option's
+    /// own word when the value is joined to it, `-oX`).
+    pub value_word: usize,
+    /// Whether the value was the next word (`-o X`), not joined.
+    pub separate: bool,
+}
+
+/// The options sshd-setup lets sshd start with: `-4`, `-6`, `-D`, `-d`,
+/// `-e`, `-q`, and those with a value (`-o`, `-p`, `-h`, `-c`, `-u`,
+/// `-f`, `-E`, `-g`, `-k`, `-b`); sshd's getopt string is
+/// `C:E:b:c:f:g:h:k:o:p:u:46DGQRTdeiqrtV`. Any other option, a word that is
+/// not an option, or a last option without its value is refused.
+pub(crate) fn parse(words: &[&str]) -> Result<Vec<Opt>, String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(word) = words.get(i) {
+        let at = i;
+        i += 1;
+        let Some(flags) = word.strip_prefix('-').filter(|f| !f.is_empty()) else {
+            return Err(format!("{word:?} is not an option"));
+        };
+        for (j, flag) in flags.char_indices() {
+            match flag {
+                '4' | '6' | 'D' | 'd' | 'e' | 'q' => out.push(Opt {
+                    flag,
+                    value: None,
+                    value_word: at,
+                    separate: false,
+                }),
+                'o' | 'p' | 'h' | 'c' | 'u' | 'f' | 'E' | 'g' | 'k' | 'b' => {
+                    let rest = &flags[j + flag.len_utf8()..];
+                    let (value, value_word, separate) = if rest.is_empty() {
+                        let next = words
+                            .get(i)
+                            .ok_or_else(|| format!("-{flag} needs a value"))?;
+                        i += 1;
+                        ((*next).to_owned(), i - 1, true)
+                    } else {
+                        (rest.to_owned(), at, false)
+                    };
+                    out.push(Opt {
+                        flag,
+                        value: Some(value),
+                        value_word,
+                        separate,
+                    });
+                    break;
+                }
+                other => {
+                    return Err(format!(
+                        "-{other} is not an option sshd-setup knows to be safe to start sshd \
+                         with; remove it"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// sshd's options ([`parse`]), checked: no `-o` setting a `guarded`
+/// keyword, no `-f` naming another config than `sshd_config`. Returns the
+/// ones `sshd -t`/`-T` must see too (`-4`, `-6`, `-o`, `-p`, `-h`, `-c`,
+/// `-u`).
 pub(crate) fn options(
     words: &[&str],
     sshd_config: &Path,
     guarded: &[String],
 ) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
-    let mut i = 0;
-    while let Some(word) = words.get(i) {
-        i += 1;
-        let Some(flags) = word.strip_prefix('-').filter(|f| !f.is_empty()) else {
-            return Err(format!("SSHD_OPTS: {word:?} is not an option"));
-        };
-        for (j, flag) in flags.char_indices() {
-            match flag {
-                '4' | '6' => out.push(format!("-{flag}")),
-                'D' | 'd' | 'e' | 'q' => {}
-                'o' | 'p' | 'h' | 'c' | 'u' | 'f' | 'E' | 'g' | 'k' | 'b' => {
-                    let rest = &flags[j + flag.len_utf8()..];
-                    let arg = if rest.is_empty() {
-                        let next = words
-                            .get(i)
-                            .ok_or_else(|| format!("SSHD_OPTS: -{flag} needs a value"))?;
-                        i += 1;
-                        (*next).to_owned()
-                    } else {
-                        rest.to_owned()
-                    };
-                    match flag {
-                        'o' => check_o(&arg, guarded)?,
-                        'f' if Path::new(&arg) != sshd_config => {
-                            return Err(format!(
-                                "SSHD_OPTS: -f {arg} makes sshd read another config than {}; pass \
-                                 --sshd-config {arg}",
-                                sshd_config.display()
-                            ));
-                        }
-                        _ => {}
-                    }
-                    if matches!(flag, 'o' | 'p' | 'h' | 'c' | 'u') {
-                        out.push(format!("-{flag}"));
-                        out.push(arg);
-                    }
-                    break;
-                }
-                other => {
-                    return Err(format!(
-                        "SSHD_OPTS: -{other} is not an option sshd-setup knows to be safe to \
-                         start sshd with; remove it"
-                    ));
-                }
+    for opt in parse(words).map_err(|e| format!("SSHD_OPTS: {e}"))? {
+        let flag = opt.flag;
+        match (flag, &opt.value) {
+            ('4' | '6', _) => out.push(format!("-{flag}")),
+            (_, None) => {}
+            ('o', Some(arg)) => check_o(arg, guarded)?,
+            ('f', Some(arg)) if Path::new(arg) != sshd_config => {
+                return Err(format!(
+                    "SSHD_OPTS: -f {arg} makes sshd read another config than {}; pass \
+                     --sshd-config {arg}",
+                    sshd_config.display()
+                ));
             }
+            _ => {}
+        }
+        if let (true, Some(arg)) = (matches!(flag, 'o' | 'p' | 'h' | 'c' | 'u'), opt.value) {
+            out.push(format!("-{flag}"));
+            out.push(arg);
         }
     }
     Ok(out)

@@ -104,6 +104,13 @@ fn listener_args(title: &str) -> Option<&str> {
     (digits(now) && digits(low) && digits(high)).then_some(args)
 }
 
+/// sshd's built-in config file, which it reads when started without `-f`.
+const DEFAULT_CONFIG: &str = "/etc/ssh/sshd_config";
+
+/// Options whose value is a path: one holding a space reads as several
+/// words in a title.
+const PATH_FLAGS: &str = "fEhc";
+
 /// Refuses a title in which any word could set a guarded keyword however
 /// the words are grouped into arguments: every word as the value of an
 /// `-o` before it, and every word starting with `-` as an `-o` joined to
@@ -111,42 +118,6 @@ fn listener_args(title: &str) -> Option<&str> {
 /// guarded `-o` cannot hide in it, only be found where it is not (refused
 /// all the same: a value that reads as a guarded keyword).
 fn check_title(words: &[String], guarded: &[String]) -> Result<(), String> {
-    // `-f PATH -D` may be `-f "PATH -D"`: a config file of that name (one
-    // sshd could have read, holding anything) makes the title ambiguous.
-    for (i, w) in words.iter().enumerate().skip(1) {
-        let Some(flags) = w.strip_prefix('-') else {
-            continue;
-        };
-        // The -f in a cluster of flags (getopt: no-argument flags, then
-        // one that takes the rest of the word or the next one).
-        let mut at = None;
-        for (j, c) in flags.char_indices() {
-            if c == 'f' {
-                at = Some(j);
-            }
-            if !"46DGQRTdeiqrtV".contains(c) {
-                break;
-            }
-        }
-        let Some(at) = at else {
-            continue;
-        };
-        let (first, from) = match &flags[at + 1..] {
-            "" => (words.get(i + 1).cloned().unwrap_or_default(), i + 2),
-            joined => (joined.to_owned(), i + 1),
-        };
-        let mut path = first;
-        for next in words.iter().skip(from) {
-            path.push(' ');
-            path.push_str(next);
-            if std::fs::symlink_metadata(&path).is_ok() {
-                return Err(format!(
-                    "the config path given with -f may be {path:?} (a file of that name exists), \
-                     not the one read from its title"
-                ));
-            }
-        }
-    }
     for w in words.iter().skip(1) {
         defaults::check_o(w, guarded)?;
         if let Some(flags) = w.strip_prefix('-') {
@@ -160,9 +131,137 @@ fn check_title(words: &[String], guarded: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses a title whose words may group into other arguments than the
+/// ones read: a value that starts with `-` (`-E "/log -E" -f/x` reads as
+/// `-E /log -E -f/x`, where sshd saw `-f /x`), and a path value that a file
+/// names together with the words after it (`-f "/cfg -D"`, or `-E "/log
+/// -f/cfg"`: sshd writes that log, so the file exists). `opts` are
+/// [`defaults::parse`]'s reading of `words[1..]`.
+fn check_grouping(words: &[String], opts: &[defaults::Opt]) -> Result<(), String> {
+    for o in opts {
+        let Some(value) = &o.value else {
+            continue;
+        };
+        // `value_word` counts from words[1].
+        let at = o.value_word + 1;
+        if o.separate && value.starts_with('-') {
+            return Err(format!(
+                "the value {value:?} of -{} may be an option sshd read (an argument holding a \
+                 space cannot be told from two in the title)",
+                o.flag
+            ));
+        }
+        if PATH_FLAGS.contains(o.flag) {
+            let mut path = value.clone();
+            for next in words.iter().skip(at + 1) {
+                path.push(' ');
+                path.push_str(next);
+                if std::fs::symlink_metadata(&path).is_ok() {
+                    return Err(format!(
+                        "the path given with -{} may be {path:?} (a file of that name exists), \
+                         not the one read from its title",
+                        o.flag
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a title that may have been cut short: OpenSSH writes it over
+/// the memory of the arguments and the environment, so a small
+/// environment cuts a long title, and what is cut cannot be read (the end
+/// of the title may even be a value that looks like its real end). From
+/// `/proc/PID/stat`: the area runs from `arg_start` to `env_end`, and a
+/// title fills at most all of it but two bytes.
+fn check_not_cut(pid: i32, title_len: usize) -> Result<(), String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
+    // Fields after the command name (in parentheses, which may hold
+    // anything) start at field 3; arg_start is field 48, env_end 51.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    let (Some(arg_start), Some(env_end)) = (field(48), field(51)) else {
+        return Err(format!(
+            "/proc/{pid}/stat does not give the process's argument and environment area, so \
+             whether its title was cut short cannot be told"
+        ));
+    };
+    let area = env_end.saturating_sub(arg_start);
+    if (title_len as u64).saturating_add(2) >= area {
+        return Err(format!(
+            "its process title fills all {area} bytes sshd had for it (its arguments and \
+             environment), so it may have been cut short and what was cut cannot be read; start \
+             sshd with a fuller environment or fewer arguments"
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an argv[0] that is not the running binary: sshd runs its
+/// argv[0] again for every connection and on a reload, so another program
+/// there decides what sshd runs with.
+fn check_program(pid: i32, argv0: &str, exe: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let same = Path::new(argv0).is_absolute()
+        && match (
+            std::fs::metadata(argv0),
+            std::fs::metadata(format!("/proc/{pid}/exe")),
+        ) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        };
+    if same {
+        Ok(())
+    } else {
+        Err(format!(
+            "it was started as {argv0:?}, which is not its binary {} by an absolute path: sshd \
+             runs that name again for every connection and on a reload. Start it by the binary's \
+             absolute path",
+            exe.display()
+        ))
+    }
+}
+
+/// Refuses a config file other than `sshd_config`: sshd reads the last
+/// `-f`, or [`DEFAULT_CONFIG`] without one; a relative path is refused
+/// (sshd changes to `/` before a reload reads it again).
+fn check_config(opts: &[defaults::Opt], sshd_config: &Path) -> Result<(), String> {
+    let given: Vec<&str> = opts
+        .iter()
+        .filter(|o| o.flag == 'f')
+        .filter_map(|o| o.value.as_deref())
+        .collect();
+    let read = given.last().copied().unwrap_or(DEFAULT_CONFIG);
+    if let Some(rel) = given.iter().find(|f| !Path::new(f).is_absolute()) {
+        return Err(format!(
+            "-f {rel} is a relative path, which sshd reads from / after a reload; start it with \
+             an absolute -f"
+        ));
+    }
+    if !sshd_config.is_absolute() || Path::new(read) != sshd_config {
+        return Err(format!(
+            "it reads {read}{}, not {}; pass --sshd-config {read}",
+            if given.is_empty() {
+                " (no -f: sshd's built-in default)"
+            } else {
+                ""
+            },
+            sshd_config.display()
+        ));
+    }
+    Ok(())
+}
+
 /// The options of the running sshd (beyond its program name), checked:
-/// the process must be an sshd, and its options pass
-/// [`defaults::options`] (`-f` naming `sshd_config`, no guarded `-o`).
+/// the process must be an sshd started by its binary's absolute path, its
+/// title (if it has one) must be whole and its words read as one grouping
+/// only, it must read `sshd_config`, and its options pass
+/// [`defaults::options`] (no guarded `-o`).
 pub fn sshd_opts(
     reload: &Reload,
     sshd_config: &Path,
@@ -200,29 +299,30 @@ pub fn sshd_opts(
             .or_else(|_| std::fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| e.to_string()))
             .map_err(|e| format!("cannot read the running sshd's command line (pid {pid}): {e}"))?;
     let read = argv(&cmdline).map_err(|e| format!("the running sshd (pid {pid}): {e}"))?;
-    let words = match &read {
-        Cmdline::Argv(w) => w,
-        Cmdline::Title(w) => {
-            let all = w.join(" ");
-            check_title(w, guarded).map_err(|e| {
-                format!(
-                    "the running sshd (pid {pid}) was started with `{all}`, and a word of it could \
-                     undo the drop-in: {e}. Start it without that option (its unit, SSHD_OPTS or \
-                     the command that started it)"
-                )
-            })?;
-            w
-        }
+    let (words, title) = match &read {
+        Cmdline::Argv(w) => (w, false),
+        Cmdline::Title(w) => (w, true),
     };
-    let args: Vec<&str> = words.iter().skip(1).map(String::as_str).collect();
-    defaults::options(&args, sshd_config, guarded).map_err(|e| {
+    let all = words.join(" ");
+    let refuse = |e: String| {
         format!(
-            "the running sshd (pid {pid}) was started with `{}`: {e}. sshd-setup must know every \
-             option sshd runs with; start it without that option (its unit, SSHD_OPTS or the \
-             command that started it)",
-            args.join(" ")
+            "the running sshd (pid {pid}) was started with `{all}`: {e}. sshd-setup must know \
+             every option sshd runs with; start it without that (its unit, SSHD_OPTS or the \
+             command that started it)"
         )
-    })
+    };
+    let argv0 = words.first().map_or("", String::as_str);
+    check_program(pid, argv0, &exe).map_err(refuse)?;
+    let args: Vec<&str> = words.iter().skip(1).map(String::as_str).collect();
+    let opts = defaults::parse(&args).map_err(refuse)?;
+    if title {
+        let text = String::from_utf8_lossy(&cmdline);
+        check_not_cut(pid, text.trim_end_matches('\0').len()).map_err(refuse)?;
+        check_grouping(words, &opts).map_err(refuse)?;
+        check_title(words, guarded).map_err(refuse)?;
+    }
+    check_config(&opts, sshd_config).map_err(refuse)?;
+    defaults::options(&args, sshd_config, guarded).map_err(refuse)
 }
 
 #[cfg(test)]
@@ -282,34 +382,114 @@ mod tests {
         }
     }
 
+    /// A title's words, and their reading as options.
+    fn read(title: &str) -> (Vec<String>, Vec<defaults::Opt>) {
+        let w = words(argv(title.as_bytes()).unwrap());
+        let args: Vec<&str> = w.iter().skip(1).map(String::as_str).collect();
+        let opts = defaults::parse(&args).unwrap();
+        (w, opts)
+    }
+
     /// Review (att23, fifth round): `-f "/cfg -D"` read as `-f /cfg -D`.
-    /// A file named as a longer reading of the -f value makes the title
+    /// A file named as a longer reading of a path value makes the title
     /// ambiguous, and it is refused.
     #[test]
-    fn an_f_value_that_may_hold_a_space_is_refused() {
+    fn a_path_value_that_may_hold_a_space_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("cfg");
         std::fs::write(&cfg, "").unwrap();
         let title =
             |f: &str| format!("sshd: /usr/sbin/sshd -f {f} -D -e [listener] 0 of 10-100 startups",);
-        let plain = words(argv(title(&cfg.display().to_string()).as_bytes()).unwrap());
-        assert_eq!(check_title(&plain, &guarded()), Ok(()));
+        let (w, opts) = read(&title(&cfg.display().to_string()));
+        assert_eq!(check_grouping(&w, &opts), Ok(()));
         let evil = dir.path().join("cfg -D");
         std::fs::write(&evil, "PasswordAuthentication yes\n").unwrap();
-        let e = check_title(&plain, &guarded()).expect_err("ambiguous -f");
+        let e = check_grouping(&w, &opts).expect_err("ambiguous -f");
         assert!(e.contains("cfg -D"), "{e}");
         // Joined to its flag as well.
-        let joined = words(
-            argv(
-                format!(
-                    "sshd: /usr/sbin/sshd -Df{} -D [listener] 0 of 10-100 startups",
-                    cfg.display()
-                )
-                .as_bytes(),
-            )
-            .unwrap(),
+        let (w, opts) = read(&format!(
+            "sshd: /usr/sbin/sshd -Df{} -D [listener] 0 of 10-100 startups",
+            cfg.display()
+        ));
+        assert!(check_grouping(&w, &opts).is_err());
+        // A log file whose name holds the words after it (`-E "/log -D"`;
+        // sshd writes that log, so the file exists).
+        let log = dir.path().join("log");
+        std::fs::write(dir.path().join("log -D"), "").unwrap();
+        let (w, opts) = read(&format!(
+            "sshd: /usr/sbin/sshd -E {} -D -f{} [listener] 0 of 10-100 startups",
+            log.display(),
+            cfg.display()
+        ));
+        let e = check_grouping(&w, &opts).expect_err("ambiguous -E");
+        assert!(e.contains("-E"), "{e}");
+    }
+
+    /// Review (att23, sixth round): `-E "/l -E" -f/evil` reads as `-E /l
+    /// -E -f/evil`, the -f taken for the second -E's value. A value that
+    /// starts with `-` is refused in a title (not in an exact command line).
+    #[test]
+    fn a_value_that_starts_with_a_dash_is_refused_in_a_title() {
+        let (w, opts) = read(
+            "sshd: /usr/sbin/sshd -D -f /cfg -E /l -E -f/evil [listener] 0 of 10-100 startups",
         );
-        assert!(check_title(&joined, &guarded()).is_err());
+        let e = check_grouping(&w, &opts).expect_err("-E -f/evil");
+        assert!(e.contains("-f/evil"), "{e}");
+        let (w, opts) =
+            read("sshd: /usr/sbin/sshd -D -f /cfg -E /l [listener] 0 of 10-100 startups");
+        assert_eq!(check_grouping(&w, &opts), Ok(()));
+    }
+
+    /// Review (att23, sixth round): no -f (sshd reads its built-in
+    /// default, not the file sshd-setup was given), a relative -f, and the
+    /// last of several -f.
+    #[test]
+    fn the_config_sshd_reads_must_be_the_one_given() {
+        let opts = |a: &[&str]| defaults::parse(a).unwrap();
+        let cfg = Path::new("/etc/ztssh-test/sshd_config");
+        assert_eq!(
+            check_config(&opts(&["-D", "-f", "/etc/ztssh-test/sshd_config"]), cfg),
+            Ok(())
+        );
+        let e = check_config(&opts(&["-D"]), cfg).expect_err("default");
+        assert!(
+            e.contains("/etc/ssh/sshd_config") && e.contains("built-in"),
+            "{e}"
+        );
+        assert_eq!(
+            check_config(&opts(&["-D"]), Path::new(DEFAULT_CONFIG)),
+            Ok(())
+        );
+        assert!(check_config(&opts(&["-f", "/etc/ztssh-test/sshd_config", "-f/x"]), cfg).is_err());
+        assert!(check_config(&opts(&["-f/x", "-f", "/etc/ztssh-test/sshd_config"]), cfg).is_ok());
+        let e = check_config(&opts(&["-f", "s/cfg"]), Path::new("s/cfg")).expect_err("relative");
+        assert!(e.contains("relative"), "{e}");
+        assert!(check_config(&opts(&[]), Path::new("etc/ssh/sshd_config")).is_err());
+    }
+
+    /// Review (att23, sixth round): argv[0] a script, not the binary that
+    /// runs; and a title cut short by a small environment.
+    #[test]
+    fn argv0_must_be_the_binary_and_a_title_whole() {
+        let pid = i32::try_from(std::process::id()).unwrap();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let me = exe.display().to_string();
+        assert_eq!(check_program(pid, &me, &exe), Ok(()));
+        for other in ["/bin/sh", "sshd", "", "/nonexistent/sshd"] {
+            assert!(check_program(pid, other, &exe).is_err(), "{other}");
+        }
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let f: Vec<u64> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let area = usize::try_from(f[51 - 3] - f[48 - 3]).unwrap();
+        assert_eq!(check_not_cut(pid, area - 3), Ok(()));
+        let e = check_not_cut(pid, area - 2).expect_err("full");
+        assert!(e.contains("cut short"), "{e}");
     }
 
     /// Review (att23, third round): split at spaces, a value ending in a
