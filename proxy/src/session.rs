@@ -388,7 +388,7 @@ async fn serve_authenticated(
             source: addr,
             source_port: local_port,
             serials: crate::state::SerialLog::new(conn.identity().issued()),
-            user_cert: user_cert.clone(),
+            user_cert: crate::state::CertSlot::new(user_cert.clone()),
         })
     });
     let _startup = hold_startup(startup);
@@ -405,6 +405,8 @@ async fn serve_authenticated(
         shared.live_keys.remove(id);
         let id = conn.identity();
         let (serial, proofs) = (id.serial(), id.proofs());
+        // The certificate in force at the end (a renewal replaces it).
+        let cert_text = id.user_cert().map_or_else(String::new, |c| c.describe());
         m.ended(e.kind);
         info!(event = "upstream_closed", principal = %principal, serial = %serial, session_serial = %session, local_port, "sshd connection closed");
         if e.kind.is_challenge_failure() {
@@ -439,6 +441,7 @@ async fn serve_authenticated(
     if ended.is_ok() {
         let id = driver.conn.identity();
         let (serial, proofs) = (id.serial(), id.proofs());
+        let cert_text = id.user_cert().map_or_else(String::new, |c| c.describe());
         info!(event = "upstream_closed", principal = %principal, serial = %serial, session_serial = %session, local_port, "sshd connection closed");
         let (duration_secs, bytes) = (started.elapsed().as_secs(), driver.traffic);
         info!(event = "session_closed", principal = %principal, serial = %serial, session_serial = %session, user_cert = %cert_text, reason = "normal", proofs,

@@ -13,6 +13,7 @@ pub mod config_lines;
 pub mod defaults;
 pub mod guard;
 pub mod include;
+pub mod methods;
 pub mod reload;
 pub mod running;
 pub mod setup;

@@ -146,9 +146,37 @@ pub struct LiveSession {
     /// Every serial the session was issued, kept up to date at each
     /// renewal: sshd's lookup judges them against the list in force.
     pub serials: SerialLog,
-    /// The OpenSSH user certificate that vouched for it, if any: its
-    /// critical options and extensions become the key's options.
-    pub user_cert: Option<Arc<ztssh_proto::trust::usercert::UserCertVerified>>,
+    /// The OpenSSH user certificate that vouches for it now, if any (the
+    /// login's, then each renewal's): its critical options and extensions
+    /// become the key's options.
+    pub user_cert: CertSlot,
+}
+
+/// A live session's user certificate, replaced when a newer one is taken.
+#[derive(Default)]
+pub struct CertSlot(Mutex<Option<Arc<ztssh_proto::trust::usercert::UserCertVerified>>>);
+
+impl CertSlot {
+    /// A slot holding `cert`.
+    pub fn new(cert: Option<Arc<ztssh_proto::trust::usercert::UserCertVerified>>) -> Self {
+        Self(Mutex::new(cert))
+    }
+
+    /// The certificate in force.
+    pub fn get(&self) -> Option<Arc<ztssh_proto::trust::usercert::UserCertVerified>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces it (a renewal).
+    pub fn set(&self, cert: Option<Arc<ztssh_proto::trust::usercert::UserCertVerified>>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = cert;
+    }
 }
 
 /// A live session's serials as its core holds them ([`Issued`]): the
@@ -294,7 +322,7 @@ mod tests {
             source: Ipv4Addr::new(127, 77, 0, 5),
             source_port: 40_005,
             serials: SerialLog::new(Issued::first(&Serial([1; 16]))),
-            user_cert: None,
+            user_cert: CertSlot::default(),
         });
         assert_eq!(keys.snapshot().len(), 1);
         keys.remove("s1");

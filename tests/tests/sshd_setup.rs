@@ -1999,3 +1999,53 @@ fn an_option_the_running_sshd_was_started_with_is_refused() {
         "{err}"
     );
 }
+
+/// Review (att23, sixth round): whatever the reading of sshd's options
+/// misses, sshd-setup asks the running sshd itself (the real `ssh`, as a
+/// user who cannot log in) which methods it offers. Against a real sshd
+/// that offers passwords the probe says so and sshd-setup's check refuses
+/// it; against one with publickey only it passes.
+#[test]
+fn the_methods_probe_reads_what_the_running_sshd_offers() {
+    use ztssh_proxy::sshd::methods::{As, check, offered};
+    let me = As {
+        ids: None,
+        source: None,
+    };
+    for (head, want) in [
+        (
+            "PasswordAuthentication yes\nKbdInteractiveAuthentication yes\n",
+            &["publickey", "password", "keyboard-interactive"][..],
+        ),
+        ("AuthenticationMethods publickey\n", &["publickey"]),
+    ] {
+        let dir = tempfile::tempdir().expect("dir");
+        let port = free_port();
+        let sshd = Sshd::start(
+            dir.path(),
+            port,
+            &format!("ListenAddress 127.0.0.1:{port}\n{head}"),
+        );
+        let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let got = offered(at, me).expect("sshd answers");
+        let mut sorted = got.clone();
+        sorted.sort();
+        let mut expected: Vec<String> = want.iter().map(|m| (*m).to_owned()).collect();
+        expected.sort();
+        assert_eq!(sorted, expected, "{head}: {got:?}\n{}", sshd.log_text());
+        match check(at, me, &["publickey"]) {
+            Ok(text) => assert!(
+                want == ["publickey"] && text.contains("offers publickey"),
+                "{text}"
+            ),
+            Err(e) => assert!(
+                want.contains(&"password")
+                    && e.contains("files say publickey")
+                    && e.contains("password"),
+                "{e}"
+            ),
+        }
+        // What --allow-auth-method keeps is no surprise.
+        assert!(check(at, me, &["publickey", "password", "keyboard-interactive"]).is_ok());
+    }
+}

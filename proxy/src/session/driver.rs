@@ -325,6 +325,10 @@ impl<'a> Driver<'a> {
                 described,
                 valid_before,
             } => {
+                if let Some(l) = &self.listed {
+                    l.user_cert
+                        .set(id.user_cert().cloned().map(std::sync::Arc::new));
+                }
                 let until = ztssh_proto::time::date(*valid_before);
                 info!(event = "user_cert_renewed", principal, serial = %serial, session_serial = %session, user_cert = %described, valid_before = *valid_before, "a newer user certificate ({described}) extends the session to {until}");
             }

@@ -212,9 +212,25 @@ pub fn run(target: &Target, opts: &Options) -> Result<String, Failure> {
             },
             Some(g) => format!(" {}.", guard_only(g, target.upstream)?),
         };
+        let methods = if opts.dry_run {
+            String::new()
+        } else {
+            let checked = crate::sshd::methods::check(
+                target.upstream,
+                probe_as(opts),
+                &allowed_methods(target),
+            )
+            .map_err(|e| {
+                not_ready(format!(
+                    "{} already holds the drop-in's lines, but {e}",
+                    opts.drop_in.display()
+                ))
+            })?;
+            format!(" {checked}.")
+        };
         return Ok(format!(
             "sshd-setup: nothing to change: {} already holds these lines and {} includes it; \
-             sshd was not reloaded.{guard}\n{}\n",
+             sshd was not reloaded.{guard}{methods}\n{}\n",
             opts.drop_in.display(),
             opts.sshd_config.display(),
             verified
@@ -356,6 +372,32 @@ fn interrupted() -> Result<(), String> {
             };
             Err(format!("interrupted by {name}"))
         }
+    }
+}
+
+/// The methods the drop-in's `AuthenticationMethods` line allows
+/// (`publickey`, and any `--allow-auth-method` keeps).
+fn allowed_methods<'a>(target: &'a Target) -> Vec<&'a str> {
+    target
+        .lines
+        .lines()
+        .find_map(|l| l.strip_prefix("AuthenticationMethods "))
+        .map_or_else(|| vec!["publickey"], |m| m.split_whitespace().collect())
+}
+
+/// Who asks sshd which methods it offers ([`crate::sshd::methods`]): with
+/// the nftables guard, the proxy's user from the guard's probe address
+/// (the only one sshd's port lets in); without, this process.
+fn probe_as(opts: &Options) -> crate::sshd::methods::As {
+    match &opts.guard {
+        Some(g) => crate::sshd::methods::As {
+            ids: Some((g.user.uid.as_raw(), g.user.gid.as_raw())),
+            source: Some(std::net::IpAddr::V4(g.probe_source())),
+        },
+        None => crate::sshd::methods::As {
+            ids: None,
+            source: None,
+        },
     }
 }
 
@@ -968,6 +1010,12 @@ fn apply(
         done.push(g.probe_answered(target.upstream)?);
         interrupted()?;
     }
+    done.push(crate::sshd::methods::check(
+        target.upstream,
+        probe_as(opts),
+        &allowed_methods(target),
+    )?);
+    interrupted()?;
     if let Some(check) = &opts.login_check {
         sshd_reload::login_check(check, opts.login_timeout, Some(&STOP))
             .map_err(|e| interrupted().err().unwrap_or(e))?;

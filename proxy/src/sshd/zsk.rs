@@ -110,7 +110,8 @@ pub fn answer(
         if client.is_some_and(|c| c != SocketAddr::new(IpAddr::V4(s.source), s.source_port)) {
             continue;
         }
-        let who = match &s.user_cert {
+        let cert = s.user_cert.get();
+        let who = match &cert {
             Some(c) => Subject::user_cert(&s.principal, c),
             None => Subject::user_key(&s.principal, &s.user_key),
         };
@@ -132,14 +133,14 @@ pub fn answer(
                     ))
                 }
             })
-            .and_then(|()| match &s.user_cert {
+            .and_then(|()| match &cert {
                 Some(c) => cert_options(c).map(|o| format!(",{o}")),
                 None => Ok(String::new()),
             });
         match verdict {
             Ok(options) => {
                 let key = ssh_key::PublicKey::new(s.user_key.key_data().clone(), "");
-                if let Some(c) = &s.user_cert {
+                if let Some(c) = &cert {
                     out.certs.push(format!("{}: {}", s.id, c.describe()));
                 }
                 match key.to_openssh() {
@@ -222,7 +223,7 @@ mod tests {
             serials: crate::state::SerialLog::new(ztssh_proto::trust::Issued::first(
                 &ztssh_proto::cert::Serial([last; 16]),
             )),
-            user_cert: None,
+            user_cert: crate::state::CertSlot::default(),
         })
     }
 
@@ -378,8 +379,8 @@ mod tests {
         let bytes = b.sign(&ca).expect("sign").to_bytes().expect("bytes");
         let cert = usercert::verify(&cas, &bytes, &user, "carol", NOW).expect("verify");
         a.user_cas = Some(Arc::new(cas));
-        let mut s = live("s9", "carol", 9, 11);
-        Arc::get_mut(&mut s).expect("only").user_cert = Some(Arc::new(cert));
+        let s = live("s9", "carol", 9, 11);
+        s.user_cert.set(Some(Arc::new(cert)));
         let sessions = [s];
         let got = answer(&sessions, "carol", None, None, &a, NOW);
         assert_eq!(got.lines.len(), 1, "{:?}", got.refused);
