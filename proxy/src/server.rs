@@ -94,6 +94,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         live_keys: crate::state::LiveKeys::default(),
         upstream_startups: Arc::new(Semaphore::new(cfg_startups)),
         stop_sessions: CancellationToken::new(),
+        krl_kept: std::sync::Mutex::default(),
     });
     if let Some(l) = akc_listener {
         tokio::spawn(crate::sshd::akc::serve(l, Arc::clone(&shared)));

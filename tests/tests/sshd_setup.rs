@@ -2027,7 +2027,7 @@ fn the_methods_probe_reads_what_the_running_sshd_offers() {
             &format!("ListenAddress 127.0.0.1:{port}\n{head}"),
         );
         let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let got = offered(at, me).expect("sshd answers");
+        let got = offered(at, me, "ztssh-sshd-setup-probe").expect("sshd answers");
         let mut sorted = got.clone();
         sorted.sort();
         let mut expected: Vec<String> = want.iter().map(|m| (*m).to_owned()).collect();
@@ -2035,12 +2035,13 @@ fn the_methods_probe_reads_what_the_running_sshd_offers() {
         assert_eq!(sorted, expected, "{head}: {got:?}\n{}", sshd.log_text());
         match check(at, me, &["publickey"]) {
             Ok(text) => assert!(
-                want == ["publickey"] && text.contains("offers publickey"),
+                want == ["publickey"] && text.contains("root: publickey"),
                 "{text}"
             ),
             Err(e) => assert!(
                 want.contains(&"password")
                     && e.contains("files say publickey")
+                    && e.contains("to ztssh-sshd-setup-probe")
                     && e.contains("password"),
                 "{e}"
             ),

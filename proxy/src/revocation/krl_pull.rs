@@ -16,15 +16,15 @@ use hyper::body::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use ztssh_fetch::{Fetched, Fetcher};
-use ztssh_proto::krl::{self, Krl, KrlUpdate};
+use ztssh_proto::krl::{self, Krl, KrlUpdate, MAX_KRL_BYTES};
 
 use crate::config::krl::KrlPullSettings;
 use crate::revocation::fetch::{next_delay, retry_secs};
-use crate::revocation::reload::Request;
+use crate::revocation::reload::{Kept, Request};
 use crate::revocation::watch::watch_crl_file;
 use crate::state::Shared;
 use crate::trust::authority::Authority;
-use crate::trust::krl::{merge_krl, read_krl, refuse_unreadable, result_label};
+use crate::trust::krl::{krl_from, merge_krl, refuse_unreadable, result_label};
 
 /// A KRL offered to the reload task.
 #[derive(Debug)]
@@ -77,7 +77,11 @@ pub fn apply(shared: &Shared, current: &Authority, offer: KrlOffer) -> Option<Au
             .as_ref()
             .and_then(|p| p.cache.as_deref())
     {
-        keep(cache, &offer.bytes, &krl);
+        let mut kept = shared
+            .krl_kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keep(cache, &offer.bytes, &krl, &mut kept);
     }
     next
 }
@@ -108,10 +112,14 @@ pub fn on_reload(
 
 /// Keeps a fetched KRL that went into force, never over one there that
 /// it would not replace (newer, or of its version and revoking as much).
-fn keep(path: &std::path::Path, bytes: &[u8], krl: &Krl) {
+/// What this task wrote there last (`kept`) went into force before this
+/// one replaced it, and is not decoded again.
+fn keep(path: &std::path::Path, bytes: &Bytes, krl: &Krl, kept: &mut Kept) {
     let shown = path.display();
     let version = krl.krl_version;
-    if let Ok(there) = read_krl(path)
+    if let Ok(there) = ztssh_keyfile::read_regular(path, MAX_KRL_BYTES as u64)
+        && kept.version_of(&there).is_none()
+        && let Ok(there) = Krl::decode(&there)
         && !krl::offer(Some(&there), krl).replaces()
     {
         debug!(event = "krl_cached", path = %shown, "the cache already holds KRL version {} or newer", version);
@@ -119,6 +127,7 @@ fn keep(path: &std::path::Path, bytes: &[u8], krl: &Krl) {
     }
     match ztssh_keyfile::write_atomic(path, bytes, 0o644, ztssh_keyfile::Existing::Replace) {
         Ok(()) => {
+            kept.wrote(bytes, version);
             debug!(event = "krl_cached", path = %shown, krl_version = version, "user CA KRL kept on disk")
         }
         Err(e) => warn!(event = "krl_cache_failed", path = %shown, error = %e,
@@ -134,11 +143,26 @@ async fn watch_file(shared: Arc<Shared>, path: PathBuf, requests: mpsc::Sender<R
     let source = "user_ca_krl".to_owned();
     while changed.recv().await.is_some() {
         let p = path.clone();
-        let read = tokio::task::spawn_blocking(move || read_krl(&p))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+        let me = Arc::clone(&shared);
+        let read = tokio::task::spawn_blocking(move || {
+            let bytes = ztssh_keyfile::read_regular(&p, MAX_KRL_BYTES as u64)?;
+            // What the reload task just wrote there: in force already.
+            let ours = me
+                .krl_kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .version_of(&bytes)
+                .is_some();
+            if ours {
+                return Ok(None);
+            }
+            krl_from(&p, &bytes).map(Some)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
         let krl = match read {
-            Ok(k) => k,
+            Ok(None) => continue,
+            Ok(Some(k)) => k,
             Err(e) => {
                 shared
                     .metrics

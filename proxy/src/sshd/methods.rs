@@ -16,9 +16,13 @@ use std::time::Duration;
 
 use crate::sshd::reload::run_bounded;
 
-/// The user the probe asks as: no account of that name is expected, and
-/// sshd answers an unknown user with the methods it offers everyone.
+/// The user the probe asks as first: no account of that name is expected,
+/// and sshd answers an unknown user with the methods it offers everyone.
 pub const PROBE_USER: &str = "ztssh-sshd-setup-probe";
+
+/// The users the probe asks as: anyone, and root (the account a `Match
+/// User` block that turns passwords back on would be written for first).
+pub const PROBE_USERS: [&str; 2] = [PROBE_USER, "root"];
 
 /// How long the probe may take.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -39,30 +43,34 @@ pub struct As {
 /// drop-in's `AuthenticationMethods`: `publickey`, and any method
 /// `--allow-auth-method` keeps).
 pub fn check(upstream: SocketAddr, who: As, allowed: &[&str]) -> Result<String, String> {
-    let offered = offered(upstream, who)?;
-    let extra: Vec<&str> = offered
-        .iter()
-        .map(String::as_str)
-        .filter(|m| !allowed.contains(m))
-        .collect();
-    if extra.is_empty() && offered.iter().any(|m| m == "publickey") {
-        return Ok(format!(
-            "sshd at {upstream} offers {} (asked by ssh as {PROBE_USER})",
-            offered.join(",")
-        ));
+    let mut seen = Vec::new();
+    for user in PROBE_USERS {
+        let offered = offered(upstream, who, user)?;
+        let extra: Vec<&str> = offered
+            .iter()
+            .map(String::as_str)
+            .filter(|m| !allowed.contains(m))
+            .collect();
+        if !extra.is_empty() || !offered.iter().any(|m| m == "publickey") {
+            return Err(format!(
+                "sshd at {upstream} offers {} to {user} (asked by ssh), though its files say {}: \
+                 it runs with options sshd-setup did not see (its command line, a program that \
+                 starts it, another config file). Find them (ps -o args, its unit, SSHD_OPTS), \
+                 start sshd without them, and run sshd-setup again",
+                offered.join(","),
+                allowed.join(",")
+            ));
+        }
+        seen.push(format!("{user}: {}", offered.join(",")));
     }
-    Err(format!(
-        "sshd at {upstream} offers {} (asked by ssh as {PROBE_USER}), though its files say {}: it \
-         runs with options sshd-setup did not see (its command line, a program that starts it, \
-         another config file). Find them (ps -o args, its unit, SSHD_OPTS), start sshd without \
-         them, and run sshd-setup again",
-        offered.join(","),
-        allowed.join(",")
+    Ok(format!(
+        "sshd at {upstream} offers what its files say (asked by ssh as {})",
+        seen.join("; ")
     ))
 }
 
-/// The methods sshd at `upstream` offers a user who offers none.
-pub fn offered(upstream: SocketAddr, who: As) -> Result<Vec<String>, String> {
+/// The methods sshd at `upstream` offers `user` when the client offers none.
+pub fn offered(upstream: SocketAddr, who: As, user: &str) -> Result<Vec<String>, String> {
     let mut cmd = Command::new("ssh");
     cmd.args(["-F", "/dev/null", "-T", "-n"])
         .args(["-o", "BatchMode=yes"])
@@ -80,7 +88,7 @@ pub fn offered(upstream: SocketAddr, who: As) -> Result<Vec<String>, String> {
     if let Some(src) = who.source {
         cmd.args(["-b", &src.to_string()]);
     }
-    cmd.arg(format!("{PROBE_USER}@{}", upstream.ip()))
+    cmd.arg(format!("{user}@{}", upstream.ip()))
         .arg("true")
         .env_clear()
         .env("PATH", "/usr/bin:/bin")

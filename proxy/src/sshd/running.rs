@@ -138,6 +138,14 @@ fn check_title(words: &[String], guarded: &[String]) -> Result<(), String> {
 /// -f/cfg"`: sshd writes that log, so the file exists). `opts` are
 /// [`defaults::parse`]'s reading of `words[1..]`.
 fn check_grouping(words: &[String], opts: &[defaults::Opt]) -> Result<(), String> {
+    // argv[0] too: `"/x/sshd -E/y"` (a script by that name beside a hard
+    // link /x/sshd to the binary) reads as the binary and an -E.
+    if let Some(path) = longer_path(words, 0) {
+        return Err(format!(
+            "the program it was started as may be {path:?} (a file of that name exists), not the \
+             one read from its title"
+        ));
+    }
     for o in opts {
         let Some(value) = &o.value else {
             continue;
@@ -151,22 +159,38 @@ fn check_grouping(words: &[String], opts: &[defaults::Opt]) -> Result<(), String
                 o.flag
             ));
         }
-        if PATH_FLAGS.contains(o.flag) {
-            let mut path = value.clone();
-            for next in words.iter().skip(at + 1) {
-                path.push(' ');
-                path.push_str(next);
-                if std::fs::symlink_metadata(&path).is_ok() {
-                    return Err(format!(
-                        "the path given with -{} may be {path:?} (a file of that name exists), \
-                         not the one read from its title",
-                        o.flag
-                    ));
-                }
-            }
+        if PATH_FLAGS.contains(o.flag)
+            && let Some(path) = longer_path(words, at)
+        {
+            return Err(format!(
+                "the path given with -{} may be {path:?} (a file of that name exists), not the one \
+                 read from its title",
+                o.flag
+            ));
         }
     }
     Ok(())
+}
+
+/// A file named by the path at `words[at]` (its value part, after a
+/// joined flag) and one or more words after it, if one exists: the path
+/// may hold those spaces.
+fn longer_path(words: &[String], at: usize) -> Option<String> {
+    let mut path = words.get(at)?.clone();
+    if at > 0
+        && let Some(flags) = path.strip_prefix('-')
+        && let Some(i) = flags.find(|c: char| PATH_FLAGS.contains(c))
+    {
+        path = flags[i + 1..].to_owned();
+    }
+    for next in words.iter().skip(at + 1) {
+        path.push(' ');
+        path.push_str(next);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// Refuses a title that may have been cut short: OpenSSH writes it over
@@ -174,7 +198,7 @@ fn check_grouping(words: &[String], opts: &[defaults::Opt]) -> Result<(), String
 /// environment cuts a long title, and what is cut cannot be read (the end
 /// of the title may even be a value that looks like its real end). From
 /// `/proc/PID/stat`: the area runs from `arg_start` to `env_end`, and a
-/// title fills at most all of it but two bytes.
+/// title cut to fit it fills all of it but three bytes.
 fn check_not_cut(pid: i32, title_len: usize) -> Result<(), String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
@@ -192,7 +216,9 @@ fn check_not_cut(pid: i32, title_len: usize) -> Result<(), String> {
         ));
     };
     let area = env_end.saturating_sub(arg_start);
-    if (title_len as u64).saturating_add(2) >= area {
+    // OpenSSH's title area is `area - 2` bytes and keeps one for its NUL:
+    // a title it had to cut is `area - 3` bytes long.
+    if (title_len as u64).saturating_add(3) >= area {
         return Err(format!(
             "its process title fills all {area} bytes sshd had for it (its arguments and \
              environment), so it may have been cut short and what was cut cannot be read; start \
@@ -216,15 +242,55 @@ fn check_program(pid: i32, argv0: &str, exe: &Path) -> Result<(), String> {
             _ => false,
         };
     if same {
-        Ok(())
-    } else {
-        Err(format!(
-            "it was started as {argv0:?}, which is not its binary {} by an absolute path: sshd \
-             runs that name again for every connection and on a reload. Start it by the binary's \
-             absolute path",
-            exe.display()
-        ))
+        return Ok(());
     }
+    if exe.to_string_lossy().ends_with(" (deleted)") {
+        return Err(format!(
+            "its binary {} was replaced since it started (an upgrade?); restart sshd, then run \
+             sshd-setup again",
+            exe.display()
+        ));
+    }
+    let cut = if argv0.contains(' ') {
+        " (if that is sshd's process title cut short by a small environment, start sshd with a \
+         fuller one)"
+    } else {
+        ""
+    };
+    Err(format!(
+        "it was started as {argv0:?}, which is not its binary {} by an absolute path{cut}: sshd \
+         runs that name again for every connection and on a reload. Start it by the binary's \
+         absolute path",
+        exe.display()
+    ))
+}
+
+/// Refuses an sshd that sees other files than this process: another
+/// mount namespace or root directory (a bind mount over its config, a
+/// unit's `BindReadOnlyPaths=` or `RootDirectory=`, a container) would
+/// make every file sshd-setup reads and writes another than sshd's.
+fn check_same_files(pid: i32) -> Result<(), String> {
+    let link = |p: String| std::fs::read_link(&p).map_err(|e| format!("cannot read {p}: {e}"));
+    let (theirs, ours) = (
+        link(format!("/proc/{pid}/ns/mnt"))?,
+        link("/proc/self/ns/mnt".to_owned())?,
+    );
+    if theirs != ours {
+        return Err(format!(
+            "it runs in another mount namespace ({}, this process {}), where its files may be \
+             others; run sshd-setup in its namespace (nsenter --target {pid} --mount)",
+            theirs.display(),
+            ours.display()
+        ));
+    }
+    let root = link(format!("/proc/{pid}/root"))?;
+    if root != Path::new("/") {
+        return Err(format!(
+            "it runs under another root directory ({}); run sshd-setup there",
+            root.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a config file other than `sshd_config`: sshd reads the last
@@ -311,6 +377,7 @@ pub fn sshd_opts(
              command that started it)"
         )
     };
+    check_same_files(pid).map_err(refuse)?;
     let argv0 = words.first().map_or("", String::as_str);
     check_program(pid, argv0, &exe).map_err(refuse)?;
     let args: Vec<&str> = words.iter().skip(1).map(String::as_str).collect();
@@ -487,9 +554,33 @@ mod tests {
             .map(|x| x.parse().unwrap_or(0))
             .collect();
         let area = usize::try_from(f[51 - 3] - f[48 - 3]).unwrap();
-        assert_eq!(check_not_cut(pid, area - 3), Ok(()));
-        let e = check_not_cut(pid, area - 2).expect_err("full");
-        assert!(e.contains("cut short"), "{e}");
+        // Review (att23, seventh round): a title OpenSSH cut is exactly
+        // area - 3 bytes long.
+        assert_eq!(check_not_cut(pid, area - 4), Ok(()));
+        for full in [area - 3, area - 2] {
+            let e = check_not_cut(pid, full).expect_err("full");
+            assert!(e.contains("cut short"), "{e}");
+        }
+        // This process sees its own files.
+        assert_eq!(check_same_files(pid), Ok(()));
+        // A program name holding a space: a file named by the first word
+        // and the next is what sshd runs again.
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("sshd");
+        std::fs::write(&link, "").unwrap();
+        std::fs::write(dir.path().join("sshd -E"), "").unwrap();
+        let title = format!(
+            "sshd: {} -E/log -D [listener] 0 of 10-100 startups",
+            link.display()
+        );
+        let (w, opts) = read(&title);
+        assert_eq!(check_grouping(&w, &opts), Ok(()));
+        let dir2 = dir.path().join("sshd -E");
+        std::fs::remove_file(&dir2).unwrap();
+        std::fs::create_dir(&dir2).unwrap();
+        std::fs::write(dir2.join("log"), "").unwrap();
+        let e = check_grouping(&w, &opts).expect_err("argv0 with a space");
+        assert!(e.contains("program"), "{e}");
     }
 
     /// Review (att23, third round): split at spaces, a value ending in a

@@ -18,7 +18,12 @@ use crate::trust::authority::Authority;
 /// Reads and decodes a KRL file.
 pub fn read_krl(path: &Path) -> Result<Krl, String> {
     let bytes = keyfile::read_regular(path, MAX_KRL_BYTES as u64)?;
-    Krl::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    krl_from(path, &bytes)
+}
+
+/// [`read_krl`] of the bytes already read from `path`.
+pub fn krl_from(path: &Path, bytes: &[u8]) -> Result<Krl, String> {
+    Krl::decode(bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// How a KRL offer ended, for the `ztssh_user_ca_krl_loads_total` metric.
