@@ -333,6 +333,35 @@ fn forge_servers(signed: &Path, key: &Path, servers: &[&str], version: u64) -> S
     encode_pem(pem::ACCESS, &list.sign(&key).expect("sign"), Some(&dlg)).expect("armour")
 }
 
+/// An online key in `dir` (`NAME.key`) and the root's `access`
+/// delegation to it for `web*` (`NAME.dlg`), with `extra` arguments to
+/// `ztssh-ca delegate` (`--ttl 25s`, say).
+fn delegate_web(p: &Publisher, dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let (key, dlg) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.dlg")),
+    );
+    assert_ok(
+        &ca(&["keygen".as_ref(), "--out".as_ref(), key.as_os_str()]),
+        "keygen",
+    );
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "delegate".as_ref(),
+        "--dir".as_ref(),
+        p.ca.as_os_str(),
+        "--purpose".as_ref(),
+        "access".as_ref(),
+        "--key".as_ref(),
+    ];
+    let public = key.with_extension("pub");
+    args.push(public.as_os_str());
+    args.extend(["--servers", "web*"].map(std::ffi::OsStr::new));
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    args.extend(["--out".as_ref(), dlg.as_os_str()]);
+    assert_ok(&ca(&args), "delegate");
+    (key, dlg)
+}
+
 #[test]
 fn a_list_signed_by_an_access_delegation_grants_within_its_servers_until_revoked() {
     let p = Publisher::new();
@@ -342,27 +371,7 @@ fn a_list_signed_by_an_access_delegation_grants_within_its_servers_until_revoked
     // CI signs from a copy of the CA's records without the root key.
     let keys = p.dir.path().join("keys");
     std::fs::create_dir(&keys).expect("keys");
-    let (key, dlg) = (keys.join("ci.key"), keys.join("ci.dlg"));
-    assert_ok(
-        &ca(&["keygen".as_ref(), "--out".as_ref(), key.as_os_str()]),
-        "keygen",
-    );
-    assert_ok(
-        &ca(&[
-            "delegate".as_ref(),
-            "--dir".as_ref(),
-            p.ca.as_os_str(),
-            "--purpose".as_ref(),
-            "access".as_ref(),
-            "--key".as_ref(),
-            key.with_extension("pub").as_os_str(),
-            "--servers".as_ref(),
-            "web*".as_ref(),
-            "--out".as_ref(),
-            dlg.as_os_str(),
-        ]),
-        "delegate",
-    );
+    let (key, dlg) = delegate_web(&p, &keys, "ci", &[]);
     let ci = p.dir.path().join("ci-ca");
     assert_ok(
         &run_bounded(Command::new("cp").arg("-a").arg(&p.ca).arg(&ci), T),
@@ -536,29 +545,7 @@ fn a_list_whose_delegation_ends_grants_nothing_at_once_and_after_a_restart() {
     let mut web1 = p.proxy_with("web1", "challenge_interval_secs = 600\n");
     web1.proxy.wait_log("access list version 1 loaded", WAIT);
     // Version 2, signed by CI under a delegation that lasts 25 s.
-    let (key, dlg) = (p.dir.path().join("ci.key"), p.dir.path().join("ci.dlg"));
-    assert_ok(
-        &ca(&["keygen".as_ref(), "--out".as_ref(), key.as_os_str()]),
-        "keygen",
-    );
-    assert_ok(
-        &ca(&[
-            "delegate".as_ref(),
-            "--dir".as_ref(),
-            p.ca.as_os_str(),
-            "--purpose".as_ref(),
-            "access".as_ref(),
-            "--key".as_ref(),
-            key.with_extension("pub").as_os_str(),
-            "--servers".as_ref(),
-            "web*".as_ref(),
-            "--ttl".as_ref(),
-            "25s".as_ref(),
-            "--out".as_ref(),
-            dlg.as_os_str(),
-        ]),
-        "delegate",
-    );
+    let (key, dlg) = delegate_web(&p, p.dir.path(), "ci", &["--ttl", "25s"]);
     let input = p.dir.path().join("v2.toml");
     std::fs::write(&input, list(&[("carol", &team, Some("web*"))])).expect("toml");
     let v2 = p.web.path().join("staging/v2.pem");

@@ -202,7 +202,17 @@ pub fn reload(how: &Reload, addrs: &[SocketAddr]) -> Result<String, String> {
         _ => *first,
     };
     let ports: Vec<u16> = addrs.iter().map(SocketAddr::port).collect();
-    let inodes = || -> HashSet<u64> { ports.iter().flat_map(|p| listen_inodes(*p)).collect() };
+    // sshd's own listening sockets only: another program on the same port
+    // number (at another address) neither blocks nor fakes the wait.
+    // sshd re-executes itself in place on SIGHUP, so its pid stays.
+    let pid = crate::sshd::running::pid(how).ok();
+    let inodes = || -> HashSet<u64> {
+        let all: HashSet<u64> = ports.iter().flat_map(|p| listen_inodes(*p)).collect();
+        match pid.map(socket_inodes) {
+            Some(own) if !own.is_empty() => all.intersection(&own).copied().collect(),
+            _ => all,
+        }
+    };
     let before = inodes();
     let sent = match how {
         Reload::PidFile(path) => {
@@ -264,6 +274,24 @@ pub(crate) fn read_pid(path: &Path) -> Result<i32, String> {
         .ok()
         .filter(|p| *p > 1)
         .ok_or_else(|| format!("{}: not a pid: {:?}", path.display(), text.trim()))
+}
+
+/// The inodes of the sockets process `pid` holds open (empty when its
+/// descriptors cannot be read).
+pub fn socket_inodes(pid: i32) -> HashSet<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return HashSet::new();
+    };
+    dir.take(65_536)
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
 }
 
 /// The inodes of the sockets listening on `port` (any address).
@@ -335,6 +363,20 @@ pub fn login_check(check: &str, limit: Duration, stop: Option<&AtomicBool>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review (att23, eighth round): another program listening on sshd's
+    /// port number at another address made the reload wait fail. Only the
+    /// process's own listeners count.
+    #[test]
+    fn a_processs_own_listeners_are_told_from_anothers() {
+        let mine = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = mine.local_addr().expect("addr").port();
+        let all = listen_inodes(port);
+        let own = socket_inodes(i32::try_from(std::process::id()).expect("pid"));
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert!(all.is_subset(&own), "{all:?} {own:?}");
+        assert!(socket_inodes(i32::MAX).is_empty());
+    }
 
     #[test]
     fn listeners_are_read_from_proc_net_tcp() {

@@ -19,7 +19,7 @@ use crate::sshd::reload::{Reload, read_pid, run_bounded};
 const MAX_CMDLINE: u64 = 256 * 1024;
 
 /// The running sshd's pid: from its pid file, or from systemd.
-fn pid(reload: &Reload) -> Result<i32, String> {
+pub(crate) fn pid(reload: &Reload) -> Result<i32, String> {
     match reload {
         Reload::PidFile(path) => read_pid(path),
         Reload::Service(name) => {
@@ -283,11 +283,19 @@ fn check_same_files(pid: i32) -> Result<(), String> {
             ours.display()
         ));
     }
-    let root = link(format!("/proc/{pid}/root"))?;
-    if root != Path::new("/") {
+    // The same directory as this process's root, by device and inode: the
+    // link's text is "/" for any root seen from inside a chroot.
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &str| {
+        std::fs::metadata(p)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| format!("cannot read {p}: {e}"))
+    };
+    if id(&format!("/proc/{pid}/root/"))? != id("/")? {
         return Err(format!(
-            "it runs under another root directory ({}); run sshd-setup there",
-            root.display()
+            "it runs under another root directory than this process ({}); run sshd-setup in \
+             sshd's own root, not in a chroot or container of its own",
+            link(format!("/proc/{pid}/root"))?.display()
         ));
     }
     Ok(())
