@@ -48,8 +48,9 @@ pub struct Shared {
     /// Cancelled when a shutdown's drain period has run out: every session
     /// still open then is ended with a TERMINATE that says so.
     pub stop_sessions: CancellationToken,
-    /// The KRL last written to `user_ca_krl_cache` (or `user_ca_krl`): the
-    /// file watch that the write sets off knows it without decoding it.
+    /// The KRL last written to `user_ca_krl_cache` (or `user_ca_krl`), set
+    /// by the reload task once the authority it went into is published:
+    /// the file watch that the write sets off knows it without decoding.
     pub krl_kept: Mutex<crate::revocation::reload::Kept>,
 }
 

@@ -427,7 +427,7 @@ pub async fn watch_staleness(
                     event = "access_delegation_ended",
                     list_version = v,
                     not_after = ends,
-                    "access list version {v} was signed under an access delegation that ended {};                      it grants nothing now, and every session only it granted ends. Publish a list                      signed by the root or by an access delegation in force: ztssh-ca access",
+                    "access list version {v} was signed under an access delegation that ended {}; it grants nothing now, and every session only it granted ends. Publish a list signed by the root or by an access delegation in force: ztssh-ca access",
                     when(ends, now)
                 );
                 recheck = true;

@@ -61,7 +61,12 @@ pub fn keep_newest(slot: &mut Option<Box<KrlOffer>>, offer: Box<KrlOffer>) {
 
 /// The reload task's step for an offered KRL: the authority to publish, if
 /// the KRL replaces the one in force; a fetched one is then kept on disk.
-pub fn apply(shared: &Shared, current: &Authority, offer: KrlOffer) -> Option<Authority> {
+pub fn apply(
+    shared: &Shared,
+    current: &Authority,
+    offer: KrlOffer,
+    kept: &mut Kept,
+) -> Option<Authority> {
     let krl = Arc::clone(&offer.krl);
     let (next, update) = merge_krl(current, offer.krl, &offer.source);
     shared
@@ -77,11 +82,7 @@ pub fn apply(shared: &Shared, current: &Authority, offer: KrlOffer) -> Option<Au
             .as_ref()
             .and_then(|p| p.cache.as_deref())
     {
-        let mut kept = shared
-            .krl_kept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        keep(cache, &offer.bytes, &krl, &mut kept);
+        keep(cache, &offer.bytes, &krl, kept);
     }
     next
 }

@@ -154,6 +154,11 @@ struct Memory {
     crl_kept: Kept,
     /// The access list last written to its cache.
     access_kept: Kept,
+    /// The KRL last written to its cache; shared with the KRL's file
+    /// watch ([`Shared::krl_kept`]) only once the authority it went into
+    /// is published, so a reload that is given up (a timeout) never
+    /// leaves the watch skipping a KRL that is not in force.
+    krl_kept: Kept,
 }
 
 /// The signed list this task last wrote to a cache file, and its version:
@@ -232,6 +237,10 @@ async fn run(
                 if let Some(next) = o.next {
                     tx.send_replace(Arc::new(next));
                 }
+                *shared
+                    .krl_kept
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = memory.krl_kept.clone();
             }
             Err(e) => error!(event = "reload", result = "failed", error = %e, "reload task failed"),
         }
@@ -297,7 +306,7 @@ fn compute(
     }
     if let Some(offer) = batch.krl {
         let base = out.next.as_ref().unwrap_or(current);
-        if let Some(next) = super::krl_pull::apply(shared, base, *offer) {
+        if let Some(next) = super::krl_pull::apply(shared, base, *offer, &mut memory.krl_kept) {
             out.next = Some(next);
         }
     }

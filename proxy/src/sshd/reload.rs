@@ -203,17 +203,22 @@ pub fn reload(how: &Reload, addrs: &[SocketAddr]) -> Result<String, String> {
     };
     let ports: Vec<u16> = addrs.iter().map(SocketAddr::port).collect();
     // sshd's own listening sockets only: another program on the same port
-    // number (at another address) neither blocks nor fakes the wait.
-    // sshd re-executes itself in place on SIGHUP, so its pid stays.
-    let pid = crate::sshd::running::pid(how).ok();
-    let inodes = || -> HashSet<u64> {
+    // number (at another address) neither blocks nor fakes the wait. sshd
+    // re-executes itself in place on SIGHUP, so its pid stays.
+    let pid = crate::sshd::running::pid(how)?;
+    let inodes = || -> Result<HashSet<u64>, String> {
         let all: HashSet<u64> = ports.iter().flat_map(|p| listen_inodes(*p)).collect();
-        match pid.map(socket_inodes) {
-            Some(own) if !own.is_empty() => all.intersection(&own).copied().collect(),
-            _ => all,
-        }
+        Ok(all.intersection(&socket_inodes(pid)?).copied().collect())
     };
-    let before = inodes();
+    let before = inodes()?;
+    if before.is_empty() {
+        return Err(format!(
+            "sshd (pid {pid}, from {}) does not listen on port {ports:?} here: it is not the sshd \
+             at {upstream} (a stale pid file, another instance, another network namespace). Point \
+             --pid-file or --service at the sshd that listens there",
+            how.describe()
+        ));
+    }
     let sent = match how {
         Reload::PidFile(path) => {
             let pid = read_pid(path)?;
@@ -242,12 +247,11 @@ pub fn reload(how: &Reload, addrs: &[SocketAddr]) -> Result<String, String> {
     };
     let start = Instant::now();
     loop {
-        let now = inodes();
-        if !now.is_empty() && now.is_disjoint(&before) {
-            break;
-        }
-        if before.is_empty() {
-            // Not visible here (another network namespace?): rely on the banner.
+        // Gone (sshd died) reads as an error: wait on, until the time runs out.
+        if let Ok(now) = inodes()
+            && !now.is_empty()
+            && now.is_disjoint(&before)
+        {
             break;
         }
         if start.elapsed() > RELOAD_TIMEOUT {
@@ -276,13 +280,12 @@ pub(crate) fn read_pid(path: &Path) -> Result<i32, String> {
         .ok_or_else(|| format!("{}: not a pid: {:?}", path.display(), text.trim()))
 }
 
-/// The inodes of the sockets process `pid` holds open (empty when its
-/// descriptors cannot be read).
-pub fn socket_inodes(pid: i32) -> HashSet<u64> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return HashSet::new();
-    };
-    dir.take(65_536)
+/// The inodes of the sockets process `pid` holds open.
+pub fn socket_inodes(pid: i32) -> Result<HashSet<u64>, String> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| format!("cannot read sshd's descriptors (/proc/{pid}/fd): {e}"))?;
+    Ok(dir
+        .take(65_536)
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter_map(|l| {
             l.to_str()?
@@ -291,7 +294,7 @@ pub fn socket_inodes(pid: i32) -> HashSet<u64> {
                 .parse()
                 .ok()
         })
-        .collect()
+        .collect())
 }
 
 /// The inodes of the sockets listening on `port` (any address).
@@ -372,10 +375,10 @@ mod tests {
         let mine = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = mine.local_addr().expect("addr").port();
         let all = listen_inodes(port);
-        let own = socket_inodes(i32::try_from(std::process::id()).expect("pid"));
+        let own = socket_inodes(i32::try_from(std::process::id()).expect("pid")).expect("own fds");
         assert_eq!(all.len(), 1, "{all:?}");
         assert!(all.is_subset(&own), "{all:?} {own:?}");
-        assert!(socket_inodes(i32::MAX).is_empty());
+        assert!(socket_inodes(i32::MAX).is_err());
     }
 
     #[test]

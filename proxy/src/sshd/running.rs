@@ -271,16 +271,35 @@ fn check_program(pid: i32, argv0: &str, exe: &Path) -> Result<(), String> {
 /// make every file sshd-setup reads and writes another than sshd's.
 fn check_same_files(pid: i32) -> Result<(), String> {
     let link = |p: String| std::fs::read_link(&p).map_err(|e| format!("cannot read {p}: {e}"));
-    let (theirs, ours) = (
-        link(format!("/proc/{pid}/ns/mnt"))?,
-        link("/proc/self/ns/mnt".to_owned())?,
-    );
-    if theirs != ours {
+    for (ns, what) in [("mnt", "files"), ("net", "addresses")] {
+        let (theirs, ours) = (
+            link(format!("/proc/{pid}/ns/{ns}"))?,
+            link(format!("/proc/self/ns/{ns}"))?,
+        );
+        if theirs != ours {
+            return Err(format!(
+                "it runs in another {ns} namespace ({}, this process {}), where its {what} may be \
+                 others; run sshd-setup in its namespaces (nsenter --target {pid} --mount --net)",
+                theirs.display(),
+                ours.display()
+            ));
+        }
+    }
+    // The mount at the root, by its id: a chroot whose root is a bind
+    // mount of / itself has the same device and inode, not the same mount.
+    let root_mount = |p: String| -> Result<Option<String>, String> {
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {p}: {e}"))?;
+        Ok(text
+            .lines()
+            .filter(|l| l.split_whitespace().nth(4) == Some("/"))
+            .last()
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_owned))
+    };
+    if root_mount(format!("/proc/{pid}/mountinfo"))? != root_mount("/proc/self/mountinfo".into())? {
         return Err(format!(
-            "it runs in another mount namespace ({}, this process {}), where its files may be \
-             others; run sshd-setup in its namespace (nsenter --target {pid} --mount)",
-            theirs.display(),
-            ours.display()
+            "its root is another mount than this process's (/proc/{pid}/mountinfo); run \
+             sshd-setup in sshd's own root, not in a chroot of its own"
         ));
     }
     // The same directory as this process's root, by device and inode: the
