@@ -597,17 +597,8 @@ pub fn verify_pem_kept(
 ) -> Result<AccessList, AccessError> {
     let (der, delegation) =
         delegation::split_pem(text, pem::ACCESS).map_err(AccessError::NotPem)?;
-    let at = match delegation.as_deref() {
-        Some(d) => {
-            let d = Delegation::decode_verified(d, root).map_err(AccessError::NotDelegated)?;
-            if now >= d.body.not_after && d.body.not_after > d.body.not_before {
-                d.body.not_after - 1
-            } else {
-                now
-            }
-        }
-        None => now,
-    };
+    let at = delegation::kept_time(root, delegation.as_deref(), now)
+        .map_err(AccessError::NotDelegated)?;
     verify_access(root, &der, delegation.as_deref(), None, at)
 }
 

@@ -605,6 +605,32 @@ pub fn verify_list(
     Ok(crl)
 }
 
+/// The time at which to check the chain of a signed list kept on this
+/// machine (a proxy's cache of a list that went into force, or the
+/// operator's file): `now`, or, when its delegation (`delegation`, as
+/// received) has ended by `now`, the last second of the delegation's
+/// window. Such a list was good when it went into force; it still counts
+/// for the version it sets (and a revocation list for what it revokes),
+/// while what a list grants is checked against its delegation at every
+/// use. The delegation's own signature is verified here first.
+pub fn kept_time(
+    root: &PublicKey,
+    delegation: Option<&[u8]>,
+    now: UnixTime,
+) -> Result<UnixTime, ProtoError> {
+    let Some(d) = delegation else {
+        return Ok(now);
+    };
+    let d = Delegation::decode_verified(d, root)?;
+    Ok(
+        if now >= d.body.not_after && d.body.not_after > d.body.not_before {
+            d.body.not_after - 1
+        } else {
+            now
+        },
+    )
+}
+
 /// Most PEM blocks in one object file: the object and its delegation.
 const MAX_BLOCKS: usize = 2;
 

@@ -44,6 +44,7 @@ pub mod usercert;
 pub use krl::{check_krl, check_krl_cert};
 pub use list::{
     ListError, ListUpdate, MAX_DELEGATED_VERSION, Versioned, offer, offer_from, verify_pem,
+    verify_pem_kept,
 };
 pub use renewal::{LicenceUpdate, offer_licence};
 pub use subject::{Checkpoint, Credential, Issued, Subject};

@@ -33,7 +33,7 @@ mod tests;
 pub use choice::{Choice, LogFormat};
 
 use crate::admission::limits::{LimitSettings, PenaltySettings};
-use crate::trust::authority::{Authority, read_crl};
+use crate::trust::authority::{Authority, read_crl_kept};
 use crate::trust::authz::Authorized;
 use crate::trust::policy::{Policy, parse_net};
 use ztssh_proto::identity::{INSECURE_MIN_CERT_TTL, MAX_CERT_TTL, MIN_CERT_TTL, Timing};
@@ -843,7 +843,7 @@ fn read_authority(
     let authorized = Authorized::load(&s.authorized_principals).map_err(err)?;
     let crl = match &s.revocation_list {
         Some(path) => {
-            let crl = read_crl(path, root, now).map_err(err)?;
+            let crl = read_crl_kept(path, root, now).map_err(err)?;
             within_delegated_ceiling(path, &crl, "revocation list", "crl").map_err(err)?;
             Some(crl)
         }
@@ -919,7 +919,7 @@ fn newer_cached(
     if !path.exists() {
         return crl;
     }
-    let cached = match read_crl(path, root, now) {
+    let cached = match read_crl_kept(path, root, now) {
         Ok(cached) => cached,
         Err(e) => {
             tracing::warn!(event = "crl_cache_unusable", path = %path.display(), error = %e,

@@ -770,3 +770,29 @@ fn a_host_ca_certification_round_trips_under_the_root() {
     assert_eq!(back.body.key, host_ca.public());
     assert_eq!(Purpose::parse("host-ca"), Some(Purpose::HostCa));
 }
+
+/// Issue 21 review: a revocation list an on-call key signed, kept on the
+/// proxy, still loads after its delegation ends (a restart must not forget
+/// a ban), with every signature checked; fetched, it is refused.
+#[test]
+fn a_kept_revocation_list_outlives_its_delegation_but_not_its_signatures() {
+    let root = SigningKey::generate(&mut TestRng);
+    let oncall = SigningKey::generate(&mut TestRng);
+    let d = delegation(&root, &oncall, Purpose::Revocations, &[]);
+    let mut banned = Revocations::default();
+    banned.principals.insert("eve".into());
+    let pem = encode_pem(pem::CRL, &list(&oncall, 6, banned.clone()), Some(&d)).expect("armour");
+    let after = NOW + 7200;
+    assert!(verify_pem(pem.as_bytes(), &root.public(), after).is_err());
+    let kept = crate::trust::verify_pem_kept(pem.as_bytes(), &root.public(), after).expect("kept");
+    assert_eq!((kept.list_version, kept.revoked.principals.len()), (6, 1));
+    // Another root's delegation, or a list the on-call key did not sign.
+    let other = SigningKey::generate(&mut TestRng);
+    let foreign = delegation(&other, &oncall, Purpose::Revocations, &[]);
+    let pem2 =
+        encode_pem(pem::CRL, &list(&oncall, 6, banned.clone()), Some(&foreign)).expect("armour");
+    assert!(crate::trust::verify_pem_kept(pem2.as_bytes(), &root.public(), after).is_err());
+    let stranger = SigningKey::generate(&mut TestRng);
+    let pem3 = encode_pem(pem::CRL, &list(&stranger, 6, banned), Some(&d)).expect("armour");
+    assert!(crate::trust::verify_pem_kept(pem3.as_bytes(), &root.public(), after).is_err());
+}

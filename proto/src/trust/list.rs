@@ -32,6 +32,18 @@ pub fn verify_pem(text: &[u8], root: &PublicKey, now: UnixTime) -> Result<Crl, L
     delegation::verify_list(root, &der, delegation.as_deref(), now).map_err(ListError::Invalid)
 }
 
+/// A revocation list kept on this machine (the pull's cache, the
+/// operator's `revocation_list` file), read at start-up or on SIGHUP: as
+/// [`verify_pem`], except that a `revocations` delegation that has ended
+/// by `now` does not refuse it ([`delegation::kept_time`]): what it
+/// revokes was revoked when it went into force, and a restart must not
+/// forget it (nor go back to an older version).
+pub fn verify_pem_kept(text: &[u8], root: &PublicKey, now: UnixTime) -> Result<Crl, ListError> {
+    let (der, delegation) = delegation::split_pem(text, pem::CRL).map_err(ListError::NotPem)?;
+    let at = delegation::kept_time(root, delegation.as_deref(), now).map_err(ListError::Invalid)?;
+    delegation::verify_list(root, &der, delegation.as_deref(), at).map_err(ListError::Invalid)
+}
+
 /// What to do with a revocation list offered to replace the loaded one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListUpdate {

@@ -258,6 +258,15 @@ pub fn read_crl(path: &Path, root: &PublicKey, now: UnixTime) -> Result<Crl, Str
     crl_from(path, &text, root, now)
 }
 
+/// A revocation list this machine keeps (the operator's file or the
+/// pull's cache), read at start-up or on SIGHUP: as [`read_crl`], except
+/// that one whose `revocations` delegation has since ended still loads
+/// ([`trust::verify_pem_kept`]): a restart forgets no revocation.
+pub fn read_crl_kept(path: &Path, root: &PublicKey, now: UnixTime) -> Result<Crl, String> {
+    let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
+    trust::verify_pem_kept(&text, root, now).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// [`read_crl`] of the text already read from `path`.
 pub fn crl_from(path: &Path, text: &[u8], root: &PublicKey, now: UnixTime) -> Result<Crl, String> {
     trust::verify_pem(text, root, now).map_err(|e| format!("{}: {e}", path.display()))
