@@ -210,15 +210,11 @@ pub fn reload(how: &Reload, addrs: &[SocketAddr]) -> Result<String, String> {
         let all: HashSet<u64> = ports.iter().flat_map(|p| listen_inodes(*p)).collect();
         Ok(all.intersection(&socket_inodes(pid)?).copied().collect())
     };
+    // Empty when sshd moves to this port. Either way the wait ends only
+    // when sshd itself holds a listener on it that it did not before: a
+    // pid file naming another sshd (a stale one, one in another network
+    // namespace) never passes on someone else's socket.
     let before = inodes()?;
-    if before.is_empty() {
-        return Err(format!(
-            "sshd (pid {pid}, from {}) does not listen on port {ports:?} here: it is not the sshd \
-             at {upstream} (a stale pid file, another instance, another network namespace). Point \
-             --pid-file or --service at the sshd that listens there",
-            how.describe()
-        ));
-    }
     let sent = match how {
         Reload::PidFile(path) => {
             let pid = read_pid(path)?;
@@ -256,8 +252,9 @@ pub fn reload(how: &Reload, addrs: &[SocketAddr]) -> Result<String, String> {
         }
         if start.elapsed() > RELOAD_TIMEOUT {
             return Err(format!(
-                "{sent}, but no new socket listened on port {:?} within {}s: sshd did not come back \
-                 (see its log)",
+                "{sent}, but sshd (pid {pid}) held no new socket listening on port {:?} within {}s: \
+                 it did not come back (see its log), or it is not the sshd that serves this port \
+                 (a stale pid file, another instance)",
                 ports,
                 RELOAD_TIMEOUT.as_secs()
             ));
