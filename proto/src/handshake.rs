@@ -240,7 +240,7 @@ fn user_signed(h2: &[u8; 32], session_key: &PublicKey, cert: Option<&[u8]>) -> V
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// The pinned root CA key.
-    pub root: PublicKey,
+    pub root: crate::rootkey::RootKey,
     /// The host name the user typed (`%h`); must be in the licence.
     pub host: String,
     /// Frame size; must match the proxy's.

@@ -68,7 +68,7 @@ pub(crate) fn user(seed: u8) -> PrivateKey {
 
 pub(crate) fn client_cfg(pki: &Pki, host: &str) -> ClientConfig {
     ClientConfig {
-        root: pki.root.public(),
+        root: pki.root.public().into(),
         host: host.into(),
         frame_size: FrameSize::default(),
     }
@@ -245,7 +245,7 @@ fn client_refuses_bad_licences() {
     assert!(err(&p, client_cfg(&p, "db1")).contains("does not cover host \"db1\""));
     // Pinned root differs: licence from a foreign CA.
     let mut foreign = client_cfg(&p, "web1");
-    foreign.root = SigningKey::generate(&mut TestRng).public();
+    foreign.root = (SigningKey::generate(&mut TestRng).public()).into();
     assert!(err(&p, foreign).contains("not issued by the trusted key"));
     // Expired 3 hours ago.
     let root = SigningKey::generate(&mut TestRng);
@@ -751,9 +751,14 @@ fn a_licence_a_delegated_key_signed_travels_with_its_delegation_in_message_2() {
     let d = mk(globs, NOW - 10, NOW + 3600);
     let mut pki = pki_with(&root, &online, noise, NOW - 10, NOW + 600);
     let licence = pki.licence.licence().encoded().to_vec();
-    pki.licence =
-        delegation::verify_licence(&root.public(), &licence, Some(d.encoded()), None, NOW)
-            .expect("delegated licence");
+    pki.licence = delegation::verify_licence(
+        &root.public().into(),
+        &licence,
+        Some(d.encoded()),
+        None,
+        NOW,
+    )
+    .expect("delegated licence");
     // The largest delegation fits message 2 beside a licence.
     assert!(handshake::fits_message_2(&pki.licence));
     let alice = user(1);
@@ -766,7 +771,7 @@ fn a_licence_a_delegated_key_signed_travels_with_its_delegation_in_message_2() {
     );
     let server_licence = {
         let mut l = delegation::verify_licence(
-            &root.public(),
+            &root.public().into(),
             &licence,
             Some(old.encoded()),
             None,

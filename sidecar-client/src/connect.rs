@@ -206,7 +206,7 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
                 s: &s,
                 host: &host,
                 route: &route,
-                root,
+                root: root.clone(),
                 root_path: &root_path,
                 frame_size,
                 principal: &principal,
@@ -335,7 +335,7 @@ struct Attempt<'a> {
     s: &'a Settings,
     host: &'a str,
     route: &'a Route,
-    root: ztssh_proto::keys::PublicKey,
+    root: ztssh_proto::rootkey::RootKey,
     root_path: &'a std::path::Path,
     frame_size: FrameSize,
     principal: &'a str,
@@ -408,7 +408,7 @@ impl Attempt<'_> {
         let (s, host) = (self.s, self.host);
         let mut link = self.open().await?;
         let cfg = ClientConfig {
-            root: self.root,
+            root: self.root.clone(),
             host: host.to_owned(),
             frame_size: self.frame_size,
         };

@@ -215,7 +215,7 @@ fn proxy(keys: &Keys, with_user_ca: bool, now: UnixTime, rng: &mut Rng) -> Proxy
     }
     .sign(&root)
     .expect("licence")
-    .verify(&root.public(), now)
+    .verify(&root.public().into(), now)
     .expect("verified");
     // A list as a fleet has one: a banned principal, a few revoked serials
     // and a revoked user key (so that every check does its hashing).
@@ -265,7 +265,7 @@ fn proxy(keys: &Keys, with_user_ca: bool, now: UnixTime, rng: &mut Rng) -> Proxy
 #[inline(never)]
 fn sidecar_hello(p: &Proxy, cert: Option<&[u8]>, rng: &mut Rng) -> (AwaitingServerHello, Vec<u8>) {
     let cfg = ClientConfig {
-        root: p.root.public(),
+        root: p.root.public().into(),
         host: "web1".into(),
         frame_size: FrameSize::default(),
     };

@@ -12,8 +12,10 @@
 //! - [`pkcs11`]: a key in a PKCS#11 token or HSM (`--pkcs11 MODULE --token
 //!   LABEL --key LABEL`), created there non-extractable by `init`.
 //!
-//! Today's formats verify Ed25519 only: [`Ed25519Root`] lends a signer to
-//! proto's formats and refuses any other algorithm clearly. Every
+//! Today's formats verify Ed25519, alone or with ML-DSA-65 (a hybrid root,
+//! `init --pq`, whose ML-DSA half is [`pq`]'s encrypted file):
+//! [`RootSigning`] lends a signer to proto's formats, signing with both
+//! halves for a hybrid root, and refuses any other algorithm clearly. Every
 //! signature is checked against the signer's public key before it is used
 //! (a confused agent or token is caught here, not by every proxy).
 
@@ -22,20 +24,23 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use ssh_key::public::KeyData;
 use ztssh_proto::keys::{PublicKey, SignerFailed};
+use ztssh_proto::rootkey::{HybridSigner, MlDsaKey, RootKey, RootSignature, RootSigner};
 
 pub mod agent;
 pub mod file;
 pub mod pkcs11;
+pub mod pq;
 
 /// Opens the root's signer as `dir/ca.toml` records it, and checks it
-/// holds the key `root.pub` names.
+/// holds the key `root.pub` names. A hybrid root's signer carries its
+/// ML-DSA half too ([`pq::open`] asks for the passphrase).
 pub fn root(dir: &std::path::Path) -> Result<Box<dyn Signer>> {
     let config = crate::caconfig::CaConfig::load(dir)?;
     let signer = config.root.open(ztssh_proto::labels::pem::ROOT_KEY)?;
     let pinned = dir.join("root.pub");
     if pinned.exists() {
         let pinned = ztssh_keyfile::read_root_public(&pinned).map_err(anyhow::Error::msg)?;
-        if signer.ed25519_public()? != pinned {
+        if signer.ed25519_public()? != pinned.id() {
             bail!(
                 "{} holds key {}, not the root {} that {}/root.pub names: the wrong token, key \
                  label or agent key",
@@ -45,8 +50,36 @@ pub fn root(dir: &std::path::Path) -> Result<Box<dyn Signer>> {
                 dir.display()
             );
         }
+        if pinned.is_hybrid() {
+            let mldsa = pq::open(dir, &pinned)?;
+            return Ok(Box::new(HybridHeld { ed: signer, mldsa }));
+        }
     }
     Ok(signer)
+}
+
+/// A hybrid root's Ed25519 half, wherever it is held, with its ML-DSA half.
+struct HybridHeld {
+    ed: Box<dyn Signer>,
+    mldsa: MlDsaKey,
+}
+
+impl Signer for HybridHeld {
+    fn public(&self) -> &ssh_key::PublicKey {
+        self.ed.public()
+    }
+
+    fn holder(&self) -> String {
+        format!("{} + {}", self.ed.holder(), pq::KEY_FILE)
+    }
+
+    fn sign_raw(&self, data: &[u8]) -> Result<ssh_key::Signature> {
+        self.ed.sign_raw(data)
+    }
+
+    fn mldsa(&self) -> Option<&MlDsaKey> {
+        Some(&self.mldsa)
+    }
 }
 
 /// Which holder, as `ca.toml` records it and the flags name it.
@@ -164,6 +197,10 @@ pub trait Signer {
     fn holder(&self) -> String;
     /// Signs `data` as its holder does, in OpenSSH's encoding, unchecked.
     fn sign_raw(&self, data: &[u8]) -> Result<ssh_key::Signature>;
+    /// A hybrid root's ML-DSA-65 half; `None` for every other key.
+    fn mldsa(&self) -> Option<&MlDsaKey> {
+        None
+    }
 }
 
 impl dyn Signer + '_ {
@@ -281,6 +318,44 @@ impl ztssh_proto::keys::Signer for Ed25519Root<'_> {
                 self.inner.holder(),
                 sig.algorithm.name()
             ))),
+        }
+    }
+}
+
+/// A root's signer as proto's formats take it: Ed25519 alone, or both
+/// halves of a hybrid root.
+pub struct RootSigning<'a> {
+    ed: Ed25519Root<'a>,
+    mldsa: Option<&'a MlDsaKey>,
+}
+
+impl<'a> RootSigning<'a> {
+    /// Refuses a signer whose key is not Ed25519.
+    pub fn new(inner: &'a dyn Signer) -> Result<Self> {
+        Ok(Self {
+            ed: Ed25519Root::new(inner)?,
+            mldsa: inner.mldsa(),
+        })
+    }
+
+    /// Where the key is held.
+    pub fn holder(&self) -> String {
+        self.ed.holder()
+    }
+}
+
+impl RootSigner for RootSigning<'_> {
+    fn root_key(&self) -> RootKey {
+        match self.mldsa {
+            Some(k) => HybridSigner::new(&self.ed, k).root_key(),
+            None => self.ed.root_key(),
+        }
+    }
+
+    fn try_sign_root(&self, context: &[u8], msg: &[u8]) -> Result<RootSignature, SignerFailed> {
+        match self.mldsa {
+            Some(k) => HybridSigner::new(&self.ed, k).try_sign_root(context, msg),
+            None => self.ed.try_sign_root(context, msg),
         }
     }
 }

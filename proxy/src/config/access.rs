@@ -12,7 +12,6 @@ use ztssh_fetch::Target;
 use ztssh_keyfile as keyfile;
 use ztssh_proto::access::{self, AccessList};
 use ztssh_proto::crl::Revocations;
-use ztssh_proto::keys::PublicKey;
 use ztssh_proto::trust::{self, ListUpdate, StaleMode, Staleness};
 
 use crate::config::Choice;
@@ -127,7 +126,7 @@ impl AccessSettings {
 /// force (`revocations`), at the time now.
 pub fn read_access(
     path: &Path,
-    root: &PublicKey,
+    root: &ztssh_proto::rootkey::RootKey,
     revocations: Option<&Revocations>,
 ) -> Result<AccessList, String> {
     let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
@@ -139,7 +138,7 @@ pub fn read_access(
 /// and the copy kept in `access_list_cache`. A file that is configured
 /// must verify (a config error otherwise); a cache that does not is
 /// reported and left aside (the next fetch replaces it).
-pub fn load(s: &Settings, root: &PublicKey) -> Result<AccessInForce, String> {
+pub fn load(s: &Settings, root: &ztssh_proto::rootkey::RootKey) -> Result<AccessInForce, String> {
     let staleness = Staleness {
         mode: s.access_list_stale.0,
         grace_secs: s.access_list_stale_grace_secs,

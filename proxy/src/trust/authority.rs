@@ -12,7 +12,6 @@ use ztssh_keyfile as keyfile;
 use ztssh_proto::cert::LicenceVerified;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::identity::{self, EndKind, Ended};
-use ztssh_proto::keys::PublicKey;
 use ztssh_proto::krl::Krl;
 use ztssh_proto::time::{UnixTime, when};
 use ztssh_proto::trust::usercert::UserCas;
@@ -253,7 +252,11 @@ pub fn read_user_cas(path: &Path) -> Result<UserCas, String> {
 
 /// Reads and verifies a revocation list file: signed by the root, or by a
 /// `revocations` delegation's key with the delegation beside it.
-pub fn read_crl(path: &Path, root: &PublicKey, now: UnixTime) -> Result<Crl, String> {
+pub fn read_crl(
+    path: &Path,
+    root: &ztssh_proto::rootkey::RootKey,
+    now: UnixTime,
+) -> Result<Crl, String> {
     let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
     trust::verify_pem(&text, root, now).map_err(|e| format!("{}: {e}", path.display()))
 }
