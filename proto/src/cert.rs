@@ -427,6 +427,11 @@ impl Licence {
         &self.encoded
     }
 
+    /// Whether it carries a hybrid (Ed25519 + ML-DSA-65) signature.
+    pub fn is_hybrid(&self) -> bool {
+        self.signature.algorithm() == crate::rootkey::Algorithm::Ed25519MlDsa65
+    }
+
     /// The delegation under which a delegated key signed this licence;
     /// `None` when the root signed it.
     pub fn delegation(&self) -> Option<&crate::delegation::Delegation> {

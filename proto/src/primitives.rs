@@ -349,7 +349,7 @@ mod standin {
         }
 
         pub(crate) fn sign(&self, msg: &[u8], ctx: &[u8]) -> Option<Vec<u8>> {
-            Some(mldsa_tag(&self.public, msg, ctx))
+            (ctx.len() <= 255).then(|| mldsa_tag(&self.public, msg, ctx))
         }
     }
 
@@ -720,6 +720,36 @@ mod tests {
         assert!(!ed_verify(&a.public(), b"msh", &sig));
         assert!(!ed_verify(&b.public(), b"msg", &sig));
         assert_eq!(EdSigner::from_seed(a.seed().expose()).public(), a.public());
+    }
+
+    #[test]
+    fn mldsa_signatures_verify_only_for_their_key_context_and_message() {
+        use crate::rootkey::{MLDSA65_PUBLIC_LEN, MLDSA65_SIG_LEN};
+        let a = MlDsaSigner::from_seed(&[1; 32]);
+        let b = MlDsaSigner::from_seed(&[2; 32]);
+        let (pa, pb) = (a.public(), b.public());
+        assert_eq!(pa.len(), MLDSA65_PUBLIC_LEN);
+        assert_eq!(MlDsaSigner::from_seed(&[1; 32]).public(), pa);
+        let sig = a.sign(b"msg", b"ctx").expect("sign");
+        assert_eq!(sig.len(), MLDSA65_SIG_LEN);
+        assert!(mldsa_verify(&pa, b"msg", b"ctx", &sig));
+        assert!(!mldsa_verify(&pa, b"msh", b"ctx", &sig));
+        assert!(!mldsa_verify(&pa, b"msg", b"ctz", &sig));
+        assert!(!mldsa_verify(&pb, b"msg", b"ctx", &sig));
+        assert!(!mldsa_verify(
+            &pa,
+            b"msg",
+            b"ctx",
+            &sig[..MLDSA65_SIG_LEN - 1]
+        ));
+        assert!(!mldsa_verify(&pa[..100], b"msg", b"ctx", &sig));
+        let mut bad = sig.clone();
+        bad[MLDSA65_SIG_LEN - 1] ^= 1;
+        assert!(!mldsa_verify(&pa, b"msg", b"ctx", &bad));
+        assert!(
+            a.sign(b"msg", &[0; 256]).is_none(),
+            "FIPS 204 caps the context at 255 bytes"
+        );
     }
 
     /// Which implementation these tests ran against.

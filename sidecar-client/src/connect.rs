@@ -11,7 +11,7 @@ use getrandom::SysRng;
 use rand_core::UnwrapErr;
 use ztssh_proto::conn::{CoverTraffic, RekeyPolicy};
 use ztssh_proto::frame::FrameSize;
-use ztssh_proto::handshake::{self, ClientConfig, ClientSession, message_len};
+use ztssh_proto::handshake::{self, ClientConfig, ClientSession};
 use ztssh_proto::time::when;
 
 use crate::explain::{Error, explain};
@@ -529,12 +529,11 @@ async fn handshake_with(
              or refused: the proxy log says which)"
         )
     };
-    let frame_size = cfg.frame_size;
     let (state, msg1) =
         handshake::client_start_with_cert(cfg, checks.user_cert.clone(), &mut UnwrapErr(SysRng))
             .map_err(|e| e.to_string())?;
     sock.write_all(&msg1).await.map_err(closed)?;
-    let mut msg2 = vec![0u8; message_len(2, frame_size)];
+    let mut msg2 = vec![0u8; state.server_hello_len()];
     sock.read_exact(&mut msg2).await.map_err(closed)?;
     let verified = state
         .handle_server_hello(&msg2, now(), &mut UnwrapErr(SysRng))

@@ -42,7 +42,7 @@ pub fn hello_with_cert(
     let (state, msg1) = handshake::client_start_with_cert(cfg, user_cert, &mut UnwrapErr(SysRng))
         .map_err(std::io::Error::other)?;
     sock.write_all(&msg1)?;
-    let mut msg2 = vec![0u8; message_len(2, f)];
+    let mut msg2 = vec![0u8; state.server_hello_len()];
     sock.read_exact(&mut msg2)?;
     let v = state
         .handle_server_hello(&msg2, now(), &mut UnwrapErr(SysRng))
