@@ -830,6 +830,14 @@ pub mod testkit {
     }
 
     impl AwaitingClientHello {
+        /// Pads message 2 as under a hybrid root (`true`) or an Ed25519
+        /// one, whatever the licence is: a server that presents a licence
+        /// stripped of its ML-DSA half at the length a hybrid pin expects.
+        pub fn pad_as_hybrid(mut self, hybrid: bool) -> Self {
+            self.hybrid = hybrid;
+            self
+        }
+
         /// Reads message 1, then answers with a message 2 carrying `payload`.
         pub fn server_hello_raw(
             mut self,

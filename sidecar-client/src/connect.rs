@@ -11,7 +11,7 @@ use getrandom::SysRng;
 use rand_core::UnwrapErr;
 use ztssh_proto::conn::{CoverTraffic, RekeyPolicy};
 use ztssh_proto::frame::FrameSize;
-use ztssh_proto::handshake::{self, ClientConfig, ClientSession};
+use ztssh_proto::handshake::{self, ClientConfig, ClientSession, message_len};
 use ztssh_proto::time::when;
 
 use crate::explain::{Error, explain};
@@ -529,12 +529,28 @@ async fn handshake_with(
              or refused: the proxy log says which)"
         )
     };
+    let frame_size = cfg.frame_size;
     let (state, msg1) =
         handshake::client_start_with_cert(cfg, checks.user_cert.clone(), &mut UnwrapErr(SysRng))
             .map_err(|e| e.to_string())?;
     sock.write_all(&msg1).await.map_err(closed)?;
-    let mut msg2 = vec![0u8; state.server_hello_len()];
-    sock.read_exact(&mut msg2).await.map_err(closed)?;
+    // Message 2's length depends on the root's kind: read an Ed25519
+    // root's length first, so that a server on the other kind of root is
+    // named as such instead of timing out.
+    let len = state.server_hello_len();
+    let mut msg2 = vec![0u8; len];
+    let (head, rest) = msg2.split_at_mut(message_len(2, frame_size).min(len));
+    sock.read_exact(head).await.map_err(closed)?;
+    if !rest.is_empty() {
+        sock.read_exact(rest).await.map_err(|_| {
+            format!(
+                "{host} sent the handshake of a server licensed by an Ed25519 root, but your root \
+                 ({}) is hybrid (Ed25519 + ML-DSA-65): it is not licensed by your root; \
+                 refusing to talk to {host}",
+                checks.root_path.display()
+            )
+        })?;
+    }
     let verified = state
         .handle_server_hello(&msg2, now(), &mut UnwrapErr(SysRng))
         .map_err(|e| explain(e, host, checks.root_path))?;

@@ -207,7 +207,10 @@ pub fn explain(e: ProtoError, host: &str, root_path: &std::path::Path) -> String
             )
         }
         ProtoError::Noise(_) => format!(
-            "tunnel handshake with {host} failed: not a ztssh proxy, or the connection was tampered with"
+            "tunnel handshake with {host} failed: not a ztssh proxy, a proxy licensed by a hybrid \
+             (post-quantum) root while your root ({}) is Ed25519, or the connection was tampered \
+             with",
+            root_path.display()
         ),
         other => format!("handshake with {host} failed: {other}"),
     }
