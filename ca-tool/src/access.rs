@@ -375,7 +375,7 @@ pub fn show(
         .ok_or_else(|| anyhow::anyhow!("access list is truncated"))?;
     let issuer = PublicKey(to_array(issuer, "issuer")?);
     let key = match root {
-        Some(r) if !delegated => r.clone(),
+        Some(r) if !delegated && r.id() == issuer => r.clone(),
         _ => issuer.into(),
     };
     let list = AccessList::decode_verified(bytes, &key)?;

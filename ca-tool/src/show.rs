@@ -328,7 +328,13 @@ fn crl_checked(bytes: &[u8], root: Option<&RootKey>) -> Result<(ztssh_proto::crl
         .get(4 + 1 + 24..4 + 1 + 24 + 32)
         .ok_or_else(|| anyhow::anyhow!("revocation list is truncated"))?;
     let issuer = PublicKey(to_array(issuer, "issuer")?);
-    let key = root.cloned().unwrap_or(RootKey::Ed25519(issuer));
+    // The given root when it is the issuer (a hybrid list needs it to be
+    // checked); another issuer is checked under its own Ed25519 key, and
+    // the caller says it is not the root.
+    let key = match root {
+        Some(r) if r.id() == issuer => r.clone(),
+        _ => RootKey::Ed25519(issuer),
+    };
     let list = ztssh_proto::crl::Crl::decode_verified(bytes, &key)?;
     Ok((list, format!("valid, by root {}", issuer.fingerprint())))
 }
