@@ -12,7 +12,7 @@ use rand_core::UnwrapErr;
 use ssh_key::{HashAlg, PrivateKey};
 use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd, Now};
 use ztssh_proto::frame::{Control, Event, FrameSize};
-use ztssh_proto::handshake::{self, ClientConfig, message_len};
+use ztssh_proto::handshake::{self, ClientConfig};
 use ztssh_proto::identity::{ClientEvent, ClientIdentity};
 use ztssh_proto::labels::SSHSIG_NAMESPACE_HANDSHAKE;
 use ztssh_proto::rootkey::RootKey;
