@@ -670,9 +670,17 @@ fn init_held(dir: &Path, spec: signer::Spec, pq: bool) -> Result<()> {
         ),
         other => other.open(pem::ROOT_KEY)?,
     };
-    let public = held.ed25519_public()?;
+    let root = held.root_public()?;
     held.sign(b"ztssh-ca init probe\0")?;
-    let public = pq_half(dir, pq, public)?;
+    let public = match root {
+        RootKey::Ed25519(k) => pq_half(dir, pq, k)?,
+        sk if !pq => sk,
+        _ => bail!(
+            "{} is a FIDO security key: a hybrid root's Ed25519 half must be a plain Ed25519 \
+             key (a file, ssh-agent or a PKCS#11 token); drop --pq, or use another key",
+            held.holder()
+        ),
+    };
     let pub_text = armor::encode(pem::ROOT_PUBLIC, &public.encode())?;
     keyfile::write_atomic(
         &dir.join("root.pub"),

@@ -117,6 +117,23 @@ pub enum AuthError {
          its two signatures come from different objects; fetch it again from the CA"
     )]
     BadPqSignature(&'static str),
+    /// A signature of another algorithm than the pinned root declares.
+    #[error(
+        "{what} is not signed with {pinned}, the algorithm the pinned root declares: it was \
+         altered or issued by another root; use a copy issued by the pinned root"
+    )]
+    WrongAlgorithm {
+        /// What was signed.
+        what: &'static str,
+        /// The pinned root's algorithm.
+        pinned: &'static str,
+    },
+    /// A security key's signature made without a touch.
+    #[error(
+        "{0} was signed by the root's security key without user presence (nobody touched it): \
+         refused; sign it again, touching the key when it blinks"
+    )]
+    NoUserPresence(&'static str),
     /// A hybrid signature where the pinned root is Ed25519 only.
     #[error(
         "{0} is signed by a hybrid (Ed25519 + ML-DSA-65) root, but the pinned root is Ed25519: \

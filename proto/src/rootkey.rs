@@ -8,8 +8,19 @@
 //! ```text
 //! RootKey (Ed25519)   = key[32]                        (root.pub, unchanged)
 //! RootKey (hybrid)    = "ZTRK" ver=1 alg=2 ed25519[32] ml_dsa_65[1952]
+//! RootKey (sk)        = "ZTRK" ver=1 alg=3 ed25519[32] application:str8
 //! Signature (Ed25519) = sig[64]                        (unchanged)
 //! Signature (hybrid)  = "ZTSG" ver=1 alg=2 ed25519_sig[64] ml_dsa_65_sig[3309]
+//! Signature (sk)      = "ZTSG" ver=1 alg=3 ed25519_sig[64] flags:u8 counter:u32
+//! ```
+//!
+//! A FIDO security key root (`sk-ssh-ed25519@openssh.com`, through
+//! ssh-agent) signs as OpenSSH's PROTOCOL.u2f says: Ed25519 over
+//! `SHA-256(application) || flags || counter || SHA-256(C || tbs)`; the
+//! flags and counter travel in the block, and a verifier requires the
+//! user-presence bit (a touch).
+//!
+//! ```text
 //! ```
 //!
 //! A hybrid root signs `C' || tbs`, where `C' = CTX_HYBRID_PREFIX || C`
@@ -37,6 +48,12 @@ const HYBRID_VERSION: u8 = 1;
 /// Algorithm number of Ed25519 + ML-DSA-65 (1 is Ed25519's, implicit in
 /// the unchanged form).
 const ALG_HYBRID: u8 = 2;
+/// Algorithm number of a FIDO security key's Ed25519 (sk-ssh-ed25519).
+const ALG_SK_ED25519: u8 = 3;
+/// Length of an sk signature block.
+pub const SK_SIG_LEN: usize = HEADER_LEN + 64 + 1 + 4;
+/// The authenticator's user-presence flag (it was touched).
+pub const SK_USER_PRESENT: u8 = 0x01;
 /// Length of the header before the halves (magic, version, algorithm).
 const HEADER_LEN: usize = 4 + 1 + 1;
 /// Length of an encoded hybrid root key.
@@ -52,6 +69,8 @@ pub enum Algorithm {
     Ed25519,
     /// Ed25519 and ML-DSA-65, both required.
     Ed25519MlDsa65,
+    /// A FIDO security key's Ed25519 (sk-ssh-ed25519), touched.
+    SkEd25519,
 }
 
 impl Algorithm {
@@ -60,6 +79,7 @@ impl Algorithm {
         match self {
             Self::Ed25519 => "Ed25519",
             Self::Ed25519MlDsa65 => "hybrid Ed25519 + ML-DSA-65",
+            Self::SkEd25519 => "sk-ssh-ed25519 (FIDO security key)",
         }
     }
 
@@ -68,6 +88,7 @@ impl Algorithm {
         match self {
             Self::Ed25519 => 64,
             Self::Ed25519MlDsa65 => HYBRID_SIG_LEN,
+            Self::SkEd25519 => SK_SIG_LEN,
         }
     }
 }
@@ -91,6 +112,14 @@ pub enum RootKey {
         /// The encoded ML-DSA-65 verifying key.
         mldsa: Arc<[u8]>,
     },
+    /// A FIDO security key's Ed25519 key: its signatures must carry the
+    /// user-presence flag.
+    SkEd25519 {
+        /// The Ed25519 key, which objects name as their issuer.
+        key: PublicKey,
+        /// The FIDO application (`ssh:` for ssh-keygen's keys).
+        application: Arc<str>,
+    },
 }
 
 impl From<PublicKey> for RootKey {
@@ -104,7 +133,9 @@ impl RootKey {
     /// root's Ed25519 half.
     pub fn id(&self) -> PublicKey {
         match self {
-            Self::Ed25519(k) | Self::Hybrid { ed25519: k, .. } => *k,
+            Self::Ed25519(k) | Self::Hybrid { ed25519: k, .. } | Self::SkEd25519 { key: k, .. } => {
+                *k
+            }
         }
     }
 
@@ -113,6 +144,7 @@ impl RootKey {
         match self {
             Self::Ed25519(_) => Algorithm::Ed25519,
             Self::Hybrid { .. } => Algorithm::Ed25519MlDsa65,
+            Self::SkEd25519 { .. } => Algorithm::SkEd25519,
         }
     }
 
@@ -134,15 +166,27 @@ impl RootKey {
                 out.extend_from_slice(mldsa);
                 out
             }
+            Self::SkEd25519 { key, application } => {
+                let mut out = Vec::with_capacity(HEADER_LEN + 32 + 1 + application.len());
+                out.extend_from_slice(magic::ROOT_KEY);
+                out.extend_from_slice(&[HYBRID_VERSION, ALG_SK_ED25519]);
+                out.extend_from_slice(&key.0);
+                out.push(u8::try_from(application.len()).unwrap_or(u8::MAX));
+                out.extend_from_slice(application.as_bytes());
+                out
+            }
         }
     }
 
-    /// Parses either encoding.
+    /// Parses any of the encodings.
     pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
         if let Ok(k) = <[u8; 32]>::try_from(bytes) {
             return Ok(Self::Ed25519(PublicKey(k)));
         }
-        let rest = strip_header(bytes, magic::ROOT_KEY, "root public key")?;
+        let (alg, rest) = strip_header(bytes, magic::ROOT_KEY, "root public key")?;
+        if alg == ALG_SK_ED25519 {
+            return Self::decode_sk(rest);
+        }
         if rest.len() != 32 + MLDSA65_PUBLIC_LEN {
             return Err(Malformed::Invalid {
                 what: "root public key",
@@ -156,13 +200,31 @@ impl RootKey {
         })
     }
 
+    fn decode_sk(rest: &[u8]) -> Result<Self, Malformed> {
+        let what = "root public key";
+        let mut r = crate::codec::Reader::new(rest, what);
+        let key = PublicKey(r.array()?);
+        let application = r.str8(255)?;
+        r.finish()?;
+        if application.is_empty() {
+            return Err(Malformed::Invalid {
+                what,
+                why: "a security key's application is empty",
+            });
+        }
+        Ok(Self::SkEd25519 {
+            key,
+            application: Arc::from(application),
+        })
+    }
+
     /// Short fingerprint for humans: an Ed25519 root's as ever; a hybrid
     /// root's covers both halves.
     pub fn fingerprint(&self) -> String {
         use sha2::Digest;
         match self {
             Self::Ed25519(k) => k.fingerprint(),
-            Self::Hybrid { .. } => {
+            Self::Hybrid { .. } | Self::SkEd25519 { .. } => {
                 let digest = sha2::Sha256::digest(self.encode());
                 hex(digest.get(..8).unwrap_or_default())
             }
@@ -195,6 +257,12 @@ impl RootKey {
         match (self, sig) {
             (Self::Hybrid { .. }, Ok(sig @ RootSignature::Hybrid { .. })) => Ok((tbs, sig)),
             (Self::Hybrid { .. }, _) => Err(AuthError::NotHybrid(what).into()),
+            (Self::SkEd25519 { .. }, Ok(sig @ RootSignature::SkEd25519 { .. })) => Ok((tbs, sig)),
+            (Self::SkEd25519 { .. }, _) => Err(AuthError::WrongAlgorithm {
+                what,
+                pinned: Algorithm::SkEd25519.name(),
+            }
+            .into()),
             (Self::Ed25519(_), Ok(sig)) => Ok((tbs, sig)),
             (Self::Ed25519(_), Err(e)) => Err(e.into()),
         }
@@ -227,10 +295,32 @@ impl RootKey {
                     Err(AuthError::BadPqSignature(what))
                 }
             }
-            (Self::Hybrid { .. }, RootSignature::Ed25519(_)) => Err(AuthError::NotHybrid(what)),
+            (
+                Self::SkEd25519 { key, application },
+                RootSignature::SkEd25519 {
+                    ed25519,
+                    flags,
+                    counter,
+                },
+            ) => {
+                if flags & SK_USER_PRESENT == 0 {
+                    return Err(AuthError::NoUserPresence(what));
+                }
+                let m = sk_message(application, *flags, *counter, context, msg);
+                if primitives::ed_verify(&key.0, &m, ed25519) {
+                    Ok(())
+                } else {
+                    Err(AuthError::BadSignature(what))
+                }
+            }
+            (Self::Hybrid { .. }, _) => Err(AuthError::NotHybrid(what)),
             (Self::Ed25519(_), RootSignature::Hybrid { .. }) => {
                 Err(AuthError::UnexpectedHybrid(what))
             }
+            (pinned, _) => Err(AuthError::WrongAlgorithm {
+                what,
+                pinned: pinned.algorithm().name(),
+            }),
         }
     }
 }
@@ -241,12 +331,27 @@ impl fmt::Debug for RootKey {
     }
 }
 
-/// Checks `magic ver=1 alg=2` and returns what follows.
+/// What a FIDO authenticator signs for `context || msg` (PROTOCOL.u2f).
+fn sk_message(application: &str, flags: u8, counter: u32, context: &[u8], msg: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut m = Vec::with_capacity(32 + 1 + 4 + 32);
+    m.extend_from_slice(&sha2::Sha256::digest(application.as_bytes()));
+    m.push(flags);
+    m.extend_from_slice(&counter.to_be_bytes());
+    let mut h = sha2::Sha256::new();
+    h.update(context);
+    h.update(msg);
+    m.extend_from_slice(&h.finalize());
+    m
+}
+
+/// Checks `magic ver=1 alg` (hybrid or sk) and returns the algorithm and
+/// what follows.
 fn strip_header<'a>(
     bytes: &'a [u8],
     magic: &[u8; 4],
     what: &'static str,
-) -> Result<&'a [u8], Malformed> {
+) -> Result<(u8, &'a [u8]), Malformed> {
     let (head, rest) = bytes
         .split_at_checked(HEADER_LEN)
         .ok_or(Malformed::Truncated(what))?;
@@ -259,13 +364,14 @@ fn strip_header<'a>(
             version: head.get(4).copied().unwrap_or_default(),
         });
     }
-    if head.get(5) != Some(&ALG_HYBRID) {
-        return Err(Malformed::Invalid {
+    match head.get(5) {
+        Some(&alg) if alg == ALG_HYBRID || alg == ALG_SK_ED25519 => Ok((alg, rest)),
+        _ => Err(Malformed::Invalid {
             what,
-            why: "unknown signature algorithm (this build knows Ed25519 and Ed25519 + ML-DSA-65)",
-        });
+            why: "unknown signature algorithm (this build knows Ed25519, Ed25519 + ML-DSA-65 \
+                  and sk-ssh-ed25519)",
+        }),
     }
-    Ok(rest)
 }
 
 /// The context both halves of a hybrid signature sign under.
@@ -290,6 +396,15 @@ pub enum RootSignature {
         /// The ML-DSA-65 half ([`MLDSA65_SIG_LEN`] bytes).
         mldsa: Box<[u8]>,
     },
+    /// A security key's signature, its flags and its counter.
+    SkEd25519 {
+        /// Ed25519 over the authenticator's message.
+        ed25519: [u8; 64],
+        /// Authenticator flags (bit 0: user presence).
+        flags: u8,
+        /// The authenticator's signature counter.
+        counter: u32,
+    },
 }
 
 impl RootSignature {
@@ -305,7 +420,17 @@ impl RootSignature {
                 count: tail.len() - 64,
             });
         }
-        let rest = strip_header(tail, magic::SIGNATURE, what)?;
+        let (alg, rest) = strip_header(tail, magic::SIGNATURE, what)?;
+        if alg == ALG_SK_ED25519 {
+            let mut r = crate::codec::Reader::new(rest, what);
+            let sig = Self::SkEd25519 {
+                ed25519: r.array()?,
+                flags: r.u8()?,
+                counter: r.u32()?,
+            };
+            r.finish()?;
+            return Ok(sig);
+        }
         if rest.len() != 64 + MLDSA65_SIG_LEN {
             return Err(Malformed::Invalid {
                 what,
@@ -324,6 +449,7 @@ impl RootSignature {
         match self {
             Self::Ed25519(_) => Algorithm::Ed25519,
             Self::Hybrid { .. } => Algorithm::Ed25519MlDsa65,
+            Self::SkEd25519 { .. } => Algorithm::SkEd25519,
         }
     }
 
@@ -346,6 +472,17 @@ impl RootSignature {
                 out.extend_from_slice(&[HYBRID_VERSION, ALG_HYBRID]);
                 out.extend_from_slice(ed25519);
                 out.extend_from_slice(mldsa);
+            }
+            Self::SkEd25519 {
+                ed25519,
+                flags,
+                counter,
+            } => {
+                out.extend_from_slice(magic::SIGNATURE);
+                out.extend_from_slice(&[HYBRID_VERSION, ALG_SK_ED25519]);
+                out.extend_from_slice(ed25519);
+                out.push(*flags);
+                out.extend_from_slice(&counter.to_be_bytes());
             }
         }
     }

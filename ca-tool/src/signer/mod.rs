@@ -249,16 +249,26 @@ impl dyn Signer + '_ {
     }
 
     /// The Ed25519 public key, for today's formats; refuses others clearly.
+    ///
+    /// A FIDO `sk-ssh-ed25519` key's Ed25519 key counts: it is the key its
+    /// signatures verify under, and objects name it as their issuer.
     pub fn ed25519_public(&self) -> Result<PublicKey> {
         match self.public().key_data() {
             KeyData::Ed25519(k) => Ok(PublicKey(k.0)),
+            KeyData::SkEd25519(k) => Ok(PublicKey(k.public_key().0)),
             other => bail!(
-                "{} holds a {} key; today's licences, lists and delegations verify Ed25519 \
-                 only (signature agility, issue 25 item 2, adds the others): use an Ed25519 key",
+                "{} holds a {} key; licences, lists and delegations verify Ed25519 (a key \
+                 file, a token's key or a FIDO sk-ssh-ed25519 key), alone or with ML-DSA-65: \
+                 use an Ed25519 key",
                 self.holder(),
                 other.algorithm()
             ),
         }
+    }
+
+    /// The root this signer signs for, as `root.pub` records it.
+    pub fn root_public(&self) -> Result<RootKey> {
+        Ok(RootSigning::new(self)?.root_key())
     }
 }
 
@@ -327,14 +337,56 @@ impl ztssh_proto::keys::Signer for Ed25519Root<'_> {
 pub struct RootSigning<'a> {
     ed: Ed25519Root<'a>,
     mldsa: Option<&'a MlDsaKey>,
+    /// A FIDO security key's application, when the key is one.
+    sk_application: Option<std::sync::Arc<str>>,
 }
 
 impl<'a> RootSigning<'a> {
-    /// Refuses a signer whose key is not Ed25519.
+    /// Refuses a signer whose key is not Ed25519 (or a FIDO key's).
     pub fn new(inner: &'a dyn Signer) -> Result<Self> {
+        let sk_application = match inner.public().key_data() {
+            KeyData::SkEd25519(k) => Some(std::sync::Arc::from(k.application())),
+            _ => None,
+        };
+        if sk_application.is_some() && inner.mldsa().is_some() {
+            bail!(
+                "{} is a FIDO security key: a hybrid root's Ed25519 half must be a plain \
+                 Ed25519 key (a file, ssh-agent or a PKCS#11 token)",
+                inner.holder()
+            );
+        }
         Ok(Self {
             ed: Ed25519Root::new(inner)?,
             mldsa: inner.mldsa(),
+            sk_application,
+        })
+    }
+
+    /// Signs as a FIDO security key: PROTOCOL.u2f's signature, its flags
+    /// and counter (the holder has checked the touch and the signature).
+    fn sign_sk(&self, context: &[u8], msg: &[u8]) -> Result<RootSignature, SignerFailed> {
+        let data = [context, msg].concat();
+        let sig = self
+            .ed
+            .inner
+            .sign(&data)
+            .map_err(|e| SignerFailed(format!("{e:#}")))?;
+        let (Some(a), Some(ed25519)) = (
+            sig.sk,
+            sig.bytes
+                .get(..64)
+                .and_then(|b| <[u8; 64]>::try_from(b).ok()),
+        ) else {
+            return Err(SignerFailed(format!(
+                "{} answered with a {} signature, not a security key's",
+                self.holder(),
+                sig.algorithm.name()
+            )));
+        };
+        Ok(RootSignature::SkEd25519 {
+            ed25519,
+            flags: a.flags,
+            counter: a.counter,
         })
     }
 
@@ -346,16 +398,21 @@ impl<'a> RootSigning<'a> {
 
 impl RootSigner for RootSigning<'_> {
     fn root_key(&self) -> RootKey {
-        match self.mldsa {
-            Some(k) => HybridSigner::new(&self.ed, k).root_key(),
-            None => self.ed.root_key(),
+        match (self.mldsa, &self.sk_application) {
+            (Some(k), _) => HybridSigner::new(&self.ed, k).root_key(),
+            (None, Some(app)) => RootKey::SkEd25519 {
+                key: self.ed.public,
+                application: std::sync::Arc::clone(app),
+            },
+            (None, None) => self.ed.root_key(),
         }
     }
 
     fn try_sign_root(&self, context: &[u8], msg: &[u8]) -> Result<RootSignature, SignerFailed> {
-        match self.mldsa {
-            Some(k) => HybridSigner::new(&self.ed, k).try_sign_root(context, msg),
-            None => self.ed.try_sign_root(context, msg),
+        match (self.mldsa, &self.sk_application) {
+            (Some(k), _) => HybridSigner::new(&self.ed, k).try_sign_root(context, msg),
+            (None, Some(_)) => self.sign_sk(context, msg),
+            (None, None) => self.ed.try_sign_root(context, msg),
         }
     }
 }

@@ -3,7 +3,7 @@ use crate::ProtoError;
 use crate::cert::{Licence, LicenceBody, Serial};
 use crate::crl::{Crl, Revocations};
 use crate::delegation::{DelegationBody, Purpose};
-use crate::keys::{SigningKey, TestRng};
+use crate::keys::{SignerFailed, SigningKey, TestRng};
 
 struct Hybrid {
     ed: SigningKey,
@@ -301,4 +301,81 @@ fn keys_and_signatures_round_trip_and_bad_encodings_are_refused() {
     assert!(root.verify(b"ctx", b"msg2", &sig, "t").is_err());
     assert!(format!("{:?}", h.pq).contains("<secret>"));
     assert!(!format!("{:?}", h.pq).contains(&hex(h.pq.seed().expose())));
+}
+
+/// A FIDO authenticator in software: signs PROTOCOL.u2f's message with
+/// the flags it is given.
+struct SoftSk {
+    key: SigningKey,
+    flags: u8,
+}
+
+impl RootSigner for SoftSk {
+    fn root_key(&self) -> RootKey {
+        RootKey::SkEd25519 {
+            key: self.key.public(),
+            application: Arc::from("ssh:"),
+        }
+    }
+
+    fn try_sign_root(&self, context: &[u8], msg: &[u8]) -> Result<RootSignature, SignerFailed> {
+        let counter = 7;
+        let m = sk_message("ssh:", self.flags, counter, context, msg);
+        Ok(RootSignature::SkEd25519 {
+            ed25519: self.key.sign(b"", &m),
+            flags: self.flags,
+            counter,
+        })
+    }
+}
+
+#[test]
+fn a_security_key_root_requires_its_flags_counter_and_a_touch() {
+    let sk = SoftSk {
+        key: SigningKey::from_seed(&Secret::new([12; 32])),
+        flags: SK_USER_PRESENT,
+    };
+    let root = sk.root_key();
+    assert_eq!(RootKey::decode(&root.encode()).expect("decode"), root);
+    let lic = body(sk.key.public(), "web1").sign_with(&sk).expect("sign");
+    let bytes = lic.encoded().to_vec();
+    assert_eq!(&bytes[bytes.len() - SK_SIG_LEN..][..6], b"ZTSG\x01\x03");
+    Licence::decode_verified(&bytes, &root, 200).expect("verifies");
+    assert_eq!(Licence::decode(&bytes).expect("parse").encoded(), bytes);
+    // The flags and counter stripped: today's 64-byte form.
+    let n = bytes.len();
+    let stripped = [&bytes[..n - SK_SIG_LEN], &bytes[n - 69..n - 5]].concat();
+    let e = licence_err(&stripped, &root);
+    assert!(
+        matches!(e, ProtoError::Auth(AuthError::WrongAlgorithm { .. })),
+        "{e}"
+    );
+    // The counter changed: the signature covers it.
+    let mut bad = bytes.clone();
+    bad[n - 1] ^= 1;
+    let e = licence_err(&bad, &root);
+    assert!(
+        matches!(e, ProtoError::Auth(AuthError::BadSignature(_))),
+        "{e}"
+    );
+    // Not touched: refused, whatever else verifies.
+    let untouched = SoftSk {
+        key: SigningKey::from_seed(&Secret::new([12; 32])),
+        flags: 0x04,
+    };
+    let lic = body(sk.key.public(), "web1")
+        .sign_with(&untouched)
+        .expect("sign");
+    let e = licence_err(lic.encoded(), &root);
+    assert!(
+        matches!(e, ProtoError::Auth(AuthError::NoUserPresence(_))),
+        "{e}"
+    );
+    assert!(e.to_string().contains("nobody touched it"), "{e}");
+    // An Ed25519 pin of the same key refuses the sk form, and the sk pin
+    // refuses a plain Ed25519 signature by the same key.
+    let e = licence_err(&bytes, &RootKey::Ed25519(sk.key.public()));
+    assert!(matches!(e, ProtoError::Auth(_)), "{e}");
+    let plain = body(sk.key.public(), "web1").sign(&sk.key).expect("sign");
+    assert!(Licence::decode_verified(plain.encoded(), &root, 200).is_err());
 }
