@@ -95,6 +95,19 @@ impl World {
     pub fn hybrid_key(&self) -> RootKey {
         self.hybrid().root_key()
     }
+
+    /// A FIDO security key root with `root`'s key, pinned.
+    pub fn sk_key(&self) -> RootKey {
+        RootKey::SkEd25519 {
+            key: self.root.public(),
+            application: "ssh:".into(),
+        }
+    }
+
+    /// Every kind of pinned root (each refuses what is not its own).
+    pub fn roots(&self) -> [RootKey; 3] {
+        [self.root_key(), self.hybrid_key(), self.sk_key()]
+    }
 }
 
 /// The client's configuration.
