@@ -12,10 +12,11 @@
 //! - [`pkcs11`]: a key in a PKCS#11 token or HSM (`--pkcs11 MODULE --token
 //!   LABEL --key LABEL`), created there non-extractable by `init`.
 //!
-//! Today's formats verify Ed25519, alone or with ML-DSA-65 (a hybrid root,
-//! `init --pq`, whose ML-DSA half is [`pq`]'s encrypted file):
-//! [`RootSigning`] lends a signer to proto's formats, signing with both
-//! halves for a hybrid root, and refuses any other algorithm clearly. Every
+//! The formats verify Ed25519 (a key file, a token's key), Ed25519 with
+//! ML-DSA-65 (a hybrid root, `init --pq`, whose ML-DSA half is [`pq`]'s
+//! encrypted file), or a FIDO key's sk-ssh-ed25519 with its flags and
+//! counter: [`RootSigning`] lends a signer to proto's formats in the form
+//! its root declares, and refuses any other algorithm clearly. Every
 //! signature is checked against the signer's public key before it is used
 //! (a confused agent or token is caught here, not by every proxy).
 
@@ -287,7 +288,8 @@ fn sk_trailer(bytes: &[u8]) -> Result<SkAssertion> {
     })
 }
 
-/// A [`Signer`] lent to proto's formats, which verify Ed25519 only.
+/// A [`Signer`]'s plain Ed25519 signatures for proto's formats (the
+/// Ed25519 root, and a hybrid root's Ed25519 half).
 pub struct Ed25519Root<'a> {
     inner: &'a dyn Signer,
     public: PublicKey,
@@ -324,7 +326,7 @@ impl ztssh_proto::keys::Signer for Ed25519Root<'_> {
         match (sig.algorithm, <[u8; 64]>::try_from(sig.bytes.as_slice())) {
             (Algorithm::Ed25519, Ok(s)) => Ok(s),
             _ => Err(SignerFailed(format!(
-                "{} signed with {}; today's formats verify Ed25519 only",
+                "{} signed with {} where a plain Ed25519 signature was needed",
                 self.inner.holder(),
                 sig.algorithm.name()
             ))),
