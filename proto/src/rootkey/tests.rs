@@ -3,7 +3,7 @@ use crate::ProtoError;
 use crate::cert::{Licence, LicenceBody, Serial};
 use crate::crl::{Crl, Revocations};
 use crate::delegation::{DelegationBody, Purpose};
-use crate::keys::{SignerFailed, SigningKey, TestRng};
+use crate::keys::{Secret, SignerFailed, SigningKey, TestRng};
 
 struct Hybrid {
     ed: SigningKey,
