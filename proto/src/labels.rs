@@ -46,7 +46,7 @@ pub const CTX_ACCESS: &[u8] = b"ztssh v1 access list\0";
 pub const CTX_DELEGATION: &[u8] = b"ztssh v1 delegation\0";
 /// Prefix of every context a hybrid root signs under (both halves): an
 /// Ed25519 half lifted from a hybrid object never verifies as an
-/// Ed25519-only object of the same key (PROTOCOL.md §6.4).
+/// Ed25519-only object of the same key (PROTOCOL.md §2.4, §6 item 23).
 pub const CTX_HYBRID_PREFIX: &[u8] = b"ztssh v1 hybrid ed25519+ml-dsa-65\0";
 /// The FIPS 204 context string of a hybrid root's ML-DSA-65 half.
 pub const MLDSA_CONTEXT: &[u8] = b"ztssh v1 hybrid root";

@@ -26,7 +26,7 @@
 //! A hybrid root signs `C' || tbs`, where `C' = CTX_HYBRID_PREFIX || C`
 //! and `C` is the object's usual context, with both halves: Ed25519 over
 //! `C' || tbs`; ML-DSA-65 (FIPS 204 context [`labels::MLDSA_CONTEXT`]) over
-//! `C' || tbs || ed25519_sig`. The argument is in PROTOCOL.md §6.4.
+//! `C' || tbs || ed25519_sig`. The format is PROTOCOL.md §2.4; the argument, §6 item 23.
 //!
 //! Objects name their issuer by its Ed25519 half (the `issuer[32]` field
 //! every format already has), so the bodies of the formats do not change.
