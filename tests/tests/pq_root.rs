@@ -205,7 +205,17 @@ fn a_revocation_list_without_or_with_a_corrupted_ml_dsa_half_is_refused_by_the_p
         assert!(!o.status.success(), "{}", out(&o));
         assert!(stderr(&o).contains(expected), "{}", stderr(&o));
         assert!(stderr(&o).contains("revocation list"), "{}", stderr(&o));
+        // The running proxy, which watches the file, refuses it too.
+        wait_until(
+            Duration::from_secs(15),
+            "the running proxy refuses it",
+            || w.proxy.log_text().contains(expected),
+        );
     }
+    // The list in force stays the genuine one: sessions go on.
+    let o = run_bounded(w.ssh().arg("echo ok"), T);
+    assert_ok(&o, "ssh after the refused lists");
+    assert_eq!(out(&o), "ok\n");
 }
 
 #[test]
