@@ -301,7 +301,7 @@ pub fn sign(
         )),
         None => crate::signer::root(dir)?,
     };
-    let root = crate::signer::Ed25519Root::new(held.as_ref())?;
+    let root = crate::signer::RootSigning::new(held.as_ref())?;
     let version_path = dir.join(VERSION_FILE);
     let list_version = crate::revoke::next_version(&version_path, false)?;
     let list = AccessList {
@@ -311,7 +311,7 @@ pub fn sign(
         valid_until: signer
             .map_or(u64::MAX, |d| d.delegation.body.not_after)
             .min(now.saturating_add(ttl)),
-        issuer: ztssh_proto::keys::Signer::public(&root),
+        issuer: ztssh_proto::rootkey::RootSigner::root_key(&root).id(),
         principals,
         delegation: None,
     };
@@ -364,18 +364,27 @@ pub fn sign(
 /// `ztssh-ca show` for an access list: its signature under the issuer it
 /// names, and under `root` when given (a delegated list's chain is
 /// checked and printed by the caller: `delegated`).
-pub fn show(bytes: &[u8], root: Option<&PublicKey>, delegated: bool, now: u64) -> Result<()> {
+pub fn show(
+    bytes: &[u8],
+    root: Option<&ztssh_proto::rootkey::RootKey>,
+    delegated: bool,
+    now: u64,
+) -> Result<()> {
     let issuer = bytes
         .get(4 + 1 + 24..4 + 1 + 24 + 32)
         .ok_or_else(|| anyhow::anyhow!("access list is truncated"))?;
     let issuer = PublicKey(to_array(issuer, "issuer")?);
-    let list = AccessList::decode_verified(bytes, &issuer)?;
+    let key = match root {
+        Some(r) if !delegated && r.id() == issuer => r.clone(),
+        _ => issuer.into(),
+    };
+    let list = AccessList::decode_verified(bytes, &key)?;
     let signed_by = match root {
         _ if delegated => format!(
             "valid, by the delegated key {}; the chain to the root is above",
             issuer.fingerprint()
         ),
-        Some(r) if list.issuer != *r => format!(
+        Some(r) if list.issuer != r.id() => format!(
             "INVALID: signed by {}, not by root {}",
             list.issuer.fingerprint(),
             r.fingerprint()

@@ -49,7 +49,7 @@ impl<'a> Signer<'a> {
         let (key, delegated, root) = match (delegation, key) {
             (Some(d), Some(k)) => {
                 let d = Delegated::load(d, k, Purpose::Licences, dir, now)?;
-                let root = d.delegation.body.issuer;
+                let root = d.delegation.body.issuer.into();
                 let key: Box<dyn crate::signer::Signer> =
                     Box::new(crate::signer::file::FileSigner::new(d.key_copy(), k));
                 (key, Some(d), root)
@@ -59,7 +59,8 @@ impl<'a> Signer<'a> {
                     bail!("give --dir CA (the root signs), or --delegation FILE --key FILE");
                 };
                 let root = crate::signer::root(dir)?;
-                let public = root.ed25519_public()?;
+                let public =
+                    keyfile::read_root_public(&dir.join("root.pub")).map_err(anyhow::Error::msg)?;
                 (root, None, public)
             }
         };
@@ -187,7 +188,7 @@ fn sign_one(signer: &Signer<'_>, job: Job<'_>, ttl: u64, now: u64) -> Result<()>
         not_after,
         issuer: signer.key.ed25519_public()?,
     };
-    let root = crate::signer::Ed25519Root::new(signer.key.as_ref())?;
+    let root = crate::signer::RootSigning::new(signer.key.as_ref())?;
     let licence = body.sign_with(&root)?;
     // Recorded before it exists anywhere else.
     if let Some(dir) = signer.dir {

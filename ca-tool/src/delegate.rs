@@ -100,12 +100,11 @@ pub fn read_delegation(path: &Path, dir: Option<&Path>) -> Result<Delegation> {
     let bytes = keyfile::read_pem(path, pem::DELEGATION).map_err(anyhow::Error::msg)?;
     let root = match dir.map(|d| d.join("root.pub")).filter(|p| p.exists()) {
         Some(p) => keyfile::read_root_public(&p).map_err(anyhow::Error::msg)?,
-        None => {
-            Delegation::decode(&bytes)
-                .with_context(|| format!("{} is not a delegation", path.display()))?
-                .body
-                .issuer
-        }
+        None => Delegation::decode(&bytes)
+            .with_context(|| format!("{} is not a delegation", path.display()))?
+            .body
+            .issuer
+            .into(),
     };
     Delegation::decode_verified(&bytes, &root)
         .with_context(|| format!("{} is not a delegation this root signed", path.display()))
@@ -155,7 +154,7 @@ pub fn certify(
     now: u64,
 ) -> Result<Delegation> {
     let held = crate::signer::root(dir)?;
-    let root = crate::signer::Ed25519Root::new(held.as_ref())?;
+    let root = crate::signer::RootSigning::new(held.as_ref())?;
     let delegation = DelegationBody {
         serial: Serial::random(&mut UnwrapErr(SysRng)),
         purpose,
@@ -163,7 +162,7 @@ pub fn certify(
         servers,
         not_before: now,
         not_after: now + ttl,
-        issuer: ztssh_proto::keys::Signer::public(&root),
+        issuer: ztssh_proto::rootkey::RootSigner::root_key(&root).id(),
     }
     .sign_with(&root)?;
     let b = &delegation.body;

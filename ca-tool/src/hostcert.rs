@@ -311,7 +311,7 @@ pub fn make_host_ca(dir: &Path, req: HostCaRequest, now: u64) -> Result<()> {
         .ed25519_public()
         .context("a host CA key must be Ed25519 today")?;
     let root = keyfile::read_root_public(&dir.join("root.pub")).map_err(anyhow::Error::msg)?;
-    if public == root {
+    if public == root.id() {
         bail!(
             "{} holds the root key itself: a host CA is a key of its own, so that signing hosts \
              never needs the root; give another key (a new --key label, another agent key)",

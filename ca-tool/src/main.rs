@@ -14,6 +14,7 @@ use ztssh_keyfile as keyfile;
 use ztssh_proto::armor;
 use ztssh_proto::keys::SigningKey;
 use ztssh_proto::labels::pem;
+use ztssh_proto::rootkey::RootKey;
 
 mod access;
 mod batch;
@@ -35,6 +36,11 @@ struct Cli {
     /// (mode 0600); else ZTSSH_CA_PIN_FILE, else the terminal asks.
     #[arg(long, global = true, value_name = "FILE")]
     pin_file: Option<PathBuf>,
+    /// A file (mode 0600) holding the passphrase of a hybrid root's
+    /// ML-DSA key (root-mldsa.age); else the file ZTSSH_CA_PASSPHRASE_FILE
+    /// names, else the terminal asks. Never the passphrase itself.
+    #[arg(long, global = true, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -81,6 +87,12 @@ enum Cmd {
         /// CA directory (created with mode 0700 if missing).
         #[arg(long)]
         dir: PathBuf,
+        /// A hybrid post-quantum root: Ed25519 (held as the other flags
+        /// say) and ML-DSA-65 (FIPS 204) in root-mldsa.age, encrypted
+        /// with a passphrase. Every signature it makes carries both, and
+        /// proxies and sidecars that pin it refuse anything less.
+        #[arg(long)]
+        pq: bool,
         #[command(flatten)]
         holder: KeyHolder,
     },
@@ -376,6 +388,7 @@ fn main() -> ExitCode {
     harden();
     let cli = Cli::parse();
     signer::pkcs11::set_pin_file(cli.pin_file);
+    signer::pq::set_passphrase_file(cli.passphrase_file);
     let result = match cli.cmd {
         Cmd::Generate(g) => return g.print::<Cli>(),
         cmd => run(cmd),
@@ -395,12 +408,12 @@ fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         // Printed by main (ztssh_cli): they touch no CA directory.
         Cmd::Generate(_) => Ok(()),
-        Cmd::Init { dir, holder } => {
+        Cmd::Init { dir, pq, holder } => {
             cadir::create(&dir)?;
             let lock = cadir::lock(&dir, "init")?;
             match holder.spec() {
-                None => init(lock.dir()),
-                Some(spec) => init_held(lock.dir(), spec),
+                None => init(lock.dir(), pq),
+                Some(spec) => init_held(lock.dir(), spec, pq),
             }
         }
         Cmd::HostCa {
@@ -584,11 +597,18 @@ fn run(cmd: Cmd) -> Result<()> {
 
 /// `init`: the root key pair and the list counter, in a directory
 /// `cadir::create` made (0700) and locked.
-fn init(dir: &Path) -> Result<()> {
+fn init(dir: &Path, pq: bool) -> Result<()> {
     let key_path = dir.join("root.key");
+    if key_path.exists() || dir.join("root.pub").exists() {
+        bail!(
+            "{} already holds a CA (root.key or root.pub)",
+            cadir::shown_path(dir)
+        );
+    }
     let root = SigningKey::generate(&mut UnwrapErr(SysRng));
+    let public = pq_half(dir, pq, root.public())?;
     keyfile::write_secret(&key_path, pem::ROOT_KEY, &root.to_seed()).map_err(anyhow::Error::msg)?;
-    let pub_text = armor::encode(pem::ROOT_PUBLIC, &root.public().0)?;
+    let pub_text = armor::encode(pem::ROOT_PUBLIC, &public.encode())?;
     keyfile::write_atomic(
         &dir.join("root.pub"),
         pub_text.as_bytes(),
@@ -598,18 +618,46 @@ fn init(dir: &Path) -> Result<()> {
     revoke::init_versions(dir)?;
     println!("root CA created in {}", cadir::shown_path(dir));
     println!("  root.key  private, mode 0600: keep this directory offline");
-    println!(
-        "  root.pub  fingerprint {}: pin it on every proxy and sidecar",
-        root.public().fingerprint()
-    );
+    print_public(&public);
     Ok(())
+}
+
+/// For `init --pq`: a new ML-DSA-65 key, written encrypted to
+/// root-mldsa.age before anything else, and the hybrid root key it makes
+/// with `ed25519`. Without --pq: the Ed25519 root key.
+fn pq_half(dir: &Path, pq: bool, ed25519: ztssh_proto::keys::PublicKey) -> Result<RootKey> {
+    if !pq {
+        return Ok(RootKey::Ed25519(ed25519));
+    }
+    let key = ztssh_proto::rootkey::MlDsaKey::generate(&mut UnwrapErr(SysRng));
+    signer::pq::create(dir, &key)?;
+    Ok(RootKey::Hybrid {
+        ed25519,
+        mldsa: key.public().into(),
+    })
+}
+
+/// The lines `init` ends with: root.pub and what to do with it.
+fn print_public(public: &RootKey) {
+    if public.is_hybrid() {
+        println!(
+            "  {}  ML-DSA-65 half, encrypted with your passphrase (mode 0600): back it up with \
+             the directory; the post-quantum half is only as strong as that passphrase",
+            signer::pq::KEY_FILE
+        );
+    }
+    println!(
+        "  root.pub  {} root, fingerprint {}: pin it on every proxy and sidecar",
+        public.algorithm(),
+        public.fingerprint()
+    );
 }
 
 /// `init --agent` / `init --pkcs11`: a root whose private key never exists
 /// on disk. The key is found in the agent, or found or created
 /// (non-extractable) in the token; it signs once here, and `root.pub` and
 /// `ca.toml` record it.
-fn init_held(dir: &Path, spec: signer::Spec) -> Result<()> {
+fn init_held(dir: &Path, spec: signer::Spec, pq: bool) -> Result<()> {
     if dir.join("root.pub").exists() || dir.join(caconfig::FILE).exists() {
         bail!(
             "{} already holds a CA (root.pub or ca.toml)",
@@ -622,9 +670,18 @@ fn init_held(dir: &Path, spec: signer::Spec) -> Result<()> {
         ),
         other => other.open(pem::ROOT_KEY)?,
     };
-    let public = held.ed25519_public()?;
+    let root = held.root_public()?;
     held.sign(b"ztssh-ca init probe\0")?;
-    let pub_text = armor::encode(pem::ROOT_PUBLIC, &public.0)?;
+    let public = match root {
+        RootKey::Ed25519(k) => pq_half(dir, pq, k)?,
+        sk if !pq => sk,
+        _ => bail!(
+            "{} is a FIDO security key: a hybrid root's Ed25519 half must be a plain Ed25519 \
+             key (a file, ssh-agent or a PKCS#11 token); drop --pq, or use another key",
+            held.holder()
+        ),
+    };
+    let pub_text = armor::encode(pem::ROOT_PUBLIC, &public.encode())?;
     keyfile::write_atomic(
         &dir.join("root.pub"),
         pub_text.as_bytes(),
@@ -644,10 +701,7 @@ fn init_held(dir: &Path, spec: signer::Spec) -> Result<()> {
         held.holder()
     );
     println!("  ca.toml   where the root key is; no private key is in this directory");
-    println!(
-        "  root.pub  fingerprint {}: pin it on every proxy and sidecar",
-        public.fingerprint()
-    );
+    print_public(&public);
     println!(
         "  sign-host needs a host CA of its own: ztssh-ca host-ca --dir {}",
         cadir::shown_path(dir)

@@ -137,7 +137,7 @@ fn licence_or_request_keys(dir: &Path, path: &Path) -> Result<([u8; 32], [u8; 32
                 d.body.purpose
             );
         }
-        let lic = Licence::decode_signed_by(&bytes, &d.body.key).with_context(|| {
+        let lic = Licence::decode_signed_by(&bytes, &d.body.key.into()).with_context(|| {
             format!(
                 "{} is not a licence its delegated key signed",
                 path.display()
@@ -595,7 +595,7 @@ pub fn crl(
         )),
         None => crate::signer::root(dir)?,
     };
-    let root = crate::signer::Ed25519Root::new(held.as_ref())?;
+    let root = crate::signer::RootSigning::new(held.as_ref())?;
     let records = load(dir)?;
     let mut revoked = records.list;
     revoked.user_keys = records.keys.iter().copied().collect();
@@ -607,7 +607,7 @@ pub fn crl(
         list_version,
         issued: now,
         next_update: now + ttl,
-        issuer: ztssh_proto::keys::Signer::public(&root),
+        issuer: ztssh_proto::rootkey::RootSigner::root_key(&root).id(),
         revoked,
         delegation: None,
     };

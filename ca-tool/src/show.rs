@@ -9,6 +9,7 @@ use ztssh_proto::cert::{ClientCert, Licence, LicenceRequest};
 use ztssh_proto::delegation::{self, Delegation, Purpose};
 use ztssh_proto::keys::{NoiseKeypair, PublicKey, Secret, hex, to_array};
 use ztssh_proto::labels::pem;
+use ztssh_proto::rootkey::RootKey;
 use ztssh_proto::time::when;
 
 /// Prints `file`. A licence's signature is checked against `root` (the
@@ -47,11 +48,12 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
             );
         }
         pem::ROOT_PUBLIC => {
-            let key = PublicKey(to_array(&bytes, "root public key")?);
+            let key = RootKey::decode(&bytes)?;
             println!(
-                "ztssh root public key\n  fingerprint: {}\n  key: {}",
+                "ztssh root public key\n  algorithm: {}\n  fingerprint: {}\n  key: {}",
+                key.algorithm(),
                 key.fingerprint(),
-                hex(&key.0)
+                hex(&key.id().0)
             );
         }
         pem::ROOT_KEY | pem::SUBCA_KEY => {
@@ -126,13 +128,14 @@ pub fn show(file: &Path, root: Option<&Path>, now: u64) -> Result<()> {
             println!("  not after:   {}", when(c.not_after, now));
         }
         pem::CRL => {
-            let (list, signed_by) = crl_unverified(&bytes)?;
+            let checked = root.as_ref().filter(|_| delegation.is_none());
+            let (list, signed_by) = crl_checked(&bytes, checked)?;
             let signed_by = match root.as_ref() {
                 _ if delegation.is_some() => format!(
                     "valid, by the delegated key {}; see the chain above",
                     list.issuer.fingerprint()
                 ),
-                Some(r) if list.issuer != *r => format!(
+                Some(r) if list.issuer != r.id() => format!(
                     "INVALID: signed by {}, not by root {}",
                     list.issuer.fingerprint(),
                     r.fingerprint()
@@ -208,7 +211,7 @@ fn split(text: &[u8], file: &Path) -> Result<(String, Vec<u8>, Option<Vec<u8>>)>
 }
 
 /// Prints a delegation, checked against `root` when given.
-fn show_delegation(bytes: &[u8], root: Option<&PublicKey>, now: u64) {
+fn show_delegation(bytes: &[u8], root: Option<&RootKey>, now: u64) {
     let d = match Delegation::decode(bytes) {
         Ok(d) => d,
         Err(e) => {
@@ -251,7 +254,7 @@ fn show_delegation(bytes: &[u8], root: Option<&PublicKey>, now: u64) {
 
 /// The whole chain root -> delegation -> object, checked as a proxy
 /// checks it when a root is given.
-fn chain_status(label: &str, object: &[u8], d: &[u8], root: Option<&PublicKey>, now: u64) {
+fn chain_status(label: &str, object: &[u8], d: &[u8], root: Option<&RootKey>, now: u64) {
     let Some(root) = root else {
         println!("chain: NOT checked (pass --root root.pub, or --dir CA-DIR, to check it)");
         return;
@@ -280,7 +283,7 @@ fn chain_status(label: &str, object: &[u8], d: &[u8], root: Option<&PublicKey>, 
 /// A licence's status line: checked against `root` when given (a forged
 /// or foreign signature is named as such), else the window alone and the
 /// words "signature NOT checked".
-fn licence_status(lic: &Licence, root: Option<&PublicKey>, now: u64) -> String {
+fn licence_status(lic: &Licence, root: Option<&RootKey>, now: u64) -> String {
     let b = &lic.body;
     let window = if now >= b.not_after {
         "EXPIRED"
@@ -294,7 +297,7 @@ fn licence_status(lic: &Licence, root: Option<&PublicKey>, now: u64) -> String {
             "{window}; signature NOT checked (pass --root root.pub, or --dir CA-DIR, to check it)"
         );
     };
-    if b.issuer != *root {
+    if b.issuer != root.id() {
         return format!(
             "INVALID: issued by {}, not by root {}",
             b.issuer.fingerprint(),
@@ -317,13 +320,21 @@ fn licence_status(lic: &Licence, root: Option<&PublicKey>, now: u64) -> String {
     }
 }
 
-/// Decodes a list, checking its signature under the issuer it names (the
-/// pinned root is checked by the proxies).
-fn crl_unverified(bytes: &[u8]) -> Result<(ztssh_proto::crl::Crl, String)> {
+/// Decodes a list, checking its signature under `root` when given, else
+/// under the Ed25519 issuer it names (the pinned root is checked by the
+/// proxies; a hybrid list needs `root` to be checked).
+fn crl_checked(bytes: &[u8], root: Option<&RootKey>) -> Result<(ztssh_proto::crl::Crl, String)> {
     let issuer = bytes
         .get(4 + 1 + 24..4 + 1 + 24 + 32)
         .ok_or_else(|| anyhow::anyhow!("revocation list is truncated"))?;
     let issuer = PublicKey(to_array(issuer, "issuer")?);
-    let list = ztssh_proto::crl::Crl::decode_verified(bytes, &issuer)?;
+    // The given root when it is the issuer (a hybrid list needs it to be
+    // checked); another issuer is checked under its own Ed25519 key, and
+    // the caller says it is not the root.
+    let key = match root {
+        Some(r) if r.id() == issuer => r.clone(),
+        _ => RootKey::Ed25519(issuer),
+    };
+    let list = ztssh_proto::crl::Crl::decode_verified(bytes, &key)?;
     Ok((list, format!("valid, by root {}", issuer.fingerprint())))
 }

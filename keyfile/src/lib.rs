@@ -25,7 +25,8 @@ use std::path::Path;
 pub mod config_keys;
 
 use ztssh_proto::armor;
-use ztssh_proto::keys::{PublicKey, Secret, SigningKey, hex, to_array};
+use ztssh_proto::keys::{Secret, SigningKey, hex};
+use ztssh_proto::rootkey::RootKey;
 
 /// What [`write_atomic`] does when something already exists at the path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,12 +250,12 @@ pub fn read_signing_key(path: &Path, label: &'static str) -> FileResult<SigningK
     read_secret(path, label).map(|s| SigningKey::from_seed(&s))
 }
 
-/// Reads the root CA's public key file (`root.pub`).
-pub fn read_root_public(path: &Path) -> FileResult<PublicKey> {
+/// Reads the root CA's public key file (`root.pub`): an Ed25519 root, or
+/// a hybrid (Ed25519 + ML-DSA-65) one, whose signatures must then carry
+/// both halves.
+pub fn read_root_public(path: &Path) -> FileResult<RootKey> {
     let bytes = read_pem(path, ztssh_proto::labels::pem::ROOT_PUBLIC)?;
-    to_array(&bytes, "root public key")
-        .map(PublicKey)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    RootKey::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The most a PEM file read here may hold: a revocation list at its caps

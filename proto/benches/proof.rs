@@ -66,13 +66,13 @@ fn main() {
     }
     .sign(&root)
     .expect("licence")
-    .verify(&root.public(), now)
+    .verify(&root.public().into(), now)
     .expect("verified");
     let server =
         handshake::server_start(&noise, &licence, FrameSize::default(), &mut rng).expect("server");
     let (client, msg1) = handshake::client_start(
         ClientConfig {
-            root: root.public(),
+            root: root.public().into(),
             host: "web1".into(),
             frame_size: FrameSize::default(),
         },

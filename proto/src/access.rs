@@ -45,8 +45,9 @@ use crate::codec::{Reader, Writer};
 use crate::crl::Revocations;
 use crate::delegation::{self, Delegable, Delegation, Purpose};
 use crate::error::{AuthError, Malformed};
-use crate::keys::{PublicKey, SignError, Signer, SigningKey};
+use crate::keys::{PublicKey, SignError, SigningKey};
 use crate::labels::{self, magic, pem};
+use crate::rootkey::{RootKey, RootSigner};
 use crate::time::UnixTime;
 
 const VERSION: u8 = 1;
@@ -137,7 +138,7 @@ impl crate::trust::Versioned for AccessList {
 impl Delegable for AccessList {
     const PURPOSE: Purpose = Purpose::Access;
     const WHAT: &'static str = WHAT;
-    fn verify_under(bytes: &[u8], key: &PublicKey) -> Result<Self, ProtoError> {
+    fn verify_under(bytes: &[u8], key: &RootKey) -> Result<Self, ProtoError> {
         AccessList::decode_verified(bytes, key)
     }
     fn within(&self, d: &Delegation) -> Result<(), String> {
@@ -356,9 +357,9 @@ impl AccessList {
     }
 
     /// [`Self::sign`] with the key wherever it is held.
-    pub fn sign_with(&self, signer: &(impl Signer + ?Sized)) -> Result<Vec<u8>, SignError> {
+    pub fn sign_with(&self, signer: &(impl RootSigner + ?Sized)) -> Result<Vec<u8>, SignError> {
         self.check()?;
-        if signer.public() != self.issuer {
+        if signer.root_key().id() != self.issuer {
             return Err(Malformed::Invalid {
                 what: WHAT,
                 why: "issuer is not the signing key",
@@ -366,8 +367,8 @@ impl AccessList {
             .into());
         }
         let mut out = self.tbs()?;
-        let sig = signer.try_sign(labels::CTX_ACCESS, &out)?;
-        out.extend_from_slice(&sig);
+        let sig = signer.try_sign_root(labels::CTX_ACCESS, &out)?;
+        sig.encode_into(&mut out);
         Ok(out)
     }
 
@@ -377,13 +378,11 @@ impl AccessList {
     /// Nothing the signature covers is parsed before it verifies; the
     /// parse then requires the canonical encoding [`AccessList::sign`]
     /// writes (every set strictly ascending, no trailing bytes).
-    pub fn decode_verified(bytes: &[u8], root: &PublicKey) -> Result<Self, ProtoError> {
-        let (tbs, signature) = bytes
-            .len()
-            .checked_sub(64)
-            .filter(|&n| n >= ISSUER_AT + 32)
-            .and_then(|n| Some((bytes.get(..n)?, bytes.get(n..)?)))
-            .ok_or(Malformed::Truncated(WHAT))?;
+    pub fn decode_verified(bytes: &[u8], root: &RootKey) -> Result<Self, ProtoError> {
+        let (tbs, signature) = root.split_signed(bytes, WHAT)?;
+        if tbs.len() < ISSUER_AT + 32 {
+            return Err(Malformed::Truncated(WHAT).into());
+        }
         let mut r = Reader::new(tbs, WHAT);
         r.expect(magic::ACCESS)?;
         let version = r.u8()?;
@@ -394,12 +393,9 @@ impl AccessList {
             }
             .into());
         }
-        if tbs.get(ISSUER_AT..ISSUER_AT + 32) != Some(&root.0[..]) {
+        if tbs.get(ISSUER_AT..ISSUER_AT + 32) != Some(&root.id().0[..]) {
             return Err(AuthError::WrongIssuer(WHAT).into());
         }
-        let signature: [u8; 64] = signature
-            .try_into()
-            .map_err(|_| Malformed::Truncated(WHAT))?;
         root.verify(labels::CTX_ACCESS, tbs, &signature, WHAT)?;
         Ok(Self::decode_signed(r)?)
     }
@@ -549,7 +545,7 @@ pub enum AccessError {
 /// force (`revocations`) at `now`; its delegation is kept in
 /// [`AccessList::delegation`].
 pub fn verify_access(
-    root: &PublicKey,
+    root: &RootKey,
     list: &[u8],
     delegation: Option<&[u8]>,
     revocations: Option<&Revocations>,
@@ -570,7 +566,7 @@ pub fn verify_access(
 /// [`verify_access`].
 pub fn verify_pem(
     text: &[u8],
-    root: &PublicKey,
+    root: &RootKey,
     revocations: Option<&Revocations>,
     now: UnixTime,
 ) -> Result<AccessList, AccessError> {
@@ -592,7 +588,7 @@ pub fn verify_pem(
 /// window; a delegation that has not begun is refused as before.
 pub fn verify_pem_kept(
     text: &[u8],
-    root: &PublicKey,
+    root: &RootKey,
     now: UnixTime,
 ) -> Result<AccessList, AccessError> {
     let (der, delegation) =

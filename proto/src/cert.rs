@@ -5,6 +5,8 @@
 //! Licence      = "ZTLC" ver=1 serial[16] server_id:str8 n:u8 hostname:str8*n
 //!                subca_key[32] noise_key[32] not_before:u64 not_after:u64
 //!                issuer[32] signature[64]
+//!                (a hybrid root's licence: the same, with the hybrid
+//!                signature block in place of signature[64]; see rootkey.rs)
 //! Request      = "ZTRQ" ver=1 subca_key[32] noise_key[32] created:u64 signature[64]
 //! ClientCert   = "ZTCC" ver=2 serial[16] session[16] principal:str8
 //!                session_key[32] issuer[32] not_before:u64 not_after:u64
@@ -14,8 +16,9 @@
 
 use crate::codec::{Reader, Writer};
 use crate::error::{AuthError, Malformed};
-use crate::keys::{CryptoRng, PublicKey, SignError, Signer, SigningKey, hex, random_bytes};
+use crate::keys::{CryptoRng, PublicKey, SignError, SigningKey, hex, random_bytes};
 use crate::labels::{self, magic};
+use crate::rootkey::{RootKey, RootSignature, RootSigner};
 use crate::time::{CLOCK_SKEW, UnixTime};
 
 const VERSION: u8 = 1;
@@ -27,9 +30,17 @@ pub const MAX_HOSTNAMES: usize = 32;
 pub const MAX_HOSTNAME: usize = 253;
 /// Longest principal name.
 pub const MAX_PRINCIPAL: usize = 64;
-/// Longest encoded licence.
-pub const MAX_LICENCE_LEN: usize =
-    4 + 1 + 16 + 1 + MAX_SERVER_ID + 1 + MAX_HOSTNAMES * (1 + MAX_HOSTNAME) + 32 * 3 + 16 + 64;
+/// Longest encoded licence (with a hybrid signature block).
+pub const MAX_LICENCE_LEN: usize = 4
+    + 1
+    + 16
+    + 1
+    + MAX_SERVER_ID
+    + 1
+    + MAX_HOSTNAMES * (1 + MAX_HOSTNAME)
+    + 32 * 3
+    + 16
+    + crate::rootkey::HYBRID_SIG_LEN;
 
 /// A unique 128-bit serial number.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -113,45 +124,49 @@ pub(crate) fn check_window(
     Ok(())
 }
 
-pub(crate) fn split_signature<'a>(
-    r: &mut Reader<'a>,
-    total: &'a [u8],
-) -> Result<(&'a [u8], [u8; 64]), Malformed> {
-    let tbs_len = total
-        .len()
-        .checked_sub(r.remaining())
-        .ok_or(Malformed::Truncated("signed body"))?;
-    let sig = r.array::<64>()?;
-    let tbs = total
-        .get(..tbs_len)
-        .ok_or(Malformed::Truncated("signed body"))?;
-    Ok((tbs, sig))
-}
-
-/// Checks a signed object before anything in it is parsed: its
-/// `issuer`, found at a fixed distance (`issuer_from_end` bytes) from the
-/// end, must be `key`, and `key`'s signature (the last 64 bytes) must
-/// verify over every byte before it, as received. Returns those bytes.
-/// Only the fixed-offset issuer is read; length fields are not.
+/// Checks a signed object before anything in it is parsed: it must end
+/// in the signature block `key`'s algorithm requires (64 bytes of Ed25519,
+/// or a hybrid block); its `issuer`, found at a fixed distance before that
+/// block (`issuer_from_end` bytes from the end, counted with a 64-byte
+/// signature), must be `key`; and the signature must verify over every
+/// byte before the block, as received. Returns those bytes. Only the
+/// fixed-offset issuer and the block's header are read; length fields are
+/// not.
 pub(crate) fn verify_signed_tail<'a>(
     bytes: &'a [u8],
     min_len: usize,
     issuer_from_end: usize,
-    key: &PublicKey,
+    key: &RootKey,
     context: &[u8],
     what: &'static str,
 ) -> Result<&'a [u8], crate::ProtoError> {
-    if bytes.len() < min_len || min_len < issuer_from_end || issuer_from_end < 64 + 32 {
+    if min_len < issuer_from_end || issuer_from_end < 64 + 32 {
         return Err(Malformed::Truncated(what).into());
     }
-    let issuer_at = bytes.len() - issuer_from_end;
-    if bytes.get(issuer_at..issuer_at + 32) != Some(&key.0[..]) {
+    let extra = key.signature_len() - 64;
+    if bytes.len() < min_len + extra {
+        if key.is_hybrid() && bytes.len() >= min_len {
+            return Err(AuthError::NotHybrid(what).into());
+        }
+        return Err(Malformed::Truncated(what).into());
+    }
+    let (tbs, sig) = key.split_signed(bytes, what)?;
+    let issuer_at = bytes.len() - issuer_from_end - extra;
+    if bytes.get(issuer_at..issuer_at + 32) != Some(&key.id().0[..]) {
         return Err(AuthError::WrongIssuer(what).into());
     }
-    let (tbs, sig) = bytes.split_at(bytes.len() - 64);
-    let sig: [u8; 64] = sig.try_into().map_err(|_| Malformed::Truncated(what))?;
     key.verify(context, tbs, &sig, what)?;
     Ok(tbs)
+}
+
+/// The signature block that ends a body parsed up to `r`: the rest of the
+/// bytes, Ed25519 or hybrid.
+pub(crate) fn read_root_signature(
+    r: &mut Reader<'_>,
+    what: &'static str,
+) -> Result<RootSignature, Malformed> {
+    let tail = r.take(r.remaining())?;
+    RootSignature::from_tail(tail, what)
 }
 
 /// Checks `bytes` start with `magic` and format version 1.
@@ -206,7 +221,7 @@ pub struct LicenceBody {
 pub struct Licence {
     /// Signed fields.
     pub body: LicenceBody,
-    signature: [u8; 64],
+    signature: RootSignature,
     encoded: Vec<u8>,
     /// The root's delegation to the key that signed it, when a delegated
     /// key did (set only by [`crate::delegation::verify_licence`]).
@@ -288,9 +303,9 @@ impl LicenceBody {
     }
 
     /// Signs the body with the root's key wherever it is held.
-    pub fn sign_with(self, root: &(impl Signer + ?Sized)) -> Result<Licence, SignError> {
+    pub fn sign_with(self, root: &(impl RootSigner + ?Sized)) -> Result<Licence, SignError> {
         self.validate()?;
-        if root.public() != self.issuer {
+        if root.root_key().id() != self.issuer {
             return Err(Malformed::Invalid {
                 what: "licence",
                 why: "issuer is not the signing key",
@@ -298,9 +313,9 @@ impl LicenceBody {
             .into());
         }
         let tbs = self.encode_tbs();
-        let signature = root.try_sign(labels::CTX_LICENCE, &tbs)?;
+        let signature = root.try_sign_root(labels::CTX_LICENCE, &tbs)?;
         let mut encoded = tbs;
-        encoded.extend_from_slice(&signature);
+        signature.encode_into(&mut encoded);
         Ok(Licence {
             body: self,
             signature,
@@ -349,7 +364,7 @@ impl Licence {
         let not_before = r.u64()?;
         let not_after = r.u64()?;
         let issuer = PublicKey(r.array()?);
-        let (_, signature) = split_signature(&mut r, bytes)?;
+        let signature = read_root_signature(&mut r, "licence")?;
         r.finish()?;
         let body = LicenceBody {
             serial,
@@ -377,7 +392,7 @@ impl Licence {
     /// field is parsed.
     pub fn decode_verified(
         bytes: &[u8],
-        root: &PublicKey,
+        root: &RootKey,
         now: UnixTime,
     ) -> Result<LicenceVerified, crate::ProtoError> {
         Ok(Self::decode_signed_by(bytes, root)?.verify(root, now)?)
@@ -386,7 +401,7 @@ impl Licence {
     /// Verifies that `root` signed a licence, then parses it, whatever its
     /// validity window: for the CA, which revokes the keys of a licence
     /// it issued, expired or not. Never a reason to use the licence.
-    pub fn decode_signed_by(bytes: &[u8], root: &PublicKey) -> Result<Self, crate::ProtoError> {
+    pub fn decode_signed_by(bytes: &[u8], root: &RootKey) -> Result<Self, crate::ProtoError> {
         if bytes.len() > MAX_LICENCE_LEN {
             return Err(Malformed::TooLong {
                 what: "licence",
@@ -410,6 +425,11 @@ impl Licence {
     /// The exact encoded bytes.
     pub fn encoded(&self) -> &[u8] {
         &self.encoded
+    }
+
+    /// Whether it carries a hybrid (Ed25519 + ML-DSA-65) signature.
+    pub fn is_hybrid(&self) -> bool {
+        self.signature.algorithm() == crate::rootkey::Algorithm::Ed25519MlDsa65
     }
 
     /// The delegation under which a delegated key signed this licence;
@@ -445,11 +465,11 @@ impl Licence {
     }
 
     /// Checks issuer, signature and validity window against the pinned root.
-    pub fn verify(&self, root: &PublicKey, now: UnixTime) -> Result<LicenceVerified, AuthError> {
-        if self.body.issuer != *root {
+    pub fn verify(&self, root: &RootKey, now: UnixTime) -> Result<LicenceVerified, AuthError> {
+        if self.body.issuer != root.id() {
             return Err(AuthError::WrongIssuer("server licence"));
         }
-        let tbs_len = self.encoded.len().saturating_sub(64);
+        let tbs_len = self.encoded.len().saturating_sub(self.signature.len());
         let tbs = self.encoded.get(..tbs_len).unwrap_or_default();
         root.verify(labels::CTX_LICENCE, tbs, &self.signature, "server licence")?;
         check_window(
@@ -545,7 +565,7 @@ impl LicenceRequest {
             bytes,
             LEN,
             LEN - key_at,
-            &subca_key,
+            &RootKey::Ed25519(subca_key),
             labels::CTX_LICENCE_REQUEST,
             "licence request",
         )?;
@@ -739,7 +759,7 @@ impl ClientCert {
             bytes,
             MIN_LEN,
             32 + 16 + 64,
-            subca,
+            &RootKey::Ed25519(*subca),
             labels::CTX_CLIENT_CERT,
             "client certificate",
         )?;
@@ -806,23 +826,24 @@ mod tests {
         let (lic, _, _) = licence(&root, &["web1", "web1.example.com"], 1000, 1000 + 86_400);
         let back = Licence::decode(lic.encoded()).expect("decode");
         assert_eq!(back, lic);
-        assert!(back.verify(&root.public(), 2000).is_ok());
+        assert!(back.verify(&root.public().into(), 2000).is_ok());
         assert!(back.covers("WEB1.example.com"));
         assert!(!back.covers("web2"));
         assert_eq!(
-            back.verify(&root.public(), 1000 + 86_400 + 3 * 3600).err(),
+            back.verify(&root.public().into(), 1000 + 86_400 + 3 * 3600)
+                .err(),
             Some(AuthError::Expired {
                 what: "server licence",
                 secs: 3 * 3600
             })
         );
         assert!(matches!(
-            back.verify(&root.public(), 100),
+            back.verify(&root.public().into(), 100),
             Err(AuthError::NotYetValid { .. })
         ));
         let other = SigningKey::generate(&mut TestRng);
         assert_eq!(
-            back.verify(&other.public(), 2000).err(),
+            back.verify(&other.public().into(), 2000).err(),
             Some(AuthError::WrongIssuer("server licence"))
         );
     }
@@ -837,14 +858,14 @@ mod tests {
         bytes[pos] ^= 1;
         let forged = Licence::decode(&bytes).expect("still parses");
         assert_eq!(
-            forged.verify(&root.public(), 5).err(),
+            forged.verify(&root.public().into(), 5).err(),
             Some(AuthError::BadSignature("server licence"))
         );
         // A forger who changes the issuer to their own key is refused by the pin.
         let evil = SigningKey::generate(&mut TestRng);
         let (evil_lic, _, _) = licence(&evil, &["web1"], 0, 10_000);
         assert_eq!(
-            evil_lic.verify(&root.public(), 5).err(),
+            evil_lic.verify(&root.public().into(), 5).err(),
             Some(AuthError::WrongIssuer("server licence"))
         );
     }
@@ -881,7 +902,7 @@ mod tests {
         body.noise_key[31] |= 0x80;
         if let Ok(other) = body.sign(&root) {
             assert!(Licence::decode(other.encoded()).is_err());
-            assert!(Licence::decode_verified(other.encoded(), &root.public(), 5).is_err());
+            assert!(Licence::decode_verified(other.encoded(), &root.public().into(), 5).is_err());
         }
         let subca = SigningKey::generate(&mut TestRng);
         let mut key = lic.body.noise_key;
@@ -1012,7 +1033,7 @@ mod tests {
         let (lic, subca, _) = licence(&root, &["web1"], 0, 10_000);
         let good = lic.encoded().to_vec();
         assert_eq!(
-            Licence::decode_verified(&good, &root.public(), 5)
+            Licence::decode_verified(&good, &root.public().into(), 5)
                 .expect("genuine")
                 .licence(),
             &lic
@@ -1028,12 +1049,13 @@ mod tests {
             assert!(Licence::decode(&bytes).is_err(), "case {i} parses");
             let n = bytes.len();
             bytes[n - 64..].copy_from_slice(&random_bytes::<64>(&mut TestRng));
-            let e = Licence::decode_verified(&bytes, &root.public(), 5).expect_err("forged");
+            let e = Licence::decode_verified(&bytes, &root.public().into(), 5).expect_err("forged");
             assert!(is_bad_signature(&e, "server licence"), "case {i}: {e}");
             // Signed by the root, the same body reaches the parser.
             let sig = root.sign(labels::CTX_LICENCE, &bytes[..n - 64]);
             bytes[n - 64..].copy_from_slice(&sig);
-            let e = Licence::decode_verified(&bytes, &root.public(), 5).expect_err("malformed");
+            let e =
+                Licence::decode_verified(&bytes, &root.public().into(), 5).expect_err("malformed");
             assert!(
                 matches!(e, crate::ProtoError::Malformed(_)),
                 "case {i}: {e}"
@@ -1047,28 +1069,28 @@ mod tests {
         let sig = root.sign(labels::CTX_LICENCE, &trailing[..n - 64]);
         trailing[n - 64..].copy_from_slice(&sig);
         assert!(matches!(
-            Licence::decode_verified(&trailing, &root.public(), 5),
+            Licence::decode_verified(&trailing, &root.public().into(), 5),
             Err(crate::ProtoError::Auth(AuthError::WrongIssuer(_)))
         ));
         // Another issuer: refused on the issuer, before the signature.
         let evil = SigningKey::generate(&mut TestRng);
         let (evil_lic, _, _) = licence(&evil, &["web1"], 0, 10_000);
         assert!(matches!(
-            Licence::decode_verified(evil_lic.encoded(), &root.public(), 5),
+            Licence::decode_verified(evil_lic.encoded(), &root.public().into(), 5),
             Err(crate::ProtoError::Auth(AuthError::WrongIssuer(
                 "server licence"
             )))
         ));
         // The window is still checked, after the signature.
         assert!(matches!(
-            Licence::decode_verified(&good, &root.public(), 20_000),
+            Licence::decode_verified(&good, &root.public().into(), 20_000),
             Err(crate::ProtoError::Auth(AuthError::Expired { .. }))
         ));
         // Too long, too short, another magic: refused without a key.
         let long = vec![0; MAX_LICENCE_LEN + 1];
-        assert!(Licence::decode_verified(&long, &root.public(), 5).is_err());
+        assert!(Licence::decode_verified(&long, &root.public().into(), 5).is_err());
         for cut in 0..good.len() {
-            assert!(Licence::decode_verified(&good[..cut], &root.public(), 5).is_err());
+            assert!(Licence::decode_verified(&good[..cut], &root.public().into(), 5).is_err());
         }
 
         // Client certificates, the same way.

@@ -33,8 +33,9 @@ use std::collections::HashSet;
 use crate::cert::{MAX_PRINCIPAL, MAX_SERVER_ID, Serial, check_name};
 use crate::codec::{Reader, Writer};
 use crate::error::{AuthError, Malformed};
-use crate::keys::{PublicKey, SignError, Signer, SigningKey};
+use crate::keys::{PublicKey, SignError, SigningKey};
 use crate::labels::{self, magic};
+use crate::rootkey::{RootKey, RootSigner};
 use crate::time::UnixTime;
 
 const VERSION: u8 = 1;
@@ -223,7 +224,7 @@ impl Crl {
     }
 
     /// [`Crl::sign`] with the key wherever it is held.
-    pub fn sign_with(&self, root: &(impl Signer + ?Sized)) -> Result<Vec<u8>, SignError> {
+    pub fn sign_with(&self, root: &(impl RootSigner + ?Sized)) -> Result<Vec<u8>, SignError> {
         let too_many = self.revoked.principals.len() > MAX_NAMES
             || self.revoked.servers.len() > MAX_NAMES
             || self.revoked.serials.len() > MAX_SERIALS
@@ -238,7 +239,7 @@ impl Crl {
             }
             .into());
         }
-        if root.public() != self.issuer {
+        if root.root_key().id() != self.issuer {
             return Err(Malformed::Invalid {
                 what: "revocation list",
                 why: "issuer is not the signing key",
@@ -246,8 +247,8 @@ impl Crl {
             .into());
         }
         let mut out = self.tbs();
-        let sig = root.try_sign(labels::CTX_CRL, &out)?;
-        out.extend_from_slice(&sig);
+        let sig = root.try_sign_root(labels::CTX_CRL, &out)?;
+        sig.encode_into(&mut out);
         Ok(out)
     }
 
@@ -260,13 +261,11 @@ impl Crl {
     /// is over the bytes as received; the parse then requires them to be
     /// canonical (every set strictly ascending, version 2 only with user
     /// keys), as [`Crl::sign`] writes them.
-    pub fn decode_verified(bytes: &[u8], root: &PublicKey) -> Result<Self, crate::ProtoError> {
-        let (tbs, signature) = bytes
-            .len()
-            .checked_sub(64)
-            .filter(|&n| n >= ISSUER_AT + 32)
-            .and_then(|n| Some((bytes.get(..n)?, bytes.get(n..)?)))
-            .ok_or(Malformed::Truncated("revocation list"))?;
+    pub fn decode_verified(bytes: &[u8], root: &RootKey) -> Result<Self, crate::ProtoError> {
+        let (tbs, signature) = root.split_signed(bytes, "revocation list")?;
+        if tbs.len() < ISSUER_AT + 32 {
+            return Err(Malformed::Truncated("revocation list").into());
+        }
         let mut r = Reader::new(tbs, "revocation list");
         r.expect(magic::CRL)?;
         let version = r.u8()?;
@@ -284,12 +283,9 @@ impl Crl {
             }
             .into());
         }
-        if tbs.get(ISSUER_AT..ISSUER_AT + 32) != Some(&root.0[..]) {
+        if tbs.get(ISSUER_AT..ISSUER_AT + 32) != Some(&root.id().0[..]) {
             return Err(AuthError::WrongIssuer("revocation list").into());
         }
-        let signature: [u8; 64] = signature
-            .try_into()
-            .map_err(|_| Malformed::Truncated("revocation list"))?;
         root.verify(labels::CTX_CRL, tbs, &signature, "revocation list")?;
         Ok(Self::decode_signed(r, version)?)
     }
@@ -462,26 +458,26 @@ mod tests {
         let crl = sample(&root, 3);
         let bytes = crl.sign(&root).expect("sign");
         assert_eq!(
-            Crl::decode_verified(&bytes, &root.public()).expect("verify"),
+            Crl::decode_verified(&bytes, &root.public().into()).expect("verify"),
             crl
         );
         assert!(!crl.is_stale(199) && crl.is_stale(200));
 
         let other = SigningKey::generate(&mut TestRng);
-        let e = Crl::decode_verified(&bytes, &other.public()).expect_err("foreign root");
+        let e = Crl::decode_verified(&bytes, &other.public().into()).expect_err("foreign root");
         assert!(
             e.to_string().contains("not issued by the trusted key"),
             "{e}"
         );
         let forged = sample(&other, 3).sign(&other).expect("sign");
-        assert!(Crl::decode_verified(&forged, &root.public()).is_err());
+        assert!(Crl::decode_verified(&forged, &root.public().into()).is_err());
 
         let mut flipped = bytes.clone();
         flipped[10] ^= 1;
-        assert!(Crl::decode_verified(&flipped, &root.public()).is_err());
+        assert!(Crl::decode_verified(&flipped, &root.public().into()).is_err());
         for cut in 0..bytes.len() {
             assert!(
-                Crl::decode_verified(&bytes[..cut], &root.public()).is_err(),
+                Crl::decode_verified(&bytes[..cut], &root.public().into()).is_err(),
                 "cut {cut}"
             );
         }
@@ -498,7 +494,10 @@ mod tests {
         let v2 = crl.sign(&root).expect("sign");
         assert_eq!(v2[4], 2);
         assert_eq!(v2.len(), v1.len() + 4 + 64);
-        assert_eq!(Crl::decode_verified(&v2, &root.public()).expect("v2"), crl);
+        assert_eq!(
+            Crl::decode_verified(&v2, &root.public().into()).expect("v2"),
+            crl
+        );
         // A version 2 list with no user keys is not canonical.
         let mut empty = sample(&root, 3);
         empty.revoked.user_keys.clear();
@@ -507,12 +506,12 @@ mod tests {
         tbs.extend_from_slice(&0u32.to_be_bytes());
         let sig = root.sign(labels::CTX_CRL, &tbs);
         tbs.extend_from_slice(&sig);
-        assert!(Crl::decode_verified(&tbs, &root.public()).is_err());
+        assert!(Crl::decode_verified(&tbs, &root.public().into()).is_err());
         // A huge user-key count is refused before allocating.
         let mut huge = v2.clone();
         let at = v2.len() - 64 - 2 * 32 - 4;
         huge[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(Crl::decode_verified(&huge, &root.public()).is_err());
+        assert!(Crl::decode_verified(&huge, &root.public().into()).is_err());
     }
 
     #[test]
@@ -522,14 +521,20 @@ mod tests {
         crl.revoked.noise_keys.insert([8; 32]);
         let v3 = crl.sign(&root).expect("sign");
         assert_eq!(v3[4], 3);
-        assert_eq!(Crl::decode_verified(&v3, &root.public()).expect("v3"), crl);
+        assert_eq!(
+            Crl::decode_verified(&v3, &root.public().into()).expect("v3"),
+            crl
+        );
         // With user keys and Sub-CA keys too, still one list.
         crl.revoked.user_keys.insert([1; 32]);
         crl.revoked.subca_keys.insert([2; 32]);
         crl.revoked.subca_keys.insert([0; 32]);
         let v3 = crl.sign(&root).expect("sign");
         assert_eq!(v3[4], 3);
-        assert_eq!(Crl::decode_verified(&v3, &root.public()).expect("v3"), crl);
+        assert_eq!(
+            Crl::decode_verified(&v3, &root.public().into()).expect("v3"),
+            crl
+        );
         // A version 3 list with no server keys is not canonical, even
         // signed by the root.
         let mut no_keys = sample(&root, 5);
@@ -540,14 +545,14 @@ mod tests {
         tbs.extend_from_slice(&0u32.to_be_bytes());
         let sig = root.sign(labels::CTX_CRL, &tbs);
         tbs.extend_from_slice(&sig);
-        let e = Crl::decode_verified(&tbs, &root.public()).expect_err("not canonical");
+        let e = Crl::decode_verified(&tbs, &root.public().into()).expect_err("not canonical");
         assert!(e.to_string().contains("canonical"), "{e}");
         // A forged version 3 list is refused on its signature.
         let mut forged = v3.clone();
         let n = forged.len();
         forged[n - 70] ^= 1;
         assert!(bad_signature(
-            &Crl::decode_verified(&forged, &root.public()).expect_err("forged")
+            &Crl::decode_verified(&forged, &root.public().into()).expect_err("forged")
         ));
         // A huge key count is refused before allocating.
         let mut huge = v3.clone();
@@ -556,7 +561,7 @@ mod tests {
         let sig = root.sign(labels::CTX_CRL, &huge[..n - 64]);
         huge[n - 64..].copy_from_slice(&sig);
         assert!(matches!(
-            Crl::decode_verified(&huge, &root.public()),
+            Crl::decode_verified(&huge, &root.public().into()),
             Err(crate::ProtoError::Malformed(Malformed::TooLong { .. }))
         ));
     }
@@ -568,7 +573,7 @@ mod tests {
         // The serial count sits after the header, the two name lists; overwrite it.
         let pos = 4 + 1 + 24 + 32 + 2 + 1 + 7 + 2 + 1 + 4;
         bytes[pos..pos + 4].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(Crl::decode_verified(&bytes, &root.public()).is_err());
+        assert!(Crl::decode_verified(&bytes, &root.public().into()).is_err());
     }
 
     /// A list as an untrusted list server could make it: the pinned root
@@ -600,7 +605,7 @@ mod tests {
         let root = SigningKey::generate(&mut TestRng);
         // The issue's list: a million serials, a random signature.
         let huge = forged(&root, 1_000_000, 0);
-        let e = Crl::decode_verified(&huge, &root.public()).expect_err("forged");
+        let e = Crl::decode_verified(&huge, &root.public().into()).expect_err("forged");
         assert!(bad_signature(&e), "{e}");
         // Bodies that the parser refuses, each behind a bad signature: the
         // signature's error is the one reported, so the parser never ran.
@@ -628,7 +633,7 @@ mod tests {
         v2[4] = VERSION_USER_KEYS;
         malformed.push(v2);
         for (i, bytes) in malformed.iter().enumerate() {
-            let e = Crl::decode_verified(bytes, &root.public()).expect_err("forged");
+            let e = Crl::decode_verified(bytes, &root.public().into()).expect_err("forged");
             assert!(bad_signature(&e), "case {i}: {e}");
         }
         // The same malformed bodies, signed by the root, reach the parser
@@ -637,7 +642,7 @@ mod tests {
             let mut signed = bytes[..bytes.len() - 64].to_vec();
             let sig = root.sign(labels::CTX_CRL, &signed);
             signed.extend_from_slice(&sig);
-            let e = Crl::decode_verified(&signed, &root.public()).expect_err("malformed");
+            let e = Crl::decode_verified(&signed, &root.public().into()).expect_err("malformed");
             assert!(
                 !bad_signature(&e) && !e.to_string().contains("not issued by"),
                 "case {i}: {e}"
@@ -652,7 +657,7 @@ mod tests {
         // Another issuer, whatever the size: refused on the issuer alone.
         for (serials, names) in [(0, 0), (1, 1), (1_000_000, 10_000), (1_100_000, 0)] {
             let bytes = forged(&other, serials, names);
-            let e = Crl::decode_verified(&bytes, &root.public()).expect_err("other issuer");
+            let e = Crl::decode_verified(&bytes, &root.public().into()).expect_err("other issuer");
             assert!(
                 e.to_string().contains("not issued by the trusted key"),
                 "{e}"
@@ -662,7 +667,7 @@ mod tests {
         // signature: the signature is what refuses them.
         for (serials, names) in [(0, 0), (1, 1), (1_100_000, 0), (0, 10_001), (16, u16::MAX)] {
             let bytes = forged(&root, serials, names);
-            let e = Crl::decode_verified(&bytes, &root.public()).expect_err("forged");
+            let e = Crl::decode_verified(&bytes, &root.public().into()).expect_err("forged");
             assert!(bad_signature(&e), "{serials} {names}: {e}");
         }
         // A genuine list's signature on other bytes does not verify: the
@@ -672,18 +677,18 @@ mod tests {
         let n = moved.len();
         moved[n - 64..].copy_from_slice(&genuine[genuine.len() - 64..]);
         assert!(bad_signature(
-            &Crl::decode_verified(&moved, &root.public()).expect_err("moved signature")
+            &Crl::decode_verified(&moved, &root.public().into()).expect_err("moved signature")
         ));
         // Too short to hold a header, an issuer and a signature, or
         // another structure's magic: refused before any key is used.
         for len in [0, 64, ISSUER_AT + 32 + 63] {
-            let e = Crl::decode_verified(&genuine[..len.min(genuine.len())], &root.public())
+            let e = Crl::decode_verified(&genuine[..len.min(genuine.len())], &root.public().into())
                 .expect_err("short");
             assert!(e.to_string().contains("truncated"), "{len}: {e}");
         }
         let mut licence_magic = genuine.clone();
         licence_magic[..4].copy_from_slice(magic::LICENCE);
-        assert!(Crl::decode_verified(&licence_magic, &root.public()).is_err());
+        assert!(Crl::decode_verified(&licence_magic, &root.public().into()).is_err());
         // And a list the root did sign still decodes, at the caps too.
         let mut full = sample(&root, 4);
         full.revoked.serials = (0..MAX_SERIALS as u128)
@@ -691,7 +696,7 @@ mod tests {
             .collect();
         let bytes = full.sign(&root).expect("sign");
         assert_eq!(
-            Crl::decode_verified(&bytes, &root.public()).expect("full"),
+            Crl::decode_verified(&bytes, &root.public().into()).expect("full"),
             full
         );
     }
@@ -754,7 +759,7 @@ mod tests {
         let root = SigningKey::generate(&mut TestRng);
         let huge = forged(&root, 1_000_000, 0);
         let before = peak_kib();
-        let e = Crl::decode_verified(&huge, &root.public()).expect_err("forged");
+        let e = Crl::decode_verified(&huge, &root.public().into()).expect_err("forged");
         let after = peak_kib();
         assert!(bad_signature(&e), "{e}");
         println!(

@@ -42,8 +42,9 @@ use crate::cert::{Licence, LicenceVerified, MAX_SERVER_ID, Serial, check_tag, ch
 use crate::codec::{Reader, Writer};
 use crate::crl::{Crl, Revocations};
 use crate::error::{AuthError, Malformed};
-use crate::keys::{PublicKey, SignError, Signer, SigningKey};
+use crate::keys::{PublicKey, SignError, SigningKey};
 use crate::labels::{self, magic, pem};
+use crate::rootkey::{RootKey, RootSigner};
 use crate::time::UnixTime;
 use crate::{ProtoError, armor};
 
@@ -51,8 +52,17 @@ const VERSION: u8 = 1;
 /// Most server globs in one delegation.
 pub const MAX_GLOBS: usize = 16;
 /// Longest delegation: every glob at its longest.
-pub const MAX_DELEGATION_LEN: usize =
-    4 + 1 + 16 + 1 + 32 + 1 + MAX_GLOBS * (1 + MAX_SERVER_ID) + 8 + 8 + 32 + 64;
+pub const MAX_DELEGATION_LEN: usize = 4
+    + 1
+    + 16
+    + 1
+    + 32
+    + 1
+    + MAX_GLOBS * (1 + MAX_SERVER_ID)
+    + 8
+    + 8
+    + 32
+    + crate::rootkey::HYBRID_SIG_LEN;
 /// The shortest delegation: no globs.
 const MIN_DELEGATION_LEN: usize = 4 + 1 + 16 + 1 + 32 + 1 + 8 + 8 + 32 + 64;
 /// Where the issuer starts, counted from the end.
@@ -284,9 +294,9 @@ impl DelegationBody {
     }
 
     /// Signs the delegation with the root's key wherever it is held.
-    pub fn sign_with(self, root: &(impl Signer + ?Sized)) -> Result<Delegation, SignError> {
+    pub fn sign_with(self, root: &(impl RootSigner + ?Sized)) -> Result<Delegation, SignError> {
         self.validate()?;
-        if root.public() != self.issuer {
+        if root.root_key().id() != self.issuer {
             return Err(Malformed::Invalid {
                 what: "delegation",
                 why: "issuer is not the signing key",
@@ -294,8 +304,8 @@ impl DelegationBody {
             .into());
         }
         let mut encoded = self.encode_tbs();
-        let signature = root.try_sign(labels::CTX_DELEGATION, &encoded)?;
-        encoded.extend_from_slice(&signature);
+        let signature = root.try_sign_root(labels::CTX_DELEGATION, &encoded)?;
+        signature.encode_into(&mut encoded);
         Ok(Delegation {
             body: self,
             encoded,
@@ -315,7 +325,7 @@ impl Delegation {
     /// Verifies the root's signature over `bytes` (its issuer, at a fixed
     /// offset from the end, must be `root`), then parses them. The window,
     /// purpose and revocation are [`verify_chain`]'s to check.
-    pub fn decode_verified(bytes: &[u8], root: &PublicKey) -> Result<Self, ProtoError> {
+    pub fn decode_verified(bytes: &[u8], root: &RootKey) -> Result<Self, ProtoError> {
         if bytes.len() > MAX_DELEGATION_LEN {
             return Err(Malformed::TooLong {
                 what: "delegation",
@@ -376,7 +386,7 @@ impl Delegation {
         let not_before = r.u64()?;
         let not_after = r.u64()?;
         let issuer = PublicKey(r.array()?);
-        let _signature = r.array::<64>()?;
+        crate::cert::read_root_signature(&mut r, "delegation")?;
         r.finish()?;
         let body = DelegationBody {
             serial,
@@ -481,7 +491,7 @@ pub trait Delegable: Sized {
     /// Verifies that `key` signed `bytes` (the signature over the bytes as
     /// received, before anything is parsed) and parses them. The window,
     /// if the object has one, is the caller's to check.
-    fn verify_under(bytes: &[u8], key: &PublicKey) -> Result<Self, ProtoError>;
+    fn verify_under(bytes: &[u8], key: &RootKey) -> Result<Self, ProtoError>;
     /// Why the object reaches beyond the delegation's server globs, if
     /// it does (a licence's server id and host names; an access list's
     /// grants). Objects that name no server never do.
@@ -498,7 +508,7 @@ pub trait Delegable: Sized {
 impl Delegable for Licence {
     const PURPOSE: Purpose = Purpose::Licences;
     const WHAT: &'static str = "server licence";
-    fn verify_under(bytes: &[u8], key: &PublicKey) -> Result<Self, ProtoError> {
+    fn verify_under(bytes: &[u8], key: &RootKey) -> Result<Self, ProtoError> {
         Licence::decode_signed_by(bytes, key)
     }
     fn within(&self, d: &Delegation) -> Result<(), String> {
@@ -509,7 +519,7 @@ impl Delegable for Licence {
 impl Delegable for Crl {
     const PURPOSE: Purpose = Purpose::Revocations;
     const WHAT: &'static str = "revocation list";
-    fn verify_under(bytes: &[u8], key: &PublicKey) -> Result<Self, ProtoError> {
+    fn verify_under(bytes: &[u8], key: &RootKey) -> Result<Self, ProtoError> {
         Crl::decode_verified(bytes, key)
     }
     fn revocations(&self) -> Option<&Revocations> {
@@ -531,7 +541,7 @@ pub struct Chained<T> {
 /// object itself, checked exactly as before delegations existed. `list`
 /// is the revocation list in force, if any.
 pub fn verify_chain<T: Delegable>(
-    root: &PublicKey,
+    root: &RootKey,
     object: &[u8],
     delegation: Option<&[u8]>,
     list: Option<&Revocations>,
@@ -557,7 +567,19 @@ pub fn verify_chain<T: Delegable>(
         }
         .into());
     }
-    let object = T::verify_under(object, &d.body.key)?;
+    if root.is_hybrid() {
+        return Err(AuthError::NotDelegated {
+            what: T::WHAT,
+            why: format!(
+                "it is signed by the delegated key of delegation {}, but the pinned root is \
+                 hybrid (Ed25519 + ML-DSA-65) and delegated keys are Ed25519 only, so the \
+                 object would lose its post-quantum signature: sign it with the root itself",
+                d.body.serial
+            ),
+        }
+        .into());
+    }
+    let object = T::verify_under(object, &RootKey::Ed25519(d.body.key))?;
     if let Err(why) = object.within(&d) {
         return Err(AuthError::NotDelegated { what: T::WHAT, why }.into());
     }
@@ -580,7 +602,7 @@ pub fn verify_chain<T: Delegable>(
 /// licence from anyone else (the sidecar, from message 2; the proxy, from
 /// its file or URL).
 pub fn verify_licence(
-    root: &PublicKey,
+    root: &RootKey,
     licence: &[u8],
     delegation: Option<&[u8]>,
     list: Option<&Revocations>,
@@ -594,7 +616,7 @@ pub fn verify_licence(
 /// delegation is kept in [`Crl::delegation`], for
 /// [`crate::trust::offer`]'s rule that a delegated list only adds.
 pub fn verify_list(
-    root: &PublicKey,
+    root: &RootKey,
     list: &[u8],
     delegation: Option<&[u8]>,
     now: UnixTime,
@@ -614,7 +636,7 @@ pub fn verify_list(
 /// while what a list grants is checked against its delegation at every
 /// use. The delegation's own signature is verified here first.
 pub fn kept_time(
-    root: &PublicKey,
+    root: &RootKey,
     delegation: Option<&[u8]>,
     now: UnixTime,
 ) -> Result<UnixTime, ProtoError> {

@@ -101,6 +101,45 @@ pub enum AuthError {
         /// Human reason.
         why: String,
     },
+    /// An object without the hybrid signature the pinned hybrid root
+    /// requires: an Ed25519 signature alone (the post-quantum half
+    /// stripped, or issued by an Ed25519 root).
+    #[error(
+        "{0} carries no hybrid signature, but the pinned root is hybrid (Ed25519 + ML-DSA-65) \
+         and requires both halves: it was stripped of its post-quantum half or issued by \
+         another root; use a copy issued by the pinned root"
+    )]
+    NotHybrid(&'static str),
+    /// A hybrid signature whose ML-DSA-65 half does not verify (corrupted,
+    /// or taken from another object).
+    #[error(
+        "{0}: its ML-DSA-65 (post-quantum) signature does not verify: the object was altered or \
+         its two signatures come from different objects; fetch it again from the CA"
+    )]
+    BadPqSignature(&'static str),
+    /// A signature of another algorithm than the pinned root declares.
+    #[error(
+        "{what} is not signed with {pinned}, the algorithm the pinned root declares: it was \
+         altered or issued by another root; use a copy issued by the pinned root"
+    )]
+    WrongAlgorithm {
+        /// What was signed.
+        what: &'static str,
+        /// The pinned root's algorithm.
+        pinned: &'static str,
+    },
+    /// A security key's signature made without a touch.
+    #[error(
+        "{0} was signed by the root's security key without user presence (nobody touched it): \
+         refused; sign it again, touching the key when it blinks"
+    )]
+    NoUserPresence(&'static str),
+    /// A hybrid signature where the pinned root is Ed25519 only.
+    #[error(
+        "{0} is signed by a hybrid (Ed25519 + ML-DSA-65) root, but the pinned root is Ed25519: \
+         pin the hybrid root's root.pub, or use an object from the pinned root"
+    )]
+    UnexpectedHybrid(&'static str),
     /// The Noise static key the handshake proved differs from the licence.
     #[error("server's tunnel key is not the one its licence certifies")]
     KeyMismatch,

@@ -53,6 +53,12 @@ pub const KEM_CT_LEN: usize = 1088;
 /// Message 1 is always this long: the frame size is not agreed yet.
 pub const HELLO_LEN: usize = 2048;
 const SERVER_HELLO_MIN: usize = 4096;
+/// Message 2's length, before rounding to whole frames, under a hybrid
+/// (Ed25519 + ML-DSA-65) root: its licence carries a 3,379-byte signature
+/// block, which does not fit [`SERVER_HELLO_MIN`]. Both sides know which
+/// applies before message 2 (the client from its pinned root, the proxy
+/// from its licence), so the length is still fixed per root.
+const SERVER_HELLO_HYBRID_MIN: usize = 8192;
 const CLIENT_AUTH_MIN: usize = 2048;
 /// Message 3's length when it carries a user certificate
 /// ([`CAP_USER_CERT`]), before rounding to whole frames.
@@ -84,11 +90,27 @@ pub fn client_auth_len(f: FrameSize, with_cert: bool) -> usize {
 pub fn fits_message_2(licence: &LicenceVerified) -> bool {
     let delegation = licence.delegation().map_or(0, |d| 2 + d.encoded().len());
     let body = 2 + KEM_CT_LEN + 2 + licence.encoded().len() + delegation;
-    body + 2 <= SERVER_HELLO_MIN - OVERHEAD_2
+    body + 2 <= server_hello_min(licence.is_hybrid()) - OVERHEAD_2
+}
+
+fn server_hello_min(hybrid: bool) -> usize {
+    if hybrid {
+        SERVER_HELLO_HYBRID_MIN
+    } else {
+        SERVER_HELLO_MIN
+    }
+}
+
+/// Wire length of message 2 for frame size `f` under a root of this
+/// kind: [`message_len`]`(2, f)` for an Ed25519 root; longer for a hybrid
+/// root, whose licence carries both signatures.
+pub fn server_hello_len(f: FrameSize, hybrid: bool) -> usize {
+    server_hello_min(hybrid).div_ceil(f.get()) * f.get()
 }
 
 /// Wire length of handshake message `n` (1, 2 or 3) for frame size `f`
-/// (message 3 without a user certificate; see [`client_auth_len`]).
+/// (message 2 under an Ed25519 root, see [`server_hello_len`]; message 3
+/// without a user certificate, see [`client_auth_len`]).
 pub fn message_len(n: u8, f: FrameSize) -> usize {
     let round = |min: usize| min.div_ceil(f.get()) * f.get();
     match n {
@@ -240,7 +262,7 @@ fn user_signed(h2: &[u8; 32], session_key: &PublicKey, cert: Option<&[u8]>) -> V
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// The pinned root CA key.
-    pub root: PublicKey,
+    pub root: crate::rootkey::RootKey,
     /// The host name the user typed (`%h`); must be in the licence.
     pub host: String,
     /// Frame size; must match the proxy's.
@@ -311,6 +333,13 @@ pub fn client_start_with_cert(
 }
 
 impl AwaitingServerHello {
+    /// How many bytes message 2 is: fixed by the frame size and the pinned
+    /// root's kind (read exactly this many before
+    /// [`Self::handle_server_hello`]).
+    pub fn server_hello_len(&self) -> usize {
+        server_hello_len(self.cfg.frame_size, self.cfg.root.is_hybrid())
+    }
+
     /// Handles message 2: decapsulates, sets the psk, and verifies the
     /// licence against the pinned root, the host name and the Noise key;
     /// then makes the session key from `rng`.
@@ -320,7 +349,7 @@ impl AwaitingServerHello {
         now: UnixTime,
         rng: &mut (impl CryptoRng + ?Sized),
     ) -> Result<ServerVerified, ProtoError> {
-        let total = message_len(2, self.cfg.frame_size);
+        let total = self.server_hello_len();
         let payload = read_msg(&mut self.hs, msg2, total)?;
         let body = unpad_payload(&payload, "server hello")?;
         let mut r = Reader::new(body, "server hello");
@@ -467,6 +496,7 @@ pub struct ClientSession {
 pub struct AwaitingClientHello {
     hs: snow::HandshakeState,
     frame_size: FrameSize,
+    hybrid: bool,
     licence: Vec<u8>,
     delegation: Option<Vec<u8>>,
 }
@@ -487,6 +517,7 @@ pub fn server_start(
     Ok(AwaitingClientHello {
         hs,
         frame_size,
+        hybrid: licence.is_hybrid(),
         licence: licence.encoded().to_vec(),
         delegation: licence.delegation().map(|d| d.encoded().to_vec()),
     })
@@ -543,7 +574,7 @@ impl AwaitingClientHello {
         if let Some(d) = &self.delegation {
             w.var16(d);
         }
-        let total = message_len(2, self.frame_size);
+        let total = server_hello_len(self.frame_size, self.hybrid);
         let msg2 = write_msg(&mut self.hs, &w.into_vec(), total, OVERHEAD_2)?;
         self.hs.set_psk(3, psk.as_slice())?;
         let h2 = handshake_hash(&self.hs)?;
@@ -799,6 +830,14 @@ pub mod testkit {
     }
 
     impl AwaitingClientHello {
+        /// Pads message 2 as under a hybrid root (`true`) or an Ed25519
+        /// one, whatever the licence is: a server that presents a licence
+        /// stripped of its ML-DSA half at the length a hybrid pin expects.
+        pub fn pad_as_hybrid(mut self, hybrid: bool) -> Self {
+            self.hybrid = hybrid;
+            self
+        }
+
         /// Reads message 1, then answers with a message 2 carrying `payload`.
         pub fn server_hello_raw(
             mut self,
@@ -806,7 +845,7 @@ pub mod testkit {
             payload: &[u8],
         ) -> Result<Vec<u8>, ProtoError> {
             read_msg(&mut self.hs, msg1, HELLO_LEN)?;
-            let total = message_len(2, self.frame_size);
+            let total = server_hello_len(self.frame_size, self.hybrid);
             raw(&mut self.hs, payload, total, OVERHEAD_2)
         }
     }

@@ -44,6 +44,12 @@ pub const CTX_ACCESS: &[u8] = b"ztssh v1 access list\0";
 /// Context for a delegation: the root certifying an online key for one
 /// purpose (see [`crate::delegation`]).
 pub const CTX_DELEGATION: &[u8] = b"ztssh v1 delegation\0";
+/// Prefix of every context a hybrid root signs under (both halves): an
+/// Ed25519 half lifted from a hybrid object never verifies as an
+/// Ed25519-only object of the same key (PROTOCOL.md §2.4, §6 item 23).
+pub const CTX_HYBRID_PREFIX: &[u8] = b"ztssh v1 hybrid ed25519+ml-dsa-65\0";
+/// The FIPS 204 context string of a hybrid root's ML-DSA-65 half.
+pub const MLDSA_CONTEXT: &[u8] = b"ztssh v1 hybrid root";
 /// Context for a challenge proof by the session key.
 pub const CTX_PROOF: &[u8] = b"ztssh v1 challenge proof\0";
 /// Context for the session keys' signatures over a renewal.
@@ -67,6 +73,10 @@ pub mod magic {
     pub const ACCESS: &[u8; 4] = b"ZTAL";
     /// Delegation.
     pub const DELEGATION: &[u8; 4] = b"ZTDG";
+    /// A hybrid root public key (Ed25519 + ML-DSA-65).
+    pub const ROOT_KEY: &[u8; 4] = b"ZTRK";
+    /// A hybrid root signature block, after a signed object's body.
+    pub const SIGNATURE: &[u8; 4] = b"ZTSG";
 }
 
 /// PEM labels of the files the tools write.

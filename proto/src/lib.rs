@@ -31,6 +31,7 @@ pub mod krl;
 pub mod labels;
 pub mod primitives;
 pub mod rekey;
+pub mod rootkey;
 pub mod time;
 pub mod trust;
 pub mod userkey;

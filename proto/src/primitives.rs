@@ -115,6 +115,44 @@ mod real {
             .is_ok()
     }
 
+    /// An ML-DSA-65 signing key (FIPS 204; zeroized on drop by ml-dsa).
+    pub(crate) struct MlDsaSigner(Box<ml_dsa::SigningKey<ml_dsa::MlDsa65>>);
+
+    impl MlDsaSigner {
+        /// `ML-DSA.KeyGen_internal` from the 32-byte seed ξ.
+        pub(crate) fn from_seed(seed: &[u8; 32]) -> Self {
+            let xi = Zeroizing::new(ml_dsa::B32::from(*seed));
+            Self(Box::new(ml_dsa::SigningKey::from_seed(&xi)))
+        }
+
+        /// The encoded verifying key ([`crate::rootkey::MLDSA65_PUBLIC_LEN`] bytes).
+        pub(crate) fn public(&self) -> Vec<u8> {
+            self.0.expanded_key().verifying_key().encode().to_vec()
+        }
+
+        /// Signs `msg` with the FIPS 204 context `ctx` (deterministic
+        /// variant), or None when `ctx` is longer than 255 bytes.
+        pub(crate) fn sign(&self, msg: &[u8], ctx: &[u8]) -> Option<Vec<u8>> {
+            let sig = self.0.expanded_key().sign_deterministic(msg, ctx).ok()?;
+            Some(sig.encode().to_vec())
+        }
+    }
+
+    /// `ML-DSA.Verify` of an encoded ML-DSA-65 signature; false for wrong
+    /// lengths and non-canonical encodings.
+    pub(crate) fn mldsa_verify(public: &[u8], msg: &[u8], ctx: &[u8], sig: &[u8]) -> bool {
+        let Ok(public) = ml_dsa::EncodedVerifyingKey::<ml_dsa::MlDsa65>::try_from(public) else {
+            return false;
+        };
+        let Ok(sig) = ml_dsa::EncodedSignature::<ml_dsa::MlDsa65>::try_from(sig) else {
+            return false;
+        };
+        let Some(sig) = ml_dsa::Signature::<ml_dsa::MlDsa65>::decode(&sig) else {
+            return false;
+        };
+        ml_dsa::VerifyingKey::<ml_dsa::MlDsa65>::decode(&public).verify_with_context(msg, ctx, &sig)
+    }
+
     /// The X25519 public key of a (clamped) secret scalar.
     pub(crate) fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
         curve25519_dalek::MontgomeryPoint::mul_base_clamped(*secret).to_bytes()
@@ -223,6 +261,10 @@ mod real {
 ///   a hash of the seed and the whole ciphertext, so a ciphertext of the
 ///   right length always decapsulates, and a changed byte anywhere gives
 ///   another secret (implicit rejection).
+/// - ML-DSA-65: the public key is a hash of the seed followed by zeros;
+///   a signature is SHA-512 over the key, the FIPS 204 context and the
+///   message, followed by zeros to the real length (compared in constant
+///   time, whole, so a changed byte anywhere is refused).
 /// - SSHSIG: the signature bytes are SHA-512 over the key, namespace and
 ///   message; a security key's flags and counter follow them and are
 ///   covered too.
@@ -282,6 +324,52 @@ mod standin {
 
     pub(crate) fn ed_verify(public: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
         bool::from(ed_tag(public, msg)[..].ct_eq(&sig[..]))
+    }
+
+    /// ML-DSA-65 stand-in: the public key is a hash of the seed followed by
+    /// zeros; a signature is SHA-512(public || ctx || msg) followed by zeros.
+    pub(crate) struct MlDsaSigner {
+        public: Vec<u8>,
+    }
+
+    impl MlDsaSigner {
+        pub(crate) fn from_seed(seed: &[u8; 32]) -> Self {
+            let mut public = vec![0u8; crate::rootkey::MLDSA65_PUBLIC_LEN];
+            let head: [u8; 32] = Sha256::new()
+                .chain_update(b"ztssh fuzzing stand-in: ml-dsa-65 public")
+                .chain_update(seed)
+                .finalize()
+                .into();
+            public[..32].copy_from_slice(&head);
+            Self { public }
+        }
+
+        pub(crate) fn public(&self) -> Vec<u8> {
+            self.public.clone()
+        }
+
+        pub(crate) fn sign(&self, msg: &[u8], ctx: &[u8]) -> Option<Vec<u8>> {
+            (ctx.len() <= 255).then(|| mldsa_tag(&self.public, msg, ctx))
+        }
+    }
+
+    fn mldsa_tag(public: &[u8], msg: &[u8], ctx: &[u8]) -> Vec<u8> {
+        let mut sig = vec![0u8; crate::rootkey::MLDSA65_SIG_LEN];
+        let tag: [u8; 64] = Sha512::new()
+            .chain_update(b"ztssh fuzzing stand-in: ml-dsa-65")
+            .chain_update(public)
+            .chain_update([u8::try_from(ctx.len()).unwrap_or(u8::MAX)])
+            .chain_update(ctx)
+            .chain_update(msg)
+            .finalize()
+            .into();
+        sig[..64].copy_from_slice(&tag);
+        sig
+    }
+
+    pub(crate) fn mldsa_verify(public: &[u8], msg: &[u8], ctx: &[u8], sig: &[u8]) -> bool {
+        public.len() == crate::rootkey::MLDSA65_PUBLIC_LEN
+            && bool::from(mldsa_tag(public, msg, ctx)[..].ct_eq(sig))
     }
 
     pub(crate) fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
@@ -632,6 +720,36 @@ mod tests {
         assert!(!ed_verify(&a.public(), b"msh", &sig));
         assert!(!ed_verify(&b.public(), b"msg", &sig));
         assert_eq!(EdSigner::from_seed(a.seed().expose()).public(), a.public());
+    }
+
+    #[test]
+    fn mldsa_signatures_verify_only_for_their_key_context_and_message() {
+        use crate::rootkey::{MLDSA65_PUBLIC_LEN, MLDSA65_SIG_LEN};
+        let a = MlDsaSigner::from_seed(&[1; 32]);
+        let b = MlDsaSigner::from_seed(&[2; 32]);
+        let (pa, pb) = (a.public(), b.public());
+        assert_eq!(pa.len(), MLDSA65_PUBLIC_LEN);
+        assert_eq!(MlDsaSigner::from_seed(&[1; 32]).public(), pa);
+        let sig = a.sign(b"msg", b"ctx").expect("sign");
+        assert_eq!(sig.len(), MLDSA65_SIG_LEN);
+        assert!(mldsa_verify(&pa, b"msg", b"ctx", &sig));
+        assert!(!mldsa_verify(&pa, b"msh", b"ctx", &sig));
+        assert!(!mldsa_verify(&pa, b"msg", b"ctz", &sig));
+        assert!(!mldsa_verify(&pb, b"msg", b"ctx", &sig));
+        assert!(!mldsa_verify(
+            &pa,
+            b"msg",
+            b"ctx",
+            &sig[..MLDSA65_SIG_LEN - 1]
+        ));
+        assert!(!mldsa_verify(&pa[..100], b"msg", b"ctx", &sig));
+        let mut bad = sig.clone();
+        bad[MLDSA65_SIG_LEN - 1] ^= 1;
+        assert!(!mldsa_verify(&pa, b"msg", b"ctx", &bad));
+        assert!(
+            a.sign(b"msg", &[0; 256]).is_none(),
+            "FIPS 204 caps the context at 255 bytes"
+        );
     }
 
     /// Which implementation these tests ran against.

@@ -173,7 +173,7 @@ proptest! {
         let back = Licence::decode(licence.encoded()).expect("decode");
         prop_assert_eq!(&back.body, &body);
         prop_assert_eq!(back.encoded(), licence.encoded());
-        prop_assert!(back.verify(&root.public(), nb).is_ok());
+        prop_assert!(back.verify(&root.public().into(), nb).is_ok());
     }
 
     #[test]
@@ -219,11 +219,11 @@ proptest! {
             delegation: None,
         };
         let bytes = crl.sign(&root).expect("sign");
-        let back = Crl::decode_verified(&bytes, &root.public()).expect("decode");
+        let back = Crl::decode_verified(&bytes, &root.public().into()).expect("decode");
         prop_assert_eq!(&back, &crl);
         // Canonical: the same list always encodes to the same bytes.
         prop_assert_eq!(back.sign(&root).expect("re-sign"), bytes);
-        prop_assert!(Crl::decode_verified(&crl.sign(&root).expect("sign"), &SigningKey::generate(&mut TestRng).public()).is_err());
+        prop_assert!(Crl::decode_verified(&crl.sign(&root).expect("sign"), &(SigningKey::generate(&mut TestRng).public()).into()).is_err());
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub(crate) fn user(seed: u8) -> PrivateKey {
 
 pub(crate) fn client_cfg(pki: &Pki, host: &str) -> ClientConfig {
     ClientConfig {
-        root: pki.root.public(),
+        root: pki.root.public().into(),
         host: host.into(),
         frame_size: FrameSize::default(),
     }
@@ -245,7 +245,7 @@ fn client_refuses_bad_licences() {
     assert!(err(&p, client_cfg(&p, "db1")).contains("does not cover host \"db1\""));
     // Pinned root differs: licence from a foreign CA.
     let mut foreign = client_cfg(&p, "web1");
-    foreign.root = SigningKey::generate(&mut TestRng).public();
+    foreign.root = (SigningKey::generate(&mut TestRng).public()).into();
     assert!(err(&p, foreign).contains("not issued by the trusted key"));
     // Expired 3 hours ago.
     let root = SigningKey::generate(&mut TestRng);
@@ -751,9 +751,14 @@ fn a_licence_a_delegated_key_signed_travels_with_its_delegation_in_message_2() {
     let d = mk(globs, NOW - 10, NOW + 3600);
     let mut pki = pki_with(&root, &online, noise, NOW - 10, NOW + 600);
     let licence = pki.licence.licence().encoded().to_vec();
-    pki.licence =
-        delegation::verify_licence(&root.public(), &licence, Some(d.encoded()), None, NOW)
-            .expect("delegated licence");
+    pki.licence = delegation::verify_licence(
+        &root.public().into(),
+        &licence,
+        Some(d.encoded()),
+        None,
+        NOW,
+    )
+    .expect("delegated licence");
     // The largest delegation fits message 2 beside a licence.
     assert!(handshake::fits_message_2(&pki.licence));
     let alice = user(1);
@@ -766,7 +771,7 @@ fn a_licence_a_delegated_key_signed_travels_with_its_delegation_in_message_2() {
     );
     let server_licence = {
         let mut l = delegation::verify_licence(
-            &root.public(),
+            &root.public().into(),
             &licence,
             Some(old.encoded()),
             None,
@@ -792,4 +797,88 @@ fn a_licence_a_delegated_key_signed_travels_with_its_delegation_in_message_2() {
         matches!(e, ProtoError::Auth(AuthError::WrongIssuer(_))),
         "{e}"
     );
+}
+
+/// Issue 25 item 6: a hybrid root's licence is 3,379 bytes longer, so its
+/// message 2 has a length of its own (fixed for every hybrid licence that
+/// fits), while messages 1 and 3, and so every record after them, keep
+/// the Ed25519 root's sizes.
+#[test]
+fn a_hybrid_root_keeps_every_message_size_fixed() {
+    use crate::keys::Secret;
+    use crate::rootkey::{HybridSigner, MlDsaKey, RootSigner};
+    let ed = SigningKey::generate(&mut TestRng);
+    let pq = MlDsaKey::from_seed(Secret::new([3; 32]));
+    let hybrid = HybridSigner::new(&ed, &pq);
+    let noise = NoiseKeypair::generate(&mut TestRng);
+    let licence = |hosts: Vec<String>| {
+        let body = LicenceBody {
+            serial: Serial::random(&mut TestRng),
+            server_id: "web1".into(),
+            hostnames: hosts,
+            subca_key: SigningKey::generate(&mut TestRng).public(),
+            noise_key: noise.public(),
+            not_before: NOW - 10,
+            not_after: NOW + 86_400,
+            issuer: ed.public(),
+        };
+        LicenceVerified::assume(body.sign_with(&hybrid).expect("sign"))
+    };
+    let short = licence(vec!["web1".into()]);
+    let long = licence(
+        std::iter::once("web1".to_owned())
+            .chain((0..11).map(|i| format!("{i:0>240}.web1")))
+            .collect(),
+    );
+    assert!(short.is_hybrid() && handshake::fits_message_2(&long));
+    let classic = pki();
+    let alice = user(1);
+    for f in [1024usize, 4096, 16_384] {
+        let fs = FrameSize::new(f).expect("f");
+        let mut sizes = Vec::new();
+        for (root, lic, noise) in [
+            (hybrid.root_key(), &short, &noise),
+            (hybrid.root_key(), &long, &noise),
+            (
+                classic.root.public().into(),
+                &classic.licence,
+                &classic.noise,
+            ),
+        ] {
+            let cfg = ClientConfig {
+                root,
+                host: "web1".into(),
+                frame_size: fs,
+            };
+            let server = handshake::server_start(noise, lic, fs, &mut TestRng).expect("start");
+            let (client, msg1) = handshake::client_start(cfg, &mut TestRng).expect("start");
+            let expected_msg2 = client.server_hello_len();
+            let (_, msg2) = server
+                .handle_client_hello(&msg1, &mut TestRng)
+                .expect("hello");
+            assert_eq!(msg2.len(), expected_msg2);
+            let v = client
+                .handle_server_hello(&msg2, NOW, &mut TestRng)
+                .expect("server hello");
+            let sig = alice
+                .sign(
+                    SSHSIG_NAMESPACE_HANDSHAKE,
+                    HashAlg::Sha512,
+                    &v.user_signed_data(),
+                )
+                .expect("sig");
+            let (_, msg3) = v
+                .into_client_auth("alice", alice.public_key(), &sig)
+                .expect("auth");
+            sizes.push((msg1.len(), msg2.len(), msg3.len()));
+        }
+        let hybrid_msg2 = handshake::server_hello_len(fs, true);
+        assert_eq!(sizes[0], (HELLO_LEN, hybrid_msg2, message_len(3, fs)));
+        assert_eq!(sizes[1], sizes[0], "the licence's contents show in no size");
+        assert_eq!(
+            sizes[2],
+            (HELLO_LEN, message_len(2, fs), message_len(3, fs))
+        );
+        assert_eq!(hybrid_msg2, 8192usize.div_ceil(f) * f);
+    }
 }

@@ -22,7 +22,7 @@ use ztssh_proto::conn::{CoverTraffic, RekeyPolicy};
 use ztssh_proto::crl::Crl;
 use ztssh_proto::delegation;
 use ztssh_proto::frame::FrameSize;
-use ztssh_proto::keys::{NoiseKeypair, PublicKey, SigningKey};
+use ztssh_proto::keys::{NoiseKeypair, SigningKey};
 use ztssh_proto::labels::pem;
 use ztssh_proto::time::when;
 
@@ -414,7 +414,7 @@ pub struct Config {
     /// Sub-CA key: issues client certificates.
     pub subca: SigningKey,
     /// The pinned root.
-    pub root: PublicKey,
+    pub root: ztssh_proto::rootkey::RootKey,
     /// Challenge and certificate timing.
     pub timing: Timing,
     /// When a session starts a rekey.
@@ -501,7 +501,7 @@ fn extract_error(path: &Path, e: figment::Error) -> ConfigError {
 }
 
 /// Reads the root public key file.
-pub fn read_root(path: &Path) -> Result<PublicKey, ConfigError> {
+pub fn read_root(path: &Path) -> Result<ztssh_proto::rootkey::RootKey, ConfigError> {
     keyfile::read_root_public(path).map_err(err)
 }
 
@@ -833,7 +833,7 @@ enum Read {
 /// Reads the licence, the authorized principals and the revocation list.
 fn read_authority(
     s: &Settings,
-    root: &PublicKey,
+    root: &ztssh_proto::rootkey::RootKey,
     noise: &NoiseKeypair,
     subca: &SigningKey,
     now: u64,
@@ -909,7 +909,7 @@ pub fn within_delegated_ceiling<L: trust::Versioned>(
 fn newer_cached(
     crl: Option<Crl>,
     cache: Option<&Path>,
-    root: &PublicKey,
+    root: &ztssh_proto::rootkey::RootKey,
     now: u64,
     when: Read,
 ) -> Option<Crl> {
@@ -967,7 +967,11 @@ fn refuse_revoked_keys(s: &Settings, authority: &Authority) -> Result<(), Config
 /// Reads and verifies a licence file: signed by the root, or by a
 /// `licences` delegation's key with the delegation beside it
 /// ([`delegation::verify_licence`]).
-pub fn read_licence(path: &Path, root: &PublicKey, now: u64) -> Result<LicenceVerified, String> {
+pub fn read_licence(
+    path: &Path,
+    root: &ztssh_proto::rootkey::RootKey,
+    now: u64,
+) -> Result<LicenceVerified, String> {
     let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
     let (der, deleg) = delegation::split_pem(&text, pem::LICENCE)
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -985,7 +989,7 @@ pub fn read_licence(path: &Path, root: &PublicKey, now: u64) -> Result<LicenceVe
 
 fn load_licence(
     path: &Path,
-    root: &PublicKey,
+    root: &ztssh_proto::rootkey::RootKey,
     noise: &NoiseKeypair,
     subca: &SigningKey,
     now: u64,

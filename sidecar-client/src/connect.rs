@@ -206,7 +206,7 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
                 s: &s,
                 host: &host,
                 route: &route,
-                root,
+                root: root.clone(),
                 root_path: &root_path,
                 frame_size,
                 principal: &principal,
@@ -335,7 +335,7 @@ struct Attempt<'a> {
     s: &'a Settings,
     host: &'a str,
     route: &'a Route,
-    root: ztssh_proto::keys::PublicKey,
+    root: ztssh_proto::rootkey::RootKey,
     root_path: &'a std::path::Path,
     frame_size: FrameSize,
     principal: &'a str,
@@ -408,7 +408,7 @@ impl Attempt<'_> {
         let (s, host) = (self.s, self.host);
         let mut link = self.open().await?;
         let cfg = ClientConfig {
-            root: self.root,
+            root: self.root.clone(),
             host: host.to_owned(),
             frame_size: self.frame_size,
         };
@@ -534,8 +534,23 @@ async fn handshake_with(
         handshake::client_start_with_cert(cfg, checks.user_cert.clone(), &mut UnwrapErr(SysRng))
             .map_err(|e| e.to_string())?;
     sock.write_all(&msg1).await.map_err(closed)?;
-    let mut msg2 = vec![0u8; message_len(2, frame_size)];
-    sock.read_exact(&mut msg2).await.map_err(closed)?;
+    // Message 2's length depends on the root's kind: read an Ed25519
+    // root's length first, so that a server on the other kind of root is
+    // named as such instead of timing out.
+    let len = state.server_hello_len();
+    let mut msg2 = vec![0u8; len];
+    let (head, rest) = msg2.split_at_mut(message_len(2, frame_size).min(len));
+    sock.read_exact(head).await.map_err(closed)?;
+    if !rest.is_empty() {
+        sock.read_exact(rest).await.map_err(|_| {
+            format!(
+                "{host} sent the handshake of a server licensed by an Ed25519 root, but your root \
+                 ({}) is hybrid (Ed25519 + ML-DSA-65): it is not licensed by your root; \
+                 refusing to talk to {host}",
+                checks.root_path.display()
+            )
+        })?;
+    }
     let verified = state
         .handle_server_hello(&msg2, now(), &mut UnwrapErr(SysRng))
         .map_err(|e| explain(e, host, checks.root_path))?;

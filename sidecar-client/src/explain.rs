@@ -177,6 +177,25 @@ pub fn explain(e: ProtoError, host: &str, root_path: &std::path::Path) -> String
                 root_path.display()
             )
         }
+        ProtoError::Auth(AuthError::NotHybrid(_)) => format!(
+            "{host}'s licence carries no post-quantum (ML-DSA-65) signature, but your root ({}) \
+             is hybrid and requires both halves: it was stripped in transit or issued by another \
+             root; refusing to talk to {host} (its operator must install a licence from the \
+             hybrid root)",
+            root_path.display()
+        ),
+        ProtoError::Auth(AuthError::BadPqSignature(_)) => format!(
+            "the post-quantum (ML-DSA-65) signature of {host}'s licence does not verify under \
+             your root ({}): the licence was altered or pieced together; refusing to talk to \
+             {host}",
+            root_path.display()
+        ),
+        ProtoError::Auth(AuthError::UnexpectedHybrid(_)) => format!(
+            "{host}'s licence is from a hybrid (Ed25519 + ML-DSA-65) root, but your root ({}) is \
+             Ed25519: refusing to talk to {host}; if your organisation moved to a post-quantum \
+             root, pin its root.pub",
+            root_path.display()
+        ),
         ProtoError::Auth(AuthError::HostNotCovered { covered, .. }) => {
             format!(
                 "the server's licence does not cover {host:?} (it covers: {covered}); check the host name"
@@ -188,7 +207,10 @@ pub fn explain(e: ProtoError, host: &str, root_path: &std::path::Path) -> String
             )
         }
         ProtoError::Noise(_) => format!(
-            "tunnel handshake with {host} failed: not a ztssh proxy, or the connection was tampered with"
+            "tunnel handshake with {host} failed: not a ztssh proxy, a proxy licensed by a hybrid \
+             (post-quantum) root while your root ({}) is Ed25519, or the connection was tampered \
+             with",
+            root_path.display()
         ),
         other => format!("handshake with {host} failed: {other}"),
     }

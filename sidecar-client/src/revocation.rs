@@ -11,7 +11,6 @@ use ztssh_keyfile as keyfile;
 use ztssh_proto::cert::Licence;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::end::EndKind;
-use ztssh_proto::keys::PublicKey;
 use ztssh_proto::time::{UnixTime, when};
 use ztssh_proto::trust::{self, ListUpdate};
 
@@ -32,7 +31,7 @@ pub struct Revocations {
 impl Revocations {
     /// Reads the list and verifies it under the pinned root. A list that is
     /// configured but unusable stops the sidecar: it fails closed.
-    pub fn load(path: &Path, root: &PublicKey) -> Result<Self, String> {
+    pub fn load(path: &Path, root: &ztssh_proto::rootkey::RootKey) -> Result<Self, String> {
         let unusable = |e: String| {
             format!(
                 "cannot use the revocation list {}: {e}; fetch the current list from your \
@@ -99,7 +98,11 @@ const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 /// under the root replaces the copy; anything else keeps it. Returns
 /// warnings for the user; fails only when there is no usable copy at all,
 /// so the sidecar fails closed.
-pub async fn refresh(url: &str, cache: &Path, root: &PublicKey) -> Result<Vec<String>, String> {
+pub async fn refresh(
+    url: &str,
+    cache: &Path,
+    root: &ztssh_proto::rootkey::RootKey,
+) -> Result<Vec<String>, String> {
     let target = ztssh_fetch::Target::new("revocation_url", url, REFRESH_TIMEOUT, None)?;
     let etag_path = PathBuf::from(format!("{}.etag", cache.display()));
     let copy = Revocations::load(cache, root).ok();

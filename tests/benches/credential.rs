@@ -37,7 +37,9 @@
 //!
 //! `cargo bench -p ztssh-tests --bench credential` (200 handshakes and
 //! 20,000 proofs per row; `ZTSSH_BENCH_HANDSHAKES`, `ZTSSH_BENCH_PROOFS`;
-//! `ZTSSH_BENCH_CREDENTIAL=key|ed25519|ecdsa|rsa|plain` for one row;
+//! `ZTSSH_BENCH_CREDENTIAL=key|ed25519|ecdsa|rsa|plain|hybrid` for one row;
+//! `hybrid` is `plain` under a hybrid Ed25519 + ML-DSA-65 root (issue 25
+//! item 6: its licence and list carry both signatures);
 //! `ZTSSH_BENCH_SHORT=1` for the 10 handshakes and 200 proofs the test
 //! suite runs).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -61,6 +63,7 @@ use ztssh_proto::identity::{ClientEvent, ClientIdentity, Handled, ServerIdentity
 use ztssh_proto::keys::{NoiseKeypair, SigningKey, random_bytes};
 use ztssh_proto::krl::Krl;
 use ztssh_proto::labels::SSHSIG_NAMESPACE_HANDSHAKE;
+use ztssh_proto::rootkey::{HybridSigner, MlDsaKey, RootKey, RootSigner};
 use ztssh_proto::time::UnixTime;
 use ztssh_proto::trust::Staleness;
 use ztssh_proto::trust::usercert::UserCas;
@@ -190,7 +193,8 @@ fn keys(dir: &Path, serials: u64) -> Keys {
 
 /// The proxy's side: its keys, its licence and the authority in force.
 struct Proxy {
-    root: SigningKey,
+    /// The root the sidecar pins.
+    pinned: RootKey,
     noise: NoiseKeypair,
     subca: SigningKey,
     licence: LicenceVerified,
@@ -199,8 +203,23 @@ struct Proxy {
     now: UnixTime,
 }
 
-fn proxy(keys: &Keys, with_user_ca: bool, now: UnixTime, rng: &mut Rng) -> Proxy {
+fn proxy(
+    keys: &Keys,
+    with_user_ca: bool,
+    mldsa: Option<&MlDsaKey>,
+    now: UnixTime,
+    rng: &mut Rng,
+) -> Proxy {
     let root = SigningKey::generate(rng);
+    let hybrid;
+    let signer: &dyn RootSigner = match mldsa {
+        Some(k) => {
+            hybrid = HybridSigner::new(&root, k);
+            &hybrid
+        }
+        None => &root,
+    };
+    let pinned = signer.root_key();
     let noise = NoiseKeypair::generate(rng);
     let subca = SigningKey::generate(rng);
     let licence = LicenceBody {
@@ -213,9 +232,9 @@ fn proxy(keys: &Keys, with_user_ca: bool, now: UnixTime, rng: &mut Rng) -> Proxy
         not_after: now + 86_400,
         issuer: root.public(),
     }
-    .sign(&root)
+    .sign_with(signer)
     .expect("licence")
-    .verify(&root.public(), now)
+    .verify(&pinned, now)
     .expect("verified");
     // A list as a fleet has one: a banned principal, a few revoked serials
     // and a revoked user key (so that every check does its hashing).
@@ -233,6 +252,9 @@ fn proxy(keys: &Keys, with_user_ca: bool, now: UnixTime, rng: &mut Rng) -> Proxy
         revoked,
         delegation: None,
     };
+    // Loaded as the proxy loads it: verified under the pinned root.
+    let signed = crl.sign_with(signer).expect("list");
+    let crl = Crl::decode_verified(&signed, &pinned).expect("list verifies");
     let user_line = keys.user.public_key().to_openssh().expect("openssh");
     let authorized = Authorized::parse(&format!("alice {user_line}\n")).expect("principals");
     let (user_cas, krl) = if with_user_ca {
@@ -253,7 +275,7 @@ fn proxy(keys: &Keys, with_user_ca: bool, now: UnixTime, rng: &mut Rng) -> Proxy
         krl,
     };
     Proxy {
-        root,
+        pinned,
         noise,
         subca,
         licence,
@@ -265,7 +287,7 @@ fn proxy(keys: &Keys, with_user_ca: bool, now: UnixTime, rng: &mut Rng) -> Proxy
 #[inline(never)]
 fn sidecar_hello(p: &Proxy, cert: Option<&[u8]>, rng: &mut Rng) -> (AwaitingServerHello, Vec<u8>) {
     let cfg = ClientConfig {
-        root: p.root.public(),
+        root: p.pinned.clone(),
         host: "web1".into(),
         frame_size: FrameSize::default(),
     };
@@ -345,6 +367,9 @@ fn proxy_proof(
 struct Row {
     name: &'static str,
     cert_bytes: usize,
+    /// Messages 1, 2 and 3, as sent.
+    wire: [usize; 3],
+    licence_bytes: usize,
     sidecar: f64,
     proxy: f64,
     proof: f64,
@@ -362,6 +387,7 @@ fn run(
     let now = p.now;
     let (mut side, mut prox) = (Duration::ZERO, Duration::ZERO);
     let mut last = None;
+    let mut wire = [0; 3];
     for _ in 0..handshakes {
         let t = Instant::now();
         let (client, msg1) = sidecar_hello(p, cert, rng);
@@ -375,6 +401,7 @@ fn run(
         let t = Instant::now();
         let started = proxy_auth(p, server, &msg3, now, rng);
         prox += t.elapsed();
+        wire = [msg1.len(), msg2.len(), msg3.len()];
         assert_eq!(
             started.identity.user_cert().is_some(),
             cert.is_some(),
@@ -413,6 +440,8 @@ fn run(
     Row {
         name,
         cert_bytes: cert.map_or(0, <[u8]>::len),
+        wire,
+        licence_bytes: p.licence.encoded().len(),
         sidecar: us(side, handshakes),
         proxy: us(prox, handshakes),
         proof: us(spent, proofs),
@@ -439,14 +468,21 @@ fn main() {
     let keys = keys(dir.path(), u64::from(serials));
     // A seeded random source: the run repeats exactly but for the times.
     let mut rng = Rng::new(21);
-    let plain = proxy(&keys, false, now, &mut rng);
-    let with_ca = proxy(&keys, true, now, &mut rng);
+    let plain = proxy(&keys, false, None, now, &mut rng);
+    let with_ca = proxy(&keys, true, None, now, &mut rng);
+    let mldsa = MlDsaKey::generate(&mut rng);
+    let hybrid = proxy(&keys, false, Some(&mldsa), now, &mut rng);
 
     let mut rows = Vec::new();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     if wanted("plain") {
         rows.push(run(
             "plain", &plain, &keys, None, handshakes, proofs, &mut rng,
+        ));
+    }
+    if wanted("hybrid") {
+        rows.push(run(
+            "hybrid", &hybrid, &keys, None, handshakes, proofs, &mut rng,
         ));
     }
     if wanted("key") {
@@ -474,18 +510,20 @@ fn main() {
         keys.krl.len()
     );
     println!(
-        "| credential | certificate bytes | sidecar handshake | proxy handshake | proof at the proxy |"
+        "| credential | certificate bytes | licence bytes | messages 1/2/3 bytes | sidecar handshake | proxy handshake | proof at the proxy |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         let what = match r.name {
             "plain" => "Ed25519 key, proxy without user CA or KRL".to_owned(),
             "key" => "Ed25519 key".to_owned(),
+            "hybrid" => "Ed25519 key, proxy without user CA or KRL, hybrid root".to_owned(),
             ca => format!("certificate from an {ca} CA"),
         };
+        let [m1, m2, m3] = r.wire;
         println!(
-            "| {what} | {} | {:.1} | {:.1} | {:.2} |",
-            r.cert_bytes, r.sidecar, r.proxy, r.proof
+            "| {what} | {} | {} | {m1}/{m2}/{m3} | {:.1} | {:.1} | {:.2} |",
+            r.cert_bytes, r.licence_bytes, r.sidecar, r.proxy, r.proof
         );
     }
     for r in &rows {

@@ -437,7 +437,7 @@ impl Publisher {
     fn load_times(
         &self,
         bytes: &[u8],
-        root: &ztssh_proto::keys::PublicKey,
+        root: &ztssh_proto::rootkey::RootKey,
     ) -> Option<[Duration; 3]> {
         let load = || match self.object {
             Object::Ban => None,
@@ -600,6 +600,7 @@ challenge_deadline_secs = 300
             .map(|th| {
                 let ports = &ports;
                 let alice = &alice;
+                let root = &root;
                 let cert = publisher.cert.as_ref();
                 s.spawn(move || {
                     (0..n)
@@ -609,7 +610,7 @@ challenge_deadline_secs = 300
                             let sock = connect_from(&source(g), ports[p]).expect("connect");
                             let mut c = LibClient::handshake_with_cert(
                                 sock,
-                                root,
+                                root.clone(),
                                 alice,
                                 "alice",
                                 cert.cloned(),

@@ -130,11 +130,12 @@ fn open_sessions(n: usize, port: u16, pki: &Pki, key: &std::path::Path) -> Vec<L
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..OPENERS)
             .map(|t| {
+                let root = &root;
                 s.spawn(move || {
                     let mine = (0..n).filter(|i| (i / PER_SOURCE) % OPENERS == t);
                     mine.map(|i| {
                         let sock = connect_from(&source(i), port).expect("connect");
-                        let mut c = LibClient::handshake(sock, root, key, "alice")
+                        let mut c = LibClient::handshake(sock, root.clone(), key, "alice")
                             .unwrap_or_else(|e| panic!("session {i} from {}: {e}", source(i)));
                         c.establish().expect("establish");
                         c

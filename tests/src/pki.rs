@@ -108,7 +108,7 @@ impl Pki {
     }
 
     /// The root public key.
-    pub fn root_key(&self) -> ztssh_proto::keys::PublicKey {
+    pub fn root_key(&self) -> ztssh_proto::rootkey::RootKey {
         ztssh_keyfile::read_root_public(&self.root_pub()).expect("root.pub")
     }
 

@@ -12,16 +12,16 @@ use rand_core::UnwrapErr;
 use ssh_key::{HashAlg, PrivateKey};
 use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd, Now};
 use ztssh_proto::frame::{Control, Event, FrameSize};
-use ztssh_proto::handshake::{self, ClientConfig, message_len};
+use ztssh_proto::handshake::{self, ClientConfig};
 use ztssh_proto::identity::{ClientEvent, ClientIdentity};
-use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::SSHSIG_NAMESPACE_HANDSHAKE;
+use ztssh_proto::rootkey::RootKey;
 
 /// Messages 1 and 2 of a handshake over `sock`: returns the state that
 /// verified the proxy, and message 1 as sent.
 pub fn hello(
     sock: &mut TcpStream,
-    root: PublicKey,
+    root: RootKey,
 ) -> std::io::Result<(handshake::ServerVerified, Vec<u8>)> {
     hello_with_cert(sock, root, None)
 }
@@ -30,7 +30,7 @@ pub fn hello(
 /// certificate's binary form) in message 3.
 pub fn hello_with_cert(
     sock: &mut TcpStream,
-    root: PublicKey,
+    root: RootKey,
     user_cert: Option<Vec<u8>>,
 ) -> std::io::Result<(handshake::ServerVerified, Vec<u8>)> {
     let f = FrameSize::default();
@@ -42,7 +42,7 @@ pub fn hello_with_cert(
     let (state, msg1) = handshake::client_start_with_cert(cfg, user_cert, &mut UnwrapErr(SysRng))
         .map_err(std::io::Error::other)?;
     sock.write_all(&msg1)?;
-    let mut msg2 = vec![0u8; message_len(2, f)];
+    let mut msg2 = vec![0u8; state.server_hello_len()];
     sock.read_exact(&mut msg2)?;
     let v = state
         .handle_server_hello(&msg2, now(), &mut UnwrapErr(SysRng))
@@ -112,12 +112,7 @@ pub fn clocks() -> Now {
 
 impl LibClient {
     /// Handshakes as `principal` with the OpenSSH key at `key`.
-    pub fn connect(
-        port: u16,
-        root: PublicKey,
-        key: &Path,
-        principal: &str,
-    ) -> std::io::Result<Self> {
+    pub fn connect(port: u16, root: RootKey, key: &Path, principal: &str) -> std::io::Result<Self> {
         Self::handshake(
             TcpStream::connect(("127.0.0.1", port))?,
             root,
@@ -129,7 +124,7 @@ impl LibClient {
     /// Handshakes over an already connected socket.
     pub fn handshake(
         sock: TcpStream,
-        root: PublicKey,
+        root: RootKey,
         key: &Path,
         principal: &str,
     ) -> std::io::Result<Self> {
@@ -140,7 +135,7 @@ impl LibClient {
     /// (an OpenSSH user certificate of the key at `key`, binary form).
     pub fn handshake_with_cert(
         mut sock: TcpStream,
-        root: PublicKey,
+        root: RootKey,
         key: &Path,
         principal: &str,
         user_cert: Option<Vec<u8>>,

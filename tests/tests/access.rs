@@ -325,7 +325,7 @@ fn forge_servers(signed: &Path, key: &Path, servers: &[&str], version: u64) -> S
     let (list, dlg) = split_pem(&text, pem::ACCESS).expect("pem");
     let dlg = Delegation::decode(&dlg.expect("a delegation beside the list")).expect("delegation");
     let key = ztssh_keyfile::read_signing_key(key, pem::DELEGATED_KEY).expect("delegated key");
-    let mut list = AccessList::decode_verified(&list, &key.public()).expect("list");
+    let mut list = AccessList::decode_verified(&list, &key.public().into()).expect("list");
     list.list_version = version;
     for g in list.principals.values_mut() {
         g.servers = servers.iter().map(|s| (*s).to_owned()).collect();

@@ -78,13 +78,14 @@ fn open_sessions(n: usize, port: u16, pki: &Pki, key: &Path) -> Vec<LibClient> {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|t| {
+                let root = &root;
                 s.spawn(move || {
                     (0..n)
                         .filter(|i| (i / PER_SOURCE) % 4 == t)
                         .map(|i| {
                             let src = bench_source(i, PER_SOURCE);
                             let sock = connect_from(&src, port).expect("connect");
-                            let mut c = LibClient::handshake(sock, root, key, "alice")
+                            let mut c = LibClient::handshake(sock, root.clone(), key, "alice")
                                 .unwrap_or_else(|e| panic!("session {i} from {src}: {e}"));
                             c.establish().expect("establish");
                             c

@@ -485,12 +485,53 @@ fn a_security_key_root_needs_a_touch_for_each_signature() {
     assert!(e.contains("without user presence"), "{e}");
     assert!(e.contains("nobody touched it"), "{e}");
 
-    // Today's formats verify Ed25519 only: no sk root yet, said plainly.
+    // Not a hybrid root's Ed25519 half: said plainly, nothing written.
     agent.set_flags(UP);
-    let o = ca(&["init", "--dir", "ca", "--agent", &fp]);
+    let o = ca(&["init", "--dir", "ca", "--agent", &fp, "--pq"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("verify Ed25519"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("must be a plain Ed25519 key"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!dir.join("ca/root.pub").exists());
+}
+
+/// Issue 25 item 2: a FIDO security key is a root of its own; every
+/// signature carries its flags and counter, and a touch.
+#[test]
+fn a_session_works_through_a_proxy_licensed_by_a_security_key_root() {
+    let agent_dir = TempDir::new().unwrap();
+    let sock = agent_dir.path().join("sk.sock");
+    let agent = SkAgent::start(&sock, [6; 32], UP);
+    let fp = agent
+        .public
+        .fingerprint(ssh_key::HashAlg::Sha256)
+        .to_string();
+    let w = World::builder()
+        .ca_signer(&["--agent", &fp], &[("SSH_AUTH_SOCK", &sock)])
+        .start();
+    let root = w.pki.root_key();
+    assert_eq!(root.algorithm(), ztssh_proto::rootkey::Algorithm::SkEd25519);
+    // init's probe, the licence and the first list: one touch each.
+    assert!(agent.signs() >= 3, "{}", agent.signs());
+    let o = run_bounded(w.ssh().arg("echo ok"), T);
+    assert_ok(&o, "ssh through a proxy licensed by a security key root");
+    assert_eq!(out(&o), "ok\n");
+    // An untouched signature is refused by the CA before it is used.
+    agent.set_flags(UV);
+    let mut crl = w.pki.signer.command();
+    crl.args(["crl", "--dir"])
+        .arg(&w.pki.ca)
+        .arg("--out")
+        .arg(w.pki.crl());
+    let o = run_bounded(&mut crl, T);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("without user presence"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

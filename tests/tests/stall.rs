@@ -380,7 +380,7 @@ fn a_proxy_whose_log_nobody_reads_still_admits_and_kills() {
         // Ten sessions per source address, inside the per-source burst.
         let src = format!("127.22.0.{}", i / 10 + 1);
         let sock = connect_from(&src, proxy.port).expect("connect");
-        let mut c = crate::client::LibClient::handshake(sock, root, alice, "alice")
+        let mut c = crate::client::LibClient::handshake(sock, root.clone(), alice, "alice")
             .unwrap_or_else(|e| panic!("session {i} with the log unread: {e}"));
         c.establish().expect("establish");
         clients.push(c);

@@ -12,8 +12,11 @@
 //! - [`pkcs11`]: a key in a PKCS#11 token or HSM (`--pkcs11 MODULE --token
 //!   LABEL --key LABEL`), created there non-extractable by `init`.
 //!
-//! Today's formats verify Ed25519 only: [`Ed25519Root`] lends a signer to
-//! proto's formats and refuses any other algorithm clearly. Every
+//! The formats verify Ed25519 (a key file, a token's key), Ed25519 with
+//! ML-DSA-65 (a hybrid root, `init --pq`, whose ML-DSA half is [`pq`]'s
+//! encrypted file), or a FIDO key's sk-ssh-ed25519 with its flags and
+//! counter: [`RootSigning`] lends a signer to proto's formats in the form
+//! its root declares, and refuses any other algorithm clearly. Every
 //! signature is checked against the signer's public key before it is used
 //! (a confused agent or token is caught here, not by every proxy).
 
@@ -22,20 +25,23 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use ssh_key::public::KeyData;
 use ztssh_proto::keys::{PublicKey, SignerFailed};
+use ztssh_proto::rootkey::{HybridSigner, MlDsaKey, RootKey, RootSignature, RootSigner};
 
 pub mod agent;
 pub mod file;
 pub mod pkcs11;
+pub mod pq;
 
 /// Opens the root's signer as `dir/ca.toml` records it, and checks it
-/// holds the key `root.pub` names.
+/// holds the key `root.pub` names. A hybrid root's signer carries its
+/// ML-DSA half too ([`pq::open`] asks for the passphrase).
 pub fn root(dir: &std::path::Path) -> Result<Box<dyn Signer>> {
     let config = crate::caconfig::CaConfig::load(dir)?;
     let signer = config.root.open(ztssh_proto::labels::pem::ROOT_KEY)?;
     let pinned = dir.join("root.pub");
     if pinned.exists() {
         let pinned = ztssh_keyfile::read_root_public(&pinned).map_err(anyhow::Error::msg)?;
-        if signer.ed25519_public()? != pinned {
+        if signer.ed25519_public()? != pinned.id() {
             bail!(
                 "{} holds key {}, not the root {} that {}/root.pub names: the wrong token, key \
                  label or agent key",
@@ -45,8 +51,36 @@ pub fn root(dir: &std::path::Path) -> Result<Box<dyn Signer>> {
                 dir.display()
             );
         }
+        if pinned.is_hybrid() {
+            let mldsa = pq::open(dir, &pinned)?;
+            return Ok(Box::new(HybridHeld { ed: signer, mldsa }));
+        }
     }
     Ok(signer)
+}
+
+/// A hybrid root's Ed25519 half, wherever it is held, with its ML-DSA half.
+struct HybridHeld {
+    ed: Box<dyn Signer>,
+    mldsa: MlDsaKey,
+}
+
+impl Signer for HybridHeld {
+    fn public(&self) -> &ssh_key::PublicKey {
+        self.ed.public()
+    }
+
+    fn holder(&self) -> String {
+        format!("{} + {}", self.ed.holder(), pq::KEY_FILE)
+    }
+
+    fn sign_raw(&self, data: &[u8]) -> Result<ssh_key::Signature> {
+        self.ed.sign_raw(data)
+    }
+
+    fn mldsa(&self) -> Option<&MlDsaKey> {
+        Some(&self.mldsa)
+    }
 }
 
 /// Which holder, as `ca.toml` records it and the flags name it.
@@ -164,6 +198,10 @@ pub trait Signer {
     fn holder(&self) -> String;
     /// Signs `data` as its holder does, in OpenSSH's encoding, unchecked.
     fn sign_raw(&self, data: &[u8]) -> Result<ssh_key::Signature>;
+    /// A hybrid root's ML-DSA-65 half; `None` for every other key.
+    fn mldsa(&self) -> Option<&MlDsaKey> {
+        None
+    }
 }
 
 impl dyn Signer + '_ {
@@ -212,16 +250,26 @@ impl dyn Signer + '_ {
     }
 
     /// The Ed25519 public key, for today's formats; refuses others clearly.
+    ///
+    /// A FIDO `sk-ssh-ed25519` key's Ed25519 key counts: it is the key its
+    /// signatures verify under, and objects name it as their issuer.
     pub fn ed25519_public(&self) -> Result<PublicKey> {
         match self.public().key_data() {
             KeyData::Ed25519(k) => Ok(PublicKey(k.0)),
+            KeyData::SkEd25519(k) => Ok(PublicKey(k.public_key().0)),
             other => bail!(
-                "{} holds a {} key; today's licences, lists and delegations verify Ed25519 \
-                 only (signature agility, issue 25 item 2, adds the others): use an Ed25519 key",
+                "{} holds a {} key; licences, lists and delegations verify Ed25519 (a key \
+                 file, a token's key or a FIDO sk-ssh-ed25519 key), alone or with ML-DSA-65: \
+                 use an Ed25519 key",
                 self.holder(),
                 other.algorithm()
             ),
         }
+    }
+
+    /// The root this signer signs for, as `root.pub` records it.
+    pub fn root_public(&self) -> Result<RootKey> {
+        Ok(RootSigning::new(self)?.root_key())
     }
 }
 
@@ -240,7 +288,8 @@ fn sk_trailer(bytes: &[u8]) -> Result<SkAssertion> {
     })
 }
 
-/// A [`Signer`] lent to proto's formats, which verify Ed25519 only.
+/// A [`Signer`]'s plain Ed25519 signatures for proto's formats (the
+/// Ed25519 root, and a hybrid root's Ed25519 half).
 pub struct Ed25519Root<'a> {
     inner: &'a dyn Signer,
     public: PublicKey,
@@ -277,10 +326,95 @@ impl ztssh_proto::keys::Signer for Ed25519Root<'_> {
         match (sig.algorithm, <[u8; 64]>::try_from(sig.bytes.as_slice())) {
             (Algorithm::Ed25519, Ok(s)) => Ok(s),
             _ => Err(SignerFailed(format!(
-                "{} signed with {}; today's formats verify Ed25519 only",
+                "{} signed with {} where a plain Ed25519 signature was needed",
                 self.inner.holder(),
                 sig.algorithm.name()
             ))),
+        }
+    }
+}
+
+/// A root's signer as proto's formats take it: Ed25519 alone, or both
+/// halves of a hybrid root.
+pub struct RootSigning<'a> {
+    ed: Ed25519Root<'a>,
+    mldsa: Option<&'a MlDsaKey>,
+    /// A FIDO security key's application, when the key is one.
+    sk_application: Option<std::sync::Arc<str>>,
+}
+
+impl<'a> RootSigning<'a> {
+    /// Refuses a signer whose key is not Ed25519 (or a FIDO key's).
+    pub fn new(inner: &'a dyn Signer) -> Result<Self> {
+        let sk_application = match inner.public().key_data() {
+            KeyData::SkEd25519(k) => Some(std::sync::Arc::from(k.application())),
+            _ => None,
+        };
+        if sk_application.is_some() && inner.mldsa().is_some() {
+            bail!(
+                "{} is a FIDO security key: a hybrid root's Ed25519 half must be a plain \
+                 Ed25519 key (a file, ssh-agent or a PKCS#11 token)",
+                inner.holder()
+            );
+        }
+        Ok(Self {
+            ed: Ed25519Root::new(inner)?,
+            mldsa: inner.mldsa(),
+            sk_application,
+        })
+    }
+
+    /// Signs as a FIDO security key: PROTOCOL.u2f's signature, its flags
+    /// and counter (the holder has checked the touch and the signature).
+    fn sign_sk(&self, context: &[u8], msg: &[u8]) -> Result<RootSignature, SignerFailed> {
+        let data = [context, msg].concat();
+        let sig = self
+            .ed
+            .inner
+            .sign(&data)
+            .map_err(|e| SignerFailed(format!("{e:#}")))?;
+        let (Some(a), Some(ed25519)) = (
+            sig.sk,
+            sig.bytes
+                .get(..64)
+                .and_then(|b| <[u8; 64]>::try_from(b).ok()),
+        ) else {
+            return Err(SignerFailed(format!(
+                "{} answered with a {} signature, not a security key's",
+                self.holder(),
+                sig.algorithm.name()
+            )));
+        };
+        Ok(RootSignature::SkEd25519 {
+            ed25519,
+            flags: a.flags,
+            counter: a.counter,
+        })
+    }
+
+    /// Where the key is held.
+    pub fn holder(&self) -> String {
+        self.ed.holder()
+    }
+}
+
+impl RootSigner for RootSigning<'_> {
+    fn root_key(&self) -> RootKey {
+        match (self.mldsa, &self.sk_application) {
+            (Some(k), _) => HybridSigner::new(&self.ed, k).root_key(),
+            (None, Some(app)) => RootKey::SkEd25519 {
+                key: self.ed.public,
+                application: std::sync::Arc::clone(app),
+            },
+            (None, None) => self.ed.root_key(),
+        }
+    }
+
+    fn try_sign_root(&self, context: &[u8], msg: &[u8]) -> Result<RootSignature, SignerFailed> {
+        match (self.mldsa, &self.sk_application) {
+            (Some(k), _) => HybridSigner::new(&self.ed, k).try_sign_root(context, msg),
+            (None, Some(_)) => self.sign_sk(context, msg),
+            (None, None) => self.ed.try_sign_root(context, msg),
         }
     }
 }

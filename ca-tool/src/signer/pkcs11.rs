@@ -87,7 +87,14 @@ fn read_pin(token: &str) -> Result<AuthPin> {
                     .to_owned(),
             )
         }
-        None => read_pin_from_terminal(token)?,
+        None => read_from_terminal(
+            &format!("PIN for token {token}: "),
+            &format!(
+                "token {token:?} needs its PIN and there is no terminal to ask: give --pin-file \
+                 FILE or set {PIN_FILE_ENV} (a file of mode 0600 holding the PIN)"
+            ),
+            &format!("the PIN typed for token {token:?}"),
+        )?,
     };
     let pin = text.trim_end_matches(['\r', '\n']);
     if pin.is_empty() {
@@ -96,45 +103,44 @@ fn read_pin(token: &str) -> Result<AuthPin> {
     Ok(AuthPin::from(pin))
 }
 
-/// The longest PIN read from the terminal; a longer line is refused.
-const MAX_TERMINAL_PIN: usize = 256;
+/// The longest PIN or passphrase read from the terminal; a longer line is
+/// refused.
+const MAX_TERMINAL_LINE: usize = 256;
 
-/// Reads one line from the terminal with its echo off. The PIN goes byte
-/// by byte into one buffer allocated once at its full size and zeroized
-/// on drop: no buffered reader and no growing string leaves copies of it
-/// in freed memory.
-fn read_pin_from_terminal(token: &str) -> Result<Zeroizing<String>> {
+/// Reads one line from the terminal with its echo off, after `prompt`;
+/// `no_tty` is the error when there is no terminal, `what` names the line
+/// in other errors. The line goes byte by byte into one buffer allocated
+/// once at its full size and zeroized on drop: no buffered reader and no
+/// growing string leaves copies of it in freed memory.
+pub(crate) fn read_from_terminal(
+    prompt: &str,
+    no_tty: &str,
+    what: &str,
+) -> Result<Zeroizing<String>> {
     use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
     use std::io::Read;
     let tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/tty")
-        .map_err(|_| {
-            anyhow!(
-                "token {token:?} needs its PIN and there is no terminal to ask: give --pin-file \
-                 FILE or set {PIN_FILE_ENV} (a file of mode 0600 holding the PIN)"
-            )
-        })?;
+        .map_err(|_| anyhow!("{no_tty}"))?;
     let saved = tcgetattr(&tty).context("cannot read the terminal's settings")?;
     let mut quiet = saved.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
     tcsetattr(&tty, SetArg::TCSANOW, &quiet).context("cannot turn the terminal's echo off")?;
-    let _ = write!(&tty, "PIN for token {token}: ");
-    let mut line = Zeroizing::new(Vec::with_capacity(MAX_TERMINAL_PIN));
+    let _ = write!(&tty, "{prompt}");
+    let mut line = Zeroizing::new(Vec::with_capacity(MAX_TERMINAL_LINE));
     let mut byte = Zeroizing::new([0u8; 1]);
     let read = loop {
         match (&tty).read(&mut byte[..]) {
             Ok(0) => break Ok(()),
             Ok(_) if byte[0] == b'\n' => break Ok(()),
-            Ok(_) if line.len() == MAX_TERMINAL_PIN => {
-                break Err(anyhow!(
-                    "the PIN typed for token {token:?} is longer than {MAX_TERMINAL_PIN} bytes"
-                ));
+            Ok(_) if line.len() == MAX_TERMINAL_LINE => {
+                break Err(anyhow!("{what} is longer than {MAX_TERMINAL_LINE} bytes"));
             }
             Ok(_) => line.push(byte[0]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(anyhow!(e).context("cannot read the PIN from the terminal")),
+            Err(e) => break Err(anyhow!(e).context(format!("cannot read {what}"))),
         }
     };
     let _ = tcsetattr(&tty, SetArg::TCSANOW, &saved);
@@ -143,10 +149,10 @@ fn read_pin_from_terminal(token: &str) -> Result<Zeroizing<String>> {
     // The buffer moves into the String whole (no copy); a line that is not
     // UTF-8 is zeroized in the error before it is dropped.
     match String::from_utf8(std::mem::take(&mut *line)) {
-        Ok(pin) => Ok(Zeroizing::new(pin)),
+        Ok(text) => Ok(Zeroizing::new(text)),
         Err(e) => {
             drop(Zeroizing::new(e.into_bytes()));
-            bail!("the PIN typed for token {token:?} is not text")
+            bail!("{what} is not text")
         }
     }
 }

@@ -81,9 +81,16 @@ fn a_security_key_signature_carries_its_flags_and_counter() {
         })
     );
     assert_eq!(two.sk.map(|a| a.counter), Some(2));
-    // Not lent to today's Ed25519-only formats.
-    let e = Ed25519Root::new(signer).err().expect("refused").to_string();
-    assert!(e.contains("verify Ed25519 only"), "{e}");
+    // Lent to the formats as a security key root: the flags and counter
+    // travel with the signature, which verifies as proto checks it.
+    let root = RootSigning::new(signer).expect("sk root");
+    let key = ztssh_proto::rootkey::RootSigner::root_key(&root);
+    assert_eq!(key.algorithm(), ztssh_proto::rootkey::Algorithm::SkEd25519);
+    let sig =
+        ztssh_proto::rootkey::RootSigner::try_sign_root(&root, b"ctx-", b"msg").expect("sign");
+    key.verify(b"ctx-", b"msg", &sig, "test")
+        .expect("verifies as proto checks it");
+    assert!(key.verify(b"ctx-", b"msh", &sig, "test").is_err());
 }
 
 #[test]

@@ -15,14 +15,14 @@ fuzz_target!(|data: &[u8]| {
     let root = &ztssh_proto_fuzz::world().root;
     let now = ztssh_proto_fuzz::NOW;
     assert!(
-        access::verify_pem(data, &root.public(), None, now).is_err(),
+        access::verify_pem(data, &root.public().into(), None, now).is_err(),
         "a fuzzed access list file verified"
     );
-    assert!(AccessList::decode_verified(data, &root.public()).is_err() || data.len() >= 64);
+    assert!(AccessList::decode_verified(data, &root.public().into()).is_err() || data.len() >= 64);
     // Sign the fuzzed body as the root would.
     let mut signed = data.to_vec();
     signed.extend_from_slice(&root.sign(CTX_ACCESS, data));
-    if let Ok(list) = AccessList::decode_verified(&signed, &root.public()) {
+    if let Ok(list) = AccessList::decode_verified(&signed, &root.public().into()) {
         assert_eq!(list.issuer, root.public());
         assert_eq!(
             list.sign(root).expect("re-sign"),
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         // A genuine list beside a fuzzed delegation is never a chain.
         assert!(
             delegation::verify_chain::<AccessList>(
-                &root.public(),
+                &root.public().into(),
                 &signed,
                 Some(data),
                 None,
@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         );
         // The same bytes under another key are refused.
         assert!(
-            AccessList::decode_verified(&signed, &ztssh_proto_fuzz::world().subca.public())
+            AccessList::decode_verified(&signed, &ztssh_proto_fuzz::world().subca.public().into())
                 .is_err()
         );
     }

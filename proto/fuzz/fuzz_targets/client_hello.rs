@@ -12,7 +12,9 @@ use ztssh_proto::handshake::{HELLO_LEN, message_len, testkit};
 const OVERHEAD_1: usize = 32 + 16;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok((_, msg2)) = ztssh_proto_fuzz::server().handle_client_hello(data, &mut ztssh_proto_fuzz::rng(3)) {
+    if let Ok((_, msg2)) =
+        ztssh_proto_fuzz::server().handle_client_hello(data, &mut ztssh_proto_fuzz::rng(3))
+    {
         panic!(
             "raw bytes accepted as message 1 ({} bytes -> {})",
             data.len(),
@@ -21,7 +23,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let msg1 = testkit::client_hello_raw(data, &mut ztssh_proto_fuzz::rng(2)).expect("msg1");
     assert_eq!(msg1.len(), HELLO_LEN);
-    if let Ok((_, msg2)) = ztssh_proto_fuzz::server().handle_client_hello(&msg1, &mut ztssh_proto_fuzz::rng(3)) {
+    if let Ok((_, msg2)) =
+        ztssh_proto_fuzz::server().handle_client_hello(&msg1, &mut ztssh_proto_fuzz::rng(3))
+    {
         assert_eq!(msg2.len(), message_len(2, FrameSize::default()));
         // Accepted: body_len covers version, frame, caps and a 1184-byte
         // key. The payload is zero-padded to its fixed length, so a short

@@ -12,8 +12,8 @@
 use libfuzzer_sys::fuzz_target;
 use ssh_key::encoding::Encode;
 use ssh_key::public::{Ed25519PublicKey, KeyData};
-use ztssh_proto::krl::write::{self, KrlWriter, Sub};
 use ztssh_proto::krl::Krl;
+use ztssh_proto::krl::write::{self, KrlWriter, Sub};
 
 fn key(seed: u8) -> KeyData {
     KeyData::Ed25519(Ed25519PublicKey([seed; 32]))
@@ -139,7 +139,10 @@ fn build(inp: &mut Input<'_>) -> (Vec<u8>, Model) {
                 w.certs(&ca_blob(which), &subs);
             }
             2 => {
-                let blobs = keys(inp, &mut m).iter().map(|k| k.encode_vec().expect("blob")).collect::<Vec<_>>();
+                let blobs = keys(inp, &mut m)
+                    .iter()
+                    .map(|k| k.encode_vec().expect("blob"))
+                    .collect::<Vec<_>>();
                 w.keys(&blobs);
             }
             3 => {
@@ -169,7 +172,10 @@ fn build(inp: &mut Input<'_>) -> (Vec<u8>, Model) {
                 let critical = inp.byte() % 2 == 1;
                 m.valid &= !critical;
                 let which = inp.byte() % 3;
-                w.certs(&ca_blob(which), &[(0x39, write::extension(b"y@fuzz", critical, b""))]);
+                w.certs(
+                    &ca_blob(which),
+                    &[(0x39, write::extension(b"y@fuzz", critical, b""))],
+                );
             }
         }
     }
@@ -182,7 +188,14 @@ fn candidates(models: &[&Model]) -> Vec<u64> {
     for m in models {
         for scope in &m.scopes {
             for &(lo, hi) in &scope.serials {
-                candidates.extend([lo.wrapping_sub(1), lo, lo.wrapping_add(1), hi.wrapping_sub(1), hi, hi.wrapping_add(1)]);
+                candidates.extend([
+                    lo.wrapping_sub(1),
+                    lo,
+                    lo.wrapping_add(1),
+                    hi.wrapping_sub(1),
+                    hi,
+                    hi.wrapping_add(1),
+                ]);
             }
         }
     }
@@ -191,12 +204,18 @@ fn candidates(models: &[&Model]) -> Vec<u64> {
 
 /// `new.unrevokes(old)` is `None` only if `new` revokes all `old` does.
 fn superset_sound(old: &Krl, new: &Krl, serials: &[u64]) {
-    assert!(old.unrevokes(old).is_none() && new.unrevokes(new).is_none(), "a KRL un-revokes itself");
+    assert!(
+        old.unrevokes(old).is_none() && new.unrevokes(new).is_none(),
+        "a KRL un-revokes itself"
+    );
     if new.unrevokes(old).is_some() {
         return;
     }
     for k in 0..KEYS {
-        assert!(old.revokes_key(&key(k)).is_none() || new.revokes_key(&key(k)).is_some(), "key {k} un-revoked");
+        assert!(
+            old.revokes_key(&key(k)).is_none() || new.revokes_key(&key(k)).is_some(),
+            "key {k} un-revoked"
+        );
     }
     let cert_key = key(CERT_KEY);
     for which in [1u8, 2, 9] {
@@ -216,7 +235,11 @@ fn superset_sound(old: &Krl, new: &Krl, serials: &[u64]) {
 
 fn check(krl: &Krl, m: &Model) {
     for k in 0..KEYS {
-        assert_eq!(krl.revokes_key(&key(k)).is_some(), m.revoked_keys.contains(&k), "key {k}");
+        assert_eq!(
+            krl.revokes_key(&key(k)).is_some(),
+            m.revoked_keys.contains(&k),
+            "key {k}"
+        );
     }
     let candidates = candidates(&[m]);
     let cert_key = key(CERT_KEY);
@@ -227,9 +250,13 @@ fn check(krl: &Krl, m: &Model) {
             for id in IDS {
                 let in_scope = |s: &Scope| {
                     s.ids.iter().any(|i| i == id)
-                        || (serial != 0 && s.serials.iter().any(|&(lo, hi)| lo <= serial && serial <= hi))
+                        || (serial != 0
+                            && s.serials
+                                .iter()
+                                .any(|&(lo, hi)| lo <= serial && serial <= hi))
                 };
-                let want = ca_revoked || in_scope(&m.scopes[0]) || in_scope(&m.scopes[usize::from(which)]);
+                let want =
+                    ca_revoked || in_scope(&m.scopes[0]) || in_scope(&m.scopes[usize::from(which)]);
                 let id = std::str::from_utf8(id).expect("ascii");
                 let got = krl.revokes_cert(&ca, serial, id, &cert_key).is_some();
                 assert_eq!(got, want, "CA {which} serial {serial} id {id:?}");

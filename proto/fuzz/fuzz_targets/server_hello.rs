@@ -8,7 +8,8 @@ use ztssh_proto::handshake;
 
 fuzz_target!(|data: &[u8]| {
     let rng = &mut ztssh_proto_fuzz::rng(2);
-    let (client, msg1) = handshake::client_start(ztssh_proto_fuzz::client_cfg(), rng).expect("client");
+    let (client, msg1) =
+        handshake::client_start(ztssh_proto_fuzz::client_cfg(), rng).expect("client");
     let msg2 = ztssh_proto_fuzz::server()
         .server_hello_raw(&msg1, data)
         .expect("msg2");

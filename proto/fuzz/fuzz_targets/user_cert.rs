@@ -42,7 +42,11 @@ fn check(bytes: &[u8], principal: &str, flip: usize) {
     let Ok(v) = verify(&f.cas, bytes, &f.user, principal, NOW) else {
         return;
     };
-    assert_eq!(v.encoded(), bytes, "accepted bytes are not what was verified");
+    assert_eq!(
+        v.encoded(),
+        bytes,
+        "accepted bytes are not what was verified"
+    );
     assert_eq!(v.ca_key(), f.ca.key_data());
     assert_eq!(v.user_key(), f.user.key_data());
     assert!(v.principals().iter().any(|p| p == principal));

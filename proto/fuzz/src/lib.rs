@@ -13,6 +13,7 @@ use ztssh_proto::handshake::{
 use ztssh_proto::identity::{Authority, Authorized, Checkpoint, Ended, Subject, Timing};
 use ztssh_proto::keys::{NoiseKeypair, SeededRng, SigningKey};
 use ztssh_proto::labels::SSHSIG_NAMESPACE_HANDSHAKE;
+use ztssh_proto::rootkey::{HybridSigner, MlDsaKey, RootKey, RootSigner};
 
 /// Virtual now.
 pub const NOW: u64 = 1_800_000_000;
@@ -31,6 +32,9 @@ pub fn rng(stream: u64) -> SeededRng {
 pub struct World {
     /// The root.
     pub root: SigningKey,
+    /// The ML-DSA-65 half of a hybrid root whose Ed25519 half is `root`
+    /// (a stand-in in fuzzing builds, as cheap as the Ed25519 one).
+    pub mldsa: MlDsaKey,
     /// The proxy's Noise key.
     pub noise: NoiseKeypair,
     /// The proxy's Sub-CA.
@@ -61,11 +65,13 @@ pub fn world() -> &'static World {
         }
         .sign(&root)
         .expect("sign licence")
-        .verify(&root.public(), NOW)
+        .verify(&root.public().into(), NOW)
         .expect("verify licence");
+        let mldsa = MlDsaKey::generate(rng);
         let user = PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[7; 32]));
         World {
             root,
+            mldsa,
             noise,
             subca,
             licence,
@@ -74,10 +80,40 @@ pub fn world() -> &'static World {
     })
 }
 
+impl World {
+    /// The Ed25519 root, pinned.
+    pub fn root_key(&self) -> RootKey {
+        self.root.public().into()
+    }
+
+    /// The hybrid root (`root` and `mldsa`), as a signer.
+    pub fn hybrid(&self) -> HybridSigner<'_> {
+        HybridSigner::new(&self.root, &self.mldsa)
+    }
+
+    /// The hybrid root, pinned.
+    pub fn hybrid_key(&self) -> RootKey {
+        self.hybrid().root_key()
+    }
+
+    /// A FIDO security key root with `root`'s key, pinned.
+    pub fn sk_key(&self) -> RootKey {
+        RootKey::SkEd25519 {
+            key: self.root.public(),
+            application: "ssh:".into(),
+        }
+    }
+
+    /// Every kind of pinned root (each refuses what is not its own).
+    pub fn roots(&self) -> [RootKey; 3] {
+        [self.root_key(), self.hybrid_key(), self.sk_key()]
+    }
+}
+
 /// The client's configuration.
 pub fn client_cfg() -> ClientConfig {
     ClientConfig {
-        root: world().root.public(),
+        root: world().root.public().into(),
         host: "web1".into(),
         frame_size: FrameSize::default(),
     }
@@ -144,8 +180,16 @@ pub fn now(mono_ms: u64) -> Now {
 /// side of the handshake.
 pub fn accepted(timing: Timing) -> (ClientSession, ServerConn) {
     let (session, authorized) = authorized();
-    let conn = ServerConn::accept(authorized, "web1", &world().subca, &Allow, timing, now(0), rng(4))
-        .expect("accept");
+    let conn = ServerConn::accept(
+        authorized,
+        "web1",
+        &world().subca,
+        &Allow,
+        timing,
+        now(0),
+        rng(4),
+    )
+    .expect("accept");
     (session, conn)
 }
 

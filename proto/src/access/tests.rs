@@ -63,7 +63,7 @@ fn round_trip_grants_and_forgery() {
     let root = SigningKey::generate(&mut TestRng);
     let list = sample(&root, 3);
     let bytes = list.sign(&root).expect("sign");
-    let back = AccessList::decode_verified(&bytes, &root.public()).expect("verify");
+    let back = AccessList::decode_verified(&bytes, &root.public().into()).expect("verify");
     assert_eq!(back, canonical(list.clone()));
     assert!(back.grant("carol", &key(ED25519), "web1").is_some());
     assert!(back.grant("carol", &key(RSA4096), "db1").is_some());
@@ -76,24 +76,24 @@ fn round_trip_grants_and_forgery() {
     assert_eq!(back.keys(), 3);
 
     let other = SigningKey::generate(&mut TestRng);
-    let e = AccessList::decode_verified(&bytes, &other.public()).expect_err("foreign");
+    let e = AccessList::decode_verified(&bytes, &other.public().into()).expect_err("foreign");
     assert!(
         e.to_string().contains("not issued by the trusted key"),
         "{e}"
     );
     let forged = sample(&other, 3).sign(&other).expect("sign");
-    assert!(AccessList::decode_verified(&forged, &root.public()).is_err());
+    assert!(AccessList::decode_verified(&forged, &root.public().into()).is_err());
     for i in 0..bytes.len() {
         let mut flipped = bytes.clone();
         flipped[i] ^= 1;
         assert!(
-            AccessList::decode_verified(&flipped, &root.public()).is_err(),
+            AccessList::decode_verified(&flipped, &root.public().into()).is_err(),
             "byte {i}"
         );
     }
     for cut in 0..bytes.len() {
         assert!(
-            AccessList::decode_verified(&bytes[..cut], &root.public()).is_err(),
+            AccessList::decode_verified(&bytes[..cut], &root.public().into()).is_err(),
             "cut {cut}"
         );
     }
@@ -107,7 +107,7 @@ fn a_revocation_list_signature_does_not_make_an_access_list() {
     let tbs = &bytes[..bytes.len() - 64];
     let mut other_ctx = tbs.to_vec();
     other_ctx.extend_from_slice(&root.sign(labels::CTX_CRL, tbs));
-    let e = AccessList::decode_verified(&other_ctx, &root.public()).expect_err("ctx");
+    let e = AccessList::decode_verified(&other_ctx, &root.public().into()).expect_err("ctx");
     assert!(e.to_string().contains("signature does not verify"), "{e}");
 }
 
@@ -237,7 +237,7 @@ fn signed_but_not_canonical_or_over_the_caps_is_refused() {
             entry("bob", std::slice::from_ref(&a), &[], &[]),
         ],
     );
-    let l = AccessList::decode_verified(&good, &root.public()).expect("good");
+    let l = AccessList::decode_verified(&good, &root.public().into()).expect("good");
     assert_eq!(l.principals.len(), 2);
     let cases = [
         list(
@@ -301,7 +301,7 @@ fn signed_but_not_canonical_or_over_the_caps_is_refused() {
         ),
     ];
     for (i, bytes) in cases.iter().enumerate() {
-        let e = AccessList::decode_verified(bytes, &root.public()).expect_err("refused");
+        let e = AccessList::decode_verified(bytes, &root.public().into()).expect_err("refused");
         assert!(
             !e.to_string().contains("signature") && !e.to_string().contains("not issued"),
             "case {i}: {e}"
@@ -310,7 +310,8 @@ fn signed_but_not_canonical_or_over_the_caps_is_refused() {
     // Another format version, signed: refused as such.
     let mut v2 = header(0);
     v2[4] = 2;
-    let e = AccessList::decode_verified(&signed(&root, &v2), &root.public()).expect_err("v2");
+    let e =
+        AccessList::decode_verified(&signed(&root, &v2), &root.public().into()).expect_err("v2");
     assert!(e.to_string().contains("unsupported version 2"), "{e}");
 }
 
@@ -332,7 +333,7 @@ fn ten_thousand_principals_fit() {
         .collect();
     let bytes = list.sign(&root).expect("sign");
     assert!(bytes.len() < crate::access::MAX_PRINCIPALS * 100);
-    let back = AccessList::decode_verified(&bytes, &root.public()).expect("verify");
+    let back = AccessList::decode_verified(&bytes, &root.public().into()).expect("verify");
     assert_eq!(back, list);
 }
 
@@ -371,11 +372,11 @@ fn a_list_is_verified_from_its_pem() {
     let list = sample(&root, 2);
     let text = armor::encode(pem::ACCESS, &list.sign(&root).expect("sign")).expect("armour");
     assert_eq!(
-        verify_pem(text.as_bytes(), &root.public(), None, 0).expect("verify"),
+        verify_pem(text.as_bytes(), &root.public().into(), None, 0).expect("verify"),
         canonical(list)
     );
     let crl = armor::encode(pem::CRL, b"x").expect("armour");
-    let e = verify_pem(crl.as_bytes(), &root.public(), None, 0).expect_err("kind");
+    let e = verify_pem(crl.as_bytes(), &root.public().into(), None, 0).expect_err("kind");
     assert!(e.to_string().starts_with("not an access list: "), "{e}");
 }
 
@@ -420,7 +421,7 @@ fn bench_ten_thousand_principals() {
     let mut times = Vec::new();
     for _ in 0..5 {
         let start = std::time::Instant::now();
-        let l = verify_pem(text.as_bytes(), &root.public(), None, 0).expect("verify");
+        let l = verify_pem(text.as_bytes(), &root.public().into(), None, 0).expect("verify");
         times.push(start.elapsed());
         assert_eq!(l.principals.len(), 10_000);
     }
@@ -480,16 +481,21 @@ mod delegated {
         let online = SigningKey::generate(&mut TestRng);
         let d = delegate(&root, &online, Purpose::Access, &["web*"]);
         let bytes = signed(&online, 3, &["web1", "web-*"]);
-        let list = verify_pem(pem_of(&bytes, &d).as_bytes(), &root.public(), None, NOW)
-            .expect("delegated list");
+        let list = verify_pem(
+            pem_of(&bytes, &d).as_bytes(),
+            &root.public().into(),
+            None,
+            NOW,
+        )
+        .expect("delegated list");
         assert_eq!(list.delegation, Some(d.clone()));
         assert!(list.check_signer(None, NOW).is_ok());
         // Without its delegation it is a list under a key that is not the root.
         let alone = armor::encode(pem::ACCESS, &bytes).expect("armour");
-        assert!(verify_pem(alone.as_bytes(), &root.public(), None, NOW).is_err());
+        assert!(verify_pem(alone.as_bytes(), &root.public().into(), None, NOW).is_err());
         // The root's own lists are not bound by any glob.
         let rooted = armor::encode(pem::ACCESS, &signed(&root, 4, &[])).expect("armour");
-        let l = verify_pem(rooted.as_bytes(), &root.public(), None, NOW).expect("root");
+        let l = verify_pem(rooted.as_bytes(), &root.public().into(), None, NOW).expect("root");
         assert!(l.delegation.is_none());
     }
 
@@ -506,8 +512,13 @@ mod delegated {
             (&[], "every server"),
         ] {
             let bytes = signed(&online, 3, servers);
-            let e = verify_pem(pem_of(&bytes, &d).as_bytes(), &root.public(), None, NOW)
-                .expect_err("beyond");
+            let e = verify_pem(
+                pem_of(&bytes, &d).as_bytes(),
+                &root.public().into(),
+                None,
+                NOW,
+            )
+            .expect_err("beyond");
             assert!(
                 matches!(e, AccessError::NotDelegated(_)),
                 "{servers:?}: {e:?}"
@@ -522,7 +533,15 @@ mod delegated {
         // Without globs, a delegation covers every server.
         let any = delegate(&root, &online, Purpose::Access, &[]);
         let bytes = signed(&online, 3, &[]);
-        assert!(verify_pem(pem_of(&bytes, &any).as_bytes(), &root.public(), None, NOW).is_ok());
+        assert!(
+            verify_pem(
+                pem_of(&bytes, &any).as_bytes(),
+                &root.public().into(),
+                None,
+                NOW
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -532,8 +551,13 @@ mod delegated {
         let bytes = signed(&online, 3, &["web1"]);
         for purpose in [Purpose::Licences, Purpose::Revocations] {
             let d = delegate(&root, &online, purpose, &[]);
-            let e = verify_pem(pem_of(&bytes, &d).as_bytes(), &root.public(), None, NOW)
-                .expect_err("purpose");
+            let e = verify_pem(
+                pem_of(&bytes, &d).as_bytes(),
+                &root.public().into(),
+                None,
+                NOW,
+            )
+            .expect_err("purpose");
             assert!(e.to_string().contains("not access"), "{purpose}: {e}");
         }
         let d = delegate(&root, &online, Purpose::Access, &[]);
@@ -545,7 +569,7 @@ mod delegated {
         for revoked in [by_key, by_serial] {
             let e = verify_pem(
                 pem_of(&bytes, &d).as_bytes(),
-                &root.public(),
+                &root.public().into(),
                 Some(&revoked),
                 NOW,
             )
@@ -557,17 +581,28 @@ mod delegated {
             );
             // A list already in force stops granting once the list revoking
             // its delegation is in force.
-            let l = verify_pem(pem_of(&bytes, &d).as_bytes(), &root.public(), None, NOW)
-                .expect("before the revocation");
+            let l = verify_pem(
+                pem_of(&bytes, &d).as_bytes(),
+                &root.public().into(),
+                None,
+                NOW,
+            )
+            .expect("before the revocation");
             assert!(l.check_signer(Some(&revoked), NOW).is_err());
         }
         // Expired: refused, and one in force stops granting at the end.
-        let l = verify_pem(pem_of(&bytes, &d).as_bytes(), &root.public(), None, NOW).expect("ok");
+        let l = verify_pem(
+            pem_of(&bytes, &d).as_bytes(),
+            &root.public().into(),
+            None,
+            NOW,
+        )
+        .expect("ok");
         assert!(l.check_signer(None, NOW + 3600).is_err());
         assert!(
             verify_pem(
                 pem_of(&bytes, &d).as_bytes(),
-                &root.public(),
+                &root.public().into(),
                 None,
                 NOW + 3600
             )
@@ -579,7 +614,7 @@ mod delegated {
         assert!(
             verify_pem(
                 pem_of(&bytes, &foreign).as_bytes(),
-                &root.public(),
+                &root.public().into(),
                 None,
                 NOW
             )
@@ -596,12 +631,12 @@ mod delegated {
         let after = d.body.not_after + 86_400;
         // Fetched, it is refused; kept on this machine, it loads, grants
         // nothing, and an older root list cannot replace it.
-        assert!(verify_pem(text.as_bytes(), &root.public(), None, after).is_err());
-        let kept = verify_pem_kept(text.as_bytes(), &root.public(), after).expect("kept");
+        assert!(verify_pem(text.as_bytes(), &root.public().into(), None, after).is_err());
+        let kept = verify_pem_kept(text.as_bytes(), &root.public().into(), after).expect("kept");
         assert_eq!(kept.list_version, 7);
         assert!(kept.check_signer(None, after).is_err());
-        let older =
-            AccessList::decode_verified(&signed(&root, 6, &[]), &root.public()).expect("root");
+        let older = AccessList::decode_verified(&signed(&root, 6, &[]), &root.public().into())
+            .expect("root");
         assert!(matches!(
             crate::trust::offer(Some(&kept), &older),
             crate::trust::ListUpdate::Rollback {
@@ -610,7 +645,7 @@ mod delegated {
             }
         ));
         // Inside its window it reads exactly as a fetched list does.
-        let now = verify_pem_kept(text.as_bytes(), &root.public(), NOW).expect("in force");
+        let now = verify_pem_kept(text.as_bytes(), &root.public().into(), NOW).expect("in force");
         assert!(now.check_signer(None, NOW).is_ok());
         // Every signature still counts: another root's delegation, a list
         // the delegated key did not sign, one beyond its globs.
@@ -619,16 +654,21 @@ mod delegated {
             &signed(&online, 7, &["web1"]),
             &delegate(&other, &online, Purpose::Access, &[]),
         );
-        assert!(verify_pem_kept(foreign.as_bytes(), &root.public(), after).is_err());
+        assert!(verify_pem_kept(foreign.as_bytes(), &root.public().into(), after).is_err());
         let stranger = SigningKey::generate(&mut TestRng);
         let forged = pem_of(&signed(&stranger, 7, &["web1"]), &d);
-        assert!(verify_pem_kept(forged.as_bytes(), &root.public(), after).is_err());
+        assert!(verify_pem_kept(forged.as_bytes(), &root.public().into(), after).is_err());
         let narrow = delegate(&root, &online, Purpose::Access, &["db*"]);
         let beyond = pem_of(&signed(&online, 7, &["web1"]), &narrow);
-        assert!(verify_pem_kept(beyond.as_bytes(), &root.public(), after).is_err());
+        assert!(verify_pem_kept(beyond.as_bytes(), &root.public().into(), after).is_err());
         // A delegation that has not begun is refused as ever.
         assert!(
-            verify_pem_kept(text.as_bytes(), &root.public(), d.body.not_before - 3600).is_err()
+            verify_pem_kept(
+                text.as_bytes(),
+                &root.public().into(),
+                d.body.not_before - 3600
+            )
+            .is_err()
         );
     }
 
@@ -637,12 +677,12 @@ mod delegated {
         let root = SigningKey::generate(&mut TestRng);
         let online = SigningKey::generate(&mut TestRng);
         let d = delegate(&root, &online, Purpose::Access, &[]);
-        let current =
-            AccessList::decode_verified(&signed(&root, 5, &[]), &root.public()).expect("root list");
+        let current = AccessList::decode_verified(&signed(&root, 5, &[]), &root.public().into())
+            .expect("root list");
         let offered = |v| {
             verify_pem(
                 pem_of(&signed(&online, v, &[]), &d).as_bytes(),
-                &root.public(),
+                &root.public().into(),
                 None,
                 NOW,
             )
@@ -659,7 +699,7 @@ mod delegated {
         }
         assert_eq!(offer(Some(&current), &offered(6)), ListUpdate::Replace);
         // The root's own list may go anywhere up.
-        let far = AccessList::decode_verified(&signed(&root, u64::MAX, &[]), &root.public())
+        let far = AccessList::decode_verified(&signed(&root, u64::MAX, &[]), &root.public().into())
             .expect("root");
         assert_eq!(offer(Some(&current), &far), ListUpdate::Replace);
     }
@@ -677,7 +717,7 @@ mod delegated {
         let offered = |v| {
             verify_pem(
                 pem_of(&signed(&online, v, &[]), &d).as_bytes(),
-                &root.public(),
+                &root.public().into(),
                 None,
                 NOW,
             )
@@ -705,7 +745,7 @@ mod delegated {
         );
         // So the root can always go above a delegated list, and may itself
         // use the top versions.
-        let far = AccessList::decode_verified(&signed(&root, u64::MAX, &[]), &root.public())
+        let far = AccessList::decode_verified(&signed(&root, u64::MAX, &[]), &root.public().into())
             .expect("root");
         assert_eq!(offer(None, &far), ListUpdate::Replace);
         assert_eq!(

@@ -74,22 +74,29 @@ fn refused_because(e: &ProtoError, words: &str) -> bool {
 fn a_root_signed_licence_verifies_as_before_and_a_delegated_one_with_its_delegation() {
     let root = SigningKey::generate(&mut TestRng);
     let lic = licence(&root, "web1");
-    let v = verify_licence(&root.public(), lic.encoded(), None, None, NOW).expect("root");
+    let v = verify_licence(&root.public().into(), lic.encoded(), None, None, NOW).expect("root");
     assert!(v.delegation().is_none());
     assert_eq!(v.licence().body, lic.body);
 
     let online = SigningKey::generate(&mut TestRng);
     let d = delegation(&root, &online, Purpose::Licences, &["web*"]);
     let lic = licence(&online, "web1");
-    let v = verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
-        .expect("delegated");
+    let v = verify_licence(
+        &root.public().into(),
+        lic.encoded(),
+        Some(d.encoded()),
+        None,
+        NOW,
+    )
+    .expect("delegated");
     assert_eq!(v.delegation(), Some(&d));
     // Without its delegation, the delegated key is just another issuer.
-    let e = verify_licence(&root.public(), lic.encoded(), None, None, NOW).expect_err("alone");
+    let e =
+        verify_licence(&root.public().into(), lic.encoded(), None, None, NOW).expect_err("alone");
     assert!(refused_because(&e, "not issued by the trusted key"), "{e}");
     // The licence's own window still holds.
     let e = verify_licence(
-        &root.public(),
+        &root.public().into(),
         lic.encoded(),
         Some(d.encoded()),
         None,
@@ -107,8 +114,14 @@ fn an_undelegated_signer_is_refused() {
     // A delegation from another root.
     let d = delegation(&other_root, &online, Purpose::Licences, &[]);
     let lic = licence(&online, "web1");
-    let e = verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
-        .expect_err("foreign root");
+    let e = verify_licence(
+        &root.public().into(),
+        lic.encoded(),
+        Some(d.encoded()),
+        None,
+        NOW,
+    )
+    .expect_err("foreign root");
     assert!(
         refused_because(&e, "delegation was not issued by the trusted key"),
         "{e}"
@@ -118,10 +131,25 @@ fn an_undelegated_signer_is_refused() {
     let second = SigningKey::generate(&mut TestRng);
     let d2 = delegation(&online, &second, Purpose::Licences, &[]);
     let lic = licence(&second, "web1");
-    assert!(verify_licence(&root.public(), lic.encoded(), Some(d2.encoded()), None, NOW).is_err());
+    assert!(
+        verify_licence(
+            &root.public().into(),
+            lic.encoded(),
+            Some(d2.encoded()),
+            None,
+            NOW
+        )
+        .is_err()
+    );
     // A genuine delegation beside a licence another key signed.
-    let e = verify_licence(&root.public(), lic.encoded(), Some(d1.encoded()), None, NOW)
-        .expect_err("other signer");
+    let e = verify_licence(
+        &root.public().into(),
+        lic.encoded(),
+        Some(d1.encoded()),
+        None,
+        NOW,
+    )
+    .expect_err("other signer");
     assert!(
         refused_because(&e, "server licence was not issued by the trusted key"),
         "{e}"
@@ -129,8 +157,14 @@ fn an_undelegated_signer_is_refused() {
     // A forged delegation: one bit of its key changed.
     let mut forged = d1.encoded().to_vec();
     forged[4 + 1 + 16 + 1] ^= 1;
-    let e = verify_licence(&root.public(), lic.encoded(), Some(&forged), None, NOW)
-        .expect_err("forged");
+    let e = verify_licence(
+        &root.public().into(),
+        lic.encoded(),
+        Some(&forged),
+        None,
+        NOW,
+    )
+    .expect_err("forged");
     assert!(
         refused_because(&e, "delegation: signature does not verify"),
         "{e}"
@@ -144,7 +178,7 @@ fn an_expired_or_not_yet_valid_delegation_is_refused() {
     let lic = licence(&online, "web1");
     let old = delegation_at(&root, &online, Purpose::Licences, &[], NOW - 100, NOW - 1);
     let e = verify_licence(
-        &root.public(),
+        &root.public().into(),
         lic.encoded(),
         Some(old.encoded()),
         None,
@@ -161,7 +195,7 @@ fn an_expired_or_not_yet_valid_delegation_is_refused() {
         NOW + 7200,
     );
     let e = verify_licence(
-        &root.public(),
+        &root.public().into(),
         lic.encoded(),
         Some(later.encoded()),
         None,
@@ -179,19 +213,27 @@ fn a_delegation_signs_only_its_purpose() {
     for purpose in [Purpose::Access, Purpose::Revocations, Purpose::HostCa] {
         let d = delegation(&root, &online, purpose, &[]);
         let lic = licence(&online, "web1");
-        let e = verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
-            .expect_err("wrong purpose");
+        let e = verify_licence(
+            &root.public().into(),
+            lic.encoded(),
+            Some(d.encoded()),
+            None,
+            NOW,
+        )
+        .expect_err("wrong purpose");
         assert!(refused_because(&e, "not licences"), "{purpose}: {e}");
     }
     for purpose in [Purpose::Access, Purpose::Licences, Purpose::HostCa] {
         let d = delegation(&root, &online, purpose, &[]);
         let bytes = list(&online, 5, Revocations::default());
-        let e = verify_list(&root.public(), &bytes, Some(d.encoded()), NOW).expect_err("wrong");
+        let e =
+            verify_list(&root.public().into(), &bytes, Some(d.encoded()), NOW).expect_err("wrong");
         assert!(refused_because(&e, "not revocations"), "{purpose}: {e}");
     }
     let d = delegation(&root, &online, Purpose::Revocations, &[]);
     let bytes = list(&online, 5, Revocations::default());
-    let crl = verify_list(&root.public(), &bytes, Some(d.encoded()), NOW).expect("revocations");
+    let crl =
+        verify_list(&root.public().into(), &bytes, Some(d.encoded()), NOW).expect("revocations");
     assert_eq!(crl.delegation, Some(d));
     // A revocations delegation names no servers (a list is for every
     // server; licences and access delegations may, since issue 21's
@@ -211,14 +253,27 @@ fn a_key_delegated_for_web_servers_cannot_license_db1() {
     for ok in ["web1", "web", "webserver.eu", "edge-1"] {
         let lic = licence(&online, ok);
         assert!(
-            verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW).is_ok(),
+            verify_licence(
+                &root.public().into(),
+                lic.encoded(),
+                Some(d.encoded()),
+                None,
+                NOW
+            )
+            .is_ok(),
             "{ok}"
         );
     }
     for no in ["db1", "aweb1", "edge-12", "edge-"] {
         let lic = licence(&online, no);
-        let e = verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
-            .expect_err(no);
+        let e = verify_licence(
+            &root.public().into(),
+            lic.encoded(),
+            Some(d.encoded()),
+            None,
+            NOW,
+        )
+        .expect_err(no);
         assert!(refused_because(&e, &format!("not {no}")), "{no}: {e}");
     }
 }
@@ -258,7 +313,7 @@ fn a_revoked_delegation_is_refused_by_key_or_serial() {
     by_serial.serials.insert(d.body.serial);
     for (how, r) in [("key", &by_key), ("serial", &by_serial)] {
         let e = verify_licence(
-            &root.public(),
+            &root.public().into(),
             lic.encoded(),
             Some(d.encoded()),
             Some(r),
@@ -281,16 +336,23 @@ fn a_revoked_delegation_is_refused_by_key_or_serial() {
         );
     }
     // A licence in use ends when a list revoking its delegation lands.
-    let v = verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
-        .expect("before");
-    let crl = Crl::decode_verified(&list(&root, 2, by_key.clone()), &root.public()).expect("list");
+    let v = verify_licence(
+        &root.public().into(),
+        lic.encoded(),
+        Some(d.encoded()),
+        None,
+        NOW,
+    )
+    .expect("before");
+    let crl =
+        Crl::decode_verified(&list(&root, 2, by_key.clone()), &root.public().into()).expect("list");
     let e = check_licence(v.licence(), Some(&crl), NOW).expect_err("revoked");
     assert_eq!(e.kind, EndKind::LicenceRevoked);
     assert!(e.reason.contains("delegation"), "{e}");
     // ... and when its delegation ends, even if the licence would go on.
     let short = delegation_at(&root, &online, Purpose::Licences, &[], NOW - 10, NOW + 30);
     let v = verify_licence(
-        &root.public(),
+        &root.public().into(),
         lic.encoded(),
         Some(short.encoded()),
         None,
@@ -303,7 +365,7 @@ fn a_revoked_delegation_is_refused_by_key_or_serial() {
     assert_eq!(v.licence().usable_until(), NOW + 30);
     // The root's own licences are untouched by delegation revocations.
     let rl = verify_licence(
-        &root.public(),
+        &root.public().into(),
         licence(&root, "web1").encoded(),
         None,
         Some(&by_key),
@@ -321,41 +383,44 @@ fn a_delegated_list_cannot_revoke_its_signer_out_nor_drop_an_entry() {
     // The root's list in force bans mallory and revokes the on-call key.
     let mut in_force = Revocations::default();
     in_force.principals.insert("mallory".into());
-    let current =
-        Crl::decode_verified(&list(&root, 5, in_force.clone()), &root.public()).expect("root list");
+    let current = Crl::decode_verified(&list(&root, 5, in_force.clone()), &root.public().into())
+        .expect("root list");
     // On-call adds a ban: accepted, replaces.
     let mut more = in_force.clone();
     more.principals.insert("eve".into());
     let pem = encode_pem(pem::CRL, &list(&oncall, 6, more.clone()), Some(&d)).expect("armour");
-    let offered = verify_pem(pem.as_bytes(), &root.public(), NOW).expect("on-call list");
+    let offered = verify_pem(pem.as_bytes(), &root.public().into(), NOW).expect("on-call list");
     assert_eq!(offer(Some(&current), &offered), ListUpdate::Replace);
     // On-call drops mallory's ban: refused as a rollback.
     let mut fewer = Revocations::default();
     fewer.principals.insert("eve".into());
     let pem = encode_pem(pem::CRL, &list(&oncall, 7, fewer), Some(&d)).expect("armour");
-    let offered = verify_pem(pem.as_bytes(), &root.public(), NOW).expect("verifies");
+    let offered = verify_pem(pem.as_bytes(), &root.public().into(), NOW).expect("verifies");
     assert!(matches!(
         offer(Some(&current), &offered),
         ListUpdate::Rollback { .. }
     ));
     // The root may drop it.
-    let root_list = Crl::decode_verified(&list(&root, 7, Revocations::default()), &root.public())
-        .expect("root");
+    let root_list = Crl::decode_verified(
+        &list(&root, 7, Revocations::default()),
+        &root.public().into(),
+    )
+    .expect("root");
     assert_eq!(offer(Some(&current), &root_list), ListUpdate::Replace);
     // Once the root revokes the on-call delegation, its lists are refused:
     // one that keeps the revocation names its own signer, one that drops
     // it is not a superset of the list in force.
     let mut revoking = in_force.clone();
     revoking.delegated_keys.insert(oncall.public().0);
-    let current = Crl::decode_verified(&list(&root, 8, revoking.clone()), &root.public())
+    let current = Crl::decode_verified(&list(&root, 8, revoking.clone()), &root.public().into())
         .expect("root revokes on-call");
     let mut keeps = revoking.clone();
     keeps.principals.insert("eve".into());
     let pem = encode_pem(pem::CRL, &list(&oncall, 9, keeps), Some(&d)).expect("armour");
-    let e = verify_pem(pem.as_bytes(), &root.public(), NOW).expect_err("names itself");
+    let e = verify_pem(pem.as_bytes(), &root.public().into(), NOW).expect_err("names itself");
     assert!(e.to_string().contains("own signer is revoked"), "{e}");
     let pem = encode_pem(pem::CRL, &list(&oncall, 9, more), Some(&d)).expect("armour");
-    let offered = verify_pem(pem.as_bytes(), &root.public(), NOW).expect("verifies alone");
+    let offered = verify_pem(pem.as_bytes(), &root.public().into(), NOW).expect("verifies alone");
     assert!(matches!(
         offer(Some(&current), &offered),
         ListUpdate::Rollback { .. }
@@ -364,20 +429,26 @@ fn a_delegated_list_cannot_revoke_its_signer_out_nor_drop_an_entry() {
     let mut by_serial = Revocations::default();
     by_serial.serials.insert(d.body.serial);
     let pem = encode_pem(pem::CRL, &list(&oncall, 9, by_serial), Some(&d)).expect("armour");
-    assert!(verify_pem(pem.as_bytes(), &root.public(), NOW).is_err());
+    assert!(verify_pem(pem.as_bytes(), &root.public().into(), NOW).is_err());
     // Naming the root among revoked delegations revokes nothing the root
     // signs: the root is not a delegation.
     let mut root_named = Revocations::default();
     root_named.delegated_keys.insert(root.public().0);
     let pem =
         encode_pem(pem::CRL, &list(&oncall, 10, root_named.clone()), Some(&d)).expect("armour");
-    let crl = verify_pem(pem.as_bytes(), &root.public(), NOW).expect("verifies");
+    let crl = verify_pem(pem.as_bytes(), &root.public().into(), NOW).expect("verifies");
     let rl = licence(&root, "web1");
-    let rl = verify_licence(&root.public(), rl.encoded(), None, Some(&root_named), NOW)
-        .expect("root licence");
+    let rl = verify_licence(
+        &root.public().into(),
+        rl.encoded(),
+        None,
+        Some(&root_named),
+        NOW,
+    )
+    .expect("root licence");
     assert!(check_licence(rl.licence(), Some(&crl), NOW).is_ok());
     let root_list = list(&root, 11, Revocations::default());
-    assert!(verify_list(&root.public(), &root_list, None, NOW).is_ok());
+    assert!(verify_list(&root.public().into(), &root_list, None, NOW).is_ok());
 }
 
 #[test]
@@ -423,11 +494,11 @@ fn a_delegation_round_trips_and_garbage_is_refused() {
     let d = delegation(&root, &online, Purpose::Licences, &["web*"]);
     assert_eq!(Delegation::decode(d.encoded()).expect("decode"), d);
     assert_eq!(
-        Delegation::decode_verified(d.encoded(), &root.public()).expect("verify"),
+        Delegation::decode_verified(d.encoded(), &root.public().into()).expect("verify"),
         d
     );
     for cut in 0..d.encoded().len() {
-        assert!(Delegation::decode_verified(&d.encoded()[..cut], &root.public()).is_err());
+        assert!(Delegation::decode_verified(&d.encoded()[..cut], &root.public().into()).is_err());
         assert!(Delegation::decode(&d.encoded()[..cut]).is_err());
     }
     // A body the parser refuses (too many globs), behind a random
@@ -436,7 +507,7 @@ fn a_delegation_round_trips_and_garbage_is_refused() {
     many[4 + 1 + 16 + 1 + 32] = 200;
     let n = many.len();
     many[n - 64..].copy_from_slice(&crate::keys::random_bytes::<64>(&mut TestRng));
-    let e = Delegation::decode_verified(&many, &root.public()).expect_err("forged");
+    let e = Delegation::decode_verified(&many, &root.public().into()).expect_err("forged");
     assert!(refused_because(&e, "signature does not verify"), "{e}");
     // The root cannot be delegated to itself; an inverted window is refused.
     let body = DelegationBody {
@@ -450,7 +521,7 @@ fn a_delegation_round_trips_and_garbage_is_refused() {
     };
     assert!(body.sign(&root).is_err());
     let too_long = vec![0; MAX_DELEGATION_LEN + 1];
-    assert!(Delegation::decode_verified(&too_long, &root.public()).is_err());
+    assert!(Delegation::decode_verified(&too_long, &root.public().into()).is_err());
 }
 
 #[test]
@@ -460,8 +531,8 @@ fn a_delegated_list_cannot_move_the_version_out_of_the_roots_reach() {
     let d = delegation(&root, &oncall, Purpose::Revocations, &[]);
     let mut in_force = Revocations::default();
     in_force.principals.insert("mallory".into());
-    let current =
-        Crl::decode_verified(&list(&root, 5, in_force.clone()), &root.public()).expect("root list");
+    let current = Crl::decode_verified(&list(&root, 5, in_force.clone()), &root.public().into())
+        .expect("root list");
     let offered = |version| {
         let pem = encode_pem(
             pem::CRL,
@@ -469,7 +540,7 @@ fn a_delegated_list_cannot_move_the_version_out_of_the_roots_reach() {
             Some(&d),
         )
         .expect("armour");
-        verify_pem(pem.as_bytes(), &root.public(), NOW).expect("on-call list")
+        verify_pem(pem.as_bytes(), &root.public().into(), NOW).expect("on-call list")
     };
     // A stolen on-call key keeps every entry but takes the version to the
     // end of u64: had it loaded, no list the root signs could ever be newer,
@@ -493,8 +564,8 @@ fn a_delegated_list_cannot_move_the_version_out_of_the_roots_reach() {
     }
     // The root's own lists are not bound (only the root removes entries
     // or moves the version as it likes).
-    let root_far =
-        Crl::decode_verified(&list(&root, u64::MAX, in_force), &root.public()).expect("root");
+    let root_far = Crl::decode_verified(&list(&root, u64::MAX, in_force), &root.public().into())
+        .expect("root");
     assert_eq!(offer(Some(&current), &root_far), ListUpdate::Replace);
 }
 
@@ -512,7 +583,7 @@ fn a_delegated_list_cannot_move_the_version_out_of_reach_where_none_is_in_force(
             Some(&d),
         )
         .expect("armour");
-        verify_pem(pem.as_bytes(), &root.public(), NOW).expect("on-call list")
+        verify_pem(pem.as_bytes(), &root.public().into(), NOW).expect("on-call list")
     };
     assert!(matches!(
         offer(None, &offered(u64::MAX)),
@@ -524,7 +595,7 @@ fn a_delegated_list_cannot_move_the_version_out_of_reach_where_none_is_in_force(
     );
     let root_far = Crl::decode_verified(
         &list(&root, u64::MAX, Revocations::default()),
-        &root.public(),
+        &root.public().into(),
     )
     .expect("root");
     assert_eq!(offer(None, &root_far), ListUpdate::Replace);
@@ -541,8 +612,14 @@ fn a_key_delegated_for_web_servers_cannot_license_db1_by_host_name() {
     let lic = body.sign(&online).expect("sign licence");
     // What the sidecar does with message 2: verify the chain, then check
     // the host it dials is covered.
-    let verdict = verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
-        .map(|v| v.licence().covers("db1.example.com"));
+    let verdict = verify_licence(
+        &root.public().into(),
+        lic.encoded(),
+        Some(d.encoded()),
+        None,
+        NOW,
+    )
+    .map(|v| v.licence().covers("db1.example.com"));
     assert!(
         !matches!(verdict, Ok(true)),
         "a web* delegation licensed a key for the host db1.example.com"
@@ -556,14 +633,14 @@ fn a_delegated_list_that_overreaches_is_never_taken_for_one_merely_behind() {
     let d = delegation(&root, &oncall, Purpose::Revocations, &[]);
     let mut in_force = Revocations::default();
     in_force.principals.insert("mallory".into());
-    let current =
-        Crl::decode_verified(&list(&root, 5, in_force.clone()), &root.public()).expect("root list");
+    let current = Crl::decode_verified(&list(&root, 5, in_force.clone()), &root.public().into())
+        .expect("root list");
     // An unban (mallory left out) and a version out of the root's reach,
     // each from a source that served version 5 before or nothing yet: both
     // refused loudly as a rollback, not quietly as a lagging source.
     let offered = |version, revoked| {
         let pem = encode_pem(pem::CRL, &list(&oncall, version, revoked), Some(&d)).expect("armour");
-        verify_pem(pem.as_bytes(), &root.public(), NOW).expect("on-call list")
+        verify_pem(pem.as_bytes(), &root.public().into(), NOW).expect("on-call list")
     };
     for crl in [
         offered(6, Revocations::default()),
@@ -600,7 +677,13 @@ fn chain_with_names(
     let mut body = licence(online, server_id).body;
     body.hostnames = hosts.iter().map(|h| (*h).to_owned()).collect();
     let lic = body.sign(online).expect("sign licence");
-    verify_licence(&root.public(), lic.encoded(), Some(d.encoded()), None, NOW)
+    verify_licence(
+        &root.public().into(),
+        lic.encoded(),
+        Some(d.encoded()),
+        None,
+        NOW,
+    )
 }
 
 #[test]
@@ -661,7 +744,7 @@ fn a_delegated_licence_names_only_hosts_its_globs_cover() {
     let mut body = licence(&root, "db1").body;
     body.hostnames = vec!["127.1".into()];
     let lic = body.sign(&root).expect("root licence");
-    assert!(verify_licence(&root.public(), lic.encoded(), None, None, NOW).is_ok());
+    assert!(verify_licence(&root.public().into(), lic.encoded(), None, None, NOW).is_ok());
 }
 
 #[test]
@@ -765,7 +848,7 @@ fn a_host_ca_certification_round_trips_under_the_root() {
     let root = SigningKey::generate(&mut TestRng);
     let host_ca = SigningKey::generate(&mut TestRng);
     let d = delegation(&root, &host_ca, Purpose::HostCa, &[]);
-    let back = Delegation::decode_verified(d.encoded(), &root.public()).expect("verifies");
+    let back = Delegation::decode_verified(d.encoded(), &root.public().into()).expect("verifies");
     assert_eq!(back.body.purpose, Purpose::HostCa);
     assert_eq!(back.body.key, host_ca.public());
     assert_eq!(Purpose::parse("host-ca"), Some(Purpose::HostCa));
@@ -783,16 +866,17 @@ fn a_kept_revocation_list_outlives_its_delegation_but_not_its_signatures() {
     banned.principals.insert("eve".into());
     let pem = encode_pem(pem::CRL, &list(&oncall, 6, banned.clone()), Some(&d)).expect("armour");
     let after = NOW + 7200;
-    assert!(verify_pem(pem.as_bytes(), &root.public(), after).is_err());
-    let kept = crate::trust::verify_pem_kept(pem.as_bytes(), &root.public(), after).expect("kept");
+    assert!(verify_pem(pem.as_bytes(), &root.public().into(), after).is_err());
+    let kept =
+        crate::trust::verify_pem_kept(pem.as_bytes(), &root.public().into(), after).expect("kept");
     assert_eq!((kept.list_version, kept.revoked.principals.len()), (6, 1));
     // Another root's delegation, or a list the on-call key did not sign.
     let other = SigningKey::generate(&mut TestRng);
     let foreign = delegation(&other, &oncall, Purpose::Revocations, &[]);
     let pem2 =
         encode_pem(pem::CRL, &list(&oncall, 6, banned.clone()), Some(&foreign)).expect("armour");
-    assert!(crate::trust::verify_pem_kept(pem2.as_bytes(), &root.public(), after).is_err());
+    assert!(crate::trust::verify_pem_kept(pem2.as_bytes(), &root.public().into(), after).is_err());
     let stranger = SigningKey::generate(&mut TestRng);
     let pem3 = encode_pem(pem::CRL, &list(&stranger, 6, banned), Some(&d)).expect("armour");
-    assert!(crate::trust::verify_pem_kept(pem3.as_bytes(), &root.public(), after).is_err());
+    assert!(crate::trust::verify_pem_kept(pem3.as_bytes(), &root.public().into(), after).is_err());
 }

@@ -7,7 +7,6 @@ use crate::ProtoError;
 use crate::crl::Crl;
 use crate::delegation;
 use crate::error::Malformed;
-use crate::keys::PublicKey;
 use crate::labels::pem;
 use crate::time::UnixTime;
 
@@ -27,7 +26,11 @@ pub enum ListError {
 /// with the delegation beside it in the file
 /// ([`crate::delegation::verify_list`]; every signature is verified before
 /// what it signs is parsed).
-pub fn verify_pem(text: &[u8], root: &PublicKey, now: UnixTime) -> Result<Crl, ListError> {
+pub fn verify_pem(
+    text: &[u8],
+    root: &crate::rootkey::RootKey,
+    now: UnixTime,
+) -> Result<Crl, ListError> {
     let (der, delegation) = delegation::split_pem(text, pem::CRL).map_err(ListError::NotPem)?;
     delegation::verify_list(root, &der, delegation.as_deref(), now).map_err(ListError::Invalid)
 }
@@ -38,7 +41,11 @@ pub fn verify_pem(text: &[u8], root: &PublicKey, now: UnixTime) -> Result<Crl, L
 /// by `now` does not refuse it ([`delegation::kept_time`]): what it
 /// revokes was revoked when it went into force, and a restart must not
 /// forget it (nor go back to an older version).
-pub fn verify_pem_kept(text: &[u8], root: &PublicKey, now: UnixTime) -> Result<Crl, ListError> {
+pub fn verify_pem_kept(
+    text: &[u8],
+    root: &crate::rootkey::RootKey,
+    now: UnixTime,
+) -> Result<Crl, ListError> {
     let (der, delegation) = delegation::split_pem(text, pem::CRL).map_err(ListError::NotPem)?;
     let at = delegation::kept_time(root, delegation.as_deref(), now).map_err(ListError::Invalid)?;
     delegation::verify_list(root, &der, delegation.as_deref(), at).map_err(ListError::Invalid)
@@ -197,6 +204,7 @@ mod tests {
     use super::*;
     use crate::armor;
     use crate::crl::Revocations;
+    use crate::keys::PublicKey;
     use crate::keys::{SigningKey, TestRng};
 
     /// Version `version` of one root's list, the same contents each time.
@@ -279,16 +287,16 @@ mod tests {
         };
         let text = armor::encode(pem::CRL, &crl.sign(&root).expect("sign")).expect("armour");
         assert_eq!(
-            verify_pem(text.as_bytes(), &root.public(), 15).expect("verify"),
+            verify_pem(text.as_bytes(), &root.public().into(), 15).expect("verify"),
             crl
         );
         let other = SigningKey::generate(&mut TestRng).public();
         assert!(matches!(
-            verify_pem(text.as_bytes(), &other, 15),
+            verify_pem(text.as_bytes(), &other.into(), 15),
             Err(ListError::Invalid(_))
         ));
         let licence = armor::encode(pem::LICENCE, b"x").expect("armour");
-        let e = verify_pem(licence.as_bytes(), &root.public(), 15).expect_err("wrong kind");
+        let e = verify_pem(licence.as_bytes(), &root.public().into(), 15).expect_err("wrong kind");
         assert!(e.to_string().starts_with("not a revocation list: "), "{e}");
     }
 }

@@ -12,7 +12,7 @@ use ztssh_fetch::Target;
 use ztssh_keyfile as keyfile;
 use ztssh_proto::access::{self, AccessList};
 use ztssh_proto::crl::Revocations;
-use ztssh_proto::keys::PublicKey;
+use ztssh_proto::rootkey::RootKey;
 use ztssh_proto::trust::{self, ListUpdate, StaleMode, Staleness};
 
 use crate::config::Choice;
@@ -128,7 +128,7 @@ impl AccessSettings {
 pub fn access_from(
     path: &Path,
     text: &[u8],
-    root: &PublicKey,
+    root: &RootKey,
     revocations: Option<&Revocations>,
 ) -> Result<AccessList, String> {
     access::verify_pem(text, root, revocations, crate::ops::clock::unix())
@@ -140,7 +140,7 @@ pub fn access_from(
 /// [`access_from`], except that a list whose delegation has since ended
 /// loads withdrawn, granting nothing but keeping its version in force
 /// ([`ztssh_proto::access::verify_pem_kept`]).
-pub fn read_access_kept(path: &Path, root: &PublicKey) -> Result<AccessList, String> {
+pub fn read_access_kept(path: &Path, root: &RootKey) -> Result<AccessList, String> {
     let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
     access::verify_pem_kept(&text, root, crate::ops::clock::unix())
         .map_err(|e| format!("{}: {e}", path.display()))
@@ -150,7 +150,7 @@ pub fn read_access_kept(path: &Path, root: &PublicKey) -> Result<AccessList, Str
 /// and the copy kept in `access_list_cache`. A file that is configured
 /// must verify (a config error otherwise); a cache that does not is
 /// reported and left aside (the next fetch replaces it).
-pub fn load(s: &Settings, root: &PublicKey) -> Result<AccessInForce, String> {
+pub fn load(s: &Settings, root: &RootKey) -> Result<AccessInForce, String> {
     let staleness = Staleness {
         mode: s.access_list_stale.0,
         grace_secs: s.access_list_stale_grace_secs,

@@ -299,7 +299,7 @@ fn a_restart_keeps_the_cached_list_in_force_over_a_fork_in_the_file() {
     let at_start = newer_cached(
         Some(fork.clone()),
         Some(&cache),
-        &root.public(),
+        &root.public().into(),
         0,
         Read::AtStart,
     );
@@ -309,7 +309,7 @@ fn a_restart_keeps_the_cached_list_in_force_over_a_fork_in_the_file() {
     let at_reload = newer_cached(
         Some(fork.clone()),
         Some(&cache),
-        &root.public(),
+        &root.public().into(),
         0,
         Read::AtReload,
     );
@@ -323,7 +323,7 @@ fn a_restart_keeps_the_cached_list_in_force_over_a_fork_in_the_file() {
         newer_cached(
             Some(in_force.clone()),
             Some(&cache),
-            &root.public(),
+            &root.public().into(),
             0,
             Read::AtStart
         ),
@@ -335,7 +335,7 @@ fn a_restart_keeps_the_cached_list_in_force_over_a_fork_in_the_file() {
         newer_cached(
             Some(newer.clone()),
             Some(&cache),
-            &root.public(),
+            &root.public().into(),
             0,
             Read::AtStart
         ),

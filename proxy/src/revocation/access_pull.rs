@@ -260,7 +260,7 @@ pub fn apply(
             access = next;
             changed = true;
             if let Some(cache) = settings.pull.as_ref().and_then(|p| p.cache.as_deref()) {
-                let root = shared.cfg.root;
+                let root = shared.cfg.root.clone();
                 keep(Cache::Access, cache, &f.pem, version, kept, |text| {
                     access::verify_pem_kept(text, &root, clock::unix())
                         .ok()
@@ -289,7 +289,7 @@ pub async fn poll(
     // (only when it is a cache of its own, not the operator's file).
     let mut newest: Option<u64> = match (&shared.cfg.settings.access_list_cache, &pull.cache) {
         (Some(c), Some(_)) if c.exists() => {
-            let (c, root) = (c.clone(), shared.cfg.root);
+            let (c, root) = (c.clone(), shared.cfg.root.clone());
             tokio::task::spawn_blocking(move || read_access_kept(&c, &root).ok())
                 .await
                 .ok()
@@ -306,7 +306,7 @@ pub async fn poll(
                 Ok(None)
             }
             Ok(Fetched::Body(body)) => {
-                let root = shared.cfg.root;
+                let root = shared.cfg.root.clone();
                 // Checked against the revocation list in force: a list
                 // from a revoked delegation is refused here, and says so.
                 let revocations = shared

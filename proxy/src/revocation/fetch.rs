@@ -91,7 +91,7 @@ pub async fn poll(
                 Ok(None)
             }
             Ok(Fetched::Body(body)) => {
-                let root = shared.cfg.root;
+                let root = shared.cfg.root.clone();
                 tokio::task::spawn_blocking(move || {
                     trust::verify_pem(&body, &root, crate::ops::clock::unix())
                         .map(|c| (c, body))

@@ -48,7 +48,7 @@ pub async fn poll(
         let result = match fetcher.fetch().await {
             Ok(Fetched::NotModified) => Ok(None),
             Ok(Fetched::Body(body)) => {
-                let root = shared.cfg.root;
+                let root = shared.cfg.root.clone();
                 tokio::task::spawn_blocking(move || verify(&body, &root).map(|l| Some((l, body))))
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()))
@@ -97,7 +97,7 @@ pub async fn poll(
 }
 
 /// A licence's PEM text, verified under the root (and its delegation).
-fn verify(text: &[u8], root: &ztssh_proto::keys::PublicKey) -> Result<LicenceVerified, String> {
+fn verify(text: &[u8], root: &ztssh_proto::rootkey::RootKey) -> Result<LicenceVerified, String> {
     let (der, deleg) = delegation::split_pem(text, pem::LICENCE).map_err(|e| e.to_string())?;
     let licence = delegation::verify_licence(root, &der, deleg.as_deref(), None, clock::unix())
         .map_err(|e| e.to_string())?;

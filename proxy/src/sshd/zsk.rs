@@ -193,7 +193,7 @@ mod tests {
         let licence = body
             .sign(&root)
             .expect("sign")
-            .verify(&root.public(), NOW)
+            .verify(&root.public().into(), NOW)
             .expect("verify");
         let (ap, pp) = (dir.join("principals"), dir.join("policy.toml"));
         std::fs::write(&ap, principals).expect("principals");

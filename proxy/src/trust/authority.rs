@@ -12,7 +12,6 @@ use ztssh_keyfile as keyfile;
 use ztssh_proto::cert::LicenceVerified;
 use ztssh_proto::crl::Crl;
 use ztssh_proto::identity::{self, EndKind, Ended};
-use ztssh_proto::keys::PublicKey;
 use ztssh_proto::krl::Krl;
 use ztssh_proto::time::{UnixTime, when};
 use ztssh_proto::trust::usercert::UserCas;
@@ -253,7 +252,11 @@ pub fn read_user_cas(path: &Path) -> Result<UserCas, String> {
 
 /// Reads and verifies a revocation list file: signed by the root, or by a
 /// `revocations` delegation's key with the delegation beside it.
-pub fn read_crl(path: &Path, root: &PublicKey, now: UnixTime) -> Result<Crl, String> {
+pub fn read_crl(
+    path: &Path,
+    root: &ztssh_proto::rootkey::RootKey,
+    now: UnixTime,
+) -> Result<Crl, String> {
     let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
     crl_from(path, &text, root, now)
 }
@@ -262,13 +265,22 @@ pub fn read_crl(path: &Path, root: &PublicKey, now: UnixTime) -> Result<Crl, Str
 /// pull's cache), read at start-up or on SIGHUP: as [`read_crl`], except
 /// that one whose `revocations` delegation has since ended still loads
 /// ([`trust::verify_pem_kept`]): a restart forgets no revocation.
-pub fn read_crl_kept(path: &Path, root: &PublicKey, now: UnixTime) -> Result<Crl, String> {
+pub fn read_crl_kept(
+    path: &Path,
+    root: &ztssh_proto::rootkey::RootKey,
+    now: UnixTime,
+) -> Result<Crl, String> {
     let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
     trust::verify_pem_kept(&text, root, now).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// [`read_crl`] of the text already read from `path`.
-pub fn crl_from(path: &Path, text: &[u8], root: &PublicKey, now: UnixTime) -> Result<Crl, String> {
+pub fn crl_from(
+    path: &Path,
+    text: &[u8],
+    root: &ztssh_proto::rootkey::RootKey,
+    now: UnixTime,
+) -> Result<Crl, String> {
     trust::verify_pem(text, root, now).map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -15,7 +15,6 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use ztssh_proto::conn::{ClientConn, ClientConnEvent, ClientEnd};
-use ztssh_proto::keys::PublicKey;
 use ztssh_proto::labels::SSHSIG_NAMESPACE_RENEW;
 use ztssh_tests::netns::NetNs;
 
@@ -57,7 +56,7 @@ pub struct Plan<'a> {
     pub openers: usize,
     pub ns: &'a NetNs,
     pub relay: SocketAddr,
-    pub root: PublicKey,
+    pub root: ztssh_proto::rootkey::RootKey,
     pub key: &'a Path,
     pub rt: Handle,
     pub stop: watch::Receiver<bool>,
@@ -115,7 +114,7 @@ fn open_one(plan: &Plan<'_>, src: Ipv4Addr, principal: &str) -> LibClient {
             std::thread::sleep(Duration::from_millis(500));
         }
         let opened = connect(src, plan.relay).and_then(|sock| {
-            let mut c = LibClient::handshake(sock, plan.root, plan.key, principal)?;
+            let mut c = LibClient::handshake(sock, plan.root.clone(), plan.key, principal)?;
             c.ids().allow_short_certs();
             c.establish()?;
             c.conn.set_manual(false);
