@@ -291,8 +291,7 @@ fn check_same_files(pid: i32) -> Result<(), String> {
         let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {p}: {e}"))?;
         Ok(text
             .lines()
-            .filter(|l| l.split_whitespace().nth(4) == Some("/"))
-            .last()
+            .rfind(|l| l.split_whitespace().nth(4) == Some("/"))
             .and_then(|l| l.split_whitespace().next())
             .map(str::to_owned))
     };

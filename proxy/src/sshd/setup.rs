@@ -998,6 +998,10 @@ fn apply(
     interrupted()?;
     *reloaded = true;
     done.push(sshd_reload::reload(&opts.reload, &[target.upstream])?);
+    // The sshd signalled is read again, as before the change: a pid file
+    // that names another sshd since (a second instance started meanwhile)
+    // is not taken on trust (review, tenth round).
+    sshd_opts(target, opts).map_err(|e| format!("after the reload, {e}"))?;
     interrupted()?;
     if let Some(g) = &opts.guard {
         *table = Some(g.current()?);
