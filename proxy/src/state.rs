@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use hyper::body::Bytes;
 use ipnet::Ipv4Net;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +52,7 @@ pub struct Shared {
     /// The KRL last written to `user_ca_krl_cache` (or `user_ca_krl`), set
     /// by the reload task once the authority it went into is published:
     /// the file watch that the write sets off knows it without decoding.
-    pub krl_kept: Mutex<crate::revocation::reload::Kept>,
+    pub krl_kept: Mutex<Kept>,
 }
 
 /// Loopback source addresses for sessions, one per live session.
@@ -333,5 +334,29 @@ mod tests {
         assert!(keys.snapshot().is_empty());
         drop(guard);
         assert!(keys.snapshot().is_empty());
+    }
+}
+
+/// The signed list the reload task last wrote to a cache file, and its version:
+/// the file watch that the write itself sets off, and the next write's
+/// look at what the cache holds, know those bytes again without verifying
+/// and decoding the list once more (a list of 10,000 principals, or
+/// 100,000 serials, costs tens of milliseconds each time). Bytes that
+/// differ in any way are verified as ever.
+#[derive(Clone, Default)]
+pub struct Kept(Option<(Bytes, u64)>);
+
+impl Kept {
+    /// The version of `bytes`, if they are exactly the list last written.
+    pub fn version_of(&self, bytes: &[u8]) -> Option<u64> {
+        self.0
+            .as_ref()
+            .filter(|(pem, _)| pem.as_ref() == bytes)
+            .map(|(_, v)| *v)
+    }
+
+    /// Remembers a list just written.
+    pub fn wrote(&mut self, pem: &Bytes, version: u64) {
+        self.0 = Some((pem.clone(), version));
     }
 }

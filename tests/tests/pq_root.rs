@@ -125,21 +125,27 @@ fn sidecar(root: &Path, alice: &Path, port: u16) -> Output {
     )
 }
 
-#[test]
-fn a_licence_without_or_with_a_corrupted_ml_dsa_half_is_refused_by_the_sidecar() {
-    let tmp = TempDir::new().unwrap();
-    let w = hybrid_world(tmp.path());
-    let der = armor::decode_expect(pem::LICENCE, &std::fs::read(&w.pki.licence).unwrap()).unwrap();
+/// A hybrid-signed object `der` with its ML-DSA half removed (the body and
+/// the Ed25519 half, in the Ed25519 form), and with the byte `back` from
+/// its end flipped by `mask` (inside the ML-DSA half).
+fn stripped_and_corrupted(der: &[u8], back: usize, mask: u8) -> (Vec<u8>, Vec<u8>) {
     let n = der.len();
-    // The ML-DSA half removed: the body and the Ed25519 half, in the
-    // Ed25519 form.
     let stripped = [
         &der[..n - HYBRID_SIG_LEN],
         &der[n - HYBRID_SIG_LEN + 6..n - MLDSA65_SIG_LEN],
     ]
     .concat();
-    let mut corrupted = der.clone();
-    corrupted[n - 100] ^= 0x40;
+    let mut corrupted = der.to_vec();
+    corrupted[n - back] ^= mask;
+    (stripped, corrupted)
+}
+
+#[test]
+fn a_licence_without_or_with_a_corrupted_ml_dsa_half_is_refused_by_the_sidecar() {
+    let tmp = TempDir::new().unwrap();
+    let w = hybrid_world(tmp.path());
+    let der = armor::decode_expect(pem::LICENCE, &std::fs::read(&w.pki.licence).unwrap()).unwrap();
+    let (stripped, corrupted) = stripped_and_corrupted(&der, 100, 0x40);
     let cases = [
         (
             stripped,
@@ -181,14 +187,7 @@ fn a_revocation_list_without_or_with_a_corrupted_ml_dsa_half_is_refused_by_the_p
     assert_ok(&check(), "check with the hybrid list");
     let good = std::fs::read(w.pki.crl()).unwrap();
     let der = armor::decode_expect(pem::CRL, &good).unwrap();
-    let n = der.len();
-    let stripped = [
-        &der[..n - HYBRID_SIG_LEN],
-        &der[n - HYBRID_SIG_LEN + 6..n - MLDSA65_SIG_LEN],
-    ]
-    .concat();
-    let mut corrupted = der.clone();
-    corrupted[n - 1] ^= 0x01;
+    let (stripped, corrupted) = stripped_and_corrupted(&der, 1, 0x01);
     let cases = [
         (
             stripped,

@@ -20,8 +20,9 @@ use ztssh_proto::krl::{self, Krl, KrlUpdate, MAX_KRL_BYTES};
 
 use crate::config::krl::KrlPullSettings;
 use crate::revocation::fetch::{next_delay, retry_secs};
-use crate::revocation::reload::{Kept, Request};
+use crate::revocation::reload::Request;
 use crate::revocation::watch::watch_crl_file;
+use crate::state::Kept;
 use crate::state::Shared;
 use crate::trust::authority::Authority;
 use crate::trust::krl::{krl_from, merge_krl, refuse_unreadable, result_label};

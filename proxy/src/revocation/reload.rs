@@ -26,7 +26,7 @@ use ztssh_proto::trust::{self, ListUpdate};
 use crate::ops::clock;
 use crate::ops::process;
 use crate::revocation::access_pull;
-use crate::state::Shared;
+use crate::state::{Kept, Shared};
 use crate::trust::authority::{self, Authority};
 
 /// How long one reload's file reading and decoding may take before the
@@ -159,30 +159,6 @@ struct Memory {
     /// is published, so a reload that is given up (a timeout) never
     /// leaves the watch skipping a KRL that is not in force.
     krl_kept: Kept,
-}
-
-/// The signed list this task last wrote to a cache file, and its version:
-/// the file watch that the write itself sets off, and the next write's
-/// look at what the cache holds, know those bytes again without verifying
-/// and decoding the list once more (a list of 10,000 principals, or
-/// 100,000 serials, costs tens of milliseconds each time). Bytes that
-/// differ in any way are verified as ever.
-#[derive(Clone, Default)]
-pub struct Kept(Option<(Bytes, u64)>);
-
-impl Kept {
-    /// The version of `bytes`, if they are exactly the list last written.
-    pub fn version_of(&self, bytes: &[u8]) -> Option<u64> {
-        self.0
-            .as_ref()
-            .filter(|(pem, _)| pem.as_ref() == bytes)
-            .map(|(_, v)| *v)
-    }
-
-    /// Remembers a list just written.
-    pub fn wrote(&mut self, pem: &Bytes, version: u64) {
-        self.0 = Some((pem.clone(), version));
-    }
 }
 
 /// Starts the reload task; send it requests through the returned channel.

@@ -356,6 +356,7 @@ fn check_config(opts: &[defaults::Opt], sshd_config: &Path) -> Result<(), String
 /// [`defaults::options`] (no guarded `-o`).
 pub fn sshd_opts(
     reload: &Reload,
+    sshd_bin: &Path,
     sshd_config: &Path,
     guarded: &[String],
 ) -> Result<Vec<String>, String> {
@@ -385,6 +386,26 @@ pub fn sshd_opts(
             reload.describe(),
             exe.display()
         ));
+    }
+    // The very binary sshd-setup checks the config with (`--sshd`), not
+    // any program named sshd (review, tenth round: a root program that
+    // borrows a real sshd's listening socket).
+    {
+        use std::os::unix::fs::MetadataExt;
+        let id = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+        if id(Path::new(&format!("/proc/{pid}/exe"))).is_none()
+            || id(Path::new(&format!("/proc/{pid}/exe"))) != id(sshd_bin)
+        {
+            return Err(format!(
+                "process {pid} ({}) runs {}, not {} (--sshd): sshd-setup checks the config with \
+                 that binary, so it must be the one that runs. Pass --sshd {} if that is this \
+                 host's sshd",
+                reload.describe(),
+                exe.display(),
+                sshd_bin.display(),
+                exe.display()
+            ));
+        }
     }
     let cmdline =
         ztssh_keyfile::read_regular(Path::new(&format!("/proc/{pid}/cmdline")), MAX_CMDLINE)

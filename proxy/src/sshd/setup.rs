@@ -150,7 +150,8 @@ fn sshd_opts(target: &Target, opts: &Options) -> Result<Vec<String>, String> {
     )?);
     // What the running sshd was really started with, whatever the files
     // above say: a reload keeps those options.
-    let running = crate::sshd::running::sshd_opts(&opts.reload, &opts.sshd_config, &guarded)?;
+    let running =
+        crate::sshd::running::sshd_opts(&opts.reload, &opts.sshd, &opts.sshd_config, &guarded)?;
     let known: Vec<Vec<String>> = option_groups(&extra).map(<[String]>::to_vec).collect();
     for group in option_groups(&running) {
         if !known.iter().any(|k| k.as_slice() == group) {
