@@ -217,7 +217,8 @@ pub fn reload(how: &Reload, addrs: &[SocketAddr]) -> Result<String, String> {
     let before = inodes()?;
     let sent = match how {
         Reload::PidFile(path) => {
-            let pid = read_pid(path)?;
+            // The pid read once, above: the one waited on is the one
+            // signalled (review, eleventh round).
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGHUP)
                 .map_err(|e| {
                     format!(
@@ -260,6 +261,17 @@ pub fn reload(how: &Reload, addrs: &[SocketAddr]) -> Result<String, String> {
             ));
         }
         std::thread::sleep(POLL);
+    }
+    // Still the sshd named by the pid file (or systemd): one that names
+    // another since would have sshd-setup check a process it did not
+    // signal next.
+    let now_named = crate::sshd::running::pid(how)?;
+    if now_named != pid {
+        return Err(format!(
+            "{sent}, but {} now names pid {now_named}, not the sshd (pid {pid}) that was \
+             signalled: another sshd was started meanwhile. Stop it, then run sshd-setup again",
+            how.describe()
+        ));
     }
     let banner = banner(upstream, start)?;
     Ok(format!(

@@ -319,6 +319,31 @@ fn check_same_files(pid: i32) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses an sshd whose environment loads other code into it
+/// (`LD_PRELOAD`, `LD_AUDIT`): such code may read another config than the
+/// one checked, and sshd keeps its environment when it re-executes itself
+/// (review, eleventh round). (`LD_LIBRARY_PATH` only moves where libraries
+/// are looked for; what it would take is a planted library, as with
+/// `/etc/ld.so.preload`: root's own doing, out of sight of this check.)
+fn check_no_preload(pid: i32) -> Result<(), String> {
+    let path = format!("/proc/{pid}/environ");
+    let env = ztssh_keyfile::read_regular(Path::new(&path), MAX_CMDLINE)
+        .or_else(|_| std::fs::read(&path).map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
+    for var in env.split(|b| *b == 0) {
+        for name in ["LD_PRELOAD=", "LD_AUDIT="] {
+            if var.starts_with(name.as_bytes()) && var.len() > name.len() {
+                return Err(format!(
+                    "its environment sets {}, which loads code sshd-setup cannot see into it; \
+                     start sshd without it",
+                    name.trim_end_matches('=')
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a config file other than `sshd_config`: sshd reads the last
 /// `-f`, or [`DEFAULT_CONFIG`] without one; a relative path is refused
 /// (sshd changes to `/` before a reload reads it again).
@@ -425,6 +450,7 @@ pub fn sshd_opts(
         )
     };
     check_same_files(pid).map_err(refuse)?;
+    check_no_preload(pid).map_err(refuse)?;
     let argv0 = words.first().map_or("", String::as_str);
     check_program(pid, argv0, &exe).map_err(refuse)?;
     let args: Vec<&str> = words.iter().skip(1).map(String::as_str).collect();
@@ -608,8 +634,13 @@ mod tests {
             let e = check_not_cut(pid, full).expect_err("full");
             assert!(e.contains("cut short"), "{e}");
         }
-        // This process sees its own files.
+        // This process sees its own files, and (in the test runner) loads
+        // nothing through its environment.
         assert_eq!(check_same_files(pid), Ok(()));
+        if std::env::var_os("LD_PRELOAD").is_none() && std::env::var_os("LD_LIBRARY_PATH").is_none()
+        {
+            assert_eq!(check_no_preload(pid), Ok(()));
+        }
         // A program name holding a space: a file named by the first word
         // and the next is what sshd runs again.
         let dir = tempfile::tempdir().unwrap();
