@@ -229,7 +229,7 @@ pub fn apply(
         let known = read.as_ref().ok().and_then(|t| kept.version_of(t));
         let read = match (known, read) {
             (Some(v), _) => {
-                *file_newest = Some(file_newest.map_or(v, |n| n.max(v)));
+                *file_newest = (*file_newest).max(Some(v));
                 None
             }
             (None, Ok(text)) => Some(access_from(
@@ -243,7 +243,7 @@ pub fn apply(
         if let Some(read) = read {
             let before = *file_newest;
             if let Ok(l) = &read {
-                *file_newest = Some(before.map_or(l.list_version, |n| n.max(l.list_version)));
+                *file_newest = before.max(Some(l.list_version));
             }
             let (next, bad) = merge(&access, read, before, &server, now);
             failed |= bad;
@@ -332,7 +332,7 @@ pub async fn poll(
                     );
                     info!(event = "access_fetch", result = "ok", url = %url, list_version = v, "access list fetched");
                     let source_newest = newest;
-                    newest = Some(newest.map_or(v, |n| n.max(v)));
+                    newest = newest.max(Some(v));
                     let offered = |pem| FetchedAccess {
                         list,
                         pem,

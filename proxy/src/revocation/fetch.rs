@@ -102,7 +102,7 @@ pub async fn poll(
                 .map(|(crl, body)| {
                     let v = crl.list_version;
                     let wanted = offer(&shared, &settings, crl, body, newest, &mut reported);
-                    newest = Some(newest.map_or(v, |n| n.max(v)));
+                    newest = newest.max(Some(v));
                     wanted
                 })
             }
@@ -158,7 +158,7 @@ fn kept_version(shared: &Shared, settings: &PullSettings) -> Option<u64> {
     if shared.cfg.settings.revocation_cache.as_deref() != Some(cache) || !cache.exists() {
         return None;
     }
-    crate::trust::authority::read_crl(cache, &shared.cfg.root, crate::ops::clock::unix())
+    crate::trust::authority::read_crl_kept(cache, &shared.cfg.root, crate::ops::clock::unix())
         .ok()
         .map(|c| c.list_version)
 }

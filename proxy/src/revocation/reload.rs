@@ -363,13 +363,13 @@ fn list_file(shared: &Shared, current: &Authority, memory: &mut Memory, now: u64
     };
     if let Some(v) = memory.crl_kept.version_of(&text) {
         // What this task just wrote there: in force, or overtaken since.
-        memory.file_newest = Some(memory.file_newest.map_or(v, |n| n.max(v)));
+        memory.file_newest = memory.file_newest.max(Some(v));
         return Outcome::NOTHING;
     }
     let read = authority::crl_from(path, &text, &shared.cfg.root, now);
     let newest = memory.file_newest;
     if let Ok(c) = &read {
-        memory.file_newest = Some(newest.map_or(c.list_version, |n| n.max(c.list_version)));
+        memory.file_newest = newest.max(Some(c.list_version));
     }
     merged(shared, current, read, newest, now)
 }

@@ -250,19 +250,8 @@ pub fn read_user_cas(path: &Path) -> Result<UserCas, String> {
     UserCas::parse(&text).map_err(|(line, why)| format!("{}:{line}: {why}", path.display()))
 }
 
-/// Reads and verifies a revocation list file: signed by the root, or by a
-/// `revocations` delegation's key with the delegation beside it.
-pub fn read_crl(
-    path: &Path,
-    root: &ztssh_proto::rootkey::RootKey,
-    now: UnixTime,
-) -> Result<Crl, String> {
-    let text = keyfile::read_regular(path, keyfile::MAX_PEM_FILE)?;
-    crl_from(path, &text, root, now)
-}
-
 /// A revocation list this machine keeps (the operator's file or the
-/// pull's cache), read at start-up or on SIGHUP: as [`read_crl`], except
+/// pull's cache), read at start-up or on SIGHUP: as [`crl_from`], except
 /// that one whose `revocations` delegation has since ended still loads
 /// ([`trust::verify_pem_kept`]): a restart forgets no revocation.
 pub fn read_crl_kept(
@@ -274,7 +263,9 @@ pub fn read_crl_kept(
     trust::verify_pem_kept(&text, root, now).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// [`read_crl`] of the text already read from `path`.
+/// Verifies the revocation list text read from `path`: signed by the
+/// root, or by a `revocations` delegation's key with the delegation beside
+/// it, in force at `now`.
 pub fn crl_from(
     path: &Path,
     text: &[u8],
