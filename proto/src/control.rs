@@ -4,6 +4,8 @@
 use crate::cert::{MAX_PRINCIPAL, MAX_SERVER_ID};
 use crate::codec::{Reader, Writer};
 use crate::error::Malformed;
+use crate::trust::workload::MAX_TOKEN;
+use zeroize::Zeroizing;
 
 /// Why a session ended, as sent in TERMINATE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +65,21 @@ pub const MAX_USER_CERT_PART: usize = 640;
 /// bytes in parts of [`MAX_USER_CERT_PART`].
 pub const MAX_USER_CERT_PARTS: u8 =
     crate::trust::usercert::MAX_USER_CERT.div_ceil(MAX_USER_CERT_PART) as u8;
+
+/// Most parts a workload token is sent in: [`MAX_TOKEN`] bytes in parts of
+/// [`MAX_USER_CERT_PART`].
+pub const MAX_TOKEN_PARTS: u8 = MAX_TOKEN.div_ceil(MAX_USER_CERT_PART) as u8;
+
+/// One part of a workload token: a bearer secret, zeroized when dropped and
+/// never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenPart(pub Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for TokenPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenPart(<{} bytes>)", self.0.len())
+    }
+}
 
 /// Control messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,6 +164,19 @@ pub enum Control {
         /// The part's bytes (1 to [`MAX_USER_CERT_PART`]).
         bytes: Vec<u8>,
     },
+    /// Client → proxy, only in a session that began with a workload token
+    /// ([`crate::handshake::CAP_WORKLOAD_TOKEN`]): part `part` (from 0) of
+    /// `parts` of the workload's current token, sent before each RENEW
+    /// (which needs one since the last CERT) and when the one in force
+    /// nears its expiry. In order, one token at a time.
+    WorkloadToken {
+        /// Which part this is, from 0.
+        part: u8,
+        /// How many parts the token is sent in (1 to [`MAX_TOKEN_PARTS`]).
+        parts: u8,
+        /// The part's bytes (1 to [`MAX_USER_CERT_PART`]).
+        bytes: TokenPart,
+    },
 }
 
 const ACCEPT: u8 = 1;
@@ -157,6 +187,7 @@ const PROOF: u8 = 5;
 const ACK: u8 = 6;
 const RENEW: u8 = 7;
 const USER_CERT: u8 = 8;
+const WORKLOAD_TOKEN: u8 = 9;
 
 /// Keeps printable ASCII only, capped, so a peer cannot drive the user's terminal.
 pub fn sanitize(text: &str, max: usize) -> String {
@@ -217,6 +248,9 @@ impl Control {
             }
             Self::UserCert { part, parts, bytes } => {
                 w.u8(USER_CERT).u8(*part).u8(*parts).var16(bytes);
+            }
+            Self::WorkloadToken { part, parts, bytes } => {
+                w.u8(WORKLOAD_TOKEN).u8(*part).u8(*parts).var16(&bytes.0);
             }
         }
         w.into_vec()
@@ -292,6 +326,18 @@ impl Control {
                 }
                 Self::UserCert { part, parts, bytes }
             }
+            WORKLOAD_TOKEN => {
+                let part = r.u8()?;
+                let parts = r.u8()?;
+                let bytes = TokenPart(Zeroizing::new(r.var16(MAX_USER_CERT_PART)?.to_vec()));
+                if parts == 0 || parts > MAX_TOKEN_PARTS || part >= parts || bytes.0.is_empty() {
+                    return Err(Malformed::Invalid {
+                        what: "WORKLOAD_TOKEN",
+                        why: "bad part, part count or empty part",
+                    });
+                }
+                Self::WorkloadToken { part, parts, bytes }
+            }
             _ => {
                 return Err(Malformed::Invalid {
                     what: "control message",
@@ -314,6 +360,7 @@ impl Control {
             Self::Ack { .. } => "ACK",
             Self::Renew { .. } => "RENEW",
             Self::UserCert { .. } => "USER_CERT",
+            Self::WorkloadToken { .. } => "WORKLOAD_TOKEN",
         }
     }
 }
@@ -336,6 +383,11 @@ mod tests {
                 part: MAX_USER_CERT_PARTS - 1,
                 parts: MAX_USER_CERT_PARTS,
                 bytes: vec![9; MAX_USER_CERT_PART],
+            },
+            Control::WorkloadToken {
+                part: MAX_TOKEN_PARTS - 1,
+                parts: MAX_TOKEN_PARTS,
+                bytes: TokenPart(Zeroizing::new(vec![7; MAX_USER_CERT_PART])),
             },
             Control::Terminate {
                 code: TerminateCode::IdentityRevoked,
@@ -431,22 +483,43 @@ mod tests {
         .encode();
         zero.extend_from_slice(&[0, 0, 0, 0]);
         assert!(Control::decode(&zero).is_err());
-        let part = |part: u8, parts: u8, len: usize| {
-            let mut w = Writer::new();
-            w.u8(USER_CERT).u8(part).u8(parts).var16(&vec![1; len]);
-            Control::decode(&w.into_vec())
-        };
-        assert!(part(0, 1, 1).is_ok());
-        for (p, n, len) in [
-            (0, 0, 10),
-            (1, 1, 10),
-            (3, 2, 10),
-            (0, MAX_USER_CERT_PARTS + 1, 10),
-            (0, 1, 0),
-            (0, 1, MAX_USER_CERT_PART + 1),
+        for (tag, max_parts) in [
+            (USER_CERT, MAX_USER_CERT_PARTS),
+            (WORKLOAD_TOKEN, MAX_TOKEN_PARTS),
         ] {
-            assert!(part(p, n, len).is_err(), "part {p} of {n}, {len} bytes");
+            let part = |part: u8, parts: u8, len: usize| {
+                let mut w = Writer::new();
+                w.u8(tag).u8(part).u8(parts).var16(&vec![1; len]);
+                Control::decode(&w.into_vec())
+            };
+            assert!(part(0, 1, 1).is_ok());
+            assert!(part(max_parts - 1, max_parts, MAX_USER_CERT_PART).is_ok());
+            for (p, n, len) in [
+                (0, 0, 10),
+                (1, 1, 10),
+                (3, 2, 10),
+                (0, max_parts + 1, 10),
+                (0, 1, 0),
+                (0, 1, MAX_USER_CERT_PART + 1),
+            ] {
+                assert!(
+                    part(p, n, len).is_err(),
+                    "{tag}: part {p} of {n}, {len} bytes"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn a_token_part_is_never_shown() {
+        let m = Control::WorkloadToken {
+            part: 0,
+            parts: 1,
+            bytes: TokenPart(Zeroizing::new(b"eyJhbGciOiJSUzI1NiJ9.secret".to_vec())),
+        };
+        let shown = format!("{m:?}");
+        assert!(!shown.contains("eyJ") && !shown.contains("101"), "{shown}");
+        assert!(shown.contains("27 bytes"), "{shown}");
     }
 
     #[test]

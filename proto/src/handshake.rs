@@ -44,6 +44,7 @@ use crate::labels;
 use crate::primitives::{self, KemSecret};
 use crate::time::UnixTime;
 use crate::trust::usercert::MAX_USER_CERT;
+use crate::trust::workload::MAX_TOKEN;
 use crate::userkey::{self, UserSigVerified};
 
 /// ML-KEM-768 encapsulation key length.
@@ -63,9 +64,17 @@ const CLIENT_AUTH_MIN: usize = 2048;
 /// Message 3's length when it carries a user certificate
 /// ([`CAP_USER_CERT`]), before rounding to whole frames.
 const CLIENT_AUTH_CERT_MIN: usize = 6144;
+/// Message 3's length when it carries a workload token
+/// ([`CAP_WORKLOAD_TOKEN`]), before rounding to whole frames: the longest
+/// key, signature and token ([`MAX_TOKEN`]) fit.
+const CLIENT_AUTH_TOKEN_MIN: usize = 8192;
 /// Message 1 capability bit: message 3 carries an OpenSSH user
-/// certificate and is [`client_auth_len`] long. No other bit is defined.
+/// certificate and is [`client_auth_len`] long.
 pub const CAP_USER_CERT: u32 = 1;
+/// Message 1 capability bit: message 3 carries a workload's platform token
+/// (an OIDC JWT, [`crate::trust::workload`]) and is [`client_auth_len`]
+/// long. A client sets at most one of the two bits; no other is defined.
+pub const CAP_WORKLOAD_TOKEN: u32 = 2;
 /// Largest OpenSSH public key or user signature blob accepted in message
 /// 3 (an RSA-4096 key, and its signature in the bare form, fit).
 pub const MAX_SSH_BLOB: usize = 1024;
@@ -78,10 +87,80 @@ const OVERHEAD_3: usize = 48 + 16; // encrypted s, payload tag
 /// Wire length of message 3 for frame size `f`, with or without a user
 /// certificate ([`CAP_USER_CERT`] in message 1 says which).
 pub fn client_auth_len(f: FrameSize, with_cert: bool) -> usize {
-    if with_cert {
-        CLIENT_AUTH_CERT_MIN.div_ceil(f.get()) * f.get()
+    let carries = if with_cert {
+        Carries::UserCert
     } else {
-        message_len(3, f)
+        Carries::Nothing
+    };
+    carries.message3_len(f)
+}
+
+/// What message 3 carries beside the user key's signature, as message 1's
+/// caps announce it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carries {
+    /// Nothing: the key alone.
+    Nothing,
+    /// An OpenSSH user certificate ([`CAP_USER_CERT`]).
+    UserCert,
+    /// A workload token ([`CAP_WORKLOAD_TOKEN`]).
+    Token,
+}
+
+impl Carries {
+    /// From message 1's caps; `None` for reserved bits or both at once.
+    fn from_caps(caps: u32) -> Option<Self> {
+        match caps {
+            0 => Some(Self::Nothing),
+            CAP_USER_CERT => Some(Self::UserCert),
+            CAP_WORKLOAD_TOKEN => Some(Self::Token),
+            _ => None,
+        }
+    }
+
+    fn caps(self) -> u32 {
+        match self {
+            Self::Nothing => 0,
+            Self::UserCert => CAP_USER_CERT,
+            Self::Token => CAP_WORKLOAD_TOKEN,
+        }
+    }
+
+    /// Wire length of message 3 for frame size `f`.
+    pub fn message3_len(self, f: FrameSize) -> usize {
+        let round = |min: usize| min.div_ceil(f.get()) * f.get();
+        match self {
+            Self::Nothing => message_len(3, f),
+            Self::UserCert => round(CLIENT_AUTH_CERT_MIN),
+            Self::Token => round(CLIENT_AUTH_TOKEN_MIN),
+        }
+    }
+}
+
+/// The credential message 3 carries beside the key (the bytes the user
+/// key's signature also covers).
+enum Extra {
+    Nothing,
+    UserCert(Vec<u8>),
+    /// A bearer secret: zeroized when dropped.
+    Token(Zeroizing<Vec<u8>>),
+}
+
+impl Extra {
+    fn carries(&self) -> Carries {
+        match self {
+            Self::Nothing => Carries::Nothing,
+            Self::UserCert(_) => Carries::UserCert,
+            Self::Token(_) => Carries::Token,
+        }
+    }
+
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Self::Nothing => None,
+            Self::UserCert(c) => Some(c),
+            Self::Token(t) => Some(t),
+        }
     }
 }
 
@@ -274,7 +353,7 @@ pub struct AwaitingServerHello {
     hs: snow::HandshakeState,
     kem_dk: KemSecret,
     cfg: ClientConfig,
-    user_cert: Option<Vec<u8>>,
+    extra: Extra,
 }
 
 /// Starts a client handshake; returns the state and message 1.
@@ -301,11 +380,28 @@ pub fn client_start_with_cert(
             "the user certificate is empty or larger than {MAX_USER_CERT} bytes"
         )));
     }
-    let caps = if user_cert.is_some() {
-        CAP_USER_CERT
-    } else {
-        0
-    };
+    let extra = user_cert.map_or(Extra::Nothing, Extra::UserCert);
+    client_start_with(cfg, extra, rng)
+}
+
+/// Starts a client handshake that will present a workload's platform
+/// token (a compact JWT) in message 3: message 1 then sets
+/// [`CAP_WORKLOAD_TOKEN`]. The token is given after message 2
+/// ([`ServerVerified::present_token`]), once the licence names the server
+/// whose audience it must be minted for.
+pub fn client_start_with_token(
+    cfg: ClientConfig,
+    rng: &mut (impl CryptoRng + ?Sized),
+) -> Result<(AwaitingServerHello, Vec<u8>), ProtoError> {
+    client_start_with(cfg, Extra::Token(Zeroizing::new(Vec::new())), rng)
+}
+
+fn client_start_with(
+    cfg: ClientConfig,
+    extra: Extra,
+    rng: &mut (impl CryptoRng + ?Sized),
+) -> Result<(AwaitingServerHello, Vec<u8>), ProtoError> {
+    let caps = extra.carries().caps();
     // The client's Noise static key is throwaway: the user is proven by the
     // SSHSIG in message 3, which works with keys held in ssh-agent.
     let throwaway = NoiseKeypair::generate(rng);
@@ -326,7 +422,7 @@ pub fn client_start_with_cert(
             hs,
             kem_dk,
             cfg,
-            user_cert,
+            extra,
         },
         msg1,
     ))
@@ -404,7 +500,7 @@ impl AwaitingServerHello {
             licence: lic.clone(),
             h2,
             session_key,
-            user_cert: self.user_cert,
+            extra: self.extra,
         })
     }
 }
@@ -416,7 +512,7 @@ pub struct ServerVerified {
     licence: Licence,
     h2: [u8; 32],
     session_key: SigningKey,
-    user_cert: Option<Vec<u8>>,
+    extra: Extra,
 }
 
 impl ServerVerified {
@@ -425,14 +521,32 @@ impl ServerVerified {
         &self.licence
     }
 
+    /// Whether message 1 announced a workload token, which
+    /// [`Self::present_token`] must now give.
+    pub fn wants_token(&self) -> bool {
+        matches!(self.extra, Extra::Token(_))
+    }
+
+    /// Gives the workload token message 3 carries (the handshake began
+    /// with [`client_start_with_token`]); before [`Self::user_signed_data`],
+    /// which covers it.
+    pub fn present_token(&mut self, token: Zeroizing<Vec<u8>>) -> Result<(), ProtoError> {
+        if !self.wants_token() {
+            return Err(ProtoError::Internal("no workload token was announced"));
+        }
+        if token.is_empty() || token.len() > MAX_TOKEN {
+            return Err(ProtoError::Incompatible(format!(
+                "the workload token is empty or larger than {MAX_TOKEN} bytes"
+            )));
+        }
+        self.extra = Extra::Token(token);
+        Ok(())
+    }
+
     /// What the user key must sign (as SSHSIG, namespace
     /// [`labels::SSHSIG_NAMESPACE_HANDSHAKE`]).
     pub fn user_signed_data(&self) -> Vec<u8> {
-        user_signed(
-            &self.h2,
-            &self.session_key.public(),
-            self.user_cert.as_deref(),
-        )
+        user_signed(&self.h2, &self.session_key.public(), self.extra.bytes())
     }
 
     /// Builds message 3 with the user's identity and signature.
@@ -443,6 +557,11 @@ impl ServerVerified {
         user_sig: &ssh_key::SshSig,
     ) -> Result<(ClientSession, Vec<u8>), ProtoError> {
         check_name(principal, MAX_PRINCIPAL, "principal")?;
+        if matches!(&self.extra, Extra::Token(t) if t.is_empty()) {
+            return Err(ProtoError::Internal(
+                "message 1 announced a workload token and none was given",
+            ));
+        }
         let key_blob = user_key
             .to_bytes()
             .map_err(|_| ProtoError::Internal("encode user key"))?;
@@ -458,10 +577,10 @@ impl ServerVerified {
             .bytes(&self.session_key.public().0)
             .bytes(&pop)
             .var16(&sig_blob);
-        if let Some(cert) = &self.user_cert {
-            w.var16(cert);
+        if let Some(extra) = self.extra.bytes() {
+            w.var16(extra);
         }
-        let total = client_auth_len(self.frame_size, self.user_cert.is_some());
+        let total = self.extra.carries().message3_len(self.frame_size);
         let msg3 = write_msg(&mut self.hs, &w.into_vec(), total, OVERHEAD_3)?;
         let hash = handshake_hash(&self.hs)?;
         let transport = into_transport(&mut self.hs, &hash, self.frame_size, true)?;
@@ -541,14 +660,15 @@ impl AwaitingClientHello {
         r.finish()?;
         // Reserved: a client that sets a bit expects something this version
         // does not do, and a later version can give the bits a meaning only
-        // if this one refuses them now. CAP_USER_CERT is the one defined.
-        if caps & !CAP_USER_CERT != 0 {
+        // if this one refuses them now. CAP_USER_CERT and
+        // CAP_WORKLOAD_TOKEN are defined, one at a time.
+        let Some(carries) = Carries::from_caps(caps) else {
             return Err(Malformed::Invalid {
                 what: "client hello",
-                why: "reserved caps field is not 0",
+                why: "reserved caps bits set, or both a certificate and a token",
             }
             .into());
-        }
+        };
         if version != labels::PROTOCOL_VERSION {
             return Err(ProtoError::Incompatible(format!(
                 "client speaks protocol version {version}"
@@ -583,7 +703,7 @@ impl AwaitingClientHello {
                 hs: self.hs,
                 frame_size: self.frame_size,
                 h2,
-                with_cert: caps & CAP_USER_CERT != 0,
+                carries,
             },
             msg2,
         ))
@@ -595,14 +715,14 @@ pub struct AwaitingClientAuth {
     hs: snow::HandshakeState,
     frame_size: FrameSize,
     h2: [u8; 32],
-    with_cert: bool,
+    carries: Carries,
 }
 
 impl AwaitingClientAuth {
     /// How many bytes message 3 has (message 1 said whether it carries a
-    /// user certificate).
+    /// user certificate or a workload token).
     pub fn message3_len(&self) -> usize {
-        client_auth_len(self.frame_size, self.with_cert)
+        self.carries.message3_len(self.frame_size)
     }
 
     /// Handles message 3: checks the session key's possession proof and the
@@ -621,9 +741,11 @@ impl AwaitingClientAuth {
         let sig_blob = r.var16(MAX_SSH_BLOB)?;
         // Read here, verified by `identity` under the proxy's user CAs once
         // the user key's signature (which covers these bytes) verified.
-        let user_cert = match self.with_cert {
-            true => Some(r.var16(MAX_USER_CERT)?.to_vec()),
-            false => None,
+        // A workload token likewise, verified under the proxy's issuers.
+        let (user_cert, token) = match self.carries {
+            Carries::Nothing => (None, None),
+            Carries::UserCert => (Some(r.var16(MAX_USER_CERT)?.to_vec()), None),
+            Carries::Token => (None, Some(Zeroizing::new(r.var16(MAX_TOKEN)?.to_vec()))),
         };
         r.finish()?;
         if user_cert.as_ref().is_some_and(Vec::is_empty) {
@@ -633,6 +755,14 @@ impl AwaitingClientAuth {
             }
             .into());
         }
+        if token.as_ref().is_some_and(|t| t.is_empty()) {
+            return Err(Malformed::Invalid {
+                what: "client auth",
+                why: "empty workload token",
+            }
+            .into());
+        }
+        let extra = user_cert.as_deref().or(token.as_deref().map(Vec::as_slice));
 
         let user_key =
             ssh_key::PublicKey::from_bytes(key_blob).map_err(|_| Malformed::Invalid {
@@ -648,7 +778,7 @@ impl AwaitingClientAuth {
         let verdict = userkey::verify(
             &user_key,
             labels::SSHSIG_NAMESPACE_HANDSHAKE,
-            &user_signed(&self.h2, &session_key, user_cert.as_deref()),
+            &user_signed(&self.h2, &session_key, extra),
             sig_blob,
         );
 
@@ -680,6 +810,7 @@ impl AwaitingClientAuth {
             user_sig,
             session_key,
             user_cert,
+            token,
             transport,
             handshake_hash: hash,
         })))
@@ -715,18 +846,33 @@ impl ClientAuth {
 }
 
 /// A client whose user key signed this handshake. Only
-/// [`AwaitingClientAuth::handle_client_auth`] makes one.
-#[derive(Debug)]
+/// [`AwaitingClientAuth::handle_client_auth`] makes one. Its `Debug`
+/// never shows the workload token (a bearer secret).
 pub struct ClientAuthenticated {
     principal: String,
     user_key: ssh_key::PublicKey,
     user_sig: UserSigVerified,
     session_key: PublicKey,
     user_cert: Option<Vec<u8>>,
+    /// A bearer secret until verified; zeroized when dropped.
+    token: Option<Zeroizing<Vec<u8>>>,
     /// Record layer.
     pub transport: Transport,
     /// Final transcript hash.
     pub handshake_hash: [u8; 32],
+}
+
+impl std::fmt::Debug for ClientAuthenticated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuthenticated")
+            .field("principal", &self.principal)
+            .field("user_key", &self.user_key)
+            .field("user_sig", &self.user_sig)
+            .field("session_key", &self.session_key)
+            .field("user_cert", &self.user_cert.as_ref().map(Vec::len))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientAuthenticated {
@@ -756,6 +902,13 @@ impl ClientAuthenticated {
     /// the proxy's user CAs.
     pub fn user_cert(&self) -> Option<&[u8]> {
         self.user_cert.as_deref()
+    }
+
+    /// The workload token message 3 carried, bound by the user key's
+    /// signature but not yet verified: `authorize` verifies it under the
+    /// proxy's issuers.
+    pub fn workload_token(&self) -> Option<&[u8]> {
+        self.token.as_deref().map(Vec::as_slice)
     }
 }
 
@@ -853,7 +1006,7 @@ pub mod testkit {
     impl ServerVerified {
         /// Message 3 carrying `payload` instead of the user's identity.
         pub fn client_auth_raw(mut self, payload: &[u8]) -> Result<Vec<u8>, ProtoError> {
-            let total = client_auth_len(self.frame_size, self.user_cert.is_some());
+            let total = self.extra.carries().message3_len(self.frame_size);
             raw(&mut self.hs, payload, total, OVERHEAD_3)
         }
     }

@@ -44,6 +44,11 @@ pub use crate::trust::{Checkpoint, Issued, Subject};
 use crate::frame::Transport;
 use crate::handshake::ClientAuthenticated;
 use crate::trust::usercert::{self, UserCertVerified};
+use crate::trust::workload::{self as wl, TokenVerified};
+
+mod workload;
+pub use workload::MAX_TOKENS_PER_CERT;
+use workload::{LiveToken, Parts};
 
 /// Decides, at every checkpoint of a session's life, whether it may go on:
 /// revocations, bans, the proxy's own licence, policy.
@@ -64,6 +69,27 @@ pub trait Authority {
     /// `trusted_user_ca_keys`); `None`: a certificate is refused.
     fn user_cas(&self) -> Option<&crate::trust::usercert::UserCas> {
         None
+    }
+    /// The platform token issuers this authority trusts
+    /// (`[[workload_issuer]]`); `None`: a token is refused.
+    fn workload_issuers(&self) -> Option<&wl::Issuers> {
+        None
+    }
+    /// A workload token was refused for `kind` (the proxy counts them by
+    /// kind). The default does nothing.
+    fn token_refused(&self, _kind: wl::RefusalKind) {}
+    /// Records the first use of a verified token on this proxy, and
+    /// refuses a token used before (a replay: a token read from a log must
+    /// not open another session). The default keeps no record, so it
+    /// refuses every token.
+    fn first_use(&self, token: &TokenVerified, _now: UnixTime) -> Result<(), wl::Refused> {
+        Err(wl::Refused {
+            kind: wl::RefusalKind::Replayed,
+            reason: format!(
+                "token from issuer {}: this server keeps no record of tokens used, so it takes none",
+                token.issuer()
+            ),
+        })
     }
 }
 
@@ -219,19 +245,26 @@ pub enum Handled {
         /// Why, for the log and for the TERMINATE at the old one's end.
         reason: String,
     },
+    /// A part of a workload token arrived, or the one in force came again
+    /// while a token was already judged: nothing is sent.
+    TokenPart,
+    /// A workload token was judged good: the next renewal may go on, and
+    /// the session lives until it expires.
+    TokenAccepted {
+        /// The token's `exp` (Unix seconds, issuer time).
+        expires: UnixTime,
+    },
+    /// A workload token sent during the session was refused; the session
+    /// goes on until the next renewal or the expiry of the one in force.
+    TokenRefused {
+        /// Why, for the log and the end it leads to.
+        reason: String,
+    },
 }
 
 /// The shortest time between two user certificates a session takes: each
 /// one costs a signature check, and a real CA renews far less often.
 pub const USER_CERT_MIN_INTERVAL_MS: u64 = 10_000;
-
-/// A user certificate arriving in parts (USER_CERT messages).
-#[derive(Debug, Default)]
-struct UserCertParts {
-    bytes: Vec<u8>,
-    next: u8,
-    parts: u8,
-}
 
 /// The proxy's view of one session's identity.
 #[derive(Debug)]
@@ -272,12 +305,15 @@ pub struct ServerIdentity {
     /// the client presented one; the session ends at its valid-before.
     user_cert: Option<Box<LiveUserCert>>,
     /// A newer user certificate being received, part by part.
-    user_cert_parts: Option<Box<UserCertParts>>,
+    user_cert_parts: Option<Box<Parts>>,
     /// When the last whole user certificate arrived (monotonic ms).
     user_cert_last_ms: Option<u64>,
     /// Why the last certificate sent during the session was refused, for
     /// the TERMINATE when the one in force expires.
     user_cert_refused: Option<String>,
+    /// The workload token that vouches for the principal, if the session
+    /// began with one; the session ends at its expiry.
+    workload: Option<Box<LiveToken>>,
 }
 
 /// A client that authenticated in the handshake and that the authority
@@ -294,6 +330,8 @@ pub struct Authorized {
     session_key: PublicKey,
     transport: Transport,
     user_cert: Option<Box<UserCertVerified>>,
+    /// The verified workload token and its bytes' digest.
+    token: Option<Box<LiveToken>>,
 }
 
 impl Authorized {
@@ -307,9 +345,19 @@ impl Authorized {
         self.user_cert.as_deref()
     }
 
+    /// The verified workload token that vouched for the principal.
+    pub fn workload_token(&self) -> Option<&TokenVerified> {
+        self.token.as_ref().map(|t| &t.token)
+    }
+
     /// The principal and what proved it.
     pub fn subject(&self) -> Subject<'_> {
-        subject(&self.principal, &self.user_key, self.user_cert.as_deref())
+        subject(
+            &self.principal,
+            &self.user_key,
+            self.user_cert.as_deref(),
+            self.workload_token(),
+        )
     }
 
     /// The user key that signed the handshake.
@@ -364,7 +412,11 @@ impl ClientAuthenticated {
         let user_key = self.user_key().clone();
         let session_key = self.session_key();
         let sk = self.user_sig().sk();
-        let user_cert = match self.verify_user_cert(authority, now) {
+        let credentials = self.verify_user_cert(authority, now).and_then(|cert| {
+            let token = self.verify_token(authority, now)?;
+            Ok((cert, token))
+        });
+        let (user_cert, token) = match credentials {
             Ok(c) => c,
             Err(ended) => {
                 return Err(Refused {
@@ -375,7 +427,12 @@ impl ClientAuthenticated {
         };
         let verdict = authority
             .check(
-                &subject(&principal, &user_key, user_cert.as_deref()),
+                &subject(
+                    &principal,
+                    &user_key,
+                    user_cert.as_deref(),
+                    token.as_ref().map(|t| &t.token),
+                ),
                 Checkpoint::Admit,
                 now,
             )
@@ -399,6 +456,7 @@ impl ClientAuthenticated {
                 session_key,
                 transport: self.transport,
                 user_cert,
+                token: token.map(Box::new),
             }),
             Err(ended) => Err(Refused {
                 ended,
@@ -437,17 +495,48 @@ impl ClientAuthenticated {
         }
         Ok(Some(Box::new(cert)))
     }
+
+    /// Verifies the workload token message 3 carried, if any, under the
+    /// authority's issuers for the claimed principal, and records its first
+    /// use (a token already used is a replay). Its `mono_ms` expiry is set
+    /// by [`ServerIdentity::start`].
+    fn verify_token(
+        &self,
+        authority: &dyn Authority,
+        now: UnixTime,
+    ) -> Result<Option<LiveToken>, Ended> {
+        let Some(bytes) = self.workload_token() else {
+            return Ok(None);
+        };
+        let Some(issuers) = authority.workload_issuers() else {
+            return Err(Ended::new(
+                EndKind::WorkloadTokenRefused,
+                "this server trusts no workload issuer: its operator must add a \
+                 [[workload_issuer]] table for your platform",
+            ));
+        };
+        let refused = |r: wl::Refused| {
+            authority.token_refused(r.kind);
+            r.ended()
+        };
+        let token = wl::verify(issuers, bytes, self.principal(), now).map_err(refused)?;
+        authority.first_use(&token, now).map_err(refused)?;
+        Ok(Some(LiveToken::new(token, bytes)))
+    }
 }
 
-/// The subject of a session: the certificate vouches when there is one.
+/// The subject of a session: the certificate or the token vouches when
+/// there is one (never both: message 1 announces one at most).
 fn subject<'a>(
     principal: &'a str,
     user_key: &'a ssh_key::PublicKey,
     cert: Option<&'a UserCertVerified>,
+    token: Option<&'a TokenVerified>,
 ) -> Subject<'a> {
-    match cert {
-        Some(c) => Subject::user_cert(principal, c),
-        None => Subject::user_key(principal, user_key),
+    match (cert, token) {
+        (Some(c), _) => Subject::user_cert(principal, c),
+        (None, Some(t)) => Subject::workload(principal, t, user_key),
+        (None, None) => Subject::user_key(principal, user_key),
     }
 }
 
@@ -541,6 +630,10 @@ impl ServerIdentity {
             user_cert_parts: None,
             user_cert_last_ms: None,
             user_cert_refused: None,
+            workload: authorized.token.map(|mut t| {
+                t.started(now, mono_ms);
+                t
+            }),
         };
         Ok(Started {
             identity,
@@ -560,7 +653,13 @@ impl ServerIdentity {
             &self.principal,
             &self.user_key,
             self.user_cert.as_ref().map(|c| &c.cert),
+            self.workload_token(),
         )
+    }
+
+    /// The workload token that vouches for the session, if any.
+    pub fn workload_token(&self) -> Option<&TokenVerified> {
+        self.workload.as_ref().map(|t| &t.token)
     }
 
     /// The OpenSSH user certificate that vouches for the session, if any.
@@ -607,7 +706,8 @@ impl ServerIdentity {
             None => self.next_challenge_ms,
         };
         let user_cert = self.user_cert.as_ref().map_or(u64::MAX, |c| c.expiry_ms);
-        timer.min(self.cert_expiry_ms).min(user_cert)
+        let token = self.workload.as_ref().map_or(u64::MAX, |t| t.expiry_ms);
+        timer.min(self.cert_expiry_ms).min(user_cert).min(token)
     }
 
     /// Drives the timers: a missed deadline or an expired certificate ends
@@ -656,6 +756,12 @@ impl ServerIdentity {
                 ),
                 None => expired(&c.cert, now),
             });
+        }
+        // And while its workload token does.
+        if let Some(t) = &self.workload
+            && t.has_expired(now, mono_ms)
+        {
+            return Err(t.expired(now));
         }
         if now >= self.cert.not_after || mono_ms >= self.cert_expiry_ms {
             return Err(Ended::new(
@@ -743,6 +849,9 @@ impl ServerIdentity {
             ),
             Control::UserCert { part, parts, bytes } => {
                 me.handle_user_cert_part(part, parts, &bytes, authority, now, mono_ms)
+            }
+            Control::WorkloadToken { part, parts, bytes } => {
+                me.handle_token_part(part, parts, &bytes.0, authority, now, mono_ms)
             }
             other => Err(Ended::new(
                 EndKind::UnexpectedControl,
@@ -846,6 +955,9 @@ impl ServerIdentity {
         if age_ms < min_age.saturating_mul(1000) {
             return self.refuse_early_renewal(age_ms / 1000, min_age);
         }
+        if let Some(t) = &self.workload {
+            t.renewal_allowed()?;
+        }
         let data = renewal_data(&self.h, principal, &new_key, &self.cert.serial);
         let bad = |what: &str| {
             Ended::new(
@@ -882,6 +994,9 @@ impl ServerIdentity {
         self.cert_expiry_ms = mono_ms.saturating_add(ttl.saturating_mul(1000));
         self.early_renewals = 0;
         self.renewals += 1;
+        if let Some(t) = self.workload.as_mut() {
+            t.renewed();
+        }
         let policy = authority.sk_policy(&self.principal);
         self.user_sig_due = sk_due(self.sk, &policy, self.verified_ms, mono_ms, ttl);
         Ok(Handled::Renewed(Control::Cert {
@@ -982,44 +1097,29 @@ impl ServerIdentity {
         now: UnixTime,
         mono_ms: u64,
     ) -> Result<Handled, Ended> {
-        let broken = |why: String| Ended::new(EndKind::UnexpectedControl, why);
         if self.user_cert.is_none() {
-            return Err(broken(
-                "USER_CERT in a session that started without a user certificate".into(),
+            return Err(Ended::new(
+                EndKind::UnexpectedControl,
+                "USER_CERT in a session that started without a user certificate",
             ));
         }
-        let acc = self.user_cert_parts.get_or_insert_with(|| {
-            Box::new(UserCertParts {
-                bytes: Vec::new(),
-                next: 0,
-                parts,
-            })
-        });
-        if part != acc.next || parts != acc.parts {
-            return Err(broken(format!(
-                "USER_CERT part {part} of {parts}, expected part {} of {}",
-                acc.next, acc.parts
-            )));
-        }
-        if acc.bytes.len() + bytes.len() > usercert::MAX_USER_CERT {
-            return Err(broken(format!(
-                "USER_CERT longer than {} bytes",
-                usercert::MAX_USER_CERT
-            )));
-        }
-        acc.bytes.extend_from_slice(bytes);
-        acc.next += 1;
-        if acc.next < acc.parts {
+        let Some(whole) = Parts::push(
+            &mut self.user_cert_parts,
+            part,
+            parts,
+            bytes,
+            usercert::MAX_USER_CERT,
+            "USER_CERT",
+        )?
+        else {
             return Ok(Handled::UserCertPart);
-        }
-        let whole = std::mem::take(&mut acc.bytes);
-        self.user_cert_parts = None;
+        };
         // The one in force, sent again (the sidecar sends each once more,
         // in case the first came too soon): nothing to do or to check.
         if self
             .user_cert
             .as_ref()
-            .is_some_and(|c| c.cert.encoded() == whole)
+            .is_some_and(|c| c.cert.encoded() == whole.as_slice())
         {
             return Ok(Handled::UserCertPart);
         }
@@ -1080,7 +1180,7 @@ impl ServerIdentity {
                     .into(),
             );
         }
-        let who = subject(&self.principal, &self.user_key, Some(&new));
+        let who = subject(&self.principal, &self.user_key, Some(&new), None);
         if let Err(e) = authority.check(&who, Checkpoint::Live(self.issued()), now) {
             return self.refuse_user_cert(e.reason);
         }

@@ -40,6 +40,7 @@ mod list;
 mod renewal;
 mod subject;
 pub mod usercert;
+pub mod workload;
 
 pub use krl::{check_krl, check_krl_cert};
 pub use list::{
@@ -195,6 +196,8 @@ pub fn check_revoked(
                 "user CA key",
             )?;
         }
+        // A workload's key is throwaway, but a list that names it is obeyed.
+        Credential::Workload { key, .. } => revoked_key(key, "workload key")?,
     }
     if let Some(issued) = at.issued()
         && !crl.revoked.serials.is_empty()

@@ -6,6 +6,7 @@ pub mod access;
 pub mod krl;
 pub mod licence_pull;
 pub mod pull;
+pub mod workload;
 pub mod zsk;
 
 use std::net::SocketAddr;
@@ -302,6 +303,10 @@ pub struct Settings {
     /// Growing penalties for sources that keep failing.
     #[serde(default)]
     pub penalties: PenaltySettings,
+    /// Platforms whose OIDC tokens vouch for a principal (CI jobs, pods):
+    /// `[[workload_issuer]]` tables, each with its rules.
+    #[serde(default)]
+    pub workload_issuer: Vec<workload::IssuerSettings>,
 }
 
 fn default_krl_poll() -> u64 {
@@ -435,6 +440,10 @@ pub struct Config {
     pub upstream_sources: Option<ipnet::Ipv4Net>,
     /// Zero standing keys: where and to whom sshd's command is answered.
     pub authorized_keys: Option<AuthorizedKeysConfig>,
+    /// The workload issuers whose key sets are pulled from a URL.
+    pub jwks_pulls: Vec<Arc<workload::JwksPull>>,
+    /// The record of workload tokens used, kept across reloads.
+    pub replay: crate::trust::workload::Replay,
 }
 
 /// The `AuthorizedKeysCommand` socket, checked.
@@ -474,6 +483,7 @@ pub fn settings(path: &Path, overrides: &Overrides) -> Result<Settings, ConfigEr
                 Some(line) => err(format!("{}:{line}: {e}", path.display())),
                 None => err(format!("{}: {e}", path.display())),
             })?;
+            workload::check(path, &s).map_err(err)?;
             Ok(s)
         })
 }
@@ -595,7 +605,17 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
     let access = access::AccessSettings::from_settings(&settings).map_err(err)?;
     let licence_pull = licence_pull::from_settings(&settings).map_err(err)?;
     let krl_pull = krl::KrlPullSettings::from_settings(&settings).map_err(|(_, e)| err(e))?;
-    let authority = read_authority(&settings, &root, &noise, &subca, now, Read::AtStart)?;
+    let jwks_pulls = workload::pulls(&settings).map_err(err)?;
+    let replay = crate::trust::workload::new_replay();
+    let authority = read_authority(
+        &settings,
+        &root,
+        &noise,
+        &subca,
+        &replay,
+        now,
+        Read::AtStart,
+    )?;
     refuse_revoked_keys(&settings, &authority)?;
     let timing = timing(&settings)?;
     let rekey =
@@ -631,6 +651,8 @@ pub fn load(settings: Settings, now: u64) -> Result<(Config, Authority), ConfigE
         access,
         licence_pull,
         krl_pull,
+        jwks_pulls,
+        replay,
         settings,
     };
     Ok((cfg, authority))
@@ -816,6 +838,7 @@ pub fn reload_authority(cfg: &Config, now: u64) -> Result<Authority, ConfigError
         &cfg.root,
         &cfg.noise,
         &cfg.subca,
+        &cfg.replay,
         now,
         Read::AtReload,
     )
@@ -836,10 +859,19 @@ fn read_authority(
     root: &ztssh_proto::rootkey::RootKey,
     noise: &NoiseKeypair,
     subca: &SigningKey,
+    replay: &crate::trust::workload::Replay,
     now: u64,
     when: Read,
 ) -> Result<Authority, ConfigError> {
     let licence = load_licence(&s.licence, root, noise, subca, now)?;
+    let workload = workload::issuers(s, &licence.body.server_id, now)
+        .map_err(err)?
+        .map(|issuers| {
+            Arc::new(crate::trust::workload::WorkloadInForce {
+                issuers,
+                replay: Arc::clone(replay),
+            })
+        });
     let authorized = Authorized::load(&s.authorized_principals).map_err(err)?;
     let crl = match &s.revocation_list {
         Some(path) => {
@@ -869,6 +901,7 @@ fn read_authority(
         user_cas,
         access: access::load(s, root).map_err(err)?,
         krl: krl::read_configured(s).map_err(err)?,
+        workload,
     })
 }
 

@@ -143,6 +143,7 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         ));
     }
     crate::revocation::krl_pull::spawn(&shared, &reloads);
+    crate::revocation::jwks_pull::spawn(&shared.cfg.jwks_pulls, &reloads);
     tokio::spawn(watch_staleness(shared.authority.clone(), reloads));
     process::notify("READY=1");
     accept_loop(&shared, &listener, &shutdown, &tracker).await;

@@ -255,7 +255,25 @@ async fn serve_authenticated(
     let cert_text = user_cert
         .as_ref()
         .map_or_else(String::new, |c| c.describe());
-    info!(event = "authorized", principal = %principal, user_key = %key_fp, user_cert = %cert_text, "user authenticated and authorized");
+    match authorized.workload_token() {
+        // A workload: the issuer, its subject, the rule that matched and
+        // the claims it used, for the audit trail.
+        Some(t) => {
+            let claims = t
+                .claims()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let accounts = t.accounts().join(",");
+            info!(event = "authorized", principal = %principal, user_key = %key_fp, workload_issuer = t.issuer(), workload_subject = t.sub(),
+                workload_rule_accounts = %accounts, workload_claims = %claims, workload_token_expires = t.expires(),
+                "workload authenticated and authorized: {}", t.describe());
+        }
+        None => {
+            info!(event = "authorized", principal = %principal, user_key = %key_fp, user_cert = %cert_text, "user authenticated and authorized");
+        }
+    }
     // Zero standing keys: this session's own source address, held until
     // the session ends.
     let lease = match shared.sources.as_ref().map(SourcePool::lease) {
@@ -389,6 +407,9 @@ async fn serve_authenticated(
             source_port: local_port,
             serials: crate::state::SerialLog::new(conn.identity().issued()),
             user_cert: crate::state::CertSlot::new(user_cert.clone()),
+            workload: crate::state::TokenSlot::new(
+                conn.identity().workload_token().cloned().map(Arc::new),
+            ),
         })
     });
     let _startup = hold_startup(startup);

@@ -155,20 +155,35 @@ pub struct LiveSession {
     /// login's, then each renewal's): its critical options and extensions
     /// become the key's options.
     pub user_cert: CertSlot,
+    /// The workload token that vouches for it now, if it began with one
+    /// (the login's, then each fresh one's).
+    pub workload: TokenSlot,
 }
 
-/// A live session's user certificate, replaced when a newer one is taken.
-#[derive(Default)]
-pub struct CertSlot(Mutex<Option<Arc<ztssh_proto::trust::usercert::UserCertVerified>>>);
+/// A live session's credential that can be replaced while it runs (a
+/// newer user certificate, a fresh workload token).
+pub struct Slot<T>(Mutex<Option<Arc<T>>>);
 
-impl CertSlot {
-    /// A slot holding `cert`.
-    pub fn new(cert: Option<Arc<ztssh_proto::trust::usercert::UserCertVerified>>) -> Self {
-        Self(Mutex::new(cert))
+/// A live session's user certificate, replaced when a newer one is taken.
+pub type CertSlot = Slot<ztssh_proto::trust::usercert::UserCertVerified>;
+
+/// A workload session's token, replaced when a fresh one is taken.
+pub type TokenSlot = Slot<ztssh_proto::trust::workload::TokenVerified>;
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self(Mutex::new(None))
+    }
+}
+
+impl<T> Slot<T> {
+    /// A slot holding `value`.
+    pub fn new(value: Option<Arc<T>>) -> Self {
+        Self(Mutex::new(value))
     }
 
-    /// The certificate in force.
-    pub fn get(&self) -> Option<Arc<ztssh_proto::trust::usercert::UserCertVerified>> {
+    /// The credential in force.
+    pub fn get(&self) -> Option<Arc<T>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -176,11 +191,11 @@ impl CertSlot {
     }
 
     /// Replaces it (a renewal).
-    pub fn set(&self, cert: Option<Arc<ztssh_proto::trust::usercert::UserCertVerified>>) {
+    pub fn set(&self, value: Option<Arc<T>>) {
         *self
             .0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = cert;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
     }
 }
 

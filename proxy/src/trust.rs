@@ -5,7 +5,9 @@
 //!   root's revocation list, principals, policy), replaced whole on reload;
 //! - [`authz`]: the authorized principals file;
 //! - [`access`]: the signed access list in force;
-//! - [`policy`]: the access policy file.
+//! - [`policy`]: the access policy file;
+//! - [`workload`]: the platform token issuers in force and the record of
+//!   tokens used.
 //!
 //! Lowest folder of the crate: it imports nothing else from it.
 
@@ -14,3 +16,4 @@ pub mod authority;
 pub mod authz;
 pub mod krl;
 pub mod policy;
+pub mod workload;

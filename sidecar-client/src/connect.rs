@@ -40,6 +40,33 @@ pub struct JumpVia {
     pub config: Option<std::path::PathBuf>,
 }
 
+/// `--token-file` / `--token-command`: a workload logs in with its
+/// platform's token, presented in the handshake and before each renewal.
+pub struct Workload {
+    /// Where the token comes from.
+    pub source: crate::token::TokenSource,
+    /// `--token-audience`; default `ztssh:SERVER-ID` from the licence.
+    pub audience: Option<String>,
+}
+
+impl Workload {
+    /// The audience to ask for on the server licensed as `server_id`.
+    pub fn audience_for(&self, server_id: &str) -> String {
+        self.audience
+            .clone()
+            .unwrap_or_else(|| format!("ztssh:{server_id}"))
+    }
+
+    /// The token, fetched off the runtime (a file, or a command that may
+    /// take seconds).
+    pub async fn fetch(&self, audience: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+        let (source, aud) = (self.source.clone(), audience.to_owned());
+        tokio::task::spawn_blocking(move || source.fetch(&aud))
+            .await
+            .map_err(|e| format!("the token source stopped: {e}"))?
+    }
+}
+
 /// Jump legs in a row, counted in `ZTSSH_JUMP_DEPTH` across the nested
 /// sidecars: ssh_config lines that jump in a circle stop here.
 const MAX_JUMPS: u32 = 8;
@@ -87,7 +114,13 @@ impl Route {
 }
 
 /// Runs one session for ssh.
-pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) -> Result<(), Error> {
+pub async fn run(
+    s: Settings,
+    host: String,
+    port: u16,
+    jump: Option<JumpVia>,
+    workload: Option<Workload>,
+) -> Result<(), Error> {
     let verbose = s.verbose;
     let say = |m: String| {
         if verbose {
@@ -211,13 +244,16 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
                 frame_size,
                 principal: &principal,
                 revocations: revocations.as_ref(),
+                workload: workload.as_ref(),
                 stop_for: last
                     .as_deref()
                     .filter(|_| by_id)
                     .map(|path| (path, principal.as_str(), fp.as_str())),
             };
-            let (sock, session, presented) = match attempt.connect(&identity).await? {
-                Connected::Session(sock, session, presented) => (sock, *session, presented),
+            let (sock, session, presented, refresh) = match attempt.connect(&identity).await? {
+                Connected::Session(sock, session, presented, refresh) => {
+                    (sock, *session, presented, refresh)
+                }
                 Connected::Remembered {
                     server_id: id,
                     fp: known,
@@ -268,6 +304,11 @@ pub async fn run(s: Settings, host: String, port: u16, jump: Option<JumpVia>) ->
                 short_certs: s.insecure_short_certs,
                 on_accepted,
                 user_cert,
+                token: workload.as_ref().map(|w| crate::pump::TokenRenewal {
+                    source: w.source.clone(),
+                    audience: w.audience_for(&session.licence.body.server_id),
+                    refresh,
+                }),
             };
             let r = crate::pump::run(
                 sock, session, identity, &principal, verbose, &mut stdio, tunnel,
@@ -340,6 +381,8 @@ struct Attempt<'a> {
     frame_size: FrameSize,
     principal: &'a str,
     revocations: Option<&'a Revocations>,
+    /// A workload's token source, when it logs in with one.
+    workload: Option<&'a Workload>,
     /// Stop after the server's licence when the key remembered for its id
     /// (in this cache file, for this principal) is another than this
     /// key's (fingerprint): `(cache, principal, fingerprint)`.
@@ -354,6 +397,7 @@ enum Connected {
         Link,
         Box<ClientSession>,
         Option<Box<(u64, ssh_key::public::KeyData)>>,
+        Option<Duration>,
     ),
     /// Stopped before any key was sent: another key worked on this server
     /// (by its licence's id) before.
@@ -416,13 +460,19 @@ impl Attempt<'_> {
             host,
             root_path: self.root_path,
             revocations: self.revocations,
-            user_cert: crate::usercert::find(
-                s.identity.as_deref(),
-                identity.agent_sock(),
-                identity.public_key(),
-                self.principal,
-                s.verbose,
-            ),
+            // A workload presents its token, never a certificate.
+            user_cert: match self.workload {
+                Some(_) => None,
+                None => crate::usercert::find(
+                    s.identity.as_deref(),
+                    identity.agent_sock(),
+                    identity.public_key(),
+                    self.principal,
+                    s.verbose,
+                ),
+            },
+            workload: self.workload,
+            token_refresh: std::cell::Cell::new(None),
             stop_for: self.stop_for,
         };
         let hs = async {
@@ -483,7 +533,13 @@ impl Attempt<'_> {
             .as_deref()
             .and_then(|c| ssh_key::Certificate::from_bytes(c).ok())
             .map(|c| Box::new((c.valid_before(), c.signature_key().clone())));
-        Ok(Connected::Session(link, Box::new(session), presented))
+        let refresh = checks.token_refresh.get();
+        Ok(Connected::Session(
+            link,
+            Box::new(session),
+            presented,
+            refresh,
+        ))
     }
 }
 
@@ -511,6 +567,11 @@ struct Checks<'a> {
     revocations: Option<&'a Revocations>,
     /// The OpenSSH user certificate presented with the key, if any.
     user_cert: Option<Vec<u8>>,
+    /// The workload's token source, if it logs in with one.
+    workload: Option<&'a Workload>,
+    /// When the token presented should be sent fresh
+    /// ([`crate::token::refresh_after`]).
+    token_refresh: std::cell::Cell<Option<Duration>>,
     /// [`Attempt`]'s `stop_for`.
     stop_for: Option<(&'a std::path::Path, &'a str, &'a str)>,
 }
@@ -530,9 +591,13 @@ async fn handshake_with(
         )
     };
     let frame_size = cfg.frame_size;
-    let (state, msg1) =
-        handshake::client_start_with_cert(cfg, checks.user_cert.clone(), &mut UnwrapErr(SysRng))
-            .map_err(|e| e.to_string())?;
+    let (state, msg1) = match checks.workload {
+        Some(_) => handshake::client_start_with_token(cfg, &mut UnwrapErr(SysRng)),
+        None => {
+            handshake::client_start_with_cert(cfg, checks.user_cert.clone(), &mut UnwrapErr(SysRng))
+        }
+    }
+    .map_err(|e| e.to_string())?;
     sock.write_all(&msg1).await.map_err(closed)?;
     // Message 2's length depends on the root's kind: read an Ed25519
     // root's length first, so that a server on the other kind of root is
@@ -551,7 +616,7 @@ async fn handshake_with(
             )
         })?;
     }
-    let verified = state
+    let mut verified = state
         .handle_server_hello(&msg2, now(), &mut UnwrapErr(SysRng))
         .map_err(|e| explain(e, host, checks.root_path))?;
     // Before the user is revealed: a server the list revokes is refused.
@@ -567,6 +632,21 @@ async fn handshake_with(
         {
             return Ok(Err((id.clone(), known)));
         }
+    }
+    // The token is minted for this server's audience, now that its
+    // licence (verified under the root) has named it.
+    if let Some(w) = checks.workload {
+        let audience = w.audience_for(&verified.licence().body.server_id);
+        let token = w
+            .fetch(&audience)
+            .await
+            .map_err(|e| format!("no workload token for {host} (audience {audience}): {e}"))?;
+        checks
+            .token_refresh
+            .set(crate::token::refresh_after(&token));
+        verified
+            .present_token(token)
+            .map_err(|e| format!("the workload token: {e}"))?;
     }
     let sig = identity.sign(&verified.user_signed_data())?;
     let (session, msg3) = verified

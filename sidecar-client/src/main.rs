@@ -18,6 +18,7 @@ mod pump;
 mod revocation;
 mod settings;
 mod setup;
+mod token;
 mod usercert;
 
 #[derive(Parser)]
@@ -77,6 +78,22 @@ struct Cli {
     /// ssh_config file for the jump leg's ssh (`ssh -F FILE`).
     #[arg(long, value_name = "FILE", requires = "jump")]
     jump_config: Option<PathBuf>,
+    /// A workload's platform token (an OIDC JWT) from this file, read at
+    /// the handshake and before each renewal: a Kubernetes projected
+    /// service-account token, for instance. The key (-i) is a throwaway
+    /// one the job made; no key is registered anywhere.
+    #[arg(long, value_name = "PATH", conflicts_with = "token_command")]
+    token_file: Option<PathBuf>,
+    /// A workload's platform token from this command's output, run at the
+    /// handshake and before each renewal; %a is replaced by the audience
+    /// the server asks for (quoted), also in $ZTSSH_TOKEN_AUDIENCE.
+    #[arg(long, value_name = "CMD")]
+    token_command: Option<String>,
+    /// The audience to ask the token for (default: ztssh:SERVER-ID, the
+    /// server id from the proxy's licence; set it when the proxy's
+    /// workload_issuer names another).
+    #[arg(long, value_name = "AUD")]
+    token_audience: Option<String>,
     /// Host as typed to ssh (%h); checked against the server licence.
     #[arg(required = true)]
     host: Option<String>,
@@ -338,6 +355,13 @@ fn main() -> ExitCode {
         via,
         config: cli.jump_config.map(|p| settings::expand_tilde(&p)),
     });
+    // Per connection too: a job's token source is the job's.
+    let workload = token::TokenSource::from_args(cli.token_file, cli.token_command).map(|source| {
+        connect::Workload {
+            source,
+            audience: cli.token_audience,
+        }
+    });
     let result = settings::load(cli.config.as_deref(), &flags).and_then(|s| {
         // One session per process: a single-threaded runtime avoids
         // cross-thread wake-ups on the data path.
@@ -345,7 +369,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start runtime: {e}"))?;
-        let result = rt.block_on(connect::run(s, host, port, jump));
+        let result = rt.block_on(connect::run(s, host, port, jump, workload));
         // A renewal signature may still be waiting on ssh-agent (a
         // confirmation, a touch) in the blocking pool: exit without
         // waiting for it; the process's end closes the agent socket.

@@ -31,7 +31,24 @@ const FLUSH_GRACE: Duration = Duration::from_secs(2);
 
 /// A renewal signature being made off the data path (ssh-agent may ask the
 /// user to confirm).
-type Signing = tokio::task::JoinHandle<Result<Vec<u8>, String>>;
+/// A renewal's user-key signature, with the workload token fetched first
+/// in a workload session (or why there is none).
+type Signing = tokio::task::JoinHandle<(Result<Vec<u8>, String>, Option<TokenFetched>)>;
+
+/// A workload token fetched for a renewal or a refresh, or why not.
+type TokenFetched = Result<zeroize::Zeroizing<Vec<u8>>, String>;
+
+/// A workload session's token source: read again before each renewal and
+/// when the token in force nears its end.
+pub struct TokenRenewal {
+    /// Where the token comes from.
+    pub source: crate::token::TokenSource,
+    /// The audience asked for (the handshake's).
+    pub audience: String,
+    /// When to send a fresh one, counted from the last sent (two thirds
+    /// of its lifetime); `None`: only before renewals.
+    pub refresh: Option<Duration>,
+}
 
 /// The monotonic clock's start, and the wall clock then (Unix seconds).
 fn start() -> (Instant, u64) {
@@ -84,6 +101,8 @@ pub struct Tunnel {
     /// The OpenSSH user certificate presented in the handshake, if any:
     /// where a newer one is looked for during the session.
     pub user_cert: Option<UserCertWatch>,
+    /// A workload session's token source.
+    pub token: Option<TokenRenewal>,
 }
 
 /// Where a renewed OpenSSH user certificate comes from, and the one in
@@ -197,9 +216,20 @@ pub async fn run(
         cert_reading: None,
         cert_sent_at: None,
         cert_resend: None,
+        token_refresh_at: tunnel
+            .token
+            .as_ref()
+            .and_then(|t| t.refresh)
+            .map(|d| tokio::time::Instant::now() + d),
+        token: tunnel.token,
+        token_fetching: None,
+        token_error: None,
     };
     if let Some(w) = &pump.cert_watch {
         pump.conn.presented_user_cert(w.valid_before);
+    }
+    if pump.token.is_some() {
+        pump.conn.presented_token();
     }
     let r = pump.run(gone).await;
     if let (Err(Error::KeyRefused { .. }), Some(input), Some(output)) =
@@ -235,6 +265,14 @@ struct Pump {
     cert_sent_at: Option<Instant>,
     /// That certificate, to send once more past the proxy's interval.
     cert_resend: Option<Vec<u8>>,
+    /// A workload session's token source.
+    token: Option<TokenRenewal>,
+    /// When to send a fresh token before the one in force ends.
+    token_refresh_at: Option<tokio::time::Instant>,
+    /// A refresh's fetch, under way (off the loop).
+    token_fetching: Option<tokio::task::JoinHandle<TokenFetched>>,
+    /// Why the last fetch failed, for the end it may lead to.
+    token_error: Option<String>,
 }
 
 /// How often a failing renewal is said on stderr.
@@ -294,6 +332,9 @@ impl Pump {
             .map_or(Duration::from_secs(3600), |w| w.next_check(now().unix));
         let cert_sleep = tokio::time::sleep(first_look);
         tokio::pin!(cert_sleep);
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
+        let token_sleep = tokio::time::sleep_until(self.token_refresh_at.unwrap_or(far));
+        tokio::pin!(token_sleep);
         let exit = loop {
             if let Some(exit) = self.step() {
                 break exit;
@@ -326,8 +367,31 @@ impl Pump {
                 }
                 done = wait_signing(&mut self.signing), if self.signing.is_some() => {
                     self.signing = None;
-                    let sig = done.unwrap_or_else(|e| Err(e.to_string()));
+                    let (sig, token) = done.unwrap_or_else(|e| (Err(e.to_string()), None));
+                    // The token goes first: the proxy renews only after one.
+                    if let Some(t) = token {
+                        self.token_fetched(t);
+                        if let Some(at) = self.token_refresh_at {
+                            token_sleep.as_mut().reset(at);
+                        }
+                    }
                     self.conn.handle_signature(sig, now());
+                }
+                () = &mut token_sleep, if self.token_refresh_at.is_some() && self.token_fetching.is_none() => {
+                    self.token_refresh_at = None;
+                    token_sleep.as_mut().reset(far);
+                    if let Some(t) = &self.token {
+                        let (source, aud) = (t.source.clone(), t.audience.clone());
+                        self.token_fetching =
+                            Some(tokio::task::spawn_blocking(move || source.fetch(&aud)));
+                    }
+                }
+                got = wait_token(&mut self.token_fetching), if self.token_fetching.is_some() => {
+                    self.token_fetching = None;
+                    self.token_fetched(got.unwrap_or_else(|e| Err(e.to_string())));
+                    if let Some(at) = self.token_refresh_at {
+                        token_sleep.as_mut().reset(at);
+                    }
                 }
                 () = &mut cert_sleep, if self.cert_watch.is_some() && self.cert_reading.is_none() => {
                     // Only to a proxy that takes one; looked for off the
@@ -410,8 +474,13 @@ impl Pump {
         }
         if let Some(data) = self.conn.poll_sign() {
             let identity = Arc::clone(&self.identity);
+            let token = self
+                .token
+                .as_ref()
+                .map(|t| (t.source.clone(), t.audience.clone()));
             self.signing = Some(tokio::task::spawn_blocking(move || {
-                identity.sign_renewal(&data)
+                let fetched = token.map(|(source, aud)| source.fetch(&aud));
+                (identity.sign_renewal(&data), fetched)
             }));
         }
         None
@@ -555,6 +624,30 @@ impl Pump {
 
     /// Ends the session: after a normal end the last bytes still reach
     /// ssh; when ssh is gone the proxy gets a CLOSE. Each within a grace.
+    /// A token fetched for a renewal or a refresh: sent to the proxy, and
+    /// the next refresh timed from it; or why there is none, said once
+    /// and kept for the end it leads to.
+    fn token_fetched(&mut self, got: TokenFetched) {
+        match got {
+            Ok(token) => {
+                self.token_error = None;
+                if self.conn.send_token(&token, now()) {
+                    self.say(format!("sent {} a fresh workload token", self.server));
+                }
+                self.token_refresh_at =
+                    crate::token::refresh_after(&token).map(|d| tokio::time::Instant::now() + d);
+            }
+            Err(e) => {
+                eprintln!(
+                    "ztssh: no fresh workload token for {}: {e}; the session ends at its next \
+                     renewal or when the token in force expires",
+                    self.server
+                );
+                self.token_error = Some(e);
+            }
+        }
+    }
+
     async fn finish(&mut self, exit: Exit) -> Result<(), Error> {
         match exit {
             Exit::Ended(None) => {
@@ -566,7 +659,22 @@ impl Pump {
                 detail: self.sock_error.take().unwrap_or_default(),
             }),
             Exit::Ended(Some(end)) => {
-                Err(self.with_renewal_hint(explain::ended(&self.server, end)))
+                let e = self.with_renewal_hint(explain::ended(&self.server, end));
+                Err(match (e, self.token_error.take()) {
+                    (
+                        Error::Terminated {
+                            server,
+                            code,
+                            reason,
+                        },
+                        Some(why),
+                    ) => Error::Terminated {
+                        server,
+                        code,
+                        reason: format!("{reason}. The token source said: {why}"),
+                    },
+                    (e, _) => e,
+                })
             }
             Exit::SshGone => {
                 self.conn.handle_local_eof(now());
@@ -617,9 +725,18 @@ async fn wait_cert(r: &mut Option<CertReading>) -> Result<FoundCert, tokio::task
     }
 }
 
+async fn wait_token(
+    t: &mut Option<tokio::task::JoinHandle<TokenFetched>>,
+) -> Result<TokenFetched, tokio::task::JoinError> {
+    match t {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn wait_signing(
     s: &mut Option<Signing>,
-) -> Result<Result<Vec<u8>, String>, tokio::task::JoinError> {
+) -> Result<(Result<Vec<u8>, String>, Option<TokenFetched>), tokio::task::JoinError> {
     match s {
         Some(handle) => handle.await,
         None => std::future::pending().await,

@@ -136,6 +136,9 @@ pub struct ClientSide {
     /// The valid-before of the last user certificate sent (or presented
     /// in the handshake): only a later one is sent.
     user_cert_sent: Option<u64>,
+    /// The session began with a workload token: the proxy takes one
+    /// before each renewal.
+    token_session: bool,
     renewal: Renewal,
     to_sign: Option<Vec<u8>>,
     done: bool,
@@ -210,6 +213,7 @@ impl Conn<ClientSide> {
             accepted: false,
             caps: 0,
             user_cert_sent: None,
+            token_session: false,
             renewal: Renewal::Idle,
             to_sign: None,
             done: false,
@@ -303,6 +307,39 @@ impl Conn<ClientSide> {
             };
             self.seal(&msg, now);
         }
+    }
+
+    /// Records that the handshake presented a workload token: from then
+    /// on [`Self::send_token`] sends the current one.
+    pub fn presented_token(&mut self) {
+        self.side.token_session = true;
+    }
+
+    /// Sends the workload's current token (a compact JWT) in WORKLOAD_TOKEN
+    /// parts: before each renewal (the proxy renews only after a token it
+    /// judged good since the last certificate), and when the one in force
+    /// nears its expiry. Returns whether it was sent: only in a session
+    /// that began with a token, and only a token of at most
+    /// [`MAX_TOKEN`](crate::trust::workload::MAX_TOKEN) bytes.
+    pub fn send_token(&mut self, token: &[u8], now: Now) -> bool {
+        use crate::control::{MAX_USER_CERT_PART, TokenPart};
+        if !self.side.token_session
+            || self.side.done
+            || token.is_empty()
+            || token.len() > crate::trust::workload::MAX_TOKEN
+        {
+            return false;
+        }
+        let parts = token.len().div_ceil(MAX_USER_CERT_PART) as u8;
+        for (part, chunk) in token.chunks(MAX_USER_CERT_PART).enumerate() {
+            let msg = Control::WorkloadToken {
+                part: part as u8,
+                parts,
+                bytes: TokenPart(zeroize::Zeroizing::new(chunk.to_vec())),
+            };
+            self.seal(&msg, now);
+        }
+        true
     }
 
     /// `n` bytes of [`Self::poll_transmit`] were written.

@@ -52,6 +52,19 @@ pub enum ServerEvent {
         /// Why.
         reason: String,
     },
+    /// A workload token sent during the session was judged good (the next
+    /// renewal may go on).
+    TokenAccepted {
+        /// Its `exp` (Unix seconds): the session's new end, unless a newer
+        /// token comes.
+        expires: u64,
+    },
+    /// A workload token sent during the session was refused; the next
+    /// renewal, or the expiry of the one in force, ends the session.
+    TokenRefused {
+        /// Why.
+        reason: String,
+    },
     /// A rekey completed: both directions are on new keys, the old ones
     /// are gone.
     Rekeyed {
@@ -303,7 +316,16 @@ impl Conn<ServerSide> {
                     .push_back(ServerEvent::RenewRefused { reason, nth });
                 return;
             }
-            Ok(Handled::UserCertPart) => return,
+            Ok(Handled::UserCertPart | Handled::TokenPart) => return,
+            Ok(Handled::TokenAccepted { expires }) => {
+                self.events
+                    .push_back(ServerEvent::TokenAccepted { expires });
+                return;
+            }
+            Ok(Handled::TokenRefused { reason }) => {
+                self.events.push_back(ServerEvent::TokenRefused { reason });
+                return;
+            }
             Ok(Handled::UserCertRenewed {
                 described,
                 valid_before,

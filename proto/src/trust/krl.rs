@@ -41,6 +41,15 @@ pub fn check_krl(krl: Option<&Krl>, who: &Subject<'_>) -> Result<(), Ended> {
             cert.key_id(),
             cert.user_key(),
         ),
+        // sshd checks every key against its RevokedKeys, a workload's
+        // throwaway key too.
+        Credential::Workload { key, .. } => match krl.revokes_key(key.key_data()) {
+            None => Ok(()),
+            Some(hit) => {
+                let fp = key.fingerprint(ssh_key::HashAlg::Sha256);
+                Err(ended(krl, format!("the workload key {fp}"), hit))
+            }
+        },
     }
 }
 

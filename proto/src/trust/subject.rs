@@ -85,6 +85,15 @@ pub enum Credential<'a> {
     /// An OpenSSH user certificate from a user CA the proxy trusts, for
     /// the key that signed the handshake; it vouches for its principals.
     UserCert(&'a super::usercert::UserCertVerified),
+    /// A workload's platform token (an OIDC JWT) verified under an issuer
+    /// the proxy trusts, whose matched rule names the principal; `key` is
+    /// the workload's throwaway key that signed the handshake.
+    Workload {
+        /// The verified token.
+        token: &'a super::workload::TokenVerified,
+        /// The key that signed the handshake.
+        key: &'a ssh_key::PublicKey,
+    },
 }
 
 /// A session's claimed principal and the credential that proved it.
@@ -102,6 +111,19 @@ impl<'a> Subject<'a> {
         Self {
             principal,
             credential: Credential::UserKey(user_key),
+        }
+    }
+
+    /// `principal`, vouched for by a verified workload token; `key` signed
+    /// the handshake.
+    pub fn workload(
+        principal: &'a str,
+        token: &'a super::workload::TokenVerified,
+        key: &'a ssh_key::PublicKey,
+    ) -> Self {
+        Self {
+            principal,
+            credential: Credential::Workload { token, key },
         }
     }
 

@@ -113,6 +113,9 @@ impl Metrics {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         let r = Registry::new();
+        // Counted where the core refuses a token (the authority's hook).
+        r.register(Box::new(crate::trust::workload::TOKENS_REFUSED.clone()))
+            .unwrap_or_else(|e| panic!("register ztssh_workload_tokens_refused_total: {e}"));
         let sessions_total = counter(
             &r,
             "ztssh_sessions_total",

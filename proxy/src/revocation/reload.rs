@@ -58,6 +58,8 @@ pub enum Request {
     /// A user CA KRL read from `user_ca_krl` or fetched from
     /// `user_ca_krl_url`; it replaces the one in force only if newer.
     Krl(Box<super::krl_pull::KrlOffer>),
+    /// A workload issuer's key set, pulled from its `jwks_url`.
+    Jwks(Box<super::jwks_pull::JwksOffer>),
 }
 
 /// A list fetched from `revocation_url` and verified under the root.
@@ -84,6 +86,7 @@ struct Batch {
     licence_file: bool,
     licence_fetched: Option<Box<super::licence_pull::FetchedLicence>>,
     krl: Option<Box<super::krl_pull::KrlOffer>>,
+    jwks: Vec<super::jwks_pull::JwksOffer>,
 }
 
 impl Batch {
@@ -108,6 +111,7 @@ impl Batch {
                 self.licence_fetched = Some(l);
             }
             Request::Krl(k) => super::krl_pull::keep_newest(&mut self.krl, k),
+            Request::Jwks(j) => self.jwks.push(*j),
         }
     }
 }
@@ -286,6 +290,12 @@ fn compute(
             out.next = Some(next);
         }
     }
+    for offer in batch.jwks {
+        let base = out.next.as_ref().unwrap_or(current);
+        if let Some(next) = super::jwks_pull::apply(base, offer) {
+            out.next = Some(next);
+        }
+    }
     if batch.recheck && out.next.is_none() {
         out.next = Some(current.republish());
     }
@@ -333,6 +343,10 @@ fn everything(shared: &Shared, current: &Authority, memory: &Memory, now: u64) -
                 now,
             );
             fresh.krl = super::krl_pull::on_reload(shared, current, fresh.krl.take());
+            // Key sets pulled from a URL stay until the next pull.
+            if let (Some(fresh_w), Some(current_w)) = (fresh.workload.as_mut(), &current.workload) {
+                std::sync::Arc::make_mut(fresh_w).keep_pulled_keys(current_w);
+            }
             info!(
                 event = "reload",
                 result = "ok",

@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use ztssh_proto::conn::{ServerConn, ServerEvent};
 use ztssh_proto::end::{EndKind, Ended};
 use ztssh_proto::identity::MAX_EARLY_RENEWALS;
@@ -334,6 +334,17 @@ impl<'a> Driver<'a> {
             }
             ServerEvent::UserCertRefused { reason } => {
                 warn!(event = "user_cert_refused", principal, serial = %serial, session_serial = %session, detail = %reason, "a user certificate sent during the session was refused, session goes on under the one it has: {reason}");
+            }
+            ServerEvent::TokenAccepted { expires } => {
+                if let Some(l) = &self.listed {
+                    l.workload
+                        .set(id.workload_token().cloned().map(std::sync::Arc::new));
+                }
+                let until = ztssh_proto::time::date(*expires);
+                debug!(event = "workload_token_accepted", principal, serial = %serial, session_serial = %session, expires = *expires, "a fresh workload token was accepted; the session may renew, and lives until {until} unless a newer one comes");
+            }
+            ServerEvent::TokenRefused { reason } => {
+                warn!(event = "workload_token_refused", principal, serial = %serial, session_serial = %session, detail = %reason, "a workload token sent during the session was refused; its next renewal, or the expiry of the token in force, ends it: {reason}");
             }
             ServerEvent::Rekeyed { count } => {
                 self.metrics.rekeys.inc();

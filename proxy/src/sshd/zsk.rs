@@ -111,9 +111,11 @@ pub fn answer(
             continue;
         }
         let cert = s.user_cert.get();
-        let who = match &cert {
-            Some(c) => Subject::user_cert(&s.principal, c),
-            None => Subject::user_key(&s.principal, &s.user_key),
+        let token = s.workload.get();
+        let who = match (&cert, &token) {
+            (Some(c), _) => Subject::user_cert(&s.principal, c),
+            (None, Some(t)) => Subject::workload(&s.principal, t, &s.user_key),
+            (None, None) => Subject::user_key(&s.principal, &s.user_key),
         };
         let verdict = s
             .serials
@@ -207,6 +209,7 @@ mod tests {
             staleness: Default::default(),
             user_cas: None,
             krl: None,
+            workload: None,
         }
     }
 
@@ -224,6 +227,7 @@ mod tests {
                 &ztssh_proto::cert::Serial([last; 16]),
             )),
             user_cert: crate::state::CertSlot::default(),
+            workload: crate::state::TokenSlot::default(),
         })
     }
 

@@ -20,6 +20,8 @@ use ztssh_proto::trust::{self, Checkpoint, Credential, ListUpdate, Staleness, Su
 use crate::trust::access::{AccessInForce, grant_allows_account};
 use crate::trust::authz::Authorized;
 use crate::trust::policy::Policy;
+use crate::trust::workload::{TOKENS_REFUSED, WorkloadInForce};
+use ztssh_proto::trust::workload::{self as wl, TokenVerified};
 
 /// A snapshot of everything that grants or withdraws trust.
 #[derive(Debug)]
@@ -41,6 +43,9 @@ pub struct Authority {
     pub access: AccessInForce,
     /// The user SSH CA's KRL in force (`user_ca_krl`, `user_ca_krl_url`).
     pub krl: Option<Arc<Krl>>,
+    /// The platform token issuers (`[[workload_issuer]]`) and the record
+    /// of tokens used.
+    pub workload: Option<Arc<WorkloadInForce>>,
 }
 
 impl identity::Authority for Authority {
@@ -65,6 +70,24 @@ impl identity::Authority for Authority {
 
     fn user_cas(&self) -> Option<&UserCas> {
         self.user_cas.as_deref()
+    }
+
+    fn workload_issuers(&self) -> Option<&wl::Issuers> {
+        self.workload.as_deref().map(|w| &w.issuers)
+    }
+
+    fn token_refused(&self, kind: wl::RefusalKind) {
+        TOKENS_REFUSED.with_label_values(&[kind.label()]).inc();
+    }
+
+    fn first_use(&self, token: &TokenVerified, now: UnixTime) -> Result<(), wl::Refused> {
+        match &self.workload {
+            Some(w) => w.first_use(token, now),
+            None => Err(wl::Refused {
+                kind: wl::RefusalKind::Replayed,
+                reason: "this server no longer trusts any workload issuer".into(),
+            }),
+        }
     }
 }
 
@@ -122,6 +145,17 @@ impl Authority {
                     "this server no longer trusts any user CA",
                 )),
             },
+            // The token vouches through its issuer's rule (verify checked
+            // one names this principal). At every later checkpoint: the
+            // issuer still configured, a rule still matching, the token
+            // not expired.
+            Credential::Workload { token, .. } => match &self.workload {
+                Some(w) => token.check(&w.issuers, now),
+                None => Err(Ended::new(
+                    EndKind::WorkloadTokenRefused,
+                    "this server no longer trusts any workload issuer",
+                )),
+            },
         }
     }
 
@@ -162,6 +196,7 @@ impl Authority {
             user_cas: self.user_cas.clone(),
             access,
             krl: self.krl.clone(),
+            workload: self.workload.clone(),
         }
     }
 
@@ -170,7 +205,8 @@ impl Authority {
     /// the authorized principals file, nor a user certificate, which
     /// vouches for its principal by itself) must also have the account
     /// among its grant's accounts, when the list names any: the list
-    /// narrows the policy, never widens it.
+    /// narrows the policy, never widens it. A workload token may use only
+    /// the accounts its rule lists.
     pub fn may_use(&self, who: &Subject<'_>, account: &str, now: UnixTime) -> bool {
         let principal = who.principal;
         if !self.policy.may_use(principal, account) {
@@ -178,6 +214,9 @@ impl Authority {
         }
         let key = match who.credential {
             Credential::UserCert(_) => return true,
+            Credential::Workload { token, .. } => {
+                return token.accounts().iter().any(|a| a == account);
+            }
             Credential::UserKey(key) => key,
         };
         if self.authorized.allows(principal, key) {
@@ -438,5 +477,6 @@ pub fn merge_crl(
         user_cas: current.user_cas.clone(),
         access: current.access.clone(),
         krl: current.krl.clone(),
+        workload: current.workload.clone(),
     })
 }
