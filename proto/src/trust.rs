@@ -40,6 +40,7 @@ mod list;
 mod renewal;
 mod subject;
 pub mod usercert;
+pub mod workload;
 
 pub use krl::{check_krl, check_krl_cert};
 pub use list::{
