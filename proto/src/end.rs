@@ -49,6 +49,18 @@ pub enum EndKind {
     UserCertRefused,
     /// The user's OpenSSH certificate expired (its valid-before passed).
     UserCertExpired,
+    /// A platform OIDC token was refused, at admission or during a session
+    /// (a bad signature, another audience, no rule for the principal, a
+    /// replay, an issuer or rule withdrawn); see [`crate::trust::workload`].
+    WorkloadTokenRefused,
+    /// The platform token in force expired and no newer one came.
+    WorkloadTokenExpired,
+    /// A renewal of a session admitted on a platform token came without one.
+    WorkloadTokenMissing,
+    /// The proxy could not judge a platform token: the issuer's key set is
+    /// missing or overdue, or the replay cache is full. The proxy's own
+    /// trouble, never counted against the source.
+    WorkloadCheckUnavailable,
     /// The proxy's own licence is revoked.
     LicenceRevoked,
     /// The proxy's own licence expired.
@@ -147,7 +159,7 @@ const OTHER: bool = false;
 
 impl EndKind {
     /// Every kind, in table order.
-    pub const ALL: [EndKind; 35] = [
+    pub const ALL: [EndKind; 39] = [
         Self::ProofLate,
         Self::ProofUnsolicited,
         Self::ProofWrongSeq,
@@ -167,6 +179,10 @@ impl EndKind {
         Self::UserKeyRefused,
         Self::UserCertRefused,
         Self::UserCertExpired,
+        Self::WorkloadTokenRefused,
+        Self::WorkloadTokenExpired,
+        Self::WorkloadTokenMissing,
+        Self::WorkloadCheckUnavailable,
         Self::LicenceRevoked,
         Self::LicenceExpired,
         Self::LicenceNotYetValid,
@@ -214,6 +230,10 @@ impl EndKind {
             Self::UserKeyRefused => row("user_key_refused", C::NotAuthorized, TELL, Identity, OTHER),
             Self::UserCertRefused => row("user_cert_refused", C::NotAuthorized, TELL, Identity, OTHER),
             Self::UserCertExpired => row("user_cert_expired", C::IdentityRevoked, TELL, Identity, OTHER),
+            Self::WorkloadTokenRefused => row("workload_token_refused", C::NotAuthorized, TELL, Identity, OTHER),
+            Self::WorkloadTokenExpired => row("workload_token_expired", C::IdentityRevoked, TELL, Identity, OTHER),
+            Self::WorkloadTokenMissing => row("workload_token_missing", C::IdentityRevoked, TELL, Identity, OTHER),
+            Self::WorkloadCheckUnavailable => row("workload_check_unavailable", C::NotAuthorized, TELL, Nobody, OTHER),
             Self::LicenceRevoked => row("licence_revoked", C::IdentityRevoked, TELL, Identity, OTHER),
             Self::LicenceExpired => row("licence_expired", C::IdentityRevoked, TELL, Identity, OTHER),
             Self::LicenceNotYetValid => row("licence_not_yet_valid", C::IdentityRevoked, TELL, Identity, OTHER),
@@ -371,6 +391,7 @@ mod tests {
             EndKind::UpstreamUnavailable,
             EndKind::RevocationListStale,
             EndKind::Shutdown,
+            EndKind::WorkloadCheckUnavailable,
         ] {
             assert_eq!(k.blame(), Blame::Nobody, "{k:?}");
         }

@@ -50,6 +50,10 @@ pub const CTX_DELEGATION: &[u8] = b"ztssh v1 delegation\0";
 pub const CTX_HYBRID_PREFIX: &[u8] = b"ztssh v1 hybrid ed25519+ml-dsa-65\0";
 /// The FIPS 204 context string of a hybrid root's ML-DSA-65 half.
 pub const MLDSA_CONTEXT: &[u8] = b"ztssh v1 hybrid root";
+/// Prefix of a platform OIDC token's replay id (see
+/// [`crate::trust::workload`]): `SHA-256(CTX_WORKLOAD_TOKEN_ID || 1 ||
+/// len(iss) || iss || jti)`, or `... || 0 || header.payload` without a `jti`.
+pub const CTX_WORKLOAD_TOKEN_ID: &[u8] = b"ztssh v1 workload token id\0";
 /// Context for a challenge proof by the session key.
 pub const CTX_PROOF: &[u8] = b"ztssh v1 challenge proof\0";
 /// Context for the session keys' signatures over a renewal.
