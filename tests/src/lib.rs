@@ -20,6 +20,7 @@ pub mod listserver;
 mod net;
 pub mod netns;
 pub mod nginx;
+pub mod oidc;
 mod pki;
 mod process;
 mod proxy;

@@ -1,5 +1,6 @@
 //! nginx from the distribution as the static web server that publishes the
-//! revocation list: a private config, prefix and free loopback port, in the
+//! revocation list (and the test OIDC issuer's JWKS, `oidc.rs`, as
+//! `application/json`): a private config, prefix and free loopback port, in the
 //! foreground (`daemon off`), stopped by its master's PID (its workers with
 //! it). As root, the workers run as `www-data`, so the served tree is kept
 //! world-readable (see [`WebRoot`]).
@@ -123,6 +124,7 @@ impl Nginx {
                  listen 127.0.0.1:{port};\n\
                  root {};\n\
                  location = /crl.pem {{ }}\n\
+                 location = /jwks.json {{ default_type application/json; }}\n\
                }}\n\
              }}\n",
             root.display()

@@ -48,6 +48,9 @@ impl Authority for Cas {
             (Credential::UserCert(c), Some(cas)) => c.check(cas, None, now),
             (Credential::UserCert(_), None) => Err(Ended::new(EndKind::UserCertRefused, "none")),
             (Credential::UserKey(_), _) => Ok(()),
+            (Credential::Workload { .. }, _) => {
+                Err(Ended::new(EndKind::WorkloadTokenRefused, "none"))
+            }
         }
     }
     fn may_issue(&self, _now: UnixTime) -> Result<(), Ended> {
