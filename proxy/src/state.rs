@@ -343,6 +343,7 @@ mod tests {
             source_port: 40_005,
             serials: SerialLog::new(Issued::first(&Serial([1; 16]))),
             user_cert: CertSlot::default(),
+            workload: TokenSlot::default(),
         });
         assert_eq!(keys.snapshot().len(), 1);
         keys.remove("s1");

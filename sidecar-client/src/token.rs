@@ -248,6 +248,7 @@ pub fn refresh_after(token: &[u8]) -> Option<Duration> {
 }
 
 #[cfg(all(test, unix))]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

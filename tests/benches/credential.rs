@@ -273,6 +273,7 @@ fn proxy(
         user_cas,
         access: AccessInForce::default(),
         krl,
+        workload: None,
     };
     Proxy {
         pinned,

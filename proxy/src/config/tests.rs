@@ -56,12 +56,13 @@ fn keys<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
 }
 
 /// The example with every commented-out setting (`# key = value`, the way
-/// it documents optional ones) switched on, where it stands.
+/// it documents optional ones) switched on, where it stands, and the
+/// commented-out tables they belong to (`# [[workload_issuer]]`).
 fn example_with_every_setting() -> toml::Table {
     let uncommented: Vec<&str> = EXAMPLE
         .lines()
         .map(|line| match line.strip_prefix("# ") {
-            Some(rest) if is_setting(rest) => rest,
+            Some(rest) if is_setting(rest) || rest.starts_with("[[") => rest,
             _ => line,
         })
         .collect();
@@ -117,6 +118,20 @@ fn every_setting_is_in_the_example() {
             "config-examples/proxy.toml's [{table}] does not document {absent:?}"
         );
     }
+    let issuer = &example["workload_issuer"][0];
+    let absent = missing(keys::<workload::IssuerSettings>(), |k| {
+        issuer.get(k).is_some()
+    });
+    assert!(
+        absent.is_empty(),
+        "config-examples/proxy.toml's [[workload_issuer]] does not document {absent:?}"
+    );
+    let rule = &issuer["rule"][0];
+    let absent = missing(keys::<workload::RuleSettings>(), |k| rule.get(k).is_some());
+    assert!(
+        absent.is_empty(),
+        "config-examples/proxy.toml's [[workload_issuer.rule]] does not document {absent:?}"
+    );
 }
 
 #[test]
@@ -126,9 +141,15 @@ fn every_setting_but_a_table_can_come_from_the_environment() {
     let tables: Vec<&str> = settings
         .iter()
         .copied()
-        .filter(|k| example.get(*k).is_some_and(toml::Value::is_table))
+        .filter(|k| {
+            example.get(*k).is_some_and(|v| {
+                v.is_table()
+                    || v.as_array()
+                        .is_some_and(|a| a.iter().all(toml::Value::is_table))
+            })
+        })
         .collect();
-    assert_eq!(tables, ["limits", "penalties"]);
+    assert_eq!(tables, ["limits", "penalties", "workload_issuer"]);
     let absent = missing(settings, |k| tables.contains(&k) || ENV_KEYS.contains(&k));
     assert!(absent.is_empty(), "ENV_KEYS lacks {absent:?}");
     let unknown = missing(ENV_KEYS, |k| settings.contains(&k) && !tables.contains(&k));
