@@ -209,7 +209,7 @@ fn trimmed(raw: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(raw[start..end.max(start)].to_vec())
 }
 
-/// A compact JWT: three base64url parts, the signature not empty, at most
+/// A compact JWT: three base64url parts (header and claims not empty), at most
 /// [`MAX_TOKEN`] bytes. Nothing more is checked here: the proxy verifies.
 fn check_shape(token: &[u8]) -> Result<(), String> {
     if token.is_empty() {
@@ -222,7 +222,11 @@ fn check_shape(token: &[u8]) -> Result<(), String> {
     }
     let b64url = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
     let parts: Vec<&[u8]> = token.split(|b| *b == b'.').collect();
-    let shaped = parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.iter().all(b64url));
+    // An empty signature part is passed on: the proxy refuses it and says
+    // why (an unsigned token), which is the clearer message.
+    let shaped = parts.len() == 3
+        && parts[..2].iter().all(|p| !p.is_empty())
+        && parts.iter().all(|p| p.iter().all(b64url));
     if !shaped {
         return Err(
             "did not give a token (expected a JWT: three base64url parts joined by dots); \

@@ -177,8 +177,8 @@ fn check_table(t: &IssuerSettings) -> Result<(), String> {
             pull_target(t, url)?;
         }
     }
-    if !(10..=86_400).contains(&t.jwks_poll_secs) {
-        return Err("jwks_poll_secs must be between 10 and 86400".into());
+    if !(1..=86_400).contains(&t.jwks_poll_secs) {
+        return Err("jwks_poll_secs must be between 1 and 86400".into());
     }
     if t.jwks_max_age_secs < t.jwks_poll_secs.saturating_mul(2) || t.jwks_max_age_secs > 30 * 86_400
     {

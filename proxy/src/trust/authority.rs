@@ -277,6 +277,18 @@ impl identity::Authority for AtPeer<'_> {
     fn user_cas(&self) -> Option<&UserCas> {
         self.authority.user_cas.as_deref()
     }
+
+    fn workload_issuers(&self) -> Option<&wl::Issuers> {
+        identity::Authority::workload_issuers(self.authority)
+    }
+
+    fn token_refused(&self, kind: wl::RefusalKind) {
+        identity::Authority::token_refused(self.authority, kind);
+    }
+
+    fn first_use(&self, token: &TokenVerified, now: UnixTime) -> Result<(), wl::Refused> {
+        identity::Authority::first_use(self.authority, token, now)
+    }
 }
 
 /// Reads `trusted_user_ca_keys`: CA keys in sshd's `TrustedUserCAKeys`
