@@ -994,3 +994,6 @@ fn debug_output_never_holds_the_token() {
     assert!(!shown.contains(sig) && !shown.contains(&text), "{shown}");
     assert!(shown.contains("deploy"), "{shown}");
 }
+
+#[path = "session_tests.rs"]
+mod session;
