@@ -108,7 +108,15 @@ fn a_github_job_logs_in_with_its_token_alone_and_every_bad_token_is_refused_with
     let dir = TempDir::new().expect("tempdir");
     let mut issuer = TestIssuer::new(dir.path(), GITHUB);
     let jwks = issuer.serve();
-    let w = world("127.82.0.0/16", &github_table(&jwks.url()), false);
+    let metrics = free_port();
+    let w = world(
+        "127.82.0.0/16",
+        &format!(
+            "metrics_listen = \"127.0.0.1:{metrics}\"\n{}",
+            github_table(&jwks.url())
+        ),
+        false,
+    );
     w.proxy.wait_log("event=\"jwks_loaded\"", T);
     let key = job_key(dir.path());
     let t = now();
@@ -225,16 +233,30 @@ fn a_github_job_logs_in_with_its_token_alone_and_every_bad_token_is_refused_with
         assert!(stderr(&out).contains(says), "{what}: {}", stderr(&out));
     }
     // The proxy counted each by its reason.
-    let log = w.proxy.log_text();
-    assert!(
-        count(&log, "workload_token_refused") >= cases.len() + 1,
-        "{log}"
-    );
+    let m = http_get(metrics, "/metrics");
+    for (reason, n) in [
+        ("replayed", 1),
+        ("no_rule", 1),
+        ("expired", 1),
+        ("not_yet_valid", 1),
+        ("wrong_audience", 1),
+        ("wrong_issuer", 1),
+        ("bad_algorithm", 2),
+        ("unknown_key", 1),
+        ("bad_signature", 1),
+    ] {
+        let line = format!("ztssh_workload_tokens_refused_total{{reason=\"{reason}\"}} {n}");
+        assert!(m.contains(&line), "{line}: {m}");
+    }
 
     // The platform rotates its keys: tokens from the new key work without
     // a restart, once the proxy's next pull has them; the old key, dropped
     // from the set, no longer verifies.
     issuer.rotate();
+    let old = issuer.mint_with_previous(
+        TestAlg::Rs256,
+        &github("refs/heads/main", AUDIENCE, now(), now() + 300),
+    );
     issuer.drop_old();
     issuer.publish(&jwks);
     let kid = issuer.kid(TestAlg::Rs256).to_owned();
@@ -252,6 +274,9 @@ fn a_github_job_logs_in_with_its_token_alone_and_every_bad_token_is_refused_with
         &login(&w, &key, dir.path(), &fresh),
         "a token from the new key",
     );
+    let out = login(&w, &key, dir.path(), &old);
+    assert!(!out.status.success(), "a token from the dropped key");
+    assert!(stderr(&out).contains("no key"), "{}", stderr(&out));
 }
 
 #[test]
