@@ -1063,7 +1063,7 @@ impl Config {
         format!(
             "listen {} -> upstream {}; server id {} ({}); licence {} valid until {}; {}; frame size {}; \
              challenge every {}s, answer within {}s; client certificates {}s{}; rekey after {}s or {} bytes; cover traffic {:?}; revocation list {}; {}; \
-             at most {} session(s) per principal where the policy sets no max_sessions; {}",
+             at most {} session(s) per principal where the policy sets no max_sessions; {}; {}",
             self.listen,
             self.upstream,
             b.server_id,
@@ -1087,6 +1087,7 @@ impl Config {
             authority.policy.summary(),
             self.settings.max_sessions_per_principal,
             self.zsk_summary(),
+            workload_summary(authority, now),
         )
     }
 
@@ -1138,4 +1139,33 @@ impl Config {
             ),
         }
     }
+}
+
+/// The workload issuers: each with its audience, its keys and its rules.
+fn workload_summary(authority: &Authority, now: u64) -> String {
+    let Some(w) = &authority.workload else {
+        return "no workload issuers".into();
+    };
+    let issuers: Vec<String> = w
+        .issuers
+        .list()
+        .iter()
+        .map(|i| {
+            let keys = match &i.keys {
+                None => "no keys yet (pulled at start)".to_owned(),
+                Some(k) if k.stale(now) => format!("{} key(s), STALE", k.set.len()),
+                Some(k) => format!("{} key(s) ({})", k.set.len(), k.set.kids().join(", ")),
+            };
+            let principals: Vec<&str> = i.rules.iter().map(|r| r.principal.as_str()).collect();
+            format!(
+                "{} (iss {}, audience {}, {keys}, {} rule(s) for {})",
+                i.name,
+                i.issuer,
+                i.audience,
+                i.rules.len(),
+                principals.join(", ")
+            )
+        })
+        .collect();
+    format!("workload issuers: {}", issuers.join("; "))
 }

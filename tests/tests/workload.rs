@@ -294,6 +294,22 @@ fn a_pod_with_a_pinned_key_set_stays_in_while_its_token_is_refreshed_and_is_out_
         jwks.display()
     );
     let w = world("127.83.0.0/16", &table, true);
+    // `check` names the issuer, its audience, its keys and its rules.
+    let check = run_bounded(
+        Command::new(bin("ztssh-proxy"))
+            .arg("check")
+            .arg("--config")
+            .arg(w.dir.path().join("proxy.toml")),
+        T,
+    );
+    assert_ok(&check, "ztssh-proxy check");
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        said.contains(&format!(
+            "workload issuers: cluster (iss {cluster}, audience ztssh:web1, 2 key(s)"
+        )) && said.contains("1 rule(s) for deploy"),
+        "{said}"
+    );
     let key = job_key(dir.path());
     let file = dir.path().join("token");
     let mint = |sa: &str| {
