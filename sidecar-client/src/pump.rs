@@ -224,6 +224,8 @@ pub async fn run(
         token: tunnel.token,
         token_fetching: None,
         token_error: None,
+        token_last: None,
+        renewal_retrying: false,
     };
     if let Some(w) = &pump.cert_watch {
         pump.conn.presented_user_cert(w.valid_before);
@@ -273,7 +275,16 @@ struct Pump {
     token_fetching: Option<tokio::task::JoinHandle<TokenFetched>>,
     /// Why the last fetch failed, for the end it may lead to.
     token_error: Option<String>,
+    /// The last token fetched, and when: a renewal retried soon after
+    /// sends it again instead of asking the platform for another (each new
+    /// one costs the proxy a check, and it checks a few per certificate).
+    token_last: Option<(Instant, zeroize::Zeroizing<Vec<u8>>)>,
+    /// A renewal failed and is being retried (no certificate since).
+    renewal_retrying: bool,
 }
+
+/// How long a fetched token is sent again for a retried renewal.
+const TOKEN_REUSE: Duration = Duration::from_secs(60);
 
 /// How often a failing renewal is said on stderr.
 const RENEWAL_WARNING_EVERY: Duration = Duration::from_secs(60);
@@ -474,12 +485,22 @@ impl Pump {
         }
         if let Some(data) = self.conn.poll_sign() {
             let identity = Arc::clone(&self.identity);
+            // A retry sends the token fetched for the renewal it retries;
+            // every new renewal reads the source again.
+            let reuse = self
+                .token_last
+                .as_ref()
+                .filter(|(at, _)| self.renewal_retrying && at.elapsed() < TOKEN_REUSE)
+                .map(|(_, t)| t.clone());
             let token = self
                 .token
                 .as_ref()
-                .map(|t| (t.source.clone(), t.audience.clone()));
+                .map(|t| (t.source.clone(), t.audience.clone(), reuse));
             self.signing = Some(tokio::task::spawn_blocking(move || {
-                let fetched = token.map(|(source, aud)| source.fetch(&aud));
+                let fetched = token.map(|(source, aud, reuse)| match reuse {
+                    Some(t) => Ok(t),
+                    None => source.fetch(&aud),
+                });
                 (identity.sign_renewal(&data), fetched)
             }));
         }
@@ -578,6 +599,7 @@ impl Pump {
                 ttl_secs,
                 renewed,
             } => {
+                self.renewal_retrying = false;
                 let verb = if renewed { "renewed" } else { "issued" };
                 self.say(format!(
                     "client certificate {serial} {verb}, valid for {}",
@@ -602,6 +624,7 @@ impl Pump {
                  (renewal signature {this_hour} this hour, at most {MAX_RENEWAL_SIGNATURES_PER_HOUR})"
             )),
             ClientConnEvent::RenewalFailed { error, left_secs } => {
+                self.renewal_retrying = true;
                 // Retries come every few seconds: say it once a minute.
                 let due = self
                     .renewal_warned
@@ -636,6 +659,7 @@ impl Pump {
                 }
                 self.token_refresh_at =
                     crate::token::refresh_after(&token).map(|d| tokio::time::Instant::now() + d);
+                self.token_last = Some((Instant::now(), token));
             }
             Err(e) => {
                 eprintln!(

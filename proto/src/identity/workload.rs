@@ -12,9 +12,11 @@ use crate::control::{MAX_TOKEN_PARTS, MAX_USER_CERT_PART};
 use crate::time::UnixTime;
 use crate::trust::workload::{self, MAX_TOKEN, TokenVerified};
 
-/// Tokens a session may send per client certificate: one before its
-/// renewal, one when the token in force nears its end, and two more for
-/// retries. One more ends the session: each costs a signature check.
+/// New tokens (other than the one in force) a session may send per client
+/// certificate: one before its renewal, one when the token in force nears
+/// its end, and two more for retries. One more ends the session: each
+/// costs a signature check. The token in force sent again costs a digest
+/// and is not counted.
 pub const MAX_TOKENS_PER_CERT: u32 = 4;
 
 /// The token in force for a workload session.
@@ -27,7 +29,7 @@ pub(super) struct LiveToken {
     pub(super) expiry_ms: u64,
     /// A token was judged good since the last CERT: the next RENEW may go on.
     fresh: bool,
-    /// Tokens judged for the current certificate.
+    /// New tokens verified for the current certificate.
     judged: u32,
     /// Why the last token sent was refused, for the end it leads to.
     refused: Option<String>,
@@ -211,18 +213,7 @@ impl ServerIdentity {
         else {
             return Ok(Handled::TokenPart);
         };
-        live.judged = live.judged.saturating_add(1);
-        if live.judged > MAX_TOKENS_PER_CERT {
-            return Err(Ended::new(
-                EndKind::WorkloadTokenRefused,
-                format!(
-                    "{} workload tokens for one certificate; at most {MAX_TOKENS_PER_CERT} are \
-                     judged",
-                    live.judged
-                ),
-            ));
-        }
-        Ok(self.judge_token(&whole, authority, now, mono_ms))
+        self.judge_token(&whole, authority, now, mono_ms)
     }
 
     /// Judges a token sent during the session. The one in force, sent
@@ -238,20 +229,32 @@ impl ServerIdentity {
         authority: &dyn Authority,
         now: UnixTime,
         mono_ms: u64,
-    ) -> Handled {
+    ) -> Result<Handled, Ended> {
         let Some(issuers) = authority.workload_issuers() else {
-            return self.refuse_token("this server no longer trusts any workload issuer".into());
+            return Ok(self.refuse_token("this server no longer trusts any workload issuer".into()));
         };
-        let Some(live) = self.workload.as_ref() else {
-            return self.refuse_token("this session has no workload token".into());
+        let Some(live) = self.workload.as_mut() else {
+            return Ok(self.refuse_token("this session has no workload token".into()));
         };
         let digest: [u8; 32] = sha2::Sha256::digest(bytes).into();
         if digest == live.digest {
             if let Err(e) = live.token.check(issuers, now) {
-                return self.refuse_token(e.reason);
+                return Ok(self.refuse_token(e.reason));
             }
-            return self.accept_token(None, now, mono_ms);
+            return Ok(self.accept_token(None, now, mono_ms));
         }
+        live.judged = live.judged.saturating_add(1);
+        if live.judged > MAX_TOKENS_PER_CERT {
+            return Err(Ended::new(
+                EndKind::WorkloadTokenRefused,
+                format!(
+                    "{} new workload tokens for one certificate; at most {MAX_TOKENS_PER_CERT} \
+                     are checked",
+                    live.judged
+                ),
+            ));
+        }
+        let live = &*live;
         let judged = workload::verify(issuers, bytes, &self.principal, now).and_then(|new| {
             live.token.continues(&new)?;
             if new.id() != live.token.id() {
@@ -263,14 +266,14 @@ impl ServerIdentity {
             Ok(t) => t,
             Err(r) => {
                 authority.token_refused(r.kind);
-                return self.refuse_token(r.reason);
+                return Ok(self.refuse_token(r.reason));
             }
         };
         let who = crate::trust::Subject::workload(&self.principal, &new, &self.user_key);
         if let Err(e) = authority.check(&who, Checkpoint::Live(self.issued()), now) {
-            return self.refuse_token(e.reason);
+            return Ok(self.refuse_token(e.reason));
         }
-        self.accept_token(Some((new, digest)), now, mono_ms)
+        Ok(self.accept_token(Some((new, digest)), now, mono_ms))
     }
 
     fn accept_token(
