@@ -78,11 +78,17 @@ pub trait Authority {
     /// A workload token was refused for `kind` (the proxy counts them by
     /// kind). The default does nothing.
     fn token_refused(&self, _kind: wl::RefusalKind) {}
-    /// Records the first use of a verified token on this proxy, and
-    /// refuses a token used before (a replay: a token read from a log must
-    /// not open another session). The default keeps no record, so it
-    /// refuses every token.
-    fn first_use(&self, token: &TokenVerified, _now: UnixTime) -> Result<(), wl::Refused> {
+    /// Records the first use of a verified token on this proxy by `key`
+    /// (the key that signed the handshake), and refuses a token another
+    /// key used before (a replay: a token read from a log must not open
+    /// another session). The default keeps no record, so it refuses every
+    /// token.
+    fn first_use(
+        &self,
+        token: &TokenVerified,
+        _key: &wl::KeyId,
+        _now: UnixTime,
+    ) -> Result<(), wl::Refused> {
         Err(wl::Refused {
             kind: wl::RefusalKind::Replayed,
             reason: format!(
@@ -520,7 +526,9 @@ impl ClientAuthenticated {
             r.ended()
         };
         let token = wl::verify(issuers, bytes, self.principal(), now).map_err(refused)?;
-        authority.first_use(&token, now).map_err(refused)?;
+        authority
+            .first_use(&token, &wl::key_id(self.user_key()), now)
+            .map_err(refused)?;
         Ok(Some(LiveToken::new(token, bytes)))
     }
 }

@@ -641,9 +641,10 @@ async fn handshake_with(
             .fetch(&audience)
             .await
             .map_err(|e| format!("no workload token for {host} (audience {audience}): {e}"))?;
-        checks
-            .token_refresh
-            .set(crate::token::refresh_after(&token));
+        checks.token_refresh.set(crate::token::refresh_after(
+            &token,
+            crate::token::unix_now(),
+        ));
         verified
             .present_token(token)
             .map_err(|e| format!("the workload token: {e}"))?;

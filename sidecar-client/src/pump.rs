@@ -658,7 +658,8 @@ impl Pump {
                     self.say(format!("sent {} a fresh workload token", self.server));
                 }
                 self.token_refresh_at =
-                    crate::token::refresh_after(&token).map(|d| tokio::time::Instant::now() + d);
+                    crate::token::refresh_after(&token, crate::token::unix_now())
+                        .map(|d| tokio::time::Instant::now() + d);
                 self.token_last = Some((Instant::now(), token));
             }
             Err(e) => {

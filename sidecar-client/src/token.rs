@@ -73,53 +73,63 @@ fn read_file(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, String> {
 }
 
 /// Runs `command` through the system shell with `%a` replaced, for at most
-/// `limit`; its standard output is the token.
+/// `limit` in all: the command and everything it starts run in a process
+/// group of their own, stopped whole at the limit, and its output is read
+/// within the same limit (a process it left behind holding the output
+/// open cannot stall the sidecar). Its standard output is the token.
 fn run(command: &str, audience: &str, limit: Duration) -> Result<Zeroizing<Vec<u8>>, String> {
+    let deadline = Instant::now() + limit;
     let line = expand(command, audience);
-    let mut child = shell(&line)
-        .stdin(Stdio::null())
+    let mut cmd = shell(&line);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("ZTSSH_TOKEN_AUDIENCE", audience)
+        .env("ZTSSH_TOKEN_AUDIENCE", audience);
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run the token command {command:?}: {e}"))?;
+    let timed_out = |child: &mut std::process::Child| {
+        stop(child);
+        format!(
+            "the token command {command:?} did not finish within {}s and was stopped (with \
+             everything it started); check that it can reach its token service",
+            limit.as_secs()
+        )
+    };
     // Both pipes are drained off this thread, so a command that writes
-    // more than a pipe holds cannot block on them; only a bounded part is kept.
-    let stdout = child.stdout.take().map(|s| {
+    // more than a pipe holds cannot block on them; only a bounded part is
+    // kept, and each arrives through a channel waited on until the deadline.
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    if let Some(s) = child.stdout.take() {
         std::thread::spawn(move || {
             let mut out = Zeroizing::new(Vec::with_capacity(MAX_TOKEN + 2));
             let _ = s.take(MAX_TOKEN as u64 + 3).read_to_end(&mut out);
-            out
-        })
-    });
-    let stderr = child.stderr.take().map(|s| {
+            let _ = out_tx.send(out);
+        });
+    }
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    if let Some(s) = child.stderr.take() {
         std::thread::spawn(move || {
             let mut err = Vec::new();
             let _ = s.take(64 * 1024).read_to_end(&mut err);
-            err
-        })
-    });
-    let started = Instant::now();
+            let _ = err_tx.send(err);
+        });
+    }
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() >= limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "the token command {command:?} did not finish within {}s and was stopped; \
-                     check that it can reach its token service",
-                    limit.as_secs()
-                ));
-            }
+            Ok(None) if Instant::now() >= deadline => return Err(timed_out(&mut child)),
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(format!("the token command {command:?}: {e}")),
         }
     };
-    let out = stdout
-        .and_then(|h| h.join().ok())
-        .unwrap_or_else(|| Zeroizing::new(Vec::new()));
-    let err = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let Ok(out) = out_rx.recv_timeout(left()) else {
+        return Err(timed_out(&mut child));
+    };
+    let err = err_rx.recv_timeout(left()).unwrap_or_default();
     if !status.success() {
         let tail = tail_text(&err);
         return Err(format!(
@@ -133,6 +143,19 @@ fn run(command: &str, audience: &str, limit: Duration) -> Result<Zeroizing<Vec<u
         ));
     }
     Ok(out)
+}
+
+/// Stops the command and, on Unix, every process of its group.
+fn stop(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(unix)]
@@ -237,18 +260,33 @@ fn check_shape(token: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// When to send a fresh token before the one in force runs out: after two
-/// thirds of its lifetime (`exp - iat`, read from the token without
-/// verifying it: this only times the next look; the proxy verifies).
-/// `None` when the token says nothing usable.
-pub fn refresh_after(token: &[u8]) -> Option<Duration> {
+/// This machine's clock, in Unix seconds (0 if it reads before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// When to look for a fresh token before the one in force runs out: at
+/// two thirds of its lifetime (`iat` + ⅔ × (`exp` − `iat`), read from the
+/// token without verifying it: this only times the next look; the proxy
+/// verifies), counted from `now` on this machine's clock, so a projected
+/// token read late in its life is refreshed before it ends. Never sooner
+/// than a tenth of its life (at least 10 s): a clock that is off repeats
+/// no look in a loop. `None` when the token says nothing usable.
+pub fn refresh_after(token: &[u8], now: u64) -> Option<Duration> {
     use base64ct::Encoding;
     let payload = token.split(|b| *b == b'.').nth(1)?;
     let json = base64ct::Base64UrlUnpadded::decode_vec(std::str::from_utf8(payload).ok()?).ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
     let at = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
-    let life = at("exp")?.checked_sub(at("iat")?)?;
-    (life > 0).then(|| Duration::from_secs((life * 2 / 3).max(1)))
+    let iat = at("iat")?;
+    let life = at("exp")?.checked_sub(iat).filter(|l| *l > 0)?;
+    let due = iat.saturating_add(life * 2 / 3).saturating_sub(now);
+    let floor = (life / 10).max(10).min(life * 2 / 3);
+    Some(Duration::from_secs(
+        due.clamp(floor, (life * 2 / 3).max(floor)),
+    ))
 }
 
 #[cfg(all(test, unix))]
@@ -285,6 +323,38 @@ mod tests {
         );
         let e = run("sleep 5", "a", Duration::from_millis(200)).unwrap_err();
         assert!(e.contains("did not finish within"), "{e}");
+        // A process left behind holding the output open does not stall the
+        // sidecar, and is stopped with the command (the review's F4).
+        let pidfile = std::env::temp_dir().join(format!("ztssh-left-{}", std::process::id()));
+        let started = Instant::now();
+        let e = run(
+            &format!("echo tok; sleep 30 & echo $! > {}", pidfile.display()),
+            "a",
+            Duration::from_millis(500),
+        )
+        .unwrap_err();
+        assert!(e.contains("did not finish within"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let pid = std::fs::read_to_string(&pidfile).expect("pid");
+        let stat = format!("/proc/{}/stat", pid.trim());
+        // Gone, or a zombie waiting for init: SIGKILL took it.
+        let gone = || {
+            std::fs::read_to_string(&stat).map_or(true, |t| {
+                t.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while !gone() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(), "the process left behind runs on: {stat}");
+        let _ = std::fs::remove_file(&pidfile);
         let e = TokenSource::Command("true".into()).fetch("a").unwrap_err();
         assert!(e.contains("empty output"), "{e}");
         let e = TokenSource::Command("echo not-a-token".into())
@@ -313,11 +383,15 @@ mod tests {
     }
 
     #[test]
-    fn refresh_comes_after_two_thirds_of_the_token_life() {
-        assert_eq!(
-            refresh_after(TOKEN.as_bytes()),
-            Some(Duration::from_secs(200))
-        );
-        assert_eq!(refresh_after(b"a.b.c"), None);
+    fn refresh_comes_at_two_thirds_of_the_token_life() {
+        // iat 1000, exp 1300: due at 1200.
+        let t = TOKEN.as_bytes();
+        assert_eq!(refresh_after(t, 1000), Some(Duration::from_secs(200)));
+        // Read late in its life (a projected token), sooner.
+        assert_eq!(refresh_after(t, 1150), Some(Duration::from_secs(50)));
+        // Past it, or a clock far off: not in a loop.
+        assert_eq!(refresh_after(t, 1250), Some(Duration::from_secs(30)));
+        assert_eq!(refresh_after(t, 0), Some(Duration::from_secs(200)));
+        assert_eq!(refresh_after(b"a.b.c", 1000), None);
     }
 }

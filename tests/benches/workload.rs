@@ -53,6 +53,7 @@ fn issuers(jwks: &str, now: u64) -> Issuers {
                 ("environment".into(), "prod".into()),
             ],
         }],
+        tenant_claims: Vec::new(),
     }])
     .expect("issuers")
 }
@@ -105,7 +106,7 @@ fn main() {
             let t =
                 workload::verify(&issuers, tokens[i].as_bytes(), "deploy", now).expect("verify");
             replay
-                .first_use(t.id(), t.expires(), now)
+                .first_use(t.id(), [7; 32], t.expires(), now)
                 .expect("first use");
             black_box(t);
         });
@@ -131,7 +132,7 @@ fn main() {
             let t = workload::verify(&issuers, fresh[i].as_bytes(), "deploy", now).expect("verify");
             first.continues(&t).expect("continues");
             replay
-                .first_use(t.id(), t.expires(), now)
+                .first_use(t.id(), [7; 32], t.expires(), now)
                 .expect("first use");
             black_box(t);
         });

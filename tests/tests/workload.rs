@@ -151,8 +151,15 @@ fn a_github_job_logs_in_with_its_token_alone_and_every_bad_token_is_refused_with
         w.sshd.log_text()
     );
 
-    // The same token again (read from a log, say): a replay.
-    let out = login(&w, &key, dir.path(), &good);
+    // The same token again with the job's key (its second connection):
+    // in. With another key (the token read from a log): a replay.
+    assert_ok(
+        &login(&w, &key, dir.path(), &good),
+        "the job's second login",
+    );
+    let thief = dir.path().join("thief");
+    std::fs::create_dir(&thief).expect("dir");
+    let out = login(&w, &job_key(&thief), dir.path(), &good);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("already used"), "{}", stderr(&out));
 

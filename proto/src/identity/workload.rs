@@ -13,11 +13,16 @@ use crate::time::UnixTime;
 use crate::trust::workload::{self, MAX_TOKEN, TokenVerified};
 
 /// New tokens (other than the one in force) a session may send per client
-/// certificate: one before its renewal, one when the token in force nears
-/// its end, and two more for retries. One more ends the session: each
-/// costs a signature check. The token in force sent again costs a digest
-/// and is not counted.
+/// certificate, and per [`TOKEN_WINDOW_MS`] within a long one: one before
+/// its renewal, one when the token in force nears its end, and two more
+/// for retries. One more ends the session: each costs a signature check.
+/// The token in force sent again costs a digest and is not counted.
 pub const MAX_TOKENS_PER_CERT: u32 = 4;
+
+/// The window [`MAX_TOKENS_PER_CERT`] counts in when a certificate outlives
+/// it (short-lived tokens under long certificates are refreshed several
+/// times per certificate).
+pub const TOKEN_WINDOW_MS: u64 = 60_000;
 
 /// The token in force for a workload session.
 pub(super) struct LiveToken {
@@ -29,8 +34,10 @@ pub(super) struct LiveToken {
     pub(super) expiry_ms: u64,
     /// A token was judged good since the last CERT: the next RENEW may go on.
     fresh: bool,
-    /// New tokens verified for the current certificate.
+    /// New tokens verified for the current certificate, in the window
+    /// that began at `window_ms`.
     judged: u32,
+    window_ms: u64,
     /// Why the last token sent was refused, for the end it leads to.
     refused: Option<String>,
     /// A token arriving in parts.
@@ -126,6 +133,7 @@ impl LiveToken {
             token,
             fresh: false,
             judged: 0,
+            window_ms: 0,
             refused: None,
             parts: None,
         }
@@ -243,14 +251,19 @@ impl ServerIdentity {
             }
             return Ok(self.accept_token(None, now, mono_ms));
         }
+        if mono_ms >= live.window_ms.saturating_add(TOKEN_WINDOW_MS) {
+            live.judged = 0;
+            live.window_ms = mono_ms;
+        }
         live.judged = live.judged.saturating_add(1);
         if live.judged > MAX_TOKENS_PER_CERT {
             return Err(Ended::new(
                 EndKind::WorkloadTokenRefused,
                 format!(
-                    "{} new workload tokens for one certificate; at most {MAX_TOKENS_PER_CERT} \
-                     are checked",
-                    live.judged
+                    "{} new workload tokens for one certificate within {}s; at most \
+                     {MAX_TOKENS_PER_CERT} are checked",
+                    live.judged,
+                    TOKEN_WINDOW_MS / 1000
                 ),
             ));
         }
@@ -258,7 +271,7 @@ impl ServerIdentity {
         let judged = workload::verify(issuers, bytes, &self.principal, now).and_then(|new| {
             live.token.continues(&new)?;
             if new.id() != live.token.id() {
-                authority.first_use(&new, now)?;
+                authority.first_use(&new, &workload::key_id(&self.user_key), now)?;
             }
             Ok(new)
         });

@@ -43,8 +43,11 @@ mod replay;
 mod rules;
 
 pub use keys::{KeySet, KeysInForce, MAX_JWKS, MAX_KEYS, MAX_RSA_BITS, MIN_RSA_BITS};
-pub use replay::ReplayCache;
-pub use rules::{Issuer, Issuers, MAX_ISSUERS, MAX_RULE_CLAIMS, MAX_RULES, MAX_SKEW, Rule};
+pub use replay::{KeyId, ReplayCache, key_id};
+pub use rules::{
+    Issuer, Issuers, MAX_ISSUERS, MAX_RULE_CLAIMS, MAX_RULES, MAX_SKEW, Rule, VERIFIED_CLAIMS,
+    tenant_claims,
+};
 
 use keys::Key;
 #[cfg(test)]

@@ -63,6 +63,12 @@ pub struct IssuerSettings {
     /// Clock skew allowed around `iat`, `nbf` and `exp`.
     #[serde(default = "default_skew")]
     pub clock_skew_secs: u64,
+    /// The claims that say whose workload a token is, one of which every
+    /// rule must pin exactly (default: the platform's own: GitHub's
+    /// repository and owner, GitLab's project and group, else `sub` or
+    /// `kubernetes.io/namespace`).
+    #[serde(default)]
+    pub tenant_claims: Vec<String>,
     /// Who its tokens may act as (`[[workload_issuer.rule]]`).
     #[serde(default)]
     pub rule: Vec<RuleSettings>,
@@ -250,6 +256,7 @@ fn issuer(
         max_lifetime_secs: t.max_token_lifetime_secs,
         skew_secs: t.clock_skew_secs,
         keys,
+        tenant_claims: t.tenant_claims.clone(),
         rules: t
             .rule
             .iter()

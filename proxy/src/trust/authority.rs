@@ -80,9 +80,14 @@ impl identity::Authority for Authority {
         TOKENS_REFUSED.with_label_values(&[kind.label()]).inc();
     }
 
-    fn first_use(&self, token: &TokenVerified, now: UnixTime) -> Result<(), wl::Refused> {
+    fn first_use(
+        &self,
+        token: &TokenVerified,
+        key: &wl::KeyId,
+        now: UnixTime,
+    ) -> Result<(), wl::Refused> {
         match &self.workload {
-            Some(w) => w.first_use(token, now),
+            Some(w) => w.first_use(token, key, now),
             None => Err(wl::Refused {
                 kind: wl::RefusalKind::Replayed,
                 reason: "this server no longer trusts any workload issuer".into(),
@@ -286,8 +291,13 @@ impl identity::Authority for AtPeer<'_> {
         identity::Authority::token_refused(self.authority, kind);
     }
 
-    fn first_use(&self, token: &TokenVerified, now: UnixTime) -> Result<(), wl::Refused> {
-        identity::Authority::first_use(self.authority, token, now)
+    fn first_use(
+        &self,
+        token: &TokenVerified,
+        key: &wl::KeyId,
+        now: UnixTime,
+    ) -> Result<(), wl::Refused> {
+        identity::Authority::first_use(self.authority, token, key, now)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use prometheus::{IntCounterVec, Opts};
 use ztssh_proto::time::UnixTime;
 use ztssh_proto::trust::workload::{
-    Issuers, KeysInForce, RefusalKind, Refused, ReplayCache, TokenVerified,
+    Issuers, KeyId, KeysInForce, RefusalKind, Refused, ReplayCache, TokenVerified,
 };
 
 /// Tokens remembered at once: each stays until it expires (at most
@@ -51,12 +51,18 @@ pub struct WorkloadInForce {
 }
 
 impl WorkloadInForce {
-    /// Records `token`'s first use; a second use is refused.
-    pub fn first_use(&self, token: &TokenVerified, now: UnixTime) -> Result<(), Refused> {
+    /// Records `token`'s first use by `key`; a use by another key is
+    /// refused.
+    pub fn first_use(
+        &self,
+        token: &TokenVerified,
+        key: &KeyId,
+        now: UnixTime,
+    ) -> Result<(), Refused> {
         self.replay
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .first_use(token.id(), token.expires(), now)
+            .first_use(token.id(), *key, token.expires(), now)
     }
 
     /// The same issuers with `name`'s key set replaced (a pull brought

@@ -1,15 +1,27 @@
-//! The ids of platform tokens already used ([`ReplayCache`]).
+//! The ids of platform tokens already used ([`ReplayCache`]), each with
+//! the key that first presented it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{RefusalKind, Refused};
+
+/// Which key presented a token: SHA-256 over the OpenSSH key's wire form.
+pub type KeyId = [u8; 32];
+
+/// The [`KeyId`] of `key`.
+pub fn key_id(key: &ssh_key::PublicKey) -> KeyId {
+    use sha2::Digest;
+    let blob = key.to_bytes().unwrap_or_default();
+    sha2::Sha256::digest(&blob).into()
+}
 use crate::time::{UnixTime, when};
 
-/// The ids of tokens already used, each kept until its token expires.
+/// The ids of tokens already used, each kept until its token expires,
+/// with the key that first presented it.
 #[derive(Debug, Default)]
 pub struct ReplayCache {
     cap: usize,
-    seen: BTreeMap<[u8; 32], UnixTime>,
+    seen: BTreeMap<[u8; 32], (UnixTime, KeyId)>,
     by_expiry: BTreeSet<(UnixTime, [u8; 32])>,
 }
 
@@ -22,22 +34,31 @@ impl ReplayCache {
         }
     }
 
-    /// Records the first use of token `id`, valid until `expires`; refuses
-    /// a second use, and any new token while `cap` live ones are held
-    /// (it never forgets a live token to make room). Expired ids go first.
+    /// Records the first use of token `id`, valid until `expires`, by the
+    /// key `key` (the one that signed the handshake). The same key may use
+    /// it again (a pod's second connection with its projected token, a
+    /// job's retry); any other key is refused: a token read from a log
+    /// comes without the workload's key. Any new token is refused while
+    /// `cap` live ones are held (a live token is never forgotten to make
+    /// room). Expired ids go first.
     pub fn first_use(
         &mut self,
         id: [u8; 32],
+        key: KeyId,
         expires: UnixTime,
         now: UnixTime,
     ) -> Result<(), Refused> {
         self.prune(now);
-        if let Some(until) = self.seen.get(&id) {
+        if let Some((until, first)) = self.seen.get(&id) {
+            if *first == key {
+                return Ok(());
+            }
             return Err(Refused::new(
                 RefusalKind::Replayed,
                 format!(
-                    "this platform token was already used (it stays refused until it expires {}): \
-                     each connection needs a fresh token from the platform",
+                    "this platform token was already used with another key (it stays refused \
+                     until it expires {}): a token is good only with the key that first \
+                     presented it; get a fresh token from the platform",
                     when(*until, now)
                 ),
             ));
@@ -55,7 +76,7 @@ impl ReplayCache {
                 ),
             ));
         }
-        self.seen.insert(id, expires);
+        self.seen.insert(id, (expires, key));
         self.by_expiry.insert((expires, id));
         Ok(())
     }

@@ -49,6 +49,50 @@ pub struct Issuer {
     pub keys: Option<KeysInForce>,
     /// Who its tokens may act as.
     pub rules: Vec<Rule>,
+    /// The claims that name who owns a workload on this platform (a
+    /// repository, a project, a namespace): every rule pins one of them
+    /// exactly. Empty: the platform's own ([`tenant_claims`]).
+    pub tenant_claims: Vec<String>,
+}
+
+/// Claims the verifier itself judges; a rule never tests them (a rule on
+/// `iss` or `exp` alone would admit every workload of the platform).
+pub const VERIFIED_CLAIMS: [&str; 6] = ["iss", "aud", "exp", "iat", "nbf", "jti"];
+
+/// The claims that say who owns a workload, for an issuer `iss` whose
+/// table names none: a platform's issuer signs for every workload on it
+/// (any GitHub user's workflow gets a token for any audience), so a rule
+/// must pin its owner, not only a branch or a runner. GitHub: the
+/// repository or its owner (the ids outlive a renamed or re-registered
+/// name); GitLab: the project or its group; any other issuer (a
+/// Kubernetes cluster, say): the subject or the namespace.
+pub fn tenant_claims(iss: &str) -> &'static [&'static str] {
+    let host = iss
+        .strip_prefix("https://")
+        .unwrap_or(iss)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    if host == "token.actions.githubusercontent.com" {
+        &[
+            "repository",
+            "repository_id",
+            "repository_owner",
+            "repository_owner_id",
+            "job_workflow_ref",
+            "sub",
+        ]
+    } else if host == "gitlab.com" || host.starts_with("gitlab.") {
+        &[
+            "project_path",
+            "project_id",
+            "namespace_path",
+            "namespace_id",
+            "sub",
+        ]
+    } else {
+        &["sub", "kubernetes.io/namespace"]
+    }
 }
 
 /// The configured issuers, checked by [`Issuers::new`].
@@ -149,10 +193,17 @@ fn check_issuer(i: &Issuer) -> Result<(), String> {
             i.rules.len()
         ));
     }
-    i.rules.iter().try_for_each(|r| check_rule(name, r))
+    let tenant: Vec<&str> = if i.tenant_claims.is_empty() {
+        tenant_claims(&i.issuer).to_vec()
+    } else {
+        i.tenant_claims.iter().map(String::as_str).collect()
+    };
+    i.rules
+        .iter()
+        .try_for_each(|r| check_rule(name, r, &tenant))
 }
 
-fn check_rule(issuer: &str, r: &Rule) -> Result<(), String> {
+fn check_rule(issuer: &str, r: &Rule, tenant: &[&str]) -> Result<(), String> {
     let at = format!(
         "workload issuer {issuer}, rule for principal {:?}",
         r.principal
@@ -176,14 +227,26 @@ fn check_rule(issuer: &str, r: &Rule) -> Result<(), String> {
             "{at}: claim path {path:?}: name a claim, with '/' between nested names"
         ));
     }
-    if !r
+    if let Some((path, _)) = r
         .claims
         .iter()
-        .any(|(_, glob)| !glob.is_empty() && !glob.contains('*'))
+        .find(|(p, _)| VERIFIED_CLAIMS.contains(&p.as_str()))
     {
         return Err(format!(
-            "{at}: pin at least one claim exactly, without '*' (repository, \
-             kubernetes.io/namespace, ...): a platform's issuer signs for every workload on it"
+            "{at}: claim {path} is checked by the proxy itself (iss, aud, exp, iat, nbf, jti): \
+             test the claims that say which workload it is"
+        ));
+    }
+    let pinned = r
+        .claims
+        .iter()
+        .any(|(p, glob)| tenant.contains(&p.as_str()) && !glob.is_empty() && !glob.contains('*'));
+    if !pinned {
+        return Err(format!(
+            "{at}: pin one of {} exactly, without '*': a platform's issuer signs for every \
+             workload on it (any GitHub user's workflow can get a token for any audience), so a \
+             rule must name whose workload it admits, not only a branch or a runner",
+            tenant.join(", ")
         ));
     }
     Ok(())
@@ -215,11 +278,13 @@ pub(super) fn match_rule<'r>(
                         Some(Value::String(v)) => quoted(v),
                         Some(_) => "not a string".to_owned(),
                     };
+                    // What the rule wants stays in the proxy's
+                    // configuration: the client learns which of its own
+                    // claims did not fit, never another tenant's values.
                     miss = Some(format!(
-                        "token from issuer {name}: claim {path} is {actual}, rule for principal \
-                         {principal} wants {}: run the workload where the rule allows or ask the \
-                         operator to add a rule",
-                        quoted(glob)
+                        "token from issuer {name}: claim {path} is {actual}, which no rule for \
+                         principal {principal} on this server allows: run the workload where a \
+                         rule allows it, or ask the operator which rules this server has"
                     ));
                     break;
                 }

@@ -39,25 +39,30 @@ impl Authority for Proxy {
     fn workload_issuers(&self) -> Option<&Issuers> {
         Some(&self.issuers)
     }
-    fn first_use(&self, token: &TokenVerified, now: UnixTime) -> Result<(), Refused> {
+    fn first_use(&self, token: &TokenVerified, key: &KeyId, now: UnixTime) -> Result<(), Refused> {
         self.replay
             .lock()
             .expect("replay")
-            .first_use(token.id(), token.expires(), now)
+            .first_use(token.id(), *key, token.expires(), now)
     }
 }
 
 fn proxy() -> Proxy {
     Proxy {
         issuers: issuers(),
-        replay: Mutex::new(ReplayCache::new(16)),
+        replay: Mutex::new(ReplayCache::new(256)),
     }
 }
 
 /// The throwaway key's handshake as principal deploy, presenting `token`.
 fn login(token: &[u8]) -> (handshake::ClientSession, ClientAuthenticated) {
+    login_with(token, 7)
+}
+
+/// [`login`] with the key of seed `seed`.
+fn login_with(token: &[u8], seed: u8) -> (handshake::ClientSession, ClientAuthenticated) {
     let pki = pki();
-    let key = user(7);
+    let key = user(seed);
     let server = handshake::server_start(
         pki.noise(),
         pki.licence(),
@@ -203,9 +208,13 @@ fn a_token_logs_in_once_and_its_replay_is_refused() {
     let authorized = authed.authorize(&proxy, NOW).expect("authorized");
     let t = authorized.workload_token().expect("token");
     assert_eq!((t.issuer(), t.principal()), ("github", "deploy"));
-    // The same token on a second connection: a replay.
+    // The same token on a second connection with the same key (a pod's
+    // second ssh): in. With another key (the token read from a log): a
+    // replay.
     let (_, again) = login(&token);
-    let e = again.authorize(&proxy, NOW + 1).expect_err("replayed");
+    assert!(again.authorize(&proxy, NOW + 1).is_ok());
+    let (_, thief) = login_with(&token, 8);
+    let e = thief.authorize(&proxy, NOW + 1).expect_err("replayed");
     assert_eq!(e.ended.kind, EndKind::WorkloadTokenRefused);
     assert!(e.ended.reason.contains("already used"), "{:?}", e.ended);
     // A proxy that trusts no issuer says so.
@@ -337,4 +346,17 @@ fn a_token_in_another_session_or_too_many_end_it() {
         .send(&github_at(NOW, 900, "one-too-many"))
         .expect_err("too many");
     assert_eq!(e.kind, EndKind::WorkloadTokenRefused);
+
+    // Under a long certificate, short-lived tokens refreshed every 40 s
+    // (two thirds of a minute-long token's life) go on for good.
+    let mut s = live(&github_at(NOW - 10, 900, "r0"));
+    for n in 1..=20u64 {
+        s.advance(40);
+        let fresh = github_at(NOW + 40 * n - 5, 900, &format!("r{n}"));
+        let got = s.send(&fresh);
+        assert!(
+            matches!(got, Ok(Handled::TokenAccepted { .. })),
+            "refresh {n}: {got:?}"
+        );
+    }
 }

@@ -53,6 +53,7 @@ fn issuer(name: &str, iss: &str, alg: Alg, rules: Vec<Rule>) -> Issuer {
         skew_secs: 60,
         keys: keys(data!("jwks.json")),
         rules,
+        tenant_claims: Vec::new(),
     }
 }
 
@@ -639,10 +640,13 @@ fn rules_pick_the_principal_and_say_which_claim_failed() {
     assert_eq!(e.kind, RefusalKind::NoRule);
     assert!(
         e.reason.contains(
-            "claim ref is refs/heads/feature, rule for principal deploy wants refs/heads/main"
+            "claim ref is refs/heads/feature, which no rule for principal deploy on this server \
+             allows"
         ),
         "{e}"
     );
+    // What the rule wants is never told to the client.
+    assert!(!e.reason.contains("refs/heads/main"), "{e}");
     let e = refused(
         &i,
         &github(&without(github_claims(), "repository")),
@@ -662,7 +666,11 @@ fn the_first_matching_rule_wins() {
         rule("deploy", &[("repository", "octo-org/other")]),
         rule(
             "deploy",
-            &[("repository", "octo-org/*"), ("ref_type", "branch")],
+            &[
+                ("repository", "octo-org/*"),
+                ("repository_owner", "octo-org"),
+                ("ref_type", "branch"),
+            ],
         ),
         rule("deploy", &[("repository", "octo-org/octo-repo")]),
     ];
@@ -672,7 +680,7 @@ fn the_first_matching_rule_wins() {
     // The refusal names the first rule's first miss.
     let other = with(github_claims(), "repository", json!("evil/repo"));
     let e = refused(&i, &github(&other), "deploy");
-    assert!(e.reason.contains("wants octo-org/other"), "{e}");
+    assert!(e.reason.contains("claim repository is evil/repo"), "{e}");
 }
 
 #[test]
@@ -703,27 +711,43 @@ fn globs_match_whole_values() {
 }
 
 #[test]
-fn a_replay_cache_refuses_a_second_use_and_forgets_expired_tokens() {
+fn a_replay_cache_refuses_another_key_and_forgets_expired_tokens() {
+    const JOB: KeyId = [1; 32];
+    const THIEF: KeyId = [9; 32];
     let mut cache = ReplayCache::new(2);
     let v = verify(&issuers(), &github(&github_claims()), "deploy", NOW).expect("v");
-    assert!(cache.first_use(v.id(), v.expires(), NOW).is_ok());
+    assert!(cache.first_use(v.id(), JOB, v.expires(), NOW).is_ok());
+    // The key that first presented it may again (a pod's second
+    // connection); any other key is a replay.
+    assert!(cache.first_use(v.id(), JOB, v.expires(), NOW + 1).is_ok());
     let e = cache
-        .first_use(v.id(), v.expires(), NOW + 1)
+        .first_use(v.id(), THIEF, v.expires(), NOW + 1)
         .expect_err("replay");
     assert_eq!(e.kind, RefusalKind::Replayed);
+    assert!(e.reason.contains("another key"), "{e}");
     assert_eq!(e.ended().kind, EndKind::WorkloadTokenRefused);
     // Another token, then a third: full, refused, none forgotten.
-    assert!(cache.first_use([2; 32], NOW + 100, NOW).is_ok());
-    let e = cache.first_use([3; 32], NOW + 100, NOW).expect_err("full");
+    assert!(cache.first_use([2; 32], JOB, NOW + 100, NOW).is_ok());
+    let e = cache
+        .first_use([3; 32], JOB, NOW + 100, NOW)
+        .expect_err("full");
     assert_eq!(e.kind, RefusalKind::ReplayCacheFull);
     assert_eq!(e.ended().kind, EndKind::WorkloadCheckUnavailable);
     assert_eq!(cache.len(), 2);
     // Once [2; 32] expired it is pruned, and room is made.
-    assert!(cache.first_use([3; 32], NOW + 500, NOW + 100).is_ok());
+    assert!(cache.first_use([3; 32], JOB, NOW + 500, NOW + 100).is_ok());
     assert_eq!(cache.len(), 2);
-    assert!(cache.first_use([2; 32], NOW + 600, NOW + 100).is_err());
+    assert!(
+        cache
+            .first_use([2; 32], THIEF, NOW + 600, NOW + 100)
+            .is_err()
+    );
     // Past the first token's expiry it is forgotten (verify refuses it).
-    assert!(cache.first_use(v.id(), v.expires(), v.expires()).is_ok());
+    assert!(
+        cache
+            .first_use(v.id(), THIEF, v.expires(), v.expires())
+            .is_ok()
+    );
     assert_eq!(cache.len(), 1);
 }
 
@@ -799,7 +823,11 @@ fn check_follows_the_issuers_in_force() {
     // some rule for the principal matches.
     list[0].rules[0] = rule(
         "deploy",
-        &[("repository", "octo-org/*"), ("actor", "octocat")],
+        &[
+            ("repository", "octo-org/*"),
+            ("repository_id", "74"),
+            ("actor", "octocat"),
+        ],
     );
     assert!(
         v.check(&Issuers::new(list.clone()).expect("issuers"), NOW)
@@ -997,3 +1025,45 @@ fn debug_output_never_holds_the_token() {
 
 #[path = "session_tests.rs"]
 mod session;
+
+#[test]
+fn a_rule_must_pin_whose_workload_it_admits() {
+    // The review's rules: each pins a claim every GitHub user's workflow
+    // can carry (any user gets a token for any audience).
+    for claims in [
+        vec![("ref", "refs/heads/main")],
+        vec![("ref_type", "branch")],
+        vec![("runner_environment", "github-hosted")],
+        vec![("repository", "octo-org/*"), ("ref", "refs/heads/main")],
+        vec![("iss", GITHUB), ("repository", "octo-org/octo-repo")],
+        vec![("jti", "x"), ("repository_owner", "octo-org")],
+    ] {
+        let mut list = vec![issuer("github", GITHUB, Alg::Rs256, github_rules())];
+        list[0].rules = vec![rule("deploy", &claims)];
+        let e = Issuers::new(list).expect_err("admits every workload");
+        assert!(
+            e.contains("pin one of repository") || e.contains("checked by the proxy itself"),
+            "{claims:?}: {e}"
+        );
+    }
+    // GitLab by project or group; any other issuer by sub or namespace,
+    // unless its table names its own tenant claims.
+    let mut list = vec![issuer("gitlab", GITLAB, Alg::EdDsa, github_rules())];
+    list[0].rules = vec![rule("deploy", &[("ref", "main")])];
+    assert!(Issuers::new(list.clone()).is_err());
+    list[0].rules = vec![rule(
+        "deploy",
+        &[("namespace_path", "mygroup"), ("ref", "main")],
+    )];
+    assert!(Issuers::new(list).is_ok());
+    let mut list = vec![issuer(
+        "sso",
+        "https://sso.example.com",
+        Alg::Rs256,
+        github_rules(),
+    )];
+    list[0].rules = vec![rule("deploy", &[("team", "ops")])];
+    assert!(Issuers::new(list.clone()).is_err());
+    list[0].tenant_claims = vec!["team".into()];
+    assert!(Issuers::new(list).is_ok());
+}
