@@ -70,6 +70,12 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
     if let Some(user) = &cfg.user {
         process::drop_privileges(user).map_err(anyhow::Error::msg)?;
     }
+    // Workload tokens used before a restart stay used (as this user).
+    if !cfg.jwks_pulls.is_empty() || !cfg.settings.workload_issuer.is_empty() {
+        cfg.replay
+            .keep_in(&cfg.settings.state_dir, crate::ops::clock::unix())
+            .map_err(anyhow::Error::msg)?;
+    }
     let drain_grace = cfg.drain_grace;
     // Connections in line hold a connection slot each: at most half of them.
     let limit_settings = cfg

@@ -159,9 +159,21 @@ fn a_github_job_logs_in_with_its_token_alone_and_every_bad_token_is_refused_with
     );
     let thief = dir.path().join("thief");
     std::fs::create_dir(&thief).expect("dir");
-    let out = login(&w, &job_key(&thief), dir.path(), &good);
+    let thief_key = job_key(&thief);
+    let out = login(&w, &thief_key, dir.path(), &good);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("already used"), "{}", stderr(&out));
+    // A restart forgets no use: the record is kept in the state directory.
+    let mut w = w;
+    w.proxy.restart();
+    w.proxy.wait_log("event=\"jwks_loaded\"", T);
+    let out = login(&w, &thief_key, dir.path(), &good);
+    assert!(!out.status.success(), "replayed after a restart");
+    assert!(stderr(&out).contains("already used"), "{}", stderr(&out));
+    assert_ok(
+        &login(&w, &key, dir.path(), &good),
+        "the job's key after a restart",
+    );
 
     // Each refused with the reason that names what is wrong.
     let claims = |git_ref: &str, aud: &str, iat: u64, exp: u64| github(git_ref, aud, iat, exp);

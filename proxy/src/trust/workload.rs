@@ -1,9 +1,14 @@
 //! Workload identity in force: the issuers whose platform tokens vouch for
 //! a principal (`[[workload_issuer]]`, with the key sets pinned or pulled
 //! so far), and the record of tokens already used, which outlives every
-//! reload so that a token read from a log opens no second session.
+//! reload and, kept in the state directory, every restart: a token read
+//! from a log opens no session.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
+use tracing::{info, warn};
 
 use prometheus::{IntCounterVec, Opts};
 use ztssh_proto::time::UnixTime;
@@ -32,13 +37,121 @@ pub static TOKENS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     v
 });
 
+/// The record's file in the state directory.
+pub const REPLAY_FILE: &str = "workload-tokens.record";
+
+/// Bytes of the record file read at start (a full record is about 14 MB).
+const MAX_REPLAY_FILE: u64 = 32 << 20;
+
 /// The record of tokens used, shared by every authority this process
 /// publishes.
-pub type Replay = Arc<Mutex<ReplayCache>>;
+pub type Replay = Arc<ReplayRecord>;
 
-/// A new, empty record.
+/// The tokens used (with the key that first presented each), in memory
+/// and, once [`ReplayRecord::keep_in`] opened it, appended to a file in
+/// the state directory as each is first used: a restart reads it back, so
+/// a token used before it still opens nothing for another key.
+#[derive(Debug)]
+pub struct ReplayRecord {
+    cache: Mutex<ReplayCache>,
+    file: Mutex<Option<Kept>>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Lines appended since the file was last written whole.
+    appended: usize,
+}
+
+/// A new, empty record, kept in memory until [`ReplayRecord::keep_in`].
 pub fn new_replay() -> Replay {
-    Arc::new(Mutex::new(ReplayCache::new(REPLAY_CAPACITY)))
+    Arc::new(ReplayRecord {
+        cache: Mutex::new(ReplayCache::new(REPLAY_CAPACITY)),
+        file: Mutex::new(None),
+    })
+}
+
+impl ReplayRecord {
+    /// Reads back the record kept in `state_dir` (the tokens still live),
+    /// writes it again whole without the expired ones, and appends every
+    /// first use from now on. Called once the proxy runs as its own user,
+    /// so the file is that user's (0600).
+    pub fn keep_in(&self, state_dir: &Path, now: UnixTime) -> Result<(), String> {
+        let path = state_dir.join(REPLAY_FILE);
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        match ztssh_keyfile::read_regular(&path, MAX_REPLAY_FILE) {
+            Ok(bytes) => {
+                let bad = cache.restore(&String::from_utf8_lossy(&bytes), now);
+                if bad > 0 {
+                    warn!(event = "workload_record_unreadable_lines", path = %path.display(), lines = bad,
+                        "{bad} line(s) of {} do not read and were left out", path.display());
+                }
+            }
+            Err(e) if !path.exists() => drop(e),
+            Err(e) => return Err(format!("the workload token record: {e}")),
+        }
+        let kept = Self::write_whole(&path, &cache)?;
+        info!(event = "workload_record", path = %path.display(), tokens = cache.len(),
+            "workload tokens used and still live: {}", cache.len());
+        *self.file.lock().unwrap_or_else(PoisonError::into_inner) = Some(kept);
+        Ok(())
+    }
+
+    fn write_whole(path: &Path, cache: &ReplayCache) -> Result<Kept, String> {
+        let shown = path.display();
+        ztssh_keyfile::write_atomic(
+            path,
+            cache.lines().as_bytes(),
+            0o600,
+            ztssh_keyfile::Existing::Replace,
+        )
+        .map_err(|e| format!("cannot write the workload token record {shown}: {e}"))?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open the workload token record {shown}: {e}"))?;
+        Ok(Kept {
+            path: path.to_owned(),
+            file,
+            appended: 0,
+        })
+    }
+
+    /// Records `token`'s first use by `key` (a use by another key is
+    /// refused), and appends it to the file when it is new.
+    fn first_use(&self, token: &TokenVerified, key: &KeyId, now: UnixTime) -> Result<(), Refused> {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let new = !cache.holds(&token.id());
+        cache.first_use(token.id(), *key, token.expires(), now)?;
+        if new && let Some(line) = cache.line(&token.id()) {
+            self.append(&line, &cache);
+        }
+        Ok(())
+    }
+
+    fn append(&self, line: &str, cache: &ReplayCache) {
+        let mut slot = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(kept) = slot.as_mut() else { return };
+        // Written whole again once it holds as many lines past the last
+        // write as a full record, so it never grows without bound.
+        if kept.appended >= REPLAY_CAPACITY {
+            match Self::write_whole(&kept.path, cache) {
+                Ok(k) => *kept = k,
+                Err(e) => warn!(event = "workload_record_failed", error = %e, "{e}"),
+            }
+            return;
+        }
+        match kept.file.write_all(line.as_bytes()) {
+            Ok(()) => kept.appended += 1,
+            Err(e) => {
+                warn!(event = "workload_record_failed", path = %kept.path.display(), error = %e,
+                "cannot append to the workload token record {}: {e}; a restart forgets this token's use",
+                kept.path.display())
+            }
+        }
+    }
 }
 
 /// The issuers in force and the record of tokens used.
@@ -59,10 +172,7 @@ impl WorkloadInForce {
         key: &KeyId,
         now: UnixTime,
     ) -> Result<(), Refused> {
-        self.replay
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .first_use(token.id(), *key, token.expires(), now)
+        self.replay.first_use(token, key, now)
     }
 
     /// The same issuers with `name`'s key set replaced (a pull brought

@@ -81,6 +81,53 @@ impl ReplayCache {
         Ok(())
     }
 
+    /// Whether it holds token `id`.
+    pub fn holds(&self, id: &[u8; 32]) -> bool {
+        self.seen.contains_key(id)
+    }
+
+    /// One line of the record kept on disk for token `id` (what
+    /// [`Self::restore`] reads back): `ID KEY EXPIRES`, hex and seconds.
+    pub fn line(&self, id: &[u8; 32]) -> Option<String> {
+        let (expires, key) = self.seen.get(id)?;
+        Some(format!("{} {} {expires}\n", hex(id), hex(key)))
+    }
+
+    /// The whole record, one [`Self::line`] per live token.
+    pub fn lines(&self) -> String {
+        self.seen
+            .iter()
+            .map(|(id, (expires, key))| format!("{} {} {expires}\n", hex(id), hex(key)))
+            .collect()
+    }
+
+    /// Reads back a record written by [`Self::line`]: the live tokens it
+    /// holds go in (up to the cap), the expired and any line that does not
+    /// read are left out. Returns how many lines were left out as unreadable.
+    pub fn restore(&mut self, text: &str, now: UnixTime) -> usize {
+        let mut bad = 0;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let mut f = line.split(' ');
+            let parsed = (|| {
+                let id = unhex(f.next()?)?;
+                let key = unhex(f.next()?)?;
+                let expires: UnixTime = f.next()?.parse().ok()?;
+                f.next().is_none().then_some((id, key, expires))
+            })();
+            match parsed {
+                Some((id, key, expires)) if expires > now && self.seen.len() < self.cap => {
+                    if let Some((old, _)) = self.seen.insert(id, (expires, key)) {
+                        self.by_expiry.remove(&(old, id));
+                    }
+                    self.by_expiry.insert((expires, id));
+                }
+                Some(_) => {}
+                None => bad += 1,
+            }
+        }
+        bad
+    }
+
     /// How many ids it holds.
     pub fn len(&self) -> usize {
         self.seen.len()
@@ -100,4 +147,19 @@ impl ReplayCache {
             self.seen.remove(&id);
         }
     }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }

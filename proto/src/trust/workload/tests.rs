@@ -752,6 +752,29 @@ fn a_replay_cache_refuses_another_key_and_forgets_expired_tokens() {
 }
 
 #[test]
+fn a_replay_record_reads_back_what_it_wrote() {
+    let mut cache = ReplayCache::new(8);
+    assert!(cache.first_use([1; 32], [2; 32], NOW + 100, NOW).is_ok());
+    assert!(cache.first_use([3; 32], [4; 32], NOW + 10, NOW).is_ok());
+    let line = cache.line(&[1; 32]).expect("line");
+    assert_eq!(line.matches(' ').count(), 2);
+    let text = format!("{}garbage\n{}", cache.lines(), line);
+    let mut back = ReplayCache::new(8);
+    assert_eq!(back.restore(&text, NOW + 20), 1, "one line does not read");
+    // The live token came back with its key; the expired one did not.
+    assert!(back.holds(&[1; 32]) && !back.holds(&[3; 32]));
+    assert!(
+        back.first_use([1; 32], [2; 32], NOW + 100, NOW + 20)
+            .is_ok()
+    );
+    assert!(
+        back.first_use([1; 32], [9; 32], NOW + 100, NOW + 20)
+            .is_err()
+    );
+    assert_eq!(back.len(), 1);
+}
+
+#[test]
 fn the_id_is_the_jti_or_else_the_signed_part() {
     let i = issuers();
     let a = verify(&i, &github(&github_claims()), "deploy", NOW).expect("a");
