@@ -643,16 +643,20 @@ mod hostile {
     fn a_client_hello_with_reserved_caps_set_is_refused() {
         let pki = pki();
         // body_len:u16, version:u16, frame_size:u16, then caps:u32.
-        // Bit 0 is CAP_USER_CERT (a user certificate in message 3).
-        for bit in [1u32, 7, 31] {
+        // Bit 0 is CAP_USER_CERT (a user certificate in message 3), bit 1
+        // CAP_WORKLOAD_TOKEN (a workload token); both at once is refused.
+        for caps in [1u32 << 2, 1 << 7, 1 << 31, 0b11] {
             let mut p = testkit::honest_hello_payload(FrameSize::default(), &mut TestRng);
-            p[6..10].copy_from_slice(&(1u32 << bit).to_be_bytes());
+            p[6..10].copy_from_slice(&caps.to_be_bytes());
             let msg1 = testkit::client_hello_raw(&p, &mut TestRng).expect("msg1");
             let e = server(&pki)
                 .handle_client_hello(&msg1, &mut TestRng)
                 .map(|_| ())
                 .expect_err("caps set");
-            assert_eq!(e.to_string(), "client hello: reserved caps field is not 0");
+            assert_eq!(
+                e.to_string(),
+                "client hello: reserved caps bits set, or both a certificate and a token"
+            );
         }
     }
 

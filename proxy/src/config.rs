@@ -108,6 +108,7 @@ const ENV_KEYS: &[&str] = &[
     "user_ca_krl_allow_http",
     "user_ca_krl_cache",
     "user_ca_krl_poll_secs",
+    "workload_token_record",
 ];
 
 /// Raw settings as written by the operator.
@@ -303,6 +304,12 @@ pub struct Settings {
     /// Growing penalties for sources that keep failing.
     #[serde(default)]
     pub penalties: PenaltySettings,
+    /// Where the proxy keeps the workload tokens used (with the key that
+    /// first presented each), so that a restart forgets no use: a file in
+    /// a writable directory the proxy's user owns. Needed with
+    /// `[[workload_issuer]]`.
+    #[serde(default)]
+    pub workload_token_record: Option<PathBuf>,
     /// Platforms whose OIDC tokens vouch for a principal (CI jobs, pods):
     /// `[[workload_issuer]]` tables, each with its rules.
     #[serde(default)]

@@ -71,9 +71,11 @@ pub async fn run(cfg: Config, initial: Authority) -> anyhow::Result<()> {
         process::drop_privileges(user).map_err(anyhow::Error::msg)?;
     }
     // Workload tokens used before a restart stay used (as this user).
-    if !cfg.jwks_pulls.is_empty() || !cfg.settings.workload_issuer.is_empty() {
+    if let Some(path) = &cfg.settings.workload_token_record
+        && !cfg.settings.workload_issuer.is_empty()
+    {
         cfg.replay
-            .keep_in(&cfg.settings.state_dir, crate::ops::clock::unix())
+            .keep_in(path, crate::ops::clock::unix())
             .map_err(anyhow::Error::msg)?;
     }
     let drain_grace = cfg.drain_grace;

@@ -267,7 +267,7 @@ async fn serve_authenticated(
                 .join(" ");
             let accounts = t.accounts().join(",");
             info!(event = "authorized", principal = %principal, user_key = %key_fp, workload_issuer = t.issuer(), workload_subject = t.sub(),
-                workload_rule_accounts = %accounts, workload_claims = %claims, workload_token_expires = t.expires(),
+                workload_rule_accounts = %accounts, workload_claims = %claims, workload_token_expires = t.exp(),
                 "workload authenticated and authorized: {}", t.describe());
         }
         None => {

@@ -24,7 +24,7 @@ const SIDECAR: &[&[&str]] = &[
     &["platform"],
     &["explain", "settings", "revocation"],
     &["agent", "discover", "lastkey", "link", "setup"],
-    &["identity", "usercert"],
+    &["identity", "usercert", "token"],
     &["pump"],
     &["connect"],
 ];

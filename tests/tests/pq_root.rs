@@ -62,6 +62,24 @@ fn a_session_works_through_a_proxy_licensed_by_a_hybrid_root() {
     let o = run_bounded(w.ssh().arg("echo ok"), T);
     assert_ok(&o, "ssh through a proxy licensed by a hybrid root");
     assert_eq!(out(&o), "ok\n");
+    // Without root.pub the Ed25519 half alone does not sign (the review's
+    // F2): no list every hybrid pin would refuse, no version spent.
+    let pinned = w.pki.ca.join("root.pub");
+    let aside = tmp.path().join("root.pub");
+    std::fs::rename(&pinned, &aside).unwrap();
+    let o = run_bounded(
+        Command::new(bin("ztssh-ca"))
+            .args(["crl", "--dir"])
+            .arg(&w.pki.ca)
+            .arg("--out")
+            .arg(tmp.path().join("crl.pem")),
+        T,
+    );
+    std::fs::rename(&aside, &pinned).unwrap();
+    assert!(!o.status.success(), "signed with the Ed25519 half alone");
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(said.contains("root.pub is missing"), "{said}");
+    assert!(!tmp.path().join("crl.pem").exists());
 }
 
 fn now() -> u64 {

@@ -52,7 +52,7 @@ fn github_table(jwks_url: &str) -> String {
 }
 
 fn world(range: &str, tables: &str, short_certs: bool) -> World {
-    let mut toml = String::new();
+    let mut toml = "workload_token_record = \"{dir}/workload-tokens.record\"\n".to_owned();
     if short_certs {
         toml.push_str(
             "insecure_short_certs = true\ncert_ttl_secs = 4\nchallenge_interval_secs = 1\n",

@@ -45,11 +45,14 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 8 + 1184);
         assert_eq!(&payload[2..4], &1u16.to_be_bytes());
         assert_eq!(&payload[4..6], &1024u16.to_be_bytes());
-        // Caps: none, or CAP_USER_CERT (message 3 then carries a user
-        // certificate); every other bit is refused.
+        // Caps: none, CAP_USER_CERT (message 3 then carries a user
+        // certificate) or CAP_WORKLOAD_TOKEN (a workload token), never
+        // both; every other bit is refused.
         let caps = u32::from_be_bytes([payload[6], payload[7], payload[8], payload[9]]);
         assert!(
-            caps == 0 || caps == ztssh_proto::handshake::CAP_USER_CERT,
+            caps == 0
+                || caps == ztssh_proto::handshake::CAP_USER_CERT
+                || caps == ztssh_proto::handshake::CAP_WORKLOAD_TOKEN,
             "caps {caps:#x} accepted"
         );
     }

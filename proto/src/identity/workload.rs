@@ -152,7 +152,7 @@ impl LiveToken {
             "the workload token (issuer {}, subject {}) expired at {}",
             t.issuer(),
             t.sub(),
-            crate::time::when(t.expires(), now)
+            crate::time::when(t.exp(), now)
         );
         match &self.refused {
             Some(why) => reason.push_str(&format!("; the newer one sent was refused: {why}")),
@@ -306,7 +306,7 @@ impl ServerIdentity {
         live.fresh = true;
         live.refused = None;
         Handled::TokenAccepted {
-            expires: live.token.expires(),
+            expires: live.token.exp(),
         }
     }
 

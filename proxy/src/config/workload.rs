@@ -46,7 +46,8 @@ pub struct IssuerSettings {
     /// serve keys of their own and mint any token).
     #[serde(default)]
     pub jwks_allow_http: bool,
-    /// Seconds between pulls of `jwks_url` (±10 % jitter).
+    /// Seconds between pulls of `jwks_url` (each up to 10 % sooner, so
+    /// that proxies do not pull in step).
     #[serde(default = "default_jwks_poll")]
     pub jwks_poll_secs: u64,
     /// Seconds after the last good pull from which the keys are too old
@@ -148,8 +149,21 @@ pub fn check(path: &Path, s: &Settings) -> Result<(), String> {
                 .into(),
         ));
     }
+    if s.workload_token_record.is_none() {
+        return Err(at(
+            0,
+            "workload_issuer needs workload_token_record: the file where the proxy keeps the \
+             tokens used, so that a restart forgets no use (a token read from a log must never \
+             open a session); set it to a file in a writable directory of the proxy's user, \
+             such as /var/lib/ztssh/workload-tokens.record (the packaged unit's StateDirectory)"
+                .into(),
+        ));
+    }
     for (n, t) in s.workload_issuer.iter().enumerate() {
         check_table(t).map_err(|e| at(n, format!("workload_issuer {:?}: {e}", t.name)))?;
+        // Each table's own rules, at its own line.
+        let one = issuer(t, "ztssh:server", None).map_err(|e| at(n, e))?;
+        Issuers::new(vec![one]).map_err(|e| at(n, e))?;
     }
     // The rules Issuers::new applies, with an audience in place of the
     // default (the server id is known only with the licence).

@@ -1,8 +1,8 @@
 //! Workload identity in force: the issuers whose platform tokens vouch for
 //! a principal (`[[workload_issuer]]`, with the key sets pinned or pulled
 //! so far), and the record of tokens already used, which outlives every
-//! reload and, kept in the state directory, every restart: a token read
-//! from a log opens no session.
+//! reload and, kept in `workload_token_record`, every restart: a token
+//! read from a log opens no session.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,9 +37,6 @@ pub static TOKENS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     v
 });
 
-/// The record's file in the state directory.
-pub const REPLAY_FILE: &str = "workload-tokens.record";
-
 /// Bytes of the record file read at start (a full record is about 14 MB).
 const MAX_REPLAY_FILE: u64 = 32 << 20;
 
@@ -48,9 +45,9 @@ const MAX_REPLAY_FILE: u64 = 32 << 20;
 pub type Replay = Arc<ReplayRecord>;
 
 /// The tokens used (with the key that first presented each), in memory
-/// and, once [`ReplayRecord::keep_in`] opened it, appended to a file in
-/// the state directory as each is first used: a restart reads it back, so
-/// a token used before it still opens nothing for another key.
+/// and, once [`ReplayRecord::keep_in`] opened it, appended to the file
+/// `workload_token_record` names as each is first used: a restart reads it
+/// back, so a token used before it still opens nothing for another key.
 #[derive(Debug)]
 pub struct ReplayRecord {
     cache: Mutex<ReplayCache>,
@@ -74,12 +71,12 @@ pub fn new_replay() -> Replay {
 }
 
 impl ReplayRecord {
-    /// Reads back the record kept in `state_dir` (the tokens still live),
+    /// Reads back the record kept in `path` (the tokens still live),
     /// writes it again whole without the expired ones, and appends every
     /// first use from now on. Called once the proxy runs as its own user,
     /// so the file is that user's (0600).
-    pub fn keep_in(&self, state_dir: &Path, now: UnixTime) -> Result<(), String> {
-        let path = state_dir.join(REPLAY_FILE);
+    pub fn keep_in(&self, path: &Path, now: UnixTime) -> Result<(), String> {
+        let path = path.to_owned();
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         match ztssh_keyfile::read_regular(&path, MAX_REPLAY_FILE) {
             Ok(bytes) => {

@@ -70,8 +70,9 @@ impl ReplayCache {
             return Err(Refused::new(
                 RefusalKind::ReplayCacheFull,
                 format!(
-                    "the proxy's replay cache holds {} live platform tokens: try again in a \
-                     minute; its operator may raise the cap",
+                    "the proxy's record of used platform tokens is full ({} live): try again \
+                     once some expire; its operator can lower the issuers' \
+                     max_token_lifetime_secs",
                     self.seen.len()
                 ),
             ));
