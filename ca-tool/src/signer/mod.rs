@@ -55,6 +55,18 @@ pub fn root(dir: &std::path::Path) -> Result<Box<dyn Signer>> {
             let mldsa = pq::open(dir, &pinned)?;
             return Ok(Box::new(HybridHeld { ed: signer, mldsa }));
         }
+    } else if dir.join(pq::KEY_FILE).exists() {
+        // A hybrid root's Ed25519 half alone would sign objects every
+        // hybrid pin refuses, and spend their versions: refused (the
+        // issue 25 review's F2).
+        bail!(
+            "{}/root.pub is missing, and {}/{} says this root is hybrid: its Ed25519 half alone \
+             must not sign; restore root.pub from your backup (or from a proxy's \
+             root_public_key) and run the command again",
+            dir.display(),
+            dir.display(),
+            pq::KEY_FILE
+        );
     }
     Ok(signer)
 }
