@@ -190,6 +190,26 @@ fn sign_one(signer: &Signer<'_>, job: Job<'_>, ttl: u64, now: u64) -> Result<()>
     };
     let root = crate::signer::RootSigning::new(signer.key.as_ref())?;
     let licence = body.sign_with(&root)?;
+    // Every proxy would refuse to serve a licence that does not fit the
+    // handshake: refused before it is recorded or written (the issue 25
+    // review's F4).
+    let delegation_len = signer
+        .delegated
+        .as_ref()
+        .map(|d| d.delegation.encoded().len());
+    let hybrid = ztssh_proto::rootkey::RootSigner::root_key(&root).is_hybrid();
+    if !ztssh_proto::handshake::licence_fits_message_2(
+        licence.encoded().len(),
+        delegation_len,
+        hybrid,
+    ) {
+        bail!(
+            "not signed: the licence ({} bytes{}) is too long for the handshake's message 2, \
+             so no proxy would serve it; license fewer or shorter host names (--hostname)",
+            licence.encoded().len(),
+            delegation_len.map_or_else(String::new, |d| format!(", with a {d}-byte delegation"))
+        );
+    }
     // Recorded before it exists anywhere else.
     if let Some(dir) = signer.dir {
         issuance::append(dir, &issuance::line(&licence.body, now))?;

@@ -210,6 +210,22 @@ pub fn delegate(dir: &Path, req: Request<'_>, now: u64) -> Result<()> {
     if purpose == Purpose::HostCa {
         bail!("a host CA of its own is made with `ztssh-ca host-ca --dir DIR`, not delegate");
     }
+    // Under a hybrid root every verifier refuses a licences, access or
+    // revocations delegation (verify_chain: the delegated key is Ed25519
+    // alone): refused here rather than issued to be refused everywhere
+    // (the issue 25 review's F3).
+    let pinned = dir.join("root.pub");
+    if pinned.exists()
+        && ztssh_keyfile::read_root_public(&pinned)
+            .map_err(anyhow::Error::msg)?
+            .is_hybrid()
+    {
+        bail!(
+            "this root is hybrid (Ed25519 + ML-DSA-65), and every proxy and sidecar pinning it \
+             refuses what a delegated Ed25519 key signs: sign {purpose} with the root itself \
+             (delegations under a hybrid root are not built yet)"
+        );
+    }
     let cap = crate::caconfig::CaConfig::load(dir)?.caps.delegation;
     if ttl > cap {
         crate::caconfig::refuse_above_cap("delegation", ttl, cap, Some(dir))?;

@@ -167,9 +167,24 @@ impl Extra {
 /// Whether `licence` (and its delegation) fits message 2 at the smallest
 /// frame size; a proxy refuses one that does not before it serves it.
 pub fn fits_message_2(licence: &LicenceVerified) -> bool {
-    let delegation = licence.delegation().map_or(0, |d| 2 + d.encoded().len());
-    let body = 2 + KEM_CT_LEN + 2 + licence.encoded().len() + delegation;
-    body + 2 <= server_hello_min(licence.is_hybrid()) - OVERHEAD_2
+    licence_fits_message_2(
+        licence.encoded().len(),
+        licence.delegation().map(|d| d.encoded().len()),
+        licence.is_hybrid(),
+    )
+}
+
+/// [`fits_message_2`] for a licence of `licence_len` encoded bytes, with
+/// a delegation of `delegation_len` bytes if a delegated key signed it,
+/// under a root of this kind: what a CA checks before it signs one.
+pub fn licence_fits_message_2(
+    licence_len: usize,
+    delegation_len: Option<usize>,
+    hybrid: bool,
+) -> bool {
+    let delegation = delegation_len.map_or(0, |d| 2 + d);
+    let body = 2 + KEM_CT_LEN + 2 + licence_len + delegation;
+    body + 2 <= server_hello_min(hybrid) - OVERHEAD_2
 }
 
 fn server_hello_min(hybrid: bool) -> usize {

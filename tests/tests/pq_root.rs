@@ -80,6 +80,64 @@ fn a_session_works_through_a_proxy_licensed_by_a_hybrid_root() {
     let said = String::from_utf8_lossy(&o.stderr);
     assert!(said.contains("root.pub is missing"), "{said}");
     assert!(!tmp.path().join("crl.pem").exists());
+    // A licence too long for the handshake is not signed (the review's F4):
+    // 32 host names of 240 characters.
+    let pass = passphrase_file(tmp.path());
+    let mut auth = Command::new(bin("ztssh-ca"));
+    auth.env("ZTSSH_CA_PASSPHRASE_FILE", &pass)
+        .args(["authorize-server", "--dir"])
+        .arg(&w.pki.ca)
+        .arg("--request")
+        .arg(w.pki.state.join("licence-request.pem"))
+        .args(["--server-id", "web1"]);
+    for n in 0..32 {
+        auth.args([
+            "--hostname",
+            &format!("h{n:02}{}.example.com", "a".repeat(224)),
+        ]);
+    }
+    let long = tmp.path().join("long.pem");
+    let o = run_bounded(auth.arg("--out").arg(&long), T);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "a licence too long for message 2 was signed"
+    );
+    assert!(said.contains("too long for the handshake"), "{said}");
+    assert!(!long.exists());
+    // No delegation every hybrid pin would refuse is issued (the review's F3).
+    let key = tmp.path().join("online.key");
+    let ca = |args: &[&std::ffi::OsStr]| {
+        run_bounded(
+            Command::new(bin("ztssh-ca"))
+                .env("ZTSSH_CA_PASSPHRASE_FILE", &pass)
+                .args(args),
+            T,
+        )
+    };
+    assert_ok(
+        &ca(&["keygen".as_ref(), "--out".as_ref(), key.as_os_str()]),
+        "keygen",
+    );
+    let dlg = tmp.path().join("online.dlg");
+    let o = ca(&[
+        "delegate".as_ref(),
+        "--dir".as_ref(),
+        w.pki.ca.as_os_str(),
+        "--purpose".as_ref(),
+        "revocations".as_ref(),
+        "--key".as_ref(),
+        key.with_extension("pub").as_os_str(),
+        "--out".as_ref(),
+        dlg.as_os_str(),
+    ]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "a delegation under a hybrid root was issued"
+    );
+    assert!(said.contains("this root is hybrid"), "{said}");
+    assert!(!dlg.exists());
 }
 
 fn now() -> u64 {
