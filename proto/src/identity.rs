@@ -371,6 +371,21 @@ impl Authorized {
         &self.user_key
     }
 
+    /// Records the first use of the workload token, if the session has one,
+    /// by the key that signed the handshake: a token another key used
+    /// before is a replay.
+    fn record_token(&self, authority: &dyn Authority, now: UnixTime) -> Result<(), Ended> {
+        let Some(t) = &self.token else {
+            return Ok(());
+        };
+        authority
+            .first_use(&t.token, &wl::key_id(&self.user_key), now)
+            .map_err(|r| {
+                authority.token_refused(r.kind);
+                r.ended()
+            })
+    }
+
     /// Gives up on the session before it starts (e.g. the session cap is
     /// full): the record layer, to send TERMINATE with.
     pub fn into_refused(self, ended: Ended) -> Refused {
@@ -503,9 +518,10 @@ impl ClientAuthenticated {
     }
 
     /// Verifies the workload token message 3 carried, if any, under the
-    /// authority's issuers for the claimed principal, and records its first
-    /// use (a token already used is a replay). Its `mono_ms` expiry is set
-    /// by [`ServerIdentity::start`].
+    /// authority's issuers for the claimed principal. Its first use is
+    /// recorded by [`ServerIdentity::start`], once the caller's session cap
+    /// admitted the session: a session refused before it starts records
+    /// nothing (the second review's F2).
     fn verify_token(
         &self,
         authority: &dyn Authority,
@@ -526,9 +542,6 @@ impl ClientAuthenticated {
             r.ended()
         };
         let token = wl::verify(issuers, bytes, self.principal(), now).map_err(refused)?;
-        authority
-            .first_use(&token, &wl::key_id(self.user_key()), now)
-            .map_err(refused)?;
         Ok(Some(LiveToken::new(token, bytes)))
     }
 }
@@ -575,6 +588,7 @@ impl ServerIdentity {
         let issued = authority
             .check(&authorized.subject(), Checkpoint::Admit, now)
             .and_then(|()| authority.may_issue(now))
+            .and_then(|()| authorized.record_token(authority, now))
             .and_then(|()| {
                 let ttl = timing.cert_ttl_secs.clamp(1, MAX_CERT_TTL);
                 ClientCert::issue(

@@ -240,6 +240,10 @@ async fn housekeeping(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         shared.limits.housekeep();
+        // The workload token record, written whole again when due.
+        let replay = Arc::clone(&shared.cfg.replay);
+        let _ =
+            tokio::task::spawn_blocking(move || replay.compact(crate::ops::clock::unix())).await;
         let (penalised, rate) = shared.limits.tracked();
         let m = &shared.metrics;
         m.penalised_sources

@@ -33,7 +33,7 @@ const FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// user to confirm).
 /// A renewal's user-key signature, with the workload token fetched first
 /// in a workload session (or why there is none).
-type Signing = tokio::task::JoinHandle<(Result<Vec<u8>, String>, Option<TokenFetched>)>;
+type Signing = tokio::task::JoinHandle<(Result<Vec<u8>, String>, Option<(TokenFetched, bool)>)>;
 
 /// A workload token fetched for a renewal or a refresh, or why not.
 type TokenFetched = Result<zeroize::Zeroizing<Vec<u8>>, String>;
@@ -380,11 +380,19 @@ impl Pump {
                     self.signing = None;
                     let (sig, token) = done.unwrap_or_else(|e| (Err(e.to_string()), None));
                     // The token goes first: the proxy renews only after one.
-                    if let Some(t) = token {
-                        self.token_fetched(t);
-                        if let Some(at) = self.token_refresh_at {
-                            token_sleep.as_mut().reset(at);
+                    match token {
+                        // A retry's token, fetched for the renewal it
+                        // retries: sent again, timing nothing.
+                        Some((Ok(t), true)) => {
+                            self.conn.send_token(&t, now());
                         }
+                        Some((t, _)) => {
+                            self.token_fetched(t);
+                            if let Some(at) = self.token_refresh_at {
+                                token_sleep.as_mut().reset(at);
+                            }
+                        }
+                        None => {}
                     }
                     self.conn.handle_signature(sig, now());
                 }
@@ -498,8 +506,8 @@ impl Pump {
                 .map(|t| (t.source.clone(), t.audience.clone(), reuse));
             self.signing = Some(tokio::task::spawn_blocking(move || {
                 let fetched = token.map(|(source, aud, reuse)| match reuse {
-                    Some(t) => Ok(t),
-                    None => source.fetch(&aud),
+                    Some(t) => (Ok(t), true),
+                    None => (source.fetch(&aud), false),
                 });
                 (identity.sign_renewal(&data), fetched)
             }));
@@ -761,7 +769,7 @@ async fn wait_token(
 
 async fn wait_signing(
     s: &mut Option<Signing>,
-) -> Result<(Result<Vec<u8>, String>, Option<TokenFetched>), tokio::task::JoinError> {
+) -> Result<(Result<Vec<u8>, String>, Option<(TokenFetched, bool)>), tokio::task::JoinError> {
     match s {
         Some(handle) => handle.await,
         None => std::future::pending().await,

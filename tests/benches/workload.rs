@@ -106,7 +106,7 @@ fn main() {
             let t =
                 workload::verify(&issuers, tokens[i].as_bytes(), "deploy", now).expect("verify");
             replay
-                .first_use(t.id(), [7; 32], t.expires(), now)
+                .first_use(t.id(), [7; 32], [8; 32], t.expires(), now)
                 .expect("first use");
             black_box(t);
         });
@@ -132,7 +132,7 @@ fn main() {
             let t = workload::verify(&issuers, fresh[i].as_bytes(), "deploy", now).expect("verify");
             first.continues(&t).expect("continues");
             replay
-                .first_use(t.id(), [7; 32], t.expires(), now)
+                .first_use(t.id(), [7; 32], [8; 32], t.expires(), now)
                 .expect("first use");
             black_box(t);
         });

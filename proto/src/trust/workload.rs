@@ -43,7 +43,7 @@ mod replay;
 mod rules;
 
 pub use keys::{KeySet, KeysInForce, MAX_JWKS, MAX_KEYS, MAX_RSA_BITS, MIN_RSA_BITS};
-pub use replay::{KeyId, ReplayCache, key_id};
+pub use replay::{KeyId, MAX_LIVE_PER_WORKLOAD, ReplayCache, key_id, owner_id};
 pub use rules::{
     Issuer, Issuers, MAX_ISSUERS, MAX_RULE_CLAIMS, MAX_RULES, MAX_SKEW, Rule, VERIFIED_CLAIMS,
     tenant_claims,

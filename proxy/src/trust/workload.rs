@@ -121,25 +121,44 @@ impl ReplayRecord {
     fn first_use(&self, token: &TokenVerified, key: &KeyId, now: UnixTime) -> Result<(), Refused> {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let new = !cache.holds(&token.id());
-        cache.first_use(token.id(), *key, token.expires(), now)?;
+        let owner = ztssh_proto::trust::workload::owner_id(token.iss(), token.sub());
+        cache.first_use(token.id(), *key, owner, token.expires(), now)?;
         if new && let Some(line) = cache.line(&token.id()) {
-            self.append(&line, &cache);
+            self.append(&line);
         }
         Ok(())
     }
 
-    fn append(&self, line: &str, cache: &ReplayCache) {
-        let mut slot = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(kept) = slot.as_mut() else { return };
-        // Written whole again once it holds as many lines past the last
-        // write as a full record, so it never grows without bound.
-        if kept.appended >= REPLAY_CAPACITY {
-            match Self::write_whole(&kept.path, cache) {
-                Ok(k) => *kept = k,
-                Err(e) => warn!(event = "workload_record_failed", error = %e, "{e}"),
-            }
+    /// Writes the record whole again, without the expired tokens, once it
+    /// holds as many lines past the last such write as a full record: the
+    /// housekeeping task calls it off the runtime's workers, so the file
+    /// never grows without bound and no handshake waits on the write. A
+    /// failure is logged and tried again at the next call.
+    pub fn compact(&self, now: UnixTime) {
+        let due = self
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|k| k.appended >= REPLAY_CAPACITY);
+        if !due {
             return;
         }
+        // The lines first (the cache's lock only), then the file's lock for
+        // the write: a first use meanwhile waits for it, and none is lost.
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.prune_expired(now);
+        let mut slot = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(kept) = slot.as_mut() else { return };
+        match Self::write_whole(&kept.path, &cache) {
+            Ok(k) => *kept = k,
+            Err(e) => warn!(event = "workload_record_failed", error = %e, "{e}"),
+        }
+    }
+
+    fn append(&self, line: &str) {
+        let mut slot = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(kept) = slot.as_mut() else { return };
         match kept.file.write_all(line.as_bytes()) {
             Ok(()) => kept.appended += 1,
             Err(e) => {

@@ -21,8 +21,34 @@ use crate::time::{UnixTime, when};
 #[derive(Debug, Default)]
 pub struct ReplayCache {
     cap: usize,
-    seen: BTreeMap<[u8; 32], (UnixTime, KeyId)>,
+    seen: BTreeMap<[u8; 32], Seen>,
     by_expiry: BTreeSet<(UnixTime, [u8; 32])>,
+    /// Live tokens per workload ([`owner_id`]), each at most
+    /// [`MAX_LIVE_PER_WORKLOAD`].
+    per_owner: BTreeMap<[u8; 32], usize>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    expires: UnixTime,
+    key: KeyId,
+    owner: [u8; 32],
+}
+
+/// Live tokens one workload (issuer and subject) may hold in the record:
+/// far more than a job opens connections within a token's lifetime, and
+/// a small share of the record, so that one workload minting tokens in a
+/// loop cannot fill it for every other.
+pub const MAX_LIVE_PER_WORKLOAD: usize = 1024;
+
+/// Which workload a token is: SHA-256 over its `iss` and `sub`.
+pub fn owner_id(iss: &str, sub: &str) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update((iss.len() as u64).to_be_bytes());
+    h.update(iss.as_bytes());
+    h.update(sub.as_bytes());
+    h.finalize().into()
 }
 
 impl ReplayCache {
@@ -45,14 +71,16 @@ impl ReplayCache {
         &mut self,
         id: [u8; 32],
         key: KeyId,
+        owner: [u8; 32],
         expires: UnixTime,
         now: UnixTime,
     ) -> Result<(), Refused> {
         self.prune(now);
-        if let Some((until, first)) = self.seen.get(&id) {
-            if *first == key {
+        if let Some(seen) = self.seen.get(&id) {
+            if seen.key == key {
                 return Ok(());
             }
+            let until = &seen.expires;
             return Err(Refused::new(
                 RefusalKind::Replayed,
                 format!(
@@ -77,9 +105,44 @@ impl ReplayCache {
                 ),
             ));
         }
-        self.seen.insert(id, (expires, key));
-        self.by_expiry.insert((expires, id));
+        let live = self.per_owner.get(&owner).copied().unwrap_or(0);
+        if live >= MAX_LIVE_PER_WORKLOAD {
+            return Err(Refused::new(
+                RefusalKind::ReplayCacheFull,
+                format!(
+                    "this workload already has {live} live tokens recorded on this proxy, the \
+                     most one workload may: reuse a token with its key rather than mint one per \
+                     connection, or try again once some expire"
+                ),
+            ));
+        }
+        self.insert(
+            id,
+            Seen {
+                expires,
+                key,
+                owner,
+            },
+        );
         Ok(())
+    }
+
+    fn insert(&mut self, id: [u8; 32], seen: Seen) {
+        if let Some(old) = self.seen.insert(id, seen) {
+            self.by_expiry.remove(&(old.expires, id));
+            self.forget_owner(old.owner);
+        }
+        self.by_expiry.insert((seen.expires, id));
+        *self.per_owner.entry(seen.owner).or_default() += 1;
+    }
+
+    fn forget_owner(&mut self, owner: [u8; 32]) {
+        if let Some(n) = self.per_owner.get_mut(&owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_owner.remove(&owner);
+            }
+        }
     }
 
     /// Whether it holds token `id`.
@@ -88,18 +151,15 @@ impl ReplayCache {
     }
 
     /// One line of the record kept on disk for token `id` (what
-    /// [`Self::restore`] reads back): `ID KEY EXPIRES`, hex and seconds.
+    /// [`Self::restore`] reads back): `ID KEY OWNER EXPIRES`, hex and
+    /// seconds.
     pub fn line(&self, id: &[u8; 32]) -> Option<String> {
-        let (expires, key) = self.seen.get(id)?;
-        Some(format!("{} {} {expires}\n", hex(id), hex(key)))
+        self.seen.get(id).map(|s| line(id, s))
     }
 
     /// The whole record, one [`Self::line`] per live token.
     pub fn lines(&self) -> String {
-        self.seen
-            .iter()
-            .map(|(id, (expires, key))| format!("{} {} {expires}\n", hex(id), hex(key)))
-            .collect()
+        self.seen.iter().map(|(id, s)| line(id, s)).collect()
     }
 
     /// Reads back a record written by [`Self::line`]: the live tokens it
@@ -112,21 +172,31 @@ impl ReplayCache {
             let parsed = (|| {
                 let id = unhex(f.next()?)?;
                 let key = unhex(f.next()?)?;
+                let owner = unhex(f.next()?)?;
                 let expires: UnixTime = f.next()?.parse().ok()?;
-                f.next().is_none().then_some((id, key, expires))
+                f.next().is_none().then_some((
+                    id,
+                    Seen {
+                        expires,
+                        key,
+                        owner,
+                    },
+                ))
             })();
             match parsed {
-                Some((id, key, expires)) if expires > now && self.seen.len() < self.cap => {
-                    if let Some((old, _)) = self.seen.insert(id, (expires, key)) {
-                        self.by_expiry.remove(&(old, id));
-                    }
-                    self.by_expiry.insert((expires, id));
+                Some((id, seen)) if seen.expires > now && self.seen.len() < self.cap => {
+                    self.insert(id, seen);
                 }
                 Some(_) => {}
                 None => bad += 1,
             }
         }
         bad
+    }
+
+    /// Forgets the tokens that expired by `now`.
+    pub fn prune_expired(&mut self, now: UnixTime) {
+        self.prune(now);
     }
 
     /// How many ids it holds.
@@ -145,9 +215,21 @@ impl ReplayCache {
                 break;
             }
             self.by_expiry.pop_first();
-            self.seen.remove(&id);
+            if let Some(old) = self.seen.remove(&id) {
+                self.forget_owner(old.owner);
+            }
         }
     }
+}
+
+fn line(id: &[u8; 32], s: &Seen) -> String {
+    format!(
+        "{} {} {} {}\n",
+        hex(id),
+        hex(&s.key),
+        hex(&s.owner),
+        s.expires
+    )
 }
 
 fn hex(bytes: &[u8; 32]) -> String {
@@ -160,7 +242,11 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
     }
     let mut out = [0u8; 32];
     for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        let pair = text.get(2 * i..2 * i + 2)?;
+        if !pair.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *o = u8::from_str_radix(pair, 16).ok()?;
     }
     Some(out)
 }

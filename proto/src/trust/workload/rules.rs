@@ -59,14 +59,16 @@ pub struct Issuer {
 /// `iss` or `exp` alone would admit every workload of the platform).
 pub const VERIFIED_CLAIMS: [&str; 6] = ["iss", "aud", "exp", "iat", "nbf", "jti"];
 
-/// The claims that say who owns a workload, for an issuer `iss` whose
-/// table names none: a platform's issuer signs for every workload on it
-/// (any GitHub user's workflow gets a token for any audience), so a rule
-/// must pin its owner, not only a branch or a runner. GitHub: the
-/// repository or its owner (the ids outlive a renamed or re-registered
-/// name); GitLab: the project or its group; any other issuer (a
-/// Kubernetes cluster, say): the subject or the namespace.
-pub fn tenant_claims(iss: &str) -> &'static [&'static str] {
+/// The shared platforms whose tenant claims are known: their issuer signs
+/// for every workload on them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Platform {
+    GitHub,
+    GitLab,
+    Other,
+}
+
+fn platform(iss: &str) -> Platform {
     let host = iss
         .strip_prefix("https://")
         .unwrap_or(iss)
@@ -74,25 +76,60 @@ pub fn tenant_claims(iss: &str) -> &'static [&'static str] {
         .next()
         .unwrap_or_default();
     if host == "token.actions.githubusercontent.com" {
-        &[
+        Platform::GitHub
+    } else if host == "gitlab.com" || host.starts_with("gitlab.") {
+        Platform::GitLab
+    } else {
+        Platform::Other
+    }
+}
+
+/// GitHub's `sub` prefixes that name the owner: a repository may choose
+/// its own subject template (`include_claim_keys`), but the value of each
+/// key is its own, so only a subject that begins with one of these names
+/// whose workload it is. Every other (`environment:prod`,
+/// `job_workflow_ref:...`) any repository can produce.
+const GITHUB_OWNER_SUBS: [&str; 4] = [
+    "repo:",
+    "repository_owner:",
+    "repository_owner_id:",
+    "repository_id:",
+];
+
+/// The claims that say who owns a workload, for an issuer `iss` whose
+/// table names none: a platform's issuer signs for every workload on it
+/// (any GitHub user's workflow gets a token for any audience), so a rule
+/// must pin its owner, not only a branch, a runner or a reusable workflow
+/// (which any repository may call). GitHub: the repository or its owner
+/// (the ids outlive a renamed or re-registered name), or a `sub` that
+/// begins with one of them; GitLab: the project or its group; any other
+/// issuer (a Kubernetes cluster, say): the subject or the namespace.
+pub fn tenant_claims(iss: &str) -> &'static [&'static str] {
+    match platform(iss) {
+        Platform::GitHub => &[
             "repository",
             "repository_id",
             "repository_owner",
             "repository_owner_id",
-            "job_workflow_ref",
             "sub",
-        ]
-    } else if host == "gitlab.com" || host.starts_with("gitlab.") {
-        &[
+        ],
+        Platform::GitLab => &[
             "project_path",
             "project_id",
             "namespace_path",
             "namespace_id",
             "sub",
-        ]
-    } else {
-        &["sub", "kubernetes.io/namespace"]
+        ],
+        Platform::Other => &["sub", "kubernetes.io/namespace"],
     }
+}
+
+/// Whether the exact pin `value` of claim `path` names an owner on the
+/// platform of `iss` (a GitHub `sub` only with an owner prefix).
+fn pins_owner(iss: &str, path: &str, value: &str) -> bool {
+    platform(iss) != Platform::GitHub
+        || path != "sub"
+        || GITHUB_OWNER_SUBS.iter().any(|p| value.starts_with(p))
 }
 
 /// The configured issuers, checked by [`Issuers::new`].
@@ -193,17 +230,33 @@ fn check_issuer(i: &Issuer) -> Result<(), String> {
             i.rules.len()
         ));
     }
+    let known = tenant_claims(&i.issuer);
+    // For GitHub and GitLab the table may only narrow the platform's own
+    // list: a claim any of the platform's users sets (an environment, a
+    // branch) never stands for an owner.
+    if platform(&i.issuer) != Platform::Other
+        && let Some(c) = i
+            .tenant_claims
+            .iter()
+            .find(|c| !known.contains(&c.as_str()))
+    {
+        return Err(format!(
+            "workload issuer {name}: tenant_claims names {c:?}, which does not say whose \
+             workload a token is on this platform: choose among {}",
+            known.join(", ")
+        ));
+    }
     let tenant: Vec<&str> = if i.tenant_claims.is_empty() {
-        tenant_claims(&i.issuer).to_vec()
+        known.to_vec()
     } else {
         i.tenant_claims.iter().map(String::as_str).collect()
     };
     i.rules
         .iter()
-        .try_for_each(|r| check_rule(name, r, &tenant))
+        .try_for_each(|r| check_rule(name, &i.issuer, r, &tenant))
 }
 
-fn check_rule(issuer: &str, r: &Rule, tenant: &[&str]) -> Result<(), String> {
+fn check_rule(issuer: &str, iss: &str, r: &Rule, tenant: &[&str]) -> Result<(), String> {
     let at = format!(
         "workload issuer {issuer}, rule for principal {:?}",
         r.principal
@@ -237,15 +290,19 @@ fn check_rule(issuer: &str, r: &Rule, tenant: &[&str]) -> Result<(), String> {
              test the claims that say which workload it is"
         ));
     }
-    let pinned = r
-        .claims
-        .iter()
-        .any(|(p, glob)| tenant.contains(&p.as_str()) && !glob.is_empty() && !glob.contains('*'));
+    let pinned = r.claims.iter().any(|(p, glob)| {
+        tenant.contains(&p.as_str())
+            && !glob.is_empty()
+            && !glob.contains('*')
+            && pins_owner(iss, p, glob)
+    });
     if !pinned {
         return Err(format!(
-            "{at}: pin one of {} exactly, without '*': a platform's issuer signs for every \
-             workload on it (any GitHub user's workflow can get a token for any audience), so a \
-             rule must name whose workload it admits, not only a branch or a runner",
+            "{at}: pin one of {} exactly, without '*' (on GitHub, a sub only when it begins \
+             with repo:, repository_owner:, repository_owner_id: or repository_id:): a \
+             platform's issuer signs for every workload on it (any GitHub user's workflow can \
+             get a token for any audience, and call any public reusable workflow), so a rule \
+             must name whose workload it admits, not only a branch, a runner or a workflow",
             tenant.join(", ")
         ));
     }

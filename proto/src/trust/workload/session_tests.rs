@@ -40,10 +40,13 @@ impl Authority for Proxy {
         Some(&self.issuers)
     }
     fn first_use(&self, token: &TokenVerified, key: &KeyId, now: UnixTime) -> Result<(), Refused> {
-        self.replay
-            .lock()
-            .expect("replay")
-            .first_use(token.id(), *key, token.expires(), now)
+        self.replay.lock().expect("replay").first_use(
+            token.id(),
+            *key,
+            owner_id(token.iss(), token.sub()),
+            token.expires(),
+            now,
+        )
     }
 }
 
@@ -98,6 +101,21 @@ fn login_with(token: &[u8], seed: u8) -> (handshake::ClientSession, ClientAuthen
         .authenticated()
         .expect("authenticated");
     (session, authed)
+}
+
+fn timing() -> Timing {
+    Timing {
+        interval_secs: 3_600,
+        deadline_secs: 10,
+        cert_ttl_secs: 300,
+    }
+}
+
+/// Starts an authorized session (its token's first use recorded).
+fn start(authorized: crate::identity::Authorized, proxy: &Proxy) {
+    let subca = SigningKey::generate(&mut TestRng);
+    ServerIdentity::start(authorized, &subca, proxy, timing(), NOW, 0, &mut TestRng)
+        .expect("started");
 }
 
 /// A session of the workload, 300 s certificates, started at [`NOW`].
@@ -211,10 +229,26 @@ fn a_token_logs_in_once_and_its_replay_is_refused() {
     // The same token on a second connection with the same key (a pod's
     // second ssh): in. With another key (the token read from a log): a
     // replay.
-    let (_, again) = login(&token);
-    assert!(again.authorize(&proxy, NOW + 1).is_ok());
+    // Authorized, not yet started: nothing is recorded (a session refused
+    // before it starts, by the caller's session cap say, costs no record).
     let (_, thief) = login_with(&token, 8);
-    let e = thief.authorize(&proxy, NOW + 1).expect_err("replayed");
+    let early = thief.authorize(&proxy, NOW + 1).expect("verified");
+    drop(early);
+    start(authorized, &proxy);
+    let (_, again) = login(&token);
+    start(again.authorize(&proxy, NOW + 1).expect("same key"), &proxy);
+    let (_, thief) = login_with(&token, 8);
+    let authorized = thief.authorize(&proxy, NOW + 1).expect("verified");
+    let e = ServerIdentity::start(
+        authorized,
+        &SigningKey::generate(&mut TestRng),
+        &proxy,
+        timing(),
+        NOW + 1,
+        0,
+        &mut TestRng,
+    )
+    .expect_err("replayed");
     assert_eq!(e.ended.kind, EndKind::WorkloadTokenRefused);
     assert!(e.ended.reason.contains("already used"), "{:?}", e.ended);
     // A proxy that trusts no issuer says so.

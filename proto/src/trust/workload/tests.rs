@@ -714,38 +714,51 @@ fn globs_match_whole_values() {
 fn a_replay_cache_refuses_another_key_and_forgets_expired_tokens() {
     const JOB: KeyId = [1; 32];
     const THIEF: KeyId = [9; 32];
+    const OWNER: [u8; 32] = [5; 32];
     let mut cache = ReplayCache::new(2);
     let v = verify(&issuers(), &github(&github_claims()), "deploy", NOW).expect("v");
-    assert!(cache.first_use(v.id(), JOB, v.expires(), NOW).is_ok());
+    assert!(
+        cache
+            .first_use(v.id(), JOB, OWNER, v.expires(), NOW)
+            .is_ok()
+    );
     // The key that first presented it may again (a pod's second
     // connection); any other key is a replay.
-    assert!(cache.first_use(v.id(), JOB, v.expires(), NOW + 1).is_ok());
+    assert!(
+        cache
+            .first_use(v.id(), JOB, OWNER, v.expires(), NOW + 1)
+            .is_ok()
+    );
     let e = cache
-        .first_use(v.id(), THIEF, v.expires(), NOW + 1)
+        .first_use(v.id(), THIEF, OWNER, v.expires(), NOW + 1)
         .expect_err("replay");
     assert_eq!(e.kind, RefusalKind::Replayed);
     assert!(e.reason.contains("another key"), "{e}");
     assert_eq!(e.ended().kind, EndKind::WorkloadTokenRefused);
     // Another token, then a third: full, refused, none forgotten.
-    assert!(cache.first_use([2; 32], JOB, NOW + 100, NOW).is_ok());
+    assert!(cache.first_use([2; 32], JOB, OWNER, NOW + 100, NOW).is_ok());
     let e = cache
-        .first_use([3; 32], JOB, NOW + 100, NOW)
+        .first_use([3; 32], JOB, OWNER, NOW + 100, NOW)
         .expect_err("full");
     assert_eq!(e.kind, RefusalKind::ReplayCacheFull);
     assert_eq!(e.ended().kind, EndKind::WorkloadCheckUnavailable);
     assert_eq!(cache.len(), 2);
     // Once [2; 32] expired it is pruned, and room is made.
-    assert!(cache.first_use([3; 32], JOB, NOW + 500, NOW + 100).is_ok());
+    assert!(
+        cache
+            .first_use([3; 32], JOB, OWNER, NOW + 500, NOW + 100)
+            .is_ok()
+    );
     assert_eq!(cache.len(), 2);
     assert!(
         cache
-            .first_use([2; 32], THIEF, NOW + 600, NOW + 100)
+            .first_use([2; 32], THIEF, OWNER, NOW + 600, NOW + 100)
             .is_err()
     );
     // Past the first token's expiry it is forgotten (verify refuses it).
     assert!(
         cache
-            .first_use(v.id(), THIEF, v.expires(), v.expires())
+            .first_use(v.id(), THIEF, OWNER, v.expires(), v.expires())
             .is_ok()
     );
     assert_eq!(cache.len(), 1);
@@ -753,25 +766,71 @@ fn a_replay_cache_refuses_another_key_and_forgets_expired_tokens() {
 
 #[test]
 fn a_replay_record_reads_back_what_it_wrote() {
+    const OWNER: [u8; 32] = [5; 32];
     let mut cache = ReplayCache::new(8);
-    assert!(cache.first_use([1; 32], [2; 32], NOW + 100, NOW).is_ok());
-    assert!(cache.first_use([3; 32], [4; 32], NOW + 10, NOW).is_ok());
+    assert!(
+        cache
+            .first_use([1; 32], [2; 32], OWNER, NOW + 100, NOW)
+            .is_ok()
+    );
+    assert!(
+        cache
+            .first_use([3; 32], [4; 32], OWNER, NOW + 10, NOW)
+            .is_ok()
+    );
     let line = cache.line(&[1; 32]).expect("line");
-    assert_eq!(line.matches(' ').count(), 2);
+    assert_eq!(line.matches(' ').count(), 3);
     let text = format!("{}garbage\n{}", cache.lines(), line);
     let mut back = ReplayCache::new(8);
     assert_eq!(back.restore(&text, NOW + 20), 1, "one line does not read");
     // The live token came back with its key; the expired one did not.
     assert!(back.holds(&[1; 32]) && !back.holds(&[3; 32]));
     assert!(
-        back.first_use([1; 32], [2; 32], NOW + 100, NOW + 20)
+        back.first_use([1; 32], [2; 32], OWNER, NOW + 100, NOW + 20)
             .is_ok()
     );
     assert!(
-        back.first_use([1; 32], [9; 32], NOW + 100, NOW + 20)
+        back.first_use([1; 32], [9; 32], OWNER, NOW + 100, NOW + 20)
             .is_err()
     );
     assert_eq!(back.len(), 1);
+}
+
+#[test]
+fn one_workload_cannot_fill_the_record() {
+    let mut cache = ReplayCache::new(MAX_LIVE_PER_WORKLOAD + 10);
+    let (job, other) = (owner_id(GITHUB, "repo:a/b"), owner_id(GITHUB, "repo:c/d"));
+    for n in 0..MAX_LIVE_PER_WORKLOAD as u32 {
+        let mut id = [0; 32];
+        id[..4].copy_from_slice(&n.to_be_bytes());
+        assert!(cache.first_use(id, [1; 32], job, NOW + 300, NOW).is_ok());
+    }
+    let e = cache
+        .first_use([0xee; 32], [1; 32], job, NOW + 300, NOW)
+        .expect_err("one workload's share");
+    assert_eq!(e.kind, RefusalKind::ReplayCacheFull);
+    assert!(e.reason.contains("this workload already has"), "{e}");
+    // Another workload is unaffected; the first gets room as its expire.
+    assert!(
+        cache
+            .first_use([0xef; 32], [1; 32], other, NOW + 300, NOW)
+            .is_ok()
+    );
+    assert!(
+        cache
+            .first_use([0xee; 32], [1; 32], job, NOW + 900, NOW + 300)
+            .is_ok()
+    );
+    // A record line read back keeps the count.
+    let mut back = ReplayCache::new(MAX_LIVE_PER_WORKLOAD + 10);
+    back.restore(&cache.lines(), NOW + 300);
+    assert!(
+        back.first_use([0xed; 32], [1; 32], job, NOW + 900, NOW + 300)
+            .is_ok()
+    );
+    // A tampered line with a non-hex digit does not read.
+    let line = cache.line(&[0xee; 32]).expect("line").replacen('e', "+", 1);
+    assert_eq!(ReplayCache::new(4).restore(&line, NOW + 300), 1);
 }
 
 #[test]
@@ -1060,6 +1119,17 @@ fn a_rule_must_pin_whose_workload_it_admits() {
         vec![("repository", "octo-org/*"), ("ref", "refs/heads/main")],
         vec![("iss", GITHUB), ("repository", "octo-org/octo-repo")],
         vec![("jti", "x"), ("repository_owner", "octo-org")],
+        // The second review's: a reusable workflow any repository may
+        // call, and subjects any repository can produce.
+        vec![(
+            "job_workflow_ref",
+            "acme/shared/.github/workflows/deploy.yml@refs/heads/main",
+        )],
+        vec![("sub", "environment:prod")],
+        vec![(
+            "sub",
+            "job_workflow_ref:acme/shared/.github/workflows/deploy.yml@refs/heads/main",
+        )],
     ] {
         let mut list = vec![issuer("github", GITHUB, Alg::Rs256, github_rules())];
         list[0].rules = vec![rule("deploy", &claims)];
@@ -1069,6 +1139,19 @@ fn a_rule_must_pin_whose_workload_it_admits() {
             "{claims:?}: {e}"
         );
     }
+    // A GitHub subject that names the owner is a pin.
+    let mut list = vec![issuer("github", GITHUB, Alg::Rs256, github_rules())];
+    list[0].rules = vec![rule(
+        "deploy",
+        &[("sub", "repo:octo-org/octo-repo:environment:prod")],
+    )];
+    assert!(Issuers::new(list.clone()).is_ok());
+    // The table may narrow GitHub's list, never widen it.
+    list[0].tenant_claims = vec!["environment".into()];
+    let e = Issuers::new(list.clone()).expect_err("widened");
+    assert!(e.contains("does not say whose workload"), "{e}");
+    list[0].tenant_claims = vec!["sub".into()];
+    assert!(Issuers::new(list).is_ok());
     // GitLab by project or group; any other issuer by sub or namespace,
     // unless its table names its own tenant claims.
     let mut list = vec![issuer("gitlab", GITLAB, Alg::EdDsa, github_rules())];
