@@ -78,6 +78,18 @@ pub trait Authority {
     /// A workload token was refused for `kind` (the proxy counts them by
     /// kind). The default does nothing.
     fn token_refused(&self, _kind: wl::RefusalKind) {}
+    /// Refuses, at authorization and recording nothing, a token another
+    /// key already used (the session would be refused when it starts
+    /// anyway; this way it takes no session slot or sshd connection first).
+    /// The default records nothing, so it refuses nothing here.
+    fn check_use(
+        &self,
+        _token: &TokenVerified,
+        _key: &wl::KeyId,
+        _now: UnixTime,
+    ) -> Result<(), wl::Refused> {
+        Ok(())
+    }
     /// Records the first use of a verified token on this proxy by `key`
     /// (the key that signed the handshake), and refuses a token another
     /// key used before (a replay: a token read from a log must not open
@@ -542,6 +554,9 @@ impl ClientAuthenticated {
             r.ended()
         };
         let token = wl::verify(issuers, bytes, self.principal(), now).map_err(refused)?;
+        authority
+            .check_use(&token, &wl::key_id(self.user_key()), now)
+            .map_err(refused)?;
         Ok(Some(LiveToken::new(token, bytes)))
     }
 }

@@ -498,7 +498,12 @@ impl Pump {
             let reuse = self
                 .token_last
                 .as_ref()
-                .filter(|(at, _)| self.renewal_retrying && at.elapsed() < TOKEN_REUSE)
+                .filter(|(at, t)| {
+                    self.renewal_retrying
+                        && at.elapsed() < TOKEN_REUSE
+                        && crate::token::seconds_left(t, crate::token::unix_now())
+                            .is_some_and(|left| left > TOKEN_REUSE.as_secs())
+                })
                 .map(|(_, t)| t.clone());
             let token = self
                 .token

@@ -267,6 +267,22 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Seconds until the token's `exp` on this machine's clock (read without
+/// verifying it), `None` when it says none.
+pub fn seconds_left(token: &[u8], now: u64) -> Option<u64> {
+    claim_times(token).map(|(_, exp)| exp.saturating_sub(now))
+}
+
+/// The token's `iat` and `exp`, read without verifying it.
+fn claim_times(token: &[u8]) -> Option<(u64, u64)> {
+    use base64ct::Encoding;
+    let payload = token.split(|b| *b == b'.').nth(1)?;
+    let json = base64ct::Base64UrlUnpadded::decode_vec(std::str::from_utf8(payload).ok()?).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    let at = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
+    Some((at("iat")?, at("exp")?))
+}
+
 /// When to look for a fresh token before the one in force runs out: at
 /// two thirds of its lifetime (`iat` + ⅔ × (`exp` − `iat`), read from the
 /// token without verifying it: this only times the next look; the proxy
@@ -275,14 +291,9 @@ pub fn unix_now() -> u64 {
 /// than a tenth of its life (at least 10 s): a clock that is off repeats
 /// no look in a loop. `None` when the token says nothing usable.
 pub fn refresh_after(token: &[u8], now: u64) -> Option<Duration> {
-    use base64ct::Encoding;
-    let payload = token.split(|b| *b == b'.').nth(1)?;
-    let json = base64ct::Base64UrlUnpadded::decode_vec(std::str::from_utf8(payload).ok()?).ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
-    let at = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
-    let iat = at("iat")?;
-    let life = at("exp")?.checked_sub(iat).filter(|l| *l > 0)?;
-    let due = iat.saturating_add(life * 2 / 3).saturating_sub(now);
+    let (iat, exp) = claim_times(token)?;
+    let life = exp.checked_sub(iat).filter(|l| *l > 0)?;
+    let due = iat.saturating_add(life / 3 * 2).saturating_sub(now);
     let floor = (life / 10).max(10).min(life * 2 / 3);
     Some(Duration::from_secs(
         due.clamp(floor, (life * 2 / 3).max(floor)),

@@ -80,6 +80,18 @@ impl identity::Authority for Authority {
         TOKENS_REFUSED.with_label_values(&[kind.label()]).inc();
     }
 
+    fn check_use(
+        &self,
+        token: &TokenVerified,
+        key: &wl::KeyId,
+        now: UnixTime,
+    ) -> Result<(), wl::Refused> {
+        match &self.workload {
+            Some(w) => w.check_use(token, key, now),
+            None => Ok(()),
+        }
+    }
+
     fn first_use(
         &self,
         token: &TokenVerified,
@@ -289,6 +301,15 @@ impl identity::Authority for AtPeer<'_> {
 
     fn token_refused(&self, kind: wl::RefusalKind) {
         identity::Authority::token_refused(self.authority, kind);
+    }
+
+    fn check_use(
+        &self,
+        token: &TokenVerified,
+        key: &wl::KeyId,
+        now: UnixTime,
+    ) -> Result<(), wl::Refused> {
+        identity::Authority::check_use(self.authority, token, key, now)
     }
 
     fn first_use(

@@ -37,8 +37,14 @@ pub static TOKENS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     v
 });
 
-/// Bytes of the record file read at start (a full record is about 14 MB).
-const MAX_REPLAY_FILE: u64 = 32 << 20;
+/// Lines appended past the last whole write before the record is written
+/// whole again (by the housekeeping task).
+const COMPACT_AFTER: usize = REPLAY_CAPACITY / 4;
+
+/// Bytes of the record file read at start: a full record (about 206 bytes
+/// a line) and the lines appended before it is written whole again, with
+/// room to spare (a test ties these together).
+const MAX_REPLAY_FILE: u64 = 64 << 20;
 
 /// The record of tokens used, shared by every authority this process
 /// publishes.
@@ -97,10 +103,14 @@ impl ReplayRecord {
     }
 
     fn write_whole(path: &Path, cache: &ReplayCache) -> Result<Kept, String> {
+        Self::write_text(path, &cache.lines())
+    }
+
+    fn write_text(path: &Path, text: &str) -> Result<Kept, String> {
         let shown = path.display();
         ztssh_keyfile::write_atomic(
             path,
-            cache.lines().as_bytes(),
+            text.as_bytes(),
             0o600,
             ztssh_keyfile::Existing::Replace,
         )
@@ -119,11 +129,17 @@ impl ReplayRecord {
     /// Records `token`'s first use by `key` (a use by another key is
     /// refused), and appends it to the file when it is new.
     fn first_use(&self, token: &TokenVerified, key: &KeyId, now: UnixTime) -> Result<(), Refused> {
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        let new = !cache.holds(&token.id());
-        let owner = ztssh_proto::trust::workload::owner_id(token.iss(), token.sub());
-        cache.first_use(token.id(), *key, owner, token.expires(), now)?;
-        if new && let Some(line) = cache.line(&token.id()) {
+        let line = {
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            let new = !cache.holds(&token.id());
+            let owner = ztssh_proto::trust::workload::owner_id(token.iss(), token.rule());
+            cache.first_use(token.id(), *key, owner, token.expires(), now)?;
+            if new { cache.line(&token.id()) } else { None }
+        };
+        // Appended outside the cache's lock: a whole write under way holds
+        // the file's lock only (a line then lands in the new file, or twice,
+        // which reading back takes as once).
+        if let Some(line) = line {
             self.append(&line);
         }
         Ok(())
@@ -140,17 +156,20 @@ impl ReplayRecord {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .is_some_and(|k| k.appended >= REPLAY_CAPACITY);
+            .is_some_and(|k| k.appended >= COMPACT_AFTER);
         if !due {
             return;
         }
-        // The lines first (the cache's lock only), then the file's lock for
-        // the write: a first use meanwhile waits for it, and none is lost.
+        // The lines under the cache's lock, then the file's lock for the
+        // write, the cache's released: first uses go on meanwhile, and
+        // their lines wait for the new file.
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         cache.prune_expired(now);
+        let text = cache.lines();
         let mut slot = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        drop(cache);
         let Some(kept) = slot.as_mut() else { return };
-        match Self::write_whole(&kept.path, &cache) {
+        match Self::write_text(&kept.path, &text) {
             Ok(k) => *kept = k,
             Err(e) => warn!(event = "workload_record_failed", error = %e, "{e}"),
         }
@@ -180,6 +199,20 @@ pub struct WorkloadInForce {
 }
 
 impl WorkloadInForce {
+    /// Refuses `token` if another key used it, recording nothing.
+    pub fn check_use(
+        &self,
+        token: &TokenVerified,
+        key: &KeyId,
+        now: UnixTime,
+    ) -> Result<(), Refused> {
+        self.replay
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check(&token.id(), key, now)
+    }
+
     /// Records `token`'s first use by `key`; a use by another key is
     /// refused.
     pub fn first_use(
@@ -220,5 +253,27 @@ impl WorkloadInForce {
                 self.issuers.set_keys(&name, keys);
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// The read bound at start holds a full record and every line appended
+    /// before the next whole write, with room to spare.
+    #[test]
+    fn a_full_record_and_its_appends_fit_the_read_bound() {
+        let mut cache = ReplayCache::new(4);
+        cache
+            .first_use([0xff; 32], [0xff; 32], [0xff; 32], u64::MAX - 1, 0)
+            .expect("first use");
+        let longest = cache.line(&[0xff; 32]).expect("line").len() as u64;
+        let most = (REPLAY_CAPACITY + COMPACT_AFTER) as u64 * longest;
+        assert!(
+            most * 3 / 2 <= MAX_REPLAY_FILE,
+            "{most} > {MAX_REPLAY_FILE}"
+        );
     }
 }

@@ -35,19 +35,29 @@ struct Seen {
     owner: [u8; 32],
 }
 
-/// Live tokens one workload (issuer and subject) may hold in the record:
-/// far more than a job opens connections within a token's lifetime, and
-/// a small share of the record, so that one workload minting tokens in a
-/// loop cannot fill it for every other.
+/// Live tokens the workloads of one rule may hold in the record: far more
+/// than its jobs open connections within a token's lifetime, and a small
+/// share of the record, so that a job minting tokens in a loop cannot fill
+/// it for the other rules' workloads.
 pub const MAX_LIVE_PER_WORKLOAD: usize = 1024;
 
-/// Which workload a token is: SHA-256 over its `iss` and `sub`.
-pub fn owner_id(iss: &str, sub: &str) -> [u8; 32] {
+/// Whose share a token counts against: SHA-256 over its `iss` and the
+/// rule it matched (principal and claims, as configured). Not its `sub`,
+/// which a workload may vary at will (a GitHub repository's own subject
+/// template with the run id in it; a namespace's new service accounts).
+pub fn owner_id(iss: &str, rule: &super::Rule) -> [u8; 32] {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    h.update((iss.len() as u64).to_be_bytes());
-    h.update(iss.as_bytes());
-    h.update(sub.as_bytes());
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    field(iss.as_bytes());
+    field(rule.principal.as_bytes());
+    for (path, glob) in &rule.claims {
+        field(path.as_bytes());
+        field(glob.as_bytes());
+    }
     h.finalize().into()
 }
 
@@ -142,6 +152,24 @@ impl ReplayCache {
             if *n == 0 {
                 self.per_owner.remove(&owner);
             }
+        }
+    }
+
+    /// Whether [`Self::first_use`] would refuse token `id` for `key` as a
+    /// replay, without recording anything: a token another key holds is
+    /// refused at authorization, before the session takes anything.
+    pub fn check(&self, id: &[u8; 32], key: &KeyId, now: UnixTime) -> Result<(), Refused> {
+        match self.seen.get(id) {
+            Some(s) if s.expires > now && s.key != *key => Err(Refused::new(
+                RefusalKind::Replayed,
+                format!(
+                    "this platform token was already used with another key (it stays refused \
+                     until it expires {}): a token is good only with the key that first \
+                     presented it; get a fresh token from the platform",
+                    when(s.expires, now)
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 

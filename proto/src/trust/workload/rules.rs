@@ -69,13 +69,14 @@ enum Platform {
 }
 
 fn platform(iss: &str) -> Platform {
-    let host = iss
-        .strip_prefix("https://")
-        .unwrap_or(iss)
-        .split(['/', ':'])
-        .next()
-        .unwrap_or_default();
-    if host == "token.actions.githubusercontent.com" {
+    let rest = iss.strip_prefix("https://").unwrap_or(iss);
+    let host = rest.split(['/', ':']).next().unwrap_or_default();
+    // GitHub.com, GitHub Enterprise Cloud with data residency
+    // (token.actions.SUBDOMAIN.ghe.com) and GitHub Enterprise Server
+    // (https://HOST/_services/token): GitHub's claims, whoever runs it.
+    let ghe_cloud = host.starts_with("token.actions.") && host.ends_with(".ghe.com");
+    let ghe_server = rest.trim_end_matches('/').ends_with("/_services/token");
+    if host == "token.actions.githubusercontent.com" || ghe_cloud || ghe_server {
         Platform::GitHub
     } else if host == "gitlab.com" || host.starts_with("gitlab.") {
         Platform::GitLab

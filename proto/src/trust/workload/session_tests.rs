@@ -39,11 +39,17 @@ impl Authority for Proxy {
     fn workload_issuers(&self) -> Option<&Issuers> {
         Some(&self.issuers)
     }
+    fn check_use(&self, token: &TokenVerified, key: &KeyId, now: UnixTime) -> Result<(), Refused> {
+        self.replay
+            .lock()
+            .expect("replay")
+            .check(&token.id(), key, now)
+    }
     fn first_use(&self, token: &TokenVerified, key: &KeyId, now: UnixTime) -> Result<(), Refused> {
         self.replay.lock().expect("replay").first_use(
             token.id(),
             *key,
-            owner_id(token.iss(), token.sub()),
+            owner_id(token.iss(), token.rule()),
             token.expires(),
             now,
         )
@@ -232,15 +238,18 @@ fn a_token_logs_in_once_and_its_replay_is_refused() {
     // Authorized, not yet started: nothing is recorded (a session refused
     // before it starts, by the caller's session cap say, costs no record).
     let (_, thief) = login_with(&token, 8);
-    let early = thief.authorize(&proxy, NOW + 1).expect("verified");
-    drop(early);
+    let early_thief = thief.authorize(&proxy, NOW + 1).expect("verified");
     start(authorized, &proxy);
     let (_, again) = login(&token);
     start(again.authorize(&proxy, NOW + 1).expect("same key"), &proxy);
+    // Another key: refused at authorization (nothing taken yet) and, if a
+    // thief authorized before the first use, when its session would start.
     let (_, thief) = login_with(&token, 8);
-    let authorized = thief.authorize(&proxy, NOW + 1).expect("verified");
+    let e = thief.authorize(&proxy, NOW + 1).expect_err("replayed");
+    assert_eq!(e.ended.kind, EndKind::WorkloadTokenRefused);
+    assert!(e.ended.reason.contains("already used"), "{:?}", e.ended);
     let e = ServerIdentity::start(
-        authorized,
+        early_thief,
         &SigningKey::generate(&mut TestRng),
         &proxy,
         timing(),

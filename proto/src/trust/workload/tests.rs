@@ -799,7 +799,8 @@ fn a_replay_record_reads_back_what_it_wrote() {
 #[test]
 fn one_workload_cannot_fill_the_record() {
     let mut cache = ReplayCache::new(MAX_LIVE_PER_WORKLOAD + 10);
-    let (job, other) = (owner_id(GITHUB, "repo:a/b"), owner_id(GITHUB, "repo:c/d"));
+    let rules = github_rules();
+    let (job, other) = (owner_id(GITHUB, &rules[0]), owner_id(GITHUB, &rules[1]));
     for n in 0..MAX_LIVE_PER_WORKLOAD as u32 {
         let mut id = [0; 32];
         id[..4].copy_from_slice(&n.to_be_bytes());
@@ -1152,6 +1153,15 @@ fn a_rule_must_pin_whose_workload_it_admits() {
     assert!(e.contains("does not say whose workload"), "{e}");
     list[0].tenant_claims = vec!["sub".into()];
     assert!(Issuers::new(list).is_ok());
+    // GitHub Enterprise issuers are GitHub (the third review's R4).
+    for iss in [
+        "https://token.actions.acme.ghe.com",
+        "https://github.acme.example/_services/token",
+    ] {
+        let mut list = vec![issuer("ghe", iss, Alg::Rs256, github_rules())];
+        list[0].rules = vec![rule("deploy", &[("sub", "environment:prod")])];
+        assert!(Issuers::new(list).is_err(), "{iss}");
+    }
     // GitLab by project or group; any other issuer by sub or namespace,
     // unless its table names its own tenant claims.
     let mut list = vec![issuer("gitlab", GITLAB, Alg::EdDsa, github_rules())];
