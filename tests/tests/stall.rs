@@ -281,9 +281,16 @@ fn command_after_ban_ran(w: &World, source: &Source, principal: &str, trial: usi
     stall(w, &f);
     w.pki.revoke("principal", principal);
     w.pki.publish_crl();
-    // The list banning the principal has landed on the proxy.
+    // The list banning the principal has landed on the proxy and is in
+    // force: its session was ended. (`crl_loaded` is logged when the list
+    // is read, a moment before the authority carrying it is published: a
+    // command written between the two reached sshd under a loaded CI
+    // machine, before the ban was in force.)
     wait_until(T, "the new list to load", || {
         count(&w.proxy.log_text(), "event=\"crl_loaded\"") > lists_before
+    });
+    wait_until(T, "the ban in force", || {
+        count_terminated(w, principal) == 1
     });
     writeln!(stdin, "touch {}", marker.display()).expect("command after the ban");
     drop(stdin);
