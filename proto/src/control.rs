@@ -197,6 +197,26 @@ pub fn sanitize(text: &str, max: usize) -> String {
         .collect()
 }
 
+/// One part of a value sent in parts (USER_CERT, WORKLOAD_TOKEN): its
+/// number, the count of parts (1 to `max_parts`) and its bytes (1 to
+/// [`MAX_USER_CERT_PART`]).
+fn read_part<'a>(
+    r: &mut Reader<'a>,
+    max_parts: u8,
+    what: &'static str,
+) -> Result<(u8, u8, &'a [u8]), Malformed> {
+    let part = r.u8()?;
+    let parts = r.u8()?;
+    let bytes = r.var16(MAX_USER_CERT_PART)?;
+    if parts == 0 || parts > max_parts || part >= parts || bytes.is_empty() {
+        return Err(Malformed::Invalid {
+            what,
+            why: "bad part, part count or empty part",
+        });
+    }
+    Ok((part, parts, bytes))
+}
+
 impl Control {
     /// Encodes the message.
     pub fn encode(&self) -> Vec<u8> {
@@ -315,28 +335,20 @@ impl Control {
                 user_sig: r.var16(MAX_SSHSIG)?.to_vec(),
             },
             USER_CERT => {
-                let part = r.u8()?;
-                let parts = r.u8()?;
-                let bytes = r.var16(MAX_USER_CERT_PART)?.to_vec();
-                if parts == 0 || parts > MAX_USER_CERT_PARTS || part >= parts || bytes.is_empty() {
-                    return Err(Malformed::Invalid {
-                        what: "USER_CERT",
-                        why: "bad part, part count or empty part",
-                    });
+                let (part, parts, bytes) = read_part(&mut r, MAX_USER_CERT_PARTS, "USER_CERT")?;
+                Self::UserCert {
+                    part,
+                    parts,
+                    bytes: bytes.to_vec(),
                 }
-                Self::UserCert { part, parts, bytes }
             }
             WORKLOAD_TOKEN => {
-                let part = r.u8()?;
-                let parts = r.u8()?;
-                let bytes = TokenPart(Zeroizing::new(r.var16(MAX_USER_CERT_PART)?.to_vec()));
-                if parts == 0 || parts > MAX_TOKEN_PARTS || part >= parts || bytes.0.is_empty() {
-                    return Err(Malformed::Invalid {
-                        what: "WORKLOAD_TOKEN",
-                        why: "bad part, part count or empty part",
-                    });
+                let (part, parts, bytes) = read_part(&mut r, MAX_TOKEN_PARTS, "WORKLOAD_TOKEN")?;
+                Self::WorkloadToken {
+                    part,
+                    parts,
+                    bytes: TokenPart(Zeroizing::new(bytes.to_vec())),
                 }
-                Self::WorkloadToken { part, parts, bytes }
             }
             _ => {
                 return Err(Malformed::Invalid {

@@ -240,10 +240,13 @@ async fn housekeeping(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         shared.limits.housekeep();
-        // The workload token record, written whole again when due.
-        let replay = Arc::clone(&shared.cfg.replay);
-        let _ =
-            tokio::task::spawn_blocking(move || replay.compact(crate::ops::clock::unix())).await;
+        // The workload token record, written whole again when due (only a
+        // proxy with workload issuers keeps one).
+        if !shared.cfg.settings.workload_issuer.is_empty() {
+            let replay = Arc::clone(&shared.cfg.replay);
+            let _ = tokio::task::spawn_blocking(move || replay.compact(crate::ops::clock::unix()))
+                .await;
+        }
         let (penalised, rate) = shared.limits.tracked();
         let m = &shared.metrics;
         m.penalised_sources

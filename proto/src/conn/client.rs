@@ -297,15 +297,22 @@ impl Conn<ClientSide> {
 
     /// Queues `cert` in USER_CERT parts (its size already checked).
     fn seal_user_cert(&mut self, cert: &[u8], now: Now) {
+        self.seal_parts(cert, now, |part, parts, chunk| Control::UserCert {
+            part,
+            parts,
+            bytes: chunk.to_vec(),
+        });
+    }
+
+    /// Queues `value` in parts of at most
+    /// [`MAX_USER_CERT_PART`](crate::control::MAX_USER_CERT_PART) bytes,
+    /// each the message `part` makes of (part, parts, bytes); the caller
+    /// checked that the count fits its message.
+    fn seal_parts(&mut self, value: &[u8], now: Now, part: impl Fn(u8, u8, &[u8]) -> Control) {
         use crate::control::MAX_USER_CERT_PART;
-        let parts = cert.len().div_ceil(MAX_USER_CERT_PART) as u8;
-        for (part, chunk) in cert.chunks(MAX_USER_CERT_PART).enumerate() {
-            let msg = Control::UserCert {
-                part: part as u8,
-                parts,
-                bytes: chunk.to_vec(),
-            };
-            self.seal(&msg, now);
+        let parts = value.len().div_ceil(MAX_USER_CERT_PART) as u8;
+        for (n, chunk) in value.chunks(MAX_USER_CERT_PART).enumerate() {
+            self.seal(&part(n as u8, parts, chunk), now);
         }
     }
 
@@ -322,7 +329,7 @@ impl Conn<ClientSide> {
     /// that began with a token, and only a token of at most
     /// [`MAX_TOKEN`](crate::trust::workload::MAX_TOKEN) bytes.
     pub fn send_token(&mut self, token: &[u8], now: Now) -> bool {
-        use crate::control::{MAX_USER_CERT_PART, TokenPart};
+        use crate::control::TokenPart;
         if !self.side.token_session
             || self.side.done
             || token.is_empty()
@@ -330,15 +337,11 @@ impl Conn<ClientSide> {
         {
             return false;
         }
-        let parts = token.len().div_ceil(MAX_USER_CERT_PART) as u8;
-        for (part, chunk) in token.chunks(MAX_USER_CERT_PART).enumerate() {
-            let msg = Control::WorkloadToken {
-                part: part as u8,
-                parts,
-                bytes: TokenPart(zeroize::Zeroizing::new(chunk.to_vec())),
-            };
-            self.seal(&msg, now);
-        }
+        self.seal_parts(token, now, |part, parts, chunk| Control::WorkloadToken {
+            part,
+            parts,
+            bytes: TokenPart(zeroize::Zeroizing::new(chunk.to_vec())),
+        });
         true
     }
 
